@@ -1,0 +1,45 @@
+# txswitch: every developer and CI command goes through here.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_DIR ?= var
+
+.PHONY: install run test lint typecheck unit proto bench sim clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/txswitch serve --data-dir $(DATA_DIR)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+test: lint typecheck
+	$(BIN)/pytest -q
+
+proto: $(STAMP)
+	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. \
+		--mypy_out=. --mypy_grpc_out=. protocols/wire/*.proto
+
+bench: $(STAMP)
+	$(BIN)/python -m terminal_sim.bench
+
+sim: $(STAMP)
+	$(BIN)/txswitch-sim --data-dir $(DATA_DIR) --terminals 20 --duration-s 20
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .ruff_cache .pytest_cache
