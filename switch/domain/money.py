@@ -1,0 +1,79 @@
+"""Money: integer minor units plus an ISO 4217 currency; no floats anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ISO 4217 alphabetic code -> minor-unit exponent, for the currencies the switch accepts.
+CURRENCY_EXPONENTS: dict[str, int] = {
+    "EUR": 2,
+    "USD": 2,
+    "GBP": 2,
+    "CHF": 2,
+    "DKK": 2,
+    "SEK": 2,
+    "NOK": 2,
+    "PLN": 2,
+    "CZK": 2,
+    "JPY": 0,
+}
+# ISO 4217 numeric codes, for ISO 8583 field 49.
+CURRENCY_NUMERIC: dict[str, str] = {
+    "EUR": "978",
+    "USD": "840",
+    "GBP": "826",
+    "CHF": "756",
+    "DKK": "208",
+    "SEK": "752",
+    "NOK": "578",
+    "PLN": "985",
+    "CZK": "203",
+    "JPY": "392",
+}
+
+# No single amount on this switch may exceed this (and it fits in ISO 8583 field 4).
+AMOUNT_MINOR_MAX = 99_999_999
+
+
+def is_known_currency(currency: str) -> bool:
+    return currency in CURRENCY_EXPONENTS
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount_minor: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        assert isinstance(self.amount_minor, int), "amount_minor must be an int"
+        assert not isinstance(self.amount_minor, bool), "amount_minor must not be a bool"
+
+    def __add__(self, other: Money) -> Money:
+        assert self.currency == other.currency, (self.currency, other.currency)
+        return Money(self.amount_minor + other.amount_minor, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        assert self.currency == other.currency, (self.currency, other.currency)
+        return Money(self.amount_minor - other.amount_minor, self.currency)
+
+    def __neg__(self) -> Money:
+        return Money(-self.amount_minor, self.currency)
+
+    def format(self) -> str:
+        """Human form, e.g. '12.50 EUR'."""
+        exponent = CURRENCY_EXPONENTS.get(self.currency, 2)
+        sign = "-" if self.amount_minor < 0 else ""
+        whole, minor = divmod(abs(self.amount_minor), 10**exponent)
+        if exponent == 0:
+            return f"{sign}{whole} {self.currency}"
+        return f"{sign}{whole}.{minor:0{exponent}d} {self.currency}"
+
+
+def zero(currency: str) -> Money:
+    return Money(0, currency)
+
+
+def proportional_share(amount_minor: int, numerator: int, denominator: int) -> int:
+    """amount * numerator / denominator, rounded half up, in integers only."""
+    assert denominator > 0 and numerator >= 0 and amount_minor >= 0
+    return (amount_minor * numerator * 2 + denominator) // (denominator * 2)
