@@ -1,0 +1,153 @@
+"""What a card may do: pure decisions over a card's state, one rule per check, declines as values."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from switch.domain.cards import CardStatus
+from switch.domain.money import AMOUNT_MINOR_MAX, Money, is_known_currency
+from switch.domain.programmes import Programme
+from switch.domain.response_codes import ResponseCode
+from switch.domain.transactions import TransactionStatus
+
+STATUS_DECLINES: dict[CardStatus, ResponseCode] = {
+    CardStatus.blocked: ResponseCode.card_blocked,
+    CardStatus.lost: ResponseCode.card_lost,
+    CardStatus.expired: ResponseCode.card_expired,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CardState:
+    card_id: str
+    programme: Programme
+    masked: str
+    status: CardStatus
+    expiry: dt.date
+    balance_minor: int  # committed in the ledger
+
+    def __post_init__(self) -> None:
+        assert self.balance_minor >= 0, "a card balance is never negative"
+
+    @property
+    def currency(self) -> str:
+        return self.programme.currency
+
+    def money(self, amount_minor: int) -> Money:
+        return Money(amount_minor, self.programme.currency)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    code: ResponseCode
+    amount_minor: int = 0
+    detail: str = ""
+
+    @property
+    def approves(self) -> bool:
+        return self.code.approves
+
+
+def amount_problem(amount: Money, card_currency: str) -> Decision | None:
+    """Zero, negative, oversized or foreign-currency amounts."""
+    if not is_known_currency(amount.currency):
+        return Decision(ResponseCode.currency_not_accepted, detail=f"unknown currency {amount.currency!r}")
+    if amount.currency != card_currency:
+        return Decision(
+            ResponseCode.currency_not_accepted,
+            detail=f"card is in {card_currency}, request in {amount.currency}",
+        )
+    if amount.amount_minor <= 0:
+        return Decision(ResponseCode.invalid_amount, detail="amount must be positive")
+    if amount.amount_minor > AMOUNT_MINOR_MAX:
+        return Decision(ResponseCode.invalid_amount, detail=f"amount above {AMOUNT_MINOR_MAX} minor units")
+    return None
+
+
+def usability_problem(card: CardState, today: dt.date) -> Decision | None:
+    """A card that is blocked, lost or expired declines everything but undoing."""
+    if card.status in STATUS_DECLINES:
+        return Decision(STATUS_DECLINES[card.status], detail=f"card is {card.status.value}")
+    if today > card.expiry:
+        return Decision(ResponseCode.card_expired, detail=f"card expired on {card.expiry.isoformat()}")
+    return None
+
+
+def decide_redemption(
+    card: CardState,
+    available_minor: int,
+    amount: Money,
+    allow_partial: bool,
+    merchant_accepts: bool,
+    today: dt.date,
+) -> Decision:
+    problem = amount_problem(amount, card.currency) or usability_problem(card, today)
+    if problem is not None:
+        return problem
+    if not merchant_accepts:
+        return Decision(ResponseCode.merchant_not_in_programme, detail=card.programme.name)
+    if amount.amount_minor <= available_minor:
+        return Decision(ResponseCode.approved, amount.amount_minor)
+    if allow_partial and available_minor > 0:
+        return Decision(ResponseCode.approved_partial, available_minor)
+    return Decision(ResponseCode.exceeds_balance, detail=f"{card.money(available_minor).format()} available")
+
+
+def decide_load(card: CardState, balance_with_pending_minor: int, amount: Money, today: dt.date) -> Decision:
+    problem = amount_problem(amount, card.currency) or usability_problem(card, today)
+    if problem is not None:
+        return problem
+    room_minor = card.programme.balance_max_minor - balance_with_pending_minor
+    if amount.amount_minor > room_minor:
+        return Decision(
+            ResponseCode.exceeds_amount_limit,
+            detail=f"card may hold at most {card.money(card.programme.balance_max_minor).format()}",
+        )
+    return Decision(ResponseCode.approved, amount.amount_minor)
+
+
+def decide_refund(
+    card: CardState,
+    amount: Money,
+    original_status: TransactionStatus,
+    refundable_minor: int,
+    balance_with_pending_minor: int,
+    today: dt.date,
+) -> Decision:
+    """A refund returns (part of) an approved redemption to its card."""
+    problem = amount_problem(amount, card.currency) or usability_problem(card, today)
+    if problem is not None:
+        return problem
+    if original_status is not TransactionStatus.approved:
+        return Decision(ResponseCode.already_reversed, detail=f"original is {original_status.value}")
+    if amount.amount_minor > refundable_minor:
+        return Decision(
+            ResponseCode.exceeds_original_amount,
+            detail=f"{card.money(refundable_minor).format()} left to refund",
+        )
+    if balance_with_pending_minor + amount.amount_minor > card.programme.balance_max_minor:
+        return Decision(ResponseCode.exceeds_amount_limit, detail="refund would exceed the card limit")
+    return Decision(ResponseCode.approved, amount.amount_minor)
+
+
+def decide_undo(
+    original_status: TransactionStatus,
+    refunded_minor: int,
+    takes_from_card_minor: int,
+    available_minor: int,
+) -> Decision:
+    """Cancel or reverse an approved transaction in full.
+
+    takes_from_card_minor is what undoing takes back from the card (a load's amount), 0 when it
+    gives money back to the card.
+    """
+    if original_status is not TransactionStatus.approved:
+        return Decision(ResponseCode.already_reversed, detail=f"original is {original_status.value}")
+    if refunded_minor:
+        return Decision(
+            ResponseCode.invalid_transaction, detail="original was partly refunded; refund the rest"
+        )
+    if takes_from_card_minor > available_minor:
+        return Decision(ResponseCode.exceeds_balance, detail="the loaded value has been spent")
+    return Decision(ResponseCode.approved)

@@ -1,0 +1,76 @@
+"""Closed-loop card numbers: Luhn check, programme prefix, QR payload, masking, status."""
+
+from __future__ import annotations
+
+import enum
+import re
+
+CARD_NUMBER_LENGTH = 16
+CARD_PREFIX_LENGTH = 6
+QR_SCHEME = "txswitch://card/"
+_DIGITS = re.compile(r"^[0-9]+$")
+
+
+class CardStatus(enum.Enum):
+    active = "active"
+    blocked = "blocked"
+    lost = "lost"
+    expired = "expired"
+
+
+def luhn_check_digit(payload: str) -> str:
+    """The digit that makes payload + digit Luhn-valid."""
+    assert _DIGITS.match(payload), "payload must be digits"
+    total = 0
+    for index, char in enumerate(reversed(payload)):
+        digit = int(char)
+        if index % 2 == 0:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return str((10 - total % 10) % 10)
+
+
+def is_luhn_valid(number: str) -> bool:
+    if len(number) < 2 or not _DIGITS.match(number):
+        return False
+    return luhn_check_digit(number[:-1]) == number[-1]
+
+
+def make_card_number(prefix: str, serial: int) -> str:
+    """Prefix + zero-padded serial + Luhn digit, CARD_NUMBER_LENGTH digits in all."""
+    assert len(prefix) == CARD_PREFIX_LENGTH and _DIGITS.match(prefix), prefix
+    body_length = CARD_NUMBER_LENGTH - CARD_PREFIX_LENGTH - 1
+    assert 0 <= serial < 10**body_length, serial
+    payload = f"{prefix}{serial:0{body_length}d}"
+    return payload + luhn_check_digit(payload)
+
+
+def card_number_problem(number: str) -> str | None:
+    """Why this is not a well-formed card number, or None. Never echoes the number."""
+    if not number:
+        return "card_number is empty"
+    if not _DIGITS.match(number):
+        return "card_number must contain digits only"
+    if len(number) != CARD_NUMBER_LENGTH:
+        return f"card_number must have {CARD_NUMBER_LENGTH} digits, got {len(number)}"
+    if not is_luhn_valid(number):
+        return "card_number fails the Luhn check"
+    return None
+
+
+def qr_payload(number: str) -> str:
+    return QR_SCHEME + number
+
+
+def card_number_from_qr(payload: str) -> str | None:
+    """The card number a QR payload encodes, or None when it is not one of ours."""
+    if not payload.startswith(QR_SCHEME):
+        return None
+    return payload[len(QR_SCHEME) :]
+
+
+def mask(number: str) -> str:
+    """First six and last four digits; the rest hidden."""
+    return f"{number[:CARD_PREFIX_LENGTH]}{'*' * (len(number) - 10)}{number[-4:]}"

@@ -1,0 +1,179 @@
+"""Double-entry ledger rules: accounts, postings, and the journal entry of each money movement."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class AccountKind(enum.Enum):
+    card = "card"
+    merchant_payable = "merchant_payable"
+    programme_float = "programme_float"
+    funder = "funder"
+    commission_revenue = "commission_revenue"
+    payout_clearing = "payout_clearing"
+    cardholder_clearing = "cardholder_clearing"
+
+
+# Accounts whose balance may never go below zero: their debits are conditional in the store.
+GUARDED_KINDS = frozenset({AccountKind.card})
+
+
+def card_account(card_id: str) -> str:
+    return f"card:{card_id}"
+
+
+def merchant_payable_account(merchant_id: str) -> str:
+    return f"merchant:{merchant_id}:payable"
+
+
+def programme_float_account(programme_id: str) -> str:
+    return f"programme:{programme_id}:float"
+
+
+def funder_account(programme_id: str) -> str:
+    return f"programme:{programme_id}:funder"
+
+
+def commission_account(programme_id: str) -> str:
+    return f"programme:{programme_id}:commission"
+
+
+def payout_clearing_account(programme_id: str) -> str:
+    return f"programme:{programme_id}:payouts"
+
+
+def cardholder_clearing_account(programme_id: str) -> str:
+    return f"programme:{programme_id}:cardholder_clearing"
+
+
+def account_kind(account_id: str) -> AccountKind:
+    if account_id.startswith("card:"):
+        return AccountKind.card
+    suffix = account_id.rsplit(":", 1)[-1]
+    return {
+        "payable": AccountKind.merchant_payable,
+        "float": AccountKind.programme_float,
+        "funder": AccountKind.funder,
+        "commission": AccountKind.commission_revenue,
+        "payouts": AccountKind.payout_clearing,
+        "cardholder_clearing": AccountKind.cardholder_clearing,
+    }[suffix]
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    account_id: str
+    amount_minor: int  # positive adds to the account's balance, negative takes from it
+
+    @property
+    def guarded(self) -> bool:
+        """A debit of an account that may never go negative."""
+        return self.amount_minor < 0 and account_kind(self.account_id) in GUARDED_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One money movement; its idempotency key lets it happen at most once."""
+
+    idempotency_key: str
+    kind: str
+    currency: str
+    postings: tuple[Posting, ...]
+
+    def __post_init__(self) -> None:
+        assert self.postings, "an entry needs postings"
+        assert sum(p.amount_minor for p in self.postings) == 0, "postings must sum to zero"
+        assert all(p.amount_minor != 0 for p in self.postings), "no empty postings"
+        assert len({p.account_id for p in self.postings}) == len(self.postings), "one posting per account"
+
+    def delta_for(self, account_id: str) -> int:
+        return sum(p.amount_minor for p in self.postings if p.account_id == account_id)
+
+    def reversed(self, idempotency_key: str, kind: str) -> JournalEntry:
+        """The entry that undoes this one."""
+        return JournalEntry(
+            idempotency_key,
+            kind,
+            self.currency,
+            tuple(Posting(p.account_id, -p.amount_minor) for p in self.postings),
+        )
+
+
+def transfer(key: str, kind: str, currency: str, debit: str, credit: str, amount_minor: int) -> JournalEntry:
+    assert amount_minor > 0, amount_minor
+    return JournalEntry(key, kind, currency, (Posting(debit, -amount_minor), Posting(credit, amount_minor)))
+
+
+def redemption_entry(
+    key: str, currency: str, card_id: str, merchant_id: str, amount_minor: int
+) -> JournalEntry:
+    return transfer(
+        key,
+        "redemption",
+        currency,
+        card_account(card_id),
+        merchant_payable_account(merchant_id),
+        amount_minor,
+    )
+
+
+def refund_entry(key: str, currency: str, card_id: str, merchant_id: str, amount_minor: int) -> JournalEntry:
+    return transfer(
+        key,
+        "refund",
+        currency,
+        merchant_payable_account(merchant_id),
+        card_account(card_id),
+        amount_minor,
+    )
+
+
+def load_entry(
+    key: str,
+    currency: str,
+    card_id: str,
+    programme_id: str,
+    holder_part_minor: int,
+    funder_part_minor: int,
+) -> JournalEntry:
+    """The holder's part comes from the programme float, the funder's part from the funder."""
+    assert holder_part_minor >= 0 and funder_part_minor >= 0
+    postings = [Posting(card_account(card_id), holder_part_minor + funder_part_minor)]
+    if holder_part_minor:
+        postings.append(Posting(programme_float_account(programme_id), -holder_part_minor))
+    if funder_part_minor:
+        postings.append(Posting(funder_account(programme_id), -funder_part_minor))
+    return JournalEntry(key, "load", currency, tuple(postings))
+
+
+def card_transfer_entry(
+    key: str, currency: str, lost_card_id: str, new_card_id: str, amount_minor: int
+) -> JournalEntry:
+    return transfer(
+        key,
+        "card_transfer",
+        currency,
+        card_account(lost_card_id),
+        card_account(new_card_id),
+        amount_minor,
+    )
+
+
+def settlement_entry(
+    key: str,
+    currency: str,
+    programme_id: str,
+    merchant_id: str,
+    gross_minor: int,
+    commission_minor: int,
+) -> JournalEntry:
+    """The merchant's payable is paid out, less the programme's commission."""
+    assert 0 <= commission_minor <= gross_minor and gross_minor > 0
+    postings = [Posting(merchant_payable_account(merchant_id), -gross_minor)]
+    if commission_minor:
+        postings.append(Posting(commission_account(programme_id), commission_minor))
+    if gross_minor - commission_minor:
+        postings.append(Posting(payout_clearing_account(programme_id), gross_minor - commission_minor))
+    return JournalEntry(key, "settlement", currency, tuple(postings))

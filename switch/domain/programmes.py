@@ -1,0 +1,55 @@
+"""Card programmes: gift cards redeemed at member merchants, benefit cards with a co-payment."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from switch.domain.money import proportional_share
+
+
+class ProgrammeKind(enum.Enum):
+    gift = "gift"
+    benefit = "benefit"
+
+
+@dataclass(frozen=True, slots=True)
+class CoPayment:
+    """The holder pays numerator_minor for each denominator_minor loaded; the funder pays the rest."""
+
+    numerator_minor: int
+    denominator_minor: int
+
+    def __post_init__(self) -> None:
+        assert 0 <= self.numerator_minor <= self.denominator_minor, self
+        assert self.denominator_minor > 0, self
+
+    def split(self, amount_minor: int) -> tuple[int, int]:
+        """(holder part, funder part), summing to amount_minor."""
+        holder_minor = proportional_share(amount_minor, self.numerator_minor, self.denominator_minor)
+        return holder_minor, amount_minor - holder_minor
+
+
+@dataclass(frozen=True, slots=True)
+class Programme:
+    programme_id: str
+    name: str
+    kind: ProgrammeKind
+    currency: str
+    card_prefix: str
+    balance_max_minor: int
+    copayment: CoPayment | None  # benefit programmes only
+    payout_interval_weeks: int
+    card_validity_months: int
+
+    def split_load(self, amount_minor: int) -> tuple[int, int]:
+        """(holder part, funder part) of a load."""
+        if self.copayment is None:
+            return amount_minor, 0
+        return self.copayment.split(amount_minor)
+
+
+def commission_minor(gross_minor: int, commission_basis_points: int) -> int:
+    """The programme's commission on a merchant's payout, rounded half up."""
+    assert 0 <= commission_basis_points <= 10_000
+    return proportional_share(gross_minor, commission_basis_points, 10_000)

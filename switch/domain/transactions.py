@@ -1,0 +1,157 @@
+"""Terminal commands and their outcomes, as frozen records; the fingerprint that makes retries safe."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+
+from switch.domain.money import Money
+from switch.domain.response_codes import ResponseCode
+
+TRANSACTION_ID_LENGTH_MAX = 64
+
+
+class TransactionType(enum.Enum):
+    redemption = "redemption"
+    load = "load"
+    refund = "refund"
+    cancel = "cancel"
+    reversal = "reversal"
+    payment = "payment"
+
+
+class TransactionStatus(enum.Enum):
+    approved = "approved"
+    declined = "declined"
+    reversed = "reversed"  # approved, then undone by a reversal
+    cancelled = "cancelled"  # approved, then undone by a cancel (void)
+    aborted = "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeeAuth:
+    employee_number: str
+    pin: str = field(repr=False)  # never printed
+
+
+@dataclass(frozen=True, slots=True)
+class Redeem:
+    transaction_id: str
+    card_id: str
+    amount: Money
+    allow_partial: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    transaction_id: str
+    card_id: str
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    transaction_id: str
+    original_transaction_id: str
+    amount: Money
+    employee: EmployeeAuth
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    transaction_id: str
+    original_transaction_id: str
+    employee: EmployeeAuth
+
+
+@dataclass(frozen=True, slots=True)
+class Reversal:
+    original_transaction_id: str
+
+    @property
+    def transaction_id(self) -> str:
+        # A reversal is identified by what it reverses, so repeating it is idempotent.
+        return f"reversal:{self.original_transaction_id}"
+
+
+TerminalCommand = Redeem | Load | Refund | Cancel | Reversal
+
+COMMAND_TYPES: dict[type[TerminalCommand], TransactionType] = {
+    Redeem: TransactionType.redemption,
+    Load: TransactionType.load,
+    Refund: TransactionType.refund,
+    Cancel: TransactionType.cancel,
+    Reversal: TransactionType.reversal,
+}
+
+
+def fingerprint(command: TerminalCommand) -> str:
+    """A digest of everything that makes a request what it is (never the employee PIN)."""
+    parts: list[str] = [COMMAND_TYPES[type(command)].value]
+    match command:
+        case Redeem():
+            parts += [command.card_id, _money(command.amount), str(command.allow_partial)]
+        case Load():
+            parts += [command.card_id, _money(command.amount)]
+        case Refund():
+            parts += [command.original_transaction_id, _money(command.amount)]
+        case Cancel():
+            parts += [command.original_transaction_id]
+        case Reversal():
+            parts += [command.original_transaction_id]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def _money(money: Money) -> str:
+    return f"{money.amount_minor}{money.currency}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the switch answered to one transaction."""
+
+    transaction_id: str
+    transaction_type: TransactionType
+    code: ResponseCode
+    detail: str = ""
+    requested: Money | None = None
+    approved: Money | None = None
+    balance: Money | None = None
+    card_masked: str = ""
+    authorization_code: str = ""
+    period_number: int = 0
+    cardholder_part: Money | None = None
+    funder_part: Money | None = None
+    status: TransactionStatus = TransactionStatus.declined
+    persisted: bool = True  # False: a system error whose request may be retried afresh
+
+    @property
+    def message(self) -> str:
+        return f"{self.code.message}: {self.detail}" if self.detail else self.code.message
+
+
+def declined(
+    transaction_id: str,
+    transaction_type: TransactionType,
+    code: ResponseCode,
+    detail: str = "",
+    *,
+    requested: Money | None = None,
+    balance: Money | None = None,
+    card_masked: str = "",
+    period_number: int = 0,
+    persisted: bool = True,
+) -> Outcome:
+    assert not code.approves, code
+    return Outcome(
+        transaction_id,
+        transaction_type,
+        code,
+        detail,
+        requested=requested,
+        balance=balance,
+        card_masked=card_masked,
+        period_number=period_number,
+        persisted=persisted,
+    )
