@@ -1,0 +1,43 @@
+"""ISO 8583:1987 message type indicators the switch sends and accepts, and request -> response."""
+
+from __future__ import annotations
+
+from typing import Final
+
+AUTHORIZATION_REQUEST: Final = "0100"
+AUTHORIZATION_RESPONSE: Final = "0110"
+FINANCIAL_REQUEST: Final = "0200"
+FINANCIAL_RESPONSE: Final = "0210"
+REVERSAL_REQUEST: Final = "0400"
+REVERSAL_RESPONSE: Final = "0410"
+REVERSAL_ADVICE: Final = "0420"
+REVERSAL_ADVICE_REPEAT: Final = "0421"
+REVERSAL_ADVICE_RESPONSE: Final = "0430"
+NETWORK_REQUEST: Final = "0800"
+NETWORK_RESPONSE: Final = "0810"
+
+RESPONSE_MTI_BY_REQUEST: Final[dict[str, str]] = {
+    AUTHORIZATION_REQUEST: AUTHORIZATION_RESPONSE,
+    FINANCIAL_REQUEST: FINANCIAL_RESPONSE,
+    REVERSAL_REQUEST: REVERSAL_RESPONSE,
+    REVERSAL_ADVICE: REVERSAL_ADVICE_RESPONSE,
+    REVERSAL_ADVICE_REPEAT: REVERSAL_ADVICE_RESPONSE,
+    NETWORK_REQUEST: NETWORK_RESPONSE,
+}
+REQUEST_MTIS: Final = frozenset(RESPONSE_MTI_BY_REQUEST)
+RESPONSE_MTIS: Final = frozenset(RESPONSE_MTI_BY_REQUEST.values())
+KNOWN_MTIS: Final = REQUEST_MTIS | RESPONSE_MTIS
+
+# Field 70 network management codes.
+NETWORK_SIGN_ON: Final = "001"
+NETWORK_SIGN_OFF: Final = "002"
+NETWORK_ECHO: Final = "301"
+
+
+def response_mti(request_mti: str) -> str:
+    """The MTI answering `request_mti`; KeyError for an MTI that is not a request we know."""
+    return RESPONSE_MTI_BY_REQUEST[request_mti]
+
+
+def is_request(mti: str) -> bool:
+    return mti in REQUEST_MTIS

@@ -1,0 +1,17 @@
+"""ISO 8583 field 39 <-> switch ResponseCode, the one mapping at the acquirer edge."""
+
+from __future__ import annotations
+
+from protocols.iso8583._codec import MessageFormatError
+from switch.domain.response_codes import ResponseCode, from_iso_code
+
+
+def response_code_from_field39(code: str) -> ResponseCode:
+    """The domain code for an acquirer's field 39; unknown codes decline as do_not_honour."""
+    if len(code) != 2 or not code.isascii() or not code.isalnum():
+        raise MessageFormatError("39", "response code must be 2 alphanumerics")
+    return from_iso_code(code)
+
+
+def field39_from_response_code(code: ResponseCode) -> str:
+    return code.iso_code
