@@ -1,0 +1,416 @@
+"""Every txswitch Prometheus metric, on a registry the switch owns, plus its HTTP endpoint."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest, start_http_server
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+METRICS_HOST_DEFAULT: Final = "127.0.0.1"
+METRICS_PORT_DEFAULT: Final = 9464
+
+# Seconds, fit for a switch whose budget is ~15 ms at p99: fine steps below 50 ms.
+REQUEST_LATENCY_BUCKETS_S: Final = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+COMMIT_LATENCY_BUCKETS_S: Final = REQUEST_LATENCY_BUCKETS_S
+ACQUIRER_LATENCY_BUCKETS_S: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+BATCH_ENTRIES_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+# A label set per distinct value is a time series; a bug passing ids as labels must not
+# grow memory and Prometheus without bound, so past this many we fold into "other".
+LABEL_COMBINATIONS_MAX: Final = 1024
+LABEL_VALUE_LENGTH_MAX: Final = 64
+
+LABEL_FOLDED: Final = "other"
+LABEL_REFUSED: Final = "invalid"
+
+ACQUIRER_LINK_STATES: Final = ("down", "connecting", "signed_on")
+PIN_LOCKOUT_KINDS: Final = ("employee", "card")
+
+# "/" admits gRPC full method names ("/txswitch.terminal.v1.Terminal/Redeem").
+_NAME_LABEL_PATTERN: Final = re.compile(r"/?[A-Za-z][A-Za-z0-9_./\-]*")
+_CODE_LABEL_PATTERN: Final = re.compile(r"[0-9A-Z]{2}")
+# Card numbers and ids are long digit runs; no legitimate rpc/kind/acquirer name has one.
+_DIGIT_RUN_PATTERN: Final = re.compile(r"\d{6,}")
+
+
+def name_label(value: str) -> str:
+    """An rpc, kind or acquirer label value, or "invalid" if it could carry data."""
+    if (
+        len(value) > LABEL_VALUE_LENGTH_MAX
+        or not _NAME_LABEL_PATTERN.fullmatch(value)
+        or _DIGIT_RUN_PATTERN.search(value)
+    ):
+        return LABEL_REFUSED
+    return value
+
+
+def code_label(value: str) -> str:
+    """An ISO 8583 response-code label value (two characters), or "invalid"."""
+    return value if _CODE_LABEL_PATTERN.fullmatch(value) else LABEL_REFUSED
+
+
+@dataclass(frozen=True, slots=True)
+class ActorKindStats:
+    """Live actors of one kind (terminal, card, journal, ...) and their mailboxes."""
+
+    kind: str
+    live: int
+    mailbox_messages: int
+    mailbox_depth_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSnapshot:
+    """What the switch reports at scrape time: actors by kind and terminals online."""
+
+    actors: Sequence[ActorKindStats]
+    terminals_online: int
+
+
+RuntimeSource = Callable[[], RuntimeSnapshot]
+
+
+class _RuntimeCollector(Collector):
+    """Asks the switch for a snapshot at scrape time so the hot path pays nothing."""
+
+    def __init__(self) -> None:
+        self.source: RuntimeSource | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        source = self.source
+        if source is None:
+            return self._families()
+        try:
+            snapshot = source()
+        except Exception:
+            # A failing snapshot must not break the scrape of every other metric.
+            log.exception("runtime metrics snapshot failed")
+            return self._families()
+        return self._families(snapshot)
+
+    @staticmethod
+    def _families(snapshot: RuntimeSnapshot | None = None) -> list[Metric]:
+        live = GaugeMetricFamily("txswitch_actors_live", "Live actors by kind.", labels=["kind"])
+        messages = GaugeMetricFamily(
+            "txswitch_actor_mailbox_messages",
+            "Messages waiting in the mailboxes of all live actors of a kind.",
+            labels=["kind"],
+        )
+        depth_max = GaugeMetricFamily(
+            "txswitch_actor_mailbox_depth_max",
+            "Deepest mailbox among live actors of a kind.",
+            labels=["kind"],
+        )
+        online = GaugeMetricFamily("txswitch_terminals_online", "Terminals with a session active now.")
+        if snapshot is not None:
+            for stats in snapshot.actors:
+                kind = name_label(stats.kind)
+                live.add_metric([kind], stats.live)
+                messages.add_metric([kind], stats.mailbox_messages)
+                depth_max.add_metric([kind], stats.mailbox_depth_max)
+            online.add_metric([], snapshot.terminals_online)
+        return [live, messages, depth_max, online]
+
+
+class _RequestChildren:
+    """Pre-resolved label children for one (rpc, code) pair: no label lookup per request."""
+
+    __slots__ = ("count", "latency")
+
+    def __init__(self, count: Counter, latency: Histogram) -> None:
+        self.count = count
+        self.latency = latency
+
+
+class SwitchMetrics:
+    """All txswitch metrics on one private registry; typed methods for the hot path."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._define_request_metrics()
+        self._define_actor_metrics()
+        self._define_journal_metrics()
+        self._define_acquirer_metrics()
+        self._define_security_metrics()
+        self._runtime = _RuntimeCollector()
+        self.registry.register(self._runtime)
+        self._request_children: dict[tuple[str, str], _RequestChildren] = {}
+        self._in_flight_children: dict[str, Gauge] = {}
+        self._children_lock = threading.Lock()
+
+    # -- definitions ----------------------------------------------------------------------
+
+    def _define_request_metrics(self) -> None:
+        self.requests = Counter(
+            "txswitch_requests",
+            "Requests answered, by RPC and ISO 8583 response code.",
+            ["rpc", "code"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "txswitch_request_duration_seconds",
+            "Time from request received to response sent, by RPC.",
+            ["rpc"],
+            buckets=REQUEST_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.requests_in_flight = Gauge(
+            "txswitch_requests_in_flight",
+            "Requests received and not yet answered, by RPC.",
+            ["rpc"],
+            registry=self.registry,
+        )
+        self.terminal_activations = Counter(
+            "txswitch_terminal_activations",
+            "Terminals activated.",
+            registry=self.registry,
+        )
+
+    def _define_actor_metrics(self) -> None:
+        self.card_actors_started = Counter(
+            "txswitch_card_actors_started",
+            "Card actors started on first use.",
+            registry=self.registry,
+        )
+        self.card_actors_passivated = Counter(
+            "txswitch_card_actors_passivated",
+            "Card actors stopped after being idle or to respect the live bound.",
+            registry=self.registry,
+        )
+
+    def _define_journal_metrics(self) -> None:
+        self.journal_batch_entries = Histogram(
+            "txswitch_journal_batch_entries",
+            "Journal entries committed together in one group commit.",
+            buckets=BATCH_ENTRIES_BUCKETS,
+            registry=self.registry,
+        )
+        self.journal_commit_duration = Histogram(
+            "txswitch_journal_commit_duration_seconds",
+            "Time to durably commit one group-commit batch.",
+            buckets=COMMIT_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.journal_commit_failures = Counter(
+            "txswitch_journal_commit_failures",
+            "Group commits that failed (each entry answered with a system decline).",
+            registry=self.registry,
+        )
+
+    def _define_acquirer_metrics(self) -> None:
+        self.acquirer_link_up = Gauge(
+            "txswitch_acquirer_link_up",
+            "1 when the link to the acquirer is connected and signed on, else 0.",
+            ["acquirer"],
+            registry=self.registry,
+        )
+        self.acquirer_link_state = Gauge(
+            "txswitch_acquirer_link_state",
+            "1 for the state the link to the acquirer is in, 0 for the others.",
+            ["acquirer", "state"],
+            registry=self.registry,
+        )
+        self.acquirer_request_duration = Histogram(
+            "txswitch_acquirer_request_duration_seconds",
+            "Time from ISO 8583 request sent to response received, by acquirer.",
+            ["acquirer"],
+            buckets=ACQUIRER_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.acquirer_timeouts = Counter(
+            "txswitch_acquirer_timeouts",
+            "Acquirer requests that got no response in time, by acquirer.",
+            ["acquirer"],
+            registry=self.registry,
+        )
+        self.store_and_forward_queue_depth = Gauge(
+            "txswitch_store_and_forward_queue_depth",
+            "Advices (e.g. 0420 reversals) stored and not yet acknowledged, by acquirer.",
+            ["acquirer"],
+            registry=self.registry,
+        )
+
+    def _define_security_metrics(self) -> None:
+        self.pin_lockouts = Counter(
+            "txswitch_pin_lockouts",
+            "Lockouts after too many wrong PINs, by kind (employee or card).",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    # -- hot path ---------------------------------------------------------------------------
+
+    def observe_request(self, rpc: str, code: str, latency_s: float) -> None:
+        """Count one answered request and record its latency."""
+        children = self._request_children.get((rpc, code))
+        if children is None:
+            children = self._resolve_request_children(rpc, code)
+        children.count.inc()
+        children.latency.observe(latency_s)
+
+    def request_started(self, rpc: str) -> None:
+        """One more request in flight; pair with request_finished."""
+        self._in_flight_child(rpc).inc()
+
+    def request_finished(self, rpc: str) -> None:
+        self._in_flight_child(rpc).dec()
+
+    def _in_flight_child(self, rpc: str) -> Gauge:
+        child = self._in_flight_children.get(rpc)
+        if child is None:
+            with self._children_lock:
+                label = self._bounded(name_label(rpc), len(self._in_flight_children))
+                child = self.requests_in_flight.labels(rpc=label)
+                self._in_flight_children[rpc] = child
+        return child
+
+    def _resolve_request_children(self, rpc: str, code: str) -> _RequestChildren:
+        with self._children_lock:
+            used = len(self._request_children)
+            rpc_label = self._bounded(name_label(rpc), used)
+            code_value = self._bounded(code_label(code), used)
+            children = _RequestChildren(
+                self.requests.labels(rpc=rpc_label, code=code_value),
+                self.request_duration.labels(rpc=rpc_label),
+            )
+            self._request_children[(rpc, code)] = children
+            return children
+
+    @staticmethod
+    def _bounded(label: str, used: int) -> str:
+        return LABEL_FOLDED if used >= LABEL_COMBINATIONS_MAX else label
+
+    def terminal_activated(self) -> None:
+        self.terminal_activations.inc()
+
+    def card_actor_started(self) -> None:
+        self.card_actors_started.inc()
+
+    def card_actor_passivated(self) -> None:
+        self.card_actors_passivated.inc()
+
+    def observe_commit(self, batch_entries: int, latency_s: float) -> None:
+        """One group commit of batch_entries journal entries that took latency_s."""
+        self.journal_batch_entries.observe(batch_entries)
+        self.journal_commit_duration.observe(latency_s)
+
+    def commit_failed(self) -> None:
+        self.journal_commit_failures.inc()
+
+    def pin_lockout(self, kind: str) -> None:
+        """kind is "employee" or "card"; never the employee or card itself."""
+        self.pin_lockouts.labels(kind=kind if kind in PIN_LOCKOUT_KINDS else LABEL_REFUSED).inc()
+
+    # -- acquirer links ---------------------------------------------------------------------
+
+    def set_acquirer_link_state(self, acquirer: str, state: str) -> None:
+        """state is one of ACQUIRER_LINK_STATES; link_up follows it."""
+        assert state in ACQUIRER_LINK_STATES, state
+        label = name_label(acquirer)
+        for known in ACQUIRER_LINK_STATES:
+            self.acquirer_link_state.labels(acquirer=label, state=known).set(known == state)
+        self.acquirer_link_up.labels(acquirer=label).set(1 if state == "signed_on" else 0)
+
+    def observe_acquirer_request(self, acquirer: str, latency_s: float) -> None:
+        self.acquirer_request_duration.labels(acquirer=name_label(acquirer)).observe(latency_s)
+
+    def acquirer_timeout(self, acquirer: str) -> None:
+        self.acquirer_timeouts.labels(acquirer=name_label(acquirer)).inc()
+
+    def set_store_and_forward_depth(self, acquirer: str, depth: int) -> None:
+        self.store_and_forward_queue_depth.labels(acquirer=name_label(acquirer)).set(depth)
+
+    # -- scrape time ------------------------------------------------------------------------
+
+    def set_runtime_source(self, source: RuntimeSource | None) -> None:
+        """A function the registry calls at each scrape for actor and terminal gauges."""
+        self._runtime.source = source
+
+    def exposition(self) -> bytes:
+        """The text exposition, as an HTTP scrape would return it."""
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """The HTTP exposition endpoint (/metrics) on its own daemon thread."""
+
+    def __init__(
+        self,
+        metrics: SwitchMetrics,
+        host: str = METRICS_HOST_DEFAULT,
+        port: int = METRICS_PORT_DEFAULT,
+    ) -> None:
+        self._metrics = metrics
+        self._host = host
+        self._port = port
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        """Listen and serve; returns the bound port (useful when configured with 0)."""
+        assert self._server is None, "metrics server already started"
+        server, thread = start_http_server(self._port, addr=self._host, registry=self._metrics.registry)
+        self._server, self._thread = server, thread
+        port: int = server.server_port
+        log.info("metrics listening", extra={"host": self._host, "port": port})
+        return port
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "metrics server not started"
+        port: int = self._server.server_port
+        return port
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        self._server = self._thread = None

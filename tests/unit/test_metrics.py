@@ -1,0 +1,210 @@
+"""SwitchMetrics: names, label hygiene, bounds and the runtime snapshot collector."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ops.metrics import (
+    LABEL_COMBINATIONS_MAX,
+    LABEL_FOLDED,
+    LABEL_REFUSED,
+    ActorKindStats,
+    RuntimeSnapshot,
+    SwitchMetrics,
+    code_label,
+    name_label,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ALLOWED_LABEL_NAMES = {"rpc", "code", "kind", "acquirer", "state", "le"}
+PAN_SENTINEL = "4111111111111111"
+
+EXPECTED_FAMILIES = (
+    "txswitch_requests",
+    "txswitch_request_duration_seconds",
+    "txswitch_requests_in_flight",
+    "txswitch_actors_live",
+    "txswitch_actor_mailbox_messages",
+    "txswitch_actor_mailbox_depth_max",
+    "txswitch_card_actors_started",
+    "txswitch_card_actors_passivated",
+    "txswitch_journal_batch_entries",
+    "txswitch_journal_commit_duration_seconds",
+    "txswitch_journal_commit_failures",
+    "txswitch_acquirer_link_up",
+    "txswitch_acquirer_link_state",
+    "txswitch_acquirer_request_duration_seconds",
+    "txswitch_acquirer_timeouts",
+    "txswitch_store_and_forward_queue_depth",
+    "txswitch_pin_lockouts",
+    "txswitch_terminal_activations",
+    "txswitch_terminals_online",
+)
+
+
+def record_everything(metrics: SwitchMetrics) -> None:
+    metrics.observe_request("Redeem", "00", 0.003)
+    metrics.observe_request("Redeem", "51", 0.004)
+    metrics.request_started("Redeem")
+    metrics.terminal_activated()
+    metrics.card_actor_started()
+    metrics.card_actor_passivated()
+    metrics.observe_commit(batch_entries=40, latency_s=0.002)
+    metrics.commit_failed()
+    metrics.set_acquirer_link_state("acquirer-a", "signed_on")
+    metrics.observe_acquirer_request("acquirer-a", 0.08)
+    metrics.acquirer_timeout("acquirer-a")
+    metrics.set_store_and_forward_depth("acquirer-a", 3)
+    metrics.pin_lockout("employee")
+    metrics.set_runtime_source(
+        lambda: RuntimeSnapshot(actors=(ActorKindStats("card", 7, 2, 1),), terminals_online=4)
+    )
+
+
+def samples(metrics: SwitchMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.exposition().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Redeem", "Redeem"),
+        ("/txswitch.terminal.v1.Terminal/Redeem", "/txswitch.terminal.v1.Terminal/Redeem"),
+        ("Redeem\n", LABEL_REFUSED),
+        ("acquirer-a", "acquirer-a"),
+        ("acq_2", "acq_2"),
+        (PAN_SENTINEL, LABEL_REFUSED),
+        ("card" + PAN_SENTINEL, LABEL_REFUSED),
+        ("emp123456", LABEL_REFUSED),
+        ("", LABEL_REFUSED),
+        ("with space", LABEL_REFUSED),
+        ("x" * 65, LABEL_REFUSED),
+    ],
+)
+def test_name_label(value: str, expected: str) -> None:
+    assert name_label(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("00", "00"), ("51", "51"), ("N7", "N7"), ("1234", LABEL_REFUSED), ("", LABEL_REFUSED)],
+)
+def test_code_label(value: str, expected: str) -> None:
+    assert code_label(value) == expected
+
+
+def test_exposition_has_every_family_and_only_allowed_label_names() -> None:
+    metrics = SwitchMetrics()
+    record_everything(metrics)
+    families = {
+        family.name: family for family in text_string_to_metric_families(metrics.exposition().decode())
+    }
+    for name in EXPECTED_FAMILIES:
+        assert name in families, name
+    for family in families.values():
+        assert family.name.startswith("txswitch_"), family.name
+        for sample in family.samples:
+            assert set(sample.labels) <= ALLOWED_LABEL_NAMES, (sample.name, sample.labels)
+
+
+def test_recorded_values_appear() -> None:
+    metrics = SwitchMetrics()
+    record_everything(metrics)
+    got = samples(metrics)
+    assert got[("txswitch_requests_total", (("code", "00"), ("rpc", "Redeem")))] == 1
+    assert got[("txswitch_request_duration_seconds_count", (("rpc", "Redeem"),))] == 2
+    assert got[("txswitch_requests_in_flight", (("rpc", "Redeem"),))] == 1
+    assert got[("txswitch_actors_live", (("kind", "card"),))] == 7
+    assert got[("txswitch_terminals_online", ())] == 4
+    assert got[("txswitch_journal_batch_entries_sum", ())] == 40
+    assert got[("txswitch_acquirer_link_up", (("acquirer", "acquirer-a"),))] == 1
+    down = ("txswitch_acquirer_link_state", (("acquirer", "acquirer-a"), ("state", "down")))
+    assert got[down] == 0
+    assert got[("txswitch_store_and_forward_queue_depth", (("acquirer", "acquirer-a"),))] == 3
+    assert got[("txswitch_pin_lockouts_total", (("kind", "employee"),))] == 1
+
+
+def test_card_data_passed_as_labels_never_reaches_the_exposition() -> None:
+    metrics = SwitchMetrics()
+    metrics.observe_request(PAN_SENTINEL, PAN_SENTINEL, 0.001)
+    metrics.request_started(PAN_SENTINEL)
+    metrics.acquirer_timeout(PAN_SENTINEL)
+    metrics.set_store_and_forward_depth("acq" + PAN_SENTINEL, 1)
+    metrics.pin_lockout("employee 1234")
+    metrics.set_runtime_source(
+        lambda: RuntimeSnapshot(actors=(ActorKindStats(PAN_SENTINEL, 1, 0, 0),), terminals_online=0)
+    )
+    text = metrics.exposition().decode()
+    assert PAN_SENTINEL not in text
+    assert "1234" not in re.sub(r"\d+\.\d+(e[+-]\d+)?", "", text)
+
+
+def test_distinct_label_combinations_are_bounded() -> None:
+    metrics = SwitchMetrics()
+    for index in range(LABEL_COMBINATIONS_MAX + 50):
+        metrics.observe_request(f"Rpc{chr(65 + index % 26)}{index}", "00", 0.001)
+    got = samples(metrics)
+    request_series = [key for key in got if key[0] == "txswitch_requests_total"]
+    assert len(request_series) <= LABEL_COMBINATIONS_MAX + 1
+    assert ("txswitch_requests_total", (("code", LABEL_FOLDED), ("rpc", LABEL_FOLDED))) in got
+
+
+def test_failing_runtime_source_does_not_break_the_scrape() -> None:
+    metrics = SwitchMetrics()
+    metrics.observe_request("Balance", "00", 0.001)
+
+    def broken() -> RuntimeSnapshot:
+        raise RuntimeError("actor registry gone")
+
+    metrics.set_runtime_source(broken)
+    got = samples(metrics)
+    assert got[("txswitch_requests_total", (("code", "00"), ("rpc", "Balance")))] == 1
+    assert not [key for key in got if key[0] == "txswitch_actors_live"]
+
+
+def test_two_instances_do_not_share_state() -> None:
+    first, second = SwitchMetrics(), SwitchMetrics()
+    first.observe_request("Redeem", "00", 0.001)
+    assert ("txswitch_requests_total", (("code", "00"), ("rpc", "Redeem"))) not in samples(second)
+
+
+def test_dashboard_queries_only_name_defined_metrics() -> None:
+    dashboard = json.loads((REPO_ROOT / "ops/dashboards/txswitch.json").read_text())
+    defined = {
+        sample.name
+        for family in text_string_to_metric_families(_recorded_exposition())
+        for sample in family.samples
+    }
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    assert len(expressions) >= 10
+    for expression in expressions:
+        for name in re.findall(r"txswitch_[a-z_]+", expression):
+            assert name in defined, (name, expression)
+
+
+def test_alert_rules_only_name_defined_metrics() -> None:
+    rules = (REPO_ROOT / "ops/rules/txswitch-alerts.yml").read_text()
+    defined = {
+        sample.name
+        for family in text_string_to_metric_families(_recorded_exposition())
+        for sample in family.samples
+    }
+    names = set(re.findall(r"txswitch_[a-z_]+", rules))
+    assert names
+    assert names <= defined, names - defined
+
+
+def _recorded_exposition() -> str:
+    metrics = SwitchMetrics()
+    record_everything(metrics)
+    return metrics.exposition().decode()
