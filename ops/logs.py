@@ -1,0 +1,206 @@
+"""Structured JSON-lines logging that refuses card data, and the one-line-per-transaction log."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any, Final, TextIO
+
+TRANSACTION_LOGGER_NAME: Final = "txswitch.transactions"
+REDACTED: Final = "[REDACTED]"
+REDACTED_PAN: Final = "[REDACTED-PAN]"
+
+PAN_DIGITS_MIN: Final = 12
+PAN_DIGITS_MAX: Final = 19
+# Nested extras deeper than this are cut off rather than walked: a log line has a size limit.
+NESTING_DEPTH_MAX: Final = 6
+VALUE_CHARS_MAX: Final = 4096
+
+# Field names (split on anything but letters and digits) whose value is never logged.
+_SENSITIVE_NAME_TOKENS: Final = frozenset(
+    {"pan", "pin", "cvv", "cvv2", "cvc", "cvc2", "track1", "track2", "password", "secret"}
+)
+_SENSITIVE_NAMES_JOINED: Final = frozenset(
+    {"pinblock", "cardnumber", "cardno", "trackdata", "primaryaccountnumber", "masterkey"}
+)
+# Digit runs, optionally grouped by single spaces or dashes ("4111 1111 1111 1111").
+_DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,}(?!\d)")
+_SEPARATORS: Final = re.compile(r"[ -]")
+# "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text.
+_SENSITIVE_ASSIGNMENT: Final = re.compile(
+    r"(?i)\b(pan|pin|pin_?block|track_?[12]|track_?data|cvv2?|cvc2?|card_?number|password)"
+    r"(\"?\s*[=:]\s*\"?)([^\s,;\"'}\]]+)"
+)
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_RECORD_ATTRIBUTES: Final = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+)
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        digit = ord(char) - 48
+        if index % 2 == 1:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def _looks_like_pan(digits: str) -> bool:
+    if len(digits) < PAN_DIGITS_MIN:
+        return False
+    if len(digits) <= PAN_DIGITS_MAX:
+        return luhn_valid(digits)
+    # A PAN glued to other digits: any Luhn-valid window counts.
+    return any(
+        luhn_valid(digits[start : start + length])
+        for length in range(PAN_DIGITS_MIN, PAN_DIGITS_MAX + 1)
+        for start in range(len(digits) - length + 1)
+    )
+
+
+def _redact_digit_run(match: re.Match[str]) -> str:
+    run = match.group(0)
+    return REDACTED_PAN if _looks_like_pan(_SEPARATORS.sub("", run)) else run
+
+
+def scrub_text(text: str) -> str:
+    """text with PAN-like digit runs and `pin=...`-style values replaced."""
+    text = _DIGIT_RUN.sub(_redact_digit_run, text)
+    return _SENSITIVE_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+
+
+def is_sensitive_name(name: str) -> bool:
+    tokens = [token for token in re.split(r"[^a-z0-9]+", name.lower()) if token]
+    return any(token in _SENSITIVE_NAME_TOKENS for token in tokens) or (
+        "".join(tokens) in _SENSITIVE_NAMES_JOINED
+    )
+
+
+def scrub_value(value: object, depth: int = 0) -> object:
+    """A JSON-ready copy of value with card data removed."""
+    if depth > NESTING_DEPTH_MAX:
+        return "[TRUNCATED]"
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return REDACTED_PAN if _looks_like_pan(str(abs(value))) else value
+    if isinstance(value, Mapping):
+        return scrub_fields({str(key): item for key, item in value.items()}, depth + 1)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [scrub_value(item, depth + 1) for item in value]
+    if isinstance(value, bytes | bytearray):
+        # Raw bytes may be a PIN block or track data; nobody needs them in a log.
+        return REDACTED
+    return scrub_text(str(value)[:VALUE_CHARS_MAX])
+
+
+def scrub_fields(fields: Mapping[str, object], depth: int = 0) -> dict[str, object]:
+    return {
+        key: REDACTED if is_sensitive_name(key) else scrub_value(value, depth)
+        for key, value in fields.items()
+    }
+
+
+def record_extras(record: logging.LogRecord) -> dict[str, object]:
+    return {
+        key: value
+        for key, value in vars(record).items()
+        if key not in _RECORD_ATTRIBUTES and not key.startswith("_")
+    }
+
+
+class CardDataFilter(logging.Filter):
+    """Rewrites each record so no handler after it can see card data; never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = scrub_text(record.getMessage())
+        record.args = None
+        for key, value in record_extras(record).items():
+            setattr(record, key, REDACTED if is_sensitive_name(key) else scrub_value(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub_text(record.stack_info)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, then the record's extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "ts": _timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": scrub_text(record.getMessage()),
+        }
+        # Scrubbed again here so the formatter is safe even where the filter was not installed.
+        line.update(scrub_fields(record_extras(record)))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = scrub_text(record.exc_text)
+        if record.stack_info:
+            line["stack"] = scrub_text(record.stack_info)
+        return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def _timestamp(created_s: float) -> str:
+    moment = datetime.datetime.fromtimestamp(created_s, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _TxswitchHandler(logging.StreamHandler[TextIO]):
+    """Marks the handler configure_logging installed, so a second call replaces it."""
+
+
+def configure_logging(level: int | str = logging.INFO, stream: TextIO | None = None) -> None:
+    """Route every log record, as scrubbed JSON lines, to stream (stderr by default)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _TxswitchHandler):
+            root.removeHandler(handler)
+            handler.close()
+    handler = _TxswitchHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(CardDataFilter())
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+_transaction_log = logging.getLogger(TRANSACTION_LOGGER_NAME)
+
+
+def log_transaction(
+    *,
+    terminal_id: str,
+    transaction_id: str,
+    transaction_type: str,
+    response_code: str,
+    latency_ms: float,
+    **context: Any,
+) -> None:
+    """The one info line per answered transaction; context adds non-card fields (e.g. rpc)."""
+    if not _transaction_log.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, object] = {
+        "event": "transaction",
+        "terminal_id": terminal_id,
+        "transaction_id": transaction_id,
+        "type": transaction_type,
+        "response_code": response_code,
+        "latency_ms": round(latency_ms, 3),
+    }
+    # A context key named like a LogRecord attribute would make logging raise.
+    for key, value in context.items():
+        fields[f"context_{key}" if key in _RECORD_ATTRIBUTES else key] = value
+    _transaction_log.info("transaction", extra=fields)

@@ -1,0 +1,179 @@
+"""Structured logs: JSON lines, the transaction line, and card data that never gets through."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from ops.logs import (
+    REDACTED,
+    REDACTED_PAN,
+    TRANSACTION_LOGGER_NAME,
+    configure_logging,
+    log_transaction,
+    luhn_valid,
+    scrub_text,
+)
+
+PAN_16 = "4111111111111111"
+PAN_19 = "6036000000000000008"
+PAN_12 = "123456789015"
+CARD_13 = "6036123456780"
+NOT_LUHN_16 = "4111111111111112"
+PIN_BLOCK_HEX = "041234FFFFFFFFFF"
+CVV = "737"
+TRACK2 = f";{PAN_16}=25121010000012300000?"
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging(logging.DEBUG, stream)
+    yield stream
+    configure_logging(logging.WARNING, io.StringIO())
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("digits", "valid"),
+    [(PAN_16, True), (PAN_19, True), (PAN_12, True), (CARD_13, True), (NOT_LUHN_16, False)],
+)
+def test_luhn(digits: str, valid: bool) -> None:
+    assert luhn_valid(digits) is valid
+
+
+# (case, message, args, extra, secrets that must not appear in the output line)
+CARD_DATA_CASES: list[tuple[str, str, tuple[object, ...], dict[str, object], tuple[str, ...]]] = [
+    ("pan in message", f"declined card {PAN_16}", (), {}, (PAN_16,)),
+    ("pan in args", "declined card %s", (PAN_16,), {}, (PAN_16,)),
+    ("19-digit pan", f"card {PAN_19}", (), {}, (PAN_19,)),
+    ("12-digit pan", f"card {PAN_12} ok", (), {}, (PAN_12,)),
+    ("our 13-digit card", "card %s", (CARD_13,), {}, (CARD_13,)),
+    ("spaced pan", "card 4111 1111 1111 1111", (), {}, ("4111 1111 1111 1111",)),
+    ("dashed pan", "card 4111-1111-1111-1111", (), {}, ("4111-1111-1111-1111",)),
+    ("pan glued to digits", f"ref 2026{PAN_16}99", (), {}, (PAN_16,)),
+    ("track2 in message", f"raw {TRACK2}", (), {}, (PAN_16,)),
+    ("pin assignment", "employee pin=4321 refused", (), {}, ("4321",)),
+    ("json-ish cvv", 'payload {"cvv": "737"}', (), {}, ('"737"',)),
+    ("pan field", "x", (), {"pan": PAN_16}, (PAN_16,)),
+    ("card_number field", "x", (), {"card_number": CARD_13}, (CARD_13,)),
+    ("pin field", "x", (), {"pin": "1234"}, ("1234",)),
+    ("employee pin field", "x", (), {"employee_pin": "9876"}, ("9876",)),
+    ("pin_block field", "x", (), {"pin_block": PIN_BLOCK_HEX}, (PIN_BLOCK_HEX,)),
+    ("PinBlock field", "x", (), {"PinBlock": PIN_BLOCK_HEX}, (PIN_BLOCK_HEX,)),
+    ("track2 field", "x", (), {"track2": TRACK2}, (TRACK2, PAN_16)),
+    ("cvv field", "x", (), {"cvv": CVV}, (CVV,)),
+    ("pan as int", "x", (), {"reference": int(PAN_16)}, (PAN_16,)),
+    ("pan nested", "x", (), {"request": {"card": {"pan": PAN_16}}}, (PAN_16,)),
+    ("pan in list", "x", (), {"cards": ["ok", PAN_16]}, (PAN_16,)),
+    ("pin block bytes", "x", (), {"field_52": bytes.fromhex(PIN_BLOCK_HEX)}, ("0412",)),
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "args", "extra", "secrets"),
+    [case[1:] for case in CARD_DATA_CASES],
+    ids=[case[0] for case in CARD_DATA_CASES],
+)
+def test_card_data_never_passes(
+    log_stream: io.StringIO,
+    message: str,
+    args: tuple[object, ...],
+    extra: dict[str, object],
+    secrets: tuple[str, ...],
+) -> None:
+    logging.getLogger("txswitch.test").warning(message, *args, extra=extra)
+    output = log_stream.getvalue()
+    assert output.count("\n") == 1
+    for secret in secrets:
+        assert secret not in output
+    assert REDACTED in output or REDACTED_PAN in output
+
+
+# (case, text that must come through unchanged)
+HARMLESS_CASES = [
+    ("not luhn", f"reference {NOT_LUHN_16}"),
+    ("short number", "amount 12345678901 minor"),
+    ("timestamp-like", "batch 20261121 of 64 entries"),
+    ("masked pan", "card 411111******1111"),
+    ("words with pin inside", "spinning up 4 actors; company pinned"),
+]
+
+
+@pytest.mark.parametrize("text", [case[1] for case in HARMLESS_CASES], ids=[c[0] for c in HARMLESS_CASES])
+def test_harmless_text_is_kept(text: str) -> None:
+    assert scrub_text(text) == text
+
+
+def test_exception_text_is_scrubbed(log_stream: io.StringIO) -> None:
+    try:
+        raise ValueError(f"bad card {PAN_16}")
+    except ValueError:
+        logging.getLogger("txswitch.test").exception("lookup failed")
+    (line,) = lines(log_stream)
+    assert PAN_16 not in log_stream.getvalue()
+    assert "ValueError" in str(line["exception"])
+
+
+def test_transaction_line_has_the_fields(log_stream: io.StringIO) -> None:
+    log_transaction(
+        terminal_id="T-0007",
+        transaction_id="tx-42",
+        transaction_type="redeem",
+        response_code="00",
+        latency_ms=3.14159,
+        rpc="Redeem",
+        name="collides with LogRecord.name",
+    )
+    (line,) = lines(log_stream)
+    assert line["level"] == "info"
+    assert line["logger"] == TRANSACTION_LOGGER_NAME
+    assert line["event"] == "transaction"
+    assert line["terminal_id"] == "T-0007"
+    assert line["transaction_id"] == "tx-42"
+    assert line["type"] == "redeem"
+    assert line["response_code"] == "00"
+    assert line["latency_ms"] == 3.142
+    assert line["rpc"] == "Redeem"
+    assert line["context_name"] == "collides with LogRecord.name"
+    assert str(line["ts"]).endswith("Z")
+
+
+def test_transaction_line_refuses_card_data_in_context(log_stream: io.StringIO) -> None:
+    log_transaction(
+        terminal_id="T-1",
+        transaction_id="tx-1",
+        transaction_type="payment",
+        response_code="05",
+        latency_ms=1.0,
+        pan=PAN_16,
+        pin_block=PIN_BLOCK_HEX,
+    )
+    (line,) = lines(log_stream)
+    assert line["pan"] == REDACTED
+    assert line["pin_block"] == REDACTED
+
+
+def test_level_is_respected(log_stream: io.StringIO) -> None:
+    configure_logging(logging.WARNING, log_stream)
+    log_transaction(
+        terminal_id="T-1",
+        transaction_id="tx-1",
+        transaction_type="redeem",
+        response_code="00",
+        latency_ms=1.0,
+    )
+    assert log_stream.getvalue() == ""
+
+
+def test_configure_twice_installs_one_handler(log_stream: io.StringIO) -> None:
+    configure_logging(logging.INFO, log_stream)
+    logging.getLogger("txswitch.test").info("once")
+    assert len(lines(log_stream)) == 1
