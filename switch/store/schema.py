@@ -2,6 +2,220 @@
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+import datetime as dt
+from typing import cast
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from switch.domain.cards import CardStatus
+from switch.domain.ledger import AccountKind
+from switch.domain.programmes import ProgrammeKind
 
 metadata = MetaData()
+
+ID_LENGTH = 40
+MONEY = BigInteger
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class ProgrammeRow(Base):
+    __tablename__ = "programmes"
+    programme_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[ProgrammeKind] = mapped_column(Enum(ProgrammeKind, native_enum=False, length=16))
+    currency: Mapped[str] = mapped_column(String(3))
+    card_prefix: Mapped[str] = mapped_column(String(6), unique=True)
+    next_card_serial: Mapped[int] = mapped_column(BigInteger, default=1)
+    balance_max_minor: Mapped[int] = mapped_column(MONEY)
+    copay_numerator_minor: Mapped[int | None] = mapped_column(MONEY, nullable=True)
+    copay_denominator_minor: Mapped[int | None] = mapped_column(MONEY, nullable=True)
+    funder_name: Mapped[str] = mapped_column(String(120), default="")
+    payout_interval_weeks: Mapped[int] = mapped_column(Integer, default=4)
+    card_validity_months: Mapped[int] = mapped_column(Integer, default=36)
+
+
+class MerchantRow(Base):
+    __tablename__ = "merchants"
+    merchant_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MerchantProgrammeRow(Base):
+    __tablename__ = "merchant_programmes"
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"), primary_key=True)
+    programme_id: Mapped[str] = mapped_column(ForeignKey("programmes.programme_id"), primary_key=True)
+    commission_basis_points: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LocationRow(Base):
+    __tablename__ = "locations"
+    __table_args__ = (UniqueConstraint("merchant_id", "name"),)
+    location_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"))
+    name: Mapped[str] = mapped_column(String(120))
+    address: Mapped[str] = mapped_column(String(250), default="")
+
+
+class EmployeeRow(Base):
+    __tablename__ = "employees"
+    __table_args__ = (UniqueConstraint("merchant_id", "employee_number"),)
+    employee_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"))
+    employee_number: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(20))
+    pin_hash: Mapped[str] = mapped_column(String(200))  # salted; the PIN itself is never stored
+    failed_tries: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TerminalRow(Base):
+    __tablename__ = "terminals"
+    __table_args__ = (UniqueConstraint("location_id", "device_name"),)
+    terminal_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"))
+    location_id: Mapped[str] = mapped_column(ForeignKey("locations.location_id"))
+    device_name: Mapped[str] = mapped_column(String(120))
+    credential_hash: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    period_number: Mapped[int] = mapped_column(BigInteger, default=1)
+    period_opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    activated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CardRow(Base):
+    __tablename__ = "cards"
+    card_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    programme_id: Mapped[str] = mapped_column(ForeignKey("programmes.programme_id"))
+    # Keyed hash of the card number; the number itself is never stored.
+    card_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    masked: Mapped[str] = mapped_column(String(19))
+    status: Mapped[CardStatus] = mapped_column(Enum(CardStatus, native_enum=False, length=16))
+    expiry: Mapped[dt.date] = mapped_column(Date)
+    replaced_by: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CardEventRow(Base):
+    """Audit trail of a card's status changes and transfers."""
+
+    __tablename__ = "card_events"
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    card_id: Mapped[str] = mapped_column(ForeignKey("cards.card_id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(String(250))
+    actor: Mapped[str] = mapped_column(String(120))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AccountRow(Base):
+    __tablename__ = "accounts"
+    account_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    kind: Mapped[AccountKind] = mapped_column(Enum(AccountKind, native_enum=False, length=24))
+    currency: Mapped[str] = mapped_column(String(3))
+    balance_minor: Mapped[int] = mapped_column(MONEY, default=0)
+
+
+class TransactionRow(Base):
+    """Every answered terminal transaction, approved or declined: the source of idempotent replies."""
+
+    __tablename__ = "transactions"
+    __table_args__ = (
+        UniqueConstraint("source", "transaction_id"),
+        Index("ix_transactions_period", "source", "period_number"),
+    )
+    transaction_pk: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    source: Mapped[str] = mapped_column(String(ID_LENGTH))  # terminal id, or "backoffice"
+    transaction_id: Mapped[str] = mapped_column(String(80))
+    transaction_type: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    card_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True, index=True)
+    merchant_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    requested_minor: Mapped[int] = mapped_column(MONEY, default=0)
+    approved_minor: Mapped[int] = mapped_column(MONEY, default=0)
+    refunded_minor: Mapped[int] = mapped_column(MONEY, default=0)
+    balance_after_minor: Mapped[int | None] = mapped_column(MONEY, nullable=True)
+    cardholder_part_minor: Mapped[int] = mapped_column(MONEY, default=0)
+    funder_part_minor: Mapped[int] = mapped_column(MONEY, default=0)
+    result: Mapped[str] = mapped_column(String(40))  # ResponseCode member name
+    detail: Mapped[str] = mapped_column(String(250), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    authorization_code: Mapped[str] = mapped_column(String(6), default="")
+    period_number: Mapped[int] = mapped_column(BigInteger, default=0)
+    original_transaction_id: Mapped[str] = mapped_column(String(80), default="")
+    payment_method: Mapped[str] = mapped_column(String(16), default="stored_value")
+    card_masked: Mapped[str] = mapped_column(String(19), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JournalEntryRow(Base):
+    __tablename__ = "journal_entries"
+    entry_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    # At most once per key: a transaction, a reversal of it, a card transfer, a settlement.
+    idempotency_key: Mapped[str] = mapped_column(String(140), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PostingRow(Base):
+    __tablename__ = "postings"
+    posting_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entries.entry_id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"), index=True)
+    amount_minor: Mapped[int] = mapped_column(MONEY)
+
+
+class DayCloseRow(Base):
+    __tablename__ = "day_closes"
+    __table_args__ = (UniqueConstraint("terminal_id", "close_id"),)
+    terminal_id: Mapped[str] = mapped_column(ForeignKey("terminals.terminal_id"), primary_key=True)
+    sequence_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    close_id: Mapped[str] = mapped_column(String(80))
+    period_number: Mapped[int] = mapped_column(BigInteger)
+    opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    totals_json: Mapped[str] = mapped_column(Text)
+
+
+programmes = cast(Table, ProgrammeRow.__table__)
+merchants = cast(Table, MerchantRow.__table__)
+merchant_programmes = cast(Table, MerchantProgrammeRow.__table__)
+locations = cast(Table, LocationRow.__table__)
+employees = cast(Table, EmployeeRow.__table__)
+terminals = cast(Table, TerminalRow.__table__)
+cards = cast(Table, CardRow.__table__)
+card_events = cast(Table, CardEventRow.__table__)
+accounts = cast(Table, AccountRow.__table__)
+transactions = cast(Table, TransactionRow.__table__)
+journal_entries = cast(Table, JournalEntryRow.__table__)
+postings = cast(Table, PostingRow.__table__)
+day_closes = cast(Table, DayCloseRow.__table__)

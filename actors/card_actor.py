@@ -1,0 +1,525 @@
+"""CardActor: the single writer of one card: status, expiry, balance, reservations."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors.journal_writer import JournalWriter
+from actors.messages import (
+    AdjustOriginal,
+    Authorize,
+    Committed,
+    GetBalance,
+    SetStatus,
+    TerminalContext,
+    TransferOut,
+)
+from actors.outcomes import answer_for_stored, authorization_code, record_of
+from actors.reply import Reply
+from switch.domain import card_rules, ledger
+from switch.domain.card_rules import CardState, Decision
+from switch.domain.cards import CardStatus
+from switch.domain.ledger import JournalEntry
+from switch.domain.money import Money
+from switch.domain.response_codes import ResponseCode
+from switch.domain.transactions import (
+    COMMAND_TYPES,
+    Cancel,
+    Load,
+    Outcome,
+    Redeem,
+    Refund,
+    Reversal,
+    TransactionStatus,
+    TransactionType,
+    declined,
+)
+from switch.store.journal import CardChange, OriginalChange, TransactionRecord, Write, WriteResult
+from switch.store.repository import Store, StoredTransaction
+
+log = logging.getLogger(__name__)
+
+UNDO_PENDING = -1  # in _pending_originals: a cancel or reversal of that original is in flight
+
+
+@dataclass(frozen=True, slots=True)
+class CardServices:
+    store: Store
+    writer: JournalWriter
+    today: Callable[[], dt.date]
+    commit_wait_s: float
+
+
+@dataclass(slots=True)
+class _Pending:
+    delta_minor: int  # change of the card's balance once committed
+    original_id: str = ""
+    refund_minor: int = 0
+    result: WriteResult | None = None  # set on the writer's thread before the reply
+
+
+def entry_key(source: str, transaction_id: str) -> str:
+    return f"txn:{source}:{transaction_id}"
+
+
+def undo_key(source: str, transaction_id: str) -> str:
+    # Cancel and reversal share the key: an original is undone at most once, whichever comes first.
+    return f"undo:{source}:{transaction_id}"
+
+
+class CardActor(pykka.ThreadingActor):
+    def __init__(self, card_id: str, services: CardServices) -> None:
+        super().__init__()
+        self._card_id = card_id
+        self._services = services
+        self._card: CardState | None = None
+        self._reserved_minor = 0  # debits decided but not yet committed
+        self._pending_credit_minor = 0  # credits decided but not yet committed
+        self._pending: dict[int, _Pending] = {}
+        self._pending_replies: dict[int, Reply] = {}
+        self._pending_originals: dict[str, int] = {}
+        self._tokens = itertools.count()
+
+    def on_start(self) -> None:
+        self._card = self._services.store.card_state(self._card_id)
+
+    def on_stop(self) -> None:
+        # A successor loads state from the database: let everything decided here land there first.
+        for reply in list(self._pending_replies.values()):
+            with contextlib.suppress(TimeoutError):
+                reply.wait(self._services.commit_wait_s)
+
+    @property
+    def card(self) -> CardState:
+        assert self._card is not None
+        return self._card
+
+    @property
+    def available_minor(self) -> int:
+        return self.card.balance_minor - self._reserved_minor
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case Authorize(command=Redeem() as command):
+                return self._redeem(command, message.terminal, message.fingerprint)
+            case Authorize(command=Load() as command):
+                return self._load(command, message.terminal, message.fingerprint)
+            case AdjustOriginal():
+                return self._adjust_original(message)
+            case Committed():
+                return self._committed(message)
+            case GetBalance():
+                return dataclasses.replace(self.card, balance_minor=max(self.available_minor, 0))
+            case SetStatus():
+                return self._set_status(message)
+            case TransferOut():
+                return self._transfer_out(message)
+        raise AssertionError(f"card actor got an unknown message {type(message).__name__}")
+
+    # Redemption and load
+
+    def _redeem(self, command: Redeem, terminal: TerminalContext, fingerprint: str) -> Reply:
+        card = self.card
+        accepts = self._services.store.merchant_accepts(terminal.merchant_id, card.programme.programme_id)
+        decision = card_rules.decide_redemption(
+            card, self.available_minor, command.amount, command.allow_partial, accepts, self._services.today()
+        )
+        if not decision.approves:
+            return self._decline(command, terminal, fingerprint, decision)
+        amount_minor = decision.amount_minor
+        entry = ledger.redemption_entry(
+            entry_key(terminal.terminal_id, command.transaction_id),
+            card.currency,
+            card.card_id,
+            terminal.merchant_id,
+            amount_minor,
+        )
+        outcome = self._approved(
+            command.transaction_id, TransactionType.redemption, decision, terminal, -amount_minor
+        )
+        outcome = dataclasses.replace(outcome, requested=command.amount)
+        record = record_of(
+            outcome, terminal.terminal_id, fingerprint, card_id=card.card_id, merchant_id=terminal.merchant_id
+        )
+        return self._submit(Write(record=record, entry=entry), outcome, _Pending(-amount_minor))
+
+    def _load(self, command: Load, terminal: TerminalContext, fingerprint: str) -> Reply:
+        card = self.card
+        decision = card_rules.decide_load(
+            card, card.balance_minor + self._pending_credit_minor, command.amount, self._services.today()
+        )
+        if not decision.approves:
+            return self._decline(command, terminal, fingerprint, decision)
+        holder_minor, funder_minor = card.programme.split_load(decision.amount_minor)
+        entry = ledger.load_entry(
+            entry_key(terminal.terminal_id, command.transaction_id),
+            card.currency,
+            card.card_id,
+            card.programme.programme_id,
+            holder_minor,
+            funder_minor,
+        )
+        outcome = self._approved(
+            command.transaction_id, TransactionType.load, decision, terminal, decision.amount_minor
+        )
+        outcome = dataclasses.replace(
+            outcome,
+            requested=command.amount,
+            cardholder_part=card.money(holder_minor),
+            funder_part=card.money(funder_minor) if funder_minor else None,
+        )
+        record = record_of(
+            outcome, terminal.terminal_id, fingerprint, card_id=card.card_id, merchant_id=terminal.merchant_id
+        )
+        return self._submit(Write(record=record, entry=entry), outcome, _Pending(decision.amount_minor))
+
+    # Refund, cancel, reversal of an earlier transaction
+
+    def _adjust_original(self, message: AdjustOriginal) -> Reply:
+        command, terminal = message.command, message.terminal
+        original = self._services.store.transaction(terminal.terminal_id, command.original_transaction_id)
+        assert original is not None and original.record.card_id == self.card.card_id, (
+            "routed to the wrong card"
+        )
+        pending = self._pending_originals.get(command.original_transaction_id, 0)
+        status = TransactionStatus.cancelled if pending == UNDO_PENDING else original.status
+        refunded_minor = original.refunded_minor + max(pending, 0)
+        if isinstance(command, Refund):
+            return self._refund(command, message, original, status, refunded_minor)
+        return self._undo(command, message, original, status, refunded_minor)
+
+    def _refund(
+        self,
+        command: Refund,
+        message: AdjustOriginal,
+        original: StoredTransaction,
+        status: TransactionStatus,
+        refunded_minor: int,
+    ) -> Reply:
+        card, terminal = self.card, message.terminal
+        if original.record.transaction_type != TransactionType.redemption.value:
+            decision = Decision(ResponseCode.invalid_transaction, detail="only a redemption can be refunded")
+        else:
+            decision = card_rules.decide_refund(
+                card,
+                command.amount,
+                status,
+                original.record.approved_minor - refunded_minor,
+                card.balance_minor + self._pending_credit_minor,
+                self._services.today(),
+            )
+        if not decision.approves:
+            return self._decline(command, terminal, message.fingerprint, decision)
+        amount_minor = decision.amount_minor
+        entry = ledger.refund_entry(
+            entry_key(terminal.terminal_id, command.transaction_id),
+            card.currency,
+            card.card_id,
+            terminal.merchant_id,
+            amount_minor,
+        )
+        outcome = self._approved(
+            command.transaction_id, TransactionType.refund, decision, terminal, amount_minor
+        )
+        outcome = dataclasses.replace(outcome, requested=command.amount)
+        record = record_of(
+            outcome,
+            terminal.terminal_id,
+            message.fingerprint,
+            card_id=card.card_id,
+            merchant_id=terminal.merchant_id,
+            original_transaction_id=command.original_transaction_id,
+        )
+        change = OriginalChange(
+            terminal.terminal_id, command.original_transaction_id, "approved", refund_minor=amount_minor
+        )
+        write = Write(record=record, entry=entry, original=change)
+        return self._submit(
+            write, outcome, _Pending(amount_minor, command.original_transaction_id, amount_minor)
+        )
+
+    def _undo(
+        self,
+        command: Cancel | Reversal,
+        message: AdjustOriginal,
+        original: StoredTransaction,
+        status: TransactionStatus,
+        refunded_minor: int,
+    ) -> Reply:
+        card, terminal = self.card, message.terminal
+        original_entry = original_entry_of(original, card)
+        card_delta_minor = -original_entry.delta_for(ledger.card_account(card.card_id))
+        decision = card_rules.decide_undo(
+            status, refunded_minor, max(-card_delta_minor, 0), self.available_minor
+        )
+        if (
+            decision.approves
+            and isinstance(command, Cancel)
+            and original.record.period_number != terminal.period_number
+        ):
+            decision = Decision(
+                ResponseCode.invalid_transaction, detail="the original's period is closed; refund instead"
+            )
+        if not decision.approves:
+            return self._decline(command, terminal, message.fingerprint, decision)
+        kind = "cancel" if isinstance(command, Cancel) else "reversal"
+        entry = original_entry.reversed(undo_key(terminal.terminal_id, command.original_transaction_id), kind)
+        transaction_type = COMMAND_TYPES[type(command)]
+        amount = card.money(original.record.approved_minor)
+        outcome = self._approved(
+            command.transaction_id,
+            transaction_type,
+            Decision(ResponseCode.approved, amount.amount_minor),
+            terminal,
+            card_delta_minor,
+        )
+        outcome = dataclasses.replace(outcome, requested=amount)
+        new_status = (
+            TransactionStatus.cancelled if isinstance(command, Cancel) else TransactionStatus.reversed
+        )
+        record = record_of(
+            outcome,
+            terminal.terminal_id,
+            message.fingerprint,
+            card_id=card.card_id,
+            merchant_id=terminal.merchant_id,
+            original_transaction_id=command.original_transaction_id,
+        )
+        change = OriginalChange(
+            terminal.terminal_id, command.original_transaction_id, new_status.value, require_unrefunded=True
+        )
+        pending = _Pending(card_delta_minor, command.original_transaction_id, UNDO_PENDING)
+        return self._submit(Write(record=record, entry=entry, original=change), outcome, pending)
+
+    # Outcomes and the journal
+
+    def _approved(
+        self,
+        transaction_id: str,
+        transaction_type: TransactionType,
+        decision: Decision,
+        terminal: TerminalContext,
+        delta_minor: int,
+    ) -> Outcome:
+        card = self.card
+        balance_after_minor = self.available_minor + min(delta_minor, 0)
+        if delta_minor > 0:
+            balance_after_minor += delta_minor
+        return Outcome(
+            transaction_id,
+            transaction_type,
+            decision.code,
+            decision.detail,
+            approved=card.money(decision.amount_minor),
+            balance=card.money(balance_after_minor),
+            card_masked=card.masked,
+            authorization_code=authorization_code(),
+            period_number=terminal.period_number,
+            status=TransactionStatus.approved,
+        )
+
+    def _decline(
+        self,
+        command: Redeem | Load | Refund | Cancel | Reversal,
+        terminal: TerminalContext,
+        fingerprint: str,
+        decision: Decision,
+    ) -> Reply:
+        card = self.card
+        requested: Money | None = getattr(command, "amount", None)
+        outcome = declined(
+            command.transaction_id,
+            COMMAND_TYPES[type(command)],
+            decision.code,
+            decision.detail,
+            requested=requested,
+            balance=card.money(max(self.available_minor, 0)),
+            card_masked=card.masked,
+            period_number=terminal.period_number,
+        )
+        extra: dict[str, object] = {"card_id": card.card_id, "merchant_id": terminal.merchant_id}
+        if isinstance(command, Refund | Cancel | Reversal):
+            extra["original_transaction_id"] = command.original_transaction_id
+        record = record_of(outcome, terminal.terminal_id, fingerprint, **extra)
+        if requested is not None and requested.currency != card.currency:
+            record = dataclasses.replace(record, currency=card.currency, requested_minor=0)
+        return self._submit(Write(record=record), outcome, _Pending(0))
+
+    def _submit(self, write: Write, outcome: Outcome, pending: _Pending) -> Reply:
+        """Reserve now, hand the write to the journal, answer once it is durable."""
+        token = next(self._tokens)
+        reply = Reply()
+        self._pending[token] = pending
+        self._pending_replies[token] = reply
+        self._reserve(pending, +1)
+        actor_ref = self.actor_ref
+        store = self._services.store
+        record = write.record
+
+        def done(result: WriteResult) -> None:  # runs on the journal writer's thread
+            pending.result = result
+            with contextlib.suppress(pykka.ActorDeadError):
+                actor_ref.tell(Committed(token, result))
+            if result.ok:
+                reply.set(outcome)
+            elif result.conflict and record is not None:
+                reply.set(
+                    answer_for_stored(
+                        store,
+                        record.source,
+                        record.transaction_id,
+                        outcome.transaction_type,
+                        record.fingerprint,
+                    )
+                )
+            else:
+                reply.set(_system_error(outcome, result.problem))
+
+        if not self._services.writer.submit(write, done):
+            self._pending.pop(token)
+            self._pending_replies.pop(token)
+            self._reserve(pending, -1)
+            reply.set(_system_error(outcome, "journal queue full"))
+        return reply
+
+    def _reserve(self, pending: _Pending, sign: int) -> None:
+        if pending.delta_minor < 0:
+            self._reserved_minor += sign * -pending.delta_minor
+        else:
+            self._pending_credit_minor += sign * pending.delta_minor
+        if pending.original_id:
+            current = self._pending_originals.get(pending.original_id, 0)
+            if pending.refund_minor == UNDO_PENDING:
+                updated = UNDO_PENDING if sign > 0 else 0
+            else:
+                updated = current + sign * pending.refund_minor
+            if updated:
+                self._pending_originals[pending.original_id] = updated
+            else:
+                self._pending_originals.pop(pending.original_id, None)
+        assert self._reserved_minor >= 0 and self._pending_credit_minor >= 0
+
+    def _committed(self, message: Committed) -> None:
+        pending = self._pending.pop(message.token, None)
+        if pending is None:
+            return  # applied already by _settle_pending
+        self._apply(message.token, pending, message.result)
+
+    def _apply(self, token: int, pending: _Pending, result: WriteResult) -> None:
+        self._pending_replies.pop(token, None)
+        self._reserve(pending, -1)
+        if result.ok and pending.delta_minor:
+            balance_minor = self.card.balance_minor + pending.delta_minor
+            self._card = dataclasses.replace(self.card, balance_minor=balance_minor)
+
+    def _settle_pending(self) -> None:
+        """Wait for every decided write to land and apply it now, so the balance is exact."""
+        for token, pending in list(self._pending.items()):
+            self._pending_replies[token].wait(self._services.commit_wait_s)
+            assert pending.result is not None
+            del self._pending[token]
+            self._apply(token, pending, pending.result)
+
+    # Status changes and lost-card transfer
+
+    def _set_status(self, message: SetStatus) -> CardState:
+        """Takes effect at once for every later request; answered once durable."""
+        previous = self.card
+        self._card = dataclasses.replace(previous, status=message.status)
+        change = CardChange(
+            previous.card_id, message.status, message.status.value, message.reason, message.actor
+        )
+        result = self._write_now(Write(card_changes=(change,)))
+        if not result.ok:
+            self._card = previous
+            raise RuntimeError(f"card status not stored: {result.problem}")
+        return self.card
+
+    def _transfer_out(self, message: TransferOut) -> tuple[int, int | None]:
+        """(moved minor units, journal entry id); waits for decided work to land first."""
+        card = self.card
+        assert card.status in (CardStatus.blocked, CardStatus.lost), (
+            "block the card before moving its balance"
+        )
+        self._settle_pending()
+        amount_minor = self.card.balance_minor
+        if amount_minor == 0:
+            return 0, None
+        entry = ledger.card_transfer_entry(
+            message.idempotency_key, card.currency, card.card_id, message.new_card_id, amount_minor
+        )
+        change = CardChange(
+            card.card_id,
+            card.status,
+            "transferred",
+            f"balance moved to {message.new_card_id}",
+            message.actor,
+            message.new_card_id,
+        )
+        result = self._write_now(Write(entry=entry, card_changes=(change,)))
+        if not result.ok:
+            raise RuntimeError(f"balance transfer not stored: {result.problem}")
+        self._card = dataclasses.replace(self.card, balance_minor=0)
+        return amount_minor, result.entry_id
+
+    def _write_now(self, write: Write) -> WriteResult:
+        results: list[WriteResult] = []
+        reply = Reply()
+
+        def done(result: WriteResult) -> None:
+            results.append(result)
+            reply.set(declined("", TransactionType.load, ResponseCode.system_error))
+
+        if not self._services.writer.submit(write, done):
+            return WriteResult(False, problem="journal queue full")
+        reply.wait(self._services.commit_wait_s)
+        return results[0]
+
+
+def original_entry_of(original: StoredTransaction, card: CardState) -> JournalEntry:
+    """Rebuild the journal entry an approved transaction made, to undo it."""
+    record: TransactionRecord = original.record
+    key = entry_key(record.source, record.transaction_id)
+    assert record.merchant_id is not None
+    match record.transaction_type:
+        case TransactionType.redemption.value:
+            return ledger.redemption_entry(
+                key, card.currency, card.card_id, record.merchant_id, record.approved_minor
+            )
+        case TransactionType.refund.value:
+            return ledger.refund_entry(
+                key, card.currency, card.card_id, record.merchant_id, record.approved_minor
+            )
+        case TransactionType.load.value:
+            return ledger.load_entry(
+                key,
+                card.currency,
+                card.card_id,
+                card.programme.programme_id,
+                record.cardholder_part_minor,
+                record.funder_part_minor,
+            )
+    raise AssertionError(f"cannot undo a {record.transaction_type}")
+
+
+def _system_error(outcome: Outcome, problem: str) -> Outcome:
+    log.warning("transaction %s not stored: %s", outcome.transaction_id, problem)
+    return declined(
+        outcome.transaction_id,
+        outcome.transaction_type,
+        ResponseCode.system_error,
+        "not stored; nothing was moved",
+        requested=outcome.requested,
+        card_masked=outcome.card_masked,
+        period_number=outcome.period_number,
+        persisted=False,
+    )

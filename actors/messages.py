@@ -1,0 +1,92 @@
+"""Messages the terminal and card actors understand, as small typed records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from switch.domain.cards import CardStatus
+from switch.domain.transactions import Cancel, Load, Redeem, Refund, Reversal
+from switch.store.journal import WriteResult
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalContext:
+    terminal_id: str
+    merchant_id: str
+    period_number: int
+
+
+# To a card actor
+
+
+@dataclass(frozen=True, slots=True)
+class Authorize:
+    """Redeem from or load onto the card."""
+
+    command: Redeem | Load
+    terminal: TerminalContext
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustOriginal:
+    """Refund, cancel or reverse an earlier transaction on the card."""
+
+    command: Refund | Cancel | Reversal
+    terminal: TerminalContext
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetBalance:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SetStatus:
+    status: CardStatus
+    reason: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOut:
+    """Move the whole balance to a replacement card; the card is already blocked or lost."""
+
+    new_card_id: str
+    idempotency_key: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    token: int
+    result: WriteResult
+
+
+# To a terminal actor
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    command: Redeem | Load | Refund | Cancel | Reversal
+
+
+@dataclass(frozen=True, slots=True)
+class QueryStatus:
+    transaction_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseDay:
+    close_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportX:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Deactivate:
+    pass

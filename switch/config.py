@@ -1,0 +1,78 @@
+"""Settings: every port, path, limit and timeout of the switch, set in this one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("var")
+    database_url: str = ""  # empty: SQLite file in data_dir
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    grpc_workers: int = 32
+    grpc_concurrent_rpcs_max: int = 2048  # admission control: beyond this, RESOURCE_EXHAUSTED
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464  # 0: ephemeral, -1: off
+    console_host: str = "127.0.0.1"
+    console_port: int = 2222  # 0: ephemeral, -1: off
+    console_authorized_keys: Path | None = None
+    demo_data: bool = True
+    # Actors
+    card_actors_live_max: int = 20_000
+    card_actor_idle_s: float = 60.0
+    terminal_actors_live_max: int = 5_000
+    terminal_actor_idle_s: float = 600.0
+    terminal_recent_transactions_max: int = 256
+    ask_timeout_s: float = 5.0
+    reply_timeout_s: float = 10.0
+    reaper_interval_s: float = 1.0
+    # Journal writer (group commit)
+    journal_batch_writes_max: int = 256
+    journal_queue_writes_max: int = 20_000
+    journal_linger_ms: float = 0.0
+    # Employee PINs
+    employee_pin_tries_max: int = 3
+    employee_lock_duration_s: int = 900
+    # Secrets; empty: generated once and kept in data_dir
+    card_hash_key_hex: str = field(default="", repr=False)
+    admin_token: str = field(default="", repr=False)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'txswitch.sqlite'}"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+ENVIRONMENT_PREFIX = "TXSWITCH_"
+
+
+def from_environment(base: Settings | None = None) -> Settings:
+    """Settings with TXSWITCH_<FIELD> environment variables applied."""
+    settings = base or Settings()
+    changes: dict[str, object] = {}
+    for item in dataclasses.fields(Settings):
+        raw = os.environ.get(ENVIRONMENT_PREFIX + item.name.upper())
+        if raw is None:
+            continue
+        current = getattr(settings, item.name)
+        changes[item.name] = _parse(raw, current)
+    return settings.with_overrides(**changes)
+
+
+def _parse(raw: str, current: object) -> object:
+    if isinstance(current, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    if isinstance(current, Path) or current is None:
+        return Path(raw)
+    return raw

@@ -1,0 +1,45 @@
+"""Database engines: SQLite (WAL, synchronous=FULL) by default, PostgreSQL for several nodes."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+
+from switch.store.schema import metadata
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+POOL_SIZE = 16
+
+
+def make_engine(url: str) -> Engine:
+    """An engine whose commits are durable when they return."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_SIZE,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(
+        url,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_SIZE,
+        connect_args={"options": "-c synchronous_commit=on"},
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def create_schema(engine: Engine) -> None:
+    metadata.create_all(engine)

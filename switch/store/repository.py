@@ -1,0 +1,333 @@
+"""Reads of the switch's state, and the few writes outside the journal (activation, PIN tries, day close)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, and_, func, insert, select, update
+
+from switch.domain.card_rules import CardState
+from switch.domain.employees import PinAttempt
+from switch.domain.programmes import CoPayment, Programme
+from switch.domain.transactions import TransactionStatus
+from switch.store.journal import TransactionRecord
+from switch.store.schema import (
+    accounts,
+    cards,
+    day_closes,
+    employees,
+    locations,
+    merchant_programmes,
+    programmes,
+    terminals,
+    transactions,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalInfo:
+    terminal_id: str
+    merchant_id: str
+    location_id: str
+    location_name: str
+    device_name: str
+    credential_hash: str
+    active: bool
+    period_number: int
+    period_opened_at: dt.datetime
+    activated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTransaction:
+    record: TransactionRecord
+    refunded_minor: int
+    created_at: dt.datetime
+
+    @property
+    def status(self) -> TransactionStatus:
+        return TransactionStatus(self.record.status)
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeePin:
+    employee_id: str
+    pin_hash: str
+    attempt: PinAttempt
+
+
+@dataclass(frozen=True, slots=True)
+class TypeTotal:
+    transaction_type: str
+    payment_method: str
+    currency: str
+    count: int
+    total_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class DayCloseReport:
+    terminal_id: str
+    sequence_number: int  # 0 for an X report
+    period_number: int
+    opened_at: dt.datetime
+    closed_at: dt.datetime
+    totals: tuple[TypeTotal, ...]
+
+    @property
+    def next_period_number(self) -> int:
+        return self.period_number + 1 if self.sequence_number else self.period_number
+
+
+class Store:
+    """Reads and non-journal writes; caches what never changes (programmes, memberships)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._programmes: dict[str, Programme] = {}
+        self._memberships: dict[tuple[str, str], bool] = {}
+        self._lock = threading.Lock()
+
+    # Programmes and cards
+
+    def programme(self, programme_id: str) -> Programme:
+        cached = self._programmes.get(programme_id)
+        if cached is not None:
+            return cached
+        with self.engine.connect() as conn:
+            row = conn.execute(select(programmes).where(programmes.c.programme_id == programme_id)).one()
+        copay = None
+        if row.copay_numerator_minor is not None and row.copay_denominator_minor:
+            copay = CoPayment(row.copay_numerator_minor, row.copay_denominator_minor)
+        programme = Programme(
+            row.programme_id,
+            row.name,
+            row.kind,
+            row.currency,
+            row.card_prefix,
+            row.balance_max_minor,
+            copay,
+            row.payout_interval_weeks,
+            row.card_validity_months,
+        )
+        with self._lock:
+            self._programmes[programme_id] = programme
+        return programme
+
+    def merchant_accepts(self, merchant_id: str, programme_id: str) -> bool:
+        key = (merchant_id, programme_id)
+        cached = self._memberships.get(key)
+        if cached is not None:
+            return cached
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(merchant_programmes.c.merchant_id).where(
+                    merchant_programmes.c.merchant_id == merchant_id,
+                    merchant_programmes.c.programme_id == programme_id,
+                )
+            ).first()
+        with self._lock:
+            self._memberships[key] = found is not None
+        return found is not None
+
+    def forget_membership(self, merchant_id: str, programme_id: str) -> None:
+        with self._lock:
+            self._memberships.pop((merchant_id, programme_id), None)
+
+    def card_id_by_hash(self, card_hash: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(cards.c.card_id).where(cards.c.card_hash == card_hash)).scalar()
+
+    def card_state(self, card_id: str) -> CardState:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(cards, accounts.c.balance_minor)
+                .join(accounts, accounts.c.account_id == "card:" + cards.c.card_id)
+                .where(cards.c.card_id == card_id)
+            ).one()
+        return CardState(
+            row.card_id,
+            self.programme(row.programme_id),
+            row.masked,
+            row.status,
+            row.expiry,
+            row.balance_minor,
+        )
+
+    def card_replaced_by(self, card_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(cards.c.replaced_by).where(cards.c.card_id == card_id)).scalar()
+
+    # Terminals
+
+    def terminal(self, terminal_id: str) -> TerminalInfo | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(terminals, locations.c.name.label("location_name"))
+                .join(locations, locations.c.location_id == terminals.c.location_id)
+                .where(terminals.c.terminal_id == terminal_id)
+            ).first()
+        if row is None:
+            return None
+        return TerminalInfo(
+            row.terminal_id,
+            row.merchant_id,
+            row.location_id,
+            row.location_name,
+            row.device_name,
+            row.credential_hash,
+            row.active,
+            row.period_number,
+            _aware(row.period_opened_at),
+            _aware(row.activated_at),
+        )
+
+    # Transactions
+
+    def transaction(self, source: str, transaction_id: str) -> StoredTransaction | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(transactions).where(
+                    transactions.c.source == source, transactions.c.transaction_id == transaction_id
+                )
+            ).first()
+        if row is None:
+            return None
+        values = {name: getattr(row, name) for name in TransactionRecord.__slots__}
+        return StoredTransaction(TransactionRecord(**values), row.refunded_minor, _aware(row.created_at))
+
+    # Employees
+
+    def employee_pin(self, merchant_id: str, employee_number: str) -> EmployeePin | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(employees).where(
+                    employees.c.merchant_id == merchant_id, employees.c.employee_number == employee_number
+                )
+            ).first()
+        if row is None:
+            return None
+        locked_until = _aware(row.locked_until) if row.locked_until is not None else None
+        return EmployeePin(row.employee_id, row.pin_hash, PinAttempt(row.failed_tries, locked_until))
+
+    def save_pin_attempt(self, employee_id: str, attempt: PinAttempt) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(employees)
+                .where(employees.c.employee_id == employee_id)
+                .values(failed_tries=attempt.failed_tries, locked_until=attempt.locked_until)
+            )
+
+    # Day close
+
+    def period_totals(self, terminal_id: str, period_number: int) -> tuple[TypeTotal, ...]:
+        """Approved transactions of the period that still stand, per type and payment method."""
+        row = transactions.c
+        query = (
+            select(
+                row.transaction_type,
+                row.payment_method,
+                row.currency,
+                func.count(),
+                func.coalesce(func.sum(row.approved_minor), 0),
+            )
+            .where(
+                row.source == terminal_id,
+                row.period_number == period_number,
+                row.result.in_(("approved", "approved_partial")),
+                row.status != TransactionStatus.reversed.value,
+            )
+            .group_by(row.transaction_type, row.payment_method, row.currency)
+            .order_by(row.transaction_type, row.payment_method, row.currency)
+        )
+        with self.engine.connect() as conn:
+            return tuple(TypeTotal(t, m, c, int(n), int(s)) for t, m, c, n, s in conn.execute(query))
+
+    def day_close(self, terminal_id: str, close_id: str) -> DayCloseReport | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(day_closes).where(
+                    day_closes.c.terminal_id == terminal_id, day_closes.c.close_id == close_id
+                )
+            ).first()
+        return _report(row) if row is not None else None
+
+    def day_closes(self, terminal_id: str) -> list[DayCloseReport]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(day_closes)
+                .where(day_closes.c.terminal_id == terminal_id)
+                .order_by(day_closes.c.sequence_number)
+            ).all()
+        return [_report(row) for row in rows]
+
+    def close_period(self, terminal: TerminalInfo, close_id: str, now: dt.datetime) -> DayCloseReport:
+        """Store the close of the terminal's open period and open the next one, atomically."""
+        totals = self.period_totals(terminal.terminal_id, terminal.period_number)
+        with self.engine.begin() as conn:
+            sequence_number = conn.execute(
+                select(func.coalesce(func.max(day_closes.c.sequence_number), 0) + 1).where(
+                    day_closes.c.terminal_id == terminal.terminal_id
+                )
+            ).scalar_one()
+            moved = conn.execute(
+                update(terminals)
+                .where(
+                    and_(
+                        terminals.c.terminal_id == terminal.terminal_id,
+                        terminals.c.period_number == terminal.period_number,
+                    )
+                )
+                .values(period_number=terminal.period_number + 1, period_opened_at=now)
+            )
+            assert moved.rowcount == 1, "the period was closed by someone else"
+            conn.execute(
+                insert(day_closes),
+                {
+                    "terminal_id": terminal.terminal_id,
+                    "sequence_number": sequence_number,
+                    "close_id": close_id,
+                    "period_number": terminal.period_number,
+                    "opened_at": terminal.period_opened_at,
+                    "closed_at": now,
+                    "totals_json": json.dumps([_total_json(t) for t in totals]),
+                },
+            )
+        return DayCloseReport(
+            terminal.terminal_id,
+            sequence_number,
+            terminal.period_number,
+            terminal.period_opened_at,
+            now,
+            totals,
+        )
+
+
+def _total_json(total: TypeTotal) -> dict[str, object]:
+    return {
+        "transaction_type": total.transaction_type,
+        "payment_method": total.payment_method,
+        "currency": total.currency,
+        "count": total.count,
+        "total_minor": total.total_minor,
+    }
+
+
+def _report(row: object) -> DayCloseReport:
+    totals = tuple(TypeTotal(**item) for item in json.loads(row.totals_json))  # type: ignore[attr-defined]
+    return DayCloseReport(
+        row.terminal_id,  # type: ignore[attr-defined]
+        row.sequence_number,  # type: ignore[attr-defined]
+        row.period_number,  # type: ignore[attr-defined]
+        _aware(row.opened_at),  # type: ignore[attr-defined]
+        _aware(row.closed_at),  # type: ignore[attr-defined]
+        totals,
+    )
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
