@@ -1,0 +1,395 @@
+"""AcquirerGateway: ISO 8583 acquirer links on one thread with its own trio loop, behind a sync API."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import trio
+from sqlalchemy import Engine
+
+from actors.acquirer_link import AcquirerLink, LinkUnavailableError, now_utc
+from actors.acquirer_messages import authorization_message, reversal_message
+from actors.acquirer_routing import BinRoutingTable
+from actors.acquirer_types import (
+    AcquirerEndpoint,
+    AuthorizationRequest,
+    AuthorizationResult,
+    GatewayConfig,
+    GatewayStatistics,
+    LinkState,
+)
+from protocols.iso8583 import (
+    IsoMessage,
+    MessageFormatError,
+    format_stan,
+    mti,
+    response_code_from_field39,
+    transmission_datetime,
+)
+from switch.domain.response_codes import ResponseCode
+from switch.security import KeyIntegrityError, PinBlockError, SecurityModule
+from switch.store.saf import NewReversal, SafEntry, SafStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STAN_MAX: Final = 999_999
+REVERSAL_ACK_CODES: Final = frozenset({"00"})
+RESPONSE_TO_REQUEST_MTI: Final = {
+    mti.AUTHORIZATION_RESPONSE: mti.AUTHORIZATION_REQUEST,
+    mti.FINANCIAL_RESPONSE: mti.FINANCIAL_REQUEST,
+}
+
+
+class GatewayNotRunningError(Exception):
+    """authorize() and friends were called before start() or after stop()."""
+
+
+class AcquirerGateway:
+    """Thread-safe: call the public methods from any thread except the gateway's own."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        engine: Engine,
+        security: SecurityModule | None = None,
+        clock: Callable[[], dt.datetime] = now_utc,
+    ) -> None:
+        names = [endpoint.name for endpoint in config.acquirers]
+        assert len(names) == len(set(names)), "acquirer names are unique"
+        self._config = config
+        self._limits = config.limits
+        self._security = security
+        self._clock = clock
+        self._routes = BinRoutingTable(config.routes)
+        assert self._routes.acquirers <= set(names), "every route names a configured acquirer"
+        self._saf = SafStore(engine)
+        self._saf.create_table()
+        self._stan = random.SystemRandom().randint(1, STAN_MAX)
+        self._links = {
+            endpoint.name: AcquirerLink(
+                endpoint, self._limits, self._next_stan, self._on_unmatched, self._wake_saf
+            )
+            for endpoint in config.acquirers
+        }
+        self._in_flight = 0
+        self._rejected_in_flight_max = 0
+        self._reversals_queued = 0
+        self._reversals_acknowledged = 0
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._cancel_scope: trio.CancelScope | None = None
+        self._started = threading.Event()
+        self._saf_wakeup: trio.Event | None = None
+        self._saf_lock: trio.Lock | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the gateway thread and its links; returns once its loop is running."""
+        assert self._thread is None, "start() once"
+        self._thread = threading.Thread(target=self._thread_main, name="acquirer-gateway")
+        self._thread.daemon = True
+        self._thread.start()
+        if not self._started.wait(self._limits.start_timeout_ms / 1000):
+            raise GatewayNotRunningError("acquirer gateway loop did not start in time")
+
+    def stop(self) -> None:
+        """Close the links and end the thread. Pending reversals stay stored for the next start."""
+        thread, token, scope = self._thread, self._token, self._cancel_scope
+        if thread is None or token is None or scope is None:
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            trio.from_thread.run_sync(scope.cancel, trio_token=token)
+        thread.join(self._limits.stop_timeout_ms / 1000)
+        assert not thread.is_alive(), "acquirer gateway thread did not stop"
+        self._token = None
+
+    def _thread_main(self) -> None:
+        trio.run(self._main)
+
+    async def _main(self) -> None:
+        self._saf_wakeup = trio.Event()
+        self._saf_lock = trio.Lock()
+        async with trio.open_nursery() as nursery:
+            self._cancel_scope = nursery.cancel_scope
+            self._token = trio.lowlevel.current_trio_token()
+            for link in self._links.values():
+                nursery.start_soon(link.run)
+            nursery.start_soon(self._saf_loop)
+            self._started.set()
+
+    def _call(self, function: Callable[[], Awaitable[T]]) -> T:
+        token = self._token
+        if token is None:
+            raise GatewayNotRunningError("acquirer gateway is not running")
+        try:
+            return trio.from_thread.run(function, trio_token=token)
+        except trio.RunFinishedError:
+            raise GatewayNotRunningError("acquirer gateway stopped") from None
+
+    # --- public synchronous API ----------------------------------------------------------------------
+
+    def authorize(self, request: AuthorizationRequest, timeout_ms: int | None = None) -> AuthorizationResult:
+        """Route, send and await one authorisation. A missing answer declines (68) and queues a
+        reversal advice; an unreachable acquirer declines (91) without one."""
+        timeout = self._limits.response_timeout_ms_default if timeout_ms is None else timeout_ms
+        assert timeout > 0, "timeout_ms must be positive"
+        return self._call(lambda: self._authorize(request, timeout))
+
+    def sign_on(self, name: str) -> ResponseCode:
+        return self._call(lambda: self._network(name, mti.NETWORK_SIGN_ON))
+
+    def echo(self, name: str) -> ResponseCode:
+        return self._call(lambda: self._network(name, mti.NETWORK_ECHO))
+
+    def statistics(self) -> GatewayStatistics:
+        async def snapshot() -> GatewayStatistics:
+            return self._statistics_nowait(saf_depth=-1)
+
+        stats = self._call(snapshot)
+        return GatewayStatistics(
+            **{name: getattr(stats, name) for name in GatewayStatistics.__slots__ if name != "saf_depth"},
+            saf_depth=self._saf.depth(),
+        )
+
+    def saf_pending(self) -> tuple[SafEntry, ...]:
+        return self._saf.pending()
+
+    def retry_saf(self) -> int:
+        """Send every pending reversal now; returns how many the acquirers acknowledged."""
+        return self._call(self._saf_pass)
+
+    def wait_signed_on(self, timeout_ms: int, names: tuple[str, ...] | None = None) -> bool:
+        """Block until the named (default: all) links are signed on; False on timeout."""
+        wanted = names or tuple(self._links)
+
+        async def wait() -> bool:
+            with trio.move_on_after(timeout_ms / 1000):
+                while any(self._links[n].state is not LinkState.signed_on for n in wanted):
+                    await trio.sleep(0.005)
+                return True
+            return False
+
+        return self._call(wait)
+
+    def close_link(self, name: str) -> None:
+        """Drop one link's connection (ops and tests); it reconnects by itself."""
+        self._call(self._links[name].close)
+
+    # --- inside the trio loop --------------------------------------------------------------------------
+
+    def _statistics_nowait(self, saf_depth: int) -> GatewayStatistics:
+        links = tuple(link.statistics() for link in self._links.values())
+        return GatewayStatistics(
+            links=links,
+            in_flight=self._in_flight,
+            timeouts=sum(link.timeouts for link in links),
+            late_responses=sum(link.late_responses for link in links),
+            rejected_in_flight_max=self._rejected_in_flight_max,
+            reversals_queued=self._reversals_queued,
+            reversals_acknowledged=self._reversals_acknowledged,
+            saf_depth=saf_depth,
+        )
+
+    def _next_stan(self) -> str:
+        self._stan = self._stan % STAN_MAX + 1
+        return format_stan(self._stan)
+
+    def _wake_saf(self) -> None:
+        if self._saf_wakeup is not None:
+            self._saf_wakeup.set()
+
+    async def _network(self, name: str, code: str) -> ResponseCode:
+        try:
+            response = await self._links[name].network(code)
+        except LinkUnavailableError:
+            return ResponseCode.issuer_unavailable
+        if response is None:
+            return ResponseCode.acquirer_timeout
+        return response_code_from_field39(response["39"])
+
+    def _field52(self, request: AuthorizationRequest, endpoint: AcquirerEndpoint) -> str | None:
+        """Field 52 under the acquirer's zone key; raises PinBlockError for a bad block."""
+        if request.pin is None:
+            return None
+        if self._security is None or endpoint.zone_pin_key is None:
+            raise KeyIntegrityError(f"acquirer {endpoint.name} has no zone PIN key")
+        translated = self._security.translate_pin_block(
+            request.pin.pin_block,
+            request.card.pan,
+            request.pin.terminal_pin_key,
+            endpoint.zone_pin_key,
+        )
+        return translated.hex().upper()
+
+    async def _authorize(self, request: AuthorizationRequest, timeout_ms: int) -> AuthorizationResult:
+        name = self._routes.route(request.card.pan)
+        if name is None:
+            log.info("no acquirer route for %s", request.card.masked_pan)
+            return AuthorizationResult(ResponseCode.issuer_unavailable, None)
+        if self._in_flight >= self._limits.in_flight_max:
+            self._rejected_in_flight_max += 1
+            return AuthorizationResult(ResponseCode.issuer_unavailable, name)
+        link = self._links[name]
+        try:
+            field52 = self._field52(request, link.endpoint)
+        except PinBlockError:
+            return AuthorizationResult(ResponseCode.incorrect_pin, name)
+        except KeyIntegrityError as error:
+            log.error("acquirer %s: PIN key fault: %s", name, error)
+            return AuthorizationResult(ResponseCode.system_error, name)
+        stan = self._free_stan(link, request.terminal_id)
+        transmission = transmission_datetime(self._clock())
+        message = authorization_message(request, stan, transmission, field52)
+        self._in_flight += 1
+        try:
+            response = await link.exchange(message, timeout_ms)
+        except LinkUnavailableError:
+            return AuthorizationResult(ResponseCode.issuer_unavailable, name, stan, transmission)
+        finally:
+            self._in_flight -= 1
+        if response is None:
+            return await self._timed_out(request, name, message)
+        return _result(response, name, stan, transmission)
+
+    def _free_stan(self, link: AcquirerLink, terminal_id: str) -> str:
+        # STANs wrap after 999999; skip one still waiting for its answer on this terminal.
+        while True:
+            stan = self._next_stan()
+            if not link.is_key_in_use((stan, terminal_id)):
+                return stan
+
+    async def _timed_out(
+        self, request: AuthorizationRequest, name: str, message: IsoMessage
+    ) -> AuthorizationResult:
+        reversal = NewReversal(
+            acquirer=name,
+            terminal_id=request.terminal_id,
+            merchant_id=request.merchant_id,
+            transaction_id=request.transaction_id,
+            original_mti=message["t"],
+            original_stan=message["11"],
+            original_transmission=message["7"],
+            reversal_stan=self._next_stan(),
+            processing_code=message["3"],
+            amount_minor=request.amount.amount_minor,
+            currency_numeric=message["49"],
+            reason="timeout",
+        )
+        queued = await self._enqueue(reversal)
+        code = ResponseCode.acquirer_timeout if queued else ResponseCode.system_error
+        return AuthorizationResult(code, name, message["11"], message["7"], reversal_queued=queued)
+
+    async def _enqueue(self, reversal: NewReversal) -> bool:
+        """Store a reversal durably before the decline goes back; True when it is stored."""
+        try:
+            added = await trio.to_thread.run_sync(self._saf.enqueue, reversal, self._clock())
+        except Exception:
+            # The acquirer may hold an approval we cannot reverse: loud, and an ops alert.
+            log.exception("acquirer %s: could not store reversal", reversal.acquirer)
+            return False
+        if added:
+            self._reversals_queued += 1
+            self._wake_saf()
+        return True
+
+    async def _on_unmatched(self, link: AcquirerLink, message: IsoMessage) -> None:
+        kind = message["t"]
+        if kind in RESPONSE_TO_REQUEST_MTI:
+            await self._late_response(link, message)
+        elif kind == mti.REVERSAL_ADVICE_RESPONSE and message.get("39") in REVERSAL_ACK_CODES:
+            acknowledged = await trio.to_thread.run_sync(
+                self._saf.acknowledge_by_stan,
+                link.name,
+                message["41"],
+                message["11"],
+                self._clock(),
+            )
+            self._reversals_acknowledged += int(acknowledged)
+        else:
+            log.info("acquirer %s: unmatched %s STAN %s ignored", link.name, kind, message["11"])
+
+    async def _late_response(self, link: AcquirerLink, message: IsoMessage) -> None:
+        """An answer after its timeout is never an approval: make sure it is reversed."""
+        if message.get("39") not in ("00", "10") or "7" not in message or "4" not in message:
+            return
+        reversal = NewReversal(
+            acquirer=link.name,
+            terminal_id=message["41"],
+            merchant_id=message.get("42", ""),
+            transaction_id="",
+            original_mti=RESPONSE_TO_REQUEST_MTI[message["t"]],
+            original_stan=message["11"],
+            original_transmission=message["7"],
+            reversal_stan=self._next_stan(),
+            processing_code=message.get("3", "000000"),
+            amount_minor=int(message["4"]),
+            currency_numeric=message.get("49", "978"),
+            reason="late_response",
+        )
+        await self._enqueue(reversal)  # a no-op when the timeout already stored it
+
+    # --- store and forward ---------------------------------------------------------------------------
+
+    async def _saf_loop(self) -> None:
+        assert self._saf_wakeup is not None
+        while True:
+            with trio.move_on_after(self._limits.saf_retry_interval_ms / 1000):
+                await self._saf_wakeup.wait()
+            self._saf_wakeup = trio.Event()
+            try:
+                await self._saf_pass()
+            except Exception:
+                # A database hiccup must not end store-and-forward; the next pass retries.
+                log.exception("store-and-forward pass failed")
+
+    async def _saf_pass(self) -> int:
+        assert self._saf_lock is not None
+        acknowledged = 0
+        async with self._saf_lock:
+            for link in self._links.values():
+                if link.state is LinkState.signed_on:
+                    acknowledged += await self._saf_pass_link(link)
+        return acknowledged
+
+    async def _saf_pass_link(self, link: AcquirerLink) -> int:
+        entries = await trio.to_thread.run_sync(
+            lambda: self._saf.pending(link.name, self._limits.saf_batch_max)
+        )
+        acknowledged = 0
+        for entry in entries:
+            message = reversal_message(entry, transmission_datetime(self._clock()))
+            await trio.to_thread.run_sync(self._saf.record_attempt, entry.saf_id, self._clock())
+            try:
+                response = await link.exchange(message, self._limits.saf_response_timeout_ms)
+            except LinkUnavailableError:
+                break
+            if response is None or response.get("39") not in REVERSAL_ACK_CODES:
+                continue
+            if await trio.to_thread.run_sync(self._saf.acknowledge, entry.saf_id, self._clock()):
+                self._reversals_acknowledged += 1
+                acknowledged += 1
+        return acknowledged
+
+
+def _result(response: IsoMessage, name: str, stan: str, transmission: str) -> AuthorizationResult:
+    try:
+        code = response_code_from_field39(response["39"])
+    except MessageFormatError:
+        code = ResponseCode.system_error
+    return AuthorizationResult(
+        response_code=code,
+        acquirer=name,
+        stan=stan,
+        transmission_datetime=transmission,
+        auth_code=response.get("38", "").strip(),
+        retrieval_reference=response.get("37", ""),
+    )

@@ -1,0 +1,66 @@
+"""Build the ISO 8583 messages the gateway sends, from gateway records and SAF entries."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from actors.acquirer_types import AuthorizationRequest
+from protocols.iso8583 import IsoMessage, OriginalDataElements, format_amount, mti
+from switch.domain.money import CURRENCY_NUMERIC
+from switch.store.saf import SafEntry
+
+PURCHASE_PROCESSING_CODE: Final = "000000"
+POS_CONDITION_NORMAL: Final = "00"
+
+
+def authorization_message(
+    request: AuthorizationRequest, stan: str, transmission: str, field52_hex: str | None
+) -> IsoMessage:
+    card = request.card
+    message: IsoMessage = {
+        "t": request.message_class.value,
+        "2": card.pan,
+        "3": PURCHASE_PROCESSING_CODE,
+        "4": format_amount(request.amount.amount_minor),
+        "7": transmission,
+        "11": stan,
+        "14": card.expiry_yymm,
+        "22": card.entry_mode.value,
+        "25": POS_CONDITION_NORMAL,
+        "41": request.terminal_id,
+        "42": request.merchant_id,
+        "49": CURRENCY_NUMERIC[request.amount.currency],
+    }
+    if card.track2:
+        message["35"] = card.track2
+    if card.card_sequence_number:
+        message["23"] = card.card_sequence_number
+    if card.emv_tlv_hex:
+        message["55"] = card.emv_tlv_hex
+    if field52_hex is not None:
+        message["52"] = field52_hex
+    return message
+
+
+def reversal_message(entry: SafEntry, transmission: str) -> IsoMessage:
+    """0420 on the first send, 0421 on every repeat; field 11 stays the advice's own STAN."""
+    original = OriginalDataElements(
+        mti=entry.original_mti,
+        stan=entry.original_stan,
+        transmission_datetime=entry.original_transmission,
+    )
+    return {
+        "t": mti.REVERSAL_ADVICE_REPEAT if entry.is_repeat else mti.REVERSAL_ADVICE,
+        "3": entry.processing_code,
+        "4": format_amount(entry.amount_minor),
+        "7": transmission,
+        "11": entry.reversal_stan,
+        "41": entry.terminal_id,
+        "42": entry.merchant_id,
+        "49": entry.currency_numeric,
+        "90": original.encode(),
+    }
+
+
+def network_message(code: str, stan: str, transmission: str) -> IsoMessage:
+    return {"t": mti.NETWORK_REQUEST, "7": transmission, "11": stan, "70": code}

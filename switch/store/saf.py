@@ -1,0 +1,190 @@
+"""The durable store-and-forward queue of acquirer reversal advices (0420, repeated as 0421)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from switch.store.schema import metadata
+
+STATUS_PENDING: Final = "pending"
+STATUS_ACKNOWLEDGED: Final = "acknowledged"
+SAF_PENDING_LIMIT_MAX: Final = 1_000
+
+# No PAN, track 2, PIN block or EMV data here: the acquirer finds the original by field 90 + 41.
+acquirer_saf = Table(
+    "acquirer_saf",
+    metadata,
+    Column("saf_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("acquirer", String(64), nullable=False),
+    Column("terminal_id", String(8), nullable=False),
+    Column("merchant_id", String(15), nullable=False),
+    Column("transaction_id", String(80), nullable=False),
+    Column("original_mti", String(4), nullable=False),
+    Column("original_stan", String(6), nullable=False),
+    Column("original_transmission", String(10), nullable=False),
+    Column("reversal_stan", String(6), nullable=False),
+    Column("processing_code", String(6), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency_numeric", String(3), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("acknowledged_at", DateTime(timezone=True), nullable=True),
+    # One reversal per original authorisation, however often a timeout or late answer asks.
+    UniqueConstraint(
+        "acquirer", "terminal_id", "original_stan", "original_transmission", name="uq_acquirer_saf_original"
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewReversal:
+    acquirer: str
+    terminal_id: str
+    merchant_id: str
+    transaction_id: str
+    original_mti: str
+    original_stan: str
+    original_transmission: str  # field 7 of the original, MMDDhhmmss
+    reversal_stan: str
+    processing_code: str
+    amount_minor: int
+    currency_numeric: str
+    reason: str  # timeout | link_lost | late_response
+
+
+@dataclass(frozen=True, slots=True)
+class SafEntry:
+    saf_id: int
+    acquirer: str
+    terminal_id: str
+    merchant_id: str
+    transaction_id: str
+    original_mti: str
+    original_stan: str
+    original_transmission: str
+    reversal_stan: str
+    processing_code: str
+    amount_minor: int
+    currency_numeric: str
+    reason: str
+    status: str
+    attempts: int
+    created_at: dt.datetime
+    last_attempt_at: dt.datetime | None
+    acknowledged_at: dt.datetime | None
+
+    @property
+    def is_repeat(self) -> bool:
+        """After one send attempt, the advice goes out as a repeat (0421)."""
+        return self.attempts > 0
+
+
+def _entry(row: RowMapping) -> SafEntry:
+    return SafEntry(**{name: row[name] for name in SafEntry.__slots__})
+
+
+class SafStore:
+    """Reversal advices that must reach their acquirer; each write is committed before it returns."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create_table(self) -> None:
+        acquirer_saf.create(self._engine, checkfirst=True)
+
+    def enqueue(self, reversal: NewReversal, now: dt.datetime) -> bool:
+        """Store a reversal; False (and nothing changed) if one for that original is stored."""
+        values = {
+            **{name: getattr(reversal, name) for name in NewReversal.__slots__},
+            "status": STATUS_PENDING,
+            "attempts": 0,
+            "created_at": now,
+        }
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(insert(acquirer_saf).values(**values))
+        except IntegrityError:
+            return False
+        return True
+
+    def pending(
+        self, acquirer: str | None = None, limit: int = SAF_PENDING_LIMIT_MAX
+    ) -> tuple[SafEntry, ...]:
+        """Unacknowledged reversals, oldest first."""
+        assert 0 < limit <= SAF_PENDING_LIMIT_MAX, "pending limit out of range"
+        query = select(acquirer_saf).where(acquirer_saf.c.status == STATUS_PENDING)
+        if acquirer is not None:
+            query = query.where(acquirer_saf.c.acquirer == acquirer)
+        query = query.order_by(acquirer_saf.c.saf_id).limit(limit)
+        with self._engine.connect() as connection:
+            return tuple(_entry(row) for row in connection.execute(query).mappings())
+
+    def all_entries(self, limit: int = SAF_PENDING_LIMIT_MAX) -> tuple[SafEntry, ...]:
+        """Pending and acknowledged reversals, oldest first (for audits and the ops console)."""
+        query = select(acquirer_saf).order_by(acquirer_saf.c.saf_id).limit(limit)
+        with self._engine.connect() as connection:
+            return tuple(_entry(row) for row in connection.execute(query).mappings())
+
+    def record_attempt(self, saf_id: int, now: dt.datetime) -> None:
+        """Count a send before it happens, so a crash mid-send makes the next one a repeat."""
+        statement = (
+            update(acquirer_saf)
+            .where(acquirer_saf.c.saf_id == saf_id)
+            .values(attempts=acquirer_saf.c.attempts + 1, last_attempt_at=now)
+        )
+        with self._engine.begin() as connection:
+            connection.execute(statement)
+
+    def acknowledge(self, saf_id: int, now: dt.datetime) -> bool:
+        """Mark acknowledged; False if it already was (an acknowledgement may arrive twice)."""
+        statement = (
+            update(acquirer_saf)
+            .where(acquirer_saf.c.saf_id == saf_id, acquirer_saf.c.status == STATUS_PENDING)
+            .values(status=STATUS_ACKNOWLEDGED, acknowledged_at=now)
+        )
+        with self._engine.begin() as connection:
+            return connection.execute(statement).rowcount == 1
+
+    def acknowledge_by_stan(
+        self, acquirer: str, terminal_id: str, reversal_stan: str, now: dt.datetime
+    ) -> bool:
+        """Acknowledge by the advice's own STAN, for an 0430 that came after we stopped waiting."""
+        statement = (
+            update(acquirer_saf)
+            .where(
+                acquirer_saf.c.acquirer == acquirer,
+                acquirer_saf.c.terminal_id == terminal_id,
+                acquirer_saf.c.reversal_stan == reversal_stan,
+                acquirer_saf.c.status == STATUS_PENDING,
+            )
+            .values(status=STATUS_ACKNOWLEDGED, acknowledged_at=now)
+        )
+        with self._engine.begin() as connection:
+            return connection.execute(statement).rowcount >= 1
+
+    def depth(self) -> int:
+        query = select(func.count()).select_from(acquirer_saf).where(acquirer_saf.c.status == STATUS_PENDING)
+        with self._engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
