@@ -1,0 +1,305 @@
+"""The SSH ops console: asyncssh on its own asyncio loop thread, public-key login, audited commands."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from ops.console_audit import AuditLog
+from ops.console_auth import AuthorizedKeys, Caller, Role
+from ops.console_backend import OpsBackend
+from ops.console_commands import CommandResult, Outcome, execute
+
+log = logging.getLogger(__name__)
+
+CONSOLE_HOST_DEFAULT = "127.0.0.1"
+CONSOLE_PORT_DEFAULT = 2222
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+BACKEND_CALL_TIMEOUT_S = 10.0
+SESSION_IDLE_TIMEOUT_S = 15 * 60.0
+LOGIN_TIMEOUT_S = 30.0
+CONNECTIONS_MAX = 16
+BACKEND_WORKERS_MAX = 4
+LINE_CHARS_MAX = 1024
+
+_CALLER_INFO = "txswitch_caller"
+_EXIT_WORDS = frozenset({"exit", "quit", "logout"})
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """authorized_keys: a file path or `<role> <OpenSSH public key>` lines. audit_log_path:
+    JSON lines. host_key_path: created on first start if missing; None = a new key each start."""
+
+    authorized_keys: Path | Sequence[str]
+    audit_log_path: Path
+    host: str = CONSOLE_HOST_DEFAULT
+    port: int = CONSOLE_PORT_DEFAULT
+    host_key_path: Path | None = None
+    banner: str = "txswitch ops console"
+    backend_call_timeout_s: float = BACKEND_CALL_TIMEOUT_S
+    session_idle_timeout_s: float = SESSION_IDLE_TIMEOUT_S
+
+
+def load_host_key(path: Path | None) -> asyncssh.SSHKey:
+    if path is None:
+        return asyncssh.generate_private_key("ssh-ed25519")
+    if path.exists():
+        return asyncssh.read_private_key(path)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key.write_private_key(path)
+    path.chmod(0o600)
+    return key
+
+
+def _authorized_keys(source: Path | Sequence[str]) -> AuthorizedKeys:
+    if isinstance(source, Path):
+        return AuthorizedKeys.from_file(source)
+    return AuthorizedKeys.from_lines(source)
+
+
+class _ConsoleSSHServer(asyncssh.SSHServer):
+    """One per connection: public keys only, and the key decides the caller's role."""
+
+    def __init__(self, console: OpsConsole) -> None:
+        self._console = console
+        self._connection: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._connection = conn
+        if not self._console.admit(conn):
+            log.warning("console connection refused: too many sessions")
+            conn.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._connection is not None:
+            self._console.forget(self._connection)
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        authorized = self._console.authorized_keys.find(key)
+        if authorized is None or self._connection is None:
+            log.info("console key refused", extra={"key_fingerprint": key.get_fingerprint()})
+            return False
+        peer = self._connection.get_extra_info("peername", ("?", 0))
+        caller = Caller(
+            name=authorized.name,
+            role=authorized.role,
+            key_fingerprint=authorized.fingerprint,
+            ssh_username=username,
+            remote_address=f"{peer[0]}:{peer[1]}",
+        )
+        # The last key validated is the one whose signature completes the login.
+        self._connection.set_extra_info(**{_CALLER_INFO: caller})
+        return True
+
+
+class OpsConsole:
+    """Start and stop from synchronous code; the SSH server runs on its own loop thread."""
+
+    def __init__(self, backend: OpsBackend, config: ConsoleConfig) -> None:
+        self._backend = backend
+        self._config = config
+        self.authorized_keys = _authorized_keys(config.authorized_keys)
+        self.audit = AuditLog(config.audit_log_path)
+        self._host_key = load_host_key(config.host_key_path)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._connections: set[asyncssh.SSHServerConnection] = set()
+        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._port = 0
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def host_key_fingerprint(self) -> str:
+        fingerprint: str = self._host_key.get_fingerprint()
+        return fingerprint
+
+    def start(self) -> int:
+        """Listen; returns the bound port (useful when configured with port 0)."""
+        assert self._loop is None, "console already started"
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._workers = concurrent.futures.ThreadPoolExecutor(
+            BACKEND_WORKERS_MAX, thread_name_prefix="ops-console-backend"
+        )
+        self._thread = threading.Thread(target=loop.run_forever, name="ops-console", daemon=True)
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._listen(), loop).result(START_TIMEOUT_S)
+        except BaseException:
+            self._stop_loop()
+            raise
+        log.info(
+            "ops console listening",
+            extra={"host": self._config.host, "port": self._port, "keys": len(self.authorized_keys)},
+        )
+        return self._port
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), loop).result(STOP_TIMEOUT_S)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            log.warning("ops console did not close in time; stopping its loop")
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(STOP_TIMEOUT_S)
+        if loop is not None and not loop.is_running():
+            loop.close()
+        if self._workers is not None:
+            # A backend call stuck past its timeout must not hold the shutdown.
+            self._workers.shutdown(wait=False, cancel_futures=True)
+        self._loop = self._thread = self._workers = None
+
+    async def _listen(self) -> None:
+        self._acceptor = await asyncssh.create_server(
+            lambda: _ConsoleSSHServer(self),
+            self._config.host,
+            self._config.port,
+            server_host_keys=[self._host_key],
+            process_factory=self._session,
+            line_editor=True,
+            line_echo=True,
+            max_line_length=LINE_CHARS_MAX,
+            login_timeout=LOGIN_TIMEOUT_S,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
+            reuse_address=True,
+        )
+        self._port = self._acceptor.get_port()
+
+    async def _close(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.close()
+        for connection in list(self._connections):
+            connection.close()
+        for connection in list(self._connections):
+            await connection.wait_closed()
+        if self._acceptor is not None:
+            await self._acceptor.wait_closed()
+
+    # -- connections and sessions ---------------------------------------------------------
+
+    def admit(self, connection: asyncssh.SSHServerConnection) -> bool:
+        if len(self._connections) >= CONNECTIONS_MAX:
+            return False
+        self._connections.add(connection)
+        return True
+
+    def forget(self, connection: asyncssh.SSHServerConnection) -> None:
+        self._connections.discard(connection)
+
+    async def _session(self, process: asyncssh.SSHServerProcess[str]) -> None:
+        caller = process.get_extra_info(_CALLER_INFO)
+        if not isinstance(caller, Caller):
+            process.stderr.write("no identity for this session\r\n")
+            process.exit(Outcome.refused.value)
+            return
+        try:
+            if process.command is not None:
+                await self._exec(process, caller, process.command)
+            else:
+                await self._shell(process, caller)
+        except (asyncssh.DisconnectError, asyncssh.ConnectionLost, BrokenPipeError):
+            return
+        except Exception:
+            log.exception("console session failed")
+            process.exit(Outcome.error.value)
+
+    async def _exec(self, process: asyncssh.SSHServerProcess[str], caller: Caller, command: str) -> None:
+        self.audit.record(caller, "(login)", "ok", mode="exec")
+        result = await self._run(caller, command, mode="exec")
+        stream = process.stdout if result.outcome is Outcome.ok else process.stderr
+        if result.output:
+            stream.write(result.output + "\n")
+        process.exit(result.exit_status)
+
+    async def _shell(self, process: asyncssh.SSHServerProcess[str], caller: Caller) -> None:
+        self.audit.record(caller, "(login)", "ok", mode="shell")
+        prompt = f"txswitch {caller.role.value}> "
+        process.stdout.write(f"{self._config.banner}; you are {caller.name} ({caller.role.value})")
+        process.stdout.write("; type help\n")
+        while True:
+            process.stdout.write(prompt)
+            line = await self._read_line(process)
+            if line is None or line.strip() in _EXIT_WORDS:
+                break
+            if not line.strip():
+                continue
+            result = await self._run(caller, line.strip(), mode="shell")
+            if result.output:
+                process.stdout.write(result.output + "\n")
+        process.stdout.write("bye\n")
+        process.exit(0)
+
+    async def _read_line(self, process: asyncssh.SSHServerProcess[str]) -> str | None:
+        """The next line, "" after an interrupt, None at end of input or idle timeout."""
+        try:
+            line = await asyncio.wait_for(process.stdin.readline(), self._config.session_idle_timeout_s)
+        except TimeoutError:
+            process.stdout.write("\nidle too long, closing\n")
+            return None
+        except (asyncssh.BreakReceived, asyncssh.SignalReceived, asyncssh.TerminalSizeChanged):
+            process.stdout.write("\n")
+            return ""
+        return line if line else None
+
+    async def _run(self, caller: Caller, line: str, *, mode: str) -> CommandResult:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await asyncio.wait_for(
+                loop.run_in_executor(self._workers, execute, line, caller, self._backend),
+                self._config.backend_call_timeout_s,
+            )
+        except TimeoutError:
+            seconds = self._config.backend_call_timeout_s
+            result = CommandResult(
+                f"error: the switch did not answer within {seconds:g} s; it may still complete",
+                Outcome.error,
+            )
+        await loop.run_in_executor(
+            self._workers,
+            lambda: self.audit.record(
+                caller, line, result.outcome.name, mode=mode, exit_status=result.exit_status
+            ),
+        )
+        return result
+
+
+__all__ = ["ConsoleConfig", "OpsConsole", "Role", "load_host_key"]

@@ -1,0 +1,143 @@
+"""The OpsBackend protocol the switch implements for the ops console, and the records it returns."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """The outcome of an operator action: ok, and a one-line message for the operator."""
+
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchStatus:
+    version: str
+    uptime_s: int
+    draining: bool
+    terminals_active: int
+    terminals_online: int
+    card_actors_live: int
+    requests_in_flight: int
+    acquirer_links_up: int
+    acquirer_links_total: int
+    store_and_forward_pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalInfo:
+    terminal_id: str
+    merchant: str
+    location: str
+    device_name: str
+    active: bool
+    online: bool
+    activated_at: datetime.datetime | None
+    last_seen_at: datetime.datetime | None
+    day_close_sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class CardInfo:
+    """A card as operators may see it: masked number only, never the full PAN."""
+
+    card_ref: str
+    masked_number: str
+    programme: str
+    status: str
+    expiry: datetime.date
+    balance_minor: int
+    currency: str
+    currency_exponent: int
+    pin_blocked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DayCloseTotal:
+    transaction_type: str
+    count: int
+    amount_minor: int
+    currency: str
+    currency_exponent: int
+
+
+@dataclass(frozen=True, slots=True)
+class DayCloseReport:
+    """One closed period (closed_at set) or the open one (closed_at None, an X report)."""
+
+    terminal_id: str
+    sequence: int
+    opened_at: datetime.datetime
+    closed_at: datetime.datetime | None
+    totals: Sequence[DayCloseTotal]
+
+
+@dataclass(frozen=True, slots=True)
+class AcquirerInfo:
+    name: str
+    state: str
+    host: str
+    port: int
+    requests_in_flight: int
+    last_echo_at: datetime.datetime | None
+    store_and_forward_pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAndForwardEntry:
+    """A stored advice (e.g. a 0420 reversal) waiting for the acquirer's acknowledgement."""
+
+    entry_id: str
+    acquirer: str
+    mti: str
+    stan: str
+    amount_minor: int
+    currency: str
+    currency_exponent: int
+    attempts: int
+    created_at: datetime.datetime
+    last_attempt_at: datetime.datetime | None
+
+
+class OpsBackend(Protocol):
+    """What the console asks of the switch. Calls run on a console worker thread, one at a
+    time per session, and must return within seconds; `actor` names the operator for the
+    switch's own audit trail. Unknown ids give None (lookups) or ActionResult(ok=False)."""
+
+    def status(self) -> SwitchStatus: ...
+
+    def list_terminals(self) -> Sequence[TerminalInfo]: ...
+
+    def find_terminal(self, terminal_id: str) -> TerminalInfo | None: ...
+
+    def deactivate_terminal(self, terminal_id: str, actor: str) -> ActionResult: ...
+
+    def find_card(self, card_ref: str) -> CardInfo | None: ...
+
+    def block_card(self, card_ref: str, actor: str) -> ActionResult: ...
+
+    def unblock_card(self, card_ref: str, actor: str) -> ActionResult: ...
+
+    def replace_card(self, lost_card_ref: str, new_card_ref: str, actor: str) -> ActionResult: ...
+
+    def day_close_reports(self, terminal_id: str) -> Sequence[DayCloseReport] | None: ...
+
+    def list_acquirers(self) -> Sequence[AcquirerInfo]: ...
+
+    def acquirer_sign_on(self, name: str, actor: str) -> ActionResult: ...
+
+    def acquirer_echo(self, name: str, actor: str) -> ActionResult: ...
+
+    def store_and_forward_entries(self) -> Sequence[StoreAndForwardEntry]: ...
+
+    def store_and_forward_retry(self, actor: str) -> ActionResult: ...
+
+    def drain(self, actor: str) -> ActionResult:
+        """Start a graceful drain and return at once; status() then reports draining."""
+        ...

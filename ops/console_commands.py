@@ -1,0 +1,385 @@
+"""Console commands: parsing, role checks and text output over an OpsBackend; no SSH here."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import logging
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ops.console_auth import Caller, Role
+from ops.console_backend import (
+    AcquirerInfo,
+    ActionResult,
+    CardInfo,
+    DayCloseReport,
+    OpsBackend,
+    StoreAndForwardEntry,
+    TerminalInfo,
+)
+from ops.logs import scrub_text
+
+log = logging.getLogger(__name__)
+
+COMMAND_LINE_CHARS_MAX = 1024
+
+
+class Outcome(enum.Enum):
+    """Exit statuses follow sysexits where one fits, so scripts over `ssh host cmd` can branch."""
+
+    ok = 0
+    failed = 1
+    usage = 64
+    error = 70
+    refused = 77
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    output: str
+    outcome: Outcome
+
+    @property
+    def exit_status(self) -> int:
+        return self.outcome.value
+
+
+Handler = Callable[[OpsBackend, Caller, Sequence[str]], CommandResult]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    words: tuple[str, ...]
+    params: tuple[str, ...]
+    role: Role
+    summary: str
+    handler: Handler
+
+    @property
+    def usage(self) -> str:
+        return " ".join((*self.words, *self.params))
+
+
+def _ok(text: str) -> CommandResult:
+    return CommandResult(text, Outcome.ok)
+
+
+def _failed(text: str) -> CommandResult:
+    return CommandResult(text, Outcome.failed)
+
+
+def _action(result: ActionResult) -> CommandResult:
+    return _ok(result.message) if result.ok else _failed(f"failed: {result.message}")
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(header) for header in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def money(amount_minor: int, currency: str, exponent: int) -> str:
+    sign = "-" if amount_minor < 0 else ""
+    units, minor = divmod(abs(amount_minor), 10**exponent)
+    fraction = f".{minor:0{exponent}d}" if exponent else ""
+    return f"{sign}{units}{fraction} {currency}"
+
+
+def when(moment: datetime.datetime | None) -> str:
+    return "-" if moment is None else moment.isoformat(sep=" ", timespec="seconds")
+
+
+def yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _terminal_row(terminal: TerminalInfo) -> list[str]:
+    return [
+        terminal.terminal_id,
+        terminal.merchant,
+        terminal.location,
+        terminal.device_name,
+        "active" if terminal.active else "deactivated",
+        yes_no(terminal.online),
+    ]
+
+
+def _terminal_detail(terminal: TerminalInfo) -> str:
+    fields = [
+        ("terminal", terminal.terminal_id),
+        ("merchant", terminal.merchant),
+        ("location", terminal.location),
+        ("device", terminal.device_name),
+        ("state", "active" if terminal.active else "deactivated"),
+        ("online", yes_no(terminal.online)),
+        ("activated at", when(terminal.activated_at)),
+        ("last seen at", when(terminal.last_seen_at)),
+        ("day closes", str(terminal.day_close_sequence)),
+    ]
+    return _fields(fields)
+
+
+def _fields(fields: Sequence[tuple[str, str]]) -> str:
+    width = max(len(name) for name, _ in fields)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in fields)
+
+
+def _card_detail(card: CardInfo) -> str:
+    return _fields(
+        [
+            ("card", card.card_ref),
+            ("number", card.masked_number),
+            ("programme", card.programme),
+            ("status", card.status),
+            ("expiry", card.expiry.isoformat()),
+            ("balance", money(card.balance_minor, card.currency, card.currency_exponent)),
+            ("PIN blocked", yes_no(card.pin_blocked)),
+        ]
+    )
+
+
+def _day_close_report(report: DayCloseReport) -> str:
+    state = f"closed {when(report.closed_at)}" if report.closed_at else "open (X report)"
+    heading = f"#{report.sequence}  opened {when(report.opened_at)}  {state}"
+    if not report.totals:
+        return heading + "\n  no transactions"
+    rows = [
+        [
+            total.transaction_type,
+            str(total.count),
+            money(total.amount_minor, total.currency, total.currency_exponent),
+        ]
+        for total in report.totals
+    ]
+    body = table(["type", "count", "amount"], rows)
+    return heading + "\n" + "\n".join("  " + line for line in body.splitlines())
+
+
+def _acquirer_row(acquirer: AcquirerInfo) -> list[str]:
+    return [
+        acquirer.name,
+        acquirer.state,
+        f"{acquirer.host}:{acquirer.port}",
+        str(acquirer.requests_in_flight),
+        when(acquirer.last_echo_at),
+        str(acquirer.store_and_forward_pending),
+    ]
+
+
+def _saf_row(entry: StoreAndForwardEntry) -> list[str]:
+    return [
+        entry.entry_id,
+        entry.acquirer,
+        entry.mti,
+        entry.stan,
+        money(entry.amount_minor, entry.currency, entry.currency_exponent),
+        str(entry.attempts),
+        when(entry.created_at),
+        when(entry.last_attempt_at),
+    ]
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+
+def _status(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> CommandResult:
+    status = backend.status()
+    return _ok(
+        _fields(
+            [
+                ("version", status.version),
+                ("uptime", f"{status.uptime_s} s"),
+                ("state", "draining" if status.draining else "serving"),
+                ("terminals active", str(status.terminals_active)),
+                ("terminals online", str(status.terminals_online)),
+                ("card actors live", str(status.card_actors_live)),
+                ("requests in flight", str(status.requests_in_flight)),
+                (
+                    "acquirer links up",
+                    f"{status.acquirer_links_up}/{status.acquirer_links_total}",
+                ),
+                ("store-and-forward", f"{status.store_and_forward_pending} pending"),
+            ]
+        )
+    )
+
+
+def _terminals_list(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> CommandResult:
+    terminals = backend.list_terminals()
+    if not terminals:
+        return _ok("no terminals")
+    headers = ["terminal", "merchant", "location", "device", "state", "online"]
+    return _ok(table(headers, [_terminal_row(terminal) for terminal in terminals]))
+
+
+def _terminals_show(backend: OpsBackend, _caller: Caller, args: Sequence[str]) -> CommandResult:
+    terminal = backend.find_terminal(args[0])
+    if terminal is None:
+        return _failed(f"no terminal {args[0]}")
+    return _ok(_terminal_detail(terminal))
+
+
+def _terminals_deactivate(backend: OpsBackend, caller: Caller, args: Sequence[str]) -> CommandResult:
+    return _action(backend.deactivate_terminal(args[0], caller.name))
+
+
+def _cards_show(backend: OpsBackend, _caller: Caller, args: Sequence[str]) -> CommandResult:
+    card = backend.find_card(args[0])
+    if card is None:
+        return _failed("no such card")
+    return _ok(_card_detail(card))
+
+
+def _cards_block(backend: OpsBackend, caller: Caller, args: Sequence[str]) -> CommandResult:
+    return _action(backend.block_card(args[0], caller.name))
+
+
+def _cards_unblock(backend: OpsBackend, caller: Caller, args: Sequence[str]) -> CommandResult:
+    return _action(backend.unblock_card(args[0], caller.name))
+
+
+def _cards_replace(backend: OpsBackend, caller: Caller, args: Sequence[str]) -> CommandResult:
+    if args[0] == args[1]:
+        return CommandResult("the lost and the new card must differ", Outcome.usage)
+    return _action(backend.replace_card(args[0], args[1], caller.name))
+
+
+def _day_close_list(backend: OpsBackend, _caller: Caller, args: Sequence[str]) -> CommandResult:
+    reports = backend.day_close_reports(args[0])
+    if reports is None:
+        return _failed(f"no terminal {args[0]}")
+    if not reports:
+        return _ok(f"no day closes for {args[0]}")
+    return _ok("\n".join(_day_close_report(report) for report in reports))
+
+
+def _acquirers_status(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> CommandResult:
+    acquirers = backend.list_acquirers()
+    if not acquirers:
+        return _ok("no acquirers configured")
+    headers = ["acquirer", "state", "address", "in flight", "last echo", "saf pending"]
+    return _ok(table(headers, [_acquirer_row(acquirer) for acquirer in acquirers]))
+
+
+def _acquirers_sign_on(backend: OpsBackend, caller: Caller, args: Sequence[str]) -> CommandResult:
+    return _action(backend.acquirer_sign_on(args[0], caller.name))
+
+
+def _acquirers_echo(backend: OpsBackend, caller: Caller, args: Sequence[str]) -> CommandResult:
+    return _action(backend.acquirer_echo(args[0], caller.name))
+
+
+def _saf_list(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> CommandResult:
+    entries = backend.store_and_forward_entries()
+    if not entries:
+        return _ok("store-and-forward queue is empty")
+    headers = ["entry", "acquirer", "mti", "stan", "amount", "tries", "created", "last try"]
+    return _ok(table(headers, [_saf_row(entry) for entry in entries]))
+
+
+def _saf_retry(backend: OpsBackend, caller: Caller, _args: Sequence[str]) -> CommandResult:
+    return _action(backend.store_and_forward_retry(caller.name))
+
+
+def _drain(backend: OpsBackend, caller: Caller, _args: Sequence[str]) -> CommandResult:
+    return _action(backend.drain(caller.name))
+
+
+def _help(_backend: OpsBackend, caller: Caller, _args: Sequence[str]) -> CommandResult:
+    return _ok(help_text(caller.role))
+
+
+_VIEWER, _OPERATOR = Role.viewer, Role.operator
+
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec(("status",), (), _VIEWER, "switch state at a glance", _status),
+    CommandSpec(("terminals", "list"), (), _VIEWER, "all terminals", _terminals_list),
+    CommandSpec(("terminals", "show"), ("ID",), _VIEWER, "one terminal", _terminals_show),
+    CommandSpec(("terminals", "deactivate"), ("ID",), _OPERATOR, "stop a terminal", _terminals_deactivate),
+    CommandSpec(("cards", "show"), ("REF",), _VIEWER, "a card, number masked", _cards_show),
+    CommandSpec(("cards", "block"), ("REF",), _OPERATOR, "block a card now", _cards_block),
+    CommandSpec(("cards", "unblock"), ("REF",), _OPERATOR, "unblock a card", _cards_unblock),
+    CommandSpec(
+        ("cards", "replace"),
+        ("LOST", "NEW"),
+        _OPERATOR,
+        "block LOST and move its balance to NEW",
+        _cards_replace,
+    ),
+    CommandSpec(("day-close", "list"), ("TERMINAL",), _VIEWER, "day-close reports", _day_close_list),
+    CommandSpec(("acquirers", "status"), (), _VIEWER, "acquirer links", _acquirers_status),
+    CommandSpec(("acquirers", "sign-on"), ("NAME",), _OPERATOR, "send 0800 sign-on", _acquirers_sign_on),
+    CommandSpec(("acquirers", "echo"), ("NAME",), _OPERATOR, "send 0800 echo", _acquirers_echo),
+    CommandSpec(("saf", "list"), (), _VIEWER, "stored advices waiting", _saf_list),
+    CommandSpec(("saf", "retry"), (), _OPERATOR, "retransmit stored advices now", _saf_retry),
+    CommandSpec(("drain",), (), _OPERATOR, "stop taking requests, finish in-flight", _drain),
+    CommandSpec(("help",), (), _VIEWER, "this list", _help),
+)
+
+
+def help_text(role: Role) -> str:
+    rows = [
+        [spec.usage, spec.summary + ("" if _allowed(role, spec) else " (operator only)")] for spec in COMMANDS
+    ]
+    return table(["command", "what it does"], rows) + "\nexit or quit ends the session"
+
+
+def _allowed(role: Role, spec: CommandSpec) -> bool:
+    return spec.role is Role.viewer or role is Role.operator
+
+
+def find_command(words: Sequence[str]) -> CommandSpec | CommandResult:
+    """The spec words name, or the usage result explaining why none does."""
+    for spec in COMMANDS:
+        if tuple(words[: len(spec.words)]) == spec.words:
+            return spec
+    subcommands = [spec for spec in COMMANDS if spec.words[0] == words[0]]
+    if subcommands:
+        choices = ", ".join(spec.words[1] for spec in subcommands)
+        return CommandResult(f"{words[0]}: choose one of {choices}", Outcome.usage)
+    return CommandResult(f"unknown command {words[0]!r}; type help", Outcome.usage)
+
+
+def execute(line: str, caller: Caller, backend: OpsBackend) -> CommandResult:
+    """Run one command line for caller; never raises, never shows a traceback."""
+    result = _execute(line, caller, backend)
+    # The backend should return masked data; this is the second line of defence.
+    return CommandResult(scrub_text(result.output), result.outcome)
+
+
+def _execute(line: str, caller: Caller, backend: OpsBackend) -> CommandResult:
+    if len(line) > COMMAND_LINE_CHARS_MAX:
+        return CommandResult(f"command longer than {COMMAND_LINE_CHARS_MAX} characters", Outcome.usage)
+    try:
+        words = shlex.split(line)
+    except ValueError as error:
+        return CommandResult(f"cannot parse the command: {error}", Outcome.usage)
+    if not words:
+        return _ok("")
+    found = find_command(words)
+    if isinstance(found, CommandResult):
+        return found
+    args = words[len(found.words) :]
+    if len(args) != len(found.params):
+        return CommandResult(f"usage: {found.usage}", Outcome.usage)
+    if not _allowed(caller.role, found):
+        message = f"permission denied: {' '.join(found.words)} needs the operator role"
+        return CommandResult(message, Outcome.refused)
+    try:
+        return found.handler(backend, caller, args)
+    except Exception:
+        log.exception("console command failed", extra={"command": " ".join(found.words)})
+        return CommandResult(
+            f"error: {' '.join(found.words)} failed inside the switch; the switch log has details",
+            Outcome.error,
+        )
