@@ -478,3 +478,63 @@ def test_interactive_shell_with_line_editor(running: Running) -> None:
 def test_console_binds_loopback_and_reports_its_port(running: Running) -> None:
     assert running.console.port > 0
     assert running.console.host_key_fingerprint.startswith("SHA256:")
+
+
+async def _hold_shell_until_closed(port: int, key: asyncssh.SSHKey, opened: asyncio.Event) -> str:
+    async with asyncssh.connect(
+        "127.0.0.1", port, username="olga", client_keys=[key], known_hosts=None, agent_path=None
+    ) as connection:
+        process = await connection.create_process(term_type="xterm")
+        await _read_until(process, "> ")
+        opened.set()
+        await asyncio.wait_for(process.wait_closed(), CLIENT_TIMEOUT_S)
+        return "closed"
+
+
+def test_stop_closes_live_sessions(keys: Keys, tmp_path: Path) -> None:
+    config = ConsoleConfig(
+        authorized_keys=["operator " + public_line(keys.operator, "olga@ops")],
+        audit_log_path=tmp_path / "audit.jsonl",
+        port=0,
+    )
+    console = OpsConsole(MemoryBackend(), config)
+    port = console.start()
+
+    async def scenario() -> str:
+        opened = asyncio.Event()
+        session = asyncio.create_task(_hold_shell_until_closed(port, keys.operator, opened))
+        await asyncio.wait_for(opened.wait(), CLIENT_TIMEOUT_S)
+        await asyncio.to_thread(console.stop)
+        return await session
+
+    assert asyncio.run(scenario()) == "closed"
+
+
+def test_authorized_keys_from_a_file(keys: Keys, tmp_path: Path) -> None:
+    keys_path = tmp_path / "authorized_keys"
+    keys_path.write_text("viewer " + public_line(keys.viewer, "victor@ops") + "\n")
+    config = ConsoleConfig(authorized_keys=keys_path, audit_log_path=tmp_path / "a.jsonl", port=0)
+    console = OpsConsole(MemoryBackend(), config)
+    port = console.start()
+    try:
+        result = asyncio.run(_exec(port, keys.viewer, "terminals list"))
+        assert result.exit_status == 0
+        assert "T-0001" in result.stdout
+        with pytest.raises(asyncssh.PermissionDenied):
+            asyncio.run(_exec(port, keys.operator, "status"))
+    finally:
+        console.stop()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("admin ssh-ed25519 AAAA", "line 1: role must be one of viewer, operator"),
+        ("operator ssh-ed25519 not-base64", "line 1: not an OpenSSH public key"),
+        ("operator", "line 1: not an OpenSSH public key"),
+    ],
+)
+def test_bad_authorized_key_lines_are_configuration_errors(tmp_path: Path, line: str, message: str) -> None:
+    config = ConsoleConfig(authorized_keys=[line], audit_log_path=tmp_path / "a.jsonl", port=0)
+    with pytest.raises(ValueError, match=message):
+        OpsConsole(MemoryBackend(), config)
