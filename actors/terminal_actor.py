@@ -1,0 +1,335 @@
+"""TerminalActor: one per terminal; session, employee PIN, idempotency and day close of its terminal."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors.journal_writer import JournalWriter
+from actors.messages import (
+    AdjustOriginal,
+    Authorize,
+    CloseDay,
+    Deactivate,
+    QueryStatus,
+    ReportX,
+    Submit,
+    TerminalContext,
+)
+from actors.outcomes import TOMBSTONE_TYPE, answer_for_stored, outcome_of, record_of
+from actors.registry import ActorRegistry
+from actors.reply import Reply
+from switch import credentials
+from switch.domain.employees import LockoutPolicy, after_attempt
+from switch.domain.response_codes import ResponseCode
+from switch.domain.transactions import (
+    COMMAND_TYPES,
+    Cancel,
+    EmployeeAuth,
+    Load,
+    Outcome,
+    Redeem,
+    Refund,
+    Reversal,
+    TerminalCommand,
+    TransactionStatus,
+    declined,
+    fingerprint,
+)
+from switch.store.journal import TransactionRecord, Write, WriteResult
+from switch.store.repository import DayCloseReport, Store, TerminalInfo
+
+log = logging.getLogger(__name__)
+
+
+class EmployeePins:
+    """Serialises PIN checks per employee across all terminals, so lockout counts every try."""
+
+    def __init__(self, store: Store, policy: LockoutPolicy, now: Callable[[], dt.datetime]) -> None:
+        self._store = store
+        self._policy = policy
+        self._now = now
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.lockouts = 0
+
+    def check(self, merchant_id: str, employee: EmployeeAuth) -> ResponseCode:
+        with self._guard:
+            lock = self._locks.setdefault((merchant_id, employee.employee_number), threading.Lock())
+        with lock:
+            stored = self._store.employee_pin(merchant_id, employee.employee_number)
+            if stored is None:
+                return ResponseCode.incorrect_pin
+            now = self._now()
+            matches = credentials.employee_pin_matches(employee.pin, stored.pin_hash)
+            attempt, code = after_attempt(stored.attempt, matches, self._policy, now)
+            if attempt != stored.attempt:
+                self._store.save_pin_attempt(stored.employee_id, attempt)
+                if attempt.locked_until is not None:
+                    self.lockouts += 1
+            return code
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalServices:
+    store: Store
+    writer: JournalWriter
+    cards: ActorRegistry[str]
+    employee_pins: EmployeePins
+    now: Callable[[], dt.datetime]
+    ask_timeout_s: float
+    reply_timeout_s: float
+    recent_transactions_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Recent:
+    fingerprint: str
+    reply: Reply
+
+
+class TerminalActor(pykka.ThreadingActor):
+    def __init__(self, terminal_id: str, services: TerminalServices) -> None:
+        super().__init__()
+        self._terminal_id = terminal_id
+        self._services = services
+        self._info: TerminalInfo | None = None
+        self._recent: OrderedDict[str, _Recent] = OrderedDict()
+
+    def on_start(self) -> None:
+        self._info = self._services.store.terminal(self._terminal_id)
+        assert self._info is not None, "terminal actors start for stored terminals only"
+
+    @property
+    def info(self) -> TerminalInfo:
+        assert self._info is not None
+        return self._info
+
+    @property
+    def context(self) -> TerminalContext:
+        return TerminalContext(self.info.terminal_id, self.info.merchant_id, self.info.period_number)
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case Submit():
+                return self._submit(message.command)
+            case QueryStatus():
+                return self._status(message.transaction_id)
+            case CloseDay():
+                return self._close_day(message.close_id)
+            case ReportX():
+                return self._x_report()
+            case Deactivate():
+                self._info = None if self._info is None else _replace_active(self._info, False)
+                return None
+        raise AssertionError(f"terminal actor got an unknown message {type(message).__name__}")
+
+    # Transactions
+
+    def _submit(self, command: TerminalCommand) -> Reply:
+        digest = fingerprint(command)
+        known = self._recent.get(command.transaction_id)
+        if known is not None:
+            if known.fingerprint != digest:
+                return Reply.of(
+                    _refusal(command, ResponseCode.duplicate_transmission, "transaction id already used")
+                )
+            outcome = known.reply.outcome
+            if outcome is None or outcome.persisted:
+                return known.reply  # the same answer, or the same wait for it
+        reply = self._route(command, digest)
+        self._remember(command.transaction_id, _Recent(digest, reply))
+        return reply
+
+    def _route(self, command: TerminalCommand, digest: str) -> Reply:
+        if not self.info.active:
+            return Reply.of(_refusal(command, ResponseCode.invalid_transaction, "terminal is deactivated"))
+        match command:
+            case Redeem() | Load():
+                if not command.card_id:
+                    return self._persist_decline(command, digest, ResponseCode.unknown_card)
+                message = Authorize(command, self.context, digest)
+                reply: Reply = self._services.cards.ask(
+                    command.card_id, message, self._services.ask_timeout_s
+                )
+                return reply
+            case Refund() | Cancel():
+                code = self._services.employee_pins.check(self.info.merchant_id, command.employee)
+                if not code.approves:
+                    return self._persist_decline(command, digest, code)
+                return self._adjust(command, digest)
+            case Reversal():
+                return self._adjust(command, digest)
+        raise AssertionError(command)
+
+    def _adjust(self, command: Refund | Cancel | Reversal, digest: str) -> Reply:
+        original_id = command.original_transaction_id
+        in_flight = self._recent.get(original_id)
+        if in_flight is not None and not in_flight.reply.done():
+            in_flight.reply.wait(self._services.reply_timeout_s)
+        stored = self._services.store.transaction(self.info.terminal_id, original_id)
+        if isinstance(command, Reversal):
+            if stored is None:
+                return self._reverse_unseen(command, digest)
+            if (
+                stored.record.transaction_type == TOMBSTONE_TYPE
+                or stored.status is not TransactionStatus.approved
+            ):
+                return self._persist_nothing_to_reverse(command, digest, stored.record)
+        elif (
+            stored is None
+            or stored.record.card_id is None
+            or stored.record.transaction_type == TOMBSTONE_TYPE
+        ):
+            return self._persist_decline(command, digest, ResponseCode.original_not_found)
+        assert stored.record.card_id is not None
+        message = AdjustOriginal(command, self.context, digest)
+        reply: Reply = self._services.cards.ask(stored.record.card_id, message, self._services.ask_timeout_s)
+        return reply
+
+    def _reverse_unseen(self, command: Reversal, digest: str) -> Reply:
+        """Approve the reversal and keep the id, so the original is refused if it arrives late."""
+        outcome = Outcome(
+            command.transaction_id,
+            COMMAND_TYPES[Reversal],
+            ResponseCode.approved,
+            "original never arrived; nothing moved",
+            period_number=self.info.period_number,
+            status=TransactionStatus.approved,
+        )
+        record = record_of(
+            outcome, self.info.terminal_id, digest, original_transaction_id=command.original_transaction_id
+        )
+        tombstone = TransactionRecord(
+            source=self.info.terminal_id,
+            transaction_id=command.original_transaction_id,
+            transaction_type=TOMBSTONE_TYPE,
+            fingerprint="",
+            currency="",
+            result=ResponseCode.already_reversed.name,
+            status=TransactionStatus.reversed.value,
+            period_number=self.info.period_number,
+        )
+        return self._persist(Write(record=record, tombstone=tombstone), outcome, digest)
+
+    def _persist_nothing_to_reverse(
+        self, command: Reversal, digest: str, original: TransactionRecord
+    ) -> Reply:
+        outcome = Outcome(
+            command.transaction_id,
+            COMMAND_TYPES[Reversal],
+            ResponseCode.approved,
+            f"original is {original.status}; nothing moved",
+            period_number=self.info.period_number,
+            status=TransactionStatus.approved,
+        )
+        record = record_of(
+            outcome, self.info.terminal_id, digest, original_transaction_id=command.original_transaction_id
+        )
+        return self._persist(Write(record=record), outcome, digest)
+
+    def _persist_decline(self, command: TerminalCommand, digest: str, code: ResponseCode) -> Reply:
+        outcome = declined(
+            command.transaction_id,
+            COMMAND_TYPES[type(command)],
+            code,
+            requested=getattr(command, "amount", None),
+            period_number=self.info.period_number,
+        )
+        extra: dict[str, object] = {"merchant_id": self.info.merchant_id}
+        if isinstance(command, Refund | Cancel | Reversal):
+            extra["original_transaction_id"] = command.original_transaction_id
+        record = record_of(outcome, self.info.terminal_id, digest, **extra)
+        return self._persist(Write(record=record), outcome, digest)
+
+    def _persist(self, write: Write, outcome: Outcome, digest: str) -> Reply:
+        reply = Reply()
+        store, source = self._services.store, self.info.terminal_id
+
+        def done(result: WriteResult) -> None:
+            if result.ok:
+                reply.set(outcome)
+            elif result.conflict:
+                reply.set(
+                    answer_for_stored(store, source, outcome.transaction_id, outcome.transaction_type, digest)
+                )
+            else:
+                reply.set(_refusal_of(outcome, ResponseCode.system_error, result.problem))
+
+        if not self._services.writer.submit(write, done):
+            reply.set(_refusal_of(outcome, ResponseCode.system_error, "journal queue full"))
+        return reply
+
+    def _remember(self, transaction_id: str, recent: _Recent) -> None:
+        self._recent[transaction_id] = recent
+        self._recent.move_to_end(transaction_id)
+        while len(self._recent) > self._services.recent_transactions_max:
+            oldest_id, oldest = next(iter(self._recent.items()))
+            if not oldest.reply.done():
+                break  # never forget an answer still on its way
+            del self._recent[oldest_id]
+
+    def _status(self, transaction_id: str) -> Outcome | None:
+        known = self._recent.get(transaction_id)
+        if known is not None:
+            outcome = known.reply.wait(self._services.reply_timeout_s)
+            if outcome.persisted:
+                return outcome
+        stored = self._services.store.transaction(self.info.terminal_id, transaction_id)
+        if stored is None:
+            return None
+        if stored.record.transaction_type == TOMBSTONE_TYPE:
+            return None
+        outcome = outcome_of(stored.record)
+        return _with_status(outcome, stored.status)
+
+    # Day close
+
+    def _settle_in_flight(self) -> None:
+        for recent in list(self._recent.values()):
+            if not recent.reply.done():
+                recent.reply.wait(self._services.reply_timeout_s)
+
+    def _close_day(self, close_id: str) -> DayCloseReport:
+        store = self._services.store
+        existing = store.day_close(self.info.terminal_id, close_id)
+        if existing is not None:
+            return existing
+        self._settle_in_flight()
+        report = store.close_period(self.info, close_id, self._services.now())
+        refreshed = store.terminal(self.info.terminal_id)
+        assert refreshed is not None
+        self._info = refreshed
+        return report
+
+    def _x_report(self) -> DayCloseReport:
+        self._settle_in_flight()
+        info = self.info
+        totals = self._services.store.period_totals(info.terminal_id, info.period_number)
+        return DayCloseReport(
+            info.terminal_id, 0, info.period_number, info.period_opened_at, self._services.now(), totals
+        )
+
+
+def _replace_active(info: TerminalInfo, active: bool) -> TerminalInfo:
+    return dataclasses.replace(info, active=active)
+
+
+def _with_status(outcome: Outcome, status: TransactionStatus) -> Outcome:
+    return dataclasses.replace(outcome, status=status)
+
+
+def _refusal(command: TerminalCommand, code: ResponseCode, detail: str) -> Outcome:
+    return declined(command.transaction_id, COMMAND_TYPES[type(command)], code, detail, persisted=False)
+
+
+def _refusal_of(outcome: Outcome, code: ResponseCode, detail: str) -> Outcome:
+    return declined(outcome.transaction_id, outcome.transaction_type, code, detail, persisted=False)

@@ -1,0 +1,280 @@
+"""Backoffice servicer: administration over gRPC, behind the admin token."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from protocols import convert
+from protocols.convert import BadRequestError
+from protocols.terminal_service import _abort, bearer
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import backoffice_pb2_grpc as bo_grpc
+from protocols.wire import terminal_pb2 as pb
+from switch.admin import AdminError
+from switch.core import SwitchCore
+from switch.domain import ledger
+from switch.domain.card_rules import CardState
+from switch.domain.cards import CardStatus
+from switch.domain.programmes import ProgrammeKind
+from switch.store.journal import Write
+from switch.store.repository import TerminalInfo
+
+T = TypeVar("T")
+ADMIN_ACTOR = "backoffice"
+
+
+class BackofficeService(bo_grpc.BackofficeServicer):
+    def __init__(self, core: SwitchCore, admin_token: str) -> None:
+        self._core = core
+        self._token = admin_token
+
+    def _run(self, context: grpc.ServicerContext, action: Callable[[], T]) -> T:
+        if not hmac.compare_digest(bearer(context), self._token):
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong admin token")
+        try:
+            return action()
+        except (AdminError, BadRequestError) as error:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except LookupError as error:
+            _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
+
+    def _card_id(self, ref: pb.CardRef, present: bool, field: str = "card") -> str:
+        card_id = self._core.cards.card_id(convert.card_number(ref, present, field))
+        if card_id is None:
+            raise LookupError(f"{field}: unknown card")
+        return card_id
+
+    def CreateProgramme(
+        self, request: bo.CreateProgrammeRequest, context: grpc.ServicerContext
+    ) -> bo.Programme:
+        def action() -> bo.Programme:
+            kind = {
+                bo.PROGRAMME_KIND_GIFT: ProgrammeKind.gift,
+                bo.PROGRAMME_KIND_BENEFIT: ProgrammeKind.benefit,
+            }.get(request.kind)
+            if kind is None:
+                raise AdminError("kind must be GIFT or BENEFIT")
+            copay = None
+            if request.copay_denominator_minor:
+                copay = (request.copay_numerator_minor, request.copay_denominator_minor)
+            programme_id = self._core.admin.create_programme(
+                request.name,
+                kind,
+                request.currency,
+                request.card_prefix,
+                balance_max_minor=request.balance_max_minor or 50_000,
+                copay=copay,
+                funder_name=request.funder_name,
+                payout_interval_weeks=request.payout_interval_weeks or 4,
+                card_validity_months=request.card_validity_months or 36,
+            )
+            return bo.Programme(
+                programme_id=programme_id,
+                name=request.name,
+                kind=request.kind,
+                currency=request.currency,
+                card_prefix=request.card_prefix,
+            )
+
+        return self._run(context, action)
+
+    def CreateMerchant(self, request: bo.CreateMerchantRequest, context: grpc.ServicerContext) -> bo.Merchant:
+        def action() -> bo.Merchant:
+            merchant_id = self._core.admin.create_merchant(request.name, request.email, request.password)
+            return bo.Merchant(merchant_id=merchant_id, name=request.name, email=request.email.lower())
+
+        return self._run(context, action)
+
+    def AddLocation(self, request: bo.AddLocationRequest, context: grpc.ServicerContext) -> bo.Location:
+        def action() -> bo.Location:
+            location_id = self._core.admin.add_location(request.merchant_id, request.name, request.address)
+            return bo.Location(location_id=location_id, merchant_id=request.merchant_id, name=request.name)
+
+        return self._run(context, action)
+
+    def AddEmployee(self, request: bo.AddEmployeeRequest, context: grpc.ServicerContext) -> bo.Employee:
+        def action() -> bo.Employee:
+            role = request.role or "cashier"
+            employee_id = self._core.admin.add_employee(
+                request.merchant_id, request.employee_number, request.name, request.pin, role
+            )
+            return bo.Employee(
+                employee_id=employee_id,
+                merchant_id=request.merchant_id,
+                employee_number=request.employee_number,
+                name=request.name,
+                role=role,
+            )
+
+        return self._run(context, action)
+
+    def JoinProgramme(self, request: bo.JoinProgrammeRequest, context: grpc.ServicerContext) -> bo.Merchant:
+        def action() -> bo.Merchant:
+            self._core.admin.join_programme(
+                request.merchant_id, request.programme_id, request.commission_basis_points
+            )
+            return bo.Merchant(merchant_id=request.merchant_id, programme_ids=[request.programme_id])
+
+        return self._run(context, action)
+
+    def IssueCard(self, request: bo.IssueCardRequest, context: grpc.ServicerContext) -> bo.IssuedCard:
+        def action() -> bo.IssuedCard:
+            programme = self._core.store.programme(request.programme_id)
+            load_minor = request.initial_load.amount_minor if request.HasField("initial_load") else 0
+            if load_minor < 0 or load_minor > programme.balance_max_minor:
+                raise AdminError(f"initial_load must be between 0 and {programme.balance_max_minor}")
+            if load_minor and request.initial_load.currency != programme.currency:
+                raise AdminError(f"initial_load.currency must be {programme.currency}")
+            card = self._core.admin.issue_card(request.programme_id)
+            if load_minor:
+                holder_minor, funder_minor = programme.split_load(load_minor)
+                key = f"issue:{request.request_id or card.card_id}"
+                entry = ledger.load_entry(
+                    key, programme.currency, card.card_id, programme.programme_id, holder_minor, funder_minor
+                )
+                result = self._core.write_now(Write(entry=entry))
+                if not result.ok:
+                    raise AdminError(f"initial load not stored: {result.problem}")
+            state = self._core.store.card_state(card.card_id)
+            return bo.IssuedCard(
+                card_number=card.card_number, qr_payload=card.qr_payload, card=card_view(state)
+            )
+
+        return self._run(context, action)
+
+    def GetCard(self, request: bo.CardRequest, context: grpc.ServicerContext) -> bo.CardView:
+        return self._run(
+            context,
+            lambda: card_view(self._core.balance(self._card_id(request.card, request.HasField("card")))),
+        )
+
+    def BlockCard(self, request: bo.BlockCardRequest, context: grpc.ServicerContext) -> bo.CardView:
+        def action() -> bo.CardView:
+            card_id = self._card_id(request.card, request.HasField("card"))
+            state = self._core.set_card_status(
+                card_id, CardStatus.blocked, request.reason or "blocked", ADMIN_ACTOR
+            )
+            return card_view(state)
+
+        return self._run(context, action)
+
+    def UnblockCard(self, request: bo.CardRequest, context: grpc.ServicerContext) -> bo.CardView:
+        def action() -> bo.CardView:
+            card_id = self._card_id(request.card, request.HasField("card"))
+            if self._core.store.card_replaced_by(card_id):
+                raise AdminError("a replaced card stays blocked")
+            return card_view(self._core.set_card_status(card_id, CardStatus.active, "unblocked", ADMIN_ACTOR))
+
+        return self._run(context, action)
+
+    def ReplaceCard(
+        self, request: bo.ReplaceCardRequest, context: grpc.ServicerContext
+    ) -> bo.ReplaceCardResponse:
+        def action() -> bo.ReplaceCardResponse:
+            if not request.request_id:
+                raise AdminError("request_id is missing")
+            lost_id = self._card_id(request.lost_card, request.HasField("lost_card"), "lost_card")
+            new_id = self._card_id(
+                request.replacement_card, request.HasField("replacement_card"), "replacement_card"
+            )
+            transfer = self._core.replace_card(lost_id, new_id, request.request_id, ADMIN_ACTOR)
+            return bo.ReplaceCardResponse(
+                lost_card=card_view(transfer.lost),
+                replacement_card=card_view(transfer.replacement),
+                moved=pb.Amount(amount_minor=transfer.moved_minor, currency=transfer.lost.currency),
+                journal_entry_id=str(transfer.entry_id or ""),
+            )
+
+        return self._run(context, action)
+
+    def ListTerminals(
+        self, request: bo.ListTerminalsRequest, context: grpc.ServicerContext
+    ) -> bo.TerminalList:
+        def action() -> bo.TerminalList:
+            return bo.TerminalList(
+                terminals=[terminal_view(t) for t in self._core.admin.list_terminals(request.merchant_id)]
+            )
+
+        return self._run(context, action)
+
+    def DeactivateTerminal(
+        self, request: bo.TerminalRequest, context: grpc.ServicerContext
+    ) -> bo.TerminalView:
+        def action() -> bo.TerminalView:
+            self._core.deactivate_terminal(request.terminal_id)
+            info = self._core.store.terminal(request.terminal_id)
+            assert info is not None
+            return terminal_view(info)
+
+        return self._run(context, action)
+
+    def ListDayCloses(self, request: bo.TerminalRequest, context: grpc.ServicerContext) -> bo.DayCloseList:
+        def action() -> bo.DayCloseList:
+            reports = self._core.store.day_closes(request.terminal_id)
+            return bo.DayCloseList(reports=[convert.day_close_report(r) for r in reports])
+
+        return self._run(context, action)
+
+    def CheckLedger(self, request: bo.CheckLedgerRequest, context: grpc.ServicerContext) -> bo.LedgerCheck:
+        def action() -> bo.LedgerCheck:
+            check = self._core.admin.check_ledger()
+            return bo.LedgerCheck(
+                entries=check.entries,
+                unbalanced_entries=check.unbalanced_entries,
+                negative_card_balances=check.negative_card_balances,
+                balance_mismatches=check.balance_mismatches,
+                problems=list(check.problems),
+            )
+
+        return self._run(context, action)
+
+    def Settle(self, request: bo.SettleRequest, context: grpc.ServicerContext) -> bo.SettleResponse:
+        def action() -> bo.SettleResponse:
+            if not request.settlement_id:
+                raise AdminError("settlement_id is missing")
+            currency = self._core.store.programme(request.programme_id).currency
+            payouts = []
+            for merchant_id, gross, commission, write in self._core.admin.settlement_writes(
+                request.programme_id, request.settlement_id
+            ):
+                result = self._core.write_now(write)
+                if not result.ok:
+                    continue  # paid out under this settlement id already, or changed meanwhile
+                payouts.append(
+                    bo.Payout(
+                        merchant_id=merchant_id,
+                        gross=pb.Amount(amount_minor=gross, currency=currency),
+                        commission=pb.Amount(amount_minor=commission, currency=currency),
+                        net=pb.Amount(amount_minor=gross - commission, currency=currency),
+                    )
+                )
+            return bo.SettleResponse(payouts=payouts)
+
+        return self._run(context, action)
+
+
+def card_view(state: CardState) -> bo.CardView:
+    return bo.CardView(
+        card_id=state.card_id,
+        card_masked=state.masked,
+        programme_id=state.programme.programme_id,
+        status=state.status.value,
+        expiry_date=state.expiry.isoformat(),
+        balance=pb.Amount(amount_minor=state.balance_minor, currency=state.currency),
+    )
+
+
+def terminal_view(info: TerminalInfo) -> bo.TerminalView:
+    return bo.TerminalView(
+        terminal_id=info.terminal_id,
+        merchant_id=info.merchant_id,
+        location=info.location_name,
+        device_name=info.device_name,
+        active=info.active,
+        period_number=info.period_number,
+        activated_at=info.activated_at.isoformat(),
+    )

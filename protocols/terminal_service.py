@@ -1,0 +1,236 @@
+"""Terminal servicer: check the credential, decode to a command, ask the actors, encode the answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+import grpc
+
+from actors.reply import ReplyTimeoutError
+from protocols import convert
+from protocols.convert import BadRequestError
+from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
+from switch.admin import AdminError
+from switch.core import SwitchCore
+from switch.domain.cards import mask
+from switch.domain.response_codes import ResponseCode
+from switch.domain.transactions import Cancel, Load, Outcome, Redeem, Refund, Reversal, TerminalCommand
+
+log = logging.getLogger(__name__)
+
+RequestObserver = Callable[[str, str, float], None]  # (rpc, response code, latency in seconds)
+T = TypeVar("T")
+
+
+def bearer(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer ") :]
+    return ""
+
+
+class TerminalService(pb_grpc.TerminalServicer):
+    def __init__(self, core: SwitchCore, observe: RequestObserver | None = None) -> None:
+        self._core = core
+        self._observe = observe
+
+    # Helpers
+
+    def _terminal_id(self, context: grpc.ServicerContext) -> str:
+        credential = bearer(context)
+        if not credential:
+            _abort(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing 'authorization: Bearer <credential>' metadata",
+            )
+        terminal_id, problem = self._core.terminals.authenticate(credential)
+        if terminal_id is None:
+            code = (
+                grpc.StatusCode.PERMISSION_DENIED
+                if "deactivated" in problem
+                else grpc.StatusCode.UNAUTHENTICATED
+            )
+            _abort(context, code, problem)
+        return terminal_id
+
+    def _transact(
+        self, rpc: str, context: grpc.ServicerContext, decode: Callable[[], TerminalCommand]
+    ) -> pb.TransactionResponse:
+        started = time.perf_counter()
+        terminal_id = self._terminal_id(context)
+        try:
+            command = decode()
+        except BadRequestError as error:
+            self._record(rpc, "invalid_argument", started)
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        try:
+            outcome = self._core.submit(terminal_id, command).wait(self._core.settings.reply_timeout_s)
+        except ReplyTimeoutError:
+            self._record(rpc, "timeout", started)
+            _abort(context, grpc.StatusCode.UNAVAILABLE, "outcome not known yet; ask TransactionStatus")
+        self._record(rpc, outcome.code.iso_code, started)
+        _log_transaction(terminal_id, outcome, started)
+        return convert.transaction_response(outcome)
+
+    def _record(self, rpc: str, code: str, started: float) -> None:
+        if self._observe is not None:
+            self._observe(rpc, code, time.perf_counter() - started)
+
+    def _card_id(self, number: str) -> str:
+        return self._core.cards.card_id(number) or ""
+
+    # RPCs
+
+    def Activate(self, request: pb.ActivateRequest, context: grpc.ServicerContext) -> pb.ActivateResponse:
+        for field in ("merchant_email", "password", "device_name", "location"):
+            if not getattr(request, field):
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
+        try:
+            activation = self._core.admin.activate(
+                request.merchant_email, request.password, request.device_name, request.location
+            )
+        except PermissionError as error:
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
+        except AdminError as error:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        self._core.terminals.forget(activation.terminal.terminal_id)
+        return pb.ActivateResponse(
+            terminal_id=activation.terminal.terminal_id,
+            credential=activation.credential,
+            merchant_name=activation.merchant_name,
+            location=activation.terminal.location_name,
+            period_number=activation.terminal.period_number,
+        )
+
+    def Balance(self, request: pb.BalanceRequest, context: grpc.ServicerContext) -> pb.BalanceResponse:
+        self._terminal_id(context)
+        number = _decoded(context, lambda: convert.card_number(request.card, request.HasField("card")))
+        card_id = self._card_id(number)
+        if not card_id:
+            code = ResponseCode.unknown_card
+            return pb.BalanceResponse(
+                response_code=code.iso_code, message=code.message, card_masked=mask(number)
+            )
+        state = self._core.balance(card_id)
+        return pb.BalanceResponse(
+            response_code=ResponseCode.approved.iso_code,
+            message=ResponseCode.approved.message,
+            balance=pb.Amount(amount_minor=state.balance_minor, currency=state.currency),
+            card_masked=state.masked,
+            card_status=state.status.value,
+            expiry_date=state.expiry.isoformat(),
+        )
+
+    def Redeem(self, request: pb.RedeemRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+        def decode() -> TerminalCommand:
+            return Redeem(
+                convert.transaction_id(request.transaction_id),
+                self._card_id(convert.card_number(request.card, request.HasField("card"))),
+                convert.amount(request.amount, request.HasField("amount")),
+                request.allow_partial,
+            )
+
+        return self._transact("Redeem", context, decode)
+
+    def Load(self, request: pb.LoadRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+        def decode() -> TerminalCommand:
+            return Load(
+                convert.transaction_id(request.transaction_id),
+                self._card_id(convert.card_number(request.card, request.HasField("card"))),
+                convert.amount(request.amount, request.HasField("amount")),
+            )
+
+        return self._transact("Load", context, decode)
+
+    def Refund(self, request: pb.RefundRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+        def decode() -> TerminalCommand:
+            return Refund(
+                convert.transaction_id(request.transaction_id),
+                convert.transaction_id(request.original_transaction_id, "original_transaction_id"),
+                convert.amount(request.amount, request.HasField("amount")),
+                convert.employee(request.employee, request.HasField("employee")),
+            )
+
+        return self._transact("Refund", context, decode)
+
+    def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+        def decode() -> TerminalCommand:
+            return Cancel(
+                convert.transaction_id(request.transaction_id),
+                convert.transaction_id(request.original_transaction_id, "original_transaction_id"),
+                convert.employee(request.employee, request.HasField("employee")),
+            )
+
+        return self._transact("Cancel", context, decode)
+
+    def Reversal(self, request: pb.ReversalRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+        def decode() -> TerminalCommand:
+            return Reversal(
+                convert.transaction_id(request.original_transaction_id, "original_transaction_id")
+            )
+
+        return self._transact("Reversal", context, decode)
+
+    def TransactionStatus(
+        self, request: pb.TransactionStatusRequest, context: grpc.ServicerContext
+    ) -> pb.TransactionStatusResponse:
+        terminal_id = self._terminal_id(context)
+        transaction_id = _decoded(context, lambda: convert.transaction_id(request.transaction_id))
+        outcome = self._core.transaction_status(terminal_id, transaction_id)
+        if outcome is None:
+            return pb.TransactionStatusResponse(found=False, status="unknown")
+        return pb.TransactionStatusResponse(
+            found=True, status=outcome.status.value, transaction=convert.transaction_response(outcome)
+        )
+
+    def DayClose(self, request: pb.DayCloseRequest, context: grpc.ServicerContext) -> pb.DayCloseReport:
+        terminal_id = self._terminal_id(context)
+        close_id = _decoded(context, lambda: convert.transaction_id(request.close_id, "close_id"))
+        return convert.day_close_report(self._core.close_day(terminal_id, close_id))
+
+    def XReport(self, request: pb.XReportRequest, context: grpc.ServicerContext) -> pb.DayCloseReport:
+        terminal_id = self._terminal_id(context)
+        return convert.day_close_report(self._core.x_report(terminal_id))
+
+    def Pay(self, request: pb.PayRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+        self._terminal_id(context)
+        _abort(
+            context, grpc.StatusCode.UNIMPLEMENTED, "bank-card payments need an acquirer; none is configured"
+        )
+
+    def Abort(self, request: pb.AbortRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+        self._terminal_id(context)
+        _abort(
+            context, grpc.StatusCode.UNIMPLEMENTED, "bank-card payments need an acquirer; none is configured"
+        )
+
+
+def _decoded(context: grpc.ServicerContext, decode: Callable[[], T]) -> T:
+    try:
+        return decode()
+    except BadRequestError as error:
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)
+    raise AssertionError("abort returns by raising")
+
+
+def _log_transaction(terminal_id: str, outcome: Outcome, started: float) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "transaction",
+            extra={
+                "terminal_id": terminal_id,
+                "transaction_id": outcome.transaction_id,
+                "type": outcome.transaction_type.value,
+                "response_code": outcome.code.iso_code,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )

@@ -1,0 +1,415 @@
+"""Administration: programmes, merchants, locations, employees, terminals, cards, settlement."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from switch import credentials
+from switch.domain import ledger
+from switch.domain.cards import CardStatus, make_card_number, mask, qr_payload
+from switch.domain.ledger import AccountKind
+from switch.domain.money import is_known_currency
+from switch.domain.programmes import ProgrammeKind, commission_minor
+from switch.store.journal import Write
+from switch.store.repository import Store, TerminalInfo
+from switch.store.schema import (
+    accounts,
+    cards,
+    employees,
+    journal_entries,
+    locations,
+    merchant_programmes,
+    merchants,
+    postings,
+    programmes,
+    terminals,
+)
+
+CARD_PREFIX_LENGTH = 6
+CARD_SERIAL_SPACE = 10**9
+CARD_NUMBER_ATTEMPTS_MAX = 20
+
+
+class AdminError(ValueError):
+    """A request the backoffice refuses; the message names what is wrong."""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewCard:
+    card_id: str
+    card_number: str  # shown once, for printing; never stored
+    qr_payload: str
+    masked: str
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    terminal: TerminalInfo
+    credential: str
+    merchant_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerCheck:
+    entries: int
+    unbalanced_entries: int
+    negative_card_balances: int
+    balance_mismatches: int
+    problems: tuple[str, ...]
+
+
+class Admin:
+    def __init__(self, store: Store, card_hash_key: bytes) -> None:
+        self._store = store
+        self._engine = store.engine
+        self._key = card_hash_key
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    def create_programme(
+        self,
+        name: str,
+        kind: ProgrammeKind,
+        currency: str,
+        card_prefix: str,
+        *,
+        balance_max_minor: int = 50_000,
+        copay: tuple[int, int] | None = None,
+        funder_name: str = "",
+        payout_interval_weeks: int = 4,
+        card_validity_months: int = 36,
+    ) -> str:
+        if not name:
+            raise AdminError("name is empty")
+        if not is_known_currency(currency):
+            raise AdminError(f"currency {currency!r} is not an ISO 4217 code the switch accepts")
+        if len(card_prefix) != CARD_PREFIX_LENGTH or not card_prefix.isdigit():
+            raise AdminError("card_prefix must be 6 digits")
+        if balance_max_minor <= 0:
+            raise AdminError("balance_max_minor must be positive")
+        if kind is ProgrammeKind.benefit and copay is None:
+            raise AdminError("a benefit programme needs a co-payment rule")
+        if copay is not None and not (0 <= copay[0] <= copay[1] and copay[1] > 0):
+            raise AdminError("co-payment must satisfy 0 <= numerator <= denominator, denominator > 0")
+        programme_id = new_id("prg")
+        with self._engine.begin() as conn:
+            if conn.execute(
+                select(programmes.c.programme_id).where(programmes.c.card_prefix == card_prefix)
+            ).first():
+                raise AdminError(f"card_prefix {card_prefix} is taken")
+            conn.execute(
+                insert(programmes),
+                {
+                    "programme_id": programme_id,
+                    "name": name,
+                    "kind": kind,
+                    "currency": currency,
+                    "card_prefix": card_prefix,
+                    "next_card_serial": 1,
+                    "balance_max_minor": balance_max_minor,
+                    "copay_numerator_minor": copay[0] if copay else None,
+                    "copay_denominator_minor": copay[1] if copay else None,
+                    "funder_name": funder_name,
+                    "payout_interval_weeks": payout_interval_weeks,
+                    "card_validity_months": card_validity_months,
+                },
+            )
+            programme_accounts = [
+                (ledger.programme_float_account(programme_id), AccountKind.programme_float),
+                (ledger.funder_account(programme_id), AccountKind.funder),
+                (ledger.commission_account(programme_id), AccountKind.commission_revenue),
+                (ledger.payout_clearing_account(programme_id), AccountKind.payout_clearing),
+            ]
+            conn.execute(
+                insert(accounts),
+                [
+                    {"account_id": a, "kind": k, "currency": currency, "balance_minor": 0}
+                    for a, k in programme_accounts
+                ],
+            )
+        return programme_id
+
+    def create_merchant(self, name: str, email: str, password: str) -> str:
+        if not name or "@" not in email or len(password) < 6:
+            raise AdminError(
+                "merchant needs a name, an e-mail address and a password of 6 or more characters"
+            )
+        merchant_id = new_id("mer")
+        with self._engine.begin() as conn:
+            if conn.execute(
+                select(merchants.c.merchant_id).where(merchants.c.email == email.lower())
+            ).first():
+                raise AdminError(f"a merchant with e-mail {email} exists")
+            conn.execute(
+                insert(merchants),
+                {
+                    "merchant_id": merchant_id,
+                    "name": name,
+                    "email": email.lower(),
+                    "password_hash": credentials.hash_password(password),
+                    "created_at": self._now(),
+                },
+            )
+        return merchant_id
+
+    def add_location(self, merchant_id: str, name: str, address: str = "") -> str:
+        if not name:
+            raise AdminError("location name is empty")
+        self._require_merchant(merchant_id)
+        location_id = new_id("loc")
+        with self._engine.begin() as conn:
+            conn.execute(
+                insert(locations),
+                {"location_id": location_id, "merchant_id": merchant_id, "name": name, "address": address},
+            )
+        return location_id
+
+    def add_employee(
+        self, merchant_id: str, employee_number: str, name: str, pin: str, role: str = "cashier"
+    ) -> str:
+        from switch.domain.employees import pin_problem
+
+        problem = pin_problem(pin)
+        if problem:
+            raise AdminError(problem)
+        if not employee_number or not name:
+            raise AdminError("employee needs a number and a name")
+        self._require_merchant(merchant_id)
+        employee_id = new_id("emp")
+        with self._engine.begin() as conn:
+            conn.execute(
+                insert(employees),
+                {
+                    "employee_id": employee_id,
+                    "merchant_id": merchant_id,
+                    "employee_number": employee_number,
+                    "name": name,
+                    "role": role,
+                    "pin_hash": credentials.hash_employee_pin(pin),
+                    "failed_tries": 0,
+                    "locked_until": None,
+                },
+            )
+        return employee_id
+
+    def join_programme(self, merchant_id: str, programme_id: str, commission_basis_points: int) -> None:
+        if not 0 <= commission_basis_points <= 10_000:
+            raise AdminError("commission_basis_points must be between 0 and 10000")
+        self._require_merchant(merchant_id)
+        programme = self._store.programme(programme_id)
+        account_id = ledger.merchant_payable_account(merchant_id)
+        with self._engine.begin() as conn:
+            conn.execute(
+                insert(merchant_programmes),
+                {
+                    "merchant_id": merchant_id,
+                    "programme_id": programme_id,
+                    "commission_basis_points": commission_basis_points,
+                },
+            )
+            if not conn.execute(
+                select(accounts.c.account_id).where(accounts.c.account_id == account_id)
+            ).first():
+                conn.execute(
+                    insert(accounts),
+                    {
+                        "account_id": account_id,
+                        "kind": AccountKind.merchant_payable,
+                        "currency": programme.currency,
+                        "balance_minor": 0,
+                    },
+                )
+        self._store.forget_membership(merchant_id, programme_id)
+
+    def issue_card(self, programme_id: str) -> NewCard:
+        programme = self._store.programme(programme_id)
+        now = self._now()
+        expiry = _add_months(now.date(), programme.card_validity_months)
+        card_id = new_id("card")
+        with self._engine.begin() as conn:
+            number = self._unused_card_number(conn, programme.card_prefix)
+            conn.execute(
+                insert(cards),
+                {
+                    "card_id": card_id,
+                    "programme_id": programme_id,
+                    "card_hash": credentials.card_hash(self._key, number),
+                    "masked": mask(number),
+                    "status": CardStatus.active,
+                    "expiry": expiry,
+                    "replaced_by": None,
+                    "created_at": now,
+                },
+            )
+            conn.execute(
+                insert(accounts),
+                {
+                    "account_id": ledger.card_account(card_id),
+                    "kind": AccountKind.card,
+                    "currency": programme.currency,
+                    "balance_minor": 0,
+                },
+            )
+        return NewCard(card_id, number, qr_payload(number), mask(number))
+
+    def activate(self, email: str, password: str, device_name: str, location_name: str) -> Activation:
+        if not device_name:
+            raise AdminError("device_name is empty")
+        with self._engine.connect() as conn:
+            merchant = conn.execute(select(merchants).where(merchants.c.email == email.lower())).first()
+        if merchant is None or not credentials.password_matches(password, merchant.password_hash):
+            raise PermissionError("merchant e-mail or password is wrong")
+        with self._engine.begin() as conn:
+            location_id = conn.execute(
+                select(locations.c.location_id).where(
+                    locations.c.merchant_id == merchant.merchant_id, locations.c.name == location_name
+                )
+            ).scalar()
+            if location_id is None:
+                raise AdminError(f"merchant has no location named {location_name!r}")
+            existing = conn.execute(
+                select(terminals.c.terminal_id).where(
+                    terminals.c.location_id == location_id, terminals.c.device_name == device_name
+                )
+            ).scalar()
+            terminal_id = existing or new_id("trm")
+            credential, credential_hash = credentials.new_credential(terminal_id)
+            now = self._now()
+            if existing:
+                conn.execute(
+                    update(terminals)
+                    .where(terminals.c.terminal_id == terminal_id)
+                    .values(credential_hash=credential_hash, active=True, activated_at=now)
+                )
+            else:
+                conn.execute(
+                    insert(terminals),
+                    {
+                        "terminal_id": terminal_id,
+                        "merchant_id": merchant.merchant_id,
+                        "location_id": location_id,
+                        "device_name": device_name,
+                        "credential_hash": credential_hash,
+                        "active": True,
+                        "period_number": 1,
+                        "period_opened_at": now,
+                        "activated_at": now,
+                    },
+                )
+        info = self._store.terminal(terminal_id)
+        assert info is not None
+        return Activation(info, credential, merchant.name)
+
+    def set_terminal_active(self, terminal_id: str, active: bool) -> TerminalInfo:
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                update(terminals).where(terminals.c.terminal_id == terminal_id).values(active=active)
+            ).rowcount
+        if changed != 1:
+            raise AdminError(f"no terminal {terminal_id}")
+        info = self._store.terminal(terminal_id)
+        assert info is not None
+        return info
+
+    def list_terminals(self, merchant_id: str = "") -> list[TerminalInfo]:
+        query = select(terminals.c.terminal_id).order_by(terminals.c.activated_at)
+        if merchant_id:
+            query = query.where(terminals.c.merchant_id == merchant_id)
+        with self._engine.connect() as conn:
+            ids = list(conn.execute(query).scalars())
+        found = [self._store.terminal(terminal_id) for terminal_id in ids]
+        return [info for info in found if info is not None]
+
+    def check_ledger(self) -> LedgerCheck:
+        """Every entry sums to zero, every balance equals its postings, no card below zero."""
+        problems: list[str] = []
+        with self._engine.connect() as conn:
+            entries = conn.execute(select(func.count()).select_from(journal_entries)).scalar_one()
+            unbalanced = conn.execute(
+                select(postings.c.entry_id)
+                .group_by(postings.c.entry_id)
+                .having(func.sum(postings.c.amount_minor) != 0)
+            ).all()
+            negative = conn.execute(
+                select(accounts.c.account_id).where(
+                    accounts.c.kind == AccountKind.card, accounts.c.balance_minor < 0
+                )
+            ).all()
+            sums = (
+                select(postings.c.account_id, func.sum(postings.c.amount_minor).label("total"))
+                .group_by(postings.c.account_id)
+                .subquery()
+            )
+            mismatched = conn.execute(
+                select(accounts.c.account_id, accounts.c.balance_minor, sums.c.total)
+                .outerjoin(sums, sums.c.account_id == accounts.c.account_id)
+                .where(accounts.c.balance_minor != func.coalesce(sums.c.total, 0))
+            ).all()
+        problems += [f"entry {row.entry_id} does not balance" for row in unbalanced]
+        problems += [f"{row.account_id} is below zero" for row in negative]
+        problems += [
+            f"{row.account_id} balance {row.balance_minor} != postings {row.total}" for row in mismatched
+        ]
+        return LedgerCheck(entries, len(unbalanced), len(negative), len(mismatched), tuple(problems[:50]))
+
+    def settlement_writes(self, programme_id: str, settlement_id: str) -> list[tuple[str, int, int, Write]]:
+        """(merchant id, gross, commission, write) for each merchant with something to pay out."""
+        programme = self._store.programme(programme_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    merchant_programmes.c.merchant_id,
+                    merchant_programmes.c.commission_basis_points,
+                    accounts.c.balance_minor,
+                )
+                .join(
+                    accounts,
+                    accounts.c.account_id == "merchant:" + merchant_programmes.c.merchant_id + ":payable",
+                )
+                .where(merchant_programmes.c.programme_id == programme_id, accounts.c.balance_minor > 0)
+            ).all()
+        writes = []
+        for merchant_id, basis_points, gross_minor in rows:
+            commission = commission_minor(gross_minor, basis_points)
+            entry = ledger.settlement_entry(
+                f"settle:{settlement_id}:{merchant_id}",
+                programme.currency,
+                programme_id,
+                merchant_id,
+                gross_minor,
+                commission,
+            )
+            writes.append((merchant_id, gross_minor, commission, Write(entry=entry)))
+        return writes
+
+    def _unused_card_number(self, conn: Connection, prefix: str) -> str:
+        """A random number under the prefix: unguessable from the ones issued before."""
+        for _ in range(CARD_NUMBER_ATTEMPTS_MAX):
+            number = make_card_number(prefix, secrets.randbelow(CARD_SERIAL_SPACE))
+            digest = credentials.card_hash(self._key, number)
+            if conn.execute(select(cards.c.card_id).where(cards.c.card_hash == digest)).first() is None:
+                return number
+        raise AdminError(f"no free card number found under prefix {prefix}")
+
+    def _require_merchant(self, merchant_id: str) -> None:
+        with self._engine.connect() as conn:
+            if not conn.execute(
+                select(merchants.c.merchant_id).where(merchants.c.merchant_id == merchant_id)
+            ).first():
+                raise AdminError(f"no merchant {merchant_id}")
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return dt.date(year, month, min(day.day, 28))

@@ -1,0 +1,133 @@
+"""The `txswitch` command: `serve` runs the switch, `admin ...` talks to its backoffice."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import backoffice_pb2_grpc as bo_grpc
+from protocols.wire import terminal_pb2 as pb
+from switch.config import Settings, from_environment
+
+ADMIN_DEADLINE_S = 30.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="txswitch", description="txswitch transaction switch")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the switch")
+    serve.add_argument("--data-dir", type=Path, default=Path("var"))
+    serve.add_argument("--database-url", default="")
+    serve.add_argument("--grpc-port", type=int, default=None)
+    serve.add_argument("--no-demo", action="store_true", help="do not create demo data on an empty database")
+    admin = commands.add_parser("admin", help="backoffice administration of a running switch")
+    admin.add_argument("--data-dir", type=Path, default=Path("var"), help="where admin.token is")
+    admin.add_argument("--target", default="127.0.0.1:50051")
+    admin.add_argument("action", choices=sorted(ADMIN_ACTIONS), help="what to do")
+    admin.add_argument("args", nargs="*", help="key=value arguments of the action")
+    options = parser.parse_args(argv)
+    if options.command == "serve":
+        return _serve(options)
+    return _admin(options)
+
+
+def _serve(options: argparse.Namespace) -> int:
+    from switch.server import SwitchServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = from_environment(Settings(data_dir=options.data_dir, database_url=options.database_url))
+    if options.grpc_port is not None:
+        settings = settings.with_overrides(grpc_port=options.grpc_port)
+    if options.no_demo:
+        settings = settings.with_overrides(demo_data=False)
+    server = SwitchServer(settings)
+    server.start()
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    print(f"txswitch listening for terminals and backoffice on grpc://{server.address}", flush=True)
+    print(f"data in {settings.data_dir.resolve()} (database {settings.effective_database_url})", flush=True)
+    demo_cards = settings.data_dir / "demo_cards.json"
+    if demo_cards.exists():
+        print(f"demo merchant: demo@txswitch.example / demo-merchant at Main Street; cards in {demo_cards}")
+    stopping.wait()
+    print("txswitch draining: finishing in-flight requests and flushing commits", flush=True)
+    server.stop()
+    return 0
+
+
+ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
+    "create-programme": ("CreateProgramme", bo.CreateProgrammeRequest),
+    "create-merchant": ("CreateMerchant", bo.CreateMerchantRequest),
+    "add-location": ("AddLocation", bo.AddLocationRequest),
+    "add-employee": ("AddEmployee", bo.AddEmployeeRequest),
+    "join-programme": ("JoinProgramme", bo.JoinProgrammeRequest),
+    "issue-card": ("IssueCard", bo.IssueCardRequest),
+    "list-terminals": ("ListTerminals", bo.ListTerminalsRequest),
+    "deactivate-terminal": ("DeactivateTerminal", bo.TerminalRequest),
+    "day-closes": ("ListDayCloses", bo.TerminalRequest),
+    "check-ledger": ("CheckLedger", bo.CheckLedgerRequest),
+    "settle": ("Settle", bo.SettleRequest),
+    "show-card": ("GetCard", bo.CardRequest),
+    "block-card": ("BlockCard", bo.BlockCardRequest),
+    "unblock-card": ("UnblockCard", bo.CardRequest),
+    "replace-card": ("ReplaceCard", bo.ReplaceCardRequest),
+}
+CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "replacement_card"}
+
+
+def _admin(options: argparse.Namespace) -> int:
+    method_name, request_type = ADMIN_ACTIONS[options.action]
+    try:
+        request = _build_request(request_type, options.args)
+    except (ValueError, AttributeError) as error:
+        print(f"txswitch admin {options.action}: {error}", file=sys.stderr)
+        return 2
+    token = (options.data_dir / "admin.token").read_text().strip()
+    with grpc.insecure_channel(options.target) as channel:
+        stub = bo_grpc.BackofficeStub(channel)
+        try:
+            response = getattr(stub, method_name)(
+                request, metadata=(("authorization", f"Bearer {token}"),), timeout=ADMIN_DEADLINE_S
+            )
+        except grpc.RpcError as error:
+            print(f"txswitch admin {options.action}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
+    return 0
+
+
+def _build_request(request_type: Any, pairs: list[str]) -> Any:
+    """key=value pairs; card fields take a card number, amounts take minor units and currency."""
+    request = request_type()
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator:
+            raise ValueError(f"argument {pair!r} is not key=value")
+        if key in CARD_FIELDS:
+            getattr(request, key).CopyFrom(pb.CardRef(card_number=value))
+        elif key == "initial_load":
+            minor, _, currency = value.partition(":")
+            request.initial_load.CopyFrom(pb.Amount(amount_minor=int(minor), currency=currency or "EUR"))
+        elif key == "kind":
+            request.kind = bo.ProgrammeKind.Value(f"PROGRAMME_KIND_{value.upper()}")
+        else:
+            field = request.DESCRIPTOR.fields_by_name.get(key)
+            if field is None:
+                raise ValueError(f"unknown argument {key!r}")
+            setattr(request, key, int(value) if field.type in (field.TYPE_INT32, field.TYPE_INT64) else value)
+    return request
+
+
+if __name__ == "__main__":
+    sys.exit(main())

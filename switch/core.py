@@ -1,0 +1,186 @@
+"""SwitchCore: the running switch behind every entry point: actors, journal, store, directories."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass
+
+import pykka
+from sqlalchemy import Engine
+
+from actors.card_actor import CardActor, CardServices
+from actors.journal_writer import BatchObserver, JournalWriter
+from actors.messages import (
+    CloseDay,
+    Deactivate,
+    GetBalance,
+    QueryStatus,
+    ReportX,
+    SetStatus,
+    Submit,
+    TransferOut,
+)
+from actors.registry import ActorRegistry
+from actors.reply import Reply
+from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
+from switch.admin import Admin, AdminError
+from switch.config import Settings
+from switch.directory import CardDirectory, TerminalDirectory
+from switch.domain.card_rules import CardState
+from switch.domain.cards import CardStatus
+from switch.domain.employees import LockoutPolicy
+from switch.domain.transactions import Outcome, TerminalCommand
+from switch.store.journal import Write, WriteResult
+from switch.store.repository import DayCloseReport, Store
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CardTransfer:
+    lost: CardState
+    replacement: CardState
+    moved_minor: int
+    entry_id: int | None
+
+
+class SwitchCore:
+    def __init__(
+        self, settings: Settings, engine: Engine, card_hash_key: bytes, on_batch: BatchObserver | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = Store(engine)
+        self.admin = Admin(self.store, card_hash_key)
+        self.terminals = TerminalDirectory(self.store)
+        self.cards = CardDirectory(self.store, card_hash_key)
+        self.writer = JournalWriter(
+            engine,
+            batch_writes_max=settings.journal_batch_writes_max,
+            queue_writes_max=settings.journal_queue_writes_max,
+            linger_ms=settings.journal_linger_ms,
+            on_batch=on_batch,
+        )
+        card_services = CardServices(
+            self.store, self.writer, lambda: utc_now().date(), settings.reply_timeout_s
+        )
+        self.card_actors: ActorRegistry[str] = ActorRegistry(
+            "card",
+            lambda card_id: CardActor.start(card_id, card_services),
+            live_max=settings.card_actors_live_max,
+            idle_s=settings.card_actor_idle_s,
+            stop_timeout_s=settings.reply_timeout_s,
+        )
+        policy = LockoutPolicy(settings.employee_pin_tries_max, settings.employee_lock_duration_s)
+        self.employee_pins = EmployeePins(self.store, policy, utc_now)
+        terminal_services = TerminalServices(
+            self.store,
+            self.writer,
+            self.card_actors,
+            self.employee_pins,
+            utc_now,
+            settings.ask_timeout_s,
+            settings.reply_timeout_s,
+            settings.terminal_recent_transactions_max,
+        )
+        self.terminal_actors: ActorRegistry[str] = ActorRegistry(
+            "terminal",
+            lambda terminal_id: TerminalActor.start(terminal_id, terminal_services),
+            live_max=settings.terminal_actors_live_max,
+            idle_s=settings.terminal_actor_idle_s,
+            stop_timeout_s=settings.reply_timeout_s,
+        )
+        self._reaper_stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="actor-reaper", daemon=True)
+
+    def start(self) -> None:
+        self.writer.start()
+        self._reaper.start()
+
+    def stop(self) -> None:
+        """Actors first (their decided writes land), then the journal flushes and stops."""
+        self._reaper_stop.set()
+        self.terminal_actors.stop_all()
+        self.card_actors.stop_all()
+        self.writer.stop()
+        pykka.ActorRegistry.stop_all()
+
+    def _reap(self) -> None:
+        while not self._reaper_stop.wait(self.settings.reaper_interval_s):
+            self.card_actors.reap()
+            self.terminal_actors.reap()
+
+    # Terminal protocol
+
+    def submit(self, terminal_id: str, command: TerminalCommand) -> Reply:
+        reply: Reply = self.terminal_actors.ask(terminal_id, Submit(command), self.settings.ask_timeout_s)
+        return reply
+
+    def transaction_status(self, terminal_id: str, transaction_id: str) -> Outcome | None:
+        outcome: Outcome | None = self.terminal_actors.ask(
+            terminal_id,
+            QueryStatus(transaction_id),
+            self.settings.reply_timeout_s + self.settings.ask_timeout_s,
+        )
+        return outcome
+
+    def close_day(self, terminal_id: str, close_id: str) -> DayCloseReport:
+        report: DayCloseReport = self.terminal_actors.ask(terminal_id, CloseDay(close_id), self._long_ask_s)
+        return report
+
+    def x_report(self, terminal_id: str) -> DayCloseReport:
+        report: DayCloseReport = self.terminal_actors.ask(terminal_id, ReportX(), self._long_ask_s)
+        return report
+
+    def balance(self, card_id: str) -> CardState:
+        state: CardState = self.card_actors.ask(card_id, GetBalance(), self.settings.ask_timeout_s)
+        return state
+
+    @property
+    def _long_ask_s(self) -> float:
+        return self.settings.reply_timeout_s * 2 + self.settings.ask_timeout_s
+
+    # Operations on cards and terminals
+
+    def set_card_status(self, card_id: str, status: CardStatus, reason: str, actor: str) -> CardState:
+        state: CardState = self.card_actors.ask(card_id, SetStatus(status, reason, actor), self._long_ask_s)
+        return state
+
+    def replace_card(self, lost_card_id: str, new_card_id: str, request_id: str, actor: str) -> CardTransfer:
+        """Block the lost card at once and move its balance to the new card in one entry."""
+        if lost_card_id == new_card_id:
+            raise AdminError("the replacement must be another card")
+        lost = self.store.card_state(lost_card_id)
+        new = self.store.card_state(new_card_id)
+        if lost.programme.programme_id != new.programme.programme_id:
+            raise AdminError("the replacement card must belong to the same programme")
+        if new.status is not CardStatus.active:
+            raise AdminError(f"the replacement card is {new.status.value}")
+        if lost.status is CardStatus.active:
+            self.set_card_status(lost_card_id, CardStatus.lost, "reported lost", actor)
+        # The new card's actor must not hold a stale balance while the transfer lands.
+        with self.card_actors.exclusive(new_card_id):
+            message = TransferOut(new_card_id, f"transfer:{request_id}", actor)
+            moved_minor, entry_id = self.card_actors.ask(lost_card_id, message, self._long_ask_s)
+        return CardTransfer(self.balance(lost_card_id), self.balance(new_card_id), moved_minor, entry_id)
+
+    def deactivate_terminal(self, terminal_id: str) -> None:
+        self.admin.set_terminal_active(terminal_id, False)
+        self.terminals.forget(terminal_id)
+        self.terminal_actors.tell_if_live(terminal_id, Deactivate())
+
+    def write_now(self, write: Write) -> WriteResult:
+        """A journal write from outside the actors (settlement); waits until durable."""
+        results: list[WriteResult] = []
+        landed = threading.Event()
+
+        def done(result: WriteResult) -> None:
+            results.append(result)
+            landed.set()
+
+        if not self.writer.submit(write, done):
+            return WriteResult(False, problem="journal queue full")
+        landed.wait(self.settings.reply_timeout_s)
+        return results[0] if results else WriteResult(False, problem="journal did not answer in time")

@@ -1,0 +1,74 @@
+"""Demo data for an empty database, so the switch can be tried at once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from switch.core import SwitchCore
+from switch.domain import ledger
+from switch.domain.programmes import ProgrammeKind
+from switch.store.journal import Write
+from switch.store.schema import merchants
+
+log = logging.getLogger(__name__)
+
+DEMO_EMAIL = "demo@txswitch.example"
+DEMO_PASSWORD = "demo-merchant"
+DEMO_LOCATION = "Main Street"
+DEMO_EMPLOYEE_NUMBER = "1001"
+DEMO_EMPLOYEE_PIN = "1234"
+DEMO_CARDS_PER_PROGRAMME = 5
+DEMO_CARD_LOAD_MINOR = 5_000
+
+
+def ensure_demo_data(core: SwitchCore, data_dir: Path) -> bool:
+    """Create the demo programmes, merchant and cards on an empty database; True if created."""
+    with core.store.engine.connect() as conn:
+        if conn.execute(select(func.count()).select_from(merchants)).scalar_one():
+            return False
+    admin = core.admin
+    gift = admin.create_programme(
+        "Stadsbon cadeaukaart",
+        ProgrammeKind.gift,
+        "EUR",
+        "600001",
+        balance_max_minor=50_000,
+        payout_interval_weeks=4,
+    )
+    benefit = admin.create_programme(
+        "Voordeelkaart Taxi",
+        ProgrammeKind.benefit,
+        "EUR",
+        "600002",
+        balance_max_minor=50_000,
+        copay=(180, 500),
+        funder_name="Stad Gent",
+    )
+    merchant = admin.create_merchant("Demo Bakery", DEMO_EMAIL, DEMO_PASSWORD)
+    admin.add_location(merchant, DEMO_LOCATION, "Main Street 1, 9000 Gent")
+    admin.add_employee(merchant, DEMO_EMPLOYEE_NUMBER, "Demo Manager", DEMO_EMPLOYEE_PIN, "manager")
+    admin.join_programme(merchant, gift, 250)
+    admin.join_programme(merchant, benefit, 0)
+    cards: list[dict[str, str]] = []
+    for programme_id in (gift, benefit):
+        programme = core.store.programme(programme_id)
+        for _ in range(DEMO_CARDS_PER_PROGRAMME):
+            card = admin.issue_card(programme_id)
+            holder, funder = programme.split_load(DEMO_CARD_LOAD_MINOR)
+            entry = ledger.load_entry(
+                f"issue:{card.card_id}", "EUR", card.card_id, programme_id, holder, funder
+            )
+            result = core.write_now(Write(entry=entry))
+            assert result.ok, result.problem
+            cards.append(
+                {"programme": programme.name, "card_number": card.card_number, "qr_payload": card.qr_payload}
+            )
+    path = data_dir / "demo_cards.json"
+    path.write_text(json.dumps(cards, indent=2))
+    path.chmod(0o600)
+    log.info("demo data created; demo card numbers are in %s", path)
+    return True

@@ -1,0 +1,72 @@
+"""Who is calling and which card is meant: terminal credentials and card numbers to ids, cached."""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from dataclasses import dataclass
+
+from switch import credentials
+from switch.store.repository import Store
+
+CARD_CACHE_MAX = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class _TerminalAuth:
+    credential_hash: str
+    active: bool
+
+
+class TerminalDirectory:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache: dict[str, _TerminalAuth] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, credential: str) -> tuple[str | None, str]:
+        """(terminal id, "") when valid, else (None, why)."""
+        terminal_id = credentials.terminal_id_of(credential)
+        auth = self._cache.get(terminal_id)
+        if auth is None:
+            info = self._store.terminal(terminal_id)
+            if info is None:
+                return None, "unknown terminal credential"
+            auth = _TerminalAuth(info.credential_hash, info.active)
+            with self._lock:
+                self._cache[terminal_id] = auth
+        if not hmac.compare_digest(auth.credential_hash, credentials.credential_hash(credential)):
+            return None, "invalid terminal credential"
+        if not auth.active:
+            return None, f"terminal {terminal_id} is deactivated"
+        return terminal_id, ""
+
+    def forget(self, terminal_id: str) -> None:
+        with self._lock:
+            self._cache.pop(terminal_id, None)
+
+
+class CardDirectory:
+    """Card number -> card id, through the keyed hash; the number itself is never kept."""
+
+    def __init__(self, store: Store, card_hash_key: bytes) -> None:
+        self._store = store
+        self._key = card_hash_key
+        self._cache: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def hash_of(self, card_number: str) -> str:
+        return credentials.card_hash(self._key, card_number)
+
+    def card_id(self, card_number: str) -> str | None:
+        digest = self.hash_of(card_number)
+        cached = self._cache.get(digest)
+        if cached is not None:
+            return cached
+        card_id = self._store.card_id_by_hash(digest)
+        if card_id is not None:
+            with self._lock:
+                if len(self._cache) >= CARD_CACHE_MAX:
+                    self._cache.clear()
+                self._cache[digest] = card_id
+        return card_id

@@ -1,0 +1,95 @@
+"""SwitchServer: wires storage, actors, gRPC services, health and reflection into one process."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protocols.backoffice_service import BackofficeService
+from protocols.terminal_service import RequestObserver, TerminalService
+from protocols.wire import backoffice_pb2, terminal_pb2, terminal_pb2_grpc
+from protocols.wire import backoffice_pb2_grpc as bo_grpc
+from switch.config import Settings
+from switch.core import SwitchCore
+from switch.demo import ensure_demo_data
+from switch.store.engine import create_schema, make_engine
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    terminal_pb2.DESCRIPTOR.services_by_name["Terminal"].full_name,
+    backoffice_pb2.DESCRIPTOR.services_by_name["Backoffice"].full_name,
+)
+
+
+def secret_file(path: Path, make: str) -> str:
+    """A secret kept in the data directory, created on first use, readable by its owner only."""
+    if path.exists():
+        return path.read_text().strip()
+    path.write_text(make)
+    path.chmod(0o600)
+    return make
+
+
+class SwitchServer:
+    def __init__(self, settings: Settings, observe: RequestObserver | None = None) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key_hex = settings.card_hash_key_hex or secret_file(
+            settings.data_dir / "card_hash.key", secrets.token_hex(32)
+        )
+        self.admin_token = settings.admin_token or secret_file(
+            settings.data_dir / "admin.token", secrets.token_urlsafe(24)
+        )
+        self.engine = make_engine(settings.effective_database_url)
+        create_schema(self.engine)
+        self.core = SwitchCore(settings, self.engine, bytes.fromhex(key_hex))
+        self._observe = observe
+        self._server: grpc.Server | None = None
+        self.health = health.HealthServicer()
+        self.grpc_port = 0
+
+    def start(self) -> None:
+        self.core.start()
+        if self.settings.demo_data:
+            ensure_demo_data(self.core, self.settings.data_dir)
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.settings.grpc_workers, thread_name_prefix="grpc"),
+            maximum_concurrent_rpcs=self.settings.grpc_concurrent_rpcs_max,
+        )
+        terminal_pb2_grpc.add_TerminalServicer_to_server(TerminalService(self.core, self._observe), server)
+        bo_grpc.add_BackofficeServicer_to_server(BackofficeService(self.core, self.admin_token), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        self.grpc_port = server.add_insecure_port(address)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen on {address}")
+        server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.grpc_host}:{self.grpc_port}"
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, finish in-flight requests, flush commits, then stop the actors."""
+        self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            self._server.stop(grace_s).wait(grace_s + 1)
+        self.core.stop()
+        self.engine.dispose()
+
+    def wait(self) -> None:
+        assert self._server is not None
+        self._server.wait_for_termination()
