@@ -81,6 +81,7 @@ class AcquirerGateway:
         }
         self._in_flight = 0
         self._rejected_in_flight_max = 0
+        self._authorization_timeouts = 0
         self._reversals_queued = 0
         self._reversals_acknowledged = 0
         self._thread: threading.Thread | None = None
@@ -191,7 +192,7 @@ class AcquirerGateway:
         return GatewayStatistics(
             links=links,
             in_flight=self._in_flight,
-            timeouts=sum(link.timeouts for link in links),
+            timeouts=self._authorization_timeouts,
             late_responses=sum(link.late_responses for link in links),
             rejected_in_flight_max=self._rejected_in_flight_max,
             reversals_queued=self._reversals_queued,
@@ -257,6 +258,7 @@ class AcquirerGateway:
         finally:
             self._in_flight -= 1
         if response is None:
+            self._authorization_timeouts += 1
             return await self._timed_out(request, name, message)
         return _result(response, name, stan, transmission)
 

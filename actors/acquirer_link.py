@@ -29,6 +29,19 @@ UnmatchedHandler = Callable[["AcquirerLink", IsoMessage], Awaitable[None]]
 StanSource = Callable[[], str]
 
 
+# Faults of the network, not bugs: the link reconnects after them.
+LINK_FAULTS: tuple[type[Exception], ...] = (
+    OSError,
+    trio.TooSlowError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
+
+
+def _fault_names(group: BaseExceptionGroup[Exception]) -> str:
+    return ",".join(sorted({type(error).__name__ for error in group.exceptions}))
+
+
 class LinkUnavailableError(Exception):
     """The link is not signed on, so the message was not sent (nothing to reverse)."""
 
@@ -138,8 +151,8 @@ class AcquirerLink:
         while True:
             try:
                 await self._connect_and_serve()
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
-                log.info("acquirer %s: link down: %s", self.name, type(error).__name__)
+            except* LINK_FAULTS as group:
+                log.info("acquirer %s: link down: %s", self.name, _fault_names(group))
             finally:
                 await self._drop_connection()
             await trio.sleep(self._limits.reconnect_delay_ms / 1000)

@@ -133,7 +133,7 @@ class LinkStatistics:
     in_flight: int
     requests_sent: int
     responses_matched: int
-    timeouts: int
+    timeouts: int  # any exchange on this link, sign-on, echo and SAF included
     late_responses: int
     connects: int
 
@@ -142,7 +142,7 @@ class LinkStatistics:
 class GatewayStatistics:
     links: tuple[LinkStatistics, ...]
     in_flight: int
-    timeouts: int
+    timeouts: int  # authorisations answered 68 for want of a response (SAF retries not counted)
     late_responses: int
     rejected_in_flight_max: int
     reversals_queued: int

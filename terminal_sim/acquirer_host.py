@@ -82,6 +82,7 @@ class HostReversal:
     amount_minor: int
     advices_received: int
     matched_original: bool
+    mtis: tuple[str, ...]  # every 0400/0420/0421 received for this original, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,20 +231,26 @@ class AcquirerHost:
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
         self._connections.add(stream)
         send_lock = trio.Lock()
-        buffer = FrameBuffer()
         try:
             async with trio.open_nursery() as nursery:
-                while True:
-                    body = await receive_frame(stream, buffer)
-                    if body is None:
-                        break
-                    nursery.start_soon(self._answer, stream, send_lock, body)
+                await self._receive_requests(stream, send_lock, nursery)
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, Iso8583Error):
-            pass
         finally:
             self._connections.discard(stream)
             await stream.aclose()
+
+    async def _receive_requests(
+        self, stream: trio.SocketStream, send_lock: trio.Lock, nursery: trio.Nursery
+    ) -> None:
+        buffer = FrameBuffer()
+        try:
+            while True:
+                body = await receive_frame(stream, buffer)
+                if body is None:
+                    return
+                nursery.start_soon(self._answer, stream, send_lock, body)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, Iso8583Error) as error:
+            log.info("acquirer host: connection ended: %s", type(error).__name__)
 
     async def _answer(self, stream: trio.SocketStream, send_lock: trio.Lock, body: bytes) -> None:
         try:
@@ -344,12 +351,13 @@ class AcquirerHost:
     def _reverse(self, request: IsoMessage) -> IsoMessage | None:
         key = original_key_of_reversal(request)
         earlier = self._reversals.get(key)
-        advices = 1 if earlier is None else earlier.advices_received + 1
+        mtis = (request["t"],) if earlier is None else (*earlier.mtis, request["t"])
         self._reversals[key] = HostReversal(
             key=key,
             amount_minor=int(request["4"]),
-            advices_received=advices,
+            advices_received=len(mtis),
             matched_original=key in self._authorizations,
+            mtis=mtis,
         )
         if self._ignore_next_reversals > 0:
             self._ignore_next_reversals -= 1
