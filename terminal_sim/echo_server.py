@@ -1,0 +1,145 @@
+"""A Terminal servicer that approves everything and does nothing: the benchmark's ceiling."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from grpc import aio
+
+from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
+
+ECHO_BALANCE_MINOR = 100_000
+ECHO_CURRENCY = "EUR"
+
+
+def _approved(transaction_id: str, amount: pb.Amount | None) -> pb.TransactionResponse:
+    return pb.TransactionResponse(
+        transaction_id=transaction_id,
+        response_code="00",
+        message="Approved",
+        requested=amount,
+        approved=amount,
+        balance=pb.Amount(amount_minor=ECHO_BALANCE_MINOR, currency=ECHO_CURRENCY),
+        status="approved",
+    )
+
+
+class EchoTerminalServicer(pb_grpc.TerminalServicer):
+    """Answers every Terminal RPC with approved; keeps no state, checks nothing."""
+
+    async def Activate(
+        self, request: pb.ActivateRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.ActivateResponse:
+        return pb.ActivateResponse(
+            terminal_id=f"echo-{request.device_name}",
+            credential=f"echo-{request.device_name}.secret",
+            merchant_name="Echo",
+            location=request.location,
+            period_number=1,
+        )
+
+    async def Balance(
+        self, request: pb.BalanceRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.BalanceResponse:
+        return pb.BalanceResponse(
+            response_code="00",
+            message="Approved",
+            balance=pb.Amount(amount_minor=ECHO_BALANCE_MINOR, currency=ECHO_CURRENCY),
+            card_status="active",
+        )
+
+    async def Redeem(
+        self, request: pb.RedeemRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.TransactionResponse:
+        return _approved(request.transaction_id, request.amount)
+
+    async def Load(
+        self, request: pb.LoadRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.TransactionResponse:
+        return _approved(request.transaction_id, request.amount)
+
+    async def Refund(
+        self, request: pb.RefundRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.TransactionResponse:
+        return _approved(request.transaction_id, request.amount)
+
+    async def Cancel(
+        self, request: pb.CancelRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.TransactionResponse:
+        return _approved(request.transaction_id, None)
+
+    async def Reversal(
+        self, request: pb.ReversalRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.TransactionResponse:
+        response = _approved(request.original_transaction_id, None)
+        response.status = "reversed"
+        return response
+
+    async def TransactionStatus(
+        self, request: pb.TransactionStatusRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.TransactionStatusResponse:
+        return pb.TransactionStatusResponse(
+            found=True,
+            status="approved",
+            transaction=_approved(request.transaction_id, None),
+        )
+
+    async def DayClose(
+        self, request: pb.DayCloseRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.DayCloseReport:
+        return pb.DayCloseReport(sequence_number=1, period_number=1, next_period_number=2)
+
+    async def XReport(
+        self, request: pb.XReportRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.DayCloseReport:
+        return pb.DayCloseReport(period_number=1)
+
+    async def Pay(
+        self, request: pb.PayRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.TransactionResponse:
+        return _approved(request.transaction_id, request.amount)
+
+    async def Abort(
+        self, request: pb.AbortRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.TransactionResponse:
+        response = _approved(request.transaction_id, None)
+        response.status = "aborted"
+        return response
+
+
+async def start_echo_server(host: str = "127.0.0.1", port: int = 0) -> tuple[aio.Server, int]:
+    """Start the echo servicer on an asyncio loop; returns the server and its bound port."""
+    server = aio.server()
+    pb_grpc.add_TerminalServicer_to_server(EchoTerminalServicer(), server)
+    bound_port = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    return server, bound_port
+
+
+async def _serve(host: str, port: int) -> None:
+    server, bound_port = await start_echo_server(host, port)
+    # The parent process reads this line to learn the port.
+    print(f"echo-server listening on {host}:{bound_port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(grace=0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
