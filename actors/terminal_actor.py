@@ -280,9 +280,8 @@ class TerminalActor(pykka.ThreadingActor):
     def _status(self, transaction_id: str) -> Outcome | None:
         known = self._recent.get(transaction_id)
         if known is not None:
-            outcome = known.reply.wait(self._services.reply_timeout_s)
-            if outcome.persisted:
-                return outcome
+            known.reply.wait(self._services.reply_timeout_s)
+        # Read back even what is remembered: a later cancel or reversal may have changed its status.
         stored = self._services.store.transaction(self.info.terminal_id, transaction_id)
         if stored is None:
             return None

@@ -1,0 +1,198 @@
+"""A running switch on loopback with a small world in it: programmes, a merchant, terminals, cards."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, text
+
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import backoffice_pb2_grpc as bo_grpc
+from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
+from switch.config import Settings
+from switch.server import SwitchServer
+from switch.store.schema import metadata
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+ADMIN_TOKEN = "test-admin-token"
+MERCHANT_EMAIL = "shop@example.test"
+MERCHANT_PASSWORD = "shop-password"
+OTHER_EMAIL = "other@example.test"
+EMPLOYEE = pb.EmployeeAuth(employee_number="7", pin="4321")
+
+
+def postgres_url() -> str:
+    """The PostgreSQL URL, with a fresh schema; skips (or fails under CI) when it is not there."""
+    engine = create_engine(POSTGRES_URL)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SELECT 1"))
+        metadata.drop_all(engine)
+    except Exception as error:
+        if os.environ.get("TXSWITCH_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({type(error).__name__})")
+    finally:
+        engine.dispose()
+    return POSTGRES_URL
+
+
+@dataclass
+class TerminalClient:
+    stub: pb_grpc.TerminalStub
+    credential: str
+    terminal_id: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.credential}"),)
+
+    def redeem(
+        self, card: str, amount_minor: int, txn: str = "", *, partial: bool = False, currency: str = "EUR"
+    ) -> pb.TransactionResponse:
+        request = pb.RedeemRequest(
+            transaction_id=txn or new_txn(),
+            card=pb.CardRef(card_number=card),
+            amount=pb.Amount(amount_minor=amount_minor, currency=currency),
+            allow_partial=partial,
+        )
+        return self.stub.Redeem(request, metadata=self.metadata, timeout=20)
+
+    def load(self, card: str, amount_minor: int, txn: str = "") -> pb.TransactionResponse:
+        request = pb.LoadRequest(
+            transaction_id=txn or new_txn(),
+            card=pb.CardRef(card_number=card),
+            amount=pb.Amount(amount_minor=amount_minor, currency="EUR"),
+        )
+        return self.stub.Load(request, metadata=self.metadata, timeout=20)
+
+    def balance(self, card: str) -> int:
+        response = self.stub.Balance(
+            pb.BalanceRequest(card=pb.CardRef(card_number=card)), metadata=self.metadata, timeout=20
+        )
+        return response.balance.amount_minor
+
+    def reversal(self, original: str) -> pb.TransactionResponse:
+        return self.stub.Reversal(
+            pb.ReversalRequest(original_transaction_id=original), metadata=self.metadata, timeout=20
+        )
+
+    def cancel(self, original: str, pin: str = EMPLOYEE.pin, txn: str = "") -> pb.TransactionResponse:
+        request = pb.CancelRequest(
+            transaction_id=txn or new_txn(),
+            original_transaction_id=original,
+            employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=pin),
+        )
+        return self.stub.Cancel(request, metadata=self.metadata, timeout=20)
+
+    def refund(
+        self, original: str, amount_minor: int, pin: str = EMPLOYEE.pin, txn: str = ""
+    ) -> pb.TransactionResponse:
+        request = pb.RefundRequest(
+            transaction_id=txn or new_txn(),
+            original_transaction_id=original,
+            amount=pb.Amount(amount_minor=amount_minor, currency="EUR"),
+            employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=pin),
+        )
+        return self.stub.Refund(request, metadata=self.metadata, timeout=20)
+
+
+def new_txn() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class World:
+    server: SwitchServer
+    channel: grpc.Channel
+    backoffice: bo_grpc.BackofficeStub
+    gift_programme: str = ""
+    benefit_programme: str = ""
+    foreign_programme: str = ""
+    merchant_id: str = ""
+    terminals: list[TerminalClient] = field(default_factory=list)
+
+    @property
+    def admin_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+
+    def issue(self, balance_minor: int, programme: str = "") -> str:
+        request = bo.IssueCardRequest(
+            programme_id=programme or self.gift_programme,
+            initial_load=pb.Amount(amount_minor=balance_minor, currency="EUR"),
+            request_id=new_txn(),
+        )
+        return self.backoffice.IssueCard(request, metadata=self.admin_metadata, timeout=20).card_number
+
+    def activate(self, device_name: str) -> TerminalClient:
+        stub = pb_grpc.TerminalStub(self.channel)
+        response = stub.Activate(
+            pb.ActivateRequest(
+                merchant_email=MERCHANT_EMAIL,
+                password=MERCHANT_PASSWORD,
+                device_name=device_name,
+                location="Shop",
+            ),
+            timeout=20,
+        )
+        return TerminalClient(stub, response.credential, response.terminal_id)
+
+    def ledger(self) -> bo.LedgerCheck:
+        return self.backoffice.CheckLedger(bo.CheckLedgerRequest(), metadata=self.admin_metadata, timeout=20)
+
+
+def start_world(data_dir: Path, database_url: str, terminals: int = 2, **overrides: object) -> World:
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        grpc_port=0,
+        metrics_port=-1,
+        console_port=-1,
+        demo_data=False,
+        card_hash_key_hex="11" * 32,
+        admin_token=ADMIN_TOKEN,
+    ).with_overrides(**overrides)
+    server = SwitchServer(settings)
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    world = World(server, channel, bo_grpc.BackofficeStub(channel))
+    admin = server.core.admin
+    from switch.domain.programmes import ProgrammeKind
+
+    world.gift_programme = admin.create_programme(
+        "Gift", ProgrammeKind.gift, "EUR", "600101", balance_max_minor=100_000
+    )
+    world.benefit_programme = admin.create_programme(
+        "Taxi",
+        ProgrammeKind.benefit,
+        "EUR",
+        "600102",
+        balance_max_minor=100_000,
+        copay=(180, 500),
+        funder_name="City",
+    )
+    world.foreign_programme = admin.create_programme("Elsewhere", ProgrammeKind.gift, "EUR", "600103")
+    world.merchant_id = admin.create_merchant("Shop", MERCHANT_EMAIL, MERCHANT_PASSWORD)
+    admin.add_location(world.merchant_id, "Shop")
+    admin.add_employee(world.merchant_id, EMPLOYEE.employee_number, "Manager", EMPLOYEE.pin, "manager")
+    admin.join_programme(world.merchant_id, world.gift_programme, 250)
+    admin.join_programme(world.merchant_id, world.benefit_programme, 0)
+    world.terminals = [world.activate(f"A77-{index}") for index in range(terminals)]
+    return world
+
+
+def world_fixture(request: pytest.FixtureRequest, tmp_path: Path, terminals: int = 2) -> Iterator[World]:
+    url = postgres_url() if request.param == "postgres" else ""
+    world = start_world(tmp_path, url, terminals)
+    try:
+        yield world
+    finally:
+        world.channel.close()
+        world.server.stop()

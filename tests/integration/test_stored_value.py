@@ -1,0 +1,282 @@
+"""Stored-value flows through a real gRPC server on loopback, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import terminal_pb2 as pb
+from switch.domain.cards import make_card_number
+from tests.integration.harness import World, new_txn
+
+VALID_NUMBER = make_card_number("600101", 2)
+UNKNOWN_NUMBER = make_card_number("600101", 999_999_999)
+
+
+def test_redeem_full_partial_and_over_balance(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(1_000)
+    full = terminal.redeem(card, 400)
+    assert (full.response_code, full.approved.amount_minor, full.balance.amount_minor) == ("00", 400, 600)
+    over = terminal.redeem(card, 700)
+    assert over.response_code == "51" and over.balance.amount_minor == 600
+    partial = terminal.redeem(card, 700, partial=True)
+    assert (partial.response_code, partial.approved.amount_minor, partial.balance.amount_minor) == (
+        "10",
+        600,
+        0,
+    )
+    assert terminal.balance(card) == 0
+    check = world.ledger()
+    assert (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("amount_minor", "currency", "code"),
+    [
+        (0, "EUR", "13"),
+        (-5, "EUR", "13"),
+        (10**12, "EUR", "13"),
+        (100, "USD", "12"),
+        (100, "XXX", "12"),
+    ],
+)
+def test_bad_amounts_are_declined_and_move_nothing(
+    world: World, amount_minor: int, currency: str, code: str
+) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(1_000)
+    response = terminal.redeem(card, amount_minor, currency=currency)
+    assert response.response_code == code and response.message
+    assert terminal.balance(card) == 1_000
+
+
+@pytest.mark.parametrize(
+    ("request_message", "field"),
+    [
+        (
+            pb.RedeemRequest(
+                card=pb.CardRef(card_number=VALID_NUMBER),
+                amount=pb.Amount(amount_minor=1, currency="EUR"),
+            ),
+            "transaction_id",
+        ),
+        (pb.RedeemRequest(transaction_id="t1", amount=pb.Amount(amount_minor=1, currency="EUR")), "card"),
+        (
+            pb.RedeemRequest(
+                transaction_id="t1",
+                card=pb.CardRef(card_number="1234"),
+                amount=pb.Amount(amount_minor=1, currency="EUR"),
+            ),
+            "card_number",
+        ),
+        (pb.RedeemRequest(transaction_id="t1", card=pb.CardRef(card_number=VALID_NUMBER)), "amount"),
+        (
+            pb.RedeemRequest(
+                transaction_id="t1",
+                card=pb.CardRef(qr_payload="http://x"),
+                amount=pb.Amount(amount_minor=1, currency="EUR"),
+            ),
+            "qr_payload",
+        ),
+        (
+            pb.RedeemRequest(
+                transaction_id="t1",
+                card=pb.CardRef(card_number=VALID_NUMBER),
+                amount=pb.Amount(amount_minor=1),
+            ),
+            "currency",
+        ),
+    ],
+)
+def test_malformed_requests_name_the_field(
+    world: World, request_message: pb.RedeemRequest, field: str
+) -> None:
+    terminal = world.terminals[0]
+    with pytest.raises(grpc.RpcError) as raised:
+        terminal.stub.Redeem(request_message, metadata=terminal.metadata, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (raised.value.details() or "")
+
+
+def test_unknown_card_and_merchant_outside_programme(world: World) -> None:
+    terminal = world.terminals[0]
+    unknown = terminal.redeem(UNKNOWN_NUMBER, 100)
+    assert unknown.response_code == "14"
+    foreign = world.issue(1_000, world.foreign_programme)
+    assert terminal.redeem(foreign, 100).response_code == "58"
+
+
+def test_calls_without_valid_credential_are_refused(world: World) -> None:
+    stub = world.terminals[0].stub
+    request = pb.BalanceRequest(card=pb.CardRef(card_number=UNKNOWN_NUMBER))
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.Balance(request, timeout=10)
+    assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as wrong:
+        stub.Balance(request, metadata=(("authorization", "Bearer trm_x.nope"),), timeout=10)
+    assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as bad_login:
+        stub.Activate(
+            pb.ActivateRequest(
+                merchant_email="shop@example.test", password="wrong", device_name="d", location="Shop"
+            ),
+            timeout=10,
+        )
+    assert bad_login.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_deactivated_terminal_cannot_transact(world: World) -> None:
+    terminal = world.terminals[1]
+    card = world.issue(1_000)
+    world.backoffice.DeactivateTerminal(
+        bo.TerminalRequest(terminal_id=terminal.terminal_id), metadata=world.admin_metadata
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        terminal.redeem(card, 100)
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert world.terminals[0].balance(card) == 1_000
+
+
+def test_replay_returns_the_first_answer_and_moves_money_once(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(1_000)
+    txn = new_txn()
+    first = terminal.redeem(card, 300, txn)
+    again = terminal.redeem(card, 300, txn)
+    assert first.response_code == again.response_code == "00"
+    assert first.authorization_code == again.authorization_code
+    assert terminal.balance(card) == 700
+    conflicting = terminal.redeem(card, 301, txn)
+    assert conflicting.response_code == "94"
+    assert terminal.balance(card) == 700
+
+
+def test_replay_after_restart_is_answered_from_the_database(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(1_000)
+    txn = new_txn()
+    first = terminal.redeem(card, 250, txn)
+    world.server.core.terminal_actors.stop_all()  # forget everything held in memory
+    world.server.core.terminal_actors._closed = False
+    again = terminal.redeem(card, 250, txn)
+    assert again.response_code == "00" and again.authorization_code == first.authorization_code
+    assert terminal.balance(card) == 750
+
+
+def test_reversal_after_lost_response_and_its_replays(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(1_000)
+    txn = new_txn()
+    assert terminal.redeem(card, 400, txn).response_code == "00"  # the terminal never saw this answer
+    reversal = terminal.reversal(txn)
+    assert reversal.response_code == "00" and terminal.balance(card) == 1_000
+    assert terminal.reversal(txn).response_code == "00" and terminal.balance(card) == 1_000
+    status = terminal.stub.TransactionStatus(
+        pb.TransactionStatusRequest(transaction_id=txn), metadata=terminal.metadata
+    )
+    assert status.found and status.status == "reversed"
+    assert world.ledger().unbalanced_entries == 0
+
+
+def test_reversal_before_the_original_arrives_refuses_the_late_original(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(1_000)
+    txn = new_txn()
+    assert terminal.reversal(txn).response_code == "00"
+    late = terminal.redeem(card, 400, txn)
+    assert late.response_code != "00"
+    assert terminal.balance(card) == 1_000
+    status = terminal.stub.TransactionStatus(
+        pb.TransactionStatusRequest(transaction_id=new_txn()), metadata=terminal.metadata
+    )
+    assert not status.found
+
+
+def test_cancel_and_refund_with_employee_pin(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(1_000)
+    first, second = new_txn(), new_txn()
+    terminal.redeem(card, 300, first)
+    terminal.redeem(card, 200, second)
+    assert terminal.cancel(first).response_code == "00"
+    assert terminal.cancel(first).response_code == "12"  # already cancelled
+    assert terminal.refund(second, 150).response_code == "00"
+    assert terminal.refund(second, 100).response_code == "13"  # more than is left to refund
+    assert terminal.refund(second, 50).response_code == "00"
+    assert terminal.balance(card) == 1_000
+    assert terminal.refund(new_txn(), 50).response_code == "25"
+    assert world.ledger().balance_mismatches == 0
+
+
+def test_employee_pin_lockout(world: World) -> None:
+    terminal, other = world.terminals
+    card = world.issue(1_000)
+    txn = new_txn()
+    terminal.redeem(card, 100, txn)
+    assert terminal.cancel(txn, pin="0000").response_code == "55"
+    assert other.cancel(txn, pin="0001").response_code == "55"
+    assert terminal.cancel(txn, pin="0002").response_code == "75"  # third wrong PIN locks
+    assert terminal.cancel(txn).response_code == "75"  # even the right PIN, while locked
+    assert terminal.balance(card) == 900
+
+
+def test_co_payment_load_records_holder_and_funder_parts(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(0, world.benefit_programme)
+    response = terminal.load(card, 500)
+    assert response.response_code == "00"
+    assert (response.cardholder_part.amount_minor, response.funder_part.amount_minor) == (180, 320)
+    odd = terminal.load(card, 1_250)
+    assert (odd.cardholder_part.amount_minor, odd.funder_part.amount_minor) == (450, 800)
+    assert terminal.balance(card) == 1_750
+    assert world.ledger().unbalanced_entries == 0
+
+
+def test_lost_card_is_blocked_and_its_balance_moved(world: World) -> None:
+    terminal = world.terminals[0]
+    lost, replacement = world.issue(2_500), world.issue(100)
+    terminal.redeem(lost, 500)
+    moved = world.backoffice.ReplaceCard(
+        bo.ReplaceCardRequest(
+            lost_card=pb.CardRef(card_number=lost),
+            replacement_card=pb.CardRef(card_number=replacement),
+            request_id="r1",
+        ),
+        metadata=world.admin_metadata,
+    )
+    assert moved.moved.amount_minor == 2_000 and moved.lost_card.status == "lost"
+    assert moved.replacement_card.balance.amount_minor == 2_100
+    assert terminal.redeem(lost, 1).response_code == "41"
+    assert terminal.redeem(replacement, 2_100).response_code == "00"
+    assert world.ledger().balance_mismatches == 0
+
+
+def test_day_close_sequence_numbers_and_totals(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(5_000)
+    terminal.redeem(card, 100)
+    terminal.redeem(card, 250)
+    x_report = terminal.stub.XReport(pb.XReportRequest(), metadata=terminal.metadata)
+    assert x_report.sequence_number == 0
+    first = terminal.stub.DayClose(pb.DayCloseRequest(close_id="c1"), metadata=terminal.metadata)
+    assert (first.sequence_number, first.period_number, first.next_period_number) == (1, 1, 2)
+    totals = {t.transaction_type: (t.count, t.total.amount_minor) for t in first.totals}
+    assert (
+        totals
+        == {"redemption": (2, 350)}
+        == {t.transaction_type: (t.count, t.total.amount_minor) for t in x_report.totals}
+    )
+    assert (
+        terminal.stub.DayClose(pb.DayCloseRequest(close_id="c1"), metadata=terminal.metadata).sequence_number
+        == 1
+    )
+    terminal.redeem(card, 10)
+    second = terminal.stub.DayClose(pb.DayCloseRequest(close_id="c2"), metadata=terminal.metadata)
+    assert (second.sequence_number, second.period_number) == (2, 2)
+    assert [(t.count, t.total.amount_minor) for t in second.totals] == [(1, 10)]
+    stored = world.backoffice.ListDayCloses(
+        bo.TerminalRequest(terminal_id=terminal.terminal_id), metadata=world.admin_metadata
+    )
+    assert [r.sequence_number for r in stored.reports] == [1, 2]
