@@ -143,7 +143,7 @@ class GatewayStatistics:
     links: tuple[LinkStatistics, ...]
     in_flight: int
     timeouts: int  # authorisations answered 68 for want of a response (SAF retries not counted)
-    late_responses: int
+    late_responses: int  # messages after their waiter gave up: late 0110/0210, late 0430
     rejected_in_flight_max: int
     reversals_queued: int
     reversals_acknowledged: int

@@ -245,7 +245,7 @@ async def test_timeout_stores_0420_and_repeats_0421_until_acknowledged(tmp_path:
             assert outcome.response_code is ResponseCode.acquirer_timeout
             assert outcome.reversal_queued
             await saf_drained(gateway)
-            stats = await trio.to_thread.run_sync(gateway.statistics)
+            stats = await statistics_when(gateway, lambda s: s.reversals_acknowledged == 1)
         finally:
             await trio.to_thread.run_sync(gateway.stop)
     record = host.record()
@@ -276,7 +276,8 @@ async def test_late_approval_is_reversed_never_approved(tmp_path: Path) -> None:
     record = host.record()
     assert key_of(req, outcome) in record.approved_keys()
     assert record.approved_not_reversed() == frozenset()
-    assert stats.late_responses == 1 and stats.timeouts == 1
+    # The late 0210, and perhaps a late 0430 too (the host delays those as well).
+    assert stats.late_responses >= 1 and stats.timeouts == 1
 
 
 @pytest.mark.trio
