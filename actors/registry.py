@@ -97,9 +97,11 @@ class ActorRegistry(Generic[K]):
                 time.sleep(0.001)  # fenced for an exclusive operation; it ends soon
 
     def _spawn(self, key: K) -> pykka.ActorRef[Any]:
-        while len(self._live) + len(self._stopping) >= self._live_max and self._live:
-            oldest_key = next(iter(self._live))
-            self._begin_stop(oldest_key)
+        # Stopping actors finish on their own; the bound is on the live ones.
+        for finished in [key for key, future in self._stopping.items() if _is_done(future)]:
+            del self._stopping[finished]
+        while len(self._live) >= self._live_max:
+            self._begin_stop(next(iter(self._live)))
         ref = self._factory(key)
         self._live[key] = _Entry(ref, time.monotonic())
         self._started += 1
