@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,16 +109,6 @@ def gateway_config(ports: dict[str, int], limits: GatewayLimits = FAST_LIMITS) -
     names = list(ports)
     routes = (BinRange("4", "4", names[0]), BinRange("5", "5", names[-1]))
     return GatewayConfig(acquirers=acquirers, routes=routes, limits=limits)
-
-
-@contextmanager
-def running_gateway(config: GatewayConfig, engine: Engine) -> Iterator[AcquirerGateway]:
-    gateway = AcquirerGateway(config, engine, SECURITY)
-    gateway.start()
-    try:
-        yield gateway
-    finally:
-        gateway.stop()
 
 
 async def start_gateway(config: GatewayConfig, engine: Engine) -> AcquirerGateway:
