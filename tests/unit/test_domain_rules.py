@@ -1,0 +1,236 @@
+"""Domain rules as tables: one row per rule, bad inputs included. No I/O."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from switch.domain import card_rules, ledger
+from switch.domain.card_rules import CardState
+from switch.domain.cards import (
+    CardStatus,
+    card_number_from_qr,
+    card_number_problem,
+    is_luhn_valid,
+    make_card_number,
+    mask,
+    qr_payload,
+)
+from switch.domain.employees import LockoutPolicy, PinAttempt, after_attempt, pin_problem
+from switch.domain.money import Money, proportional_share
+from switch.domain.programmes import CoPayment, Programme, ProgrammeKind, commission_minor
+from switch.domain.response_codes import ResponseCode as R
+from switch.domain.transactions import TransactionStatus as S
+
+TODAY = dt.date(2026, 11, 21)
+GIFT = Programme("p", "Gift", ProgrammeKind.gift, "EUR", "600001", 10_000, None, 4, 36)
+
+
+def card(
+    balance_minor: int = 1_000, status: CardStatus = CardStatus.active, expiry: dt.date = dt.date(2028, 1, 1)
+) -> CardState:
+    return CardState("c", GIFT, "600001******0001", status, expiry, balance_minor)
+
+
+@pytest.mark.parametrize(
+    ("state", "available", "amount", "partial", "accepts", "code", "approved"),
+    [
+        (card(), 1_000, Money(400, "EUR"), False, True, R.approved, 400),
+        (card(), 1_000, Money(1_000, "EUR"), False, True, R.approved, 1_000),
+        (card(), 1_000, Money(1_001, "EUR"), False, True, R.exceeds_balance, 0),
+        (card(), 1_000, Money(1_500, "EUR"), True, True, R.approved_partial, 1_000),
+        (card(0), 0, Money(1, "EUR"), True, True, R.exceeds_balance, 0),
+        (card(), 600, Money(700, "EUR"), False, True, R.exceeds_balance, 0),  # reserved by in-flight work
+        (card(), 1_000, Money(0, "EUR"), False, True, R.invalid_amount, 0),
+        (card(), 1_000, Money(-5, "EUR"), False, True, R.invalid_amount, 0),
+        (card(), 1_000, Money(100_000_000, "EUR"), False, True, R.invalid_amount, 0),
+        (card(), 1_000, Money(100, "USD"), False, True, R.currency_not_accepted, 0),
+        (card(), 1_000, Money(100, "ABC"), False, True, R.currency_not_accepted, 0),
+        (card(status=CardStatus.blocked), 1_000, Money(100, "EUR"), False, True, R.card_blocked, 0),
+        (card(status=CardStatus.lost), 1_000, Money(100, "EUR"), False, True, R.card_lost, 0),
+        (card(expiry=dt.date(2026, 11, 20)), 1_000, Money(100, "EUR"), False, True, R.card_expired, 0),
+        (card(), 1_000, Money(100, "EUR"), False, False, R.merchant_not_in_programme, 0),
+    ],
+)
+def test_redemption(
+    state: CardState, available: int, amount: Money, partial: bool, accepts: bool, code: R, approved: int
+) -> None:
+    decision = card_rules.decide_redemption(state, available, amount, partial, accepts, TODAY)
+    assert (decision.code, decision.amount_minor) == (code, approved)
+
+
+@pytest.mark.parametrize(
+    ("balance_with_pending", "amount_minor", "code"),
+    [
+        (0, 500, R.approved),
+        (9_500, 500, R.approved),
+        (9_501, 500, R.exceeds_amount_limit),
+        (0, 0, R.invalid_amount),
+    ],
+)
+def test_load_respects_the_card_limit(balance_with_pending: int, amount_minor: int, code: R) -> None:
+    assert (
+        card_rules.decide_load(card(0), balance_with_pending, Money(amount_minor, "EUR"), TODAY).code is code
+    )
+
+
+@pytest.mark.parametrize(
+    ("amount_minor", "status", "refundable", "code"),
+    [
+        (100, S.approved, 100, R.approved),
+        (101, S.approved, 100, R.exceeds_original_amount),
+        (50, S.cancelled, 100, R.already_reversed),
+    ],
+)
+def test_refund(amount_minor: int, status: S, refundable: int, code: R) -> None:
+    assert (
+        card_rules.decide_refund(card(), Money(amount_minor, "EUR"), status, refundable, 1_000, TODAY).code
+        is code
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "refunded", "takes", "available", "code"),
+    [
+        (S.approved, 0, 0, 0, R.approved),
+        (S.reversed, 0, 0, 0, R.already_reversed),
+        (S.approved, 10, 0, 0, R.invalid_transaction),
+        (S.approved, 0, 500, 499, R.exceeds_balance),
+    ],
+)
+def test_undo(status: S, refunded: int, takes: int, available: int, code: R) -> None:
+    assert card_rules.decide_undo(status, refunded, takes, available).code is code
+
+
+@pytest.mark.parametrize(
+    ("amount", "holder", "funder"),
+    [(500, 180, 320), (1_000, 360, 640), (1_250, 450, 800), (1, 0, 1), (3, 1, 2), (0, 0, 0)],
+)
+def test_co_payment_split(amount: int, holder: int, funder: int) -> None:
+    assert CoPayment(180, 500).split(amount) == (holder, funder)
+
+
+@pytest.mark.parametrize(
+    ("gross", "basis_points", "commission"), [(10_000, 250, 250), (199, 250, 5), (0, 250, 0), (100, 0, 0)]
+)
+def test_commission(gross: int, basis_points: int, commission: int) -> None:
+    assert commission_minor(gross, basis_points) == commission
+
+
+def test_proportional_share_rounds_half_up() -> None:
+    assert (
+        proportional_share(1, 1, 2) == 1
+        and proportional_share(3, 1, 4) == 1
+        and proportional_share(1, 1, 4) == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("number", "problem"),
+    [
+        (make_card_number("600001", 42), None),
+        ("", "card_number is empty"),
+        ("60000100000004x", "card_number must contain digits only"),
+        ("12345", "card_number must have 16 digits, got 5"),
+        (
+            make_card_number("600001", 42)[:-1] + "0"
+            if make_card_number("600001", 42)[-1] != "0"
+            else make_card_number("600001", 42)[:-1] + "1",
+            "card_number fails the Luhn check",
+        ),
+    ],
+)
+def test_card_numbers(number: str, problem: str | None) -> None:
+    assert card_number_problem(number) == problem
+
+
+def test_card_number_shape_qr_and_mask() -> None:
+    number = make_card_number("600001", 123)
+    assert is_luhn_valid(number) and number.startswith("600001") and len(number) == 16
+    assert card_number_from_qr(qr_payload(number)) == number and card_number_from_qr("https://x") is None
+    assert mask(number) == number[:6] + "******" + number[-4:]
+
+
+def test_entries_must_balance() -> None:
+    entry = ledger.redemption_entry("k", "EUR", "c", "m", 100)
+    assert sum(p.amount_minor for p in entry.postings) == 0
+    assert entry.reversed("u", "reversal").delta_for(ledger.card_account("c")) == 100
+    with pytest.raises(AssertionError):
+        ledger.JournalEntry(
+            "k", "x", "EUR", (ledger.Posting("card:c", -100), ledger.Posting("merchant:m:payable", 99))
+        )
+    load = ledger.load_entry("k", "EUR", "c", "p", 180, 320)
+    assert (
+        load.delta_for(ledger.card_account("c")) == 500 and load.delta_for(ledger.funder_account("p")) == -320
+    )
+
+
+POLICY = LockoutPolicy(tries_max=3, lock_duration_s=900)
+NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("state", "matches", "code", "failed_after", "locked_after"),
+    [
+        (PinAttempt(0, None), True, R.approved, 0, False),
+        (PinAttempt(0, None), False, R.incorrect_pin, 1, False),
+        (PinAttempt(1, None), False, R.incorrect_pin, 2, False),
+        (PinAttempt(2, None), False, R.employee_locked, 0, True),
+        (PinAttempt(2, None), True, R.approved, 0, False),
+        (PinAttempt(0, NOW + dt.timedelta(seconds=1)), True, R.employee_locked, 0, True),
+        (PinAttempt(0, NOW - dt.timedelta(seconds=1)), True, R.approved, 0, False),
+    ],
+)
+def test_employee_pin_lockout(
+    state: PinAttempt, matches: bool, code: R, failed_after: int, locked_after: bool
+) -> None:
+    after, answer = after_attempt(state, matches, POLICY, NOW)
+    assert (
+        answer is code
+        and after.failed_tries == failed_after
+        and (after.locked_until is not None and after.locked_until > NOW) == locked_after
+    )
+
+
+@pytest.mark.parametrize(
+    ("pin", "problem"),
+    [
+        ("1234", None),
+        ("", "employee pin is empty"),
+        ("123", "employee pin must be exactly 4 digits"),
+        ("12a4", "employee pin must be exactly 4 digits"),
+    ],
+)
+def test_employee_pin_format(pin: str, problem: str | None) -> None:
+    assert pin_problem(pin) == problem
+
+
+FORBIDDEN = {
+    "grpc",
+    "google",
+    "pykka",
+    "trio",
+    "sqlalchemy",
+    "prometheus_client",
+    "asyncssh",
+    "actors",
+    "protocols",
+}
+
+
+def test_domain_imports_no_infrastructure() -> None:
+    domain = Path(__file__).resolve().parents[2] / "switch" / "domain"
+    for path in domain.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in FORBIDDEN, f"{path.name} imports {name}"
+                assert not name.startswith(("switch.store", "switch.server", "switch.core")), (
+                    f"{path.name} imports {name}"
+                )
