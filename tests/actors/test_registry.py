@@ -39,7 +39,7 @@ class Probe(pykka.ThreadingActor):
 
 def test_passivation_racing_requests_never_leaves_two_live_actors() -> None:
     registry: ActorRegistry[str] = ActorRegistry(
-        "probe", lambda key: Probe.start(key), live_max=3, idle_s=0.0, stop_timeout_s=5.0
+        "probe", Probe.start, live_max=3, idle_s=0.0, stop_timeout_s=5.0
     )
     keys = [f"k{index}" for index in range(5)]
     stop = threading.Event()
@@ -65,7 +65,7 @@ def test_passivation_racing_requests_never_leaves_two_live_actors() -> None:
 
 def test_live_count_is_bounded() -> None:
     registry: ActorRegistry[str] = ActorRegistry(
-        "probe", lambda key: Probe.start(key), live_max=4, idle_s=60.0, stop_timeout_s=5.0
+        "probe", Probe.start, live_max=4, idle_s=60.0, stop_timeout_s=5.0
     )
     try:
         for index in range(20):
