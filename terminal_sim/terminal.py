@@ -1,0 +1,511 @@
+"""One simulated A77 terminal: activation, the shop's flows, faults and their recovery."""
+
+from __future__ import annotations
+
+import collections
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import grpc
+import trio
+
+from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
+from terminal_sim.bridge import Metadata, TrioGrpcBridge, rpc_code
+from terminal_sim.cards import CardKind, CardPopulation, SimCard
+from terminal_sim.config import ShopLogin, SimConfig
+from terminal_sim.faults import Fault, Recovery, choose_fault, choose_recovery
+from terminal_sim.load_models import Pacer
+from terminal_sim.metrics import Recorder
+from terminal_sim.records import APPROVING_CODES, Exchange, Operation, Outcome
+
+# grpc's own deadline sits behind the terminal's cancel scope, so the terminal decides.
+GRPC_DEADLINE_MARGIN_S = 1.0
+RECOVERY_ATTEMPTS_MAX = 3
+LOAD_STEP_MINOR = 500  # loads come in steps of 5.00, like the benefit co-payment rule
+LOAD_STEPS_MAX = 10
+REDEEM_MINOR_MIN = 50
+WRONG_PIN = "0000"
+SETTLED_STATUSES = frozenset({"approved", "declined", "reversed", "cancelled", "voided"})
+
+
+class RunFullError(Exception):
+    """The run holds as many exchanges as it may keep for the auditor."""
+
+
+@dataclass
+class RunContext:
+    """What every terminal of one run shares."""
+
+    config: SimConfig
+    login: ShopLogin
+    cards: CardPopulation
+    bridge: TrioGrpcBridge
+    recorder: Recorder
+    run_id: str
+    end_s: float = 0.0
+    exchanges: list[Exchange] = field(default_factory=list)
+    stopped_early: str = ""
+
+    def keep(self, exchange: Exchange) -> None:
+        if len(self.exchanges) >= self.config.exchanges_max:
+            raise RunFullError(f"{self.config.exchanges_max} exchanges kept; raise exchanges_max")
+        self.exchanges.append(exchange)
+
+
+@dataclass
+class _Recent:
+    """An approved transaction of this terminal that a refund or cancel may refer to."""
+
+    transaction_id: str
+    operation: Operation
+    card: SimCard
+    amount_minor: int
+    period: int
+    refunded_minor: int = 0
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class _Sent:
+    reply: Any
+    outcome: Outcome
+    grpc_code: str | None
+    started_s: float
+    latency_s: float
+
+
+class SimTerminal:
+    def __init__(self, index: int, stub: pb_grpc.TerminalStub, context: RunContext) -> None:
+        self.index = index
+        self.device_name = f"sim-{index:05d}"
+        self.stub = stub
+        self.context = context
+        self.rng = random.Random(context.config.seed * 1_000_003 + index)
+        self.terminal_id = ""
+        self.metadata: Metadata = ()
+        self.period = 0
+        self.day = 0
+        self._counter = 0
+        self._recent: collections.deque[_Recent] = collections.deque(
+            maxlen=context.config.recent_transactions_max
+        )
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        operation: Operation,
+        method: grpc.UnaryUnaryMultiCallable[Any, Any],
+        request: Any,
+        *,
+        started_s: float | None = None,
+        timeout_s: float | None = None,
+        measure: bool = True,
+    ) -> _Sent:
+        """One request under the terminal's cancel scope; measured from started_s."""
+        config = self.context.config
+        timeout_s = config.terminal_timeout_s if timeout_s is None else timeout_s
+        sent_s = trio.current_time()
+        started_s = sent_s if started_s is None else started_s
+        reply, outcome, grpc_code = None, Outcome.timed_out, None
+        with trio.move_on_after(timeout_s):
+            try:
+                reply = await self.context.bridge.call(
+                    method,
+                    request,
+                    metadata=self.metadata,
+                    timeout_s=config.terminal_timeout_s + GRPC_DEADLINE_MARGIN_S,
+                )
+                outcome = Outcome.answered
+            except grpc.RpcError as error:
+                code = rpc_code(error)
+                outcome, grpc_code = Outcome.failed, code.name if code else "UNKNOWN"
+        now_s = trio.current_time()
+        latency_s = now_s - started_s
+        if measure:
+            response_code = getattr(reply, "response_code", None) if reply is not None else None
+            if operation in (Operation.status, Operation.day_close) and reply is not None:
+                response_code = "00"
+            self.context.recorder.record(
+                operation.value, latency_s, response_code or grpc_code, outcome, now_s
+            )
+        return _Sent(reply, outcome, grpc_code, sent_s, latency_s)
+
+    def _next_transaction_id(self) -> str:
+        self._counter += 1
+        return f"{self.context.run_id}-{self.index:05d}-{self._counter:07d}"
+
+    # --- activation and the day -------------------------------------------------------------
+
+    async def activate(self) -> None:
+        login = self.context.login
+        request = pb.ActivateRequest(
+            merchant_email=login.merchant_email,
+            password=login.password,
+            device_name=self.device_name,
+            location=login.location,
+        )
+        sent = await self._send(Operation.activate, self.stub.Activate, request)
+        if sent.outcome is not Outcome.answered:
+            raise RuntimeError(f"{self.device_name} could not activate: {sent.grpc_code}")
+        self.terminal_id = sent.reply.terminal_id
+        self.metadata = (("authorization", f"Bearer {sent.reply.credential}"),)
+        self.period = sent.reply.period_number
+
+    async def day_close(self) -> None:
+        self.day += 1
+        close_id = f"{self.context.run_id}-{self.index:05d}-day{self.day}"
+        sent = await self._send(
+            Operation.day_close, self.stub.DayClose, pb.DayCloseRequest(close_id=close_id)
+        )
+        self._keep(Operation.day_close, close_id, sent)
+        if sent.outcome is Outcome.answered and sent.reply.next_period_number:
+            self.period = sent.reply.next_period_number
+
+    async def run(self, pacer: Pacer) -> None:
+        """Transactions until the run's end, a day close at the end of each simulated day."""
+        config = self.context.config
+        day_end_s = trio.current_time() + config.day_length_s
+        flows = self._flows()
+        names = list(flows)
+        weights = [getattr(config.flows, name) for name in names]
+        while True:
+            intended_s = await pacer.wait_next()
+            if intended_s >= self.context.end_s:
+                break
+            if trio.current_time() >= day_end_s:
+                await self.day_close()
+                day_end_s += config.day_length_s
+            name = self.rng.choices(names, weights)[0]
+            await flows[name](intended_s)
+        await self.day_close()
+
+    def _flows(self) -> dict[str, Callable[[float], Awaitable[None]]]:
+        return {
+            "redeem": self.redeem_flow,
+            "balance": self.balance_flow,
+            "load": self.load_flow,
+            "refund": self.refund_flow,
+            "cancel": self.cancel_flow,
+        }
+
+    # --- flows ------------------------------------------------------------------------------
+
+    async def balance_flow(self, intended_s: float) -> None:
+        card = self.context.cards.pick(self.rng)
+        await self._balance(card, intended_s, by_qr=self.rng.random() < 0.5)
+
+    async def _balance(self, card: SimCard, started_s: float, *, by_qr: bool) -> _Sent:
+        ref = pb.CardRef(qr_payload=card.qr_payload) if by_qr else pb.CardRef(card_number=card.card_number)
+        sent = await self._send(
+            Operation.balance, self.stub.Balance, pb.BalanceRequest(card=ref), started_s=started_s
+        )
+        self._keep(Operation.balance, "", sent, card=card)
+        return sent
+
+    async def redeem_flow(self, intended_s: float) -> None:
+        """Scan the QR, show the balance, redeem part or all of it."""
+        card = self.context.cards.pick(self.rng)
+        shown = await self._balance(card, intended_s, by_qr=True)
+        if shown.outcome is not Outcome.answered or shown.reply.response_code not in APPROVING_CODES:
+            return
+        balance_minor = shown.reply.balance.amount_minor
+        if balance_minor < REDEEM_MINOR_MIN:
+            return
+        allow_partial = self.rng.random() < self.context.config.partial_share
+        if allow_partial:
+            amount_minor = self.rng.randint(REDEEM_MINOR_MIN, balance_minor + balance_minor // 4)
+        elif self.rng.random() < 0.2:
+            amount_minor = balance_minor  # the customer spends it all
+        else:
+            amount_minor = self.rng.randint(REDEEM_MINOR_MIN, balance_minor)
+        transaction_id = self._next_transaction_id()
+        request = pb.RedeemRequest(
+            transaction_id=transaction_id,
+            card=pb.CardRef(qr_payload=card.qr_payload),
+            amount=self._amount(amount_minor),
+            allow_partial=allow_partial,
+        )
+        await self._money(Operation.redeem, self.stub.Redeem, request, card, amount_minor)
+
+    async def load_flow(self, intended_s: float) -> None:
+        """Load in steps of 5.00; on a benefit card the co-payment rule splits who pays."""
+        kind = CardKind.benefit if self.rng.random() < 0.5 else CardKind.gift
+        card = self.context.cards.pick_kind(self.rng, kind)
+        amount_minor = LOAD_STEP_MINOR * self.rng.randint(1, LOAD_STEPS_MAX)
+        transaction_id = self._next_transaction_id()
+        request = pb.LoadRequest(
+            transaction_id=transaction_id,
+            card=pb.CardRef(card_number=card.card_number),
+            amount=self._amount(amount_minor),
+        )
+        await self._money(Operation.load, self.stub.Load, request, card, amount_minor, started_s=intended_s)
+
+    async def refund_flow(self, intended_s: float) -> None:
+        candidates = [
+            r
+            for r in self._recent
+            if r.operation is Operation.redeem and not r.cancelled and r.refunded_minor < r.amount_minor
+        ]
+        if not candidates:
+            await self.redeem_flow(intended_s)
+            return
+        original = self.rng.choice(candidates)
+        amount_minor = self.rng.randint(1, original.amount_minor - original.refunded_minor)
+        request = pb.RefundRequest(
+            transaction_id=self._next_transaction_id(),
+            original_transaction_id=original.transaction_id,
+            amount=self._amount(amount_minor),
+            employee=self._employee(),
+        )
+        await self._money(
+            Operation.refund,
+            self.stub.Refund,
+            request,
+            original.card,
+            amount_minor,
+            started_s=intended_s,
+            original=original,
+        )
+
+    async def cancel_flow(self, intended_s: float) -> None:
+        candidates = [
+            r
+            for r in self._recent
+            if not r.cancelled
+            and r.refunded_minor == 0
+            and r.period == self.period
+            and r.operation in (Operation.redeem, Operation.load)
+        ]
+        if not candidates:
+            await self.redeem_flow(intended_s)
+            return
+        original = candidates[-1]  # the customer changed their mind just now
+        request = pb.CancelRequest(
+            transaction_id=self._next_transaction_id(),
+            original_transaction_id=original.transaction_id,
+            employee=self._employee(),
+        )
+        await self._money(
+            Operation.cancel,
+            self.stub.Cancel,
+            request,
+            original.card,
+            original.amount_minor,
+            started_s=intended_s,
+            original=original,
+        )
+
+    def _amount(self, amount_minor: int) -> pb.Amount:
+        return pb.Amount(amount_minor=amount_minor, currency=self.context.login.currency)
+
+    def _employee(self) -> pb.EmployeeAuth:
+        login = self.context.login
+        wrong = self.rng.random() < self.context.config.wrong_pin_share
+        return pb.EmployeeAuth(
+            employee_number=login.employee_number, pin=WRONG_PIN if wrong else login.employee_pin
+        )
+
+    # --- money requests, faults and recovery ------------------------------------------------
+
+    async def _money(
+        self,
+        operation: Operation,
+        method: grpc.UnaryUnaryMultiCallable[Any, Any],
+        request: Any,
+        card: SimCard,
+        amount_minor: int,
+        *,
+        started_s: float | None = None,
+        original: _Recent | None = None,
+    ) -> None:
+        fault = choose_fault(self.context.config.faults, self.rng)
+        send = _MoneySend(self, operation, method, request, card, amount_minor, original)
+        if fault is Fault.duplicate:
+            exchange = await send.twice(started_s)
+        elif fault is Fault.abandon:
+            await send.abandoned()
+            await trio.sleep(self.context.config.switched_off_s)
+            return
+        elif fault is Fault.timeout:
+            exchange = await send.timing_out()
+        else:
+            exchange = await send.once(started_s)
+        if exchange.outcome is not Outcome.answered:
+            await self._recover(exchange, choose_recovery(self.rng))
+        elif exchange.approved:
+            self._remember(exchange, card, original)
+
+    def _remember(self, exchange: Exchange, card: SimCard, original: _Recent | None) -> None:
+        if exchange.operation in (Operation.redeem, Operation.load):
+            self._recent.append(
+                _Recent(
+                    exchange.transaction_id,
+                    exchange.operation,
+                    card,
+                    exchange.amount_approved_minor,
+                    self.period,
+                )
+            )
+        elif original is not None and exchange.operation is Operation.refund:
+            original.refunded_minor += exchange.amount_approved_minor
+        elif original is not None and exchange.operation is Operation.cancel:
+            original.cancelled = True
+
+    async def _recover(self, lost: Exchange, recovery: Recovery) -> None:
+        """After a timeout: ask for the outcome, or reverse; reverse whatever stays unknown."""
+        if recovery is Recovery.status:
+            status_request = pb.TransactionStatusRequest(transaction_id=lost.transaction_id)
+            sent = await self._send(Operation.status, self.stub.TransactionStatus, status_request)
+            self._keep_status(lost, sent)
+            if (
+                sent.outcome is Outcome.answered
+                and sent.reply.found
+                and (sent.reply.status in SETTLED_STATUSES)
+            ):
+                return
+        for _ in range(RECOVERY_ATTEMPTS_MAX):
+            request = pb.ReversalRequest(original_transaction_id=lost.transaction_id)
+            sent = await self._send(Operation.reversal, self.stub.Reversal, request)
+            exchange = self._keep(
+                Operation.reversal,
+                lost.transaction_id,
+                sent,
+                card=None,
+                card_id=lost.card_id,
+            )
+            if exchange.outcome is Outcome.answered:
+                return
+
+    # --- records ----------------------------------------------------------------------------
+
+    def _keep(
+        self,
+        operation: Operation,
+        transaction_id: str,
+        sent: _Sent,
+        *,
+        card: SimCard | None = None,
+        card_id: str | None = None,
+        **extra: Any,
+    ) -> Exchange:
+        reply = sent.reply
+        exchange = Exchange(
+            terminal_id=self.terminal_id,
+            transaction_id=transaction_id,
+            operation=operation,
+            outcome=sent.outcome,
+            card_id=card.card_id if card is not None else card_id,
+            response_code=getattr(reply, "response_code", None) if reply is not None else None,
+            status=getattr(reply, "status", "") if reply is not None else "",
+            amount_approved_minor=_approved_minor(reply),
+            grpc_code=sent.grpc_code,
+            started_s=sent.started_s,
+            latency_s=sent.latency_s,
+            **extra,
+        )
+        self.context.keep(exchange)
+        return exchange
+
+    def _keep_status(self, lost: Exchange, sent: _Sent) -> Exchange:
+        reply = sent.reply
+        answered = sent.outcome is Outcome.answered
+        exchange = Exchange(
+            terminal_id=self.terminal_id,
+            transaction_id=lost.transaction_id,
+            operation=Operation.status,
+            outcome=sent.outcome,
+            card_id=lost.card_id,
+            response_code=reply.transaction.response_code if answered else None,
+            status=reply.status if answered else "",
+            found=reply.found if answered else None,
+            amount_approved_minor=_approved_minor(reply.transaction) if answered else 0,
+            grpc_code=sent.grpc_code,
+            started_s=sent.started_s,
+            latency_s=sent.latency_s,
+        )
+        self.context.keep(exchange)
+        return exchange
+
+
+def _approved_minor(reply: Any) -> int:
+    approved = getattr(reply, "approved", None)
+    return int(approved.amount_minor) if approved is not None else 0
+
+
+@dataclass
+class _MoneySend:
+    """One money request and the ways a terminal can send it."""
+
+    terminal: SimTerminal
+    operation: Operation
+    method: grpc.UnaryUnaryMultiCallable[Any, Any]
+    request: Any
+    card: SimCard
+    amount_minor: int
+    original: _Recent | None
+
+    def _record(self, sent: _Sent, *, outcome: Outcome | None = None, duplicate: bool = False) -> Exchange:
+        original = self.original
+        exchange = self.terminal._keep(
+            self.operation,
+            self.request.transaction_id,
+            sent if outcome is None else replace(sent, reply=None, outcome=outcome),
+            card=self.card,
+            amount_requested_minor=self.amount_minor,
+            original_transaction_id=original.transaction_id if original else None,
+            original_operation=original.operation if original else None,
+            duplicate=duplicate,
+        )
+        if exchange.approved and self.operation is Operation.cancel and not exchange.amount_approved_minor:
+            # A switch that leaves the amount out of a cancel answer still undid the whole original.
+            exchange = replace(exchange, amount_approved_minor=self.amount_minor)
+            self.terminal.context.exchanges[-1] = exchange
+        return exchange
+
+    async def once(self, started_s: float | None) -> Exchange:
+        sent = await self.terminal._send(self.operation, self.method, self.request, started_s=started_s)
+        return self._record(sent)
+
+    async def twice(self, started_s: float | None) -> Exchange:
+        """The same request sent twice: back to back, or both in flight at once."""
+        if self.terminal.rng.random() < 0.5:
+            first = await self.once(started_s)
+            sent = await self.terminal._send(self.operation, self.method, self.request)
+            self._record(sent, duplicate=True)
+            return first
+        results: list[_Sent] = []
+
+        async def copy() -> None:
+            results.append(await self.terminal._send(self.operation, self.method, self.request))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(copy)
+            nursery.start_soon(copy)
+        first = self._record(results[0])
+        self._record(results[1], duplicate=True)
+        return first
+
+    async def timing_out(self) -> Exchange:
+        """Half the time the terminal gives up early; else the reply is lost on the way back."""
+        terminal = self.terminal
+        if terminal.rng.random() < 0.5:
+            timeout_s = terminal.rng.uniform(0.0, terminal.context.config.fault_timeout_s_max)
+            sent = await terminal._send(
+                self.operation, self.method, self.request, timeout_s=timeout_s, measure=False
+            )
+            return self._record(sent)
+        sent = await terminal._send(self.operation, self.method, self.request, measure=False)
+        return self._record(sent, outcome=Outcome.timed_out)
+
+    async def abandoned(self) -> Exchange:
+        terminal = self.terminal
+        timeout_s = terminal.rng.uniform(0.0, terminal.context.config.fault_timeout_s_max)
+        sent = await terminal._send(
+            self.operation, self.method, self.request, timeout_s=timeout_s, measure=False
+        )
+        outcome = Outcome.abandoned if sent.outcome is not Outcome.answered else None
+        return self._record(sent, outcome=outcome)
