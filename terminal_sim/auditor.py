@@ -75,8 +75,9 @@ class AuditReport:
             "ledger_imbalances": self.count(Violation.ledger_imbalance),
             "negative_balances": self.count(Violation.negative_balance),
         }
-        for violation in Violation:
-            counters.setdefault(f"{violation.value}s", self.count(violation))
+        counters["declined_moved_money"] = self.count(Violation.declined_moved_money)
+        counters["balance_mismatches"] = self.count(Violation.balance_mismatch)
+        counters["replay_answers_differing"] = self.count(Violation.replay_answer_differs)
         return counters
 
 
@@ -168,8 +169,9 @@ def _fold_follow_up(folded: _Folded, exchange: Exchange) -> None:
 
 
 def _mark_cancelled_originals(folded: _Folded, exchanges: Iterable[Exchange]) -> None:
+    """A cancel the terminal sent, answered or not, lets the switch undo the original."""
     for exchange in exchanges:
-        if exchange.operation is Operation.cancel and exchange.approved:
+        if exchange.operation is Operation.cancel:
             original = folded.beliefs.get((exchange.terminal_id, exchange.original_transaction_id or ""))
             if original is not None:
                 original.undone_by_terminal = True

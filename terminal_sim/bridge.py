@@ -6,6 +6,7 @@ import collections
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ _LOGGER = logging.getLogger(__name__)
 # A method no server implements: the call that lets a pinned spin thread finish cleanly.
 _UNPIN_METHOD = "/txswitch.sim.Bridge/Unpin"
 UNPIN_TIMEOUT_S = 2.0
+UNPIN_POLL_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,11 @@ def _unpin_spin_thread(channel: grpc.Channel) -> None:
         state.managed_calls -= 1
     with contextlib.suppress(grpc.RpcError, grpc.FutureTimeoutError):
         future.result(timeout=UNPIN_TIMEOUT_S * 2)
+    # Calls cancelled from trio finish a moment later; closing the channel under a live spin
+    # thread makes grpc's thread die with a TypeError, so let the count reach zero first.
+    deadline_s = time.monotonic() + UNPIN_TIMEOUT_S
+    while state.managed_calls > 0 and time.monotonic() < deadline_s:
+        time.sleep(UNPIN_POLL_S)
 
 
 @contextlib.contextmanager
