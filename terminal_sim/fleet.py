@@ -34,7 +34,13 @@ class FleetResult:
     exchanges: tuple[Exchange, ...]
     bridge: BridgeStatistics
     late_starts: int  # open loop: transactions that started after their intended time
+    flows_started: int  # shop flows (a redemption is Balance then Redeem: two requests)
     stopped_early: str = ""
+
+    @property
+    def flows_per_s(self) -> float:
+        elapsed_s = self.statistics.elapsed_s
+        return self.flows_started / elapsed_s if elapsed_s > 0 else 0.0
 
 
 def stderr_progress(line: str) -> None:
@@ -136,5 +142,6 @@ async def run_fleet(
         exchanges=tuple(context.exchanges),
         bridge=bridge.statistics(),
         late_starts=sum(p.late_starts for p in pacers if isinstance(p, OpenLoop)),
+        flows_started=context.flows_started,
         stopped_early=stopped,
     )

@@ -48,6 +48,7 @@ class RunContext:
     end_s: float = 0.0
     exchanges: list[Exchange] = field(default_factory=list)
     stopped_early: str = ""
+    flows_started: int = 0
 
     def keep(self, exchange: Exchange) -> None:
         if len(self.exchanges) >= self.config.exchanges_max:
@@ -180,6 +181,7 @@ class SimTerminal:
                 await self.day_close()
                 day_end_s += config.day_length_s
             name = self.rng.choices(names, weights)[0]
+            self.context.flows_started += 1
             await flows[name](intended_s)
         await self.day_close()
 

@@ -1,0 +1,141 @@
+"""`make bench`: the echo ceiling, then the durable switch closed and open loop; JSON last line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from terminal_sim.auditor import AuditReport, format_report
+from terminal_sim.cards import CardPopulation, synthetic_cards
+from terminal_sim.config import FaultShares, LoadModel, ShopLogin, SimConfig
+from terminal_sim.fleet import FleetResult, run_fleet
+from terminal_sim.processes import start_echo_server, start_switch
+from terminal_sim.report import report_json, table, write_json, write_plot
+from terminal_sim.session import SwitchTarget, provision, run_and_audit
+
+START_BALANCE_MINOR = 5_000
+OPEN_LOOP_SHARE = 0.7
+HEADLINE_AUDIT = ("double_spends", "lost_approvals", "ledger_imbalances", "negative_balances")
+
+
+def _say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _latency(fleet: FleetResult) -> dict[str, float]:
+    overall = fleet.statistics.overall
+    return {"p50": overall.p50_ms, "p99": overall.p99_ms, "p999": overall.p999_ms}
+
+
+def _audit_counters(audit: AuditReport | None) -> dict[str, int]:
+    counters = audit.counters() if audit is not None else {}
+    return {name: counters.get(name, -1) for name in HEADLINE_AUDIT}
+
+
+def _show(name: str, fleet: FleetResult, audit: AuditReport | None, out_dir: Path) -> None:
+    print(f"--- {name} ---")
+    print(table(fleet.statistics))
+    if audit is not None:
+        print("\n".join(format_report(audit)))
+    write_json(out_dir / f"{name}.json", report_json(fleet, audit))
+    write_plot(out_dir / f"{name}.png", fleet.statistics, name)
+
+
+def measure_ceiling(config: SimConfig, cards: int, out_dir: Path) -> FleetResult:
+    server = start_echo_server()
+    try:
+        login = ShopLogin("echo@txswitch.example", "echo", "Echo", "1001", "1234")
+        population = CardPopulation(synthetic_cards(cards, config.seed), config.zipf_exponent)
+        fleet = trio.run(run_fleet, server.address, config, login, population)
+    finally:
+        server.stop()
+    _show("ceiling", fleet, None, out_dir)
+    return fleet
+
+
+async def _switch_runs(target: SwitchTarget, closed: SimConfig, cards: int) -> tuple[Any, Any, SimConfig]:
+    _say(f"provisioning {cards} cards")
+    setup = await provision(target, closed, cards, START_BALANCE_MINOR)
+    _say("switch, closed loop")
+    closed_run = await run_and_audit(target, closed, setup)
+    rate_per_s = OPEN_LOOP_SHARE * closed_run.fleet.flows_per_s
+    opened = replace(closed, load_model=LoadModel.open, target_rate_per_s=rate_per_s, seed=closed.seed + 1)
+    _say(f"switch, open loop at {rate_per_s:.0f} flows/s")
+    open_run = await run_and_audit(target, opened, setup)
+    return closed_run, open_run, opened
+
+
+def measure_switch(closed: SimConfig, cards: int, out_dir: Path) -> tuple[Any, Any, SimConfig]:
+    with tempfile.TemporaryDirectory(prefix="txswitch-bench-") as data_dir:
+        # A switch from `make run` may hold the default metrics and console ports.
+        os.environ.setdefault("TXSWITCH_METRICS_PORT", "-1")
+        os.environ.setdefault("TXSWITCH_CONSOLE_PORT", "-1")
+        server = start_switch(Path(data_dir), log_path=out_dir / "switch.log")
+        try:
+            token = (Path(data_dir) / "admin.token").read_text().strip()
+            target = SwitchTarget(server.address, token, f"sqlite:///{data_dir}/txswitch.sqlite")
+            closed_run, open_run, opened = trio.run(_switch_runs, target, closed, cards)
+        finally:
+            server.stop()
+    _show("switch-closed", closed_run.fleet, closed_run.audit, out_dir)
+    _show("switch-open", open_run.fleet, open_run.audit, out_dir)
+    return closed_run, open_run, opened
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--terminals", type=int, default=200)
+    parser.add_argument("--cards", type=int, default=10_000)
+    parser.add_argument("--duration-s", type=float, default=20.0)
+    parser.add_argument("--out-dir", type=Path, default=Path("bench-out"))
+    args = parser.parse_args(argv)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    closed = SimConfig(
+        terminals=args.terminals,
+        duration_s=args.duration_s,
+        load_model=LoadModel.closed,
+        think_time_ms_mean=0.0,
+        faults=FaultShares(),
+        day_length_s=args.duration_s,  # one shop day per run, closed at its end
+    )
+    started_s = time.monotonic()
+    _say(f"ceiling: echo server, {args.terminals} terminals, closed loop")
+    ceiling = measure_ceiling(closed, args.cards, args.out_dir)
+    _say("switch with durable storage")
+    closed_run, open_run, opened = measure_switch(closed, args.cards, args.out_dir)
+    ceiling_rps = ceiling.statistics.completed_per_s
+    approved_per_s = closed_run.fleet.statistics.approved_per_s
+    result = {
+        "approved_per_s": round(approved_per_s, 1),
+        "ceiling_rps": round(ceiling_rps, 1),
+        "ratio": round(approved_per_s / ceiling_rps, 3) if ceiling_rps else 0.0,
+        "latency_ms": _latency(closed_run.fleet),
+        "audit": _audit_counters(closed_run.audit),
+        "open_loop": {
+            "target_flows_per_s": round(opened.target_rate_per_s, 1),
+            "requests_per_s": round(open_run.fleet.statistics.completed_per_s, 1),
+            "approved_per_s": round(open_run.fleet.statistics.approved_per_s, 1),
+            "late_starts": open_run.fleet.late_starts,
+            "latency_ms": _latency(open_run.fleet),
+            "audit": _audit_counters(open_run.audit),
+        },
+        "terminals": args.terminals,
+        "cards": args.cards,
+        "duration_s": args.duration_s,
+        "wall_s": round(time.monotonic() - started_s, 1),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

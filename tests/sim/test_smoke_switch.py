@@ -1,0 +1,56 @@
+"""A few seconds of the simulator against a real SwitchServer: the audit must be clean."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from switch.config import Settings
+from switch.server import SwitchServer
+from terminal_sim.auditor import format_report
+from terminal_sim.config import FaultShares, SimConfig
+from terminal_sim.records import MONEY_OPERATIONS, Outcome
+from terminal_sim.session import SwitchTarget, provision, run_and_audit
+
+
+@pytest.fixture
+def switch_target(tmp_path: Path) -> Iterator[SwitchTarget]:
+    settings = Settings(
+        data_dir=tmp_path,
+        grpc_port=0,
+        metrics_port=-1,
+        console_port=-1,
+        demo_data=False,
+    )
+    server = SwitchServer(settings)
+    server.start()
+    try:
+        yield SwitchTarget(server.address, server.admin_token, settings.effective_database_url)
+    finally:
+        server.stop()
+
+
+@pytest.mark.trio
+async def test_short_run_with_faults_audits_clean(switch_target: SwitchTarget) -> None:
+    config = SimConfig(
+        terminals=6,
+        duration_s=3.0,
+        think_time_ms_mean=20.0,
+        day_length_s=1.5,
+        faults=FaultShares(duplicate=0.1, timeout=0.1, abandon=0.05),
+        wrong_pin_share=0.1,
+        seed=7,
+        channels=2,
+    )
+    setup = await provision(switch_target, config, card_count=30, start_minor=2_000)
+    outcome = await run_and_audit(switch_target, config, setup, progress=None)
+    assert outcome.audit is not None
+    lines = format_report(outcome.audit)
+    assert outcome.audit.clean, "\n".join(lines)
+    exchanges = outcome.fleet.exchanges
+    money = [e for e in exchanges if e.operation in MONEY_OPERATIONS]
+    assert any(e.approved for e in money)
+    assert any(e.outcome is not Outcome.answered for e in money)  # the faults did happen
+    assert outcome.audit.transactions_checked == len({(e.terminal_id, e.transaction_id) for e in money})
