@@ -39,8 +39,8 @@ class FleetResult:
 
     @property
     def flows_per_s(self) -> float:
-        elapsed_s = self.statistics.elapsed_s
-        return self.flows_started / elapsed_s if elapsed_s > 0 else 0.0
+        window_s = self.statistics.window_s
+        return self.flows_started / window_s if window_s > 0 else 0.0
 
 
 def stderr_progress(line: str) -> None:
@@ -117,7 +117,7 @@ async def run_fleet(
         await _activate_all(terminals, config.activation_concurrency_max)
         activation.finish(trio.current_time())
         start_s = trio.current_time()
-        context.recorder = Recorder(start_s)
+        context.recorder = Recorder(start_s, window_s=config.duration_s)
         context.end_s = start_s + config.duration_s
         pacers = [_pacer(config, index, start_s) for index in range(config.terminals)]
         grace_s = max(

@@ -56,10 +56,15 @@ class TimelinePoint:
 
 @dataclass(frozen=True)
 class RecorderStatistics:
+    """Totals over the whole run; rates over the measuring window (the drain after it excluded)."""
+
     elapsed_s: float
     completed: int
     approved: int
     errors: int
+    window_s: float
+    window_completed: int
+    window_approved: int
     overall: LatencySummary
     per_operation: Mapping[str, LatencySummary]
     response_codes: Mapping[str, Mapping[str, int]]  # operation -> code -> count
@@ -68,11 +73,11 @@ class RecorderStatistics:
 
     @property
     def approved_per_s(self) -> float:
-        return self.approved / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return self.window_approved / self.window_s if self.window_s > 0 else 0.0
 
     @property
     def completed_per_s(self) -> float:
-        return self.completed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return self.window_completed / self.window_s if self.window_s > 0 else 0.0
 
 
 @dataclass
@@ -86,9 +91,12 @@ class _Second:
 class Recorder:
     """Collects every request's latency and result; single trio thread, so no locks."""
 
-    def __init__(self, start_s: float) -> None:
+    def __init__(self, start_s: float, window_s: float | None = None) -> None:
         self.start_s = start_s
         self.end_s: float | None = None
+        # Rates count what completed inside the window; None: the whole run is the window.
+        self.window_s = window_s
+        self._window = _Second(-1)
         self._histograms: dict[str, HdrHistogram] = {ALL: new_histogram()}
         self._codes: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self._outcomes: collections.Counter[str] = collections.Counter()
@@ -117,7 +125,10 @@ class Recorder:
         self._codes[operation][response_code or outcome.value] += 1
         approved = outcome is Outcome.answered and response_code in APPROVING_CODES
         error = outcome is not Outcome.answered or response_code in ERROR_CODES
-        for bucket in (self._current, self._totals):
+        buckets = [self._current, self._totals]
+        if self.window_s is None or now_s - self.start_s <= self.window_s:
+            buckets.append(self._window)
+        for bucket in buckets:
             bucket.completed += 1
             bucket.approved += int(approved)
             bucket.errors += int(error)
@@ -145,11 +156,15 @@ class Recorder:
     def statistics(self, now_s: float | None = None) -> RecorderStatistics:
         end_s = self.end_s if self.end_s is not None else now_s
         elapsed_s = (end_s - self.start_s) if end_s is not None else 0.0
+        window_s = elapsed_s if self.window_s is None else min(self.window_s, elapsed_s)
         return RecorderStatistics(
             elapsed_s=elapsed_s,
             completed=self._totals.completed,
             approved=self._totals.approved,
             errors=self._totals.errors,
+            window_s=window_s,
+            window_completed=self._window.completed,
+            window_approved=self._window.approved,
             overall=LatencySummary.of(self._histograms[ALL]),
             per_operation={
                 name: LatencySummary.of(histogram)

@@ -33,9 +33,9 @@ def table(statistics: RecorderStatistics) -> str:
         lines.append(f"  {name:<11}{shown}")
     lines.append("")
     lines.append(
-        f"{statistics.completed} requests in {statistics.elapsed_s:.1f} s: "
-        f"{statistics.completed_per_s:.0f}/s, approved {statistics.approved_per_s:.0f}/s, "
-        f"errors {statistics.errors}"
+        f"{statistics.completed} requests in {statistics.elapsed_s:.1f} s; in the "
+        f"{statistics.window_s:.0f} s window {statistics.completed_per_s:.0f}/s, approved "
+        f"{statistics.approved_per_s:.0f}/s; errors {statistics.errors}"
     )
     return "\n".join(lines)
 
