@@ -8,6 +8,8 @@ import itertools
 import random
 from dataclasses import dataclass
 
+from switch.domain.cards import luhn_check_digit
+
 
 class CardKind(enum.StrEnum):
     gift = "gift"
@@ -61,18 +63,6 @@ class CardPopulation:
 
     def by_id(self) -> dict[str, SimCard]:
         return {card.card_id: card for card in self.cards}
-
-
-def luhn_check_digit(partial: str) -> str:
-    total = 0
-    for position, char in enumerate(reversed(partial)):
-        digit = int(char)
-        if position % 2 == 0:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return str((10 - total % 10) % 10)
 
 
 def synthetic_cards(count: int, seed: int, benefit_share: float = 0.3) -> list[SimCard]:
