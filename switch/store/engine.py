@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 
 from switch.store.schema import metadata
 
@@ -24,11 +24,15 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # Options given in the URL (a search_path, say) are kept beside the durability setting.
+    parsed = make_url(url)
+    url_options = parsed.query.get("options", "")
+    given = url_options if isinstance(url_options, str) else " ".join(url_options)
     return create_engine(
-        url,
+        parsed.difference_update_query(["options"]),
         pool_size=POOL_SIZE,
         max_overflow=POOL_SIZE,
-        connect_args={"options": "-c synchronous_commit=on"},
+        connect_args={"options": f"-c synchronous_commit=on {given}".strip()},
     )
 
 

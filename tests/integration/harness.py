@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import create_engine, text
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
@@ -18,30 +17,13 @@ from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.config import Settings
 from switch.server import SwitchServer
-from switch.store.schema import metadata
+from tests.pg import postgres_schema
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ADMIN_TOKEN = "test-admin-token"
 MERCHANT_EMAIL = "shop@example.test"
 MERCHANT_PASSWORD = "shop-password"
 OTHER_EMAIL = "other@example.test"
 EMPLOYEE = pb.EmployeeAuth(employee_number="7", pin="4321")
-
-
-def postgres_url() -> str:
-    """The PostgreSQL URL, with a fresh schema; skips (or fails under CI) when it is not there."""
-    engine = create_engine(POSTGRES_URL)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("SELECT 1"))
-        metadata.drop_all(engine)
-    except Exception as error:
-        if os.environ.get("TXSWITCH_REQUIRE_POSTGRES") == "1":
-            raise
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({type(error).__name__})")
-    finally:
-        engine.dispose()
-    return POSTGRES_URL
 
 
 @dataclass
@@ -189,10 +171,11 @@ def start_world(data_dir: Path, database_url: str, terminals: int = 2, **overrid
 
 
 def world_fixture(request: pytest.FixtureRequest, tmp_path: Path, terminals: int = 2) -> Iterator[World]:
-    url = postgres_url() if request.param == "postgres" else ""
-    world = start_world(tmp_path, url, terminals)
-    try:
-        yield world
-    finally:
-        world.channel.close()
-        world.server.stop()
+    with ExitStack() as stack:
+        url = stack.enter_context(postgres_schema()) if request.param == "postgres" else ""
+        world = start_world(tmp_path, url, terminals)
+        try:
+            yield world
+        finally:
+            world.channel.close()
+            world.server.stop()

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import create_engine
 
 from actors.acquirer_routing import BinRoutingTable
 from actors.acquirer_types import BinRange
-from switch.store.saf import NewReversal, SafStore, acquirer_saf
+from switch.store.saf import NewReversal, SafStore
+from tests.pg import postgres_schema
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def reversal(stan: str = "000001", acquirer: str = "acq-a") -> NewReversal:
@@ -36,31 +35,18 @@ def reversal(stan: str = "000001", acquirer: str = "acq-a") -> NewReversal:
     )
 
 
-def _postgres_engine() -> Engine:
-    engine = create_engine(POSTGRES_URL)
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("select 1"))
-    except OperationalError:
-        if os.environ.get("TXSWITCH_REQUIRE_POSTGRES") == "1":
-            raise
-        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
-    return engine
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SafStore]:
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'saf.db'}")
-    else:
-        engine = _postgres_engine()
-        acquirer_saf.drop(engine, checkfirst=True)
-    saf = SafStore(engine)
-    saf.create_table()
-    yield saf
-    if request.param == "postgres":
-        acquirer_saf.drop(engine, checkfirst=True)
-    engine.dispose()
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'saf.db'}"
+        else:
+            url = stack.enter_context(postgres_schema())
+        engine = create_engine(url)
+        saf = SafStore(engine)
+        saf.create_table()
+        yield saf
+        engine.dispose()
 
 
 def test_enqueue_is_idempotent_per_original(store: SafStore) -> None:
