@@ -424,6 +424,30 @@ class CardView(_message.Message):
 Global___CardView: _TypeAlias = CardView  # noqa: Y015
 
 @_typing.final
+class SetCardPinRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_FIELD_NUMBER: _builtins.int
+    PIN_FIELD_NUMBER: _builtins.int
+    pin: _builtins.str
+    """4 to 12 digits; never stored or logged"""
+    @_builtins.property
+    def card(self) -> _terminal_pb2.CardRef: ...
+    def __init__(
+        self,
+        *,
+        card: _terminal_pb2.CardRef | None = ...,
+        pin: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "pin", b"pin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCardPinRequest: _TypeAlias = SetCardPinRequest  # noqa: Y015
+
+@_typing.final
 class BlockCardRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -109,6 +109,11 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.SettleRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.SettleResponse.FromString,
                 _registered_method=True)
+        self.SetCardPin = channel.unary_unary(
+                '/txswitch.v1.Backoffice/SetCardPin',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.SetCardPinRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.CardView.FromString,
+                _registered_method=True)
 
 
 class BackofficeServicer:
@@ -204,6 +209,13 @@ class BackofficeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCardPin(self, request, context):
+        """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackofficeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +293,11 @@ def add_BackofficeServicer_to_server(servicer, server):
                     servicer.Settle,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.SettleRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.SettleResponse.SerializeToString,
+            ),
+            'SetCardPin': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCardPin,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.SetCardPinRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.CardView.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -688,6 +705,33 @@ class Backoffice:
             '/txswitch.v1.Backoffice/Settle',
             protocols_dot_wire_dot_backoffice__pb2.SettleRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCardPin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/SetCardPin',
+            protocols_dot_wire_dot_backoffice__pb2.SetCardPinRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.CardView.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,8 @@ class BackofficeStub:
     ListDayCloses: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]
     CheckLedger: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.CheckLedgerRequest, _backoffice_pb2.LedgerCheck]
     Settle: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SettleRequest, _backoffice_pb2.SettleResponse]
+    SetCardPin: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SetCardPinRequest, _backoffice_pb2.CardView]
+    """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
 
 @_typing.type_check_only
 class BackofficeAsyncStub(BackofficeStub):
@@ -67,6 +69,8 @@ class BackofficeAsyncStub(BackofficeStub):
     ListDayCloses: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]  # type: ignore[assignment]
     CheckLedger: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.CheckLedgerRequest, _backoffice_pb2.LedgerCheck]  # type: ignore[assignment]
     Settle: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SettleRequest, _backoffice_pb2.SettleResponse]  # type: ignore[assignment]
+    SetCardPin: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SetCardPinRequest, _backoffice_pb2.CardView]  # type: ignore[assignment]
+    """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
 
 class BackofficeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -173,5 +177,13 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         request: _backoffice_pb2.SettleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.SettleResponse, _abc.Awaitable[_backoffice_pb2.SettleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetCardPin(
+        self,
+        request: _backoffice_pb2.SetCardPinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.CardView, _abc.Awaitable[_backoffice_pb2.CardView]]:
+        """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
 
 def add_BackofficeServicer_to_server(servicer: BackofficeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -241,8 +241,11 @@ class RedeemRequest(_message.Message):
     CARD_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
+    PIN_BLOCK_FIELD_NUMBER: _builtins.int
     transaction_id: _builtins.str
     allow_partial: _builtins.bool
+    pin_block: _builtins.bytes
+    """Closed-loop card PIN (cards that have one): ISO 9564 PIN block under the terminal PIN key."""
     @_builtins.property
     def card(self) -> Global___CardRef: ...
     @_builtins.property
@@ -254,10 +257,11 @@ class RedeemRequest(_message.Message):
         card: Global___CardRef | None = ...,
         amount: Global___Amount | None = ...,
         allow_partial: _builtins.bool = ...,
+        pin_block: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card", b"card"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "amount", b"amount", "card", b"card", "transaction_id", b"transaction_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "amount", b"amount", "card", b"card", "pin_block", b"pin_block", "transaction_id", b"transaction_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
