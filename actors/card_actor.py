@@ -256,6 +256,12 @@ class CardActor(pykka.ThreadingActor):
         refunded_minor: int,
     ) -> Reply:
         card, terminal = self.card, message.terminal
+        if original.record.transaction_type not in UNDOABLE_TYPES:
+            decision = Decision(
+                ResponseCode.invalid_transaction,
+                detail=f"a {original.record.transaction_type} cannot be cancelled or reversed",
+            )
+            return self._decline(command, terminal, message.fingerprint, decision)
         original_entry = original_entry_of(original, card)
         card_delta_minor = -original_entry.delta_for(ledger.card_account(card.card_id))
         decision = card_rules.decide_undo(
@@ -483,6 +489,11 @@ class CardActor(pykka.ThreadingActor):
             return WriteResult(False, problem="journal queue full")
         reply.wait(self._services.commit_wait_s)
         return results[0]
+
+
+UNDOABLE_TYPES = frozenset(
+    {TransactionType.redemption.value, TransactionType.refund.value, TransactionType.load.value}
+)
 
 
 def original_entry_of(original: StoredTransaction, card: CardState) -> JournalEntry:

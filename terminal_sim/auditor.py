@@ -13,7 +13,8 @@ from terminal_sim.records import MONEY_OPERATIONS, Exchange, Operation, Outcome
 # Statuses under which a transaction no longer moves money (the switch's words for it).
 UNDONE_STATUSES = frozenset({"reversed", "voided", "cancelled", "canceled"})
 # Reversal answers that mean "nothing of the original stands": done now, done before, never seen.
-REVERSAL_SETTLED_STATUSES = frozenset({"reversed", "voided", "declined"})
+# A declined reversal (a spent load, a cancel, which cannot be reversed) leaves the original as it is.
+REVERSAL_SETTLED_STATUSES = frozenset({"reversed", "voided"})
 REVERSAL_NOT_FOUND_CODE = "25"
 VIOLATIONS_PRINTED_MAX = 200
 

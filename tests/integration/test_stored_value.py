@@ -210,6 +210,19 @@ def test_cancel_and_refund_with_employee_pin(world: World) -> None:
     assert world.ledger().balance_mismatches == 0
 
 
+def test_a_cancel_cannot_itself_be_reversed_or_cancelled(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(1_000)
+    redemption, cancel = new_txn(), new_txn()
+    assert terminal.redeem(card, 300, redemption).response_code == "00"
+    assert terminal.cancel(redemption, txn=cancel).response_code == "00"
+    reversal = terminal.reversal(cancel)
+    assert reversal.response_code == "12" and "cancel" in reversal.message
+    assert terminal.cancel(cancel).response_code == "12"
+    assert terminal.balance(card) == 1_000
+    assert world.ledger().unbalanced_entries == 0 and world.ledger().balance_mismatches == 0
+
+
 def test_employee_pin_lockout(world: World) -> None:
     terminal, other = world.terminals
     card = world.issue(1_000)
