@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotocols/wire/terminal.proto\x12\x0btxswitch.v1\"0\n\x06\x41mount\x12\x14\n\x0c\x61mount_minor\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"=\n\x07\x43\x61rdRef\x12\x15\n\x0b\x63\x61rd_number\x18\x01 \x01(\tH\x00\x12\x14\n\nqr_payload\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"4\n\x0c\x45mployeeAuth\x12\x17\n\x0f\x65mployee_number\x18\x01 \x01(\t\x12\x0b\n\x03pin\x18\x02 \x01(\t\"b\n\x0f\x41\x63tivateRequest\x12\x16\n\x0emerchant_email\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x03 \x01(\t\x12\x10\n\x08location\x18\x04 \x01(\t\"\x94\x01\n\x10\x41\x63tivateResponse\x12\x13\n\x0bterminal_id\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x15\n\rmerchant_name\x18\x03 \x01(\t\x12\x10\n\x08location\x18\x04 \x01(\t\x12\x15\n\rperiod_number\x18\x05 \x01(\x03\x12\x17\n\x0fpin_key_wrapped\x18\x06 \x01(\x0c\"4\n\x0e\x42\x61lanceRequest\x12\"\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x14.txswitch.v1.CardRef\"\x9e\x01\n\x0f\x42\x61lanceResponse\x12\x15\n\rresponse_code\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12$\n\x07\x62\x61lance\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x13\n\x0b\x63\x61rd_masked\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61rd_status\x18\x05 \x01(\t\x12\x13\n\x0b\x65xpiry_date\x18\x06 \x01(\t\"\x9a\x01\n\rRedeemRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\"\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x14.txswitch.v1.CardRef\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x15\n\rallow_partial\x18\x04 \x01(\x08\x12\x11\n\tpin_block\x18\x05 \x01(\x0c\"n\n\x0bLoadRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\"\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x14.txswitch.v1.CardRef\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\"\x9a\x01\n\rRefundRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1f\n\x17original_transaction_id\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12+\n\x08\x65mployee\x18\x04 \x01(\x0b\x32\x19.txswitch.v1.EmployeeAuth\"u\n\rCancelRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1f\n\x17original_transaction_id\x18\x02 \x01(\t\x12+\n\x08\x65mployee\x18\x03 \x01(\x0b\x32\x19.txswitch.v1.EmployeeAuth\"2\n\x0fReversalRequest\x12\x1f\n\x17original_transaction_id\x18\x01 \x01(\t\"2\n\x18TransactionStatusRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\x92\x03\n\x13TransactionResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x15\n\rresponse_code\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12&\n\trequested\x18\x04 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12%\n\x08\x61pproved\x18\x05 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12$\n\x07\x62\x61lance\x18\x06 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x13\n\x0b\x63\x61rd_masked\x18\x07 \x01(\t\x12\x1a\n\x12\x61uthorization_code\x18\x08 \x01(\t\x12\x15\n\rperiod_number\x18\t \x01(\x03\x12,\n\x0f\x63\x61rdholder_part\x18\n \x01(\x0b\x32\x13.txswitch.v1.Amount\x12(\n\x0b\x66under_part\x18\x0b \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x16\n\x0epayment_method\x18\x0c \x01(\t\x12\x0e\n\x06status\x18\r \x01(\t\"q\n\x19TransactionStatusResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x35\n\x0btransaction\x18\x03 \x01(\x0b\x32 .txswitch.v1.TransactionResponse\"#\n\x0f\x44\x61yCloseRequest\x12\x10\n\x08\x63lose_id\x18\x01 \x01(\t\"\x10\n\x0eXReportRequest\"p\n\tTypeTotal\x12\x18\n\x10transaction_type\x18\x01 \x01(\t\x12\x16\n\x0epayment_method\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\"\n\x05total\x18\x04 \x01(\x0b\x32\x13.txswitch.v1.Amount\"\xbf\x01\n\x0e\x44\x61yCloseReport\x12\x13\n\x0bterminal_id\x18\x01 \x01(\t\x12\x17\n\x0fsequence_number\x18\x02 \x01(\x03\x12\x15\n\rperiod_number\x18\x03 \x01(\x03\x12\x11\n\topened_at\x18\x04 \x01(\t\x12\x11\n\tclosed_at\x18\x05 \x01(\t\x12&\n\x06totals\x18\x06 \x03(\x0b\x32\x16.txswitch.v1.TypeTotal\x12\x1a\n\x12next_period_number\x18\x07 \x01(\x03\"\x8e\x01\n\x07\x45mvData\x12\x1e\n\x16\x61pplication_cryptogram\x18\x01 \x01(\t\x12\x1e\n\x16\x63ryptogram_information\x18\x02 \x01(\t\x12\x0b\n\x03\x61tc\x18\x03 \x01(\t\x12\x1c\n\x14unpredictable_number\x18\x04 \x01(\t\x12\x0b\n\x03tvr\x18\x05 \x01(\t\x12\x0b\n\x03\x61id\x18\x06 \x01(\t\"\x8b\x01\n\x08\x42\x61nkCard\x12\x0b\n\x03pan\x18\x01 \x01(\t\x12\x13\n\x0b\x65xpiry_yymm\x18\x02 \x01(\t\x12*\n\nentry_mode\x18\x03 \x01(\x0e\x32\x16.txswitch.v1.EntryMode\x12!\n\x03\x65mv\x18\x04 \x01(\x0b\x32\x14.txswitch.v1.EmvData\x12\x0e\n\x06track2\x18\x05 \x01(\t\"\xb4\x01\n\nPayRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x17\n\x0fsequence_number\x18\x02 \x01(\x03\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12#\n\x04\x63\x61rd\x18\x04 \x01(\x0b\x32\x15.txswitch.v1.BankCard\x12\x11\n\tpin_block\x18\x05 \x01(\x0c\x12\x18\n\x10pin_block_format\x18\x06 \x01(\x05\"&\n\x0c\x41\x62ortRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t*r\n\tEntryMode\x12\x1a\n\x16\x45NTRY_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45NTRY_MODE_CONTACTLESS\x10\x01\x12\x13\n\x0f\x45NTRY_MODE_CHIP\x10\x02\x12\x18\n\x14\x45NTRY_MODE_MAGSTRIPE\x10\x03\x32\xf9\x06\n\x08Terminal\x12G\n\x08\x41\x63tivate\x12\x1c.txswitch.v1.ActivateRequest\x1a\x1d.txswitch.v1.ActivateResponse\x12\x44\n\x07\x42\x61lance\x12\x1b.txswitch.v1.BalanceRequest\x1a\x1c.txswitch.v1.BalanceResponse\x12\x46\n\x06Redeem\x12\x1a.txswitch.v1.RedeemRequest\x1a .txswitch.v1.TransactionResponse\x12\x42\n\x04Load\x12\x18.txswitch.v1.LoadRequest\x1a .txswitch.v1.TransactionResponse\x12\x46\n\x06Refund\x12\x1a.txswitch.v1.RefundRequest\x1a .txswitch.v1.TransactionResponse\x12\x46\n\x06\x43\x61ncel\x12\x1a.txswitch.v1.CancelRequest\x1a .txswitch.v1.TransactionResponse\x12J\n\x08Reversal\x12\x1c.txswitch.v1.ReversalRequest\x1a .txswitch.v1.TransactionResponse\x12\x62\n\x11TransactionStatus\x12%.txswitch.v1.TransactionStatusRequest\x1a&.txswitch.v1.TransactionStatusResponse\x12\x45\n\x08\x44\x61yClose\x12\x1c.txswitch.v1.DayCloseRequest\x1a\x1b.txswitch.v1.DayCloseReport\x12\x43\n\x07XReport\x12\x1b.txswitch.v1.XReportRequest\x1a\x1b.txswitch.v1.DayCloseReport\x12@\n\x03Pay\x12\x17.txswitch.v1.PayRequest\x1a .txswitch.v1.TransactionResponse\x12\x44\n\x05\x41\x62ort\x12\x19.txswitch.v1.AbortRequest\x1a .txswitch.v1.TransactionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotocols/wire/terminal.proto\x12\x0btxswitch.v1\"0\n\x06\x41mount\x12\x14\n\x0c\x61mount_minor\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"=\n\x07\x43\x61rdRef\x12\x15\n\x0b\x63\x61rd_number\x18\x01 \x01(\tH\x00\x12\x14\n\nqr_payload\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"4\n\x0c\x45mployeeAuth\x12\x17\n\x0f\x65mployee_number\x18\x01 \x01(\t\x12\x0b\n\x03pin\x18\x02 \x01(\t\"z\n\x0f\x41\x63tivateRequest\x12\x16\n\x0emerchant_email\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x03 \x01(\t\x12\x10\n\x08location\x18\x04 \x01(\t\x12\x16\n\x0elegacy_pin_pad\x18\x05 \x01(\x08\"\xcb\x01\n\x10\x41\x63tivateResponse\x12\x13\n\x0bterminal_id\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x15\n\rmerchant_name\x18\x03 \x01(\t\x12\x10\n\x08location\x18\x04 \x01(\t\x12\x15\n\rperiod_number\x18\x05 \x01(\x03\x12\x17\n\x0fpin_key_wrapped\x18\x06 \x01(\x0c\x12\x18\n\x10pin_block_format\x18\x07 \x01(\x05\x12\x1b\n\x13pin_key_check_value\x18\x08 \x01(\t\"4\n\x0e\x42\x61lanceRequest\x12\"\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x14.txswitch.v1.CardRef\"\x9e\x01\n\x0f\x42\x61lanceResponse\x12\x15\n\rresponse_code\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12$\n\x07\x62\x61lance\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x13\n\x0b\x63\x61rd_masked\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61rd_status\x18\x05 \x01(\t\x12\x13\n\x0b\x65xpiry_date\x18\x06 \x01(\t\"\x9a\x01\n\rRedeemRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\"\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x14.txswitch.v1.CardRef\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x15\n\rallow_partial\x18\x04 \x01(\x08\x12\x11\n\tpin_block\x18\x05 \x01(\x0c\"n\n\x0bLoadRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\"\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x14.txswitch.v1.CardRef\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\"\x9a\x01\n\rRefundRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1f\n\x17original_transaction_id\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12+\n\x08\x65mployee\x18\x04 \x01(\x0b\x32\x19.txswitch.v1.EmployeeAuth\"u\n\rCancelRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1f\n\x17original_transaction_id\x18\x02 \x01(\t\x12+\n\x08\x65mployee\x18\x03 \x01(\x0b\x32\x19.txswitch.v1.EmployeeAuth\"2\n\x0fReversalRequest\x12\x1f\n\x17original_transaction_id\x18\x01 \x01(\t\"2\n\x18TransactionStatusRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\x92\x03\n\x13TransactionResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x15\n\rresponse_code\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12&\n\trequested\x18\x04 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12%\n\x08\x61pproved\x18\x05 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12$\n\x07\x62\x61lance\x18\x06 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x13\n\x0b\x63\x61rd_masked\x18\x07 \x01(\t\x12\x1a\n\x12\x61uthorization_code\x18\x08 \x01(\t\x12\x15\n\rperiod_number\x18\t \x01(\x03\x12,\n\x0f\x63\x61rdholder_part\x18\n \x01(\x0b\x32\x13.txswitch.v1.Amount\x12(\n\x0b\x66under_part\x18\x0b \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x16\n\x0epayment_method\x18\x0c \x01(\t\x12\x0e\n\x06status\x18\r \x01(\t\"q\n\x19TransactionStatusResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x35\n\x0btransaction\x18\x03 \x01(\x0b\x32 .txswitch.v1.TransactionResponse\"#\n\x0f\x44\x61yCloseRequest\x12\x10\n\x08\x63lose_id\x18\x01 \x01(\t\"\x10\n\x0eXReportRequest\"p\n\tTypeTotal\x12\x18\n\x10transaction_type\x18\x01 \x01(\t\x12\x16\n\x0epayment_method\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\"\n\x05total\x18\x04 \x01(\x0b\x32\x13.txswitch.v1.Amount\"\xbf\x01\n\x0e\x44\x61yCloseReport\x12\x13\n\x0bterminal_id\x18\x01 \x01(\t\x12\x17\n\x0fsequence_number\x18\x02 \x01(\x03\x12\x15\n\rperiod_number\x18\x03 \x01(\x03\x12\x11\n\topened_at\x18\x04 \x01(\t\x12\x11\n\tclosed_at\x18\x05 \x01(\t\x12&\n\x06totals\x18\x06 \x03(\x0b\x32\x16.txswitch.v1.TypeTotal\x12\x1a\n\x12next_period_number\x18\x07 \x01(\x03\"\x8e\x01\n\x07\x45mvData\x12\x1e\n\x16\x61pplication_cryptogram\x18\x01 \x01(\t\x12\x1e\n\x16\x63ryptogram_information\x18\x02 \x01(\t\x12\x0b\n\x03\x61tc\x18\x03 \x01(\t\x12\x1c\n\x14unpredictable_number\x18\x04 \x01(\t\x12\x0b\n\x03tvr\x18\x05 \x01(\t\x12\x0b\n\x03\x61id\x18\x06 \x01(\t\"\x8b\x01\n\x08\x42\x61nkCard\x12\x0b\n\x03pan\x18\x01 \x01(\t\x12\x13\n\x0b\x65xpiry_yymm\x18\x02 \x01(\t\x12*\n\nentry_mode\x18\x03 \x01(\x0e\x32\x16.txswitch.v1.EntryMode\x12!\n\x03\x65mv\x18\x04 \x01(\x0b\x32\x14.txswitch.v1.EmvData\x12\x0e\n\x06track2\x18\x05 \x01(\t\"\xb4\x01\n\nPayRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x17\n\x0fsequence_number\x18\x02 \x01(\x03\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12#\n\x04\x63\x61rd\x18\x04 \x01(\x0b\x32\x15.txswitch.v1.BankCard\x12\x11\n\tpin_block\x18\x05 \x01(\x0c\x12\x18\n\x10pin_block_format\x18\x06 \x01(\x05\"&\n\x0c\x41\x62ortRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t*r\n\tEntryMode\x12\x1a\n\x16\x45NTRY_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45NTRY_MODE_CONTACTLESS\x10\x01\x12\x13\n\x0f\x45NTRY_MODE_CHIP\x10\x02\x12\x18\n\x14\x45NTRY_MODE_MAGSTRIPE\x10\x03\x32\xf9\x06\n\x08Terminal\x12G\n\x08\x41\x63tivate\x12\x1c.txswitch.v1.ActivateRequest\x1a\x1d.txswitch.v1.ActivateResponse\x12\x44\n\x07\x42\x61lance\x12\x1b.txswitch.v1.BalanceRequest\x1a\x1c.txswitch.v1.BalanceResponse\x12\x46\n\x06Redeem\x12\x1a.txswitch.v1.RedeemRequest\x1a .txswitch.v1.TransactionResponse\x12\x42\n\x04Load\x12\x18.txswitch.v1.LoadRequest\x1a .txswitch.v1.TransactionResponse\x12\x46\n\x06Refund\x12\x1a.txswitch.v1.RefundRequest\x1a .txswitch.v1.TransactionResponse\x12\x46\n\x06\x43\x61ncel\x12\x1a.txswitch.v1.CancelRequest\x1a .txswitch.v1.TransactionResponse\x12J\n\x08Reversal\x12\x1c.txswitch.v1.ReversalRequest\x1a .txswitch.v1.TransactionResponse\x12\x62\n\x11TransactionStatus\x12%.txswitch.v1.TransactionStatusRequest\x1a&.txswitch.v1.TransactionStatusResponse\x12\x45\n\x08\x44\x61yClose\x12\x1c.txswitch.v1.DayCloseRequest\x1a\x1b.txswitch.v1.DayCloseReport\x12\x43\n\x07XReport\x12\x1b.txswitch.v1.XReportRequest\x1a\x1b.txswitch.v1.DayCloseReport\x12@\n\x03Pay\x12\x17.txswitch.v1.PayRequest\x1a .txswitch.v1.TransactionResponse\x12\x44\n\x05\x41\x62ort\x12\x19.txswitch.v1.AbortRequest\x1a .txswitch.v1.TransactionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protocols.wire.terminal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYMODE']._serialized_start=2721
-  _globals['_ENTRYMODE']._serialized_end=2835
+  _globals['_ENTRYMODE']._serialized_start=2800
+  _globals['_ENTRYMODE']._serialized_end=2914
   _globals['_AMOUNT']._serialized_start=46
   _globals['_AMOUNT']._serialized_end=94
   _globals['_CARDREF']._serialized_start=96
@@ -40,45 +40,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMPLOYEEAUTH']._serialized_start=159
   _globals['_EMPLOYEEAUTH']._serialized_end=211
   _globals['_ACTIVATEREQUEST']._serialized_start=213
-  _globals['_ACTIVATEREQUEST']._serialized_end=311
-  _globals['_ACTIVATERESPONSE']._serialized_start=314
-  _globals['_ACTIVATERESPONSE']._serialized_end=462
-  _globals['_BALANCEREQUEST']._serialized_start=464
-  _globals['_BALANCEREQUEST']._serialized_end=516
-  _globals['_BALANCERESPONSE']._serialized_start=519
-  _globals['_BALANCERESPONSE']._serialized_end=677
-  _globals['_REDEEMREQUEST']._serialized_start=680
-  _globals['_REDEEMREQUEST']._serialized_end=834
-  _globals['_LOADREQUEST']._serialized_start=836
-  _globals['_LOADREQUEST']._serialized_end=946
-  _globals['_REFUNDREQUEST']._serialized_start=949
-  _globals['_REFUNDREQUEST']._serialized_end=1103
-  _globals['_CANCELREQUEST']._serialized_start=1105
-  _globals['_CANCELREQUEST']._serialized_end=1222
-  _globals['_REVERSALREQUEST']._serialized_start=1224
-  _globals['_REVERSALREQUEST']._serialized_end=1274
-  _globals['_TRANSACTIONSTATUSREQUEST']._serialized_start=1276
-  _globals['_TRANSACTIONSTATUSREQUEST']._serialized_end=1326
-  _globals['_TRANSACTIONRESPONSE']._serialized_start=1329
-  _globals['_TRANSACTIONRESPONSE']._serialized_end=1731
-  _globals['_TRANSACTIONSTATUSRESPONSE']._serialized_start=1733
-  _globals['_TRANSACTIONSTATUSRESPONSE']._serialized_end=1846
-  _globals['_DAYCLOSEREQUEST']._serialized_start=1848
-  _globals['_DAYCLOSEREQUEST']._serialized_end=1883
-  _globals['_XREPORTREQUEST']._serialized_start=1885
-  _globals['_XREPORTREQUEST']._serialized_end=1901
-  _globals['_TYPETOTAL']._serialized_start=1903
-  _globals['_TYPETOTAL']._serialized_end=2015
-  _globals['_DAYCLOSEREPORT']._serialized_start=2018
-  _globals['_DAYCLOSEREPORT']._serialized_end=2209
-  _globals['_EMVDATA']._serialized_start=2212
-  _globals['_EMVDATA']._serialized_end=2354
-  _globals['_BANKCARD']._serialized_start=2357
-  _globals['_BANKCARD']._serialized_end=2496
-  _globals['_PAYREQUEST']._serialized_start=2499
-  _globals['_PAYREQUEST']._serialized_end=2679
-  _globals['_ABORTREQUEST']._serialized_start=2681
-  _globals['_ABORTREQUEST']._serialized_end=2719
-  _globals['_TERMINAL']._serialized_start=2838
-  _globals['_TERMINAL']._serialized_end=3727
+  _globals['_ACTIVATEREQUEST']._serialized_end=335
+  _globals['_ACTIVATERESPONSE']._serialized_start=338
+  _globals['_ACTIVATERESPONSE']._serialized_end=541
+  _globals['_BALANCEREQUEST']._serialized_start=543
+  _globals['_BALANCEREQUEST']._serialized_end=595
+  _globals['_BALANCERESPONSE']._serialized_start=598
+  _globals['_BALANCERESPONSE']._serialized_end=756
+  _globals['_REDEEMREQUEST']._serialized_start=759
+  _globals['_REDEEMREQUEST']._serialized_end=913
+  _globals['_LOADREQUEST']._serialized_start=915
+  _globals['_LOADREQUEST']._serialized_end=1025
+  _globals['_REFUNDREQUEST']._serialized_start=1028
+  _globals['_REFUNDREQUEST']._serialized_end=1182
+  _globals['_CANCELREQUEST']._serialized_start=1184
+  _globals['_CANCELREQUEST']._serialized_end=1301
+  _globals['_REVERSALREQUEST']._serialized_start=1303
+  _globals['_REVERSALREQUEST']._serialized_end=1353
+  _globals['_TRANSACTIONSTATUSREQUEST']._serialized_start=1355
+  _globals['_TRANSACTIONSTATUSREQUEST']._serialized_end=1405
+  _globals['_TRANSACTIONRESPONSE']._serialized_start=1408
+  _globals['_TRANSACTIONRESPONSE']._serialized_end=1810
+  _globals['_TRANSACTIONSTATUSRESPONSE']._serialized_start=1812
+  _globals['_TRANSACTIONSTATUSRESPONSE']._serialized_end=1925
+  _globals['_DAYCLOSEREQUEST']._serialized_start=1927
+  _globals['_DAYCLOSEREQUEST']._serialized_end=1962
+  _globals['_XREPORTREQUEST']._serialized_start=1964
+  _globals['_XREPORTREQUEST']._serialized_end=1980
+  _globals['_TYPETOTAL']._serialized_start=1982
+  _globals['_TYPETOTAL']._serialized_end=2094
+  _globals['_DAYCLOSEREPORT']._serialized_start=2097
+  _globals['_DAYCLOSEREPORT']._serialized_end=2288
+  _globals['_EMVDATA']._serialized_start=2291
+  _globals['_EMVDATA']._serialized_end=2433
+  _globals['_BANKCARD']._serialized_start=2436
+  _globals['_BANKCARD']._serialized_end=2575
+  _globals['_PAYREQUEST']._serialized_start=2578
+  _globals['_PAYREQUEST']._serialized_end=2758
+  _globals['_ABORTREQUEST']._serialized_start=2760
+  _globals['_ABORTREQUEST']._serialized_end=2798
+  _globals['_TERMINAL']._serialized_start=2917
+  _globals['_TERMINAL']._serialized_end=3806
 # @@protoc_insertion_point(module_scope)

@@ -120,11 +120,14 @@ class ActivateRequest(_message.Message):
     PASSWORD_FIELD_NUMBER: _builtins.int
     DEVICE_NAME_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
+    LEGACY_PIN_PAD_FIELD_NUMBER: _builtins.int
     merchant_email: _builtins.str
     password: _builtins.str
     device_name: _builtins.str
     location: _builtins.str
     """location name of the merchant"""
+    legacy_pin_pad: _builtins.bool
+    """Payments: true asks for a TDES PIN key (ISO 9564 format 0, legacy PIN pads); default AES (format 4)."""
     def __init__(
         self,
         *,
@@ -132,10 +135,11 @@ class ActivateRequest(_message.Message):
         password: _builtins.str = ...,
         device_name: _builtins.str = ...,
         location: _builtins.str = ...,
+        legacy_pin_pad: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_name", b"device_name", "location", b"location", "merchant_email", b"merchant_email", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_name", b"device_name", "legacy_pin_pad", b"legacy_pin_pad", "location", b"location", "merchant_email", b"merchant_email", "password", b"password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -151,6 +155,8 @@ class ActivateResponse(_message.Message):
     LOCATION_FIELD_NUMBER: _builtins.int
     PERIOD_NUMBER_FIELD_NUMBER: _builtins.int
     PIN_KEY_WRAPPED_FIELD_NUMBER: _builtins.int
+    PIN_BLOCK_FORMAT_FIELD_NUMBER: _builtins.int
+    PIN_KEY_CHECK_VALUE_FIELD_NUMBER: _builtins.int
     terminal_id: _builtins.str
     credential: _builtins.str
     """send as "authorization: Bearer <credential>" """
@@ -159,6 +165,10 @@ class ActivateResponse(_message.Message):
     period_number: _builtins.int
     pin_key_wrapped: _builtins.bytes
     """PIN key under the terminal transport key (payments)"""
+    pin_block_format: _builtins.int
+    """0 or 4: the PIN block format the delivered key is for"""
+    pin_key_check_value: _builtins.str
+    """KCV of the delivered PIN key, 6 hex digits"""
     def __init__(
         self,
         *,
@@ -168,10 +178,12 @@ class ActivateResponse(_message.Message):
         location: _builtins.str = ...,
         period_number: _builtins.int = ...,
         pin_key_wrapped: _builtins.bytes = ...,
+        pin_block_format: _builtins.int = ...,
+        pin_key_check_value: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "location", b"location", "merchant_name", b"merchant_name", "period_number", b"period_number", "pin_key_wrapped", b"pin_key_wrapped", "terminal_id", b"terminal_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "location", b"location", "merchant_name", b"merchant_name", "period_number", b"period_number", "pin_block_format", b"pin_block_format", "pin_key_check_value", b"pin_key_check_value", "pin_key_wrapped", b"pin_key_wrapped", "terminal_id", b"terminal_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
