@@ -19,6 +19,7 @@ from actors.messages import (
     Authorize,
     Committed,
     GetBalance,
+    SetCardPin,
     SetStatus,
     TerminalContext,
     TransferOut,
@@ -26,6 +27,7 @@ from actors.messages import (
 from actors.outcomes import answer_for_stored, authorization_code, record_of
 from actors.reply import Reply
 from switch.domain import card_rules, ledger
+from switch.domain.card_pins import check_card_pin
 from switch.domain.card_rules import CardState, Decision
 from switch.domain.cards import CardStatus
 from switch.domain.ledger import JournalEntry
@@ -43,6 +45,7 @@ from switch.domain.transactions import (
     TransactionType,
     declined,
 )
+from switch.store.card_pins import CardPin, CardPinStore
 from switch.store.journal import CardChange, OriginalChange, TransactionRecord, Write, WriteResult
 from switch.store.repository import Store, StoredTransaction
 
@@ -57,6 +60,14 @@ class CardServices:
     writer: JournalWriter
     today: Callable[[], dt.date]
     commit_wait_s: float
+    pins: CardPinServices | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CardPinServices:
+    store: CardPinStore
+    tries_max: int
+    now: Callable[[], dt.datetime]
 
 
 @dataclass(slots=True)
@@ -88,6 +99,8 @@ class CardActor(pykka.ThreadingActor):
         self._pending_replies: dict[int, Reply] = {}
         self._pending_originals: dict[str, int] = {}
         self._tokens = itertools.count()
+        self._pin: CardPin | None = None
+        self._pin_loaded = False
 
     def on_start(self) -> None:
         self._card = self._services.store.card_state(self._card_id)
@@ -121,6 +134,8 @@ class CardActor(pykka.ThreadingActor):
                 return dataclasses.replace(self.card, balance_minor=max(self.available_minor, 0))
             case SetStatus():
                 return self._set_status(message)
+            case SetCardPin():
+                return self._set_pin(message)
             case TransferOut():
                 return self._transfer_out(message)
         raise AssertionError(f"card actor got an unknown message {type(message).__name__}")
@@ -128,6 +143,9 @@ class CardActor(pykka.ThreadingActor):
     # Redemption and load
 
     def _redeem(self, command: Redeem, terminal: TerminalContext, fingerprint: str) -> Reply:
+        pin_decline = self._pin_decline(command)
+        if pin_decline is not None:
+            return self._decline(command, terminal, fingerprint, pin_decline)
         card = self.card
         accepts = self._services.store.merchant_accepts(terminal.merchant_id, card.programme.programme_id)
         decision = card_rules.decide_redemption(
@@ -434,6 +452,42 @@ class CardActor(pykka.ThreadingActor):
             assert pending.result is not None
             del self._pending[token]
             self._apply(token, pending, pending.result)
+
+    # Closed-loop card PIN: tries are serialised here, counted durably before the answer
+
+    def _card_pin(self) -> CardPin | None:
+        pins = self._services.pins
+        if pins is None:
+            return None
+        if not self._pin_loaded:
+            self._pin = pins.store.load(self.card.card_id)
+            self._pin_loaded = True
+        return self._pin
+
+    def _pin_decline(self, command: Redeem) -> Decision | None:
+        """None when the card has no PIN or the right one was given; else the decline."""
+        pin = self._card_pin()
+        if pin is None:
+            return None
+        pins = self._services.pins
+        assert pins is not None
+        verdict = check_card_pin(pin.pvv, pin.failed_tries, pins.tries_max, command.pin)
+        if verdict.counts_wrong:
+            tries = pins.store.count_wrong_try(self.card.card_id, pins.tries_max)
+            self._pin = dataclasses.replace(pin, failed_tries=tries)
+        elif verdict.clears_tries:
+            pins.store.reset_tries(self.card.card_id)
+            self._pin = dataclasses.replace(pin, failed_tries=0)
+        if verdict.code.approves:
+            return None
+        return Decision(verdict.code, detail=verdict.detail)
+
+    def _set_pin(self, message: SetCardPin) -> CardState:
+        pins = self._services.pins
+        assert pins is not None, "card PINs are not configured"
+        self._pin = pins.store.set_pvv(self.card.card_id, message.pvv, message.pvv_key_id, pins.now())
+        self._pin_loaded = True
+        return self.card
 
     # Status changes and lost-card transfer
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from switch.domain.cards import CardStatus
 from switch.domain.transactions import Cancel, Load, Redeem, Refund, Reversal
@@ -47,6 +47,14 @@ class SetStatus:
     status: CardStatus
     reason: str
     actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetCardPin:
+    """A new PIN verification value for the card; clears its wrong tries."""
+
+    pvv: str = field(repr=False)
+    pvv_key_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from switch.domain import ledger
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.programmes import ProgrammeKind
+from switch.pins import CardPinError
 from switch.store.journal import Write
 from switch.store.repository import TerminalInfo
 
@@ -168,6 +169,17 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             if self._core.store.card_replaced_by(card_id):
                 raise AdminError("a replaced card stays blocked")
             return card_view(self._core.set_card_status(card_id, CardStatus.active, "unblocked", ADMIN_ACTOR))
+
+        return self._run(context, action)
+
+    def SetCardPin(self, request: bo.SetCardPinRequest, context: grpc.ServicerContext) -> bo.CardView:
+        def action() -> bo.CardView:
+            card_id = self._card_id(request.card, request.HasField("card"))
+            try:
+                pvv, pvv_key_id = self._core.pins.pvv_for_pin(card_id, request.pin)
+            except CardPinError as error:
+                raise AdminError(str(error)) from None
+            return card_view(self._core.set_card_pin(card_id, pvv, pvv_key_id))
 
         return self._run(context, action)
 

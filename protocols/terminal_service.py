@@ -16,12 +16,15 @@ from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.admin import AdminError
 from switch.core import SwitchCore
+from switch.domain.card_pins import PinProof
 from switch.domain.cards import mask
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import Cancel, Load, Outcome, Redeem, Refund, Reversal, TerminalCommand
+from switch.security import PinBlockFormat, pin_block_format
 
 log = logging.getLogger(__name__)
 
+PIN_BLOCK_BYTES = {PinBlockFormat.ISO_0: 8, PinBlockFormat.ISO_4: 16}
 RequestObserver = Callable[[str, str, float], None]  # (rpc, response code, latency in seconds)
 T = TypeVar("T")
 
@@ -84,6 +87,20 @@ class TerminalService(pb_grpc.TerminalServicer):
     def _card_id(self, number: str) -> str:
         return self._core.cards.card_id(number) or ""
 
+    def _pin_proof(
+        self, pin_block: bytes, number: str, card_id: str, context: grpc.ServicerContext
+    ) -> PinProof | None:
+        """The closed-loop card PIN under this terminal's PIN key, as a verification value."""
+        pin_key = self._core.pins.terminal_pin_key(self._terminal_id(context))
+        if pin_key is None:
+            raise BadRequestError("pin_block given, but this terminal has no PIN key")
+        expected_bytes = PIN_BLOCK_BYTES[pin_block_format(pin_key)]
+        if len(pin_block) != expected_bytes:
+            raise BadRequestError(f"pin_block must be {expected_bytes} bytes for this terminal's PIN key")
+        if not card_id:
+            return None  # unknown card: declined 14 further on
+        return self._core.pins.proof(pin_block, number, pin_key, card_id)
+
     # RPCs
 
     def Activate(self, request: pb.ActivateRequest, context: grpc.ServicerContext) -> pb.ActivateResponse:
@@ -128,11 +145,15 @@ class TerminalService(pb_grpc.TerminalServicer):
 
     def Redeem(self, request: pb.RedeemRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
         def decode() -> TerminalCommand:
+            number = convert.card_number(request.card, request.HasField("card"))
+            card_id = self._card_id(number)
+            pin = self._pin_proof(request.pin_block, number, card_id, context) if request.pin_block else None
             return Redeem(
                 convert.transaction_id(request.transaction_id),
-                self._card_id(convert.card_number(request.card, request.HasField("card"))),
+                card_id,
                 convert.amount(request.amount, request.HasField("amount")),
                 request.allow_partial,
+                pin,
             )
 
         return self._transact("Redeem", context, decode)

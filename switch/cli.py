@@ -82,6 +82,7 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "block-card": ("BlockCard", bo.BlockCardRequest),
     "unblock-card": ("UnblockCard", bo.CardRequest),
     "replace-card": ("ReplaceCard", bo.ReplaceCardRequest),
+    "set-card-pin": ("SetCardPin", bo.SetCardPinRequest),
 }
 CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "replacement_card"}
 

@@ -35,12 +35,18 @@ class Settings:
     journal_batch_writes_max: int = 256
     journal_queue_writes_max: int = 20_000
     journal_linger_ms: float = 0.0
+    # Bank-card payments: the acquirers file (TOML, see README); None: no acquirer, Pay is UNIMPLEMENTED
+    acquirers_file: Path | None = None
     # Employee PINs
     employee_pin_tries_max: int = 3
     employee_lock_duration_s: int = 900
+    # Closed-loop card PINs: wrong tries before the card's PIN is blocked
+    card_pin_tries_max: int = 3
     # Secrets; empty: generated once and kept in data_dir
     card_hash_key_hex: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
+    # Key-encrypting key of every stored key (64 hex); empty: generated once, kept in data_dir
+    master_key_hex: str = field(default="", repr=False)
 
     @property
     def effective_database_url(self) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import threading
 from dataclasses import dataclass
 
 import pykka
 from sqlalchemy import Engine
 
-from actors.card_actor import CardActor, CardServices
+from actors.card_actor import CardActor, CardPinServices, CardServices
 from actors.journal_writer import BatchObserver, JournalWriter
 from actors.messages import (
     CloseDay,
@@ -17,6 +18,7 @@ from actors.messages import (
     GetBalance,
     QueryStatus,
     ReportX,
+    SetCardPin,
     SetStatus,
     Submit,
     TransferOut,
@@ -31,7 +33,11 @@ from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import LockoutPolicy
 from switch.domain.transactions import Outcome, TerminalCommand
+from switch.pins import ClosedLoopPins
+from switch.security import MasterKey, SecurityModule
+from switch.store.card_pins import CardPinStore
 from switch.store.journal import Write, WriteResult
+from switch.store.keys import KeyStore
 from switch.store.repository import DayCloseReport, Store
 
 
@@ -63,8 +69,12 @@ class SwitchCore:
             linger_ms=settings.journal_linger_ms,
             on_batch=on_batch,
         )
+        master_key = MasterKey.from_hex(settings.master_key_hex or secrets.token_hex(32))
+        self.security = SecurityModule(master_key)
+        self.pins = ClosedLoopPins(self.security, KeyStore(engine))
+        card_pin_services = CardPinServices(CardPinStore(engine), settings.card_pin_tries_max, utc_now)
         card_services = CardServices(
-            self.store, self.writer, lambda: utc_now().date(), settings.reply_timeout_s
+            self.store, self.writer, lambda: utc_now().date(), settings.reply_timeout_s, card_pin_services
         )
         self.card_actors: ActorRegistry[str] = ActorRegistry(
             "card",
@@ -146,6 +156,11 @@ class SwitchCore:
 
     def set_card_status(self, card_id: str, status: CardStatus, reason: str, actor: str) -> CardState:
         state: CardState = self.card_actors.ask(card_id, SetStatus(status, reason, actor), self._long_ask_s)
+        return state
+
+    def set_card_pin(self, card_id: str, pvv: str, pvv_key_id: str) -> CardState:
+        """Through the card's actor, so a PIN check in flight never sees half a change."""
+        state: CardState = self.card_actors.ask(card_id, SetCardPin(pvv, pvv_key_id), self._long_ask_s)
         return state
 
     def replace_card(self, lost_card_id: str, new_card_id: str, request_id: str, actor: str) -> CardTransfer:

@@ -47,6 +47,10 @@ class SwitchServer:
         self.admin_token = settings.admin_token or secret_file(
             settings.data_dir / "admin.token", secrets.token_urlsafe(24)
         )
+        if not settings.master_key_hex:
+            master_hex = secret_file(settings.data_dir / "master.key", secrets.token_hex(32))
+            settings = settings.with_overrides(master_key_hex=master_hex)
+            self.settings = settings
         self.engine = make_engine(settings.effective_database_url)
         create_schema(self.engine)
         self.core = SwitchCore(settings, self.engine, bytes.fromhex(key_hex))

@@ -6,6 +6,7 @@ import enum
 import hashlib
 from dataclasses import dataclass, field
 
+from switch.domain.card_pins import PinProof
 from switch.domain.money import Money
 from switch.domain.response_codes import ResponseCode
 
@@ -41,6 +42,8 @@ class Redeem:
     card_id: str
     amount: Money
     allow_partial: bool
+    # The entered closed-loop card PIN, as a verification value; never part of the fingerprint.
+    pin: PinProof | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,7 @@ class Outcome:
     funder_part: Money | None = None
     status: TransactionStatus = TransactionStatus.declined
     persisted: bool = True  # False: a system error whose request may be retried afresh
+    payment_method: str = "stored_value"  # or a card entry mode: contactless, chip, magstripe
 
     @property
     def message(self) -> str:

@@ -1,0 +1,80 @@
+"""Closed-loop card PINs at the edge: PIN block -> verification value through the SecurityModule."""
+
+from __future__ import annotations
+
+import threading
+
+from switch.domain.card_pins import PinProof, card_pin_problem
+from switch.security import KeyAlgorithm, KeyUsage, PinBlockError, SecurityModule, WrappedKey
+from switch.store.keys import KeyStore
+
+PVV_KEY_ID = "pvv-1"
+
+
+def terminal_pin_key_id(terminal_id: str) -> str:
+    return f"tpk.{terminal_id}"
+
+
+class CardPinError(ValueError):
+    """A PIN that cannot be set; the message names the problem and never holds the PIN."""
+
+
+class ClosedLoopPins:
+    """Turns an entered PIN into a PinProof for the card actor; the clear PIN stays in the module."""
+
+    def __init__(self, security: SecurityModule, keys: KeyStore) -> None:
+        self._security = security
+        self._keys = keys
+        self._pvv_key: WrappedKey | None = None
+        self._terminal_keys: dict[str, WrappedKey] = {}
+        self._lock = threading.Lock()
+
+    def pvv_key(self) -> WrappedKey:
+        if self._pvv_key is None:
+            key = self._keys.get_or_create(
+                PVV_KEY_ID,
+                lambda: self._security.generate_key(
+                    PVV_KEY_ID, KeyUsage.pin_verification, KeyAlgorithm.aes128
+                ),
+            )
+            with self._lock:
+                self._pvv_key = key
+        return self._pvv_key
+
+    def pvv_for_pin(self, card_id: str, pin: str) -> tuple[str, str]:
+        """(verification value, its key id) of a PIN set by the backoffice."""
+        problem = card_pin_problem(pin)
+        if problem is not None:
+            raise CardPinError(problem)
+        key = self.pvv_key()
+        return self._security.pvv_for_issuance(key, card_id, pin), key.key_id
+
+    def install_terminal_pin_key(
+        self, terminal_id: str, clear_key: bytes, algorithm: KeyAlgorithm = KeyAlgorithm.aes128
+    ) -> WrappedKey:
+        """Key injection: keep a terminal's PIN key, wrapped under the master key."""
+        key_id = terminal_pin_key_id(terminal_id)
+        key = self._security.import_key(clear_key, key_id, KeyUsage.terminal_pin, algorithm)
+        self._keys.put(key)
+        with self._lock:
+            self._terminal_keys[terminal_id] = key
+        return key
+
+    def terminal_pin_key(self, terminal_id: str) -> WrappedKey | None:
+        cached = self._terminal_keys.get(terminal_id)
+        if cached is not None:
+            return cached
+        key = self._keys.get(terminal_pin_key_id(terminal_id))
+        if key is not None:
+            with self._lock:
+                self._terminal_keys[terminal_id] = key
+        return key
+
+    def proof(self, pin_block: bytes, pan: str, pin_key: WrappedKey, card_id: str) -> PinProof:
+        """The entered PIN's verification value; empty (a wrong try) when the block does not decode."""
+        try:
+            return PinProof(
+                self._security.pvv_from_pin_block(pin_block, pan, pin_key, self.pvv_key(), card_id)
+            )
+        except PinBlockError:
+            return PinProof("")
