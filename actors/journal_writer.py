@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 Done = Callable[[WriteResult], None]
 BatchObserver = Callable[[int, float], None]  # (writes in batch, commit latency in seconds)
+FailureObserver = Callable[[int], None]  # (writes in a batch whose commit failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class JournalWriter:
         queue_writes_max: int,
         linger_ms: float = 0.0,
         on_batch: BatchObserver | None = None,
+        on_failure: FailureObserver | None = None,
     ) -> None:
         assert batch_writes_max > 0 and queue_writes_max > 0
         self._engine = engine
@@ -52,6 +54,7 @@ class JournalWriter:
         self._linger_s = linger_ms / 1000
         self._queue: queue.Queue[tuple[Write, Done] | None] = queue.Queue(maxsize=queue_writes_max)
         self._on_batch = on_batch
+        self._on_failure = on_failure
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._accepting = False
         self._batches = 0
@@ -119,6 +122,8 @@ class JournalWriter:
         except Exception:
             log.exception("journal commit failed; %d writes declined with 96", len(writes))
             results = [WriteResult(False, problem="database commit failed")] * len(writes)
+            if self._on_failure is not None:
+                self._on_failure(len(writes))
         latency_s = time.perf_counter() - started
         self._batches += 1
         self._writes += len(writes)

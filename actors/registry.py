@@ -163,6 +163,10 @@ class ActorRegistry(Generic[K]):
         for key, future in waiting:
             self._await_stop(key, future)
 
+    def is_live(self, key: K) -> bool:
+        with self._lock:
+            return key in self._live
+
     def live_refs(self) -> list[pykka.ActorRef[Any]]:
         with self._lock:
             return [entry.ref for entry in self._live.values()]

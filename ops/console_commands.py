@@ -24,6 +24,7 @@ from ops.logs import scrub_text
 log = logging.getLogger(__name__)
 
 COMMAND_LINE_CHARS_MAX = 1024
+NO_ACQUIRERS = "no acquirer links configured"
 
 
 class Outcome(enum.Enum):
@@ -265,8 +266,10 @@ def _day_close_list(backend: OpsBackend, _caller: Caller, args: Sequence[str]) -
 
 def _acquirers_status(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> CommandResult:
     acquirers = backend.list_acquirers()
+    if acquirers is None:
+        return _ok(NO_ACQUIRERS)
     if not acquirers:
-        return _ok("no acquirers configured")
+        return _ok("no acquirer links")
     headers = ["acquirer", "state", "address", "in flight", "last echo", "saf pending"]
     return _ok(table(headers, [_acquirer_row(acquirer) for acquirer in acquirers]))
 
@@ -281,6 +284,8 @@ def _acquirers_echo(backend: OpsBackend, caller: Caller, args: Sequence[str]) ->
 
 def _saf_list(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> CommandResult:
     entries = backend.store_and_forward_entries()
+    if entries is None:
+        return _ok(NO_ACQUIRERS)
     if not entries:
         return _ok("store-and-forward queue is empty")
     headers = ["entry", "acquirer", "mti", "stan", "amount", "tries", "created", "last try"]

@@ -71,6 +71,28 @@ PIN_LOCKOUT_KINDS: Final = ("employee", "card")
 # "/" admits gRPC full method names ("/txswitch.terminal.v1.Terminal/Redeem").
 _NAME_LABEL_PATTERN: Final = re.compile(r"/?[A-Za-z][A-Za-z0-9_./\-]*")
 _CODE_LABEL_PATTERN: Final = re.compile(r"[0-9A-Z]{2}")
+# Requests that end with a gRPC error have no ISO 8583 code; their status name is the code.
+GRPC_STATUS_CODES: Final = frozenset(
+    {
+        "cancelled",
+        "unknown",
+        "invalid_argument",
+        "deadline_exceeded",
+        "not_found",
+        "already_exists",
+        "permission_denied",
+        "resource_exhausted",
+        "failed_precondition",
+        "aborted",
+        "out_of_range",
+        "unimplemented",
+        "internal",
+        "unavailable",
+        "data_loss",
+        "unauthenticated",
+        "timeout",
+    }
+)
 # Card numbers and ids are long digit runs; no legitimate rpc/kind/acquirer name has one.
 _DIGIT_RUN_PATTERN: Final = re.compile(r"\d{6,}")
 
@@ -87,8 +109,10 @@ def name_label(value: str) -> str:
 
 
 def code_label(value: str) -> str:
-    """An ISO 8583 response-code label value (two characters), or "invalid"."""
-    return value if _CODE_LABEL_PATTERN.fullmatch(value) else LABEL_REFUSED
+    """An ISO 8583 response code (two characters), "OK", a gRPC status name, or "invalid"."""
+    if _CODE_LABEL_PATTERN.fullmatch(value) or value in GRPC_STATUS_CODES:
+        return value
+    return LABEL_REFUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +134,25 @@ class RuntimeSnapshot:
 
 
 RuntimeSource = Callable[[], RuntimeSnapshot]
+Refresh = Callable[[], None]
+
+
+class _RefreshCollector(Collector):
+    """Registered first, so counters and gauges fed from snapshots are fresh in the same scrape."""
+
+    def __init__(self) -> None:
+        self.refreshes: list[Refresh] = []
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        for refresh in list(self.refreshes):
+            try:
+                refresh()
+            except Exception:
+                log.exception("metrics refresh failed")
+        return []
 
 
 class _RuntimeCollector(Collector):
@@ -172,6 +215,8 @@ class SwitchMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._refresh = _RefreshCollector()
+        self.registry.register(self._refresh)
         self._define_request_metrics()
         self._define_actor_metrics()
         self._define_journal_metrics()
@@ -328,23 +373,23 @@ class SwitchMetrics:
     def terminal_activated(self) -> None:
         self.terminal_activations.inc()
 
-    def card_actor_started(self) -> None:
-        self.card_actors_started.inc()
+    def card_actor_started(self, count: int = 1) -> None:
+        self.card_actors_started.inc(count)
 
-    def card_actor_passivated(self) -> None:
-        self.card_actors_passivated.inc()
+    def card_actor_passivated(self, count: int = 1) -> None:
+        self.card_actors_passivated.inc(count)
 
     def observe_commit(self, batch_entries: int, latency_s: float) -> None:
         """One group commit of batch_entries journal entries that took latency_s."""
         self.journal_batch_entries.observe(batch_entries)
         self.journal_commit_duration.observe(latency_s)
 
-    def commit_failed(self) -> None:
-        self.journal_commit_failures.inc()
+    def commit_failed(self, count: int = 1) -> None:
+        self.journal_commit_failures.inc(count)
 
-    def pin_lockout(self, kind: str) -> None:
+    def pin_lockout(self, kind: str, count: int = 1) -> None:
         """kind is "employee" or "card"; never the employee or card itself."""
-        self.pin_lockouts.labels(kind=kind if kind in PIN_LOCKOUT_KINDS else LABEL_REFUSED).inc()
+        self.pin_lockouts.labels(kind=kind if kind in PIN_LOCKOUT_KINDS else LABEL_REFUSED).inc(count)
 
     # -- acquirer links ---------------------------------------------------------------------
 
@@ -359,8 +404,8 @@ class SwitchMetrics:
     def observe_acquirer_request(self, acquirer: str, latency_s: float) -> None:
         self.acquirer_request_duration.labels(acquirer=name_label(acquirer)).observe(latency_s)
 
-    def acquirer_timeout(self, acquirer: str) -> None:
-        self.acquirer_timeouts.labels(acquirer=name_label(acquirer)).inc()
+    def acquirer_timeout(self, acquirer: str, count: int = 1) -> None:
+        self.acquirer_timeouts.labels(acquirer=name_label(acquirer)).inc(count)
 
     def set_store_and_forward_depth(self, acquirer: str, depth: int) -> None:
         self.store_and_forward_queue_depth.labels(acquirer=name_label(acquirer)).set(depth)
@@ -370,6 +415,17 @@ class SwitchMetrics:
     def set_runtime_source(self, source: RuntimeSource | None) -> None:
         """A function the registry calls at each scrape for actor and terminal gauges."""
         self._runtime.source = source
+
+    def add_refresh(self, refresh: Refresh) -> None:
+        """A function run at the start of each scrape, to feed counters from snapshots."""
+        self._refresh.refreshes.append(refresh)
+
+    def requests_in_flight_total(self) -> int:
+        """All requests in flight now, over every RPC (for the console, not the hot path)."""
+        total = 0.0
+        for family in self.requests_in_flight.collect():
+            total += sum(sample.value for sample in family.samples)
+        return int(total)
 
     def exposition(self) -> bytes:
         """The text exposition, as an HTTP scrape would return it."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 import threading
@@ -30,6 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--database-url", default="")
     serve.add_argument("--grpc-port", type=int, default=None)
     serve.add_argument("--no-demo", action="store_true", help="do not create demo data on an empty database")
+    serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics (0 any, -1 off)")
+    serve.add_argument("--console-port", type=int, default=None, help="SSH ops console (0 any, -1 off)")
+    serve.add_argument(
+        "--console-authorized-keys",
+        type=Path,
+        default=None,
+        help="file of '<viewer|operator> <OpenSSH public key>' lines; the console runs only with it",
+    )
+    serve.add_argument("--log-level", default="INFO", help="JSON log lines on stderr at this level")
     admin = commands.add_parser("admin", help="backoffice administration of a running switch")
     admin.add_argument("--data-dir", type=Path, default=Path("var"), help="where admin.token is")
     admin.add_argument("--target", default="127.0.0.1:50051")
@@ -42,20 +50,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(options: argparse.Namespace) -> int:
+    from ops.logs import configure_logging
     from switch.server import SwitchServer
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(options.log_level.upper())
     settings = from_environment(Settings(data_dir=options.data_dir, database_url=options.database_url))
-    if options.grpc_port is not None:
-        settings = settings.with_overrides(grpc_port=options.grpc_port)
+    overrides = {
+        "grpc_port": options.grpc_port,
+        "metrics_port": options.metrics_port,
+        "console_port": options.console_port,
+        "console_authorized_keys": options.console_authorized_keys,
+    }
+    settings = settings.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
     if options.no_demo:
         settings = settings.with_overrides(demo_data=False)
-    server = SwitchServer(settings)
-    server.start()
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
+    server = SwitchServer(settings)
+    server.start()
     print(f"txswitch listening for terminals and backoffice on grpc://{server.address}", flush=True)
+    print(f"metrics: {server.ops.metrics_url or 'off'}", flush=True)
+    console = server.ops.console_address
+    print(
+        f"ops console: {console + ' (your key from the authorized keys file)' if console else 'off'}",
+        flush=True,
+    )
     print(f"data in {settings.data_dir.resolve()} (database {settings.effective_database_url})", flush=True)
     demo_cards = settings.data_dir / "demo_cards.json"
     if demo_cards.exists():
@@ -63,6 +83,7 @@ def _serve(options: argparse.Namespace) -> int:
     stopping.wait()
     print("txswitch draining: finishing in-flight requests and flushing commits", flush=True)
     server.stop()
+    print("txswitch stopped", flush=True)
     return 0
 
 

@@ -11,7 +11,7 @@ import pykka
 from sqlalchemy import Engine
 
 from actors.card_actor import CardActor, CardPinServices, CardServices
-from actors.journal_writer import BatchObserver, JournalWriter
+from actors.journal_writer import BatchObserver, FailureObserver, JournalWriter
 from actors.messages import (
     CloseDay,
     Deactivate,
@@ -55,7 +55,12 @@ class CardTransfer:
 
 class SwitchCore:
     def __init__(
-        self, settings: Settings, engine: Engine, card_hash_key: bytes, on_batch: BatchObserver | None = None
+        self,
+        settings: Settings,
+        engine: Engine,
+        card_hash_key: bytes,
+        on_batch: BatchObserver | None = None,
+        on_commit_failure: FailureObserver | None = None,
     ) -> None:
         self.settings = settings
         self.store = Store(engine)
@@ -68,6 +73,7 @@ class SwitchCore:
             queue_writes_max=settings.journal_queue_writes_max,
             linger_ms=settings.journal_linger_ms,
             on_batch=on_batch,
+            on_failure=on_commit_failure,
         )
         master_key = MasterKey.from_hex(settings.master_key_hex or secrets.token_hex(32))
         self.security = SecurityModule(master_key)

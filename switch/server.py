@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from concurrent import futures
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ops.metrics import SwitchMetrics
+from ops.service import SwitchOperations
 from protocols.backoffice_service import BackofficeService
 from protocols.terminal_service import RequestObserver, TerminalService
 from protocols.wire import backoffice_pb2, terminal_pb2, terminal_pb2_grpc
@@ -53,7 +56,18 @@ class SwitchServer:
             self.settings = settings
         self.engine = make_engine(settings.effective_database_url)
         create_schema(self.engine)
-        self.core = SwitchCore(settings, self.engine, bytes.fromhex(key_hex))
+        self.metrics = SwitchMetrics()
+        self.core = SwitchCore(
+            settings,
+            self.engine,
+            bytes.fromhex(key_hex),
+            on_batch=self.metrics.observe_commit,
+            on_commit_failure=self.metrics.commit_failed,
+        )
+        self.draining = threading.Event()
+        self.ops = SwitchOperations(
+            settings, self.core, self.metrics, draining=self.draining, drain=self.drain
+        )
         self._observe = observe
         self._server: grpc.Server | None = None
         self.health = health.HealthServicer()
@@ -66,6 +80,7 @@ class SwitchServer:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.settings.grpc_workers, thread_name_prefix="grpc"),
             maximum_concurrent_rpcs=self.settings.grpc_concurrent_rpcs_max,
+            interceptors=self.ops.interceptors(),
         )
         terminal_pb2_grpc.add_TerminalServicer_to_server(TerminalService(self.core, self._observe), server)
         bo_grpc.add_BackofficeServicer_to_server(BackofficeService(self.core, self.admin_token), server)
@@ -81,17 +96,32 @@ class SwitchServer:
         self._server = server
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        acquiring = getattr(self, "acquiring", None)  # set when acquirer links are configured
+        gateway_config = getattr(getattr(acquiring, "config", None), "gateway", None)
+        self.ops.start(
+            gateway=getattr(acquiring, "gateway", None),
+            acquirer_endpoints=getattr(gateway_config, "acquirers", ()),
+        )
+
+    def drain(self) -> None:
+        """Health NOT_SERVING and new terminal requests refused (UNAVAILABLE); in-flight ones finish."""
+        self.draining.set()
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     @property
     def address(self) -> str:
         return f"{self.settings.grpc_host}:{self.grpc_port}"
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Stop accepting, finish in-flight requests, flush commits, then stop the actors."""
+        """Drain, stop accepting, finish in-flight requests, flush commits, then stop the actors."""
+        self.drain()
         self.health.enter_graceful_shutdown()
         if self._server is not None:
             self._server.stop(grace_s).wait(grace_s + 1)
+        self.ops.stop_console()
         self.core.stop()
+        self.ops.stop()
         self.engine.dispose()
 
     def wait(self) -> None:

@@ -1,0 +1,98 @@
+"""Feeds SwitchMetrics from the running switch at scrape time: actors, journal, PINs, acquirer links."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pykka
+
+from actors.acquirer_gateway import AcquirerGateway
+from actors.acquirer_types import LinkState
+from actors.registry import ActorRegistry
+from ops.metrics import ActorKindStats, RuntimeSnapshot, SwitchMetrics
+from switch.core import SwitchCore
+
+LINK_STATE_LABELS = {
+    LinkState.disconnected: "down",
+    LinkState.connecting: "connecting",
+    LinkState.signing_on: "connecting",
+    LinkState.signed_on: "signed_on",
+}
+
+
+def _mailbox_depth(ref: pykka.ActorRef[Any]) -> int:
+    size = getattr(ref.actor_inbox, "qsize", None)
+    return int(size()) if size is not None else 0
+
+
+def actor_kind_stats(registry: ActorRegistry[Any]) -> ActorKindStats:
+    depths = [_mailbox_depth(ref) for ref in registry.live_refs()]
+    return ActorKindStats(registry.kind, len(depths), sum(depths), max(depths, default=0))
+
+
+def runtime_snapshot(core: SwitchCore) -> RuntimeSnapshot:
+    """Live actors by kind (the journal writer counts as one, its queue as its mailbox)."""
+    terminals = actor_kind_stats(core.terminal_actors)
+    journal_depth = core.writer.statistics().queue_depth
+    return RuntimeSnapshot(
+        actors=(
+            terminals,
+            actor_kind_stats(core.card_actors),
+            ActorKindStats("journal", 1, journal_depth, journal_depth),
+        ),
+        terminals_online=terminals.live,
+    )
+
+
+class _Deltas:
+    """Turns cumulative totals read from snapshots into counter increments."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def step(self, name: str, total: int) -> int:
+        previous = self._seen.get(name, 0)
+        self._seen[name] = total
+        return max(0, total - previous)
+
+
+class CoreFeed:
+    """Card actors started/passivated and employee PIN lockouts, read from the core's counters."""
+
+    def __init__(self, core: SwitchCore, metrics: SwitchMetrics) -> None:
+        self._core = core
+        self._metrics = metrics
+        self._deltas = _Deltas()
+
+    def __call__(self) -> None:
+        stats = self._core.card_actors.statistics()
+        metrics, deltas = self._metrics, self._deltas
+        metrics.card_actor_started(deltas.step("started", stats.started))
+        metrics.card_actor_passivated(deltas.step("passivated", stats.passivated))
+        metrics.pin_lockout("employee", deltas.step("lockouts", self._core.employee_pins.lockouts))
+
+
+class AcquirerFeed:
+    """Link state, timeouts and store-and-forward depth per acquirer, from the gateway's snapshot."""
+
+    def __init__(self, gateway: AcquirerGateway, metrics: SwitchMetrics) -> None:
+        self._gateway = gateway
+        self._metrics = metrics
+        self._deltas = _Deltas()
+
+    def __call__(self) -> None:
+        stats = self._gateway.statistics()
+        pending = Counter(entry.acquirer for entry in self._gateway.saf_pending())
+        for link in stats.links:
+            self._metrics.set_acquirer_link_state(link.name, LINK_STATE_LABELS[link.state])
+            self._metrics.acquirer_timeout(link.name, self._deltas.step(link.name, link.timeouts))
+            self._metrics.set_store_and_forward_depth(link.name, pending.get(link.name, 0))
+
+
+def wire_metrics(metrics: SwitchMetrics, core: SwitchCore, gateway: AcquirerGateway | None) -> None:
+    """Everything the switch reports at scrape time; the hot path pays nothing for these."""
+    metrics.set_runtime_source(lambda: runtime_snapshot(core))
+    metrics.add_refresh(CoreFeed(core, metrics))
+    if gateway is not None:
+        metrics.add_refresh(AcquirerFeed(gateway, metrics))

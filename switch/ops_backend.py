@@ -1,0 +1,339 @@
+"""SwitchOpsBackend: the ops console's view of the running switch (cards, terminals, acquirers, drain)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from importlib import metadata
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import NoResultFound
+
+from actors.acquirer_gateway import AcquirerGateway, GatewayNotRunningError
+from actors.acquirer_types import AcquirerEndpoint, LinkState
+from ops.console_backend import (
+    AcquirerInfo,
+    ActionResult,
+    CardInfo,
+    DayCloseReport,
+    DayCloseTotal,
+    StoreAndForwardEntry,
+    SwitchStatus,
+    TerminalInfo,
+)
+from switch.admin import AdminError
+from switch.core import SwitchCore
+from switch.domain.card_rules import CardState
+from switch.domain.cards import CardStatus
+from switch.domain.money import CURRENCY_EXPONENTS, CURRENCY_NUMERIC
+from switch.domain.response_codes import ResponseCode
+from switch.store import repository
+from switch.store.saf import SafEntry
+from switch.store.schema import merchants, terminals, transactions
+
+NO_ACQUIRERS = "no acquirer links configured"
+CURRENCY_BY_NUMERIC = {numeric: alpha for alpha, numeric in CURRENCY_NUMERIC.items()}
+CARD_NUMBER_SEPARATORS = " -"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("txswitch")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _exponent(currency: str) -> int:
+    return CURRENCY_EXPONENTS.get(currency, 2)
+
+
+class SwitchOpsBackend:
+    """Implements ops.console_backend.OpsBackend over SwitchCore; every change goes through the
+    same actors as terminal and backoffice traffic, so a console action never races a card."""
+
+    def __init__(
+        self,
+        core: SwitchCore,
+        *,
+        drain: Callable[[], None],
+        draining: Callable[[], bool],
+        requests_in_flight: Callable[[], int] = lambda: 0,
+        gateway: AcquirerGateway | None = None,
+        acquirer_endpoints: Sequence[AcquirerEndpoint] = (),
+    ) -> None:
+        self._core = core
+        self._drain = drain
+        self._draining = draining
+        self._requests_in_flight = requests_in_flight
+        self._gateway = gateway
+        self._endpoints = {endpoint.name: endpoint for endpoint in acquirer_endpoints}
+        self._started_s = time.monotonic()
+        self._version = _version()
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> SwitchStatus:
+        core = self._core
+        with core.store.engine.connect() as conn:
+            active = conn.execute(
+                select(func.count()).select_from(terminals).where(terminals.c.active.is_(True))
+            ).scalar_one()
+        links_up = links_total = saf_pending = 0
+        if self._gateway is not None:
+            stats = self._gateway.statistics()
+            links_total = len(stats.links)
+            links_up = sum(link.state is LinkState.signed_on for link in stats.links)
+            saf_pending = stats.saf_depth
+        return SwitchStatus(
+            version=self._version,
+            uptime_s=int(time.monotonic() - self._started_s),
+            draining=self._draining(),
+            terminals_active=int(active),
+            terminals_online=core.terminal_actors.statistics().live,
+            card_actors_live=core.card_actors.statistics().live,
+            requests_in_flight=self._requests_in_flight(),
+            acquirer_links_up=links_up,
+            acquirer_links_total=links_total,
+            store_and_forward_pending=saf_pending,
+        )
+
+    # -- terminals ------------------------------------------------------------------------------
+
+    def list_terminals(self) -> Sequence[TerminalInfo]:
+        return [self._terminal_info(info) for info in self._core.admin.list_terminals()]
+
+    def find_terminal(self, terminal_id: str) -> TerminalInfo | None:
+        info = self._core.store.terminal(terminal_id)
+        return None if info is None else self._terminal_info(info)
+
+    def _terminal_info(self, info: repository.TerminalInfo) -> TerminalInfo:
+        with self._core.store.engine.connect() as conn:
+            merchant = conn.execute(
+                select(merchants.c.name).where(merchants.c.merchant_id == info.merchant_id)
+            ).scalar()
+            last_seen = conn.execute(
+                select(func.max(transactions.c.created_at)).where(transactions.c.source == info.terminal_id)
+            ).scalar()
+        closes = self._core.store.day_closes(info.terminal_id)
+        return TerminalInfo(
+            terminal_id=info.terminal_id,
+            merchant=merchant or info.merchant_id,
+            location=info.location_name,
+            device_name=info.device_name,
+            active=info.active,
+            online=info.active and self._core.terminal_actors.is_live(info.terminal_id),
+            activated_at=info.activated_at,
+            last_seen_at=_aware(last_seen),
+            day_close_sequence=max((close.sequence_number for close in closes), default=0),
+        )
+
+    def deactivate_terminal(self, terminal_id: str, actor: str) -> ActionResult:
+        info = self._core.store.terminal(terminal_id)
+        if info is None:
+            return ActionResult(False, f"no terminal {terminal_id}")
+        if not info.active:
+            return ActionResult(False, f"terminal {terminal_id} is already deactivated")
+        self._core.deactivate_terminal(terminal_id)
+        return ActionResult(True, f"terminal {terminal_id} deactivated; its credential no longer works")
+
+    def day_close_reports(self, terminal_id: str) -> Sequence[DayCloseReport] | None:
+        store = self._core.store
+        info = store.terminal(terminal_id)
+        if info is None:
+            return None
+        reports = [
+            DayCloseReport(
+                terminal_id,
+                close.sequence_number,
+                close.opened_at,
+                close.closed_at,
+                [_total(total) for total in close.totals],
+            )
+            for close in store.day_closes(terminal_id)
+        ]
+        open_totals = store.period_totals(terminal_id, info.period_number)
+        open_sequence = max((report.sequence for report in reports), default=0) + 1
+        reports.append(
+            DayCloseReport(
+                terminal_id, open_sequence, info.period_opened_at, None, [_total(t) for t in open_totals]
+            )
+        )
+        return reports
+
+    # -- cards --------------------------------------------------------------------------------
+
+    def _card_id(self, card_ref: str) -> str | None:
+        """A card number (digits, maybe grouped) or the switch's card id."""
+        digits = "".join(ch for ch in card_ref if ch not in CARD_NUMBER_SEPARATORS)
+        if digits.isdigit():
+            return self._core.cards.card_id(digits)
+        try:
+            self._core.store.card_state(card_ref)
+        except NoResultFound:
+            return None
+        return card_ref
+
+    def find_card(self, card_ref: str) -> CardInfo | None:
+        card_id = self._card_id(card_ref)
+        if card_id is None:
+            return None
+        return _card_info(self._core.balance(card_id))
+
+    def block_card(self, card_ref: str, actor: str) -> ActionResult:
+        card_id = self._card_id(card_ref)
+        if card_id is None:
+            return ActionResult(False, "no such card")
+        state = self._core.set_card_status(card_id, CardStatus.blocked, "blocked from the ops console", actor)
+        return ActionResult(True, f"card {state.card_id} ({state.masked}) {state.status.value}")
+
+    def unblock_card(self, card_ref: str, actor: str) -> ActionResult:
+        card_id = self._card_id(card_ref)
+        if card_id is None:
+            return ActionResult(False, "no such card")
+        if self._core.store.card_replaced_by(card_id):
+            return ActionResult(False, "a replaced card stays blocked")
+        state = self._core.set_card_status(
+            card_id, CardStatus.active, "unblocked from the ops console", actor
+        )
+        return ActionResult(True, f"card {state.card_id} ({state.masked}) {state.status.value}")
+
+    def replace_card(self, lost_card_ref: str, new_card_ref: str, actor: str) -> ActionResult:
+        lost_id, new_id = self._card_id(lost_card_ref), self._card_id(new_card_ref)
+        if lost_id is None:
+            return ActionResult(False, "no such card (lost)")
+        if new_id is None:
+            return ActionResult(False, "no such card (new)")
+        try:
+            transfer = self._core.replace_card(lost_id, new_id, f"ops-{uuid.uuid4().hex}", actor)
+        except AdminError as error:
+            return ActionResult(False, str(error))
+        moved = _money_text(transfer.moved_minor, transfer.lost.currency)
+        return ActionResult(
+            True,
+            f"moved {moved} from {transfer.lost.card_id} ({transfer.lost.masked}) to "
+            f"{transfer.replacement.card_id} ({transfer.replacement.masked}); the lost card is "
+            f"{transfer.lost.status.value}",
+        )
+
+    # -- acquirers and store-and-forward -------------------------------------------------------
+
+    def list_acquirers(self) -> Sequence[AcquirerInfo] | None:
+        if self._gateway is None:
+            return None
+        stats = self._gateway.statistics()
+        pending = Counter(entry.acquirer for entry in self._gateway.saf_pending())
+        infos = []
+        for link in stats.links:
+            endpoint = self._endpoints.get(link.name)
+            infos.append(
+                AcquirerInfo(
+                    name=link.name,
+                    state=link.state.value,
+                    host=endpoint.host if endpoint is not None else "-",
+                    port=endpoint.port if endpoint is not None else 0,
+                    requests_in_flight=link.in_flight,
+                    last_echo_at=None,
+                    store_and_forward_pending=pending.get(link.name, 0),
+                )
+            )
+        return infos
+
+    def _network(
+        self, name: str, send: Callable[[AcquirerGateway, str], ResponseCode], what: str
+    ) -> ActionResult:
+        gateway = self._gateway
+        if gateway is None:
+            return ActionResult(False, NO_ACQUIRERS)
+        if name not in {link.name for link in gateway.statistics().links}:
+            return ActionResult(False, f"no acquirer {name}")
+        try:
+            code = send(gateway, name)
+        except GatewayNotRunningError as error:
+            return ActionResult(False, str(error))
+        answer = f"{what} to {name}: {code.iso_code} {code.message}"
+        return ActionResult(code is ResponseCode.approved, answer)
+
+    def acquirer_sign_on(self, name: str, actor: str) -> ActionResult:
+        return self._network(name, AcquirerGateway.sign_on, "sign-on")
+
+    def acquirer_echo(self, name: str, actor: str) -> ActionResult:
+        return self._network(name, AcquirerGateway.echo, "echo")
+
+    def store_and_forward_entries(self) -> Sequence[StoreAndForwardEntry] | None:
+        if self._gateway is None:
+            return None
+        return [_saf_entry(entry) for entry in self._gateway.saf_pending()]
+
+    def store_and_forward_retry(self, actor: str) -> ActionResult:
+        if self._gateway is None:
+            return ActionResult(False, NO_ACQUIRERS)
+        before = len(self._gateway.saf_pending())
+        acknowledged = self._gateway.retry_saf()
+        left = len(self._gateway.saf_pending())
+        return ActionResult(
+            True, f"{before} advices retransmitted, {acknowledged} acknowledged, {left} pending"
+        )
+
+    # -- drain --------------------------------------------------------------------------------
+
+    def drain(self, actor: str) -> ActionResult:
+        if self._draining():
+            return ActionResult(True, "already draining")
+        self._drain()
+        return ActionResult(
+            True,
+            "draining: health is NOT_SERVING, new terminal requests get UNAVAILABLE, "
+            "in-flight requests finish; stop the process with SIGTERM when status shows 0 in flight",
+        )
+
+
+def _total(total: repository.TypeTotal) -> DayCloseTotal:
+    name = total.transaction_type
+    if total.payment_method != "stored_value":
+        name = f"{name} ({total.payment_method})"
+    return DayCloseTotal(name, total.count, total.total_minor, total.currency, _exponent(total.currency))
+
+
+def _card_info(state: CardState) -> CardInfo:
+    return CardInfo(
+        card_ref=state.card_id,
+        masked_number=state.masked,
+        programme=f"{state.programme.name} ({state.programme.kind.value})",
+        status=state.status.value,
+        expiry=state.expiry,
+        balance_minor=state.balance_minor,
+        currency=state.currency,
+        currency_exponent=_exponent(state.currency),
+        pin_blocked=False,  # stored-value cards carry no cardholder PIN
+    )
+
+
+def _money_text(amount_minor: int, currency: str) -> str:
+    exponent = _exponent(currency)
+    units, minor = divmod(amount_minor, 10**exponent)
+    return f"{units}.{minor:0{exponent}d} {currency}" if exponent else f"{units} {currency}"
+
+
+def _saf_entry(entry: SafEntry) -> StoreAndForwardEntry:
+    currency = CURRENCY_BY_NUMERIC.get(entry.currency_numeric, entry.currency_numeric)
+    return StoreAndForwardEntry(
+        entry_id=str(entry.saf_id),
+        acquirer=entry.acquirer,
+        mti="0421" if entry.is_repeat else "0420",
+        stan=entry.reversal_stan,
+        amount_minor=entry.amount_minor,
+        currency=currency,
+        currency_exponent=_exponent(currency),
+        attempts=entry.attempts,
+        created_at=entry.created_at,
+        last_attempt_at=entry.last_attempt_at,
+    )

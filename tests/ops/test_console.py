@@ -1,0 +1,304 @@
+"""The SSH ops console of a real switch, through a real asyncssh client: each command, roles, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from collections.abc import Sequence
+
+import asyncssh
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ops.console_auth import AuthorizedKeys
+from ops.console_commands import Outcome
+from protocols.wire import terminal_pb2 as pb
+from switch.domain.cards import CardStatus, mask
+from tests.integration.harness import new_txn
+from tests.ops.conftest import CLIENT_TIMEOUT_S, ConsoleWorld, ExecResult, exec_commands
+
+
+def audit_lines(console: ConsoleWorld) -> list[dict[str, object]]:
+    return [json.loads(line) for line in console.audit_path.read_text().splitlines()]
+
+
+def card_id_of(console: ConsoleWorld, number: str) -> str:
+    card_id = console.world.server.core.cards.card_id(number)
+    assert card_id is not None
+    return card_id
+
+
+def assert_ok(result: ExecResult, *expected: str) -> None:
+    assert result.exit_status == 0, result
+    for text in expected:
+        assert text in result.stdout, (text, result.stdout)
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_viewer_reads_status_terminals_cards_and_day_closes(console_world: ConsoleWorld) -> None:
+    world = console_world.world
+    terminal = world.terminals[0]
+    number = world.issue(2_500)
+    assert terminal.redeem(number, 700).response_code == "00"
+    close = terminal.stub.DayClose(
+        pb.DayCloseRequest(close_id=new_txn()), metadata=terminal.metadata, timeout=20
+    )
+    assert close.sequence_number == 1
+    assert terminal.redeem(number, 300).response_code == "00"  # in the open period
+    tid = terminal.terminal_id
+    card_id = card_id_of(console_world, number)
+
+    status, listing, show, card, card_by_id, closes, helped = console_world.run(
+        console_world.keys.viewer,
+        "status",
+        "terminals list",
+        f"terminals show {tid}",
+        f"cards show {number}",
+        f"cards show {card_id}",
+        f"day-close list {tid}",
+        "help",
+    )
+
+    assert_ok(status, "state               serving", "terminals active    1", "acquirer links up   0/0")
+    assert_ok(listing, tid, "Shop", "A77-0", "active")
+    assert_ok(show, f"terminal      {tid}", "day closes    1", "last seen at")
+    assert_ok(card, mask(number), card_id, "15.00 EUR", "active", "Gift (gift)")
+    assert_ok(card_by_id, mask(number), "15.00 EUR")
+    assert_ok(closes, "#1", "closed", "redemption  1      7.00 EUR", "#2", "open (X report)", "3.00 EUR")
+    assert_ok(helped, "terminals deactivate ID", "(operator only)")
+    assert all(number not in result.stdout for result in (card, card_by_id))
+
+
+def test_operator_blocks_unblocks_and_replaces_cards_in_the_switch(console_world: ConsoleWorld) -> None:
+    world = console_world.world
+    terminal = world.terminals[0]
+    lost, replacement = world.issue(4_000), world.issue(500)
+    store = world.server.core.store
+    lost_id, new_id = card_id_of(console_world, lost), card_id_of(console_world, replacement)
+
+    (blocked,) = console_world.run(console_world.keys.operator, f"cards block {lost}")
+    assert_ok(blocked, f"card {lost_id}", "blocked")
+    assert store.card_state(lost_id).status is CardStatus.blocked
+    assert terminal.redeem(lost, 100).response_code == "62"
+
+    (unblocked,) = console_world.run(console_world.keys.operator, f"cards unblock {lost_id}")
+    assert_ok(unblocked, "active")
+    assert terminal.redeem(lost, 100).response_code == "00"
+
+    replaced, unblock_lost = console_world.run(
+        console_world.keys.operator, f"cards replace {lost} {replacement}", f"cards unblock {lost}"
+    )
+    assert_ok(replaced, "moved 39.00 EUR", mask(lost), mask(replacement), "lost")
+    assert store.card_state(lost_id).balance_minor == 0
+    assert store.card_state(lost_id).status is CardStatus.lost
+    assert store.card_state(new_id).balance_minor == 500 + 3_900
+    assert unblock_lost.exit_status == Outcome.failed.value
+    assert "a replaced card stays blocked" in unblock_lost.stderr
+    assert world.ledger().balance_mismatches == 0
+
+
+def test_operator_deactivates_a_terminal(console_world: ConsoleWorld) -> None:
+    terminal = console_world.world.terminals[0]
+    tid = terminal.terminal_id
+    done, shown, again = console_world.run(
+        console_world.keys.operator,
+        f"terminals deactivate {tid}",
+        f"terminals show {tid}",
+        f"terminals deactivate {tid}",
+    )
+    assert_ok(done, f"terminal {tid} deactivated")
+    assert_ok(shown, "deactivated", "online        no")
+    assert again.exit_status == Outcome.failed.value
+    assert "already deactivated" in again.stderr
+    with pytest.raises(grpc.RpcError) as refused:
+        terminal.balance("6001010000000000")
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_acquirer_and_saf_commands_without_acquirer_links(console_world: ConsoleWorld) -> None:
+    viewed = console_world.run(console_world.keys.viewer, "acquirers status", "saf list")
+    for result in viewed:
+        assert_ok(result, "no acquirer links configured")
+    acted = console_world.run(
+        console_world.keys.operator, "acquirers sign-on acq-a", "acquirers echo acq-a", "saf retry"
+    )
+    for result in acted:
+        assert result.exit_status == Outcome.failed.value
+        assert "no acquirer links configured" in result.stderr
+
+
+def test_drain_stops_new_terminal_work_and_reports_not_serving(console_world: ConsoleWorld) -> None:
+    world = console_world.world
+    terminal = world.terminals[0]
+    number = world.issue(1_000)
+    drained, status = console_world.run(console_world.keys.operator, "drain", "status")
+    assert_ok(drained, "draining", "UNAVAILABLE")
+    assert_ok(status, "state               draining", "requests in flight  0")
+    health = health_pb2_grpc.HealthStub(world.channel)
+    answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    with pytest.raises(grpc.RpcError) as refused:
+        terminal.redeem(number, 100)
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "draining" in str(refused.value.details())
+    assert world.ledger().entries == 1  # only the issue load; the refused redemption moved nothing
+
+
+OPERATOR_ONLY = [
+    "terminals deactivate {tid}",
+    "cards block {card}",
+    "cards unblock {card}",
+    "cards replace {card} {other}",
+    "acquirers sign-on acq-a",
+    "acquirers echo acq-a",
+    "saf retry",
+    "drain",
+]
+
+
+def test_viewer_cannot_run_operator_commands(console_world: ConsoleWorld) -> None:
+    world = console_world.world
+    card, other = world.issue(1_000), world.issue(0)
+    tid = world.terminals[0].terminal_id
+    commands = [template.format(tid=tid, card=card, other=other) for template in OPERATOR_ONLY]
+    results = console_world.run(console_world.keys.viewer, *commands)
+    for command, result in zip(commands, results, strict=True):
+        assert result.exit_status == Outcome.refused.value, command
+        assert "permission denied" in result.stderr and "operator role" in result.stderr
+    core = world.server.core
+    assert core.store.card_state(card_id_of(console_world, card)).status is CardStatus.active
+    assert core.store.card_state(card_id_of(console_world, card)).balance_minor == 1_000
+    info = core.store.terminal(tid)
+    assert info is not None and info.active
+    assert not world.server.draining.is_set()
+    refused = [line for line in audit_lines(console_world) if line["outcome"] == "refused"]
+    assert [(line["who"], line["role"]) for line in refused] == [("victor@ops", "viewer")] * len(commands)
+
+
+# (bad command line, message expected on stderr, exit status)
+BAD_COMMANDS = [
+    ("frobnicate", "unknown command 'frobnicate'; type help", Outcome.usage),
+    ("cards", "cards: choose one of show, block, unblock, replace", Outcome.usage),
+    ("cards shred C-1", "cards: choose one of", Outcome.usage),
+    ("cards show", "usage: cards show REF", Outcome.usage),
+    ("cards replace C-1", "usage: cards replace LOST NEW", Outcome.usage),
+    ("status now please", "usage: status", Outcome.usage),
+    ("cards show 'C-1", "cannot parse the command", Outcome.usage),
+    ("cards replace C-1 C-1", "must differ", Outcome.usage),
+    ("terminals show T-9999", "no terminal T-9999", Outcome.failed),
+    ("terminals deactivate T-9999", "no terminal T-9999", Outcome.failed),
+    ("cards show card_404", "no such card", Outcome.failed),
+    ("cards show 6001019999999999", "no such card", Outcome.failed),
+    ("cards block card_404", "no such card", Outcome.failed),
+    ("day-close list T-9999", "no terminal T-9999", Outcome.failed),
+    ("x" * 2000, "longer than", Outcome.usage),
+]
+
+
+def test_bad_commands_get_a_clear_message(console_world: ConsoleWorld) -> None:
+    commands = [command for command, _, _ in BAD_COMMANDS]
+    results = console_world.run(console_world.keys.operator, *commands)
+    for (command, message, outcome), result in zip(BAD_COMMANDS, results, strict=True):
+        assert result.exit_status == outcome.value, (command[:30], result)
+        assert message in result.stderr, (command[:30], result.stderr)
+        assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_wrong_key_and_password_are_refused(console_world: ConsoleWorld) -> None:
+    with pytest.raises(asyncssh.PermissionDenied):
+        console_world.run(console_world.keys.stranger, "status")
+
+    async def password_login() -> None:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            console_world.port,
+            username="olga",
+            password="correct horse battery staple",
+            client_keys=None,
+            known_hosts=None,
+            agent_path=None,
+            preferred_auth="password,keyboard-interactive",
+        ):
+            pass
+
+    with pytest.raises(asyncssh.PermissionDenied):
+        asyncio.run(password_login())
+
+
+def test_audit_log_records_who_when_what_and_outcome(console_world: ConsoleWorld) -> None:
+    number = console_world.world.issue(100)
+    console_world.run(console_world.keys.operator, f"cards block {number}", "nonsense")
+    console_world.run(console_world.keys.viewer, "drain")
+    commands = [line for line in audit_lines(console_world) if line["command"] != "(login)"]
+    assert [(line["who"], line["outcome"], line["exit_status"]) for line in commands] == [
+        ("olga@ops", "ok", 0),
+        ("olga@ops", "usage", Outcome.usage.value),
+        ("victor@ops", "refused", Outcome.refused.value),
+    ]
+    first = commands[0]
+    assert first["role"] == "operator"
+    assert str(first["key_fingerprint"]).startswith("SHA256:")
+    assert str(first["remote"]).startswith("127.0.0.1:")
+    moment = datetime.datetime.fromisoformat(str(first["ts"]))
+    assert abs(datetime.datetime.now(datetime.UTC) - moment) < datetime.timedelta(minutes=5)
+    # The operator typed a full card number; the audit trail keeps no copy of it.
+    assert number not in console_world.audit_path.read_text()
+    assert first["command"] == "cards block [REDACTED-PAN]"
+
+
+async def _shell_session(port: int, key: asyncssh.SSHKey, lines: Sequence[str]) -> str:
+    async with asyncssh.connect(
+        "127.0.0.1", port, username="olga", client_keys=[key], known_hosts=None, agent_path=None
+    ) as connection:
+        process = await connection.create_process(term_type="xterm", term_size=(120, 40))
+        output = await _read_until(process, "> ")
+        for line in lines:
+            process.stdin.write(line + "\r")
+            output += await _read_until(process, "> " if line != "exit" else "bye")
+        process.stdin.write_eof()
+        await asyncio.wait_for(process.wait_closed(), CLIENT_TIMEOUT_S)
+    return output
+
+
+async def _read_until(process: asyncssh.SSHClientProcess[str], marker: str) -> str:
+    seen = ""
+    while not seen.rstrip().endswith(marker.rstrip()):
+        chunk = await asyncio.wait_for(process.stdout.read(4096), CLIENT_TIMEOUT_S)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+def test_interactive_shell(console_world: ConsoleWorld) -> None:
+    number = console_world.world.issue(1_250)
+    lines = ["status", f"cards show {number}", "bogus", "exit"]
+    output = asyncio.run(_shell_session(console_world.port, console_world.keys.operator, lines))
+    assert "you are olga@ops (operator)" in output
+    assert "txswitch operator> " in output
+    assert "terminals online" in output
+    assert mask(number) in output and "12.50 EUR" in output
+    assert "unknown command 'bogus'" in output
+    assert "bye" in output
+    assert {line["mode"] for line in audit_lines(console_world)} == {"shell"}
+
+
+def test_exec_commands_helper_reports_exit_status(console_world: ConsoleWorld) -> None:
+    # One connection, several sessions: the console keeps each command's own exit status.
+    results = asyncio.run(exec_commands(console_world.port, console_world.keys.viewer, ["help", "nope"]))
+    assert [result.exit_status for result in results] == [0, Outcome.usage.value]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("admin ssh-ed25519 AAAA", "line 1: role must be one of viewer, operator"),
+        ("operator ssh-ed25519 not-base64", "line 1: not an OpenSSH public key"),
+        ("operator", "line 1: not an OpenSSH public key"),
+    ],
+)
+def test_bad_authorized_key_lines_are_configuration_errors(line: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AuthorizedKeys.from_lines([line])
