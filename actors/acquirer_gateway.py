@@ -23,6 +23,7 @@ from actors.acquirer_types import (
     GatewayConfig,
     GatewayStatistics,
     LinkState,
+    OriginalAuthorization,
 )
 from protocols.iso8583 import (
     IsoMessage,
@@ -144,6 +145,12 @@ class AcquirerGateway:
         timeout = self._limits.response_timeout_ms_default if timeout_ms is None else timeout_ms
         assert timeout > 0, "timeout_ms must be positive"
         return self._call(lambda: self._authorize(request, timeout))
+
+    def reverse(self, original: OriginalAuthorization, reason: str) -> bool:
+        """Store a reversal advice of an answered authorisation (abort, terminal reversal) and send it
+        as 0420, then 0421 until acknowledged; True once it is stored (or was already)."""
+        assert original.acquirer in self._links, "reverse on a configured acquirer"
+        return self._call(lambda: self._reverse(original, reason))
 
     def sign_on(self, name: str) -> ResponseCode:
         return self._call(lambda: self._network(name, mti.NETWORK_SIGN_ON))
@@ -289,6 +296,23 @@ class AcquirerGateway:
         queued = await self._enqueue(reversal)
         code = ResponseCode.acquirer_timeout if queued else ResponseCode.system_error
         return AuthorizationResult(code, name, message["11"], message["7"], reversal_queued=queued)
+
+    async def _reverse(self, original: OriginalAuthorization, reason: str) -> bool:
+        reversal = NewReversal(
+            acquirer=original.acquirer,
+            terminal_id=original.terminal_id,
+            merchant_id=original.merchant_id,
+            transaction_id=original.transaction_id,
+            original_mti=original.mti,
+            original_stan=original.stan,
+            original_transmission=original.transmission_datetime,
+            reversal_stan=self._next_stan(),
+            processing_code=original.processing_code,
+            amount_minor=original.amount_minor,
+            currency_numeric=original.currency_numeric,
+            reason=reason,
+        )
+        return await self._enqueue(reversal)
 
     async def _enqueue(self, reversal: NewReversal) -> bool:
         """Store a reversal durably before the decline goes back; True when it is stored."""

@@ -75,6 +75,22 @@ class AuthorizationResult:
 
 
 @dataclass(frozen=True, slots=True)
+class OriginalAuthorization:
+    """An authorisation the acquirer answered, as much as reversing it needs (no card data)."""
+
+    acquirer: str
+    terminal_id: str  # field 41
+    merchant_id: str  # field 42
+    transaction_id: str
+    mti: str
+    stan: str
+    transmission_datetime: str  # field 7 of the original
+    processing_code: str
+    amount_minor: int
+    currency_numeric: str
+
+
+@dataclass(frozen=True, slots=True)
 class AcquirerEndpoint:
     name: str
     host: str

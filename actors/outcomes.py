@@ -39,6 +39,7 @@ def record_of(outcome: Outcome, source: str, fingerprint: str, **extra: object) 
         authorization_code=outcome.authorization_code,
         period_number=outcome.period_number,
         card_masked=outcome.card_masked,
+        payment_method=outcome.payment_method,
         **extra,  # type: ignore[arg-type]
     )
 
@@ -67,6 +68,7 @@ def outcome_of(record: TransactionRecord) -> Outcome:
         cardholder_part=money(record.cardholder_part_minor),
         funder_part=money(record.funder_part_minor),
         status=TransactionStatus(record.status),
+        payment_method=record.payment_method,
     )
 
 

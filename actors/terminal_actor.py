@@ -25,6 +25,7 @@ from actors.messages import (
     TerminalContext,
 )
 from actors.outcomes import TOMBSTONE_TYPE, answer_for_stored, outcome_of, record_of
+from actors.payments import PaymentMessage, PaymentProcessor, SubmitAbort, SubmitPayment
 from actors.registry import ActorRegistry
 from actors.reply import Reply
 from switch import credentials
@@ -41,11 +42,12 @@ from switch.domain.transactions import (
     Reversal,
     TerminalCommand,
     TransactionStatus,
+    TransactionType,
     declined,
     fingerprint,
 )
 from switch.store.journal import TransactionRecord, Write, WriteResult
-from switch.store.repository import DayCloseReport, Store, TerminalInfo
+from switch.store.repository import DayCloseReport, Store, StoredTransaction, TerminalInfo
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class TerminalServices:
     ask_timeout_s: float
     reply_timeout_s: float
     recent_transactions_max: int
+    payments: PaymentProcessor | None = None  # None: no acquirer configured
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,8 @@ class TerminalActor(pykka.ThreadingActor):
                 return self._close_day(message.close_id)
             case ReportX():
                 return self._x_report()
+            case SubmitPayment() | SubmitAbort():
+                return self._payment(message)
             case Deactivate():
                 self._info = None if self._info is None else _replace_active(self._info, False)
                 return None
@@ -190,10 +195,37 @@ class TerminalActor(pykka.ThreadingActor):
             or stored.record.transaction_type == TOMBSTONE_TYPE
         ):
             return self._persist_decline(command, digest, ResponseCode.original_not_found)
+        if stored.record.transaction_type == TransactionType.payment.value:
+            return self._reverse_payment(command, digest, stored)
         assert stored.record.card_id is not None
         message = AdjustOriginal(command, self.context, digest)
         reply: Reply = self._services.cards.ask(stored.record.card_id, message, self._services.ask_timeout_s)
         return reply
+
+    # Bank-card payments: the logic is in actors/payments.py; this actor only serialises them.
+
+    def _payment(self, message: PaymentMessage) -> Outcome:
+        payments = self._services.payments
+        transaction_id = message.command.transaction_id
+        if payments is None:
+            return _refusal_of(
+                _payment_refusal(transaction_id), ResponseCode.issuer_unavailable, "no acquirer"
+            )
+        if not self.info.active:
+            return _refusal_of(
+                _payment_refusal(transaction_id), ResponseCode.invalid_transaction, "terminal is deactivated"
+            )
+        if isinstance(message, SubmitPayment):
+            return payments.pay(message.command, self.info)
+        return payments.abort(message.command, self.info)
+
+    def _reverse_payment(
+        self, command: Refund | Cancel | Reversal, digest: str, stored: StoredTransaction
+    ) -> Reply:
+        payments = self._services.payments
+        if payments is None or not isinstance(command, Reversal):
+            return Reply.of(_refusal(command, ResponseCode.issuer_unavailable, "no acquirer"))
+        return Reply.of(payments.reverse_payment(command, digest, self.info, stored))
 
     def _reverse_unseen(self, command: Reversal, digest: str) -> Reply:
         """Approve the reversal and keep the id, so the original is refused if it arrives late."""
@@ -328,6 +360,10 @@ def _with_status(outcome: Outcome, status: TransactionStatus) -> Outcome:
 
 def _refusal(command: TerminalCommand, code: ResponseCode, detail: str) -> Outcome:
     return declined(command.transaction_id, COMMAND_TYPES[type(command)], code, detail, persisted=False)
+
+
+def _payment_refusal(transaction_id: str) -> Outcome:
+    return declined(transaction_id, TransactionType.payment, ResponseCode.system_error, persisted=False)
 
 
 def _refusal_of(outcome: Outcome, code: ResponseCode, detail: str) -> Outcome:

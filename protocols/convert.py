@@ -5,7 +5,18 @@ from __future__ import annotations
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import card_number_from_qr, card_number_problem
 from switch.domain.employees import pin_problem
-from switch.domain.money import Money
+from switch.domain.money import AMOUNT_MINOR_MAX, Money, is_known_currency
+from switch.domain.payments import (
+    BankCard,
+    EmvData,
+    EntryMode,
+    Pay,
+    emv_problem,
+    expiry_problem,
+    pan_problem,
+    sequence_number_problem,
+    track2_problem,
+)
 from switch.domain.transactions import TRANSACTION_ID_LENGTH_MAX, EmployeeAuth, Outcome
 from switch.store.repository import DayCloseReport
 
@@ -76,7 +87,7 @@ def transaction_response(outcome: Outcome) -> pb.TransactionResponse:
         card_masked=outcome.card_masked,
         authorization_code=outcome.authorization_code,
         period_number=outcome.period_number,
-        payment_method="stored_value",
+        payment_method=outcome.payment_method,
         status=outcome.status.value,
     )
     for name in ("requested", "approved", "balance", "cardholder_part", "funder_part"):
@@ -103,4 +114,74 @@ def day_close_report(report: DayCloseReport) -> pb.DayCloseReport:
             )
             for t in report.totals
         ],
+    )
+
+
+# Bank-card payments
+
+
+ENTRY_MODES_PB = {
+    pb.ENTRY_MODE_CONTACTLESS: EntryMode.contactless,
+    pb.ENTRY_MODE_CHIP: EntryMode.chip,
+    pb.ENTRY_MODE_MAGSTRIPE: EntryMode.magstripe,
+}
+PIN_BLOCK_BYTES_BY_FORMAT = {0: 8, 4: 16}
+
+
+def pay(request: pb.PayRequest) -> Pay:
+    """A payment request, checked field by field; errors name the field and never quote card data."""
+    transaction = transaction_id(request.transaction_id)
+    problem = sequence_number_problem(request.sequence_number)
+    if problem is not None:
+        raise BadRequestError(problem)
+    money = payment_amount(request.amount, request.HasField("amount"))
+    card = bank_card(request.card, request.HasField("card"))
+    if request.pin_block:
+        expected_bytes = PIN_BLOCK_BYTES_BY_FORMAT.get(request.pin_block_format)
+        if expected_bytes is None:
+            raise BadRequestError("pin_block_format must be 0 (TDES) or 4 (AES)")
+        if len(request.pin_block) != expected_bytes:
+            raise BadRequestError(
+                f"pin_block must be {expected_bytes} bytes for format {request.pin_block_format}"
+            )
+    return Pay(transaction, request.sequence_number, money, card, request.pin_block, request.pin_block_format)
+
+
+def payment_amount(message: pb.Amount, present: bool) -> Money:
+    money = amount(message, present)
+    if not is_known_currency(money.currency):
+        raise BadRequestError("amount.currency is not accepted by this switch")
+    if not 0 < money.amount_minor <= AMOUNT_MINOR_MAX:
+        raise BadRequestError(f"amount.amount_minor must be 1-{AMOUNT_MINOR_MAX}")
+    return money
+
+
+def bank_card(message: pb.BankCard, present: bool) -> BankCard:
+    if not present:
+        raise BadRequestError("card is missing")
+    for problem in (pan_problem(message.pan), expiry_problem(message.expiry_yymm)):
+        if problem is not None:
+            raise BadRequestError(f"card.{problem}")
+    mode = ENTRY_MODES_PB.get(message.entry_mode)
+    if mode is None:
+        raise BadRequestError("card.entry_mode must be contactless, chip or magstripe")
+    emv = emv_data(message.emv) if message.HasField("emv") else None
+    problem = emv_problem(emv, required=mode is EntryMode.chip)
+    if problem is None and mode is EntryMode.magstripe:
+        problem = track2_problem(message.track2, message.pan)
+    elif problem is None and message.track2:
+        problem = "track2 is for magstripe only"
+    if problem is not None:
+        raise BadRequestError(f"card.{problem}")
+    return BankCard(message.pan, message.expiry_yymm, mode, emv, message.track2)
+
+
+def emv_data(message: pb.EmvData) -> EmvData:
+    return EmvData(
+        application_cryptogram=message.application_cryptogram,
+        cryptogram_information=message.cryptogram_information,
+        atc=message.atc,
+        unpredictable_number=message.unpredictable_number,
+        tvr=message.tvr,
+        aid=message.aid,
     )

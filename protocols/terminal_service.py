@@ -8,16 +8,20 @@ from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
 import grpc
+import pykka
 
+from actors.payments import SubmitAbort, SubmitPayment
 from actors.reply import ReplyTimeoutError
 from protocols import convert
 from protocols.convert import BadRequestError
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
+from switch.acquiring import Acquiring
 from switch.admin import AdminError
 from switch.core import SwitchCore
 from switch.domain.card_pins import PinProof
 from switch.domain.cards import mask
+from switch.domain.payments import AbortPayment
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import Cancel, Load, Outcome, Redeem, Refund, Reversal, TerminalCommand
 from switch.security import PinBlockFormat, pin_block_format
@@ -37,9 +41,12 @@ def bearer(context: grpc.ServicerContext) -> str:
 
 
 class TerminalService(pb_grpc.TerminalServicer):
-    def __init__(self, core: SwitchCore, observe: RequestObserver | None = None) -> None:
+    def __init__(
+        self, core: SwitchCore, observe: RequestObserver | None = None, acquiring: Acquiring | None = None
+    ) -> None:
         self._core = core
         self._observe = observe
+        self._acquiring = acquiring
 
     # Helpers
 
@@ -116,13 +123,22 @@ class TerminalService(pb_grpc.TerminalServicer):
         except AdminError as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         self._core.terminals.forget(activation.terminal.terminal_id)
-        return pb.ActivateResponse(
+        response = pb.ActivateResponse(
             terminal_id=activation.terminal.terminal_id,
             credential=activation.credential,
             merchant_name=activation.merchant_name,
             location=activation.terminal.location_name,
             period_number=activation.terminal.period_number,
         )
+        if self._acquiring is not None:
+            # A fresh PIN key per activation, delivered under the terminal transport key.
+            issued = self._acquiring.issue_terminal_pin_key(
+                activation.terminal.terminal_id, request.legacy_pin_pad
+            )
+            response.pin_key_wrapped = issued.delivery
+            response.pin_block_format = int(pin_block_format(issued.stored))
+            response.pin_key_check_value = issued.check_value
+        return response
 
     def Balance(self, request: pb.BalanceRequest, context: grpc.ServicerContext) -> pb.BalanceResponse:
         self._terminal_id(context)
@@ -219,16 +235,69 @@ class TerminalService(pb_grpc.TerminalServicer):
         return convert.day_close_report(self._core.x_report(terminal_id))
 
     def Pay(self, request: pb.PayRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
-        self._terminal_id(context)
-        _abort(
-            context, grpc.StatusCode.UNIMPLEMENTED, "bank-card payments need an acquirer; none is configured"
-        )
+        started = time.perf_counter()
+        terminal_id = self._terminal_id(context)
+        acquiring = self._payments_acquiring(context)
+        command = _decoded(context, lambda: convert.pay(request))
+        if command.has_pin:
+            key_format = acquiring.terminal_pin_block_format(terminal_id)
+            if key_format is None:
+                self._record("Pay", "invalid_argument", started)
+                _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "pin_block given, but this terminal has no PIN key",
+                )
+            if key_format != command.pin_block_format:
+                self._record("Pay", "invalid_argument", started)
+                _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"pin_block_format is {command.pin_block_format}, "
+                    f"this terminal's PIN key is for format {key_format}",
+                )
+        return self._payment("Pay", terminal_id, SubmitPayment(command), context, started)
 
     def Abort(self, request: pb.AbortRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
-        self._terminal_id(context)
-        _abort(
-            context, grpc.StatusCode.UNIMPLEMENTED, "bank-card payments need an acquirer; none is configured"
+        started = time.perf_counter()
+        terminal_id = self._terminal_id(context)
+        self._payments_acquiring(context)
+        transaction_id = _decoded(context, lambda: convert.transaction_id(request.transaction_id))
+        return self._payment(
+            "Abort", terminal_id, SubmitAbort(AbortPayment(transaction_id)), context, started
         )
+
+    def _payments_acquiring(self, context: grpc.ServicerContext) -> Acquiring:
+        if self._acquiring is None:
+            _abort(
+                context,
+                grpc.StatusCode.UNIMPLEMENTED,
+                "bank-card payments need an acquirer; none is configured",
+            )
+        return self._acquiring
+
+    def _payment(
+        self,
+        rpc: str,
+        terminal_id: str,
+        message: SubmitPayment | SubmitAbort,
+        context: grpc.ServicerContext,
+        started: float,
+    ) -> pb.TransactionResponse:
+        """The terminal actor waits for the acquirer (one thing at a time per terminal), so wait as long."""
+        assert self._acquiring is not None
+        settings = self._core.settings
+        timeout_s = (
+            self._acquiring.response_timeout_ms / 1000 + settings.reply_timeout_s + settings.ask_timeout_s
+        )
+        try:
+            outcome: Outcome = self._core.terminal_actors.ask(terminal_id, message, timeout_s)
+        except pykka.Timeout:
+            self._record(rpc, "timeout", started)
+            _abort(context, grpc.StatusCode.UNAVAILABLE, "outcome not known yet; ask TransactionStatus")
+        self._record(rpc, outcome.code.iso_code, started)
+        _log_transaction(terminal_id, outcome, started)
+        return convert.transaction_response(outcome)
 
 
 def _decoded(context: grpc.ServicerContext, decode: Callable[[], T]) -> T:

@@ -23,6 +23,7 @@ from actors.messages import (
     Submit,
     TransferOut,
 )
+from actors.payments import PaymentProcessor
 from actors.registry import ActorRegistry
 from actors.reply import Reply
 from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
@@ -61,6 +62,7 @@ class SwitchCore:
         card_hash_key: bytes,
         on_batch: BatchObserver | None = None,
         on_commit_failure: FailureObserver | None = None,
+        payments: PaymentProcessor | None = None,
     ) -> None:
         self.settings = settings
         self.store = Store(engine)
@@ -100,6 +102,7 @@ class SwitchCore:
             settings.ask_timeout_s,
             settings.reply_timeout_s,
             settings.terminal_recent_transactions_max,
+            payments,
         )
         self.terminal_actors: ActorRegistry[str] = ActorRegistry(
             "terminal",

@@ -15,12 +15,15 @@ from grpc_reflection.v1alpha import reflection
 from ops.metrics import SwitchMetrics
 from ops.service import SwitchOperations
 from protocols.backoffice_service import BackofficeService
+from protocols.iso_inbound import IsoInboundListener, start_listener
 from protocols.terminal_service import RequestObserver, TerminalService
 from protocols.wire import backoffice_pb2, terminal_pb2, terminal_pb2_grpc
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
+from switch.acquiring import Acquiring
 from switch.config import Settings
 from switch.core import SwitchCore
 from switch.demo import ensure_demo_data
+from switch.security import MasterKey, SecurityModule
 from switch.store.engine import create_schema, make_engine
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,13 @@ class SwitchServer:
             self.settings = settings
         self.engine = make_engine(settings.effective_database_url)
         create_schema(self.engine)
+        # Bank-card payments; None when no acquirers file is configured.
+        self.acquiring: Acquiring | None = Acquiring.from_settings(
+            settings,
+            self.engine,
+            SecurityModule(MasterKey.from_hex(settings.master_key_hex)),
+            bytes.fromhex(key_hex),
+        )
         self.metrics = SwitchMetrics()
         self.core = SwitchCore(
             settings,
@@ -63,6 +73,7 @@ class SwitchServer:
             bytes.fromhex(key_hex),
             on_batch=self.metrics.observe_commit,
             on_commit_failure=self.metrics.commit_failed,
+            payments=self.acquiring.processor if self.acquiring is not None else None,
         )
         self.draining = threading.Event()
         self.ops = SwitchOperations(
@@ -70,19 +81,26 @@ class SwitchServer:
         )
         self._observe = observe
         self._server: grpc.Server | None = None
+        self.iso_inbound: IsoInboundListener | None = None  # acquirers' ISO 8583 in, when configured
         self.health = health.HealthServicer()
         self.grpc_port = 0
 
     def start(self) -> None:
         self.core.start()
+        if self.acquiring is not None:
+            self.acquiring.start()  # pending reversals from before a restart go out from here
         if self.settings.demo_data:
             ensure_demo_data(self.core, self.settings.data_dir)
+        if self.settings.iso_listen_port >= 0:
+            self.iso_inbound = start_listener(self.core)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.settings.grpc_workers, thread_name_prefix="grpc"),
             maximum_concurrent_rpcs=self.settings.grpc_concurrent_rpcs_max,
             interceptors=self.ops.interceptors(),
         )
-        terminal_pb2_grpc.add_TerminalServicer_to_server(TerminalService(self.core, self._observe), server)
+        terminal_pb2_grpc.add_TerminalServicer_to_server(
+            TerminalService(self.core, self._observe, self.acquiring), server
+        )
         bo_grpc.add_BackofficeServicer_to_server(BackofficeService(self.core, self.admin_token), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -120,6 +138,10 @@ class SwitchServer:
         if self._server is not None:
             self._server.stop(grace_s).wait(grace_s + 1)
         self.ops.stop_console()
+        if self.iso_inbound is not None:
+            self.iso_inbound.stop()
+        if self.acquiring is not None:
+            self.acquiring.stop()
         self.core.stop()
         self.ops.stop()
         self.engine.dispose()

@@ -7,9 +7,10 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 import trio
 
@@ -36,6 +37,7 @@ from switch.security import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_HOST: Final = "127.0.0.1"
 # A fixed, public test zone key: the simulator is never a real acquirer.
@@ -192,6 +194,10 @@ class AcquirerHost:
     def ignore_next_reversals(self, count: int) -> None:
         """Record but do not acknowledge the next `count` 0400/0420/0421 (forces retransmits)."""
         self._ignore_next_reversals += count
+
+    def acknowledge_reversals_again(self) -> None:
+        """Undo ignore_next_reversals: acknowledge every reversal from now on."""
+        self._ignore_next_reversals = 0
 
     async def disconnect_all(self) -> None:
         """Close every client connection now, as a crashed or restarted host would."""
@@ -369,6 +375,60 @@ class AcquirerHost:
             "39": "00",
             "41": request["41"],
         }
+
+
+class HostThread:
+    """The host on a thread of its own with its own trio loop, for synchronous tests and tools."""
+
+    def __init__(self, config: AcquirerHostConfig | None = None, port: int = 0, start_timeout_s: float = 5.0):
+        self.host = AcquirerHost(config)
+        self._port = port
+        self._start_timeout_s = start_timeout_s
+        self._started = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
+        self._thread = threading.Thread(
+            target=lambda: trio.run(self._main), name="acquirer-host", daemon=True
+        )
+
+    async def _main(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._scope = nursery.cancel_scope
+            self._token = trio.lowlevel.current_trio_token()
+            await nursery.start(self.host.serve, self._port)
+            self._started.set()
+
+    def start(self) -> int:
+        """Start serving; returns the port."""
+        self._thread.start()
+        if not self._started.wait(self._start_timeout_s) or self.host.port is None:
+            raise RuntimeError("acquirer host simulator did not start")
+        return self.host.port
+
+    def stop(self) -> None:
+        if self._token is not None and self._scope is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
+        self._thread.join(self._start_timeout_s)
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run `function` on the host's loop (fault controls, the record) and return its result."""
+        assert self._token is not None, "start() first"
+        return trio.from_thread.run_sync(function, trio_token=self._token)
+
+    def record(self) -> HostRecord:
+        return self.call(self.host.record)
+
+    def disconnect_all(self) -> None:
+        assert self._token is not None, "start() first"
+        trio.from_thread.run(self.host.disconnect_all, trio_token=self._token)
+
+    def __enter__(self) -> HostThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

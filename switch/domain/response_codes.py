@@ -33,6 +33,7 @@ class ResponseCode(enum.Enum):
     exceeds_original_amount = ("13", "Amount exceeds what the original transaction allows")
     employee_locked = ("75", "Employee locked after too many wrong PINs")
     do_not_honour = ("05", "Do not honour")
+    pin_required = ("55", "PIN required")  # the CVM rules want an online PIN and none was entered
 
     @property
     def iso_code(self) -> str:

@@ -238,7 +238,8 @@ class Store:
                 row.source == terminal_id,
                 row.period_number == period_number,
                 row.result.in_(("approved", "approved_partial")),
-                row.status != TransactionStatus.reversed.value,
+                # reversed and aborted (payments reversed at the acquirer) no longer stand
+                row.status.notin_((TransactionStatus.reversed.value, TransactionStatus.aborted.value)),
             )
             .group_by(row.transaction_type, row.payment_method, row.currency)
             .order_by(row.transaction_type, row.payment_method, row.currency)

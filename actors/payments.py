@@ -1,0 +1,432 @@
+"""Bank-card payments on the terminal actor's thread: check, route to the acquirer, store, answer."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from actors.acquirer_gateway import AcquirerGateway, GatewayNotRunningError
+from actors.acquirer_messages import PURCHASE_PROCESSING_CODE
+from actors.acquirer_types import (
+    AuthorizationRequest,
+    AuthorizationResult,
+    CardData,
+    CardEntryMode,
+    OriginalAuthorization,
+    PinData,
+)
+from actors.outcomes import TOMBSTONE_TYPE, outcome_of, record_of
+from switch.domain.cvm import CvmPolicy, missing_cvm
+from switch.domain.money import CURRENCY_NUMERIC, Money
+from switch.domain.payments import AbortPayment, EntryMode, Pay, emv_tlv_hex, is_expired, payment_fingerprint
+from switch.domain.response_codes import ResponseCode
+from switch.domain.transactions import (
+    Outcome,
+    Reversal,
+    TransactionStatus,
+    TransactionType,
+    declined,
+)
+from switch.security import PanToken, WrappedKey, pin_block_format, tokenize_pan
+from switch.store.payments import PaymentDetails, PaymentStore
+from switch.store.repository import Store, StoredTransaction, TerminalInfo
+
+log = logging.getLogger(__name__)
+
+PAYMENT = TransactionType.payment
+ENTRY_MODES = {
+    EntryMode.contactless: CardEntryMode.contactless,
+    EntryMode.chip: CardEntryMode.chip,
+    EntryMode.magstripe: CardEntryMode.magstripe,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitPayment:
+    command: Pay
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitAbort:
+    command: AbortPayment
+
+
+PaymentMessage = SubmitPayment | SubmitAbort
+
+
+def acquirer_terminal_id(terminal_id: str) -> str:
+    """ISO 8583 field 41 (8 characters) of one of our terminals: stable, derived from its id."""
+    return hashlib.sha256(terminal_id.encode()).hexdigest()[:8].upper()
+
+
+def acquirer_merchant_id(merchant_id: str) -> str:
+    """Field 42 (15 characters) of one of our merchants."""
+    return hashlib.sha256(merchant_id.encode()).hexdigest()[:15].upper()
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentServices:
+    gateway: AcquirerGateway
+    store: Store
+    payments: PaymentStore
+    terminal_pin_key: Callable[[str], WrappedKey | None]
+    pan_hash_key: bytes
+    cvm: CvmPolicy
+    response_timeout_ms: int
+    now: Callable[[], dt.datetime]
+
+
+class PaymentProcessor:
+    """Stateless between calls; the terminal actor serialises the calls of one terminal."""
+
+    def __init__(self, services: PaymentServices) -> None:
+        self._services = services
+
+    # --- pay ------------------------------------------------------------------------------------
+
+    def pay(self, command: Pay, terminal: TerminalInfo) -> Outcome:
+        token = tokenize_pan(command.card.pan, self._services.pan_hash_key)
+        digest = payment_fingerprint(command, token.pan_hash_hex)
+        stored = self._services.store.transaction(terminal.terminal_id, command.transaction_id)
+        if stored is not None:
+            return _answer_for_stored(stored, command.transaction_id, digest)
+        method = command.card.entry_mode.value
+        if is_expired(command.card.expiry_yymm, self._services.now().date()):
+            return self._decline(command, terminal, token, digest, ResponseCode.card_expired, "")
+        cvm_problem = missing_cvm(
+            command.card.entry_mode, command.amount, command.has_pin, self._services.cvm
+        )
+        if cvm_problem is not None:
+            return self._decline(command, terminal, token, digest, ResponseCode.pin_required, cvm_problem)
+        pin = self._pin_data(command, terminal.terminal_id)
+        if isinstance(pin, Outcome):
+            return pin
+        request = self._authorization_request(command, terminal, pin)
+        try:
+            result = self._services.gateway.authorize(request, self._services.response_timeout_ms)
+        except GatewayNotRunningError:
+            return _refusal(
+                command.transaction_id,
+                ResponseCode.issuer_unavailable,
+                "acquirer gateway not running",
+                method,
+            )
+        outcome = _outcome_of_result(command, result, terminal.period_number, token)
+        details = _details(command, request, result, token, terminal.terminal_id)
+        record = record_of(outcome, terminal.terminal_id, digest, merchant_id=terminal.merchant_id)
+        try:
+            self._services.payments.record(record, details, self._services.now())
+        except IntegrityError:
+            # Stored meanwhile under this id (another node): this approval must not stand.
+            self._reverse_unrecorded(details, result)
+            again = self._services.store.transaction(terminal.terminal_id, command.transaction_id)
+            if again is None:
+                return _refusal(
+                    command.transaction_id, ResponseCode.system_error, "could not store the payment", method
+                )
+            return _answer_for_stored(again, command.transaction_id, digest)
+        except SQLAlchemyError:
+            log.exception("payment %s: could not store the answer", command.transaction_id)
+            self._reverse_unrecorded(details, result)
+            return _refusal(
+                command.transaction_id, ResponseCode.system_error, "could not store the payment", method
+            )
+        return outcome
+
+    def _pin_data(self, command: Pay, terminal_id: str) -> PinData | Outcome | None:
+        if not command.has_pin:
+            return None
+        key = self._services.terminal_pin_key(terminal_id)
+        if key is None or int(pin_block_format(key)) != command.pin_block_format:
+            # The servicer checks this first; here it only guards a key changed in between.
+            return _refusal(
+                command.transaction_id,
+                ResponseCode.format_error,
+                "pin_block does not match this terminal's PIN key",
+                command.card.entry_mode.value,
+            )
+        return PinData(command.pin_block, key)
+
+    def _authorization_request(
+        self, command: Pay, terminal: TerminalInfo, pin: PinData | None
+    ) -> AuthorizationRequest:
+        card = command.card
+        emv_hex = emv_tlv_hex(card.emv) if card.emv is not None else ""
+        return AuthorizationRequest(
+            transaction_id=command.transaction_id,
+            terminal_id=acquirer_terminal_id(terminal.terminal_id),
+            merchant_id=acquirer_merchant_id(terminal.merchant_id),
+            amount=command.amount,
+            card=CardData(
+                pan=card.pan,
+                expiry_yymm=card.expiry_yymm,
+                entry_mode=ENTRY_MODES[card.entry_mode],
+                track2=card.track2,
+                emv_tlv_hex=emv_hex,
+            ),
+            pin=pin,
+        )
+
+    def _decline(
+        self,
+        command: Pay,
+        terminal: TerminalInfo,
+        token: PanToken,
+        digest: str,
+        code: ResponseCode,
+        detail: str,
+    ) -> Outcome:
+        """A decline decided here, before the acquirer: stored like any answer, no acquirer side."""
+        outcome = dataclasses.replace(
+            declined(
+                command.transaction_id,
+                PAYMENT,
+                code,
+                detail,
+                requested=command.amount,
+                card_masked=token.masked,
+                period_number=terminal.period_number,
+            ),
+            payment_method=command.card.entry_mode.value,
+        )
+        record = record_of(outcome, terminal.terminal_id, digest, merchant_id=terminal.merchant_id)
+        try:
+            self._services.payments.record(record, None, self._services.now())
+        except IntegrityError:
+            again = self._services.store.transaction(terminal.terminal_id, command.transaction_id)
+            if again is not None:
+                return _answer_for_stored(again, command.transaction_id, digest)
+            raise
+        return outcome
+
+    def _reverse_unrecorded(self, details: PaymentDetails | None, result: AuthorizationResult) -> None:
+        if details is None or not result.approved:
+            return
+        try:
+            self._services.gateway.reverse(_original(details), "not_recorded")
+        except GatewayNotRunningError:
+            log.error("payment %s: approved but neither stored nor reversed", details.transaction_id)
+
+    # --- abort ----------------------------------------------------------------------------------
+
+    def abort(self, command: AbortPayment, terminal: TerminalInfo) -> Outcome:
+        """The customer cancelled: before the payment arrived, the id is kept so it never goes
+        through; after an approval, the payment is reversed at the acquirer and marked aborted."""
+        source, transaction_id = terminal.terminal_id, command.transaction_id
+        stored = self._services.store.transaction(source, transaction_id)
+        if stored is None:
+            return self._abort_unseen(command, terminal)
+        if stored.record.transaction_type != PAYMENT.value:
+            return _refusal(
+                transaction_id, ResponseCode.invalid_transaction, "only payments can be aborted", ""
+            )
+        if stored.status is TransactionStatus.approved:
+            details = self._services.payments.details(source, transaction_id)
+            assert details is not None, "an approved payment has its acquirer side"
+            if not self._reverse(details, "abort"):
+                return _refusal(
+                    transaction_id, ResponseCode.system_error, "reversal not stored; abort again", ""
+                )
+            self._services.payments.change_status(
+                source,
+                transaction_id,
+                TransactionStatus.approved.value,
+                TransactionStatus.aborted.value,
+                self._services.now(),
+            )
+            stored = self._services.store.transaction(source, transaction_id)
+            assert stored is not None
+        return _abort_answer(stored)
+
+    def _abort_unseen(self, command: AbortPayment, terminal: TerminalInfo) -> Outcome:
+        outcome = dataclasses.replace(
+            declined(
+                command.transaction_id,
+                PAYMENT,
+                ResponseCode.customer_cancelled,
+                "aborted before the payment arrived",
+                period_number=terminal.period_number,
+            ),
+            status=TransactionStatus.aborted,
+        )
+        # An empty fingerprint: whatever payment later comes with this id gets this answer.
+        record = record_of(outcome, terminal.terminal_id, "", merchant_id=terminal.merchant_id)
+        try:
+            self._services.payments.record(record, None, self._services.now())
+        except IntegrityError:
+            return self.abort(command, terminal)  # the payment landed just now (another node)
+        return outcome
+
+    # --- reversal -------------------------------------------------------------------------------
+
+    def reverse_payment(
+        self, command: Reversal, digest: str, terminal: TerminalInfo, stored: StoredTransaction
+    ) -> Outcome:
+        """The terminal's Reversal of an approved payment: a 0420 through store-and-forward."""
+        assert stored.status is TransactionStatus.approved, "only an approved payment is reversed"
+        original_id = command.original_transaction_id
+        details = self._services.payments.details(terminal.terminal_id, original_id)
+        assert details is not None, "an approved payment has its acquirer side"
+        method = stored.record.payment_method
+        if not self._reverse(details, "reversal"):
+            return _refusal(
+                command.transaction_id, ResponseCode.system_error, "reversal not stored; try again", method
+            )
+        outcome = Outcome(
+            command.transaction_id,
+            TransactionType.reversal,
+            ResponseCode.approved,
+            "reversal sent to the acquirer",
+            requested=Money(stored.record.approved_minor, stored.record.currency),
+            card_masked=stored.record.card_masked,
+            period_number=terminal.period_number,
+            status=TransactionStatus.approved,
+            payment_method=method,
+        )
+        record = record_of(
+            outcome,
+            terminal.terminal_id,
+            digest,
+            merchant_id=terminal.merchant_id,
+            original_transaction_id=original_id,
+        )
+        changed = self._services.payments.change_status(
+            terminal.terminal_id,
+            original_id,
+            TransactionStatus.approved.value,
+            TransactionStatus.reversed.value,
+            self._services.now(),
+            reversal=record,
+        )
+        if not changed:
+            return _refusal(
+                command.transaction_id, ResponseCode.already_reversed, "payment changed meanwhile", method
+            )
+        return outcome
+
+    def _reverse(self, details: PaymentDetails, reason: str) -> bool:
+        try:
+            return self._services.gateway.reverse(_original(details), reason)
+        except GatewayNotRunningError:
+            return False
+
+
+def _original(details: PaymentDetails) -> OriginalAuthorization:
+    return OriginalAuthorization(
+        acquirer=details.acquirer,
+        terminal_id=details.acquirer_terminal_id,
+        merchant_id=details.acquirer_merchant_id,
+        transaction_id=details.transaction_id,
+        mti=details.original_mti,
+        stan=details.stan,
+        transmission_datetime=details.transmission,
+        processing_code=details.processing_code,
+        amount_minor=details.amount_minor,
+        currency_numeric=details.currency_numeric,
+    )
+
+
+def _outcome_of_result(
+    command: Pay, result: AuthorizationResult, period_number: int, token: PanToken
+) -> Outcome:
+    method = command.card.entry_mode.value
+    if result.approved:
+        return Outcome(
+            command.transaction_id,
+            PAYMENT,
+            ResponseCode.approved,
+            requested=command.amount,
+            approved=command.amount,
+            card_masked=token.masked,
+            authorization_code=result.auth_code[:6],
+            period_number=period_number,
+            status=TransactionStatus.approved,
+            payment_method=method,
+        )
+    detail = ""
+    if result.response_code is ResponseCode.acquirer_timeout:
+        detail = "no answer from the acquirer in time; a reversal is queued"
+    elif result.acquirer is None:
+        detail = "no acquirer for this card"
+    outcome = declined(
+        command.transaction_id,
+        PAYMENT,
+        result.response_code,
+        detail,
+        requested=command.amount,
+        card_masked=token.masked,
+        period_number=period_number,
+    )
+    return dataclasses.replace(outcome, payment_method=method)
+
+
+def _details(
+    command: Pay, request: AuthorizationRequest, result: AuthorizationResult, token: PanToken, source: str
+) -> PaymentDetails | None:
+    """The acquirer side, when a message went out (it has a STAN); None when none was sent."""
+    if result.acquirer is None or not result.stan:
+        return None
+    return PaymentDetails(
+        source=source,
+        transaction_id=command.transaction_id,
+        sequence_number=command.sequence_number,
+        pan_hash=token.pan_hash_hex,
+        bin6=token.bin6,
+        last4=token.last4,
+        entry_mode=command.card.entry_mode.value,
+        pin_entered=command.has_pin,
+        acquirer=result.acquirer,
+        acquirer_terminal_id=request.terminal_id,
+        acquirer_merchant_id=request.merchant_id,
+        original_mti=request.message_class.value,
+        stan=result.stan,
+        transmission=result.transmission_datetime,
+        processing_code=PURCHASE_PROCESSING_CODE,
+        currency_numeric=CURRENCY_NUMERIC[command.amount.currency],
+        amount_minor=command.amount.amount_minor,
+        response_code=result.response_code.iso_code,
+        auth_code=result.auth_code[:6],
+        retrieval_reference=result.retrieval_reference[:12],
+        reversal_queued=result.reversal_queued,
+    )
+
+
+def _answer_for_stored(stored: StoredTransaction, transaction_id: str, digest: str) -> Outcome:
+    record = stored.record
+    if record.transaction_type == TOMBSTONE_TYPE:
+        return _refusal(transaction_id, ResponseCode.already_reversed, "reversed before it arrived", "")
+    if (
+        record.transaction_type == PAYMENT.value
+        and stored.status is TransactionStatus.aborted
+        and not record.fingerprint
+    ):
+        return outcome_of(record)  # aborted before it arrived
+    if record.transaction_type != PAYMENT.value or record.fingerprint != digest:
+        return _refusal(
+            transaction_id,
+            ResponseCode.duplicate_transmission,
+            "transaction id already used with different content",
+            "",
+        )
+    return outcome_of(record)
+
+
+def _abort_answer(stored: StoredTransaction) -> Outcome:
+    outcome = outcome_of(stored.record)
+    if stored.status is not TransactionStatus.aborted:
+        return outcome  # declined, reversed or timed out already: nothing to abort
+    detail = outcome.detail or "payment aborted"
+    if stored.record.fingerprint:
+        detail = "aborted after approval; reversal sent to the acquirer"
+    return dataclasses.replace(outcome, code=ResponseCode.customer_cancelled, detail=detail, approved=None)
+
+
+def _refusal(transaction_id: str, code: ResponseCode, detail: str, method: str) -> Outcome:
+    outcome = declined(transaction_id, PAYMENT, code, detail, persisted=False)
+    return dataclasses.replace(outcome, payment_method=method or "card")

@@ -1,0 +1,259 @@
+"""Acquiring: the bank-card side of the switch, built from the acquirers file: gateway, keys, payments."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import sys
+import threading
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from actors.acquirer_gateway import AcquirerGateway
+from actors.acquirer_types import AcquirerEndpoint, BinRange, GatewayConfig, GatewayLimits
+from actors.payments import PaymentProcessor, PaymentServices
+from switch.config import Settings
+from switch.domain.cvm import CONTACTLESS_NO_PIN_LIMITS_MINOR_DEFAULT, CvmPolicy
+from switch.pins import terminal_pin_key_id
+from switch.security import (
+    IssuedTerminalKey,
+    KeyAlgorithm,
+    KeyIntegrityError,
+    KeyUsage,
+    MasterKey,
+    SecurityModule,
+    WrappedKey,
+    pin_block_format,
+)
+from switch.store.keys import KeyStore
+from switch.store.payments import PaymentStore
+from switch.store.repository import Store
+
+RESPONSE_TIMEOUT_MS_DEFAULT = 5_000
+SIGN_ON_WAIT_MS = 2_000
+
+
+class AcquiringConfigError(ValueError):
+    """The acquirers file is wrong; the message names the entry (never a key's value)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AcquiringConfig:
+    gateway: GatewayConfig
+    terminal_transport_key: WrappedKey
+    response_timeout_ms: int
+    cvm: CvmPolicy
+
+
+def load_config(path: Path) -> AcquiringConfig:
+    """Read the acquirers file (TOML); keys in it are WrappedKey lines sealed under the master key."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise AcquiringConfigError(f"{path}: {error}") from None
+    acquirers = tuple(_endpoint(index, item) for index, item in enumerate(_list(raw, "acquirers")))
+    if not acquirers:
+        raise AcquiringConfigError("acquirers: at least one [[acquirers]] entry is needed")
+    names = {endpoint.name for endpoint in acquirers}
+    routes = tuple(_route(index, item, names) for index, item in enumerate(_list(raw, "routes")))
+    limits = _limits(raw.get("limits", {}))
+    timeout_ms = _int(raw, "response_timeout_ms", RESPONSE_TIMEOUT_MS_DEFAULT)
+    if timeout_ms <= 0:
+        raise AcquiringConfigError("response_timeout_ms must be positive")
+    cvm_raw = raw.get("cvm", {})
+    limits_minor = cvm_raw.get("contactless_no_pin_limits_minor", CONTACTLESS_NO_PIN_LIMITS_MINOR_DEFAULT)
+    if not isinstance(limits_minor, Mapping) or not all(isinstance(v, int) for v in limits_minor.values()):
+        raise AcquiringConfigError("cvm.contactless_no_pin_limits_minor must map currencies to integers")
+    return AcquiringConfig(
+        gateway=GatewayConfig(acquirers, routes, limits),
+        terminal_transport_key=_wrapped(raw, "terminal_transport_key", KeyUsage.terminal_transport),
+        response_timeout_ms=timeout_ms,
+        cvm=CvmPolicy(dict(limits_minor)),
+    )
+
+
+def _list(raw: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
+    value = raw.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise AcquiringConfigError(f"{name} must be a list of tables ([[{name}]])")
+    return value
+
+
+def _str(raw: Mapping[str, Any], name: str, where: str = "") -> str:
+    value = raw.get(name)
+    if not isinstance(value, str) or not value:
+        raise AcquiringConfigError(f"{where}{name} is missing or not a string")
+    return value
+
+
+def _int(raw: Mapping[str, Any], name: str, default: int | None = None, where: str = "") -> int:
+    value = raw.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise AcquiringConfigError(f"{where}{name} must be an integer")
+    return value
+
+
+def _wrapped(raw: Mapping[str, Any], name: str, usage: KeyUsage, where: str = "") -> WrappedKey:
+    try:
+        key = WrappedKey.from_text(_str(raw, name, where))
+    except KeyIntegrityError as error:
+        raise AcquiringConfigError(f"{where}{name}: {error}") from None
+    if key.usage is not usage:
+        raise AcquiringConfigError(f"{where}{name} must be a {usage.value} key")
+    return key
+
+
+def _endpoint(index: int, item: Mapping[str, Any]) -> AcquirerEndpoint:
+    where = f"acquirers[{index}]."
+    return AcquirerEndpoint(
+        name=_str(item, "name", where),
+        host=_str(item, "host", where),
+        port=_int(item, "port", where=where),
+        zone_pin_key=_wrapped(item, "zone_pin_key", KeyUsage.zone_pin, where),
+        acquiring_institution_id=str(item.get("acquiring_institution_id", "0")),
+    )
+
+
+def _route(index: int, item: Mapping[str, Any], names: set[str]) -> BinRange:
+    where = f"routes[{index}]."
+    low, high, acquirer = _str(item, "low", where), _str(item, "high", where), _str(item, "acquirer", where)
+    if not (low.isdigit() and high.isdigit() and len(low) == len(high) and low <= high):
+        raise AcquiringConfigError(f"{where}low and high must be digits of one length, low <= high")
+    if acquirer not in names:
+        raise AcquiringConfigError(f"{where}acquirer names no configured acquirer")
+    return BinRange(low, high, acquirer)
+
+
+def _limits(raw: Mapping[str, Any]) -> GatewayLimits:
+    known = {item.name for item in dataclasses.fields(GatewayLimits)}
+    unknown = set(raw) - known
+    if unknown:
+        raise AcquiringConfigError(f"limits: unknown {', '.join(sorted(unknown))}")
+    for name, value in raw.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise AcquiringConfigError(f"limits.{name} must be a positive integer")
+    return GatewayLimits(**raw)
+
+
+class Acquiring:
+    """Owns the acquirer gateway and the terminal PIN keys; hands payments to the terminal actors."""
+
+    def __init__(
+        self,
+        config: AcquiringConfig,
+        engine: Engine,
+        security: SecurityModule,
+        card_hash_key: bytes,
+        now: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.config = config
+        self.security = security
+        self.gateway = AcquirerGateway(config.gateway, engine, security)
+        self._keys = KeyStore(engine)
+        self._terminal_keys: dict[str, WrappedKey] = {}
+        self._lock = threading.Lock()
+        payment_store = PaymentStore(engine)
+        payment_store.create_tables()
+        self.processor = PaymentProcessor(
+            PaymentServices(
+                gateway=self.gateway,
+                store=Store(engine),
+                payments=payment_store,
+                terminal_pin_key=self.terminal_pin_key,
+                pan_hash_key=card_hash_key,
+                cvm=config.cvm,
+                response_timeout_ms=config.response_timeout_ms,
+                now=now or (lambda: dt.datetime.now(dt.UTC)),
+            )
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, engine: Engine, security: SecurityModule, card_hash_key: bytes
+    ) -> Acquiring | None:
+        """None when no acquirers file is configured (payments then answer UNIMPLEMENTED)."""
+        if settings.acquirers_file is None:
+            return None
+        return cls(load_config(settings.acquirers_file), engine, security, card_hash_key)
+
+    def start(self) -> None:
+        """Start the links; waits a little for sign-on, but a down acquirer does not stop the switch."""
+        self.gateway.start()
+        self.gateway.wait_signed_on(SIGN_ON_WAIT_MS)
+
+    def stop(self) -> None:
+        """Close the links; pending reversals stay stored and go out after the next start."""
+        self.gateway.stop()
+
+    @property
+    def response_timeout_ms(self) -> int:
+        return self.config.response_timeout_ms
+
+    # --- terminal PIN keys ------------------------------------------------------------------------
+
+    def issue_terminal_pin_key(self, terminal_id: str, legacy_pin_pad: bool) -> IssuedTerminalKey:
+        """At activation: a fresh PIN key, kept under the master key, delivered under the TTK."""
+        algorithm = KeyAlgorithm.tdes if legacy_pin_pad else KeyAlgorithm.aes128
+        issued = self.security.issue_terminal_pin_key(
+            terminal_pin_key_id(terminal_id), self.config.terminal_transport_key, algorithm
+        )
+        self._keys.put(issued.stored)
+        with self._lock:
+            self._terminal_keys[terminal_id] = issued.stored
+        return issued
+
+    def terminal_pin_key(self, terminal_id: str) -> WrappedKey | None:
+        cached = self._terminal_keys.get(terminal_id)
+        if cached is not None:
+            return cached
+        key = self._keys.get(terminal_pin_key_id(terminal_id))
+        if key is not None:
+            with self._lock:
+                self._terminal_keys[terminal_id] = key
+        return key
+
+    def terminal_pin_block_format(self, terminal_id: str) -> int | None:
+        key = self.terminal_pin_key(terminal_id)
+        return None if key is None else int(pin_block_format(key))
+
+
+# --- key wrapping for the acquirers file ------------------------------------------------------------
+
+USAGES_IN_FILE = {"zone-pin": KeyUsage.zone_pin, "terminal-transport": KeyUsage.terminal_transport}
+
+
+def wrap_key_main(argv: list[str] | None = None) -> None:
+    """`python -m switch.acquiring wrap-key`: read a clear key (hex) on stdin, print the wrapped line.
+
+    The master key comes from TXSWITCH_MASTER_KEY_HEX (or --master-key-file); nothing is stored.
+    """
+    parser = argparse.ArgumentParser(prog="python -m switch.acquiring wrap-key")
+    parser.add_argument("command", choices=["wrap-key"])
+    parser.add_argument("--key-id", required=True)
+    parser.add_argument("--usage", choices=sorted(USAGES_IN_FILE), required=True)
+    parser.add_argument("--algorithm", choices=[a.value for a in KeyAlgorithm], default="aes128")
+    parser.add_argument("--master-key-file", type=Path)
+    args = parser.parse_args(argv)
+    from switch.config import from_environment
+
+    master_hex = from_environment().master_key_hex
+    if args.master_key_file is not None:
+        master_hex = args.master_key_file.read_text().strip()
+    if not master_hex:
+        parser.error("set TXSWITCH_MASTER_KEY_HEX or --master-key-file")
+    clear_key = bytes.fromhex(sys.stdin.readline().strip())
+    security = SecurityModule(MasterKey.from_hex(master_hex))
+    wrapped = security.import_key(
+        clear_key, args.key_id, USAGES_IN_FILE[args.usage], KeyAlgorithm(args.algorithm)
+    )
+    print(wrapped.to_text())
+
+
+if __name__ == "__main__":
+    wrap_key_main()
