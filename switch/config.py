@@ -40,6 +40,12 @@ class Settings:
     # Employee PINs
     employee_pin_tries_max: int = 3
     employee_lock_duration_s: int = 900
+    # Inbound ISO 8583 from acquirers (our cards at their terminals); port 0: ephemeral, -1: off
+    iso_listen_host: str = "127.0.0.1"
+    iso_listen_port: int = -1
+    iso_inbound_in_flight_max: int = 64
+    # "<acquirer id>:<merchant e-mail>:<zone PIN key hex>[:tdes|aes128]", entries split by ','
+    iso_inbound_acquirers: str = field(default="", repr=False)
     # Closed-loop card PINs: wrong tries before the card's PIN is blocked
     card_pin_tries_max: int = 3
     # Secrets; empty: generated once and kept in data_dir

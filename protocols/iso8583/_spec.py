@@ -42,6 +42,8 @@ FIELDS: Final[tuple[FieldDef, ...]] = (
     FieldDef("41", TEXT, 0, 8, "Card acceptor terminal id"),
     FieldDef("42", TEXT, 0, 15, "Card acceptor id (merchant)"),
     FieldDef("43", TEXT, 0, 40, "Card acceptor name and location"),
+    # Our answers to inbound requests name the bad field here when field 39 is 30 (format error).
+    FieldDef("44", TEXT, 2, 99, "Additional response data"),
     FieldDef("49", NUMERIC, 0, 3, "Currency code, transaction (ISO 4217 numeric)"),
     # 16 bytes, not 1987's 8, so an AES format 4 block fits; a TDES format 0 block is 8.
     FieldDef("52", BINARY, 2, 16, "PIN data"),

@@ -1,0 +1,458 @@
+"""Inbound ISO 8583: acquirers send 0100/0200/0400/0420/0800 for our closed-loop cards; we answer.
+
+Requests go to the same card actors as the terminal protocol, so a card is spent by one writer
+whichever door the request came in by. A request is identified by acquirer id (field 32), card
+acceptor terminal (41), STAN (11) and transmission date and time (7); a reversal names its original
+through field 90. 0100 is treated like 0200: a closed-loop redemption is final when approved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import iso8583
+import trio
+from sqlalchemy import select
+
+from actors.messages import AdjustOriginal, Authorize, TerminalContext
+from actors.outcomes import TOMBSTONE_TYPE, answer_for_stored, record_of
+from actors.reply import Reply, ReplyTimeoutError
+from protocols.iso8583 import (
+    SPEC,
+    IsoMessage,
+    MessageFormatError,
+    OriginalDataElements,
+    decode_message,
+    encode_frame,
+    field39_from_response_code,
+    format_amount,
+    mti,
+    receive_frame,
+    redacted,
+)
+from protocols.iso8583._framing import FrameBuffer, FrameError
+from switch.core import SwitchCore
+from switch.domain.money import CURRENCY_NUMERIC, Money
+from switch.domain.response_codes import ResponseCode
+from switch.domain.transactions import (
+    COMMAND_TYPES,
+    Outcome,
+    Redeem,
+    Reversal,
+    TransactionStatus,
+    TransactionType,
+    fingerprint,
+)
+from switch.security import KeyAlgorithm, KeyUsage, WrappedKey
+from switch.store.journal import TransactionRecord, Write, WriteResult
+from switch.store.schema import merchants
+
+log = logging.getLogger(__name__)
+
+SOURCE_PREFIX: Final = "iso:"
+IDENTITY_STRIPES: Final = 256  # locks that serialise one transaction id and its reversal
+PIN_BLOCK_BYTES: Final = {KeyAlgorithm.aes128: 16, KeyAlgorithm.tdes: 8}
+ALPHA_BY_NUMERIC: Final = {numeric: alpha for alpha, numeric in CURRENCY_NUMERIC.items()}
+PURCHASE_PROCESSING_PREFIX: Final = "00"
+FINANCIAL_MTIS: Final = frozenset({mti.AUTHORIZATION_REQUEST, mti.FINANCIAL_REQUEST})
+REVERSAL_MTIS: Final = frozenset({mti.REVERSAL_REQUEST, mti.REVERSAL_ADVICE, mti.REVERSAL_ADVICE_REPEAT})
+ECHOED_FIELDS: Final = ("3", "4", "7", "11", "32", "37", "41", "42", "49", "70", "90")
+
+
+class AcquirerConfigError(ValueError):
+    """The configured inbound acquirers cannot be read; the message names the entry, never a key."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundAcquirer:
+    acquirer_id: str  # field 32
+    merchant_email: str  # the merchant account the acquirer's redemptions are paid to
+    zone_pin_key: WrappedKey = field(repr=False)
+
+
+def parse_acquirers(
+    text: str, import_key: Callable[[bytes, str, KeyAlgorithm], WrappedKey]
+) -> dict[str, InboundAcquirer]:
+    """`<acquirer id>:<merchant e-mail>:<zone PIN key hex>[:tdes|aes128]`, entries split by ','."""
+    acquirers: dict[str, InboundAcquirer] = {}
+    for index, entry in enumerate(part.strip() for part in text.split(",") if part.strip()):
+        parts = entry.split(":")
+        if len(parts) not in (3, 4) or not parts[0].isdigit() or "@" not in parts[1]:
+            raise AcquirerConfigError(
+                f"inbound acquirer {index + 1}: expected <digits>:<merchant e-mail>:<key hex>[:tdes|aes128]"
+            )
+        try:
+            clear_key = bytes.fromhex(parts[2])
+            algorithm = KeyAlgorithm(parts[3] if len(parts) == 4 else "aes128")
+        except ValueError:
+            raise AcquirerConfigError(
+                f"inbound acquirer {parts[0]}: zone key or algorithm malformed"
+            ) from None
+        key = import_key(clear_key, f"zpk-in.{parts[0]}", algorithm)
+        acquirers[parts[0]] = InboundAcquirer(parts[0], parts[1], key)
+    return acquirers
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    code: ResponseCode
+    detail: str = ""
+    approved_minor: int | None = None
+    authorization_code: str = ""
+
+
+class InboundHandler:
+    """One request in, one response out; blocking (it waits until the answer is durable)."""
+
+    def __init__(self, core: SwitchCore, acquirers: dict[str, InboundAcquirer]) -> None:
+        self._core = core
+        self._acquirers = acquirers
+        self._merchants: dict[str, str] = {}
+        self._stripes = [threading.Lock() for _ in range(IDENTITY_STRIPES)]
+
+    def handle(self, request: IsoMessage) -> IsoMessage:
+        kind = request["t"]
+        if kind == mti.NETWORK_REQUEST:
+            return response_to(request, _Answer(ResponseCode.approved))
+        acquirer = self._acquirers.get(request.get("32", ""))
+        if acquirer is None:
+            return response_to(
+                request, _Answer(ResponseCode.invalid_transaction, "unknown acquirer (field 32)")
+            )
+        merchant_id = self._merchant_id(acquirer)
+        context = TerminalContext(SOURCE_PREFIX + acquirer.acquirer_id, merchant_id, 0)
+        try:
+            if kind in FINANCIAL_MTIS:
+                answer = self._redeem(request, acquirer, context)
+            elif kind in REVERSAL_MTIS:
+                answer = self._reverse(request, context)
+            else:
+                answer = _Answer(ResponseCode.invalid_transaction, f"MTI {kind} is not a request we take")
+        except MessageFormatError as error:
+            answer = _Answer(ResponseCode.format_error, f"field {error.field}: {error.reason}")
+        except ReplyTimeoutError:
+            answer = _Answer(ResponseCode.issuer_unavailable, "outcome not known in time")
+        return response_to(request, answer)
+
+    def _merchant_id(self, acquirer: InboundAcquirer) -> str:
+        cached = self._merchants.get(acquirer.acquirer_id)
+        if cached is not None:
+            return cached
+        with self._core.store.engine.connect() as conn:
+            found = conn.execute(
+                select(merchants.c.merchant_id).where(merchants.c.email == acquirer.merchant_email)
+            ).scalar()
+        if found is None:
+            raise AcquirerConfigError(
+                f"inbound acquirer {acquirer.acquirer_id}: no merchant with that e-mail"
+            )
+        self._merchants[acquirer.acquirer_id] = found
+        return str(found)
+
+    def _stripe(self, transaction_id: str) -> threading.Lock:
+        return self._stripes[hash(transaction_id) % IDENTITY_STRIPES]
+
+    # 0100 / 0200
+
+    def _redeem(self, request: IsoMessage, acquirer: InboundAcquirer, context: TerminalContext) -> _Answer:
+        if not request["3"].startswith(PURCHASE_PROCESSING_PREFIX):
+            return _Answer(ResponseCode.invalid_transaction, "only purchases (processing code 00) are taken")
+        currency = ALPHA_BY_NUMERIC.get(request["49"])
+        if currency is None:
+            return _Answer(ResponseCode.currency_not_accepted, f"currency {request['49']} not accepted")
+        pan = _pan(request)
+        pin_block = _pin_block(request, acquirer.zone_pin_key)
+        card_id = self._core.cards.card_id(pan) or ""
+        if not card_id:
+            return _Answer(ResponseCode.unknown_card)
+        pin = (
+            None
+            if pin_block is None
+            else self._core.pins.proof(pin_block, pan, acquirer.zone_pin_key, card_id)
+        )
+        command = Redeem(
+            transaction_identity(request), card_id, Money(int(request["4"]), currency), False, pin
+        )
+        digest = fingerprint(command)
+        with self._stripe(command.transaction_id):
+            stored = self._stored_answer(context, command.transaction_id, TransactionType.redemption, digest)
+            if stored is not None:
+                return _answer_of(stored)
+            message = Authorize(command, context, digest)
+            reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
+            return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
+
+    def _stored_answer(
+        self, context: TerminalContext, transaction_id: str, kind: TransactionType, digest: str
+    ) -> Outcome | None:
+        if self._core.store.transaction(context.terminal_id, transaction_id) is None:
+            return None
+        return answer_for_stored(self._core.store, context.terminal_id, transaction_id, kind, digest)
+
+    # 0400 / 0420 / 0421
+
+    def _reverse(self, request: IsoMessage, context: TerminalContext) -> _Answer:
+        original = OriginalDataElements.decode(request["90"])
+        original_id = f"{request['41']}:{original.stan}:{original.transmission_datetime}"
+        command = Reversal(original_id)
+        digest = fingerprint(command)
+        with self._stripe(original_id):
+            stored = self._stored_answer(context, command.transaction_id, TransactionType.reversal, digest)
+            if stored is not None:
+                return _answer_of(stored)
+            original_row = self._core.store.transaction(context.terminal_id, original_id)
+            if original_row is None:
+                return self._tombstone(command, context, digest)
+            if (
+                original_row.record.transaction_type == TOMBSTONE_TYPE
+                or original_row.status is not TransactionStatus.approved
+                or original_row.record.card_id is None
+            ):
+                return self._persist(
+                    Write(record=_nothing_moved(command, context, digest, original_row.status.value))
+                )
+            message = AdjustOriginal(command, context, digest)
+            reply: Reply = self._core.card_actors.ask(
+                original_row.record.card_id, message, self._core.settings.ask_timeout_s
+            )
+            return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
+
+    def _tombstone(self, command: Reversal, context: TerminalContext, digest: str) -> _Answer:
+        """Acknowledge, and hold the original's id so a late original is refused and moves nothing."""
+        tombstone = TransactionRecord(
+            source=context.terminal_id,
+            transaction_id=command.original_transaction_id,
+            transaction_type=TOMBSTONE_TYPE,
+            fingerprint="",
+            currency="",
+            result=ResponseCode.already_reversed.name,
+            status=TransactionStatus.reversed.value,
+        )
+        record = _nothing_moved(command, context, digest, "never seen")
+        return self._persist(Write(record=record, tombstone=tombstone))
+
+    def _persist(self, write: Write) -> _Answer:
+        results: list[WriteResult] = []
+        landed = threading.Event()
+
+        def done(result: WriteResult) -> None:
+            results.append(result)
+            landed.set()
+
+        if not self._core.writer.submit(write, done) or not landed.wait(self._core.settings.reply_timeout_s):
+            return _Answer(ResponseCode.system_error, "not stored")
+        if not results[0].ok:
+            return _Answer(ResponseCode.system_error, "not stored; repeat the advice")
+        return _Answer(ResponseCode.approved)
+
+
+def transaction_identity(request: IsoMessage) -> str:
+    """Terminal (41), STAN (11) and transmission date and time (7): what field 90 names later."""
+    return f"{request['41']}:{request['11']}:{request['7']}"
+
+
+def _pan(request: IsoMessage) -> str:
+    if "2" in request:
+        return request["2"]
+    track2 = request["35"].replace("D", "=")
+    pan = track2.split("=", 1)[0]
+    if not pan:
+        raise MessageFormatError("35", "malformed card data")
+    return pan
+
+
+def _pin_block(request: IsoMessage, zone_key: WrappedKey) -> bytes | None:
+    if "52" not in request:
+        return None
+    block = bytes.fromhex(request["52"])
+    if len(block) != PIN_BLOCK_BYTES[zone_key.algorithm]:
+        raise MessageFormatError("52", f"PIN block must be {PIN_BLOCK_BYTES[zone_key.algorithm]} bytes")
+    return block
+
+
+def _nothing_moved(command: Reversal, context: TerminalContext, digest: str, why: str) -> TransactionRecord:
+    outcome = Outcome(
+        command.transaction_id,
+        COMMAND_TYPES[Reversal],
+        ResponseCode.approved,
+        f"original {why}; nothing moved",
+        status=TransactionStatus.approved,
+    )
+    return record_of(
+        outcome,
+        context.terminal_id,
+        digest,
+        merchant_id=context.merchant_id,
+        original_transaction_id=command.original_transaction_id,
+    )
+
+
+def _answer_of(outcome: Outcome) -> _Answer:
+    approved = outcome.approved.amount_minor if outcome.approved is not None else None
+    return _Answer(outcome.code, outcome.detail, approved, outcome.authorization_code)
+
+
+def response_to(request: IsoMessage, answer: _Answer) -> IsoMessage:
+    """The response MTI with the request's identifying fields echoed (never the card data)."""
+    response: IsoMessage = {"t": mti.response_mti(request["t"])}
+    for number in ECHOED_FIELDS:
+        if number in request:
+            response[number] = request[number]
+    response["39"] = field39_from_response_code(answer.code)
+    if answer.code.approves and answer.authorization_code:
+        response["38"] = answer.authorization_code
+    if answer.approved_minor is not None and "4" in request:
+        response["4"] = format_amount(answer.approved_minor)
+    if not answer.code.approves and answer.detail:
+        response["44"] = _printable(answer.detail)[:99]
+    return response
+
+
+def _printable(text: str) -> str:
+    return "".join(char if char.isascii() and char.isprintable() else "?" for char in text)
+
+
+def malformed_response(body: bytes, error: MessageFormatError) -> IsoMessage | None:
+    """Answer 30 naming the field, echoing only what is itself well formed; None if no MTI to answer."""
+    try:
+        raw, _ = iso8583.decode(body, SPEC)
+        fields: dict[str, str] = {k: v for k, v in raw.items() if isinstance(v, str)}
+    except iso8583.DecodeError:
+        fields = {"t": body[:4].decode("ascii", "replace")}
+    if not mti.is_request(fields.get("t", "")):
+        return None
+    request: IsoMessage = {"t": fields["t"]}
+    for number, width in (("11", 6), ("7", 10), ("32", 0), ("3", 6), ("49", 3), ("70", 3)):
+        value = fields.get(number, "")
+        if value.isdigit() and (width == 0 or len(value) == width) and len(value) <= 11:
+            request[number] = value
+    terminal = fields.get("41", "")
+    request["41"] = (
+        terminal if len(terminal) == 8 and terminal.isascii() and terminal.isprintable() else " " * 8
+    )
+    request.setdefault("11", "000000")
+    if request["t"] == mti.NETWORK_REQUEST:
+        request.setdefault("70", mti.NETWORK_ECHO)
+    return response_to(request, _Answer(ResponseCode.format_error, f"field {error.field}: {error.reason}"))
+
+
+class IsoInboundListener:
+    """A TCP listener on its own thread with its own trio loop; 2-byte length framing."""
+
+    def __init__(self, handler: InboundHandler, host: str, port: int, in_flight_max: int) -> None:
+        self._handler = handler
+        self._host = host
+        self._port = port
+        self._limiter_total = in_flight_max
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="iso-inbound", daemon=True)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._cancel: trio.CancelScope | None = None
+        self._failure: BaseException | None = None
+        self.port = 0
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self._thread.start()
+        if not self._started.wait(timeout_s):
+            raise OSError(f"ISO 8583 listener did not start on {self._host}:{self._port}")
+        if self._failure is not None:
+            raise OSError(f"ISO 8583 listener cannot listen on {self._host}:{self._port}") from self._failure
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._token is not None and self._cancel is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._cancel.cancel, trio_token=self._token)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as error:
+            self._failure = error
+            self._started.set()
+            log.exception("ISO 8583 inbound listener stopped on an error")
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        limiter = trio.CapacityLimiter(self._limiter_total)
+        with trio.CancelScope() as scope:
+            self._cancel = scope
+            listeners = await trio.open_tcp_listeners(self._port, host=self._host)
+            self.port = listeners[0].socket.getsockname()[1]
+            self._started.set()
+
+            async def serve(stream: trio.SocketStream) -> None:
+                await self._connection(stream, limiter)
+
+            await trio.serve_listeners(serve, listeners)
+
+    async def _connection(self, stream: trio.abc.Stream, limiter: trio.CapacityLimiter) -> None:
+        buffer = FrameBuffer()
+        send_lock = trio.Lock()
+        async with stream, trio.open_nursery() as nursery:
+            while True:
+                try:
+                    body = await receive_frame(stream, buffer)
+                except (FrameError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    log.warning("ISO 8583 inbound: connection dropped (framing or reset)")
+                    return
+                if body is None:
+                    return
+                nursery.start_soon(self._answer, body, stream, send_lock, limiter)
+
+    def _handle_safely(self, request: IsoMessage) -> IsoMessage:
+        try:
+            return self._handler.handle(request)
+        except Exception:
+            # A fault here must not end the listener: answer 96, nothing was moved or it is durable.
+            log.exception("ISO 8583 inbound: request failed (STAN %s)", request.get("11", ""))
+            return response_to(request, _Answer(ResponseCode.system_error, "switch fault"))
+
+    async def _answer(
+        self, body: bytes, stream: trio.abc.Stream, send_lock: trio.Lock, limiter: trio.CapacityLimiter
+    ) -> None:
+        try:
+            request = decode_message(body)
+        except MessageFormatError as error:
+            log.warning("ISO 8583 inbound: malformed request: field %s: %s", error.field, error.reason)
+            response = malformed_response(body, error)
+        else:
+            if not mti.is_request(request["t"]) or request["t"] not in _HANDLED_MTIS:
+                response = None
+                log.warning("ISO 8583 inbound: ignored MTI %s", request["t"])
+            else:
+                response = await trio.to_thread.run_sync(self._handle_safely, request, limiter=limiter)
+                log.info(
+                    "ISO 8583 inbound", extra={"request": redacted(request), "response_code": response["39"]}
+                )
+        if response is None:
+            return
+        async with send_lock:
+            try:
+                await stream.send_all(encode_frame(response))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.warning("ISO 8583 inbound: peer left before its answer (%s)", response.get("11", ""))
+
+
+_HANDLED_MTIS: Final = FINANCIAL_MTIS | REVERSAL_MTIS | {mti.NETWORK_REQUEST}
+
+
+def start_listener(core: SwitchCore) -> IsoInboundListener:
+    """The listener the settings describe, with the configured acquirers' zone keys imported."""
+    settings = core.settings
+
+    def import_key(clear_key: bytes, key_id: str, algorithm: KeyAlgorithm) -> WrappedKey:
+        return core.security.import_key(clear_key, key_id, KeyUsage.zone_pin, algorithm)
+
+    acquirers = parse_acquirers(settings.iso_inbound_acquirers, import_key)
+    handler = InboundHandler(core, acquirers)
+    listener = IsoInboundListener(
+        handler, settings.iso_listen_host, settings.iso_listen_port, settings.iso_inbound_in_flight_max
+    )
+    listener.start()
+    return listener

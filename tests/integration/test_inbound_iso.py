@@ -1,0 +1,249 @@
+"""Inbound ISO 8583 over real TCP: acquirers redeem our cards through the same card actors as terminals."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import iso8583
+import pytest
+
+from protocols.iso8583 import (
+    SPEC,
+    IsoMessage,
+    OriginalDataElements,
+    decode_message,
+    encode_message,
+    format_amount,
+    frame,
+)
+from switch.domain.cards import make_card_number
+from switch.security import PinBlockFormat
+from switch.security.pinpad import encipher_pin_block
+from tests.integration.harness import MERCHANT_EMAIL, World, new_txn, start_world
+from tests.integration.test_card_pins import set_pin
+from tests.pg import postgres_schema
+
+ACQUIRER = "4711"
+ZONE_KEY = bytes(range(16))
+TERMINAL = "THIRD001"
+MERCHANT = "THIRDPARTYSHOP1"  # field 42: 15 characters
+WHEN = "1121120000"  # field 7, MMDDhhmmss
+STANS = itertools.count(1)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    with ExitStack() as stack:
+        url = stack.enter_context(postgres_schema()) if request.param == "postgres" else ""
+        acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
+        world = start_world(tmp_path, url, 1, iso_listen_port=0, iso_inbound_acquirers=acquirers)
+        try:
+            yield world
+        finally:
+            world.channel.close()
+            world.server.stop()
+
+
+class IsoClient:
+    """An acquirer's end of one TCP connection: 2-byte length header, our field spec."""
+
+    def __init__(self, world: World) -> None:
+        listener = world.server.iso_inbound
+        assert listener is not None
+        self._socket = socket.create_connection(("127.0.0.1", listener.port), timeout=20)
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def send_body(self, body: bytes) -> IsoMessage:
+        self._socket.sendall(frame(body))
+        length = int.from_bytes(self._receive(2), "big")
+        return decode_message(self._receive(length))
+
+    def ask(self, message: IsoMessage) -> IsoMessage:
+        return self.send_body(encode_message(message))
+
+    def _receive(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self._socket.recv(count - len(data))
+            assert chunk, "switch closed the connection"
+            data += chunk
+        return data
+
+
+def financial(card: str, amount_minor: int, stan: int = 0, pin_block: bytes | None = None) -> IsoMessage:
+    message = {
+        "t": "0200",
+        "2": card,
+        "3": "000000",
+        "4": format_amount(amount_minor),
+        "7": WHEN,
+        "11": f"{stan or next(STANS):06d}",
+        "22": "051",
+        "32": ACQUIRER,
+        "41": TERMINAL,
+        "42": MERCHANT,
+        "49": "978",
+    }
+    if pin_block is not None:
+        message["52"] = pin_block.hex().upper()
+    return message
+
+
+def reversal_of(original: IsoMessage) -> IsoMessage:
+    elements = OriginalDataElements("0200", original["11"], original["7"], ACQUIRER)
+    return {
+        "t": "0400",
+        "4": original["4"],
+        "7": WHEN,
+        "11": f"{next(STANS):06d}",
+        "32": ACQUIRER,
+        "41": original["41"],
+        "90": elements.encode(),
+    }
+
+
+def balance(world: World, card: str) -> int:
+    return world.terminals[0].balance(card)
+
+
+def ledger_clean(world: World) -> None:
+    check = world.ledger()
+    problems = (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches)
+    assert problems == (0, 0, 0), check.problems
+
+
+def test_approve_decline_unknown_card_and_echo(world: World) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    approved = client.ask(financial(card, 300))
+    assert (approved["t"], approved["39"], approved["4"]) == ("0210", "00", format_amount(300))
+    assert len(approved["38"]) == 6 and approved["41"] == TERMINAL
+    assert "2" not in approved  # the PAN is not echoed
+    assert client.ask(financial(card, 800))["39"] == "51"
+    unknown = make_card_number("600199", 42)  # well formed, but no programme of ours
+    assert client.ask(financial(unknown, 100))["39"] == "14"
+    echo = client.ask({"t": "0800", "7": WHEN, "11": "000001", "70": "301"})
+    assert (echo["t"], echo["39"]) == ("0810", "00")
+    assert balance(world, card) == 700
+    client.close()
+    ledger_clean(world)
+
+
+def test_replayed_0200_gets_the_same_answer_and_moves_money_once(world: World) -> None:
+    card = world.issue(1_000)
+    request = financial(card, 250)
+
+    def send(_: int) -> IsoMessage:
+        client = IsoClient(world)
+        try:
+            return client.ask(request)
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(send, range(8)))
+    assert {a["39"] for a in answers} == {"00"}
+    assert len({a["38"] for a in answers}) == 1
+    assert balance(world, card) == 750
+    ledger_clean(world)
+
+
+def test_reversal_undoes_once_and_an_early_reversal_refuses_the_late_original(world: World) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    original = financial(card, 400)
+    assert client.ask(original)["39"] == "00"
+    reversal = reversal_of(original)
+    first = client.ask(reversal)
+    assert (first["t"], first["39"]) == ("0410", "00")
+    assert balance(world, card) == 1_000
+    assert client.ask(reversal)["39"] == "00"  # repeated: acknowledged, nothing moves twice
+    assert balance(world, card) == 1_000
+
+    late = financial(card, 100)
+    early = client.ask(reversal_of(late))  # the original never arrived: acknowledged and tombstoned
+    assert early["39"] == "00"
+    assert client.ask(late)["39"] == "12"
+    assert balance(world, card) == 1_000
+    client.close()
+    ledger_clean(world)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"4": "00000000ABCD"}, "field 4"),  # letters in the amount
+        ({"41": None}, "field 41"),  # a required field missing
+        ({"99": "1"}, "field 99"),  # a field outside our spec
+    ],
+)
+def test_malformed_request_is_declined_30_naming_the_field_and_changes_nothing(
+    world: World, change: dict[str, str | None], named: str
+) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    message: dict[str, str] = dict(financial(card, 100))
+    for number, value in change.items():
+        if value is None:
+            del message[number]
+        else:
+            message[number] = value
+    body, _ = iso8583.encode(message, SPEC)  # past our own encoder, which would refuse it
+    answer = client.send_body(bytes(body))
+    assert (answer["t"], answer["39"]) == ("0210", "30")
+    assert named in answer["44"]
+    assert card not in answer["44"]
+    assert client.ask(financial(card, 100))["39"] == "00"  # the connection still works
+    assert balance(world, card) == 900
+    client.close()
+
+
+def test_pin_in_field_52_is_verified_by_the_card_actor(world: World) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000, world.benefit_programme)
+    set_pin(world, card, "2468")
+    wrong = encipher_pin_block("1357", card, ZONE_KEY, PinBlockFormat.ISO_4)
+    right = encipher_pin_block("2468", card, ZONE_KEY, PinBlockFormat.ISO_4)
+    assert client.ask(financial(card, 100))["39"] == "55"  # PIN required
+    assert client.ask(financial(card, 100, pin_block=wrong))["39"] == "55"
+    assert client.ask(financial(card, 100, pin_block=right))["39"] == "00"
+    assert balance(world, card) == 900
+    client.close()
+
+
+def test_grpc_terminals_and_iso_inbound_on_one_card_never_double_spend(world: World) -> None:
+    covered, amount_minor, each_side = 30, 100, 60
+    start_minor = covered * amount_minor
+    card = world.issue(start_minor)
+    terminals = [world.activate(f"race-{index}") for index in range(6)]
+
+    def by_grpc(index: int) -> tuple[str, int]:
+        response = terminals[index % len(terminals)].redeem(card, amount_minor, new_txn())
+        return response.response_code, response.approved.amount_minor
+
+    def by_iso(index: int) -> tuple[str, int]:
+        client = IsoClient(world)
+        try:
+            answer = client.ask(financial(card, amount_minor))
+        finally:
+            client.close()
+        return answer["39"], int(answer["4"]) if answer["39"] == "00" else 0
+
+    with ThreadPoolExecutor(max_workers=2 * each_side) as pool:
+        grpc_results = pool.map(by_grpc, range(each_side))
+        iso_results = pool.map(by_iso, range(each_side))
+        results = list(grpc_results) + list(iso_results)
+    approvals = [amount for code, amount in results if code == "00"]
+    assert len(approvals) == covered
+    assert {code for code, _ in results} <= {"00", "51"}
+    final_minor = balance(world, card)
+    assert final_minor == 0
+    assert sum(approvals) == start_minor - final_minor
+    ledger_clean(world)
