@@ -1,0 +1,328 @@
+"""Bank-card payments end to end: gRPC terminal -> switch -> acquirer host simulator over TCP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+
+from protocols.wire import terminal_pb2 as pb
+from switch.server import SwitchServer
+from switch.store.schema import transactions
+from terminal_sim.acquirer_host import OriginalKey
+from tests.integration.harness import TerminalClient
+from tests.integration.payment_harness import (
+    MASTERCARD_PAN,
+    RESPONSE_TIMEOUT_MS,
+    VISA_PAN,
+    VISA_PIN_PAN,
+    PaymentWorld,
+    PayTerminal,
+    new_txn,
+    payment_world,
+    wait_until,
+)
+
+CHIP = pb.ENTRY_MODE_CHIP
+MAGSTRIPE = pb.ENTRY_MODE_MAGSTRIPE
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def both(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PaymentWorld]:
+    with payment_world(tmp_path, request.param) as world:
+        yield world
+
+
+@pytest.fixture
+def sqlite(tmp_path: Path) -> Iterator[PaymentWorld]:
+    with payment_world(tmp_path, "sqlite") as world:
+        yield world
+
+
+def payment_rows(world: PaymentWorld) -> int:
+    with world.engine().connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(transactions)
+                .where(transactions.c.transaction_type == "payment")
+            ).scalar_one()
+        )
+
+
+def host_key(world: PaymentWorld, txn: str) -> OriginalKey:
+    (key,) = world._keys(transactions.c.transaction_id == txn)
+    return key
+
+
+def test_contactless_without_pin_is_approved_once_at_the_acquirer(both: PaymentWorld) -> None:
+    txn = new_txn()
+    response = both.terminal.pay(1_250, txn=txn)
+    assert (response.response_code, response.status) == ("00", "approved")
+    assert response.payment_method == "contactless"
+    assert response.card_masked == "411111****1111"
+    assert response.approved.amount_minor == 1_250 and response.authorization_code
+    (authorization,) = both.host.record().authorizations
+    assert authorization.response_code == "00" and authorization.amount_minor == 1_250
+    assert authorization.auth_code == response.authorization_code
+    status = both.terminal.status(txn)
+    assert status.found and status.status == "approved"
+    assert status.transaction.payment_method == "contactless"
+    both.audit()
+
+
+def test_contactless_above_the_limit_needs_a_pin(sqlite: PaymentWorld) -> None:
+    at_limit = sqlite.terminal.pay(5_000)
+    above = sqlite.terminal.pay(5_001)
+    with_pin = sqlite.terminal.pay(5_001, pan=VISA_PIN_PAN, pin="1234")
+    assert at_limit.response_code == "00"
+    assert (above.response_code, above.status) == ("55", "declined")
+    assert "contactless above 50.00 EUR needs an online PIN" in above.message
+    assert with_pin.response_code == "00"
+    # The PIN-less decline never reached the acquirer.
+    assert sorted(a.amount_minor for a in sqlite.host.record().authorizations) == [5_000, 5_001]
+    sqlite.audit()
+
+
+def test_chip_with_pin_in_format_4_and_format_0(both: PaymentWorld) -> None:
+    assert both.terminal.pin_format == 4 and both.legacy.pin_format == 0
+    aes = both.terminal.pay(2_000, pan=VISA_PIN_PAN, mode=CHIP, pin="1234")
+    tdes = both.legacy.pay(2_100, pan=MASTERCARD_PAN, mode=CHIP, pin="4321")
+    assert (aes.response_code, aes.payment_method) == ("00", "chip")
+    assert (tdes.response_code, tdes.payment_method) == ("00", "chip")
+    no_pin = both.terminal.pay(2_200, pan=VISA_PIN_PAN, mode=CHIP)
+    assert no_pin.response_code == "55" and "chip payments need an online PIN" in no_pin.message
+    assert len(both.host.record().authorizations) == 2
+    both.audit()
+
+
+def test_wrong_pin_and_amount_rule_are_declined_by_the_host(sqlite: PaymentWorld) -> None:
+    wrong_pin = sqlite.terminal.pay(3_000, pan=VISA_PIN_PAN, mode=CHIP, pin="9999")
+    by_amount = sqlite.terminal.pay(1_051)  # the host declines cents 51 as insufficient funds
+    assert (wrong_pin.response_code, wrong_pin.status) == ("55", "declined")
+    assert (by_amount.response_code, by_amount.status) == ("51", "declined")
+    codes = sorted(a.response_code for a in sqlite.host.record().authorizations)
+    assert codes == ["51", "55"]
+    sqlite.audit()
+
+
+def test_magstripe_without_pin_is_approved(sqlite: PaymentWorld) -> None:
+    response = sqlite.terminal.pay(1_500, mode=MAGSTRIPE, track2=f"{VISA_PAN}=30122010000012345")
+    assert (response.response_code, response.payment_method) == ("00", "magstripe")
+    sqlite.audit()
+
+
+def test_dropped_response_declines_68_and_reversal_is_repeated_until_acknowledged(both: PaymentWorld) -> None:
+    both.host.call(lambda: both.host.host.drop_next_responses(1))
+    both.host.call(lambda: both.host.host.ignore_next_reversals(2))
+    txn = new_txn()
+    response = both.terminal.pay(1_000, txn=txn)
+    assert (response.response_code, response.status) == ("68", "declined")
+    assert "reversal is queued" in response.message
+    wait_until(lambda: not both.saf_pending())
+    (reversal,) = both.host.record().reversals
+    assert reversal.key == host_key(both, txn)
+    assert reversal.mtis == ("0420", "0421", "0421")
+    both.audit()
+    assert both.host.record().approved_not_reversed() == frozenset()
+
+
+def test_late_response_is_reversed_never_approved(sqlite: PaymentWorld) -> None:
+    def slow() -> None:
+        sqlite.host.host.config.latency_ms = RESPONSE_TIMEOUT_MS + 300
+
+    sqlite.host.call(slow)
+    txn = new_txn()
+    response = sqlite.terminal.pay(1_000, txn=txn)
+    assert response.response_code == "68"
+    key = host_key(sqlite, txn)
+    # The host approved it, late; the switch must have reversed exactly that approval.
+    wait_until(lambda: key in sqlite.host.record().approved_keys())
+    wait_until(lambda: key in sqlite.host.record().reversed_keys() and not sqlite.saf_pending())
+    assert sqlite.terminal.status(txn).status == "declined"
+    sqlite.audit()
+
+
+def test_pending_reversals_are_sent_after_a_restart(tmp_path: Path) -> None:
+    with payment_world(tmp_path, "sqlite") as world:
+        world.host.call(lambda: world.host.host.drop_next_responses(1))
+        world.host.call(lambda: world.host.host.ignore_next_reversals(1_000))
+        txn = new_txn()
+        assert world.terminal.pay(1_000, txn=txn).response_code == "68"
+        wait_until(lambda: len(world.host.record().reversals) == 1)
+        world.world.channel.close()
+        world.world.server.stop()
+        (pending,) = world.saf_pending()
+        assert pending.attempts >= 1
+        before = world.host.record().reversals[0].advices_received
+
+        world.host.call(world.host.host.acknowledge_reversals_again)
+        restarted = SwitchServer(world.world.server.settings)
+        world.world.server = restarted
+        restarted.start()
+        world.world.channel = grpc.insecure_channel(restarted.address)
+        wait_until(lambda: not world.saf_pending())
+        (reversal,) = world.host.record().reversals
+        assert reversal.key == host_key(world, txn)
+        assert reversal.advices_received > before and reversal.mtis[-1] == "0421"
+        world.audit()
+
+
+def test_replayed_transaction_id_gets_the_same_answer_and_one_authorisation(both: PaymentWorld) -> None:
+    request = both.terminal.request(1_700)
+    first = both.terminal.send(request)
+    again = both.terminal.send(request)
+    assert first.response_code == "00"
+    assert again == first
+    other = both.terminal.request(1_800, txn=request.transaction_id)
+    refused = both.terminal.send(other)
+    assert refused.response_code == "94"
+    assert len(both.host.record().authorizations) == 1
+    assert payment_rows(both) == 1
+    both.audit()
+
+
+def test_abort_before_the_payment_keeps_it_from_ever_going_through(sqlite: PaymentWorld) -> None:
+    txn = new_txn()
+    aborted = sqlite.terminal.abort(txn)
+    assert (aborted.response_code, aborted.status) == ("17", "aborted")
+    late = sqlite.terminal.pay(1_000, txn=txn)
+    assert (late.response_code, late.status) == ("17", "aborted")
+    assert sqlite.host.record().authorizations == ()
+    sqlite.audit()
+
+
+def test_abort_after_approval_reverses_at_the_acquirer(sqlite: PaymentWorld) -> None:
+    txn = new_txn()
+    assert sqlite.terminal.pay(1_000, txn=txn).response_code == "00"
+    aborted = sqlite.terminal.abort(txn)
+    again = sqlite.terminal.abort(txn)
+    assert (aborted.response_code, aborted.status) == ("17", "aborted")
+    assert again == aborted
+    wait_until(lambda: not sqlite.saf_pending())
+    (reversal,) = sqlite.host.record().reversals
+    assert reversal.key == host_key(sqlite, txn) and reversal.matched_original
+    assert sqlite.terminal.status(txn).status == "aborted"
+    sqlite.audit()
+
+
+def test_reversal_of_an_approved_payment(both: PaymentWorld) -> None:
+    txn = new_txn()
+    assert both.terminal.pay(2_500, txn=txn).response_code == "00"
+    reversed_ = both.terminal.reversal(txn)
+    repeated = both.terminal.reversal(txn)
+    assert reversed_.response_code == "00" and reversed_.payment_method == "contactless"
+    assert repeated.response_code == reversed_.response_code
+    assert both.terminal.status(txn).status == "reversed"
+    wait_until(lambda: not both.saf_pending())
+    (reversal,) = both.host.record().reversals
+    assert reversal.key == host_key(both, txn) and reversal.amount_minor == 2_500
+    both.audit()
+
+
+def test_day_close_totals_per_payment_method(both: PaymentWorld) -> None:
+    gift_card = both.world.issue(10_000)
+    stored_value = TerminalClient(both.terminal.stub, both.terminal.credential, both.terminal.terminal_id)
+    assert stored_value.redeem(gift_card, 300).response_code == "00"
+    assert both.terminal.pay(1_000).response_code == "00"
+    assert both.terminal.pay(1_100).response_code == "00"
+    reversed_txn = new_txn()
+    assert both.terminal.pay(4_000, txn=reversed_txn).response_code == "00"
+    assert both.terminal.reversal(reversed_txn).response_code == "00"
+    aborted_txn = new_txn()
+    assert both.terminal.pay(4_100, txn=aborted_txn).response_code == "00"
+    assert both.terminal.abort(aborted_txn).response_code == "17"
+    assert both.terminal.pay(2_000, pan=VISA_PIN_PAN, mode=CHIP, pin="1234").response_code == "00"
+    assert both.terminal.pay(1_051).response_code == "51"  # declined: not in the totals
+    assert (
+        both.terminal.pay(900, mode=MAGSTRIPE, track2=f"{VISA_PAN}=30122010000012345").response_code == "00"
+    )
+
+    def totals(report: pb.DayCloseReport) -> dict[tuple[str, str], tuple[int, int]]:
+        return {
+            (t.transaction_type, t.payment_method): (t.count, t.total.amount_minor) for t in report.totals
+        }
+
+    expected = {
+        ("redemption", "stored_value"): (1, 300),
+        ("payment", "contactless"): (2, 2_100),
+        ("payment", "chip"): (1, 2_000),
+        ("payment", "magstripe"): (1, 900),
+    }
+    x_report = totals(both.terminal.x_report())
+    assert {key: value for key, value in x_report.items() if key[0] != "reversal"} == expected
+    close = both.terminal.day_close()
+    assert {key: value for key, value in totals(close).items() if key[0] != "reversal"} == expected
+    assert close.next_period_number == close.period_number + 1
+    both.audit()
+
+
+BAD_REQUESTS: list[tuple[str, dict[str, object], str]] = [
+    ("Luhn", {"pan": "4111111111111112"}, "card.pan fails the Luhn check"),
+    ("short PAN", {"pan": "41111111"}, "card.pan must be 12-19 digits"),
+    ("expiry month", {"expiry_yymm": "3013"}, "card.expiry_yymm has a month outside 01-12"),
+    ("entry mode", {"entry_mode": pb.ENTRY_MODE_UNSPECIFIED}, "card.entry_mode must be"),
+    ("chip without EMV", {"entry_mode": CHIP}, "card.emv is missing"),
+    ("magstripe without track", {"entry_mode": MAGSTRIPE}, "card.track2 is missing"),
+    ("track on contactless", {"track2": f"{VISA_PAN}=3012201"}, "card.track2 is for magstripe only"),
+    ("zero amount", {"amount_minor": 0}, "amount.amount_minor must be"),
+    ("currency", {"currency": "XXX"}, "amount.currency is not accepted"),
+    ("sequence number", {"sequence_number": 0}, "sequence_number must be"),
+    ("PIN block length", {"pin_block": b"\x01" * 8, "pin_block_format": 4}, "pin_block must be 16 bytes"),
+    ("PIN block format", {"pin_block": b"\x01" * 8, "pin_block_format": 1}, "pin_block_format must be 0"),
+    (
+        "format vs key",
+        {"pin_block": b"\x01" * 8, "pin_block_format": 0},
+        "this terminal's PIN key is for format 4",
+    ),
+]
+
+
+def bad_request(terminal: PayTerminal, change: dict[str, object]) -> pb.PayRequest:
+    request = terminal.request(1_000)
+    for name, value in change.items():
+        if name in ("pan", "expiry_yymm", "entry_mode", "track2"):
+            setattr(request.card, name, value)
+        elif name in ("amount_minor", "currency"):
+            setattr(request.amount, name, value)
+        else:
+            setattr(request, name, value)
+    return request
+
+
+def test_bad_payment_requests_name_the_field_and_change_nothing(sqlite: PaymentWorld) -> None:
+    for name, change, expected in BAD_REQUESTS:
+        with pytest.raises(grpc.RpcError) as caught:
+            sqlite.terminal.send(bad_request(sqlite.terminal, change))
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, name
+        assert expected in (caught.value.details() or ""), name
+        assert VISA_PAN not in (caught.value.details() or ""), name
+    assert payment_rows(sqlite) == 0
+    assert sqlite.host.record().authorizations == ()
+
+
+def test_expired_card_is_declined_without_the_acquirer(sqlite: PaymentWorld) -> None:
+    request = sqlite.terminal.request(1_000)
+    request.card.expiry_yymm = "2001"
+    response = sqlite.terminal.send(request)
+    assert (response.response_code, response.status) == ("54", "declined")
+    assert sqlite.host.record().authorizations == ()
+
+
+def test_many_terminals_pay_at_once_and_the_audit_is_clean(sqlite: PaymentWorld) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    terminals = [sqlite.terminal, sqlite.legacy]
+    sqlite.host.call(lambda: setattr(sqlite.host.host.config, "drop_share", 0.2))
+
+    def one(index: int) -> str:
+        return terminals[index % 2].pay(1_000 + index * 10).response_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(one, range(40)))
+    assert set(codes) <= {"00", "68"} and "68" in codes and "00" in codes
+    wait_until(lambda: not sqlite.saf_pending())
+    sqlite.audit()
