@@ -1,0 +1,166 @@
+"""Metrics scraped over HTTP from a real switch during a simulated run agree with what terminals saw."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from switch.config import Settings
+from switch.server import SwitchServer
+from terminal_sim.config import FaultShares, SimConfig
+from terminal_sim.records import Exchange, Operation, Outcome
+from terminal_sim.session import SwitchTarget, provision, run_and_audit
+
+SCRAPE_TIMEOUT_S = 5.0
+PROMTOOL_TIMEOUT_S = 60.0
+RPC_OF = {
+    Operation.balance: "Balance",
+    Operation.redeem: "Redeem",
+    Operation.load: "Load",
+    Operation.refund: "Refund",
+    Operation.cancel: "Cancel",
+    Operation.reversal: "Reversal",
+    Operation.status: "TransactionStatus",
+    Operation.day_close: "DayClose",
+}
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:
+        body: bytes = response.read()
+    return body.decode()
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    found: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def label_values(text: str) -> set[str]:
+    return {
+        value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        for value in sample.labels.values()
+    }
+
+
+def expected_code(exchange: Exchange) -> str:
+    """The code label the switch must have counted for what this terminal saw."""
+    if exchange.outcome is Outcome.failed:
+        return str(exchange.grpc_code).lower()
+    if exchange.operation in (Operation.status, Operation.day_close) or not exchange.response_code:
+        return "OK"
+    return exchange.response_code
+
+
+@pytest.fixture
+def switch(tmp_path: Path) -> Iterator[SwitchServer]:
+    settings = Settings(data_dir=tmp_path, grpc_port=0, metrics_port=0, console_port=-1, demo_data=False)
+    server = SwitchServer(settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.trio
+async def test_counters_agree_with_the_simulator_and_labels_hold_no_card_data(switch: SwitchServer) -> None:
+    url = switch.ops.metrics_url
+    assert url is not None
+    target = SwitchTarget(switch.address, switch.admin_token, switch.settings.effective_database_url)
+    # No faults: every request the terminals send is answered, so counts must match exactly.
+    config = SimConfig(
+        terminals=4,
+        duration_s=2.0,
+        think_time_ms_mean=5.0,
+        day_length_s=1.0,
+        faults=FaultShares(),
+        wrong_pin_share=0.2,
+        seed=11,
+        channels=2,
+    )
+    setup = await provision(target, config, card_count=20, start_minor=3_000)
+    during: list[str] = []
+
+    async def scrape_mid_run() -> None:
+        await trio.sleep(1.5)  # activation plus some of the run
+        during.append(await trio.to_thread.run_sync(scrape, url))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(scrape_mid_run)
+        outcome = await run_and_audit(target, config, setup, progress=None)
+    after = await trio.to_thread.run_sync(scrape, url)
+
+    assert outcome.audit is not None and outcome.audit.clean
+    mid_total = sum(samples(during[0], "txswitch_requests_total").values())
+    assert mid_total > 0
+
+    exchanges = outcome.fleet.exchanges
+    seen = collections.Counter((RPC_OF[e.operation], expected_code(e)) for e in exchanges)
+    counted = {
+        (dict(labels)["rpc"], dict(labels)["code"]): int(value)
+        for labels, value in samples(after, "txswitch_requests_total").items()
+        if dict(labels)["rpc"] in RPC_OF.values()
+    }
+    assert counted == dict(seen)
+    approved = sum(n for (rpc, code), n in counted.items() if rpc == "Redeem" and code in ("00", "10"))
+    assert approved == sum(1 for e in exchanges if e.operation is Operation.redeem and e.approved) > 0
+    activations = samples(after, "txswitch_terminal_activations_total")
+    assert activations == {(): float(config.terminals)}
+    assert (
+        samples(after, "txswitch_requests_total")[(("code", "OK"), ("rpc", "Activate"))] == config.terminals
+    )
+    latency_counts = samples(after, "txswitch_request_duration_seconds_count")
+    assert latency_counts[(("rpc", "Redeem"),)] == sum(n for (rpc, _), n in seen.items() if rpc == "Redeem")
+    assert set(samples(after, "txswitch_requests_in_flight").values()) == {0.0}
+
+    core = switch.core
+    started = samples(after, "txswitch_card_actors_started_total")[()]
+    assert started == core.card_actors.statistics().started > 0
+    batches = samples(after, "txswitch_journal_batch_entries_count")[()]
+    entries = samples(after, "txswitch_journal_batch_entries_sum")[()]
+    assert batches == core.writer.statistics().batches
+    assert entries == core.writer.statistics().writes
+    live = samples(after, "txswitch_actors_live")
+    assert live[(("kind", "terminal"),)] == config.terminals
+    assert live[(("kind", "card"),)] == core.card_actors.statistics().live
+    assert samples(after, "txswitch_terminals_online")[()] == config.terminals
+    lockouts = samples(after, "txswitch_pin_lockouts_total")
+    assert lockouts.get((("kind", "employee"),), 0.0) == core.employee_pins.lockouts
+
+    # No card number, PIN, employee or merchant data in any label, nor anywhere in the text.
+    login = setup.login
+    secrets = {card.card_number for card in setup.cards} | {card.qr_payload for card in setup.cards}
+    secrets |= {login.employee_pin, login.employee_number, login.merchant_email, login.password}
+    assert not (label_values(after) & secrets)
+    for card in setup.cards:
+        assert card.card_number not in after and card.card_number not in during[0]
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("TXSWITCH_REQUIRE_PROMTOOL") == "1":
+            pytest.fail("promtool not found on PATH but TXSWITCH_REQUIRE_PROMTOOL=1")
+        return
+    checked = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=after.encode(),
+        capture_output=True,
+        timeout=PROMTOOL_TIMEOUT_S,
+        check=False,
+    )
+    assert checked.returncode == 0, (checked.stdout + checked.stderr).decode(errors="replace")
