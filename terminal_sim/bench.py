@@ -13,11 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from sqlalchemy import create_engine
 
+from switch.store.saf import SafStore
+from terminal_sim.acquirer_host import AcquirerHostConfig, HostThread
 from terminal_sim.auditor import AuditReport, format_report
 from terminal_sim.cards import CardPopulation, synthetic_cards
 from terminal_sim.config import FaultShares, LoadModel, ShopLogin, SimConfig
 from terminal_sim.fleet import FleetResult, run_fleet
+from terminal_sim.payments import (
+    PaymentMix,
+    audit_payments,
+    environment,
+    provision_payment_shop,
+    read_switch_payments,
+    run_payments,
+    write_acquirers_file,
+)
 from terminal_sim.processes import start_echo_server, start_switch
 from terminal_sim.report import report_json, table, write_json, write_plot
 from terminal_sim.session import SwitchTarget, provision, run_and_audit
@@ -91,12 +103,74 @@ def measure_switch(closed: SimConfig, cards: int, out_dir: Path) -> tuple[Any, A
     return closed_run, open_run, opened
 
 
+PAYMENT_MASTER_KEY_HEX = "6B" * 32  # a throwaway switch: its keys die with the temporary data dir
+PAYMENT_EMAIL = "cards@txswitch.example"
+PAYMENT_PASSWORD = "card-shop"
+PAYMENT_HOST = AcquirerHostConfig(latency_ms=2, drop_share=0.01, seed=11)
+SAF_DRAIN_S = 15.0
+
+
+def measure_payments(terminals: int, duration_s: float, out_dir: Path) -> dict[str, Any]:
+    """Payments through the switch to the acquirer host simulator, then the three-way audit."""
+    with tempfile.TemporaryDirectory(prefix="txswitch-pay-") as data_dir, HostThread(PAYMENT_HOST) as host:
+        assert host.host.port is not None
+        acquirers = write_acquirers_file(
+            Path(data_dir) / "acquirers.toml", PAYMENT_MASTER_KEY_HEX, host.host.port
+        )
+        with environment(
+            TXSWITCH_ACQUIRERS_FILE=str(acquirers),
+            TXSWITCH_MASTER_KEY_HEX=PAYMENT_MASTER_KEY_HEX,
+            TXSWITCH_METRICS_PORT="-1",
+            TXSWITCH_CONSOLE_PORT="-1",
+        ):
+            server = start_switch(Path(data_dir), log_path=out_dir / "switch-payments.log")
+        url = f"sqlite:///{data_dir}/txswitch.sqlite"
+        try:
+            token = (Path(data_dir) / "admin.token").read_text().strip()
+            provision_payment_shop(server.address, token, PAYMENT_EMAIL, PAYMENT_PASSWORD)
+            run = trio.run(
+                run_payments,
+                server.address,
+                PAYMENT_EMAIL,
+                PAYMENT_PASSWORD,
+                terminals,
+                duration_s,
+                PaymentMix(),
+            )
+            deadline = time.monotonic() + SAF_DRAIN_S
+            while _saf_pending(url) and time.monotonic() < deadline:
+                time.sleep(0.1)  # aborts and timeouts reach the acquirer through store-and-forward
+            audit = audit_payments(run, read_switch_payments(url), host.record())
+        finally:
+            server.stop()
+    return {
+        "approved_per_s": round(len(run.approved) / run.duration_s, 1) if run.duration_s else 0.0,
+        "payments": len(run.records),
+        "approved": len(run.approved),
+        "aborted": sum(1 for r in run.records if r.aborted),
+        "latency_ms": run.latency_ms(),
+        "audit": audit,
+        "terminals": terminals,
+        "host": {"latency_ms": PAYMENT_HOST.latency_ms, "drop_share": PAYMENT_HOST.drop_share},
+    }
+
+
+def _saf_pending(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        return len(SafStore(engine).pending())
+    finally:
+        engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--terminals", type=int, default=200)
     parser.add_argument("--cards", type=int, default=10_000)
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--out-dir", type=Path, default=Path("bench-out"))
+    parser.add_argument("--payment-terminals", type=int, default=32)
+    parser.add_argument("--payment-duration-s", type=float, default=15.0)
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     closed = SimConfig(
@@ -112,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = measure_ceiling(closed, args.cards, args.out_dir)
     _say("switch with durable storage")
     closed_run, open_run, opened = measure_switch(closed, args.cards, args.out_dir)
+    _say(f"payments: {args.payment_terminals} terminals against the acquirer host simulator")
+    payments = measure_payments(args.payment_terminals, args.payment_duration_s, args.out_dir)
     ceiling_rps = ceiling.statistics.completed_per_s
     approved_per_s = closed_run.fleet.statistics.approved_per_s
     result = {
@@ -128,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency_ms": _latency(open_run.fleet),
             "audit": _audit_counters(open_run.audit),
         },
+        "payments": payments,
         "terminals": args.terminals,
         "cards": args.cards,
         "duration_s": args.duration_s,
