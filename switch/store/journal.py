@@ -6,7 +6,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, insert, update
+from sqlalchemy import Connection, Update, bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from switch.domain.cards import CardStatus
@@ -84,100 +84,139 @@ class WriteResult:
 
 
 def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list[WriteResult]:
-    """Apply all writes; raises BackstopError or IntegrityError when any one fails."""
-    credits: dict[str, int] = defaultdict(int)
-    results = [apply_write(conn, write, now, credits) for write in writes]
-    _apply_credits(conn, credits)
-    return results
+    """Apply all writes, one statement per kind of row for the whole batch.
+
+    Raises BackstopError or IntegrityError when any one write fails; the caller then applies the
+    writes one by one, in order, so that only the failing one is refused.
+    """
+    _change_originals(conn, [w.original for w in writes if w.original is not None])
+    records = [r for w in writes for r in (w.record, w.tombstone) if r is not None]
+    if records:
+        conn.execute(insert(transactions), [{**_record_values(r), "created_at": now} for r in records])
+    entries = [w.entry for w in writes if w.entry is not None]
+    entry_ids = _post_entries(conn, entries, now)
+    for write in writes:
+        for change in write.card_changes:
+            _change_card(conn, change, now)
+    ids = iter(entry_ids)
+    return [WriteResult(True, next(ids) if write.entry is not None else None) for write in writes]
 
 
 def apply_alone(conn: Connection, write: Write, now: dt.datetime) -> WriteResult:
     return apply_batch(conn, [write], now)[0]
 
 
-def apply_write(conn: Connection, write: Write, now: dt.datetime, credits: dict[str, int]) -> WriteResult:
-    if write.original is not None:
-        _change_original(conn, write.original)
-    records = [r for r in (write.record, write.tombstone) if r is not None]
-    if records:
-        conn.execute(insert(transactions), [{**_record_values(r), "created_at": now} for r in records])
-    entry_id = None
-    if write.entry is not None:
-        entry_id = _post_entry(conn, write.entry, now, credits)
-    for change in write.card_changes:
-        _change_card(conn, change, now)
-    return WriteResult(True, entry_id)
-
-
 def _record_values(record: TransactionRecord) -> dict[str, object]:
     return {name: getattr(record, name) for name in TransactionRecord.__slots__}
 
 
-def _change_original(conn: Connection, change: OriginalChange) -> None:
-    row = transactions.c
-    conditions = [
-        row.source == change.source,
-        row.transaction_id == change.transaction_id,
-        row.status == "approved",
-        row.refunded_minor + change.refund_minor <= row.approved_minor,
-    ]
-    if change.require_unrefunded:
-        conditions.append(row.refunded_minor == 0)
-    result = conn.execute(
-        update(transactions)
-        .where(and_(*conditions))
-        .values(status=change.new_status, refunded_minor=row.refunded_minor + change.refund_minor)
+# Statements built once; executemany runs each over a whole batch. Bind names carry a b_ prefix
+# because SQLAlchemy reserves the column names for the SET clause.
+_row = transactions.c
+_CHANGE_ORIGINAL = (
+    update(transactions)
+    .where(
+        _row.source == bindparam("b_source"),
+        _row.transaction_id == bindparam("b_transaction_id"),
+        _row.status == "approved",
+        _row.refunded_minor + bindparam("b_refund_minor") <= _row.approved_minor,
+        # 1: the original must not have been refunded at all; 0: no such condition.
+        _row.refunded_minor * bindparam("b_unrefunded_required") == 0,
     )
-    if result.rowcount != 1:
-        raise BackstopError(f"original {change.transaction_id} can no longer be {change.new_status}")
+    .values(status=bindparam("b_status"), refunded_minor=_row.refunded_minor + bindparam("b_refund_minor"))
+)
+_GUARDED_POSTING = (
+    update(accounts)
+    .where(
+        accounts.c.account_id == bindparam("b_account_id"),
+        # The backstop across nodes: never let a card go below zero, whatever an actor believed.
+        accounts.c.balance_minor + bindparam("b_amount_minor") >= 0,
+    )
+    .values(balance_minor=accounts.c.balance_minor + bindparam("b_amount_minor"))
+)
+_POSTING = (
+    update(accounts)
+    .where(accounts.c.account_id == bindparam("b_account_id"))
+    .values(balance_minor=accounts.c.balance_minor + bindparam("b_amount_minor"))
+)
+_NEW_ENTRY = insert(journal_entries).returning(journal_entries.c.entry_id, sort_by_parameter_order=True)
 
 
-def _post_entry(conn: Connection, entry: JournalEntry, now: dt.datetime, credits: dict[str, int]) -> int:
-    for posting in entry.postings:
-        if posting.guarded:
-            # The backstop across nodes: never let a card go below zero, whatever an actor believed.
-            result = conn.execute(
-                update(accounts)
-                .where(
-                    accounts.c.account_id == posting.account_id,
-                    accounts.c.balance_minor + posting.amount_minor >= 0,
-                )
-                .values(balance_minor=accounts.c.balance_minor + posting.amount_minor)
-            )
-            if result.rowcount != 1:
-                raise BackstopError(f"{posting.account_id} would go below zero")
-        else:
-            credits[posting.account_id] += posting.amount_minor
-    entry_id = conn.execute(
-        insert(journal_entries).returning(journal_entries.c.entry_id),
+def _update_each(conn: Connection, statement: Update, rows: list[dict[str, object]], problem: str) -> None:
+    """Run a conditional update once per row; BackstopError unless every row matched exactly once."""
+    if not rows:
+        return
+    if conn.dialect.supports_sane_multi_rowcount:
+        if conn.execute(statement, rows).rowcount != len(rows):
+            raise BackstopError(problem)
+        return
+    for row in rows:
+        if conn.execute(statement, row).rowcount != 1:
+            raise BackstopError(problem)
+
+
+def _change_originals(conn: Connection, changes: list[OriginalChange]) -> None:
+    rows: list[dict[str, object]] = [
         {
-            "idempotency_key": entry.idempotency_key,
-            "kind": entry.kind,
-            "currency": entry.currency,
-            "created_at": now,
-        },
-    ).scalar_one()
+            "b_source": change.source,
+            "b_transaction_id": change.transaction_id,
+            "b_refund_minor": change.refund_minor,
+            "b_unrefunded_required": 1 if change.require_unrefunded else 0,
+            "b_status": change.new_status,
+        }
+        for change in changes
+    ]
+    what = changes[0] if len(changes) == 1 else None
+    problem = (
+        f"original {what.transaction_id} can no longer be {what.new_status}"
+        if what is not None
+        else "an original in the batch can no longer be changed"
+    )
+    _update_each(conn, _CHANGE_ORIGINAL, rows, problem)
+
+
+def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetime) -> list[int]:
+    """Guarded postings one by one in order; the other postings summed per account (sorted)."""
+    if not entries:
+        return []
+    guarded: list[dict[str, object]] = []
+    credits: dict[str, int] = defaultdict(int)
+    for entry in entries:
+        for posting in entry.postings:
+            if posting.guarded:
+                guarded.append({"b_account_id": posting.account_id, "b_amount_minor": posting.amount_minor})
+            else:
+                credits[posting.account_id] += posting.amount_minor
+    guarded_problem = (
+        f"{guarded[0]['b_account_id']} would go below zero"
+        if len(guarded) == 1
+        else "a card in the batch would go below zero"
+    )
+    _update_each(conn, _GUARDED_POSTING, guarded, guarded_problem)
+    entry_rows = [
+        {"idempotency_key": e.idempotency_key, "kind": e.kind, "currency": e.currency, "created_at": now}
+        for e in entries
+    ]
+    entry_ids = [int(row[0]) for row in conn.execute(_NEW_ENTRY, entry_rows)]
     conn.execute(
         insert(postings),
         [
             {"entry_id": entry_id, "account_id": p.account_id, "amount_minor": p.amount_minor}
+            for entry_id, entry in zip(entry_ids, entries, strict=True)
             for p in entry.postings
         ],
     )
-    return int(entry_id)
-
-
-def _apply_credits(conn: Connection, credits: dict[str, int]) -> None:
-    """Unguarded postings of the whole batch, one update per account."""
-    for account_id, delta_minor in sorted(credits.items()):
-        if delta_minor == 0:
-            continue
-        result = conn.execute(
-            update(accounts)
-            .where(accounts.c.account_id == account_id)
-            .values(balance_minor=accounts.c.balance_minor + delta_minor)
+    credit_rows: list[dict[str, object]] = [
+        {"b_account_id": account_id, "b_amount_minor": delta}
+        for account_id, delta in sorted(credits.items())
+        if delta != 0
+    ]
+    if credit_rows:
+        result = conn.execute(_POSTING, credit_rows)
+        assert not conn.dialect.supports_sane_multi_rowcount or result.rowcount == len(credit_rows), (
+            "an account of the batch does not exist"
         )
-        assert result.rowcount == 1, f"account {account_id} does not exist"
+    return entry_ids
 
 
 def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None:
