@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
 import logging
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -62,6 +65,11 @@ class EmployeePins:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self.lockouts = 0
+        # A PIN that matched once is remembered as a keyed hash under a key that lives only in this
+        # process, so a repeat costs one HMAC instead of the slow hash. Keyed by the stored hash too:
+        # a changed PIN misses. A wrong PIN always takes the slow path.
+        self._verified: dict[tuple[str, str], tuple[str, bytes]] = {}
+        self._verified_key = secrets.token_bytes(32)
 
     def check(self, merchant_id: str, employee: EmployeeAuth) -> ResponseCode:
         with self._guard:
@@ -71,13 +79,23 @@ class EmployeePins:
             if stored is None:
                 return ResponseCode.incorrect_pin
             now = self._now()
-            matches = credentials.employee_pin_matches(employee.pin, stored.pin_hash)
+            matches = self._matches((merchant_id, employee.employee_number), employee.pin, stored.pin_hash)
             attempt, code = after_attempt(stored.attempt, matches, self._policy, now)
             if attempt != stored.attempt:
                 self._store.save_pin_attempt(stored.employee_id, attempt)
                 if attempt.locked_until is not None:
                     self.lockouts += 1
             return code
+
+    def _matches(self, key: tuple[str, str], pin: str, pin_hash: str) -> bool:
+        tag = hmac.new(self._verified_key, pin.encode(), hashlib.sha256).digest()
+        known = self._verified.get(key)
+        if known is not None and known[0] == pin_hash and hmac.compare_digest(known[1], tag):
+            return True
+        matches = credentials.employee_pin_matches(pin, pin_hash)
+        if matches:
+            self._verified[key] = (pin_hash, tag)
+        return matches
 
 
 @dataclass(frozen=True, slots=True)

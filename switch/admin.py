@@ -202,6 +202,22 @@ class Admin:
             )
         return employee_id
 
+    def set_employee_pin(self, merchant_id: str, employee_number: str, pin: str) -> None:
+        """A new PIN for an employee; clears failed tries and any lock."""
+        from switch.domain.employees import pin_problem
+
+        problem = pin_problem(pin)
+        if problem:
+            raise AdminError(problem)
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                update(employees)
+                .where(employees.c.merchant_id == merchant_id, employees.c.employee_number == employee_number)
+                .values(pin_hash=credentials.hash_employee_pin(pin), failed_tries=0, locked_until=None)
+            ).rowcount
+        if changed != 1:
+            raise AdminError(f"merchant {merchant_id} has no employee {employee_number!r}")
+
     def join_programme(self, merchant_id: str, programme_id: str, commission_basis_points: int) -> None:
         if not 0 <= commission_basis_points <= 10_000:
             raise AdminError("commission_basis_points must be between 0 and 10000")

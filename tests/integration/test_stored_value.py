@@ -8,7 +8,7 @@ import pytest
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import make_card_number
-from tests.integration.harness import World, new_txn
+from tests.integration.harness import EMPLOYEE, World, new_txn
 
 VALID_NUMBER = make_card_number("600101", 2)
 UNKNOWN_NUMBER = make_card_number("600101", 999_999_999)
@@ -221,6 +221,21 @@ def test_a_cancel_cannot_itself_be_reversed_or_cancelled(world: World) -> None:
     assert terminal.cancel(cancel).response_code == "12"
     assert terminal.balance(card) == 1_000
     assert world.ledger().unbalanced_entries == 0 and world.ledger().balance_mismatches == 0
+
+
+def test_employee_pin_remembered_after_a_match_follows_a_pin_change(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(1_000)
+    first, second, third = new_txn(), new_txn(), new_txn()
+    for txn in (first, second, third):
+        assert terminal.redeem(card, 100, txn).response_code == "00"
+    assert terminal.cancel(first).response_code == "00"  # the slow hash, then remembered
+    assert terminal.cancel(second, pin="9999").response_code == "55"  # a wrong PIN is never remembered
+    assert terminal.cancel(second).response_code == "00"  # the remembered match
+    world.server.core.admin.set_employee_pin(world.merchant_id, EMPLOYEE.employee_number, "2468")
+    assert terminal.cancel(third).response_code == "55"  # the old PIN no longer matches
+    assert terminal.cancel(third, pin="2468").response_code == "00"
+    assert terminal.balance(card) == 1_000
 
 
 def test_employee_pin_lockout(world: World) -> None:
