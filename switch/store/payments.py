@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -89,13 +91,17 @@ class PaymentStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        # SQLite has one writer at a time; waiting here beats its busy handler's sleeps (long tails).
+        self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     def create_tables(self) -> None:
         card_payments.create(self._engine, checkfirst=True)
 
     def record(self, record: TransactionRecord, details: PaymentDetails | None, now: dt.datetime) -> None:
         """Store the payment's answer (and its acquirer side); raises IntegrityError on a stored id."""
-        with self._engine.begin() as conn:
+        with self._write_lock, self._engine.begin() as conn:
             conn.execute(insert(transactions), _record_values(record, now))
             if details is not None:
                 values = {name: getattr(details, name) for name in PaymentDetails.__slots__}
@@ -122,7 +128,7 @@ class PaymentStore:
     ) -> bool:
         """Move a payment from one status to another (and store the reversal that did it), or nothing."""
         row = transactions.c
-        with self._engine.begin() as conn:
+        with self._write_lock, self._engine.begin() as conn:
             changed = conn.execute(
                 update(transactions)
                 .where(

@@ -240,3 +240,59 @@ def payment_world(
             payment.world.server.stop()
             for engine in payment.engines:
                 engine.dispose()
+
+
+def measure(payments: int, terminals: int, latency_ms: int, database: str) -> dict[str, float]:
+    """Closed loop: `terminals` terminals pay one after another against a host with `latency_ms`."""
+    import statistics
+    import tempfile
+    import threading
+
+    latencies_ms: list[float] = []
+    approved = [0]
+    lock = threading.Lock()
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        payment_world(Path(directory), database, AcquirerHostConfig(latency_ms=latency_ms)) as world,
+    ):
+        fleet = [activate(world.world.channel, f"A77-bench-{index}") for index in range(terminals)]
+
+        def run(terminal: PayTerminal, count: int) -> None:
+            for _ in range(count):
+                started = time.perf_counter()
+                code = terminal.pay(1_000).response_code
+                with lock:
+                    latencies_ms.append((time.perf_counter() - started) * 1000)
+                    approved[0] += code == "00"
+
+        threads = [threading.Thread(target=run, args=(t, payments // terminals)) for t in fleet]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed_s = time.perf_counter() - started
+        wait_until(lambda: not world.saf_pending(), timeout_s=30)
+        world.audit()
+    quantiles = statistics.quantiles(latencies_ms, n=100)
+    return {
+        "approved_per_s": round(approved[0] / elapsed_s, 1),
+        "latency_ms_p50": round(quantiles[49], 2),
+        "latency_ms_p99": round(quantiles[98], 2),
+        "approved": approved[0],
+    }
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="measure payments through gRPC and the acquirer simulator")
+    parser.add_argument("--payments", type=int, default=2_000)
+    parser.add_argument("--terminals", type=int, default=16)
+    parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    arguments = parser.parse_args()
+    print(
+        json.dumps(measure(arguments.payments, arguments.terminals, arguments.latency_ms, arguments.database))
+    )
