@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Final
 
-from sqlalchemy import Column, DateTime, Engine, ForeignKey, Integer, String, Table, select, update
+from sqlalchemy import Column, DateTime, Engine, ForeignKey, Integer, String, Table, bindparam, select, update
 
 from switch.store.schema import ID_LENGTH, metadata
 
@@ -35,6 +35,9 @@ class CardPin:
         return self.failed_tries >= tries_max
 
 
+_CARD_PIN = select(card_pins).where(card_pins.c.card_id == bindparam("card_id"))
+
+
 class CardPinStore:
     """Reads and writes of card PINs; only the card's actor writes them (it serialises the tries)."""
 
@@ -43,7 +46,7 @@ class CardPinStore:
 
     def load(self, card_id: str) -> CardPin | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select(card_pins).where(card_pins.c.card_id == card_id)).first()
+            row = conn.execute(_CARD_PIN, {"card_id": card_id}).first()
         return None if row is None else CardPin(row.pvv, row.pvv_key_id, row.failed_tries)
 
     def set_pvv(self, card_id: str, pvv: str, pvv_key_id: str, now: dt.datetime) -> CardPin:

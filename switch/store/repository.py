@@ -7,7 +7,7 @@ import json
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
 
 from switch.domain.card_rules import CardState
 from switch.domain.employees import PinAttempt
@@ -24,6 +24,21 @@ from switch.store.schema import (
     programmes,
     terminals,
     transactions,
+)
+
+# The hot lookups, built once: building a statement costs more than running it.
+_CARD_BY_HASH = select(cards.c.card_id).where(cards.c.card_hash == bindparam("card_hash"))
+_CARD_STATE = (
+    select(cards, accounts.c.balance_minor)
+    .join(accounts, accounts.c.account_id == "card:" + cards.c.card_id)
+    .where(cards.c.card_id == bindparam("card_id"))
+)
+_TRANSACTION = select(transactions).where(
+    transactions.c.source == bindparam("source"), transactions.c.transaction_id == bindparam("transaction_id")
+)
+_EMPLOYEE = select(employees).where(
+    employees.c.merchant_id == bindparam("merchant_id"),
+    employees.c.employee_number == bindparam("employee_number"),
 )
 
 
@@ -139,15 +154,11 @@ class Store:
 
     def card_id_by_hash(self, card_hash: str) -> str | None:
         with self.engine.connect() as conn:
-            return conn.execute(select(cards.c.card_id).where(cards.c.card_hash == card_hash)).scalar()
+            return conn.execute(_CARD_BY_HASH, {"card_hash": card_hash}).scalar()
 
     def card_state(self, card_id: str) -> CardState:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(cards, accounts.c.balance_minor)
-                .join(accounts, accounts.c.account_id == "card:" + cards.c.card_id)
-                .where(cards.c.card_id == card_id)
-            ).one()
+            row = conn.execute(_CARD_STATE, {"card_id": card_id}).one()
         return CardState(
             row.card_id,
             self.programme(row.programme_id),
@@ -189,11 +200,7 @@ class Store:
 
     def transaction(self, source: str, transaction_id: str) -> StoredTransaction | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(transactions).where(
-                    transactions.c.source == source, transactions.c.transaction_id == transaction_id
-                )
-            ).first()
+            row = conn.execute(_TRANSACTION, {"source": source, "transaction_id": transaction_id}).first()
         if row is None:
             return None
         values = {name: getattr(row, name) for name in TransactionRecord.__slots__}
@@ -204,9 +211,7 @@ class Store:
     def employee_pin(self, merchant_id: str, employee_number: str) -> EmployeePin | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(employees).where(
-                    employees.c.merchant_id == merchant_id, employees.c.employee_number == employee_number
-                )
+                _EMPLOYEE, {"merchant_id": merchant_id, "employee_number": employee_number}
             ).first()
         if row is None:
             return None
