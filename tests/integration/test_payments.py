@@ -326,3 +326,20 @@ def test_many_terminals_pay_at_once_and_the_audit_is_clean(sqlite: PaymentWorld)
     assert set(codes) <= {"00", "68"} and "68" in codes and "00" in codes
     wait_until(lambda: not sqlite.saf_pending())
     sqlite.audit()
+
+
+def test_abort_while_the_authorisation_is_in_flight_reverses_it(sqlite: PaymentWorld) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    sqlite.host.call(lambda: setattr(sqlite.host.host.config, "latency_ms", RESPONSE_TIMEOUT_MS // 2))
+    txn = new_txn()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        paying = pool.submit(sqlite.terminal.pay, 1_000, txn=txn)
+        wait_until(lambda: len(sqlite.host.record().authorizations) == 1)
+        aborted = sqlite.terminal.abort(txn)  # the terminal actor finishes the payment first
+        paid = paying.result()
+    assert paid.response_code == "00"
+    assert (aborted.response_code, aborted.status) == ("17", "aborted")
+    wait_until(lambda: not sqlite.saf_pending())
+    assert sqlite.host.record().reversed_keys() == {host_key(sqlite, txn)}
+    sqlite.audit()
