@@ -53,6 +53,11 @@ class GatewayNotRunningError(Exception):
     """authorize() and friends were called before start() or after stop()."""
 
 
+# Called (on a worker thread) with what a reversal of the authorisation needs, after its STAN and
+# field 7 are chosen and before it is sent; if it raises, nothing is sent (answered 96).
+BeforeSend = Callable[[OriginalAuthorization], None]
+
+
 class AcquirerGateway:
     """Thread-safe: call the public methods from any thread except the gateway's own."""
 
@@ -139,18 +144,31 @@ class AcquirerGateway:
 
     # --- public synchronous API ----------------------------------------------------------------------
 
-    def authorize(self, request: AuthorizationRequest, timeout_ms: int | None = None) -> AuthorizationResult:
+    def authorize(
+        self,
+        request: AuthorizationRequest,
+        timeout_ms: int | None = None,
+        before_send: BeforeSend | None = None,
+    ) -> AuthorizationResult:
         """Route, send and await one authorisation. A missing answer declines (68) and queues a
-        reversal advice; an unreachable acquirer declines (91) without one."""
+        reversal advice; an unreachable acquirer declines (91) without one. `before_send` lets the
+        caller make the authorisation durable before it leaves (see BeforeSend)."""
         timeout = self._limits.response_timeout_ms_default if timeout_ms is None else timeout_ms
         assert timeout > 0, "timeout_ms must be positive"
-        return self._call(lambda: self._authorize(request, timeout))
+        return self._call(lambda: self._authorize(request, timeout, before_send))
 
     def reverse(self, original: OriginalAuthorization, reason: str) -> bool:
         """Store a reversal advice of an answered authorisation (abort, terminal reversal) and send it
         as 0420, then 0421 until acknowledged; True once it is stored (or was already)."""
         assert original.acquirer in self._links, "reverse on a configured acquirer"
         return self._call(lambda: self._reverse(original, reason))
+
+    def reversal_before_start(self, original: OriginalAuthorization, reason: str) -> NewReversal:
+        """The reversal advice of an original, with a STAN of its own, for recovery to store in its
+        own transaction; only before start(), when the STAN counter is not used by the loop."""
+        assert self._thread is None, "reversal_before_start() before start()"
+        assert original.acquirer in self._links, "reverse on a configured acquirer"
+        return self._advice(original, reason)
 
     def sign_on(self, name: str) -> ResponseCode:
         return self._call(lambda: self._network(name, mti.NETWORK_SIGN_ON))
@@ -238,7 +256,9 @@ class AcquirerGateway:
         )
         return translated.hex().upper()
 
-    async def _authorize(self, request: AuthorizationRequest, timeout_ms: int) -> AuthorizationResult:
+    async def _authorize(
+        self, request: AuthorizationRequest, timeout_ms: int, before_send: BeforeSend | None
+    ) -> AuthorizationResult:
         name = self._routes.route(request.card.pan)
         if name is None:
             log.info("no acquirer route for %s", request.card.masked_pan)
@@ -257,6 +277,8 @@ class AcquirerGateway:
         stan = self._free_stan(link, request.terminal_id)
         transmission = transmission_datetime(self._clock())
         message = authorization_message(request, stan, transmission, field52)
+        if before_send is not None and not await self._before_send(before_send, name, message):
+            return AuthorizationResult(ResponseCode.system_error, name)
         self._in_flight += 1
         try:
             response = await link.exchange(message, timeout_ms)
@@ -268,6 +290,27 @@ class AcquirerGateway:
             self._authorization_timeouts += 1
             return await self._timed_out(request, name, message)
         return _result(response, name, stan, transmission)
+
+    async def _before_send(self, before_send: BeforeSend, name: str, message: IsoMessage) -> bool:
+        original = OriginalAuthorization(
+            acquirer=name,
+            terminal_id=message["41"],
+            merchant_id=message["42"],
+            transaction_id="",
+            mti=message["t"],
+            stan=message["11"],
+            transmission_datetime=message["7"],
+            processing_code=message["3"],
+            amount_minor=int(message["4"]),
+            currency_numeric=message["49"],
+        )
+        try:
+            await trio.to_thread.run_sync(before_send, original)
+        except Exception:
+            # Not recorded, so not sent: a crash must never leave an authorisation nobody knows of.
+            log.exception("acquirer %s: authorisation not recorded before sending; not sent", name)
+            return False
+        return True
 
     def _free_stan(self, link: AcquirerLink, terminal_id: str) -> str:
         # STANs wrap after 999999; skip one still waiting for its answer on this terminal.
@@ -298,7 +341,10 @@ class AcquirerGateway:
         return AuthorizationResult(code, name, message["11"], message["7"], reversal_queued=queued)
 
     async def _reverse(self, original: OriginalAuthorization, reason: str) -> bool:
-        reversal = NewReversal(
+        return await self._enqueue(self._advice(original, reason))
+
+    def _advice(self, original: OriginalAuthorization, reason: str) -> NewReversal:
+        return NewReversal(
             acquirer=original.acquirer,
             terminal_id=original.terminal_id,
             merchant_id=original.merchant_id,
@@ -312,7 +358,6 @@ class AcquirerGateway:
             currency_numeric=original.currency_numeric,
             reason=reason,
         )
-        return await self._enqueue(reversal)
 
     async def _enqueue(self, reversal: NewReversal) -> bool:
         """Store a reversal durably before the decline goes back; True when it is stored."""

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from actors.acquirer_gateway import AcquirerGateway, GatewayNotRunningError
-from actors.acquirer_messages import PURCHASE_PROCESSING_CODE
 from actors.acquirer_types import (
     AuthorizationRequest,
     AuthorizationResult,
@@ -23,7 +22,7 @@ from actors.acquirer_types import (
 )
 from actors.outcomes import TOMBSTONE_TYPE, outcome_of, record_of
 from switch.domain.cvm import CvmPolicy, missing_cvm
-from switch.domain.money import CURRENCY_NUMERIC, Money
+from switch.domain.money import Money
 from switch.domain.payments import AbortPayment, EntryMode, Pay, emv_tlv_hex, is_expired, payment_fingerprint
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import (
@@ -34,7 +33,14 @@ from switch.domain.transactions import (
     declined,
 )
 from switch.security import PanToken, WrappedKey, pin_block_format, tokenize_pan
-from switch.store.payments import PaymentDetails, PaymentStore
+from switch.store.journal import TransactionRecord
+from switch.store.payments import (
+    STAGE_ANSWERED,
+    STAGE_PENDING,
+    PaymentDetails,
+    PaymentNotPendingError,
+    PaymentStore,
+)
 from switch.store.repository import Store, StoredTransaction, TerminalInfo
 
 log = logging.getLogger(__name__)
@@ -96,7 +102,6 @@ class PaymentProcessor:
         stored = self._services.store.transaction(terminal.terminal_id, command.transaction_id)
         if stored is not None:
             return _answer_for_stored(stored, command.transaction_id, digest)
-        method = command.card.entry_mode.value
         if is_expired(command.card.expiry_yymm, self._services.now().date()):
             return self._decline(command, terminal, token, digest, ResponseCode.card_expired, "")
         cvm_problem = missing_cvm(
@@ -108,8 +113,24 @@ class PaymentProcessor:
         if isinstance(pin, Outcome):
             return pin
         request = self._authorization_request(command, terminal, pin)
+        return self._authorize(command, terminal, request, _PendingContext(token, digest, terminal))
+
+    def _authorize(
+        self, command: Pay, terminal: TerminalInfo, request: AuthorizationRequest, context: _PendingContext
+    ) -> Outcome:
+        """Send the authorisation, its row recorded as pending first; then store the answer."""
+        method = command.card.entry_mode.value
+        sent: list[PaymentDetails] = []
+
+        def record_pending(original: OriginalAuthorization) -> None:
+            pending = _pending_details(command, original, context)
+            self._services.payments.record_pending(pending, self._services.now())
+            sent.append(pending)
+
         try:
-            result = self._services.gateway.authorize(request, self._services.response_timeout_ms)
+            result = self._services.gateway.authorize(
+                request, self._services.response_timeout_ms, record_pending
+            )
         except GatewayNotRunningError:
             return _refusal(
                 command.transaction_id,
@@ -117,20 +138,20 @@ class PaymentProcessor:
                 "acquirer gateway not running",
                 method,
             )
-        outcome = _outcome_of_result(command, result, terminal.period_number, token)
-        details = _details(command, request, result, token, terminal.terminal_id)
-        record = record_of(outcome, terminal.terminal_id, digest, merchant_id=terminal.merchant_id)
+        outcome = _outcome_of_result(command, result, terminal.period_number, context.token)
+        details = _answered(sent[0], result) if sent else None
+        record = record_of(outcome, terminal.terminal_id, context.digest, merchant_id=terminal.merchant_id)
         try:
             self._services.payments.record(record, details, self._services.now())
-        except IntegrityError:
-            # Stored meanwhile under this id (another node): this approval must not stand.
+        except (IntegrityError, PaymentNotPendingError):
+            # Stored meanwhile under this id (another node, or recovery): this approval must not stand.
             self._reverse_unrecorded(details, result)
             again = self._services.store.transaction(terminal.terminal_id, command.transaction_id)
             if again is None:
                 return _refusal(
                     command.transaction_id, ResponseCode.system_error, "could not store the payment", method
                 )
-            return _answer_for_stored(again, command.transaction_id, digest)
+            return _answer_for_stored(again, command.transaction_id, context.digest)
         except SQLAlchemyError:
             log.exception("payment %s: could not store the answer", command.transaction_id)
             self._reverse_unrecorded(details, result)
@@ -207,9 +228,9 @@ class PaymentProcessor:
 
     def _reverse_unrecorded(self, details: PaymentDetails | None, result: AuthorizationResult) -> None:
         if details is None or not result.approved:
-            return
+            return  # only an approval can stand at the acquirer; a timeout's reversal is queued
         try:
-            self._services.gateway.reverse(_original(details), "not_recorded")
+            self._services.gateway.reverse(original_of(details), "not_recorded")
         except GatewayNotRunningError:
             log.error("payment %s: approved but neither stored nor reversed", details.transaction_id)
 
@@ -312,12 +333,12 @@ class PaymentProcessor:
 
     def _reverse(self, details: PaymentDetails, reason: str) -> bool:
         try:
-            return self._services.gateway.reverse(_original(details), reason)
+            return self._services.gateway.reverse(original_of(details), reason)
         except GatewayNotRunningError:
             return False
 
 
-def _original(details: PaymentDetails) -> OriginalAuthorization:
+def original_of(details: PaymentDetails) -> OriginalAuthorization:
     return OriginalAuthorization(
         acquirer=details.acquirer,
         terminal_id=details.acquirer_terminal_id,
@@ -366,14 +387,20 @@ def _outcome_of_result(
     return dataclasses.replace(outcome, payment_method=method)
 
 
-def _details(
-    command: Pay, request: AuthorizationRequest, result: AuthorizationResult, token: PanToken, source: str
-) -> PaymentDetails | None:
-    """The acquirer side, when a message went out (it has a STAN); None when none was sent."""
-    if result.acquirer is None or not result.stan:
-        return None
+@dataclass(frozen=True, slots=True)
+class _PendingContext:
+    token: PanToken
+    digest: str
+    terminal: TerminalInfo
+
+
+def _pending_details(
+    command: Pay, original: OriginalAuthorization, context: _PendingContext
+) -> PaymentDetails:
+    """The payment's row before its authorisation goes out: what a reversal and the answer need."""
+    token, terminal = context.token, context.terminal
     return PaymentDetails(
-        source=source,
+        source=terminal.terminal_id,
         transaction_id=command.transaction_id,
         sequence_number=command.sequence_number,
         pan_hash=token.pan_hash_hex,
@@ -381,20 +408,55 @@ def _details(
         last4=token.last4,
         entry_mode=command.card.entry_mode.value,
         pin_entered=command.has_pin,
-        acquirer=result.acquirer,
-        acquirer_terminal_id=request.terminal_id,
-        acquirer_merchant_id=request.merchant_id,
-        original_mti=request.message_class.value,
-        stan=result.stan,
-        transmission=result.transmission_datetime,
-        processing_code=PURCHASE_PROCESSING_CODE,
-        currency_numeric=CURRENCY_NUMERIC[command.amount.currency],
-        amount_minor=command.amount.amount_minor,
+        acquirer=original.acquirer,
+        acquirer_terminal_id=original.terminal_id,
+        acquirer_merchant_id=original.merchant_id,
+        original_mti=original.mti,
+        stan=original.stan,
+        transmission=original.transmission_datetime,
+        processing_code=original.processing_code,
+        currency_numeric=original.currency_numeric,
+        amount_minor=original.amount_minor,
+        response_code="",
+        auth_code="",
+        retrieval_reference="",
+        reversal_queued=False,
+        fingerprint=context.digest,
+        merchant_id=terminal.merchant_id,
+        period_number=terminal.period_number,
+        card_masked=token.masked,
+        currency=command.amount.currency,
+        stage=STAGE_PENDING,
+    )
+
+
+def _answered(pending: PaymentDetails, result: AuthorizationResult) -> PaymentDetails:
+    return dataclasses.replace(
+        pending,
         response_code=result.response_code.iso_code,
         auth_code=result.auth_code[:6],
         retrieval_reference=result.retrieval_reference[:12],
         reversal_queued=result.reversal_queued,
+        stage=STAGE_ANSWERED,
     )
+
+
+RECOVERED_DETAIL = "the switch stopped before the acquirer's answer was stored; a reversal is queued"
+
+
+def recovered_answer(details: PaymentDetails) -> TransactionRecord:
+    """The stored answer of a payment found pending at a start: timed out (68), never approved."""
+    outcome = declined(
+        details.transaction_id,
+        PAYMENT,
+        ResponseCode.acquirer_timeout,
+        RECOVERED_DETAIL,
+        requested=Money(details.amount_minor, details.currency),
+        card_masked=details.card_masked,
+        period_number=details.period_number,
+    )
+    outcome = dataclasses.replace(outcome, payment_method=details.entry_mode)
+    return record_of(outcome, details.source, details.fingerprint, merchant_id=details.merchant_id)
 
 
 def _answer_for_stored(stored: StoredTransaction, transaction_id: str, digest: str) -> Outcome:

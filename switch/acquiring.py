@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import logging
 import sys
 import threading
 import tomllib
@@ -17,7 +18,7 @@ from sqlalchemy import Engine
 
 from actors.acquirer_gateway import AcquirerGateway
 from actors.acquirer_types import AcquirerEndpoint, BinRange, GatewayConfig, GatewayLimits
-from actors.payments import PaymentProcessor, PaymentServices
+from actors.payments import PaymentProcessor, PaymentServices, original_of, recovered_answer
 from switch.config import Settings
 from switch.domain.cvm import CONTACTLESS_NO_PIN_LIMITS_MINOR_DEFAULT, CvmPolicy
 from switch.pins import terminal_pin_key_id
@@ -35,7 +36,10 @@ from switch.store.keys import KeyStore
 from switch.store.payments import PaymentStore
 from switch.store.repository import Store
 
+log = logging.getLogger(__name__)
+
 RESPONSE_TIMEOUT_MS_DEFAULT = 5_000
+RECOVERY_BATCHES_MAX = 1_000  # of PENDING_BATCH_MAX payments each
 SIGN_ON_WAIT_MS = 2_000
 
 
@@ -160,6 +164,8 @@ class Acquiring:
         self._lock = threading.Lock()
         payment_store = PaymentStore(engine)
         payment_store.create_tables()
+        self.payments = payment_store
+        self._now = now or (lambda: dt.datetime.now(dt.UTC))
         self.processor = PaymentProcessor(
             PaymentServices(
                 gateway=self.gateway,
@@ -169,7 +175,7 @@ class Acquiring:
                 pan_hash_key=card_hash_key,
                 cvm=config.cvm,
                 response_timeout_ms=config.response_timeout_ms,
-                now=now or (lambda: dt.datetime.now(dt.UTC)),
+                now=self._now,
             )
         )
 
@@ -183,9 +189,28 @@ class Acquiring:
         return cls(load_config(settings.acquirers_file), engine, security, card_hash_key)
 
     def start(self) -> None:
-        """Start the links; waits a little for sign-on, but a down acquirer does not stop the switch."""
+        """Recover payments left in flight, then start the links; waits a little for sign-on, but a
+        down acquirer does not stop the switch. Call it before terminals are accepted."""
+        self.recover_pending()
         self.gateway.start()
         self.gateway.wait_signed_on(SIGN_ON_WAIT_MS)
+
+    def recover_pending(self) -> int:
+        """Before the links start: each payment whose authorisation went out but whose answer was
+        never stored (the switch died in between) gets a reversal advice queued and is answered as
+        timed out (68), in one transaction; a retry of its id then gets that answer. Returns how
+        many were recovered."""
+        recovered = 0
+        for _ in range(RECOVERY_BATCHES_MAX):
+            batch = self.payments.pending()
+            if not batch:
+                return recovered
+            for details in batch:
+                reversal = self.gateway.reversal_before_start(original_of(details), "switch_restart")
+                if self.payments.resolve_pending(details, recovered_answer(details), reversal, self._now()):
+                    recovered += 1
+            log.warning("recovered %d payments left in flight; their reversals are queued", len(batch))
+        raise RuntimeError("payments still pending after recovery; is another switch sending?")
 
     def stop(self) -> None:
         """Close the links; pending reversals stay stored and go out after the next start."""

@@ -1,4 +1,9 @@
-"""Bank-card payments at rest: the acquirer side of each payment (never a PAN, PIN block or track)."""
+"""Bank-card payments at rest: the acquirer side of each payment (never a PAN, PIN block or track).
+
+A payment's row is written as `pending` before its authorisation is sent, so a crash while it is in
+flight leaves what a reversal needs; the answer then moves it to `answered`, or recovery at the next
+start to `recovered` (reversal queued, the terminal's answer stored in the same transaction).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import contextlib
 import datetime as dt
 import threading
 from dataclasses import dataclass
+from typing import Final
 
 from sqlalchemy import (
     BigInteger,
@@ -22,9 +28,16 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import RowMapping
 
 from switch.store.journal import TransactionRecord
+from switch.store.saf import NewReversal, SafStore
 from switch.store.schema import metadata, transactions
+
+STAGE_PENDING: Final = "pending"  # stored before the authorisation went out; no answer yet
+STAGE_ANSWERED: Final = "answered"  # the acquirer's answer (or its timeout) is stored
+STAGE_RECOVERED: Final = "recovered"  # found pending at a start: reversed, answered as timed out
+PENDING_BATCH_MAX: Final = 1_000
 
 # One row per payment that reached the acquirer stage; joined to `transactions` by (source, id).
 card_payments = Table(
@@ -52,6 +65,13 @@ card_payments = Table(
     Column("auth_code", String(6), nullable=False),
     Column("retrieval_reference", String(12), nullable=False),
     Column("reversal_queued", Boolean, nullable=False),
+    Column("stage", String(16), nullable=False, index=True),
+    # What the terminal's answer row needs when recovery has to write it (no card data).
+    Column("fingerprint", String(32), nullable=False),
+    Column("merchant_id", String(40), nullable=False),
+    Column("period_number", BigInteger, nullable=False),
+    Column("card_masked", String(19), nullable=False),
+    Column("currency", String(3), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("source", "transaction_id", name="uq_card_payments_transaction"),
 )
@@ -80,6 +100,34 @@ class PaymentDetails:
     auth_code: str
     retrieval_reference: str
     reversal_queued: bool
+    fingerprint: str
+    merchant_id: str
+    period_number: int
+    card_masked: str
+    currency: str
+    stage: str = STAGE_PENDING
+
+
+class PaymentNotPendingError(Exception):
+    """The payment's row was no longer pending when its answer came (recovery got there first)."""
+
+
+# What the acquirer's answer (or its timeout) fills in on the pending row.
+ANSWER_FIELDS: Final = (
+    "response_code",
+    "auth_code",
+    "retrieval_reference",
+    "reversal_queued",
+    "stage",
+)
+
+
+def _details_values(details: PaymentDetails) -> dict[str, object]:
+    return {name: getattr(details, name) for name in PaymentDetails.__slots__}
+
+
+def _details_of(row: RowMapping) -> PaymentDetails:
+    return PaymentDetails(**{name: row[name] for name in PaymentDetails.__slots__})
 
 
 def _record_values(record: TransactionRecord, now: dt.datetime) -> dict[str, object]:
@@ -99,13 +147,71 @@ class PaymentStore:
     def create_tables(self) -> None:
         card_payments.create(self._engine, checkfirst=True)
 
-    def record(self, record: TransactionRecord, details: PaymentDetails | None, now: dt.datetime) -> None:
-        """Store the payment's answer (and its acquirer side); raises IntegrityError on a stored id."""
+    def record_pending(self, details: PaymentDetails, now: dt.datetime) -> None:
+        """Before the authorisation goes out; raises IntegrityError if this id has a row already."""
+        assert details.stage == STAGE_PENDING, "a new payment row is pending"
         with self._write_lock, self._engine.begin() as conn:
-            conn.execute(insert(transactions), _record_values(record, now))
+            conn.execute(insert(card_payments), {**_details_values(details), "created_at": now})
+
+    def record(self, record: TransactionRecord, details: PaymentDetails | None, now: dt.datetime) -> None:
+        """Store the payment's answer and, when it reached the acquirer, its answered pending row.
+
+        Raises IntegrityError on a stored id, PaymentNotPendingError when recovery resolved it."""
+        with self._write_lock, self._engine.begin() as conn:
             if details is not None:
-                values = {name: getattr(details, name) for name in PaymentDetails.__slots__}
-                conn.execute(insert(card_payments), {**values, "created_at": now})
+                assert details.stage == STAGE_ANSWERED, "an answer moves the row to answered"
+                changed = conn.execute(
+                    update(card_payments)
+                    .where(
+                        card_payments.c.source == details.source,
+                        card_payments.c.transaction_id == details.transaction_id,
+                        card_payments.c.stage == STAGE_PENDING,
+                    )
+                    .values(**{name: getattr(details, name) for name in ANSWER_FIELDS})
+                )
+                if changed.rowcount != 1:
+                    raise PaymentNotPendingError(details.transaction_id)
+            conn.execute(insert(transactions), _record_values(record, now))
+
+    def pending(self, limit: int = PENDING_BATCH_MAX) -> tuple[PaymentDetails, ...]:
+        """Payments whose authorisation went out and whose answer was never stored, oldest first."""
+        assert 0 < limit <= PENDING_BATCH_MAX, "pending limit out of range"
+        query = (
+            select(card_payments)
+            .where(card_payments.c.stage == STAGE_PENDING)
+            .order_by(card_payments.c.payment_pk)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return tuple(_details_of(row) for row in conn.execute(query).mappings())
+
+    def resolve_pending(
+        self, details: PaymentDetails, answer: TransactionRecord, reversal: NewReversal, now: dt.datetime
+    ) -> bool:
+        """In one transaction: queue the reversal (once per original), store the terminal's answer
+        unless one is stored, and mark the row recovered. False when it was no longer pending."""
+        with self._write_lock, self._engine.begin() as conn:
+            changed = conn.execute(
+                update(card_payments)
+                .where(
+                    card_payments.c.source == details.source,
+                    card_payments.c.transaction_id == details.transaction_id,
+                    card_payments.c.stage == STAGE_PENDING,
+                )
+                .values(stage=STAGE_RECOVERED, reversal_queued=True)
+            )
+            if changed.rowcount != 1:
+                return False
+            SafStore.enqueue_within(conn, reversal, now)
+            stored = conn.execute(
+                select(transactions.c.transaction_id).where(
+                    transactions.c.source == answer.source,
+                    transactions.c.transaction_id == answer.transaction_id,
+                )
+            ).first()
+            if stored is None:
+                conn.execute(insert(transactions), _record_values(answer, now))
+        return True
 
     def details(self, source: str, transaction_id: str) -> PaymentDetails | None:
         query = select(card_payments).where(
@@ -113,9 +219,7 @@ class PaymentStore:
         )
         with self._engine.connect() as conn:
             row = conn.execute(query).mappings().first()
-        if row is None:
-            return None
-        return PaymentDetails(**{name: row[name] for name in PaymentDetails.__slots__})
+        return None if row is None else _details_of(row)
 
     def change_status(
         self,

@@ -20,7 +20,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from switch.store.schema import metadata
@@ -71,7 +71,7 @@ class NewReversal:
     processing_code: str
     amount_minor: int
     currency_numeric: str
-    reason: str  # timeout | link_lost | late_response
+    reason: str  # timeout | late_response | abort | reversal | not_recorded | switch_restart
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +101,15 @@ class SafEntry:
         return self.attempts > 0
 
 
+def _new_values(reversal: NewReversal, now: dt.datetime) -> dict[str, object]:
+    return {
+        **{name: getattr(reversal, name) for name in NewReversal.__slots__},
+        "status": STATUS_PENDING,
+        "attempts": 0,
+        "created_at": now,
+    }
+
+
 def _entry(row: RowMapping) -> SafEntry:
     return SafEntry(**{name: row[name] for name in SafEntry.__slots__})
 
@@ -116,17 +125,29 @@ class SafStore:
 
     def enqueue(self, reversal: NewReversal, now: dt.datetime) -> bool:
         """Store a reversal; False (and nothing changed) if one for that original is stored."""
-        values = {
-            **{name: getattr(reversal, name) for name in NewReversal.__slots__},
-            "status": STATUS_PENDING,
-            "attempts": 0,
-            "created_at": now,
-        }
         try:
             with self._engine.begin() as connection:
-                connection.execute(insert(acquirer_saf).values(**values))
+                connection.execute(insert(acquirer_saf).values(**_new_values(reversal, now)))
         except IntegrityError:
             return False
+        return True
+
+    @staticmethod
+    def enqueue_within(connection: Connection, reversal: NewReversal, now: dt.datetime) -> bool:
+        """enqueue() inside a caller's transaction (no savepoint: it looks before it inserts, so
+        call it where nothing else enqueues at the same time, as recovery before the links start)."""
+        column = acquirer_saf.c
+        stored = connection.execute(
+            select(column.saf_id).where(
+                column.acquirer == reversal.acquirer,
+                column.terminal_id == reversal.terminal_id,
+                column.original_stan == reversal.original_stan,
+                column.original_transmission == reversal.original_transmission,
+            )
+        ).first()
+        if stored is not None:
+            return False
+        connection.execute(insert(acquirer_saf).values(**_new_values(reversal, now)))
         return True
 
     def pending(
