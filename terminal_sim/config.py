@@ -50,6 +50,7 @@ class SimConfig:
     zipf_exponent: float = 1.1
     day_length_s: float = 10.0  # one simulated shop day; a day close ends each
     terminal_timeout_s: float = 5.0  # the terminal's own patience per request
+    activation_timeout_s: float = 60.0
     fault_timeout_s_max: float = 0.004  # a faulty timeout fires within this after sending
     switched_off_s: float = 0.5  # how long an abandoned terminal stays off
     activation_concurrency_max: int = 32

@@ -118,7 +118,7 @@ class SimTerminal:
                     method,
                     request,
                     metadata=self.metadata,
-                    timeout_s=config.terminal_timeout_s + GRPC_DEADLINE_MARGIN_S,
+                    timeout_s=timeout_s + GRPC_DEADLINE_MARGIN_S,
                 )
                 outcome = Outcome.answered
             except grpc.RpcError as error:
@@ -149,7 +149,10 @@ class SimTerminal:
             device_name=self.device_name,
             location=login.location,
         )
-        sent = await self._send(Operation.activate, self.stub.Activate, request)
+        # Activation checks the merchant's password with a deliberately slow hash, and a fleet
+        # activates at once: it gets the patience of a one-off set-up, not of a payment.
+        timeout_s = self.context.config.activation_timeout_s
+        sent = await self._send(Operation.activate, self.stub.Activate, request, timeout_s=timeout_s)
         if sent.outcome is not Outcome.answered:
             raise RuntimeError(f"{self.device_name} could not activate: {sent.grpc_code}")
         self.terminal_id = sent.reply.terminal_id
