@@ -13,6 +13,20 @@ from switch.store.repository import Store
 TOMBSTONE_TYPE = "tombstone"  # the id of a transaction that was reversed before it ever arrived
 
 
+def tombstone_of(source: str, transaction_id: str, period_number: int = 0) -> TransactionRecord:
+    """The row that holds a never-seen original's id, so the original moves nothing if it arrives."""
+    return TransactionRecord(
+        source=source,
+        transaction_id=transaction_id,
+        transaction_type=TOMBSTONE_TYPE,
+        fingerprint="",
+        currency="",
+        result=ResponseCode.already_reversed.name,
+        status=TransactionStatus.reversed.value,
+        period_number=period_number,
+    )
+
+
 def authorization_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
 

@@ -27,7 +27,7 @@ from actors.messages import (
     Submit,
     TerminalContext,
 )
-from actors.outcomes import TOMBSTONE_TYPE, answer_for_stored, outcome_of, record_of
+from actors.outcomes import TOMBSTONE_TYPE, answer_for_stored, outcome_of, record_of, tombstone_of
 from actors.payments import PaymentMessage, PaymentProcessor, SubmitAbort, SubmitPayment
 from actors.registry import ActorRegistry
 from actors.reply import Reply
@@ -258,15 +258,8 @@ class TerminalActor(pykka.ThreadingActor):
         record = record_of(
             outcome, self.info.terminal_id, digest, original_transaction_id=command.original_transaction_id
         )
-        tombstone = TransactionRecord(
-            source=self.info.terminal_id,
-            transaction_id=command.original_transaction_id,
-            transaction_type=TOMBSTONE_TYPE,
-            fingerprint="",
-            currency="",
-            result=ResponseCode.already_reversed.name,
-            status=TransactionStatus.reversed.value,
-            period_number=self.info.period_number,
+        tombstone = tombstone_of(
+            self.info.terminal_id, command.original_transaction_id, self.info.period_number
         )
         return self._persist(Write(record=record, tombstone=tombstone), outcome, digest)
 

@@ -20,7 +20,7 @@ import trio
 from sqlalchemy import select
 
 from actors.messages import AdjustOriginal, Authorize, TerminalContext
-from actors.outcomes import TOMBSTONE_TYPE, answer_for_stored, record_of
+from actors.outcomes import TOMBSTONE_TYPE, answer_for_stored, record_of, tombstone_of
 from actors.reply import Reply, ReplyTimeoutError
 from protocols.iso8583 import (
     SPEC,
@@ -224,15 +224,7 @@ class InboundHandler:
 
     def _tombstone(self, command: Reversal, context: TerminalContext, digest: str) -> _Answer:
         """Acknowledge, and hold the original's id so a late original is refused and moves nothing."""
-        tombstone = TransactionRecord(
-            source=context.terminal_id,
-            transaction_id=command.original_transaction_id,
-            transaction_type=TOMBSTONE_TYPE,
-            fingerprint="",
-            currency="",
-            result=ResponseCode.already_reversed.name,
-            status=TransactionStatus.reversed.value,
-        )
+        tombstone = tombstone_of(context.terminal_id, command.original_transaction_id)
         record = _nothing_moved(command, context, digest, "never seen")
         return self._persist(Write(record=record, tombstone=tombstone))
 
