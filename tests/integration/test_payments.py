@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from protocols.wire import terminal_pb2 as pb
 from switch.server import SwitchServer
+from switch.store.payments import STAGE_ANSWERED, card_payments
 from switch.store.schema import transactions
 from terminal_sim.acquirer_host import OriginalKey
 from tests.integration.harness import TerminalClient
@@ -343,3 +344,46 @@ def test_abort_while_the_authorisation_is_in_flight_reverses_it(sqlite: PaymentW
     wait_until(lambda: not sqlite.saf_pending())
     assert sqlite.host.record().reversed_keys() == {host_key(sqlite, txn)}
     sqlite.audit()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_stop_mid_authorisation_answers_68_and_the_next_start_reverses_it(
+    tmp_path: Path, database: str
+) -> None:
+    with payment_world(tmp_path, database) as world:
+
+        def slow() -> None:
+            world.host.host.config.latency_ms = 30_000
+
+        def fast() -> None:
+            world.host.host.config.latency_ms = 0
+
+        world.host.call(slow)
+        txn = new_txn()
+        request = world.terminal.request(1_000, txn=txn)
+        in_flight = world.terminal.stub.Pay.future(request, metadata=world.terminal.metadata, timeout=20)
+        wait_until(lambda: len(world.host.record().authorizations) == 1)
+        # A graceful stop: the links close under the waiting authorisation, which then counts as
+        # unanswered (68, reversal stored); a kill is tested in test_payment_crash.py.
+        world.world.server.stop(grace_s=0.2)
+        assert in_flight.exception() is not None or in_flight.result().response_code == "68"
+        world.world.channel.close()
+        (authorization,) = world.host.record().authorizations
+        assert authorization.response_code == "00"
+        with world.engine().connect() as conn:
+            stages = conn.execute(select(card_payments.c.stage, card_payments.c.reversal_queued)).all()
+        assert [tuple(row) for row in stages] == [(STAGE_ANSWERED, True)]
+
+        world.host.call(fast)
+        restarted = SwitchServer(world.world.server.settings)
+        world.world.server = restarted
+        restarted.start()
+        world.world.channel = grpc.insecure_channel(restarted.address)
+        world.terminal.stub = type(world.terminal.stub)(world.world.channel)
+        wait_until(lambda: authorization.key in world.host.record().reversed_keys())
+        wait_until(lambda: not world.saf_pending())
+        status = world.terminal.status(txn)
+        assert (status.status, status.transaction.response_code) == ("declined", "68")
+        assert world.terminal.send(request) == status.transaction
+        assert len(world.host.record().authorizations) == 1
+        world.audit()

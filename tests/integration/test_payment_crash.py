@@ -1,0 +1,162 @@
+"""A switch killed (SIGKILL) while an authorisation is in flight reverses it after its restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from switch.admin import Admin
+from switch.store.engine import create_schema, make_engine
+from switch.store.payments import STAGE_PENDING, STAGE_RECOVERED, card_payments
+from switch.store.repository import Store
+from switch.store.saf import SafStore
+from terminal_sim.acquirer_host import AcquirerHostConfig, HostThread, OriginalKey
+from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD
+from tests.integration.payment_harness import (
+    MASTER_KEY_HEX,
+    RESPONSE_TIMEOUT_MS,
+    acquirers_file,
+    activate,
+    new_txn,
+    wait_until,
+)
+from tests.pg import postgres_schema
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CARD_HASH_KEY_HEX = "22" * 32
+START_TIMEOUT_S = 20.0
+# Long enough that the kill surely lands while the host still sits on the authorisation.
+HOST_LATENCY_MS = 30_000
+RESPONSE_TIMEOUT_MS_CRASH = 60_000
+
+
+def switch_environment(settings_file: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TXSWITCH_ACQUIRERS_FILE": str(settings_file),
+        "TXSWITCH_MASTER_KEY_HEX": MASTER_KEY_HEX,
+        "TXSWITCH_CARD_HASH_KEY_HEX": CARD_HASH_KEY_HEX,
+    }
+
+
+@contextmanager
+def serve(
+    data_dir: Path, database_url: str, settings_file: Path, log_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`txswitch serve` as a real process on an ephemeral port; yields it and its gRPC address."""
+    out_path = log_path.with_suffix(".out")
+    command = [sys.executable, "-m", "switch.cli", "serve", "--no-demo", "--data-dir", str(data_dir)]
+    command += ["--database-url", database_url]
+    command += ["--grpc-port", "0", "--metrics-port", "-1", "--console-port", "-1"]
+    with log_path.open("ab") as log, out_path.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=out, stderr=log, env=switch_environment(settings_file)
+        )
+        try:
+            deadline_s = time.monotonic() + START_TIMEOUT_S
+            while "txswitch listening" not in out_path.read_text():
+                assert process.poll() is None, log_path.read_text()[-2000:]
+                assert time.monotonic() < deadline_s, "txswitch serve did not start"
+                time.sleep(0.05)
+            address = out_path.read_text().split("grpc://", 1)[1].split()[0]
+            yield process, address
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def prepare(data_dir: Path, database_url: str, host_port: int) -> Path:
+    """A database with a merchant, and an acquirers file whose response timeout outlasts the kill."""
+    data_dir.mkdir()
+    engine = make_engine(database_url)
+    create_schema(engine)
+    admin = Admin(Store(engine), bytes.fromhex(CARD_HASH_KEY_HEX))
+    admin.add_location(admin.create_merchant("Shop", MERCHANT_EMAIL, MERCHANT_PASSWORD), "Shop")
+    engine.dispose()
+    path = acquirers_file(data_dir.parent / "acquirers.toml", host_port)
+    text = path.read_text()
+    line = f"response_timeout_ms = {RESPONSE_TIMEOUT_MS}\n"
+    assert line in text
+    path.write_text(text.replace(line, f"response_timeout_ms = {RESPONSE_TIMEOUT_MS_CRASH}\n"))
+    return path
+
+
+def payment_stages(database_url: str, txn: str) -> list[str]:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            query = select(card_payments.c.stage).where(card_payments.c.transaction_id == txn)
+            return list(conn.execute(query).scalars())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'txswitch.sqlite'}"
+        return
+    with postgres_schema() as url:
+        yield url
+
+
+def test_a_payment_in_flight_when_the_switch_is_killed_is_reversed_and_never_authorised_again(
+    tmp_path: Path, database_url: str
+) -> None:
+    data_dir, log_path = tmp_path / "data", tmp_path / "switch.log"
+    with HostThread(AcquirerHostConfig(latency_ms=HOST_LATENCY_MS)) as host:
+        assert host.host.port is not None
+        settings_file = prepare(data_dir, database_url, host.host.port)
+        txn = new_txn()
+        with serve(data_dir, database_url, settings_file, log_path) as (process, address):
+            channel = grpc.insecure_channel(address)
+            terminal = activate(channel, "A77-crash")
+            request = terminal.request(1_000, txn=txn)
+            in_flight = terminal.stub.Pay.future(request, metadata=terminal.metadata, timeout=20)
+            wait_until(lambda: len(host.record().authorizations) == 1)
+            # The row was durable before the 0100 left: the host has it, the switch has no answer yet.
+            assert payment_stages(database_url, txn) == [STAGE_PENDING]
+            assert not in_flight.done()
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+            assert in_flight.exception() is not None  # the terminal never got an answer
+            channel.close()
+        (authorization,) = host.record().authorizations
+        assert authorization.response_code == "00"  # the acquirer approved it: money held at the card
+        key: OriginalKey = authorization.key
+
+        def fast() -> None:
+            host.host.config.latency_ms = 0
+
+        host.call(fast)
+        with serve(data_dir, database_url, settings_file, log_path) as (_, address):
+            channel = grpc.insecure_channel(address)
+            terminal.stub = type(terminal.stub)(channel)
+            wait_until(lambda: key in host.record().reversed_keys(), timeout_s=10)
+            (reversal,) = host.record().reversals
+            assert reversal.matched_original and reversal.mtis[0] in ("0420", "0421")
+            engine = make_engine(database_url)
+            wait_until(lambda: not SafStore(engine).pending(), timeout_s=10)
+            engine.dispose()
+            assert payment_stages(database_url, txn) == [STAGE_RECOVERED]
+
+            status = terminal.status(txn)
+            assert status.found and status.status == "declined"
+            assert status.transaction.response_code == "68"
+            replay = terminal.send(request)
+            assert (replay.response_code, replay.status) == ("68", "declined")
+            assert replay == status.transaction
+            assert len(host.record().authorizations) == 1  # the replay was not authorised again
+            assert host.record().approved_not_reversed() == frozenset()
+            channel.close()
