@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import logging
 import sys
-import threading
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from actors.acquirer_types import AcquirerEndpoint, BinRange, GatewayConfig, Gat
 from actors.payments import PaymentProcessor, PaymentServices, original_of, recovered_answer
 from switch.config import Settings
 from switch.domain.cvm import CONTACTLESS_NO_PIN_LIMITS_MINOR_DEFAULT, CvmPolicy
-from switch.pins import terminal_pin_key_id
+from switch.pins import TerminalPinKeys, terminal_pin_key_id
 from switch.security import (
     IssuedTerminalKey,
     KeyAlgorithm,
@@ -155,13 +154,13 @@ class Acquiring:
         security: SecurityModule,
         card_hash_key: bytes,
         now: Callable[[], dt.datetime] | None = None,
+        terminal_keys: TerminalPinKeys | None = None,
     ) -> None:
         self.config = config
         self.security = security
         self.gateway = AcquirerGateway(config.gateway, engine, security)
-        self._keys = KeyStore(engine)
-        self._terminal_keys: dict[str, WrappedKey] = {}
-        self._lock = threading.Lock()
+        # Shared with the closed-loop PIN checks (see TerminalPinKeys): pass the process's one.
+        self.terminal_keys = terminal_keys or TerminalPinKeys(KeyStore(engine))
         payment_store = PaymentStore(engine)
         payment_store.create_tables()
         self.payments = payment_store
@@ -181,12 +180,18 @@ class Acquiring:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, engine: Engine, security: SecurityModule, card_hash_key: bytes
+        cls,
+        settings: Settings,
+        engine: Engine,
+        security: SecurityModule,
+        card_hash_key: bytes,
+        terminal_keys: TerminalPinKeys | None = None,
     ) -> Acquiring | None:
         """None when no acquirers file is configured (payments then answer UNIMPLEMENTED)."""
         if settings.acquirers_file is None:
             return None
-        return cls(load_config(settings.acquirers_file), engine, security, card_hash_key)
+        config = load_config(settings.acquirers_file)
+        return cls(config, engine, security, card_hash_key, terminal_keys=terminal_keys)
 
     def start(self) -> None:
         """Recover payments left in flight, then start the links; waits a little for sign-on, but a
@@ -228,20 +233,11 @@ class Acquiring:
         issued = self.security.issue_terminal_pin_key(
             terminal_pin_key_id(terminal_id), self.config.terminal_transport_key, algorithm
         )
-        self._keys.put(issued.stored)
-        with self._lock:
-            self._terminal_keys[terminal_id] = issued.stored
+        self.terminal_keys.put(terminal_id, issued.stored)
         return issued
 
     def terminal_pin_key(self, terminal_id: str) -> WrappedKey | None:
-        cached = self._terminal_keys.get(terminal_id)
-        if cached is not None:
-            return cached
-        key = self._keys.get(terminal_pin_key_id(terminal_id))
-        if key is not None:
-            with self._lock:
-                self._terminal_keys[terminal_id] = key
-        return key
+        return self.terminal_keys.get(terminal_id)
 
     def terminal_pin_block_format(self, terminal_id: str) -> int | None:
         key = self.terminal_pin_key(terminal_id)

@@ -34,7 +34,7 @@ from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import LockoutPolicy
 from switch.domain.transactions import Outcome, TerminalCommand
-from switch.pins import ClosedLoopPins
+from switch.pins import ClosedLoopPins, TerminalPinKeys
 from switch.security import MasterKey, SecurityModule
 from switch.store.card_pins import CardPinStore
 from switch.store.journal import Write, WriteResult
@@ -63,6 +63,7 @@ class SwitchCore:
         on_batch: BatchObserver | None = None,
         on_commit_failure: FailureObserver | None = None,
         payments: PaymentProcessor | None = None,
+        terminal_pin_keys: TerminalPinKeys | None = None,
     ) -> None:
         self.settings = settings
         self.store = Store(engine)
@@ -79,7 +80,8 @@ class SwitchCore:
         )
         master_key = MasterKey.from_hex(settings.master_key_hex or secrets.token_hex(32))
         self.security = SecurityModule(master_key)
-        self.pins = ClosedLoopPins(self.security, KeyStore(engine))
+        # The same terminal PIN keys as activation issues (Acquiring), so a new key is used at once.
+        self.pins = ClosedLoopPins(self.security, KeyStore(engine), terminal_pin_keys)
         card_pin_services = CardPinServices(CardPinStore(engine), settings.card_pin_tries_max, utc_now)
         card_services = CardServices(
             self.store, self.writer, lambda: utc_now().date(), settings.reply_timeout_s, card_pin_services

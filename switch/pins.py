@@ -9,10 +9,51 @@ from switch.security import KeyAlgorithm, KeyUsage, PinBlockError, SecurityModul
 from switch.store.keys import KeyStore
 
 PVV_KEY_ID = "pvv-1"
+TERMINAL_PIN_KEYS_CACHED_MAX = 100_000
 
 
 def terminal_pin_key_id(terminal_id: str) -> str:
     return f"tpk.{terminal_id}"
+
+
+class TerminalPinKeys:
+    """Each terminal's PIN key (wrapped under the master key), cached by terminal id.
+
+    One instance per process, shared by everything that uses or issues the keys (activation,
+    payments, closed-loop PIN checks): a key issued at a re-activation replaces the cached one
+    for all of them at once, so no check runs under the key the terminal no longer has.
+    """
+
+    def __init__(self, keys: KeyStore, cached_max: int = TERMINAL_PIN_KEYS_CACHED_MAX) -> None:
+        assert cached_max > 0, "cached_max must be positive"
+        self._keys = keys
+        self._cached_max = cached_max
+        self._cached: dict[str, WrappedKey] = {}
+        # Held across a miss's read and a put's write, so a read of the old key cannot land in the
+        # cache after the new one was put.
+        self._lock = threading.Lock()
+
+    def get(self, terminal_id: str) -> WrappedKey | None:
+        cached = self._cached.get(terminal_id)
+        if cached is not None:
+            return cached
+        with self._lock:
+            key = self._keys.get(terminal_pin_key_id(terminal_id))
+            if key is not None:
+                self._remember(terminal_id, key)
+        return key
+
+    def put(self, terminal_id: str, key: WrappedKey) -> None:
+        """Store a terminal's new PIN key (replacing its old one) and use it from now on."""
+        assert key.key_id == terminal_pin_key_id(terminal_id), "a terminal PIN key under its own id"
+        with self._lock:
+            self._keys.put(key)
+            self._remember(terminal_id, key)
+
+    def _remember(self, terminal_id: str, key: WrappedKey) -> None:
+        if len(self._cached) >= self._cached_max and terminal_id not in self._cached:
+            self._cached.clear()  # rare (more terminals than the limit): misses read the store again
+        self._cached[terminal_id] = key
 
 
 class CardPinError(ValueError):
@@ -22,11 +63,13 @@ class CardPinError(ValueError):
 class ClosedLoopPins:
     """Turns an entered PIN into a PinProof for the card actor; the clear PIN stays in the module."""
 
-    def __init__(self, security: SecurityModule, keys: KeyStore) -> None:
+    def __init__(
+        self, security: SecurityModule, keys: KeyStore, terminal_keys: TerminalPinKeys | None = None
+    ) -> None:
         self._security = security
         self._keys = keys
         self._pvv_key: WrappedKey | None = None
-        self._terminal_keys: dict[str, WrappedKey] = {}
+        self.terminal_keys = terminal_keys or TerminalPinKeys(keys)
         self._lock = threading.Lock()
 
     def pvv_key(self) -> WrappedKey:
@@ -55,20 +98,11 @@ class ClosedLoopPins:
         """Key injection: keep a terminal's PIN key, wrapped under the master key."""
         key_id = terminal_pin_key_id(terminal_id)
         key = self._security.import_key(clear_key, key_id, KeyUsage.terminal_pin, algorithm)
-        self._keys.put(key)
-        with self._lock:
-            self._terminal_keys[terminal_id] = key
+        self.terminal_keys.put(terminal_id, key)
         return key
 
     def terminal_pin_key(self, terminal_id: str) -> WrappedKey | None:
-        cached = self._terminal_keys.get(terminal_id)
-        if cached is not None:
-            return cached
-        key = self._keys.get(terminal_pin_key_id(terminal_id))
-        if key is not None:
-            with self._lock:
-                self._terminal_keys[terminal_id] = key
-        return key
+        return self.terminal_keys.get(terminal_id)
 
     def proof(self, pin_block: bytes, pan: str, pin_key: WrappedKey, card_id: str) -> PinProof:
         """The entered PIN's verification value; empty (a wrong try) when the block does not decode."""

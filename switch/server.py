@@ -23,8 +23,10 @@ from switch.acquiring import Acquiring
 from switch.config import Settings
 from switch.core import SwitchCore
 from switch.demo import ensure_demo_data
+from switch.pins import TerminalPinKeys
 from switch.security import MasterKey, SecurityModule
 from switch.store.engine import create_schema, make_engine
+from switch.store.keys import KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,15 @@ class SwitchServer:
             self.settings = settings
         self.engine = make_engine(settings.effective_database_url)
         create_schema(self.engine)
+        # One cache of terminal PIN keys for activation, payments and closed-loop PIN checks.
+        terminal_pin_keys = TerminalPinKeys(KeyStore(self.engine))
         # Bank-card payments; None when no acquirers file is configured.
         self.acquiring: Acquiring | None = Acquiring.from_settings(
             settings,
             self.engine,
             SecurityModule(MasterKey.from_hex(settings.master_key_hex)),
             bytes.fromhex(key_hex),
+            terminal_pin_keys,
         )
         self.metrics = SwitchMetrics()
         self.core = SwitchCore(
@@ -74,6 +79,7 @@ class SwitchServer:
             on_batch=self.metrics.observe_commit,
             on_commit_failure=self.metrics.commit_failed,
             payments=self.acquiring.processor if self.acquiring is not None else None,
+            terminal_pin_keys=terminal_pin_keys,
         )
         self.draining = threading.Event()
         self.ops = SwitchOperations(

@@ -17,6 +17,7 @@ from switch.security.pinpad import encipher_pin_block
 from switch.server import SwitchServer
 from switch.store.card_pins import CardPinStore
 from tests.integration.harness import TerminalClient, World, new_txn, start_world
+from tests.integration.payment_harness import activate, payment_world
 
 PIN = "739152846051"  # long on purpose: a sentinel that cannot turn up by chance in the database file
 WRONG_PIN = "111111"
@@ -155,3 +156,27 @@ def test_blocked_pin_survives_a_restart_and_no_pin_is_stored(tmp_path: Path) -> 
     wal = tmp_path / "txswitch.sqlite-wal"
     database += wal.read_bytes() if wal.exists() else b""
     assert PIN.encode() not in database
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_reactivated_terminal_pin_is_checked_under_its_new_key_never_the_old(
+    tmp_path: Path, database: str
+) -> None:
+    with payment_world(tmp_path, database) as paying:
+        world = paying.world
+        card = world.issue(1_000, world.benefit_programme)
+        set_pin(world, card, PIN)
+        first = activate(world.channel, "A77-rekeyed")
+        first_client = TerminalClient(first.stub, first.credential, first.terminal_id)
+        assert redeem_with_pin(first_client, first.pin_key, card, PIN).response_code == "00"
+
+        again = activate(world.channel, "A77-rekeyed")  # the same device: same id, a new PIN key
+        assert again.terminal_id == first.terminal_id and again.pin_key != first.pin_key
+        client = TerminalClient(again.stub, again.credential, again.terminal_id)
+        assert redeem_with_pin(client, again.pin_key, card, PIN).response_code == "00"
+        assert stored_tries(world, card) == 0
+        # The old key's block no longer decodes to the PIN: a wrong try, never an approval.
+        under_old_key = redeem_with_pin(client, first.pin_key, card, PIN)
+        assert under_old_key.response_code == "55"
+        assert stored_tries(world, card) == 1
+        assert client.balance(card) == 800
