@@ -100,6 +100,21 @@ def test_malformed_requests_name_the_field(
     assert field in (raised.value.details() or "")
 
 
+@pytest.mark.parametrize("method", ["Redeem", "Refund", "Balance"])
+@pytest.mark.parametrize("payload", [b"\xff\xff\xff\xff", b"\x0a\x05ab"], ids=["garbage", "truncated"])
+def test_malformed_protobuf_is_refused_and_changes_nothing(world: World, method: str, payload: bytes) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(1_000)
+    raw = world.channel.unary_unary(f"/txswitch.v1.Terminal/{method}")  # bytes in, bytes out
+    with pytest.raises(grpc.RpcError) as raised:
+        raw(payload, metadata=terminal.metadata, timeout=10)
+    assert raised.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "deserializ" in (raised.value.details() or "").lower()
+    assert terminal.balance(card) == 1_000
+    ledger = world.ledger()
+    assert ledger.unbalanced_entries == 0 and ledger.balance_mismatches == 0
+
+
 def test_unknown_card_and_merchant_outside_programme(world: World) -> None:
     terminal = world.terminals[0]
     unknown = terminal.redeem(UNKNOWN_NUMBER, 100)
