@@ -105,7 +105,7 @@ def test_malformed_requests_name_the_field(
 def test_malformed_protobuf_is_refused_and_changes_nothing(world: World, method: str, payload: bytes) -> None:
     terminal = world.terminals[0]
     card = world.issue(1_000)
-    raw = world.channel.unary_unary(f"/txswitch.v1.Terminal/{method}")  # bytes in, bytes out
+    raw = world.channel.unary_unary(f"/txswitch.v1.Terminal/{method}", None, None)  # bytes in and out
     with pytest.raises(grpc.RpcError) as raised:
         raw(payload, metadata=terminal.metadata, timeout=10)
     assert raised.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
