@@ -35,7 +35,8 @@ def check_card_pin(stored_pvv: str, failed_tries: int, tries_max: int, proof: Pi
     if failed_tries >= tries_max:
         return PinVerdict(ResponseCode.pin_tries_exceeded, detail="card PIN blocked")
     if proof is None:
-        return PinVerdict(ResponseCode.incorrect_pin, detail="this card needs its PIN")
+        # Also 55 on the wire, but never named (nor counted) as a wrong PIN.
+        return PinVerdict(ResponseCode.pin_required, detail="this card needs its PIN")
     if proof.pvv and hmac.compare_digest(proof.pvv.encode(), stored_pvv.encode()):
         return PinVerdict(ResponseCode.approved, clears_tries=failed_tries > 0)
     if failed_tries + 1 >= tries_max:

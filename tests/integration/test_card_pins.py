@@ -180,3 +180,25 @@ def test_a_reactivated_terminal_pin_is_checked_under_its_new_key_never_the_old(
         assert under_old_key.response_code == "55"
         assert stored_tries(world, card) == 1
         assert client.balance(card) == 800
+
+
+def test_a_missing_pin_is_pin_required_never_a_wrong_pin(world: World) -> None:
+    terminal = world.terminals[0]
+    key = with_pin_key(world, terminal)
+    card = world.issue(1_000, world.benefit_programme)
+    set_pin(world, card, PIN)
+    txn = new_txn()
+    missing = terminal.redeem(card, 100, txn=txn)
+    more = [terminal.redeem(card, 100) for _ in range(3)]  # more than the tries a card has
+    # Both are 55 on the wire; the message, the stored answer and the count tell them apart.
+    assert (missing.response_code, missing.message) == ("55", "PIN required: this card needs its PIN")
+    assert [(r.response_code, r.message) for r in more] == [("55", missing.message)] * 3
+    status = terminal.stub.TransactionStatus(
+        pb.TransactionStatusRequest(transaction_id=txn), metadata=terminal.metadata, timeout=20
+    )
+    assert status.transaction.message == missing.message
+    assert stored_tries(world, card) == 0
+    wrong = redeem_with_pin(terminal, key, card, WRONG_PIN)
+    assert (wrong.response_code, wrong.message) == ("55", "Incorrect PIN")
+    assert stored_tries(world, card) == 1
+    assert redeem_with_pin(terminal, key, card, PIN).response_code == "00"

@@ -387,3 +387,22 @@ def test_a_stop_mid_authorisation_answers_68_and_the_next_start_reverses_it(
         assert world.terminal.send(request) == status.transaction
         assert len(world.host.record().authorizations) == 1
         world.audit()
+
+
+def test_pin_required_and_wrong_pin_are_both_55_but_never_confused(sqlite: PaymentWorld) -> None:
+    missing = [sqlite.terminal.pay(6_000) for _ in range(3)]  # contactless above the limit, no PIN
+    wrong = sqlite.terminal.pay(6_000, pan=VISA_PIN_PAN, mode=CHIP, pin="9999")
+    assert {(r.response_code, r.message.split(":")[0]) for r in missing} == {("55", "PIN required")}
+    assert (wrong.response_code, wrong.message) == ("55", "Incorrect PIN")
+    with sqlite.engine().connect() as conn:
+        results = conn.execute(
+            select(transactions.c.result, func.count())
+            .where(transactions.c.transaction_type == "payment")
+            .group_by(transactions.c.result)
+        ).all()
+    assert sorted(tuple(row) for row in results) == [("incorrect_pin", 1), ("pin_required", 3)]
+    # Only the wrong PIN reached the acquirer; the missing ones locked nothing: the right PIN passes.
+    assert [a.response_code for a in sqlite.host.record().authorizations] == ["55"]
+    assert sqlite.terminal.pay(6_000, pan=VISA_PIN_PAN, mode=CHIP, pin="1234").response_code == "00"
+    assert sqlite.terminal.status(missing[0].transaction_id).transaction.message == missing[0].message
+    sqlite.audit()
