@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import signal
 import sys
@@ -49,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     return _admin(options)
 
 
+def tune_garbage_collection(settings: Settings) -> None:
+    """What start-up built lives as long as the process: freeze it, and collect young objects rarely."""
+    if settings.gc_gen0_threshold <= 0:
+        return
+    gc.freeze()
+    gc.set_threshold(settings.gc_gen0_threshold, settings.gc_gen1_threshold, settings.gc_gen2_threshold)
+
+
 def _serve(options: argparse.Namespace) -> int:
     from ops.logs import configure_logging
     from switch.server import SwitchServer
@@ -69,6 +78,7 @@ def _serve(options: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stopping.set())
     server = SwitchServer(settings)
     server.start()
+    tune_garbage_collection(settings)
     print(f"txswitch listening for terminals and backoffice on grpc://{server.address}", flush=True)
     print(f"metrics: {server.ops.metrics_url or 'off'}", flush=True)
     console = server.ops.console_address
