@@ -30,7 +30,7 @@ from terminal_sim.payments import (
     run_payments,
     write_acquirers_file,
 )
-from terminal_sim.processes import start_echo_server, start_switch
+from terminal_sim.processes import quiet_garbage_collector, start_echo_server, start_switch
 from terminal_sim.report import report_json, table, write_json, write_plot
 from terminal_sim.session import SwitchTarget, provision, run_and_audit
 
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payment-duration-s", type=float, default=15.0)
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    quiet_garbage_collector()
     closed = SimConfig(
         terminals=args.terminals,
         duration_s=args.duration_s,

@@ -12,7 +12,7 @@ from terminal_sim.auditor import format_report
 from terminal_sim.cards import CardPopulation, synthetic_cards
 from terminal_sim.config import FaultShares, LoadModel, ShopLogin, SimConfig
 from terminal_sim.fleet import run_fleet
-from terminal_sim.processes import start_echo_server
+from terminal_sim.processes import quiet_garbage_collector, start_echo_server
 from terminal_sim.report import report_json, table, write_json, write_plot
 from terminal_sim.session import RunOutcome, SwitchTarget, provision, run_and_audit
 
@@ -77,6 +77,7 @@ async def _run_echo(args: argparse.Namespace, config: SimConfig, address: str) -
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from(args)
+    quiet_garbage_collector()
     if args.echo:
         server = start_echo_server()
         try:
