@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
@@ -96,6 +97,12 @@ class AcquirerGateway:
         self._started = threading.Event()
         self._saf_wakeup: trio.Event | None = None
         self._saf_lock: trio.Lock | None = None
+        self._latency_observer: Callable[[str, float], None] | None = None
+
+    def observe_latency(self, observer: Callable[[str, float], None]) -> None:
+        """observer(acquirer, seconds) for each authorisation answered in time; runs on the gateway's
+        thread, so it must be quick (a metrics histogram)."""
+        self._latency_observer = observer
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -280,6 +287,7 @@ class AcquirerGateway:
         if before_send is not None and not await self._before_send(before_send, name, message):
             return AuthorizationResult(ResponseCode.system_error, name)
         self._in_flight += 1
+        sent_s = time.perf_counter()
         try:
             response = await link.exchange(message, timeout_ms)
         except LinkUnavailableError:
@@ -289,6 +297,8 @@ class AcquirerGateway:
         if response is None:
             self._authorization_timeouts += 1
             return await self._timed_out(request, name, message)
+        if self._latency_observer is not None:
+            self._latency_observer(name, time.perf_counter() - sent_s)
         return _result(response, name, stan, transmission)
 
     async def _before_send(self, before_send: BeforeSend, name: str, message: IsoMessage) -> bool:

@@ -96,3 +96,4 @@ def wire_metrics(metrics: SwitchMetrics, core: SwitchCore, gateway: AcquirerGate
     metrics.add_refresh(CoreFeed(core, metrics))
     if gateway is not None:
         metrics.add_refresh(AcquirerFeed(gateway, metrics))
+        gateway.observe_latency(metrics.observe_acquirer_request)

@@ -406,3 +406,18 @@ def test_pin_required_and_wrong_pin_are_both_55_but_never_confused(sqlite: Payme
     assert sqlite.terminal.pay(6_000, pan=VISA_PIN_PAN, mode=CHIP, pin="1234").response_code == "00"
     assert sqlite.terminal.status(missing[0].transaction_id).transaction.message == missing[0].message
     sqlite.audit()
+
+
+def test_acquirer_latency_reaches_the_metrics_by_acquirer(sqlite: PaymentWorld) -> None:
+    from prometheus_client import generate_latest
+
+    for amount_minor in (1_000, 1_100, 1_200):
+        assert sqlite.terminal.pay(amount_minor).response_code == "00"
+    text = generate_latest(sqlite.world.server.metrics.registry).decode()
+    counts = [
+        line
+        for line in text.splitlines()
+        if line.startswith("txswitch_acquirer_request_duration_seconds_count{")
+    ]
+    assert counts and all('acquirer="' in line for line in counts)
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in counts) == 3
