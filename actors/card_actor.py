@@ -103,7 +103,11 @@ class CardActor(pykka.ThreadingActor):
         self._pin_loaded = False
 
     def on_start(self) -> None:
-        self._card = self._services.store.card_state(self._card_id)
+        if self._services.pins is None:
+            self._card = self._services.store.card_state(self._card_id)
+        else:
+            self._card, self._pin = self._services.store.card_state_and_pin(self._card_id)
+            self._pin_loaded = True
 
     def on_stop(self) -> None:
         # A successor loads state from the database: let everything decided here land there first.

@@ -6,13 +6,15 @@ import datetime as dt
 import json
 import threading
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy import Engine, Row, and_, bindparam, func, insert, select, update
 
 from switch.domain.card_rules import CardState
 from switch.domain.employees import PinAttempt
 from switch.domain.programmes import CoPayment, Programme
 from switch.domain.transactions import TransactionStatus
+from switch.store.card_pins import CardPin, card_pins
 from switch.store.journal import TransactionRecord
 from switch.store.schema import (
     accounts,
@@ -31,6 +33,12 @@ _CARD_BY_HASH = select(cards.c.card_id).where(cards.c.card_hash == bindparam("ca
 _CARD_STATE = (
     select(cards, accounts.c.balance_minor)
     .join(accounts, accounts.c.account_id == "card:" + cards.c.card_id)
+    .where(cards.c.card_id == bindparam("card_id"))
+)
+_CARD_STATE_AND_PIN = (
+    select(cards, accounts.c.balance_minor, card_pins.c.pvv, card_pins.c.pvv_key_id, card_pins.c.failed_tries)
+    .join(accounts, accounts.c.account_id == "card:" + cards.c.card_id)
+    .outerjoin(card_pins, card_pins.c.card_id == cards.c.card_id)
     .where(cards.c.card_id == bindparam("card_id"))
 )
 _TRANSACTION = select(transactions).where(
@@ -159,6 +167,16 @@ class Store:
     def card_state(self, card_id: str) -> CardState:
         with self.engine.connect() as conn:
             row = conn.execute(_CARD_STATE, {"card_id": card_id}).one()
+        return self._card_state_of(row)
+
+    def card_state_and_pin(self, card_id: str) -> tuple[CardState, CardPin | None]:
+        """What a card actor starts from, in one query: its state and its PIN, if it has one."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_CARD_STATE_AND_PIN, {"card_id": card_id}).one()
+        pin = None if row.pvv is None else CardPin(row.pvv, row.pvv_key_id, row.failed_tries)
+        return self._card_state_of(row), pin
+
+    def _card_state_of(self, row: Row[Any]) -> CardState:
         return CardState(
             row.card_id,
             self.programme(row.programme_id),
