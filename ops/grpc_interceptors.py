@@ -57,7 +57,38 @@ def _status_name(context: grpc.ServicerContext) -> str:
     return "unknown"
 
 
-class MetricsInterceptor(_Interceptor):
+class _CachingInterceptor(_Interceptor):
+    """Wraps each registered method's handler once, not once per call.
+
+    grpc asks the interceptors for a handler on every call; the answer for a method never changes,
+    and wrapping it again cost about as much as the rest of the interceptor's work. Unknown methods
+    are not remembered, so a client inventing names cannot grow the cache.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def intercept_service(
+        self,
+        continuation: Continuation,
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        method = handler_call_details.method
+        cached = self._handlers.get(method)
+        if cached is not None:
+            return cached
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        wrapped = self._wrap(method, handler)
+        self._handlers[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        raise NotImplementedError
+
+
+class MetricsInterceptor(_CachingInterceptor):
     """Counts every unary RPC by name and code, its latency, and in-flight requests.
 
     The code label is the answer's ISO 8583 response code, "OK" for answers without one, or the
@@ -65,18 +96,14 @@ class MetricsInterceptor(_Interceptor):
     """
 
     def __init__(self, metrics: SwitchMetrics) -> None:
+        super().__init__()
         self._metrics = metrics
 
-    def intercept_service(
-        self,
-        continuation: Continuation,
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        if handler.unary_unary is None:
             return handler
         inner: Behavior = handler.unary_unary
-        rpc = rpc_name(handler_call_details.method)
+        rpc = rpc_name(method)
         metrics = self._metrics
         activation = rpc == "Activate"
 
@@ -100,21 +127,15 @@ class MetricsInterceptor(_Interceptor):
         return _wrap_unary(handler, behavior)
 
 
-class DrainGate(_Interceptor):
+class DrainGate(_CachingInterceptor):
     """While draining, new terminal requests get UNAVAILABLE; requests already inside finish."""
 
     def __init__(self, draining: threading.Event) -> None:
+        super().__init__()
         self._draining = draining
 
-    def intercept_service(
-        self,
-        continuation: Continuation,
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        if service_name(handler_call_details.method) != TERMINAL_SERVICE:
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        if handler.unary_unary is None or service_name(method) != TERMINAL_SERVICE:
             return handler
         inner: Behavior = handler.unary_unary
         draining = self._draining
