@@ -74,19 +74,38 @@ def measure_ceiling(config: SimConfig, cards: int, out_dir: Path) -> FleetResult
     return fleet
 
 
-async def _switch_runs(target: SwitchTarget, closed: SimConfig, cards: int) -> tuple[Any, Any, SimConfig]:
+def process_cpu_s(pid: int) -> float | None:
+    """User plus system CPU seconds a process has used so far; None where /proc does not tell."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _switch_runs(
+    target: SwitchTarget, closed: SimConfig, cards: int, switch_pid: int
+) -> tuple[Any, Any, SimConfig, float | None]:
     _say(f"provisioning {cards} cards")
     setup = await provision(target, closed, cards, START_BALANCE_MINOR)
     _say("switch, closed loop")
+    cpu_before_s = process_cpu_s(switch_pid)
     closed_run = await run_and_audit(target, closed, setup)
+    cpu_after_s = process_cpu_s(switch_pid)
+    answered = closed_run.fleet.statistics.completed
+    cpu_ms_per_request = (
+        round((cpu_after_s - cpu_before_s) * 1000 / answered, 3)
+        if cpu_before_s is not None and cpu_after_s is not None and answered
+        else None
+    )
     rate_per_s = OPEN_LOOP_SHARE * closed_run.fleet.flows_per_s
     opened = replace(closed, load_model=LoadModel.open, target_rate_per_s=rate_per_s, seed=closed.seed + 1)
     _say(f"switch, open loop at {rate_per_s:.0f} flows/s")
     open_run = await run_and_audit(target, opened, setup)
-    return closed_run, open_run, opened
+    return closed_run, open_run, opened, cpu_ms_per_request
 
 
-def measure_switch(closed: SimConfig, cards: int, out_dir: Path) -> tuple[Any, Any, SimConfig]:
+def measure_switch(closed: SimConfig, cards: int, out_dir: Path) -> tuple[Any, Any, SimConfig, float | None]:
     with tempfile.TemporaryDirectory(prefix="txswitch-bench-") as data_dir:
         # A switch from `make run` may hold the default metrics and console ports.
         os.environ.setdefault("TXSWITCH_METRICS_PORT", "-1")
@@ -95,12 +114,14 @@ def measure_switch(closed: SimConfig, cards: int, out_dir: Path) -> tuple[Any, A
         try:
             token = (Path(data_dir) / "admin.token").read_text().strip()
             target = SwitchTarget(server.address, token, f"sqlite:///{data_dir}/txswitch.sqlite")
-            closed_run, open_run, opened = trio.run(_switch_runs, target, closed, cards)
+            closed_run, open_run, opened, cpu_ms = trio.run(
+                _switch_runs, target, closed, cards, server.process.pid
+            )
         finally:
             server.stop()
     _show("switch-closed", closed_run.fleet, closed_run.audit, out_dir)
     _show("switch-open", open_run.fleet, open_run.audit, out_dir)
-    return closed_run, open_run, opened
+    return closed_run, open_run, opened, cpu_ms
 
 
 PAYMENT_MASTER_KEY_HEX = "6B" * 32  # a throwaway switch: its keys die with the temporary data dir
@@ -186,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"ceiling: echo server, {args.terminals} terminals, closed loop")
     ceiling = measure_ceiling(closed, args.cards, args.out_dir)
     _say("switch with durable storage")
-    closed_run, open_run, opened = measure_switch(closed, args.cards, args.out_dir)
+    closed_run, open_run, opened, cpu_ms_per_request = measure_switch(closed, args.cards, args.out_dir)
     _say(f"payments: {args.payment_terminals} terminals against the acquirer host simulator")
     payments = measure_payments(args.payment_terminals, args.payment_duration_s, args.out_dir)
     ceiling_rps = ceiling.statistics.completed_per_s
@@ -206,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             "audit": _audit_counters(open_run.audit),
         },
         "payments": payments,
+        # The switch process's CPU (user + system) over the closed loop, per request answered.
+        "switch_cpu_ms_per_request": cpu_ms_per_request,
         "terminals": args.terminals,
         "cards": args.cards,
         "duration_s": args.duration_s,
