@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -43,6 +44,12 @@ class CardPinStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._lockouts = 0  # PINs this process blocked (the try that reached the limit)
+        self._lockouts_lock = threading.Lock()
+
+    @property
+    def lockouts(self) -> int:
+        return self._lockouts
 
     def load(self, card_id: str) -> CardPin | None:
         with self._engine.connect() as conn:
@@ -65,13 +72,16 @@ class CardPinStore:
         """
         row = card_pins.c
         with self._engine.begin() as conn:
-            conn.execute(
+            counted = conn.execute(
                 update(card_pins)
                 .where(row.card_id == card_id, row.failed_tries < tries_max)
                 .values(failed_tries=row.failed_tries + 1)
-            )
-            tries = conn.execute(select(row.failed_tries).where(row.card_id == card_id)).scalar_one()
-        return int(tries)
+            ).rowcount
+            tries = int(conn.execute(select(row.failed_tries).where(row.card_id == card_id)).scalar_one())
+        if counted and tries >= tries_max:
+            with self._lockouts_lock:
+                self._lockouts += 1
+        return tries
 
     def reset_tries(self, card_id: str) -> None:
         with self._engine.begin() as conn:

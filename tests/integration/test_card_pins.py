@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import generate_latest
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
@@ -89,6 +90,10 @@ def test_ten_terminals_guessing_at_once_get_exactly_three_tries(world: World) ->
     assert codes.count("55") == 2, codes  # the first two wrong tries
     assert codes.count("75") == 28, codes  # the third blocks; the rest are refused uncounted
     assert stored_tries(world, card) == 3
+    card_pins = world.server.core.card_pin_store
+    assert card_pins is not None and card_pins.lockouts == 1  # one lockout, whatever the guesses
+    exposition = generate_latest(world.server.metrics.registry).decode()  # a scrape refreshes the feeds
+    assert 'txswitch_pin_lockouts_total{kind="card"} 1.0' in exposition
     # Blocked: even the right PIN is refused, and nothing moved.
     assert redeem_with_pin(terminals[0], keys[0], card, PIN).response_code == "75"
     assert world.terminals[0].balance(card) == 1_000
