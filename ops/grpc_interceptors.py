@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import threading
 import time
 from collections.abc import Callable
@@ -84,8 +85,9 @@ class _CachingInterceptor(_Interceptor):
         self._handlers[method] = wrapped
         return wrapped
 
+    @abc.abstractmethod
     def _wrap(self, method: str, handler: Handler) -> Handler:
-        raise NotImplementedError
+        """The handler to serve `method` with, around the registered one."""
 
 
 class MetricsInterceptor(_CachingInterceptor):
