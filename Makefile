@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= var
 
-.PHONY: install run test lint typecheck unit proto bench sim clean
+.PHONY: install run test lint typecheck unit proto bench sim profile clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,11 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m terminal_sim.bench
 
+profile: $(STAMP)
+	$(BIN)/python -m terminal_sim.profile
+
 sim: $(STAMP)
 	$(BIN)/txswitch-sim --data-dir $(DATA_DIR) --terminals 20 --duration-s 20
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .ruff_cache .pytest_cache bench-out sim-out profile-out

@@ -1,0 +1,151 @@
+"""`make profile`: where the switch spends its CPU under a closed-loop run.
+
+The switch runs in this process under yappi (CPU clock, every thread); the simulator runs in a
+child process, so only the switch is measured. py-spy is the first tool to reach for, but it
+cannot keep up with one thread per live card actor. The profile covers the measuring window only
+(from the simulator's first progress line to its end), not set-up or provisioning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import yappi
+
+from switch.cli import tune_garbage_collection
+from switch.config import Settings, from_environment
+from switch.server import SwitchServer
+from terminal_sim.bench import process_cpu_s
+from terminal_sim.processes import free_port
+
+# Where a function's own time is counted: the first of these its file path contains.
+PARTS = (
+    ("sqlalchemy", "/sqlalchemy/"),
+    ("grpc", "/grpc/"),
+    ("pykka", "/pykka/"),
+    ("prometheus", "/prometheus_client/"),
+    ("threading and queues", "/threading.py"),
+    ("threading and queues", "/queue.py"),
+    ("threading and queues", "/concurrent/futures/"),
+    ("switch", "/switch/"),
+    ("actors", "/actors/"),
+    ("protocols", "/protocols/"),
+    ("ops", "/ops/"),
+)
+
+
+def part_of(path: str) -> str:
+    return next((name for name, marker in PARTS if marker in path), "other")
+
+
+def run_simulator(args: argparse.Namespace, address: str, data_dir: Path, started: threading.Event) -> int:
+    command = [
+        sys.executable,
+        "-m",
+        "terminal_sim.cli",
+        "--target",
+        address,
+        "--data-dir",
+        str(data_dir),
+        "--terminals",
+        str(args.terminals),
+        "--cards",
+        str(args.cards),
+        "--duration-s",
+        str(args.duration_s),
+        "--think-ms",
+        "0",
+        "--day-length-s",
+        str(args.duration_s * 10),  # no day close inside the window
+        "--out-dir",
+        str(args.out_dir / "sim"),
+    ]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert child.stdout is not None
+    for line in child.stdout:
+        if line.startswith("t=") and not started.is_set():
+            started.set()
+        if not line.startswith("t="):
+            print(f"  sim: {line.rstrip()}", flush=True)
+    return child.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--terminals", type=int, default=200)
+    parser.add_argument("--cards", type=int, default=2_000)
+    parser.add_argument("--duration-s", type=float, default=10.0)
+    parser.add_argument("--top", type=int, default=25, help="functions listed by their own CPU time")
+    parser.add_argument("--out-dir", type=Path, default=Path("profile-out"))
+    args = parser.parse_args(argv)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="txswitch-profile-") as tmp:
+        data_dir = Path(tmp)
+        settings = from_environment(Settings(data_dir=data_dir)).with_overrides(
+            grpc_port=free_port(), metrics_port=-1, console_port=-1, demo_data=False
+        )
+        server = SwitchServer(settings)
+        server.start()
+        tune_garbage_collection(settings)
+        started = threading.Event()
+        outcome: list[int] = []
+        simulator = threading.Thread(
+            target=lambda: outcome.append(run_simulator(args, server.address, data_dir, started))
+        )
+        simulator.start()
+        while not started.wait(0.2):
+            if not simulator.is_alive():
+                server.stop()
+                print("the simulator ended before its run began", file=sys.stderr)
+                return 1
+        yappi.set_clock_type("cpu")
+        cpu_before_s = process_cpu_s(os.getpid())
+        yappi.start(builtins=False, profile_threads=True)
+        simulator.join()
+        yappi.stop()
+        cpu_after_s = process_cpu_s(os.getpid())
+        server.stop()
+    stats = yappi.get_func_stats()
+    stats.save(str(args.out_dir / "switch.pstat"), type="pstat")
+    sim_report = json.loads((args.out_dir / "sim" / "sim-report.json").read_text())
+    report(stats, args.top, cpu_before_s, cpu_after_s, int(sim_report["requests"]))
+    return outcome[0] if outcome else 1
+
+
+def report(
+    stats: yappi.YFuncStats,
+    top: int,
+    cpu_before_s: float | None,
+    cpu_after_s: float | None,
+    requests: int,
+) -> None:
+    own_s: collections.Counter[str] = collections.Counter()
+    rows = []
+    for function in stats:
+        own_s[part_of(function.module)] += function.tsub
+        rows.append((function.tsub, function.ncall, f"{function.module}:{function.lineno} {function.name}"))
+    total_s = sum(own_s.values()) or 1.0
+    print(f"\nPython CPU under the profiler: {total_s:.2f} s; own time by part:")
+    for name, seconds in own_s.most_common():
+        print(f"  {name:22s} {seconds:7.2f} s  {100 * seconds / total_s:5.1f} %")
+    print(f"\nTop {top} functions by own CPU time (s, calls):")
+    for seconds, calls, where in sorted(rows, reverse=True)[:top]:
+        print(f"  {seconds:7.3f} {calls:8d}  {where[-100:]}")
+    if cpu_before_s is not None and cpu_after_s is not None and requests:
+        used_s = cpu_after_s - cpu_before_s
+        print(
+            f"\nswitch process CPU (user + system, profiler included) over the run: {used_s:.2f} s "
+            f"for {requests} requests, {used_s * 1000 / requests:.2f} ms each"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
