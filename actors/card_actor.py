@@ -13,6 +13,7 @@ from typing import Any
 
 import pykka
 
+from actors.base import SwitchActor
 from actors.journal_writer import JournalWriter
 from actors.messages import (
     AdjustOriginal,
@@ -87,7 +88,7 @@ def undo_key(source: str, transaction_id: str) -> str:
     return f"undo:{source}:{transaction_id}"
 
 
-class CardActor(pykka.ThreadingActor):
+class CardActor(SwitchActor):
     def __init__(self, card_id: str, services: CardServices) -> None:
         super().__init__()
         self._card_id = card_id

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pykka
-
+from actors.base import SwitchActor
 from actors.journal_writer import JournalWriter
 from actors.messages import (
     AdjustOriginal,
@@ -117,7 +116,7 @@ class _Recent:
     reply: Reply
 
 
-class TerminalActor(pykka.ThreadingActor):
+class TerminalActor(SwitchActor):
     def __init__(self, terminal_id: str, services: TerminalServices) -> None:
         super().__init__()
         self._terminal_id = terminal_id
