@@ -120,11 +120,10 @@ class SwitchServer:
         self._server = server
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        acquiring = getattr(self, "acquiring", None)  # set when acquirer links are configured
-        gateway_config = getattr(getattr(acquiring, "config", None), "gateway", None)
+        acquiring = self.acquiring
         self.ops.start(
-            gateway=getattr(acquiring, "gateway", None),
-            acquirer_endpoints=getattr(gateway_config, "acquirers", ()),
+            gateway=acquiring.gateway if acquiring is not None else None,
+            acquirer_endpoints=acquiring.config.gateway.acquirers if acquiring is not None else (),
         )
 
     def drain(self) -> None:
