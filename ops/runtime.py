@@ -71,9 +71,7 @@ class CoreFeed:
         metrics.card_actor_started(deltas.step("started", stats.started))
         metrics.card_actor_passivated(deltas.step("passivated", stats.passivated))
         metrics.pin_lockout("employee", deltas.step("lockouts", self._core.employee_pins.lockouts))
-        card_pins = self._core.card_pin_store
-        if card_pins is not None:
-            metrics.pin_lockout("card", deltas.step("card_lockouts", card_pins.lockouts))
+        metrics.pin_lockout("card", deltas.step("card_lockouts", self._core.card_pin_store.lockouts))
 
 
 class AcquirerFeed:

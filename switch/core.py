@@ -82,7 +82,7 @@ class SwitchCore:
         self.security = SecurityModule(master_key)
         # The same terminal PIN keys as activation issues (Acquiring), so a new key is used at once.
         self.pins = ClosedLoopPins(self.security, KeyStore(engine), terminal_pin_keys)
-        self.card_pin_store: CardPinStore | None = CardPinStore(engine)
+        self.card_pin_store = CardPinStore(engine)
         card_pin_services = CardPinServices(self.card_pin_store, settings.card_pin_tries_max, utc_now)
         card_services = CardServices(
             self.store, self.writer, lambda: utc_now().date(), settings.reply_timeout_s, card_pin_services

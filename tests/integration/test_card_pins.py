@@ -90,8 +90,7 @@ def test_ten_terminals_guessing_at_once_get_exactly_three_tries(world: World) ->
     assert codes.count("55") == 2, codes  # the first two wrong tries
     assert codes.count("75") == 28, codes  # the third blocks; the rest are refused uncounted
     assert stored_tries(world, card) == 3
-    card_pins = world.server.core.card_pin_store
-    assert card_pins is not None and card_pins.lockouts == 1  # one lockout, whatever the guesses
+    assert world.server.core.card_pin_store.lockouts == 1  # one lockout, whatever the guesses
     exposition = generate_latest(world.server.metrics.registry).decode()  # a scrape refreshes the feeds
     assert 'txswitch_pin_lockouts_total{kind="card"} 1.0' in exposition
     # Blocked: even the right PIN is refused, and nothing moved.
