@@ -139,7 +139,9 @@ _POSTING = (
     .where(accounts.c.account_id == bindparam("b_account_id"))
     .values(balance_minor=accounts.c.balance_minor + bindparam("b_amount_minor"))
 )
-_NEW_ENTRY = insert(journal_entries).returning(journal_entries.c.entry_id, sort_by_parameter_order=True)
+# Rows come back in any order (asking for parameter order makes SQLite insert one row at a time),
+# so each id is matched to its entry by the entry's unique idempotency key.
+_NEW_ENTRY = insert(journal_entries).returning(journal_entries.c.idempotency_key, journal_entries.c.entry_id)
 
 
 def _update_each(conn: Connection, statement: Update, rows: list[dict[str, object]], problem: str) -> None:
@@ -197,7 +199,8 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
         {"idempotency_key": e.idempotency_key, "kind": e.kind, "currency": e.currency, "created_at": now}
         for e in entries
     ]
-    entry_ids = [int(row[0]) for row in conn.execute(_NEW_ENTRY, entry_rows)]
+    id_by_key = {str(key): int(entry_id) for key, entry_id in conn.execute(_NEW_ENTRY, entry_rows)}
+    entry_ids = [id_by_key[entry.idempotency_key] for entry in entries]
     conn.execute(
         insert(postings),
         [
