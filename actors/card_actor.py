@@ -7,18 +7,16 @@ import dataclasses
 import datetime as dt
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import pykka
 
 from actors.base import SwitchActor
 from actors.journal_writer import JournalWriter
 from actors.messages import (
     AdjustOriginal,
     Authorize,
-    Committed,
     GetBalance,
     SetCardPin,
     SetStatus,
@@ -99,6 +97,9 @@ class CardActor(SwitchActor):
         self._pending: dict[int, _Pending] = {}
         self._pending_replies: dict[int, Reply] = {}
         self._pending_originals: dict[str, int] = {}
+        # Tokens of writes the journal has settled, appended on the writer's thread; applied here at
+        # the start of the next message, so a commit costs no message of its own.
+        self._landed: deque[int] = deque()
         self._tokens = itertools.count()
         self._pin: CardPin | None = None
         self._pin_loaded = False
@@ -126,6 +127,8 @@ class CardActor(SwitchActor):
         return self.card.balance_minor - self._reserved_minor
 
     def on_receive(self, message: Any) -> Any:
+        if self._landed:
+            self._apply_landed()
         match message:
             case Authorize(command=Redeem() as command):
                 return self._redeem(command, message.terminal, message.fingerprint)
@@ -133,8 +136,6 @@ class CardActor(SwitchActor):
                 return self._load(command, message.terminal, message.fingerprint)
             case AdjustOriginal():
                 return self._adjust_original(message)
-            case Committed():
-                return self._committed(message)
             case GetBalance():
                 return dataclasses.replace(self.card, balance_minor=max(self.available_minor, 0))
             case SetStatus():
@@ -390,14 +391,14 @@ class CardActor(SwitchActor):
         self._pending[token] = pending
         self._pending_replies[token] = reply
         self._reserve(pending, +1)
-        actor_ref = self.actor_ref
+        landed = self._landed
         store = self._services.store
         record = write.record
 
         def done(result: WriteResult) -> None:  # runs on the journal writer's thread
+            # Before the reply: whatever the terminal sends next finds this write applied.
             pending.result = result
-            with contextlib.suppress(pykka.ActorDeadError):
-                actor_ref.tell(Committed(token, result))
+            landed.append(token)
             if result.ok:
                 reply.set(outcome)
             elif result.conflict and record is not None:
@@ -437,11 +438,14 @@ class CardActor(SwitchActor):
                 self._pending_originals.pop(pending.original_id, None)
         assert self._reserved_minor >= 0 and self._pending_credit_minor >= 0
 
-    def _committed(self, message: Committed) -> None:
-        pending = self._pending.pop(message.token, None)
-        if pending is None:
-            return  # applied already by _settle_pending
-        self._apply(message.token, pending, message.result)
+    def _apply_landed(self) -> None:
+        while self._landed:
+            token = self._landed.popleft()
+            pending = self._pending.pop(token, None)
+            if pending is None:
+                continue  # applied already by _settle_pending
+            assert pending.result is not None
+            self._apply(token, pending, pending.result)
 
     def _apply(self, token: int, pending: _Pending, result: WriteResult) -> None:
         self._pending_replies.pop(token, None)

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from switch.domain.cards import CardStatus
 from switch.domain.transactions import Cancel, Load, Redeem, Refund, Reversal
-from switch.store.journal import WriteResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +63,6 @@ class TransferOut:
     new_card_id: str
     idempotency_key: str
     actor: str
-
-
-@dataclass(frozen=True, slots=True)
-class Committed:
-    token: int
-    result: WriteResult
 
 
 # To a terminal actor

@@ -12,6 +12,9 @@ from typing import Any, Generic, TypeVar
 
 import pykka
 
+from actors.base import post
+from actors.reply import Reply
+
 K = TypeVar("K", bound=Hashable)
 
 ASK_ATTEMPTS_MAX = 5  # a message to a stopping actor is retried on its successor at most this often
@@ -71,6 +74,20 @@ class ActorRegistry(Generic[K]):
             except pykka.ActorDeadError:
                 self._forget(key, ref)
         raise pykka.ActorDeadError(f"{self.kind} actor for a key kept stopping")
+
+    def post(self, key: K, message: object, reply: Reply) -> None:
+        """Hand message to the key's actor without waiting; its answer settles reply.
+
+        If the actor stops before it handles the message, reply fails with ActorDeadError and
+        the waiter may post again: the successor gets it then.
+        """
+        for _ in range(ASK_ATTEMPTS_MAX):
+            ref = self.ref_for(key)
+            if ref.is_alive():
+                post(ref, message, reply)
+                return
+            self._forget(key, ref)
+        reply.fail(pykka.ActorDeadError(f"{self.kind} actor for a key kept stopping"))
 
     def tell_if_live(self, key: K, message: object) -> None:
         with self._lock:

@@ -13,12 +13,15 @@ class ReplyTimeoutError(TimeoutError):
 
 
 class Reply:
-    __slots__ = ("_callbacks", "_event", "_lock", "_outcome")
+    """Set once with an outcome, or failed once with the error that kept the outcome from coming."""
+
+    __slots__ = ("_callbacks", "_error", "_event", "_lock", "_outcome")
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._outcome: Outcome | None = None
-        self._callbacks: list[Callable[[Outcome], None]] = []
+        self._error: BaseException | None = None
+        self._callbacks: list[Callable[[Reply], None]] = []
         self._lock = threading.Lock()
 
     @classmethod
@@ -28,31 +31,60 @@ class Reply:
         return reply
 
     def set(self, outcome: Outcome) -> None:
-        with self._lock:
-            assert self._outcome is None, "a reply is set once"
-            self._outcome = outcome
-            callbacks, self._callbacks = self._callbacks, []
-        self._event.set()
-        for callback in callbacks:
-            callback(outcome)
+        self._settle(outcome, None)
 
-    def add_done_callback(self, callback: Callable[[Outcome], None]) -> None:
+    def fail(self, error: BaseException) -> None:
+        self._settle(None, error)
+
+    def _settle(self, outcome: Outcome | None, error: BaseException | None) -> None:
         with self._lock:
-            if self._outcome is None:
+            assert not self._event.is_set(), "a reply is settled once"
+            self._outcome, self._error = outcome, error
+            callbacks, self._callbacks = self._callbacks, []
+            self._event.set()
+        for callback in callbacks:
+            callback(self)
+
+    def add_done_callback(self, callback: Callable[[Reply], None]) -> None:
+        """callback(reply) once the reply is set or failed; at once if it is already."""
+        with self._lock:
+            if not self._event.is_set():
                 self._callbacks.append(callback)
                 return
-            outcome = self._outcome
-        callback(outcome)
+        callback(self)
+
+    def forward_to(self, other: Reply) -> None:
+        """Settle `other` the way this reply settles."""
+
+        def forward(reply: Reply) -> None:
+            if reply._error is not None:
+                other.fail(reply._error)
+            else:
+                assert reply._outcome is not None
+                other.set(reply._outcome)
+
+        self.add_done_callback(forward)
 
     def done(self) -> bool:
         return self._event.is_set()
 
     @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    @property
     def outcome(self) -> Outcome | None:
         return self._outcome
 
-    def wait(self, timeout_s: float) -> Outcome:
+    def settle(self, timeout_s: float) -> None:
+        """Wait until set or failed, whichever; ReplyTimeoutError if neither in time."""
         if not self._event.wait(timeout_s):
             raise ReplyTimeoutError(f"no outcome within {timeout_s} s")
+
+    def wait(self, timeout_s: float) -> Outcome:
+        """The outcome; raises the failure, or ReplyTimeoutError if neither came in time."""
+        self.settle(timeout_s)
+        if self._error is not None:
+            raise self._error
         assert self._outcome is not None
         return self._outcome

@@ -104,7 +104,6 @@ class TerminalServices:
     cards: ActorRegistry[str]
     employee_pins: EmployeePins
     now: Callable[[], dt.datetime]
-    ask_timeout_s: float
     reply_timeout_s: float
     recent_transactions_max: int
     payments: PaymentProcessor | None = None  # None: no acquirer configured
@@ -159,7 +158,7 @@ class TerminalActor(SwitchActor):
     def _submit(self, command: TerminalCommand) -> Reply:
         digest = fingerprint(command)
         known = self._recent.get(command.transaction_id)
-        if known is not None:
+        if known is not None and not known.reply.failed:  # failed: no actor handled it; route anew
             if known.fingerprint != digest:
                 return Reply.of(
                     _refusal(command, ResponseCode.duplicate_transmission, "transaction id already used")
@@ -178,10 +177,8 @@ class TerminalActor(SwitchActor):
             case Redeem() | Load():
                 if not command.card_id:
                     return self._persist_decline(command, digest, ResponseCode.unknown_card)
-                message = Authorize(command, self.context, digest)
-                reply: Reply = self._services.cards.ask(
-                    command.card_id, message, self._services.ask_timeout_s
-                )
+                reply = Reply()
+                self._services.cards.post(command.card_id, Authorize(command, self.context, digest), reply)
                 return reply
             case Refund() | Cancel():
                 code = self._services.employee_pins.check(self.info.merchant_id, command.employee)
@@ -196,7 +193,7 @@ class TerminalActor(SwitchActor):
         original_id = command.original_transaction_id
         in_flight = self._recent.get(original_id)
         if in_flight is not None and not in_flight.reply.done():
-            in_flight.reply.wait(self._services.reply_timeout_s)
+            in_flight.reply.settle(self._services.reply_timeout_s)
         stored = self._services.store.transaction(self.info.terminal_id, original_id)
         if isinstance(command, Reversal):
             if stored is None:
@@ -215,8 +212,8 @@ class TerminalActor(SwitchActor):
         if stored.record.transaction_type == TransactionType.payment.value:
             return self._reverse_payment(command, digest, stored)
         assert stored.record.card_id is not None
-        message = AdjustOriginal(command, self.context, digest)
-        reply: Reply = self._services.cards.ask(stored.record.card_id, message, self._services.ask_timeout_s)
+        reply = Reply()
+        self._services.cards.post(stored.record.card_id, AdjustOriginal(command, self.context, digest), reply)
         return reply
 
     # Bank-card payments: the logic is in actors/payments.py; this actor only serialises them.
@@ -322,7 +319,7 @@ class TerminalActor(SwitchActor):
     def _status(self, transaction_id: str) -> Outcome | None:
         known = self._recent.get(transaction_id)
         if known is not None:
-            known.reply.wait(self._services.reply_timeout_s)
+            known.reply.settle(self._services.reply_timeout_s)
         # Read back even what is remembered: a later cancel or reversal may have changed its status.
         stored = self._services.store.transaction(self.info.terminal_id, transaction_id)
         if stored is None:
@@ -337,7 +334,7 @@ class TerminalActor(SwitchActor):
     def _settle_in_flight(self) -> None:
         for recent in list(self._recent.values()):
             if not recent.reply.done():
-                recent.reply.wait(self._services.reply_timeout_s)
+                recent.reply.settle(self._services.reply_timeout_s)
 
     def _close_day(self, close_id: str) -> DayCloseReport:
         store = self._services.store

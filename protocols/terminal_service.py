@@ -79,7 +79,7 @@ class TerminalService(pb_grpc.TerminalServicer):
             self._record(rpc, "invalid_argument", started)
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         try:
-            outcome = self._core.submit(terminal_id, command).wait(self._core.settings.reply_timeout_s)
+            outcome = self._core.submit(terminal_id, command)
         except ReplyTimeoutError:
             self._record(rpc, "timeout", started)
             _abort(context, grpc.StatusCode.UNAVAILABLE, "outcome not known yet; ask TransactionStatus")

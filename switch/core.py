@@ -24,7 +24,7 @@ from actors.messages import (
     TransferOut,
 )
 from actors.payments import PaymentProcessor
-from actors.registry import ActorRegistry
+from actors.registry import ASK_ATTEMPTS_MAX, ActorRegistry
 from actors.reply import Reply
 from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
 from switch.admin import Admin, AdminError
@@ -102,7 +102,6 @@ class SwitchCore:
             self.card_actors,
             self.employee_pins,
             utc_now,
-            settings.ask_timeout_s,
             settings.reply_timeout_s,
             settings.terminal_recent_transactions_max,
             payments,
@@ -136,9 +135,21 @@ class SwitchCore:
 
     # Terminal protocol
 
-    def submit(self, terminal_id: str, command: TerminalCommand) -> Reply:
-        reply: Reply = self.terminal_actors.ask(terminal_id, Submit(command), self.settings.ask_timeout_s)
-        return reply
+    def submit(self, terminal_id: str, command: TerminalCommand) -> Outcome:
+        """The outcome once durable; ReplyTimeoutError if not known in time.
+
+        Posted, not asked: the terminal actor hands the command on to the card actor and is free
+        at once, and this thread wakes once, when the journal has the outcome.
+        """
+        timeout_s = self.settings.ask_timeout_s + self.settings.reply_timeout_s
+        for _ in range(ASK_ATTEMPTS_MAX):
+            reply = Reply()
+            self.terminal_actors.post(terminal_id, Submit(command), reply)
+            try:
+                return reply.wait(timeout_s)
+            except pykka.ActorDeadError:
+                continue  # an actor on the way stopped before it handled the command: again
+        raise pykka.ActorDeadError("the actors for this transaction kept stopping")
 
     def transaction_status(self, terminal_id: str, transaction_id: str) -> Outcome | None:
         outcome: Outcome | None = self.terminal_actors.ask(
