@@ -29,6 +29,10 @@ class JournalStatistics:
     failed_writes: int
     queue_depth: int
     last_batch_size: int
+    # Time inside batches: wall clock, and this thread's own CPU. Wall far above CPU means the
+    # writer waits, for the disk or (in one Python process) for the other threads to let it run.
+    busy_s: float
+    busy_cpu_s: float
 
 
 class JournalWriter:
@@ -61,6 +65,8 @@ class JournalWriter:
         self._writes = 0
         self._failed_writes = 0
         self._last_batch_size = 0
+        self._busy_s = 0.0
+        self._busy_cpu_s = 0.0
 
     def start(self) -> None:
         self._accepting = True
@@ -88,7 +94,13 @@ class JournalWriter:
 
     def statistics(self) -> JournalStatistics:
         return JournalStatistics(
-            self._batches, self._writes, self._failed_writes, self._queue.qsize(), self._last_batch_size
+            self._batches,
+            self._writes,
+            self._failed_writes,
+            self._queue.qsize(),
+            self._last_batch_size,
+            self._busy_s,
+            self._busy_cpu_s,
         )
 
     def _run(self) -> None:
@@ -113,6 +125,7 @@ class JournalWriter:
 
     def _commit(self, batch: list[tuple[Write, Done]]) -> None:
         started = time.perf_counter()
+        started_cpu = time.thread_time()
         writes = [write for write, _ in batch]
         try:
             results = self._commit_together(writes)
@@ -125,6 +138,8 @@ class JournalWriter:
             if self._on_failure is not None:
                 self._on_failure(len(writes))
         latency_s = time.perf_counter() - started
+        self._busy_s += latency_s
+        self._busy_cpu_s += time.thread_time() - started_cpu
         self._batches += 1
         self._writes += len(writes)
         self._failed_writes += sum(1 for r in results if not r.ok)

@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +83,39 @@ def process_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_ticks() -> tuple[int, int] | None:
+    """(idle, total) clock ticks of all cores since boot; None where /proc does not tell."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + fields[4], sum(fields)  # idle + iowait
+
+
+def idle_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of all cores' time spent idle between two machine_cpu_ticks readings."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]), 3)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUse:
+    """Over the closed loop: the switch's CPU per answered request, and how idle the machine was."""
+
+    switch_ms_per_request: float | None
+    machine_idle_share: float | None
+
+
 async def _switch_runs(
     target: SwitchTarget, closed: SimConfig, cards: int, switch_pid: int
-) -> tuple[Any, Any, SimConfig, float | None]:
+) -> tuple[Any, Any, SimConfig, CpuUse]:
     _say(f"provisioning {cards} cards")
     setup = await provision(target, closed, cards, START_BALANCE_MINOR)
     _say("switch, closed loop")
-    cpu_before_s = process_cpu_s(switch_pid)
+    cpu_before_s, machine_before = process_cpu_s(switch_pid), machine_cpu_ticks()
     closed_run = await run_and_audit(target, closed, setup)
-    cpu_after_s = process_cpu_s(switch_pid)
+    cpu_after_s, machine_after = process_cpu_s(switch_pid), machine_cpu_ticks()
     answered = closed_run.fleet.statistics.completed
     cpu_ms_per_request = (
         round((cpu_after_s - cpu_before_s) * 1000 / answered, 3)
@@ -102,10 +126,10 @@ async def _switch_runs(
     opened = replace(closed, load_model=LoadModel.open, target_rate_per_s=rate_per_s, seed=closed.seed + 1)
     _say(f"switch, open loop at {rate_per_s:.0f} flows/s")
     open_run = await run_and_audit(target, opened, setup)
-    return closed_run, open_run, opened, cpu_ms_per_request
+    return closed_run, open_run, opened, CpuUse(cpu_ms_per_request, idle_share(machine_before, machine_after))
 
 
-def measure_switch(closed: SimConfig, cards: int, out_dir: Path) -> tuple[Any, Any, SimConfig, float | None]:
+def measure_switch(closed: SimConfig, cards: int, out_dir: Path) -> tuple[Any, Any, SimConfig, CpuUse]:
     with tempfile.TemporaryDirectory(prefix="txswitch-bench-") as data_dir:
         # A switch from `make run` may hold the default metrics and console ports.
         os.environ.setdefault("TXSWITCH_METRICS_PORT", "-1")
@@ -114,14 +138,14 @@ def measure_switch(closed: SimConfig, cards: int, out_dir: Path) -> tuple[Any, A
         try:
             token = (Path(data_dir) / "admin.token").read_text().strip()
             target = SwitchTarget(server.address, token, f"sqlite:///{data_dir}/txswitch.sqlite")
-            closed_run, open_run, opened, cpu_ms = trio.run(
+            closed_run, open_run, opened, cpu = trio.run(
                 _switch_runs, target, closed, cards, server.process.pid
             )
         finally:
             server.stop()
     _show("switch-closed", closed_run.fleet, closed_run.audit, out_dir)
     _show("switch-open", open_run.fleet, open_run.audit, out_dir)
-    return closed_run, open_run, opened, cpu_ms
+    return closed_run, open_run, opened, cpu
 
 
 PAYMENT_MASTER_KEY_HEX = "6B" * 32  # a throwaway switch: its keys die with the temporary data dir
@@ -207,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"ceiling: echo server, {args.terminals} terminals, closed loop")
     ceiling = measure_ceiling(closed, args.cards, args.out_dir)
     _say("switch with durable storage")
-    closed_run, open_run, opened, cpu_ms_per_request = measure_switch(closed, args.cards, args.out_dir)
+    closed_run, open_run, opened, cpu = measure_switch(closed, args.cards, args.out_dir)
     _say(f"payments: {args.payment_terminals} terminals against the acquirer host simulator")
     payments = measure_payments(args.payment_terminals, args.payment_duration_s, args.out_dir)
     ceiling_rps = ceiling.statistics.completed_per_s
@@ -228,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "payments": payments,
         # The switch process's CPU (user + system) over the closed loop, per request answered.
-        "switch_cpu_ms_per_request": cpu_ms_per_request,
+        "switch_cpu_ms_per_request": cpu.switch_ms_per_request,
+        # Idle share of both cores over the closed loop: above 0 with the switch saturated means it
+        # waits (one Python process: its threads take turns), not that the machine is full.
+        "machine_idle_share": cpu.machine_idle_share,
         "terminals": args.terminals,
         "cards": args.cards,
         "duration_s": args.duration_s,

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import yappi
 
+from actors.journal_writer import JournalStatistics
 from switch.cli import tune_garbage_collection
 from switch.config import Settings, from_environment
 from switch.server import SwitchServer
-from terminal_sim.bench import process_cpu_s
+from terminal_sim.bench import machine_cpu_ticks, process_cpu_s
 from terminal_sim.processes import free_port
 
 # Where a function's own time is counted: the first of these its file path contains.
@@ -108,16 +109,44 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         yappi.set_clock_type("cpu")
         cpu_before_s = process_cpu_s(os.getpid())
+        machine_before = machine_cpu_ticks()
+        writer_before = server.core.writer.statistics()
         yappi.start(builtins=False, profile_threads=True)
         simulator.join()
         yappi.stop()
+        writer_after = server.core.writer.statistics()
+        machine_after = machine_cpu_ticks()
         cpu_after_s = process_cpu_s(os.getpid())
         server.stop()
     stats = yappi.get_func_stats()
     stats.save(str(args.out_dir / "switch.pstat"), type="pstat")
     sim_report = json.loads((args.out_dir / "sim" / "sim-report.json").read_text())
     report(stats, args.top, cpu_before_s, cpu_after_s, int(sim_report["requests"]))
+    report_waiting(writer_before, writer_after, machine_before, machine_after)
     return outcome[0] if outcome else 1
+
+
+def report_waiting(
+    before: JournalStatistics,
+    after: JournalStatistics,
+    machine_before: tuple[int, int] | None,
+    machine_after: tuple[int, int] | None,
+) -> None:
+    """Whether the switch waits rather than works: the journal writer's wall against its CPU."""
+    batches = after.batches - before.batches
+    if batches:
+        wall_ms = (after.busy_s - before.busy_s) * 1000 / batches
+        cpu_ms = (after.busy_cpu_s - before.busy_cpu_s) * 1000 / batches
+        writes = (after.writes - before.writes) / batches
+        print(
+            f"journal writer: {batches} batches of {writes:.1f} writes; per batch {wall_ms:.2f} ms "
+            f"wall, {cpu_ms:.2f} ms of its own CPU"
+        )
+    if machine_before is not None and machine_after is not None:
+        idle, total = (after - before for after, before in zip(machine_after, machine_before, strict=True))
+        print(
+            f"machine idle over the run (all cores, simulator included): {100 * idle / max(total, 1):.0f} %"
+        )
 
 
 def report(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
+from actors.journal_writer import JournalWriter
 from switch.domain import ledger
 from switch.domain.ledger import AccountKind
 from switch.store.engine import create_schema, make_engine
@@ -137,3 +139,18 @@ def test_an_original_changes_once_and_the_second_change_is_a_backstop(engine: En
     with engine.connect() as conn:
         row = conn.execute(select(transactions.c.status, transactions.c.refunded_minor)).one()
     assert (row.status, row.refunded_minor) == ("approved", 100)
+
+
+def test_the_writer_counts_its_wall_and_cpu_time_in_batches(engine: Engine) -> None:
+    writer = JournalWriter(engine, batch_writes_max=8, queue_writes_max=8)
+    landed = threading.Event()
+    writer.start()
+    try:
+        assert writer.submit(redemption("t1", "card_a", 300), lambda _result: landed.set())
+        assert landed.wait(10)
+    finally:
+        writer.stop()
+    statistics = writer.statistics()
+    assert statistics.batches == 1 and statistics.writes == 1
+    assert statistics.busy_s > 0
+    assert 0 <= statistics.busy_cpu_s <= statistics.busy_s + 0.001  # one thread's CPU within its wall

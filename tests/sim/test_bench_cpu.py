@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from terminal_sim.bench import process_cpu_s
+from terminal_sim.bench import idle_share, machine_cpu_ticks, process_cpu_s
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
@@ -21,3 +21,19 @@ def test_cpu_time_of_a_process_grows_with_its_work() -> None:
 
 def test_no_such_process_gives_none() -> None:
     assert process_cpu_s(2**22 + 12_345) is None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux /proc")
+def test_machine_idle_share_is_a_share_of_the_time_between_two_readings() -> None:
+    before = machine_cpu_ticks()
+    hashlib.pbkdf2_hmac("sha256", b"work", b"salt", 400_000)
+    after = machine_cpu_ticks()
+    assert before is not None and after is not None and after[1] > before[1]
+    share = idle_share(before, after)
+    assert share is not None and 0.0 <= share <= 1.0
+
+
+def test_idle_share_without_readings_or_elapsed_ticks_is_none() -> None:
+    assert idle_share(None, (5, 10)) is None
+    assert idle_share((5, 10), (5, 10)) is None
+    assert idle_share((0, 0), (3, 4)) == 0.75
