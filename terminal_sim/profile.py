@@ -24,7 +24,7 @@ from actors.journal_writer import JournalStatistics
 from switch.cli import tune_garbage_collection
 from switch.config import Settings, from_environment
 from switch.server import SwitchServer
-from terminal_sim.bench import machine_cpu_ticks, process_cpu_s
+from terminal_sim.bench import idle_share, machine_cpu_ticks, process_cpu_s
 from terminal_sim.processes import free_port
 
 # Where a function's own time is counted: the first of these its file path contains.
@@ -142,11 +142,9 @@ def report_waiting(
             f"journal writer: {batches} batches of {writes:.1f} writes; per batch {wall_ms:.2f} ms "
             f"wall, {cpu_ms:.2f} ms of its own CPU"
         )
-    if machine_before is not None and machine_after is not None:
-        idle, total = (after - before for after, before in zip(machine_after, machine_before, strict=True))
-        print(
-            f"machine idle over the run (all cores, simulator included): {100 * idle / max(total, 1):.0f} %"
-        )
+    share = idle_share(machine_before, machine_after)
+    if share is not None:
+        print(f"machine idle over the run (all cores, simulator included): {100 * share:.0f} %")
 
 
 def report(
