@@ -541,17 +541,7 @@ class CardActor(SwitchActor):
         return amount_minor, result.entry_id
 
     def _write_now(self, write: Write) -> WriteResult:
-        results: list[WriteResult] = []
-        reply = Reply()
-
-        def done(result: WriteResult) -> None:
-            results.append(result)
-            reply.set(declined("", TransactionType.load, ResponseCode.system_error))
-
-        if not self._services.writer.submit(write, done):
-            return WriteResult(False, problem="journal queue full")
-        reply.wait(self._services.commit_wait_s)
-        return results[0]
+        return self._services.writer.write_and_wait(write, self._services.commit_wait_s)
 
 
 UNDOABLE_TYPES = frozenset(

@@ -92,6 +92,25 @@ class JournalWriter:
             return False
         return True
 
+    def write_and_wait(self, write: Write, timeout_s: float) -> WriteResult:
+        """Queue one write and wait for its result: for writes off the transaction path.
+
+        TimeoutError when no result came in time: the write may still land, so the caller must
+        not act as if it failed.
+        """
+        landed = threading.Event()
+        results: list[WriteResult] = []
+
+        def done(result: WriteResult) -> None:
+            results.append(result)
+            landed.set()
+
+        if not self.submit(write, done):
+            return WriteResult(False, problem="journal queue full")
+        if not landed.wait(timeout_s):
+            raise TimeoutError(f"the journal did not answer within {timeout_s} s")
+        return results[0]
+
     def statistics(self) -> JournalStatistics:
         return JournalStatistics(
             self._batches,

@@ -48,17 +48,30 @@ from switch.domain.transactions import (
     declined,
     fingerprint,
 )
-from switch.store.journal import TransactionRecord, Write, WriteResult
-from switch.store.repository import DayCloseReport, Store, StoredTransaction, TerminalInfo
+from switch.store.journal import EmployeeAttempt, PeriodClose, TransactionRecord, Write, WriteResult
+from switch.store.repository import DayCloseReport, Store, StoredTransaction, TerminalInfo, totals_json
 
 log = logging.getLogger(__name__)
+
+
+class DayCloseError(RuntimeError):
+    """The day close was not stored; the terminal may send it again with the same close id."""
 
 
 class EmployeePins:
     """Serialises PIN checks per employee across all terminals, so lockout counts every try."""
 
-    def __init__(self, store: Store, policy: LockoutPolicy, now: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        writer: JournalWriter,
+        policy: LockoutPolicy,
+        now: Callable[[], dt.datetime],
+        write_timeout_s: float,
+    ) -> None:
         self._store = store
+        self._writer = writer
+        self._write_timeout_s = write_timeout_s
         self._policy = policy
         self._now = now
         self._locks: dict[tuple[str, str], threading.Lock] = {}
@@ -81,7 +94,10 @@ class EmployeePins:
             matches = self._matches((merchant_id, employee.employee_number), employee.pin, stored.pin_hash)
             attempt, code = after_attempt(stored.attempt, matches, self._policy, now)
             if attempt != stored.attempt:
-                self._store.save_pin_attempt(stored.employee_id, attempt)
+                change = EmployeeAttempt(stored.employee_id, attempt.failed_tries, attempt.locked_until)
+                result = self._writer.write_and_wait(Write(employee_attempt=change), self._write_timeout_s)
+                if not result.ok:
+                    raise RuntimeError(f"employee PIN try not stored: {result.problem}")
                 if attempt.locked_until is not None:
                     self.lockouts += 1
             return code
@@ -337,16 +353,39 @@ class TerminalActor(SwitchActor):
                 recent.reply.settle(self._services.reply_timeout_s)
 
     def _close_day(self, close_id: str) -> DayCloseReport:
-        store = self._services.store
-        existing = store.day_close(self.info.terminal_id, close_id)
+        store, info = self._services.store, self.info
+        existing = store.day_close(info.terminal_id, close_id)
         if existing is not None:
+            if existing.period_number >= info.period_number:
+                self._reload()  # its write landed after an earlier attempt gave up waiting
             return existing
         self._settle_in_flight()
-        report = store.close_period(self.info, close_id, self._services.now())
-        refreshed = store.terminal(self.info.terminal_id)
+        totals = store.period_totals(info.terminal_id, info.period_number)
+        now = self._services.now()
+        close = PeriodClose(
+            info.terminal_id, close_id, info.period_number, info.period_opened_at, now, totals_json(totals)
+        )
+        result = self._services.writer.write_and_wait(
+            Write(period_close=close), self._services.reply_timeout_s
+        )
+        if result.conflict:
+            stored = store.day_close(info.terminal_id, close_id)
+            assert stored is not None, "a conflicting close id is stored"
+            self._reload()
+            return stored
+        if not result.ok:
+            self._reload()  # another node may have closed the period
+            raise DayCloseError(f"day close not stored: {result.problem}")
+        assert result.sequence_number is not None
+        self._info = dataclasses.replace(info, period_number=info.period_number + 1, period_opened_at=now)
+        return DayCloseReport(
+            info.terminal_id, result.sequence_number, info.period_number, info.period_opened_at, now, totals
+        )
+
+    def _reload(self) -> None:
+        refreshed = self._services.store.terminal(self.info.terminal_id)
         assert refreshed is not None
         self._info = refreshed
-        return report
 
     def _x_report(self) -> DayCloseReport:
         self._settle_in_flight()

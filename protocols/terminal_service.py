@@ -12,6 +12,7 @@ import pykka
 
 from actors.payments import SubmitAbort, SubmitPayment
 from actors.reply import ReplyTimeoutError
+from actors.terminal_actor import DayCloseError
 from protocols import convert
 from protocols.convert import BadRequestError
 from protocols.wire import terminal_pb2 as pb
@@ -228,7 +229,11 @@ class TerminalService(pb_grpc.TerminalServicer):
     def DayClose(self, request: pb.DayCloseRequest, context: grpc.ServicerContext) -> pb.DayCloseReport:
         terminal_id = self._terminal_id(context)
         close_id = _decoded(context, lambda: convert.transaction_id(request.close_id, "close_id"))
-        return convert.day_close_report(self._core.close_day(terminal_id, close_id))
+        try:
+            report = self._core.close_day(terminal_id, close_id)
+        except (DayCloseError, TimeoutError, pykka.Timeout) as error:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, f"{error}; send the same close_id again")
+        return convert.day_close_report(report)
 
     def XReport(self, request: pb.XReportRequest, context: grpc.ServicerContext) -> pb.DayCloseReport:
         terminal_id = self._terminal_id(context)

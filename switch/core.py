@@ -95,7 +95,7 @@ class SwitchCore:
             stop_timeout_s=settings.reply_timeout_s,
         )
         policy = LockoutPolicy(settings.employee_pin_tries_max, settings.employee_lock_duration_s)
-        self.employee_pins = EmployeePins(self.store, policy, utc_now)
+        self.employee_pins = EmployeePins(self.store, self.writer, policy, utc_now, settings.reply_timeout_s)
         terminal_services = TerminalServices(
             self.store,
             self.writer,
@@ -211,14 +211,7 @@ class SwitchCore:
 
     def write_now(self, write: Write) -> WriteResult:
         """A journal write from outside the actors (settlement); waits until durable."""
-        results: list[WriteResult] = []
-        landed = threading.Event()
-
-        def done(result: WriteResult) -> None:
-            results.append(result)
-            landed.set()
-
-        if not self.writer.submit(write, done):
-            return WriteResult(False, problem="journal queue full")
-        landed.wait(self.settings.reply_timeout_s)
-        return results[0] if results else WriteResult(False, problem="journal did not answer in time")
+        try:
+            return self.writer.write_and_wait(write, self.settings.reply_timeout_s)
+        except TimeoutError:
+            return WriteResult(False, problem="journal did not answer in time")

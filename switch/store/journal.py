@@ -6,12 +6,22 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Update, bindparam, insert, update
+from sqlalchemy import Connection, Update, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from switch.domain.cards import CardStatus
 from switch.domain.ledger import JournalEntry
-from switch.store.schema import accounts, card_events, cards, journal_entries, postings, transactions
+from switch.store.schema import (
+    accounts,
+    card_events,
+    cards,
+    day_closes,
+    employees,
+    journal_entries,
+    postings,
+    terminals,
+    transactions,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +72,39 @@ class CardChange:
 
 
 @dataclass(frozen=True, slots=True)
+class PeriodClose:
+    """Close a terminal's open period and open the next one; at most once per close id."""
+
+    terminal_id: str
+    close_id: str
+    period_number: int  # the period being closed; the close is refused if it is no longer open
+    opened_at: dt.datetime
+    closed_at: dt.datetime
+    totals_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeeAttempt:
+    """An employee's PIN-check state after one attempt: wrong tries and lockout."""
+
+    employee_id: str
+    failed_tries: int
+    locked_until: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Write:
+    """Everything that lands together or not at all. All writes of the switch go through the one
+    journal writer, so none of them waits on another connection's write lock."""
+
     record: TransactionRecord | None = None
     # A reversal of a transaction never seen holds its id, so a late original cannot move money.
     tombstone: TransactionRecord | None = None
     entry: JournalEntry | None = None
     original: OriginalChange | None = None
     card_changes: tuple[CardChange, ...] = ()
+    period_close: PeriodClose | None = None
+    employee_attempt: EmployeeAttempt | None = None
 
 
 class BackstopError(Exception):
@@ -81,6 +117,7 @@ class WriteResult:
     entry_id: int | None = None
     problem: str = ""
     conflict: bool = False  # the transaction id was stored already (by a replay or another node)
+    sequence_number: int | None = None  # of the write's period close
 
 
 def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list[WriteResult]:
@@ -95,11 +132,17 @@ def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list
         conn.execute(insert(transactions), [{**_record_values(r), "created_at": now} for r in records])
     entries = [w.entry for w in writes if w.entry is not None]
     entry_ids = _post_entries(conn, entries, now)
+    results = []
+    ids = iter(entry_ids)
     for write in writes:
         for change in write.card_changes:
             _change_card(conn, change, now)
-    ids = iter(entry_ids)
-    return [WriteResult(True, next(ids) if write.entry is not None else None) for write in writes]
+        if write.employee_attempt is not None:
+            _save_attempt(conn, write.employee_attempt)
+        sequence_number = _close_period(conn, write.period_close) if write.period_close else None
+        entry_id = next(ids) if write.entry is not None else None
+        results.append(WriteResult(True, entry_id, sequence_number=sequence_number))
+    return results
 
 
 def apply_alone(conn: Connection, write: Write, now: dt.datetime) -> WriteResult:
@@ -237,6 +280,53 @@ def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None
             "at": now,
         },
     )
+
+
+def _save_attempt(conn: Connection, attempt: EmployeeAttempt) -> None:
+    conn.execute(
+        update(employees)
+        .where(employees.c.employee_id == attempt.employee_id)
+        .values(failed_tries=attempt.failed_tries, locked_until=attempt.locked_until)
+    )
+
+
+def _close_period(conn: Connection, close: PeriodClose) -> int:
+    """The close's sequence number; BackstopError if the period was closed meanwhile.
+
+    A close id stored already fails the unique (terminal_id, close_id) constraint instead, which
+    the writer reports as a conflict: the caller then answers with the stored close.
+    """
+    sequence_number = int(
+        conn.execute(
+            select(func.coalesce(func.max(day_closes.c.sequence_number), 0) + 1).where(
+                day_closes.c.terminal_id == close.terminal_id
+            )
+        ).scalar_one()
+    )
+    moved = conn.execute(
+        update(terminals)
+        .where(
+            terminals.c.terminal_id == close.terminal_id,
+            terminals.c.period_number == close.period_number,
+        )
+        .values(period_number=close.period_number + 1, period_opened_at=close.closed_at)
+    )
+    # Inserted before the period is checked, so a replayed close id reports a conflict.
+    conn.execute(
+        insert(day_closes),
+        {
+            "terminal_id": close.terminal_id,
+            "sequence_number": sequence_number,
+            "close_id": close.close_id,
+            "period_number": close.period_number,
+            "opened_at": close.opened_at,
+            "closed_at": close.closed_at,
+            "totals_json": close.totals_json,
+        },
+    )
+    if moved.rowcount != 1:
+        raise BackstopError(f"period {close.period_number} of {close.terminal_id} is closed already")
+    return sequence_number
 
 
 BACKSTOP_ERRORS = (BackstopError, IntegrityError)

@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Row, and_, bindparam, func, insert, select, update
+from sqlalchemy import Engine, Row, bindparam, func, select
 
 from switch.domain.card_rules import CardState
 from switch.domain.employees import PinAttempt
@@ -236,14 +236,6 @@ class Store:
         locked_until = _aware(row.locked_until) if row.locked_until is not None else None
         return EmployeePin(row.employee_id, row.pin_hash, PinAttempt(row.failed_tries, locked_until))
 
-    def save_pin_attempt(self, employee_id: str, attempt: PinAttempt) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(employees)
-                .where(employees.c.employee_id == employee_id)
-                .values(failed_tries=attempt.failed_tries, locked_until=attempt.locked_until)
-            )
-
     # Day close
 
     def period_totals(self, terminal_id: str, period_number: int) -> tuple[TypeTotal, ...]:
@@ -288,46 +280,9 @@ class Store:
             ).all()
         return [_report(row) for row in rows]
 
-    def close_period(self, terminal: TerminalInfo, close_id: str, now: dt.datetime) -> DayCloseReport:
-        """Store the close of the terminal's open period and open the next one, atomically."""
-        totals = self.period_totals(terminal.terminal_id, terminal.period_number)
-        with self.engine.begin() as conn:
-            sequence_number = conn.execute(
-                select(func.coalesce(func.max(day_closes.c.sequence_number), 0) + 1).where(
-                    day_closes.c.terminal_id == terminal.terminal_id
-                )
-            ).scalar_one()
-            moved = conn.execute(
-                update(terminals)
-                .where(
-                    and_(
-                        terminals.c.terminal_id == terminal.terminal_id,
-                        terminals.c.period_number == terminal.period_number,
-                    )
-                )
-                .values(period_number=terminal.period_number + 1, period_opened_at=now)
-            )
-            assert moved.rowcount == 1, "the period was closed by someone else"
-            conn.execute(
-                insert(day_closes),
-                {
-                    "terminal_id": terminal.terminal_id,
-                    "sequence_number": sequence_number,
-                    "close_id": close_id,
-                    "period_number": terminal.period_number,
-                    "opened_at": terminal.period_opened_at,
-                    "closed_at": now,
-                    "totals_json": json.dumps([_total_json(t) for t in totals]),
-                },
-            )
-        return DayCloseReport(
-            terminal.terminal_id,
-            sequence_number,
-            terminal.period_number,
-            terminal.period_opened_at,
-            now,
-            totals,
-        )
+
+def totals_json(totals: tuple[TypeTotal, ...]) -> str:
+    return json.dumps([_total_json(t) for t in totals])
 
 
 def _total_json(total: TypeTotal) -> dict[str, object]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from actors.journal_writer import JournalWriter
 from switch.domain import ledger
@@ -17,13 +18,25 @@ from switch.domain.ledger import AccountKind
 from switch.store.engine import create_schema, make_engine
 from switch.store.journal import (
     BackstopError,
+    EmployeeAttempt,
     OriginalChange,
+    PeriodClose,
     TransactionRecord,
     Write,
     apply_alone,
     apply_batch,
 )
-from switch.store.schema import accounts, journal_entries, postings, transactions
+from switch.store.schema import (
+    accounts,
+    day_closes,
+    employees,
+    journal_entries,
+    locations,
+    merchants,
+    postings,
+    terminals,
+    transactions,
+)
 from tests.pg import postgres_schema
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
@@ -154,3 +167,89 @@ def test_the_writer_counts_its_wall_and_cpu_time_in_batches(engine: Engine) -> N
     assert statistics.batches == 1 and statistics.writes == 1
     assert statistics.busy_s > 0
     assert 0 <= statistics.busy_cpu_s <= statistics.busy_s + 0.001  # one thread's CPU within its wall
+
+
+def add_terminal(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            insert(merchants),
+            {
+                "merchant_id": MERCHANT,
+                "name": "Shop",
+                "email": "s@x",
+                "password_hash": "-",
+                "created_at": NOW,
+            },
+        )
+        conn.execute(insert(locations), {"location_id": "loc_1", "merchant_id": MERCHANT, "name": "Shop"})
+        conn.execute(
+            insert(terminals),
+            {
+                "terminal_id": "trm_1",
+                "merchant_id": MERCHANT,
+                "location_id": "loc_1",
+                "device_name": "A77",
+                "credential_hash": "-",
+                "period_number": 1,
+                "period_opened_at": NOW,
+                "activated_at": NOW,
+            },
+        )
+        conn.execute(
+            insert(employees),
+            {
+                "employee_id": "emp_1",
+                "merchant_id": MERCHANT,
+                "employee_number": "1",
+                "name": "Manager",
+                "role": "manager",
+                "pin_hash": "-",
+            },
+        )
+
+
+def period_close(close_id: str, period_number: int) -> Write:
+    closed_at = NOW + dt.timedelta(hours=period_number)
+    return Write(period_close=PeriodClose("trm_1", close_id, period_number, NOW, closed_at, "[]"))
+
+
+def test_a_period_closes_once_in_a_batch_with_transactions(engine: Engine) -> None:
+    add_terminal(engine)
+    locked_until = NOW + dt.timedelta(minutes=15)
+    writes = [
+        redemption("t1", "card_a", 300),
+        period_close("c1", 1),
+        Write(employee_attempt=EmployeeAttempt("emp_1", 3, locked_until)),
+    ]
+    with engine.begin() as conn:
+        results = apply_batch(conn, writes, NOW)
+    assert [r.sequence_number for r in results] == [None, 1, None]
+    with engine.begin() as conn:
+        assert apply_alone(conn, period_close("c2", 2), NOW).sequence_number == 2
+    with pytest.raises(BackstopError), engine.begin() as conn:
+        apply_alone(conn, period_close("c3", 2), NOW)  # period 2 is closed already
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        apply_alone(conn, period_close("c2", 3), NOW)  # a close id stored already
+    with engine.connect() as conn:
+        closes = conn.execute(select(day_closes.c.close_id, day_closes.c.sequence_number)).all()
+        period = conn.execute(select(terminals.c.period_number)).scalar_one()
+        tries = conn.execute(select(employees.c.failed_tries, employees.c.locked_until)).one()
+    assert sorted(closes) == [("c1", 1), ("c2", 2)] and period == 3
+    stored_until = tries.locked_until
+    if stored_until.tzinfo is None:  # SQLite hands back naive UTC
+        stored_until = stored_until.replace(tzinfo=dt.UTC)
+    assert tries.failed_tries == 3 and stored_until == locked_until
+
+
+def test_a_replayed_close_id_comes_back_from_the_writer_as_a_conflict(engine: Engine) -> None:
+    add_terminal(engine)
+    writer = JournalWriter(engine, batch_writes_max=8, queue_writes_max=8)
+    writer.start()
+    try:
+        first = writer.write_and_wait(period_close("c1", 1), 10)
+        again = writer.write_and_wait(period_close("c1", 2), 10)
+    finally:
+        writer.stop()
+    assert (first.ok, first.sequence_number) == (True, 1)
+    assert (again.ok, again.conflict) == (False, True)
+    assert count(engine, day_closes) == 1

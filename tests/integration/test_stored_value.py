@@ -8,6 +8,8 @@ import pytest
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import make_card_number
+from switch.store.journal import PeriodClose, Write
+from switch.store.repository import totals_json
 from tests.integration.harness import EMPLOYEE, World, new_txn
 
 VALID_NUMBER = make_card_number("600101", 2)
@@ -323,3 +325,23 @@ def test_day_close_sequence_numbers_and_totals(world: World) -> None:
         bo.TerminalRequest(terminal_id=terminal.terminal_id), metadata=world.admin_metadata
     )
     assert [r.sequence_number for r in stored.reports] == [1, 2]
+
+
+def test_a_day_close_that_landed_after_its_terminal_gave_up_is_caught_up(world: World) -> None:
+    """The close's write lands although the terminal actor stopped waiting; the resend catches up."""
+    terminal = world.terminals[0]
+    card = world.issue(5_000)
+    assert terminal.redeem(card, 100).period_number == 1
+    core = world.server.core
+    info = core.store.terminal(terminal.terminal_id)
+    assert info is not None
+    close = PeriodClose(
+        terminal.terminal_id, "late", 1, info.period_opened_at, info.period_opened_at, totals_json(())
+    )
+    assert core.write_now(Write(period_close=close)).sequence_number == 1
+    resent = terminal.stub.DayClose(pb.DayCloseRequest(close_id="late"), metadata=terminal.metadata)
+    assert (resent.sequence_number, resent.next_period_number) == (1, 2)
+    assert terminal.redeem(card, 100).period_number == 2
+    second = terminal.stub.DayClose(pb.DayCloseRequest(close_id="next"), metadata=terminal.metadata)
+    assert (second.sequence_number, second.period_number) == (2, 2)
+    assert [(t.count, t.total.amount_minor) for t in second.totals] == [(1, 100)]
