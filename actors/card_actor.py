@@ -164,8 +164,9 @@ class CardActor(SwitchActor):
             entry_key(terminal.terminal_id, command.transaction_id),
             card.currency,
             card.card_id,
-            terminal.merchant_id,
             amount_minor,
+            merchant_id=terminal.merchant_id,
+            programme_id=card.programme.programme_id,
         )
         outcome = self._approved(
             command.transaction_id, TransactionType.redemption, decision, terminal, -amount_minor
@@ -248,8 +249,9 @@ class CardActor(SwitchActor):
             entry_key(terminal.terminal_id, command.transaction_id),
             card.currency,
             card.card_id,
-            terminal.merchant_id,
             amount_minor,
+            merchant_id=terminal.merchant_id,
+            programme_id=card.programme.programme_id,
         )
         outcome = self._approved(
             command.transaction_id, TransactionType.refund, decision, terminal, amount_minor
@@ -554,15 +556,12 @@ def original_entry_of(original: StoredTransaction, card: CardState) -> JournalEn
     record: TransactionRecord = original.record
     key = entry_key(record.source, record.transaction_id)
     assert record.merchant_id is not None
+    payable = {"merchant_id": record.merchant_id, "programme_id": card.programme.programme_id}
     match record.transaction_type:
         case TransactionType.redemption.value:
-            return ledger.redemption_entry(
-                key, card.currency, card.card_id, record.merchant_id, record.approved_minor
-            )
+            return ledger.redemption_entry(key, card.currency, card.card_id, record.approved_minor, **payable)
         case TransactionType.refund.value:
-            return ledger.refund_entry(
-                key, card.currency, card.card_id, record.merchant_id, record.approved_minor
-            )
+            return ledger.refund_entry(key, card.currency, card.card_id, record.approved_minor, **payable)
         case TransactionType.load.value:
             return ledger.load_entry(
                 key,

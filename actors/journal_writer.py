@@ -106,7 +106,7 @@ class JournalWriter:
             landed.set()
 
         if not self.submit(write, done):
-            return WriteResult(False, problem="journal queue full")
+            return WriteResult(False, problem="journal queue full" if self._accepting else "journal stopped")
         if not landed.wait(timeout_s):
             raise TimeoutError(f"the journal did not answer within {timeout_s} s")
         return results[0]

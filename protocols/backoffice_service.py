@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -24,8 +25,11 @@ from switch.pins import CardPinError
 from switch.store.journal import Write
 from switch.store.repository import TerminalInfo
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 ADMIN_ACTOR = "backoffice"
+ALREADY_PAID = "already paid out under this settlement id"
 
 
 class BackofficeService(bo_grpc.BackofficeServicer):
@@ -246,17 +250,28 @@ class BackofficeService(bo_grpc.BackofficeServicer):
 
     def Settle(self, request: bo.SettleRequest, context: grpc.ServicerContext) -> bo.SettleResponse:
         def action() -> bo.SettleResponse:
+            if not request.programme_id:
+                raise AdminError("programme_id is missing")
             if not request.settlement_id:
                 raise AdminError("settlement_id is missing")
             currency = self._core.store.programme(request.programme_id).currency
-            payouts = []
+            response = bo.SettleResponse()
             for merchant_id, gross, commission, write in self._core.admin.settlement_writes(
                 request.programme_id, request.settlement_id
             ):
                 result = self._core.write_now(write)
                 if not result.ok:
-                    continue  # paid out under this settlement id already, or changed meanwhile
-                payouts.append(
+                    reason = ALREADY_PAID if result.conflict else result.problem
+                    log.warning("payout to %s not made: %s", merchant_id, reason)
+                    response.skipped.append(
+                        bo.SkippedPayout(
+                            merchant_id=merchant_id,
+                            gross=pb.Amount(amount_minor=gross, currency=currency),
+                            reason=reason,
+                        )
+                    )
+                    continue
+                response.payouts.append(
                     bo.Payout(
                         merchant_id=merchant_id,
                         gross=pb.Amount(amount_minor=gross, currency=currency),
@@ -264,7 +279,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                         net=pb.Amount(amount_minor=gross - commission, currency=currency),
                     )
                 )
-            return bo.SettleResponse(payouts=payouts)
+            return response
 
         return self._run(context, action)
 

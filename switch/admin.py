@@ -223,7 +223,7 @@ class Admin:
             raise AdminError("commission_basis_points must be between 0 and 10000")
         self._require_merchant(merchant_id)
         programme = self._store.programme(programme_id)
-        account_id = ledger.merchant_payable_account(merchant_id)
+        account_id = ledger.merchant_payable_account(merchant_id, programme_id)
         with self._engine.begin() as conn:
             conn.execute(
                 insert(merchant_programmes),
@@ -382,23 +382,23 @@ class Admin:
         """(merchant id, gross, commission, write) for each merchant with something to pay out."""
         programme = self._store.programme(programme_id)
         with self._engine.connect() as conn:
-            rows = conn.execute(
+            members = conn.execute(
                 select(
-                    merchant_programmes.c.merchant_id,
-                    merchant_programmes.c.commission_basis_points,
-                    accounts.c.balance_minor,
-                )
-                .join(
-                    accounts,
-                    accounts.c.account_id == "merchant:" + merchant_programmes.c.merchant_id + ":payable",
-                )
-                .where(merchant_programmes.c.programme_id == programme_id, accounts.c.balance_minor > 0)
+                    merchant_programmes.c.merchant_id, merchant_programmes.c.commission_basis_points
+                ).where(merchant_programmes.c.programme_id == programme_id)
             ).all()
+            payable = {ledger.merchant_payable_account(m, programme_id): (m, bp) for m, bp in members}
+            balances = conn.execute(
+                select(accounts.c.account_id, accounts.c.balance_minor)
+                .where(accounts.c.account_id.in_(list(payable)), accounts.c.balance_minor > 0)
+                .order_by(accounts.c.account_id)
+            ).all()
+        rows = [(*payable[account_id], balance_minor) for account_id, balance_minor in balances]
         writes = []
         for merchant_id, basis_points, gross_minor in rows:
             commission = commission_minor(gross_minor, basis_points)
             entry = ledger.settlement_entry(
-                f"settle:{settlement_id}:{merchant_id}",
+                f"settle:{programme_id}:{settlement_id}:{merchant_id}",
                 programme.currency,
                 programme_id,
                 merchant_id,

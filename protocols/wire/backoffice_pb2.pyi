@@ -750,20 +750,54 @@ class Payout(_message.Message):
 Global___Payout: _TypeAlias = Payout  # noqa: Y015
 
 @_typing.final
+class SkippedPayout(_message.Message):
+    """A merchant owed money but not paid out by this request, and why. "already paid" means the
+    settlement id paid this merchant before; any other reason: settle again with the same id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    GROSS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def gross(self) -> _terminal_pb2.Amount: ...
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        gross: _terminal_pb2.Amount | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gross", b"gross"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gross", b"gross", "merchant_id", b"merchant_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkippedPayout: _TypeAlias = SkippedPayout  # noqa: Y015
+
+@_typing.final
 class SettleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYOUTS_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def payouts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payout]: ...
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkippedPayout]: ...
     def __init__(
         self,
         *,
         payouts: _abc.Iterable[Global___Payout] | None = ...,
+        skipped: _abc.Iterable[Global___SkippedPayout] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payouts", b"payouts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payouts", b"payouts", "skipped", b"skipped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

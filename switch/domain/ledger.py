@@ -24,8 +24,9 @@ def card_account(card_id: str) -> str:
     return f"card:{card_id}"
 
 
-def merchant_payable_account(merchant_id: str) -> str:
-    return f"merchant:{merchant_id}:payable"
+def merchant_payable_account(merchant_id: str, programme_id: str) -> str:
+    """What the programme owes the merchant: one account per programme, paid out by its settlement."""
+    return f"merchant:{merchant_id}:{programme_id}:payable"
 
 
 def programme_float_account(programme_id: str) -> str:
@@ -107,24 +108,26 @@ def transfer(key: str, kind: str, currency: str, debit: str, credit: str, amount
 
 
 def redemption_entry(
-    key: str, currency: str, card_id: str, merchant_id: str, amount_minor: int
+    key: str, currency: str, card_id: str, amount_minor: int, *, merchant_id: str, programme_id: str
 ) -> JournalEntry:
     return transfer(
         key,
         "redemption",
         currency,
         card_account(card_id),
-        merchant_payable_account(merchant_id),
+        merchant_payable_account(merchant_id, programme_id),
         amount_minor,
     )
 
 
-def refund_entry(key: str, currency: str, card_id: str, merchant_id: str, amount_minor: int) -> JournalEntry:
+def refund_entry(
+    key: str, currency: str, card_id: str, amount_minor: int, *, merchant_id: str, programme_id: str
+) -> JournalEntry:
     return transfer(
         key,
         "refund",
         currency,
-        merchant_payable_account(merchant_id),
+        merchant_payable_account(merchant_id, programme_id),
         card_account(card_id),
         amount_minor,
     )
@@ -171,7 +174,7 @@ def settlement_entry(
 ) -> JournalEntry:
     """The merchant's payable is paid out, less the programme's commission."""
     assert 0 <= commission_minor <= gross_minor and gross_minor > 0
-    postings = [Posting(merchant_payable_account(merchant_id), -gross_minor)]
+    postings = [Posting(merchant_payable_account(merchant_id, programme_id), -gross_minor)]
     if commission_minor:
         postings.append(Posting(commission_account(programme_id), commission_minor))
     if gross_minor - commission_minor:

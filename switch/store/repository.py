@@ -121,7 +121,9 @@ class Store:
         if cached is not None:
             return cached
         with self.engine.connect() as conn:
-            row = conn.execute(select(programmes).where(programmes.c.programme_id == programme_id)).one()
+            row = conn.execute(select(programmes).where(programmes.c.programme_id == programme_id)).first()
+        if row is None:
+            raise LookupError(f"unknown programme {programme_id}")
         copay = None
         if row.copay_numerator_minor is not None and row.copay_denominator_minor:
             copay = CoPayment(row.copay_numerator_minor, row.copay_denominator_minor)

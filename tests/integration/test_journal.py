@@ -41,6 +41,7 @@ from tests.pg import postgres_schema
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 MERCHANT = "mer_1"
+PROGRAMME = "prg_1"
 CARDS = ("card_a", "card_b")
 
 
@@ -60,7 +61,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
             ]
             rows.append(
                 {
-                    "account_id": ledger.merchant_payable_account(MERCHANT),
+                    "account_id": ledger.merchant_payable_account(MERCHANT, PROGRAMME),
                     "kind": AccountKind.merchant_payable,
                     "currency": "EUR",
                 }
@@ -87,7 +88,9 @@ def redemption(txn: str, card: str, amount_minor: int) -> Write:
         requested_minor=amount_minor,
         approved_minor=amount_minor,
     )
-    entry = ledger.redemption_entry(f"txn:trm_1:{txn}", "EUR", card, MERCHANT, amount_minor)
+    entry = ledger.redemption_entry(
+        f"txn:trm_1:{txn}", "EUR", card, amount_minor, merchant_id=MERCHANT, programme_id=PROGRAMME
+    )
     return Write(record=record, entry=entry)
 
 
@@ -117,7 +120,7 @@ def test_a_batch_lands_whole_with_an_entry_id_per_write(engine: Engine) -> None:
         ).all()
     assert [keys[i] for i in ids] == ["txn:trm_1:t1", "txn:trm_1:t2", "txn:trm_1:t3"]
     assert all(total == 0 for _, total in per_entry) and len(per_entry) == 3
-    assert balances(engine) == {"card:card_a": 0, "card:card_b": 800, "merchant:mer_1:payable": 1_200}
+    assert balances(engine) == {"card:card_a": 0, "card:card_b": 800, "merchant:mer_1:prg_1:payable": 1_200}
 
 
 def test_one_overdraft_refuses_the_whole_batch_and_alone_only_itself(engine: Engine) -> None:
@@ -134,7 +137,7 @@ def test_one_overdraft_refuses_the_whole_batch_and_alone_only_itself(engine: Eng
         except BackstopError:
             outcomes.append(False)
     assert outcomes == [True, False, True]
-    assert balances(engine) == {"card:card_a": 400, "card:card_b": 995, "merchant:mer_1:payable": 605}
+    assert balances(engine) == {"card:card_a": 400, "card:card_b": 995, "merchant:mer_1:prg_1:payable": 605}
 
 
 def test_an_original_changes_once_and_the_second_change_is_a_backstop(engine: Engine) -> None:

@@ -155,7 +155,7 @@ def test_card_number_shape_qr_and_mask() -> None:
 
 
 def test_entries_must_balance() -> None:
-    entry = ledger.redemption_entry("k", "EUR", "c", "m", 100)
+    entry = ledger.redemption_entry("k", "EUR", "c", 100, merchant_id="m", programme_id="p")
     assert sum(p.amount_minor for p in entry.postings) == 0
     assert entry.reversed("u", "reversal").delta_for(ledger.card_account("c")) == 100
     with pytest.raises(AssertionError):

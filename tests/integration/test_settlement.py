@@ -1,0 +1,96 @@
+"""Merchant payouts through the backoffice, on SQLite and PostgreSQL: per programme, at most once."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from protocols.wire import backoffice_pb2 as bo
+from switch.domain import ledger
+from switch.store.schema import accounts
+from tests.integration.harness import World
+
+
+def settle(world: World, programme_id: str, settlement_id: str) -> bo.SettleResponse:
+    request = bo.SettleRequest(programme_id=programme_id, settlement_id=settlement_id)
+    response: bo.SettleResponse = world.backoffice.Settle(request, metadata=world.admin_metadata, timeout=20)
+    return response
+
+
+def payouts(response: bo.SettleResponse) -> dict[str, tuple[int, int, int]]:
+    return {
+        p.merchant_id: (p.gross.amount_minor, p.commission.amount_minor, p.net.amount_minor)
+        for p in response.payouts
+    }
+
+
+def balance(world: World, account_id: str) -> int:
+    with world.server.core.store.engine.connect() as conn:
+        found = conn.execute(select(accounts.c.balance_minor).where(accounts.c.account_id == account_id))
+        return int(found.scalar_one())
+
+
+def test_each_programme_pays_out_its_own_redemptions_less_its_commission(world: World) -> None:
+    terminal, merchant = world.terminals[0], world.merchant_id
+    gift = world.issue(10_000)
+    taxi = world.issue(10_000, world.benefit_programme)
+    assert terminal.redeem(gift, 1_001).response_code == "00"
+    assert terminal.redeem(taxi, 700).response_code == "00"
+    gift_paid = settle(world, world.gift_programme, "s1")
+    # 2.5 % of 10.01 is 0.25025: rounded half up to 0.25; the taxi redemption is not in it.
+    assert payouts(gift_paid) == {merchant: (1_001, 25, 976)} and not gift_paid.skipped
+    assert balance(world, ledger.commission_account(world.gift_programme)) == 25
+    assert balance(world, ledger.payout_clearing_account(world.gift_programme)) == 976
+    assert balance(world, ledger.merchant_payable_account(merchant, world.benefit_programme)) == 700
+    taxi_paid = settle(world, world.benefit_programme, "s1")  # the same id in another programme
+    assert payouts(taxi_paid) == {merchant: (700, 0, 700)}
+    check = world.ledger()
+    assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
+
+
+def test_a_replayed_settlement_pays_nothing_and_says_why(world: World) -> None:
+    terminal, merchant = world.terminals[0], world.merchant_id
+    card = world.issue(10_000)
+    terminal.redeem(card, 400)
+    assert payouts(settle(world, world.gift_programme, "week-1")) == {merchant: (400, 10, 390)}
+    terminal.redeem(card, 200)
+    replay = settle(world, world.gift_programme, "week-1")
+    assert not replay.payouts
+    assert [(s.merchant_id, s.gross.amount_minor, s.reason) for s in replay.skipped] == [
+        (merchant, 200, "already paid out under this settlement id")
+    ]
+    assert payouts(settle(world, world.gift_programme, "week-2")) == {merchant: (200, 5, 195)}
+    assert not settle(world, world.gift_programme, "week-3").payouts  # nothing owed any more
+    assert balance(world, ledger.merchant_payable_account(merchant, world.gift_programme)) == 0
+
+
+def test_a_payout_the_journal_cannot_take_is_reported_not_dropped(world: World) -> None:
+    terminal, merchant = world.terminals[0], world.merchant_id
+    terminal.redeem(world.issue(10_000), 300)
+    world.server.core.writer.stop()  # as while the switch drains: the journal takes no more writes
+    response = settle(world, world.gift_programme, "s1")
+    assert not response.payouts
+    assert [(s.merchant_id, s.gross.amount_minor, s.reason) for s in response.skipped] == [
+        (merchant, 300, "journal stopped")
+    ]
+    assert balance(world, ledger.merchant_payable_account(merchant, world.gift_programme)) == 300
+
+
+@pytest.mark.parametrize(
+    ("programme", "settlement_id", "message"),
+    [
+        ("gift", "", "settlement_id is missing"),
+        ("", "s1", "programme_id is missing"),
+        ("prg_unknown", "s1", "unknown programme prg_unknown"),
+    ],
+)
+def test_bad_settle_requests_are_refused_and_pay_nothing(
+    world: World, programme: str, settlement_id: str, message: str
+) -> None:
+    world.terminals[0].redeem(world.issue(10_000), 300)
+    programme_id = world.gift_programme if programme == "gift" else programme
+    with pytest.raises(grpc.RpcError) as refused:
+        settle(world, programme_id, settlement_id)
+    assert message in (refused.value.details() or "")
+    assert balance(world, ledger.merchant_payable_account(world.merchant_id, world.gift_programme)) == 300
