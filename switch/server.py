@@ -27,6 +27,7 @@ from switch.pins import TerminalPinKeys
 from switch.security import MasterKey, SecurityModule
 from switch.store.engine import create_schema, make_engine
 from switch.store.keys import KeyStore
+from switch.store.repository import Store
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class SwitchServer:
             self.settings = settings
         self.engine = make_engine(settings.effective_database_url)
         create_schema(self.engine)
+        _refuse_old_payables(Store(self.engine), settings)
         # One cache of terminal PIN keys for activation, payments and closed-loop PIN checks.
         terminal_pin_keys = TerminalPinKeys(KeyStore(self.engine))
         # Bank-card payments; None when no acquirers file is configured.
@@ -154,3 +156,13 @@ class SwitchServer:
     def wait(self) -> None:
         assert self._server is not None
         self._server.wait_for_termination()
+
+
+def _refuse_old_payables(store: Store, settings: Settings) -> None:
+    missing = store.memberships_without_payable()
+    if missing:
+        raise SystemExit(
+            f"{settings.effective_database_url}: {len(missing)} merchant memberships have no payable "
+            "account of their programme; this data predates per-programme payables and there are no "
+            "migrations. Start from an empty data directory (make clean)."
+        )

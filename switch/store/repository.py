@@ -12,6 +12,7 @@ from sqlalchemy import Engine, Row, bindparam, func, select
 
 from switch.domain.card_rules import CardState
 from switch.domain.employees import PinAttempt
+from switch.domain.ledger import merchant_payable_account
 from switch.domain.programmes import CoPayment, Programme
 from switch.domain.transactions import TransactionStatus
 from switch.store.card_pins import CardPin, card_pins
@@ -157,6 +158,16 @@ class Store:
         with self._lock:
             self._memberships[key] = found is not None
         return found is not None
+
+    def memberships_without_payable(self) -> list[tuple[str, str]]:
+        """(merchant, programme) pairs whose payable account is missing: a data directory written
+        before payables were kept per programme. There are no migrations; such data is refused."""
+        with self.engine.connect() as conn:
+            members = conn.execute(
+                select(merchant_programmes.c.merchant_id, merchant_programmes.c.programme_id)
+            ).all()
+            present = set(conn.execute(select(accounts.c.account_id)).scalars())
+        return [(m, p) for m, p in members if merchant_payable_account(m, p) not in present]
 
     def forget_membership(self, merchant_id: str, programme_id: str) -> None:
         with self._lock:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from protocols.wire import backoffice_pb2 as bo
 from switch.domain import ledger
+from switch.server import SwitchServer
+from switch.store.engine import make_engine
 from switch.store.schema import accounts
-from tests.integration.harness import World
+from tests.integration.harness import World, start_world
 
 
 def settle(world: World, programme_id: str, settlement_id: str) -> bo.SettleResponse:
@@ -94,3 +98,18 @@ def test_bad_settle_requests_are_refused_and_pay_nothing(
         settle(world, programme_id, settlement_id)
     assert message in (refused.value.details() or "")
     assert balance(world, ledger.merchant_payable_account(world.merchant_id, world.gift_programme)) == 300
+
+
+def test_a_data_directory_with_the_old_shared_payable_is_refused_at_start(tmp_path: Path) -> None:
+    world = start_world(tmp_path, "", terminals=0)
+    settings = world.server.settings
+    payable = ledger.merchant_payable_account(world.merchant_id, world.gift_programme)
+    world.channel.close()
+    world.server.stop()
+    engine = make_engine(settings.effective_database_url)
+    with engine.begin() as conn:
+        conn.execute(delete(accounts).where(accounts.c.account_id == payable))
+    engine.dispose()
+    with pytest.raises(SystemExit) as refused:
+        SwitchServer(settings)
+    assert "1 merchant memberships have no payable account" in str(refused.value)
