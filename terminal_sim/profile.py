@@ -12,6 +12,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -111,9 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         cpu_before_s = process_cpu_s(os.getpid())
         machine_before = machine_cpu_ticks()
         writer_before = server.core.writer.statistics()
+        names = ThreadNames()
+        names.start()
         yappi.start(builtins=False, profile_threads=True)
         simulator.join()
         yappi.stop()
+        names.stop()
         writer_after = server.core.writer.statistics()
         machine_after = machine_cpu_ticks()
         cpu_after_s = process_cpu_s(os.getpid())
@@ -121,9 +125,58 @@ def main(argv: list[str] | None = None) -> int:
     stats = yappi.get_func_stats()
     stats.save(str(args.out_dir / "switch.pstat"), type="pstat")
     sim_report = json.loads((args.out_dir / "sim" / "sim-report.json").read_text())
-    report(stats, args.top, cpu_before_s, cpu_after_s, int(sim_report["requests"]))
+    requests = int(sim_report["requests"])
+    report(stats, args.top, cpu_before_s, cpu_after_s, requests)
+    report_threads(yappi.get_thread_stats(), names.by_ident, requests)
     report_waiting(writer_before, writer_after, machine_before, machine_after)
     return outcome[0] if outcome else 1
+
+
+class ThreadNames:
+    """Thread names by ident, sampled while the run goes: card actors come and go."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.by_ident: dict[int, str] = {}
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="profile-thread-names", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self._record()
+
+    def _sample(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            self._record()
+
+    def _record(self) -> None:
+        for thread in threading.enumerate():
+            if thread.ident is not None:
+                self.by_ident[thread.ident] = thread.name
+
+
+def thread_kind(name: str) -> str:
+    """'CardActor-17 (...)' and 'grpc_3' to 'CardActor' and 'grpc'; grpcio's poller runs _serve."""
+    if name.endswith("(_serve)"):
+        return "grpcio poller"
+    return re.sub(r"[-_ ]?\d+.*$", "", name)
+
+
+def report_threads(threads: yappi.YThreadStats, names: dict[int, str], requests: int) -> None:
+    """CPU per request answered, by kind of thread: which hand-off of a transaction costs what."""
+    by_kind: collections.Counter[str] = collections.Counter()
+    for thread in threads:
+        by_kind[thread_kind(names.get(thread.tid, "unknown"))] += thread.ttot
+    if not requests:
+        return
+    print("\nCPU per request by kind of thread (under the profiler):")
+    for kind, seconds in by_kind.most_common():
+        if seconds * 1000 / requests >= 0.001:
+            print(f"  {kind:28s} {seconds * 1000 / requests:6.3f} ms")
 
 
 def report_waiting(

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from terminal_sim.bench import idle_share, machine_cpu_ticks, process_cpu_s
+from terminal_sim.profile import thread_kind
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
@@ -37,3 +38,17 @@ def test_idle_share_without_readings_or_elapsed_ticks_is_none() -> None:
     assert idle_share(None, (5, 10)) is None
     assert idle_share((5, 10), (5, 10)) is None
     assert idle_share((0, 0), (3, 4)) == 0.75
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("CardActor-17 (_actor_loop)", "CardActor"),
+        ("TerminalActor-3", "TerminalActor"),
+        ("grpc_12", "grpc"),
+        ("Thread-1 (_serve)", "grpcio poller"),
+        ("journal-writer", "journal-writer"),
+    ],
+)
+def test_profile_groups_threads_by_kind(name: str, kind: str) -> None:
+    assert thread_kind(name) == kind
