@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import sys
+import threading
+import weakref
 from typing import Any
 
 import pykka
@@ -11,18 +14,117 @@ from pykka._envelope import Envelope  # pykka is pinned; post() is tested agains
 
 from actors.reply import Reply
 
+log = logging.getLogger(__name__)
 
-class SwitchActor(pykka.ThreadingActor):
-    """A pykka threading actor whose mailbox is `queue.SimpleQueue`.
 
-    pykka's default mailbox is `queue.Queue`: a lock and three conditions, taken on every put and
-    get. The mailbox is unbounded either way (admission control at the gRPC edge keeps it short),
-    and pykka uses only put, get and empty, which SimpleQueue does in C.
+class Mailbox:
+    """An actor's inbox, and the right to handle a message on the sender's thread when it is idle.
+
+    `pending` counts what the actor has to do: each message put and not yet handled, plus its
+    on_start. When nothing is pending a sender may claim the actor and run its message at once
+    (`run_now`) instead of waking the actor's thread and sleeping until it answers. Every handling,
+    on either thread, holds `turn`, so the actor still does one thing at a time; and a message put
+    while the actor is claimed waits in the queue behind the one running, so what one sender sends
+    is handled in the order it was sent. pykka uses only put, get and empty.
     """
 
+    __slots__ = ("__weakref__", "_actor", "_lock", "_pending", "_queue", "turn")
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Envelope[Any]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 1  # on_start, which runs on the actor's thread before anything else
+        self._actor: weakref.ref[SwitchActor] | None = None
+        self.turn = threading.Lock()
+
+    def put(self, envelope: Envelope[Any]) -> None:
+        with self._lock:
+            self._pending += 1
+        self._queue.put(envelope)
+
+    def get(self) -> Envelope[Any]:
+        return self._queue.get()
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def claim(self) -> SwitchActor | None:
+        """The actor, claimed for one message on this thread, if nothing else is pending."""
+        with self._lock:
+            if self._pending:
+                return None
+            self._pending = 1
+        return self._actor() if self._actor is not None else None
+
+    def claim_is_free(self) -> bool:
+        """Whether nothing is pending, so a sender could claim the actor now."""
+        with self._lock:
+            return self._pending == 0
+
+    def done(self) -> None:
+        with self._lock:
+            self._pending -= 1
+            assert self._pending >= 0
+
+
+class SwitchActor(pykka.ThreadingActor):
+    """A pykka threading actor whose mailbox is a `Mailbox` around `queue.SimpleQueue`.
+
+    pykka's default mailbox is `queue.Queue`: a lock and three conditions, taken on every put and
+    get. The mailbox is unbounded either way (admission control at the gRPC edge keeps it short).
+    """
+
+    actor_inbox: Mailbox
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.actor_inbox._actor = weakref.ref(self)
+
     @staticmethod
-    def _create_actor_inbox() -> queue.SimpleQueue[Any]:
-        return queue.SimpleQueue()
+    def _create_actor_inbox() -> Mailbox:
+        return Mailbox()
+
+    def _actor_loop_setup(self) -> None:
+        try:
+            with self.actor_inbox.turn:
+                super()._actor_loop_setup()
+        finally:
+            self.actor_inbox.done()
+
+    def _handle_receive(self, message: Any) -> Any:
+        try:
+            with self.actor_inbox.turn:
+                return super()._handle_receive(message)
+        finally:
+            self.actor_inbox.done()
+
+    def _receive_claimed(self, message: Any) -> Any:
+        """Handle message on the caller's thread; the caller holds the claim and the turn."""
+        if self.actor_stopped.is_set():
+            raise pykka.ActorDeadError(f"{self.actor_ref} not found")
+        return super()._handle_receive(message)
+
+
+_NOT_RUN = object()
+
+
+def run_now(ref: pykka.ActorRef[Any], message: object) -> Any:
+    """What the actor returns for message, handled on this thread if the actor is idle.
+
+    Returns _NOT_RUN if it is not idle (the caller queues the message instead). Raises what the
+    handler raises, and ActorDeadError if the actor has stopped.
+    """
+    mailbox = ref.actor_inbox
+    if not isinstance(mailbox, Mailbox):
+        return _NOT_RUN
+    actor = mailbox.claim()
+    if actor is None:
+        return _NOT_RUN
+    try:
+        with mailbox.turn:
+            return actor._receive_claimed(message)
+    finally:
+        mailbox.done()
 
 
 class ReplyTo(pykka.Future[Any]):
@@ -55,10 +157,30 @@ class ReplyTo(pykka.Future[Any]):
 def post(ref: pykka.ActorRef[Any], message: object, reply: Reply) -> None:
     """Send message; what the actor returns for it settles reply. Nobody waits for the actor.
 
-    This is pykka's ask without a future to block on: one hand-off to the actor instead of a round
-    trip, and the caller's thread is free until the answer is needed.
+    An idle actor handles it at once on this thread; a busy one gets it in its mailbox. Either
+    way it is one hand-off at most instead of an ask's round trip.
     """
     if not ref.is_alive():
         reply.fail(pykka.ActorDeadError(f"{ref} not found"))
         return
-    ref.actor_inbox.put(Envelope(message, reply_to=ReplyTo(reply)))
+    reply_to = ReplyTo(reply)
+    try:
+        answer = run_now(ref, message)
+    except Exception as error:  # as the actor loop does: the error is the answer
+        log.info("exception returned from %s to caller", ref, exc_info=True)
+        reply_to.set_exception((type(error), error, error.__traceback__))
+        return
+    if answer is _NOT_RUN:
+        ref.actor_inbox.put(Envelope(message, reply_to=reply_to))
+    else:
+        reply_to.set(answer)
+
+
+def ask(ref: pykka.ActorRef[Any], message: object, timeout_s: float) -> Any:
+    """pykka's ask, handled on this thread if the actor is idle."""
+    if not ref.is_alive():
+        raise pykka.ActorDeadError(f"{ref} not found")
+    answer = run_now(ref, message)
+    if answer is _NOT_RUN:
+        return ref.ask(message, timeout=timeout_s)
+    return answer

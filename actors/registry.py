@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 import pykka
 
-from actors.base import post
+from actors.base import ask, post
 from actors.reply import Reply
 
 K = TypeVar("K", bound=Hashable)
@@ -70,7 +70,7 @@ class ActorRegistry(Generic[K]):
         for _ in range(ASK_ATTEMPTS_MAX):
             ref = self.ref_for(key)
             try:
-                return ref.ask(message, timeout=timeout_s)
+                return ask(ref, message, timeout_s)
             except pykka.ActorDeadError:
                 self._forget(key, ref)
         raise pykka.ActorDeadError(f"{self.kind} actor for a key kept stopping")

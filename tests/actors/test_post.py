@@ -9,7 +9,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.base import SwitchActor, post
+from actors.base import Mailbox, SwitchActor, post
 from actors.registry import ActorRegistry
 from actors.reply import Reply
 from switch.domain.response_codes import ResponseCode
@@ -77,7 +77,7 @@ def test_a_message_left_in_the_mailbox_of_a_stopping_actor_fails_with_actor_dead
     gate = threading.Event()
     ref = Echo.start(gate)
     first, left = Reply(), Reply()
-    post(ref, "block", first)
+    _post_when_idle(ref, "block", first)  # handled on another thread, which it blocks
     ref.stop(block=False)  # queued behind "block"
     post(ref, "t3", left)  # queued behind the stop: the actor never handles it
     gate.set()
@@ -125,3 +125,124 @@ def test_registry_post_racing_passivation_answers_every_message_exactly_once() -
         reaping.join()
         registry.stop_all()
     assert answers == [f"t{index}" for index in range(2_000)]
+
+
+def _post_when_idle(ref: pykka.ActorRef[Any], message: str, reply: Reply) -> None:
+    """Post from a thread of its own, and return once the actor has the message in hand."""
+    threading.Thread(target=post, args=(ref, message, reply)).start()
+    mailbox = ref.actor_inbox
+    assert isinstance(mailbox, Mailbox)
+    while mailbox.claim_is_free():
+        threading.Event().wait(0.001)
+
+
+class Counter(SwitchActor):
+    """Counts with a read, a pause and a write: two handlers at once would lose counts."""
+
+    def __init__(self, started: threading.Event | None = None) -> None:
+        super().__init__()
+        self.count = 0
+        self.threads: set[int] = set()
+        self.ready = False
+        self.started = started
+        self.inside = 0
+        self.inside_max = 0
+
+    def on_start(self) -> None:
+        if self.started is not None:
+            self.started.wait(5)
+        self.ready = True
+
+    def on_receive(self, message: Any) -> Any:
+        assert self.ready, "a message was handled before on_start finished"
+        self.inside += 1
+        self.inside_max = max(self.inside_max, self.inside)
+        self.threads.add(threading.get_ident())
+        seen = self.count
+        threading.Event().wait(0.0001 if message == "slow" else 0)
+        self.count = seen + 1
+        self.inside -= 1
+        return outcome(str(self.count))
+
+
+def test_an_idle_actor_handles_a_posted_message_on_the_senders_thread() -> None:
+    ref = Counter.start()
+    actor = ref._actor_weakref()
+    assert actor is not None
+    try:
+        warm = Reply()
+        post(ref, "warm", warm)  # queued behind on_start, so answered once on_start has run
+        assert warm.wait(5).transaction_id == "1"
+        reply = Reply()
+        post(ref, "t", reply)
+        assert reply.done(), "the idle actor answered before post returned"
+        assert reply.wait(0).transaction_id == "2"
+        assert threading.get_ident() in actor.threads
+    finally:
+        ref.stop()
+
+
+def test_no_message_is_handled_before_on_start_finishes() -> None:
+    started = threading.Event()
+    ref = Counter.start(started)
+    try:
+        reply = Reply()
+        post(ref, "t", reply)  # on_start is still waiting: the message must queue
+        assert not reply.done()
+        started.set()
+        assert reply.wait(5).transaction_id == "1"
+    finally:
+        ref.stop()
+
+
+def test_many_senders_never_run_two_handlers_of_one_actor_at_once() -> None:
+    ref = Counter.start()
+    actor = ref._actor_weakref()
+    assert actor is not None
+
+    def send(index: int) -> int:
+        reply = Reply()
+        post(ref, "slow" if index % 3 else "fast", reply)
+        return int(reply.wait(5).transaction_id)
+
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            answers = sorted(pool.map(send, range(3_000)))
+        assert answers == list(range(1, 3_001)), "every count once: no handler overlapped another"
+        assert actor.inside_max == 1
+        assert len(actor.threads) > 1, "some messages ran on senders' threads, some on the actor's"
+    finally:
+        ref.stop()
+
+
+def test_one_senders_messages_are_handled_in_the_order_sent() -> None:
+    gate = threading.Event()
+    ref = Echo.start(gate)
+    try:
+        blocked = Reply()
+        _post_when_idle(ref, "block", blocked)
+        replies = [Reply() for _ in range(20)]
+        for index, reply in enumerate(replies):
+            post(ref, f"o{index}", reply)
+        assert not any(reply.done() for reply in replies), "all queued behind the blocked message"
+        order: list[str] = []
+        for reply in replies:
+            reply.add_done_callback(lambda settled: order.append(settled.wait(0).transaction_id))
+        gate.set()
+        for reply in replies:
+            reply.wait(5)
+        assert order == [f"o{index}" for index in range(20)]
+    finally:
+        ref.stop()
+
+
+def test_asking_a_stopped_actor_through_the_registry_reaches_its_successor() -> None:
+    registry: ActorRegistry[str] = ActorRegistry(
+        "counter", lambda _key: Counter.start(), live_max=1, idle_s=0.0, stop_timeout_s=5.0
+    )
+    try:
+        assert registry.ask("a", "x", 5).transaction_id == "1"
+        assert registry.ask("b", "x", 5).transaction_id == "1"  # live_max 1: a's actor stops for b's
+        assert registry.ask("a", "x", 5).transaction_id == "1", "a new actor for a, not the stopped one"
+    finally:
+        registry.stop_all()
