@@ -62,16 +62,25 @@ def _show(name: str, fleet: FleetResult, audit: AuditReport | None, out_dir: Pat
     write_plot(out_dir / f"{name}.png", fleet.statistics, name)
 
 
-def measure_ceiling(config: SimConfig, cards: int, out_dir: Path) -> FleetResult:
+def measure_ceiling(config: SimConfig, cards: int, out_dir: Path) -> tuple[FleetResult, float | None]:
+    """The simulator against the echo server; and the echo server's CPU per request answered."""
     server = start_echo_server()
     try:
         login = ShopLogin("echo@txswitch.example", "echo", "Echo", "1001", "1234")
         population = CardPopulation(synthetic_cards(cards, config.seed), config.zipf_exponent)
+        cpu_before_s = process_cpu_s(server.process.pid)
         fleet = trio.run(run_fleet, server.address, config, login, population)
+        cpu_after_s = process_cpu_s(server.process.pid)
     finally:
         server.stop()
     _show("ceiling", fleet, None, out_dir)
-    return fleet
+    return fleet, _ms_per_request(cpu_before_s, cpu_after_s, fleet.statistics.completed)
+
+
+def _ms_per_request(before_s: float | None, after_s: float | None, requests: int) -> float | None:
+    if before_s is None or after_s is None or not requests:
+        return None
+    return round((after_s - before_s) * 1000 / requests, 3)
 
 
 def process_cpu_s(pid: int) -> float | None:
@@ -116,12 +125,7 @@ async def _switch_runs(
     cpu_before_s, machine_before = process_cpu_s(switch_pid), machine_cpu_ticks()
     closed_run = await run_and_audit(target, closed, setup)
     cpu_after_s, machine_after = process_cpu_s(switch_pid), machine_cpu_ticks()
-    answered = closed_run.fleet.statistics.completed
-    cpu_ms_per_request = (
-        round((cpu_after_s - cpu_before_s) * 1000 / answered, 3)
-        if cpu_before_s is not None and cpu_after_s is not None and answered
-        else None
-    )
+    cpu_ms_per_request = _ms_per_request(cpu_before_s, cpu_after_s, closed_run.fleet.statistics.completed)
     rate_per_s = OPEN_LOOP_SHARE * closed_run.fleet.flows_per_s
     opened = replace(closed, load_model=LoadModel.open, target_rate_per_s=rate_per_s, seed=closed.seed + 1)
     _say(f"switch, open loop at {rate_per_s:.0f} flows/s")
@@ -229,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     started_s = time.monotonic()
     _say(f"ceiling: echo server, {args.terminals} terminals, closed loop")
-    ceiling = measure_ceiling(closed, args.cards, args.out_dir)
+    ceiling, ceiling_cpu_ms = measure_ceiling(closed, args.cards, args.out_dir)
     _say("switch with durable storage")
     closed_run, open_run, opened, cpu = measure_switch(closed, args.cards, args.out_dir)
     _say(f"payments: {args.payment_terminals} terminals against the acquirer host simulator")
@@ -253,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         "payments": payments,
         # The switch process's CPU (user + system) over the closed loop, per request answered.
         "switch_cpu_ms_per_request": cpu.switch_ms_per_request,
+        # The same for the echo server over the ceiling run: what the gRPC layer alone costs.
+        "ceiling_server_cpu_ms_per_request": ceiling_cpu_ms,
         # Idle share of both cores over the closed loop: above 0 with the switch saturated means it
         # waits (one Python process: its threads take turns), not that the machine is full.
         "machine_idle_share": cpu.machine_idle_share,

@@ -18,8 +18,10 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import yappi
+from sqlalchemy import Engine, event
 
 from actors.journal_writer import JournalStatistics
 from switch.cli import tune_garbage_collection
@@ -114,10 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         writer_before = server.core.writer.statistics()
         names = ThreadNames()
         names.start()
+        statements = StatementCounts(server.engine)
         yappi.start(builtins=False, profile_threads=True)
         simulator.join()
         yappi.stop()
         names.stop()
+        statements.stop()
         writer_after = server.core.writer.statistics()
         machine_after = machine_cpu_ticks()
         cpu_after_s = process_cpu_s(os.getpid())
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     requests = int(sim_report["requests"])
     report(stats, args.top, cpu_before_s, cpu_after_s, requests)
     report_threads(yappi.get_thread_stats(), names.by_ident, requests)
+    statements.report(requests)
     report_waiting(writer_before, writer_after, machine_before, machine_after)
     return outcome[0] if outcome else 1
 
@@ -157,6 +162,29 @@ class ThreadNames:
         for thread in threading.enumerate():
             if thread.ident is not None:
                 self.by_ident[thread.ident] = thread.name
+
+
+class StatementCounts:
+    """SQL statements the switch ran, by kind of thread and statement: what each request reads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        event.listen(engine, "before_cursor_execute", self._count)
+
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        self.counts[(thread_kind(threading.current_thread().name), " ".join(statement.split())[:60])] += 1
+
+    def stop(self) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._count)
+
+    def report(self, requests: int) -> None:
+        if not requests:
+            return
+        total = sum(self.counts.values())
+        print(f"\nSQL statements per request: {total / requests:.3f} (executemany counts once)")
+        for (kind, statement), count in self.counts.most_common(12):
+            print(f"  {count / requests:6.3f}  {kind:16s} {statement}")
 
 
 def thread_kind(name: str) -> str:
