@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from switch.domain.transactions import Outcome
 
@@ -81,6 +83,13 @@ class Reply:
         if not self._event.wait(timeout_s):
             raise ReplyTimeoutError(f"no outcome within {timeout_s} s")
 
+    def value(self) -> Any:
+        """What the reply was set to, which may be None; raises the failure. Only once settled."""
+        assert self._event.is_set()
+        if self._error is not None:
+            raise self._error
+        return self._outcome
+
     def wait(self, timeout_s: float) -> Outcome:
         """The outcome; raises the failure, or ReplyTimeoutError if neither came in time."""
         self.settle(timeout_s)
@@ -88,3 +97,31 @@ class Reply:
             raise self._error
         assert self._outcome is not None
         return self._outcome
+
+
+async def settled(reply: Reply, timeout_s: float) -> Any:
+    """reply's value, awaited on an asyncio loop; the thread that settles it wakes the loop once.
+
+    Raises the failure, or ReplyTimeoutError if neither came in time. A reply already settled
+    (an actor that answered on the loop's own thread) costs no wake-up at all.
+    """
+    if not reply.done():
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: Reply) -> None:
+            loop.call_soon_threadsafe(_wake, woken)
+
+        reply.add_done_callback(wake)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await woken
+        except TimeoutError:
+            raise ReplyTimeoutError(f"no outcome within {timeout_s} s") from None
+    reply.settle(0)
+    return reply.value()
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    if not woken.done():  # a waiter that timed out has cancelled it
+        woken.set_result(None)

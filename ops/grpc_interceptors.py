@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import abc
+import inspect
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from ops.metrics import SwitchMetrics
 from protocols.wire import terminal_pb2
@@ -17,15 +20,15 @@ TERMINAL_SERVICE = terminal_pb2.DESCRIPTOR.services_by_name["Terminal"].full_nam
 DRAINING_MESSAGE = "the switch is draining and takes no new work; retry on another node or later"
 NO_ISO_CODE = "OK"  # answered without an ISO 8583 response code (activation, reports, backoffice)
 
-Behavior = Callable[[Any, grpc.ServicerContext], Any]
+Behavior = Callable[[Any, Any], Any]  # (request, context) -> response, or an awaitable of it
 
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
-    _Interceptor = grpc.ServerInterceptor[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
     Handler = grpc.RpcMethodHandler
-    _Interceptor = grpc.ServerInterceptor
-Continuation = Callable[[grpc.HandlerCallDetails], "Handler | None"]
+    _Interceptor = grpc.aio.ServerInterceptor
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["Handler | None"]]
 
 
 def rpc_name(method: str) -> str:
@@ -50,7 +53,7 @@ def _response_code(response: object) -> str:
     return code if isinstance(code, str) and code else NO_ISO_CODE
 
 
-def _status_name(context: grpc.ServicerContext) -> str:
+def _status_name(context: Any) -> str:
     read = getattr(context, "code", None)  # set by context.abort / set_code; not in the stubs
     code = read() if read is not None else None
     if isinstance(code, grpc.StatusCode):
@@ -59,7 +62,10 @@ def _status_name(context: grpc.ServicerContext) -> str:
 
 
 class _CachingInterceptor(_Interceptor):
-    """Wraps each registered method's handler once, not once per call.
+    """Wraps each registered method's handler once, not once per call (grpc.aio server).
+
+    Handlers are async (the terminal protocol) or plain functions that grpc.aio runs on its
+    migration thread pool (backoffice, health); a wrapper is of the same kind as what it wraps.
 
     grpc asks the interceptors for a handler on every call; the answer for a method never changes,
     and wrapping it again cost about as much as the rest of the interceptor's work. Unknown methods
@@ -69,18 +75,18 @@ class _CachingInterceptor(_Interceptor):
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
 
-    def intercept_service(
+    async def intercept_service(
         self,
         continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
+    ) -> Handler:
         method = handler_call_details.method
         cached = self._handlers.get(method)
         if cached is not None:
             return cached
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
-            return None
+            return None  # type: ignore[return-value]  # an unknown method: grpc answers UNIMPLEMENTED
         wrapped = self._wrap(method, handler)
         self._handlers[method] = wrapped
         return wrapped
@@ -109,7 +115,31 @@ class MetricsInterceptor(_CachingInterceptor):
         metrics = self._metrics
         activation = rpc == "Activate"
 
-        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+        def finished(started: float, code: str) -> None:
+            metrics.request_finished(rpc)
+            metrics.observe_request(rpc, code, time.perf_counter() - started)
+            if activation and code == NO_ISO_CODE:
+                metrics.terminal_activated()
+
+        if inspect.iscoroutinefunction(inner):
+
+            async def measured(request: Any, context: Any) -> Any:
+                metrics.request_started(rpc)
+                started = time.perf_counter()
+                code = "unknown"
+                try:
+                    response = await inner(request, context)
+                    code = _response_code(response)
+                    return response
+                except BaseException:
+                    code = _status_name(context)
+                    raise
+                finally:
+                    finished(started, code)
+
+            return _wrap_unary(handler, measured)
+
+        def behavior(request: Any, context: Any) -> Any:
             metrics.request_started(rpc)
             started = time.perf_counter()
             code = "unknown"
@@ -121,10 +151,7 @@ class MetricsInterceptor(_CachingInterceptor):
                 code = _status_name(context)
                 raise
             finally:
-                metrics.request_finished(rpc)
-                metrics.observe_request(rpc, code, time.perf_counter() - started)
-                if activation and code == NO_ISO_CODE:
-                    metrics.terminal_activated()
+                finished(started, code)
 
         return _wrap_unary(handler, behavior)
 
@@ -142,9 +169,70 @@ class DrainGate(_CachingInterceptor):
         inner: Behavior = handler.unary_unary
         draining = self._draining
 
-        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-            if draining.is_set():
-                context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
-            return inner(request, context)
+        assert inspect.iscoroutinefunction(inner), "the terminal protocol is served on the event loop"
 
-        return _wrap_unary(handler, behavior)
+        async def gated(request: Any, context: Any) -> Any:
+            if draining.is_set():
+                await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
+            return await inner(request, context)
+
+        return _wrap_unary(handler, gated)
+
+
+class _Malformed:
+    """What a request that does not parse becomes, so the RPC can say so instead of failing."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+class MalformedRequests(_CachingInterceptor):
+    """A request that is not valid protobuf ends with INVALID_ARGUMENT naming the expected message.
+
+    grpc.aio would answer UNKNOWN and log the parser's traceback. Nothing of the request's bytes is
+    repeated in the answer: they may hold a card number.
+    """
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        deserialize = handler.request_deserializer
+        if handler.unary_unary is None or deserialize is None:
+            return handler
+        inner: Behavior = handler.unary_unary
+        expected = rpc_name(method)
+
+        def parse(data: bytes) -> Any:
+            try:
+                return deserialize(data)
+            except DecodeError as error:
+                return _Malformed(_type_name(error, expected))
+
+        def message(request: _Malformed) -> str:
+            return f"the request is not a valid {request.type_name} message"
+
+        if inspect.iscoroutinefunction(inner):
+
+            async def checked(request: Any, context: Any) -> Any:
+                if isinstance(request, _Malformed):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message(request))
+                return await inner(request, context)
+
+            behavior: Behavior = checked
+        else:
+
+            def checked_sync(request: Any, context: Any) -> Any:
+                if isinstance(request, _Malformed):
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, message(request))
+                return inner(request, context)
+
+            behavior = checked_sync
+        return grpc.unary_unary_rpc_method_handler(
+            behavior, request_deserializer=parse, response_serializer=handler.response_serializer
+        )
+
+
+def _type_name(error: DecodeError, rpc: str) -> str:
+    """'txswitch.v1.RedeemRequest' from the parser's message, else the RPC's name plus 'request'."""
+    found = re.search(r"message with type '([\w.]+)'", str(error))
+    return found.group(1) if found else f"{rpc} request"

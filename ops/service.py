@@ -10,7 +10,7 @@ from typing import Any
 from actors.acquirer_gateway import AcquirerGateway
 from actors.acquirer_types import AcquirerEndpoint
 from ops.console import ConsoleConfig, OpsConsole
-from ops.grpc_interceptors import DrainGate, MetricsInterceptor
+from ops.grpc_interceptors import DrainGate, MalformedRequests, MetricsInterceptor
 from ops.metrics import MetricsServer, SwitchMetrics
 from ops.runtime import wire_metrics
 from switch.config import Settings
@@ -47,8 +47,8 @@ class SwitchOperations:
         self.console_port: int | None = None
 
     def interceptors(self) -> list[Any]:
-        """Metrics outermost, so requests refused while draining are counted too."""
-        return [MetricsInterceptor(self.metrics), DrainGate(self._draining)]
+        """Metrics outermost, so requests refused while draining or unparsed are counted too."""
+        return [MetricsInterceptor(self.metrics), DrainGate(self._draining), MalformedRequests()]
 
     def start(
         self, gateway: AcquirerGateway | None = None, acquirer_endpoints: Sequence[AcquirerEndpoint] = ()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import grpc
 import pykka
@@ -32,33 +35,80 @@ log = logging.getLogger(__name__)
 PIN_BLOCK_BYTES = {PinBlockFormat.ISO_0: 8, PinBlockFormat.ISO_4: 16}
 RequestObserver = Callable[[str, str, float], None]  # (rpc, response code, latency in seconds)
 T = TypeVar("T")
+S = TypeVar("S", bound="TerminalService")
+Rq = TypeVar("Rq")
+Rs = TypeVar("Rs")
+
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+else:
+    Context = grpc.aio.ServicerContext
 
 
-def bearer(context: grpc.ServicerContext) -> str:
-    for key, value in context.invocation_metadata():
+def bearer(context: grpc.ServicerContext | Context) -> str:
+    for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
             return value[len("Bearer ") :]
     return ""
 
 
+def on_loop(
+    method: Callable[[S, Rq, Context], Awaitable[Rs]],
+) -> Callable[[S, Rq, Context], Coroutine[Any, Any, Rs]]:
+    """An RPC that runs on the event loop; a refusal raised in it ends the call with its status."""
+
+    @functools.wraps(method)
+    async def rpc(self: S, request: Rq, context: Context) -> Rs:
+        try:
+            return await method(self, request, context)
+        except RpcRefusedError as refusal:
+            await context.abort(refusal.code, refusal.details)
+            raise AssertionError("abort returns by raising") from None
+
+    return rpc
+
+
+def in_thread(method: Callable[[S, Rq, Context], Rs]) -> Callable[[S, Rq, Context], Coroutine[Any, Any, Rs]]:
+    """An RPC that may block (a password hash, an employee PIN, the acquirer): on a worker thread."""
+
+    @functools.wraps(method)
+    async def rpc(self: S, request: Rq, context: Context) -> Rs:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.blocking, method, self, request, context)
+        except RpcRefusedError as refusal:
+            await context.abort(refusal.code, refusal.details)
+            raise AssertionError("abort returns by raising") from None
+
+    return rpc
+
+
 class TerminalService(pb_grpc.TerminalServicer):
+    """The terminal protocol on grpc.aio.
+
+    The RPCs a shop sends most (balance, redemption and load without a PIN, reversal, status) run
+    on the event loop: an idle terminal's and card's actors handle them on the loop's thread, and
+    the loop awaits the journal's commit. The rest may block, so they run on `blocking` threads.
+    """
+
     def __init__(
-        self, core: SwitchCore, observe: RequestObserver | None = None, acquiring: Acquiring | None = None
+        self,
+        core: SwitchCore,
+        blocking: Executor,
+        observe: RequestObserver | None = None,
+        acquiring: Acquiring | None = None,
     ) -> None:
         self._core = core
+        self.blocking = blocking
         self._observe = observe
         self._acquiring = acquiring
 
     # Helpers
 
-    def _terminal_id(self, context: grpc.ServicerContext) -> str:
+    def _terminal_id(self, context: Context) -> str:
         credential = bearer(context)
         if not credential:
-            _abort(
-                context,
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing 'authorization: Bearer <credential>' metadata",
-            )
+            _refuse(grpc.StatusCode.UNAUTHENTICATED, "missing 'authorization: Bearer <credential>' metadata")
         terminal_id, problem = self._core.terminals.authenticate(credential)
         if terminal_id is None:
             code = (
@@ -66,24 +116,46 @@ class TerminalService(pb_grpc.TerminalServicer):
                 if "deactivated" in problem
                 else grpc.StatusCode.UNAUTHENTICATED
             )
-            _abort(context, code, problem)
+            _refuse(code, problem)
         return terminal_id
 
-    def _transact(
-        self, rpc: str, context: grpc.ServicerContext, decode: Callable[[], TerminalCommand]
-    ) -> pb.TransactionResponse:
-        started = time.perf_counter()
+    def _command(
+        self, rpc: str, context: Context, decode: Callable[[], TerminalCommand], started: float
+    ) -> tuple[str, TerminalCommand]:
         terminal_id = self._terminal_id(context)
         try:
-            command = decode()
+            return terminal_id, decode()
         except BadRequestError as error:
             self._record(rpc, "invalid_argument", started)
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            _refuse(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+
+    async def _transact(
+        self, rpc: str, context: Context, decode: Callable[[], TerminalCommand]
+    ) -> pb.TransactionResponse:
+        started = time.perf_counter()
+        terminal_id, command = self._command(rpc, context, decode, started)
+        try:
+            outcome = await self._core.submit_async(terminal_id, command)
+        except ReplyTimeoutError:
+            self._not_known(rpc, started)
+        return self._answer(rpc, terminal_id, outcome, started)
+
+    def _transact_blocking(
+        self, rpc: str, context: Context, decode: Callable[[], TerminalCommand]
+    ) -> pb.TransactionResponse:
+        started = time.perf_counter()
+        terminal_id, command = self._command(rpc, context, decode, started)
         try:
             outcome = self._core.submit(terminal_id, command)
         except ReplyTimeoutError:
-            self._record(rpc, "timeout", started)
-            _abort(context, grpc.StatusCode.UNAVAILABLE, "outcome not known yet; ask TransactionStatus")
+            self._not_known(rpc, started)
+        return self._answer(rpc, terminal_id, outcome, started)
+
+    def _not_known(self, rpc: str, started: float) -> NoReturn:
+        self._record(rpc, "timeout", started)
+        _refuse(grpc.StatusCode.UNAVAILABLE, "outcome not known yet; ask TransactionStatus")
+
+    def _answer(self, rpc: str, terminal_id: str, outcome: Outcome, started: float) -> pb.TransactionResponse:
         self._record(rpc, outcome.code.iso_code, started)
         _log_transaction(terminal_id, outcome, started)
         return convert.transaction_response(outcome)
@@ -95,9 +167,7 @@ class TerminalService(pb_grpc.TerminalServicer):
     def _card_id(self, number: str) -> str:
         return self._core.cards.card_id(number) or ""
 
-    def _pin_proof(
-        self, pin_block: bytes, number: str, card_id: str, context: grpc.ServicerContext
-    ) -> PinProof | None:
+    def _pin_proof(self, pin_block: bytes, number: str, card_id: str, context: Context) -> PinProof | None:
         """The closed-loop card PIN under this terminal's PIN key, as a verification value."""
         pin_key = self._core.pins.terminal_pin_key(self._terminal_id(context))
         if pin_key is None:
@@ -111,18 +181,19 @@ class TerminalService(pb_grpc.TerminalServicer):
 
     # RPCs
 
-    def Activate(self, request: pb.ActivateRequest, context: grpc.ServicerContext) -> pb.ActivateResponse:
+    @in_thread
+    def Activate(self, request: pb.ActivateRequest, context: Context) -> pb.ActivateResponse:
         for field in ("merchant_email", "password", "device_name", "location"):
             if not getattr(request, field):
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
+                _refuse(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
         try:
             activation = self._core.admin.activate(
                 request.merchant_email, request.password, request.device_name, request.location
             )
         except PermissionError as error:
-            _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
+            _refuse(grpc.StatusCode.UNAUTHENTICATED, str(error))
         except AdminError as error:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            _refuse(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         self._core.terminals.forget(activation.terminal.terminal_id)
         response = pb.ActivateResponse(
             terminal_id=activation.terminal.terminal_id,
@@ -141,16 +212,17 @@ class TerminalService(pb_grpc.TerminalServicer):
             response.pin_key_check_value = issued.check_value
         return response
 
-    def Balance(self, request: pb.BalanceRequest, context: grpc.ServicerContext) -> pb.BalanceResponse:
+    @on_loop
+    async def Balance(self, request: pb.BalanceRequest, context: Context) -> pb.BalanceResponse:
         self._terminal_id(context)
-        number = _decoded(context, lambda: convert.card_number(request.card, request.HasField("card")))
+        number = _decoded(lambda: convert.card_number(request.card, request.HasField("card")))
         card_id = self._card_id(number)
         if not card_id:
             code = ResponseCode.unknown_card
             return pb.BalanceResponse(
                 response_code=code.iso_code, message=code.message, card_masked=mask(number)
             )
-        state = self._core.balance(card_id)
+        state = await self._core.balance_async(card_id)
         return pb.BalanceResponse(
             response_code=ResponseCode.approved.iso_code,
             message=ResponseCode.approved.message,
@@ -160,22 +232,29 @@ class TerminalService(pb_grpc.TerminalServicer):
             expiry_date=state.expiry.isoformat(),
         )
 
-    def Redeem(self, request: pb.RedeemRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
-        def decode() -> TerminalCommand:
-            number = convert.card_number(request.card, request.HasField("card"))
-            card_id = self._card_id(number)
-            pin = self._pin_proof(request.pin_block, number, card_id, context) if request.pin_block else None
-            return Redeem(
-                convert.transaction_id(request.transaction_id),
-                card_id,
-                convert.amount(request.amount, request.HasField("amount")),
-                request.allow_partial,
-                pin,
-            )
+    @on_loop
+    async def Redeem(self, request: pb.RedeemRequest, context: Context) -> pb.TransactionResponse:
+        if request.pin_block:  # the card PIN's tries are written on the way: may block
+            return await in_thread(TerminalService._redeem_blocking)(self, request, context)
+        return await self._transact("Redeem", context, lambda: self._redeem(request, context))
 
-        return self._transact("Redeem", context, decode)
+    def _redeem_blocking(self, request: pb.RedeemRequest, context: Context) -> pb.TransactionResponse:
+        return self._transact_blocking("Redeem", context, lambda: self._redeem(request, context))
 
-    def Load(self, request: pb.LoadRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+    def _redeem(self, request: pb.RedeemRequest, context: Context) -> TerminalCommand:
+        number = convert.card_number(request.card, request.HasField("card"))
+        card_id = self._card_id(number)
+        pin = self._pin_proof(request.pin_block, number, card_id, context) if request.pin_block else None
+        return Redeem(
+            convert.transaction_id(request.transaction_id),
+            card_id,
+            convert.amount(request.amount, request.HasField("amount")),
+            request.allow_partial,
+            pin,
+        )
+
+    @on_loop
+    async def Load(self, request: pb.LoadRequest, context: Context) -> pb.TransactionResponse:
         def decode() -> TerminalCommand:
             return Load(
                 convert.transaction_id(request.transaction_id),
@@ -183,9 +262,10 @@ class TerminalService(pb_grpc.TerminalServicer):
                 convert.amount(request.amount, request.HasField("amount")),
             )
 
-        return self._transact("Load", context, decode)
+        return await self._transact("Load", context, decode)
 
-    def Refund(self, request: pb.RefundRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+    @in_thread
+    def Refund(self, request: pb.RefundRequest, context: Context) -> pb.TransactionResponse:
         def decode() -> TerminalCommand:
             return Refund(
                 convert.transaction_id(request.transaction_id),
@@ -194,9 +274,10 @@ class TerminalService(pb_grpc.TerminalServicer):
                 convert.employee(request.employee, request.HasField("employee")),
             )
 
-        return self._transact("Refund", context, decode)
+        return self._transact_blocking("Refund", context, decode)
 
-    def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+    @in_thread
+    def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.TransactionResponse:
         def decode() -> TerminalCommand:
             return Cancel(
                 convert.transaction_id(request.transaction_id),
@@ -204,78 +285,81 @@ class TerminalService(pb_grpc.TerminalServicer):
                 convert.employee(request.employee, request.HasField("employee")),
             )
 
-        return self._transact("Cancel", context, decode)
+        return self._transact_blocking("Cancel", context, decode)
 
-    def Reversal(self, request: pb.ReversalRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+    @on_loop
+    async def Reversal(self, request: pb.ReversalRequest, context: Context) -> pb.TransactionResponse:
         def decode() -> TerminalCommand:
             return Reversal(
                 convert.transaction_id(request.original_transaction_id, "original_transaction_id")
             )
 
-        return self._transact("Reversal", context, decode)
+        return await self._transact("Reversal", context, decode)
 
-    def TransactionStatus(
-        self, request: pb.TransactionStatusRequest, context: grpc.ServicerContext
+    @on_loop
+    async def TransactionStatus(
+        self, request: pb.TransactionStatusRequest, context: Context
     ) -> pb.TransactionStatusResponse:
         terminal_id = self._terminal_id(context)
-        transaction_id = _decoded(context, lambda: convert.transaction_id(request.transaction_id))
-        outcome = self._core.transaction_status(terminal_id, transaction_id)
+        transaction_id = _decoded(lambda: convert.transaction_id(request.transaction_id))
+        outcome = await self._core.transaction_status_async(terminal_id, transaction_id)
         if outcome is None:
             return pb.TransactionStatusResponse(found=False, status="unknown")
         return pb.TransactionStatusResponse(
             found=True, status=outcome.status.value, transaction=convert.transaction_response(outcome)
         )
 
-    def DayClose(self, request: pb.DayCloseRequest, context: grpc.ServicerContext) -> pb.DayCloseReport:
+    @in_thread
+    def DayClose(self, request: pb.DayCloseRequest, context: Context) -> pb.DayCloseReport:
         terminal_id = self._terminal_id(context)
-        close_id = _decoded(context, lambda: convert.transaction_id(request.close_id, "close_id"))
+        close_id = _decoded(lambda: convert.transaction_id(request.close_id, "close_id"))
         try:
             report = self._core.close_day(terminal_id, close_id)
         except (DayCloseError, TimeoutError, pykka.Timeout) as error:
-            _abort(context, grpc.StatusCode.UNAVAILABLE, f"{error}; send the same close_id again")
+            _refuse(grpc.StatusCode.UNAVAILABLE, f"{error}; send the same close_id again")
         return convert.day_close_report(report)
 
-    def XReport(self, request: pb.XReportRequest, context: grpc.ServicerContext) -> pb.DayCloseReport:
+    @in_thread
+    def XReport(self, request: pb.XReportRequest, context: Context) -> pb.DayCloseReport:
         terminal_id = self._terminal_id(context)
         return convert.day_close_report(self._core.x_report(terminal_id))
 
-    def Pay(self, request: pb.PayRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+    @in_thread
+    def Pay(self, request: pb.PayRequest, context: Context) -> pb.TransactionResponse:
         started = time.perf_counter()
         terminal_id = self._terminal_id(context)
         acquiring = self._payments_acquiring(context)
-        command = _decoded(context, lambda: convert.pay(request))
+        command = _decoded(lambda: convert.pay(request))
         if command.has_pin:
             key_format = acquiring.terminal_pin_block_format(terminal_id)
             if key_format is None:
                 self._record("Pay", "invalid_argument", started)
-                _abort(
-                    context,
+                _refuse(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "pin_block given, but this terminal has no PIN key",
                 )
             if key_format != command.pin_block_format:
                 self._record("Pay", "invalid_argument", started)
-                _abort(
-                    context,
+                _refuse(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"pin_block_format is {command.pin_block_format}, "
                     f"this terminal's PIN key is for format {key_format}",
                 )
         return self._payment("Pay", terminal_id, SubmitPayment(command), context, started)
 
-    def Abort(self, request: pb.AbortRequest, context: grpc.ServicerContext) -> pb.TransactionResponse:
+    @in_thread
+    def Abort(self, request: pb.AbortRequest, context: Context) -> pb.TransactionResponse:
         started = time.perf_counter()
         terminal_id = self._terminal_id(context)
         self._payments_acquiring(context)
-        transaction_id = _decoded(context, lambda: convert.transaction_id(request.transaction_id))
+        transaction_id = _decoded(lambda: convert.transaction_id(request.transaction_id))
         return self._payment(
             "Abort", terminal_id, SubmitAbort(AbortPayment(transaction_id)), context, started
         )
 
-    def _payments_acquiring(self, context: grpc.ServicerContext) -> Acquiring:
+    def _payments_acquiring(self, context: Context) -> Acquiring:
         if self._acquiring is None:
-            _abort(
-                context,
+            _refuse(
                 grpc.StatusCode.UNIMPLEMENTED,
                 "bank-card payments need an acquirer; none is configured",
             )
@@ -286,7 +370,7 @@ class TerminalService(pb_grpc.TerminalServicer):
         rpc: str,
         terminal_id: str,
         message: SubmitPayment | SubmitAbort,
-        context: grpc.ServicerContext,
+        context: Context,
         started: float,
     ) -> pb.TransactionResponse:
         """The terminal actor waits for the acquirer (one thing at a time per terminal), so wait as long."""
@@ -299,20 +383,34 @@ class TerminalService(pb_grpc.TerminalServicer):
             outcome: Outcome = self._core.terminal_actors.ask(terminal_id, message, timeout_s)
         except pykka.Timeout:
             self._record(rpc, "timeout", started)
-            _abort(context, grpc.StatusCode.UNAVAILABLE, "outcome not known yet; ask TransactionStatus")
+            _refuse(grpc.StatusCode.UNAVAILABLE, "outcome not known yet; ask TransactionStatus")
         self._record(rpc, outcome.code.iso_code, started)
         _log_transaction(terminal_id, outcome, started)
         return convert.transaction_response(outcome)
 
 
-def _decoded(context: grpc.ServicerContext, decode: Callable[[], T]) -> T:
+def _decoded(decode: Callable[[], T]) -> T:
     try:
         return decode()
     except BadRequestError as error:
-        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        _refuse(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+
+
+class RpcRefusedError(Exception):
+    """The RPC ends with this status; raised on any thread, turned into the abort on the loop."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def _refuse(code: grpc.StatusCode, message: str) -> NoReturn:
+    raise RpcRefusedError(code, message)
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """For the synchronous servicers (backoffice): abort at once."""
     context.abort(code, message)
     raise AssertionError("abort returns by raising")
 

@@ -6,6 +6,7 @@ import datetime as dt
 import secrets
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import pykka
 from sqlalchemy import Engine
@@ -25,7 +26,7 @@ from actors.messages import (
 )
 from actors.payments import PaymentProcessor
 from actors.registry import ASK_ATTEMPTS_MAX, ActorRegistry
-from actors.reply import Reply
+from actors.reply import Reply, settled
 from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
 from switch.admin import Admin, AdminError
 from switch.config import Settings
@@ -151,6 +152,23 @@ class SwitchCore:
                 continue  # an actor on the way stopped before it handled the command: again
         raise pykka.ActorDeadError("the actors for this transaction kept stopping")
 
+    async def submit_async(self, terminal_id: str, command: TerminalCommand) -> Outcome:
+        """submit() for the event loop: awaits the outcome instead of blocking a thread on it."""
+        timeout_s = self.settings.ask_timeout_s + self.settings.reply_timeout_s
+        outcome: Outcome = await _posted(self.terminal_actors, terminal_id, Submit(command), timeout_s)
+        return outcome
+
+    async def transaction_status_async(self, terminal_id: str, transaction_id: str) -> Outcome | None:
+        timeout_s = self.settings.reply_timeout_s + self.settings.ask_timeout_s
+        outcome: Outcome | None = await _posted(
+            self.terminal_actors, terminal_id, QueryStatus(transaction_id), timeout_s
+        )
+        return outcome
+
+    async def balance_async(self, card_id: str) -> CardState:
+        state: CardState = await _posted(self.card_actors, card_id, GetBalance(), self.settings.ask_timeout_s)
+        return state
+
     def transaction_status(self, terminal_id: str, transaction_id: str) -> Outcome | None:
         outcome: Outcome | None = self.terminal_actors.ask(
             terminal_id,
@@ -215,3 +233,15 @@ class SwitchCore:
             return self.writer.write_and_wait(write, self.settings.reply_timeout_s)
         except TimeoutError:
             return WriteResult(False, problem="journal did not answer in time")
+
+
+async def _posted(registry: ActorRegistry[str], key: str, message: object, timeout_s: float) -> Any:
+    """The answer of key's actor to message, awaited; posted again if an actor on the way stopped."""
+    for _ in range(ASK_ATTEMPTS_MAX):
+        reply = Reply()
+        registry.post(key, message, reply)
+        try:
+            return await settled(reply, timeout_s)
+        except pykka.ActorDeadError:
+            continue
+    raise pykka.ActorDeadError(f"the {registry.kind} actors for this request kept stopping")

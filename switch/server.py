@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import threading
@@ -88,7 +89,15 @@ class SwitchServer:
             settings, self.core, self.metrics, draining=self.draining, drain=self.drain
         )
         self._observe = observe
-        self._server: grpc.Server | None = None
+        self._server: grpc.aio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._grace_s = 0.0
+        # Backoffice, health and reflection, and the terminal RPCs that may block, run here.
+        self._blocking = futures.ThreadPoolExecutor(
+            max_workers=settings.grpc_workers, thread_name_prefix="grpc"
+        )
         self.iso_inbound: IsoInboundListener | None = None  # acquirers' ISO 8583 in, when configured
         self.health = health.HealthServicer()
         self.grpc_port = 0
@@ -101,25 +110,10 @@ class SwitchServer:
             ensure_demo_data(self.core, self.settings.data_dir)
         if self.settings.iso_listen_port >= 0:
             self.iso_inbound = start_listener(self.core)
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.settings.grpc_workers, thread_name_prefix="grpc"),
-            maximum_concurrent_rpcs=self.settings.grpc_concurrent_rpcs_max,
-            interceptors=self.ops.interceptors(),
-        )
-        terminal_pb2_grpc.add_TerminalServicer_to_server(
-            TerminalService(self.core, self._observe, self.acquiring), server
-        )
-        bo_grpc.add_BackofficeServicer_to_server(BackofficeService(self.core, self.admin_token), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        self.grpc_port = server.add_insecure_port(address)
-        if self.grpc_port == 0:
-            raise OSError(f"cannot listen on {address}")
-        server.start()
-        self._server = server
+        bound: futures.Future[int] = futures.Future()
+        self._loop_thread = threading.Thread(target=self._serve, args=(bound,), name="grpc-loop", daemon=True)
+        self._loop_thread.start()
+        self.grpc_port = bound.result()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         acquiring = self.acquiring
@@ -127,6 +121,45 @@ class SwitchServer:
             gateway=acquiring.gateway if acquiring is not None else None,
             acquirer_endpoints=acquiring.config.gateway.acquirers if acquiring is not None else (),
         )
+
+    def _serve(self, bound: futures.Future[int]) -> None:
+        """The gRPC server's event loop thread, until the server stops."""
+        try:
+            asyncio.run(self._serve_async(bound))
+        except BaseException as error:
+            if not bound.done():
+                bound.set_exception(error)
+            raise
+
+    async def _serve_async(self, bound: futures.Future[int]) -> None:
+        self._loop = asyncio.get_running_loop()
+        server = grpc.aio.server(
+            migration_thread_pool=self._blocking,
+            maximum_concurrent_rpcs=self.settings.grpc_concurrent_rpcs_max,
+            interceptors=self.ops.interceptors(),
+        )
+        terminal_pb2_grpc.add_TerminalServicer_to_server(
+            TerminalService(self.core, self._blocking, self._observe, self.acquiring), server
+        )
+        bo_grpc.add_BackofficeServicer_to_server(BackofficeService(self.core, self.admin_token), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            bound.set_exception(OSError(f"cannot listen on {address}"))
+            return
+        await server.start()
+        self._server = server
+        self._stop_requested = asyncio.Event()
+        bound.set_result(port)
+        await self._stop_requested.wait()
+        await server.stop(self._grace_s)
 
     def drain(self) -> None:
         """Health NOT_SERVING and new terminal requests refused (UNAVAILABLE); in-flight ones finish."""
@@ -142,8 +175,12 @@ class SwitchServer:
         """Drain, stop accepting, finish in-flight requests, flush commits, then stop the actors."""
         self.drain()
         self.health.enter_graceful_shutdown()
-        if self._server is not None:
-            self._server.stop(grace_s).wait(grace_s + 1)
+        if self._stop_requested is not None and self._loop is not None:
+            self._grace_s = grace_s
+            self._loop.call_soon_threadsafe(self._stop_requested.set)
+        if self._loop_thread is not None:
+            self._loop_thread.join(grace_s + 1)
+        self._blocking.shutdown(wait=True)
         self.ops.stop_console()
         if self.iso_inbound is not None:
             self.iso_inbound.stop()
@@ -154,8 +191,8 @@ class SwitchServer:
         self.engine.dispose()
 
     def wait(self) -> None:
-        assert self._server is not None
-        self._server.wait_for_termination()
+        assert self._loop_thread is not None
+        self._loop_thread.join()
 
 
 def _refuse_old_payables(store: Store, settings: Settings) -> None:
