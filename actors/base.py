@@ -7,6 +7,7 @@ import queue
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -20,27 +21,37 @@ log = logging.getLogger(__name__)
 class Mailbox:
     """An actor's inbox, and the right to handle a message on the sender's thread when it is idle.
 
-    `pending` counts what the actor has to do: each message put and not yet handled, plus its
-    on_start. When nothing is pending a sender may claim the actor and run its message at once
-    (`run_now`) instead of waking the actor's thread and sleeping until it answers. Every handling,
-    on either thread, holds `turn`, so the actor still does one thing at a time; and a message put
-    while the actor is claimed waits in the queue behind the one running, so what one sender sends
-    is handled in the order it was sent. pykka uses only put, get and empty.
+    `pending` counts the messages put and not yet handled. When none are, a sender may claim the
+    actor and handle its message at once (`run_now`) instead of waking the actor's thread and
+    sleeping until it answers. Every handling, on either thread, holds `turn`, so the actor still
+    does one thing at a time; and a message put while the actor is claimed waits in the queue
+    behind the one running, so what one sender sends is handled in the order it was sent. pykka
+    uses only put, get and empty.
     """
 
-    __slots__ = ("__weakref__", "_actor", "_lock", "_pending", "_queue", "turn")
+    __slots__ = ("__weakref__", "_actor", "_lock", "_pending", "_queue", "_start_thread", "turn")
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Envelope[Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._pending = 1  # on_start, which runs on the actor's thread before anything else
+        self._pending = 0
         self._actor: weakref.ref[SwitchActor] | None = None
+        # The actor's thread, started by the first message that has to wait in the queue: an actor
+        # whose every message is handled on its senders' threads never costs a thread.
+        self._start_thread: Callable[[], None] | None = None
         self.turn = threading.Lock()
 
     def put(self, envelope: Envelope[Any]) -> None:
         with self._lock:
             self._pending += 1
+            start, self._start_thread = self._start_thread, None
         self._queue.put(envelope)
+        if start is not None:
+            start()
+
+    def has_thread(self) -> bool:
+        with self._lock:
+            return self._start_thread is None
 
     def get(self) -> Envelope[Any]:
         return self._queue.get()
@@ -72,6 +83,9 @@ class SwitchActor(pykka.ThreadingActor):
 
     pykka's default mailbox is `queue.Queue`: a lock and three conditions, taken on every put and
     get. The mailbox is unbounded either way (admission control at the gRPC edge keeps it short).
+
+    The actor's thread starts with the first message that has to wait for it; on_start runs before
+    the first message, on whichever thread handles that.
     """
 
     actor_inbox: Mailbox
@@ -79,17 +93,24 @@ class SwitchActor(pykka.ThreadingActor):
     def __init__(self) -> None:
         super().__init__()
         self.actor_inbox._actor = weakref.ref(self)
+        self._started = False  # on_start has run; read and written holding the turn
 
     @staticmethod
     def _create_actor_inbox() -> Mailbox:
         return Mailbox()
 
+    def _start_actor_loop(self) -> None:
+        self.actor_inbox._start_thread = super()._start_actor_loop
+
     def _actor_loop_setup(self) -> None:
-        try:
-            with self.actor_inbox.turn:
-                super()._actor_loop_setup()
-        finally:
-            self.actor_inbox.done()
+        with self.actor_inbox.turn:
+            self._start_once()
+
+    def _start_once(self) -> None:
+        """on_start, if it has not run yet; the caller holds the turn."""
+        if not self._started:
+            self._started = True
+            super()._actor_loop_setup()
 
     def _handle_receive(self, message: Any) -> Any:
         try:
@@ -100,12 +121,35 @@ class SwitchActor(pykka.ThreadingActor):
 
     def _receive_claimed(self, message: Any) -> Any:
         """Handle message on the caller's thread; the caller holds the claim and the turn."""
-        if self.actor_stopped.is_set():
+        self._start_once()
+        if self.actor_stopped.is_set():  # stopped, or on_start failed
             raise pykka.ActorDeadError(f"{self.actor_ref} not found")
         return super()._handle_receive(message)
 
 
 _NOT_RUN = object()
+
+
+def stop_if_idle(ref: pykka.ActorRef[Any]) -> bool:
+    """Stop an idle actor that has no thread on this thread (no thread is started just to stop it).
+
+    False if the actor is busy or has a thread: stop it the usual way then.
+    """
+    mailbox = ref.actor_inbox
+    if not isinstance(mailbox, Mailbox) or mailbox.has_thread():
+        return False
+    actor = mailbox.claim()
+    if actor is None:
+        return False
+    try:
+        with mailbox.turn:
+            if not mailbox.has_thread() and not actor.actor_stopped.is_set():
+                actor._start_once()
+                if not actor.actor_stopped.is_set():
+                    actor._stop()
+            return actor.actor_stopped.is_set()
+    finally:
+        mailbox.done()
 
 
 def run_now(ref: pykka.ActorRef[Any], message: object) -> Any:

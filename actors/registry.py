@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 import pykka
 
-from actors.base import ask, post
+from actors.base import ask, post, stop_if_idle
 from actors.reply import Reply
 
 K = TypeVar("K", bound=Hashable)
@@ -174,8 +174,10 @@ class ActorRegistry(Generic[K]):
     def stop_all(self) -> None:
         with self._lock:
             self._closed = True
-            for key in list(self._live):
-                self._begin_stop(key)
+            live, self._live = self._live, OrderedDict()
+            for key, entry in live.items():  # idle actors without a thread stop here, thread-free
+                if not stop_if_idle(entry.ref):
+                    self._stopping[key] = entry.ref.stop(block=False)
             waiting = list(self._stopping.items())
         for key, future in waiting:
             self._await_stop(key, future)

@@ -9,7 +9,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.base import Mailbox, SwitchActor, post
+from actors.base import Mailbox, SwitchActor, post, stop_if_idle
 from actors.registry import ActorRegistry
 from actors.reply import Reply
 from switch.domain.response_codes import ResponseCode
@@ -186,13 +186,52 @@ def test_no_message_is_handled_before_on_start_finishes() -> None:
     started = threading.Event()
     ref = Counter.start(started)
     try:
-        reply = Reply()
-        post(ref, "t", reply)  # on_start is still waiting: the message must queue
-        assert not reply.done()
+        first, second = Reply(), Reply()
+        _post_when_idle(ref, "a", first)  # its sender runs on_start, which waits for `started`
+        post(ref, "b", second)  # queued: the actor is claimed
+        assert not first.done() and not second.done()
         started.set()
-        assert reply.wait(5).transaction_id == "1"
+        answers = sorted(reply.wait(5).transaction_id for reply in (first, second))
+        assert answers == ["1", "2"], "both handled after on_start (a handler asserts it)"
     finally:
         ref.stop()
+
+
+def test_an_actor_gets_a_thread_only_when_a_message_has_to_wait() -> None:
+    gate = threading.Event()
+    ref = Echo.start(gate)
+    mailbox = ref.actor_inbox
+    assert isinstance(mailbox, Mailbox)
+    try:
+        for index in range(3):
+            reply = Reply()
+            post(ref, f"t{index}", reply)
+            assert reply.wait(0).transaction_id == f"t{index}"
+        assert not mailbox.has_thread(), "every message ran on the sender's thread"
+        blocked, queued = Reply(), Reply()
+        _post_when_idle(ref, "block", blocked)
+        post(ref, "t3", queued)
+        assert mailbox.has_thread()
+        gate.set()
+        assert queued.wait(5).transaction_id == "t3"
+    finally:
+        ref.stop()
+
+
+def test_an_idle_actor_without_a_thread_is_stopped_without_one() -> None:
+    ref = Counter.start()
+    actor = ref._actor_weakref()
+    assert actor is not None
+    reply = Reply()
+    post(ref, "t", reply)
+    assert reply.wait(0).transaction_id == "1"
+    assert stop_if_idle(ref)
+    assert not ref.is_alive()
+    mailbox = ref.actor_inbox
+    assert isinstance(mailbox, Mailbox) and not mailbox.has_thread()
+    late = Reply()
+    post(ref, "t", late)
+    assert late.failed
 
 
 def test_many_senders_never_run_two_handlers_of_one_actor_at_once() -> None:
