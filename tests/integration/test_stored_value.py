@@ -117,6 +117,15 @@ def test_malformed_protobuf_is_refused_and_changes_nothing(world: World, method:
     assert ledger.unbalanced_entries == 0 and ledger.balance_mismatches == 0
 
 
+def test_malformed_protobuf_to_the_backoffice_is_refused_by_name(world: World) -> None:
+    """The backoffice runs on the thread pool; its malformed requests get the same answer."""
+    raw = world.channel.unary_unary("/txswitch.v1.Backoffice/CreateMerchant", None, None)
+    with pytest.raises(grpc.RpcError) as raised:
+        raw(b"\xff\xff\xff\xff", timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == "the request is not a valid txswitch.v1.CreateMerchantRequest message"
+
+
 def test_unknown_card_and_merchant_outside_programme(world: World) -> None:
     terminal = world.terminals[0]
     unknown = terminal.redeem(UNKNOWN_NUMBER, 100)
