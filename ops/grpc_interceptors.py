@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import inspect
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -115,45 +116,66 @@ class MetricsInterceptor(_CachingInterceptor):
         metrics = self._metrics
         activation = rpc == "Activate"
 
-        def finished(started: float, code: str) -> None:
-            metrics.request_finished(rpc)
-            metrics.observe_request(rpc, code, time.perf_counter() - started)
-            if activation and code == NO_ISO_CODE:
-                metrics.terminal_activated()
+        @contextlib.contextmanager
+        def measuring(context: Any) -> Iterator[list[str]]:
+            """Yields [code] for the caller to set from the answer; an error sets it from context."""
+            metrics.request_started(rpc)
+            started = time.perf_counter()
+            code = ["unknown"]
+            try:
+                yield code
+            except BaseException:
+                code[0] = _status_name(context)
+                raise
+            finally:
+                metrics.request_finished(rpc)
+                metrics.observe_request(rpc, code[0], time.perf_counter() - started)
+                if activation and code[0] == NO_ISO_CODE:
+                    metrics.terminal_activated()
 
         if inspect.iscoroutinefunction(inner):
 
             async def measured(request: Any, context: Any) -> Any:
-                metrics.request_started(rpc)
-                started = time.perf_counter()
-                code = "unknown"
-                try:
+                with measuring(context) as code:
                     response = await inner(request, context)
-                    code = _response_code(response)
+                    code[0] = _response_code(response)
                     return response
-                except BaseException:
-                    code = _status_name(context)
-                    raise
-                finally:
-                    finished(started, code)
 
             return _wrap_unary(handler, measured)
 
         def behavior(request: Any, context: Any) -> Any:
-            metrics.request_started(rpc)
-            started = time.perf_counter()
-            code = "unknown"
-            try:
-                response = inner(request, context)
-                code = _response_code(response)
+            recorder = _StatusRecorder(context)
+            with measuring(recorder) as code:
+                response = inner(request, recorder)
+                code[0] = _response_code(response)
                 return response
-            except BaseException:
-                code = _status_name(context)
-                raise
-            finally:
-                finished(started, code)
 
         return _wrap_unary(handler, behavior)
+
+
+class _StatusRecorder:
+    """A plain handler's context that remembers the status it ended with.
+
+    grpc.aio gives handlers on its thread pool a context without code(); the async one has it.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self._code: grpc.StatusCode | None = None
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self._code = code
+        self._context.abort(code, details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+        self._context.set_code(code)
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 class DrainGate(_CachingInterceptor):

@@ -10,10 +10,15 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import backoffice_pb2_grpc as bo_grpc
+from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.config import Settings
 from switch.server import SwitchServer
 from terminal_sim.config import FaultShares, SimConfig
@@ -164,3 +169,28 @@ async def test_counters_agree_with_the_simulator_and_labels_hold_no_card_data(sw
         check=False,
     )
     assert checked.returncode == 0, (checked.stdout + checked.stderr).decode(errors="replace")
+
+
+def test_refused_requests_are_counted_by_their_status(switch: SwitchServer) -> None:
+    """The interceptor reads the status an RPC ended with, on the event loop and on the pool."""
+    url = switch.ops.metrics_url
+    assert url is not None
+    with grpc.insecure_channel(switch.address) as channel:
+        terminal = pb_grpc.TerminalStub(channel)
+        for _ in range(3):  # on the loop: no credential
+            with pytest.raises(grpc.RpcError):
+                terminal.Balance(pb.BalanceRequest(), timeout=10)
+        with pytest.raises(grpc.RpcError):  # on the pool: a missing field
+            terminal.Activate(pb.ActivateRequest(), timeout=10)
+        with pytest.raises(grpc.RpcError):  # on the pool, backoffice: a wrong token
+            bo_grpc.BackofficeStub(channel).ListTerminals(
+                bo.ListTerminalsRequest(), metadata=(("authorization", "Bearer wrong"),), timeout=10
+            )
+        raw = channel.unary_unary("/txswitch.v1.Terminal/Redeem", None, None)
+        with pytest.raises(grpc.RpcError):  # before any handler: not protobuf
+            raw(b"\xff\xff\xff\xff", timeout=10)
+    counted = samples(scrape(url), "txswitch_requests_total")
+    assert counted[(("code", "unauthenticated"), ("rpc", "Balance"))] == 3
+    assert counted[(("code", "invalid_argument"), ("rpc", "Activate"))] == 1
+    assert counted[(("code", "invalid_argument"), ("rpc", "Redeem"))] == 1
+    assert counted[(("code", "unauthenticated"), ("rpc", "ListTerminals"))] == 1
