@@ -65,7 +65,11 @@ class Mailbox:
             if self._pending:
                 return None
             self._pending = 1
-        return self._actor() if self._actor is not None else None
+        actor = self._actor() if self._actor is not None else None
+        if actor is None:  # collected: it had stopped, and nothing holds it any more
+            self.done()
+            raise pykka.ActorDeadError("the actor has stopped")
+        return actor
 
     def claim_is_free(self) -> bool:
         """Whether nothing is pending, so a sender could claim the actor now."""
@@ -138,7 +142,10 @@ def stop_if_idle(ref: pykka.ActorRef[Any]) -> bool:
     mailbox = ref.actor_inbox
     if not isinstance(mailbox, Mailbox) or mailbox.has_thread():
         return False
-    actor = mailbox.claim()
+    try:
+        actor = mailbox.claim()
+    except pykka.ActorDeadError:
+        return True  # stopped before, and gone
     if actor is None:
         return False
     try:

@@ -89,7 +89,6 @@ class SwitchServer:
             settings, self.core, self.metrics, draining=self.draining, drain=self.drain
         )
         self._observe = observe
-        self._server: grpc.aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -155,7 +154,6 @@ class SwitchServer:
             bound.set_exception(OSError(f"cannot listen on {address}"))
             return
         await server.start()
-        self._server = server
         self._stop_requested = asyncio.Event()
         bound.set_result(port)
         await self._stop_requested.wait()
