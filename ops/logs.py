@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import re
@@ -76,6 +77,7 @@ def scrub_text(text: str) -> str:
     return _SENSITIVE_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
 
+@functools.lru_cache(maxsize=4096)  # field names come from our code: a few dozen, asked per line
 def is_sensitive_name(name: str) -> bool:
     tokens = [token for token in re.split(r"[^a-z0-9]+", name.lower()) if token]
     return any(token in _SENSITIVE_NAME_TOKENS for token in tokens) or (
