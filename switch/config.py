@@ -14,7 +14,7 @@ class Settings:
     database_url: str = ""  # empty: SQLite file in data_dir
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
-    grpc_workers: int = 32
+    grpc_workers: int = 32  # threads for backoffice, health and the terminal RPCs that may block
     grpc_concurrent_rpcs_max: int = 2048  # admission control: beyond this, RESOURCE_EXHAUSTED
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # 0: ephemeral, -1: off
