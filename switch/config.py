@@ -38,10 +38,12 @@ class Settings:
     # Bank-card payments: the acquirers file (TOML, see README); None: no acquirer, Pay is UNIMPLEMENTED
     acquirers_file: Path | None = None
     # Garbage collection (txswitch serve): the collector's pauses grow with the live actors it scans;
-    # with Python's defaults (700, 10, 10) full collections ran every few seconds and took 110-170 ms,
-    # the p99 of the open loop. 0: leave Python's defaults.
-    gc_gen0_threshold: int = 100_000
-    gc_gen1_threshold: int = 50
+    # with Python's defaults (700, 10, 10) full collections ran every few seconds and took 110-170 ms.
+    # Every gRPC call leaves a small reference cycle inside grpc.aio, so young collections come
+    # every gen0_threshold calls or so and take time in proportion (100,000: about 50 ms; 10,000:
+    # about 4 ms; docs/decisions.md). 0: leave Python's defaults.
+    gc_gen0_threshold: int = 10_000
+    gc_gen1_threshold: int = 10
     gc_gen2_threshold: int = 10
     # Employee PINs
     employee_pin_tries_max: int = 3
