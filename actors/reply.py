@@ -93,10 +93,9 @@ class Reply:
     def wait(self, timeout_s: float) -> Outcome:
         """The outcome; raises the failure, or ReplyTimeoutError if neither came in time."""
         self.settle(timeout_s)
-        if self._error is not None:
-            raise self._error
-        assert self._outcome is not None
-        return self._outcome
+        outcome: Outcome | None = self.value()
+        assert outcome is not None
+        return outcome
 
 
 async def settled(reply: Reply, timeout_s: float) -> Any:

@@ -235,10 +235,11 @@ class TerminalService(pb_grpc.TerminalServicer):
     @on_loop
     async def Redeem(self, request: pb.RedeemRequest, context: Context) -> pb.TransactionResponse:
         if request.pin_block:  # the card PIN's tries are written on the way: may block
-            return await in_thread(TerminalService._redeem_blocking)(self, request, context)
+            return await self._redeem_with_pin(request, context)
         return await self._transact("Redeem", context, lambda: self._redeem(request, context))
 
-    def _redeem_blocking(self, request: pb.RedeemRequest, context: Context) -> pb.TransactionResponse:
+    @in_thread
+    def _redeem_with_pin(self, request: pb.RedeemRequest, context: Context) -> pb.TransactionResponse:
         return self._transact_blocking("Redeem", context, lambda: self._redeem(request, context))
 
     def _redeem(self, request: pb.RedeemRequest, context: Context) -> TerminalCommand:
