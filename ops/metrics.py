@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -281,6 +283,13 @@ class SwitchMetrics:
             buckets=COMMIT_LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.gc_pause = Histogram(
+            "txswitch_gc_pause_seconds",
+            "Pauses of Python's garbage collector, by generation: every thread of the switch stops.",
+            ["generation"],
+            buckets=REQUEST_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
         self.journal_commit_failures = Counter(
             "txswitch_journal_commit_failures",
             "Group commits that failed (each entry answered with a system decline).",
@@ -470,3 +479,27 @@ class MetricsServer:
         server.server_close()
         thread.join()
         self._server = self._thread = None
+
+
+class GcPauses:
+    """Times each garbage collection (gc.callbacks) into txswitch_gc_pause_seconds while started."""
+
+    def __init__(self, metrics: SwitchMetrics) -> None:
+        self._pause = metrics.gc_pause
+        self._started_s: float | None = None
+
+    def start(self) -> None:
+        if self._observe not in gc.callbacks:
+            gc.callbacks.append(self._observe)
+
+    def stop(self) -> None:
+        if self._observe in gc.callbacks:
+            gc.callbacks.remove(self._observe)
+
+    def _observe(self, phase: str, info: dict[str, int]) -> None:
+        # Collections do not nest, and the interpreter lock is held throughout one.
+        if phase == "start":
+            self._started_s = time.perf_counter()
+        elif self._started_s is not None:
+            self._pause.labels(str(info["generation"])).observe(time.perf_counter() - self._started_s)
+            self._started_s = None

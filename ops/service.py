@@ -11,7 +11,7 @@ from actors.acquirer_gateway import AcquirerGateway
 from actors.acquirer_types import AcquirerEndpoint
 from ops.console import ConsoleConfig, OpsConsole
 from ops.grpc_interceptors import DrainGate, MalformedRequests, MetricsInterceptor
-from ops.metrics import MetricsServer, SwitchMetrics
+from ops.metrics import GcPauses, MetricsServer, SwitchMetrics
 from ops.runtime import wire_metrics
 from switch.config import Settings
 from switch.core import SwitchCore
@@ -42,6 +42,7 @@ class SwitchOperations:
         self._draining = draining
         self._drain = drain
         self._metrics_server: MetricsServer | None = None
+        self._gc_pauses = GcPauses(metrics)
         self.console: OpsConsole | None = None
         self.metrics_port: int | None = None
         self.console_port: int | None = None
@@ -55,6 +56,7 @@ class SwitchOperations:
     ) -> None:
         settings = self._settings
         wire_metrics(self.metrics, self._core, gateway)
+        self._gc_pauses.start()
         if settings.metrics_port != PORT_OFF:
             server = MetricsServer(self.metrics, settings.metrics_host, settings.metrics_port)
             self.metrics_port = server.start()
@@ -98,6 +100,7 @@ class SwitchOperations:
             self.console = None
 
     def stop(self) -> None:
+        self._gc_pauses.stop()
         self.stop_console()
         if self._metrics_server is not None:
             self._metrics_server.stop()

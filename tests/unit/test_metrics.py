@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ from ops.metrics import (
     LABEL_FOLDED,
     LABEL_REFUSED,
     ActorKindStats,
+    GcPauses,
     RuntimeSnapshot,
     SwitchMetrics,
     code_label,
@@ -208,3 +210,25 @@ def _recorded_exposition() -> str:
     metrics = SwitchMetrics()
     record_everything(metrics)
     return metrics.exposition().decode()
+
+
+def test_gc_pauses_are_timed_by_generation_while_started() -> None:
+    metrics = SwitchMetrics()
+    pauses = GcPauses(metrics)
+
+    def count(generation: str) -> float:
+        value = metrics.registry.get_sample_value(
+            "txswitch_gc_pause_seconds_count", {"generation": generation}
+        )
+        return value or 0.0
+
+    pauses.start()
+    try:
+        gc.collect(0)
+        gc.collect(2)
+    finally:
+        pauses.stop()
+    assert count("0") >= 1 and count("2") >= 1
+    stopped_at = count("2")
+    gc.collect(2)
+    assert count("2") == stopped_at, "stopped: no more pauses counted"
