@@ -1,14 +1,12 @@
-"""gRPC server interceptors for operations: request metrics for every RPC, and the drain gate."""
+"""The gRPC server interceptor for operations: request metrics, the drain gate, malformed requests."""
 
 from __future__ import annotations
 
-import abc
-import contextlib
 import inspect
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -41,14 +39,6 @@ def service_name(method: str) -> str:
     return method.strip("/").split("/", 1)[0]
 
 
-def _wrap_unary(handler: Handler, behavior: Behavior) -> Handler:
-    return grpc.unary_unary_rpc_method_handler(
-        behavior,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
-
-
 def _response_code(response: object) -> str:
     code = getattr(response, "response_code", "")
     return code if isinstance(code, str) and code else NO_ISO_CODE
@@ -62,18 +52,33 @@ def _status_name(context: Any) -> str:
     return "unknown"
 
 
-class _CachingInterceptor(_Interceptor):
-    """Wraps each registered method's handler once, not once per call (grpc.aio server).
+class EdgeInterceptor(_Interceptor):
+    """Metrics, the drain gate and the malformed-request answer, in one wrapper per method.
+
+    - Metrics: every unary RPC counted by name and code, its latency, and in-flight requests.
+      The code label is the answer's ISO 8583 response code, "OK" for answers without one, or the
+      gRPC status name for errors; the RPC label is the method name. Neither can carry card data.
+    - Drain gate: while draining, new terminal requests get UNAVAILABLE; requests already inside
+      finish.
+    - Malformed requests: a request that is not valid protobuf ends with INVALID_ARGUMENT naming
+      the expected message (grpc.aio would answer UNKNOWN and log the parser's traceback). Nothing
+      of the request's bytes is repeated in the answer: they may hold a card number.
+
+    Metrics come first, so requests refused while draining or unparsed are counted too.
+
+    Each registered method's handler is wrapped once, not once per call: grpc asks the
+    interceptors for a handler on every call, and the answer for a method never changes. Unknown
+    methods are not remembered, so a client inventing names cannot grow the cache. The three
+    concerns share one wrapper (one coroutine per call, not three): each layer of grpc.aio
+    interceptor and wrapper costs a coroutine and an await on every request.
 
     Handlers are async (the terminal protocol) or plain functions that grpc.aio runs on its
     migration thread pool (backoffice, health); a wrapper is of the same kind as what it wraps.
-
-    grpc asks the interceptors for a handler on every call; the answer for a method never changes,
-    and wrapping it again cost about as much as the rest of the interceptor's work. Unknown methods
-    are not remembered, so a client inventing names cannot grow the cache.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: SwitchMetrics, draining: threading.Event) -> None:
+        self._metrics = metrics
+        self._draining = draining
         self._handlers: dict[str, Handler] = {}
 
     async def intercept_service(
@@ -92,22 +97,6 @@ class _CachingInterceptor(_Interceptor):
         self._handlers[method] = wrapped
         return wrapped
 
-    @abc.abstractmethod
-    def _wrap(self, method: str, handler: Handler) -> Handler:
-        """The handler to serve `method` with, around the registered one."""
-
-
-class MetricsInterceptor(_CachingInterceptor):
-    """Counts every unary RPC by name and code, its latency, and in-flight requests.
-
-    The code label is the answer's ISO 8583 response code, "OK" for answers without one, or the
-    gRPC status name for errors; the RPC label is the method name. Neither can carry card data.
-    """
-
-    def __init__(self, metrics: SwitchMetrics) -> None:
-        super().__init__()
-        self._metrics = metrics
-
     def _wrap(self, method: str, handler: Handler) -> Handler:
         if handler.unary_unary is None:
             return handler
@@ -115,42 +104,69 @@ class MetricsInterceptor(_CachingInterceptor):
         rpc = rpc_name(method)
         metrics = self._metrics
         activation = rpc == "Activate"
+        draining = self._draining if service_name(method) == TERMINAL_SERVICE else None
+        deserialize = handler.request_deserializer
+        parse = _tolerant(deserialize, rpc) if deserialize is not None else None
 
-        @contextlib.contextmanager
-        def measuring(context: Any) -> Iterator[list[str]]:
-            """Yields [code] for the caller to set from the answer; an error sets it from context."""
-            metrics.request_started(rpc)
-            started = time.perf_counter()
-            code = ["unknown"]
-            try:
-                yield code
-            except BaseException:
-                code[0] = _status_name(context)
-                raise
-            finally:
-                metrics.request_finished(rpc)
-                metrics.observe_request(rpc, code[0], time.perf_counter() - started)
-                if activation and code[0] == NO_ISO_CODE:
-                    metrics.terminal_activated()
+        def refusal(request: Any) -> tuple[grpc.StatusCode, str] | None:
+            if draining is not None and draining.is_set():
+                return grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE
+            if isinstance(request, _Malformed):
+                return grpc.StatusCode.INVALID_ARGUMENT, _malformed_message(request)
+            return None
+
+        def finished(code: str, started: float) -> None:
+            metrics.request_finished(rpc)
+            metrics.observe_request(rpc, code, time.perf_counter() - started)
+            if activation and code == NO_ISO_CODE:
+                metrics.terminal_activated()
 
         if inspect.iscoroutinefunction(inner):
 
-            async def measured(request: Any, context: Any) -> Any:
-                with measuring(context) as code:
+            async def edge(request: Any, context: Any) -> Any:
+                metrics.request_started(rpc)
+                started = time.perf_counter()
+                code = "unknown"
+                try:
+                    refused = refusal(request)
+                    if refused is not None:
+                        await context.abort(*refused)
                     response = await inner(request, context)
-                    code[0] = _response_code(response)
+                    code = _response_code(response)
                     return response
+                except BaseException:
+                    code = _status_name(context)
+                    raise
+                finally:
+                    finished(code, started)
 
-            return _wrap_unary(handler, measured)
+            behavior: Behavior = edge
+        else:
 
-        def behavior(request: Any, context: Any) -> Any:
-            recorder = _StatusRecorder(context)
-            with measuring(recorder) as code:
-                response = inner(request, recorder)
-                code[0] = _response_code(response)
-                return response
+            def edge_sync(request: Any, context: Any) -> Any:
+                metrics.request_started(rpc)
+                started = time.perf_counter()
+                code = "unknown"
+                recorder = _StatusRecorder(context)
+                try:
+                    refused = refusal(request)
+                    if refused is not None:
+                        recorder.abort(*refused)
+                    response = inner(request, recorder)
+                    code = _response_code(response)
+                    return response
+                except BaseException:
+                    code = _status_name(recorder)
+                    raise
+                finally:
+                    finished(code, started)
 
-        return _wrap_unary(handler, behavior)
+            behavior = edge_sync
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=parse or deserialize,
+            response_serializer=handler.response_serializer,
+        )
 
 
 class _StatusRecorder:
@@ -178,29 +194,6 @@ class _StatusRecorder:
         return getattr(self._context, name)
 
 
-class DrainGate(_CachingInterceptor):
-    """While draining, new terminal requests get UNAVAILABLE; requests already inside finish."""
-
-    def __init__(self, draining: threading.Event) -> None:
-        super().__init__()
-        self._draining = draining
-
-    def _wrap(self, method: str, handler: Handler) -> Handler:
-        if handler.unary_unary is None or service_name(method) != TERMINAL_SERVICE:
-            return handler
-        inner: Behavior = handler.unary_unary
-        draining = self._draining
-
-        assert inspect.iscoroutinefunction(inner), "the terminal protocol is served on the event loop"
-
-        async def gated(request: Any, context: Any) -> Any:
-            if draining.is_set():
-                await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
-            return await inner(request, context)
-
-        return _wrap_unary(handler, gated)
-
-
 class _Malformed:
     """What a request that does not parse becomes, so the RPC can say so instead of failing."""
 
@@ -210,48 +203,20 @@ class _Malformed:
         self.type_name = type_name
 
 
-class MalformedRequests(_CachingInterceptor):
-    """A request that is not valid protobuf ends with INVALID_ARGUMENT naming the expected message.
+def _malformed_message(request: _Malformed) -> str:
+    return f"the request is not a valid {request.type_name} message"
 
-    grpc.aio would answer UNKNOWN and log the parser's traceback. Nothing of the request's bytes is
-    repeated in the answer: they may hold a card number.
-    """
 
-    def _wrap(self, method: str, handler: Handler) -> Handler:
-        deserialize = handler.request_deserializer
-        if handler.unary_unary is None or deserialize is None:
-            return handler
-        inner: Behavior = handler.unary_unary
-        expected = rpc_name(method)
+def _tolerant(deserialize: Callable[[bytes], Any], rpc: str) -> Callable[[bytes], Any]:
+    """deserialize, but bytes that do not parse become a _Malformed naming the expected type."""
 
-        def parse(data: bytes) -> Any:
-            try:
-                return deserialize(data)
-            except DecodeError as error:
-                return _Malformed(_type_name(error, expected))
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as error:
+            return _Malformed(_type_name(error, rpc))
 
-        def message(request: _Malformed) -> str:
-            return f"the request is not a valid {request.type_name} message"
-
-        if inspect.iscoroutinefunction(inner):
-
-            async def checked(request: Any, context: Any) -> Any:
-                if isinstance(request, _Malformed):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message(request))
-                return await inner(request, context)
-
-            behavior: Behavior = checked
-        else:
-
-            def checked_sync(request: Any, context: Any) -> Any:
-                if isinstance(request, _Malformed):
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, message(request))
-                return inner(request, context)
-
-            behavior = checked_sync
-        return grpc.unary_unary_rpc_method_handler(
-            behavior, request_deserializer=parse, response_serializer=handler.response_serializer
-        )
+    return parse
 
 
 def _type_name(error: DecodeError, rpc: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from actors.acquirer_gateway import AcquirerGateway
 from actors.acquirer_types import AcquirerEndpoint
 from ops.console import ConsoleConfig, OpsConsole
-from ops.grpc_interceptors import DrainGate, MalformedRequests, MetricsInterceptor
+from ops.grpc_interceptors import EdgeInterceptor
 from ops.metrics import GcPauses, MetricsServer, SwitchMetrics
 from ops.runtime import wire_metrics
 from switch.config import Settings
@@ -48,8 +48,7 @@ class SwitchOperations:
         self.console_port: int | None = None
 
     def interceptors(self) -> list[Any]:
-        """Metrics outermost, so requests refused while draining or unparsed are counted too."""
-        return [MetricsInterceptor(self.metrics), DrainGate(self._draining), MalformedRequests()]
+        return [EdgeInterceptor(self.metrics, self._draining)]
 
     def start(
         self, gateway: AcquirerGateway | None = None, acquirer_endpoints: Sequence[AcquirerEndpoint] = ()
