@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -99,19 +100,17 @@ class Reply:
 
 
 async def settled(reply: Reply, timeout_s: float) -> Any:
-    """reply's value, awaited on an asyncio loop; the thread that settles it wakes the loop once.
+    """reply's value, awaited on an asyncio loop; the thread that settles it wakes the loop.
 
     Raises the failure, or ReplyTimeoutError if neither came in time. A reply already settled
-    (an actor that answered on the loop's own thread) costs no wake-up at all.
+    (an actor that answered on the loop's own thread) costs no wake-up at all, and replies settled
+    together (a journal batch) share one wake-up (`_LoopWaker`).
     """
     if not reply.done():
         loop = asyncio.get_running_loop()
         woken: asyncio.Future[None] = loop.create_future()
-
-        def wake(_: Reply) -> None:
-            loop.call_soon_threadsafe(_wake, woken)
-
-        reply.add_done_callback(wake)
+        waker = _waker_of(loop)
+        reply.add_done_callback(lambda _: waker.wake(woken))
         try:
             async with asyncio.timeout(timeout_s):
                 await woken
@@ -121,6 +120,44 @@ async def settled(reply: Reply, timeout_s: float) -> Any:
     return reply.value()
 
 
-def _wake(woken: asyncio.Future[None]) -> None:
-    if not woken.done():  # a waiter that timed out has cancelled it
-        woken.set_result(None)
+class _LoopWaker:
+    """Wakes the futures of one loop from other threads, with one call_soon_threadsafe per burst.
+
+    Each call_soon_threadsafe writes to the loop's self-pipe and may wake it once more. A journal
+    batch settles its replies one after another on the writer's thread: the first schedules the
+    wake-up, the ones that follow before the loop runs it only join the list.
+    """
+
+    __slots__ = ("_due", "_lock", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # the loop is the key of this waker's entry in _wakers
+        self._lock = threading.Lock()
+        self._due: list[asyncio.Future[None]] = []
+
+    def wake(self, woken: asyncio.Future[None]) -> None:
+        with self._lock:
+            self._due.append(woken)
+            first = len(self._due) == 1
+        loop = self._loop()
+        if first and loop is not None:
+            loop.call_soon_threadsafe(self._wake_due)
+
+    def _wake_due(self) -> None:
+        with self._lock:
+            due, self._due = self._due, []
+        for woken in due:
+            if not woken.done():  # a waiter that timed out has cancelled it
+                woken.set_result(None)
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = weakref.WeakKeyDictionary()
+_wakers_lock = threading.Lock()
+
+
+def _waker_of(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
+    waker = _wakers.get(loop)
+    if waker is None:
+        with _wakers_lock:
+            waker = _wakers.setdefault(loop, _LoopWaker(loop))
+    return waker
