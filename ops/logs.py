@@ -118,10 +118,16 @@ def record_extras(record: logging.LogRecord) -> dict[str, object]:
     }
 
 
+# Set on a record by CardDataFilter once it has rewritten it; the formatter then need not scrub again.
+_SCRUBBED: Final = "_txswitch_scrubbed"
+
+
 class CardDataFilter(logging.Filter):
     """Rewrites each record so no handler after it can see card data; never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _SCRUBBED, False):
+            return True
         record.msg = scrub_text(record.getMessage())
         record.args = None
         for key, value in record_extras(record).items():
@@ -132,6 +138,7 @@ class CardDataFilter(logging.Filter):
             record.exc_text = scrub_text(record.exc_text)
         if record.stack_info:
             record.stack_info = scrub_text(record.stack_info)
+        setattr(record, _SCRUBBED, True)
         return True
 
 
@@ -139,14 +146,18 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, then the record's extras."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # Scrubbed here unless CardDataFilter did it already, so the formatter is safe even where
+        # the filter was not installed.
+        scrubbed = getattr(record, _SCRUBBED, False)
+        message = record.getMessage()
         line: dict[str, object] = {
             "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": scrub_text(record.getMessage()),
+            "message": message if scrubbed else scrub_text(message),
         }
-        # Scrubbed again here so the formatter is safe even where the filter was not installed.
-        line.update(scrub_fields(record_extras(record)))
+        extras = record_extras(record)
+        line.update(extras if scrubbed else scrub_fields(extras))
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

@@ -13,6 +13,7 @@ from ops.logs import (
     REDACTED,
     REDACTED_PAN,
     TRANSACTION_LOGGER_NAME,
+    JsonFormatter,
     configure_logging,
     log_transaction,
     luhn_valid,
@@ -92,6 +93,24 @@ def test_card_data_never_passes(
     logging.getLogger("txswitch.test").warning(message, *args, extra=extra)
     output = log_stream.getvalue()
     assert output.count("\n") == 1
+    for secret in secrets:
+        assert secret not in output
+    assert REDACTED in output or REDACTED_PAN in output
+
+
+@pytest.mark.parametrize(
+    ("message", "args", "extra", "secrets"),
+    [case[1:] for case in CARD_DATA_CASES],
+    ids=[case[0] for case in CARD_DATA_CASES],
+)
+def test_the_formatter_alone_lets_no_card_data_pass(
+    message: str, args: tuple[object, ...], extra: dict[str, object], secrets: tuple[str, ...]
+) -> None:
+    """Without CardDataFilter in front (someone else's handler), JsonFormatter scrubs by itself."""
+    record = logging.getLogger("txswitch.test").makeRecord(
+        "txswitch.test", logging.WARNING, __file__, 1, message, args, None, extra=extra
+    )
+    output = JsonFormatter().format(record)
     for secret in secrets:
         assert secret not in output
     assert REDACTED in output or REDACTED_PAN in output
