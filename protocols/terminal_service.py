@@ -120,17 +120,17 @@ class TerminalService(pb_grpc.TerminalServicer):
         return terminal_id
 
     def _command(
-        self, rpc: str, context: Context, decode: Callable[[], TerminalCommand], started: float
+        self, rpc: str, context: Context, decode: Callable[[str], TerminalCommand], started: float
     ) -> tuple[str, TerminalCommand]:
         terminal_id = self._terminal_id(context)
         try:
-            return terminal_id, decode()
+            return terminal_id, decode(terminal_id)
         except BadRequestError as error:
             self._record(rpc, "invalid_argument", started)
             _refuse(grpc.StatusCode.INVALID_ARGUMENT, str(error))
 
     async def _transact(
-        self, rpc: str, context: Context, decode: Callable[[], TerminalCommand]
+        self, rpc: str, context: Context, decode: Callable[[str], TerminalCommand]
     ) -> pb.TransactionResponse:
         started = time.perf_counter()
         terminal_id, command = self._command(rpc, context, decode, started)
@@ -141,7 +141,7 @@ class TerminalService(pb_grpc.TerminalServicer):
         return self._answer(rpc, terminal_id, outcome, started)
 
     def _transact_blocking(
-        self, rpc: str, context: Context, decode: Callable[[], TerminalCommand]
+        self, rpc: str, context: Context, decode: Callable[[str], TerminalCommand]
     ) -> pb.TransactionResponse:
         started = time.perf_counter()
         terminal_id, command = self._command(rpc, context, decode, started)
@@ -167,9 +167,9 @@ class TerminalService(pb_grpc.TerminalServicer):
     def _card_id(self, number: str) -> str:
         return self._core.cards.card_id(number) or ""
 
-    def _pin_proof(self, pin_block: bytes, number: str, card_id: str, context: Context) -> PinProof | None:
+    def _pin_proof(self, pin_block: bytes, number: str, card_id: str, terminal_id: str) -> PinProof | None:
         """The closed-loop card PIN under this terminal's PIN key, as a verification value."""
-        pin_key = self._core.pins.terminal_pin_key(self._terminal_id(context))
+        pin_key = self._core.pins.terminal_pin_key(terminal_id)
         if pin_key is None:
             raise BadRequestError("pin_block given, but this terminal has no PIN key")
         expected_bytes = PIN_BLOCK_BYTES[pin_block_format(pin_key)]
@@ -236,16 +236,17 @@ class TerminalService(pb_grpc.TerminalServicer):
     async def Redeem(self, request: pb.RedeemRequest, context: Context) -> pb.TransactionResponse:
         if request.pin_block:  # the card PIN's tries are written on the way: may block
             return await self._redeem_with_pin(request, context)
-        return await self._transact("Redeem", context, lambda: self._redeem(request, context))
+        return await self._transact("Redeem", context, functools.partial(self._redeem, request))
 
     @in_thread
     def _redeem_with_pin(self, request: pb.RedeemRequest, context: Context) -> pb.TransactionResponse:
-        return self._transact_blocking("Redeem", context, lambda: self._redeem(request, context))
+        return self._transact_blocking("Redeem", context, functools.partial(self._redeem, request))
 
-    def _redeem(self, request: pb.RedeemRequest, context: Context) -> TerminalCommand:
+    def _redeem(self, request: pb.RedeemRequest, terminal_id: str) -> TerminalCommand:
+        """The command; a PIN block is checked against the PIN key of the terminal it came from."""
         number = convert.card_number(request.card, request.HasField("card"))
         card_id = self._card_id(number)
-        pin = self._pin_proof(request.pin_block, number, card_id, context) if request.pin_block else None
+        pin = self._pin_proof(request.pin_block, number, card_id, terminal_id) if request.pin_block else None
         return Redeem(
             convert.transaction_id(request.transaction_id),
             card_id,
@@ -256,7 +257,7 @@ class TerminalService(pb_grpc.TerminalServicer):
 
     @on_loop
     async def Load(self, request: pb.LoadRequest, context: Context) -> pb.TransactionResponse:
-        def decode() -> TerminalCommand:
+        def decode(_terminal_id: str) -> TerminalCommand:
             return Load(
                 convert.transaction_id(request.transaction_id),
                 self._card_id(convert.card_number(request.card, request.HasField("card"))),
@@ -267,7 +268,7 @@ class TerminalService(pb_grpc.TerminalServicer):
 
     @in_thread
     def Refund(self, request: pb.RefundRequest, context: Context) -> pb.TransactionResponse:
-        def decode() -> TerminalCommand:
+        def decode(_terminal_id: str) -> TerminalCommand:
             return Refund(
                 convert.transaction_id(request.transaction_id),
                 convert.transaction_id(request.original_transaction_id, "original_transaction_id"),
@@ -279,7 +280,7 @@ class TerminalService(pb_grpc.TerminalServicer):
 
     @in_thread
     def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.TransactionResponse:
-        def decode() -> TerminalCommand:
+        def decode(_terminal_id: str) -> TerminalCommand:
             return Cancel(
                 convert.transaction_id(request.transaction_id),
                 convert.transaction_id(request.original_transaction_id, "original_transaction_id"),
@@ -290,7 +291,7 @@ class TerminalService(pb_grpc.TerminalServicer):
 
     @on_loop
     async def Reversal(self, request: pb.ReversalRequest, context: Context) -> pb.TransactionResponse:
-        def decode() -> TerminalCommand:
+        def decode(_terminal_id: str) -> TerminalCommand:
             return Reversal(
                 convert.transaction_id(request.original_transaction_id, "original_transaction_id")
             )
