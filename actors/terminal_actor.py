@@ -58,6 +58,10 @@ class DayCloseError(RuntimeError):
     """The day close was not stored; the terminal may send it again with the same close id."""
 
 
+class EmployeePinTryNotStoredError(Exception):
+    """A try that changes the employee's count could not be made durable: the PIN was not judged."""
+
+
 class EmployeePins:
     """Serialises PIN checks per employee across all terminals, so lockout counts every try."""
 
@@ -94,13 +98,21 @@ class EmployeePins:
             matches = self._matches((merchant_id, employee.employee_number), employee.pin, stored.pin_hash)
             attempt, code = after_attempt(stored.attempt, matches, self._policy, now)
             if attempt != stored.attempt:
-                change = EmployeeAttempt(stored.employee_id, attempt.failed_tries, attempt.locked_until)
-                result = self._writer.write_and_wait(Write(employee_attempt=change), self._write_timeout_s)
-                if not result.ok:
-                    raise RuntimeError(f"employee PIN try not stored: {result.problem}")
+                self._store_try(
+                    EmployeeAttempt(stored.employee_id, attempt.failed_tries, attempt.locked_until)
+                )
                 if attempt.locked_until is not None:
                     self.lockouts += 1
             return code
+
+    def _store_try(self, change: EmployeeAttempt) -> None:
+        """Durable before the PIN is judged, so lockout counts every try; else nothing is judged."""
+        try:
+            result = self._writer.write_and_wait(Write(employee_attempt=change), self._write_timeout_s)
+        except TimeoutError as error:  # the try may still land, and then counts
+            raise EmployeePinTryNotStoredError(f"employee PIN try not stored in time: {error}") from None
+        if not result.ok:
+            raise EmployeePinTryNotStoredError(f"employee PIN try not stored: {result.problem}")
 
     def _matches(self, key: tuple[str, str], pin: str, pin_hash: str) -> bool:
         tag = hmac.new(self._verified_key, pin.encode(), hashlib.sha256).digest()
@@ -197,7 +209,11 @@ class TerminalActor(SwitchActor):
                 self._services.cards.post(command.card_id, Authorize(command, self.context, digest), reply)
                 return reply
             case Refund() | Cancel():
-                code = self._services.employee_pins.check(self.info.merchant_id, command.employee)
+                try:
+                    code = self._services.employee_pins.check(self.info.merchant_id, command.employee)
+                except EmployeePinTryNotStoredError as error:
+                    # Nothing was done and nothing is remembered: the same id may be sent again.
+                    return Reply.of(_refusal(command, ResponseCode.system_error, f"{error}; send it again"))
                 if not code.approves:
                     return self._persist_decline(command, digest, code)
                 return self._adjust(command, digest)
