@@ -26,6 +26,7 @@ from switch.domain.money import Money
 from switch.domain.payments import AbortPayment, EntryMode, Pay, emv_tlv_hex, is_expired, payment_fingerprint
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import (
+    Cancel,
     Outcome,
     Reversal,
     TransactionStatus,
@@ -287,24 +288,35 @@ class PaymentProcessor:
     # --- reversal -------------------------------------------------------------------------------
 
     def reverse_payment(
-        self, command: Reversal, digest: str, terminal: TerminalInfo, stored: StoredTransaction
+        self, command: Reversal | Cancel, digest: str, terminal: TerminalInfo, stored: StoredTransaction
     ) -> Outcome:
-        """The terminal's Reversal of an approved payment: a 0420 through store-and-forward."""
+        """The terminal's Reversal, or its Cancel (void), of an approved payment: a 0420 through
+        store-and-forward. A cancel is the employee's undo, checked by the terminal actor first."""
         assert stored.status is TransactionStatus.approved, "only an approved payment is reversed"
         original_id = command.original_transaction_id
         details = self._services.payments.details(terminal.terminal_id, original_id)
         assert details is not None, "an approved payment has its acquirer side"
         method = stored.record.payment_method
-        if not self._reverse(details, "reversal"):
+        kind, undone = (
+            (TransactionType.cancel, TransactionStatus.cancelled)
+            if isinstance(command, Cancel)
+            else (TransactionType.reversal, TransactionStatus.reversed)
+        )
+        undone_money = Money(stored.record.approved_minor, stored.record.currency)
+        if not self._reverse(details, kind.value):
             return _refusal(
-                command.transaction_id, ResponseCode.system_error, "reversal not stored; try again", method
+                command.transaction_id,
+                ResponseCode.system_error,
+                f"{kind.value} not stored; try again",
+                method,
             )
         outcome = Outcome(
             command.transaction_id,
-            TransactionType.reversal,
+            kind,
             ResponseCode.approved,
             "reversal sent to the acquirer",
-            requested=Money(stored.record.approved_minor, stored.record.currency),
+            requested=undone_money,
+            approved=undone_money,  # what the day report shows on the cancel or reversal line
             card_masked=stored.record.card_masked,
             period_number=terminal.period_number,
             status=TransactionStatus.approved,
@@ -321,7 +333,7 @@ class PaymentProcessor:
             terminal.terminal_id,
             original_id,
             TransactionStatus.approved.value,
-            TransactionStatus.reversed.value,
+            undone.value,
             self._services.now(),
             reversal=record,
         )

@@ -227,6 +227,7 @@ class TerminalActor(SwitchActor):
         if in_flight is not None and not in_flight.reply.done():
             in_flight.reply.settle(self._services.reply_timeout_s)
         stored = self._services.store.transaction(self.info.terminal_id, original_id)
+        is_payment = stored is not None and stored.record.transaction_type == TransactionType.payment.value
         if isinstance(command, Reversal):
             if stored is None:
                 return self._reverse_unseen(command, digest)
@@ -235,14 +236,16 @@ class TerminalActor(SwitchActor):
                 or stored.status is not TransactionStatus.approved
             ):
                 return self._persist_nothing_to_reverse(command, digest, stored.record)
+            if is_payment:
+                return self._reverse_payment(command, digest, stored)
+        elif stored is not None and is_payment:
+            return self._adjust_payment(command, digest, stored)
         elif (
             stored is None
             or stored.record.card_id is None
             or stored.record.transaction_type == TOMBSTONE_TYPE
         ):
             return self._persist_decline(command, digest, ResponseCode.original_not_found)
-        if stored.record.transaction_type == TransactionType.payment.value:
-            return self._reverse_payment(command, digest, stored)
         assert stored.record.card_id is not None
         reply = Reply()
         self._services.cards.post(stored.record.card_id, AdjustOriginal(command, self.context, digest), reply)
@@ -265,11 +268,19 @@ class TerminalActor(SwitchActor):
             return payments.pay(message.command, self.info)
         return payments.abort(message.command, self.info)
 
-    def _reverse_payment(
-        self, command: Refund | Cancel | Reversal, digest: str, stored: StoredTransaction
-    ) -> Reply:
+    def _adjust_payment(self, command: Refund | Cancel, digest: str, stored: StoredTransaction) -> Reply:
+        """A cancel (void) of a bank-card payment reverses it at the acquirer; a refund cannot yet."""
+        if isinstance(command, Refund):
+            detail = "a bank-card payment cannot be refunded on the terminal; cancel or reverse it instead"
+            return Reply.of(_refusal(command, ResponseCode.invalid_transaction, detail))
+        if stored.status is not TransactionStatus.approved:
+            detail = f"the payment is {stored.status.value}; nothing to cancel"
+            return Reply.of(_refusal(command, ResponseCode.already_reversed, detail))
+        return self._reverse_payment(command, digest, stored)
+
+    def _reverse_payment(self, command: Cancel | Reversal, digest: str, stored: StoredTransaction) -> Reply:
         payments = self._services.payments
-        if payments is None or not isinstance(command, Reversal):
+        if payments is None:
             return Reply.of(_refusal(command, ResponseCode.issuer_unavailable, "no acquirer"))
         return Reply.of(payments.reverse_payment(command, digest, self.info, stored))
 
@@ -301,6 +312,7 @@ class TerminalActor(SwitchActor):
             f"original is {original.status}; nothing moved",
             period_number=self.info.period_number,
             status=TransactionStatus.approved,
+            payment_method=original.payment_method,
         )
         record = record_of(
             outcome, self.info.terminal_id, digest, original_transaction_id=command.original_transaction_id

@@ -71,7 +71,7 @@ class NewReversal:
     processing_code: str
     amount_minor: int
     currency_numeric: str
-    reason: str  # timeout | late_response | abort | reversal | not_recorded | switch_restart
+    reason: str  # timeout | late_response | abort | reversal | cancel | not_recorded | switch_restart
 
 
 @dataclass(frozen=True, slots=True)

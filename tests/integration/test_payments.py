@@ -224,6 +224,36 @@ def test_reversal_of_an_approved_payment(both: PaymentWorld) -> None:
     both.audit()
 
 
+def test_cancel_of_a_payment_with_the_employee_pin_reverses_it_at_the_acquirer(both: PaymentWorld) -> None:
+    txn, cancel = new_txn(), new_txn()
+    assert both.terminal.pay(3_200, txn=txn).response_code == "00"
+    shop = TerminalClient(both.terminal.stub, both.terminal.credential, both.terminal.terminal_id)
+    assert shop.cancel(txn, pin="0000").response_code == "55"  # a wrong PIN reverses nothing
+    assert both.terminal.status(txn).status == "approved"
+    refund = shop.refund(txn, 1_000)
+    assert refund.response_code == "12" and "cannot be refunded on the terminal" in refund.message
+    cancelled = shop.cancel(txn, txn=cancel)
+    assert (cancelled.response_code, cancelled.status) == ("00", "approved")
+    assert cancelled.payment_method == "contactless" and cancelled.requested.amount_minor == 3_200
+    assert shop.cancel(txn, txn=cancel).response_code == "00"  # the same id: the same answer
+    again = shop.cancel(txn)
+    assert again.response_code == "12" and "the payment is cancelled" in again.message
+    assert both.terminal.reversal(txn).message.endswith("original is cancelled; nothing moved")
+    assert both.terminal.status(txn).status == "cancelled"
+    wait_until(lambda: not both.saf_pending())
+    (reversal,) = both.host.record().reversals
+    assert reversal.key == host_key(both, txn) and reversal.amount_minor == 3_200
+    totals = {
+        (t.transaction_type, t.payment_method): (t.count, t.total.amount_minor)
+        for t in both.terminal.x_report().totals
+    }
+    # As for stored value: the sale stands in the takings, and the cancel beside it nets it out.
+    assert totals[("payment", "contactless")] == (1, 3_200)
+    assert totals[("cancel", "contactless")] == (1, 3_200)
+    assert totals[("reversal", "contactless")] == (1, 0)  # the reversal that found nothing to undo
+    both.audit()
+
+
 def test_day_close_totals_per_payment_method(both: PaymentWorld) -> None:
     gift_card = both.world.issue(10_000)
     stored_value = TerminalClient(both.terminal.stub, both.terminal.credential, both.terminal.terminal_id)
