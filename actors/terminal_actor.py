@@ -212,7 +212,7 @@ class TerminalActor(SwitchActor):
                 try:
                     code = self._services.employee_pins.check(self.info.merchant_id, command.employee)
                 except EmployeePinTryNotStoredError as error:
-                    # Nothing was done and nothing is remembered: the same id may be sent again.
+                    # Nothing was done, and the refusal is not stored: the same id is judged afresh.
                     return Reply.of(_refusal(command, ResponseCode.system_error, f"{error}; send it again"))
                 if not code.approves:
                     return self._persist_decline(command, digest, code)
