@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import re
@@ -290,6 +291,14 @@ class SwitchMetrics:
             buckets=REQUEST_LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.event_loop_lag = Histogram(
+            "txswitch_event_loop_lag_seconds",
+            "How late the terminal protocol's event loop woke a task that sleeps 50 ms: every request "
+            "on the loop waited as long (a long callback, a GC pause, other threads holding the "
+            "interpreter lock).",
+            buckets=REQUEST_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
         self.journal_commit_failures = Counter(
             "txswitch_journal_commit_failures",
             "Group commits that failed (each entry answered with a system decline).",
@@ -503,3 +512,15 @@ class GcPauses:
         elif self._started_s is not None:
             self._pause.labels(str(info["generation"])).observe(time.perf_counter() - self._started_s)
             self._started_s = None
+
+
+LOOP_LAG_PROBE_S: Final = 0.05
+
+
+async def watch_loop_lag(metrics: SwitchMetrics, every_s: float = LOOP_LAG_PROBE_S) -> None:
+    """Until cancelled: sleep every_s on the running loop, and record how late it woke us."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(every_s)
+        metrics.event_loop_lag.observe(max(0.0, loop.time() - before - every_s))

@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ops.metrics import SwitchMetrics
+from ops.metrics import SwitchMetrics, watch_loop_lag
 from ops.service import SwitchOperations
 from protocols.backoffice_service import BackofficeService
 from protocols.iso_inbound import IsoInboundListener, start_listener
@@ -155,9 +155,11 @@ class SwitchServer:
             return
         await server.start()
         self._stop_requested = asyncio.Event()
+        lag = asyncio.create_task(watch_loop_lag(self.ops.metrics))
         bound.set_result(port)
         await self._stop_requested.wait()
         await server.stop(self._grace_s)
+        lag.cancel()
 
     def drain(self) -> None:
         """Health NOT_SERVING and new terminal requests refused (UNAVAILABLE); in-flight ones finish."""

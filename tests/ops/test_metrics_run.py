@@ -145,6 +145,8 @@ async def test_counters_agree_with_the_simulator_and_labels_hold_no_card_data(sw
     assert live[(("kind", "terminal"),)] == config.terminals
     assert live[(("kind", "card"),)] == core.card_actors.statistics().live
     assert samples(after, "txswitch_terminals_online")[()] == config.terminals
+    # The serving switch watches its event loop: a 2 s run holds dozens of 50 ms probes.
+    assert samples(after, "txswitch_event_loop_lag_seconds_count")[()] >= 10
     lockouts = samples(after, "txswitch_pin_lockouts_total")
     assert lockouts.get((("kind", "employee"),), 0.0) == core.employee_pins.lockouts
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from ops.metrics import (
     SwitchMetrics,
     code_label,
     name_label,
+    watch_loop_lag,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -232,3 +235,23 @@ def test_gc_pauses_are_timed_by_generation_while_started() -> None:
     stopped_at = count("2")
     gc.collect(2)
     assert count("2") == stopped_at, "stopped: no more pauses counted"
+
+
+def test_a_blocked_event_loop_shows_as_lag() -> None:
+    metrics = SwitchMetrics()
+
+    def sample(name: str) -> float:
+        return metrics.registry.get_sample_value(f"txswitch_event_loop_lag_seconds_{name}") or 0.0
+
+    async def main() -> None:
+        watcher = asyncio.create_task(watch_loop_lag(metrics, every_s=0.01))
+        await asyncio.sleep(0.05)
+        time.sleep(0.2)  # a callback that holds the loop
+        await asyncio.sleep(0.05)
+        watcher.cancel()
+
+    asyncio.run(main())
+    assert sample("count") >= 3
+    assert 0.15 <= sample("sum") < 0.26  # the one late wake-up, not the sleeps themselves
+    under_100_ms = metrics.registry.get_sample_value("txswitch_event_loop_lag_seconds_bucket", {"le": "0.1"})
+    assert under_100_ms == sample("count") - 1  # only the blocked probe was late
