@@ -63,15 +63,14 @@ async def _progress(recorder: Recorder, sink: ProgressSink, interval_s: float) -
     previous_completed = 0
     while True:
         await trio.sleep(interval_s)
-        now_s = trio.current_time()
-        snapshot = recorder.statistics(now_s)
-        rate = (snapshot.completed - previous_completed) / interval_s
-        previous_completed = snapshot.completed
-        last = recorder.last_second()
-        p99_ms = last.p99_ms if last is not None else snapshot.overall.p99_ms
+        now = recorder.progress(trio.current_time())
+        rate = (now.completed - previous_completed) / interval_s
+        previous_completed = now.completed
+        last = recorder.last_second()  # its p99 was read once, when the second closed
+        p99_ms = last.p99_ms if last is not None else 0.0
         sink(
-            f"t={snapshot.elapsed_s:5.1f}s rate={rate:7.0f}/s approved={snapshot.approved:8d} "
-            f"p99={p99_ms:7.2f}ms errors={snapshot.errors}"
+            f"t={now.elapsed_s:5.1f}s rate={rate:7.0f}/s approved={now.approved:8d} "
+            f"p99={p99_ms:7.2f}ms errors={now.errors}"
         )
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import trio
+import trio.testing
 
+from terminal_sim.fleet import _progress
 from terminal_sim.metrics import Recorder
 from terminal_sim.records import Outcome
 
@@ -31,3 +34,44 @@ def test_statistics_is_a_frozen_snapshot_with_window_rates() -> None:
     # Later records do not change a snapshot already taken.
     recorder.record("redeem", 0.001, "00", Outcome.answered, 103.1)
     assert snapshot.per_operation["redeem"].count == 101
+
+
+def test_progress_counts_what_statistics_counts() -> None:
+    recorder = Recorder(start_s=10.0)
+    for index in range(50):
+        code = "00" if index % 5 else "96"  # every fifth a switch error
+        recorder.record("balance", 0.002, code, Outcome.answered, 10.0 + index * 0.05)
+    recorder.record("redeem", 5.0, None, Outcome.timed_out, 12.6)
+    progress = recorder.progress(12.75)
+    snapshot = recorder.statistics(12.75)
+    assert progress.elapsed_s == pytest.approx(snapshot.elapsed_s) == pytest.approx(2.75)
+    assert (progress.completed, progress.approved, progress.errors) == (
+        snapshot.completed,
+        snapshot.approved,
+        snapshot.errors,
+    )
+    assert (progress.completed, progress.approved, progress.errors) == (51, 40, 11)
+
+
+@pytest.mark.trio
+async def test_the_live_line_shows_the_rate_and_the_last_whole_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    recorder = Recorder(start_s=trio.current_time())
+    lines: list[str] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_progress, recorder, lines.append, 1.0)
+        start_s = trio.current_time()
+        for _ in range(30):  # 30 answers of 20 ms early in the first second
+            recorder.record("redeem", 0.020, "00", Outcome.answered, trio.current_time())
+            await trio.sleep(0.025)
+        await trio.sleep_until(start_s + 1.2)
+        for _ in range(10):  # then 10 declines of 40 ms in the second one
+            recorder.record("redeem", 0.040, "51", Outcome.answered, trio.current_time())
+            await trio.sleep(0.08)
+        await trio.sleep_until(start_s + 2.5)
+        nursery.cancel_scope.cancel()
+    first, second = lines[:2]
+    assert "rate=     30/s approved=      30" in first and "p99=   0.00ms" in first
+    assert "rate=     10/s approved=      30" in second
+    assert float(second.split("p99=")[1].split("ms")[0]) == pytest.approx(20.0, rel=0.01)
