@@ -26,7 +26,7 @@ from ops.metrics import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ALLOWED_LABEL_NAMES = {"rpc", "code", "kind", "acquirer", "state", "le"}
+ALLOWED_LABEL_NAMES = {"rpc", "code", "kind", "acquirer", "state", "generation", "le"}
 PAN_SENTINEL = "4111111111111111"
 
 EXPECTED_FAMILIES = (
@@ -61,6 +61,7 @@ def record_everything(metrics: SwitchMetrics) -> None:
     metrics.card_actor_passivated()
     metrics.observe_commit(batch_entries=40, latency_s=0.002)
     metrics.commit_failed()
+    metrics.gc_pause.labels("0").observe(0.003)
     metrics.set_acquirer_link_state("acquirer-a", "signed_on")
     metrics.observe_acquirer_request("acquirer-a", 0.08)
     metrics.acquirer_timeout("acquirer-a")
