@@ -40,7 +40,12 @@ class AdminError(ValueError):
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+    """prefix_ and 16 hex digits, never all of them decimal: 16 decimal digits could pass for a
+    card number, and the card-data filter would redact the id from logs and the ops console."""
+    while True:
+        tail = uuid.uuid4().hex[:16]
+        if not tail.isdigit():
+            return f"{prefix}_{tail}"
 
 
 @dataclass(frozen=True, slots=True)

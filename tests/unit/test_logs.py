@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,7 @@ from ops.logs import (
     luhn_valid,
     scrub_text,
 )
+from switch import admin
 
 PAN_16 = "4111111111111111"
 PAN_19 = "6036000000000000008"
@@ -196,3 +198,14 @@ def test_configure_twice_installs_one_handler(log_stream: io.StringIO) -> None:
     configure_logging(logging.INFO, log_stream)
     logging.getLogger("txswitch.test").info("once")
     assert len(lines(log_stream)) == 1
+
+
+def test_a_new_id_never_passes_for_a_card_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uuid4 can start with 16 decimal digits (rarely); such an id would be redacted as a PAN."""
+    all_digits = uuid.UUID("63608994-5069-4126-8234-123456789012")  # hex starts 6360899450694126
+    assert scrub_text(f"trm_{all_digits.hex[:16]}") == f"trm_{REDACTED_PAN}"  # the trouble
+    drawn = iter([all_digits, uuid.UUID("63608994-5069-4126-8234-1234567890ab"), uuid.uuid4()])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(drawn))
+    terminal_id = admin.new_id("trm")
+    assert terminal_id != f"trm_{all_digits.hex[:16]}"
+    assert scrub_text(f"terminal {terminal_id} deactivated") == f"terminal {terminal_id} deactivated"
