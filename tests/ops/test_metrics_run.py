@@ -6,6 +6,7 @@ import collections
 import os
 import shutil
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,8 +192,18 @@ def test_refused_requests_are_counted_by_their_status(switch: SwitchServer) -> N
         raw = channel.unary_unary("/txswitch.v1.Terminal/Redeem", None, None)
         with pytest.raises(grpc.RpcError):  # before any handler: not protobuf
             raw(b"\xff\xff\xff\xff", timeout=10)
-    counted = samples(scrape(url), "txswitch_requests_total")
-    assert counted[(("code", "unauthenticated"), ("rpc", "Balance"))] == 3
-    assert counted[(("code", "invalid_argument"), ("rpc", "Activate"))] == 1
-    assert counted[(("code", "invalid_argument"), ("rpc", "Redeem"))] == 1
-    assert counted[(("code", "unauthenticated"), ("rpc", "ListTerminals"))] == 1
+    expected = {
+        (("code", "unauthenticated"), ("rpc", "Balance")): 3,
+        (("code", "invalid_argument"), ("rpc", "Activate")): 1,
+        (("code", "invalid_argument"), ("rpc", "Redeem")): 1,
+        (("code", "unauthenticated"), ("rpc", "ListTerminals")): 1,
+    }
+    # The status reaches the client before the server's handler has counted it: look again briefly.
+    deadline_s = time.monotonic() + 5.0
+    while True:
+        counted = samples(scrape(url), "txswitch_requests_total")
+        seen = {key: counted.get(key, 0.0) for key in expected}
+        if seen == expected or time.monotonic() > deadline_s:
+            break
+        time.sleep(0.02)
+    assert seen == expected
