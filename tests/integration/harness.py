@@ -170,10 +170,12 @@ def start_world(data_dir: Path, database_url: str, terminals: int = 2, **overrid
     return world
 
 
-def world_fixture(request: pytest.FixtureRequest, tmp_path: Path, terminals: int = 2) -> Iterator[World]:
+def world_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path, terminals: int = 2, **overrides: object
+) -> Iterator[World]:
     with ExitStack() as stack:
         url = stack.enter_context(postgres_schema()) if request.param == "postgres" else ""
-        world = start_world(tmp_path, url, terminals)
+        world = start_world(tmp_path, url, terminals, **overrides)
         try:
             yield world
         finally:

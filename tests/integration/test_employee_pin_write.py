@@ -9,28 +9,20 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.integration.harness import EMPLOYEE, World, new_txn, start_world
-from tests.pg import postgres_schema
+from tests.integration.harness import EMPLOYEE, World, new_txn, world_fixture
 
 REPLY_TIMEOUT_S = 1.0
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    with ExitStack() as stack:
-        url = stack.enter_context(postgres_schema()) if request.param == "postgres" else ""
-        world = start_world(tmp_path, url, reply_timeout_s=REPLY_TIMEOUT_S)
-        try:
-            yield world
-        finally:
-            world.channel.close()
-            world.server.stop()
+    yield from world_fixture(request, tmp_path, reply_timeout_s=REPLY_TIMEOUT_S)
 
 
 @contextmanager
