@@ -295,7 +295,11 @@ class TerminalActor(SwitchActor):
             status=TransactionStatus.approved,
         )
         record = record_of(
-            outcome, self.info.terminal_id, digest, original_transaction_id=command.original_transaction_id
+            outcome,
+            self.info.terminal_id,
+            digest,
+            merchant_id=self.info.merchant_id,
+            original_transaction_id=command.original_transaction_id,
         )
         tombstone = tombstone_of(
             self.info.terminal_id, command.original_transaction_id, self.info.period_number
@@ -315,7 +319,11 @@ class TerminalActor(SwitchActor):
             payment_method=original.payment_method,
         )
         record = record_of(
-            outcome, self.info.terminal_id, digest, original_transaction_id=command.original_transaction_id
+            outcome,
+            self.info.terminal_id,
+            digest,
+            merchant_id=self.info.merchant_id,
+            original_transaction_id=command.original_transaction_id,
         )
         return self._persist(Write(record=record), outcome, digest)
 
