@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import zoneinfo
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -17,12 +18,14 @@ from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.admin import AdminError
 from switch.core import SwitchCore
-from switch.domain import ledger
+from switch.domain import ledger, reports
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.programmes import ProgrammeKind
+from switch.domain.response_codes import ResponseCode
 from switch.pins import CardPinError
 from switch.store.journal import Write
+from switch.store.reports import ReportedTransaction, transaction_report
 from switch.store.repository import TerminalInfo
 
 log = logging.getLogger(__name__)
@@ -36,13 +39,17 @@ class BackofficeService(bo_grpc.BackofficeServicer):
     def __init__(self, core: SwitchCore, admin_token: str) -> None:
         self._core = core
         self._token = admin_token
+        try:
+            self._report_zone = reports.zone(core.settings.report_time_zone)
+        except reports.ReportQueryError as error:
+            raise ValueError(f"report_time_zone (TXSWITCH_REPORT_TIME_ZONE): {error}") from None
 
     def _run(self, context: grpc.ServicerContext, action: Callable[[], T]) -> T:
         if not hmac.compare_digest(bearer(context), self._token):
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong admin token")
         try:
             return action()
-        except (AdminError, BadRequestError) as error:
+        except (AdminError, BadRequestError, reports.ReportQueryError) as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:
             _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
@@ -282,6 +289,64 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             return response
 
         return self._run(context, action)
+
+    def ListTransactions(
+        self, request: bo.TransactionReportRequest, context: grpc.ServicerContext
+    ) -> bo.TransactionReport:
+        def action() -> bo.TransactionReport:
+            query = reports.report_query(
+                request.from_date,
+                request.to_date,
+                request.time_zone,
+                default_zone=self._report_zone,
+                merchant_id=request.merchant_id,
+                terminal_id=request.terminal_id,
+                types=request.types,
+                payment_methods=request.payment_methods,
+                statuses=request.statuses,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            report = transaction_report(self._core.store.engine, query)
+            return bo.TransactionReport(
+                transactions=[reported_transaction(t, query.zone) for t in report.transactions],
+                totals=[
+                    bo.ReportTotal(
+                        transaction_type=t.transaction_type,
+                        payment_method=t.payment_method,
+                        status=t.status,
+                        count=t.count,
+                        approved=pb.Amount(amount_minor=t.approved_minor, currency=t.currency),
+                    )
+                    for t in report.totals
+                ],
+                next_page_token=reports.page_token(report.next_after),
+                time_zone=query.zone.key,
+                from_date=query.first_day.isoformat(),
+                to_date=query.last_day.isoformat(),
+            )
+
+        return self._run(context, action)
+
+
+def reported_transaction(row: ReportedTransaction, zone: zoneinfo.ZoneInfo) -> bo.ReportedTransaction:
+    return bo.ReportedTransaction(
+        transaction_id=row.transaction_id,
+        terminal_id=row.source,
+        device_name=row.device_name,
+        merchant_id=row.merchant_id,
+        time=row.created_at.astimezone(zone).isoformat(timespec="seconds"),
+        transaction_type=row.transaction_type,
+        payment_method=row.payment_method,
+        status=row.status,
+        response_code=ResponseCode[row.result].iso_code,
+        requested=pb.Amount(amount_minor=row.requested_minor, currency=row.currency),
+        approved=pb.Amount(amount_minor=row.approved_minor, currency=row.currency),
+        card_masked=row.card_masked,
+        authorization_code=row.authorization_code,
+        original_transaction_id=row.original_transaction_id,
+        period_number=row.period_number,
+    )
 
 
 def card_view(state: CardState) -> bo.CardView:

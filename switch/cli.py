@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
 import json
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -18,6 +19,7 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.config import Settings, from_environment
+from switch.domain.money import Money
 
 ADMIN_DEADLINE_S = 30.0
 
@@ -114,6 +116,8 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "unblock-card": ("UnblockCard", bo.CardRequest),
     "replace-card": ("ReplaceCard", bo.ReplaceCardRequest),
     "set-card-pin": ("SetCardPin", bo.SetCardPinRequest),
+    "transactions": ("ListTransactions", bo.TransactionReportRequest),
+    "export-transactions": ("ListTransactions", bo.TransactionReportRequest),  # CSV, every page
 }
 CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "replacement_card"}
 
@@ -126,12 +130,14 @@ def _admin(options: argparse.Namespace) -> int:
         print(f"txswitch admin {options.action}: {error}", file=sys.stderr)
         return 2
     token = (options.data_dir / "admin.token").read_text().strip()
+    metadata = (("authorization", f"Bearer {token}"),)
     with grpc.insecure_channel(options.target) as channel:
         stub = bo_grpc.BackofficeStub(channel)
         try:
-            response = getattr(stub, method_name)(
-                request, metadata=(("authorization", f"Bearer {token}"),), timeout=ADMIN_DEADLINE_S
-            )
+            if options.action == "export-transactions":
+                export_transactions(stub, request, metadata, sys.stdout)
+                return 0
+            response = getattr(stub, method_name)(request, metadata=metadata, timeout=ADMIN_DEADLINE_S)
         except grpc.RpcError as error:
             print(f"txswitch admin {options.action}: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
@@ -139,8 +145,75 @@ def _admin(options: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_COLUMNS = (
+    "time",
+    "terminal_id",
+    "device_name",
+    "merchant_id",
+    "transaction_id",
+    "transaction_type",
+    "payment_method",
+    "status",
+    "response_code",
+    "currency",
+    "requested",
+    "approved",
+    "card_masked",
+    "authorization_code",
+    "original_transaction_id",
+    "period_number",
+)
+
+
+def export_transactions(
+    stub: bo_grpc.BackofficeStub,
+    request: bo.TransactionReportRequest,
+    metadata: tuple[tuple[str, str], ...],
+    out: TextIO,
+) -> int:
+    """Every page of the report as CSV rows (amounts in major units); the number of rows written.
+
+    Nothing is written before the first page has come back, so a refused export prints no header.
+    """
+    writer = csv.writer(out)
+    written = 0
+    while True:
+        page = stub.ListTransactions(request, metadata=metadata, timeout=ADMIN_DEADLINE_S)
+        if not request.page_token:
+            writer.writerow(EXPORT_COLUMNS)
+        for t in page.transactions:
+            currency = t.approved.currency
+            writer.writerow(
+                (
+                    t.time,
+                    t.terminal_id,
+                    t.device_name,
+                    t.merchant_id,
+                    t.transaction_id,
+                    t.transaction_type,
+                    t.payment_method,
+                    t.status,
+                    t.response_code,
+                    currency,
+                    Money(t.requested.amount_minor, currency).decimal(),
+                    Money(t.approved.amount_minor, currency).decimal(),
+                    t.card_masked,
+                    t.authorization_code,
+                    t.original_transaction_id,
+                    t.period_number,
+                )
+            )
+        written += len(page.transactions)
+        if not page.next_page_token:
+            return written
+        request.page_token = page.next_page_token
+
+
 def _build_request(request_type: Any, pairs: list[str]) -> Any:
-    """key=value pairs; card fields take a card number, amounts take minor units and currency."""
+    """key=value pairs; card fields take a card number, amounts take minor units and currency.
+
+    A repeated field takes values split by commas (types=redemption,load).
+    """
     request = request_type()
     for pair in pairs:
         key, separator, value = pair.partition("=")
@@ -157,7 +230,12 @@ def _build_request(request_type: Any, pairs: list[str]) -> Any:
             field = request.DESCRIPTOR.fields_by_name.get(key)
             if field is None:
                 raise ValueError(f"unknown argument {key!r}")
-            setattr(request, key, int(value) if field.type in (field.TYPE_INT32, field.TYPE_INT64) else value)
+            if field.is_repeated:
+                getattr(request, key).extend(item for item in value.split(",") if item)
+            elif field.type in (field.TYPE_INT32, field.TYPE_INT64):
+                setattr(request, key, int(value))
+            else:
+                setattr(request, key, value)
     return request
 
 

@@ -54,6 +54,8 @@ class Settings:
     iso_inbound_in_flight_max: int = 64
     # "<acquirer id>:<merchant e-mail>:<zone PIN key hex>[:tdes|aes128]", entries split by ','
     iso_inbound_acquirers: str = field(default="", repr=False)
+    # The portal's transaction report counts days on this clock unless a request names another
+    report_time_zone: str = "Europe/Amsterdam"
     # Closed-loop card PINs: wrong tries before the card's PIN is blocked
     card_pin_tries_max: int = 3
     # Secrets; empty: generated once and kept in data_dir

@@ -802,3 +802,202 @@ class SettleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SettleResponse: _TypeAlias = SettleResponse  # noqa: Y015
+
+@_typing.final
+class TransactionReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    TERMINAL_ID_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    from_date: _builtins.str
+    """YYYY-MM-DD, the first day, on the shop's clock (time_zone)"""
+    to_date: _builtins.str
+    """the last day, included; empty: from_date (a day report)"""
+    time_zone: _builtins.str
+    """IANA name, e.g. "Europe/Amsterdam"; empty: the switch's report zone"""
+    merchant_id: _builtins.str
+    """empty: every merchant"""
+    terminal_id: _builtins.str
+    """empty: every terminal"""
+    page_size: _builtins.int
+    """0: 500; at most 5000"""
+    page_token: _builtins.str
+    """next_page_token of the previous page"""
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """redemption, load, refund, cancel, reversal, payment; none: all"""
+
+    @_builtins.property
+    def payment_methods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """stored_value, contactless, chip, magstripe, card"""
+
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """approved, declined, reversed, cancelled, aborted"""
+
+    def __init__(
+        self,
+        *,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        merchant_id: _builtins.str = ...,
+        terminal_id: _builtins.str = ...,
+        types: _abc.Iterable[_builtins.str] | None = ...,
+        payment_methods: _abc.Iterable[_builtins.str] | None = ...,
+        statuses: _abc.Iterable[_builtins.str] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "merchant_id", b"merchant_id", "page_size", b"page_size", "page_token", b"page_token", "payment_methods", b"payment_methods", "statuses", b"statuses", "terminal_id", b"terminal_id", "time_zone", b"time_zone", "to_date", b"to_date", "types", b"types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactionReportRequest: _TypeAlias = TransactionReportRequest  # noqa: Y015
+
+@_typing.final
+class ReportedTransaction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    TERMINAL_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_NAME_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    TRANSACTION_TYPE_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESPONSE_CODE_FIELD_NUMBER: _builtins.int
+    REQUESTED_FIELD_NUMBER: _builtins.int
+    APPROVED_FIELD_NUMBER: _builtins.int
+    CARD_MASKED_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_CODE_FIELD_NUMBER: _builtins.int
+    ORIGINAL_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_NUMBER_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    terminal_id: _builtins.str
+    """the source: a terminal id, "backoffice" or "iso:<acquirer>" """
+    device_name: _builtins.str
+    merchant_id: _builtins.str
+    time: _builtins.str
+    """ISO 8601 with the offset of time_zone"""
+    transaction_type: _builtins.str
+    payment_method: _builtins.str
+    status: _builtins.str
+    response_code: _builtins.str
+    card_masked: _builtins.str
+    """never the full number"""
+    authorization_code: _builtins.str
+    original_transaction_id: _builtins.str
+    period_number: _builtins.int
+    @_builtins.property
+    def requested(self) -> _terminal_pb2.Amount: ...
+    @_builtins.property
+    def approved(self) -> _terminal_pb2.Amount: ...
+    def __init__(
+        self,
+        *,
+        transaction_id: _builtins.str = ...,
+        terminal_id: _builtins.str = ...,
+        device_name: _builtins.str = ...,
+        merchant_id: _builtins.str = ...,
+        time: _builtins.str = ...,
+        transaction_type: _builtins.str = ...,
+        payment_method: _builtins.str = ...,
+        status: _builtins.str = ...,
+        response_code: _builtins.str = ...,
+        requested: _terminal_pb2.Amount | None = ...,
+        approved: _terminal_pb2.Amount | None = ...,
+        card_masked: _builtins.str = ...,
+        authorization_code: _builtins.str = ...,
+        original_transaction_id: _builtins.str = ...,
+        period_number: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "requested", b"requested"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "authorization_code", b"authorization_code", "card_masked", b"card_masked", "device_name", b"device_name", "merchant_id", b"merchant_id", "original_transaction_id", b"original_transaction_id", "payment_method", b"payment_method", "period_number", b"period_number", "requested", b"requested", "response_code", b"response_code", "status", b"status", "terminal_id", b"terminal_id", "time", b"time", "transaction_id", b"transaction_id", "transaction_type", b"transaction_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportedTransaction: _TypeAlias = ReportedTransaction  # noqa: Y015
+
+@_typing.final
+class ReportTotal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_TYPE_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    APPROVED_FIELD_NUMBER: _builtins.int
+    transaction_type: _builtins.str
+    payment_method: _builtins.str
+    status: _builtins.str
+    count: _builtins.int
+    @_builtins.property
+    def approved(self) -> _terminal_pb2.Amount: ...
+    def __init__(
+        self,
+        *,
+        transaction_type: _builtins.str = ...,
+        payment_method: _builtins.str = ...,
+        status: _builtins.str = ...,
+        count: _builtins.int = ...,
+        approved: _terminal_pb2.Amount | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "count", b"count", "payment_method", b"payment_method", "status", b"status", "transaction_type", b"transaction_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportTotal: _TypeAlias = ReportTotal  # noqa: Y015
+
+@_typing.final
+class TransactionReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """empty: this was the last page"""
+    time_zone: _builtins.str
+    from_date: _builtins.str
+    to_date: _builtins.str
+    @_builtins.property
+    def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportedTransaction]: ...
+    @_builtins.property
+    def totals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportTotal]:
+        """over every transaction the filters select, not only this page"""
+
+    def __init__(
+        self,
+        *,
+        transactions: _abc.Iterable[Global___ReportedTransaction] | None = ...,
+        totals: _abc.Iterable[Global___ReportTotal] | None = ...,
+        next_page_token: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "next_page_token", b"next_page_token", "time_zone", b"time_zone", "to_date", b"to_date", "totals", b"totals", "transactions", b"transactions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactionReport: _TypeAlias = TransactionReport  # noqa: Y015

@@ -114,6 +114,11 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.SetCardPinRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.CardView.FromString,
                 _registered_method=True)
+        self.ListTransactions = channel.unary_unary(
+                '/txswitch.v1.Backoffice/ListTransactions',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReport.FromString,
+                _registered_method=True)
 
 
 class BackofficeServicer:
@@ -216,6 +221,13 @@ class BackofficeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTransactions(self, request, context):
+        """The portal's transaction report: one day or a period, filtered; totals over all of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackofficeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +310,11 @@ def add_BackofficeServicer_to_server(servicer, server):
                     servicer.SetCardPin,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.SetCardPinRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.CardView.SerializeToString,
+            ),
+            'ListTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransactions,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -732,6 +749,33 @@ class Backoffice:
             '/txswitch.v1.Backoffice/SetCardPin',
             protocols_dot_wire_dot_backoffice__pb2.SetCardPinRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.CardView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/ListTransactions',
+            protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.TransactionReport.FromString,
             options,
             channel_credentials,
             insecure,

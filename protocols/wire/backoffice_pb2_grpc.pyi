@@ -50,6 +50,8 @@ class BackofficeStub:
     Settle: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SettleRequest, _backoffice_pb2.SettleResponse]
     SetCardPin: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SetCardPinRequest, _backoffice_pb2.CardView]
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
+    ListTransactions: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]
+    """The portal's transaction report: one day or a period, filtered; totals over all of it."""
 
 @_typing.type_check_only
 class BackofficeAsyncStub(BackofficeStub):
@@ -71,6 +73,8 @@ class BackofficeAsyncStub(BackofficeStub):
     Settle: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SettleRequest, _backoffice_pb2.SettleResponse]  # type: ignore[assignment]
     SetCardPin: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SetCardPinRequest, _backoffice_pb2.CardView]  # type: ignore[assignment]
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
+    ListTransactions: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]  # type: ignore[assignment]
+    """The portal's transaction report: one day or a period, filtered; totals over all of it."""
 
 class BackofficeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -185,5 +189,13 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.CardView, _abc.Awaitable[_backoffice_pb2.CardView]]:
         """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
+
+    @_abc_1.abstractmethod
+    def ListTransactions(
+        self,
+        request: _backoffice_pb2.TransactionReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.TransactionReport, _abc.Awaitable[_backoffice_pb2.TransactionReport]]:
+        """The portal's transaction report: one day or a period, filtered; totals over all of it."""
 
 def add_BackofficeServicer_to_server(servicer: BackofficeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -61,12 +61,16 @@ class Money:
 
     def format(self) -> str:
         """Human form, e.g. '12.50 EUR'."""
+        return f"{self.decimal()} {self.currency}"
+
+    def decimal(self) -> str:
+        """The amount in major units with the currency's decimals, e.g. '12.50'."""
         exponent = CURRENCY_EXPONENTS.get(self.currency, 2)
         sign = "-" if self.amount_minor < 0 else ""
         whole, minor = divmod(abs(self.amount_minor), 10**exponent)
         if exponent == 0:
-            return f"{sign}{whole} {self.currency}"
-        return f"{sign}{whole}.{minor:0{exponent}d} {self.currency}"
+            return f"{sign}{whole}"
+        return f"{sign}{whole}.{minor:0{exponent}d}"
 
 
 def zero(currency: str) -> Money:

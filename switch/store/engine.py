@@ -46,4 +46,8 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
 
 
 def create_schema(engine: Engine) -> None:
+    """Create what is missing: tables, and indexes added to a table that exists already."""
     metadata.create_all(engine)
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)

@@ -144,6 +144,7 @@ class TransactionRow(Base):
     __table_args__ = (
         UniqueConstraint("source", "transaction_id"),
         Index("ix_transactions_period", "source", "period_number"),
+        Index("ix_transactions_merchant_time", "merchant_id", "created_at"),  # the portal's report
     )
     transaction_pk: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True

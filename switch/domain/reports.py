@@ -1,0 +1,137 @@
+"""The portal's transaction report: which days, in whose time zone, filtered by what.
+
+A merchant looks at one day or a period of days, as the shop's clock counts them; the switch
+stores UTC. A query holds the days and the zone, and gives the UTC bounds to search between.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from switch.domain.transactions import TransactionStatus, TransactionType
+
+PAYMENT_METHODS = ("card", "chip", "contactless", "magstripe", "stored_value")
+TYPES = tuple(sorted(t.value for t in TransactionType))
+STATUSES = tuple(sorted(s.value for s in TransactionStatus))
+DAYS_MAX = 366
+PAGE_SIZE_DEFAULT = 500
+PAGE_SIZE_MAX = 5_000
+SHOWN_CHARS_MAX = 40  # of a bad value quoted back in an error
+
+
+class ReportQueryError(ValueError):
+    """A report request with a bad value; the message names the field and says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    first_day: dt.date
+    last_day: dt.date  # inclusive
+    zone: zoneinfo.ZoneInfo
+    merchant_id: str = ""
+    terminal_id: str = ""
+    types: tuple[str, ...] = ()  # empty: every type; the same for methods and statuses
+    payment_methods: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    page_size: int = PAGE_SIZE_DEFAULT
+    after: int = 0  # the page starts after this stored transaction
+
+    @property
+    def since(self) -> dt.datetime:
+        """The first day's midnight on the shop's clock, in UTC."""
+        return _midnight(self.first_day, self.zone)
+
+    @property
+    def until(self) -> dt.datetime:
+        """The midnight after the last day, in UTC (excluded)."""
+        return _midnight(self.last_day + dt.timedelta(days=1), self.zone)
+
+
+def report_query(
+    from_date: str,
+    to_date: str = "",
+    time_zone: str = "",
+    *,
+    default_zone: zoneinfo.ZoneInfo,
+    merchant_id: str = "",
+    terminal_id: str = "",
+    types: Iterable[str] = (),
+    payment_methods: Iterable[str] = (),
+    statuses: Iterable[str] = (),
+    page_size: int = 0,
+    page_token: str = "",
+) -> ReportQuery:
+    """A query from a request's fields; ReportQueryError names the first bad one."""
+    if not from_date:
+        raise ReportQueryError("from_date is missing (YYYY-MM-DD, the first day of the report)")
+    first_day = _day("from_date", from_date)
+    last_day = _day("to_date", to_date) if to_date else first_day
+    if last_day < first_day:
+        raise ReportQueryError(f"to_date {last_day} is before from_date {first_day}")
+    days = (last_day - first_day).days + 1
+    if days > DAYS_MAX:
+        raise ReportQueryError(f"from_date to to_date spans {days} days; at most {DAYS_MAX}")
+    if page_size < 0 or page_size > PAGE_SIZE_MAX:
+        raise ReportQueryError(
+            f"page_size {page_size}: it must be between 1 and {PAGE_SIZE_MAX} (0: {PAGE_SIZE_DEFAULT})"
+        )
+    return ReportQuery(
+        first_day,
+        last_day,
+        zone(time_zone) if time_zone else default_zone,
+        merchant_id=merchant_id,
+        terminal_id=terminal_id,
+        types=_members("types", types, TYPES),
+        payment_methods=_members("payment_methods", payment_methods, PAYMENT_METHODS),
+        statuses=_members("statuses", statuses, STATUSES),
+        page_size=page_size or PAGE_SIZE_DEFAULT,
+        after=_after(page_token),
+    )
+
+
+def page_token(after: int) -> str:
+    """The token that asks for the page after this stored transaction; empty when there is none."""
+    return str(after) if after else ""
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= SHOWN_CHARS_MAX else value[:SHOWN_CHARS_MAX] + "...")
+
+
+def _day(field: str, value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ReportQueryError(f"{field} {_shown(value)} is not a date (YYYY-MM-DD)") from None
+
+
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise ReportQueryError(
+            f"time_zone {_shown(name)} is not a known time zone (like Europe/Amsterdam)"
+        ) from None
+
+
+def _members(field: str, values: Iterable[str], known: tuple[str, ...]) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(values))
+    for value in chosen:
+        if value not in known:
+            raise ReportQueryError(f"{field}: {_shown(value)} is not one of {', '.join(known)}")
+    return chosen
+
+
+def _after(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isascii() or not token.isdigit() or len(token) > 18 or int(token) == 0:
+        raise ReportQueryError(f"page_token {_shown(token)} is not one this report gave")
+    return int(token)
+
+
+def _midnight(day: dt.date, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), zone).astimezone(dt.UTC)
