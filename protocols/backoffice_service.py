@@ -25,7 +25,7 @@ from switch.domain.programmes import ProgrammeKind
 from switch.domain.response_codes import ResponseCode
 from switch.pins import CardPinError
 from switch.store.journal import Write
-from switch.store.reports import ReportedTransaction, transaction_report
+from switch.store.reports import ReportedTransaction, merchant_summary, transaction_report
 from switch.store.repository import TerminalInfo
 
 log = logging.getLogger(__name__)
@@ -324,6 +324,54 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 time_zone=query.zone.key,
                 from_date=query.first_day.isoformat(),
                 to_date=query.last_day.isoformat(),
+            )
+
+        return self._run(context, action)
+
+    def GetMerchantSummary(
+        self, request: bo.MerchantSummaryRequest, context: grpc.ServicerContext
+    ) -> bo.MerchantSummary:
+        def action() -> bo.MerchantSummary:
+            if not request.merchant_id:
+                raise AdminError("merchant_id is missing")
+            query = reports.report_query(
+                request.from_date,
+                request.to_date,
+                request.time_zone,
+                default_zone=self._report_zone,
+                merchant_id=request.merchant_id,
+            )
+            summary = merchant_summary(self._core.store.engine, query)
+            return bo.MerchantSummary(
+                merchant_id=summary.merchant_id,
+                merchant_name=summary.merchant_name,
+                from_date=query.first_day.isoformat(),
+                to_date=query.last_day.isoformat(),
+                time_zone=query.zone.key,
+                programmes=[
+                    bo.ProgrammeSummary(
+                        programme_id=p.programme_id,
+                        name=p.name,
+                        commission_basis_points=p.commission_basis_points,
+                        payout_interval_weeks=p.payout_interval_weeks,
+                        redemptions=p.redemptions,
+                        cards_redeemed=p.cards_redeemed,
+                        redeemed=pb.Amount(amount_minor=p.redeemed_minor, currency=p.currency),
+                        owed=pb.Amount(amount_minor=p.owed_minor, currency=p.currency),
+                    )
+                    for p in summary.programmes
+                ],
+                payouts=[
+                    bo.PayoutMade(
+                        programme_id=p.programme_id,
+                        settlement_id=p.settlement_id,
+                        time=p.made_at.astimezone(query.zone).isoformat(timespec="seconds"),
+                        gross=pb.Amount(amount_minor=p.gross_minor, currency=p.currency),
+                        commission=pb.Amount(amount_minor=p.commission_minor, currency=p.currency),
+                        net=pb.Amount(amount_minor=p.net_minor, currency=p.currency),
+                    )
+                    for p in summary.payouts
+                ],
             )
 
         return self._run(context, action)

@@ -403,7 +403,7 @@ class Admin:
         for merchant_id, basis_points, gross_minor in rows:
             commission = commission_minor(gross_minor, basis_points)
             entry = ledger.settlement_entry(
-                f"settle:{programme_id}:{settlement_id}:{merchant_id}",
+                ledger.settlement_key(programme_id, settlement_id, merchant_id),
                 programme.currency,
                 programme_id,
                 merchant_id,

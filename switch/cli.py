@@ -118,6 +118,7 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "set-card-pin": ("SetCardPin", bo.SetCardPinRequest),
     "transactions": ("ListTransactions", bo.TransactionReportRequest),
     "export-transactions": ("ListTransactions", bo.TransactionReportRequest),  # CSV, every page
+    "merchant-summary": ("GetMerchantSummary", bo.MerchantSummaryRequest),
 }
 CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "replacement_card"}
 

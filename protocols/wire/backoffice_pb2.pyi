@@ -1001,3 +1001,163 @@ class TransactionReport(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransactionReport: _TypeAlias = TransactionReport  # noqa: Y015
+
+@_typing.final
+class MerchantSummaryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    from_date: _builtins.str
+    """YYYY-MM-DD on the shop's clock"""
+    to_date: _builtins.str
+    """included; empty: from_date"""
+    time_zone: _builtins.str
+    """empty: the switch's report zone"""
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "merchant_id", b"merchant_id", "time_zone", b"time_zone", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MerchantSummaryRequest: _TypeAlias = MerchantSummaryRequest  # noqa: Y015
+
+@_typing.final
+class ProgrammeSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRAMME_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    COMMISSION_BASIS_POINTS_FIELD_NUMBER: _builtins.int
+    PAYOUT_INTERVAL_WEEKS_FIELD_NUMBER: _builtins.int
+    REDEMPTIONS_FIELD_NUMBER: _builtins.int
+    CARDS_REDEEMED_FIELD_NUMBER: _builtins.int
+    REDEEMED_FIELD_NUMBER: _builtins.int
+    OWED_FIELD_NUMBER: _builtins.int
+    programme_id: _builtins.str
+    name: _builtins.str
+    commission_basis_points: _builtins.int
+    payout_interval_weeks: _builtins.int
+    redemptions: _builtins.int
+    """that still stand (not reversed or cancelled) over the days"""
+    cards_redeemed: _builtins.int
+    """distinct cards among them"""
+    @_builtins.property
+    def redeemed(self) -> _terminal_pb2.Amount:
+        """their amount less what was refunded on them"""
+
+    @_builtins.property
+    def owed(self) -> _terminal_pb2.Amount:
+        """now: redeemed and not yet paid out"""
+
+    def __init__(
+        self,
+        *,
+        programme_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        commission_basis_points: _builtins.int = ...,
+        payout_interval_weeks: _builtins.int = ...,
+        redemptions: _builtins.int = ...,
+        cards_redeemed: _builtins.int = ...,
+        redeemed: _terminal_pb2.Amount | None = ...,
+        owed: _terminal_pb2.Amount | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["owed", b"owed", "redeemed", b"redeemed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cards_redeemed", b"cards_redeemed", "commission_basis_points", b"commission_basis_points", "name", b"name", "owed", b"owed", "payout_interval_weeks", b"payout_interval_weeks", "programme_id", b"programme_id", "redeemed", b"redeemed", "redemptions", b"redemptions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProgrammeSummary: _TypeAlias = ProgrammeSummary  # noqa: Y015
+
+@_typing.final
+class PayoutMade(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRAMME_ID_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    GROSS_FIELD_NUMBER: _builtins.int
+    COMMISSION_FIELD_NUMBER: _builtins.int
+    NET_FIELD_NUMBER: _builtins.int
+    programme_id: _builtins.str
+    settlement_id: _builtins.str
+    time: _builtins.str
+    """ISO 8601 with the offset of time_zone"""
+    @_builtins.property
+    def gross(self) -> _terminal_pb2.Amount: ...
+    @_builtins.property
+    def commission(self) -> _terminal_pb2.Amount: ...
+    @_builtins.property
+    def net(self) -> _terminal_pb2.Amount:
+        """what the merchant receives"""
+
+    def __init__(
+        self,
+        *,
+        programme_id: _builtins.str = ...,
+        settlement_id: _builtins.str = ...,
+        time: _builtins.str = ...,
+        gross: _terminal_pb2.Amount | None = ...,
+        commission: _terminal_pb2.Amount | None = ...,
+        net: _terminal_pb2.Amount | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["commission", b"commission", "gross", b"gross", "net", b"net"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commission", b"commission", "gross", b"gross", "net", b"net", "programme_id", b"programme_id", "settlement_id", b"settlement_id", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PayoutMade: _TypeAlias = PayoutMade  # noqa: Y015
+
+@_typing.final
+class MerchantSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    MERCHANT_NAME_FIELD_NUMBER: _builtins.int
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    PROGRAMMES_FIELD_NUMBER: _builtins.int
+    PAYOUTS_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    merchant_name: _builtins.str
+    from_date: _builtins.str
+    to_date: _builtins.str
+    time_zone: _builtins.str
+    @_builtins.property
+    def programmes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProgrammeSummary]: ...
+    @_builtins.property
+    def payouts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PayoutMade]:
+        """made over the days, oldest first"""
+
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        merchant_name: _builtins.str = ...,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        programmes: _abc.Iterable[Global___ProgrammeSummary] | None = ...,
+        payouts: _abc.Iterable[Global___PayoutMade] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "merchant_id", b"merchant_id", "merchant_name", b"merchant_name", "payouts", b"payouts", "programmes", b"programmes", "time_zone", b"time_zone", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MerchantSummary: _TypeAlias = MerchantSummary  # noqa: Y015

@@ -119,6 +119,11 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReport.FromString,
                 _registered_method=True)
+        self.GetMerchantSummary = channel.unary_unary(
+                '/txswitch.v1.Backoffice/GetMerchantSummary',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.MerchantSummaryRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.MerchantSummary.FromString,
+                _registered_method=True)
 
 
 class BackofficeServicer:
@@ -228,6 +233,13 @@ class BackofficeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMerchantSummary(self, request, context):
+        """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackofficeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +327,11 @@ def add_BackofficeServicer_to_server(servicer, server):
                     servicer.ListTransactions,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReport.SerializeToString,
+            ),
+            'GetMerchantSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMerchantSummary,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.MerchantSummaryRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.MerchantSummary.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -776,6 +793,33 @@ class Backoffice:
             '/txswitch.v1.Backoffice/ListTransactions',
             protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.TransactionReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMerchantSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/GetMerchantSummary',
+            protocols_dot_wire_dot_backoffice__pb2.MerchantSummaryRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.MerchantSummary.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,8 @@ class BackofficeStub:
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
     ListTransactions: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]
     """The portal's transaction report: one day or a period, filtered; totals over all of it."""
+    GetMerchantSummary: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]
+    """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts."""
 
 @_typing.type_check_only
 class BackofficeAsyncStub(BackofficeStub):
@@ -75,6 +77,8 @@ class BackofficeAsyncStub(BackofficeStub):
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
     ListTransactions: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]  # type: ignore[assignment]
     """The portal's transaction report: one day or a period, filtered; totals over all of it."""
+    GetMerchantSummary: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]  # type: ignore[assignment]
+    """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts."""
 
 class BackofficeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -197,5 +201,13 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.TransactionReport, _abc.Awaitable[_backoffice_pb2.TransactionReport]]:
         """The portal's transaction report: one day or a period, filtered; totals over all of it."""
+
+    @_abc_1.abstractmethod
+    def GetMerchantSummary(
+        self,
+        request: _backoffice_pb2.MerchantSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.MerchantSummary, _abc.Awaitable[_backoffice_pb2.MerchantSummary]]:
+        """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts."""
 
 def add_BackofficeServicer_to_server(servicer: BackofficeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -164,6 +164,21 @@ def card_transfer_entry(
     )
 
 
+SETTLEMENT_KIND = "settlement"
+
+
+def settlement_key(programme_id: str, settlement_id: str, merchant_id: str) -> str:
+    """At most one payout per programme, settlement id and merchant."""
+    return f"settle:{programme_id}:{settlement_id}:{merchant_id}"
+
+
+def settlement_id_of(key: str, programme_id: str, merchant_id: str) -> str:
+    """The settlement id inside a settlement key (an id may itself hold ':')."""
+    prefix, suffix = f"settle:{programme_id}:", f":{merchant_id}"
+    assert key.startswith(prefix) and key.endswith(suffix), key
+    return key[len(prefix) : len(key) - len(suffix)]
+
+
 def settlement_entry(
     key: str,
     currency: str,
@@ -179,4 +194,4 @@ def settlement_entry(
         postings.append(Posting(commission_account(programme_id), commission_minor))
     if gross_minor - commission_minor:
         postings.append(Posting(payout_clearing_account(programme_id), gross_minor - commission_minor))
-    return JournalEntry(key, "settlement", currency, tuple(postings))
+    return JournalEntry(key, SETTLEMENT_KIND, currency, tuple(postings))

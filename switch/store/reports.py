@@ -8,8 +8,20 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, func, select
 
+from switch.domain import ledger
 from switch.domain.reports import ReportQuery
-from switch.store.schema import merchants, terminals, transactions
+from switch.domain.transactions import TransactionStatus, TransactionType
+from switch.store.schema import (
+    accounts,
+    cards,
+    journal_entries,
+    merchant_programmes,
+    merchants,
+    postings,
+    programmes,
+    terminals,
+    transactions,
+)
 
 # Stored under a transaction's id so that a late original cannot move money; not a transaction.
 _TOMBSTONE = "tombstone"
@@ -50,6 +62,41 @@ class TransactionReport:
     transactions: tuple[ReportedTransaction, ...]
     totals: tuple[ReportTotal, ...]  # over every transaction the query selects, not only this page
     next_after: int  # 0: this was the last page
+
+
+@dataclass(frozen=True, slots=True)
+class ProgrammeSummary:
+    programme_id: str
+    name: str
+    currency: str
+    commission_basis_points: int
+    payout_interval_weeks: int
+    redemptions: int
+    cards_redeemed: int
+    redeemed_minor: int
+    owed_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutMade:
+    programme_id: str
+    settlement_id: str
+    made_at: dt.datetime  # UTC
+    currency: str
+    gross_minor: int
+    commission_minor: int
+
+    @property
+    def net_minor(self) -> int:
+        return self.gross_minor - self.commission_minor
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantSummary:
+    merchant_id: str
+    merchant_name: str
+    programmes: tuple[ProgrammeSummary, ...]
+    payouts: tuple[PayoutMade, ...]
 
 
 class UnknownReportSubjectError(LookupError):
@@ -132,13 +179,12 @@ def _selection(query: ReportQuery) -> ColumnElement[bool]:
 
 def _reported(row: Row[Any]) -> ReportedTransaction:
     r = row._mapping
-    created_at: dt.datetime = r["created_at"]
     return ReportedTransaction(
         transaction_id=r["transaction_id"],
         source=r["source"],
         device_name=r["device_name"] or "",
         merchant_id=r["merchant_id"] or "",
-        created_at=created_at if created_at.tzinfo is not None else created_at.replace(tzinfo=dt.UTC),
+        created_at=_utc(r["created_at"]),
         transaction_type=r["transaction_type"],
         payment_method=r["payment_method"],
         status=r["status"],
@@ -151,3 +197,128 @@ def _reported(row: Row[Any]) -> ReportedTransaction:
         original_transaction_id=r["original_transaction_id"],
         period_number=int(r["period_number"]),
     )
+
+
+def merchant_summary(engine: Engine, query: ReportQuery) -> MerchantSummary:
+    """Per programme the merchant takes: redemptions over the days, what is owed now; payouts made."""
+    assert query.merchant_id, "a summary is of one merchant"
+    merchant_id = query.merchant_id
+    with engine.connect() as conn:
+        name = conn.execute(
+            select(merchants.c.name).where(merchants.c.merchant_id == merchant_id)
+        ).scalar_one_or_none()
+        if name is None:
+            raise UnknownReportSubjectError(f"merchant_id {merchant_id!r}: no such merchant")
+        members = conn.execute(
+            select(
+                programmes.c.programme_id,
+                programmes.c.name,
+                programmes.c.currency,
+                merchant_programmes.c.commission_basis_points,
+                programmes.c.payout_interval_weeks,
+            )
+            .join(programmes, programmes.c.programme_id == merchant_programmes.c.programme_id)
+            .where(merchant_programmes.c.merchant_id == merchant_id)
+            .order_by(programmes.c.name, programmes.c.programme_id)
+        ).all()
+        payable = {
+            ledger.merchant_payable_account(merchant_id, m.programme_id): m.programme_id for m in members
+        }
+        redeemed = _redeemed_by_programme(conn, query)
+        owed = dict(
+            conn.execute(
+                select(accounts.c.account_id, accounts.c.balance_minor).where(
+                    accounts.c.account_id.in_(payable)
+                )
+            ).all()
+        )
+        payouts = _payouts(conn, query, payable)
+    summaries = tuple(
+        ProgrammeSummary(
+            m.programme_id,
+            m.name,
+            m.currency,
+            m.commission_basis_points,
+            m.payout_interval_weeks,
+            *redeemed.get(m.programme_id, (0, 0, 0)),
+            int(owed.get(ledger.merchant_payable_account(merchant_id, m.programme_id), 0)),
+        )
+        for m in members
+    )
+    return MerchantSummary(merchant_id, name, summaries, payouts)
+
+
+def _redeemed_by_programme(conn: Connection, query: ReportQuery) -> dict[str, tuple[int, int, int]]:
+    """(redemptions, distinct cards, amount less refunds) of the redemptions that still stand."""
+    row = transactions.c
+    found = conn.execute(
+        select(
+            cards.c.programme_id,
+            func.count(),
+            func.count(func.distinct(row.card_id)),
+            func.coalesce(func.sum(row.approved_minor - row.refunded_minor), 0),
+        )
+        .join(cards, cards.c.card_id == row.card_id)
+        .where(
+            row.merchant_id == query.merchant_id,
+            row.transaction_type == TransactionType.redemption.value,
+            row.status == TransactionStatus.approved.value,
+            row.created_at >= query.since,
+            row.created_at < query.until,
+        )
+        .group_by(cards.c.programme_id)
+    ).all()
+    return {programme_id: (int(n), int(c), int(a)) for programme_id, n, c, a in found}
+
+
+def _payouts(conn: Connection, query: ReportQuery, payable: dict[str, str]) -> tuple[PayoutMade, ...]:
+    """Settlement entries that paid one of the merchant's payables over the days, oldest first."""
+    entry = journal_entries.c
+    paid = conn.execute(
+        select(
+            entry.entry_id,
+            entry.idempotency_key,
+            entry.created_at,
+            entry.currency,
+            postings.c.account_id,
+            postings.c.amount_minor,
+        )
+        .join(postings, postings.c.entry_id == entry.entry_id)
+        .where(
+            entry.kind == ledger.SETTLEMENT_KIND,
+            postings.c.account_id.in_(payable),
+            entry.created_at >= query.since,
+            entry.created_at < query.until,
+        )
+        .order_by(entry.entry_id)
+    ).all()
+    if not paid:
+        return ()
+    commission_accounts = {ledger.commission_account(p) for p in payable.values()}
+    commissions = dict(
+        conn.execute(
+            select(postings.c.entry_id, postings.c.amount_minor).where(
+                postings.c.entry_id.in_([p.entry_id for p in paid]),
+                postings.c.account_id.in_(commission_accounts),
+            )
+        ).all()
+    )
+    made = []
+    for p in paid:
+        programme_id = payable[p.account_id]
+        made.append(
+            PayoutMade(
+                programme_id,
+                ledger.settlement_id_of(p.idempotency_key, programme_id, query.merchant_id),
+                _utc(p.created_at),
+                p.currency,
+                -int(p.amount_minor),
+                int(commissions.get(p.entry_id, 0)),
+            )
+        )
+    return tuple(made)
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)

@@ -282,3 +282,94 @@ def test_the_export_reports_a_refusal_and_writes_nothing(
     assert exit_code == 1
     assert "INVALID_ARGUMENT: from_date 'x' is not a date" in captured.err
     assert captured.out == ""  # not even the header: a refused export is not an empty one
+
+
+def summary(world: World, **fields: object) -> bo.MerchantSummary:
+    today = dt.datetime.now(dt.UTC).date()
+    values: dict[str, object] = {
+        "merchant_id": world.merchant_id,
+        "from_date": (today - dt.timedelta(days=1)).isoformat(),
+        "to_date": (today + dt.timedelta(days=1)).isoformat(),
+        **fields,
+    }
+    request = bo.MerchantSummaryRequest(**values)  # type: ignore[arg-type]
+    found: bo.MerchantSummary = world.backoffice.GetMerchantSummary(
+        request, metadata=world.admin_metadata, timeout=20
+    )
+    return found
+
+
+def by_programme(found: bo.MerchantSummary) -> dict[str, tuple[int, int, int, int]]:
+    return {
+        p.programme_id: (p.redemptions, p.cards_redeemed, p.redeemed.amount_minor, p.owed.amount_minor)
+        for p in found.programmes
+    }
+
+
+def test_the_merchant_summary_counts_standing_redemptions_and_lists_payouts(world: World) -> None:
+    terminal = world.terminals[0]
+    gift_1, gift_2 = world.issue(10_000), world.issue(10_000)
+    taxi = world.issue(10_000, world.benefit_programme)
+    assert terminal.redeem(gift_1, 1_000, "a").response_code == "00"
+    assert terminal.redeem(gift_1, 500, "b").response_code == "00"
+    assert terminal.redeem(gift_2, 2_000, "c").response_code == "00"
+    assert terminal.reversal("c").response_code == "00"  # no longer stands
+    assert terminal.refund("a", 200).response_code == "00"  # stands for 8.00
+    assert terminal.redeem(gift_2, 50_000, "declined").response_code == "51"
+    assert terminal.redeem(taxi, 700, "d").response_code == "00"
+    before = summary(world)
+    assert by_programme(before) == {
+        world.gift_programme: (2, 1, 1_300, 1_300),
+        world.benefit_programme: (1, 1, 700, 700),
+    }
+    assert not before.payouts
+    # A settlement id may hold ':'.
+    paid = world.backoffice.Settle(
+        bo.SettleRequest(programme_id=world.gift_programme, settlement_id="2026:week-47"),
+        metadata=world.admin_metadata,
+        timeout=20,
+    )
+    assert [(p.gross.amount_minor, p.net.amount_minor) for p in paid.payouts] == [(1_300, 1_267)]
+    assert terminal.redeem(gift_2, 400, "e").response_code == "00"
+    after = summary(world, time_zone=AMSTERDAM)
+    assert by_programme(after) == {
+        world.gift_programme: (3, 2, 1_700, 400),
+        world.benefit_programme: (1, 1, 700, 700),
+    }
+    assert [
+        (p.programme_id, p.settlement_id, p.gross.amount_minor, p.commission.amount_minor, p.net.amount_minor)
+        for p in after.payouts
+    ] == [(world.gift_programme, "2026:week-47", 1_300, 33, 1_267)]
+    assert after.payouts[0].time.endswith(("+01:00", "+02:00"))
+    gift = next(p for p in after.programmes if p.programme_id == world.gift_programme)
+    assert (gift.name, gift.commission_basis_points, gift.payout_interval_weeks) == ("Gift", 250, 4)
+    assert after.merchant_name == "Shop"
+    # Another period: nothing redeemed or paid then; what is owed is owed now.
+    old = summary(world, from_date="2020-01-01", to_date="2020-01-31")
+    assert by_programme(old) == {
+        world.gift_programme: (0, 0, 0, 400),
+        world.benefit_programme: (0, 0, 0, 700),
+    }
+    assert not old.payouts
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "named"),
+    [
+        ({"merchant_id": ""}, grpc.StatusCode.INVALID_ARGUMENT, "merchant_id is missing"),
+        (
+            {"merchant_id": "mer_nobody"},
+            grpc.StatusCode.NOT_FOUND,
+            "merchant_id 'mer_nobody': no such merchant",
+        ),
+        ({"from_date": "yesterday"}, grpc.StatusCode.INVALID_ARGUMENT, "from_date 'yesterday' is not a date"),
+        ({"time_zone": "CET+5"}, grpc.StatusCode.INVALID_ARGUMENT, "time_zone 'CET+5'"),
+    ],
+)
+def test_a_bad_summary_request_is_refused_naming_the_field(
+    world: World, fields: dict[str, object], status: grpc.StatusCode, named: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        summary(world, **fields)
+    assert refused.value.code() == status
+    assert named in (refused.value.details() or "")
