@@ -276,6 +276,11 @@ class TerminalActor(SwitchActor):
         if stored.status is not TransactionStatus.approved:
             detail = f"the payment is {stored.status.value}; nothing to cancel"
             return Reply.of(_refusal(command, ResponseCode.already_reversed, detail))
+        if stored.record.period_number != self.info.period_number:
+            # The day close handed it to settlement; the acquirer takes reversals only before that.
+            period = stored.record.period_number
+            detail = f"the payment is from period {period}, closed by a day close; too late to cancel"
+            return Reply.of(_refusal(command, ResponseCode.invalid_transaction, detail))
         return self._reverse_payment(command, digest, stored)
 
     def _reverse_payment(self, command: Cancel | Reversal, digest: str, stored: StoredTransaction) -> Reply:

@@ -254,6 +254,19 @@ def test_cancel_of_a_payment_with_the_employee_pin_reverses_it_at_the_acquirer(b
     both.audit()
 
 
+def test_a_payment_from_a_closed_period_is_not_cancelled(both: PaymentWorld) -> None:
+    txn = new_txn()
+    assert both.terminal.pay(2_500, txn=txn).response_code == "00"
+    both.terminal.day_close()
+    shop = TerminalClient(both.terminal.stub, both.terminal.credential, both.terminal.terminal_id)
+    refused = shop.cancel(txn)
+    assert refused.response_code == "12"
+    assert "from period 1, closed by a day close; too late to cancel" in refused.message
+    assert both.terminal.status(txn).status == "approved"
+    assert not both.saf_pending() and not both.host.record().reversals
+    both.audit()
+
+
 def test_day_close_totals_per_payment_method(both: PaymentWorld) -> None:
     gift_card = both.world.issue(10_000)
     stored_value = TerminalClient(both.terminal.stub, both.terminal.credential, both.terminal.terminal_id)
