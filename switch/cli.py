@@ -171,13 +171,12 @@ def export_transactions(
     request: bo.TransactionReportRequest,
     metadata: tuple[tuple[str, str], ...],
     out: TextIO,
-) -> int:
-    """Every page of the report as CSV rows (amounts in major units); the number of rows written.
+) -> None:
+    """Every page of the report as CSV rows (amounts in major units).
 
     Nothing is written before the first page has come back, so a refused export prints no header.
     """
     writer = csv.writer(out)
-    written = 0
     while True:
         page = stub.ListTransactions(request, metadata=metadata, timeout=ADMIN_DEADLINE_S)
         if not request.page_token:
@@ -204,9 +203,8 @@ def export_transactions(
                     t.period_number,
                 )
             )
-        written += len(page.transactions)
         if not page.next_page_token:
-            return written
+            return
         request.page_token = page.next_page_token
 
 

@@ -47,9 +47,7 @@ def _version() -> str:
 
 
 def _aware(moment: dt.datetime | None) -> dt.datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    return repository.as_utc(moment) if moment is not None else None
 
 
 def _exponent(currency: str) -> int:

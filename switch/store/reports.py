@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, func, selec
 from switch.domain import ledger
 from switch.domain.reports import ReportQuery
 from switch.domain.transactions import TransactionStatus, TransactionType
+from switch.store.repository import as_utc
 from switch.store.schema import (
     accounts,
     cards,
@@ -184,7 +185,7 @@ def _reported(row: Row[Any]) -> ReportedTransaction:
         source=r["source"],
         device_name=r["device_name"] or "",
         merchant_id=r["merchant_id"] or "",
-        created_at=_utc(r["created_at"]),
+        created_at=as_utc(r["created_at"]),
         transaction_type=r["transaction_type"],
         payment_method=r["payment_method"],
         status=r["status"],
@@ -310,15 +311,10 @@ def _payouts(conn: Connection, query: ReportQuery, payable: dict[str, str]) -> t
             PayoutMade(
                 programme_id,
                 ledger.settlement_id_of(p.idempotency_key, programme_id, query.merchant_id),
-                _utc(p.created_at),
+                as_utc(p.created_at),
                 p.currency,
                 -int(p.amount_minor),
                 int(commissions.get(p.entry_id, 0)),
             )
         )
     return tuple(made)
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)

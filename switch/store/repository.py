@@ -223,8 +223,8 @@ class Store:
             row.credential_hash,
             row.active,
             row.period_number,
-            _aware(row.period_opened_at),
-            _aware(row.activated_at),
+            as_utc(row.period_opened_at),
+            as_utc(row.activated_at),
         )
 
     # Transactions
@@ -235,7 +235,7 @@ class Store:
         if row is None:
             return None
         values = {name: getattr(row, name) for name in TransactionRecord.__slots__}
-        return StoredTransaction(TransactionRecord(**values), row.refunded_minor, _aware(row.created_at))
+        return StoredTransaction(TransactionRecord(**values), row.refunded_minor, as_utc(row.created_at))
 
     # Employees
 
@@ -246,7 +246,7 @@ class Store:
             ).first()
         if row is None:
             return None
-        locked_until = _aware(row.locked_until) if row.locked_until is not None else None
+        locked_until = as_utc(row.locked_until) if row.locked_until is not None else None
         return EmployeePin(row.employee_id, row.pin_hash, PinAttempt(row.failed_tries, locked_until))
 
     # Day close
@@ -314,12 +314,12 @@ def _report(row: object) -> DayCloseReport:
         row.terminal_id,  # type: ignore[attr-defined]
         row.sequence_number,  # type: ignore[attr-defined]
         row.period_number,  # type: ignore[attr-defined]
-        _aware(row.opened_at),  # type: ignore[attr-defined]
-        _aware(row.closed_at),  # type: ignore[attr-defined]
+        as_utc(row.opened_at),  # type: ignore[attr-defined]
+        as_utc(row.closed_at),  # type: ignore[attr-defined]
         totals,
     )
 
 
-def _aware(moment: dt.datetime) -> dt.datetime:
+def as_utc(moment: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes; everything here is UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
