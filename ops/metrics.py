@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 log = logging.getLogger(__name__)
 
 METRICS_HOST_DEFAULT: Final = "127.0.0.1"
+RECEIPT_STATES: Final = frozenset({"queued", "sent", "retried", "failed"})
 METRICS_PORT_DEFAULT: Final = 9464
 
 # Seconds, fit for a switch whose budget is ~15 ms at p99: fine steps below 50 ms.
@@ -258,6 +259,12 @@ class SwitchMetrics:
             "Terminals activated.",
             registry=self.registry,
         )
+        self.receipts = Counter(
+            "txswitch_receipts",
+            "E-mailed receipts by what happened: queued, sent, retried (put off), failed (given up).",
+            ["state"],
+            registry=self.registry,
+        )
 
     def _define_actor_metrics(self) -> None:
         self.card_actors_started = Counter(
@@ -401,6 +408,10 @@ class SwitchMetrics:
         """One group commit of batch_entries journal entries that took latency_s."""
         self.journal_batch_entries.observe(batch_entries)
         self.journal_commit_duration.observe(latency_s)
+
+    def receipt(self, state: str) -> None:
+        """An e-mailed receipt was queued, sent, put off or given up; never its address."""
+        self.receipts.labels(state=state if state in RECEIPT_STATES else LABEL_REFUSED).inc()
 
     def commit_failed(self, count: int = 1) -> None:
         self.journal_commit_failures.inc(count)

@@ -22,8 +22,10 @@ from switch.domain import ledger, reports
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.programmes import ProgrammeKind
+from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
 from switch.pins import CardPinError
+from switch.receipts import ReceiptRefusedError
 from switch.store.journal import Write
 from switch.store.reports import ReportedTransaction, merchant_summary, transaction_report
 from switch.store.repository import TerminalInfo
@@ -39,10 +41,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
     def __init__(self, core: SwitchCore, admin_token: str) -> None:
         self._core = core
         self._token = admin_token
-        try:
-            self._report_zone = reports.zone(core.settings.report_time_zone)
-        except reports.ReportQueryError as error:
-            raise ValueError(f"report_time_zone (TXSWITCH_REPORT_TIME_ZONE): {error}") from None
+        self._report_zone = core.report_zone
 
     def _run(self, context: grpc.ServicerContext, action: Callable[[], T]) -> T:
         if not hmac.compare_digest(bearer(context), self._token):
@@ -372,6 +371,24 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                     )
                     for p in summary.payouts
                 ],
+            )
+
+        return self._run(context, action)
+
+    def SetReceiptLayout(self, request: bo.ReceiptLayout, context: grpc.ServicerContext) -> bo.ReceiptLayout:
+        def action() -> bo.ReceiptLayout:
+            if not request.merchant_id:
+                raise AdminError("merchant_id is missing")
+            try:
+                layout = self._core.receipts.set_layout(
+                    request.merchant_id, ReceiptLayout(request.header, request.footer)
+                )
+            except ReceiptRefusedError as refusal:
+                if refusal.kind == "not_found":
+                    raise LookupError(str(refusal)) from None
+                raise AdminError(str(refusal)) from None
+            return bo.ReceiptLayout(
+                merchant_id=request.merchant_id, header=layout.header, footer=layout.footer
             )
 
         return self._run(context, action)

@@ -28,11 +28,18 @@ from switch.domain.cards import mask
 from switch.domain.payments import AbortPayment
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import Cancel, Load, Outcome, Redeem, Refund, Reversal, TerminalCommand
+from switch.receipts import ReceiptRefusedError
 from switch.security import PinBlockFormat, pin_block_format
 
 log = logging.getLogger(__name__)
 
 PIN_BLOCK_BYTES = {PinBlockFormat.ISO_0: 8, PinBlockFormat.ISO_4: 16}
+RECEIPT_REFUSALS = {
+    "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "off": grpc.StatusCode.FAILED_PRECONDITION,
+}
 RequestObserver = Callable[[str, str, float], None]  # (rpc, response code, latency in seconds)
 T = TypeVar("T")
 S = TypeVar("S", bound="TerminalService")
@@ -357,6 +364,20 @@ class TerminalService(pb_grpc.TerminalServicer):
         transaction_id = _decoded(lambda: convert.transaction_id(request.transaction_id))
         return self._payment(
             "Abort", terminal_id, SubmitAbort(AbortPayment(transaction_id)), context, started
+        )
+
+    @in_thread
+    def SendReceipt(self, request: pb.SendReceiptRequest, context: Context) -> pb.SendReceiptResponse:
+        terminal_id = self._terminal_id(context)
+        transaction_id = _decoded(lambda: convert.transaction_id(request.transaction_id))
+        try:
+            queued = self._core.receipts.send(terminal_id, transaction_id, request.email)
+        except ReceiptRefusedError as refusal:
+            _refuse(RECEIPT_REFUSALS[refusal.kind], str(refusal))
+        return pb.SendReceiptResponse(
+            receipt_id=queued.receipt_id,
+            email_masked=queued.recipient_masked,
+            message=f"receipt will be e-mailed to {queued.recipient_masked}",
         )
 
     def _payments_acquiring(self, context: Context) -> Acquiring:

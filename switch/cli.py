@@ -119,6 +119,7 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "transactions": ("ListTransactions", bo.TransactionReportRequest),
     "export-transactions": ("ListTransactions", bo.TransactionReportRequest),  # CSV, every page
     "merchant-summary": ("GetMerchantSummary", bo.MerchantSummaryRequest),
+    "set-receipt-layout": ("SetReceiptLayout", bo.ReceiptLayout),
 }
 CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "replacement_card"}
 

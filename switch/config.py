@@ -56,6 +56,17 @@ class Settings:
     iso_inbound_acquirers: str = field(default="", repr=False)
     # The portal's transaction report counts days on this clock unless a request names another
     report_time_zone: str = "Europe/Amsterdam"
+    # E-mailed receipts: queued by the terminal, sent by the mailer; smtp_host empty: off
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_sender: str = "receipts@txswitch.example"
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = 10.0
+    receipt_attempts_max: int = 8  # then the receipt is given up (a permanent refusal: at once)
+    receipt_retry_s: float = 30.0  # the first wait after a failed attempt; it doubles, up to an hour
+    receipts_per_transaction_max: int = 3
     # Closed-loop card PINs: wrong tries before the card's PIN is blocked
     card_pin_tries_max: int = 3
     # Secrets; empty: generated once and kept in data_dir

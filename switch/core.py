@@ -31,11 +31,13 @@ from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
 from switch.admin import Admin, AdminError
 from switch.config import Settings
 from switch.directory import CardDirectory, TerminalDirectory
+from switch.domain import reports
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import LockoutPolicy
 from switch.domain.transactions import Outcome, TerminalCommand
 from switch.pins import ClosedLoopPins, TerminalPinKeys
+from switch.receipts import ReceiptObserver, Receipts
 from switch.security import MasterKey, SecurityModule
 from switch.store.card_pins import CardPinStore
 from switch.store.journal import Write, WriteResult
@@ -65,9 +67,16 @@ class SwitchCore:
         on_commit_failure: FailureObserver | None = None,
         payments: PaymentProcessor | None = None,
         terminal_pin_keys: TerminalPinKeys | None = None,
+        on_receipt: ReceiptObserver | None = None,
     ) -> None:
         self.settings = settings
+        try:
+            # The shop's clock, for reports and receipts.
+            self.report_zone = reports.zone(settings.report_time_zone)
+        except reports.ReportQueryError as error:
+            raise ValueError(f"report_time_zone (TXSWITCH_REPORT_TIME_ZONE): {error}") from None
         self.store = Store(engine)
+        self.receipts = Receipts(settings, self.store, self.report_zone, utc_now, on_receipt)
         self.admin = Admin(self.store, card_hash_key)
         self.terminals = TerminalDirectory(self.store)
         self.cards = CardDirectory(self.store, card_hash_key)
@@ -120,9 +129,11 @@ class SwitchCore:
     def start(self) -> None:
         self.writer.start()
         self._reaper.start()
+        self.receipts.start()
 
     def stop(self) -> None:
         """Actors first (their decided writes land), then the journal flushes and stops."""
+        self.receipts.stop()
         self._reaper_stop.set()
         self.terminal_actors.stop_all()
         self.card_actors.stop_all()

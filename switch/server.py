@@ -83,6 +83,7 @@ class SwitchServer:
             on_commit_failure=self.metrics.commit_failed,
             payments=self.acquiring.processor if self.acquiring is not None else None,
             terminal_pin_keys=terminal_pin_keys,
+            on_receipt=self.metrics.receipt,
         )
         self.draining = threading.Event()
         self.ops = SwitchOperations(

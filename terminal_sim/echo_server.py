@@ -110,6 +110,11 @@ class EchoTerminalServicer(pb_grpc.TerminalServicer):
         response.status = "aborted"
         return response
 
+    async def SendReceipt(
+        self, request: pb.SendReceiptRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.SendReceiptResponse:
+        return pb.SendReceiptResponse(receipt_id="rcp_echo", email_masked="e***@example.com")
+
 
 async def start_echo_server(host: str = "127.0.0.1", port: int = 0) -> tuple[aio.Server, int]:
     """Start the echo servicer on an asyncio loop; returns the server and its bound port."""

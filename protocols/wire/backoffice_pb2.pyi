@@ -1161,3 +1161,30 @@ class MerchantSummary(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MerchantSummary: _TypeAlias = MerchantSummary  # noqa: Y015
+
+@_typing.final
+class ReceiptLayout(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    FOOTER_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    header: _builtins.str
+    """lines under the shop's name; at most 500 characters"""
+    footer: _builtins.str
+    """lines at the end; at most 500 characters"""
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        header: _builtins.str = ...,
+        footer: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["footer", b"footer", "header", b"header", "merchant_id", b"merchant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiptLayout: _TypeAlias = ReceiptLayout  # noqa: Y015

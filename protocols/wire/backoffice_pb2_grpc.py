@@ -124,6 +124,11 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.MerchantSummaryRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.MerchantSummary.FromString,
                 _registered_method=True)
+        self.SetReceiptLayout = channel.unary_unary(
+                '/txswitch.v1.Backoffice/SetReceiptLayout',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.FromString,
+                _registered_method=True)
 
 
 class BackofficeServicer:
@@ -240,6 +245,13 @@ class BackofficeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetReceiptLayout(self, request, context):
+        """The merchant's own lines on every e-mailed receipt (address, opening hours, return policy).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackofficeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -332,6 +344,11 @@ def add_BackofficeServicer_to_server(servicer, server):
                     servicer.GetMerchantSummary,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.MerchantSummaryRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.MerchantSummary.SerializeToString,
+            ),
+            'SetReceiptLayout': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReceiptLayout,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -820,6 +837,33 @@ class Backoffice:
             '/txswitch.v1.Backoffice/GetMerchantSummary',
             protocols_dot_wire_dot_backoffice__pb2.MerchantSummaryRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.MerchantSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetReceiptLayout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/SetReceiptLayout',
+            protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.FromString,
             options,
             channel_credentials,
             insecure,

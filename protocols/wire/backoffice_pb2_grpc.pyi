@@ -54,6 +54,8 @@ class BackofficeStub:
     """The portal's transaction report: one day or a period, filtered; totals over all of it."""
     GetMerchantSummary: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]
     """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts."""
+    SetReceiptLayout: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]
+    """The merchant's own lines on every e-mailed receipt (address, opening hours, return policy)."""
 
 @_typing.type_check_only
 class BackofficeAsyncStub(BackofficeStub):
@@ -79,6 +81,8 @@ class BackofficeAsyncStub(BackofficeStub):
     """The portal's transaction report: one day or a period, filtered; totals over all of it."""
     GetMerchantSummary: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]  # type: ignore[assignment]
     """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts."""
+    SetReceiptLayout: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]  # type: ignore[assignment]
+    """The merchant's own lines on every e-mailed receipt (address, opening hours, return policy)."""
 
 class BackofficeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -209,5 +213,13 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.MerchantSummary, _abc.Awaitable[_backoffice_pb2.MerchantSummary]]:
         """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts."""
+
+    @_abc_1.abstractmethod
+    def SetReceiptLayout(
+        self,
+        request: _backoffice_pb2.ReceiptLayout,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.ReceiptLayout, _abc.Awaitable[_backoffice_pb2.ReceiptLayout]]:
+        """The merchant's own lines on every e-mailed receipt (address, opening hours, return policy)."""
 
 def add_BackofficeServicer_to_server(servicer: BackofficeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -94,6 +94,11 @@ class TerminalStub:
                 request_serializer=protocols_dot_wire_dot_terminal__pb2.AbortRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
                 _registered_method=True)
+        self.SendReceipt = channel.unary_unary(
+                '/txswitch.v1.Terminal/SendReceipt',
+                request_serializer=protocols_dot_wire_dot_terminal__pb2.SendReceiptRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_terminal__pb2.SendReceiptResponse.FromString,
+                _registered_method=True)
 
 
 class TerminalServicer:
@@ -179,6 +184,14 @@ class TerminalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendReceipt(self, request, context):
+        """'Envoyer le reçu du client': the receipt of an answered transaction, to the customer's
+        e-mail address. Answered once queued; the switch's mailer sends it and retries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TerminalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +254,11 @@ def add_TerminalServicer_to_server(servicer, server):
                     servicer.Abort,
                     request_deserializer=protocols_dot_wire_dot_terminal__pb2.AbortRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.SerializeToString,
+            ),
+            'SendReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendReceipt,
+                    request_deserializer=protocols_dot_wire_dot_terminal__pb2.SendReceiptRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_terminal__pb2.SendReceiptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -567,6 +585,33 @@ class Terminal:
             '/txswitch.v1.Terminal/Abort',
             protocols_dot_wire_dot_terminal__pb2.AbortRequest.SerializeToString,
             protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Terminal/SendReceipt',
+            protocols_dot_wire_dot_terminal__pb2.SendReceiptRequest.SerializeToString,
+            protocols_dot_wire_dot_terminal__pb2.SendReceiptResponse.FromString,
             options,
             channel_credentials,
             insecure,

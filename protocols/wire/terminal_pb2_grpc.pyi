@@ -53,6 +53,10 @@ class TerminalStub:
     """Bank-card payment routed to an acquirer."""
     Abort: _grpc.UnaryUnaryMultiCallable[_terminal_pb2.AbortRequest, _terminal_pb2.TransactionResponse]
     """The customer cancelled on the terminal before the payment completed."""
+    SendReceipt: _grpc.UnaryUnaryMultiCallable[_terminal_pb2.SendReceiptRequest, _terminal_pb2.SendReceiptResponse]
+    """'Envoyer le reçu du client': the receipt of an answered transaction, to the customer's
+    e-mail address. Answered once queued; the switch's mailer sends it and retries.
+    """
 
 @_typing.type_check_only
 class TerminalAsyncStub(TerminalStub):
@@ -77,6 +81,10 @@ class TerminalAsyncStub(TerminalStub):
     """Bank-card payment routed to an acquirer."""
     Abort: _aio.UnaryUnaryMultiCallable[_terminal_pb2.AbortRequest, _terminal_pb2.TransactionResponse]  # type: ignore[assignment]
     """The customer cancelled on the terminal before the payment completed."""
+    SendReceipt: _aio.UnaryUnaryMultiCallable[_terminal_pb2.SendReceiptRequest, _terminal_pb2.SendReceiptResponse]  # type: ignore[assignment]
+    """'Envoyer le reçu du client': the receipt of an answered transaction, to the customer's
+    e-mail address. Answered once queued; the switch's mailer sends it and retries.
+    """
 
 class TerminalServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -170,5 +178,15 @@ class TerminalServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_terminal_pb2.TransactionResponse, _abc.Awaitable[_terminal_pb2.TransactionResponse]]:
         """The customer cancelled on the terminal before the payment completed."""
+
+    @_abc_1.abstractmethod
+    def SendReceipt(
+        self,
+        request: _terminal_pb2.SendReceiptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_terminal_pb2.SendReceiptResponse, _abc.Awaitable[_terminal_pb2.SendReceiptResponse]]:
+        """'Envoyer le reçu du client': the receipt of an answered transaction, to the customer's
+        e-mail address. Answered once queued; the switch's mailer sends it and retries.
+        """
 
 def add_TerminalServicer_to_server(servicer: TerminalServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -207,6 +207,39 @@ class DayCloseRow(Base):
     totals_json: Mapped[str] = mapped_column(Text)
 
 
+class ReceiptLayoutRow(Base):
+    """A merchant's own lines on every receipt."""
+
+    __tablename__ = "receipt_layouts"
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"), primary_key=True)
+    header: Mapped[str] = mapped_column(Text, default="")
+    footer: Mapped[str] = mapped_column(Text, default="")
+
+
+class ReceiptRow(Base):
+    """An e-mailed receipt until its mail server took it (or refused it for good).
+
+    The clear address is kept only while the receipt waits; once it is sent or given up, only
+    the masked address stays.
+    """
+
+    __tablename__ = "receipts"
+    __table_args__ = (Index("ix_receipts_due", "state", "next_attempt_at"),)
+    receipt_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    terminal_id: Mapped[str] = mapped_column(ForeignKey("terminals.terminal_id"))
+    transaction_id: Mapped[str] = mapped_column(String(80))
+    recipient: Mapped[str] = mapped_column(String(254))  # "" once sent or given up
+    recipient_masked: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(250))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(10))  # queued, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str] = mapped_column(String(250), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    done_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 programmes = cast(Table, ProgrammeRow.__table__)
 merchants = cast(Table, MerchantRow.__table__)
 merchant_programmes = cast(Table, MerchantProgrammeRow.__table__)
@@ -220,3 +253,5 @@ transactions = cast(Table, TransactionRow.__table__)
 journal_entries = cast(Table, JournalEntryRow.__table__)
 postings = cast(Table, PostingRow.__table__)
 day_closes = cast(Table, DayCloseRow.__table__)
+receipt_layouts = cast(Table, ReceiptLayoutRow.__table__)
+receipts = cast(Table, ReceiptRow.__table__)

@@ -49,6 +49,7 @@ EXPECTED_FAMILIES = (
     "txswitch_pin_lockouts",
     "txswitch_terminal_activations",
     "txswitch_terminals_online",
+    "txswitch_receipts",
 )
 
 
@@ -67,6 +68,8 @@ def record_everything(metrics: SwitchMetrics) -> None:
     metrics.acquirer_timeout("acquirer-a")
     metrics.set_store_and_forward_depth("acquirer-a", 3)
     metrics.pin_lockout("employee")
+    metrics.receipt("sent")
+    metrics.receipt("someone@example.com")  # never a label value: anything unknown is "invalid"
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(actors=(ActorKindStats("card", 7, 2, 1),), terminals_online=4)
     )
@@ -128,6 +131,8 @@ def test_recorded_values_appear() -> None:
     record_everything(metrics)
     got = samples(metrics)
     assert got[("txswitch_requests_total", (("code", "00"), ("rpc", "Redeem")))] == 1
+    assert got[("txswitch_receipts_total", (("state", "sent"),))] == 1
+    assert got[("txswitch_receipts_total", (("state", LABEL_REFUSED),))] == 1
     assert got[("txswitch_request_duration_seconds_count", (("rpc", "Redeem"),))] == 2
     assert got[("txswitch_requests_in_flight", (("rpc", "Redeem"),))] == 1
     assert got[("txswitch_actors_live", (("kind", "card"),))] == 7

@@ -1,0 +1,344 @@
+"""E-mailed receipts: queued in the database by the terminal's request, sent by one mailer thread.
+
+The terminal gets its answer once the receipt is stored, not once a mail server took it: a shop
+does not wait on a slow or absent mail server, and a receipt survives a restart. The mailer sends
+what is due, retries what a server put off (doubling the wait), gives up after a number of
+attempts or at once on a permanent refusal, and then forgets the clear address.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.message
+import email.utils
+import logging
+import smtplib
+import socket
+import threading
+import uuid
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, select, update
+
+from switch.config import Settings
+from switch.domain.money import Money
+from switch.domain.receipts import (
+    RECEIPT_TEXT_LENGTH_MAX,
+    ReceiptFacts,
+    ReceiptLayout,
+    checked_email,
+    masked_email,
+    render,
+)
+from switch.domain.response_codes import ResponseCode
+from switch.store.repository import Store, TerminalInfo, as_utc
+from switch.store.schema import merchants, receipt_layouts, receipts
+
+log = logging.getLogger(__name__)
+
+RETRY_WAIT_MAX_S = 3_600.0
+DUE_BATCH_MAX = 50
+TOMBSTONE_TYPE = "tombstone"
+ReceiptObserver = Callable[[str], None]  # a receipt's new state: queued, sent, retried, failed
+
+
+class ReceiptRefusedError(Exception):
+    """A receipt request the switch will not queue; `kind` says which gRPC status fits."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # "invalid", "not_found", "exhausted", "off"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedReceipt:
+    receipt_id: str
+    recipient_masked: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailServer:
+    host: str
+    port: int
+    sender: str
+    username: str
+    password: str
+    starttls: bool
+    timeout_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MailServer | None:
+        if not settings.smtp_host:
+            return None
+        return cls(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_sender,
+            settings.smtp_username,
+            settings.smtp_password,
+            settings.smtp_starttls,
+            settings.smtp_timeout_s,
+        )
+
+
+class Receipts:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        zone: zoneinfo.ZoneInfo,
+        now: Callable[[], dt.datetime],
+        observe: ReceiptObserver | None = None,
+    ) -> None:
+        self._server = MailServer.from_settings(settings)
+        self._store = store
+        self._engine: Engine = store.engine
+        self._zone = zone
+        self._now = now
+        self._observe = observe or (lambda _state: None)
+        self._attempts_max = settings.receipt_attempts_max
+        self._retry_s = settings.receipt_retry_s
+        self._per_transaction_max = settings.receipts_per_transaction_max
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # The terminal's request
+
+    def send(self, terminal_id: str, transaction_id: str, address: str) -> QueuedReceipt:
+        if self._server is None:
+            raise ReceiptRefusedError(
+                "off", "e-mail receipts are off: no mail server is configured (smtp_host)"
+            )
+        try:
+            recipient = checked_email(address)
+        except ValueError as error:
+            raise ReceiptRefusedError("invalid", str(error)) from None
+        terminal = self._store.terminal(terminal_id)
+        assert terminal is not None, "an authenticated terminal exists"
+        subject, body = render(self._facts(terminal, transaction_id), self.layout(terminal.merchant_id))
+        queued = QueuedReceipt("rcp_" + uuid.uuid4().hex[:20], masked_email(recipient))
+        now = self._now()
+        with self._engine.begin() as conn:
+            sent_before = conn.execute(
+                select(func.count()).where(
+                    receipts.c.terminal_id == terminal_id, receipts.c.transaction_id == transaction_id
+                )
+            ).scalar_one()
+            if sent_before >= self._per_transaction_max:
+                raise ReceiptRefusedError(
+                    "exhausted",
+                    f"transaction_id {transaction_id!r}: at most {self._per_transaction_max} receipts",
+                )
+            conn.execute(
+                receipts.insert().values(
+                    receipt_id=queued.receipt_id,
+                    terminal_id=terminal_id,
+                    transaction_id=transaction_id,
+                    recipient=recipient,
+                    recipient_masked=queued.recipient_masked,
+                    subject=subject[:250],
+                    body=body,
+                    state="queued",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+        self._observe("queued")
+        log.info("receipt queued", extra={"receipt_id": queued.receipt_id, "terminal_id": terminal_id})
+        self._wake.set()
+        return queued
+
+    def _facts(self, terminal: TerminalInfo, transaction_id: str) -> ReceiptFacts:
+        terminal_id = terminal.terminal_id
+        stored = self._store.transaction(terminal_id, transaction_id)
+        if stored is None or stored.record.transaction_type == TOMBSTONE_TYPE:
+            raise ReceiptRefusedError(
+                "not_found", f"transaction_id {transaction_id!r}: no such transaction on this terminal"
+            )
+        record, result = stored.record, ResponseCode[stored.record.result]
+        approved = result in (ResponseCode.approved, ResponseCode.approved_partial)
+        amount_minor = record.approved_minor if approved else record.requested_minor
+        currency = record.currency
+        return ReceiptFacts(
+            merchant_name=self._merchant_name(terminal.merchant_id),
+            location_name=terminal.location_name,
+            device_name=terminal.device_name,
+            terminal_id=terminal_id,
+            transaction_id=transaction_id,
+            transaction_type=record.transaction_type,
+            payment_method=record.payment_method,
+            result=result,
+            status=stored.status.value,
+            at=stored.created_at.astimezone(self._zone),
+            amount=Money(amount_minor, currency) if currency else None,
+            card_masked=record.card_masked,
+            authorization_code=record.authorization_code,
+            balance_after=(
+                Money(record.balance_after_minor, currency)
+                if record.balance_after_minor is not None and currency
+                else None
+            ),
+        )
+
+    def _merchant_name(self, merchant_id: str) -> str:
+        with self._engine.connect() as conn:
+            name = conn.execute(
+                select(merchants.c.name).where(merchants.c.merchant_id == merchant_id)
+            ).scalar_one()
+        return str(name)
+
+    # The merchant's layout (backoffice)
+
+    def layout(self, merchant_id: str) -> ReceiptLayout:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(receipt_layouts).where(receipt_layouts.c.merchant_id == merchant_id)
+            ).first()
+        return ReceiptLayout(row.header, row.footer) if row is not None else ReceiptLayout()
+
+    def set_layout(self, merchant_id: str, layout: ReceiptLayout) -> ReceiptLayout:
+        for field, text in (("header", layout.header), ("footer", layout.footer)):
+            if len(text) > RECEIPT_TEXT_LENGTH_MAX:
+                raise ReceiptRefusedError(
+                    "invalid", f"{field} is {len(text)} characters; at most {RECEIPT_TEXT_LENGTH_MAX}"
+                )
+        with self._engine.begin() as conn:
+            if (
+                conn.execute(
+                    select(merchants.c.merchant_id).where(merchants.c.merchant_id == merchant_id)
+                ).first()
+                is None
+            ):
+                raise ReceiptRefusedError("not_found", f"merchant_id {merchant_id!r}: no such merchant")
+            changed = conn.execute(
+                update(receipt_layouts)
+                .where(receipt_layouts.c.merchant_id == merchant_id)
+                .values(header=layout.header, footer=layout.footer)
+            ).rowcount
+            if not changed:
+                conn.execute(
+                    receipt_layouts.insert().values(
+                        merchant_id=merchant_id, header=layout.header, footer=layout.footer
+                    )
+                )
+        return layout
+
+    # The mailer
+
+    def start(self) -> None:
+        if self._server is None:
+            return
+        self._thread = threading.Thread(target=self._run, name="receipt-mailer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=(self._server.timeout_s if self._server else 0) + 5)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.deliver_due()
+            except Exception:  # a database hiccup: try again on the next round
+                log.exception("receipt mailer round failed")
+            self._wake.wait(timeout=self._next_wait_s())
+            self._wake.clear()
+
+    def _next_wait_s(self) -> float:
+        with self._engine.connect() as conn:
+            due = conn.execute(
+                select(func.min(receipts.c.next_attempt_at)).where(receipts.c.state == "queued")
+            ).scalar()
+        if due is None:
+            return RETRY_WAIT_MAX_S
+        return max(0.0, min((as_utc(due) - self._now()).total_seconds(), RETRY_WAIT_MAX_S))
+
+    def deliver_due(self) -> int:
+        """Send every receipt that is due; the number the mail server took."""
+        server = self._server
+        assert server is not None
+        with self._engine.connect() as conn:
+            due = conn.execute(
+                select(receipts)
+                .where(receipts.c.state == "queued", receipts.c.next_attempt_at <= self._now())
+                .order_by(receipts.c.next_attempt_at)
+                .limit(DUE_BATCH_MAX)
+            ).all()
+        sent = 0
+        for row in due:
+            if self._stopping.is_set():
+                break
+            try:
+                _deliver(server, row.recipient, row.subject, row.body)
+            except smtplib.SMTPResponseException as error:
+                permanent = 500 <= error.smtp_code < 600
+                self._put_off(row, f"mail server answered {error.smtp_code}", give_up=permanent)
+            except smtplib.SMTPRecipientsRefused as error:
+                codes = [code for code, _ in error.recipients.values()]
+                self._put_off(row, f"recipient refused ({codes})", give_up=all(c >= 500 for c in codes))
+            except (OSError, smtplib.SMTPException) as error:
+                self._put_off(row, f"mail server not reached: {type(error).__name__}", give_up=False)
+            else:
+                self._finish(row.receipt_id, "sent", "")
+                sent += 1
+        return sent
+
+    def _put_off(self, row: object, error: str, *, give_up: bool) -> None:
+        attempts = int(row.attempts) + 1  # type: ignore[attr-defined]
+        receipt_id = str(row.receipt_id)  # type: ignore[attr-defined]
+        if give_up or attempts >= self._attempts_max:
+            self._finish(receipt_id, "failed", error, attempts)
+            return
+        wait_s = min(self._retry_s * 2 ** (attempts - 1), RETRY_WAIT_MAX_S)
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(receipts)
+                .where(receipts.c.receipt_id == receipt_id)
+                .values(
+                    attempts=attempts,
+                    last_error=error[:250],
+                    next_attempt_at=self._now() + dt.timedelta(seconds=wait_s),
+                )
+            )
+        self._observe("retried")
+        log.warning("receipt put off", extra={"receipt_id": receipt_id, "error": error, "retry_in_s": wait_s})
+
+    def _finish(self, receipt_id: str, state: str, error: str, attempts: int | None = None) -> None:
+        """Sent or given up: the clear address is forgotten either way."""
+        values: dict[str, object] = {
+            "state": state,
+            "recipient": "",
+            "last_error": error[:250],
+            "done_at": self._now(),
+        }
+        if attempts is not None:
+            values["attempts"] = attempts
+        with self._engine.begin() as conn:
+            conn.execute(update(receipts).where(receipts.c.receipt_id == receipt_id).values(**values))
+        self._observe(state)
+        level = logging.INFO if state == "sent" else logging.WARNING
+        log.log(level, f"receipt {state}", extra={"receipt_id": receipt_id, "error": error})
+
+
+def _deliver(server: MailServer, recipient: str, subject: str, body: str) -> None:
+    message = email.message.EmailMessage()
+    message["From"] = server.sender
+    message["To"] = recipient
+    message["Subject"] = subject
+    message["Date"] = email.utils.formatdate(localtime=False)
+    message["Message-ID"] = email.utils.make_msgid(
+        domain=server.sender.rpartition("@")[2] or socket.getfqdn()
+    )
+    message.set_content(body)
+    with smtplib.SMTP(server.host, server.port, timeout=server.timeout_s) as smtp:
+        if server.starttls:
+            smtp.starttls()
+        if server.username:
+            smtp.login(server.username, server.password)
+        smtp.send_message(message)

@@ -1,0 +1,273 @@
+"""E-mailed receipts through a real SMTP server on loopback (aiosmtpd), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.policy
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
+
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import terminal_pb2 as pb
+from switch.store.schema import receipts
+from terminal_sim.processes import free_port
+from tests.integration.harness import TerminalClient, World, start_world, world_fixture
+
+CUSTOMER = "jane.doe@example.com"
+
+
+class Mailbox:
+    """An aiosmtpd handler: keeps what it accepts; refuses recipients at nobody@..."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self._lock = threading.Lock()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address.startswith("nobody@"):
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, email.message.EmailMessage)
+        with self._lock:
+            self.messages.append(message)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 OK"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[World, Mailbox]]:
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        for world in world_fixture(
+            request, tmp_path, smtp_host="127.0.0.1", smtp_port=port, smtp_sender="bonnen@shop.example"
+        ):
+            yield world, mailbox
+    finally:
+        controller.stop()
+
+
+def send_receipt(terminal: TerminalClient, txn: str, address: str = CUSTOMER) -> pb.SendReceiptResponse:
+    request = pb.SendReceiptRequest(transaction_id=txn, email=address)
+    response: pb.SendReceiptResponse = terminal.stub.SendReceipt(
+        request, metadata=terminal.metadata, timeout=20
+    )
+    return response
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def stored_receipts(world: World) -> list[dict[str, Any]]:
+    with world.server.core.store.engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(select(receipts).order_by(receipts.c.created_at))]
+
+
+def body_of(message: email.message.EmailMessage) -> str:
+    part = message.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def test_a_receipt_reaches_the_customer_with_the_masked_card_and_the_shops_lines(
+    shop: tuple[World, Mailbox],
+) -> None:
+    world, mailbox = shop
+    world.backoffice.SetReceiptLayout(
+        bo.ReceiptLayout(
+            merchant_id=world.merchant_id, header="Stationsplein 1, Utrecht", footer="Returns within 14 days."
+        ),
+        metadata=world.admin_metadata,
+        timeout=20,
+    )
+    terminal = world.terminals[0]
+    card = world.issue(5_000)
+    sale = terminal.redeem(card, 1_250, "sale-1")
+    answer = send_receipt(terminal, "sale-1")
+    assert answer.email_masked == "j***@example.com" and answer.receipt_id.startswith("rcp_")
+    assert CUSTOMER not in answer.message
+    wait_until(lambda: mailbox.messages)
+    (message,) = mailbox.messages
+    assert mailbox.envelopes == [("bonnen@shop.example", [CUSTOMER])]
+    assert (message["To"], message["From"]) == (CUSTOMER, "bonnen@shop.example")
+    assert message["Subject"] == "Receipt Shop: gift card payment 12.50 EUR"
+    body = body_of(message)
+    for line in (
+        "Shop",
+        "Stationsplein 1, Utrecht",
+        "GIFT CARD PAYMENT",
+        "A77-0",
+        "sale-1",
+        sale.card_masked,
+        "12.50 EUR",
+        f"Auth. code    {sale.authorization_code}",
+        "Balance left  37.50 EUR",
+        "Result        00 Approved",
+        "Returns within 14 days.",
+    ):
+        assert line in body, line
+    assert card not in message.as_string()
+    # Once sent, only the masked address is kept.
+    (row,) = stored_receipts(world)
+    wait_until(lambda: stored_receipts(world)[0]["state"] == "sent")
+    (row,) = stored_receipts(world)
+    assert (row["recipient"], row["recipient_masked"], row["attempts"]) == ("", "j***@example.com", 0)
+    assert CUSTOMER not in str(row)
+
+
+def test_a_declined_transaction_gets_a_receipt_that_says_so(shop: tuple[World, Mailbox]) -> None:
+    world, mailbox = shop
+    terminal = world.terminals[0]
+    assert terminal.redeem(world.issue(1_000), 50_000, "too-much").response_code == "51"
+    send_receipt(terminal, "too-much")
+    wait_until(lambda: mailbox.messages)
+    (message,) = mailbox.messages
+    assert message["Subject"] == "Receipt Shop: gift card payment 500.00 EUR (not approved)"
+    body = body_of(message)
+    assert "Result        51 Insufficient balance" in body
+    assert "Balance left" not in body and "Auth. code" not in body
+
+
+def test_a_refused_address_is_given_up_at_once_and_forgotten(shop: tuple[World, Mailbox]) -> None:
+    world, mailbox = shop
+    terminal = world.terminals[0]
+    terminal.redeem(world.issue(1_000), 100, "sale-1")
+    send_receipt(terminal, "sale-1", "nobody@example.com")
+    wait_until(lambda: stored_receipts(world)[0]["state"] == "failed")
+    (row,) = stored_receipts(world)
+    assert (row["recipient"], row["attempts"]) == ("", 1)
+    assert "550" in row["last_error"] and "nobody" not in row["last_error"]
+    assert not mailbox.messages
+
+
+def test_the_mailer_retries_until_the_mail_server_answers(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens here yet
+    world = start_world(tmp_path, "", smtp_host="127.0.0.1", smtp_port=port, receipt_retry_s=0.2)
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    try:
+        terminal = world.terminals[0]
+        terminal.redeem(world.issue(1_000), 300, "sale-1")
+        send_receipt(terminal, "sale-1")
+        wait_until(lambda: stored_receipts(world)[0]["attempts"] >= 2)
+        (row,) = stored_receipts(world)
+        assert row["state"] == "queued" and row["recipient"] == CUSTOMER
+        assert "not reached" in row["last_error"]
+        controller.start()
+        wait_until(lambda: mailbox.messages, timeout_s=15)
+        wait_until(lambda: stored_receipts(world)[0]["state"] == "sent")
+        assert len(mailbox.messages) == 1
+        assert stored_receipts(world)[0]["recipient"] == ""
+    finally:
+        controller.stop()
+        world.channel.close()
+        world.server.stop()
+
+
+@pytest.mark.parametrize(
+    ("address", "named"),
+    [
+        ("", "email is missing"),
+        ("customer", "email must look like name@example.com"),
+        ("customer@localhost", "the part after @ is not a domain name"),
+        ("a..b@example.com", "the part before @"),
+        ("x" * 250 + "@example.com", "email is 262 characters; at most 254"),
+        ("jane@example.com\r\nBcc: thief@evil.example", "the part before @"),
+        ("jane@example.com, thief@evil.example", "the part before @"),
+        ("Jane <jane@example.com>", "the part"),
+    ],
+)
+def test_a_bad_address_is_refused_and_nothing_is_queued(
+    shop: tuple[World, Mailbox], address: str, named: str
+) -> None:
+    world, _ = shop
+    terminal = world.terminals[0]
+    terminal.redeem(world.issue(1_000), 100, "sale-1")
+    with pytest.raises(grpc.RpcError) as refused:
+        send_receipt(terminal, "sale-1", address)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = refused.value.details() or ""
+    assert named in details
+    assert "thief" not in details
+    assert stored_receipts(world) == []
+
+
+def test_receipts_of_unknown_or_foreign_transactions_and_too_many_are_refused(
+    shop: tuple[World, Mailbox],
+) -> None:
+    world, _ = shop
+    first, second = world.terminals
+    first.redeem(world.issue(1_000), 100, "sale-1")
+    for terminal, txn in ((first, "never-sent"), (second, "sale-1")):  # another terminal's sale
+        with pytest.raises(grpc.RpcError) as refused:
+            send_receipt(terminal, txn)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        assert f"transaction_id '{txn}': no such transaction on this terminal" in (
+            refused.value.details() or ""
+        )
+    for _ in range(3):
+        send_receipt(first, "sale-1")
+    with pytest.raises(grpc.RpcError) as refused:
+        send_receipt(first, "sale-1")
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "at most 3 receipts" in (refused.value.details() or "")
+    with world.server.core.store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(receipts)).scalar_one() == 3
+
+
+def test_a_layout_names_what_is_wrong(shop: tuple[World, Mailbox]) -> None:
+    world, _ = shop
+    for layout, status, named in (
+        (bo.ReceiptLayout(merchant_id=""), grpc.StatusCode.INVALID_ARGUMENT, "merchant_id is missing"),
+        (
+            bo.ReceiptLayout(merchant_id="mer_x"),
+            grpc.StatusCode.NOT_FOUND,
+            "merchant_id 'mer_x': no such merchant",
+        ),
+        (
+            bo.ReceiptLayout(merchant_id=world.merchant_id, footer="x" * 501),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "footer is 501 characters; at most 500",
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            world.backoffice.SetReceiptLayout(layout, metadata=world.admin_metadata, timeout=20)
+        assert refused.value.code() == status
+        assert named in (refused.value.details() or "")
+    # Setting it twice keeps the second.
+    for footer in ("first", "second"):
+        world.backoffice.SetReceiptLayout(
+            bo.ReceiptLayout(merchant_id=world.merchant_id, footer=footer),
+            metadata=world.admin_metadata,
+            timeout=20,
+        )
+    assert world.server.core.receipts.layout(world.merchant_id).footer == "second"
+
+
+def test_without_a_mail_server_receipts_are_refused_as_off(world: World) -> None:
+    terminal = world.terminals[0]
+    terminal.redeem(world.issue(1_000), 100, "sale-1")
+    with pytest.raises(grpc.RpcError) as refused:
+        send_receipt(terminal, "sale-1")
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "e-mail receipts are off" in (refused.value.details() or "")

@@ -1,0 +1,98 @@
+"""The receipt's address check and text: pure rules, no mail server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+import pytest
+
+from switch.domain.money import Money
+from switch.domain.receipts import (
+    BadEmailError,
+    ReceiptFacts,
+    ReceiptLayout,
+    checked_email,
+    masked_email,
+    render,
+)
+from switch.domain.response_codes import ResponseCode
+
+FACTS = ReceiptFacts(
+    merchant_name="Bakkerij Jansen",
+    location_name="Markt",
+    device_name="A77-kassa",
+    terminal_id="trm_1",
+    transaction_id="t-1",
+    transaction_type="payment",
+    payment_method="contactless",
+    result=ResponseCode.approved,
+    status="approved",
+    at=dt.datetime(2026, 11, 22, 7, 30, tzinfo=dt.UTC).astimezone(zoneinfo.ZoneInfo("Europe/Amsterdam")),
+    amount=Money(1_995, "EUR"),
+    card_masked="476173******0010",
+    authorization_code="A1B2C3",
+    balance_after=None,
+)
+
+
+@pytest.mark.parametrize(
+    "address", ["jane@example.com", "j.doe+bon@mail.example.nl", "X_Y@sub-domain.example.co.uk"]
+)
+def test_ordinary_addresses_pass(address: str) -> None:
+    assert checked_email(address) == address
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "jane@",
+        "@example.com",
+        "jane@example",
+        "jane@-example.com",
+        "jane@example.c0m",
+        "ja ne@example.com",
+        "jane@example.com\n",
+        "jané@example.com",
+        ".jane@example..com",
+    ],
+)
+def test_odd_addresses_are_refused(address: str) -> None:
+    with pytest.raises(BadEmailError):
+        checked_email(address)
+
+
+def test_the_masked_address_keeps_only_the_first_letter_and_the_domain() -> None:
+    assert masked_email("jane.doe@example.com") == "j***@example.com"
+
+
+def test_a_payment_receipt_reads_like_the_terminals_screen() -> None:
+    subject, body = render(FACTS, ReceiptLayout(header="Markt 3\nOpen 7-18", footer="Dank u wel!"))
+    assert subject == "Receipt Bakkerij Jansen: card payment 19.95 EUR"
+    assert body.splitlines() == [
+        "Bakkerij Jansen",
+        "Markt",
+        "Markt 3",
+        "Open 7-18",
+        "",
+        "CARD PAYMENT",
+        "Date          2026-11-22 08:30:00 CET",
+        "Terminal      A77-kassa (trm_1)",
+        "Transaction   t-1",
+        "Card          476173******0010",
+        "Method        contactless",
+        "Amount        19.95 EUR",
+        "Auth. code    A1B2C3",
+        "Result        00 Approved",
+        "",
+        "Dank u wel!",
+    ]
+
+
+def test_a_reversal_that_moved_nothing_shows_no_amount_and_says_what_became_of_it() -> None:
+    facts = ReceiptFacts(
+        **{**{f: getattr(FACTS, f) for f in FACTS.__slots__}, "amount": None, "status": "reversed"}
+    )
+    subject, body = render(facts, ReceiptLayout())
+    assert subject.endswith(" -")
+    assert "Amount        -" in body and "Now           reversed" in body
