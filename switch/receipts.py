@@ -322,8 +322,10 @@ class Receipts:
         with self._engine.begin() as conn:
             conn.execute(update(receipts).where(receipts.c.receipt_id == receipt_id).values(**values))
         self._observe(state)
-        level = logging.INFO if state == "sent" else logging.WARNING
-        log.log(level, f"receipt {state}", extra={"receipt_id": receipt_id, "error": error})
+        if state == "sent":
+            log.info("receipt sent", extra={"receipt_id": receipt_id})
+        else:
+            log.warning("receipt given up", extra={"receipt_id": receipt_id, "error": error})
 
 
 def _deliver(server: MailServer, recipient: str, subject: str, body: str) -> None:
