@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.message
 import email.policy
@@ -14,10 +15,11 @@ from typing import Any
 import grpc
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
+from switch.server import SwitchServer
 from switch.store.schema import receipts
 from terminal_sim.processes import free_port
 from tests.integration.harness import TerminalClient, World, start_world, world_fixture
@@ -182,6 +184,31 @@ def test_the_mailer_retries_until_the_mail_server_answers(tmp_path: Path) -> Non
         controller.stop()
         world.channel.close()
         world.server.stop()
+
+
+def test_a_queued_receipt_survives_a_restart(tmp_path: Path) -> None:
+    port = free_port()  # the mail server is down before the restart
+    world = start_world(tmp_path, "", smtp_host="127.0.0.1", smtp_port=port, receipt_retry_s=60)
+    terminal = world.terminals[0]
+    terminal.redeem(world.issue(1_000), 300, "sale-1")
+    send_receipt(terminal, "sale-1")
+    wait_until(lambda: stored_receipts(world)[0]["attempts"] == 1)
+    world.channel.close()
+    world.server.stop()
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    # The same data directory and database; the retry is due in a minute, so make it due now.
+    restarted = SwitchServer(world.server.settings)
+    with restarted.engine.begin() as conn:
+        conn.execute(update(receipts).values(next_attempt_at=dt.datetime.now(dt.UTC)))
+    restarted.start()
+    try:
+        wait_until(lambda: mailbox.messages)
+        assert "sale-1" in body_of(mailbox.messages[0])
+    finally:
+        controller.stop()
+        restarted.stop()
 
 
 @pytest.mark.parametrize(
