@@ -41,7 +41,6 @@ class BackofficeService(bo_grpc.BackofficeServicer):
     def __init__(self, core: SwitchCore, admin_token: str) -> None:
         self._core = core
         self._token = admin_token
-        self._report_zone = core.report_zone
 
     def _run(self, context: grpc.ServicerContext, action: Callable[[], T]) -> T:
         if not hmac.compare_digest(bearer(context), self._token):
@@ -292,88 +291,12 @@ class BackofficeService(bo_grpc.BackofficeServicer):
     def ListTransactions(
         self, request: bo.TransactionReportRequest, context: grpc.ServicerContext
     ) -> bo.TransactionReport:
-        def action() -> bo.TransactionReport:
-            query = reports.report_query(
-                request.from_date,
-                request.to_date,
-                request.time_zone,
-                default_zone=self._report_zone,
-                merchant_id=request.merchant_id,
-                terminal_id=request.terminal_id,
-                types=request.types,
-                payment_methods=request.payment_methods,
-                statuses=request.statuses,
-                page_size=request.page_size,
-                page_token=request.page_token,
-            )
-            report = transaction_report(self._core.store.engine, query)
-            return bo.TransactionReport(
-                transactions=[reported_transaction(t, query.zone) for t in report.transactions],
-                totals=[
-                    bo.ReportTotal(
-                        transaction_type=t.transaction_type,
-                        payment_method=t.payment_method,
-                        status=t.status,
-                        count=t.count,
-                        approved=pb.Amount(amount_minor=t.approved_minor, currency=t.currency),
-                    )
-                    for t in report.totals
-                ],
-                next_page_token=reports.page_token(report.next_after),
-                time_zone=query.zone.key,
-                from_date=query.first_day.isoformat(),
-                to_date=query.last_day.isoformat(),
-            )
-
-        return self._run(context, action)
+        return self._run(context, lambda: transaction_report_pb(self._core, request))
 
     def GetMerchantSummary(
         self, request: bo.MerchantSummaryRequest, context: grpc.ServicerContext
     ) -> bo.MerchantSummary:
-        def action() -> bo.MerchantSummary:
-            if not request.merchant_id:
-                raise AdminError("merchant_id is missing")
-            query = reports.report_query(
-                request.from_date,
-                request.to_date,
-                request.time_zone,
-                default_zone=self._report_zone,
-                merchant_id=request.merchant_id,
-            )
-            summary = merchant_summary(self._core.store.engine, query)
-            return bo.MerchantSummary(
-                merchant_id=summary.merchant_id,
-                merchant_name=summary.merchant_name,
-                from_date=query.first_day.isoformat(),
-                to_date=query.last_day.isoformat(),
-                time_zone=query.zone.key,
-                programmes=[
-                    bo.ProgrammeSummary(
-                        programme_id=p.programme_id,
-                        name=p.name,
-                        commission_basis_points=p.commission_basis_points,
-                        payout_interval_weeks=p.payout_interval_weeks,
-                        redemptions=p.redemptions,
-                        cards_redeemed=p.cards_redeemed,
-                        redeemed=pb.Amount(amount_minor=p.redeemed_minor, currency=p.currency),
-                        owed=pb.Amount(amount_minor=p.owed_minor, currency=p.currency),
-                    )
-                    for p in summary.programmes
-                ],
-                payouts=[
-                    bo.PayoutMade(
-                        programme_id=p.programme_id,
-                        settlement_id=p.settlement_id,
-                        time=p.made_at.astimezone(query.zone).isoformat(timespec="seconds"),
-                        gross=pb.Amount(amount_minor=p.gross_minor, currency=p.currency),
-                        commission=pb.Amount(amount_minor=p.commission_minor, currency=p.currency),
-                        net=pb.Amount(amount_minor=p.net_minor, currency=p.currency),
-                    )
-                    for p in summary.payouts
-                ],
-            )
-
-        return self._run(context, action)
+        return self._run(context, lambda: merchant_summary_pb(self._core, request))
 
     def SetReceiptLayout(self, request: bo.ReceiptLayout, context: grpc.ServicerContext) -> bo.ReceiptLayout:
         def action() -> bo.ReceiptLayout:
@@ -392,6 +315,86 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             )
 
         return self._run(context, action)
+
+
+def transaction_report_pb(core: SwitchCore, request: bo.TransactionReportRequest) -> bo.TransactionReport:
+    """The report a request asks for (backoffice and portal); ReportQueryError or LookupError."""
+    query = reports.report_query(
+        request.from_date,
+        request.to_date,
+        request.time_zone,
+        default_zone=core.report_zone,
+        merchant_id=request.merchant_id,
+        terminal_id=request.terminal_id,
+        types=request.types,
+        payment_methods=request.payment_methods,
+        statuses=request.statuses,
+        page_size=request.page_size,
+        page_token=request.page_token,
+    )
+    report = transaction_report(core.store.engine, query)
+    return bo.TransactionReport(
+        transactions=[reported_transaction(t, query.zone) for t in report.transactions],
+        totals=[
+            bo.ReportTotal(
+                transaction_type=t.transaction_type,
+                payment_method=t.payment_method,
+                status=t.status,
+                count=t.count,
+                approved=pb.Amount(amount_minor=t.approved_minor, currency=t.currency),
+            )
+            for t in report.totals
+        ],
+        next_page_token=reports.page_token(report.next_after),
+        time_zone=query.zone.key,
+        from_date=query.first_day.isoformat(),
+        to_date=query.last_day.isoformat(),
+    )
+
+
+def merchant_summary_pb(core: SwitchCore, request: bo.MerchantSummaryRequest) -> bo.MerchantSummary:
+    """A merchant's dashboard (backoffice and portal); AdminError, ReportQueryError or LookupError."""
+    if not request.merchant_id:
+        raise AdminError("merchant_id is missing")
+    query = reports.report_query(
+        request.from_date,
+        request.to_date,
+        request.time_zone,
+        default_zone=core.report_zone,
+        merchant_id=request.merchant_id,
+    )
+    summary = merchant_summary(core.store.engine, query)
+    return bo.MerchantSummary(
+        merchant_id=summary.merchant_id,
+        merchant_name=summary.merchant_name,
+        from_date=query.first_day.isoformat(),
+        to_date=query.last_day.isoformat(),
+        time_zone=query.zone.key,
+        programmes=[
+            bo.ProgrammeSummary(
+                programme_id=p.programme_id,
+                name=p.name,
+                commission_basis_points=p.commission_basis_points,
+                payout_interval_weeks=p.payout_interval_weeks,
+                redemptions=p.redemptions,
+                cards_redeemed=p.cards_redeemed,
+                redeemed=pb.Amount(amount_minor=p.redeemed_minor, currency=p.currency),
+                owed=pb.Amount(amount_minor=p.owed_minor, currency=p.currency),
+            )
+            for p in summary.programmes
+        ],
+        payouts=[
+            bo.PayoutMade(
+                programme_id=p.programme_id,
+                settlement_id=p.settlement_id,
+                time=p.made_at.astimezone(query.zone).isoformat(timespec="seconds"),
+                gross=pb.Amount(amount_minor=p.gross_minor, currency=p.currency),
+                commission=pb.Amount(amount_minor=p.commission_minor, currency=p.currency),
+                net=pb.Amount(amount_minor=p.net_minor, currency=p.currency),
+            )
+            for p in summary.payouts
+        ],
+    )
 
 
 def reported_transaction(row: ReportedTransaction, zone: zoneinfo.ZoneInfo) -> bo.ReportedTransaction:
