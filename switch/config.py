@@ -56,6 +56,8 @@ class Settings:
     iso_inbound_acquirers: str = field(default="", repr=False)
     # The portal's transaction report counts days on this clock unless a request names another
     report_time_zone: str = "Europe/Amsterdam"
+    # Merchant portal: how long a signed-in session lasts
+    portal_session_s: int = 8 * 3600
     # E-mailed receipts: queued by the terminal, sent by the mailer; smtp_host empty: off
     smtp_host: str = ""
     smtp_port: int = 25

@@ -17,8 +17,9 @@ from ops.metrics import SwitchMetrics, watch_loop_lag
 from ops.service import SwitchOperations
 from protocols.backoffice_service import BackofficeService
 from protocols.iso_inbound import IsoInboundListener, start_listener
+from protocols.portal_service import PortalService
 from protocols.terminal_service import RequestObserver, TerminalService
-from protocols.wire import backoffice_pb2, terminal_pb2, terminal_pb2_grpc
+from protocols.wire import backoffice_pb2, portal_pb2, portal_pb2_grpc, terminal_pb2, terminal_pb2_grpc
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from switch.acquiring import Acquiring
 from switch.config import Settings
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     terminal_pb2.DESCRIPTOR.services_by_name["Terminal"].full_name,
     backoffice_pb2.DESCRIPTOR.services_by_name["Backoffice"].full_name,
+    portal_pb2.DESCRIPTOR.services_by_name["Portal"].full_name,
 )
 
 
@@ -142,6 +144,7 @@ class SwitchServer:
             TerminalService(self.core, self._blocking, self._observe, self.acquiring), server
         )
         bo_grpc.add_BackofficeServicer_to_server(BackofficeService(self.core, self.admin_token), server)
+        portal_pb2_grpc.add_PortalServicer_to_server(PortalService(self.core), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -240,6 +240,16 @@ class ReceiptRow(Base):
     done_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class PortalSessionRow(Base):
+    """A merchant signed in to the portal; the token itself is never stored."""
+
+    __tablename__ = "portal_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 programmes = cast(Table, ProgrammeRow.__table__)
 merchants = cast(Table, MerchantRow.__table__)
 merchant_programmes = cast(Table, MerchantProgrammeRow.__table__)
@@ -255,3 +265,4 @@ postings = cast(Table, PostingRow.__table__)
 day_closes = cast(Table, DayCloseRow.__table__)
 receipt_layouts = cast(Table, ReceiptLayoutRow.__table__)
 receipts = cast(Table, ReceiptRow.__table__)
+portal_sessions = cast(Table, PortalSessionRow.__table__)

@@ -1,0 +1,118 @@
+"""Portal servicer: a signed-in merchant's own report, dashboard, devices and day closes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from protocols import convert
+from protocols.backoffice_service import merchant_summary_pb, terminal_view, transaction_report_pb
+from protocols.convert import BadRequestError
+from protocols.terminal_service import _abort, bearer
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import portal_pb2 as portal
+from protocols.wire import portal_pb2_grpc as portal_grpc
+from switch.admin import AdminError
+from switch.core import SwitchCore, utc_now
+from switch.domain.reports import ReportQueryError
+from switch.portal import PortalSessions
+
+T = TypeVar("T")
+
+
+class PortalService(portal_grpc.PortalServicer):
+    def __init__(self, core: SwitchCore) -> None:
+        self._core = core
+        self._sessions = PortalSessions(core.store.engine, core.settings.portal_session_s, utc_now)
+
+    def _run(self, context: grpc.ServicerContext, action: Callable[[str], T]) -> T:
+        """The action for the signed-in merchant; the status of what went wrong otherwise."""
+        try:
+            merchant_id = self._sessions.merchant_of(bearer(context))
+        except PermissionError as error:
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
+        try:
+            return action(merchant_id)
+        except (AdminError, BadRequestError, ReportQueryError) as error:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except LookupError as error:
+            _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
+
+    def SignIn(self, request: portal.SignInRequest, context: grpc.ServicerContext) -> portal.PortalSession:
+        for field in ("email", "password"):
+            if not getattr(request, field):
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
+        try:
+            session = self._sessions.sign_in(request.email, request.password)
+        except PermissionError as error:
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
+        return portal.PortalSession(
+            token=session.token,
+            merchant_id=session.merchant_id,
+            merchant_name=session.merchant_name,
+            expires_at=session.expires_at.isoformat(timespec="seconds"),
+        )
+
+    def SignOut(
+        self, request: portal.SignOutRequest, context: grpc.ServicerContext
+    ) -> portal.SignOutResponse:
+        def action(_merchant_id: str) -> portal.SignOutResponse:
+            self._sessions.sign_out(bearer(context))
+            return portal.SignOutResponse()
+
+        return self._run(context, action)
+
+    def ListTransactions(
+        self, request: bo.TransactionReportRequest, context: grpc.ServicerContext
+    ) -> bo.TransactionReport:
+        def action(merchant_id: str) -> bo.TransactionReport:
+            _own(context, request, merchant_id)
+            return transaction_report_pb(self._core, request)
+
+        return self._run(context, action)
+
+    def GetMerchantSummary(
+        self, request: bo.MerchantSummaryRequest, context: grpc.ServicerContext
+    ) -> bo.MerchantSummary:
+        def action(merchant_id: str) -> bo.MerchantSummary:
+            _own(context, request, merchant_id)
+            return merchant_summary_pb(self._core, request)
+
+        return self._run(context, action)
+
+    def ListTerminals(
+        self, request: bo.ListTerminalsRequest, context: grpc.ServicerContext
+    ) -> bo.TerminalList:
+        def action(merchant_id: str) -> bo.TerminalList:
+            _own(context, request, merchant_id)
+            return bo.TerminalList(
+                terminals=[terminal_view(t) for t in self._core.admin.list_terminals(merchant_id)]
+            )
+
+        return self._run(context, action)
+
+    def ListDayCloses(self, request: bo.TerminalRequest, context: grpc.ServicerContext) -> bo.DayCloseList:
+        def action(merchant_id: str) -> bo.DayCloseList:
+            terminal = self._core.store.terminal(request.terminal_id) if request.terminal_id else None
+            if terminal is None or terminal.merchant_id != merchant_id:
+                # The same answer for another merchant's terminal as for none: ids are not probed.
+                raise LookupError(f"terminal_id {request.terminal_id!r}: no such terminal of yours")
+            reports = self._core.store.day_closes(request.terminal_id)
+            return bo.DayCloseList(reports=[convert.day_close_report(r) for r in reports])
+
+        return self._run(context, action)
+
+
+def _own(
+    context: grpc.ServicerContext,
+    request: bo.TransactionReportRequest | bo.MerchantSummaryRequest | bo.ListTerminalsRequest,
+    merchant_id: str,
+) -> None:
+    """Scope the request to the signed-in merchant; another merchant's id is refused."""
+    if request.merchant_id and request.merchant_id != merchant_id:
+        _abort(
+            context, grpc.StatusCode.PERMISSION_DENIED, "merchant_id: the portal shows only your own merchant"
+        )
+    request.merchant_id = merchant_id

@@ -1,0 +1,146 @@
+"""The merchant portal over gRPC: sign in, see only your own, sign out; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import portal_pb2 as portal
+from protocols.wire import portal_pb2_grpc as portal_grpc
+from protocols.wire import terminal_pb2 as pb
+from switch.store.schema import portal_sessions
+from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, world_fixture
+
+OTHER_EMAIL, OTHER_PASSWORD = "bakery@example.test", "bakery-password"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, portal_session_s=2)
+
+
+def stub(world: World) -> portal_grpc.PortalStub:
+    return portal_grpc.PortalStub(world.channel)
+
+
+def sign_in(
+    world: World, email: str = MERCHANT_EMAIL, password: str = MERCHANT_PASSWORD
+) -> tuple[tuple[str, str], ...]:
+    session = stub(world).SignIn(portal.SignInRequest(email=email, password=password), timeout=20)
+    return (("authorization", f"Bearer {session.token}"),)
+
+
+def days() -> dict[str, Any]:
+    today = dt.datetime.now(dt.UTC).date()
+    return {"from_date": str(today - dt.timedelta(days=1)), "to_date": str(today + dt.timedelta(days=1))}
+
+
+def refusal(call: object, *args: object, **kwargs: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as refused:
+        call(*args, **kwargs)  # type: ignore[operator]
+    return refused.value.code(), refused.value.details() or ""
+
+
+def test_a_merchant_sees_its_own_transactions_dashboard_devices_and_day_closes(world: World) -> None:
+    world.server.core.admin.create_merchant("Bakery", OTHER_EMAIL, OTHER_PASSWORD)
+    terminal = world.terminals[0]
+    card = world.issue(5_000)
+    assert terminal.redeem(card, 1_000, "sale-1").response_code == "00"
+    session = stub(world).SignIn(
+        portal.SignInRequest(email=MERCHANT_EMAIL.upper(), password=MERCHANT_PASSWORD)
+    )
+    assert (session.merchant_id, session.merchant_name) == (world.merchant_id, "Shop")
+    assert session.token.startswith("ps_") and session.expires_at
+    mine = (("authorization", f"Bearer {session.token}"),)
+    report = stub(world).ListTransactions(bo.TransactionReportRequest(**days()), metadata=mine, timeout=20)
+    assert [t.transaction_id for t in report.transactions] == ["sale-1"]
+    assert card not in str(report)
+    summary = stub(world).GetMerchantSummary(bo.MerchantSummaryRequest(**days()), metadata=mine, timeout=20)
+    assert summary.merchant_id == world.merchant_id
+    assert {p.programme_id: p.redeemed.amount_minor for p in summary.programmes}[
+        world.gift_programme
+    ] == 1_000
+    devices = stub(world).ListTerminals(bo.ListTerminalsRequest(), metadata=mine, timeout=20)
+    assert {t.device_name for t in devices.terminals} == {"A77-0", "A77-1"}
+    terminal.stub.DayClose(pb.DayCloseRequest(close_id="close-1"), metadata=terminal.metadata, timeout=20)
+    closes = stub(world).ListDayCloses(bo.TerminalRequest(terminal_id=terminal.terminal_id), metadata=mine)
+    assert [c.sequence_number for c in closes.reports] == [1]
+    # The other merchant sees none of it, and cannot ask for it.
+    theirs = sign_in(world, OTHER_EMAIL, OTHER_PASSWORD)
+    assert (
+        not stub(world).ListTransactions(bo.TransactionReportRequest(**days()), metadata=theirs).transactions
+    )
+    assert not stub(world).ListTerminals(bo.ListTerminalsRequest(), metadata=theirs).terminals
+    asked = bo.TransactionReportRequest(merchant_id=world.merchant_id, **days())
+    assert refusal(stub(world).ListTransactions, asked, metadata=theirs) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "merchant_id: the portal shows only your own merchant",
+    )
+    summary_of_mine = bo.MerchantSummaryRequest(merchant_id=world.merchant_id, **days())
+    assert (
+        refusal(stub(world).GetMerchantSummary, summary_of_mine, metadata=theirs)[0]
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    foreign_terminal = bo.TransactionReportRequest(terminal_id=terminal.terminal_id, **days())
+    assert (
+        refusal(stub(world).ListTransactions, foreign_terminal, metadata=theirs)[0]
+        == grpc.StatusCode.NOT_FOUND
+    )
+    their_view = bo.TerminalRequest(terminal_id=terminal.terminal_id)
+    assert refusal(stub(world).ListDayCloses, their_view, metadata=theirs) == (
+        grpc.StatusCode.NOT_FOUND,
+        f"terminal_id '{terminal.terminal_id}': no such terminal of yours",
+    )
+
+
+def test_signing_in_wrong_or_without_a_session_is_refused_alike(world: World) -> None:
+    wrong_password = refusal(stub(world).SignIn, portal.SignInRequest(email=MERCHANT_EMAIL, password="guess"))
+    unknown_email = refusal(
+        stub(world).SignIn, portal.SignInRequest(email="nobody@example.test", password="x")
+    )
+    assert (
+        wrong_password
+        == unknown_email
+        == (grpc.StatusCode.UNAUTHENTICATED, "merchant e-mail or password is wrong")
+    )
+    assert refusal(stub(world).SignIn, portal.SignInRequest(email=MERCHANT_EMAIL)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "password is missing",
+    )
+    request = bo.TransactionReportRequest(**days())
+    for metadata in (
+        (),
+        (("authorization", "Bearer ps_made-up"),),
+        (("authorization", "Bearer test-admin-token"),),
+    ):
+        assert refusal(stub(world).ListTransactions, request, metadata=metadata) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "no portal session: sign in again",
+        )
+
+
+def test_a_session_ends_when_signed_out_or_expired_and_its_token_is_not_stored(world: World) -> None:
+    request = bo.ListTerminalsRequest()
+    signed_out = sign_in(world)
+    stub(world).SignOut(portal.SignOutRequest(), metadata=signed_out)
+    assert (
+        refusal(stub(world).ListTerminals, request, metadata=signed_out)[0] == grpc.StatusCode.UNAUTHENTICATED
+    )
+    expiring = sign_in(world)
+    assert stub(world).ListTerminals(request, metadata=expiring).terminals
+    token = expiring[0][1].removeprefix("Bearer ")
+    with world.server.core.store.engine.connect() as conn:
+        stored = [tuple(row) for row in conn.execute(select(portal_sessions))]
+    assert stored and all(token not in str(row) for row in stored)
+    time.sleep(2.1)  # portal_session_s=2 in this module's fixture
+    assert (
+        refusal(stub(world).ListTerminals, request, metadata=expiring)[0] == grpc.StatusCode.UNAUTHENTICATED
+    )
