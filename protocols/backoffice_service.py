@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import logging
 import zoneinfo
@@ -21,7 +22,7 @@ from switch.core import SwitchCore
 from switch.domain import ledger, reports
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
-from switch.domain.programmes import ProgrammeKind
+from switch.domain.programmes import ProgrammeKind, payout_settlement_id
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
 from switch.pins import CardPinError
@@ -259,34 +260,64 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 raise AdminError("programme_id is missing")
             if not request.settlement_id:
                 raise AdminError("settlement_id is missing")
-            currency = self._core.store.programme(request.programme_id).currency
-            response = bo.SettleResponse()
-            for merchant_id, gross, commission, write in self._core.admin.settlement_writes(
-                request.programme_id, request.settlement_id
-            ):
-                result = self._core.write_now(write)
-                if not result.ok:
-                    reason = ALREADY_PAID if result.conflict else result.problem
-                    log.warning("payout to %s not made: %s", merchant_id, reason)
-                    response.skipped.append(
-                        bo.SkippedPayout(
-                            merchant_id=merchant_id,
-                            gross=pb.Amount(amount_minor=gross, currency=currency),
-                            reason=reason,
-                        )
-                    )
-                    continue
-                response.payouts.append(
-                    bo.Payout(
-                        merchant_id=merchant_id,
-                        gross=pb.Amount(amount_minor=gross, currency=currency),
-                        commission=pb.Amount(amount_minor=commission, currency=currency),
-                        net=pb.Amount(amount_minor=gross - commission, currency=currency),
+            return self._settle(request.programme_id, request.settlement_id)
+
+        return self._run(context, action)
+
+    def SettleDue(self, request: bo.SettleDueRequest, context: grpc.ServicerContext) -> bo.SettleDueResponse:
+        def action() -> bo.SettleDueResponse:
+            if request.as_of_date:
+                try:
+                    day = dt.date.fromisoformat(request.as_of_date)
+                except ValueError:
+                    raise AdminError(
+                        f"as_of_date {request.as_of_date[:40]!r} is not a date (YYYY-MM-DD)"
+                    ) from None
+            else:
+                day = dt.datetime.now(self._core.report_zone).date()
+            response = bo.SettleDueResponse()
+            for programme_id in self._core.admin.programme_ids():
+                interval = self._core.store.programme(programme_id).payout_interval_weeks
+                settlement_id = payout_settlement_id(day, interval)
+                response.settlements.append(
+                    bo.ProgrammeSettlement(
+                        programme_id=programme_id,
+                        settlement_id=settlement_id,
+                        result=self._settle(programme_id, settlement_id),
                     )
                 )
             return response
 
         return self._run(context, action)
+
+    def _settle(self, programme_id: str, settlement_id: str) -> bo.SettleResponse:
+        """Pay every merchant what the programme owes it, less commission, once per settlement id."""
+        currency = self._core.store.programme(programme_id).currency
+        response = bo.SettleResponse()
+        for merchant_id, gross, commission, write in self._core.admin.settlement_writes(
+            programme_id, settlement_id
+        ):
+            result = self._core.write_now(write)
+            if not result.ok:
+                reason = ALREADY_PAID if result.conflict else result.problem
+                log.warning("payout to %s not made: %s", merchant_id, reason)
+                response.skipped.append(
+                    bo.SkippedPayout(
+                        merchant_id=merchant_id,
+                        gross=pb.Amount(amount_minor=gross, currency=currency),
+                        reason=reason,
+                    )
+                )
+                continue
+            response.payouts.append(
+                bo.Payout(
+                    merchant_id=merchant_id,
+                    gross=pb.Amount(amount_minor=gross, currency=currency),
+                    commission=pb.Amount(amount_minor=commission, currency=currency),
+                    net=pb.Amount(amount_minor=gross - commission, currency=currency),
+                )
+            )
+        return response
 
     def ListTransactions(
         self, request: bo.TransactionReportRequest, context: grpc.ServicerContext

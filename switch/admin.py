@@ -342,6 +342,12 @@ class Admin:
         assert info is not None
         return info
 
+    def programme_ids(self) -> list[str]:
+        with self._engine.connect() as conn:
+            return list(
+                conn.execute(select(programmes.c.programme_id).order_by(programmes.c.programme_id)).scalars()
+            )
+
     def list_terminals(self, merchant_id: str = "") -> list[TerminalInfo]:
         query = select(terminals.c.terminal_id).order_by(terminals.c.activated_at)
         if merchant_id:

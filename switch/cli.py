@@ -111,6 +111,7 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "day-closes": ("ListDayCloses", bo.TerminalRequest),
     "check-ledger": ("CheckLedger", bo.CheckLedgerRequest),
     "settle": ("Settle", bo.SettleRequest),
+    "settle-due": ("SettleDue", bo.SettleDueRequest),  # from cron, daily: one payout per cycle
     "show-card": ("GetCard", bo.CardRequest),
     "block-card": ("BlockCard", bo.BlockCardRequest),
     "unblock-card": ("UnblockCard", bo.CardRequest),

@@ -1188,3 +1188,70 @@ class ReceiptLayout(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReceiptLayout: _TypeAlias = ReceiptLayout  # noqa: Y015
+
+@_typing.final
+class SettleDueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AS_OF_DATE_FIELD_NUMBER: _builtins.int
+    as_of_date: _builtins.str
+    """YYYY-MM-DD; empty: today on the switch's report clock"""
+    def __init__(
+        self,
+        *,
+        as_of_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleDueRequest: _TypeAlias = SettleDueRequest  # noqa: Y015
+
+@_typing.final
+class ProgrammeSettlement(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRAMME_ID_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    programme_id: _builtins.str
+    settlement_id: _builtins.str
+    """"payout-<first Monday of the cycle>" """
+    @_builtins.property
+    def result(self) -> Global___SettleResponse: ...
+    def __init__(
+        self,
+        *,
+        programme_id: _builtins.str = ...,
+        settlement_id: _builtins.str = ...,
+        result: Global___SettleResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["programme_id", b"programme_id", "result", b"result", "settlement_id", b"settlement_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProgrammeSettlement: _TypeAlias = ProgrammeSettlement  # noqa: Y015
+
+@_typing.final
+class SettleDueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTLEMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settlements(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProgrammeSettlement]: ...
+    def __init__(
+        self,
+        *,
+        settlements: _abc.Iterable[Global___ProgrammeSettlement] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settlements", b"settlements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleDueResponse: _TypeAlias = SettleDueResponse  # noqa: Y015

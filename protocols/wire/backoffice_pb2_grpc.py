@@ -109,6 +109,11 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.SettleRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.SettleResponse.FromString,
                 _registered_method=True)
+        self.SettleDue = channel.unary_unary(
+                '/txswitch.v1.Backoffice/SettleDue',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.SettleDueRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.SettleDueResponse.FromString,
+                _registered_method=True)
         self.SetCardPin = channel.unary_unary(
                 '/txswitch.v1.Backoffice/SetCardPin',
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.SetCardPinRequest.SerializeToString,
@@ -224,6 +229,13 @@ class BackofficeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettleDue(self, request, context):
+        """Every programme's payout of the current cycle (payout_interval_weeks); safe to call daily.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetCardPin(self, request, context):
         """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset.
         """
@@ -329,6 +341,11 @@ def add_BackofficeServicer_to_server(servicer, server):
                     servicer.Settle,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.SettleRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.SettleResponse.SerializeToString,
+            ),
+            'SettleDue': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleDue,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.SettleDueRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.SettleDueResponse.SerializeToString,
             ),
             'SetCardPin': grpc.unary_unary_rpc_method_handler(
                     servicer.SetCardPin,
@@ -756,6 +773,33 @@ class Backoffice:
             '/txswitch.v1.Backoffice/Settle',
             protocols_dot_wire_dot_backoffice__pb2.SettleRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleDue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/SettleDue',
+            protocols_dot_wire_dot_backoffice__pb2.SettleDueRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.SettleDueResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,8 @@ class BackofficeStub:
     ListDayCloses: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]
     CheckLedger: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.CheckLedgerRequest, _backoffice_pb2.LedgerCheck]
     Settle: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SettleRequest, _backoffice_pb2.SettleResponse]
+    SettleDue: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SettleDueRequest, _backoffice_pb2.SettleDueResponse]
+    """Every programme's payout of the current cycle (payout_interval_weeks); safe to call daily."""
     SetCardPin: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SetCardPinRequest, _backoffice_pb2.CardView]
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
     ListTransactions: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]
@@ -75,6 +77,8 @@ class BackofficeAsyncStub(BackofficeStub):
     ListDayCloses: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]  # type: ignore[assignment]
     CheckLedger: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.CheckLedgerRequest, _backoffice_pb2.LedgerCheck]  # type: ignore[assignment]
     Settle: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SettleRequest, _backoffice_pb2.SettleResponse]  # type: ignore[assignment]
+    SettleDue: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SettleDueRequest, _backoffice_pb2.SettleDueResponse]  # type: ignore[assignment]
+    """Every programme's payout of the current cycle (payout_interval_weeks); safe to call daily."""
     SetCardPin: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SetCardPinRequest, _backoffice_pb2.CardView]  # type: ignore[assignment]
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
     ListTransactions: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]  # type: ignore[assignment]
@@ -189,6 +193,14 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         request: _backoffice_pb2.SettleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.SettleResponse, _abc.Awaitable[_backoffice_pb2.SettleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SettleDue(
+        self,
+        request: _backoffice_pb2.SettleDueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.SettleDueResponse, _abc.Awaitable[_backoffice_pb2.SettleDueResponse]]:
+        """Every programme's payout of the current cycle (payout_interval_weeks); safe to call daily."""
 
     @_abc_1.abstractmethod
     def SetCardPin(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass
 
@@ -53,3 +54,19 @@ def commission_minor(gross_minor: int, commission_basis_points: int) -> int:
     """The programme's commission on a merchant's payout, rounded half up."""
     assert 0 <= commission_basis_points <= 10_000
     return proportional_share(gross_minor, commission_basis_points, 10_000)
+
+
+# Payout cycles are counted in whole weeks from this Monday, so every node and every run agrees.
+PAYOUT_EPOCH = dt.date(2024, 1, 1)
+
+
+def payout_cycle_start(day: dt.date, interval_weeks: int) -> dt.date:
+    """The Monday the payout cycle holding `day` began; a cycle lasts interval_weeks weeks."""
+    assert interval_weeks >= 1
+    cycle_days = 7 * interval_weeks
+    return PAYOUT_EPOCH + dt.timedelta(days=(day - PAYOUT_EPOCH).days // cycle_days * cycle_days)
+
+
+def payout_settlement_id(day: dt.date, interval_weeks: int) -> str:
+    """The settlement id of the cycle's payout: a second run in the same cycle pays nothing twice."""
+    return f"payout-{payout_cycle_start(day, interval_weeks).isoformat()}"

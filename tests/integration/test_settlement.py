@@ -113,3 +113,38 @@ def test_a_data_directory_with_the_old_shared_payable_is_refused_at_start(tmp_pa
     with pytest.raises(SystemExit) as refused:
         SwitchServer(settings)
     assert "1 merchant memberships have no payable account" in str(refused.value)
+
+
+def settle_due(world: World, as_of_date: str) -> dict[str, bo.ProgrammeSettlement]:
+    response = world.backoffice.SettleDue(
+        bo.SettleDueRequest(as_of_date=as_of_date), metadata=world.admin_metadata, timeout=20
+    )
+    return {s.programme_id: s for s in response.settlements}
+
+
+def test_settle_due_pays_each_programme_once_per_payout_cycle(world: World) -> None:
+    terminal, merchant = world.terminals[0], world.merchant_id
+    card = world.issue(10_000)
+    terminal.redeem(card, 1_000)
+    # The gift programme pays every 4 weeks; cycles start on 2024-01-01, so one starts 2026-11-02.
+    first = settle_due(world, "2026-11-20")[world.gift_programme]
+    assert first.settlement_id == "payout-2026-11-02"
+    assert payouts(first.result) == {merchant: (1_000, 25, 975)}
+    terminal.redeem(card, 400)
+    again = settle_due(world, "2026-11-27")[world.gift_programme]  # the same cycle: nothing twice
+    assert again.settlement_id == "payout-2026-11-02" and not again.result.payouts
+    assert [(s.merchant_id, s.gross.amount_minor, s.reason) for s in again.result.skipped] == [
+        (merchant, 400, "already paid out under this settlement id")
+    ]
+    following = settle_due(world, "2026-11-30")[world.gift_programme]  # the next cycle begins
+    assert following.settlement_id == "payout-2026-11-30"
+    assert payouts(following.result) == {merchant: (400, 10, 390)}
+    check = world.ledger()
+    assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
+
+
+def test_settle_due_names_a_bad_date(world: World) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        settle_due(world, "30-11-2026")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "as_of_date '30-11-2026' is not a date" in (refused.value.details() or "")

@@ -62,3 +62,14 @@ def test_a_bad_value_is_refused_naming_its_field(fields: dict[str, object], name
     with pytest.raises(ReportQueryError) as refused:
         report_query(default_zone=AMSTERDAM, **values)  # type: ignore[arg-type]
     assert named in str(refused.value)
+
+
+def test_payout_cycles_start_on_mondays_counted_from_the_epoch() -> None:
+    from switch.domain.programmes import payout_cycle_start, payout_settlement_id
+
+    assert payout_cycle_start(dt.date(2024, 1, 1), 4) == dt.date(2024, 1, 1)
+    assert payout_cycle_start(dt.date(2024, 1, 28), 4) == dt.date(2024, 1, 1)
+    assert payout_cycle_start(dt.date(2024, 1, 29), 4) == dt.date(2024, 1, 29)
+    assert payout_cycle_start(dt.date(2026, 11, 22), 1) == dt.date(2026, 11, 16)  # a Sunday
+    assert payout_settlement_id(dt.date(2026, 11, 29), 4) == "payout-2026-11-02"
+    assert payout_settlement_id(dt.date(2026, 11, 30), 4) == "payout-2026-11-30"
