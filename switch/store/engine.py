@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy.schema import CreateColumn
 
 from switch.store.schema import metadata
 
@@ -45,9 +46,35 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor.close()
 
 
+class SchemaMismatchError(RuntimeError):
+    """The database lacks a column this version needs and cannot add by itself."""
+
+
 def create_schema(engine: Engine) -> None:
-    """Create what is missing: tables, and indexes added to a table that exists already."""
+    """Create what is missing: tables, columns and indexes added to tables that exist already.
+
+    Only additive changes are made: a new column must be nullable or have a server default, so
+    the rows already there get a value; anything else is refused with the column's name.
+    """
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     for table in metadata.sorted_tables:
         for index in table.indexes:
             index.create(engine, checkfirst=True)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        for column in missing:
+            if not column.nullable and column.server_default is None:
+                raise SchemaMismatchError(
+                    f"{table.name}.{column.name} is missing and has no default to fill existing rows; "
+                    "this database needs a migration"
+                )
+            definition = CreateColumn(column).compile(dialect=engine.dialect)
+            table_name = engine.dialect.identifier_preparer.format_table(table)
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {definition}"))

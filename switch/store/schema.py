@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -88,6 +89,8 @@ class EmployeeRow(Base):
     pin_hash: Mapped[str] = mapped_column(String(200))  # salted; the PIN itself is never stored
     failed_tries: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # A deactivated employee's PIN opens nothing (added after the first release: a server default)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class TerminalRow(Base):
