@@ -92,7 +92,7 @@ class EmployeePins:
             lock = self._locks.setdefault((merchant_id, employee.employee_number), threading.Lock())
         with lock:
             stored = self._store.employee_pin(merchant_id, employee.employee_number)
-            if stored is None:
+            if stored is None or not stored.active:  # a deactivated user's PIN is no PIN, and no try
                 return ResponseCode.incorrect_pin
             now = self._now()
             matches = self._matches((merchant_id, employee.employee_number), employee.pin, stored.pin_hash)

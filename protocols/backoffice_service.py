@@ -17,7 +17,7 @@ from protocols.terminal_service import _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
-from switch.admin import AdminError
+from switch.admin import AdminError, EmployeeInfo
 from switch.core import SwitchCore
 from switch.domain import ledger, reports
 from switch.domain.card_rules import CardState
@@ -108,20 +108,15 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         return self._run(context, action)
 
     def AddEmployee(self, request: bo.AddEmployeeRequest, context: grpc.ServicerContext) -> bo.Employee:
-        def action() -> bo.Employee:
-            role = request.role or "cashier"
-            employee_id = self._core.admin.add_employee(
-                request.merchant_id, request.employee_number, request.name, request.pin, role
-            )
-            return bo.Employee(
-                employee_id=employee_id,
-                merchant_id=request.merchant_id,
-                employee_number=request.employee_number,
-                name=request.name,
-                role=role,
-            )
+        return self._run(context, lambda: add_employee_pb(self._core, request))
 
-        return self._run(context, action)
+    def ListEmployees(
+        self, request: bo.ListEmployeesRequest, context: grpc.ServicerContext
+    ) -> bo.EmployeeList:
+        return self._run(context, lambda: list_employees_pb(self._core, request))
+
+    def UpdateEmployee(self, request: bo.UpdateEmployeeRequest, context: grpc.ServicerContext) -> bo.Employee:
+        return self._run(context, lambda: update_employee_pb(self._core, request))
 
     def JoinProgramme(self, request: bo.JoinProgrammeRequest, context: grpc.ServicerContext) -> bo.Merchant:
         def action() -> bo.Merchant:
@@ -346,6 +341,53 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             )
 
         return self._run(context, action)
+
+
+def add_employee_pb(core: SwitchCore, request: bo.AddEmployeeRequest) -> bo.Employee:
+    """A new user of a merchant with a 4-digit PIN (backoffice and portal)."""
+    core.admin.add_employee(
+        request.merchant_id, request.employee_number, request.name, request.pin, request.role or "cashier"
+    )
+    (added,) = (
+        e
+        for e in core.admin.list_employees(request.merchant_id)
+        if e.employee_number == request.employee_number
+    )
+    return employee_pb(added)
+
+
+def list_employees_pb(core: SwitchCore, request: bo.ListEmployeesRequest) -> bo.EmployeeList:
+    if not request.merchant_id:
+        raise AdminError("merchant_id is missing")
+    return bo.EmployeeList(employees=[employee_pb(e) for e in core.admin.list_employees(request.merchant_id)])
+
+
+def update_employee_pb(core: SwitchCore, request: bo.UpdateEmployeeRequest) -> bo.Employee:
+    for field in ("merchant_id", "employee_number"):
+        if not getattr(request, field):
+            raise AdminError(f"{field} is missing")
+    updated = core.admin.update_employee(
+        request.merchant_id,
+        request.employee_number,
+        active=request.active if request.HasField("active") else None,
+        pin=request.pin,
+        role=request.role,
+        name=request.name,
+    )
+    return employee_pb(updated)
+
+
+def employee_pb(employee: EmployeeInfo) -> bo.Employee:
+    """Never the PIN or its hash."""
+    return bo.Employee(
+        employee_id=employee.employee_id,
+        merchant_id=employee.merchant_id,
+        employee_number=employee.employee_number,
+        name=employee.name,
+        role=employee.role,
+        active=employee.active,
+        locked_until=employee.locked_until.isoformat(timespec="seconds") if employee.locked_until else "",
+    )
 
 
 def transaction_report_pb(core: SwitchCore, request: bo.TransactionReportRequest) -> bo.TransactionReport:

@@ -8,7 +8,14 @@ from typing import TypeVar
 import grpc
 
 from protocols import convert
-from protocols.backoffice_service import merchant_summary_pb, terminal_view, transaction_report_pb
+from protocols.backoffice_service import (
+    add_employee_pb,
+    list_employees_pb,
+    merchant_summary_pb,
+    terminal_view,
+    transaction_report_pb,
+    update_employee_pb,
+)
 from protocols.convert import BadRequestError
 from protocols.terminal_service import _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
@@ -104,12 +111,41 @@ class PortalService(portal_grpc.PortalServicer):
 
         return self._run(context, action)
 
+    def ListEmployees(
+        self, request: bo.ListEmployeesRequest, context: grpc.ServicerContext
+    ) -> bo.EmployeeList:
+        def action(merchant_id: str) -> bo.EmployeeList:
+            _own(context, request, merchant_id)
+            return list_employees_pb(self._core, request)
 
-def _own(
-    context: grpc.ServicerContext,
-    request: bo.TransactionReportRequest | bo.MerchantSummaryRequest | bo.ListTerminalsRequest,
-    merchant_id: str,
-) -> None:
+        return self._run(context, action)
+
+    def AddEmployee(self, request: bo.AddEmployeeRequest, context: grpc.ServicerContext) -> bo.Employee:
+        def action(merchant_id: str) -> bo.Employee:
+            _own(context, request, merchant_id)
+            return add_employee_pb(self._core, request)
+
+        return self._run(context, action)
+
+    def UpdateEmployee(self, request: bo.UpdateEmployeeRequest, context: grpc.ServicerContext) -> bo.Employee:
+        def action(merchant_id: str) -> bo.Employee:
+            _own(context, request, merchant_id)
+            return update_employee_pb(self._core, request)
+
+        return self._run(context, action)
+
+
+OwnRequest = (
+    bo.TransactionReportRequest
+    | bo.MerchantSummaryRequest
+    | bo.ListTerminalsRequest
+    | bo.ListEmployeesRequest
+    | bo.AddEmployeeRequest
+    | bo.UpdateEmployeeRequest
+)
+
+
+def _own(context: grpc.ServicerContext, request: OwnRequest, merchant_id: str) -> None:
     """Scope the request to the signed-in merchant; another merchant's id is refused."""
     if request.merchant_id and request.merchant_id != merchant_id:
         _abort(

@@ -6,17 +6,19 @@ import datetime as dt
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
 from switch import credentials
 from switch.domain import ledger
 from switch.domain.cards import CardStatus, make_card_number, mask, qr_payload
+from switch.domain.employees import pin_problem, role_problem
 from switch.domain.ledger import AccountKind
 from switch.domain.money import is_known_currency
 from switch.domain.programmes import ProgrammeKind, commission_minor
 from switch.store.journal import Write
-from switch.store.repository import Store, TerminalInfo
+from switch.store.repository import Store, TerminalInfo, as_utc
 from switch.store.schema import (
     accounts,
     cards,
@@ -61,6 +63,17 @@ class Activation:
     terminal: TerminalInfo
     credential: str
     merchant_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeeInfo:
+    employee_id: str
+    merchant_id: str
+    employee_number: str
+    name: str
+    role: str
+    active: bool
+    locked_until: dt.datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +195,7 @@ class Admin:
     def add_employee(
         self, merchant_id: str, employee_number: str, name: str, pin: str, role: str = "cashier"
     ) -> str:
-        from switch.domain.employees import pin_problem
-
-        problem = pin_problem(pin)
+        problem = pin_problem(pin) or role_problem(role)
         if problem:
             raise AdminError(problem)
         if not employee_number or not name:
@@ -207,21 +218,50 @@ class Admin:
             )
         return employee_id
 
-    def set_employee_pin(self, merchant_id: str, employee_number: str, pin: str) -> None:
-        """A new PIN for an employee; clears failed tries and any lock."""
-        from switch.domain.employees import pin_problem
-
-        problem = pin_problem(pin)
-        if problem:
-            raise AdminError(problem)
+    def update_employee(
+        self,
+        merchant_id: str,
+        employee_number: str,
+        *,
+        active: bool | None = None,
+        pin: str = "",
+        role: str = "",
+        name: str = "",
+    ) -> EmployeeInfo:
+        """Change what is given; a new PIN clears wrong tries and the lock. LookupError if unknown."""
+        values: dict[str, object] = {}
+        if pin:
+            problem = pin_problem(pin)
+            if problem:
+                raise AdminError(problem)
+            values.update(pin_hash=credentials.hash_employee_pin(pin), failed_tries=0, locked_until=None)
+        if role:
+            problem = role_problem(role)
+            if problem:
+                raise AdminError(problem)
+            values["role"] = role
+        if name:
+            values["name"] = name
+        if active is not None:
+            values["active"] = active
+        where = (employees.c.merchant_id == merchant_id, employees.c.employee_number == employee_number)
         with self._engine.begin() as conn:
-            changed = conn.execute(
-                update(employees)
-                .where(employees.c.merchant_id == merchant_id, employees.c.employee_number == employee_number)
-                .values(pin_hash=credentials.hash_employee_pin(pin), failed_tries=0, locked_until=None)
-            ).rowcount
-        if changed != 1:
-            raise AdminError(f"merchant {merchant_id} has no employee {employee_number!r}")
+            if values and conn.execute(update(employees).where(*where).values(**values)).rowcount != 1:
+                raise LookupError(f"employee_number {employee_number!r}: no such employee of {merchant_id}")
+            row = conn.execute(select(employees).where(*where)).first()
+        if row is None:
+            raise LookupError(f"employee_number {employee_number!r}: no such employee of {merchant_id}")
+        return _employee_info(row)
+
+    def list_employees(self, merchant_id: str) -> list[EmployeeInfo]:
+        self._require_merchant(merchant_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(employees)
+                .where(employees.c.merchant_id == merchant_id)
+                .order_by(employees.c.employee_number)
+            ).all()
+        return [_employee_info(row) for row in rows]
 
     def join_programme(self, merchant_id: str, programme_id: str, commission_basis_points: int) -> None:
         if not 0 <= commission_basis_points <= 10_000:
@@ -434,6 +474,18 @@ class Admin:
                 select(merchants.c.merchant_id).where(merchants.c.merchant_id == merchant_id)
             ).first():
                 raise AdminError(f"no merchant {merchant_id}")
+
+
+def _employee_info(row: Any) -> EmployeeInfo:
+    return EmployeeInfo(
+        row.employee_id,
+        row.merchant_id,
+        row.employee_number,
+        row.name,
+        row.role,
+        bool(row.active),
+        as_utc(row.locked_until) if row.locked_until is not None else None,
+    )
 
 
 def _add_months(day: dt.date, months: int) -> dt.date:

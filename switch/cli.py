@@ -104,6 +104,8 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "create-merchant": ("CreateMerchant", bo.CreateMerchantRequest),
     "add-location": ("AddLocation", bo.AddLocationRequest),
     "add-employee": ("AddEmployee", bo.AddEmployeeRequest),
+    "list-employees": ("ListEmployees", bo.ListEmployeesRequest),
+    "update-employee": ("UpdateEmployee", bo.UpdateEmployeeRequest),
     "join-programme": ("JoinProgramme", bo.JoinProgrammeRequest),
     "issue-card": ("IssueCard", bo.IssueCardRequest),
     "list-terminals": ("ListTerminals", bo.ListTerminalsRequest),
@@ -235,6 +237,10 @@ def _build_request(request_type: Any, pairs: list[str]) -> Any:
                 getattr(request, key).extend(item for item in value.split(",") if item)
             elif field.type in (field.TYPE_INT32, field.TYPE_INT64):
                 setattr(request, key, int(value))
+            elif field.type == field.TYPE_BOOL:
+                if value.lower() not in ("true", "false"):
+                    raise ValueError(f"{key} must be true or false")
+                setattr(request, key, value.lower() == "true")
             else:
                 setattr(request, key, value)
     return request

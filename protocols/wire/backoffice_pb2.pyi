@@ -263,11 +263,16 @@ class Employee(_message.Message):
     EMPLOYEE_NUMBER_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    LOCKED_UNTIL_FIELD_NUMBER: _builtins.int
     employee_id: _builtins.str
     merchant_id: _builtins.str
     employee_number: _builtins.str
     name: _builtins.str
     role: _builtins.str
+    active: _builtins.bool
+    locked_until: _builtins.str
+    """ISO 8601 while wrong PINs lock the employee out; else empty"""
     def __init__(
         self,
         *,
@@ -276,14 +281,95 @@ class Employee(_message.Message):
         employee_number: _builtins.str = ...,
         name: _builtins.str = ...,
         role: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        locked_until: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["employee_id", b"employee_id", "employee_number", b"employee_number", "merchant_id", b"merchant_id", "name", b"name", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "employee_id", b"employee_id", "employee_number", b"employee_number", "locked_until", b"locked_until", "merchant_id", b"merchant_id", "name", b"name", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Employee: _TypeAlias = Employee  # noqa: Y015
+
+@_typing.final
+class ListEmployeesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["merchant_id", b"merchant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEmployeesRequest: _TypeAlias = ListEmployeesRequest  # noqa: Y015
+
+@_typing.final
+class EmployeeList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMPLOYEES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def employees(self) -> _containers.RepeatedCompositeFieldContainer[Global___Employee]: ...
+    def __init__(
+        self,
+        *,
+        employees: _abc.Iterable[Global___Employee] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["employees", b"employees"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmployeeList: _TypeAlias = EmployeeList  # noqa: Y015
+
+@_typing.final
+class UpdateEmployeeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    EMPLOYEE_NUMBER_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    PIN_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    employee_number: _builtins.str
+    active: _builtins.bool
+    """absent: unchanged"""
+    pin: _builtins.str
+    """empty: unchanged; a new PIN clears wrong tries and the lock"""
+    role: _builtins.str
+    """empty: unchanged; cashier or manager"""
+    name: _builtins.str
+    """empty: unchanged"""
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        employee_number: _builtins.str = ...,
+        active: _builtins.bool | None = ...,
+        pin: _builtins.str = ...,
+        role: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "employee_number", b"employee_number", "merchant_id", b"merchant_id", "name", b"name", "pin", b"pin", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
+    _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__active) -> _WhichOneofReturnType__active | None: ...
+
+Global___UpdateEmployeeRequest: _TypeAlias = UpdateEmployeeRequest  # noqa: Y015
 
 @_typing.final
 class JoinProgrammeRequest(_message.Message):

@@ -54,6 +54,16 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.AddEmployeeRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Employee.FromString,
                 _registered_method=True)
+        self.ListEmployees = channel.unary_unary(
+                '/txswitch.v1.Backoffice/ListEmployees',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.ListEmployeesRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.EmployeeList.FromString,
+                _registered_method=True)
+        self.UpdateEmployee = channel.unary_unary(
+                '/txswitch.v1.Backoffice/UpdateEmployee',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.UpdateEmployeeRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Employee.FromString,
+                _registered_method=True)
         self.JoinProgramme = channel.unary_unary(
                 '/txswitch.v1.Backoffice/JoinProgramme',
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.JoinProgrammeRequest.SerializeToString,
@@ -159,6 +169,19 @@ class BackofficeServicer:
 
     def AddEmployee(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEmployees(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateEmployee(self, request, context):
+        """Change a user's name, role or 4-digit PIN, or (de)activate it; a deactivated PIN opens nothing.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -285,6 +308,16 @@ def add_BackofficeServicer_to_server(servicer, server):
             'AddEmployee': grpc.unary_unary_rpc_method_handler(
                     servicer.AddEmployee,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.AddEmployeeRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.Employee.SerializeToString,
+            ),
+            'ListEmployees': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEmployees,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ListEmployeesRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.EmployeeList.SerializeToString,
+            ),
+            'UpdateEmployee': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEmployee,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.UpdateEmployeeRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.Employee.SerializeToString,
             ),
             'JoinProgramme': grpc.unary_unary_rpc_method_handler(
@@ -475,6 +508,60 @@ class Backoffice:
             target,
             '/txswitch.v1.Backoffice/AddEmployee',
             protocols_dot_wire_dot_backoffice__pb2.AddEmployeeRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.Employee.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEmployees(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/ListEmployees',
+            protocols_dot_wire_dot_backoffice__pb2.ListEmployeesRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.EmployeeList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateEmployee(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/UpdateEmployee',
+            protocols_dot_wire_dot_backoffice__pb2.UpdateEmployeeRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.Employee.FromString,
             options,
             channel_credentials,

@@ -37,6 +37,9 @@ class BackofficeStub:
     CreateMerchant: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.CreateMerchantRequest, _backoffice_pb2.Merchant]
     AddLocation: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AddLocationRequest, _backoffice_pb2.Location]
     AddEmployee: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]
+    ListEmployees: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListEmployeesRequest, _backoffice_pb2.EmployeeList]
+    UpdateEmployee: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.UpdateEmployeeRequest, _backoffice_pb2.Employee]
+    """Change a user's name, role or 4-digit PIN, or (de)activate it; a deactivated PIN opens nothing."""
     JoinProgramme: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.JoinProgrammeRequest, _backoffice_pb2.Merchant]
     IssueCard: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.IssueCardRequest, _backoffice_pb2.IssuedCard]
     GetCard: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.CardRequest, _backoffice_pb2.CardView]
@@ -66,6 +69,9 @@ class BackofficeAsyncStub(BackofficeStub):
     CreateMerchant: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.CreateMerchantRequest, _backoffice_pb2.Merchant]  # type: ignore[assignment]
     AddLocation: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AddLocationRequest, _backoffice_pb2.Location]  # type: ignore[assignment]
     AddEmployee: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]  # type: ignore[assignment]
+    ListEmployees: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListEmployeesRequest, _backoffice_pb2.EmployeeList]  # type: ignore[assignment]
+    UpdateEmployee: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.UpdateEmployeeRequest, _backoffice_pb2.Employee]  # type: ignore[assignment]
+    """Change a user's name, role or 4-digit PIN, or (de)activate it; a deactivated PIN opens nothing."""
     JoinProgramme: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.JoinProgrammeRequest, _backoffice_pb2.Merchant]  # type: ignore[assignment]
     IssueCard: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.IssueCardRequest, _backoffice_pb2.IssuedCard]  # type: ignore[assignment]
     GetCard: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.CardRequest, _backoffice_pb2.CardView]  # type: ignore[assignment]
@@ -116,6 +122,21 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         request: _backoffice_pb2.AddEmployeeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.Employee, _abc.Awaitable[_backoffice_pb2.Employee]]: ...
+
+    @_abc_1.abstractmethod
+    def ListEmployees(
+        self,
+        request: _backoffice_pb2.ListEmployeesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.EmployeeList, _abc.Awaitable[_backoffice_pb2.EmployeeList]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateEmployee(
+        self,
+        request: _backoffice_pb2.UpdateEmployeeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.Employee, _abc.Awaitable[_backoffice_pb2.Employee]]:
+        """Change a user's name, role or 4-digit PIN, or (de)activate it; a deactivated PIN opens nothing."""
 
     @_abc_1.abstractmethod
     def JoinProgramme(

@@ -65,6 +65,21 @@ class PortalStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.TerminalRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.DayCloseList.FromString,
                 _registered_method=True)
+        self.ListEmployees = channel.unary_unary(
+                '/txswitch.v1.Portal/ListEmployees',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.ListEmployeesRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.EmployeeList.FromString,
+                _registered_method=True)
+        self.AddEmployee = channel.unary_unary(
+                '/txswitch.v1.Portal/AddEmployee',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.AddEmployeeRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Employee.FromString,
+                _registered_method=True)
+        self.UpdateEmployee = channel.unary_unary(
+                '/txswitch.v1.Portal/UpdateEmployee',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.UpdateEmployeeRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Employee.FromString,
+                _registered_method=True)
 
 
 class PortalServicer:
@@ -107,6 +122,25 @@ class PortalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEmployees(self, request, context):
+        """The merchant's user accounts and their 4-digit PINs for refunds and cancellations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddEmployee(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateEmployee(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +173,21 @@ def add_PortalServicer_to_server(servicer, server):
                     servicer.ListDayCloses,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.TerminalRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.DayCloseList.SerializeToString,
+            ),
+            'ListEmployees': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEmployees,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ListEmployeesRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.EmployeeList.SerializeToString,
+            ),
+            'AddEmployee': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddEmployee,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.AddEmployeeRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.Employee.SerializeToString,
+            ),
+            'UpdateEmployee': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEmployee,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.UpdateEmployeeRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.Employee.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +352,87 @@ class Portal:
             '/txswitch.v1.Portal/ListDayCloses',
             protocols_dot_wire_dot_backoffice__pb2.TerminalRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.DayCloseList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEmployees(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/ListEmployees',
+            protocols_dot_wire_dot_backoffice__pb2.ListEmployeesRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.EmployeeList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddEmployee(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/AddEmployee',
+            protocols_dot_wire_dot_backoffice__pb2.AddEmployeeRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.Employee.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateEmployee(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/UpdateEmployee',
+            protocols_dot_wire_dot_backoffice__pb2.UpdateEmployeeRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.Employee.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,10 @@ class PortalStub:
     GetMerchantSummary: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]
     ListTerminals: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListTerminalsRequest, _backoffice_pb2.TerminalList]
     ListDayCloses: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]
+    ListEmployees: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListEmployeesRequest, _backoffice_pb2.EmployeeList]
+    """The merchant's user accounts and their 4-digit PINs for refunds and cancellations."""
+    AddEmployee: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]
+    UpdateEmployee: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.UpdateEmployeeRequest, _backoffice_pb2.Employee]
 
 @_typing.type_check_only
 class PortalAsyncStub(PortalStub):
@@ -53,6 +57,10 @@ class PortalAsyncStub(PortalStub):
     GetMerchantSummary: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]  # type: ignore[assignment]
     ListTerminals: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListTerminalsRequest, _backoffice_pb2.TerminalList]  # type: ignore[assignment]
     ListDayCloses: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]  # type: ignore[assignment]
+    ListEmployees: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListEmployeesRequest, _backoffice_pb2.EmployeeList]  # type: ignore[assignment]
+    """The merchant's user accounts and their 4-digit PINs for refunds and cancellations."""
+    AddEmployee: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]  # type: ignore[assignment]
+    UpdateEmployee: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.UpdateEmployeeRequest, _backoffice_pb2.Employee]  # type: ignore[assignment]
 
 class PortalServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -97,5 +105,27 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         request: _backoffice_pb2.TerminalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.DayCloseList, _abc.Awaitable[_backoffice_pb2.DayCloseList]]: ...
+
+    @_abc_1.abstractmethod
+    def ListEmployees(
+        self,
+        request: _backoffice_pb2.ListEmployeesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.EmployeeList, _abc.Awaitable[_backoffice_pb2.EmployeeList]]:
+        """The merchant's user accounts and their 4-digit PINs for refunds and cancellations."""
+
+    @_abc_1.abstractmethod
+    def AddEmployee(
+        self,
+        request: _backoffice_pb2.AddEmployeeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.Employee, _abc.Awaitable[_backoffice_pb2.Employee]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateEmployee(
+        self,
+        request: _backoffice_pb2.UpdateEmployeeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.Employee, _abc.Awaitable[_backoffice_pb2.Employee]]: ...
 
 def add_PortalServicer_to_server(servicer: PortalServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

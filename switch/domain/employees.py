@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from switch.domain.response_codes import ResponseCode
 
 EMPLOYEE_PIN_LENGTH = 4
+EMPLOYEE_ROLES = ("cashier", "manager")
 _PIN = re.compile(r"^[0-9]{4}$")
 
 
@@ -18,6 +19,13 @@ def pin_problem(pin: str) -> str | None:
         return "employee pin is empty"
     if not _PIN.match(pin):
         return f"employee pin must be exactly {EMPLOYEE_PIN_LENGTH} digits"
+    return None
+
+
+def role_problem(role: str) -> str | None:
+    """Why this is not an employee role, or None."""
+    if role not in EMPLOYEE_ROLES:
+        return f"role {role[:40]!r} is not one of {', '.join(EMPLOYEE_ROLES)}"
     return None
 
 

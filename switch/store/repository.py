@@ -81,6 +81,7 @@ class EmployeePin:
     employee_id: str
     pin_hash: str
     attempt: PinAttempt
+    active: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +248,9 @@ class Store:
         if row is None:
             return None
         locked_until = as_utc(row.locked_until) if row.locked_until is not None else None
-        return EmployeePin(row.employee_id, row.pin_hash, PinAttempt(row.failed_tries, locked_until))
+        return EmployeePin(
+            row.employee_id, row.pin_hash, PinAttempt(row.failed_tries, locked_until), bool(row.active)
+        )
 
     # Day close
 

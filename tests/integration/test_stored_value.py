@@ -258,7 +258,7 @@ def test_employee_pin_remembered_after_a_match_follows_a_pin_change(world: World
     assert terminal.cancel(first).response_code == "00"  # the slow hash, then remembered
     assert terminal.cancel(second, pin="9999").response_code == "55"  # a wrong PIN is never remembered
     assert terminal.cancel(second).response_code == "00"  # the remembered match
-    world.server.core.admin.set_employee_pin(world.merchant_id, EMPLOYEE.employee_number, "2468")
+    world.server.core.admin.update_employee(world.merchant_id, EMPLOYEE.employee_number, pin="2468")
     assert terminal.cancel(third).response_code == "55"  # the old PIN no longer matches
     assert terminal.cancel(third, pin="2468").response_code == "00"
     assert terminal.balance(card) == 1_000
