@@ -24,7 +24,7 @@ from protocols.wire import portal_pb2_grpc as portal_grpc
 from switch.admin import AdminError
 from switch.core import SwitchCore, utc_now
 from switch.domain.reports import ReportQueryError
-from switch.portal import PortalSessions
+from switch.portal import PortalSessions, SignInLockout
 
 T = TypeVar("T")
 
@@ -32,7 +32,9 @@ T = TypeVar("T")
 class PortalService(portal_grpc.PortalServicer):
     def __init__(self, core: SwitchCore) -> None:
         self._core = core
-        self._sessions = PortalSessions(core.store.engine, core.settings.portal_session_s, utc_now)
+        settings = core.settings
+        lockout = SignInLockout(settings.portal_sign_in_tries_max, settings.portal_sign_in_lock_s)
+        self._sessions = PortalSessions(core.store.engine, settings.portal_session_s, lockout, utc_now)
 
     def _run(self, context: grpc.ServicerContext, action: Callable[[str], T]) -> T:
         """The action for the signed-in merchant; the status of what went wrong otherwise."""

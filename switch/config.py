@@ -58,6 +58,9 @@ class Settings:
     report_time_zone: str = "Europe/Amsterdam"
     # Merchant portal: how long a signed-in session lasts
     portal_session_s: int = 8 * 3600
+    # Wrong sign-ins in a row for one e-mail address before it is locked, and for how long
+    portal_sign_in_tries_max: int = 5
+    portal_sign_in_lock_s: int = 900
     # E-mailed receipts: queued by the terminal, sent by the mailer; smtp_host empty: off
     smtp_host: str = ""
     smtp_port: int = 25

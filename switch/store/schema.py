@@ -253,6 +253,15 @@ class PortalSessionRow(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
+class SignInFailureRow(Base):
+    """Wrong portal sign-ins in a row for one e-mail address (known or not), kept as a hash."""
+
+    __tablename__ = "sign_in_failures"
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 programmes = cast(Table, ProgrammeRow.__table__)
 merchants = cast(Table, MerchantRow.__table__)
 merchant_programmes = cast(Table, MerchantProgrammeRow.__table__)
@@ -269,3 +278,4 @@ day_closes = cast(Table, DayCloseRow.__table__)
 receipt_layouts = cast(Table, ReceiptLayoutRow.__table__)
 receipts = cast(Table, ReceiptRow.__table__)
 portal_sessions = cast(Table, PortalSessionRow.__table__)
+sign_in_failures = cast(Table, SignInFailureRow.__table__)

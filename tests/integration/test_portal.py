@@ -24,7 +24,9 @@ OTHER_EMAIL, OTHER_PASSWORD = "bakery@example.test", "bakery-password"
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    yield from world_fixture(request, tmp_path, portal_session_s=2)
+    yield from world_fixture(
+        request, tmp_path, portal_session_s=2, portal_sign_in_tries_max=3, portal_sign_in_lock_s=1
+    )
 
 
 def stub(world: World) -> portal_grpc.PortalStub:
@@ -144,3 +146,21 @@ def test_a_session_ends_when_signed_out_or_expired_and_its_token_is_not_stored(w
     assert (
         refusal(stub(world).ListTerminals, request, metadata=expiring)[0] == grpc.StatusCode.UNAUTHENTICATED
     )
+
+
+def test_wrong_sign_ins_lock_the_address_known_or_not_for_a_while(world: World) -> None:
+    def attempt(email: str, password: str) -> tuple[grpc.StatusCode, str]:
+        return refusal(stub(world).SignIn, portal.SignInRequest(email=email, password=password))
+
+    wrong = (grpc.StatusCode.UNAUTHENTICATED, "merchant e-mail or password is wrong")
+    assert attempt(MERCHANT_EMAIL, "guess-1") == wrong
+    sign_in(world)  # a right sign-in starts the count again
+    for email in (MERCHANT_EMAIL, "nobody@example.test"):
+        assert [attempt(email, f"guess-{n}") for n in range(3)] == [wrong] * 3
+        code, details = attempt(email, "guess-4")
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert details.startswith("too many wrong sign-ins for this address: try again after ")
+    # Locked, even the right password is refused; once the lock is over it works.
+    assert refusal(sign_in, world)[1].startswith("too many wrong sign-ins")
+    time.sleep(1.1)  # portal_sign_in_lock_s=1 in this module's fixture
+    assert sign_in(world)
