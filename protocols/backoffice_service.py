@@ -345,15 +345,9 @@ class BackofficeService(bo_grpc.BackofficeServicer):
 
 def add_employee_pb(core: SwitchCore, request: bo.AddEmployeeRequest) -> bo.Employee:
     """A new user of a merchant with a 4-digit PIN (backoffice and portal)."""
-    core.admin.add_employee(
-        request.merchant_id, request.employee_number, request.name, request.pin, request.role or "cashier"
-    )
-    (added,) = (
-        e
-        for e in core.admin.list_employees(request.merchant_id)
-        if e.employee_number == request.employee_number
-    )
-    return employee_pb(added)
+    role = request.role or "cashier"
+    core.admin.add_employee(request.merchant_id, request.employee_number, request.name, request.pin, role)
+    return employee_pb(core.admin.employee(request.merchant_id, request.employee_number))
 
 
 def list_employees_pb(core: SwitchCore, request: bo.ListEmployeesRequest) -> bo.EmployeeList:

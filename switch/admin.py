@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, func, insert, select, update
 
 from switch import credentials
 from switch.domain import ledger
@@ -244,11 +244,19 @@ class Admin:
             values["name"] = name
         if active is not None:
             values["active"] = active
-        where = (employees.c.merchant_id == merchant_id, employees.c.employee_number == employee_number)
-        with self._engine.begin() as conn:
-            if values and conn.execute(update(employees).where(*where).values(**values)).rowcount != 1:
+        if values:
+            with self._engine.begin() as conn:
+                changed = conn.execute(
+                    update(employees).where(*_employee_key(merchant_id, employee_number)).values(**values)
+                ).rowcount
+            if changed != 1:
                 raise LookupError(f"employee_number {employee_number!r}: no such employee of {merchant_id}")
-            row = conn.execute(select(employees).where(*where)).first()
+        return self.employee(merchant_id, employee_number)
+
+    def employee(self, merchant_id: str, employee_number: str) -> EmployeeInfo:
+        """LookupError if the merchant has no such employee."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(employees).where(*_employee_key(merchant_id, employee_number))).first()
         if row is None:
             raise LookupError(f"employee_number {employee_number!r}: no such employee of {merchant_id}")
         return _employee_info(row)
@@ -474,6 +482,10 @@ class Admin:
                 select(merchants.c.merchant_id).where(merchants.c.merchant_id == merchant_id)
             ).first():
                 raise AdminError(f"no merchant {merchant_id}")
+
+
+def _employee_key(merchant_id: str, employee_number: str) -> tuple[ColumnElement[bool], ...]:
+    return (employees.c.merchant_id == merchant_id, employees.c.employee_number == employee_number)
 
 
 def _employee_info(row: Any) -> EmployeeInfo:
