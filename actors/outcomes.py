@@ -7,10 +7,8 @@ import secrets
 from switch.domain.money import Money
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import Outcome, TransactionStatus, TransactionType, declined
-from switch.store.journal import TransactionRecord
+from switch.store.journal import TOMBSTONE_TYPE, TransactionRecord
 from switch.store.repository import Store
-
-TOMBSTONE_TYPE = "tombstone"  # the id of a transaction that was reversed before it ever arrived
 
 
 def tombstone_of(source: str, transaction_id: str, period_number: int = 0) -> TransactionRecord:

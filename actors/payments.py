@@ -20,7 +20,7 @@ from actors.acquirer_types import (
     OriginalAuthorization,
     PinData,
 )
-from actors.outcomes import TOMBSTONE_TYPE, outcome_of, record_of
+from actors.outcomes import outcome_of, record_of
 from switch.domain.cvm import CvmPolicy, missing_cvm
 from switch.domain.money import Money
 from switch.domain.payments import AbortPayment, EntryMode, Pay, emv_tlv_hex, is_expired, payment_fingerprint
@@ -34,7 +34,7 @@ from switch.domain.transactions import (
     declined,
 )
 from switch.security import PanToken, WrappedKey, pin_block_format, tokenize_pan
-from switch.store.journal import TransactionRecord
+from switch.store.journal import TOMBSTONE_TYPE, TransactionRecord
 from switch.store.payments import (
     STAGE_ANSWERED,
     STAGE_PENDING,

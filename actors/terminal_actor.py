@@ -26,7 +26,7 @@ from actors.messages import (
     Submit,
     TerminalContext,
 )
-from actors.outcomes import TOMBSTONE_TYPE, answer_for_stored, outcome_of, record_of, tombstone_of
+from actors.outcomes import answer_for_stored, outcome_of, record_of, tombstone_of
 from actors.payments import PaymentMessage, PaymentProcessor, SubmitAbort, SubmitPayment
 from actors.registry import ActorRegistry
 from actors.reply import Reply
@@ -48,7 +48,14 @@ from switch.domain.transactions import (
     declined,
     fingerprint,
 )
-from switch.store.journal import EmployeeAttempt, PeriodClose, TransactionRecord, Write, WriteResult
+from switch.store.journal import (
+    TOMBSTONE_TYPE,
+    EmployeeAttempt,
+    PeriodClose,
+    TransactionRecord,
+    Write,
+    WriteResult,
+)
 from switch.store.repository import DayCloseReport, Store, StoredTransaction, TerminalInfo, totals_json
 
 log = logging.getLogger(__name__)

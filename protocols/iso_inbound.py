@@ -20,7 +20,7 @@ import trio
 from sqlalchemy import select
 
 from actors.messages import AdjustOriginal, Authorize, TerminalContext
-from actors.outcomes import TOMBSTONE_TYPE, answer_for_stored, record_of, tombstone_of
+from actors.outcomes import answer_for_stored, record_of, tombstone_of
 from actors.reply import Reply, ReplyTimeoutError
 from protocols.iso8583 import (
     SPEC,
@@ -49,7 +49,7 @@ from switch.domain.transactions import (
     fingerprint,
 )
 from switch.security import KeyAlgorithm, KeyUsage, WrappedKey
-from switch.store.journal import TransactionRecord, Write, WriteResult
+from switch.store.journal import TOMBSTONE_TYPE, TransactionRecord, Write, WriteResult
 from switch.store.schema import merchants
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,13 @@ import logging
 import smtplib
 import socket
 import threading
-import uuid
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select, update
 
+from switch.admin import new_id
 from switch.config import Settings
 from switch.domain.money import Money
 from switch.domain.receipts import (
@@ -33,6 +33,7 @@ from switch.domain.receipts import (
     render,
 )
 from switch.domain.response_codes import ResponseCode
+from switch.store.journal import TOMBSTONE_TYPE
 from switch.store.repository import Store, TerminalInfo, as_utc
 from switch.store.schema import merchants, receipt_layouts, receipts
 
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 RETRY_WAIT_MAX_S = 3_600.0
 DUE_BATCH_MAX = 50
-TOMBSTONE_TYPE = "tombstone"
 ReceiptObserver = Callable[[str], None]  # a receipt's new state: queued, sent, retried, failed
 
 
@@ -119,7 +119,7 @@ class Receipts:
         terminal = self._store.terminal(terminal_id)
         assert terminal is not None, "an authenticated terminal exists"
         subject, body = render(self._facts(terminal, transaction_id), self.layout(terminal.merchant_id))
-        queued = QueuedReceipt("rcp_" + uuid.uuid4().hex[:20], masked_email(recipient))
+        queued = QueuedReceipt(new_id("rcp"), masked_email(recipient))
         now = self._now()
         with self._engine.begin() as conn:
             sent_before = conn.execute(

@@ -23,6 +23,10 @@ from switch.store.schema import (
     transactions,
 )
 
+# The transaction_type of a record that holds the id of a transaction reversed before it ever
+# arrived, so the late original cannot move money; it is no transaction of its own.
+TOMBSTONE_TYPE = "tombstone"
+
 
 @dataclass(frozen=True, slots=True)
 class TransactionRecord:

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, func, selec
 from switch.domain import ledger
 from switch.domain.reports import ReportQuery
 from switch.domain.transactions import TransactionStatus, TransactionType
+from switch.store.journal import TOMBSTONE_TYPE
 from switch.store.repository import as_utc
 from switch.store.schema import (
     accounts,
@@ -23,9 +24,6 @@ from switch.store.schema import (
     terminals,
     transactions,
 )
-
-# Stored under a transaction's id so that a late original cannot move money; not a transaction.
-_TOMBSTONE = "tombstone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +161,7 @@ def _selection(query: ReportQuery) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = [
         row.created_at >= query.since,
         row.created_at < query.until,
-        row.transaction_type != _TOMBSTONE,
+        row.transaction_type != TOMBSTONE_TYPE,
     ]
     if query.merchant_id:
         conditions.append(row.merchant_id == query.merchant_id)
