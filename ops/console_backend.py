@@ -105,6 +105,26 @@ class StoreAndForwardEntry:
     last_attempt_at: datetime.datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class ReceiptEntry:
+    """An e-mailed receipt not sent: waiting for its next attempt, or given up."""
+
+    receipt_id: str
+    terminal_id: str
+    transaction_id: str
+    email_masked: str
+    state: str
+    attempts: int
+    last_error: str
+    next_attempt_at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptsView:
+    counts: dict[str, int]  # by state: queued, sent, failed
+    entries: Sequence[ReceiptEntry]
+
+
 class OpsBackend(Protocol):
     """What the console asks of the switch. Calls run on a console worker thread, one at a
     time per session, and must return within seconds; `actor` names the operator for the
@@ -141,6 +161,12 @@ class OpsBackend(Protocol):
         ...
 
     def store_and_forward_retry(self, actor: str) -> ActionResult: ...
+
+    def receipts(self) -> ReceiptsView | None:
+        """None when e-mailed receipts are off (no mail server configured)."""
+        ...
+
+    def receipts_retry(self, actor: str) -> ActionResult: ...
 
     def drain(self, actor: str) -> ActionResult:
         """Start a graceful drain and return at once; status() then reports draining."""

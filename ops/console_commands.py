@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 COMMAND_LINE_CHARS_MAX = 1024
 NO_ACQUIRERS = "no acquirer links configured"
+NO_RECEIPTS = "e-mailed receipts are off (no mail server configured)"
 
 
 class Outcome(enum.Enum):
@@ -296,6 +297,34 @@ def _saf_retry(backend: OpsBackend, caller: Caller, _args: Sequence[str]) -> Com
     return _action(backend.store_and_forward_retry(caller.name))
 
 
+def _receipts_list(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> CommandResult:
+    view = backend.receipts()
+    if view is None:
+        return _ok(NO_RECEIPTS)
+    counts = ", ".join(f"{state} {view.counts.get(state, 0)}" for state in ("queued", "sent", "failed"))
+    if not view.entries:
+        return _ok(f"receipts: {counts}; none waiting or given up")
+    headers = ["receipt", "terminal", "transaction", "to", "state", "tries", "next try", "last error"]
+    rows = [
+        [
+            e.receipt_id,
+            e.terminal_id,
+            e.transaction_id,
+            e.email_masked,
+            e.state,
+            str(e.attempts),
+            when(e.next_attempt_at) if e.state == "queued" else "-",
+            e.last_error or "-",
+        ]
+        for e in view.entries
+    ]
+    return _ok(f"receipts: {counts}\n" + table(headers, rows))
+
+
+def _receipts_retry(backend: OpsBackend, caller: Caller, _args: Sequence[str]) -> CommandResult:
+    return _action(backend.receipts_retry(caller.name))
+
+
 def _drain(backend: OpsBackend, caller: Caller, _args: Sequence[str]) -> CommandResult:
     return _action(backend.drain(caller.name))
 
@@ -327,6 +356,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(("acquirers", "echo"), ("NAME",), _OPERATOR, "send 0800 echo", _acquirers_echo),
     CommandSpec(("saf", "list"), (), _VIEWER, "stored advices waiting", _saf_list),
     CommandSpec(("saf", "retry"), (), _OPERATOR, "retransmit stored advices now", _saf_retry),
+    CommandSpec(("receipts", "list"), (), _VIEWER, "e-mailed receipts waiting or given up", _receipts_list),
+    CommandSpec(("receipts", "retry"), (), _OPERATOR, "send waiting receipts now", _receipts_retry),
     CommandSpec(("drain",), (), _OPERATOR, "stop taking requests, finish in-flight", _drain),
     CommandSpec(("help",), (), _VIEWER, "this list", _help),
 )

@@ -20,6 +20,8 @@ from ops.console_backend import (
     CardInfo,
     DayCloseReport,
     DayCloseTotal,
+    ReceiptEntry,
+    ReceiptsView,
     StoreAndForwardEntry,
     SwitchStatus,
     TerminalInfo,
@@ -35,6 +37,7 @@ from switch.store.saf import SafEntry
 from switch.store.schema import merchants, terminals, transactions
 
 NO_ACQUIRERS = "no acquirer links configured"
+NO_RECEIPTS = "e-mailed receipts are off (no mail server configured)"
 CURRENCY_BY_NUMERIC = {numeric: alpha for alpha, numeric in CURRENCY_NUMERIC.items()}
 CARD_NUMBER_SEPARATORS = " -"
 
@@ -280,6 +283,35 @@ class SwitchOpsBackend:
         return ActionResult(
             True, f"{before} advices retransmitted, {acknowledged} acknowledged, {left} pending"
         )
+
+    # -- receipts -----------------------------------------------------------------------------
+
+    def receipts(self) -> ReceiptsView | None:
+        if not self._core.receipts.enabled:
+            return None
+        counts, entries = self._core.receipts.outbox()
+        return ReceiptsView(
+            counts,
+            [
+                ReceiptEntry(
+                    e.receipt_id,
+                    e.terminal_id,
+                    e.transaction_id,
+                    e.recipient_masked,
+                    e.state,
+                    e.attempts,
+                    e.last_error,
+                    e.next_attempt_at,
+                )
+                for e in entries
+            ],
+        )
+
+    def receipts_retry(self, actor: str) -> ActionResult:
+        if not self._core.receipts.enabled:
+            return ActionResult(False, NO_RECEIPTS)
+        due = self._core.receipts.retry_now()
+        return ActionResult(True, f"{due} waiting receipts are due now; the mailer sends them")
 
     # -- drain --------------------------------------------------------------------------------
 

@@ -83,6 +83,20 @@ class MailServer:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A receipt not sent (waiting or given up), as an operator may see it: the address masked."""
+
+    receipt_id: str
+    terminal_id: str
+    transaction_id: str
+    recipient_masked: str
+    state: str
+    attempts: int
+    last_error: str
+    next_attempt_at: dt.datetime
+
+
 class Receipts:
     def __init__(
         self,
@@ -226,6 +240,51 @@ class Receipts:
                     )
                 )
         return layout
+
+    # Operators
+
+    @property
+    def enabled(self) -> bool:
+        return self._server is not None
+
+    def outbox(self, limit: int = 20) -> tuple[dict[str, int], list[OutboxEntry]]:
+        """Receipts by state, and the newest of those not sent."""
+        with self._engine.connect() as conn:
+            counts = {
+                str(state): int(n)
+                for state, n in conn.execute(
+                    select(receipts.c.state, func.count()).group_by(receipts.c.state)
+                )
+            }
+            rows = conn.execute(
+                select(receipts)
+                .where(receipts.c.state != "sent")
+                .order_by(receipts.c.created_at.desc())
+                .limit(limit)
+            ).all()
+        entries = [
+            OutboxEntry(
+                r.receipt_id,
+                r.terminal_id,
+                r.transaction_id,
+                r.recipient_masked,
+                r.state,
+                r.attempts,
+                r.last_error,
+                as_utc(r.next_attempt_at),
+            )
+            for r in rows
+        ]
+        return counts, entries
+
+    def retry_now(self) -> int:
+        """Make every waiting receipt due now (after the mail server was mended); how many."""
+        with self._engine.begin() as conn:
+            due = conn.execute(
+                update(receipts).where(receipts.c.state == "queued").values(next_attempt_at=self._now())
+            ).rowcount
+        self._wake.set()
+        return int(due)
 
     # The mailer
 

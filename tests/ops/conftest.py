@@ -82,8 +82,15 @@ async def exec_commands(port: int, key: asyncssh.SSHKey, commands: Sequence[str]
 
 @pytest.fixture
 def console_world(keys: Keys, tmp_path: Path) -> Iterator[ConsoleWorld]:
+    yield from console_world_with(keys, tmp_path)
+
+
+def console_world_with(keys: Keys, tmp_path: Path, **overrides: object) -> Iterator[ConsoleWorld]:
+    """A switch with the console on an ephemeral port; overrides are switch settings."""
     keys_path = write_authorized_keys(tmp_path / "ops_authorized_keys", keys)
-    world = start_world(tmp_path / "data", "", 1, console_port=0, console_authorized_keys=keys_path)
+    world = start_world(
+        tmp_path / "data", "", 1, console_port=0, console_authorized_keys=keys_path, **overrides
+    )
     try:
         port = world.server.ops.console_port
         assert port is not None and port > 0

@@ -5,19 +5,31 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncssh
 import grpc
 import pytest
+from aiosmtpd.controller import Controller
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ops.console_auth import AuthorizedKeys
 from ops.console_commands import Outcome
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import CardStatus, mask
+from terminal_sim.processes import free_port
 from tests.integration.harness import new_txn
-from tests.ops.conftest import CLIENT_TIMEOUT_S, ConsoleWorld, ExecResult, exec_commands
+from tests.integration.test_receipts import Mailbox
+from tests.ops.conftest import (
+    CLIENT_TIMEOUT_S,
+    ConsoleWorld,
+    ExecResult,
+    Keys,
+    console_world_with,
+    exec_commands,
+)
 
 
 def audit_lines(console: ConsoleWorld) -> list[dict[str, object]]:
@@ -302,3 +314,52 @@ def test_exec_commands_helper_reports_exit_status(console_world: ConsoleWorld) -
 def test_bad_authorized_key_lines_are_configuration_errors(line: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AuthorizedKeys.from_lines([line])
+
+
+def test_receipts_waiting_for_the_mail_server_are_listed_masked_and_sent_on_retry(
+    keys: Keys, tmp_path: Path
+) -> None:
+    port = free_port()  # the mail server is down for now
+    for console in console_world_with(
+        keys, tmp_path, smtp_host="127.0.0.1", smtp_port=port, receipt_retry_s=600
+    ):
+        terminal = console.world.terminals[0]
+        terminal.redeem(console.world.issue(1_000), 250, "sale-1")
+        terminal.stub.SendReceipt(
+            pb.SendReceiptRequest(transaction_id="sale-1", email="jane.doe@example.com"),
+            metadata=terminal.metadata,
+            timeout=20,
+        )
+        deadline = time.monotonic() + 10
+        while console.world.server.core.receipts.outbox()[1][0].attempts == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (waiting,) = console.run(console.keys.viewer, "receipts list")
+        assert_ok(
+            waiting, "receipts: queued 1, sent 0, failed 0", "sale-1", "j***@example.com", "not reached"
+        )
+        assert "jane.doe" not in waiting.stdout
+        mailbox = Mailbox()
+        controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+        controller.start()
+        try:
+            refused, retried = (
+                console.run(console.keys.viewer, "receipts retry"),
+                console.run(console.keys.operator, "receipts retry"),
+            )
+            assert refused[0].exit_status == Outcome.refused.value
+            assert_ok(retried[0], "1 waiting receipts are due now")
+            deadline = time.monotonic() + 10
+            while not mailbox.messages:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        finally:
+            controller.stop()
+        (after,) = console.run(console.keys.viewer, "receipts list")
+        assert_ok(after, "receipts: queued 0, sent 1, failed 0; none waiting or given up")
+
+
+def test_receipts_commands_say_when_receipts_are_off(console_world: ConsoleWorld) -> None:
+    listed, retried = console_world.run(console_world.keys.operator, "receipts list", "receipts retry")
+    assert_ok(listed, "e-mailed receipts are off")
+    assert retried.exit_status == Outcome.failed.value and "e-mailed receipts are off" in retried.stderr
