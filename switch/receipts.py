@@ -333,6 +333,8 @@ class Receipts:
         for row in due:
             if self._stopping.is_set():
                 break
+            if not self._claim(row.receipt_id, row.next_attempt_at, server):
+                continue  # another node's mailer took it
             try:
                 _deliver(server, row.recipient, row.subject, row.body)
             except smtplib.SMTPResponseException as error:
@@ -347,6 +349,25 @@ class Receipts:
                 self._finish(row.receipt_id, "sent", "")
                 sent += 1
         return sent
+
+    def _claim(self, receipt_id: str, due_at: dt.datetime, server: MailServer) -> bool:
+        """Push the receipt's next attempt past this send, unless another mailer did so first.
+
+        With several nodes on one database, only the mailer whose update matches sends; one that
+        dies after sending leaves the receipt due again later (sent twice, never lost).
+        """
+        lease = dt.timedelta(seconds=2 * server.timeout_s + 5)
+        with self._engine.begin() as conn:
+            claimed = conn.execute(
+                update(receipts)
+                .where(
+                    receipts.c.receipt_id == receipt_id,
+                    receipts.c.state == "queued",
+                    receipts.c.next_attempt_at == due_at,
+                )
+                .values(next_attempt_at=self._now() + lease)
+            ).rowcount
+        return bool(claimed == 1)
 
     def _put_off(self, row: object, error: str, *, give_up: bool) -> None:
         attempts = int(row.attempts) + 1  # type: ignore[attr-defined]

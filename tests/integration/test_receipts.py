@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
+from switch.receipts import Receipts
 from switch.server import SwitchServer
 from switch.store.schema import receipts
 from terminal_sim.processes import free_port
@@ -209,6 +210,45 @@ def test_a_queued_receipt_survives_a_restart(tmp_path: Path) -> None:
     finally:
         controller.stop()
         restarted.stop()
+
+
+def test_two_mailers_on_one_database_send_a_receipt_once(tmp_path: Path) -> None:
+    port = free_port()
+    world = start_world(tmp_path, "", smtp_host="127.0.0.1", smtp_port=port, receipt_retry_s=600)
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    try:
+        terminal = world.terminals[0]
+        terminal.redeem(world.issue(1_000), 300, "sale-1")
+        send_receipt(terminal, "sale-1")
+        wait_until(lambda: stored_receipts(world)[0]["attempts"] == 1)  # the switch's own mailer: down
+        controller.start()
+        core = world.server.core
+        with core.store.engine.begin() as conn:  # due again now, while the switch's mailer sleeps
+            conn.execute(update(receipts).values(next_attempt_at=dt.datetime.now(dt.UTC)))
+        nodes = [
+            Receipts(world.server.settings, core.store, core.report_zone, lambda: dt.datetime.now(dt.UTC))
+            for _ in range(2)
+        ]
+        start = threading.Barrier(len(nodes))
+        sent: list[int] = []
+
+        def deliver(node: Receipts) -> None:
+            start.wait()
+            sent.append(node.deliver_due())
+
+        threads = [threading.Thread(target=deliver, args=(node,)) for node in nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+        assert sorted(sent) == [0, 1]
+        assert len(mailbox.messages) == 1
+        assert stored_receipts(world)[0]["state"] == "sent"
+    finally:
+        controller.stop()
+        world.channel.close()
+        world.server.stop()
 
 
 @pytest.mark.parametrize(
