@@ -9,7 +9,6 @@ from protocols.iso8583 import IsoMessage, OriginalDataElements, format_amount, m
 from switch.domain.money import CURRENCY_NUMERIC
 from switch.store.saf import SafEntry
 
-PURCHASE_PROCESSING_CODE: Final = "000000"
 POS_CONDITION_NORMAL: Final = "00"
 
 
@@ -20,7 +19,7 @@ def authorization_message(
     message: IsoMessage = {
         "t": request.message_class.value,
         "2": card.pan,
-        "3": PURCHASE_PROCESSING_CODE,
+        "3": request.processing_code,
         "4": format_amount(request.amount.amount_minor),
         "7": transmission,
         "11": stan,

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Final
 
 from switch.domain.money import Money
 from switch.domain.response_codes import ResponseCode
 from switch.security import WrappedKey, mask_pan
+
+PURCHASE_PROCESSING_CODE: Final = "000000"
+REFUND_PROCESSING_CODE: Final = "200000"
 
 
 class MessageClass(enum.Enum):
@@ -55,6 +59,7 @@ class AuthorizationRequest:
     card: CardData
     pin: PinData | None = None
     message_class: MessageClass = MessageClass.financial
+    processing_code: str = PURCHASE_PROCESSING_CODE  # field 3; REFUND_PROCESSING_CODE credits the card
 
 
 @dataclass(frozen=True, slots=True)

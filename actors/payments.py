@@ -13,6 +13,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from actors.acquirer_gateway import AcquirerGateway, GatewayNotRunningError
 from actors.acquirer_types import (
+    PURCHASE_PROCESSING_CODE,
+    REFUND_PROCESSING_CODE,
     AuthorizationRequest,
     AuthorizationResult,
     CardData,
@@ -27,6 +29,7 @@ from switch.domain.payments import AbortPayment, EntryMode, Pay, emv_tlv_hex, is
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import (
     Cancel,
+    EmployeeAuth,
     Outcome,
     Reversal,
     TransactionStatus,
@@ -47,6 +50,8 @@ from switch.store.repository import Store, StoredTransaction, TerminalInfo
 log = logging.getLogger(__name__)
 
 PAYMENT = TransactionType.payment
+# Transaction types that go to an acquirer (bank cards); a stored-value refund is no such thing.
+ACQUIRED_TYPES = frozenset({TransactionType.payment.value, TransactionType.refund.value})
 ENTRY_MODES = {
     EntryMode.contactless: CardEntryMode.contactless,
     EntryMode.chip: CardEntryMode.chip,
@@ -57,6 +62,7 @@ ENTRY_MODES = {
 @dataclass(frozen=True, slots=True)
 class SubmitPayment:
     command: Pay
+    employee: EmployeeAuth | None = None  # a refund's: checked by the terminal actor first
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +111,11 @@ class PaymentProcessor:
             return _answer_for_stored(stored, command.transaction_id, digest)
         if is_expired(command.card.expiry_yymm, self._services.now().date()):
             return self._decline(command, terminal, token, digest, ResponseCode.card_expired, "")
-        cvm_problem = missing_cvm(
-            command.card.entry_mode, command.amount, command.has_pin, self._services.cvm
+        # A refund credits the cardholder: no cardholder verification is asked for it.
+        cvm_problem = (
+            None
+            if command.refund
+            else missing_cvm(command.card.entry_mode, command.amount, command.has_pin, self._services.cvm)
         )
         if cvm_problem is not None:
             return self._decline(command, terminal, token, digest, ResponseCode.pin_required, cvm_problem)
@@ -193,6 +202,7 @@ class PaymentProcessor:
                 emv_tlv_hex=emv_hex,
             ),
             pin=pin,
+            processing_code=REFUND_PROCESSING_CODE if command.refund else PURCHASE_PROCESSING_CODE,
         )
 
     def _decline(
@@ -208,7 +218,7 @@ class PaymentProcessor:
         outcome = dataclasses.replace(
             declined(
                 command.transaction_id,
-                PAYMENT,
+                TransactionType(command.kind),
                 code,
                 detail,
                 requested=command.amount,
@@ -369,10 +379,11 @@ def _outcome_of_result(
     command: Pay, result: AuthorizationResult, period_number: int, token: PanToken
 ) -> Outcome:
     method = command.card.entry_mode.value
+    kind = TransactionType(command.kind)
     if result.approved:
         return Outcome(
             command.transaction_id,
-            PAYMENT,
+            kind,
             ResponseCode.approved,
             requested=command.amount,
             approved=command.amount,
@@ -389,7 +400,7 @@ def _outcome_of_result(
         detail = "no acquirer for this card"
     outcome = declined(
         command.transaction_id,
-        PAYMENT,
+        kind,
         result.response_code,
         detail,
         requested=command.amount,
@@ -458,9 +469,10 @@ RECOVERED_DETAIL = "the switch stopped before the acquirer's answer was stored; 
 
 def recovered_answer(details: PaymentDetails) -> TransactionRecord:
     """The stored answer of a payment found pending at a start: timed out (68), never approved."""
+    refund = details.processing_code == REFUND_PROCESSING_CODE
     outcome = declined(
         details.transaction_id,
-        PAYMENT,
+        TransactionType.refund if refund else PAYMENT,
         ResponseCode.acquirer_timeout,
         RECOVERED_DETAIL,
         requested=Money(details.amount_minor, details.currency),
@@ -481,7 +493,7 @@ def _answer_for_stored(stored: StoredTransaction, transaction_id: str, digest: s
         and not record.fingerprint
     ):
         return outcome_of(record)  # aborted before it arrived
-    if record.transaction_type != PAYMENT.value or record.fingerprint != digest:
+    if record.transaction_type not in ACQUIRED_TYPES or record.fingerprint != digest:
         return _refusal(
             transaction_id,
             ResponseCode.duplicate_transmission,

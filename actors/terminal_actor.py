@@ -27,7 +27,7 @@ from actors.messages import (
     TerminalContext,
 )
 from actors.outcomes import answer_for_stored, outcome_of, record_of, tombstone_of
-from actors.payments import PaymentMessage, PaymentProcessor, SubmitAbort, SubmitPayment
+from actors.payments import ACQUIRED_TYPES, PaymentMessage, PaymentProcessor, SubmitAbort, SubmitPayment
 from actors.registry import ActorRegistry
 from actors.reply import Reply
 from switch import credentials
@@ -35,6 +35,7 @@ from switch.domain.employees import LockoutPolicy, after_attempt
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import (
     COMMAND_TYPES,
+    STORED_VALUE,
     Cancel,
     EmployeeAuth,
     Load,
@@ -234,7 +235,12 @@ class TerminalActor(SwitchActor):
         if in_flight is not None and not in_flight.reply.done():
             in_flight.reply.settle(self._services.reply_timeout_s)
         stored = self._services.store.transaction(self.info.terminal_id, original_id)
-        is_payment = stored is not None and stored.record.transaction_type == TransactionType.payment.value
+        # A bank-card payment or refund to a card: undone at the acquirer, not on a card of ours.
+        is_payment = (
+            stored is not None
+            and stored.record.transaction_type in ACQUIRED_TYPES
+            and stored.record.payment_method != STORED_VALUE
+        )
         if isinstance(command, Reversal):
             if stored is None:
                 return self._reverse_unseen(command, digest)
@@ -272,13 +278,30 @@ class TerminalActor(SwitchActor):
                 _payment_refusal(transaction_id), ResponseCode.invalid_transaction, "terminal is deactivated"
             )
         if isinstance(message, SubmitPayment):
+            if message.command.refund:
+                refusal = self._refund_refusal(message)
+                if refusal is not None:
+                    return refusal
             return payments.pay(message.command, self.info)
         return payments.abort(message.command, self.info)
+
+    def _refund_refusal(self, message: SubmitPayment) -> Outcome | None:
+        """A refund to a card needs an employee PIN; the refusal is not stored (send it again)."""
+        refusal = declined(message.command.transaction_id, TransactionType.refund, ResponseCode.incorrect_pin)
+        if message.employee is None:
+            return _refusal_of(refusal, ResponseCode.incorrect_pin, "a refund needs the employee PIN")
+        try:
+            code = self._services.employee_pins.check(self.info.merchant_id, message.employee)
+        except EmployeePinTryNotStoredError as error:
+            return _refusal_of(refusal, ResponseCode.system_error, f"{error}; send it again")
+        if not code.approves:
+            return _refusal_of(refusal, code, "employee PIN refused; nothing was sent to the acquirer")
+        return None
 
     def _adjust_payment(self, command: Refund | Cancel, digest: str, stored: StoredTransaction) -> Reply:
         """A cancel (void) of a bank-card payment reverses it at the acquirer; a refund cannot yet."""
         if isinstance(command, Refund):
-            detail = "a bank-card payment cannot be refunded on the terminal; cancel or reverse it instead"
+            detail = "a bank-card payment is refunded with RefundCard, the card presented; or cancel it"
             return Reply.of(_refusal(command, ResponseCode.invalid_transaction, detail))
         if stored.status is not TransactionStatus.approved:
             detail = f"the payment is {stored.status.value}; nothing to cancel"

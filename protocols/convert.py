@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import card_number_from_qr, card_number_problem
 from switch.domain.employees import pin_problem
@@ -145,6 +147,18 @@ def pay(request: pb.PayRequest) -> Pay:
                 f"pin_block must be {expected_bytes} bytes for format {request.pin_block_format}"
             )
     return Pay(transaction, request.sequence_number, money, card, request.pin_block, request.pin_block_format)
+
+
+def card_refund(request: pb.CardRefundRequest) -> tuple[Pay, EmployeeAuth]:
+    """A refund to the card presented, checked like a payment, with the employee who allows it."""
+    pay_request = pb.PayRequest(
+        transaction_id=request.transaction_id,
+        sequence_number=request.sequence_number,
+        amount=request.amount if request.HasField("amount") else None,
+        card=request.card if request.HasField("card") else None,
+    )
+    refund = dataclasses.replace(pay(pay_request), refund=True)
+    return refund, employee(request.employee, request.HasField("employee"))
 
 
 def payment_amount(message: pb.Amount, present: bool) -> Money:

@@ -380,6 +380,14 @@ class TerminalService(pb_grpc.TerminalServicer):
             message=f"receipt will be e-mailed to {queued.recipient_masked}",
         )
 
+    @in_thread
+    def RefundCard(self, request: pb.CardRefundRequest, context: Context) -> pb.TransactionResponse:
+        started = time.perf_counter()
+        terminal_id = self._terminal_id(context)
+        self._payments_acquiring(context)
+        command, employee = _decoded(lambda: convert.card_refund(request))
+        return self._payment("RefundCard", terminal_id, SubmitPayment(command, employee), context, started)
+
     def _payments_acquiring(self, context: Context) -> Acquiring:
         if self._acquiring is None:
             _refuse(

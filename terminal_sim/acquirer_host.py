@@ -76,6 +76,7 @@ class HostAuthorization:
     response_code: str
     masked_pan: str
     auth_code: str
+    processing_code: str = "000000"  # field 3: 00 purchase, 20 refund
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +336,7 @@ class AcquirerHost:
             response_code=code.iso_code,
             masked_pan=mask_pan(_pan_of(request)),
             auth_code=self._auth_code() if code.approves else "",
+            processing_code=request.get("3", "000000"),
         )
         self._authorizations[key] = authorization
         return authorization

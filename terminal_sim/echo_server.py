@@ -110,6 +110,11 @@ class EchoTerminalServicer(pb_grpc.TerminalServicer):
         response.status = "aborted"
         return response
 
+    async def RefundCard(
+        self, request: pb.CardRefundRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.TransactionResponse:
+        return _approved(request.transaction_id, request.amount)
+
     async def SendReceipt(
         self, request: pb.SendReceiptRequest, context: aio.ServicerContext[object, object]
     ) -> pb.SendReceiptResponse:

@@ -774,3 +774,37 @@ class SendReceiptResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendReceiptResponse: _TypeAlias = SendReceiptResponse  # noqa: Y015
+
+@_typing.final
+class CardRefundRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CARD_FIELD_NUMBER: _builtins.int
+    EMPLOYEE_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    sequence_number: _builtins.int
+    @_builtins.property
+    def amount(self) -> Global___Amount: ...
+    @_builtins.property
+    def card(self) -> Global___BankCard: ...
+    @_builtins.property
+    def employee(self) -> Global___EmployeeAuth: ...
+    def __init__(
+        self,
+        *,
+        transaction_id: _builtins.str = ...,
+        sequence_number: _builtins.int = ...,
+        amount: Global___Amount | None = ...,
+        card: Global___BankCard | None = ...,
+        employee: Global___EmployeeAuth | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card", b"card", "employee", b"employee"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card", b"card", "employee", b"employee", "sequence_number", b"sequence_number", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CardRefundRequest: _TypeAlias = CardRefundRequest  # noqa: Y015

@@ -94,6 +94,11 @@ class TerminalStub:
                 request_serializer=protocols_dot_wire_dot_terminal__pb2.AbortRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
                 _registered_method=True)
+        self.RefundCard = channel.unary_unary(
+                '/txswitch.v1.Terminal/RefundCard',
+                request_serializer=protocols_dot_wire_dot_terminal__pb2.CardRefundRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
+                _registered_method=True)
         self.SendReceipt = channel.unary_unary(
                 '/txswitch.v1.Terminal/SendReceipt',
                 request_serializer=protocols_dot_wire_dot_terminal__pb2.SendReceiptRequest.SerializeToString,
@@ -184,6 +189,14 @@ class TerminalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefundCard(self, request, context):
+        """'Terugbetaling' to a bank card: the card is presented, the employee PIN entered; sent to the
+        acquirer with processing code 20. Cancel it (employee PIN) or reverse it like a payment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SendReceipt(self, request, context):
         """'Envoyer le reçu du client': the receipt of an answered transaction, to the customer's
         e-mail address. Answered once queued; the switch's mailer sends it and retries.
@@ -253,6 +266,11 @@ def add_TerminalServicer_to_server(servicer, server):
             'Abort': grpc.unary_unary_rpc_method_handler(
                     servicer.Abort,
                     request_deserializer=protocols_dot_wire_dot_terminal__pb2.AbortRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.SerializeToString,
+            ),
+            'RefundCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundCard,
+                    request_deserializer=protocols_dot_wire_dot_terminal__pb2.CardRefundRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.SerializeToString,
             ),
             'SendReceipt': grpc.unary_unary_rpc_method_handler(
@@ -584,6 +602,33 @@ class Terminal:
             target,
             '/txswitch.v1.Terminal/Abort',
             protocols_dot_wire_dot_terminal__pb2.AbortRequest.SerializeToString,
+            protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Terminal/RefundCard',
+            protocols_dot_wire_dot_terminal__pb2.CardRefundRequest.SerializeToString,
             protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
             options,
             channel_credentials,

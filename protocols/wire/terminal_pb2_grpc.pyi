@@ -53,6 +53,10 @@ class TerminalStub:
     """Bank-card payment routed to an acquirer."""
     Abort: _grpc.UnaryUnaryMultiCallable[_terminal_pb2.AbortRequest, _terminal_pb2.TransactionResponse]
     """The customer cancelled on the terminal before the payment completed."""
+    RefundCard: _grpc.UnaryUnaryMultiCallable[_terminal_pb2.CardRefundRequest, _terminal_pb2.TransactionResponse]
+    """'Terugbetaling' to a bank card: the card is presented, the employee PIN entered; sent to the
+    acquirer with processing code 20. Cancel it (employee PIN) or reverse it like a payment.
+    """
     SendReceipt: _grpc.UnaryUnaryMultiCallable[_terminal_pb2.SendReceiptRequest, _terminal_pb2.SendReceiptResponse]
     """'Envoyer le reçu du client': the receipt of an answered transaction, to the customer's
     e-mail address. Answered once queued; the switch's mailer sends it and retries.
@@ -81,6 +85,10 @@ class TerminalAsyncStub(TerminalStub):
     """Bank-card payment routed to an acquirer."""
     Abort: _aio.UnaryUnaryMultiCallable[_terminal_pb2.AbortRequest, _terminal_pb2.TransactionResponse]  # type: ignore[assignment]
     """The customer cancelled on the terminal before the payment completed."""
+    RefundCard: _aio.UnaryUnaryMultiCallable[_terminal_pb2.CardRefundRequest, _terminal_pb2.TransactionResponse]  # type: ignore[assignment]
+    """'Terugbetaling' to a bank card: the card is presented, the employee PIN entered; sent to the
+    acquirer with processing code 20. Cancel it (employee PIN) or reverse it like a payment.
+    """
     SendReceipt: _aio.UnaryUnaryMultiCallable[_terminal_pb2.SendReceiptRequest, _terminal_pb2.SendReceiptResponse]  # type: ignore[assignment]
     """'Envoyer le reçu du client': the receipt of an answered transaction, to the customer's
     e-mail address. Answered once queued; the switch's mailer sends it and retries.
@@ -178,6 +186,16 @@ class TerminalServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_terminal_pb2.TransactionResponse, _abc.Awaitable[_terminal_pb2.TransactionResponse]]:
         """The customer cancelled on the terminal before the payment completed."""
+
+    @_abc_1.abstractmethod
+    def RefundCard(
+        self,
+        request: _terminal_pb2.CardRefundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_terminal_pb2.TransactionResponse, _abc.Awaitable[_terminal_pb2.TransactionResponse]]:
+        """'Terugbetaling' to a bank card: the card is presented, the employee PIN entered; sent to the
+        acquirer with processing code 20. Cancel it (employee PIN) or reverse it like a payment.
+        """
 
     @_abc_1.abstractmethod
     def SendReceipt(

@@ -65,10 +65,17 @@ class Pay:
     card: BankCard
     pin_block: bytes = field(default=b"", repr=False)
     pin_block_format: int = 4
+    # A refund to the card presented (processing code 20): money goes back to the cardholder.
+    refund: bool = False
 
     @property
     def has_pin(self) -> bool:
         return bool(self.pin_block)
+
+    @property
+    def kind(self) -> str:
+        """The transaction type it is stored under: "refund" or "payment"."""
+        return "refund" if self.refund else "payment"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +155,7 @@ def sequence_number_problem(sequence_number: int) -> str | None:
 def payment_fingerprint(pay: Pay, pan_hash: str) -> str:
     """What makes a payment what it is: never the PAN itself, the PIN block or the track."""
     parts = [
-        "payment",
+        pay.kind,
         pan_hash,
         pay.card.expiry_yymm,
         pay.card.entry_mode.value,

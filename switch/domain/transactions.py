@@ -11,6 +11,7 @@ from switch.domain.money import Money
 from switch.domain.response_codes import ResponseCode
 
 TRANSACTION_ID_LENGTH_MAX = 64
+STORED_VALUE = "stored_value"  # the payment method of our own cards; else a bank card's entry mode
 
 
 class TransactionType(enum.Enum):
@@ -128,7 +129,7 @@ class Outcome:
     funder_part: Money | None = None
     status: TransactionStatus = TransactionStatus.declined
     persisted: bool = True  # False: a system error whose request may be retried afresh
-    payment_method: str = "stored_value"  # or a card entry mode: contactless, chip, magstripe
+    payment_method: str = STORED_VALUE  # or a card entry mode: contactless, chip, magstripe
 
     @property
     def message(self) -> str:

@@ -239,7 +239,7 @@ class PaymentStore:
                     and_(
                         row.source == source,
                         row.transaction_id == transaction_id,
-                        row.transaction_type == "payment",
+                        row.transaction_type.in_(("payment", "refund")),  # a refund to a card too
                         row.status == from_status,
                     )
                 )

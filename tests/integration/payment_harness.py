@@ -178,7 +178,7 @@ class PaymentWorld:
         return engine
 
     def approved_keys(self) -> frozenset[OriginalKey]:
-        """The switch's payments that stand as approved, named as the acquirer names them."""
+        """The switch's payments and card refunds that stand as approved, named as the acquirer names them."""
         return self._keys(transactions.c.status == "approved")
 
     def keys_answered(self, response_code: str) -> frozenset[OriginalKey]:
@@ -192,7 +192,7 @@ class PaymentWorld:
                 (transactions.c.source == card_payments.c.source)
                 & (transactions.c.transaction_id == card_payments.c.transaction_id),
             )
-            .where(transactions.c.transaction_type == "payment", condition)  # type: ignore[arg-type]
+            .where(transactions.c.transaction_type.in_(("payment", "refund")), condition)  # type: ignore[arg-type]
         )
         with self.engine().connect() as conn:
             return frozenset(OriginalKey(t, s, d) for t, s, d in conn.execute(query))

@@ -14,7 +14,7 @@ from switch.server import SwitchServer
 from switch.store.payments import STAGE_ANSWERED, card_payments
 from switch.store.schema import transactions
 from terminal_sim.acquirer_host import OriginalKey
-from tests.integration.harness import TerminalClient
+from tests.integration.harness import EMPLOYEE, TerminalClient
 from tests.integration.payment_harness import (
     MASTERCARD_PAN,
     RESPONSE_TIMEOUT_MS,
@@ -231,7 +231,9 @@ def test_cancel_of_a_payment_with_the_employee_pin_reverses_it_at_the_acquirer(b
     assert shop.cancel(txn, pin="0000").response_code == "55"  # a wrong PIN reverses nothing
     assert both.terminal.status(txn).status == "approved"
     refund = shop.refund(txn, 1_000)
-    assert refund.response_code == "12" and "cannot be refunded on the terminal" in refund.message
+    assert (
+        refund.response_code == "12" and "is refunded with RefundCard, the card presented" in refund.message
+    )
     cancelled = shop.cancel(txn, txn=cancel)
     assert (cancelled.response_code, cancelled.status) == ("00", "approved")
     assert cancelled.payment_method == "contactless" and cancelled.requested.amount_minor == 3_200
@@ -252,6 +254,76 @@ def test_cancel_of_a_payment_with_the_employee_pin_reverses_it_at_the_acquirer(b
     assert totals[("cancel", "contactless")] == (1, 3_200)
     assert totals[("reversal", "contactless")] == (1, 0)  # the reversal that found nothing to undo
     both.audit()
+
+
+def card_refund(both: PaymentWorld, amount_minor: int, pin: str = EMPLOYEE.pin) -> pb.CardRefundRequest:
+    card = both.terminal.request(amount_minor)
+    return pb.CardRefundRequest(
+        transaction_id=card.transaction_id,
+        sequence_number=card.sequence_number,
+        amount=card.amount,
+        card=card.card,
+        employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=pin),
+    )
+
+
+def test_a_refund_to_the_card_needs_the_employee_pin_and_goes_out_with_processing_code_20(
+    both: PaymentWorld,
+) -> None:
+    terminal = both.terminal
+    refund = card_refund(both, 1_500)
+
+    def send(request: pb.CardRefundRequest) -> pb.TransactionResponse:
+        answer: pb.TransactionResponse = terminal.stub.RefundCard(
+            request, metadata=terminal.metadata, timeout=20
+        )
+        return answer
+
+    wrong = send(card_refund(both, 1_500, pin="0000"))
+    assert wrong.response_code == "55" and "nothing was sent to the acquirer" in wrong.message
+    assert not both.host.record().authorizations
+    done = send(refund)
+    assert (done.response_code, done.status, done.payment_method) == ("00", "approved", "contactless")
+    assert done.approved.amount_minor == 1_500 and done.authorization_code
+    assert send(refund) == done  # a replay gets the same answer, and nothing goes out again
+    (sent,) = both.host.record().authorizations
+    assert (sent.processing_code, sent.amount_minor) == ("200000", 1_500)
+    assert terminal.status(refund.transaction_id).status == "approved"
+    totals = {
+        (t.transaction_type, t.payment_method): (t.count, t.total.amount_minor)
+        for t in terminal.x_report().totals
+    }
+    assert totals[("refund", "contactless")] == (1, 1_500)
+    both.audit()  # the standing refund is the host's one standing approval
+    # The employee may void the refund while the period is open: a 0420 of the refund goes out.
+    shop = TerminalClient(terminal.stub, terminal.credential, terminal.terminal_id)
+    cancelled = shop.cancel(refund.transaction_id)
+    assert cancelled.response_code == "00", cancelled.message
+    assert terminal.status(refund.transaction_id).status == "cancelled"
+    wait_until(lambda: not both.saf_pending())
+    (reversal,) = both.host.record().reversals
+    assert reversal.amount_minor == 1_500
+    both.audit()
+
+
+def test_a_card_refund_request_names_what_is_wrong(both: PaymentWorld) -> None:
+    terminal = both.terminal
+    no_employee = card_refund(both, 500)
+    no_employee.ClearField("employee")
+    no_card = card_refund(both, 500)
+    no_card.ClearField("card")
+    negative = card_refund(both, 500)
+    negative.amount.amount_minor = -500
+    for request, named in (
+        (no_employee, "employee"),
+        (no_card, "card is missing"),
+        (negative, "amount.amount_minor must be 1-"),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            terminal.stub.RefundCard(request, metadata=terminal.metadata, timeout=20)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert named in (refused.value.details() or ""), refused.value.details()
+    assert not both.host.record().authorizations
 
 
 def test_a_payment_from_a_closed_period_is_not_cancelled(both: PaymentWorld) -> None:
