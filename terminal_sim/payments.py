@@ -45,6 +45,8 @@ EMV: Final = pb.EmvData(
 )
 MODES: Final = (pb.ENTRY_MODE_CONTACTLESS, pb.ENTRY_MODE_CHIP, pb.ENTRY_MODE_MAGSTRIPE)
 PAYMENT_ROUTES: Final = (("4", "5"),)  # BIN prefixes the simulated acquirer takes
+# The employee whose PIN allows the card refunds of the simulated shop.
+REFUND_EMPLOYEE: Final = pb.EmployeeAuth(employee_number="1", pin="2580")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class PaymentMix:
     chip: float = 0.3
     magstripe: float = 0.1
     abort_share: float = 0.05  # the customer cancels after the answer came (reversal at the acquirer)
+    refund_share: float = 0.05  # refunds to the card presented (processing code 20), employee PIN
     amount_minor_max: int = 12_000
 
 
@@ -68,8 +71,9 @@ class PaymentRecord:
     code: str = ""  # response code, or the gRPC status name when the call failed
     authorization_code: str = ""
     latency_s: float = 0.0
-    aborted: bool = False
+    aborted: bool = False  # aborted, or (a refund whose answer was lost) reversed
     abort_code: str = ""
+    kind: str = "payment"  # or "refund"
 
 
 @dataclass
@@ -155,6 +159,17 @@ def provision_payment_shop(address: str, admin_token: str, email: str, password:
             metadata=metadata,
             timeout=20,
         )
+        stub.AddEmployee(
+            bo.AddEmployeeRequest(
+                merchant_id=merchant.merchant_id,
+                employee_number=REFUND_EMPLOYEE.employee_number,
+                name="Till manager",
+                pin=REFUND_EMPLOYEE.pin,
+                role="manager",
+            ),
+            metadata=metadata,
+            timeout=20,
+        )
 
 
 def _activate(
@@ -232,10 +247,14 @@ async def _pay_loop(
     seed: int,
     end_s: float,
     run: PaymentRun,
+    employee: pb.EmployeeAuth,
 ) -> None:
     rng = random.Random(seed)
     while trio.current_time() < end_s:
         request, with_pin = payment_request(terminal, rng, mix)
+        if rng.random() < mix.refund_share:
+            run.records.append(await _refund(bridge, stub, terminal, request, employee))
+            continue
         record = PaymentRecord(
             request.transaction_id,
             terminal.terminal_id,
@@ -258,6 +277,42 @@ async def _pay_loop(
         run.records.append(record)
 
 
+async def _refund(
+    bridge: TrioGrpcBridge,
+    stub: pb_grpc.TerminalStub,
+    terminal: _PayTerminal,
+    payment: pb.PayRequest,
+    employee: pb.EmployeeAuth,
+) -> PaymentRecord:
+    """The same card data sent back as a refund; a lost answer is reversed, as a terminal does."""
+    request = pb.CardRefundRequest(
+        transaction_id=payment.transaction_id,
+        sequence_number=payment.sequence_number,
+        amount=payment.amount,
+        card=payment.card,
+        employee=employee,
+    )
+    record = PaymentRecord(
+        request.transaction_id,
+        terminal.terminal_id,
+        request.card.entry_mode,
+        request.amount.amount_minor,
+        False,
+        kind="refund",
+    )
+    started = time.perf_counter()
+    response, failure = await _call(bridge, stub.RefundCard, request, terminal.metadata)
+    record.latency_s = time.perf_counter() - started
+    record.code = failure or response.response_code
+    record.authorization_code = "" if response is None else response.authorization_code
+    if failure:
+        reversal = pb.ReversalRequest(original_transaction_id=request.transaction_id)
+        reversed_, reversal_failure = await _call(bridge, stub.Reversal, reversal, terminal.metadata)
+        record.aborted = not reversal_failure
+        record.abort_code = reversal_failure or reversed_.response_code
+    return record
+
+
 async def run_payments(
     address: str,
     email: str,
@@ -268,6 +323,7 @@ async def run_payments(
     *,
     location: str = "Till",
     seed: int = 7,
+    employee: pb.EmployeeAuth = REFUND_EMPLOYEE,
 ) -> PaymentRun:
     """Closed loop: each terminal pays, waits for the answer, sometimes aborts, and pays again."""
     run = PaymentRun()
@@ -282,7 +338,9 @@ async def run_payments(
         end_s = started + duration_s
         async with trio.open_nursery() as nursery:
             for index, terminal in enumerate(activated):
-                nursery.start_soon(_pay_loop, bridge, stub, terminal, mix, seed * 1_000 + index, end_s, run)
+                nursery.start_soon(
+                    _pay_loop, bridge, stub, terminal, mix, seed * 1_000 + index, end_s, run, employee
+                )
         run.duration_s = trio.current_time() - started
     return run
 
@@ -292,7 +350,7 @@ async def run_payments(
 
 @dataclass(frozen=True)
 class SwitchPayments:
-    """The switch's stored payments, keyed as the acquirer names them."""
+    """The switch's stored payments and card refunds, keyed as the acquirer names them."""
 
     standing: dict[str, OriginalKey]  # transaction id -> key, status approved
     timed_out: dict[str, OriginalKey]  # answered acquirer_timeout / issuer_unavailable
@@ -319,7 +377,7 @@ def read_switch_payments(database_url: str) -> SwitchPayments:
     try:
         with engine.connect() as conn:
             for txn, status, result, terminal, stan, transmission in conn.execute(
-                query.where(transactions.c.transaction_type == "payment")
+                query.where(transactions.c.transaction_type.in_(("payment", "refund")))
             ):
                 key = OriginalKey(terminal, stan, transmission)
                 statuses[txn] = status

@@ -21,7 +21,7 @@ from terminal_sim.payments import (
     run_payments,
     write_acquirers_file,
 )
-from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, start_world
+from tests.integration.harness import EMPLOYEE, MERCHANT_EMAIL, MERCHANT_PASSWORD, World, start_world
 
 MASTER_KEY_HEX = "3C" * 32
 SAF_DRAIN_S = 10.0
@@ -54,13 +54,24 @@ def _saf_pending(world: World) -> int:
 @pytest.mark.trio
 async def test_payment_run_has_a_clean_audit(payment_switch: tuple[World, HostThread]) -> None:
     world, host = payment_switch
-    mix = PaymentMix(abort_share=0.1)
+    mix = PaymentMix(abort_share=0.1, refund_share=0.15)
     run = await run_payments(
-        world.server.address, MERCHANT_EMAIL, MERCHANT_PASSWORD, 4, 2.0, mix, location="Shop"
+        world.server.address,
+        MERCHANT_EMAIL,
+        MERCHANT_PASSWORD,
+        4,
+        2.0,
+        mix,
+        location="Shop",
+        employee=EMPLOYEE,
     )
     assert len(run.approved) > 20, [r.code for r in run.records][:20]
     assert any(r.with_pin for r in run.approved)
     assert any(r.aborted for r in run.records)
+    refunds = [r for r in run.records if r.kind == "refund"]
+    assert refunds and all(r.code in APPROVED or r.aborted or r.code in ("68", "91") for r in refunds), [
+        (r.code, r.abort_code) for r in refunds
+    ]
     assert {r.mode for r in run.records} == {1, 2, 3}
     deadline = time.monotonic() + SAF_DRAIN_S
     while await trio.to_thread.run_sync(_saf_pending, world) and time.monotonic() < deadline:
