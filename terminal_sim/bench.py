@@ -197,6 +197,7 @@ def measure_payments(terminals: int, duration_s: float, out_dir: Path) -> dict[s
         "payments": len(run.records),
         "approved": len(run.approved),
         "aborted": sum(1 for r in run.records if r.aborted),
+        "card_refunds": sum(1 for r in run.records if r.kind == "refund"),
         "latency_ms": run.latency_ms(),
         "audit": audit,
         "terminals": terminals,
