@@ -303,6 +303,12 @@ def test_a_refund_to_the_card_needs_the_employee_pin_and_goes_out_with_processin
     wait_until(lambda: not both.saf_pending())
     (reversal,) = both.host.record().reversals
     assert reversal.amount_minor == 1_500
+    # A refund whose answer the terminal lost is reversed like a payment.
+    lost = card_refund(both, 700)
+    assert send(lost).response_code == "00"
+    assert terminal.reversal(lost.transaction_id).response_code == "00"
+    assert terminal.status(lost.transaction_id).status == "reversed"
+    wait_until(lambda: len(both.host.record().reversals) == 2)
     both.audit()
 
 
