@@ -9,6 +9,7 @@ import email.policy
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -163,15 +164,30 @@ def test_a_refused_address_is_given_up_at_once_and_forgotten(shop: tuple[World, 
     assert not mailbox.messages
 
 
-def test_the_mailer_retries_until_the_mail_server_answers(tmp_path: Path) -> None:
-    port = free_port()  # nothing listens here yet
-    world = start_world(tmp_path, "", smtp_host="127.0.0.1", smtp_port=port, receipt_retry_s=0.2)
+@contextmanager
+def receipt_waiting(tmp_path: Path, retry_s: float) -> Iterator[tuple[World, Controller, Mailbox]]:
+    """A switch whose mail server is down, and one receipt (of sale-1) it has tried to send once.
+
+    The controller is the mail server on that port, not started yet.
+    """
+    port = free_port()
+    world = start_world(tmp_path, "", smtp_host="127.0.0.1", smtp_port=port, receipt_retry_s=retry_s)
     mailbox = Mailbox()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     try:
         terminal = world.terminals[0]
         terminal.redeem(world.issue(1_000), 300, "sale-1")
         send_receipt(terminal, "sale-1")
+        wait_until(lambda: stored_receipts(world)[0]["attempts"] >= 1)
+        yield world, controller, mailbox
+    finally:
+        controller.stop(no_assert=True)
+        world.channel.close()
+        world.server.stop()
+
+
+def test_the_mailer_retries_until_the_mail_server_answers(tmp_path: Path) -> None:
+    with receipt_waiting(tmp_path, retry_s=0.2) as (world, controller, mailbox):
         wait_until(lambda: stored_receipts(world)[0]["attempts"] >= 2)
         (row,) = stored_receipts(world)
         assert row["state"] == "queued" and row["recipient"] == CUSTOMER
@@ -181,10 +197,6 @@ def test_the_mailer_retries_until_the_mail_server_answers(tmp_path: Path) -> Non
         wait_until(lambda: stored_receipts(world)[0]["state"] == "sent")
         assert len(mailbox.messages) == 1
         assert stored_receipts(world)[0]["recipient"] == ""
-    finally:
-        controller.stop()
-        world.channel.close()
-        world.server.stop()
 
 
 def test_a_queued_receipt_survives_a_restart(tmp_path: Path) -> None:
@@ -213,15 +225,7 @@ def test_a_queued_receipt_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_two_mailers_on_one_database_send_a_receipt_once(tmp_path: Path) -> None:
-    port = free_port()
-    world = start_world(tmp_path, "", smtp_host="127.0.0.1", smtp_port=port, receipt_retry_s=600)
-    mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-    try:
-        terminal = world.terminals[0]
-        terminal.redeem(world.issue(1_000), 300, "sale-1")
-        send_receipt(terminal, "sale-1")
-        wait_until(lambda: stored_receipts(world)[0]["attempts"] == 1)  # the switch's own mailer: down
+    with receipt_waiting(tmp_path, retry_s=600) as (world, controller, mailbox):
         controller.start()
         core = world.server.core
         with core.store.engine.begin() as conn:  # due again now, while the switch's mailer sleeps
@@ -245,10 +249,6 @@ def test_two_mailers_on_one_database_send_a_receipt_once(tmp_path: Path) -> None
         assert sorted(sent) == [0, 1]
         assert len(mailbox.messages) == 1
         assert stored_receipts(world)[0]["state"] == "sent"
-    finally:
-        controller.stop()
-        world.channel.close()
-        world.server.stop()
 
 
 @pytest.mark.parametrize(
