@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -35,6 +36,7 @@ class PortalService(portal_grpc.PortalServicer):
         settings = core.settings
         lockout = SignInLockout(settings.portal_sign_in_tries_max, settings.portal_sign_in_lock_s)
         self._sessions = PortalSessions(core.store.engine, settings.portal_session_s, lockout, utc_now)
+        self._sign_ins = threading.BoundedSemaphore(settings.portal_sign_ins_concurrent_max)
 
     def _run(self, context: grpc.ServicerContext, action: Callable[[str], T]) -> T:
         """The action for the signed-in merchant; the status of what went wrong otherwise."""
@@ -53,10 +55,16 @@ class PortalService(portal_grpc.PortalServicer):
         for field in ("email", "password"):
             if not getattr(request, field):
                 _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
+        if not self._sign_ins.acquire(blocking=False):
+            _abort(
+                context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many sign-ins at once; try again shortly"
+            )
         try:
             session = self._sessions.sign_in(request.email, request.password)
         except PermissionError as error:
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
+        finally:
+            self._sign_ins.release()
         return portal.PortalSession(
             token=session.token,
             merchant_id=session.merchant_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,3 +165,29 @@ def test_wrong_sign_ins_lock_the_address_known_or_not_for_a_while(world: World) 
     assert refusal(sign_in, world)[1].startswith("too many wrong sign-ins")
     time.sleep(1.1)  # portal_sign_in_lock_s=1 in this module's fixture
     assert sign_in(world)
+
+
+def test_a_flood_of_sign_ins_is_turned_away_not_queued_on_the_switchs_threads(world: World) -> None:
+    """portal_sign_ins_concurrent_max is 2 by default; eight at once cannot all be checked."""
+    start = threading.Barrier(8)
+    answers: list[str] = []
+
+    def attempt() -> None:
+        start.wait()
+        try:
+            stub(world).SignIn(
+                portal.SignInRequest(email=MERCHANT_EMAIL, password=MERCHANT_PASSWORD), timeout=20
+            )
+            answers.append("OK")
+        except grpc.RpcError as error:
+            answers.append(f"{error.code().name}: {error.details()}")
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    turned_away = [a for a in answers if a != "OK"]
+    assert "OK" in answers and turned_away, answers
+    assert set(turned_away) == {"RESOURCE_EXHAUSTED: too many sign-ins at once; try again shortly"}
+    assert sign_in(world)  # once the flood is over, signing in works
