@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -25,7 +24,8 @@ from protocols.wire import portal_pb2_grpc as portal_grpc
 from switch.admin import AdminError
 from switch.core import SwitchCore, utc_now
 from switch.domain.reports import ReportQueryError
-from switch.portal import PortalSessions, SignInLockout
+from switch.passwords import TooManySignInsError
+from switch.portal import PortalSessions
 
 T = TypeVar("T")
 
@@ -33,10 +33,9 @@ T = TypeVar("T")
 class PortalService(portal_grpc.PortalServicer):
     def __init__(self, core: SwitchCore) -> None:
         self._core = core
-        settings = core.settings
-        lockout = SignInLockout(settings.portal_sign_in_tries_max, settings.portal_sign_in_lock_s)
-        self._sessions = PortalSessions(core.store.engine, settings.portal_session_s, lockout, utc_now)
-        self._sign_ins = threading.BoundedSemaphore(settings.portal_sign_ins_concurrent_max)
+        self._sessions = PortalSessions(
+            core.store.engine, core.settings.portal_session_s, core.passwords, utc_now
+        )
 
     def _run(self, context: grpc.ServicerContext, action: Callable[[str], T]) -> T:
         """The action for the signed-in merchant; the status of what went wrong otherwise."""
@@ -55,16 +54,12 @@ class PortalService(portal_grpc.PortalServicer):
         for field in ("email", "password"):
             if not getattr(request, field):
                 _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
-        if not self._sign_ins.acquire(blocking=False):
-            _abort(
-                context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many sign-ins at once; try again shortly"
-            )
         try:
             session = self._sessions.sign_in(request.email, request.password)
         except PermissionError as error:
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
-        finally:
-            self._sign_ins.release()
+        except TooManySignInsError as error:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         return portal.PortalSession(
             token=session.token,
             merchant_id=session.merchant_id,

@@ -17,6 +17,7 @@ from switch.domain.employees import pin_problem, role_problem
 from switch.domain.ledger import AccountKind
 from switch.domain.money import is_known_currency
 from switch.domain.programmes import ProgrammeKind, commission_minor
+from switch.passwords import MerchantPasswords, SignInLockout
 from switch.store.journal import Write
 from switch.store.repository import Store, TerminalInfo, as_utc
 from switch.store.schema import (
@@ -39,6 +40,10 @@ CARD_NUMBER_ATTEMPTS_MAX = 20
 
 class AdminError(ValueError):
     """A request the backoffice refuses; the message names what is wrong."""
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def new_id(prefix: str) -> str:
@@ -86,10 +91,14 @@ class LedgerCheck:
 
 
 class Admin:
-    def __init__(self, store: Store, card_hash_key: bytes) -> None:
+    def __init__(
+        self, store: Store, card_hash_key: bytes, passwords: MerchantPasswords | None = None
+    ) -> None:
         self._store = store
         self._engine = store.engine
         self._key = card_hash_key
+        # Activation checks the merchant's password like the portal: one lockout for both.
+        self._passwords = passwords or MerchantPasswords(store.engine, SignInLockout(5, 900, 2), _utc_now)
 
     def _now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
@@ -334,10 +343,7 @@ class Admin:
     def activate(self, email: str, password: str, device_name: str, location_name: str) -> Activation:
         if not device_name:
             raise AdminError("device_name is empty")
-        with self._engine.connect() as conn:
-            merchant = conn.execute(select(merchants).where(merchants.c.email == email.lower())).first()
-        if merchant is None or not credentials.password_matches(password, merchant.password_hash):
-            raise PermissionError("merchant e-mail or password is wrong")
+        merchant = self._passwords.verify(email, password)  # PermissionError, TooManySignInsError
         with self._engine.begin() as conn:
             location_id = conn.execute(
                 select(locations.c.location_id).where(

@@ -58,12 +58,12 @@ class Settings:
     report_time_zone: str = "Europe/Amsterdam"
     # Merchant portal: how long a signed-in session lasts
     portal_session_s: int = 8 * 3600
-    # Wrong sign-ins in a row for one e-mail address before it is locked, and for how long
-    portal_sign_in_tries_max: int = 5
-    portal_sign_in_lock_s: int = 900
-    # Password checks (scrypt, ~70 ms of a core each) at once; more get RESOURCE_EXHAUSTED at once,
-    # so a flood of sign-ins cannot take the threads that refunds, cancels and payments run on
-    portal_sign_ins_concurrent_max: int = 2
+    # The merchant's password, at portal sign-in and terminal activation: wrong tries in a row for
+    # one e-mail address before it is locked, and for how long; password checks (scrypt, ~70 ms
+    # of a core each) at once, more are turned away (RESOURCE_EXHAUSTED) rather than queued
+    sign_in_tries_max: int = 5
+    sign_in_lock_s: int = 900
+    sign_ins_concurrent_max: int = 2
     # E-mailed receipts: queued by the terminal, sent by the mailer; smtp_host empty: off
     smtp_host: str = ""
     smtp_port: int = 25

@@ -36,6 +36,7 @@ from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import LockoutPolicy
 from switch.domain.transactions import Outcome, TerminalCommand
+from switch.passwords import MerchantPasswords, SignInLockout
 from switch.pins import ClosedLoopPins, TerminalPinKeys
 from switch.receipts import ReceiptObserver, Receipts
 from switch.security import MasterKey, SecurityModule
@@ -76,8 +77,12 @@ class SwitchCore:
         except reports.ReportQueryError as error:
             raise ValueError(f"report_time_zone (TXSWITCH_REPORT_TIME_ZONE): {error}") from None
         self.store = Store(engine)
+        lockout = SignInLockout(
+            settings.sign_in_tries_max, settings.sign_in_lock_s, settings.sign_ins_concurrent_max
+        )
+        self.passwords = MerchantPasswords(engine, lockout, utc_now)
         self.receipts = Receipts(settings, self.store, self.report_zone, utc_now, on_receipt)
-        self.admin = Admin(self.store, card_hash_key)
+        self.admin = Admin(self.store, card_hash_key, self.passwords)
         self.terminals = TerminalDirectory(self.store)
         self.cards = CardDirectory(self.store, card_hash_key)
         self.writer = JournalWriter(

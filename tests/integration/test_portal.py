@@ -17,6 +17,7 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import portal_pb2_grpc as portal_grpc
 from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.store.schema import portal_sessions
 from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, world_fixture
 
@@ -25,9 +26,7 @@ OTHER_EMAIL, OTHER_PASSWORD = "bakery@example.test", "bakery-password"
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    yield from world_fixture(
-        request, tmp_path, portal_session_s=2, portal_sign_in_tries_max=3, portal_sign_in_lock_s=1
-    )
+    yield from world_fixture(request, tmp_path, portal_session_s=2, sign_in_tries_max=3, sign_in_lock_s=1)
 
 
 def stub(world: World) -> portal_grpc.PortalStub:
@@ -163,12 +162,12 @@ def test_wrong_sign_ins_lock_the_address_known_or_not_for_a_while(world: World) 
         assert details.startswith("too many wrong sign-ins for this address: try again after ")
     # Locked, even the right password is refused; once the lock is over it works.
     assert refusal(sign_in, world)[1].startswith("too many wrong sign-ins")
-    time.sleep(1.1)  # portal_sign_in_lock_s=1 in this module's fixture
+    time.sleep(1.1)  # sign_in_lock_s=1 in this module's fixture
     assert sign_in(world)
 
 
 def test_a_flood_of_sign_ins_is_turned_away_not_queued_on_the_switchs_threads(world: World) -> None:
-    """portal_sign_ins_concurrent_max is 2 by default; eight at once cannot all be checked."""
+    """sign_ins_concurrent_max is 2 by default; eight at once cannot all be checked."""
     start = threading.Barrier(8)
     answers: list[str] = []
 
@@ -191,3 +190,18 @@ def test_a_flood_of_sign_ins_is_turned_away_not_queued_on_the_switchs_threads(wo
     assert "OK" in answers and turned_away, answers
     assert set(turned_away) == {"RESOURCE_EXHAUSTED: too many sign-ins at once; try again shortly"}
     assert sign_in(world)  # once the flood is over, signing in works
+
+
+def test_wrong_passwords_at_the_portal_lock_terminal_activation_too(world: World) -> None:
+    def activate(password: str) -> tuple[grpc.StatusCode, str]:
+        request = pb.ActivateRequest(
+            merchant_email=MERCHANT_EMAIL, password=password, device_name="A77-new", location="Shop"
+        )
+        return refusal(pb_grpc.TerminalStub(world.channel).Activate, request, timeout=20)
+
+    assert activate("guess")[1] == "merchant e-mail or password is wrong"  # activation counts, too
+    for n in range(2):  # sign_in_tries_max=3 in this module's fixture
+        refusal(stub(world).SignIn, portal.SignInRequest(email=MERCHANT_EMAIL, password=f"guess-{n}"))
+    code, details = activate(MERCHANT_PASSWORD)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert details.startswith("too many wrong sign-ins for this address")
