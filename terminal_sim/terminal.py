@@ -23,6 +23,7 @@ from terminal_sim.records import APPROVING_CODES, Exchange, Operation, Outcome
 
 # grpc's own deadline sits behind the terminal's cancel scope, so the terminal decides.
 GRPC_DEADLINE_MARGIN_S = 1.0
+ACTIVATION_RETRY_S = 0.1  # the longest pause before asking again when the switch is busy
 RECOVERY_ATTEMPTS_MAX = 3
 LOAD_STEP_MINOR = 500  # loads come in steps of 5.00, like the benefit co-payment rule
 LOAD_STEPS_MAX = 10
@@ -151,8 +152,15 @@ class SimTerminal:
         )
         # Activation checks the merchant's password with a deliberately slow hash, and a fleet
         # activates at once: it gets the patience of a one-off set-up, not of a payment.
-        timeout_s = self.context.config.activation_timeout_s
-        sent = await self._send(Operation.activate, self.stub.Activate, request, timeout_s=timeout_s)
+        # The switch turns sign-ins away (RESOURCE_EXHAUSTED) beyond a few password checks at
+        # once; like a terminal told the switch is busy, try again shortly, until the timeout.
+        deadline_s = trio.current_time() + self.context.config.activation_timeout_s
+        while True:
+            timeout_s = max(deadline_s - trio.current_time(), 0.001)
+            sent = await self._send(Operation.activate, self.stub.Activate, request, timeout_s=timeout_s)
+            if sent.grpc_code != "RESOURCE_EXHAUSTED" or trio.current_time() >= deadline_s:
+                break
+            await trio.sleep(self.rng.uniform(ACTIVATION_RETRY_S / 2, ACTIVATION_RETRY_S))
         if sent.outcome is not Outcome.answered:
             raise RuntimeError(f"{self.device_name} could not activate: {sent.grpc_code}")
         self.terminal_id = sent.reply.terminal_id
