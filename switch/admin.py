@@ -483,11 +483,8 @@ class Admin:
         raise AdminError(f"no free card number found under prefix {prefix}")
 
     def _require_merchant(self, merchant_id: str) -> None:
-        with self._engine.connect() as conn:
-            if not conn.execute(
-                select(merchants.c.merchant_id).where(merchants.c.merchant_id == merchant_id)
-            ).first():
-                raise AdminError(f"no merchant {merchant_id}")
+        if self._store.merchant_name(merchant_id) is None:
+            raise AdminError(f"no merchant {merchant_id}")
 
 
 def _employee_key(merchant_id: str, employee_number: str) -> tuple[ColumnElement[bool], ...]:

@@ -34,7 +34,7 @@ from switch.domain.money import CURRENCY_EXPONENTS, CURRENCY_NUMERIC
 from switch.domain.response_codes import ResponseCode
 from switch.store import repository
 from switch.store.saf import SafEntry
-from switch.store.schema import merchants, terminals, transactions
+from switch.store.schema import terminals, transactions
 
 NO_ACQUIRERS = "no acquirer links configured"
 NO_RECEIPTS = "e-mailed receipts are off (no mail server configured)"
@@ -118,9 +118,7 @@ class SwitchOpsBackend:
 
     def _terminal_info(self, info: repository.TerminalInfo) -> TerminalInfo:
         with self._core.store.engine.connect() as conn:
-            merchant = conn.execute(
-                select(merchants.c.name).where(merchants.c.merchant_id == info.merchant_id)
-            ).scalar()
+            merchant = repository.merchant_name(conn, info.merchant_id)
             last_seen = conn.execute(
                 select(func.max(transactions.c.created_at)).where(transactions.c.source == info.terminal_id)
             ).scalar()

@@ -18,8 +18,9 @@ import threading
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, Row, func, select, update
 
 from switch.admin import new_id
 from switch.config import Settings
@@ -34,8 +35,8 @@ from switch.domain.receipts import (
 )
 from switch.domain.response_codes import ResponseCode
 from switch.store.journal import TOMBSTONE_TYPE
-from switch.store.repository import Store, TerminalInfo, as_utc
-from switch.store.schema import merchants, receipt_layouts, receipts
+from switch.store.repository import Store, TerminalInfo, as_utc, merchant_name
+from switch.store.schema import receipt_layouts, receipts
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class Receipts:
         amount_minor = record.approved_minor if approved else record.requested_minor
         currency = record.currency
         return ReceiptFacts(
-            merchant_name=self._merchant_name(terminal.merchant_id),
+            merchant_name=self._store.merchant_name(terminal.merchant_id) or "",
             location_name=terminal.location_name,
             device_name=terminal.device_name,
             terminal_id=terminal_id,
@@ -198,13 +199,6 @@ class Receipts:
             ),
         )
 
-    def _merchant_name(self, merchant_id: str) -> str:
-        with self._engine.connect() as conn:
-            name = conn.execute(
-                select(merchants.c.name).where(merchants.c.merchant_id == merchant_id)
-            ).scalar_one()
-        return str(name)
-
     # The merchant's layout (backoffice)
 
     def layout(self, merchant_id: str) -> ReceiptLayout:
@@ -221,12 +215,7 @@ class Receipts:
                     "invalid", f"{field} is {len(text)} characters; at most {RECEIPT_TEXT_LENGTH_MAX}"
                 )
         with self._engine.begin() as conn:
-            if (
-                conn.execute(
-                    select(merchants.c.merchant_id).where(merchants.c.merchant_id == merchant_id)
-                ).first()
-                is None
-            ):
+            if merchant_name(conn, merchant_id) is None:
                 raise ReceiptRefusedError("not_found", f"merchant_id {merchant_id!r}: no such merchant")
             changed = conn.execute(
                 update(receipt_layouts)
@@ -369,9 +358,8 @@ class Receipts:
             ).rowcount
         return bool(claimed == 1)
 
-    def _put_off(self, row: object, error: str, *, give_up: bool) -> None:
-        attempts = int(row.attempts) + 1  # type: ignore[attr-defined]
-        receipt_id = str(row.receipt_id)  # type: ignore[attr-defined]
+    def _put_off(self, row: Row[Any], error: str, *, give_up: bool) -> None:
+        attempts, receipt_id = int(row.attempts) + 1, str(row.receipt_id)
         if give_up or attempts >= self._attempts_max:
             self._finish(receipt_id, "failed", error, attempts)
             return

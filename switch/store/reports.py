@@ -12,13 +12,12 @@ from switch.domain import ledger
 from switch.domain.reports import ReportQuery
 from switch.domain.transactions import TransactionStatus, TransactionType
 from switch.store.journal import TOMBSTONE_TYPE
-from switch.store.repository import as_utc
+from switch.store.repository import as_utc, merchant_name
 from switch.store.schema import (
     accounts,
     cards,
     journal_entries,
     merchant_programmes,
-    merchants,
     postings,
     programmes,
     terminals,
@@ -136,13 +135,7 @@ def transaction_report(engine: Engine, query: ReportQuery) -> TransactionReport:
 
 
 def _check_subjects(conn: Connection, query: ReportQuery) -> None:
-    if (
-        query.merchant_id
-        and conn.execute(
-            select(merchants.c.merchant_id).where(merchants.c.merchant_id == query.merchant_id)
-        ).first()
-        is None
-    ):
+    if query.merchant_id and merchant_name(conn, query.merchant_id) is None:
         raise UnknownReportSubjectError(f"merchant_id {query.merchant_id!r}: no such merchant")
     if query.terminal_id:
         owner = conn.execute(
@@ -203,9 +196,7 @@ def merchant_summary(engine: Engine, query: ReportQuery) -> MerchantSummary:
     assert query.merchant_id, "a summary is of one merchant"
     merchant_id = query.merchant_id
     with engine.connect() as conn:
-        name = conn.execute(
-            select(merchants.c.name).where(merchants.c.merchant_id == merchant_id)
-        ).scalar_one_or_none()
+        name = merchant_name(conn, merchant_id)
         if name is None:
             raise UnknownReportSubjectError(f"merchant_id {merchant_id!r}: no such merchant")
         members = conn.execute(

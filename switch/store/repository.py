@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, func, select
+from sqlalchemy import Connection, Engine, Row, bindparam, func, select
 
 from switch.domain.card_rules import CardState
 from switch.domain.employees import PinAttempt
@@ -24,6 +24,7 @@ from switch.store.schema import (
     employees,
     locations,
     merchant_programmes,
+    merchants,
     programmes,
     terminals,
     transactions,
@@ -42,6 +43,7 @@ _CARD_STATE_AND_PIN = (
     .outerjoin(card_pins, card_pins.c.card_id == cards.c.card_id)
     .where(cards.c.card_id == bindparam("card_id"))
 )
+_MERCHANT_NAME = select(merchants.c.name).where(merchants.c.merchant_id == bindparam("merchant_id"))
 _TRANSACTION = select(transactions).where(
     transactions.c.source == bindparam("source"), transactions.c.transaction_id == bindparam("transaction_id")
 )
@@ -174,6 +176,11 @@ class Store:
         with self._lock:
             self._memberships.pop((merchant_id, programme_id), None)
 
+    def merchant_name(self, merchant_id: str) -> str | None:
+        """The merchant's name; None if there is no such merchant."""
+        with self.engine.connect() as conn:
+            return merchant_name(conn, merchant_id)
+
     def card_id_by_hash(self, card_hash: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(_CARD_BY_HASH, {"card_hash": card_hash}).scalar()
@@ -295,6 +302,12 @@ class Store:
                 .order_by(day_closes.c.sequence_number)
             ).all()
         return [_report(row) for row in rows]
+
+
+def merchant_name(conn: Connection, merchant_id: str) -> str | None:
+    """The merchant's name on a connection already open; None if there is no such merchant."""
+    name = conn.execute(_MERCHANT_NAME, {"merchant_id": merchant_id}).scalar()
+    return None if name is None else str(name)
 
 
 def totals_json(totals: tuple[TypeTotal, ...]) -> str:
