@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.schema import CreateColumn
 
 from switch.store.schema import metadata
@@ -50,21 +50,31 @@ class SchemaMismatchError(RuntimeError):
     """The database lacks a column this version needs and cannot add by itself."""
 
 
+# Taken by every node around its schema changes on one PostgreSQL database; any constant will do,
+# as long as all versions use the same one.
+SCHEMA_LOCK_KEY = 0x74787377  # "txsw"
+
+
 def create_schema(engine: Engine) -> None:
     """Create what is missing: tables, columns and indexes added to tables that exist already.
 
     Only additive changes are made: a new column must be nullable or have a server default, so
     the rows already there get a value; anything else is refused with the column's name.
+    On PostgreSQL all of it is one transaction under an advisory lock: nodes starting together
+    take turns, and each after the first finds everything there (DDL there is transactional).
     """
-    metadata.create_all(engine)
-    _add_missing_columns(engine)
-    for table in metadata.sorted_tables:
-        for index in table.indexes:
-            index.create(engine, checkfirst=True)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        metadata.create_all(conn)
+        _add_missing_columns(conn)
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    inspector = inspect(engine)
+def _add_missing_columns(conn: Connection) -> None:
+    inspector = inspect(conn)
     for table in metadata.sorted_tables:
         present = {column["name"] for column in inspector.get_columns(table.name)}
         missing = [column for column in table.columns if column.name not in present]
@@ -74,7 +84,6 @@ def _add_missing_columns(engine: Engine) -> None:
                     f"{table.name}.{column.name} is missing and has no default to fill existing rows; "
                     "this database needs a migration"
                 )
-            definition = CreateColumn(column).compile(dialect=engine.dialect)
-            table_name = engine.dialect.identifier_preparer.format_table(table)
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {definition}"))
+            definition = CreateColumn(column).compile(dialect=conn.dialect)
+            table_name = conn.dialect.identifier_preparer.format_table(table)
+            conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {definition}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -65,3 +66,40 @@ def test_a_missing_column_without_a_default_is_refused_by_name(engine: Engine) -
         conn.execute(text("ALTER TABLE employees DROP COLUMN role"))
     with pytest.raises(SchemaMismatchError, match=r"employees\.role is missing and has no default"):
         create_schema(engine)
+
+
+def test_nodes_starting_together_on_an_older_postgres_database_all_start() -> None:
+    """Each node runs create_schema at start; on one old database they must not race each other."""
+    nodes = 4
+    with postgres_schema() as url:
+        engines = [make_engine(url) for _ in range(nodes)]
+        try:
+            create_schema(engines[0])
+            with engines[0].begin() as conn:
+                conn.execute(text("ALTER TABLE employees DROP COLUMN active"))  # added since
+                conn.execute(text("DROP TABLE receipts"))  # a table added since
+            for engine in engines:  # connected before the start, so the nodes meet at the same statement
+                with engine.connect():
+                    pass
+            together = threading.Barrier(nodes)
+            failures: list[BaseException] = []
+
+            def start(engine: Engine) -> None:
+                together.wait()
+                try:
+                    create_schema(engine)
+                except Exception as error:  # collected, so every node's failure is reported
+                    failures.append(error)
+
+            threads = [threading.Thread(target=start, args=(engine,)) for engine in engines]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert failures == []
+            inspector = inspect(engines[0])
+            assert "active" in {c["name"] for c in inspector.get_columns("employees")}
+            assert inspector.has_table("receipts")
+        finally:
+            for engine in engines:
+                engine.dispose()
