@@ -218,7 +218,7 @@ class PaymentProcessor:
         outcome = dataclasses.replace(
             declined(
                 command.transaction_id,
-                TransactionType(command.kind),
+                command.kind,
                 code,
                 detail,
                 requested=command.amount,
@@ -379,11 +379,10 @@ def _outcome_of_result(
     command: Pay, result: AuthorizationResult, period_number: int, token: PanToken
 ) -> Outcome:
     method = command.card.entry_mode.value
-    kind = TransactionType(command.kind)
     if result.approved:
         return Outcome(
             command.transaction_id,
-            kind,
+            command.kind,
             ResponseCode.approved,
             requested=command.amount,
             approved=command.amount,
@@ -400,7 +399,7 @@ def _outcome_of_result(
         detail = "no acquirer for this card"
     outcome = declined(
         command.transaction_id,
-        kind,
+        command.kind,
         result.response_code,
         detail,
         requested=command.amount,

@@ -10,6 +10,7 @@ from typing import Final
 
 from switch.domain.cards import is_luhn_valid
 from switch.domain.money import Money
+from switch.domain.transactions import TransactionType
 
 PAN_DIGITS_MIN: Final = 12
 PAN_DIGITS_MAX: Final = 19
@@ -73,9 +74,9 @@ class Pay:
         return bool(self.pin_block)
 
     @property
-    def kind(self) -> str:
-        """The transaction type it is stored under: "refund" or "payment"."""
-        return "refund" if self.refund else "payment"
+    def kind(self) -> TransactionType:
+        """The transaction type it is stored under."""
+        return TransactionType.refund if self.refund else TransactionType.payment
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,7 @@ def sequence_number_problem(sequence_number: int) -> str | None:
 def payment_fingerprint(pay: Pay, pan_hash: str) -> str:
     """What makes a payment what it is: never the PAN itself, the PIN block or the track."""
     parts = [
-        pay.kind,
+        pay.kind.value,
         pan_hash,
         pay.card.expiry_yymm,
         pay.card.entry_mode.value,
