@@ -346,7 +346,15 @@ class BackofficeService(bo_grpc.BackofficeServicer):
 def add_employee_pb(core: SwitchCore, request: bo.AddEmployeeRequest) -> bo.Employee:
     """A new user of a merchant with a 4-digit PIN (backoffice and portal)."""
     role = request.role or "cashier"
-    core.admin.add_employee(request.merchant_id, request.employee_number, request.name, request.pin, role)
+    core.admin.add_employee(
+        request.merchant_id,
+        request.employee_number,
+        request.name,
+        request.pin,
+        role,
+        email=request.email,
+        password=request.password,
+    )
     return employee_pb(core.admin.employee(request.merchant_id, request.employee_number))
 
 
@@ -367,12 +375,14 @@ def update_employee_pb(core: SwitchCore, request: bo.UpdateEmployeeRequest) -> b
         pin=request.pin,
         role=request.role,
         name=request.name,
+        email=request.email,
+        password=request.password,
     )
     return employee_pb(updated)
 
 
 def employee_pb(employee: EmployeeInfo) -> bo.Employee:
-    """Never the PIN or its hash."""
+    """Never the PIN, the password or their hashes."""
     return bo.Employee(
         employee_id=employee.employee_id,
         merchant_id=employee.merchant_id,
@@ -381,6 +391,8 @@ def employee_pb(employee: EmployeeInfo) -> bo.Employee:
         role=employee.role,
         active=employee.active,
         locked_until=employee.locked_until.isoformat(timespec="seconds") if employee.locked_until else "",
+        email=employee.email,
+        portal_login=employee.portal_login,
     )
 
 

@@ -1,4 +1,4 @@
-"""Portal servicer: a signed-in merchant's own report, dashboard, devices and day closes."""
+"""Portal servicer: a signed-in merchant's (or user's) own report, dashboard, devices and day closes."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from protocols.wire import portal_pb2 as portal
 from protocols.wire import portal_pb2_grpc as portal_grpc
 from switch.admin import AdminError
 from switch.core import SwitchCore, utc_now
+from switch.domain.employees import PortalRight
 from switch.domain.reports import ReportQueryError
 from switch.passwords import TooManySignInsError
 from switch.portal import PortalSessions
@@ -37,14 +38,21 @@ class PortalService(portal_grpc.PortalServicer):
             core.store.engine, core.settings.portal_session_s, core.passwords, utc_now
         )
 
-    def _run(self, context: grpc.ServicerContext, action: Callable[[str], T]) -> T:
-        """The action for the signed-in merchant; the status of what went wrong otherwise."""
+    def _run(self, context: grpc.ServicerContext, right: PortalRight | None, action: Callable[[str], T]) -> T:
+        """The action for the signed-in login's merchant if its role has the right (None: any
+        login); the status of what went wrong otherwise."""
         try:
-            merchant_id = self._sessions.merchant_of(bearer(context))
+            login = self._sessions.login_of(bearer(context))
         except PermissionError as error:
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
+        if right is not None and not login.may(right):
+            _abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"a {login.role} may not see or change {right.value}",
+            )
         try:
-            return action(merchant_id)
+            return action(login.merchant_id)
         except (AdminError, BadRequestError, ReportQueryError) as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:
@@ -60,11 +68,14 @@ class PortalService(portal_grpc.PortalServicer):
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
         except TooManySignInsError as error:
             _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        login = session.login
         return portal.PortalSession(
             token=session.token,
-            merchant_id=session.merchant_id,
-            merchant_name=session.merchant_name,
+            merchant_id=login.merchant_id,
+            merchant_name=login.merchant_name,
             expires_at=session.expires_at.isoformat(timespec="seconds"),
+            role=login.role,
+            user_name=login.user_name,
         )
 
     def SignOut(
@@ -74,7 +85,23 @@ class PortalService(portal_grpc.PortalServicer):
             self._sessions.sign_out(bearer(context))
             return portal.SignOutResponse()
 
-        return self._run(context, action)
+        return self._run(context, None, action)
+
+    def ChangePassword(
+        self, request: portal.ChangePasswordRequest, context: grpc.ServicerContext
+    ) -> portal.ChangePasswordResponse:
+        for field in ("current_password", "new_password"):
+            if not getattr(request, field):
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
+        try:
+            self._sessions.change_password(bearer(context), request.current_password, request.new_password)
+        except PermissionError as error:
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
+        except TooManySignInsError as error:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        except ValueError as error:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        return portal.ChangePasswordResponse()
 
     def ListTransactions(
         self, request: bo.TransactionReportRequest, context: grpc.ServicerContext
@@ -83,7 +110,7 @@ class PortalService(portal_grpc.PortalServicer):
             _own(context, request, merchant_id)
             return transaction_report_pb(self._core, request)
 
-        return self._run(context, action)
+        return self._run(context, PortalRight.reports, action)
 
     def GetMerchantSummary(
         self, request: bo.MerchantSummaryRequest, context: grpc.ServicerContext
@@ -92,7 +119,7 @@ class PortalService(portal_grpc.PortalServicer):
             _own(context, request, merchant_id)
             return merchant_summary_pb(self._core, request)
 
-        return self._run(context, action)
+        return self._run(context, PortalRight.payouts, action)
 
     def ListTerminals(
         self, request: bo.ListTerminalsRequest, context: grpc.ServicerContext
@@ -103,7 +130,7 @@ class PortalService(portal_grpc.PortalServicer):
                 terminals=[terminal_view(t) for t in self._core.admin.list_terminals(merchant_id)]
             )
 
-        return self._run(context, action)
+        return self._run(context, PortalRight.reports, action)
 
     def ListDayCloses(self, request: bo.TerminalRequest, context: grpc.ServicerContext) -> bo.DayCloseList:
         def action(merchant_id: str) -> bo.DayCloseList:
@@ -114,7 +141,7 @@ class PortalService(portal_grpc.PortalServicer):
             reports = self._core.store.day_closes(request.terminal_id)
             return bo.DayCloseList(reports=[convert.day_close_report(r) for r in reports])
 
-        return self._run(context, action)
+        return self._run(context, PortalRight.reports, action)
 
     def ListEmployees(
         self, request: bo.ListEmployeesRequest, context: grpc.ServicerContext
@@ -123,21 +150,21 @@ class PortalService(portal_grpc.PortalServicer):
             _own(context, request, merchant_id)
             return list_employees_pb(self._core, request)
 
-        return self._run(context, action)
+        return self._run(context, PortalRight.users, action)
 
     def AddEmployee(self, request: bo.AddEmployeeRequest, context: grpc.ServicerContext) -> bo.Employee:
         def action(merchant_id: str) -> bo.Employee:
             _own(context, request, merchant_id)
             return add_employee_pb(self._core, request)
 
-        return self._run(context, action)
+        return self._run(context, PortalRight.users, action)
 
     def UpdateEmployee(self, request: bo.UpdateEmployeeRequest, context: grpc.ServicerContext) -> bo.Employee:
         def action(merchant_id: str) -> bo.Employee:
             _own(context, request, merchant_id)
             return update_employee_pb(self._core, request)
 
-        return self._run(context, action)
+        return self._run(context, PortalRight.users, action)
 
 
 OwnRequest = (

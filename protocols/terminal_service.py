@@ -28,7 +28,7 @@ from switch.domain.cards import mask
 from switch.domain.payments import AbortPayment
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import Cancel, Load, Outcome, Redeem, Refund, Reversal, TerminalCommand
-from switch.passwords import TooManySignInsError
+from switch.passwords import NotAllowedError, TooManySignInsError
 from switch.receipts import ReceiptRefusedError
 from switch.security import PinBlockFormat, pin_block_format
 
@@ -200,6 +200,8 @@ class TerminalService(pb_grpc.TerminalServicer):
             )
         except PermissionError as error:
             _refuse(grpc.StatusCode.UNAUTHENTICATED, str(error))
+        except NotAllowedError as error:
+            _refuse(grpc.StatusCode.PERMISSION_DENIED, str(error))
         except TooManySignInsError as error:
             _refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         except AdminError as error:

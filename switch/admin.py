@@ -8,16 +8,23 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 
 from switch import credentials
 from switch.domain import ledger
 from switch.domain.cards import CardStatus, make_card_number, mask, qr_payload
-from switch.domain.employees import pin_problem, role_problem
+from switch.domain.employees import (
+    PASSWORD_LENGTH_MIN,
+    PortalRight,
+    password_problem,
+    pin_problem,
+    role_problem,
+)
 from switch.domain.ledger import AccountKind
 from switch.domain.money import is_known_currency
 from switch.domain.programmes import ProgrammeKind, commission_minor
-from switch.passwords import MerchantPasswords, SignInLockout
+from switch.domain.receipts import BadEmailError, checked_email
+from switch.passwords import MerchantPasswords, NotAllowedError, SignInLockout
 from switch.store.journal import Write
 from switch.store.repository import Store, TerminalInfo, as_utc
 from switch.store.schema import (
@@ -28,6 +35,7 @@ from switch.store.schema import (
     locations,
     merchant_programmes,
     merchants,
+    portal_sessions,
     postings,
     programmes,
     terminals,
@@ -79,6 +87,8 @@ class EmployeeInfo:
     role: str
     active: bool
     locked_until: dt.datetime | None
+    email: str = ""  # the portal login's address; empty: no portal login
+    portal_login: bool = False  # a portal password is set
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +177,10 @@ class Admin:
         return programme_id
 
     def create_merchant(self, name: str, email: str, password: str) -> str:
-        if not name or "@" not in email or len(password) < 6:
+        if not name or "@" not in email or password_problem(password):
             raise AdminError(
-                "merchant needs a name, an e-mail address and a password of 6 or more characters"
+                f"merchant needs a name, an e-mail address and a password of {PASSWORD_LENGTH_MIN} or more "
+                "characters"
             )
         merchant_id = new_id("mer")
         with self._engine.begin() as conn:
@@ -177,6 +188,10 @@ class Admin:
                 select(merchants.c.merchant_id).where(merchants.c.email == email.lower())
             ).first():
                 raise AdminError(f"a merchant with e-mail {email} exists")
+            if conn.execute(
+                select(employees.c.employee_id).where(employees.c.email == email.lower())
+            ).first():
+                raise AdminError(f"email {email.lower()} is taken by another login")
             conn.execute(
                 insert(merchants),
                 {
@@ -202,16 +217,29 @@ class Admin:
         return location_id
 
     def add_employee(
-        self, merchant_id: str, employee_number: str, name: str, pin: str, role: str = "cashier"
+        self,
+        merchant_id: str,
+        employee_number: str,
+        name: str,
+        pin: str,
+        role: str = "cashier",
+        *,
+        email: str = "",
+        password: str = "",
     ) -> str:
+        """A user with a PIN for the terminal and, with an e-mail and a password, a portal login."""
         problem = pin_problem(pin) or role_problem(role)
         if problem:
             raise AdminError(problem)
         if not employee_number or not name:
             raise AdminError("employee needs a number and a name")
+        if bool(email) != bool(password):
+            raise AdminError("a portal login needs both email and password")
+        login = _login_values(email, password)
         self._require_merchant(merchant_id)
         employee_id = new_id("emp")
         with self._engine.begin() as conn:
+            _refuse_taken_email(conn, login.get("email"), employee_id)
             conn.execute(
                 insert(employees),
                 {
@@ -223,6 +251,7 @@ class Admin:
                     "pin_hash": credentials.hash_employee_pin(pin),
                     "failed_tries": 0,
                     "locked_until": None,
+                    **login,
                 },
             )
         return employee_id
@@ -236,9 +265,14 @@ class Admin:
         pin: str = "",
         role: str = "",
         name: str = "",
+        email: str = "",
+        password: str = "",
     ) -> EmployeeInfo:
-        """Change what is given; a new PIN clears wrong tries and the lock. LookupError if unknown."""
-        values: dict[str, object] = {}
+        """Change what is given; a new PIN clears wrong tries and the lock. LookupError if unknown.
+
+        A new password or address, or deactivation, ends the user's portal sessions.
+        """
+        values: dict[str, object] = _login_values(email, password)
         if pin:
             problem = pin_problem(pin)
             if problem:
@@ -255,11 +289,25 @@ class Admin:
             values["active"] = active
         if values:
             with self._engine.begin() as conn:
-                changed = conn.execute(
-                    update(employees).where(*_employee_key(merchant_id, employee_number)).values(**values)
-                ).rowcount
-            if changed != 1:
-                raise LookupError(f"employee_number {employee_number!r}: no such employee of {merchant_id}")
+                row = conn.execute(
+                    select(employees.c.employee_id, employees.c.email).where(
+                        *_employee_key(merchant_id, employee_number)
+                    )
+                ).first()
+                if row is None:
+                    raise LookupError(
+                        f"employee_number {employee_number!r}: no such employee of {merchant_id}"
+                    )
+                if password and not (email or row.email):
+                    raise AdminError("a portal password needs the user's email; give both")
+                _refuse_taken_email(conn, values.get("email"), row.employee_id)
+                conn.execute(
+                    update(employees).where(employees.c.employee_id == row.employee_id).values(**values)
+                )
+                if email or password or active is False or role:
+                    conn.execute(
+                        delete(portal_sessions).where(portal_sessions.c.employee_id == row.employee_id)
+                    )
         return self.employee(merchant_id, employee_number)
 
     def employee(self, merchant_id: str, employee_number: str) -> EmployeeInfo:
@@ -343,11 +391,13 @@ class Admin:
     def activate(self, email: str, password: str, device_name: str, location_name: str) -> Activation:
         if not device_name:
             raise AdminError("device_name is empty")
-        merchant = self._passwords.verify(email, password)  # PermissionError, TooManySignInsError
+        login = self._passwords.verify(email, password)  # PermissionError, TooManySignInsError
+        if not login.may(PortalRight.activate):
+            raise NotAllowedError(f"a {login.role} may not activate terminals; ask a manager")
         with self._engine.begin() as conn:
             location_id = conn.execute(
                 select(locations.c.location_id).where(
-                    locations.c.merchant_id == merchant.merchant_id, locations.c.name == location_name
+                    locations.c.merchant_id == login.merchant_id, locations.c.name == location_name
                 )
             ).scalar()
             if location_id is None:
@@ -371,7 +421,7 @@ class Admin:
                     insert(terminals),
                     {
                         "terminal_id": terminal_id,
-                        "merchant_id": merchant.merchant_id,
+                        "merchant_id": login.merchant_id,
                         "location_id": location_id,
                         "device_name": device_name,
                         "credential_hash": credential_hash,
@@ -383,7 +433,7 @@ class Admin:
                 )
         info = self._store.terminal(terminal_id)
         assert info is not None
-        return Activation(info, credential, merchant.name)
+        return Activation(info, credential, login.merchant_name)
 
     def set_terminal_active(self, terminal_id: str, active: bool) -> TerminalInfo:
         with self._engine.begin() as conn:
@@ -500,7 +550,40 @@ def _employee_info(row: Any) -> EmployeeInfo:
         row.role,
         bool(row.active),
         as_utc(row.locked_until) if row.locked_until is not None else None,
+        row.email or "",
+        row.password_hash is not None,
     )
+
+
+def _login_values(email: str, password: str) -> dict[str, object]:
+    """The columns of a user's portal login that are given; AdminError naming what is wrong."""
+    values: dict[str, object] = {}
+    if email:
+        try:
+            values["email"] = checked_email(email).lower()
+        except BadEmailError as error:
+            raise AdminError(str(error)) from None
+    if password:
+        problem = password_problem(password)
+        if problem:
+            raise AdminError(problem)
+        values["password_hash"] = credentials.hash_password(password)
+    return values
+
+
+def _refuse_taken_email(conn: Connection, email: object, employee_id: str) -> None:
+    """AdminError if a merchant or another user signs in with this address already."""
+    if email is None:
+        return
+    taken = conn.execute(select(merchants.c.merchant_id).where(merchants.c.email == email)).first() or (
+        conn.execute(
+            select(employees.c.employee_id).where(
+                employees.c.email == email, employees.c.employee_id != employee_id
+            )
+        ).first()
+    )
+    if taken:
+        raise AdminError(f"email {email} is taken by another login")
 
 
 def _add_months(day: dt.date, months: int) -> dt.date:

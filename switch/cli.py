@@ -92,6 +92,7 @@ def _serve(options: argparse.Namespace) -> int:
     demo_cards = settings.data_dir / "demo_cards.json"
     if demo_cards.exists():
         print(f"demo merchant: demo@txswitch.example / demo-merchant at Main Street; cards in {demo_cards}")
+        print("demo portal user (cashier, reports only): cashier@txswitch.example / demo-cashier")
     stopping.wait()
     print("txswitch draining: finishing in-flight requests and flushing commits", flush=True)
     server.stop()

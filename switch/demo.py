@@ -21,6 +21,9 @@ DEMO_PASSWORD = "demo-merchant"
 DEMO_LOCATION = "Main Street"
 DEMO_EMPLOYEE_NUMBER = "1001"
 DEMO_EMPLOYEE_PIN = "1234"
+# A user with a portal login of its own, who sees the reports only.
+DEMO_CASHIER_EMAIL = "cashier@txswitch.example"
+DEMO_CASHIER_PASSWORD = "demo-cashier"
 DEMO_CARDS_PER_PROGRAMME = 5
 DEMO_CARD_LOAD_MINOR = 5_000
 
@@ -51,6 +54,15 @@ def ensure_demo_data(core: SwitchCore, data_dir: Path) -> bool:
     merchant = admin.create_merchant("Demo Bakery", DEMO_EMAIL, DEMO_PASSWORD)
     admin.add_location(merchant, DEMO_LOCATION, "Main Street 1, 9000 Gent")
     admin.add_employee(merchant, DEMO_EMPLOYEE_NUMBER, "Demo Manager", DEMO_EMPLOYEE_PIN, "manager")
+    admin.add_employee(
+        merchant,
+        "1002",
+        "Demo Cashier",
+        "4321",
+        "cashier",
+        email=DEMO_CASHIER_EMAIL,
+        password=DEMO_CASHIER_PASSWORD,
+    )
     admin.join_programme(merchant, gift, 250)
     admin.join_programme(merchant, benefit, 0)
     cards: list[dict[str, str]] = []

@@ -1,4 +1,5 @@
-"""A merchant's e-mail and password, checked for the portal and for terminal activation alike.
+"""A merchant's e-mail and password, or one of its users', checked for the portal and for
+terminal activation alike.
 
 Both entry points face the network, so both share one guard: wrong tries are counted per
 address (known or not, so a lock tells nobody whether an account exists) and lock it for a
@@ -9,20 +10,26 @@ are turned away at once instead of holding the threads that refunds, cancels and
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Engine, Row, delete, select, update
+from sqlalchemy import Connection, Engine, delete, select, update
 
 from switch import credentials
+from switch.domain.employees import OWNER, PortalRight, may
 from switch.store.repository import as_utc
-from switch.store.schema import merchants, sign_in_failures
+from switch.store.schema import employees, merchants, sign_in_failures
 
 WRONG_LOGIN = "merchant e-mail or password is wrong"
 TOO_MANY_AT_ONCE = "too many sign-ins at once; try again shortly"
+
+
+class NotAllowedError(Exception):
+    """The password was right, but the login's role may not do this."""
 
 
 class TooManySignInsError(Exception):
@@ -36,6 +43,21 @@ class SignInLockout:
     concurrent_max: int  # password checks at once
 
 
+@dataclass(frozen=True, slots=True)
+class Login:
+    """Who a right password belongs to: the merchant's own account, or one of its users."""
+
+    merchant_id: str
+    merchant_name: str
+    email: str
+    role: str  # OWNER, or the user's role
+    employee_id: str | None = None  # None: the merchant's own account
+    user_name: str = ""
+
+    def may(self, right: PortalRight) -> bool:
+        return may(self.role, right)
+
+
 class MerchantPasswords:
     def __init__(self, engine: Engine, lockout: SignInLockout, now: Callable[[], dt.datetime]) -> None:
         self._engine = engine
@@ -43,8 +65,11 @@ class MerchantPasswords:
         self._now = now
         self._checks = threading.BoundedSemaphore(lockout.concurrent_max)
 
-    def verify(self, email: str, password: str) -> Row[Any]:
-        """The merchant's row; PermissionError (wrong, or locked) or TooManySignInsError."""
+    def verify(self, email: str, password: str) -> Login:
+        """Whose password it is; PermissionError (wrong, or locked) or TooManySignInsError.
+
+        A deactivated user, or one without a portal password, signs in as nobody.
+        """
         if not self._checks.acquire(blocking=False):
             raise TooManySignInsError(TOO_MANY_AT_ONCE)
         try:
@@ -52,23 +77,25 @@ class MerchantPasswords:
         finally:
             self._checks.release()
 
-    def _verify(self, email: str, password: str) -> Row[Any]:
+    def _verify(self, email: str, password: str) -> Login:
         key = _digest(email)
         now = self._now()
         with self._engine.connect() as conn:
             locked_until = conn.execute(
                 select(sign_in_failures.c.locked_until).where(sign_in_failures.c.email_hash == key)
             ).scalar()
-            merchant = conn.execute(select(merchants).where(merchants.c.email == email)).first()
+            found = _login_of(conn, email)
         if locked_until is not None and as_utc(locked_until) > now:
             until = as_utc(locked_until).isoformat(timespec="seconds")
             raise PermissionError(f"too many wrong sign-ins for this address: try again after {until}")
-        if merchant is None or not credentials.password_matches(password, merchant.password_hash):
+        # An unknown address costs a password check too, so timing tells nobody it is unknown.
+        stored = found[1] if found is not None else _unknown_hash()
+        if not credentials.password_matches(password, stored) or found is None:
             self._count_failure(key, now)
             raise PermissionError(WRONG_LOGIN)
         with self._engine.begin() as conn:
             conn.execute(delete(sign_in_failures).where(sign_in_failures.c.email_hash == key))
-        return merchant
+        return found[0]
 
     def _count_failure(self, key: str, now: dt.datetime) -> None:
         with self._engine.begin() as conn:
@@ -85,6 +112,40 @@ class MerchantPasswords:
                 conn.execute(
                     update(sign_in_failures).where(sign_in_failures.c.email_hash == key).values(**values)
                 )
+
+
+def _login_of(conn: Connection, email: str) -> tuple[Login, str] | None:
+    """(login, password hash) of the merchant or the active user with this address."""
+    merchant = conn.execute(
+        select(merchants.c.merchant_id, merchants.c.name, merchants.c.password_hash).where(
+            merchants.c.email == email
+        )
+    ).first()
+    if merchant is not None:
+        return Login(merchant.merchant_id, merchant.name, email, OWNER), merchant.password_hash
+    user = conn.execute(
+        select(
+            employees.c.employee_id,
+            employees.c.name,
+            employees.c.role,
+            employees.c.password_hash,
+            merchants.c.merchant_id,
+            merchants.c.name.label("merchant_name"),
+        )
+        .join(merchants, merchants.c.merchant_id == employees.c.merchant_id)
+        .where(
+            employees.c.email == email, employees.c.active.is_(True), employees.c.password_hash.is_not(None)
+        )
+    ).first()
+    if user is None:
+        return None
+    login = Login(user.merchant_id, user.merchant_name, email, user.role, user.employee_id, user.name)
+    return login, user.password_hash
+
+
+@functools.cache
+def _unknown_hash() -> str:
+    return credentials.hash_password(secrets.token_urlsafe(16))
 
 
 def _digest(text: str) -> str:

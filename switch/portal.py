@@ -1,7 +1,9 @@
-"""Merchant portal sessions: sign in with the merchant's e-mail and password, get a token.
+"""Merchant portal sessions: sign in with the merchant's or a user's e-mail and password, get a token.
 
-The token is random and stored only as its SHA-256, with the merchant and an expiry, so a
-session outlives a restart and holds on every node, and a copy of the database opens nothing.
+The token is random and stored only as its SHA-256, with the merchant, the user and an expiry,
+so a session outlives a restart and holds on every node, and a copy of the database opens
+nothing. Each request reads the user's role and state again: a deactivated user or a lowered
+role takes effect at once.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
 
-from switch.passwords import MerchantPasswords
+from switch import credentials
+from switch.domain.employees import OWNER, password_problem
+from switch.passwords import Login, MerchantPasswords
 from switch.store.repository import as_utc
-from switch.store.schema import portal_sessions
+from switch.store.schema import employees, merchants, portal_sessions
 
 TOKEN_PREFIX = "ps_"
 NO_SESSION = "no portal session: sign in again"
@@ -25,8 +29,7 @@ NO_SESSION = "no portal session: sign in again"
 @dataclass(frozen=True, slots=True)
 class PortalSession:
     token: str
-    merchant_id: str
-    merchant_name: str
+    login: Login
     expires_at: dt.datetime
 
 
@@ -41,39 +44,93 @@ class PortalSessions:
 
     def sign_in(self, email: str, password: str) -> PortalSession:
         """A new session; PermissionError or TooManySignInsError from the password check."""
-        merchant = self._passwords.verify(email, password)
+        login = self._passwords.verify(email, password)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self._now()
-        session = PortalSession(token, merchant.merchant_id, merchant.name, now + self._session)
+        session = PortalSession(token, login, now + self._session)
         with self._engine.begin() as conn:
             conn.execute(delete(portal_sessions).where(portal_sessions.c.expires_at <= now))
             conn.execute(
                 portal_sessions.insert().values(
                     token_hash=_digest(token),
-                    merchant_id=session.merchant_id,
+                    merchant_id=login.merchant_id,
+                    employee_id=login.employee_id,
                     created_at=now,
                     expires_at=session.expires_at,
                 )
             )
         return session
 
-    def merchant_of(self, token: str) -> str:
-        """The signed-in merchant; PermissionError if the token is unknown, signed out or expired."""
+    def login_of(self, token: str) -> Login:
+        """Who is signed in, as they are now; PermissionError if the token is unknown, signed out or
+        expired, or the user was deactivated since."""
         if not token.startswith(TOKEN_PREFIX):
             raise PermissionError(NO_SESSION)
+        s, m, e = portal_sessions.c, merchants.c, employees.c
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(portal_sessions.c.merchant_id, portal_sessions.c.expires_at).where(
-                    portal_sessions.c.token_hash == _digest(token)
+                select(
+                    s.expires_at,
+                    s.employee_id,
+                    m.merchant_id,
+                    m.name.label("merchant_name"),
+                    m.email.label("merchant_email"),
+                    e.name.label("user_name"),
+                    e.email.label("user_email"),
+                    e.role,
+                    e.active,
                 )
+                .join(merchants, m.merchant_id == s.merchant_id)
+                .outerjoin(employees, e.employee_id == s.employee_id)
+                .where(s.token_hash == _digest(token))
             ).first()
         if row is None or as_utc(row.expires_at) <= self._now():
             raise PermissionError(NO_SESSION)
-        return str(row.merchant_id)
+        if row.employee_id is None:
+            return Login(row.merchant_id, row.merchant_name, row.merchant_email, OWNER)
+        if not row.active or row.user_email is None:
+            raise PermissionError(NO_SESSION)
+        return Login(
+            row.merchant_id, row.merchant_name, row.user_email, row.role, row.employee_id, row.user_name
+        )
 
     def sign_out(self, token: str) -> None:
         with self._engine.begin() as conn:
             conn.execute(delete(portal_sessions).where(portal_sessions.c.token_hash == _digest(token)))
+
+    def change_password(self, token: str, current: str, new: str) -> None:
+        """The signed-in login's own password; its other sessions end, this one stays.
+
+        PermissionError (no session, or the current password is wrong: counted like a wrong
+        sign-in), TooManySignInsError, or ValueError naming what is wrong with the new one.
+        """
+        login = self.login_of(token)
+        problem = password_problem(new)
+        if problem:
+            raise ValueError(f"new_password: {problem}")
+        self._passwords.verify(login.email, current)
+        password_hash = credentials.hash_password(new)
+        others = portal_sessions.c.token_hash != _digest(token)
+        with self._engine.begin() as conn:
+            if login.employee_id is None:
+                conn.execute(
+                    update(merchants)
+                    .where(merchants.c.merchant_id == login.merchant_id)
+                    .values(password_hash=password_hash)
+                )
+                mine = portal_sessions.c.merchant_id == login.merchant_id
+                conn.execute(
+                    delete(portal_sessions).where(mine, portal_sessions.c.employee_id.is_(None), others)
+                )
+            else:
+                conn.execute(
+                    update(employees)
+                    .where(employees.c.employee_id == login.employee_id)
+                    .values(password_hash=password_hash)
+                )
+                conn.execute(
+                    delete(portal_sessions).where(portal_sessions.c.employee_id == login.employee_id, others)
+                )
 
 
 def _digest(token: str) -> str:

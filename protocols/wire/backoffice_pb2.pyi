@@ -231,12 +231,18 @@ class AddEmployeeRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     PIN_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
     merchant_id: _builtins.str
     employee_number: _builtins.str
     name: _builtins.str
     pin: _builtins.str
     role: _builtins.str
     """cashier, manager"""
+    email: _builtins.str
+    """A portal login for the user: both or neither. The address must be no other login's."""
+    password: _builtins.str
+    """6 or more characters; kept only as a salted hash"""
     def __init__(
         self,
         *,
@@ -245,10 +251,12 @@ class AddEmployeeRequest(_message.Message):
         name: _builtins.str = ...,
         pin: _builtins.str = ...,
         role: _builtins.str = ...,
+        email: _builtins.str = ...,
+        password: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["employee_number", b"employee_number", "merchant_id", b"merchant_id", "name", b"name", "pin", b"pin", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "employee_number", b"employee_number", "merchant_id", b"merchant_id", "name", b"name", "password", b"password", "pin", b"pin", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -265,6 +273,8 @@ class Employee(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
     LOCKED_UNTIL_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PORTAL_LOGIN_FIELD_NUMBER: _builtins.int
     employee_id: _builtins.str
     merchant_id: _builtins.str
     employee_number: _builtins.str
@@ -273,6 +283,10 @@ class Employee(_message.Message):
     active: _builtins.bool
     locked_until: _builtins.str
     """ISO 8601 while wrong PINs lock the employee out; else empty"""
+    email: _builtins.str
+    """the portal login's address; empty: none"""
+    portal_login: _builtins.bool
+    """a portal password is set"""
     def __init__(
         self,
         *,
@@ -283,10 +297,12 @@ class Employee(_message.Message):
         role: _builtins.str = ...,
         active: _builtins.bool = ...,
         locked_until: _builtins.str = ...,
+        email: _builtins.str = ...,
+        portal_login: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "employee_id", b"employee_id", "employee_number", b"employee_number", "locked_until", b"locked_until", "merchant_id", b"merchant_id", "name", b"name", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "email", b"email", "employee_id", b"employee_id", "employee_number", b"employee_number", "locked_until", b"locked_until", "merchant_id", b"merchant_id", "name", b"name", "portal_login", b"portal_login", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -341,6 +357,8 @@ class UpdateEmployeeRequest(_message.Message):
     PIN_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
     merchant_id: _builtins.str
     employee_number: _builtins.str
     active: _builtins.bool
@@ -351,6 +369,11 @@ class UpdateEmployeeRequest(_message.Message):
     """empty: unchanged; cashier or manager"""
     name: _builtins.str
     """empty: unchanged"""
+    email: _builtins.str
+    """Empty: unchanged. A new address or password, a new role or deactivation signs the user out
+    of the portal everywhere.
+    """
+    password: _builtins.str
     def __init__(
         self,
         *,
@@ -360,10 +383,12 @@ class UpdateEmployeeRequest(_message.Message):
         pin: _builtins.str = ...,
         role: _builtins.str = ...,
         name: _builtins.str = ...,
+        email: _builtins.str = ...,
+        password: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "employee_number", b"employee_number", "merchant_id", b"merchant_id", "name", b"name", "pin", b"pin", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "email", b"email", "employee_number", b"employee_number", "merchant_id", b"merchant_id", "name", b"name", "password", b"password", "pin", b"pin", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
     _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015

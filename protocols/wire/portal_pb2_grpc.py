@@ -80,6 +80,11 @@ class PortalStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.UpdateEmployeeRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Employee.FromString,
                 _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/txswitch.v1.Portal/ChangePassword',
+                request_serializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
 
 
 class PortalServicer:
@@ -141,6 +146,12 @@ class PortalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangePassword(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +199,11 @@ def add_PortalServicer_to_server(servicer, server):
                     servicer.UpdateEmployee,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.UpdateEmployeeRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.Employee.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +449,33 @@ class Portal:
             '/txswitch.v1.Portal/UpdateEmployee',
             protocols_dot_wire_dot_backoffice__pb2.UpdateEmployeeRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.Employee.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/ChangePassword',
+            protocols_dot_wire_dot_portal__pb2.ChangePasswordRequest.SerializeToString,
+            protocols_dot_wire_dot_portal__pb2.ChangePasswordResponse.FromString,
             options,
             channel_credentials,
             insecure,

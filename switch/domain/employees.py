@@ -1,8 +1,10 @@
-"""Employee PINs for refunds and cancellations: format and lockout after repeated wrong PINs."""
+"""A merchant's users: PINs for refunds and cancellations (format, lockout after wrong PINs),
+and what each role may do in the portal."""
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import re
 from dataclasses import dataclass
 
@@ -26,6 +28,35 @@ def role_problem(role: str) -> str | None:
     """Why this is not an employee role, or None."""
     if role not in EMPLOYEE_ROLES:
         return f"role {role[:40]!r} is not one of {', '.join(EMPLOYEE_ROLES)}"
+    return None
+
+
+OWNER = "owner"  # the merchant's own account, not one of its users
+PASSWORD_LENGTH_MIN = 6
+
+
+class PortalRight(enum.Enum):
+    reports = "reports"  # transactions and their export, devices, stored day closes
+    payouts = "payouts"  # the merchant summary: what is owed and what was paid
+    users = "users"  # list, add and change the merchant's users and their PINs
+    activate = "activate"  # activate a terminal with this login
+
+
+PORTAL_RIGHTS: dict[str, frozenset[PortalRight]] = {
+    OWNER: frozenset(PortalRight),
+    "manager": frozenset(PortalRight),
+    "cashier": frozenset({PortalRight.reports}),
+}
+
+
+def may(role: str, right: PortalRight) -> bool:
+    return right in PORTAL_RIGHTS.get(role, frozenset())
+
+
+def password_problem(password: str) -> str | None:
+    """Why this cannot be a portal password, or None. Never echoes it."""
+    if len(password) < PASSWORD_LENGTH_MIN:
+        return f"password must have {PASSWORD_LENGTH_MIN} or more characters"
     return None
 
 

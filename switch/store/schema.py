@@ -91,6 +91,10 @@ class EmployeeRow(Base):
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # A deactivated employee's PIN opens nothing (added after the first release: a server default)
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # A user who signs in to the portal (added after the first release: both nullable). The
+    # address is stored lower-cased; unique across users (and checked against merchants).
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True, unique=True, index=True)
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class TerminalRow(Base):
@@ -251,6 +255,8 @@ class PortalSessionRow(Base):
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # The user signed in; None for the merchant's own account (added after the first release).
+    employee_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True, index=True)
 
 
 class SignInFailureRow(Base):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from switch.store.engine import SchemaMismatchError, create_schema, make_engine
 from switch.store.schema import employees, merchants
@@ -103,3 +104,38 @@ def test_nodes_starting_together_on_an_older_postgres_database_all_start() -> No
         finally:
             for engine in engines:
                 engine.dispose()
+
+
+def test_portal_logins_of_users_are_added_to_an_older_database_with_their_unique_index(
+    engine: Engine,
+) -> None:
+    with engine.begin() as conn:  # as releases before session 8 had them
+        conn.execute(text("DROP INDEX ix_employees_email"))
+        conn.execute(text("ALTER TABLE employees DROP COLUMN email"))
+        conn.execute(text("ALTER TABLE employees DROP COLUMN password_hash"))
+        conn.execute(text("DROP INDEX ix_portal_sessions_employee_id"))
+        conn.execute(text("ALTER TABLE portal_sessions DROP COLUMN employee_id"))
+    create_schema(engine)
+    inspector = inspect(engine)
+    assert {"email", "password_hash"} <= {c["name"] for c in inspector.get_columns("employees")}
+    assert "employee_id" in {c["name"] for c in inspector.get_columns("portal_sessions")}
+    with engine.begin() as conn:
+        rows = conn.execute(
+            select(employees.c.employee_id, employees.c.email, employees.c.password_hash)
+        ).all()
+        assert rows == [("emp_1", None, None)]
+        conn.execute(employees.update().values(email="ann@example.test"))
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # the address is one login's only
+        conn.execute(
+            insert(employees),
+            {
+                "employee_id": "emp_2",
+                "merchant_id": "mer_1",
+                "employee_number": "8",
+                "name": "Bo",
+                "role": "cashier",
+                "pin_hash": "z",
+                "failed_tries": 0,
+                "email": "ann@example.test",
+            },
+        )
