@@ -262,7 +262,8 @@ class Store:
     # Day close
 
     def period_totals(self, terminal_id: str, period_number: int) -> tuple[TypeTotal, ...]:
-        """Approved transactions of the period that still stand, per type and payment method."""
+        """Approved transactions of the period that still stand and moved money, per type and payment
+        method."""
         row = transactions.c
         query = (
             select(
@@ -278,6 +279,8 @@ class Store:
                 row.result.in_(("approved", "approved_partial")),
                 # reversed and aborted (payments reversed at the acquirer) no longer stand
                 row.status.notin_((TransactionStatus.reversed.value, TransactionStatus.aborted.value)),
+                # a reversal of what never moved money was answered, but is no money to count
+                row.approved_minor > 0,
             )
             .group_by(row.transaction_type, row.payment_method, row.currency)
             .order_by(row.transaction_type, row.payment_method, row.currency)

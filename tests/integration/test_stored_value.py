@@ -354,3 +354,17 @@ def test_a_day_close_that_landed_after_its_terminal_gave_up_is_caught_up(world: 
     second = terminal.stub.DayClose(pb.DayCloseRequest(close_id="next"), metadata=terminal.metadata)
     assert (second.sequence_number, second.period_number) == (2, 2)
     assert [(t.count, t.total.amount_minor) for t in second.totals] == [(1, 100)]
+
+
+def test_a_reversal_that_moved_nothing_is_no_line_of_the_day_close(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(5_000)
+    assert terminal.redeem(card, 100, "sale-1").response_code == "00"
+    assert terminal.redeem(card, 40, "sale-2").response_code == "00"
+    assert terminal.reversal("sale-2").response_code == "00"
+    never = terminal.reversal("sale-that-never-arrived")
+    assert (never.response_code, never.message) == ("00", "Approved: original never arrived; nothing moved")
+    closed = terminal.stub.DayClose(pb.DayCloseRequest(close_id="c1"), metadata=terminal.metadata)
+    totals = {(t.transaction_type, t.total.currency): (t.count, t.total.amount_minor) for t in closed.totals}
+    # sale-2 no longer stands; its reversal is a line of its own; the one that moved nothing is not.
+    assert totals == {("redemption", "EUR"): (1, 100), ("reversal", "EUR"): (1, 40)}
