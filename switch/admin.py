@@ -270,7 +270,7 @@ class Admin:
     ) -> EmployeeInfo:
         """Change what is given; a new PIN clears wrong tries and the lock. LookupError if unknown.
 
-        A new password or address, or deactivation, ends the user's portal sessions.
+        A new password, address or role, or deactivation, ends the user's portal sessions.
         """
         values: dict[str, object] = _login_values(email, password)
         if pin:
