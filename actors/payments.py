@@ -25,7 +25,15 @@ from actors.acquirer_types import (
 from actors.outcomes import outcome_of, record_of
 from switch.domain.cvm import CvmPolicy, missing_cvm
 from switch.domain.money import Money
-from switch.domain.payments import AbortPayment, EntryMode, Pay, emv_tlv_hex, is_expired, payment_fingerprint
+from switch.domain.payments import (
+    AbortPayment,
+    EntryMode,
+    Pay,
+    emv_tlv_hex,
+    is_expired,
+    payment_fingerprint,
+    refund_over_takings_problem,
+)
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import (
     Cancel,
@@ -111,6 +119,11 @@ class PaymentProcessor:
             return _answer_for_stored(stored, command.transaction_id, digest)
         if is_expired(command.card.expiry_yymm, self._services.now().date()):
             return self._decline(command, terminal, token, digest, ResponseCode.card_expired, "")
+        if command.refund:
+            problem = self._refund_over_takings(command, terminal)
+            if problem is not None:
+                code = ResponseCode.refund_exceeds_takings
+                return self._decline(command, terminal, token, digest, code, problem)
         # A refund credits the cardholder: no cardholder verification is asked for it.
         cvm_problem = (
             None
@@ -169,6 +182,15 @@ class PaymentProcessor:
                 command.transaction_id, ResponseCode.system_error, "could not store the payment", method
             )
         return outcome
+
+    def _refund_over_takings(self, command: Pay, terminal: TerminalInfo) -> str | None:
+        # The terminal actor serialises this terminal's payments: nothing of the period moves
+        # between this sum and the refund's own record.
+        takings_minor = self._services.store.card_takings_minor(
+            terminal.terminal_id, terminal.period_number, command.amount.currency
+        )
+        problem = refund_over_takings_problem(command.amount, takings_minor)
+        return None if problem is None else f"{problem}; nothing was sent to the acquirer"
 
     def _pin_data(self, command: Pay, terminal_id: str) -> PinData | Outcome | None:
         if not command.has_pin:

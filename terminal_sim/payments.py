@@ -250,9 +250,15 @@ async def _pay_loop(
     employee: pb.EmployeeAuth,
 ) -> None:
     rng = random.Random(seed)
+    sales_minor: list[int] = []  # this terminal's approved sales not yet refunded
     while trio.current_time() < end_s:
         request, with_pin = payment_request(terminal, rng, mix)
-        if rng.random() < mix.refund_share:
+        if sales_minor and rng.random() < mix.refund_share:
+            # Goods brought back: all or part of one earlier sale, so the shop refunds only what it
+            # took (the switch refuses a refund over the terminal's takings with 61). Whole euros
+            # less keep the sale's cents, which the host simulator does not decline.
+            sale_minor = sales_minor.pop(rng.randrange(len(sales_minor)))
+            request.amount.amount_minor = sale_minor - 100 * rng.randint(0, (sale_minor - 1) // 100)
             run.records.append(await _refund(bridge, stub, terminal, request, employee))
             continue
         record = PaymentRecord(
@@ -274,6 +280,8 @@ async def _pay_loop(
             )
             record.aborted = not abort_failure
             record.abort_code = abort_failure or abort.response_code
+        elif response is not None and record.code in APPROVED:
+            sales_minor.append(response.approved.amount_minor)
         run.records.append(record)
 
 

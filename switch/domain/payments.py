@@ -167,6 +167,18 @@ def payment_fingerprint(pay: Pay, pan_hash: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+def refund_over_takings_problem(amount: Money, takings_left_minor: int) -> str | None:
+    """Why a refund to a card of `amount` is refused, or None. A refund to a card is paid from the
+    card takings of the terminal's open period not yet refunded (`takings_left_minor`, in the
+    refund's currency; gift-card redemptions are no card takings). A shop without card takings on
+    that terminal today sends no money to a card from it, so a stolen employee PIN is worth at
+    most one period's takings of one terminal."""
+    if amount.amount_minor <= takings_left_minor:
+        return None
+    left = Money(max(takings_left_minor, 0), amount.currency)
+    return f"a refund to a card may take at most this period's card takings not yet refunded: {left.format()}"
+
+
 def _is_hex(value: str) -> bool:
     return value.isascii() and all(char in "0123456789abcdefABCDEF" for char in value)
 

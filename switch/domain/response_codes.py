@@ -21,6 +21,7 @@ class ResponseCode(enum.Enum):
     not_permitted_to_cardholder = ("57", "Transaction not permitted on this card")
     merchant_not_in_programme = ("58", "Merchant does not accept this card programme")
     exceeds_amount_limit = ("61", "Amount exceeds the card limit")
+    refund_exceeds_takings = ("61", "Refund exceeds the card takings of this period")
     card_blocked = ("62", "Card blocked")
     acquirer_timeout = ("68", "Response received too late")
     pin_tries_exceeded = ("75", "PIN tries exceeded")

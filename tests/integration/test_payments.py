@@ -267,26 +267,26 @@ def card_refund(both: PaymentWorld, amount_minor: int, pin: str = EMPLOYEE.pin) 
     )
 
 
+def send_refund(both: PaymentWorld, request: pb.CardRefundRequest) -> pb.TransactionResponse:
+    terminal = both.terminal
+    answer: pb.TransactionResponse = terminal.stub.RefundCard(request, metadata=terminal.metadata, timeout=20)
+    return answer
+
+
 def test_a_refund_to_the_card_needs_the_employee_pin_and_goes_out_with_processing_code_20(
     both: PaymentWorld,
 ) -> None:
     terminal = both.terminal
+    assert terminal.pay(2_500).response_code == "00"  # the takings a refund is paid from
     refund = card_refund(both, 1_500)
-
-    def send(request: pb.CardRefundRequest) -> pb.TransactionResponse:
-        answer: pb.TransactionResponse = terminal.stub.RefundCard(
-            request, metadata=terminal.metadata, timeout=20
-        )
-        return answer
-
-    wrong = send(card_refund(both, 1_500, pin="0000"))
+    wrong = send_refund(both, card_refund(both, 1_500, pin="0000"))
     assert wrong.response_code == "55" and "nothing was sent to the acquirer" in wrong.message
-    assert not both.host.record().authorizations
-    done = send(refund)
+    assert len(both.host.record().authorizations) == 1
+    done = send_refund(both, refund)
     assert (done.response_code, done.status, done.payment_method) == ("00", "approved", "contactless")
     assert done.approved.amount_minor == 1_500 and done.authorization_code
-    assert send(refund) == done  # a replay gets the same answer, and nothing goes out again
-    (sent,) = both.host.record().authorizations
+    assert send_refund(both, refund) == done  # a replay gets the same answer, and nothing goes out again
+    (_, sent) = both.host.record().authorizations
     assert (sent.processing_code, sent.amount_minor) == ("200000", 1_500)
     assert terminal.status(refund.transaction_id).status == "approved"
     totals = {
@@ -305,10 +305,48 @@ def test_a_refund_to_the_card_needs_the_employee_pin_and_goes_out_with_processin
     assert reversal.amount_minor == 1_500
     # A refund whose answer the terminal lost is reversed like a payment.
     lost = card_refund(both, 700)
-    assert send(lost).response_code == "00"
+    assert send_refund(both, lost).response_code == "00"
     assert terminal.reversal(lost.transaction_id).response_code == "00"
     assert terminal.status(lost.transaction_id).status == "reversed"
     wait_until(lambda: len(both.host.record().reversals) == 2)
+    both.audit()
+
+
+def test_refunds_to_cards_take_at_most_the_card_takings_of_the_terminals_open_period(
+    both: PaymentWorld,
+) -> None:
+    terminal = both.terminal
+    nothing_taken = send_refund(both, card_refund(both, 100))
+    assert (nothing_taken.response_code, nothing_taken.status) == ("61", "declined")
+    assert "card takings not yet refunded: 0.00 EUR; nothing was sent" in nothing_taken.message
+    assert nothing_taken.payment_method == "contactless" and nothing_taken.card_masked == "411111****1111"
+    assert terminal.pay(3_000).response_code == "00"
+    cancelled_sale = new_txn()
+    assert terminal.pay(5_000, txn=cancelled_sale).response_code == "00"
+    shop = TerminalClient(terminal.stub, terminal.credential, terminal.terminal_id)
+    assert shop.cancel(cancelled_sale).response_code == "00"  # a cancelled sale is no takings
+    first = send_refund(both, card_refund(both, 2_000))
+    assert first.response_code == "00", first.message
+    over = card_refund(both, 1_001)  # 3,000 taken, 2,000 refunded
+    refused = send_refund(both, over)
+    assert refused.response_code == "61" and "not yet refunded: 10.00 EUR" in refused.message
+    other_currency = card_refund(both, 500)
+    other_currency.amount.currency = "USD"  # euro takings pay no dollar refund
+    assert send_refund(both, other_currency).response_code == "61"
+    refunded = {a.amount_minor for a in both.host.record().authorizations if a.processing_code == "200000"}
+    assert refunded == {2_000}  # the refused refunds never reached the acquirer
+    exact = send_refund(both, card_refund(both, 1_000))
+    assert exact.response_code == "00", exact.message
+    assert send_refund(both, card_refund(both, 1)).response_code == "61"  # all 3,000 refunded
+    assert shop.cancel(exact.transaction_id).response_code == "00"  # a cancelled refund gives it back
+    assert send_refund(both, card_refund(both, 1_000)).response_code == "00"
+    assert send_refund(both, over) == refused  # a refused refund is stored: its replay, the same answer
+    report = {t.transaction_type: (t.count, t.total.amount_minor) for t in terminal.x_report().totals}
+    # The cancelled refund stands beside its cancel line; the refused ones moved nothing: no line.
+    assert report["refund"] == (3, 4_000) and report["cancel"] == (2, 6_000)
+    assert terminal.day_close().sequence_number >= 1
+    next_day = send_refund(both, card_refund(both, 100))
+    assert next_day.response_code == "61"  # the new period has taken nothing yet
     both.audit()
 
 

@@ -20,6 +20,7 @@ from switch.domain.payments import (
     is_expired,
     pan_problem,
     payment_fingerprint,
+    refund_over_takings_problem,
     track2_problem,
 )
 
@@ -153,3 +154,25 @@ def test_fingerprint_covers_content_but_not_the_pin_block() -> None:
     assert payment_fingerprint(pay, "h") != payment_fingerprint(other_amount, "h")
     assert payment_fingerprint(pay, "h") != payment_fingerprint(pay, "other card")
     assert PAN not in repr(pay) and repr(pay.pin_block) not in repr(pay)
+
+
+@pytest.mark.parametrize(
+    ("amount", "takings_left_minor", "problem"),
+    [
+        (Money(1_000, EUR), 1_000, None),  # exactly what was taken
+        (Money(1, EUR), 5_000, None),
+        (Money(1_001, EUR), 1_000, "not yet refunded: 10.00 EUR"),
+        (Money(1, EUR), 0, "not yet refunded: 0.00 EUR"),
+        # more refunded than taken (a sale cancelled after its refund) leaves nothing, not less
+        (Money(1, EUR), -700, "not yet refunded: 0.00 EUR"),
+        (Money(500, "JPY"), 499, "not yet refunded: 499 JPY"),
+    ],
+)
+def test_a_card_refund_takes_at_most_the_takings_left(
+    amount: Money, takings_left_minor: int, problem: str | None
+) -> None:
+    found = refund_over_takings_problem(amount, takings_left_minor)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and found.endswith(problem)
