@@ -22,6 +22,7 @@ from switch.core import SwitchCore
 from switch.domain import ledger, reports
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
+from switch.domain.employees import OWNER
 from switch.domain.programmes import ProgrammeKind, payout_settlement_id
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
@@ -343,8 +344,9 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         return self._run(context, action)
 
 
-def add_employee_pb(core: SwitchCore, request: bo.AddEmployeeRequest) -> bo.Employee:
-    """A new user of a merchant with a 4-digit PIN (backoffice and portal)."""
+def add_employee_pb(core: SwitchCore, request: bo.AddEmployeeRequest, by_role: str = OWNER) -> bo.Employee:
+    """A new user of a merchant with a 4-digit PIN (backoffice and portal; `by_role` is the
+    portal login's role)."""
     role = request.role or "cashier"
     core.admin.add_employee(
         request.merchant_id,
@@ -354,6 +356,7 @@ def add_employee_pb(core: SwitchCore, request: bo.AddEmployeeRequest) -> bo.Empl
         role,
         email=request.email,
         password=request.password,
+        by_role=by_role,
     )
     return employee_pb(core.admin.employee(request.merchant_id, request.employee_number))
 
@@ -364,7 +367,9 @@ def list_employees_pb(core: SwitchCore, request: bo.ListEmployeesRequest) -> bo.
     return bo.EmployeeList(employees=[employee_pb(e) for e in core.admin.list_employees(request.merchant_id)])
 
 
-def update_employee_pb(core: SwitchCore, request: bo.UpdateEmployeeRequest) -> bo.Employee:
+def update_employee_pb(
+    core: SwitchCore, request: bo.UpdateEmployeeRequest, by_role: str = OWNER
+) -> bo.Employee:
     for field in ("merchant_id", "employee_number"):
         if not getattr(request, field):
             raise AdminError(f"{field} is missing")
@@ -377,6 +382,7 @@ def update_employee_pb(core: SwitchCore, request: bo.UpdateEmployeeRequest) -> b
         name=request.name,
         email=request.email,
         password=request.password,
+        by_role=by_role,
     )
     return employee_pb(updated)
 

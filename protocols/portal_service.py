@@ -25,7 +25,7 @@ from switch.admin import AdminError
 from switch.core import SwitchCore, utc_now
 from switch.domain.employees import PortalRight
 from switch.domain.reports import ReportQueryError
-from switch.passwords import TooManySignInsError
+from switch.passwords import Login, NotAllowedError, TooManySignInsError
 from switch.portal import PortalSessions
 
 T = TypeVar("T")
@@ -38,9 +38,11 @@ class PortalService(portal_grpc.PortalServicer):
             core.store.engine, core.settings.portal_session_s, core.passwords, utc_now
         )
 
-    def _run(self, context: grpc.ServicerContext, right: PortalRight | None, action: Callable[[str], T]) -> T:
-        """The action for the signed-in login's merchant if its role has the right (None: any
-        login); the status of what went wrong otherwise."""
+    def _run(
+        self, context: grpc.ServicerContext, right: PortalRight | None, action: Callable[[Login], T]
+    ) -> T:
+        """The action for the signed-in login if its role has the right (None: any login); the
+        status of what went wrong otherwise."""
         try:
             login = self._sessions.login_of(bearer(context))
         except PermissionError as error:
@@ -52,7 +54,9 @@ class PortalService(portal_grpc.PortalServicer):
                 f"a {login.role} may not see or change {right.value}",
             )
         try:
-            return action(login.merchant_id)
+            return action(login)
+        except NotAllowedError as error:
+            _abort(context, grpc.StatusCode.PERMISSION_DENIED, str(error))
         except (AdminError, BadRequestError, ReportQueryError) as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:
@@ -81,7 +85,7 @@ class PortalService(portal_grpc.PortalServicer):
     def SignOut(
         self, request: portal.SignOutRequest, context: grpc.ServicerContext
     ) -> portal.SignOutResponse:
-        def action(_merchant_id: str) -> portal.SignOutResponse:
+        def action(_login: Login) -> portal.SignOutResponse:
             self._sessions.sign_out(bearer(context))
             return portal.SignOutResponse()
 
@@ -106,8 +110,8 @@ class PortalService(portal_grpc.PortalServicer):
     def ListTransactions(
         self, request: bo.TransactionReportRequest, context: grpc.ServicerContext
     ) -> bo.TransactionReport:
-        def action(merchant_id: str) -> bo.TransactionReport:
-            _own(context, request, merchant_id)
+        def action(login: Login) -> bo.TransactionReport:
+            _own(context, request, login.merchant_id)
             return transaction_report_pb(self._core, request)
 
         return self._run(context, PortalRight.reports, action)
@@ -115,8 +119,8 @@ class PortalService(portal_grpc.PortalServicer):
     def GetMerchantSummary(
         self, request: bo.MerchantSummaryRequest, context: grpc.ServicerContext
     ) -> bo.MerchantSummary:
-        def action(merchant_id: str) -> bo.MerchantSummary:
-            _own(context, request, merchant_id)
+        def action(login: Login) -> bo.MerchantSummary:
+            _own(context, request, login.merchant_id)
             return merchant_summary_pb(self._core, request)
 
         return self._run(context, PortalRight.payouts, action)
@@ -124,18 +128,18 @@ class PortalService(portal_grpc.PortalServicer):
     def ListTerminals(
         self, request: bo.ListTerminalsRequest, context: grpc.ServicerContext
     ) -> bo.TerminalList:
-        def action(merchant_id: str) -> bo.TerminalList:
-            _own(context, request, merchant_id)
+        def action(login: Login) -> bo.TerminalList:
+            _own(context, request, login.merchant_id)
             return bo.TerminalList(
-                terminals=[terminal_view(t) for t in self._core.admin.list_terminals(merchant_id)]
+                terminals=[terminal_view(t) for t in self._core.admin.list_terminals(login.merchant_id)]
             )
 
         return self._run(context, PortalRight.reports, action)
 
     def ListDayCloses(self, request: bo.TerminalRequest, context: grpc.ServicerContext) -> bo.DayCloseList:
-        def action(merchant_id: str) -> bo.DayCloseList:
+        def action(login: Login) -> bo.DayCloseList:
             terminal = self._core.store.terminal(request.terminal_id) if request.terminal_id else None
-            if terminal is None or terminal.merchant_id != merchant_id:
+            if terminal is None or terminal.merchant_id != login.merchant_id:
                 # The same answer for another merchant's terminal as for none: ids are not probed.
                 raise LookupError(f"terminal_id {request.terminal_id!r}: no such terminal of yours")
             reports = self._core.store.day_closes(request.terminal_id)
@@ -146,23 +150,23 @@ class PortalService(portal_grpc.PortalServicer):
     def ListEmployees(
         self, request: bo.ListEmployeesRequest, context: grpc.ServicerContext
     ) -> bo.EmployeeList:
-        def action(merchant_id: str) -> bo.EmployeeList:
-            _own(context, request, merchant_id)
+        def action(login: Login) -> bo.EmployeeList:
+            _own(context, request, login.merchant_id)
             return list_employees_pb(self._core, request)
 
         return self._run(context, PortalRight.users, action)
 
     def AddEmployee(self, request: bo.AddEmployeeRequest, context: grpc.ServicerContext) -> bo.Employee:
-        def action(merchant_id: str) -> bo.Employee:
-            _own(context, request, merchant_id)
-            return add_employee_pb(self._core, request)
+        def action(login: Login) -> bo.Employee:
+            _own(context, request, login.merchant_id)
+            return add_employee_pb(self._core, request, login.role)
 
         return self._run(context, PortalRight.users, action)
 
     def UpdateEmployee(self, request: bo.UpdateEmployeeRequest, context: grpc.ServicerContext) -> bo.Employee:
-        def action(merchant_id: str) -> bo.Employee:
-            _own(context, request, merchant_id)
-            return update_employee_pb(self._core, request)
+        def action(login: Login) -> bo.Employee:
+            _own(context, request, login.merchant_id)
+            return update_employee_pb(self._core, request, login.role)
 
         return self._run(context, PortalRight.users, action)
 

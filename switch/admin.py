@@ -14,8 +14,10 @@ from switch import credentials
 from switch.domain import ledger
 from switch.domain.cards import CardStatus, make_card_number, mask, qr_payload
 from switch.domain.employees import (
+    OWNER,
     PASSWORD_LENGTH_MIN,
     PortalRight,
+    manage_problem,
     password_problem,
     pin_problem,
     role_problem,
@@ -226,11 +228,16 @@ class Admin:
         *,
         email: str = "",
         password: str = "",
+        by_role: str = OWNER,
     ) -> str:
-        """A user with a PIN for the terminal and, with an e-mail and a password, a portal login."""
+        """A user with a PIN for the terminal and, with an e-mail and a password, a portal login.
+        `by_role`: the role of the portal login that asks (NotAllowedError if it may not)."""
         problem = pin_problem(pin) or role_problem(role)
         if problem:
             raise AdminError(problem)
+        refusal = manage_problem(by_role, role)
+        if refusal:
+            raise NotAllowedError(refusal)
         if not employee_number or not name:
             raise AdminError("employee needs a number and a name")
         if bool(email) != bool(password):
@@ -267,10 +274,13 @@ class Admin:
         name: str = "",
         email: str = "",
         password: str = "",
+        by_role: str = OWNER,
     ) -> EmployeeInfo:
         """Change what is given; a new PIN clears wrong tries and the lock. LookupError if unknown.
 
         A new password, address or role, or deactivation, ends the user's portal sessions.
+        `by_role`: the role of the portal login that asks; NotAllowedError if it may not change a
+        user of the user's role, or give the new one.
         """
         values: dict[str, object] = _login_values(email, password)
         if pin:
@@ -290,7 +300,7 @@ class Admin:
         if values:
             with self._engine.begin() as conn:
                 row = conn.execute(
-                    select(employees.c.employee_id, employees.c.email).where(
+                    select(employees.c.employee_id, employees.c.email, employees.c.role).where(
                         *_employee_key(merchant_id, employee_number)
                     )
                 ).first()
@@ -298,6 +308,9 @@ class Admin:
                     raise LookupError(
                         f"employee_number {employee_number!r}: no such employee of {merchant_id}"
                     )
+                refusal = manage_problem(by_role, row.role, *([role] if role else []))
+                if refusal:
+                    raise NotAllowedError(refusal)
                 if password and not (email or row.email):
                     raise AdminError("a portal password needs the user's email; give both")
                 _refuse_taken_email(conn, values.get("email"), row.employee_id)

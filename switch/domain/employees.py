@@ -53,6 +53,25 @@ def may(role: str, right: PortalRight) -> bool:
     return right in PORTAL_RIGHTS.get(role, frozenset())
 
 
+# Whose logins and PINs a login with the users right may add and change: the merchant's account
+# everyone's, a manager only the cashiers' (a manager cannot take over another manager's login by
+# setting its password, nor make a manager).
+MANAGED_ROLES: dict[str, frozenset[str]] = {
+    OWNER: frozenset(EMPLOYEE_ROLES),
+    "manager": frozenset({"cashier"}),
+}
+
+
+def manage_problem(login_role: str, *roles: str) -> str | None:
+    """Why a login with `login_role` may not add or change a user with these roles (the user's
+    role now and the one asked for), or None."""
+    managed = MANAGED_ROLES.get(login_role, frozenset())
+    for role in roles:
+        if role not in managed:
+            return f"a {login_role} may not add or change a {role}; the merchant's own account can"
+    return None
+
+
 def password_problem(password: str) -> str | None:
     """Why this cannot be a portal password, or None. Never echoes it."""
     if len(password) < PASSWORD_LENGTH_MIN:

@@ -128,6 +128,64 @@ def test_a_manager_does_what_the_merchant_does_for_its_own_merchant_only(world: 
     assert owner == world.merchant_id
 
 
+def secret_hashes(world: World) -> dict[str, tuple[str, str | None]]:
+    with world.server.core.store.engine.connect() as conn:
+        rows = conn.execute(
+            select(employees.c.employee_number, employees.c.pin_hash, employees.c.password_hash)
+        )
+        return {number: (pin_hash, password_hash) for number, pin_hash, password_hash in rows}
+
+
+def test_a_manager_adds_and_changes_cashiers_only_the_merchants_account_managers_too(world: World) -> None:
+    add_user(world, "51", "manager", MANAGER_EMAIL, MANAGER_PASSWORD)
+    add_user(world, "52", "manager", "second@example.test", "second-password")
+    add_user(world, "53", "cashier")
+    manager = sign_in(world, MANAGER_EMAIL, MANAGER_PASSWORD)
+    second = sign_in(world, "second@example.test", "second-password")
+    hashes_before = secret_hashes(world)
+    take_over = bo.UpdateEmployeeRequest(employee_number="52", password="taken-over")
+    for request in (
+        take_over,  # another manager's login: signing in as them
+        bo.UpdateEmployeeRequest(employee_number="52", active=False),
+        bo.UpdateEmployeeRequest(employee_number="52", pin="0000"),
+        bo.UpdateEmployeeRequest(employee_number="51", name="Me"),  # a manager is not its own manager
+        bo.UpdateEmployeeRequest(employee_number="53", role="manager"),  # nor makes one
+    ):
+        code, details = refusal(stub(world).UpdateEmployee, request, metadata=manager)
+        assert code == grpc.StatusCode.PERMISSION_DENIED, request
+        assert details.startswith("a manager may not add or change a "), details
+    new_manager = bo.AddEmployeeRequest(employee_number="54", name="Sam", pin="2468", role="manager")
+    code, details = refusal(stub(world).AddEmployee, new_manager, metadata=manager)
+    assert (code, details) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "a manager may not add or change a manager; the merchant's own account can",
+    )
+    # Nothing changed: the second manager still signs in, with its sessions, PIN, role and name.
+    assert stub(world).ListTerminals(bo.ListTerminalsRequest(), metadata=second).terminals
+    listed = {
+        e.employee_number: (e.name, e.role, e.active)
+        for e in world.backoffice.ListEmployees(
+            bo.ListEmployeesRequest(merchant_id=world.merchant_id), metadata=world.admin_metadata
+        ).employees
+    }
+    assert listed["51"] == ("Manager 51", "manager", True) and listed["52"] == ("Manager 52", "manager", True)
+    assert listed["53"] == ("Cashier 53", "cashier", True) and "54" not in listed
+    assert secret_hashes(world) == hashes_before
+    # A cashier is the manager's to change; the merchant's own account changes anyone.
+    changed = stub(world).UpdateEmployee(
+        bo.UpdateEmployeeRequest(employee_number="53", pin="8642", active=False), metadata=manager
+    )
+    assert (changed.role, changed.active) == ("cashier", False)
+    owner = sign_in(world)
+    stub(world).UpdateEmployee(take_over, metadata=owner)
+    assert sign_in(world, "second@example.test", "taken-over")
+    promoted = stub(world).UpdateEmployee(
+        bo.UpdateEmployeeRequest(employee_number="53", role="manager"), metadata=owner
+    )
+    assert promoted.role == "manager"
+    assert stub(world).AddEmployee(new_manager, metadata=owner).role == "manager"
+
+
 def test_deactivating_or_re_rolling_a_user_ends_their_sessions_at_once(world: World) -> None:
     add_user(world, "41", "manager", MANAGER_EMAIL, MANAGER_PASSWORD)
     first = sign_in(world, MANAGER_EMAIL, MANAGER_PASSWORD)

@@ -19,7 +19,7 @@ from switch.domain.cards import (
     mask,
     qr_payload,
 )
-from switch.domain.employees import LockoutPolicy, PinAttempt, after_attempt, pin_problem
+from switch.domain.employees import LockoutPolicy, PinAttempt, after_attempt, manage_problem, pin_problem
 from switch.domain.money import Money, proportional_share
 from switch.domain.programmes import CoPayment, Programme, ProgrammeKind, commission_minor
 from switch.domain.response_codes import ResponseCode as R
@@ -234,3 +234,24 @@ def test_domain_imports_no_infrastructure() -> None:
                 assert not name.startswith(("switch.store", "switch.server", "switch.core")), (
                     f"{path.name} imports {name}"
                 )
+
+
+@pytest.mark.parametrize(
+    ("login_role", "roles", "allowed"),
+    [
+        ("owner", ("manager",), True),
+        ("owner", ("cashier", "manager"), True),  # the merchant's account promotes a cashier
+        ("manager", ("cashier",), True),
+        ("manager", ("cashier", "cashier"), True),
+        ("manager", ("manager",), False),  # another manager (or itself): not a manager's to change
+        ("manager", ("cashier", "manager"), False),  # making a manager
+        ("manager", ("manager", "cashier"), False),  # lowering a manager
+        ("cashier", ("cashier",), False),
+        ("auditor", ("cashier",), False),  # a role the table does not know may manage nobody
+    ],
+)
+def test_whose_users_a_login_manages(login_role: str, roles: tuple[str, ...], allowed: bool) -> None:
+    problem = manage_problem(login_role, *roles)
+    assert (problem is None) == allowed
+    if problem is not None:
+        assert problem.startswith(f"a {login_role} may not add or change a ")
