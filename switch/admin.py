@@ -300,9 +300,9 @@ class Admin:
         if values:
             with self._engine.begin() as conn:
                 row = conn.execute(
-                    select(employees.c.employee_id, employees.c.email, employees.c.role).where(
-                        *_employee_key(merchant_id, employee_number)
-                    )
+                    select(employees.c.employee_id, employees.c.email, employees.c.role)
+                    .where(*_employee_key(merchant_id, employee_number))
+                    .with_for_update()  # the role checked is the role changed
                 ).first()
                 if row is None:
                     raise LookupError(
