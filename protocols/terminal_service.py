@@ -44,6 +44,7 @@ RECEIPT_REFUSALS = {
 RequestObserver = Callable[[str, str, float], None]  # (rpc, response code, latency in seconds)
 T = TypeVar("T")
 S = TypeVar("S", bound="TerminalService")
+Servicer = TypeVar("Servicer")  # any servicer on grpc.aio
 Rq = TypeVar("Rq")
 Rs = TypeVar("Rs")
 
@@ -61,12 +62,12 @@ def bearer(context: grpc.ServicerContext | Context) -> str:
 
 
 def on_loop(
-    method: Callable[[S, Rq, Context], Awaitable[Rs]],
-) -> Callable[[S, Rq, Context], Coroutine[Any, Any, Rs]]:
+    method: Callable[[Servicer, Rq, Context], Awaitable[Rs]],
+) -> Callable[[Servicer, Rq, Context], Coroutine[Any, Any, Rs]]:
     """An RPC that runs on the event loop; a refusal raised in it ends the call with its status."""
 
     @functools.wraps(method)
-    async def rpc(self: S, request: Rq, context: Context) -> Rs:
+    async def rpc(self: Servicer, request: Rq, context: Context) -> Rs:
         try:
             return await method(self, request, context)
         except RpcRefusedError as refusal:

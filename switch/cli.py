@@ -1,4 +1,5 @@
-"""The `txswitch` command: `serve` runs the switch, `admin ...` talks to its backoffice."""
+"""The `txswitch` command: `serve` runs the switch, `admin ...` talks to its backoffice, `balance`
+asks a card's balance as its holder does."""
 
 from __future__ import annotations
 
@@ -46,10 +47,36 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_argument("--target", default="127.0.0.1:50051")
     admin.add_argument("action", choices=sorted(ADMIN_ACTIONS), help="what to do")
     admin.add_argument("args", nargs="*", help="key=value arguments of the action")
+    balance = commands.add_parser(
+        "balance", help="a card's balance as its holder sees it (card number or QR payload; no login)"
+    )
+    balance.add_argument("--target", default="127.0.0.1:50051")
+    balance.add_argument("card", help="the number on the back of the card, or the text of its QR code")
     options = parser.parse_args(argv)
     if options.command == "serve":
         return _serve(options)
+    if options.command == "balance":
+        return _balance(options)
     return _admin(options)
+
+
+def _balance(options: argparse.Namespace) -> int:
+    from protocols.wire import cardholder_pb2 as ch
+    from protocols.wire import cardholder_pb2_grpc as ch_grpc
+    from switch.domain.cards import QR_SCHEME
+
+    text: str = options.card
+    card = pb.CardRef(qr_payload=text) if text.startswith(QR_SCHEME) else pb.CardRef(card_number=text)
+    with grpc.insecure_channel(options.target) as channel:
+        try:
+            answer = ch_grpc.CardholderStub(channel).GetBalance(
+                ch.CardholderBalanceRequest(card=card), timeout=ADMIN_DEADLINE_S
+            )
+        except grpc.RpcError as error:
+            print(f"txswitch balance: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    print(json.dumps(MessageToDict(answer, preserving_proto_field_name=True), indent=2))
+    return 0
 
 
 def tune_garbage_collection(settings: Settings) -> None:

@@ -64,6 +64,10 @@ class Settings:
     sign_in_tries_max: int = 5
     sign_in_lock_s: int = 900
     sign_ins_concurrent_max: int = 2
+    # Cardholders' own balance lookups (service Cardholder, no login): per caller address at most
+    # this many in any minute; callers remembered at once, the longest quiet forgotten first
+    cardholder_lookups_per_minute_max: int = 20
+    cardholder_callers_tracked_max: int = 10_000
     # E-mailed receipts: queued by the terminal, sent by the mailer; smtp_host empty: off
     smtp_host: str = ""
     smtp_port: int = 25

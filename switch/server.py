@@ -16,10 +16,19 @@ from grpc_reflection.v1alpha import reflection
 from ops.metrics import SwitchMetrics, watch_loop_lag
 from ops.service import SwitchOperations
 from protocols.backoffice_service import BackofficeService
+from protocols.cardholder_service import CardholderService
 from protocols.iso_inbound import IsoInboundListener, start_listener
 from protocols.portal_service import PortalService
 from protocols.terminal_service import RequestObserver, TerminalService
-from protocols.wire import backoffice_pb2, portal_pb2, portal_pb2_grpc, terminal_pb2, terminal_pb2_grpc
+from protocols.wire import (
+    backoffice_pb2,
+    cardholder_pb2,
+    cardholder_pb2_grpc,
+    portal_pb2,
+    portal_pb2_grpc,
+    terminal_pb2,
+    terminal_pb2_grpc,
+)
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from switch.acquiring import Acquiring
 from switch.config import Settings
@@ -37,6 +46,7 @@ SERVICE_NAMES = (
     terminal_pb2.DESCRIPTOR.services_by_name["Terminal"].full_name,
     backoffice_pb2.DESCRIPTOR.services_by_name["Backoffice"].full_name,
     portal_pb2.DESCRIPTOR.services_by_name["Portal"].full_name,
+    cardholder_pb2.DESCRIPTOR.services_by_name["Cardholder"].full_name,
 )
 
 
@@ -145,6 +155,7 @@ class SwitchServer:
         )
         bo_grpc.add_BackofficeServicer_to_server(BackofficeService(self.core, self.admin_token), server)
         portal_pb2_grpc.add_PortalServicer_to_server(PortalService(self.core), server)
+        cardholder_pb2_grpc.add_CardholderServicer_to_server(CardholderService(self.core), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
