@@ -25,10 +25,12 @@ from switch.admin import AdminError
 from switch.core import SwitchCore, utc_now
 from switch.domain.employees import PortalRight
 from switch.domain.reports import ReportQueryError
+from switch.password_resets import ResetsOffError
 from switch.passwords import Login, NotAllowedError, TooManySignInsError
 from switch.portal import PortalSessions
 
 T = TypeVar("T")
+RESET_ASKED = "if a login has this address, a reset code is on its way to it"
 
 
 class PortalService(portal_grpc.PortalServicer):
@@ -106,6 +108,31 @@ class PortalService(portal_grpc.PortalServicer):
         except ValueError as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         return portal.ChangePasswordResponse()
+
+    def RequestPasswordReset(
+        self, request: portal.RequestPasswordResetRequest, context: grpc.ServicerContext
+    ) -> portal.RequestPasswordResetResponse:
+        if not request.email:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "email is missing")
+        try:
+            self._core.password_resets.ask(request.email)
+        except ResetsOffError as error:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        return portal.RequestPasswordResetResponse(message=RESET_ASKED)
+
+    def ResetPassword(
+        self, request: portal.ResetPasswordRequest, context: grpc.ServicerContext
+    ) -> portal.ResetPasswordResponse:
+        for field in ("code", "new_password"):
+            if not getattr(request, field):
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
+        try:
+            login = self._core.password_resets.reset(request.code, request.new_password)
+        except PermissionError as error:
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
+        except ValueError as error:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        return portal.ResetPasswordResponse(email=login.email)
 
     def ListTransactions(
         self, request: bo.TransactionReportRequest, context: grpc.ServicerContext

@@ -64,6 +64,14 @@ class Settings:
     sign_in_tries_max: int = 5
     sign_in_lock_s: int = 900
     sign_ins_concurrent_max: int = 2
+    # Forgotten portal passwords: a one-time code by e-mail (needs smtp_host), valid this long; at
+    # most this many codes per address in an hour (more asks mail nothing); mails waiting at most
+    # (more are dropped and logged: the login asks again); reset_url, if set, is put before the
+    # code in the mail ("https://portal.example/reset#")
+    password_reset_code_s: int = 1800
+    password_resets_per_hour_max: int = 3
+    password_reset_mails_queued_max: int = 100
+    password_reset_url: str = ""
     # Cardholders' own balance lookups (service Cardholder, no login): per caller address at most
     # this many in any minute; callers remembered at once, the longest quiet forgotten first
     cardholder_lookups_per_minute_max: int = 20

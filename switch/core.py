@@ -36,6 +36,7 @@ from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import LockoutPolicy
 from switch.domain.transactions import Outcome, TerminalCommand
+from switch.password_resets import PasswordResets
 from switch.passwords import MerchantPasswords, SignInLockout
 from switch.pins import ClosedLoopPins, TerminalPinKeys
 from switch.receipts import ReceiptObserver, Receipts
@@ -82,6 +83,7 @@ class SwitchCore:
         )
         self.passwords = MerchantPasswords(engine, lockout, utc_now)
         self.receipts = Receipts(settings, self.store, self.report_zone, utc_now, on_receipt)
+        self.password_resets = PasswordResets(engine, settings, utc_now)
         self.admin = Admin(self.store, card_hash_key, self.passwords)
         self.terminals = TerminalDirectory(self.store)
         self.cards = CardDirectory(self.store, card_hash_key)
@@ -135,10 +137,12 @@ class SwitchCore:
         self.writer.start()
         self._reaper.start()
         self.receipts.start()
+        self.password_resets.start()
 
     def stop(self) -> None:
         """Actors first (their decided writes land), then the journal flushes and stops."""
         self.receipts.stop()
+        self.password_resets.stop()
         self._reaper_stop.set()
         self.terminal_actors.stop_all()
         self.card_actors.stop_all()

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from switch import credentials
 from switch.domain.employees import OWNER, PortalRight, may
 from switch.store.repository import as_utc
-from switch.store.schema import employees, merchants, sign_in_failures
+from switch.store.schema import employees, merchants, portal_sessions, sign_in_failures
 
 WRONG_LOGIN = "merchant e-mail or password is wrong"
 TOO_MANY_AT_ONCE = "too many sign-ins at once; try again shortly"
@@ -78,13 +78,13 @@ class MerchantPasswords:
             self._checks.release()
 
     def _verify(self, email: str, password: str) -> Login:
-        key = _digest(email)
+        key = email_digest(email)
         now = self._now()
         with self._engine.connect() as conn:
             locked_until = conn.execute(
                 select(sign_in_failures.c.locked_until).where(sign_in_failures.c.email_hash == key)
             ).scalar()
-            found = _login_of(conn, email)
+            found = login_of(conn, email)
         if locked_until is not None and as_utc(locked_until) > now:
             until = as_utc(locked_until).isoformat(timespec="seconds")
             raise PermissionError(f"too many wrong sign-ins for this address: try again after {until}")
@@ -114,7 +114,7 @@ class MerchantPasswords:
                 )
 
 
-def _login_of(conn: Connection, email: str) -> tuple[Login, str] | None:
+def login_of(conn: Connection, email: str) -> tuple[Login, str] | None:
     """(login, password hash) of the merchant or the active user with this address."""
     merchant = conn.execute(
         select(merchants.c.merchant_id, merchants.c.name, merchants.c.password_hash).where(
@@ -143,10 +143,28 @@ def _login_of(conn: Connection, email: str) -> tuple[Login, str] | None:
     return login, user.password_hash
 
 
+def store_password(
+    conn: Connection, login: Login, password_hash: str, keep_session_hash: str | None = None
+) -> None:
+    """The login's new password hash; every portal session of the login ends but the one kept."""
+    sessions = portal_sessions.c
+    if login.employee_id is None:
+        owner = merchants.c.merchant_id == login.merchant_id
+        conn.execute(update(merchants).where(owner).values(password_hash=password_hash))
+        mine = [sessions.merchant_id == login.merchant_id, sessions.employee_id.is_(None)]
+    else:
+        user = employees.c.employee_id == login.employee_id
+        conn.execute(update(employees).where(user).values(password_hash=password_hash))
+        mine = [sessions.employee_id == login.employee_id]
+    if keep_session_hash is not None:
+        mine.append(sessions.token_hash != keep_session_hash)
+    conn.execute(delete(portal_sessions).where(*mine))
+
+
 @functools.cache
 def _unknown_hash() -> str:
     return credentials.hash_password(secrets.token_urlsafe(16))
 
 
-def _digest(text: str) -> str:
+def email_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()

@@ -14,11 +14,11 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, select
 
 from switch import credentials
 from switch.domain.employees import OWNER, password_problem
-from switch.passwords import Login, MerchantPasswords
+from switch.passwords import Login, MerchantPasswords, store_password
 from switch.store.repository import as_utc
 from switch.store.schema import employees, merchants, portal_sessions
 
@@ -110,27 +110,8 @@ class PortalSessions:
             raise ValueError(f"new_password: {problem}")
         self._passwords.verify(login.email, current)
         password_hash = credentials.hash_password(new)
-        others = portal_sessions.c.token_hash != _digest(token)
         with self._engine.begin() as conn:
-            if login.employee_id is None:
-                conn.execute(
-                    update(merchants)
-                    .where(merchants.c.merchant_id == login.merchant_id)
-                    .values(password_hash=password_hash)
-                )
-                mine = portal_sessions.c.merchant_id == login.merchant_id
-                conn.execute(
-                    delete(portal_sessions).where(mine, portal_sessions.c.employee_id.is_(None), others)
-                )
-            else:
-                conn.execute(
-                    update(employees)
-                    .where(employees.c.employee_id == login.employee_id)
-                    .values(password_hash=password_hash)
-                )
-                conn.execute(
-                    delete(portal_sessions).where(portal_sessions.c.employee_id == login.employee_id, others)
-                )
+            store_password(conn, login, password_hash, keep_session_hash=_digest(token))
 
 
 def _digest(token: str) -> str:

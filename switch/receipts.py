@@ -325,7 +325,7 @@ class Receipts:
             if not self._claim(row.receipt_id, row.next_attempt_at, server):
                 continue  # another node's mailer took it
             try:
-                _deliver(server, row.recipient, row.subject, row.body)
+                send_mail(server, row.recipient, row.subject, row.body)
             except smtplib.SMTPResponseException as error:
                 permanent = 500 <= error.smtp_code < 600
                 self._put_off(row, f"mail server answered {error.smtp_code}", give_up=permanent)
@@ -396,7 +396,8 @@ class Receipts:
             log.warning("receipt given up", extra={"receipt_id": receipt_id, "error": error})
 
 
-def _deliver(server: MailServer, recipient: str, subject: str, body: str) -> None:
+def send_mail(server: MailServer, recipient: str, subject: str, body: str) -> None:
+    """One plain-text mail through the mail server; smtplib's and the socket's errors as they come."""
     message = email.message.EmailMessage()
     message["From"] = server.sender
     message["To"] = recipient

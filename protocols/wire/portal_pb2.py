@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protocols.wire import backoffice_pb2 as protocols_dot_wire_dot_backoffice__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotocols/wire/portal.proto\x12\x0btxswitch.v1\x1a\x1fprotocols/wire/backoffice.proto\"0\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\x7f\n\rPortalSession\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x15\n\rmerchant_name\x18\x03 \x01(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\t\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x11\n\tuser_name\x18\x06 \x01(\t\"\x10\n\x0eSignOutRequest\"\x11\n\x0fSignOutResponse\"G\n\x15\x43hangePasswordRequest\x12\x18\n\x10\x63urrent_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"\x18\n\x16\x43hangePasswordResponse2\x9b\x06\n\x06Portal\x12@\n\x06SignIn\x12\x1a.txswitch.v1.SignInRequest\x1a\x1a.txswitch.v1.PortalSession\x12\x44\n\x07SignOut\x12\x1b.txswitch.v1.SignOutRequest\x1a\x1c.txswitch.v1.SignOutResponse\x12Y\n\x10ListTransactions\x12%.txswitch.v1.TransactionReportRequest\x1a\x1e.txswitch.v1.TransactionReport\x12W\n\x12GetMerchantSummary\x12#.txswitch.v1.MerchantSummaryRequest\x1a\x1c.txswitch.v1.MerchantSummary\x12M\n\rListTerminals\x12!.txswitch.v1.ListTerminalsRequest\x1a\x19.txswitch.v1.TerminalList\x12H\n\rListDayCloses\x12\x1c.txswitch.v1.TerminalRequest\x1a\x19.txswitch.v1.DayCloseList\x12M\n\rListEmployees\x12!.txswitch.v1.ListEmployeesRequest\x1a\x19.txswitch.v1.EmployeeList\x12\x45\n\x0b\x41\x64\x64\x45mployee\x12\x1f.txswitch.v1.AddEmployeeRequest\x1a\x15.txswitch.v1.Employee\x12K\n\x0eUpdateEmployee\x12\".txswitch.v1.UpdateEmployeeRequest\x1a\x15.txswitch.v1.Employee\x12Y\n\x0e\x43hangePassword\x12\".txswitch.v1.ChangePasswordRequest\x1a#.txswitch.v1.ChangePasswordResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotocols/wire/portal.proto\x12\x0btxswitch.v1\x1a\x1fprotocols/wire/backoffice.proto\"0\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\x7f\n\rPortalSession\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x15\n\rmerchant_name\x18\x03 \x01(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\t\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x11\n\tuser_name\x18\x06 \x01(\t\"\x10\n\x0eSignOutRequest\"\x11\n\x0fSignOutResponse\"G\n\x15\x43hangePasswordRequest\x12\x18\n\x10\x63urrent_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"\x18\n\x16\x43hangePasswordResponse\",\n\x1bRequestPasswordResetRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"/\n\x1cRequestPasswordResetResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\":\n\x14ResetPasswordRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"&\n\x15ResetPasswordResponse\x12\r\n\x05\x65mail\x18\x01 \x01(\t2\xe0\x07\n\x06Portal\x12@\n\x06SignIn\x12\x1a.txswitch.v1.SignInRequest\x1a\x1a.txswitch.v1.PortalSession\x12\x44\n\x07SignOut\x12\x1b.txswitch.v1.SignOutRequest\x1a\x1c.txswitch.v1.SignOutResponse\x12Y\n\x10ListTransactions\x12%.txswitch.v1.TransactionReportRequest\x1a\x1e.txswitch.v1.TransactionReport\x12W\n\x12GetMerchantSummary\x12#.txswitch.v1.MerchantSummaryRequest\x1a\x1c.txswitch.v1.MerchantSummary\x12M\n\rListTerminals\x12!.txswitch.v1.ListTerminalsRequest\x1a\x19.txswitch.v1.TerminalList\x12H\n\rListDayCloses\x12\x1c.txswitch.v1.TerminalRequest\x1a\x19.txswitch.v1.DayCloseList\x12M\n\rListEmployees\x12!.txswitch.v1.ListEmployeesRequest\x1a\x19.txswitch.v1.EmployeeList\x12\x45\n\x0b\x41\x64\x64\x45mployee\x12\x1f.txswitch.v1.AddEmployeeRequest\x1a\x15.txswitch.v1.Employee\x12K\n\x0eUpdateEmployee\x12\".txswitch.v1.UpdateEmployeeRequest\x1a\x15.txswitch.v1.Employee\x12Y\n\x0e\x43hangePassword\x12\".txswitch.v1.ChangePasswordRequest\x1a#.txswitch.v1.ChangePasswordResponse\x12k\n\x14RequestPasswordReset\x12(.txswitch.v1.RequestPasswordResetRequest\x1a).txswitch.v1.RequestPasswordResetResponse\x12V\n\rResetPassword\x12!.txswitch.v1.ResetPasswordRequest\x1a\".txswitch.v1.ResetPasswordResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +44,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANGEPASSWORDREQUEST']._serialized_end=364
   _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=366
   _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=390
-  _globals['_PORTAL']._serialized_start=393
-  _globals['_PORTAL']._serialized_end=1188
+  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_start=392
+  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_end=436
+  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_start=438
+  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_end=485
+  _globals['_RESETPASSWORDREQUEST']._serialized_start=487
+  _globals['_RESETPASSWORDREQUEST']._serialized_end=545
+  _globals['_RESETPASSWORDRESPONSE']._serialized_start=547
+  _globals['_RESETPASSWORDRESPONSE']._serialized_end=585
+  _globals['_PORTAL']._serialized_start=588
+  _globals['_PORTAL']._serialized_end=1580
 # @@protoc_insertion_point(module_scope)

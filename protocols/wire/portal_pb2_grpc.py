@@ -85,6 +85,16 @@ class PortalStub:
                 request_serializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordResponse.FromString,
                 _registered_method=True)
+        self.RequestPasswordReset = channel.unary_unary(
+                '/txswitch.v1.Portal/RequestPasswordReset',
+                request_serializer=protocols_dot_wire_dot_portal__pb2.RequestPasswordResetRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_portal__pb2.RequestPasswordResetResponse.FromString,
+                _registered_method=True)
+        self.ResetPassword = channel.unary_unary(
+                '/txswitch.v1.Portal/ResetPassword',
+                request_serializer=protocols_dot_wire_dot_portal__pb2.ResetPasswordRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_portal__pb2.ResetPasswordResponse.FromString,
+                _registered_method=True)
 
 
 class PortalServicer:
@@ -152,6 +162,23 @@ class PortalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestPasswordReset(self, request, context):
+        """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
+        the login with this address, if there is one; the answer is the same either way.
+        FAILED_PRECONDITION when the switch has no mail server (TXSWITCH_SMTP_HOST).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetPassword(self, request, context):
+        """A new password with the code from that mail; the code works once, and every session of the
+        login ends. UNAUTHENTICATED if the code is unknown, used or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +231,16 @@ def add_PortalServicer_to_server(servicer, server):
                     servicer.ChangePassword,
                     request_deserializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'RequestPasswordReset': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestPasswordReset,
+                    request_deserializer=protocols_dot_wire_dot_portal__pb2.RequestPasswordResetRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_portal__pb2.RequestPasswordResetResponse.SerializeToString,
+            ),
+            'ResetPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetPassword,
+                    request_deserializer=protocols_dot_wire_dot_portal__pb2.ResetPasswordRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_portal__pb2.ResetPasswordResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -476,6 +513,60 @@ class Portal:
             '/txswitch.v1.Portal/ChangePassword',
             protocols_dot_wire_dot_portal__pb2.ChangePasswordRequest.SerializeToString,
             protocols_dot_wire_dot_portal__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestPasswordReset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/RequestPasswordReset',
+            protocols_dot_wire_dot_portal__pb2.RequestPasswordResetRequest.SerializeToString,
+            protocols_dot_wire_dot_portal__pb2.RequestPasswordResetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/ResetPassword',
+            protocols_dot_wire_dot_portal__pb2.ResetPasswordRequest.SerializeToString,
+            protocols_dot_wire_dot_portal__pb2.ResetPasswordResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,15 @@ class PortalStub:
     AddEmployee: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]
     UpdateEmployee: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.UpdateEmployeeRequest, _backoffice_pb2.Employee]
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_portal_pb2.ChangePasswordRequest, _portal_pb2.ChangePasswordResponse]
+    RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_portal_pb2.RequestPasswordResetRequest, _portal_pb2.RequestPasswordResetResponse]
+    """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
+    the login with this address, if there is one; the answer is the same either way.
+    FAILED_PRECONDITION when the switch has no mail server (TXSWITCH_SMTP_HOST).
+    """
+    ResetPassword: _grpc.UnaryUnaryMultiCallable[_portal_pb2.ResetPasswordRequest, _portal_pb2.ResetPasswordResponse]
+    """A new password with the code from that mail; the code works once, and every session of the
+    login ends. UNAUTHENTICATED if the code is unknown, used or expired.
+    """
 
 @_typing.type_check_only
 class PortalAsyncStub(PortalStub):
@@ -66,6 +75,15 @@ class PortalAsyncStub(PortalStub):
     AddEmployee: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]  # type: ignore[assignment]
     UpdateEmployee: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.UpdateEmployeeRequest, _backoffice_pb2.Employee]  # type: ignore[assignment]
     ChangePassword: _aio.UnaryUnaryMultiCallable[_portal_pb2.ChangePasswordRequest, _portal_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_portal_pb2.RequestPasswordResetRequest, _portal_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
+    """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
+    the login with this address, if there is one; the answer is the same either way.
+    FAILED_PRECONDITION when the switch has no mail server (TXSWITCH_SMTP_HOST).
+    """
+    ResetPassword: _aio.UnaryUnaryMultiCallable[_portal_pb2.ResetPasswordRequest, _portal_pb2.ResetPasswordResponse]  # type: ignore[assignment]
+    """A new password with the code from that mail; the code works once, and every session of the
+    login ends. UNAUTHENTICATED if the code is unknown, used or expired.
+    """
 
 class PortalServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -139,5 +157,26 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         request: _portal_pb2.ChangePasswordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_portal_pb2.ChangePasswordResponse, _abc.Awaitable[_portal_pb2.ChangePasswordResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RequestPasswordReset(
+        self,
+        request: _portal_pb2.RequestPasswordResetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portal_pb2.RequestPasswordResetResponse, _abc.Awaitable[_portal_pb2.RequestPasswordResetResponse]]:
+        """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
+        the login with this address, if there is one; the answer is the same either way.
+        FAILED_PRECONDITION when the switch has no mail server (TXSWITCH_SMTP_HOST).
+        """
+
+    @_abc_1.abstractmethod
+    def ResetPassword(
+        self,
+        request: _portal_pb2.ResetPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portal_pb2.ResetPasswordResponse, _abc.Awaitable[_portal_pb2.ResetPasswordResponse]]:
+        """A new password with the code from that mail; the code works once, and every session of the
+        login ends. UNAUTHENTICATED if the code is unknown, used or expired.
+        """
 
 def add_PortalServicer_to_server(servicer: PortalServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

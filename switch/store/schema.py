@@ -268,6 +268,20 @@ class SignInFailureRow(Base):
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class PasswordResetRow(Base):
+    """A forgotten-password code mailed to a login: only its hash is kept, and it works once."""
+
+    __tablename__ = "password_resets"
+    __table_args__ = (Index("ix_password_resets_email", "email_hash", "created_at"),)
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64))  # the address it went to, as a hash
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"))
+    employee_id: Mapped[str | None] = mapped_column(ForeignKey("employees.employee_id"), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 programmes = cast(Table, ProgrammeRow.__table__)
 merchants = cast(Table, MerchantRow.__table__)
 merchant_programmes = cast(Table, MerchantProgrammeRow.__table__)
@@ -285,3 +299,4 @@ receipt_layouts = cast(Table, ReceiptLayoutRow.__table__)
 receipts = cast(Table, ReceiptRow.__table__)
 portal_sessions = cast(Table, PortalSessionRow.__table__)
 sign_in_failures = cast(Table, SignInFailureRow.__table__)
+password_resets = cast(Table, PasswordResetRow.__table__)
