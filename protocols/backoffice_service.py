@@ -326,22 +326,34 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         return self._run(context, lambda: merchant_summary_pb(self._core, request))
 
     def SetReceiptLayout(self, request: bo.ReceiptLayout, context: grpc.ServicerContext) -> bo.ReceiptLayout:
-        def action() -> bo.ReceiptLayout:
-            if not request.merchant_id:
-                raise AdminError("merchant_id is missing")
-            try:
-                layout = self._core.receipts.set_layout(
-                    request.merchant_id, ReceiptLayout(request.header, request.footer)
-                )
-            except ReceiptRefusedError as refusal:
-                if refusal.kind == "not_found":
-                    raise LookupError(str(refusal)) from None
-                raise AdminError(str(refusal)) from None
-            return bo.ReceiptLayout(
-                merchant_id=request.merchant_id, header=layout.header, footer=layout.footer
-            )
+        return self._run(context, lambda: set_receipt_layout_pb(self._core, request))
 
-        return self._run(context, action)
+
+def set_receipt_layout_pb(core: SwitchCore, request: bo.ReceiptLayout) -> bo.ReceiptLayout:
+    """Header, footer and logo of a merchant's receipts (backoffice and portal)."""
+    if not request.merchant_id:
+        raise AdminError("merchant_id is missing")
+    try:
+        layout = core.receipts.set_layout(
+            request.merchant_id,
+            ReceiptLayout(request.header, request.footer, request.logo_png),
+            remove_logo=request.remove_logo,
+        )
+    except ReceiptRefusedError as refusal:
+        if refusal.kind == "not_found":
+            raise LookupError(str(refusal)) from None
+        raise AdminError(str(refusal)) from None
+    return receipt_layout_pb(request.merchant_id, layout)
+
+
+def receipt_layout_pb(merchant_id: str, layout: ReceiptLayout) -> bo.ReceiptLayout:
+    return bo.ReceiptLayout(
+        merchant_id=merchant_id,
+        header=layout.header,
+        footer=layout.footer,
+        logo_png=layout.logo_png,
+        has_logo=bool(layout.logo_png),
+    )
 
 
 def add_employee_pb(core: SwitchCore, request: bo.AddEmployeeRequest, by_role: str = OWNER) -> bo.Employee:

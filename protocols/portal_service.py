@@ -12,6 +12,8 @@ from protocols.backoffice_service import (
     add_employee_pb,
     list_employees_pb,
     merchant_summary_pb,
+    receipt_layout_pb,
+    set_receipt_layout_pb,
     terminal_view,
     transaction_report_pb,
     update_employee_pb,
@@ -134,6 +136,33 @@ class PortalService(portal_grpc.PortalServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         return portal.ResetPasswordResponse(email=login.email)
 
+    def GetReceiptLayout(
+        self, request: portal.GetReceiptLayoutRequest, context: grpc.ServicerContext
+    ) -> bo.ReceiptLayout:
+        def action(login: Login) -> bo.ReceiptLayout:
+            return receipt_layout_pb(login.merchant_id, self._core.receipts.layout(login.merchant_id))
+
+        return self._run(context, PortalRight.settings, action)
+
+    def SetReceiptLayout(self, request: bo.ReceiptLayout, context: grpc.ServicerContext) -> bo.ReceiptLayout:
+        def action(login: Login) -> bo.ReceiptLayout:
+            _own(context, request, login.merchant_id)
+            return set_receipt_layout_pb(self._core, request)
+
+        return self._run(context, PortalRight.settings, action)
+
+    def PreviewReceipt(
+        self, request: portal.PreviewReceiptRequest, context: grpc.ServicerContext
+    ) -> portal.ReceiptPreview:
+        def action(login: Login) -> portal.ReceiptPreview:
+            locations = self._core.admin.location_names(login.merchant_id)
+            subject, body, has_logo = self._core.receipts.preview(
+                login.merchant_id, locations[0] if locations else ""
+            )
+            return portal.ReceiptPreview(subject=subject, body=body, has_logo=has_logo)
+
+        return self._run(context, PortalRight.settings, action)
+
     def ListTransactions(
         self, request: bo.TransactionReportRequest, context: grpc.ServicerContext
     ) -> bo.TransactionReport:
@@ -205,6 +234,7 @@ OwnRequest = (
     | bo.ListEmployeesRequest
     | bo.AddEmployeeRequest
     | bo.UpdateEmployeeRequest
+    | bo.ReceiptLayout
 )
 
 

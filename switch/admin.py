@@ -206,6 +206,12 @@ class Admin:
             )
         return merchant_id
 
+    def location_names(self, merchant_id: str) -> list[str]:
+        """The names of the merchant's locations, in alphabetical order."""
+        with self._engine.connect() as conn:
+            query = select(locations.c.name).where(locations.c.merchant_id == merchant_id)
+            return list(conn.execute(query.order_by(locations.c.name)).scalars())
+
     def add_location(self, merchant_id: str, name: str, address: str = "") -> str:
         if not name:
             raise AdminError("location name is empty")

@@ -159,7 +159,7 @@ def _admin(options: argparse.Namespace) -> int:
     method_name, request_type = ADMIN_ACTIONS[options.action]
     try:
         request = _build_request(request_type, options.args)
-    except (ValueError, AttributeError) as error:
+    except (ValueError, AttributeError, OSError) as error:
         print(f"txswitch admin {options.action}: {error}", file=sys.stderr)
         return 2
     token = (options.data_dir / "admin.token").read_text().strip()
@@ -241,7 +241,8 @@ def export_transactions(
 
 
 def _build_request(request_type: Any, pairs: list[str]) -> Any:
-    """key=value pairs; card fields take a card number, amounts take minor units and currency.
+    """key=value pairs; card fields take a card number, amounts take minor units and currency,
+    bytes fields a file name (its contents are sent).
 
     A repeated field takes values split by commas (types=redemption,load).
     """
@@ -265,6 +266,8 @@ def _build_request(request_type: Any, pairs: list[str]) -> Any:
                 getattr(request, key).extend(item for item in value.split(",") if item)
             elif field.type in (field.TYPE_INT32, field.TYPE_INT64):
                 setattr(request, key, int(value))
+            elif field.type == field.TYPE_BYTES:  # a file's contents: logo_png=shop-logo.png
+                setattr(request, key, Path(value).read_bytes())
             elif field.type == field.TYPE_BOOL:
                 if value.lower() not in ("true", "false"):
                     raise ValueError(f"{key} must be true or false")

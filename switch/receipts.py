@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import email.message
 import email.utils
+import html
 import logging
 import smtplib
 import socket
@@ -30,13 +31,15 @@ from switch.domain.receipts import (
     ReceiptFacts,
     ReceiptLayout,
     checked_email,
+    logo_problem,
     masked_email,
     render,
+    sample_facts,
 )
 from switch.domain.response_codes import ResponseCode
 from switch.store.journal import TOMBSTONE_TYPE
 from switch.store.repository import Store, TerminalInfo, as_utc, merchant_name
-from switch.store.schema import receipt_layouts, receipts
+from switch.store.schema import receipt_layouts, receipts, terminals
 
 log = logging.getLogger(__name__)
 
@@ -206,29 +209,46 @@ class Receipts:
             row = conn.execute(
                 select(receipt_layouts).where(receipt_layouts.c.merchant_id == merchant_id)
             ).first()
-        return ReceiptLayout(row.header, row.footer) if row is not None else ReceiptLayout()
+        if row is None:
+            return ReceiptLayout()
+        return ReceiptLayout(row.header, row.footer, row.logo_png or b"")
 
-    def set_layout(self, merchant_id: str, layout: ReceiptLayout) -> ReceiptLayout:
+    def set_layout(
+        self, merchant_id: str, layout: ReceiptLayout, *, remove_logo: bool = False
+    ) -> ReceiptLayout:
+        """Header and footer as given; the logo replaced when one is given, removed when asked,
+        kept otherwise. The layout as stored now."""
         for field, text in (("header", layout.header), ("footer", layout.footer)):
             if len(text) > RECEIPT_TEXT_LENGTH_MAX:
                 raise ReceiptRefusedError(
                     "invalid", f"{field} is {len(text)} characters; at most {RECEIPT_TEXT_LENGTH_MAX}"
                 )
+        if layout.logo_png and remove_logo:
+            raise ReceiptRefusedError("invalid", "logo_png and remove_logo: give one of them")
+        problem = logo_problem(layout.logo_png) if layout.logo_png else None
+        if problem:
+            raise ReceiptRefusedError("invalid", problem)
+        values: dict[str, object] = {"header": layout.header, "footer": layout.footer}
+        if layout.logo_png or remove_logo:
+            values["logo_png"] = layout.logo_png or None
         with self._engine.begin() as conn:
             if merchant_name(conn, merchant_id) is None:
                 raise ReceiptRefusedError("not_found", f"merchant_id {merchant_id!r}: no such merchant")
             changed = conn.execute(
-                update(receipt_layouts)
-                .where(receipt_layouts.c.merchant_id == merchant_id)
-                .values(header=layout.header, footer=layout.footer)
+                update(receipt_layouts).where(receipt_layouts.c.merchant_id == merchant_id).values(**values)
             ).rowcount
             if not changed:
-                conn.execute(
-                    receipt_layouts.insert().values(
-                        merchant_id=merchant_id, header=layout.header, footer=layout.footer
-                    )
-                )
-        return layout
+                conn.execute(receipt_layouts.insert().values(merchant_id=merchant_id, **values))
+        return self.layout(merchant_id)
+
+    def preview(self, merchant_id: str, location_name: str) -> tuple[str, str, bool]:
+        """(subject, body, with a logo) of a made-up receipt in the merchant's layout."""
+        facts = sample_facts(
+            self._store.merchant_name(merchant_id) or "", location_name, self._now().astimezone(self._zone)
+        )
+        layout = self.layout(merchant_id)
+        subject, body = render(facts, layout)
+        return subject, body, bool(layout.logo_png)
 
     # Operators
 
@@ -313,7 +333,12 @@ class Receipts:
         assert server is not None
         with self._engine.connect() as conn:
             due = conn.execute(
-                select(receipts)
+                select(receipts, receipt_layouts.c.logo_png)
+                .select_from(
+                    receipts.join(terminals, terminals.c.terminal_id == receipts.c.terminal_id).outerjoin(
+                        receipt_layouts, receipt_layouts.c.merchant_id == terminals.c.merchant_id
+                    )
+                )
                 .where(receipts.c.state == "queued", receipts.c.next_attempt_at <= self._now())
                 .order_by(receipts.c.next_attempt_at)
                 .limit(DUE_BATCH_MAX)
@@ -325,7 +350,7 @@ class Receipts:
             if not self._claim(row.receipt_id, row.next_attempt_at, server):
                 continue  # another node's mailer took it
             try:
-                send_mail(server, row.recipient, row.subject, row.body)
+                send_mail(server, row.recipient, row.subject, row.body, row.logo_png or b"")
             except smtplib.SMTPResponseException as error:
                 permanent = 500 <= error.smtp_code < 600
                 self._put_off(row, f"mail server answered {error.smtp_code}", give_up=permanent)
@@ -396,8 +421,11 @@ class Receipts:
             log.warning("receipt given up", extra={"receipt_id": receipt_id, "error": error})
 
 
-def send_mail(server: MailServer, recipient: str, subject: str, body: str) -> None:
-    """One plain-text mail through the mail server; smtplib's and the socket's errors as they come."""
+def send_mail(server: MailServer, recipient: str, subject: str, body: str, logo_png: bytes = b"") -> None:
+    """One plain-text mail through the mail server; smtplib's and the socket's errors as they come.
+
+    With a logo, an HTML part beside the text shows the logo above the same text.
+    """
     message = email.message.EmailMessage()
     message["From"] = server.sender
     message["To"] = recipient
@@ -407,6 +435,16 @@ def send_mail(server: MailServer, recipient: str, subject: str, body: str) -> No
         domain=server.sender.rpartition("@")[2] or socket.getfqdn()
     )
     message.set_content(body)
+    if logo_png:
+        logo_id = email.utils.make_msgid(domain=server.sender.rpartition("@")[2] or socket.getfqdn())
+        message.add_alternative(
+            f'<html><body><p><img src="cid:{logo_id[1:-1]}" alt="logo"></p>'
+            f"<pre>{html.escape(body)}</pre></body></html>",
+            subtype="html",
+        )
+        html_part = message.get_body(("html",))
+        assert isinstance(html_part, email.message.EmailMessage)
+        html_part.add_related(logo_png, "image", "png", cid=logo_id)
     with smtplib.SMTP(server.host, server.port, timeout=server.timeout_s) as smtp:
         if server.starttls:
             smtp.starttls()

@@ -1280,21 +1280,34 @@ class ReceiptLayout(_message.Message):
     MERCHANT_ID_FIELD_NUMBER: _builtins.int
     HEADER_FIELD_NUMBER: _builtins.int
     FOOTER_FIELD_NUMBER: _builtins.int
+    LOGO_PNG_FIELD_NUMBER: _builtins.int
+    REMOVE_LOGO_FIELD_NUMBER: _builtins.int
+    HAS_LOGO_FIELD_NUMBER: _builtins.int
     merchant_id: _builtins.str
     header: _builtins.str
     """lines under the shop's name; at most 500 characters"""
     footer: _builtins.str
     """lines at the end; at most 500 characters"""
+    logo_png: _builtins.bytes
+    """The shop's logo above the receipt (PNG, at most 64 KiB and 576x384 pixels). Setting: empty
+    keeps the logo there is; remove_logo removes it. Answers carry the logo there is now.
+    """
+    remove_logo: _builtins.bool
+    has_logo: _builtins.bool
+    """in answers"""
     def __init__(
         self,
         *,
         merchant_id: _builtins.str = ...,
         header: _builtins.str = ...,
         footer: _builtins.str = ...,
+        logo_png: _builtins.bytes = ...,
+        remove_logo: _builtins.bool = ...,
+        has_logo: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["footer", b"footer", "header", b"header", "merchant_id", b"merchant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["footer", b"footer", "has_logo", b"has_logo", "header", b"header", "logo_png", b"logo_png", "merchant_id", b"merchant_id", "remove_logo", b"remove_logo"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -85,6 +85,21 @@ class PortalStub:
                 request_serializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordResponse.FromString,
                 _registered_method=True)
+        self.GetReceiptLayout = channel.unary_unary(
+                '/txswitch.v1.Portal/GetReceiptLayout',
+                request_serializer=protocols_dot_wire_dot_portal__pb2.GetReceiptLayoutRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.FromString,
+                _registered_method=True)
+        self.SetReceiptLayout = channel.unary_unary(
+                '/txswitch.v1.Portal/SetReceiptLayout',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.FromString,
+                _registered_method=True)
+        self.PreviewReceipt = channel.unary_unary(
+                '/txswitch.v1.Portal/PreviewReceipt',
+                request_serializer=protocols_dot_wire_dot_portal__pb2.PreviewReceiptRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_portal__pb2.ReceiptPreview.FromString,
+                _registered_method=True)
         self.RequestPasswordReset = channel.unary_unary(
                 '/txswitch.v1.Portal/RequestPasswordReset',
                 request_serializer=protocols_dot_wire_dot_portal__pb2.RequestPasswordResetRequest.SerializeToString,
@@ -162,6 +177,26 @@ class PortalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReceiptLayout(self, request, context):
+        """The receipt's layout ("Disposition des reçus"): header, footer and the shop's logo, and a
+        preview of a made-up receipt in it. Owner and managers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetReceiptLayout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewReceipt(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RequestPasswordReset(self, request, context):
         """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
         the login with this address, if there is one; the answer is the same either way.
@@ -231,6 +266,21 @@ def add_PortalServicer_to_server(servicer, server):
                     servicer.ChangePassword,
                     request_deserializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_portal__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'GetReceiptLayout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReceiptLayout,
+                    request_deserializer=protocols_dot_wire_dot_portal__pb2.GetReceiptLayoutRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.SerializeToString,
+            ),
+            'SetReceiptLayout': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReceiptLayout,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.SerializeToString,
+            ),
+            'PreviewReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewReceipt,
+                    request_deserializer=protocols_dot_wire_dot_portal__pb2.PreviewReceiptRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_portal__pb2.ReceiptPreview.SerializeToString,
             ),
             'RequestPasswordReset': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestPasswordReset,
@@ -513,6 +563,87 @@ class Portal:
             '/txswitch.v1.Portal/ChangePassword',
             protocols_dot_wire_dot_portal__pb2.ChangePasswordRequest.SerializeToString,
             protocols_dot_wire_dot_portal__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReceiptLayout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/GetReceiptLayout',
+            protocols_dot_wire_dot_portal__pb2.GetReceiptLayoutRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetReceiptLayout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/SetReceiptLayout',
+            protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/PreviewReceipt',
+            protocols_dot_wire_dot_portal__pb2.PreviewReceiptRequest.SerializeToString,
+            protocols_dot_wire_dot_portal__pb2.ReceiptPreview.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,12 @@ class PortalStub:
     AddEmployee: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]
     UpdateEmployee: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.UpdateEmployeeRequest, _backoffice_pb2.Employee]
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_portal_pb2.ChangePasswordRequest, _portal_pb2.ChangePasswordResponse]
+    GetReceiptLayout: _grpc.UnaryUnaryMultiCallable[_portal_pb2.GetReceiptLayoutRequest, _backoffice_pb2.ReceiptLayout]
+    """The receipt's layout ("Disposition des reçus"): header, footer and the shop's logo, and a
+    preview of a made-up receipt in it. Owner and managers.
+    """
+    SetReceiptLayout: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]
+    PreviewReceipt: _grpc.UnaryUnaryMultiCallable[_portal_pb2.PreviewReceiptRequest, _portal_pb2.ReceiptPreview]
     RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_portal_pb2.RequestPasswordResetRequest, _portal_pb2.RequestPasswordResetResponse]
     """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
     the login with this address, if there is one; the answer is the same either way.
@@ -75,6 +81,12 @@ class PortalAsyncStub(PortalStub):
     AddEmployee: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]  # type: ignore[assignment]
     UpdateEmployee: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.UpdateEmployeeRequest, _backoffice_pb2.Employee]  # type: ignore[assignment]
     ChangePassword: _aio.UnaryUnaryMultiCallable[_portal_pb2.ChangePasswordRequest, _portal_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    GetReceiptLayout: _aio.UnaryUnaryMultiCallable[_portal_pb2.GetReceiptLayoutRequest, _backoffice_pb2.ReceiptLayout]  # type: ignore[assignment]
+    """The receipt's layout ("Disposition des reçus"): header, footer and the shop's logo, and a
+    preview of a made-up receipt in it. Owner and managers.
+    """
+    SetReceiptLayout: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]  # type: ignore[assignment]
+    PreviewReceipt: _aio.UnaryUnaryMultiCallable[_portal_pb2.PreviewReceiptRequest, _portal_pb2.ReceiptPreview]  # type: ignore[assignment]
     RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_portal_pb2.RequestPasswordResetRequest, _portal_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
     """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
     the login with this address, if there is one; the answer is the same either way.
@@ -157,6 +169,30 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         request: _portal_pb2.ChangePasswordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_portal_pb2.ChangePasswordResponse, _abc.Awaitable[_portal_pb2.ChangePasswordResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetReceiptLayout(
+        self,
+        request: _portal_pb2.GetReceiptLayoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.ReceiptLayout, _abc.Awaitable[_backoffice_pb2.ReceiptLayout]]:
+        """The receipt's layout ("Disposition des reçus"): header, footer and the shop's logo, and a
+        preview of a made-up receipt in it. Owner and managers.
+        """
+
+    @_abc_1.abstractmethod
+    def SetReceiptLayout(
+        self,
+        request: _backoffice_pb2.ReceiptLayout,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.ReceiptLayout, _abc.Awaitable[_backoffice_pb2.ReceiptLayout]]: ...
+
+    @_abc_1.abstractmethod
+    def PreviewReceipt(
+        self,
+        request: _portal_pb2.PreviewReceiptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portal_pb2.ReceiptPreview, _abc.Awaitable[_portal_pb2.ReceiptPreview]]: ...
 
     @_abc_1.abstractmethod
     def RequestPasswordReset(

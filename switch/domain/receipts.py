@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from switch.domain.money import Money
 from switch.domain.response_codes import ResponseCode
@@ -68,10 +68,52 @@ def masked_email(address: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ReceiptLayout:
-    """What a merchant adds to every receipt: a header (address, opening hours), a footer (returns)."""
+    """What a merchant adds to every receipt: a header (address, opening hours), a footer (returns)
+    and the shop's logo (PNG) above it all."""
 
     header: str = ""
     footer: str = ""
+    logo_png: bytes = field(default=b"", repr=False)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+LOGO_BYTES_MAX = 65_536
+# A receipt is 58 mm wide, 384 dots on a terminal's printer; the logo heads an e-mail too.
+LOGO_WIDTH_MAX_PX = 576
+LOGO_HEIGHT_MAX_PX = 384
+
+
+def logo_problem(png: bytes) -> str | None:
+    """Why these bytes cannot be a receipt logo, or None: a PNG image, its size and its pixels
+    within the limits (read from the image's IHDR header)."""
+    if len(png) > LOGO_BYTES_MAX:
+        return f"logo_png is {len(png)} bytes; at most {LOGO_BYTES_MAX}"
+    if not png.startswith(PNG_SIGNATURE) or len(png) < 33 or png[12:16] != b"IHDR":
+        return "logo_png is not a PNG image"
+    width_px, height_px = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    if not (0 < width_px <= LOGO_WIDTH_MAX_PX and 0 < height_px <= LOGO_HEIGHT_MAX_PX):
+        return f"logo_png is {width_px}x{height_px} pixels; at most {LOGO_WIDTH_MAX_PX}x{LOGO_HEIGHT_MAX_PX}"
+    return None
+
+
+def sample_facts(merchant_name: str, location_name: str, at: dt.datetime) -> ReceiptFacts:
+    """A made-up approved gift-card payment, for the merchant's preview of the layout."""
+    return ReceiptFacts(
+        merchant_name=merchant_name,
+        location_name=location_name,
+        device_name="A77 (preview)",
+        terminal_id="preview",
+        transaction_id="preview",
+        transaction_type="redemption",
+        payment_method="stored_value",
+        result=ResponseCode.approved,
+        status="approved",
+        at=at,
+        amount=Money(1_250, "EUR"),
+        card_masked="600101******1234",
+        authorization_code="123456",
+        balance_after=Money(3_750, "EUR"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

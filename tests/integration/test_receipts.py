@@ -19,14 +19,27 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import func, select, update
 
 from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import portal_pb2 as portal
+from protocols.wire import portal_pb2_grpc as portal_grpc
 from protocols.wire import terminal_pb2 as pb
+from switch import cli
 from switch.receipts import Receipts
 from switch.server import SwitchServer
 from switch.store.schema import receipts
 from terminal_sim.processes import free_port
-from tests.integration.harness import TerminalClient, World, start_world, world_fixture
+from tests.images import tiny_png
+from tests.integration.harness import (
+    ADMIN_TOKEN,
+    MERCHANT_EMAIL,
+    MERCHANT_PASSWORD,
+    TerminalClient,
+    World,
+    start_world,
+    world_fixture,
+)
 
 CUSTOMER = "jane.doe@example.com"
+MANAGER_EMAIL, MANAGER_PASSWORD = "sam@example.test", "office-password"
 
 
 class Mailbox:
@@ -338,3 +351,100 @@ def test_without_a_mail_server_receipts_are_refused_as_off(world: World) -> None
         send_receipt(terminal, "sale-1")
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "e-mail receipts are off" in (refused.value.details() or "")
+
+
+def test_a_manager_sets_the_layout_and_logo_in_the_portal_and_the_receipt_shows_them(
+    shop: tuple[World, Mailbox],
+) -> None:
+    world, mailbox = shop
+    portal_stub = portal_grpc.PortalStub(world.channel)
+    world.server.core.admin.add_employee(
+        world.merchant_id, "71", "Sam", "1357", "manager", email=MANAGER_EMAIL, password=MANAGER_PASSWORD
+    )
+    manager = portal_session(world, MANAGER_EMAIL, MANAGER_PASSWORD)
+    logo = tiny_png(384, 96)
+    layout = bo.ReceiptLayout(header="Markt 5, Gent", footer="Tot ziens!", logo_png=logo)
+    stored = portal_stub.SetReceiptLayout(layout, metadata=manager, timeout=20)
+    assert (stored.merchant_id, stored.has_logo, stored.logo_png) == (world.merchant_id, True, logo)
+    assert portal_stub.GetReceiptLayout(portal.GetReceiptLayoutRequest(), metadata=manager) == stored
+    preview = portal_stub.PreviewReceipt(portal.PreviewReceiptRequest(), metadata=manager, timeout=20)
+    assert preview.has_logo and preview.subject == "Receipt Shop: gift card payment 12.50 EUR"
+    assert preview.body.splitlines()[:3] == ["Shop", "Shop", "Markt 5, Gent"]  # merchant, location, header
+    assert preview.body.rstrip().endswith("Tot ziens!")
+    terminal = world.terminals[0]
+    terminal.redeem(world.issue(5_000), 1_250, "sale-1")
+    send_receipt(terminal, "sale-1")
+    wait_until(lambda: mailbox.messages)
+    (message,) = mailbox.messages
+    assert "Markt 5, Gent" in body_of(message)
+    html_part = message.get_body(("html",))
+    assert html_part is not None
+    (image,) = [part for part in message.walk() if part.get_content_type() == "image/png"]
+    assert image.get_payload(decode=True) == logo
+    assert f'src="cid:{str(image["Content-ID"]).strip("<>")}"' in str(html_part.get_content())
+    # Without the logo (a layout change keeps it unless asked), the next receipt is text only.
+    kept = portal_stub.SetReceiptLayout(bo.ReceiptLayout(header="Markt 7, Gent"), metadata=manager)
+    assert kept.has_logo and kept.footer == ""
+    removed = portal_stub.SetReceiptLayout(bo.ReceiptLayout(remove_logo=True), metadata=manager)
+    assert (removed.has_logo, removed.logo_png, removed.header) == (False, b"", "")
+    send_receipt(terminal, "sale-1")
+    wait_until(lambda: len(mailbox.messages) == 2)
+    assert mailbox.messages[1].get_content_type() == "text/plain"
+
+
+def test_a_bad_logo_or_a_cashier_changes_no_layout(shop: tuple[World, Mailbox]) -> None:
+    world, _ = shop
+    portal_stub = portal_grpc.PortalStub(world.channel)
+    owner = portal_session(world, MERCHANT_EMAIL, MERCHANT_PASSWORD)
+    first = portal_stub.SetReceiptLayout(
+        bo.ReceiptLayout(header="Kade 1", logo_png=tiny_png(10, 10)), metadata=owner
+    )
+    for layout, named in (
+        (bo.ReceiptLayout(header="Kade 2", logo_png=b"GIF89a" + bytes(40)), "logo_png is not a PNG image"),
+        (bo.ReceiptLayout(header="Kade 2", logo_png=tiny_png(800, 10)), "logo_png is 800x10 pixels"),
+        (bo.ReceiptLayout(logo_png=tiny_png(10, 10), remove_logo=True), "logo_png and remove_logo"),
+        (bo.ReceiptLayout(header="x" * 501), "header is 501 characters"),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            portal_stub.SetReceiptLayout(layout, metadata=owner, timeout=20)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (refused.value.details() or "").startswith(named), refused.value.details()
+    other = world.server.core.admin.create_merchant("Bakery", "bakery@example.test", "bakery-password")
+    with pytest.raises(grpc.RpcError) as refused:
+        portal_stub.SetReceiptLayout(bo.ReceiptLayout(merchant_id=other, header="mine"), metadata=owner)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    world.server.core.admin.add_employee(
+        world.merchant_id, "72", "Kim", "2468", email="kim@example.test", password="kim-password"
+    )
+    cashier = portal_session(world, "kim@example.test", "kim-password")
+    calls: list[tuple[Any, object]] = [
+        (portal_stub.SetReceiptLayout, bo.ReceiptLayout(header="cashier was here")),
+        (portal_stub.GetReceiptLayout, portal.GetReceiptLayoutRequest()),
+        (portal_stub.PreviewReceipt, portal.PreviewReceiptRequest()),
+    ]
+    for call, request in calls:
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request, metadata=cashier, timeout=20)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert portal_stub.GetReceiptLayout(portal.GetReceiptLayoutRequest(), metadata=owner) == first
+    assert world.server.core.receipts.layout(other).header == ""
+
+
+def portal_session(world: World, email: str, password: str) -> tuple[tuple[str, str], ...]:
+    session = portal_grpc.PortalStub(world.channel).SignIn(
+        portal.SignInRequest(email=email, password=password), timeout=20
+    )
+    return (("authorization", f"Bearer {session.token}"),)
+
+
+def test_the_admin_command_sends_a_logo_file(shop: tuple[World, Mailbox], tmp_path: Path) -> None:
+    world, _ = shop
+    (tmp_path / "admin.token").write_text(ADMIN_TOKEN)
+    logo = tmp_path / "shop-logo.png"
+    logo.write_bytes(tiny_png(200, 50))
+    base = ["admin", "--data-dir", str(tmp_path), "--target", world.server.address, "set-receipt-layout"]
+    assert cli.main([*base, f"merchant_id={world.merchant_id}", "header=Kade 3", f"logo_png={logo}"]) == 0
+    assert world.server.core.receipts.layout(world.merchant_id).logo_png == logo.read_bytes()
+    missing = tmp_path / "no-such-logo.png"
+    assert cli.main([*base, f"merchant_id={world.merchant_id}", f"logo_png={missing}"]) == 2
+    assert world.server.core.receipts.layout(world.merchant_id).header == "Kade 3"

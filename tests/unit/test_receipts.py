@@ -9,14 +9,17 @@ import pytest
 
 from switch.domain.money import Money
 from switch.domain.receipts import (
+    LOGO_BYTES_MAX,
     BadEmailError,
     ReceiptFacts,
     ReceiptLayout,
     checked_email,
+    logo_problem,
     masked_email,
     render,
 )
 from switch.domain.response_codes import ResponseCode
+from tests.images import tiny_png
 
 FACTS = ReceiptFacts(
     merchant_name="Bakkerij Jansen",
@@ -96,3 +99,23 @@ def test_a_reversal_that_moved_nothing_shows_no_amount_and_says_what_became_of_i
     subject, body = render(facts, ReceiptLayout())
     assert subject.endswith(" -")
     assert "Amount        -" in body and "Now           reversed" in body
+
+
+@pytest.mark.parametrize(
+    ("logo", "problem"),
+    [
+        (tiny_png(384, 120), None),
+        (tiny_png(576, 384), None),  # the largest
+        (tiny_png(1, 1), None),
+        (tiny_png(577, 10), "logo_png is 577x10 pixels; at most 576x384"),
+        (tiny_png(10, 385), "logo_png is 10x385 pixels; at most 576x384"),
+        (tiny_png(0, 10), "logo_png is 0x10 pixels; at most 576x384"),
+        (b"GIF89a" + bytes(40), "logo_png is not a PNG image"),
+        (tiny_png(10, 10)[:20], "logo_png is not a PNG image"),  # cut off inside its header
+        (tiny_png(10, 10)[:12] + b"IDAT" + tiny_png(10, 10)[16:], "logo_png is not a PNG image"),
+        (tiny_png(10, 10) + bytes(LOGO_BYTES_MAX), f"is {LOGO_BYTES_MAX + len(tiny_png(10, 10))} bytes"),
+    ],
+)
+def test_a_receipt_logo_is_a_png_within_the_limits(logo: bytes, problem: str | None) -> None:
+    found = logo_problem(logo)
+    assert found is None if problem is None else found is not None and problem in found
