@@ -18,7 +18,7 @@ import smtplib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, delete, func, select, update
 
@@ -45,12 +45,9 @@ class ResetsOffError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _ResetMail:
-    recipient: str
-    code: str = ""  # never in a repr or a log line
-    expires_at: dt.datetime = dt.datetime.min
-
-    def __repr__(self) -> str:
-        return "_ResetMail(...)"
+    recipient: str = field(repr=False)
+    code: str = field(repr=False)  # never in a repr or a log line
+    expires_at: dt.datetime
 
 
 class PasswordResets:

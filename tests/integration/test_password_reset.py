@@ -10,16 +10,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
 from switch.store.schema import password_resets
-from terminal_sim.processes import free_port
 from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, start_world, world_fixture
 from tests.integration.test_portal import days, refusal, sign_in, stub
-from tests.integration.test_receipts import Mailbox, body_of, wait_until
+from tests.integration.test_receipts import Mailbox, body_of, mail_server, wait_until
 
 NEW_PASSWORD = "a-new-password"
 USER_EMAIL, USER_PASSWORD = "till@example.test", "till-password"
@@ -28,25 +26,10 @@ CODE = re.compile(r"Your reset code: (\S+)")
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[World, Mailbox]]:
-    mailbox = Mailbox()
-    port = free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield from (
-            (world, mailbox)
-            for world in world_fixture(
-                request,
-                tmp_path,
-                terminals=0,
-                smtp_host="127.0.0.1",
-                smtp_port=port,
-                sign_in_tries_max=3,
-                password_resets_per_hour_max=3,
-            )
-        )
-    finally:
-        controller.stop()
+    with mail_server() as (port, mailbox):
+        settings = {"smtp_host": "127.0.0.1", "smtp_port": port, "sign_in_tries_max": 3}
+        for world in world_fixture(request, tmp_path, terminals=0, **settings):
+            yield world, mailbox
 
 
 def ask(world: World, email: str) -> str:

@@ -65,19 +65,26 @@ class Mailbox:
         return "250 OK"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[World, Mailbox]]:
+@contextmanager
+def mail_server() -> Iterator[tuple[int, Mailbox]]:
+    """A real SMTP server on a free loopback port, and the mailbox of what it took."""
     mailbox = Mailbox()
     port = free_port()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
+        yield port, mailbox
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[World, Mailbox]]:
+    with mail_server() as (port, mailbox):
         for world in world_fixture(
             request, tmp_path, smtp_host="127.0.0.1", smtp_port=port, smtp_sender="bonnen@shop.example"
         ):
             yield world, mailbox
-    finally:
-        controller.stop()
 
 
 def send_receipt(terminal: TerminalClient, txn: str, address: str = CUSTOMER) -> pb.SendReceiptResponse:
