@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import queue
 import secrets
@@ -92,7 +91,7 @@ class PasswordResets:
             login = found[0]
             conn.execute(
                 password_resets.insert().values(
-                    code_hash=_digest(code),
+                    code_hash=credentials.credential_hash(code),
                     email_hash=key,
                     merchant_id=login.merchant_id,
                     employee_id=login.employee_id,
@@ -128,7 +127,9 @@ class PasswordResets:
         now = self._now()
         with self._engine.begin() as conn:
             row = conn.execute(
-                select(password_resets).where(password_resets.c.code_hash == _digest(code)).with_for_update()
+                select(password_resets)
+                .where(password_resets.c.code_hash == credentials.credential_hash(code))
+                .with_for_update()
             ).first()
             if row is None or row.used_at is not None or as_utc(row.expires_at) <= now:
                 raise PermissionError(CODE_REFUSED)
@@ -187,7 +188,3 @@ def _current_login(conn: Connection, merchant_id: str, employee_id: str | None) 
     if user is None or not user.active or user.email is None:
         return None
     return Login(merchant_id, merchant.name, user.email, user.role, employee_id, user.name)
-
-
-def _digest(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()
