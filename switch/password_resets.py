@@ -26,6 +26,7 @@ from switch.config import Settings
 from switch.domain.employees import OWNER, password_problem
 from switch.passwords import Login, email_digest, login_of, store_password
 from switch.receipts import MailServer, send_mail
+from switch.store.key_locks import lock_name
 from switch.store.repository import as_utc
 from switch.store.schema import employees, merchants, password_resets, sign_in_failures
 
@@ -85,6 +86,7 @@ class PasswordResets:
         code = CODE_PREFIX + secrets.token_urlsafe(24)
         expires_at = now + dt.timedelta(seconds=self._code_s)
         with self._engine.begin() as conn:
+            lock_name(conn, f"password-reset:{key}")  # two asks at once count each other
             found = login_of(conn, email)
             if found is None or self._asked_often(conn, key, now):
                 return

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -130,6 +132,17 @@ def test_codes_expire_are_limited_per_hour_and_a_reset_lifts_the_sign_in_lock(
     assert reset(world, codes[1]).email == MERCHANT_EMAIL
     assert sign_in(world, MERCHANT_EMAIL, NEW_PASSWORD)  # the lock went with the reset
     assert refusal(reset, world, codes[2])[0] == grpc.StatusCode.UNAUTHENTICATED  # the others too
+
+
+def test_asks_at_the_same_moment_mail_no_more_than_the_hours_limit(shop: tuple[World, Mailbox]) -> None:
+    world, mailbox = shop
+    asks = 12
+    with ThreadPoolExecutor(max_workers=asks) as pool:
+        list(pool.map(lambda _: ask(world, MERCHANT_EMAIL), range(asks)))
+    assert len(stored_reset_values(world)) == 3 * len(password_resets.c)  # 3 codes stored, not more
+    next_code(mailbox, 3)
+    time.sleep(0.5)  # a fourth mail would be on its way by now
+    assert len(mailbox.messages) == 3
 
 
 def test_an_expired_code_is_refused(shop: tuple[World, Mailbox]) -> None:
