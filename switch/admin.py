@@ -28,6 +28,7 @@ from switch.domain.programmes import ProgrammeKind, commission_minor
 from switch.domain.receipts import BadEmailError, checked_email
 from switch.passwords import MerchantPasswords, NotAllowedError, SignInLockout
 from switch.store.journal import Write
+from switch.store.key_locks import lock_name
 from switch.store.repository import Store, TerminalInfo, as_utc
 from switch.store.schema import (
     accounts,
@@ -185,7 +186,9 @@ class Admin:
                 "characters"
             )
         merchant_id = new_id("mer")
+        password_hash = credentials.hash_password(password)
         with self._engine.begin() as conn:
+            _lock_email(conn, email.lower())
             if conn.execute(
                 select(merchants.c.merchant_id).where(merchants.c.email == email.lower())
             ).first():
@@ -200,7 +203,7 @@ class Admin:
                     "merchant_id": merchant_id,
                     "name": name,
                     "email": email.lower(),
-                    "password_hash": credentials.hash_password(password),
+                    "password_hash": password_hash,
                     "created_at": self._now(),
                 },
             )
@@ -252,6 +255,7 @@ class Admin:
         self._require_merchant(merchant_id)
         employee_id = new_id("emp")
         with self._engine.begin() as conn:
+            _lock_email(conn, login.get("email"))
             _refuse_taken_email(conn, login.get("email"), employee_id)
             conn.execute(
                 insert(employees),
@@ -305,6 +309,7 @@ class Admin:
             values["active"] = active
         if values:
             with self._engine.begin() as conn:
+                _lock_email(conn, values.get("email"))
                 row = conn.execute(
                     select(employees.c.employee_id, employees.c.email, employees.c.role)
                     .where(*_employee_key(merchant_id, employee_number))
@@ -588,6 +593,13 @@ def _login_values(email: str, password: str) -> dict[str, object]:
             raise AdminError(problem)
         values["password_hash"] = credentials.hash_password(password)
     return values
+
+
+def _lock_email(conn: Connection, email: object) -> None:
+    """Before the first read: a merchant and a user taking one address at once take turns, so
+    the second sees the first's login (the tables' unique keys each cover only their own)."""
+    if isinstance(email, str):
+        lock_name(conn, f"login-email:{email}")
 
 
 def _refuse_taken_email(conn: Connection, email: object, employee_id: str) -> None:

@@ -6,6 +6,7 @@ Real gRPC server on loopback, on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -303,6 +304,40 @@ def test_a_bad_login_for_a_user_is_refused_naming_what_and_changes_nothing(world
         grpc.StatusCode.INVALID_ARGUMENT,
         f"email {CASHIER_EMAIL} is taken by another login",
     )
+
+
+def test_a_merchant_and_a_user_taking_one_address_at_the_same_moment_get_it_once(world: World) -> None:
+    admin = world.server.core.admin
+    addresses = [f"race{n}@example.test" for n in range(6)]
+
+    def take(address: str, as_merchant: bool) -> bool:
+        try:
+            if as_merchant:
+                admin.create_merchant("Racer", address, "racer-password")
+            else:
+                admin.add_employee(
+                    world.merchant_id, address, "Racer", "2468", email=address, password="racer-pw"
+                )
+        except AdminError as error:
+            assert str(error) in (
+                f"email {address} is taken by another login",
+                f"a merchant with e-mail {address} exists",
+            )
+            return False
+        return True
+
+    attempts = [(address, as_merchant) for address in addresses for as_merchant in (True, False)]
+    with ThreadPoolExecutor(max_workers=len(attempts)) as pool:
+        taken = list(pool.map(lambda attempt: take(*attempt), attempts))
+    assert [taken[i] + taken[i + 1] for i in range(0, len(taken), 2)] == [1] * len(addresses)
+    with world.server.core.store.engine.connect() as conn:
+        merchant_logins = conn.execute(
+            select(merchants.c.email).where(merchants.c.email.in_(addresses))
+        ).scalars()
+        user_logins = conn.execute(
+            select(employees.c.email).where(employees.c.email.in_(addresses))
+        ).scalars()
+        assert sorted([*merchant_logins, *user_logins]) == addresses  # each address signs in one login
 
 
 def test_each_call_reads_the_users_state_again_not_just_the_session(world: World) -> None:
