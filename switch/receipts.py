@@ -38,6 +38,7 @@ from switch.domain.receipts import (
 )
 from switch.domain.response_codes import ResponseCode
 from switch.store.journal import TOMBSTONE_TYPE
+from switch.store.key_locks import lock_name
 from switch.store.repository import Store, TerminalInfo, as_utc, merchant_name
 from switch.store.schema import receipt_layouts, receipts, terminals
 
@@ -140,6 +141,7 @@ class Receipts:
         queued = QueuedReceipt(new_id("rcp"), masked_email(recipient))
         now = self._now()
         with self._engine.begin() as conn:
+            lock_name(conn, f"receipts:{terminal_id}:{transaction_id}")  # asks at once count each other
             sent_before = conn.execute(
                 select(func.count()).where(
                     receipts.c.terminal_id == terminal_id, receipts.c.transaction_id == transaction_id

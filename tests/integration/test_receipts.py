@@ -9,6 +9,7 @@ import email.policy
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,24 @@ def test_receipts_of_unknown_or_foreign_transactions_and_too_many_are_refused(
     assert "at most 3 receipts" in (refused.value.details() or "")
     with world.server.core.store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(receipts)).scalar_one() == 3
+
+
+def test_receipts_asked_at_the_same_moment_stop_at_the_limit(shop: tuple[World, Mailbox]) -> None:
+    world, _ = shop
+    terminal = world.terminals[0]
+    terminal.redeem(world.issue(1_000), 100, "sale-1")
+
+    def answer(_: int) -> grpc.StatusCode:
+        try:
+            send_receipt(terminal, "sale-1")
+        except grpc.RpcError as refused:
+            return refused.code()
+        return grpc.StatusCode.OK
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = sorted(pool.map(answer, range(8)), key=lambda code: code.value)
+    assert answers == [grpc.StatusCode.OK] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 5
+    assert len(stored_receipts(world)) == 3
 
 
 def test_a_layout_names_what_is_wrong(shop: tuple[World, Mailbox]) -> None:
