@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import secrets
 import threading
 from collections.abc import Callable
@@ -166,5 +165,6 @@ def _unknown_hash() -> str:
     return credentials.hash_password(secrets.token_urlsafe(16))
 
 
-def email_digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def email_digest(email: str) -> str:
+    """How an address is kept where only matching it is needed (sign-in tries, reset codes)."""
+    return credentials.credential_hash(email)

@@ -9,7 +9,6 @@ role takes effect at once.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ class PortalSessions:
             conn.execute(delete(portal_sessions).where(portal_sessions.c.expires_at <= now))
             conn.execute(
                 portal_sessions.insert().values(
-                    token_hash=_digest(token),
+                    token_hash=credentials.credential_hash(token),
                     merchant_id=login.merchant_id,
                     employee_id=login.employee_id,
                     created_at=now,
@@ -82,7 +81,7 @@ class PortalSessions:
                 )
                 .join(merchants, m.merchant_id == s.merchant_id)
                 .outerjoin(employees, e.employee_id == s.employee_id)
-                .where(s.token_hash == _digest(token))
+                .where(s.token_hash == credentials.credential_hash(token))
             ).first()
         if row is None or as_utc(row.expires_at) <= self._now():
             raise PermissionError(NO_SESSION)
@@ -96,7 +95,11 @@ class PortalSessions:
 
     def sign_out(self, token: str) -> None:
         with self._engine.begin() as conn:
-            conn.execute(delete(portal_sessions).where(portal_sessions.c.token_hash == _digest(token)))
+            conn.execute(
+                delete(portal_sessions).where(
+                    portal_sessions.c.token_hash == credentials.credential_hash(token)
+                )
+            )
 
     def change_password(self, token: str, current: str, new: str) -> None:
         """The signed-in login's own password; its other sessions end, this one stays.
@@ -111,8 +114,4 @@ class PortalSessions:
         self._passwords.verify(login.email, current)
         password_hash = credentials.hash_password(new)
         with self._engine.begin() as conn:
-            store_password(conn, login, password_hash, keep_session_hash=_digest(token))
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+            store_password(conn, login, password_hash, keep_session_hash=credentials.credential_hash(token))
