@@ -168,12 +168,8 @@ class CardActor(SwitchActor):
             merchant_id=terminal.merchant_id,
             programme_id=card.programme.programme_id,
         )
-        outcome = self._approved(
-            command.transaction_id, TransactionType.redemption, decision, terminal, -amount_minor
-        )
-        outcome = dataclasses.replace(outcome, requested=command.amount)
-        record = record_of(
-            outcome, terminal.terminal_id, fingerprint, card_id=card.card_id, merchant_id=terminal.merchant_id
+        outcome, record = self._approved(
+            command, TransactionType.redemption, decision, terminal, fingerprint, -amount_minor
         )
         return self._submit(Write(record=record, entry=entry), outcome, _Pending(-amount_minor))
 
@@ -193,17 +189,15 @@ class CardActor(SwitchActor):
             holder_minor,
             funder_minor,
         )
-        outcome = self._approved(
-            command.transaction_id, TransactionType.load, decision, terminal, decision.amount_minor
-        )
-        outcome = dataclasses.replace(
-            outcome,
-            requested=command.amount,
+        outcome, record = self._approved(
+            command,
+            TransactionType.load,
+            decision,
+            terminal,
+            fingerprint,
+            decision.amount_minor,
             cardholder_part=card.money(holder_minor),
             funder_part=card.money(funder_minor) if funder_minor else None,
-        )
-        record = record_of(
-            outcome, terminal.terminal_id, fingerprint, card_id=card.card_id, merchant_id=terminal.merchant_id
         )
         return self._submit(Write(record=record, entry=entry), outcome, _Pending(decision.amount_minor))
 
@@ -253,17 +247,8 @@ class CardActor(SwitchActor):
             merchant_id=terminal.merchant_id,
             programme_id=card.programme.programme_id,
         )
-        outcome = self._approved(
-            command.transaction_id, TransactionType.refund, decision, terminal, amount_minor
-        )
-        outcome = dataclasses.replace(outcome, requested=command.amount)
-        record = record_of(
-            outcome,
-            terminal.terminal_id,
-            message.fingerprint,
-            card_id=card.card_id,
-            merchant_id=terminal.merchant_id,
-            original_transaction_id=command.original_transaction_id,
+        outcome, record = self._approved(
+            command, TransactionType.refund, decision, terminal, message.fingerprint, amount_minor
         )
         change = OriginalChange(
             terminal.terminal_id, command.original_transaction_id, "approved", refund_minor=amount_minor
@@ -306,25 +291,16 @@ class CardActor(SwitchActor):
         kind = "cancel" if isinstance(command, Cancel) else "reversal"
         entry = original_entry.reversed(undo_key(terminal.terminal_id, command.original_transaction_id), kind)
         transaction_type = COMMAND_TYPES[type(command)]
-        amount = card.money(original.record.approved_minor)
-        outcome = self._approved(
-            command.transaction_id,
+        outcome, record = self._approved(
+            command,
             transaction_type,
-            Decision(ResponseCode.approved, amount.amount_minor),
+            Decision(ResponseCode.approved, original.record.approved_minor),
             terminal,
+            message.fingerprint,
             card_delta_minor,
         )
-        outcome = dataclasses.replace(outcome, requested=amount)
         new_status = (
             TransactionStatus.cancelled if isinstance(command, Cancel) else TransactionStatus.reversed
-        )
-        record = record_of(
-            outcome,
-            terminal.terminal_id,
-            message.fingerprint,
-            card_id=card.card_id,
-            merchant_id=terminal.merchant_id,
-            original_transaction_id=command.original_transaction_id,
         )
         change = OriginalChange(
             terminal.terminal_id, command.original_transaction_id, new_status.value, require_unrefunded=True
@@ -336,28 +312,48 @@ class CardActor(SwitchActor):
 
     def _approved(
         self,
-        transaction_id: str,
+        command: Redeem | Load | Refund | Cancel | Reversal,
         transaction_type: TransactionType,
         decision: Decision,
         terminal: TerminalContext,
+        fingerprint: str,
         delta_minor: int,
-    ) -> Outcome:
+        *,
+        cardholder_part: Money | None = None,
+        funder_part: Money | None = None,
+    ) -> tuple[Outcome, TransactionRecord]:
+        """The approval's answer and the row that stores it. `requested` is the command's amount;
+        a cancel or reversal, which names none, asks for what the original approved."""
         card = self.card
         balance_after_minor = self.available_minor + min(delta_minor, 0)
         if delta_minor > 0:
             balance_after_minor += delta_minor
-        return Outcome(
-            transaction_id,
+        approved = card.money(decision.amount_minor)
+        outcome = Outcome(
+            command.transaction_id,
             transaction_type,
             decision.code,
             decision.detail,
-            approved=card.money(decision.amount_minor),
+            requested=approved if isinstance(command, Cancel | Reversal) else command.amount,
+            approved=approved,
             balance=card.money(balance_after_minor),
             card_masked=card.masked,
             authorization_code=authorization_code(),
             period_number=terminal.period_number,
+            cardholder_part=cardholder_part,
+            funder_part=funder_part,
             status=TransactionStatus.approved,
         )
+        original = command.original_transaction_id if isinstance(command, Refund | Cancel | Reversal) else ""
+        record = record_of(
+            outcome,
+            terminal.terminal_id,
+            fingerprint,
+            card_id=card.card_id,
+            merchant_id=terminal.merchant_id,
+            original_transaction_id=original,
+        )
+        return outcome, record
 
     def _decline(
         self,
