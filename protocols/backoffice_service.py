@@ -328,6 +328,14 @@ class BackofficeService(bo_grpc.BackofficeServicer):
     def SetReceiptLayout(self, request: bo.ReceiptLayout, context: grpc.ServicerContext) -> bo.ReceiptLayout:
         return self._run(context, lambda: set_receipt_layout_pb(self._core, request))
 
+    def ListLocations(
+        self, request: bo.ListLocationsRequest, context: grpc.ServicerContext
+    ) -> bo.LocationList:
+        return self._run(context, lambda: locations_pb(self._core, request.merchant_id))
+
+    def SetLocationLogo(self, request: bo.LocationLogo, context: grpc.ServicerContext) -> bo.Location:
+        return self._run(context, lambda: set_location_logo_pb(self._core, request))
+
 
 def set_receipt_layout_pb(core: SwitchCore, request: bo.ReceiptLayout) -> bo.ReceiptLayout:
     """Header, footer and logo of a merchant's receipts (backoffice and portal)."""
@@ -344,6 +352,41 @@ def set_receipt_layout_pb(core: SwitchCore, request: bo.ReceiptLayout) -> bo.Rec
             raise LookupError(str(refusal)) from None
         raise AdminError(str(refusal)) from None
     return receipt_layout_pb(request.merchant_id, layout)
+
+
+def locations_pb(core: SwitchCore, merchant_id: str) -> bo.LocationList:
+    if not merchant_id:
+        raise AdminError("merchant_id is missing")
+    return bo.LocationList(
+        locations=[
+            bo.Location(
+                location_id=info.location_id,
+                merchant_id=info.merchant_id,
+                name=info.name,
+                address=info.address,
+                has_logo=info.has_logo,
+                terminals=info.terminals,
+            )
+            for info in core.admin.list_locations(merchant_id)
+        ]
+    )
+
+
+def set_location_logo_pb(core: SwitchCore, request: bo.LocationLogo) -> bo.Location:
+    """A location's own receipt logo set or removed (backoffice and portal); the location now."""
+    for field in ("merchant_id", "location"):
+        if not getattr(request, field):
+            raise AdminError(f"{field} is missing")
+    try:
+        core.receipts.set_location_logo(
+            request.merchant_id, request.location, request.logo_png, remove=request.remove_logo
+        )
+    except ReceiptRefusedError as refusal:
+        if refusal.kind == "not_found":
+            raise LookupError(str(refusal)) from None
+        raise AdminError(str(refusal)) from None
+    listed = locations_pb(core, request.merchant_id).locations
+    return next(location for location in listed if location.name == request.location)
 
 
 def receipt_layout_pb(merchant_id: str, layout: ReceiptLayout) -> bo.ReceiptLayout:

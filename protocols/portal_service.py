@@ -11,8 +11,10 @@ from protocols import convert
 from protocols.backoffice_service import (
     add_employee_pb,
     list_employees_pb,
+    locations_pb,
     merchant_summary_pb,
     receipt_layout_pb,
+    set_location_logo_pb,
     set_receipt_layout_pb,
     terminal_view,
     transaction_report_pb,
@@ -30,6 +32,7 @@ from switch.domain.reports import ReportQueryError
 from switch.password_resets import ResetsOffError
 from switch.passwords import Login, NotAllowedError, TooManySignInsError
 from switch.portal import PortalSessions
+from switch.receipts import ReceiptRefusedError
 
 T = TypeVar("T")
 RESET_ASKED = "if a login has this address, a reset code is on its way to it"
@@ -155,11 +158,30 @@ class PortalService(portal_grpc.PortalServicer):
         self, request: portal.PreviewReceiptRequest, context: grpc.ServicerContext
     ) -> portal.ReceiptPreview:
         def action(login: Login) -> portal.ReceiptPreview:
-            locations = self._core.admin.location_names(login.merchant_id)
-            subject, body, has_logo = self._core.receipts.preview(
-                login.merchant_id, locations[0] if locations else ""
+            location = request.location or next(
+                (info.name for info in self._core.admin.list_locations(login.merchant_id)), ""
             )
+            try:
+                subject, body, has_logo = self._core.receipts.preview(login.merchant_id, location)
+            except ReceiptRefusedError as refusal:
+                raise LookupError(str(refusal)) from None
             return portal.ReceiptPreview(subject=subject, body=body, has_logo=has_logo)
+
+        return self._run(context, PortalRight.settings, action)
+
+    def ListLocations(
+        self, request: bo.ListLocationsRequest, context: grpc.ServicerContext
+    ) -> bo.LocationList:
+        def action(login: Login) -> bo.LocationList:
+            _own(context, request, login.merchant_id)
+            return locations_pb(self._core, login.merchant_id)
+
+        return self._run(context, PortalRight.reports, action)
+
+    def SetLocationLogo(self, request: bo.LocationLogo, context: grpc.ServicerContext) -> bo.Location:
+        def action(login: Login) -> bo.Location:
+            _own(context, request, login.merchant_id)
+            return set_location_logo_pb(self._core, request)
 
         return self._run(context, PortalRight.settings, action)
 
@@ -235,6 +257,8 @@ OwnRequest = (
     | bo.AddEmployeeRequest
     | bo.UpdateEmployeeRequest
     | bo.ReceiptLayout
+    | bo.ListLocationsRequest
+    | bo.LocationLogo
 )
 
 

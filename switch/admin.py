@@ -35,6 +35,7 @@ from switch.store.schema import (
     cards,
     employees,
     journal_entries,
+    location_logos,
     locations,
     merchant_programmes,
     merchants,
@@ -79,6 +80,16 @@ class Activation:
     terminal: TerminalInfo
     credential: str
     merchant_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class LocationInfo:
+    location_id: str
+    merchant_id: str
+    name: str
+    address: str
+    has_logo: bool  # its receipts show its own logo
+    terminals: int  # activated there, active or not
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,11 +220,28 @@ class Admin:
             )
         return merchant_id
 
-    def location_names(self, merchant_id: str) -> list[str]:
-        """The names of the merchant's locations, in alphabetical order."""
+    def list_locations(self, merchant_id: str) -> list[LocationInfo]:
+        """The merchant's locations in alphabetical order. AdminError for an unknown merchant."""
+        self._require_merchant(merchant_id)
+        terminals_there = (
+            select(func.count()).where(terminals.c.location_id == locations.c.location_id).scalar_subquery()
+        )
+        has_logo = select(location_logos.c.location_id).where(
+            location_logos.c.location_id == locations.c.location_id
+        )
+        query = (
+            select(locations, terminals_there.label("terminals"), has_logo.exists().label("has_logo"))
+            .where(locations.c.merchant_id == merchant_id)
+            .order_by(locations.c.name)
+        )
         with self._engine.connect() as conn:
-            query = select(locations.c.name).where(locations.c.merchant_id == merchant_id)
-            return list(conn.execute(query.order_by(locations.c.name)).scalars())
+            rows = conn.execute(query).all()
+        return [
+            LocationInfo(
+                row.location_id, merchant_id, row.name, row.address, bool(row.has_logo), row.terminals
+            )
+            for row in rows
+        ]
 
     def add_location(self, merchant_id: str, name: str, address: str = "") -> str:
         if not name:

@@ -151,6 +151,8 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "export-transactions": ("ListTransactions", bo.TransactionReportRequest),  # CSV, every page
     "merchant-summary": ("GetMerchantSummary", bo.MerchantSummaryRequest),
     "set-receipt-layout": ("SetReceiptLayout", bo.ReceiptLayout),
+    "list-locations": ("ListLocations", bo.ListLocationsRequest),
+    "set-location-logo": ("SetLocationLogo", bo.LocationLogo),  # logo_png=<file.png> or remove_logo=true
 }
 CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "replacement_card"}
 

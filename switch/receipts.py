@@ -8,6 +8,7 @@ attempts or at once on a permanent refusal, and then forgets the clear address.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.message
 import email.utils
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Row, func, select, update
+from sqlalchemy import Connection, Engine, Row, func, select, update
 
 from switch.admin import new_id
 from switch.config import Settings
@@ -40,7 +41,7 @@ from switch.domain.response_codes import ResponseCode
 from switch.store.journal import TOMBSTONE_TYPE
 from switch.store.key_locks import lock_name
 from switch.store.repository import Store, TerminalInfo, as_utc, merchant_name
-from switch.store.schema import receipt_layouts, receipts, terminals
+from switch.store.schema import location_logos, locations, receipt_layouts, receipts, terminals
 
 log = logging.getLogger(__name__)
 
@@ -206,14 +207,23 @@ class Receipts:
 
     # The merchant's layout (backoffice)
 
-    def layout(self, merchant_id: str) -> ReceiptLayout:
+    def layout(self, merchant_id: str, location_id: str = "") -> ReceiptLayout:
+        """The merchant's layout; with a location, its logo is the location's own where it has one."""
         with self._engine.connect() as conn:
             row = conn.execute(
                 select(receipt_layouts).where(receipt_layouts.c.merchant_id == merchant_id)
             ).first()
-        if row is None:
-            return ReceiptLayout()
-        return ReceiptLayout(row.header, row.footer, row.logo_png or b"")
+            own_logo = (
+                conn.execute(
+                    select(location_logos.c.logo_png).where(location_logos.c.location_id == location_id)
+                ).scalar()
+                if location_id
+                else None
+            )
+        layout = (
+            ReceiptLayout() if row is None else ReceiptLayout(row.header, row.footer, row.logo_png or b"")
+        )
+        return dataclasses.replace(layout, logo_png=own_logo) if own_logo else layout
 
     def set_layout(
         self, merchant_id: str, layout: ReceiptLayout, *, remove_logo: bool = False
@@ -243,12 +253,31 @@ class Receipts:
                 conn.execute(receipt_layouts.insert().values(merchant_id=merchant_id, **values))
         return self.layout(merchant_id)
 
+    def set_location_logo(
+        self, merchant_id: str, location_name: str, logo_png: bytes, *, remove: bool
+    ) -> None:
+        """The location's own logo replaced by this one, or removed (its receipts show the
+        merchant's logo again). ReceiptRefusedError naming what is wrong."""
+        if bool(logo_png) == remove:
+            raise ReceiptRefusedError("invalid", "give logo_png or remove_logo: one of them")
+        problem = logo_problem(logo_png) if logo_png else None
+        if problem:
+            raise ReceiptRefusedError("invalid", problem)
+        with self._engine.begin() as conn:
+            location_id = _location_id(conn, merchant_id, location_name)
+            conn.execute(location_logos.delete().where(location_logos.c.location_id == location_id))
+            if logo_png:
+                conn.execute(location_logos.insert().values(location_id=location_id, logo_png=logo_png))
+
     def preview(self, merchant_id: str, location_name: str) -> tuple[str, str, bool]:
-        """(subject, body, with a logo) of a made-up receipt in the merchant's layout."""
+        """(subject, body, with a logo) of a made-up receipt in the merchant's layout, as the
+        location's terminals would send it."""
         facts = sample_facts(
             self._store.merchant_name(merchant_id) or "", location_name, self._now().astimezone(self._zone)
         )
-        layout = self.layout(merchant_id)
+        with self._engine.connect() as conn:
+            location_id = _location_id(conn, merchant_id, location_name) if location_name else ""
+        layout = self.layout(merchant_id, location_id)
         subject, body = render(facts, layout)
         return subject, body, bool(layout.logo_png)
 
@@ -335,11 +364,14 @@ class Receipts:
         assert server is not None
         with self._engine.connect() as conn:
             due = conn.execute(
-                select(receipts, receipt_layouts.c.logo_png)
+                select(
+                    receipts,
+                    func.coalesce(location_logos.c.logo_png, receipt_layouts.c.logo_png).label("logo"),
+                )
                 .select_from(
-                    receipts.join(terminals, terminals.c.terminal_id == receipts.c.terminal_id).outerjoin(
-                        receipt_layouts, receipt_layouts.c.merchant_id == terminals.c.merchant_id
-                    )
+                    receipts.join(terminals, terminals.c.terminal_id == receipts.c.terminal_id)
+                    .outerjoin(receipt_layouts, receipt_layouts.c.merchant_id == terminals.c.merchant_id)
+                    .outerjoin(location_logos, location_logos.c.location_id == terminals.c.location_id)
                 )
                 .where(receipts.c.state == "queued", receipts.c.next_attempt_at <= self._now())
                 .order_by(receipts.c.next_attempt_at)
@@ -352,7 +384,7 @@ class Receipts:
             if not self._claim(row.receipt_id, row.next_attempt_at, server):
                 continue  # another node's mailer took it
             try:
-                send_mail(server, row.recipient, row.subject, row.body, row.logo_png or b"")
+                send_mail(server, row.recipient, row.subject, row.body, row.logo or b"")
             except smtplib.SMTPResponseException as error:
                 permanent = 500 <= error.smtp_code < 600
                 self._put_off(row, f"mail server answered {error.smtp_code}", give_up=permanent)
@@ -421,6 +453,17 @@ class Receipts:
             log.info("receipt sent", extra={"receipt_id": receipt_id})
         else:
             log.warning("receipt given up", extra={"receipt_id": receipt_id, "error": error})
+
+
+def _location_id(conn: Connection, merchant_id: str, name: str) -> str:
+    found = conn.execute(
+        select(locations.c.location_id).where(
+            locations.c.merchant_id == merchant_id, locations.c.name == name
+        )
+    ).scalar()
+    if found is None:
+        raise ReceiptRefusedError("not_found", f"location {name!r}: no such location of {merchant_id}")
+    return str(found)
 
 
 def send_mail(server: MailServer, recipient: str, subject: str, body: str, logo_png: bytes = b"") -> None:

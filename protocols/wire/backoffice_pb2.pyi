@@ -204,23 +204,107 @@ class Location(_message.Message):
     LOCATION_ID_FIELD_NUMBER: _builtins.int
     MERCHANT_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    HAS_LOGO_FIELD_NUMBER: _builtins.int
+    TERMINALS_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     merchant_id: _builtins.str
     name: _builtins.str
+    address: _builtins.str
+    has_logo: _builtins.bool
+    """its receipts show its own logo, not the merchant's"""
+    terminals: _builtins.int
+    """terminals activated there, active or not"""
     def __init__(
         self,
         *,
         location_id: _builtins.str = ...,
         merchant_id: _builtins.str = ...,
         name: _builtins.str = ...,
+        address: _builtins.str = ...,
+        has_logo: _builtins.bool = ...,
+        terminals: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "merchant_id", b"merchant_id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "has_logo", b"has_logo", "location_id", b"location_id", "merchant_id", b"merchant_id", "name", b"name", "terminals", b"terminals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Location: _TypeAlias = Location  # noqa: Y015
+
+@_typing.final
+class ListLocationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["merchant_id", b"merchant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLocationsRequest: _TypeAlias = ListLocationsRequest  # noqa: Y015
+
+@_typing.final
+class LocationList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def locations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Location]: ...
+    def __init__(
+        self,
+        *,
+        locations: _abc.Iterable[Global___Location] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["locations", b"locations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LocationList: _TypeAlias = LocationList  # noqa: Y015
+
+@_typing.final
+class LocationLogo(_message.Message):
+    """The logo on the receipts of one location's terminals (PNG, at most 64 KiB and 576x384
+    pixels), in place of the merchant's logo (ReceiptLayout); remove_logo gives them the
+    merchant's logo again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    LOGO_PNG_FIELD_NUMBER: _builtins.int
+    REMOVE_LOGO_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    location: _builtins.str
+    """the location's name"""
+    logo_png: _builtins.bytes
+    remove_logo: _builtins.bool
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        location: _builtins.str = ...,
+        logo_png: _builtins.bytes = ...,
+        remove_logo: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "logo_png", b"logo_png", "merchant_id", b"merchant_id", "remove_logo", b"remove_logo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LocationLogo: _TypeAlias = LocationLogo  # noqa: Y015
 
 @_typing.final
 class AddEmployeeRequest(_message.Message):

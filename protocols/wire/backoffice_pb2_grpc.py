@@ -144,6 +144,16 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.FromString,
                 _registered_method=True)
+        self.ListLocations = channel.unary_unary(
+                '/txswitch.v1.Backoffice/ListLocations',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.ListLocationsRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationList.FromString,
+                _registered_method=True)
+        self.SetLocationLogo = channel.unary_unary(
+                '/txswitch.v1.Backoffice/SetLocationLogo',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationLogo.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Location.FromString,
+                _registered_method=True)
 
 
 class BackofficeServicer:
@@ -287,6 +297,19 @@ class BackofficeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLocations(self, request, context):
+        """A merchant's locations ("Emplacements"), and a logo of one location's own on its receipts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLocationLogo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackofficeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -399,6 +422,16 @@ def add_BackofficeServicer_to_server(servicer, server):
                     servicer.SetReceiptLayout,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.SerializeToString,
+            ),
+            'ListLocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLocations,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ListLocationsRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationList.SerializeToString,
+            ),
+            'SetLocationLogo': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLocationLogo,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationLogo.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.Location.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -995,6 +1028,60 @@ class Backoffice:
             '/txswitch.v1.Backoffice/SetReceiptLayout',
             protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.ReceiptLayout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/ListLocations',
+            protocols_dot_wire_dot_backoffice__pb2.ListLocationsRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.LocationList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLocationLogo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/SetLocationLogo',
+            protocols_dot_wire_dot_backoffice__pb2.LocationLogo.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.Location.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,9 @@ class BackofficeStub:
     """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts."""
     SetReceiptLayout: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]
     """The merchant's own lines on every e-mailed receipt (address, opening hours, return policy)."""
+    ListLocations: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationsRequest, _backoffice_pb2.LocationList]
+    """A merchant's locations ("Emplacements"), and a logo of one location's own on its receipts."""
+    SetLocationLogo: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.LocationLogo, _backoffice_pb2.Location]
 
 @_typing.type_check_only
 class BackofficeAsyncStub(BackofficeStub):
@@ -93,6 +96,9 @@ class BackofficeAsyncStub(BackofficeStub):
     """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts."""
     SetReceiptLayout: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]  # type: ignore[assignment]
     """The merchant's own lines on every e-mailed receipt (address, opening hours, return policy)."""
+    ListLocations: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationsRequest, _backoffice_pb2.LocationList]  # type: ignore[assignment]
+    """A merchant's locations ("Emplacements"), and a logo of one location's own on its receipts."""
+    SetLocationLogo: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.LocationLogo, _backoffice_pb2.Location]  # type: ignore[assignment]
 
 class BackofficeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -254,5 +260,20 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.ReceiptLayout, _abc.Awaitable[_backoffice_pb2.ReceiptLayout]]:
         """The merchant's own lines on every e-mailed receipt (address, opening hours, return policy)."""
+
+    @_abc_1.abstractmethod
+    def ListLocations(
+        self,
+        request: _backoffice_pb2.ListLocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.LocationList, _abc.Awaitable[_backoffice_pb2.LocationList]]:
+        """A merchant's locations ("Emplacements"), and a logo of one location's own on its receipts."""
+
+    @_abc_1.abstractmethod
+    def SetLocationLogo(
+        self,
+        request: _backoffice_pb2.LocationLogo,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.Location, _abc.Awaitable[_backoffice_pb2.Location]]: ...
 
 def add_BackofficeServicer_to_server(servicer: BackofficeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -252,12 +252,17 @@ Global___GetReceiptLayoutRequest: _TypeAlias = GetReceiptLayoutRequest  # noqa: 
 class PreviewReceiptRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    LOCATION_FIELD_NUMBER: _builtins.int
+    location: _builtins.str
+    """the location's name, whose logo the preview shows; empty: the first"""
     def __init__(
         self,
+        *,
+        location: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -100,6 +100,16 @@ class PortalStub:
                 request_serializer=protocols_dot_wire_dot_portal__pb2.PreviewReceiptRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_portal__pb2.ReceiptPreview.FromString,
                 _registered_method=True)
+        self.ListLocations = channel.unary_unary(
+                '/txswitch.v1.Portal/ListLocations',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.ListLocationsRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationList.FromString,
+                _registered_method=True)
+        self.SetLocationLogo = channel.unary_unary(
+                '/txswitch.v1.Portal/SetLocationLogo',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationLogo.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Location.FromString,
+                _registered_method=True)
         self.RequestPasswordReset = channel.unary_unary(
                 '/txswitch.v1.Portal/RequestPasswordReset',
                 request_serializer=protocols_dot_wire_dot_portal__pb2.RequestPasswordResetRequest.SerializeToString,
@@ -197,6 +207,20 @@ class PortalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLocations(self, request, context):
+        """The merchant's locations ("Emplacements"): every login. A location's own receipt logo
+        ("Modifier la mise en page du logo du ticket"): owner and managers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLocationLogo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RequestPasswordReset(self, request, context):
         """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
         the login with this address, if there is one; the answer is the same either way.
@@ -281,6 +305,16 @@ def add_PortalServicer_to_server(servicer, server):
                     servicer.PreviewReceipt,
                     request_deserializer=protocols_dot_wire_dot_portal__pb2.PreviewReceiptRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_portal__pb2.ReceiptPreview.SerializeToString,
+            ),
+            'ListLocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLocations,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ListLocationsRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationList.SerializeToString,
+            ),
+            'SetLocationLogo': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLocationLogo,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationLogo.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.Location.SerializeToString,
             ),
             'RequestPasswordReset': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestPasswordReset,
@@ -644,6 +678,60 @@ class Portal:
             '/txswitch.v1.Portal/PreviewReceipt',
             protocols_dot_wire_dot_portal__pb2.PreviewReceiptRequest.SerializeToString,
             protocols_dot_wire_dot_portal__pb2.ReceiptPreview.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/ListLocations',
+            protocols_dot_wire_dot_backoffice__pb2.ListLocationsRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.LocationList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLocationLogo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/SetLocationLogo',
+            protocols_dot_wire_dot_backoffice__pb2.LocationLogo.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.Location.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,11 @@ class PortalStub:
     """
     SetReceiptLayout: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]
     PreviewReceipt: _grpc.UnaryUnaryMultiCallable[_portal_pb2.PreviewReceiptRequest, _portal_pb2.ReceiptPreview]
+    ListLocations: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationsRequest, _backoffice_pb2.LocationList]
+    """The merchant's locations ("Emplacements"): every login. A location's own receipt logo
+    ("Modifier la mise en page du logo du ticket"): owner and managers.
+    """
+    SetLocationLogo: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.LocationLogo, _backoffice_pb2.Location]
     RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_portal_pb2.RequestPasswordResetRequest, _portal_pb2.RequestPasswordResetResponse]
     """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
     the login with this address, if there is one; the answer is the same either way.
@@ -87,6 +92,11 @@ class PortalAsyncStub(PortalStub):
     """
     SetReceiptLayout: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]  # type: ignore[assignment]
     PreviewReceipt: _aio.UnaryUnaryMultiCallable[_portal_pb2.PreviewReceiptRequest, _portal_pb2.ReceiptPreview]  # type: ignore[assignment]
+    ListLocations: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationsRequest, _backoffice_pb2.LocationList]  # type: ignore[assignment]
+    """The merchant's locations ("Emplacements"): every login. A location's own receipt logo
+    ("Modifier la mise en page du logo du ticket"): owner and managers.
+    """
+    SetLocationLogo: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.LocationLogo, _backoffice_pb2.Location]  # type: ignore[assignment]
     RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_portal_pb2.RequestPasswordResetRequest, _portal_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
     """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
     the login with this address, if there is one; the answer is the same either way.
@@ -193,6 +203,23 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         request: _portal_pb2.PreviewReceiptRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_portal_pb2.ReceiptPreview, _abc.Awaitable[_portal_pb2.ReceiptPreview]]: ...
+
+    @_abc_1.abstractmethod
+    def ListLocations(
+        self,
+        request: _backoffice_pb2.ListLocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.LocationList, _abc.Awaitable[_backoffice_pb2.LocationList]]:
+        """The merchant's locations ("Emplacements"): every login. A location's own receipt logo
+        ("Modifier la mise en page du logo du ticket"): owner and managers.
+        """
+
+    @_abc_1.abstractmethod
+    def SetLocationLogo(
+        self,
+        request: _backoffice_pb2.LocationLogo,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.Location, _abc.Awaitable[_backoffice_pb2.Location]]: ...
 
     @_abc_1.abstractmethod
     def RequestPasswordReset(

@@ -225,6 +225,14 @@ class ReceiptLayoutRow(Base):
     logo_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
+class LocationLogoRow(Base):
+    """A location's own logo on its terminals' receipts, in place of the merchant's."""
+
+    __tablename__ = "location_logos"
+    location_id: Mapped[str] = mapped_column(ForeignKey("locations.location_id"), primary_key=True)
+    logo_png: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class ReceiptRow(Base):
     """An e-mailed receipt until its mail server took it (or refused it for good).
 
@@ -299,6 +307,7 @@ postings = cast(Table, PostingRow.__table__)
 day_closes = cast(Table, DayCloseRow.__table__)
 receipt_layouts = cast(Table, ReceiptLayoutRow.__table__)
 receipts = cast(Table, ReceiptRow.__table__)
+location_logos = cast(Table, LocationLogoRow.__table__)
 portal_sessions = cast(Table, PortalSessionRow.__table__)
 sign_in_failures = cast(Table, SignInFailureRow.__table__)
 password_resets = cast(Table, PasswordResetRow.__table__)

@@ -113,14 +113,14 @@ class World:
         )
         return self.backoffice.IssueCard(request, metadata=self.admin_metadata, timeout=20).card_number
 
-    def activate(self, device_name: str) -> TerminalClient:
+    def activate(self, device_name: str, location: str = "Shop") -> TerminalClient:
         stub = pb_grpc.TerminalStub(self.channel)
         response = stub.Activate(
             pb.ActivateRequest(
                 merchant_email=MERCHANT_EMAIL,
                 password=MERCHANT_PASSWORD,
                 device_name=device_name,
-                location="Shop",
+                location=location,
             ),
             timeout=20,
         )

@@ -474,3 +474,138 @@ def test_the_admin_command_sends_a_logo_file(shop: tuple[World, Mailbox], tmp_pa
     missing = tmp_path / "no-such-logo.png"
     assert cli.main([*base, f"merchant_id={world.merchant_id}", f"logo_png={missing}"]) == 2
     assert world.server.core.receipts.layout(world.merchant_id).header == "Kade 3"
+
+
+def logo_of(message: email.message.EmailMessage) -> bytes | None:
+    images = [part for part in message.walk() if part.get_content_type() == "image/png"]
+    if not images:
+        return None
+    payload = images[0].get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload
+
+
+def test_a_location_with_a_logo_of_its_own_sends_it_and_the_others_the_merchants(
+    shop: tuple[World, Mailbox],
+) -> None:
+    world, mailbox = shop
+    portal_stub = portal_grpc.PortalStub(world.channel)
+    owner = portal_session(world, MERCHANT_EMAIL, MERCHANT_PASSWORD)
+    world.server.core.admin.add_location(world.merchant_id, "Station", "Stationsplein 1")
+    station = world.activate("A77-station", "Station")
+    shop_logo, station_logo = tiny_png(100, 50), tiny_png(200, 50)
+    portal_stub.SetReceiptLayout(bo.ReceiptLayout(logo_png=shop_logo), metadata=owner, timeout=20)
+    placed = portal_stub.SetLocationLogo(
+        bo.LocationLogo(location="Station", logo_png=station_logo), metadata=owner, timeout=20
+    )
+    assert (placed.name, placed.address, placed.has_logo, placed.terminals) == (
+        "Station",
+        "Stationsplein 1",
+        True,
+        1,
+    )
+    listed = portal_stub.ListLocations(bo.ListLocationsRequest(), metadata=owner, timeout=20).locations
+    assert [(info.name, info.has_logo, info.terminals) for info in listed] == [
+        ("Shop", False, 2),
+        ("Station", True, 1),
+    ]
+    preview = portal_stub.PreviewReceipt(portal.PreviewReceiptRequest(location="Station"), metadata=owner)
+    assert preview.has_logo and preview.body.splitlines()[1] == "Station"
+    card = world.issue(5_000)
+    world.terminals[0].redeem(card, 100, "sale-shop")
+    station.redeem(card, 200, "sale-station")
+    send_receipt(world.terminals[0], "sale-shop")
+    wait_until(lambda: len(mailbox.messages) == 1)
+    send_receipt(station, "sale-station")
+    wait_until(lambda: len(mailbox.messages) == 2)
+    assert [logo_of(message) for message in mailbox.messages] == [shop_logo, station_logo]
+    # Without its own logo, the location's receipts show the merchant's again.
+    removed = portal_stub.SetLocationLogo(
+        bo.LocationLogo(location="Station", remove_logo=True), metadata=owner
+    )
+    assert (removed.name, removed.has_logo) == ("Station", False)
+    send_receipt(station, "sale-station")
+    wait_until(lambda: len(mailbox.messages) == 3)
+    assert logo_of(mailbox.messages[2]) == shop_logo
+
+
+def test_a_bad_location_logo_or_a_cashier_changes_nothing(shop: tuple[World, Mailbox]) -> None:
+    world, _ = shop
+    portal_stub = portal_grpc.PortalStub(world.channel)
+    owner = portal_session(world, MERCHANT_EMAIL, MERCHANT_PASSWORD)
+    first = portal_stub.SetLocationLogo(
+        bo.LocationLogo(location="Shop", logo_png=tiny_png(10, 10)), metadata=owner
+    )
+    assert first.has_logo
+    for logo, code, named in (
+        (bo.LocationLogo(location="Shop"), grpc.StatusCode.INVALID_ARGUMENT, "give logo_png or remove_logo"),
+        (
+            bo.LocationLogo(location="Shop", logo_png=tiny_png(10, 10), remove_logo=True),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "give logo_png or remove_logo",
+        ),
+        (
+            bo.LocationLogo(location="Shop", logo_png=b"GIF89a" + bytes(40)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "logo_png is not a PNG image",
+        ),
+        (
+            bo.LocationLogo(location="Shop", logo_png=tiny_png(10, 500)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "logo_png is 10x500 pixels",
+        ),
+        (bo.LocationLogo(logo_png=tiny_png(10, 10)), grpc.StatusCode.INVALID_ARGUMENT, "location is missing"),
+        (
+            bo.LocationLogo(location="Depot", remove_logo=True),
+            grpc.StatusCode.NOT_FOUND,
+            "location 'Depot': no such location",
+        ),
+        (
+            bo.LocationLogo(merchant_id="mer-other", location="Shop", remove_logo=True),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "merchant_id: the portal shows only your own merchant",
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            portal_stub.SetLocationLogo(logo, metadata=owner, timeout=20)
+        assert refused.value.code() == code
+        assert (refused.value.details() or "").startswith(named), refused.value.details()
+    with pytest.raises(grpc.RpcError) as refused:
+        portal_stub.PreviewReceipt(portal.PreviewReceiptRequest(location="Depot"), metadata=owner, timeout=20)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    world.server.core.admin.add_employee(
+        world.merchant_id, "72", "Kim", "2468", email="kim@example.test", password="kim-password"
+    )
+    cashier = portal_session(world, "kim@example.test", "kim-password")
+    with pytest.raises(grpc.RpcError) as refused:
+        portal_stub.SetLocationLogo(bo.LocationLogo(location="Shop", remove_logo=True), metadata=cashier)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # A cashier sees the locations, as the devices; the logo is still there.
+    (shop_location,) = portal_stub.ListLocations(bo.ListLocationsRequest(), metadata=cashier).locations
+    assert (shop_location.name, shop_location.has_logo) == ("Shop", True)
+    with pytest.raises(grpc.RpcError) as refused:
+        world.backoffice.ListLocations(
+            bo.ListLocationsRequest(merchant_id="mer-none"), metadata=world.admin_metadata, timeout=20
+        )
+    assert (refused.value.code(), refused.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "no merchant mer-none",
+    )
+
+
+def test_the_admin_command_sets_a_location_logo_from_a_file(
+    shop: tuple[World, Mailbox], tmp_path: Path
+) -> None:
+    world, _ = shop
+    (tmp_path / "admin.token").write_text(ADMIN_TOKEN)
+    logo = tmp_path / "station-logo.png"
+    logo.write_bytes(tiny_png(120, 40))
+    base = ["admin", "--data-dir", str(tmp_path), "--target", world.server.address]
+    where = [f"merchant_id={world.merchant_id}", "location=Shop"]
+    assert cli.main([*base, "set-location-logo", *where, f"logo_png={logo}"]) == 0
+    shop_id = world.server.core.admin.list_locations(world.merchant_id)[0].location_id
+    assert world.server.core.receipts.layout(world.merchant_id, shop_id).logo_png == logo.read_bytes()
+    assert world.server.core.receipts.layout(world.merchant_id).logo_png == b""  # the merchant has none
+    assert cli.main([*base, "set-location-logo", *where, "remove_logo=true"]) == 0
+    assert cli.main([*base, "list-locations", f"merchant_id={world.merchant_id}"]) == 0
+    assert not world.server.core.admin.list_locations(world.merchant_id)[0].has_logo
