@@ -102,11 +102,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         return self._run(context, action)
 
     def AddLocation(self, request: bo.AddLocationRequest, context: grpc.ServicerContext) -> bo.Location:
-        def action() -> bo.Location:
-            location_id = self._core.admin.add_location(request.merchant_id, request.name, request.address)
-            return bo.Location(location_id=location_id, merchant_id=request.merchant_id, name=request.name)
-
-        return self._run(context, action)
+        return self._run(context, lambda: add_location_pb(self._core, request))
 
     def AddEmployee(self, request: bo.AddEmployeeRequest, context: grpc.ServicerContext) -> bo.Employee:
         return self._run(context, lambda: add_employee_pb(self._core, request))
@@ -370,6 +366,15 @@ def locations_pb(core: SwitchCore, merchant_id: str) -> bo.LocationList:
             for info in core.admin.list_locations(merchant_id)
         ]
     )
+
+
+def add_location_pb(core: SwitchCore, request: bo.AddLocationRequest) -> bo.Location:
+    """A new location of a merchant (backoffice and portal), as listed now."""
+    if not request.merchant_id:
+        raise AdminError("merchant_id is missing")
+    location_id = core.admin.add_location(request.merchant_id, request.name, request.address)
+    listed = locations_pb(core, request.merchant_id).locations
+    return next(location for location in listed if location.location_id == location_id)
 
 
 def set_location_logo_pb(core: SwitchCore, request: bo.LocationLogo) -> bo.Location:

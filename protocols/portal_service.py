@@ -10,6 +10,7 @@ import grpc
 from protocols import convert
 from protocols.backoffice_service import (
     add_employee_pb,
+    add_location_pb,
     list_employees_pb,
     locations_pb,
     merchant_summary_pb,
@@ -178,6 +179,13 @@ class PortalService(portal_grpc.PortalServicer):
 
         return self._run(context, PortalRight.reports, action)
 
+    def AddLocation(self, request: bo.AddLocationRequest, context: grpc.ServicerContext) -> bo.Location:
+        def action(login: Login) -> bo.Location:
+            _own(context, request, login.merchant_id)
+            return add_location_pb(self._core, request)
+
+        return self._run(context, PortalRight.settings, action)
+
     def SetLocationLogo(self, request: bo.LocationLogo, context: grpc.ServicerContext) -> bo.Location:
         def action(login: Login) -> bo.Location:
             _own(context, request, login.merchant_id)
@@ -259,6 +267,7 @@ OwnRequest = (
     | bo.ReceiptLayout
     | bo.ListLocationsRequest
     | bo.LocationLogo
+    | bo.AddLocationRequest
 )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from switch import credentials
 from switch.domain import ledger
@@ -45,6 +46,8 @@ from switch.store.schema import (
     terminals,
 )
 
+LOCATION_NAME_MAX = 120  # the columns' lengths
+LOCATION_ADDRESS_MAX = 250
 CARD_PREFIX_LENGTH = 6
 CARD_SERIAL_SPACE = 10**9
 CARD_NUMBER_ATTEMPTS_MAX = 20
@@ -244,15 +247,31 @@ class Admin:
         ]
 
     def add_location(self, merchant_id: str, name: str, address: str = "") -> str:
+        """A new location of the merchant; AdminError naming what is wrong, a name it has included."""
+        name, address = name.strip(), address.strip()
         if not name:
             raise AdminError("location name is empty")
+        for field, text, most in (
+            ("name", name, LOCATION_NAME_MAX),
+            ("address", address, LOCATION_ADDRESS_MAX),
+        ):
+            if len(text) > most:
+                raise AdminError(f"location {field} is {len(text)} characters; at most {most}")
         self._require_merchant(merchant_id)
         location_id = new_id("loc")
-        with self._engine.begin() as conn:
-            conn.execute(
-                insert(locations),
-                {"location_id": location_id, "merchant_id": merchant_id, "name": name, "address": address},
-            )
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(locations),
+                    {
+                        "location_id": location_id,
+                        "merchant_id": merchant_id,
+                        "name": name,
+                        "address": address,
+                    },
+                )
+        except IntegrityError:  # the (merchant, name) key: the only one a new id can meet
+            raise AdminError(f"location {name!r} exists already") from None
         return location_id
 
     def add_employee(

@@ -105,6 +105,11 @@ class PortalStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.ListLocationsRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationList.FromString,
                 _registered_method=True)
+        self.AddLocation = channel.unary_unary(
+                '/txswitch.v1.Portal/AddLocation',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.AddLocationRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Location.FromString,
+                _registered_method=True)
         self.SetLocationLogo = channel.unary_unary(
                 '/txswitch.v1.Portal/SetLocationLogo',
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationLogo.SerializeToString,
@@ -208,9 +213,16 @@ class PortalServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListLocations(self, request, context):
-        """The merchant's locations ("Emplacements"): every login. A location's own receipt logo
-        ("Modifier la mise en page du logo du ticket"): owner and managers.
+        """The merchant's locations ("Emplacements"): every login. A new location, where terminals are
+        then activated, and a location's own receipt logo ("Modifier la mise en page du logo du
+        ticket"): owner and managers.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddLocation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -310,6 +322,11 @@ def add_PortalServicer_to_server(servicer, server):
                     servicer.ListLocations,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ListLocationsRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationList.SerializeToString,
+            ),
+            'AddLocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddLocation,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.AddLocationRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.Location.SerializeToString,
             ),
             'SetLocationLogo': grpc.unary_unary_rpc_method_handler(
                     servicer.SetLocationLogo,
@@ -705,6 +722,33 @@ class Portal:
             '/txswitch.v1.Portal/ListLocations',
             protocols_dot_wire_dot_backoffice__pb2.ListLocationsRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.LocationList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddLocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/AddLocation',
+            protocols_dot_wire_dot_backoffice__pb2.AddLocationRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.Location.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,9 +57,11 @@ class PortalStub:
     SetReceiptLayout: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]
     PreviewReceipt: _grpc.UnaryUnaryMultiCallable[_portal_pb2.PreviewReceiptRequest, _portal_pb2.ReceiptPreview]
     ListLocations: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationsRequest, _backoffice_pb2.LocationList]
-    """The merchant's locations ("Emplacements"): every login. A location's own receipt logo
-    ("Modifier la mise en page du logo du ticket"): owner and managers.
+    """The merchant's locations ("Emplacements"): every login. A new location, where terminals are
+    then activated, and a location's own receipt logo ("Modifier la mise en page du logo du
+    ticket"): owner and managers.
     """
+    AddLocation: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AddLocationRequest, _backoffice_pb2.Location]
     SetLocationLogo: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.LocationLogo, _backoffice_pb2.Location]
     RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_portal_pb2.RequestPasswordResetRequest, _portal_pb2.RequestPasswordResetResponse]
     """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
@@ -93,9 +95,11 @@ class PortalAsyncStub(PortalStub):
     SetReceiptLayout: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]  # type: ignore[assignment]
     PreviewReceipt: _aio.UnaryUnaryMultiCallable[_portal_pb2.PreviewReceiptRequest, _portal_pb2.ReceiptPreview]  # type: ignore[assignment]
     ListLocations: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationsRequest, _backoffice_pb2.LocationList]  # type: ignore[assignment]
-    """The merchant's locations ("Emplacements"): every login. A location's own receipt logo
-    ("Modifier la mise en page du logo du ticket"): owner and managers.
+    """The merchant's locations ("Emplacements"): every login. A new location, where terminals are
+    then activated, and a location's own receipt logo ("Modifier la mise en page du logo du
+    ticket"): owner and managers.
     """
+    AddLocation: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AddLocationRequest, _backoffice_pb2.Location]  # type: ignore[assignment]
     SetLocationLogo: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.LocationLogo, _backoffice_pb2.Location]  # type: ignore[assignment]
     RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_portal_pb2.RequestPasswordResetRequest, _portal_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
     """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
@@ -210,9 +214,17 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         request: _backoffice_pb2.ListLocationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.LocationList, _abc.Awaitable[_backoffice_pb2.LocationList]]:
-        """The merchant's locations ("Emplacements"): every login. A location's own receipt logo
-        ("Modifier la mise en page du logo du ticket"): owner and managers.
+        """The merchant's locations ("Emplacements"): every login. A new location, where terminals are
+        then activated, and a location's own receipt logo ("Modifier la mise en page du logo du
+        ticket"): owner and managers.
         """
+
+    @_abc_1.abstractmethod
+    def AddLocation(
+        self,
+        request: _backoffice_pb2.AddLocationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.Location, _abc.Awaitable[_backoffice_pb2.Location]]: ...
 
     @_abc_1.abstractmethod
     def SetLocationLogo(

@@ -40,7 +40,7 @@ class PortalRight(enum.Enum):
     payouts = "payouts"  # the merchant summary: what is owed and what was paid
     users = "users"  # list, add and change the merchant's users and their PINs
     activate = "activate"  # activate a terminal with this login
-    settings = "settings"  # the receipt's layout and logo
+    settings = "settings"  # the receipt's layout and logos, the locations
 
 
 PORTAL_RIGHTS: dict[str, frozenset[PortalRight]] = {

@@ -609,3 +609,58 @@ def test_the_admin_command_sets_a_location_logo_from_a_file(
     assert cli.main([*base, "set-location-logo", *where, "remove_logo=true"]) == 0
     assert cli.main([*base, "list-locations", f"merchant_id={world.merchant_id}"]) == 0
     assert not world.server.core.admin.list_locations(world.merchant_id)[0].has_logo
+
+
+def test_a_manager_adds_a_location_and_terminals_are_activated_there(shop: tuple[World, Mailbox]) -> None:
+    world, _ = shop
+    portal_stub = portal_grpc.PortalStub(world.channel)
+    owner = portal_session(world, MERCHANT_EMAIL, MERCHANT_PASSWORD)
+    added = portal_stub.AddLocation(
+        bo.AddLocationRequest(name=" Station ", address="Stationsplein 1"), metadata=owner, timeout=20
+    )
+    assert (added.merchant_id, added.name, added.address, added.terminals) == (
+        world.merchant_id,
+        "Station",
+        "Stationsplein 1",
+        0,
+    )
+    world.activate("A77-station", "Station")
+    listed = portal_stub.ListLocations(bo.ListLocationsRequest(), metadata=owner).locations
+    assert [(info.name, info.terminals) for info in listed] == [("Shop", 2), ("Station", 1)]
+    for request, code, named in (
+        (
+            bo.AddLocationRequest(name="Station"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "location 'Station' exists already",
+        ),
+        (bo.AddLocationRequest(name="  "), grpc.StatusCode.INVALID_ARGUMENT, "location name is empty"),
+        (
+            bo.AddLocationRequest(name="x" * 121),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "location name is 121 characters; at most 120",
+        ),
+        (
+            bo.AddLocationRequest(name="Depot", address="y" * 251),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "location address is 251 characters; at most 250",
+        ),
+        (
+            bo.AddLocationRequest(merchant_id="mer-other", name="Depot"),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "merchant_id: the portal shows only your own merchant",
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            portal_stub.AddLocation(request, metadata=owner, timeout=20)
+        assert (refused.value.code(), refused.value.details()) == (code, named)
+    world.server.core.admin.add_employee(
+        world.merchant_id, "72", "Kim", "2468", email="kim@example.test", password="kim-password"
+    )
+    cashier = portal_session(world, "kim@example.test", "kim-password")
+    with pytest.raises(grpc.RpcError) as refused:
+        portal_stub.AddLocation(bo.AddLocationRequest(name="Depot"), metadata=cashier, timeout=20)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert [info.name for info in world.server.core.admin.list_locations(world.merchant_id)] == [
+        "Shop",
+        "Station",
+    ]
