@@ -36,6 +36,7 @@ from switch.portal import PortalSessions
 from switch.receipts import ReceiptRefusedError
 
 T = TypeVar("T")
+R = TypeVar("R", bound="OwnRequest")  # a request the portal scopes to the login's merchant
 RESET_ASKED = "if a login has this address, a reset code is on its way to it"
 
 
@@ -69,6 +70,21 @@ class PortalService(portal_grpc.PortalServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:
             _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
+
+    def _run_own(
+        self,
+        context: grpc.ServicerContext,
+        request: R,
+        right: PortalRight,
+        build: Callable[[SwitchCore, R], T],
+    ) -> T:
+        """`build` of the request scoped to the signed-in login's merchant (see _own)."""
+
+        def action(login: Login) -> T:
+            _own(context, request, login.merchant_id)
+            return build(self._core, request)
+
+        return self._run(context, right, action)
 
     def SignIn(self, request: portal.SignInRequest, context: grpc.ServicerContext) -> portal.PortalSession:
         for field in ("email", "password"):
@@ -149,11 +165,7 @@ class PortalService(portal_grpc.PortalServicer):
         return self._run(context, PortalRight.settings, action)
 
     def SetReceiptLayout(self, request: bo.ReceiptLayout, context: grpc.ServicerContext) -> bo.ReceiptLayout:
-        def action(login: Login) -> bo.ReceiptLayout:
-            _own(context, request, login.merchant_id)
-            return set_receipt_layout_pb(self._core, request)
-
-        return self._run(context, PortalRight.settings, action)
+        return self._run_own(context, request, PortalRight.settings, set_receipt_layout_pb)
 
     def PreviewReceipt(
         self, request: portal.PreviewReceiptRequest, context: grpc.ServicerContext
@@ -173,43 +185,25 @@ class PortalService(portal_grpc.PortalServicer):
     def ListLocations(
         self, request: bo.ListLocationsRequest, context: grpc.ServicerContext
     ) -> bo.LocationList:
-        def action(login: Login) -> bo.LocationList:
-            _own(context, request, login.merchant_id)
-            return locations_pb(self._core, login.merchant_id)
-
-        return self._run(context, PortalRight.reports, action)
+        return self._run_own(
+            context, request, PortalRight.reports, lambda core, own: locations_pb(core, own.merchant_id)
+        )
 
     def AddLocation(self, request: bo.AddLocationRequest, context: grpc.ServicerContext) -> bo.Location:
-        def action(login: Login) -> bo.Location:
-            _own(context, request, login.merchant_id)
-            return add_location_pb(self._core, request)
-
-        return self._run(context, PortalRight.settings, action)
+        return self._run_own(context, request, PortalRight.settings, add_location_pb)
 
     def SetLocationLogo(self, request: bo.LocationLogo, context: grpc.ServicerContext) -> bo.Location:
-        def action(login: Login) -> bo.Location:
-            _own(context, request, login.merchant_id)
-            return set_location_logo_pb(self._core, request)
-
-        return self._run(context, PortalRight.settings, action)
+        return self._run_own(context, request, PortalRight.settings, set_location_logo_pb)
 
     def ListTransactions(
         self, request: bo.TransactionReportRequest, context: grpc.ServicerContext
     ) -> bo.TransactionReport:
-        def action(login: Login) -> bo.TransactionReport:
-            _own(context, request, login.merchant_id)
-            return transaction_report_pb(self._core, request)
-
-        return self._run(context, PortalRight.reports, action)
+        return self._run_own(context, request, PortalRight.reports, transaction_report_pb)
 
     def GetMerchantSummary(
         self, request: bo.MerchantSummaryRequest, context: grpc.ServicerContext
     ) -> bo.MerchantSummary:
-        def action(login: Login) -> bo.MerchantSummary:
-            _own(context, request, login.merchant_id)
-            return merchant_summary_pb(self._core, request)
-
-        return self._run(context, PortalRight.payouts, action)
+        return self._run_own(context, request, PortalRight.payouts, merchant_summary_pb)
 
     def ListTerminals(
         self, request: bo.ListTerminalsRequest, context: grpc.ServicerContext
@@ -236,11 +230,7 @@ class PortalService(portal_grpc.PortalServicer):
     def ListEmployees(
         self, request: bo.ListEmployeesRequest, context: grpc.ServicerContext
     ) -> bo.EmployeeList:
-        def action(login: Login) -> bo.EmployeeList:
-            _own(context, request, login.merchant_id)
-            return list_employees_pb(self._core, request)
-
-        return self._run(context, PortalRight.users, action)
+        return self._run_own(context, request, PortalRight.users, list_employees_pb)
 
     def AddEmployee(self, request: bo.AddEmployeeRequest, context: grpc.ServicerContext) -> bo.Employee:
         def action(login: Login) -> bo.Employee:
