@@ -1012,6 +1012,7 @@ class TransactionReportRequest(_message.Message):
     STATUSES_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    LOCATION_IDS_FIELD_NUMBER: _builtins.int
     from_date: _builtins.str
     """YYYY-MM-DD, the first day, on the shop's clock (time_zone)"""
     to_date: _builtins.str
@@ -1038,6 +1039,12 @@ class TransactionReportRequest(_message.Message):
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """approved, declined, reversed, cancelled, aborted"""
 
+    @_builtins.property
+    def location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Transactions of the terminals at these locations (ids from ListLocations); none: every
+        source, including the backoffice and acquirers, which have no location. At most 100.
+        """
+
     def __init__(
         self,
         *,
@@ -1051,10 +1058,11 @@ class TransactionReportRequest(_message.Message):
         statuses: _abc.Iterable[_builtins.str] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        location_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "merchant_id", b"merchant_id", "page_size", b"page_size", "page_token", b"page_token", "payment_methods", b"payment_methods", "statuses", b"statuses", "terminal_id", b"terminal_id", "time_zone", b"time_zone", "to_date", b"to_date", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "location_ids", b"location_ids", "merchant_id", b"merchant_id", "page_size", b"page_size", "page_token", b"page_token", "payment_methods", b"payment_methods", "statuses", b"statuses", "terminal_id", b"terminal_id", "time_zone", b"time_zone", "to_date", b"to_date", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1079,6 +1087,8 @@ class ReportedTransaction(_message.Message):
     AUTHORIZATION_CODE_FIELD_NUMBER: _builtins.int
     ORIGINAL_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
     PERIOD_NUMBER_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_NAME_FIELD_NUMBER: _builtins.int
     transaction_id: _builtins.str
     terminal_id: _builtins.str
     """the source: a terminal id, "backoffice" or "iso:<acquirer>" """
@@ -1095,6 +1105,9 @@ class ReportedTransaction(_message.Message):
     authorization_code: _builtins.str
     original_transaction_id: _builtins.str
     period_number: _builtins.int
+    location_id: _builtins.str
+    """the terminal's location; empty when the source is not a terminal"""
+    location_name: _builtins.str
     @_builtins.property
     def requested(self) -> _terminal_pb2.Amount: ...
     @_builtins.property
@@ -1117,10 +1130,12 @@ class ReportedTransaction(_message.Message):
         authorization_code: _builtins.str = ...,
         original_transaction_id: _builtins.str = ...,
         period_number: _builtins.int = ...,
+        location_id: _builtins.str = ...,
+        location_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "requested", b"requested"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "authorization_code", b"authorization_code", "card_masked", b"card_masked", "device_name", b"device_name", "merchant_id", b"merchant_id", "original_transaction_id", b"original_transaction_id", "payment_method", b"payment_method", "period_number", b"period_number", "requested", b"requested", "response_code", b"response_code", "status", b"status", "terminal_id", b"terminal_id", "time", b"time", "transaction_id", b"transaction_id", "transaction_type", b"transaction_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "authorization_code", b"authorization_code", "card_masked", b"card_masked", "device_name", b"device_name", "location_id", b"location_id", "location_name", b"location_name", "merchant_id", b"merchant_id", "original_transaction_id", b"original_transaction_id", "payment_method", b"payment_method", "period_number", b"period_number", "requested", b"requested", "response_code", b"response_code", "status", b"status", "terminal_id", b"terminal_id", "time", b"time", "transaction_id", b"transaction_id", "transaction_type", b"transaction_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

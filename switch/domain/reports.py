@@ -19,6 +19,7 @@ STATUSES = tuple(sorted(s.value for s in TransactionStatus))
 DAYS_MAX = 366
 PAGE_SIZE_DEFAULT = 500
 PAGE_SIZE_MAX = 5_000
+LOCATIONS_MAX = 100  # ticked in one report
 SHOWN_CHARS_MAX = 40  # of a bad value quoted back in an error
 
 
@@ -33,6 +34,7 @@ class ReportQuery:
     zone: zoneinfo.ZoneInfo
     merchant_id: str = ""
     terminal_id: str = ""
+    location_ids: tuple[str, ...] = ()  # empty: every location and sources that have none
     types: tuple[str, ...] = ()  # empty: every type; the same for methods and statuses
     payment_methods: tuple[str, ...] = ()
     statuses: tuple[str, ...] = ()
@@ -58,6 +60,7 @@ def report_query(
     default_zone: zoneinfo.ZoneInfo,
     merchant_id: str = "",
     terminal_id: str = "",
+    location_ids: Iterable[str] = (),
     types: Iterable[str] = (),
     payment_methods: Iterable[str] = (),
     statuses: Iterable[str] = (),
@@ -84,6 +87,7 @@ def report_query(
         zone(time_zone) if time_zone else default_zone,
         merchant_id=merchant_id,
         terminal_id=terminal_id,
+        location_ids=_location_ids(location_ids),
         types=_members("types", types, TYPES),
         payment_methods=_members("payment_methods", payment_methods, PAYMENT_METHODS),
         statuses=_members("statuses", statuses, STATUSES),
@@ -122,6 +126,15 @@ def _members(field: str, values: Iterable[str], known: tuple[str, ...]) -> tuple
     for value in chosen:
         if value not in known:
             raise ReportQueryError(f"{field}: {_shown(value)} is not one of {', '.join(known)}")
+    return chosen
+
+
+def _location_ids(values: Iterable[str]) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(values))
+    if "" in chosen:
+        raise ReportQueryError("location_ids: an empty id (ListLocations gives each location's id)")
+    if len(chosen) > LOCATIONS_MAX:
+        raise ReportQueryError(f"location_ids: {len(chosen)} locations; at most {LOCATIONS_MAX}")
     return chosen
 
 

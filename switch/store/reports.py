@@ -17,6 +17,7 @@ from switch.store.schema import (
     accounts,
     cards,
     journal_entries,
+    locations,
     merchant_programmes,
     postings,
     programmes,
@@ -30,6 +31,8 @@ class ReportedTransaction:
     transaction_id: str
     source: str  # the terminal's id, "backoffice", or "iso:<acquirer>"
     device_name: str  # "" when the source is not a terminal
+    location_id: str  # the terminal's location; "" when the source is not a terminal
+    location_name: str
     merchant_id: str
     created_at: dt.datetime  # UTC
     transaction_type: str
@@ -107,8 +110,14 @@ def transaction_report(engine: Engine, query: ReportQuery) -> TransactionReport:
         _check_subjects(conn, query)
         selected = _selection(query)
         found = conn.execute(
-            select(transactions, terminals.c.device_name)
+            select(
+                transactions,
+                terminals.c.device_name,
+                terminals.c.location_id,
+                locations.c.name.label("location_name"),
+            )
             .outerjoin(terminals, terminals.c.terminal_id == row.source)
+            .outerjoin(locations, locations.c.location_id == terminals.c.location_id)
             .where(selected, row.transaction_pk > query.after)
             .order_by(row.transaction_pk)
             .limit(query.page_size + 1)
@@ -147,6 +156,21 @@ def _check_subjects(conn: Connection, query: ReportQuery) -> None:
             raise UnknownReportSubjectError(
                 f"terminal_id {query.terminal_id!r}: not a terminal of merchant {query.merchant_id!r}"
             )
+    if query.location_ids:
+        owners = dict(
+            conn.execute(
+                select(locations.c.location_id, locations.c.merchant_id).where(
+                    locations.c.location_id.in_(query.location_ids)
+                )
+            ).all()
+        )
+        for location_id in query.location_ids:
+            if location_id not in owners:
+                raise UnknownReportSubjectError(f"location_ids: {location_id!r}: no such location")
+            if query.merchant_id and owners[location_id] != query.merchant_id:
+                raise UnknownReportSubjectError(
+                    f"location_ids: {location_id!r}: not a location of merchant {query.merchant_id!r}"
+                )
 
 
 def _selection(query: ReportQuery) -> ColumnElement[bool]:
@@ -160,6 +184,9 @@ def _selection(query: ReportQuery) -> ColumnElement[bool]:
         conditions.append(row.merchant_id == query.merchant_id)
     if query.terminal_id:
         conditions.append(row.source == query.terminal_id)
+    if query.location_ids:
+        there = select(terminals.c.terminal_id).where(terminals.c.location_id.in_(query.location_ids))
+        conditions.append(row.source.in_(there))
     if query.types:
         conditions.append(row.transaction_type.in_(query.types))
     if query.payment_methods:
@@ -175,6 +202,8 @@ def _reported(row: Row[Any]) -> ReportedTransaction:
         transaction_id=r["transaction_id"],
         source=r["source"],
         device_name=r["device_name"] or "",
+        location_id=r["location_id"] or "",
+        location_name=r["location_name"] or "",
         merchant_id=r["merchant_id"] or "",
         created_at=as_utc(r["created_at"]),
         transaction_type=r["transaction_type"],

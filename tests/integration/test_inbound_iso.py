@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import socket
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from protocols.iso8583 import (
     format_amount,
     frame,
 )
+from protocols.wire import backoffice_pb2 as bo
 from switch.domain.cards import make_card_number
 from switch.security import PinBlockFormat
 from switch.security.pinpad import encipher_pin_block
@@ -134,6 +136,34 @@ def test_approve_decline_unknown_card_and_echo(world: World) -> None:
     assert balance(world, card) == 700
     client.close()
     ledger_clean(world)
+
+
+def test_an_acquirers_redemption_is_reported_without_a_location_and_not_among_a_locations(
+    world: World,
+) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    assert client.ask(financial(card, 300))["39"] == "00"
+    client.close()
+    assert world.terminals[0].redeem(card, 100, "at-the-till").response_code == "00"
+    (shop,) = world.server.core.admin.list_locations(world.merchant_id)
+    every = reported_sources(world, [])
+    assert {(source.split(":")[0], location) for source, location in every} == {
+        ("iso", ""),
+        (world.terminals[0].terminal_id, shop.location_id),
+    }
+    assert reported_sources(world, [shop.location_id]) == [(world.terminals[0].terminal_id, shop.location_id)]
+
+
+def reported_sources(world: World, location_ids: list[str]) -> list[tuple[str, str]]:
+    today = dt.datetime.now(dt.UTC).date()
+    request = bo.TransactionReportRequest(
+        from_date=(today - dt.timedelta(days=1)).isoformat(),
+        to_date=(today + dt.timedelta(days=1)).isoformat(),
+        location_ids=location_ids,
+    )
+    found = world.backoffice.ListTransactions(request, metadata=world.admin_metadata, timeout=20)
+    return [(t.terminal_id, t.location_id) for t in found.transactions]
 
 
 def test_replayed_0200_gets_the_same_answer_and_moves_money_once(world: World) -> None:

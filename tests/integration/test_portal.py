@@ -96,6 +96,11 @@ def test_a_merchant_sees_its_own_transactions_dashboard_devices_and_day_closes(w
         refusal(stub(world).ListTransactions, foreign_terminal, metadata=theirs)[0]
         == grpc.StatusCode.NOT_FOUND
     )
+    (shop,) = world.server.core.admin.list_locations(world.merchant_id)
+    at_my_shop = bo.TransactionReportRequest(location_ids=[shop.location_id], **days())
+    in_shop = stub(world).ListTransactions(at_my_shop, metadata=mine, timeout=20).transactions
+    assert [(t.transaction_id, t.location_name) for t in in_shop] == [("sale-1", "Shop")]
+    assert refusal(stub(world).ListTransactions, at_my_shop, metadata=theirs)[0] == grpc.StatusCode.NOT_FOUND
     their_view = bo.TerminalRequest(terminal_id=terminal.terminal_id)
     assert refusal(stub(world).ListDayCloses, their_view, metadata=theirs) == (
         grpc.StatusCode.NOT_FOUND,

@@ -133,6 +133,64 @@ def test_filters_select_by_type_status_method_terminal_and_merchant(world: World
     assert not report(world, from_date="2020-01-01", to_date="2020-01-31").transactions
 
 
+def test_ticked_locations_select_their_terminals_transactions_and_each_row_names_its_location(
+    world: World,
+) -> None:
+    cards = a_shop_day(world)
+    admin = world.server.core.admin
+    station_id = admin.add_location(world.merchant_id, "Station", "Stationsplein 1")
+    (shop_id,) = [
+        place.location_id for place in admin.list_locations(world.merchant_id) if place.name == "Shop"
+    ]
+    kiosk = world.activate("A77-K", location="Station")
+    assert kiosk.redeem(cards["gift"], 200, "kiosk-1").response_code == "00"
+    everything = report(world)
+    assert {(t.location_id, t.location_name) for t in everything.transactions} == {
+        (shop_id, "Shop"),
+        (station_id, "Station"),
+    }
+    at_station = report(world, location_ids=[station_id])
+    assert [
+        (t.transaction_id, t.location_id, t.location_name, t.device_name) for t in at_station.transactions
+    ] == [("kiosk-1", station_id, "Station", "A77-K")]
+    assert totals(at_station) == {("redemption", "stored_value", "approved", "EUR"): (1, 200)}
+    at_shop = report(world, location_ids=[shop_id], merchant_id=world.merchant_id)
+    assert len(at_shop.transactions) == 7 and {t.location_name for t in at_shop.transactions} == {"Shop"}
+    both = report(world, location_ids=[shop_id, station_id, shop_id])
+    assert len(both.transactions) == 8 == len(everything.transactions)
+    shop_redemptions = report(world, location_ids=[shop_id], types=["redemption"], statuses=["reversed"])
+    assert [t.transaction_id for t in shop_redemptions.transactions] == ["sale-2"]
+
+
+@pytest.mark.parametrize(
+    ("location_ids", "status", "named"),
+    [
+        ([""], grpc.StatusCode.INVALID_ARGUMENT, "location_ids: an empty id"),
+        ([f"loc_{n}" for n in range(101)], grpc.StatusCode.INVALID_ARGUMENT, "101 locations; at most 100"),
+        (["loc_nowhere"], grpc.StatusCode.NOT_FOUND, "location_ids: 'loc_nowhere': no such location"),
+    ],
+)
+def test_a_bad_location_is_refused_naming_it(
+    world: World, location_ids: list[str], status: grpc.StatusCode, named: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        report(world, location_ids=location_ids)
+    assert refused.value.code() == status
+    assert named in (refused.value.details() or "")
+
+
+def test_another_merchants_location_is_not_reported(world: World) -> None:
+    a_shop_day(world)
+    admin = world.server.core.admin
+    other = admin.create_merchant("Other", "other-shop@example.test", "pw-other-1")
+    elsewhere = admin.add_location(other, "Elsewhere")
+    with pytest.raises(grpc.RpcError) as refused:
+        report(world, merchant_id=world.merchant_id, location_ids=[elsewhere])
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert f"not a location of merchant '{world.merchant_id}'" in (refused.value.details() or "")
+    assert not report(world, location_ids=[elsewhere]).transactions  # no terminal there
+
+
 def test_pages_follow_each_other_without_gaps_or_repeats(world: World) -> None:
     a_shop_day(world)
     whole = report(world)
@@ -259,7 +317,7 @@ def test_the_export_writes_every_page_as_csv_with_amounts_in_euros(
         ("sale-2", "reversed", "3.00", "3.00"),
         ("taxi-load", "approved", "5.00", "5.00"),
     ]
-    assert {r["currency"] for r in exported} == {"EUR"}
+    assert {(r["currency"], r["location_name"]) for r in exported} == {("EUR", "Shop")}
     assert cards["gift"] not in output and cards["taxi"] not in output
 
 
