@@ -26,6 +26,7 @@ from switch.domain.employees import OWNER
 from switch.domain.programmes import ProgrammeKind, payout_settlement_id
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
+from switch.location_changes import ChangeStatus, LocationChange
 from switch.pins import CardPinError
 from switch.receipts import ReceiptRefusedError
 from switch.store.journal import Write
@@ -332,6 +333,27 @@ class BackofficeService(bo_grpc.BackofficeServicer):
     def SetLocationLogo(self, request: bo.LocationLogo, context: grpc.ServicerContext) -> bo.Location:
         return self._run(context, lambda: set_location_logo_pb(self._core, request))
 
+    def AskLocationChange(
+        self, request: bo.AskLocationChangeRequest, context: grpc.ServicerContext
+    ) -> bo.LocationChange:
+        return self._run(context, lambda: ask_location_change_pb(self._core, request, ADMIN_ACTOR))
+
+    def ListLocationChanges(
+        self, request: bo.ListLocationChangesRequest, context: grpc.ServicerContext
+    ) -> bo.LocationChangeList:
+        return self._run(context, lambda: location_changes_pb(self._core, request))
+
+    def DecideLocationChange(
+        self, request: bo.DecideLocationChangeRequest, context: grpc.ServicerContext
+    ) -> bo.LocationChange:
+        def action() -> bo.LocationChange:
+            if not request.change_id:
+                raise AdminError("change_id is missing")
+            decided = self._core.location_changes.decide(request.change_id, request.approve, request.reason)
+            return location_change_pb(decided)
+
+        return self._run(context, action)
+
 
 def set_receipt_layout_pb(core: SwitchCore, request: bo.ReceiptLayout) -> bo.ReceiptLayout:
     """Header, footer and logo of a merchant's receipts (backoffice and portal)."""
@@ -353,6 +375,11 @@ def set_receipt_layout_pb(core: SwitchCore, request: bo.ReceiptLayout) -> bo.Rec
 def locations_pb(core: SwitchCore, merchant_id: str) -> bo.LocationList:
     if not merchant_id:
         raise AdminError("merchant_id is missing")
+    listed = core.admin.list_locations(merchant_id)
+    pending = {
+        change.location_id: location_change_pb(change)
+        for change in core.location_changes.list(merchant_id, ChangeStatus.pending)
+    }
     return bo.LocationList(
         locations=[
             bo.Location(
@@ -362,9 +389,45 @@ def locations_pb(core: SwitchCore, merchant_id: str) -> bo.LocationList:
                 address=info.address,
                 has_logo=info.has_logo,
                 terminals=info.terminals,
+                pending_change=pending.get(info.location_id),
             )
-            for info in core.admin.list_locations(merchant_id)
+            for info in listed
         ]
+    )
+
+
+def ask_location_change_pb(
+    core: SwitchCore, request: bo.AskLocationChangeRequest, asked_by: str
+) -> bo.LocationChange:
+    """A change of a location's name or address, pending the operator's check (backoffice and portal)."""
+    for field in ("merchant_id", "location_id"):
+        if not getattr(request, field):
+            raise AdminError(f"{field} is missing")
+    change = core.location_changes.ask(
+        request.merchant_id, request.location_id, request.name, request.address, asked_by
+    )
+    return location_change_pb(change)
+
+
+def location_changes_pb(core: SwitchCore, request: bo.ListLocationChangesRequest) -> bo.LocationChangeList:
+    changes = core.location_changes.list(request.merchant_id, request.status)
+    return bo.LocationChangeList(changes=[location_change_pb(change) for change in changes])
+
+
+def location_change_pb(change: LocationChange) -> bo.LocationChange:
+    return bo.LocationChange(
+        change_id=change.change_id,
+        location_id=change.location_id,
+        merchant_id=change.merchant_id,
+        name=change.name,
+        address=change.address,
+        from_name=change.from_name,
+        from_address=change.from_address,
+        status=change.status.value,
+        asked_by=change.asked_by,
+        asked_at=change.asked_at.isoformat(timespec="seconds"),
+        decided_at=change.decided_at.isoformat(timespec="seconds") if change.decided_at else "",
+        reason=change.reason,
     )
 
 

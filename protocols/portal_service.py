@@ -11,7 +11,9 @@ from protocols import convert
 from protocols.backoffice_service import (
     add_employee_pb,
     add_location_pb,
+    ask_location_change_pb,
     list_employees_pb,
+    location_changes_pb,
     locations_pb,
     merchant_summary_pb,
     receipt_layout_pb,
@@ -195,6 +197,20 @@ class PortalService(portal_grpc.PortalServicer):
     def SetLocationLogo(self, request: bo.LocationLogo, context: grpc.ServicerContext) -> bo.Location:
         return self._run_own(context, request, PortalRight.settings, set_location_logo_pb)
 
+    def AskLocationChange(
+        self, request: bo.AskLocationChangeRequest, context: grpc.ServicerContext
+    ) -> bo.LocationChange:
+        def action(login: Login) -> bo.LocationChange:
+            _own(context, request, login.merchant_id)
+            return ask_location_change_pb(self._core, request, login.email)
+
+        return self._run(context, PortalRight.settings, action)
+
+    def ListLocationChanges(
+        self, request: bo.ListLocationChangesRequest, context: grpc.ServicerContext
+    ) -> bo.LocationChangeList:
+        return self._run_own(context, request, PortalRight.reports, location_changes_pb)
+
     def ListTransactions(
         self, request: bo.TransactionReportRequest, context: grpc.ServicerContext
     ) -> bo.TransactionReport:
@@ -258,6 +274,8 @@ OwnRequest = (
     | bo.ListLocationsRequest
     | bo.LocationLogo
     | bo.AddLocationRequest
+    | bo.AskLocationChangeRequest
+    | bo.ListLocationChangesRequest
 )
 
 

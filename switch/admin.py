@@ -248,15 +248,7 @@ class Admin:
 
     def add_location(self, merchant_id: str, name: str, address: str = "") -> str:
         """A new location of the merchant; AdminError naming what is wrong, a name it has included."""
-        name, address = name.strip(), address.strip()
-        if not name:
-            raise AdminError("location name is empty")
-        for field, text, most in (
-            ("name", name, LOCATION_NAME_MAX),
-            ("address", address, LOCATION_ADDRESS_MAX),
-        ):
-            if len(text) > most:
-                raise AdminError(f"location {field} is {len(text)} characters; at most {most}")
+        name, address = location_fields(name, address)
         self._require_merchant(merchant_id)
         location_id = new_id("loc")
         try:
@@ -606,6 +598,17 @@ class Admin:
     def _require_merchant(self, merchant_id: str) -> None:
         if self._store.merchant_name(merchant_id) is None:
             raise AdminError(f"no merchant {merchant_id}")
+
+
+def location_fields(name: str, address: str) -> tuple[str, str]:
+    """A location's name and address as stored (stripped); AdminError naming what is wrong."""
+    name, address = name.strip(), address.strip()
+    if not name:
+        raise AdminError("location name is empty")
+    for field, text, most in (("name", name, LOCATION_NAME_MAX), ("address", address, LOCATION_ADDRESS_MAX)):
+        if len(text) > most:
+            raise AdminError(f"location {field} is {len(text)} characters; at most {most}")
+    return name, address
 
 
 def _employee_key(merchant_id: str, employee_number: str) -> tuple[ColumnElement[bool], ...]:

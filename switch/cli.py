@@ -153,6 +153,9 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "set-receipt-layout": ("SetReceiptLayout", bo.ReceiptLayout),
     "list-locations": ("ListLocations", bo.ListLocationsRequest),
     "set-location-logo": ("SetLocationLogo", bo.LocationLogo),  # logo_png=<file.png> or remove_logo=true
+    "ask-location-change": ("AskLocationChange", bo.AskLocationChangeRequest),
+    "list-location-changes": ("ListLocationChanges", bo.ListLocationChangesRequest),  # status=pending
+    "decide-location-change": ("DecideLocationChange", bo.DecideLocationChangeRequest),  # approve=true
 }
 CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "replacement_card"}
 

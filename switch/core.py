@@ -36,6 +36,7 @@ from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import LockoutPolicy
 from switch.domain.transactions import Outcome, TerminalCommand
+from switch.location_changes import LocationChanges
 from switch.password_resets import PasswordResets
 from switch.passwords import MerchantPasswords, SignInLockout
 from switch.pins import ClosedLoopPins, TerminalPinKeys
@@ -85,6 +86,7 @@ class SwitchCore:
         self.receipts = Receipts(settings, self.store, self.report_zone, utc_now, on_receipt)
         self.password_resets = PasswordResets(engine, settings, utc_now)
         self.admin = Admin(self.store, card_hash_key, self.passwords)
+        self.location_changes = LocationChanges(engine, utc_now)
         self.terminals = TerminalDirectory(self.store)
         self.cards = CardDirectory(self.store, card_hash_key)
         self.writer = JournalWriter(

@@ -207,6 +207,7 @@ class Location(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     HAS_LOGO_FIELD_NUMBER: _builtins.int
     TERMINALS_FIELD_NUMBER: _builtins.int
+    PENDING_CHANGE_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     merchant_id: _builtins.str
     name: _builtins.str
@@ -215,6 +216,10 @@ class Location(_message.Message):
     """its receipts show its own logo, not the merchant's"""
     terminals: _builtins.int
     """terminals activated there, active or not"""
+    @_builtins.property
+    def pending_change(self) -> Global___LocationChange:
+        """a change waiting for the operator's check; unset: none"""
+
     def __init__(
         self,
         *,
@@ -224,14 +229,177 @@ class Location(_message.Message):
         address: _builtins.str = ...,
         has_logo: _builtins.bool = ...,
         terminals: _builtins.int = ...,
+        pending_change: Global___LocationChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pending_change", b"pending_change"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "has_logo", b"has_logo", "location_id", b"location_id", "merchant_id", b"merchant_id", "name", b"name", "terminals", b"terminals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "has_logo", b"has_logo", "location_id", b"location_id", "merchant_id", b"merchant_id", "name", b"name", "pending_change", b"pending_change", "terminals", b"terminals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Location: _TypeAlias = Location  # noqa: Y015
+
+@_typing.final
+class AskLocationChangeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    location_id: _builtins.str
+    """from ListLocations"""
+    name: _builtins.str
+    """the whole new name and address, both (the one not changing as it is)"""
+    address: _builtins.str
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        location_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "location_id", b"location_id", "merchant_id", b"merchant_id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AskLocationChangeRequest: _TypeAlias = AskLocationChangeRequest  # noqa: Y015
+
+@_typing.final
+class LocationChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    FROM_NAME_FIELD_NUMBER: _builtins.int
+    FROM_ADDRESS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ASKED_BY_FIELD_NUMBER: _builtins.int
+    ASKED_AT_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    location_id: _builtins.str
+    merchant_id: _builtins.str
+    name: _builtins.str
+    """asked"""
+    address: _builtins.str
+    from_name: _builtins.str
+    """the location's when it was asked"""
+    from_address: _builtins.str
+    status: _builtins.str
+    """pending, approved, rejected, replaced (by a later ask)"""
+    asked_by: _builtins.str
+    """the portal login's e-mail address, or "backoffice" """
+    asked_at: _builtins.str
+    """ISO 8601, UTC"""
+    decided_at: _builtins.str
+    """empty while pending"""
+    reason: _builtins.str
+    """why it was rejected"""
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+        location_id: _builtins.str = ...,
+        merchant_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        address: _builtins.str = ...,
+        from_name: _builtins.str = ...,
+        from_address: _builtins.str = ...,
+        status: _builtins.str = ...,
+        asked_by: _builtins.str = ...,
+        asked_at: _builtins.str = ...,
+        decided_at: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "asked_at", b"asked_at", "asked_by", b"asked_by", "change_id", b"change_id", "decided_at", b"decided_at", "from_address", b"from_address", "from_name", b"from_name", "location_id", b"location_id", "merchant_id", b"merchant_id", "name", b"name", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LocationChange: _TypeAlias = LocationChange  # noqa: Y015
+
+@_typing.final
+class ListLocationChangesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    merchant_id: _builtins.str
+    """empty: every merchant's (backoffice)"""
+    status: _builtins.str
+    """empty: any; pending, approved, rejected, replaced"""
+    def __init__(
+        self,
+        *,
+        merchant_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["merchant_id", b"merchant_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLocationChangesRequest: _TypeAlias = ListLocationChangesRequest  # noqa: Y015
+
+@_typing.final
+class LocationChangeList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocationChange]:
+        """newest first, at most 500"""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___LocationChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LocationChangeList: _TypeAlias = LocationChangeList  # noqa: Y015
+
+@_typing.final
+class DecideLocationChangeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    approve: _builtins.bool
+    """false: reject, with a reason"""
+    reason: _builtins.str
+    """at most 250 characters; required to reject"""
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+        approve: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "change_id", b"change_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideLocationChangeRequest: _TypeAlias = DecideLocationChangeRequest  # noqa: Y015
 
 @_typing.final
 class ListLocationsRequest(_message.Message):

@@ -154,6 +154,21 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationLogo.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Location.FromString,
                 _registered_method=True)
+        self.AskLocationChange = channel.unary_unary(
+                '/txswitch.v1.Backoffice/AskLocationChange',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.AskLocationChangeRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationChange.FromString,
+                _registered_method=True)
+        self.ListLocationChanges = channel.unary_unary(
+                '/txswitch.v1.Backoffice/ListLocationChanges',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.ListLocationChangesRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationChangeList.FromString,
+                _registered_method=True)
+        self.DecideLocationChange = channel.unary_unary(
+                '/txswitch.v1.Backoffice/DecideLocationChange',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.DecideLocationChangeRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationChange.FromString,
+                _registered_method=True)
 
 
 class BackofficeServicer:
@@ -310,6 +325,27 @@ class BackofficeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AskLocationChange(self, request, context):
+        """A location's new name or address: the merchant asks (portal, or here for it), the operator
+        checks and approves or rejects with a reason (know your customer); a new ask for the same
+        location replaces the one still pending. Approved, the location keeps its id and terminals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLocationChanges(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideLocationChange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackofficeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -432,6 +468,21 @@ def add_BackofficeServicer_to_server(servicer, server):
                     servicer.SetLocationLogo,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationLogo.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.Location.SerializeToString,
+            ),
+            'AskLocationChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.AskLocationChange,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.AskLocationChangeRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationChange.SerializeToString,
+            ),
+            'ListLocationChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLocationChanges,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ListLocationChangesRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationChangeList.SerializeToString,
+            ),
+            'DecideLocationChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideLocationChange,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.DecideLocationChangeRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationChange.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1082,6 +1133,87 @@ class Backoffice:
             '/txswitch.v1.Backoffice/SetLocationLogo',
             protocols_dot_wire_dot_backoffice__pb2.LocationLogo.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.Location.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AskLocationChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/AskLocationChange',
+            protocols_dot_wire_dot_backoffice__pb2.AskLocationChangeRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.LocationChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLocationChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/ListLocationChanges',
+            protocols_dot_wire_dot_backoffice__pb2.ListLocationChangesRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.LocationChangeList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideLocationChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/DecideLocationChange',
+            protocols_dot_wire_dot_backoffice__pb2.DecideLocationChangeRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.LocationChange.FromString,
             options,
             channel_credentials,
             insecure,

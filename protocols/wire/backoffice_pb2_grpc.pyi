@@ -64,6 +64,13 @@ class BackofficeStub:
     ListLocations: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationsRequest, _backoffice_pb2.LocationList]
     """A merchant's locations ("Emplacements"), and a logo of one location's own on its receipts."""
     SetLocationLogo: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.LocationLogo, _backoffice_pb2.Location]
+    AskLocationChange: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AskLocationChangeRequest, _backoffice_pb2.LocationChange]
+    """A location's new name or address: the merchant asks (portal, or here for it), the operator
+    checks and approves or rejects with a reason (know your customer); a new ask for the same
+    location replaces the one still pending. Approved, the location keeps its id and terminals.
+    """
+    ListLocationChanges: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationChangesRequest, _backoffice_pb2.LocationChangeList]
+    DecideLocationChange: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.DecideLocationChangeRequest, _backoffice_pb2.LocationChange]
 
 @_typing.type_check_only
 class BackofficeAsyncStub(BackofficeStub):
@@ -99,6 +106,13 @@ class BackofficeAsyncStub(BackofficeStub):
     ListLocations: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationsRequest, _backoffice_pb2.LocationList]  # type: ignore[assignment]
     """A merchant's locations ("Emplacements"), and a logo of one location's own on its receipts."""
     SetLocationLogo: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.LocationLogo, _backoffice_pb2.Location]  # type: ignore[assignment]
+    AskLocationChange: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AskLocationChangeRequest, _backoffice_pb2.LocationChange]  # type: ignore[assignment]
+    """A location's new name or address: the merchant asks (portal, or here for it), the operator
+    checks and approves or rejects with a reason (know your customer); a new ask for the same
+    location replaces the one still pending. Approved, the location keeps its id and terminals.
+    """
+    ListLocationChanges: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationChangesRequest, _backoffice_pb2.LocationChangeList]  # type: ignore[assignment]
+    DecideLocationChange: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.DecideLocationChangeRequest, _backoffice_pb2.LocationChange]  # type: ignore[assignment]
 
 class BackofficeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -275,5 +289,30 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         request: _backoffice_pb2.LocationLogo,
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.Location, _abc.Awaitable[_backoffice_pb2.Location]]: ...
+
+    @_abc_1.abstractmethod
+    def AskLocationChange(
+        self,
+        request: _backoffice_pb2.AskLocationChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.LocationChange, _abc.Awaitable[_backoffice_pb2.LocationChange]]:
+        """A location's new name or address: the merchant asks (portal, or here for it), the operator
+        checks and approves or rejects with a reason (know your customer); a new ask for the same
+        location replaces the one still pending. Approved, the location keeps its id and terminals.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLocationChanges(
+        self,
+        request: _backoffice_pb2.ListLocationChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.LocationChangeList, _abc.Awaitable[_backoffice_pb2.LocationChangeList]]: ...
+
+    @_abc_1.abstractmethod
+    def DecideLocationChange(
+        self,
+        request: _backoffice_pb2.DecideLocationChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.LocationChange, _abc.Awaitable[_backoffice_pb2.LocationChange]]: ...
 
 def add_BackofficeServicer_to_server(servicer: BackofficeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -115,6 +115,16 @@ class PortalStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationLogo.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Location.FromString,
                 _registered_method=True)
+        self.AskLocationChange = channel.unary_unary(
+                '/txswitch.v1.Portal/AskLocationChange',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.AskLocationChangeRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationChange.FromString,
+                _registered_method=True)
+        self.ListLocationChanges = channel.unary_unary(
+                '/txswitch.v1.Portal/ListLocationChanges',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.ListLocationChangesRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationChangeList.FromString,
+                _registered_method=True)
         self.RequestPasswordReset = channel.unary_unary(
                 '/txswitch.v1.Portal/RequestPasswordReset',
                 request_serializer=protocols_dot_wire_dot_portal__pb2.RequestPasswordResetRequest.SerializeToString,
@@ -233,6 +243,21 @@ class PortalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AskLocationChange(self, request, context):
+        """A location's new name or address ("modifier les données de vos emplacements"): owner and
+        managers ask; it counts once the operator has checked it ("vérifiées par CCV"). Every login
+        sees the changes asked and their outcome, a rejection with its reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLocationChanges(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RequestPasswordReset(self, request, context):
         """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
         the login with this address, if there is one; the answer is the same either way.
@@ -332,6 +357,16 @@ def add_PortalServicer_to_server(servicer, server):
                     servicer.SetLocationLogo,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationLogo.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.Location.SerializeToString,
+            ),
+            'AskLocationChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.AskLocationChange,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.AskLocationChangeRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationChange.SerializeToString,
+            ),
+            'ListLocationChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLocationChanges,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ListLocationChangesRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationChangeList.SerializeToString,
             ),
             'RequestPasswordReset': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestPasswordReset,
@@ -776,6 +811,60 @@ class Portal:
             '/txswitch.v1.Portal/SetLocationLogo',
             protocols_dot_wire_dot_backoffice__pb2.LocationLogo.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.Location.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AskLocationChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/AskLocationChange',
+            protocols_dot_wire_dot_backoffice__pb2.AskLocationChangeRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.LocationChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLocationChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/ListLocationChanges',
+            protocols_dot_wire_dot_backoffice__pb2.ListLocationChangesRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.LocationChangeList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,12 @@ class PortalStub:
     """
     AddLocation: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AddLocationRequest, _backoffice_pb2.Location]
     SetLocationLogo: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.LocationLogo, _backoffice_pb2.Location]
+    AskLocationChange: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AskLocationChangeRequest, _backoffice_pb2.LocationChange]
+    """A location's new name or address ("modifier les données de vos emplacements"): owner and
+    managers ask; it counts once the operator has checked it ("vérifiées par CCV"). Every login
+    sees the changes asked and their outcome, a rejection with its reason.
+    """
+    ListLocationChanges: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationChangesRequest, _backoffice_pb2.LocationChangeList]
     RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_portal_pb2.RequestPasswordResetRequest, _portal_pb2.RequestPasswordResetResponse]
     """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
     the login with this address, if there is one; the answer is the same either way.
@@ -101,6 +107,12 @@ class PortalAsyncStub(PortalStub):
     """
     AddLocation: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AddLocationRequest, _backoffice_pb2.Location]  # type: ignore[assignment]
     SetLocationLogo: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.LocationLogo, _backoffice_pb2.Location]  # type: ignore[assignment]
+    AskLocationChange: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AskLocationChangeRequest, _backoffice_pb2.LocationChange]  # type: ignore[assignment]
+    """A location's new name or address ("modifier les données de vos emplacements"): owner and
+    managers ask; it counts once the operator has checked it ("vérifiées par CCV"). Every login
+    sees the changes asked and their outcome, a rejection with its reason.
+    """
+    ListLocationChanges: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationChangesRequest, _backoffice_pb2.LocationChangeList]  # type: ignore[assignment]
     RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_portal_pb2.RequestPasswordResetRequest, _portal_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
     """Forgotten password ("wachtwoord vergeten"), without a session: a one-time code by e-mail to
     the login with this address, if there is one; the answer is the same either way.
@@ -232,6 +244,24 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         request: _backoffice_pb2.LocationLogo,
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.Location, _abc.Awaitable[_backoffice_pb2.Location]]: ...
+
+    @_abc_1.abstractmethod
+    def AskLocationChange(
+        self,
+        request: _backoffice_pb2.AskLocationChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.LocationChange, _abc.Awaitable[_backoffice_pb2.LocationChange]]:
+        """A location's new name or address ("modifier les données de vos emplacements"): owner and
+        managers ask; it counts once the operator has checked it ("vérifiées par CCV"). Every login
+        sees the changes asked and their outcome, a rejection with its reason.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLocationChanges(
+        self,
+        request: _backoffice_pb2.ListLocationChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.LocationChangeList, _abc.Awaitable[_backoffice_pb2.LocationChangeList]]: ...
 
     @_abc_1.abstractmethod
     def RequestPasswordReset(

@@ -233,6 +233,24 @@ class LocationLogoRow(Base):
     logo_png: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class LocationChangeRow(Base):
+    """A change of a location's name or address the merchant asked for, and the operator's decision."""
+
+    __tablename__ = "location_changes"
+    change_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    location_id: Mapped[str] = mapped_column(ForeignKey("locations.location_id"), index=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    address: Mapped[str] = mapped_column(String(250))
+    from_name: Mapped[str] = mapped_column(String(120))
+    from_address: Mapped[str] = mapped_column(String(250))
+    status: Mapped[str] = mapped_column(String(20))  # pending, approved, rejected, replaced
+    asked_by: Mapped[str] = mapped_column(String(254))
+    asked_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reason: Mapped[str] = mapped_column(String(250), default="")
+
+
 class ReceiptRow(Base):
     """An e-mailed receipt until its mail server took it (or refused it for good).
 
@@ -308,6 +326,7 @@ day_closes = cast(Table, DayCloseRow.__table__)
 receipt_layouts = cast(Table, ReceiptLayoutRow.__table__)
 receipts = cast(Table, ReceiptRow.__table__)
 location_logos = cast(Table, LocationLogoRow.__table__)
+location_changes = cast(Table, LocationChangeRow.__table__)
 portal_sessions = cast(Table, PortalSessionRow.__table__)
 sign_in_failures = cast(Table, SignInFailureRow.__table__)
 password_resets = cast(Table, PasswordResetRow.__table__)

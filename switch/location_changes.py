@@ -1,0 +1,197 @@
+"""A location's name or address changed by the merchant, in force once the operator has checked it.
+
+The A77 guide's portal lets the merchant change its locations' details, which the provider then
+checks before they count (know your customer): an asked change waits as `pending` until the
+backoffice approves it (the location takes the new name and address) or rejects it with a
+reason the merchant sees. A new ask for the same location replaces the one still waiting. A
+location keeps its id, so its terminals, reports and logo follow it through a rename.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from switch.admin import AdminError, location_fields, new_id
+from switch.store.key_locks import lock_name
+from switch.store.repository import as_utc
+from switch.store.schema import location_changes, locations
+
+REASON_MAX = 250  # the column's length
+LISTED_MAX = 500  # changes in one list, newest first
+
+
+class ChangeStatus(enum.StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+    replaced = "replaced"  # a later ask for the same location took its place
+
+
+@dataclass(frozen=True, slots=True)
+class LocationChange:
+    change_id: str
+    location_id: str
+    merchant_id: str
+    name: str  # asked
+    address: str
+    from_name: str  # the location's when it was asked
+    from_address: str
+    status: ChangeStatus
+    asked_by: str  # the portal login's address, or "backoffice"
+    asked_at: dt.datetime  # UTC
+    decided_at: dt.datetime | None
+    reason: str  # why it was rejected
+
+
+class LocationChanges:
+    def __init__(self, engine: Engine, now: Callable[[], dt.datetime]) -> None:
+        self._engine = engine
+        self._now = now
+
+    def ask(
+        self, merchant_id: str, location_id: str, name: str, address: str, asked_by: str
+    ) -> LocationChange:
+        """A change of the merchant's location, pending; AdminError naming what is wrong, LookupError
+        for a location the merchant does not have."""
+        name, address = location_fields(name, address)
+        change_id = new_id("lch")
+        with self._engine.begin() as conn:
+            lock_name(conn, f"location-change:{location_id}")
+            now_name, now_address = _location_of(conn, merchant_id, location_id)
+            if (name, address) == (now_name, now_address):
+                raise AdminError(f"location {now_name!r} has this name and address already")
+            taken = conn.execute(
+                select(locations.c.location_id).where(
+                    locations.c.merchant_id == merchant_id,
+                    locations.c.name == name,
+                    locations.c.location_id != location_id,
+                )
+            ).first()
+            if taken is not None:
+                raise AdminError(f"location {name!r} exists already")
+            conn.execute(
+                update(location_changes)
+                .where(
+                    location_changes.c.location_id == location_id,
+                    location_changes.c.status == ChangeStatus.pending,
+                )
+                .values(status=ChangeStatus.replaced, decided_at=self._now())
+            )
+            conn.execute(
+                insert(location_changes),
+                {
+                    "change_id": change_id,
+                    "location_id": location_id,
+                    "merchant_id": merchant_id,
+                    "name": name,
+                    "address": address,
+                    "from_name": now_name,
+                    "from_address": now_address,
+                    "status": ChangeStatus.pending,
+                    "asked_by": asked_by,
+                    "asked_at": self._now(),
+                    "decided_at": None,
+                    "reason": "",
+                },
+            )
+            return _change_of(conn, change_id)
+
+    def list(self, merchant_id: str = "", status: str = "") -> list[LocationChange]:
+        """Newest first, at most LISTED_MAX; of one merchant or every one, in one status or any."""
+        query = select(location_changes).order_by(location_changes.c.asked_at.desc()).limit(LISTED_MAX)
+        if merchant_id:
+            query = query.where(location_changes.c.merchant_id == merchant_id)
+        if status:
+            query = query.where(location_changes.c.status == _status(status))
+        with self._engine.connect() as conn:
+            return [_change(row) for row in conn.execute(query)]
+
+    def decide(self, change_id: str, approve: bool, reason: str = "") -> LocationChange:
+        """Approve (the location takes the asked name and address) or reject with a reason.
+        AdminError when the change was decided already or its name is now taken; LookupError for
+        an unknown change."""
+        reason = reason.strip()
+        if not approve and not reason:
+            raise AdminError("reason is missing: the merchant sees why its change was rejected")
+        if len(reason) > REASON_MAX:
+            raise AdminError(f"reason is {len(reason)} characters; at most {REASON_MAX}")
+        status = ChangeStatus.approved if approve else ChangeStatus.rejected
+        with self._engine.begin() as conn:
+            decided = conn.execute(
+                update(location_changes)
+                .where(
+                    location_changes.c.change_id == change_id,
+                    location_changes.c.status == ChangeStatus.pending,
+                )
+                .values(status=status, decided_at=self._now(), reason=reason)
+            )
+            change = _change_of(conn, change_id)
+            if decided.rowcount != 1:
+                raise AdminError(f"change {change_id!r} is {change.status.value} already")
+            if approve:
+                _rename(conn, change)
+        return change
+
+
+def _rename(conn: Connection, change: LocationChange) -> None:
+    """The approved name and address; AdminError (which rolls the decision back) if taken."""
+    try:
+        conn.execute(
+            update(locations)
+            .where(locations.c.location_id == change.location_id)
+            .values(name=change.name, address=change.address)
+        )
+    except IntegrityError:  # the (merchant, name) key: another location took the name since
+        raise AdminError(
+            f"location {change.name!r} exists already; reject this change, or ask for another name"
+        ) from None
+
+
+def _location_of(conn: Connection, merchant_id: str, location_id: str) -> tuple[str, str]:
+    found = conn.execute(
+        select(locations.c.name, locations.c.address).where(
+            locations.c.location_id == location_id, locations.c.merchant_id == merchant_id
+        )
+    ).first()
+    if found is None:
+        raise LookupError(f"location_id {location_id!r}: no such location of merchant {merchant_id!r}")
+    return found.name, found.address
+
+
+def _change_of(conn: Connection, change_id: str) -> LocationChange:
+    row = conn.execute(select(location_changes).where(location_changes.c.change_id == change_id)).first()
+    if row is None:
+        raise LookupError(f"change_id {change_id!r}: no such location change")
+    return _change(row)
+
+
+def _status(value: str) -> ChangeStatus:
+    try:
+        return ChangeStatus(value)
+    except ValueError:
+        known = ", ".join(s.value for s in ChangeStatus)
+        raise AdminError(f"status {value[:40]!r} is not one of {known}") from None
+
+
+def _change(row: Any) -> LocationChange:
+    return LocationChange(
+        change_id=row.change_id,
+        location_id=row.location_id,
+        merchant_id=row.merchant_id,
+        name=row.name,
+        address=row.address,
+        from_name=row.from_name,
+        from_address=row.from_address,
+        status=ChangeStatus(row.status),
+        asked_by=row.asked_by,
+        asked_at=as_utc(row.asked_at),
+        decided_at=as_utc(row.decided_at) if row.decided_at is not None else None,
+        reason=row.reason,
+    )
