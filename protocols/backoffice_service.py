@@ -410,6 +410,8 @@ def ask_location_change_pb(
 
 
 def location_changes_pb(core: SwitchCore, request: bo.ListLocationChangesRequest) -> bo.LocationChangeList:
+    if request.merchant_id and core.store.merchant_name(request.merchant_id) is None:
+        raise LookupError(f"merchant_id {request.merchant_id!r}: no such merchant")
     changes = core.location_changes.list(request.merchant_id, request.status)
     return bo.LocationChangeList(changes=[location_change_pb(change) for change in changes])
 

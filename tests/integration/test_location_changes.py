@@ -196,6 +196,15 @@ def test_only_an_owner_or_manager_asks_and_only_for_its_own_locations(world: Wor
         grpc.StatusCode.PERMISSION_DENIED
     )
     assert changes(world) == []
+    nobody = bo.ListLocationChangesRequest(merchant_id="mer_nobody")
+    assert refusal(world.backoffice.ListLocationChanges, nobody, metadata=world.admin_metadata) == (
+        grpc.StatusCode.NOT_FOUND,
+        "merchant_id 'mer_nobody': no such merchant",
+    )
+    unknown_status = bo.ListLocationChangesRequest(status="done")
+    assert refusal(world.backoffice.ListLocationChanges, unknown_status, metadata=world.admin_metadata)[
+        1
+    ] == ("status 'done' is not one of pending, approved, rejected, replaced")
     assert [
         c.status
         for c in stub(world)
