@@ -400,9 +400,8 @@ def ask_location_change_pb(
     core: SwitchCore, request: bo.AskLocationChangeRequest, asked_by: str
 ) -> bo.LocationChange:
     """A change of a location's name or address, pending the operator's check (backoffice and portal)."""
-    for field in ("merchant_id", "location_id"):
-        if not getattr(request, field):
-            raise AdminError(f"{field} is missing")
+    if problem := convert.missing_field(request, "merchant_id", "location_id"):
+        raise AdminError(problem)
     change = core.location_changes.ask(
         request.merchant_id, request.location_id, request.name, request.address, asked_by
     )
@@ -444,9 +443,8 @@ def add_location_pb(core: SwitchCore, request: bo.AddLocationRequest) -> bo.Loca
 
 def set_location_logo_pb(core: SwitchCore, request: bo.LocationLogo) -> bo.Location:
     """A location's own receipt logo set or removed (backoffice and portal); the location now."""
-    for field in ("merchant_id", "location"):
-        if not getattr(request, field):
-            raise AdminError(f"{field} is missing")
+    if problem := convert.missing_field(request, "merchant_id", "location"):
+        raise AdminError(problem)
     try:
         core.receipts.set_location_logo(
             request.merchant_id, request.location, request.logo_png, remove=request.remove_logo
@@ -495,9 +493,8 @@ def list_employees_pb(core: SwitchCore, request: bo.ListEmployeesRequest) -> bo.
 def update_employee_pb(
     core: SwitchCore, request: bo.UpdateEmployeeRequest, by_role: str = OWNER
 ) -> bo.Employee:
-    for field in ("merchant_id", "employee_number"):
-        if not getattr(request, field):
-            raise AdminError(f"{field} is missing")
+    if problem := convert.missing_field(request, "merchant_id", "employee_number"):
+        raise AdminError(problem)
     updated = core.admin.update_employee(
         request.merchant_id,
         request.employee_number,

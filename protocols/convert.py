@@ -27,6 +27,14 @@ class BadRequestError(ValueError):
     """A request that is malformed; the message names the field and never echoes card data."""
 
 
+def missing_field(request: object, *fields: str) -> str:
+    """ "<field> is missing" for the first of the request's fields left empty; "" if none is."""
+    for field in fields:
+        if not getattr(request, field):
+            return f"{field} is missing"
+    return ""
+
+
 def transaction_id(value: str, field: str = "transaction_id") -> str:
     if not value:
         raise BadRequestError(f"{field} is missing")

@@ -89,9 +89,8 @@ class PortalService(portal_grpc.PortalServicer):
         return self._run(context, right, action)
 
     def SignIn(self, request: portal.SignInRequest, context: grpc.ServicerContext) -> portal.PortalSession:
-        for field in ("email", "password"):
-            if not getattr(request, field):
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
+        if problem := convert.missing_field(request, "email", "password"):
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
         try:
             session = self._sessions.sign_in(request.email, request.password)
         except PermissionError as error:
@@ -120,9 +119,8 @@ class PortalService(portal_grpc.PortalServicer):
     def ChangePassword(
         self, request: portal.ChangePasswordRequest, context: grpc.ServicerContext
     ) -> portal.ChangePasswordResponse:
-        for field in ("current_password", "new_password"):
-            if not getattr(request, field):
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
+        if problem := convert.missing_field(request, "current_password", "new_password"):
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
         try:
             self._sessions.change_password(bearer(context), request.current_password, request.new_password)
         except PermissionError as error:
@@ -147,9 +145,8 @@ class PortalService(portal_grpc.PortalServicer):
     def ResetPassword(
         self, request: portal.ResetPasswordRequest, context: grpc.ServicerContext
     ) -> portal.ResetPasswordResponse:
-        for field in ("code", "new_password"):
-            if not getattr(request, field):
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
+        if problem := convert.missing_field(request, "code", "new_password"):
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
         try:
             login = self._core.password_resets.reset(request.code, request.new_password)
         except PermissionError as error:

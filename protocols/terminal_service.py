@@ -192,9 +192,8 @@ class TerminalService(pb_grpc.TerminalServicer):
 
     @in_thread
     def Activate(self, request: pb.ActivateRequest, context: Context) -> pb.ActivateResponse:
-        for field in ("merchant_email", "password", "device_name", "location"):
-            if not getattr(request, field):
-                _refuse(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is missing")
+        if problem := convert.missing_field(request, "merchant_email", "password", "device_name", "location"):
+            _refuse(grpc.StatusCode.INVALID_ARGUMENT, problem)
         try:
             activation = self._core.admin.activate(
                 request.merchant_email, request.password, request.device_name, request.location

@@ -196,6 +196,11 @@ def test_only_an_owner_or_manager_asks_and_only_for_its_own_locations(world: Wor
         grpc.StatusCode.PERMISSION_DENIED
     )
     assert changes(world) == []
+    no_location = bo.AskLocationChangeRequest(name="Mine now")
+    assert refusal(stub(world).AskLocationChange, no_location, metadata=sign_in(world)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "location_id is missing",
+    )
     nobody = bo.ListLocationChangesRequest(merchant_id="mer_nobody")
     assert refusal(world.backoffice.ListLocationChanges, nobody, metadata=world.admin_metadata) == (
         grpc.StatusCode.NOT_FOUND,
