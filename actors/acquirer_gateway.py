@@ -55,8 +55,9 @@ class GatewayNotRunningError(Exception):
 
 
 # Called (on a worker thread) with what a reversal of the authorisation needs, after its STAN and
-# field 7 are chosen and before it is sent; if it raises, nothing is sent (answered 96).
-BeforeSend = Callable[[OriginalAuthorization], None]
+# field 7 are chosen and before it is sent; True to send it. If it returns False (a rule of the
+# caller's refused it) or raises, nothing is sent (answered 96; the caller answers its refusal).
+BeforeSend = Callable[[OriginalAuthorization], bool]
 
 
 class AcquirerGateway:
@@ -315,12 +316,14 @@ class AcquirerGateway:
             currency_numeric=message["49"],
         )
         try:
-            await trio.to_thread.run_sync(before_send, original)
+            recorded = await trio.to_thread.run_sync(before_send, original)
         except Exception:
             # Not recorded, so not sent: a crash must never leave an authorisation nobody knows of.
             log.exception("acquirer %s: authorisation not recorded before sending; not sent", name)
             return False
-        return True
+        if not recorded:
+            log.info("acquirer %s: authorisation refused before sending; not sent", name)
+        return recorded
 
     def _free_stan(self, link: AcquirerLink, terminal_id: str) -> str:
         # STANs wrap after 999999; skip one still waiting for its answer on this terminal.

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Final
 
 from switch.domain.money import Money
+from switch.domain.payments import PURCHASE_PROCESSING_CODE
 from switch.domain.response_codes import ResponseCode
 from switch.security import WrappedKey, mask_pan
-
-PURCHASE_PROCESSING_CODE: Final = "000000"
-REFUND_PROCESSING_CODE: Final = "200000"
 
 
 class MessageClass(enum.Enum):

@@ -13,8 +13,6 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from actors.acquirer_gateway import AcquirerGateway, GatewayNotRunningError
 from actors.acquirer_types import (
-    PURCHASE_PROCESSING_CODE,
-    REFUND_PROCESSING_CODE,
     AuthorizationRequest,
     AuthorizationResult,
     CardData,
@@ -26,6 +24,8 @@ from actors.outcomes import outcome_of, record_of
 from switch.domain.cvm import CvmPolicy, missing_cvm
 from switch.domain.money import Money
 from switch.domain.payments import (
+    PURCHASE_PROCESSING_CODE,
+    REFUND_PROCESSING_CODE,
     AbortPayment,
     EntryMode,
     Pay,
@@ -120,10 +120,12 @@ class PaymentProcessor:
         if is_expired(command.card.expiry_yymm, self._services.now().date()):
             return self._decline(command, terminal, token, digest, ResponseCode.card_expired, "")
         if command.refund:
-            problem = self._refund_over_takings(command, terminal)
+            left_minor = self._services.payments.refund_takings_left_minor(
+                terminal.terminal_id, terminal.period_number, command.amount.currency
+            )
+            problem = refund_over_takings_problem(command.amount, left_minor)
             if problem is not None:
-                code = ResponseCode.refund_exceeds_takings
-                return self._decline(command, terminal, token, digest, code, problem)
+                return self._refund_refused(command, terminal, token, digest, problem)
         # A refund credits the cardholder: no cardholder verification is asked for it.
         cvm_problem = (
             None
@@ -144,11 +146,16 @@ class PaymentProcessor:
         """Send the authorisation, its row recorded as pending first; then store the answer."""
         method = command.card.entry_mode.value
         sent: list[PaymentDetails] = []
+        refused: list[str] = []
 
-        def record_pending(original: OriginalAuthorization) -> None:
+        def record_pending(original: OriginalAuthorization) -> bool:
             pending = _pending_details(command, original, context)
-            self._services.payments.record_pending(pending, self._services.now())
+            problem = self._services.payments.record_pending(pending, self._services.now())
+            if problem is not None:  # a refund over the takings left, counted under the lock
+                refused.append(problem)
+                return False
             sent.append(pending)
+            return True
 
         try:
             result = self._services.gateway.authorize(
@@ -161,6 +168,8 @@ class PaymentProcessor:
                 "acquirer gateway not running",
                 method,
             )
+        if refused:
+            return self._refund_refused(command, terminal, context.token, context.digest, refused[0])
         outcome = _outcome_of_result(command, result, terminal.period_number, context.token)
         details = _answered(sent[0], result) if sent else None
         record = record_of(outcome, terminal.terminal_id, context.digest, merchant_id=terminal.merchant_id)
@@ -183,14 +192,14 @@ class PaymentProcessor:
             )
         return outcome
 
-    def _refund_over_takings(self, command: Pay, terminal: TerminalInfo) -> str | None:
-        # The terminal actor serialises this terminal's payments: nothing of the period moves
-        # between this sum and the refund's own record.
-        takings_minor = self._services.store.card_takings_minor(
-            terminal.terminal_id, terminal.period_number, command.amount.currency
-        )
-        problem = refund_over_takings_problem(command.amount, takings_minor)
-        return None if problem is None else f"{problem}; nothing was sent to the acquirer"
+    def _refund_refused(
+        self, command: Pay, terminal: TerminalInfo, token: PanToken, digest: str, problem: str
+    ) -> Outcome:
+        # Checked before the acquirer's turn, and again under the terminal's refund lock when the
+        # refund is recorded as sent (PaymentStore.record_pending): refunds at the same moment on
+        # two nodes count each other.
+        detail = f"{problem}; nothing was sent to the acquirer"
+        return self._decline(command, terminal, token, digest, ResponseCode.refund_exceeds_takings, detail)
 
     def _pin_data(self, command: Pay, terminal_id: str) -> PinData | Outcome | None:
         if not command.has_pin:

@@ -16,6 +16,9 @@ PAN_DIGITS_MIN: Final = 12
 PAN_DIGITS_MAX: Final = 19
 TRACK2_CHARS_MAX: Final = 37
 SEQUENCE_NUMBER_MAX: Final = 999_999
+# ISO 8583 field 3 of an authorisation: a purchase debits the card, a refund credits it.
+PURCHASE_PROCESSING_CODE: Final = "000000"
+REFUND_PROCESSING_CODE: Final = "200000"
 # EMV tag -> (field name, hex characters allowed); the minimal set a chip authorisation carries.
 EMV_FIELDS: Final[tuple[tuple[str, str, tuple[int, ...]], ...]] = (
     ("9F26", "application_cryptogram", (16,)),

@@ -24,13 +24,19 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     and_,
+    case,
+    func,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Connection, RowMapping
 
+from switch.domain.money import Money
+from switch.domain.payments import REFUND_PROCESSING_CODE, EntryMode, refund_over_takings_problem
+from switch.domain.transactions import TransactionStatus, TransactionType
 from switch.store.journal import TransactionRecord
+from switch.store.key_locks import lock_name
 from switch.store.saf import NewReversal, SafStore
 from switch.store.schema import metadata, transactions
 
@@ -134,6 +140,34 @@ def _record_values(record: TransactionRecord, now: dt.datetime) -> dict[str, obj
     return {**{name: getattr(record, name) for name in TransactionRecord.__slots__}, "created_at": now}
 
 
+def refund_takings_left_minor(conn: Connection, source: str, period_number: int, currency: str) -> int:
+    """What a refund to a card may still take on this terminal: its bank-card payments less its
+    bank-card refunds of the period that still stand (neither cancelled, reversed nor aborted),
+    less its refunds sent and not answered yet, in one currency."""
+    row = transactions.c
+    signed = case(
+        (row.transaction_type == TransactionType.payment.value, row.approved_minor),
+        else_=-row.approved_minor,
+    )
+    standing = select(func.coalesce(func.sum(signed), 0)).where(
+        row.source == source,
+        row.period_number == period_number,
+        row.transaction_type.in_((TransactionType.payment.value, TransactionType.refund.value)),
+        row.payment_method.in_([mode.value for mode in EntryMode]),
+        row.currency == currency,
+        row.status == TransactionStatus.approved.value,
+    )
+    sent = card_payments.c
+    in_flight = select(func.coalesce(func.sum(sent.amount_minor), 0)).where(
+        sent.source == source,
+        sent.period_number == period_number,
+        sent.processing_code == REFUND_PROCESSING_CODE,
+        sent.currency == currency,
+        sent.stage == STAGE_PENDING,
+    )
+    return int(conn.execute(standing).scalar_one()) - int(conn.execute(in_flight).scalar_one())
+
+
 class PaymentStore:
     """Each write commits before it returns: a payment is durable before its answer is sent."""
 
@@ -147,11 +181,28 @@ class PaymentStore:
     def create_tables(self) -> None:
         card_payments.create(self._engine, checkfirst=True)
 
-    def record_pending(self, details: PaymentDetails, now: dt.datetime) -> None:
-        """Before the authorisation goes out; raises IntegrityError if this id has a row already."""
+    def record_pending(self, details: PaymentDetails, now: dt.datetime) -> str | None:
+        """Before the authorisation goes out; raises IntegrityError if this id has a row already.
+
+        A refund to a card is stored only if the terminal's card takings left cover it, counted in
+        the same transaction under the terminal's refund lock, so refunds sent at the same moment
+        (two nodes answering one terminal) count each other. Otherwise nothing is stored and the
+        problem is returned: the refund must not go out."""
         assert details.stage == STAGE_PENDING, "a new payment row is pending"
         with self._write_lock, self._engine.begin() as conn:
+            if details.processing_code == REFUND_PROCESSING_CODE:
+                lock_name(conn, f"card-refund:{details.source}")
+                amount = Money(details.amount_minor, details.currency)
+                left = refund_takings_left_minor(conn, details.source, details.period_number, amount.currency)
+                problem = refund_over_takings_problem(amount, left)
+                if problem is not None:
+                    return problem
             conn.execute(insert(card_payments), {**_details_values(details), "created_at": now})
+        return None
+
+    def refund_takings_left_minor(self, source: str, period_number: int, currency: str) -> int:
+        with self._engine.connect() as conn:
+            return refund_takings_left_minor(conn, source, period_number, currency)
 
     def record(self, record: TransactionRecord, details: PaymentDetails | None, now: dt.datetime) -> None:
         """Store the payment's answer and, when it reached the acquirer, its answered pending row.

@@ -8,14 +8,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, bindparam, case, func, select
+from sqlalchemy import Connection, Engine, Row, bindparam, func, select
 
 from switch.domain.card_rules import CardState
 from switch.domain.employees import PinAttempt
 from switch.domain.ledger import merchant_payable_account
-from switch.domain.payments import EntryMode
 from switch.domain.programmes import CoPayment, Programme
-from switch.domain.transactions import TransactionStatus, TransactionType
+from switch.domain.transactions import TransactionStatus
 from switch.store.card_pins import CardPin, card_pins
 from switch.store.journal import TransactionRecord
 from switch.store.schema import (
@@ -288,25 +287,6 @@ class Store:
         )
         with self.engine.connect() as conn:
             return tuple(TypeTotal(t, m, c, int(n), int(s)) for t, m, c, n, s in conn.execute(query))
-
-    def card_takings_minor(self, terminal_id: str, period_number: int, currency: str) -> int:
-        """Bank-card payments less bank-card refunds of the period that still stand (neither
-        cancelled, reversed nor aborted), in one currency."""
-        row = transactions.c
-        signed = case(
-            (row.transaction_type == TransactionType.payment.value, row.approved_minor),
-            else_=-row.approved_minor,
-        )
-        query = select(func.coalesce(func.sum(signed), 0)).where(
-            row.source == terminal_id,
-            row.period_number == period_number,
-            row.transaction_type.in_((TransactionType.payment.value, TransactionType.refund.value)),
-            row.payment_method.in_([mode.value for mode in EntryMode]),
-            row.currency == currency,
-            row.status == TransactionStatus.approved.value,
-        )
-        with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
 
     def day_close(self, terminal_id: str, close_id: str) -> DayCloseReport | None:
         with self.engine.connect() as conn:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.acquirer_types import PURCHASE_PROCESSING_CODE, REFUND_PROCESSING_CODE
 from actors.payments import RECOVERED_DETAIL, recovered_answer
+from switch.domain.payments import PURCHASE_PROCESSING_CODE, REFUND_PROCESSING_CODE
 from switch.store.payments import PaymentDetails
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -10,10 +12,11 @@ import pytest
 from sqlalchemy import func, select
 
 from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.server import SwitchServer
 from switch.store.payments import STAGE_ANSWERED, card_payments
 from switch.store.schema import transactions
-from terminal_sim.acquirer_host import OriginalKey
+from terminal_sim.acquirer_host import AcquirerHostConfig, OriginalKey
 from tests.integration.harness import EMPLOYEE, TerminalClient
 from tests.integration.payment_harness import (
     MASTERCARD_PAN,
@@ -348,6 +351,45 @@ def test_refunds_to_cards_take_at_most_the_card_takings_of_the_terminals_open_pe
     next_day = send_refund(both, card_refund(both, 100))
     assert next_day.response_code == "61"  # the new period has taken nothing yet
     both.audit()
+
+
+def test_refunds_on_two_nodes_at_the_same_moment_take_the_takings_once(tmp_path: Path) -> None:
+    # Both refunds pass the first check (nothing refunded yet) and are with the acquirer together
+    # for 200 ms; only the second check, under the terminal's refund lock where each refund is
+    # recorded as sent, sees the other one in flight.
+    with payment_world(tmp_path, "postgres", AcquirerHostConfig(latency_ms=200)) as world:
+        terminal = world.terminal
+        assert terminal.pay(3_000).response_code == "00"
+        settings = world.world.server.settings.with_overrides(data_dir=tmp_path / "node-b")
+        node_b = SwitchServer(settings)
+        node_b.start()
+        channel_b = grpc.insecure_channel(node_b.address)
+        try:
+            stubs = (terminal.stub, pb_grpc.TerminalStub(channel_b))
+            together = threading.Barrier(len(stubs))
+
+            def refund(stub: pb_grpc.TerminalStub) -> pb.TransactionResponse:
+                request = card_refund(world, 2_000)
+                together.wait()
+                answer: pb.TransactionResponse = stub.RefundCard(
+                    request, metadata=terminal.metadata, timeout=20
+                )
+                return answer
+
+            with ThreadPoolExecutor(len(stubs)) as pool:
+                answers = list(pool.map(refund, stubs))
+        finally:
+            channel_b.close()
+            node_b.stop()
+        assert sorted(answer.response_code for answer in answers) == ["00", "61"], [
+            a.message for a in answers
+        ]
+        (refused,) = (answer for answer in answers if answer.response_code == "61")
+        assert "not yet refunded: 10.00 EUR; nothing was sent" in refused.message
+        assert terminal.status(refused.transaction_id).status == "declined"
+        refunds = [a for a in world.host.record().authorizations if a.processing_code == "200000"]
+        assert [a.amount_minor for a in refunds] == [2_000]
+        world.audit()
 
 
 def test_a_card_refund_request_names_what_is_wrong(both: PaymentWorld) -> None:
