@@ -28,6 +28,8 @@ class SwitchStatus:
     acquirer_links_up: int
     acquirer_links_total: int
     store_and_forward_pending: int
+    location_changes_pending: int  # merchants' changes waiting for the operator's check
+    location_change_oldest_waited_s: int
 
 
 @dataclass(frozen=True, slots=True)

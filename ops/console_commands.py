@@ -17,6 +17,7 @@ from ops.console_backend import (
     DayCloseReport,
     OpsBackend,
     StoreAndForwardEntry,
+    SwitchStatus,
     TerminalInfo,
 )
 from ops.logs import scrub_text
@@ -211,8 +212,19 @@ def _status(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> Comma
                     f"{status.acquirer_links_up}/{status.acquirer_links_total}",
                 ),
                 ("store-and-forward", f"{status.store_and_forward_pending} pending"),
+                ("location changes", _changes_waiting(status)),
             ]
         )
+    )
+
+
+def _changes_waiting(status: SwitchStatus) -> str:
+    if status.location_changes_pending == 0:
+        return "0 pending"
+    waited_h = status.location_change_oldest_waited_s // 3600
+    return (
+        f"{status.location_changes_pending} pending, the oldest for {waited_h} h "
+        "(txswitch admin list-location-changes status=pending)"
     )
 
 

@@ -226,6 +226,7 @@ class SwitchMetrics:
         self._define_journal_metrics()
         self._define_acquirer_metrics()
         self._define_security_metrics()
+        self._define_backoffice_metrics()
         self._runtime = _RuntimeCollector()
         self.registry.register(self._runtime)
         self._request_children: dict[tuple[str, str], _RequestChildren] = {}
@@ -309,6 +310,19 @@ class SwitchMetrics:
         self.journal_commit_failures = Counter(
             "txswitch_journal_commit_failures",
             "Group commits that failed (each entry answered with a system decline).",
+            registry=self.registry,
+        )
+
+    def _define_backoffice_metrics(self) -> None:
+        self.location_changes_pending = Gauge(
+            "txswitch_location_changes_pending",
+            "Location changes merchants asked for that wait for the operator's check "
+            "(txswitch admin list-location-changes status=pending).",
+            registry=self.registry,
+        )
+        self.location_change_oldest_pending = Gauge(
+            "txswitch_location_change_oldest_pending_seconds",
+            "How long the oldest pending location change has waited; 0 when none waits.",
             registry=self.registry,
         )
 
@@ -412,6 +426,10 @@ class SwitchMetrics:
     def receipt(self, state: str) -> None:
         """An e-mailed receipt was queued, sent, put off or given up; never its address."""
         self.receipts.labels(state=state if state in RECEIPT_STATES else LABEL_REFUSED).inc()
+
+    def set_location_changes_waiting(self, pending: int, oldest_waited_s: float) -> None:
+        self.location_changes_pending.set(pending)
+        self.location_change_oldest_pending.set(oldest_waited_s)
 
     def commit_failed(self, count: int = 1) -> None:
         self.journal_commit_failures.inc(count)

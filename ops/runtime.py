@@ -74,6 +74,18 @@ class CoreFeed:
         metrics.pin_lockout("card", deltas.step("card_lockouts", self._core.card_pin_store.lockouts))
 
 
+class LocationChangesFeed:
+    """Location changes waiting for the operator, from the database (every node sees them all)."""
+
+    def __init__(self, core: SwitchCore, metrics: SwitchMetrics) -> None:
+        self._core = core
+        self._metrics = metrics
+
+    def __call__(self) -> None:
+        waiting = self._core.location_changes.waiting()
+        self._metrics.set_location_changes_waiting(waiting.pending, waiting.oldest_waited_s)
+
+
 class AcquirerFeed:
     """Link state, timeouts and store-and-forward depth per acquirer, from the gateway's snapshot."""
 
@@ -95,6 +107,7 @@ def wire_metrics(metrics: SwitchMetrics, core: SwitchCore, gateway: AcquirerGate
     """Everything the switch reports at scrape time; the hot path pays nothing for these."""
     metrics.set_runtime_source(lambda: runtime_snapshot(core))
     metrics.add_refresh(CoreFeed(core, metrics))
+    metrics.add_refresh(LocationChangesFeed(core, metrics))
     if gateway is not None:
         metrics.add_refresh(AcquirerFeed(gateway, metrics))
         gateway.observe_latency(metrics.observe_acquirer_request)

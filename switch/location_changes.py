@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from switch.admin import AdminError, location_fields, new_id
@@ -48,6 +48,14 @@ class LocationChange:
     asked_at: dt.datetime  # UTC
     decided_at: dt.datetime | None
     reason: str  # why it was rejected
+
+
+@dataclass(frozen=True, slots=True)
+class ChangesWaiting:
+    """The changes waiting for the operator's check, for metrics and the console."""
+
+    pending: int
+    oldest_waited_s: float  # 0 when none waits
 
 
 class LocationChanges:
@@ -112,6 +120,14 @@ class LocationChanges:
             query = query.where(location_changes.c.status == _status(status))
         with self._engine.connect() as conn:
             return [_change(row) for row in conn.execute(query)]
+
+    def waiting(self) -> ChangesWaiting:
+        pending = location_changes.c.status == ChangeStatus.pending
+        query = select(func.count(), func.min(location_changes.c.asked_at)).where(pending)
+        with self._engine.connect() as conn:
+            count, oldest = conn.execute(query).one()
+        waited_s = (self._now() - as_utc(oldest)).total_seconds() if oldest is not None else 0.0
+        return ChangesWaiting(int(count), max(waited_s, 0.0))
 
     def decide(self, change_id: str, approve: bool, reason: str = "") -> LocationChange:
         """Approve (the location takes the asked name and address) or reject with a reason.

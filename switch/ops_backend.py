@@ -94,6 +94,7 @@ class SwitchOpsBackend:
             links_total = len(stats.links)
             links_up = sum(link.state is LinkState.signed_on for link in stats.links)
             saf_pending = stats.saf_depth
+        changes = core.location_changes.waiting()
         return SwitchStatus(
             version=self._version,
             uptime_s=int(time.monotonic() - self._started_s),
@@ -105,6 +106,8 @@ class SwitchOpsBackend:
             acquirer_links_up=links_up,
             acquirer_links_total=links_total,
             store_and_forward_pending=saf_pending,
+            location_changes_pending=changes.pending,
+            location_change_oldest_waited_s=int(changes.oldest_waited_s),
         )
 
     # -- terminals ------------------------------------------------------------------------------

@@ -10,10 +10,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from ops.metrics import SwitchMetrics
+from ops.runtime import wire_metrics
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch import cli
+from switch.location_changes import LocationChanges
 from tests.integration.harness import ADMIN_TOKEN, MERCHANT_EMAIL, MERCHANT_PASSWORD, World, world_fixture
 from tests.integration.test_portal import refusal, sign_in, stub
 
@@ -282,3 +286,34 @@ def test_the_operator_decides_from_the_command_line(
     assert json.loads(capsys.readouterr().out)["status"] == "rejected"
     assert cli.main([*decided, "reason=twice"]) == 1
     assert "is rejected already" in capsys.readouterr().err
+
+
+def waiting_metrics(metrics: SwitchMetrics) -> tuple[float, float]:
+    found = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(metrics.exposition().decode())
+        for sample in family.samples
+    }
+    return found["txswitch_location_changes_pending"], found[
+        "txswitch_location_change_oldest_pending_seconds"
+    ]
+
+
+def test_changes_waiting_for_the_operator_show_in_the_metrics_until_decided(world: World) -> None:
+    metrics = SwitchMetrics()
+    wire_metrics(metrics, world.server.core, gateway=None)
+    assert waiting_metrics(metrics) == (0.0, 0.0)
+    station = world.server.core.admin.add_location(world.merchant_id, "Station")
+    first = ask(world, shop(world).location_id, "Shop Centre")
+    ask(world, station, "Station Square")
+    pending, oldest_s = waiting_metrics(metrics)
+    assert pending == 2.0 and 0.0 <= oldest_s < 60.0
+    # Three hours on, the oldest ask has waited three hours.
+    asked_at = dt.datetime.fromisoformat(first.asked_at)
+    later = LocationChanges(world.server.core.store.engine, lambda: asked_at + dt.timedelta(hours=3))
+    assert later.waiting().pending == 2 and later.waiting().oldest_waited_s == pytest.approx(3 * 3600, abs=1)
+    decide(world, first.change_id, approve=True)
+    assert waiting_metrics(metrics)[0] == 1.0
+    (left,) = changes(world, "pending")
+    decide(world, left[0], approve=False, reason="no such address")
+    assert waiting_metrics(metrics) == (0.0, 0.0)

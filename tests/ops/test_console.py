@@ -74,6 +74,7 @@ def test_viewer_reads_status_terminals_cards_and_day_closes(console_world: Conso
     )
 
     assert_ok(status, "state               serving", "terminals active    1", "acquirer links up   0/0")
+    assert_ok(status, "location changes    0 pending")
     assert_ok(listing, tid, "Shop", "A77-0", "active")
     assert_ok(show, f"terminal      {tid}", "day closes    1", "last seen at")
     assert_ok(card, mask(number), card_id, "15.00 EUR", "active", "Gift (gift)")
@@ -81,6 +82,19 @@ def test_viewer_reads_status_terminals_cards_and_day_closes(console_world: Conso
     assert_ok(closes, "#1", "closed", "redemption  1      7.00 EUR", "#2", "open (X report)", "3.00 EUR")
     assert_ok(helped, "terminals deactivate ID", "(operator only)")
     assert all(number not in result.stdout for result in (card, card_by_id))
+
+
+def test_status_says_how_many_location_changes_wait_for_the_operator(console_world: ConsoleWorld) -> None:
+    world = console_world.world
+    core = world.server.core
+    (location,) = core.admin.list_locations(world.merchant_id)
+    core.location_changes.ask(
+        world.merchant_id, location.location_id, "Shop Centre", "", "owner@example.test"
+    )
+    (status,) = console_world.run(console_world.keys.viewer, "status")
+    assert_ok(
+        status, "location changes    1 pending, the oldest for 0 h", "list-location-changes status=pending"
+    )
 
 
 def test_operator_blocks_unblocks_and_replaces_cards_in_the_switch(console_world: ConsoleWorld) -> None:
