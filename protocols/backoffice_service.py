@@ -17,7 +17,7 @@ from protocols.terminal_service import _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
-from switch.admin import AdminError, EmployeeInfo
+from switch.admin import AdminError, AdminStateError, EmployeeInfo
 from switch.core import SwitchCore
 from switch.domain import ledger, reports
 from switch.domain.card_rules import CardState
@@ -50,6 +50,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong admin token")
         try:
             return action()
+        except AdminStateError as error:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(error))
         except (AdminError, BadRequestError, reports.ReportQueryError) as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:
@@ -170,7 +172,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         def action() -> bo.CardView:
             card_id = self._card_id(request.card, request.HasField("card"))
             if self._core.store.card_replaced_by(card_id):
-                raise AdminError("a replaced card stays blocked")
+                raise AdminStateError("a replaced card stays blocked")
             return card_view(self._core.set_card_status(card_id, CardStatus.active, "unblocked", ADMIN_ACTOR))
 
         return self._run(context, action)

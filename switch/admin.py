@@ -57,6 +57,11 @@ class AdminError(ValueError):
     """A request the backoffice refuses; the message names what is wrong."""
 
 
+class AdminStateError(AdminError):
+    """Refused for the state of what the request names (decided already, changed since), not for
+    how it was asked: gRPC's FAILED_PRECONDITION rather than INVALID_ARGUMENT."""
+
+
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from switch.admin import AdminError, location_fields, new_id
+from switch.admin import AdminError, AdminStateError, location_fields, new_id
 from switch.store.key_locks import lock_name
 from switch.store.repository import as_utc
 from switch.store.schema import location_changes, locations
@@ -131,8 +131,8 @@ class LocationChanges:
 
     def decide(self, change_id: str, approve: bool, reason: str = "") -> LocationChange:
         """Approve (the location takes the asked name and address) or reject with a reason.
-        AdminError when the change was decided already or its name is now taken; LookupError for
-        an unknown change."""
+        AdminStateError when the change was decided already or its name is now taken; LookupError
+        for an unknown change."""
         reason = reason.strip()
         if not approve and not reason:
             raise AdminError("reason is missing: the merchant sees why its change was rejected")
@@ -150,14 +150,14 @@ class LocationChanges:
             )
             change = _change_of(conn, change_id)
             if decided.rowcount != 1:
-                raise AdminError(f"change {change_id!r} is {change.status.value} already")
+                raise AdminStateError(f"change {change_id!r} is {change.status.value} already")
             if approve:
                 _rename(conn, change)
         return change
 
 
 def _rename(conn: Connection, change: LocationChange) -> None:
-    """The approved name and address; AdminError (which rolls the decision back) if taken."""
+    """The approved name and address; AdminStateError (which rolls the decision back) if taken."""
     try:
         conn.execute(
             update(locations)
@@ -165,7 +165,7 @@ def _rename(conn: Connection, change: LocationChange) -> None:
             .values(name=change.name, address=change.address)
         )
     except IntegrityError:  # the (merchant, name) key: another location took the name since
-        raise AdminError(
+        raise AdminStateError(
             f"location {change.name!r} exists already; reject this change, or ask for another name"
         ) from None
 

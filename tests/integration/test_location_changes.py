@@ -113,7 +113,7 @@ def test_an_asked_rename_waits_for_the_operator_then_terminals_and_reports_follo
         bo.DecideLocationChangeRequest(change_id=asked.change_id, approve=False, reason="too late"),
         metadata=world.admin_metadata,
     ) == (
-        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
         f"change '{asked.change_id}' is approved already",
     )
 
@@ -141,8 +141,9 @@ def test_a_new_ask_replaces_the_one_still_pending(world: World) -> None:
     assert {c[0]: c[2] for c in changes(world)} == {first.change_id: "replaced", second.change_id: "pending"}
     assert shop(world).pending_change.name == "Shop Two"
     replaced = bo.DecideLocationChangeRequest(change_id=first.change_id, approve=True)
-    assert refusal(world.backoffice.DecideLocationChange, replaced, metadata=world.admin_metadata)[1] == (
-        f"change '{first.change_id}' is replaced already"
+    assert refusal(world.backoffice.DecideLocationChange, replaced, metadata=world.admin_metadata) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"change '{first.change_id}' is replaced already",
     )
     assert shop(world).name == "Shop"
 
@@ -227,7 +228,7 @@ def test_a_name_taken_since_the_ask_is_refused_at_approval_and_the_change_stays_
     world.server.core.admin.add_location(world.merchant_id, "Kiosk")
     approving = bo.DecideLocationChangeRequest(change_id=asked.change_id, approve=True)
     assert refusal(world.backoffice.DecideLocationChange, approving, metadata=world.admin_metadata) == (
-        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
         "location 'Kiosk' exists already; reject this change, or ask for another name",
     )
     assert changes(world) == [(asked.change_id, "Kiosk", "pending")]
@@ -259,7 +260,7 @@ def test_decisions_at_the_same_moment_settle_a_change_once(world: World) -> None
     results = at_once(8, lambda i: decide(world, asked.change_id, approve=i % 2 == 0, reason=f"operator {i}"))
     decided = [r for r in results if isinstance(r, bo.LocationChange)]
     assert len(decided) == 1
-    assert results.count(grpc.StatusCode.INVALID_ARGUMENT) == 7
+    assert results.count(grpc.StatusCode.FAILED_PRECONDITION) == 7
     assert changes(world) == [(asked.change_id, "Shop Centre", decided[0].status)]
     assert shop(world).name == ("Shop Centre" if decided[0].status == "approved" else "Shop")
 

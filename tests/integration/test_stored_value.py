@@ -305,6 +305,13 @@ def test_lost_card_is_blocked_and_its_balance_moved(world: World) -> None:
     assert terminal.redeem(lost, 1).response_code == "41"
     assert terminal.redeem(replacement, 2_100).response_code == "00"
     assert world.ledger().balance_mismatches == 0
+    with pytest.raises(grpc.RpcError) as unblocked:
+        world.backoffice.UnblockCard(
+            bo.CardRequest(card=pb.CardRef(card_number=lost)), metadata=world.admin_metadata, timeout=20
+        )
+    assert unblocked.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert unblocked.value.details() == "a replaced card stays blocked"
+    assert terminal.redeem(lost, 1).response_code == "41"
 
 
 def test_day_close_sequence_numbers_and_totals(world: World) -> None:
