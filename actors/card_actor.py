@@ -34,7 +34,9 @@ from switch.domain.money import Money
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import (
     COMMAND_TYPES,
+    AdjustingCommand,
     Cancel,
+    Completion,
     Load,
     Outcome,
     Redeem,
@@ -43,6 +45,7 @@ from switch.domain.transactions import (
     TransactionStatus,
     TransactionType,
     declined,
+    transaction_type_of,
 )
 from switch.store.card_pins import CardPin, CardPinStore
 from switch.store.journal import CardChange, OriginalChange, TransactionRecord, Write, WriteResult
@@ -212,13 +215,13 @@ class CardActor(SwitchActor):
         pending = self._pending_originals.get(command.original_transaction_id, 0)
         status = TransactionStatus.cancelled if pending == UNDO_PENDING else original.status
         refunded_minor = original.refunded_minor + max(pending, 0)
-        if isinstance(command, Refund):
+        if isinstance(command, Refund | Completion):
             return self._refund(command, message, original, status, refunded_minor)
         return self._undo(command, message, original, status, refunded_minor)
 
     def _refund(
         self,
-        command: Refund,
+        command: Refund | Completion,
         message: AdjustOriginal,
         original: StoredTransaction,
         status: TransactionStatus,
@@ -227,6 +230,10 @@ class CardActor(SwitchActor):
         card, terminal = self.card, message.terminal
         if original.record.transaction_type != TransactionType.redemption.value:
             decision = Decision(ResponseCode.invalid_transaction, detail="only a redemption can be refunded")
+        elif isinstance(command, Completion):
+            decision = card_rules.decide_completion(
+                card, command.amount, status, original.record.approved_minor - refunded_minor
+            )
         else:
             decision = card_rules.decide_refund(
                 card,
@@ -312,7 +319,7 @@ class CardActor(SwitchActor):
 
     def _approved(
         self,
-        command: Redeem | Load | Refund | Cancel | Reversal,
+        command: Redeem | Load | AdjustingCommand,
         transaction_type: TransactionType,
         decision: Decision,
         terminal: TerminalContext,
@@ -344,7 +351,7 @@ class CardActor(SwitchActor):
             funder_part=funder_part,
             status=TransactionStatus.approved,
         )
-        original = command.original_transaction_id if isinstance(command, Refund | Cancel | Reversal) else ""
+        original = command.original_transaction_id if not isinstance(command, Redeem | Load) else ""
         record = record_of(
             outcome,
             terminal.terminal_id,
@@ -357,7 +364,7 @@ class CardActor(SwitchActor):
 
     def _decline(
         self,
-        command: Redeem | Load | Refund | Cancel | Reversal,
+        command: Redeem | Load | AdjustingCommand,
         terminal: TerminalContext,
         fingerprint: str,
         decision: Decision,
@@ -366,7 +373,7 @@ class CardActor(SwitchActor):
         requested: Money | None = getattr(command, "amount", None)
         outcome = declined(
             command.transaction_id,
-            COMMAND_TYPES[type(command)],
+            transaction_type_of(command),
             decision.code,
             decision.detail,
             requested=requested,
@@ -375,7 +382,7 @@ class CardActor(SwitchActor):
             period_number=terminal.period_number,
         )
         extra: dict[str, object] = {"card_id": card.card_id, "merchant_id": terminal.merchant_id}
-        if isinstance(command, Refund | Cancel | Reversal):
+        if not isinstance(command, Redeem | Load):
             extra["original_transaction_id"] = command.original_transaction_id
         record = record_of(outcome, terminal.terminal_id, fingerprint, **extra)
         if requested is not None and requested.currency != card.currency:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from switch.domain.cards import CardStatus
-from switch.domain.transactions import Cancel, Load, Redeem, Refund, Reversal
+from switch.domain.transactions import AdjustingCommand, Cancel, Load, Redeem, Refund, Reversal
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +29,9 @@ class Authorize:
 
 @dataclass(frozen=True, slots=True)
 class AdjustOriginal:
-    """Refund, cancel or reverse an earlier transaction on the card."""
+    """Refund, cancel, reverse or complete an earlier transaction on the card."""
 
-    command: Refund | Cancel | Reversal
+    command: AdjustingCommand
     terminal: TerminalContext
     fingerprint: str
 

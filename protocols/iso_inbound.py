@@ -1,14 +1,16 @@
-"""Inbound ISO 8583: acquirers send 0100/0200/0400/0420/0800 for our closed-loop cards; we answer.
+"""Inbound ISO 8583: acquirers send 0100/0200/0220/0400/0420/0800 for our closed-loop cards; we answer.
 
 Requests go to the same card actors as the terminal protocol, so a card is spent by one writer
 whichever door the request came in by. A request is identified by acquirer id (field 32), card
-acceptor terminal (41), STAN (11) and transmission date and time (7); a reversal names its original
-through field 90. 0100 is treated like 0200: a closed-loop redemption is final when approved.
+acceptor terminal (41), STAN (11) and transmission date and time (7); a reversal or a completion
+names its original through field 90. An approved 0100 takes its amount from the card at once, as
+an 0200 does; its completion (0220) gives back what it took above the final amount.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -40,16 +42,18 @@ from switch.core import SwitchCore
 from switch.domain.money import CURRENCY_NUMERIC, Money
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import (
-    COMMAND_TYPES,
+    Completion,
     Outcome,
     Redeem,
     Reversal,
     TransactionStatus,
     TransactionType,
     fingerprint,
+    transaction_type_of,
 )
 from switch.security import KeyAlgorithm, KeyUsage, WrappedKey
 from switch.store.journal import TOMBSTONE_TYPE, TransactionRecord, Write, WriteResult
+from switch.store.repository import StoredTransaction
 from switch.store.schema import merchants
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,7 @@ ALPHA_BY_NUMERIC: Final = {numeric: alpha for alpha, numeric in CURRENCY_NUMERIC
 PURCHASE_PROCESSING_PREFIX: Final = "00"
 FINANCIAL_MTIS: Final = frozenset({mti.AUTHORIZATION_REQUEST, mti.FINANCIAL_REQUEST})
 REVERSAL_MTIS: Final = frozenset({mti.REVERSAL_REQUEST, mti.REVERSAL_ADVICE, mti.REVERSAL_ADVICE_REPEAT})
+COMPLETION_MTIS: Final = frozenset({mti.COMPLETION_ADVICE, mti.COMPLETION_ADVICE_REPEAT})
 ECHOED_FIELDS: Final = ("3", "4", "7", "11", "32", "37", "41", "42", "49", "70", "90")
 
 
@@ -131,6 +136,8 @@ class InboundHandler:
                 answer = self._redeem(request, acquirer, context)
             elif kind in REVERSAL_MTIS:
                 answer = self._reverse(request, context)
+            elif kind in COMPLETION_MTIS:
+                answer = self._complete(request, context)
             else:
                 answer = _Answer(ResponseCode.invalid_transaction, f"MTI {kind} is not a request we take")
         except MessageFormatError as error:
@@ -197,8 +204,7 @@ class InboundHandler:
     # 0400 / 0420 / 0421
 
     def _reverse(self, request: IsoMessage, context: TerminalContext) -> _Answer:
-        original = OriginalDataElements.decode(request["90"])
-        original_id = f"{request['41']}:{original.stan}:{original.transmission_datetime}"
+        original_id = original_identity(request, OriginalDataElements.decode(request["90"]))
         command = Reversal(original_id)
         digest = fingerprint(command)
         with self._stripe(original_id):
@@ -213,19 +219,68 @@ class InboundHandler:
                 or original_row.status is not TransactionStatus.approved
                 or original_row.record.card_id is None
             ):
-                return self._persist(
-                    Write(record=_nothing_moved(command, context, digest, original_row.status.value))
-                )
+                why = f"original {original_row.status.value}; nothing moved"
+                return self._persist(Write(record=_nothing_moved(command, context, digest, why)))
             message = AdjustOriginal(command, context, digest)
             reply: Reply = self._core.card_actors.ask(
                 original_row.record.card_id, message, self._core.settings.ask_timeout_s
             )
             return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
 
+    # 0220 / 0221
+
+    def _complete(self, request: IsoMessage, context: TerminalContext) -> _Answer:
+        """The final amount of an approved 0100: what the 0100 took above it goes back to the card.
+
+        One completion per authorisation (its id is the authorisation's): a repeat gets the first
+        answer, a second completion with another amount is refused 94. Nothing is stored for a
+        completion refused before the card's turn; its repeat is refused the same way.
+        """
+        original = OriginalDataElements.decode(request["90"])
+        if original.mti != mti.AUTHORIZATION_REQUEST:
+            return _Answer(
+                ResponseCode.invalid_transaction,
+                f"field 90 names an {original.mti}; only an 0100 is completed",
+            )
+        original_id = original_identity(request, original)
+        with self._stripe(original_id):
+            found = self._core.store.transaction(context.terminal_id, original_id)
+            if (
+                found is None
+                or found.record.transaction_type != TransactionType.redemption.value
+                or found.record.card_id is None
+            ):
+                return _Answer(
+                    ResponseCode.original_not_found, "no authorisation (0100) of ours named in field 90"
+                )
+            refusal = _completion_refusal(request, found)
+            if refusal is not None:
+                return refusal
+            authorised = Money(found.record.approved_minor, found.record.currency)
+            command = Completion(
+                original_id, Money(authorised.amount_minor - int(request["4"]), authorised.currency)
+            )
+            digest = fingerprint(command)
+            answer = self._completed(command, context, digest, found.record.card_id)
+        return dataclasses.replace(answer, approved_minor=None)  # field 4 echoes the final amount
+
+    def _completed(self, command: Completion, context: TerminalContext, digest: str, card_id: str) -> _Answer:
+        stored = self._stored_answer(context, command.transaction_id, TransactionType.refund, digest)
+        if stored is not None:
+            return _answer_of(stored)
+        if command.amount.amount_minor == 0:
+            record = _nothing_moved(
+                command, context, digest, "completed at the authorised amount; nothing moved"
+            )
+            return self._persist(Write(record=record))
+        message = AdjustOriginal(command, context, digest)
+        reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
+        return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
+
     def _tombstone(self, command: Reversal, context: TerminalContext, digest: str) -> _Answer:
         """Acknowledge, and hold the original's id so a late original is refused and moves nothing."""
         tombstone = tombstone_of(context.terminal_id, command.original_transaction_id)
-        record = _nothing_moved(command, context, digest, "never seen")
+        record = _nothing_moved(command, context, digest, "original never seen; nothing moved")
         return self._persist(Write(record=record, tombstone=tombstone))
 
     def _persist(self, write: Write) -> _Answer:
@@ -248,6 +303,24 @@ def transaction_identity(request: IsoMessage) -> str:
     return f"{request['41']}:{request['11']}:{request['7']}"
 
 
+def original_identity(request: IsoMessage, original: OriginalDataElements) -> str:
+    """The id `transaction_identity` gave the message field 90 names (same card acceptor terminal)."""
+    return f"{request['41']}:{original.stan}:{original.transmission_datetime}"
+
+
+def _completion_refusal(request: IsoMessage, authorisation: StoredTransaction) -> _Answer | None:
+    """Why the completion cannot be taken, before the card's turn; None when it can."""
+    record = authorisation.record
+    if authorisation.status is not TransactionStatus.approved:
+        return _Answer(ResponseCode.already_reversed, f"the authorisation is {authorisation.status.value}")
+    if ALPHA_BY_NUMERIC.get(request["49"]) != record.currency:
+        return _Answer(ResponseCode.currency_not_accepted, f"the authorisation was in {record.currency}")
+    if int(request["4"]) > record.approved_minor:
+        authorised = Money(record.approved_minor, record.currency).format()
+        return _Answer(ResponseCode.exceeds_original_amount, f"above the authorised {authorised}")
+    return None
+
+
 def _pan(request: IsoMessage) -> str:
     if "2" in request:
         return request["2"]
@@ -267,12 +340,14 @@ def _pin_block(request: IsoMessage, zone_key: WrappedKey) -> bytes | None:
     return block
 
 
-def _nothing_moved(command: Reversal, context: TerminalContext, digest: str, why: str) -> TransactionRecord:
+def _nothing_moved(
+    command: Reversal | Completion, context: TerminalContext, digest: str, detail: str
+) -> TransactionRecord:
     outcome = Outcome(
         command.transaction_id,
-        COMMAND_TYPES[Reversal],
+        transaction_type_of(command),
         ResponseCode.approved,
-        f"original {why}; nothing moved",
+        detail,
         status=TransactionStatus.approved,
     )
     return record_of(
@@ -431,7 +506,7 @@ class IsoInboundListener:
                 log.warning("ISO 8583 inbound: peer left before its answer (%s)", response.get("11", ""))
 
 
-_HANDLED_MTIS: Final = FINANCIAL_MTIS | REVERSAL_MTIS | {mti.NETWORK_REQUEST}
+_HANDLED_MTIS: Final = FINANCIAL_MTIS | REVERSAL_MTIS | COMPLETION_MTIS | {mti.NETWORK_REQUEST}
 
 
 def start_listener(core: SwitchCore) -> IsoInboundListener:

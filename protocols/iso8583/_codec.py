@@ -25,6 +25,9 @@ REQUIRED_FIELDS_BY_MTI: Final[dict[str, tuple[str, ...]]] = {
     _mti.FINANCIAL_REQUEST: ("3", "4", "7", "11", "22", "41", "42", "49"),
     _mti.AUTHORIZATION_RESPONSE: ("11", "39", "41"),
     _mti.FINANCIAL_RESPONSE: ("11", "39", "41"),
+    _mti.COMPLETION_ADVICE: ("4", "7", "11", "41", "49", "90"),
+    _mti.COMPLETION_ADVICE_REPEAT: ("4", "7", "11", "41", "49", "90"),
+    _mti.COMPLETION_ADVICE_RESPONSE: ("11", "39", "41"),
     _mti.REVERSAL_REQUEST: ("4", "7", "11", "41", "90"),
     _mti.REVERSAL_ADVICE: ("4", "7", "11", "41", "90"),
     _mti.REVERSAL_ADVICE_REPEAT: ("4", "7", "11", "41", "90"),
@@ -159,7 +162,7 @@ def transmission_datetime(moment: dt.datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class OriginalDataElements:
-    """Field 90: identifies the message a reversal undoes."""
+    """Field 90: identifies the message a reversal undoes or a completion completes."""
 
     mti: str
     stan: str

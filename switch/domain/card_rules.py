@@ -131,6 +131,27 @@ def decide_refund(
     return Decision(ResponseCode.approved, amount.amount_minor)
 
 
+def decide_completion(
+    card: CardState, released: Money, original_status: TransactionStatus, refundable_minor: int
+) -> Decision:
+    """An acquirer's completion gives back what its authorisation took above the final amount.
+
+    It is an advice: the sale is done at the acquirer, so what became of the card since (blocked,
+    expired, loaded to its limit) does not refuse it. The money going back was the card's.
+    """
+    problem = amount_problem(released, card.currency)
+    if problem is not None:
+        return problem
+    if original_status is not TransactionStatus.approved:
+        return Decision(ResponseCode.already_reversed, detail=f"the authorisation is {original_status.value}")
+    if released.amount_minor > refundable_minor:
+        return Decision(
+            ResponseCode.exceeds_original_amount,
+            detail=f"{card.money(refundable_minor).format()} of the authorisation left",
+        )
+    return Decision(ResponseCode.approved, released.amount_minor)
+
+
 def decide_undo(
     original_status: TransactionStatus,
     refunded_minor: int,

@@ -79,7 +79,24 @@ class Reversal:
         return f"reversal:{self.original_transaction_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """An acquirer's final amount for an authorisation it had approved (ISO 8583 0220).
+
+    The authorisation took its whole amount from the card; `amount` is what it took above the
+    final one, which goes back to the card. Identified by the authorisation, so it is taken once.
+    """
+
+    original_transaction_id: str
+    amount: Money
+
+    @property
+    def transaction_id(self) -> str:
+        return f"completion:{self.original_transaction_id}"
+
+
 TerminalCommand = Redeem | Load | Refund | Cancel | Reversal
+AdjustingCommand = Refund | Cancel | Reversal | Completion
 
 COMMAND_TYPES: dict[type[TerminalCommand], TransactionType] = {
     Redeem: TransactionType.redemption,
@@ -90,15 +107,21 @@ COMMAND_TYPES: dict[type[TerminalCommand], TransactionType] = {
 }
 
 
-def fingerprint(command: TerminalCommand) -> str:
+def transaction_type_of(command: TerminalCommand | Completion) -> TransactionType:
+    # A completion gives money back to the card from what the merchant was owed, as a refund does.
+    return TransactionType.refund if isinstance(command, Completion) else COMMAND_TYPES[type(command)]
+
+
+def fingerprint(command: TerminalCommand | Completion) -> str:
     """A digest of everything that makes a request what it is (never the employee PIN)."""
-    parts: list[str] = [COMMAND_TYPES[type(command)].value]
+    kind = "completion" if isinstance(command, Completion) else COMMAND_TYPES[type(command)].value
+    parts: list[str] = [kind]
     match command:
         case Redeem():
             parts += [command.card_id, _money(command.amount), str(command.allow_partial)]
         case Load():
             parts += [command.card_id, _money(command.amount)]
-        case Refund():
+        case Refund() | Completion():
             parts += [command.original_transaction_id, _money(command.amount)]
         case Cancel():
             parts += [command.original_transaction_id]

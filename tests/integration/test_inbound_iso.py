@@ -111,6 +111,28 @@ def reversal_of(original: IsoMessage) -> IsoMessage:
     }
 
 
+def authorisation(card: str, amount_minor: int) -> IsoMessage:
+    return {**financial(card, amount_minor), "t": "0100"}
+
+
+def completion_of(
+    original: IsoMessage, final_minor: int, *, names: str = "0100", **fields: str
+) -> IsoMessage:
+    elements = OriginalDataElements(names, original["11"], original["7"], ACQUIRER)
+    message = {
+        "t": "0220",
+        "3": "000000",
+        "4": format_amount(final_minor),
+        "7": WHEN,
+        "11": f"{next(STANS):06d}",
+        "32": ACQUIRER,
+        "41": original["41"],
+        "49": "978",
+        "90": elements.encode(),
+    }
+    return {**message, **fields}
+
+
 def balance(world: World, card: str) -> int:
     return world.terminals[0].balance(card)
 
@@ -276,4 +298,100 @@ def test_grpc_terminals_and_iso_inbound_on_one_card_never_double_spend(world: Wo
     final_minor = balance(world, card)
     assert final_minor == 0
     assert sum(approvals) == start_minor - final_minor
+    ledger_clean(world)
+
+
+def test_a_completion_gives_back_what_the_authorisation_took_above_the_final_amount_once(
+    world: World,
+) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    original = authorisation(card, 400)
+    assert client.ask(original)["39"] == "00"
+    assert balance(world, card) == 600  # an approved 0100 takes its amount at once
+    completion = completion_of(original, 250)
+    answer = client.ask(completion)
+    assert (answer["t"], answer["39"], answer["4"]) == ("0230", "00", format_amount(250))
+    assert balance(world, card) == 750
+
+    repeat = client.ask({**completion, "t": "0221"})
+    assert (repeat["t"], repeat["39"]) == ("0230", "00")
+    other_amount = client.ask(completion_of(original, 100))  # a second completion, another amount
+    assert other_amount["39"] == "94"
+    reversal = client.ask({**reversal_of(original), "90": completion["90"]})
+    assert reversal["39"] == "12"  # the authorisation was completed: nothing reverses it now
+    assert balance(world, card) == 750
+
+    identity = f"completion:{original['41']}:{original['11']}:{original['7']}"
+    stored = world.server.core.store.transaction(f"iso:{ACQUIRER}", identity)
+    assert stored is not None
+    assert (stored.record.transaction_type, stored.record.approved_minor) == ("refund", 150)
+    client.close()
+    ledger_clean(world)
+
+
+@pytest.mark.parametrize(
+    ("final_minor", "change", "code", "named"),
+    [
+        (401, {}, "13", "above the authorised 4.00 EUR"),
+        (250, {"names": "0200"}, "12", "only an 0100 is completed"),
+        (250, {"49": "840"}, "12", "the authorisation was in EUR"),
+        (250, {"stan": "999999"}, "25", "no authorisation (0100)"),
+        (250, {"reversed_first": ""}, "12", "the authorisation is reversed"),
+    ],
+)
+def test_a_completion_that_cannot_be_taken_is_refused_naming_why_and_moves_nothing(
+    world: World, final_minor: int, change: dict[str, str], code: str, named: str
+) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    original = authorisation(card, 400)
+    assert client.ask(original)["39"] == "00"
+    if "reversed_first" in change:
+        assert client.ask(reversal_of(original))["39"] == "00"
+    named_original = {**original, "11": change.get("stan", original["11"])}
+    fields = {number: value for number, value in change.items() if number.isdigit()}
+    completion = completion_of(named_original, final_minor, names=change.get("names", "0100"), **fields)
+    answer = client.ask(completion)
+    assert (answer["t"], answer["39"]) == ("0230", code)
+    assert named in answer["44"]
+    assert balance(world, card) == (1_000 if "reversed_first" in change else 600)
+    client.close()
+    ledger_clean(world)
+
+
+def test_a_completion_at_the_authorised_amount_moves_nothing_and_is_the_only_one(world: World) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    original = authorisation(card, 400)
+    assert client.ask(original)["39"] == "00"
+    assert client.ask(completion_of(original, 400))["39"] == "00"
+    assert client.ask(completion_of(original, 300))["39"] == "94"
+    assert balance(world, card) == 600
+    client.close()
+    ledger_clean(world)
+
+
+def test_a_completion_and_a_reversal_of_one_authorisation_at_once_move_money_once(world: World) -> None:
+    rounds, amount_minor, final_minor = 12, 400, 150
+    card = world.issue(rounds * amount_minor)
+    client = IsoClient(world)
+    originals = [authorisation(card, amount_minor) for _ in range(rounds)]
+    assert {client.ask(original)["39"] for original in originals} == {"00"}
+    client.close()
+
+    def send(message: IsoMessage) -> str:
+        connection = IsoClient(world)
+        try:
+            return connection.ask(message)["39"]
+        finally:
+            connection.close()
+
+    pairs = [(completion_of(original, final_minor), reversal_of(original)) for original in originals]
+    with ThreadPoolExecutor(max_workers=2 * rounds) as pool:
+        futures = [(pool.submit(send, done), pool.submit(send, undo)) for done, undo in pairs]
+        codes = [(done.result(), undo.result()) for done, undo in futures]
+    assert set(codes) <= {("00", "12"), ("12", "00")}  # one of the two, never both
+    completed = sum(1 for done, _ in codes if done == "00")
+    assert balance(world, card) == rounds * amount_minor - completed * final_minor
     ledger_clean(world)

@@ -93,6 +93,25 @@ def test_refund(amount_minor: int, status: S, refundable: int, code: R) -> None:
 
 
 @pytest.mark.parametrize(
+    ("state", "released", "status", "refundable", "code"),
+    [
+        (card(), Money(150, "EUR"), S.approved, 400, R.approved),
+        (card(), Money(400, "EUR"), S.approved, 400, R.approved),  # completed at 0.00
+        (card(), Money(401, "EUR"), S.approved, 400, R.exceeds_original_amount),
+        (card(), Money(150, "EUR"), S.reversed, 400, R.already_reversed),
+        (card(), Money(150, "USD"), S.approved, 400, R.currency_not_accepted),
+        (card(), Money(0, "EUR"), S.approved, 400, R.invalid_amount),
+        # An advice: what became of the card since the authorisation does not refuse it.
+        (card(status=CardStatus.blocked), Money(150, "EUR"), S.approved, 400, R.approved),
+        (card(expiry=dt.date(2026, 1, 1)), Money(150, "EUR"), S.approved, 400, R.approved),
+        (card(balance_minor=10_000), Money(150, "EUR"), S.approved, 400, R.approved),  # at the limit
+    ],
+)
+def test_completion(state: CardState, released: Money, status: S, refundable: int, code: R) -> None:
+    assert card_rules.decide_completion(state, released, status, refundable).code is code
+
+
+@pytest.mark.parametrize(
     ("status", "refunded", "takes", "available", "code"),
     [
         (S.approved, 0, 0, 0, R.approved),
