@@ -1,9 +1,12 @@
-"""The gRPC server interceptor for operations: request metrics, the drain gate, malformed requests."""
+"""The gRPC server interceptor for operations: request metrics, the drain gate, malformed requests,
+and the answer to a fault of the switch's own."""
 
 from __future__ import annotations
 
 import inspect
+import logging
 import re
+import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +21,9 @@ from protocols.wire import terminal_pb2
 TERMINAL_SERVICE = terminal_pb2.DESCRIPTOR.services_by_name["Terminal"].full_name
 DRAINING_MESSAGE = "the switch is draining and takes no new work; retry on another node or later"
 NO_ISO_CODE = "OK"  # answered without an ISO 8583 response code (activation, reports, backoffice)
+INTERNAL_CODE = "internal"  # the metrics' code label for a fault of ours
+
+log = logging.getLogger(__name__)
 
 Behavior = Callable[[Any, Any], Any]  # (request, context) -> response, or an awaitable of it
 
@@ -63,6 +69,9 @@ class EdgeInterceptor(_Interceptor):
     - Malformed requests: a request that is not valid protobuf ends with INVALID_ARGUMENT naming
       the expected message (grpc.aio would answer UNKNOWN and log the parser's traceback). Nothing
       of the request's bytes is repeated in the answer: they may hold a card number.
+    - Faults of ours: an exception a handler did not turn into a status ends with INTERNAL and a
+      reference to the log line that holds it. grpc.aio would answer UNKNOWN with the exception's
+      text, which for a database error is the SQL statement.
 
     Metrics come first, so requests refused while draining or unparsed are counted too.
 
@@ -134,6 +143,12 @@ class EdgeInterceptor(_Interceptor):
                     response = await inner(request, context)
                     code = _response_code(response)
                     return response
+                except grpc.aio.AbortError:
+                    code = _status_name(context)
+                    raise
+                except Exception as error:
+                    code = INTERNAL_CODE
+                    await context.abort(*_fault(rpc, error))
                 except BaseException:
                     code = _status_name(context)
                     raise
@@ -155,6 +170,12 @@ class EdgeInterceptor(_Interceptor):
                     response = inner(request, recorder)
                     code = _response_code(response)
                     return response
+                except grpc.aio.AbortError:
+                    code = _status_name(recorder)
+                    raise
+                except Exception as error:
+                    code = INTERNAL_CODE
+                    recorder.abort(*_fault(rpc, error))
                 except BaseException:
                     code = _status_name(recorder)
                     raise
@@ -167,6 +188,13 @@ class EdgeInterceptor(_Interceptor):
             request_deserializer=parse or deserialize,
             response_serializer=handler.response_serializer,
         )
+
+
+def _fault(rpc: str, error: Exception) -> tuple[grpc.StatusCode, str]:
+    """Log the fault under a fresh reference; the caller learns the reference, not the fault."""
+    reference = secrets.token_hex(4)
+    log.error("%s failed (ref %s)", rpc, reference, exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"internal error in {rpc}; the switch logged it as ref {reference}"
 
 
 class _StatusRecorder:

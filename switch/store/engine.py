@@ -22,6 +22,7 @@ def make_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             pool_size=POOL_SIZE,
             max_overflow=POOL_SIZE,
+            hide_parameters=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -33,6 +34,7 @@ def make_engine(url: str) -> Engine:
         parsed.difference_update_query(["options"]),
         pool_size=POOL_SIZE,
         max_overflow=POOL_SIZE,
+        hide_parameters=True,
         connect_args={"options": f"-c synchronous_commit=on {given}".strip()},
     )
 

@@ -139,3 +139,15 @@ def test_portal_logins_of_users_are_added_to_an_older_database_with_their_unique
                 "email": "ann@example.test",
             },
         )
+
+
+def test_a_database_error_names_the_statement_but_never_the_rows_values(engine: Engine) -> None:
+    secret_hash = "pbkdf2$a-pin-hash-that-must-not-travel"
+    row = {"employee_id": "emp_2", "merchant_id": "mer_1", "employee_number": "7", "name": "Bo"}
+    with pytest.raises(IntegrityError) as raised, engine.begin() as conn:
+        conn.execute(
+            insert(employees), {**row, "role": "cashier", "pin_hash": secret_hash, "failed_tries": 0}
+        )
+    assert "INSERT INTO employees" in str(raised.value)
+    assert secret_hash not in str(raised.value)
+    assert "emp_2" not in str(raised.value)
