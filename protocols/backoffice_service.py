@@ -17,7 +17,7 @@ from protocols.terminal_service import _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
-from switch.admin import AdminError, AdminStateError, EmployeeInfo
+from switch.admin import AdminConflictError, AdminError, AdminStateError, EmployeeInfo
 from switch.core import SwitchCore
 from switch.domain import ledger, reports
 from switch.domain.card_rules import CardState
@@ -52,6 +52,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             return action()
         except AdminStateError as error:
             _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        except AdminConflictError as error:
+            _abort(context, grpc.StatusCode.ALREADY_EXISTS, str(error))
         except (AdminError, BadRequestError, reports.ReportQueryError) as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:

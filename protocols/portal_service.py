@@ -28,7 +28,7 @@ from protocols.terminal_service import _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import portal_pb2_grpc as portal_grpc
-from switch.admin import AdminError, AdminStateError
+from switch.admin import AdminConflictError, AdminError, AdminStateError
 from switch.core import SwitchCore, utc_now
 from switch.domain.employees import PortalRight
 from switch.domain.reports import ReportQueryError
@@ -70,6 +70,8 @@ class PortalService(portal_grpc.PortalServicer):
             _abort(context, grpc.StatusCode.PERMISSION_DENIED, str(error))
         except AdminStateError as error:
             _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        except AdminConflictError as error:
+            _abort(context, grpc.StatusCode.ALREADY_EXISTS, str(error))
         except (AdminError, BadRequestError, ReportQueryError) as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:

@@ -57,6 +57,11 @@ class AdminError(ValueError):
     """A request the backoffice refuses; the message names what is wrong."""
 
 
+class AdminConflictError(AdminError):
+    """Refused because what the request would create exists already (a name, an e-mail, a number
+    taken): gRPC's ALREADY_EXISTS rather than INVALID_ARGUMENT."""
+
+
 class AdminStateError(AdminError):
     """Refused for the state of what the request names (decided already, changed since), not for
     how it was asked: gRPC's FAILED_PRECONDITION rather than INVALID_ARGUMENT."""
@@ -165,7 +170,7 @@ class Admin:
             if conn.execute(
                 select(programmes.c.programme_id).where(programmes.c.card_prefix == card_prefix)
             ).first():
-                raise AdminError(f"card_prefix {card_prefix} is taken")
+                raise AdminConflictError(f"card_prefix {card_prefix} is taken")
             conn.execute(
                 insert(programmes),
                 {
@@ -211,11 +216,11 @@ class Admin:
             if conn.execute(
                 select(merchants.c.merchant_id).where(merchants.c.email == email.lower())
             ).first():
-                raise AdminError(f"a merchant with e-mail {email} exists")
+                raise AdminConflictError(f"a merchant with e-mail {email} exists")
             if conn.execute(
                 select(employees.c.employee_id).where(employees.c.email == email.lower())
             ).first():
-                raise AdminError(f"email {email.lower()} is taken by another login")
+                raise AdminConflictError(f"email {email.lower()} is taken by another login")
             conn.execute(
                 insert(merchants),
                 {
@@ -268,7 +273,7 @@ class Admin:
                     },
                 )
         except IntegrityError:  # the (merchant, name) key: the only one a new id can meet
-            raise AdminError(f"location {name!r} exists already") from None
+            raise AdminConflictError(f"location {name!r} exists already") from None
         return location_id
 
     def add_employee(
@@ -298,23 +303,26 @@ class Admin:
         login = _login_values(email, password)
         self._require_merchant(merchant_id)
         employee_id = new_id("emp")
-        with self._engine.begin() as conn:
-            _lock_email(conn, login.get("email"))
-            _refuse_taken_email(conn, login.get("email"), employee_id)
-            conn.execute(
-                insert(employees),
-                {
-                    "employee_id": employee_id,
-                    "merchant_id": merchant_id,
-                    "employee_number": employee_number,
-                    "name": name,
-                    "role": role,
-                    "pin_hash": credentials.hash_employee_pin(pin),
-                    "failed_tries": 0,
-                    "locked_until": None,
-                    **login,
-                },
-            )
+        try:
+            with self._engine.begin() as conn:
+                _lock_email(conn, login.get("email"))
+                _refuse_taken_email(conn, login.get("email"), employee_id)
+                conn.execute(
+                    insert(employees),
+                    {
+                        "employee_id": employee_id,
+                        "merchant_id": merchant_id,
+                        "employee_number": employee_number,
+                        "name": name,
+                        "role": role,
+                        "pin_hash": credentials.hash_employee_pin(pin),
+                        "failed_tries": 0,
+                        "locked_until": None,
+                        **login,
+                    },
+                )
+        except IntegrityError:  # the (merchant, number) key; the e-mail was checked under its lock
+            raise AdminConflictError(f"employee number {employee_number} exists already") from None
         return employee_id
 
     def update_employee(
@@ -669,7 +677,7 @@ def _refuse_taken_email(conn: Connection, email: object, employee_id: str) -> No
         ).first()
     )
     if taken:
-        raise AdminError(f"email {email} is taken by another login")
+        raise AdminConflictError(f"email {email} is taken by another login")
 
 
 def _add_months(day: dt.date, months: int) -> dt.date:

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from switch.admin import AdminError, AdminStateError, location_fields, new_id
+from switch.admin import AdminConflictError, AdminError, AdminStateError, location_fields, new_id
 from switch.store.key_locks import lock_name
 from switch.store.repository import as_utc
 from switch.store.schema import location_changes, locations
@@ -83,7 +83,7 @@ class LocationChanges:
                 )
             ).first()
             if taken is not None:
-                raise AdminError(f"location {name!r} exists already")
+                raise AdminConflictError(f"location {name!r} exists already")
             conn.execute(
                 update(location_changes)
                 .where(

@@ -91,6 +91,29 @@ def test_a_bad_change_names_what_is_wrong_and_changes_nothing(
     assert world.terminals[0].refund("s", 100).response_code == "00"  # PIN and role as they were
 
 
+def test_a_user_number_in_use_is_already_exists_naming_it_and_the_first_user_keeps_its_pin(
+    world: World,
+) -> None:
+    stub = portal_grpc.PortalStub(world.channel)
+    token = stub.SignIn(portal.SignInRequest(email=MERCHANT_EMAIL, password=MERCHANT_PASSWORD)).token
+    again = bo.AddEmployeeRequest(
+        merchant_id=world.merchant_id, employee_number=EMPLOYEE.employee_number, name="Twin", pin="9999"
+    )
+    for call, metadata in (
+        (world.backoffice.AddEmployee, world.admin_metadata),
+        (stub.AddEmployee, (("authorization", f"Bearer {token}"),)),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            call(again, metadata=metadata)
+        assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert refused.value.details() == f"employee number {EMPLOYEE.employee_number} exists already"
+    (user,) = world.server.core.admin.list_employees(world.merchant_id)
+    assert user.name != "Twin"
+    assert world.terminals[0].redeem(world.issue(1_000), 100, "s").response_code == "00"
+    assert world.terminals[0].refund("s", 100, pin="9999").response_code == "55"
+    assert world.terminals[0].refund("s", 100).response_code == "00"
+
+
 def test_the_merchant_manages_its_own_users_in_the_portal(world: World) -> None:
     stub = portal_grpc.PortalStub(world.channel)
     other = world.server.core.admin.create_merchant("Bakery", "bakery@example.test", "bakery-password")

@@ -160,7 +160,7 @@ def test_a_new_ask_replaces_the_one_still_pending(world: World) -> None:
             "location address is 251 characters; at most 250",
         ),
         ("Shop", "", grpc.StatusCode.INVALID_ARGUMENT, "location 'Shop' has this name and address already"),
-        ("Station", "", grpc.StatusCode.INVALID_ARGUMENT, "location 'Station' exists already"),
+        ("Station", "", grpc.StatusCode.ALREADY_EXISTS, "location 'Station' exists already"),
     ],
 )
 def test_a_bad_ask_is_refused_naming_what_and_stores_nothing(

@@ -630,7 +630,7 @@ def test_a_manager_adds_a_location_and_terminals_are_activated_there(shop: tuple
     for request, code, named in (
         (
             bo.AddLocationRequest(name="Station"),
-            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.ALREADY_EXISTS,
             "location 'Station' exists already",
         ),
         (bo.AddLocationRequest(name="  "), grpc.StatusCode.INVALID_ARGUMENT, "location name is empty"),
