@@ -410,27 +410,32 @@ class Admin:
         self._require_merchant(merchant_id)
         programme = self._store.programme(programme_id)
         account_id = ledger.merchant_payable_account(merchant_id, programme_id)
-        with self._engine.begin() as conn:
-            conn.execute(
-                insert(merchant_programmes),
-                {
-                    "merchant_id": merchant_id,
-                    "programme_id": programme_id,
-                    "commission_basis_points": commission_basis_points,
-                },
-            )
-            if not conn.execute(
-                select(accounts.c.account_id).where(accounts.c.account_id == account_id)
-            ).first():
+        try:
+            with self._engine.begin() as conn:
                 conn.execute(
-                    insert(accounts),
+                    insert(merchant_programmes),
                     {
-                        "account_id": account_id,
-                        "kind": AccountKind.merchant_payable,
-                        "currency": programme.currency,
-                        "balance_minor": 0,
+                        "merchant_id": merchant_id,
+                        "programme_id": programme_id,
+                        "commission_basis_points": commission_basis_points,
                     },
                 )
+                if not conn.execute(
+                    select(accounts.c.account_id).where(accounts.c.account_id == account_id)
+                ).first():
+                    conn.execute(
+                        insert(accounts),
+                        {
+                            "account_id": account_id,
+                            "kind": AccountKind.merchant_payable,
+                            "currency": programme.currency,
+                            "balance_minor": 0,
+                        },
+                    )
+        except IntegrityError:  # the (merchant, programme) key; its commission stays as it was
+            raise AdminConflictError(
+                f"merchant {merchant_id} is in programme {programme_id} already"
+            ) from None
         self._store.forget_membership(merchant_id, programme_id)
 
     def issue_card(self, programme_id: str) -> NewCard:

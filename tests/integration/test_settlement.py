@@ -148,3 +148,18 @@ def test_settle_due_names_a_bad_date(world: World) -> None:
         settle_due(world, "30-11-2026")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "as_of_date '30-11-2026' is not a date" in (refused.value.details() or "")
+
+
+def test_joining_a_programme_again_is_already_exists_and_the_commission_stays(world: World) -> None:
+    again = bo.JoinProgrammeRequest(
+        merchant_id=world.merchant_id, programme_id=world.gift_programme, commission_basis_points=900
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        world.backoffice.JoinProgramme(again, metadata=world.admin_metadata, timeout=20)
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert (
+        refused.value.details()
+        == f"merchant {world.merchant_id} is in programme {world.gift_programme} already"
+    )
+    assert world.terminals[0].redeem(world.issue(10_000), 1_000).response_code == "00"
+    assert payouts(settle(world, world.gift_programme, "s1")) == {world.merchant_id: (1_000, 25, 975)}
