@@ -260,14 +260,18 @@ class InboundHandler:
             command = Completion(
                 original_id, Money(authorised.amount_minor - int(request["4"]), authorised.currency)
             )
-            digest = fingerprint(command)
-            answer = self._completed(command, context, digest, found.record.card_id)
+            answer = self._completed(command, context, found)
         return dataclasses.replace(answer, approved_minor=None)  # field 4 echoes the final amount
 
-    def _completed(self, command: Completion, context: TerminalContext, digest: str, card_id: str) -> _Answer:
+    def _completed(self, command: Completion, context: TerminalContext, found: StoredTransaction) -> _Answer:
+        digest = fingerprint(command)
         stored = self._stored_answer(context, command.transaction_id, TransactionType.refund, digest)
         if stored is not None:
-            return _answer_of(stored)
+            return _answer_of(stored)  # before the status: a repeat gets the first answer
+        if found.status is not TransactionStatus.approved:
+            return _Answer(ResponseCode.already_reversed, f"the authorisation is {found.status.value}")
+        card_id = found.record.card_id
+        assert card_id is not None
         if command.amount.amount_minor == 0:
             record = _nothing_moved(
                 command, context, digest, "completed at the authorised amount; nothing moved"
@@ -309,10 +313,8 @@ def original_identity(request: IsoMessage, original: OriginalDataElements) -> st
 
 
 def _completion_refusal(request: IsoMessage, authorisation: StoredTransaction) -> _Answer | None:
-    """Why the completion cannot be taken, before the card's turn; None when it can."""
+    """Why no completion of this authorisation can carry these fields; None when one can."""
     record = authorisation.record
-    if authorisation.status is not TransactionStatus.approved:
-        return _Answer(ResponseCode.already_reversed, f"the authorisation is {authorisation.status.value}")
     if ALPHA_BY_NUMERIC.get(request["49"]) != record.currency:
         return _Answer(ResponseCode.currency_not_accepted, f"the authorisation was in {record.currency}")
     if int(request["4"]) > record.approved_minor:

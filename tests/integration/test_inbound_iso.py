@@ -360,14 +360,21 @@ def test_a_completion_that_cannot_be_taken_is_refused_naming_why_and_moves_nothi
     ledger_clean(world)
 
 
-def test_a_completion_at_the_authorised_amount_moves_nothing_and_is_the_only_one(world: World) -> None:
+def test_a_completion_at_the_authorised_amount_moves_nothing_is_the_only_one_and_its_repeat_answers_alike(
+    world: World,
+) -> None:
     client = IsoClient(world)
     card = world.issue(1_000)
     original = authorisation(card, 400)
     assert client.ask(original)["39"] == "00"
-    assert client.ask(completion_of(original, 400))["39"] == "00"
+    completion = completion_of(original, 400)
+    assert client.ask(completion)["39"] == "00"
     assert client.ask(completion_of(original, 300))["39"] == "94"
     assert balance(world, card) == 600
+    assert client.ask(reversal_of(original))["39"] == "00"  # nothing was given back: the sale is void
+    assert balance(world, card) == 1_000
+    assert client.ask({**completion, "t": "0221"})["39"] == "00"  # the repeat gets the first answer
+    assert balance(world, card) == 1_000
     client.close()
     ledger_clean(world)
 
