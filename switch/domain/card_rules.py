@@ -116,16 +116,13 @@ def decide_refund(
     today: dt.date,
 ) -> Decision:
     """A refund returns (part of) an approved redemption to its card."""
-    problem = amount_problem(amount, card.currency) or usability_problem(card, today)
+    problem = (
+        amount_problem(amount, card.currency)
+        or usability_problem(card, today)
+        or _original_problem(card, amount, original_status, refundable_minor)
+    )
     if problem is not None:
         return problem
-    if original_status is not TransactionStatus.approved:
-        return Decision(ResponseCode.already_reversed, detail=f"original is {original_status.value}")
-    if amount.amount_minor > refundable_minor:
-        return Decision(
-            ResponseCode.exceeds_original_amount,
-            detail=f"{card.money(refundable_minor).format()} left to refund",
-        )
     if balance_with_pending_minor + amount.amount_minor > card.programme.balance_max_minor:
         return Decision(ResponseCode.exceeds_amount_limit, detail="refund would exceed the card limit")
     return Decision(ResponseCode.approved, amount.amount_minor)
@@ -139,17 +136,26 @@ def decide_completion(
     It is an advice: the sale is done at the acquirer, so what became of the card since (blocked,
     expired, loaded to its limit) does not refuse it. The money going back was the card's.
     """
-    problem = amount_problem(released, card.currency)
+    problem = amount_problem(released, card.currency) or _original_problem(
+        card, released, original_status, refundable_minor
+    )
     if problem is not None:
         return problem
+    return Decision(ResponseCode.approved, released.amount_minor)
+
+
+def _original_problem(
+    card: CardState, amount: Money, original_status: TransactionStatus, refundable_minor: int
+) -> Decision | None:
+    """Money goes back only from an original still approved, and at most what it has left."""
     if original_status is not TransactionStatus.approved:
-        return Decision(ResponseCode.already_reversed, detail=f"the authorisation is {original_status.value}")
-    if released.amount_minor > refundable_minor:
+        return Decision(ResponseCode.already_reversed, detail=f"original is {original_status.value}")
+    if amount.amount_minor > refundable_minor:
         return Decision(
             ResponseCode.exceeds_original_amount,
-            detail=f"{card.money(refundable_minor).format()} of the authorisation left",
+            detail=f"{card.money(refundable_minor).format()} left to refund",
         )
-    return Decision(ResponseCode.approved, released.amount_minor)
+    return None
 
 
 def decide_undo(
