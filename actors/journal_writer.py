@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import queue
 import threading
@@ -11,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 
-from switch.store.journal import BACKSTOP_ERRORS, BackstopError, Write, WriteResult, apply_alone, apply_batch
+from switch.store.journal import BatchOutcome, Write, WriteResult, commit_batch
+from switch.store.journal_process import JournalProcess, JournalProcessError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +32,8 @@ class JournalStatistics:
     # writer waits, for the disk or (in one Python process) for the other threads to let it run.
     busy_s: float
     busy_cpu_s: float
+    # Why the writer stopped taking writes on its own (its journal process died), or "".
+    lost: str = ""
 
 
 class JournalWriter:
@@ -40,6 +41,11 @@ class JournalWriter:
 
     Why not a pykka actor: group commit needs to drain everything queued since the last commit,
     and a pykka actor sees one message at a time.
+
+    Given a database_url, the batches are committed by a JournalProcess on that database instead
+    of on this thread. If that process dies, the batch it held is in doubt: it may have landed.
+    The writer then fails closed: that batch is never answered (its terminals ask TransactionStatus
+    after the switch restarts), every later write is refused, and nothing more moves.
     """
 
     def __init__(
@@ -51,9 +57,11 @@ class JournalWriter:
         linger_ms: float = 0.0,
         on_batch: BatchObserver | None = None,
         on_failure: FailureObserver | None = None,
+        database_url: str | None = None,
     ) -> None:
         assert batch_writes_max > 0 and queue_writes_max > 0
         self._engine = engine
+        self._process = JournalProcess(database_url) if database_url is not None else None
         self._batch_writes_max = batch_writes_max
         self._linger_s = linger_ms / 1000
         self._queue: queue.Queue[tuple[Write, Done] | None] = queue.Queue(maxsize=queue_writes_max)
@@ -67,10 +75,18 @@ class JournalWriter:
         self._last_batch_size = 0
         self._busy_s = 0.0
         self._busy_cpu_s = 0.0
+        self._lost = ""
 
     def start(self) -> None:
+        if self._process is not None:
+            self._process.start()
         self._accepting = True
         self._thread.start()
+
+    @property
+    def process_pid(self) -> int | None:
+        """The journal process's pid; None when commits run on this process's writer thread."""
+        return self._process.pid if self._process is not None else None
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop accepting, commit everything already queued, then end the thread."""
@@ -78,6 +94,8 @@ class JournalWriter:
         if self._thread.is_alive():
             self._queue.put(None, timeout=timeout_s)
             self._thread.join(timeout_s)
+        if self._process is not None:
+            self._process.stop()
 
     def submit(self, write: Write, done: Done) -> bool:
         """Queue a write; done(result) runs on the writer thread once it is durable or failed.
@@ -106,7 +124,7 @@ class JournalWriter:
             landed.set()
 
         if not self.submit(write, done):
-            return WriteResult(False, problem="journal queue full" if self._accepting else "journal stopped")
+            return WriteResult(False, problem=self._refusal())
         if not landed.wait(timeout_s):
             raise TimeoutError(f"the journal did not answer within {timeout_s} s")
         return results[0]
@@ -120,7 +138,13 @@ class JournalWriter:
             self._last_batch_size,
             self._busy_s,
             self._busy_cpu_s,
+            self._lost,
         )
+
+    def _refusal(self) -> str:
+        if self._lost:
+            return f"journal lost: {self._lost}"
+        return "journal queue full" if self._accepting else "journal stopped"
 
     def _run(self) -> None:
         stopping = False
@@ -140,22 +164,23 @@ class JournalWriter:
                     stopping = True
                     break
                 batch.append(item)
-            self._commit(batch)
+            if not self._commit(batch):
+                self._refuse_queued()
+                return
 
-    def _commit(self, batch: list[tuple[Write, Done]]) -> None:
+    def _commit(self, batch: list[tuple[Write, Done]]) -> bool:
+        """Commit and answer the batch; False if the journal process died with it (unanswered)."""
         started = time.perf_counter()
         started_cpu = time.thread_time()
         writes = [write for write, _ in batch]
         try:
-            results = self._commit_together(writes)
-        except BACKSTOP_ERRORS:
-            # One write broke a backstop; the rest must not suffer for it.
-            results = [self._commit_alone(write) for write in writes]
-        except Exception:
-            log.exception("journal commit failed; %d writes declined with 96", len(writes))
-            results = [WriteResult(False, problem="database commit failed")] * len(writes)
-            if self._on_failure is not None:
-                self._on_failure(len(writes))
+            outcome = self._commit_outcome(writes)
+        except JournalProcessError as error:
+            self._fail_closed(error, len(writes))
+            return False
+        results = outcome.results
+        if outcome.failed and self._on_failure is not None:
+            self._on_failure(len(writes))
         latency_s = time.perf_counter() - started
         self._busy_s += latency_s
         self._busy_cpu_s += time.thread_time() - started_cpu
@@ -167,23 +192,30 @@ class JournalWriter:
             self._on_batch(len(writes), latency_s)
         for (_, done), result in zip(batch, results, strict=True):
             done(result)
+        return True
 
-    def _commit_together(self, writes: list[Write]) -> list[WriteResult]:
-        with self._engine.begin() as conn:
-            return apply_batch(conn, writes, _now())
+    def _commit_outcome(self, writes: list[Write]) -> BatchOutcome:
+        if self._process is None:
+            return commit_batch(self._engine, writes)
+        return self._process.commit(writes)
 
-    def _commit_alone(self, write: Write) -> WriteResult:
-        try:
-            with self._engine.begin() as conn:
-                return apply_alone(conn, write, _now())
-        except IntegrityError:
-            return WriteResult(False, problem="transaction id already stored", conflict=True)
-        except BackstopError as error:
-            return WriteResult(False, problem=f"refused by the ledger: {error}")
-        except Exception:
-            log.exception("journal commit of one write failed")
-            return WriteResult(False, problem="database commit failed")
+    def _fail_closed(self, error: JournalProcessError, in_doubt: int) -> None:
+        self._lost = str(error)
+        self._accepting = False
+        log.critical(
+            "%s; %d writes in doubt are left unanswered and no write is taken any more: restart the switch",
+            error,
+            in_doubt,
+        )
+        if self._on_failure is not None:
+            self._on_failure(in_doubt)
 
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    def _refuse_queued(self) -> None:
+        """Writes queued behind the lost batch were never sent: refusing them moves nothing."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item[1](WriteResult(False, problem=self._refusal()))

@@ -35,6 +35,9 @@ class Settings:
     journal_batch_writes_max: int = 256
     journal_queue_writes_max: int = 20_000
     journal_linger_ms: float = 0.0
+    # Commit in a process of the journal's own (not for an in-memory SQLite database): the batch
+    # then never waits for this process's interpreter lock (docs/decisions.md)
+    journal_process: bool = True
     # Bank-card payments: the acquirers file (TOML, see README); None: no acquirer, Pay is UNIMPLEMENTED
     acquirers_file: Path | None = None
     # Garbage collection (txswitch serve): the collector's pauses grow with the live actors it scans;

@@ -44,6 +44,7 @@ from switch.receipts import ReceiptObserver, Receipts
 from switch.security import MasterKey, SecurityModule
 from switch.store.card_pins import CardPinStore
 from switch.store.journal import Write, WriteResult
+from switch.store.journal_process import can_serve
 from switch.store.keys import KeyStore
 from switch.store.repository import DayCloseReport, Store
 
@@ -96,6 +97,7 @@ class SwitchCore:
             linger_ms=settings.journal_linger_ms,
             on_batch=on_batch,
             on_failure=on_commit_failure,
+            database_url=journal_database_url(settings),
         )
         master_key = MasterKey.from_hex(settings.master_key_hex or secrets.token_hex(32))
         self.security = SecurityModule(master_key)
@@ -255,6 +257,12 @@ class SwitchCore:
             return self.writer.write_and_wait(write, self.settings.reply_timeout_s)
         except TimeoutError:
             return WriteResult(False, problem="journal did not answer in time")
+
+
+def journal_database_url(settings: Settings) -> str | None:
+    """The database the journal process commits to, or None to commit on the writer's thread."""
+    url = settings.effective_database_url
+    return url if settings.journal_process and can_serve(url) else None
 
 
 async def _posted(registry: ActorRegistry[str], key: str, message: object, timeout_s: float) -> Any:

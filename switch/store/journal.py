@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Update, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, Update, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from switch.domain.cards import CardStatus
@@ -22,6 +23,8 @@ from switch.store.schema import (
     terminals,
     transactions,
 )
+
+log = logging.getLogger(__name__)
 
 # The transaction_type of a record that holds the id of a transaction reversed before it ever
 # arrived, so the late original cannot move money; it is no transaction of its own.
@@ -334,3 +337,40 @@ def _close_period(conn: Connection, close: PeriodClose) -> int:
 
 
 BACKSTOP_ERRORS = (BackstopError, IntegrityError)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """The results of one batch, in the order of its writes; `failed` when its commit failed whole."""
+
+    results: list[WriteResult]
+    failed: bool = False
+
+
+def commit_batch(engine: Engine, writes: list[Write]) -> BatchOutcome:
+    """Commit writes in one transaction; if one breaks a backstop, each alone so only it is refused."""
+    try:
+        with engine.begin() as conn:
+            return BatchOutcome(apply_batch(conn, writes, utc_now()))
+    except BACKSTOP_ERRORS:
+        return BatchOutcome([_commit_alone(engine, write) for write in writes])
+    except Exception:
+        log.exception("journal commit failed; %d writes declined with 96", len(writes))
+        return BatchOutcome([WriteResult(False, problem="database commit failed")] * len(writes), failed=True)
+
+
+def _commit_alone(engine: Engine, write: Write) -> WriteResult:
+    try:
+        with engine.begin() as conn:
+            return apply_alone(conn, write, utc_now())
+    except IntegrityError:
+        return WriteResult(False, problem="transaction id already stored", conflict=True)
+    except BackstopError as error:
+        return WriteResult(False, problem=f"refused by the ledger: {error}")
+    except Exception:
+        log.exception("journal commit of one write failed")
+        return WriteResult(False, problem="database commit failed")
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

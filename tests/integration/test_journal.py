@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -46,32 +49,34 @@ CARDS = ("card_a", "card_b")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with ExitStack() as stack:
         if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path / 'journal.sqlite'}"
+            yield f"sqlite:///{tmp_path / 'journal.sqlite'}"
         else:
-            url = stack.enter_context(postgres_schema())
-        engine = make_engine(url)
-        create_schema(engine)
-        with engine.begin() as conn:
-            rows = [
-                {"account_id": ledger.card_account(card), "kind": AccountKind.card, "currency": "EUR"}
-                for card in CARDS
-            ]
-            rows.append(
-                {
-                    "account_id": ledger.merchant_payable_account(MERCHANT, PROGRAMME),
-                    "kind": AccountKind.merchant_payable,
-                    "currency": "EUR",
-                }
-            )
-            conn.execute(insert(accounts), [{**row, "balance_minor": 0} for row in rows])
-            conn.execute(
-                accounts.update().where(accounts.c.kind == AccountKind.card).values(balance_minor=1_000)
-            )
-        yield engine
-        engine.dispose()
+            yield stack.enter_context(postgres_schema())
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    create_schema(engine)
+    with engine.begin() as conn:
+        rows = [
+            {"account_id": ledger.card_account(card), "kind": AccountKind.card, "currency": "EUR"}
+            for card in CARDS
+        ]
+        rows.append(
+            {
+                "account_id": ledger.merchant_payable_account(MERCHANT, PROGRAMME),
+                "kind": AccountKind.merchant_payable,
+                "currency": "EUR",
+            }
+        )
+        conn.execute(insert(accounts), [{**row, "balance_minor": 0} for row in rows])
+        conn.execute(accounts.update().where(accounts.c.kind == AccountKind.card).values(balance_minor=1_000))
+    yield engine
+    engine.dispose()
 
 
 def redemption(txn: str, card: str, amount_minor: int) -> Write:
@@ -256,3 +261,63 @@ def test_a_replayed_close_id_comes_back_from_the_writer_as_a_conflict(engine: En
     assert (first.ok, first.sequence_number) == (True, 1)
     assert (again.ok, again.conflict) == (False, True)
     assert count(engine, day_closes) == 1
+
+
+def test_the_journal_process_answers_each_write_as_the_writer_thread_does(
+    engine: Engine, database_url: str
+) -> None:
+    writer = JournalWriter(engine, batch_writes_max=8, queue_writes_max=8, database_url=database_url)
+    writer.start()
+    try:
+        assert writer.process_pid is not None
+        first = writer.write_and_wait(redemption("t1", "card_a", 300), 10)
+        overdraw = writer.write_and_wait(redemption("t2", "card_a", 5_000), 10)
+        replay = writer.write_and_wait(redemption("t1", "card_a", 300), 10)
+    finally:
+        writer.stop()
+    assert first.ok and first.entry_id is not None
+    assert not overdraw.ok and "below zero" in overdraw.problem
+    assert not replay.ok and replay.conflict
+    assert balances(engine)[ledger.card_account("card_a")] == 700
+    assert count(engine, transactions) == 1 and count(engine, journal_entries) == 1
+
+
+def test_a_journal_process_that_dies_leaves_its_batch_unanswered_and_takes_no_more_writes(
+    engine: Engine, database_url: str
+) -> None:
+    failures: list[int] = []
+    writer = JournalWriter(
+        engine, batch_writes_max=8, queue_writes_max=8, on_failure=failures.append, database_url=database_url
+    )
+    writer.start()
+    try:
+        assert writer.write_and_wait(redemption("t1", "card_a", 300), 10).ok
+        pid = writer.process_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        _wait_until_gone(pid)
+        answered = threading.Event()
+        assert writer.submit(redemption("t2", "card_a", 300), lambda _result: answered.set())
+        deadline_s = time.monotonic() + 10
+        while not writer.statistics().lost and time.monotonic() < deadline_s:
+            time.sleep(0.01)
+        later = writer.write_and_wait(redemption("t3", "card_a", 300), 10)
+    finally:
+        writer.stop()
+    assert "journal process" in writer.statistics().lost
+    assert not answered.is_set()  # in doubt: neither approved nor declined
+    assert not later.ok and later.problem.startswith("journal lost")
+    assert failures == [1]
+    assert balances(engine)[ledger.card_account("card_a")] == 700
+    assert count(engine, transactions) == 1
+
+
+def _wait_until_gone(pid: int) -> None:
+    deadline_s = time.monotonic() + 10
+    while time.monotonic() < deadline_s:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} still there")
