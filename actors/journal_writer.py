@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 Done = Callable[[WriteResult], None]
 BatchObserver = Callable[[int, float], None]  # (writes in batch, commit latency in seconds)
 FailureObserver = Callable[[int], None]  # (writes in a batch whose commit failed)
+LostObserver = Callable[[str], None]  # (why the journal was lost); `txswitch serve` exits on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,8 @@ class JournalStatistics:
     queue_depth: int
     last_batch_size: int
     # Time inside batches: wall clock, and this thread's own CPU. Wall far above CPU means the
-    # writer waits, for the disk or (in one Python process) for the other threads to let it run.
+    # writer waits: for the journal process, or (committing on this thread) for the disk and for
+    # the other threads to let it run.
     busy_s: float
     busy_cpu_s: float
     # Why the writer stopped taking writes on its own (its journal process died), or "".
@@ -45,7 +47,8 @@ class JournalWriter:
     Given a database_url, the batches are committed by a JournalProcess on that database instead
     of on this thread. If that process dies, the batch it held is in doubt: it may have landed.
     The writer then fails closed: that batch is never answered (its terminals ask TransactionStatus
-    after the switch restarts), every later write is refused, and nothing more moves.
+    after the switch restarts), every later write is refused, and nothing more moves; on_lost
+    hears of it (`txswitch serve` exits, so a supervisor restarts it).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class JournalWriter:
         on_batch: BatchObserver | None = None,
         on_failure: FailureObserver | None = None,
         database_url: str | None = None,
+        on_lost: LostObserver | None = None,
     ) -> None:
         assert batch_writes_max > 0 and queue_writes_max > 0
         self._engine = engine
@@ -67,6 +71,7 @@ class JournalWriter:
         self._queue: queue.Queue[tuple[Write, Done] | None] = queue.Queue(maxsize=queue_writes_max)
         self._on_batch = on_batch
         self._on_failure = on_failure
+        self._on_lost = on_lost
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._accepting = False
         self._batches = 0
@@ -209,6 +214,8 @@ class JournalWriter:
         )
         if self._on_failure is not None:
             self._on_failure(in_doubt)
+        if self._on_lost is not None:
+            self._on_lost(self._lost)
 
     def _refuse_queued(self) -> None:
         """Writes queued behind the lost batch were never sent: refusing them moves nothing."""

@@ -7,6 +7,7 @@ import argparse
 import csv
 import gc
 import json
+import os
 import signal
 import sys
 import threading
@@ -105,7 +106,7 @@ def _serve(options: argparse.Namespace) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    server = SwitchServer(settings)
+    server = SwitchServer(settings, on_journal_lost=exit_journal_lost)
     server.start()
     tune_garbage_collection(settings)
     print(f"txswitch listening for terminals and backoffice on grpc://{server.address}", flush=True)
@@ -125,6 +126,16 @@ def _serve(options: argparse.Namespace) -> int:
     server.stop()
     print("txswitch stopped", flush=True)
     return 0
+
+
+EXIT_JOURNAL_LOST = 75  # EX_TEMPFAIL: a restart is the remedy
+
+
+def exit_journal_lost(reason: str) -> None:
+    """Fail-stop: with a batch in doubt, exit at once, answering nothing more; after a restart
+    every answer, the in-doubt ones included, comes from the database."""
+    print(f"txswitch: journal lost ({reason}); exiting: a restart answers from the database", flush=True)
+    os._exit(EXIT_JOURNAL_LOST)
 
 
 ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {

@@ -12,7 +12,7 @@ import pykka
 from sqlalchemy import Engine
 
 from actors.card_actor import CardActor, CardPinServices, CardServices
-from actors.journal_writer import BatchObserver, FailureObserver, JournalWriter
+from actors.journal_writer import BatchObserver, FailureObserver, JournalWriter, LostObserver
 from actors.messages import (
     CloseDay,
     Deactivate,
@@ -72,6 +72,7 @@ class SwitchCore:
         payments: PaymentProcessor | None = None,
         terminal_pin_keys: TerminalPinKeys | None = None,
         on_receipt: ReceiptObserver | None = None,
+        on_journal_lost: LostObserver | None = None,
     ) -> None:
         self.settings = settings
         try:
@@ -98,6 +99,7 @@ class SwitchCore:
             on_batch=on_batch,
             on_failure=on_commit_failure,
             database_url=journal_database_url(settings),
+            on_lost=on_journal_lost,
         )
         master_key = MasterKey.from_hex(settings.master_key_hex or secrets.token_hex(32))
         self.security = SecurityModule(master_key)

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from actors.journal_writer import LostObserver
 from ops.metrics import SwitchMetrics, watch_loop_lag
 from ops.service import SwitchOperations
 from protocols.backoffice_service import BackofficeService
@@ -60,7 +61,12 @@ def secret_file(path: Path, make: str) -> str:
 
 
 class SwitchServer:
-    def __init__(self, settings: Settings, observe: RequestObserver | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        observe: RequestObserver | None = None,
+        on_journal_lost: LostObserver | None = None,
+    ) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         key_hex = settings.card_hash_key_hex or secret_file(
@@ -96,6 +102,7 @@ class SwitchServer:
             payments=self.acquiring.processor if self.acquiring is not None else None,
             terminal_pin_keys=terminal_pin_keys,
             on_receipt=self.metrics.receipt,
+            on_journal_lost=on_journal_lost,
         )
         self.draining = threading.Event()
         self.ops = SwitchOperations(
