@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +17,8 @@ from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.cli import EXIT_JOURNAL_LOST
 from switch.demo import DEMO_EMAIL, DEMO_LOCATION, DEMO_PASSWORD
+from tests.serve import serve_process
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 20.0
 RPC_TIMEOUT_S = 10.0
 
@@ -31,22 +28,9 @@ Metadata = tuple[tuple[str, str], ...]
 @contextmanager
 def serve(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`txswitch serve` with its demo data as a real process on an ephemeral port."""
-    out_path = data_dir / "serve.out"
-    command = [sys.executable, "-m", "switch.cli", "serve", "--data-dir", str(data_dir)]
-    command += ["--grpc-port", "0", "--metrics-port", "-1", "--console-port", "-1"]
-    with out_path.open("wb") as out:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline_s = time.monotonic() + START_TIMEOUT_S
-            while "txswitch listening" not in out_path.read_text():
-                assert process.poll() is None, out_path.read_text()[-2000:]
-                assert time.monotonic() < deadline_s, "txswitch serve did not start"
-                time.sleep(0.05)
-            yield process, out_path.read_text().split("grpc://", 1)[1].split()[0]
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    args = ["--data-dir", str(data_dir), "--grpc-port", "0", "--metrics-port", "-1", "--console-port", "-1"]
+    with serve_process(args, data_dir / "serve.log") as served:
+        yield served
 
 
 def children(pid: int) -> list[int]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,10 +29,9 @@ from tests.integration.payment_harness import (
     wait_until,
 )
 from tests.pg import postgres_schema
+from tests.serve import serve_process
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CARD_HASH_KEY_HEX = "22" * 32
-START_TIMEOUT_S = 20.0
 # Long enough that the kill surely lands while the host still sits on the authorisation.
 HOST_LATENCY_MS = 30_000
 RESPONSE_TIMEOUT_MS_CRASH = 60_000
@@ -54,26 +51,10 @@ def serve(
     data_dir: Path, database_url: str, settings_file: Path, log_path: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`txswitch serve` as a real process on an ephemeral port; yields it and its gRPC address."""
-    out_path = log_path.with_suffix(".out")
-    command = [sys.executable, "-m", "switch.cli", "serve", "--no-demo", "--data-dir", str(data_dir)]
-    command += ["--database-url", database_url]
-    command += ["--grpc-port", "0", "--metrics-port", "-1", "--console-port", "-1"]
-    with log_path.open("ab") as log, out_path.open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=out, stderr=log, env=switch_environment(settings_file)
-        )
-        try:
-            deadline_s = time.monotonic() + START_TIMEOUT_S
-            while "txswitch listening" not in out_path.read_text():
-                assert process.poll() is None, log_path.read_text()[-2000:]
-                assert time.monotonic() < deadline_s, "txswitch serve did not start"
-                time.sleep(0.05)
-            address = out_path.read_text().split("grpc://", 1)[1].split()[0]
-            yield process, address
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    args = ["--no-demo", "--data-dir", str(data_dir), "--database-url", database_url]
+    args += ["--grpc-port", "0", "--metrics-port", "-1", "--console-port", "-1"]
+    with serve_process(args, log_path, switch_environment(settings_file)) as served:
+        yield served
 
 
 def prepare(data_dir: Path, database_url: str, host_port: int) -> Path:

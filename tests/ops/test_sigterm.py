@@ -6,8 +6,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,16 +20,11 @@ from terminal_sim.fleet import run_fleet
 from terminal_sim.ledger_source import journal_mark, open_engine, read_card_balances, read_ledger_snapshot
 from terminal_sim.records import Outcome
 from terminal_sim.session import SwitchTarget, provision
+from tests.serve import serve_process
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 30.0
 SIGTERM_AFTER_S = 1.0
 SERVE = (
-    sys.executable,
-    "-m",
-    "switch.cli",
-    "serve",
     "--no-demo",
     "--metrics-port",
     "-1",
@@ -50,25 +43,8 @@ def free_port() -> int:
 @contextmanager
 def serve(data_dir: Path, port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`txswitch serve` as a real process; yields once it listens, kills it if a test fails."""
-    out_path = log_path.with_suffix(".out")
-    with log_path.open("ab") as log, out_path.open("wb") as out:
-        process = subprocess.Popen(
-            [*SERVE, "--data-dir", str(data_dir), "--grpc-port", str(port)],
-            cwd=REPO_ROOT,
-            stdout=out,
-            stderr=log,
-        )
-        try:
-            deadline_s = time.monotonic() + START_TIMEOUT_S
-            while "txswitch listening" not in out_path.read_text():
-                assert process.poll() is None, log_path.read_text()[-2000:]
-                assert time.monotonic() < deadline_s, "txswitch serve did not start"
-                time.sleep(0.05)
-            yield process
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    with serve_process([*SERVE, "--data-dir", str(data_dir), "--grpc-port", str(port)], log_path) as served:
+        yield served[0]
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:
