@@ -89,10 +89,11 @@ def tune_garbage_collection(settings: Settings) -> None:
 
 
 def _serve(options: argparse.Namespace) -> int:
-    from ops.logs import configure_logging
+    from ops.logs import configure_logging, skip_unused_record_fields
     from switch.server import SwitchServer
 
     configure_logging(options.log_level.upper())
+    skip_unused_record_fields()
     settings = from_environment(Settings(data_dir=options.data_dir, database_url=options.database_url))
     overrides = {
         "grpc_port": options.grpc_port,

@@ -74,6 +74,9 @@ CARD_DATA_CASES: list[tuple[str, str, tuple[object, ...], dict[str, object], tup
     ("track2 field", "x", (), {"track2": TRACK2}, (TRACK2, PAN_16)),
     ("cvv field", "x", (), {"cvv": CVV}, (CVV,)),
     ("pan as int", "x", (), {"reference": int(PAN_16)}, (PAN_16,)),
+    # The shortest texts each scrubbing pass still looks at.
+    ("bare 12-digit pan value", "x", (), {"reference": PAN_12}, (PAN_12,)),
+    ("short pin assignment value", "x", (), {"note": "pin=4321"}, ("4321",)),
     ("pan nested", "x", (), {"request": {"card": {"pan": PAN_16}}}, (PAN_16,)),
     ("pan in list", "x", (), {"cards": ["ok", PAN_16]}, (PAN_16,)),
     ("pin block bytes", "x", (), {"field_52": bytes.fromhex(PIN_BLOCK_HEX)}, ("0412",)),
