@@ -1,0 +1,65 @@
+"""The latency probe against a real switch on loopback: it signs in, asks, and reports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from switch.config import Settings
+from switch.server import SwitchServer
+from terminal_sim import switch_probe
+
+
+@pytest.fixture
+def running_switch(tmp_path: Path) -> Iterator[SwitchServer]:
+    settings = Settings(data_dir=tmp_path, grpc_port=0, metrics_port=-1, console_port=-1, demo_data=False)
+    server = SwitchServer(settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_probe_reports_the_unknown_card_answer(
+    running_switch: SwitchServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = switch_probe.main(
+        [
+            "--target",
+            running_switch.address,
+            "--data-dir",
+            str(running_switch.settings.data_dir),
+            "--seconds",
+            "0.5",
+            "--interval-ms",
+            "10",
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["response_code"] == "14"  # unknown card: the probe's number is issued by no one
+    assert result["calls"] >= 5
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+
+
+def test_probe_without_the_admin_token_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = switch_probe.main(["--target", "127.0.0.1:1", "--data-dir", str(tmp_path), "--seconds", "1"])
+    assert code == 2
+    assert "admin token" in capsys.readouterr().err
+
+
+def test_probe_with_a_wrong_admin_token_names_the_refusal(
+    running_switch: SwitchServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere = tmp_path / "elsewhere"  # not the switch's own data dir, which is tmp_path
+    elsewhere.mkdir()
+    (elsewhere / "admin.token").write_text("not-the-token")
+    code = switch_probe.main(
+        ["--target", running_switch.address, "--data-dir", str(elsewhere), "--seconds", "0.5"]
+    )
+    assert code == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
