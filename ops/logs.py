@@ -206,7 +206,8 @@ def configure_logging(level: int | str = logging.INFO, stream: TextIO | None = N
 def skip_unused_record_fields() -> None:
     """For a process whose only log output is configure_logging's: records stop looking up what
     its JSON lines never show (thread, process, source file and line), as the logging HOWTO's
-    "Optimization" section describes. Process-wide, so `txswitch serve` calls it, tests do not."""
+    "Optimization" section describes. Process-wide, so `txswitch serve` calls it, tests do not.
+    Without the caller's frame, `stack_info=True` adds nothing to a record; no code here asks for it."""
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -1,4 +1,4 @@
-"""Fixtures for the simulator tests: a real grpc Terminal server on loopback."""
+"""Fixtures for the simulator tests: a real grpc Terminal server on loopback, and a real switch."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import pytest
 
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
+from switch.config import Settings
+from switch.server import SwitchServer
 
 SLOW_PREFIX = "sleep:"
 SERVER_WORKERS = 16
@@ -62,3 +65,15 @@ def slow_server() -> Iterator[LoopbackServer]:
         yield LoopbackServer(f"127.0.0.1:{port}", state)
     finally:
         server.stop(grace=None)
+
+
+@pytest.fixture
+def running_switch(tmp_path: Path) -> Iterator[SwitchServer]:
+    """A SwitchServer on a free loopback port, on the SQLite file in tmp_path, without demo data."""
+    settings = Settings(data_dir=tmp_path, grpc_port=0, metrics_port=-1, console_port=-1, demo_data=False)
+    server = SwitchServer(settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from switch.config import Settings
 from switch.server import SwitchServer
 from terminal_sim.auditor import format_report
 from terminal_sim.config import FaultShares, SimConfig
@@ -16,20 +12,10 @@ from terminal_sim.session import SwitchTarget, provision, run_and_audit
 
 
 @pytest.fixture
-def switch_target(tmp_path: Path) -> Iterator[SwitchTarget]:
-    settings = Settings(
-        data_dir=tmp_path,
-        grpc_port=0,
-        metrics_port=-1,
-        console_port=-1,
-        demo_data=False,
+def switch_target(running_switch: SwitchServer) -> SwitchTarget:
+    return SwitchTarget(
+        running_switch.address, running_switch.admin_token, running_switch.settings.effective_database_url
     )
-    server = SwitchServer(settings)
-    server.start()
-    try:
-        yield SwitchTarget(server.address, server.admin_token, settings.effective_database_url)
-    finally:
-        server.stop()
 
 
 @pytest.mark.trio

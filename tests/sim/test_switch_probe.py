@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from switch.config import Settings
 from switch.server import SwitchServer
 from terminal_sim import switch_probe
-
-
-@pytest.fixture
-def running_switch(tmp_path: Path) -> Iterator[SwitchServer]:
-    settings = Settings(data_dir=tmp_path, grpc_port=0, metrics_port=-1, console_port=-1, demo_data=False)
-    server = SwitchServer(settings)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_probe_reports_the_unknown_card_answer(
