@@ -6,9 +6,10 @@ terminal of its own and asks a Balance every interval with grpcio's plain blocki
 own process, one call at a time, no trio. The card number is one no switch issues, so the switch
 answers 14 (unknown card) after one indexed lookup, without a card actor. What the probe sees
 above the switch's own `txswitch_request_duration_seconds{rpc="Balance"}` is time spent in gRPC
-and the event loop's queues, before and after the handler.
+and the event loop's queues, before and after the handler. Like the simulator, it leaves its
+merchant and terminal behind in the switch's database.
 
-    python -m terminal_sim.switch_probe --target 127.0.0.1:50051 --data-dir data --seconds 15
+    python -m terminal_sim.switch_probe --target 127.0.0.1:50051 --data-dir var --seconds 15
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def probe(channel: grpc.Channel, credential: str, seconds: float, interval_s: fl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--target", default="127.0.0.1:50051", help="the switch's grpc address")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="holds the switch's admin.token")
+    parser.add_argument("--data-dir", type=Path, default=Path("var"), help="holds the switch's admin.token")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--interval-ms", type=float, default=50.0, help="pause between calls")
     args = parser.parse_args(argv)
