@@ -20,11 +20,11 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
-from switch.config import Settings
 from switch.server import SwitchServer
 from terminal_sim.config import FaultShares, SimConfig
 from terminal_sim.records import Exchange, Operation, Outcome
 from terminal_sim.session import SwitchTarget, provision, run_and_audit
+from tests.loopback_switch import switch_on_loopback
 
 SCRAPE_TIMEOUT_S = 5.0
 PROMTOOL_TIMEOUT_S = 60.0
@@ -75,13 +75,8 @@ def expected_code(exchange: Exchange) -> str:
 
 @pytest.fixture
 def switch(tmp_path: Path) -> Iterator[SwitchServer]:
-    settings = Settings(data_dir=tmp_path, grpc_port=0, metrics_port=0, console_port=-1, demo_data=False)
-    server = SwitchServer(settings)
-    server.start()
-    try:
+    with switch_on_loopback(tmp_path, metrics_port=0) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.trio

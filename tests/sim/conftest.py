@@ -14,8 +14,8 @@ import pytest
 
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
-from switch.config import Settings
 from switch.server import SwitchServer
+from tests.loopback_switch import switch_on_loopback
 
 SLOW_PREFIX = "sleep:"
 SERVER_WORKERS = 16
@@ -69,11 +69,5 @@ def slow_server() -> Iterator[LoopbackServer]:
 
 @pytest.fixture
 def running_switch(tmp_path: Path) -> Iterator[SwitchServer]:
-    """A SwitchServer on a free loopback port, on the SQLite file in tmp_path, without demo data."""
-    settings = Settings(data_dir=tmp_path, grpc_port=0, metrics_port=-1, console_port=-1, demo_data=False)
-    server = SwitchServer(settings)
-    server.start()
-    try:
+    with switch_on_loopback(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
