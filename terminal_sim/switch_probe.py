@@ -19,33 +19,22 @@ import json
 import secrets
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import grpc
-from hdrh.histogram import HdrHistogram
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.domain.cards import luhn_check_digit
+from terminal_sim.metrics import LatencySummary, new_histogram
 
-LATENCY_US_MAX = 60_000_000
 CALL_TIMEOUT_S = 10.0
 PROBE_LOCATION = "Probe"
 # 16 digits that pass the switch's card-number checks, under a prefix no programme here issues.
 UNKNOWN_CARD = "999999000000000" + luhn_check_digit("999999000000000")
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    calls: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    response_code: str
 
 
 def sign_in(channel: grpc.Channel, admin_token: str) -> str:
@@ -73,11 +62,14 @@ def sign_in(channel: grpc.Channel, admin_token: str) -> str:
     return activation.credential
 
 
-def probe(channel: grpc.Channel, credential: str, seconds: float, interval_s: float) -> ProbeResult:
+def probe(
+    channel: grpc.Channel, credential: str, seconds: float, interval_s: float
+) -> tuple[LatencySummary, str]:
+    """The latencies of a Balance every interval_s for seconds, and the last response code."""
     terminal = pb_grpc.TerminalStub(channel)
     metadata = (("authorization", f"Bearer {credential}"),)
     request = pb.BalanceRequest(card=pb.CardRef(card_number=UNKNOWN_CARD))
-    histogram = HdrHistogram(1, LATENCY_US_MAX, 3)
+    histogram = new_histogram()
     response_code = ""
     deadline_s = time.monotonic() + seconds
     while time.monotonic() < deadline_s:
@@ -86,14 +78,7 @@ def probe(channel: grpc.Channel, credential: str, seconds: float, interval_s: fl
         histogram.record_value(max(1, (time.perf_counter_ns() - started_ns) // 1000))
         response_code = answer.response_code
         time.sleep(interval_s)
-    return ProbeResult(
-        calls=histogram.get_total_count(),
-        p50_ms=histogram.get_value_at_percentile(50) / 1000,
-        p90_ms=histogram.get_value_at_percentile(90) / 1000,
-        p99_ms=histogram.get_value_at_percentile(99) / 1000,
-        max_ms=histogram.get_max_value() / 1000,
-        response_code=response_code,
-    )
+    return LatencySummary.of(histogram), response_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     with grpc.insecure_channel(args.target) as channel:
         try:
             credential = sign_in(channel, admin_token)
-            result = probe(channel, credential, args.seconds, args.interval_ms / 1000)
+            latency, response_code = probe(channel, credential, args.seconds, args.interval_ms / 1000)
         except grpc.RpcError as error:
             print(f"switch_probe: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
-    print(json.dumps(asdict(result)))
+    print(json.dumps({**asdict(latency), "response_code": response_code}))
     return 0
 
 
