@@ -20,6 +20,7 @@ from protocols.backoffice_service import BackofficeService
 from protocols.cardholder_service import CardholderService
 from protocols.iso_inbound import IsoInboundListener, start_listener
 from protocols.portal_service import PortalService
+from protocols.serving import BusyMethodsRegistered
 from protocols.terminal_service import RequestObserver, TerminalService
 from protocols.wire import (
     backoffice_pb2,
@@ -152,10 +153,12 @@ class SwitchServer:
 
     async def _serve_async(self, bound: futures.Future[int]) -> None:
         self._loop = asyncio.get_running_loop()
-        server = grpc.aio.server(
-            migration_thread_pool=self._blocking,
-            maximum_concurrent_rpcs=self.settings.grpc_concurrent_rpcs_max,
-            interceptors=self.ops.interceptors(),
+        server = BusyMethodsRegistered(
+            grpc.aio.server(
+                migration_thread_pool=self._blocking,
+                maximum_concurrent_rpcs=self.settings.grpc_concurrent_rpcs_max,
+                interceptors=self.ops.interceptors(),
+            )
         )
         terminal_pb2_grpc.add_TerminalServicer_to_server(
             TerminalService(self.core, self._blocking, self._observe, self.acquiring), server

@@ -1,0 +1,72 @@
+"""Only the busy terminal methods are registered with grpc's core; every method is still served."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from protocols.serving import BUSY_METHODS, TERMINAL_SERVICE, BusyMethodsRegistered
+from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
+from terminal_sim.echo_server import EchoTerminalServicer
+
+CALL_TIMEOUT_S = 5.0
+
+
+def test_busy_methods_are_terminal_rpcs_that_exist() -> None:
+    service = pb.DESCRIPTOR.services_by_name["Terminal"]
+    assert service.full_name == TERMINAL_SERVICE
+    names = {f"/{TERMINAL_SERVICE}/{method.name}" for method in service.methods}
+    assert BUSY_METHODS.issubset(names)  # a renamed RPC would silently fall back to the generic accept
+
+
+def test_only_the_busy_methods_are_registered() -> None:
+    async def scenario() -> list[str]:
+        server = BusyMethodsRegistered(aio.server())
+        pb_grpc.add_TerminalServicer_to_server(EchoTerminalServicer(), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+        await server.stop(None)
+        return server.registered
+
+    registered = asyncio.run(scenario())
+    assert sorted(registered) == sorted(BUSY_METHODS)
+    assert "/txswitch.v1.Terminal/Activate" not in registered
+
+
+def test_methods_left_unregistered_are_still_served() -> None:
+    async def scenario() -> tuple[str, str, int, grpc.StatusCode]:
+        server = BusyMethodsRegistered(aio.server())
+        pb_grpc.add_TerminalServicer_to_server(EchoTerminalServicer(), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                terminal = pb_grpc.TerminalStub(channel)
+                balance = await terminal.Balance(pb.BalanceRequest(), timeout=CALL_TIMEOUT_S)  # registered
+                activation = await terminal.Activate(  # by name, through the generic handler
+                    pb.ActivateRequest(device_name="till-1"), timeout=CALL_TIMEOUT_S
+                )
+                checked = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S
+                )
+                unknown = channel.unary_unary(
+                    "/txswitch.v1.Terminal/NoSuchMethod",
+                    request_serializer=bytes,
+                    response_deserializer=bytes,
+                )
+                with pytest.raises(aio.AioRpcError) as refused:
+                    await unknown(b"", timeout=CALL_TIMEOUT_S)
+        finally:
+            await server.stop(None)
+        return balance.response_code, activation.terminal_id, checked.status, refused.value.code()
+
+    balance_code, terminal_id, health_status, unknown_code = asyncio.run(scenario())
+    assert balance_code == "00"
+    assert terminal_id == "echo-till-1"
+    assert health_status == health_pb2.HealthCheckResponse.SERVING
+    assert unknown_code == grpc.StatusCode.UNIMPLEMENTED
