@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 import pytest
@@ -12,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from protocols.serving import BUSY_METHODS, TERMINAL_SERVICE, BusyMethodsRegistered
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
+from terminal_sim import accept_cost
 from terminal_sim.echo_server import EchoTerminalServicer
 
 CALL_TIMEOUT_S = 5.0
@@ -70,3 +72,11 @@ def test_methods_left_unregistered_are_still_served() -> None:
     assert terminal_id == "echo-till-1"
     assert health_status == health_pb2.HealthCheckResponse.SERVING
     assert unknown_code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_accept_cost_reports_both_servers_cpu_per_call(capsys: pytest.CaptureFixture[str]) -> None:
+    assert accept_cost.main(["--calls", "400", "--threads", "2", "--rounds", "1"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for mode in accept_cost.MODES:
+        assert len(report[f"{mode}_us_per_call"]) == 1
+        assert report[f"{mode}_median_us"] > 0
