@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from protocols.serving import BUSY_METHODS, TERMINAL_SERVICE, BusyMethodsRegistered
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
+from switch.server import SERVICE_NAMES
 from terminal_sim import accept_cost
 from terminal_sim.echo_server import EchoTerminalServicer
+from tests.loopback_switch import switch_on_loopback
 
 CALL_TIMEOUT_S = 5.0
 
@@ -72,6 +76,20 @@ def test_methods_left_unregistered_are_still_served() -> None:
     assert terminal_id == "echo-till-1"
     assert health_status == health_pb2.HealthCheckResponse.SERVING
     assert unknown_code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_the_switch_serves_reflection_and_health_by_name(tmp_path: Path) -> None:
+    with switch_on_loopback(tmp_path) as switch, grpc.insecure_channel(switch.address) as channel:
+        asked = reflection_pb2.ServerReflectionRequest(list_services="")
+        answers = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([asked]), timeout=CALL_TIMEOUT_S
+        )
+        listed = {service.name for answer in answers for service in answer.list_services_response.service}
+        checked = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAMES[0]), timeout=CALL_TIMEOUT_S
+        )
+    assert set(SERVICE_NAMES) <= listed
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_accept_cost_reports_both_servers_cpu_per_call(capsys: pytest.CaptureFixture[str]) -> None:
