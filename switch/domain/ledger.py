@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from switch.domain.pickling import pickled_by_fields
+
 
 class AccountKind(enum.Enum):
     card = "card"
@@ -63,6 +65,7 @@ def account_kind(account_id: str) -> AccountKind:
     }[suffix]
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Posting:
     account_id: str
@@ -74,6 +77,7 @@ class Posting:
         return self.amount_minor < 0 and account_kind(self.account_id) in GUARDED_KINDS
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     """One money movement; its idempotency key lets it happen at most once."""

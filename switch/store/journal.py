@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from switch.domain.cards import CardStatus
 from switch.domain.ledger import JournalEntry
+from switch.domain.pickling import pickled_by_fields
 from switch.store.schema import (
     accounts,
     card_events,
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 TOMBSTONE_TYPE = "tombstone"
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class TransactionRecord:
     """The row that records a terminal transaction and the answer it got."""
@@ -57,6 +59,7 @@ class TransactionRecord:
     payment_method: str = "stored_value"
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class OriginalChange:
     """A conditional change of an earlier transaction: refunded further, cancelled or reversed."""
@@ -68,6 +71,7 @@ class OriginalChange:
     require_unrefunded: bool = False
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class CardChange:
     card_id: str
@@ -78,6 +82,7 @@ class CardChange:
     replaced_by: str | None = None
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class PeriodClose:
     """Close a terminal's open period and open the next one; at most once per close id."""
@@ -90,6 +95,7 @@ class PeriodClose:
     totals_json: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class EmployeeAttempt:
     """An employee's PIN-check state after one attempt: wrong tries and lockout."""
@@ -99,6 +105,7 @@ class EmployeeAttempt:
     locked_until: dt.datetime | None
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Write:
     """Everything that lands together or not at all. All writes of the switch go through the one
@@ -118,6 +125,7 @@ class BackstopError(Exception):
     """A backstop condition failed: the write would overdraw, repeat, or undo twice."""
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     ok: bool
@@ -339,6 +347,7 @@ def _close_period(conn: Connection, close: PeriodClose) -> int:
 BACKSTOP_ERRORS = (BackstopError, IntegrityError)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
     """The results of one batch, in the order of its writes; `failed` when its commit failed whole."""
