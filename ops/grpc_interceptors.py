@@ -16,9 +16,8 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from ops.metrics import SwitchMetrics
-from protocols.wire import terminal_pb2
+from protocols.serving import TERMINAL_SERVICE
 
-TERMINAL_SERVICE = terminal_pb2.DESCRIPTOR.services_by_name["Terminal"].full_name
 DRAINING_MESSAGE = "the switch is draining and takes no new work; retry on another node or later"
 NO_ISO_CODE = "OK"  # answered without an ISO 8583 response code (activation, reports, backoffice)
 INTERNAL_CODE = "internal"  # the metrics' code label for a fault of ours

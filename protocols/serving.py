@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from protocols.wire import terminal_pb2
+
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
     GenericHandler = grpc.GenericRpcHandler[Any, Any]
@@ -23,14 +25,15 @@ else:
     Handler = grpc.RpcMethodHandler
     GenericHandler = grpc.GenericRpcHandler
 
-TERMINAL_SERVICE = "txswitch.v1.Terminal"
+_TERMINAL = terminal_pb2.DESCRIPTOR.services_by_name["Terminal"]
+TERMINAL_SERVICE = _TERMINAL.full_name
 
 # What terminals send all day: the shop's flows and the bank-card payments. Registering a method
 # lets grpc accept one call of it per turn of the event loop alongside the others, and costs every
 # call about 1 µs more; the rest (activation, day close, receipts, reports, the backoffice, the
-# portal, health, reflection) share the one generic accept.
+# portal, health, reflection) share the one generic accept. A name not in the service fails here.
 BUSY_METHODS = frozenset(
-    f"/{TERMINAL_SERVICE}/{name}"
+    f"/{TERMINAL_SERVICE}/{_TERMINAL.methods_by_name[name].name}"
     for name in (
         "Balance",
         "Redeem",

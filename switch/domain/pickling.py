@@ -21,7 +21,8 @@ def pickled_by_fields(cls: type[T]) -> type[T]:
     """
     names = tuple(field.name for field in dataclasses.fields(cls))  # type: ignore[arg-type]
     if len(names) < 2:
-        raise TypeError(f"{cls.__name__}: one field or none pickles cheaply as it is")
+        # attrgetter of one name gives the bare value, not a tuple; such a class is left as it is
+        raise TypeError(f"{cls.__name__} has fewer than two fields")
     gather: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*names)
 
     def getstate(self: Any) -> tuple[Any, ...]:
