@@ -61,10 +61,12 @@ def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeou
     raise TimeoutError(f"nothing listened on {host}:{port} within {timeout_s} s")
 
 
-def _child_env() -> dict[str, str]:
+HERE = Path(__file__).resolve().parent.parent  # the tree this simulator runs from
+
+
+def _child_env(root: Path = HERE) -> dict[str, str]:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -76,8 +78,13 @@ def start_echo_server(host: str = "127.0.0.1") -> ChildServer:
     return ChildServer(process, f"{host}:{port}")
 
 
-def start_switch(data_dir: Path, host: str = "127.0.0.1", log_path: Path | None = None) -> ChildServer:
-    """`txswitch serve` on a free port; its output goes to log_path (or is dropped)."""
+def start_switch(
+    data_dir: Path, host: str = "127.0.0.1", log_path: Path | None = None, root: Path = HERE
+) -> ChildServer:
+    """`txswitch serve` from the tree at `root` on a free port; its output goes to log_path (or is dropped).
+
+    The child runs in `root`: `python -c` puts its working directory ahead of PYTHONPATH.
+    """
     port = free_port(host)
     command = [
         sys.executable,
@@ -90,6 +97,6 @@ def start_switch(data_dir: Path, host: str = "127.0.0.1", log_path: Path | None 
         str(port),
     ]
     sink = log_path.open("wb") if log_path is not None else subprocess.DEVNULL
-    process = subprocess.Popen(command, env=_child_env(), stdout=sink, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, env=_child_env(root), cwd=root, stdout=sink, stderr=subprocess.STDOUT)
     wait_for_port(host, port, process, STARTUP_TIMEOUT_S)
     return ChildServer(process, f"{host}:{port}")

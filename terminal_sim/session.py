@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -46,6 +47,7 @@ async def run_and_audit(
     setup: ShopSetup,
     *,
     progress: ProgressSink | None = stderr_progress,
+    on_window_start: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Run the fleet on an already provisioned shop and audit the ledger afterwards."""
     engine = open_engine(target.database_url)
@@ -54,7 +56,14 @@ async def run_and_audit(
         start_balances = read_card_balances(engine, card_ids)
         mark = journal_mark(engine)
         population = CardPopulation(setup.cards, config.zipf_exponent)
-        fleet = await run_fleet(target.address, config, setup.login, population, progress=progress)
+        fleet = await run_fleet(
+            target.address,
+            config,
+            setup.login,
+            population,
+            progress=progress,
+            on_window_start=on_window_start,
+        )
         await trio.sleep(SETTLE_S)
         snapshot = read_ledger_snapshot(
             engine,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 
 import pytest
 
-from terminal_sim.bench import idle_share, machine_cpu_ticks, process_cpu_s
+from terminal_sim.bench import idle_share, machine_cpu_ticks, process_cpu_s, process_tree_cpu_s
 from terminal_sim.profile import thread_kind
 
 
@@ -52,3 +54,27 @@ def test_idle_share_without_readings_or_elapsed_ticks_is_none() -> None:
 )
 def test_profile_groups_threads_by_kind(name: str, kind: str) -> None:
     assert thread_kind(name) == kind
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_the_cpu_of_a_process_tree_counts_its_living_children() -> None:
+    burn = (
+        "import hashlib, time; hashlib.pbkdf2_hmac('sha256', b'w', b's', 2_000_000);"
+        "print(1, flush=True); time.sleep(30)"
+    )
+    with subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "1"  # it has burnt its CPU
+            own, tree, childs = (
+                process_cpu_s(os.getpid()),
+                process_tree_cpu_s(os.getpid()),
+                process_cpu_s(child.pid),
+            )
+            assert own is not None and tree is not None and childs is not None and childs > 0.1
+            assert tree >= own + childs - 0.05  # the clock ticks between the readings
+        finally:
+            child.kill()
+
+
+def test_the_cpu_of_no_such_process_tree_is_none() -> None:
+    assert process_tree_cpu_s(2**22 + 12_345) is None

@@ -105,3 +105,23 @@ async def test_abandoned_requests_are_never_asked_about(echo_server: ChildServer
     }
     assert abandoned
     assert not asked & {e.transaction_id for e in abandoned}
+
+
+@pytest.mark.trio
+async def test_the_window_start_is_marked_once_after_activation(echo_server: ChildServer) -> None:
+    config = SimConfig(
+        terminals=4, duration_s=0.5, faults=FaultShares(), think_time_ms_mean=5.0, seed=3, channels=1
+    )
+    login = ShopLogin("echo@txswitch.example", "echo", "Echo", "1001", "1234")
+    marks: list[int] = []
+    result = await run_fleet(
+        echo_server.address,
+        config,
+        login,
+        CardPopulation(synthetic_cards(50, 3), 1.1),
+        progress=None,
+        on_window_start=lambda: marks.append(len(marks)),
+    )
+    assert marks == [0]
+    assert result.activation.completed == config.terminals
+    assert result.statistics.completed > 0
