@@ -1,0 +1,147 @@
+"""Two trees of the switch under the same closed loop, interleaved: which answers more, on less CPU.
+
+A `make bench` run takes minutes, and this machine's speed swings by a third over minutes (README,
+session 16), so a before run and an after run minutes apart compare the machine as much as the
+code. This runs short closed loops of the two trees in the order before, after, after, before,
+... (a drift in time falls on both alike), each against a fresh switch started from its tree with
+its own SQLite file. The simulator is this tree's, the same for both. Each run is audited.
+
+    git worktree add /tmp/before <commit>
+    python -m terminal_sim.compare --before /tmp/before --after . --rounds 3
+
+Per run it prints approvals per second and the CPU per answered request of the switch process and
+its journal process together; the last line is one JSON object with both trees' runs, medians,
+and the median of the after/before ratios of the runs paired in each round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from terminal_sim.bench import START_BALANCE_MINOR, process_tree_cpu_s
+from terminal_sim.config import FaultShares, LoadModel, SimConfig
+from terminal_sim.processes import quiet_garbage_collector, start_switch
+from terminal_sim.session import SwitchTarget, provision, run_and_audit
+
+SIDES = ("before", "after")
+
+
+@dataclass(frozen=True, slots=True)
+class RunFigures:
+    approved_per_s: float
+    cpu_ms_per_request: float
+    audit_clean: bool
+
+
+async def _closed_loop(target: SwitchTarget, config: SimConfig, cards: int, switch_pid: int) -> RunFigures:
+    setup = await provision(target, config, cards, START_BALANCE_MINOR)
+    started: list[float | None] = []
+    run = await run_and_audit(
+        target,
+        config,
+        setup,
+        progress=None,
+        on_window_start=lambda: started.append(process_tree_cpu_s(switch_pid)),
+    )
+    cpu_before_s, cpu_after_s = started[0], process_tree_cpu_s(switch_pid)
+    if cpu_before_s is None or cpu_after_s is None:
+        raise SystemExit("this system's /proc does not give a process's CPU time")
+    completed = run.fleet.statistics.completed
+    return RunFigures(
+        approved_per_s=round(run.fleet.statistics.approved_per_s, 1),
+        cpu_ms_per_request=round((cpu_after_s - cpu_before_s) * 1000 / max(completed, 1), 3),
+        audit_clean=run.audit is not None and run.audit.clean,
+    )
+
+
+def run_once(tree: Path, config: SimConfig, cards: int) -> RunFigures:
+    """A fresh switch from `tree` on a temporary SQLite file, provisioned, driven, audited, stopped."""
+    with tempfile.TemporaryDirectory(prefix="txswitch-compare-") as data_dir:
+        server = start_switch(Path(data_dir), root=tree)
+        try:
+            token = (Path(data_dir) / "admin.token").read_text().strip()
+            target = SwitchTarget(server.address, token, f"sqlite:///{data_dir}/txswitch.sqlite")
+            return trio.run(_closed_loop, target, config, cards, server.process.pid)
+        finally:
+            server.stop()
+
+
+def order(rounds: int) -> list[str]:
+    """before, after in even rounds; after, before in odd ones."""
+    return [side for index in range(rounds) for side in (SIDES if index % 2 == 0 else SIDES[::-1])]
+
+
+def summary(runs: dict[str, list[RunFigures]]) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    for side in SIDES:
+        report[side] = {
+            "approved_per_s": [run.approved_per_s for run in runs[side]],
+            "cpu_ms_per_request": [run.cpu_ms_per_request for run in runs[side]],
+            "median_approved_per_s": statistics.median(run.approved_per_s for run in runs[side]),
+            "median_cpu_ms_per_request": statistics.median(run.cpu_ms_per_request for run in runs[side]),
+            "audits_clean": all(run.audit_clean for run in runs[side]),
+        }
+    pairs = list(zip(runs["before"], runs["after"], strict=True))
+    report["after_over_before"] = {
+        "approved_per_s": round(statistics.median(a.approved_per_s / b.approved_per_s for b, a in pairs), 3),
+        "cpu_ms_per_request": round(
+            statistics.median(a.cpu_ms_per_request / b.cpu_ms_per_request for b, a in pairs), 3
+        ),
+    }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--before", type=Path, required=True, help="the tree (a git worktree) to compare against"
+    )
+    parser.add_argument(
+        "--after", type=Path, default=Path("."), help="the tree with the change (default: here)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="each round runs both trees once")
+    parser.add_argument("--terminals", type=int, default=200)
+    parser.add_argument("--cards", type=int, default=10_000)
+    parser.add_argument("--duration-s", type=float, default=12.0, help="the closed loop of one run")
+    args = parser.parse_args(argv)
+    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    for side, tree in trees.items():
+        if not (tree / "switch" / "cli.py").is_file():
+            parser.error(f"--{side} {tree} is not a txswitch tree (no switch/cli.py)")
+    quiet_garbage_collector()
+    config = SimConfig(
+        terminals=args.terminals,
+        duration_s=args.duration_s,
+        load_model=LoadModel.closed,
+        think_time_ms_mean=0.0,
+        faults=FaultShares(),
+        day_length_s=args.duration_s,
+    )
+    runs: dict[str, list[RunFigures]] = {side: [] for side in SIDES}
+    for number, side in enumerate(order(args.rounds), start=1):
+        figures = run_once(trees[side], config, args.cards)
+        runs[side].append(figures)
+        audit = "audit clean" if figures.audit_clean else "AUDIT FOUND VIOLATIONS"
+        print(
+            f"run {number:2d} {side:6s} {figures.approved_per_s:8.1f} approved/s "
+            f"{figures.cpu_ms_per_request:6.3f} ms CPU per request (switch + journal)  {audit}",
+            flush=True,
+        )
+    report = summary(runs)
+    print(json.dumps(report))
+    return 0 if report["before"]["audits_clean"] and report["after"]["audits_clean"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""terminal_sim.compare: the run order, the summary, and one real round of two switches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from terminal_sim import compare
+from terminal_sim.compare import RunFigures
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def test_the_order_alternates_which_tree_goes_first() -> None:
+    assert compare.order(3) == ["before", "after", "after", "before", "before", "after"]
+
+
+def test_the_summary_pairs_runs_by_round() -> None:
+    runs = {
+        "before": [RunFigures(500.0, 2.0, True), RunFigures(400.0, 2.5, True)],
+        "after": [RunFigures(600.0, 1.5, True), RunFigures(400.0, 2.5, False)],
+    }
+    report = compare.summary(runs)
+    assert report["before"]["median_approved_per_s"] == 450.0
+    assert report["after"]["audits_clean"] is False
+    assert report["before"]["audits_clean"] is True
+    assert report["after_over_before"] == {"approved_per_s": 1.1, "cpu_ms_per_request": 0.875}
+
+
+def test_a_directory_that_is_not_a_tree_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        compare.main(["--before", str(tmp_path), "--after", str(ROOT)])
+    assert refused.value.code == 2
+    assert "--before" in capsys.readouterr().err
+
+
+def test_one_round_of_two_real_switches(capsys: pytest.CaptureFixture[str]) -> None:
+    tree = str(ROOT)
+    argv = ["--before", tree, "--after", tree, "--rounds", "1", "--terminals", "4", "--cards", "20"]
+    assert compare.main([*argv, "--duration-s", "1"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for side in compare.SIDES:
+        assert report[side]["audits_clean"] is True
+        assert len(report[side]["approved_per_s"]) == 1
+        assert report[side]["approved_per_s"][0] > 0
+        assert report[side]["cpu_ms_per_request"][0] > 0
