@@ -39,6 +39,18 @@ OPEN_LOOP_SHARE = 0.7
 HEADLINE_AUDIT = ("double_spends", "lost_approvals", "ledger_imbalances", "negative_balances")
 
 
+def closed_loop(terminals: int, duration_s: float) -> SimConfig:
+    """The benchmark's closed loop: no think time, no faults, one shop day closed at its end."""
+    return SimConfig(
+        terminals=terminals,
+        duration_s=duration_s,
+        load_model=LoadModel.closed,
+        think_time_ms_mean=0.0,
+        faults=FaultShares(),
+        day_length_s=duration_s,
+    )
+
+
 def _say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -259,14 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     quiet_garbage_collector()
-    closed = SimConfig(
-        terminals=args.terminals,
-        duration_s=args.duration_s,
-        load_model=LoadModel.closed,
-        think_time_ms_mean=0.0,
-        faults=FaultShares(),
-        day_length_s=args.duration_s,  # one shop day per run, closed at its end
-    )
+    closed = closed_loop(args.terminals, args.duration_s)
     started_s = time.monotonic()
     _say(f"ceiling: echo server, {args.terminals} terminals, closed loop")
     ceiling, ceiling_cpu_ms = measure_ceiling(closed, args.cards, args.out_dir)

@@ -27,8 +27,8 @@ from typing import Any
 
 import trio
 
-from terminal_sim.bench import START_BALANCE_MINOR, process_tree_cpu_s
-from terminal_sim.config import FaultShares, LoadModel, SimConfig
+from terminal_sim.bench import START_BALANCE_MINOR, closed_loop, process_tree_cpu_s
+from terminal_sim.config import SimConfig
 from terminal_sim.processes import quiet_garbage_collector, start_switch
 from terminal_sim.session import SwitchTarget, provision, run_and_audit
 
@@ -120,14 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (tree / "switch" / "cli.py").is_file():
             parser.error(f"--{side} {tree} is not a txswitch tree (no switch/cli.py)")
     quiet_garbage_collector()
-    config = SimConfig(
-        terminals=args.terminals,
-        duration_s=args.duration_s,
-        load_model=LoadModel.closed,
-        think_time_ms_mean=0.0,
-        faults=FaultShares(),
-        day_length_s=args.duration_s,
-    )
+    config = closed_loop(args.terminals, args.duration_s)
     runs: dict[str, list[RunFigures]] = {side: [] for side in SIDES}
     for number, side in enumerate(order(args.rounds), start=1):
         figures = run_once(trees[side], config, args.cards)
