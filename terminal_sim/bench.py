@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -145,13 +146,14 @@ class WindowStart:
     seconds of the switch's CPU that no request of the run causes.
     """
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, cpu: Callable[[int], float | None] = process_cpu_s) -> None:
         self._pid = pid
+        self._cpu = cpu
         self.cpu_s: float | None = None
         self.machine: tuple[int, int] | None = None
 
     def mark(self) -> None:
-        self.cpu_s, self.machine = process_cpu_s(self._pid), machine_cpu_ticks()
+        self.cpu_s, self.machine = self._cpu(self._pid), machine_cpu_ticks()
 
 
 @dataclass(frozen=True, slots=True)

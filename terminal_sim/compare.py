@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from terminal_sim.bench import START_BALANCE_MINOR, closed_loop, process_tree_cpu_s
+from terminal_sim.bench import START_BALANCE_MINOR, WindowStart, closed_loop, process_tree_cpu_s
 from terminal_sim.config import SimConfig
 from terminal_sim.processes import quiet_garbage_collector, start_switch
 from terminal_sim.session import SwitchTarget, provision, run_and_audit
@@ -44,15 +44,9 @@ class RunFigures:
 
 async def _closed_loop(target: SwitchTarget, config: SimConfig, cards: int, switch_pid: int) -> RunFigures:
     setup = await provision(target, config, cards, START_BALANCE_MINOR)
-    started: list[float | None] = []
-    run = await run_and_audit(
-        target,
-        config,
-        setup,
-        progress=None,
-        on_window_start=lambda: started.append(process_tree_cpu_s(switch_pid)),
-    )
-    cpu_before_s, cpu_after_s = started[0], process_tree_cpu_s(switch_pid)
+    window = WindowStart(switch_pid, process_tree_cpu_s)  # the switch and its journal process
+    run = await run_and_audit(target, config, setup, progress=None, on_window_start=window.mark)
+    cpu_before_s, cpu_after_s = window.cpu_s, process_tree_cpu_s(switch_pid)
     if cpu_before_s is None or cpu_after_s is None:
         raise SystemExit("this system's /proc does not give a process's CPU time")
     completed = run.fleet.statistics.completed
