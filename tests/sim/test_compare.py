@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,18 @@ def test_a_directory_that_is_not_a_tree_is_refused(
     assert "--before" in capsys.readouterr().err
 
 
+@pytest.fixture
+def collector_restored() -> Iterator[None]:
+    """compare.main quiets this process's garbage collector, as a simulator run does; undone after."""
+    before = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
+@pytest.mark.usefixtures("collector_restored")
 def test_one_round_of_two_real_switches(capsys: pytest.CaptureFixture[str]) -> None:
     tree = str(ROOT)
     argv = ["--before", tree, "--after", tree, "--rounds", "1", "--terminals", "4", "--cards", "20"]
