@@ -87,10 +87,11 @@ def measure_ceiling(config: SimConfig, cards: int, out_dir: Path) -> tuple[Fleet
     finally:
         server.stop()
     _show("ceiling", fleet, None, out_dir)
-    return fleet, _ms_per_request(cpu_before_s, cpu_after_s, fleet.statistics.completed)
+    return fleet, ms_per_request(cpu_before_s, cpu_after_s, fleet.statistics.completed)
 
 
-def _ms_per_request(before_s: float | None, after_s: float | None, requests: int) -> float | None:
+def ms_per_request(before_s: float | None, after_s: float | None, requests: int) -> float | None:
+    """CPU milliseconds per request between two readings; None without readings or requests."""
     if before_s is None or after_s is None or not requests:
         return None
     return round((after_s - before_s) * 1000 / requests, 3)
@@ -174,7 +175,7 @@ async def _switch_runs(
     closed_run = await run_and_audit(target, closed, setup, on_window_start=window.mark)
     cpu_before_s, machine_before = window.cpu_s, window.machine
     cpu_after_s, machine_after = process_cpu_s(switch_pid), machine_cpu_ticks()
-    cpu_ms_per_request = _ms_per_request(cpu_before_s, cpu_after_s, closed_run.fleet.statistics.completed)
+    cpu_ms_per_request = ms_per_request(cpu_before_s, cpu_after_s, closed_run.fleet.statistics.completed)
     rate_per_s = OPEN_LOOP_SHARE * closed_run.fleet.flows_per_s
     opened = replace(closed, load_model=LoadModel.open, target_rate_per_s=rate_per_s, seed=closed.seed + 1)
     _say(f"switch, open loop at {rate_per_s:.0f} flows/s")

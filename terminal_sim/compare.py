@@ -27,7 +27,13 @@ from typing import Any
 
 import trio
 
-from terminal_sim.bench import START_BALANCE_MINOR, WindowStart, closed_loop, process_tree_cpu_s
+from terminal_sim.bench import (
+    START_BALANCE_MINOR,
+    WindowStart,
+    closed_loop,
+    ms_per_request,
+    process_tree_cpu_s,
+)
 from terminal_sim.config import SimConfig
 from terminal_sim.processes import quiet_garbage_collector, start_switch
 from terminal_sim.session import SwitchTarget, provision, run_and_audit
@@ -46,13 +52,12 @@ async def _closed_loop(target: SwitchTarget, config: SimConfig, cards: int, swit
     setup = await provision(target, config, cards, START_BALANCE_MINOR)
     window = WindowStart(switch_pid, process_tree_cpu_s)  # the switch and its journal process
     run = await run_and_audit(target, config, setup, progress=None, on_window_start=window.mark)
-    cpu_before_s, cpu_after_s = window.cpu_s, process_tree_cpu_s(switch_pid)
-    if cpu_before_s is None or cpu_after_s is None:
-        raise SystemExit("this system's /proc does not give a process's CPU time")
-    completed = run.fleet.statistics.completed
+    cpu_ms = ms_per_request(window.cpu_s, process_tree_cpu_s(switch_pid), run.fleet.statistics.completed)
+    if cpu_ms is None:
+        raise SystemExit("no CPU time per request: /proc does not tell, or no request was answered")
     return RunFigures(
         approved_per_s=round(run.fleet.statistics.approved_per_s, 1),
-        cpu_ms_per_request=round((cpu_after_s - cpu_before_s) * 1000 / max(completed, 1), 3),
+        cpu_ms_per_request=cpu_ms,
         audit_clean=run.audit is not None and run.audit.clean,
     )
 
