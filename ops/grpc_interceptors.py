@@ -1,5 +1,5 @@
-"""The gRPC server interceptor for operations: request metrics, the drain gate, malformed requests,
-and the answer to a fault of the switch's own."""
+"""The gRPC server interceptor for operations: request metrics, admission, the drain gate, malformed
+requests, and the answer to a fault of the switch's own."""
 
 from __future__ import annotations
 
@@ -63,6 +63,9 @@ class EdgeInterceptor(_Interceptor):
     - Metrics: every unary RPC counted by name and code, its latency, and in-flight requests.
       The code label is the answer's ISO 8583 response code, "OK" for answers without one, or the
       gRPC status name for errors; the RPC label is the method name. Neither can carry card data.
+    - Admission: beyond `concurrent_max` unary calls in progress, a call gets RESOURCE_EXHAUSTED.
+      grpc.aio's own `maximum_concurrent_rpcs` cannot do this: it counts only the calls its own
+      accept loop takes, and the switch takes most in accept tasks of its own.
     - Drain gate: while draining, new terminal requests get UNAVAILABLE; requests already inside
       finish.
     - Malformed requests: a request that is not valid protobuf ends with INVALID_ARGUMENT naming
@@ -72,7 +75,7 @@ class EdgeInterceptor(_Interceptor):
       reference to the log line that holds it. grpc.aio would answer UNKNOWN with the exception's
       text, which for a database error is the SQL statement.
 
-    Metrics come first, so requests refused while draining or unparsed are counted too.
+    Metrics come first, so requests refused (over the limit, draining, unparsed) are counted too.
 
     Each registered method's handler is wrapped once, not once per call: grpc asks the
     interceptors for a handler on every call, and the answer for a method never changes. Unknown
@@ -84,9 +87,12 @@ class EdgeInterceptor(_Interceptor):
     migration thread pool (backoffice, health); a wrapper is of the same kind as what it wraps.
     """
 
-    def __init__(self, metrics: SwitchMetrics, draining: threading.Event) -> None:
+    def __init__(
+        self, metrics: SwitchMetrics, draining: threading.Event, concurrent_max: int | None = None
+    ) -> None:
         self._metrics = metrics
         self._draining = draining
+        self._admission = _Admission(concurrent_max)
         self._handlers: dict[str, Handler] = {}
 
     async def intercept_service(
@@ -115,8 +121,11 @@ class EdgeInterceptor(_Interceptor):
         draining = self._draining if service_name(method) == TERMINAL_SERVICE else None
         deserialize = handler.request_deserializer
         parse = _tolerant(deserialize, rpc) if deserialize is not None else None
+        admission = self._admission
 
-        def refusal(request: Any) -> tuple[grpc.StatusCode, str] | None:
+        def refusal(request: Any, admitted: bool) -> tuple[grpc.StatusCode, str] | None:
+            if not admitted:
+                return grpc.StatusCode.RESOURCE_EXHAUSTED, admission.refusal
             if draining is not None and draining.is_set():
                 return grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE
             if isinstance(request, _Malformed):
@@ -133,10 +142,11 @@ class EdgeInterceptor(_Interceptor):
 
             async def edge(request: Any, context: Any) -> Any:
                 metrics.request_started(rpc)
+                admitted = admission.enter()
                 started = time.perf_counter()
                 code = "unknown"
                 try:
-                    refused = refusal(request)
+                    refused = refusal(request, admitted)
                     if refused is not None:
                         await context.abort(*refused)
                     response = await inner(request, context)
@@ -152,6 +162,7 @@ class EdgeInterceptor(_Interceptor):
                     code = _status_name(context)
                     raise
                 finally:
+                    admission.leave()
                     finished(code, started)
 
             behavior: Behavior = edge
@@ -159,11 +170,12 @@ class EdgeInterceptor(_Interceptor):
 
             def edge_sync(request: Any, context: Any) -> Any:
                 metrics.request_started(rpc)
+                admitted = admission.enter()
                 started = time.perf_counter()
                 code = "unknown"
                 recorder = _StatusRecorder(context)
                 try:
-                    refused = refusal(request)
+                    refused = refusal(request, admitted)
                     if refused is not None:
                         recorder.abort(*refused)
                     response = inner(request, recorder)
@@ -179,6 +191,7 @@ class EdgeInterceptor(_Interceptor):
                     code = _status_name(recorder)
                     raise
                 finally:
+                    admission.leave()
                     finished(code, started)
 
             behavior = edge_sync
@@ -187,6 +200,33 @@ class EdgeInterceptor(_Interceptor):
             request_deserializer=parse or deserialize,
             response_serializer=handler.response_serializer,
         )
+
+
+class _Admission:
+    """At most `limit` unary calls in progress at once (None: no limit); those beyond are refused.
+
+    Every call is counted, whichever accept took it (grpc.aio's own or the switch's accept tasks,
+    `protocols/serving.py`), and on whichever thread its handler runs.
+    """
+
+    __slots__ = ("_limit", "_lock", "_taken", "refusal")
+
+    def __init__(self, limit: int | None) -> None:
+        assert limit is None or limit > 0, limit
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._taken = 0
+        self.refusal = f"the switch is answering {limit} requests already, its limit; retry shortly"
+
+    def enter(self) -> bool:
+        """Count a call in; whether it is within the limit. Every enter is followed by a leave."""
+        with self._lock:
+            self._taken += 1
+            return self._limit is None or self._taken <= self._limit
+
+    def leave(self) -> None:
+        with self._lock:
+            self._taken -= 1
 
 
 def _fault(rpc: str, error: Exception) -> tuple[grpc.StatusCode, str]:

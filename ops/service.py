@@ -48,7 +48,7 @@ class SwitchOperations:
         self.console_port: int | None = None
 
     def interceptors(self) -> list[Any]:
-        return [EdgeInterceptor(self.metrics, self._draining)]
+        return [EdgeInterceptor(self.metrics, self._draining, self._settings.grpc_concurrent_rpcs_max)]
 
     def start(
         self, gateway: AcquirerGateway | None = None, acquirer_endpoints: Sequence[AcquirerEndpoint] = ()
