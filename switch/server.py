@@ -153,9 +153,11 @@ class SwitchServer:
 
     async def _serve_async(self, bound: futures.Future[int]) -> None:
         self._loop = asyncio.get_running_loop()
-        # The concurrency limit is the interceptor's (ops/grpc_interceptors.py).
+        # The concurrency limit is the interceptor's: grpc.aio's counts only the calls it accepts.
+        interceptors = self.ops.interceptors()
         server = BusyMethodsRegistered(
-            grpc.aio.server(migration_thread_pool=self._blocking, interceptors=self.ops.interceptors())
+            grpc.aio.server(migration_thread_pool=self._blocking, interceptors=interceptors),
+            interceptors=interceptors,
         )
         terminal_pb2_grpc.add_TerminalServicer_to_server(
             TerminalService(self.core, self._blocking, self._observe, self.acquiring), server

@@ -1,10 +1,13 @@
-"""Only the busy terminal methods are registered with grpc's core; every method is still served."""
+"""Only the busy terminal methods are registered with grpc's core, each with several pending accepts;
+every method is still served."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -91,3 +94,89 @@ def test_accept_cost_reports_both_servers_cpu_per_call(capsys: pytest.CaptureFix
     for mode in accept_cost.MODES:
         assert len(report[f"{mode}_us_per_call"]) == 1
         assert report[f"{mode}_median_us"] > 0
+
+
+class HeldBalance(EchoTerminalServicer):
+    """Balance answers only once released, so the calls stay in progress until then."""
+
+    def __init__(self) -> None:
+        self.inside = 0
+        self.release = asyncio.Event()
+
+    async def Balance(
+        self, request: pb.BalanceRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.BalanceResponse:
+        self.inside += 1
+        await self.release.wait()
+        return await super().Balance(request, context)
+
+
+class CountingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts the calls grpc asks it about, by method."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        self.seen[details.method] = self.seen.get(details.method, 0) + 1
+        return await continuation(details)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(CALL_TIMEOUT_S):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def test_accept_tasks_take_calls_and_hand_them_through_the_interceptors_to_the_handler() -> None:
+    calls = 40
+
+    async def scenario() -> tuple[int, int, int, list[str], dict[str, int], int]:
+        counting = CountingInterceptor()
+        servicer = HeldBalance()
+        server = BusyMethodsRegistered(
+            aio.server(interceptors=[counting]), interceptors=[counting], accepts_per_method=4
+        )
+        pb_grpc.add_TerminalServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        accepting = server.accepting
+        try:
+            async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                balance = pb_grpc.TerminalStub(channel).Balance
+                waiting = [
+                    asyncio.ensure_future(balance(pb.BalanceRequest(), timeout=CALL_TIMEOUT_S))
+                    for _ in range(calls)
+                ]
+                await _until(lambda: servicer.inside == calls)  # every call is in, none answered
+                servicer.release.set()
+                answers = [answer.response_code for answer in await asyncio.gather(*waiting)]
+        finally:
+            await server.stop(None)
+        return accepting, server.accepted, servicer.inside, answers, counting.seen, server.accepting
+
+    accepting, accepted, inside, answers, seen, accepting_after = asyncio.run(scenario())
+    assert accepting == 3 * len(BUSY_METHODS)  # three per method besides grpc.aio's own
+    assert 1 <= accepted <= calls  # the accept tasks took some of the calls, grpc.aio the rest
+    assert inside == calls
+    assert answers == ["00"] * calls
+    assert seen == {"/txswitch.v1.Terminal/Balance": calls}  # each call once through the interceptor
+    assert accepting_after == 0  # stopped, the accept tasks end
+
+
+def test_one_accept_per_method_is_grpc_aio_alone() -> None:
+    async def scenario() -> tuple[int, int, str]:
+        server = BusyMethodsRegistered(aio.server(), accepts_per_method=1)
+        pb_grpc.add_TerminalServicer_to_server(EchoTerminalServicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                answer = await pb_grpc.TerminalStub(channel).Balance(
+                    pb.BalanceRequest(), timeout=CALL_TIMEOUT_S
+                )
+        finally:
+            await server.stop(None)
+        return server.accepting, server.accepted, answer.response_code
+
+    assert asyncio.run(scenario()) == (0, 0, "00")
