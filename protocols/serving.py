@@ -63,10 +63,10 @@ BUSY_METHODS = frozenset(
 )
 
 
-# Pending accepts of each busy method: grpc.aio's one and these. Measured with 200 terminals in a
-# closed loop (README, session 17): 1 gave 806 approved/s, 4 gave 1,163-1,191, 16 gave
-# 1,090-1,379 and 64 gave 1,018; beyond a few, the calls wait in the switch instead.
-ACCEPTS_PER_METHOD = 8
+# Pending accepts of each busy method: grpc.aio's one and sixteen accept tasks. In `make bench`
+# (README, session 17): 1 gave 725 and 931 approved/s, 8 gave 928 and 980, 17 gave 1,066 and 1,088;
+# 65 gave fewer in a closed loop of its own, the calls waiting inside the switch instead.
+ACCEPTS_PER_METHOD = 17
 
 
 class BusyMethodsRegistered(grpc.aio.Server):
@@ -91,7 +91,8 @@ class BusyMethodsRegistered(grpc.aio.Server):
         interceptors: Iterable[Interceptor] = (),
         accepts_per_method: int = ACCEPTS_PER_METHOD,
     ) -> None:
-        assert accepts_per_method >= 1, accepts_per_method
+        if accepts_per_method < 1:
+            raise ValueError(f"accepts per method must be 1 or more, not {accepts_per_method}")
         self._server = server
         self._busy = busy
         self._interceptors = tuple(interceptors)

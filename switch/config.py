@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocols.serving import ACCEPTS_PER_METHOD
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -16,6 +18,9 @@ class Settings:
     grpc_port: int = 50051
     grpc_workers: int = 32  # threads for backoffice, health and the terminal RPCs that may block
     grpc_concurrent_rpcs_max: int = 2048  # admission control: beyond this, RESOURCE_EXHAUSTED
+    # Calls of each busy terminal method grpc may hold for the switch to take (protocols/serving.py);
+    # 1 is grpc.aio alone, which takes one call of a method per turn of its accept loop
+    grpc_accepts_per_method: int = ACCEPTS_PER_METHOD
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # 0: ephemeral, -1: off
     console_host: str = "127.0.0.1"

@@ -158,6 +158,7 @@ class SwitchServer:
         server = BusyMethodsRegistered(
             grpc.aio.server(migration_thread_pool=self._blocking, interceptors=interceptors),
             interceptors=interceptors,
+            accepts_per_method=self.settings.grpc_accepts_per_method,
         )
         terminal_pb2_grpc.add_TerminalServicer_to_server(
             TerminalService(self.core, self._blocking, self._observe, self.acquiring), server

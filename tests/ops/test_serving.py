@@ -180,3 +180,8 @@ def test_one_accept_per_method_is_grpc_aio_alone() -> None:
         return server.accepting, server.accepted, answer.response_code
 
     assert asyncio.run(scenario()) == (0, 0, "00")
+
+
+def test_fewer_than_one_accept_per_method_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="accepts per method must be 1 or more, not 0"):
+        BusyMethodsRegistered(aio.server(), accepts_per_method=0)
