@@ -64,8 +64,8 @@ BUSY_METHODS = frozenset(
 
 
 # Pending accepts of each busy method: grpc.aio's one and sixteen accept tasks. In `make bench`
-# (README, session 17): 1 gave 725 and 931 approved/s, 8 gave 928 and 980, 17 gave 1,066 and 1,088;
-# 65 gave fewer in a closed loop of its own, the calls waiting inside the switch instead.
+# (README, session 17): 1 gave 725 and 931 approved/s, 8 gave 928 and 980, 17 gave 1,066 and 1,088.
+# More is not better without end: past some count the calls only wait inside the switch instead.
 ACCEPTS_PER_METHOD = 17
 
 

@@ -45,7 +45,8 @@ def _unimplemented(servicer_class: Any) -> Any:
 
 async def _serve(mode: str) -> None:
     plain = aio.server()
-    server: aio.Server = BusyMethodsRegistered(plain) if mode == "busy" else plain
+    # One accept per method, grpc.aio's own, so the two servers differ in what they register only.
+    server: aio.Server = BusyMethodsRegistered(plain, accepts_per_method=1) if mode == "busy" else plain
     terminal_pb2_grpc.add_TerminalServicer_to_server(EchoTerminalServicer(), server)
     backoffice_pb2_grpc.add_BackofficeServicer_to_server(
         _unimplemented(backoffice_pb2_grpc.BackofficeServicer), server
