@@ -183,5 +183,8 @@ def test_one_accept_per_method_is_grpc_aio_alone() -> None:
 
 
 def test_fewer_than_one_accept_per_method_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="accepts per method must be 1 or more, not 0"):
+    async def scenario() -> None:
         BusyMethodsRegistered(aio.server(), accepts_per_method=0)
+
+    with pytest.raises(ValueError, match="accepts per method must be 1 or more, not 0"):
+        asyncio.run(scenario())
