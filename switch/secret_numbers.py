@@ -16,9 +16,9 @@ class SecretNumbers:
     `secrets.randbelow` asks the kernel on every call, and `os.urandom` lets go of the interpreter
     lock while it does. On the switch's event loop under load, each authorization code then waits
     to get the lock back from another thread: 263-417 µs a call beside one busy thread, against
-    1.1-1.7 µs for this (README, session 17). This reads 4 KiB at once and hands it out 4 bytes at a time,
-    by rejection, so every value below the bound is equally likely. A forked child starts with
-    an empty buffer, so it never repeats its parent's numbers. Thread-safe.
+    1.1-1.7 µs for this (README, session 17). This reads 4 KiB at once and hands it out 4 bytes
+    at a time, by rejection, so every value below the bound is equally likely. A forked child
+    starts with an empty buffer, so it never repeats its parent's numbers. Thread-safe.
     """
 
     def __init__(self, refill_bytes: int = REFILL_BYTES) -> None:
