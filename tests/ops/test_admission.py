@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2
 
 from ops.grpc_interceptors import EdgeInterceptor
 from ops.metrics import SwitchMetrics
+from tests.asyncio_wait import until
 
 SERVICE = "txswitch.test.Admission"
 CALL_TIMEOUT_S = 10.0
@@ -30,12 +31,6 @@ class Held:
         self.inside += 1
         await self.release.wait()
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
-
-
-async def _until(condition: Any) -> None:
-    async with asyncio.timeout(CALL_TIMEOUT_S):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def scenario(metrics: SwitchMetrics) -> list[tuple[str, str]]:
@@ -63,7 +58,7 @@ async def scenario(metrics: SwitchMetrics) -> list[tuple[str, str]]:
                     asyncio.ensure_future(call(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S))
                     for _ in range(LIMIT)
                 ]
-                await _until(lambda: held.inside == LIMIT)
+                await until(lambda: held.inside == LIMIT)
                 try:
                     await call(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
                     rounds.append(("OK", ""))

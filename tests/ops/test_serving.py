@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.server import SERVICE_NAMES
 from terminal_sim import accept_cost
 from terminal_sim.echo_server import EchoTerminalServicer
+from tests.asyncio_wait import until
 from tests.loopback_switch import switch_on_loopback
 
 CALL_TIMEOUT_S = 5.0
@@ -122,12 +122,6 @@ class CountingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         return await continuation(details)
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(CALL_TIMEOUT_S):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
 def test_accept_tasks_take_calls_and_hand_them_through_the_interceptors_to_the_handler() -> None:
     calls = 40
 
@@ -148,7 +142,7 @@ def test_accept_tasks_take_calls_and_hand_them_through_the_interceptors_to_the_h
                     asyncio.ensure_future(balance(pb.BalanceRequest(), timeout=CALL_TIMEOUT_S))
                     for _ in range(calls)
                 ]
-                await _until(lambda: servicer.inside == calls)  # every call is in, none answered
+                await until(lambda: servicer.inside == calls)  # every call is in, none answered
                 servicer.release.set()
                 answers = [answer.response_code for answer in await asyncio.gather(*waiting)]
         finally:
