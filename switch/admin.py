@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,11 +130,17 @@ class LedgerCheck:
 
 class Admin:
     def __init__(
-        self, store: Store, card_hash_key: bytes, passwords: MerchantPasswords | None = None
+        self,
+        store: Store,
+        card_hash_key: bytes,
+        passwords: MerchantPasswords | None = None,
+        on_card_issued: Callable[[str, str], None] | None = None,
     ) -> None:
         self._store = store
         self._engine = store.engine
         self._key = card_hash_key
+        # (card hash, card id) of each card issued here, once its row is committed.
+        self._on_card_issued = on_card_issued
         # Activation checks the merchant's password like the portal: one lockout for both.
         self._passwords = passwords or MerchantPasswords(store.engine, SignInLockout(5, 900, 2), _utc_now)
 
@@ -445,12 +452,13 @@ class Admin:
         card_id = new_id("card")
         with self._engine.begin() as conn:
             number = self._unused_card_number(conn, programme.card_prefix)
+            card_hash = credentials.card_hash(self._key, number)
             conn.execute(
                 insert(cards),
                 {
                     "card_id": card_id,
                     "programme_id": programme_id,
-                    "card_hash": credentials.card_hash(self._key, number),
+                    "card_hash": card_hash,
                     "masked": mask(number),
                     "status": CardStatus.active,
                     "expiry": expiry,
@@ -467,6 +475,8 @@ class Admin:
                     "balance_minor": 0,
                 },
             )
+        if self._on_card_issued is not None:
+            self._on_card_issued(card_hash, card_id)
         return NewCard(card_id, number, qr_payload(number), mask(number))
 
     def activate(self, email: str, password: str, device_name: str, location_name: str) -> Activation:

@@ -87,10 +87,10 @@ class SwitchCore:
         self.passwords = MerchantPasswords(engine, lockout, utc_now)
         self.receipts = Receipts(settings, self.store, self.report_zone, utc_now, on_receipt)
         self.password_resets = PasswordResets(engine, settings, utc_now)
-        self.admin = Admin(self.store, card_hash_key, self.passwords)
+        self.cards = CardDirectory(self.store, card_hash_key)
+        self.admin = Admin(self.store, card_hash_key, self.passwords, on_card_issued=self.cards.remember)
         self.location_changes = LocationChanges(engine, utc_now)
         self.terminals = TerminalDirectory(self.store)
-        self.cards = CardDirectory(self.store, card_hash_key)
         self.writer = JournalWriter(
             engine,
             batch_writes_max=settings.journal_batch_writes_max,

@@ -47,7 +47,13 @@ class TerminalDirectory:
 
 
 class CardDirectory:
-    """Card number -> card id, through the keyed hash; the number itself is never kept."""
+    """Card number -> card id, through the keyed hash; the number itself is never kept.
+
+    A card's hash and id never change once issued, so a cached pair is never stale. Cards this
+    node issues are remembered as they are issued (`remember`): their first use costs no
+    database read, which on the gRPC event loop's thread also means no wait for the interpreter
+    lock after the read (README, session 18). Cards issued by another node are read once.
+    """
 
     def __init__(self, store: Store, card_hash_key: bytes) -> None:
         self._store = store
@@ -65,8 +71,12 @@ class CardDirectory:
             return cached
         card_id = self._store.card_id_by_hash(digest)
         if card_id is not None:
-            with self._lock:
-                if len(self._cache) >= CARD_CACHE_MAX:
-                    self._cache.clear()
-                self._cache[digest] = card_id
+            self.remember(digest, card_id)
         return card_id
+
+    def remember(self, card_hash: str, card_id: str) -> None:
+        """A card's hash and id, once its row is committed: the pair never changes after that."""
+        with self._lock:
+            if len(self._cache) >= CARD_CACHE_MAX:
+                self._cache.clear()
+            self._cache[card_hash] = card_id
