@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout-share", type=float, default=0.02)
     parser.add_argument("--abandon-share", type=float, default=0.01)
     parser.add_argument("--wrong-pin-share", type=float, default=0.02)
+    parser.add_argument("--employees", type=int, default=50, help="who sign refunds, round robin")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out-dir", type=Path, default=Path("sim-out"))
     return parser
@@ -50,6 +51,7 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         target_rate_per_s=args.rate_per_s,
         faults=FaultShares(args.duplicate_share, args.timeout_share, args.abandon_share),
         wrong_pin_share=args.wrong_pin_share,
+        employees=args.employees,
         day_length_s=args.day_length_s,
         seed=args.seed,
     )

@@ -46,6 +46,11 @@ class SimConfig:
     flows: FlowWeights = field(default_factory=FlowWeights)
     faults: FaultShares = field(default_factory=FaultShares)
     wrong_pin_share: float = 0.02  # refund/cancel with a wrong employee PIN
+    # The shop's employees who sign refunds and cancels; terminal i is signed for by employee
+    # i % employees. One employee for a whole fleet would make every refund wait for the others'
+    # PIN checks (the switch checks one employee's PINs one at a time, so lockout counts every
+    # try), and three wrong PINs in a row anywhere would lock refunds fleet-wide for 15 minutes.
+    employees: int = 50
     partial_share: float = 0.3  # redemptions that allow a partial approval
     zipf_exponent: float = 1.1
     day_length_s: float = 10.0  # one simulated shop day; a day close ends each
@@ -63,11 +68,19 @@ class SimConfig:
         assert 1 <= self.terminals <= 100_000, self.terminals
         assert self.duration_s > 0, self.duration_s
         assert self.channels >= 1, self.channels
+        assert self.employees >= 1, self.employees
+
+
+WRONG_PIN = "0000"  # what a terminal types for a wrong employee PIN: no employee is given it
 
 
 @dataclass(frozen=True)
 class ShopLogin:
-    """Who the terminals are: the merchant login and the employee who signs refunds."""
+    """Who the terminals are: the merchant login and the employees who sign refunds.
+
+    employee_number and employee_pin are the first employee's; more_employees the others', as
+    (number, PIN) pairs. Terminal i is signed for by employee i of all of them, round robin.
+    """
 
     merchant_email: str
     password: str
@@ -75,3 +88,9 @@ class ShopLogin:
     employee_number: str
     employee_pin: str
     currency: str = "EUR"
+    more_employees: tuple[tuple[str, str], ...] = ()
+
+    def employee_of(self, terminal_index: int) -> tuple[str, str]:
+        """(number, PIN) of the employee who signs for terminal terminal_index."""
+        turn = terminal_index % (1 + len(self.more_employees))
+        return (self.employee_number, self.employee_pin) if turn == 0 else self.more_employees[turn - 1]

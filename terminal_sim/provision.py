@@ -15,7 +15,7 @@ from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from terminal_sim.bridge import TrioGrpcBridge, open_channel
 from terminal_sim.cards import CardKind, SimCard
-from terminal_sim.config import ShopLogin
+from terminal_sim.config import WRONG_PIN, ShopLogin
 
 ADMIN_TIMEOUT_S = 30.0
 ISSUE_CONCURRENCY_MAX = 32
@@ -23,7 +23,7 @@ PREFIX_TRIES_MAX = 8
 BALANCE_MAX_MINOR = 200_000
 COPAY_NUMERATOR_MINOR = 180  # the holder pays 1.80 per 5.00 loaded, the funder the rest
 COPAY_DENOMINATOR_MINOR = 500
-EMPLOYEE_NUMBER = "1001"
+EMPLOYEE_NUMBER = "1001"  # the first employee's; the others follow it
 LOCATION = "Sim Street"
 
 
@@ -75,10 +75,12 @@ async def provision_shop(
     start_balance_minor: int,
     *,
     seed: int,
+    employees: int = 1,
     benefit_share: float = 0.3,
     currency: str = "EUR",
 ) -> ShopSetup:
     """A merchant of its own (fresh login per run) with a gift and a benefit programme."""
+    assert employees >= 1, employees
     rng = random.Random(seed)
     bridge = TrioGrpcBridge()
     with open_channel(address) as channel:
@@ -88,22 +90,23 @@ async def provision_shop(
         }
         password = secrets.token_urlsafe(12)
         email = f"sim-{secrets.token_hex(4)}@txswitch.example"
-        pin = f"{rng.randrange(10_000):04d}"
+        signers = [(str(int(EMPLOYEE_NUMBER) + index), _employee_pin(rng)) for index in range(employees)]
         merchant = await admin.call(
             "CreateMerchant", bo.CreateMerchantRequest(name="Sim Shop", email=email, password=password)
         )
         merchant_id = merchant.merchant_id
         await admin.call("AddLocation", bo.AddLocationRequest(merchant_id=merchant_id, name=LOCATION))
-        await admin.call(
-            "AddEmployee",
-            bo.AddEmployeeRequest(
-                merchant_id=merchant_id,
-                employee_number=EMPLOYEE_NUMBER,
-                name="Sim Manager",
-                pin=pin,
-                role="manager",
-            ),
-        )
+        for number, pin in signers:
+            await admin.call(
+                "AddEmployee",
+                bo.AddEmployeeRequest(
+                    merchant_id=merchant_id,
+                    employee_number=number,
+                    name=f"Sim Manager {number}",
+                    pin=pin,
+                    role="manager",
+                ),
+            )
         for programme_id in programmes.values():
             await admin.call(
                 "JoinProgramme",
@@ -115,8 +118,15 @@ async def provision_shop(
             CardKind.benefit if rng.random() < benefit_share else CardKind.gift for _ in range(card_count)
         ]
         cards = await _issue_cards(admin, programmes, kinds, start_balance_minor, currency)
-    login = ShopLogin(email, password, LOCATION, EMPLOYEE_NUMBER, pin, currency)
+    (first_number, first_pin), *others = signers
+    login = ShopLogin(email, password, LOCATION, first_number, first_pin, currency, tuple(others))
     return ShopSetup(login, cards)
+
+
+def _employee_pin(rng: random.Random) -> str:
+    while (pin := f"{rng.randrange(10_000):04d}") == WRONG_PIN:
+        pass
+    return pin
 
 
 async def _issue_cards(

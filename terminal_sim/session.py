@@ -38,7 +38,10 @@ class RunOutcome:
 
 
 async def provision(target: SwitchTarget, config: SimConfig, card_count: int, start_minor: int) -> ShopSetup:
-    return await provision_shop(target.address, target.admin_token, card_count, start_minor, seed=config.seed)
+    employees = min(config.employees, config.terminals)  # more would never sign anything
+    return await provision_shop(
+        target.address, target.admin_token, card_count, start_minor, seed=config.seed, employees=employees
+    )
 
 
 async def run_and_audit(

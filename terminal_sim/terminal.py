@@ -15,7 +15,7 @@ from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from terminal_sim.bridge import Metadata, TrioGrpcBridge, rpc_code
 from terminal_sim.cards import CardKind, CardPopulation, SimCard
-from terminal_sim.config import ShopLogin, SimConfig
+from terminal_sim.config import WRONG_PIN, ShopLogin, SimConfig
 from terminal_sim.faults import Fault, Recovery, choose_fault, choose_recovery
 from terminal_sim.load_models import Pacer
 from terminal_sim.metrics import Recorder
@@ -28,7 +28,6 @@ RECOVERY_ATTEMPTS_MAX = 3
 LOAD_STEP_MINOR = 500  # loads come in steps of 5.00, like the benefit co-payment rule
 LOAD_STEPS_MAX = 10
 REDEEM_MINOR_MIN = 50
-WRONG_PIN = "0000"
 SETTLED_STATUSES = frozenset({"approved", "declined", "reversed", "cancelled", "voided"})
 
 
@@ -316,11 +315,9 @@ class SimTerminal:
         return pb.Amount(amount_minor=amount_minor, currency=self.context.login.currency)
 
     def _employee(self) -> pb.EmployeeAuth:
-        login = self.context.login
+        number, pin = self.context.login.employee_of(self.index)
         wrong = self.rng.random() < self.context.config.wrong_pin_share
-        return pb.EmployeeAuth(
-            employee_number=login.employee_number, pin=WRONG_PIN if wrong else login.employee_pin
-        )
+        return pb.EmployeeAuth(employee_number=number, pin=WRONG_PIN if wrong else pin)
 
     # --- money requests, faults and recovery ------------------------------------------------
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import func, select
 
 from switch.server import SwitchServer
+from switch.store.schema import employees, merchants
 from terminal_sim.auditor import format_report
-from terminal_sim.config import FaultShares, SimConfig
+from terminal_sim.config import FaultShares, ShopLogin, SimConfig
 from terminal_sim.records import MONEY_OPERATIONS, Outcome
 from terminal_sim.session import SwitchTarget, provision, run_and_audit
 
@@ -40,3 +42,42 @@ async def test_short_run_with_faults_audits_clean(switch_target: SwitchTarget) -
     assert any(e.approved for e in money)
     assert any(e.outcome is not Outcome.answered for e in money)  # the faults did happen
     assert outcome.audit.transactions_checked == len({(e.terminal_id, e.transaction_id) for e in money})
+
+
+def test_terminals_take_the_employees_in_turn() -> None:
+    login = ShopLogin("shop@example", "pw", "Street", "1001", "1111", more_employees=(("1002", "2222"),))
+    assert [login.employee_of(index) for index in range(4)] == [
+        ("1001", "1111"),
+        ("1002", "2222"),
+        ("1001", "1111"),
+        ("1002", "2222"),
+    ]
+    assert ShopLogin("shop@example", "pw", "Street", "1001", "1111").employee_of(7) == ("1001", "1111")
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("employee_count", [1, 2])
+async def test_each_employee_is_locked_only_by_the_terminals_it_signs_for(
+    running_switch: SwitchServer, switch_target: SwitchTarget, employee_count: int
+) -> None:
+    """Every refund and cancel with a wrong PIN: each employee in use is locked, and only once."""
+    config = SimConfig(
+        terminals=2,
+        duration_s=3.0,
+        think_time_ms_mean=10.0,
+        wrong_pin_share=1.0,
+        employees=employee_count,
+        seed=3,
+        channels=1,
+    )
+    setup = await provision(switch_target, config, card_count=10, start_minor=2_000)
+    outcome = await run_and_audit(switch_target, config, setup, progress=None)
+    assert outcome.audit is not None and outcome.audit.clean
+    with running_switch.core.store.engine.connect() as conn:
+        provisioned = conn.execute(
+            select(func.count())
+            .select_from(employees.join(merchants, merchants.c.merchant_id == employees.c.merchant_id))
+            .where(merchants.c.email == setup.login.merchant_email)
+        ).scalar_one()
+    assert provisioned == employee_count
+    assert running_switch.core.employee_pins.lockouts == employee_count
