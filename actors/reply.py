@@ -16,12 +16,19 @@ class ReplyTimeoutError(TimeoutError):
 
 
 class Reply:
-    """Set once with an outcome, or failed once with the error that kept the outcome from coming."""
+    """Set once with an outcome, or failed once with the error that kept the outcome from coming.
 
-    __slots__ = ("_callbacks", "_error", "_event", "_lock", "_outcome")
+    Most replies are awaited on the event loop (`settled`, through a callback) or are settled
+    before anyone asks; only a thread that blocks on one (`settle` with a timeout) needs an
+    Event, so it is made then, not for every reply: building one (a Condition and two locks) was
+    2.5 % of the interpreter lock's time in the switch under load (README, session 18).
+    """
+
+    __slots__ = ("_callbacks", "_done", "_error", "_event", "_lock", "_outcome")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._done = False
+        self._event: threading.Event | None = None
         self._outcome: Outcome | None = None
         self._error: BaseException | None = None
         self._callbacks: list[Callable[[Reply], None]] = []
@@ -41,17 +48,20 @@ class Reply:
 
     def _settle(self, outcome: Outcome | None, error: BaseException | None) -> None:
         with self._lock:
-            assert not self._event.is_set(), "a reply is settled once"
+            assert not self._done, "a reply is settled once"
             self._outcome, self._error = outcome, error
             callbacks, self._callbacks = self._callbacks, []
-            self._event.set()
+            self._done = True
+            event = self._event
+        if event is not None:
+            event.set()
         for callback in callbacks:
             callback(self)
 
     def add_done_callback(self, callback: Callable[[Reply], None]) -> None:
         """callback(reply) once the reply is set or failed; at once if it is already."""
         with self._lock:
-            if not self._event.is_set():
+            if not self._done:
                 self._callbacks.append(callback)
                 return
         callback(self)
@@ -69,7 +79,7 @@ class Reply:
         self.add_done_callback(forward)
 
     def done(self) -> bool:
-        return self._event.is_set()
+        return self._done
 
     @property
     def failed(self) -> bool:
@@ -81,12 +91,20 @@ class Reply:
 
     def settle(self, timeout_s: float) -> None:
         """Wait until set or failed, whichever; ReplyTimeoutError if neither in time."""
-        if not self._event.wait(timeout_s):
+        if self._done:
+            return
+        with self._lock:
+            if self._done:
+                return
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        if not event.wait(timeout_s):
             raise ReplyTimeoutError(f"no outcome within {timeout_s} s")
 
     def value(self) -> Any:
         """What the reply was set to, which may be None; raises the failure. Only once settled."""
-        assert self._event.is_set()
+        assert self._done
         if self._error is not None:
             raise self._error
         return self._outcome

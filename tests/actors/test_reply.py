@@ -87,3 +87,58 @@ def test_waiters_on_two_loops_are_each_woken_on_their_own_loop() -> None:
     for thread in threads:
         thread.join(5.0)
     assert sorted(results) == ["first", "second"]
+
+
+def test_threads_blocked_on_a_reply_are_woken_by_its_outcome() -> None:
+    reply = Reply()
+    seen: list[str] = []
+    started = threading.Barrier(4)
+
+    def wait() -> None:
+        started.wait()
+        seen.append(str(reply.wait(5.0).transaction_id))
+
+    waiters = [threading.Thread(target=wait) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    started.wait()
+    reply.set(_outcome("t1"))
+    for waiter in waiters:
+        waiter.join(10)
+    assert seen == ["t1"] * 3
+
+
+def test_a_thread_waits_out_its_timeout_and_a_settled_reply_does_not_wait() -> None:
+    reply = Reply()
+    with pytest.raises(ReplyTimeoutError):
+        reply.wait(0.01)
+    reply.set(_outcome("t2"))
+    assert reply.wait(0).transaction_id == "t2"
+    with pytest.raises(AssertionError, match="settled once"):
+        reply.set(_outcome("t3"))
+
+
+def test_replies_awaited_on_the_loop_build_no_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[threading.Event] = []
+
+    class CountedEvent(threading.Event):
+        def __init__(self) -> None:
+            super().__init__()
+            built.append(self)
+
+    async def main() -> None:
+        replies = [Reply() for _ in range(50)]
+        settler = threading.Thread(target=_set_each, args=(replies, [f"t{i}" for i in range(50)]))
+        monkeypatch.setattr(threading, "Event", CountedEvent)  # after the thread has built its own
+        waiting = [asyncio.ensure_future(settled(reply, 5.0)) for reply in replies]
+        await asyncio.sleep(0)
+        settler.start()
+        await asyncio.gather(*waiting)
+        settler.join()
+        assert await settled(Reply.of(_outcome("ready")), 5.0) is not None
+
+    asyncio.run(main())
+    assert built == []
+    with pytest.raises(ReplyTimeoutError):
+        Reply().settle(0.001)  # a thread that blocks: now, and only now, an Event
+    assert len(built) == 1
