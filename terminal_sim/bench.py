@@ -52,6 +52,11 @@ def closed_loop(terminals: int, duration_s: float) -> SimConfig:
     )
 
 
+def open_loop(closed: SimConfig, rate_per_s: float) -> SimConfig:
+    """The benchmark's open loop: the closed loop's fleet, at rate_per_s flows/s with Poisson arrivals."""
+    return replace(closed, load_model=LoadModel.open, target_rate_per_s=rate_per_s, seed=closed.seed + 1)
+
+
 def _say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -177,7 +182,7 @@ async def _switch_runs(
     cpu_after_s, machine_after = process_cpu_s(switch_pid), machine_cpu_ticks()
     cpu_ms_per_request = ms_per_request(cpu_before_s, cpu_after_s, closed_run.fleet.statistics.completed)
     rate_per_s = OPEN_LOOP_SHARE * closed_run.fleet.flows_per_s
-    opened = replace(closed, load_model=LoadModel.open, target_rate_per_s=rate_per_s, seed=closed.seed + 1)
+    opened = open_loop(closed, rate_per_s)
     _say(f"switch, open loop at {rate_per_s:.0f} flows/s")
     open_run = await run_and_audit(target, opened, setup)
     return closed_run, open_run, opened, CpuUse(cpu_ms_per_request, idle_share(machine_before, machine_after))

@@ -9,9 +9,13 @@ its own SQLite file. The simulator is this tree's, the same for both. Each run i
     git worktree add /tmp/before <commit>
     python -m terminal_sim.compare --before /tmp/before --after . --rounds 3
 
-Per run it prints approvals per second and the CPU per answered request of the switch process and
-its journal process together; the last line is one JSON object with both trees' runs, medians,
-and the median of the after/before ratios of the runs paired in each round.
+Per run it prints approvals per second, the CPU per answered request of the switch process and
+its journal process together, and the latency p99; the last line is one JSON object with both
+trees' runs, medians, and the median of the after/before ratios of the runs paired in each round.
+
+With --open-rate-per-s R each run is the bench's open loop at R flows/s instead (Poisson
+arrivals, latency from the intended start): for a change meant for the tail rather than the rate,
+compare p99 at one fixed rate. Cards start cold there, as on any fresh switch.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from terminal_sim.bench import (
     WindowStart,
     closed_loop,
     ms_per_request,
+    open_loop,
     process_tree_cpu_s,
 )
 from terminal_sim.config import SimConfig
@@ -46,9 +51,10 @@ class RunFigures:
     approved_per_s: float
     cpu_ms_per_request: float
     audit_clean: bool
+    p99_ms: float = 0.0
 
 
-async def _closed_loop(target: SwitchTarget, config: SimConfig, cards: int, switch_pid: int) -> RunFigures:
+async def _measured_run(target: SwitchTarget, config: SimConfig, cards: int, switch_pid: int) -> RunFigures:
     setup = await provision(target, config, cards, START_BALANCE_MINOR)
     window = WindowStart(switch_pid, process_tree_cpu_s)  # the switch and its journal process
     run = await run_and_audit(target, config, setup, progress=None, on_window_start=window.mark)
@@ -59,6 +65,7 @@ async def _closed_loop(target: SwitchTarget, config: SimConfig, cards: int, swit
         approved_per_s=round(run.fleet.statistics.approved_per_s, 1),
         cpu_ms_per_request=cpu_ms,
         audit_clean=run.audit is not None and run.audit.clean,
+        p99_ms=run.fleet.statistics.overall.p99_ms,
     )
 
 
@@ -69,9 +76,15 @@ def run_once(tree: Path, config: SimConfig, cards: int) -> RunFigures:
         try:
             token = (Path(data_dir) / "admin.token").read_text().strip()
             target = SwitchTarget(server.address, token, f"sqlite:///{data_dir}/txswitch.sqlite")
-            return trio.run(_closed_loop, target, config, cards, server.process.pid)
+            return trio.run(_measured_run, target, config, cards, server.process.pid)
         finally:
             server.stop()
+
+
+def run_config(terminals: int, duration_s: float, open_rate_per_s: float) -> SimConfig:
+    """The bench's closed loop; or, given a rate, its open loop at that rate (as `make bench` runs it)."""
+    closed = closed_loop(terminals, duration_s)
+    return open_loop(closed, open_rate_per_s) if open_rate_per_s else closed
 
 
 def order(rounds: int) -> list[str]:
@@ -87,6 +100,8 @@ def summary(runs: dict[str, list[RunFigures]]) -> dict[str, Any]:
             "cpu_ms_per_request": [run.cpu_ms_per_request for run in runs[side]],
             "median_approved_per_s": statistics.median(run.approved_per_s for run in runs[side]),
             "median_cpu_ms_per_request": statistics.median(run.cpu_ms_per_request for run in runs[side]),
+            "p99_ms": [run.p99_ms for run in runs[side]],
+            "median_p99_ms": statistics.median(run.p99_ms for run in runs[side]),
             "audits_clean": all(run.audit_clean for run in runs[side]),
         }
     pairs = list(zip(runs["before"], runs["after"], strict=True))
@@ -95,6 +110,7 @@ def summary(runs: dict[str, list[RunFigures]]) -> dict[str, Any]:
         "cpu_ms_per_request": round(
             statistics.median(a.cpu_ms_per_request / b.cpu_ms_per_request for b, a in pairs), 3
         ),
+        "p99_ms": round(statistics.median(a.p99_ms / b.p99_ms if b.p99_ms else 0.0 for b, a in pairs), 3),
     }
     return report
 
@@ -113,13 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--terminals", type=int, default=200)
     parser.add_argument("--cards", type=int, default=10_000)
     parser.add_argument("--duration-s", type=float, default=12.0, help="the closed loop of one run")
+    parser.add_argument(
+        "--open-rate-per-s", type=float, default=0.0, help="an open loop at this many flows/s instead"
+    )
     args = parser.parse_args(argv)
+    if args.open_rate_per_s < 0:
+        parser.error(f"--open-rate-per-s must not be negative, not {args.open_rate_per_s}")
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     for side, tree in trees.items():
         if not (tree / "switch" / "cli.py").is_file():
             parser.error(f"--{side} {tree} is not a txswitch tree (no switch/cli.py)")
     quiet_garbage_collector()
-    config = closed_loop(args.terminals, args.duration_s)
+    config = run_config(args.terminals, args.duration_s, args.open_rate_per_s)
     runs: dict[str, list[RunFigures]] = {side: [] for side in SIDES}
     for number, side in enumerate(order(args.rounds), start=1):
         figures = run_once(trees[side], config, args.cards)
@@ -127,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         audit = "audit clean" if figures.audit_clean else "AUDIT FOUND VIOLATIONS"
         print(
             f"run {number:2d} {side:6s} {figures.approved_per_s:8.1f} approved/s "
-            f"{figures.cpu_ms_per_request:6.3f} ms CPU per request (switch + journal)  {audit}",
+            f"{figures.cpu_ms_per_request:6.3f} ms CPU per request (switch + journal)  "
+            f"p99 {figures.p99_ms:7.1f} ms  {audit}",
             flush=True,
         )
     report = summary(runs)

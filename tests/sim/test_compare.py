@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from terminal_sim import compare
+from terminal_sim import bench, compare
 from terminal_sim.compare import RunFigures
+from terminal_sim.config import LoadModel
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -28,7 +29,34 @@ def test_the_summary_pairs_runs_by_round() -> None:
     assert report["before"]["median_approved_per_s"] == 450.0
     assert report["after"]["audits_clean"] is False
     assert report["before"]["audits_clean"] is True
-    assert report["after_over_before"] == {"approved_per_s": 1.1, "cpu_ms_per_request": 0.875}
+    assert report["after_over_before"] == {"approved_per_s": 1.1, "cpu_ms_per_request": 0.875, "p99_ms": 0.0}
+
+
+def test_the_summary_compares_the_tail() -> None:
+    runs = {
+        "before": [RunFigures(500.0, 2.0, True, 40.0), RunFigures(500.0, 2.0, True, 60.0)],
+        "after": [RunFigures(500.0, 2.0, True, 20.0), RunFigures(500.0, 2.0, True, 45.0)],
+    }
+    report = compare.summary(runs)
+    assert report["before"]["median_p99_ms"] == 50.0
+    assert report["after"]["p99_ms"] == [20.0, 45.0]
+    assert report["after_over_before"]["p99_ms"] == 0.625  # the median of 0.5 and 0.75
+
+
+def test_a_rate_makes_the_runs_the_benchs_open_loop() -> None:
+    closed = compare.run_config(200, 12.0, 0.0)
+    assert closed.load_model is LoadModel.closed
+    opened = compare.run_config(200, 12.0, 890.0)
+    assert (opened.load_model, opened.target_rate_per_s) == (LoadModel.open, 890.0)
+    assert opened == bench.open_loop(closed, 890.0)
+    assert (opened.terminals, opened.duration_s, opened.faults) == (200, 12.0, closed.faults)
+
+
+def test_a_negative_rate_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        compare.main(["--before", str(ROOT), "--open-rate-per-s", "-5"])
+    assert refused.value.code == 2
+    assert "--open-rate-per-s must not be negative" in capsys.readouterr().err
 
 
 def test_a_directory_that_is_not_a_tree_is_refused(
@@ -62,3 +90,15 @@ def test_one_round_of_two_real_switches(capsys: pytest.CaptureFixture[str]) -> N
         assert len(report[side]["approved_per_s"]) == 1
         assert report[side]["approved_per_s"][0] > 0
         assert report[side]["cpu_ms_per_request"][0] > 0
+        assert report[side]["p99_ms"][0] > 0
+
+
+@pytest.mark.usefixtures("collector_restored")
+def test_one_round_of_two_real_switches_in_an_open_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    tree = str(ROOT)
+    argv = ["--before", tree, "--after", tree, "--rounds", "1", "--terminals", "4", "--cards", "20"]
+    assert compare.main([*argv, "--duration-s", "1", "--open-rate-per-s", "40"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for side in compare.SIDES:
+        assert report[side]["audits_clean"] is True
+        assert report[side]["p99_ms"][0] > 0
