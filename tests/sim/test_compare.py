@@ -22,14 +22,14 @@ def test_the_order_alternates_which_tree_goes_first() -> None:
 
 def test_the_summary_pairs_runs_by_round() -> None:
     runs = {
-        "before": [RunFigures(500.0, 2.0, True), RunFigures(400.0, 2.5, True)],
-        "after": [RunFigures(600.0, 1.5, True), RunFigures(400.0, 2.5, False)],
+        "before": [RunFigures(500.0, 2.0, True, 50.0), RunFigures(400.0, 2.5, True, 80.0)],
+        "after": [RunFigures(600.0, 1.5, True, 50.0), RunFigures(400.0, 2.5, False, 40.0)],
     }
     report = compare.summary(runs)
     assert report["before"]["median_approved_per_s"] == 450.0
     assert report["after"]["audits_clean"] is False
     assert report["before"]["audits_clean"] is True
-    assert report["after_over_before"] == {"approved_per_s": 1.1, "cpu_ms_per_request": 0.875, "p99_ms": 0.0}
+    assert report["after_over_before"] == {"approved_per_s": 1.1, "cpu_ms_per_request": 0.875, "p99_ms": 0.75}
 
 
 def test_the_summary_compares_the_tail() -> None:
@@ -43,12 +43,13 @@ def test_the_summary_compares_the_tail() -> None:
     assert report["after_over_before"]["p99_ms"] == 0.625  # the median of 0.5 and 0.75
 
 
-def test_a_rate_makes_the_runs_the_benchs_open_loop() -> None:
-    closed = compare.run_config(200, 12.0, 0.0)
-    assert closed.load_model is LoadModel.closed
-    opened = compare.run_config(200, 12.0, 890.0)
+def test_a_rate_makes_the_runs_the_benchs_open_loop_after_its_closed_loop() -> None:
+    closed, no_warm_up = compare.run_configs(200, 12.0, 0.0)
+    assert (closed.load_model, no_warm_up) == (LoadModel.closed, None)
+    opened, warm_up = compare.run_configs(200, 12.0, 890.0)
     assert (opened.load_model, opened.target_rate_per_s) == (LoadModel.open, 890.0)
     assert opened == bench.open_loop(closed, 890.0)
+    assert warm_up == closed
     assert (opened.terminals, opened.duration_s, opened.faults) == (200, 12.0, closed.faults)
 
 
