@@ -17,6 +17,7 @@ from terminal_sim.report import report_json, table, write_json, write_plot
 from terminal_sim.session import RunOutcome, SwitchTarget, provision, run_and_audit
 
 START_BALANCE_MINOR = 5_000
+TERMINALS_MAX = 100_000  # as SimConfig allows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out-dir", type=Path, default=Path("sim-out"))
     return parser
+
+
+def problem_of(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, naming the flag; None when nothing is."""
+    if not 1 <= args.terminals <= TERMINALS_MAX:
+        return f"--terminals must be from 1 to {TERMINALS_MAX:,}, not {args.terminals}"
+    for flag, value in (("--duration-s", args.duration_s), ("--day-length-s", args.day_length_s)):
+        if not value > 0:
+            return f"{flag} must be above 0, not {value}"
+    if args.load_model == LoadModel.open.value and not args.rate_per_s > 0:
+        return f"--rate-per-s must be above 0 for an open loop, not {args.rate_per_s}"
+    if not args.think_ms >= 0:
+        return f"--think-ms must not be negative, not {args.think_ms}"
+    for flag, value in (("--cards", args.cards), ("--employees", args.employees)):
+        if value < 1:
+            return f"{flag} must be at least 1, not {value}"
+    shares = (
+        ("--duplicate-share", args.duplicate_share),
+        ("--timeout-share", args.timeout_share),
+        ("--abandon-share", args.abandon_share),
+        ("--wrong-pin-share", args.wrong_pin_share),
+    )
+    for flag, share in shares:
+        if not 0.0 <= share <= 1.0:
+            return f"{flag} must be from 0 to 1, not {share}"
+    if args.duplicate_share + args.timeout_share + args.abandon_share > 1.0:
+        return "--duplicate-share, --timeout-share and --abandon-share together must not be above 1"
+    return None
 
 
 def config_from(args: argparse.Namespace) -> SimConfig:
@@ -77,7 +106,10 @@ async def _run_echo(args: argparse.Namespace, config: SimConfig, address: str) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (problem := problem_of(args)) is not None:
+        parser.error(problem)
     config = config_from(args)
     quiet_garbage_collector()
     if args.echo:
