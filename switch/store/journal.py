@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from switch.domain.cards import CardStatus
 from switch.domain.ledger import JournalEntry
 from switch.domain.pickling import pickled_by_fields
+from switch.store.engine import writing
 from switch.store.schema import (
     accounts,
     card_events,
@@ -359,7 +360,7 @@ class BatchOutcome:
 def commit_batch(engine: Engine, writes: list[Write]) -> BatchOutcome:
     """Commit writes in one transaction; if one breaks a backstop, each alone so only it is refused."""
     try:
-        with engine.begin() as conn:
+        with writing(engine) as conn:
             return BatchOutcome(apply_batch(conn, writes, utc_now()))
     except BACKSTOP_ERRORS:
         return BatchOutcome([_commit_alone(engine, write) for write in writes])
@@ -370,7 +371,7 @@ def commit_batch(engine: Engine, writes: list[Write]) -> BatchOutcome:
 
 def _commit_alone(engine: Engine, write: Write) -> WriteResult:
     try:
-        with engine.begin() as conn:
+        with writing(engine) as conn:
             return apply_alone(conn, write, utc_now())
     except IntegrityError:
         return WriteResult(False, problem="transaction id already stored", conflict=True)
