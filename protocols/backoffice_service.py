@@ -19,7 +19,7 @@ from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.admin import AdminConflictError, AdminError, AdminStateError, EmployeeInfo
 from switch.core import SwitchCore
-from switch.domain import ledger, reports
+from switch.domain import reports
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import OWNER
@@ -29,7 +29,6 @@ from switch.domain.response_codes import ResponseCode
 from switch.location_changes import ChangeStatus, LocationChange
 from switch.pins import CardPinError
 from switch.receipts import ReceiptRefusedError
-from switch.store.journal import Write
 from switch.store.reports import ReportedTransaction, merchant_summary, transaction_report
 from switch.store.repository import TerminalInfo
 
@@ -133,20 +132,9 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         def action() -> bo.IssuedCard:
             programme = self._core.store.programme(request.programme_id)
             load_minor = request.initial_load.amount_minor if request.HasField("initial_load") else 0
-            if load_minor < 0 or load_minor > programme.balance_max_minor:
-                raise AdminError(f"initial_load must be between 0 and {programme.balance_max_minor}")
             if load_minor and request.initial_load.currency != programme.currency:
                 raise AdminError(f"initial_load.currency must be {programme.currency}")
-            card = self._core.admin.issue_card(request.programme_id)
-            if load_minor:
-                holder_minor, funder_minor = programme.split_load(load_minor)
-                key = f"issue:{request.request_id or card.card_id}"
-                entry = ledger.load_entry(
-                    key, programme.currency, card.card_id, programme.programme_id, holder_minor, funder_minor
-                )
-                result = self._core.write_now(Write(entry=entry))
-                if not result.ok:
-                    raise AdminError(f"initial load not stored: {result.problem}")
+            card = self._core.admin.issue_card(request.programme_id, load_minor, request.request_id)
             state = self._core.store.card_state(card.card_id)
             return bo.IssuedCard(
                 card_number=card.card_number, qr_payload=card.qr_payload, card=card_view(state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import secrets
 import uuid
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from switch import credentials
 from switch.domain import ledger
-from switch.domain.cards import CardStatus, make_card_number, mask, qr_payload
+from switch.domain.cards import make_card_number, mask, qr_payload
 from switch.domain.employees import (
     OWNER,
     PASSWORD_LENGTH_MIN,
@@ -29,12 +30,11 @@ from switch.domain.money import is_known_currency
 from switch.domain.programmes import ProgrammeKind, commission_minor
 from switch.domain.receipts import BadEmailError, checked_email
 from switch.passwords import MerchantPasswords, NotAllowedError, SignInLockout
-from switch.store.journal import Write
+from switch.store.journal import CardIssue, Write, WriteResult, commit_alone
 from switch.store.key_locks import lock_name
 from switch.store.repository import Store, TerminalInfo, as_utc
 from switch.store.schema import (
     accounts,
-    cards,
     employees,
     journal_entries,
     location_logos,
@@ -135,10 +135,14 @@ class Admin:
         card_hash_key: bytes,
         passwords: MerchantPasswords | None = None,
         on_card_issued: Callable[[str, str], None] | None = None,
+        write: Callable[[Write], WriteResult] | None = None,
     ) -> None:
         self._store = store
         self._engine = store.engine
         self._key = card_hash_key
+        # Card issues go through the switch's journal writer when there is one: it is the one writer
+        # the payments' commits wait on. Without one (tools, tests), each commits on its own.
+        self._write = write or functools.partial(commit_alone, store.engine)
         # (card hash, card id) of each card issued here, once its row is committed.
         self._on_card_issued = on_card_issued
         # Activation checks the merchant's password like the portal: one lockout for both.
@@ -445,39 +449,40 @@ class Admin:
             ) from None
         self._store.forget_membership(merchant_id, programme_id)
 
-    def issue_card(self, programme_id: str) -> NewCard:
+    def issue_card(self, programme_id: str, initial_load_minor: int = 0, request_id: str = "") -> NewCard:
+        """A new card of the programme, loaded with initial_load_minor as any load is (the holder's and
+        the funder's shares), in one journal write: the card and its load land together or not at all.
+
+        A second issue with the same request_id is refused (AdminConflictError) and writes nothing.
+        The number is drawn at random; the one taken already is refused by the database, and another
+        is drawn.
+        """
         programme = self._store.programme(programme_id)
-        now = self._now()
-        expiry = _add_months(now.date(), programme.card_validity_months)
+        if not 0 <= initial_load_minor <= programme.balance_max_minor:
+            raise AdminError(f"initial_load must be between 0 and {programme.balance_max_minor}")
+        expiry = _add_months(self._now().date(), programme.card_validity_months)
         card_id = new_id("card")
-        with self._engine.begin() as conn:
-            number = self._unused_card_number(conn, programme.card_prefix)
+        entry = None
+        if initial_load_minor:
+            holder_minor, funder_minor = programme.split_load(initial_load_minor)
+            key = f"issue:{request_id or card_id}"
+            entry = ledger.load_entry(
+                key, programme.currency, card_id, programme_id, holder_minor, funder_minor
+            )
+        for _ in range(CARD_NUMBER_ATTEMPTS_MAX):
+            number = make_card_number(programme.card_prefix, secrets.randbelow(CARD_SERIAL_SPACE))
             card_hash = credentials.card_hash(self._key, number)
-            conn.execute(
-                insert(cards),
-                {
-                    "card_id": card_id,
-                    "programme_id": programme_id,
-                    "card_hash": card_hash,
-                    "masked": mask(number),
-                    "status": CardStatus.active,
-                    "expiry": expiry,
-                    "replaced_by": None,
-                    "created_at": now,
-                },
-            )
-            conn.execute(
-                insert(accounts),
-                {
-                    "account_id": ledger.card_account(card_id),
-                    "kind": AccountKind.card,
-                    "currency": programme.currency,
-                    "balance_minor": 0,
-                },
-            )
-        if self._on_card_issued is not None:
-            self._on_card_issued(card_hash, card_id)
-        return NewCard(card_id, number, qr_payload(number), mask(number))
+            issue = CardIssue(card_id, programme_id, card_hash, mask(number), expiry, programme.currency)
+            result = self._write(Write(entry=entry, card_issue=issue))
+            if result.ok:
+                if self._on_card_issued is not None:
+                    self._on_card_issued(card_hash, card_id)
+                return NewCard(card_id, number, qr_payload(number), mask(number))
+            if not result.conflict:
+                raise AdminError(f"card not issued: {result.problem}")
+            if self._store.card_id_by_hash(card_hash) is None:  # not the number: the load's key
+                raise AdminConflictError(f"request_id {request_id!r} has issued a card already")
+        raise AdminError(f"no free card number found under prefix {programme.card_prefix}")
 
     def activate(self, email: str, password: str, device_name: str, location_name: str) -> Activation:
         if not device_name:
@@ -613,15 +618,6 @@ class Admin:
             )
             writes.append((merchant_id, gross_minor, commission, Write(entry=entry)))
         return writes
-
-    def _unused_card_number(self, conn: Connection, prefix: str) -> str:
-        """A random number under the prefix: unguessable from the ones issued before."""
-        for _ in range(CARD_NUMBER_ATTEMPTS_MAX):
-            number = make_card_number(prefix, secrets.randbelow(CARD_SERIAL_SPACE))
-            digest = credentials.card_hash(self._key, number)
-            if conn.execute(select(cards.c.card_id).where(cards.c.card_hash == digest)).first() is None:
-                return number
-        raise AdminError(f"no free card number found under prefix {prefix}")
 
     def _require_merchant(self, merchant_id: str) -> None:
         if self._store.merchant_name(merchant_id) is None:

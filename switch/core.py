@@ -88,7 +88,13 @@ class SwitchCore:
         self.receipts = Receipts(settings, self.store, self.report_zone, utc_now, on_receipt)
         self.password_resets = PasswordResets(engine, settings, utc_now)
         self.cards = CardDirectory(self.store, card_hash_key)
-        self.admin = Admin(self.store, card_hash_key, self.passwords, on_card_issued=self.cards.remember)
+        self.admin = Admin(
+            self.store,
+            card_hash_key,
+            self.passwords,
+            on_card_issued=self.cards.remember,
+            write=self.write_now,
+        )
         self.location_changes = LocationChanges(engine, utc_now)
         self.terminals = TerminalDirectory(self.store)
         self.writer = JournalWriter(

@@ -9,9 +9,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from switch.core import SwitchCore
-from switch.domain import ledger
 from switch.domain.programmes import ProgrammeKind
-from switch.store.journal import Write
 from switch.store.schema import merchants
 
 log = logging.getLogger(__name__)
@@ -69,13 +67,7 @@ def ensure_demo_data(core: SwitchCore, data_dir: Path) -> bool:
     for programme_id in (gift, benefit):
         programme = core.store.programme(programme_id)
         for _ in range(DEMO_CARDS_PER_PROGRAMME):
-            card = admin.issue_card(programme_id)
-            holder, funder = programme.split_load(DEMO_CARD_LOAD_MINOR)
-            entry = ledger.load_entry(
-                f"issue:{card.card_id}", "EUR", card.card_id, programme_id, holder, funder
-            )
-            result = core.write_now(Write(entry=entry))
-            assert result.ok, result.problem
+            card = admin.issue_card(programme_id, DEMO_CARD_LOAD_MINOR)
             cards.append(
                 {"programme": programme.name, "card_number": card.card_number, "qr_payload": card.qr_payload}
             )

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, Update, bindparam, func, insert, sele
 from sqlalchemy.exc import IntegrityError
 
 from switch.domain.cards import CardStatus
-from switch.domain.ledger import JournalEntry
+from switch.domain.ledger import AccountKind, JournalEntry, card_account
 from switch.domain.pickling import pickled_by_fields
 from switch.store.engine import writing
 from switch.store.schema import (
@@ -74,6 +74,20 @@ class OriginalChange:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class CardIssue:
+    """A new card: its row and its account, at zero in the programme's currency. The write that
+    issues it may load it too (its entry), so a card and its first load land together."""
+
+    card_id: str
+    programme_id: str
+    card_hash: str  # unique: a number issued twice refuses the write (a conflict)
+    masked: str
+    expiry: dt.date
+    currency: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class CardChange:
     card_id: str
     status: CardStatus
@@ -120,6 +134,7 @@ class Write:
     card_changes: tuple[CardChange, ...] = ()
     period_close: PeriodClose | None = None
     employee_attempt: EmployeeAttempt | None = None
+    card_issue: CardIssue | None = None
 
 
 class BackstopError(Exception):
@@ -142,6 +157,7 @@ def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list
     Raises BackstopError or IntegrityError when any one write fails; the caller then applies the
     writes one by one, in order, so that only the failing one is refused.
     """
+    _issue_cards(conn, [w.card_issue for w in writes if w.card_issue is not None], now)
     _change_originals(conn, [w.original for w in writes if w.original is not None])
     records = [r for w in writes for r in (w.record, w.tombstone) if r is not None]
     if records:
@@ -214,6 +230,40 @@ def _update_each(conn: Connection, statement: Update, rows: list[dict[str, objec
     for row in rows:
         if conn.execute(statement, row).rowcount != 1:
             raise BackstopError(problem)
+
+
+def _issue_cards(conn: Connection, issues: list[CardIssue], now: dt.datetime) -> None:
+    """The cards' rows, then their accounts, so entries later in the batch can post to them."""
+    if not issues:
+        return
+    conn.execute(
+        insert(cards),
+        [
+            {
+                "card_id": issue.card_id,
+                "programme_id": issue.programme_id,
+                "card_hash": issue.card_hash,
+                "masked": issue.masked,
+                "status": CardStatus.active,
+                "expiry": issue.expiry,
+                "replaced_by": None,
+                "created_at": now,
+            }
+            for issue in issues
+        ],
+    )
+    conn.execute(
+        insert(accounts),
+        [
+            {
+                "account_id": card_account(issue.card_id),
+                "kind": AccountKind.card,
+                "currency": issue.currency,
+                "balance_minor": 0,
+            }
+            for issue in issues
+        ],
+    )
 
 
 def _change_originals(conn: Connection, changes: list[OriginalChange]) -> None:
@@ -363,13 +413,14 @@ def commit_batch(engine: Engine, writes: list[Write]) -> BatchOutcome:
         with writing(engine) as conn:
             return BatchOutcome(apply_batch(conn, writes, utc_now()))
     except BACKSTOP_ERRORS:
-        return BatchOutcome([_commit_alone(engine, write) for write in writes])
+        return BatchOutcome([commit_alone(engine, write) for write in writes])
     except Exception:
         log.exception("journal commit failed; %d writes declined with 96", len(writes))
         return BatchOutcome([WriteResult(False, problem="database commit failed")] * len(writes), failed=True)
 
 
-def _commit_alone(engine: Engine, write: Write) -> WriteResult:
+def commit_alone(engine: Engine, write: Write) -> WriteResult:
+    """One write in a transaction of its own: a refusal or failure as a result, never raised."""
     try:
         with writing(engine) as conn:
             return apply_alone(conn, write, utc_now())
