@@ -30,6 +30,7 @@ from switch.domain.money import is_known_currency
 from switch.domain.programmes import ProgrammeKind, commission_minor
 from switch.domain.receipts import BadEmailError, checked_email
 from switch.passwords import MerchantPasswords, NotAllowedError, SignInLockout
+from switch.store.engine import writing
 from switch.store.journal import CardIssue, Write, WriteResult, commit_alone
 from switch.store.key_locks import lock_name
 from switch.store.repository import Store, TerminalInfo, as_utc
@@ -177,7 +178,7 @@ class Admin:
         if copay is not None and not (0 <= copay[0] <= copay[1] and copay[1] > 0):
             raise AdminError("co-payment must satisfy 0 <= numerator <= denominator, denominator > 0")
         programme_id = new_id("prg")
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             if conn.execute(
                 select(programmes.c.programme_id).where(programmes.c.card_prefix == card_prefix)
             ).first():
@@ -222,7 +223,7 @@ class Admin:
             )
         merchant_id = new_id("mer")
         password_hash = credentials.hash_password(password)
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             _lock_email(conn, email.lower())
             if conn.execute(
                 select(merchants.c.merchant_id).where(merchants.c.email == email.lower())
@@ -273,7 +274,7 @@ class Admin:
         self._require_merchant(merchant_id)
         location_id = new_id("loc")
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn:
                 conn.execute(
                     insert(locations),
                     {
@@ -315,7 +316,7 @@ class Admin:
         self._require_merchant(merchant_id)
         employee_id = new_id("emp")
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn:
                 _lock_email(conn, login.get("email"))
                 _refuse_taken_email(conn, login.get("email"), employee_id)
                 conn.execute(
@@ -371,7 +372,7 @@ class Admin:
         if active is not None:
             values["active"] = active
         if values:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn:
                 _lock_email(conn, values.get("email"))
                 row = conn.execute(
                     select(employees.c.employee_id, employees.c.email, employees.c.role)
@@ -422,7 +423,7 @@ class Admin:
         programme = self._store.programme(programme_id)
         account_id = ledger.merchant_payable_account(merchant_id, programme_id)
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn:
                 conn.execute(
                     insert(merchant_programmes),
                     {
@@ -490,7 +491,7 @@ class Admin:
         login = self._passwords.verify(email, password)  # PermissionError, TooManySignInsError
         if not login.may(PortalRight.activate):
             raise NotAllowedError(f"a {login.role} may not activate terminals; ask a manager")
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             location_id = conn.execute(
                 select(locations.c.location_id).where(
                     locations.c.merchant_id == login.merchant_id, locations.c.name == location_name
@@ -532,7 +533,7 @@ class Admin:
         return Activation(info, credential, login.merchant_name)
 
     def set_terminal_active(self, terminal_id: str, active: bool) -> TerminalInfo:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             changed = conn.execute(
                 update(terminals).where(terminals.c.terminal_id == terminal_id).values(active=active)
             ).rowcount

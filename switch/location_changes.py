@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from switch.admin import AdminConflictError, AdminError, AdminStateError, location_fields, new_id
+from switch.store.engine import writing
 from switch.store.key_locks import lock_name
 from switch.store.repository import as_utc
 from switch.store.schema import location_changes, locations
@@ -70,7 +71,7 @@ class LocationChanges:
         for a location the merchant does not have."""
         name, address = location_fields(name, address)
         change_id = new_id("lch")
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             lock_name(conn, f"location-change:{location_id}")
             now_name, now_address = _location_of(conn, merchant_id, location_id)
             if (name, address) == (now_name, now_address):
@@ -139,7 +140,7 @@ class LocationChanges:
         if len(reason) > REASON_MAX:
             raise AdminError(f"reason is {len(reason)} characters; at most {REASON_MAX}")
         status = ChangeStatus.approved if approve else ChangeStatus.rejected
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             decided = conn.execute(
                 update(location_changes)
                 .where(

@@ -26,6 +26,7 @@ from switch.config import Settings
 from switch.domain.employees import OWNER, password_problem
 from switch.passwords import Login, email_digest, login_of, store_password
 from switch.receipts import MailServer, send_mail
+from switch.store.engine import writing
 from switch.store.key_locks import lock_name
 from switch.store.repository import as_utc
 from switch.store.schema import employees, merchants, password_resets, sign_in_failures
@@ -85,7 +86,7 @@ class PasswordResets:
         key, now = email_digest(email), self._now()
         code = CODE_PREFIX + secrets.token_urlsafe(24)
         expires_at = now + dt.timedelta(seconds=self._code_s)
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             lock_name(conn, f"password-reset:{key}")  # two asks at once count each other
             found = login_of(conn, email)
             if found is None or self._asked_often(conn, key, now):
@@ -127,7 +128,7 @@ class PasswordResets:
             raise PermissionError(CODE_REFUSED)
         password_hash = credentials.hash_password(new_password)
         now = self._now()
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             row = conn.execute(
                 select(password_resets)
                 .where(password_resets.c.code_hash == credentials.credential_hash(code))

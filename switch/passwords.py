@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 
 from switch import credentials
 from switch.domain.employees import OWNER, PortalRight, may
+from switch.store.engine import writing
 from switch.store.repository import as_utc
 from switch.store.schema import employees, merchants, portal_sessions, sign_in_failures
 
@@ -92,12 +93,12 @@ class MerchantPasswords:
         if not credentials.password_matches(password, stored) or found is None:
             self._count_failure(key, now)
             raise PermissionError(WRONG_LOGIN)
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(delete(sign_in_failures).where(sign_in_failures.c.email_hash == key))
         return found[0]
 
     def _count_failure(self, key: str, now: dt.datetime) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             failures = conn.execute(
                 select(sign_in_failures.c.failures).where(sign_in_failures.c.email_hash == key)
             ).scalar()

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, delete, select
 from switch import credentials
 from switch.domain.employees import OWNER, password_problem
 from switch.passwords import Login, MerchantPasswords, store_password
+from switch.store.engine import writing
 from switch.store.repository import as_utc
 from switch.store.schema import employees, merchants, portal_sessions
 
@@ -47,7 +48,7 @@ class PortalSessions:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self._now()
         session = PortalSession(token, login, now + self._session)
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(delete(portal_sessions).where(portal_sessions.c.expires_at <= now))
             conn.execute(
                 portal_sessions.insert().values(
@@ -94,7 +95,7 @@ class PortalSessions:
         )
 
     def sign_out(self, token: str) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(
                 delete(portal_sessions).where(
                     portal_sessions.c.token_hash == credentials.credential_hash(token)
@@ -113,5 +114,5 @@ class PortalSessions:
             raise ValueError(f"new_password: {problem}")
         self._passwords.verify(login.email, current)
         password_hash = credentials.hash_password(new)
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             store_password(conn, login, password_hash, keep_session_hash=credentials.credential_hash(token))

@@ -38,6 +38,7 @@ from switch.domain.receipts import (
     sample_facts,
 )
 from switch.domain.response_codes import ResponseCode
+from switch.store.engine import writing
 from switch.store.journal import TOMBSTONE_TYPE
 from switch.store.key_locks import lock_name
 from switch.store.repository import Store, TerminalInfo, as_utc, merchant_name
@@ -141,7 +142,7 @@ class Receipts:
         subject, body = render(self._facts(terminal, transaction_id), self.layout(terminal.merchant_id))
         queued = QueuedReceipt(new_id("rcp"), masked_email(recipient))
         now = self._now()
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             lock_name(conn, f"receipts:{terminal_id}:{transaction_id}")  # asks at once count each other
             sent_before = conn.execute(
                 select(func.count()).where(
@@ -243,7 +244,7 @@ class Receipts:
         values: dict[str, object] = {"header": layout.header, "footer": layout.footer}
         if layout.logo_png or remove_logo:
             values["logo_png"] = layout.logo_png or None
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             if merchant_name(conn, merchant_id) is None:
                 raise ReceiptRefusedError("not_found", f"merchant_id {merchant_id!r}: no such merchant")
             changed = conn.execute(
@@ -263,7 +264,7 @@ class Receipts:
         problem = logo_problem(logo_png) if logo_png else None
         if problem:
             raise ReceiptRefusedError("invalid", problem)
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             location_id = _location_id(conn, merchant_id, location_name)
             conn.execute(location_logos.delete().where(location_logos.c.location_id == location_id))
             if logo_png:
@@ -319,7 +320,7 @@ class Receipts:
 
     def retry_now(self) -> int:
         """Make every waiting receipt due now (after the mail server was mended); how many."""
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             due = conn.execute(
                 update(receipts).where(receipts.c.state == "queued").values(next_attempt_at=self._now())
             ).rowcount
@@ -405,7 +406,7 @@ class Receipts:
         dies after sending leaves the receipt due again later (sent twice, never lost).
         """
         lease = dt.timedelta(seconds=2 * server.timeout_s + 5)
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             claimed = conn.execute(
                 update(receipts)
                 .where(
@@ -423,7 +424,7 @@ class Receipts:
             self._finish(receipt_id, "failed", error, attempts)
             return
         wait_s = min(self._retry_s * 2 ** (attempts - 1), RETRY_WAIT_MAX_S)
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(
                 update(receipts)
                 .where(receipts.c.receipt_id == receipt_id)
@@ -446,7 +447,7 @@ class Receipts:
         }
         if attempts is not None:
             values["attempts"] = attempts
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(update(receipts).where(receipts.c.receipt_id == receipt_id).values(**values))
         self._observe(state)
         if state == "sent":

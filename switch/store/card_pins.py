@@ -9,6 +9,7 @@ from typing import Final
 
 from sqlalchemy import Column, DateTime, Engine, ForeignKey, Integer, String, Table, bindparam, select, update
 
+from switch.store.engine import writing
 from switch.store.schema import ID_LENGTH, metadata
 
 CARD_PIN_TRIES_MAX: Final = 3
@@ -59,7 +60,7 @@ class CardPinStore:
     def set_pvv(self, card_id: str, pvv: str, pvv_key_id: str, now: dt.datetime) -> CardPin:
         """Store a new verification value and clear the wrong tries, durably."""
         values = {"pvv": pvv, "pvv_key_id": pvv_key_id, "failed_tries": 0, "set_at": now}
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             changed = conn.execute(update(card_pins).where(card_pins.c.card_id == card_id).values(**values))
             if changed.rowcount == 0:
                 conn.execute(card_pins.insert().values(card_id=card_id, **values))
@@ -71,7 +72,7 @@ class CardPinStore:
         The condition is the backstop across nodes: the count never passes tries_max.
         """
         row = card_pins.c
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             counted = conn.execute(
                 update(card_pins)
                 .where(row.card_id == card_id, row.failed_tries < tries_max)
@@ -84,5 +85,5 @@ class CardPinStore:
         return tries
 
     def reset_tries(self, card_id: str) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(update(card_pins).where(card_pins.c.card_id == card_id).values(failed_tries=0))

@@ -65,6 +65,10 @@ def writing(engine: Engine, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000) ->
     for again every WRITE_LOCK_POLL_S, so the wait ends within that of the lock's release. The
     transaction also cannot fail halfway on a snapshot that another writer made stale. PostgreSQL
     transactions begin as usual. Raises sqlalchemy's OperationalError after timeout_s of waiting.
+
+    Every writing transaction of the switch uses it, the journal's and the rest: one writer left on
+    the busy handler waits out hundreds of the journal's batches, which ask every 0.2 ms. A
+    transaction that holds the lock must not wait for another writing transaction of its own.
     """
     with engine.begin() as conn:
         if conn.dialect.name == "sqlite":

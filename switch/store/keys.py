@@ -9,6 +9,7 @@ from sqlalchemy import Column, DateTime, Engine, String, Table, Text, insert, se
 from sqlalchemy.exc import IntegrityError
 
 from switch.security import WrappedKey
+from switch.store.engine import writing
 from switch.store.schema import metadata
 
 KEY_ID_LENGTH = 80
@@ -36,7 +37,7 @@ class KeyStore:
 
     def put(self, key: WrappedKey) -> None:
         """Store a key under its id, replacing an earlier one (a re-injected terminal key)."""
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(security_keys.delete().where(security_keys.c.key_id == key.key_id))
             conn.execute(insert(security_keys), _row(key))
 
@@ -48,7 +49,7 @@ class KeyStore:
         key = make()
         assert key.key_id == key_id, "made a key under another id"
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn:
                 conn.execute(insert(security_keys), _row(key))
         except IntegrityError:
             landed = self.get(key_id)

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from switch.domain.money import Money
 from switch.domain.payments import REFUND_PROCESSING_CODE, EntryMode, refund_over_takings_problem
 from switch.domain.transactions import TransactionStatus, TransactionType
+from switch.store.engine import writing
 from switch.store.journal import TransactionRecord
 from switch.store.key_locks import lock_name
 from switch.store.saf import NewReversal, SafStore
@@ -189,7 +190,7 @@ class PaymentStore:
         (two nodes answering one terminal) count each other. Otherwise nothing is stored and the
         problem is returned: the refund must not go out."""
         assert details.stage == STAGE_PENDING, "a new payment row is pending"
-        with self._write_lock, self._engine.begin() as conn:
+        with self._write_lock, writing(self._engine) as conn:
             if details.processing_code == REFUND_PROCESSING_CODE:
                 lock_name(conn, f"card-refund:{details.source}")
                 amount = Money(details.amount_minor, details.currency)
@@ -208,7 +209,7 @@ class PaymentStore:
         """Store the payment's answer and, when it reached the acquirer, its answered pending row.
 
         Raises IntegrityError on a stored id, PaymentNotPendingError when recovery resolved it."""
-        with self._write_lock, self._engine.begin() as conn:
+        with self._write_lock, writing(self._engine) as conn:
             if details is not None:
                 assert details.stage == STAGE_ANSWERED, "an answer moves the row to answered"
                 changed = conn.execute(
@@ -241,7 +242,7 @@ class PaymentStore:
     ) -> bool:
         """In one transaction: queue the reversal (once per original), store the terminal's answer
         unless one is stored, and mark the row recovered. False when it was no longer pending."""
-        with self._write_lock, self._engine.begin() as conn:
+        with self._write_lock, writing(self._engine) as conn:
             changed = conn.execute(
                 update(card_payments)
                 .where(
@@ -283,7 +284,7 @@ class PaymentStore:
     ) -> bool:
         """Move a payment from one status to another (and store the reversal that did it), or nothing."""
         row = transactions.c
-        with self._write_lock, self._engine.begin() as conn:
+        with self._write_lock, writing(self._engine) as conn:
             changed = conn.execute(
                 update(transactions)
                 .where(

@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from switch.store.engine import writing
 from switch.store.schema import metadata
 
 STATUS_PENDING: Final = "pending"
@@ -126,7 +127,7 @@ class SafStore:
     def enqueue(self, reversal: NewReversal, now: dt.datetime) -> bool:
         """Store a reversal; False (and nothing changed) if one for that original is stored."""
         try:
-            with self._engine.begin() as connection:
+            with writing(self._engine) as connection:
                 connection.execute(insert(acquirer_saf).values(**_new_values(reversal, now)))
         except IntegrityError:
             return False
@@ -175,7 +176,7 @@ class SafStore:
             .where(acquirer_saf.c.saf_id == saf_id)
             .values(attempts=acquirer_saf.c.attempts + 1, last_attempt_at=now)
         )
-        with self._engine.begin() as connection:
+        with writing(self._engine) as connection:
             connection.execute(statement)
 
     def acknowledge(self, saf_id: int, now: dt.datetime) -> bool:
@@ -185,7 +186,7 @@ class SafStore:
             .where(acquirer_saf.c.saf_id == saf_id, acquirer_saf.c.status == STATUS_PENDING)
             .values(status=STATUS_ACKNOWLEDGED, acknowledged_at=now)
         )
-        with self._engine.begin() as connection:
+        with writing(self._engine) as connection:
             return connection.execute(statement).rowcount == 1
 
     def acknowledge_by_stan(
@@ -202,7 +203,7 @@ class SafStore:
             )
             .values(status=STATUS_ACKNOWLEDGED, acknowledged_at=now)
         )
-        with self._engine.begin() as connection:
+        with writing(self._engine) as connection:
             return connection.execute(statement).rowcount >= 1
 
     def depth(self) -> int:
