@@ -82,6 +82,21 @@ def _show(name: str, fleet: FleetResult, audit: AuditReport | None, out_dir: Pat
 
 def measure_ceiling(config: SimConfig, cards: int, out_dir: Path) -> tuple[FleetResult, float | None]:
     """The simulator against the echo server; and the echo server's CPU per request answered."""
+    fleet, cpu_ms = against_echo(config, cards)
+    _show("ceiling", fleet, None, out_dir)
+    return fleet, cpu_ms
+
+
+def measure_echo_open_loop(opened: SimConfig, cards: int, out_dir: Path) -> FleetResult:
+    """The switch's open loop (same rate, fleet and seed) against the echo server: the latency that
+    the simulator, gRPC and the machine add by themselves, below which no switch can answer."""
+    fleet, _ = against_echo(opened, cards)
+    _show("echo-open", fleet, None, out_dir)
+    return fleet
+
+
+def against_echo(config: SimConfig, cards: int) -> tuple[FleetResult, float | None]:
+    """A run against a fresh echo server; and the echo server's CPU per request answered."""
     server = start_echo_server()
     try:
         login = ShopLogin("echo@txswitch.example", "echo", "Echo", "1001", "1234")
@@ -91,7 +106,6 @@ def measure_ceiling(config: SimConfig, cards: int, out_dir: Path) -> tuple[Fleet
         cpu_after_s = process_cpu_s(server.process.pid)
     finally:
         server.stop()
-    _show("ceiling", fleet, None, out_dir)
     return fleet, ms_per_request(cpu_before_s, cpu_after_s, fleet.statistics.completed)
 
 
@@ -285,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     ceiling, ceiling_cpu_ms = measure_ceiling(closed, args.cards, args.out_dir)
     _say("switch with durable storage")
     closed_run, open_run, opened, cpu = measure_switch(closed, args.cards, args.out_dir)
+    _say(f"echo server, the same open loop at {opened.target_rate_per_s:.0f} flows/s")
+    echo_open = measure_echo_open_loop(opened, args.cards, args.out_dir)
     _say(f"payments: {args.payment_terminals} terminals against the acquirer host simulator")
     payments = measure_payments(args.payment_terminals, args.payment_duration_s, args.out_dir)
     ceiling_rps = ceiling.statistics.completed_per_s
@@ -302,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
             "late_starts": open_run.fleet.late_starts,
             "latency_ms": _latency(open_run.fleet),
             "audit": _audit_counters(open_run.audit),
+            # The same open loop against the echo server: the simulator's and gRPC's own latency.
+            "echo_latency_ms": _latency(echo_open),
+            "echo_late_starts": echo_open.late_starts,
         },
         "payments": payments,
         # The switch process's CPU (user + system) over the closed loop, per request answered.
