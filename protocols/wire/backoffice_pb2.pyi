@@ -683,7 +683,10 @@ class IssueCardRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     programme_id: _builtins.str
     request_id: _builtins.str
-    """idempotency key for the initial load"""
+    """Idempotency key of the initial load: an issue with a load whose request_id was used before is
+    refused with ALREADY_EXISTS, and neither card nor load is written (the card and its load are one
+    write). An issue without a load does not use it.
+    """
     @_builtins.property
     def initial_load(self) -> _terminal_pb2.Amount: ...
     def __init__(
