@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import Engine, event
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
@@ -84,6 +86,22 @@ class TerminalClient:
             employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=pin),
         )
         return self.stub.Refund(request, metadata=self.metadata, timeout=20)
+
+
+@contextmanager
+def statements_run(engine: Engine, containing: str = "") -> Iterator[list[str]]:
+    """The SQL statements run on engine meanwhile (those containing the text, if given)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if containing in statement:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def new_txn() -> str:

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
 from switch.admin import Admin
 from switch.store.repository import Store
-from tests.integration.harness import World
+from tests.integration.harness import World, statements_run
 
 
-@contextmanager
-def card_lookups(engine: Engine) -> Iterator[list[str]]:
+def card_lookups(engine: Engine) -> AbstractContextManager[list[str]]:
     """The statements that look a card up by its number's hash, run on engine meanwhile."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "WHERE cards.card_hash" in statement:
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    return statements_run(engine, containing="WHERE cards.card_hash")
 
 
 def test_a_card_issued_here_is_known_without_a_read(world: World) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import func, select
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
@@ -16,22 +14,7 @@ from switch.admin import Admin
 from switch.domain.cards import make_card_number
 from switch.store.repository import Store
 from switch.store.schema import accounts, cards
-from tests.integration.harness import World
-
-
-@contextmanager
-def statements(engine: Engine) -> Iterator[list[str]]:
-    """The SQL statements run on engine meanwhile."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+from tests.integration.harness import World, statements_run
 
 
 def card_rows(world: World) -> tuple[int, int]:
@@ -62,7 +45,7 @@ def test_an_issue_goes_through_the_journal_with_its_load(world: World) -> None:
     journal = world.server.core.writer
     assert journal.process_pid is not None  # the journal commits in a process of its own
     before = journal.statistics().writes
-    with statements(world.server.core.store.engine) as seen:
+    with statements_run(world.server.core.store.engine) as seen:
         issued = world.backoffice.IssueCard(
             issue_request(world, 2_500, "issue-1"), metadata=world.admin_metadata
         )
