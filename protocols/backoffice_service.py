@@ -134,7 +134,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             load_minor = request.initial_load.amount_minor if request.HasField("initial_load") else 0
             if load_minor and request.initial_load.currency != programme.currency:
                 raise AdminError(f"initial_load.currency must be {programme.currency}")
-            card = self._core.admin.issue_card(request.programme_id, load_minor, request.request_id)
+            request_id = request.request_id and convert.transaction_id(request.request_id, "request_id")
+            card = self._core.admin.issue_card(request.programme_id, load_minor, request_id)
             state = self._core.store.card_state(card.card_id)
             return bo.IssuedCard(
                 card_number=card.card_number, qr_payload=card.qr_payload, card=card_view(state)
@@ -182,13 +183,12 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         self, request: bo.ReplaceCardRequest, context: grpc.ServicerContext
     ) -> bo.ReplaceCardResponse:
         def action() -> bo.ReplaceCardResponse:
-            if not request.request_id:
-                raise AdminError("request_id is missing")
+            request_id = convert.transaction_id(request.request_id, "request_id")
             lost_id = self._card_id(request.lost_card, request.HasField("lost_card"), "lost_card")
             new_id = self._card_id(
                 request.replacement_card, request.HasField("replacement_card"), "replacement_card"
             )
-            transfer = self._core.replace_card(lost_id, new_id, request.request_id, ADMIN_ACTOR)
+            transfer = self._core.replace_card(lost_id, new_id, request_id, ADMIN_ACTOR)
             return bo.ReplaceCardResponse(
                 lost_card=card_view(transfer.lost),
                 replacement_card=card_view(transfer.replacement),

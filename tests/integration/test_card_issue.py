@@ -104,3 +104,13 @@ def test_an_admin_without_a_journal_issues_in_a_transaction_of_its_own(world: Wo
     assert core.writer.statistics().writes == journal_writes
     assert world.terminals[0].balance(card.card_number) == 700
     assert_ledger_clean(world)
+
+
+def test_a_request_id_longer_than_a_transaction_id_is_refused_by_name(world: World) -> None:
+    rows = card_rows(world)
+    with pytest.raises(grpc.RpcError) as refused:
+        world.backoffice.IssueCard(issue_request(world, 1_000, "r" * 200), metadata=world.admin_metadata)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "") == "request_id is longer than 64 characters"
+    assert card_rows(world) == rows
+    assert_ledger_clean(world)

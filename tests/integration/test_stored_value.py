@@ -375,3 +375,26 @@ def test_a_reversal_that_moved_nothing_is_no_line_of_the_day_close(world: World)
     totals = {(t.transaction_type, t.total.currency): (t.count, t.total.amount_minor) for t in closed.totals}
     # sale-2 no longer stands; its reversal is a line of its own; the one that moved nothing is not.
     assert totals == {("redemption", "EUR"): (1, 100), ("reversal", "EUR"): (1, 40)}
+
+
+@pytest.mark.parametrize(
+    ("request_id", "problem"),
+    [("", "request_id is missing"), ("r" * 65, "request_id is longer than 64 characters")],
+)
+def test_a_replacement_without_a_usable_request_id_is_refused_by_name_and_blocks_nothing(
+    world: World, request_id: str, problem: str
+) -> None:
+    lost, replacement = world.issue(2_500), world.issue(100)
+    with pytest.raises(grpc.RpcError) as refused:
+        world.backoffice.ReplaceCard(
+            bo.ReplaceCardRequest(
+                lost_card=pb.CardRef(card_number=lost),
+                replacement_card=pb.CardRef(card_number=replacement),
+                request_id=request_id,
+            ),
+            metadata=world.admin_metadata,
+        )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == problem
+    assert world.terminals[0].balance(lost) == 2_500  # still active: the lost card was not blocked
+    assert world.terminals[0].balance(replacement) == 100
