@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, Update, bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from switch.domain.cards import CardStatus
 from switch.domain.ledger import AccountKind, JournalEntry, card_account
@@ -395,7 +395,10 @@ def _close_period(conn: Connection, close: PeriodClose) -> int:
     return sequence_number
 
 
-BACKSTOP_ERRORS = (BackstopError, IntegrityError)
+# Errors one write's content causes: the batch's writes are then tried one by one, so that only
+# that write is refused. A value longer than its column (PostgreSQL's DataError) is one of them;
+# it declined every write of its batch with 96 before.
+BACKSTOP_ERRORS = (BackstopError, IntegrityError, DataError)
 
 
 @pickled_by_fields
@@ -428,6 +431,9 @@ def commit_alone(engine: Engine, write: Write) -> WriteResult:
         return WriteResult(False, problem="transaction id already stored", conflict=True)
     except BackstopError as error:
         return WriteResult(False, problem=f"refused by the ledger: {error}")
+    except DataError:
+        log.exception("journal write refused by the database: a value does not fit its column")
+        return WriteResult(False, problem="a value does not fit its column")
     except Exception:
         log.exception("journal commit of one write failed")
         return WriteResult(False, problem="database commit failed")

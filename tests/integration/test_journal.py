@@ -28,6 +28,7 @@ from switch.store.journal import (
     Write,
     apply_alone,
     apply_batch,
+    commit_batch,
 )
 from switch.store.schema import (
     accounts,
@@ -321,3 +322,16 @@ def _wait_until_gone(pid: int) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"process {pid} still there")
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite keeps any length
+def test_a_value_too_long_for_its_column_refuses_only_its_own_write(engine: Engine) -> None:
+    too_long = "x" * 100  # transaction ids are stored in 80 characters
+    writes = [redemption("t1", "card_a", 100), redemption(too_long, "card_a", 200)]
+    writes.append(redemption("t3", "card_b", 50))
+    outcome = commit_batch(engine, writes)
+    assert [result.ok for result in outcome.results] == [True, False, True]
+    assert outcome.results[1].problem == "a value does not fit its column"
+    assert not outcome.failed
+    assert balances(engine)["card:card_a"] == 900 and balances(engine)["card:card_b"] == 950
+    assert count(engine, transactions) == 2
