@@ -4,7 +4,8 @@ A count or an "is it taken?" read followed by an insert is a race when the rows 
 not exist yet: there is no row to lock. Both databases can still serialise such transactions:
 PostgreSQL with a transaction-scoped advisory lock on the name's hash (held until commit or
 rollback, across nodes), SQLite by taking its one write lock at the start of the transaction
-(`BEGIN IMMEDIATE`), so the reads that follow see every earlier writer's commit.
+(`BEGIN IMMEDIATE`, which `switch.store.engine.writing` does), so the reads that follow see every
+earlier writer's commit.
 """
 
 from __future__ import annotations
@@ -17,16 +18,14 @@ from sqlalchemy import Connection, text
 def lock_name(conn: Connection, name: str) -> None:
     """Hold the name until this transaction ends; another transaction locking it waits.
 
-    Call it before the transaction's first read: on SQLite what was read before it is not
-    covered. On SQLite every name is the same lock (the database's write lock).
+    Call it before the transaction's first read, in a transaction begun with `writing`. On SQLite
+    every name is the same lock, the database's write lock, which `writing` took at the start.
     """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(name)})
         return
     dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None, "a connection in use has its DBAPI connection"
-    if not dbapi.in_transaction:  # after a write it holds the write lock already
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    assert dbapi is not None and dbapi.in_transaction, "on SQLite, lock a name in a `writing` transaction"
 
 
 def advisory_key(name: str) -> int:
