@@ -154,8 +154,8 @@ class WriteResult:
 def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list[WriteResult]:
     """Apply all writes, one statement per kind of row for the whole batch.
 
-    Raises BackstopError or IntegrityError when any one write fails; the caller then applies the
-    writes one by one, in order, so that only the failing one is refused.
+    Raises one of BACKSTOP_ERRORS when any one write fails; the caller then applies the writes one
+    by one, in order, so that only the failing one is refused.
     """
     _issue_cards(conn, [w.card_issue for w in writes if w.card_issue is not None], now)
     _change_originals(conn, [w.original for w in writes if w.original is not None])
