@@ -473,7 +473,9 @@ class Admin:
         for _ in range(CARD_NUMBER_ATTEMPTS_MAX):
             number = make_card_number(programme.card_prefix, secrets.randbelow(CARD_SERIAL_SPACE))
             card_hash = credentials.card_hash(self._key, number)
-            issue = CardIssue(card_id, programme_id, card_hash, mask(number), expiry, programme.currency)
+            issue = CardIssue(
+                card_id, programme_id, card_hash, mask(number), expiry, programme.currency, request_id or None
+            )
             result = self._write(Write(entry=entry, card_issue=issue))
             if result.ok:
                 if self._on_card_issued is not None:
@@ -481,7 +483,7 @@ class Admin:
                 return NewCard(card_id, number, qr_payload(number), mask(number))
             if not result.conflict:
                 raise AdminError(f"card not issued: {result.problem}")
-            if self._store.card_id_by_hash(card_hash) is None:  # not the number: the load's key
+            if self._store.card_id_by_hash(card_hash) is None:  # not the number: the request_id
                 raise AdminConflictError(f"request_id {request_id!r} has issued a card already")
         raise AdminError(f"no free card number found under prefix {programme.card_prefix}")
 

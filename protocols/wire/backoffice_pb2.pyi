@@ -683,9 +683,9 @@ class IssueCardRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     programme_id: _builtins.str
     request_id: _builtins.str
-    """Idempotency key of the initial load: an issue with a load whose request_id was used before is
-    refused with ALREADY_EXISTS, and neither card nor load is written (the card and its load are one
-    write). An issue without a load does not use it.
+    """Idempotency key of the issue: an issue whose request_id was used before, with or without an
+    initial load, is refused with ALREADY_EXISTS, and neither card nor load is written (the card and
+    its load are one write). Empty: no key, every call issues a card.
     """
     @_builtins.property
     def initial_load(self) -> _terminal_pb2.Amount: ...

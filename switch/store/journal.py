@@ -84,6 +84,7 @@ class CardIssue:
     masked: str
     expiry: dt.date
     currency: str
+    issue_key: str | None = None  # unique: the request_id that issued it, so a replay is a conflict
 
 
 @pickled_by_fields
@@ -248,6 +249,7 @@ def _issue_cards(conn: Connection, issues: list[CardIssue], now: dt.datetime) ->
                 "expiry": issue.expiry,
                 "replaced_by": None,
                 "created_at": now,
+                "issue_key": issue.issue_key,
             }
             for issue in issues
         ],

@@ -123,6 +123,9 @@ class CardRow(Base):
     expiry: Mapped[dt.date] = mapped_column(Date)
     replaced_by: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # The IssueCard request_id that issued the card, if it had one: a replay is refused by this index,
+    # with or without an initial load. A unique index, not a constraint, so older databases get it too.
+    issue_key: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True, index=True)
 
 
 class CardEventRow(Base):

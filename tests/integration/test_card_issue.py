@@ -67,6 +67,33 @@ def test_an_issue_replayed_with_its_request_id_is_refused_and_writes_nothing(wor
     assert_ledger_clean(world)
 
 
+def test_an_issue_without_a_load_replayed_with_its_request_id_is_refused_and_writes_nothing(
+    world: World,
+) -> None:
+    empty = bo.IssueCardRequest(programme_id=world.gift_programme, request_id="empty-twice")
+    issued = world.backoffice.IssueCard(empty, metadata=world.admin_metadata)
+    assert issued.card.balance.amount_minor == 0
+    rows = card_rows(world)
+    for replay in (empty, issue_request(world, 1_000, "empty-twice")):  # with a load too: the same key
+        with pytest.raises(grpc.RpcError) as refused:
+            world.backoffice.IssueCard(replay, metadata=world.admin_metadata)
+        assert refused.value.code() is grpc.StatusCode.ALREADY_EXISTS
+        assert "request_id 'empty-twice' has issued a card already" in (refused.value.details() or "")
+        assert card_rows(world) == rows  # before, each replay left another empty card behind
+    assert_ledger_clean(world)
+
+
+def test_issues_without_a_request_id_each_issue_a_card(world: World) -> None:
+    rows = card_rows(world)
+    for amount_minor in (0, 0, 300, 300):
+        request = bo.IssueCardRequest(programme_id=world.gift_programme)
+        if amount_minor:
+            request.initial_load.CopyFrom(pb.Amount(amount_minor=amount_minor, currency="EUR"))
+        world.backoffice.IssueCard(request, metadata=world.admin_metadata)
+    assert card_rows(world) == (rows[0] + 4, rows[1] + 4)
+    assert_ledger_clean(world)
+
+
 def test_an_initial_load_over_the_programme_maximum_is_refused_by_name(world: World) -> None:
     rows = card_rows(world)
     with pytest.raises(grpc.RpcError) as refused:

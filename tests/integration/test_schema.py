@@ -141,6 +141,18 @@ def test_portal_logins_of_users_are_added_to_an_older_database_with_their_unique
         )
 
 
+def test_the_request_id_that_issued_a_card_is_added_to_an_older_database_as_a_unique_index(
+    engine: Engine,
+) -> None:
+    with engine.begin() as conn:  # as releases before session 20 had them
+        conn.execute(text("DROP INDEX ix_cards_issue_key"))
+        conn.execute(text("ALTER TABLE cards DROP COLUMN issue_key"))
+    create_schema(engine)
+    indexes = {index["name"]: index for index in inspect(engine).get_indexes("cards")}
+    assert indexes["ix_cards_issue_key"]["column_names"] == ["issue_key"]
+    assert indexes["ix_cards_issue_key"]["unique"]
+
+
 def test_a_database_error_names_the_statement_but_never_the_rows_values(engine: Engine) -> None:
     secret_hash = "pbkdf2$a-pin-hash-that-must-not-travel"
     row = {"employee_id": "emp_2", "merchant_id": "mer_1", "employee_number": "7", "name": "Bo"}
