@@ -80,33 +80,48 @@ def _show(name: str, fleet: FleetResult, audit: AuditReport | None, out_dir: Pat
     write_plot(out_dir / f"{name}.png", fleet.statistics, name)
 
 
-def measure_ceiling(config: SimConfig, cards: int, out_dir: Path) -> tuple[FleetResult, float | None]:
-    """The simulator against the echo server; and the echo server's CPU per request answered."""
-    fleet, cpu_ms = against_echo(config, cards)
-    _show("ceiling", fleet, None, out_dir)
-    return fleet, cpu_ms
+def measure_ceiling(config: SimConfig, cards: int, out_dir: Path) -> EchoRun:
+    """The simulator against the echo server, with the CPU per request answered on each side."""
+    run = against_echo(config, cards)
+    _show("ceiling", run.fleet, None, out_dir)
+    return run
 
 
 def measure_echo_open_loop(opened: SimConfig, cards: int, out_dir: Path) -> FleetResult:
     """The switch's open loop (same rate, fleet and seed) against the echo server: the latency that
     the simulator, gRPC and the machine add by themselves, below which no switch can answer."""
-    fleet, _ = against_echo(opened, cards)
+    fleet = against_echo(opened, cards).fleet
     _show("echo-open", fleet, None, out_dir)
     return fleet
 
 
-def against_echo(config: SimConfig, cards: int) -> tuple[FleetResult, float | None]:
-    """A run against a fresh echo server; and the echo server's CPU per request answered."""
+@dataclass(frozen=True, slots=True)
+class EchoRun:
+    """A run against the echo server, and the CPU milliseconds per request answered of the echo server
+    and of the simulator (this process, all its threads: trio's and grpc's)."""
+
+    fleet: FleetResult
+    server_ms_per_request: float | None
+    simulator_ms_per_request: float | None
+
+
+def against_echo(config: SimConfig, cards: int) -> EchoRun:
+    """A run against a fresh echo server."""
     server = start_echo_server()
     try:
         login = ShopLogin("echo@txswitch.example", "echo", "Echo", "1001", "1234")
         population = CardPopulation(synthetic_cards(cards, config.seed), config.zipf_exponent)
-        cpu_before_s = process_cpu_s(server.process.pid)
+        server_before_s, simulator_before_s = process_cpu_s(server.process.pid), process_cpu_s(os.getpid())
         fleet = trio.run(run_fleet, server.address, config, login, population)
-        cpu_after_s = process_cpu_s(server.process.pid)
+        server_after_s, simulator_after_s = process_cpu_s(server.process.pid), process_cpu_s(os.getpid())
     finally:
         server.stop()
-    return fleet, ms_per_request(cpu_before_s, cpu_after_s, fleet.statistics.completed)
+    completed = fleet.statistics.completed
+    return EchoRun(
+        fleet,
+        ms_per_request(server_before_s, server_after_s, completed),
+        ms_per_request(simulator_before_s, simulator_after_s, completed),
+    )
 
 
 def ms_per_request(before_s: float | None, after_s: float | None, requests: int) -> float | None:
@@ -178,10 +193,26 @@ class WindowStart:
 
 @dataclass(frozen=True, slots=True)
 class CpuUse:
-    """Over the closed loop: the switch's CPU per answered request, and how idle the machine was."""
+    """Over the closed loop: CPU milliseconds per answered request of the switch's process, of its
+    journal process (and any other child), and of the simulator; and how idle the machine was."""
 
     switch_ms_per_request: float | None
+    journal_ms_per_request: float | None
+    simulator_ms_per_request: float | None
     machine_idle_share: float | None
+
+
+def _cpu_readings(switch_pid: int) -> list[WindowStart]:
+    """The switch process, the switch with its journal process, and the simulator (this process)."""
+    return [WindowStart(switch_pid), WindowStart(switch_pid, process_tree_cpu_s), WindowStart(os.getpid())]
+
+
+def _marker(readings: list[WindowStart]) -> Callable[[], None]:
+    def mark() -> None:
+        for reading in readings:
+            reading.mark()
+
+    return mark
 
 
 async def _switch_runs(
@@ -190,16 +221,21 @@ async def _switch_runs(
     _say(f"provisioning {cards} cards")
     setup = await provision(target, closed, cards, START_BALANCE_MINOR)
     _say("switch, closed loop")
-    window = WindowStart(switch_pid)
-    closed_run = await run_and_audit(target, closed, setup, on_window_start=window.mark)
-    cpu_before_s, machine_before = window.cpu_s, window.machine
-    cpu_after_s, machine_after = process_cpu_s(switch_pid), machine_cpu_ticks()
-    cpu_ms_per_request = ms_per_request(cpu_before_s, cpu_after_s, closed_run.fleet.statistics.completed)
+    readings, ends = _cpu_readings(switch_pid), _cpu_readings(switch_pid)
+    closed_run = await run_and_audit(
+        target, closed, setup, on_window_start=_marker(readings), on_window_end=_marker(ends)
+    )
+    completed = closed_run.fleet.statistics.completed
+    switch_ms, tree_ms, simulator_ms = (
+        ms_per_request(start.cpu_s, end.cpu_s, completed) for start, end in zip(readings, ends, strict=True)
+    )
     rate_per_s = OPEN_LOOP_SHARE * closed_run.fleet.flows_per_s
     opened = open_loop(closed, rate_per_s)
     _say(f"switch, open loop at {rate_per_s:.0f} flows/s")
     open_run = await run_and_audit(target, opened, setup)
-    return closed_run, open_run, opened, CpuUse(cpu_ms_per_request, idle_share(machine_before, machine_after))
+    journal_ms = None if tree_ms is None or switch_ms is None else round(tree_ms - switch_ms, 3)
+    cpu = CpuUse(switch_ms, journal_ms, simulator_ms, idle_share(readings[0].machine, ends[0].machine))
+    return closed_run, open_run, opened, cpu
 
 
 def measure_switch(closed: SimConfig, cards: int, out_dir: Path) -> tuple[Any, Any, SimConfig, CpuUse]:
@@ -282,6 +318,20 @@ def _saf_pending(url: str) -> int:
         engine.dispose()
 
 
+def ratio_the_cores_allow(
+    cpu: CpuUse, requests_per_s: float, approved_per_s: float, ceiling_rps: float, cores: int
+) -> float | None:
+    """The `ratio` at which the closed loop's CPU per request (switch, journal and simulator) would
+    keep every core busy: no switch with those costs, in however many processes, gets above it on
+    this machine. None without the readings."""
+    parts = (cpu.switch_ms_per_request, cpu.journal_ms_per_request, cpu.simulator_ms_per_request)
+    ms_per_request = sum(part or 0.0 for part in parts)
+    if None in parts or ms_per_request <= 0 or not requests_per_s or not ceiling_rps:
+        return None
+    approved_share = approved_per_s / requests_per_s
+    return round(cores * 1000 / ms_per_request * approved_share / ceiling_rps, 3)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--terminals", type=int, default=200)
@@ -296,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     closed = closed_loop(args.terminals, args.duration_s)
     started_s = time.monotonic()
     _say(f"ceiling: echo server, {args.terminals} terminals, closed loop")
-    ceiling, ceiling_cpu_ms = measure_ceiling(closed, args.cards, args.out_dir)
+    echo = measure_ceiling(closed, args.cards, args.out_dir)
+    ceiling = echo.fleet
     _say("switch with durable storage")
     closed_run, open_run, opened, cpu = measure_switch(closed, args.cards, args.out_dir)
     _say(f"echo server, the same open loop at {opened.target_rate_per_s:.0f} flows/s")
@@ -326,7 +377,19 @@ def main(argv: list[str] | None = None) -> int:
         # The switch process's CPU (user + system) over the closed loop, per request answered.
         "switch_cpu_ms_per_request": cpu.switch_ms_per_request,
         # The same for the echo server over the ceiling run: what the gRPC layer alone costs.
-        "ceiling_server_cpu_ms_per_request": ceiling_cpu_ms,
+        "ceiling_server_cpu_ms_per_request": echo.server_ms_per_request,
+        # The switch's journal process, and the simulator itself, over the closed loop; and the
+        # simulator over the ceiling run. With the switch's, the CPU a request takes of the 2 cores.
+        "journal_cpu_ms_per_request": cpu.journal_ms_per_request,
+        "simulator_cpu_ms_per_request": cpu.simulator_ms_per_request,
+        "ceiling_simulator_cpu_ms_per_request": echo.simulator_ms_per_request,
+        "ratio_the_cores_allow": ratio_the_cores_allow(
+            cpu,
+            closed_run.fleet.statistics.completed_per_s,
+            approved_per_s,
+            ceiling_rps,
+            os.cpu_count() or 1,
+        ),
         # Idle share of both cores over the closed loop: above 0 with the switch saturated means it
         # waits (one Python process: its threads take turns), not that the machine is full.
         "machine_idle_share": cpu.machine_idle_share,

@@ -103,11 +103,13 @@ async def run_fleet(
     *,
     progress: ProgressSink | None = stderr_progress,
     on_window_start: Callable[[], None] | None = None,
+    on_window_end: Callable[[], None] | None = None,
 ) -> FleetResult:
     """Activate every terminal, then run them all for config.duration_s.
 
     `on_window_start` is called once, when activation is over and the measured run begins: what
     it reads then (a process's CPU, say) leaves the activations' password checks out.
+    `on_window_end` is called once, when the last terminal has stopped.
     """
     bridge = TrioGrpcBridge()
     with contextlib.ExitStack() as stack:
@@ -138,6 +140,8 @@ async def run_fleet(
                     for terminal, pacer in zip(terminals, pacers, strict=True):
                         fleet.start_soon(_drive, terminal, pacer, context)
                 nursery.cancel_scope.cancel()
+        if on_window_end is not None:
+            on_window_end()
         context.recorder.finish(trio.current_time())
         if progress is not None and sys.stderr.isatty():
             sys.stderr.write("\n")

@@ -51,6 +51,7 @@ async def run_and_audit(
     *,
     progress: ProgressSink | None = stderr_progress,
     on_window_start: Callable[[], None] | None = None,
+    on_window_end: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Run the fleet on an already provisioned shop and audit the ledger afterwards."""
     engine = open_engine(target.database_url)
@@ -66,6 +67,7 @@ async def run_and_audit(
             population,
             progress=progress,
             on_window_start=on_window_start,
+            on_window_end=on_window_end,
         )
         await trio.sleep(SETTLE_S)
         snapshot = read_ledger_snapshot(

@@ -19,3 +19,11 @@ def test_the_echo_open_loop_runs_the_same_open_loop_and_reports_it(tmp_path: Pat
     assert 0 < statistics.overall.p50_ms <= statistics.overall.p99_ms
     report = json.loads((tmp_path / "echo-open.json").read_text())
     assert report["requests"] == statistics.completed and "audit" not in report
+
+
+def test_a_run_against_the_echo_server_reads_the_cpu_of_both_sides() -> None:
+    run = bench.against_echo(bench.closed_loop(terminals=4, duration_s=1.0), cards=50)
+    assert run.fleet.statistics.completed > 0
+    # /proc counts in ticks of 10 ms: the echo server's share of a short run may round to none.
+    assert run.server_ms_per_request is not None and 0 <= run.server_ms_per_request < 100
+    assert run.simulator_ms_per_request is not None and 0 < run.simulator_ms_per_request < 100

@@ -108,20 +108,23 @@ async def test_abandoned_requests_are_never_asked_about(echo_server: ChildServer
 
 
 @pytest.mark.trio
-async def test_the_window_start_is_marked_once_after_activation(echo_server: ChildServer) -> None:
+async def test_the_window_is_marked_once_after_activation_and_once_after_the_last_terminal(
+    echo_server: ChildServer,
+) -> None:
     config = SimConfig(
         terminals=4, duration_s=0.5, faults=FaultShares(), think_time_ms_mean=5.0, seed=3, channels=1
     )
     login = ShopLogin("echo@txswitch.example", "echo", "Echo", "1001", "1234")
-    marks: list[int] = []
+    marks: list[str] = []
     result = await run_fleet(
         echo_server.address,
         config,
         login,
         CardPopulation(synthetic_cards(50, 3), 1.1),
         progress=None,
-        on_window_start=lambda: marks.append(len(marks)),
+        on_window_start=lambda: marks.append("start"),
+        on_window_end=lambda: marks.append("end"),
     )
-    assert marks == [0]
+    assert marks == ["start", "end"]
     assert result.activation.completed == config.terminals
     assert result.statistics.completed > 0
