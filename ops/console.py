@@ -10,12 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
-
 from ops.console_audit import AuditLog
 from ops.console_auth import AuthorizedKeys, Caller, Role
 from ops.console_backend import OpsBackend
 from ops.console_commands import CommandResult, Outcome, execute
+from ops.ssh import asyncssh
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
+from ops.ssh import asyncssh
 
 AUTHORIZED_KEYS_MAX = 1000
 

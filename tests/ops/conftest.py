@@ -7,9 +7,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
 import pytest
 
+from ops.ssh import asyncssh
 from tests.integration.harness import World, start_world
 
 CLIENT_TIMEOUT_S = 10.0

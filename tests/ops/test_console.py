@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import asyncssh
 import grpc
 import pytest
 from aiosmtpd.controller import Controller
@@ -17,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ops.console_auth import AuthorizedKeys
 from ops.console_commands import Outcome
+from ops.ssh import asyncssh
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import CardStatus, mask
 from terminal_sim.processes import free_port
@@ -377,3 +379,11 @@ def test_receipts_commands_say_when_receipts_are_off(console_world: ConsoleWorld
     listed, retried = console_world.run(console_world.keys.operator, "receipts list", "receipts retry")
     assert_ok(listed, "e-mailed receipts are off")
     assert retried.exit_status == Outcome.failed.value and "e-mailed receipts are off" in retried.stderr
+
+
+def test_the_console_imports_without_warnings_on_stderr() -> None:
+    # asyncssh's crypto layer warned about DSA at import: ten lines before `make run` said anything.
+    started = subprocess.run(
+        [sys.executable, "-c", "import ops.console"], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert started.stderr == ""
