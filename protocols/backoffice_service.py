@@ -121,6 +121,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
 
     def JoinProgramme(self, request: bo.JoinProgrammeRequest, context: grpc.ServicerContext) -> bo.Merchant:
         def action() -> bo.Merchant:
+            if problem := convert.missing_field(request, "merchant_id", "programme_id"):
+                raise AdminError(problem)
             self._core.admin.join_programme(
                 request.merchant_id, request.programme_id, request.commission_basis_points
             )
@@ -130,6 +132,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
 
     def IssueCard(self, request: bo.IssueCardRequest, context: grpc.ServicerContext) -> bo.IssuedCard:
         def action() -> bo.IssuedCard:
+            if not request.programme_id:
+                raise AdminError("programme_id is missing")
             programme = self._core.store.programme(request.programme_id)
             load_minor = request.initial_load.amount_minor if request.HasField("initial_load") else 0
             if load_minor and request.initial_load.currency != programme.currency:
@@ -212,6 +216,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         self, request: bo.TerminalRequest, context: grpc.ServicerContext
     ) -> bo.TerminalView:
         def action() -> bo.TerminalView:
+            if not request.terminal_id:
+                raise AdminError("terminal_id is missing")
             self._core.deactivate_terminal(request.terminal_id)
             info = self._core.store.terminal(request.terminal_id)
             assert info is not None
@@ -221,6 +227,10 @@ class BackofficeService(bo_grpc.BackofficeServicer):
 
     def ListDayCloses(self, request: bo.TerminalRequest, context: grpc.ServicerContext) -> bo.DayCloseList:
         def action() -> bo.DayCloseList:
+            if not request.terminal_id:
+                raise AdminError("terminal_id is missing")
+            if self._core.store.terminal(request.terminal_id) is None:
+                raise LookupError(f"no terminal {request.terminal_id}")
             reports = self._core.store.day_closes(request.terminal_id)
             return bo.DayCloseList(reports=[convert.day_close_report(r) for r in reports])
 
