@@ -270,30 +270,47 @@ def _build_request(request_type: Any, pairs: list[str]) -> Any:
         key, separator, value = pair.partition("=")
         if not separator:
             raise ValueError(f"argument {pair!r} is not key=value")
-        if key in CARD_FIELDS:
-            getattr(request, key).CopyFrom(pb.CardRef(card_number=value))
-        elif key == "initial_load":
-            minor, _, currency = value.partition(":")
-            request.initial_load.CopyFrom(pb.Amount(amount_minor=int(minor), currency=currency or "EUR"))
-        elif key == "kind":
-            request.kind = bo.ProgrammeKind.Value(f"PROGRAMME_KIND_{value.upper()}")
-        else:
-            field = request.DESCRIPTOR.fields_by_name.get(key)
-            if field is None:
-                raise ValueError(f"unknown argument {key!r}")
-            if field.is_repeated:
-                getattr(request, key).extend(item for item in value.split(",") if item)
-            elif field.type in (field.TYPE_INT32, field.TYPE_INT64):
-                setattr(request, key, int(value))
-            elif field.type == field.TYPE_BYTES:  # a file's contents: logo_png=shop-logo.png
-                setattr(request, key, Path(value).read_bytes())
-            elif field.type == field.TYPE_BOOL:
-                if value.lower() not in ("true", "false"):
-                    raise ValueError(f"{key} must be true or false")
-                setattr(request, key, value.lower() == "true")
-            else:
-                setattr(request, key, value)
+        try:
+            _set_argument(request, key, value)
+        except ValueError as error:  # protobuf's own, such as "Value out of range: ...", name no field
+            raise ValueError(f"{key}: {error}") from None
     return request
+
+
+def _whole_number(value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{what}, got {value!r}") from None
+
+
+def _set_argument(request: Any, key: str, value: str) -> None:
+    if key in CARD_FIELDS:
+        getattr(request, key).CopyFrom(pb.CardRef(card_number=value))
+    elif key == "initial_load":
+        minor, _, currency = value.partition(":")
+        amount_minor = _whole_number(minor, "must be a whole number of cents, such as 2500 or 2500:EUR")
+        request.initial_load.CopyFrom(pb.Amount(amount_minor=amount_minor, currency=currency or "EUR"))
+    elif key == "kind":
+        if value.lower() not in ("gift", "benefit"):
+            raise ValueError(f"must be gift or benefit, got {value!r}")
+        request.kind = bo.ProgrammeKind.Value(f"PROGRAMME_KIND_{value.upper()}")
+    else:
+        field = request.DESCRIPTOR.fields_by_name.get(key)
+        if field is None:
+            raise ValueError(f"unknown argument of {request.DESCRIPTOR.name}")
+        if field.is_repeated:
+            getattr(request, key).extend(item for item in value.split(",") if item)
+        elif field.type in (field.TYPE_INT32, field.TYPE_INT64):
+            setattr(request, key, _whole_number(value, "must be a whole number"))
+        elif field.type == field.TYPE_BYTES:  # a file's contents: logo_png=shop-logo.png
+            setattr(request, key, Path(value).read_bytes())
+        elif field.type == field.TYPE_BOOL:
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"must be true or false, got {value!r}")
+            setattr(request, key, value.lower() == "true")
+        else:
+            setattr(request, key, value)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+"""`txswitch admin` refuses a bad key=value argument by name before it calls the switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from switch import cli
+
+
+@pytest.mark.parametrize(
+    ("action", "argument", "problem"),
+    [
+        ("issue-card", "initial_load=abc", "initial_load: must be a whole number of cents, such as 2500"),
+        ("issue-card", "initial_load=5.00", "initial_load: must be a whole number of cents"),
+        ("issue-card", "initial_load=99999999999999999999999", "initial_load: Value out of range"),
+        ("issue-card", "currency=USD", "currency: unknown argument of IssueCardRequest"),
+        ("join-programme", "commission_basis_points=2.5%", "commission_basis_points: must be a whole number"),
+        ("join-programme", "commission_basis_points=" + "9" * 11, "commission_basis_points: Value out"),
+        ("create-programme", "kind=voucher", "kind: must be gift or benefit, got 'voucher'"),
+        ("update-employee", "active=maybe", "active: must be true or false, got 'maybe'"),
+        ("issue-card", "programme_id", "argument 'programme_id' is not key=value"),
+    ],
+)
+def test_a_bad_argument_is_refused_by_name(
+    action: str, argument: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No switch listens on the target: the argument is refused before any call is made.
+    assert cli.main(["admin", "--data-dir", str(tmp_path), "--target", "127.0.0.1:9", action, argument]) == 2
+    printed = capsys.readouterr().err
+    assert printed.startswith(f"txswitch admin {action}: {problem}")
+    assert "invalid literal" not in printed
