@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= var
 
-.PHONY: install run test lint typecheck unit proto bench sim profile clean
+.PHONY: install run test lint typecheck unit proto bench sweep sim profile clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m terminal_sim.bench
+
+sweep: $(STAMP)
+	$(BIN)/python -m terminal_sim.sweep
 
 profile: $(STAMP)
 	$(BIN)/python -m terminal_sim.profile

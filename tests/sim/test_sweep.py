@@ -1,0 +1,62 @@
+"""terminal_sim.sweep: the shares it runs, the share it reports, and one short sweep of a real switch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from terminal_sim import sweep
+from terminal_sim.sweep import SweepPoint
+
+
+def point(share: float, p99_ms: float, audit_clean: bool = True) -> SweepPoint:
+    return SweepPoint(share, share * 1_000, share * 1_300, 2.0, p99_ms, p99_ms * 2, 0, audit_clean)
+
+
+def test_shares_are_run_lowest_first_once_each() -> None:
+    assert sweep.parse_shares("0.5, 0.1,0.3,0.1") == [0.1, 0.3, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "--shares is empty"),
+        ("0.1,half", "--shares must be numbers separated by commas, got '0.1,half'"),
+        ("0,0.5", "--shares must each be above 0 and at most 1.5, got '0,0.5'"),
+        ("0.5,2", "--shares must each be above 0 and at most 1.5, got '0.5,2'"),
+    ],
+)
+def test_bad_shares_are_refused_by_name(text: str, problem: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        sweep.parse_shares(text)
+    assert str(refused.value) == problem
+
+
+def test_the_highest_share_within_the_bound_stops_at_the_first_share_past_it() -> None:
+    points = [point(0.1, 9.0), point(0.2, 14.9), point(0.3, 15.1), point(0.4, 12.0)]
+    assert sweep.highest_share_within(points, 15.0) == 0.2  # 0.4 came in under it again, by luck
+    assert sweep.highest_share_within(points, 20.0) == 0.4
+    assert sweep.highest_share_within(points, 5.0) == 0.0
+
+
+def test_a_share_whose_audit_failed_is_not_within_the_bound() -> None:
+    points = [point(0.1, 3.0), point(0.2, 4.0, audit_clean=False), point(0.3, 5.0)]
+    assert sweep.highest_share_within(points, 15.0) == 0.1
+
+
+def test_a_short_sweep_of_a_real_switch_reports_every_share(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--shares", "0.5,0.2", "--terminals", "4", "--cards", "40", "--duration-s", "1.5"]
+    assert sweep.main([*argv, "--p99-ms", "10000", "--out-dir", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result == json.loads((tmp_path / "sweep.json").read_text())
+    assert result["audits_clean"] is True
+    assert [p["share"] for p in result["points"]] == [0.2, 0.5]
+    for p in result["points"]:
+        assert p["offered_flows_per_s"] == pytest.approx(p["share"] * result["closed_flows_per_s"], abs=0.1)
+        assert p["requests_per_s"] > 0 and 0 < p["p50_ms"] <= p["p99_ms"] <= p["p999_ms"]
+    assert result["highest_share_within"] == 0.5  # every p99 is within 10 s
+    assert (tmp_path / "sweep.png").read_bytes().startswith(b"\x89PNG")
