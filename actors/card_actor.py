@@ -63,6 +63,9 @@ class CardServices:
     today: Callable[[], dt.date]
     commit_wait_s: float
     pins: CardPinServices | None = None
+    # Other nodes write to the same cards: read the card again before each message that finds no
+    # write of this actor in flight (Settings.card_reads_each_message).
+    read_each_message: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +109,13 @@ class CardActor(SwitchActor):
         self._tokens = itertools.count()
         self._pin: CardPin | None = None
         self._pin_loaded = False
+        self._just_read = False
 
     def on_start(self) -> None:
+        self._read_card()
+
+    def _read_card(self) -> None:
+        self._just_read = True  # so the first message does not read the card a second time
         if self._services.pins is None:
             self._card = self._services.store.card_state(self._card_id)
         else:
@@ -132,6 +140,11 @@ class CardActor(SwitchActor):
     def on_receive(self, message: Any) -> Any:
         if self._landed:
             self._apply_landed()
+        if self._services.read_each_message and not self._pending and not self._just_read:
+            # Every write of ours has landed and been applied: the database holds all of it, and
+            # whatever another node did since this actor last read the card.
+            self._read_card()
+        self._just_read = False
         match message:
             case Authorize(command=Redeem() as command):
                 return self._redeem(command, message.terminal, message.fingerprint)

@@ -92,16 +92,21 @@ def _serve(options: argparse.Namespace) -> int:
     from ops.logs import configure_logging, skip_unused_record_fields
     from switch.server import SwitchServer
 
-    configure_logging(options.log_level.upper())
-    skip_unused_record_fields()
-    settings = from_environment(Settings(data_dir=options.data_dir, database_url=options.database_url))
     overrides = {
         "grpc_port": options.grpc_port,
         "metrics_port": options.metrics_port,
         "console_port": options.console_port,
         "console_authorized_keys": options.console_authorized_keys,
     }
-    settings = settings.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = from_environment(Settings(data_dir=options.data_dir, database_url=options.database_url))
+        settings = settings.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
+        settings.check()
+    except ValueError as error:
+        print(f"txswitch serve: {error}", file=sys.stderr)
+        return 2
+    configure_logging(options.log_level.upper())
+    skip_unused_record_fields()
     if options.no_demo:
         settings = settings.with_overrides(demo_data=False)
     stopping = threading.Event()

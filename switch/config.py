@@ -30,6 +30,11 @@ class Settings:
     # Actors
     card_actors_live_max: int = 20_000
     card_actor_idle_s: float = 60.0
+    # Several nodes on one database: "on" makes a card actor read its card again (balance, status,
+    # PIN tries) before each message that finds no write of its own in flight, so what another node
+    # did meanwhile counts here too (a redemption, a block). "auto": on for PostgreSQL, the database
+    # for several nodes; off for SQLite, where one node is the rule and the read would be pure cost.
+    card_reads_each_message: str = "auto"
     terminal_actors_live_max: int = 5_000
     terminal_actor_idle_s: float = 600.0
     terminal_recent_transactions_max: int = 256
@@ -107,6 +112,23 @@ class Settings:
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'txswitch.sqlite'}"
 
+    @property
+    def cards_read_each_message(self) -> bool:
+        """card_reads_each_message resolved; ValueError naming the setting if it is none of its values."""
+        choice = self.card_reads_each_message.lower()
+        if choice == "auto":
+            return self.effective_database_url.startswith("postgresql")
+        if choice not in ("on", "off"):
+            raise ValueError(
+                f"card_reads_each_message ({ENVIRONMENT_PREFIX}CARD_READS_EACH_MESSAGE) must be auto, on "
+                f"or off, got {choice!r}"
+            )
+        return choice == "on"
+
+    def check(self) -> None:
+        """ValueError naming the first setting that holds none of its values."""
+        _ = self.cards_read_each_message
+
     def with_overrides(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
@@ -123,7 +145,11 @@ def from_environment(base: Settings | None = None) -> Settings:
         if raw is None:
             continue
         current = getattr(settings, item.name)
-        changes[item.name] = _parse(raw, current)
+        try:
+            changes[item.name] = _parse(raw, current)
+        except ValueError:
+            kind = "a whole number" if isinstance(current, int) else "a number"
+            raise ValueError(f"{ENVIRONMENT_PREFIX}{item.name.upper()} must be {kind}, got {raw!r}") from None
     return settings.with_overrides(**changes)
 
 

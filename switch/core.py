@@ -114,7 +114,12 @@ class SwitchCore:
         self.card_pin_store = CardPinStore(engine)
         card_pin_services = CardPinServices(self.card_pin_store, settings.card_pin_tries_max, utc_now)
         card_services = CardServices(
-            self.store, self.writer, lambda: utc_now().date(), settings.reply_timeout_s, card_pin_services
+            self.store,
+            self.writer,
+            lambda: utc_now().date(),
+            settings.reply_timeout_s,
+            card_pin_services,
+            read_each_message=settings.cards_read_each_message,
         )
         self.card_actors: ActorRegistry[str] = ActorRegistry(
             "card",

@@ -1,0 +1,132 @@
+"""Two switch nodes on one database: a card used on both is answered from what the database holds.
+
+Each node keeps a card actor per card in use, with the card's balance and status. What the other
+node changed meanwhile (a redemption, a block) must count on this node too: a balance it shows,
+a redemption it decides, a blocked card it refuses.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import backoffice_pb2_grpc as bo_grpc
+from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
+from switch.server import SwitchServer
+from tests.integration.harness import (
+    TerminalClient,
+    World,
+    new_txn,
+    start_world,
+    statements_run,
+    world_fixture,
+)
+
+
+@dataclass
+class TwoNodes:
+    world: World  # node A, with the shop and its terminals
+    node_b: SwitchServer
+    on_a: TerminalClient
+    on_b: TerminalClient  # the same terminal, connected to node B
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TwoNodes]:
+    # PostgreSQL reads each card per message by default; two nodes on one SQLite file must say so.
+    reads = "auto" if request.param == "postgres" else "on"
+    for world in world_fixture(request, tmp_path, card_reads_each_message=reads):
+        database_url = world.server.settings.effective_database_url
+        settings = world.server.settings.with_overrides(
+            data_dir=tmp_path / "node-b", database_url=database_url
+        )
+        node_b = SwitchServer(settings)
+        node_b.start()
+        channel_b = grpc.insecure_channel(node_b.address)
+        try:
+            on_a = world.terminals[0]
+            on_b = TerminalClient(pb_grpc.TerminalStub(channel_b), on_a.credential, on_a.terminal_id)
+            yield TwoNodes(world, node_b, on_a, on_b)
+        finally:
+            channel_b.close()
+            node_b.stop()
+
+
+def redeem(terminal: TerminalClient, card: str, amount_minor: int) -> pb.TransactionResponse:
+    return terminal.redeem(card, amount_minor, txn=new_txn())
+
+
+def test_a_redemption_on_one_node_shows_in_the_balance_and_decisions_of_the_other(nodes: TwoNodes) -> None:
+    card = nodes.world.issue(1_000)
+    assert nodes.on_a.balance(card) == 1_000  # node A's card actor now holds the card
+    assert redeem(nodes.on_b, card, 800).response_code == "00"
+    assert nodes.on_a.balance(card) == 200
+    over = redeem(nodes.on_a, card, 500)
+    assert (over.response_code, over.balance.amount_minor) == ("51", 200)  # not 96 from the ledger
+    assert redeem(nodes.on_a, card, 200).response_code == "00"
+    assert nodes.on_b.balance(card) == 0
+    check = nodes.world.ledger()
+    assert (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches) == (0, 0, 0)
+
+
+def test_a_card_blocked_on_one_node_is_refused_on_the_other(nodes: TwoNodes) -> None:
+    card = nodes.world.issue(1_000)
+    assert redeem(nodes.on_a, card, 100).response_code == "00"  # node A's card actor holds the card
+    with grpc.insecure_channel(nodes.node_b.address) as channel_b:
+        backoffice_b = bo_grpc.BackofficeStub(channel_b)
+        request = bo.BlockCardRequest(card=pb.CardRef(card_number=card), reason="stolen")
+        assert backoffice_b.BlockCard(request, metadata=nodes.world.admin_metadata).status == "blocked"
+    refused = redeem(nodes.on_a, card, 100)
+    assert (refused.response_code, refused.status) == ("62", "declined")
+    assert nodes.on_a.balance(card) == 900
+
+
+@pytest.fixture(params=["auto", "on"])
+def sqlite_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    world = start_world(tmp_path, "", card_reads_each_message=request.param)
+    try:
+        yield world
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+
+def test_one_node_on_sqlite_answers_a_warm_card_without_reading_it_unless_told(sqlite_node: World) -> None:
+    card = sqlite_node.issue(1_000)
+    terminal = sqlite_node.terminals[0]
+    assert terminal.balance(card) == 1_000  # the card actor starts, reading the card once
+    with statements_run(sqlite_node.server.core.store.engine, containing="FROM cards") as seen:
+        assert terminal.balance(card) == 1_000
+        assert redeem(terminal, card, 100).response_code == "00"
+    reads = sqlite_node.server.settings.card_reads_each_message
+    assert len(seen) == {"auto": 0, "on": 2}[reads]
+
+
+def test_redemptions_racing_on_both_nodes_never_spend_a_card_twice(nodes: TwoNodes) -> None:
+    card = nodes.world.issue(1_000)
+    terminals = [nodes.on_a, nodes.on_b] * 12  # 24 redemptions of 1.00 against 10.00, at once
+    together = threading.Barrier(len(terminals))
+
+    def race(terminal: TerminalClient) -> pb.TransactionResponse:
+        together.wait()
+        return redeem(terminal, card, 100)
+
+    with ThreadPoolExecutor(len(terminals)) as pool:
+        answers = list(pool.map(race, terminals))
+    approved = [answer for answer in answers if answer.response_code == "00"]
+    # A node whose actor had writes in flight decides on what it knew; the ledger refuses the rest.
+    assert {answer.response_code for answer in answers} <= {"00", "51", "96"}
+    assert 0 < len(approved) <= 10
+    remaining = 1_000 - 100 * len(approved)
+    assert nodes.on_a.balance(card) == remaining
+    assert nodes.on_b.balance(card) == remaining
+    check = nodes.world.ledger()
+    assert (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches) == (0, 0, 0)
