@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,9 +64,9 @@ class CardServices:
     today: Callable[[], dt.date]
     commit_wait_s: float
     pins: CardPinServices | None = None
-    # Other nodes write to the same cards: read the card again before each message that finds no
-    # write of this actor in flight (Settings.card_reads_each_message).
-    read_each_message: bool = False
+    # Other nodes write to the same cards: a copy of the card older than this is read again before a
+    # message that finds no write of this actor in flight; None: never (Settings.card_max_age_s).
+    max_age_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +111,23 @@ class CardActor(SwitchActor):
         self._pin: CardPin | None = None
         self._pin_loaded = False
         self._just_read = False
+        self._read_at_s = 0.0
 
     def on_start(self) -> None:
         self._read_card()
 
+    def _copy_outdated(self) -> bool:
+        """Other nodes share the card, this copy is older than they may make it, and every write of
+        this actor has landed and been applied: the database holds all of it, and whatever another
+        node did since the copy was read."""
+        max_age_s = self._services.max_age_s
+        if max_age_s is None or self._pending or self._just_read:
+            return False
+        return time.monotonic() - self._read_at_s > max_age_s
+
     def _read_card(self) -> None:
         self._just_read = True  # so the first message does not read the card a second time
+        self._read_at_s = time.monotonic()
         if self._services.pins is None:
             self._card = self._services.store.card_state(self._card_id)
         else:
@@ -140,9 +152,7 @@ class CardActor(SwitchActor):
     def on_receive(self, message: Any) -> Any:
         if self._landed:
             self._apply_landed()
-        if self._services.read_each_message and not self._pending and not self._just_read:
-            # Every write of ours has landed and been applied: the database holds all of it, and
-            # whatever another node did since this actor last read the card.
+        if self._copy_outdated():
             self._read_card()
         self._just_read = False
         match message:

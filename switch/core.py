@@ -119,7 +119,7 @@ class SwitchCore:
             lambda: utc_now().date(),
             settings.reply_timeout_s,
             card_pin_services,
-            read_each_message=settings.cards_read_each_message,
+            max_age_s=settings.card_max_age_s,
         )
         self.card_actors: ActorRegistry[str] = ActorRegistry(
             "card",

@@ -1,15 +1,18 @@
 """Two switch nodes on one database: a card used on both is answered from what the database holds.
 
 Each node keeps a card actor per card in use, with the card's balance and status. What the other
-node changed meanwhile (a redemption, a block) must count on this node too: a balance it shows,
-a redemption it decides, a blocked card it refuses.
+node changed meanwhile (a redemption, a block) must count on this node too, once the copy is older
+than the nodes allow (shared_card_max_age_s; 0 here): a balance it shows, a redemption it decides, a
+blocked card it refuses. Whatever the copies say, the ledger never spends a card twice.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +44,10 @@ class TwoNodes:
 
 @pytest.fixture(params=["postgres", "sqlite"])
 def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TwoNodes]:
-    # PostgreSQL reads each card per message by default; two nodes on one SQLite file must say so.
-    reads = "auto" if request.param == "postgres" else "on"
-    for world in world_fixture(request, tmp_path, card_reads_each_message=reads):
+    # PostgreSQL shares cards by default; two nodes on one SQLite file must say so. A copy of a card
+    # may be 1 s old by default; here none may be, so what one node did counts on the other at once.
+    shared = "auto" if request.param == "postgres" else "yes"
+    for world in world_fixture(request, tmp_path, cards_shared_by_nodes=shared, shared_card_max_age_s=0.0):
         database_url = world.server.settings.effective_database_url
         settings = world.server.settings.with_overrides(
             data_dir=tmp_path / "node-b", database_url=database_url
@@ -89,9 +93,9 @@ def test_a_card_blocked_on_one_node_is_refused_on_the_other(nodes: TwoNodes) -> 
     assert nodes.on_a.balance(card) == 900
 
 
-@pytest.fixture(params=["auto", "on"])
-def sqlite_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    world = start_world(tmp_path, "", card_reads_each_message=request.param)
+@contextmanager
+def sqlite_node(tmp_path: Path, shared: str, max_age_s: float) -> Iterator[World]:
+    world = start_world(tmp_path, "", cards_shared_by_nodes=shared, shared_card_max_age_s=max_age_s)
     try:
         yield world
     finally:
@@ -99,15 +103,27 @@ def sqlite_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Worl
         world.server.stop()
 
 
-def test_one_node_on_sqlite_answers_a_warm_card_without_reading_it_unless_told(sqlite_node: World) -> None:
-    card = sqlite_node.issue(1_000)
-    terminal = sqlite_node.terminals[0]
-    assert terminal.balance(card) == 1_000  # the card actor starts, reading the card once
-    with statements_run(sqlite_node.server.core.store.engine, containing="FROM cards") as seen:
-        assert terminal.balance(card) == 1_000
-        assert redeem(terminal, card, 100).response_code == "00"
-    reads = sqlite_node.server.settings.card_reads_each_message
-    assert len(seen) == {"auto": 0, "on": 2}[reads]
+@pytest.mark.parametrize(
+    ("shared", "max_age_s", "pause_s", "reads"),
+    [
+        ("auto", 0.0, 0.0, 0),  # one node on SQLite: a card is read when its actor starts, only
+        ("yes", 0.0, 0.0, 2),  # before each message
+        ("yes", 30.0, 0.0, 0),  # the copy is young enough
+        ("yes", 0.05, 0.1, 1),  # older than allowed by the time of the first message; then young
+    ],
+)
+def test_a_card_actor_reads_its_card_again_only_when_shared_and_its_copy_is_too_old(
+    tmp_path: Path, shared: str, max_age_s: float, pause_s: float, reads: int
+) -> None:
+    with sqlite_node(tmp_path, shared, max_age_s) as world:
+        card = world.issue(1_000)
+        terminal = world.terminals[0]
+        assert terminal.balance(card) == 1_000  # the card actor starts, reading the card once
+        time.sleep(pause_s)
+        with statements_run(world.server.core.store.engine, containing="FROM cards") as seen:
+            assert terminal.balance(card) == 1_000
+            assert redeem(terminal, card, 100).response_code == "00"
+        assert len(seen) == reads
 
 
 def test_redemptions_racing_on_both_nodes_never_spend_a_card_twice(nodes: TwoNodes) -> None:

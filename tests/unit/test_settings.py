@@ -11,27 +11,37 @@ from switch.config import Settings, from_environment
 
 
 @pytest.mark.parametrize(
-    ("reads", "database", "expected"),
+    ("shared", "database", "max_age_s"),
     [
-        ("auto", "postgresql://h/db", True),
-        ("auto", "", False),
-        ("on", "", True),
-        ("OFF", "postgresql://h/db", False),
+        ("auto", "postgresql://h/db", 1.0),
+        ("auto", "", None),
+        ("yes", "", 1.0),
+        ("NO", "postgresql://h/db", None),
     ],
 )
-def test_cards_are_read_each_message_on_postgres_unless_told(
-    reads: str, database: str, expected: bool
+def test_cards_are_shared_by_nodes_on_postgres_unless_told(
+    shared: str, database: str, max_age_s: float | None
 ) -> None:
-    settings = Settings(database_url=database, card_reads_each_message=reads)
-    assert settings.cards_read_each_message is expected
+    assert Settings(database_url=database, cards_shared_by_nodes=shared).card_max_age_s == max_age_s
 
 
-def test_an_unknown_choice_is_refused_by_name() -> None:
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {"cards_shared_by_nodes": "always"},
+            "cards_shared_by_nodes (TXSWITCH_CARDS_SHARED_BY_NODES) must be auto, yes or no, got 'always'",
+        ),
+        (
+            {"cards_shared_by_nodes": "yes", "shared_card_max_age_s": -1.0},
+            "shared_card_max_age_s (TXSWITCH_SHARED_CARD_MAX_AGE_S) must be 0 or more, got -1.0",
+        ),
+    ],
+)
+def test_a_value_a_setting_cannot_take_is_refused_by_name(changes: dict[str, object], problem: str) -> None:
     with pytest.raises(ValueError) as refused:
-        _ = Settings(card_reads_each_message="always").cards_read_each_message
-    assert str(refused.value) == (
-        "card_reads_each_message (TXSWITCH_CARD_READS_EACH_MESSAGE) must be auto, on or off, got 'always'"
-    )
+        Settings().with_overrides(**changes).check()
+    assert str(refused.value) == problem
 
 
 @pytest.mark.parametrize(
@@ -53,7 +63,7 @@ def test_a_variable_that_is_not_a_number_is_refused_by_name(
 def test_serve_with_a_bad_setting_says_which_and_starts_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("TXSWITCH_CARD_READS_EACH_MESSAGE", "always")
+    monkeypatch.setenv("TXSWITCH_CARDS_SHARED_BY_NODES", "always")
     assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0"]) == 2
-    assert "TXSWITCH_CARD_READS_EACH_MESSAGE) must be auto, on or off" in capsys.readouterr().err
+    assert "TXSWITCH_CARDS_SHARED_BY_NODES) must be auto, yes or no" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
