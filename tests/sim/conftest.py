@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -71,3 +72,15 @@ def slow_server() -> Iterator[LoopbackServer]:
 def running_switch(tmp_path: Path) -> Iterator[SwitchServer]:
     with switch_on_loopback(tmp_path) as server:
         yield server
+
+
+@pytest.fixture
+def collector_restored() -> Iterator[None]:
+    """compare.main and sweep.main quiet this process's garbage collector, as a simulator run does
+    (frozen, with high thresholds); undone after, so later tests see Python's own."""
+    before = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,17 +56,6 @@ def test_a_directory_that_is_not_a_tree_is_refused(
         compare.main(["--before", str(tmp_path), "--after", str(ROOT)])
     assert refused.value.code == 2
     assert "--before" in capsys.readouterr().err
-
-
-@pytest.fixture
-def collector_restored() -> Iterator[None]:
-    """compare.main quiets this process's garbage collector, as a simulator run does; undone after."""
-    before = gc.get_threshold()
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
 
 
 @pytest.mark.usefixtures("collector_restored")

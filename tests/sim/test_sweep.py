@@ -46,6 +46,7 @@ def test_a_share_whose_audit_failed_is_not_within_the_bound() -> None:
     assert sweep.highest_share_within(points, 15.0) == 0.1
 
 
+@pytest.mark.usefixtures("collector_restored")
 def test_a_short_sweep_of_a_real_switch_reports_every_share(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
