@@ -115,7 +115,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._programmes: dict[str, Programme] = {}
-        self._memberships: dict[tuple[str, str], bool] = {}
+        self._memberships: set[tuple[str, str]] = set()  # (merchant, programme) known to be members
         self._lock = threading.Lock()
 
     # Programmes and cards
@@ -147,10 +147,11 @@ class Store:
         return programme
 
     def merchant_accepts(self, merchant_id: str, programme_id: str) -> bool:
+        """Whether the merchant takes the programme's cards. Only a yes is remembered: a membership
+        is never taken back, and one made since (on another node too) must count at once."""
         key = (merchant_id, programme_id)
-        cached = self._memberships.get(key)
-        if cached is not None:
-            return cached
+        if key in self._memberships:
+            return True
         with self.engine.connect() as conn:
             found = conn.execute(
                 select(merchant_programmes.c.merchant_id).where(
@@ -158,8 +159,9 @@ class Store:
                     merchant_programmes.c.programme_id == programme_id,
                 )
             ).first()
-        with self._lock:
-            self._memberships[key] = found is not None
+        if found is not None:
+            with self._lock:
+                self._memberships.add(key)
         return found is not None
 
     def memberships_without_payable(self) -> list[tuple[str, str]]:
@@ -171,10 +173,6 @@ class Store:
             ).all()
             present = set(conn.execute(select(accounts.c.account_id)).scalars())
         return [(m, p) for m, p in members if merchant_payable_account(m, p) not in present]
-
-    def forget_membership(self, merchant_id: str, programme_id: str) -> None:
-        with self._lock:
-            self._memberships.pop((merchant_id, programme_id), None)
 
     def merchant_name(self, merchant_id: str) -> str | None:
         """The merchant's name; None if there is no such merchant."""

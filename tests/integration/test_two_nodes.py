@@ -146,3 +146,14 @@ def test_redemptions_racing_on_both_nodes_never_spend_a_card_twice(nodes: TwoNod
     assert nodes.on_b.balance(card) == remaining
     check = nodes.world.ledger()
     assert (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches) == (0, 0, 0)
+
+
+def test_a_programme_the_merchant_joined_on_one_node_is_accepted_on_the_other(nodes: TwoNodes) -> None:
+    world = nodes.world
+    card = world.issue(1_000, programme=world.foreign_programme)  # the shop does not take it yet
+    refused = redeem(nodes.on_a, card, 100)
+    assert refused.response_code == "58", refused.message
+    with grpc.insecure_channel(nodes.node_b.address) as channel_b:
+        join = bo.JoinProgrammeRequest(merchant_id=world.merchant_id, programme_id=world.foreign_programme)
+        bo_grpc.BackofficeStub(channel_b).JoinProgramme(join, metadata=world.admin_metadata)
+    assert redeem(nodes.on_a, card, 100).response_code == "00"  # node A had remembered the refusal
