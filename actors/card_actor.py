@@ -65,7 +65,7 @@ class CardServices:
     commit_wait_s: float
     pins: CardPinServices | None = None
     # Other nodes write to the same cards: a copy of the card older than this is read again before a
-    # message that finds no write of this actor in flight; None: never (Settings.card_max_age_s).
+    # message that finds no write of this actor in flight; None: never (Settings.copy_max_age_s).
     max_age_s: float | None = None
 
 

@@ -30,13 +30,14 @@ class Settings:
     # Actors
     card_actors_live_max: int = 20_000
     card_actor_idle_s: float = 60.0
-    # Several nodes on one database: a card actor's copy of its card (balance, status, PIN tries) older
-    # than shared_card_max_age_s is read again before a message that finds no write of the actor's
-    # own in flight, so what another node did (a redemption, a block) counts here within that time;
-    # 0: before every such message. "auto": yes on PostgreSQL, the database for several nodes; no on
-    # SQLite, where one node is the rule and a card is read only when its actor starts.
-    cards_shared_by_nodes: str = "auto"
-    shared_card_max_age_s: float = 1.0
+    # Several nodes on one database: a copy this node keeps of what another node may change is read
+    # again once older than shared_copy_max_age_s, so what the other node did counts here within
+    # that time: a card actor's card (balance, status, PIN tries; before a message that finds no
+    # write of the actor's own in flight) and a terminal's credential and state (a deactivation).
+    # 0: before every use. "auto": yes on PostgreSQL, the database for several nodes; no on SQLite,
+    # where one node is the rule and a copy lasts until this node changes what it copies.
+    several_nodes: str = "auto"
+    shared_copy_max_age_s: float = 1.0
     terminal_actors_live_max: int = 5_000
     terminal_actor_idle_s: float = 600.0
     terminal_recent_transactions_max: int = 256
@@ -115,26 +116,25 @@ class Settings:
         return self.database_url or f"sqlite:///{self.data_dir / 'txswitch.sqlite'}"
 
     @property
-    def card_max_age_s(self) -> float | None:
+    def copy_max_age_s(self) -> float | None:
         """How old a card actor's copy of its card may be; None: as old as the actor (one node).
-        ValueError naming the setting if cards_shared_by_nodes is none of its values."""
-        choice = self.cards_shared_by_nodes.lower()
+        ValueError naming the setting if several_nodes is none of its values."""
+        choice = self.several_nodes.lower()
         if choice not in ("auto", "yes", "no"):
             raise ValueError(
-                f"cards_shared_by_nodes ({ENVIRONMENT_PREFIX}CARDS_SHARED_BY_NODES) must be auto, yes or "
-                f"no, got {choice!r}"
+                f"several_nodes ({ENVIRONMENT_PREFIX}SEVERAL_NODES) must be auto, yes or no, got {choice!r}"
             )
-        if self.shared_card_max_age_s < 0:
+        if self.shared_copy_max_age_s < 0:
             raise ValueError(
-                f"shared_card_max_age_s ({ENVIRONMENT_PREFIX}SHARED_CARD_MAX_AGE_S) must be 0 or more, "
-                f"got {self.shared_card_max_age_s}"
+                f"shared_copy_max_age_s ({ENVIRONMENT_PREFIX}SHARED_COPY_MAX_AGE_S) must be 0 or more, "
+                f"got {self.shared_copy_max_age_s}"
             )
         shared = self.effective_database_url.startswith("postgresql") if choice == "auto" else choice == "yes"
-        return self.shared_card_max_age_s if shared else None
+        return self.shared_copy_max_age_s if shared else None
 
     def check(self) -> None:
         """ValueError naming the first setting that holds none of its values."""
-        _ = self.card_max_age_s
+        _ = self.copy_max_age_s
 
     def with_overrides(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

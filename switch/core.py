@@ -96,7 +96,7 @@ class SwitchCore:
             write=self.write_now,
         )
         self.location_changes = LocationChanges(engine, utc_now)
-        self.terminals = TerminalDirectory(self.store)
+        self.terminals = TerminalDirectory(self.store, settings.copy_max_age_s)
         self.writer = JournalWriter(
             engine,
             batch_writes_max=settings.journal_batch_writes_max,
@@ -119,7 +119,7 @@ class SwitchCore:
             lambda: utc_now().date(),
             settings.reply_timeout_s,
             card_pin_services,
-            max_age_s=settings.card_max_age_s,
+            max_age_s=settings.copy_max_age_s,
         )
         self.card_actors: ActorRegistry[str] = ActorRegistry(
             "card",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import threading
+import time
 from dataclasses import dataclass
 
 from switch import credentials
@@ -16,11 +17,20 @@ CARD_CACHE_MAX = 200_000
 class _TerminalAuth:
     credential_hash: str
     active: bool
+    read_at_s: float  # time.monotonic() of the read
 
 
 class TerminalDirectory:
-    def __init__(self, store: Store) -> None:
+    """Terminal credential -> terminal id, with the terminal's credential hash and state cached.
+
+    This node forgets a terminal it activates or deactivates. Another node on the same database
+    may do either (a stolen terminal deactivated there): with max_age_s set (Settings.copy_max_age_s),
+    a cached terminal is read again once older than that; None: kept until this node forgets it.
+    """
+
+    def __init__(self, store: Store, max_age_s: float | None = None) -> None:
         self._store = store
+        self._max_age_s = max_age_s
         self._cache: dict[str, _TerminalAuth] = {}
         self._lock = threading.Lock()
 
@@ -28,11 +38,11 @@ class TerminalDirectory:
         """(terminal id, "") when valid, else (None, why)."""
         terminal_id = credentials.terminal_id_of(credential)
         auth = self._cache.get(terminal_id)
-        if auth is None:
+        if auth is None or self._outdated(auth):
             info = self._store.terminal(terminal_id)
             if info is None:
                 return None, "unknown terminal credential"
-            auth = _TerminalAuth(info.credential_hash, info.active)
+            auth = _TerminalAuth(info.credential_hash, info.active, time.monotonic())
             with self._lock:
                 self._cache[terminal_id] = auth
         if not hmac.compare_digest(auth.credential_hash, credentials.credential_hash(credential)):
@@ -40,6 +50,9 @@ class TerminalDirectory:
         if not auth.active:
             return None, f"terminal {terminal_id} is deactivated"
         return terminal_id, ""
+
+    def _outdated(self, auth: _TerminalAuth) -> bool:
+        return self._max_age_s is not None and time.monotonic() - auth.read_at_s > self._max_age_s
 
     def forget(self, terminal_id: str) -> None:
         with self._lock:

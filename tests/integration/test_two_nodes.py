@@ -2,7 +2,7 @@
 
 Each node keeps a card actor per card in use, with the card's balance and status. What the other
 node changed meanwhile (a redemption, a block) must count on this node too, once the copy is older
-than the nodes allow (shared_card_max_age_s; 0 here): a balance it shows, a redemption it decides, a
+than the nodes allow (shared_copy_max_age_s; 0 here): a balance it shows, a redemption it decides, a
 blocked card it refuses. Whatever the copies say, the ledger never spends a card twice.
 """
 
@@ -47,7 +47,7 @@ def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TwoNodes]:
     # PostgreSQL shares cards by default; two nodes on one SQLite file must say so. A copy of a card
     # may be 1 s old by default; here none may be, so what one node did counts on the other at once.
     shared = "auto" if request.param == "postgres" else "yes"
-    for world in world_fixture(request, tmp_path, cards_shared_by_nodes=shared, shared_card_max_age_s=0.0):
+    for world in world_fixture(request, tmp_path, several_nodes=shared, shared_copy_max_age_s=0.0):
         database_url = world.server.settings.effective_database_url
         settings = world.server.settings.with_overrides(
             data_dir=tmp_path / "node-b", database_url=database_url
@@ -95,7 +95,7 @@ def test_a_card_blocked_on_one_node_is_refused_on_the_other(nodes: TwoNodes) -> 
 
 @contextmanager
 def sqlite_node(tmp_path: Path, shared: str, max_age_s: float) -> Iterator[World]:
-    world = start_world(tmp_path, "", cards_shared_by_nodes=shared, shared_card_max_age_s=max_age_s)
+    world = start_world(tmp_path, "", several_nodes=shared, shared_copy_max_age_s=max_age_s)
     try:
         yield world
     finally:
@@ -157,3 +157,15 @@ def test_a_programme_the_merchant_joined_on_one_node_is_accepted_on_the_other(no
         join = bo.JoinProgrammeRequest(merchant_id=world.merchant_id, programme_id=world.foreign_programme)
         bo_grpc.BackofficeStub(channel_b).JoinProgramme(join, metadata=world.admin_metadata)
     assert redeem(nodes.on_a, card, 100).response_code == "00"  # node A had remembered the refusal
+
+
+def test_a_terminal_deactivated_on_one_node_is_refused_on_the_other(nodes: TwoNodes) -> None:
+    card = nodes.world.issue(1_000)
+    assert nodes.on_a.balance(card) == 1_000  # node A has the terminal's credential in its directory
+    with grpc.insecure_channel(nodes.node_b.address) as channel_b:
+        request = bo.TerminalRequest(terminal_id=nodes.on_a.terminal_id)
+        bo_grpc.BackofficeStub(channel_b).DeactivateTerminal(request, metadata=nodes.world.admin_metadata)
+    with pytest.raises(grpc.RpcError) as refused:
+        nodes.on_a.balance(card)
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert refused.value.details() == f"terminal {nodes.on_a.terminal_id} is deactivated"

@@ -22,19 +22,19 @@ from switch.config import Settings, from_environment
 def test_cards_are_shared_by_nodes_on_postgres_unless_told(
     shared: str, database: str, max_age_s: float | None
 ) -> None:
-    assert Settings(database_url=database, cards_shared_by_nodes=shared).card_max_age_s == max_age_s
+    assert Settings(database_url=database, several_nodes=shared).copy_max_age_s == max_age_s
 
 
 @pytest.mark.parametrize(
     ("changes", "problem"),
     [
         (
-            {"cards_shared_by_nodes": "always"},
-            "cards_shared_by_nodes (TXSWITCH_CARDS_SHARED_BY_NODES) must be auto, yes or no, got 'always'",
+            {"several_nodes": "always"},
+            "several_nodes (TXSWITCH_SEVERAL_NODES) must be auto, yes or no, got 'always'",
         ),
         (
-            {"cards_shared_by_nodes": "yes", "shared_card_max_age_s": -1.0},
-            "shared_card_max_age_s (TXSWITCH_SHARED_CARD_MAX_AGE_S) must be 0 or more, got -1.0",
+            {"several_nodes": "yes", "shared_copy_max_age_s": -1.0},
+            "shared_copy_max_age_s (TXSWITCH_SHARED_COPY_MAX_AGE_S) must be 0 or more, got -1.0",
         ),
     ],
 )
@@ -63,7 +63,7 @@ def test_a_variable_that_is_not_a_number_is_refused_by_name(
 def test_serve_with_a_bad_setting_says_which_and_starts_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("TXSWITCH_CARDS_SHARED_BY_NODES", "always")
+    monkeypatch.setenv("TXSWITCH_SEVERAL_NODES", "always")
     assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0"]) == 2
-    assert "TXSWITCH_CARDS_SHARED_BY_NODES) must be auto, yes or no" in capsys.readouterr().err
+    assert "TXSWITCH_SEVERAL_NODES) must be auto, yes or no" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
