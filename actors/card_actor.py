@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.base import SwitchActor
+from actors.card_copies import CardCopies, CardCopy
 from actors.journal_writer import JournalWriter
 from actors.messages import (
     AdjustOriginal,
@@ -67,6 +68,9 @@ class CardServices:
     # Other nodes write to the same cards: a copy of the card older than this is read again before a
     # message that finds no write of this actor in flight; None: never (Settings.copy_max_age_s).
     max_age_s: float | None = None
+    # One node: what a stopping actor knew, for its successor, and the cards this node issued
+    # (actors/card_copies.py); None where other nodes share the cards.
+    copies: CardCopies | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +116,16 @@ class CardActor(SwitchActor):
         self._pin_loaded = False
         self._just_read = False
         self._read_at_s = 0.0
+        self._generation = 0  # in the card copies, when the node keeps them
 
     def on_start(self) -> None:
+        copies = self._services.copies
+        if copies is not None:
+            self._generation, copy = copies.start(self._card_id)
+            if copy is not None:
+                self._card, self._pin = copy.state, copy.pin
+                self._pin_loaded = True
+                return
         self._read_card()
 
     def _copy_outdated(self) -> bool:
@@ -139,6 +151,12 @@ class CardActor(SwitchActor):
         for reply in list(self._pending_replies.values()):
             with contextlib.suppress(TimeoutError):
                 reply.wait(self._services.commit_wait_s)
+        copies = self._services.copies
+        if copies is None or self._card is None:
+            return
+        self._apply_landed()
+        if not self._pending:  # every write of ours applied: the database holds what we hold
+            copies.leave(self._card_id, self._generation, CardCopy(self.card, self._pin))
 
     @property
     def card(self) -> CardState:

@@ -15,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 
 from switch import credentials
 from switch.domain import ledger
-from switch.domain.cards import make_card_number, mask, qr_payload
+from switch.domain.card_rules import CardState
+from switch.domain.cards import CardStatus, make_card_number, mask, qr_payload
 from switch.domain.employees import (
     OWNER,
     PASSWORD_LENGTH_MIN,
@@ -135,7 +136,7 @@ class Admin:
         store: Store,
         card_hash_key: bytes,
         passwords: MerchantPasswords | None = None,
-        on_card_issued: Callable[[str, str], None] | None = None,
+        on_card_issued: Callable[[str, CardState], None] | None = None,
         write: Callable[[Write], WriteResult] | None = None,
     ) -> None:
         self._store = store
@@ -144,7 +145,7 @@ class Admin:
         # Card issues go through the switch's journal writer when there is one: it is the one writer
         # the payments' commits wait on. Without one (tools, tests), each commits on its own.
         self._write = write or functools.partial(commit_alone, store.engine)
-        # (card hash, card id) of each card issued here, once its row is committed.
+        # (card hash, card state) of each card issued here, as committed with its first load.
         self._on_card_issued = on_card_issued
         # Activation checks the merchant's password like the portal: one lockout for both.
         self._passwords = passwords or MerchantPasswords(store.engine, SignInLockout(5, 900, 2), _utc_now)
@@ -478,7 +479,10 @@ class Admin:
             result = self._write(Write(entry=entry, card_issue=issue))
             if result.ok:
                 if self._on_card_issued is not None:
-                    self._on_card_issued(card_hash, card_id)
+                    state = CardState(
+                        card_id, programme, mask(number), CardStatus.active, expiry, initial_load_minor
+                    )
+                    self._on_card_issued(card_hash, state)
                 return NewCard(card_id, number, qr_payload(number), mask(number))
             if not result.conflict:
                 raise AdminError(f"card not issued: {result.problem}")

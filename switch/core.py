@@ -12,6 +12,7 @@ import pykka
 from sqlalchemy import Engine
 
 from actors.card_actor import CardActor, CardPinServices, CardServices
+from actors.card_copies import CardCopies, CardCopy
 from actors.journal_writer import BatchObserver, FailureObserver, JournalWriter, LostObserver
 from actors.messages import (
     CloseDay,
@@ -88,11 +89,13 @@ class SwitchCore:
         self.receipts = Receipts(settings, self.store, self.report_zone, utc_now, on_receipt)
         self.password_resets = PasswordResets(engine, settings, utc_now)
         self.cards = CardDirectory(self.store, card_hash_key)
+        # One node: a card actor starts from what its predecessor knew, or from the card's issue.
+        self.card_copies = CardCopies() if settings.copy_max_age_s is None else None
         self.admin = Admin(
             self.store,
             card_hash_key,
             self.passwords,
-            on_card_issued=self.cards.remember,
+            on_card_issued=self._card_issued,
             write=self.write_now,
         )
         self.location_changes = LocationChanges(engine, utc_now)
@@ -120,6 +123,7 @@ class SwitchCore:
             settings.reply_timeout_s,
             card_pin_services,
             max_age_s=settings.copy_max_age_s,
+            copies=self.card_copies,
         )
         self.card_actors: ActorRegistry[str] = ActorRegistry(
             "card",
@@ -241,6 +245,11 @@ class SwitchCore:
         state: CardState = self.card_actors.ask(card_id, SetCardPin(pvv, pvv_key_id), self._long_ask_s)
         return state
 
+    def _card_issued(self, card_hash: str, state: CardState) -> None:
+        self.cards.remember(card_hash, state.card_id)
+        if self.card_copies is not None:
+            self.card_copies.issued(state.card_id, CardCopy(state, None))  # a new card has no PIN
+
     def replace_card(self, lost_card_id: str, new_card_id: str, request_id: str, actor: str) -> CardTransfer:
         """Block the lost card at once and move its balance to the new card in one entry."""
         if lost_card_id == new_card_id:
@@ -255,6 +264,8 @@ class SwitchCore:
             self.set_card_status(lost_card_id, CardStatus.lost, "reported lost", actor)
         # The new card's actor must not hold a stale balance while the transfer lands.
         with self.card_actors.exclusive(new_card_id):
+            if self.card_copies is not None:  # the transfer lands around the new card's actors
+                self.card_copies.forget(new_card_id)
             message = TransferOut(new_card_id, f"transfer:{request_id}", actor)
             moved_minor, entry_id = self.card_actors.ask(lost_card_id, message, self._long_ask_s)
         return CardTransfer(self.balance(lost_card_id), self.balance(new_card_id), moved_minor, entry_id)

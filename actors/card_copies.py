@@ -1,0 +1,86 @@
+"""What the last card actor of a card knew when it stopped, so the next one starts without a read.
+
+A card actor starts on the first request for its card, and until now began with a read of the
+card (its row, its account, its PIN): on the event loop's thread for most requests, where the
+read lets go of the interpreter lock and waits to get it back behind the other threads (session
+20 found half the event loop's stalls above 10 ms there). On one node every change to a card goes
+through its actor, so what an actor holds when it stops, with every write of its own landed and
+applied, is what the database holds; and a card this node issues is known from the issue itself.
+
+Only for one node: another node may change a card meanwhile (Settings.copy_max_age_s). A copy is
+taken once, by the next actor to start; each start is a new generation, and only the actor of the
+card's current generation may leave a copy, so an actor that stopped late (its stop timed out and a
+successor started) cannot leave an older one behind. A change made around the actors (the balance
+moved to a replacement card) forgets the copy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from switch.domain.card_rules import CardState
+from switch.store.card_pins import CardPin
+
+COPIES_MAX = 100_000  # cards remembered; the least recently touched are forgotten first
+
+
+@dataclass(frozen=True, slots=True)
+class CardCopy:
+    state: CardState
+    pin: CardPin | None  # the card's PIN, None if it has none
+
+
+@dataclass(slots=True)
+class _Slot:
+    generation: int  # of the actor that started last; 0: none has, since the card was issued
+    copy: CardCopy | None
+
+
+class CardCopies:
+    def __init__(self, size_max: int = COPIES_MAX) -> None:
+        assert size_max > 0
+        self._size_max = size_max
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._generations = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def start(self, card_id: str) -> tuple[int, CardCopy | None]:
+        """A card actor starts: its generation, and the copy its predecessor left, if any (taken)."""
+        with self._lock:
+            generation = next(self._generations)
+            slot = self._slots.pop(card_id, None)
+            self._keep(card_id, _Slot(generation, None))
+        return generation, None if slot is None else slot.copy
+
+    def leave(self, card_id: str, generation: int, copy: CardCopy) -> None:
+        """A card actor of that generation stops, every write of its own applied: its state."""
+        with self._lock:
+            slot = self._slots.get(card_id)
+            if slot is not None and slot.generation == generation:
+                slot.copy = copy
+                self._slots.move_to_end(card_id)
+
+    def issued(self, card_id: str, copy: CardCopy) -> None:
+        """A card this node has just issued, as the issue wrote it."""
+        with self._lock:
+            if card_id not in self._slots:
+                self._keep(card_id, _Slot(0, copy))
+
+    def forget(self, card_id: str) -> None:
+        """The card changed around its actors: the next one reads it."""
+        with self._lock:
+            slot = self._slots.get(card_id)
+            if slot is not None:
+                slot.copy = None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(1 for slot in self._slots.values() if slot.copy is not None)
+
+    def _keep(self, card_id: str, slot: _Slot) -> None:
+        self._slots[card_id] = slot
+        while len(self._slots) > self._size_max:
+            self._slots.popitem(last=False)

@@ -1,0 +1,63 @@
+"""CardCopies: a stopped card actor's state for its successor, taken once, never an older one's."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from actors.card_copies import CardCopies, CardCopy
+from switch.domain.card_rules import CardState
+from switch.domain.cards import CardStatus
+from switch.domain.programmes import Programme, ProgrammeKind
+
+
+def copy(balance_minor: int, card_id: str = "card_1") -> CardCopy:
+    programme = Programme("prg_1", "Gift", ProgrammeKind.gift, "EUR", "600101", 100_000, None, 4, 36)
+    expiry = dt.date(2030, 1, 1)
+    return CardCopy(
+        CardState(card_id, programme, "600101******0001", CardStatus.active, expiry, balance_minor), None
+    )
+
+
+def test_a_copy_left_at_stop_is_taken_by_the_next_start_only() -> None:
+    copies = CardCopies()
+    generation, nothing = copies.start("card_1")
+    assert nothing is None  # never seen: the actor reads the card
+    copies.leave("card_1", generation, copy(700))
+    assert copies.start("card_1")[1] == copy(700)
+    assert copies.start("card_1")[1] is None  # taken
+
+
+def test_an_actor_that_stops_after_its_successor_started_leaves_nothing() -> None:
+    copies = CardCopies()
+    late, _ = copies.start("card_1")
+    successor, _ = copies.start("card_1")  # the first one's stop timed out; a successor started
+    copies.leave("card_1", late, copy(900))  # what the late one knew is older than the successor
+    assert copies.start("card_1")[1] is None
+    copies.leave("card_1", successor, copy(500))  # too late as well: another actor started since
+    assert copies.start("card_1")[1] is None
+
+
+def test_an_issued_card_starts_from_its_issue_unless_an_actor_started_first() -> None:
+    copies = CardCopies()
+    copies.issued("card_1", copy(2_500))
+    assert copies.start("card_1")[1] == copy(2_500)
+    copies.issued("card_1", copy(9_999))  # an actor has started since: its state is the one to keep
+    assert copies.start("card_1")[1] is None
+
+
+def test_a_forgotten_copy_is_not_taken() -> None:
+    copies = CardCopies()
+    generation, _ = copies.start("card_1")
+    copies.leave("card_1", generation, copy(300))
+    copies.forget("card_1")  # the balance moved to it around its actors
+    assert copies.start("card_1")[1] is None
+    assert len(copies) == 0
+
+
+def test_the_least_recently_touched_cards_are_forgotten_first() -> None:
+    copies = CardCopies(size_max=2)
+    for card_id in ("card_1", "card_2", "card_3"):
+        copies.issued(card_id, copy(100, card_id))
+    assert len(copies) == 2
+    assert copies.start("card_1")[1] is None
+    assert copies.start("card_3")[1] == copy(100, "card_3")
