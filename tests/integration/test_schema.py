@@ -52,6 +52,12 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
             engine.dispose()
 
 
+def as_an_older_release_had_it(engine: Engine, *statements: str) -> None:
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+
+
 def test_a_column_added_since_is_created_and_existing_rows_get_its_default(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE employees DROP COLUMN active"))  # as the first release had it
@@ -109,12 +115,14 @@ def test_nodes_starting_together_on_an_older_postgres_database_all_start() -> No
 def test_portal_logins_of_users_are_added_to_an_older_database_with_their_unique_index(
     engine: Engine,
 ) -> None:
-    with engine.begin() as conn:  # as releases before session 8 had them
-        conn.execute(text("DROP INDEX ix_employees_email"))
-        conn.execute(text("ALTER TABLE employees DROP COLUMN email"))
-        conn.execute(text("ALTER TABLE employees DROP COLUMN password_hash"))
-        conn.execute(text("DROP INDEX ix_portal_sessions_employee_id"))
-        conn.execute(text("ALTER TABLE portal_sessions DROP COLUMN employee_id"))
+    as_an_older_release_had_it(  # before session 8
+        engine,
+        "DROP INDEX ix_employees_email",
+        "ALTER TABLE employees DROP COLUMN email",
+        "ALTER TABLE employees DROP COLUMN password_hash",
+        "DROP INDEX ix_portal_sessions_employee_id",
+        "ALTER TABLE portal_sessions DROP COLUMN employee_id",
+    )
     create_schema(engine)
     inspector = inspect(engine)
     assert {"email", "password_hash"} <= {c["name"] for c in inspector.get_columns("employees")}
@@ -144,9 +152,9 @@ def test_portal_logins_of_users_are_added_to_an_older_database_with_their_unique
 def test_the_request_id_that_issued_a_card_is_added_to_an_older_database_as_a_unique_index(
     engine: Engine,
 ) -> None:
-    with engine.begin() as conn:  # as releases before session 20 had them
-        conn.execute(text("DROP INDEX ix_cards_issue_key"))
-        conn.execute(text("ALTER TABLE cards DROP COLUMN issue_key"))
+    as_an_older_release_had_it(  # before session 20
+        engine, "DROP INDEX ix_cards_issue_key", "ALTER TABLE cards DROP COLUMN issue_key"
+    )
     create_schema(engine)
     indexes = {index["name"]: index for index in inspect(engine).get_indexes("cards")}
     assert indexes["ix_cards_issue_key"]["column_names"] == ["issue_key"]
