@@ -70,11 +70,11 @@ class CardCopies:
                 self._keep(card_id, _Slot(0, copy))
 
     def forget(self, card_id: str) -> None:
-        """The card changed around its actors: the next one reads it."""
+        """The card changed around its actors: the next one reads it. A new generation, so an actor
+        whose stop is still under way (it timed out) cannot leave what it knew before the change."""
         with self._lock:
-            slot = self._slots.get(card_id)
-            if slot is not None:
-                slot.copy = None
+            self._slots.pop(card_id, None)
+            self._keep(card_id, _Slot(next(self._generations), None))
 
     def __len__(self) -> int:
         with self._lock:

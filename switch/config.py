@@ -117,8 +117,8 @@ class Settings:
 
     @property
     def copy_max_age_s(self) -> float | None:
-        """How old a card actor's copy of its card may be; None: as old as the actor (one node).
-        ValueError naming the setting if several_nodes is none of its values."""
+        """How old this node's copy of what another node may change (a card, a terminal) may be;
+        None: one node, a copy lasts. ValueError naming the setting that holds none of its values."""
         choice = self.several_nodes.lower()
         if choice not in ("auto", "yes", "no"):
             raise ValueError(

@@ -54,6 +54,14 @@ def test_a_forgotten_copy_is_not_taken() -> None:
     assert len(copies) == 0
 
 
+def test_an_actor_still_stopping_when_its_card_is_changed_around_it_leaves_nothing() -> None:
+    copies = CardCopies()
+    stopping, _ = copies.start("card_1")
+    copies.forget("card_1")  # its stop timed out; the change landed meanwhile
+    copies.leave("card_1", stopping, copy(400))  # what it knew before the change
+    assert copies.start("card_1")[1] is None
+
+
 def test_the_least_recently_touched_cards_are_forgotten_first() -> None:
     copies = CardCopies(size_max=2)
     for card_id in ("card_1", "card_2", "card_3"):
