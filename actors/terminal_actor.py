@@ -107,7 +107,9 @@ class EmployeePins:
             attempt, code = after_attempt(stored.attempt, matches, self._policy, now)
             if attempt != stored.attempt:
                 self._store_try(
-                    EmployeeAttempt(stored.employee_id, attempt.failed_tries, attempt.locked_until)
+                    EmployeeAttempt(
+                        stored.employee_id, attempt.failed_tries, attempt.locked_until, stored.pin_attempts
+                    )
                 )
                 if attempt.locked_until is not None:
                     self.lockouts += 1

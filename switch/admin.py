@@ -362,7 +362,13 @@ class Admin:
             problem = pin_problem(pin)
             if problem:
                 raise AdminError(problem)
-            values.update(pin_hash=credentials.hash_employee_pin(pin), failed_tries=0, locked_until=None)
+            values.update(
+                pin_hash=credentials.hash_employee_pin(pin),
+                failed_tries=0,
+                locked_until=None,
+                # An attempt judged against the old PIN meanwhile (on any node) is then not stored.
+                pin_attempts=employees.c.pin_attempts + 1,
+            )
         if role:
             problem = role_problem(role)
             if problem:

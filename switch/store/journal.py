@@ -119,6 +119,9 @@ class EmployeeAttempt:
     employee_id: str
     failed_tries: int
     locked_until: dt.datetime | None
+    # The employee's stored attempts when the check read its state; the write is refused
+    # (BackstopError) if another attempt was stored since, on another node. None: unconditional.
+    attempts_before: int | None = None
 
 
 @pickled_by_fields
@@ -351,11 +354,19 @@ def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None
 
 
 def _save_attempt(conn: Connection, attempt: EmployeeAttempt) -> None:
-    conn.execute(
-        update(employees)
-        .where(employees.c.employee_id == attempt.employee_id)
-        .values(failed_tries=attempt.failed_tries, locked_until=attempt.locked_until)
+    row = employees.c
+    statement = update(employees).where(row.employee_id == attempt.employee_id)
+    if attempt.attempts_before is not None:
+        statement = statement.where(row.pin_attempts == attempt.attempts_before)
+    saved = conn.execute(
+        statement.values(
+            failed_tries=attempt.failed_tries,
+            locked_until=attempt.locked_until,
+            pin_attempts=row.pin_attempts + 1,
+        )
     )
+    if saved.rowcount == 0 and attempt.attempts_before is not None:
+        raise BackstopError(f"employee {attempt.employee_id}: another PIN attempt was stored meanwhile")
 
 
 def _close_period(conn: Connection, close: PeriodClose) -> int:

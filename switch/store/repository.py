@@ -84,6 +84,7 @@ class EmployeePin:
     pin_hash: str
     attempt: PinAttempt
     active: bool = True
+    pin_attempts: int = 0  # stored so far; the next attempt's write is conditional on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +255,11 @@ class Store:
             return None
         locked_until = as_utc(row.locked_until) if row.locked_until is not None else None
         return EmployeePin(
-            row.employee_id, row.pin_hash, PinAttempt(row.failed_tries, locked_until), bool(row.active)
+            row.employee_id,
+            row.pin_hash,
+            PinAttempt(row.failed_tries, locked_until),
+            bool(row.active),
+            int(row.pin_attempts),
         )
 
     # Day close

@@ -90,6 +90,9 @@ class EmployeeRow(Base):
     pin_hash: Mapped[str] = mapped_column(String(200))  # salted; the PIN itself is never stored
     failed_tries: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # PIN attempts stored so far: each attempt's write counts on the value its check read, so two
+    # nodes judging the same employee at once cannot both count from the same state.
+    pin_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # A deactivated employee's PIN opens nothing (added after the first release: a server default)
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # A user who signs in to the portal (added after the first release: both nullable). The

@@ -335,3 +335,20 @@ def test_a_value_too_long_for_its_column_refuses_only_its_own_write(engine: Engi
     assert not outcome.failed
     assert balances(engine)["card:card_a"] == 900 and balances(engine)["card:card_b"] == 950
     assert count(engine, transactions) == 2
+
+
+def test_an_employee_attempt_counted_from_a_state_stored_over_meanwhile_is_refused(engine: Engine) -> None:
+    add_terminal(engine)  # and its merchant's employee, with no attempt stored yet
+    with engine.begin() as conn:
+        apply_alone(conn, Write(employee_attempt=EmployeeAttempt("emp_1", 1, None, attempts_before=0)), NOW)
+    # Another node had read the same state (no attempt stored) and judged a wrong PIN too.
+    with (
+        pytest.raises(BackstopError, match="another PIN attempt was stored meanwhile"),
+        engine.begin() as conn,
+    ):
+        apply_alone(conn, Write(employee_attempt=EmployeeAttempt("emp_1", 1, None, attempts_before=0)), NOW)
+    with engine.begin() as conn:  # counted from what is stored now: the second wrong try
+        apply_alone(conn, Write(employee_attempt=EmployeeAttempt("emp_1", 2, None, attempts_before=1)), NOW)
+    with engine.connect() as conn:
+        stored = conn.execute(select(employees.c.failed_tries, employees.c.pin_attempts)).one()
+    assert tuple(stored) == (2, 2)

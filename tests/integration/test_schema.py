@@ -68,6 +68,13 @@ def test_a_column_added_since_is_created_and_existing_rows_get_its_default(engin
     create_schema(engine)  # a second start changes nothing
 
 
+def test_the_employees_pin_attempts_are_added_to_an_older_database_at_zero(engine: Engine) -> None:
+    as_an_older_release_had_it(engine, "ALTER TABLE employees DROP COLUMN pin_attempts")  # before session 20
+    create_schema(engine)
+    with engine.connect() as conn:
+        assert conn.execute(select(employees.c.employee_id, employees.c.pin_attempts)).all() == [("emp_1", 0)]
+
+
 def test_a_missing_column_without_a_default_is_refused_by_name(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE employees DROP COLUMN role"))

@@ -169,3 +169,25 @@ def test_a_terminal_deactivated_on_one_node_is_refused_on_the_other(nodes: TwoNo
         nodes.on_a.balance(card)
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert refused.value.details() == f"terminal {nodes.on_a.terminal_id} is deactivated"
+
+
+def test_wrong_employee_pins_racing_on_both_nodes_get_no_more_verdicts_than_the_tries_allowed(
+    nodes: TwoNodes,
+) -> None:
+    card = nodes.world.issue(1_000)
+    original = redeem(nodes.on_a, card, 500)
+    terminals = [nodes.on_a, nodes.on_b] * 6  # 12 wrong PINs at once; 3 tries lock the employee
+
+    def wrong_pin(terminal: TerminalClient) -> str:
+        together.wait()
+        return terminal.refund(original.transaction_id, 100, pin="0000").response_code
+
+    together = threading.Barrier(len(terminals))
+    with ThreadPoolExecutor(len(terminals)) as pool:
+        codes = list(pool.map(wrong_pin, terminals))
+    # Each node judges the employee's tries one at a time; across the nodes, an attempt counted from
+    # a state the other node stored over meanwhile is not stored, and not judged (96: send it again).
+    assert set(codes) <= {"55", "75", "96"}
+    assert codes.count("55") <= 2  # the third wrong try locks: never more than two plain refusals
+    assert "75" in codes
+    assert nodes.on_b.refund(original.transaction_id, 100).response_code == "75"  # locked on both
