@@ -97,9 +97,11 @@ def test_an_asked_rename_waits_for_the_operator_then_terminals_and_reports_follo
     )
     assert after.terminals == before.terminals == 2 and not after.HasField("pending_change")
     assert terminal.redeem(card, 100, "after").response_code == "00"  # its terminals work on
-    today = dt.datetime.now(dt.UTC).date()
+    today = dt.datetime.now(dt.UTC).date()  # the report counts the shop's days: a day either side
     report = world.backoffice.ListTransactions(
-        bo.TransactionReportRequest(from_date=str(today - dt.timedelta(days=1)), to_date=str(today)),
+        bo.TransactionReportRequest(
+            from_date=str(today - dt.timedelta(days=1)), to_date=str(today + dt.timedelta(days=1))
+        ),
         metadata=world.admin_metadata,
         timeout=20,
     )
