@@ -174,8 +174,9 @@ def idle_share(before: tuple[int, int] | None, after: tuple[int, int] | None) ->
     return round((after[0] - before[0]) / (after[1] - before[1]), 3)
 
 
-class WindowStart:
-    """The switch's CPU and the machine's ticks when the measured run begins, after activation.
+class CpuReading:
+    """A process's CPU and the machine's ticks, read when `mark` is called: at the measured run's
+    start, after activation, and at its end.
 
     Activating 200 terminals checks 200 passwords (scrypt, about 70 ms of a core each): several
     seconds of the switch's CPU that no request of the run causes.
@@ -202,12 +203,12 @@ class CpuUse:
     machine_idle_share: float | None
 
 
-def _cpu_readings(switch_pid: int) -> list[WindowStart]:
+def _cpu_readings(switch_pid: int) -> list[CpuReading]:
     """The switch process, the switch with its journal process, and the simulator (this process)."""
-    return [WindowStart(switch_pid), WindowStart(switch_pid, process_tree_cpu_s), WindowStart(os.getpid())]
+    return [CpuReading(switch_pid), CpuReading(switch_pid, process_tree_cpu_s), CpuReading(os.getpid())]
 
 
-def _marker(readings: list[WindowStart]) -> Callable[[], None]:
+def _marker(readings: list[CpuReading]) -> Callable[[], None]:
     def mark() -> None:
         for reading in readings:
             reading.mark()

@@ -34,7 +34,7 @@ import trio
 
 from terminal_sim.bench import (
     START_BALANCE_MINOR,
-    WindowStart,
+    CpuReading,
     closed_loop,
     ms_per_request,
     open_loop,
@@ -63,7 +63,7 @@ async def _measured_run(
     if warm_up is not None:  # as `make bench` runs its open loop: on a switch the closed loop warmed
         warmed = await run_and_audit(target, warm_up, setup, progress=None)
         warm_audit_clean = warmed.audit is not None and warmed.audit.clean
-    window = WindowStart(switch_pid, process_tree_cpu_s)  # the switch and its journal process
+    window = CpuReading(switch_pid, process_tree_cpu_s)  # the switch and its journal process
     run = await run_and_audit(target, config, setup, progress=None, on_window_start=window.mark)
     cpu_ms = ms_per_request(window.cpu_s, process_tree_cpu_s(switch_pid), run.fleet.statistics.completed)
     if cpu_ms is None:
