@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -40,6 +41,11 @@ class TwoNodes:
     node_b: SwitchServer
     on_a: TerminalClient
     on_b: TerminalClient  # the same terminal, connected to node B
+    backoffice_b: bo_grpc.BackofficeStub  # node B's backoffice
+
+    def on_b_as_admin(self, method: str, request: object) -> Any:
+        """A backoffice call answered by node B."""
+        return getattr(self.backoffice_b, method)(request, metadata=self.world.admin_metadata)
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -58,7 +64,7 @@ def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TwoNodes]:
         try:
             on_a = world.terminals[0]
             on_b = TerminalClient(pb_grpc.TerminalStub(channel_b), on_a.credential, on_a.terminal_id)
-            yield TwoNodes(world, node_b, on_a, on_b)
+            yield TwoNodes(world, node_b, on_a, on_b, bo_grpc.BackofficeStub(channel_b))
         finally:
             channel_b.close()
             node_b.stop()
@@ -84,10 +90,8 @@ def test_a_redemption_on_one_node_shows_in_the_balance_and_decisions_of_the_othe
 def test_a_card_blocked_on_one_node_is_refused_on_the_other(nodes: TwoNodes) -> None:
     card = nodes.world.issue(1_000)
     assert redeem(nodes.on_a, card, 100).response_code == "00"  # node A's card actor holds the card
-    with grpc.insecure_channel(nodes.node_b.address) as channel_b:
-        backoffice_b = bo_grpc.BackofficeStub(channel_b)
-        request = bo.BlockCardRequest(card=pb.CardRef(card_number=card), reason="stolen")
-        assert backoffice_b.BlockCard(request, metadata=nodes.world.admin_metadata).status == "blocked"
+    request = bo.BlockCardRequest(card=pb.CardRef(card_number=card), reason="stolen")
+    assert nodes.on_b_as_admin("BlockCard", request).status == "blocked"
     refused = redeem(nodes.on_a, card, 100)
     assert (refused.response_code, refused.status) == ("62", "declined")
     assert nodes.on_a.balance(card) == 900
@@ -153,18 +157,15 @@ def test_a_programme_the_merchant_joined_on_one_node_is_accepted_on_the_other(no
     card = world.issue(1_000, programme=world.foreign_programme)  # the shop does not take it yet
     refused = redeem(nodes.on_a, card, 100)
     assert refused.response_code == "58", refused.message
-    with grpc.insecure_channel(nodes.node_b.address) as channel_b:
-        join = bo.JoinProgrammeRequest(merchant_id=world.merchant_id, programme_id=world.foreign_programme)
-        bo_grpc.BackofficeStub(channel_b).JoinProgramme(join, metadata=world.admin_metadata)
+    join = bo.JoinProgrammeRequest(merchant_id=world.merchant_id, programme_id=world.foreign_programme)
+    nodes.on_b_as_admin("JoinProgramme", join)
     assert redeem(nodes.on_a, card, 100).response_code == "00"  # node A had remembered the refusal
 
 
 def test_a_terminal_deactivated_on_one_node_is_refused_on_the_other(nodes: TwoNodes) -> None:
     card = nodes.world.issue(1_000)
     assert nodes.on_a.balance(card) == 1_000  # node A has the terminal's credential in its directory
-    with grpc.insecure_channel(nodes.node_b.address) as channel_b:
-        request = bo.TerminalRequest(terminal_id=nodes.on_a.terminal_id)
-        bo_grpc.BackofficeStub(channel_b).DeactivateTerminal(request, metadata=nodes.world.admin_metadata)
+    nodes.on_b_as_admin("DeactivateTerminal", bo.TerminalRequest(terminal_id=nodes.on_a.terminal_id))
     with pytest.raises(grpc.RpcError) as refused:
         nodes.on_a.balance(card)
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
