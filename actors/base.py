@@ -123,6 +123,11 @@ class SwitchActor(pykka.ThreadingActor):
         finally:
             self.actor_inbox.done()
 
+    def would_read(self) -> bool:
+        """Whether the next message would first read the database (to start, or to refresh a copy
+        another node may have changed). Asked holding the claim and the turn; by default, no."""
+        return False
+
     def _receive_claimed(self, message: Any) -> Any:
         """Handle message on the caller's thread; the caller holds the claim and the turn."""
         self._start_once()
@@ -159,11 +164,27 @@ def stop_if_idle(ref: pykka.ActorRef[Any]) -> bool:
         mailbox.done()
 
 
+# Threads that must not wait for the database: an event loop's. An actor that would read before
+# handling a message is not run on them (`SwitchActor.would_read`).
+_NO_READS_THREADS: set[int] = set()
+
+
+def keep_reads_off_this_thread() -> None:
+    """Called on an event loop's thread: a message whose actor would first read the database goes
+    to the actor's own thread instead of being handled here, so the loop never waits for a read."""
+    _NO_READS_THREADS.add(threading.get_ident())
+
+
+def let_reads_on_this_thread() -> None:
+    _NO_READS_THREADS.discard(threading.get_ident())
+
+
 def run_now(ref: pykka.ActorRef[Any], message: object) -> Any:
     """What the actor returns for message, handled on this thread if the actor is idle.
 
-    Returns _NOT_RUN if it is not idle (the caller queues the message instead). Raises what the
-    handler raises, and ActorDeadError if the actor has stopped.
+    Returns _NOT_RUN if it is not idle, or if it would read the database first and this thread
+    must not wait for that (the caller queues the message instead). Raises what the handler
+    raises, and ActorDeadError if the actor has stopped.
     """
     mailbox = ref.actor_inbox
     if not isinstance(mailbox, Mailbox):
@@ -173,6 +194,8 @@ def run_now(ref: pykka.ActorRef[Any], message: object) -> Any:
         return _NOT_RUN
     try:
         with mailbox.turn:
+            if _NO_READS_THREADS and threading.get_ident() in _NO_READS_THREADS and actor.would_read():
+                return _NOT_RUN
             return actor._receive_claimed(message)
     finally:
         mailbox.done()

@@ -128,6 +128,14 @@ class CardActor(SwitchActor):
                 return
         self._read_card()
 
+    def would_read(self) -> bool:
+        if not self._started:
+            copies = self._services.copies
+            return copies is None or not copies.holds(self._card_id)
+        if self._landed:
+            self._apply_landed()
+        return self._copy_outdated()
+
     def _copy_outdated(self) -> bool:
         """Other nodes share the card, this copy is older than they may make it, and every write of
         this actor has landed and been applied: the database holds all of it, and whatever another

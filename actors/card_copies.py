@@ -55,6 +55,12 @@ class CardCopies:
             self._keep(card_id, _Slot(generation, None))
         return generation, None if slot is None else slot.copy
 
+    def holds(self, card_id: str) -> bool:
+        """Whether an actor starting now for the card would start from a copy, without a read."""
+        with self._lock:
+            slot = self._slots.get(card_id)
+            return slot is not None and slot.copy is not None
+
     def leave(self, card_id: str, generation: int, copy: CardCopy) -> None:
         """A card actor of that generation stops, every write of its own applied: its state."""
         with self._lock:

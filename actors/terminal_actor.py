@@ -165,6 +165,9 @@ class TerminalActor(SwitchActor):
         self._info = self._services.store.terminal(self._terminal_id)
         assert self._info is not None, "terminal actors start for stored terminals only"
 
+    def would_read(self) -> bool:
+        return not self._started  # on_start reads the terminal
+
     @property
     def info(self) -> TerminalInfo:
         assert self._info is not None

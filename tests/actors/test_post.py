@@ -9,7 +9,14 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.base import Mailbox, SwitchActor, post, stop_if_idle
+from actors.base import (
+    Mailbox,
+    SwitchActor,
+    keep_reads_off_this_thread,
+    let_reads_on_this_thread,
+    post,
+    stop_if_idle,
+)
 from actors.registry import ActorRegistry
 from actors.reply import Reply
 from switch.domain.response_codes import ResponseCode
@@ -285,3 +292,40 @@ def test_asking_a_stopped_actor_through_the_registry_reaches_its_successor() -> 
         assert registry.ask("a", "x", 5).transaction_id == "1", "a new actor for a, not the stopped one"
     finally:
         registry.stop_all()
+
+
+class Reads(SwitchActor):
+    """An actor that would read before its first message, and says on which thread it handled each."""
+
+    def would_read(self) -> bool:
+        return not self._started
+
+    def on_receive(self, message: Any) -> Any:
+        return outcome(threading.current_thread().name)
+
+
+def handled_on(ref: pykka.ActorRef[Any]) -> str:
+    reply = Reply()
+    post(ref, "where", reply)
+    return reply.wait(5).transaction_id
+
+
+def test_an_actor_that_would_read_is_not_run_on_a_thread_that_must_not_wait_for_reads() -> None:
+    ref = Reads.start()
+    keep_reads_off_this_thread()
+    try:
+        first = handled_on(ref)
+        assert first != threading.current_thread().name, "the read ran on the loop's thread"
+        second = handled_on(ref)  # started now: nothing to read, so handled here at once
+        assert second == threading.current_thread().name
+    finally:
+        let_reads_on_this_thread()
+        ref.stop()
+
+
+def test_other_threads_handle_an_actor_that_would_read_themselves() -> None:
+    ref = Reads.start()
+    try:
+        assert handled_on(ref) == threading.current_thread().name
+    finally:
+        ref.stop()

@@ -5,11 +5,14 @@ On PostgreSQL, where several nodes are expected, every actor reads its card when
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from tests.integration.harness import World, new_txn, statements_run, world_fixture
 
@@ -55,3 +58,29 @@ def test_a_passivated_card_actor_leaves_what_it_knew_to_its_successor(quick_pass
     assert len(seen) == card_reads_expected(world)
     check = world.ledger()
     assert (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches) == (0, 0, 0)
+
+
+def test_no_card_is_read_on_the_event_loop_thread(world: World) -> None:
+    """A card actor that has to read its card first is run on its own thread, not the gRPC loop's."""
+    card = world.issue(2_500)
+    card_id = world.server.core.cards.card_id(card)
+    assert card_id is not None
+    copies = world.server.core.card_copies
+    if copies is not None:
+        copies.forget(card_id)  # one node: without a copy its next actor reads the card
+    assert not world.server.core.card_actors.is_live(card_id)
+    readers: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM cards" in statement:
+            readers.append(threading.current_thread().name)
+
+    engine = world.server.core.store.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert world.terminals[0].balance(card) == 2_500
+        assert world.terminals[0].redeem(card, 500, txn=new_txn()).response_code == "00"
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert readers, "the card was not read at all"
+    assert "grpc-loop" not in readers, readers
