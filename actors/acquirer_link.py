@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -24,7 +25,9 @@ from protocols.iso8583 import (
 
 log = logging.getLogger(__name__)
 
-MatchKey = tuple[str, str]  # (STAN, terminal id; "" for network management)
+# (STAN, terminal id or "" for network management, the MTI of the response): a 0430 is no answer
+# to an 0200 that happens to carry the same STAN.
+MatchKey = tuple[str, str, str]
 UnmatchedHandler = Callable[["AcquirerLink", IsoMessage], Awaitable[None]]
 StanSource = Callable[[], str]
 
@@ -46,8 +49,17 @@ class LinkUnavailableError(Exception):
     """The link is not signed on, so the message was not sent (nothing to reverse)."""
 
 
-def match_key(message: IsoMessage) -> MatchKey:
-    return (message["11"], message.get("41", ""))
+# How many answered requests the link remembers, so that a repeated response is known as one.
+ANSWERED_REMEMBERED = 10_000
+
+
+def request_key(message: IsoMessage) -> MatchKey:
+    """The key under which the response to this request will come."""
+    return (message["11"], message.get("41", ""), mti.response_mti(message["t"]))
+
+
+def response_key(message: IsoMessage) -> MatchKey:
+    return (message["11"], message.get("41", ""), message["t"])
 
 
 def now_utc() -> dt.datetime:
@@ -80,10 +92,14 @@ class AcquirerLink:
         self._stream: trio.SocketStream | None = None
         self._send_lock = trio.Lock()
         self._waiters: dict[MatchKey, _Waiter] = {}
+        # Requests answered, by key and transmission time (field 7): a second copy of an answer
+        # is dropped, not taken for a late one (a late approval is reversed).
+        self._answered: OrderedDict[tuple[MatchKey, str], None] = OrderedDict()
         self.requests_sent = 0
         self.responses_matched = 0
         self.timeouts = 0
         self.late_responses = 0
+        self.repeated_responses = 0
         self.connects = 0
 
     @property
@@ -100,12 +116,14 @@ class AcquirerLink:
             timeouts=self.timeouts,
             late_responses=self.late_responses,
             connects=self.connects,
+            repeated_responses=self.repeated_responses,
         )
 
     # --- exchange -----------------------------------------------------------------------------
 
-    def is_key_in_use(self, key: MatchKey) -> bool:
-        return key in self._waiters
+    def is_stan_in_use(self, stan: str, terminal_id: str) -> bool:
+        """Whether a request with this STAN on this terminal still waits for its answer."""
+        return any(key[:2] == (stan, terminal_id) for key in self._waiters)
 
     async def exchange(
         self, message: IsoMessage, timeout_ms: int, *, before_sign_on: bool = False
@@ -116,8 +134,8 @@ class AcquirerLink:
         stream = self._stream
         if not ready or stream is None:
             raise LinkUnavailableError(self.name)
-        key = match_key(message)
-        assert key not in self._waiters, "STAN and terminal id already in flight"
+        key = request_key(message)
+        assert key not in self._waiters, "STAN, terminal id and response type already in flight"
         waiter = _Waiter()
         self._waiters[key] = waiter
         try:
@@ -137,6 +155,13 @@ class AcquirerLink:
         finally:
             # From here on a response for this key is late, and handled as unmatched.
             del self._waiters[key]
+            if waiter.response is not None:
+                self._remember_answered(key, waiter.response)
+
+    def _remember_answered(self, key: MatchKey, response: IsoMessage) -> None:
+        self._answered[(key, response.get("7", ""))] = None
+        while len(self._answered) > ANSWERED_REMEMBERED:
+            self._answered.popitem(last=False)
 
     async def network(self, code: str) -> IsoMessage | None:
         message = network_message(code, self._next_stan(), transmission_datetime(now_utc()))
@@ -196,14 +221,28 @@ class AcquirerLink:
         except Iso8583Error as error:
             log.warning("acquirer %s: malformed message ignored: %s", self.name, error)
             return
-        waiter = self._waiters.get(match_key(message))
-        if waiter is not None and not waiter.done.is_set() and mti.is_request(message["t"]) is False:
-            waiter.response = message
-            waiter.done.set()
-            self.responses_matched += 1
+        if not mti.is_request(message["t"]) and self._handed_over(message):
             return
         self.late_responses += 1
         await self._on_unmatched(self, message)
+
+    def _handed_over(self, response: IsoMessage) -> bool:
+        """Give response to the request waiting for it; True too for a repeat of an answer given."""
+        key = response_key(response)
+        waiter = self._waiters.get(key)
+        if waiter is not None and not waiter.done.is_set():
+            waiter.response = response
+            waiter.done.set()
+            self.responses_matched += 1
+            return True
+        repeated = (waiter is not None and waiter.response is not None) or (
+            key,
+            response.get("7", ""),
+        ) in self._answered
+        if repeated:
+            self.repeated_responses += 1
+            log.info("acquirer %s: repeated %s STAN %s ignored", self.name, response["t"], response["11"])
+        return repeated
 
     async def _echo_loop(self, scope: trio.CancelScope) -> None:
         while True:

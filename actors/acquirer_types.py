@@ -154,6 +154,7 @@ class LinkStatistics:
     timeouts: int  # any exchange on this link, sign-on, echo and SAF included
     late_responses: int
     connects: int
+    repeated_responses: int = 0  # second copies of an answer already given: dropped
 
 
 @dataclass(frozen=True, slots=True)
