@@ -27,8 +27,11 @@ from actors.acquirer_types import (
     OriginalAuthorization,
 )
 from protocols.iso8583 import (
+    APPROVING_FIELD39,
+    Iso8583Error,
     IsoMessage,
     MessageFormatError,
+    encode_message,
     format_stan,
     mti,
     response_code_from_field39,
@@ -44,6 +47,8 @@ T = TypeVar("T")
 
 STAN_MAX: Final = 999_999
 REVERSAL_ACK_CODES: Final = frozenset({"00"})
+# Field 39 answers after which the acquirer holds money: every approval, and a partial one (10).
+HOLDING_FIELD39: Final = APPROVING_FIELD39 | {"10"}
 RESPONSE_TO_REQUEST_MTI: Final = {
     mti.AUTHORIZATION_RESPONSE: mti.AUTHORIZATION_REQUEST,
     mti.FINANCIAL_RESPONSE: mti.FINANCIAL_REQUEST,
@@ -285,6 +290,11 @@ class AcquirerGateway:
         stan = self._free_stan(link, request.terminal_id)
         transmission = transmission_datetime(self._clock())
         message = authorization_message(request, stan, transmission, field52)
+        try:
+            encode_message(message)  # before it is recorded as sent: what cannot go is not recorded
+        except Iso8583Error as error:
+            log.error("acquirer %s: authorisation not sent: %s", name, error)
+            return AuthorizationResult(ResponseCode.system_error, name)
         if before_send is not None and not await self._before_send(before_send, name, message):
             return AuthorizationResult(ResponseCode.system_error, name)
         self._in_flight += 1
@@ -300,7 +310,13 @@ class AcquirerGateway:
             return await self._timed_out(request, name, message)
         if self._latency_observer is not None:
             self._latency_observer(name, time.perf_counter() - sent_s)
-        return _result(response, name, stan, transmission)
+        result = _result(response, name, stan, transmission)
+        held_minor = _amount_held(response, request.amount.amount_minor)
+        if result.approved and (
+            result.response_code is ResponseCode.approved_partial or held_minor != request.amount.amount_minor
+        ):
+            return await self._partly_approved(request, name, message, held_minor)
+        return result
 
     async def _before_send(self, before_send: BeforeSend, name: str, message: IsoMessage) -> bool:
         original = OriginalAuthorization(
@@ -329,13 +345,33 @@ class AcquirerGateway:
         # STANs wrap after 999999; skip one still waiting for its answer on this terminal.
         while True:
             stan = self._next_stan()
-            if not link.is_key_in_use((stan, terminal_id)):
+            if not link.is_stan_in_use(stan, terminal_id):
                 return stan
 
     async def _timed_out(
         self, request: AuthorizationRequest, name: str, message: IsoMessage
     ) -> AuthorizationResult:
-        reversal = NewReversal(
+        reversal = self._reversal_of(request, name, message, request.amount.amount_minor, "timeout")
+        queued = await self._enqueue(reversal)
+        code = ResponseCode.acquirer_timeout if queued else ResponseCode.system_error
+        return AuthorizationResult(code, name, message["11"], message["7"], reversal_queued=queued)
+
+    async def _partly_approved(
+        self, request: AuthorizationRequest, name: str, message: IsoMessage, held_minor: int
+    ) -> AuthorizationResult:
+        """The acquirer approved another amount than asked (39=10, a partial approval): a payment
+        is for its whole amount here, so it is declined and what the acquirer holds is reversed."""
+        asked_minor = request.amount.amount_minor
+        log.info("acquirer %s: approved %d of %d; declined and reversed", name, held_minor, asked_minor)
+        reversal = self._reversal_of(request, name, message, held_minor, "partial_approval")
+        queued = await self._enqueue(reversal)
+        code = ResponseCode.do_not_honour if queued else ResponseCode.system_error
+        return AuthorizationResult(code, name, message["11"], message["7"], reversal_queued=queued)
+
+    def _reversal_of(
+        self, request: AuthorizationRequest, name: str, message: IsoMessage, amount_minor: int, reason: str
+    ) -> NewReversal:
+        return NewReversal(
             acquirer=name,
             terminal_id=request.terminal_id,
             merchant_id=request.merchant_id,
@@ -345,13 +381,10 @@ class AcquirerGateway:
             original_transmission=message["7"],
             reversal_stan=self._next_stan(),
             processing_code=message["3"],
-            amount_minor=request.amount.amount_minor,
+            amount_minor=amount_minor,
             currency_numeric=message["49"],
-            reason="timeout",
+            reason=reason,
         )
-        queued = await self._enqueue(reversal)
-        code = ResponseCode.acquirer_timeout if queued else ResponseCode.system_error
-        return AuthorizationResult(code, name, message["11"], message["7"], reversal_queued=queued)
 
     async def _reverse(self, original: OriginalAuthorization, reason: str) -> bool:
         return await self._enqueue(self._advice(original, reason))
@@ -403,7 +436,7 @@ class AcquirerGateway:
 
     async def _late_response(self, link: AcquirerLink, message: IsoMessage) -> None:
         """An answer after its timeout is never an approval: make sure it is reversed."""
-        if message.get("39") not in ("00", "10") or "7" not in message or "4" not in message:
+        if message.get("39") not in HOLDING_FIELD39 or "7" not in message or "4" not in message:
             return
         reversal = NewReversal(
             acquirer=link.name,
@@ -462,6 +495,12 @@ class AcquirerGateway:
                 self._reversals_acknowledged += 1
                 acknowledged += 1
         return acknowledged
+
+
+def _amount_held(response: IsoMessage, requested_minor: int) -> int:
+    """What the acquirer approved: field 4 of its answer, when it names one, else what was asked."""
+    amount = response.get("4", "")
+    return int(amount) if amount.isdigit() else requested_minor
 
 
 def _result(response: IsoMessage, name: str, stan: str, transmission: str) -> AuthorizationResult:

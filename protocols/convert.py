@@ -195,7 +195,8 @@ def bank_card(message: pb.BankCard, present: bool) -> BankCard:
         problem = "track2 is for magstripe only"
     if problem is not None:
         raise BadRequestError(f"card.{problem}")
-    return BankCard(message.pan, message.expiry_yymm, mode, emv, message.track2)
+    # A separator of "d" is read as "D": field 35 of ISO 8583 takes the upper case only.
+    return BankCard(message.pan, message.expiry_yymm, mode, emv, message.track2.upper())
 
 
 def emv_data(message: pb.EmvData) -> EmvData:

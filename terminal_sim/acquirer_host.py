@@ -8,6 +8,7 @@ import logging
 import random
 import secrets
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
@@ -15,12 +16,14 @@ from typing import Final, TypeVar
 import trio
 
 from protocols.iso8583 import (
+    APPROVING_FIELD39,
     FrameBuffer,
     Iso8583Error,
     IsoMessage,
     OriginalDataElements,
     decode_message,
     encode_frame,
+    format_amount,
     mti,
     receive_frame,
     redacted,
@@ -56,6 +59,8 @@ DECLINE_CODES_BY_AMOUNT_CENTS: Final[dict[int, ResponseCode]] = {
 }
 AMOUNT_LIMIT_MINOR_DEFAULT: Final = 1_000_000
 AUTH_CODE_CHARS: Final = 6
+# Field 39 answers after which the host holds the amount: approvals, and partial approval (10).
+HOLDING_CODES: Final = APPROVING_FIELD39 | {"10"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +104,7 @@ class HostRecord:
     dropped_responses: int
 
     def approved_keys(self) -> frozenset[OriginalKey]:
-        return frozenset(a.key for a in self.authorizations if a.response_code in ("00", "10"))
+        return frozenset(a.key for a in self.authorizations if a.response_code in HOLDING_CODES)
 
     def reversed_keys(self) -> frozenset[OriginalKey]:
         return frozenset(r.key for r in self.reversals)
@@ -182,6 +187,8 @@ class AcquirerHost:
         self._dropped_responses = 0
         self._drop_next_responses = 0
         self._ignore_next_reversals = 0
+        self._answer_twice_next = 0
+        self._answers_as: deque[tuple[str, int | None]] = deque()
         self._rrn_counter = 0
         self._connections: set[trio.SocketStream] = set()
         self.port: int | None = None
@@ -195,6 +202,14 @@ class AcquirerHost:
     def ignore_next_reversals(self, count: int) -> None:
         """Record but do not acknowledge the next `count` 0400/0420/0421 (forces retransmits)."""
         self._ignore_next_reversals += count
+
+    def answer_twice_next(self, count: int) -> None:
+        """Send each of the next `count` answers to 0100/0200 twice, as a host that repeats itself."""
+        self._answer_twice_next += count
+
+    def approve_next_as(self, field39: str, approved_minor: int | None = None) -> None:
+        """Approve the next new 0100/0200 with this field 39 and, if given, only this amount (field 4)."""
+        self._answers_as.append((field39, approved_minor))
 
     def acknowledge_reversals_again(self) -> None:
         """Undo ignore_next_reversals: acknowledge every reversal from now on."""
@@ -272,9 +287,14 @@ class AcquirerHost:
             return
         if self.config.latency_ms > 0 and request["t"] != mti.NETWORK_REQUEST:
             await trio.sleep(self.config.latency_ms / 1000)
+        copies = 1
+        if self._answer_twice_next > 0 and request["t"] in (mti.AUTHORIZATION_REQUEST, mti.FINANCIAL_REQUEST):
+            self._answer_twice_next -= 1
+            copies = 2
         try:
-            async with send_lock:
-                await stream.send_all(encode_frame(response))
+            for _ in range(copies):
+                async with send_lock:
+                    await stream.send_all(encode_frame(response))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.info("acquirer host: connection gone before answer to STAN %s", request["11"])
 
@@ -322,20 +342,26 @@ class AcquirerHost:
         response["t"] = mti.response_mti(request["t"])
         response["37"] = request.get("37") or self._next_rrn()
         response["39"] = authorization.response_code
+        if authorization.amount_minor != int(request["4"]):
+            response["4"] = format_amount(authorization.amount_minor)
         if authorization.auth_code:
             response["38"] = authorization.auth_code
         return response
 
     def _new_authorization(self, key: OriginalKey, request: IsoMessage) -> HostAuthorization:
-        code = self._decide(request)
+        code = self._decide(request).iso_code
+        amount_minor = int(request["4"])
+        if self._answers_as and code == "00":
+            code, approved_minor = self._answers_as.popleft()
+            amount_minor = approved_minor if approved_minor is not None else amount_minor
         authorization = HostAuthorization(
             key=key,
             mti=request["t"],
-            amount_minor=int(request["4"]),
+            amount_minor=amount_minor,
             currency_numeric=request["49"],
-            response_code=code.iso_code,
+            response_code=code,
             masked_pan=mask_pan(_pan_of(request)),
-            auth_code=self._auth_code() if code.approves else "",
+            auth_code=self._auth_code() if code in HOLDING_CODES else "",
             processing_code=request.get("3", "000000"),
         )
         self._authorizations[key] = authorization

@@ -25,11 +25,13 @@ from protocols.iso8583._framing import (
 )
 from protocols.iso8583._spec import FIELDS, FIELDS_BY_NUMBER, SPEC, FieldDef
 from protocols.iso8583.response_codes import (
+    APPROVING_FIELD39,
     field39_from_response_code,
     response_code_from_field39,
 )
 
 __all__ = [
+    "APPROVING_FIELD39",
     "FIELDS",
     "FIELDS_BY_NUMBER",
     "REQUIRED_FIELDS_BY_MTI",
