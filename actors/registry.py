@@ -61,12 +61,16 @@ class ActorRegistry(Generic[K]):
         self._lock = threading.Lock()
         self._live: OrderedDict[K, _Entry] = OrderedDict()
         self._stopping: dict[K, pykka.Future[Any]] = {}
-        self._fenced: set[K] = set()
+        self._fenced: dict[K, int] = {}  # keys in an exclusive block, and how many blocks each
+        # What was posted to a fenced key meanwhile, delivered in order when its last block ends:
+        # post never waits (it runs on the event loop's thread).
+        self._held: dict[K, list[tuple[object, Reply]]] = {}
+        self._delivering: set[K] = set()
         self._started = 0
         self._passivated = 0
         self._closed = False
 
-    def ask(self, key: K, message: object, timeout_s: float) -> Any:
+    def ask(self, key: K, message: object, timeout_s: float | None) -> Any:
         for _ in range(ASK_ATTEMPTS_MAX):
             ref = self.ref_for(key)
             try:
@@ -81,6 +85,13 @@ class ActorRegistry(Generic[K]):
         If the actor stops before it handles the message, reply fails with ActorDeadError and
         the waiter may post again: the successor gets it then.
         """
+        with self._lock:
+            if key in self._fenced:
+                self._held.setdefault(key, []).append((message, reply))
+                return
+        self._post_now(key, message, reply)
+
+    def _post_now(self, key: K, message: object, reply: Reply) -> None:
         for _ in range(ASK_ATTEMPTS_MAX):
             ref = self.ref_for(key)
             if ref.is_alive():
@@ -106,7 +117,7 @@ class ActorRegistry(Generic[K]):
                     self._live.move_to_end(key)
                     return entry.ref
                 waiting = self._stopping.get(key)
-                if waiting is None and key not in self._fenced:
+                if waiting is None and not self._fenced.get(key):
                     return self._spawn(key)
             if waiting is not None:
                 self._await_stop(key, waiting)
@@ -159,7 +170,7 @@ class ActorRegistry(Generic[K]):
     def exclusive(self, key: K) -> Iterator[None]:
         """No actor for key lives while the block runs (for changes made from outside it)."""
         with self._lock:
-            self._fenced.add(key)
+            self._fenced[key] = self._fenced.get(key, 0) + 1  # blocks may overlap: fenced until the last ends
             if key in self._live:
                 self._begin_stop(key)
             waiting = self._stopping.get(key)
@@ -169,7 +180,31 @@ class ActorRegistry(Generic[K]):
             yield
         finally:
             with self._lock:
-                self._fenced.discard(key)
+                self._fenced[key] -= 1
+            self._deliver_held(key)
+
+    def _deliver_held(self, key: K) -> None:
+        """After the last block on key: what was posted meanwhile, in order, before anything newer.
+
+        The key stays in _fenced at 0 until none is held, so later posts queue behind them."""
+        with self._lock:
+            if self._fenced.get(key) != 0 or key in self._delivering:
+                return  # a block is still on, or another thread delivers
+            self._delivering.add(key)
+        try:
+            while True:
+                with self._lock:
+                    if self._fenced.get(key) != 0:
+                        return  # another block began meanwhile, and delivers when it ends
+                    held = self._held.pop(key, None)
+                    if held is None:
+                        del self._fenced[key]
+                        return
+                for message, reply in held:
+                    self._post_now(key, message, reply)
+        finally:
+            with self._lock:
+                self._delivering.discard(key)
 
     def stop_all(self) -> None:
         with self._lock:

@@ -9,7 +9,11 @@ from typing import Any
 
 import pykka
 
+from actors.base import SwitchActor
 from actors.registry import ActorRegistry
+from actors.reply import Reply
+from switch.domain.response_codes import ResponseCode
+from switch.domain.transactions import TransactionType, declined
 
 
 class Probe(pykka.ThreadingActor):
@@ -72,5 +76,67 @@ def test_live_count_is_bounded() -> None:
             registry.ask(f"bound{index}", "hello", timeout_s=5.0)
             stats = registry.statistics()
             assert stats.live <= 4
+    finally:
+        registry.stop_all()
+
+
+class Recorder(SwitchActor):
+    """Answers each message with an outcome named after it, and remembers the order it saw them in."""
+
+    seen: list[str] = []
+
+    def on_receive(self, message: Any) -> Any:
+        Recorder.seen.append(message)
+        return declined(message, TransactionType.redemption, ResponseCode.exceeds_balance)
+
+
+def recorder_registry() -> ActorRegistry[str]:
+    Recorder.seen = []
+    return ActorRegistry("recorder", lambda _key: Recorder.start(), live_max=10, idle_s=60, stop_timeout_s=5)
+
+
+def test_overlapping_exclusive_blocks_keep_the_key_fenced_until_the_last_ends() -> None:
+    registry = recorder_registry()
+    first_in, second_in, first_may_end = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with registry.exclusive("card"):
+            first_in.set()
+            first_may_end.wait(5)
+
+    def second() -> None:
+        with registry.exclusive("card"):
+            second_in.set()
+            time.sleep(0.2)  # the first block ends meanwhile
+            assert not registry.is_live("card"), "an actor started while a block was still on"
+
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            ended = [pool.submit(first)]
+            first_in.wait(5)
+            ended.append(pool.submit(second))
+            second_in.wait(5)
+            asked = pool.submit(registry.ask, "card", "asked", 5)  # waits while the key is fenced
+            first_may_end.set()
+            for future in ended:
+                future.result()
+            assert asked.result().transaction_id == "asked"
+    finally:
+        registry.stop_all()
+
+
+def test_a_post_to_a_fenced_key_does_not_wait_and_is_delivered_in_order_after_the_block() -> None:
+    registry = recorder_registry()
+    replies = [Reply() for _ in range(3)]
+    try:
+        with registry.exclusive("card"):
+            started = time.monotonic()
+            for index, reply in enumerate(replies):
+                registry.post("card", f"m{index}", reply)
+            assert time.monotonic() - started < 0.05, "post waited for the block"
+            assert not any(reply.done() for reply in replies)
+        for reply in replies:
+            reply.wait(5)
+        assert Recorder.seen == ["m0", "m1", "m2"]
     finally:
         registry.stop_all()
