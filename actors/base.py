@@ -123,9 +123,10 @@ class SwitchActor(pykka.ThreadingActor):
         finally:
             self.actor_inbox.done()
 
-    def would_read(self) -> bool:
-        """Whether the next message would first read the database (to start, or to refresh a copy
-        another node may have changed). Asked holding the claim and the turn; by default, no."""
+    def would_wait(self, message: Any) -> bool:
+        """Whether handling message would wait: to read the database (to start, to refresh a copy
+        another node may have changed), or for a reply still on its way. Asked holding the claim
+        and the turn; by default, no."""
         return False
 
     def _receive_claimed(self, message: Any) -> Any:
@@ -164,26 +165,27 @@ def stop_if_idle(ref: pykka.ActorRef[Any]) -> bool:
         mailbox.done()
 
 
-# Threads that must not wait for the database: an event loop's. An actor that would read before
-# handling a message is not run on them (`SwitchActor.would_read`).
-_NO_READS_THREADS: set[int] = set()
+# Threads that must not wait for the database or for another reply: an event loop's. An actor that
+# would wait to handle a message is not run on them (`SwitchActor.would_wait`).
+_NO_WAITING_THREADS: set[int] = set()
 
 
-def keep_reads_off_this_thread() -> None:
-    """Called on an event loop's thread: a message whose actor would first read the database goes
-    to the actor's own thread instead of being handled here, so the loop never waits for a read."""
-    _NO_READS_THREADS.add(threading.get_ident())
+def keep_waits_off_this_thread() -> None:
+    """Called on an event loop's thread: a message whose actor would wait to handle it (for the
+    database, or for a reply still on its way) goes to the actor's own thread instead of being
+    handled here, so the loop never waits for either."""
+    _NO_WAITING_THREADS.add(threading.get_ident())
 
 
-def let_reads_on_this_thread() -> None:
-    _NO_READS_THREADS.discard(threading.get_ident())
+def let_waits_on_this_thread() -> None:
+    _NO_WAITING_THREADS.discard(threading.get_ident())
 
 
 def run_now(ref: pykka.ActorRef[Any], message: object) -> Any:
     """What the actor returns for message, handled on this thread if the actor is idle.
 
-    Returns _NOT_RUN if it is not idle, or if it would read the database first and this thread
-    must not wait for that (the caller queues the message instead). Raises what the handler
+    Returns _NOT_RUN if it is not idle, or if it would wait to handle message and this thread must
+    not wait (the caller queues the message instead). Raises what the handler
     raises, and ActorDeadError if the actor has stopped.
     """
     mailbox = ref.actor_inbox
@@ -194,7 +196,8 @@ def run_now(ref: pykka.ActorRef[Any], message: object) -> Any:
         return _NOT_RUN
     try:
         with mailbox.turn:
-            if _NO_READS_THREADS and threading.get_ident() in _NO_READS_THREADS and actor.would_read():
+            must_not_wait = _NO_WAITING_THREADS and threading.get_ident() in _NO_WAITING_THREADS
+            if must_not_wait and actor.would_wait(message):
                 return _NOT_RUN
             return actor._receive_claimed(message)
     finally:
@@ -250,8 +253,8 @@ def post(ref: pykka.ActorRef[Any], message: object, reply: Reply) -> None:
         reply_to.set(answer)
 
 
-def ask(ref: pykka.ActorRef[Any], message: object, timeout_s: float) -> Any:
-    """pykka's ask, handled on this thread if the actor is idle."""
+def ask(ref: pykka.ActorRef[Any], message: object, timeout_s: float | None) -> Any:
+    """pykka's ask, handled on this thread if the actor is idle; None waits as long as it takes."""
     if not ref.is_alive():
         raise pykka.ActorDeadError(f"{ref} not found")
     answer = run_now(ref, message)

@@ -128,7 +128,7 @@ class CardActor(SwitchActor):
                 return
         self._read_card()
 
-    def would_read(self) -> bool:
+    def would_wait(self, message: Any) -> bool:
         if not self._started:
             copies = self._services.copies
             return copies is None or not copies.holds(self._card_id)
@@ -575,16 +575,19 @@ class CardActor(SwitchActor):
         )
         self._settle_pending()
         amount_minor = self.card.balance_minor
-        if amount_minor == 0:
-            return 0, None
-        entry = ledger.card_transfer_entry(
-            message.idempotency_key, card.currency, card.card_id, message.new_card_id, amount_minor
-        )
+        # Even an empty card records its replacement: a replaced card stays blocked.
+        entry = None
+        if amount_minor:
+            entry = ledger.card_transfer_entry(
+                message.idempotency_key, card.currency, card.card_id, message.new_card_id, amount_minor
+            )
         change = CardChange(
             card.card_id,
             card.status,
             "transferred",
-            f"balance moved to {message.new_card_id}",
+            f"balance moved to {message.new_card_id}"
+            if amount_minor
+            else f"replaced by {message.new_card_id}",
             message.actor,
             message.new_card_id,
         )
@@ -595,7 +598,10 @@ class CardActor(SwitchActor):
         return amount_minor, result.entry_id
 
     def _write_now(self, write: Write) -> WriteResult:
-        return self._services.writer.write_and_wait(write, self._services.commit_wait_s)
+        """Until the journal answers, however long (it always does, or the switch exits): a write
+        that timed out may still land, and this actor would not know what it holds. A transfer that
+        timed out let the replacement's actor start before it landed, without its money."""
+        return self._services.writer.write_and_wait(write, None)
 
 
 UNDOABLE_TYPES = frozenset(

@@ -115,11 +115,12 @@ class JournalWriter:
             return False
         return True
 
-    def write_and_wait(self, write: Write, timeout_s: float) -> WriteResult:
+    def write_and_wait(self, write: Write, timeout_s: float | None) -> WriteResult:
         """Queue one write and wait for its result: for writes off the transaction path.
 
         TimeoutError when no result came in time: the write may still land, so the caller must
-        not act as if it failed.
+        not act as if it failed. None waits until the journal answers (if it is lost meanwhile,
+        the switch exits).
         """
         landed = threading.Event()
         results: list[WriteResult] = []

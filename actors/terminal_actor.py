@@ -165,8 +165,17 @@ class TerminalActor(SwitchActor):
         self._info = self._services.store.terminal(self._terminal_id)
         assert self._info is not None, "terminal actors start for stored terminals only"
 
-    def would_read(self) -> bool:
-        return not self._started  # on_start reads the terminal
+    def would_wait(self, message: Any) -> bool:
+        """Starting reads the terminal; a status, a day close, an X report and what undoes an earlier
+        transaction read the database, and may wait for an answer still on its way."""
+        if not self._started:
+            return True
+        match message:
+            case Submit(command=Redeem() | Load()) | Deactivate():
+                return False
+            case Submit() | QueryStatus() | CloseDay() | ReportX() | SubmitPayment() | SubmitAbort():
+                return True
+        return False
 
     @property
     def info(self) -> TerminalInfo:
@@ -256,6 +265,8 @@ class TerminalActor(SwitchActor):
                 return self._persist_nothing_to_reverse(command, digest, stored.record)
             if is_payment:
                 return self._reverse_payment(command, digest, stored)
+            if stored.record.card_id is None:  # a reversal or cancel that moved nothing itself
+                return self._persist_decline(command, digest, ResponseCode.invalid_transaction)
         elif stored is not None and is_payment:
             return self._adjust_payment(command, digest, stored)
         elif (

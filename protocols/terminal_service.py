@@ -316,7 +316,10 @@ class TerminalService(pb_grpc.TerminalServicer):
     ) -> pb.TransactionStatusResponse:
         terminal_id = self._terminal_id(context)
         transaction_id = _decoded(lambda: convert.transaction_id(request.transaction_id))
-        outcome = await self._core.transaction_status_async(terminal_id, transaction_id)
+        try:
+            outcome = await self._core.transaction_status_async(terminal_id, transaction_id)
+        except ReplyTimeoutError:  # its outcome is still on its way to the journal
+            _refuse(grpc.StatusCode.UNAVAILABLE, "outcome not known yet; ask TransactionStatus again")
         if outcome is None:
             return pb.TransactionStatusResponse(found=False, status="unknown")
         return pb.TransactionStatusResponse(

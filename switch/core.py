@@ -237,7 +237,8 @@ class SwitchCore:
     # Operations on cards and terminals
 
     def set_card_status(self, card_id: str, status: CardStatus, reason: str, actor: str) -> CardState:
-        state: CardState = self.card_actors.ask(card_id, SetStatus(status, reason, actor), self._long_ask_s)
+        # No time limit: the card actor waits for its write to land, so the answer is what holds.
+        state: CardState = self.card_actors.ask(card_id, SetStatus(status, reason, actor), None)
         return state
 
     def set_card_pin(self, card_id: str, pvv: str, pvv_key_id: str) -> CardState:
@@ -267,7 +268,9 @@ class SwitchCore:
             if self.card_copies is not None:  # the transfer lands around the new card's actors
                 self.card_copies.forget(new_card_id)
             message = TransferOut(new_card_id, f"transfer:{request_id}", actor)
-            moved_minor, entry_id = self.card_actors.ask(lost_card_id, message, self._long_ask_s)
+            # No time limit: the new card stays fenced until the transfer has landed or failed, so
+            # none of its actors can start from the balance before it (the journal always answers).
+            moved_minor, entry_id = self.card_actors.ask(lost_card_id, message, None)
         return CardTransfer(self.balance(lost_card_id), self.balance(new_card_id), moved_minor, entry_id)
 
     def deactivate_terminal(self, terminal_id: str) -> None:

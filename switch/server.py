@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from actors.base import keep_reads_off_this_thread, let_reads_on_this_thread
+from actors.base import keep_waits_off_this_thread, let_waits_on_this_thread
 from actors.journal_writer import LostObserver
 from ops.metrics import SwitchMetrics, watch_loop_lag
 from ops.service import SwitchOperations
@@ -145,7 +145,7 @@ class SwitchServer:
 
     def _serve(self, bound: futures.Future[int]) -> None:
         """The gRPC server's event loop thread, until the server stops."""
-        keep_reads_off_this_thread()
+        keep_waits_off_this_thread()
         try:
             asyncio.run(self._serve_async(bound))
         except BaseException as error:
@@ -153,7 +153,7 @@ class SwitchServer:
                 bound.set_exception(error)
             raise
         finally:
-            let_reads_on_this_thread()  # a later thread may get this one's ident
+            let_waits_on_this_thread()  # a later thread may get this one's ident
 
     async def _serve_async(self, bound: futures.Future[int]) -> None:
         self._loop = asyncio.get_running_loop()

@@ -12,8 +12,8 @@ import pytest
 from actors.base import (
     Mailbox,
     SwitchActor,
-    keep_reads_off_this_thread,
-    let_reads_on_this_thread,
+    keep_waits_off_this_thread,
+    let_waits_on_this_thread,
     post,
     stop_if_idle,
 )
@@ -297,7 +297,7 @@ def test_asking_a_stopped_actor_through_the_registry_reaches_its_successor() -> 
 class Reads(SwitchActor):
     """An actor that would read before its first message, and says on which thread it handled each."""
 
-    def would_read(self) -> bool:
+    def would_wait(self, message: Any) -> bool:
         return not self._started
 
     def on_receive(self, message: Any) -> Any:
@@ -310,20 +310,20 @@ def handled_on(ref: pykka.ActorRef[Any]) -> str:
     return reply.wait(5).transaction_id
 
 
-def test_an_actor_that_would_read_is_not_run_on_a_thread_that_must_not_wait_for_reads() -> None:
+def test_an_actor_that_would_wait_is_not_run_on_a_thread_that_must_not_wait() -> None:
     ref = Reads.start()
-    keep_reads_off_this_thread()
+    keep_waits_off_this_thread()
     try:
         first = handled_on(ref)
         assert first != threading.current_thread().name, "the read ran on the loop's thread"
         second = handled_on(ref)  # started now: nothing to read, so handled here at once
         assert second == threading.current_thread().name
     finally:
-        let_reads_on_this_thread()
+        let_waits_on_this_thread()
         ref.stop()
 
 
-def test_other_threads_handle_an_actor_that_would_read_themselves() -> None:
+def test_other_threads_handle_an_actor_that_would_wait_themselves() -> None:
     ref = Reads.start()
     try:
         assert handled_on(ref) == threading.current_thread().name

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -102,6 +105,25 @@ def statements_run(engine: Engine, containing: str = "") -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+def hold_sqlite_write_lock(world: World, seconds: float) -> threading.Thread:
+    """Another connection holds SQLite's write lock for a while, so the journal's commits wait."""
+    path = world.server.settings.effective_database_url.split("///", 1)[1]
+    held = threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+        conn.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait()
+    return thread
 
 
 def new_txn() -> str:

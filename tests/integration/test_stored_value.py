@@ -398,3 +398,15 @@ def test_a_replacement_without_a_usable_request_id_is_refused_by_name_and_blocks
     assert refused.value.details() == problem
     assert world.terminals[0].balance(lost) == 2_500  # still active: the lost card was not blocked
     assert world.terminals[0].balance(replacement) == 100
+
+
+def test_a_reversal_of_a_reversal_that_moved_nothing_is_declined(world: World) -> None:
+    terminal = world.terminals[0]
+    card = world.issue(1_000)
+    first = terminal.reversal("a-sale-that-never-arrived")
+    assert first.response_code == "00" and "nothing moved" in first.message
+    again = terminal.reversal(first.transaction_id)
+    assert again.response_code == "12", again
+    assert terminal.reversal(first.transaction_id).response_code == "12"  # the stored answer, again
+    assert terminal.balance(card) == 1_000
+    assert world.ledger().unbalanced_entries == 0

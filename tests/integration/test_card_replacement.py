@@ -1,0 +1,102 @@
+"""A lost card's replacement: every transfer reaches the new card's actor, however the journal is
+doing, and a replaced card stays blocked even when it was empty. Real switch on SQLite and
+PostgreSQL, through the backoffice and terminal protocols."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import terminal_pb2 as pb
+from switch.store.schema import accounts
+from tests.integration.harness import World, hold_sqlite_write_lock, new_txn, world_fixture
+
+
+@pytest.fixture(params=["sqlite"])
+def one_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite"])
+def short_timeouts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, reply_timeout_s=1.0, ask_timeout_s=1.0)
+
+
+def replace(world: World, lost: str, new: str, request_id: str = "") -> bo.ReplaceCardResponse:
+    return world.backoffice.ReplaceCard(
+        bo.ReplaceCardRequest(
+            lost_card=pb.CardRef(card_number=lost),
+            replacement_card=pb.CardRef(card_number=new),
+            request_id=request_id or new_txn(),
+        ),
+        metadata=world.admin_metadata,
+        timeout=30,
+    )
+
+
+def ledger_balance(world: World, number: str) -> int:
+    card_id = world.server.core.cards.card_id(number)
+    with world.server.core.store.engine.connect() as conn:
+        balance = conn.execute(
+            select(accounts.c.balance_minor).where(accounts.c.account_id == f"card:{card_id}")
+        ).scalar_one()
+    return int(balance)
+
+
+def test_a_card_replaced_while_empty_stays_blocked(world: World) -> None:
+    lost, replacement = world.issue(0), world.issue(100)
+    moved = replace(world, lost, replacement, "r-empty")
+    assert (moved.moved.amount_minor, moved.lost_card.status) == (0, "lost")
+    with pytest.raises(grpc.RpcError) as unblocked:
+        world.backoffice.UnblockCard(
+            bo.CardRequest(card=pb.CardRef(card_number=lost)), metadata=world.admin_metadata, timeout=20
+        )
+    assert unblocked.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "replaced" in (unblocked.value.details() or "")
+
+
+def test_two_lost_cards_moved_to_one_new_card_at_once_both_reach_its_actor(one_node: World) -> None:
+    """Two operators replace two lost cards with the same new card while its balance is looked at."""
+    world, terminal = one_node, one_node.terminals[0]
+    news = []
+    for _ in range(6):
+        first, second, new = world.issue(1_000), world.issue(2_000), world.issue(100)
+        news.append(new)
+        stop = threading.Event()
+
+        def look(card: str = new, stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                terminal.balance(card)
+
+        with ThreadPoolExecutor(5) as pool:
+            lookers = [pool.submit(look) for _ in range(3)]
+            moved = list(pool.map(lambda lost, card=new: replace(world, lost, card), [first, second]))
+            stop.set()
+            for looker in lookers:
+                looker.result()
+        assert sorted(answer.moved.amount_minor for answer in moved) == [1_000, 2_000]
+    assert [(terminal.balance(new), ledger_balance(world, new)) for new in news] == [(3_100, 3_100)] * 6
+    assert terminal.redeem(news[0], 3_100).response_code == "00"
+
+
+def test_a_transfer_slower_than_the_reply_timeout_still_reaches_the_new_card(short_timeouts: World) -> None:
+    """The journal waits 3 s for the write lock, longer than the 1 s reply timeout: the replacement
+    waits for its transfer instead of giving up while it may still land."""
+    world, terminal = short_timeouts, short_timeouts.terminals[0]
+    lost, new = world.issue(2_000), world.issue(100)
+    holder = hold_sqlite_write_lock(world, 3.0)
+    moved = replace(world, lost, new, "slow")
+    holder.join()
+    assert moved.moved.amount_minor == 2_000
+    assert (ledger_balance(world, lost), ledger_balance(world, new)) == (0, 2_100)
+    assert terminal.balance(new) == 2_100
+    assert terminal.redeem(new, 2_100).response_code == "00"
+    check = world.ledger()
+    assert (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches) == (0, 0, 0)
