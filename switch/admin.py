@@ -30,7 +30,7 @@ from switch.domain.ledger import AccountKind
 from switch.domain.money import is_known_currency
 from switch.domain.programmes import ProgrammeKind, commission_minor
 from switch.domain.receipts import BadEmailError, checked_email
-from switch.passwords import MerchantPasswords, NotAllowedError, SignInLockout
+from switch.passwords import MerchantPasswords, NotAllowedError, SignInLockout, void_reset_codes
 from switch.store.engine import writing
 from switch.store.journal import CardIssue, Write, WriteResult, commit_alone
 from switch.store.key_locks import lock_name
@@ -51,6 +51,9 @@ from switch.store.schema import (
 
 LOCATION_NAME_MAX = 120  # the columns' lengths
 LOCATION_ADDRESS_MAX = 250
+EMPLOYEE_NUMBER_MAX = 20
+EMPLOYEE_NAME_MAX = 120
+DEVICE_NAME_MAX = 120
 CARD_PREFIX_LENGTH = 6
 CARD_SERIAL_SPACE = 10**9
 CARD_NUMBER_ATTEMPTS_MAX = 20
@@ -311,6 +314,8 @@ class Admin:
             raise NotAllowedError(refusal)
         if not employee_number or not name:
             raise AdminError("employee needs a number and a name")
+        _refuse_longer("employee_number", employee_number, EMPLOYEE_NUMBER_MAX)
+        _refuse_longer("name", name, EMPLOYEE_NAME_MAX)
         if bool(email) != bool(password):
             raise AdminError("a portal login needs both email and password")
         login = _login_values(email, password)
@@ -375,6 +380,7 @@ class Admin:
                 raise AdminError(problem)
             values["role"] = role
         if name:
+            _refuse_longer("name", name, EMPLOYEE_NAME_MAX)
             values["name"] = name
         if active is not None:
             values["active"] = active
@@ -403,6 +409,8 @@ class Admin:
                     conn.execute(
                         delete(portal_sessions).where(portal_sessions.c.employee_id == row.employee_id)
                     )
+                if email or password or active is False:
+                    void_reset_codes(conn, merchant_id, row.employee_id)
         return self.employee(merchant_id, employee_number)
 
     def employee(self, merchant_id: str, employee_number: str) -> EmployeeInfo:
@@ -499,6 +507,7 @@ class Admin:
     def activate(self, email: str, password: str, device_name: str, location_name: str) -> Activation:
         if not device_name:
             raise AdminError("device_name is empty")
+        _refuse_longer("device_name", device_name, DEVICE_NAME_MAX)
         login = self._passwords.verify(email, password)  # PermissionError, TooManySignInsError
         if not login.may(PortalRight.activate):
             raise NotAllowedError(f"a {login.role} may not activate terminals; ask a manager")
@@ -561,8 +570,11 @@ class Admin:
             )
 
     def list_terminals(self, merchant_id: str = "") -> list[TerminalInfo]:
+        """Every terminal, or the merchant's; LookupError for a merchant that does not exist."""
         query = select(terminals.c.terminal_id).order_by(terminals.c.activated_at)
         if merchant_id:
+            if self._store.merchant_name(merchant_id) is None:
+                raise LookupError(f"merchant_id {merchant_id[:40]!r}: no such merchant")
             query = query.where(terminals.c.merchant_id == merchant_id)
         with self._engine.connect() as conn:
             ids = list(conn.execute(query).scalars())
@@ -634,6 +646,12 @@ class Admin:
     def _require_merchant(self, merchant_id: str) -> None:
         if self._store.merchant_name(merchant_id) is None:
             raise AdminError(f"no merchant {merchant_id}")
+
+
+def _refuse_longer(field: str, text: str, most: int) -> None:
+    """AdminError naming the field when text does not fit its column (PostgreSQL refuses it whole)."""
+    if len(text) > most:
+        raise AdminError(f"{field} is {len(text)} characters; at most {most}")
 
 
 def location_fields(name: str, address: str) -> tuple[str, str]:

@@ -21,8 +21,9 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from switch import credentials
 from switch.domain.employees import OWNER, PortalRight, may
 from switch.store.engine import writing
+from switch.store.key_locks import lock_name
 from switch.store.repository import as_utc
-from switch.store.schema import employees, merchants, portal_sessions, sign_in_failures
+from switch.store.schema import employees, merchants, password_resets, portal_sessions, sign_in_failures
 
 WRONG_LOGIN = "merchant e-mail or password is wrong"
 TOO_MANY_AT_ONCE = "too many sign-ins at once; try again shortly"
@@ -99,6 +100,9 @@ class MerchantPasswords:
 
     def _count_failure(self, key: str, now: dt.datetime) -> None:
         with writing(self._engine) as conn:
+            # Wrong tries at once each count: on PostgreSQL both read the same count (or both found
+            # no row and one insert failed, INTERNAL) before this lock.
+            lock_name(conn, f"sign-in:{key}")
             failures = conn.execute(
                 select(sign_in_failures.c.failures).where(sign_in_failures.c.email_hash == key)
             ).scalar()
@@ -159,6 +163,19 @@ def store_password(
     if keep_session_hash is not None:
         mine.append(sessions.token_hash != keep_session_hash)
     conn.execute(delete(portal_sessions).where(*mine))
+    void_reset_codes(conn, login.merchant_id, login.employee_id)
+
+
+def void_reset_codes(conn: Connection, merchant_id: str, employee_id: str | None) -> None:
+    """Every forgotten-password code of the login not used yet opens nothing any more: its password
+    or address changed, or it was deactivated (a code would work again after reactivation)."""
+    resets = password_resets.c
+    login = resets.employee_id == employee_id if employee_id is not None else resets.employee_id.is_(None)
+    conn.execute(
+        update(password_resets)
+        .where(resets.merchant_id == merchant_id, login, resets.used_at.is_(None))
+        .values(used_at=dt.datetime.now(dt.UTC))
+    )
 
 
 @functools.cache
