@@ -40,7 +40,7 @@ class AuditLog:
             "remote": caller.remote_address,
             "mode": mode,
             # Operators type card numbers; the audit log keeps only their masked form.
-            "command": scrub_text(command[:COMMAND_CHARS_MAX]),
+            "command": scrub_text(command)[:COMMAND_CHARS_MAX],  # masked whole, then cut
             "outcome": outcome,
             "exit_status": exit_status,
         }

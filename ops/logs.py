@@ -20,6 +20,7 @@ PAN_DIGITS_MAX: Final = 19
 # Nested extras deeper than this are cut off rather than walked: a log line has a size limit.
 NESTING_DEPTH_MAX: Final = 6
 VALUE_CHARS_MAX: Final = 4096
+CARD_NUMBER_CHARS_MAX: Final = 40  # 19 digits and a separator between each
 
 # Field names (split on anything but letters and digits) whose value is never logged.
 _SENSITIVE_NAME_TOKENS: Final = frozenset(
@@ -97,7 +98,9 @@ def scrub_value(value: object, depth: int = 0) -> object:
     if depth > NESTING_DEPTH_MAX:
         return "[TRUNCATED]"
     if type(value) is str:  # most values: before the checks below, Mapping's the slowest of them
-        return scrub_text(value[:VALUE_CHARS_MAX])
+        # Masked before it is cut, so a card number across the cut is not left in part; the scrub
+        # reads a card number's length past the cut, not the whole of a huge value.
+        return scrub_text(value[: VALUE_CHARS_MAX + CARD_NUMBER_CHARS_MAX])[:VALUE_CHARS_MAX]
     if value is None or isinstance(value, bool | float):
         return value
     if isinstance(value, int):

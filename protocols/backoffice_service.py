@@ -263,11 +263,9 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         def action() -> bo.SettleDueResponse:
             if request.as_of_date:
                 try:
-                    day = dt.date.fromisoformat(request.as_of_date)
-                except ValueError:
-                    raise AdminError(
-                        f"as_of_date {request.as_of_date[:40]!r} is not a date (YYYY-MM-DD)"
-                    ) from None
+                    day = reports.day_of("as_of_date", request.as_of_date)
+                except reports.ReportQueryError as error:
+                    raise AdminError(str(error)) from None
             else:
                 day = dt.datetime.now(self._core.report_zone).date()
             response = bo.SettleDueResponse()

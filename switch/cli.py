@@ -221,6 +221,18 @@ EXPORT_COLUMNS = (
 )
 
 
+# A cell starting with one of these is run as a formula by the spreadsheet the export is opened in.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(*cells: object) -> tuple[object, ...]:
+    """Text that merchants and terminals choose (ids, device and location names) as text: a leading
+    apostrophe keeps a spreadsheet from running "=HYPERLINK(...)" from a transaction id."""
+    return tuple(
+        f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell for cell in cells
+    )
+
+
 def export_transactions(
     stub: bo_grpc.BackofficeStub,
     request: bo.TransactionReportRequest,
@@ -239,7 +251,7 @@ def export_transactions(
         for t in page.transactions:
             currency = t.approved.currency
             writer.writerow(
-                (
+                spreadsheet_safe(
                     t.time,
                     t.terminal_id,
                     t.device_name,

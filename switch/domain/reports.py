@@ -21,6 +21,8 @@ PAGE_SIZE_DEFAULT = 500
 PAGE_SIZE_MAX = 5_000
 LOCATIONS_MAX = 100  # ticked in one report
 SHOWN_CHARS_MAX = 40  # of a bad value quoted back in an error
+DAY_FIRST = dt.date(1970, 1, 1)
+DAY_LAST = dt.date(9999, 12, 30)
 
 
 class ReportQueryError(ValueError):
@@ -70,8 +72,8 @@ def report_query(
     """A query from a request's fields; ReportQueryError names the first bad one."""
     if not from_date:
         raise ReportQueryError("from_date is missing (YYYY-MM-DD, the first day of the report)")
-    first_day = _day("from_date", from_date)
-    last_day = _day("to_date", to_date) if to_date else first_day
+    first_day = day_of("from_date", from_date)
+    last_day = day_of("to_date", to_date) if to_date else first_day
     if last_day < first_day:
         raise ReportQueryError(f"to_date {last_day} is before from_date {first_day}")
     days = (last_day - first_day).days + 1
@@ -105,11 +107,19 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= SHOWN_CHARS_MAX else value[:SHOWN_CHARS_MAX] + "...")
 
 
-def _day(field: str, value: str) -> dt.date:
+def day_of(field: str, value: str) -> dt.date:
+    """A day given as YYYY-MM-DD, from DAY_FIRST to DAY_LAST (a day's bounds in any zone stay within
+    what a datetime holds); ReportQueryError naming the field otherwise."""
+    shaped = len(value) == 10 and value[4] == value[7] == "-"
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value) if shaped else None
     except ValueError:
-        raise ReportQueryError(f"{field} {_shown(value)} is not a date (YYYY-MM-DD)") from None
+        day = None
+    if day is None:
+        raise ReportQueryError(f"{field} {_shown(value)} is not a date (YYYY-MM-DD)")
+    if not DAY_FIRST <= day <= DAY_LAST:
+        raise ReportQueryError(f"{field} {value} is outside {DAY_FIRST} to {DAY_LAST}")
+    return day
 
 
 def zone(name: str) -> zoneinfo.ZoneInfo:

@@ -1,0 +1,34 @@
+"""docs/ops-console.md: the audit log keeps `command` with card numbers masked. The command was cut
+to 512 characters before it was scrubbed, so a card number across the cut kept its first digits in
+the clear (too short to look like a card number once cut); it is masked first now, and so is a log
+value before it is cut."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ops.console_audit import COMMAND_CHARS_MAX, AuditLog
+from ops.console_auth import Caller, Role
+from ops.logs import VALUE_CHARS_MAX, scrub_value
+
+PAN = "6011000990139424"  # Luhn-valid test number
+
+
+def test_a_card_number_at_the_end_of_a_long_command_is_not_kept_in_part(tmp_path: Path) -> None:
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    caller = Caller("olga@ops", Role.viewer, "SHA256:x", "olga", "127.0.0.1")
+    kept = 11  # digits of the number before the cut
+    line = "cards show " + "#" * (COMMAND_CHARS_MAX - kept - len("cards show ") - 1) + " " + PAN
+    assert line[:COMMAND_CHARS_MAX].endswith(PAN[:kept])
+    audit.record(caller, line, "usage", mode="shell", exit_status=64)
+    recorded = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[0])["command"]
+    assert PAN[:kept] not in recorded, f"the audit log keeps {PAN[:kept]} of card {PAN}"
+
+
+def test_a_card_number_across_the_cut_of_a_long_log_value_is_masked() -> None:
+    kept = 11
+    value = "#" * (VALUE_CHARS_MAX - kept) + PAN + " and more"
+    scrubbed = scrub_value(value)
+    assert isinstance(scrubbed, str) and len(scrubbed) <= VALUE_CHARS_MAX
+    assert PAN[:kept] not in scrubbed
