@@ -227,8 +227,13 @@ class CardActor(SwitchActor):
 
     def _load(self, command: Load, terminal: TerminalContext, fingerprint: str) -> Reply:
         card = self.card
+        accepts = self._services.store.merchant_accepts(terminal.merchant_id, card.programme.programme_id)
         decision = card_rules.decide_load(
-            card, card.balance_minor + self._pending_credit_minor, command.amount, self._services.today()
+            card,
+            card.balance_minor + self._pending_credit_minor,
+            command.amount,
+            accepts,
+            self._services.today(),
         )
         if not decision.approves:
             return self._decline(command, terminal, fingerprint, decision)
@@ -362,7 +367,8 @@ class CardActor(SwitchActor):
             terminal.terminal_id, command.original_transaction_id, new_status.value, require_unrefunded=True
         )
         pending = _Pending(card_delta_minor, command.original_transaction_id, UNDO_PENDING)
-        return self._submit(Write(record=record, entry=entry, original=change), outcome, pending)
+        write = Write(record=record, entry=entry, original=change, refund_undone=_refund_undone(original))
+        return self._submit(write, outcome, pending)
 
     # Outcomes and the journal
 
@@ -607,6 +613,19 @@ class CardActor(SwitchActor):
 UNDOABLE_TYPES = frozenset(
     {TransactionType.redemption.value, TransactionType.refund.value, TransactionType.load.value}
 )
+
+
+def _refund_undone(original: StoredTransaction) -> OriginalChange | None:
+    """For a refund being cancelled or reversed: its redemption may be refunded that much again."""
+    record = original.record
+    if record.transaction_type != TransactionType.refund.value or not record.original_transaction_id:
+        return None
+    return OriginalChange(
+        record.source,
+        record.original_transaction_id,
+        TransactionStatus.approved.value,
+        refund_minor=-record.approved_minor,
+    )
 
 
 def original_entry_of(original: StoredTransaction, card: CardState) -> JournalEntry:

@@ -94,10 +94,15 @@ def decide_redemption(
     return Decision(ResponseCode.exceeds_balance, detail=f"{card.money(available_minor).format()} available")
 
 
-def decide_load(card: CardState, balance_with_pending_minor: int, amount: Money, today: dt.date) -> Decision:
+def decide_load(
+    card: CardState, balance_with_pending_minor: int, amount: Money, merchant_accepts: bool, today: dt.date
+) -> Decision:
+    """A load through a shop of the card's programme: a load moves programme (and funder) money."""
     problem = amount_problem(amount, card.currency) or usability_problem(card, today)
     if problem is not None:
         return problem
+    if not merchant_accepts:
+        return Decision(ResponseCode.merchant_not_in_programme, detail=card.programme.name)
     room_minor = card.programme.balance_max_minor - balance_with_pending_minor
     if amount.amount_minor > room_minor:
         return Decision(

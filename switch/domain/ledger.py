@@ -70,11 +70,14 @@ def account_kind(account_id: str) -> AccountKind:
 class Posting:
     account_id: str
     amount_minor: int  # positive adds to the account's balance, negative takes from it
+    # This debit only while the account holds it: a payout of what a payable held when read, so
+    # two settlements at once cannot both pay it (a payable may still go negative otherwise).
+    only_if_held: bool = False
 
     @property
     def guarded(self) -> bool:
-        """A debit of an account that may never go negative."""
-        return self.amount_minor < 0 and account_kind(self.account_id) in GUARDED_KINDS
+        """A debit that may not take the account below zero: of a card, or one only_if_held."""
+        return self.amount_minor < 0 and (self.only_if_held or account_kind(self.account_id) in GUARDED_KINDS)
 
 
 @pickled_by_fields
@@ -193,7 +196,7 @@ def settlement_entry(
 ) -> JournalEntry:
     """The merchant's payable is paid out, less the programme's commission."""
     assert 0 <= commission_minor <= gross_minor and gross_minor > 0
-    postings = [Posting(merchant_payable_account(merchant_id, programme_id), -gross_minor)]
+    postings = [Posting(merchant_payable_account(merchant_id, programme_id), -gross_minor, only_if_held=True)]
     if commission_minor:
         postings.append(Posting(commission_account(programme_id), commission_minor))
     if gross_minor - commission_minor:

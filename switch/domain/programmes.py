@@ -26,8 +26,10 @@ class CoPayment:
         assert self.denominator_minor > 0, self
 
     def split(self, amount_minor: int) -> tuple[int, int]:
-        """(holder part, funder part), summing to amount_minor."""
-        holder_minor = proportional_share(amount_minor, self.numerator_minor, self.denominator_minor)
+        """(holder part, funder part), summing to amount_minor. The holder's part is rounded up: the
+        funder pays at most its share of every load, so loads of a cent cost the holder 100 %, not 0
+        (rounded half up, twenty loads of 0.01 cost the holder nothing)."""
+        holder_minor = -(-amount_minor * self.numerator_minor // self.denominator_minor)
         return holder_minor, amount_minor - holder_minor
 
 

@@ -139,6 +139,8 @@ class Write:
     period_close: PeriodClose | None = None
     employee_attempt: EmployeeAttempt | None = None
     card_issue: CardIssue | None = None
+    # A refund undone gives its redemption back what it had refunded (refund_minor negative).
+    refund_undone: OriginalChange | None = None
 
 
 class BackstopError(Exception):
@@ -162,7 +164,8 @@ def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list
     by one, in order, so that only the failing one is refused.
     """
     _issue_cards(conn, [w.card_issue for w in writes if w.card_issue is not None], now)
-    _change_originals(conn, [w.original for w in writes if w.original is not None])
+    changes = [change for w in writes for change in (w.original, w.refund_undone) if change is not None]
+    _change_originals(conn, changes)
     records = [r for w in writes for r in (w.record, w.tombstone) if r is not None]
     if records:
         conn.execute(insert(transactions), [{**_record_values(r), "created_at": now} for r in records])
@@ -208,7 +211,8 @@ _GUARDED_POSTING = (
     update(accounts)
     .where(
         accounts.c.account_id == bindparam("b_account_id"),
-        # The backstop across nodes: never let a card go below zero, whatever an actor believed.
+        # The backstop across nodes: never let a card go below zero, whatever an actor believed
+        # (nor a payable paid out from what it held when read: Posting.only_if_held).
         accounts.c.balance_minor + bindparam("b_amount_minor") >= 0,
     )
     .values(balance_minor=accounts.c.balance_minor + bindparam("b_amount_minor"))
@@ -306,7 +310,7 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
     guarded_problem = (
         f"{guarded[0]['b_account_id']} would go below zero"
         if len(guarded) == 1
-        else "a card in the batch would go below zero"
+        else "an account in the batch would go below zero"
     )
     _update_each(conn, _GUARDED_POSTING, guarded, guarded_problem)
     entry_rows = [

@@ -73,7 +73,8 @@ def test_redemption(
 )
 def test_load_respects_the_card_limit(balance_with_pending: int, amount_minor: int, code: R) -> None:
     assert (
-        card_rules.decide_load(card(0), balance_with_pending, Money(amount_minor, "EUR"), TODAY).code is code
+        card_rules.decide_load(card(0), balance_with_pending, Money(amount_minor, "EUR"), True, TODAY).code
+        is code
     )
 
 
@@ -126,7 +127,15 @@ def test_undo(status: S, refunded: int, takes: int, available: int, code: R) -> 
 
 @pytest.mark.parametrize(
     ("amount", "holder", "funder"),
-    [(500, 180, 320), (1_000, 360, 640), (1_250, 450, 800), (1, 0, 1), (3, 1, 2), (0, 0, 0)],
+    [
+        (500, 180, 320),
+        (1_000, 360, 640),
+        (1_250, 450, 800),
+        (1, 1, 0),
+        (3, 2, 1),
+        (2_001, 721, 1_280),
+        (0, 0, 0),
+    ],
 )
 def test_co_payment_split(amount: int, holder: int, funder: int) -> None:
     assert CoPayment(180, 500).split(amount) == (holder, funder)
@@ -274,3 +283,14 @@ def test_whose_users_a_login_manages(login_role: str, roles: tuple[str, ...], al
     assert (problem is None) == allowed
     if problem is not None:
         assert problem.startswith(f"a {login_role} may not add or change a ")
+
+
+def test_splitting_a_load_into_cents_never_lowers_the_holders_part() -> None:
+    co_payment = CoPayment(180, 500)
+    whole_holder, _ = co_payment.split(20)
+    assert sum(co_payment.split(1)[0] for _ in range(20)) >= whole_holder == 8
+
+
+def test_a_load_through_a_shop_outside_the_programme_is_declined() -> None:
+    decision = card_rules.decide_load(card(0), 0, Money(500, "EUR"), False, TODAY)
+    assert decision.code is R.merchant_not_in_programme
