@@ -339,7 +339,11 @@ class TerminalService(pb_grpc.TerminalServicer):
     @in_thread
     def XReport(self, request: pb.XReportRequest, context: Context) -> pb.DayCloseReport:
         terminal_id = self._terminal_id(context)
-        return convert.day_close_report(self._core.x_report(terminal_id))
+        try:
+            report = self._core.x_report(terminal_id)
+        except (TimeoutError, pykka.Timeout) as error:  # a transaction still on its way
+            _refuse(grpc.StatusCode.UNAVAILABLE, f"{error}; ask again")
+        return convert.day_close_report(report)
 
     @in_thread
     def Pay(self, request: pb.PayRequest, context: Context) -> pb.TransactionResponse:
