@@ -197,7 +197,10 @@ class JournalWriter:
         if self._on_batch is not None:
             self._on_batch(len(writes), latency_s)
         for (_, done), result in zip(batch, results, strict=True):
-            done(result)
+            try:
+                done(result)
+            except Exception:  # one waiter's fault must not stop the journal for all the others
+                log.exception("a journal write's callback failed; the write stands")
         return True
 
     def _commit_outcome(self, writes: list[Write]) -> BatchOutcome:

@@ -289,6 +289,11 @@ class PaymentProcessor:
             return _refusal(
                 transaction_id, ResponseCode.invalid_transaction, "only payments can be aborted", ""
             )
+        if stored.status is TransactionStatus.approved and self._period_closed(stored):
+            # As for a cancel: the day close handed it to settlement, and nothing undoes it in a close.
+            period = stored.record.period_number
+            detail = f"the payment is from period {period}, closed by a day close; too late to abort"
+            return _refusal(transaction_id, ResponseCode.invalid_transaction, detail, "")
         if stored.status is TransactionStatus.approved:
             details = self._services.payments.details(source, transaction_id)
             assert details is not None, "an approved payment has its acquirer side"
@@ -306,6 +311,11 @@ class PaymentProcessor:
             stored = self._services.store.transaction(source, transaction_id)
             assert stored is not None
         return _abort_answer(stored)
+
+    def _period_closed(self, stored: StoredTransaction) -> bool:
+        """Whether a day close has closed the transaction's period (the database's word for it)."""
+        now_open = self._services.store.terminal(stored.record.source)
+        return now_open is not None and stored.record.period_number != now_open.period_number
 
     def _abort_unseen(self, command: AbortPayment, terminal: TerminalInfo) -> Outcome:
         outcome = dataclasses.replace(

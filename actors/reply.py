@@ -158,7 +158,7 @@ class _LoopWaker:
             self._due.append(woken)
             first = len(self._due) == 1
         loop = self._loop()
-        if first and loop is not None:
+        if first and loop is not None and not loop.is_closed():  # closed: nobody waits any more
             loop.call_soon_threadsafe(self._wake_due)
 
     def _wake_due(self) -> None:

@@ -57,7 +57,8 @@ from switch.store.journal import (
     Write,
     WriteResult,
 )
-from switch.store.repository import DayCloseReport, Store, StoredTransaction, TerminalInfo, totals_json
+from switch.store.periods import totals_of_json
+from switch.store.repository import DayCloseReport, Store, StoredTransaction, TerminalInfo
 
 log = logging.getLogger(__name__)
 
@@ -446,12 +447,11 @@ class TerminalActor(SwitchActor):
             if existing.period_number >= info.period_number:
                 self._reload()  # its write landed after an earlier attempt gave up waiting
             return existing
+        # Not for the count (the close counts its period as it commits, switch.store.periods) but
+        # so that what this terminal was told approved is in it.
         self._settle_in_flight()
-        totals = store.period_totals(info.terminal_id, info.period_number)
         now = self._services.now()
-        close = PeriodClose(
-            info.terminal_id, close_id, info.period_number, info.period_opened_at, now, totals_json(totals)
-        )
+        close = PeriodClose(info.terminal_id, close_id, info.period_number, info.period_opened_at, now)
         result = self._services.writer.write_and_wait(
             Write(period_close=close), self._services.reply_timeout_s
         )
@@ -465,6 +465,7 @@ class TerminalActor(SwitchActor):
             raise DayCloseError(f"day close not stored: {result.problem}")
         assert result.sequence_number is not None
         self._info = dataclasses.replace(info, period_number=info.period_number + 1, period_opened_at=now)
+        totals = totals_of_json(result.totals_json)
         return DayCloseReport(
             info.terminal_id, result.sequence_number, info.period_number, info.period_opened_at, now, totals
         )

@@ -33,6 +33,7 @@ from switch.domain.cards import CardStatus
 from switch.domain.money import CURRENCY_EXPONENTS, CURRENCY_NUMERIC
 from switch.domain.response_codes import ResponseCode
 from switch.store import repository
+from switch.store.periods import TypeTotal
 from switch.store.saf import SafEntry
 from switch.store.schema import terminals, transactions
 
@@ -327,7 +328,7 @@ class SwitchOpsBackend:
         )
 
 
-def _total(total: repository.TypeTotal) -> DayCloseTotal:
+def _total(total: TypeTotal) -> DayCloseTotal:
     name = total.transaction_type
     if total.payment_method != "stored_value":
         name = f"{name} ({total.payment_method})"

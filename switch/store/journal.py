@@ -14,6 +14,7 @@ from switch.domain.cards import CardStatus
 from switch.domain.ledger import AccountKind, JournalEntry, card_account
 from switch.domain.pickling import pickled_by_fields
 from switch.store.engine import writing
+from switch.store.periods import open_periods, period_totals, totals_json, transaction_rows
 from switch.store.schema import (
     accounts,
     card_events,
@@ -108,7 +109,6 @@ class PeriodClose:
     period_number: int  # the period being closed; the close is refused if it is no longer open
     opened_at: dt.datetime
     closed_at: dt.datetime
-    totals_json: str
 
 
 @pickled_by_fields
@@ -155,6 +155,7 @@ class WriteResult:
     problem: str = ""
     conflict: bool = False  # the transaction id was stored already (by a replay or another node)
     sequence_number: int | None = None  # of the write's period close
+    totals_json: str = ""  # of the write's period close, counted in its own transaction
 
 
 def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list[WriteResult]:
@@ -168,7 +169,8 @@ def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list
     _change_originals(conn, changes)
     records = [r for w in writes for r in (w.record, w.tombstone) if r is not None]
     if records:
-        conn.execute(insert(transactions), [{**_record_values(r), "created_at": now} for r in records])
+        open_now = open_periods(conn, (r.source for r in records))
+        conn.execute(insert(transactions), transaction_rows(records, now, open_now))
     entries = [w.entry for w in writes if w.entry is not None]
     entry_ids = _post_entries(conn, entries, now)
     results = []
@@ -178,18 +180,16 @@ def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list
             _change_card(conn, change, now)
         if write.employee_attempt is not None:
             _save_attempt(conn, write.employee_attempt)
-        sequence_number = _close_period(conn, write.period_close) if write.period_close else None
+        sequence_number, totals = (
+            _close_period(conn, write.period_close) if write.period_close else (None, "")
+        )
         entry_id = next(ids) if write.entry is not None else None
-        results.append(WriteResult(True, entry_id, sequence_number=sequence_number))
+        results.append(WriteResult(True, entry_id, sequence_number=sequence_number, totals_json=totals))
     return results
 
 
 def apply_alone(conn: Connection, write: Write, now: dt.datetime) -> WriteResult:
     return apply_batch(conn, [write], now)[0]
-
-
-def _record_values(record: TransactionRecord) -> dict[str, object]:
-    return {name: getattr(record, name) for name in TransactionRecord.__slots__}
 
 
 # Statements built once; executemany runs each over a whole batch. Bind names carry a b_ prefix
@@ -373,8 +373,12 @@ def _save_attempt(conn: Connection, attempt: EmployeeAttempt) -> None:
         raise BackstopError(f"employee {attempt.employee_id}: another PIN attempt was stored meanwhile")
 
 
-def _close_period(conn: Connection, close: PeriodClose) -> int:
-    """The close's sequence number; BackstopError if the period was closed meanwhile.
+def _close_period(conn: Connection, close: PeriodClose) -> tuple[int, str]:
+    """The close's sequence number and totals; BackstopError if the period was closed meanwhile.
+
+    The totals are counted here, after the terminal has moved on to the next period: every row
+    committed before this close is in them, every row after it is in the next period
+    (`switch.store.periods`).
 
     A close id stored already fails the unique (terminal_id, close_id) constraint instead, which
     the writer reports as a conflict: the caller then answers with the stored close.
@@ -394,6 +398,7 @@ def _close_period(conn: Connection, close: PeriodClose) -> int:
         )
         .values(period_number=close.period_number + 1, period_opened_at=close.closed_at)
     )
+    totals = totals_json(period_totals(conn, close.terminal_id, close.period_number))
     # Inserted before the period is checked, so a replayed close id reports a conflict.
     conn.execute(
         insert(day_closes),
@@ -404,12 +409,12 @@ def _close_period(conn: Connection, close: PeriodClose) -> int:
             "period_number": close.period_number,
             "opened_at": close.opened_at,
             "closed_at": close.closed_at,
-            "totals_json": close.totals_json,
+            "totals_json": totals,
         },
     )
     if moved.rowcount != 1:
         raise BackstopError(f"period {close.period_number} of {close.terminal_id} is closed already")
-    return sequence_number
+    return sequence_number, totals
 
 
 # Errors one write's content causes: the batch's writes are then tried one by one, so that only

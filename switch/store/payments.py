@@ -38,6 +38,7 @@ from switch.domain.transactions import TransactionStatus, TransactionType
 from switch.store.engine import writing
 from switch.store.journal import TransactionRecord
 from switch.store.key_locks import lock_name
+from switch.store.periods import open_periods, transaction_rows
 from switch.store.saf import NewReversal, SafStore
 from switch.store.schema import metadata, transactions
 
@@ -137,8 +138,9 @@ def _details_of(row: RowMapping) -> PaymentDetails:
     return PaymentDetails(**{name: row[name] for name in PaymentDetails.__slots__})
 
 
-def _record_values(record: TransactionRecord, now: dt.datetime) -> dict[str, object]:
-    return {**{name: getattr(record, name) for name in TransactionRecord.__slots__}, "created_at": now}
+def _record_values(conn: Connection, record: TransactionRecord, now: dt.datetime) -> dict[str, object]:
+    """The row, in the period its terminal has open as it commits (`switch.store.periods`)."""
+    return transaction_rows([record], now, open_periods(conn, [record.source]))[0]
 
 
 def refund_takings_left_minor(conn: Connection, source: str, period_number: int, currency: str) -> int:
@@ -223,7 +225,7 @@ class PaymentStore:
                 )
                 if changed.rowcount != 1:
                     raise PaymentNotPendingError(details.transaction_id)
-            conn.execute(insert(transactions), _record_values(record, now))
+            conn.execute(insert(transactions), _record_values(conn, record, now))
 
     def pending(self, limit: int = PENDING_BATCH_MAX) -> tuple[PaymentDetails, ...]:
         """Payments whose authorisation went out and whose answer was never stored, oldest first."""
@@ -262,7 +264,7 @@ class PaymentStore:
                 )
             ).first()
             if stored is None:
-                conn.execute(insert(transactions), _record_values(answer, now))
+                conn.execute(insert(transactions), _record_values(conn, answer, now))
         return True
 
     def details(self, source: str, transaction_id: str) -> PaymentDetails | None:
@@ -300,5 +302,5 @@ class PaymentStore:
             if changed.rowcount != 1:
                 return False
             if reversal is not None:
-                conn.execute(insert(transactions), _record_values(reversal, now))
+                conn.execute(insert(transactions), _record_values(conn, reversal, now))
         return True

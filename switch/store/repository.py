@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, bindparam, func, select
+from sqlalchemy import Connection, Engine, Row, bindparam, select
 
 from switch.domain.card_rules import CardState
 from switch.domain.employees import PinAttempt
 from switch.domain.ledger import merchant_payable_account
 from switch.domain.programmes import CoPayment, Programme
 from switch.domain.transactions import TransactionStatus
+from switch.store import periods
 from switch.store.card_pins import CardPin, card_pins
 from switch.store.journal import TransactionRecord
+from switch.store.periods import TypeTotal, totals_of_json
 from switch.store.schema import (
     accounts,
     cards,
@@ -85,15 +86,6 @@ class EmployeePin:
     attempt: PinAttempt
     active: bool = True
     pin_attempts: int = 0  # stored so far; the next attempt's write is conditional on it
-
-
-@dataclass(frozen=True, slots=True)
-class TypeTotal:
-    transaction_type: str
-    payment_method: str
-    currency: str
-    count: int
-    total_minor: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,31 +257,8 @@ class Store:
     # Day close
 
     def period_totals(self, terminal_id: str, period_number: int) -> tuple[TypeTotal, ...]:
-        """Approved transactions of the period that still stand and moved money, per type and payment
-        method."""
-        row = transactions.c
-        query = (
-            select(
-                row.transaction_type,
-                row.payment_method,
-                row.currency,
-                func.count(),
-                func.coalesce(func.sum(row.approved_minor), 0),
-            )
-            .where(
-                row.source == terminal_id,
-                row.period_number == period_number,
-                row.result.in_(("approved", "approved_partial")),
-                # reversed and aborted (payments reversed at the acquirer) no longer stand
-                row.status.notin_((TransactionStatus.reversed.value, TransactionStatus.aborted.value)),
-                # a reversal of what never moved money was answered, but is no money to count
-                row.approved_minor > 0,
-            )
-            .group_by(row.transaction_type, row.payment_method, row.currency)
-            .order_by(row.transaction_type, row.payment_method, row.currency)
-        )
         with self.engine.connect() as conn:
-            return tuple(TypeTotal(t, m, c, int(n), int(s)) for t, m, c, n, s in conn.execute(query))
+            return periods.period_totals(conn, terminal_id, period_number)
 
     def day_close(self, terminal_id: str, close_id: str) -> DayCloseReport | None:
         with self.engine.connect() as conn:
@@ -316,22 +285,8 @@ def merchant_name(conn: Connection, merchant_id: str) -> str | None:
     return None if name is None else str(name)
 
 
-def totals_json(totals: tuple[TypeTotal, ...]) -> str:
-    return json.dumps([_total_json(t) for t in totals])
-
-
-def _total_json(total: TypeTotal) -> dict[str, object]:
-    return {
-        "transaction_type": total.transaction_type,
-        "payment_method": total.payment_method,
-        "currency": total.currency,
-        "count": total.count,
-        "total_minor": total.total_minor,
-    }
-
-
 def _report(row: object) -> DayCloseReport:
-    totals = tuple(TypeTotal(**item) for item in json.loads(row.totals_json))  # type: ignore[attr-defined]
+    totals = totals_of_json(row.totals_json)  # type: ignore[attr-defined]
     return DayCloseReport(
         row.terminal_id,  # type: ignore[attr-defined]
         row.sequence_number,  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ def assert_ledger_balanced(world: World) -> None:
 
 
 def test_splitting_a_top_up_into_cent_loads_does_not_lower_the_holders_co_payment(world: World) -> None:
-    """"Voor elke 5 euro op jouw kaart, moet je zelf maar 1,80 euro betalen" (seed 002): the holder
+    """ "Voor elke 5 euro op jouw kaart, moet je zelf maar 1,80 euro betalen" (seed 002): the holder
     pays 36 %. Rounded half up, a load of 0.01 cost the holder 0.00 and the city all of it: 20 loads
     of 0.01 gave the holder 0.20 for nothing. The holder's part is rounded up now, so the holder's
     parts of the loads never sum to less than the holder's part of one load of their total."""

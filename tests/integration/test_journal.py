@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -26,10 +27,12 @@ from switch.store.journal import (
     PeriodClose,
     TransactionRecord,
     Write,
+    WriteResult,
     apply_alone,
     apply_batch,
     commit_batch,
 )
+from switch.store.periods import totals_of_json
 from switch.store.schema import (
     accounts,
     day_closes,
@@ -219,7 +222,7 @@ def add_terminal(engine: Engine) -> None:
 
 def period_close(close_id: str, period_number: int) -> Write:
     closed_at = NOW + dt.timedelta(hours=period_number)
-    return Write(period_close=PeriodClose("trm_1", close_id, period_number, NOW, closed_at, "[]"))
+    return Write(period_close=PeriodClose("trm_1", close_id, period_number, NOW, closed_at))
 
 
 def test_a_period_closes_once_in_a_batch_with_transactions(engine: Engine) -> None:
@@ -352,3 +355,45 @@ def test_an_employee_attempt_counted_from_a_state_stored_over_meanwhile_is_refus
     with engine.connect() as conn:
         stored = conn.execute(select(employees.c.failed_tries, employees.c.pin_attempts)).one()
     assert tuple(stored) == (2, 2)
+
+
+def test_a_row_belongs_to_the_period_its_terminal_has_open_when_it_commits(engine: Engine) -> None:
+    """An actor's copy of the period may be behind (a close that timed out, a close on another
+    node): the row goes to the open period, and the close of that period counts it."""
+    add_terminal(engine)
+    for close_id, period in (("c1", 1), ("c2", 2)):
+        with engine.begin() as conn:
+            apply_alone(conn, period_close(close_id, period), NOW)
+    stale = redemption("t1", "card_a", 300)
+    assert stale.record is not None
+    stale = Write(record=dataclasses.replace(stale.record, period_number=1), entry=stale.entry)
+    with engine.begin() as conn:
+        landed, closed = apply_batch(conn, [stale, period_close("c3", 3)], NOW)
+    assert landed.ok and closed.sequence_number == 3
+    with engine.connect() as conn:
+        period = conn.execute(
+            select(transactions.c.period_number).where(transactions.c.transaction_id == "t1")
+        ).scalar_one()
+        stored_totals = conn.execute(
+            select(day_closes.c.totals_json).where(day_closes.c.close_id == "c3")
+        ).scalar_one()
+    assert period == 3
+    assert [(t.transaction_type, t.count, t.total_minor) for t in totals_of_json(closed.totals_json)] == [
+        ("redemption", 1, 300)
+    ]
+    assert stored_totals == closed.totals_json
+
+
+def test_a_failing_callback_does_not_stop_the_writer(engine: Engine) -> None:
+    writer = JournalWriter(engine, batch_writes_max=8, queue_writes_max=8)
+    writer.start()
+
+    def fail(_result: WriteResult) -> None:
+        raise RuntimeError("the waiter's loop is closed")
+
+    try:
+        assert writer.submit(redemption("t1", "card_a", 100), fail)
+        assert writer.write_and_wait(redemption("t2", "card_a", 100), 10).ok
+    finally:
+        writer.stop()
+    assert count(engine, transactions) == 2

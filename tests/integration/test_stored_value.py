@@ -9,7 +9,6 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import make_card_number
 from switch.store.journal import PeriodClose, Write
-from switch.store.repository import totals_json
 from tests.integration.harness import EMPLOYEE, World, new_txn
 
 VALID_NUMBER = make_card_number("600101", 2)
@@ -351,9 +350,7 @@ def test_a_day_close_that_landed_after_its_terminal_gave_up_is_caught_up(world: 
     core = world.server.core
     info = core.store.terminal(terminal.terminal_id)
     assert info is not None
-    close = PeriodClose(
-        terminal.terminal_id, "late", 1, info.period_opened_at, info.period_opened_at, totals_json(())
-    )
+    close = PeriodClose(terminal.terminal_id, "late", 1, info.period_opened_at, info.period_opened_at)
     assert core.write_now(Write(period_close=close)).sequence_number == 1
     resent = terminal.stub.DayClose(pb.DayCloseRequest(close_id="late"), metadata=terminal.metadata)
     assert (resent.sequence_number, resent.next_period_number) == (1, 2)

@@ -50,7 +50,7 @@ def _write() -> Write:
         ),
         original=OriginalChange("terminal:trm_1", "tx-0", "refunded", refund_minor=200),
         card_changes=(CardChange("card_1", CardStatus.blocked, "blocked", "lost", "manager", "card_2"),),
-        period_close=PeriodClose("trm_1", "close_1", 3, NOW - dt.timedelta(hours=9), NOW, "{}"),
+        period_close=PeriodClose("trm_1", "close_1", 3, NOW - dt.timedelta(hours=9), NOW),
         employee_attempt=EmployeeAttempt("emp_1", 2, None),
     )
 
@@ -69,10 +69,10 @@ def test_a_batch_outcome_comes_back_equal() -> None:
 
 def test_the_state_is_the_field_values_in_order() -> None:
     posting = Posting("card:card_1", -500)
-    assert posting.__getstate__() == ("card:card_1", -500)
+    assert posting.__getstate__() == ("card:card_1", -500, False)
     restored = Posting.__new__(Posting)
-    restored.__setstate__(("merchant:mer_1", 500))  # type: ignore[attr-defined]
-    assert restored == Posting("merchant:mer_1", 500)
+    restored.__setstate__(("merchant:mer_1:prg_1:payable", -500, True))  # type: ignore[attr-defined]
+    assert restored == Posting("merchant:mer_1:prg_1:payable", -500, only_if_held=True)
 
 
 def test_a_state_of_the_wrong_length_is_refused() -> None:

@@ -1,0 +1,104 @@
+"""A terminal's periods in the database: which period a transaction row belongs to, and a period's
+totals, both read inside the transaction that writes.
+
+A row belongs to the period open when it commits, as the terminal's row says then, not to the one
+an actor last saw: an actor's copy can be behind (a close that timed out and landed later, a close
+taken on another node, an actor restarted while a write was on its way), and a row stamped with a
+closed period was counted in no close. A close counts its period inside its own transaction, after
+it has moved the terminal on: every row committed before it is counted, every row after it belongs
+to the next period. On PostgreSQL a writer reads the terminal's row FOR SHARE, so a close on
+another node waits for it, or it for the close; on SQLite every writer holds the one write lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select
+
+from switch.domain.transactions import TransactionStatus
+from switch.store.schema import terminals, transactions
+
+
+@dataclass(frozen=True, slots=True)
+class TypeTotal:
+    transaction_type: str
+    payment_method: str
+    currency: str
+    count: int
+    total_minor: int
+
+
+def open_periods(conn: Connection, sources: Iterable[str]) -> dict[str, int]:
+    """The open period of each source that is a terminal, read in conn's writing transaction."""
+    wanted = sorted(set(sources))
+    if not wanted:
+        return {}
+    query = (
+        select(terminals.c.terminal_id, terminals.c.period_number)
+        .where(terminals.c.terminal_id.in_(wanted))
+        .with_for_update(read=True)
+    )
+    return {str(terminal_id): int(period) for terminal_id, period in conn.execute(query)}
+
+
+def transaction_rows(
+    records: Iterable[object], now: dt.datetime, periods: dict[str, int]
+) -> list[dict[str, object]]:
+    """Insert values for records: each in its terminal's open period (others keep theirs)."""
+    rows = []
+    for record in records:
+        values = {name: getattr(record, name) for name in record.__slots__}  # type: ignore[attr-defined]
+        values["period_number"] = periods.get(str(values["source"]), values["period_number"])
+        values["created_at"] = now
+        rows.append(values)
+    return rows
+
+
+def period_totals(conn: Connection, terminal_id: str, period_number: int) -> tuple[TypeTotal, ...]:
+    """Approved transactions of the period that still stand and moved money, per type and payment
+    method."""
+    row = transactions.c
+    query = (
+        select(
+            row.transaction_type,
+            row.payment_method,
+            row.currency,
+            func.count(),
+            func.coalesce(func.sum(row.approved_minor), 0),
+        )
+        .where(
+            row.source == terminal_id,
+            row.period_number == period_number,
+            row.result.in_(("approved", "approved_partial")),
+            # reversed and aborted (payments reversed at the acquirer) no longer stand
+            row.status.notin_((TransactionStatus.reversed.value, TransactionStatus.aborted.value)),
+            # a reversal of what never moved money was answered, but is no money to count
+            row.approved_minor > 0,
+        )
+        .group_by(row.transaction_type, row.payment_method, row.currency)
+        .order_by(row.transaction_type, row.payment_method, row.currency)
+    )
+    return tuple(TypeTotal(t, m, c, int(n), int(s)) for t, m, c, n, s in conn.execute(query))
+
+
+def totals_json(totals: tuple[TypeTotal, ...]) -> str:
+    return json.dumps(
+        [
+            {
+                "transaction_type": total.transaction_type,
+                "payment_method": total.payment_method,
+                "currency": total.currency,
+                "count": total.count,
+                "total_minor": total.total_minor,
+            }
+            for total in totals
+        ]
+    )
+
+
+def totals_of_json(text: str) -> tuple[TypeTotal, ...]:
+    return tuple(TypeTotal(**item) for item in json.loads(text))
