@@ -45,7 +45,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         self._token = admin_token
 
     def _run(self, context: grpc.ServicerContext, action: Callable[[], T]) -> T:
-        if not hmac.compare_digest(bearer(context), self._token):
+        if not self._token or not hmac.compare_digest(bearer(context), self._token):
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong admin token")
         try:
             return action()

@@ -90,7 +90,8 @@ def tune_garbage_collection(settings: Settings) -> None:
 
 def _serve(options: argparse.Namespace) -> int:
     from ops.logs import configure_logging, skip_unused_record_fields
-    from switch.server import SwitchServer
+    from switch.server import SecretFileError, SwitchServer
+    from switch.store.node_lock import NodeLockError
 
     overrides = {
         "grpc_port": options.grpc_port,
@@ -112,7 +113,11 @@ def _serve(options: argparse.Namespace) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    server = SwitchServer(settings, on_journal_lost=exit_journal_lost)
+    try:
+        server = SwitchServer(settings, on_journal_lost=exit_journal_lost)
+    except (NodeLockError, SecretFileError) as error:
+        print(f"txswitch serve: {error}", file=sys.stderr)
+        return 2
     server.start()
     tune_garbage_collection(settings)
     print(f"txswitch listening for terminals and backoffice on grpc://{server.address}", flush=True)

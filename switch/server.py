@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import threading
 from concurrent import futures
@@ -41,6 +42,7 @@ from switch.pins import TerminalPinKeys
 from switch.security import MasterKey, SecurityModule
 from switch.store.engine import create_schema, make_engine
 from switch.store.keys import KeyStore
+from switch.store.node_lock import NodeLock, sqlite_file
 from switch.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -53,12 +55,38 @@ SERVICE_NAMES = (
 )
 
 
+class SecretFileError(RuntimeError):
+    """A secret file of the data directory is there but holds no secret."""
+
+
 def secret_file(path: Path, make: str) -> str:
-    """A secret kept in the data directory, created on first use, readable by its owner only."""
+    """A secret kept in the data directory, created on first use, readable by its owner only.
+
+    Created whole or not at all (a temporary file, synced, then renamed): a start that crashed
+    while writing it must not leave it empty, for an empty admin token would match a call that
+    carries none, and an empty card hash key would hash every card number with no key. An empty
+    file is refused by name rather than replaced, since data may already depend on the secret.
+    """
     if path.exists():
-        return path.read_text().strip()
-    path.write_text(make)
-    path.chmod(0o600)
+        secret = path.read_text().strip()
+        if not secret:
+            raise SecretFileError(
+                f"{path} is empty; restore it from a backup (or, for admin.token, remove it)"
+            )
+        return secret
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(descriptor, make.encode())
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     return make
 
 
@@ -81,8 +109,18 @@ class SwitchServer:
             master_hex = secret_file(settings.data_dir / "master.key", secrets.token_hex(32))
             settings = settings.with_overrides(master_key_hex=master_hex)
             self.settings = settings
-        self.engine = make_engine(settings.effective_database_url)
-        create_schema(self.engine)
+        self._node_lock: NodeLock | None = None
+        database_file = sqlite_file(settings.effective_database_url)
+        if database_file is not None and settings.copy_max_age_s is None:  # alone on its file
+            self._node_lock = NodeLock(database_file)
+            self._node_lock.acquire()  # NodeLockError if another switch runs on it
+        try:
+            self.engine = make_engine(settings.effective_database_url)
+            create_schema(self.engine)
+        except BaseException:
+            if self._node_lock is not None:
+                self._node_lock.release()
+            raise
         _refuse_old_payables(Store(self.engine), settings)
         # One cache of terminal PIN keys for activation, payments and closed-loop PIN checks.
         terminal_pin_keys = TerminalPinKeys(KeyStore(self.engine))
@@ -217,6 +255,8 @@ class SwitchServer:
             self.acquiring.stop()
         self.core.stop()
         self.ops.stop()
+        if self._node_lock is not None:
+            self._node_lock.release()
         self.engine.dispose()
 
     def wait(self) -> None:
