@@ -245,6 +245,7 @@ class CardActor(SwitchActor):
             card.programme.programme_id,
             holder_minor,
             funder_minor,
+            card_ceiling_minor=card.programme.balance_max_minor,
         )
         outcome, record = self._approved(
             command,
@@ -307,6 +308,7 @@ class CardActor(SwitchActor):
             amount_minor,
             merchant_id=terminal.merchant_id,
             programme_id=card.programme.programme_id,
+            card_ceiling_minor=card.programme.balance_max_minor,
         )
         outcome, record = self._approved(
             command, TransactionType.refund, decision, terminal, message.fingerprint, amount_minor
@@ -580,6 +582,8 @@ class CardActor(SwitchActor):
             "block the card before moving its balance"
         )
         self._settle_pending()
+        if self._services.max_age_s is not None:
+            self._read_card()  # another node may have loaded or spent it since this copy was read
         amount_minor = self.card.balance_minor
         # Even an empty card records its replacement: a replaced card stays blocked.
         entry = None
@@ -633,12 +637,26 @@ def original_entry_of(original: StoredTransaction, card: CardState) -> JournalEn
     record: TransactionRecord = original.record
     key = entry_key(record.source, record.transaction_id)
     assert record.merchant_id is not None
-    payable = {"merchant_id": record.merchant_id, "programme_id": card.programme.programme_id}
+    merchant_id, programme_id = record.merchant_id, card.programme.programme_id
     match record.transaction_type:
         case TransactionType.redemption.value:
-            return ledger.redemption_entry(key, card.currency, card.card_id, record.approved_minor, **payable)
+            return ledger.redemption_entry(
+                key,
+                card.currency,
+                card.card_id,
+                record.approved_minor,
+                merchant_id=merchant_id,
+                programme_id=programme_id,
+            )
         case TransactionType.refund.value:
-            return ledger.refund_entry(key, card.currency, card.card_id, record.approved_minor, **payable)
+            return ledger.refund_entry(
+                key,
+                card.currency,
+                card.card_id,
+                record.approved_minor,
+                merchant_id=merchant_id,
+                programme_id=programme_id,
+            )
         case TransactionType.load.value:
             return ledger.load_entry(
                 key,

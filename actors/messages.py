@@ -91,3 +91,8 @@ class ReportX:
 @dataclass(frozen=True, slots=True)
 class Deactivate:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """The terminal's row changed around its actor (activated again): read it afresh."""

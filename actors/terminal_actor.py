@@ -9,6 +9,7 @@ import hmac
 import logging
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from actors.messages import (
     CloseDay,
     Deactivate,
     QueryStatus,
+    Reload,
     ReportX,
     Submit,
     TerminalContext,
@@ -146,6 +148,9 @@ class TerminalServices:
     reply_timeout_s: float
     recent_transactions_max: int
     payments: PaymentProcessor | None = None  # None: no acquirer configured
+    # Where nodes share the database: the terminal's row (its period, whether it is active) is read
+    # again once this old, so a day close or an activation on another node counts here. None: never.
+    max_age_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,21 +165,30 @@ class TerminalActor(SwitchActor):
         self._terminal_id = terminal_id
         self._services = services
         self._info: TerminalInfo | None = None
+        self._read_at_s = 0.0
         self._recent: OrderedDict[str, _Recent] = OrderedDict()
 
     def on_start(self) -> None:
         self._info = self._services.store.terminal(self._terminal_id)
+        self._read_at_s = time.monotonic()
         assert self._info is not None, "terminal actors start for stored terminals only"
 
+    def _outdated(self) -> bool:
+        max_age_s = self._services.max_age_s
+        return max_age_s is not None and time.monotonic() - self._read_at_s > max_age_s
+
     def would_wait(self, message: Any) -> bool:
-        """Starting reads the terminal; a status, a day close, an X report and what undoes an earlier
-        transaction read the database, and may wait for an answer still on its way."""
-        if not self._started:
+        """Starting reads the terminal, and so does an outdated copy; a status, a day close, an X
+        report and what undoes an earlier transaction read the database, and may wait for an answer
+        still on its way."""
+        if not self._started or self._outdated():
             return True
         match message:
             case Submit(command=Redeem() | Load()) | Deactivate():
                 return False
             case Submit() | QueryStatus() | CloseDay() | ReportX() | SubmitPayment() | SubmitAbort():
+                return True
+            case Reload():
                 return True
         return False
 
@@ -188,6 +202,8 @@ class TerminalActor(SwitchActor):
         return TerminalContext(self.info.terminal_id, self.info.merchant_id, self.info.period_number)
 
     def on_receive(self, message: Any) -> Any:
+        if self._outdated():
+            self._reload()  # another node may have closed its day or activated it anew
         match message:
             case Submit():
                 return self._submit(message.command)
@@ -201,6 +217,9 @@ class TerminalActor(SwitchActor):
                 return self._payment(message)
             case Deactivate():
                 self._info = None if self._info is None else _replace_active(self._info, False)
+                return None
+            case Reload():
+                self._reload()
                 return None
         raise AssertionError(f"terminal actor got an unknown message {type(message).__name__}")
 
@@ -474,6 +493,7 @@ class TerminalActor(SwitchActor):
         refreshed = self._services.store.terminal(self.info.terminal_id)
         assert refreshed is not None
         self._info = refreshed
+        self._read_at_s = time.monotonic()
 
     def _x_report(self) -> DayCloseReport:
         self._settle_in_flight()

@@ -206,7 +206,7 @@ class TerminalService(pb_grpc.TerminalServicer):
             _refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         except AdminError as error:
             _refuse(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        self._core.terminals.forget(activation.terminal.terminal_id)
+        self._core.terminal_activated(activation.terminal.terminal_id)
         response = pb.ActivateResponse(
             terminal_id=activation.terminal.terminal_id,
             credential=activation.credential,

@@ -19,6 +19,7 @@ from actors.messages import (
     Deactivate,
     GetBalance,
     QueryStatus,
+    Reload,
     ReportX,
     SetCardPin,
     SetStatus,
@@ -143,6 +144,7 @@ class SwitchCore:
             settings.reply_timeout_s,
             settings.terminal_recent_transactions_max,
             payments,
+            settings.copy_max_age_s,
         )
         self.terminal_actors: ActorRegistry[str] = ActorRegistry(
             "terminal",
@@ -272,6 +274,12 @@ class SwitchCore:
             # none of its actors can start from the balance before it (the journal always answers).
             moved_minor, entry_id = self.card_actors.ask(lost_card_id, message, None)
         return CardTransfer(self.balance(lost_card_id), self.balance(new_card_id), moved_minor, entry_id)
+
+    def terminal_activated(self, terminal_id: str) -> None:
+        """A terminal (re)activated: its new credential counts, and a live actor reads it again (a
+        deactivated terminal activated anew was refused by its still-running actor until restart)."""
+        self.terminals.forget(terminal_id)
+        self.terminal_actors.tell_if_live(terminal_id, Reload())
 
     def deactivate_terminal(self, terminal_id: str) -> None:
         self.admin.set_terminal_active(terminal_id, False)

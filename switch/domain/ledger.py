@@ -73,6 +73,9 @@ class Posting:
     # This debit only while the account holds it: a payout of what a payable held when read, so
     # two settlements at once cannot both pay it (a payable may still go negative otherwise).
     only_if_held: bool = False
+    # This credit only while the account stays at or below it: a card's maximum, which loads on
+    # two nodes at once each checked against their own copy. None: no ceiling.
+    ceiling_minor: int | None = None
 
     @property
     def guarded(self) -> bool:
@@ -128,16 +131,21 @@ def redemption_entry(
 
 
 def refund_entry(
-    key: str, currency: str, card_id: str, amount_minor: int, *, merchant_id: str, programme_id: str
+    key: str,
+    currency: str,
+    card_id: str,
+    amount_minor: int,
+    *,
+    merchant_id: str,
+    programme_id: str,
+    card_ceiling_minor: int | None = None,
 ) -> JournalEntry:
-    return transfer(
-        key,
-        "refund",
-        currency,
-        merchant_payable_account(merchant_id, programme_id),
-        card_account(card_id),
-        amount_minor,
+    assert amount_minor > 0, amount_minor
+    postings = (
+        Posting(merchant_payable_account(merchant_id, programme_id), -amount_minor),
+        Posting(card_account(card_id), amount_minor, ceiling_minor=card_ceiling_minor),
     )
+    return JournalEntry(key, "refund", currency, postings)
 
 
 def load_entry(
@@ -147,10 +155,12 @@ def load_entry(
     programme_id: str,
     holder_part_minor: int,
     funder_part_minor: int,
+    card_ceiling_minor: int | None = None,
 ) -> JournalEntry:
     """The holder's part comes from the programme float, the funder's part from the funder."""
     assert holder_part_minor >= 0 and funder_part_minor >= 0
-    postings = [Posting(card_account(card_id), holder_part_minor + funder_part_minor)]
+    amount_minor = holder_part_minor + funder_part_minor
+    postings = [Posting(card_account(card_id), amount_minor, ceiling_minor=card_ceiling_minor)]
     if holder_part_minor:
         postings.append(Posting(programme_float_account(programme_id), -holder_part_minor))
     if funder_part_minor:

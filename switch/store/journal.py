@@ -217,6 +217,15 @@ _GUARDED_POSTING = (
     )
     .values(balance_minor=accounts.c.balance_minor + bindparam("b_amount_minor"))
 )
+_CAPPED_POSTING = (
+    update(accounts)
+    .where(
+        accounts.c.account_id == bindparam("b_account_id"),
+        # Across nodes: never let a card go above its maximum, whatever an actor believed.
+        accounts.c.balance_minor + bindparam("b_amount_minor") <= bindparam("b_ceiling_minor"),
+    )
+    .values(balance_minor=accounts.c.balance_minor + bindparam("b_amount_minor"))
+)
 _POSTING = (
     update(accounts)
     .where(accounts.c.account_id == bindparam("b_account_id"))
@@ -300,11 +309,20 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
     if not entries:
         return []
     guarded: list[dict[str, object]] = []
+    capped: list[dict[str, object]] = []
     credits: dict[str, int] = defaultdict(int)
     for entry in entries:
         for posting in entry.postings:
             if posting.guarded:
                 guarded.append({"b_account_id": posting.account_id, "b_amount_minor": posting.amount_minor})
+            elif posting.ceiling_minor is not None and posting.amount_minor > 0:
+                capped.append(
+                    {
+                        "b_account_id": posting.account_id,
+                        "b_amount_minor": posting.amount_minor,
+                        "b_ceiling_minor": posting.ceiling_minor,
+                    }
+                )
             else:
                 credits[posting.account_id] += posting.amount_minor
     guarded_problem = (
@@ -313,6 +331,12 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
         else "an account in the batch would go below zero"
     )
     _update_each(conn, _GUARDED_POSTING, guarded, guarded_problem)
+    capped_problem = (
+        f"{capped[0]['b_account_id']} would go above its maximum"
+        if len(capped) == 1
+        else "a card in the batch would go above its maximum"
+    )
+    _update_each(conn, _CAPPED_POSTING, capped, capped_problem)
     entry_rows = [
         {"idempotency_key": e.idempotency_key, "kind": e.kind, "currency": e.currency, "created_at": now}
         for e in entries

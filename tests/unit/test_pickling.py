@@ -69,9 +69,9 @@ def test_a_batch_outcome_comes_back_equal() -> None:
 
 def test_the_state_is_the_field_values_in_order() -> None:
     posting = Posting("card:card_1", -500)
-    assert posting.__getstate__() == ("card:card_1", -500, False)
+    assert posting.__getstate__() == ("card:card_1", -500, False, None)
     restored = Posting.__new__(Posting)
-    restored.__setstate__(("merchant:mer_1:prg_1:payable", -500, True))  # type: ignore[attr-defined]
+    restored.__setstate__(("merchant:mer_1:prg_1:payable", -500, True, None))  # type: ignore[attr-defined]
     assert restored == Posting("merchant:mer_1:prg_1:payable", -500, only_if_held=True)
 
 

@@ -1,0 +1,59 @@
+"""Two switch nodes on one PostgreSQL database: what one does counts on the other (session 21 audit)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from protocols.wire import backoffice_pb2_grpc as bo_grpc
+from protocols.wire import terminal_pb2_grpc as pb_grpc
+from switch.server import SwitchServer
+from tests.integration.harness import TerminalClient, World, start_world
+from tests.pg import postgres_schema
+
+
+@dataclass
+class Nodes:
+    world: World
+    node_b: SwitchServer
+    on_a: TerminalClient
+    on_b: TerminalClient
+    backoffice_b: bo_grpc.BackofficeStub
+
+    def on_b_as_admin(self, method: str, request: object) -> Any:
+        return getattr(self.backoffice_b, method)(request, metadata=self.world.admin_metadata, timeout=20)
+
+    def on_a_as_admin(self, method: str, request: object) -> Any:
+        return getattr(self.world.backoffice, method)(request, metadata=self.world.admin_metadata, timeout=20)
+
+
+def two_nodes(tmp_path: Path, max_age_s: float = 0.0, **overrides: object) -> Iterator[Nodes]:
+    with postgres_schema() as url:
+        world = start_world(
+            tmp_path, url, 2, several_nodes="auto", shared_copy_max_age_s=max_age_s, **overrides
+        )
+        try:
+            settings = world.server.settings.with_overrides(data_dir=tmp_path / "node-b")
+            node_b = SwitchServer(settings)
+            node_b.start()
+            channel_b = grpc.insecure_channel(node_b.address)
+            try:
+                on_a = world.terminals[0]
+                on_b = TerminalClient(pb_grpc.TerminalStub(channel_b), on_a.credential, on_a.terminal_id)
+                yield Nodes(world, node_b, on_a, on_b, bo_grpc.BackofficeStub(channel_b))
+            finally:
+                channel_b.close()
+                node_b.stop()
+        finally:
+            world.channel.close()
+            world.server.stop()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    yield from two_nodes(tmp_path)

@@ -1,0 +1,92 @@
+"""Bank-card payments with two nodes on one database and one acquirer host."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
+from switch.server import SwitchServer
+from tests.integration.harness import EMPLOYEE, new_txn
+from tests.integration.payment_harness import (
+    PaymentWorld,
+    PayTerminal,
+    payment_world,
+)
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[tuple[PaymentWorld, PayTerminal]]:
+    """Node A (the payment world) and node B; the same terminal connected to each."""
+    with payment_world(tmp_path, "postgres") as paying:
+        node_b = SwitchServer(paying.world.server.settings.with_overrides(data_dir=tmp_path / "node-b"))
+        node_b.start()
+        channel_b = grpc.insecure_channel(node_b.address)
+        try:
+            t = paying.terminal
+            yield (
+                paying,
+                PayTerminal(
+                    pb_grpc.TerminalStub(channel_b), t.credential, t.terminal_id, t.pin_key, t.pin_format
+                ),
+            )
+        finally:
+            channel_b.close()
+            node_b.stop()
+
+
+def cancel(terminal: PayTerminal, original: str) -> pb.TransactionResponse:
+    request = pb.CancelRequest(
+        transaction_id=new_txn(),
+        original_transaction_id=original,
+        employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin),
+    )
+    answer: pb.TransactionResponse = terminal.stub.Cancel(request, metadata=terminal.metadata, timeout=20)
+    return answer
+
+
+def refund_to_card(terminal: PayTerminal, amount_minor: int) -> pb.TransactionResponse:
+    card = terminal.request(amount_minor)
+    request = pb.CardRefundRequest(
+        transaction_id=card.transaction_id,
+        sequence_number=card.sequence_number,
+        amount=card.amount,
+        card=card.card,
+        employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin),
+    )
+    answer: pb.TransactionResponse = terminal.stub.RefundCard(request, metadata=terminal.metadata, timeout=20)
+    return answer
+
+
+def test_a_payment_of_a_period_closed_on_node_b_is_not_cancelled_at_the_acquirer_by_node_a(
+    two: tuple[PaymentWorld, PayTerminal],
+) -> None:
+    paying, on_b = two
+    on_a = paying.terminal
+    paid = on_a.pay(1_000)
+    assert paid.response_code == "00"
+    on_b.day_close()  # the payment's period goes to settlement
+    time.sleep(1.2)  # older than any copy may be
+    refused = cancel(on_b, paid.transaction_id)
+    assert refused.response_code == "12" and "too late to cancel" in refused.message
+    answer = cancel(on_a, paid.transaction_id)
+    assert answer.response_code == "12", f"node A: {answer.response_code} {answer.message}"
+    assert not paying.host.record().reversals
+
+
+def test_a_refund_to_a_card_on_node_a_counts_only_the_takings_of_the_period_node_b_opened(
+    two: tuple[PaymentWorld, PayTerminal],
+) -> None:
+    paying, on_b = two
+    on_a = paying.terminal
+    assert on_a.pay(1_000).response_code == "00"
+    on_b.day_close()  # the new period has no takings yet
+    time.sleep(1.2)
+    assert refund_to_card(on_b, 1_000).response_code == "61"
+    answer = refund_to_card(on_a, 1_000)
+    assert answer.response_code == "61", f"node A: {answer.response_code} {answer.message}"
