@@ -91,8 +91,10 @@ class _Belief:
     sign: int
     told: Told = Told.unknown
     approved_minor: int = 0
+    requested_minor: int = 0
     answered_approved: bool | None = None
-    undone_by_terminal: bool = False
+    undone_by_terminal: bool = False  # a reversal the terminal sent
+    cancel_asked: bool = False  # a cancel the terminal sent, not answered declined
     exchanges: int = 0
 
 
@@ -117,7 +119,9 @@ def _fold_money(folded: _Folded, exchange: Exchange) -> None:
     belief = folded.beliefs.get(key)
     if belief is None:
         sign = _sign(exchange.operation, exchange.original_operation)
-        belief = _Belief(exchange.operation, exchange.card_id, sign)
+        belief = _Belief(
+            exchange.operation, exchange.card_id, sign, requested_minor=exchange.amount_requested_minor
+        )
         folded.beliefs[key] = belief
     belief.exchanges += 1
     if exchange.outcome is not Outcome.answered:
@@ -161,8 +165,8 @@ def _fold_follow_up(folded: _Folded, exchange: Exchange) -> None:
     if belief.told is not Told.unknown:
         return
     if not exchange.found:
-        belief.told = Told.nothing_moved
-    elif exchange.status == "approved":
+        return  # not there yet: it may still arrive (the switch stores nothing on a status query)
+    if exchange.status == "approved":
         belief.told = Told.approved
         belief.approved_minor = exchange.amount_approved_minor
     elif exchange.status in UNDONE_STATUSES or exchange.status == "declined":
@@ -170,12 +174,18 @@ def _fold_follow_up(folded: _Folded, exchange: Exchange) -> None:
 
 
 def _mark_cancelled_originals(folded: _Folded, exchanges: Iterable[Exchange]) -> None:
-    """A cancel the terminal sent, answered or not, lets the switch undo the original."""
+    """A cancel the terminal sent lets the switch undo the original, unless it was answered declined.
+
+    The cancel's undo entry goes under the cancel's own key, so the original's own movement is
+    still checked; only its stored status may be cancelled."""
     for exchange in exchanges:
         if exchange.operation is Operation.cancel:
+            cancel = folded.beliefs.get((exchange.terminal_id, exchange.transaction_id))
+            if cancel is not None and cancel.told is Told.nothing_moved:
+                continue  # refused: the original stands, as the terminal was told
             original = folded.beliefs.get((exchange.terminal_id, exchange.original_transaction_id or ""))
             if original is not None:
-                original.undone_by_terminal = True
+                original.cancel_asked = True
 
 
 def fold_exchanges(exchanges: Sequence[Exchange]) -> _Folded:
@@ -247,7 +257,30 @@ def _check_transaction(
             Violation.declined_moved_money,
             f"terminal was told nothing moved; the card moved {movement.net_minor}",
         )
+    elif belief.told is Told.unknown and movement.net_minor != 0:
+        findings.extend(_in_doubt_findings(key, belief, movement, snapshot))
     return findings
+
+
+def _in_doubt_findings(
+    key: TransactionKey, belief: _Belief, movement: _Movement, snapshot: LedgerSnapshot
+) -> list[Finding]:
+    """What no answer could have allowed for a transaction whose outcome the terminal never
+    learnt: money moved the other way, more than was asked, or on a stored decline."""
+    net_minor = movement.net_minor
+    stored = snapshot.transactions.get(key) if snapshot.transactions is not None else None
+    problem = None
+    violation = Violation.declined_moved_money
+    if stored is not None and stored.status == "declined":
+        problem = f"stored declined; the card moved {net_minor}"
+    elif belief.sign and (net_minor > 0) != (belief.sign > 0):
+        problem = f"asked to move money the other way; the card moved {net_minor}"
+    elif belief.operation is not Operation.cancel and abs(net_minor) > belief.requested_minor:
+        problem = f"asked for {belief.requested_minor}; the card moved {net_minor}"
+        violation = Violation.double_spend
+    if problem is None:
+        return []
+    return [Finding(violation, f"outcome unknown to the terminal: {problem}", key[0], key[1], belief.card_id)]
 
 
 def _lost_approval_detail(key: TransactionKey, belief: _Belief, snapshot: LedgerSnapshot) -> str | None:
@@ -259,7 +292,7 @@ def _lost_approval_detail(key: TransactionKey, belief: _Belief, snapshot: Ledger
         return "approved at the terminal, absent from the ledger"
     if stored.status == "declined":
         return "approved at the terminal, declined in the ledger"
-    if stored.status in UNDONE_STATUSES and not belief.undone_by_terminal:
+    if stored.status in UNDONE_STATUSES and not (belief.undone_by_terminal or belief.cancel_asked):
         return f"approved at the terminal, {stored.status} without its asking"
     return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Protocol
 
@@ -9,8 +10,14 @@ import trio
 
 
 class Pacer(Protocol):
-    async def wait_next(self) -> float:
-        """Sleep until the next transaction is due; return its intended start (trio time, s)."""
+    async def wait_next(self, end_s: float = math.inf) -> float:
+        """Sleep until the next transaction is due; return its intended start (trio time, s).
+
+        One due at or after end_s is not waited for beyond end_s: the run is over by then."""
+        ...
+
+    def skip_missed(self) -> None:
+        """The terminal was switched off: what fell due meanwhile was never sent, nor late."""
         ...
 
 
@@ -23,14 +30,18 @@ class ClosedLoop:
         self._rng = rng
         self._first = True
 
-    async def wait_next(self) -> float:
+    async def wait_next(self, end_s: float = math.inf) -> float:
         if self._first:
             self._first = False
         elif self._think_time_s_mean > 0:
-            await trio.sleep(self._rng.expovariate(1.0 / self._think_time_s_mean))
+            think_s = self._rng.expovariate(1.0 / self._think_time_s_mean)
+            await trio.sleep_until(min(trio.current_time() + think_s, end_s))
         else:
             await trio.lowlevel.checkpoint()
         return trio.current_time()
+
+    def skip_missed(self) -> None:
+        pass  # a closed loop owes nothing while it is off
 
 
 class OpenLoop:
@@ -48,7 +59,7 @@ class OpenLoop:
         self._next_s = start_s
         self.late_starts = 0
 
-    async def wait_next(self) -> float:
+    async def wait_next(self, end_s: float = math.inf) -> float:
         if self._next_s is None:
             self._next_s = trio.current_time()
         self._next_s += self._rng.expovariate(self._rate_per_s)
@@ -56,5 +67,10 @@ class OpenLoop:
             self.late_starts += 1
             await trio.lowlevel.checkpoint()
         else:
-            await trio.sleep_until(self._next_s)
+            await trio.sleep_until(min(self._next_s, end_s))
         return self._next_s
+
+    def skip_missed(self) -> None:
+        now = trio.current_time()
+        if self._next_s is not None and self._next_s < now:
+            self._next_s = now  # the next arrival comes a Poisson gap from now

@@ -90,6 +90,7 @@ class SimTerminal:
         self.period = 0
         self.day = 0
         self._counter = 0
+        self._pacer: Pacer | None = None  # while run() goes
         self._recent: collections.deque[_Recent] = collections.deque(
             maxlen=context.config.recent_transactions_max
         )
@@ -178,13 +179,14 @@ class SimTerminal:
 
     async def run(self, pacer: Pacer) -> None:
         """Transactions until the run's end, a day close at the end of each simulated day."""
+        self._pacer = pacer
         config = self.context.config
         day_end_s = trio.current_time() + config.day_length_s
         flows = self._flows()
         names = list(flows)
         weights = [getattr(config.flows, name) for name in names]
         while True:
-            intended_s = await pacer.wait_next()
+            intended_s = await pacer.wait_next(self.context.end_s)
             if intended_s >= self.context.end_s:
                 break
             if trio.current_time() >= day_end_s:
@@ -339,6 +341,8 @@ class SimTerminal:
         elif fault is Fault.abandon:
             await send.abandoned()
             await trio.sleep(self.context.config.switched_off_s)
+            if self._pacer is not None:
+                self._pacer.skip_missed()  # its own pause is no latency of the switch's
             return
         elif fault is Fault.timeout:
             exchange = await send.timing_out()
@@ -487,14 +491,16 @@ class _MoneySend:
             sent = await self.terminal._send(self.operation, self.method, self.request)
             self._record(sent, duplicate=True)
             return first
-        results: list[_Sent] = []
+        results: dict[int, _Sent] = {}
 
-        async def copy() -> None:
-            results.append(await self.terminal._send(self.operation, self.method, self.request))
+        async def copy(index: int, started: float | None) -> None:
+            results[index] = await self.terminal._send(
+                self.operation, self.method, self.request, started_s=started
+            )
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(copy)
-            nursery.start_soon(copy)
+            nursery.start_soon(copy, 0, started_s)  # measured from the intended start: it was due then
+            nursery.start_soon(copy, 1, None)
         first = self._record(results[0])
         self._record(results[1], duplicate=True)
         return first
