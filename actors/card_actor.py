@@ -543,11 +543,18 @@ class CardActor(SwitchActor):
         pins = self._services.pins
         assert pins is not None
         verdict = check_card_pin(pin.pvv, pin.failed_tries, pins.tries_max, command.pin)
+        shared = self._services.max_age_s is not None
         if verdict.counts_wrong:
             tries = pins.store.count_wrong_try(self.card.card_id, pins.tries_max)
             self._pin = dataclasses.replace(pin, failed_tries=tries)
-        elif verdict.clears_tries:
-            pins.store.reset_tries(self.card.card_id)
+            if tries >= pins.tries_max:  # the stored count decides: another node may have counted too
+                return Decision(ResponseCode.pin_tries_exceeded, detail="card PIN blocked")
+        elif verdict.code.approves and (verdict.clears_tries or shared):
+            # The right PIN, judged on this copy; with several nodes the database has the last
+            # word: a PIN blocked on another node meanwhile stays blocked.
+            if not pins.store.reset_tries_unless_blocked(self.card.card_id, pins.tries_max):
+                self._pin = dataclasses.replace(pin, failed_tries=pins.tries_max)
+                return Decision(ResponseCode.pin_tries_exceeded, detail="card PIN blocked")
             self._pin = dataclasses.replace(pin, failed_tries=0)
         if verdict.code.approves:
             return None

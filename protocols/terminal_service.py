@@ -30,7 +30,7 @@ from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import Cancel, Load, Outcome, Redeem, Refund, Reversal, TerminalCommand
 from switch.passwords import NotAllowedError, TooManySignInsError
 from switch.receipts import ReceiptRefusedError
-from switch.security import PinBlockFormat, pin_block_format
+from switch.security import KeyIntegrityError, PinBlockFormat, pin_block_format
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,11 @@ class TerminalService(pb_grpc.TerminalServicer):
 
     def _pin_proof(self, pin_block: bytes, number: str, card_id: str, terminal_id: str) -> PinProof | None:
         """The closed-loop card PIN under this terminal's PIN key, as a verification value."""
-        pin_key = self._core.pins.terminal_pin_key(terminal_id)
+        try:
+            pin_key = self._core.pins.terminal_pin_key(terminal_id)
+        except KeyIntegrityError as error:
+            log.error("terminal %s: its PIN key fails its check: %s", terminal_id, error)
+            _refuse(grpc.StatusCode.FAILED_PRECONDITION, "the terminal's PIN key is damaged; activate anew")
         if pin_key is None:
             raise BadRequestError("pin_block given, but this terminal has no PIN key")
         expected_bytes = PIN_BLOCK_BYTES[pin_block_format(pin_key)]

@@ -19,6 +19,7 @@ from switch.security.errors import KeyIntegrityError
 
 MASTER_KEY_BYTES: Final = 32
 GCM_NONCE_BYTES: Final = 12
+GCM_TAG_BYTES: Final = 16
 CHECK_VALUE_HEX_CHARS: Final = 6
 WRAP_FORMAT_VERSION: Final = "v1"
 
@@ -66,6 +67,8 @@ class MasterKey:
 
     def open(self, sealed: bytes, associated: bytes) -> bytes:
         nonce, ciphertext = sealed[:GCM_NONCE_BYTES], sealed[GCM_NONCE_BYTES:]
+        if len(nonce) < GCM_NONCE_BYTES or len(ciphertext) < GCM_TAG_BYTES:
+            raise KeyIntegrityError("wrapped key is cut short")
         try:
             return self._aead.decrypt(nonce, ciphertext, associated)
         except InvalidTag:

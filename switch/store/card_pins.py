@@ -84,6 +84,14 @@ class CardPinStore:
                 self._lockouts += 1
         return tries
 
-    def reset_tries(self, card_id: str) -> None:
+    def reset_tries_unless_blocked(self, card_id: str, tries_max: int) -> bool:
+        """After the right PIN: clear the wrong tries, unless the stored count has blocked the PIN
+        meanwhile (on another node); False then, and the PIN stays blocked."""
+        row = card_pins.c
         with writing(self._engine) as conn:
-            conn.execute(update(card_pins).where(card_pins.c.card_id == card_id).values(failed_tries=0))
+            cleared = conn.execute(
+                update(card_pins)
+                .where(row.card_id == card_id, row.failed_tries < tries_max)
+                .values(failed_tries=0)
+            ).rowcount
+        return bool(cleared)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import Column, DateTime, Engine, String, Table, Text, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from switch.security import WrappedKey
+from switch.security import KeyIntegrityError, WrappedKey
 from switch.store.engine import writing
 from switch.store.schema import metadata
 
@@ -33,7 +33,14 @@ class KeyStore:
             text = conn.execute(
                 select(security_keys.c.wrapped).where(security_keys.c.key_id == key_id)
             ).scalar()
-        return None if text is None else WrappedKey.from_text(text)
+        if text is None:
+            return None
+        key = WrappedKey.from_text(text)
+        if key.key_id != key_id:
+            # The seal binds the key to its own id, so a row copied from another key's would
+            # open: a PIN block under one terminal's key would then pass at another terminal.
+            raise KeyIntegrityError(f"the key stored as {key_id} is {key.key_id}")
+        return key
 
     def put(self, key: WrappedKey) -> None:
         """Store a key under its id, replacing an earlier one (a re-injected terminal key)."""
