@@ -284,7 +284,9 @@ class SwitchCore:
     def deactivate_terminal(self, terminal_id: str) -> None:
         self.admin.set_terminal_active(terminal_id, False)
         self.terminals.forget(terminal_id)
-        self.terminal_actors.tell_if_live(terminal_id, Deactivate())
+        self.terminal_actors.tell_if_live(terminal_id, Deactivate())  # for what it has queued
+        with self.terminal_actors.exclusive(terminal_id):
+            pass  # then stop its actor: a deactivated terminal is served nowhere, nor counted online
 
     def write_now(self, write: Write) -> WriteResult:
         """A journal write from outside the actors (settlement); waits until durable."""
