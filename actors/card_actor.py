@@ -308,7 +308,8 @@ class CardActor(SwitchActor):
             amount_minor,
             merchant_id=terminal.merchant_id,
             programme_id=card.programme.programme_id,
-            card_ceiling_minor=card.programme.balance_max_minor,
+            # A completion gives back what its authorisation took: the card's maximum does not refuse it.
+            card_ceiling_minor=None if isinstance(command, Completion) else card.programme.balance_max_minor,
         )
         outcome, record = self._approved(
             command, TransactionType.refund, decision, terminal, message.fingerprint, amount_minor

@@ -89,8 +89,8 @@ class Reply:
     def outcome(self) -> Outcome | None:
         return self._outcome
 
-    def settle(self, timeout_s: float) -> None:
-        """Wait until set or failed, whichever; ReplyTimeoutError if neither in time."""
+    def settle(self, timeout_s: float | None) -> None:
+        """Wait until set or failed, whichever; ReplyTimeoutError if neither in time (None: no limit)."""
         if self._done:
             return
         with self._lock:
@@ -109,7 +109,7 @@ class Reply:
             raise self._error
         return self._outcome
 
-    def wait(self, timeout_s: float) -> Outcome:
+    def wait(self, timeout_s: float | None) -> Outcome:
         """The outcome; raises the failure, or ReplyTimeoutError if neither came in time."""
         self.settle(timeout_s)
         outcome: Outcome | None = self.value()

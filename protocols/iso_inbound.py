@@ -192,7 +192,10 @@ class InboundHandler:
                 return _answer_of(stored)
             message = Authorize(command, context, digest)
             reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
-            return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
+            # Decided: wait for its write however long (the journal always answers, or the switch
+            # exits). A 91 here was a decline to the acquirer, who reverses nothing it was told
+            # declined, while the write could still land and charge the card.
+            return _answer_of(reply.wait(None))
 
     def _stored_answer(
         self, context: TerminalContext, transaction_id: str, kind: TransactionType, digest: str

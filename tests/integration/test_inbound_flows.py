@@ -1,0 +1,80 @@
+"""Inbound ISO 8583 flows, from an audit of session 21: a completion is taken on a card loaded to
+its limit, and an 0200 is answered as its commit lands, not 91 while it may still move money."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from protocols.iso8583 import IsoMessage
+from tests.integration.harness import MERCHANT_EMAIL, World, hold_sqlite_write_lock, start_world
+from tests.integration.test_inbound_iso import (
+    ACQUIRER,
+    ZONE_KEY,
+    IsoClient,
+    authorisation,
+    balance,
+    completion_of,
+    financial,
+    ledger_clean,
+)
+
+
+def _world(tmp_path: Path, **overrides: object) -> Iterator[World]:
+    acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
+    world = start_world(tmp_path, "", 1, iso_listen_port=0, iso_inbound_acquirers=acquirers, **overrides)
+    try:
+        yield world
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    yield from _world(tmp_path)
+
+
+@pytest.fixture
+def slow_world(tmp_path: Path) -> Iterator[World]:
+    yield from _world(tmp_path, reply_timeout_s=1.0, ask_timeout_s=1.0)
+
+
+def test_a_completion_of_a_card_loaded_to_its_limit_is_taken(world: World) -> None:
+    """decide_completion: 'what became of the card since (blocked, expired, loaded to its limit)
+    does not refuse it'. The gift programme's limit is 1000.00 EUR."""
+    client = IsoClient(world)
+    card = world.issue(100_000)
+    original = authorisation(card, 400)
+    assert client.ask(original)["39"] == "00"
+    assert world.terminals[0].load(card, 400).response_code == "00"  # back at its limit
+    assert balance(world, card) == 100_000
+    answer = client.ask(completion_of(original, 250))
+    repeat = client.ask({**completion_of(original, 250), "t": "0221"})
+    client.close()
+    assert (answer["39"], repeat["39"]) == ("00", "00"), (answer.get("44"), repeat.get("44"))
+    assert balance(world, card) == 100_150
+    ledger_clean(world)
+
+
+def test_a_redemption_whose_commit_outlasts_the_reply_timeout_is_answered_as_it_lands(
+    slow_world: World,
+) -> None:
+    """An 0200 whose commit outlasted reply_timeout_s was answered 91 (a decline to the acquirer, which
+    does not reverse a declined request), and the redemption landed afterwards: the card was charged."""
+    world = slow_world
+    card = world.issue(1_000)
+    client = IsoClient(world)
+    assert client.ask(financial(card, 100))["39"] == "00"  # the card's actor is live
+    holder = hold_sqlite_write_lock(world, 3.0)
+    answer: IsoMessage = client.ask(financial(card, 300))
+    holder.join()
+    client.close()
+    time.sleep(0.5)
+    code = answer["39"]
+    moved = 1_000 - 100 - balance(world, card)
+    # It waits for its commit now: approved once durable, and the money moved as answered.
+    assert (code, moved) == ("00", 300), f"answered {code} ({answer.get('44')}); {moved} minor units taken"
