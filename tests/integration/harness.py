@@ -221,3 +221,30 @@ def world_fixture(
         finally:
             world.channel.close()
             world.server.stop()
+
+
+@dataclass
+class SecondNode:
+    """Node B: another switch on world's database, and world's first terminal connected to it."""
+
+    server: SwitchServer
+    terminal: TerminalClient
+    backoffice: bo_grpc.BackofficeStub
+
+
+@contextmanager
+def second_node(world: World, data_dir: Path) -> Iterator[SecondNode]:
+    """Start node B beside world's switch (which must share its database knowingly: several nodes)."""
+    settings = world.server.settings.with_overrides(
+        data_dir=data_dir, database_url=world.server.settings.effective_database_url
+    )
+    node_b = SwitchServer(settings)
+    node_b.start()
+    channel_b = grpc.insecure_channel(node_b.address)
+    try:
+        on_a = world.terminals[0]
+        on_b = TerminalClient(pb_grpc.TerminalStub(channel_b), on_a.credential, on_a.terminal_id)
+        yield SecondNode(node_b, on_b, bo_grpc.BackofficeStub(channel_b))
+    finally:
+        channel_b.close()
+        node_b.stop()

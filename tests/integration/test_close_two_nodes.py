@@ -6,13 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from protocols.wire import terminal_pb2 as pb
-from protocols.wire import terminal_pb2_grpc as pb_grpc
-from switch.server import SwitchServer
-from tests.integration.harness import TerminalClient, World, world_fixture
+from tests.integration.harness import TerminalClient, World, second_node, world_fixture
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -21,19 +18,8 @@ def nodes(
 ) -> Iterator[tuple[World, TerminalClient, TerminalClient]]:
     shared = "auto" if request.param == "postgres" else "yes"
     for world in world_fixture(request, tmp_path, several_nodes=shared, shared_copy_max_age_s=0.0):
-        settings = world.server.settings.with_overrides(
-            data_dir=tmp_path / "node-b", database_url=world.server.settings.effective_database_url
-        )
-        node_b = SwitchServer(settings)
-        node_b.start()
-        channel_b = grpc.insecure_channel(node_b.address)
-        try:
-            on_a = world.terminals[0]
-            on_b = TerminalClient(pb_grpc.TerminalStub(channel_b), on_a.credential, on_a.terminal_id)
-            yield world, on_a, on_b
-        finally:
-            channel_b.close()
-            node_b.stop()
+        with second_node(world, tmp_path / "node-b") as b:
+            yield world, world.terminals[0], b.terminal
 
 
 def _close(terminal: TerminalClient, close_id: str) -> pb.DayCloseReport:

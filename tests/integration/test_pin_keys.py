@@ -13,7 +13,7 @@ from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.security import KeyAlgorithm, KeyIntegrityError, KeyUsage, MasterKey, SecurityModule, WrappedKey
 from switch.security.keys import unwrap_key
 from switch.server import SwitchServer
-from tests.integration.harness import TerminalClient, start_world
+from tests.integration.harness import TerminalClient, second_node, start_world
 from tests.integration.test_card_pins import redeem_with_pin, set_pin, stored_tries, with_pin_key
 
 PIN = "739152846051"
@@ -62,26 +62,20 @@ def test_wrong_card_pins_alternated_across_two_nodes_never_let_a_fourth_guess_in
     tmp_path: Path, max_age_s: float
 ) -> None:
     world = start_world(tmp_path, "", 1, several_nodes="yes", shared_copy_max_age_s=max_age_s)
-    settings = world.server.settings.with_overrides(
-        data_dir=tmp_path / "node-b", database_url=world.server.settings.effective_database_url
-    )
-    node_b = SwitchServer(settings)
-    node_b.start()
-    channel_b = grpc.insecure_channel(node_b.address)
     try:
-        on_a = world.terminals[0]
-        on_b = TerminalClient(pb_grpc.TerminalStub(channel_b), on_a.credential, on_a.terminal_id)
-        key = with_pin_key(world, on_a)
-        card = world.issue(1_000, world.benefit_programme)
-        set_pin(world, card, PIN)
-        assert on_a.balance(card) == 1_000 and on_b.balance(card) == 1_000  # an actor on each node
-        guesses = [redeem_with_pin(node, key, card, WRONG_PIN).response_code for node in (on_a, on_b, on_a)]
-        assert stored_tries(world, card) == 3  # three wrong tries stored: the PIN is blocked
-        fourth = redeem_with_pin(on_b, key, card, PIN).response_code
-        assert fourth == "75", (guesses, fourth)  # actual: "00", and 100 taken from the card
+        with second_node(world, tmp_path / "node-b") as b:
+            on_a, on_b = world.terminals[0], b.terminal
+            key = with_pin_key(world, on_a)
+            card = world.issue(1_000, world.benefit_programme)
+            set_pin(world, card, PIN)
+            assert on_a.balance(card) == 1_000 and on_b.balance(card) == 1_000  # an actor on each node
+            guesses = [
+                redeem_with_pin(node, key, card, WRONG_PIN).response_code for node in (on_a, on_b, on_a)
+            ]
+            assert stored_tries(world, card) == 3  # three wrong tries stored: the PIN is blocked
+            fourth = redeem_with_pin(on_b, key, card, PIN).response_code
+            assert fourth == "75", (guesses, fourth)  # it was "00", and 100 taken from the card
     finally:
-        channel_b.close()
-        node_b.stop()
         world.channel.close()
         world.server.stop()
 
@@ -91,5 +85,5 @@ def test_a_truncated_wrapped_key_is_a_key_integrity_error() -> None:
     zone = SecurityModule(master).generate_key("zpk-a", KeyUsage.zone_pin, KeyAlgorithm.aes128)
     # "v1:zpk-a:zone-pin:aes128:<kcv>:YWJj" in the acquirers file: a line cut short.
     truncated = WrappedKey.from_text(zone.to_text().rsplit(":", 1)[0] + ":YWJj")
-    with pytest.raises(KeyIntegrityError):  # actual: ValueError("Nonce must be between 8 and 128 bytes")
+    with pytest.raises(KeyIntegrityError):  # it was ValueError("Nonce must be between 8 and 128 bytes")
         unwrap_key(master, truncated, KeyUsage.zone_pin)

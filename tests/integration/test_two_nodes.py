@@ -23,12 +23,12 @@ import pytest
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
-from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.server import SwitchServer
 from tests.integration.harness import (
     TerminalClient,
     World,
     new_txn,
+    second_node,
     start_world,
     statements_run,
     world_fixture,
@@ -54,20 +54,8 @@ def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TwoNodes]:
     # may be 1 s old by default; here none may be, so what one node did counts on the other at once.
     shared = "auto" if request.param == "postgres" else "yes"
     for world in world_fixture(request, tmp_path, several_nodes=shared, shared_copy_max_age_s=0.0):
-        database_url = world.server.settings.effective_database_url
-        settings = world.server.settings.with_overrides(
-            data_dir=tmp_path / "node-b", database_url=database_url
-        )
-        node_b = SwitchServer(settings)
-        node_b.start()
-        channel_b = grpc.insecure_channel(node_b.address)
-        try:
-            on_a = world.terminals[0]
-            on_b = TerminalClient(pb_grpc.TerminalStub(channel_b), on_a.credential, on_a.terminal_id)
-            yield TwoNodes(world, node_b, on_a, on_b, bo_grpc.BackofficeStub(channel_b))
-        finally:
-            channel_b.close()
-            node_b.stop()
+        with second_node(world, tmp_path / "node-b") as b:
+            yield TwoNodes(world, b.server, world.terminals[0], b.terminal, b.backoffice)
 
 
 def redeem(terminal: TerminalClient, card: str, amount_minor: int) -> pb.TransactionResponse:

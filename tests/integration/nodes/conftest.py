@@ -7,13 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
-from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.server import SwitchServer
-from tests.integration.harness import TerminalClient, World, start_world
+from tests.integration.harness import TerminalClient, World, second_node, start_world
 from tests.pg import postgres_schema
 
 
@@ -38,17 +36,8 @@ def two_nodes(tmp_path: Path, max_age_s: float = 0.0, **overrides: object) -> It
             tmp_path, url, 2, several_nodes="auto", shared_copy_max_age_s=max_age_s, **overrides
         )
         try:
-            settings = world.server.settings.with_overrides(data_dir=tmp_path / "node-b")
-            node_b = SwitchServer(settings)
-            node_b.start()
-            channel_b = grpc.insecure_channel(node_b.address)
-            try:
-                on_a = world.terminals[0]
-                on_b = TerminalClient(pb_grpc.TerminalStub(channel_b), on_a.credential, on_a.terminal_id)
-                yield Nodes(world, node_b, on_a, on_b, bo_grpc.BackofficeStub(channel_b))
-            finally:
-                channel_b.close()
-                node_b.stop()
+            with second_node(world, tmp_path / "node-b") as b:
+                yield Nodes(world, b.server, world.terminals[0], b.terminal, b.backoffice)
         finally:
             world.channel.close()
             world.server.stop()
