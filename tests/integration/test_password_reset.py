@@ -186,3 +186,17 @@ def test_without_a_mail_server_a_reset_is_refused_as_off(tmp_path: Path) -> None
     finally:
         world.channel.close()
         world.server.stop()
+
+
+def test_a_code_mailed_before_a_deactivation_opens_nothing_after_reactivation(
+    shop: tuple[World, Mailbox],
+) -> None:
+    world, mailbox = shop
+    admin = world.server.core.admin
+    admin.add_employee(world.merchant_id, "61", "Till", "1357", email=USER_EMAIL, password=USER_PASSWORD)
+    ask(world, USER_EMAIL)
+    mailed_before = next_code(mailbox, 1)
+    admin.update_employee(world.merchant_id, "61", active=False)
+    assert refusal(reset, world, mailed_before)[0] == grpc.StatusCode.UNAUTHENTICATED
+    admin.update_employee(world.merchant_id, "61", active=True)
+    assert refusal(reset, world, mailed_before)[0] == grpc.StatusCode.UNAUTHENTICATED
