@@ -85,10 +85,11 @@ class ActorRegistry(Generic[K]):
         If the actor stops before it handles the message, reply fails with ActorDeadError and
         the waiter may post again: the successor gets it then.
         """
-        with self._lock:
-            if key in self._fenced:
-                self._held.setdefault(key, []).append((message, reply))
-                return
+        if self._fenced:  # rarely (a card being replaced): only then is the lock taken for it here
+            with self._lock:
+                if key in self._fenced:
+                    self._held.setdefault(key, []).append((message, reply))
+                    return
         self._post_now(key, message, reply)
 
     def _post_now(self, key: K, message: object, reply: Reply) -> None:
