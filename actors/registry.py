@@ -167,6 +167,11 @@ class ActorRegistry(Generic[K]):
                 del self._stopping[key]
         return len(idle)
 
+    def stop(self, key: K) -> None:
+        """Stop the key's actor, if one lives, and wait until it has; a later message starts another."""
+        with self.exclusive(key):
+            pass
+
     @contextlib.contextmanager
     def exclusive(self, key: K) -> Iterator[None]:
         """No actor for key lives while the block runs (for changes made from outside it)."""

@@ -185,12 +185,8 @@ class TerminalActor(SwitchActor):
             return True
         match message:
             case Submit(command=Redeem() | Load()) | Deactivate():
-                return False
-            case Submit() | QueryStatus() | CloseDay() | ReportX() | SubmitPayment() | SubmitAbort():
-                return True
-            case Reload():
-                return True
-        return False
+                return False  # handed to a card actor, or a field set
+        return True
 
     @property
     def info(self) -> TerminalInfo:

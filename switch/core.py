@@ -285,8 +285,8 @@ class SwitchCore:
         self.admin.set_terminal_active(terminal_id, False)
         self.terminals.forget(terminal_id)
         self.terminal_actors.tell_if_live(terminal_id, Deactivate())  # for what it has queued
-        with self.terminal_actors.exclusive(terminal_id):
-            pass  # then stop its actor: a deactivated terminal is served nowhere, nor counted online
+        # Then its actor stops: a deactivated terminal is served nowhere, nor counted online.
+        self.terminal_actors.stop(terminal_id)
 
     def write_now(self, write: Write) -> WriteResult:
         """A journal write from outside the actors (settlement); waits until durable."""

@@ -16,11 +16,15 @@ import datetime as dt
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, func, select
 
 from switch.domain.transactions import TransactionStatus
 from switch.store.schema import terminals, transactions
+
+if TYPE_CHECKING:  # the journal imports this module
+    from switch.store.journal import TransactionRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +50,13 @@ def open_periods(conn: Connection, sources: Iterable[str]) -> dict[str, int]:
 
 
 def transaction_rows(
-    records: Iterable[object], now: dt.datetime, periods: dict[str, int]
+    records: Iterable[TransactionRecord], now: dt.datetime, periods: dict[str, int]
 ) -> list[dict[str, object]]:
     """Insert values for records: each in its terminal's open period (others keep theirs)."""
     rows = []
     for record in records:
-        values = {name: getattr(record, name) for name in record.__slots__}  # type: ignore[attr-defined]
-        values["period_number"] = periods.get(str(values["source"]), values["period_number"])
+        values: dict[str, object] = {name: getattr(record, name) for name in record.__slots__}
+        values["period_number"] = periods.get(record.source, record.period_number)
         values["created_at"] = now
         rows.append(values)
     return rows
