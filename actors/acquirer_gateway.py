@@ -176,12 +176,17 @@ class AcquirerGateway:
         assert original.acquirer in self._links, "reverse on a configured acquirer"
         return self._call(lambda: self._reverse(original, reason))
 
-    def reversal_before_start(self, original: OriginalAuthorization, reason: str) -> NewReversal:
+    def reversal_advice(self, original: OriginalAuthorization, reason: str) -> NewReversal:
         """The reversal advice of an original, with a STAN of its own, for recovery to store in its
-        own transaction; only before start(), when the STAN counter is not used by the loop."""
-        assert self._thread is None, "reversal_before_start() before start()"
+        own transaction. Once started, the STAN is taken on the gateway's loop, which owns the counter."""
         assert original.acquirer in self._links, "reverse on a configured acquirer"
-        return self._advice(original, reason)
+        if self._thread is None:
+            return self._advice(original, reason)
+
+        async def advice() -> NewReversal:
+            return self._advice(original, reason)
+
+        return self._call(advice)
 
     def sign_on(self, name: str) -> ResponseCode:
         return self._call(lambda: self._network(name, mti.NETWORK_SIGN_ON))

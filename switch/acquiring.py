@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import logging
 import sys
+import threading
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from actors.acquirer_gateway import AcquirerGateway
+from actors.acquirer_gateway import AcquirerGateway, GatewayNotRunningError
 from actors.acquirer_types import AcquirerEndpoint, BinRange, GatewayConfig, GatewayLimits
 from actors.payments import PaymentProcessor, PaymentServices, original_of, recovered_answer
 from switch.config import Settings
@@ -38,8 +40,20 @@ from switch.store.repository import Store
 log = logging.getLogger(__name__)
 
 RESPONSE_TIMEOUT_MS_DEFAULT = 5_000
+# How long past the response timeout a node waits before it takes another node's unanswered
+# payment as left behind (that node died): its own answer, stored meanwhile, wins (`resolve_pending`).
+OTHER_NODE_GRACE_MS_DEFAULT = 30_000
 RECOVERY_BATCHES_MAX = 1_000  # of PENDING_BATCH_MAX payments each
 SIGN_ON_WAIT_MS = 2_000
+SWEEP_INTERVAL_MAX_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentNode:
+    """Which node sends the payments (a row's `node_id`), and whether other nodes share the database."""
+
+    node_id: str = ""
+    shared: bool = False
 
 
 class AcquiringConfigError(ValueError):
@@ -52,6 +66,12 @@ class AcquiringConfig:
     terminal_transport_key: WrappedKey
     response_timeout_ms: int
     cvm: CvmPolicy
+    other_node_grace_ms: int = OTHER_NODE_GRACE_MS_DEFAULT
+
+    @property
+    def left_behind_after(self) -> dt.timedelta:
+        """The age at which another node's pending payment is taken as left behind."""
+        return dt.timedelta(milliseconds=self.response_timeout_ms + self.other_node_grace_ms)
 
 
 def load_config(path: Path) -> AcquiringConfig:
@@ -69,6 +89,9 @@ def load_config(path: Path) -> AcquiringConfig:
     timeout_ms = _int(raw, "response_timeout_ms", RESPONSE_TIMEOUT_MS_DEFAULT)
     if timeout_ms <= 0:
         raise AcquiringConfigError("response_timeout_ms must be positive")
+    grace_ms = _int(raw, "other_node_grace_ms", OTHER_NODE_GRACE_MS_DEFAULT)
+    if grace_ms < 0:
+        raise AcquiringConfigError("other_node_grace_ms must be 0 or more")
     cvm_raw = raw.get("cvm", {})
     limits_minor = cvm_raw.get("contactless_no_pin_limits_minor", CONTACTLESS_NO_PIN_LIMITS_MINOR_DEFAULT)
     if not isinstance(limits_minor, Mapping) or not all(isinstance(v, int) for v in limits_minor.values()):
@@ -78,6 +101,7 @@ def load_config(path: Path) -> AcquiringConfig:
         terminal_transport_key=_wrapped(raw, "terminal_transport_key", KeyUsage.terminal_transport),
         response_timeout_ms=timeout_ms,
         cvm=CvmPolicy(dict(limits_minor)),
+        other_node_grace_ms=grace_ms,
     )
 
 
@@ -155,16 +179,20 @@ class Acquiring:
         card_hash_key: bytes,
         now: Callable[[], dt.datetime] | None = None,
         terminal_keys: TerminalPinKeys | None = None,
+        node: PaymentNode | None = None,
     ) -> None:
         self.config = config
+        self.node = node or PaymentNode()
         self.security = security
         self.gateway = AcquirerGateway(config.gateway, engine, security)
         # Shared with the closed-loop PIN checks (see TerminalPinKeys): pass the process's one.
         self.terminal_keys = terminal_keys or TerminalPinKeys(KeyStore(engine))
-        payment_store = PaymentStore(engine)
+        payment_store = PaymentStore(engine, self.node.node_id)
         payment_store.create_tables()
         self.payments = payment_store
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        self._sweeping = threading.Event()
+        self._sweeper: threading.Thread | None = None
         self.processor = PaymentProcessor(
             PaymentServices(
                 gateway=self.gateway,
@@ -186,39 +214,69 @@ class Acquiring:
         security: SecurityModule,
         card_hash_key: bytes,
         terminal_keys: TerminalPinKeys | None = None,
+        node: PaymentNode | None = None,
     ) -> Acquiring | None:
         """None when no acquirers file is configured (payments then answer UNIMPLEMENTED)."""
         if settings.acquirers_file is None:
             return None
         config = load_config(settings.acquirers_file)
-        return cls(config, engine, security, card_hash_key, terminal_keys=terminal_keys)
+        return cls(config, engine, security, card_hash_key, terminal_keys=terminal_keys, node=node)
 
     def start(self) -> None:
         """Recover payments left in flight, then start the links; waits a little for sign-on, but a
-        down acquirer does not stop the switch. Call it before terminals are accepted."""
-        self.recover_pending()
+        down acquirer does not stop the switch. Call it before terminals are accepted.
+
+        A node alone on its database recovers every pending payment, for it sent them all. A node
+        sharing it recovers its own (its predecessor's, by `node.id`) and other nodes' once they
+        are older than `left_behind_after`, and goes on doing so while it runs: a payment another
+        node is still waiting for is not reversed under it, and one a node that died left behind
+        is reversed by a node that lives."""
+        self.recover_pending(self._left_behind_before())
         self.gateway.start()
+        if self.node.shared:
+            self._sweeper = threading.Thread(target=self._sweep, name="payment-recovery", daemon=True)
+            self._sweeper.start()
         self.gateway.wait_signed_on(SIGN_ON_WAIT_MS)
 
-    def recover_pending(self) -> int:
-        """Before the links start: each payment whose authorisation went out but whose answer was
-        never stored (the switch died in between) gets a reversal advice queued and is answered as
-        timed out (68), in one transaction; a retry of its id then gets that answer. Returns how
-        many were recovered."""
+    def recover_pending(self, others_sent_before: dt.datetime | None = None) -> int:
+        """Each payment whose authorisation went out but whose answer was never stored (its node
+        died in between) gets a reversal advice queued and is answered as timed out (68), in one
+        transaction; a retry of its id then gets that answer. Returns how many were recovered."""
         recovered = 0
         for _ in range(RECOVERY_BATCHES_MAX):
-            batch = self.payments.pending()
+            batch = self.payments.pending(others_sent_before=others_sent_before)
             if not batch:
                 return recovered
+            in_batch = 0
             for details in batch:
-                reversal = self.gateway.reversal_before_start(original_of(details), "switch_restart")
-                if self.payments.resolve_pending(details, recovered_answer(details), reversal, self._now()):
-                    recovered += 1
-            log.warning("recovered %d payments left in flight; their reversals are queued", len(batch))
+                reversal = self.gateway.reversal_advice(original_of(details), "switch_restart")
+                answer = recovered_answer(details)
+                try:
+                    in_batch += self.payments.resolve_pending(details, answer, reversal, self._now())
+                except IntegrityError:  # its own node queued the reversal meanwhile: it is answered
+                    log.info("payment %s was answered while it was being recovered", details.transaction_id)
+            log.warning("recovered %d payments left in flight; their reversals are queued", in_batch)
+            recovered += in_batch
+            if in_batch == 0:  # their nodes answered them meanwhile; a later sweep sees what is left
+                return recovered
         raise RuntimeError("payments still pending after recovery; is another switch sending?")
+
+    def _left_behind_before(self) -> dt.datetime | None:
+        return self._now() - self.config.left_behind_after if self.node.shared else None
+
+    def _sweep(self) -> None:
+        interval_s = min(SWEEP_INTERVAL_MAX_S, self.config.left_behind_after.total_seconds() / 2)
+        while not self._sweeping.wait(interval_s):
+            try:
+                self.recover_pending(self._left_behind_before())
+            except (SQLAlchemyError, GatewayNotRunningError):
+                log.exception("recovering other nodes' payments failed; trying again")
 
     def stop(self) -> None:
         """Close the links; pending reversals stay stored and go out after the next start."""
+        self._sweeping.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
         self.gateway.stop()
 
     @property

@@ -34,7 +34,7 @@ from protocols.wire import (
     terminal_pb2_grpc,
 )
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
-from switch.acquiring import Acquiring
+from switch.acquiring import Acquiring, PaymentNode
 from switch.config import Settings
 from switch.core import SwitchCore
 from switch.demo import ensure_demo_data
@@ -42,7 +42,7 @@ from switch.pins import TerminalPinKeys
 from switch.security import MasterKey, SecurityModule
 from switch.store.engine import create_schema, make_engine
 from switch.store.keys import KeyStore
-from switch.store.node_lock import NodeLock, sqlite_file
+from switch.store.node_lock import NodeLock, NodeLockError, sqlite_file
 from switch.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,11 @@ class SwitchServer:
             self.settings = settings
         self._node_lock: NodeLock | None = None
         database_file = sqlite_file(settings.effective_database_url)
-        if database_file is not None and settings.copy_max_age_s is None:  # alone on its file
+        shared = settings.copy_max_age_s is not None
+        if database_file is not None and not shared:  # alone on its file
             self._node_lock = NodeLock(database_file)
             self._node_lock.acquire()  # NodeLockError if another switch runs on it
+        node = PaymentNode(self._node_id(settings, shared), shared)
         try:
             self.engine = make_engine(settings.effective_database_url)
             create_schema(self.engine)
@@ -131,6 +133,7 @@ class SwitchServer:
             SecurityModule(MasterKey.from_hex(settings.master_key_hex)),
             bytes.fromhex(key_hex),
             terminal_pin_keys,
+            node,
         )
         self.metrics = SwitchMetrics()
         self.core = SwitchCore(
@@ -160,6 +163,21 @@ class SwitchServer:
         self.iso_inbound: IsoInboundListener | None = None  # acquirers' ISO 8583 in, when configured
         self.health = health.HealthServicer()
         self.grpc_port = 0
+
+    def _node_id(self, settings: Settings, shared: bool) -> str:
+        """What names the bank-card payments this node sends (see `Acquiring.start`): the data
+        directory's `node.id`, so a restarted node knows its own; a node sharing its data directory
+        with one that runs gets an id of its own for this run, and its payments left in flight are
+        then taken by age, as another node's."""
+        if shared:
+            self._node_lock = NodeLock(settings.data_dir / "node.id")
+            try:
+                self._node_lock.acquire()
+            except NodeLockError:
+                self._node_lock = None
+                log.warning("another node runs from %s: this one names its payments anew", settings.data_dir)
+                return secrets.token_hex(16)
+        return secret_file(settings.data_dir / "node.id", secrets.token_hex(16))
 
     def start(self) -> None:
         self.core.start()

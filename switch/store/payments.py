@@ -27,6 +27,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -81,6 +82,8 @@ card_payments = Table(
     Column("card_masked", String(19), nullable=False),
     Column("currency", String(3), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The node that sent it (`node.id` in its data directory); "" for rows from before the column.
+    Column("node_id", String(40), nullable=False, server_default=""),
     UniqueConstraint("source", "transaction_id", name="uq_card_payments_transaction"),
 )
 
@@ -174,8 +177,9 @@ def refund_takings_left_minor(conn: Connection, source: str, period_number: int,
 class PaymentStore:
     """Each write commits before it returns: a payment is durable before its answer is sent."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, node_id: str = "") -> None:
         self._engine = engine
+        self.node_id = node_id  # stamped on each row it sends, for recovery (`pending`)
         # SQLite has one writer at a time; waiting here beats its busy handler's sleeps (long tails).
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
@@ -200,7 +204,8 @@ class PaymentStore:
                 problem = refund_over_takings_problem(amount, left)
                 if problem is not None:
                     return problem
-            conn.execute(insert(card_payments), {**_details_values(details), "created_at": now})
+            values = {**_details_values(details), "created_at": now, "node_id": self.node_id}
+            conn.execute(insert(card_payments), values)
         return None
 
     def refund_takings_left_minor(self, source: str, period_number: int, currency: str) -> int:
@@ -227,15 +232,19 @@ class PaymentStore:
                     raise PaymentNotPendingError(details.transaction_id)
             conn.execute(insert(transactions), _record_values(conn, record, now))
 
-    def pending(self, limit: int = PENDING_BATCH_MAX) -> tuple[PaymentDetails, ...]:
-        """Payments whose authorisation went out and whose answer was never stored, oldest first."""
+    def pending(
+        self, limit: int = PENDING_BATCH_MAX, others_sent_before: dt.datetime | None = None
+    ) -> tuple[PaymentDetails, ...]:
+        """Payments whose authorisation went out and whose answer was never stored, oldest first.
+
+        With `others_sent_before`, only this node's own and other nodes' sent before that time: a
+        node sharing the database must not take another's payment while that one still waits."""
         assert 0 < limit <= PENDING_BATCH_MAX, "pending limit out of range"
-        query = (
-            select(card_payments)
-            .where(card_payments.c.stage == STAGE_PENDING)
-            .order_by(card_payments.c.payment_pk)
-            .limit(limit)
-        )
+        row = card_payments.c
+        query = select(card_payments).where(row.stage == STAGE_PENDING)
+        if others_sent_before is not None:
+            query = query.where(or_(row.node_id == self.node_id, row.created_at < others_sent_before))
+        query = query.order_by(row.payment_pk).limit(limit)
         with self._engine.connect() as conn:
             return tuple(_details_of(row) for row in conn.execute(query).mappings())
 

@@ -135,8 +135,9 @@ class SafStore:
 
     @staticmethod
     def enqueue_within(connection: Connection, reversal: NewReversal, now: dt.datetime) -> bool:
-        """enqueue() inside a caller's transaction (no savepoint: it looks before it inserts, so
-        call it where nothing else enqueues at the same time, as recovery before the links start)."""
+        """enqueue() inside a caller's transaction. No savepoint: it looks before it inserts, so a
+        reversal of the same original stored by another at the same moment raises IntegrityError
+        and the caller's whole transaction goes (recovery then leaves that payment to its node)."""
         column = acquirer_saf.c
         stored = connection.execute(
             select(column.saf_id).where(

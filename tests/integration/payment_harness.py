@@ -40,7 +40,14 @@ EMV = pb.EmvData(
 )
 
 
-def acquirers_file(path: Path, port: int, saf_retry_interval_ms: int = 100) -> Path:
+def acquirers_file(
+    path: Path,
+    port: int,
+    saf_retry_interval_ms: int = 100,
+    *,
+    response_timeout_ms: int = RESPONSE_TIMEOUT_MS,
+    other_node_grace_ms: int = 30_000,
+) -> Path:
     security = SecurityModule(MasterKey.from_hex(MASTER_KEY_HEX))
     zone = security.import_key(
         bytes.fromhex(TEST_ZONE_KEY_HEX), "zpk-sim", KeyUsage.zone_pin, KeyAlgorithm.aes128
@@ -51,7 +58,8 @@ def acquirers_file(path: Path, port: int, saf_retry_interval_ms: int = 100) -> P
     path.write_text(
         f"""
 terminal_transport_key = "{transport.to_text()}"
-response_timeout_ms = {RESPONSE_TIMEOUT_MS}
+response_timeout_ms = {response_timeout_ms}
+other_node_grace_ms = {other_node_grace_ms}
 
 [cvm]
 contactless_no_pin_limits_minor = {{ EUR = 5000 }}
@@ -200,6 +208,12 @@ class PaymentWorld:
     def saf_pending(self) -> tuple[SafEntry, ...]:
         return SafStore(self.engine()).pending()
 
+    def stages(self, transaction_id: str) -> list[str]:
+        """The stage of each acquirer-side row under this id (pending, answered, recovered)."""
+        query = select(card_payments.c.stage).where(card_payments.c.transaction_id == transaction_id)
+        with self.engine().connect() as conn:
+            return list(conn.execute(query).scalars())
+
     def audit(self) -> None:
         """Every approved payment has exactly one standing acquirer approval; every timeout a reversal."""
         record = self.host.record()
@@ -216,13 +230,18 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 @contextmanager
 def payment_world(
-    tmp_path: Path, database: str, host_config: AcquirerHostConfig | None = None
+    tmp_path: Path,
+    database: str,
+    host_config: AcquirerHostConfig | None = None,
+    response_timeout_ms: int = RESPONSE_TIMEOUT_MS,
 ) -> Iterator[PaymentWorld]:
     with ExitStack() as stack:
         url = stack.enter_context(postgres_schema()) if database == "postgres" else ""
         host = stack.enter_context(HostThread(host_config))
         assert host.host.port is not None
-        settings_file = acquirers_file(tmp_path / "acquirers.toml", host.host.port)
+        settings_file = acquirers_file(
+            tmp_path / "acquirers.toml", host.host.port, response_timeout_ms=response_timeout_ms
+        )
         world = start_world(
             tmp_path, url, terminals=0, acquirers_file=settings_file, master_key_hex=MASTER_KEY_HEX
         )

@@ -22,7 +22,6 @@ from terminal_sim.acquirer_host import AcquirerHostConfig, HostThread, OriginalK
 from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD
 from tests.integration.payment_harness import (
     MASTER_KEY_HEX,
-    RESPONSE_TIMEOUT_MS,
     acquirers_file,
     activate,
     new_txn,
@@ -57,7 +56,13 @@ def serve(
         yield served
 
 
-def prepare(data_dir: Path, database_url: str, host_port: int) -> Path:
+def prepare(
+    data_dir: Path,
+    database_url: str,
+    host_port: int,
+    response_timeout_ms: int = RESPONSE_TIMEOUT_MS_CRASH,
+    other_node_grace_ms: int = 30_000,
+) -> Path:
     """A database with a merchant, and an acquirers file whose response timeout outlasts the kill."""
     data_dir.mkdir()
     engine = make_engine(database_url)
@@ -65,12 +70,12 @@ def prepare(data_dir: Path, database_url: str, host_port: int) -> Path:
     admin = Admin(Store(engine), bytes.fromhex(CARD_HASH_KEY_HEX))
     admin.add_location(admin.create_merchant("Shop", MERCHANT_EMAIL, MERCHANT_PASSWORD), "Shop")
     engine.dispose()
-    path = acquirers_file(data_dir.parent / "acquirers.toml", host_port)
-    text = path.read_text()
-    line = f"response_timeout_ms = {RESPONSE_TIMEOUT_MS}\n"
-    assert line in text
-    path.write_text(text.replace(line, f"response_timeout_ms = {RESPONSE_TIMEOUT_MS_CRASH}\n"))
-    return path
+    return acquirers_file(
+        data_dir.parent / "acquirers.toml",
+        host_port,
+        response_timeout_ms=response_timeout_ms,
+        other_node_grace_ms=other_node_grace_ms,
+    )
 
 
 def payment_stages(database_url: str, txn: str) -> list[str]:
@@ -141,3 +146,39 @@ def test_a_payment_in_flight_when_the_switch_is_killed_is_reversed_and_never_aut
             assert len(host.record().authorizations) == 1  # the replay was not authorised again
             assert host.record().approved_not_reversed() == frozenset()
             channel.close()
+
+
+def test_a_payment_left_in_flight_by_a_killed_node_is_reversed_by_a_node_that_runs(tmp_path: Path) -> None:
+    """Several nodes on PostgreSQL: a start leaves other nodes' young payments alone, so it is the
+    live node's sweep that reverses what a node that died left behind, without that node's restart."""
+    with (
+        postgres_schema() as database_url,
+        HostThread(AcquirerHostConfig(latency_ms=HOST_LATENCY_MS)) as host,
+    ):
+        assert host.host.port is not None
+        data_a, data_b = tmp_path / "data", tmp_path / "node-b"
+        settings_a = prepare(data_a, database_url, host.host.port)
+        data_b.mkdir()
+        settings_b = acquirers_file(
+            tmp_path / "acquirers-b.toml", host.host.port, response_timeout_ms=4_000, other_node_grace_ms=0
+        )
+        txn = new_txn()
+        with serve(data_a, database_url, settings_a, tmp_path / "a.log") as (process, address):
+            channel = grpc.insecure_channel(address)
+            terminal = activate(channel, "A77-crash")
+            in_flight = terminal.stub.Pay.future(terminal.request(1_000, txn=txn), metadata=terminal.metadata)
+            wait_until(lambda: len(host.record().authorizations) == 1)
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+            assert in_flight.exception() is not None
+            channel.close()
+        (authorization,) = host.record().authorizations
+        with serve(data_b, database_url, settings_b, tmp_path / "b.log") as (_, address):
+            wait_until(lambda: authorization.key in host.record().reversed_keys(), timeout_s=20)
+            assert payment_stages(database_url, txn) == [STAGE_RECOVERED]
+            channel = grpc.insecure_channel(address)
+            terminal.stub = type(terminal.stub)(channel)
+            status = terminal.status(txn)
+            assert status.found and status.transaction.response_code == "68"
+            channel.close()
+        assert host.record().approved_not_reversed() == frozenset()

@@ -41,10 +41,14 @@ acquirer = "{route_acquirer}"
 def test_a_good_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "acquirers.toml"
     path.write_text(
-        text(extra="response_timeout_ms = 700\n[cvm]\ncontactless_no_pin_limits_minor = { EUR = 2500 }")
+        text(
+            extra="response_timeout_ms = 700\nother_node_grace_ms = 300\n"
+            "[cvm]\ncontactless_no_pin_limits_minor = { EUR = 2500 }"
+        )
     )
     config = load_config(path)
     assert config.response_timeout_ms == 700
+    assert config.left_behind_after.total_seconds() == 1.0
     assert config.cvm.contactless_no_pin_limits_minor == {"EUR": 2500}
     (endpoint,) = config.gateway.acquirers
     assert (endpoint.name, endpoint.port) == ("acq-a", 8583)
@@ -63,6 +67,7 @@ BAD_FILES = [
     ("port not a number", text(port='"x"'), "acquirers[0].port must be an integer"),
     ("BIN bounds", text(low="44"), "routes[0].low and high must be digits of one length"),
     ("timeout", text(extra="response_timeout_ms = 0"), "response_timeout_ms must be positive"),
+    ("grace", text(extra="other_node_grace_ms = -1"), "other_node_grace_ms must be 0 or more"),
     ("unknown limit", text(extra="[limits]\nfoo_ms = 5"), "limits: unknown foo_ms"),
     ("not TOML", "acquirers = [", "acquirers.toml"),
 ]

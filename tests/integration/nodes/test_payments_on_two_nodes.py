@@ -12,11 +12,14 @@ import pytest
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.server import SwitchServer
+from switch.store.payments import STAGE_ANSWERED
+from terminal_sim.acquirer_host import AcquirerHostConfig
 from tests.integration.harness import EMPLOYEE, new_txn
 from tests.integration.payment_harness import (
     PaymentWorld,
     PayTerminal,
     payment_world,
+    wait_until,
 )
 
 
@@ -90,3 +93,22 @@ def test_a_refund_to_a_card_on_node_a_counts_only_the_takings_of_the_period_node
     assert refund_to_card(on_b, 1_000).response_code == "61"
     answer = refund_to_card(on_a, 1_000)
     assert answer.response_code == "61", f"node A: {answer.response_code} {answer.message}"
+
+
+def test_a_node_that_starts_leaves_a_payment_the_other_node_is_waiting_for_alone(tmp_path: Path) -> None:
+    # Before, a start recovered every pending payment on the database, whoever was waiting for it:
+    # node B reversed node A's approval in flight and node A answered its terminal 68.
+    with payment_world(tmp_path, "postgres", AcquirerHostConfig(latency_ms=2_500), 20_000) as paying:
+        on_a = paying.terminal
+        request = on_a.request(1_000)
+        in_flight = on_a.stub.Pay.future(request, metadata=on_a.metadata, timeout=30)
+        wait_until(lambda: len(paying.host.record().authorizations) == 1)
+        node_b = SwitchServer(paying.world.server.settings.with_overrides(data_dir=tmp_path / "node-b"))
+        node_b.start()
+        try:
+            answer = in_flight.result()
+            assert (answer.response_code, answer.status) == ("00", "approved"), answer.message
+            assert not paying.host.record().reversals
+            assert paying.stages(request.transaction_id) == [STAGE_ANSWERED]
+        finally:
+            node_b.stop()
