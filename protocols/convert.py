@@ -6,7 +6,7 @@ import dataclasses
 
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import card_number_from_qr, card_number_problem
-from switch.domain.employees import pin_problem
+from switch.domain.employees import employee_number_problem, pin_problem
 from switch.domain.money import AMOUNT_MINOR_MAX, Money, is_known_currency
 from switch.domain.payments import (
     BankCard,
@@ -19,7 +19,12 @@ from switch.domain.payments import (
     sequence_number_problem,
     track2_problem,
 )
-from switch.domain.transactions import TRANSACTION_ID_LENGTH_MAX, EmployeeAuth, Outcome
+from switch.domain.transactions import (
+    RESERVED_ID_PREFIXES,
+    TRANSACTION_ID_LENGTH_MAX,
+    EmployeeAuth,
+    Outcome,
+)
 from switch.store.repository import DayCloseReport
 
 
@@ -42,6 +47,8 @@ def transaction_id(value: str, field: str = "transaction_id") -> str:
         raise BadRequestError(f"{field} is longer than {TRANSACTION_ID_LENGTH_MAX} characters")
     if not value.isprintable():
         raise BadRequestError(f"{field} has unprintable characters")
+    if value.startswith(RESERVED_ID_PREFIXES):
+        raise BadRequestError(f"{field} may not start with {' or '.join(RESERVED_ID_PREFIXES)}")
     return value
 
 
@@ -51,7 +58,8 @@ def amount(message: pb.Amount, present: bool, field: str = "amount") -> Money:
         raise BadRequestError(f"{field} is missing")
     if not message.currency:
         raise BadRequestError(f"{field}.currency is missing")
-    if len(message.currency) != 3 or not message.currency.isalpha() or not message.currency.isupper():
+    code = message.currency
+    if len(code) != 3 or not code.isascii() or not code.isalpha() or not code.isupper():
         raise BadRequestError(f"{field}.currency must be a 3-letter ISO 4217 code")
     return Money(message.amount_minor, message.currency)
 
@@ -75,8 +83,11 @@ def card_number(ref: pb.CardRef, present: bool, field: str = "card") -> str:
 
 
 def employee(message: pb.EmployeeAuth, present: bool) -> EmployeeAuth:
-    if not present or not message.employee_number:
+    if not present:
         raise BadRequestError("employee.employee_number is missing")
+    number_problem = employee_number_problem(message.employee_number)
+    if number_problem is not None:
+        raise BadRequestError(f"employee.{number_problem}")
     problem = pin_problem(message.pin)
     if problem is not None:
         raise BadRequestError(f"employee: {problem}")

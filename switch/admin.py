@@ -18,6 +18,7 @@ from switch.domain import ledger
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus, make_card_number, mask, qr_payload
 from switch.domain.employees import (
+    EMPLOYEE_NUMBER_MAX,
     OWNER,
     PASSWORD_LENGTH_MIN,
     PortalRight,
@@ -51,7 +52,6 @@ from switch.store.schema import (
 
 LOCATION_NAME_MAX = 120  # the columns' lengths
 LOCATION_ADDRESS_MAX = 250
-EMPLOYEE_NUMBER_MAX = 20
 EMPLOYEE_NAME_MAX = 120
 DEVICE_NAME_MAX = 120
 CARD_PREFIX_LENGTH = 6
@@ -508,6 +508,9 @@ class Admin:
         if not device_name:
             raise AdminError("device_name is empty")
         _refuse_longer("device_name", device_name, DEVICE_NAME_MAX)
+        if not device_name.isprintable():
+            raise AdminError("device_name has unprintable characters")
+        _refuse_longer("location", location_name, LOCATION_NAME_MAX)
         login = self._passwords.verify(email, password)  # PermissionError, TooManySignInsError
         if not login.may(PortalRight.activate):
             raise NotAllowedError(f"a {login.role} may not activate terminals; ask a manager")
@@ -518,7 +521,7 @@ class Admin:
                 )
             ).scalar()
             if location_id is None:
-                raise AdminError(f"merchant has no location named {location_name!r}")
+                raise AdminError(f"merchant has no location named {location_name[:40]!r}")
             existing = conn.execute(
                 select(terminals.c.terminal_id).where(
                     terminals.c.location_id == location_id, terminals.c.device_name == device_name

@@ -8,7 +8,7 @@ import re
 CARD_NUMBER_LENGTH = 16
 CARD_PREFIX_LENGTH = 6
 QR_SCHEME = "txswitch://card/"
-_DIGITS = re.compile(r"^[0-9]+$")
+_DIGITS = re.compile(r"[0-9]+")  # fullmatch
 
 
 class CardStatus(enum.Enum):
@@ -20,7 +20,7 @@ class CardStatus(enum.Enum):
 
 def luhn_check_digit(payload: str) -> str:
     """The digit that makes payload + digit Luhn-valid."""
-    assert _DIGITS.match(payload), "payload must be digits"
+    assert _DIGITS.fullmatch(payload), "payload must be digits"
     total = 0
     for index, char in enumerate(reversed(payload)):
         digit = int(char)
@@ -33,14 +33,14 @@ def luhn_check_digit(payload: str) -> str:
 
 
 def is_luhn_valid(number: str) -> bool:
-    if len(number) < 2 or not _DIGITS.match(number):
+    if len(number) < 2 or not _DIGITS.fullmatch(number):
         return False
     return luhn_check_digit(number[:-1]) == number[-1]
 
 
 def make_card_number(prefix: str, serial: int) -> str:
     """Prefix + zero-padded serial + Luhn digit, CARD_NUMBER_LENGTH digits in all."""
-    assert len(prefix) == CARD_PREFIX_LENGTH and _DIGITS.match(prefix), prefix
+    assert len(prefix) == CARD_PREFIX_LENGTH and _DIGITS.fullmatch(prefix), prefix
     body_length = CARD_NUMBER_LENGTH - CARD_PREFIX_LENGTH - 1
     assert 0 <= serial < 10**body_length, serial
     payload = f"{prefix}{serial:0{body_length}d}"
@@ -51,7 +51,7 @@ def card_number_problem(number: str) -> str | None:
     """Why this is not a well-formed card number, or None. Never echoes the number."""
     if not number:
         return "card_number is empty"
-    if not _DIGITS.match(number):
+    if not _DIGITS.fullmatch(number):
         return "card_number must contain digits only"
     if len(number) != CARD_NUMBER_LENGTH:
         return f"card_number must have {CARD_NUMBER_LENGTH} digits, got {len(number)}"

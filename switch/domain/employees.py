@@ -11,16 +11,28 @@ from dataclasses import dataclass
 from switch.domain.response_codes import ResponseCode
 
 EMPLOYEE_PIN_LENGTH = 4
+EMPLOYEE_NUMBER_MAX = 20  # its column's length
 EMPLOYEE_ROLES = ("cashier", "manager")
-_PIN = re.compile(r"^[0-9]{4}$")
+_PIN = re.compile(r"[0-9]{4}")  # fullmatch: "$" would let a trailing newline through
 
 
 def pin_problem(pin: str) -> str | None:
     """Why this is not a 4-digit employee PIN, or None. Never echoes the PIN."""
     if not pin:
         return "employee pin is empty"
-    if not _PIN.match(pin):
+    if not _PIN.fullmatch(pin):
         return f"employee pin must be exactly {EMPLOYEE_PIN_LENGTH} digits"
+    return None
+
+
+def employee_number_problem(number: str) -> str | None:
+    """Why no employee can have this number, or None. Never echoes it."""
+    if not number:
+        return "employee_number is missing"
+    if len(number) > EMPLOYEE_NUMBER_MAX:
+        return f"employee_number is longer than {EMPLOYEE_NUMBER_MAX} characters"
+    if not number.isprintable():
+        return "employee_number has unprintable characters"
     return None
 
 

@@ -114,6 +114,10 @@ def is_expired(expiry_yymm: str, today: dt.date) -> bool:
     return (today.year, today.month) > (year, month)
 
 
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # isdigit alone takes superscripts and other scripts
+
+
 def track2_problem(track2: str, pan: str) -> str | None:
     """Track 2 equivalent data: PAN, separator '=' or 'D', expiry, service code, discretionary data."""
     if not track2:
@@ -122,7 +126,7 @@ def track2_problem(track2: str, pan: str) -> str | None:
         return f"track2 is longer than {TRACK2_CHARS_MAX} characters"
     normal = track2.upper().replace("D", "=")
     number, separator, rest = normal.partition("=")
-    if not separator or not number.isdigit() or not rest.isdigit() or len(rest) < 7:
+    if not separator or not _ascii_digits(number) or not _ascii_digits(rest) or len(rest) < 7:
         return "track2 must be PAN, '=' and at least expiry and service code, digits only"
     if number != pan:
         return "track2 does not belong to card.pan"

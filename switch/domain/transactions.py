@@ -69,6 +69,12 @@ class Cancel:
     employee: EmployeeAuth
 
 
+# The ids the switch gives the reversal and the completion of a transaction (below), in the same
+# namespace as the ids terminals choose: a terminal's id may not start with them, or a redemption
+# named "reversal:x" would take the id x's reversal needs, and x could never be reversed.
+RESERVED_ID_PREFIXES = ("reversal:", "completion:")
+
+
 @dataclass(frozen=True, slots=True)
 class Reversal:
     original_transaction_id: str

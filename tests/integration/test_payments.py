@@ -470,6 +470,17 @@ BAD_REQUESTS: list[tuple[str, dict[str, object], str]] = [
     ("chip without EMV", {"entry_mode": CHIP}, "card.emv is missing"),
     ("magstripe without track", {"entry_mode": MAGSTRIPE}, "card.track2 is missing"),
     ("track on contactless", {"track2": f"{VISA_PAN}=3012201"}, "card.track2 is for magstripe only"),
+    # str.isdigit takes a superscript two and an Arabic-Indic one; ISO 8583 then refused field 35 (96)
+    (
+        "track2 superscript",
+        {"entry_mode": MAGSTRIPE, "track2": f"{VISA_PAN}=30122\u00b201"},
+        "card.track2 must be",
+    ),
+    (
+        "track2 Arabic-Indic",
+        {"entry_mode": MAGSTRIPE, "track2": f"{VISA_PAN}=301220\u0661"},
+        "card.track2 must be",
+    ),
     ("zero amount", {"amount_minor": 0}, "amount.amount_minor must be"),
     ("currency", {"currency": "XXX"}, "amount.currency is not accepted"),
     ("sequence number", {"sequence_number": 0}, "sequence_number must be"),
