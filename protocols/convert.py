@@ -132,6 +132,7 @@ def day_close_report(report: DayCloseReport) -> pb.DayCloseReport:
                 payment_method=t.payment_method,
                 count=t.count,
                 total=pb.Amount(amount_minor=t.total_minor, currency=t.currency),
+                undoes=t.undoes,
             )
             for t in report.totals
         ],

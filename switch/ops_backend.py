@@ -330,6 +330,8 @@ class SwitchOpsBackend:
 
 def _total(total: TypeTotal) -> DayCloseTotal:
     name = total.transaction_type
+    if total.undoes:
+        name = f"{name} of {total.undoes}"
     if total.payment_method != "stored_value":
         name = f"{name} ({total.payment_method})"
     return DayCloseTotal(name, total.count, total.total_minor, total.currency, _exponent(total.currency))

@@ -535,9 +535,14 @@ class TypeTotal(_message.Message):
     PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    UNDOES_FIELD_NUMBER: _builtins.int
     transaction_type: _builtins.str
     payment_method: _builtins.str
     count: _builtins.int
+    undoes: _builtins.str
+    """A cancel or reversal line: the type of what it undid (of a refund it adds to the takings,
+    of a sale it takes from them). Empty on other lines and in closes stored before it.
+    """
     @_builtins.property
     def total(self) -> Global___Amount: ...
     def __init__(
@@ -547,10 +552,11 @@ class TypeTotal(_message.Message):
         payment_method: _builtins.str = ...,
         count: _builtins.int = ...,
         total: Global___Amount | None = ...,
+        undoes: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "payment_method", b"payment_method", "total", b"total", "transaction_type", b"transaction_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "payment_method", b"payment_method", "total", b"total", "transaction_type", b"transaction_type", "undoes", b"undoes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

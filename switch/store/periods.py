@@ -18,13 +18,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, select
 
 from switch.domain.transactions import TransactionStatus
 from switch.store.schema import terminals, transactions
 
 if TYPE_CHECKING:  # the journal imports this module
     from switch.store.journal import TransactionRecord
+
+
+# A line of these undoes what another line counts: a cancel or a reversal of a sale takes from the
+# takings, of a refund adds to them, so each is its own line, named by what it undoes.
+UNDO_TYPES = ("cancel", "reversal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,7 @@ class TypeTotal:
     currency: str
     count: int
     total_minor: int
+    undoes: str = ""  # a cancel or reversal line: the type of what it undid ("" in closes before it)
 
 
 def open_periods(conn: Connection, sources: Iterable[str]) -> dict[str, int]:
@@ -63,30 +69,40 @@ def transaction_rows(
 
 
 def period_totals(conn: Connection, terminal_id: str, period_number: int) -> tuple[TypeTotal, ...]:
-    """Approved transactions of the period that still stand and moved money, per type and payment
-    method."""
+    """Approved transactions of the period that moved money, per type, payment method and, for a
+    cancel or reversal, the type of what it undid. An original undone stays on its line and its
+    undoing is a line beside it (a reversal in a later period is a line of that period), so a
+    close reads as taken less undone. An aborted payment was never taken: no line at all."""
     row = transactions.c
+    original = transactions.alias("original")
+    undoes = func.coalesce(original.c.transaction_type, "")
+    undone_original = and_(
+        row.transaction_type.in_(UNDO_TYPES),
+        original.c.source == row.source,
+        original.c.transaction_id == row.original_transaction_id,
+    )
     query = (
         select(
             row.transaction_type,
             row.payment_method,
             row.currency,
+            undoes,
             func.count(),
             func.coalesce(func.sum(row.approved_minor), 0),
         )
+        .select_from(transactions.outerjoin(original, undone_original))
         .where(
             row.source == terminal_id,
             row.period_number == period_number,
             row.result.in_(("approved", "approved_partial")),
-            # reversed and aborted (payments reversed at the acquirer) no longer stand
-            row.status.notin_((TransactionStatus.reversed.value, TransactionStatus.aborted.value)),
+            row.status != TransactionStatus.aborted.value,
             # a reversal of what never moved money was answered, but is no money to count
             row.approved_minor > 0,
         )
-        .group_by(row.transaction_type, row.payment_method, row.currency)
-        .order_by(row.transaction_type, row.payment_method, row.currency)
+        .group_by(row.transaction_type, row.payment_method, row.currency, undoes)
+        .order_by(row.transaction_type, row.payment_method, row.currency, undoes)
     )
-    return tuple(TypeTotal(t, m, c, int(n), int(s)) for t, m, c, n, s in conn.execute(query))
+    return tuple(TypeTotal(t, m, c, int(n), int(s), u) for t, m, c, u, n, s in conn.execute(query))
 
 
 def totals_json(totals: tuple[TypeTotal, ...]) -> str:
@@ -98,6 +114,7 @@ def totals_json(totals: tuple[TypeTotal, ...]) -> str:
                 "currency": total.currency,
                 "count": total.count,
                 "total_minor": total.total_minor,
+                "undoes": total.undoes,
             }
             for total in totals
         ]

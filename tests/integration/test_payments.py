@@ -344,9 +344,13 @@ def test_refunds_to_cards_take_at_most_the_card_takings_of_the_terminals_open_pe
     assert shop.cancel(exact.transaction_id).response_code == "00"  # a cancelled refund gives it back
     assert send_refund(both, card_refund(both, 1_000)).response_code == "00"
     assert send_refund(both, over) == refused  # a refused refund is stored: its replay, the same answer
-    report = {t.transaction_type: (t.count, t.total.amount_minor) for t in terminal.x_report().totals}
-    # The cancelled refund stands beside its cancel line; the refused ones moved nothing: no line.
-    assert report["refund"] == (3, 4_000) and report["cancel"] == (2, 6_000)
+    report = {
+        (t.transaction_type, t.undoes): (t.count, t.total.amount_minor) for t in terminal.x_report().totals
+    }
+    # The cancelled refund stands beside its cancel line, which adds back what the refund took and so
+    # is a line apart from the cancelled sale's; the refused refunds moved nothing: no line.
+    assert report[("refund", "")] == (3, 4_000)
+    assert (report[("cancel", "payment")], report[("cancel", "refund")]) == ((1, 5_000), (1, 1_000))
     assert terminal.day_close().sequence_number >= 1
     next_day = send_refund(both, card_refund(both, 100))
     assert next_day.response_code == "61"  # the new period has taken nothing yet
@@ -443,21 +447,23 @@ def test_day_close_totals_per_payment_method(both: PaymentWorld) -> None:
         both.terminal.pay(900, mode=MAGSTRIPE, track2=f"{VISA_PAN}=30122010000012345").response_code == "00"
     )
 
-    def totals(report: pb.DayCloseReport) -> dict[tuple[str, str], tuple[int, int]]:
+    def totals(report: pb.DayCloseReport) -> dict[tuple[str, str, str], tuple[int, int]]:
         return {
-            (t.transaction_type, t.payment_method): (t.count, t.total.amount_minor) for t in report.totals
+            (t.transaction_type, t.payment_method, t.undoes): (t.count, t.total.amount_minor)
+            for t in report.totals
         }
 
+    # The reversed payment stays on its line, its reversal beside it; the aborted one is no line.
     expected = {
-        ("redemption", "stored_value"): (1, 300),
-        ("payment", "contactless"): (2, 2_100),
-        ("payment", "chip"): (1, 2_000),
-        ("payment", "magstripe"): (1, 900),
+        ("redemption", "stored_value", ""): (1, 300),
+        ("payment", "contactless", ""): (3, 6_100),
+        ("reversal", "contactless", "payment"): (1, 4_000),
+        ("payment", "chip", ""): (1, 2_000),
+        ("payment", "magstripe", ""): (1, 900),
     }
-    x_report = totals(both.terminal.x_report())
-    assert {key: value for key, value in x_report.items() if key[0] != "reversal"} == expected
+    assert totals(both.terminal.x_report()) == expected
     close = both.terminal.day_close()
-    assert {key: value for key, value in totals(close).items() if key[0] != "reversal"} == expected
+    assert totals(close) == expected
     assert close.next_period_number == close.period_number + 1
     both.audit()
 
