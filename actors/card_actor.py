@@ -342,11 +342,9 @@ class CardActor(SwitchActor):
         decision = card_rules.decide_undo(
             status, refunded_minor, max(-card_delta_minor, 0), self.available_minor
         )
-        if (
-            decision.approves
-            and isinstance(command, Cancel)
-            and original.record.period_number != terminal.period_number
-        ):
+        # A closed period was counted in its close and may be paid out: neither a cancel nor a
+        # reversal (which needs no employee PIN) undoes it any more; a refund, with the PIN, does.
+        if decision.approves and original.record.period_number != terminal.period_number:
             decision = Decision(
                 ResponseCode.invalid_transaction, detail="the original's period is closed; refund instead"
             )

@@ -23,6 +23,7 @@ from switch.domain import reports
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import OWNER
+from switch.domain.money import Money
 from switch.domain.programmes import ProgrammeKind, payout_settlement_id
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
@@ -290,9 +291,13 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         for merchant_id, gross, commission, write in self._core.admin.settlement_writes(
             programme_id, settlement_id
         ):
-            result = self._core.write_now(write)
-            if not result.ok:
-                reason = ALREADY_PAID if result.conflict else result.problem
+            if write is None:
+                owed = Money(-gross, currency).decimal()
+                reason = f"owes {owed}: refunds exceed redemptions since the last payout"
+            else:
+                result = self._core.write_now(write)
+                reason = "" if result.ok else ALREADY_PAID if result.conflict else result.problem
+            if reason:
                 log.warning("payout to %s not made: %s", merchant_id, reason)
                 response.skipped.append(
                     bo.SkippedPayout(

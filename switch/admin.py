@@ -181,6 +181,8 @@ class Admin:
             raise AdminError("a benefit programme needs a co-payment rule")
         if copay is not None and not (0 <= copay[0] <= copay[1] and copay[1] > 0):
             raise AdminError("co-payment must satisfy 0 <= numerator <= denominator, denominator > 0")
+        if payout_interval_weeks < 1:
+            raise AdminError("payout_interval_weeks must be 1 or more")
         programme_id = new_id("prg")
         with writing(self._engine) as conn:
             if conn.execute(
@@ -616,8 +618,12 @@ class Admin:
         ]
         return LedgerCheck(entries, len(unbalanced), len(negative), len(mismatched), tuple(problems[:50]))
 
-    def settlement_writes(self, programme_id: str, settlement_id: str) -> list[tuple[str, int, int, Write]]:
-        """(merchant id, gross, commission, write) for each merchant with something to pay out."""
+    def settlement_writes(
+        self, programme_id: str, settlement_id: str
+    ) -> list[tuple[str, int, int, Write | None]]:
+        """(merchant id, gross, commission, write) for each merchant with something to pay out, and
+        (merchant id, what it owes as a negative gross, 0, None) for each that owes the programme
+        (its refunds exceed its redemptions since its last payout): listed, not left out."""
         programme = self._store.programme(programme_id)
         with self._engine.connect() as conn:
             members = conn.execute(
@@ -628,12 +634,15 @@ class Admin:
             payable = {ledger.merchant_payable_account(m, programme_id): (m, bp) for m, bp in members}
             balances = conn.execute(
                 select(accounts.c.account_id, accounts.c.balance_minor)
-                .where(accounts.c.account_id.in_(list(payable)), accounts.c.balance_minor > 0)
+                .where(accounts.c.account_id.in_(list(payable)), accounts.c.balance_minor != 0)
                 .order_by(accounts.c.account_id)
             ).all()
         rows = [(*payable[account_id], balance_minor) for account_id, balance_minor in balances]
-        writes = []
+        writes: list[tuple[str, int, int, Write | None]] = []
         for merchant_id, basis_points, gross_minor in rows:
+            if gross_minor < 0:
+                writes.append((merchant_id, gross_minor, 0, None))
+                continue
             commission = commission_minor(gross_minor, basis_points)
             entry = ledger.settlement_entry(
                 ledger.settlement_key(programme_id, settlement_id, merchant_id),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -9,11 +11,12 @@ import pytest
 from sqlalchemy import delete, select
 
 from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import terminal_pb2 as pb
 from switch.domain import ledger
 from switch.server import SwitchServer
 from switch.store.engine import make_engine
 from switch.store.schema import accounts
-from tests.integration.harness import World, start_world
+from tests.integration.harness import World, hold_sqlite_write_lock, start_world, world_fixture
 
 
 def settle(world: World, programme_id: str, settlement_id: str) -> bo.SettleResponse:
@@ -163,3 +166,74 @@ def test_joining_a_programme_again_is_already_exists_and_the_commission_stays(wo
     )
     assert world.terminals[0].redeem(world.issue(10_000), 1_000).response_code == "00"
     assert payouts(settle(world, world.gift_programme, "s1")) == {world.merchant_id: (1_000, 25, 975)}
+
+
+# --- session 22 audit: what a settlement's answer tells the foundation, which pays what it lists ---
+
+
+@pytest.fixture(params=["sqlite"])
+def slow_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, reply_timeout_s=1.0, ask_timeout_s=1.0)
+
+
+def test_a_payout_slower_than_the_reply_timeout_is_listed_as_made(slow_journal: World) -> None:
+    # Before, it was answered skipped ("journal did not answer in time") and then landed: no
+    # answer ever listed it, so the foundation never transferred what the ledger shows as paid.
+    world = slow_journal
+    terminal, merchant = world.terminals[0], world.merchant_id
+    assert terminal.redeem(world.issue(10_000), 1_000).response_code == "00"
+    payable = ledger.merchant_payable_account(merchant, world.gift_programme)
+    holder = hold_sqlite_write_lock(world, 3.0)
+    started = time.monotonic()
+    answer = settle(world, world.gift_programme, "s1")
+    holder.join()
+    assert time.monotonic() - started > 1.0  # it did wait past the reply timeout
+    assert payouts(answer) == {merchant: (1_000, 25, 975)} and not answer.skipped
+    assert balance(world, payable) == 0
+    again = settle(world, world.gift_programme, "s1")
+    assert not again.payouts and not again.skipped
+
+
+def test_a_merchant_whose_refunds_exceed_what_it_was_owed_is_listed_with_the_reason(world: World) -> None:
+    terminal, merchant = world.terminals[0], world.merchant_id
+    card = world.issue(10_000)
+    assert terminal.redeem(card, 1_000, "sale").response_code == "00"
+    assert payouts(settle(world, world.gift_programme, "week-1")) == {merchant: (1_000, 25, 975)}
+    assert terminal.refund("sale", 1_000).response_code == "00"
+    payable = ledger.merchant_payable_account(merchant, world.gift_programme)
+    assert balance(world, payable) == -1_000
+    answer = settle(world, world.gift_programme, "week-2")
+    assert not answer.payouts
+    (skipped,) = answer.skipped
+    assert (skipped.merchant_id, skipped.gross.amount_minor) == (merchant, -1_000)
+    assert skipped.reason == "owes 10.00: refunds exceed redemptions since the last payout"
+    assert balance(world, payable) == -1_000  # nothing written
+
+
+def test_a_payout_interval_below_one_week_is_refused_by_name(world: World) -> None:
+    # Before, -2 was taken, and every SettleDue then failed on an assertion: no programme was paid.
+    bad = bo.CreateProgrammeRequest(
+        name="Odd",
+        kind=bo.PROGRAMME_KIND_GIFT,
+        currency="EUR",
+        card_prefix="600199",
+        payout_interval_weeks=-2,
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        world.backoffice.CreateProgramme(bad, metadata=world.admin_metadata, timeout=20)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "payout_interval_weeks must be 1 or more"
+
+
+def test_a_redemption_of_a_closed_day_is_not_reversed_as_it_is_not_cancelled(world: World) -> None:
+    # A Reversal needs no employee PIN: before, one weeks later took a closed, paid-out redemption
+    # back from the merchant. Like a cancel, it is refused once the period is closed: refund instead.
+    terminal, merchant = world.terminals[0], world.merchant_id
+    card = world.issue(5_000)
+    assert terminal.redeem(card, 1_000, "sale").response_code == "00"
+    terminal.stub.DayClose(pb.DayCloseRequest(close_id="day-1"), metadata=terminal.metadata, timeout=20)
+    assert payouts(settle(world, world.gift_programme, "week-1")) == {merchant: (1_000, 25, 975)}
+    for undo in (terminal.cancel("sale"), terminal.reversal("sale")):
+        assert undo.response_code == "12" and undo.message.endswith("period is closed; refund instead")
+    payable = ledger.merchant_payable_account(merchant, world.gift_programme)
+    assert (terminal.balance(card), balance(world, payable)) == (4_000, 0)
