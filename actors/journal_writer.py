@@ -115,23 +115,27 @@ class JournalWriter:
             return False
         return True
 
-    def write_and_wait(self, write: Write, timeout_s: float | None) -> WriteResult:
+    def write_and_wait(
+        self, write: Write, timeout_s: float | None, landed: threading.Event | None = None
+    ) -> WriteResult:
         """Queue one write and wait for its result: for writes off the transaction path.
 
         TimeoutError when no result came in time: the write may still land, so the caller must
-        not act as if it failed. None waits until the journal answers (if it is lost meanwhile,
-        the switch exits).
+        not act as if it failed; `landed`, if given, is set once the journal has answered, so the
+        caller can wait for that later. None waits until the journal answers (if it is lost
+        meanwhile, the switch exits).
         """
-        landed = threading.Event()
+        answered = landed or threading.Event()
         results: list[WriteResult] = []
 
         def done(result: WriteResult) -> None:
             results.append(result)
-            landed.set()
+            answered.set()
 
         if not self.submit(write, done):
+            answered.set()
             return WriteResult(False, problem=self._refusal())
-        if not landed.wait(timeout_s):
+        if not answered.wait(timeout_s):
             raise TimeoutError(f"the journal did not answer within {timeout_s} s")
         return results[0]
 

@@ -166,6 +166,7 @@ class TerminalActor(SwitchActor):
         self._services = services
         self._info: TerminalInfo | None = None
         self._read_at_s = 0.0
+        self._close_in_doubt: threading.Event | None = None  # a close it stopped waiting for
         self._recent: OrderedDict[str, _Recent] = OrderedDict()
 
     def on_start(self) -> None:
@@ -174,6 +175,8 @@ class TerminalActor(SwitchActor):
         assert self._info is not None, "terminal actors start for stored terminals only"
 
     def _outdated(self) -> bool:
+        if self._close_in_doubt is not None:
+            return True
         max_age_s = self._services.max_age_s
         return max_age_s is not None and time.monotonic() - self._read_at_s > max_age_s
 
@@ -198,6 +201,10 @@ class TerminalActor(SwitchActor):
         return TerminalContext(self.info.terminal_id, self.info.merchant_id, self.info.period_number)
 
     def on_receive(self, message: Any) -> Any:
+        if self._close_in_doubt is not None:
+            self._close_in_doubt.wait()  # the journal answers every write, or the switch exits
+            self._close_in_doubt = None
+            self._reload()
         if self._outdated():
             self._reload()  # another node may have closed its day or activated it anew
         match message:
@@ -467,9 +474,17 @@ class TerminalActor(SwitchActor):
         self._settle_in_flight()
         now = self._services.now()
         close = PeriodClose(info.terminal_id, close_id, info.period_number, info.period_opened_at, now)
-        result = self._services.writer.write_and_wait(
-            Write(period_close=close), self._services.reply_timeout_s
-        )
+        landed = threading.Event()
+        try:
+            result = self._services.writer.write_and_wait(
+                Write(period_close=close), self._services.reply_timeout_s, landed
+            )
+        except TimeoutError:
+            # It may still land, and then this period is closed: the next message waits for the
+            # journal's answer and reads the terminal again, so no cancel or reversal of this
+            # period's sales is taken and no answer names the closed period.
+            self._close_in_doubt = landed
+            raise
         if result.conflict:
             stored = store.day_close(info.terminal_id, close_id)
             assert stored is not None, "a conflicting close id is stored"

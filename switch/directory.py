@@ -32,6 +32,9 @@ class TerminalDirectory:
         self._store = store
         self._max_age_s = max_age_s
         self._cache: dict[str, _TerminalAuth] = {}
+        # How often each terminal was forgotten: a read that a forget overtook is used for its own
+        # call only, never kept (it may hold the credential or state from before a (de)activation).
+        self._forgotten: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def authenticate(self, credential: str) -> tuple[str | None, str]:
@@ -39,12 +42,14 @@ class TerminalDirectory:
         terminal_id = credentials.terminal_id_of(credential)
         auth = self._cache.get(terminal_id)
         if auth is None or self._outdated(auth):
+            forgotten = self._forgotten.get(terminal_id, 0)
             info = self._store.terminal(terminal_id)
             if info is None:
                 return None, "unknown terminal credential"
             auth = _TerminalAuth(info.credential_hash, info.active, time.monotonic())
             with self._lock:
-                self._cache[terminal_id] = auth
+                if self._forgotten.get(terminal_id, 0) == forgotten:
+                    self._cache[terminal_id] = auth
         if not hmac.compare_digest(auth.credential_hash, credentials.credential_hash(credential)):
             return None, "invalid terminal credential"
         if not auth.active:
@@ -57,6 +62,7 @@ class TerminalDirectory:
     def forget(self, terminal_id: str) -> None:
         with self._lock:
             self._cache.pop(terminal_id, None)
+            self._forgotten[terminal_id] = self._forgotten.get(terminal_id, 0) + 1
 
 
 class CardDirectory:
