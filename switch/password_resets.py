@@ -18,8 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, Row, delete, func, select, update
 
 from switch import credentials
 from switch.config import Settings
@@ -126,16 +127,20 @@ class PasswordResets:
             raise ValueError(f"new_password: {problem}")
         if not code.startswith(CODE_PREFIX):
             raise PermissionError(CODE_REFUSED)
+        code_hash = credentials.credential_hash(code)
+        asked = select(password_resets).where(password_resets.c.code_hash == code_hash)
+        with self._engine.connect() as conn:
+            if not _usable(conn.execute(asked).first(), self._now()):
+                # Before the password is hashed: made-up codes cost no scrypt (16 MiB each), so a
+                # flood of them holds no thread that refunds and payments need.
+                raise PermissionError(CODE_REFUSED)
         password_hash = credentials.hash_password(new_password)
         now = self._now()
         with writing(self._engine) as conn:
-            row = conn.execute(
-                select(password_resets)
-                .where(password_resets.c.code_hash == credentials.credential_hash(code))
-                .with_for_update()
-            ).first()
-            if row is None or row.used_at is not None or as_utc(row.expires_at) <= now:
+            row = conn.execute(asked.with_for_update()).first()
+            if not _usable(row, now):
                 raise PermissionError(CODE_REFUSED)
+            assert row is not None
             login = _current_login(conn, row.merchant_id, row.employee_id)
             if login is None or email_digest(login.email) != row.email_hash:
                 raise PermissionError(CODE_REFUSED)
@@ -191,3 +196,8 @@ def _current_login(conn: Connection, merchant_id: str, employee_id: str | None) 
     if user is None or not user.active or user.email is None:
         return None
     return Login(merchant_id, merchant.name, user.email, user.role, employee_id, user.name)
+
+
+def _usable(row: Row[Any] | None, now: dt.datetime) -> bool:
+    """A reset code's row that is there, not used and not expired."""
+    return row is not None and row.used_at is None and as_utc(row.expires_at) > now

@@ -71,6 +71,11 @@ class MerchantPasswords:
 
         A deactivated user, or one without a portal password, signs in as nobody.
         """
+        return self.verify_hash(email, password)[0]
+
+    def verify_hash(self, email: str, password: str) -> tuple[Login, str]:
+        """verify(), and the stored hash the password matched: what is written on the strength of
+        the check must be written only while that hash is still the login's (`password_hash_now`)."""
         if not self._checks.acquire(blocking=False):
             raise TooManySignInsError(TOO_MANY_AT_ONCE)
         try:
@@ -78,7 +83,7 @@ class MerchantPasswords:
         finally:
             self._checks.release()
 
-    def _verify(self, email: str, password: str) -> Login:
+    def _verify(self, email: str, password: str) -> tuple[Login, str]:
         key = email_digest(email)
         now = self._now()
         with self._engine.connect() as conn:
@@ -96,7 +101,7 @@ class MerchantPasswords:
             raise PermissionError(WRONG_LOGIN)
         with writing(self._engine) as conn:
             conn.execute(delete(sign_in_failures).where(sign_in_failures.c.email_hash == key))
-        return found[0]
+        return found
 
     def _count_failure(self, key: str, now: dt.datetime) -> None:
         with writing(self._engine) as conn:
@@ -145,6 +150,20 @@ def login_of(conn: Connection, email: str) -> tuple[Login, str] | None:
         return None
     login = Login(user.merchant_id, user.merchant_name, email, user.role, user.employee_id, user.name)
     return login, user.password_hash
+
+
+def password_hash_now(conn: Connection, login: Login) -> str | None:
+    """The login's password hash as stored now (None: deactivated, or no password), its row locked
+    until conn's transaction ends on PostgreSQL (SQLite has one writer at a time anyway): a password
+    set, or a deactivation, after a check waits, and then ends what the check let in."""
+    if login.employee_id is None:
+        query = select(merchants.c.password_hash).where(merchants.c.merchant_id == login.merchant_id)
+    else:
+        query = select(employees.c.password_hash).where(
+            employees.c.employee_id == login.employee_id, employees.c.active.is_(True)
+        )
+    stored = conn.execute(query.with_for_update()).scalar()
+    return None if stored is None else str(stored)
 
 
 def store_password(

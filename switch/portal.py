@@ -13,11 +13,11 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, select
 
 from switch import credentials
 from switch.domain.employees import OWNER, password_problem
-from switch.passwords import Login, MerchantPasswords, store_password
+from switch.passwords import WRONG_LOGIN, Login, MerchantPasswords, password_hash_now, store_password
 from switch.store.engine import writing
 from switch.store.repository import as_utc
 from switch.store.schema import employees, merchants, portal_sessions
@@ -44,11 +44,13 @@ class PortalSessions:
 
     def sign_in(self, email: str, password: str) -> PortalSession:
         """A new session; PermissionError or TooManySignInsError from the password check."""
-        login = self._passwords.verify(email, password)
+        login, checked = self._passwords.verify_hash(email, password)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self._now()
         session = PortalSession(token, login, now + self._session)
         with writing(self._engine) as conn:
+            if password_hash_now(conn, login) != checked:  # a new password (or deactivation) since
+                raise PermissionError(WRONG_LOGIN)
             conn.execute(delete(portal_sessions).where(portal_sessions.c.expires_at <= now))
             conn.execute(
                 portal_sessions.insert().values(
@@ -112,7 +114,17 @@ class PortalSessions:
         problem = password_problem(new)
         if problem:
             raise ValueError(f"new_password: {problem}")
-        self._passwords.verify(login.email, current)
+        _, checked = self._passwords.verify_hash(login.email, current)
         password_hash = credentials.hash_password(new)
         with writing(self._engine) as conn:
+            # The current password must still be the one checked, and this session still alive:
+            # a password the owner set meanwhile (taking a stolen login back) is not undone.
+            if password_hash_now(conn, login) != checked or not _session_alive(conn, token):
+                raise PermissionError(NO_SESSION)
             store_password(conn, login, password_hash, keep_session_hash=credentials.credential_hash(token))
+
+
+def _session_alive(conn: Connection, token: str) -> bool:
+    token_hash = portal_sessions.c.token_hash
+    found = conn.execute(select(token_hash).where(token_hash == credentials.credential_hash(token))).first()
+    return found is not None

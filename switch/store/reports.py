@@ -150,12 +150,10 @@ def _check_subjects(conn: Connection, query: ReportQuery) -> None:
         owner = conn.execute(
             select(terminals.c.merchant_id).where(terminals.c.terminal_id == query.terminal_id)
         ).scalar_one_or_none()
-        if owner is None:
-            raise UnknownReportSubjectError(f"terminal_id {query.terminal_id!r}: no such terminal")
-        if query.merchant_id and owner != query.merchant_id:
-            raise UnknownReportSubjectError(
-                f"terminal_id {query.terminal_id!r}: not a terminal of merchant {query.merchant_id!r}"
-            )
+        # Another merchant's terminal is answered as one that does not exist: ids are not probed.
+        if owner is None or (query.merchant_id and owner != query.merchant_id):
+            problem = _no_such("terminal", query)
+            raise UnknownReportSubjectError(f"terminal_id {query.terminal_id!r}: {problem}")
     if query.location_ids:
         owners = dict(
             conn.execute(
@@ -165,12 +163,13 @@ def _check_subjects(conn: Connection, query: ReportQuery) -> None:
             ).all()
         )
         for location_id in query.location_ids:
-            if location_id not in owners:
-                raise UnknownReportSubjectError(f"location_ids: {location_id!r}: no such location")
-            if query.merchant_id and owners[location_id] != query.merchant_id:
-                raise UnknownReportSubjectError(
-                    f"location_ids: {location_id!r}: not a location of merchant {query.merchant_id!r}"
-                )
+            if location_id not in owners or (query.merchant_id and owners[location_id] != query.merchant_id):
+                problem = _no_such("location", query)
+                raise UnknownReportSubjectError(f"location_ids: {location_id!r}: {problem}")
+
+
+def _no_such(kind: str, query: ReportQuery) -> str:
+    return f"no such {kind} of merchant {query.merchant_id!r}" if query.merchant_id else f"no such {kind}"
 
 
 def _selection(query: ReportQuery) -> ColumnElement[bool]:

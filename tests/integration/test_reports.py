@@ -187,7 +187,7 @@ def test_another_merchants_location_is_not_reported(world: World) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         report(world, merchant_id=world.merchant_id, location_ids=[elsewhere])
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
-    assert f"not a location of merchant '{world.merchant_id}'" in (refused.value.details() or "")
+    assert f"no such location of merchant '{world.merchant_id}'" in (refused.value.details() or "")
     assert not report(world, location_ids=[elsewhere]).transactions  # no terminal there
 
 
@@ -283,7 +283,7 @@ def test_another_merchants_terminal_is_not_reported(world: World) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         report(world, merchant_id=other, terminal_id=world.terminals[0].terminal_id)
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
-    assert f"not a terminal of merchant '{other}'" in (refused.value.details() or "")
+    assert f"no such terminal of merchant '{other}'" in (refused.value.details() or "")
 
 
 def test_the_export_writes_every_page_as_csv_with_amounts_in_euros(
