@@ -36,11 +36,11 @@ class AuditLog:
             "who": caller.name,
             "role": caller.role.value,
             "key_fingerprint": caller.key_fingerprint,
-            "ssh_user": scrub_text(caller.ssh_username),
+            "ssh_user": scrub_text(caller.ssh_username, typed=True),
             "remote": caller.remote_address,
             "mode": mode,
             # Operators type card numbers; the audit log keeps only their masked form.
-            "command": scrub_text(command)[:COMMAND_CHARS_MAX],  # masked whole, then cut
+            "command": scrub_text(command, typed=True)[:COMMAND_CHARS_MAX],  # masked whole, then cut
             "outcome": outcome,
             "exit_status": exit_status,
         }

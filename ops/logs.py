@@ -29,8 +29,11 @@ _SENSITIVE_NAME_TOKENS: Final = frozenset(
 _SENSITIVE_NAMES_JOINED: Final = frozenset(
     {"pinblock", "cardnumber", "cardno", "trackdata", "primaryaccountnumber", "masterkey"}
 )
-# Digit runs, optionally grouped by single spaces or dashes ("4111 1111 1111 1111").
-_DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,}(?!\d)")
+# Digit runs, optionally grouped by spaces or dashes ("4111 1111 1111 1111", "4111 - 1111 ..."),
+# as many between two digits as a card reference may have (CARD_REFERENCE).
+_DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){11,}(?!\d)")
+# A card number as an operator may type it: digits, grouped by at most 3 spaces or dashes.
+CARD_REFERENCE: Final = re.compile(r"\d(?:[ -]{0,3}\d)*")
 _SEPARATORS: Final = re.compile(r"[ -]")
 # "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text.
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
@@ -72,14 +75,20 @@ def _redact_digit_run(match: re.Match[str]) -> str:
     return REDACTED_PAN if _looks_like_pan(_SEPARATORS.sub("", run)) else run
 
 
-def scrub_text(text: str) -> str:
+def _redact_any_digit_run(match: re.Match[str]) -> str:
+    return REDACTED_PAN
+
+
+def scrub_text(text: str, *, typed: bool = False) -> str:
     """text with PAN-like digit runs and `pin=...`-style values replaced.
 
     Most values in a log line are short ids and codes: a text shorter than the shortest PAN holds
     no digit run to look at, and one without "=" or ":" no assignment, so neither pass runs there.
+    `typed`: text a person typed (a console command, a block reason), where a card number may be
+    mistyped: every run of 12 or more digits is masked, Luhn-valid or not.
     """
     if len(text) >= PAN_DIGITS_MIN:
-        text = _DIGIT_RUN.sub(_redact_digit_run, text)
+        text = _DIGIT_RUN.sub(_redact_any_digit_run if typed else _redact_digit_run, text)
     if "=" in text or ":" in text:
         text = _SENSITIVE_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return text
@@ -204,6 +213,9 @@ def configure_logging(level: int | str = logging.INFO, stream: TextIO | None = N
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level)
+    # asyncssh logs each console command line as typed at INFO; the console's own audit log keeps
+    # it, masked (ops/console_audit.py), so asyncssh's lines below WARNING are not wanted.
+    logging.getLogger("asyncssh").setLevel(max(logging.WARNING, root.level))
 
 
 def skip_unused_record_fields() -> None:

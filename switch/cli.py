@@ -288,10 +288,10 @@ def _build_request(request_type: Any, pairs: list[str]) -> Any:
     A repeated field takes values split by commas (types=redemption,load).
     """
     request = request_type()
-    for pair in pairs:
+    for position, pair in enumerate(pairs, start=1):
         key, separator, value = pair.partition("=")
-        if not separator:
-            raise ValueError(f"argument {pair!r} is not key=value")
+        if not separator:  # not echoed: it may be a card number or a PIN given without its key
+            raise ValueError(f"argument {position} is not key=value (e.g. card=<number>)")
         try:
             _set_argument(request, key, value)
         except ValueError as error:  # protobuf's own, such as "Value out of range: ...", name no field

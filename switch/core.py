@@ -30,6 +30,7 @@ from actors.payments import PaymentProcessor
 from actors.registry import ASK_ATTEMPTS_MAX, ActorRegistry
 from actors.reply import Reply, settled
 from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
+from ops.logs import scrub_text
 from switch.admin import Admin, AdminError
 from switch.config import Settings
 from switch.directory import CardDirectory, TerminalDirectory
@@ -49,6 +50,7 @@ from switch.store.journal import Write, WriteResult
 from switch.store.journal_process import can_serve
 from switch.store.keys import KeyStore
 from switch.store.repository import DayCloseReport, Store
+from switch.store.schema import CARD_EVENT_DETAIL_MAX
 
 
 def utc_now() -> dt.datetime:
@@ -239,6 +241,9 @@ class SwitchCore:
     # Operations on cards and terminals
 
     def set_card_status(self, card_id: str, status: CardStatus, reason: str, actor: str) -> CardState:
+        """The reason is an operator's free text, stored with the card's event: a card number typed
+        into it is masked, and it is cut to its column's length (PostgreSQL refused it whole)."""
+        reason = scrub_text(reason, typed=True)[:CARD_EVENT_DETAIL_MAX]
         # No time limit: the card actor waits for its write to land, so the answer is what holds.
         state: CardState = self.card_actors.ask(card_id, SetStatus(status, reason, actor), None)
         return state

@@ -26,6 +26,7 @@ from ops.console_backend import (
     SwitchStatus,
     TerminalInfo,
 )
+from ops.logs import CARD_REFERENCE
 from switch.admin import AdminError
 from switch.core import SwitchCore
 from switch.domain.card_rules import CardState
@@ -176,8 +177,8 @@ class SwitchOpsBackend:
 
     def _card_id(self, card_ref: str) -> str | None:
         """A card number (digits, maybe grouped) or the switch's card id."""
-        digits = "".join(ch for ch in card_ref if ch not in CARD_NUMBER_SEPARATORS)
-        if digits.isdigit():
+        if CARD_REFERENCE.fullmatch(card_ref):  # grouped as the log scrubber still masks it
+            digits = "".join(ch for ch in card_ref if ch not in CARD_NUMBER_SEPARATORS)
             return self._core.cards.card_id(digits)
         try:
             self._core.store.card_state(card_ref)

@@ -10,6 +10,7 @@ PAN_DIGITS_MIN = 12
 PAN_DIGITS_MAX = 19
 BIN_DIGITS = 6
 LAST_DIGITS = 4
+HIDDEN_DIGITS_MIN = 5  # a masked number keeps at least this many digits hidden
 # A PAN hash key shorter than this gives an offline brute force of the hash too little work.
 PAN_HASH_KEY_BYTES_MIN = 16
 
@@ -33,11 +34,14 @@ def luhn_valid(number: str) -> bool:
 
 
 def mask_pan(pan: str) -> str:
-    """first6****last4, the only form of a PAN allowed in logs, errors and metrics."""
-    if len(pan) < BIN_DIGITS + LAST_DIGITS:
-        # Too short to show anything without revealing most of it.
-        return "*" * len(pan)
-    return f"{pan[:BIN_DIGITS]}****{pan[-LAST_DIGITS:]}"
+    """first6****last4, the only form of a PAN allowed in logs, errors and metrics; for a number too
+    short to keep HIDDEN_DIGITS_MIN hidden that way (a 10-digit field 2 showed every digit), the
+    last 4 only, and below that nothing."""
+    if len(pan) - BIN_DIGITS - LAST_DIGITS >= HIDDEN_DIGITS_MIN:
+        return f"{pan[:BIN_DIGITS]}****{pan[-LAST_DIGITS:]}"
+    if len(pan) - LAST_DIGITS >= HIDDEN_DIGITS_MIN:
+        return "*" * (len(pan) - LAST_DIGITS) + pan[-LAST_DIGITS:]
+    return "*" * len(pan)
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,9 @@ class CardRow(Base):
     issue_key: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True, index=True)
 
 
+CARD_EVENT_DETAIL_MAX = 250
+
+
 class CardEventRow(Base):
     """Audit trail of a card's status changes and transfers."""
 
@@ -138,7 +141,7 @@ class CardEventRow(Base):
     event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     card_id: Mapped[str] = mapped_column(ForeignKey("cards.card_id"), index=True)
     kind: Mapped[str] = mapped_column(String(20))
-    detail: Mapped[str] = mapped_column(String(250))
+    detail: Mapped[str] = mapped_column(String(CARD_EVENT_DETAIL_MAX))
     actor: Mapped[str] = mapped_column(String(120))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 

@@ -20,7 +20,7 @@ from switch import cli
         ("join-programme", "commission_basis_points=" + "9" * 11, "commission_basis_points: Value out"),
         ("create-programme", "kind=voucher", "kind: must be gift or benefit, got 'voucher'"),
         ("update-employee", "active=maybe", "active: must be true or false, got 'maybe'"),
-        ("issue-card", "programme_id", "argument 'programme_id' is not key=value"),
+        ("issue-card", "programme_id", "argument 1 is not key=value"),
     ],
 )
 def test_a_bad_argument_is_refused_by_name(

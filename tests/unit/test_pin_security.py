@@ -279,7 +279,15 @@ def test_pvv_from_pin_block_matches_issuance(module: SecurityModule) -> None:
 
 @pytest.mark.parametrize(
     ("pan", "masked"),
-    [(PAN, "411111****1111"), ("4761739001010119123", "476173****9123"), ("123456789", "*********")],
+    [
+        (PAN, "411111****1111"),
+        ("4761739001010119123", "476173****9123"),
+        ("371449635398431", "371449****8431"),  # 15 digits: 5 stay hidden
+        # Shorter, first 6 and last 4 would show all or nearly all (a 10-digit field 2 did).
+        ("5412345678", "******5678"),
+        ("541234567890", "********7890"),
+        ("12345678", "********"),
+    ],
 )
 def test_mask_pan(pan: str, masked: str) -> None:
     assert mask_pan(pan) == masked
