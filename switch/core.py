@@ -122,7 +122,9 @@ class SwitchCore:
         card_services = CardServices(
             self.store,
             self.writer,
-            lambda: utc_now().date(),
+            # A card is valid through its expiry day where it is used, not in UTC: after midnight in
+            # Amsterdam an expired card was still taken for an hour or two.
+            lambda: utc_now().astimezone(self.report_zone).date(),
             settings.reply_timeout_s,
             card_pin_services,
             max_age_s=settings.copy_max_age_s,

@@ -16,6 +16,7 @@ import multiprocessing
 import signal
 from multiprocessing.connection import Connection
 
+from ops.logs import configure_logging
 from switch.store.engine import make_engine
 from switch.store.journal import BatchOutcome, Write, commit_batch
 
@@ -99,9 +100,8 @@ def _serve(connection: Connection, database_url: str) -> None:
     # its writes through this process before it stops, so only the switch decides when it ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s txswitch-journal %(levelname)s %(message)s"
-    )
+    # The switch's own scrubbed JSON lines: a failed batch's traceback quotes its SQL parameters.
+    configure_logging(logging.WARNING)
     engine = make_engine(database_url)
     try:
         connection.send(_READY)
