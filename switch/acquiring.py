@@ -231,20 +231,20 @@ class Acquiring:
         are older than `left_behind_after`, and goes on doing so while it runs: a payment another
         node is still waiting for is not reversed under it, and one a node that died left behind
         is reversed by a node that lives."""
-        self.recover_pending(self._left_behind_before())
+        self.recover_pending(self._left_behind_before(), own_too=True)  # none of its own is in flight
         self.gateway.start()
         if self.node.shared:
             self._sweeper = threading.Thread(target=self._sweep, name="payment-recovery", daemon=True)
             self._sweeper.start()
         self.gateway.wait_signed_on(SIGN_ON_WAIT_MS)
 
-    def recover_pending(self, others_sent_before: dt.datetime | None = None) -> int:
+    def recover_pending(self, sent_before: dt.datetime | None = None, own_too: bool = False) -> int:
         """Each payment whose authorisation went out but whose answer was never stored (its node
         died in between) gets a reversal advice queued and is answered as timed out (68), in one
         transaction; a retry of its id then gets that answer. Returns how many were recovered."""
         recovered = 0
         for _ in range(RECOVERY_BATCHES_MAX):
-            batch = self.payments.pending(others_sent_before=others_sent_before)
+            batch = self.payments.pending(sent_before=sent_before, own_too=own_too)
             if not batch:
                 return recovered
             in_batch = 0

@@ -233,17 +233,19 @@ class PaymentStore:
             conn.execute(insert(transactions), _record_values(conn, record, now))
 
     def pending(
-        self, limit: int = PENDING_BATCH_MAX, others_sent_before: dt.datetime | None = None
+        self, limit: int = PENDING_BATCH_MAX, sent_before: dt.datetime | None = None, own_too: bool = True
     ) -> tuple[PaymentDetails, ...]:
         """Payments whose authorisation went out and whose answer was never stored, oldest first.
 
-        With `others_sent_before`, only this node's own and other nodes' sent before that time: a
-        node sharing the database must not take another's payment while that one still waits."""
+        With `sent_before`, only those sent before that time, and with `own_too` this node's own of
+        any age as well: a node sharing the database must not take a payment its node still waits
+        for (another node's, or, once it runs, its own)."""
         assert 0 < limit <= PENDING_BATCH_MAX, "pending limit out of range"
         row = card_payments.c
         query = select(card_payments).where(row.stage == STAGE_PENDING)
-        if others_sent_before is not None:
-            query = query.where(or_(row.node_id == self.node_id, row.created_at < others_sent_before))
+        if sent_before is not None:
+            old = row.created_at < sent_before
+            query = query.where(or_(row.node_id == self.node_id, old) if own_too else old)
         query = query.order_by(row.payment_pk).limit(limit)
         with self._engine.connect() as conn:
             return tuple(_details_of(row) for row in conn.execute(query).mappings())

@@ -234,13 +234,17 @@ def payment_world(
     database: str,
     host_config: AcquirerHostConfig | None = None,
     response_timeout_ms: int = RESPONSE_TIMEOUT_MS,
+    other_node_grace_ms: int = 30_000,
 ) -> Iterator[PaymentWorld]:
     with ExitStack() as stack:
         url = stack.enter_context(postgres_schema()) if database == "postgres" else ""
         host = stack.enter_context(HostThread(host_config))
         assert host.host.port is not None
         settings_file = acquirers_file(
-            tmp_path / "acquirers.toml", host.host.port, response_timeout_ms=response_timeout_ms
+            tmp_path / "acquirers.toml",
+            host.host.port,
+            response_timeout_ms=response_timeout_ms,
+            other_node_grace_ms=other_node_grace_ms,
         )
         world = start_world(
             tmp_path, url, terminals=0, acquirers_file=settings_file, master_key_hex=MASTER_KEY_HEX

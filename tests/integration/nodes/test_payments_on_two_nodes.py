@@ -112,3 +112,16 @@ def test_a_node_that_starts_leaves_a_payment_the_other_node_is_waiting_for_alone
             assert paying.stages(request.transaction_id) == [STAGE_ANSWERED]
         finally:
             node_b.stop()
+
+
+def test_a_running_node_does_not_reverse_its_own_payment_while_it_waits_for_its_answer(
+    tmp_path: Path,
+) -> None:
+    # The sweep once took this node's own pending rows at any age, as a start rightly does: with a
+    # response timeout of 4 s and no grace it runs every 2 s, and the host answers after 3 s.
+    with payment_world(tmp_path, "postgres", AcquirerHostConfig(latency_ms=3_000), 4_000, 0) as paying:
+        request = paying.terminal.request(1_000)
+        answer = paying.terminal.send(request)
+        assert (answer.response_code, answer.status) == ("00", "approved"), answer.message
+        assert paying.stages(request.transaction_id) == [STAGE_ANSWERED]
+        assert not paying.host.record().reversals
