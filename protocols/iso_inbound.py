@@ -416,11 +416,23 @@ def malformed_response(body: bytes, error: MessageFormatError) -> IsoMessage | N
 class IsoInboundListener:
     """A TCP listener on its own thread with its own trio loop; 2-byte length framing."""
 
-    def __init__(self, handler: InboundHandler, host: str, port: int, in_flight_max: int) -> None:
+    def __init__(
+        self,
+        handler: InboundHandler,
+        host: str,
+        port: int,
+        in_flight_max: int,
+        connections_max: int = 64,
+        idle_s: float = 300.0,
+    ) -> None:
+        assert in_flight_max > 0 and connections_max > 0 and idle_s > 0, "listener limits are positive"
         self._handler = handler
         self._host = host
         self._port = port
         self._limiter_total = in_flight_max
+        self._connections_max = connections_max
+        self._idle_s = idle_s
+        self._connections = 0  # open now; only the listener's trio loop touches it
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="iso-inbound", daemon=True)
         self._token: trio.lowlevel.TrioToken | None = None
@@ -464,18 +476,53 @@ class IsoInboundListener:
             await trio.serve_listeners(serve, listeners)
 
     async def _connection(self, stream: trio.abc.Stream, limiter: trio.CapacityLimiter) -> None:
+        """One acquirer connection: at most connections_max at once, closed once idle_s pass with
+        no message, and at most in_flight_max of its requests unanswered (then it is not read
+        until one is answered): a peer that floods, or opens and forgets connections, holds a
+        bounded share of the listener."""
+        if self._connections >= self._connections_max:
+            log.warning("ISO 8583 inbound: %d connections open; closing a new one", self._connections)
+            await stream.aclose()
+            return
+        self._connections += 1
+        try:
+            await self._serve_connection(stream, limiter)
+        finally:
+            self._connections -= 1
+
+    async def _serve_connection(self, stream: trio.abc.Stream, limiter: trio.CapacityLimiter) -> None:
         buffer = FrameBuffer()
         send_lock = trio.Lock()
+        unanswered = trio.Semaphore(self._limiter_total)
         async with stream, trio.open_nursery() as nursery:
             while True:
-                try:
-                    body = await receive_frame(stream, buffer)
-                except (FrameError, trio.BrokenResourceError, trio.ClosedResourceError):
-                    log.warning("ISO 8583 inbound: connection dropped (framing or reset)")
-                    return
+                body: bytes | None = None
+                with trio.move_on_after(self._idle_s) as idle:
+                    try:
+                        body = await receive_frame(stream, buffer)
+                    except (FrameError, trio.BrokenResourceError, trio.ClosedResourceError):
+                        log.warning("ISO 8583 inbound: connection dropped (framing or reset)")
+                        return
+                if idle.cancelled_caught:
+                    log.warning("ISO 8583 inbound: no message for %.0f s; closing it", self._idle_s)
+                    return  # after the answers still on their way (the nursery waits for them)
                 if body is None:
                     return
-                nursery.start_soon(self._answer, body, stream, send_lock, limiter)
+                await unanswered.acquire()
+                nursery.start_soon(self._answer_one, body, stream, send_lock, limiter, unanswered)
+
+    async def _answer_one(
+        self,
+        body: bytes,
+        stream: trio.abc.Stream,
+        send_lock: trio.Lock,
+        limiter: trio.CapacityLimiter,
+        unanswered: trio.Semaphore,
+    ) -> None:
+        try:
+            await self._answer(body, stream, send_lock, limiter)
+        finally:
+            unanswered.release()
 
     def _handle_safely(self, request: IsoMessage) -> IsoMessage:
         try:
@@ -524,7 +571,12 @@ def start_listener(core: SwitchCore) -> IsoInboundListener:
     acquirers = parse_acquirers(settings.iso_inbound_acquirers, import_key)
     handler = InboundHandler(core, acquirers)
     listener = IsoInboundListener(
-        handler, settings.iso_listen_host, settings.iso_listen_port, settings.iso_inbound_in_flight_max
+        handler,
+        settings.iso_listen_host,
+        settings.iso_listen_port,
+        settings.iso_inbound_in_flight_max,
+        settings.iso_inbound_connections_max,
+        settings.iso_inbound_idle_s,
     )
     listener.start()
     return listener

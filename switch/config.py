@@ -68,6 +68,10 @@ class Settings:
     iso_listen_host: str = "127.0.0.1"
     iso_listen_port: int = -1
     iso_inbound_in_flight_max: int = 64
+    # Connections at once (more are closed as they come), and how long one may send no message
+    # before it is closed (acquirers echo with 0800 every minute or so)
+    iso_inbound_connections_max: int = 64
+    iso_inbound_idle_s: float = 300.0
     # "<acquirer id>:<merchant e-mail>:<zone PIN key hex>[:tdes|aes128]", entries split by ','
     iso_inbound_acquirers: str = field(default="", repr=False)
     # The portal's transaction report counts days on this clock unless a request names another
@@ -135,12 +139,17 @@ class Settings:
     def check(self) -> None:
         """ValueError naming the first setting that holds none of its values."""
         _ = self.copy_max_age_s
+        for name in POSITIVE_SETTINGS:
+            value = getattr(self, name)
+            if value <= 0:
+                raise ValueError(f"{name} ({ENVIRONMENT_PREFIX}{name.upper()}) must be positive, got {value}")
 
     def with_overrides(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
 ENVIRONMENT_PREFIX = "TXSWITCH_"
+POSITIVE_SETTINGS = ("iso_inbound_in_flight_max", "iso_inbound_connections_max", "iso_inbound_idle_s")
 
 
 def from_environment(base: Settings | None = None) -> Settings:

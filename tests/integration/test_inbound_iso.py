@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -23,6 +24,7 @@ from protocols.iso8583 import (
     frame,
 )
 from protocols.wire import backoffice_pb2 as bo
+from switch.config import Settings
 from switch.domain.cards import make_card_number
 from switch.security import PinBlockFormat
 from switch.security.pinpad import encipher_pin_block
@@ -402,3 +404,70 @@ def test_a_completion_and_a_reversal_of_one_authorisation_at_once_move_money_onc
     completed = sum(1 for done, _ in codes if done == "00")
     assert balance(world, card) == rounds * amount_minor - completed * final_minor
     ledger_clean(world)
+
+
+# --- connection limits (session 22; before, any number of connections stayed open for ever) ---
+
+
+@pytest.fixture
+def limited(tmp_path: Path) -> Iterator[World]:
+    acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
+    world = start_world(
+        tmp_path,
+        "",
+        1,
+        iso_listen_port=0,
+        iso_inbound_acquirers=acquirers,
+        iso_inbound_connections_max=2,
+        iso_inbound_idle_s=1.0,
+    )
+    try:
+        yield world
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+
+def echo(client: IsoClient) -> str:
+    return client.ask({"t": "0800", "7": WHEN, "11": f"{next(STANS):06d}", "70": "301"})["39"]
+
+
+def closed_by_switch(client: IsoClient, within_s: float) -> bool:
+    """True once the switch has closed the connection (end of stream) within the time."""
+    sock = client._socket
+    sock.settimeout(within_s)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+
+
+def test_a_connection_past_the_cap_is_closed_and_the_others_are_served(limited: World) -> None:
+    first, second = IsoClient(limited), IsoClient(limited)
+    assert echo(first) == echo(second) == "00"
+    third = IsoClient(limited)
+    assert closed_by_switch(third, 5.0)
+    assert echo(first) == "00"
+    first.close()
+    time.sleep(0.2)  # the switch sees the first one go
+    fourth = IsoClient(limited)
+    assert echo(fourth) == "00"
+    for client in (second, third, fourth):
+        client.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed_and_one_that_echoes_is_kept(limited: World) -> None:
+    quiet, busy = IsoClient(limited), IsoClient(limited)
+    started = time.monotonic()
+    while time.monotonic() - started < 2.5:  # past the 1 s idle limit, echoing twice a second
+        assert echo(busy) == "00"
+        time.sleep(0.5)
+    assert closed_by_switch(quiet, 0.1)  # closed after 1 s with no message
+    assert echo(busy) == "00"
+    quiet.close()
+    busy.close()
+
+
+def test_listener_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"iso_inbound_connections_max \(.*\) must be positive, got 0"):
+        Settings(iso_inbound_connections_max=0).check()
