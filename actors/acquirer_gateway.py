@@ -39,6 +39,7 @@ from protocols.iso8583 import (
 )
 from switch.domain.response_codes import ResponseCode
 from switch.security import KeyIntegrityError, PinBlockError, SecurityModule
+from switch.store.payments import StanInUseError
 from switch.store.saf import NewReversal, SafEntry, SafStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STAN_MAX: Final = 999_999
+STAN_ATTEMPTS_MAX: Final = 8  # STANs tried for one authorisation when other nodes hold them
 REVERSAL_ACK_CODES: Final = frozenset({"00"})
 # Field 39 answers after which the acquirer holds money: every approval, and a partial one (10).
 HOLDING_FIELD39: Final = APPROVING_FIELD39 | {"10"}
@@ -188,6 +190,15 @@ class AcquirerGateway:
 
         return self._call(advice)
 
+    def wake_saf(self) -> None:
+        """Send the reversals queued now (one stored by another transaction, as `PaymentStore.undo`
+        stores them) without waiting for the next retry interval; nothing if not running."""
+        token = self._token
+        if token is None:
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            trio.from_thread.run_sync(self._wake_saf, trio_token=token)
+
     def sign_on(self, name: str) -> ResponseCode:
         return self._call(lambda: self._network(name, mti.NETWORK_SIGN_ON))
 
@@ -292,15 +303,23 @@ class AcquirerGateway:
         except KeyIntegrityError as error:
             log.error("acquirer %s: PIN key fault: %s", name, error)
             return AuthorizationResult(ResponseCode.system_error, name)
-        stan = self._free_stan(link, request.terminal_id)
-        transmission = transmission_datetime(self._clock())
-        message = authorization_message(request, stan, transmission, field52)
-        try:
-            encode_message(message)  # before it is recorded as sent: what cannot go is not recorded
-        except Iso8583Error as error:
-            log.error("acquirer %s: authorisation not sent: %s", name, error)
+        for _ in range(STAN_ATTEMPTS_MAX):
+            stan = self._free_stan(link, request.terminal_id)
+            transmission = transmission_datetime(self._clock())
+            message = authorization_message(request, stan, transmission, field52)
+            try:
+                encode_message(message)  # before it is recorded as sent: what cannot go is not recorded
+            except Iso8583Error as error:
+                log.error("acquirer %s: authorisation not sent: %s", name, error)
+                return AuthorizationResult(ResponseCode.system_error, name)
+            recorded = True if before_send is None else await self._before_send(before_send, name, message)
+            if recorded is not None:
+                break
+            # Another node holds this STAN on this terminal at this second: take the next one.
+        else:
+            log.error("acquirer %s: no free STAN after %d tries; not sent", name, STAN_ATTEMPTS_MAX)
             return AuthorizationResult(ResponseCode.system_error, name)
-        if before_send is not None and not await self._before_send(before_send, name, message):
+        if not recorded:
             return AuthorizationResult(ResponseCode.system_error, name)
         self._in_flight += 1
         sent_s = time.perf_counter()
@@ -323,7 +342,9 @@ class AcquirerGateway:
             return await self._partly_approved(request, name, message, held_minor)
         return result
 
-    async def _before_send(self, before_send: BeforeSend, name: str, message: IsoMessage) -> bool:
+    async def _before_send(self, before_send: BeforeSend, name: str, message: IsoMessage) -> bool | None:
+        """Whether the caller recorded the authorisation (True: send it); None when its STAN is
+        taken by another payment (another node's), so it must go under another."""
         original = OriginalAuthorization(
             acquirer=name,
             terminal_id=message["41"],
@@ -338,6 +359,8 @@ class AcquirerGateway:
         )
         try:
             recorded = await trio.to_thread.run_sync(before_send, original)
+        except StanInUseError:
+            return None
         except Exception:
             # Not recorded, so not sent: a crash must never leave an authorisation nobody knows of.
             log.exception("acquirer %s: authorisation not recorded before sending; not sent", name)

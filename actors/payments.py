@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,9 +48,11 @@ from switch.domain.transactions import (
 from switch.security import PanToken, WrappedKey, pin_block_format, tokenize_pan
 from switch.store.journal import TOMBSTONE_TYPE, TransactionRecord
 from switch.store.payments import (
+    PAYMENT_CHANGED,
     STAGE_ANSWERED,
     STAGE_PENDING,
     PaymentDetails,
+    PaymentInFlightElsewhereError,
     PaymentNotPendingError,
     PaymentStore,
 )
@@ -60,6 +63,11 @@ log = logging.getLogger(__name__)
 PAYMENT = TransactionType.payment
 # Transaction types that go to an acquirer (bank cards); a stored-value refund is no such thing.
 ACQUIRED_TYPES = frozenset({TransactionType.payment.value, TransactionType.refund.value})
+# A payment sent again through another node waits for the first copy's answer this much past the
+# response timeout, asking the database this often.
+ELSEWHERE_MARGIN_S = 2.0
+GATEWAY_NOT_RUNNING = "acquirer gateway not running"
+ELSEWHERE_POLL_S = 0.05
 ENTRY_MODES = {
     EntryMode.contactless: CardEntryMode.contactless,
     EntryMode.chip: CardEntryMode.chip,
@@ -147,10 +155,15 @@ class PaymentProcessor:
         method = command.card.entry_mode.value
         sent: list[PaymentDetails] = []
         refused: list[str] = []
+        elsewhere: list[bool] = []
 
         def record_pending(original: OriginalAuthorization) -> bool:
             pending = _pending_details(command, original, context)
-            problem = self._services.payments.record_pending(pending, self._services.now())
+            try:
+                problem = self._services.payments.record_pending(pending, self._services.now())
+            except PaymentInFlightElsewhereError:
+                elsewhere.append(True)  # the terminal sent it again through another node
+                return False
             if problem is not None:  # a refund over the takings left, counted under the lock
                 refused.append(problem)
                 return False
@@ -170,6 +183,8 @@ class PaymentProcessor:
             )
         if refused:
             return self._refund_refused(command, terminal, context.token, context.digest, refused[0])
+        if elsewhere:
+            return self._answer_of_the_copy_elsewhere(command, terminal.terminal_id, context.digest)
         outcome = _outcome_of_result(command, result, terminal.period_number, context.token)
         details = _answered(sent[0], result) if sent else None
         record = record_of(outcome, terminal.terminal_id, context.digest, merchant_id=terminal.merchant_id)
@@ -191,6 +206,20 @@ class PaymentProcessor:
                 command.transaction_id, ResponseCode.system_error, "could not store the payment", method
             )
         return outcome
+
+    def _answer_of_the_copy_elsewhere(self, command: Pay, terminal_id: str, digest: str) -> Outcome:
+        """The same payment is in flight on another node: its answer, once stored, is this one's
+        too. Storing an answer here (as a 96 once was) made that node reverse its approval."""
+        deadline_s = time.monotonic() + self._services.response_timeout_ms / 1000 + ELSEWHERE_MARGIN_S
+        while True:
+            stored = self._services.store.transaction(terminal_id, command.transaction_id)
+            if stored is not None:
+                return _answer_for_stored(stored, command.transaction_id, digest)
+            if time.monotonic() >= deadline_s:
+                detail = "this payment is still in flight on another node; ask TransactionStatus"
+                method = command.card.entry_mode.value
+                return _refusal(command.transaction_id, ResponseCode.issuer_unavailable, detail, method)
+            time.sleep(ELSEWHERE_POLL_S)
 
     def _refund_refused(
         self, command: Pay, terminal: TerminalInfo, token: PanToken, digest: str, problem: str
@@ -297,17 +326,13 @@ class PaymentProcessor:
         if stored.status is TransactionStatus.approved:
             details = self._services.payments.details(source, transaction_id)
             assert details is not None, "an approved payment has its acquirer side"
-            if not self._reverse(details, "abort"):
+            problem = self._undo(details, TransactionStatus.aborted, "abort", None)
+            if problem == GATEWAY_NOT_RUNNING:
                 return _refusal(
                     transaction_id, ResponseCode.system_error, "reversal not stored; abort again", ""
                 )
-            self._services.payments.change_status(
-                source,
-                transaction_id,
-                TransactionStatus.approved.value,
-                TransactionStatus.aborted.value,
-                self._services.now(),
-            )
+            if problem is not None and problem != PAYMENT_CHANGED:
+                return _refusal(transaction_id, ResponseCode.invalid_transaction, problem, "")
             stored = self._services.store.transaction(source, transaction_id)
             assert stored is not None
         return _abort_answer(stored)
@@ -354,13 +379,6 @@ class PaymentProcessor:
             else (TransactionType.reversal, TransactionStatus.reversed)
         )
         undone_money = Money(stored.record.approved_minor, stored.record.currency)
-        if not self._reverse(details, kind.value):
-            return _refusal(
-                command.transaction_id,
-                ResponseCode.system_error,
-                f"{kind.value} not stored; try again",
-                method,
-            )
         outcome = Outcome(
             command.transaction_id,
             kind,
@@ -380,25 +398,33 @@ class PaymentProcessor:
             merchant_id=terminal.merchant_id,
             original_transaction_id=original_id,
         )
-        changed = self._services.payments.change_status(
-            terminal.terminal_id,
-            original_id,
-            TransactionStatus.approved.value,
-            undone.value,
-            self._services.now(),
-            reversal=record,
-        )
-        if not changed:
-            return _refusal(
-                command.transaction_id, ResponseCode.already_reversed, "payment changed meanwhile", method
-            )
+        problem = self._undo(details, undone, kind.value, record)
+        if problem == GATEWAY_NOT_RUNNING:
+            detail = f"{kind.value} not stored; try again"
+            return _refusal(command.transaction_id, ResponseCode.system_error, detail, method)
+        if problem == PAYMENT_CHANGED:
+            return _refusal(command.transaction_id, ResponseCode.already_reversed, problem, method)
+        if problem is not None:
+            return _refusal(command.transaction_id, ResponseCode.invalid_transaction, problem, method)
         return outcome
 
-    def _reverse(self, details: PaymentDetails, reason: str) -> bool:
+    def _undo(
+        self,
+        details: PaymentDetails,
+        undone: TransactionStatus,
+        reason: str,
+        record: TransactionRecord | None,
+    ) -> str | None:
+        """An approved payment marked undone and its reversal advice queued, in one transaction
+        (PaymentStore.undo), then sent; None when done, else why not."""
         try:
-            return self._services.gateway.reverse(original_of(details), reason)
+            advice = self._services.gateway.reversal_advice(original_of(details), reason)
         except GatewayNotRunningError:
-            return False
+            return GATEWAY_NOT_RUNNING
+        problem = self._services.payments.undo(details, undone.value, advice, self._services.now(), record)
+        if problem is None:
+            self._services.gateway.wake_saf()
+        return problem
 
 
 def original_of(details: PaymentDetails) -> OriginalAuthorization:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Index,
     Integer,
     String,
     Table,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from switch.domain.money import Money
 from switch.domain.payments import REFUND_PROCESSING_CODE, EntryMode, refund_over_takings_problem
@@ -85,6 +87,12 @@ card_payments = Table(
     # The node that sent it (`node.id` in its data directory); "" for rows from before the column.
     Column("node_id", String(40), nullable=False, server_default=""),
     UniqueConstraint("source", "transaction_id", name="uq_card_payments_transaction"),
+    # How the acquirer names an authorisation: nodes count their STANs apart, so one may take a
+    # name another node has in use at the same second; the row reserves it (StanInUseError).
+    # An index, not a constraint, so databases created before it get it too.
+    Index(
+        "uq_card_payments_original", "acquirer", "acquirer_terminal_id", "stan", "transmission", unique=True
+    ),
 )
 
 
@@ -117,6 +125,22 @@ class PaymentDetails:
     card_masked: str
     currency: str
     stage: str = STAGE_PENDING
+
+
+PAYMENT_CHANGED: Final = "payment changed meanwhile"
+
+
+def refunds_paid_from_sale_problem(sale: Money, left_minor: int) -> str:
+    left = Money(left_minor, sale.currency)
+    return f"refunds to cards were paid from this sale (takings left {left}, the sale {sale}); refund instead"
+
+
+class StanInUseError(Exception):
+    """Another payment (another node's) holds this acquirer terminal id, STAN and field 7."""
+
+
+class PaymentInFlightElsewhereError(Exception):
+    """This transaction id has a payment row already: the same request is in flight on another node."""
 
 
 class PaymentNotPendingError(Exception):
@@ -189,7 +213,8 @@ class PaymentStore:
         card_payments.create(self._engine, checkfirst=True)
 
     def record_pending(self, details: PaymentDetails, now: dt.datetime) -> str | None:
-        """Before the authorisation goes out; raises IntegrityError if this id has a row already.
+        """Before the authorisation goes out; raises PaymentInFlightElsewhereError if this id has a
+        row already, StanInUseError if another payment holds its STAN (send it under another).
 
         A refund to a card is stored only if the terminal's card takings left cover it, counted in
         the same transaction under the terminal's refund lock, so refunds sent at the same moment
@@ -205,8 +230,22 @@ class PaymentStore:
                 if problem is not None:
                     return problem
             values = {**_details_values(details), "created_at": now, "node_id": self.node_id}
-            conn.execute(insert(card_payments), values)
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(card_payments), values)
+            except IntegrityError:
+                if self._id_taken(conn, details):
+                    raise PaymentInFlightElsewhereError(details.transaction_id) from None
+                raise StanInUseError(details.stan) from None
         return None
+
+    @staticmethod
+    def _id_taken(conn: Connection, details: PaymentDetails) -> bool:
+        row = card_payments.c
+        query = select(row.payment_pk).where(
+            row.source == details.source, row.transaction_id == details.transaction_id
+        )
+        return conn.execute(query).first() is not None
 
     def refund_takings_left_minor(self, source: str, period_number: int, currency: str) -> int:
         with self._engine.connect() as conn:
@@ -286,32 +325,48 @@ class PaymentStore:
             row = conn.execute(query).mappings().first()
         return None if row is None else _details_of(row)
 
-    def change_status(
+    def undo(
         self,
-        source: str,
-        transaction_id: str,
-        from_status: str,
+        details: PaymentDetails,
         to_status: str,
+        reversal: NewReversal,
         now: dt.datetime,
-        reversal: TransactionRecord | None = None,
-    ) -> bool:
-        """Move a payment from one status to another (and store the reversal that did it), or nothing."""
+        record: TransactionRecord | None = None,
+    ) -> str | None:
+        """In one transaction: move an approved payment (or card refund) to `to_status`, store the
+        record of what did it (a cancel or reversal line; an abort has none) and queue its reversal
+        advice; None when done, else why nothing changed (PAYMENT_CHANGED, or the refunds paid
+        from a sale's takings, counted under the terminal's refund lock as a refund counts them).
+        Before, the reversal went out first and a cancel of a sale that refunds to cards were paid
+        from was taken: the terminal had refunded more than it took."""
         row = transactions.c
         with self._write_lock, writing(self._engine) as conn:
+            if details.processing_code != REFUND_PROCESSING_CODE:
+                lock_name(conn, f"card-refund:{details.source}")
+                sale = conn.execute(
+                    select(row.period_number, row.approved_minor, row.currency).where(
+                        row.source == details.source, row.transaction_id == details.transaction_id
+                    )
+                ).first()
+                if sale is not None:
+                    left = refund_takings_left_minor(conn, details.source, sale.period_number, sale.currency)
+                    if left < sale.approved_minor:
+                        return refunds_paid_from_sale_problem(Money(sale.approved_minor, sale.currency), left)
             changed = conn.execute(
                 update(transactions)
                 .where(
                     and_(
-                        row.source == source,
-                        row.transaction_id == transaction_id,
+                        row.source == details.source,
+                        row.transaction_id == details.transaction_id,
                         row.transaction_type.in_(("payment", "refund")),  # a refund to a card too
-                        row.status == from_status,
+                        row.status == TransactionStatus.approved.value,
                     )
                 )
                 .values(status=to_status)
             )
             if changed.rowcount != 1:
-                return False
-            if reversal is not None:
-                conn.execute(insert(transactions), _record_values(conn, reversal, now))
-        return True
+                return PAYMENT_CHANGED
+            if record is not None:
+                conn.execute(insert(transactions), _record_values(conn, record, now))
+            SafStore.enqueue_within(conn, reversal, now)
+        return None

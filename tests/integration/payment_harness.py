@@ -208,6 +208,16 @@ class PaymentWorld:
     def saf_pending(self) -> tuple[SafEntry, ...]:
         return SafStore(self.engine()).pending()
 
+    def names(self, *transaction_ids: str) -> list[tuple[str, str, str]]:
+        """How the acquirer names each payment: (field 41, STAN, field 7), in the order asked."""
+        c = card_payments.c
+        query = select(c.transaction_id, c.acquirer_terminal_id, c.stan, c.transmission).where(
+            c.transaction_id.in_(transaction_ids)
+        )
+        with self.engine().connect() as conn:
+            found = {txn: (t, s, d) for txn, t, s, d in conn.execute(query)}
+        return [found[txn] for txn in transaction_ids]
+
     def stages(self, transaction_id: str) -> list[str]:
         """The stage of each acquirer-side row under this id (pending, answered, recovered)."""
         query = select(card_payments.c.stage).where(card_payments.c.transaction_id == transaction_id)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import pytest
+import trio
 
+from actors.acquirer_gateway import AcquirerGateway
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.server import SwitchServer
@@ -16,6 +19,9 @@ from switch.store.payments import STAGE_ANSWERED
 from terminal_sim.acquirer_host import AcquirerHostConfig
 from tests.integration.harness import EMPLOYEE, new_txn
 from tests.integration.payment_harness import (
+    MASTERCARD_PAN,
+    RESPONSE_TIMEOUT_MS,
+    VISA_PAN,
     PaymentWorld,
     PayTerminal,
     payment_world,
@@ -125,3 +131,98 @@ def test_a_running_node_does_not_reverse_its_own_payment_while_it_waits_for_its_
         assert (answer.response_code, answer.status) == ("00", "approved"), answer.message
         assert paying.stages(request.transaction_id) == [STAGE_ANSWERED]
         assert not paying.host.record().reversals
+
+
+# --- session 22 audit: the acquirer link when two nodes answer one terminal --------------------
+
+
+@contextmanager
+def payments_and_node_b(
+    tmp_path: Path, host: AcquirerHostConfig | None = None, response_timeout_ms: int = RESPONSE_TIMEOUT_MS
+) -> Iterator[tuple[PaymentWorld, SwitchServer, PayTerminal]]:
+    """Node A (the payment world on PostgreSQL) and node B, with the world's terminal on each."""
+    with payment_world(tmp_path, "postgres", host, response_timeout_ms) as paying:
+        node_b = SwitchServer(paying.world.server.settings.with_overrides(data_dir=tmp_path / "node-b"))
+        node_b.start()
+        channel = grpc.insecure_channel(node_b.address)
+        t = paying.terminal
+        try:
+            yield (
+                paying,
+                node_b,
+                PayTerminal(
+                    pb_grpc.TerminalStub(channel), t.credential, t.terminal_id, t.pin_key, t.pin_format
+                ),
+            )
+        finally:
+            channel.close()
+            node_b.stop()
+
+
+def stan_counter(gateway: AcquirerGateway, value: int | None = None) -> int:
+    """The gateway's next-STAN counter, read (or set) on its own loop, which owns it."""
+    token = gateway._token
+    assert token is not None
+
+    def at() -> int:
+        if value is not None:
+            gateway._stan = value
+        return gateway._stan
+
+    return trio.from_thread.run_sync(at, trio_token=token)
+
+
+def test_two_nodes_never_send_two_payments_under_one_acquirer_name(tmp_path: Path) -> None:
+    # Each node counts its STANs from its own random start, and the acquirer names a payment by
+    # terminal, STAN and field 7 (to the second). Node B's counter set to node A's, as two random
+    # starts may have it: before, node B's payment in the same second was taken for node A's (its
+    # answer, A's; a different amount reversed A's approval). The row now reserves the name.
+    with payments_and_node_b(tmp_path) as (paying, node_b, on_b):
+        acquiring_a, acquiring_b = paying.world.server.acquiring, node_b.acquiring
+        assert acquiring_a is not None and acquiring_b is not None
+        for _ in range(10):
+            stan_counter(acquiring_b.gateway, stan_counter(acquiring_a.gateway))
+            paid_a = paying.terminal.pay(1_000, pan=VISA_PAN)
+            paid_b = on_b.pay(2_000, pan=MASTERCARD_PAN)
+            names = paying.names(paid_a.transaction_id, paid_b.transaction_id)
+            assert len(set(names)) == 2, f"two payments under one name: {names}"
+            assert (paid_a.response_code, paid_b.response_code) == ("00", "00"), (paid_a, paid_b)
+            if names[0][2] == names[1][2]:  # the same second: B's first STAN was A's
+                break
+        else:
+            pytest.fail("the two payments never fell in one second")
+        wait_until(lambda: not paying.saf_pending(), timeout_s=5)
+        # Every approval a terminal saw stands at the acquirer, once.
+        assert paying.host.record().approved_not_reversed() == paying.approved_keys()
+
+
+def test_a_payment_sent_again_through_node_b_gets_node_as_answer(tmp_path: Path) -> None:
+    # Before, node B lost the race for the payment's row, stored a 96 for the id, and node A then
+    # found the id answered and reversed its approval: both answered 96 and the sale was lost.
+    with payments_and_node_b(tmp_path, AcquirerHostConfig(latency_ms=1_500), 5_000) as (paying, _, on_b):
+        on_a = paying.terminal
+        request = on_a.request(1_000)
+        in_flight = on_a.stub.Pay.future(request, metadata=on_a.metadata, timeout=20)
+        wait_until(lambda: len(paying.host.record().authorizations) == 1)  # node A's 0200 is out
+        repeat = on_b.send(request)  # the same id and content, through node B
+        first = in_flight.result()
+        assert (first.response_code, first.status) == ("00", "approved"), first.message
+        assert repeat == first  # node B waited for node A's answer
+        assert not paying.host.record().reversals
+
+
+def test_the_sale_a_refund_was_paid_from_cannot_be_cancelled(tmp_path: Path) -> None:
+    # Before, the cancel's reversal went out first and the takings were not counted: the terminal
+    # had then taken nothing from cards and refunded 10.00 to one. On one node too.
+    with payments_and_node_b(tmp_path) as (paying, _, on_b):
+        on_a = paying.terminal
+        sale = on_a.pay(1_000)
+        assert sale.response_code == "00"
+        assert refund_to_card(on_b, 1_000).response_code == "00"  # all of the period's card takings
+        for undo in (cancel(on_a, sale.transaction_id), on_a.reversal(sale.transaction_id)):
+            assert undo.response_code == "12" and "refunds to cards were paid from this sale" in undo.message
+        aborted = on_a.abort(sale.transaction_id)
+        assert aborted.response_code == "12" and "refund instead" in aborted.message
+        wait_until(lambda: not paying.saf_pending(), timeout_s=5)
+        assert not paying.host.record().reversals
+        paying.audit()
