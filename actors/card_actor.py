@@ -71,6 +71,9 @@ class CardServices:
     # One node: what a stopping actor knew, for its successor, and the cards this node issued
     # (actors/card_copies.py); None where other nodes share the cards.
     copies: CardCopies | None = None
+    # Money decided onto a card already replaced (a ride reversed after the office moved the
+    # balance): moved on to its replacement, after this actor's writes (core.replace_card).
+    credited_after_replacement: Callable[[str, str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +204,6 @@ class CardActor(SwitchActor):
     # Redemption and load
 
     def _redeem(self, command: Redeem, terminal: TerminalContext, fingerprint: str) -> Reply:
-        pin_decline = self._pin_decline(command)
-        if pin_decline is not None:
-            return self._decline(command, terminal, fingerprint, pin_decline)
         card = self.card
         accepts = self._services.store.merchant_accepts(terminal.merchant_id, card.programme.programme_id)
         decision = card_rules.decide_redemption(
@@ -211,6 +211,11 @@ class CardActor(SwitchActor):
         )
         if not decision.approves:
             return self._decline(command, terminal, fingerprint, decision)
+        # The PIN last: a shop outside the programme (or a ride the card cannot pay) used up the
+        # holder's PIN tries, and learnt from 58 against 55 which PIN was right.
+        pin_decline = self._pin_decline(command)
+        if pin_decline is not None:
+            return self._decline(command, terminal, fingerprint, pin_decline)
         amount_minor = decision.amount_minor
         entry = ledger.redemption_entry(
             entry_key(terminal.terminal_id, command.transaction_id),
@@ -369,7 +374,11 @@ class CardActor(SwitchActor):
         )
         pending = _Pending(card_delta_minor, command.original_transaction_id, UNDO_PENDING)
         write = Write(record=record, entry=entry, original=change, refund_undone=_refund_undone(original))
-        return self._submit(write, outcome, pending)
+        reply = self._submit(write, outcome, pending)
+        follow = self._services.credited_after_replacement
+        if card_delta_minor > 0 and card.status is CardStatus.lost and follow is not None:
+            follow(card.card_id, entry.idempotency_key)  # its transfer queues behind this write
+        return reply
 
     # Outcomes and the journal
 
@@ -581,8 +590,9 @@ class CardActor(SwitchActor):
             raise RuntimeError(f"card status not stored: {result.problem}")
         return self.card
 
-    def _transfer_out(self, message: TransferOut) -> tuple[int, int | None]:
-        """(moved minor units, journal entry id); waits for decided work to land first."""
+    def _transfer_out(self, message: TransferOut) -> tuple[int, int | None] | str:
+        """(moved minor units, journal entry id), or why the journal refused it; waits for decided
+        work to land first."""
         card = self.card
         assert card.status in (CardStatus.blocked, CardStatus.lost), (
             "block the card before moving its balance"
@@ -595,7 +605,12 @@ class CardActor(SwitchActor):
         entry = None
         if amount_minor:
             entry = ledger.card_transfer_entry(
-                message.idempotency_key, card.currency, card.card_id, message.new_card_id, amount_minor
+                message.idempotency_key,
+                card.currency,
+                card.card_id,
+                message.new_card_id,
+                amount_minor,
+                card.programme.balance_max_minor,
             )
         change = CardChange(
             card.card_id,
@@ -607,9 +622,9 @@ class CardActor(SwitchActor):
             message.actor,
             message.new_card_id,
         )
-        result = self._write_now(Write(entry=entry, card_changes=(change,)))
+        result = self._write_now(Write(entry=entry, card_changes=(change,), active_card=message.new_card_id))
         if not result.ok:
-            raise RuntimeError(f"balance transfer not stored: {result.problem}")
+            return result.problem
         self._card = dataclasses.replace(self.card, balance_minor=0)
         return amount_minor, result.entry_id
 

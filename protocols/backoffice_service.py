@@ -20,7 +20,7 @@ from protocols.wire import terminal_pb2 as pb
 from switch.admin import AdminConflictError, AdminError, AdminStateError, EmployeeInfo
 from switch.core import SwitchCore
 from switch.domain import reports
-from switch.domain.card_rules import CardState
+from switch.domain.card_rules import CardState, shown_status
 from switch.domain.cards import CardStatus
 from switch.domain.employees import OWNER
 from switch.domain.money import Money
@@ -58,6 +58,9 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:
             _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
+
+    def _card_view(self, state: CardState) -> bo.CardView:
+        return card_view(state, self._core.today())
 
     def _card_id(self, ref: pb.CardRef, present: bool, field: str = "card") -> str:
         card_id = self._core.cards.card_id(convert.card_number(ref, present, field))
@@ -143,7 +146,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             card = self._core.admin.issue_card(request.programme_id, load_minor, request_id)
             state = self._core.store.card_state(card.card_id)
             return bo.IssuedCard(
-                card_number=card.card_number, qr_payload=card.qr_payload, card=card_view(state)
+                card_number=card.card_number, qr_payload=card.qr_payload, card=self._card_view(state)
             )
 
         return self._run(context, action)
@@ -151,7 +154,9 @@ class BackofficeService(bo_grpc.BackofficeServicer):
     def GetCard(self, request: bo.CardRequest, context: grpc.ServicerContext) -> bo.CardView:
         return self._run(
             context,
-            lambda: card_view(self._core.balance(self._card_id(request.card, request.HasField("card")))),
+            lambda: self._card_view(
+                self._core.balance(self._card_id(request.card, request.HasField("card")))
+            ),
         )
 
     def BlockCard(self, request: bo.BlockCardRequest, context: grpc.ServicerContext) -> bo.CardView:
@@ -160,7 +165,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             state = self._core.set_card_status(
                 card_id, CardStatus.blocked, request.reason or "blocked", ADMIN_ACTOR
             )
-            return card_view(state)
+            return self._card_view(state)
 
         return self._run(context, action)
 
@@ -169,7 +174,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             card_id = self._card_id(request.card, request.HasField("card"))
             if self._core.store.card_replaced_by(card_id):
                 raise AdminStateError("a replaced card stays blocked")
-            return card_view(self._core.set_card_status(card_id, CardStatus.active, "unblocked", ADMIN_ACTOR))
+            state = self._core.set_card_status(card_id, CardStatus.active, "unblocked", ADMIN_ACTOR)
+            return self._card_view(state)
 
         return self._run(context, action)
 
@@ -180,7 +186,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 pvv, pvv_key_id = self._core.pins.pvv_for_pin(card_id, request.pin)
             except CardPinError as error:
                 raise AdminError(str(error)) from None
-            return card_view(self._core.set_card_pin(card_id, pvv, pvv_key_id))
+            return self._card_view(self._core.set_card_pin(card_id, pvv, pvv_key_id))
 
         return self._run(context, action)
 
@@ -195,8 +201,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             )
             transfer = self._core.replace_card(lost_id, new_id, request_id, ADMIN_ACTOR)
             return bo.ReplaceCardResponse(
-                lost_card=card_view(transfer.lost),
-                replacement_card=card_view(transfer.replacement),
+                lost_card=self._card_view(transfer.lost),
+                replacement_card=self._card_view(transfer.replacement),
                 moved=pb.Amount(amount_minor=transfer.moved_minor, currency=transfer.lost.currency),
                 journal_entry_id=str(transfer.entry_id or ""),
             )
@@ -632,12 +638,12 @@ def reported_transaction(row: ReportedTransaction, zone: zoneinfo.ZoneInfo) -> b
     )
 
 
-def card_view(state: CardState) -> bo.CardView:
+def card_view(state: CardState, today: dt.date) -> bo.CardView:
     return bo.CardView(
         card_id=state.card_id,
         card_masked=state.masked,
         programme_id=state.programme.programme_id,
-        status=state.status.value,
+        status=shown_status(state.status, state.expiry, today),
         expiry_date=state.expiry.isoformat(),
         balance=pb.Amount(amount_minor=state.balance_minor, currency=state.currency),
     )

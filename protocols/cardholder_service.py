@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
 
@@ -14,7 +15,7 @@ from protocols.wire import cardholder_pb2_grpc as ch_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.caller_limit import CallerLimit, caller_address
 from switch.core import SwitchCore
-from switch.domain.card_rules import CardState
+from switch.domain.card_rules import CardState, shown_status
 from switch.domain.cards import mask
 
 LOOKUP_WINDOW_S = 60.0
@@ -48,23 +49,21 @@ class CardholderService(ch_grpc.CardholderServicer):
         card_id = self._core.cards.card_id(number)
         if not card_id:
             _refuse(grpc.StatusCode.NOT_FOUND, f"card {mask(number)}: no such card")
-        return balance_view(await self._core.balance_async(card_id))
+        return balance_view(await self._core.balance_async(card_id), self._core.today())
 
 
-def balance_view(state: CardState) -> ch.CardholderBalance:
+def balance_view(state: CardState, today: dt.date) -> ch.CardholderBalance:
     programme, currency = state.programme, state.currency
     view = ch.CardholderBalance(
         card_masked=state.masked,
         balance=pb.Amount(amount_minor=state.balance_minor, currency=currency),
-        card_status=state.status.value,
+        card_status=shown_status(state.status, state.expiry, today),
         expiry_date=state.expiry.isoformat(),
         programme_name=programme.name,
     )
-    if programme.copayment is not None:
-        view.holder_pays.CopyFrom(
-            pb.Amount(amount_minor=programme.copayment.numerator_minor, currency=state.currency)
-        )
-        view.per_loaded.CopyFrom(
-            pb.Amount(amount_minor=programme.copayment.denominator_minor, currency=state.currency)
-        )
+    copayment = programme.copayment
+    # "Both absent when the holder pays all of it" (cardholder.proto).
+    if copayment is not None and copayment.numerator_minor < copayment.denominator_minor:
+        view.holder_pays.CopyFrom(pb.Amount(amount_minor=copayment.numerator_minor, currency=state.currency))
+        view.per_loaded.CopyFrom(pb.Amount(amount_minor=copayment.denominator_minor, currency=state.currency))
     return view

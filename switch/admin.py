@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import functools
 import secrets
@@ -9,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -57,6 +59,9 @@ DEVICE_NAME_MAX = 120
 CARD_PREFIX_LENGTH = 6
 CARD_SERIAL_SPACE = 10**9
 CARD_NUMBER_ATTEMPTS_MAX = 20
+
+
+DEFAULT_ZONE = ZoneInfo("Europe/Amsterdam")  # Settings.report_time_zone's default
 
 
 class AdminError(ValueError):
@@ -141,8 +146,10 @@ class Admin:
         passwords: MerchantPasswords | None = None,
         on_card_issued: Callable[[str, CardState], None] | None = None,
         write: Callable[[Write], WriteResult] | None = None,
+        zone: ZoneInfo = DEFAULT_ZONE,
     ) -> None:
         self._store = store
+        self._zone = zone  # where the cards are used: a card's validity counts from its date there
         self._engine = store.engine
         self._key = card_hash_key
         # Card issues go through the switch's journal writer when there is one: it is the one writer
@@ -183,6 +190,8 @@ class Admin:
             raise AdminError("co-payment must satisfy 0 <= numerator <= denominator, denominator > 0")
         if payout_interval_weeks < 1:
             raise AdminError("payout_interval_weeks must be 1 or more")
+        if card_validity_months < 1:
+            raise AdminError("card_validity_months must be 1 or more")
         programme_id = new_id("prg")
         with writing(self._engine) as conn:
             if conn.execute(
@@ -477,7 +486,7 @@ class Admin:
         programme = self._store.programme(programme_id)
         if not 0 <= initial_load_minor <= programme.balance_max_minor:
             raise AdminError(f"initial_load must be between 0 and {programme.balance_max_minor}")
-        expiry = _add_months(self._now().date(), programme.card_validity_months)
+        expiry = _add_months(self._now().astimezone(self._zone).date(), programme.card_validity_months)
         card_id = new_id("card")
         entry = None
         if initial_load_minor:
@@ -734,6 +743,7 @@ def _refuse_taken_email(conn: Connection, email: object, employee_id: str) -> No
 
 
 def _add_months(day: dt.date, months: int) -> dt.date:
+    """The same day `months` later, or that month's last day when it has no such day (31 Jan +1)."""
     month_index = day.month - 1 + months
     year, month = day.year + month_index // 12, month_index % 12 + 1
-    return dt.date(year, month, min(day.day, 28))
+    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))

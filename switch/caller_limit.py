@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from urllib.parse import unquote
 
 
 class CallerLimit:
@@ -42,8 +43,10 @@ class CallerLimit:
 
 def caller_address(peer: str) -> str:
     """The caller's address without its port: "ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7",
-    "ipv6:[::1]:51234" -> "ipv6:[::1]"; anything else (a unix socket) as it is."""
-    kind, _, rest = peer.partition(":")
+    "ipv6:[::1]:51234" -> "ipv6:[::1]"; anything else (a unix socket) as it is. gRPC may give the
+    brackets URL-encoded ("ipv6:%5B::1%5D:51234"): each connection's port was then kept, so every
+    new connection got a fresh limit."""
+    kind, _, rest = unquote(peer).partition(":")
     if kind == "ipv6" and rest.startswith("["):
         return f"{kind}:{rest[: rest.find(']') + 1]}"
     if kind == "ipv4":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 import threading
 from dataclasses import dataclass
@@ -31,10 +32,10 @@ from actors.registry import ASK_ATTEMPTS_MAX, ActorRegistry
 from actors.reply import Reply, settled
 from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
 from ops.logs import scrub_text
-from switch.admin import Admin, AdminError
+from switch.admin import Admin, AdminConflictError, AdminError, AdminStateError
 from switch.config import Settings
 from switch.directory import CardDirectory, TerminalDirectory
-from switch.domain import reports
+from switch.domain import ledger, reports
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import LockoutPolicy
@@ -51,6 +52,8 @@ from switch.store.journal_process import can_serve
 from switch.store.keys import KeyStore
 from switch.store.repository import DayCloseReport, Store
 from switch.store.schema import CARD_EVENT_DETAIL_MAX
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> dt.datetime:
@@ -100,6 +103,7 @@ class SwitchCore:
             self.passwords,
             on_card_issued=self._card_issued,
             write=self.write_now,
+            zone=self.report_zone,
         )
         self.location_changes = LocationChanges(engine, utc_now)
         self.terminals = TerminalDirectory(self.store, settings.copy_max_age_s)
@@ -124,11 +128,12 @@ class SwitchCore:
             self.writer,
             # A card is valid through its expiry day where it is used, not in UTC: after midnight in
             # Amsterdam an expired card was still taken for an hour or two.
-            lambda: utc_now().astimezone(self.report_zone).date(),
+            self.today,
             settings.reply_timeout_s,
             card_pin_services,
             max_age_s=settings.copy_max_age_s,
             copies=self.card_copies,
+            credited_after_replacement=self._follow_replacement,
         )
         self.card_actors: ActorRegistry[str] = ActorRegistry(
             "card",
@@ -242,6 +247,10 @@ class SwitchCore:
 
     # Operations on cards and terminals
 
+    def today(self) -> dt.date:
+        """The date where the cards are used (the report time zone), for expiry."""
+        return utc_now().astimezone(self.report_zone).date()
+
     def set_card_status(self, card_id: str, status: CardStatus, reason: str, actor: str) -> CardState:
         """The reason is an operator's free text, stored with the card's event: a card number typed
         into it is masked, and it is cut to its column's length (PostgreSQL refused it whole)."""
@@ -270,17 +279,57 @@ class SwitchCore:
             raise AdminError("the replacement card must belong to the same programme")
         if new.status is not CardStatus.active:
             raise AdminError(f"the replacement card is {new.status.value}")
-        if lost.status is CardStatus.active:
+        if new.expiry < self.today():
+            raise AdminError(f"the replacement card expired on {new.expiry.isoformat()}")
+        room_minor = new.programme.balance_max_minor - new.balance_minor
+        if lost.balance_minor > room_minor:
+            most = new.money(new.programme.balance_max_minor).format()
+            raise AdminError(
+                f"the replacement card holds {new.money(new.balance_minor).format()}: with the lost card's "
+                f"{lost.money(lost.balance_minor).format()} it would hold more than {most}; use an empty card"
+            )
+        key = ledger.transfer_key(request_id)
+        source = self.store.transfer_source(key)
+        if source is not None and source != ledger.card_account(lost_card_id):
+            raise AdminConflictError(f"request_id {request_id!r} has replaced another card already")
+        if lost.status in (CardStatus.active, CardStatus.blocked):
+            # Blocked by phone first, replaced at the office later: the holder then sees "lost" too,
+            # the word for a card whose balance has moved to another.
             self.set_card_status(lost_card_id, CardStatus.lost, "reported lost", actor)
         # The new card's actor must not hold a stale balance while the transfer lands.
         with self.card_actors.exclusive(new_card_id):
             if self.card_copies is not None:  # the transfer lands around the new card's actors
                 self.card_copies.forget(new_card_id)
-            message = TransferOut(new_card_id, f"transfer:{request_id}", actor)
+            message = TransferOut(new_card_id, key, actor)
             # No time limit: the new card stays fenced until the transfer has landed or failed, so
             # none of its actors can start from the balance before it (the journal always answers).
-            moved_minor, entry_id = self.card_actors.ask(lost_card_id, message, None)
+            moved: tuple[int, int | None] | str = self.card_actors.ask(lost_card_id, message, None)
+        if isinstance(moved, str):  # the journal refused it: the new card was replaced meanwhile
+            raise AdminStateError(f"balance not moved: {moved}")
+        moved_minor, entry_id = moved
         return CardTransfer(self.balance(lost_card_id), self.balance(new_card_id), moved_minor, entry_id)
+
+    def _follow_replacement(self, card_id: str, because: str) -> None:
+        """Money that landed on a replaced card (an undone ride) follows it to the card that replaced
+        it, the last of a chain: a transfer keyed by what credited it, so it moves once. On a
+        thread of its own, as a replacement asks the lost card's actor, which is calling this."""
+
+        def move() -> None:
+            new_card_id = self.store.card_replaced_by(card_id)
+            seen = {card_id}
+            while new_card_id is not None and (after := self.store.card_replaced_by(new_card_id)):
+                if after in seen:
+                    break
+                seen.add(new_card_id)
+                new_card_id = after
+            if new_card_id is None:
+                return  # blocked or lost, not replaced: the money waits for the office
+            try:
+                self.replace_card(card_id, new_card_id, f"follow:{because}", "switch")
+            except (AdminError, pykka.ActorDeadError) as error:
+                log.warning("money on replaced card %s not moved on to %s: %s", card_id, new_card_id, error)
+
+        threading.Thread(target=move, name="follow-replacement", daemon=True).start()
 
     def terminal_activated(self, terminal_id: str) -> None:
         """A terminal (re)activated: its new credential counts, and a live actor reads it again (a

@@ -18,6 +18,14 @@ STATUS_DECLINES: dict[CardStatus, ResponseCode] = {
 }
 
 
+def shown_status(status: CardStatus, expiry: dt.date, today: dt.date) -> str:
+    """A card's state as its holder and the office see it: an active card past its last day is
+    `expired` (no write marks it so; every terminal declines it 54)."""
+    if status is CardStatus.active and today > expiry:
+        return CardStatus.expired.value
+    return status.value
+
+
 @dataclass(frozen=True, slots=True)
 class CardState:
     card_id: str

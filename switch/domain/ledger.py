@@ -168,17 +168,21 @@ def load_entry(
     return JournalEntry(key, "load", currency, tuple(postings))
 
 
+def transfer_key(request_id: str) -> str:
+    """A lost card's balance moves to its replacement once per request id."""
+    return f"transfer:{request_id}"
+
+
 def card_transfer_entry(
-    key: str, currency: str, lost_card_id: str, new_card_id: str, amount_minor: int
+    key: str, currency: str, lost_card_id: str, new_card_id: str, amount_minor: int, ceiling_minor: int
 ) -> JournalEntry:
-    return transfer(
-        key,
-        "card_transfer",
-        currency,
-        card_account(lost_card_id),
-        card_account(new_card_id),
-        amount_minor,
+    """A lost card's balance onto its replacement, which may not end above the programme's maximum."""
+    assert amount_minor > 0, amount_minor
+    postings = (
+        Posting(card_account(lost_card_id), -amount_minor),
+        Posting(card_account(new_card_id), amount_minor, ceiling_minor=ceiling_minor),
     )
+    return JournalEntry(key, "card_transfer", currency, postings)
 
 
 SETTLEMENT_KIND = "settlement"

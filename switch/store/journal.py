@@ -141,6 +141,9 @@ class Write:
     card_issue: CardIssue | None = None
     # A refund undone gives its redemption back what it had refunded (refund_minor negative).
     refund_undone: OriginalChange | None = None
+    # The card this write credits must still be active and not replaced when it lands: a lost
+    # card's balance must not land on a card replaced in turn meanwhile (A onto B while B onto C).
+    active_card: str | None = None
 
 
 class BackstopError(Exception):
@@ -165,6 +168,8 @@ def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list
     by one, in order, so that only the failing one is refused.
     """
     _issue_cards(conn, [w.card_issue for w in writes if w.card_issue is not None], now)
+    for card_id in sorted({w.active_card for w in writes if w.active_card is not None}):
+        _require_active(conn, card_id)
     changes = [change for w in writes for change in (w.original, w.refund_undone) if change is not None]
     _change_originals(conn, changes)
     records = [r for w in writes for r in (w.record, w.tombstone) if r is not None]
@@ -362,6 +367,15 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
             "an account of the batch does not exist"
         )
     return entry_ids
+
+
+def _require_active(conn: Connection, card_id: str) -> None:
+    """BackstopError unless the card is active and not replaced; its row locked (PostgreSQL) so a
+    replacement on another node waits for this write, or this one for it."""
+    query = select(cards.c.status, cards.c.replaced_by).where(cards.c.card_id == card_id).with_for_update()
+    row = conn.execute(query).first()
+    if row is None or row.status is not CardStatus.active or row.replaced_by is not None:
+        raise BackstopError(f"card {card_id} is no longer active (replaced or blocked meanwhile)")
 
 
 def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None:

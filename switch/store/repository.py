@@ -23,9 +23,11 @@ from switch.store.schema import (
     cards,
     day_closes,
     employees,
+    journal_entries,
     locations,
     merchant_programmes,
     merchants,
+    postings,
     programmes,
     terminals,
     transactions,
@@ -197,6 +199,17 @@ class Store:
             row.expiry,
             row.balance_minor,
         )
+
+    def transfer_source(self, idempotency_key: str) -> str | None:
+        """The account a stored transfer (by its journal key) took its money from, or None."""
+        query = (
+            select(postings.c.account_id)
+            .join(journal_entries, journal_entries.c.entry_id == postings.c.entry_id)
+            .where(journal_entries.c.idempotency_key == idempotency_key, postings.c.amount_minor < 0)
+        )
+        with self.engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return None if found is None else str(found)
 
     def card_replaced_by(self, card_id: str) -> str | None:
         with self.engine.connect() as conn:
