@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 from protocols.wire import terminal_pb2 as pb
-from switch.domain.cards import card_number_from_qr, card_number_problem
+from switch.domain.card_rules import CardState, shown_status
+from switch.domain.cards import card_number_from_qr, card_number_problem, mask
 from switch.domain.employees import employee_number_problem, pin_problem
 from switch.domain.money import AMOUNT_MINOR_MAX, Money, is_known_currency
 from switch.domain.payments import (
@@ -19,6 +21,7 @@ from switch.domain.payments import (
     sequence_number_problem,
     track2_problem,
 )
+from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import (
     RESERVED_ID_PREFIXES,
     TRANSACTION_ID_LENGTH_MAX,
@@ -219,4 +222,19 @@ def emv_data(message: pb.EmvData) -> EmvData:
         unpredictable_number=message.unpredictable_number,
         tvr=message.tvr,
         aid=message.aid,
+    )
+
+
+def balance_response(state: CardState | None, number: str, today: dt.date) -> pb.BalanceResponse:
+    """A card's balance as a terminal (or the web back office) shows it; None: no such card."""
+    if state is None:
+        code = ResponseCode.unknown_card
+        return pb.BalanceResponse(response_code=code.iso_code, message=code.message, card_masked=mask(number))
+    return pb.BalanceResponse(
+        response_code=ResponseCode.approved.iso_code,
+        message=ResponseCode.approved.message,
+        balance=pb.Amount(amount_minor=state.balance_minor, currency=state.currency),
+        card_masked=state.masked,
+        card_status=shown_status(state.status, state.expiry, today),
+        expiry_date=state.expiry.isoformat(),
     )

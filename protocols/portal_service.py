@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import grpc
 
+from actors.reply import ReplyTimeoutError
 from protocols import convert
 from protocols.backoffice_service import (
     add_employee_pb,
@@ -28,10 +29,12 @@ from protocols.terminal_service import _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import portal_pb2_grpc as portal_grpc
+from protocols.wire import terminal_pb2 as pb
 from switch.admin import AdminConflictError, AdminError, AdminStateError
 from switch.core import SwitchCore, utc_now
 from switch.domain.employees import PortalRight
 from switch.domain.reports import ReportQueryError
+from switch.domain.transactions import Redeem
 from switch.password_resets import ResetsOffError
 from switch.passwords import Login, NotAllowedError, TooManySignInsError
 from switch.portal import PortalSessions
@@ -134,6 +137,37 @@ class PortalService(portal_grpc.PortalServicer):
         except ValueError as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         return portal.ChangePasswordResponse()
+
+    # --- the web back office's redemption -----------------------------------------------------------
+
+    def CardBalance(self, request: pb.BalanceRequest, context: grpc.ServicerContext) -> pb.BalanceResponse:
+        def action(_login: Login) -> pb.BalanceResponse:
+            number = convert.card_number(request.card, request.HasField("card"))
+            card_id = self._core.cards.card_id(number)
+            state = self._core.balance(card_id) if card_id else None
+            return convert.balance_response(state, number, self._core.today())
+
+        return self._run(context, PortalRight.redeem, action)
+
+    def Redeem(
+        self, request: portal.PortalRedeemRequest, context: grpc.ServicerContext
+    ) -> pb.TransactionResponse:
+        def action(login: Login) -> pb.TransactionResponse:
+            command = Redeem(
+                convert.transaction_id(request.transaction_id),
+                self._core.cards.card_id(convert.card_number(request.card, request.HasField("card"))) or "",
+                convert.amount(request.amount, request.HasField("amount")),
+                request.allow_partial,
+                None,  # the web back office takes no card PIN
+            )
+            terminal_id = self._core.admin.web_terminal(login.merchant_id, request.location_id)
+            try:
+                outcome = self._core.submit(terminal_id, command)
+            except ReplyTimeoutError:
+                _abort(context, grpc.StatusCode.UNAVAILABLE, "outcome not known yet; send it again")
+            return convert.transaction_response(outcome)
+
+        return self._run(context, PortalRight.redeem, action)
 
     def RequestPasswordReset(
         self, request: portal.RequestPasswordResetRequest, context: grpc.ServicerContext

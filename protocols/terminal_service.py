@@ -24,9 +24,7 @@ from switch.acquiring import Acquiring
 from switch.admin import AdminError
 from switch.core import SwitchCore
 from switch.domain.card_pins import PinProof
-from switch.domain.cards import mask
 from switch.domain.payments import AbortPayment
-from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import Cancel, Load, Outcome, Redeem, Refund, Reversal, TerminalCommand
 from switch.passwords import NotAllowedError, TooManySignInsError
 from switch.receipts import ReceiptRefusedError
@@ -233,20 +231,8 @@ class TerminalService(pb_grpc.TerminalServicer):
         self._terminal_id(context)
         number = _decoded(lambda: convert.card_number(request.card, request.HasField("card")))
         card_id = self._card_id(number)
-        if not card_id:
-            code = ResponseCode.unknown_card
-            return pb.BalanceResponse(
-                response_code=code.iso_code, message=code.message, card_masked=mask(number)
-            )
-        state = await self._core.balance_async(card_id)
-        return pb.BalanceResponse(
-            response_code=ResponseCode.approved.iso_code,
-            message=ResponseCode.approved.message,
-            balance=pb.Amount(amount_minor=state.balance_minor, currency=state.currency),
-            card_masked=state.masked,
-            card_status=state.status.value,
-            expiry_date=state.expiry.isoformat(),
-        )
+        state = await self._core.balance_async(card_id) if card_id else None
+        return convert.balance_response(state, number, self._core.today())
 
     @on_loop
     async def Redeem(self, request: pb.RedeemRequest, context: Context) -> pb.TransactionResponse:

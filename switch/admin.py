@@ -56,6 +56,9 @@ LOCATION_NAME_MAX = 120  # the columns' lengths
 LOCATION_ADDRESS_MAX = 250
 EMPLOYEE_NAME_MAX = 120
 DEVICE_NAME_MAX = 120
+# The device name of a location's terminal for redemptions in the web back office (the portal's
+# Redeem): made by the switch, never activated, so no device may take the name.
+WEB_BACK_OFFICE = "web back office"
 CARD_PREFIX_LENGTH = 6
 CARD_SERIAL_SPACE = 10**9
 CARD_NUMBER_ATTEMPTS_MAX = 20
@@ -521,6 +524,8 @@ class Admin:
         _refuse_longer("device_name", device_name, DEVICE_NAME_MAX)
         if not device_name.isprintable():
             raise AdminError("device_name has unprintable characters")
+        if device_name.strip().lower() == WEB_BACK_OFFICE:
+            raise AdminError(f"device_name {WEB_BACK_OFFICE!r} is the web back office's own")
         _refuse_longer("location", location_name, LOCATION_NAME_MAX)
         login = self._passwords.verify(email, password)  # PermissionError, TooManySignInsError
         if not login.may(PortalRight.activate):
@@ -565,6 +570,46 @@ class Admin:
         info = self._store.terminal(terminal_id)
         assert info is not None
         return Activation(info, credential, login.merchant_name)
+
+    def web_terminal(self, merchant_id: str, location_id: str) -> str:
+        """The terminal through which a location's redemptions in the web back office count (its
+        periods, its reports, idempotency by transaction id): made on first use, with a credential
+        nobody holds. An empty location_id names the merchant's only location. LookupError for a
+        location that is not the merchant's; AdminError when it must be named."""
+        with writing(self._engine) as conn:
+            mine = select(locations.c.location_id).where(locations.c.merchant_id == merchant_id)
+            if not location_id:
+                found = conn.execute(mine.limit(2)).scalars().all()
+                if len(found) != 1:
+                    raise AdminError("location_id is missing: name the location where it counts")
+                location_id = found[0]
+            elif conn.execute(mine.where(locations.c.location_id == location_id)).first() is None:
+                raise LookupError(f"location_id {location_id[:40]!r}: no such location of yours")
+            existing = conn.execute(
+                select(terminals.c.terminal_id).where(
+                    terminals.c.location_id == location_id, terminals.c.device_name == WEB_BACK_OFFICE
+                )
+            ).scalar()
+            if existing is not None:
+                return str(existing)
+            terminal_id = new_id("trm")
+            _, credential_hash = credentials.new_credential(terminal_id)  # the credential is dropped
+            now = self._now()
+            conn.execute(
+                insert(terminals),
+                {
+                    "terminal_id": terminal_id,
+                    "merchant_id": merchant_id,
+                    "location_id": location_id,
+                    "device_name": WEB_BACK_OFFICE,
+                    "credential_hash": credential_hash,
+                    "active": True,
+                    "period_number": 1,
+                    "period_opened_at": now,
+                    "activated_at": now,
+                },
+            )
+        return terminal_id
 
     def set_terminal_active(self, terminal_id: str, active: bool) -> TerminalInfo:
         with writing(self._engine) as conn:

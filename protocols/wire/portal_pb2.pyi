@@ -4,13 +4,15 @@ isort:skip_file
 The merchant portal: a merchant signs in with the e-mail and password of its account, or one of
 its users with theirs, and sees only its own transactions, dashboard, devices and stored
 day-close reports. What a user may do follows the user's role: a manager everything the
-merchant may, a cashier only the reports (transactions, devices, day closes); anything else is
+merchant may, a cashier only the reports (transactions, devices, day closes) and the web back
+office's redemption; anything else is
 PERMISSION_DENIED naming the role.
 Every call but SignIn carries metadata "authorization: Bearer <session token>".
 """
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from protocols.wire import terminal_pb2 as _terminal_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +23,44 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class PortalRedeemRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    CARD_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    """chosen by the browser; sent again, the first answer comes back"""
+    allow_partial: _builtins.bool
+    """take what the card holds when it holds less"""
+    location_id: _builtins.str
+    """where it counts (ListLocations); empty: the merchant's only one"""
+    @_builtins.property
+    def card(self) -> _terminal_pb2.CardRef:
+        """the number typed in, or the QR payload"""
+
+    @_builtins.property
+    def amount(self) -> _terminal_pb2.Amount: ...
+    def __init__(
+        self,
+        *,
+        transaction_id: _builtins.str = ...,
+        card: _terminal_pb2.CardRef | None = ...,
+        amount: _terminal_pb2.Amount | None = ...,
+        allow_partial: _builtins.bool = ...,
+        location_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card", b"card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "amount", b"amount", "card", b"card", "location_id", b"location_id", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PortalRedeemRequest: _TypeAlias = PortalRedeemRequest  # noqa: Y015
 
 @_typing.final
 class SignInRequest(_message.Message):

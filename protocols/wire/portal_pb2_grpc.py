@@ -5,6 +5,7 @@ import warnings
 
 from protocols.wire import backoffice_pb2 as protocols_dot_wire_dot_backoffice__pb2
 from protocols.wire import portal_pb2 as protocols_dot_wire_dot_portal__pb2
+from protocols.wire import terminal_pb2 as protocols_dot_wire_dot_terminal__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -134,6 +135,16 @@ class PortalStub:
                 '/txswitch.v1.Portal/ResetPassword',
                 request_serializer=protocols_dot_wire_dot_portal__pb2.ResetPasswordRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_portal__pb2.ResetPasswordResponse.FromString,
+                _registered_method=True)
+        self.CardBalance = channel.unary_unary(
+                '/txswitch.v1.Portal/CardBalance',
+                request_serializer=protocols_dot_wire_dot_terminal__pb2.BalanceRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_terminal__pb2.BalanceResponse.FromString,
+                _registered_method=True)
+        self.Redeem = channel.unary_unary(
+                '/txswitch.v1.Portal/Redeem',
+                request_serializer=protocols_dot_wire_dot_portal__pb2.PortalRedeemRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
                 _registered_method=True)
 
 
@@ -275,6 +286,23 @@ class PortalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CardBalance(self, request, context):
+        """The gift-card programme's redemption in the web back office ("afwaarderen via PC": the card
+        number typed in, the balance shown, then a full or partial redemption): every login of the
+        merchant. A redemption counts at a location, through that location's "web back office"
+        terminal (made on first use; no device can sign in as it), exactly as a terminal's: the same
+        card rules, answer codes and idempotency by transaction_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Redeem(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -377,6 +405,16 @@ def add_PortalServicer_to_server(servicer, server):
                     servicer.ResetPassword,
                     request_deserializer=protocols_dot_wire_dot_portal__pb2.ResetPasswordRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_portal__pb2.ResetPasswordResponse.SerializeToString,
+            ),
+            'CardBalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.CardBalance,
+                    request_deserializer=protocols_dot_wire_dot_terminal__pb2.BalanceRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_terminal__pb2.BalanceResponse.SerializeToString,
+            ),
+            'Redeem': grpc.unary_unary_rpc_method_handler(
+                    servicer.Redeem,
+                    request_deserializer=protocols_dot_wire_dot_portal__pb2.PortalRedeemRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -919,6 +957,60 @@ class Portal:
             '/txswitch.v1.Portal/ResetPassword',
             protocols_dot_wire_dot_portal__pb2.ResetPasswordRequest.SerializeToString,
             protocols_dot_wire_dot_portal__pb2.ResetPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CardBalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/CardBalance',
+            protocols_dot_wire_dot_terminal__pb2.BalanceRequest.SerializeToString,
+            protocols_dot_wire_dot_terminal__pb2.BalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Redeem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/Redeem',
+            protocols_dot_wire_dot_portal__pb2.PortalRedeemRequest.SerializeToString,
+            protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
             options,
             channel_credentials,
             insecure,

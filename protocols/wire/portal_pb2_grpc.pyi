@@ -4,7 +4,8 @@ isort:skip_file
 The merchant portal: a merchant signs in with the e-mail and password of its account, or one of
 its users with theirs, and sees only its own transactions, dashboard, devices and stored
 day-close reports. What a user may do follows the user's role: a manager everything the
-merchant may, a cashier only the reports (transactions, devices, day closes); anything else is
+merchant may, a cashier only the reports (transactions, devices, day closes) and the web back
+office's redemption; anything else is
 PERMISSION_DENIED naming the role.
 Every call but SignIn carries metadata "authorization: Bearer <session token>".
 """
@@ -13,6 +14,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from protocols.wire import backoffice_pb2 as _backoffice_pb2
 from protocols.wire import portal_pb2 as _portal_pb2
+from protocols.wire import terminal_pb2 as _terminal_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -78,6 +80,14 @@ class PortalStub:
     """A new password with the code from that mail; the code works once, and every session of the
     login ends. UNAUTHENTICATED if the code is unknown, used or expired.
     """
+    CardBalance: _grpc.UnaryUnaryMultiCallable[_terminal_pb2.BalanceRequest, _terminal_pb2.BalanceResponse]
+    """The gift-card programme's redemption in the web back office ("afwaarderen via PC": the card
+    number typed in, the balance shown, then a full or partial redemption): every login of the
+    merchant. A redemption counts at a location, through that location's "web back office"
+    terminal (made on first use; no device can sign in as it), exactly as a terminal's: the same
+    card rules, answer codes and idempotency by transaction_id.
+    """
+    Redeem: _grpc.UnaryUnaryMultiCallable[_portal_pb2.PortalRedeemRequest, _terminal_pb2.TransactionResponse]
 
 @_typing.type_check_only
 class PortalAsyncStub(PortalStub):
@@ -122,6 +132,14 @@ class PortalAsyncStub(PortalStub):
     """A new password with the code from that mail; the code works once, and every session of the
     login ends. UNAUTHENTICATED if the code is unknown, used or expired.
     """
+    CardBalance: _aio.UnaryUnaryMultiCallable[_terminal_pb2.BalanceRequest, _terminal_pb2.BalanceResponse]  # type: ignore[assignment]
+    """The gift-card programme's redemption in the web back office ("afwaarderen via PC": the card
+    number typed in, the balance shown, then a full or partial redemption): every login of the
+    merchant. A redemption counts at a location, through that location's "web back office"
+    terminal (made on first use; no device can sign in as it), exactly as a terminal's: the same
+    card rules, answer codes and idempotency by transaction_id.
+    """
+    Redeem: _aio.UnaryUnaryMultiCallable[_portal_pb2.PortalRedeemRequest, _terminal_pb2.TransactionResponse]  # type: ignore[assignment]
 
 class PortalServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -283,5 +301,25 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         """A new password with the code from that mail; the code works once, and every session of the
         login ends. UNAUTHENTICATED if the code is unknown, used or expired.
         """
+
+    @_abc_1.abstractmethod
+    def CardBalance(
+        self,
+        request: _terminal_pb2.BalanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_terminal_pb2.BalanceResponse, _abc.Awaitable[_terminal_pb2.BalanceResponse]]:
+        """The gift-card programme's redemption in the web back office ("afwaarderen via PC": the card
+        number typed in, the balance shown, then a full or partial redemption): every login of the
+        merchant. A redemption counts at a location, through that location's "web back office"
+        terminal (made on first use; no device can sign in as it), exactly as a terminal's: the same
+        card rules, answer codes and idempotency by transaction_id.
+        """
+
+    @_abc_1.abstractmethod
+    def Redeem(
+        self,
+        request: _portal_pb2.PortalRedeemRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_terminal_pb2.TransactionResponse, _abc.Awaitable[_terminal_pb2.TransactionResponse]]: ...
 
 def add_PortalServicer_to_server(servicer: PortalServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

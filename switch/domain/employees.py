@@ -53,12 +53,13 @@ class PortalRight(enum.Enum):
     users = "users"  # list, add and change the merchant's users and their PINs
     activate = "activate"  # activate a terminal with this login
     settings = "settings"  # the receipt's layout and logos, the locations
+    redeem = "redeem"  # a gift card's redemption in the web back office (the shop's counter work)
 
 
 PORTAL_RIGHTS: dict[str, frozenset[PortalRight]] = {
     OWNER: frozenset(PortalRight),
     "manager": frozenset(PortalRight),
-    "cashier": frozenset({PortalRight.reports}),
+    "cashier": frozenset({PortalRight.reports, PortalRight.redeem}),
 }
 
 
