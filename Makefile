@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= var
+SIM_TARGET ?= 127.0.0.1:50051
 
 .PHONY: install run test lint typecheck unit proto bench sweep sim profile clean
 
@@ -45,7 +46,7 @@ profile: $(STAMP)
 	$(BIN)/python -m terminal_sim.profile
 
 sim: $(STAMP)
-	$(BIN)/txswitch-sim --data-dir $(DATA_DIR) --terminals 20 --duration-s 20
+	$(BIN)/txswitch-sim --target $(SIM_TARGET) --data-dir $(DATA_DIR) --terminals 20 --duration-s 20
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .ruff_cache .pytest_cache bench-out sim-out profile-out

@@ -90,6 +90,7 @@ def tune_garbage_collection(settings: Settings) -> None:
 
 def _serve(options: argparse.Namespace) -> int:
     from ops.logs import configure_logging, skip_unused_record_fields
+    from switch.demo import demo_lines
     from switch.server import SecretFileError, SwitchServer
     from switch.store.node_lock import NodeLockError
 
@@ -128,10 +129,8 @@ def _serve(options: argparse.Namespace) -> int:
         flush=True,
     )
     print(f"data in {settings.data_dir.resolve()} (database {settings.effective_database_url})", flush=True)
-    demo_cards = settings.data_dir / "demo_cards.json"
-    if demo_cards.exists():
-        print(f"demo merchant: demo@txswitch.example / demo-merchant at Main Street; cards in {demo_cards}")
-        print("demo portal user (cashier, reports only): cashier@txswitch.example / demo-cashier")
+    for line in demo_lines(server.core, settings.data_dir):
+        print(line, flush=True)
     stopping.wait()
     print("txswitch draining: finishing in-flight requests and flushing commits", flush=True)
     server.stop()

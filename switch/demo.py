@@ -19,9 +19,11 @@ DEMO_PASSWORD = "demo-merchant"
 DEMO_LOCATION = "Main Street"
 DEMO_EMPLOYEE_NUMBER = "1001"
 DEMO_EMPLOYEE_PIN = "1234"
-# A user with a portal login of its own, who sees the reports only.
+# A user with a portal login of its own, who sees the reports and redeems in the web back office.
 DEMO_CASHIER_EMAIL = "cashier@txswitch.example"
 DEMO_CASHIER_PASSWORD = "demo-cashier"
+DEMO_CASHIER_NUMBER = "1002"
+DEMO_CASHIER_PIN = "4321"
 DEMO_CARDS_PER_PROGRAMME = 5
 DEMO_CARD_LOAD_MINOR = 5_000
 
@@ -54,9 +56,9 @@ def ensure_demo_data(core: SwitchCore, data_dir: Path) -> bool:
     admin.add_employee(merchant, DEMO_EMPLOYEE_NUMBER, "Demo Manager", DEMO_EMPLOYEE_PIN, "manager")
     admin.add_employee(
         merchant,
-        "1002",
+        DEMO_CASHIER_NUMBER,
         "Demo Cashier",
-        "4321",
+        DEMO_CASHIER_PIN,
         "cashier",
         email=DEMO_CASHIER_EMAIL,
         password=DEMO_CASHIER_PASSWORD,
@@ -76,3 +78,22 @@ def ensure_demo_data(core: SwitchCore, data_dir: Path) -> bool:
     path.chmod(0o600)
     log.info("demo data created; demo card numbers are in %s", path)
     return True
+
+
+def demo_lines(core: SwitchCore, data_dir: Path) -> list[str]:
+    """What `txswitch serve` prints about the demo data, when there is any: the logins, the
+    merchant's id (reports and the backoffice ask for it), the employees' PINs and the cards."""
+    cards = data_dir / "demo_cards.json"
+    with core.store.engine.connect() as conn:
+        query = select(merchants.c.merchant_id).where(merchants.c.email == DEMO_EMAIL)
+        merchant_id = conn.execute(query).scalar()
+    if merchant_id is None or not cards.exists():
+        return []
+    return [
+        f"demo merchant: {DEMO_EMAIL} / {DEMO_PASSWORD} (merchant_id {merchant_id}) at {DEMO_LOCATION}; "
+        f"cards in {cards}",
+        f"demo employees (PINs for refunds and cancels): {DEMO_EMPLOYEE_NUMBER} manager PIN "
+        f"{DEMO_EMPLOYEE_PIN}, {DEMO_CASHIER_NUMBER} cashier PIN {DEMO_CASHIER_PIN}",
+        f"demo portal user (cashier: reports, web back-office redemption): {DEMO_CASHIER_EMAIL} / "
+        f"{DEMO_CASHIER_PASSWORD}",
+    ]

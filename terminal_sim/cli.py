@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import grpc
 import trio
 
 from terminal_sim.auditor import format_report
@@ -15,6 +16,8 @@ from terminal_sim.fleet import run_fleet
 from terminal_sim.processes import quiet_garbage_collector, start_echo_server
 from terminal_sim.report import report_json, table, write_json, write_plot
 from terminal_sim.session import RunOutcome, SwitchTarget, provision, run_and_audit
+
+SWITCH_WAIT_S = 5.0  # how long the simulator waits for the switch to answer before it gives up
 
 START_BALANCE_MINOR = 5_000
 TERMINALS_MAX = 100_000  # as SimConfig allows
@@ -105,6 +108,15 @@ async def _run_echo(args: argparse.Namespace, config: SimConfig, address: str) -
     return RunOutcome(fleet, None, args.cards)
 
 
+def _switch_listens(target: str, wait_s: float = SWITCH_WAIT_S) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=wait_s)
+        except grpc.FutureTimeoutError:
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -119,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     else:
+        if not _switch_listens(args.target):
+            print(
+                f"txswitch-sim: no switch answers at {args.target}: start one (make run), or give "
+                "its address with --target",
+                file=sys.stderr,
+            )
+            return 2
         outcome = trio.run(_run_switch, args, config)
     statistics = outcome.fleet.statistics
     print(table(statistics))

@@ -20,7 +20,7 @@ from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.admin import AdminError
 from switch.config import Settings
-from switch.demo import DEMO_CASHIER_EMAIL, DEMO_CASHIER_PASSWORD, DEMO_EMAIL, DEMO_PASSWORD
+from switch.demo import DEMO_CASHIER_EMAIL, DEMO_CASHIER_PASSWORD, DEMO_EMAIL, DEMO_PASSWORD, demo_lines
 from switch.server import SwitchServer
 from switch.store.schema import employees, merchants, terminals
 from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, world_fixture
@@ -381,5 +381,10 @@ def test_the_demo_data_of_make_run_has_a_merchant_and_a_cashier_who_sign_in(tmp_
                 == []
             )
         assert (tmp_path / "demo_cards.json").stat().st_mode & 0o077 == 0  # card numbers: owner only
+        # What `make run` prints names the merchant's id, which reports and the backoffice ask for,
+        # and the employees whose PINs refund and cancel.
+        printed = "\n".join(demo_lines(server.core, tmp_path))
+        assert f"(merchant_id {owner.merchant_id})" in printed
+        assert "1001 manager PIN 1234" in printed and "1002 cashier PIN 4321" in printed
     finally:
         server.stop()

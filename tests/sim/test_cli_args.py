@@ -44,3 +44,14 @@ def test_good_flags_make_the_config() -> None:
         LoadModel.open,
         12.0,
     )
+
+
+def test_without_a_switch_it_says_where_it_looked_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # Before, `make sim` with no switch ended in thirty lines of traceback.
+    code = cli.main(["--target", "127.0.0.1:1", "--terminals", "1", "--duration-s", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == (
+        "txswitch-sim: no switch answers at 127.0.0.1:1: start one (make run), "
+        "or give its address with --target"
+    )
