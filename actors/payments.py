@@ -128,6 +128,10 @@ class PaymentProcessor:
         if is_expired(command.card.expiry_yymm, self._services.now().date()):
             return self._decline(command, terminal, token, digest, ResponseCode.card_expired, "")
         if command.refund:
+            if self._services.payments.details(terminal.terminal_id, command.transaction_id) is not None:
+                # Sent again through another node while the first copy is in flight: that copy's
+                # answer, not a 61 (the first copy counts against the takings it checks).
+                return self._answer_of_the_copy_elsewhere(command, terminal.terminal_id, digest)
             left_minor = self._services.payments.refund_takings_left_minor(
                 terminal.terminal_id, terminal.period_number, command.amount.currency
             )

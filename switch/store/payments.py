@@ -224,6 +224,8 @@ class PaymentStore:
         with self._write_lock, writing(self._engine) as conn:
             if details.processing_code == REFUND_PROCESSING_CODE:
                 lock_name(conn, f"card-refund:{details.source}")
+                if self._id_taken(conn, details):  # its own first copy counts against the takings
+                    raise PaymentInFlightElsewhereError(details.transaction_id)
                 amount = Money(details.amount_minor, details.currency)
                 left = refund_takings_left_minor(conn, details.source, details.period_number, amount.currency)
                 problem = refund_over_takings_problem(amount, left)

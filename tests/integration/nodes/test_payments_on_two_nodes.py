@@ -211,6 +211,29 @@ def test_a_payment_sent_again_through_node_b_gets_node_as_answer(tmp_path: Path)
         assert not paying.host.record().reversals
 
 
+def test_a_refund_sent_again_through_node_b_gets_node_as_answer(tmp_path: Path) -> None:
+    # Its first copy, in flight on node A, counted against the takings node B checked: node B
+    # stored 61 for the id, and node A then found it answered and reversed its approved refund.
+    with payments_and_node_b(tmp_path, AcquirerHostConfig(latency_ms=1_500), 5_000) as (paying, _, on_b):
+        on_a = paying.terminal
+        assert on_a.pay(1_000).response_code == "00"  # the takings the refund is paid from
+        card = on_a.request(1_000)
+        request = pb.CardRefundRequest(
+            transaction_id=card.transaction_id,
+            sequence_number=card.sequence_number,
+            amount=card.amount,
+            card=card.card,
+            employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin),
+        )
+        in_flight = on_a.stub.RefundCard.future(request, metadata=on_a.metadata, timeout=20)
+        wait_until(lambda: len(paying.host.record().authorizations) == 2)  # the refund's 0200 is out
+        repeat = on_b.stub.RefundCard(request, metadata=on_b.metadata, timeout=20)
+        first = in_flight.result()
+        assert (first.response_code, first.status) == ("00", "approved"), first.message
+        assert repeat == first
+        assert not paying.host.record().reversals
+
+
 def test_the_sale_a_refund_was_paid_from_cannot_be_cancelled(tmp_path: Path) -> None:
     # Before, the cancel's reversal went out first and the takings were not counted: the terminal
     # had then taken nothing from cards and refunded 10.00 to one. On one node too.
