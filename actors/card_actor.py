@@ -323,9 +323,10 @@ class CardActor(SwitchActor):
             terminal.terminal_id, command.original_transaction_id, "approved", refund_minor=amount_minor
         )
         write = Write(record=record, entry=entry, original=change)
-        return self._submit(
-            write, outcome, _Pending(amount_minor, command.original_transaction_id, amount_minor)
-        )
+        pending = _Pending(amount_minor, command.original_transaction_id, amount_minor)
+        reply = self._submit(write, outcome, pending)
+        self._follow_if_replaced(amount_minor, entry.idempotency_key)  # a completion takes a lost card
+        return reply
 
     def _undo(
         self,
@@ -375,10 +376,15 @@ class CardActor(SwitchActor):
         pending = _Pending(card_delta_minor, command.original_transaction_id, UNDO_PENDING)
         write = Write(record=record, entry=entry, original=change, refund_undone=_refund_undone(original))
         reply = self._submit(write, outcome, pending)
-        follow = self._services.credited_after_replacement
-        if card_delta_minor > 0 and card.status is CardStatus.lost and follow is not None:
-            follow(card.card_id, entry.idempotency_key)  # its transfer queues behind this write
+        self._follow_if_replaced(card_delta_minor, entry.idempotency_key)
         return reply
+
+    def _follow_if_replaced(self, credit_minor: int, because: str) -> None:
+        """Money credited to a lost card (replaced, its balance moved) follows it to its
+        replacement; the transfer queues behind this write (core._follow_replacement)."""
+        follow = self._services.credited_after_replacement
+        if credit_minor > 0 and self.card.status is CardStatus.lost and follow is not None:
+            follow(self.card.card_id, because)
 
     # Outcomes and the journal
 

@@ -170,6 +170,9 @@ class SwitchCore:
         self._reaper.start()
         self.receipts.start()
         self.password_resets.start()
+        # Money credited to a replaced card that a stop kept from following it (_follow_replacement).
+        for card_id, last_posting in self.store.money_on_replaced_cards():
+            self._follow_replacement(card_id, f"start:{card_id}:{last_posting}")
 
     def stop(self) -> None:
         """Actors first (their decided writes land), then the journal flushes and stops."""
@@ -315,21 +318,22 @@ class SwitchCore:
         thread of its own, as a replacement asks the lost card's actor, which is calling this."""
 
         def move() -> None:
-            new_card_id = self.store.card_replaced_by(card_id)
-            seen = {card_id}
-            while new_card_id is not None and (after := self.store.card_replaced_by(new_card_id)):
-                if after in seen:
-                    break
-                seen.add(new_card_id)
-                new_card_id = after
-            if new_card_id is None:
-                return  # blocked or lost, not replaced: the money waits for the office
             try:
-                self.replace_card(card_id, new_card_id, f"follow:{because}", "switch")
-            except (AdminError, pykka.ActorDeadError) as error:
-                log.warning("money on replaced card %s not moved on to %s: %s", card_id, new_card_id, error)
+                new_card_id = self._last_replacement(card_id)
+                if new_card_id is not None:  # else blocked or lost, not replaced: it waits for the office
+                    self.replace_card(card_id, new_card_id, f"follow:{because}", "switch")
+            except Exception as error:  # a thread of its own: a stop, a refusal; the next start tries again
+                log.warning("money on replaced card %s not moved on: %s", card_id, error)
 
         threading.Thread(target=move, name="follow-replacement", daemon=True).start()
+
+    def _last_replacement(self, card_id: str) -> str | None:
+        """The card at the end of card_id's chain of replacements, or None if it was not replaced."""
+        last, seen = self.store.card_replaced_by(card_id), {card_id}
+        while last is not None and last not in seen and (after := self.store.card_replaced_by(last)):
+            seen.add(last)
+            last = after
+        return last
 
     def terminal_activated(self, terminal_id: str) -> None:
         """A terminal (re)activated: its new credential counts, and a live actor reads it again (a

@@ -132,7 +132,10 @@ PAYMENT_CHANGED: Final = "payment changed meanwhile"
 
 def refunds_paid_from_sale_problem(sale: Money, left_minor: int) -> str:
     left = Money(left_minor, sale.currency)
-    return f"refunds to cards were paid from this sale (takings left {left}, the sale {sale}); refund instead"
+    return (
+        f"refunds to cards were paid from this sale (takings left {left.format()}, "
+        f"the sale {sale.format()}); refund instead"
+    )
 
 
 class StanInUseError(Exception):
@@ -346,14 +349,15 @@ class PaymentStore:
             if details.processing_code != REFUND_PROCESSING_CODE:
                 lock_name(conn, f"card-refund:{details.source}")
                 sale = conn.execute(
-                    select(row.period_number, row.approved_minor, row.currency).where(
+                    select(row.period_number, row.approved_minor, row.currency, row.status).where(
                         row.source == details.source, row.transaction_id == details.transaction_id
                     )
                 ).first()
-                if sale is not None:
-                    left = refund_takings_left_minor(conn, details.source, sale.period_number, sale.currency)
-                    if left < sale.approved_minor:
-                        return refunds_paid_from_sale_problem(Money(sale.approved_minor, sale.currency), left)
+                if sale is None or sale.status != TransactionStatus.approved.value:
+                    return PAYMENT_CHANGED  # undone meanwhile (another node): no takings to judge
+                left = refund_takings_left_minor(conn, details.source, sale.period_number, sale.currency)
+                if left < sale.approved_minor:
+                    return refunds_paid_from_sale_problem(Money(sale.approved_minor, sale.currency), left)
             changed = conn.execute(
                 update(transactions)
                 .where(
