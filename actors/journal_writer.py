@@ -94,11 +94,17 @@ class JournalWriter:
         return self._process.pid if self._process is not None else None
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop accepting, commit everything already queued, then end the thread."""
+        """Stop accepting, commit everything already queued, then end the thread, and only then
+        the journal process: a stop during a stalled commit once closed the pipe under the batch,
+        which then counted as a lost journal (the switch exited 75 on an ordinary shutdown), and a
+        full queue made the end marker's put raise."""
         self._accepting = False
         if self._thread.is_alive():
-            self._queue.put(None, timeout=timeout_s)
+            self._queue.put(None)  # blocks only while the queue is full: the writer is draining it
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("the journal is still committing after %s s; waiting for it", timeout_s)
+                self._thread.join()
         if self._process is not None:
             self._process.stop()
 
@@ -186,7 +192,10 @@ class JournalWriter:
         try:
             outcome = self._commit_outcome(writes)
         except JournalProcessError as error:
-            self._fail_closed(error, len(writes))
+            self._fail_closed(str(error), len(writes))
+            return False
+        if outcome.in_doubt:  # the COMMIT failed: landed or not, nobody can say (journal.commit_batch)
+            self._fail_closed("a commit failed while committing", len(writes))
             return False
         results = outcome.results
         if outcome.failed and self._on_failure is not None:
@@ -212,8 +221,8 @@ class JournalWriter:
             return commit_batch(self._engine, writes)
         return self._process.commit(writes)
 
-    def _fail_closed(self, error: JournalProcessError, in_doubt: int) -> None:
-        self._lost = str(error)
+    def _fail_closed(self, error: str, in_doubt: int) -> None:
+        self._lost = error
         self._accepting = False
         log.critical(
             "%s; %d writes in doubt are left unanswered and no write is taken any more: restart the switch",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final, TypeVar
 
 from sqlalchemy import Connection, Engine, Update, bindparam, func, insert, select, update
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from switch.domain.cards import CardStatus
 from switch.domain.ledger import AccountKind, JournalEntry, card_account
@@ -27,6 +29,7 @@ from switch.store.schema import (
     transactions,
 )
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # The transaction_type of a record that holds the id of a transaction reversed before it ever
@@ -168,7 +171,11 @@ def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list
     by one, in order, so that only the failing one is refused.
     """
     _issue_cards(conn, [w.card_issue for w in writes if w.card_issue is not None], now)
-    for card_id in sorted({w.active_card for w in writes if w.active_card is not None}):
+    active_cards = {w.active_card for w in writes if w.active_card is not None}
+    if len(writes) > 1 and active_cards & {c.card_id for w in writes for c in w.card_changes}:
+        # One write replaces a card another credits: only in write order can each be judged.
+        raise BackstopError("a card of the batch is changed and credited in it")
+    for card_id in sorted(active_cards):
         _require_active(conn, card_id)
     changes = [change for w in writes for change in (w.original, w.refund_undone) if change is not None]
     _change_originals(conn, changes)
@@ -330,6 +337,17 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
                 )
             else:
                 credits[posting.account_id] += posting.amount_minor
+    if len(entries) > 1:
+        capped_accounts = [str(row["b_account_id"]) for row in capped]
+        if len(set(capped_accounts)) < len(capped_accounts) or set(capped_accounts) & {
+            account for account, delta in credits.items() if delta > 0
+        }:
+            # A capped credit is judged before the batch's other credits: in write order, alone.
+            raise BackstopError("a capped account is credited more than once in the batch")
+    # Row locks in one order on every node (PostgreSQL): two nodes debiting the same cards in
+    # opposite orders deadlocked. The sort is stable: one account's debits keep their order.
+    guarded.sort(key=lambda row: str(row["b_account_id"]))
+    capped.sort(key=lambda row: str(row["b_account_id"]))
     guarded_problem = (
         f"{guarded[0]['b_account_id']} would go below zero"
         if len(guarded) == 1
@@ -464,29 +482,80 @@ BACKSTOP_ERRORS = (BackstopError, IntegrityError, DataError)
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
-    """The results of one batch, in the order of its writes; `failed` when its commit failed whole."""
+    """The results of one batch, in the order of its writes; `failed` when its commit failed whole;
+    `in_doubt` when the COMMIT itself failed, so the batch may or may not have landed."""
 
     results: list[WriteResult]
     failed: bool = False
+    in_doubt: bool = False
+
+
+class CommitInDoubtError(Exception):
+    """The database failed while committing: what was applied may or may not have landed."""
+
+
+# PostgreSQL's deadlock_detected and serialization_failure: nothing landed; the batch may be tried again.
+RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})
+BATCH_ATTEMPTS_MAX: Final = 3
 
 
 def commit_batch(engine: Engine, writes: list[Write]) -> BatchOutcome:
-    """Commit writes in one transaction; if one breaks a backstop, each alone so only it is refused."""
+    """Commit writes in one transaction; if one breaks a backstop, each alone so only it is refused.
+
+    A failure of the COMMIT itself is in doubt, not "nothing stored": the writes are answered
+    nothing and the journal is lost (the switch exits), as when the journal process dies."""
+    for attempt in range(1, BATCH_ATTEMPTS_MAX + 1):
+        try:
+            return BatchOutcome(_committed(engine, lambda conn: apply_batch(conn, writes, utc_now())))
+        except BACKSTOP_ERRORS:
+            try:
+                return BatchOutcome([commit_alone(engine, write) for write in writes])
+            except CommitInDoubtError:
+                return _in_doubt(writes)
+        except CommitInDoubtError:
+            return _in_doubt(writes)
+        except DBAPIError as error:
+            if _retryable(error) and attempt < BATCH_ATTEMPTS_MAX:
+                log.warning("journal batch of %d writes: %s; trying again", len(writes), error.orig)
+                continue
+            log.exception("journal commit failed; %d writes declined with 96", len(writes))
+        except Exception:
+            log.exception("journal commit failed; %d writes declined with 96", len(writes))
+        break
+    return BatchOutcome([WriteResult(False, problem="database commit failed")] * len(writes), failed=True)
+
+
+def _committed(engine: Engine, apply: Callable[[Connection], T]) -> T:
+    """apply's result once committed; CommitInDoubtError if the commit itself failed."""
+    applied = False
     try:
         with writing(engine) as conn:
-            return BatchOutcome(apply_batch(conn, writes, utc_now()))
-    except BACKSTOP_ERRORS:
-        return BatchOutcome([commit_alone(engine, write) for write in writes])
-    except Exception:
-        log.exception("journal commit failed; %d writes declined with 96", len(writes))
-        return BatchOutcome([WriteResult(False, problem="database commit failed")] * len(writes), failed=True)
+            result = apply(conn)
+            applied = True
+    except Exception as error:
+        if applied:
+            raise CommitInDoubtError(str(error)) from error
+        raise
+    return result
+
+
+def _retryable(error: DBAPIError) -> bool:
+    return getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def _in_doubt(writes: list[Write]) -> BatchOutcome:
+    log.critical("journal commit failed while committing: %d writes may or may not have landed", len(writes))
+    problem = "commit in doubt"
+    return BatchOutcome([WriteResult(False, problem=problem)] * len(writes), failed=True, in_doubt=True)
 
 
 def commit_alone(engine: Engine, write: Write) -> WriteResult:
-    """One write in a transaction of its own: a refusal or failure as a result, never raised."""
+    """One write in a transaction of its own: a refusal or failure as a result, never raised;
+    CommitInDoubtError when the commit itself failed."""
     try:
-        with writing(engine) as conn:
-            return apply_alone(conn, write, utc_now())
+        return _committed(engine, lambda conn: apply_alone(conn, write, utc_now()))
+    except CommitInDoubtError:
+        raise
     except IntegrityError:
         return WriteResult(False, problem="transaction id already stored", conflict=True)
     except BackstopError as error:
