@@ -15,6 +15,9 @@ UNDONE_STATUSES = frozenset({"reversed", "voided", "cancelled", "canceled"})
 # Reversal answers that mean "nothing of the original stands": done now, done before, never seen.
 # A declined reversal (a spent load, a cancel, which cannot be reversed) leaves the original as it is.
 REVERSAL_SETTLED_STATUSES = frozenset({"reversed", "voided"})
+# Declines the switch answers without storing them (96 "not stored; nothing was moved", 91 "switch
+# inoperative"): no answer of the id, so they are not the terminal's final word on it.
+NOT_STORED_CODES = frozenset({"96", "91"})
 REVERSAL_NOT_FOUND_CODE = "25"
 VIOLATIONS_PRINTED_MAX = 200
 
@@ -126,6 +129,8 @@ def _fold_money(folded: _Folded, exchange: Exchange) -> None:
     belief.exchanges += 1
     if exchange.outcome is not Outcome.answered:
         return
+    if not exchange.approved and exchange.response_code in NOT_STORED_CODES:
+        return  # the switch kept no answer: a later copy of the id is judged afresh, or the ledger tells
     if belief.answered_approved is not None and (
         belief.answered_approved != exchange.approved
         or (exchange.approved and belief.approved_minor != exchange.amount_approved_minor)
@@ -151,13 +156,13 @@ def _fold_follow_up(folded: _Folded, exchange: Exchange) -> None:
     if belief is None or exchange.outcome is not Outcome.answered:
         return
     if exchange.operation is Operation.reversal:
-        belief.undone_by_terminal = True
         settled = (
             exchange.approved
             or exchange.status in REVERSAL_SETTLED_STATUSES
             or exchange.response_code == REVERSAL_NOT_FOUND_CODE
         )
-        if settled:
+        if settled:  # a refused reversal (12 once the day is closed, 51) leaves the original standing
+            belief.undone_by_terminal = True
             belief.told = Told.nothing_moved
             belief.approved_minor = 0
         return

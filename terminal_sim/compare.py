@@ -119,13 +119,17 @@ def summary(runs: dict[str, list[RunFigures]]) -> dict[str, Any]:
         }
     pairs = list(zip(runs["before"], runs["after"], strict=True))
     report["after_over_before"] = {
-        "approved_per_s": round(statistics.median(a.approved_per_s / b.approved_per_s for b, a in pairs), 3),
-        "cpu_ms_per_request": round(
-            statistics.median(a.cpu_ms_per_request / b.cpu_ms_per_request for b, a in pairs), 3
-        ),
-        "p99_ms": round(statistics.median(a.p99_ms / b.p99_ms for b, a in pairs), 3),
+        name: _median_ratio([(getattr(b, name), getattr(a, name)) for b, a in pairs])
+        for name in ("approved_per_s", "cpu_ms_per_request", "p99_ms")
     }
     return report
+
+
+def _median_ratio(pairs: list[tuple[float, float]]) -> float | None:
+    """The median of after / before over the pairs whose before is not 0 (a CPU reading that did
+    not advance a 10 ms tick, a tree that approved nothing); None when none is."""
+    ratios = [after / before for before, after in pairs if before]
+    return round(statistics.median(ratios), 3) if ratios else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,10 +10,11 @@ import trio
 
 
 class Pacer(Protocol):
-    async def wait_next(self, end_s: float = math.inf) -> float:
+    async def wait_next(self, end_s: float = math.inf, wake_s: float = math.inf) -> float:
         """Sleep until the next transaction is due; return its intended start (trio time, s).
 
-        One due at or after end_s is not waited for beyond end_s: the run is over by then."""
+        One due at or after end_s is not waited for beyond end_s: the run is over by then. Nor
+        beyond wake_s (a day's end), though what it returns is still the transaction's start."""
         ...
 
     def skip_missed(self) -> None:
@@ -30,12 +31,12 @@ class ClosedLoop:
         self._rng = rng
         self._first = True
 
-    async def wait_next(self, end_s: float = math.inf) -> float:
+    async def wait_next(self, end_s: float = math.inf, wake_s: float = math.inf) -> float:
         if self._first:
             self._first = False
         elif self._think_time_s_mean > 0:
             think_s = self._rng.expovariate(1.0 / self._think_time_s_mean)
-            await trio.sleep_until(min(trio.current_time() + think_s, end_s))
+            await trio.sleep_until(min(trio.current_time() + think_s, end_s, wake_s))
         else:
             await trio.lowlevel.checkpoint()
         return trio.current_time()
@@ -59,15 +60,15 @@ class OpenLoop:
         self._next_s = start_s
         self.late_starts = 0
 
-    async def wait_next(self, end_s: float = math.inf) -> float:
+    async def wait_next(self, end_s: float = math.inf, wake_s: float = math.inf) -> float:
         if self._next_s is None:
             self._next_s = trio.current_time()
         self._next_s += self._rng.expovariate(self._rate_per_s)
         if self._next_s < trio.current_time():
-            self.late_starts += 1
+            self.late_starts += int(self._next_s < end_s)  # one past the end is never sent
             await trio.lowlevel.checkpoint()
         else:
-            await trio.sleep_until(min(self._next_s, end_s))
+            await trio.sleep_until(min(self._next_s, end_s, wake_s))
         return self._next_s
 
     def skip_missed(self) -> None:

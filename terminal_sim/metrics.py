@@ -131,6 +131,12 @@ class Recorder:
         histogram.record_value(latency_us)
         self._histograms[ALL].record_value(latency_us)
         self._current_histogram.record_value(latency_us)
+        self.count(operation, response_code, outcome, now_s)
+
+    def count(self, operation: str, response_code: str | None, outcome: Outcome, now_s: float) -> None:
+        """A request's code and outcome without its latency: an injected fault (a terminal that
+        gave up or was switched off), whose time says nothing of the switch's."""
+        self._roll(now_s)
         self._outcomes[outcome.value] += 1
         self._codes[operation][response_code or outcome.value] += 1
         approved = outcome is Outcome.answered and response_code in APPROVING_CODES
@@ -157,7 +163,13 @@ class Recorder:
         return TimelinePoint(current.second, current.completed, current.approved, current.errors, p99_ms)
 
     def finish(self, now_s: float) -> None:
+        """The run's end: its last, partial second closes too (a 0.5 s run had no timeline, and a
+        drain's answers after the last whole second were missing from it)."""
         self._roll(now_s)
+        if self._current.completed and len(self._timeline) < TIMELINE_SECONDS_MAX:
+            self._timeline.append(self._close_second())
+            self._current = _Second(self._current.second + 1)
+            self._current_histogram.reset()
         self.end_s = now_s
 
     def last_second(self) -> TimelinePoint | None:
@@ -166,6 +178,7 @@ class Recorder:
     def progress(self, now_s: float) -> Progress:
         """For the live display. statistics() reads percentiles off every histogram (about 20 ms
         for a 30,000-request run), which would stall the simulator's trio loop once a second."""
+        self._roll(now_s)  # so the last second is the one just gone, quiet or not (a stall shows)
         totals = self._totals
         return Progress(now_s - self.start_s, totals.completed, totals.approved, totals.errors)
 

@@ -3,6 +3,7 @@ against the acquirer host simulator; and the payments audit (terminal vs switch 
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -94,10 +95,12 @@ class PaymentRun:
 
 
 def _percentile(sorted_values: list[float], quantile: float) -> float:
+    """Nearest rank, as the HdrHistograms of the other phases read it (int(q*n) took one rank
+    above: the p99 of 100 values was their maximum, the median of two the larger)."""
     if not sorted_values:
         return 0.0
-    index = min(len(sorted_values) - 1, int(quantile * len(sorted_values)))
-    return sorted_values[index]
+    rank = math.ceil(quantile * len(sorted_values) - 1e-9)  # 0.999 * 1000 must not round up a rank
+    return sorted_values[min(len(sorted_values), max(rank, 1)) - 1]
 
 
 def write_acquirers_file(

@@ -62,6 +62,7 @@ def report_json(
     if audit is not None:
         document["audit"] = audit.counters()
         document["audit_skipped"] = list(audit.skipped_checks)
+        document["audit_findings"] = [finding.line() for finding in audit.findings]
     if extra:
         document.update(extra)
     return document

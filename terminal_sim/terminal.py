@@ -76,6 +76,7 @@ class _Sent:
     grpc_code: str | None
     started_s: float
     latency_s: float
+    measured: bool = True  # in the latency histograms; a fault's send only counted (_MoneySend)
 
 
 class SimTerminal:
@@ -134,7 +135,7 @@ class SimTerminal:
             self.context.recorder.record(
                 operation.value, latency_s, response_code or grpc_code, outcome, now_s
             )
-        return _Sent(reply, outcome, grpc_code, sent_s, latency_s)
+        return _Sent(reply, outcome, grpc_code, sent_s, latency_s, measure)
 
     def _next_transaction_id(self) -> str:
         self._counter += 1
@@ -185,13 +186,20 @@ class SimTerminal:
         flows = self._flows()
         names = list(flows)
         weights = [getattr(config.flows, name) for name in names]
+        end_s = self.context.end_s
         while True:
-            intended_s = await pacer.wait_next(self.context.end_s)
-            if intended_s >= self.context.end_s:
-                break
-            if trio.current_time() >= day_end_s:
+            # Wake at the day's end too: an open loop's close waited for the next customer (seconds
+            # late, or never when none came before the run's end).
+            intended_s = await pacer.wait_next(end_s, day_end_s)
+            if trio.current_time() >= day_end_s and day_end_s < end_s:  # the run's end closes below
                 await self.day_close()
                 day_end_s += config.day_length_s
+            # Nothing new after the end, however late the schedule runs: an overloaded open loop
+            # sent its backlog into the drain's grace.
+            if intended_s >= end_s or trio.current_time() >= end_s:
+                break
+            if intended_s > trio.current_time():  # it arrives after the day close just made
+                await trio.sleep_until(intended_s)
             name = self.rng.choices(names, weights)[0]
             self.context.flows_started += 1
             await flows[name](intended_s)
@@ -463,6 +471,12 @@ class _MoneySend:
     original: _Recent | None
 
     def _record(self, sent: _Sent, *, outcome: Outcome | None = None, duplicate: bool = False) -> Exchange:
+        if not sent.measured:  # a fault's send: no latency of the switch's, but its code and outcome
+            final = outcome or sent.outcome
+            reply_code = getattr(sent.reply, "response_code", None) if final is Outcome.answered else None
+            self.terminal.context.recorder.count(
+                self.operation.value, reply_code or sent.grpc_code or final.value, final, trio.current_time()
+            )
         original = self.original
         exchange = self.terminal._keep(
             self.operation,
