@@ -317,7 +317,8 @@ def _change_originals(conn: Connection, changes: list[OriginalChange]) -> None:
 
 
 def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetime) -> list[int]:
-    """Guarded postings one by one in order; the other postings summed per account (sorted)."""
+    """Guarded postings one by one, the other postings summed per account, then capped credits
+    one by one (each kind sorted by account)."""
     if not entries:
         return []
     guarded: list[dict[str, object]] = []
@@ -337,15 +338,8 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
                 )
             else:
                 credits[posting.account_id] += posting.amount_minor
-    if len(entries) > 1:
-        capped_accounts = [str(row["b_account_id"]) for row in capped]
-        if len(set(capped_accounts)) < len(capped_accounts) or set(capped_accounts) & {
-            account for account, delta in credits.items() if delta > 0
-        }:
-            # A capped credit is judged before the batch's other credits: in write order, alone.
-            raise BackstopError("a capped account is credited more than once in the batch")
     # Row locks in one order on every node (PostgreSQL): two nodes debiting the same cards in
-    # opposite orders deadlocked. The sort is stable: one account's debits keep their order.
+    # opposite orders deadlocked. The sort is stable: one account's postings keep their order.
     guarded.sort(key=lambda row: str(row["b_account_id"]))
     capped.sort(key=lambda row: str(row["b_account_id"]))
     guarded_problem = (
@@ -354,6 +348,20 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
         else "an account in the batch would go below zero"
     )
     _update_each(conn, _GUARDED_POSTING, guarded, guarded_problem)
+    # The other postings before the capped credits: a capped credit is then judged with every
+    # other credit of the batch on its account, its own write's and later ones' too. That is never
+    # more lenient than the writes one by one (a load after a cancel in one batch took a card past
+    # its maximum when capped credits came first), and a refusal sends the batch one by one.
+    credit_rows: list[dict[str, object]] = [
+        {"b_account_id": account_id, "b_amount_minor": delta}
+        for account_id, delta in sorted(credits.items())
+        if delta != 0
+    ]
+    if credit_rows:
+        result = conn.execute(_POSTING, credit_rows)
+        assert not conn.dialect.supports_sane_multi_rowcount or result.rowcount == len(credit_rows), (
+            "an account of the batch does not exist"
+        )
     capped_problem = (
         f"{capped[0]['b_account_id']} would go above its maximum"
         if len(capped) == 1
@@ -374,16 +382,6 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
             for p in entry.postings
         ],
     )
-    credit_rows: list[dict[str, object]] = [
-        {"b_account_id": account_id, "b_amount_minor": delta}
-        for account_id, delta in sorted(credits.items())
-        if delta != 0
-    ]
-    if credit_rows:
-        result = conn.execute(_POSTING, credit_rows)
-        assert not conn.dialect.supports_sane_multi_rowcount or result.rowcount == len(credit_rows), (
-            "an account of the batch does not exist"
-        )
     return entry_ids
 
 
