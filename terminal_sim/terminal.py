@@ -130,8 +130,12 @@ class SimTerminal:
         latency_s = now_s - started_s
         if measure:
             response_code = getattr(reply, "response_code", None) if reply is not None else None
-            if operation in (Operation.status, Operation.day_close) and reply is not None:
-                response_code = "00"
+            # Not transactions: codes of their own, so they count in no approval rate (as "00"
+            # they did: a bench run's 200 day closes among its approvals).
+            if operation is Operation.status and reply is not None:
+                response_code = "found" if reply.found else "not_found"
+            elif operation is Operation.day_close and reply is not None:
+                response_code = "closed"
             self.context.recorder.record(
                 operation.value, latency_s, response_code or grpc_code, outcome, now_s
             )

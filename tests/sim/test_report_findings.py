@@ -91,3 +91,18 @@ async def test_abandoned_and_timed_out_requests_show_in_the_response_codes(
         assert len(faulty) >= 5
         codes = recorder.statistics().response_codes.get("load", {})
         assert codes.get(expected, 0) == len(faulty), codes
+
+
+@pytest.mark.trio
+async def test_a_day_close_is_counted_as_closed_not_as_an_approval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A day close and a TransactionStatus were recorded as "00": in approved_per_s with the
+    # transactions (the bench's 200 day closes). Now codes of their own.
+    recorder = Recorder(trio.current_time())
+    sim = terminal(SimConfig(flows=LOADS_ONLY), 0.001, recorder)
+    await sim.day_close()
+    recorder.finish(trio.current_time())
+    snapshot = recorder.statistics()
+    assert snapshot.response_codes["day_close"] == {"closed": 1}
+    assert snapshot.approved == 0
