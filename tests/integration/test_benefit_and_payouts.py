@@ -24,6 +24,24 @@ def assert_ledger_balanced(world: World) -> None:
     ), check.problems
 
 
+def outsider_terminal(world: World) -> TerminalClient:
+    """A terminal of a shop that is not in the taxi programme (not a taxi company of the city)."""
+    admin = world.server.core.admin
+    outsider = admin.create_merchant("Outsider", "outsider@example.test", "outsider-password")
+    admin.add_location(outsider, "Kiosk")
+    stub = pb_grpc.TerminalStub(world.channel)
+    activated = stub.Activate(
+        pb.ActivateRequest(
+            merchant_email="outsider@example.test",
+            password="outsider-password",
+            device_name="A77-x",
+            location="Kiosk",
+        ),
+        timeout=20,
+    )
+    return TerminalClient(stub, activated.credential, activated.terminal_id)
+
+
 def test_splitting_a_top_up_into_cent_loads_does_not_lower_the_holders_co_payment(world: World) -> None:
     """ "Voor elke 5 euro op jouw kaart, moet je zelf maar 1,80 euro betalen" (seed 002): the holder
     pays 36 %. Rounded half up, a load of 0.01 cost the holder 0.00 and the city all of it: 20 loads
@@ -52,20 +70,7 @@ def test_a_shop_outside_the_benefit_programme_cannot_top_up_its_cards_at_the_cit
 ) -> None:
     """A redemption by a merchant outside the card's programme is declined 58, and so is a load now:
     before, any merchant with a terminal could load a taxi card, the city paying 3.20 of each 5.00."""
-    admin = world.server.core.admin
-    outsider = admin.create_merchant("Outsider", "outsider@example.test", "outsider-password")
-    admin.add_location(outsider, "Kiosk")
-    stub = pb_grpc.TerminalStub(world.channel)
-    activated = stub.Activate(
-        pb.ActivateRequest(
-            merchant_email="outsider@example.test",
-            password="outsider-password",
-            device_name="A77-x",
-            location="Kiosk",
-        ),
-        timeout=20,
-    )
-    kiosk = TerminalClient(stub, activated.credential, activated.terminal_id)
+    kiosk = outsider_terminal(world)
     taxi = world.issue(0, world.benefit_programme)
     assert kiosk.redeem(taxi, 1).response_code in ("51", "58")  # it does not take the card
     answer = kiosk.load(taxi, 500)

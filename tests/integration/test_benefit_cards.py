@@ -36,16 +36,16 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import cardholder_pb2 as ch
 from protocols.wire import cardholder_pb2_grpc as ch_grpc
 from protocols.wire import terminal_pb2 as pb
-from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.admin import Admin
 from switch.domain.programmes import ProgrammeKind
-from switch.security import PinBlockFormat
-from switch.security.pinpad import encipher_pin_block
 from switch.store.card_pins import CardPinStore
 from switch.store.repository import Store
 from switch.store.schema import accounts, cards
-from tests.integration.harness import TerminalClient, World, new_txn, world_fixture
+from tests.integration.harness import World, new_txn, world_fixture
 from tests.integration.payment_harness import wait_until
+from tests.integration.test_benefit_and_payouts import outsider_terminal
+from tests.integration.test_card_pins import redeem_with_pin
+from tests.integration.test_card_replacement import replace
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 PIN = "4719"
@@ -63,18 +63,6 @@ def look_up(world: World, number: str) -> ch.CardholderBalance:
     request = ch.CardholderBalanceRequest(card=pb.CardRef(card_number=number))
     answer: ch.CardholderBalance = stub.GetBalance(request, timeout=20)
     return answer
-
-
-def replace(world: World, lost: str, new: str, request_id: str = "") -> bo.ReplaceCardResponse:
-    return world.backoffice.ReplaceCard(
-        bo.ReplaceCardRequest(
-            lost_card=pb.CardRef(card_number=lost),
-            replacement_card=pb.CardRef(card_number=new),
-            request_id=request_id or new_txn(),
-        ),
-        metadata=world.admin_metadata,
-        timeout=30,
-    )
 
 
 def account_balance(world: World, account_id: str) -> int:
@@ -336,36 +324,6 @@ def test_a_chain_of_replacements_at_the_same_moment_leaves_no_money_on_a_replace
 
 
 # --- PINs and lookups ---
-
-
-def outsider_terminal(world: World) -> TerminalClient:
-    """A terminal of a shop that is not in the taxi programme (not a taxi company of the city)."""
-    admin = world.server.core.admin
-    outsider = admin.create_merchant("Outsider", "outsider@example.test", "outsider-password")
-    admin.add_location(outsider, "Kiosk")
-    stub = pb_grpc.TerminalStub(world.channel)
-    activated = stub.Activate(
-        pb.ActivateRequest(
-            merchant_email="outsider@example.test",
-            password="outsider-password",
-            device_name="A77-x",
-            location="Kiosk",
-        ),
-        timeout=20,
-    )
-    return TerminalClient(stub, activated.credential, activated.terminal_id)
-
-
-def redeem_with_pin(
-    terminal: TerminalClient, key: bytes, card: str, pin: str, amount_minor: int = 100
-) -> pb.TransactionResponse:
-    request = pb.RedeemRequest(
-        transaction_id=new_txn(),
-        card=pb.CardRef(card_number=card),
-        amount=pb.Amount(amount_minor=amount_minor, currency="EUR"),
-        pin_block=encipher_pin_block(pin, card, key, PinBlockFormat.ISO_4),
-    )
-    return terminal.stub.Redeem(request, metadata=terminal.metadata, timeout=20)
 
 
 def test_a_shop_outside_the_programme_cannot_use_up_the_holders_pin_tries(world: World) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import event
 
 from switch.server import SwitchServer
 from tests.integration.harness import World, start_world
-from tests.integration.test_benefit_cards import replace
+from tests.integration.test_card_replacement import replace
 
 
 @pytest.fixture

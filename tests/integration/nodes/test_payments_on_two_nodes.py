@@ -59,15 +59,19 @@ def cancel(terminal: PayTerminal, original: str) -> pb.TransactionResponse:
     return answer
 
 
-def refund_to_card(terminal: PayTerminal, amount_minor: int) -> pb.TransactionResponse:
+def card_refund_request(terminal: PayTerminal, amount_minor: int) -> pb.CardRefundRequest:
     card = terminal.request(amount_minor)
-    request = pb.CardRefundRequest(
+    return pb.CardRefundRequest(
         transaction_id=card.transaction_id,
         sequence_number=card.sequence_number,
         amount=card.amount,
         card=card.card,
         employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin),
     )
+
+
+def refund_to_card(terminal: PayTerminal, amount_minor: int) -> pb.TransactionResponse:
+    request = card_refund_request(terminal, amount_minor)
     answer: pb.TransactionResponse = terminal.stub.RefundCard(request, metadata=terminal.metadata, timeout=20)
     return answer
 
@@ -217,14 +221,7 @@ def test_a_refund_sent_again_through_node_b_gets_node_as_answer(tmp_path: Path) 
     with payments_and_node_b(tmp_path, AcquirerHostConfig(latency_ms=1_500), 5_000) as (paying, _, on_b):
         on_a = paying.terminal
         assert on_a.pay(1_000).response_code == "00"  # the takings the refund is paid from
-        card = on_a.request(1_000)
-        request = pb.CardRefundRequest(
-            transaction_id=card.transaction_id,
-            sequence_number=card.sequence_number,
-            amount=card.amount,
-            card=card.card,
-            employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin),
-        )
+        request = card_refund_request(on_a, 1_000)
         in_flight = on_a.stub.RefundCard.future(request, metadata=on_a.metadata, timeout=20)
         wait_until(lambda: len(paying.host.record().authorizations) == 2)  # the refund's 0200 is out
         repeat = on_b.stub.RefundCard(request, metadata=on_b.metadata, timeout=20)
