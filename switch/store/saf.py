@@ -193,19 +193,28 @@ class SafStore:
     def acknowledge_by_stan(
         self, acquirer: str, terminal_id: str, reversal_stan: str, now: dt.datetime
     ) -> bool:
-        """Acknowledge by the advice's own STAN, for an 0430 that came after we stopped waiting."""
-        statement = (
-            update(acquirer_saf)
-            .where(
-                acquirer_saf.c.acquirer == acquirer,
-                acquirer_saf.c.terminal_id == terminal_id,
-                acquirer_saf.c.reversal_stan == reversal_stan,
-                acquirer_saf.c.status == STATUS_PENDING,
-            )
-            .values(status=STATUS_ACKNOWLEDGED, acknowledged_at=now)
+        """Acknowledge by the advice's own STAN, for an 0430 that came after we stopped waiting.
+
+        Only when one pending advice has that STAN: nodes count their STANs apart, so two may
+        share one, and an acknowledgement of one must not mark the other sent. Left pending, both
+        go out again and are acknowledged in turn (an acquirer takes a repeated advice as one)."""
+        row = acquirer_saf.c
+        matching = (
+            row.acquirer == acquirer,
+            row.terminal_id == terminal_id,
+            row.reversal_stan == reversal_stan,
+            row.status == STATUS_PENDING,
         )
         with writing(self._engine) as connection:
-            return connection.execute(statement).rowcount >= 1
+            ids = list(connection.execute(select(row.saf_id).where(*matching).limit(2)).scalars())
+            if len(ids) != 1:
+                return False
+            statement = (
+                update(acquirer_saf)
+                .where(row.saf_id == ids[0], row.status == STATUS_PENDING)
+                .values(status=STATUS_ACKNOWLEDGED, acknowledged_at=now)
+            )
+            return connection.execute(statement).rowcount == 1
 
     def depth(self) -> int:
         query = select(func.count()).select_from(acquirer_saf).where(acquirer_saf.c.status == STATUS_PENDING)

@@ -78,6 +78,19 @@ def test_acknowledge_by_advice_stan(store: SafStore) -> None:
     assert store.depth() == 0
 
 
+def test_a_late_acknowledgement_names_one_advice_or_none(store: SafStore) -> None:
+    # Two nodes count their STANs apart: two pending advices of one terminal may share a reversal
+    # STAN. Before, a late 0430 for one marked both acknowledged, and the other never went out.
+    store.enqueue(reversal("000001"), NOW)
+    store.enqueue(reversal("000002"), NOW)  # another original, the same reversal STAN 000900
+    assert not store.acknowledge_by_stan("acq-a", "TERM0001", "000900", NOW)
+    assert store.depth() == 2  # both go out again, and are acknowledged one by one in turn
+    first, _ = store.pending()
+    assert store.acknowledge(first.saf_id, NOW)
+    assert store.acknowledge_by_stan("acq-a", "TERM0001", "000900", NOW)  # now it names one
+    assert store.depth() == 0
+
+
 ROUTES = (
     BinRange("4", "4", "visa-acquirer"),
     BinRange("476173", "476173", "special"),
