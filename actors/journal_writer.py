@@ -225,7 +225,8 @@ class JournalWriter:
         self._lost = error
         self._accepting = False
         log.critical(
-            "%s; %d writes in doubt are left unanswered and no write is taken any more: restart the switch",
+            "journal lost: %s; %d writes in doubt are left unanswered, no write is taken any more, and "
+            "the switch exits to recover from what is stored",
             error,
             in_doubt,
         )

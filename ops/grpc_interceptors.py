@@ -18,6 +18,8 @@ from google.protobuf.message import DecodeError
 from ops.metrics import SwitchMetrics
 from protocols.serving import TERMINAL_SERVICE
 
+PORTAL_REDEEM = "/txswitch.v1.Portal/Redeem"
+
 DRAINING_MESSAGE = "the switch is draining and takes no new work; retry on another node or later"
 NO_ISO_CODE = "OK"  # answered without an ISO 8583 response code (activation, reports, backoffice)
 INTERNAL_CODE = "internal"  # the metrics' code label for a fault of ours
@@ -118,7 +120,9 @@ class EdgeInterceptor(_Interceptor):
         rpc = rpc_name(method)
         metrics = self._metrics
         activation = rpc == "Activate"
-        draining = self._draining if service_name(method) == TERMINAL_SERVICE else None
+        # A drain refuses what a terminal sends, and the web back office's redemption with it.
+        drained = service_name(method) == TERMINAL_SERVICE or method == PORTAL_REDEEM
+        draining = self._draining if drained else None
         deserialize = handler.request_deserializer
         parse = _tolerant(deserialize, rpc) if deserialize is not None else None
         admission = self._admission

@@ -41,7 +41,7 @@ def runtime_snapshot(core: SwitchCore) -> RuntimeSnapshot:
             actor_kind_stats(core.card_actors),
             ActorKindStats("journal", 1, journal_depth, journal_depth),
         ),
-        terminals_online=terminals.live,
+        terminals_online=core.terminals_online(),
     )
 
 

@@ -34,6 +34,7 @@ from switch.admin import AdminConflictError, AdminError, AdminStateError
 from switch.core import SwitchCore, utc_now
 from switch.domain.employees import PortalRight
 from switch.domain.reports import ReportQueryError
+from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import Redeem
 from switch.password_resets import ResetsOffError
 from switch.passwords import Login, NotAllowedError, TooManySignInsError
@@ -160,7 +161,16 @@ class PortalService(portal_grpc.PortalServicer):
                 request.allow_partial,
                 None,  # the web back office takes no card PIN
             )
-            terminal_id = self._core.admin.web_terminal(login.merchant_id, request.location_id)
+            terminal_id = self._core.web_terminal(login.merchant_id, request.location_id)
+            txn = command.transaction_id
+            if self._core.admin.web_transaction_elsewhere(login.merchant_id, terminal_id, txn):
+                code = ResponseCode.duplicate_transmission
+                return pb.TransactionResponse(
+                    transaction_id=command.transaction_id,
+                    response_code=code.iso_code,
+                    message=f"{code.message}: at another location of yours",
+                    status="declined",
+                )
             try:
                 outcome = self._core.submit(terminal_id, command)
             except ReplyTimeoutError:

@@ -50,6 +50,7 @@ from switch.store.schema import (
     postings,
     programmes,
     terminals,
+    transactions,
 )
 
 LOCATION_NAME_MAX = 120  # the columns' lengths
@@ -267,7 +268,12 @@ class Admin:
         """The merchant's locations in alphabetical order. AdminError for an unknown merchant."""
         self._require_merchant(merchant_id)
         terminals_there = (
-            select(func.count()).where(terminals.c.location_id == locations.c.location_id).scalar_subquery()
+            select(func.count())
+            .where(
+                terminals.c.location_id == locations.c.location_id,
+                terminals.c.device_name != WEB_BACK_OFFICE,  # activated there: the web's is not
+            )
+            .scalar_subquery()
         )
         has_logo = select(location_logos.c.location_id).where(
             location_logos.c.location_id == locations.c.location_id
@@ -585,39 +591,69 @@ class Admin:
                 location_id = found[0]
             elif conn.execute(mine.where(locations.c.location_id == location_id)).first() is None:
                 raise LookupError(f"location_id {location_id[:40]!r}: no such location of yours")
-            existing = conn.execute(
-                select(terminals.c.terminal_id).where(
-                    terminals.c.location_id == location_id, terminals.c.device_name == WEB_BACK_OFFICE
-                )
-            ).scalar()
+            web = select(terminals.c.terminal_id).where(
+                terminals.c.location_id == location_id, terminals.c.device_name == WEB_BACK_OFFICE
+            )
+            existing = conn.execute(web).scalar()
             if existing is not None:
                 return str(existing)
             terminal_id = new_id("trm")
             _, credential_hash = credentials.new_credential(terminal_id)  # the credential is dropped
             now = self._now()
-            conn.execute(
-                insert(terminals),
-                {
-                    "terminal_id": terminal_id,
-                    "merchant_id": merchant_id,
-                    "location_id": location_id,
-                    "device_name": WEB_BACK_OFFICE,
-                    "credential_hash": credential_hash,
-                    "active": True,
-                    "period_number": 1,
-                    "period_opened_at": now,
-                    "activated_at": now,
-                },
-            )
+            try:
+                with conn.begin_nested():  # PostgreSQL: another first use may insert it at once
+                    conn.execute(
+                        insert(terminals),
+                        {
+                            "terminal_id": terminal_id,
+                            "merchant_id": merchant_id,
+                            "location_id": location_id,
+                            "device_name": WEB_BACK_OFFICE,
+                            "credential_hash": credential_hash,
+                            "active": True,
+                            "period_number": 1,
+                            "period_opened_at": now,
+                            "activated_at": now,
+                        },
+                    )
+            except IntegrityError:
+                return str(conn.execute(web).scalar_one())
         return terminal_id
 
+    def web_transaction_elsewhere(self, merchant_id: str, terminal_id: str, transaction_id: str) -> bool:
+        """Whether another location's web terminal of the merchant holds this transaction id: the
+        browser's ids are the merchant's, not a location's (the same id for two locations moved
+        the money twice, each web terminal keeping its own ids)."""
+        row, t = transactions.c, terminals.c
+        query = (
+            select(row.transaction_id)
+            .join(terminals, t.terminal_id == row.source)
+            .where(
+                t.merchant_id == merchant_id,
+                t.device_name == WEB_BACK_OFFICE,
+                t.terminal_id != terminal_id,
+                row.transaction_id == transaction_id,
+            )
+            .limit(1)
+        )
+        with self._engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     def set_terminal_active(self, terminal_id: str, active: bool) -> TerminalInfo:
+        """AdminStateError for the web back office's terminal: no device holds it, and nothing
+        could activate it again (a deactivated one refused every web redemption at its location)."""
         with writing(self._engine) as conn:
-            changed = conn.execute(
-                update(terminals).where(terminals.c.terminal_id == terminal_id).values(active=active)
-            ).rowcount
-        if changed != 1:
-            raise AdminError(f"no terminal {terminal_id}")
+            device = conn.execute(
+                select(terminals.c.device_name).where(terminals.c.terminal_id == terminal_id)
+            ).scalar()
+            if device is None:
+                raise AdminError(f"no terminal {terminal_id}")
+            if device == WEB_BACK_OFFICE:
+                raise AdminStateError(
+                    f"terminal {terminal_id} is the web back office's, not a device: it stays on"
+                )
+            mine = terminals.c.terminal_id == terminal_id
+            conn.execute(update(terminals).where(mine).values(active=active))
         info = self._store.terminal(terminal_id)
         assert info is not None
         return info

@@ -135,6 +135,7 @@ class SwitchCore:
             copies=self.card_copies,
             credited_after_replacement=self._follow_replacement,
         )
+        self._web_terminals: set[str] = set()  # this process's web back office terminals
         self.card_actors: ActorRegistry[str] = ActorRegistry(
             "card",
             lambda card_id: CardActor.start(card_id, card_services),
@@ -340,6 +341,17 @@ class SwitchCore:
         deactivated terminal activated anew was refused by its still-running actor until restart)."""
         self.terminals.forget(terminal_id)
         self.terminal_actors.tell_if_live(terminal_id, Reload())
+
+    def web_terminal(self, merchant_id: str, location_id: str) -> str:
+        """The location's web back office terminal (Admin.web_terminal), remembered as no device."""
+        terminal_id = self.admin.web_terminal(merchant_id, location_id)
+        self._web_terminals.add(terminal_id)
+        return terminal_id
+
+    def terminals_online(self) -> int:
+        """Terminals whose actor is live, the web back office's left out: no device is online there."""
+        live_web = sum(1 for web in list(self._web_terminals) if self.terminal_actors.is_live(web))
+        return self.terminal_actors.statistics().live - live_web
 
     def deactivate_terminal(self, terminal_id: str) -> None:
         self.admin.set_terminal_active(terminal_id, False)

@@ -27,7 +27,7 @@ from ops.console_backend import (
     TerminalInfo,
 )
 from ops.logs import CARD_REFERENCE
-from switch.admin import AdminError
+from switch.admin import WEB_BACK_OFFICE, AdminError
 from switch.core import SwitchCore
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
@@ -102,7 +102,7 @@ class SwitchOpsBackend:
             uptime_s=int(time.monotonic() - self._started_s),
             draining=self._draining(),
             terminals_active=int(active),
-            terminals_online=core.terminal_actors.statistics().live,
+            terminals_online=core.terminals_online(),
             card_actors_live=core.card_actors.statistics().live,
             requests_in_flight=self._requests_in_flight(),
             acquirer_links_up=links_up,
@@ -134,7 +134,11 @@ class SwitchOpsBackend:
             location=info.location_name,
             device_name=info.device_name,
             active=info.active,
-            online=info.active and self._core.terminal_actors.is_live(info.terminal_id),
+            online=(
+                info.active
+                and info.device_name != WEB_BACK_OFFICE
+                and self._core.terminal_actors.is_live(info.terminal_id)
+            ),
             activated_at=info.activated_at,
             last_seen_at=_aware(last_seen),
             day_close_sequence=max((close.sequence_number for close in closes), default=0),
@@ -146,7 +150,10 @@ class SwitchOpsBackend:
             return ActionResult(False, f"no terminal {terminal_id}")
         if not info.active:
             return ActionResult(False, f"terminal {terminal_id} is already deactivated")
-        self._core.deactivate_terminal(terminal_id)
+        try:
+            self._core.deactivate_terminal(terminal_id)
+        except AdminError as error:
+            return ActionResult(False, str(error))
         return ActionResult(True, f"terminal {terminal_id} deactivated; its credential no longer works")
 
     def day_close_reports(self, terminal_id: str) -> Sequence[DayCloseReport] | None:
@@ -190,7 +197,9 @@ class SwitchOpsBackend:
         card_id = self._card_id(card_ref)
         if card_id is None:
             return None
-        return _card_info(self._core.balance(card_id))
+        pin = self._core.card_pin_store.load(card_id)
+        pin_blocked = pin is not None and pin.blocked(self._core.settings.card_pin_tries_max)
+        return _card_info(self._core.balance(card_id), pin_blocked)
 
     def block_card(self, card_ref: str, actor: str) -> ActionResult:
         card_id = self._card_id(card_ref)
@@ -338,7 +347,7 @@ def _total(total: TypeTotal) -> DayCloseTotal:
     return DayCloseTotal(name, total.count, total.total_minor, total.currency, _exponent(total.currency))
 
 
-def _card_info(state: CardState) -> CardInfo:
+def _card_info(state: CardState, pin_blocked: bool) -> CardInfo:
     return CardInfo(
         card_ref=state.card_id,
         masked_number=state.masked,
@@ -348,7 +357,7 @@ def _card_info(state: CardState) -> CardInfo:
         balance_minor=state.balance_minor,
         currency=state.currency,
         currency_exponent=_exponent(state.currency),
-        pin_blocked=False,  # stored-value cards carry no cardholder PIN
+        pin_blocked=pin_blocked,  # a card PIN (benefit cards may have one) after too many wrong tries
     )
 
 
