@@ -18,7 +18,8 @@ from google.protobuf.message import DecodeError
 from ops.metrics import SwitchMetrics
 from protocols.serving import TERMINAL_SERVICE
 
-PORTAL_REDEEM = "/txswitch.v1.Portal/Redeem"
+# The web back office's commands that move money, drained as a terminal's.
+PORTAL_MONEY_METHODS = frozenset(f"/txswitch.v1.Portal/{name}" for name in ("Redeem", "Refund", "Cancel"))
 
 DRAINING_MESSAGE = "the switch is draining and takes no new work; retry on another node or later"
 NO_ISO_CODE = "OK"  # answered without an ISO 8583 response code (activation, reports, backoffice)
@@ -121,7 +122,7 @@ class EdgeInterceptor(_Interceptor):
         metrics = self._metrics
         activation = rpc == "Activate"
         # A drain refuses what a terminal sends, and the web back office's redemption with it.
-        drained = service_name(method) == TERMINAL_SERVICE or method == PORTAL_REDEEM
+        drained = service_name(method) == TERMINAL_SERVICE or method in PORTAL_MONEY_METHODS
         draining = self._draining if drained else None
         deserialize = handler.request_deserializer
         parse = _tolerant(deserialize, rpc) if deserialize is not None else None

@@ -35,7 +35,7 @@ from switch.core import SwitchCore, utc_now
 from switch.domain.employees import PortalRight
 from switch.domain.reports import ReportQueryError
 from switch.domain.response_codes import ResponseCode
-from switch.domain.transactions import Redeem
+from switch.domain.transactions import Cancel, Redeem, Refund, TerminalCommand
 from switch.password_resets import ResetsOffError
 from switch.passwords import Login, NotAllowedError, TooManySignInsError
 from switch.portal import PortalSessions
@@ -153,26 +153,64 @@ class PortalService(portal_grpc.PortalServicer):
     def Redeem(
         self, request: portal.PortalRedeemRequest, context: grpc.ServicerContext
     ) -> pb.TransactionResponse:
-        def action(login: Login) -> pb.TransactionResponse:
-            command = Redeem(
-                convert.transaction_id(request.transaction_id),
-                self._core.cards.card_id(convert.card_number(request.card, request.HasField("card"))) or "",
+        def command() -> TerminalCommand:
+            txn = convert.transaction_id(request.transaction_id)
+            number = convert.card_number(request.card, request.HasField("card"))
+            return Redeem(
+                txn,
+                self._core.cards.card_id(number) or "",
                 convert.amount(request.amount, request.HasField("amount")),
                 request.allow_partial,
                 None,  # the web back office takes no card PIN
             )
-            terminal_id = self._core.web_terminal(login.merchant_id, request.location_id)
-            txn = command.transaction_id
+
+        return self._web(context, request.location_id, command)
+
+    def Refund(
+        self, request: portal.PortalRefundRequest, context: grpc.ServicerContext
+    ) -> pb.TransactionResponse:
+        def command() -> TerminalCommand:
+            return Refund(
+                convert.transaction_id(request.transaction_id),
+                convert.transaction_id(request.original_transaction_id, "original_transaction_id"),
+                convert.amount(request.amount, request.HasField("amount")),
+                convert.employee(request.employee, request.HasField("employee")),
+            )
+
+        return self._web(context, request.location_id, command)
+
+    def Cancel(
+        self, request: portal.PortalCancelRequest, context: grpc.ServicerContext
+    ) -> pb.TransactionResponse:
+        def command() -> TerminalCommand:
+            return Cancel(
+                convert.transaction_id(request.transaction_id),
+                convert.transaction_id(request.original_transaction_id, "original_transaction_id"),
+                convert.employee(request.employee, request.HasField("employee")),
+            )
+
+        return self._web(context, request.location_id, command)
+
+    def _web(
+        self, context: grpc.ServicerContext, location_id: str, command: Callable[[], TerminalCommand]
+    ) -> pb.TransactionResponse:
+        """A command through the location's web back office terminal, as a terminal's; its
+        transaction id is the merchant's across locations (94 when another location holds it)."""
+
+        def action(login: Login) -> pb.TransactionResponse:
+            decoded = command()
+            terminal_id = self._core.web_terminal(login.merchant_id, location_id)
+            txn = decoded.transaction_id
             if self._core.admin.web_transaction_elsewhere(login.merchant_id, terminal_id, txn):
                 code = ResponseCode.duplicate_transmission
                 return pb.TransactionResponse(
-                    transaction_id=command.transaction_id,
+                    transaction_id=txn,
                     response_code=code.iso_code,
                     message=f"{code.message}: at another location of yours",
                     status="declined",
                 )
             try:
-                outcome = self._core.submit(terminal_id, command)
+                outcome = self._core.submit(terminal_id, decoded)
             except ReplyTimeoutError:
                 _abort(context, grpc.StatusCode.UNAVAILABLE, "outcome not known yet; send it again")
             return convert.transaction_response(outcome)

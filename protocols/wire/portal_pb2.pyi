@@ -25,6 +25,70 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class PortalRefundRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    ORIGINAL_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    EMPLOYEE_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    original_transaction_id: _builtins.str
+    """the web redemption's"""
+    location_id: _builtins.str
+    """where the redemption counted; empty: the merchant's only location"""
+    @_builtins.property
+    def amount(self) -> _terminal_pb2.Amount: ...
+    @_builtins.property
+    def employee(self) -> _terminal_pb2.EmployeeAuth: ...
+    def __init__(
+        self,
+        *,
+        transaction_id: _builtins.str = ...,
+        original_transaction_id: _builtins.str = ...,
+        amount: _terminal_pb2.Amount | None = ...,
+        employee: _terminal_pb2.EmployeeAuth | None = ...,
+        location_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "employee", b"employee"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "employee", b"employee", "location_id", b"location_id", "original_transaction_id", b"original_transaction_id", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PortalRefundRequest: _TypeAlias = PortalRefundRequest  # noqa: Y015
+
+@_typing.final
+class PortalCancelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    ORIGINAL_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    EMPLOYEE_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    original_transaction_id: _builtins.str
+    location_id: _builtins.str
+    @_builtins.property
+    def employee(self) -> _terminal_pb2.EmployeeAuth: ...
+    def __init__(
+        self,
+        *,
+        transaction_id: _builtins.str = ...,
+        original_transaction_id: _builtins.str = ...,
+        employee: _terminal_pb2.EmployeeAuth | None = ...,
+        location_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["employee", b"employee"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["employee", b"employee", "location_id", b"location_id", "original_transaction_id", b"original_transaction_id", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PortalCancelRequest: _TypeAlias = PortalCancelRequest  # noqa: Y015
+
+@_typing.final
 class PortalRedeemRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

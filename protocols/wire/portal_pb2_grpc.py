@@ -146,6 +146,16 @@ class PortalStub:
                 request_serializer=protocols_dot_wire_dot_portal__pb2.PortalRedeemRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
                 _registered_method=True)
+        self.Refund = channel.unary_unary(
+                '/txswitch.v1.Portal/Refund',
+                request_serializer=protocols_dot_wire_dot_portal__pb2.PortalRefundRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
+                _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/txswitch.v1.Portal/Cancel',
+                request_serializer=protocols_dot_wire_dot_portal__pb2.PortalCancelRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
+                _registered_method=True)
 
 
 class PortalServicer:
@@ -303,6 +313,20 @@ class PortalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Refund(self, request, context):
+        """A web redemption given back, as at a terminal: with a user's 4-digit PIN, a refund of part or
+        all of it, or a cancel of the whole (the web terminal's day is never closed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Cancel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -414,6 +438,16 @@ def add_PortalServicer_to_server(servicer, server):
             'Redeem': grpc.unary_unary_rpc_method_handler(
                     servicer.Redeem,
                     request_deserializer=protocols_dot_wire_dot_portal__pb2.PortalRedeemRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.SerializeToString,
+            ),
+            'Refund': grpc.unary_unary_rpc_method_handler(
+                    servicer.Refund,
+                    request_deserializer=protocols_dot_wire_dot_portal__pb2.PortalRefundRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=protocols_dot_wire_dot_portal__pb2.PortalCancelRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.SerializeToString,
             ),
     }
@@ -1010,6 +1044,60 @@ class Portal:
             target,
             '/txswitch.v1.Portal/Redeem',
             protocols_dot_wire_dot_portal__pb2.PortalRedeemRequest.SerializeToString,
+            protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Refund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/Refund',
+            protocols_dot_wire_dot_portal__pb2.PortalRefundRequest.SerializeToString,
+            protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/Cancel',
+            protocols_dot_wire_dot_portal__pb2.PortalCancelRequest.SerializeToString,
             protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
             options,
             channel_credentials,

@@ -88,6 +88,11 @@ class PortalStub:
     card rules, answer codes and idempotency by transaction_id.
     """
     Redeem: _grpc.UnaryUnaryMultiCallable[_portal_pb2.PortalRedeemRequest, _terminal_pb2.TransactionResponse]
+    Refund: _grpc.UnaryUnaryMultiCallable[_portal_pb2.PortalRefundRequest, _terminal_pb2.TransactionResponse]
+    """A web redemption given back, as at a terminal: with a user's 4-digit PIN, a refund of part or
+    all of it, or a cancel of the whole (the web terminal's day is never closed).
+    """
+    Cancel: _grpc.UnaryUnaryMultiCallable[_portal_pb2.PortalCancelRequest, _terminal_pb2.TransactionResponse]
 
 @_typing.type_check_only
 class PortalAsyncStub(PortalStub):
@@ -140,6 +145,11 @@ class PortalAsyncStub(PortalStub):
     card rules, answer codes and idempotency by transaction_id.
     """
     Redeem: _aio.UnaryUnaryMultiCallable[_portal_pb2.PortalRedeemRequest, _terminal_pb2.TransactionResponse]  # type: ignore[assignment]
+    Refund: _aio.UnaryUnaryMultiCallable[_portal_pb2.PortalRefundRequest, _terminal_pb2.TransactionResponse]  # type: ignore[assignment]
+    """A web redemption given back, as at a terminal: with a user's 4-digit PIN, a refund of part or
+    all of it, or a cancel of the whole (the web terminal's day is never closed).
+    """
+    Cancel: _aio.UnaryUnaryMultiCallable[_portal_pb2.PortalCancelRequest, _terminal_pb2.TransactionResponse]  # type: ignore[assignment]
 
 class PortalServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -319,6 +329,23 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
     def Redeem(
         self,
         request: _portal_pb2.PortalRedeemRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_terminal_pb2.TransactionResponse, _abc.Awaitable[_terminal_pb2.TransactionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Refund(
+        self,
+        request: _portal_pb2.PortalRefundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_terminal_pb2.TransactionResponse, _abc.Awaitable[_terminal_pb2.TransactionResponse]]:
+        """A web redemption given back, as at a terminal: with a user's 4-digit PIN, a refund of part or
+        all of it, or a cancel of the whole (the web terminal's day is never closed).
+        """
+
+    @_abc_1.abstractmethod
+    def Cancel(
+        self,
+        request: _portal_pb2.PortalCancelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_terminal_pb2.TransactionResponse, _abc.Awaitable[_terminal_pb2.TransactionResponse]]: ...
 

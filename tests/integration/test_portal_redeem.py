@@ -16,7 +16,7 @@ from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.admin import WEB_BACK_OFFICE
 from switch.domain.cards import qr_payload
-from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, world_fixture
+from tests.integration.harness import EMPLOYEE, MERCHANT_EMAIL, MERCHANT_PASSWORD, World, world_fixture
 from tests.integration.test_portal import OTHER_EMAIL, OTHER_PASSWORD, days, refusal, sign_in, stub
 
 Metadata = tuple[tuple[str, str], ...]
@@ -149,3 +149,34 @@ def test_no_device_may_activate_as_the_web_back_office(world: World) -> None:
     )
     code, details = refusal(pb_grpc.TerminalStub(world.channel).Activate, request, timeout=20)
     assert code is grpc.StatusCode.INVALID_ARGUMENT and "web back office" in details
+
+
+def test_a_web_redemption_is_refunded_or_cancelled_with_an_employees_pin(world: World) -> None:
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    sale, other = uuid.uuid4().hex, uuid.uuid4().hex
+    assert redeem(world, owner, card, 1_000, sale).response_code == "00"
+    assert redeem(world, owner, card, 300, other).response_code == "00"
+    employee = pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin)
+
+    def refund(original: str, amount_minor: int, auth: pb.EmployeeAuth = employee) -> pb.TransactionResponse:
+        request = portal.PortalRefundRequest(
+            transaction_id=uuid.uuid4().hex,
+            original_transaction_id=original,
+            amount=pb.Amount(amount_minor=amount_minor, currency="EUR"),
+            employee=auth,
+        )
+        answer: pb.TransactionResponse = stub(world).Refund(request, metadata=owner, timeout=20)
+        return answer
+
+    wrong = pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin="0000")
+    assert refund(sale, 400, wrong).response_code == "55"
+    assert refund(sale, 400).response_code == "00"
+    assert refund(sale, 700).response_code == "13"  # more than is left of it
+    cancel = portal.PortalCancelRequest(
+        transaction_id=uuid.uuid4().hex, original_transaction_id=other, employee=employee
+    )
+    assert stub(world).Cancel(cancel, metadata=owner, timeout=20).response_code == "00"
+    assert world.terminals[0].balance(card) == 5_000 - 1_000 + 400
+    check = world.ledger()
+    assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
