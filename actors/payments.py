@@ -66,8 +66,8 @@ ACQUIRED_TYPES = frozenset({TransactionType.payment.value, TransactionType.refun
 # A payment sent again through another node waits for the first copy's answer this much past the
 # response timeout, asking the database this often.
 ELSEWHERE_MARGIN_S = 2.0
-GATEWAY_NOT_RUNNING = "acquirer gateway not running"
 ELSEWHERE_POLL_S = 0.05
+GATEWAY_NOT_RUNNING = "acquirer gateway not running"  # PaymentProcessor._undo: no reversal advice
 ENTRY_MODES = {
     EntryMode.contactless: CardEntryMode.contactless,
     EntryMode.chip: CardEntryMode.chip,
