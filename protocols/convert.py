@@ -43,14 +43,16 @@ def missing_field(request: object, *fields: str) -> str:
     return ""
 
 
-def transaction_id(value: str, field: str = "transaction_id") -> str:
+def transaction_id(value: str, field: str = "transaction_id", *, lookup: bool = False) -> str:
+    """A terminal's transaction id; `lookup`: one it asks about (a status, a receipt), which may be
+    an id the switch gave (a reversal's), so the reserved prefixes are taken."""
     if not value:
         raise BadRequestError(f"{field} is missing")
     if len(value) > TRANSACTION_ID_LENGTH_MAX:
         raise BadRequestError(f"{field} is longer than {TRANSACTION_ID_LENGTH_MAX} characters")
     if not value.isprintable():
         raise BadRequestError(f"{field} has unprintable characters")
-    if value.startswith(RESERVED_ID_PREFIXES):
+    if not lookup and value.startswith(RESERVED_ID_PREFIXES):
         raise BadRequestError(f"{field} may not start with {' or '.join(RESERVED_ID_PREFIXES)}")
     return value
 

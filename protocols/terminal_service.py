@@ -305,7 +305,7 @@ class TerminalService(pb_grpc.TerminalServicer):
         self, request: pb.TransactionStatusRequest, context: Context
     ) -> pb.TransactionStatusResponse:
         terminal_id = self._terminal_id(context)
-        transaction_id = _decoded(lambda: convert.transaction_id(request.transaction_id))
+        transaction_id = _decoded(lambda: convert.transaction_id(request.transaction_id, lookup=True))
         try:
             outcome = await self._core.transaction_status_async(terminal_id, transaction_id)
         except ReplyTimeoutError:  # its outcome is still on its way to the journal
@@ -371,7 +371,7 @@ class TerminalService(pb_grpc.TerminalServicer):
     @in_thread
     def SendReceipt(self, request: pb.SendReceiptRequest, context: Context) -> pb.SendReceiptResponse:
         terminal_id = self._terminal_id(context)
-        transaction_id = _decoded(lambda: convert.transaction_id(request.transaction_id))
+        transaction_id = _decoded(lambda: convert.transaction_id(request.transaction_id, lookup=True))
         try:
             queued = self._core.receipts.send(terminal_id, transaction_id, request.email)
         except ReceiptRefusedError as refusal:

@@ -8,6 +8,7 @@ attempts or at once on a permanent refusal, and then forgets the clear address.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import email.message
@@ -184,7 +185,9 @@ class Receipts:
         record, result = stored.record, ResponseCode[stored.record.result]
         approved = result in (ResponseCode.approved, ResponseCode.approved_partial)
         amount_minor = record.approved_minor if approved else record.requested_minor
-        currency = record.currency
+        # A decline that asked nothing the card could count (another currency) shows no amount,
+        # not 0.00 in the card's currency.
+        currency = record.currency if approved or amount_minor else ""
         return ReceiptFacts(
             merchant_name=self._store.merchant_name(terminal.merchant_id) or "",
             location_name=terminal.location_name,
@@ -386,14 +389,20 @@ class Receipts:
                 continue  # another node's mailer took it
             try:
                 send_mail(server, row.recipient, row.subject, row.body, row.logo or b"")
-            except smtplib.SMTPResponseException as error:
-                permanent = 500 <= error.smtp_code < 600
-                self._put_off(row, f"mail server answered {error.smtp_code}", give_up=permanent)
             except smtplib.SMTPRecipientsRefused as error:
                 codes = [code for code, _ in error.recipients.values()]
                 self._put_off(row, f"recipient refused ({codes})", give_up=all(c >= 500 for c in codes))
+            except smtplib.SMTPDataError as error:  # the message itself refused: sending it again won't do
+                permanent = 500 <= error.smtp_code < 600
+                self._put_off(row, f"mail server answered {error.smtp_code}", give_up=permanent)
+            except smtplib.SMTPResponseException as error:
+                # AUTH, STARTTLS, MAIL FROM: the switch's own mail settings, not this customer's address.
+                self._put_off(row, f"mail server answered {error.smtp_code}", give_up=False)
             except (OSError, smtplib.SMTPException) as error:
                 self._put_off(row, f"mail server not reached: {type(error).__name__}", give_up=False)
+            except Exception as error:  # one receipt's fault must not stop every other's
+                log.exception("receipt %s could not be sent", row.receipt_id)
+                self._put_off(row, f"receipt not sendable: {type(error).__name__}", give_up=True)
             else:
                 self._finish(row.receipt_id, "sent", "")
                 sent += 1
@@ -491,9 +500,16 @@ def send_mail(server: MailServer, recipient: str, subject: str, body: str, logo_
         html_part = message.get_body(("html",))
         assert isinstance(html_part, email.message.EmailMessage)
         html_part.add_related(logo_png, "image", "png", cid=logo_id)
-    with smtplib.SMTP(server.host, server.port, timeout=server.timeout_s) as smtp:
+    smtp = smtplib.SMTP(server.host, server.port, timeout=server.timeout_s)
+    try:
         if server.starttls:
             smtp.starttls()
         if server.username:
             smtp.login(server.username, server.password)
         smtp.send_message(message)
+    finally:
+        # Taken once send_message returns: an answer to QUIT other than 221 (a with-block raises
+        # on it) made a delivered receipt be sent again, up to eight times.
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            smtp.quit()
+        smtp.close()

@@ -139,9 +139,13 @@ def render(facts: ReceiptFacts, layout: ReceiptLayout) -> tuple[str, str]:
     title = TITLES.get(facts.transaction_type, facts.transaction_type.upper())
     approved = facts.result in (ResponseCode.approved, ResponseCode.approved_partial)
     amount = facts.amount.format() if facts.amount is not None else "-"
-    subject = f"Receipt {facts.merchant_name}: {title.lower()} {amount}"
+    # One line: a merchant name pasted with a line break made the header, and the whole round, fail.
+    merchant = " ".join(facts.merchant_name.split())
+    subject = f"Receipt {merchant}: {title.lower()} {amount}"
     if not approved:
         subject += " (not approved)"
+    elif facts.status not in ("approved", "declined"):
+        subject += f" ({facts.status})"  # a cancelled sale must not read as one that stands
     lines = [facts.merchant_name, facts.location_name]
     lines += [line for line in layout.header.splitlines() if line.strip()]
     lines += [

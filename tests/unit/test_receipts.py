@@ -97,7 +97,7 @@ def test_a_reversal_that_moved_nothing_shows_no_amount_and_says_what_became_of_i
         **{**{f: getattr(FACTS, f) for f in FACTS.__slots__}, "amount": None, "status": "reversed"}
     )
     subject, body = render(facts, ReceiptLayout())
-    assert subject.endswith(" -")
+    assert subject.endswith(" - (reversed)")  # what became of it, in the subject too
     assert "Amount        -" in body and "Now           reversed" in body
 
 
