@@ -101,6 +101,7 @@ class AcquirerLink:
         self.late_responses = 0
         self.repeated_responses = 0
         self.connects = 0
+        self.last_echo_at: dt.datetime | None = None
 
     @property
     def name(self) -> str:
@@ -117,6 +118,7 @@ class AcquirerLink:
             late_responses=self.late_responses,
             connects=self.connects,
             repeated_responses=self.repeated_responses,
+            last_echo_at=self.last_echo_at,
         )
 
     # --- exchange -----------------------------------------------------------------------------
@@ -165,9 +167,12 @@ class AcquirerLink:
 
     async def network(self, code: str) -> IsoMessage | None:
         message = network_message(code, self._next_stan(), transmission_datetime(now_utc()))
-        return await self.exchange(
+        response = await self.exchange(
             message, self._limits.network_timeout_ms, before_sign_on=code == mti.NETWORK_SIGN_ON
         )
+        if code == mti.NETWORK_ECHO and response is not None and response.get("39") == "00":
+            self.last_echo_at = now_utc()  # for `acquirers status`, which showed "-" for ever
+        return response
 
     # --- connection lifecycle ---------------------------------------------------------------------
 

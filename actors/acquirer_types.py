@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, field
 
@@ -155,6 +156,7 @@ class LinkStatistics:
     late_responses: int
     connects: int
     repeated_responses: int = 0  # second copies of an answer already given: dropped
+    last_echo_at: dt.datetime | None = None  # the last echo (0800) the acquirer approved
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,7 +254,7 @@ class SwitchOpsBackend:
                     host=endpoint.host if endpoint is not None else "-",
                     port=endpoint.port if endpoint is not None else 0,
                     requests_in_flight=link.in_flight,
-                    last_echo_at=None,
+                    last_echo_at=link.last_echo_at,
                     store_and_forward_pending=pending.get(link.name, 0),
                 )
             )

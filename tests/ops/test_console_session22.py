@@ -23,11 +23,13 @@ from protocols.wire import terminal_pb2 as pb
 from switch.admin import WEB_BACK_OFFICE
 from switch.security import PinBlockFormat
 from switch.security.pinpad import encipher_pin_block
+from terminal_sim.acquirer_host import HostThread
 from tests.integration.harness import World, new_txn
 from tests.integration.journal_world import issue, make_world, redemption
+from tests.integration.payment_harness import MASTER_KEY_HEX, acquirers_file
 from tests.integration.test_portal import sign_in
 from tests.integration.test_portal import stub as portal_stub
-from tests.ops.conftest import ConsoleWorld
+from tests.ops.conftest import ConsoleWorld, Keys, console_world_with
 
 
 def field(text: str, name: str) -> str:
@@ -152,3 +154,21 @@ def test_a_lost_journal_process_is_logged_as_journal_lost(tmp_path: Path) -> Non
     critical = [line["message"] for line in lines if line["level"] == "critical"]
     assert critical, lines
     assert any("journal lost" in message for message in critical), critical
+
+
+def test_acquirers_status_shows_when_the_last_echo_was_answered(keys: Keys, tmp_path: Path) -> None:
+    # The column was always "-": nothing recorded an echo's answer.
+    with HostThread() as host:
+        assert host.host.port is not None
+        settings_file = acquirers_file(tmp_path / "acquirers.toml", host.host.port)
+        for console_world in console_world_with(
+            keys, tmp_path, acquirers_file=settings_file, master_key_hex=MASTER_KEY_HEX
+        ):
+            before, echoed, after = console_world.run(
+                console_world.keys.operator, "acquirers status", "acquirers echo acq-sim", "acquirers status"
+            )
+            assert "00" in echoed.stdout, echoed
+            row_before = next(line for line in before.stdout.splitlines() if line.startswith("acq-sim"))
+            row_after = next(line for line in after.stdout.splitlines() if line.startswith("acq-sim"))
+            stamp = re.compile(r"\d{4}-\d{2}-\d{2}")
+            assert not stamp.search(row_before) and stamp.search(row_after), (before.stdout, after.stdout)
