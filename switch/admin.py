@@ -582,8 +582,8 @@ class Admin:
         periods, its reports, idempotency by transaction id): made on first use, with a credential
         nobody holds. An empty location_id names the merchant's only location. LookupError for a
         location that is not the merchant's; AdminError when it must be named."""
-        with writing(self._engine) as conn:
-            mine = select(locations.c.location_id).where(locations.c.merchant_id == merchant_id)
+        mine = select(locations.c.location_id).where(locations.c.merchant_id == merchant_id)
+        with self._engine.connect() as conn:  # a read: the write lock only for the first use
             if not location_id:
                 found = conn.execute(mine.limit(2)).scalars().all()
                 if len(found) != 1:
@@ -595,13 +595,14 @@ class Admin:
                 terminals.c.location_id == location_id, terminals.c.device_name == WEB_BACK_OFFICE
             )
             existing = conn.execute(web).scalar()
-            if existing is not None:
-                return str(existing)
-            terminal_id = new_id("trm")
-            _, credential_hash = credentials.new_credential(terminal_id)  # the credential is dropped
-            now = self._now()
+        if existing is not None:
+            return str(existing)
+        terminal_id = new_id("trm")
+        _, credential_hash = credentials.new_credential(terminal_id)  # the credential is dropped
+        now = self._now()
+        with writing(self._engine) as conn:
             try:
-                with conn.begin_nested():  # PostgreSQL: another first use may insert it at once
+                with conn.begin_nested():  # another first use (a node, a thread) may insert it at once
                     conn.execute(
                         insert(terminals),
                         {
