@@ -81,6 +81,9 @@ class QueryStatus:
 @dataclass(frozen=True, slots=True)
 class CloseDay:
     close_id: str
+    # The period to close, for a close the switch makes (the web back office's): if that period is
+    # no longer open, nothing is closed (DayCloseError). None: the open one (a terminal's DayClose).
+    period_number: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,7 +213,7 @@ class TerminalActor(SwitchActor):
             case QueryStatus():
                 return self._status(message.transaction_id)
             case CloseDay():
-                return self._close_day(message.close_id)
+                return self._close_day(message.close_id, message.period_number)
             case ReportX():
                 return self._x_report()
             case SubmitPayment() | SubmitAbort():
@@ -462,13 +462,18 @@ class TerminalActor(SwitchActor):
             if not recent.reply.done():
                 recent.reply.settle(self._services.reply_timeout_s)
 
-    def _close_day(self, close_id: str) -> DayCloseReport:
+    def _close_day(self, close_id: str, period_number: int | None = None) -> DayCloseReport:
         store, info = self._services.store, self.info
         existing = store.day_close(info.terminal_id, close_id)
         if existing is not None:
             if existing.period_number >= info.period_number:
                 self._reload()  # its write landed after an earlier attempt gave up waiting
             return existing
+        if period_number is not None and period_number != info.period_number:
+            self._reload()  # this copy may be behind a close on another node
+            if period_number != self.info.period_number:
+                raise DayCloseError(f"period {period_number} of {info.terminal_id} is not open")
+            info = self.info
         # Not for the count (the close counts its period as it commits, switch.store.periods) but
         # so that what this terminal was told approved is in it.
         self._settle_in_flight()

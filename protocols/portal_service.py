@@ -40,6 +40,7 @@ from switch.password_resets import ResetsOffError
 from switch.passwords import Login, NotAllowedError, TooManySignInsError
 from switch.portal import PortalSessions
 from switch.receipts import ReceiptRefusedError
+from switch.web_days import WebDayCloseError
 
 T = TypeVar("T")
 R = TypeVar("R", bound="OwnRequest")  # a request the portal scopes to the login's merchant
@@ -200,6 +201,11 @@ class PortalService(portal_grpc.PortalServicer):
         def action(login: Login) -> pb.TransactionResponse:
             decoded = command()
             terminal_id = self._core.web_terminal(login.merchant_id, location_id)
+            try:
+                # Its earlier day is closed first, so this transaction counts in today's period.
+                self._core.web_days.close_if_due(terminal_id)
+            except WebDayCloseError as error:
+                _abort(context, grpc.StatusCode.UNAVAILABLE, f"{error}; send it again")
             txn = decoded.transaction_id
             if self._core.admin.web_transaction_elsewhere(login.merchant_id, terminal_id, txn):
                 code = ResponseCode.duplicate_transmission

@@ -76,6 +76,10 @@ class Settings:
     iso_inbound_acquirers: str = field(default="", repr=False)
     # The portal's transaction report counts days on this clock unless a request names another
     report_time_zone: str = "Europe/Amsterdam"
+    # The web back office's day (switch/web_days.py): how often, at most, serve looks for a web
+    # terminal whose open period holds transactions of an earlier day and closes it (it also looks
+    # just after midnight on the report zone's clock, and before each web transaction)
+    web_day_close_interval_s: float = 300.0
     # Merchant portal: how long a signed-in session lasts
     portal_session_s: int = 8 * 3600
     # The merchant's password, at portal sign-in and terminal activation: wrong tries in a row for
@@ -149,7 +153,12 @@ class Settings:
 
 
 ENVIRONMENT_PREFIX = "TXSWITCH_"
-POSITIVE_SETTINGS = ("iso_inbound_in_flight_max", "iso_inbound_connections_max", "iso_inbound_idle_s")
+POSITIVE_SETTINGS = (
+    "iso_inbound_in_flight_max",
+    "iso_inbound_connections_max",
+    "iso_inbound_idle_s",
+    "web_day_close_interval_s",
+)
 
 
 def from_environment(base: Settings | None = None) -> Settings:

@@ -52,6 +52,7 @@ from switch.store.journal_process import can_serve
 from switch.store.keys import KeyStore
 from switch.store.repository import DayCloseReport, Store
 from switch.store.schema import CARD_EVENT_DETAIL_MAX
+from switch.web_days import WebDays
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +166,14 @@ class SwitchCore:
         )
         self._reaper_stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="actor-reaper", daemon=True)
+        self.web_days = WebDays(
+            engine, self.report_zone, utc_now, self._close_period, settings.web_day_close_interval_s
+        )
 
     def start(self) -> None:
         self.writer.start()
         self._reaper.start()
+        self.web_days.start()
         self.receipts.start()
         self.password_resets.start()
         # Money credited to a replaced card that a stop kept from following it (_follow_replacement).
@@ -179,6 +184,7 @@ class SwitchCore:
         """Actors first (their decided writes land), then the journal flushes and stops."""
         self.receipts.stop()
         self.password_resets.stop()
+        self.web_days.stop()  # before the actors: a close it is making lands or fails first
         self._reaper_stop.set()
         self.terminal_actors.stop_all()
         self.card_actors.stop_all()
@@ -236,6 +242,16 @@ class SwitchCore:
     def close_day(self, terminal_id: str, close_id: str) -> DayCloseReport:
         report: DayCloseReport = self.terminal_actors.ask(terminal_id, CloseDay(close_id), self._long_ask_s)
         return report
+
+    def _close_period(self, terminal_id: str, close_id: str, period_number: int) -> DayCloseReport:
+        """A close of that period only: DayCloseError if it is no longer open (closed meanwhile)."""
+        message = CloseDay(close_id, period_number)
+        report: DayCloseReport = self.terminal_actors.ask(terminal_id, message, self._long_ask_s)
+        return report
+
+    def close_web_days(self) -> list[DayCloseReport]:
+        """Close the web back office's earlier days now (WebDays.close_due): the closes made or found."""
+        return self.web_days.close_due()
 
     def x_report(self, terminal_id: str) -> DayCloseReport:
         report: DayCloseReport = self.terminal_actors.ask(terminal_id, ReportX(), self._long_ask_s)

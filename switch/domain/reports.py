@@ -46,12 +46,12 @@ class ReportQuery:
     @property
     def since(self) -> dt.datetime:
         """The first day's midnight on the shop's clock, in UTC."""
-        return _midnight(self.first_day, self.zone)
+        return midnight(self.first_day, self.zone)
 
     @property
     def until(self) -> dt.datetime:
         """The midnight after the last day, in UTC (excluded)."""
-        return _midnight(self.last_day + dt.timedelta(days=1), self.zone)
+        return midnight(self.last_day + dt.timedelta(days=1), self.zone)
 
 
 def report_query(
@@ -156,5 +156,6 @@ def _after(token: str) -> int:
     return int(token)
 
 
-def _midnight(day: dt.date, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+def midnight(day: dt.date, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The day's first moment on the zone's clock, in UTC."""
     return dt.datetime.combine(day, dt.time(), zone).astimezone(dt.UTC)

@@ -1,0 +1,151 @@
+"""The web back office's day: its terminal's period closed once a day, as a terminal's day close.
+
+A location's web back office terminal (Admin.web_terminal) has no one to press "day close", so the
+switch closes it: a period that holds a transaction stamped before today's midnight on the report
+zone's clock is closed, once by a pass in `txswitch serve` just after midnight (and every
+`web_day_close_interval_s`), and before the web terminal takes its first transaction of a new
+day, so that transaction opens the next period and is never counted in the day before it.
+
+A period holding only today's transactions is not closed, however long ago it opened (an empty day
+needs no close report; its day's report then starts when the period opened). The close is the
+terminal's own (TerminalActor's CloseDay through the journal), so it counts its period as it
+commits (switch.store.periods) and is refused if the period was closed meanwhile. Its close id is
+named by the period it closes, so two nodes, or a pass and a web transaction, closing the same
+period at once make one close: the second finds the first's (a stored close id), or is refused on
+the period. Only the switch closes a web terminal's periods (nobody holds its credential).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import zoneinfo
+from collections.abc import Callable
+
+import pykka
+from sqlalchemy import Engine, and_, exists, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from actors.terminal_actor import DayCloseError
+from switch.admin import WEB_BACK_OFFICE
+from switch.domain.reports import midnight
+from switch.store.journal import TOMBSTONE_TYPE
+from switch.store.repository import DayCloseReport
+from switch.store.schema import terminals, transactions
+
+log = logging.getLogger(__name__)
+
+# Web terminals closed in one pass; a longer list is taken up by the next pass.
+WEB_DAY_CLOSES_PER_PASS_MAX = 1_000
+# Tries to close one web terminal's day before a web transaction: a second after a close refused
+# because this node's copy of the period was behind another node's close.
+WEB_DAY_CLOSE_ATTEMPTS_MAX = 2
+# After midnight, the pass waits this much longer, so the new day has begun on the clock it reads.
+AFTER_MIDNIGHT_S = 1.0
+
+CloseDay = Callable[[str, str, int], DayCloseReport]  # terminal id, close id, period -> report
+# A close not made now (the period closed meanwhile, the journal slow or failing, the actor
+# stopping); the same close is tried again later, by its period's close id.
+CLOSE_FAULTS = (DayCloseError, TimeoutError, pykka.Timeout, pykka.ActorDeadError, SQLAlchemyError)
+
+
+class WebDayCloseError(RuntimeError):
+    """A web terminal's earlier day could not be closed now; its transaction is not taken (send it
+    again), so it is never counted in that day."""
+
+
+def close_id_of(period_number: int) -> str:
+    """The close id of a web terminal's period: one per period, whoever closes it."""
+    return f"web-day-{period_number}"
+
+
+class WebDays:
+    def __init__(
+        self,
+        engine: Engine,
+        zone: zoneinfo.ZoneInfo,
+        now: Callable[[], dt.datetime],
+        close_day: CloseDay,
+        interval_s: float,
+    ) -> None:
+        assert interval_s > 0, "web_day_close_interval_s must be positive"
+        self._engine = engine
+        self._zone = zone
+        self._now = now
+        self._close_day = close_day
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="web-day-close", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def close_due(self) -> list[DayCloseReport]:
+        """Close every web terminal whose open period holds a transaction of an earlier day (at
+        most WEB_DAY_CLOSES_PER_PASS_MAX); the closes made or found. A close that fails is logged
+        and left to the next pass or web transaction."""
+        reports = []
+        for terminal_id, period_number in self._due():
+            try:
+                reports.append(self._close_day(terminal_id, close_id_of(period_number), period_number))
+            except CLOSE_FAULTS as error:
+                log.warning("web back office %s: period %d not closed: %s", terminal_id, period_number, error)
+        return reports
+
+    def close_if_due(self, terminal_id: str) -> DayCloseReport | None:
+        """Before a web transaction: close the terminal's open period if it holds a transaction of
+        an earlier day; the close, or None if none was due. WebDayCloseError if it could not."""
+        problem = ""
+        for _ in range(WEB_DAY_CLOSE_ATTEMPTS_MAX):
+            due = self._due(terminal_id)
+            if not due:
+                return None
+            ((_, period_number),) = due
+            try:
+                return self._close_day(terminal_id, close_id_of(period_number), period_number)
+            except CLOSE_FAULTS as error:  # read the period again: another node may have closed it
+                problem = str(error)
+        raise WebDayCloseError(f"the web back office's earlier day is not closed yet: {problem}")
+
+    def _due(self, terminal_id: str = "") -> list[tuple[str, int]]:
+        """(terminal, open period) of web terminals whose open period holds a row committed before
+        today's midnight; one terminal's, or every one's."""
+        today = self._now().astimezone(self._zone).date()
+        row, web = transactions.c, terminals.c
+        earlier_day = exists().where(
+            and_(
+                row.source == web.terminal_id,
+                row.period_number == web.period_number,  # ix_transactions_period
+                row.created_at < midnight(today, self._zone),
+                row.transaction_type != TOMBSTONE_TYPE,
+            )
+        )
+        query = select(web.terminal_id, web.period_number).where(
+            web.device_name == WEB_BACK_OFFICE, earlier_day
+        )
+        if terminal_id:
+            query = query.where(web.terminal_id == terminal_id)
+        query = query.order_by(web.terminal_id).limit(WEB_DAY_CLOSES_PER_PASS_MAX)
+        with self._engine.connect() as conn:
+            return [(str(found), int(period)) for found, period in conn.execute(query)]
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._wait_s()):
+            try:
+                self.close_due()
+            except SQLAlchemyError as error:  # the database away: the next pass tries again
+                log.warning("web back office day close pass failed: %s", error)
+
+    def _wait_s(self) -> float:
+        """Until the next pass: the interval, or just past the coming midnight if that is sooner."""
+        now = self._now()
+        tomorrow = now.astimezone(self._zone).date() + dt.timedelta(days=1)
+        until_midnight_s = (midnight(tomorrow, self._zone) - now).total_seconds() + AFTER_MIDNIGHT_S
+        return max(0.0, min(self._interval_s, until_midnight_s))

@@ -1,0 +1,188 @@
+"""The web back office's day closes by itself: its terminal has no one to press "day close", so the
+switch closes a period that holds transactions of an earlier day (on the report time zone's clock)
+before the web terminal's first transaction of a new day, and in `txswitch serve` once a day.
+
+Each test failed before the fix (the web terminal's period stayed open for ever: no stored close,
+and a web redemption of an earlier day could still be cancelled). "An earlier day" is made by
+moving the web terminal's rows and its period's opening back to yesterday noon in the report
+zone, the state a day later, rather than by faking the switch's clock (the journal, in a process
+of its own, stamps the rows).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import portal_pb2 as portal
+from protocols.wire import terminal_pb2 as pb
+from switch.admin import WEB_BACK_OFFICE
+from switch.store.schema import terminals, transactions
+from tests.integration.harness import EMPLOYEE, World, start_world, world_fixture
+from tests.integration.nodes.conftest import Nodes, two_nodes
+from tests.integration.test_portal import sign_in, stub
+from tests.integration.test_portal_redeem import Metadata, redeem
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=1)
+
+
+def web_terminal_id(world: World, metadata: Metadata) -> str:
+    listed = stub(world).ListTerminals(bo.ListTerminalsRequest(), metadata=metadata, timeout=20)
+    (web,) = [t for t in listed.terminals if t.device_name == WEB_BACK_OFFICE]
+    return str(web.terminal_id)
+
+
+def day_closes(world: World, metadata: Metadata, terminal_id: str) -> list[pb.DayCloseReport]:
+    listed = stub(world).ListDayCloses(
+        bo.TerminalRequest(terminal_id=terminal_id), metadata=metadata, timeout=20
+    )
+    return list(listed.reports)
+
+
+def as_of_yesterday(world: World, terminal_id: str) -> None:
+    """The web terminal's transactions so far, and its open period, moved to yesterday noon on the
+    report zone's clock: what the database holds a day later."""
+    core = world.server.core
+    noon = dt.datetime.combine(core.today() - dt.timedelta(days=1), dt.time(12), core.report_zone)
+    with core.store.engine.begin() as conn:
+        conn.execute(update(transactions).where(transactions.c.source == terminal_id).values(created_at=noon))
+        conn.execute(
+            update(terminals).where(terminals.c.terminal_id == terminal_id).values(period_opened_at=noon)
+        )
+
+
+def lines(report: pb.DayCloseReport) -> dict[tuple[str, str], tuple[int, int]]:
+    return {(t.transaction_type, t.undoes): (t.count, t.total.amount_minor) for t in report.totals}
+
+
+def cancel(world: World, metadata: Metadata, original: str) -> pb.TransactionResponse:
+    request = portal.PortalCancelRequest(
+        transaction_id=uuid.uuid4().hex,
+        original_transaction_id=original,
+        employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin),
+    )
+    answer: pb.TransactionResponse = stub(world).Cancel(request, metadata=metadata, timeout=20)
+    return answer
+
+
+def test_yesterdays_web_redemptions_are_closed_before_the_first_of_today(world: World) -> None:
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    assert redeem(world, owner, card, 1_000, first).response_code == "00"
+    assert redeem(world, owner, card, 300, second).response_code == "00"
+    web = web_terminal_id(world, owner)
+    assert day_closes(world, owner, web) == []  # the day is not over
+    as_of_yesterday(world, web)
+    txn = uuid.uuid4().hex
+    today = redeem(world, owner, card, 200, txn)
+    assert today.response_code == "00", today.message
+    (close,) = day_closes(world, owner, web)
+    assert (close.sequence_number, close.period_number) == (1, 1)
+    # Yesterday's two, each once; today's is in the next period.
+    assert lines(close) == {("redemption", ""): (2, 1_300)}
+    assert today.period_number == close.period_number + 1
+    # Sent again, today's answer is the same: nothing closed twice, nothing moved twice.
+    assert redeem(world, owner, card, 200, txn) == today
+    assert len(day_closes(world, owner, web)) == 1
+    assert world.terminals[0].balance(card) == 5_000 - 1_500
+
+
+def test_a_web_redemption_of_a_closed_day_is_refunded_not_cancelled(world: World) -> None:
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    sale = uuid.uuid4().hex
+    assert redeem(world, owner, card, 1_000, sale).response_code == "00"
+    as_of_yesterday(world, web_terminal_id(world, owner))
+    refused = cancel(world, owner, sale)
+    # Its day was closed before the cancel counted: as at a terminal, 12 (refund instead).
+    assert refused.response_code == "12", refused.message
+    assert world.terminals[0].balance(card) == 4_000
+    refund = portal.PortalRefundRequest(
+        transaction_id=uuid.uuid4().hex,
+        original_transaction_id=sale,
+        amount=pb.Amount(amount_minor=1_000, currency="EUR"),
+        employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin),
+    )
+    assert stub(world).Refund(refund, metadata=owner, timeout=20).response_code == "00"
+    assert world.terminals[0].balance(card) == 5_000
+
+
+def test_a_period_of_todays_transactions_only_or_none_is_not_closed(world: World) -> None:
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    assert redeem(world, owner, card, 100).response_code == "00"
+    web = web_terminal_id(world, owner)
+    core = world.server.core
+    assert core.close_web_days() == []  # today's only: the day is not over
+    # A period opened long ago that held nothing before today is no earlier day: not closed.
+    with core.store.engine.begin() as conn:
+        long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+        mine = terminals.c.terminal_id == web
+        conn.execute(update(terminals).where(mine).values(period_opened_at=long_ago))
+    assert core.close_web_days() == []
+    assert redeem(world, owner, card, 100).response_code == "00"
+    assert day_closes(world, owner, web) == []
+
+
+def test_serve_closes_the_web_days_by_itself(tmp_path: Path) -> None:
+    world = start_world(tmp_path, "", terminals=1, web_day_close_interval_s=0.1)
+    try:
+        owner = sign_in(world)
+        card = world.issue(5_000)
+        assert redeem(world, owner, card, 700).response_code == "00"
+        web = web_terminal_id(world, owner)
+        as_of_yesterday(world, web)
+        deadline = time.monotonic() + 10
+        while not day_closes(world, owner, web) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (close,) = day_closes(world, owner, web)
+        assert lines(close) == {("redemption", ""): (1, 700)}
+    finally:
+        world.channel.close()
+        world.server.stop()
+    assert not [t for t in threading.enumerate() if t.name == "web-day-close"]  # stopped with the switch
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    yield from two_nodes(tmp_path)
+
+
+def test_two_nodes_closing_the_web_day_at_once_close_it_once(nodes: Nodes) -> None:
+    world = nodes.world
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    for amount_minor in (100, 200, 300):
+        assert redeem(world, owner, card, amount_minor).response_code == "00"
+    web = web_terminal_id(world, owner)
+    as_of_yesterday(world, web)
+    cores = (world.server.core, nodes.node_b.core)
+    start = threading.Barrier(2, timeout=10)
+    closed: list[object] = []
+
+    def close(index: int) -> None:
+        start.wait()
+        closed.extend(cores[index].close_web_days())
+
+    threads = [threading.Thread(target=close, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    (report,) = day_closes(world, owner, web)
+    assert lines(report) == {("redemption", ""): (3, 600)}
+    assert closed  # at least one node answered the close it made or found
+    assert redeem(world, owner, card, 50).response_code == "00"
+    assert len(day_closes(world, owner, web)) == 1
