@@ -223,6 +223,24 @@ class PortalService(portal_grpc.PortalServicer):
 
         return self._run(context, PortalRight.redeem, action)
 
+    def CloseWebDay(
+        self, request: portal.CloseWebDayRequest, context: grpc.ServicerContext
+    ) -> pb.DayCloseReport:
+        """The location's web back office's day closed now, as a cashier presses day close on a
+        terminal; the switch's own close (switch/web_days.py), so the same period closes once."""
+
+        def action(login: Login) -> pb.DayCloseReport:
+            terminal_id = self._core.web_terminal(login.merchant_id, request.location_id)
+            try:
+                report = self._core.web_days.close_now(terminal_id)
+            except WebDayCloseError as error:
+                _abort(context, grpc.StatusCode.UNAVAILABLE, f"{error}; send it again")
+            if report is None:
+                raise AdminStateError("no web transaction since the web back office's last day close")
+            return convert.day_close_report(report)
+
+        return self._run(context, PortalRight.redeem, action)
+
     def RequestPasswordReset(
         self, request: portal.RequestPasswordResetRequest, context: grpc.ServicerContext
     ) -> portal.RequestPasswordResetResponse:

@@ -102,9 +102,17 @@ class WebDays:
     def close_if_due(self, terminal_id: str) -> DayCloseReport | None:
         """Before a web transaction: close the terminal's open period if it holds a transaction of
         an earlier day; the close, or None if none was due. WebDayCloseError if it could not."""
+        return self._close_one(terminal_id, earlier_day_only=True)
+
+    def close_now(self, terminal_id: str) -> DayCloseReport | None:
+        """The portal's close: the terminal's open period if it holds any transaction; the close,
+        or None if it holds none. WebDayCloseError if it could not be closed now."""
+        return self._close_one(terminal_id, earlier_day_only=False)
+
+    def _close_one(self, terminal_id: str, earlier_day_only: bool) -> DayCloseReport | None:
         problem = ""
         for _ in range(WEB_DAY_CLOSE_ATTEMPTS_MAX):
-            due = self._due(terminal_id)
+            due = self._due(terminal_id, earlier_day_only)
             if not due:
                 return None
             ((_, period_number),) = due
@@ -112,23 +120,22 @@ class WebDays:
                 return self._close_day(terminal_id, close_id_of(period_number), period_number)
             except CLOSE_FAULTS as error:  # read the period again: another node may have closed it
                 problem = str(error)
-        raise WebDayCloseError(f"the web back office's earlier day is not closed yet: {problem}")
+        raise WebDayCloseError(f"the web back office's day is not closed yet: {problem}")
 
-    def _due(self, terminal_id: str = "") -> list[tuple[str, int]]:
-        """(terminal, open period) of web terminals whose open period holds a row committed before
-        today's midnight; one terminal's, or every one's."""
-        today = self._now().astimezone(self._zone).date()
+    def _due(self, terminal_id: str = "", earlier_day_only: bool = True) -> list[tuple[str, int]]:
+        """(terminal, open period) of web terminals whose open period holds a row (committed before
+        today's midnight, if earlier_day_only); one terminal's, or every one's."""
         row, web = transactions.c, terminals.c
-        earlier_day = exists().where(
-            and_(
-                row.source == web.terminal_id,
-                row.period_number == web.period_number,  # ix_transactions_period
-                row.created_at < midnight(today, self._zone),
-                row.transaction_type != TOMBSTONE_TYPE,
-            )
-        )
+        held = [
+            row.source == web.terminal_id,
+            row.period_number == web.period_number,  # ix_transactions_period
+            row.transaction_type != TOMBSTONE_TYPE,
+        ]
+        if earlier_day_only:
+            today = self._now().astimezone(self._zone).date()
+            held.append(row.created_at < midnight(today, self._zone))
         query = select(web.terminal_id, web.period_number).where(
-            web.device_name == WEB_BACK_OFFICE, earlier_day
+            web.device_name == WEB_BACK_OFFICE, exists().where(and_(*held))
         )
         if terminal_id:
             query = query.where(web.terminal_id == terminal_id)

@@ -156,6 +156,11 @@ class PortalStub:
                 request_serializer=protocols_dot_wire_dot_portal__pb2.PortalCancelRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
                 _registered_method=True)
+        self.CloseWebDay = channel.unary_unary(
+                '/txswitch.v1.Portal/CloseWebDay',
+                request_serializer=protocols_dot_wire_dot_portal__pb2.CloseWebDayRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_terminal__pb2.DayCloseReport.FromString,
+                _registered_method=True)
 
 
 class PortalServicer:
@@ -315,7 +320,7 @@ class PortalServicer:
 
     def Refund(self, request, context):
         """A web redemption given back, as at a terminal: with a user's 4-digit PIN, a refund of part or
-        all of it, or a cancel of the whole (the web terminal's day is never closed).
+        all of it, or a cancel of the whole (12 once its day is closed: refund instead).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -323,6 +328,17 @@ class PortalServicer:
 
     def Cancel(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseWebDay(self, request, context):
+        """The web back office's day closed now, as a terminal's DayClose: the location's web terminal's
+        open period, with a sequence number, stored and listed by ListDayCloses. The switch also
+        closes it by itself once it holds transactions of an earlier day (report time zone), before
+        the next web transaction and just after midnight. FAILED_PRECONDITION when no transaction
+        came since the last close; sent twice at once, one close and the same report.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -449,6 +465,11 @@ def add_PortalServicer_to_server(servicer, server):
                     servicer.Cancel,
                     request_deserializer=protocols_dot_wire_dot_portal__pb2.PortalCancelRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_terminal__pb2.TransactionResponse.SerializeToString,
+            ),
+            'CloseWebDay': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseWebDay,
+                    request_deserializer=protocols_dot_wire_dot_portal__pb2.CloseWebDayRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_terminal__pb2.DayCloseReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1099,6 +1120,33 @@ class Portal:
             '/txswitch.v1.Portal/Cancel',
             protocols_dot_wire_dot_portal__pb2.PortalCancelRequest.SerializeToString,
             protocols_dot_wire_dot_terminal__pb2.TransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseWebDay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Portal/CloseWebDay',
+            protocols_dot_wire_dot_portal__pb2.CloseWebDayRequest.SerializeToString,
+            protocols_dot_wire_dot_terminal__pb2.DayCloseReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,9 +90,16 @@ class PortalStub:
     Redeem: _grpc.UnaryUnaryMultiCallable[_portal_pb2.PortalRedeemRequest, _terminal_pb2.TransactionResponse]
     Refund: _grpc.UnaryUnaryMultiCallable[_portal_pb2.PortalRefundRequest, _terminal_pb2.TransactionResponse]
     """A web redemption given back, as at a terminal: with a user's 4-digit PIN, a refund of part or
-    all of it, or a cancel of the whole (the web terminal's day is never closed).
+    all of it, or a cancel of the whole (12 once its day is closed: refund instead).
     """
     Cancel: _grpc.UnaryUnaryMultiCallable[_portal_pb2.PortalCancelRequest, _terminal_pb2.TransactionResponse]
+    CloseWebDay: _grpc.UnaryUnaryMultiCallable[_portal_pb2.CloseWebDayRequest, _terminal_pb2.DayCloseReport]
+    """The web back office's day closed now, as a terminal's DayClose: the location's web terminal's
+    open period, with a sequence number, stored and listed by ListDayCloses. The switch also
+    closes it by itself once it holds transactions of an earlier day (report time zone), before
+    the next web transaction and just after midnight. FAILED_PRECONDITION when no transaction
+    came since the last close; sent twice at once, one close and the same report.
+    """
 
 @_typing.type_check_only
 class PortalAsyncStub(PortalStub):
@@ -147,9 +154,16 @@ class PortalAsyncStub(PortalStub):
     Redeem: _aio.UnaryUnaryMultiCallable[_portal_pb2.PortalRedeemRequest, _terminal_pb2.TransactionResponse]  # type: ignore[assignment]
     Refund: _aio.UnaryUnaryMultiCallable[_portal_pb2.PortalRefundRequest, _terminal_pb2.TransactionResponse]  # type: ignore[assignment]
     """A web redemption given back, as at a terminal: with a user's 4-digit PIN, a refund of part or
-    all of it, or a cancel of the whole (the web terminal's day is never closed).
+    all of it, or a cancel of the whole (12 once its day is closed: refund instead).
     """
     Cancel: _aio.UnaryUnaryMultiCallable[_portal_pb2.PortalCancelRequest, _terminal_pb2.TransactionResponse]  # type: ignore[assignment]
+    CloseWebDay: _aio.UnaryUnaryMultiCallable[_portal_pb2.CloseWebDayRequest, _terminal_pb2.DayCloseReport]  # type: ignore[assignment]
+    """The web back office's day closed now, as a terminal's DayClose: the location's web terminal's
+    open period, with a sequence number, stored and listed by ListDayCloses. The switch also
+    closes it by itself once it holds transactions of an earlier day (report time zone), before
+    the next web transaction and just after midnight. FAILED_PRECONDITION when no transaction
+    came since the last close; sent twice at once, one close and the same report.
+    """
 
 class PortalServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -339,7 +353,7 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_terminal_pb2.TransactionResponse, _abc.Awaitable[_terminal_pb2.TransactionResponse]]:
         """A web redemption given back, as at a terminal: with a user's 4-digit PIN, a refund of part or
-        all of it, or a cancel of the whole (the web terminal's day is never closed).
+        all of it, or a cancel of the whole (12 once its day is closed: refund instead).
         """
 
     @_abc_1.abstractmethod
@@ -348,5 +362,18 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         request: _portal_pb2.PortalCancelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_terminal_pb2.TransactionResponse, _abc.Awaitable[_terminal_pb2.TransactionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CloseWebDay(
+        self,
+        request: _portal_pb2.CloseWebDayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_terminal_pb2.DayCloseReport, _abc.Awaitable[_terminal_pb2.DayCloseReport]]:
+        """The web back office's day closed now, as a terminal's DayClose: the location's web terminal's
+        open period, with a sequence number, stored and listed by ListDayCloses. The switch also
+        closes it by itself once it holds transactions of an earlier day (report time zone), before
+        the next web transaction and just after midnight. FAILED_PRECONDITION when no transaction
+        came since the last close; sent twice at once, one close and the same report.
+        """
 
 def add_PortalServicer_to_server(servicer: PortalServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

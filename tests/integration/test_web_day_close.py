@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from sqlalchemy import update
 
@@ -28,7 +29,7 @@ from switch.admin import WEB_BACK_OFFICE
 from switch.store.schema import terminals, transactions
 from tests.integration.harness import EMPLOYEE, World, start_world, world_fixture
 from tests.integration.nodes.conftest import Nodes, two_nodes
-from tests.integration.test_portal import sign_in, stub
+from tests.integration.test_portal import refusal, sign_in, stub
 from tests.integration.test_portal_redeem import Metadata, redeem
 
 
@@ -186,3 +187,61 @@ def test_two_nodes_closing_the_web_day_at_once_close_it_once(nodes: Nodes) -> No
     assert closed  # at least one node answered the close it made or found
     assert redeem(world, owner, card, 50).response_code == "00"
     assert len(day_closes(world, owner, web)) == 1
+
+
+def test_a_cashier_closes_the_web_back_offices_day_now(world: World) -> None:
+    world.server.core.admin.add_employee(
+        world.merchant_id, "31", "Till", "1357", "cashier", email="till@example.test", password="till-pass"
+    )
+    cashier = sign_in(world, "till@example.test", "till-pass")
+    card = world.issue(5_000)
+    sale = uuid.uuid4().hex
+    assert redeem(world, cashier, card, 1_000, sale).response_code == "00"
+    assert redeem(world, cashier, card, 250).response_code == "00"
+    close_now = stub(world).CloseWebDay
+    report = close_now(portal.CloseWebDayRequest(), metadata=cashier, timeout=20)
+    web = web_terminal_id(world, cashier)
+    assert (report.terminal_id, report.sequence_number, report.period_number) == (web, 1, 1)
+    assert lines(report) == {("redemption", ""): (2, 1_250)}
+    assert day_closes(world, cashier, web) == [report]
+    # Nothing since: no empty close.
+    code, details = refusal(close_now, portal.CloseWebDayRequest(), metadata=cashier, timeout=20)
+    assert code is grpc.StatusCode.FAILED_PRECONDITION and "since" in details, details
+    assert cancel(world, cashier, sale).response_code == "12"  # its day is closed: refund instead
+    later = redeem(world, cashier, card, 100)
+    assert (later.response_code, later.period_number) == ("00", 2)
+    second = close_now(portal.CloseWebDayRequest(), metadata=cashier, timeout=20)
+    assert (second.sequence_number, lines(second)) == (2, {("redemption", ""): (1, 100)})
+    # Another merchant's location is none of this login's.
+    code, _ = refusal(close_now, portal.CloseWebDayRequest(location_id="loc_nope"), metadata=cashier)
+    assert code is grpc.StatusCode.NOT_FOUND
+    code, _ = refusal(close_now, portal.CloseWebDayRequest(), timeout=20)
+    assert code is grpc.StatusCode.UNAUTHENTICATED
+    assert world.terminals[0].balance(card) == 5_000 - 1_350
+
+
+def test_a_close_now_sent_twice_at_once_closes_once(world: World) -> None:
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    for amount_minor in (100, 200):
+        assert redeem(world, owner, card, amount_minor).response_code == "00"
+    start = threading.Barrier(2, timeout=10)
+    answers: list[object] = []
+
+    def close_now() -> None:
+        start.wait()
+        try:
+            answers.append(stub(world).CloseWebDay(portal.CloseWebDayRequest(), metadata=owner, timeout=20))
+        except grpc.RpcError as error:
+            answers.append(error.code())
+
+    threads = [threading.Thread(target=close_now) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    (report,) = day_closes(world, owner, web_terminal_id(world, owner))
+    assert lines(report) == {("redemption", ""): (2, 300)}
+    # Each is the one close, or finds nothing left to close.
+    assert all(a == report or a is grpc.StatusCode.FAILED_PRECONDITION for a in answers), answers
+    assert report in answers
