@@ -167,7 +167,7 @@ class SwitchCore:
         self._reaper_stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="actor-reaper", daemon=True)
         self.web_days = WebDays(
-            engine, self.report_zone, utc_now, self._close_period, settings.web_day_close_interval_s
+            engine, self.report_zone, utc_now, self._close_web_period, settings.web_day_close_interval_s
         )
 
     def start(self) -> None:
@@ -243,8 +243,9 @@ class SwitchCore:
         report: DayCloseReport = self.terminal_actors.ask(terminal_id, CloseDay(close_id), self._long_ask_s)
         return report
 
-    def _close_period(self, terminal_id: str, close_id: str, period_number: int) -> DayCloseReport:
-        """A close of that period only: DayCloseError if it is no longer open (closed meanwhile)."""
+    def _close_web_period(self, terminal_id: str, close_id: str, period_number: int) -> DayCloseReport:
+        """A web terminal's close of that period only: DayCloseError if it is no longer open."""
+        self._web_terminals.add(terminal_id)  # its actor, live here now, is no device online
         message = CloseDay(close_id, period_number)
         report: DayCloseReport = self.terminal_actors.ask(terminal_id, message, self._long_ask_s)
         return report

@@ -170,6 +170,7 @@ def test_two_nodes_closing_the_web_day_at_once_close_it_once(nodes: Nodes) -> No
     web = web_terminal_id(world, owner)
     as_of_yesterday(world, web)
     cores = (world.server.core, nodes.node_b.core)
+    online_on_b = nodes.node_b.core.terminals_online()
     start = threading.Barrier(2, timeout=10)
     closed: list[object] = []
 
@@ -185,6 +186,8 @@ def test_two_nodes_closing_the_web_day_at_once_close_it_once(nodes: Nodes) -> No
     (report,) = day_closes(world, owner, web)
     assert lines(report) == {("redemption", ""): (3, 600)}
     assert closed  # at least one node answered the close it made or found
+    # Node B, which took no web transaction, closed through the web terminal's actor: no device online.
+    assert nodes.node_b.core.terminals_online() == online_on_b
     assert redeem(world, owner, card, 50).response_code == "00"
     assert len(day_closes(world, owner, web)) == 1
 
