@@ -213,6 +213,7 @@ def _status(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> Comma
                 ),
                 ("store-and-forward", f"{status.store_and_forward_pending} pending"),
                 ("location changes", _changes_waiting(status)),
+                ("indexes missing", _indexes_missing(status)),
             ]
         )
     )
@@ -226,6 +227,13 @@ def _changes_waiting(status: SwitchStatus) -> str:
         f"{status.location_changes_pending} pending, the oldest for {waited_h} h "
         "(txswitch admin list-location-changes status=pending)"
     )
+
+
+def _indexes_missing(status: SwitchStatus) -> str:
+    if not status.indexes_missing:
+        return "none"
+    it = "it" if len(status.indexes_missing) == 1 else "them"
+    return f"{', '.join(status.indexes_missing)} (rows break {it}; see the log)"
 
 
 def _terminals_list(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> CommandResult:

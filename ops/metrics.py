@@ -227,6 +227,7 @@ class SwitchMetrics:
         self._define_acquirer_metrics()
         self._define_security_metrics()
         self._define_backoffice_metrics()
+        self._define_schema_metrics()
         self._runtime = _RuntimeCollector()
         self.registry.register(self._runtime)
         self._request_children: dict[tuple[str, str], _RequestChildren] = {}
@@ -323,6 +324,15 @@ class SwitchMetrics:
         self.location_change_oldest_pending = Gauge(
             "txswitch_location_change_oldest_pending_seconds",
             "How long the oldest pending location change has waited; 0 when none waits.",
+            registry=self.registry,
+        )
+
+    def _define_schema_metrics(self) -> None:
+        self.schema_index_missing = Gauge(
+            "txswitch_schema_index_missing",
+            "1 for a unique index this node's start left out because rows of its table break it (see "
+            "the error in the log); 0 once a later start of any node created it.",
+            ["index"],
             registry=self.registry,
         )
 
@@ -430,6 +440,13 @@ class SwitchMetrics:
     def set_location_changes_waiting(self, pending: int, oldest_waited_s: float) -> None:
         self.location_changes_pending.set(pending)
         self.location_change_oldest_pending.set(oldest_waited_s)
+
+    def set_schema_indexes_missing(self, left_out: Iterable[str], missing: Iterable[str]) -> None:
+        """Of the unique indexes left out at start (names from the schema, a bounded set), which are
+        missing still."""
+        still_missing = set(missing)
+        for index in left_out:
+            self.schema_index_missing.labels(index=name_label(index)).set(index in still_missing)
 
     def commit_failed(self, count: int = 1) -> None:
         self.journal_commit_failures.inc(count)

@@ -12,6 +12,7 @@ from actors.acquirer_types import LinkState
 from actors.registry import ActorRegistry
 from ops.metrics import ActorKindStats, RuntimeSnapshot, SwitchMetrics
 from switch.core import SwitchCore
+from switch.store.engine import MissingIndexes
 
 LINK_STATE_LABELS = {
     LinkState.disconnected: "down",
@@ -86,6 +87,18 @@ class LocationChangesFeed:
         self._metrics.set_location_changes_waiting(waiting.pending, waiting.oldest_waited_s)
 
 
+class SchemaFeed:
+    """Unique indexes left out at start and whether they are missing still (asked of the database
+    only while one is)."""
+
+    def __init__(self, indexes: MissingIndexes, metrics: SwitchMetrics) -> None:
+        self._indexes = indexes
+        self._metrics = metrics
+
+    def __call__(self) -> None:
+        self._metrics.set_schema_indexes_missing(self._indexes.left_out, self._indexes.missing())
+
+
 class AcquirerFeed:
     """Link state, timeouts and store-and-forward depth per acquirer, from the gateway's snapshot."""
 
@@ -103,11 +116,18 @@ class AcquirerFeed:
             self._metrics.set_store_and_forward_depth(link.name, pending.get(link.name, 0))
 
 
-def wire_metrics(metrics: SwitchMetrics, core: SwitchCore, gateway: AcquirerGateway | None) -> None:
+def wire_metrics(
+    metrics: SwitchMetrics,
+    core: SwitchCore,
+    gateway: AcquirerGateway | None,
+    missing_indexes: MissingIndexes | None = None,
+) -> None:
     """Everything the switch reports at scrape time; the hot path pays nothing for these."""
     metrics.set_runtime_source(lambda: runtime_snapshot(core))
     metrics.add_refresh(CoreFeed(core, metrics))
     metrics.add_refresh(LocationChangesFeed(core, metrics))
+    if missing_indexes is not None:
+        metrics.add_refresh(SchemaFeed(missing_indexes, metrics))
     if gateway is not None:
         metrics.add_refresh(AcquirerFeed(gateway, metrics))
         gateway.observe_latency(metrics.observe_acquirer_request)

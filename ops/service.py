@@ -16,6 +16,7 @@ from ops.runtime import wire_metrics
 from switch.config import Settings
 from switch.core import SwitchCore
 from switch.ops_backend import SwitchOpsBackend
+from switch.store.engine import MissingIndexes
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,14 @@ class SwitchOperations:
         *,
         draining: threading.Event,
         drain: Callable[[], None],
+        missing_indexes: MissingIndexes | None = None,
     ) -> None:
         self._settings = settings
         self._core = core
         self.metrics = metrics
         self._draining = draining
         self._drain = drain
+        self._missing_indexes = missing_indexes
         self._metrics_server: MetricsServer | None = None
         self._gc_pauses = GcPauses(metrics)
         self.console: OpsConsole | None = None
@@ -54,7 +57,7 @@ class SwitchOperations:
         self, gateway: AcquirerGateway | None = None, acquirer_endpoints: Sequence[AcquirerEndpoint] = ()
     ) -> None:
         settings = self._settings
-        wire_metrics(self.metrics, self._core, gateway)
+        wire_metrics(self.metrics, self._core, gateway, self._missing_indexes)
         self._gc_pauses.start()
         if settings.metrics_port != PORT_OFF:
             server = MetricsServer(self.metrics, settings.metrics_host, settings.metrics_port)
@@ -69,6 +72,7 @@ class SwitchOperations:
                 requests_in_flight=self.metrics.requests_in_flight_total,
                 gateway=gateway,
                 acquirer_endpoints=acquirer_endpoints,
+                missing_indexes=self._missing_indexes,
             )
             config = ConsoleConfig(
                 authorized_keys=keys,

@@ -34,6 +34,7 @@ from switch.domain.cards import CardStatus
 from switch.domain.money import CURRENCY_EXPONENTS, CURRENCY_NUMERIC
 from switch.domain.response_codes import ResponseCode
 from switch.store import repository
+from switch.store.engine import MissingIndexes
 from switch.store.periods import TypeTotal
 from switch.store.saf import SafEntry
 from switch.store.schema import terminals, transactions
@@ -72,8 +73,10 @@ class SwitchOpsBackend:
         requests_in_flight: Callable[[], int] = lambda: 0,
         gateway: AcquirerGateway | None = None,
         acquirer_endpoints: Sequence[AcquirerEndpoint] = (),
+        missing_indexes: MissingIndexes | None = None,
     ) -> None:
         self._core = core
+        self._missing_indexes = missing_indexes
         self._drain = drain
         self._draining = draining
         self._requests_in_flight = requests_in_flight
@@ -110,6 +113,7 @@ class SwitchOpsBackend:
             store_and_forward_pending=saf_pending,
             location_changes_pending=changes.pending,
             location_change_oldest_waited_s=int(changes.oldest_waited_s),
+            indexes_missing=self._missing_indexes.missing() if self._missing_indexes is not None else (),
         )
 
     # -- terminals ------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from switch.core import SwitchCore
 from switch.demo import ensure_demo_data
 from switch.pins import TerminalPinKeys
 from switch.security import MasterKey, SecurityModule
-from switch.store.engine import create_schema, make_engine
+from switch.store.engine import MissingIndexes, create_schema, make_engine
 from switch.store.keys import KeyStore
 from switch.store.node_lock import NodeLock, NodeLockError, sqlite_file
 from switch.store.repository import Store
@@ -118,7 +118,7 @@ class SwitchServer:
         node = PaymentNode(self._node_id(settings, shared), shared)
         try:
             self.engine = make_engine(settings.effective_database_url)
-            create_schema(self.engine)
+            missing_indexes = MissingIndexes(self.engine, create_schema(self.engine))
         except BaseException:
             if self._node_lock is not None:
                 self._node_lock.release()
@@ -149,7 +149,12 @@ class SwitchServer:
         )
         self.draining = threading.Event()
         self.ops = SwitchOperations(
-            settings, self.core, self.metrics, draining=self.draining, drain=self.drain
+            settings,
+            self.core,
+            self.metrics,
+            draining=self.draining,
+            drain=self.drain,
+            missing_indexes=missing_indexes,
         )
         self._observe = observe
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -108,14 +108,16 @@ class SchemaMismatchError(RuntimeError):
 SCHEMA_LOCK_KEY = 0x74787377  # "txsw"
 
 
-def create_schema(engine: Engine) -> None:
+def create_schema(engine: Engine) -> tuple[str, ...]:
     """Create what is missing: tables, columns and indexes added to tables that exist already.
+    Returns the names of the unique indexes left out because rows break them (`_create_unique_index`).
 
     Only additive changes are made: a new column must be nullable or have a server default, so
     the rows already there get a value; anything else is refused with the column's name.
     On PostgreSQL all of it is one transaction under an advisory lock: nodes starting together
     take turns, and each after the first finds everything there (DDL there is transactional).
     """
+    left_out: list[str] = []
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
@@ -123,16 +125,18 @@ def create_schema(engine: Engine) -> None:
         _add_missing_columns(conn)
         for table in metadata.sorted_tables:
             for index in table.indexes:
-                if index.unique:
-                    _create_unique_index(conn, index)
-                else:
+                if not index.unique:
                     index.create(conn, checkfirst=True)
+                elif not _create_unique_index(conn, index):
+                    left_out.append(str(index.name))
+    return tuple(left_out)
 
 
-def _create_unique_index(conn: Connection, index: Index) -> None:
+def _create_unique_index(conn: Connection, index: Index) -> bool:
     """A unique index added to a table that already holds rows breaking it (two payments under one
-    acquirer name, from before `uq_card_payments_original`) is left out with an error in the log:
-    the switch starts and runs as before it, and a start after the rows are resolved creates it."""
+    acquirer name, from before `uq_card_payments_original`) is left out with an error in the log
+    (False): the switch starts and runs as before it, and a start after the rows are resolved
+    creates it. Operators see it as `txswitch_schema_index_missing` and in the console's `status`."""
     try:
         if conn.dialect.name == "postgresql":  # a failed statement would end the whole transaction
             with conn.begin_nested():
@@ -141,6 +145,41 @@ def _create_unique_index(conn: Connection, index: Index) -> None:
             index.create(conn, checkfirst=True)
     except IntegrityError as error:
         log.error("index %s not created: rows of %s break it (%s)", index.name, index.table, error.orig)
+        return False
+    return True
+
+
+class MissingIndexes:
+    """The unique indexes `create_schema` left out at this node's start, asked about again on demand:
+    a later start of any node sharing the database creates one once its rows are resolved. Only the
+    ones left out are looked up, so a database that has them all costs nothing to ask."""
+
+    def __init__(self, engine: Engine, left_out: tuple[str, ...]) -> None:
+        self._engine = engine
+        self._left_out = left_out
+        self._missing = left_out
+
+    @property
+    def left_out(self) -> tuple[str, ...]:
+        """Every index left out at start, missing or created since (its gauge then reads 0)."""
+        return self._left_out
+
+    def missing(self) -> tuple[str, ...]:
+        """Of those left out, the ones still missing now (one catalogue query per table holding one)."""
+        missing = self._missing
+        if not missing:
+            return ()
+        tables = {
+            table.name
+            for table in metadata.sorted_tables
+            for index in table.indexes
+            if index.unique and index.name in missing
+        }
+        with self._engine.connect() as conn:
+            inspector = inspect(conn)
+            present = {str(found["name"]) for table in tables for found in inspector.get_indexes(table)}
+        self._missing = tuple(name for name in missing if name not in present)  # none comes back
+        return self._missing
 
 
 def _add_missing_columns(conn: Connection) -> None:

@@ -90,6 +90,7 @@ def _record_samples(metrics: SwitchMetrics) -> None:
     metrics.acquirer_timeout("acquirer-b")
     metrics.set_store_and_forward_depth("acquirer-b", 2)
     metrics.pin_lockout("card")
+    metrics.set_schema_indexes_missing(("uq_card_payments_original",), ("uq_card_payments_original",))
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(
             actors=(ActorKindStats("terminal", 20, 0, 0), ActorKindStats("card", 150, 9, 3)),

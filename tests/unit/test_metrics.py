@@ -26,7 +26,7 @@ from ops.metrics import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ALLOWED_LABEL_NAMES = {"rpc", "code", "kind", "acquirer", "state", "generation", "le"}
+ALLOWED_LABEL_NAMES = {"rpc", "code", "kind", "acquirer", "state", "generation", "le", "index"}
 PAN_SENTINEL = "4111111111111111"
 
 EXPECTED_FAMILIES = (
@@ -50,6 +50,7 @@ EXPECTED_FAMILIES = (
     "txswitch_terminal_activations",
     "txswitch_terminals_online",
     "txswitch_receipts",
+    "txswitch_schema_index_missing",
 )
 
 
@@ -70,6 +71,7 @@ def record_everything(metrics: SwitchMetrics) -> None:
     metrics.pin_lockout("employee")
     metrics.receipt("sent")
     metrics.receipt("someone@example.com")  # never a label value: anything unknown is "invalid"
+    metrics.set_schema_indexes_missing(("uq_a", "uq_b"), ("uq_a",))  # uq_b created since start
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(actors=(ActorKindStats("card", 7, 2, 1),), terminals_online=4)
     )
@@ -143,6 +145,8 @@ def test_recorded_values_appear() -> None:
     assert got[down] == 0
     assert got[("txswitch_store_and_forward_queue_depth", (("acquirer", "acquirer-a"),))] == 3
     assert got[("txswitch_pin_lockouts_total", (("kind", "employee"),))] == 1
+    assert got[("txswitch_schema_index_missing", (("index", "uq_a"),))] == 1
+    assert got[("txswitch_schema_index_missing", (("index", "uq_b"),))] == 0
 
 
 def test_card_data_passed_as_labels_never_reaches_the_exposition() -> None:
@@ -152,6 +156,7 @@ def test_card_data_passed_as_labels_never_reaches_the_exposition() -> None:
     metrics.acquirer_timeout(PAN_SENTINEL)
     metrics.set_store_and_forward_depth("acq" + PAN_SENTINEL, 1)
     metrics.pin_lockout("employee 1234")
+    metrics.set_schema_indexes_missing((PAN_SENTINEL,), (PAN_SENTINEL,))
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(actors=(ActorKindStats(PAN_SENTINEL, 1, 0, 0),), terminals_online=0)
     )
