@@ -71,6 +71,8 @@ LABEL_REFUSED: Final = "invalid"
 
 ACQUIRER_LINK_STATES: Final = ("down", "connecting", "signed_on")
 PIN_LOCKOUT_KINDS: Final = ("employee", "card")
+PAYMENT_RECOVERY_NODES: Final = ("own", "other")
+PAYMENT_RECOVERY_OUTCOMES: Final = ("reversed", "answered_meanwhile")
 
 # "/" admits gRPC full method names ("/txswitch.terminal.v1.Terminal/Redeem").
 _NAME_LABEL_PATTERN: Final = re.compile(r"/?[A-Za-z][A-Za-z0-9_./\-]*")
@@ -362,6 +364,15 @@ class SwitchMetrics:
             ["acquirer"],
             registry=self.registry,
         )
+        self.payment_recoveries = Counter(
+            "txswitch_payment_recoveries",
+            "Bank-card payments found left in flight (authorisation sent, no answer stored) and "
+            "recovered, at start or by the sweep of a node sharing the database: outcome reversed (its "
+            "reversal queued, its terminal answered 68) or answered_meanwhile (its node answered it "
+            "first); node own (this node's, or its predecessor's on the data directory) or other.",
+            ["node", "outcome"],
+            registry=self.registry,
+        )
         self.store_and_forward_queue_depth = Gauge(
             "txswitch_store_and_forward_queue_depth",
             "Advices (e.g. 0420 reversals) stored and not yet acknowledged, by acquirer.",
@@ -470,6 +481,12 @@ class SwitchMetrics:
 
     def acquirer_timeout(self, acquirer: str, count: int = 1) -> None:
         self.acquirer_timeouts.labels(acquirer=name_label(acquirer)).inc(count)
+
+    def payment_recovered(self, node: str, outcome: str, count: int = 1) -> None:
+        """node is "own" or "other", outcome "reversed" or "answered_meanwhile"; never the payment."""
+        node_value = node if node in PAYMENT_RECOVERY_NODES else LABEL_REFUSED
+        outcome_value = outcome if outcome in PAYMENT_RECOVERY_OUTCOMES else LABEL_REFUSED
+        self.payment_recoveries.labels(node=node_value, outcome=outcome_value).inc(count)
 
     def set_store_and_forward_depth(self, acquirer: str, depth: int) -> None:
         self.store_and_forward_queue_depth.labels(acquirer=name_label(acquirer)).set(depth)

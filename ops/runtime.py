@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pykka
@@ -99,6 +100,22 @@ class SchemaFeed:
         self._metrics.set_schema_indexes_missing(self._indexes.left_out, self._indexes.missing())
 
 
+PaymentRecoveries = Callable[[], Mapping[tuple[str, str], int]]
+
+
+class PaymentRecoveriesFeed:
+    """Payments left in flight that the acquiring side recovered, by (node, outcome), from its totals."""
+
+    def __init__(self, recoveries: PaymentRecoveries, metrics: SwitchMetrics) -> None:
+        self._recoveries = recoveries
+        self._metrics = metrics
+        self._deltas = _Deltas()
+
+    def __call__(self) -> None:
+        for (node, outcome), total in sorted(self._recoveries().items()):
+            self._metrics.payment_recovered(node, outcome, self._deltas.step(f"{node}:{outcome}", total))
+
+
 class AcquirerFeed:
     """Link state, timeouts and store-and-forward depth per acquirer, from the gateway's snapshot."""
 
@@ -121,6 +138,7 @@ def wire_metrics(
     core: SwitchCore,
     gateway: AcquirerGateway | None,
     missing_indexes: MissingIndexes | None = None,
+    payment_recoveries: PaymentRecoveries | None = None,
 ) -> None:
     """Everything the switch reports at scrape time; the hot path pays nothing for these."""
     metrics.set_runtime_source(lambda: runtime_snapshot(core))
@@ -131,3 +149,5 @@ def wire_metrics(
     if gateway is not None:
         metrics.add_refresh(AcquirerFeed(gateway, metrics))
         gateway.observe_latency(metrics.observe_acquirer_request)
+    if payment_recoveries is not None:
+        metrics.add_refresh(PaymentRecoveriesFeed(payment_recoveries, metrics))

@@ -12,7 +12,7 @@ from actors.acquirer_types import AcquirerEndpoint
 from ops.console import ConsoleConfig, OpsConsole
 from ops.grpc_interceptors import EdgeInterceptor
 from ops.metrics import GcPauses, MetricsServer, SwitchMetrics
-from ops.runtime import wire_metrics
+from ops.runtime import PaymentRecoveries, wire_metrics
 from switch.config import Settings
 from switch.core import SwitchCore
 from switch.ops_backend import SwitchOpsBackend
@@ -54,10 +54,13 @@ class SwitchOperations:
         return [EdgeInterceptor(self.metrics, self._draining, self._settings.grpc_concurrent_rpcs_max)]
 
     def start(
-        self, gateway: AcquirerGateway | None = None, acquirer_endpoints: Sequence[AcquirerEndpoint] = ()
+        self,
+        gateway: AcquirerGateway | None = None,
+        acquirer_endpoints: Sequence[AcquirerEndpoint] = (),
+        payment_recoveries: PaymentRecoveries | None = None,
     ) -> None:
         settings = self._settings
-        wire_metrics(self.metrics, self._core, gateway, self._missing_indexes)
+        wire_metrics(self.metrics, self._core, gateway, self._missing_indexes, payment_recoveries)
         self._gc_pauses.start()
         if settings.metrics_port != PORT_OFF:
             server = MetricsServer(self.metrics, settings.metrics_host, settings.metrics_port)

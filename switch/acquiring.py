@@ -34,7 +34,7 @@ from switch.security import (
     pin_block_format,
 )
 from switch.store.keys import KeyStore
-from switch.store.payments import PaymentStore
+from switch.store.payments import PaymentDetails, PaymentStore
 from switch.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,11 @@ OTHER_NODE_GRACE_MS_DEFAULT = 30_000
 RECOVERY_BATCHES_MAX = 1_000  # of PENDING_BATCH_MAX payments each
 SIGN_ON_WAIT_MS = 2_000
 SWEEP_INTERVAL_MAX_S = 10.0
+# What became of a payment found left in flight: reversed (its reversal queued, its terminal's
+# answer stored as 68), or answered by its own node meanwhile (nothing to do).
+RECOVERY_OUTCOMES = ("reversed", "answered_meanwhile")
+# Whose it was: this node's (or its predecessor's on the data directory, by `node.id`) or another's.
+RECOVERY_NODES = ("own", "other")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +198,9 @@ class Acquiring:
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
         self._sweeping = threading.Event()
         self._sweeper: threading.Thread | None = None
+        # (node, outcome) -> payments recovered since this process started; start and sweep add.
+        self._recoveries = {(node, outcome): 0 for node in RECOVERY_NODES for outcome in RECOVERY_OUTCOMES}
+        self._recoveries_lock = threading.Lock()
         self.processor = PaymentProcessor(
             PaymentServices(
                 gateway=self.gateway,
@@ -252,14 +260,27 @@ class Acquiring:
                 reversal = self.gateway.reversal_advice(original_of(details), "switch_restart")
                 answer = recovered_answer(details)
                 try:
-                    in_batch += self.payments.resolve_pending(details, answer, reversal, self._now())
+                    resolved = self.payments.resolve_pending(details, answer, reversal, self._now())
                 except IntegrityError:  # its own node queued the reversal meanwhile: it is answered
                     log.info("payment %s was answered while it was being recovered", details.transaction_id)
+                    resolved = False
+                in_batch += resolved
+                self._count_recovery(details, resolved)
             log.warning("recovered %d payments left in flight; their reversals are queued", in_batch)
             recovered += in_batch
             if in_batch == 0:  # their nodes answered them meanwhile; a later sweep sees what is left
                 return recovered
         raise RuntimeError("payments still pending after recovery; is another switch sending?")
+
+    def _count_recovery(self, details: PaymentDetails, reversed_: bool) -> None:
+        node = "own" if details.node_id == self.node.node_id else "other"
+        with self._recoveries_lock:
+            self._recoveries[node, "reversed" if reversed_ else "answered_meanwhile"] += 1
+
+    def recoveries(self) -> dict[tuple[str, str], int]:
+        """Payments found left in flight since this process started, by (node, outcome): a snapshot."""
+        with self._recoveries_lock:
+            return dict(self._recoveries)
 
     def _left_behind_before(self) -> dt.datetime | None:
         return self._now() - self.config.left_behind_after if self.node.shared else None

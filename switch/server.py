@@ -202,6 +202,7 @@ class SwitchServer:
         self.ops.start(
             gateway=acquiring.gateway if acquiring is not None else None,
             acquirer_endpoints=acquiring.config.gateway.acquirers if acquiring is not None else (),
+            payment_recoveries=acquiring.recoveries if acquiring is not None else None,
         )
 
     def _serve(self, bound: futures.Future[int]) -> None:

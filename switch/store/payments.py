@@ -125,6 +125,7 @@ class PaymentDetails:
     card_masked: str
     currency: str
     stage: str = STAGE_PENDING
+    node_id: str = ""  # the node that sent it; stamped by `record_pending`, whatever this holds
 
 
 PAYMENT_CHANGED: Final = "payment changed meanwhile"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from switch.admin import Admin
@@ -47,13 +49,34 @@ def switch_environment(settings_file: Path) -> dict[str, str]:
 
 @contextmanager
 def serve(
-    data_dir: Path, database_url: str, settings_file: Path, log_path: Path
+    data_dir: Path, database_url: str, settings_file: Path, log_path: Path, metrics: bool = False
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`txswitch serve` as a real process on an ephemeral port; yields it and its gRPC address."""
+    """`txswitch serve` as a real process on an ephemeral port; yields it and its gRPC address.
+    With metrics, /metrics on an ephemeral port too (`recoveries_counted` reads it)."""
     args = ["--no-demo", "--data-dir", str(data_dir), "--database-url", database_url]
-    args += ["--grpc-port", "0", "--metrics-port", "-1", "--console-port", "-1"]
+    args += ["--grpc-port", "0", "--metrics-port", "0" if metrics else "-1", "--console-port", "-1"]
     with serve_process(args, log_path, switch_environment(settings_file)) as served:
         yield served
+
+
+RECOVERIES = "txswitch_payment_recoveries_total"
+NONE_RECOVERED = {
+    (node, outcome): 0.0 for node in ("own", "other") for outcome in ("reversed", "answered_meanwhile")
+}
+
+
+def recoveries_counted(log_path: Path) -> dict[tuple[str, str], float]:
+    """txswitch_payment_recoveries_total by (node, outcome), scraped from the switch `serve` started
+    with metrics and log_path (its standard output names the metrics URL)."""
+    url = log_path.with_suffix(".out").read_text().split("metrics: ", 1)[1].split()[0]
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.labels["node"], sample.labels["outcome"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == RECOVERIES
+    }
 
 
 def prepare(
@@ -126,7 +149,9 @@ def test_a_payment_in_flight_when_the_switch_is_killed_is_reversed_and_never_aut
             host.host.config.latency_ms = 0
 
         host.call(fast)
-        with serve(data_dir, database_url, settings_file, log_path) as (_, address):
+        with serve(data_dir, database_url, settings_file, log_path, metrics=True) as (_, address):
+            # Its predecessor's (the same node.id) payment, recovered by the start, once.
+            assert recoveries_counted(log_path) == {**NONE_RECOVERED, ("own", "reversed"): 1.0}
             channel = grpc.insecure_channel(address)
             terminal.stub = type(terminal.stub)(channel)
             wait_until(lambda: key in host.record().reversed_keys(), timeout_s=10)
@@ -173,9 +198,12 @@ def test_a_payment_left_in_flight_by_a_killed_node_is_reversed_by_a_node_that_ru
             assert in_flight.exception() is not None
             channel.close()
         (authorization,) = host.record().authorizations
-        with serve(data_b, database_url, settings_b, tmp_path / "b.log") as (_, address):
+        with serve(data_b, database_url, settings_b, tmp_path / "b.log", metrics=True) as (_, address):
             wait_until(lambda: authorization.key in host.record().reversed_keys(), timeout_s=20)
             assert payment_stages(database_url, txn) == [STAGE_RECOVERED]
+            # By node B's sweep (or its start), a moment after its commit queued the reversal.
+            wait_until(lambda: recoveries_counted(tmp_path / "b.log") != NONE_RECOVERED)
+            assert recoveries_counted(tmp_path / "b.log") == {**NONE_RECOVERED, ("other", "reversed"): 1.0}
             channel = grpc.insecure_channel(address)
             terminal.stub = type(terminal.stub)(channel)
             status = terminal.status(txn)

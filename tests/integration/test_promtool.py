@@ -89,6 +89,7 @@ def _record_samples(metrics: SwitchMetrics) -> None:
     metrics.observe_acquirer_request("acquirer-a", 0.12)
     metrics.acquirer_timeout("acquirer-b")
     metrics.set_store_and_forward_depth("acquirer-b", 2)
+    metrics.payment_recovered("other", "reversed")
     metrics.pin_lockout("card")
     metrics.set_schema_indexes_missing(("uq_card_payments_original",), ("uq_card_payments_original",))
     metrics.set_runtime_source(

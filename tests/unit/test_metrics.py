@@ -26,7 +26,18 @@ from ops.metrics import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ALLOWED_LABEL_NAMES = {"rpc", "code", "kind", "acquirer", "state", "generation", "le", "index"}
+ALLOWED_LABEL_NAMES = {
+    "rpc",
+    "code",
+    "kind",
+    "acquirer",
+    "state",
+    "generation",
+    "le",
+    "index",
+    "node",
+    "outcome",
+}
 PAN_SENTINEL = "4111111111111111"
 
 EXPECTED_FAMILIES = (
@@ -51,6 +62,7 @@ EXPECTED_FAMILIES = (
     "txswitch_terminals_online",
     "txswitch_receipts",
     "txswitch_schema_index_missing",
+    "txswitch_payment_recoveries",
 )
 
 
@@ -72,6 +84,8 @@ def record_everything(metrics: SwitchMetrics) -> None:
     metrics.receipt("sent")
     metrics.receipt("someone@example.com")  # never a label value: anything unknown is "invalid"
     metrics.set_schema_indexes_missing(("uq_a", "uq_b"), ("uq_a",))  # uq_b created since start
+    metrics.payment_recovered("other", "reversed", 2)
+    metrics.payment_recovered("own", "left in flight")  # not an outcome: "invalid"
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(actors=(ActorKindStats("card", 7, 2, 1),), terminals_online=4)
     )
@@ -147,6 +161,8 @@ def test_recorded_values_appear() -> None:
     assert got[("txswitch_pin_lockouts_total", (("kind", "employee"),))] == 1
     assert got[("txswitch_schema_index_missing", (("index", "uq_a"),))] == 1
     assert got[("txswitch_schema_index_missing", (("index", "uq_b"),))] == 0
+    assert got[("txswitch_payment_recoveries_total", (("node", "other"), ("outcome", "reversed")))] == 2
+    assert got[("txswitch_payment_recoveries_total", (("node", "own"), ("outcome", LABEL_REFUSED)))] == 1
 
 
 def test_card_data_passed_as_labels_never_reaches_the_exposition() -> None:
@@ -157,6 +173,7 @@ def test_card_data_passed_as_labels_never_reaches_the_exposition() -> None:
     metrics.set_store_and_forward_depth("acq" + PAN_SENTINEL, 1)
     metrics.pin_lockout("employee 1234")
     metrics.set_schema_indexes_missing((PAN_SENTINEL,), (PAN_SENTINEL,))
+    metrics.payment_recovered(PAN_SENTINEL, PAN_SENTINEL)
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(actors=(ActorKindStats(PAN_SENTINEL, 1, 0, 0),), terminals_online=0)
     )
