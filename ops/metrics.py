@@ -373,6 +373,17 @@ class SwitchMetrics:
             ["node", "outcome"],
             registry=self.registry,
         )
+        self.iso_inbound_connections_refused = Counter(
+            "txswitch_iso_inbound_connections_refused",
+            "Connections to the inbound ISO 8583 listener closed at once because as many as "
+            "iso_inbound_connections_max were open.",
+            registry=self.registry,
+        )
+        self.iso_inbound_connections_idle_closed = Counter(
+            "txswitch_iso_inbound_connections_idle_closed",
+            "Connections to the inbound ISO 8583 listener closed after iso_inbound_idle_s with no message.",
+            registry=self.registry,
+        )
         self.store_and_forward_queue_depth = Gauge(
             "txswitch_store_and_forward_queue_depth",
             "Advices (e.g. 0420 reversals) stored and not yet acknowledged, by acquirer.",
@@ -487,6 +498,11 @@ class SwitchMetrics:
         node_value = node if node in PAYMENT_RECOVERY_NODES else LABEL_REFUSED
         outcome_value = outcome if outcome in PAYMENT_RECOVERY_OUTCOMES else LABEL_REFUSED
         self.payment_recoveries.labels(node=node_value, outcome=outcome_value).inc(count)
+
+    def iso_inbound_connections_closed(self, refused: int, idle_closed: int) -> None:
+        """Inbound ISO 8583 connections the listener closed: refused past its cap, or idle."""
+        self.iso_inbound_connections_refused.inc(refused)
+        self.iso_inbound_connections_idle_closed.inc(idle_closed)
 
     def set_store_and_forward_depth(self, acquirer: str, depth: int) -> None:
         self.store_and_forward_queue_depth.labels(acquirer=name_label(acquirer)).set(depth)

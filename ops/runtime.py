@@ -12,6 +12,7 @@ from actors.acquirer_gateway import AcquirerGateway
 from actors.acquirer_types import LinkState
 from actors.registry import ActorRegistry
 from ops.metrics import ActorKindStats, RuntimeSnapshot, SwitchMetrics
+from protocols.iso_inbound import ListenerStatistics
 from switch.core import SwitchCore
 from switch.store.engine import MissingIndexes
 
@@ -116,6 +117,22 @@ class PaymentRecoveriesFeed:
             self._metrics.payment_recovered(node, outcome, self._deltas.step(f"{node}:{outcome}", total))
 
 
+class IsoInboundFeed:
+    """Connections the inbound ISO 8583 listener refused past its cap or closed as idle."""
+
+    def __init__(self, statistics: Callable[[], ListenerStatistics], metrics: SwitchMetrics) -> None:
+        self._statistics = statistics
+        self._metrics = metrics
+        self._deltas = _Deltas()
+
+    def __call__(self) -> None:
+        stats, deltas = self._statistics(), self._deltas
+        self._metrics.iso_inbound_connections_closed(
+            deltas.step("refused", stats.connections_refused),
+            deltas.step("idle_closed", stats.connections_idle_closed),
+        )
+
+
 class AcquirerFeed:
     """Link state, timeouts and store-and-forward depth per acquirer, from the gateway's snapshot."""
 
@@ -139,6 +156,7 @@ def wire_metrics(
     gateway: AcquirerGateway | None,
     missing_indexes: MissingIndexes | None = None,
     payment_recoveries: PaymentRecoveries | None = None,
+    iso_inbound: Callable[[], ListenerStatistics] | None = None,
 ) -> None:
     """Everything the switch reports at scrape time; the hot path pays nothing for these."""
     metrics.set_runtime_source(lambda: runtime_snapshot(core))
@@ -151,3 +169,5 @@ def wire_metrics(
         gateway.observe_latency(metrics.observe_acquirer_request)
     if payment_recoveries is not None:
         metrics.add_refresh(PaymentRecoveriesFeed(payment_recoveries, metrics))
+    if iso_inbound is not None:
+        metrics.add_refresh(IsoInboundFeed(iso_inbound, metrics))

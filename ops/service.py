@@ -13,6 +13,7 @@ from ops.console import ConsoleConfig, OpsConsole
 from ops.grpc_interceptors import EdgeInterceptor
 from ops.metrics import GcPauses, MetricsServer, SwitchMetrics
 from ops.runtime import PaymentRecoveries, wire_metrics
+from protocols.iso_inbound import ListenerStatistics
 from switch.config import Settings
 from switch.core import SwitchCore
 from switch.ops_backend import SwitchOpsBackend
@@ -58,9 +59,12 @@ class SwitchOperations:
         gateway: AcquirerGateway | None = None,
         acquirer_endpoints: Sequence[AcquirerEndpoint] = (),
         payment_recoveries: PaymentRecoveries | None = None,
+        iso_inbound: Callable[[], ListenerStatistics] | None = None,
     ) -> None:
         settings = self._settings
-        wire_metrics(self.metrics, self._core, gateway, self._missing_indexes, payment_recoveries)
+        wire_metrics(
+            self.metrics, self._core, gateway, self._missing_indexes, payment_recoveries, iso_inbound
+        )
         self._gc_pauses.start()
         if settings.metrics_port != PORT_OFF:
             server = MetricsServer(self.metrics, settings.metrics_host, settings.metrics_port)

@@ -413,6 +413,16 @@ def malformed_response(body: bytes, error: MessageFormatError) -> IsoMessage | N
     return response_to(request, _Answer(ResponseCode.format_error, f"field {error.field}: {error.reason}"))
 
 
+@dataclass(frozen=True, slots=True)
+class ListenerStatistics:
+    """Connections open now, and those closed by the listener since it started: refused past the
+    cap on open connections, and closed after the idle limit with no message."""
+
+    connections_open: int
+    connections_refused: int
+    connections_idle_closed: int
+
+
 class IsoInboundListener:
     """A TCP listener on its own thread with its own trio loop; 2-byte length framing."""
 
@@ -432,7 +442,10 @@ class IsoInboundListener:
         self._limiter_total = in_flight_max
         self._connections_max = connections_max
         self._idle_s = idle_s
-        self._connections = 0  # open now; only the listener's trio loop touches it
+        # Only the listener's trio loop changes these; statistics() reads them from any thread.
+        self._connections = 0  # open now
+        self._refused = 0
+        self._idle_closed = 0
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="iso-inbound", daemon=True)
         self._token: trio.lowlevel.TrioToken | None = None
@@ -452,6 +465,9 @@ class IsoInboundListener:
             with contextlib.suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(self._cancel.cancel, trio_token=self._token)
         self._thread.join(timeout_s)
+
+    def statistics(self) -> ListenerStatistics:
+        return ListenerStatistics(self._connections, self._refused, self._idle_closed)
 
     def _run(self) -> None:
         try:
@@ -482,6 +498,7 @@ class IsoInboundListener:
         bounded share of the listener."""
         if self._connections >= self._connections_max:
             log.warning("ISO 8583 inbound: %d connections open; closing a new one", self._connections)
+            self._refused += 1
             await stream.aclose()
             return
         self._connections += 1
@@ -505,6 +522,7 @@ class IsoInboundListener:
                         return
                 if idle.cancelled_caught:
                     log.warning("ISO 8583 inbound: no message for %.0f s; closing it", self._idle_s)
+                    self._idle_closed += 1
                     return  # after the answers still on their way (the nursery waits for them)
                 if body is None:
                     return

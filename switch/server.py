@@ -203,6 +203,7 @@ class SwitchServer:
             gateway=acquiring.gateway if acquiring is not None else None,
             acquirer_endpoints=acquiring.config.gateway.acquirers if acquiring is not None else (),
             payment_recoveries=acquiring.recoveries if acquiring is not None else None,
+            iso_inbound=self.iso_inbound.statistics if self.iso_inbound is not None else None,
         )
 
     def _serve(self, bound: futures.Future[int]) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import iso8583
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from protocols.iso8583 import (
     SPEC,
@@ -420,6 +422,7 @@ def limited(tmp_path: Path) -> Iterator[World]:
         iso_inbound_acquirers=acquirers,
         iso_inbound_connections_max=2,
         iso_inbound_idle_s=1.0,
+        metrics_port=0,
     )
     try:
         yield world
@@ -430,6 +433,24 @@ def limited(tmp_path: Path) -> Iterator[World]:
 
 def echo(client: IsoClient) -> str:
     return client.ask({"t": "0800", "7": WHEN, "11": f"{next(STANS):06d}", "70": "301"})["39"]
+
+
+REFUSED = "txswitch_iso_inbound_connections_refused_total"
+IDLE_CLOSED = "txswitch_iso_inbound_connections_idle_closed_total"
+
+
+def connection_counters(world: World) -> dict[str, float]:
+    """The listener's refused and idle-closed connection counters, scraped from /metrics."""
+    url = world.server.ops.metrics_url
+    assert url is not None
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in (REFUSED, IDLE_CLOSED)
+    }
 
 
 def closed_by_switch(client: IsoClient, within_s: float) -> bool:
@@ -445,13 +466,16 @@ def closed_by_switch(client: IsoClient, within_s: float) -> bool:
 def test_a_connection_past_the_cap_is_closed_and_the_others_are_served(limited: World) -> None:
     first, second = IsoClient(limited), IsoClient(limited)
     assert echo(first) == echo(second) == "00"
+    assert connection_counters(limited) == {REFUSED: 0.0, IDLE_CLOSED: 0.0}
     third = IsoClient(limited)
     assert closed_by_switch(third, 5.0)
+    assert connection_counters(limited) == {REFUSED: 1.0, IDLE_CLOSED: 0.0}
     assert echo(first) == "00"
     first.close()
     time.sleep(0.2)  # the switch sees the first one go
     fourth = IsoClient(limited)
     assert echo(fourth) == "00"
+    assert connection_counters(limited) == {REFUSED: 1.0, IDLE_CLOSED: 0.0}  # a close is no refusal
     for client in (second, third, fourth):
         client.close()
 
@@ -464,6 +488,7 @@ def test_a_connection_that_sends_nothing_is_closed_and_one_that_echoes_is_kept(l
         time.sleep(0.5)
     assert closed_by_switch(quiet, 0.1)  # closed after 1 s with no message
     assert echo(busy) == "00"
+    assert connection_counters(limited) == {REFUSED: 0.0, IDLE_CLOSED: 1.0}
     quiet.close()
     busy.close()
 

@@ -63,6 +63,8 @@ EXPECTED_FAMILIES = (
     "txswitch_receipts",
     "txswitch_schema_index_missing",
     "txswitch_payment_recoveries",
+    "txswitch_iso_inbound_connections_refused",
+    "txswitch_iso_inbound_connections_idle_closed",
 )
 
 
@@ -86,6 +88,7 @@ def record_everything(metrics: SwitchMetrics) -> None:
     metrics.set_schema_indexes_missing(("uq_a", "uq_b"), ("uq_a",))  # uq_b created since start
     metrics.payment_recovered("other", "reversed", 2)
     metrics.payment_recovered("own", "left in flight")  # not an outcome: "invalid"
+    metrics.iso_inbound_connections_closed(refused=3, idle_closed=1)
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(actors=(ActorKindStats("card", 7, 2, 1),), terminals_online=4)
     )
@@ -163,6 +166,8 @@ def test_recorded_values_appear() -> None:
     assert got[("txswitch_schema_index_missing", (("index", "uq_b"),))] == 0
     assert got[("txswitch_payment_recoveries_total", (("node", "other"), ("outcome", "reversed")))] == 2
     assert got[("txswitch_payment_recoveries_total", (("node", "own"), ("outcome", LABEL_REFUSED)))] == 1
+    assert got[("txswitch_iso_inbound_connections_refused_total", ())] == 3
+    assert got[("txswitch_iso_inbound_connections_idle_closed_total", ())] == 1
 
 
 def test_card_data_passed_as_labels_never_reaches_the_exposition() -> None:
