@@ -71,12 +71,15 @@ LABEL_REFUSED: Final = "invalid"
 
 ACQUIRER_LINK_STATES: Final = ("down", "connecting", "signed_on")
 PIN_LOCKOUT_KINDS: Final = ("employee", "card")
+FOLLOW_WHEN: Final = ("credit", "start")
+FOLLOW_OUTCOMES: Final = ("moved", "nothing_moved", "not_replaced", "failed")
 PAYMENT_RECOVERY_NODES: Final = ("own", "other")
 PAYMENT_RECOVERY_OUTCOMES: Final = ("reversed", "answered_meanwhile")
 
 # "/" admits gRPC full method names ("/txswitch.terminal.v1.Terminal/Redeem").
 _NAME_LABEL_PATTERN: Final = re.compile(r"/?[A-Za-z][A-Za-z0-9_./\-]*")
 _CODE_LABEL_PATTERN: Final = re.compile(r"[0-9A-Z]{2}")
+_CURRENCY_LABEL_PATTERN: Final = re.compile(r"[A-Z]{3}")
 # Requests that end with a gRPC error have no ISO 8583 code; their status name is the code.
 GRPC_STATUS_CODES: Final = frozenset(
     {
@@ -230,6 +233,7 @@ class SwitchMetrics:
         self._define_security_metrics()
         self._define_backoffice_metrics()
         self._define_schema_metrics()
+        self._define_card_metrics()
         self._runtime = _RuntimeCollector()
         self.registry.register(self._runtime)
         self._request_children: dict[tuple[str, str], _RequestChildren] = {}
@@ -391,6 +395,23 @@ class SwitchMetrics:
             registry=self.registry,
         )
 
+    def _define_card_metrics(self) -> None:
+        self.replaced_card_follows = Counter(
+            "txswitch_replaced_card_follows",
+            "Money credited to a replaced card (a ride undone after the office moved its balance) moved "
+            "on to its replacement: when (credit: right after it landed; start: found at start) and "
+            "outcome (moved, nothing_moved, not_replaced: lost or blocked, waits for the office; failed: "
+            "see the log, the next start tries again).",
+            ["when", "outcome"],
+            registry=self.registry,
+        )
+        self.replaced_card_followed_minor = Counter(
+            "txswitch_replaced_card_followed_minor",
+            "Minor units of money moved on from replaced cards to their replacements, by when and currency.",
+            ["when", "currency"],
+            registry=self.registry,
+        )
+
     def _define_security_metrics(self) -> None:
         self.pin_lockouts = Counter(
             "txswitch_pin_lockouts",
@@ -492,6 +513,18 @@ class SwitchMetrics:
 
     def acquirer_timeout(self, acquirer: str, count: int = 1) -> None:
         self.acquirer_timeouts.labels(acquirer=name_label(acquirer)).inc(count)
+
+    def replaced_card_followed(self, when: str, outcome: str, count: int = 1) -> None:
+        """when is "credit" or "start"; outcome one of FOLLOW_OUTCOMES; never the card."""
+        when_value = when if when in FOLLOW_WHEN else LABEL_REFUSED
+        outcome_value = outcome if outcome in FOLLOW_OUTCOMES else LABEL_REFUSED
+        self.replaced_card_follows.labels(when=when_value, outcome=outcome_value).inc(count)
+
+    def replaced_card_money_followed(self, when: str, currency: str, amount_minor: int) -> None:
+        """Minor units moved on from replaced cards; currency an ISO 4217 code (three letters)."""
+        when_value = when if when in FOLLOW_WHEN else LABEL_REFUSED
+        currency_value = currency if _CURRENCY_LABEL_PATTERN.fullmatch(currency) else LABEL_REFUSED
+        self.replaced_card_followed_minor.labels(when=when_value, currency=currency_value).inc(amount_minor)
 
     def payment_recovered(self, node: str, outcome: str, count: int = 1) -> None:
         """node is "own" or "other", outcome "reversed" or "answered_meanwhile"; never the payment."""

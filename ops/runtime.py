@@ -75,6 +75,12 @@ class CoreFeed:
         metrics.card_actor_passivated(deltas.step("passivated", stats.passivated))
         metrics.pin_lockout("employee", deltas.step("lockouts", self._core.employee_pins.lockouts))
         metrics.pin_lockout("card", deltas.step("card_lockouts", self._core.card_pin_store.lockouts))
+        follows = self._core.follow_statistics()
+        for (when, outcome), total in sorted(follows.moves.items()):
+            metrics.replaced_card_followed(when, outcome, deltas.step(f"follows:{when}:{outcome}", total))
+        for (when, currency), moved_minor in sorted(follows.moved_minor.items()):
+            step = deltas.step(f"followed_minor:{when}:{currency}", moved_minor)
+            metrics.replaced_card_money_followed(when, currency, step)
 
 
 class LocationChangesFeed:

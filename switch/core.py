@@ -61,6 +61,22 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# When money on a replaced card was moved on: right after a credit landed on it, or found at start.
+FOLLOW_WHEN = ("credit", "start")
+# What became of it: moved; nothing_moved (a move keyed by the same credit had moved it);
+# not_replaced (the card is lost or blocked, not replaced: it waits for the office); failed (logged).
+FOLLOW_OUTCOMES = ("moved", "nothing_moved", "not_replaced", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class FollowStatistics:
+    """Moves of money credited to replaced cards since this process started: how many by (when,
+    outcome), and how much was moved in minor units by (when, currency). Never the card."""
+
+    moves: dict[tuple[str, str], int]
+    moved_minor: dict[tuple[str, str], int]
+
+
 @dataclass(frozen=True, slots=True)
 class CardTransfer:
     lost: CardState
@@ -169,6 +185,9 @@ class SwitchCore:
         self.web_days = WebDays(
             engine, self.report_zone, utc_now, self._close_web_period, settings.web_day_close_interval_s
         )
+        self._follow_moves = {(when, outcome): 0 for when in FOLLOW_WHEN for outcome in FOLLOW_OUTCOMES}
+        self._follow_moved_minor: dict[tuple[str, str], int] = {}
+        self._follow_lock = threading.Lock()
 
     def start(self) -> None:
         self.writer.start()
@@ -178,7 +197,7 @@ class SwitchCore:
         self.password_resets.start()
         # Money credited to a replaced card that a stop kept from following it (_follow_replacement).
         for card_id, last_posting in self.store.money_on_replaced_cards():
-            self._follow_replacement(card_id, f"start:{card_id}:{last_posting}")
+            self._follow_replacement(card_id, f"start:{card_id}:{last_posting}", when="start")
 
     def stop(self) -> None:
         """Actors first (their decided writes land), then the journal flushes and stops."""
@@ -330,20 +349,41 @@ class SwitchCore:
         moved_minor, entry_id = moved
         return CardTransfer(self.balance(lost_card_id), self.balance(new_card_id), moved_minor, entry_id)
 
-    def _follow_replacement(self, card_id: str, because: str) -> None:
+    def _follow_replacement(self, card_id: str, because: str, when: str = "credit") -> None:
         """Money that landed on a replaced card (an undone ride) follows it to the card that replaced
         it, the last of a chain: a transfer keyed by what credited it, so it moves once. On a
-        thread of its own, as a replacement asks the lost card's actor, which is calling this."""
+        thread of its own, as a replacement asks the lost card's actor, which is calling this.
+        Each is counted (`follow_statistics`) by when it was found (FOLLOW_WHEN) and its outcome."""
+        assert when in FOLLOW_WHEN, when
 
         def move() -> None:
             try:
                 new_card_id = self._last_replacement(card_id)
-                if new_card_id is not None:  # else blocked or lost, not replaced: it waits for the office
-                    self.replace_card(card_id, new_card_id, f"follow:{because}", "switch")
+                if new_card_id is None:  # blocked or lost, not replaced: it waits for the office
+                    self._count_follow(when, "not_replaced")
+                    return
+                transfer = self.replace_card(card_id, new_card_id, f"follow:{because}", "switch")
             except Exception as error:  # a thread of its own: a stop, a refusal; the next start tries again
                 log.warning("money on replaced card %s not moved on: %s", card_id, error)
+                self._count_follow(when, "failed")
+                return
+            self._count_follow(when, "moved", transfer.moved_minor, transfer.replacement.currency)
 
         threading.Thread(target=move, name="follow-replacement", daemon=True).start()
+
+    def _count_follow(self, when: str, outcome: str, moved_minor: int = 0, currency: str = "") -> None:
+        if outcome == "moved" and moved_minor == 0:
+            outcome = "nothing_moved"
+        with self._follow_lock:
+            self._follow_moves[when, outcome] += 1
+            if moved_minor:
+                key = (when, currency)
+                self._follow_moved_minor[key] = self._follow_moved_minor.get(key, 0) + moved_minor
+
+    def follow_statistics(self) -> FollowStatistics:
+        """A snapshot of the moves of money credited to replaced cards (`_follow_replacement`)."""
+        with self._follow_lock:
+            return FollowStatistics(dict(self._follow_moves), dict(self._follow_moved_minor))
 
     def _last_replacement(self, card_id: str) -> str | None:
         """The card at the end of card_id's chain of replacements, or None if it was not replaced."""

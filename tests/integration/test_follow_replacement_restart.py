@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
 from switch.server import SwitchServer
@@ -31,6 +32,17 @@ def balance_of(server: SwitchServer, number: str) -> int:
     card_id = server.core.cards.card_id(number)
     assert card_id is not None
     return server.core.store.card_state(card_id).balance_minor
+
+
+def follows_counted(server: SwitchServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Non-zero samples of the replaced-card follow counters, from the server's own registry."""
+    names = ("txswitch_replaced_card_follows_total", "txswitch_replaced_card_followed_minor_total")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(server.metrics.exposition().decode())
+        for sample in family.samples
+        if sample.name in names and sample.value
+    }
 
 
 def test_a_ride_reversed_just_before_a_restart_still_reaches_the_new_card(world: World) -> None:
@@ -64,6 +76,14 @@ def test_a_ride_reversed_just_before_a_restart_still_reaches_the_new_card(world:
         on_new, on_lost = balance_of(again, new), balance_of(again, lost)
         channel.close()
         assert (on_new, on_lost) == (2_000, 0), f"after the restart: new card {on_new}, lost card {on_lost}"
+        # The start's move is counted as such, once, with its amount.
+        deadline = time.monotonic() + 5
+        while not follows_counted(again) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert follows_counted(again) == {
+            ("txswitch_replaced_card_follows_total", (("outcome", "moved"), ("when", "start"))): 1.0,
+            ("txswitch_replaced_card_followed_minor_total", (("currency", "EUR"), ("when", "start"))): 700.0,
+        }
     finally:
         if again is not None:
             again.stop()

@@ -91,6 +91,9 @@ def _record_samples(metrics: SwitchMetrics) -> None:
     metrics.set_store_and_forward_depth("acquirer-b", 2)
     metrics.payment_recovered("other", "reversed")
     metrics.iso_inbound_connections_closed(refused=2, idle_closed=1)
+    metrics.replaced_card_followed("credit", "moved")
+    metrics.replaced_card_money_followed("credit", "EUR", 700)
+    metrics.replaced_card_money_followed("start", PAN_SENTINEL, 1)
     metrics.pin_lockout("card")
     metrics.set_schema_indexes_missing(("uq_card_payments_original",), ("uq_card_payments_original",))
     metrics.set_runtime_source(

@@ -37,6 +37,8 @@ ALLOWED_LABEL_NAMES = {
     "index",
     "node",
     "outcome",
+    "when",
+    "currency",
 }
 PAN_SENTINEL = "4111111111111111"
 
@@ -65,6 +67,8 @@ EXPECTED_FAMILIES = (
     "txswitch_payment_recoveries",
     "txswitch_iso_inbound_connections_refused",
     "txswitch_iso_inbound_connections_idle_closed",
+    "txswitch_replaced_card_follows",
+    "txswitch_replaced_card_followed_minor",
 )
 
 
@@ -89,6 +93,9 @@ def record_everything(metrics: SwitchMetrics) -> None:
     metrics.payment_recovered("other", "reversed", 2)
     metrics.payment_recovered("own", "left in flight")  # not an outcome: "invalid"
     metrics.iso_inbound_connections_closed(refused=3, idle_closed=1)
+    metrics.replaced_card_followed("credit", "moved")
+    metrics.replaced_card_money_followed("credit", "EUR", 700)
+    metrics.replaced_card_money_followed("start", "euro", 5)  # not a currency code: "invalid"
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(actors=(ActorKindStats("card", 7, 2, 1),), terminals_online=4)
     )
@@ -168,6 +175,10 @@ def test_recorded_values_appear() -> None:
     assert got[("txswitch_payment_recoveries_total", (("node", "own"), ("outcome", LABEL_REFUSED)))] == 1
     assert got[("txswitch_iso_inbound_connections_refused_total", ())] == 3
     assert got[("txswitch_iso_inbound_connections_idle_closed_total", ())] == 1
+    assert got[("txswitch_replaced_card_follows_total", (("outcome", "moved"), ("when", "credit")))] == 1
+    followed = "txswitch_replaced_card_followed_minor_total"
+    assert got[(followed, (("currency", "EUR"), ("when", "credit")))] == 700
+    assert got[(followed, (("currency", LABEL_REFUSED), ("when", "start")))] == 5
 
 
 def test_card_data_passed_as_labels_never_reaches_the_exposition() -> None:
@@ -179,6 +190,8 @@ def test_card_data_passed_as_labels_never_reaches_the_exposition() -> None:
     metrics.pin_lockout("employee 1234")
     metrics.set_schema_indexes_missing((PAN_SENTINEL,), (PAN_SENTINEL,))
     metrics.payment_recovered(PAN_SENTINEL, PAN_SENTINEL)
+    metrics.replaced_card_followed(PAN_SENTINEL, PAN_SENTINEL)
+    metrics.replaced_card_money_followed(PAN_SENTINEL, PAN_SENTINEL, 1)
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(actors=(ActorKindStats(PAN_SENTINEL, 1, 0, 0),), terminals_online=0)
     )

@@ -1,0 +1,94 @@
+"""Money credited to a replaced card follows it to its replacement (core._follow_replacement): each move
+is counted, with its amount in minor units by currency, on /metrics; never the card."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.harness import World, start_world
+from tests.integration.test_card_replacement import replace
+
+FOLLOWS = "txswitch_replaced_card_follows_total"
+FOLLOWED_MINOR = "txswitch_replaced_card_followed_minor_total"
+WAIT_S = 10.0
+
+
+def scraped(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: bytes = response.read()
+    return body.decode()
+
+
+def counted(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Non-zero samples of name, by their labels."""
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and sample.value
+    }
+
+
+def follows(text: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return counted(text, FOLLOWS)
+
+
+def followed_minor(text: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return counted(text, FOLLOWED_MINOR)
+
+
+def moved(when: str, count: float) -> dict[tuple[tuple[str, str], ...], float]:
+    return {(("outcome", "moved"), ("when", when)): count}
+
+
+def in_euro(when: str, amount_minor: float) -> dict[tuple[tuple[str, str], ...], float]:
+    return {(("currency", "EUR"), ("when", when)): amount_minor}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    world = start_world(tmp_path, "", 1, metrics_port=0)
+    try:
+        yield world
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+
+def wait_for_follows(url: str, expected: dict[tuple[tuple[str, str], ...], float]) -> str:
+    """The scrape once the follows counted are the expected (the move runs on a thread of its own)."""
+    deadline_s = time.monotonic() + WAIT_S
+    text = scraped(url)
+    while follows(text) != expected and time.monotonic() < deadline_s:
+        time.sleep(0.05)
+        text = scraped(url)
+    return text
+
+
+def test_each_credit_that_follows_a_replaced_card_is_counted_with_its_amount(world: World) -> None:
+    url = world.server.ops.metrics_url
+    assert url is not None
+    terminal = world.terminals[0]
+    lost, new = world.issue(2_000, world.benefit_programme), world.issue(0, world.benefit_programme)
+    assert terminal.redeem(lost, 700, "ride-1").response_code == "00"
+    assert terminal.redeem(lost, 300, "ride-2").response_code == "00"
+    assert replace(world, lost, new).moved.amount_minor == 1_000
+    # The office's replacement itself is no follow.
+    assert (follows(scraped(url)), followed_minor(scraped(url))) == ({}, {})
+
+    assert terminal.reversal("ride-1").response_code == "00"
+    text = wait_for_follows(url, moved("credit", 1))
+    assert (follows(text), followed_minor(text)) == (moved("credit", 1), in_euro("credit", 700))
+
+    assert terminal.reversal("ride-2").response_code == "00"
+    text = wait_for_follows(url, moved("credit", 2))
+    assert (follows(text), followed_minor(text)) == (moved("credit", 2), in_euro("credit", 1_000))
+    assert terminal.balance(new) == 2_000
+    card_id = world.server.core.cards.card_id(lost)
+    assert card_id is not None and card_id not in text and lost not in text
