@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/txswitch serve --data-dir $(DATA_DIR)
+	$(BIN)/txswitch serve --data-dir $(DATA_DIR) --demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

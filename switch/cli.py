@@ -33,7 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", type=Path, default=Path("var"))
     serve.add_argument("--database-url", default="")
     serve.add_argument("--grpc-port", type=int, default=None)
-    serve.add_argument("--no-demo", action="store_true", help="do not create demo data on an empty database")
+    demo = serve.add_mutually_exclusive_group()
+    demo.add_argument(
+        "--demo",
+        action="store_true",
+        help="create the demo merchant, its well-known logins and cards on an empty database (`make run`)",
+    )
+    # The default since the demo data became opt-in; accepted so that older command lines still start.
+    demo.add_argument("--no-demo", action="store_true", help="no demo data (the default; deprecated)")
     serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics (0 any, -1 off)")
     serve.add_argument("--console-port", type=int, default=None, help="SSH ops console (0 any, -1 off)")
     serve.add_argument(
@@ -110,7 +117,9 @@ def _serve(options: argparse.Namespace) -> int:
     configure_logging(options.log_level.upper())
     skip_unused_record_fields()
     if options.no_demo:
-        settings = settings.with_overrides(demo_data=False)
+        print("txswitch serve: --no-demo is the default now (demo data only with --demo)", file=sys.stderr)
+    if options.demo or options.no_demo:
+        settings = settings.with_overrides(demo_data=options.demo)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

@@ -26,7 +26,8 @@ class Settings:
     console_host: str = "127.0.0.1"
     console_port: int = 2222  # 0: ephemeral, -1: off
     console_authorized_keys: Path | None = None
-    demo_data: bool = True
+    # Well-known demo logins and cards on an empty database: for trying the switch only (`--demo`)
+    demo_data: bool = False
     # Actors
     card_actors_live_max: int = 20_000
     card_actor_idle_s: float = 60.0

@@ -28,7 +28,8 @@ Metadata = tuple[tuple[str, str], ...]
 @contextmanager
 def serve(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`txswitch serve` with its demo data as a real process on an ephemeral port."""
-    args = ["--data-dir", str(data_dir), "--grpc-port", "0", "--metrics-port", "-1", "--console-port", "-1"]
+    quiet = ["--grpc-port", "0", "--metrics-port", "-1", "--console-port", "-1"]
+    args = ["--demo", "--data-dir", str(data_dir), *quiet]
     with serve_process(args, data_dir / "serve.log") as served:
         yield served
 

@@ -42,6 +42,6 @@ def test_nodes_that_share_the_file_knowingly_both_start(tmp_path: Path) -> None:
     env = {**os.environ, "TXSWITCH_SEVERAL_NODES": "yes"}
     with (
         serve_process(serve_args(tmp_path), tmp_path / "a.log", env=env) as (a, _),
-        serve_process([*serve_args(tmp_path), "--no-demo"], tmp_path / "b.log", env=env) as (b, _),
+        serve_process(serve_args(tmp_path), tmp_path / "b.log", env=env) as (b, _),
     ):
         assert a.poll() is None and b.poll() is None

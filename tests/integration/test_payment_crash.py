@@ -53,7 +53,7 @@ def serve(
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`txswitch serve` as a real process on an ephemeral port; yields it and its gRPC address.
     With metrics, /metrics on an ephemeral port too (`recoveries_counted` reads it)."""
-    args = ["--no-demo", "--data-dir", str(data_dir), "--database-url", database_url]
+    args = ["--data-dir", str(data_dir), "--database-url", database_url]
     args += ["--grpc-port", "0", "--metrics-port", "0" if metrics else "-1", "--console-port", "-1"]
     with serve_process(args, log_path, switch_environment(settings_file)) as served:
         yield served

@@ -17,7 +17,7 @@ from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from switch.server import secret_file
 from tests.serve import REPO_ROOT, serve_process
 
-QUIET = ("--metrics-port", "-1", "--console-port", "-1", "--grpc-port", "0", "--no-demo")
+QUIET = ("--metrics-port", "-1", "--console-port", "-1", "--grpc-port", "0")
 
 
 @pytest.mark.parametrize("name", ["admin.token", "card_hash.key", "master.key"])

@@ -25,7 +25,6 @@ from tests.serve import serve_process
 EXIT_TIMEOUT_S = 30.0
 SIGTERM_AFTER_S = 1.0
 SERVE = (
-    "--no-demo",
     "--metrics-port",
     "-1",
     "--console-port",
