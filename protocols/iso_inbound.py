@@ -94,6 +94,8 @@ def parse_acquirers(
         try:
             clear_key = bytes.fromhex(parts[2])
             algorithm = KeyAlgorithm(parts[3] if len(parts) == 4 else "aes128")
+            if algorithm not in PIN_BLOCK_BYTES:
+                raise ValueError(algorithm.value)
         except ValueError:
             raise AcquirerConfigError(
                 f"inbound acquirer {parts[0]}: zone key or algorithm malformed"

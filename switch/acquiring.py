@@ -337,7 +337,9 @@ def wrap_key_main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["wrap-key"])
     parser.add_argument("--key-id", required=True)
     parser.add_argument("--usage", choices=sorted(USAGES_IN_FILE), required=True)
-    parser.add_argument("--algorithm", choices=[a.value for a in KeyAlgorithm], default="aes128")
+    parser.add_argument(
+        "--algorithm", choices=[KeyAlgorithm.aes128.value, KeyAlgorithm.tdes.value], default="aes128"
+    )
     parser.add_argument("--master-key-file", type=Path)
     args = parser.parse_args(argv)
     from switch.config import from_environment

@@ -98,7 +98,8 @@ def tune_garbage_collection(settings: Settings) -> None:
 def _serve(options: argparse.Namespace) -> int:
     from ops.logs import configure_logging, skip_unused_record_fields
     from switch.demo import demo_lines
-    from switch.server import SecretFileError, SwitchServer
+    from switch.secret_files import SecretFileError
+    from switch.server import SwitchServer
     from switch.store.node_lock import NodeLockError
 
     overrides = {

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from switch.core import SwitchCore
 from switch.domain.programmes import ProgrammeKind
+from switch.secret_files import write_secret
 from switch.store.schema import merchants
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,7 @@ def ensure_demo_data(core: SwitchCore, data_dir: Path) -> bool:
                 {"programme": programme.name, "card_number": card.card_number, "qr_payload": card.qr_payload}
             )
     path = data_dir / "demo_cards.json"
-    path.write_text(json.dumps(cards, indent=2))
-    path.chmod(0o600)
+    write_secret(path, json.dumps(cards, indent=2))  # card numbers: owner only from the first byte
     log.info("demo data created; demo card numbers are in %s", path)
     return True
 

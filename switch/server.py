@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import threading
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -39,6 +37,7 @@ from switch.config import Settings
 from switch.core import SwitchCore
 from switch.demo import ensure_demo_data
 from switch.pins import TerminalPinKeys
+from switch.secret_files import card_hash_key, secret_file
 from switch.security import MasterKey, SecurityModule
 from switch.store.engine import MissingIndexes, create_schema, make_engine
 from switch.store.keys import KeyStore
@@ -55,41 +54,6 @@ SERVICE_NAMES = (
 )
 
 
-class SecretFileError(RuntimeError):
-    """A secret file of the data directory is there but holds no secret."""
-
-
-def secret_file(path: Path, make: str) -> str:
-    """A secret kept in the data directory, created on first use, readable by its owner only.
-
-    Created whole or not at all (a temporary file, synced, then renamed): a start that crashed
-    while writing it must not leave it empty, for an empty admin token would match a call that
-    carries none, and an empty card hash key would hash every card number with no key. An empty
-    file is refused by name rather than replaced, since data may already depend on the secret.
-    """
-    if path.exists():
-        secret = path.read_text().strip()
-        if not secret:
-            raise SecretFileError(
-                f"{path} is empty; restore it from a backup (or, for admin.token, remove it)"
-            )
-        return secret
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(descriptor, make.encode())
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return make
-
-
 class SwitchServer:
     def __init__(
         self,
@@ -99,16 +63,26 @@ class SwitchServer:
     ) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        key_hex = settings.card_hash_key_hex or secret_file(
-            settings.data_dir / "card_hash.key", secrets.token_hex(32)
-        )
         self.admin_token = settings.admin_token or secret_file(
             settings.data_dir / "admin.token", secrets.token_urlsafe(24)
         )
         if not settings.master_key_hex:
-            master_hex = secret_file(settings.data_dir / "master.key", secrets.token_hex(32))
+            master_path = settings.data_dir / "master.key"
+            master_hex = secret_file(master_path, secrets.token_hex(32))
+            log.warning(
+                "master key read from %s: the keys sealed under it are no safer than that directory; "
+                "set TXSWITCH_MASTER_KEY_HEX outside it in production",
+                master_path,
+            )
             settings = settings.with_overrides(master_key_hex=master_hex)
             self.settings = settings
+        card_key = (
+            bytes.fromhex(settings.card_hash_key_hex)
+            if settings.card_hash_key_hex
+            else card_hash_key(
+                settings.data_dir / "card_hash.key", MasterKey.from_hex(settings.master_key_hex)
+            )
+        )
         self._node_lock: NodeLock | None = None
         database_file = sqlite_file(settings.effective_database_url)
         shared = settings.copy_max_age_s is not None
@@ -131,7 +105,7 @@ class SwitchServer:
             settings,
             self.engine,
             SecurityModule(MasterKey.from_hex(settings.master_key_hex)),
-            bytes.fromhex(key_hex),
+            card_key,
             terminal_pin_keys,
             node,
         )
@@ -139,7 +113,7 @@ class SwitchServer:
         self.core = SwitchCore(
             settings,
             self.engine,
-            bytes.fromhex(key_hex),
+            card_key,
             on_batch=self.metrics.observe_commit,
             on_commit_failure=self.metrics.commit_failed,
             payments=self.acquiring.processor if self.acquiring is not None else None,

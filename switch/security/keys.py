@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import enum
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Final
@@ -27,10 +29,11 @@ WRAP_FORMAT_VERSION: Final = "v1"
 class KeyAlgorithm(enum.Enum):
     tdes = "tdes"  # 16-byte double-length TDES: ISO 9564 format 0
     aes128 = "aes128"  # ISO 9564 format 4, AES key wrap for transport keys
+    hmac_sha256 = "hmac-sha256"  # 32-byte HMAC key: the card hash key
 
     @property
     def key_bytes(self) -> int:
-        return 16
+        return 32 if self is KeyAlgorithm.hmac_sha256 else 16
 
 
 class KeyUsage(enum.Enum):
@@ -39,6 +42,10 @@ class KeyUsage(enum.Enum):
     terminal_transport = "terminal-transport"  # wraps a terminal PIN key for delivery
     pin_verification = "pin-verification"  # HMAC key of closed-loop PIN verification values
     pan_hash = "pan-hash"  # HMAC key of stored PAN hashes
+
+
+# Keys only ever used as HMAC keys; the others encipher PIN blocks or keys, so AES or TDES only.
+HMAC_KEY_USAGES: Final = (KeyUsage.pan_hash, KeyUsage.pin_verification)
 
 
 class MasterKey:
@@ -76,8 +83,11 @@ class MasterKey:
 
 
 def check_value(clear_key: bytes, algorithm: KeyAlgorithm) -> str:
-    """Key check value (X9.24): TDES-encrypt zeros, or AES-CMAC of zeros; first 3 bytes, hex."""
-    if algorithm is KeyAlgorithm.tdes:
+    """Key check value (X9.24): TDES-encrypt zeros, AES-CMAC of zeros, or (HMAC keys, which X9.24
+    does not cover) HMAC-SHA256 of 16 zeros; first 3 bytes, hex."""
+    if algorithm is KeyAlgorithm.hmac_sha256:
+        digest = hmac.new(clear_key, bytes(16), hashlib.sha256).digest()
+    elif algorithm is KeyAlgorithm.tdes:
         encryptor = Cipher(TripleDES(triple_length(clear_key)), modes.ECB()).encryptor()
         digest = encryptor.update(bytes(8)) + encryptor.finalize()
     else:
@@ -133,6 +143,8 @@ def wrap_key(
         raise KeyIntegrityError(f"{algorithm.value} key must be {algorithm.key_bytes} bytes")
     if ":" in key_id or "|" in key_id or not key_id:
         raise KeyIntegrityError("key id must be non-empty without ':' or '|'")
+    if algorithm is KeyAlgorithm.hmac_sha256 and usage not in HMAC_KEY_USAGES:
+        raise KeyIntegrityError(f"a {usage.value} key cannot be {algorithm.value}")
     kcv = check_value(clear_key, algorithm)
     unsealed = WrappedKey(key_id, usage, algorithm, b"", kcv)
     return WrappedKey(key_id, usage, algorithm, master.seal(clear_key, unsealed.associated_data()), kcv)

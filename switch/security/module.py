@@ -143,5 +143,11 @@ class SecurityModule:
 
     # --- PAN ----------------------------------------------------------------------------------
 
+    def open_pan_hash_key(self, pan_hash_key: WrappedKey) -> bytes:
+        """The clear card hash key, for the switch's card lookups, which hash every card number they
+        see (an HSM would hash instead); KeyIntegrityError if it is not a pan-hash key sealed under
+        this master key."""
+        return unwrap_key(self._master, pan_hash_key, KeyUsage.pan_hash)
+
     def tokenize_pan(self, pan: str, pan_hash_key: WrappedKey) -> PanToken:
         return tokenize_pan(pan, unwrap_key(self._master, pan_hash_key, KeyUsage.pan_hash))

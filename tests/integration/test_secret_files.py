@@ -14,7 +14,7 @@ import pytest
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
-from switch.server import secret_file
+from switch.secret_files import secret_file
 from tests.serve import REPO_ROOT, serve_process
 
 QUIET = ("--metrics-port", "-1", "--console-port", "-1", "--grpc-port", "0")

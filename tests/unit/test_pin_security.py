@@ -167,6 +167,34 @@ def test_wrong_master_key_refused(module: SecurityModule) -> None:
         other.translate_pin_block(f4, PAN, key, key)
 
 
+def test_card_hash_key_round_trips_and_opens_only_as_a_pan_hash_key(module: SecurityModule) -> None:
+    clear_key = bytes(range(100, 132))
+    key = module.import_key(clear_key, "card-hash", KeyUsage.pan_hash, KeyAlgorithm.hmac_sha256)
+    assert clear_key.hex() not in key.to_text().lower()
+    assert module.open_pan_hash_key(WrappedKey.from_text(key.to_text())) == clear_key
+    relabelled = WrappedKey(key.key_id, KeyUsage.pin_verification, key.algorithm, key.sealed, key.check_value)
+    with pytest.raises(KeyIntegrityError):
+        module.open_pan_hash_key(relabelled)
+    with pytest.raises(KeyIntegrityError):
+        SecurityModule(MasterKey(bytes(32))).open_pan_hash_key(key)
+
+
+@pytest.mark.parametrize(
+    ("usage", "key_bytes"),
+    [
+        (KeyUsage.zone_pin, 32),  # HMAC keys never encipher PIN blocks or keys
+        (KeyUsage.terminal_pin, 32),
+        (KeyUsage.terminal_transport, 32),
+        (KeyUsage.pan_hash, 16),  # 32 bytes, no other length
+    ],
+)
+def test_hmac_keys_are_refused_where_they_do_not_fit(
+    module: SecurityModule, usage: KeyUsage, key_bytes: int
+) -> None:
+    with pytest.raises(KeyIntegrityError):
+        module.import_key(bytes(key_bytes), "k", usage, KeyAlgorithm.hmac_sha256)
+
+
 @pytest.mark.parametrize("text", ["", "00" * 31, "zz" * 32])
 def test_master_key_must_be_32_hex_bytes(text: str) -> None:
     with pytest.raises(KeyIntegrityError):
