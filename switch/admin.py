@@ -33,7 +33,14 @@ from switch.domain.ledger import AccountKind
 from switch.domain.money import is_known_currency
 from switch.domain.programmes import ProgrammeKind, commission_minor
 from switch.domain.receipts import BadEmailError, checked_email
-from switch.passwords import MerchantPasswords, NotAllowedError, SignInLockout, void_reset_codes
+from switch.passwords import (
+    WRONG_LOGIN,
+    MerchantPasswords,
+    NotAllowedError,
+    SignInLockout,
+    login_check_now,
+    void_reset_codes,
+)
 from switch.store.engine import writing
 from switch.store.journal import CardIssue, Write, WriteResult, commit_alone
 from switch.store.key_locks import lock_name
@@ -404,6 +411,9 @@ class Admin:
             values["name"] = name
         if active is not None:
             values["active"] = active
+        if email or password or active is False or role:
+            # Signs the user out everywhere; a password check made before opens nothing after it.
+            values["login_changes"] = employees.c.login_changes + 1
         if values:
             with writing(self._engine) as conn:
                 _lock_email(conn, values.get("email"))
@@ -533,10 +543,14 @@ class Admin:
         if device_name.strip().lower() == WEB_BACK_OFFICE:
             raise AdminError(f"device_name {WEB_BACK_OFFICE!r} is the web back office's own")
         _refuse_longer("location", location_name, LOCATION_NAME_MAX)
-        login = self._passwords.verify(email, password)  # PermissionError, TooManySignInsError
+        # PermissionError, TooManySignInsError
+        login, checked = self._passwords.verify_hash(email, password)
         if not login.may(PortalRight.activate):
             raise NotAllowedError(f"a {login.role} may not activate terminals; ask a manager")
         with writing(self._engine) as conn:
+            # A new password, address or role, or a deactivation, since the check: no terminal.
+            if login_check_now(conn, login) != checked:
+                raise PermissionError(WRONG_LOGIN)
             location_id = conn.execute(
                 select(locations.c.location_id).where(
                     locations.c.merchant_id == login.merchant_id, locations.c.name == location_name

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, literal, select, update
 
 from switch import credentials
 from switch.domain.employees import OWNER, PortalRight, may
@@ -59,6 +59,15 @@ class Login:
         return may(self.role, right)
 
 
+@dataclass(frozen=True, slots=True)
+class LoginCheck:
+    """What a password was checked against: what is written on the strength of the check is written
+    only while the login is still so (`login_check_now`)."""
+
+    password_hash: str
+    login_changes: int  # the user's address, password, role and deactivations so far; 0 for a merchant
+
+
 class MerchantPasswords:
     def __init__(self, engine: Engine, lockout: SignInLockout, now: Callable[[], dt.datetime]) -> None:
         self._engine = engine
@@ -73,9 +82,9 @@ class MerchantPasswords:
         """
         return self.verify_hash(email, password)[0]
 
-    def verify_hash(self, email: str, password: str) -> tuple[Login, str]:
-        """verify(), and the stored hash the password matched: what is written on the strength of
-        the check must be written only while that hash is still the login's (`password_hash_now`)."""
+    def verify_hash(self, email: str, password: str) -> tuple[Login, LoginCheck]:
+        """verify(), and what the password was checked against: what is written on the strength of
+        the check must be written only while the login is still so (`login_check_now`)."""
         if not self._checks.acquire(blocking=False):
             raise TooManySignInsError(TOO_MANY_AT_ONCE)
         try:
@@ -83,7 +92,7 @@ class MerchantPasswords:
         finally:
             self._checks.release()
 
-    def _verify(self, email: str, password: str) -> tuple[Login, str]:
+    def _verify(self, email: str, password: str) -> tuple[Login, LoginCheck]:
         key = email_digest(email)
         now = self._now()
         with self._engine.connect() as conn:
@@ -95,7 +104,7 @@ class MerchantPasswords:
             until = as_utc(locked_until).isoformat(timespec="seconds")
             raise PermissionError(f"too many wrong sign-ins for this address: try again after {until}")
         # An unknown address costs a password check too, so timing tells nobody it is unknown.
-        stored = found[1] if found is not None else _unknown_hash()
+        stored = found[1].password_hash if found is not None else _unknown_hash()
         if not credentials.password_matches(password, stored) or found is None:
             self._count_failure(key, now)
             raise PermissionError(WRONG_LOGIN)
@@ -123,21 +132,22 @@ class MerchantPasswords:
                 )
 
 
-def login_of(conn: Connection, email: str) -> tuple[Login, str] | None:
-    """(login, password hash) of the merchant or the active user with this address."""
+def login_of(conn: Connection, email: str) -> tuple[Login, LoginCheck] | None:
+    """(login, its password hash and changes) of the merchant or the active user with this address."""
     merchant = conn.execute(
         select(merchants.c.merchant_id, merchants.c.name, merchants.c.password_hash).where(
             merchants.c.email == email
         )
     ).first()
     if merchant is not None:
-        return Login(merchant.merchant_id, merchant.name, email, OWNER), merchant.password_hash
+        return Login(merchant.merchant_id, merchant.name, email, OWNER), LoginCheck(merchant.password_hash, 0)
     user = conn.execute(
         select(
             employees.c.employee_id,
             employees.c.name,
             employees.c.role,
             employees.c.password_hash,
+            employees.c.login_changes,
             merchants.c.merchant_id,
             merchants.c.name.label("merchant_name"),
         )
@@ -149,21 +159,26 @@ def login_of(conn: Connection, email: str) -> tuple[Login, str] | None:
     if user is None:
         return None
     login = Login(user.merchant_id, user.merchant_name, email, user.role, user.employee_id, user.name)
-    return login, user.password_hash
+    return login, LoginCheck(user.password_hash, user.login_changes)
 
 
-def password_hash_now(conn: Connection, login: Login) -> str | None:
-    """The login's password hash as stored now (None: deactivated, or no password), its row locked
-    until conn's transaction ends on PostgreSQL (SQLite has one writer at a time anyway): a password
-    set, or a deactivation, after a check waits, and then ends what the check let in."""
+def login_check_now(conn: Connection, login: Login) -> LoginCheck | None:
+    """The login's password hash and changes as stored now (None: deactivated, or no password), its
+    row locked until conn's transaction ends on PostgreSQL (SQLite has one writer at a time anyway):
+    a new password, address or role, or a deactivation, after a check waits, and then ends what the
+    check let in. Compare with what the check returned: any of those since, even undone, differs."""
     if login.employee_id is None:
-        query = select(merchants.c.password_hash).where(merchants.c.merchant_id == login.merchant_id)
+        query = select(merchants.c.password_hash, literal(0)).where(
+            merchants.c.merchant_id == login.merchant_id
+        )
     else:
-        query = select(employees.c.password_hash).where(
+        query = select(employees.c.password_hash, employees.c.login_changes).where(
             employees.c.employee_id == login.employee_id, employees.c.active.is_(True)
         )
-    stored = conn.execute(query.with_for_update()).scalar()
-    return None if stored is None else str(stored)
+    row = conn.execute(query.with_for_update()).first()
+    if row is None or row[0] is None:
+        return None
+    return LoginCheck(str(row[0]), int(row[1]))
 
 
 def store_password(
@@ -177,7 +192,8 @@ def store_password(
         mine = [sessions.merchant_id == login.merchant_id, sessions.employee_id.is_(None)]
     else:
         user = employees.c.employee_id == login.employee_id
-        conn.execute(update(employees).where(user).values(password_hash=password_hash))
+        changed = employees.c.login_changes + 1
+        conn.execute(update(employees).where(user).values(password_hash=password_hash, login_changes=changed))
         mine = [sessions.employee_id == login.employee_id]
     if keep_session_hash is not None:
         mine.append(sessions.token_hash != keep_session_hash)

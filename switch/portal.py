@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, delete, select
 
 from switch import credentials
 from switch.domain.employees import OWNER, password_problem
-from switch.passwords import WRONG_LOGIN, Login, MerchantPasswords, password_hash_now, store_password
+from switch.passwords import WRONG_LOGIN, Login, MerchantPasswords, login_check_now, store_password
 from switch.store.engine import writing
 from switch.store.repository import as_utc
 from switch.store.schema import employees, merchants, portal_sessions
@@ -49,7 +49,8 @@ class PortalSessions:
         now = self._now()
         session = PortalSession(token, login, now + self._session)
         with writing(self._engine) as conn:
-            if password_hash_now(conn, login) != checked:  # a new password (or deactivation) since
+            # A new password, address or role, or a deactivation, since the check: it opens nothing.
+            if login_check_now(conn, login) != checked:
                 raise PermissionError(WRONG_LOGIN)
             conn.execute(delete(portal_sessions).where(portal_sessions.c.expires_at <= now))
             conn.execute(
@@ -119,7 +120,7 @@ class PortalSessions:
         with writing(self._engine) as conn:
             # The current password must still be the one checked, and this session still alive:
             # a password the owner set meanwhile (taking a stolen login back) is not undone.
-            if password_hash_now(conn, login) != checked or not _session_alive(conn, token):
+            if login_check_now(conn, login) != checked or not _session_alive(conn, token):
                 raise PermissionError(NO_SESSION)
             store_password(conn, login, password_hash, keep_session_hash=credentials.credential_hash(token))
 

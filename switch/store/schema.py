@@ -99,6 +99,9 @@ class EmployeeRow(Base):
     # address is stored lower-cased; unique across users (and checked against merchants).
     email: Mapped[str | None] = mapped_column(String(254), nullable=True, unique=True, index=True)
     password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Changes that sign the user out everywhere (address, password, role, deactivation), counted: a
+    # password check made before one opens nothing after it, also when the change was undone since.
+    login_changes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class TerminalRow(Base):
