@@ -408,13 +408,21 @@ def locations_pb(core: SwitchCore, merchant_id: str) -> bo.LocationList:
 
 
 def ask_location_change_pb(
-    core: SwitchCore, request: bo.AskLocationChangeRequest, asked_by: str
+    core: SwitchCore,
+    request: bo.AskLocationChangeRequest,
+    asked_by: str,
+    asked_by_employee_id: str | None = None,
 ) -> bo.LocationChange:
     """A change of a location's name or address, pending the operator's check (backoffice and portal)."""
     if problem := convert.missing_field(request, "merchant_id", "location_id"):
         raise AdminError(problem)
     change = core.location_changes.ask(
-        request.merchant_id, request.location_id, request.name, request.address, asked_by
+        request.merchant_id,
+        request.location_id,
+        request.name,
+        request.address,
+        asked_by,
+        asked_by_employee_id,
     )
     return location_change_pb(change)
 

@@ -309,7 +309,7 @@ class PortalService(portal_grpc.PortalServicer):
     ) -> bo.LocationChange:
         def action(login: Login) -> bo.LocationChange:
             _own(context, request, login.merchant_id)
-            return ask_location_change_pb(self._core, request, login.email)
+            return ask_location_change_pb(self._core, request, login.email, login.employee_id)
 
         return self._run(context, PortalRight.settings, action)
 

@@ -19,10 +19,11 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from switch.admin import AdminConflictError, AdminError, AdminStateError, location_fields, new_id
+from switch.domain.employees import PortalRight, may
 from switch.store.engine import writing
 from switch.store.key_locks import lock_name
 from switch.store.repository import as_utc
-from switch.store.schema import location_changes, locations
+from switch.store.schema import employees, location_changes, locations
 
 REASON_MAX = 250  # the column's length
 LISTED_MAX = 500  # changes in one list, newest first
@@ -65,10 +66,17 @@ class LocationChanges:
         self._now = now
 
     def ask(
-        self, merchant_id: str, location_id: str, name: str, address: str, asked_by: str
+        self,
+        merchant_id: str,
+        location_id: str,
+        name: str,
+        address: str,
+        asked_by: str,
+        asked_by_employee_id: str | None = None,
     ) -> LocationChange:
         """A change of the merchant's location, pending; AdminError naming what is wrong, LookupError
-        for a location the merchant does not have."""
+        for a location the merchant does not have. `asked_by_employee_id`: the user whose portal
+        login asks, if it is a user's (see `decide`)."""
         name, address = location_fields(name, address)
         change_id = new_id("lch")
         with writing(self._engine) as conn:
@@ -105,6 +113,7 @@ class LocationChanges:
                     "from_address": now_address,
                     "status": ChangeStatus.pending,
                     "asked_by": asked_by,
+                    "asked_by_employee_id": asked_by_employee_id,
                     "asked_at": self._now(),
                     "decided_at": None,
                     "reason": "",
@@ -132,8 +141,9 @@ class LocationChanges:
 
     def decide(self, change_id: str, approve: bool, reason: str = "") -> LocationChange:
         """Approve (the location takes the asked name and address) or reject with a reason.
-        AdminStateError when the change was decided already or its name is now taken; LookupError
-        for an unknown change."""
+        AdminStateError when the change was decided already, its name is now taken, or (approval
+        only) the user who asked was deactivated or may no longer ask since; LookupError for an
+        unknown change."""
         reason = reason.strip()
         if not approve and not reason:
             raise AdminError("reason is missing: the merchant sees why its change was rejected")
@@ -153,8 +163,41 @@ class LocationChanges:
             if decided.rowcount != 1:
                 raise AdminStateError(f"change {change_id!r} is {change.status.value} already")
             if approve:
+                _refuse_gone_asker(conn, change)
                 _rename(conn, change)
         return change
+
+
+def _refuse_gone_asker(conn: Connection, change: LocationChange) -> None:
+    """AdminStateError (which rolls the decision back) when a user asked and is no longer one who
+    may: an ask stands for the login that made it, and the merchant took that login's rights away
+    (a manager who left, a stolen login taken back). Read under the decision's write lock (SQLite)
+    or the user's row lock (PostgreSQL), so a deactivation at the same moment is seen or waits."""
+    asker = conn.execute(
+        select(location_changes.c.asked_by_employee_id).where(
+            location_changes.c.change_id == change.change_id
+        )
+    ).scalar()
+    if asker is None:
+        return  # the merchant's own account, or the backoffice
+    user = conn.execute(
+        select(employees.c.employee_number, employees.c.active, employees.c.role)
+        .where(employees.c.employee_id == asker)
+        .with_for_update()
+    ).first()
+    if user is None:
+        why = "no longer a user"
+    elif not user.active:
+        why = "deactivated since"
+    elif not may(user.role, PortalRight.settings):
+        why = f"now a {user.role}, who may not ask for location changes"
+    else:
+        return
+    number = user.employee_number if user is not None else asker
+    raise AdminStateError(
+        f"change {change.change_id!r} was asked by user {number} ({change.asked_by}), {why}: "
+        "reject it, or have an owner or manager ask again"
+    )
 
 
 def _rename(conn: Connection, change: LocationChange) -> None:

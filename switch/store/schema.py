@@ -258,6 +258,9 @@ class LocationChangeRow(Base):
     from_address: Mapped[str] = mapped_column(String(250))
     status: Mapped[str] = mapped_column(String(20))  # pending, approved, rejected, replaced
     asked_by: Mapped[str] = mapped_column(String(254))
+    # The user whose portal login asked (None: the merchant's own account or the backoffice): an
+    # approval needs that user still active and still allowed to ask (added later: nullable).
+    asked_by_employee_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
     asked_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     reason: Mapped[str] = mapped_column(String(250), default="")

@@ -320,3 +320,50 @@ def test_changes_waiting_for_the_operator_show_in_the_metrics_until_decided(worl
     (left,) = changes(world, "pending")
     decide(world, left[0], approve=False, reason="no such address")
     assert waiting_metrics(metrics) == (0.0, 0.0)
+
+
+MANAGER_EMAIL, MANAGER_PASSWORD = "office@example.test", "office-password-1"
+# What the owner did to the manager who asked, and whether the operator may still approve the ask:
+# an ask stands for the login that made it, as long as that login may still ask (an audit found the
+# ask of a user deactivated since was approved, and took effect).
+ASKER_CHANGES = [
+    ("deactivated", [{"active": False}], "deactivated since"),
+    ("made a cashier", [{"role": "cashier"}], "now a cashier, who may not ask for location changes"),
+    ("deactivated, then reactivated", [{"active": False}, {"active": True}], ""),
+    ("renamed", [{"name": "Renamed"}], ""),
+]
+
+
+@pytest.mark.parametrize(("what", "updates", "refused"), ASKER_CHANGES, ids=[row[0] for row in ASKER_CHANGES])
+def test_an_ask_of_a_user_who_may_no_longer_ask_is_not_approved(
+    world: World, what: str, updates: list[dict[str, object]], refused: str
+) -> None:
+    admin = world.server.core.admin
+    admin.add_employee(
+        world.merchant_id,
+        "3001",
+        "Office",
+        "2468",
+        role="manager",
+        email=MANAGER_EMAIL,
+        password=MANAGER_PASSWORD,
+    )
+    manager = sign_in(world, MANAGER_EMAIL, MANAGER_PASSWORD)
+    asked = ask(world, shop(world).location_id, "Shop by the Station", session=manager)
+    for update in updates:
+        admin.update_employee(world.merchant_id, "3001", **update)  # type: ignore[arg-type]
+    approving = bo.DecideLocationChangeRequest(change_id=asked.change_id, approve=True)
+    if not refused:
+        assert decide(world, asked.change_id, approve=True).status == "approved", what
+        assert shop(world).name == "Shop by the Station"
+        return
+    assert refusal(world.backoffice.DecideLocationChange, approving, metadata=world.admin_metadata) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"change {asked.change_id!r} was asked by user 3001 ({MANAGER_EMAIL}), {refused}: "
+        "reject it, or have an owner or manager ask again",
+    )
+    assert changes(world) == [(asked.change_id, "Shop by the Station", "pending")]
+    assert shop(world).name == "Shop"
+    assert (
+        decide(world, asked.change_id, approve=False, reason="asked by a former manager").status == "rejected"
+    )
