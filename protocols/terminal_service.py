@@ -196,9 +196,16 @@ class TerminalService(pb_grpc.TerminalServicer):
     def Activate(self, request: pb.ActivateRequest, context: Context) -> pb.ActivateResponse:
         if problem := convert.missing_field(request, "merchant_email", "password", "device_name", "location"):
             _refuse(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        acquiring, legacy = self._acquiring, request.legacy_pin_pad
+        # A fresh PIN key per activation, stored with the credential, delivered under the TTK.
+        pin_key = (
+            None
+            if acquiring is None
+            else lambda terminal_id: acquiring.new_terminal_pin_key(terminal_id, legacy)
+        )
         try:
             activation = self._core.admin.activate(
-                request.merchant_email, request.password, request.device_name, request.location
+                request.merchant_email, request.password, request.device_name, request.location, pin_key
             )
         except PermissionError as error:
             _refuse(grpc.StatusCode.UNAUTHENTICATED, str(error))
@@ -216,11 +223,9 @@ class TerminalService(pb_grpc.TerminalServicer):
             location=activation.terminal.location_name,
             period_number=activation.terminal.period_number,
         )
-        if self._acquiring is not None:
-            # A fresh PIN key per activation, delivered under the terminal transport key.
-            issued = self._acquiring.issue_terminal_pin_key(
-                activation.terminal.terminal_id, request.legacy_pin_pad
-            )
+        issued = activation.pin_key
+        if acquiring is not None and issued is not None:
+            acquiring.terminal_pin_key_stored(activation.terminal.terminal_id)
             response.pin_key_wrapped = issued.delivery
             response.pin_block_format = int(pin_block_format(issued.stored))
             response.pin_key_check_value = issued.check_value

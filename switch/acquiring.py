@@ -306,14 +306,17 @@ class Acquiring:
 
     # --- terminal PIN keys ------------------------------------------------------------------------
 
-    def issue_terminal_pin_key(self, terminal_id: str, legacy_pin_pad: bool) -> IssuedTerminalKey:
-        """At activation: a fresh PIN key, kept under the master key, delivered under the TTK."""
+    def new_terminal_pin_key(self, terminal_id: str, legacy_pin_pad: bool) -> IssuedTerminalKey:
+        """At activation: a fresh PIN key, wrapped under the master key (for the activation to store
+        with the terminal's credential, in one transaction) and under the TTK (for the terminal)."""
         algorithm = KeyAlgorithm.tdes if legacy_pin_pad else KeyAlgorithm.aes128
-        issued = self.security.issue_terminal_pin_key(
+        return self.security.issue_terminal_pin_key(
             terminal_pin_key_id(terminal_id), self.config.terminal_transport_key, algorithm
         )
-        self.terminal_keys.put(terminal_id, issued.stored)
-        return issued
+
+    def terminal_pin_key_stored(self, terminal_id: str) -> None:
+        """The activation that stored a new PIN key has committed: use the stored key from now on."""
+        self.terminal_keys.stored_elsewhere(terminal_id)
 
     def terminal_pin_key(self, terminal_id: str) -> WrappedKey | None:
         return self.terminal_keys.get(terminal_id)

@@ -41,9 +41,11 @@ from switch.passwords import (
     login_check_now,
     void_reset_codes,
 )
+from switch.security import IssuedTerminalKey
 from switch.store.engine import writing
 from switch.store.journal import CardIssue, Write, WriteResult, commit_alone
 from switch.store.key_locks import lock_name
+from switch.store.keys import put_key
 from switch.store.repository import Store, TerminalInfo, as_utc
 from switch.store.schema import (
     accounts,
@@ -115,6 +117,11 @@ class Activation:
     terminal: TerminalInfo
     credential: str
     merchant_name: str
+    pin_key: IssuedTerminalKey | None = None  # stored with the credential, when a key was asked for
+
+
+# At activation, a fresh PIN key for the terminal of this id (not stored yet)
+PinKeyIssuer = Callable[[str], IssuedTerminalKey]
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,7 +541,17 @@ class Admin:
                 raise AdminConflictError(f"request_id {request_id!r} has issued a card already")
         raise AdminError(f"no free card number found under prefix {programme.card_prefix}")
 
-    def activate(self, email: str, password: str, device_name: str, location_name: str) -> Activation:
+    def activate(
+        self,
+        email: str,
+        password: str,
+        device_name: str,
+        location_name: str,
+        pin_key: PinKeyIssuer | None = None,
+    ) -> Activation:
+        """The device's terminal, made or re-activated with a new credential and, with `pin_key`, a
+        new PIN key stored in the same transaction: two activations of one device at once leave the
+        credential that works with the key delivered beside it."""
         if not device_name:
             raise AdminError("device_name is empty")
         _refuse_longer("device_name", device_name, DEVICE_NAME_MAX)
@@ -565,6 +582,9 @@ class Admin:
             ).scalar()
             terminal_id = existing or new_id("trm")
             credential, credential_hash = credentials.new_credential(terminal_id)
+            issued = pin_key(terminal_id) if pin_key is not None else None
+            if issued is not None:
+                put_key(conn, issued.stored)
             now = self._now()
             if existing:
                 conn.execute(
@@ -589,7 +609,7 @@ class Admin:
                 )
         info = self._store.terminal(terminal_id)
         assert info is not None
-        return Activation(info, credential, login.merchant_name)
+        return Activation(info, credential, login.merchant_name, issued)
 
     def web_terminal(self, merchant_id: str, location_id: str) -> str:
         """The terminal through which a location's redemptions in the web back office count (its

@@ -50,6 +50,13 @@ class TerminalPinKeys:
             self._keys.put(key)
             self._remember(terminal_id, key)
 
+    def stored_elsewhere(self, terminal_id: str) -> None:
+        """A terminal's new PIN key was stored with its credential in one transaction, now committed:
+        the next use reads it. Forgotten rather than put: two activations at once may commit in one
+        order and get here in the other, and the store holds the one that committed last."""
+        with self._lock:
+            self._cached.pop(terminal_id, None)
+
     def _remember(self, terminal_id: str, key: WrappedKey) -> None:
         if len(self._cached) >= self._cached_max and terminal_id not in self._cached:
             self._cached.clear()  # rare (more terminals than the limit): misses read the store again

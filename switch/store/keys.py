@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from sqlalchemy import Column, DateTime, Engine, String, Table, Text, insert, select
+from sqlalchemy import Column, Connection, DateTime, Engine, String, Table, Text, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from switch.security import KeyIntegrityError, WrappedKey
@@ -45,8 +45,7 @@ class KeyStore:
     def put(self, key: WrappedKey) -> None:
         """Store a key under its id, replacing an earlier one (a re-injected terminal key)."""
         with writing(self._engine) as conn:
-            conn.execute(security_keys.delete().where(security_keys.c.key_id == key.key_id))
-            conn.execute(insert(security_keys), _row(key))
+            put_key(conn, key)
 
     def get_or_create(self, key_id: str, make: Callable[[], WrappedKey]) -> WrappedKey:
         """The stored key, or a new one; two nodes racing both end with the one that landed first."""
@@ -63,6 +62,13 @@ class KeyStore:
             assert landed is not None
             return landed
         return key
+
+
+def put_key(conn: Connection, key: WrappedKey) -> None:
+    """Store a key under its id in conn's transaction, replacing an earlier one: with what goes with
+    it (a terminal's credential and its PIN key), so that both land or neither."""
+    conn.execute(security_keys.delete().where(security_keys.c.key_id == key.key_id))
+    conn.execute(insert(security_keys), _row(key))
 
 
 def _row(key: WrappedKey) -> dict[str, object]:
