@@ -73,6 +73,10 @@ class JournalWriter:
         self._on_failure = on_failure
         self._on_lost = on_lost
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+        # Held across submit()'s check and its put, and by whoever stops the writer taking writes:
+        # without it a submit() that saw the writer accepting could queue its write behind the end
+        # marker (or behind the refusal of a lost journal's queue), and nobody would answer it.
+        self._admission = threading.Lock()
         self._accepting = False
         self._batches = 0
         self._writes = 0
@@ -98,7 +102,8 @@ class JournalWriter:
         the journal process: a stop during a stalled commit once closed the pipe under the batch,
         which then counted as a lost journal (the switch exited 75 on an ordinary shutdown), and a
         full queue made the end marker's put raise."""
-        self._accepting = False
+        with self._admission:
+            self._accepting = False
         if self._thread.is_alive():
             self._queue.put(None)  # blocks only while the queue is full: the writer is draining it
             self._thread.join(timeout_s)
@@ -113,13 +118,14 @@ class JournalWriter:
 
         False when the writer is stopped or its queue is full: nothing was queued.
         """
-        if not self._accepting:
-            return False
-        try:
-            self._queue.put_nowait((write, done))
-        except queue.Full:
-            return False
-        return True
+        with self._admission:
+            if not self._accepting:
+                return False
+            try:
+                self._queue.put_nowait((write, done))
+            except queue.Full:
+                return False
+            return True
 
     def write_and_wait(
         self, write: Write, timeout_s: float | None, landed: threading.Event | None = None
@@ -222,8 +228,9 @@ class JournalWriter:
         return self._process.commit(writes)
 
     def _fail_closed(self, error: str, in_doubt: int) -> None:
-        self._lost = error
-        self._accepting = False
+        with self._admission:
+            self._lost = error
+            self._accepting = False
         log.critical(
             "journal lost: %s; %d writes in doubt are left unanswered, no write is taken any more, and "
             "the switch exits to recover from what is stored",
