@@ -430,6 +430,7 @@ class CardActor(SwitchActor):
             card_id=card.card_id,
             merchant_id=terminal.merchant_id,
             original_transaction_id=original,
+            mti=terminal.mti,
         )
         return outcome, record
 
@@ -452,7 +453,11 @@ class CardActor(SwitchActor):
             card_masked=card.masked,
             period_number=terminal.period_number,
         )
-        extra: dict[str, object] = {"card_id": card.card_id, "merchant_id": terminal.merchant_id}
+        extra: dict[str, object] = {
+            "card_id": card.card_id,
+            "merchant_id": terminal.merchant_id,
+            "mti": terminal.mti,
+        }
         if not isinstance(command, Redeem | Load):
             extra["original_transaction_id"] = command.original_transaction_id
         record = record_of(outcome, terminal.terminal_id, fingerprint, **extra)

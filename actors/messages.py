@@ -13,6 +13,8 @@ class TerminalContext:
     terminal_id: str
     merchant_id: str
     period_number: int
+    # The ISO 8583 MTI an inbound request came as, stored with its answer; "" for a terminal's.
+    mti: str = ""
 
 
 # To a card actor

@@ -132,7 +132,7 @@ class InboundHandler:
                 request, _Answer(ResponseCode.invalid_transaction, "unknown acquirer (field 32)")
             )
         merchant_id = self._merchant_id(acquirer)
-        context = TerminalContext(SOURCE_PREFIX + acquirer.acquirer_id, merchant_id, 0)
+        context = TerminalContext(SOURCE_PREFIX + acquirer.acquirer_id, merchant_id, 0, kind)
         try:
             if kind in FINANCIAL_MTIS:
                 answer = self._redeem(request, acquirer, context)
@@ -238,7 +238,8 @@ class InboundHandler:
         """The final amount of an approved 0100: what the 0100 took above it goes back to the card.
 
         One completion per authorisation (its id is the authorisation's): a repeat gets the first
-        answer, a second completion with another amount is refused 94. Nothing is stored for a
+        answer, a second completion with another amount is refused 94. An 0200 named as an 0100 is
+        refused 25: the MTI each was stored with tells them apart. Nothing is stored for a
         completion refused before the card's turn; its repeat is refused the same way.
         """
         original = OriginalDataElements.decode(request["90"])
@@ -258,7 +259,7 @@ class InboundHandler:
                 return _Answer(
                     ResponseCode.original_not_found, "no authorisation (0100) of ours named in field 90"
                 )
-            refusal = _completion_refusal(request, found)
+            refusal = _completion_refusal(request, original, found)
             if refusal is not None:
                 return refusal
             authorised = Money(found.record.approved_minor, found.record.currency)
@@ -317,9 +318,18 @@ def original_identity(request: IsoMessage, original: OriginalDataElements) -> st
     return f"{request['41']}:{original.stan}:{original.transmission_datetime}"
 
 
-def _completion_refusal(request: IsoMessage, authorisation: StoredTransaction) -> _Answer | None:
+def _completion_refusal(
+    request: IsoMessage, original: OriginalDataElements, authorisation: StoredTransaction
+) -> _Answer | None:
     """Why no completion of this authorisation can carry these fields; None when one can."""
     record = authorisation.record
+    # An 0200 is stored as a redemption just as an 0100 is; a 0220 naming it as an 0100 would give
+    # part of a final sale back. A row stored before MTIs were kept ("") is completed as before.
+    if record.mti and record.mti != original.mti:
+        return _Answer(
+            ResponseCode.original_not_found,
+            f"field 90 names an {original.mti}; the original is an {record.mti}",
+        )
     if ALPHA_BY_NUMERIC.get(request["49"]) != record.currency:
         return _Answer(ResponseCode.currency_not_accepted, f"the authorisation was in {record.currency}")
     if int(request["4"]) > record.approved_minor:
@@ -363,6 +373,7 @@ def _nothing_moved(
         digest,
         merchant_id=context.merchant_id,
         original_transaction_id=command.original_transaction_id,
+        mti=context.mti,
     )
 
 

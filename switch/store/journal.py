@@ -62,6 +62,7 @@ class TransactionRecord:
     original_transaction_id: str = ""
     card_masked: str = ""
     payment_method: str = "stored_value"
+    mti: str = ""  # the ISO 8583 MTI of an inbound request (TransactionRow.mti)
 
 
 @pickled_by_fields

@@ -191,6 +191,10 @@ class TransactionRow(Base):
     payment_method: Mapped[str] = mapped_column(String(16), default="stored_value")
     card_masked: Mapped[str] = mapped_column(String(19), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # The MTI an inbound ISO 8583 request came as (0100 or 0200 alike redeem, but only an 0100 is
+    # completed); "" for the terminal protocol and for rows stored before it was kept (a server
+    # default, so an older database gets the column at start).
+    mti: Mapped[str] = mapped_column(String(4), default="", server_default="")
 
 
 class JournalEntryRow(Base):

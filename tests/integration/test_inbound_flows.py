@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from protocols.iso8583 import IsoMessage
+from switch.store.schema import transactions
 from tests.integration.harness import MERCHANT_EMAIL, World, hold_sqlite_write_lock, start_world
 from tests.integration.test_inbound_iso import (
     ACQUIRER,
@@ -78,3 +80,23 @@ def test_a_redemption_whose_commit_outlasts_the_reply_timeout_is_answered_as_it_
     moved = 1_000 - 100 - balance(world, card)
     # It waits for its commit now: approved once durable, and the money moved as answered.
     assert (code, moved) == ("00", 300), f"answered {code} ({answer.get('44')}); {moved} minor units taken"
+
+
+@pytest.mark.parametrize(("stored_mti", "code"), [("0100", "00"), ("0200", "25"), ("", "00")])
+def test_a_completion_is_taken_only_of_what_was_stored_as_an_0100(
+    world: World, stored_mti: str, code: str
+) -> None:
+    """An 0100 and an 0200 are both stored as redemptions; the MTI stored beside one decides
+    whether a 0220 naming it as an 0100 is taken. A row from before MTIs were kept ("") is
+    completed as it was then."""
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    original = authorisation(card, 400)
+    assert client.ask(original)["39"] == "00"
+    with world.server.core.store.engine.begin() as conn:
+        conn.execute(update(transactions).values(mti=stored_mti))
+    answer = client.ask(completion_of(original, 250))
+    client.close()
+    assert answer["39"] == code, answer.get("44")
+    assert balance(world, card) == (750 if code == "00" else 600)
+    ledger_clean(world)

@@ -342,6 +342,8 @@ def test_a_completion_gives_back_what_the_authorisation_took_above_the_final_amo
         (250, {"49": "840"}, "12", "the authorisation was in EUR"),
         (250, {"stan": "999999"}, "25", "no authorisation (0100)"),
         (250, {"reversed_first": ""}, "12", "the authorisation is reversed"),
+        # An 0200 is a final sale: a 0220 naming it as an 0100 must not give part of it back.
+        (250, {"sent_as": "0200"}, "25", "names an 0100; the original is an 0200"),
     ],
 )
 def test_a_completion_that_cannot_be_taken_is_refused_naming_why_and_moves_nothing(
@@ -349,7 +351,7 @@ def test_a_completion_that_cannot_be_taken_is_refused_naming_why_and_moves_nothi
 ) -> None:
     client = IsoClient(world)
     card = world.issue(1_000)
-    original = authorisation(card, 400)
+    original = {**authorisation(card, 400), "t": change.get("sent_as", "0100")}
     assert client.ask(original)["39"] == "00"
     if "reversed_first" in change:
         assert client.ask(reversal_of(original))["39"] == "00"

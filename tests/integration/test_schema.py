@@ -13,7 +13,7 @@ from sqlalchemy import Engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from switch.store.engine import SchemaMismatchError, create_schema, make_engine
-from switch.store.schema import employees, merchants
+from switch.store.schema import employees, merchants, transactions
 from tests.pg import postgres_schema
 
 
@@ -166,6 +166,30 @@ def test_the_request_id_that_issued_a_card_is_added_to_an_older_database_as_a_un
     indexes = {index["name"]: index for index in inspect(engine).get_indexes("cards")}
     assert indexes["ix_cards_issue_key"]["column_names"] == ["issue_key"]
     assert indexes["ix_cards_issue_key"]["unique"]
+
+
+def test_the_inbound_mti_of_a_transaction_is_added_to_an_older_database_as_unknown(engine: Engine) -> None:
+    """Rows from before it hold "": a completion of such an 0100 is taken as before (iso_inbound)."""
+    with engine.begin() as conn:
+        conn.execute(
+            insert(transactions),
+            {
+                "source": "iso:4711",
+                "transaction_id": "THIRD001:000001:1121120000",
+                "transaction_type": "redemption",
+                "fingerprint": "f",
+                "currency": "EUR",
+                "result": "approved",
+                "status": "approved",
+                "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            },
+        )
+    as_an_older_release_had_it(engine, "ALTER TABLE transactions DROP COLUMN mti")  # as before
+    create_schema(engine)
+    with engine.connect() as conn:
+        assert conn.execute(select(transactions.c.transaction_id, transactions.c.mti)).all() == [
+            ("THIRD001:000001:1121120000", "")
+        ]
 
 
 def test_a_database_error_names_the_statement_but_never_the_rows_values(engine: Engine) -> None:
