@@ -512,6 +512,9 @@ class Admin:
         programme = self._store.programme(programme_id)
         if not 0 <= initial_load_minor <= programme.balance_max_minor:
             raise AdminError(f"initial_load must be between 0 and {programme.balance_max_minor}")
+        step_problem = programme.load_step_problem(initial_load_minor)
+        if step_problem is not None:
+            raise AdminError(f"initial_load: {step_problem}")
         expiry = _add_months(self._now().astimezone(self._zone).date(), programme.card_validity_months)
         card_id = new_id("card")
         entry = None

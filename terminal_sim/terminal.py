@@ -19,13 +19,15 @@ from terminal_sim.config import WRONG_PIN, ShopLogin, SimConfig
 from terminal_sim.faults import Fault, Recovery, choose_fault, choose_recovery
 from terminal_sim.load_models import Pacer
 from terminal_sim.metrics import Recorder
+from terminal_sim.provision import COPAY_DENOMINATOR_MINOR
 from terminal_sim.records import APPROVING_CODES, Exchange, Operation, Outcome
 
 # grpc's own deadline sits behind the terminal's cancel scope, so the terminal decides.
 GRPC_DEADLINE_MARGIN_S = 1.0
 ACTIVATION_RETRY_S = 0.1  # the longest pause before asking again when the switch is busy
 RECOVERY_ATTEMPTS_MAX = 3
-LOAD_STEP_MINOR = 500  # loads come in steps of 5.00, like the benefit co-payment rule
+# The benefit programme's load step is its co-payment's unit; the switch declines other loads (13).
+LOAD_STEP_MINOR = COPAY_DENOMINATOR_MINOR
 LOAD_STEPS_MAX = 10
 REDEEM_MINOR_MIN = 50
 SETTLED_STATUSES = frozenset({"approved", "declined", "reversed", "cancelled", "voided"})

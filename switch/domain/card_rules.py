@@ -111,6 +111,9 @@ def decide_load(
         return problem
     if not merchant_accepts:
         return Decision(ResponseCode.merchant_not_in_programme, detail=card.programme.name)
+    step_problem = card.programme.load_step_problem(amount.amount_minor)
+    if step_problem is not None:
+        return Decision(ResponseCode.amount_not_a_multiple_of_load_step, detail=step_problem)
     room_minor = card.programme.balance_max_minor - balance_with_pending_minor
     if amount.amount_minor > room_minor:
         return Decision(

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 
-from switch.domain.money import proportional_share
+from switch.domain.money import Money, proportional_share
 
 
 class ProgrammeKind(enum.Enum):
@@ -44,6 +44,20 @@ class Programme:
     copayment: CoPayment | None  # benefit programmes only
     payout_interval_weeks: int
     card_validity_months: int
+
+    @property
+    def load_step_minor(self) -> int | None:
+        """Loads are whole multiples of this, or of any amount (None). A co-payment is a price per
+        step ("voor elke 5 euro op jouw kaart, moet je zelf maar 1,80 euro betalen"): a load of part
+        of one would cost the holder a share rounded up, so the step is the co-payment's unit."""
+        return self.copayment.denominator_minor if self.copayment is not None else None
+
+    def load_step_problem(self, amount_minor: int) -> str | None:
+        """Why a load of amount_minor is not whole steps of this programme; None when it is."""
+        step_minor = self.load_step_minor
+        if step_minor is None or amount_minor % step_minor == 0:
+            return None
+        return f"loads are in steps of {Money(step_minor, self.currency).format()}"
 
     def split_load(self, amount_minor: int) -> tuple[int, int]:
         """(holder part, funder part) of a load."""

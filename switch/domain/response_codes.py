@@ -32,6 +32,7 @@ class ResponseCode(enum.Enum):
     currency_not_accepted = ("12", "Currency not accepted for this card")
     already_reversed = ("12", "Transaction already reversed or cancelled")
     exceeds_original_amount = ("13", "Amount exceeds what the original transaction allows")
+    amount_not_a_multiple_of_load_step = ("13", "Load is not a whole number of the programme's steps")
     employee_locked = ("75", "Employee locked after too many wrong PINs")
     do_not_honour = ("05", "Do not honour")
     pin_required = ("55", "PIN required")  # the CVM rules want an online PIN and none was entered

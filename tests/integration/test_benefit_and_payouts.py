@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import threading
 
+import grpc
+import pytest
+
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
@@ -42,27 +45,31 @@ def outsider_terminal(world: World) -> TerminalClient:
     return TerminalClient(stub, activated.credential, activated.terminal_id)
 
 
-def test_splitting_a_top_up_into_cent_loads_does_not_lower_the_holders_co_payment(world: World) -> None:
+def test_a_benefit_card_is_loaded_in_whole_steps_of_5_00_so_splitting_cannot_lower_the_co_payment(
+    world: World,
+) -> None:
     """ "Voor elke 5 euro op jouw kaart, moet je zelf maar 1,80 euro betalen" (seed 002): the holder
-    pays 36 %. Rounded half up, a load of 0.01 cost the holder 0.00 and the city all of it: 20 loads
-    of 0.01 gave the holder 0.20 for nothing. The holder's part is rounded up now, so the holder's
-    parts of the loads never sum to less than the holder's part of one load of their total."""
+    pays 1.80 per 5.00. Session 21 rounded the holder's part of a load up, so cent loads no longer
+    cost the holder nothing, but a load of 7.50 still cost a rounded share of a step. A load is a
+    whole number of 5.00 steps now, on a terminal and at issue; a gift card has no step."""
     terminal = world.terminals[0]
     card = world.issue(0, world.benefit_programme)
-    loaded = holder_paid = 0
-    for _ in range(20):
-        answer = terminal.load(card, 1)
-        if answer.response_code == "00":
-            loaded += answer.approved.amount_minor
-            holder_paid += answer.cardholder_part.amount_minor
-            assert answer.cardholder_part.amount_minor + answer.funder_part.amount_minor == 1
-    assert terminal.balance(card) == loaded
-    programme = world.server.core.store.programme(world.benefit_programme)
-    holder_of_one_load, _ = programme.split_load(loaded)
+    for amount_minor in (1, 750, 1_250):
+        answer = terminal.load(card, amount_minor)
+        assert answer.response_code == "13"
+        assert answer.message.endswith("loads are in steps of 5.00 EUR"), answer.message
+    whole = terminal.load(card, 1_500)
+    assert whole.response_code == "00"
+    assert (whole.cardholder_part.amount_minor, whole.funder_part.amount_minor) == (540, 960)
+    assert terminal.balance(card) == 1_500
+    assert balance(world, ledger.funder_account(world.benefit_programme)) == -960
+    gift = world.issue(0)
+    assert terminal.load(gift, 750).response_code == "00"
+    with pytest.raises(grpc.RpcError) as refused:
+        world.issue(1_250, world.benefit_programme)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "steps of 5.00 EUR" in str(refused.value.details())
     assert_ledger_balanced(world)
-    assert holder_paid >= holder_of_one_load, (
-        f"holder paid {holder_paid} for {loaded} loaded in cent loads; one load costs {holder_of_one_load}"
-    )
 
 
 def test_a_shop_outside_the_benefit_programme_cannot_top_up_its_cards_at_the_citys_cost(

@@ -302,7 +302,7 @@ def test_a_chain_of_replacements_at_the_same_moment_leaves_no_money_on_a_replace
     core = world.server.core
     stranded = []
     for round_number in range(100):
-        a, b, c = (world.issue(amount, world.benefit_programme) for amount in (1_000, 200, 0))
+        a, b, c = (world.issue(amount, world.benefit_programme) for amount in (1_000, 500, 0))
 
         def move(pair: tuple[str, str]) -> str:
             try:

@@ -127,10 +127,10 @@ def test_lookups_from_one_address_are_limited_wrong_numbers_included(world: Worl
 
 
 def test_txswitch_balance_asks_as_the_holder_does(world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    card = world.issue(1_250, world.benefit_programme)
+    card = world.issue(1_500, world.benefit_programme)
     assert main(["balance", "--target", world.server.address, qr_payload(card)]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["balance"] == {"amount_minor": "1250", "currency": "EUR"}
+    assert shown["balance"] == {"amount_minor": "1500", "currency": "EUR"}
     assert (shown["card_status"], shown["holder_pays"]["amount_minor"]) == ("active", "180")
     other = card[:-2] + str((int(card[-2]) + 1) % 10)
     assert main(["balance", "--target", world.server.address, other + luhn_check_digit(other)]) == 1

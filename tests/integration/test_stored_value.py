@@ -281,9 +281,9 @@ def test_co_payment_load_records_holder_and_funder_parts(world: World) -> None:
     response = terminal.load(card, 500)
     assert response.response_code == "00"
     assert (response.cardholder_part.amount_minor, response.funder_part.amount_minor) == (180, 320)
-    odd = terminal.load(card, 1_250)
-    assert (odd.cardholder_part.amount_minor, odd.funder_part.amount_minor) == (450, 800)
-    assert terminal.balance(card) == 1_750
+    more = terminal.load(card, 1_500)  # whole steps of 5.00 (test_benefit_and_payouts)
+    assert (more.cardholder_part.amount_minor, more.funder_part.amount_minor) == (540, 960)
+    assert terminal.balance(card) == 2_000
     assert world.ledger().unbalanced_entries == 0
 
 

@@ -9,7 +9,7 @@ from switch.server import SwitchServer
 from switch.store.schema import employees, merchants
 from terminal_sim.auditor import format_report
 from terminal_sim.config import FaultShares, ShopLogin, SimConfig
-from terminal_sim.records import MONEY_OPERATIONS, Outcome
+from terminal_sim.records import MONEY_OPERATIONS, Operation, Outcome
 from terminal_sim.session import SwitchTarget, provision, run_and_audit
 
 
@@ -41,6 +41,10 @@ async def test_short_run_with_faults_audits_clean(switch_target: SwitchTarget) -
     money = [e for e in exchanges if e.operation in MONEY_OPERATIONS]
     assert any(e.approved for e in money)
     assert any(e.outcome is not Outcome.answered for e in money)  # the faults did happen
+    # The simulator loads in whole 5.00 steps, as the benefit programme's cards must be loaded.
+    loads = [e for e in money if e.operation is Operation.load and e.outcome is Outcome.answered]
+    assert loads and not [e for e in loads if e.response_code == "13"]
+    assert any(e.approved for e in loads)
     assert outcome.audit.transactions_checked == len({(e.terminal_id, e.transaction_id) for e in money})
 
 

@@ -78,6 +78,38 @@ def test_load_respects_the_card_limit(balance_with_pending: int, amount_minor: i
     )
 
 
+TAXI = Programme("t", "Taxi", ProgrammeKind.benefit, "EUR", "600002", 10_000, CoPayment(180, 500), 4, 36)
+
+
+@pytest.mark.parametrize(
+    ("programme", "amount_minor", "code"),
+    [
+        # "Voor elke 5 euro op jouw kaart, moet je zelf maar 1,80 euro betalen": whole 5.00 steps.
+        (TAXI, 500, R.approved),
+        (TAXI, 5_000, R.approved),
+        (TAXI, 1_250, R.amount_not_a_multiple_of_load_step),
+        (TAXI, 1, R.amount_not_a_multiple_of_load_step),
+        (TAXI, 499, R.amount_not_a_multiple_of_load_step),
+        (TAXI, 10_500, R.exceeds_amount_limit),  # a whole step, above the card's limit
+        (TAXI, 0, R.invalid_amount),
+        (GIFT, 1_250, R.approved),  # a gift card has no co-payment and no step
+        (GIFT, 1, R.approved),
+    ],
+)
+def test_a_load_comes_in_whole_steps_of_its_programme(
+    programme: Programme, amount_minor: int, code: R
+) -> None:
+    state = CardState("c", programme, "600002******0001", CardStatus.active, dt.date(2028, 1, 1), 0)
+    decision = card_rules.decide_load(state, 0, Money(amount_minor, "EUR"), True, TODAY)
+    assert decision.code is code
+    if code is R.amount_not_a_multiple_of_load_step:
+        assert decision.detail == "loads are in steps of 5.00 EUR"
+
+
+def test_the_load_step_is_the_co_payments_unit_and_a_gift_card_has_none() -> None:
+    assert (TAXI.load_step_minor, GIFT.load_step_minor) == (500, None)
+
+
 @pytest.mark.parametrize(
     ("amount_minor", "status", "refundable", "code"),
     [
