@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -39,15 +40,14 @@ from protocols.iso8583 import (
 )
 from switch.domain.response_codes import ResponseCode
 from switch.security import KeyIntegrityError, PinBlockError, SecurityModule
-from switch.store.payments import StanInUseError
-from switch.store.saf import NewReversal, SafEntry, SafStore
+from switch.store.saf import NewReversal, SafEntry, SafStore, StanInUseError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 STAN_MAX: Final = 999_999
-STAN_ATTEMPTS_MAX: Final = 8  # STANs tried for one authorisation when other nodes hold them
+STAN_ATTEMPTS_MAX: Final = 8  # STANs tried for one authorisation or advice when other nodes hold them
 REVERSAL_ACK_CODES: Final = frozenset({"00"})
 # Field 39 answers after which the acquirer holds money: every approval, and a partial one (10).
 HOLDING_FIELD39: Final = APPROVING_FIELD39 | {"10"}
@@ -434,12 +434,24 @@ class AcquirerGateway:
         )
 
     async def _enqueue(self, reversal: NewReversal) -> bool:
-        """Store a reversal durably before the decline goes back; True when it is stored."""
-        try:
-            added = await trio.to_thread.run_sync(self._saf.enqueue, reversal, self._clock())
-        except Exception:
-            # The acquirer may hold an approval we cannot reverse: loud, and an ops alert.
-            log.exception("acquirer %s: could not store reversal", reversal.acquirer)
+        """Store a reversal durably before the decline goes back; True when it is stored. An advice
+        whose STAN another node's advice holds on the terminal is stored under the next one."""
+        for _ in range(STAN_ATTEMPTS_MAX):
+            try:
+                added = await trio.to_thread.run_sync(self._saf.enqueue, reversal, self._clock())
+                break
+            except StanInUseError:
+                reversal = dataclasses.replace(reversal, reversal_stan=self._next_stan())
+            except Exception:
+                # The acquirer may hold an approval we cannot reverse: loud, and an ops alert.
+                log.exception("acquirer %s: could not store reversal", reversal.acquirer)
+                return False
+        else:
+            log.error(
+                "acquirer %s: could not store reversal: no free STAN after %d tries",
+                reversal.acquirer,
+                STAN_ATTEMPTS_MAX,
+            )
             return False
         if added:
             self._reversals_queued += 1

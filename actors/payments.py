@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from actors.acquirer_gateway import AcquirerGateway, GatewayNotRunningError
+from actors.acquirer_gateway import STAN_ATTEMPTS_MAX, AcquirerGateway, GatewayNotRunningError
 from actors.acquirer_types import (
     AuthorizationRequest,
     AuthorizationResult,
@@ -57,6 +57,7 @@ from switch.store.payments import (
     PaymentStore,
 )
 from switch.store.repository import Store, StoredTransaction, TerminalInfo
+from switch.store.saf import StanInUseError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ ACQUIRED_TYPES = frozenset({TransactionType.payment.value, TransactionType.refun
 ELSEWHERE_MARGIN_S = 2.0
 ELSEWHERE_POLL_S = 0.05
 GATEWAY_NOT_RUNNING = "acquirer gateway not running"  # PaymentProcessor._undo: no reversal advice
+NO_FREE_STAN = "no free STAN for the reversal advice"  # PaymentProcessor._undo: other nodes held each
+NOT_STORED = frozenset({GATEWAY_NOT_RUNNING, NO_FREE_STAN})  # nothing changed: the terminal may try again
 ENTRY_MODES = {
     EntryMode.contactless: CardEntryMode.contactless,
     EntryMode.chip: CardEntryMode.chip,
@@ -331,7 +334,7 @@ class PaymentProcessor:
             details = self._services.payments.details(source, transaction_id)
             assert details is not None, "an approved payment has its acquirer side"
             problem = self._undo(details, TransactionStatus.aborted, "abort", None)
-            if problem == GATEWAY_NOT_RUNNING:
+            if problem in NOT_STORED:
                 return _refusal(
                     transaction_id, ResponseCode.system_error, "reversal not stored; abort again", ""
                 )
@@ -403,7 +406,7 @@ class PaymentProcessor:
             original_transaction_id=original_id,
         )
         problem = self._undo(details, undone, kind.value, record)
-        if problem == GATEWAY_NOT_RUNNING:
+        if problem in NOT_STORED:
             detail = f"{kind.value} not stored; try again"
             return _refusal(command.transaction_id, ResponseCode.system_error, detail, method)
         if problem == PAYMENT_CHANGED:
@@ -420,15 +423,28 @@ class PaymentProcessor:
         record: TransactionRecord | None,
     ) -> str | None:
         """An approved payment marked undone and its reversal advice queued, in one transaction
-        (PaymentStore.undo), then sent; None when done, else why not."""
-        try:
-            advice = self._services.gateway.reversal_advice(original_of(details), reason)
-        except GatewayNotRunningError:
-            return GATEWAY_NOT_RUNNING
-        problem = self._services.payments.undo(details, undone.value, advice, self._services.now(), record)
-        if problem is None:
-            self._services.gateway.wake_saf()
-        return problem
+        (PaymentStore.undo), then sent; None when done, else why not. An advice whose STAN another
+        node's advice holds on the terminal undoes nothing, and goes again under another STAN."""
+        for _ in range(STAN_ATTEMPTS_MAX):
+            try:
+                advice = self._services.gateway.reversal_advice(original_of(details), reason)
+            except GatewayNotRunningError:
+                return GATEWAY_NOT_RUNNING
+            try:
+                problem = self._services.payments.undo(
+                    details, undone.value, advice, self._services.now(), record
+                )
+            except StanInUseError:
+                continue
+            if problem is None:
+                self._services.gateway.wake_saf()
+            return problem
+        log.error(
+            "reversal advice of %s not stored: no free STAN after %d tries",
+            details.transaction_id,
+            STAN_ATTEMPTS_MAX,
+        )
+        return NO_FREE_STAN
 
 
 def original_of(details: PaymentDetails) -> OriginalAuthorization:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from actors.acquirer_gateway import AcquirerGateway, GatewayNotRunningError
+from actors.acquirer_gateway import STAN_ATTEMPTS_MAX, AcquirerGateway, GatewayNotRunningError
 from actors.acquirer_types import AcquirerEndpoint, BinRange, GatewayConfig, GatewayLimits
 from actors.payments import PaymentProcessor, PaymentServices, original_of, recovered_answer
 from switch.config import Settings
@@ -36,6 +36,7 @@ from switch.security import (
 from switch.store.keys import KeyStore
 from switch.store.payments import PaymentDetails, PaymentStore
 from switch.store.repository import Store
+from switch.store.saf import StanInUseError
 
 log = logging.getLogger(__name__)
 
@@ -257,13 +258,7 @@ class Acquiring:
                 return recovered
             in_batch = 0
             for details in batch:
-                reversal = self.gateway.reversal_advice(original_of(details), "switch_restart")
-                answer = recovered_answer(details)
-                try:
-                    resolved = self.payments.resolve_pending(details, answer, reversal, self._now())
-                except IntegrityError:  # its own node queued the reversal meanwhile: it is answered
-                    log.info("payment %s was answered while it was being recovered", details.transaction_id)
-                    resolved = False
+                resolved = self._recover_one(details)
                 in_batch += resolved
                 self._count_recovery(details, resolved)
             log.warning("recovered %d payments left in flight; their reversals are queued", in_batch)
@@ -281,6 +276,21 @@ class Acquiring:
         """Payments found left in flight since this process started, by (node, outcome): a snapshot."""
         with self._recoveries_lock:
             return dict(self._recoveries)
+
+    def _recover_one(self, details: PaymentDetails) -> bool:
+        """Queue the payment's reversal and answer it as timed out; False when its node answered it
+        meanwhile. An advice whose STAN another node's advice holds goes again under another."""
+        answer = recovered_answer(details)
+        for _ in range(STAN_ATTEMPTS_MAX):
+            reversal = self.gateway.reversal_advice(original_of(details), "switch_restart")
+            try:
+                return self.payments.resolve_pending(details, answer, reversal, self._now())
+            except IntegrityError:  # its own node queued the reversal meanwhile: it is answered
+                log.info("payment %s was answered while it was being recovered", details.transaction_id)
+                return False
+            except StanInUseError:
+                continue
+        raise StanInUseError(f"no free STAN for the reversal of {details.transaction_id}")
 
     def _left_behind_before(self) -> dt.datetime | None:
         return self._now() - self.config.left_behind_after if self.node.shared else None

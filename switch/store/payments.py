@@ -42,7 +42,7 @@ from switch.store.engine import writing
 from switch.store.journal import TransactionRecord
 from switch.store.key_locks import lock_name
 from switch.store.periods import open_periods, transaction_rows
-from switch.store.saf import NewReversal, SafStore
+from switch.store.saf import NewReversal, SafStore, StanInUseError
 from switch.store.schema import metadata, transactions
 
 STAGE_PENDING: Final = "pending"  # stored before the authorisation went out; no answer yet
@@ -137,10 +137,6 @@ def refunds_paid_from_sale_problem(sale: Money, left_minor: int) -> str:
         f"refunds to cards were paid from this sale (takings left {left.format()}, "
         f"the sale {sale.format()}); refund instead"
     )
-
-
-class StanInUseError(Exception):
-    """Another payment (another node's) holds this acquirer terminal id, STAN and field 7."""
 
 
 class PaymentInFlightElsewhereError(Exception):

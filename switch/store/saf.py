@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Index,
     Integer,
     String,
     Table,
@@ -56,7 +57,18 @@ acquirer_saf = Table(
     UniqueConstraint(
         "acquirer", "terminal_id", "original_stan", "original_transmission", name="uq_acquirer_saf_original"
     ),
+    # How a late 0430 names its advice (field 41 and the advice's own STAN; field 7 changes with
+    # each repeat): nodes count their STANs apart, so one may take a STAN another node's advice
+    # holds on that terminal; the row reserves it (StanInUseError), as `uq_card_payments_original`
+    # does an authorisation's. An index, not a constraint, so databases created before it get it
+    # too (left out, with an error in the log, where old rows break it).
+    Index("uq_acquirer_saf_reversal", "acquirer", "terminal_id", "reversal_stan", unique=True),
 )
+
+
+class StanInUseError(Exception):
+    """Another row (another node's) holds this name at the acquirer: the terminal's STAN (and, for
+    an authorisation, its field 7). Nothing was stored; send it under another STAN."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +123,19 @@ def _new_values(reversal: NewReversal, now: dt.datetime) -> dict[str, object]:
     }
 
 
+def _original_stored(connection: Connection, reversal: NewReversal) -> bool:
+    column = acquirer_saf.c
+    stored = connection.execute(
+        select(column.saf_id).where(
+            column.acquirer == reversal.acquirer,
+            column.terminal_id == reversal.terminal_id,
+            column.original_stan == reversal.original_stan,
+            column.original_transmission == reversal.original_transmission,
+        )
+    ).first()
+    return stored is not None
+
+
 def _entry(row: RowMapping) -> SafEntry:
     return SafEntry(**{name: row[name] for name in SafEntry.__slots__})
 
@@ -125,31 +150,36 @@ class SafStore:
         acquirer_saf.create(self._engine, checkfirst=True)
 
     def enqueue(self, reversal: NewReversal, now: dt.datetime) -> bool:
-        """Store a reversal; False (and nothing changed) if one for that original is stored."""
-        try:
-            with writing(self._engine) as connection:
-                connection.execute(insert(acquirer_saf).values(**_new_values(reversal, now)))
-        except IntegrityError:
-            return False
+        """Store a reversal; False (and nothing changed) if one for that original is stored.
+
+        Raises StanInUseError, storing nothing, when another advice holds its reversal STAN."""
+        with writing(self._engine) as connection:
+            if _original_stored(connection, reversal):
+                return False
+            try:
+                with connection.begin_nested():
+                    connection.execute(insert(acquirer_saf).values(**_new_values(reversal, now)))
+            except IntegrityError:
+                if _original_stored(connection, reversal):
+                    return False  # stored by another at the same moment
+                raise StanInUseError(reversal.reversal_stan) from None
         return True
 
     @staticmethod
     def enqueue_within(connection: Connection, reversal: NewReversal, now: dt.datetime) -> bool:
-        """enqueue() inside a caller's transaction. No savepoint: it looks before it inserts, so a
-        reversal of the same original stored by another at the same moment raises IntegrityError
-        and the caller's whole transaction goes (recovery then leaves that payment to its node)."""
-        column = acquirer_saf.c
-        stored = connection.execute(
-            select(column.saf_id).where(
-                column.acquirer == reversal.acquirer,
-                column.terminal_id == reversal.terminal_id,
-                column.original_stan == reversal.original_stan,
-                column.original_transmission == reversal.original_transmission,
-            )
-        ).first()
-        if stored is not None:
+        """enqueue() inside a caller's transaction. A reversal of the same original stored by
+        another at the same moment raises IntegrityError, and the caller's whole transaction goes
+        (recovery then leaves that payment to its node); a reversal STAN another advice holds
+        raises StanInUseError, and the caller's transaction goes too: it tries again under another."""
+        if _original_stored(connection, reversal):
             return False
-        connection.execute(insert(acquirer_saf).values(**_new_values(reversal, now)))
+        try:
+            with connection.begin_nested():
+                connection.execute(insert(acquirer_saf).values(**_new_values(reversal, now)))
+        except IntegrityError:
+            if _original_stored(connection, reversal):
+                raise
+            raise StanInUseError(reversal.reversal_stan) from None
         return True
 
     def pending(

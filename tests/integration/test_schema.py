@@ -192,6 +192,16 @@ def test_the_inbound_mti_of_a_transaction_is_added_to_an_older_database_as_unkno
         ]
 
 
+def test_the_reversal_advices_reserved_names_are_added_to_an_older_database_as_a_unique_index(
+    engine: Engine,
+) -> None:
+    as_an_older_release_had_it(engine, "DROP INDEX uq_acquirer_saf_reversal")  # as before
+    create_schema(engine)
+    indexes = {index["name"]: index for index in inspect(engine).get_indexes("acquirer_saf")}
+    assert indexes["uq_acquirer_saf_reversal"]["column_names"] == ["acquirer", "terminal_id", "reversal_stan"]
+    assert indexes["uq_acquirer_saf_reversal"]["unique"]
+
+
 def test_a_database_error_names_the_statement_but_never_the_rows_values(engine: Engine) -> None:
     secret_hash = "pbkdf2$a-pin-hash-that-must-not-travel"
     row = {"employee_id": "emp_2", "merchant_id": "mer_1", "employee_number": "7", "name": "Bo"}

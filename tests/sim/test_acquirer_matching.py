@@ -3,6 +3,7 @@ carries an authorisation's STAN is no answer to that authorisation (real gateway
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import trio
 
 from switch.domain.response_codes import ResponseCode
+from switch.store.saf import NewReversal, SafStore
 from terminal_sim.acquirer_host import AcquirerHostConfig
 from tests.sim.test_acquirer_gateway import (
     FAST_LIMITS,
@@ -43,3 +45,37 @@ async def test_a_late_0430_with_an_authorisations_stan_does_not_answer_it(tmp_pa
             await trio.to_thread.run_sync(gateway.stop)
     assert second.stan == pending.reversal_stan
     assert second.response_code is ResponseCode.exceeds_balance, second
+
+
+@pytest.mark.trio
+async def test_a_timeouts_reversal_whose_stan_another_nodes_advice_holds_goes_under_the_next(
+    tmp_path: Path,
+) -> None:
+    # Another node's advice on the terminal holds STAN 500002 (nodes count their STANs apart). This
+    # gateway's counter reaches it for the reversal of its own timed-out authorisation: before, both
+    # advices were stored under one name; now the reversal is stored, and sent, under the next STAN.
+    engine = sqlite_engine(tmp_path)
+    saf = SafStore(engine)
+    saf.create_table()
+    elsewhere = NewReversal(
+        "acq-a", "TERM0001", "MERCHANT0000001", "t-other", "0200", "000777", "1121120000", "500002",
+        "000000", 500, "978", "timeout",
+    )  # fmt: skip
+    assert await trio.to_thread.run_sync(saf.enqueue, elsewhere, dt.datetime.now(dt.UTC))
+    async with running_host() as host:
+        assert host.port is not None
+        host.drop_next_responses(1)
+        gateway = await start_gateway(gateway_config({"acq-a": host.port}), engine)
+        try:
+            gateway._stan = 500_000  # the authorisation takes 500001, its reversal 500002
+            outcome = await authorize(gateway, request(1_000, transaction_id="t-1"), 100)
+            entries = await trio.to_thread.run_sync(saf.all_entries)
+        finally:
+            await trio.to_thread.run_sync(gateway.stop)
+    assert (outcome.response_code, outcome.stan, outcome.reversal_queued) == (
+        ResponseCode.acquirer_timeout,
+        "500001",
+        True,
+    )
+    ours = [entry for entry in entries if entry.transaction_id == "t-1"]
+    assert [entry.reversal_stan for entry in ours] == ["500003"]

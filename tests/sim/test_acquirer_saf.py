@@ -8,17 +8,18 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from actors.acquirer_routing import BinRoutingTable
 from actors.acquirer_types import BinRange
-from switch.store.saf import NewReversal, SafStore
+from switch.store.engine import writing
+from switch.store.saf import NewReversal, SafStore, StanInUseError
 from tests.pg import postgres_schema
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 
 
-def reversal(stan: str = "000001", acquirer: str = "acq-a") -> NewReversal:
+def reversal(stan: str = "000001", acquirer: str = "acq-a", reversal_stan: str = "000900") -> NewReversal:
     return NewReversal(
         acquirer=acquirer,
         terminal_id="TERM0001",
@@ -27,7 +28,7 @@ def reversal(stan: str = "000001", acquirer: str = "acq-a") -> NewReversal:
         original_mti="0200",
         original_stan=stan,
         original_transmission="1121120000",
-        reversal_stan="000900",
+        reversal_stan=reversal_stan,
         processing_code="000000",
         amount_minor=1_250,
         currency_numeric="978",
@@ -52,7 +53,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SafStore]:
 def test_enqueue_is_idempotent_per_original(store: SafStore) -> None:
     assert store.enqueue(reversal(), NOW)
     assert not store.enqueue(reversal(), NOW)
-    assert store.enqueue(reversal("000002"), NOW)
+    assert store.enqueue(reversal("000002", reversal_stan="000901"), NOW)
     assert store.enqueue(reversal(acquirer="acq-b"), NOW)
     assert store.depth() == 3
     assert [e.original_stan for e in store.pending("acq-a")] == ["000001", "000002"]
@@ -78,9 +79,56 @@ def test_acknowledge_by_advice_stan(store: SafStore) -> None:
     assert store.depth() == 0
 
 
-def test_a_late_acknowledgement_names_one_advice_or_none(store: SafStore) -> None:
-    # Two nodes count their STANs apart: two pending advices of one terminal may share a reversal
-    # STAN. Before, a late 0430 for one marked both acknowledged, and the other never went out.
+def test_an_advice_stan_in_use_on_the_terminal_is_refused_for_another_original(store: SafStore) -> None:
+    # Two nodes count their STANs apart, so two advices of one terminal could take one STAN, and a
+    # late 0430 then named neither (or, before session 22, both). The row reserves the name now:
+    # the second is refused with StanInUseError and goes under another STAN.
+    assert store.enqueue(reversal("000001"), NOW)
+    with pytest.raises(StanInUseError):
+        store.enqueue(reversal("000002"), NOW)  # another original, the same reversal STAN 000900
+    assert not store.enqueue(reversal("000001"), NOW)  # the same original: stored already, not a clash
+    assert store.enqueue(reversal("000002", reversal_stan="000901"), NOW)
+    assert store.enqueue(reversal("000003", acquirer="acq-b"), NOW)  # another acquirer's name
+    assert [e.reversal_stan for e in store.pending("acq-a")] == ["000900", "000901"]
+    assert store.acknowledge_by_stan("acq-a", "TERM0001", "000900", NOW)  # it names one advice
+
+
+def test_an_advice_stan_in_use_is_refused_inside_the_callers_transaction(store: SafStore) -> None:
+    assert store.enqueue(reversal("000001"), NOW)
+    engine = store._engine
+    with pytest.raises(StanInUseError), writing(engine) as conn:
+        SafStore.enqueue_within(conn, reversal("000002"), NOW)
+    with writing(engine) as conn:
+        assert not SafStore.enqueue_within(conn, reversal("000001"), NOW)
+        assert SafStore.enqueue_within(conn, reversal("000002", reversal_stan="000901"), NOW)
+    assert store.depth() == 2
+
+
+@pytest.mark.postgres
+def test_two_nodes_on_one_postgres_database_never_store_two_advices_under_one_name() -> None:
+    """Two engines on one schema, as two nodes have them; each node's STAN counter at one value."""
+    with postgres_schema() as url:
+        engine_a, engine_b = create_engine(url), create_engine(url)
+        try:
+            node_a, node_b = SafStore(engine_a), SafStore(engine_b)
+            node_a.create_table()
+            assert node_a.enqueue(reversal("000001"), NOW)
+            with pytest.raises(StanInUseError):
+                node_b.enqueue(reversal("000002"), NOW)
+            assert node_b.enqueue(reversal("000002", reversal_stan="000901"), NOW)
+            assert sorted(e.reversal_stan for e in node_a.pending()) == ["000900", "000901"]
+        finally:
+            engine_a.dispose()
+            engine_b.dispose()
+
+
+def test_a_late_acknowledgement_names_one_advice_or_none_on_a_database_from_before_the_index(
+    store: SafStore,
+) -> None:
+    # Rows stored before `uq_acquirer_saf_reversal` may share a reversal STAN (its creation is left
+    # out then): a late 0430 for one must not mark both acknowledged.
+    with store._engine.begin() as conn:
+        conn.execute(text("DROP INDEX uq_acquirer_saf_reversal"))
     store.enqueue(reversal("000001"), NOW)
     store.enqueue(reversal("000002"), NOW)  # another original, the same reversal STAN 000900
     assert not store.acknowledge_by_stan("acq-a", "TERM0001", "000900", NOW)

@@ -16,6 +16,7 @@ from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.server import SwitchServer
 from switch.store.payments import STAGE_ANSWERED
+from switch.store.saf import SafStore
 from terminal_sim.acquirer_host import AcquirerHostConfig
 from tests.integration.harness import EMPLOYEE, new_txn
 from tests.integration.payment_harness import (
@@ -246,3 +247,27 @@ def test_the_sale_a_refund_was_paid_from_cannot_be_cancelled(tmp_path: Path) -> 
         wait_until(lambda: not paying.saf_pending(), timeout_s=5)
         assert not paying.host.record().reversals
         paying.audit()
+
+
+def test_two_nodes_never_queue_two_reversal_advices_under_one_name(tmp_path: Path) -> None:
+    # The advices' own STANs come from the same counters: with node B's set to node A's, a cancel
+    # on each queued two advices of one terminal under one STAN, and a late 0430 for either then
+    # acknowledged neither. The row reserves the advice's name now, as it does an authorisation's.
+    with payments_and_node_b(tmp_path) as (paying, node_b, on_b):
+        acquiring_a, acquiring_b = paying.world.server.acquiring, node_b.acquiring
+        assert acquiring_a is not None and acquiring_b is not None
+        paid_a = paying.terminal.pay(1_000, pan=VISA_PAN)
+        paid_b = on_b.pay(2_000, pan=MASTERCARD_PAN)
+        assert (paid_a.response_code, paid_b.response_code) == ("00", "00"), (paid_a, paid_b)
+        stan_counter(acquiring_b.gateway, stan_counter(acquiring_a.gateway))
+        cancelled_a = cancel(paying.terminal, paid_a.transaction_id)
+        cancelled_b = cancel(on_b, paid_b.transaction_id)
+        assert (cancelled_a.response_code, cancelled_b.response_code) == ("00", "00"), (
+            cancelled_a.message,
+            cancelled_b.message,
+        )
+        advices = SafStore(paying.engine()).all_entries()
+        names = [(advice.acquirer, advice.terminal_id, advice.reversal_stan) for advice in advices]
+        assert len(names) == 2 and len(set(names)) == 2, f"two advices under one name: {names}"
+        wait_until(lambda: not paying.saf_pending(), timeout_s=5)
+        assert paying.host.record().approved_not_reversed() == paying.approved_keys() == frozenset()

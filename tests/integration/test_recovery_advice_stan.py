@@ -1,0 +1,47 @@
+"""A start recovering a payment left in flight queues its reversal advice under a STAN no other
+node's advice holds on that acquirer terminal (real SQLite file, a gateway not yet started)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from actors.acquirer_types import AcquirerEndpoint, BinRange, GatewayConfig, GatewayLimits
+from switch.acquiring import Acquiring, AcquiringConfig
+from switch.domain.cvm import CvmPolicy
+from switch.security import KeyAlgorithm, KeyUsage, MasterKey, SecurityModule
+from switch.store.engine import create_schema, make_engine
+from switch.store.saf import NewReversal, SafStore
+from tests.actors.test_payment_recovery import pending
+
+NOW = dt.datetime(2026, 11, 22, 6, 30, tzinfo=dt.UTC)
+
+
+def test_a_recovered_payments_advice_whose_stan_another_advice_holds_goes_under_the_next(
+    tmp_path: Path,
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'switch.sqlite'}")
+    create_schema(engine)
+    security = SecurityModule(MasterKey(bytes(range(32))))
+    transport_key = security.import_key(bytes(16), "ttk", KeyUsage.terminal_transport, KeyAlgorithm.aes128)
+    gateway = GatewayConfig(
+        (AcquirerEndpoint("acq-a", "127.0.0.1", 1),), (BinRange("4", "4", "acq-a"),), GatewayLimits()
+    )
+    acquiring = Acquiring(
+        AcquiringConfig(gateway, transport_key, 5_000, CvmPolicy()), engine, security, bytes(32), lambda: NOW
+    )
+    details = pending("000000")
+    assert acquiring.payments.record_pending(details, NOW) is None
+    # Another node's advice on the same acquirer terminal holds STAN 400001.
+    elsewhere = NewReversal(
+        "acq-a", details.acquirer_terminal_id, details.acquirer_merchant_id, "t-other", "0200", "000777",
+        "1122063000", "400001", "000000", 500, "978", "timeout",
+    )  # fmt: skip
+    saf = SafStore(engine)
+    assert saf.enqueue(elsewhere, NOW)
+    acquiring.gateway._stan = 400_000  # not started: the counter is this thread's to set
+    assert acquiring.recover_pending() == 1
+    ours = [entry for entry in saf.all_entries() if entry.transaction_id == details.transaction_id]
+    assert [(entry.original_stan, entry.reversal_stan) for entry in ours] == [("000042", "400002")]
+    assert acquiring.payments.pending() == ()
+    engine.dispose()
