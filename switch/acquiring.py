@@ -300,7 +300,7 @@ class Acquiring:
         while not self._sweeping.wait(interval_s):
             try:
                 self.recover_pending(self._left_behind_before())
-            except (SQLAlchemyError, GatewayNotRunningError):
+            except (SQLAlchemyError, GatewayNotRunningError, StanInUseError):
                 log.exception("recovering other nodes' payments failed; trying again")
 
     def stop(self) -> None:
