@@ -6,7 +6,7 @@ import datetime as dt
 import hmac
 import logging
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import grpc
@@ -17,6 +17,7 @@ from protocols.terminal_service import _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
+from switch import report_export
 from switch.admin import AdminConflictError, AdminError, AdminStateError, EmployeeInfo
 from switch.core import SwitchCore
 from switch.domain import reports
@@ -30,7 +31,7 @@ from switch.domain.response_codes import ResponseCode
 from switch.location_changes import ChangeStatus, LocationChange
 from switch.pins import CardPinError
 from switch.receipts import ReceiptRefusedError
-from switch.store.reports import ReportedTransaction, merchant_summary, transaction_report
+from switch.store.reports import ReportedTransaction, exported_pages, merchant_summary, transaction_report
 from switch.store.repository import TerminalInfo
 
 log = logging.getLogger(__name__)
@@ -328,6 +329,13 @@ class BackofficeService(bo_grpc.BackofficeServicer):
     ) -> bo.TransactionReport:
         return self._run(context, lambda: transaction_report_pb(self._core, request))
 
+    def ExportTransactions(
+        self, request: bo.TransactionExportRequest, context: grpc.ServicerContext
+    ) -> Iterator[bo.CsvChunk]:
+        # A generator: grpc.aio calls a streaming handler on its event loop and only the generator's
+        # steps in its threads; the reads and an abort must happen in a step.
+        yield from self._run(context, lambda: transaction_export_pb(self._core, request))
+
     def GetMerchantSummary(
         self, request: bo.MerchantSummaryRequest, context: grpc.ServicerContext
     ) -> bo.MerchantSummary:
@@ -543,9 +551,9 @@ def employee_pb(employee: EmployeeInfo) -> bo.Employee:
     )
 
 
-def transaction_report_pb(core: SwitchCore, request: bo.TransactionReportRequest) -> bo.TransactionReport:
-    """The report a request asks for (backoffice and portal); ReportQueryError or LookupError."""
-    query = reports.report_query(
+def report_query_of(core: SwitchCore, request: bo.TransactionReportRequest) -> reports.ReportQuery:
+    """The query a report request asks for; ReportQueryError names a bad field."""
+    return reports.report_query(
         request.from_date,
         request.to_date,
         request.time_zone,
@@ -559,6 +567,11 @@ def transaction_report_pb(core: SwitchCore, request: bo.TransactionReportRequest
         page_size=request.page_size,
         page_token=request.page_token,
     )
+
+
+def transaction_report_pb(core: SwitchCore, request: bo.TransactionReportRequest) -> bo.TransactionReport:
+    """The report a request asks for (backoffice and portal); ReportQueryError or LookupError."""
+    query = report_query_of(core, request)
     report = transaction_report(core.store.engine, query)
     return bo.TransactionReport(
         transactions=[reported_transaction(t, query.zone) for t in report.transactions],
@@ -577,6 +590,30 @@ def transaction_report_pb(core: SwitchCore, request: bo.TransactionReportRequest
         from_date=query.first_day.isoformat(),
         to_date=query.last_day.isoformat(),
     )
+
+
+def transaction_export_pb(core: SwitchCore, request: bo.TransactionExportRequest) -> Iterator[bo.CsvChunk]:
+    """The export a request asks for (backoffice and portal), from one snapshot of the database.
+
+    The query is checked and the first page read before this returns, so that a refused export
+    (ReportQueryError or LookupError) is refused before its first line.
+    """
+    if request.report.page_token:
+        raise reports.ReportQueryError("report.page_token: an export is never paged; leave it empty")
+    query = report_query_of(core, request.report)
+    pages = exported_pages(core.store.engine, query)
+    first = next(pages)
+    return _export_chunks(first, pages, query.zone)
+
+
+def _export_chunks(
+    first: tuple[ReportedTransaction, ...],
+    pages: Iterator[tuple[ReportedTransaction, ...]],
+    zone: zoneinfo.ZoneInfo,
+) -> Iterator[bo.CsvChunk]:
+    yield bo.CsvChunk(csv=report_export.header() + report_export.rows(first, zone))
+    for page in pages:
+        yield bo.CsvChunk(csv=report_export.rows(page, zone))
 
 
 def merchant_summary_pb(core: SwitchCore, request: bo.MerchantSummaryRequest) -> bo.MerchantSummary:

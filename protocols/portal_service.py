@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import grpc
@@ -21,6 +21,7 @@ from protocols.backoffice_service import (
     set_location_logo_pb,
     set_receipt_layout_pb,
     terminal_view,
+    transaction_export_pb,
     transaction_report_pb,
     update_employee_pb,
 )
@@ -322,6 +323,15 @@ class PortalService(portal_grpc.PortalServicer):
         self, request: bo.TransactionReportRequest, context: grpc.ServicerContext
     ) -> bo.TransactionReport:
         return self._run_own(context, request, PortalRight.reports, transaction_report_pb)
+
+    def ExportTransactions(
+        self, request: bo.TransactionExportRequest, context: grpc.ServicerContext
+    ) -> Iterator[bo.CsvChunk]:
+        def action(login: Login) -> Iterator[bo.CsvChunk]:
+            _own(context, request.report, login.merchant_id)
+            return transaction_export_pb(self._core, request)
+
+        yield from self._run(context, PortalRight.reports, action)  # in grpc.aio's threads (see Backoffice)
 
     def GetMerchantSummary(
         self, request: bo.MerchantSummaryRequest, context: grpc.ServicerContext

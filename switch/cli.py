@@ -4,7 +4,7 @@ asks a card's balance as its holder does."""
 from __future__ import annotations
 
 import argparse
-import csv
+import codecs
 import gc
 import json
 import os
@@ -21,9 +21,9 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.config import Settings, from_environment
-from switch.domain.money import Money
 
 ADMIN_DEADLINE_S = 30.0
+EXPORT_DEADLINE_S = 15 * 60.0  # the switch holds a read snapshot open for as long as an export runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,80 +214,24 @@ def _admin(options: argparse.Namespace) -> int:
     return 0
 
 
-EXPORT_COLUMNS = (
-    "time",
-    "terminal_id",
-    "device_name",
-    "location_name",
-    "merchant_id",
-    "transaction_id",
-    "transaction_type",
-    "payment_method",
-    "status",
-    "response_code",
-    "currency",
-    "requested",
-    "approved",
-    "card_masked",
-    "authorization_code",
-    "original_transaction_id",
-    "period_number",
-)
-
-
-# A cell starting with one of these is run as a formula by the spreadsheet the export is opened in.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(*cells: object) -> tuple[object, ...]:
-    """Text that merchants and terminals choose (ids, device and location names) as text: a leading
-    apostrophe keeps a spreadsheet from running "=HYPERLINK(...)" from a transaction id."""
-    return tuple(
-        f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell for cell in cells
-    )
-
-
 def export_transactions(
     stub: bo_grpc.BackofficeStub,
     request: bo.TransactionReportRequest,
     metadata: tuple[tuple[str, str], ...],
     out: TextIO,
 ) -> None:
-    """Every page of the report as CSV rows (amounts in major units).
+    """Every transaction of the report as CSV (amounts in major units), from one snapshot of the
+    switch's database; request.page_size is the rows per chunk.
 
-    Nothing is written before the first page has come back, so a refused export prints no header.
+    Nothing is written before the first chunk has come back, so a refused export prints no header.
     """
-    writer = csv.writer(out)
-    while True:
-        page = stub.ListTransactions(request, metadata=metadata, timeout=ADMIN_DEADLINE_S)
-        if not request.page_token:
-            writer.writerow(EXPORT_COLUMNS)
-        for t in page.transactions:
-            currency = t.approved.currency
-            writer.writerow(
-                spreadsheet_safe(
-                    t.time,
-                    t.terminal_id,
-                    t.device_name,
-                    t.location_name,
-                    t.merchant_id,
-                    t.transaction_id,
-                    t.transaction_type,
-                    t.payment_method,
-                    t.status,
-                    t.response_code,
-                    currency,
-                    Money(t.requested.amount_minor, currency).decimal(),
-                    Money(t.approved.amount_minor, currency).decimal(),
-                    t.card_masked,
-                    t.authorization_code,
-                    t.original_transaction_id,
-                    t.period_number,
-                )
-            )
-        if not page.next_page_token:
-            return
-        request.page_token = page.next_page_token
+    chunks = stub.ExportTransactions(
+        bo.TransactionExportRequest(report=request), metadata=metadata, timeout=EXPORT_DEADLINE_S
+    )
+    text = codecs.getincrementaldecoder("utf-8")()
+    for chunk in chunks:
+        out.write(text.decode(chunk.csv))
+    out.write(text.decode(b"", final=True))
 
 
 def _build_request(request_type: Any, pairs: list[str]) -> Any:

@@ -1240,6 +1240,48 @@ class TransactionReportRequest(_message.Message):
 Global___TransactionReportRequest: _TypeAlias = TransactionReportRequest  # noqa: Y015
 
 @_typing.final
+class TransactionExportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___TransactionReportRequest:
+        """The report's days and filters; its page_size is the rows per chunk, its page_token unused."""
+
+    def __init__(
+        self,
+        *,
+        report: Global___TransactionReportRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactionExportRequest: _TypeAlias = TransactionExportRequest  # noqa: Y015
+
+@_typing.final
+class CsvChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CSV_FIELD_NUMBER: _builtins.int
+    csv: _builtins.bytes
+    """UTF-8; whole lines, the first chunk starting with the header line"""
+    def __init__(
+        self,
+        *,
+        csv: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CsvChunk: _TypeAlias = CsvChunk  # noqa: Y015
+
+@_typing.final
 class ReportedTransaction(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

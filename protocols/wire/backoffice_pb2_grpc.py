@@ -134,6 +134,11 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReport.FromString,
                 _registered_method=True)
+        self.ExportTransactions = channel.unary_stream(
+                '/txswitch.v1.Backoffice/ExportTransactions',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.TransactionExportRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.CsvChunk.FromString,
+                _registered_method=True)
         self.GetMerchantSummary = channel.unary_unary(
                 '/txswitch.v1.Backoffice/GetMerchantSummary',
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.MerchantSummaryRequest.SerializeToString,
@@ -298,6 +303,14 @@ class BackofficeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportTransactions(self, request, context):
+        """Every transaction of the report as CSV, read from one snapshot of the database: the report as
+        it stood when the export began, each row once; rows committed while it runs are in the next.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetMerchantSummary(self, request, context):
         """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts.
         """
@@ -448,6 +461,11 @@ def add_BackofficeServicer_to_server(servicer, server):
                     servicer.ListTransactions,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReport.SerializeToString,
+            ),
+            'ExportTransactions': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportTransactions,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.TransactionExportRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.CsvChunk.SerializeToString,
             ),
             'GetMerchantSummary': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMerchantSummary,
@@ -1025,6 +1043,33 @@ class Backoffice:
             '/txswitch.v1.Backoffice/ListTransactions',
             protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.TransactionReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/ExportTransactions',
+            protocols_dot_wire_dot_backoffice__pb2.TransactionExportRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.CsvChunk.FromString,
             options,
             channel_credentials,
             insecure,

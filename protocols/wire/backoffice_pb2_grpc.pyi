@@ -57,6 +57,10 @@ class BackofficeStub:
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
     ListTransactions: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]
     """The portal's transaction report: one day or a period, filtered; totals over all of it."""
+    ExportTransactions: _grpc.UnaryStreamMultiCallable[_backoffice_pb2.TransactionExportRequest, _backoffice_pb2.CsvChunk]
+    """Every transaction of the report as CSV, read from one snapshot of the database: the report as
+    it stood when the export began, each row once; rows committed while it runs are in the next.
+    """
     GetMerchantSummary: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]
     """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts."""
     SetReceiptLayout: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]
@@ -99,6 +103,10 @@ class BackofficeAsyncStub(BackofficeStub):
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
     ListTransactions: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]  # type: ignore[assignment]
     """The portal's transaction report: one day or a period, filtered; totals over all of it."""
+    ExportTransactions: _aio.UnaryStreamMultiCallable[_backoffice_pb2.TransactionExportRequest, _backoffice_pb2.CsvChunk]  # type: ignore[assignment]
+    """Every transaction of the report as CSV, read from one snapshot of the database: the report as
+    it stood when the export began, each row once; rows committed while it runs are in the next.
+    """
     GetMerchantSummary: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]  # type: ignore[assignment]
     """A merchant's dashboard: cards redeemed per programme over the days, what is owed, payouts."""
     SetReceiptLayout: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ReceiptLayout, _backoffice_pb2.ReceiptLayout]  # type: ignore[assignment]
@@ -258,6 +266,16 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.TransactionReport, _abc.Awaitable[_backoffice_pb2.TransactionReport]]:
         """The portal's transaction report: one day or a period, filtered; totals over all of it."""
+
+    @_abc_1.abstractmethod
+    def ExportTransactions(
+        self,
+        request: _backoffice_pb2.TransactionExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_backoffice_pb2.CsvChunk], _abc.AsyncIterator[_backoffice_pb2.CsvChunk]]:
+        """Every transaction of the report as CSV, read from one snapshot of the database: the report as
+        it stood when the export began, each row once; rows committed while it runs are in the next.
+        """
 
     @_abc_1.abstractmethod
     def GetMerchantSummary(

@@ -51,6 +51,11 @@ class PortalStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReport.FromString,
                 _registered_method=True)
+        self.ExportTransactions = channel.unary_stream(
+                '/txswitch.v1.Portal/ExportTransactions',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.TransactionExportRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.CsvChunk.FromString,
+                _registered_method=True)
         self.GetMerchantSummary = channel.unary_unary(
                 '/txswitch.v1.Portal/GetMerchantSummary',
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.MerchantSummaryRequest.SerializeToString,
@@ -180,6 +185,14 @@ class PortalServicer:
 
     def ListTransactions(self, request, context):
         """merchant_id may be left empty; another merchant's id is refused (PERMISSION_DENIED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportTransactions(self, request, context):
+        """The report as CSV, from one snapshot (see Backoffice.ExportTransactions); report.merchant_id
+        as in ListTransactions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -360,6 +373,11 @@ def add_PortalServicer_to_server(servicer, server):
                     servicer.ListTransactions,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.TransactionReport.SerializeToString,
+            ),
+            'ExportTransactions': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportTransactions,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.TransactionExportRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.CsvChunk.SerializeToString,
             ),
             'GetMerchantSummary': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMerchantSummary,
@@ -553,6 +571,33 @@ class Portal:
             '/txswitch.v1.Portal/ListTransactions',
             protocols_dot_wire_dot_backoffice__pb2.TransactionReportRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.TransactionReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/txswitch.v1.Portal/ExportTransactions',
+            protocols_dot_wire_dot_backoffice__pb2.TransactionExportRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.CsvChunk.FromString,
             options,
             channel_credentials,
             insecure,

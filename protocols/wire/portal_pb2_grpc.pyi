@@ -44,6 +44,10 @@ class PortalStub:
     SignOut: _grpc.UnaryUnaryMultiCallable[_portal_pb2.SignOutRequest, _portal_pb2.SignOutResponse]
     ListTransactions: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]
     """merchant_id may be left empty; another merchant's id is refused (PERMISSION_DENIED)."""
+    ExportTransactions: _grpc.UnaryStreamMultiCallable[_backoffice_pb2.TransactionExportRequest, _backoffice_pb2.CsvChunk]
+    """The report as CSV, from one snapshot (see Backoffice.ExportTransactions); report.merchant_id
+    as in ListTransactions.
+    """
     GetMerchantSummary: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]
     ListTerminals: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListTerminalsRequest, _backoffice_pb2.TerminalList]
     ListDayCloses: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]
@@ -108,6 +112,10 @@ class PortalAsyncStub(PortalStub):
     SignOut: _aio.UnaryUnaryMultiCallable[_portal_pb2.SignOutRequest, _portal_pb2.SignOutResponse]  # type: ignore[assignment]
     ListTransactions: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]  # type: ignore[assignment]
     """merchant_id may be left empty; another merchant's id is refused (PERMISSION_DENIED)."""
+    ExportTransactions: _aio.UnaryStreamMultiCallable[_backoffice_pb2.TransactionExportRequest, _backoffice_pb2.CsvChunk]  # type: ignore[assignment]
+    """The report as CSV, from one snapshot (see Backoffice.ExportTransactions); report.merchant_id
+    as in ListTransactions.
+    """
     GetMerchantSummary: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]  # type: ignore[assignment]
     ListTerminals: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListTerminalsRequest, _backoffice_pb2.TerminalList]  # type: ignore[assignment]
     ListDayCloses: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]  # type: ignore[assignment]
@@ -187,6 +195,16 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.TransactionReport, _abc.Awaitable[_backoffice_pb2.TransactionReport]]:
         """merchant_id may be left empty; another merchant's id is refused (PERMISSION_DENIED)."""
+
+    @_abc_1.abstractmethod
+    def ExportTransactions(
+        self,
+        request: _backoffice_pb2.TransactionExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_backoffice_pb2.CsvChunk], _abc.AsyncIterator[_backoffice_pb2.CsvChunk]]:
+        """The report as CSV, from one snapshot (see Backoffice.ExportTransactions); report.merchant_id
+        as in ListTransactions.
+        """
 
     @_abc_1.abstractmethod
     def GetMerchantSummary(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, and_, func, select
 
 from switch.domain import ledger
 from switch.domain.reports import ReportQuery
@@ -109,19 +112,7 @@ def transaction_report(engine: Engine, query: ReportQuery) -> TransactionReport:
     with engine.connect() as conn:
         _check_subjects(conn, query)
         selected = _selection(query)
-        found = conn.execute(
-            select(
-                transactions,
-                terminals.c.device_name,
-                terminals.c.location_id,
-                locations.c.name.label("location_name"),
-            )
-            .outerjoin(terminals, terminals.c.terminal_id == row.source)
-            .outerjoin(locations, locations.c.location_id == terminals.c.location_id)
-            .where(selected, row.transaction_pk > query.after)
-            .order_by(row.transaction_pk)
-            .limit(query.page_size + 1)
-        ).all()
+        found = conn.execute(_page(query, query.after)).all()
         totals = conn.execute(
             select(
                 row.transaction_type,
@@ -140,6 +131,58 @@ def transaction_report(engine: Engine, query: ReportQuery) -> TransactionReport:
         transactions=tuple(_reported(r) for r in page),
         totals=tuple(ReportTotal(t, m, s, c, int(n), int(a)) for t, m, s, c, n, a in totals),
         next_after=int(page[-1].transaction_pk) if len(found) > query.page_size else 0,
+    )
+
+
+def exported_pages(engine: Engine, query: ReportQuery) -> Iterator[tuple[ReportedTransaction, ...]]:
+    """Every transaction the query selects, in pages of query.page_size, all read from one snapshot.
+
+    Paging by id over separate reads missed rows: on PostgreSQL an id is handed out at insert and
+    its transaction may commit after a higher one, so a page could pass an id still uncommitted.
+    The first page comes even when empty; an unknown subject is UnknownReportSubjectError before
+    it. The snapshot (and a connection) is held until the last page is taken or the iterator closed.
+    """
+    with engine.connect() as conn, _read_snapshot(conn):
+        _check_subjects(conn, query)
+        after = query.after
+        while True:
+            found = conn.execute(_page(query, after)).all()
+            page = found[: query.page_size]
+            yield tuple(_reported(r) for r in page)
+            if len(found) <= query.page_size:
+                return
+            after = int(page[-1].transaction_pk)
+
+
+@contextmanager
+def _read_snapshot(conn: Connection) -> Iterator[None]:
+    """A read-only transaction whose every read sees the database as of its first one."""
+    if conn.dialect.name == "postgresql":
+        conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    with conn.begin():
+        if conn.dialect.name == "sqlite":
+            # pysqlite begins a transaction only before a write; each read would be its own.
+            dbapi = conn.connection.dbapi_connection
+            assert isinstance(dbapi, sqlite3.Connection), "an SQLite engine's connections are sqlite3's"
+            dbapi.execute("BEGIN")
+        yield
+
+
+def _page(query: ReportQuery, after: int) -> Select[Any]:
+    """Up to one more than a page of the selected transactions after a stored one, by id."""
+    row = transactions.c
+    return (
+        select(
+            transactions,
+            terminals.c.device_name,
+            terminals.c.location_id,
+            locations.c.name.label("location_name"),
+        )
+        .outerjoin(terminals, terminals.c.terminal_id == row.source)
+        .outerjoin(locations, locations.c.location_id == terminals.c.location_id)
+        .where(_selection(query), row.transaction_pk > after)
+        .order_by(row.transaction_pk)
+        .limit(query.page_size + 1)
     )
 
 

@@ -9,6 +9,7 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from protocols.wire import backoffice_pb2 as bo
@@ -37,3 +38,15 @@ def test_exported_cells_chosen_by_a_merchant_are_not_spreadsheet_formulas(world:
     cells = {name: row[name] for name in ("transaction_id", "device_name", "location_name")}
     formulas = {name: value for name, value in cells.items() if value.startswith(FORMULA_STARTS)}
     assert not formulas, f"cells a spreadsheet runs as formulas: {formulas}"
+
+
+def test_a_refused_export_writes_no_line(world: World) -> None:
+    out = io.StringIO()
+    request = bo.TransactionReportRequest(merchant_id="mer_unknown", **days())
+    with pytest.raises(grpc.RpcError) as refused:
+        export_transactions(world.backoffice, request, world.admin_metadata, out)
+    assert (refused.value.code(), refused.value.details()) == (
+        grpc.StatusCode.NOT_FOUND,
+        "merchant_id 'mer_unknown': no such merchant",
+    )
+    assert out.getvalue() == ""

@@ -1,0 +1,123 @@
+"""A live export of today's report on PostgreSQL: rows are committed while it runs, and not in the
+order of their ids (a sequence hands an id out at insert; its transaction may commit much later).
+An export that paged by id passed an id still uncommitted and never came back for it, while it took
+rows committed after it. The export is now read from one snapshot: the report as it stood when the
+export began, every row once."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import insert, select
+
+from protocols.wire import backoffice_pb2 as bo
+from switch.cli import export_transactions
+from switch.store.schema import transactions
+from tests.integration.harness import OTHER_EMAIL, World, new_txn, world_fixture
+from tests.integration.test_portal import days, sign_in, stub
+
+
+@pytest.fixture(params=["postgres"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=1)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=1)
+
+
+class LinesThen(io.StringIO):
+    """The export's output; once `lines` lines have come, `then` runs (once), while the export runs."""
+
+    def __init__(self, lines: int, then: Callable[[], None]) -> None:
+        super().__init__()
+        self._lines, self._then, self._done = lines, then, False
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if not self._done and self.getvalue().count("\n") >= self._lines:
+            self._done = True
+            self._then()
+        return written
+
+
+def exported_ids(text: str) -> list[str]:
+    return [row["transaction_id"] for row in csv.DictReader(io.StringIO(text))]
+
+
+def test_a_row_committed_late_under_a_lower_id_is_neither_missed_nor_doubled(world: World) -> None:
+    terminal, card = world.terminals[0], world.issue(5_000)
+    engine = world.server.core.store.engine
+    a, b, c, d = new_txn(), new_txn(), new_txn(), new_txn()
+    assert terminal.redeem(card, 100, a).response_code == "00"
+    with engine.connect() as late:  # a second writer: its row takes an id now and commits later
+        late.begin()
+        template = late.execute(select(transactions).where(transactions.c.transaction_id == a)).one()
+        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
+        late_id = new_txn()
+        late.execute(insert(transactions).values({**values, "transaction_id": late_id}))
+        assert terminal.redeem(card, 200, b).response_code == "00"  # higher ids, committed first
+        assert terminal.redeem(card, 400, d).response_code == "00"
+
+        def while_exporting() -> None:
+            late.commit()  # the lower id commits after the export has passed it...
+            assert terminal.redeem(card, 300, c).response_code == "00"  # ...and then another row
+
+        # page_size 1: the header, A and B have been written when the late row and C commit
+        out = LinesThen(3, while_exporting)
+        request = bo.TransactionReportRequest(page_size=1, **days())
+        export_transactions(world.backoffice, request, world.admin_metadata, out)
+    exported = exported_ids(out.getvalue())
+    assert not (c in exported and late_id not in exported), (
+        f"C, committed after the late row, without it: {exported}"
+    )
+    assert exported == [a, b, d], "the report as it stood when the export began"
+    again = io.StringIO()
+    export_transactions(world.backoffice, bo.TransactionReportRequest(**days()), world.admin_metadata, again)
+    assert exported_ids(again.getvalue()) == [a, late_id, b, d, c], "the next export: every row, once"
+
+
+def test_rows_committed_while_an_export_runs_are_in_the_next_export(any_world: World) -> None:
+    terminal, card = any_world.terminals[0], any_world.issue(5_000)
+    before = [new_txn() for _ in range(3)]
+    for txn in before:
+        assert terminal.redeem(card, 100, txn).response_code == "00"
+    during = new_txn()
+
+    def while_exporting() -> None:
+        assert terminal.redeem(card, 100, during).response_code == "00"
+
+    out = LinesThen(2, while_exporting)  # after the header and the first row
+    request = bo.TransactionReportRequest(page_size=1, **days())
+    export_transactions(any_world.backoffice, request, any_world.admin_metadata, out)
+    assert exported_ids(out.getvalue()) == before
+    again = io.StringIO()
+    export_transactions(any_world.backoffice, request, any_world.admin_metadata, again)
+    assert exported_ids(again.getvalue()) == [*before, during]
+
+
+def portal_export(
+    world: World, request: bo.TransactionExportRequest, login: tuple[tuple[str, str], ...]
+) -> str:
+    chunks = stub(world).ExportTransactions(request, metadata=login, timeout=20)
+    return b"".join(chunk.csv for chunk in chunks).decode()
+
+
+def test_the_portal_exports_only_the_merchants_own_report(any_world: World) -> None:
+    any_world.server.core.admin.create_merchant("Bakery", OTHER_EMAIL, "bakery-password")
+    mine = new_txn()
+    assert any_world.terminals[0].redeem(any_world.issue(5_000), 100, mine).response_code == "00"
+    request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(**days()))
+    assert exported_ids(portal_export(any_world, request, sign_in(any_world))) == [mine]
+    bakery = sign_in(any_world, OTHER_EMAIL, "bakery-password")
+    assert exported_ids(portal_export(any_world, request, bakery)) == []
+    request.report.merchant_id = any_world.merchant_id
+    with pytest.raises(grpc.RpcError) as refused:
+        portal_export(any_world, request, bakery)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
