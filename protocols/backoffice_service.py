@@ -592,28 +592,37 @@ def transaction_report_pb(core: SwitchCore, request: bo.TransactionReportRequest
     )
 
 
-def transaction_export_pb(core: SwitchCore, request: bo.TransactionExportRequest) -> Iterator[bo.CsvChunk]:
+def transaction_export_pb(
+    core: SwitchCore,
+    request: bo.TransactionExportRequest,
+    dialect_default: report_export.CsvDialect = report_export.CsvDialect.rfc4180,
+) -> Iterator[bo.CsvChunk]:
     """The export a request asks for (backoffice and portal), from one snapshot of the database.
 
-    The query is checked and the first page read before this returns, so that a refused export
+    The request is checked and the first page read before this returns, so that a refused export
     (ReportQueryError or LookupError) is refused before its first line.
     """
+    try:
+        dialect = report_export.dialect_named(request.dialect) if request.dialect else dialect_default
+    except ValueError as error:
+        raise reports.ReportQueryError(str(error)) from None
     if request.report.page_token:
         raise reports.ReportQueryError("report.page_token: an export is never paged; leave it empty")
     query = report_query_of(core, request.report)
     pages = exported_pages(core.store.engine, query)
     first = next(pages)
-    return _export_chunks(first, pages, query.zone)
+    return _export_chunks(first, pages, query.zone, dialect)
 
 
 def _export_chunks(
     first: tuple[ReportedTransaction, ...],
     pages: Iterator[tuple[ReportedTransaction, ...]],
     zone: zoneinfo.ZoneInfo,
+    dialect: report_export.CsvDialect,
 ) -> Iterator[bo.CsvChunk]:
-    yield bo.CsvChunk(csv=report_export.header() + report_export.rows(first, zone))
+    yield bo.CsvChunk(csv=report_export.header(dialect) + report_export.rows(first, zone, dialect))
     for page in pages:
-        yield bo.CsvChunk(csv=report_export.rows(page, zone))
+        yield bo.CsvChunk(csv=report_export.rows(page, zone, dialect))
 
 
 def merchant_summary_pb(core: SwitchCore, request: bo.MerchantSummaryRequest) -> bo.MerchantSummary:

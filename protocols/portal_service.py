@@ -41,6 +41,7 @@ from switch.password_resets import ResetsOffError
 from switch.passwords import Login, NotAllowedError, TooManySignInsError
 from switch.portal import PortalSessions
 from switch.receipts import ReceiptRefusedError
+from switch.report_export import CsvDialect
 from switch.web_days import WebDayCloseError
 
 T = TypeVar("T")
@@ -329,7 +330,8 @@ class PortalService(portal_grpc.PortalServicer):
     ) -> Iterator[bo.CsvChunk]:
         def action(login: Login) -> Iterator[bo.CsvChunk]:
             _own(context, request.report, login.merchant_id)
-            return transaction_export_pb(self._core, request)
+            # A merchant opens its export in a spreadsheet, in the Netherlands or Belgium.
+            return transaction_export_pb(self._core, request, CsvDialect.excel_nl)
 
         yield from self._run(context, PortalRight.reports, action)  # in grpc.aio's threads (see Backoffice)
 

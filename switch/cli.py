@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import gc
+import io
 import json
 import os
 import signal
@@ -179,7 +180,8 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "replace-card": ("ReplaceCard", bo.ReplaceCardRequest),
     "set-card-pin": ("SetCardPin", bo.SetCardPinRequest),
     "transactions": ("ListTransactions", bo.TransactionReportRequest),
-    "export-transactions": ("ListTransactions", bo.TransactionReportRequest),  # CSV, every page
+    # CSV of the report from one snapshot; dialect=excel-nl for Excel in the Netherlands and Belgium
+    "export-transactions": ("ExportTransactions", bo.TransactionReportRequest),
     "merchant-summary": ("GetMerchantSummary", bo.MerchantSummaryRequest),
     "set-receipt-layout": ("SetReceiptLayout", bo.ReceiptLayout),
     "list-locations": ("ListLocations", bo.ListLocationsRequest),
@@ -193,8 +195,13 @@ CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "re
 
 def _admin(options: argparse.Namespace) -> int:
     method_name, request_type = ADMIN_ACTIONS[options.action]
+    arguments: list[str] = options.args
+    dialect = ""
+    if options.action == "export-transactions":  # dialect= is the export's; the rest the report's
+        dialect = next((a.partition("=")[2] for a in arguments if a.startswith("dialect=")), "")
+        arguments = [a for a in arguments if not a.startswith("dialect=")]
     try:
-        request = _build_request(request_type, options.args)
+        request = _build_request(request_type, arguments)
     except (ValueError, AttributeError, OSError) as error:
         print(f"txswitch admin {options.action}: {error}", file=sys.stderr)
         return 2
@@ -204,7 +211,7 @@ def _admin(options: argparse.Namespace) -> int:
         stub = bo_grpc.BackofficeStub(channel)
         try:
             if options.action == "export-transactions":
-                export_transactions(stub, request, metadata, sys.stdout)
+                _export_to_stdout(stub, request, metadata, dialect)
                 return 0
             response = getattr(stub, method_name)(request, metadata=metadata, timeout=ADMIN_DEADLINE_S)
         except grpc.RpcError as error:
@@ -214,19 +221,35 @@ def _admin(options: argparse.Namespace) -> int:
     return 0
 
 
+def _export_to_stdout(
+    stub: bo_grpc.BackofficeStub, request: Any, metadata: tuple[tuple[str, str], ...], dialect: str
+) -> None:
+    """As UTF-8 whatever the terminal's encoding, and the lines' own CRLF untranslated."""
+    sys.stdout.flush()
+    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
+    try:
+        export_transactions(stub, request, metadata, out, dialect)
+    finally:
+        out.detach()
+
+
 def export_transactions(
     stub: bo_grpc.BackofficeStub,
     request: bo.TransactionReportRequest,
     metadata: tuple[tuple[str, str], ...],
     out: TextIO,
+    dialect: str = "",
 ) -> None:
     """Every transaction of the report as CSV (amounts in major units), from one snapshot of the
-    switch's database; request.page_size is the rows per chunk.
+    switch's database, in the dialect named ("rfc4180", the default, or "excel-nl");
+    request.page_size is the rows per chunk.
 
     Nothing is written before the first chunk has come back, so a refused export prints no header.
     """
     chunks = stub.ExportTransactions(
-        bo.TransactionExportRequest(report=request), metadata=metadata, timeout=EXPORT_DEADLINE_S
+        bo.TransactionExportRequest(report=request, dialect=dialect),
+        metadata=metadata,
+        timeout=EXPORT_DEADLINE_S,
     )
     text = codecs.getincrementaldecoder("utf-8")()
     for chunk in chunks:

@@ -1,8 +1,9 @@
-"""The transaction report's CSV export: its columns, and cells a spreadsheet will not run."""
+"""The transaction report's CSV export: its columns, its two forms, and cells a spreadsheet will not run."""
 
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import zoneinfo
 from collections.abc import Iterable
@@ -31,6 +32,28 @@ COLUMNS = (
     "period_number",
 )
 
+
+class CsvDialect(enum.Enum):
+    """How the export is written: for programs, or for a spreadsheet in the Netherlands and Belgium."""
+
+    rfc4180 = "rfc4180"  # `,` between cells, 1234.56
+    # Excel with Dutch or Belgian settings splits lines on `;` and reads 1234,56 as a number; the
+    # UTF-8 byte order mark makes it read "Café" as UTF-8 rather than as the Windows code page.
+    excel_nl = "excel-nl"
+
+
+BYTE_ORDER_MARK = "\ufeff"
+
+
+def dialect_named(name: str) -> CsvDialect:
+    """The dialect of that name; ValueError naming the ones there are."""
+    try:
+        return CsvDialect(name)
+    except ValueError:
+        known = ", ".join(sorted(d.value for d in CsvDialect))
+        raise ValueError(f"dialect {name!r} is not one of {known}") from None
+
+
 # A cell starting with one of these is run as a formula by the spreadsheet the export is opened in.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -41,41 +64,50 @@ def spreadsheet_text(cell: str) -> str:
     return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
 
 
-def header() -> bytes:
-    return _lines([COLUMNS])
+def header(dialect: CsvDialect = CsvDialect.rfc4180) -> bytes:
+    """The first line, after the byte order mark where the dialect has one."""
+    mark = BYTE_ORDER_MARK if dialect is CsvDialect.excel_nl else ""
+    return mark.encode() + _lines([COLUMNS], dialect)
 
 
-def rows(page: Iterable[ReportedTransaction], zone: zoneinfo.ZoneInfo) -> bytes:
+def rows(
+    page: Iterable[ReportedTransaction], zone: zoneinfo.ZoneInfo, dialect: CsvDialect = CsvDialect.rfc4180
+) -> bytes:
     """The page's transactions as CSV lines (amounts in major units), times on the zone's clock."""
-    return _lines(_cells(t, zone) for t in page)
+    return _lines((_cells(t, zone, dialect) for t in page), dialect)
 
 
-def _cells(t: ReportedTransaction, zone: zoneinfo.ZoneInfo) -> tuple[str, ...]:
-    return tuple(
-        spreadsheet_text(cell)
-        for cell in (
-            t.created_at.astimezone(zone).isoformat(timespec="seconds"),
-            t.source,
-            t.device_name,
-            t.location_name,
-            t.merchant_id,
-            t.transaction_id,
-            t.transaction_type,
-            t.payment_method,
-            t.status,
-            ResponseCode[t.result].iso_code,
-            t.currency,
-            Money(t.requested_minor, t.currency).decimal(),
-            Money(t.approved_minor, t.currency).decimal(),
-            t.card_masked,
-            t.authorization_code,
-            t.original_transaction_id,
-            str(t.period_number),
-        )
+def _cells(t: ReportedTransaction, zone: zoneinfo.ZoneInfo, dialect: CsvDialect) -> tuple[str, ...]:
+    text = (
+        t.source,
+        t.device_name,
+        t.location_name,
+        t.merchant_id,
+        t.transaction_id,
+        t.transaction_type,
+        t.payment_method,
+        t.status,
+    )
+    text_after_amounts = (t.card_masked, t.authorization_code, t.original_transaction_id)
+    return (
+        t.created_at.astimezone(zone).isoformat(timespec="seconds"),
+        *(spreadsheet_text(cell) for cell in text),
+        ResponseCode[t.result].iso_code,
+        t.currency,
+        # Amounts are numbers the switch writes, never guarded: "'-5.00" would be text to Excel.
+        _amount(t.requested_minor, t.currency, dialect),
+        _amount(t.approved_minor, t.currency, dialect),
+        *(spreadsheet_text(cell) for cell in text_after_amounts),
+        str(t.period_number),
     )
 
 
-def _lines(cells: Iterable[Iterable[str]]) -> bytes:
+def _amount(amount_minor: int, currency: str, dialect: CsvDialect) -> str:
+    shown = Money(amount_minor, currency).decimal()
+    return shown.replace(".", ",") if dialect is CsvDialect.excel_nl else shown
+
+
+def _lines(cells: Iterable[Iterable[str]], dialect: CsvDialect) -> bytes:
     out = io.StringIO()
-    csv.writer(out).writerows(cells)
+    csv.writer(out, delimiter=";" if dialect is CsvDialect.excel_nl else ",").writerows(cells)
     return out.getvalue().encode()

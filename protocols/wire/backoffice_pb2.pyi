@@ -1244,6 +1244,12 @@ class TransactionExportRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REPORT_FIELD_NUMBER: _builtins.int
+    DIALECT_FIELD_NUMBER: _builtins.int
+    dialect: _builtins.str
+    """"rfc4180": `,` between cells and 1234.56, for programs; "excel-nl": `;` and 1234,56 after a
+    UTF-8 byte order mark, which Excel with Dutch or Belgian settings opens as a table with numbers
+    and accents. Empty: "rfc4180" here, "excel-nl" in the portal.
+    """
     @_builtins.property
     def report(self) -> Global___TransactionReportRequest:
         """The report's days and filters; its page_size is the rows per chunk, its page_token unused."""
@@ -1252,10 +1258,11 @@ class TransactionExportRequest(_message.Message):
         self,
         *,
         report: Global___TransactionReportRequest | None = ...,
+        dialect: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dialect", b"dialect", "report", b"report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

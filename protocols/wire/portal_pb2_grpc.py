@@ -192,7 +192,7 @@ class PortalServicer:
 
     def ExportTransactions(self, request, context):
         """The report as CSV, from one snapshot (see Backoffice.ExportTransactions); report.merchant_id
-        as in ListTransactions.
+        as in ListTransactions. Empty dialect: "excel-nl", for Excel in the Netherlands and Belgium.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,7 +46,7 @@ class PortalStub:
     """merchant_id may be left empty; another merchant's id is refused (PERMISSION_DENIED)."""
     ExportTransactions: _grpc.UnaryStreamMultiCallable[_backoffice_pb2.TransactionExportRequest, _backoffice_pb2.CsvChunk]
     """The report as CSV, from one snapshot (see Backoffice.ExportTransactions); report.merchant_id
-    as in ListTransactions.
+    as in ListTransactions. Empty dialect: "excel-nl", for Excel in the Netherlands and Belgium.
     """
     GetMerchantSummary: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]
     ListTerminals: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListTerminalsRequest, _backoffice_pb2.TerminalList]
@@ -114,7 +114,7 @@ class PortalAsyncStub(PortalStub):
     """merchant_id may be left empty; another merchant's id is refused (PERMISSION_DENIED)."""
     ExportTransactions: _aio.UnaryStreamMultiCallable[_backoffice_pb2.TransactionExportRequest, _backoffice_pb2.CsvChunk]  # type: ignore[assignment]
     """The report as CSV, from one snapshot (see Backoffice.ExportTransactions); report.merchant_id
-    as in ListTransactions.
+    as in ListTransactions. Empty dialect: "excel-nl", for Excel in the Netherlands and Belgium.
     """
     GetMerchantSummary: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]  # type: ignore[assignment]
     ListTerminals: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListTerminalsRequest, _backoffice_pb2.TerminalList]  # type: ignore[assignment]
@@ -203,7 +203,7 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_backoffice_pb2.CsvChunk], _abc.AsyncIterator[_backoffice_pb2.CsvChunk]]:
         """The report as CSV, from one snapshot (see Backoffice.ExportTransactions); report.merchant_id
-        as in ListTransactions.
+        as in ListTransactions. Empty dialect: "excel-nl", for Excel in the Netherlands and Belgium.
         """
 
     @_abc_1.abstractmethod

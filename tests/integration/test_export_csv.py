@@ -13,9 +13,10 @@ import grpc
 import pytest
 
 from protocols.wire import backoffice_pb2 as bo
+from switch import cli
 from switch.cli import export_transactions
-from tests.integration.harness import World, world_fixture
-from tests.integration.test_portal import days
+from tests.integration.harness import ADMIN_TOKEN, World, world_fixture
+from tests.integration.test_portal import days, sign_in, stub
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -50,3 +51,62 @@ def test_a_refused_export_writes_no_line(world: World) -> None:
         "merchant_id 'mer_unknown': no such merchant",
     )
     assert out.getvalue() == ""
+
+
+def test_the_export_for_a_dutch_or_belgian_excel(world: World) -> None:
+    world.server.core.admin.add_location(world.merchant_id, "Café Zoë; Noord")
+    terminal = world.activate("Kassa 1", location="Café Zoë; Noord")
+    card = world.issue(100_000)
+    assert terminal.redeem(card, 98_765).response_code == "00"
+    out = io.StringIO()
+    request = bo.TransactionReportRequest(types=["redemption"], **days())
+    export_transactions(world.backoffice, request, world.admin_metadata, out, "excel-nl")
+    text = out.getvalue()
+    assert text.startswith("\ufefftime;terminal_id;") and text.endswith("\r\n")
+    (row,) = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter=";")
+    assert (row["location_name"], row["requested"], row["approved"]) == (
+        "Café Zoë; Noord",
+        "987,65",
+        "987,65",
+    )
+    machines = io.StringIO()  # without a dialect: RFC 4180, as before, for programs reading it
+    export_transactions(world.backoffice, request, world.admin_metadata, machines)
+    assert machines.getvalue().startswith("time,terminal_id,")
+    (row,) = csv.DictReader(io.StringIO(machines.getvalue(), newline=""))
+    assert (row["location_name"], row["approved"]) == ("Café Zoë; Noord", "987.65")
+
+
+def test_the_portal_exports_for_excel_unless_asked_otherwise(world: World) -> None:
+    assert world.activate("Kassa 1").redeem(world.issue(5_000), 250).response_code == "00"
+    login = sign_in(world)
+    portal = stub(world)
+
+    def exported(dialect: str) -> bytes:
+        request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(**days()), dialect=dialect)
+        return b"".join(chunk.csv for chunk in portal.ExportTransactions(request, metadata=login, timeout=20))
+
+    excel = exported("")
+    assert excel.startswith("\ufefftime;".encode()) and b";2,50;2,50;" in excel
+    assert exported("rfc4180").startswith(b"time,") and b",2.50,2.50," in exported("rfc4180")
+    with pytest.raises(grpc.RpcError) as refused:
+        exported("excel")
+    assert (refused.value.code(), refused.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "dialect 'excel' is not one of excel-nl, rfc4180",
+    )
+
+
+def test_the_admin_command_takes_the_dialect(
+    world: World, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    assert world.activate("Kassa 1").redeem(world.issue(5_000), 250).response_code == "00"
+    (tmp_path / "admin.token").write_text(ADMIN_TOKEN)
+    base = ["admin", "--data-dir", str(tmp_path), "--target", world.server.address, "export-transactions"]
+    dates = [f"{key}={value}" for key, value in days().items()]
+    assert cli.main([*base, "dialect=excel-nl", *dates]) == 0
+    written = capsysbinary.readouterr().out
+    assert written.startswith(b"\xef\xbb\xbftime;terminal_id;") and b";2,50;2,50;" in written
+    assert cli.main([*base, *dates]) == 0
+    assert capsysbinary.readouterr().out.startswith(b"time,terminal_id,")
+    assert cli.main([*base, "dialect=nl", *dates]) == 1
+    assert b"dialect 'nl' is not one of excel-nl, rfc4180" in capsysbinary.readouterr().err

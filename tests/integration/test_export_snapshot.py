@@ -113,7 +113,7 @@ def test_the_portal_exports_only_the_merchants_own_report(any_world: World) -> N
     any_world.server.core.admin.create_merchant("Bakery", OTHER_EMAIL, "bakery-password")
     mine = new_txn()
     assert any_world.terminals[0].redeem(any_world.issue(5_000), 100, mine).response_code == "00"
-    request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(**days()))
+    request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(**days()), dialect="rfc4180")
     assert exported_ids(portal_export(any_world, request, sign_in(any_world))) == [mine]
     bakery = sign_in(any_world, OTHER_EMAIL, "bakery-password")
     assert exported_ids(portal_export(any_world, request, bakery)) == []

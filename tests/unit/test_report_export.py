@@ -1,0 +1,104 @@
+"""The CSV export's lines, parsed back as a spreadsheet reads them: for programs (RFC 4180: `,` and
+1234.56) and for Excel in the Netherlands and Belgium (`;`, 1234,56, a UTF-8 byte order mark)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import zoneinfo
+
+import pytest
+
+from switch import report_export
+from switch.report_export import CsvDialect
+from switch.store.reports import ReportedTransaction
+
+AMSTERDAM = zoneinfo.ZoneInfo("Europe/Amsterdam")
+
+
+def transaction(**changes: object) -> ReportedTransaction:
+    fields: dict[str, object] = {
+        "transaction_id": "t-1",
+        "source": "trm_1",
+        "device_name": "A77 kassa",
+        "location_id": "loc_1",
+        "location_name": "Café Zoë; Noord",
+        "merchant_id": "mer_1",
+        "created_at": dt.datetime(2026, 12, 7, 9, 30, tzinfo=dt.UTC),
+        "transaction_type": "redemption",
+        "payment_method": "stored_value",
+        "status": "approved",
+        "result": "approved",
+        "currency": "EUR",
+        "requested_minor": 123_456,
+        "approved_minor": 123_456,
+        "card_masked": "600101******0067",
+        "authorization_code": "396449",
+        "original_transaction_id": "",
+        "period_number": 3,
+    }
+    fields.update(changes)
+    return ReportedTransaction(**fields)  # type: ignore[arg-type]
+
+
+def parsed(dialect: CsvDialect, *page: ReportedTransaction) -> list[dict[str, str]]:
+    data = report_export.header(dialect) + report_export.rows(page, AMSTERDAM, dialect)
+    delimiter = ";" if dialect is CsvDialect.excel_nl else ","
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline=""), delimiter=delimiter))
+
+
+@pytest.mark.parametrize(
+    ("dialect", "changes", "column", "cell"),
+    [
+        (CsvDialect.rfc4180, {}, "approved", "1234.56"),
+        (CsvDialect.excel_nl, {}, "approved", "1234,56"),
+        (CsvDialect.excel_nl, {"approved_minor": 5}, "approved", "0,05"),
+        # A negative amount is a number, not a formula to guard: no apostrophe before it.
+        (CsvDialect.rfc4180, {"approved_minor": -500}, "approved", "-5.00"),
+        (CsvDialect.excel_nl, {"approved_minor": -500}, "approved", "-5,00"),
+        (CsvDialect.excel_nl, {"requested_minor": -1}, "requested", "-0,01"),
+        (CsvDialect.excel_nl, {"currency": "JPY", "approved_minor": -1200}, "approved", "-1200"),
+        # Text a merchant or terminal chooses is never run as a formula, in either form.
+        (CsvDialect.rfc4180, {"transaction_id": "=1+2"}, "transaction_id", "'=1+2"),
+        (CsvDialect.excel_nl, {"transaction_id": "-5,00"}, "transaction_id", "'-5,00"),
+        (CsvDialect.excel_nl, {"device_name": "+31 20"}, "device_name", "'+31 20"),
+        (CsvDialect.excel_nl, {"location_name": "@SUM(A1:A9)"}, "location_name", "'@SUM(A1:A9)"),
+        (CsvDialect.excel_nl, {"original_transaction_id": "\t=1"}, "original_transaction_id", "'\t=1"),
+        # A delimiter, a quote or a line break inside a cell stays inside it; accents survive.
+        (CsvDialect.excel_nl, {}, "location_name", "Café Zoë; Noord"),
+        (CsvDialect.rfc4180, {"device_name": 'kassa "1",\r\nvoor'}, "device_name", 'kassa "1",\r\nvoor'),
+        (CsvDialect.excel_nl, {}, "time", "2026-12-07T10:30:00+01:00"),
+    ],
+)
+def test_cells_read_back_as_written(
+    dialect: CsvDialect, changes: dict[str, object], column: str, cell: str
+) -> None:
+    (row,) = parsed(dialect, transaction(**changes))
+    assert row[column] == cell
+
+
+@pytest.mark.parametrize(
+    ("dialect", "starts_with_bom", "first_line"),
+    [
+        (CsvDialect.rfc4180, False, b"time,terminal_id,"),
+        (CsvDialect.excel_nl, True, b"time;terminal_id;"),
+    ],
+)
+def test_the_header_line(dialect: CsvDialect, starts_with_bom: bool, first_line: bytes) -> None:
+    data = report_export.header(dialect)
+    assert data.startswith(b"\xef\xbb\xbf") is starts_with_bom
+    assert data.removeprefix(b"\xef\xbb\xbf").startswith(first_line) and data.endswith(b"\r\n")
+    assert report_export.rows([transaction()], AMSTERDAM, dialect).count(b"\xef\xbb\xbf") == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "dialect"),
+    [("rfc4180", CsvDialect.rfc4180), ("excel-nl", CsvDialect.excel_nl), ("EXCEL-NL", None), ("nl", None)],
+)
+def test_a_dialect_by_name(name: str, dialect: CsvDialect | None) -> None:
+    if dialect is None:
+        with pytest.raises(ValueError, match=f"dialect '{name}' is not one of excel-nl, rfc4180"):
+            report_export.dialect_named(name)
+    else:
+        assert report_export.dialect_named(name) is dialect
