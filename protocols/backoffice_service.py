@@ -18,13 +18,19 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch import report_export
-from switch.admin import AdminConflictError, AdminError, AdminStateError, EmployeeInfo
+from switch.admin import (
+    WAITS_FOR_NEXT_CYCLE,
+    AdminConflictError,
+    AdminError,
+    AdminStateError,
+    EmployeeInfo,
+    PlannedPayout,
+)
 from switch.core import SwitchCore
 from switch.domain import reports
 from switch.domain.card_rules import CardState, shown_status
 from switch.domain.cards import CardStatus
 from switch.domain.employees import OWNER
-from switch.domain.money import Money
 from switch.domain.programmes import ProgrammeKind, payout_settlement_id
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
@@ -263,7 +269,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 raise AdminError("programme_id is missing")
             if not request.settlement_id:
                 raise AdminError("settlement_id is missing")
-            return self._settle(request.programme_id, request.settlement_id)
+            plans = self._core.admin.settlement_writes(request.programme_id, request.settlement_id)
+            return self._settle(request.programme_id, plans)
 
         return self._run(context, action)
 
@@ -280,46 +287,47 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             for programme_id in self._core.admin.programme_ids():
                 interval = self._core.store.programme(programme_id).payout_interval_weeks
                 settlement_id = payout_settlement_id(day, interval)
+                plans = self._core.admin.cycle_settlement_writes(programme_id, settlement_id)
                 response.settlements.append(
                     bo.ProgrammeSettlement(
                         programme_id=programme_id,
                         settlement_id=settlement_id,
-                        result=self._settle(programme_id, settlement_id),
+                        result=self._settle(programme_id, plans),
                     )
                 )
             return response
 
         return self._run(context, action)
 
-    def _settle(self, programme_id: str, settlement_id: str) -> bo.SettleResponse:
-        """Pay every merchant what the programme owes it, less commission, once per settlement id."""
+    def _settle(self, programme_id: str, plans: list[PlannedPayout]) -> bo.SettleResponse:
+        """Write the planned payouts (each once per settlement id); list every one not made, and why."""
         currency = self._core.store.programme(programme_id).currency
         response = bo.SettleResponse()
-        for merchant_id, gross, commission, write in self._core.admin.settlement_writes(
-            programme_id, settlement_id
-        ):
-            if write is None:
-                owed = Money(-gross, currency).decimal()
-                reason = f"owes {owed}: refunds exceed redemptions since the last payout"
-            else:
-                result = self._core.write_now(write)
-                reason = "" if result.ok else ALREADY_PAID if result.conflict else result.problem
+        for plan in plans:
+            reason = plan.reason
+            if plan.write is not None:
+                result = self._core.write_now(plan.write)
+                # A run beside it paid first: its debit of the payable is refused before its key is.
+                paid_already = result.conflict or (not result.ok and self._core.admin.payout_made(plan))
+                reason = "" if result.ok else ALREADY_PAID if paid_already else result.problem
             if reason:
-                log.warning("payout to %s not made: %s", merchant_id, reason)
+                # A merchant that redeemed since its cycle's payout ran waits every day until the next.
+                level = logging.INFO if reason == WAITS_FOR_NEXT_CYCLE else logging.WARNING
+                log.log(level, "payout to %s not made: %s", plan.merchant_id, reason)
                 response.skipped.append(
                     bo.SkippedPayout(
-                        merchant_id=merchant_id,
-                        gross=pb.Amount(amount_minor=gross, currency=currency),
+                        merchant_id=plan.merchant_id,
+                        gross=pb.Amount(amount_minor=plan.gross_minor, currency=currency),
                         reason=reason,
                     )
                 )
                 continue
             response.payouts.append(
                 bo.Payout(
-                    merchant_id=merchant_id,
-                    gross=pb.Amount(amount_minor=gross, currency=currency),
-                    commission=pb.Amount(amount_minor=commission, currency=currency),
-                    net=pb.Amount(amount_minor=gross - commission, currency=currency),
+                    merchant_id=plan.merchant_id,
+                    gross=pb.Amount(amount_minor=plan.gross_minor, currency=currency),
+                    commission=pb.Amount(amount_minor=plan.commission_minor, currency=currency),
+                    net=pb.Amount(amount_minor=plan.gross_minor - plan.commission_minor, currency=currency),
                 )
             )
         return response

@@ -30,8 +30,8 @@ from switch.domain.employees import (
     role_problem,
 )
 from switch.domain.ledger import AccountKind
-from switch.domain.money import is_known_currency
-from switch.domain.programmes import ProgrammeKind, commission_minor
+from switch.domain.money import Money, is_known_currency
+from switch.domain.programmes import Programme, ProgrammeKind, commission_minor, cycle_payout_minor
 from switch.domain.receipts import BadEmailError, checked_email
 from switch.passwords import (
     WRONG_LOGIN,
@@ -55,6 +55,8 @@ from switch.store.schema import (
     locations,
     merchant_programmes,
     merchants,
+    payout_cycle_dues,
+    payout_cycles,
     portal_sessions,
     postings,
     programmes,
@@ -746,46 +748,147 @@ class Admin:
         ]
         return LedgerCheck(entries, len(unbalanced), len(negative), len(mismatched), tuple(problems[:50]))
 
-    def settlement_writes(
-        self, programme_id: str, settlement_id: str
-    ) -> list[tuple[str, int, int, Write | None]]:
-        """(merchant id, gross, commission, write) for each merchant with something to pay out, and
-        (merchant id, what it owes as a negative gross, 0, None) for each that owes the programme
-        (its refunds exceed its redemptions since its last payout): listed, not left out."""
+    def settlement_writes(self, programme_id: str, settlement_id: str) -> list[PlannedPayout]:
+        """A payout for each merchant with something to pay out, and each that owes the programme
+        (its refunds exceed its redemptions since its last payout) listed, not left out."""
         programme = self._store.programme(programme_id)
         with self._engine.connect() as conn:
-            members = conn.execute(
-                select(
-                    merchant_programmes.c.merchant_id, merchant_programmes.c.commission_basis_points
-                ).where(merchant_programmes.c.programme_id == programme_id)
-            ).all()
-            payable = {ledger.merchant_payable_account(m, programme_id): (m, bp) for m, bp in members}
-            balances = conn.execute(
-                select(accounts.c.account_id, accounts.c.balance_minor)
-                .where(accounts.c.account_id.in_(list(payable)), accounts.c.balance_minor != 0)
-                .order_by(accounts.c.account_id)
-            ).all()
-        rows = [(*payable[account_id], balance_minor) for account_id, balance_minor in balances]
-        writes: list[tuple[str, int, int, Write | None]] = []
-        for merchant_id, basis_points, gross_minor in rows:
-            if gross_minor < 0:
-                writes.append((merchant_id, gross_minor, 0, None))
+            members = self._members(conn, programme_id)
+            balances = _payable_balances(conn, programme_id, members)
+        return [
+            self._planned(programme, settlement_id, merchant_id, members[merchant_id], gross_minor)
+            for merchant_id, gross_minor in balances.items()
+        ]
+
+    def cycle_settlement_writes(self, programme_id: str, settlement_id: str) -> list[PlannedPayout]:
+        """The payouts of the programme's payout cycle `settlement_id` (SettleDue's, once a cycle).
+
+        The cycle's first run records what each merchant is owed then; that run and every later one
+        in the cycle pay a merchant at most that (a payout that failed is made by the next run), so a
+        merchant owed nothing then is paid nothing until the next cycle, whatever it redeems since.
+        The settlement key keeps it to one payout a cycle.
+        """
+        programme = self._store.programme(programme_id)
+        owed_at_run = self._cycle_run(programme_id, settlement_id)
+        with self._engine.connect() as conn:
+            members = self._members(conn, programme_id)
+            balances = _payable_balances(conn, programme_id, members)
+        plans = []
+        for merchant_id, balance_minor in balances.items():
+            gross_minor = cycle_payout_minor(owed_at_run.get(merchant_id, 0), balance_minor)
+            if balance_minor > 0 and gross_minor == 0:
+                plans.append(PlannedPayout(merchant_id, balance_minor, 0, None, WAITS_FOR_NEXT_CYCLE))
                 continue
-            commission = commission_minor(gross_minor, basis_points)
-            entry = ledger.settlement_entry(
-                ledger.settlement_key(programme_id, settlement_id, merchant_id),
-                programme.currency,
-                programme_id,
-                merchant_id,
-                gross_minor,
-                commission,
+            paid_minor = gross_minor if balance_minor > 0 else balance_minor
+            plans.append(
+                self._planned(programme, settlement_id, merchant_id, members[merchant_id], paid_minor)
             )
-            writes.append((merchant_id, gross_minor, commission, Write(entry=entry)))
-        return writes
+        return plans
+
+    def payout_made(self, plan: PlannedPayout) -> bool:
+        """Whether the journal holds the planned payout's settlement (made by this run or another)."""
+        assert plan.write is not None and plan.write.entry is not None
+        key = plan.write.entry.idempotency_key
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(journal_entries.c.entry_id).where(journal_entries.c.idempotency_key == key)
+            ).first()
+        return found is not None
+
+    def _cycle_run(self, programme_id: str, settlement_id: str) -> dict[str, int]:
+        """What each merchant owed something was owed at the cycle's first run: recorded by that run."""
+        try:
+            with writing(self._engine) as conn:
+                recorded = _recorded_run(conn, programme_id, settlement_id)
+                if recorded is not None:
+                    return recorded
+                members = self._members(conn, programme_id)
+                owed = {m: b for m, b in _payable_balances(conn, programme_id, members).items() if b > 0}
+                key = {"programme_id": programme_id, "settlement_id": settlement_id}
+                conn.execute(insert(payout_cycles).values(**key, ran_at=self._now()))
+                if owed:
+                    rows = [{**key, "merchant_id": m, "owed_minor": b} for m, b in owed.items()]
+                    conn.execute(insert(payout_cycle_dues), rows)
+                return owed
+        except IntegrityError:  # a run on another node recorded the cycle's run first (PostgreSQL)
+            with self._engine.connect() as conn:
+                recorded = _recorded_run(conn, programme_id, settlement_id)
+            assert recorded is not None, "the cycle's run is recorded by the run that won"
+            return recorded
+
+    def _members(self, conn: Connection, programme_id: str) -> dict[str, int]:
+        """The programme's merchants and their commission in basis points."""
+        found = conn.execute(
+            select(merchant_programmes.c.merchant_id, merchant_programmes.c.commission_basis_points).where(
+                merchant_programmes.c.programme_id == programme_id
+            )
+        ).all()
+        return {merchant_id: int(basis_points) for merchant_id, basis_points in found}
+
+    def _planned(
+        self, programme: Programme, settlement_id: str, merchant_id: str, basis_points: int, gross_minor: int
+    ) -> PlannedPayout:
+        if gross_minor < 0:
+            owed = Money(-gross_minor, programme.currency).decimal()
+            reason = f"owes {owed}: refunds exceed redemptions since the last payout"
+            return PlannedPayout(merchant_id, gross_minor, 0, None, reason)
+        commission = commission_minor(gross_minor, basis_points)
+        entry = ledger.settlement_entry(
+            ledger.settlement_key(programme.programme_id, settlement_id, merchant_id),
+            programme.currency,
+            programme.programme_id,
+            merchant_id,
+            gross_minor,
+            commission,
+        )
+        return PlannedPayout(merchant_id, gross_minor, commission, Write(entry=entry))
 
     def _require_merchant(self, merchant_id: str) -> None:
         if self._store.merchant_name(merchant_id) is None:
             raise AdminError(f"no merchant {merchant_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedPayout:
+    """A merchant's payout to write, or (write None) why it is not made."""
+
+    merchant_id: str
+    gross_minor: int  # negative: what the merchant owes the programme
+    commission_minor: int
+    write: Write | None
+    reason: str = ""
+
+
+WAITS_FOR_NEXT_CYCLE = "owed nothing when this cycle's payout ran; waits for the next cycle"
+
+
+def _payable_balances(conn: Connection, programme_id: str, members: dict[str, int]) -> dict[str, int]:
+    """The members' payables in the programme that are not zero, by merchant id (in account order)."""
+    payable = {ledger.merchant_payable_account(m, programme_id): m for m in members}
+    found = conn.execute(
+        select(accounts.c.account_id, accounts.c.balance_minor)
+        .where(accounts.c.account_id.in_(list(payable)), accounts.c.balance_minor != 0)
+        .order_by(accounts.c.account_id)
+    ).all()
+    return {payable[account_id]: int(balance_minor) for account_id, balance_minor in found}
+
+
+def _recorded_run(conn: Connection, programme_id: str, settlement_id: str) -> dict[str, int] | None:
+    """What merchants were owed at the cycle's run, as it recorded; None before the cycle's run."""
+    ran = conn.execute(
+        select(payout_cycles.c.ran_at).where(
+            payout_cycles.c.programme_id == programme_id, payout_cycles.c.settlement_id == settlement_id
+        )
+    ).first()
+    if ran is None:
+        return None
+    dues = payout_cycle_dues.c
+    found = conn.execute(
+        select(dues.merchant_id, dues.owed_minor).where(
+            dues.programme_id == programme_id, dues.settlement_id == settlement_id
+        )
+    ).all()
+    return {merchant_id: int(owed_minor) for merchant_id, owed_minor in found}
 
 
 def _refuse_longer(field: str, text: str, most: int) -> None:

@@ -86,3 +86,11 @@ def payout_cycle_start(day: dt.date, interval_weeks: int) -> dt.date:
 def payout_settlement_id(day: dt.date, interval_weeks: int) -> str:
     """The settlement id of the cycle's payout: a second run in the same cycle pays nothing twice."""
     return f"payout-{payout_cycle_start(day, interval_weeks).isoformat()}"
+
+
+def cycle_payout_minor(owed_at_run_minor: int, balance_minor: int) -> int:
+    """What a merchant is paid in a payout cycle: what it was owed when the cycle's payout ran (0 if
+    nothing), never more than its payable holds now. Redeemed since the run waits for the next cycle;
+    refunded since is taken off."""
+    assert owed_at_run_minor >= 0, owed_at_run_minor
+    return max(0, min(owed_at_run_minor, balance_minor))

@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -329,6 +330,31 @@ class PasswordResetRow(Base):
     used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class PayoutCycleRow(Base):
+    """A programme's payout cycle whose payout has run (SettleDue): what each merchant is paid in
+    the cycle was decided then, once."""
+
+    __tablename__ = "payout_cycles"
+    programme_id: Mapped[str] = mapped_column(ForeignKey("programmes.programme_id"), primary_key=True)
+    settlement_id: Mapped[str] = mapped_column(String(100), primary_key=True)  # payout-<cycle start>
+    ran_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PayoutCycleDueRow(Base):
+    """A merchant owed something when its programme's payout cycle ran: the most it is paid in it."""
+
+    __tablename__ = "payout_cycle_dues"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["programme_id", "settlement_id"], ["payout_cycles.programme_id", "payout_cycles.settlement_id"]
+        ),
+    )
+    programme_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    settlement_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"), primary_key=True)
+    owed_minor: Mapped[int] = mapped_column(MONEY)
+
+
 programmes = cast(Table, ProgrammeRow.__table__)
 merchants = cast(Table, MerchantRow.__table__)
 merchant_programmes = cast(Table, MerchantProgrammeRow.__table__)
@@ -349,3 +375,5 @@ location_changes = cast(Table, LocationChangeRow.__table__)
 portal_sessions = cast(Table, PortalSessionRow.__table__)
 sign_in_failures = cast(Table, SignInFailureRow.__table__)
 password_resets = cast(Table, PasswordResetRow.__table__)
+payout_cycles = cast(Table, PayoutCycleRow.__table__)
+payout_cycle_dues = cast(Table, PayoutCycleDueRow.__table__)

@@ -21,7 +21,7 @@ from switch.domain.cards import (
 )
 from switch.domain.employees import LockoutPolicy, PinAttempt, after_attempt, manage_problem, pin_problem
 from switch.domain.money import Money, proportional_share
-from switch.domain.programmes import CoPayment, Programme, ProgrammeKind, commission_minor
+from switch.domain.programmes import CoPayment, Programme, ProgrammeKind, commission_minor, cycle_payout_minor
 from switch.domain.response_codes import ResponseCode as R
 from switch.domain.transactions import TransactionStatus as S
 
@@ -178,6 +178,22 @@ def test_co_payment_split(amount: int, holder: int, funder: int) -> None:
 )
 def test_commission(gross: int, basis_points: int, commission: int) -> None:
     assert commission_minor(gross, basis_points) == commission
+
+
+@pytest.mark.parametrize(
+    ("owed_at_run", "balance", "paid"),
+    [
+        (1_000, 1_000, 1_000),  # the cycle's run
+        (1_000, 1_400, 1_000),  # redeemed since the run: the next cycle's
+        (1_000, 600, 600),  # refunded since the run: taken off
+        (0, 400, 0),  # owed nothing at the run: nothing until the next cycle
+        (1_000, 0, 0),  # paid already, or all refunded
+        (1_000, -200, 0),  # owes the programme
+        (0, -200, 0),
+    ],
+)
+def test_cycle_payout(owed_at_run: int, balance: int, paid: int) -> None:
+    assert cycle_payout_minor(owed_at_run, balance) == paid
 
 
 def test_proportional_share_rounds_half_up() -> None:

@@ -1,0 +1,137 @@
+"""SettleDue (the daily cron's `settle-due`) pays each merchant once per payout cycle of the programme,
+what it was owed when the cycle's payout ran; SQLite and PostgreSQL.
+
+Before, a second run in the cycle paid every merchant not yet paid under the cycle's settlement id:
+a shop owed nothing at the cycle's run was paid mid-cycle for what it redeemed since, and then
+again at the next cycle's start, while the others waited the whole cycle.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import backoffice_pb2_grpc as bo_grpc
+from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
+from switch.domain import ledger
+from switch.server import SwitchServer
+from tests.integration.harness import TerminalClient, World, world_fixture
+from tests.integration.test_settlement import balance, payouts, settle_due
+
+BAKERY_EMAIL, BAKERY_PASSWORD = "bakery@example.test", "bakery-password"
+ALREADY_PAID = "already paid out under this settlement id"
+WAITS = "owed nothing when this cycle's payout ran; waits for the next cycle"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=1)
+
+
+def bakery(world: World) -> tuple[str, TerminalClient]:
+    """A second merchant in the gift programme (2.5 %), with a terminal of its own."""
+    admin = world.server.core.admin
+    merchant_id = admin.create_merchant("Bakery", BAKERY_EMAIL, BAKERY_PASSWORD)
+    admin.add_location(merchant_id, "Bakery")
+    admin.join_programme(merchant_id, world.gift_programme, 250)
+    stub = pb_grpc.TerminalStub(world.channel)
+    activated = stub.Activate(
+        pb.ActivateRequest(
+            merchant_email=BAKERY_EMAIL, password=BAKERY_PASSWORD, device_name="A77-B", location="Bakery"
+        ),
+        timeout=20,
+    )
+    return merchant_id, TerminalClient(stub, activated.credential, activated.terminal_id)
+
+
+def skipped(result: bo.SettleResponse) -> dict[str, tuple[int, str]]:
+    return {s.merchant_id: (s.gross.amount_minor, s.reason) for s in result.skipped}
+
+
+def assert_balanced(world: World) -> None:
+    check = world.ledger()
+    assert (check.unbalanced_entries, check.balance_mismatches, check.negative_card_balances) == (0, 0, 0)
+
+
+def test_a_merchant_owed_nothing_at_the_cycles_run_is_paid_at_the_next_cycle_not_mid_cycle(
+    world: World,
+) -> None:
+    shop, shop_terminal = world.merchant_id, world.terminals[0]
+    baker, baker_terminal = bakery(world)
+    card = world.issue(10_000)
+    assert shop_terminal.redeem(card, 1_000).response_code == "00"
+    # The cycle of 2026-11-02 runs: the shop is owed 10.00, the bakery nothing.
+    first = settle_due(world, "2026-11-20")[world.gift_programme]
+    assert first.settlement_id == "payout-2026-11-02"
+    assert payouts(first.result) == {shop: (1_000, 25, 975)} and not first.result.skipped
+    assert baker_terminal.redeem(card, 400).response_code == "00"
+    assert shop_terminal.redeem(card, 300).response_code == "00"
+    again = settle_due(world, "2026-11-27")[world.gift_programme]  # the same cycle, a later day
+    assert payouts(again.result) == {}, "a later run in the cycle paid a merchant"
+    assert skipped(again.result) == {shop: (300, ALREADY_PAID), baker: (400, WAITS)}
+    following = settle_due(world, "2026-11-30")[world.gift_programme]  # the next cycle's run
+    assert following.settlement_id == "payout-2026-11-30"
+    assert payouts(following.result) == {shop: (300, 8, 292), baker: (400, 10, 390)}
+    for merchant in (shop, baker):
+        assert balance(world, ledger.merchant_payable_account(merchant, world.gift_programme)) == 0
+    assert balance(world, ledger.payout_clearing_account(world.gift_programme)) == 975 + 292 + 390
+    assert_balanced(world)
+
+
+def restarted(world: World) -> TerminalClient:
+    """The switch stopped and started again on its database; world's first terminal on the new one."""
+    settings, terminal = world.server.settings, world.terminals[0]
+    world.channel.close()
+    world.server.stop()
+    world.server = SwitchServer(settings)
+    world.server.start()
+    world.channel = grpc.insecure_channel(world.server.address)
+    world.backoffice = bo_grpc.BackofficeStub(world.channel)
+    return TerminalClient(pb_grpc.TerminalStub(world.channel), terminal.credential, terminal.terminal_id)
+
+
+def test_a_payout_that_failed_at_the_cycles_run_is_made_later_for_what_was_owed_then(world: World) -> None:
+    shop, terminal = world.merchant_id, world.terminals[0]
+    card = world.issue(10_000)
+    assert terminal.redeem(card, 1_000).response_code == "00"
+    world.server.core.writer.stop()  # as while the switch drains: the journal takes no more writes
+    failed = settle_due(world, "2026-11-20")[world.gift_programme]
+    assert payouts(failed.result) == {} and skipped(failed.result) == {shop: (1_000, "journal stopped")}
+    terminal = restarted(world)
+    assert terminal.redeem(card, 500).response_code == "00"  # after the cycle's run: the next cycle's
+    retried = settle_due(world, "2026-11-21")[world.gift_programme]
+    # One line a merchant: the payout; the 5.00 redeemed since the cycle's run waits, unlisted.
+    assert payouts(retried.result) == {shop: (1_000, 25, 975)} and not retried.result.skipped
+    following = settle_due(world, "2026-11-30")[world.gift_programme]
+    assert payouts(following.result) == {shop: (500, 13, 487)}
+    assert_balanced(world)
+
+
+def test_two_runs_at_once_in_a_new_cycle_pay_each_merchant_once(world: World) -> None:
+    shop, shop_terminal = world.merchant_id, world.terminals[0]
+    baker, baker_terminal = bakery(world)
+    card = world.issue(10_000)
+    for cycle_day in ("2026-11-20", "2026-12-18", "2027-01-15", "2027-02-12", "2027-03-12"):
+        assert shop_terminal.redeem(card, 100).response_code == "00"
+        assert baker_terminal.redeem(card, 200).response_code == "00"
+        answers: list[bo.ProgrammeSettlement] = []
+
+        def settle(day: str = cycle_day, answers: list[bo.ProgrammeSettlement] = answers) -> None:
+            answers.append(settle_due(world, day)[world.gift_programme])
+
+        runs = [threading.Thread(target=settle) for _ in range(2)]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join()
+        paid = sorted((p.merchant_id, p.gross.amount_minor) for a in answers for p in a.result.payouts)
+        assert paid == sorted([(shop, 100), (baker, 200)]), cycle_day
+        reasons = {reason for answer in answers for _, reason in skipped(answer.result).values()}
+        assert reasons <= {ALREADY_PAID}, cycle_day  # the run that came second, had it read first
+    assert_balanced(world)
