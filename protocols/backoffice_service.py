@@ -6,7 +6,7 @@ import datetime as dt
 import hmac
 import logging
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TypeVar
 
 import grpc
@@ -65,6 +65,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:
             _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
+        except report_export.TooManyExportsError as error:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
     def _card_view(self, state: CardState) -> bo.CardView:
         return card_view(state, self._core.today())
@@ -617,20 +619,32 @@ def transaction_export_pb(
     if request.report.page_token:
         raise reports.ReportQueryError("report.page_token: an export is never paged; leave it empty")
     query = report_query_of(core, request.report)
-    pages = exported_pages(core.store.engine, query)
-    first = next(pages)
-    return _export_chunks(first, pages, query.zone, dialect)
+    core.export_slots.take_nowait()
+    try:
+        pages = exported_pages(core.store.engine, query)
+        first = next(pages)
+    except BaseException:
+        core.export_slots.give_back()
+        raise
+    return _export_chunks(core, first, pages, query.zone, dialect)
 
 
 def _export_chunks(
+    core: SwitchCore,
     first: tuple[ReportedTransaction, ...],
-    pages: Iterator[tuple[ReportedTransaction, ...]],
+    pages: Generator[tuple[ReportedTransaction, ...]],
     zone: zoneinfo.ZoneInfo,
     dialect: report_export.CsvDialect,
 ) -> Iterator[bo.CsvChunk]:
-    yield bo.CsvChunk(csv=report_export.header(dialect) + report_export.rows(first, zone, dialect))
-    for page in pages:
-        yield bo.CsvChunk(csv=report_export.rows(page, zone, dialect))
+    """The chunks; the snapshot and the export's slot are given back at the end, or when the call
+    ends early (the client cancelled or its deadline passed: grpc closes the generator)."""
+    try:
+        yield bo.CsvChunk(csv=report_export.header(dialect) + report_export.rows(first, zone, dialect))
+        for page in pages:
+            yield bo.CsvChunk(csv=report_export.rows(page, zone, dialect))
+    finally:
+        pages.close()
+        core.export_slots.give_back()
 
 
 def merchant_summary_pb(core: SwitchCore, request: bo.MerchantSummaryRequest) -> bo.MerchantSummary:

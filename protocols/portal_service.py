@@ -41,7 +41,7 @@ from switch.password_resets import ResetsOffError
 from switch.passwords import Login, NotAllowedError, TooManySignInsError
 from switch.portal import PortalSessions
 from switch.receipts import ReceiptRefusedError
-from switch.report_export import CsvDialect
+from switch.report_export import CsvDialect, TooManyExportsError
 from switch.web_days import WebDayCloseError
 
 T = TypeVar("T")
@@ -83,6 +83,8 @@ class PortalService(portal_grpc.PortalServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:
             _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
+        except TooManyExportsError as error:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
     def _run_own(
         self,

@@ -89,6 +89,9 @@ class Settings:
     sign_in_tries_max: int = 5
     sign_in_lock_s: int = 900
     sign_ins_concurrent_max: int = 2
+    # CSV exports at once (backoffice and portal): each holds a database connection and a read
+    # snapshot for as long as it streams; more are turned away (RESOURCE_EXHAUSTED), not queued
+    exports_concurrent_max: int = 4
     # Forgotten portal passwords: a one-time code by e-mail (needs smtp_host), valid this long; at
     # most this many codes per address in an hour (more asks mail nothing); mails waiting at most
     # (more are dropped and logged: the login asks again); reset_url, if set, is put before the
@@ -159,6 +162,7 @@ POSITIVE_SETTINGS = (
     "iso_inbound_connections_max",
     "iso_inbound_idle_s",
     "web_day_close_interval_s",
+    "exports_concurrent_max",
 )
 
 

@@ -45,6 +45,7 @@ from switch.password_resets import PasswordResets
 from switch.passwords import MerchantPasswords, SignInLockout
 from switch.pins import ClosedLoopPins, TerminalPinKeys
 from switch.receipts import ReceiptObserver, Receipts
+from switch.report_export import ExportSlots
 from switch.security import MasterKey, SecurityModule
 from switch.store.card_pins import CardPinStore
 from switch.store.journal import Write, WriteResult
@@ -109,6 +110,7 @@ class SwitchCore:
             settings.sign_in_tries_max, settings.sign_in_lock_s, settings.sign_ins_concurrent_max
         )
         self.passwords = MerchantPasswords(engine, lockout, utc_now)
+        self.export_slots = ExportSlots(settings.exports_concurrent_max)
         self.receipts = Receipts(settings, self.store, self.report_zone, utc_now, on_receipt)
         self.password_resets = PasswordResets(engine, settings, utc_now)
         self.cards = CardDirectory(self.store, card_hash_key)

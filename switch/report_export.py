@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import enum
 import io
+import threading
 import zoneinfo
 from collections.abc import Iterable
 
@@ -43,6 +44,29 @@ class CsvDialect(enum.Enum):
 
 
 BYTE_ORDER_MARK = "\ufeff"
+
+
+class TooManyExportsError(Exception):
+    """As many exports are running as the switch allows at once."""
+
+
+class ExportSlots:
+    """At most `concurrent_max` exports at once: each holds a connection and a read snapshot."""
+
+    def __init__(self, concurrent_max: int) -> None:
+        assert concurrent_max >= 1, concurrent_max
+        self._concurrent_max = concurrent_max
+        self._free = threading.BoundedSemaphore(concurrent_max)
+
+    def take_nowait(self) -> None:
+        if not self._free.acquire(blocking=False):
+            raise TooManyExportsError(
+                f"{self._concurrent_max} exports are running, as many as the switch allows at once; "
+                "try again when one has finished"
+            )
+
+    def give_back(self) -> None:
+        self._free.release()
 
 
 def dialect_named(name: str) -> CsvDialect:

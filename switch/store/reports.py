@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +134,7 @@ def transaction_report(engine: Engine, query: ReportQuery) -> TransactionReport:
     )
 
 
-def exported_pages(engine: Engine, query: ReportQuery) -> Iterator[tuple[ReportedTransaction, ...]]:
+def exported_pages(engine: Engine, query: ReportQuery) -> Generator[tuple[ReportedTransaction, ...]]:
     """Every transaction the query selects, in pages of query.page_size, all read from one snapshot.
 
     Paging by id over separate reads missed rows: on PostgreSQL an id is handed out at insert and

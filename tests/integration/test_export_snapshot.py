@@ -121,3 +121,35 @@ def test_the_portal_exports_only_the_merchants_own_report(any_world: World) -> N
     with pytest.raises(grpc.RpcError) as refused:
         portal_export(any_world, request, bakery)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.fixture(params=["sqlite"])
+def one_export_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=1, exports_concurrent_max=1)
+
+
+def test_exports_at_once_are_limited_and_each_gives_its_slot_back(one_export_world: World) -> None:
+    world = one_export_world
+    assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
+    request = bo.TransactionReportRequest(page_size=1, **days())
+    for _ in range(3):  # one at a time: each finished export gives its slot back
+        out = io.StringIO()
+        export_transactions(world.backoffice, request, world.admin_metadata, out)
+        assert len(exported_ids(out.getvalue())) == 1
+    refused_export = bo.TransactionReportRequest(merchant_id="mer_unknown", **days())
+    with pytest.raises(grpc.RpcError):
+        export_transactions(world.backoffice, refused_export, world.admin_metadata, io.StringIO())
+    world.server.core.export_slots.take_nowait()  # as while another export streams
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            export_transactions(world.backoffice, request, world.admin_metadata, io.StringIO())
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "1 exports are running" in (refused.value.details() or "")
+        with pytest.raises(grpc.RpcError) as portal_refused:
+            portal_export(world, bo.TransactionExportRequest(report=request), sign_in(world))
+        assert portal_refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        world.server.core.export_slots.give_back()
+    out = io.StringIO()
+    export_transactions(world.backoffice, request, world.admin_metadata, out)  # a refused one gave it back
+    assert len(exported_ids(out.getvalue())) == 1
