@@ -3,6 +3,7 @@ hash key among them sealed under the master key."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import string
@@ -25,6 +26,11 @@ def write_secret(path: Path, text: str) -> None:
     """Write `path` whole or not at all (a temporary file, synced, then renamed), readable by its
     owner only from the first byte on; an existing file is replaced in one step."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # One there under this pid was left by a process that crashed mid-write with the pid this one
+    # has now (pid 1 in a container, say): no live process of this host writes it. Left, it made
+    # every later start fail on the exclusive create.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(descriptor, text.encode())

@@ -6,6 +6,7 @@ candidates (its BIN and last 4 are stored). Real switch on loopback, SQLite file
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import string
 from pathlib import Path
@@ -15,8 +16,8 @@ from sqlalchemy import create_engine, select
 
 from switch.config import Settings
 from switch.credentials import card_hash
-from switch.secret_files import SecretFileError, secret_file
-from switch.security import KeyUsage, WrappedKey
+from switch.secret_files import SecretFileError, card_hash_key, secret_file
+from switch.security import KeyUsage, MasterKey, WrappedKey
 from switch.server import SwitchServer
 from switch.store.schema import cards
 from tests.loopback_switch import switch_on_loopback
@@ -130,3 +131,16 @@ def test_a_card_hash_key_file_that_holds_no_usable_key_is_refused_by_name(
         SwitchServer(settings.with_overrides(master_key_hex=MASTER_KEY_HEX))
     assert str(tmp_path / "card_hash.key") in str(refused.value) and named in str(refused.value)
     assert "ab" * 16 not in str(refused.value)
+
+
+def test_a_seal_cut_short_by_a_crash_is_done_by_the_next_start_under_the_same_pid(tmp_path: Path) -> None:
+    """A crash between the temporary file's creation and its rename leaves `.card_hash.key.<pid>.tmp`
+    (half written) beside the key still in clear. The next start often has the same pid (pid 1 in
+    a container); it was refused with FileExistsError on every start until someone found that file."""
+    clear_key = secrets.token_bytes(32)
+    path = tmp_path / "card_hash.key"
+    path.write_text(clear_key.hex())
+    (tmp_path / f".card_hash.key.{os.getpid()}.tmp").write_text("v1:card-hash:pan-ha")
+    assert card_hash_key(path, MasterKey.from_hex(MASTER_KEY_HEX)) == clear_key
+    assert WrappedKey.from_text(path.read_text().strip()).usage is KeyUsage.pan_hash
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
