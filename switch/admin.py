@@ -570,6 +570,9 @@ class Admin:
         if not login.may(PortalRight.activate):
             raise NotAllowedError(f"a {login.role} may not activate terminals; ask a manager")
         with writing(self._engine) as conn:
+            # Two first activations of one new device (by two logins) take turns, so the second
+            # re-activates the first's terminal instead of meeting its (location, device) key.
+            lock_name(conn, f"terminal-device:{login.merchant_id}:{location_name}:{device_name}")
             # A new password, address or role, or a deactivation, since the check: no terminal.
             if login_check_now(conn, login) != checked:
                 raise PermissionError(WRONG_LOGIN)

@@ -11,7 +11,7 @@ Real gRPC on loopback and a real acquirer host; SQLite and PostgreSQL.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,22 @@ import grpc
 import pytest
 from sqlalchemy import event
 
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.security import KeyAlgorithm
 from switch.security.keys import check_value
 from switch.store.keys import KeyStore
+from tests.integration.harness import (
+    MERCHANT_EMAIL,
+    MERCHANT_PASSWORD,
+    TerminalClient,
+    World,
+    world_fixture,
+)
 from tests.integration.payment_harness import PaymentWorld, PayTerminal, activate, payment_world
+from tests.integration.test_portal import sign_in, stub
+from tests.integration.test_portal_races import MANAGER_EMAIL, MANAGER_PASSWORD, add_manager, in_thread
 
 PAUSE_S_MAX = 5.0
 
@@ -114,3 +126,75 @@ def test_two_activations_of_one_device_at_once_pair_the_working_credential_with_
     assert (stored.check_value, in_use.check_value) == (delivered, delivered), (
         f"the {working[0]} activation's credential works, but the PIN key kept is another's"
     )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=0)
+
+
+@contextmanager
+def first_paused_after_its_insert(world: World) -> Iterator[threading.Event]:
+    """reached: the first activation to insert a terminal has done so and waits, before its commit,
+    until another thread has read whether the device exists (at most PAUSE_S_MAX: a fix that keeps
+    the second from that read until the first commits still ends)."""
+    engine = world.server.core.store.engine
+    first: list[int] = []
+    reached, second_read = threading.Event(), threading.Event()
+
+    def after_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        text = " ".join(statement.upper().split())
+        if text.startswith("INSERT INTO TERMINALS") and not first:
+            first.append(threading.get_ident())
+            reached.set()
+            second_read.wait(PAUSE_S_MAX)
+        elif (
+            text.startswith("SELECT TERMINALS.TERMINAL_ID FROM TERMINALS")
+            and "DEVICE_NAME" in text
+            and first
+            and threading.get_ident() != first[0]
+        ):
+            second_read.set()
+
+    event.listen(engine, "after_cursor_execute", after_execute)
+    try:
+        yield reached
+    finally:
+        second_read.set()
+        event.remove(engine, "after_cursor_execute", after_execute)
+
+
+def test_two_first_activations_of_a_new_device_by_two_logins_make_one_terminal(world: World) -> None:
+    """Audit after session 23: on PostgreSQL both read that the device had no terminal, both inserted
+    one, and the second's insert met the unique (location, device) key: INTERNAL."""
+    add_manager(world)
+    terminal = pb_grpc.TerminalStub(world.channel)
+
+    def activation(email: str, password: str) -> Callable[[], pb.ActivateResponse]:
+        request = pb.ActivateRequest(
+            merchant_email=email, password=password, device_name="till-new", location="Shop"
+        )
+        return lambda: terminal.Activate(request, timeout=20)
+
+    with first_paused_after_its_insert(world) as reached:
+        first, first_out = in_thread(activation(MERCHANT_EMAIL, MERCHANT_PASSWORD))
+        assert reached.wait(10), "the first activation did not insert the device's terminal"
+        second, second_out = in_thread(activation(MANAGER_EMAIL, MANAGER_PASSWORD))
+        second.join(30)
+        first.join(30)
+    assert "answer" in first_out and "answer" in second_out, (first_out, second_out)
+    answers = (first_out["answer"], second_out["answer"])
+    assert answers[0].terminal_id == answers[1].terminal_id  # one terminal for the device
+    listed = stub(world).ListTerminals(bo.ListTerminalsRequest(), metadata=sign_in(world), timeout=20)
+    assert [t.device_name for t in listed.terminals].count("till-new") == 1
+    # The credential that works is the one given last (the second's), and only that one.
+    card = world.issue(100)
+    working = []
+    for answer in answers:
+        client = TerminalClient(terminal, answer.credential, answer.terminal_id)
+        try:
+            client.balance(card)
+            working.append(answer)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
+    assert working == [answers[1]]
