@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from switch.domain.card_pins import PinProof, card_pin_problem
 from switch.security import KeyAlgorithm, KeyUsage, PinBlockError, SecurityModule, WrappedKey
@@ -21,14 +22,23 @@ class TerminalPinKeys:
 
     One instance per process, shared by everything that uses or issues the keys (activation,
     payments, closed-loop PIN checks): a key issued at a re-activation replaces the cached one
-    for all of them at once, so no check runs under the key the terminal no longer has.
+    for all of them at once, so no check runs under the key the terminal no longer has. Where nodes
+    share the database, a key activation issued on another node is never put here: a cached key is
+    read again once older than max_age_s (None: one node, a cached key lasts).
     """
 
-    def __init__(self, keys: KeyStore, cached_max: int = TERMINAL_PIN_KEYS_CACHED_MAX) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        cached_max: int = TERMINAL_PIN_KEYS_CACHED_MAX,
+        max_age_s: float | None = None,
+    ) -> None:
         assert cached_max > 0, "cached_max must be positive"
+        assert max_age_s is None or max_age_s >= 0, "max_age_s must be 0 or more"
         self._keys = keys
         self._cached_max = cached_max
-        self._cached: dict[str, WrappedKey] = {}
+        self._max_age_s = max_age_s
+        self._cached: dict[str, tuple[WrappedKey, float]] = {}  # the key, and when it was read (monotonic)
         # Held across a miss's read and a put's write, so a read of the old key cannot land in the
         # cache after the new one was put.
         self._lock = threading.Lock()
@@ -36,7 +46,9 @@ class TerminalPinKeys:
     def get(self, terminal_id: str) -> WrappedKey | None:
         cached = self._cached.get(terminal_id)
         if cached is not None:
-            return cached
+            known, read_at_s = cached
+            if self._max_age_s is None or time.monotonic() - read_at_s <= self._max_age_s:
+                return known
         with self._lock:
             key = self._keys.get(terminal_pin_key_id(terminal_id))
             if key is not None:
@@ -60,7 +72,7 @@ class TerminalPinKeys:
     def _remember(self, terminal_id: str, key: WrappedKey) -> None:
         if len(self._cached) >= self._cached_max and terminal_id not in self._cached:
             self._cached.clear()  # rare (more terminals than the limit): misses read the store again
-        self._cached[terminal_id] = key
+        self._cached[terminal_id] = (key, time.monotonic())
 
 
 class CardPinError(ValueError):

@@ -98,8 +98,9 @@ class SwitchServer:
                 self._node_lock.release()
             raise
         _refuse_old_payables(Store(self.engine), settings)
-        # One cache of terminal PIN keys for activation, payments and closed-loop PIN checks.
-        terminal_pin_keys = TerminalPinKeys(KeyStore(self.engine))
+        # One cache of terminal PIN keys for activation, payments and closed-loop PIN checks; read
+        # again once older than a shared copy may be, so an activation on another node counts here.
+        terminal_pin_keys = TerminalPinKeys(KeyStore(self.engine), max_age_s=settings.copy_max_age_s)
         # Bank-card payments; None when no acquirers file is configured.
         self.acquiring: Acquiring | None = Acquiring.from_settings(
             settings,

@@ -23,8 +23,10 @@ from tests.integration.payment_harness import (
     MASTERCARD_PAN,
     RESPONSE_TIMEOUT_MS,
     VISA_PAN,
+    VISA_PIN_PAN,
     PaymentWorld,
     PayTerminal,
+    activate,
     payment_world,
     wait_until,
 )
@@ -271,3 +273,21 @@ def test_two_nodes_never_queue_two_reversal_advices_under_one_name(tmp_path: Pat
         assert len(names) == 2 and len(set(names)) == 2, f"two advices under one name: {names}"
         wait_until(lambda: not paying.saf_pending(), timeout_s=5)
         assert paying.host.record().approved_not_reversed() == paying.approved_keys() == frozenset()
+
+
+def test_a_terminal_activated_anew_on_node_a_has_its_pin_read_under_its_new_key_on_node_b(
+    two: tuple[PaymentWorld, PayTerminal],
+) -> None:
+    """Audit after session 23: node B kept the terminal's PIN key it had read once, for good, so after
+    an activation on node A (a new key) every PIN from that terminal was a wrong PIN on node B."""
+    paying, on_b = two
+    chip = pb.ENTRY_MODE_CHIP
+    assert on_b.pay(2_000, pan=VISA_PIN_PAN, mode=chip, pin="1234").response_code == "00"  # B read the key
+    again = activate(paying.world.channel, "A77-pay")  # on node A: a new credential and a new PIN key
+    assert again.terminal_id == on_b.terminal_id and again.pin_key != on_b.pin_key
+    time.sleep(1.2)  # older than any copy may be
+    anew_on_b = PayTerminal(
+        on_b.stub, again.credential, again.terminal_id, again.pin_key, again.pin_format, on_b.sequence_number
+    )
+    answer = anew_on_b.pay(2_100, pan=VISA_PIN_PAN, mode=chip, pin="1234")
+    assert (answer.response_code, answer.status) == ("00", "approved"), answer.message
