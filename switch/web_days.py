@@ -90,9 +90,12 @@ class WebDays:
     def close_due(self) -> list[DayCloseReport]:
         """Close every web terminal whose open period holds a transaction of an earlier day (at
         most WEB_DAY_CLOSES_PER_PASS_MAX); the closes made or found. A close that fails is logged
-        and left to the next pass or web transaction."""
+        and left to the next pass or web transaction; so are those left when stop() is asked, which
+        waits for the close under way only."""
         reports = []
         for terminal_id, period_number in self._due():
+            if self._stopping.is_set():
+                break
             try:
                 reports.append(self._close_day(terminal_id, close_id_of(period_number), period_number))
             except CLOSE_FAULTS as error:

@@ -16,11 +16,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
@@ -154,6 +156,60 @@ def test_serve_closes_the_web_days_by_itself(tmp_path: Path) -> None:
         world.channel.close()
         world.server.stop()
     assert not [t for t in threading.enumerate() if t.name == "web-day-close"]  # stopped with the switch
+
+
+@contextmanager
+def first_web_close_paused(world: World) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """(reached, release): the first web day close to look for its close id waits there until release
+    (at most 5 s)."""
+    engine = world.server.core.store.engine
+    reached, release = threading.Event(), threading.Event()
+
+    def before_execute(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        values = parameters.values() if isinstance(parameters, dict) else parameters or ()
+        web_close = any(str(value).startswith("web-day-") for value in values)
+        if "FROM day_closes" in statement and web_close and not reached.is_set():
+            reached.set()
+            release.wait(5)
+
+    event.listen(engine, "before_cursor_execute", before_execute)
+    try:
+        yield reached, release
+    finally:
+        release.set()
+        event.remove(engine, "before_cursor_execute", before_execute)
+
+
+def test_a_stop_during_a_pass_waits_for_the_close_under_way_only(tmp_path: Path) -> None:
+    """Audit after session 23: stop() let the pass close every web terminal still due (up to 1,000,
+    each up to twice the reply timeout when the journal is slow) before it returned."""
+    world = start_world(tmp_path, "", terminals=1, web_day_close_interval_s=0.1)
+    core = world.server.core
+    try:
+        owner = sign_in(world)
+        card = world.issue(5_000)
+        shops = [core.admin.add_location(world.merchant_id, f"Shop {number}") for number in range(2, 6)]
+        for location_id in shops:
+            assert redeem(world, owner, card, 100, location_id=location_id).response_code == "00"
+        webs = [core.web_terminal(world.merchant_id, location_id) for location_id in shops]
+        with first_web_close_paused(world) as (reached, release):
+            noon = dt.datetime.combine(core.today() - dt.timedelta(days=1), dt.time(12), core.report_zone)
+            with core.store.engine.begin() as conn:  # all at once: one pass finds every one due
+                conn.execute(
+                    update(transactions).where(transactions.c.source.in_(webs)).values(created_at=noon)
+                )
+            assert reached.wait(10), "the pass did not begin to close a web day"
+            stopping = threading.Thread(target=core.web_days.stop)
+            stopping.start()
+            time.sleep(0.2)  # stop() has asked the pass to end
+            release.set()
+            stopping.join(30)
+        assert not stopping.is_alive()
+        closed = [web for web in webs if core.store.day_closes(web)]
+        assert len(closed) == 1, f"{len(closed)} web days closed after stop() was asked"
+    finally:
+        world.channel.close()
+        world.server.stop()
 
 
 @pytest.fixture
