@@ -122,7 +122,8 @@ class WebDays:
             try:
                 return self._close_day(terminal_id, close_id_of(period_number), period_number)
             except CLOSE_FAULTS as error:  # read the period again: another node may have closed it
-                problem = str(error)
+                log.warning("web back office %s: period %d not closed: %s", terminal_id, period_number, error)
+                problem = _told(error)
         raise WebDayCloseError(f"the web back office's day is not closed yet: {problem}")
 
     def _due(self, terminal_id: str = "", earlier_day_only: bool = True) -> list[tuple[str, int]]:
@@ -159,3 +160,15 @@ class WebDays:
         tomorrow = now.astimezone(self._zone).date() + dt.timedelta(days=1)
         until_midnight_s = (midnight(tomorrow, self._zone) - now).total_seconds() + AFTER_MIDNIGHT_S
         return max(0.0, min(self._interval_s, until_midnight_s))
+
+
+def _told(error: BaseException) -> str:
+    """A close not made now, in words for the portal's user: a database error's text (its SQL) is
+    for the log only."""
+    if isinstance(error, SQLAlchemyError):
+        return "the database failed"
+    if isinstance(error, TimeoutError | pykka.Timeout):
+        return "it took too long"
+    if isinstance(error, pykka.ActorDeadError):
+        return "the web terminal's worker stopped"
+    return str(error)  # DayCloseError: its own words

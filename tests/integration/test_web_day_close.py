@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, text, update
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
@@ -304,3 +304,25 @@ def test_a_close_now_sent_twice_at_once_closes_once(world: World) -> None:
     # Each is the one close, or finds nothing left to close.
     assert all(a == report or a is grpc.StatusCode.FAILED_PRECONDITION for a in answers), answers
     assert report in answers
+
+
+def test_a_close_the_database_fails_is_told_in_words_not_sql(world: World) -> None:
+    """Audit after session 23: the refusal quoted the database error, SQL statement and all."""
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    assert redeem(world, owner, card, 100).response_code == "00"
+    engine = world.server.core.store.engine
+    with engine.begin() as conn:  # the close's look-up of its close id fails in the database
+        conn.execute(text("ALTER TABLE day_closes RENAME TO day_closes_away"))
+    try:
+        call = stub(world).CloseWebDay
+        code, details = refusal(call, portal.CloseWebDayRequest(), metadata=owner, timeout=30)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE day_closes_away RENAME TO day_closes"))
+    assert code is grpc.StatusCode.UNAVAILABLE, details
+    assert "the database failed" in details and "send it again" in details, details
+    assert "SQL" not in details and "day_closes" not in details and "sqlalche" not in details, details
+    assert card not in details
+    report = stub(world).CloseWebDay(portal.CloseWebDayRequest(), metadata=owner, timeout=20)
+    assert lines(report) == {("redemption", ""): (1, 100)}
