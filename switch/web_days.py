@@ -153,6 +153,8 @@ class WebDays:
                 self.close_due()
             except SQLAlchemyError as error:  # the database away: the next pass tries again
                 log.warning("web back office day close pass failed: %s", error)
+            except Exception:  # a thread of its own: a pass that ended here would never run again
+                log.exception("web back office day close pass failed; the next pass tries again")
 
     def _wait_s(self) -> float:
         """Until the next pass: the interval, or just past the coming midnight if that is sooner."""

@@ -28,7 +28,9 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import terminal_pb2 as pb
 from switch.admin import WEB_BACK_OFFICE
+from switch.core import utc_now
 from switch.store.schema import terminals, transactions
+from switch.web_days import WebDays
 from tests.integration.harness import EMPLOYEE, World, start_world, world_fixture
 from tests.integration.nodes.conftest import Nodes, two_nodes
 from tests.integration.test_portal import refusal, sign_in, stub
@@ -325,4 +327,33 @@ def test_a_close_the_database_fails_is_told_in_words_not_sql(world: World) -> No
     assert "SQL" not in details and "day_closes" not in details and "sqlalche" not in details, details
     assert card not in details
     report = stub(world).CloseWebDay(portal.CloseWebDayRequest(), metadata=owner, timeout=20)
+    assert lines(report) == {("redemption", ""): (1, 100)}
+
+
+def test_a_pass_that_fails_on_something_else_than_the_database_passes_again(world: World) -> None:
+    """Session 23 audit: the pass caught only database errors; anything else a close raised (an
+    assertion in an actor, say) ended its thread, and no pass ran again until a restart."""
+    owner = sign_in(world)
+    assert redeem(world, owner, world.issue(5_000), 100).response_code == "00"
+    web = web_terminal_id(world, owner)
+    as_of_yesterday(world, web)
+    core = world.server.core
+    tries: list[str] = []
+    second_try = threading.Event()
+
+    def close_day(terminal_id: str, close_id: str, period_number: int) -> Any:
+        tries.append(terminal_id)
+        if len(tries) == 1:
+            raise AssertionError("an actor's own check")
+        second_try.set()
+        return core._close_web_period(terminal_id, close_id, period_number)
+
+    passes = WebDays(core.store.engine, core.report_zone, utc_now, close_day, 0.05)
+    passes.start()
+    try:
+        assert second_try.wait(10), f"no pass after the one that failed ({len(tries)} tries)"
+    finally:
+        passes.stop()
+    assert tries[:2] == [web, web]
+    (report,) = day_closes(world, owner, web)
     assert lines(report) == {("redemption", ""): (1, 100)}
