@@ -53,9 +53,11 @@ def test_a_ride_reversed_just_before_a_restart_still_reaches_the_new_card(world:
 
     engine = world.server.core.store.engine
     reached, release = threading.Event(), threading.Event()
+    held: list[threading.Thread] = []
 
     def before(_conn: Any, _cursor: Any, _statement: str, *_: Any) -> None:
         if threading.current_thread().name == "follow-replacement":
+            held.append(threading.current_thread())
             reached.set()
             release.wait(30)  # the switch stops (or dies) before the move is made
 
@@ -87,5 +89,10 @@ def test_a_ride_reversed_just_before_a_restart_still_reaches_the_new_card(world:
     finally:
         if again is not None:
             again.stop()
-        event.remove(engine, "before_cursor_execute", before)
+        # The held thread first: removing the listener while it is still inside it (SQLAlchemy keeps
+        # listeners in a deque it iterates) made it log "deque mutated during iteration" instead of why
+        # the old switch's move fails (its card registry is closed).
         release.set()
+        for thread in held:
+            thread.join(10)
+        event.remove(engine, "before_cursor_execute", before)
