@@ -34,7 +34,7 @@ from switch.security import (
     pin_block_format,
 )
 from switch.store.keys import KeyStore
-from switch.store.payments import PaymentDetails, PaymentStore
+from switch.store.payments import STAGE_RECOVERED, PaymentDetails, PaymentStore
 from switch.store.repository import Store
 from switch.store.saf import StanInUseError
 
@@ -268,6 +268,12 @@ class Acquiring:
         raise RuntimeError("payments still pending after recovery; is another switch sending?")
 
     def _count_recovery(self, details: PaymentDetails, reversed_: bool) -> None:
+        """Once across the nodes: a payment another node's recovery reversed first is that node's to
+        count (it was counted here too, as answered_meanwhile, when a start and a sweep both saw it)."""
+        if not reversed_:
+            now = self.payments.details(details.source, details.transaction_id)
+            if now is not None and now.stage == STAGE_RECOVERED:
+                return
         node = "own" if details.node_id == self.node.node_id else "other"
         with self._recoveries_lock:
             self._recoveries[node, "reversed" if reversed_ else "answered_meanwhile"] += 1
