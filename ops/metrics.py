@@ -151,16 +151,21 @@ class _RefreshCollector(Collector):
 
     def __init__(self) -> None:
         self.refreshes: list[Refresh] = []
+        # One scrape's refreshes at a time: a feed turns totals into increments (snapshot, then the
+        # step from the last one), and two scrapes at once (the /metrics server has a thread per
+        # request; two Prometheus servers) stepping out of order counted some events twice.
+        self._refreshing = threading.Lock()
 
     def describe(self) -> Iterable[Metric]:
         return []
 
     def collect(self) -> Iterable[Metric]:
-        for refresh in list(self.refreshes):
-            try:
-                refresh()
-            except Exception:
-                log.exception("metrics refresh failed")
+        with self._refreshing:
+            for refresh in list(self.refreshes):
+                try:
+                    refresh()
+                except Exception:
+                    log.exception("metrics refresh failed")
         return []
 
 
