@@ -233,15 +233,11 @@ class ActorRegistry(Generic[K]):
 
     def statistics(self) -> RegistryStatistics:
         with self._lock:
-            depths = [_mailbox_depth(entry.ref) for entry in self._live.values()]
-            return RegistryStatistics(
-                self.kind,
-                len(self._live),
-                len(self._stopping),
-                self._started,
-                self._passivated,
-                max(depths, default=0),
-            )
+            refs = [entry.ref for entry in self._live.values()]
+            stopping, started, passivated = len(self._stopping), self._started, self._passivated
+        # Measured outside the lock every request takes: at 20,000 live actors this takes tens of ms.
+        depths = [_mailbox_depth(ref) for ref in refs]
+        return RegistryStatistics(self.kind, len(refs), stopping, started, passivated, max(depths, default=0))
 
 
 def _is_done(future: pykka.Future[Any]) -> bool:
