@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import logging
+import threading
 import zoneinfo
-from collections.abc import Callable, Generator, Iterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from concurrent.futures import Executor
+from typing import Generic, NoReturn, TypeVar, cast
 
 import grpc
 
 from protocols import convert
 from protocols.convert import BadRequestError
-from protocols.terminal_service import _abort, bearer
+from protocols.terminal_service import Context, RpcRefusedError, _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
@@ -48,9 +51,10 @@ ALREADY_PAID = "already paid out under this settlement id"
 
 
 class BackofficeService(bo_grpc.BackofficeServicer):
-    def __init__(self, core: SwitchCore, admin_token: str) -> None:
+    def __init__(self, core: SwitchCore, admin_token: str, blocking: Executor) -> None:
         self._core = core
         self._token = admin_token
+        self._blocking = blocking  # the export's reads
 
     def _run(self, context: grpc.ServicerContext, action: Callable[[], T]) -> T:
         if not self._token or not hmac.compare_digest(bearer(context), self._token):
@@ -339,12 +343,14 @@ class BackofficeService(bo_grpc.BackofficeServicer):
     ) -> bo.TransactionReport:
         return self._run(context, lambda: transaction_report_pb(self._core, request))
 
-    def ExportTransactions(
-        self, request: bo.TransactionExportRequest, context: grpc.ServicerContext
-    ) -> Iterator[bo.CsvChunk]:
-        # A generator: grpc.aio calls a streaming handler on its event loop and only the generator's
-        # steps in its threads; the reads and an abort must happen in a step.
-        yield from self._run(context, lambda: transaction_export_pb(self._core, request))
+    async def ExportTransactions(
+        self, request: bo.TransactionExportRequest, context: Context
+    ) -> AsyncIterator[bo.CsvChunk]:
+        def export(step_context: grpc.ServicerContext) -> Iterator[bo.CsvChunk]:
+            return self._run(step_context, lambda: transaction_export_pb(self._core, request))
+
+        async for chunk in stream_in_steps(self._blocking, context, export):
+            yield chunk
 
     def GetMerchantSummary(
         self, request: bo.MerchantSummaryRequest, context: grpc.ServicerContext
@@ -645,6 +651,71 @@ def _export_chunks(
     finally:
         pages.close()
         core.export_slots.give_back()
+
+
+class _StepContext:
+    """A call's context as the synchronous servicer code sees it in a step of stream_in_steps: the
+    call's metadata; an abort raises RpcRefusedError, which the event loop ends the call with."""
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+
+    def invocation_metadata(self) -> object:
+        return self._context.invocation_metadata()
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+        raise RpcRefusedError(code, details)
+
+
+class _Steps(Generic[T]):
+    """A stream's steps, one at a time; closing it waits for a step that is running."""
+
+    def __init__(self, items: Generator[T]) -> None:
+        self._items = items
+        self._lock = threading.Lock()
+
+    def next(self) -> T | None:
+        with self._lock:
+            return next(self._items, None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._items.close()
+
+
+async def stream_in_steps(
+    blocking: Executor, context: Context, start: Callable[[grpc.ServicerContext], Iterator[T]]
+) -> AsyncIterator[T]:
+    """The items of a synchronous stream, each step (`start` included) in a thread of `blocking`,
+    the stream closed when the call ends however it ends: finished, refused, cancelled or past its
+    deadline (an export then gives back its slot, its connection and its snapshot).
+
+    Not a synchronous generator handler: grpc.aio (1.85) runs one in a thread that, once the client
+    has gone, waits for good to hand over its next item and never closes the generator.
+    """
+
+    def items() -> Generator[T]:
+        yield from start(cast(grpc.ServicerContext, _StepContext(context)))
+
+    steps = _Steps(items())
+    loop = asyncio.get_running_loop()
+
+    def close(_context: object) -> None:
+        try:
+            loop.run_in_executor(blocking, steps.close)
+        except RuntimeError:  # the server is stopping and its pool takes no more work
+            steps.close()
+
+    context.add_done_callback(close)  # type: ignore[arg-type]  # grpc-stubs: a class with __call__
+    while True:
+        try:
+            item = await loop.run_in_executor(blocking, steps.next)
+        except RpcRefusedError as refusal:
+            await context.abort(refusal.code, refusal.details)
+            raise AssertionError("abort returns by raising") from None
+        if item is None:
+            return
+        yield item
 
 
 def merchant_summary_pb(core: SwitchCore, request: bo.MerchantSummaryRequest) -> bo.MerchantSummary:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor
 from typing import TypeVar
 
 import grpc
@@ -20,13 +21,14 @@ from protocols.backoffice_service import (
     receipt_layout_pb,
     set_location_logo_pb,
     set_receipt_layout_pb,
+    stream_in_steps,
     terminal_view,
     transaction_export_pb,
     transaction_report_pb,
     update_employee_pb,
 )
 from protocols.convert import BadRequestError
-from protocols.terminal_service import _abort, bearer
+from protocols.terminal_service import Context, _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import portal_pb2_grpc as portal_grpc
@@ -50,8 +52,9 @@ RESET_ASKED = "if a login has this address, a reset code is on its way to it"
 
 
 class PortalService(portal_grpc.PortalServicer):
-    def __init__(self, core: SwitchCore) -> None:
+    def __init__(self, core: SwitchCore, blocking: Executor) -> None:
         self._core = core
+        self._blocking = blocking  # the export's reads
         self._sessions = PortalSessions(
             core.store.engine, core.settings.portal_session_s, core.passwords, utc_now
         )
@@ -327,15 +330,19 @@ class PortalService(portal_grpc.PortalServicer):
     ) -> bo.TransactionReport:
         return self._run_own(context, request, PortalRight.reports, transaction_report_pb)
 
-    def ExportTransactions(
-        self, request: bo.TransactionExportRequest, context: grpc.ServicerContext
-    ) -> Iterator[bo.CsvChunk]:
-        def action(login: Login) -> Iterator[bo.CsvChunk]:
-            _own(context, request.report, login.merchant_id)
-            # A merchant opens its export in a spreadsheet, in the Netherlands or Belgium.
-            return transaction_export_pb(self._core, request, CsvDialect.excel_nl)
+    async def ExportTransactions(
+        self, request: bo.TransactionExportRequest, context: Context
+    ) -> AsyncIterator[bo.CsvChunk]:
+        def export(step_context: grpc.ServicerContext) -> Iterator[bo.CsvChunk]:
+            def action(login: Login) -> Iterator[bo.CsvChunk]:
+                _own(step_context, request.report, login.merchant_id)
+                # A merchant opens its export in a spreadsheet, in the Netherlands or Belgium.
+                return transaction_export_pb(self._core, request, CsvDialect.excel_nl)
 
-        yield from self._run(context, PortalRight.reports, action)  # in grpc.aio's threads (see Backoffice)
+            return self._run(step_context, PortalRight.reports, action)
+
+        async for chunk in stream_in_steps(self._blocking, context, export):  # see Backoffice
+            yield chunk
 
     def GetMerchantSummary(
         self, request: bo.MerchantSummaryRequest, context: grpc.ServicerContext

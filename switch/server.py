@@ -205,8 +205,10 @@ class SwitchServer:
         terminal_pb2_grpc.add_TerminalServicer_to_server(
             TerminalService(self.core, self._blocking, self._observe, self.acquiring), server
         )
-        bo_grpc.add_BackofficeServicer_to_server(BackofficeService(self.core, self.admin_token), server)
-        portal_pb2_grpc.add_PortalServicer_to_server(PortalService(self.core), server)
+        bo_grpc.add_BackofficeServicer_to_server(
+            BackofficeService(self.core, self.admin_token, self._blocking), server
+        )
+        portal_pb2_grpc.add_PortalServicer_to_server(PortalService(self.core, self._blocking), server)
         cardholder_pb2_grpc.add_CardholderServicer_to_server(CardholderService(self.core), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

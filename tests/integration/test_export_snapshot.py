@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import QueuePool, insert, select
 
 from protocols.wire import backoffice_pb2 as bo
 from switch.cli import export_transactions
+from switch.report_export import TooManyExportsError
 from switch.store.schema import transactions
 from tests.integration.harness import OTHER_EMAIL, World, new_txn, world_fixture
 from tests.integration.test_portal import days, sign_in, stub
@@ -153,3 +155,43 @@ def test_exports_at_once_are_limited_and_each_gives_its_slot_back(one_export_wor
     out = io.StringIO()
     export_transactions(world.backoffice, request, world.admin_metadata, out)  # a refused one gave it back
     assert len(exported_ids(out.getvalue())) == 1
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def one_export_any_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=1, exports_concurrent_max=1)
+
+
+def test_a_cancelled_export_gives_its_slot_and_snapshot_back(one_export_any_world: World) -> None:
+    world = one_export_any_world
+    terminal, card = world.terminals[0], world.issue(5_000)
+    for _ in range(6):
+        assert terminal.redeem(card, 100).response_code == "00"
+    pool = world.server.core.store.engine.pool
+    assert isinstance(pool, QueuePool)
+    connections_before = pool.checkedout()
+    request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=1, **days()))
+    for cancel in range(3):  # a client that reads a chunk and goes away, three times over
+        call = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=20)
+        assert next(iter(call)).csv.startswith(b"time,"), f"cancel {cancel}"
+        call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
+        deadline = time.monotonic() + 5
+        while not _slot_free(world) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _slot_free(world), f"cancelled export {cancel} kept its slot"
+    deadline = time.monotonic() + 5
+    while pool.checkedout() > connections_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.checkedout() <= connections_before, "a cancelled export kept its connection"
+    out = io.StringIO()
+    export_transactions(world.backoffice, request.report, world.admin_metadata, out)
+    assert len(exported_ids(out.getvalue())) == 6
+
+
+def _slot_free(world: World) -> bool:
+    try:
+        world.server.core.export_slots.take_nowait()
+    except TooManyExportsError:
+        return False
+    world.server.core.export_slots.give_back()
+    return True
