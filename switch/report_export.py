@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import enum
 import io
+import re
 import threading
 import zoneinfo
 from collections.abc import Iterable
@@ -82,9 +83,19 @@ def dialect_named(name: str) -> CsvDialect:
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def spreadsheet_text(cell: str) -> str:
+# A spreadsheet set to the other dialect's separator (a Dutch Excel opening the operator's RFC 4180
+# export splits on `;`) splits a cell there, and at a line break in it: the quotes that keep them in
+# the cell are in the middle of what it reads as a cell. What follows each is guarded as well.
+_SPLIT_ELSEWHERE = {
+    CsvDialect.rfc4180: re.compile(r"([;\r\n])(?=[=+\-@\t\r])"),
+    CsvDialect.excel_nl: re.compile(r"([,\r\n])(?=[=+\-@\t\r])"),
+}
+
+
+def spreadsheet_text(cell: str, dialect: CsvDialect = CsvDialect.rfc4180) -> str:
     """Text that merchants and terminals choose (ids, device and location names) as text: a leading
     apostrophe keeps a spreadsheet from running "=HYPERLINK(...)" from a transaction id."""
+    cell = _SPLIT_ELSEWHERE[dialect].sub(r"\1'", cell)
     return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
 
 
@@ -115,13 +126,13 @@ def _cells(t: ReportedTransaction, zone: zoneinfo.ZoneInfo, dialect: CsvDialect)
     text_after_amounts = (t.card_masked, t.authorization_code, t.original_transaction_id)
     return (
         t.created_at.astimezone(zone).isoformat(timespec="seconds"),
-        *(spreadsheet_text(cell) for cell in text),
+        *(spreadsheet_text(cell, dialect) for cell in text),
         ResponseCode[t.result].iso_code,
         t.currency,
         # Amounts are numbers the switch writes, never guarded: "'-5.00" would be text to Excel.
         _amount(t.requested_minor, t.currency, dialect),
         _amount(t.approved_minor, t.currency, dialect),
-        *(spreadsheet_text(cell) for cell in text_after_amounts),
+        *(spreadsheet_text(cell, dialect) for cell in text_after_amounts),
         str(t.period_number),
     )
 

@@ -102,3 +102,43 @@ def test_a_dialect_by_name(name: str, dialect: CsvDialect | None) -> None:
             report_export.dialect_named(name)
     else:
         assert report_export.dialect_named(name) is dialect
+
+
+@pytest.mark.parametrize(
+    ("dialect", "read_with", "name"),
+    [
+        # The operator's export (RFC 4180) opened in a Dutch or Belgian Excel, which splits on `;`.
+        (CsvDialect.rfc4180, ";", "Kassa;=cmd|' /C calc'!A0"),
+        (CsvDialect.rfc4180, ";", "Kassa;@SUM(1,2);+1;-1;\t=1;\r=1"),
+        (CsvDialect.rfc4180, ";", "Kassa\n=1+2"),
+        # The excel-nl form opened in an Excel with English settings, which splits on `,`.
+        (CsvDialect.excel_nl, ",", "Kassa,=cmd|' /C calc'!A0"),
+        (CsvDialect.excel_nl, ",", "Kassa\r\n+1"),
+    ],
+)
+def test_text_split_by_a_spreadsheet_on_the_other_separator_is_no_formula(
+    dialect: CsvDialect, read_with: str, name: str
+) -> None:
+    data = report_export.rows([transaction(device_name=name, location_name=name)], AMSTERDAM, dialect)
+    cells = [
+        cell
+        for line in csv.reader(io.StringIO(data.decode(), newline=""), delimiter=read_with)
+        for cell in line
+    ]
+    formulas = [cell for cell in cells if cell.startswith(report_export.FORMULA_STARTS)]
+    assert not formulas, f"cells a spreadsheet reading with {read_with!r} runs: {formulas}"
+
+
+@pytest.mark.parametrize(
+    ("dialect", "name", "cell"),
+    [
+        (CsvDialect.rfc4180, "Alles 5,- bij Zoë", "Alles 5,- bij Zoë"),  # `,` is quoted, read whole
+        (CsvDialect.excel_nl, "Café Zoë; Noord", "Café Zoë; Noord"),
+        (CsvDialect.rfc4180, "Kassa;-1", "Kassa;'-1"),
+        (CsvDialect.excel_nl, "Alles 5,-", "Alles 5,'-"),
+        (CsvDialect.rfc4180, "Kassa\r\n=1", "Kassa\r\n'=1"),
+    ],
+)
+def test_text_in_its_own_dialect(dialect: CsvDialect, name: str, cell: str) -> None:
+    (row,) = parsed(dialect, transaction(device_name=name))
+    assert row["device_name"] == cell
