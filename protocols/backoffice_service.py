@@ -349,7 +349,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         def export(step_context: grpc.ServicerContext) -> Iterator[bo.CsvChunk]:
             return self._run(step_context, lambda: transaction_export_pb(self._core, request))
 
-        async for chunk in stream_in_steps(self._blocking, context, export):
+        duration_max_s = self._core.settings.exports_duration_max_s
+        async for chunk in stream_in_steps(self._blocking, context, export, duration_max_s):
             yield chunk
 
     def GetMerchantSummary(
@@ -684,11 +685,14 @@ class _Steps(Generic[T]):
 
 
 async def stream_in_steps(
-    blocking: Executor, context: Context, start: Callable[[grpc.ServicerContext], Iterator[T]]
+    blocking: Executor,
+    context: Context,
+    start: Callable[[grpc.ServicerContext], Iterator[T]],
+    duration_max_s: float,
 ) -> AsyncIterator[T]:
     """The items of a synchronous stream, each step (`start` included) in a thread of `blocking`,
-    the stream closed when the call ends however it ends: finished, refused, cancelled or past its
-    deadline (an export then gives back its slot, its connection and its snapshot).
+    the stream closed when the call ends however it ends: finished, refused, cancelled, past its
+    deadline or past duration_max_s (an export then gives back its slot, connection and snapshot).
 
     Not a synchronous generator handler: grpc.aio (1.85) runs one in a thread that, once the client
     has gone, waits for good to hand over its next item and never closes the generator.
@@ -699,8 +703,22 @@ async def stream_in_steps(
 
     steps = _Steps(items())
     loop = asyncio.get_running_loop()
+    call = asyncio.current_task()
+    assert call is not None, "grpc.aio runs a call's handler in a task"
+
+    def too_long() -> None:
+        # A client that stopped reading leaves a write pending on a full window: the status goes
+        # out once it reads again, and the call's task ends now (and with it the stream: `close`).
+        details = f"the export took longer than the {duration_max_s:g} s an export may take"
+        ending = loop.create_task(_end_with(context, grpc.StatusCode.DEADLINE_EXCEEDED, details))
+        _ENDING.add(ending)  # held until done: the loop keeps only a weak reference to a task
+        ending.add_done_callback(_ENDING.discard)
+        call.cancel()
+
+    timer = loop.call_later(duration_max_s, too_long)
 
     def close(_context: object) -> None:
+        timer.cancel()
         try:
             loop.run_in_executor(blocking, steps.close)
         except RuntimeError:  # the server is stopping and its pool takes no more work
@@ -716,6 +734,18 @@ async def stream_in_steps(
         if item is None:
             return
         yield item
+
+
+_ENDING: set[asyncio.Task[None]] = set()  # calls' statuses waiting for their clients to read
+
+
+async def _end_with(context: Context, code: grpc.StatusCode, details: str) -> None:
+    try:
+        await context.abort(code, details)
+    except grpc.aio.AbortError:
+        pass  # how abort returns
+    except Exception:  # the call ended meanwhile (the client went, or the stream finished)
+        log.debug("a call ended before its status %s could be sent", code.name, exc_info=True)
 
 
 def merchant_summary_pb(core: SwitchCore, request: bo.MerchantSummaryRequest) -> bo.MerchantSummary:

@@ -341,7 +341,8 @@ class PortalService(portal_grpc.PortalServicer):
 
             return self._run(step_context, PortalRight.reports, action)
 
-        async for chunk in stream_in_steps(self._blocking, context, export):  # see Backoffice
+        duration_max_s = self._core.settings.exports_duration_max_s
+        async for chunk in stream_in_steps(self._blocking, context, export, duration_max_s):  # see Backoffice
             yield chunk
 
     def GetMerchantSummary(

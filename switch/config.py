@@ -92,6 +92,9 @@ class Settings:
     # CSV exports at once (backoffice and portal): each holds a database connection and a read
     # snapshot for as long as it streams; more are turned away (RESOURCE_EXHAUSTED), not queued
     exports_concurrent_max: int = 4
+    # The longest an export may stream (the command's deadline): a client that stops reading would
+    # otherwise hold its slot, connection and snapshot for as long as it stays connected
+    exports_duration_max_s: float = 15 * 60.0
     # Forgotten portal passwords: a one-time code by e-mail (needs smtp_host), valid this long; at
     # most this many codes per address in an hour (more asks mail nothing); mails waiting at most
     # (more are dropped and logged: the login asks again); reset_url, if set, is put before the
@@ -163,6 +166,7 @@ POSITIVE_SETTINGS = (
     "iso_inbound_idle_s",
     "web_day_close_interval_s",
     "exports_concurrent_max",
+    "exports_duration_max_s",
 )
 
 

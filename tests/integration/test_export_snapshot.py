@@ -195,3 +195,38 @@ def _slot_free(world: World) -> bool:
         return False
     world.server.core.export_slots.give_back()
     return True
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def short_export_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(
+        request, tmp_path, terminals=1, exports_concurrent_max=1, exports_duration_max_s=1.0
+    )
+
+
+def test_an_export_its_client_stops_reading_ends_at_the_most_an_export_may_take(
+    short_export_world: World,
+) -> None:
+    """A client that opens an export and reads no further (any portal login with the reports right
+    may) holds it on a full window: it ends at exports_duration_max_s, and gives back its slot."""
+    world = short_export_world
+    assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
+    engine = world.server.core.store.engine
+    with engine.begin() as conn:  # far more CSV than the client's window and buffers hold
+        template = conn.execute(select(transactions)).first()
+        assert template is not None
+        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
+        rows = [{**values, "transaction_id": f"bulk-{n:06d}-" + "x" * 40} for n in range(60_000)]
+        conn.execute(insert(transactions), rows)
+    request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=5_000, **days()))
+    call = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
+    chunks = iter(call)
+    assert next(chunks).csv.startswith(b"time,")
+    started = time.monotonic()
+    while not _slot_free(world) and time.monotonic() - started < 10:
+        time.sleep(0.1)
+    assert _slot_free(world), "an export whose client stopped reading kept its slot"
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in chunks:
+            pass
+    assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
