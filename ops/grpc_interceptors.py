@@ -162,7 +162,7 @@ class EdgeInterceptor(_Interceptor):
                     raise
                 except Exception as error:
                     code = INTERNAL_CODE
-                    await context.abort(*_fault(rpc, error))
+                    await context.abort(*fault(rpc, error))
                 except BaseException:
                     code = _status_name(context)
                     raise
@@ -191,7 +191,7 @@ class EdgeInterceptor(_Interceptor):
                     raise
                 except Exception as error:
                     code = INTERNAL_CODE
-                    recorder.abort(*_fault(rpc, error))
+                    recorder.abort(*fault(rpc, error))
                 except BaseException:
                     code = _status_name(recorder)
                     raise
@@ -234,7 +234,7 @@ class _Admission:
             self._taken -= 1
 
 
-def _fault(rpc: str, error: Exception) -> tuple[grpc.StatusCode, str]:
+def fault(rpc: str, error: Exception) -> tuple[grpc.StatusCode, str]:
     """Log the fault under a fresh reference; the caller learns the reference, not the fault."""
     reference = secrets.token_hex(4)
     log.error("%s failed (ref %s)", rpc, reference, exc_info=error)

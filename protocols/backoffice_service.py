@@ -14,6 +14,7 @@ from typing import Generic, NoReturn, TypeVar, cast
 
 import grpc
 
+from ops.grpc_interceptors import fault
 from protocols import convert
 from protocols.convert import BadRequestError
 from protocols.terminal_service import Context, RpcRefusedError, _abort, bearer
@@ -689,6 +690,7 @@ async def stream_in_steps(
     context: Context,
     start: Callable[[grpc.ServicerContext], Iterator[T]],
     duration_max_s: float,
+    rpc: str = "ExportTransactions",
 ) -> AsyncIterator[T]:
     """The items of a synchronous stream, each step (`start` included) in a thread of `blocking`,
     the stream closed when the call ends however it ends: finished, refused, cancelled, past its
@@ -730,6 +732,9 @@ async def stream_in_steps(
             item = await loop.run_in_executor(blocking, steps.next)
         except RpcRefusedError as refusal:
             await context.abort(refusal.code, refusal.details)
+            raise AssertionError("abort returns by raising") from None
+        except Exception as error:  # a fault of ours, told as a single-reply call tells it (EdgeInterceptor)
+            await context.abort(*fault(rpc, error))
             raise AssertionError("abort returns by raising") from None
         if item is None:
             return

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import QueuePool, insert, select
+from sqlalchemy import QueuePool, insert, select, text
 
 from protocols.wire import backoffice_pb2 as bo
 from switch.cli import export_transactions
@@ -230,3 +230,31 @@ def test_an_export_its_client_stops_reading_ends_at_the_most_an_export_may_take(
         for _ in chunks:
             pass
     assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_an_export_the_database_fails_is_internal_with_a_reference_not_its_sql(any_world: World) -> None:
+    """Session 23: a fault inside an export reached the client as UNKNOWN with the exception's
+    text, SQL statement and all; single-reply calls answer INTERNAL with a logged reference."""
+    world = any_world
+    assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
+    engine = world.server.core.store.engine
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE transactions RENAME TO transactions_away"))
+    try:
+        request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(**days()))
+        with pytest.raises(grpc.RpcError) as failed:
+            b"".join(
+                chunk.csv
+                for chunk in world.backoffice.ExportTransactions(
+                    request, metadata=world.admin_metadata, timeout=20
+                )
+            )
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE transactions_away RENAME TO transactions"))
+    error = failed.value
+    assert error.code() == grpc.StatusCode.INTERNAL, (error.code(), error.details())
+    details = error.details() or ""
+    assert "logged it as ref" in details, details
+    assert "SELECT" not in details and "transactions" not in details, details
+    assert _slot_free(world)
