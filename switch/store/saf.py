@@ -154,16 +154,10 @@ class SafStore:
 
         Raises StanInUseError, storing nothing, when another advice holds its reversal STAN."""
         with writing(self._engine) as connection:
-            if _original_stored(connection, reversal):
-                return False
             try:
-                with connection.begin_nested():
-                    connection.execute(insert(acquirer_saf).values(**_new_values(reversal, now)))
+                return self.enqueue_within(connection, reversal, now)
             except IntegrityError:
-                if _original_stored(connection, reversal):
-                    return False  # stored by another at the same moment
-                raise StanInUseError(reversal.reversal_stan) from None
-        return True
+                return False  # stored by another at the same moment
 
     @staticmethod
     def enqueue_within(connection: Connection, reversal: NewReversal, now: dt.datetime) -> bool:

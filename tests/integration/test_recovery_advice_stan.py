@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from actors.acquirer_gateway import STAN_ATTEMPTS_MAX
 from actors.acquirer_types import AcquirerEndpoint, BinRange, GatewayConfig, GatewayLimits
@@ -20,9 +21,8 @@ from tests.actors.test_payment_recovery import pending
 NOW = dt.datetime(2026, 11, 22, 6, 30, tzinfo=dt.UTC)
 
 
-def test_a_recovered_payments_advice_whose_stan_another_advice_holds_goes_under_the_next(
-    tmp_path: Path,
-) -> None:
+def acquiring_on(tmp_path: Path) -> tuple[Engine, Acquiring]:
+    """Acquiring over a fresh SQLite file, its gateway not started (one acquirer, acq-a)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'switch.sqlite'}")
     create_schema(engine)
     security = SecurityModule(MasterKey(bytes(range(32))))
@@ -33,6 +33,13 @@ def test_a_recovered_payments_advice_whose_stan_another_advice_holds_goes_under_
     acquiring = Acquiring(
         AcquiringConfig(gateway, transport_key, 5_000, CvmPolicy()), engine, security, bytes(32), lambda: NOW
     )
+    return engine, acquiring
+
+
+def test_a_recovered_payments_advice_whose_stan_another_advice_holds_goes_under_the_next(
+    tmp_path: Path,
+) -> None:
+    engine, acquiring = acquiring_on(tmp_path)
     details = pending("000000")
     assert acquiring.payments.record_pending(details, NOW) is None
     # Another node's advice on the same acquirer terminal holds STAN 400001.
@@ -53,16 +60,7 @@ def test_a_recovered_payments_advice_whose_stan_another_advice_holds_goes_under_
 def test_a_recovery_that_finds_every_stan_held_changes_nothing_and_says_so(tmp_path: Path) -> None:
     """Every STAN tried held by other advices: the payment stays pending for a later sweep (whose
     loop catches the error, `Acquiring._sweep`), and no advice of ours is stored."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'switch.sqlite'}")
-    create_schema(engine)
-    security = SecurityModule(MasterKey(bytes(range(32))))
-    transport_key = security.import_key(bytes(16), "ttk", KeyUsage.terminal_transport, KeyAlgorithm.aes128)
-    gateway = GatewayConfig(
-        (AcquirerEndpoint("acq-a", "127.0.0.1", 1),), (BinRange("4", "4", "acq-a"),), GatewayLimits()
-    )
-    acquiring = Acquiring(
-        AcquiringConfig(gateway, transport_key, 5_000, CvmPolicy()), engine, security, bytes(32), lambda: NOW
-    )
+    engine, acquiring = acquiring_on(tmp_path)
     details = pending("000000")
     assert acquiring.payments.record_pending(details, NOW) is None
     saf = SafStore(engine)
