@@ -1,0 +1,101 @@
+"""Online top-ups of a benefit card: the holder pays their part at a payment service provider (PSP),
+then the switch loads the card. The rules of starting one, confirming one and what the holder sees."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+
+from switch.domain.card_rules import CardState, amount_problem, usability_problem
+from switch.domain.money import Money
+from switch.domain.programmes import ProgrammeKind
+
+TOP_UP_REQUEST_ID_LENGTH_MAX = 64
+PSP_REFERENCE_LENGTH_MAX = 64
+
+
+class TopUpStatus(enum.Enum):
+    pending = "pending"  # started; waits for the PSP's confirmation that the holder paid
+    confirming = "confirming"  # a confirmation took it; the load is under way
+    loaded = "loaded"  # the holder paid and the card was loaded
+    refund_due = "refund_due"  # the holder paid but the card was not loaded: pay the holder back
+    expired = "expired"  # shown only: pending past its expiry, never confirmed (nothing was paid)
+
+
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    top_up_id: str
+    request_id: str
+    card_id: str
+    card_masked: str
+    programme_id: str
+    currency: str
+    amount_minor: int
+    holder_part_minor: int
+    funder_part_minor: int
+    status: TopUpStatus
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    confirmed_at: dt.datetime | None = None
+    psp_reference: str = ""
+    amount_paid_minor: int = 0
+    reason: str = ""  # why it is refund_due, or the load's answer
+
+    def __post_init__(self) -> None:
+        assert self.holder_part_minor + self.funder_part_minor == self.amount_minor, self
+        assert self.status is not TopUpStatus.expired, "expired is shown, never stored"
+
+    def shown_status(self, now: dt.datetime) -> TopUpStatus:
+        if self.status is TopUpStatus.pending and now > self.expires_at:
+            return TopUpStatus.expired
+        return self.status
+
+    def money(self, amount_minor: int) -> Money:
+        return Money(amount_minor, self.currency)
+
+
+@dataclass(frozen=True, slots=True)
+class StartRefusal:
+    """Why a top-up cannot start: the request's own fault (`malformed`), or the card's."""
+
+    detail: str
+    malformed: bool
+
+
+def start_refusal(card: CardState, balance_minor: int, amount: Money, today: dt.date) -> StartRefusal | None:
+    """A top-up of `amount` onto `card` holding `balance_minor` (committed, less what is reserved)."""
+    programme = card.programme
+    problem = amount_problem(amount, card.currency)
+    if problem is not None:
+        return StartRefusal(problem.detail, malformed=True)
+    if programme.kind is ProgrammeKind.gift:
+        return StartRefusal(
+            f"card {card.masked} is a gift card: only benefit cards are topped up online", False
+        )
+    if programme.copayment is None:
+        return StartRefusal(
+            f"card {card.masked}: programme {programme.name} has no co-payment to pay online", False
+        )
+    step_problem = programme.load_step_problem(amount.amount_minor)
+    if step_problem is not None:
+        return StartRefusal(f"amount: {step_problem}", malformed=True)
+    unusable = usability_problem(card, today)
+    if unusable is not None:
+        return StartRefusal(f"card {card.masked}: {unusable.detail}", malformed=False)
+    if balance_minor + amount.amount_minor > programme.balance_max_minor:
+        most, holds = card.money(programme.balance_max_minor), card.money(balance_minor)
+        detail = f"card {card.masked} holds {holds.format()} and may hold at most {most.format()}"
+        return StartRefusal(detail, malformed=False)
+    return None
+
+
+def confirm_problem(top_up: TopUp, amount_paid: Money, confirmed_at: dt.datetime) -> str | None:
+    """Why the holder's payment does not load the card (it is then refund_due); None when it does.
+    The card itself is judged by the load, as at a terminal."""
+    if amount_paid.currency != top_up.currency or amount_paid.amount_minor != top_up.holder_part_minor:
+        paid, due = amount_paid.format(), top_up.money(top_up.holder_part_minor).format()
+        return f"amount paid {paid} is not the holder's part {due}"
+    if confirmed_at > top_up.expires_at:
+        return f"the top-up expired at {top_up.expires_at.isoformat()}, before the payment was confirmed"
+    return None
