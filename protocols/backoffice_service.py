@@ -16,6 +16,7 @@ import grpc
 
 from ops.grpc_interceptors import fault
 from protocols import convert
+from protocols.cardholder_service import id_field, top_up_id_of
 from protocols.convert import BadRequestError
 from protocols.terminal_service import Context, RpcRefusedError, _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
@@ -30,7 +31,7 @@ from switch.admin import (
     EmployeeInfo,
     PlannedPayout,
 )
-from switch.core import SwitchCore
+from switch.core import SwitchCore, utc_now
 from switch.domain import reports
 from switch.domain.card_rules import CardState, shown_status
 from switch.domain.cards import CardStatus
@@ -38,11 +39,13 @@ from switch.domain.employees import OWNER
 from switch.domain.programmes import ProgrammeKind, payout_settlement_id
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
+from switch.domain.top_ups import PSP_REFERENCE_LENGTH_MAX, TopUp, TopUpStatus
 from switch.location_changes import ChangeStatus, LocationChange
 from switch.pins import CardPinError
 from switch.receipts import ReceiptRefusedError
 from switch.store.reports import ReportedTransaction, exported_pages, merchant_summary, transaction_report
 from switch.store.repository import TerminalInfo
+from switch.top_ups import TopUpNotLoadedYetError
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,11 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         self._token = admin_token
         self._blocking = blocking  # the export's reads
 
-    def _run(self, context: grpc.ServicerContext, action: Callable[[], T]) -> T:
-        if not self._token or not hmac.compare_digest(bearer(context), self._token):
+    def _run(self, context: grpc.ServicerContext, action: Callable[[], T], psp_too: bool = False) -> T:
+        """`psp_too`: the PSP's token opens the call as well as the admin token."""
+        tokens = [self._token, self._core.settings.psp_token if psp_too else ""]
+        given = bearer(context).encode()
+        if not any(token and hmac.compare_digest(given, token.encode()) for token in tokens):
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong admin token")
         try:
             return action()
@@ -390,6 +396,56 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             return location_change_pb(decided)
 
         return self._run(context, action)
+
+    def ConfirmTopUp(self, request: bo.ConfirmTopUpRequest, context: grpc.ServicerContext) -> bo.TopUpRecord:
+        def action() -> bo.TopUpRecord:
+            top_up_id = top_up_id_of(request.top_up_id)
+            psp_reference = id_field("psp_reference", request.psp_reference, PSP_REFERENCE_LENGTH_MAX)
+            amount_paid = convert.amount(request.amount_paid, request.HasField("amount_paid"), "amount_paid")
+            try:
+                top_up = self._core.top_ups.confirm(top_up_id, psp_reference, amount_paid)
+            except TopUpNotLoadedYetError as error:
+                _abort(context, grpc.StatusCode.UNAVAILABLE, f"{error}; send the confirmation again")
+            return top_up_record(top_up, utc_now())
+
+        return self._run(context, action, psp_too=True)
+
+    def ListTopUps(self, request: bo.ListTopUpsRequest, context: grpc.ServicerContext) -> bo.TopUpList:
+        def action() -> bo.TopUpList:
+            status = None
+            if request.status:
+                try:
+                    status = TopUpStatus(request.status)
+                except ValueError:
+                    named = ", ".join(each.value for each in TopUpStatus)
+                    raise AdminError(f"status {request.status[:40]!r} is not one of {named}") from None
+            now = utc_now()
+            return bo.TopUpList(top_ups=[top_up_record(t, now) for t in self._core.top_ups.listed(status)])
+
+        return self._run(context, action)
+
+
+def top_up_record(top_up: TopUp, now: dt.datetime) -> bo.TopUpRecord:
+    def money(amount_minor: int) -> pb.Amount:
+        return pb.Amount(amount_minor=amount_minor, currency=top_up.currency)
+
+    record = bo.TopUpRecord(
+        top_up_id=top_up.top_up_id,
+        card_masked=top_up.card_masked,
+        programme_id=top_up.programme_id,
+        amount=money(top_up.amount_minor),
+        holder_pays=money(top_up.holder_part_minor),
+        funder_pays=money(top_up.funder_part_minor),
+        status=top_up.shown_status(now).value,
+        reason=top_up.reason,
+        psp_reference=top_up.psp_reference,
+        created_at=top_up.created_at.isoformat(),
+        expires_at=top_up.expires_at.isoformat(),
+        confirmed_at=top_up.confirmed_at.isoformat() if top_up.confirmed_at else "",
+    )
+    if top_up.psp_reference:
+        record.amount_paid.CopyFrom(money(top_up.amount_paid_minor))
+    return record
 
 
 def set_receipt_layout_pb(core: SwitchCore, request: bo.ReceiptLayout) -> bo.ReceiptLayout:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import time
@@ -13,10 +14,14 @@ from protocols.terminal_service import Context, _decoded, _refuse, on_loop
 from protocols.wire import cardholder_pb2 as ch
 from protocols.wire import cardholder_pb2_grpc as ch_grpc
 from protocols.wire import terminal_pb2 as pb
+from switch.admin import AdminConflictError
 from switch.caller_limit import CallerLimit, caller_address
-from switch.core import SwitchCore
+from switch.core import SwitchCore, utc_now
 from switch.domain.card_rules import CardState, shown_status
 from switch.domain.cards import mask
+from switch.domain.top_ups import TOP_UP_REQUEST_ID_LENGTH_MAX, TopUp, start_refusal
+from switch.store.schema import ID_LENGTH
+from switch.top_ups import same_request
 
 LOOKUP_WINDOW_S = 60.0
 
@@ -34,22 +39,67 @@ class CardholderService(ch_grpc.CardholderServicer):
             settings.cardholder_callers_tracked_max,
         )
 
-    @on_loop
-    async def GetBalance(
-        self, request: ch.CardholderBalanceRequest, context: Context
-    ) -> ch.CardholderBalance:
-        # Counted before the request is read: wrong numbers cost a caller as much as right ones.
+    def _count(self, context: Context, calls: str) -> None:
+        """Counted before the request is read: wrong numbers cost a caller as much as right ones.
+        One count for every call of this service, so a top-up is no way round the lookups' limit."""
         wait_s = self._limit.wait_s(caller_address(context.peer()), time.monotonic())
         if wait_s > 0:
             _refuse(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many balance lookups from your address; try again in {math.ceil(wait_s)} s",
+                f"too many {calls} from your address; try again in {math.ceil(wait_s)} s",
             )
+
+    def _card_id(self, request: ch.CardholderBalanceRequest | ch.StartTopUpRequest) -> str:
         number = _decoded(lambda: convert.card_number(request.card, request.HasField("card")))
         card_id = self._core.cards.card_id(number)
         if not card_id:
             _refuse(grpc.StatusCode.NOT_FOUND, f"card {mask(number)}: no such card")
+        return card_id
+
+    @on_loop
+    async def GetBalance(
+        self, request: ch.CardholderBalanceRequest, context: Context
+    ) -> ch.CardholderBalance:
+        self._count(context, "balance lookups")
+        card_id = self._card_id(request)
         return balance_view(await self._core.balance_async(card_id), self._core.today())
+
+    @on_loop
+    async def StartTopUp(self, request: ch.StartTopUpRequest, context: Context) -> ch.TopUp:
+        self._count(context, "top-up requests")
+        request_id = _decoded(lambda: top_up_request_id(request.request_id))
+        amount = _decoded(lambda: convert.amount(request.amount, request.HasField("amount")))
+        card_id = self._card_id(request)
+        top_ups = self._core.top_ups
+        known = await asyncio.to_thread(top_ups.by_request, request_id)
+        if known is None:
+            card = await self._core.balance_async(card_id)  # its balance less what is reserved
+            refusal = start_refusal(card, card.balance_minor, amount, self._core.today())
+            if refusal is not None:
+                code = (
+                    grpc.StatusCode.INVALID_ARGUMENT
+                    if refusal.malformed
+                    else grpc.StatusCode.FAILED_PRECONDITION
+                )
+                _refuse(code, refusal.detail)
+            try:
+                known = await asyncio.to_thread(top_ups.start, request_id, card, amount)
+            except AdminConflictError as error:
+                _refuse(grpc.StatusCode.ALREADY_EXISTS, str(error))
+        try:
+            same = same_request(known, card_id, amount)
+        except AdminConflictError as error:
+            _refuse(grpc.StatusCode.ALREADY_EXISTS, str(error))
+        return top_up_view(same, utc_now())
+
+    @on_loop
+    async def GetTopUp(self, request: ch.TopUpRequest, context: Context) -> ch.TopUp:
+        self._count(context, "top-up lookups")
+        top_up_id = _decoded(lambda: top_up_id_of(request.top_up_id))
+        top_up = await asyncio.to_thread(self._core.top_ups.get, top_up_id)
+        if top_up is None:
+            _refuse(grpc.StatusCode.NOT_FOUND, f"top_up_id {top_up_id!r}: no such top-up")
+        return top_up_view(top_up, utc_now())
 
 
 def balance_view(state: CardState, today: dt.date) -> ch.CardholderBalance:
@@ -67,3 +117,37 @@ def balance_view(state: CardState, today: dt.date) -> ch.CardholderBalance:
         view.holder_pays.CopyFrom(pb.Amount(amount_minor=copayment.numerator_minor, currency=state.currency))
         view.per_loaded.CopyFrom(pb.Amount(amount_minor=copayment.denominator_minor, currency=state.currency))
     return view
+
+
+def top_up_request_id(value: str) -> str:
+    return id_field("request_id", value, TOP_UP_REQUEST_ID_LENGTH_MAX)
+
+
+def top_up_id_of(value: str, field: str = "top_up_id") -> str:
+    return id_field(field, value, ID_LENGTH)
+
+
+def id_field(field: str, value: str, length_max: int) -> str:
+    if not value:
+        raise convert.BadRequestError(f"{field} is missing")
+    if len(value) > length_max:
+        raise convert.BadRequestError(f"{field} is longer than {length_max} characters")
+    if not value.isprintable() or not value.isascii():
+        raise convert.BadRequestError(f"{field} has characters other than printable ASCII")
+    return value
+
+
+def top_up_view(top_up: TopUp, now: dt.datetime) -> ch.TopUp:
+    def money(amount_minor: int) -> pb.Amount:
+        return pb.Amount(amount_minor=amount_minor, currency=top_up.currency)
+
+    return ch.TopUp(
+        top_up_id=top_up.top_up_id,
+        card_masked=top_up.card_masked,
+        amount=money(top_up.amount_minor),
+        holder_pays=money(top_up.holder_part_minor),
+        funder_pays=money(top_up.funder_part_minor),
+        status=top_up.shown_status(now).value,
+        expires_at=top_up.expires_at.isoformat(),
+        reason=top_up.reason,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import contextlib
 import datetime as dt
 import functools
 import secrets
@@ -71,6 +72,13 @@ DEVICE_NAME_MAX = 120
 # The device name of a location's terminal for redemptions in the web back office (the portal's
 # Redeem): made by the switch, never activated, so no device may take the name.
 WEB_BACK_OFFICE = "web back office"
+# The device name of a programme's terminal for the cardholders' online top-ups (switch/top_ups.py),
+# at a location of the switch's own merchant for them: made on first use, never activated.
+ONLINE_TOP_UP = "online top-up"
+ONLINE_TOP_UP_MERCHANT = "Online top-up"
+ONLINE_TOP_UP_EMAIL = "online-top-up@txswitch.invalid"  # a login nobody holds the password of
+# The switch's own terminals, which no device may take the name of nor deactivate, nor is online.
+SWITCH_DEVICE_NAMES = (WEB_BACK_OFFICE, ONLINE_TOP_UP)
 CARD_PREFIX_LENGTH = 6
 CARD_SERIAL_SPACE = 10**9
 CARD_NUMBER_ATTEMPTS_MAX = 20
@@ -287,7 +295,7 @@ class Admin:
             select(func.count())
             .where(
                 terminals.c.location_id == locations.c.location_id,
-                terminals.c.device_name != WEB_BACK_OFFICE,  # activated there: the web's is not
+                terminals.c.device_name.not_in(SWITCH_DEVICE_NAMES),  # activated there: these are not
             )
             .scalar_subquery()
         )
@@ -562,8 +570,8 @@ class Admin:
         _refuse_longer("device_name", device_name, DEVICE_NAME_MAX)
         if not device_name.isprintable():
             raise AdminError("device_name has unprintable characters")
-        if device_name.strip().lower() == WEB_BACK_OFFICE:
-            raise AdminError(f"device_name {WEB_BACK_OFFICE!r} is the web back office's own")
+        if device_name.strip().lower() in SWITCH_DEVICE_NAMES:
+            raise AdminError(f"device_name {device_name.strip().lower()!r} is the switch's own")
         _refuse_longer("location", location_name, LOCATION_NAME_MAX)
         # PermissionError, TooManySignInsError
         login, checked = self._passwords.verify_hash(email, password)
@@ -663,6 +671,80 @@ class Admin:
                 return str(conn.execute(web).scalar_one())
         return terminal_id
 
+    def online_top_up_terminal(self, programme_id: str) -> str:
+        """The terminal through which the programme's online top-ups load cards (its periods, its
+        reports, idempotency by top-up id), as a location's web back office terminal is for web
+        redemptions: at a location named after the programme, of the switch's own merchant for
+        online top-ups, which takes the programme; all made on first use, by any node, once."""
+        t, place, shop = terminals.c, locations.c, merchants.c
+        query = (
+            select(t.terminal_id)
+            .join(locations, place.location_id == t.location_id)
+            .join(merchants, shop.merchant_id == t.merchant_id)
+            .where(
+                shop.email == ONLINE_TOP_UP_EMAIL, place.name == programme_id, t.device_name == ONLINE_TOP_UP
+            )
+        )
+        with self._engine.connect() as conn:
+            existing = conn.execute(query).scalar()
+        if existing is not None:
+            return str(existing)
+        merchant_id = self._online_top_up_merchant()
+        location_id = self._made_once(
+            lambda: self.add_location(merchant_id, programme_id),
+            select(place.location_id).where(place.merchant_id == merchant_id, place.name == programme_id),
+        )
+        with contextlib.suppress(AdminConflictError):
+            self.join_programme(merchant_id, programme_id, 0)  # loads only: its payable stays empty
+        terminal_id = new_id("trm")
+        _, credential_hash = credentials.new_credential(terminal_id)  # the credential is dropped
+        now = self._now()
+        row = {
+            "terminal_id": terminal_id,
+            "merchant_id": merchant_id,
+            "location_id": location_id,
+            "device_name": ONLINE_TOP_UP,
+            "credential_hash": credential_hash,
+            "active": True,
+            "period_number": 1,
+            "period_opened_at": now,
+            "activated_at": now,
+        }
+        return self._made_once(
+            lambda: self._insert(terminals, row),
+            select(t.terminal_id).where(t.location_id == location_id, t.device_name == ONLINE_TOP_UP),
+        )
+
+    def _online_top_up_merchant(self) -> str:
+        merchant_id = new_id("mer")
+        row = {
+            "merchant_id": merchant_id,
+            "name": ONLINE_TOP_UP_MERCHANT,
+            "email": ONLINE_TOP_UP_EMAIL,
+            "password_hash": credentials.hash_password(secrets.token_urlsafe(32)),  # dropped
+            "created_at": self._now(),
+        }
+        found = select(merchants.c.merchant_id).where(merchants.c.email == ONLINE_TOP_UP_EMAIL)
+        return self._made_once(lambda: self._insert(merchants, row, merchant_id), found)
+
+    def _insert(self, table: Any, row: dict[str, Any], made: str = "") -> str:
+        with writing(self._engine) as conn:
+            conn.execute(insert(table), row)
+        return made or str(row["terminal_id"])
+
+    def _made_once(self, make: Callable[[], str], found: Any) -> str:
+        """What `found` selects if it exists, else what make() makes; another node or thread making
+        it at the same moment (a unique key) gives the one that it made."""
+        with self._engine.connect() as conn:
+            existing = conn.execute(found).scalar()
+        if existing is not None:
+            return str(existing)
+        try:
+            return make()
+        except (IntegrityError, AdminConflictError):
+            with self._engine.connect() as conn:
+                return str(conn.execute(found).scalar_one())
+
     def web_transaction_elsewhere(self, merchant_id: str, terminal_id: str, transaction_id: str) -> bool:
         """Whether another location's web terminal of the merchant holds this transaction id: the
         browser's ids are the merchant's, not a location's (the same id for two locations moved
@@ -691,10 +773,8 @@ class Admin:
             ).scalar()
             if device is None:
                 raise AdminError(f"no terminal {terminal_id}")
-            if device == WEB_BACK_OFFICE:
-                raise AdminStateError(
-                    f"terminal {terminal_id} is the web back office's, not a device: it stays on"
-                )
+            if device in SWITCH_DEVICE_NAMES:
+                raise AdminStateError(f"terminal {terminal_id} is the {device}'s, not a device: it stays on")
             mine = terminals.c.terminal_id == terminal_id
             conn.execute(update(terminals).where(mine).values(active=active))
         info = self._store.terminal(terminal_id)

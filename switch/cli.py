@@ -189,8 +189,12 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "ask-location-change": ("AskLocationChange", bo.AskLocationChangeRequest),
     "list-location-changes": ("ListLocationChanges", bo.ListLocationChangesRequest),  # status=pending
     "decide-location-change": ("DecideLocationChange", bo.DecideLocationChangeRequest),  # approve=true
+    # the PSP's word that the holder paid: top_up_id=... psp_reference=... amount_paid=360
+    "confirm-top-up": ("ConfirmTopUp", bo.ConfirmTopUpRequest),
+    "list-top-ups": ("ListTopUps", bo.ListTopUpsRequest),  # status=refund_due: holders to pay back
 }
 CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "replacement_card"}
+AMOUNT_FIELDS = ("initial_load", "amount_paid")  # <minor units>[:<currency>], EUR if none
 
 
 def _admin(options: argparse.Namespace) -> int:
@@ -285,10 +289,10 @@ def _whole_number(value: str, what: str) -> int:
 def _set_argument(request: Any, key: str, value: str) -> None:
     if key in CARD_FIELDS:
         getattr(request, key).CopyFrom(pb.CardRef(card_number=value))
-    elif key == "initial_load":
+    elif key in AMOUNT_FIELDS:
         minor, _, currency = value.partition(":")
         amount_minor = _whole_number(minor, "must be a whole number of cents, such as 2500 or 2500:EUR")
-        request.initial_load.CopyFrom(pb.Amount(amount_minor=amount_minor, currency=currency or "EUR"))
+        getattr(request, key).CopyFrom(pb.Amount(amount_minor=amount_minor, currency=currency or "EUR"))
     elif key == "kind":
         if value.lower() not in ("gift", "benefit"):
             raise ValueError(f"must be gift or benefit, got {value!r}")

@@ -107,6 +107,10 @@ class Settings:
     # this many in any minute; callers remembered at once, the longest quiet forgotten first
     cardholder_lookups_per_minute_max: int = 20
     cardholder_callers_tracked_max: int = 10_000
+    # Online top-ups (Cardholder.StartTopUp): how long the holder has to pay at the PSP; at most
+    # this many listed by ListTopUps (the newest first)
+    top_up_valid_s: int = 30 * 60
+    top_ups_listed_max: int = 1_000
     # E-mailed receipts: queued by the terminal, sent by the mailer; smtp_host empty: off
     smtp_host: str = ""
     smtp_port: int = 25
@@ -123,6 +127,8 @@ class Settings:
     # Secrets; empty: generated once and kept in data_dir
     card_hash_key_hex: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
+    # The PSP's token: opens Backoffice.ConfirmTopUp only (the admin token opens it too); empty: none
+    psp_token: str = field(default="", repr=False)
     # Key-encrypting key of every stored key (64 hex); empty: generated once, kept in data_dir
     master_key_hex: str = field(default="", repr=False)
 
@@ -167,6 +173,8 @@ POSITIVE_SETTINGS = (
     "web_day_close_interval_s",
     "exports_concurrent_max",
     "exports_duration_max_s",
+    "top_up_valid_s",
+    "top_ups_listed_max",
 )
 
 

@@ -53,6 +53,7 @@ from switch.store.journal_process import can_serve
 from switch.store.keys import KeyStore
 from switch.store.repository import DayCloseReport, Store
 from switch.store.schema import CARD_EVENT_DETAIL_MAX
+from switch.top_ups import OnlineTopUps
 from switch.web_days import WebDays
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,7 @@ class SwitchCore:
         self._follow_moves = {(when, outcome): 0 for when in FOLLOW_WHEN for outcome in FOLLOW_OUTCOMES}
         self._follow_moved_minor: dict[tuple[str, str], int] = {}
         self._follow_lock = threading.Lock()
+        self.top_ups = OnlineTopUps(engine, self, utc_now)
 
     def start(self) -> None:
         self.writer.start()
@@ -404,6 +406,13 @@ class SwitchCore:
     def web_terminal(self, merchant_id: str, location_id: str) -> str:
         """The location's web back office terminal (Admin.web_terminal), remembered as no device."""
         terminal_id = self.admin.web_terminal(merchant_id, location_id)
+        self._web_terminals.add(terminal_id)
+        return terminal_id
+
+    def online_top_up_terminal(self, programme_id: str) -> str:
+        """The programme's online top-up terminal (Admin.online_top_up_terminal), remembered as no
+        device, as a web back office terminal is."""
+        terminal_id = self.admin.online_top_up_terminal(programme_id)
         self._web_terminals.add(terminal_id)
         return terminal_id
 

@@ -27,7 +27,7 @@ from ops.console_backend import (
     TerminalInfo,
 )
 from ops.logs import CARD_REFERENCE
-from switch.admin import WEB_BACK_OFFICE, AdminError
+from switch.admin import SWITCH_DEVICE_NAMES, AdminError
 from switch.core import SwitchCore
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
@@ -140,7 +140,7 @@ class SwitchOpsBackend:
             active=info.active,
             online=(
                 info.active
-                and info.device_name != WEB_BACK_OFFICE
+                and info.device_name not in SWITCH_DEVICE_NAMES
                 and self._core.terminal_actors.is_live(info.terminal_id)
             ),
             activated_at=info.activated_at,

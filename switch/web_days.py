@@ -28,7 +28,7 @@ from sqlalchemy import Engine, and_, exists, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from actors.terminal_actor import DayCloseError
-from switch.admin import WEB_BACK_OFFICE
+from switch.admin import SWITCH_DEVICE_NAMES
 from switch.domain.reports import midnight
 from switch.store.journal import TOMBSTONE_TYPE
 from switch.store.repository import DayCloseReport
@@ -139,7 +139,7 @@ class WebDays:
             today = self._now().astimezone(self._zone).date()
             held.append(row.created_at < midnight(today, self._zone))
         query = select(web.terminal_id, web.period_number).where(
-            web.device_name == WEB_BACK_OFFICE, exists().where(and_(*held))
+            web.device_name.in_(SWITCH_DEVICE_NAMES), exists().where(and_(*held))
         )
         if terminal_id:
             query = query.where(web.terminal_id == terminal_id)

@@ -1698,3 +1698,135 @@ class SettleDueResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SettleDueResponse: _TypeAlias = SettleDueResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmTopUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_UP_ID_FIELD_NUMBER: _builtins.int
+    PSP_REFERENCE_FIELD_NUMBER: _builtins.int
+    AMOUNT_PAID_FIELD_NUMBER: _builtins.int
+    top_up_id: _builtins.str
+    psp_reference: _builtins.str
+    """the PSP's id of the holder's payment; one payment confirms one top-up"""
+    @_builtins.property
+    def amount_paid(self) -> _terminal_pb2.Amount:
+        """must be the top-up's holder part"""
+
+    def __init__(
+        self,
+        *,
+        top_up_id: _builtins.str = ...,
+        psp_reference: _builtins.str = ...,
+        amount_paid: _terminal_pb2.Amount | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount_paid", b"amount_paid"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_paid", b"amount_paid", "psp_reference", b"psp_reference", "top_up_id", b"top_up_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmTopUpRequest: _TypeAlias = ConfirmTopUpRequest  # noqa: Y015
+
+@_typing.final
+class ListTopUpsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """empty: any; pending, confirming, loaded, refund_due, expired"""
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTopUpsRequest: _TypeAlias = ListTopUpsRequest  # noqa: Y015
+
+@_typing.final
+class TopUpRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_UP_ID_FIELD_NUMBER: _builtins.int
+    CARD_MASKED_FIELD_NUMBER: _builtins.int
+    PROGRAMME_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    HOLDER_PAYS_FIELD_NUMBER: _builtins.int
+    FUNDER_PAYS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PSP_REFERENCE_FIELD_NUMBER: _builtins.int
+    AMOUNT_PAID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CONFIRMED_AT_FIELD_NUMBER: _builtins.int
+    top_up_id: _builtins.str
+    card_masked: _builtins.str
+    programme_id: _builtins.str
+    status: _builtins.str
+    """as TopUp.status"""
+    reason: _builtins.str
+    """why it is refund_due, or the load's answer"""
+    psp_reference: _builtins.str
+    created_at: _builtins.str
+    """ISO 8601, UTC"""
+    expires_at: _builtins.str
+    confirmed_at: _builtins.str
+    """empty until confirmed"""
+    @_builtins.property
+    def amount(self) -> _terminal_pb2.Amount: ...
+    @_builtins.property
+    def holder_pays(self) -> _terminal_pb2.Amount: ...
+    @_builtins.property
+    def funder_pays(self) -> _terminal_pb2.Amount: ...
+    @_builtins.property
+    def amount_paid(self) -> _terminal_pb2.Amount: ...
+    def __init__(
+        self,
+        *,
+        top_up_id: _builtins.str = ...,
+        card_masked: _builtins.str = ...,
+        programme_id: _builtins.str = ...,
+        amount: _terminal_pb2.Amount | None = ...,
+        holder_pays: _terminal_pb2.Amount | None = ...,
+        funder_pays: _terminal_pb2.Amount | None = ...,
+        status: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        psp_reference: _builtins.str = ...,
+        amount_paid: _terminal_pb2.Amount | None = ...,
+        created_at: _builtins.str = ...,
+        expires_at: _builtins.str = ...,
+        confirmed_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_paid", b"amount_paid", "funder_pays", b"funder_pays", "holder_pays", b"holder_pays"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_paid", b"amount_paid", "card_masked", b"card_masked", "confirmed_at", b"confirmed_at", "created_at", b"created_at", "expires_at", b"expires_at", "funder_pays", b"funder_pays", "holder_pays", b"holder_pays", "programme_id", b"programme_id", "psp_reference", b"psp_reference", "reason", b"reason", "status", b"status", "top_up_id", b"top_up_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopUpRecord: _TypeAlias = TopUpRecord  # noqa: Y015
+
+@_typing.final
+class TopUpList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_UPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def top_ups(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopUpRecord]: ...
+    def __init__(
+        self,
+        *,
+        top_ups: _abc.Iterable[Global___TopUpRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["top_ups", b"top_ups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopUpList: _TypeAlias = TopUpList  # noqa: Y015

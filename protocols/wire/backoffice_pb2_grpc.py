@@ -174,6 +174,16 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.DecideLocationChangeRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.LocationChange.FromString,
                 _registered_method=True)
+        self.ConfirmTopUp = channel.unary_unary(
+                '/txswitch.v1.Backoffice/ConfirmTopUp',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.ConfirmTopUpRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.TopUpRecord.FromString,
+                _registered_method=True)
+        self.ListTopUps = channel.unary_unary(
+                '/txswitch.v1.Backoffice/ListTopUps',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.ListTopUpsRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.TopUpList.FromString,
+                _registered_method=True)
 
 
 class BackofficeServicer:
@@ -359,6 +369,22 @@ class BackofficeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConfirmTopUp(self, request, context):
+        """The PSP's word that the holder paid a top-up (Cardholder.StartTopUp): the card is loaded as by
+        a terminal's Load, once; a payment that cannot load it leaves the top-up refund_due. Takes the
+        admin token or the PSP's own (TXSWITCH_PSP_TOKEN), which opens this call only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTopUps(self, request, context):
+        """status=refund_due: payments to pay back
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackofficeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -501,6 +527,16 @@ def add_BackofficeServicer_to_server(servicer, server):
                     servicer.DecideLocationChange,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.DecideLocationChangeRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.LocationChange.SerializeToString,
+            ),
+            'ConfirmTopUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmTopUp,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ConfirmTopUpRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.TopUpRecord.SerializeToString,
+            ),
+            'ListTopUps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTopUps,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ListTopUpsRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.TopUpList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1259,6 +1295,60 @@ class Backoffice:
             '/txswitch.v1.Backoffice/DecideLocationChange',
             protocols_dot_wire_dot_backoffice__pb2.DecideLocationChangeRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.LocationChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmTopUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/ConfirmTopUp',
+            protocols_dot_wire_dot_backoffice__pb2.ConfirmTopUpRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.TopUpRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTopUps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/ListTopUps',
+            protocols_dot_wire_dot_backoffice__pb2.ListTopUpsRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.TopUpList.FromString,
             options,
             channel_credentials,
             insecure,

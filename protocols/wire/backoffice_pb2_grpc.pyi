@@ -75,6 +75,13 @@ class BackofficeStub:
     """
     ListLocationChanges: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationChangesRequest, _backoffice_pb2.LocationChangeList]
     DecideLocationChange: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.DecideLocationChangeRequest, _backoffice_pb2.LocationChange]
+    ConfirmTopUp: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ConfirmTopUpRequest, _backoffice_pb2.TopUpRecord]
+    """The PSP's word that the holder paid a top-up (Cardholder.StartTopUp): the card is loaded as by
+    a terminal's Load, once; a payment that cannot load it leaves the top-up refund_due. Takes the
+    admin token or the PSP's own (TXSWITCH_PSP_TOKEN), which opens this call only.
+    """
+    ListTopUps: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListTopUpsRequest, _backoffice_pb2.TopUpList]
+    """status=refund_due: payments to pay back"""
 
 @_typing.type_check_only
 class BackofficeAsyncStub(BackofficeStub):
@@ -121,6 +128,13 @@ class BackofficeAsyncStub(BackofficeStub):
     """
     ListLocationChanges: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListLocationChangesRequest, _backoffice_pb2.LocationChangeList]  # type: ignore[assignment]
     DecideLocationChange: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.DecideLocationChangeRequest, _backoffice_pb2.LocationChange]  # type: ignore[assignment]
+    ConfirmTopUp: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ConfirmTopUpRequest, _backoffice_pb2.TopUpRecord]  # type: ignore[assignment]
+    """The PSP's word that the holder paid a top-up (Cardholder.StartTopUp): the card is loaded as by
+    a terminal's Load, once; a payment that cannot load it leaves the top-up refund_due. Takes the
+    admin token or the PSP's own (TXSWITCH_PSP_TOKEN), which opens this call only.
+    """
+    ListTopUps: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListTopUpsRequest, _backoffice_pb2.TopUpList]  # type: ignore[assignment]
+    """status=refund_due: payments to pay back"""
 
 class BackofficeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -332,5 +346,24 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         request: _backoffice_pb2.DecideLocationChangeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.LocationChange, _abc.Awaitable[_backoffice_pb2.LocationChange]]: ...
+
+    @_abc_1.abstractmethod
+    def ConfirmTopUp(
+        self,
+        request: _backoffice_pb2.ConfirmTopUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.TopUpRecord, _abc.Awaitable[_backoffice_pb2.TopUpRecord]]:
+        """The PSP's word that the holder paid a top-up (Cardholder.StartTopUp): the card is loaded as by
+        a terminal's Load, once; a payment that cannot load it leaves the top-up refund_due. Takes the
+        admin token or the PSP's own (TXSWITCH_PSP_TOKEN), which opens this call only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTopUps(
+        self,
+        request: _backoffice_pb2.ListTopUpsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.TopUpList, _abc.Awaitable[_backoffice_pb2.TopUpList]]:
+        """status=refund_due: payments to pay back"""
 
 def add_BackofficeServicer_to_server(servicer: BackofficeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protocols.wire import terminal_pb2 as protocols_dot_wire_dot_terminal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotocols/wire/cardholder.proto\x12\x0btxswitch.v1\x1a\x1dprotocols/wire/terminal.proto\">\n\x18\x43\x61rdholderBalanceRequest\x12\"\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x14.txswitch.v1.CardRef\"\xe3\x01\n\x11\x43\x61rdholderBalance\x12\x13\n\x0b\x63\x61rd_masked\x18\x01 \x01(\t\x12$\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x13\n\x0b\x63\x61rd_status\x18\x03 \x01(\t\x12\x13\n\x0b\x65xpiry_date\x18\x04 \x01(\t\x12\x16\n\x0eprogramme_name\x18\x05 \x01(\t\x12(\n\x0bholder_pays\x18\x06 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\'\n\nper_loaded\x18\x07 \x01(\x0b\x32\x13.txswitch.v1.Amount2a\n\nCardholder\x12S\n\nGetBalance\x12%.txswitch.v1.CardholderBalanceRequest\x1a\x1e.txswitch.v1.CardholderBalanceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotocols/wire/cardholder.proto\x12\x0btxswitch.v1\x1a\x1dprotocols/wire/terminal.proto\">\n\x18\x43\x61rdholderBalanceRequest\x12\"\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x14.txswitch.v1.CardRef\"\xe3\x01\n\x11\x43\x61rdholderBalance\x12\x13\n\x0b\x63\x61rd_masked\x18\x01 \x01(\t\x12$\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x13\n\x0b\x63\x61rd_status\x18\x03 \x01(\t\x12\x13\n\x0b\x65xpiry_date\x18\x04 \x01(\t\x12\x16\n\x0eprogramme_name\x18\x05 \x01(\t\x12(\n\x0bholder_pays\x18\x06 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\'\n\nper_loaded\x18\x07 \x01(\x0b\x32\x13.txswitch.v1.Amount\"p\n\x11StartTopUpRequest\x12\"\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x14.txswitch.v1.CardRef\x12#\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"!\n\x0cTopUpRequest\x12\x11\n\ttop_up_id\x18\x01 \x01(\t\"\xdc\x01\n\x05TopUp\x12\x11\n\ttop_up_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61rd_masked\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12(\n\x0bholder_pays\x18\x04 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12(\n\x0b\x66under_pays\x18\x05 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x12\n\nexpires_at\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t2\xde\x01\n\nCardholder\x12S\n\nGetBalance\x12%.txswitch.v1.CardholderBalanceRequest\x1a\x1e.txswitch.v1.CardholderBalance\x12@\n\nStartTopUp\x12\x1e.txswitch.v1.StartTopUpRequest\x1a\x12.txswitch.v1.TopUp\x12\x39\n\x08GetTopUp\x12\x19.txswitch.v1.TopUpRequest\x1a\x12.txswitch.v1.TopUpb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CARDHOLDERBALANCEREQUEST']._serialized_end=141
   _globals['_CARDHOLDERBALANCE']._serialized_start=144
   _globals['_CARDHOLDERBALANCE']._serialized_end=371
-  _globals['_CARDHOLDER']._serialized_start=373
-  _globals['_CARDHOLDER']._serialized_end=470
+  _globals['_STARTTOPUPREQUEST']._serialized_start=373
+  _globals['_STARTTOPUPREQUEST']._serialized_end=485
+  _globals['_TOPUPREQUEST']._serialized_start=487
+  _globals['_TOPUPREQUEST']._serialized_end=520
+  _globals['_TOPUP']._serialized_start=523
+  _globals['_TOPUP']._serialized_end=743
+  _globals['_CARDHOLDER']._serialized_start=746
+  _globals['_CARDHOLDER']._serialized_end=968
 # @@protoc_insertion_point(module_scope)

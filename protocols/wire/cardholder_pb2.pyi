@@ -89,3 +89,111 @@ class CardholderBalance(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CardholderBalance: _TypeAlias = CardholderBalance  # noqa: Y015
+
+@_typing.final
+class StartTopUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The caller's id of this request (at most 64 characters): sent again, the same top-up; with
+    another card or amount, ALREADY_EXISTS.
+    """
+    @_builtins.property
+    def card(self) -> _terminal_pb2.CardRef:
+        """the number on the back of the card, or the QR payload"""
+
+    @_builtins.property
+    def amount(self) -> _terminal_pb2.Amount:
+        """to load: whole steps of the programme's co-payment unit (5.00 on the taxi card)"""
+
+    def __init__(
+        self,
+        *,
+        card: _terminal_pb2.CardRef | None = ...,
+        amount: _terminal_pb2.Amount | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card", b"card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card", b"card", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartTopUpRequest: _TypeAlias = StartTopUpRequest  # noqa: Y015
+
+@_typing.final
+class TopUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_UP_ID_FIELD_NUMBER: _builtins.int
+    top_up_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        top_up_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["top_up_id", b"top_up_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopUpRequest: _TypeAlias = TopUpRequest  # noqa: Y015
+
+@_typing.final
+class TopUp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_UP_ID_FIELD_NUMBER: _builtins.int
+    CARD_MASKED_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    HOLDER_PAYS_FIELD_NUMBER: _builtins.int
+    FUNDER_PAYS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    top_up_id: _builtins.str
+    """what the PSP's confirmation names"""
+    card_masked: _builtins.str
+    status: _builtins.str
+    """pending (waits for the payment), confirming (paid; the load is under way), loaded,
+    refund_due (paid, not loaded: the holder is paid back), expired (never paid, nothing moved)
+    """
+    expires_at: _builtins.str
+    """ISO 8601, UTC: a payment confirmed later loads nothing"""
+    reason: _builtins.str
+    """why it is refund_due"""
+    @_builtins.property
+    def amount(self) -> _terminal_pb2.Amount:
+        """loaded onto the card"""
+
+    @_builtins.property
+    def holder_pays(self) -> _terminal_pb2.Amount:
+        """the holder's part: what the PSP takes from the holder"""
+
+    @_builtins.property
+    def funder_pays(self) -> _terminal_pb2.Amount:
+        """the funder's part (the city's)"""
+
+    def __init__(
+        self,
+        *,
+        top_up_id: _builtins.str = ...,
+        card_masked: _builtins.str = ...,
+        amount: _terminal_pb2.Amount | None = ...,
+        holder_pays: _terminal_pb2.Amount | None = ...,
+        funder_pays: _terminal_pb2.Amount | None = ...,
+        status: _builtins.str = ...,
+        expires_at: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "funder_pays", b"funder_pays", "holder_pays", b"holder_pays"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card_masked", b"card_masked", "expires_at", b"expires_at", "funder_pays", b"funder_pays", "holder_pays", b"holder_pays", "reason", b"reason", "status", b"status", "top_up_id", b"top_up_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopUp: _TypeAlias = TopUp  # noqa: Y015

@@ -39,6 +39,16 @@ class CardholderStub:
                 request_serializer=protocols_dot_wire_dot_cardholder__pb2.CardholderBalanceRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_cardholder__pb2.CardholderBalance.FromString,
                 _registered_method=True)
+        self.StartTopUp = channel.unary_unary(
+                '/txswitch.v1.Cardholder/StartTopUp',
+                request_serializer=protocols_dot_wire_dot_cardholder__pb2.StartTopUpRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_cardholder__pb2.TopUp.FromString,
+                _registered_method=True)
+        self.GetTopUp = channel.unary_unary(
+                '/txswitch.v1.Cardholder/GetTopUp',
+                request_serializer=protocols_dot_wire_dot_cardholder__pb2.TopUpRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_cardholder__pb2.TopUp.FromString,
+                _registered_method=True)
 
 
 class CardholderServicer:
@@ -50,6 +60,22 @@ class CardholderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartTopUp(self, request, context):
+        """The city's "Opwaarderen": a top-up of a benefit card, to be paid at the payment service
+        provider (PSP). Nothing moves yet: the card is loaded once the PSP confirms the holder paid
+        their part (Backoffice.ConfirmTopUp). Limited per caller address with GetBalance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTopUp(self, request, context):
+        """where a top-up stands, by its id
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CardholderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +83,16 @@ def add_CardholderServicer_to_server(servicer, server):
                     servicer.GetBalance,
                     request_deserializer=protocols_dot_wire_dot_cardholder__pb2.CardholderBalanceRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_cardholder__pb2.CardholderBalance.SerializeToString,
+            ),
+            'StartTopUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTopUp,
+                    request_deserializer=protocols_dot_wire_dot_cardholder__pb2.StartTopUpRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_cardholder__pb2.TopUp.SerializeToString,
+            ),
+            'GetTopUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTopUp,
+                    request_deserializer=protocols_dot_wire_dot_cardholder__pb2.TopUpRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_cardholder__pb2.TopUp.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +122,60 @@ class Cardholder:
             '/txswitch.v1.Cardholder/GetBalance',
             protocols_dot_wire_dot_cardholder__pb2.CardholderBalanceRequest.SerializeToString,
             protocols_dot_wire_dot_cardholder__pb2.CardholderBalance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTopUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Cardholder/StartTopUp',
+            protocols_dot_wire_dot_cardholder__pb2.StartTopUpRequest.SerializeToString,
+            protocols_dot_wire_dot_cardholder__pb2.TopUp.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTopUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Cardholder/GetTopUp',
+            protocols_dot_wire_dot_cardholder__pb2.TopUpRequest.SerializeToString,
+            protocols_dot_wire_dot_cardholder__pb2.TopUp.FromString,
             options,
             channel_credentials,
             insecure,

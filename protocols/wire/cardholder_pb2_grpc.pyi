@@ -37,11 +37,25 @@ class CardholderStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CardholderAsyncStub: ...
     GetBalance: _grpc.UnaryUnaryMultiCallable[_cardholder_pb2.CardholderBalanceRequest, _cardholder_pb2.CardholderBalance]
+    StartTopUp: _grpc.UnaryUnaryMultiCallable[_cardholder_pb2.StartTopUpRequest, _cardholder_pb2.TopUp]
+    """The city's "Opwaarderen": a top-up of a benefit card, to be paid at the payment service
+    provider (PSP). Nothing moves yet: the card is loaded once the PSP confirms the holder paid
+    their part (Backoffice.ConfirmTopUp). Limited per caller address with GetBalance.
+    """
+    GetTopUp: _grpc.UnaryUnaryMultiCallable[_cardholder_pb2.TopUpRequest, _cardholder_pb2.TopUp]
+    """where a top-up stands, by its id"""
 
 @_typing.type_check_only
 class CardholderAsyncStub(CardholderStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetBalance: _aio.UnaryUnaryMultiCallable[_cardholder_pb2.CardholderBalanceRequest, _cardholder_pb2.CardholderBalance]  # type: ignore[assignment]
+    StartTopUp: _aio.UnaryUnaryMultiCallable[_cardholder_pb2.StartTopUpRequest, _cardholder_pb2.TopUp]  # type: ignore[assignment]
+    """The city's "Opwaarderen": a top-up of a benefit card, to be paid at the payment service
+    provider (PSP). Nothing moves yet: the card is loaded once the PSP confirms the holder paid
+    their part (Backoffice.ConfirmTopUp). Limited per caller address with GetBalance.
+    """
+    GetTopUp: _aio.UnaryUnaryMultiCallable[_cardholder_pb2.TopUpRequest, _cardholder_pb2.TopUp]  # type: ignore[assignment]
+    """where a top-up stands, by its id"""
 
 class CardholderServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -50,5 +64,24 @@ class CardholderServicer(metaclass=_abc_1.ABCMeta):
         request: _cardholder_pb2.CardholderBalanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cardholder_pb2.CardholderBalance, _abc.Awaitable[_cardholder_pb2.CardholderBalance]]: ...
+
+    @_abc_1.abstractmethod
+    def StartTopUp(
+        self,
+        request: _cardholder_pb2.StartTopUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cardholder_pb2.TopUp, _abc.Awaitable[_cardholder_pb2.TopUp]]:
+        """The city's "Opwaarderen": a top-up of a benefit card, to be paid at the payment service
+        provider (PSP). Nothing moves yet: the card is loaded once the PSP confirms the holder paid
+        their part (Backoffice.ConfirmTopUp). Limited per caller address with GetBalance.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTopUp(
+        self,
+        request: _cardholder_pb2.TopUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cardholder_pb2.TopUp, _abc.Awaitable[_cardholder_pb2.TopUp]]:
+        """where a top-up stands, by its id"""
 
 def add_CardholderServicer_to_server(servicer: CardholderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

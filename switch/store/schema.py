@@ -355,6 +355,31 @@ class PayoutCycleDueRow(Base):
     owed_minor: Mapped[int] = mapped_column(MONEY)
 
 
+class TopUpRow(Base):
+    """A cardholder's online top-up (switch/top_ups.py): started, paid at the PSP, then loaded, or
+    refund_due. Only the masked card number is kept, beside the card's id."""
+
+    __tablename__ = "top_ups"
+    __table_args__ = (Index("ix_top_ups_status", "status", "created_at"),)
+    top_up_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)  # the client's, for idempotency
+    card_id: Mapped[str] = mapped_column(ForeignKey("cards.card_id"), index=True)
+    card_masked: Mapped[str] = mapped_column(String(19))
+    programme_id: Mapped[str] = mapped_column(ForeignKey("programmes.programme_id"))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(MONEY)
+    holder_part_minor: Mapped[int] = mapped_column(MONEY)
+    funder_part_minor: Mapped[int] = mapped_column(MONEY)
+    status: Mapped[str] = mapped_column(String(16))  # TopUpStatus, never "expired" (shown only)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The PSP's id of the holder's payment: one payment confirms one top-up (NULL until confirmed).
+    psp_reference: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    amount_paid_minor: Mapped[int] = mapped_column(MONEY, default=0)
+    reason: Mapped[str] = mapped_column(String(250), default="")
+
+
 programmes = cast(Table, ProgrammeRow.__table__)
 merchants = cast(Table, MerchantRow.__table__)
 merchant_programmes = cast(Table, MerchantProgrammeRow.__table__)
@@ -377,3 +402,4 @@ sign_in_failures = cast(Table, SignInFailureRow.__table__)
 password_resets = cast(Table, PasswordResetRow.__table__)
 payout_cycles = cast(Table, PayoutCycleRow.__table__)
 payout_cycle_dues = cast(Table, PayoutCycleDueRow.__table__)
+top_ups = cast(Table, TopUpRow.__table__)

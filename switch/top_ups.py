@@ -1,0 +1,229 @@
+"""Online top-ups: a holder's top-up stored until the PSP confirms the payment, then loaded once.
+
+Starting one moves nothing. The PSP's confirmation takes the top-up (pending -> confirming, with
+its psp_reference) in one conditional update, so of two confirmations with different references
+one wins; then the card is loaded as a terminal loads it, through the programme's online top-up
+terminal (Admin.online_top_up_terminal) with the top-up's id as the transaction id: the terminal
+actor, the card actor and the journal's idempotency key make two confirmations (or a confirmation
+sent again after a crash) one load, and the card's state is judged by its actor at that moment.
+A payment that loads nothing leaves the top-up refund_due with the reason, for the operator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from actors.reply import ReplyTimeoutError
+from switch.admin import AdminConflictError, AdminStateError, new_id
+from switch.domain.card_rules import CardState
+from switch.domain.money import Money
+from switch.domain.top_ups import TopUp, TopUpStatus, confirm_problem
+from switch.domain.transactions import Load, Outcome
+from switch.store.engine import writing
+from switch.store.repository import as_utc
+from switch.store.schema import top_ups
+from switch.web_days import WebDayCloseError
+
+if TYPE_CHECKING:
+    from switch.core import SwitchCore
+
+REASON_MAX = 250  # the column's length
+
+
+class TopUpNotLoadedYetError(RuntimeError):
+    """The load's outcome is not known now; the top-up stays confirming: confirm it again."""
+
+
+class OnlineTopUps:
+    def __init__(self, engine: Engine, core: SwitchCore, now: Callable[[], dt.datetime]) -> None:
+        self._engine = engine
+        self._core = core
+        self._now = now
+        self._valid = dt.timedelta(seconds=core.settings.top_up_valid_s)
+        self._listed_max = core.settings.top_ups_listed_max
+
+    # Starting
+
+    def by_request(self, request_id: str) -> TopUp | None:
+        return self._one(top_ups.c.request_id == request_id)
+
+    def get(self, top_up_id: str) -> TopUp | None:
+        return self._one(top_ups.c.top_up_id == top_up_id)
+
+    def start(self, request_id: str, card: CardState, amount: Money) -> TopUp:
+        """A pending top-up of the card (its rules checked by the caller: start_refusal). The same
+        request_id again: the top-up it started; with another card or amount, AdminConflictError."""
+        holder_minor, funder_minor = card.programme.split_load(amount.amount_minor)
+        now = self._now()
+        top_up = TopUp(
+            new_id("tup"),
+            request_id,
+            card.card_id,
+            card.masked,
+            card.programme.programme_id,
+            card.currency,
+            amount.amount_minor,
+            holder_minor,
+            funder_minor,
+            TopUpStatus.pending,
+            now,
+            now + self._valid,
+        )
+        try:
+            with writing(self._engine) as conn:
+                conn.execute(insert(top_ups), _row_of(top_up))
+        except IntegrityError:  # the request id: another start with it landed first
+            known = self.by_request(request_id)
+            if known is None:
+                raise
+            return same_request(known, card.card_id, amount)
+        return top_up
+
+    # Confirming
+
+    def confirm(self, top_up_id: str, psp_reference: str, amount_paid: Money) -> TopUp:
+        """The top-up once the holder's payment is judged: loaded or refund_due. LookupError for an
+        unknown top-up; AdminConflictError for a reference that confirmed another top-up;
+        AdminStateError for a top-up another payment confirmed; TopUpNotLoadedYetError."""
+        top_up = self._claim(top_up_id, psp_reference, amount_paid)
+        if top_up.status is not TopUpStatus.confirming:
+            return top_up  # judged already: the first answer
+        assert top_up.confirmed_at is not None
+        # Judged at the first confirmation's time, so a confirmation sent again judges the same.
+        problem = confirm_problem(top_up, amount_paid, top_up.confirmed_at)
+        if problem is not None:
+            return self._finish(top_up, TopUpStatus.refund_due, problem)
+        outcome = self._load(top_up)
+        if outcome.code.approves:
+            return self._finish(top_up, TopUpStatus.loaded, outcome.message)
+        return self._finish(top_up, TopUpStatus.refund_due, f"card not loaded: {outcome.message}")
+
+    def _claim(self, top_up_id: str, psp_reference: str, amount_paid: Money) -> TopUp:
+        row = top_ups.c
+        try:
+            with writing(self._engine) as conn:
+                conn.execute(
+                    update(top_ups)
+                    .where(
+                        row.top_up_id == top_up_id,
+                        row.status == TopUpStatus.pending.value,
+                        row.psp_reference.is_(None),
+                    )
+                    .values(
+                        status=TopUpStatus.confirming.value,
+                        psp_reference=psp_reference,
+                        amount_paid_minor=amount_paid.amount_minor,
+                        confirmed_at=self._now(),
+                    )
+                )
+        except IntegrityError:  # the reference is unique: it confirmed another top-up
+            raise AdminConflictError(
+                f"psp_reference {psp_reference!r} confirmed another top-up already; "
+                "this confirmation loads nothing"
+            ) from None
+        top_up = self.get(top_up_id)
+        if top_up is None:
+            raise LookupError(
+                f"top_up_id {top_up_id!r}: no such top-up; the payment loads nothing: refund it"
+            )
+        if top_up.psp_reference != psp_reference:
+            raise AdminStateError(
+                f"top-up {top_up_id} was confirmed with another psp_reference; this payment loads "
+                "nothing: refund it"
+            )
+        if top_up.amount_paid_minor != amount_paid.amount_minor:
+            paid = top_up.money(top_up.amount_paid_minor).format()
+            raise AdminStateError(
+                f"psp_reference {psp_reference!r} confirmed top-up {top_up_id} already, "
+                f"with amount_paid {paid}"
+            )
+        return top_up
+
+    def _load(self, top_up: TopUp) -> Outcome:
+        core = self._core
+        terminal_id = core.online_top_up_terminal(top_up.programme_id)
+        load = Load(top_up.top_up_id, top_up.card_id, top_up.money(top_up.amount_minor))
+        try:
+            core.web_days.close_if_due(terminal_id)  # so the load counts in today's period
+            outcome = core.submit(terminal_id, load)
+        except WebDayCloseError as error:
+            raise TopUpNotLoadedYetError(str(error)) from None
+        except ReplyTimeoutError:
+            raise TopUpNotLoadedYetError("the load's outcome is not known yet") from None
+        if not outcome.persisted:  # a system decline that stored nothing: the same load may be sent again
+            raise TopUpNotLoadedYetError(f"the load was not made: {outcome.message}")
+        return outcome
+
+    def _finish(self, top_up: TopUp, status: TopUpStatus, reason: str) -> TopUp:
+        row = top_ups.c
+        with writing(self._engine) as conn:
+            conn.execute(
+                update(top_ups)
+                .where(row.top_up_id == top_up.top_up_id, row.status == TopUpStatus.confirming.value)
+                .values(status=status.value, reason=reason[:REASON_MAX])
+            )
+        finished = self.get(top_up.top_up_id)
+        assert finished is not None and finished.status is not TopUpStatus.confirming, finished
+        return finished
+
+    # Listing
+
+    def listed(self, status: TopUpStatus | None) -> list[TopUp]:
+        """The newest first, at most top_ups_listed_max; `expired` are pending ones past expiry."""
+        row, now = top_ups.c, self._now()
+        query = select(top_ups).order_by(row.created_at.desc(), row.top_up_id).limit(self._listed_max)
+        if status is TopUpStatus.expired:
+            query = query.where(row.status == TopUpStatus.pending.value, row.expires_at < now)
+        elif status is TopUpStatus.pending:
+            query = query.where(row.status == TopUpStatus.pending.value, row.expires_at >= now)
+        elif status is not None:
+            query = query.where(row.status == status.value)
+        with self._engine.connect() as conn:
+            return [_top_up_of(found) for found in conn.execute(query).mappings()]
+
+    def _one(self, condition: Any) -> TopUp | None:
+        with self._engine.connect() as conn:
+            found = conn.execute(select(top_ups).where(condition)).mappings().first()
+        return None if found is None else _top_up_of(found)
+
+
+def same_request(known: TopUp, card_id: str, amount: Money) -> TopUp:
+    """The top-up a request id started, if this request asks the same; else AdminConflictError."""
+    if (known.card_id, known.amount_minor, known.currency) != (card_id, amount.amount_minor, amount.currency):
+        raise AdminConflictError(f"request_id {known.request_id!r} started another top-up already")
+    return known
+
+
+def _row_of(top_up: TopUp) -> dict[str, object]:
+    row = dataclasses.asdict(top_up)
+    row["status"] = top_up.status.value
+    row["psp_reference"] = top_up.psp_reference or None
+    return row
+
+
+def _top_up_of(row: Any) -> TopUp:
+    confirmed_at = row["confirmed_at"]
+    return TopUp(
+        top_up_id=row["top_up_id"],
+        request_id=row["request_id"],
+        card_id=row["card_id"],
+        card_masked=row["card_masked"],
+        programme_id=row["programme_id"],
+        currency=row["currency"],
+        amount_minor=row["amount_minor"],
+        holder_part_minor=row["holder_part_minor"],
+        funder_part_minor=row["funder_part_minor"],
+        status=TopUpStatus(row["status"]),
+        created_at=as_utc(row["created_at"]),
+        expires_at=as_utc(row["expires_at"]),
+        confirmed_at=None if confirmed_at is None else as_utc(confirmed_at),
+        psp_reference=row["psp_reference"] or "",
+        amount_paid_minor=row["amount_paid_minor"],
+        reason=row["reason"],
+    )

@@ -1,0 +1,460 @@
+"""Online top-ups of a benefit card: the holder starts one (Cardholder.StartTopUp), pays their part at
+the PSP, and the PSP's confirmation (Backoffice.ConfirmTopUp) loads the card as a terminal's Load.
+
+Real gRPC server on loopback, on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import select, update
+
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import cardholder_pb2 as ch
+from protocols.wire import cardholder_pb2_grpc as ch_grpc
+from protocols.wire import terminal_pb2 as pb
+from switch import cli
+from switch.admin import ONLINE_TOP_UP
+from switch.domain import ledger
+from switch.domain.cards import luhn_check_digit
+from switch.store.schema import journal_entries, postings, top_ups, transactions
+from tests.integration.harness import (
+    ADMIN_TOKEN,
+    MERCHANT_EMAIL,
+    MERCHANT_PASSWORD,
+    World,
+    new_txn,
+    world_fixture,
+)
+from tests.integration.test_portal import refusal
+
+PSP_TOKEN = "test-psp-token"
+STARTS_PER_MINUTE_MAX = 1_000  # the limit has a test of its own, with its own world
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(
+        request,
+        tmp_path,
+        terminals=1,
+        cardholder_lookups_per_minute_max=STARTS_PER_MINUTE_MAX,
+        psp_token=PSP_TOKEN,
+    )
+
+
+def holder(world: World) -> ch_grpc.CardholderStub:
+    return ch_grpc.CardholderStub(world.channel)
+
+
+def euros(amount_minor: int, currency: str = "EUR") -> pb.Amount:
+    return pb.Amount(amount_minor=amount_minor, currency=currency)
+
+
+def start(world: World, card: str, amount_minor: int, request_id: str = "") -> ch.TopUp:
+    request = ch.StartTopUpRequest(
+        card=pb.CardRef(card_number=card), amount=euros(amount_minor), request_id=request_id or new_txn()
+    )
+    answer: ch.TopUp = holder(world).StartTopUp(request, timeout=20)
+    return answer
+
+
+def confirm(
+    world: World, top_up_id: str, psp_reference: str, paid_minor: int, token: str = ADMIN_TOKEN
+) -> bo.TopUpRecord:
+    request = bo.ConfirmTopUpRequest(
+        top_up_id=top_up_id, psp_reference=psp_reference, amount_paid=euros(paid_minor)
+    )
+    metadata = (("authorization", f"Bearer {token}"),)
+    answer: bo.TopUpRecord = world.backoffice.ConfirmTopUp(request, metadata=metadata, timeout=30)
+    return answer
+
+
+def listed(world: World, status: str = "") -> list[bo.TopUpRecord]:
+    request = bo.ListTopUpsRequest(status=status)
+    return list(world.backoffice.ListTopUps(request, metadata=world.admin_metadata, timeout=20).top_ups)
+
+
+def balance(world: World, card: str) -> int:
+    return world.terminals[0].balance(card)
+
+
+def top_up_rows(world: World) -> int:
+    with world.server.core.store.engine.connect() as conn:
+        return len(conn.execute(select(top_ups.c.top_up_id)).all())
+
+
+def block(world: World, card: str) -> None:
+    world.backoffice.BlockCard(
+        bo.BlockCardRequest(card=pb.CardRef(card_number=card), reason="stolen"),
+        metadata=world.admin_metadata,
+        timeout=20,
+    )
+
+
+def test_a_paid_top_up_loads_the_card_once_holder_and_city_sharing_it(world: World) -> None:
+    card = world.issue(0, world.benefit_programme)
+    online_before = world.server.core.terminals_online()
+    started = start(world, card, 1_000, "r-1")
+    assert (started.status, started.card_masked[-4:]) == ("pending", card[-4:])
+    assert card not in str(started)
+    # "Voor elke 5 euro op jouw kaart, moet je zelf maar 1,80 euro betalen": 10.00 costs 3.60.
+    assert (started.holder_pays.amount_minor, started.funder_pays.amount_minor) == (360, 640)
+    assert started.amount == euros(1_000)
+    assert balance(world, card) == 0  # nothing moves before the holder paid
+    loaded = confirm(world, started.top_up_id, "psp-1", 360)
+    assert (loaded.status, loaded.psp_reference, loaded.amount_paid) == ("loaded", "psp-1", euros(360))
+    assert balance(world, card) == 1_000
+    status = holder(world).GetTopUp(ch.TopUpRequest(top_up_id=started.top_up_id), timeout=20)
+    assert status.status == "loaded"
+    # The PSP sends it again: the first answer, nothing loaded twice.
+    assert confirm(world, started.top_up_id, "psp-1", 360) == loaded
+    assert balance(world, card) == 1_000
+    # Another payment for the same top-up loads nothing and says so.
+    code, details = refusal(confirm, world, started.top_up_id, "psp-2", 360)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "another psp_reference" in details
+    assert balance(world, card) == 1_000
+    # The load is a terminal's: the card credited, the holder's part from the float, the city's
+    # part from the funder, in one entry that balances.
+    terminal_id = world.server.core.online_top_up_terminal(world.benefit_programme)
+    with world.server.core.store.engine.connect() as conn:
+        entry = conn.execute(
+            select(postings.c.account_id, postings.c.amount_minor)
+            .join(journal_entries, journal_entries.c.entry_id == postings.c.entry_id)
+            .where(journal_entries.c.idempotency_key == f"txn:{terminal_id}:{started.top_up_id}")
+        ).all()
+        row = conn.execute(
+            select(transactions).where(transactions.c.transaction_id == started.top_up_id)
+        ).one()
+    programme = world.benefit_programme
+    assert dict(entry) == {
+        ledger.card_account(world.server.core.cards.card_id(card) or ""): 1_000,
+        ledger.programme_float_account(programme): -360,
+        ledger.funder_account(programme): -640,
+    }
+    assert (row.source, row.transaction_type, row.cardholder_part_minor, row.funder_part_minor) == (
+        terminal_id,
+        "load",
+        360,
+        640,
+    )
+    assert world.ledger().unbalanced_entries == 0
+    assert world.server.core.terminals_online() == online_before  # no device is online there
+
+
+def test_a_start_sent_again_is_the_same_top_up_and_another_with_its_id_is_refused(world: World) -> None:
+    card = world.issue(0, world.benefit_programme)
+    first = start(world, card, 500, "same")
+    assert start(world, card, 500, "same").top_up_id == first.top_up_id
+    code, details = refusal(start, world, card, 1_000, "same")
+    assert (
+        code == grpc.StatusCode.ALREADY_EXISTS
+        and details == "request_id 'same' started another top-up already"
+    )
+    assert top_up_rows(world) == 1
+
+
+FIVE_EUROS = pb.Amount(amount_minor=500, currency="EUR")
+HOLDERS_PART_OF_FIVE = pb.Amount(amount_minor=180, currency="EUR")
+
+
+def ask(
+    card: str | None, amount: pb.Amount | None = FIVE_EUROS, request_id: str = "x"
+) -> ch.StartTopUpRequest:
+    request = ch.StartTopUpRequest(request_id=request_id)
+    if card is not None:
+        request.card.CopyFrom(pb.CardRef(card_number=card))
+    if amount is not None:
+        request.amount.CopyFrom(amount)
+    return request
+
+
+def told(
+    top_up_id: str, psp_reference: str = "p", paid: pb.Amount | None = HOLDERS_PART_OF_FIVE
+) -> bo.ConfirmTopUpRequest:
+    request = bo.ConfirmTopUpRequest(top_up_id=top_up_id, psp_reference=psp_reference)
+    if paid is not None:
+        request.amount_paid.CopyFrom(paid)
+    return request
+
+
+UNKNOWN_ID = "tup_0000aaaa0000aaaa"
+REFERENCE_USED = "psp_reference 'p-used' confirmed another top-up already"
+
+
+def test_a_wrong_start_is_refused_naming_what_is_wrong_and_stores_nothing(world: World) -> None:
+    taxi = world.issue(0, world.benefit_programme)
+    full = world.issue(99_000, world.benefit_programme)
+    gift = world.issue(1_000)
+    blocked = world.issue(0, world.benefit_programme)
+    block(world, blocked)
+    other = taxi[:-2] + str((int(taxi[-2]) + 1) % 10)
+    unknown = other + luhn_check_digit(other)
+    invalid, precondition = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION
+    cases: list[tuple[str, ch.StartTopUpRequest, grpc.StatusCode, str]] = [
+        ("no card", ask(None), invalid, "card is missing"),
+        ("no amount", ask(taxi, None), invalid, "amount is missing"),
+        ("no request id", ask(taxi, request_id=""), invalid, "request_id is missing"),
+        ("long request id", ask(taxi, request_id="r" * 65), invalid, "request_id is longer than 64"),
+        ("zero", ask(taxi, euros(0)), invalid, "amount must be positive"),
+        ("negative", ask(taxi, euros(-500)), invalid, "amount must be positive"),
+        ("huge", ask(taxi, euros(10**12)), invalid, "amount above 99999999 minor units"),
+        ("not a step", ask(taxi, euros(1_234)), invalid, "amount: loads are in steps of 5.00 EUR"),
+        ("other currency", ask(taxi, euros(500, "USD")), invalid, "card is in EUR, request in USD"),
+        ("bad currency", ask(taxi, euros(500, "eur")), invalid, "amount.currency must be a 3-letter"),
+        ("malformed card", ask("12ab"), invalid, "card."),
+        ("unknown card", ask(unknown), grpc.StatusCode.NOT_FOUND, f"card {unknown[:6]}"),
+        ("gift card", ask(gift), precondition, "card 6001"),
+        ("blocked", ask(blocked), precondition, "card 6001"),
+        ("over the maximum", ask(full, euros(1_500)), precondition, "card 6001"),
+    ]
+    named = {
+        "gift card": "is a gift card: only benefit cards are topped up online",
+        "blocked": ": card is blocked",
+        "over the maximum": "holds 990.00 EUR and may hold at most 1000.00 EUR",
+    }
+    for name, request, expected_code, begins in cases:
+        code, details = refusal(holder(world).StartTopUp, request, timeout=20)
+        assert (code, details.startswith(begins)) == (expected_code, True), (name, details)
+        assert named.get(name, "") in details, (name, details)
+        for number in (taxi, full, gift, blocked, unknown):
+            assert number not in details, name
+    assert top_up_rows(world) == 0
+    assert (balance(world, taxi), balance(world, full)) == (0, 99_000)
+
+
+def test_a_payment_that_cannot_load_leaves_the_top_up_refund_due_and_the_card_as_it_was(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong_amount, expired, blocked = (world.issue(0, world.benefit_programme) for _ in range(3))
+    short = start(world, wrong_amount, 1_000)
+    late = start(world, expired, 500)
+    taken = start(world, blocked, 1_500)
+    with world.server.core.store.engine.begin() as conn:  # its 30 minutes passed
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        conn.execute(update(top_ups).where(top_ups.c.top_up_id == late.top_up_id).values(expires_at=past))
+    shown = holder(world).GetTopUp(ch.TopUpRequest(top_up_id=late.top_up_id), timeout=20)
+    assert shown.status == "expired"
+    block(world, blocked)  # blocked by phone after the holder started, before the PSP confirmed
+    answers = {
+        "wrong amount": confirm(world, short.top_up_id, "p-short", 350),
+        "expired": confirm(world, late.top_up_id, "p-late", 180),
+        "blocked": confirm(world, taken.top_up_id, "p-blocked", 540),
+    }
+    assert {name: answer.status for name, answer in answers.items()} == dict.fromkeys(answers, "refund_due")
+    assert answers["wrong amount"].reason == "amount paid 3.50 EUR is not the holder's part 3.60 EUR"
+    assert answers["expired"].reason.startswith("the top-up expired at ")
+    assert (
+        answers["blocked"].reason.startswith("card not loaded: ") and "blocked" in answers["blocked"].reason
+    )
+    for card in (wrong_amount, expired, blocked):
+        assert balance(world, card) == 0
+    assert {record.top_up_id for record in listed(world, "refund_due")} == {
+        short.top_up_id,
+        late.top_up_id,
+        taken.top_up_id,
+    }
+    assert listed(world, "loaded") == [] and world.ledger().unbalanced_entries == 0
+    # The operator's list on the command line, with the reasons.
+    (tmp_path / "admin.token").write_text(ADMIN_TOKEN)
+    common = ["admin", "--data-dir", str(tmp_path), "--target", world.server.address]
+    assert cli.main([*common, "list-top-ups", "status=refund_due"]) == 0
+    shown_list = json.loads(capsys.readouterr().out)["top_ups"]
+    assert {each["reason"] for each in shown_list} == {answer.reason for answer in answers.values()}
+    assert cli.main([*common, "list-top-ups", "status=late"]) == 1
+    assert (
+        "status 'late' is not one of pending, confirming, loaded, refund_due, expired"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_wrong_confirmation_is_refused_naming_what_and_loads_nothing(world: World) -> None:
+    card = world.issue(0, world.benefit_programme)
+    started = start(world, card, 500)
+    other = start(world, card, 500)
+    assert confirm(world, other.top_up_id, "p-used", 180).status == "loaded"
+    mine = started.top_up_id
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    cases: list[tuple[str, bo.ConfirmTopUpRequest, grpc.StatusCode, str]] = [
+        ("unknown", told(UNKNOWN_ID), grpc.StatusCode.NOT_FOUND, f"top_up_id {UNKNOWN_ID!r}: no such top-up"),
+        ("no id", told(""), invalid, "top_up_id is missing"),
+        ("bad id", told("tup\n1"), invalid, "top_up_id has characters other than printable ASCII"),
+        ("long id", told("t" * 41), invalid, "top_up_id is longer than 40 characters"),
+        ("no reference", told(mine, ""), invalid, "psp_reference is missing"),
+        ("long reference", told(mine, "p" * 65), invalid, "psp_reference is longer than 64 characters"),
+        ("no amount", told(mine, paid=None), invalid, "amount_paid is missing"),
+        ("reference used", told(mine, "p-used"), grpc.StatusCode.ALREADY_EXISTS, REFERENCE_USED),
+    ]
+    for name, request, expected_code, begins in cases:
+        call = world.backoffice.ConfirmTopUp
+        code, details = refusal(call, request, metadata=world.admin_metadata, timeout=20)
+        assert (code, details.startswith(begins)) == (expected_code, True), (name, details)
+    assert balance(world, card) == 500
+    assert [record.status for record in listed(world, "pending")] == ["pending"]
+
+
+def test_only_the_admin_or_the_psp_confirms_and_the_psp_does_nothing_else(world: World) -> None:
+    card = world.issue(0, world.benefit_programme)
+    started = start(world, card, 500)
+    for token in ("", "wrong", "test-psp"):
+        code, _ = refusal(confirm, world, started.top_up_id, "p-1", 180, token)
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+    code, _ = refusal(
+        world.backoffice.ListTopUps,
+        bo.ListTopUpsRequest(),
+        metadata=(("authorization", f"Bearer {PSP_TOKEN}"),),
+        timeout=20,
+    )
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert balance(world, card) == 0
+    assert confirm(world, started.top_up_id, "p-1", 180, PSP_TOKEN).status == "loaded"
+    assert balance(world, card) == 500
+
+
+def test_two_confirmations_at_once_load_once(world: World) -> None:
+    rounds = 4
+    cards = [world.issue(0, world.benefit_programme) for _ in range(rounds)]
+    started = [start(world, card, 2_000) for card in cards]
+    answers: list[bo.TopUpRecord | grpc.RpcError] = []
+    lock = threading.Lock()
+
+    def confirming(top_up_id: str, reference: str) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                answer: bo.TopUpRecord | grpc.RpcError = confirm(world, top_up_id, reference, 720)
+            except grpc.RpcError as error:
+                answer = error
+            with lock:
+                answers.append(answer)
+
+        return run
+
+    threads = []
+    for index, top_up in enumerate(started):
+        # Even rounds: the PSP's retry with the same reference; odd rounds: two payments.
+        references = [f"p-{index}"] * 2 if index % 2 == 0 else [f"p-{index}-a", f"p-{index}-b"]
+        threads += [threading.Thread(target=confirming(top_up.top_up_id, ref)) for ref in references]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [balance(world, card) for card in cards] == [2_000] * rounds
+    loaded = [answer for answer in answers if isinstance(answer, bo.TopUpRecord)]
+    refused = [answer for answer in answers if isinstance(answer, grpc.RpcError)]
+    assert all(answer.status == "loaded" for answer in loaded)
+    assert len(loaded) == rounds + rounds // 2 and len(refused) == rounds // 2
+    assert all(error.code() == grpc.StatusCode.FAILED_PRECONDITION for error in refused)
+    with world.server.core.store.engine.connect() as conn:
+        loads = conn.execute(
+            select(transactions.c.transaction_id).where(transactions.c.transaction_type == "load")
+        )
+        assert sorted(row[0] for row in loads if row[0].startswith("tup_")) == sorted(
+            t.top_up_id for t in started
+        )
+    assert world.ledger().unbalanced_entries == 0
+
+
+def test_a_confirmation_racing_a_block_never_loads_a_blocked_card(world: World) -> None:
+    rounds = 6
+    cards = [world.issue(0, world.benefit_programme) for _ in range(rounds)]
+    started = [start(world, card, 500) for card in cards]
+    answers: dict[str, str] = {}
+
+    def confirming(index: int) -> None:
+        answers[cards[index]] = confirm(world, started[index].top_up_id, f"race-{index}", 180).status
+
+    threads = [threading.Thread(target=confirming, args=(index,)) for index in range(rounds)]
+    threads += [threading.Thread(target=block, args=(world, card)) for card in cards]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for card in cards:
+        # Loaded before the block landed, or refused by it: never both, never neither.
+        assert (answers[card], balance_of(world, card)) in (("loaded", 500), ("refund_due", 0)), card
+    assert world.ledger().unbalanced_entries == 0
+
+
+def balance_of(world: World, card: str) -> int:
+    """A blocked card's balance (a terminal's Balance declines it)."""
+    card_id = world.server.core.cards.card_id(card)
+    assert card_id is not None
+    return world.server.core.balance(card_id).balance_minor
+
+
+def test_the_card_number_is_kept_nowhere_in_clear(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    card = world.issue(0, world.benefit_programme)
+    started = start(world, card, 500)
+    confirm(world, started.top_up_id, "p-clear", 180)
+    with world.server.core.store.engine.connect() as conn:
+        stored = [str(row) for row in conn.execute(select(top_ups)).all()]
+    assert stored and not any(card in row for row in stored)
+    assert card not in caplog.text
+
+
+@pytest.fixture(params=["sqlite"])
+def limited_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=1, cardholder_lookups_per_minute_max=4)
+
+
+def test_top_ups_count_with_balance_lookups_per_address(limited_world: World) -> None:
+    world = limited_world
+    card = world.issue(0, world.benefit_programme)
+    stub = holder(world)
+    stub.GetBalance(ch.CardholderBalanceRequest(card=pb.CardRef(card_number=card)), timeout=20)
+    started = start(world, card, 500, "r")
+    assert start(world, card, 500, "r").top_up_id == started.top_up_id
+    stub.GetTopUp(ch.TopUpRequest(top_up_id=started.top_up_id), timeout=20)
+    code, details = refusal(start, world, card, 500, "r")
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details.startswith("too many top-up requests from your address; try again in ")
+    code, _ = refusal(
+        stub.GetBalance, ch.CardholderBalanceRequest(card=pb.CardRef(card_number=card)), timeout=20
+    )
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert top_up_rows(world) == 1
+
+
+def test_the_online_top_up_terminal_is_the_switchs_own_and_its_day_closes(world: World) -> None:
+    card = world.issue(0, world.benefit_programme)
+    assert confirm(world, start(world, card, 500).top_up_id, "p-day", 180).status == "loaded"
+    core = world.server.core
+    terminal_id = core.online_top_up_terminal(world.benefit_programme)
+    listed_terminals = world.backoffice.ListTerminals(
+        bo.ListTerminalsRequest(), metadata=world.admin_metadata, timeout=20
+    ).terminals
+    (online,) = [t for t in listed_terminals if t.terminal_id == terminal_id]
+    assert (online.device_name, online.location) == (ONLINE_TOP_UP, world.benefit_programme)
+    code, details = refusal(
+        world.backoffice.DeactivateTerminal,
+        bo.TerminalRequest(terminal_id=terminal_id),
+        metadata=world.admin_metadata,
+        timeout=20,
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "online top-up" in details
+    activation = pb.ActivateRequest(
+        merchant_email=MERCHANT_EMAIL,
+        password=MERCHANT_PASSWORD,
+        device_name="Online Top-Up",
+        location="Shop",
+    )
+    code, details = refusal(world.terminals[0].stub.Activate, activation, timeout=20)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "online top-up" in details
+    # Its day closes as the web back office's does: a normal close, listed with the terminals'.
+    report = core.web_days.close_now(terminal_id)
+    assert report is not None and report.sequence_number == 1
+    closes = world.backoffice.ListDayCloses(
+        bo.TerminalRequest(terminal_id=terminal_id), metadata=world.admin_metadata, timeout=20
+    ).reports
+    assert [close.sequence_number for close in closes] == [1]
+    # Found again, not made twice.
+    assert core.online_top_up_terminal(world.benefit_programme) == terminal_id
