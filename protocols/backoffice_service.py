@@ -424,6 +424,17 @@ class BackofficeService(bo_grpc.BackofficeServicer):
 
         return self._run(context, action)
 
+    def MarkTopUpRefunded(
+        self, request: bo.MarkTopUpRefundedRequest, context: grpc.ServicerContext
+    ) -> bo.TopUpRecord:
+        return self._run(context, lambda: refunded_pb(self._core, request))
+
+
+def refunded_pb(core: SwitchCore, request: bo.MarkTopUpRefundedRequest) -> bo.TopUpRecord:
+    top_up_id = top_up_id_of(request.top_up_id)
+    reference = id_field("refund_reference", request.refund_reference, PSP_REFERENCE_LENGTH_MAX)
+    return top_up_record(core.top_ups.mark_refunded(top_up_id, reference), utc_now())
+
 
 def top_up_record(top_up: TopUp, now: dt.datetime) -> bo.TopUpRecord:
     def money(amount_minor: int) -> pb.Amount:
@@ -442,6 +453,7 @@ def top_up_record(top_up: TopUp, now: dt.datetime) -> bo.TopUpRecord:
         created_at=top_up.created_at.isoformat(),
         expires_at=top_up.expires_at.isoformat(),
         confirmed_at=top_up.confirmed_at.isoformat() if top_up.confirmed_at else "",
+        refund_reference=top_up.refund_reference,
     )
     if top_up.psp_reference:
         record.amount_paid.CopyFrom(money(top_up.amount_paid_minor))

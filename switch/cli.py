@@ -192,6 +192,7 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     # the PSP's word that the holder paid: top_up_id=... psp_reference=... amount_paid=360
     "confirm-top-up": ("ConfirmTopUp", bo.ConfirmTopUpRequest),
     "list-top-ups": ("ListTopUps", bo.ListTopUpsRequest),  # status=refund_due: holders to pay back
+    "mark-top-up-refunded": ("MarkTopUpRefunded", bo.MarkTopUpRefundedRequest),  # refund_reference=...
 }
 CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "replacement_card"}
 AMOUNT_FIELDS = ("initial_load", "amount_paid")  # <minor units>[:<currency>], EUR if none

@@ -172,6 +172,26 @@ class OnlineTopUps:
         assert finished is not None and finished.status is not TopUpStatus.confirming, finished
         return finished
 
+    def mark_refunded(self, top_up_id: str, refund_reference: str) -> TopUp:
+        """A refund_due top-up whose holder was paid back. The same reference again: the same
+        answer; LookupError for an unknown top-up, AdminStateError for any other state."""
+        row = top_ups.c
+        with writing(self._engine) as conn:
+            conn.execute(
+                update(top_ups)
+                .where(row.top_up_id == top_up_id, row.status == TopUpStatus.refund_due.value)
+                .values(status=TopUpStatus.refunded.value, refund_reference=refund_reference)
+            )
+        top_up = self.get(top_up_id)
+        if top_up is None:
+            raise LookupError(f"top_up_id {top_up_id!r}: no such top-up")
+        if top_up.status is TopUpStatus.refunded and top_up.refund_reference == refund_reference:
+            return top_up
+        if top_up.status is TopUpStatus.refunded:
+            raise AdminStateError(f"top-up {top_up_id} was refunded already, as {top_up.refund_reference!r}")
+        shown = top_up.shown_status(self._now()).value
+        raise AdminStateError(f"top-up {top_up_id} is {shown}, not refund_due: nothing to refund")
+
     # Listing
 
     def listed(self, status: TopUpStatus | None) -> list[TopUp]:
@@ -226,4 +246,5 @@ def _top_up_of(row: Any) -> TopUp:
         psp_reference=row["psp_reference"] or "",
         amount_paid_minor=row["amount_paid_minor"],
         reason=row["reason"],
+        refund_reference=row["refund_reference"],
     )

@@ -1734,7 +1734,7 @@ class ListTopUpsRequest(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     status: _builtins.str
-    """empty: any; pending, confirming, loaded, refund_due, expired"""
+    """empty: any; pending, confirming, loaded, refund_due, refunded, expired"""
     def __init__(
         self,
         *,
@@ -1747,6 +1747,29 @@ class ListTopUpsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTopUpsRequest: _TypeAlias = ListTopUpsRequest  # noqa: Y015
+
+@_typing.final
+class MarkTopUpRefundedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_UP_ID_FIELD_NUMBER: _builtins.int
+    REFUND_REFERENCE_FIELD_NUMBER: _builtins.int
+    top_up_id: _builtins.str
+    refund_reference: _builtins.str
+    """the PSP's id of the refund; sent again, the same answer"""
+    def __init__(
+        self,
+        *,
+        top_up_id: _builtins.str = ...,
+        refund_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refund_reference", b"refund_reference", "top_up_id", b"top_up_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkTopUpRefundedRequest: _TypeAlias = MarkTopUpRefundedRequest  # noqa: Y015
 
 @_typing.final
 class TopUpRecord(_message.Message):
@@ -1765,6 +1788,7 @@ class TopUpRecord(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     CONFIRMED_AT_FIELD_NUMBER: _builtins.int
+    REFUND_REFERENCE_FIELD_NUMBER: _builtins.int
     top_up_id: _builtins.str
     card_masked: _builtins.str
     programme_id: _builtins.str
@@ -1778,6 +1802,8 @@ class TopUpRecord(_message.Message):
     expires_at: _builtins.str
     confirmed_at: _builtins.str
     """empty until confirmed"""
+    refund_reference: _builtins.str
+    """once refunded"""
     @_builtins.property
     def amount(self) -> _terminal_pb2.Amount: ...
     @_builtins.property
@@ -1802,10 +1828,11 @@ class TopUpRecord(_message.Message):
         created_at: _builtins.str = ...,
         expires_at: _builtins.str = ...,
         confirmed_at: _builtins.str = ...,
+        refund_reference: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_paid", b"amount_paid", "funder_pays", b"funder_pays", "holder_pays", b"holder_pays"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_paid", b"amount_paid", "card_masked", b"card_masked", "confirmed_at", b"confirmed_at", "created_at", b"created_at", "expires_at", b"expires_at", "funder_pays", b"funder_pays", "holder_pays", b"holder_pays", "programme_id", b"programme_id", "psp_reference", b"psp_reference", "reason", b"reason", "status", b"status", "top_up_id", b"top_up_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_paid", b"amount_paid", "card_masked", b"card_masked", "confirmed_at", b"confirmed_at", "created_at", b"created_at", "expires_at", b"expires_at", "funder_pays", b"funder_pays", "holder_pays", b"holder_pays", "programme_id", b"programme_id", "psp_reference", b"psp_reference", "reason", b"reason", "refund_reference", b"refund_reference", "status", b"status", "top_up_id", b"top_up_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -184,6 +184,11 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.ListTopUpsRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.TopUpList.FromString,
                 _registered_method=True)
+        self.MarkTopUpRefunded = channel.unary_unary(
+                '/txswitch.v1.Backoffice/MarkTopUpRefunded',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.MarkTopUpRefundedRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.TopUpRecord.FromString,
+                _registered_method=True)
 
 
 class BackofficeServicer:
@@ -385,6 +390,13 @@ class BackofficeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MarkTopUpRefunded(self, request, context):
+        """A refund_due top-up whose holder was paid back (the refund is made at the PSP, not here).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackofficeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -537,6 +549,11 @@ def add_BackofficeServicer_to_server(servicer, server):
                     servicer.ListTopUps,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.ListTopUpsRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.TopUpList.SerializeToString,
+            ),
+            'MarkTopUpRefunded': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkTopUpRefunded,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.MarkTopUpRefundedRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.TopUpRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1349,6 +1366,33 @@ class Backoffice:
             '/txswitch.v1.Backoffice/ListTopUps',
             protocols_dot_wire_dot_backoffice__pb2.ListTopUpsRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.TopUpList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkTopUpRefunded(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/MarkTopUpRefunded',
+            protocols_dot_wire_dot_backoffice__pb2.MarkTopUpRefundedRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.TopUpRecord.FromString,
             options,
             channel_credentials,
             insecure,

@@ -82,6 +82,8 @@ class BackofficeStub:
     """
     ListTopUps: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListTopUpsRequest, _backoffice_pb2.TopUpList]
     """status=refund_due: payments to pay back"""
+    MarkTopUpRefunded: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.MarkTopUpRefundedRequest, _backoffice_pb2.TopUpRecord]
+    """A refund_due top-up whose holder was paid back (the refund is made at the PSP, not here)."""
 
 @_typing.type_check_only
 class BackofficeAsyncStub(BackofficeStub):
@@ -135,6 +137,8 @@ class BackofficeAsyncStub(BackofficeStub):
     """
     ListTopUps: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListTopUpsRequest, _backoffice_pb2.TopUpList]  # type: ignore[assignment]
     """status=refund_due: payments to pay back"""
+    MarkTopUpRefunded: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.MarkTopUpRefundedRequest, _backoffice_pb2.TopUpRecord]  # type: ignore[assignment]
+    """A refund_due top-up whose holder was paid back (the refund is made at the PSP, not here)."""
 
 class BackofficeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -365,5 +369,13 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.TopUpList, _abc.Awaitable[_backoffice_pb2.TopUpList]]:
         """status=refund_due: payments to pay back"""
+
+    @_abc_1.abstractmethod
+    def MarkTopUpRefunded(
+        self,
+        request: _backoffice_pb2.MarkTopUpRefundedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.TopUpRecord, _abc.Awaitable[_backoffice_pb2.TopUpRecord]]:
+        """A refund_due top-up whose holder was paid back (the refund is made at the PSP, not here)."""
 
 def add_BackofficeServicer_to_server(servicer: BackofficeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

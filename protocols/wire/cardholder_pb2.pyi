@@ -160,7 +160,8 @@ class TopUp(_message.Message):
     card_masked: _builtins.str
     status: _builtins.str
     """pending (waits for the payment), confirming (paid; the load is under way), loaded,
-    refund_due (paid, not loaded: the holder is paid back), expired (never paid, nothing moved)
+    refund_due (paid, not loaded: the holder is to be paid back), refunded (paid back), expired
+    (never paid, nothing moved)
     """
     expires_at: _builtins.str
     """ISO 8601, UTC: a payment confirmed later loads nothing"""

@@ -20,6 +20,7 @@ class TopUpStatus(enum.Enum):
     confirming = "confirming"  # a confirmation took it; the load is under way
     loaded = "loaded"  # the holder paid and the card was loaded
     refund_due = "refund_due"  # the holder paid but the card was not loaded: pay the holder back
+    refunded = "refunded"  # the operator paid the holder back (its refund_reference)
     expired = "expired"  # shown only: pending past its expiry, never confirmed (nothing was paid)
 
 
@@ -41,6 +42,7 @@ class TopUp:
     psp_reference: str = ""
     amount_paid_minor: int = 0
     reason: str = ""  # why it is refund_due, or the load's answer
+    refund_reference: str = ""  # the operator's (or the PSP's) id of the refund, once refunded
 
     def __post_init__(self) -> None:
         assert self.holder_part_minor + self.funder_part_minor == self.amount_minor, self

@@ -378,6 +378,7 @@ class TopUpRow(Base):
     psp_reference: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     amount_paid_minor: Mapped[int] = mapped_column(MONEY, default=0)
     reason: Mapped[str] = mapped_column(String(250), default="")
+    refund_reference: Mapped[str] = mapped_column(String(64), default="")
 
 
 programmes = cast(Table, ProgrammeRow.__table__)

@@ -270,10 +270,27 @@ def test_a_payment_that_cannot_load_leaves_the_top_up_refund_due_and_the_card_as
     shown_list = json.loads(capsys.readouterr().out)["top_ups"]
     assert {each["reason"] for each in shown_list} == {answer.reason for answer in answers.values()}
     assert cli.main([*common, "list-top-ups", "status=late"]) == 1
-    assert (
-        "status 'late' is not one of pending, confirming, loaded, refund_due, expired"
-        in capsys.readouterr().err
-    )
+    named = "status 'late' is not one of pending, confirming, loaded, refund_due, refunded, expired"
+    assert named in capsys.readouterr().err
+    # Paid back at the PSP, the operator marks it so; sent again, the same answer.
+    refunded = [*common, "mark-top-up-refunded", f"top_up_id={short.top_up_id}"]
+    assert cli.main([*refunded, "refund_reference=rf-1"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "refunded"
+    assert cli.main([*refunded, "refund_reference=rf-1"]) == 0
+    assert json.loads(capsys.readouterr().out)["refund_reference"] == "rf-1"
+    assert cli.main([*refunded, "refund_reference=rf-2"]) == 1
+    assert f"top-up {short.top_up_id} was refunded already, as 'rf-1'" in capsys.readouterr().err
+    assert [record.top_up_id for record in listed(world, "refunded")] == [short.top_up_id]
+    # The PSP's confirmation on the command line too: amounts in cents, EUR unless named.
+    card = world.issue(0, world.benefit_programme)
+    paid = start(world, card, 500)
+    confirmed = [*common, "confirm-top-up", f"top_up_id={paid.top_up_id}", "psp_reference=p-cli"]
+    assert cli.main([*confirmed, "amount_paid=180"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "loaded"
+    assert balance(world, card) == 500
+    loaded_one = [*common, "mark-top-up-refunded", f"top_up_id={paid.top_up_id}", "refund_reference=rf-3"]
+    assert cli.main(loaded_one) == 1
+    assert f"top-up {paid.top_up_id} is loaded, not refund_due: nothing to refund" in capsys.readouterr().err
 
 
 def test_a_wrong_confirmation_is_refused_naming_what_and_loads_nothing(world: World) -> None:
@@ -458,3 +475,23 @@ def test_the_online_top_up_terminal_is_the_switchs_own_and_its_day_closes(world:
     assert [close.sequence_number for close in closes] == [1]
     # Found again, not made twice.
     assert core.online_top_up_terminal(world.benefit_programme) == terminal_id
+
+
+def test_a_confirmation_cut_short_is_finished_by_the_psps_next_one(world: World) -> None:
+    """The switch stopped after taking the top-up, before the load's answer: it stays confirming,
+    and the PSP's confirmation sent again loads the card once."""
+    card = world.issue(0, world.benefit_programme)
+    started = start(world, card, 1_000)
+    taken = {"status": "confirming", "psp_reference": "p-cut", "amount_paid_minor": 360}
+    with world.server.core.store.engine.begin() as conn:
+        conn.execute(
+            update(top_ups)
+            .where(top_ups.c.top_up_id == started.top_up_id)
+            .values(**taken, confirmed_at=dt.datetime.now(dt.UTC))
+        )
+    assert [record.status for record in listed(world, "confirming")] == ["confirming"]
+    code, _ = refusal(confirm, world, started.top_up_id, "p-other", 360)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION  # it is the first payment's
+    assert confirm(world, started.top_up_id, "p-cut", 360).status == "loaded"
+    assert confirm(world, started.top_up_id, "p-cut", 360).status == "loaded"
+    assert balance(world, card) == 1_000 and world.ledger().unbalanced_entries == 0
