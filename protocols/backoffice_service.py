@@ -402,6 +402,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             top_up_id = top_up_id_of(request.top_up_id)
             psp_reference = id_field("psp_reference", request.psp_reference, PSP_REFERENCE_LENGTH_MAX)
             amount_paid = convert.amount(request.amount_paid, request.HasField("amount_paid"), "amount_paid")
+            if amount_paid.amount_minor <= 0:  # no payment to load from, nor to refund
+                raise BadRequestError("amount_paid must be positive")
             try:
                 top_up = self._core.top_ups.confirm(top_up_id, psp_reference, amount_paid)
             except TopUpNotLoadedYetError as error:

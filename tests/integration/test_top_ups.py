@@ -308,6 +308,8 @@ def test_a_wrong_confirmation_is_refused_naming_what_and_loads_nothing(world: Wo
         ("no reference", told(mine, ""), invalid, "psp_reference is missing"),
         ("long reference", told(mine, "p" * 65), invalid, "psp_reference is longer than 64 characters"),
         ("no amount", told(mine, paid=None), invalid, "amount_paid is missing"),
+        ("nothing paid", told(mine, paid=euros(0)), invalid, "amount_paid must be positive"),
+        ("less than nothing", told(mine, paid=euros(-180)), invalid, "amount_paid must be positive"),
         ("reference used", told(mine, "p-used"), grpc.StatusCode.ALREADY_EXISTS, REFERENCE_USED),
     ]
     for name, request, expected_code, begins in cases:
