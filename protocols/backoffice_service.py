@@ -458,7 +458,8 @@ def top_up_record(top_up: TopUp, now: dt.datetime) -> bo.TopUpRecord:
         refund_reference=top_up.refund_reference,
     )
     if top_up.psp_reference:
-        record.amount_paid.CopyFrom(money(top_up.amount_paid_minor))
+        paid = top_up.amount_paid
+        record.amount_paid.CopyFrom(pb.Amount(amount_minor=paid.amount_minor, currency=paid.currency))
     return record
 
 

@@ -119,6 +119,7 @@ class OnlineTopUps:
                         status=TopUpStatus.confirming.value,
                         psp_reference=psp_reference,
                         amount_paid_minor=amount_paid.amount_minor,
+                        amount_paid_currency=amount_paid.currency,
                         confirmed_at=self._now(),
                     )
                 )
@@ -137,8 +138,8 @@ class OnlineTopUps:
                 f"top-up {top_up_id} was confirmed with another psp_reference; this payment loads "
                 "nothing: refund it"
             )
-        if top_up.amount_paid_minor != amount_paid.amount_minor:
-            paid = top_up.money(top_up.amount_paid_minor).format()
+        if top_up.amount_paid != amount_paid:
+            paid = top_up.amount_paid.format()
             raise AdminStateError(
                 f"psp_reference {psp_reference!r} confirmed top-up {top_up_id} already, "
                 f"with amount_paid {paid}"
@@ -224,6 +225,7 @@ def _row_of(top_up: TopUp) -> dict[str, object]:
     row = dataclasses.asdict(top_up)
     row["status"] = top_up.status.value
     row["psp_reference"] = top_up.psp_reference or None
+    row["amount_paid_currency"] = top_up.amount_paid_currency or None
     return row
 
 
@@ -245,6 +247,7 @@ def _top_up_of(row: Any) -> TopUp:
         confirmed_at=None if confirmed_at is None else as_utc(confirmed_at),
         psp_reference=row["psp_reference"] or "",
         amount_paid_minor=row["amount_paid_minor"],
+        amount_paid_currency=row["amount_paid_currency"] or "",
         reason=row["reason"],
         refund_reference=row["refund_reference"],
     )

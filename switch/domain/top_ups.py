@@ -41,6 +41,7 @@ class TopUp:
     confirmed_at: dt.datetime | None = None
     psp_reference: str = ""
     amount_paid_minor: int = 0
+    amount_paid_currency: str = ""  # what the PSP said the holder paid in; "" until confirmed
     reason: str = ""  # why it is refund_due, or the load's answer
     refund_reference: str = ""  # the operator's (or the PSP's) id of the refund, once refunded
 
@@ -55,6 +56,10 @@ class TopUp:
 
     def money(self, amount_minor: int) -> Money:
         return Money(amount_minor, self.currency)
+
+    @property
+    def amount_paid(self) -> Money:
+        return Money(self.amount_paid_minor, self.amount_paid_currency or self.currency)
 
 
 @dataclass(frozen=True, slots=True)

@@ -377,6 +377,8 @@ class TopUpRow(Base):
     # The PSP's id of the holder's payment: one payment confirms one top-up (NULL until confirmed).
     psp_reference: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     amount_paid_minor: Mapped[int] = mapped_column(MONEY, default=0)
+    # The currency the holder paid in (NULL until confirmed): not always the top-up's.
+    amount_paid_currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
     reason: Mapped[str] = mapped_column(String(250), default="")
     refund_reference: Mapped[str] = mapped_column(String(64), default="")
 

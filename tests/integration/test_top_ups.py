@@ -497,3 +497,21 @@ def test_a_confirmation_cut_short_is_finished_by_the_psps_next_one(world: World)
     assert confirm(world, started.top_up_id, "p-cut", 360).status == "loaded"
     assert confirm(world, started.top_up_id, "p-cut", 360).status == "loaded"
     assert balance(world, card) == 1_000 and world.ledger().unbalanced_entries == 0
+
+
+def test_a_payment_in_another_currency_is_kept_in_it_and_refund_due(world: World) -> None:
+    card = world.issue(0, world.benefit_programme)
+    started = start(world, card, 1_000)
+    request = told(started.top_up_id, "p-usd", euros(360, "USD"))
+    answer = world.backoffice.ConfirmTopUp(request, metadata=world.admin_metadata, timeout=30)
+    assert answer.status == "refund_due"
+    assert answer.reason == "amount paid 3.60 USD is not the holder's part 3.60 EUR"
+    # What the holder paid is what is refunded: in the currency they paid in.
+    assert answer.amount_paid == euros(360, "USD")
+    (shown,) = listed(world, "refund_due")
+    assert shown.amount_paid == euros(360, "USD")
+    # The same reference told again in euros is not the same payment.
+    code, details = refusal(confirm, world, started.top_up_id, "p-usd", 360)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details.endswith("already, with amount_paid 3.60 USD"), details
+    assert balance(world, card) == 0
