@@ -264,6 +264,7 @@ class Admin:
                 f"merchant needs a name, an e-mail address and a password of {PASSWORD_LENGTH_MIN} or more "
                 "characters"
             )
+        _refuse_switch_email(email)
         merchant_id = new_id("mer")
         password_hash = credentials.hash_password(password)
         with writing(self._engine) as conn:
@@ -1013,6 +1014,7 @@ def _login_values(email: str, password: str) -> dict[str, object]:
     """The columns of a user's portal login that are given; AdminError naming what is wrong."""
     values: dict[str, object] = {}
     if email:
+        _refuse_switch_email(email)
         try:
             values["email"] = checked_email(email).lower()
         except BadEmailError as error:
@@ -1023,6 +1025,13 @@ def _login_values(email: str, password: str) -> dict[str, object]:
             raise AdminError(problem)
         values["password_hash"] = credentials.hash_password(password)
     return values
+
+
+def _refuse_switch_email(email: str) -> None:
+    """The online top-up merchant's address is the switch's: a login made with it before the first
+    top-up would be taken for that merchant (_online_top_up_merchant), its password known."""
+    if email.strip().lower() == ONLINE_TOP_UP_EMAIL:
+        raise AdminError(f"e-mail {ONLINE_TOP_UP_EMAIL} is the switch's own")
 
 
 def _lock_email(conn: Connection, email: object) -> None:

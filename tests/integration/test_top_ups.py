@@ -22,10 +22,10 @@ from protocols.wire import cardholder_pb2 as ch
 from protocols.wire import cardholder_pb2_grpc as ch_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch import cli
-from switch.admin import ONLINE_TOP_UP
+from switch.admin import ONLINE_TOP_UP, ONLINE_TOP_UP_EMAIL
 from switch.domain import ledger
 from switch.domain.cards import luhn_check_digit
-from switch.store.schema import journal_entries, postings, top_ups, transactions
+from switch.store.schema import journal_entries, merchants, postings, top_ups, transactions
 from tests.integration.harness import (
     ADMIN_TOKEN,
     MERCHANT_EMAIL,
@@ -515,3 +515,37 @@ def test_a_payment_in_another_currency_is_kept_in_it_and_refund_due(world: World
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert details.endswith("already, with amount_paid 3.60 USD"), details
     assert balance(world, card) == 0
+
+
+def test_no_login_takes_the_online_top_up_merchants_address(world: World) -> None:
+    """A merchant made with it before the first top-up became the switch's own, with a password
+    someone knows: a portal and terminals at a merchant that takes every programme topped up."""
+    request = bo.CreateMerchantRequest(name="Sly", email=ONLINE_TOP_UP_EMAIL.upper(), password="x" * 16)
+    code, details = refusal(
+        world.backoffice.CreateMerchant, request, metadata=world.admin_metadata, timeout=20
+    )
+    assert (code, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"e-mail {ONLINE_TOP_UP_EMAIL} is the switch's own",
+    )
+    employee = bo.AddEmployeeRequest(
+        merchant_id=world.merchant_id,
+        employee_number="77",
+        name="Sly",
+        pin="4321",
+        role="cashier",
+        email=ONLINE_TOP_UP_EMAIL,
+        password="x" * 16,
+    )
+    code, details = refusal(world.backoffice.AddEmployee, employee, metadata=world.admin_metadata, timeout=20)
+    assert (code, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"e-mail {ONLINE_TOP_UP_EMAIL} is the switch's own",
+    )
+    card = world.issue(0, world.benefit_programme)
+    assert confirm(world, start(world, card, 500).top_up_id, "p-own", 180).status == "loaded"
+    with world.server.core.store.engine.connect() as conn:
+        names = conn.execute(
+            select(merchants.c.name).where(merchants.c.email == ONLINE_TOP_UP_EMAIL)
+        ).scalars()
+        assert list(names) == ["Online top-up"]
