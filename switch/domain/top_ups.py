@@ -80,7 +80,8 @@ def start_refusal(card: CardState, balance_minor: int, amount: Money, today: dt.
         return StartRefusal(
             f"card {card.masked} is a gift card: only benefit cards are topped up online", False
         )
-    if programme.copayment is None:
+    # A holder's part of nothing (the funder pays all) is no payment at the PSP: none is confirmed.
+    if programme.copayment is None or programme.copayment.numerator_minor == 0:
         return StartRefusal(
             f"card {card.masked}: programme {programme.name} has no co-payment to pay online", False
         )

@@ -16,6 +16,7 @@ from switch.domain.top_ups import TopUp, TopUpStatus, confirm_problem, start_ref
 TODAY = dt.date(2026, 12, 7)
 TAXI = Programme("t", "Taxi", ProgrammeKind.benefit, "EUR", "600002", 50_000, CoPayment(180, 500), 4, 36)
 NO_COPAY = Programme("n", "Free", ProgrammeKind.benefit, "EUR", "600003", 50_000, None, 4, 36)
+FUNDED = Programme("f", "Funded", ProgrammeKind.benefit, "EUR", "600004", 50_000, CoPayment(0, 500), 4, 36)
 GIFT = Programme("g", "Gift", ProgrammeKind.gift, "EUR", "600001", 50_000, None, 4, 36)
 MASKED = "600002******0001"
 
@@ -56,6 +57,13 @@ def card(
             0,
             Money(500, "EUR"),
             f"card {MASKED}: programme Free has no co-payment to pay online",
+            False,
+        ),
+        (  # the funder pays all: nothing for the PSP to take, so no confirmation could come
+            card(FUNDED),
+            0,
+            Money(500, "EUR"),
+            f"card {MASKED}: programme Funded has no co-payment to pay online",
             False,
         ),
         (card(status=CardStatus.blocked), 0, Money(500, "EUR"), f"card {MASKED}: card is blocked", False),
