@@ -26,7 +26,7 @@ OTHER_EMAIL, OTHER_PASSWORD = "bakery@example.test", "bakery-password"
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    yield from world_fixture(request, tmp_path, portal_session_s=2, sign_in_tries_max=3, sign_in_lock_s=1)
+    yield from world_fixture(request, tmp_path, portal_session_s=2, sign_in_tries_max=3, sign_in_lock_s=4)
 
 
 def stub(world: World) -> portal_grpc.PortalStub:
@@ -165,9 +165,11 @@ def test_wrong_sign_ins_lock_the_address_known_or_not_for_a_while(world: World) 
         code, details = attempt(email, "guess-4")
         assert code == grpc.StatusCode.UNAUTHENTICATED
         assert details.startswith("too many wrong sign-ins for this address: try again after ")
-    # Locked, even the right password is refused; once the lock is over it works.
-    assert refusal(sign_in, world)[1].startswith("too many wrong sign-ins")
-    time.sleep(1.1)  # sign_in_lock_s=1 in this module's fixture
+        if email == MERCHANT_EMAIL:  # locked, even the right password is refused
+            assert refusal(sign_in, world)[1].startswith("too many wrong sign-ins")
+    # Once the lock is over it works. The lock is 4 s: each password check takes a few hundred ms on
+    # a busy machine, and with 1 s the lock ran out before the right password was tried (CI, -n 3).
+    time.sleep(4.1)  # sign_in_lock_s=4 in this module's fixture
     assert sign_in(world)
 
 
