@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, Index, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -107,13 +107,19 @@ class SchemaMismatchError(RuntimeError):
 # as long as all versions use the same one.
 SCHEMA_LOCK_KEY = 0x74787377  # "txsw"
 
+# Indexes an earlier version made that another has replaced, dropped at start (before the indexes
+# are made): session 23's `uq_acquirer_saf_reversal` held a reversal advice's STAN for ever, where
+# `uq_acquirer_saf_reversal_held` holds it only until a while after its acknowledgement.
+SUPERSEDED_INDEXES: Final = ("uq_acquirer_saf_reversal",)
+
 
 def create_schema(engine: Engine) -> tuple[str, ...]:
     """Create what is missing: tables, columns and indexes added to tables that exist already.
     Returns the names of the unique indexes left out because rows break them (`_create_unique_index`).
 
     Only additive changes are made: a new column must be nullable or have a server default, so
-    the rows already there get a value; anything else is refused with the column's name.
+    the rows already there get a value; anything else is refused with the column's name. The one
+    removal is of an index another replaces (`SUPERSEDED_INDEXES`).
     On PostgreSQL all of it is one transaction under an advisory lock: nodes starting together
     take turns, and each after the first finds everything there (DDL there is transactional).
     """
@@ -123,6 +129,8 @@ def create_schema(engine: Engine) -> tuple[str, ...]:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         metadata.create_all(conn)
         _add_missing_columns(conn)
+        for name in SUPERSEDED_INDEXES:
+            conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
         for table in metadata.sorted_tables:
             for index in table.indexes:
                 if not index.unique:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
@@ -30,6 +31,9 @@ from switch.store.schema import metadata
 STATUS_PENDING: Final = "pending"
 STATUS_ACKNOWLEDGED: Final = "acknowledged"
 SAF_PENDING_LIMIT_MAX: Final = 1_000
+# How long an acknowledged advice keeps its STAN on its terminal: a late or repeated 0430 of it may
+# still come, and must find no other pending advice under that name. Then the STAN is given back.
+REVERSAL_STAN_HOLD_AFTER_ACK: Final = dt.timedelta(hours=24)
 
 # No PAN, track 2, PIN block or EMV data here: the acquirer finds the original by field 90 + 41.
 acquirer_saf = Table(
@@ -53,6 +57,8 @@ acquirer_saf = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("last_attempt_at", DateTime(timezone=True), nullable=True),
     Column("acknowledged_at", DateTime(timezone=True), nullable=True),
+    # When the advice gave its STAN back, a hold after its acknowledgement (NULL: it holds it).
+    Column("reversal_stan_released_at", DateTime(timezone=True), nullable=True),
     # One reversal per original authorisation, however often a timeout or late answer asks.
     UniqueConstraint(
         "acquirer", "terminal_id", "original_stan", "original_transmission", name="uq_acquirer_saf_original"
@@ -60,9 +66,20 @@ acquirer_saf = Table(
     # How a late 0430 names its advice (field 41 and the advice's own STAN; field 7 changes with
     # each repeat): nodes count their STANs apart, so one may take a STAN another node's advice
     # holds on that terminal; the row reserves it (StanInUseError), as `uq_card_payments_original`
-    # does an authorisation's. An index, not a constraint, so databases created before it get it
-    # too (left out, with an error in the log, where old rows break it).
-    Index("uq_acquirer_saf_reversal", "acquirer", "terminal_id", "reversal_stan", unique=True),
+    # does an authorisation's. Only while the advice holds it: pending, and for a hold after its
+    # acknowledgement (an advice holding it for ever, session 23's `uq_acquirer_saf_reversal`,
+    # made the counter meet more of them as it came round, until no STAN could be found). An
+    # index, not a constraint, so databases created before it get it too (left out, with an error
+    # in the log, where old rows break it).
+    Index(
+        "uq_acquirer_saf_reversal_held",
+        "acquirer",
+        "terminal_id",
+        "reversal_stan",
+        unique=True,
+        sqlite_where=text("reversal_stan_released_at IS NULL"),
+        postgresql_where=text("reversal_stan_released_at IS NULL"),
+    ),
 )
 
 
@@ -136,6 +153,24 @@ def _original_stored(connection: Connection, reversal: NewReversal) -> bool:
     return stored is not None
 
 
+def _release_stan_held_past_its_hold(connection: Connection, reversal: NewReversal, now: dt.datetime) -> None:
+    """Give back the reversal STAN an advice acknowledged a hold ago still holds on that terminal:
+    done as a new advice asks for it, so that the unique index alone decides who takes it."""
+    row = acquirer_saf.c
+    connection.execute(
+        update(acquirer_saf)
+        .where(
+            row.acquirer == reversal.acquirer,
+            row.terminal_id == reversal.terminal_id,
+            row.reversal_stan == reversal.reversal_stan,
+            row.status == STATUS_ACKNOWLEDGED,
+            row.acknowledged_at <= now - REVERSAL_STAN_HOLD_AFTER_ACK,
+            row.reversal_stan_released_at.is_(None),
+        )
+        .values(reversal_stan_released_at=now)
+    )
+
+
 def _entry(row: RowMapping) -> SafEntry:
     return SafEntry(**{name: row[name] for name in SafEntry.__slots__})
 
@@ -169,6 +204,7 @@ class SafStore:
             return False
         try:
             with connection.begin_nested():
+                _release_stan_held_past_its_hold(connection, reversal, now)
                 connection.execute(insert(acquirer_saf).values(**_new_values(reversal, now)))
         except IntegrityError:
             if _original_stored(connection, reversal):

@@ -15,7 +15,7 @@ from switch.acquiring import Acquiring, AcquiringConfig
 from switch.domain.cvm import CvmPolicy
 from switch.security import KeyAlgorithm, KeyUsage, MasterKey, SecurityModule
 from switch.store.engine import create_schema, make_engine
-from switch.store.saf import NewReversal, SafStore, StanInUseError
+from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, NewReversal, SafStore, StanInUseError
 from tests.actors.test_payment_recovery import pending
 
 NOW = dt.datetime(2026, 11, 22, 6, 30, tzinfo=dt.UTC)
@@ -75,4 +75,30 @@ def test_a_recovery_that_finds_every_stan_held_changes_nothing_and_says_so(tmp_p
         acquiring.recover_pending()
     assert [entry for entry in saf.all_entries() if entry.transaction_id == details.transaction_id] == []
     assert [found.transaction_id for found in acquiring.payments.pending()] == [details.transaction_id]
+    engine.dispose()
+
+
+def test_advices_acknowledged_long_ago_give_their_stans_back_to_a_recovery(tmp_path: Path) -> None:
+    """As the STAN counter comes round, it meets advices acknowledged long before: before session
+    24 they held their STANs for ever, and a recovery meeting eight of them in a row failed."""
+    engine, acquiring = acquiring_on(tmp_path)
+    details = pending("000000")
+    assert acquiring.payments.record_pending(details, NOW) is None
+    saf = SafStore(engine)
+    long_ago = NOW - 2 * REVERSAL_STAN_HOLD_AFTER_ACK
+    for offset in range(1, STAN_ATTEMPTS_MAX + 1):
+        earlier = NewReversal(
+            "acq-a", details.acquirer_terminal_id, details.acquirer_merchant_id, f"t-old-{offset}", "0200",
+            f"{offset:06d}", "1120063000", f"{400_000 + offset:06d}", "000000", 500, "978", "timeout",
+        )  # fmt: skip
+        assert saf.enqueue(earlier, long_ago)
+    for entry in saf.pending():
+        assert saf.acknowledge(entry.saf_id, long_ago)
+    acquiring.gateway._stan = 400_000
+    assert acquiring.recover_pending() == 1
+    ours = [entry for entry in saf.all_entries() if entry.transaction_id == details.transaction_id]
+    assert [(entry.original_stan, entry.reversal_stan, entry.status) for entry in ours] == [
+        ("000042", "400001", "pending")
+    ]
+    assert acquiring.payments.pending() == ()
     engine.dispose()

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from switch.store.engine import SchemaMismatchError, create_schema, make_engine
+from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, NewReversal, SafStore, StanInUseError
 from switch.store.schema import employees, merchants, transactions
 from tests.pg import postgres_schema
 
@@ -192,14 +193,47 @@ def test_the_inbound_mti_of_a_transaction_is_added_to_an_older_database_as_unkno
         ]
 
 
-def test_the_reversal_advices_reserved_names_are_added_to_an_older_database_as_a_unique_index(
-    engine: Engine,
+OLDER_ADVICE_NAMES = {
+    "before session 23": (),  # no name reserved
+    "session 23": (  # every advice's name reserved for ever, acknowledged or not
+        "CREATE UNIQUE INDEX uq_acquirer_saf_reversal ON acquirer_saf (acquirer, terminal_id, reversal_stan)",
+    ),
+}
+
+
+@pytest.mark.parametrize("release", OLDER_ADVICE_NAMES)
+def test_the_reversal_advices_names_held_until_a_while_after_acknowledgement_come_to_an_older_database(
+    engine: Engine, release: str
 ) -> None:
-    as_an_older_release_had_it(engine, "DROP INDEX uq_acquirer_saf_reversal")  # as before
-    create_schema(engine)
+    now = dt.datetime(2026, 11, 22, 6, 30, tzinfo=dt.UTC)
+    long_ago = now - 2 * REVERSAL_STAN_HOLD_AFTER_ACK
+    saf = SafStore(engine)
+    assert saf.enqueue(advice("000001", "000900"), long_ago)
+    assert saf.enqueue(advice("000002", "000901"), long_ago)
+    first, _ = saf.pending()
+    assert saf.acknowledge(first.saf_id, long_ago)
+    as_an_older_release_had_it(
+        engine,
+        "DROP INDEX uq_acquirer_saf_reversal_held",
+        "ALTER TABLE acquirer_saf DROP COLUMN reversal_stan_released_at",
+        *OLDER_ADVICE_NAMES[release],
+    )
+    assert create_schema(engine) == ()
     indexes = {index["name"]: index for index in inspect(engine).get_indexes("acquirer_saf")}
-    assert indexes["uq_acquirer_saf_reversal"]["column_names"] == ["acquirer", "terminal_id", "reversal_stan"]
-    assert indexes["uq_acquirer_saf_reversal"]["unique"]
+    assert "uq_acquirer_saf_reversal" not in indexes
+    held = indexes["uq_acquirer_saf_reversal_held"]
+    assert held["column_names"] == ["acquirer", "terminal_id", "reversal_stan"] and held["unique"]
+    assert saf.enqueue(advice("000003", "000900"), now)  # acknowledged long ago: given back
+    with pytest.raises(StanInUseError):
+        saf.enqueue(advice("000004", "000901"), now)  # still pending: held
+    assert [entry.original_stan for entry in saf.pending()] == ["000002", "000003"]
+
+
+def advice(original_stan: str, reversal_stan: str) -> NewReversal:
+    return NewReversal(
+        "acq-a", "TERM0001", "MERCHANT0000001", f"t-{original_stan}", "0200", original_stan, "1120063000",
+        reversal_stan, "000000", 500, "978", "timeout",
+    )  # fmt: skip
 
 
 def test_a_database_error_names_the_statement_but_never_the_rows_values(engine: Engine) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from actors.acquirer_routing import BinRoutingTable
 from actors.acquirer_types import BinRange
 from switch.store.engine import writing
-from switch.store.saf import NewReversal, SafStore, StanInUseError
+from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, NewReversal, SafStore, StanInUseError
 from tests.pg import postgres_schema
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
@@ -104,6 +104,50 @@ def test_an_advice_stan_in_use_is_refused_inside_the_callers_transaction(store: 
     assert store.depth() == 2
 
 
+# How long after its acknowledgement an advice still holds its STAN: a late or repeated 0430 of it
+# must find no other pending advice under that name. One row per state of the advice holding it.
+HOLDER_CASES = [
+    ("pending", None, False),
+    ("acknowledged just now", NOW, False),
+    ("acknowledged within the hold", NOW - REVERSAL_STAN_HOLD_AFTER_ACK + dt.timedelta(seconds=1), False),
+    ("acknowledged a hold ago", NOW - REVERSAL_STAN_HOLD_AFTER_ACK, True),
+    ("acknowledged long ago", NOW - 400 * REVERSAL_STAN_HOLD_AFTER_ACK, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("holder", "acknowledged_at", "stored"), HOLDER_CASES, ids=[row[0] for row in HOLDER_CASES]
+)
+def test_an_advice_holds_its_stan_until_a_while_after_its_acknowledgement(
+    store: SafStore, holder: str, acknowledged_at: dt.datetime | None, stored: bool
+) -> None:
+    # Before session 24 an acknowledged advice held its STAN for ever: as the counter came round,
+    # more and more tries collided, and eight in a row answered 96 with no advice stored.
+    assert store.enqueue(reversal("000001"), NOW - 400 * REVERSAL_STAN_HOLD_AFTER_ACK)
+    if acknowledged_at is not None:
+        (entry,) = store.pending()
+        assert store.acknowledge(entry.saf_id, acknowledged_at)
+    if stored:
+        assert store.enqueue(reversal("000002"), NOW)  # another original, the same reversal STAN 000900
+        assert [e.original_stan for e in store.pending()] == ["000002"]
+        assert store.acknowledge_by_stan("acq-a", "TERM0001", "000900", NOW)  # it names the new one
+        assert store.pending() == ()
+    else:
+        with pytest.raises(StanInUseError):
+            store.enqueue(reversal("000002"), NOW)
+        assert [e.original_stan for e in store.pending()] == (["000001"] if acknowledged_at is None else [])
+
+
+def test_a_stan_given_back_is_taken_by_one_advice_only(store: SafStore) -> None:
+    store.enqueue(reversal("000001"), NOW - 2 * REVERSAL_STAN_HOLD_AFTER_ACK)
+    (entry,) = store.pending()
+    assert store.acknowledge(entry.saf_id, NOW - 2 * REVERSAL_STAN_HOLD_AFTER_ACK)
+    assert store.enqueue(reversal("000002"), NOW)
+    with pytest.raises(StanInUseError):
+        store.enqueue(reversal("000003"), NOW)  # the name is the second advice's now
+    assert [e.original_stan for e in store.pending()] == ["000002"]
+
+
 @pytest.mark.postgres
 def test_two_nodes_on_one_postgres_database_never_store_two_advices_under_one_name() -> None:
     """Two engines on one schema, as two nodes have them; each node's STAN counter at one value."""
@@ -125,10 +169,10 @@ def test_two_nodes_on_one_postgres_database_never_store_two_advices_under_one_na
 def test_a_late_acknowledgement_names_one_advice_or_none_on_a_database_from_before_the_index(
     store: SafStore,
 ) -> None:
-    # Rows stored before `uq_acquirer_saf_reversal` may share a reversal STAN (its creation is left
+    # Rows stored before `uq_acquirer_saf_reversal_held` may share a reversal STAN (its creation is left
     # out then): a late 0430 for one must not mark both acknowledged.
     with store._engine.begin() as conn:
-        conn.execute(text("DROP INDEX uq_acquirer_saf_reversal"))
+        conn.execute(text("DROP INDEX uq_acquirer_saf_reversal_held"))
     store.enqueue(reversal("000001"), NOW)
     store.enqueue(reversal("000002"), NOW)  # another original, the same reversal STAN 000900
     assert not store.acknowledge_by_stan("acq-a", "TERM0001", "000900", NOW)
