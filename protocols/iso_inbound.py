@@ -209,7 +209,12 @@ class InboundHandler:
     # 0400 / 0420 / 0421
 
     def _reverse(self, request: IsoMessage, context: TerminalContext) -> _Answer:
-        original_id = original_identity(request, OriginalDataElements.decode(request["90"]))
+        """Give back what the original named in field 90 moved, once. A repeat gets the first
+        answer; an original never seen is held (tombstoned) so it moves nothing if it comes late.
+        An 0100 named as an 0200 (or the other way) is refused 25, as a completion is, nothing stored.
+        """
+        original = OriginalDataElements.decode(request["90"])
+        original_id = original_identity(request, original)
         command = Reversal(original_id)
         digest = fingerprint(command)
         with self._stripe(original_id):
@@ -219,6 +224,9 @@ class InboundHandler:
             original_row = self._core.store.transaction(context.terminal_id, original_id)
             if original_row is None:
                 return self._tombstone(command, context, digest)
+            refusal = _mti_refusal(original, original_row)
+            if refusal is not None:
+                return refusal
             if (
                 original_row.record.transaction_type == TOMBSTONE_TYPE
                 or original_row.status is not TransactionStatus.approved
@@ -324,18 +332,28 @@ def _completion_refusal(
     """Why no completion of this authorisation can carry these fields; None when one can."""
     record = authorisation.record
     # An 0200 is stored as a redemption just as an 0100 is; a 0220 naming it as an 0100 would give
-    # part of a final sale back. A row stored before MTIs were kept ("") is completed as before.
-    if record.mti and record.mti != original.mti:
-        return _Answer(
-            ResponseCode.original_not_found,
-            f"field 90 names an {original.mti}; the original is an {record.mti}",
-        )
+    # part of a final sale back.
+    refusal = _mti_refusal(original, authorisation)
+    if refusal is not None:
+        return refusal
     if ALPHA_BY_NUMERIC.get(request["49"]) != record.currency:
         return _Answer(ResponseCode.currency_not_accepted, f"the authorisation was in {record.currency}")
     if int(request["4"]) > record.approved_minor:
         authorised = Money(record.approved_minor, record.currency).format()
         return _Answer(ResponseCode.exceeds_original_amount, f"above the authorised {authorised}")
     return None
+
+
+def _mti_refusal(original: OriginalDataElements, found: StoredTransaction) -> _Answer | None:
+    """Refused 25 when field 90 names the original under another MTI than it came as: the acquirer
+    means another message than ours. A row stored before MTIs were kept (""), and a tombstone,
+    are taken as before."""
+    record = found.record
+    if record.transaction_type == TOMBSTONE_TYPE or not record.mti or record.mti == original.mti:
+        return None
+    return _Answer(
+        ResponseCode.original_not_found, f"field 90 names an {original.mti}; the original is an {record.mti}"
+    )
 
 
 def _pan(request: IsoMessage) -> str:

@@ -22,6 +22,7 @@ from tests.integration.test_inbound_iso import (
     completion_of,
     financial,
     ledger_clean,
+    reversal_of,
 )
 
 
@@ -99,4 +100,23 @@ def test_a_completion_is_taken_only_of_what_was_stored_as_an_0100(
     client.close()
     assert answer["39"] == code, answer.get("44")
     assert balance(world, card) == (750 if code == "00" else 600)
+    ledger_clean(world)
+
+
+@pytest.mark.parametrize(("stored_mti", "code"), [("0200", "00"), ("0100", "25"), ("", "00")])
+def test_a_reversal_is_taken_only_of_what_was_stored_as_the_mti_field_90_names(
+    world: World, stored_mti: str, code: str
+) -> None:
+    """As a completion: the MTI stored beside the original decides whether a reversal naming it as
+    an 0200 is taken. A row from before MTIs were kept ("") is reversed as it was then."""
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    original = financial(card, 400)
+    assert client.ask(original)["39"] == "00"
+    with world.server.core.store.engine.begin() as conn:
+        conn.execute(update(transactions).values(mti=stored_mti))
+    answer = client.ask(reversal_of(original, names="0200"))
+    client.close()
+    assert answer["39"] == code, answer.get("44")
+    assert balance(world, card) == (1_000 if code == "00" else 600)
     ledger_clean(world)

@@ -102,10 +102,12 @@ def financial(card: str, amount_minor: int, stan: int = 0, pin_block: bytes | No
     return message
 
 
-def reversal_of(original: IsoMessage) -> IsoMessage:
-    elements = OriginalDataElements("0200", original["11"], original["7"], ACQUIRER)
+def reversal_of(original: IsoMessage, *, names: str = "", kind: str = "0400") -> IsoMessage:
+    """The reversal (0400, or an advice 0420) of an original, field 90 naming it by its own MTI
+    unless told otherwise."""
+    elements = OriginalDataElements(names or original["t"], original["11"], original["7"], ACQUIRER)
     return {
-        "t": "0400",
+        "t": kind,
         "4": original["4"],
         "7": WHEN,
         "11": f"{next(STANS):06d}",
@@ -330,6 +332,41 @@ def test_a_completion_gives_back_what_the_authorisation_took_above_the_final_amo
     stored = world.server.core.store.transaction(f"iso:{ACQUIRER}", identity)
     assert stored is not None
     assert (stored.record.transaction_type, stored.record.approved_minor) == ("refund", 150)
+    client.close()
+    ledger_clean(world)
+
+
+# A reversal names its original's MTI in field 90 as a completion does: one naming the other of
+# 0100 and 0200 is refused 25 (before session 24 it was taken). One row per request sent.
+REVERSAL_NAMING_CASES = [
+    ("0200", "0400", "0200", "00"),
+    ("0200", "0420", "0200", "00"),
+    ("0100", "0400", "0100", "00"),
+    ("0100", "0420", "0100", "00"),
+    ("0200", "0400", "0100", "25"),
+    ("0200", "0420", "0100", "25"),
+    ("0100", "0400", "0200", "25"),
+    ("0100", "0421", "0200", "25"),
+]
+
+
+@pytest.mark.parametrize(("sent_as", "kind", "names", "code"), REVERSAL_NAMING_CASES)
+def test_a_reversal_is_taken_only_of_an_original_of_the_mti_its_field_90_names(
+    world: World, sent_as: str, kind: str, names: str, code: str
+) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    original = {**financial(card, 400), "t": sent_as}
+    assert client.ask(original)["39"] == "00"
+    reversal = reversal_of(original, names=names, kind=kind)
+    answer = client.ask(reversal)
+    assert (answer["39"], answer.get("44", "")) == (
+        (code, "") if code == "00" else (code, f"field 90 names an {names}; the original is an {sent_as}")
+    )
+    assert client.ask(reversal)["39"] == code  # nothing stored for a refusal: its repeat alike
+    assert balance(world, card) == (1_000 if code == "00" else 600)
+    assert client.ask(reversal_of(original))["39"] == "00"  # named right, it is taken after all
+    assert balance(world, card) == 1_000
     client.close()
     ledger_clean(world)
 
