@@ -22,8 +22,11 @@ class AccountKind(enum.Enum):
 GUARDED_KINDS = frozenset({AccountKind.card})
 
 
+CARD_ACCOUNT_PREFIX = "card:"
+
+
 def card_account(card_id: str) -> str:
-    return f"card:{card_id}"
+    return f"{CARD_ACCOUNT_PREFIX}{card_id}"
 
 
 def merchant_payable_account(merchant_id: str, programme_id: str) -> str:

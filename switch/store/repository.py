@@ -7,11 +7,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, bindparam, func, select
+from sqlalchemy import Connection, Engine, Row, String, bindparam, func, literal, select
 
 from switch.domain.card_rules import CardState
 from switch.domain.employees import PinAttempt
-from switch.domain.ledger import card_account, merchant_payable_account
+from switch.domain.ledger import CARD_ACCOUNT_PREFIX, merchant_payable_account
 from switch.domain.programmes import CoPayment, Programme
 from switch.domain.transactions import TransactionStatus
 from switch.store import periods
@@ -213,22 +213,17 @@ class Store:
 
     def money_on_replaced_cards(self) -> list[tuple[str, int]]:
         """(card id, its last posting's id) of each replaced card that holds money: what a credit
-        landed on after its replacement and a stop kept from following it (core.start)."""
-        replaced = select(cards.c.card_id).where(cards.c.replaced_by.is_not(None))
+        landed on after its replacement and a stop kept from following it (core.start). One query,
+        by ix_cards_replaced: a start reads the few cards holding money, not every card replaced."""
+        account = accounts.c.account_id
+        last_posting = select(func.max(postings.c.posting_id)).where(postings.c.account_id == account)
+        query = (
+            select(cards.c.card_id, last_posting.scalar_subquery())
+            .join(accounts, account == literal(CARD_ACCOUNT_PREFIX, String) + cards.c.card_id)
+            .where(cards.c.replaced_by.is_not(None), accounts.c.balance_minor != 0)
+        )  # in no order: an ORDER BY made SQLite scan every card rather than take the index
         with self.engine.connect() as conn:
-            card_ids = list(conn.execute(replaced).scalars())
-            found = []
-            for card_id in card_ids:
-                account = card_account(card_id)
-                held = conn.execute(
-                    select(accounts.c.balance_minor).where(accounts.c.account_id == account)
-                ).scalar()
-                if held:
-                    last = conn.execute(
-                        select(func.max(postings.c.posting_id)).where(postings.c.account_id == account)
-                    ).scalar()
-                    found.append((str(card_id), int(last or 0)))
-        return found
+            return [(str(card_id), int(last or 0)) for card_id, last in conn.execute(query)]
 
     def card_replaced_by(self, card_id: str) -> str | None:
         with self.engine.connect() as conn:

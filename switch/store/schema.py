@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -121,6 +122,16 @@ class TerminalRow(Base):
 
 class CardRow(Base):
     __tablename__ = "cards"
+    # Each start looks at the replaced cards for money left on them (money_on_replaced_cards): the
+    # few replaced among many, a partial index (SQLite will not take a whole one for IS NOT NULL)
+    __table_args__ = (
+        Index(
+            "ix_cards_replaced",
+            "replaced_by",
+            sqlite_where=text("replaced_by IS NOT NULL"),
+            postgresql_where=text("replaced_by IS NOT NULL"),
+        ),
+    )
     card_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     programme_id: Mapped[str] = mapped_column(ForeignKey("programmes.programme_id"))
     # Keyed hash of the card number; the number itself is never stored.

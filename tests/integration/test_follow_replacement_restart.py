@@ -14,10 +14,13 @@ from typing import Any
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 
+from switch.core import SwitchCore
 from switch.server import SwitchServer
-from tests.integration.harness import World, start_world
+from switch.store.engine import make_engine
+from switch.store.repository import Store
+from tests.integration.harness import World, new_txn, start_world, world_fixture
 from tests.integration.test_card_replacement import replace
 
 
@@ -96,3 +99,80 @@ def test_a_ride_reversed_just_before_a_restart_still_reaches_the_new_card(world:
         for thread in held:
             thread.join(10)
         event.remove(engine, "before_cursor_execute", before)
+
+
+# Audit session 23: every start looked at each replaced card ever (a query or two per card) and
+# started one thread per card holding money, without a limit.
+RIDE_MINOR, LEFT_MINOR = 300, 700
+
+
+def follows_fail(engine: Engine) -> None:
+    """Every move of money following a replaced card fails on its first statement, as if the switch
+    had stopped first: the money stays on the lost card for a start to find."""
+
+    def refuse(*_: Any) -> None:
+        if threading.current_thread().name.startswith("follow-replacement"):
+            raise RuntimeError("the switch stopped before the move")
+
+    event.listen(engine, "before_cursor_execute", refuse)
+
+
+def follows_counted_by(core: SwitchCore, when: str, outcome: str, count: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while core.follow_statistics().moves[when, outcome] < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def cards_left_holding_money(world: World, count: int) -> list[tuple[str, str]]:
+    """count (lost, new) cards: each lost card replaced by its new one (LEFT_MINOR moved), then a
+    ride of RIDE_MINOR made before the replacement reversed, its move failed: it is on the lost card."""
+    follows_fail(world.server.core.store.engine)  # before the first follow: no thread runs one yet
+    pairs = []
+    for index in range(count):
+        terminal = world.terminals[index % len(world.terminals)]
+        lost = world.issue(RIDE_MINOR + LEFT_MINOR, world.benefit_programme)
+        new = world.issue(0, world.benefit_programme)
+        ride = new_txn()
+        assert terminal.redeem(lost, RIDE_MINOR, ride).response_code == "00"
+        assert replace(world, lost, new).moved.amount_minor == LEFT_MINOR
+        assert terminal.reversal(ride).response_code == "00"
+        pairs.append((lost, new))
+    core = world.server.core
+    assert follows_counted_by(core, "credit", "failed", count, 30), core.follow_statistics()
+    return pairs
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def on_either_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path)
+
+
+def test_the_start_finds_the_replaced_cards_holding_money_in_one_query(on_either_database: World) -> None:
+    world = on_either_database
+    pairs = cards_left_holding_money(world, 4)
+    empty_lost, empty_new = world.issue(0), world.issue(0)  # replaced, holding nothing
+    replace(world, empty_lost, empty_new)
+    run: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        run.append((statement, parameters))
+
+    # An engine of the test's own: a listener added to the running switch's races its threads.
+    engine = make_engine(world.server.settings.effective_database_url)
+    try:
+        event.listen(engine, "before_cursor_execute", record)
+        found = Store(engine).money_on_replaced_cards()
+        assert len(run) == 1, run
+        if engine.dialect.name == "sqlite":  # PostgreSQL's planner scans a table this small
+            with engine.connect() as conn:
+                rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {run[0][0]}", run[0][1])
+                plan = " ".join(str(row) for row in rows)
+            assert "SEARCH cards USING INDEX ix_cards_replaced" in plan, plan
+    finally:
+        engine.dispose()
+    lost_ids = [str(world.server.core.cards.card_id(lost)) for lost, _ in pairs]
+    assert sorted(card_id for card_id, _ in found) == sorted(lost_ids)
+    assert all(last_posting > 0 for _, last_posting in found)

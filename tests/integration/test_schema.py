@@ -169,6 +169,15 @@ def test_the_request_id_that_issued_a_card_is_added_to_an_older_database_as_a_un
     assert indexes["ix_cards_issue_key"]["unique"]
 
 
+def test_the_index_of_replaced_cards_is_added_to_an_older_database(engine: Engine) -> None:
+    """Each start looks for money left on replaced cards by it (Store.money_on_replaced_cards)."""
+    as_an_older_release_had_it(engine, "DROP INDEX ix_cards_replaced")  # before session 24
+    create_schema(engine)
+    indexes = {index["name"]: index for index in inspect(engine).get_indexes("cards")}
+    assert indexes["ix_cards_replaced"]["column_names"] == ["replaced_by"]
+    assert not indexes["ix_cards_replaced"]["unique"]
+
+
 def test_the_inbound_mti_of_a_transaction_is_added_to_an_older_database_as_unknown(engine: Engine) -> None:
     """Rows from before it hold "": a completion of such an 0100 is taken as before (iso_inbound)."""
     with engine.begin() as conn:
