@@ -45,6 +45,11 @@ class Settings:
     ask_timeout_s: float = 5.0
     reply_timeout_s: float = 10.0
     reaper_interval_s: float = 1.0
+    # Money credited to a replaced card, moved on to its replacement (core._follow_replacement):
+    # threads moving it at once, and moves waiting for one (a credit finding the queue full leaves
+    # its money on the lost card, logged, for the next start to move)
+    replacement_follow_workers_max: int = 4
+    replacement_follows_queued_max: int = 10_000
     # Journal writer (group commit)
     journal_batch_writes_max: int = 256
     journal_queue_writes_max: int = 20_000
@@ -175,6 +180,8 @@ POSITIVE_SETTINGS = (
     "exports_duration_max_s",
     "top_up_valid_s",
     "top_ups_listed_max",
+    "replacement_follow_workers_max",
+    "replacement_follows_queued_max",
 )
 
 

@@ -40,6 +40,7 @@ from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import LockoutPolicy
 from switch.domain.transactions import Outcome, TerminalCommand
+from switch.follow_workers import FollowAsked, FollowWorkers
 from switch.location_changes import LocationChanges
 from switch.password_resets import PasswordResets
 from switch.passwords import MerchantPasswords, SignInLockout
@@ -191,6 +192,11 @@ class SwitchCore:
         self._follow_moves = {(when, outcome): 0 for when in FOLLOW_WHEN for outcome in FOLLOW_OUTCOMES}
         self._follow_moved_minor: dict[tuple[str, str], int] = {}
         self._follow_lock = threading.Lock()
+        self._follows = FollowWorkers(
+            self._move_to_replacement,
+            settings.replacement_follow_workers_max,
+            settings.replacement_follows_queued_max,
+        )
         self.top_ups = OnlineTopUps(engine, self, utc_now)
 
     def start(self) -> None:
@@ -199,12 +205,15 @@ class SwitchCore:
         self.web_days.start()
         self.receipts.start()
         self.password_resets.start()
-        # Money credited to a replaced card that a stop kept from following it (_follow_replacement).
+        self._follows.start()
+        # Money credited to a replaced card that a stop kept from following it (_follow_replacement),
+        # moved by the few follow workers; more cards than the queue holds make the start wait for room.
         for card_id, last_posting in self.store.money_on_replaced_cards():
-            self._follow_replacement(card_id, f"start:{card_id}:{last_posting}", when="start")
+            self._follows.ask(FollowAsked(card_id, f"start:{card_id}:{last_posting}", "start"))
 
     def stop(self) -> None:
         """Actors first (their decided writes land), then the journal flushes and stops."""
+        self._follows.stop()  # the money of moves not made stays on the lost cards for the next start
         self.receipts.stop()
         self.password_resets.stop()
         self.web_days.stop()  # before the actors: a close it is making lands or fails first
@@ -355,25 +364,28 @@ class SwitchCore:
 
     def _follow_replacement(self, card_id: str, because: str, when: str = "credit") -> None:
         """Money that landed on a replaced card (an undone ride) follows it to the card that replaced
-        it, the last of a chain: a transfer keyed by what credited it, so it moves once. On a
-        thread of its own, as a replacement asks the lost card's actor, which is calling this.
-        Each is counted (`follow_statistics`) by when it was found (FOLLOW_WHEN) and its outcome."""
+        it, the last of a chain: a transfer keyed by what credited it, so it moves once. Moved by
+        a follow worker (FollowWorkers), as a replacement asks the lost card's actor, which is
+        calling this. Each is counted (`follow_statistics`) by when it was found (FOLLOW_WHEN) and
+        its outcome; one the full queue refuses is failed, its money left for the next start."""
         assert when in FOLLOW_WHEN, when
+        if not self._follows.ask_nowait(FollowAsked(card_id, because, when)):
+            log.warning("money on replaced card %s not moved on: follow queue full or stopping", card_id)
+            self._count_follow(when, "failed")
 
-        def move() -> None:
-            try:
-                new_card_id = self._last_replacement(card_id)
-                if new_card_id is None:  # blocked or lost, not replaced: it waits for the office
-                    self._count_follow(when, "not_replaced")
-                    return
-                transfer = self.replace_card(card_id, new_card_id, f"follow:{because}", "switch")
-            except Exception as error:  # a thread of its own: a stop, a refusal; the next start tries again
-                log.warning("money on replaced card %s not moved on: %s", card_id, error)
-                self._count_follow(when, "failed")
+    def _move_to_replacement(self, asked: FollowAsked) -> None:
+        """One move on a follow worker's thread; a failure is logged and counted, never raised."""
+        try:
+            new_card_id = self._last_replacement(asked.card_id)
+            if new_card_id is None:  # blocked or lost, not replaced: it waits for the office
+                self._count_follow(asked.when, "not_replaced")
                 return
-            self._count_follow(when, "moved", transfer.moved_minor, transfer.replacement.currency)
-
-        threading.Thread(target=move, name="follow-replacement", daemon=True).start()
+            transfer = self.replace_card(asked.card_id, new_card_id, f"follow:{asked.because}", "switch")
+        except Exception as error:  # a stop, a refusal: the next start tries again
+            log.warning("money on replaced card %s not moved on: %s", asked.card_id, error)
+            self._count_follow(asked.when, "failed")
+            return
+        self._count_follow(asked.when, "moved", transfer.moved_minor, transfer.replacement.currency)
 
     def _count_follow(self, when: str, outcome: str, moved_minor: int = 0, currency: str = "") -> None:
         if outcome == "moved" and moved_minor == 0:

@@ -103,6 +103,7 @@ def test_a_ride_reversed_just_before_a_restart_still_reaches_the_new_card(world:
 
 # Audit session 23: every start looked at each replaced card ever (a query or two per card) and
 # started one thread per card holding money, without a limit.
+REPLACED_CARDS = 300
 RIDE_MINOR, LEFT_MINOR = 300, 700
 
 
@@ -143,6 +144,39 @@ def cards_left_holding_money(world: World, count: int) -> list[tuple[str, str]]:
     core = world.server.core
     assert follows_counted_by(core, "credit", "failed", count, 30), core.follow_statistics()
     return pairs
+
+
+def test_a_start_with_many_replaced_cards_holding_money_moves_each_once_on_a_few_threads(
+    tmp_path: Path,
+) -> None:
+    world = start_world(tmp_path, "", 2)
+    try:
+        pairs = cards_left_holding_money(world, REPLACED_CARDS)
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+    again = SwitchServer(world.server.settings)
+    movers: set[int] = set()
+
+    def record(*_: Any) -> None:
+        if threading.current_thread().name.startswith("follow-replacement"):
+            movers.add(threading.get_ident())
+
+    event.listen(again.engine, "before_cursor_execute", record)  # before the start: no thread uses it yet
+    again.start()
+    try:
+        assert follows_counted_by(again.core, "start", "moved", REPLACED_CARDS, 120), (
+            again.core.follow_statistics()
+        )
+        workers_max = again.settings.replacement_follow_workers_max
+        assert len(movers) <= workers_max, f"{len(movers)} threads moved money"
+        balances = [(balance_of(again, lost), balance_of(again, new)) for lost, new in pairs]
+        assert balances == [(0, RIDE_MINOR + LEFT_MINOR)] * REPLACED_CARDS  # all of it, once
+        moves = again.core.follow_statistics().moves
+        assert {key: total for key, total in moves.items() if total} == {("start", "moved"): REPLACED_CARDS}
+    finally:
+        again.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

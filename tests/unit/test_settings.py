@@ -36,6 +36,16 @@ def test_cards_are_shared_by_nodes_on_postgres_unless_told(
             {"several_nodes": "yes", "shared_copy_max_age_s": -1.0},
             "shared_copy_max_age_s (TXSWITCH_SHARED_COPY_MAX_AGE_S) must be 0 or more, got -1.0",
         ),
+        (
+            {"replacement_follow_workers_max": 0},
+            "replacement_follow_workers_max (TXSWITCH_REPLACEMENT_FOLLOW_WORKERS_MAX) must be positive, "
+            "got 0",
+        ),
+        (
+            {"replacement_follows_queued_max": 0},
+            "replacement_follows_queued_max (TXSWITCH_REPLACEMENT_FOLLOWS_QUEUED_MAX) must be positive, "
+            "got 0",
+        ),
     ],
 )
 def test_a_value_a_setting_cannot_take_is_refused_by_name(changes: dict[str, object], problem: str) -> None:

@@ -1,0 +1,68 @@
+"""FollowWorkers: moves of money following a replaced card made by a bounded number of threads
+from a bounded queue; a full or stopping queue says so rather than waiting or starting a thread."""
+
+from __future__ import annotations
+
+import threading
+
+from switch.follow_workers import FollowAsked, FollowWorkers
+
+WAIT_S = 5.0
+
+
+def asked(index: int) -> FollowAsked:
+    return FollowAsked(f"card_{index}", f"start:card_{index}:1", "start")
+
+
+def test_moves_are_made_once_each_on_no_more_threads_than_the_limit() -> None:
+    made: list[FollowAsked] = []
+    threads: set[int] = set()
+    lock, done = threading.Lock(), threading.Event()
+
+    def move(one: FollowAsked) -> None:
+        with lock:
+            made.append(one)
+            threads.add(threading.get_ident())
+            if len(made) == 50:
+                done.set()
+
+    workers = FollowWorkers(move, workers_max=3, queued_max=5)
+    workers.start()
+    try:
+        assert all(workers.ask(asked(index)) for index in range(50))  # more than the queue holds: waits
+        assert done.wait(WAIT_S)
+        assert sorted(made, key=lambda one: int(one.card_id[5:])) == [asked(index) for index in range(50)]
+        assert len(threads) <= 3
+    finally:
+        workers.stop()
+
+
+def test_a_full_queue_refuses_at_once_and_a_stopped_one_always() -> None:
+    release = threading.Event()
+    moving = threading.Event()
+
+    def move(_one: FollowAsked) -> None:
+        moving.set()
+        release.wait(WAIT_S)
+
+    workers = FollowWorkers(move, workers_max=1, queued_max=2)
+    workers.start()
+    try:
+        assert workers.ask_nowait(asked(0))
+        assert moving.wait(WAIT_S)  # the one worker is busy with it
+        assert workers.ask_nowait(asked(1)) and workers.ask_nowait(asked(2))
+        assert not workers.ask_nowait(asked(3))  # full: a card actor's thread never waits
+    finally:
+        workers.stop()
+        release.set()
+    assert not workers.ask_nowait(asked(4))
+    assert not workers.ask(asked(5))  # stopping: a start's sweep does not wait for room
+
+
+def test_a_stop_ends_idle_workers() -> None:
+    workers = FollowWorkers(lambda _one: None, workers_max=2, queued_max=4)
+    workers.start()
+    workers.stop()
+    for worker in workers._workers:
+        worker.join(WAIT_S)
+        assert not worker.is_alive()
