@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             grpc_port=free_port(), metrics_port=-1, console_port=-1, demo_data=False
         )
         server = SwitchServer(settings)
+        statements = StatementCounts(server.engine)  # before the switch's threads use its engine
         server.start()
         tune_garbage_collection(settings)
         started = threading.Event()
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         writer_before = server.core.writer.statistics()
         names = ThreadNames()
         names.start()
-        statements = StatementCounts(server.engine)
+        statements.start()
         yappi.start(builtins=False, profile_threads=True)
         simulator.join()
         yappi.stop()
@@ -165,18 +166,28 @@ class ThreadNames:
 
 
 class StatementCounts:
-    """SQL statements the switch ran, by kind of thread and statement: what each request reads."""
+    """SQL statements the switch ran in the measuring window, by kind of thread and statement: what
+    each request reads.
+
+    Its listener is added once, before the switch starts, and never removed: SQLAlchemy keeps an
+    engine's listeners in a deque that every statement iterates, and one added or removed while
+    other threads run statements fails theirs ("deque mutated during iteration"). The window is
+    a flag instead (start, stop)."""
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._counting = threading.Event()
         event.listen(engine, "before_cursor_execute", self._count)
 
-    def _count(self, _conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        self.counts[(thread_kind(threading.current_thread().name), " ".join(statement.split())[:60])] += 1
+    def start(self) -> None:
+        self._counting.set()
 
     def stop(self) -> None:
-        event.remove(self._engine, "before_cursor_execute", self._count)
+        self._counting.clear()
+
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if self._counting.is_set():
+            self.counts[(thread_kind(threading.current_thread().name), " ".join(statement.split())[:60])] += 1
 
     def report(self, requests: int) -> None:
         if not requests:

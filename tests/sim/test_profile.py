@@ -1,0 +1,97 @@
+"""`make profile` (terminal_sim.profile): it counts the switch's SQL statements with a listener on
+the switch's engine. Audit session 23: the listener was added after the switch started and removed
+while it ran; SQLAlchemy keeps an engine's listeners in a deque each statement iterates, so a
+statement in flight on another thread then failed ("deque mutated during iteration")."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event, text
+
+from switch.store.engine import make_engine
+from terminal_sim.profile import StatementCounts
+
+WAIT_S = 10.0
+IN_FLIGHT = "statement-in-flight"
+
+
+def engine_in(tmp_path: Path) -> Engine:
+    return make_engine(f"sqlite:///{tmp_path / 'profile.sqlite'}")
+
+
+def run_one(engine: Engine, results: list[object]) -> None:
+    try:
+        with engine.connect() as conn:
+            results.append(conn.execute(text("SELECT 1")).scalar())
+    except Exception as error:  # what the test looks at
+        results.append(error)
+
+
+def test_ending_the_count_fails_no_statement_in_flight(tmp_path: Path) -> None:
+    engine = engine_in(tmp_path)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(*_: Any) -> None:  # a switch thread paused between two of the engine's listeners
+        if threading.current_thread().name == IN_FLIGHT:
+            inside.set()
+            release.wait(WAIT_S)
+
+    try:
+        event.listen(engine, "before_cursor_execute", hold)  # before any thread runs a statement
+        counts = StatementCounts(engine)
+        results: list[object] = []
+        statement = threading.Thread(target=run_one, args=(engine, results), name=IN_FLIGHT)
+        statement.start()
+        assert inside.wait(WAIT_S)
+        counts.stop()  # the measuring window ends while the statement is on its way
+        release.set()
+        statement.join(WAIT_S)
+        assert results == [1]
+    finally:
+        release.set()
+        engine.dispose()
+
+
+def test_only_the_statements_of_the_measuring_window_are_counted(tmp_path: Path) -> None:
+    engine = engine_in(tmp_path)
+    try:
+        counts = StatementCounts(engine)
+        for window in (False, True, False):
+            if window:
+                counts.start()
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1" if window else "SELECT 2"))
+            if window:
+                counts.stop()
+        assert dict(counts.counts) == {("MainThread", "SELECT 1"): 1}
+    finally:
+        engine.dispose()
+
+
+def test_make_profile_runs_against_a_real_switch_and_reports(tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "terminal_sim.profile",
+        "--terminals",
+        "2",
+        "--cards",
+        "20",
+        "--duration-s",
+        "1",
+        "--top",
+        "3",
+        "--out-dir",
+        str(tmp_path / "out"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=100, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SQL statements per request:" in done.stdout, done.stdout
+    assert "Top 3 functions by own CPU time" in done.stdout, done.stdout
+    assert "deque mutated" not in done.stdout + done.stderr
+    assert (tmp_path / "out" / "switch.pstat").stat().st_size > 0
