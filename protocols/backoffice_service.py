@@ -111,6 +111,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 funder_name=request.funder_name,
                 payout_interval_weeks=request.payout_interval_weeks or 4,
                 card_validity_months=request.card_validity_months or 36,
+                load_step_minor=request.load_step_minor or None,
             )
             return bo.Programme(
                 programme_id=programme_id,

@@ -32,7 +32,15 @@ from switch.domain.employees import (
 )
 from switch.domain.ledger import AccountKind
 from switch.domain.money import Money, is_known_currency
-from switch.domain.programmes import Programme, ProgrammeKind, commission_minor, cycle_payout_minor
+from switch.domain.programmes import (
+    LOAD_STEP_MINOR_DEFAULT,
+    CoPayment,
+    Programme,
+    ProgrammeKind,
+    commission_minor,
+    cycle_payout_minor,
+    load_step_setting_problem,
+)
 from switch.domain.receipts import BadEmailError, checked_email
 from switch.passwords import (
     WRONG_LOGIN,
@@ -203,7 +211,10 @@ class Admin:
         funder_name: str = "",
         payout_interval_weeks: int = 4,
         card_validity_months: int = 36,
+        load_step_minor: int | None = None,
     ) -> str:
+        """A new programme's id. A programme with a co-payment loads in steps of load_step_minor
+        (LOAD_STEP_MINOR_DEFAULT if not given), one without in any amount unless given one."""
         if not name:
             raise AdminError("name is empty")
         if not is_known_currency(currency):
@@ -216,6 +227,13 @@ class Admin:
             raise AdminError("a benefit programme needs a co-payment rule")
         if copay is not None and not (0 <= copay[0] <= copay[1] and copay[1] > 0):
             raise AdminError("co-payment must satisfy 0 <= numerator <= denominator, denominator > 0")
+        if copay is not None and load_step_minor is None:
+            load_step_minor = LOAD_STEP_MINOR_DEFAULT
+        if load_step_minor is not None:
+            copayment = CoPayment(*copay) if copay is not None else None
+            step_problem = load_step_setting_problem(load_step_minor, balance_max_minor, copayment)
+            if step_problem is not None:
+                raise AdminError(step_problem)
         if payout_interval_weeks < 1:
             raise AdminError("payout_interval_weeks must be 1 or more")
         if card_validity_months < 1:
@@ -241,6 +259,7 @@ class Admin:
                     "funder_name": funder_name,
                     "payout_interval_weeks": payout_interval_weeks,
                     "card_validity_months": card_validity_months,
+                    "load_step_minor": load_step_minor,
                 },
             )
             programme_accounts = [

@@ -53,6 +53,7 @@ class CreateProgrammeRequest(_message.Message):
     FUNDER_NAME_FIELD_NUMBER: _builtins.int
     BALANCE_MAX_MINOR_FIELD_NUMBER: _builtins.int
     CARD_VALIDITY_MONTHS_FIELD_NUMBER: _builtins.int
+    LOAD_STEP_MINOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: Global___ProgrammeKind.ValueType
     currency: _builtins.str
@@ -65,6 +66,10 @@ class CreateProgrammeRequest(_message.Message):
     funder_name: _builtins.str
     balance_max_minor: _builtins.int
     card_validity_months: _builtins.int
+    load_step_minor: _builtins.int
+    """Loads are whole multiples of it; 0: 500 (5.00) for a programme with a co-payment, else any
+    amount. It must be at most balance_max_minor, and its co-payment a whole number of minor units.
+    """
     def __init__(
         self,
         *,
@@ -78,10 +83,11 @@ class CreateProgrammeRequest(_message.Message):
         funder_name: _builtins.str = ...,
         balance_max_minor: _builtins.int = ...,
         card_validity_months: _builtins.int = ...,
+        load_step_minor: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_max_minor", b"balance_max_minor", "card_prefix", b"card_prefix", "card_validity_months", b"card_validity_months", "copay_denominator_minor", b"copay_denominator_minor", "copay_numerator_minor", b"copay_numerator_minor", "currency", b"currency", "funder_name", b"funder_name", "kind", b"kind", "name", b"name", "payout_interval_weeks", b"payout_interval_weeks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_max_minor", b"balance_max_minor", "card_prefix", b"card_prefix", "card_validity_months", b"card_validity_months", "copay_denominator_minor", b"copay_denominator_minor", "copay_numerator_minor", b"copay_numerator_minor", "currency", b"currency", "funder_name", b"funder_name", "kind", b"kind", "load_step_minor", b"load_step_minor", "name", b"name", "payout_interval_weeks", b"payout_interval_weeks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

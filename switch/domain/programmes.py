@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from switch.domain.money import Money, proportional_share
 
+# The city card's letter: "voor elke 5 euro op jouw kaart, moet je zelf maar 1,80 euro betalen".
+LOAD_STEP_MINOR_DEFAULT = 500
+
 
 class ProgrammeKind(enum.Enum):
     gift = "gift"
@@ -44,13 +47,12 @@ class Programme:
     copayment: CoPayment | None  # benefit programmes only
     payout_interval_weeks: int
     card_validity_months: int
+    # Loads are whole multiples of this, or of any amount (None). Its own setting: the co-payment's
+    # denominator is only a ratio (1800 per 5000 is 1.80 per 5.00, not loads of 50.00 only).
+    load_step_minor: int | None = None
 
-    @property
-    def load_step_minor(self) -> int | None:
-        """Loads are whole multiples of this, or of any amount (None). A co-payment is a price per
-        step ("voor elke 5 euro op jouw kaart, moet je zelf maar 1,80 euro betalen"): a load of part
-        of one would cost the holder a share rounded up, so the step is the co-payment's unit."""
-        return self.copayment.denominator_minor if self.copayment is not None else None
+    def __post_init__(self) -> None:
+        assert self.load_step_minor is None or self.load_step_minor > 0, self
 
     def load_step_problem(self, amount_minor: int) -> str | None:
         """Why a load of amount_minor is not whole steps of this programme; None when it is."""
@@ -64,6 +66,39 @@ class Programme:
         if self.copayment is None:
             return amount_minor, 0
         return self.copayment.split(amount_minor)
+
+
+def load_step_setting_problem(
+    load_step_minor: int, balance_max_minor: int, copayment: CoPayment | None
+) -> str | None:
+    """Why a programme cannot have this load step; None when it can. A step above the maximum is no
+    load at all; a step whose co-payment is part of a cent would round every load's holder part."""
+    if load_step_minor <= 0:
+        return "load_step_minor must be positive"
+    if load_step_minor > balance_max_minor:
+        return (
+            f"load_step_minor {load_step_minor} is above balance_max_minor {balance_max_minor}: "
+            "no load would fit"
+        )
+    if copayment is not None and load_step_minor * copayment.numerator_minor % copayment.denominator_minor:
+        return (
+            f"load_step_minor {load_step_minor}: the co-payment {copayment.numerator_minor} per "
+            f"{copayment.denominator_minor} of one step is not a whole number of minor units"
+        )
+    return None
+
+
+def stored_load_step_minor(
+    load_step_minor: int | None, balance_max_minor: int, copayment: CoPayment | None
+) -> int | None:
+    """The step of a programme as stored. One stored before the step was its own setting (NULL)
+    loads in LOAD_STEP_MINOR_DEFAULT where that fits it, else in the co-payment's denominator, as
+    it did: either way a whole number of cents per step."""
+    if load_step_minor is not None or copayment is None:
+        return load_step_minor
+    if load_step_setting_problem(LOAD_STEP_MINOR_DEFAULT, balance_max_minor, copayment) is None:
+        return LOAD_STEP_MINOR_DEFAULT
+    return copayment.denominator_minor
 
 
 def commission_minor(gross_minor: int, commission_basis_points: int) -> int:

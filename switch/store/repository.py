@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, Row, String, bindparam, func, literal
 from switch.domain.card_rules import CardState
 from switch.domain.employees import PinAttempt
 from switch.domain.ledger import CARD_ACCOUNT_PREFIX, merchant_payable_account
-from switch.domain.programmes import CoPayment, Programme
+from switch.domain.programmes import CoPayment, Programme, stored_load_step_minor
 from switch.domain.transactions import TransactionStatus
 from switch.store import periods
 from switch.store.card_pins import CardPin, card_pins
@@ -136,6 +136,7 @@ class Store:
             copay,
             row.payout_interval_weeks,
             row.card_validity_months,
+            stored_load_step_minor(row.load_step_minor, row.balance_max_minor, copay),
         )
         with self._lock:
             self._programmes[programme_id] = programme

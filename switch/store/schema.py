@@ -54,6 +54,9 @@ class ProgrammeRow(Base):
     funder_name: Mapped[str] = mapped_column(String(120), default="")
     payout_interval_weeks: Mapped[int] = mapped_column(Integer, default=4)
     card_validity_months: Mapped[int] = mapped_column(Integer, default=36)
+    # Loads are whole multiples of it (NULL: any amount, or a programme stored before it was a
+    # setting: see domain.programmes.stored_load_step_minor).
+    load_step_minor: Mapped[int | None] = mapped_column(MONEY, nullable=True)
 
 
 class MerchantRow(Base):

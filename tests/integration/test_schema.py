@@ -255,3 +255,11 @@ def test_a_database_error_names_the_statement_but_never_the_rows_values(engine: 
     assert "INSERT INTO employees" in str(raised.value)
     assert secret_hash not in str(raised.value)
     assert "emp_2" not in str(raised.value)
+
+
+def test_a_programmes_load_step_is_added_to_an_older_database_empty(engine: Engine) -> None:
+    """Empty: such a programme loads as domain.programmes.stored_load_step_minor says (test_load_step)."""
+    as_an_older_release_had_it(engine, "ALTER TABLE programmes DROP COLUMN load_step_minor")  # session 23
+    create_schema(engine)
+    columns = {column["name"]: column for column in inspect(engine).get_columns("programmes")}
+    assert columns["load_step_minor"]["nullable"]

@@ -21,7 +21,15 @@ from switch.domain.cards import (
 )
 from switch.domain.employees import LockoutPolicy, PinAttempt, after_attempt, manage_problem, pin_problem
 from switch.domain.money import Money, proportional_share
-from switch.domain.programmes import CoPayment, Programme, ProgrammeKind, commission_minor, cycle_payout_minor
+from switch.domain.programmes import (
+    CoPayment,
+    Programme,
+    ProgrammeKind,
+    commission_minor,
+    cycle_payout_minor,
+    load_step_setting_problem,
+    stored_load_step_minor,
+)
 from switch.domain.response_codes import ResponseCode as R
 from switch.domain.transactions import TransactionStatus as S
 
@@ -78,7 +86,7 @@ def test_load_respects_the_card_limit(balance_with_pending: int, amount_minor: i
     )
 
 
-TAXI = Programme("t", "Taxi", ProgrammeKind.benefit, "EUR", "600002", 10_000, CoPayment(180, 500), 4, 36)
+TAXI = Programme("t", "Taxi", ProgrammeKind.benefit, "EUR", "600002", 10_000, CoPayment(180, 500), 4, 36, 500)
 
 
 @pytest.mark.parametrize(
@@ -106,8 +114,50 @@ def test_a_load_comes_in_whole_steps_of_its_programme(
         assert decision.detail == "loads are in steps of 5.00 EUR"
 
 
-def test_the_load_step_is_the_co_payments_unit_and_a_gift_card_has_none() -> None:
+def test_the_load_step_is_the_programmes_own_and_a_gift_card_has_none() -> None:
     assert (TAXI.load_step_minor, GIFT.load_step_minor) == (500, None)
+
+
+@pytest.mark.parametrize(
+    ("step_minor", "balance_max_minor", "copay", "problem"),
+    [
+        (500, 10_000, (180, 500), None),  # the city card: 1.80 per 5.00
+        (500, 10_000, (1_800, 5_000), None),  # the same price written per 50.00: still 5.00 steps
+        (10, 10_000, (1_800, 5_000), "load_step_minor 10: the co-payment 1800 per 5000 of one step"),
+        (100, 10_000, (1_800, 5_000), None),  # 1.00 costs 0.36
+        (500, 10_000, (100, 300), "load_step_minor 500: the co-payment 100 per 300 of one step"),
+        (300, 10_000, (100, 300), None),
+        (500, 400, (180, 500), "load_step_minor 500 is above balance_max_minor 400: no load would fit"),
+        (400, 400, None, None),
+        (0, 10_000, (180, 500), "load_step_minor must be positive"),
+        (-500, 10_000, None, "load_step_minor must be positive"),
+        (1, 10_000, None, None),
+    ],
+)
+def test_a_programmes_load_step_fits_its_maximum_and_costs_whole_cents(
+    step_minor: int, balance_max_minor: int, copay: tuple[int, int] | None, problem: str | None
+) -> None:
+    copayment = CoPayment(*copay) if copay is not None else None
+    found = load_step_setting_problem(step_minor, balance_max_minor, copayment)
+    assert (found or "").startswith(problem or "") and (found is None) == (problem is None), found
+
+
+@pytest.mark.parametrize(
+    ("stored_minor", "balance_max_minor", "copay", "step_minor"),
+    [
+        (None, 10_000, (180, 500), 500),
+        (None, 10_000, (1_800, 5_000), 500),  # stored before the step was its own: 5.00, not 50.00
+        (None, 10_000, (100, 300), 300),  # 5.00 costs part of a cent: the denominator, as before
+        (None, 10_000, None, None),
+        (2_000, 10_000, (180, 500), 2_000),
+        (250, 10_000, None, 250),
+    ],
+)
+def test_a_programme_stored_before_the_load_step_loads_as_it_can(
+    stored_minor: int | None, balance_max_minor: int, copay: tuple[int, int] | None, step_minor: int | None
+) -> None:
+    copayment = CoPayment(*copay) if copay is not None else None
+    assert stored_load_step_minor(stored_minor, balance_max_minor, copayment) == step_minor
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,11 @@ from switch.domain.programmes import CoPayment, Programme, ProgrammeKind
 from switch.domain.top_ups import TopUp, TopUpStatus, confirm_problem, start_refusal
 
 TODAY = dt.date(2026, 12, 7)
-TAXI = Programme("t", "Taxi", ProgrammeKind.benefit, "EUR", "600002", 50_000, CoPayment(180, 500), 4, 36)
+TAXI = Programme("t", "Taxi", ProgrammeKind.benefit, "EUR", "600002", 50_000, CoPayment(180, 500), 4, 36, 500)
 NO_COPAY = Programme("n", "Free", ProgrammeKind.benefit, "EUR", "600003", 50_000, None, 4, 36)
-FUNDED = Programme("f", "Funded", ProgrammeKind.benefit, "EUR", "600004", 50_000, CoPayment(0, 500), 4, 36)
+FUNDED = Programme(
+    "f", "Funded", ProgrammeKind.benefit, "EUR", "600004", 50_000, CoPayment(0, 500), 4, 36, 500
+)
 GIFT = Programme("g", "Gift", ProgrammeKind.gift, "EUR", "600001", 50_000, None, 4, 36)
 MASKED = "600002******0001"
 
