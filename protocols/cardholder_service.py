@@ -71,7 +71,7 @@ class CardholderService(ch_grpc.CardholderServicer):
         amount = _decoded(lambda: convert.amount(request.amount, request.HasField("amount")))
         card_id = self._card_id(request)
         top_ups = self._core.top_ups
-        known = await asyncio.to_thread(top_ups.by_request, request_id)
+        known = await asyncio.to_thread(top_ups.by_request, card_id, request_id)
         if known is None:
             card = await self._core.balance_async(card_id)  # its balance less what is reserved
             refusal = start_refusal(card, card.balance_minor, amount, self._core.today())

@@ -50,15 +50,17 @@ class OnlineTopUps:
 
     # Starting
 
-    def by_request(self, request_id: str) -> TopUp | None:
-        return self._one(top_ups.c.request_id == request_id)
+    def by_request(self, card_id: str, request_id: str) -> TopUp | None:
+        """The top-up a request id started on this card. Ids are the card's own: callers have no
+        login, so an id shared by all could be taken first by anyone who guessed it."""
+        return self._one((top_ups.c.card_id == card_id) & (top_ups.c.request_id == request_id))
 
     def get(self, top_up_id: str) -> TopUp | None:
         return self._one(top_ups.c.top_up_id == top_up_id)
 
     def start(self, request_id: str, card: CardState, amount: Money) -> TopUp:
         """A pending top-up of the card (its rules checked by the caller: start_refusal). The same
-        request_id again: the top-up it started; with another card or amount, AdminConflictError."""
+        request_id again on the card: the top-up it started; with another amount, AdminConflictError."""
         holder_minor, funder_minor = card.programme.split_load(amount.amount_minor)
         now = self._now()
         top_up = TopUp(
@@ -78,10 +80,10 @@ class OnlineTopUps:
         try:
             with writing(self._engine) as conn:
                 conn.execute(insert(top_ups), _row_of(top_up))
-        except IntegrityError:  # the request id: another start with it landed first
-            known = self.by_request(request_id)
-            if known is None:
-                raise
+        except IntegrityError:  # the card's request id: another start with it landed first
+            known = self.by_request(card.card_id, request_id)
+            if known is None:  # an older database's unique request_id: another card's start has it
+                raise AdminConflictError(f"request_id {request_id!r} is taken; use another") from None
             return same_request(known, card.card_id, amount)
         return top_up
 

@@ -374,9 +374,14 @@ class TopUpRow(Base):
     refund_due. Only the masked card number is kept, beside the card's id."""
 
     __tablename__ = "top_ups"
-    __table_args__ = (Index("ix_top_ups_status", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_top_ups_status", "status", "created_at"),
+        # The client's request id is the card's own (callers have no login): a unique index, not a
+        # constraint, so older databases get it too (they keep their unique request_id as well).
+        Index("uq_top_ups_card_request", "card_id", "request_id", unique=True),
+    )
     top_up_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    request_id: Mapped[str] = mapped_column(String(64), unique=True)  # the client's, for idempotency
+    request_id: Mapped[str] = mapped_column(String(64))  # the client's, for idempotency
     card_id: Mapped[str] = mapped_column(ForeignKey("cards.card_id"), index=True)
     card_masked: Mapped[str] = mapped_column(String(19))
     programme_id: Mapped[str] = mapped_column(ForeignKey("programmes.programme_id"))

@@ -263,3 +263,13 @@ def test_a_programmes_load_step_is_added_to_an_older_database_empty(engine: Engi
     create_schema(engine)
     columns = {column["name"]: column for column in inspect(engine).get_columns("programmes")}
     assert columns["load_step_minor"]["nullable"]
+
+
+def test_a_top_ups_request_id_per_card_is_added_to_an_older_database_as_a_unique_index(
+    engine: Engine,
+) -> None:
+    as_an_older_release_had_it(engine, "DROP INDEX uq_top_ups_card_request")  # session 23
+    create_schema(engine)
+    indexes = {index["name"]: index for index in inspect(engine).get_indexes("top_ups")}
+    assert indexes["uq_top_ups_card_request"]["column_names"] == ["card_id", "request_id"]
+    assert indexes["uq_top_ups_card_request"]["unique"]

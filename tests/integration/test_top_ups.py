@@ -162,6 +162,19 @@ def test_a_start_sent_again_is_the_same_top_up_and_another_with_its_id_is_refuse
     assert top_up_rows(world) == 1
 
 
+def test_a_request_id_is_the_cards_own_so_no_caller_takes_anothers_first(world: World) -> None:
+    """Callers have no login: an id shared by all, guessed and sent first with another card, made
+    the holder's own start ALREADY_EXISTS (or, with the same card, gave the taker's top-up back)."""
+    mine, theirs = world.issue(0, world.benefit_programme), world.issue(0, world.benefit_programme)
+    taken = start(world, theirs, 1_000, "order-1")
+    own = start(world, mine, 500, "order-1")
+    assert own.top_up_id != taken.top_up_id and own.card_masked[-4:] == mine[-4:]
+    assert start(world, mine, 500, "order-1").top_up_id == own.top_up_id  # sent again: the same
+    assert start(world, theirs, 1_000, "order-1").top_up_id == taken.top_up_id
+    assert confirm(world, own.top_up_id, "p-own-1", 180).status == "loaded"
+    assert (balance(world, mine), balance(world, theirs), top_up_rows(world)) == (500, 0, 2)
+
+
 FIVE_EUROS = pb.Amount(amount_minor=500, currency="EUR")
 HOLDERS_PART_OF_FIVE = pb.Amount(amount_minor=180, currency="EUR")
 
