@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
+from switch.admin import ONLINE_TOP_UP_EMAIL
 from switch.store.schema import password_resets
 from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, start_world, world_fixture
 from tests.integration.test_portal import days, refusal, sign_in, stub
@@ -87,6 +88,21 @@ def test_an_unknown_address_is_answered_the_same_and_mails_nothing(shop: tuple[W
     world, mailbox = shop
     assert ask(world, "nobody-here@example.test") == ask(world, MERCHANT_EMAIL)
     next_code(mailbox, 1)
+    assert [to for _, to in mailbox.envelopes] == [[MERCHANT_EMAIL]]
+    with world.server.core.store.engine.connect() as conn:
+        assert len(conn.execute(select(password_resets)).all()) == 1  # the merchant's
+
+
+def test_the_switchs_own_address_is_answered_as_unknown_and_mails_nothing(
+    shop: tuple[World, Mailbox],
+) -> None:
+    """The online top-up merchant's login (made at the first top-up) has an address in .invalid:
+    a code mailed there reaches nobody, and a mail server's bounce would show it exists."""
+    world, mailbox = shop
+    world.server.core.online_top_up_terminal(world.benefit_programme)  # its merchant exists now
+    unknown = ask(world, "nobody-here@example.test")
+    assert ask(world, ONLINE_TOP_UP_EMAIL.upper()) == unknown == ask(world, MERCHANT_EMAIL)
+    next_code(mailbox, 1)  # one mailer thread, in order: one to the switch's would be before it
     assert [to for _, to in mailbox.envelopes] == [[MERCHANT_EMAIL]]
     with world.server.core.store.engine.connect() as conn:
         assert len(conn.execute(select(password_resets)).all()) == 1  # the merchant's
