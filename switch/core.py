@@ -376,7 +376,7 @@ class SwitchCore:
     def _move_to_replacement(self, asked: FollowAsked) -> None:
         """One move on a follow worker's thread; a failure is logged and counted, never raised."""
         try:
-            new_card_id = self._last_replacement(asked.card_id)
+            new_card_id = self.last_replacement(asked.card_id)
             if new_card_id is None:  # blocked or lost, not replaced: it waits for the office
                 self._count_follow(asked.when, "not_replaced")
                 return
@@ -401,7 +401,7 @@ class SwitchCore:
         with self._follow_lock:
             return FollowStatistics(dict(self._follow_moves), dict(self._follow_moved_minor))
 
-    def _last_replacement(self, card_id: str) -> str | None:
+    def last_replacement(self, card_id: str) -> str | None:
         """The card at the end of card_id's chain of replacements, or None if it was not replaced."""
         last, seen = self.store.card_replaced_by(card_id), {card_id}
         while last is not None and last not in seen and (after := self.store.card_replaced_by(last)):

@@ -101,10 +101,34 @@ class OnlineTopUps:
         problem = confirm_problem(top_up, amount_paid, top_up.confirmed_at)
         if problem is not None:
             return self._finish(top_up, TopUpStatus.refund_due, problem)
-        outcome = self._load(top_up)
-        if outcome.code.approves:
-            return self._finish(top_up, TopUpStatus.loaded, outcome.message)
-        return self._finish(top_up, TopUpStatus.refund_due, f"card not loaded: {outcome.message}")
+        card = self._card_to_load(top_up)
+        outcome = self._load(top_up, card.card_id)
+        if not outcome.code.approves:
+            return self._finish(top_up, TopUpStatus.refund_due, f"card not loaded: {outcome.message}")
+        if card.card_id != top_up.card_id:
+            onto = f"{outcome.message}: onto {card.masked}, the card that replaced it"
+            return self._finish(top_up, TopUpStatus.loaded, onto)
+        return self._finish(top_up, TopUpStatus.loaded, outcome.message)
+
+    def _card_to_load(self, top_up: TopUp) -> CardState:
+        """The top-up's card, or the card that replaced it since the start (the last of a chain): the
+        load follows a replaced card as other money credited to one does (SwitchCore.last_replacement).
+        A confirmation sent again names the card its load was stored with, replaced since or not: the
+        same id with another card would be refused as another transaction (never made twice, but
+        never answered either); money loaded onto a card replaced since follows it by the transfer."""
+        store = self._core.store
+        terminal_id = self._core.online_top_up_terminal(top_up.programme_id)
+        stored = store.transaction(terminal_id, top_up.top_up_id)
+        if stored is not None and stored.record.card_id is not None:
+            return store.card_state(stored.record.card_id)
+        replacement_id = self._core.last_replacement(top_up.card_id)
+        if replacement_id is None:
+            return store.card_state(top_up.card_id)
+        replacement = store.card_state(replacement_id)
+        # A replacement is of the lost card's programme (Admin refuses another): the holder's part
+        # paid is that programme's price.
+        assert replacement.programme.programme_id == top_up.programme_id, (top_up, replacement_id)
+        return replacement
 
     def _claim(self, top_up_id: str, psp_reference: str, amount_paid: Money) -> TopUp:
         row = top_ups.c
@@ -148,10 +172,10 @@ class OnlineTopUps:
             )
         return top_up
 
-    def _load(self, top_up: TopUp) -> Outcome:
+    def _load(self, top_up: TopUp, card_id: str) -> Outcome:
         core = self._core
         terminal_id = core.online_top_up_terminal(top_up.programme_id)
-        load = Load(top_up.top_up_id, top_up.card_id, top_up.money(top_up.amount_minor))
+        load = Load(top_up.top_up_id, card_id, top_up.money(top_up.amount_minor))
         try:
             core.web_days.close_if_due(terminal_id)  # so the load counts in today's period
             outcome = core.submit(terminal_id, load)

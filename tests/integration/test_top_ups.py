@@ -34,6 +34,7 @@ from tests.integration.harness import (
     new_txn,
     world_fixture,
 )
+from tests.integration.test_card_replacement import replace
 from tests.integration.test_portal import refusal
 
 PSP_TOKEN = "test-psp-token"
@@ -510,6 +511,30 @@ def test_a_confirmation_cut_short_is_finished_by_the_psps_next_one(world: World)
     assert confirm(world, started.top_up_id, "p-cut", 360).status == "loaded"
     assert confirm(world, started.top_up_id, "p-cut", 360).status == "loaded"
     assert balance(world, card) == 1_000 and world.ledger().unbalanced_entries == 0
+
+
+def test_a_top_up_of_a_card_replaced_before_the_payment_loads_the_card_that_replaced_it(
+    world: World,
+) -> None:
+    """Lost after the holder started, replaced at the office (twice: a chain) before the PSP
+    confirmed: the load follows the card as other money on a replaced card does, once."""
+    lost, first, last, later = (world.issue(0, world.benefit_programme) for _ in range(4))
+    started = start(world, lost, 1_000)
+    replace(world, lost, first)
+    replace(world, first, last)
+    loaded = confirm(world, started.top_up_id, "p-follow", 360)
+    assert loaded.status == "loaded" and last[-4:] in loaded.reason and last not in loaded.reason
+    assert confirm(world, started.top_up_id, "p-follow", 360) == loaded  # sent again: once
+    assert [balance_of(world, card) for card in (lost, first, last)] == [0, 0, 1_000]
+    # Cut short after the load (as test_a_confirmation_cut_short...), and that card replaced too:
+    # the next confirmation finds the load made, and its money followed by the replacement.
+    with world.server.core.store.engine.begin() as conn:
+        cut = update(top_ups).where(top_ups.c.top_up_id == started.top_up_id)
+        conn.execute(cut.values(status="confirming", reason=""))
+    replace(world, last, later)
+    assert confirm(world, started.top_up_id, "p-follow", 360).status == "loaded"
+    assert [balance_of(world, card) for card in (lost, first, last, later)] == [0, 0, 0, 1_000]
+    assert world.ledger().unbalanced_entries == 0
 
 
 def test_a_payment_in_another_currency_is_kept_in_it_and_refund_due(world: World) -> None:
