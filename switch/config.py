@@ -116,6 +116,13 @@ class Settings:
     # this many listed by ListTopUps (the newest first)
     top_up_valid_s: int = 30 * 60
     top_ups_listed_max: int = 1_000
+    # A top-up left confirming (the PSP gave up after UNAVAILABLE, or the switch stopped mid-load)
+    # is finished by a sweep at start and every top_up_sweep_interval_s, once it has been confirming
+    # top_up_confirming_grace_s (a live confirmation's load has answered or timed out by then), at
+    # most top_ups_swept_max a sweep (the oldest first)
+    top_up_sweep_interval_s: float = 60.0
+    top_up_confirming_grace_s: float = 120.0
+    top_ups_swept_max: int = 100
     # E-mailed receipts: queued by the terminal, sent by the mailer; smtp_host empty: off
     smtp_host: str = ""
     smtp_port: int = 25
@@ -182,6 +189,9 @@ POSITIVE_SETTINGS = (
     "top_ups_listed_max",
     "replacement_follow_workers_max",
     "replacement_follows_queued_max",
+    "top_up_sweep_interval_s",
+    "top_up_confirming_grace_s",
+    "top_ups_swept_max",
 )
 
 

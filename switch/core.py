@@ -54,7 +54,7 @@ from switch.store.journal_process import can_serve
 from switch.store.keys import KeyStore
 from switch.store.repository import DayCloseReport, Store
 from switch.store.schema import CARD_EVENT_DETAIL_MAX
-from switch.top_ups import OnlineTopUps
+from switch.top_ups import OnlineTopUps, TopUpSweeper
 from switch.web_days import WebDays
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,7 @@ class SwitchCore:
             settings.replacement_follows_queued_max,
         )
         self.top_ups = OnlineTopUps(engine, self, utc_now)
+        self._top_up_sweeper = TopUpSweeper(self.top_ups, settings.top_up_sweep_interval_s)
 
     def start(self) -> None:
         self.writer.start()
@@ -210,9 +211,11 @@ class SwitchCore:
         # moved by the few follow workers; more cards than the queue holds make the start wait for room.
         for card_id, last_posting in self.store.money_on_replaced_cards():
             self._follows.ask(FollowAsked(card_id, f"start:{card_id}:{last_posting}", "start"))
+        self._top_up_sweeper.start()  # top-ups a stop or a PSP that gave up left confirming
 
     def stop(self) -> None:
         """Actors first (their decided writes land), then the journal flushes and stops."""
+        self._top_up_sweeper.stop()  # before the actors: a load it is making lands or fails first
         self._follows.stop()  # the money of moves not made stays on the lost cards for the next start
         self.receipts.stop()
         self.password_resets.stop()

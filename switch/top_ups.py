@@ -7,12 +7,16 @@ terminal (Admin.online_top_up_terminal) with the top-up's id as the transaction 
 actor, the card actor and the journal's idempotency key make two confirmations (or a confirmation
 sent again after a crash) one load, and the card's state is judged by its actor at that moment.
 A payment that loads nothing leaves the top-up refund_due with the reason, for the operator.
+A top-up left confirming (the PSP gave up on an UNAVAILABLE, the switch stopped mid-load) is
+finished by a sweep (TopUpSweeper) as a confirmation sent again would finish it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +37,8 @@ from switch.web_days import WebDayCloseError
 if TYPE_CHECKING:
     from switch.core import SwitchCore
 
+log = logging.getLogger(__name__)
+
 REASON_MAX = 250  # the column's length
 
 
@@ -47,6 +53,8 @@ class OnlineTopUps:
         self._now = now
         self._valid = dt.timedelta(seconds=core.settings.top_up_valid_s)
         self._listed_max = core.settings.top_ups_listed_max
+        self._confirming_grace = dt.timedelta(seconds=core.settings.top_up_confirming_grace_s)
+        self._swept_max = core.settings.top_ups_swept_max
 
     # Starting
 
@@ -96,9 +104,14 @@ class OnlineTopUps:
         top_up = self._claim(top_up_id, psp_reference, amount_paid)
         if top_up.status is not TopUpStatus.confirming:
             return top_up  # judged already: the first answer
-        assert top_up.confirmed_at is not None
+        return self._judge(top_up)
+
+    def _judge(self, top_up: TopUp) -> TopUp:
+        """A confirming top-up loaded or refund_due; TopUpNotLoadedYetError leaves it confirming.
+        Any number of times, from any node: the load's transaction id is the top-up's."""
+        assert top_up.status is TopUpStatus.confirming and top_up.confirmed_at is not None, top_up
         # Judged at the first confirmation's time, so a confirmation sent again judges the same.
-        problem = confirm_problem(top_up, amount_paid, top_up.confirmed_at)
+        problem = confirm_problem(top_up, top_up.amount_paid, top_up.confirmed_at)
         if problem is not None:
             return self._finish(top_up, TopUpStatus.refund_due, problem)
         card = self._card_to_load(top_up)
@@ -109,6 +122,33 @@ class OnlineTopUps:
             onto = f"{outcome.message}: onto {card.masked}, the card that replaced it"
             return self._finish(top_up, TopUpStatus.loaded, onto)
         return self._finish(top_up, TopUpStatus.loaded, outcome.message)
+
+    def finish_confirming(self, stopping: threading.Event | None = None) -> int:
+        """Finish the top-ups left confirming for top_up_confirming_grace_s, at most
+        top_ups_swept_max, the oldest first, until `stopping` is set; those whose load is still not
+        known stay for the next sweep. Returns how many were finished (loaded or refund_due)."""
+        row = top_ups.c
+        before = self._now() - self._confirming_grace
+        query = (
+            select(top_ups)
+            .where(row.status == TopUpStatus.confirming.value, row.confirmed_at < before)
+            .order_by(row.confirmed_at, row.top_up_id)
+            .limit(self._swept_max)
+        )
+        with self._engine.connect() as conn:
+            left = [_top_up_of(found) for found in conn.execute(query).mappings()]
+        finished = 0
+        for top_up in left:
+            if stopping is not None and stopping.is_set():  # each load may wait for its reply timeout
+                break
+            try:
+                judged = self._judge(top_up)
+            except TopUpNotLoadedYetError as error:
+                log.warning("top-up %s still confirming after a sweep: %s", top_up.top_up_id, error)
+                continue
+            log.info("top-up %s left confirming is %s", top_up.top_up_id, judged.status.value)
+            finished += 1
+        return finished
 
     def _card_to_load(self, top_up: TopUp) -> CardState:
         """The top-up's card, or the card that replaced it since the start (the last of a chain): the
@@ -238,6 +278,35 @@ class OnlineTopUps:
         with self._engine.connect() as conn:
             found = conn.execute(select(top_ups).where(condition)).mappings().first()
         return None if found is None else _top_up_of(found)
+
+
+class TopUpSweeper:
+    """Runs OnlineTopUps.finish_confirming once at start, then every top_up_sweep_interval_s, on a
+    thread of its own until stopped (as the payment recovery's sweep, switch/acquiring.py)."""
+
+    def __init__(self, top_ups: OnlineTopUps, interval_s: float) -> None:
+        self._top_ups = top_ups
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="top-up-sweep", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._top_ups.finish_confirming(self._stopping)
+            except Exception:  # a thread of its own: a database fault, a stop; the next sweep tries again
+                log.exception("finishing top-ups left confirming failed; trying again")
+            if self._stopping.wait(self._interval_s):
+                return
 
 
 def same_request(known: TopUp, card_id: str, amount: Money) -> TopUp:
