@@ -75,11 +75,14 @@ FOLLOW_WHEN: Final = ("credit", "start")
 FOLLOW_OUTCOMES: Final = ("moved", "nothing_moved", "not_replaced", "failed")
 PAYMENT_RECOVERY_NODES: Final = ("own", "other")
 PAYMENT_RECOVERY_OUTCOMES: Final = ("reversed", "answered_meanwhile")
+TOP_UP_EVENTS: Final = ("started", "loaded", "refund_due")
 
 # "/" admits gRPC full method names ("/txswitch.terminal.v1.Terminal/Redeem").
 _NAME_LABEL_PATTERN: Final = re.compile(r"/?[A-Za-z][A-Za-z0-9_./\-]*")
 _CODE_LABEL_PATTERN: Final = re.compile(r"[0-9A-Z]{2}")
 _CURRENCY_LABEL_PATTERN: Final = re.compile(r"[A-Z]{3}")
+# A programme's id (switch.admin.new_id): "prg_" and 16 hex digits, never all decimal.
+_PROGRAMME_LABEL_PATTERN: Final = re.compile(r"prg_(?![0-9]{16}$)[0-9a-f]{16}")
 # Requests that end with a gRPC error have no ISO 8583 code; their status name is the code.
 GRPC_STATUS_CODES: Final = frozenset(
     {
@@ -239,6 +242,7 @@ class SwitchMetrics:
         self._define_backoffice_metrics()
         self._define_schema_metrics()
         self._define_card_metrics()
+        self._define_top_up_metrics()
         self._runtime = _RuntimeCollector()
         self.registry.register(self._runtime)
         self._request_children: dict[tuple[str, str], _RequestChildren] = {}
@@ -417,6 +421,16 @@ class SwitchMetrics:
             registry=self.registry,
         )
 
+    def _define_top_up_metrics(self) -> None:
+        self.top_ups = Counter(
+            "txswitch_top_ups",
+            "Cardholders' online top-ups, by programme (its id) and event: started; loaded (the PSP "
+            "confirmed the payment and the card was loaded) or refund_due (paid, not loaded: the "
+            "operator refunds it), counted by the node that finished it.",
+            ["programme", "event"],
+            registry=self.registry,
+        )
+
     def _define_security_metrics(self) -> None:
         self.pin_lockouts = Counter(
             "txswitch_pin_lockouts",
@@ -530,6 +544,12 @@ class SwitchMetrics:
         when_value = when if when in FOLLOW_WHEN else LABEL_REFUSED
         currency_value = currency if _CURRENCY_LABEL_PATTERN.fullmatch(currency) else LABEL_REFUSED
         self.replaced_card_followed_minor.labels(when=when_value, currency=currency_value).inc(amount_minor)
+
+    def top_up(self, programme_id: str, event: str, count: int = 1) -> None:
+        """event one of TOP_UP_EVENTS; programme_id a programme's id, never the card."""
+        programme_value = programme_id if _PROGRAMME_LABEL_PATTERN.fullmatch(programme_id) else LABEL_REFUSED
+        event_value = event if event in TOP_UP_EVENTS else LABEL_REFUSED
+        self.top_ups.labels(programme=programme_value, event=event_value).inc(count)
 
     def payment_recovered(self, node: str, outcome: str, count: int = 1) -> None:
         """node is "own" or "other", outcome "reversed" or "answered_meanwhile"; never the payment."""

@@ -61,7 +61,8 @@ class _Deltas:
 
 
 class CoreFeed:
-    """Card actors started/passivated and employee PIN lockouts, read from the core's counters."""
+    """Card actors started/passivated, employee PIN lockouts, money following replaced cards and
+    online top-ups, read from the core's counters."""
 
     def __init__(self, core: SwitchCore, metrics: SwitchMetrics) -> None:
         self._core = core
@@ -81,6 +82,8 @@ class CoreFeed:
         for (when, currency), moved_minor in sorted(follows.moved_minor.items()):
             step = deltas.step(f"followed_minor:{when}:{currency}", moved_minor)
             metrics.replaced_card_money_followed(when, currency, step)
+        for (programme_id, event), total in sorted(self._core.top_ups.statistics().items()):
+            metrics.top_up(programme_id, event, deltas.step(f"top_ups:{programme_id}:{event}", total))
 
 
 class LocationChangesFeed:

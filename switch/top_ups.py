@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REASON_MAX = 250  # the column's length
+# What is counted of top-ups (statistics(), txswitch_top_ups_total): started; and how a confirmed
+# one ended, loaded or refund_due (counted by the node whose confirmation or sweep finished it).
+TOP_UP_EVENTS = ("started", "loaded", "refund_due")
 
 
 class TopUpNotLoadedYetError(RuntimeError):
@@ -55,6 +58,8 @@ class OnlineTopUps:
         self._listed_max = core.settings.top_ups_listed_max
         self._confirming_grace = dt.timedelta(seconds=core.settings.top_up_confirming_grace_s)
         self._swept_max = core.settings.top_ups_swept_max
+        self._counts: dict[tuple[str, str], int] = {}  # (programme_id, event) -> top-ups
+        self._counts_lock = threading.Lock()
 
     # Starting
 
@@ -93,7 +98,18 @@ class OnlineTopUps:
             if known is None:  # an older database's unique request_id: another card's start has it
                 raise AdminConflictError(f"request_id {request_id!r} is taken; use another") from None
             return same_request(known, card.card_id, amount)
+        self._count(top_up.programme_id, "started")
         return top_up
+
+    def _count(self, programme_id: str, event: str) -> None:
+        assert event in TOP_UP_EVENTS, event
+        with self._counts_lock:
+            self._counts[programme_id, event] = self._counts.get((programme_id, event), 0) + 1
+
+    def statistics(self) -> dict[tuple[str, str], int]:
+        """Top-ups since this process started, by (programme_id, event in TOP_UP_EVENTS): a snapshot."""
+        with self._counts_lock:
+            return dict(self._counts)
 
     # Confirming
 
@@ -230,11 +246,13 @@ class OnlineTopUps:
     def _finish(self, top_up: TopUp, status: TopUpStatus, reason: str) -> TopUp:
         row = top_ups.c
         with writing(self._engine) as conn:
-            conn.execute(
+            taken = conn.execute(
                 update(top_ups)
                 .where(row.top_up_id == top_up.top_up_id, row.status == TopUpStatus.confirming.value)
                 .values(status=status.value, reason=reason[:REASON_MAX])
-            )
+            ).rowcount
+        if taken:  # not a confirmation or sweep that another finished first
+            self._count(top_up.programme_id, status.value)
         finished = self.get(top_up.top_up_id)
         assert finished is not None and finished.status is not TopUpStatus.confirming, finished
         return finished

@@ -94,6 +94,9 @@ def _record_samples(metrics: SwitchMetrics) -> None:
     metrics.replaced_card_followed("credit", "moved")
     metrics.replaced_card_money_followed("credit", "EUR", 700)
     metrics.replaced_card_money_followed("start", PAN_SENTINEL, 1)
+    metrics.top_up("prg_0a1b2c3d4e5f6789", "started", 2)
+    metrics.top_up("prg_0a1b2c3d4e5f6789", "loaded")
+    metrics.top_up(PAN_SENTINEL, "refund_due")
     metrics.pin_lockout("card")
     metrics.set_schema_indexes_missing(("uq_card_payments_original",), ("uq_card_payments_original",))
     metrics.set_runtime_source(

@@ -39,8 +39,11 @@ ALLOWED_LABEL_NAMES = {
     "outcome",
     "when",
     "currency",
+    "programme",
+    "event",
 }
 PAN_SENTINEL = "4111111111111111"
+PROGRAMME = "prg_0a1b2c3d4e5f6789"
 
 EXPECTED_FAMILIES = (
     "txswitch_requests",
@@ -69,6 +72,7 @@ EXPECTED_FAMILIES = (
     "txswitch_iso_inbound_connections_idle_closed",
     "txswitch_replaced_card_follows",
     "txswitch_replaced_card_followed_minor",
+    "txswitch_top_ups",
 )
 
 
@@ -96,6 +100,9 @@ def record_everything(metrics: SwitchMetrics) -> None:
     metrics.replaced_card_followed("credit", "moved")
     metrics.replaced_card_money_followed("credit", "EUR", 700)
     metrics.replaced_card_money_followed("start", "euro", 5)  # not a currency code: "invalid"
+    metrics.top_up(PROGRAMME, "started", 3)
+    metrics.top_up(PROGRAMME, "loaded")
+    metrics.top_up("prg_1234567890123456", "refund_due")  # all decimal: no id of ours, "invalid"
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(actors=(ActorKindStats("card", 7, 2, 1),), terminals_online=4)
     )
@@ -179,6 +186,9 @@ def test_recorded_values_appear() -> None:
     followed = "txswitch_replaced_card_followed_minor_total"
     assert got[(followed, (("currency", "EUR"), ("when", "credit")))] == 700
     assert got[(followed, (("currency", LABEL_REFUSED), ("when", "start")))] == 5
+    assert got[("txswitch_top_ups_total", (("event", "started"), ("programme", PROGRAMME)))] == 3
+    assert got[("txswitch_top_ups_total", (("event", "loaded"), ("programme", PROGRAMME)))] == 1
+    assert got[("txswitch_top_ups_total", (("event", "refund_due"), ("programme", LABEL_REFUSED)))] == 1
 
 
 def test_card_data_passed_as_labels_never_reaches_the_exposition() -> None:
@@ -192,6 +202,8 @@ def test_card_data_passed_as_labels_never_reaches_the_exposition() -> None:
     metrics.payment_recovered(PAN_SENTINEL, PAN_SENTINEL)
     metrics.replaced_card_followed(PAN_SENTINEL, PAN_SENTINEL)
     metrics.replaced_card_money_followed(PAN_SENTINEL, PAN_SENTINEL, 1)
+    metrics.top_up(PAN_SENTINEL, PAN_SENTINEL)
+    metrics.top_up("prg_" + PAN_SENTINEL, "started")
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(actors=(ActorKindStats(PAN_SENTINEL, 1, 0, 0),), terminals_online=0)
     )
