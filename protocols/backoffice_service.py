@@ -510,6 +510,7 @@ def ask_location_change_pb(
     request: bo.AskLocationChangeRequest,
     asked_by: str,
     asked_by_employee_id: str | None = None,
+    asked_by_login_changes: int | None = None,
 ) -> bo.LocationChange:
     """A change of a location's name or address, pending the operator's check (backoffice and portal)."""
     if problem := convert.missing_field(request, "merchant_id", "location_id"):
@@ -521,6 +522,7 @@ def ask_location_change_pb(
         request.address,
         asked_by,
         asked_by_employee_id,
+        asked_by_login_changes,
     )
     return location_change_pb(change)
 

@@ -316,7 +316,9 @@ class PortalService(portal_grpc.PortalServicer):
     ) -> bo.LocationChange:
         def action(login: Login) -> bo.LocationChange:
             _own(context, request, login.merchant_id)
-            return ask_location_change_pb(self._core, request, login.email, login.employee_id)
+            return ask_location_change_pb(
+                self._core, request, login.email, login.employee_id, login.login_changes
+            )
 
         return self._run(context, PortalRight.settings, action)
 

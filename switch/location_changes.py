@@ -73,10 +73,12 @@ class LocationChanges:
         address: str,
         asked_by: str,
         asked_by_employee_id: str | None = None,
+        asked_by_login_changes: int | None = None,
     ) -> LocationChange:
         """A change of the merchant's location, pending; AdminError naming what is wrong, LookupError
         for a location the merchant does not have. `asked_by_employee_id`: the user whose portal
-        login asks, if it is a user's (see `decide`)."""
+        login asks, if it is a user's, and `asked_by_login_changes` that user's login changes as its
+        session saw them (see `decide`)."""
         name, address = location_fields(name, address)
         change_id = new_id("lch")
         with writing(self._engine) as conn:
@@ -114,6 +116,7 @@ class LocationChanges:
                     "status": ChangeStatus.pending,
                     "asked_by": asked_by,
                     "asked_by_employee_id": asked_by_employee_id,
+                    "asked_by_login_changes": asked_by_login_changes,
                     "asked_at": self._now(),
                     "decided_at": None,
                     "reason": "",
@@ -142,8 +145,8 @@ class LocationChanges:
     def decide(self, change_id: str, approve: bool, reason: str = "") -> LocationChange:
         """Approve (the location takes the asked name and address) or reject with a reason.
         AdminStateError when the change was decided already, its name is now taken, or (approval
-        only) the user who asked was deactivated or may no longer ask since; LookupError for an
-        unknown change."""
+        only) the user who asked was deactivated or may no longer ask since, or its login changed
+        since; LookupError for an unknown change."""
         reason = reason.strip()
         if not approve and not reason:
             raise AdminError("reason is missing: the merchant sees why its change was rejected")
@@ -171,17 +174,19 @@ class LocationChanges:
 def _refuse_gone_asker(conn: Connection, change: LocationChange) -> None:
     """AdminStateError (which rolls the decision back) when a user asked and is no longer one who
     may: an ask stands for the login that made it, and the merchant took that login's rights away
-    (a manager who left, a stolen login taken back). Read under the decision's write lock (SQLite)
-    or the user's row lock (PostgreSQL), so a deactivation at the same moment is seen or waits."""
-    asker = conn.execute(
-        select(location_changes.c.asked_by_employee_id).where(
-            location_changes.c.change_id == change.change_id
+    (a manager who left, a stolen login taken back with a deactivation or a new password). Read under
+    the decision's write lock (SQLite) or the user's row lock (PostgreSQL), so a deactivation or a
+    new password at the same moment is seen or waits."""
+    asked = location_changes.c
+    asker, login_changes = conn.execute(
+        select(asked.asked_by_employee_id, asked.asked_by_login_changes).where(
+            asked.change_id == change.change_id
         )
-    ).scalar()
+    ).one()
     if asker is None:
         return  # the merchant's own account, or the backoffice
     user = conn.execute(
-        select(employees.c.employee_number, employees.c.active, employees.c.role)
+        select(employees.c.employee_number, employees.c.active, employees.c.role, employees.c.login_changes)
         .where(employees.c.employee_id == asker)
         .with_for_update()
     ).first()
@@ -191,6 +196,10 @@ def _refuse_gone_asker(conn: Connection, change: LocationChange) -> None:
         why = "deactivated since"
     elif not may(user.role, PortalRight.settings):
         why = f"now a {user.role}, who may not ask for location changes"
+    elif login_changes is not None and user.login_changes != login_changes:
+        # Even undone (reactivated, the role given back): whoever held the login when it asked may
+        # not be whom the merchant trusts with it now.
+        why = "whose login changed since (a new password, address or role, or a deactivation)"
     else:
         return
     number = user.employee_number if user is not None else asker

@@ -54,6 +54,7 @@ class Login:
     role: str  # OWNER, or the user's role
     employee_id: str | None = None  # None: the merchant's own account
     user_name: str = ""
+    login_changes: int = 0  # the user's, when its password was checked or its session read
 
     def may(self, right: PortalRight) -> bool:
         return may(self.role, right)
@@ -158,7 +159,15 @@ def login_of(conn: Connection, email: str) -> tuple[Login, LoginCheck] | None:
     ).first()
     if user is None:
         return None
-    login = Login(user.merchant_id, user.merchant_name, email, user.role, user.employee_id, user.name)
+    login = Login(
+        user.merchant_id,
+        user.merchant_name,
+        email,
+        user.role,
+        user.employee_id,
+        user.name,
+        user.login_changes,
+    )
     return login, LoginCheck(user.password_hash, user.login_changes)
 
 

@@ -82,6 +82,7 @@ class PortalSessions:
                     e.email.label("user_email"),
                     e.role,
                     e.active,
+                    e.login_changes,
                 )
                 .join(merchants, m.merchant_id == s.merchant_id)
                 .outerjoin(employees, e.employee_id == s.employee_id)
@@ -94,7 +95,13 @@ class PortalSessions:
         if not row.active or row.user_email is None:
             raise PermissionError(NO_SESSION)
         return Login(
-            row.merchant_id, row.merchant_name, row.user_email, row.role, row.employee_id, row.user_name
+            row.merchant_id,
+            row.merchant_name,
+            row.user_email,
+            row.role,
+            row.employee_id,
+            row.user_name,
+            row.login_changes,
         )
 
     def sign_out(self, token: str) -> None:

@@ -280,6 +280,10 @@ class LocationChangeRow(Base):
     # The user whose portal login asked (None: the merchant's own account or the backoffice): an
     # approval needs that user still active and still allowed to ask (added later: nullable).
     asked_by_employee_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    # That user's login_changes as its session saw them at the ask: a login changed since (a new
+    # password, address or role, or a deactivation) no longer vouches for it (None: asked before
+    # this column, or not by a user).
+    asked_by_login_changes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     asked_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     reason: Mapped[str] = mapped_column(String(250), default="")

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ops.metrics import SwitchMetrics
 from ops.runtime import wire_metrics
 from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import portal_pb2 as portal
 from protocols.wire import terminal_pb2 as pb
 from switch import cli
 from switch.location_changes import LocationChanges
@@ -326,11 +327,19 @@ MANAGER_EMAIL, MANAGER_PASSWORD = "office@example.test", "office-password-1"
 # What the owner did to the manager who asked, and whether the operator may still approve the ask:
 # an ask stands for the login that made it, as long as that login may still ask (an audit found the
 # ask of a user deactivated since was approved, and took effect).
+# A login changed since the ask (a new password, address or role, or a deactivation, even undone) no
+# longer vouches for it: the owner who takes a stolen login back with a new password rather than a
+# deactivation must not then approve what the thief asked (session 23 audit).
+LOGIN_CHANGED = "whose login changed since (a new password, address or role, or a deactivation)"
 ASKER_CHANGES = [
     ("deactivated", [{"active": False}], "deactivated since"),
     ("made a cashier", [{"role": "cashier"}], "now a cashier, who may not ask for location changes"),
-    ("deactivated, then reactivated", [{"active": False}, {"active": True}], ""),
+    ("deactivated, then reactivated", [{"active": False}, {"active": True}], LOGIN_CHANGED),
+    ("given a new password", [{"password": "taken-back-password-2"}], LOGIN_CHANGED),
+    ("given a new address", [{"email": "office-2@example.test"}], LOGIN_CHANGED),
+    ("made a cashier, then a manager again", [{"role": "cashier"}, {"role": "manager"}], LOGIN_CHANGED),
     ("renamed", [{"name": "Renamed"}], ""),
+    ("given a new PIN", [{"pin": "8642"}], ""),
 ]
 
 
@@ -367,3 +376,34 @@ def test_an_ask_of_a_user_who_may_no_longer_ask_is_not_approved(
     assert (
         decide(world, asked.change_id, approve=False, reason="asked by a former manager").status == "rejected"
     )
+
+
+def test_an_ask_made_before_the_user_changed_its_own_password_is_not_approved(world: World) -> None:
+    """The user who finds its login stolen changes its password in the portal (so does a reset by
+    mailed code: both store the password alike); what the thief asked before stays unapproved."""
+    world.server.core.admin.add_employee(
+        world.merchant_id,
+        "3001",
+        "Office",
+        "2468",
+        role="manager",
+        email=MANAGER_EMAIL,
+        password=MANAGER_PASSWORD,
+    )
+    thief = sign_in(world, MANAGER_EMAIL, MANAGER_PASSWORD)
+    asked = ask(world, shop(world).location_id, "Shop of the Thief", session=thief)
+    owner_of_login = sign_in(world, MANAGER_EMAIL, MANAGER_PASSWORD)
+    stub(world).ChangePassword(
+        portal.ChangePasswordRequest(current_password=MANAGER_PASSWORD, new_password="mine-again-3"),
+        metadata=owner_of_login,
+        timeout=20,
+    )
+    approving = bo.DecideLocationChangeRequest(change_id=asked.change_id, approve=True)
+    assert refusal(world.backoffice.DecideLocationChange, approving, metadata=world.admin_metadata) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"change {asked.change_id!r} was asked by user 3001 ({MANAGER_EMAIL}), {LOGIN_CHANGED}: "
+        "reject it, or have an owner or manager ask again",
+    )
+    assert shop(world).name == "Shop"
+    again = ask(world, shop(world).location_id, "Shop by the Station", session=owner_of_login)
+    assert decide(world, again.change_id, approve=True).status == "approved"
