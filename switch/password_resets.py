@@ -133,13 +133,18 @@ class PasswordResets:
         code_hash = credentials.credential_hash(code)
         asked = select(password_resets).where(password_resets.c.code_hash == code_hash)
         with self._engine.connect() as conn:
-            if not _usable(conn.execute(asked).first(), self._now()):
+            first = conn.execute(asked).first()
+            if first is None or not _usable(first, self._now()):
                 # Before the password is hashed: made-up codes cost no scrypt (16 MiB each), so a
                 # flood of them holds no thread that refunds and payments need.
                 raise PermissionError(CODE_REFUSED)
         password_hash = credentials.hash_password(new_password)
         now = self._now()
         with writing(self._engine) as conn:
+            # The login's row before the code's, as UpdateEmployee and a password change take them
+            # (the user's row, then its codes): in the other order two at once deadlocked on
+            # PostgreSQL. A code's login never changes, so the first read names it.
+            _lock_login(conn, first.merchant_id, first.employee_id)
             row = conn.execute(asked.with_for_update()).first()
             if not _usable(row, now):
                 raise PermissionError(CODE_REFUSED)
@@ -180,6 +185,17 @@ class PasswordResets:
             f"It works once, until {until}. If you did not ask, ignore this mail: your password\n"
             "stays as it is.\n"
         )
+
+
+def _lock_login(conn: Connection, merchant_id: str, employee_id: str | None) -> None:
+    """The row of a code's login, locked until conn's transaction ends (PostgreSQL; SQLite has one
+    writer at a time anyway). FOR NO KEY UPDATE, as the password's own UPDATE would take: rows
+    inserted meanwhile that refer to the merchant (its transactions) need not wait for it."""
+    if employee_id is None:
+        query = select(merchants.c.merchant_id).where(merchants.c.merchant_id == merchant_id)
+    else:
+        query = select(employees.c.employee_id).where(employees.c.employee_id == employee_id)
+    conn.execute(query.with_for_update(key_share=True)).first()
 
 
 def _current_login(conn: Connection, merchant_id: str, employee_id: str | None) -> Login | None:
