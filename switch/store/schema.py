@@ -111,7 +111,11 @@ class EmployeeRow(Base):
 
 class TerminalRow(Base):
     __tablename__ = "terminals"
-    __table_args__ = (UniqueConstraint("location_id", "device_name"),)
+    __table_args__ = (
+        UniqueConstraint("location_id", "device_name"),
+        # The web day pass looks up the switch's own terminals by name (switch/web_days.py).
+        Index("ix_terminals_device_name", "device_name"),
+    )
     terminal_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"))
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.location_id"))

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
+from switch.admin import SWITCH_DEVICE_NAMES
 from switch.store.engine import SchemaMismatchError, create_schema, make_engine
 from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, NewReversal, SafStore, StanInUseError
 from switch.store.schema import employees, merchants, transactions
@@ -243,6 +244,25 @@ def advice(original_stan: str, reversal_stan: str) -> NewReversal:
         "acq-a", "TERM0001", "MERCHANT0000001", f"t-{original_stan}", "0200", original_stan, "1120063000",
         reversal_stan, "000000", 500, "978", "timeout",
     )  # fmt: skip
+
+
+def test_the_web_day_pass_finds_the_web_terminals_by_an_index_an_older_database_gets_too(
+    engine: Engine,
+) -> None:
+    """The pass (switch/web_days.py) looks the web terminals up by device name, every interval and
+    just after midnight: without an index it read every terminal row (session 23 audit)."""
+    as_an_older_release_had_it(engine, "DROP INDEX IF EXISTS ix_terminals_device_name")  # before it
+    create_schema(engine)
+    indexes = {index["name"]: index for index in inspect(engine).get_indexes("terminals")}
+    assert indexes["ix_terminals_device_name"]["column_names"] == ["device_name"]
+    assert not indexes["ix_terminals_device_name"]["unique"]
+    if engine.dialect.name == "sqlite":  # PostgreSQL's planner reads a table this small whole anyway
+        names = ", ".join(f"'{name}'" for name in SWITCH_DEVICE_NAMES)
+        with engine.connect() as conn:
+            plan = conn.execute(
+                text(f"EXPLAIN QUERY PLAN SELECT terminal_id FROM terminals WHERE device_name IN ({names})")
+            ).all()
+        assert any("USING INDEX ix_terminals_device_name" in str(step[-1]) for step in plan), plan
 
 
 def test_a_database_error_names_the_statement_but_never_the_rows_values(engine: Engine) -> None:
