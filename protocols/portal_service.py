@@ -237,9 +237,11 @@ class PortalService(portal_grpc.PortalServicer):
         terminal; the switch's own close (switch/web_days.py), so the same period closes once."""
 
         def action(login: Login) -> pb.DayCloseReport:
+            if request.period_number < 0:
+                raise AdminError("period_number is negative; 0 closes whichever period is open")
             terminal_id = self._core.web_terminal(login.merchant_id, request.location_id)
             try:
-                report = self._core.web_days.close_now(terminal_id)
+                report = self._core.web_days.close_now(terminal_id, request.period_number)
             except WebDayCloseError as error:
                 _abort(context, grpc.StatusCode.UNAVAILABLE, f"{error}; send it again")
             if report is None:

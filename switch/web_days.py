@@ -28,7 +28,7 @@ from sqlalchemy import Engine, and_, exists, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from actors.terminal_actor import DayCloseError
-from switch.admin import SWITCH_DEVICE_NAMES
+from switch.admin import SWITCH_DEVICE_NAMES, AdminStateError
 from switch.domain.reports import midnight
 from switch.store.journal import TOMBSTONE_TYPE
 from switch.store.repository import DayCloseReport
@@ -53,6 +53,10 @@ CLOSE_FAULTS = (DayCloseError, TimeoutError, pykka.Timeout, pykka.ActorDeadError
 class WebDayCloseError(RuntimeError):
     """A web terminal's earlier day could not be closed now; its transaction is not taken (send it
     again), so it is never counted in that day."""
+
+
+class WebDayPeriodError(AdminStateError):
+    """The period a close named is not open yet."""
 
 
 def close_id_of(period_number: int) -> str:
@@ -107,24 +111,50 @@ class WebDays:
         an earlier day; the close, or None if none was due. WebDayCloseError if it could not."""
         return self._close_one(terminal_id, earlier_day_only=True)
 
-    def close_now(self, terminal_id: str) -> DayCloseReport | None:
+    def close_now(self, terminal_id: str, period_number: int = 0) -> DayCloseReport | None:
         """The portal's close: the terminal's open period if it holds any transaction; the close,
-        or None if it holds none. WebDayCloseError if it could not be closed now."""
-        return self._close_one(terminal_id, earlier_day_only=False)
+        or None if it holds none. WebDayCloseError if it could not be closed now.
 
-    def _close_one(self, terminal_id: str, earlier_day_only: bool) -> DayCloseReport | None:
+        `period_number` (0: whichever is open) names the period meant: once it is closed, its
+        close is answered again and no other period is closed, so a close that timed out but
+        landed, sent again after a web sale, does not cut the next period short.
+        WebDayPeriodError if that period is not open yet."""
+        return self._close_one(terminal_id, earlier_day_only=False, named_period=period_number)
+
+    def _close_one(
+        self, terminal_id: str, earlier_day_only: bool, named_period: int = 0
+    ) -> DayCloseReport | None:
         problem = ""
         for _ in range(WEB_DAY_CLOSE_ATTEMPTS_MAX):
             due = self._due(terminal_id, earlier_day_only)
-            if not due:
+            open_period = due[0][1] if due else None
+            if named_period and open_period != named_period:
+                if not self._closed_already(terminal_id, named_period):
+                    return None  # open, holding nothing
+                period_number = named_period  # its close is found by its id, not made again
+            elif open_period is None:
                 return None
-            ((_, period_number),) = due
+            else:
+                period_number = open_period
             try:
                 return self._close_day(terminal_id, close_id_of(period_number), period_number)
             except CLOSE_FAULTS as error:  # read the period again: another node may have closed it
                 log.warning("web back office %s: period %d not closed: %s", terminal_id, period_number, error)
                 problem = _told(error)
         raise WebDayCloseError(f"the web back office's day is not closed yet: {problem}")
+
+    def _closed_already(self, terminal_id: str, period_number: int) -> bool:
+        """Whether the web terminal's period was closed (False: it is the open one);
+        WebDayPeriodError if it is not open yet."""
+        query = select(terminals.c.period_number).where(terminals.c.terminal_id == terminal_id)
+        with self._engine.connect() as conn:
+            open_period = int(conn.execute(query).scalar_one())
+        if period_number > open_period:
+            raise WebDayPeriodError(
+                f"period {period_number} of the web back office is not open yet: "
+                f"its open period is {open_period}"
+            )
+        return period_number < open_period
 
     def _due(self, terminal_id: str = "", earlier_day_only: bool = True) -> list[tuple[str, int]]:
         """(terminal, open period) of web terminals whose open period holds a row (committed before

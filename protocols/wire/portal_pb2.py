@@ -26,7 +26,7 @@ from protocols.wire import backoffice_pb2 as protocols_dot_wire_dot_backoffice__
 from protocols.wire import terminal_pb2 as protocols_dot_wire_dot_terminal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotocols/wire/portal.proto\x12\x0btxswitch.v1\x1a\x1fprotocols/wire/backoffice.proto\x1a\x1dprotocols/wire/terminal.proto\")\n\x12\x43loseWebDayRequest\x12\x13\n\x0blocation_id\x18\x01 \x01(\t\"\xb5\x01\n\x13PortalRefundRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1f\n\x17original_transaction_id\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12+\n\x08\x65mployee\x18\x04 \x01(\x0b\x32\x19.txswitch.v1.EmployeeAuth\x12\x13\n\x0blocation_id\x18\x05 \x01(\t\"\x90\x01\n\x13PortalCancelRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1f\n\x17original_transaction_id\x18\x02 \x01(\t\x12+\n\x08\x65mployee\x18\x03 \x01(\x0b\x32\x19.txswitch.v1.EmployeeAuth\x12\x13\n\x0blocation_id\x18\x04 \x01(\t\"\xa2\x01\n\x13PortalRedeemRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\"\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x14.txswitch.v1.CardRef\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x15\n\rallow_partial\x18\x04 \x01(\x08\x12\x13\n\x0blocation_id\x18\x05 \x01(\t\"0\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\x7f\n\rPortalSession\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x15\n\rmerchant_name\x18\x03 \x01(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\t\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x11\n\tuser_name\x18\x06 \x01(\t\"\x10\n\x0eSignOutRequest\"\x11\n\x0fSignOutResponse\"G\n\x15\x43hangePasswordRequest\x12\x18\n\x10\x63urrent_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"\x18\n\x16\x43hangePasswordResponse\",\n\x1bRequestPasswordResetRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"/\n\x1cRequestPasswordResetResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\":\n\x14ResetPasswordRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"&\n\x15ResetPasswordResponse\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\x19\n\x17GetReceiptLayoutRequest\")\n\x15PreviewReceiptRequest\x12\x10\n\x08location\x18\x01 \x01(\t\"A\n\x0eReceiptPreview\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12\x10\n\x08has_logo\x18\x03 \x01(\x08\x32\xc1\x10\n\x06Portal\x12@\n\x06SignIn\x12\x1a.txswitch.v1.SignInRequest\x1a\x1a.txswitch.v1.PortalSession\x12\x44\n\x07SignOut\x12\x1b.txswitch.v1.SignOutRequest\x1a\x1c.txswitch.v1.SignOutResponse\x12Y\n\x10ListTransactions\x12%.txswitch.v1.TransactionReportRequest\x1a\x1e.txswitch.v1.TransactionReport\x12T\n\x12\x45xportTransactions\x12%.txswitch.v1.TransactionExportRequest\x1a\x15.txswitch.v1.CsvChunk0\x01\x12W\n\x12GetMerchantSummary\x12#.txswitch.v1.MerchantSummaryRequest\x1a\x1c.txswitch.v1.MerchantSummary\x12M\n\rListTerminals\x12!.txswitch.v1.ListTerminalsRequest\x1a\x19.txswitch.v1.TerminalList\x12H\n\rListDayCloses\x12\x1c.txswitch.v1.TerminalRequest\x1a\x19.txswitch.v1.DayCloseList\x12M\n\rListEmployees\x12!.txswitch.v1.ListEmployeesRequest\x1a\x19.txswitch.v1.EmployeeList\x12\x45\n\x0b\x41\x64\x64\x45mployee\x12\x1f.txswitch.v1.AddEmployeeRequest\x1a\x15.txswitch.v1.Employee\x12K\n\x0eUpdateEmployee\x12\".txswitch.v1.UpdateEmployeeRequest\x1a\x15.txswitch.v1.Employee\x12Y\n\x0e\x43hangePassword\x12\".txswitch.v1.ChangePasswordRequest\x1a#.txswitch.v1.ChangePasswordResponse\x12T\n\x10GetReceiptLayout\x12$.txswitch.v1.GetReceiptLayoutRequest\x1a\x1a.txswitch.v1.ReceiptLayout\x12J\n\x10SetReceiptLayout\x12\x1a.txswitch.v1.ReceiptLayout\x1a\x1a.txswitch.v1.ReceiptLayout\x12Q\n\x0ePreviewReceipt\x12\".txswitch.v1.PreviewReceiptRequest\x1a\x1b.txswitch.v1.ReceiptPreview\x12M\n\rListLocations\x12!.txswitch.v1.ListLocationsRequest\x1a\x19.txswitch.v1.LocationList\x12\x45\n\x0b\x41\x64\x64Location\x12\x1f.txswitch.v1.AddLocationRequest\x1a\x15.txswitch.v1.Location\x12\x43\n\x0fSetLocationLogo\x12\x19.txswitch.v1.LocationLogo\x1a\x15.txswitch.v1.Location\x12W\n\x11\x41skLocationChange\x12%.txswitch.v1.AskLocationChangeRequest\x1a\x1b.txswitch.v1.LocationChange\x12_\n\x13ListLocationChanges\x12\'.txswitch.v1.ListLocationChangesRequest\x1a\x1f.txswitch.v1.LocationChangeList\x12k\n\x14RequestPasswordReset\x12(.txswitch.v1.RequestPasswordResetRequest\x1a).txswitch.v1.RequestPasswordResetResponse\x12V\n\rResetPassword\x12!.txswitch.v1.ResetPasswordRequest\x1a\".txswitch.v1.ResetPasswordResponse\x12H\n\x0b\x43\x61rdBalance\x12\x1b.txswitch.v1.BalanceRequest\x1a\x1c.txswitch.v1.BalanceResponse\x12L\n\x06Redeem\x12 .txswitch.v1.PortalRedeemRequest\x1a .txswitch.v1.TransactionResponse\x12L\n\x06Refund\x12 .txswitch.v1.PortalRefundRequest\x1a .txswitch.v1.TransactionResponse\x12L\n\x06\x43\x61ncel\x12 .txswitch.v1.PortalCancelRequest\x1a .txswitch.v1.TransactionResponse\x12K\n\x0b\x43loseWebDay\x12\x1f.txswitch.v1.CloseWebDayRequest\x1a\x1b.txswitch.v1.DayCloseReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotocols/wire/portal.proto\x12\x0btxswitch.v1\x1a\x1fprotocols/wire/backoffice.proto\x1a\x1dprotocols/wire/terminal.proto\"@\n\x12\x43loseWebDayRequest\x12\x13\n\x0blocation_id\x18\x01 \x01(\t\x12\x15\n\rperiod_number\x18\x02 \x01(\x03\"\xb5\x01\n\x13PortalRefundRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1f\n\x17original_transaction_id\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12+\n\x08\x65mployee\x18\x04 \x01(\x0b\x32\x19.txswitch.v1.EmployeeAuth\x12\x13\n\x0blocation_id\x18\x05 \x01(\t\"\x90\x01\n\x13PortalCancelRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1f\n\x17original_transaction_id\x18\x02 \x01(\t\x12+\n\x08\x65mployee\x18\x03 \x01(\x0b\x32\x19.txswitch.v1.EmployeeAuth\x12\x13\n\x0blocation_id\x18\x04 \x01(\t\"\xa2\x01\n\x13PortalRedeemRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\"\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x14.txswitch.v1.CardRef\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.txswitch.v1.Amount\x12\x15\n\rallow_partial\x18\x04 \x01(\x08\x12\x13\n\x0blocation_id\x18\x05 \x01(\t\"0\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\x7f\n\rPortalSession\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x15\n\rmerchant_name\x18\x03 \x01(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\t\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x11\n\tuser_name\x18\x06 \x01(\t\"\x10\n\x0eSignOutRequest\"\x11\n\x0fSignOutResponse\"G\n\x15\x43hangePasswordRequest\x12\x18\n\x10\x63urrent_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"\x18\n\x16\x43hangePasswordResponse\",\n\x1bRequestPasswordResetRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"/\n\x1cRequestPasswordResetResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\":\n\x14ResetPasswordRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"&\n\x15ResetPasswordResponse\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\x19\n\x17GetReceiptLayoutRequest\")\n\x15PreviewReceiptRequest\x12\x10\n\x08location\x18\x01 \x01(\t\"A\n\x0eReceiptPreview\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12\x10\n\x08has_logo\x18\x03 \x01(\x08\x32\xc1\x10\n\x06Portal\x12@\n\x06SignIn\x12\x1a.txswitch.v1.SignInRequest\x1a\x1a.txswitch.v1.PortalSession\x12\x44\n\x07SignOut\x12\x1b.txswitch.v1.SignOutRequest\x1a\x1c.txswitch.v1.SignOutResponse\x12Y\n\x10ListTransactions\x12%.txswitch.v1.TransactionReportRequest\x1a\x1e.txswitch.v1.TransactionReport\x12T\n\x12\x45xportTransactions\x12%.txswitch.v1.TransactionExportRequest\x1a\x15.txswitch.v1.CsvChunk0\x01\x12W\n\x12GetMerchantSummary\x12#.txswitch.v1.MerchantSummaryRequest\x1a\x1c.txswitch.v1.MerchantSummary\x12M\n\rListTerminals\x12!.txswitch.v1.ListTerminalsRequest\x1a\x19.txswitch.v1.TerminalList\x12H\n\rListDayCloses\x12\x1c.txswitch.v1.TerminalRequest\x1a\x19.txswitch.v1.DayCloseList\x12M\n\rListEmployees\x12!.txswitch.v1.ListEmployeesRequest\x1a\x19.txswitch.v1.EmployeeList\x12\x45\n\x0b\x41\x64\x64\x45mployee\x12\x1f.txswitch.v1.AddEmployeeRequest\x1a\x15.txswitch.v1.Employee\x12K\n\x0eUpdateEmployee\x12\".txswitch.v1.UpdateEmployeeRequest\x1a\x15.txswitch.v1.Employee\x12Y\n\x0e\x43hangePassword\x12\".txswitch.v1.ChangePasswordRequest\x1a#.txswitch.v1.ChangePasswordResponse\x12T\n\x10GetReceiptLayout\x12$.txswitch.v1.GetReceiptLayoutRequest\x1a\x1a.txswitch.v1.ReceiptLayout\x12J\n\x10SetReceiptLayout\x12\x1a.txswitch.v1.ReceiptLayout\x1a\x1a.txswitch.v1.ReceiptLayout\x12Q\n\x0ePreviewReceipt\x12\".txswitch.v1.PreviewReceiptRequest\x1a\x1b.txswitch.v1.ReceiptPreview\x12M\n\rListLocations\x12!.txswitch.v1.ListLocationsRequest\x1a\x19.txswitch.v1.LocationList\x12\x45\n\x0b\x41\x64\x64Location\x12\x1f.txswitch.v1.AddLocationRequest\x1a\x15.txswitch.v1.Location\x12\x43\n\x0fSetLocationLogo\x12\x19.txswitch.v1.LocationLogo\x1a\x15.txswitch.v1.Location\x12W\n\x11\x41skLocationChange\x12%.txswitch.v1.AskLocationChangeRequest\x1a\x1b.txswitch.v1.LocationChange\x12_\n\x13ListLocationChanges\x12\'.txswitch.v1.ListLocationChangesRequest\x1a\x1f.txswitch.v1.LocationChangeList\x12k\n\x14RequestPasswordReset\x12(.txswitch.v1.RequestPasswordResetRequest\x1a).txswitch.v1.RequestPasswordResetResponse\x12V\n\rResetPassword\x12!.txswitch.v1.ResetPasswordRequest\x1a\".txswitch.v1.ResetPasswordResponse\x12H\n\x0b\x43\x61rdBalance\x12\x1b.txswitch.v1.BalanceRequest\x1a\x1c.txswitch.v1.BalanceResponse\x12L\n\x06Redeem\x12 .txswitch.v1.PortalRedeemRequest\x1a .txswitch.v1.TransactionResponse\x12L\n\x06Refund\x12 .txswitch.v1.PortalRefundRequest\x1a .txswitch.v1.TransactionResponse\x12L\n\x06\x43\x61ncel\x12 .txswitch.v1.PortalCancelRequest\x1a .txswitch.v1.TransactionResponse\x12K\n\x0b\x43loseWebDay\x12\x1f.txswitch.v1.CloseWebDayRequest\x1a\x1b.txswitch.v1.DayCloseReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,39 +34,39 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protocols.wire.portal_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLOSEWEBDAYREQUEST']._serialized_start=108
-  _globals['_CLOSEWEBDAYREQUEST']._serialized_end=149
-  _globals['_PORTALREFUNDREQUEST']._serialized_start=152
-  _globals['_PORTALREFUNDREQUEST']._serialized_end=333
-  _globals['_PORTALCANCELREQUEST']._serialized_start=336
-  _globals['_PORTALCANCELREQUEST']._serialized_end=480
-  _globals['_PORTALREDEEMREQUEST']._serialized_start=483
-  _globals['_PORTALREDEEMREQUEST']._serialized_end=645
-  _globals['_SIGNINREQUEST']._serialized_start=647
-  _globals['_SIGNINREQUEST']._serialized_end=695
-  _globals['_PORTALSESSION']._serialized_start=697
-  _globals['_PORTALSESSION']._serialized_end=824
-  _globals['_SIGNOUTREQUEST']._serialized_start=826
-  _globals['_SIGNOUTREQUEST']._serialized_end=842
-  _globals['_SIGNOUTRESPONSE']._serialized_start=844
-  _globals['_SIGNOUTRESPONSE']._serialized_end=861
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=863
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=934
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=936
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=960
-  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_start=962
-  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_end=1006
-  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_start=1008
-  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_end=1055
-  _globals['_RESETPASSWORDREQUEST']._serialized_start=1057
-  _globals['_RESETPASSWORDREQUEST']._serialized_end=1115
-  _globals['_RESETPASSWORDRESPONSE']._serialized_start=1117
-  _globals['_RESETPASSWORDRESPONSE']._serialized_end=1155
-  _globals['_GETRECEIPTLAYOUTREQUEST']._serialized_start=1157
-  _globals['_GETRECEIPTLAYOUTREQUEST']._serialized_end=1182
-  _globals['_PREVIEWRECEIPTREQUEST']._serialized_start=1184
-  _globals['_PREVIEWRECEIPTREQUEST']._serialized_end=1225
-  _globals['_RECEIPTPREVIEW']._serialized_start=1227
-  _globals['_RECEIPTPREVIEW']._serialized_end=1292
-  _globals['_PORTAL']._serialized_start=1295
-  _globals['_PORTAL']._serialized_end=3408
+  _globals['_CLOSEWEBDAYREQUEST']._serialized_end=172
+  _globals['_PORTALREFUNDREQUEST']._serialized_start=175
+  _globals['_PORTALREFUNDREQUEST']._serialized_end=356
+  _globals['_PORTALCANCELREQUEST']._serialized_start=359
+  _globals['_PORTALCANCELREQUEST']._serialized_end=503
+  _globals['_PORTALREDEEMREQUEST']._serialized_start=506
+  _globals['_PORTALREDEEMREQUEST']._serialized_end=668
+  _globals['_SIGNINREQUEST']._serialized_start=670
+  _globals['_SIGNINREQUEST']._serialized_end=718
+  _globals['_PORTALSESSION']._serialized_start=720
+  _globals['_PORTALSESSION']._serialized_end=847
+  _globals['_SIGNOUTREQUEST']._serialized_start=849
+  _globals['_SIGNOUTREQUEST']._serialized_end=865
+  _globals['_SIGNOUTRESPONSE']._serialized_start=867
+  _globals['_SIGNOUTRESPONSE']._serialized_end=884
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=886
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=957
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=959
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=983
+  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_start=985
+  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_end=1029
+  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_start=1031
+  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_end=1078
+  _globals['_RESETPASSWORDREQUEST']._serialized_start=1080
+  _globals['_RESETPASSWORDREQUEST']._serialized_end=1138
+  _globals['_RESETPASSWORDRESPONSE']._serialized_start=1140
+  _globals['_RESETPASSWORDRESPONSE']._serialized_end=1178
+  _globals['_GETRECEIPTLAYOUTREQUEST']._serialized_start=1180
+  _globals['_GETRECEIPTLAYOUTREQUEST']._serialized_end=1205
+  _globals['_PREVIEWRECEIPTREQUEST']._serialized_start=1207
+  _globals['_PREVIEWRECEIPTREQUEST']._serialized_end=1248
+  _globals['_RECEIPTPREVIEW']._serialized_start=1250
+  _globals['_RECEIPTPREVIEW']._serialized_end=1315
+  _globals['_PORTAL']._serialized_start=1318
+  _globals['_PORTAL']._serialized_end=3431
 # @@protoc_insertion_point(module_scope)

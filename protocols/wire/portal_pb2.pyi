@@ -29,16 +29,23 @@ class CloseWebDayRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LOCATION_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_NUMBER_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     """whose web back office; empty: the merchant's only location"""
+    period_number: _builtins.int
+    """The open period this close means (a web answer's period_number, or the last close's
+    next_period_number): once closed, its close is answered again, however often it is sent;
+    FAILED_PRECONDITION if not open yet. 0: whichever period is open (a retry may close the next).
+    """
     def __init__(
         self,
         *,
         location_id: _builtins.str = ...,
+        period_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "period_number", b"period_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

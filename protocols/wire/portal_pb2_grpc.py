@@ -350,7 +350,8 @@ class PortalServicer:
         open period, with a sequence number, stored and listed by ListDayCloses. The switch also
         closes it by itself once it holds transactions of an earlier day (report time zone), before
         the next web transaction and just after midnight. FAILED_PRECONDITION when no transaction
-        came since the last close; sent twice at once, one close and the same report.
+        came since the last close; sent twice at once, one close and the same report. With
+        period_number, sent again (after a timeout) it answers that period's close and closes no other.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

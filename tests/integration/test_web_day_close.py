@@ -308,6 +308,44 @@ def test_a_close_now_sent_twice_at_once_closes_once(world: World) -> None:
     assert report in answers
 
 
+def test_a_close_now_naming_its_period_sent_again_answers_that_close_and_closes_no_other(
+    world: World,
+) -> None:
+    """Session 23 audit: a CloseWebDay that timed out but landed, sent again after a web sale, closed
+    the next period too (that sale's day cut short). Naming the period it closes (the period of the
+    web answers, or a close's next_period_number) makes it one close however often it is sent; a
+    request without it closes whatever is open, as before."""
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    sale = redeem(world, owner, card, 100)
+    assert (sale.response_code, sale.period_number) == ("00", 1)
+    close_now = stub(world).CloseWebDay
+    first = close_now(portal.CloseWebDayRequest(period_number=1), metadata=owner, timeout=20)
+    assert (first.sequence_number, first.period_number, first.next_period_number) == (1, 1, 2)
+    later = redeem(world, owner, card, 250)  # a sale of the next period, before the retry
+    assert (later.response_code, later.period_number) == ("00", 2)
+    again = close_now(portal.CloseWebDayRequest(period_number=1), metadata=owner, timeout=20)
+    assert again == first
+    web = web_terminal_id(world, owner)
+    assert day_closes(world, owner, web) == [first]  # period 2 is still open
+    # A period not open yet is refused naming the open one; the open one holding nothing is as before.
+    code, details = refusal(close_now, portal.CloseWebDayRequest(period_number=3), metadata=owner, timeout=20)
+    assert (code, details) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "period 3 of the web back office is not open yet: its open period is 2",
+    )
+    second = close_now(portal.CloseWebDayRequest(period_number=2), metadata=owner, timeout=20)
+    assert (second.sequence_number, lines(second)) == (2, {("redemption", ""): (1, 250)})
+    code, details = refusal(close_now, portal.CloseWebDayRequest(period_number=3), metadata=owner, timeout=20)
+    assert code is grpc.StatusCode.FAILED_PRECONDITION and "since" in details, details
+    assert close_now(portal.CloseWebDayRequest(period_number=2), metadata=owner, timeout=20) == second
+    assert close_now(portal.CloseWebDayRequest(period_number=1), metadata=owner, timeout=20) == first
+    code, _ = refusal(close_now, portal.CloseWebDayRequest(period_number=-1), metadata=owner, timeout=20)
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert day_closes(world, owner, web) == [first, second]
+    assert world.terminals[0].balance(card) == 5_000 - 350
+
+
 def test_a_close_the_database_fails_is_told_in_words_not_sql(world: World) -> None:
     """Audit after session 23: the refusal quoted the database error, SQL statement and all."""
     owner = sign_in(world)
