@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from switch.store.journal import BatchOutcome, Write, WriteResult, commit_batch
 from switch.store.journal_process import JournalProcess, JournalProcessError
+from switch.store.periods import WebDayRule
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,12 @@ class JournalWriter:
         on_failure: FailureObserver | None = None,
         database_url: str | None = None,
         on_lost: LostObserver | None = None,
+        web_days: WebDayRule | None = None,
     ) -> None:
         assert batch_writes_max > 0 and queue_writes_max > 0
         self._engine = engine
-        self._process = JournalProcess(database_url) if database_url is not None else None
+        self._web_days = web_days  # the switch's own terminals, whose earlier day a write closes first
+        self._process = JournalProcess(database_url, web_days) if database_url is not None else None
         self._batch_writes_max = batch_writes_max
         self._linger_s = linger_ms / 1000
         self._queue: queue.Queue[tuple[Write, Done] | None] = queue.Queue(maxsize=queue_writes_max)
@@ -224,7 +227,7 @@ class JournalWriter:
 
     def _commit_outcome(self, writes: list[Write]) -> BatchOutcome:
         if self._process is None:
-            return commit_batch(self._engine, writes)
+            return commit_batch(self._engine, writes, self._web_days)
         return self._process.commit(writes)
 
     def _fail_closed(self, error: str, in_doubt: int) -> None:

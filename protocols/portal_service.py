@@ -223,7 +223,7 @@ class PortalService(portal_grpc.PortalServicer):
                     status="declined",
                 )
             try:
-                outcome = self._core.submit(terminal_id, decoded)
+                outcome = self._core.submit_web(terminal_id, decoded)
             except ReplyTimeoutError:
                 _abort(context, grpc.StatusCode.UNAVAILABLE, "outcome not known yet; send it again")
             return convert.transaction_response(outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -32,7 +33,7 @@ from actors.registry import ASK_ATTEMPTS_MAX, ActorRegistry
 from actors.reply import Reply, settled
 from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
 from ops.logs import scrub_text
-from switch.admin import Admin, AdminConflictError, AdminError, AdminStateError
+from switch.admin import SWITCH_DEVICE_NAMES, Admin, AdminConflictError, AdminError, AdminStateError
 from switch.config import Settings
 from switch.directory import CardDirectory, TerminalDirectory
 from switch.domain import ledger, reports
@@ -52,6 +53,7 @@ from switch.store.card_pins import CardPinStore
 from switch.store.journal import Write, WriteResult
 from switch.store.journal_process import can_serve
 from switch.store.keys import KeyStore
+from switch.store.periods import WebDayRule
 from switch.store.repository import DayCloseReport, Store
 from switch.store.schema import CARD_EVENT_DETAIL_MAX
 from switch.top_ups import OnlineTopUps, TopUpSweeper
@@ -137,6 +139,7 @@ class SwitchCore:
             on_failure=on_commit_failure,
             database_url=journal_database_url(settings),
             on_lost=on_journal_lost,
+            web_days=WebDayRule(self.report_zone, SWITCH_DEVICE_NAMES),
         )
         master_key = MasterKey.from_hex(settings.master_key_hex or secrets.token_hex(32))
         self.security = SecurityModule(master_key)
@@ -248,6 +251,18 @@ class SwitchCore:
             except pykka.ActorDeadError:
                 continue  # an actor on the way stopped before it handled the command: again
         raise pykka.ActorDeadError("the actors for this transaction kept stopping")
+
+    def submit_web(self, terminal_id: str, command: TerminalCommand) -> Outcome:
+        """submit() through one of the switch's own terminals (the web back office, the online
+        top-up), whose earlier day its write may have closed as it committed (switch.store.periods):
+        then the answer names the period the transaction is stored in, not the one the terminal's
+        actor still held, and that actor reads its terminal again."""
+        outcome = self.submit(terminal_id, command)
+        stored = self.store.transaction(terminal_id, outcome.transaction_id)
+        if stored is None or stored.record.period_number == outcome.period_number:
+            return outcome
+        self.terminal_actors.tell_if_live(terminal_id, Reload())
+        return dataclasses.replace(outcome, period_number=stored.record.period_number)
 
     async def submit_async(self, terminal_id: str, command: TerminalCommand) -> Outcome:
         """submit() for the event loop: awaits the outcome instead of blocking a thread on it."""

@@ -234,7 +234,7 @@ class OnlineTopUps:
         load = Load(top_up.top_up_id, card_id, top_up.money(top_up.amount_minor))
         try:
             core.web_days.close_if_due(terminal_id)  # so the load counts in today's period
-            outcome = core.submit(terminal_id, load)
+            outcome = core.submit_web(terminal_id, load)
         except WebDayCloseError as error:
             raise TopUpNotLoadedYetError(str(error)) from None
         except ReplyTimeoutError:

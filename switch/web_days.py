@@ -4,7 +4,9 @@ A location's web back office terminal (Admin.web_terminal) has no one to press "
 switch closes it: a period that holds a transaction stamped before today's midnight on the report
 zone's clock is closed, once by a pass in `txswitch serve` just after midnight (and every
 `web_day_close_interval_s`), and before the web terminal takes its first transaction of a new
-day, so that transaction opens the next period and is never counted in the day before it.
+day, so that transaction opens the next period and is never counted in the day before it. Should
+the day turn between that check and the transaction's commit, its write closes the day before in
+its own transaction (`WebDayRule`, switch.store.periods): the period is decided as the row commits.
 
 A period holding only today's transactions is not closed, however long ago it opened (an empty day
 needs no close report; its day's report then starts when the period opened). The close is the
@@ -31,6 +33,7 @@ from actors.terminal_actor import DayCloseError
 from switch.admin import SWITCH_DEVICE_NAMES, AdminStateError
 from switch.domain.reports import midnight
 from switch.store.journal import TOMBSTONE_TYPE
+from switch.store.periods import web_day_close_id
 from switch.store.repository import DayCloseReport
 from switch.store.schema import terminals, transactions
 
@@ -59,9 +62,7 @@ class WebDayPeriodError(AdminStateError):
     """The period a close named is not open yet."""
 
 
-def close_id_of(period_number: int) -> str:
-    """The close id of a web terminal's period: one per period, whoever closes it."""
-    return f"web-day-{period_number}"
+close_id_of = web_day_close_id  # one per period, whoever closes it (a write too: switch.store.periods)
 
 
 class WebDays:

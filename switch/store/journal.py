@@ -16,7 +16,15 @@ from switch.domain.cards import CardStatus
 from switch.domain.ledger import AccountKind, JournalEntry, card_account
 from switch.domain.pickling import pickled_by_fields
 from switch.store.engine import writing
-from switch.store.periods import open_periods, period_totals, totals_json, transaction_rows
+from switch.store.periods import (
+    WebDayRule,
+    earlier_days,
+    open_periods_by_device,
+    period_totals,
+    totals_json,
+    transaction_rows,
+    web_day_close_id,
+)
 from switch.store.schema import (
     accounts,
     card_events,
@@ -165,11 +173,14 @@ class WriteResult:
     totals_json: str = ""  # of the write's period close, counted in its own transaction
 
 
-def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list[WriteResult]:
+def apply_batch(
+    conn: Connection, writes: list[Write], now: dt.datetime, web_days: WebDayRule | None = None
+) -> list[WriteResult]:
     """Apply all writes, one statement per kind of row for the whole batch.
 
     Raises one of BACKSTOP_ERRORS when any one write fails; the caller then applies the writes one
-    by one, in order, so that only the failing one is refused.
+    by one, in order, so that only the failing one is refused. `web_days`: the switch's own
+    terminals whose earlier day the writes close first (`_close_earlier_web_days`).
     """
     _issue_cards(conn, [w.card_issue for w in writes if w.card_issue is not None], now)
     active_cards = {w.active_card for w in writes if w.active_card is not None}
@@ -182,7 +193,10 @@ def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list
     _change_originals(conn, changes)
     records = [r for w in writes for r in (w.record, w.tombstone) if r is not None]
     if records:
-        open_now = open_periods(conn, (r.source for r in records))
+        opened = open_periods_by_device(conn, (r.source for r in records))
+        open_now = {terminal_id: period for terminal_id, (period, _) in opened.items()}
+        if web_days is not None:
+            open_now.update(_close_earlier_web_days(conn, opened, now, web_days))
         conn.execute(insert(transactions), transaction_rows(records, now, open_now))
     entries = [w.entry for w in writes if w.entry is not None]
     entry_ids = _post_entries(conn, entries, now)
@@ -201,8 +215,31 @@ def apply_batch(conn: Connection, writes: list[Write], now: dt.datetime) -> list
     return results
 
 
-def apply_alone(conn: Connection, write: Write, now: dt.datetime) -> WriteResult:
-    return apply_batch(conn, [write], now)[0]
+def apply_alone(
+    conn: Connection, write: Write, now: dt.datetime, web_days: WebDayRule | None = None
+) -> WriteResult:
+    return apply_batch(conn, [write], now, web_days)[0]
+
+
+def _close_earlier_web_days(
+    conn: Connection, opened: dict[str, tuple[int, str]], now: dt.datetime, rule: WebDayRule
+) -> dict[str, int]:
+    """The new open periods of the switch's own terminals among these (open period, device name)
+    whose period held a row of an earlier day: each is closed here, in the transaction that writes
+    the new rows, so each row is counted in the day it commits on, though its check for an earlier
+    day was made before midnight and it commits after (switch/web_days.py). The close is the one
+    any other closer of that period makes (its close id is the period's): another node closing it
+    at once waits for the terminal's row, then finds this close. No query at all when none of them
+    is the switch's own (a terminal's batch)."""
+    own = {
+        terminal_id: period for terminal_id, (period, device) in opened.items() if device in rule.device_names
+    }
+    moved = {}
+    for day in earlier_days(conn, own, now, rule, TOMBSTONE_TYPE) if own else ():
+        close_id = web_day_close_id(day.period_number)
+        _close_period(conn, PeriodClose(day.terminal_id, close_id, day.period_number, day.opened_at, now))
+        moved[day.terminal_id] = day.period_number + 1
+    return moved
 
 
 # Statements built once; executemany runs each over a whole batch. Bind names carry a b_ prefix
@@ -498,17 +535,18 @@ RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})
 BATCH_ATTEMPTS_MAX: Final = 3
 
 
-def commit_batch(engine: Engine, writes: list[Write]) -> BatchOutcome:
+def commit_batch(engine: Engine, writes: list[Write], web_days: WebDayRule | None = None) -> BatchOutcome:
     """Commit writes in one transaction; if one breaks a backstop, each alone so only it is refused.
 
     A failure of the COMMIT itself is in doubt, not "nothing stored": the writes are answered
     nothing and the journal is lost (the switch exits), as when the journal process dies."""
     for attempt in range(1, BATCH_ATTEMPTS_MAX + 1):
         try:
-            return BatchOutcome(_committed(engine, lambda conn: apply_batch(conn, writes, utc_now())))
+            applied = _committed(engine, lambda conn: apply_batch(conn, writes, utc_now(), web_days))
+            return BatchOutcome(applied)
         except BACKSTOP_ERRORS:
             try:
-                return BatchOutcome([commit_alone(engine, write) for write in writes])
+                return BatchOutcome([commit_alone(engine, write, web_days) for write in writes])
             except CommitInDoubtError:
                 return _in_doubt(writes)
         except CommitInDoubtError:
@@ -548,11 +586,11 @@ def _in_doubt(writes: list[Write]) -> BatchOutcome:
     return BatchOutcome([WriteResult(False, problem=problem)] * len(writes), failed=True, in_doubt=True)
 
 
-def commit_alone(engine: Engine, write: Write) -> WriteResult:
+def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = None) -> WriteResult:
     """One write in a transaction of its own: a refusal or failure as a result, never raised;
     CommitInDoubtError when the commit itself failed."""
     try:
-        return _committed(engine, lambda conn: apply_alone(conn, write, utc_now()))
+        return _committed(engine, lambda conn: apply_alone(conn, write, utc_now(), web_days))
     except CommitInDoubtError:
         raise
     except IntegrityError:

@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 from ops.logs import configure_logging
 from switch.store.engine import make_engine
 from switch.store.journal import BatchOutcome, Write, commit_batch
+from switch.store.periods import WebDayRule
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,14 @@ def can_serve(database_url: str) -> bool:
 class JournalProcess:
     """A child process that commits the batches it is sent, one at a time, in order."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, web_days: WebDayRule | None = None) -> None:
         assert can_serve(database_url), "an in-memory database cannot be shared with a child process"
         self._connection, self._child_end = _CONTEXT.Pipe()
         self._process = _CONTEXT.Process(
-            target=_serve, args=(self._child_end, database_url), name="txswitch-journal", daemon=True
+            target=_serve,
+            args=(self._child_end, database_url, web_days),
+            name="txswitch-journal",
+            daemon=True,
         )
 
     @property
@@ -94,7 +98,7 @@ class JournalProcess:
         self._connection.close()
 
 
-def _serve(connection: Connection, database_url: str) -> None:
+def _serve(connection: Connection, database_url: str, web_days: WebDayRule | None) -> None:
     """The child: commit each batch received, until told to stop or the switch is gone."""
     # Ctrl-C and a service manager's SIGTERM reach the whole process group. The switch drains
     # its writes through this process before it stops, so only the switch decides when it ends.
@@ -112,7 +116,7 @@ def _serve(connection: Connection, database_url: str) -> None:
                 return  # the switch is gone; nothing is waiting for an answer
             if writes is None:
                 return
-            connection.send(commit_batch(engine, writes))
+            connection.send(commit_batch(engine, writes, web_days))
     finally:
         engine.dispose()
         connection.close()

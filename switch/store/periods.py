@@ -8,18 +8,25 @@ closed period was counted in no close. A close counts its period inside its own 
 it has moved the terminal on: every row committed before it is counted, every row after it belongs
 to the next period. On PostgreSQL a writer reads the terminal's row FOR SHARE, so a close on
 another node waits for it, or it for the close; on SQLite every writer holds the one write lock.
+
+The switch's own terminals (the web back office) have their day closed by the switch: a write for
+one whose open period holds a row of an earlier day on the report zone's clock closes that period
+first, in the write's own transaction (`WebDayRule`), so a row is counted in the day it commits on,
+whatever was checked before it (switch/web_days.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, exists, func, select
 
+from switch.domain.reports import midnight
 from switch.domain.transactions import TransactionStatus
 from switch.store.schema import terminals, transactions
 
@@ -42,17 +49,69 @@ class TypeTotal:
     undoes: str = ""  # a cancel or reversal line: the type of what it undid ("" in closes before it)
 
 
+@dataclass(frozen=True, slots=True)
+class WebDayRule:
+    """Which terminals' days the switch closes (by device name), and on which clock."""
+
+    zone: zoneinfo.ZoneInfo
+    device_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierDay:
+    """A switch terminal's open period holding a row of a day before the one now."""
+
+    terminal_id: str
+    period_number: int
+    opened_at: dt.datetime
+
+
+def web_day_close_id(period_number: int) -> str:
+    """The close id of a web terminal's period: one per period, whoever closes it."""
+    return f"web-day-{period_number}"
+
+
+def earlier_days(
+    conn: Connection, periods: dict[str, int], now: dt.datetime, rule: WebDayRule, tombstone_type: str
+) -> list[EarlierDay]:
+    """Of the switch's own terminals with these open periods, those whose open period holds a row
+    (not a tombstone) committed before today's midnight on the rule's clock; one query."""
+    if not periods:
+        return []
+    row, web = transactions.c, terminals.c
+    today = now.astimezone(rule.zone).date()
+    held = and_(
+        row.source == web.terminal_id,
+        row.period_number == web.period_number,  # ix_transactions_period
+        row.transaction_type != tombstone_type,
+        row.created_at < midnight(today, rule.zone),
+    )
+    query = select(web.terminal_id, web.period_number, web.period_opened_at).where(
+        web.terminal_id.in_(sorted(periods)), web.device_name.in_(rule.device_names), exists().where(held)
+    )
+    return [EarlierDay(str(t), int(p), opened_at) for t, p, opened_at in conn.execute(query)]
+
+
 def open_periods(conn: Connection, sources: Iterable[str]) -> dict[str, int]:
     """The open period of each source that is a terminal, read in conn's writing transaction."""
+    return {terminal_id: period for terminal_id, (period, _) in open_periods_by_device(conn, sources).items()}
+
+
+def open_periods_by_device(conn: Connection, sources: Iterable[str]) -> dict[str, tuple[int, str]]:
+    """(open period, device name) of each source that is a terminal, read in conn's writing
+    transaction: the device name tells the switch's own terminals from the others."""
     wanted = sorted(set(sources))
     if not wanted:
         return {}
+    web = terminals.c
     query = (
-        select(terminals.c.terminal_id, terminals.c.period_number)
-        .where(terminals.c.terminal_id.in_(wanted))
+        select(web.terminal_id, web.period_number, web.device_name)
+        .where(web.terminal_id.in_(wanted))
         .with_for_update(read=True)
     )
-    return {str(terminal_id): int(period) for terminal_id, period in conn.execute(query)}
+    return {
+        str(terminal_id): (int(period), str(device)) for terminal_id, period, device in conn.execute(query)
+    }
 
 
 def transaction_rows(

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import event, text, update
+from sqlalchemy import event, select, text, update
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
@@ -122,6 +122,65 @@ def test_a_web_redemption_of_a_closed_day_is_refunded_not_cancelled(world: World
     )
     assert stub(world).Refund(refund, metadata=owner, timeout=20).response_code == "00"
     assert world.terminals[0].balance(card) == 5_000
+
+
+@contextmanager
+def midnight_after_the_check(world: World, terminal_id: str) -> Iterator[None]:
+    """The next web transaction's check for an earlier day (WebDays.close_if_due) finds none; just
+    after it, the day turns: the web terminal's rows so far move to yesterday (as_of_yesterday), so
+    the transaction commits on the day after the one it was checked on."""
+    engine = world.server.core.store.engine
+    armed = threading.Event()
+    armed.set()
+
+    def after_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        flat = " ".join(statement.split()).upper()
+        checking = (
+            flat.startswith("SELECT TERMINALS.TERMINAL_ID, TERMINALS.PERIOD_NUMBER") and "EXISTS" in flat
+        )
+        if checking and armed.is_set():
+            armed.clear()
+            as_of_yesterday(world, terminal_id)
+
+    event.listen(engine, "after_cursor_execute", after_execute)
+    try:
+        yield
+    finally:
+        event.remove(engine, "after_cursor_execute", after_execute)
+    assert not armed.is_set(), "no check for an earlier day was seen"
+
+
+def stored_periods(world: World, terminal_id: str) -> dict[str, int]:
+    with world.server.core.store.engine.connect() as conn:
+        query = select(transactions.c.transaction_id, transactions.c.period_number).where(
+            transactions.c.source == terminal_id
+        )
+        return {str(txn): int(period) for txn, period in conn.execute(query)}
+
+
+def test_a_web_sale_checked_before_midnight_and_committed_after_counts_in_the_new_day(world: World) -> None:
+    """Session 23 audit: the check for an earlier day and the write were apart; a web sale checked
+    at 23:59:59 and committed at 00:00:00 landed in the period holding the day before, and was
+    counted in that day's close (once). The period is now decided as the write commits, in its
+    own transaction: the day before is closed first, and the sale opens the next period."""
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    yesterdays = uuid.uuid4().hex
+    assert redeem(world, owner, card, 1_000, yesterdays).response_code == "00"
+    web = web_terminal_id(world, owner)
+    todays = uuid.uuid4().hex
+    with midnight_after_the_check(world, web):
+        answer = redeem(world, owner, card, 300, todays)
+    assert answer.response_code == "00", answer.message
+    assert stored_periods(world, web) == {yesterdays: 1, todays: 2}
+    (close,) = day_closes(world, owner, web)  # closed as the sale committed, not by a pass
+    assert (close.period_number, lines(close)) == (1, {("redemption", ""): (1, 1_000)})
+    assert world.server.core.close_web_days() == []  # nothing of an earlier day is left open
+    assert answer.period_number == 2  # the period the sale is stored in
+    today = stub(world).CloseWebDay(portal.CloseWebDayRequest(period_number=2), metadata=owner, timeout=20)
+    assert lines(today) == {("redemption", ""): (1, 300)}
+    assert day_closes(world, owner, web) == [close, today]  # each sale in one close, once
+    assert world.terminals[0].balance(card) == 5_000 - 1_300
 
 
 def test_a_period_of_todays_transactions_only_or_none_is_not_closed(world: World) -> None:
