@@ -718,12 +718,17 @@ def _export_chunks(
     zone: zoneinfo.ZoneInfo,
     dialect: report_export.CsvDialect,
 ) -> Iterator[bo.CsvChunk]:
-    """The chunks; the snapshot and the export's slot are given back at the end, or when the call
-    ends early (the client cancelled or its deadline passed: grpc closes the generator)."""
+    """The chunks (a page's rows, cut at export_chunk_bytes_max); the snapshot and the export's
+    slot are given back at the end, or when the call ends early (the client cancelled or its
+    deadline passed: grpc closes the generator)."""
+    bytes_max = core.settings.export_chunk_bytes_max
     try:
-        yield bo.CsvChunk(csv=report_export.header(dialect) + report_export.rows(first, zone, dialect))
+        header = report_export.header(dialect)
+        for chunk in report_export.chunks(first, zone, dialect, bytes_max, before=header):
+            yield bo.CsvChunk(csv=chunk)
         for page in pages:
-            yield bo.CsvChunk(csv=report_export.rows(page, zone, dialect))
+            for chunk in report_export.chunks(page, zone, dialect, bytes_max):
+                yield bo.CsvChunk(csv=chunk)
     finally:
         pages.close()
         core.export_slots.give_back()

@@ -247,7 +247,7 @@ def export_transactions(
 ) -> None:
     """Every transaction of the report as CSV (amounts in major units), from one snapshot of the
     switch's database, in the dialect named ("rfc4180", the default, or "excel-nl");
-    request.page_size is the rows per chunk.
+    request.page_size is the most rows per chunk.
 
     Nothing is written before the first chunk has come back, so a refused export prints no header.
     """

@@ -100,6 +100,9 @@ class Settings:
     # The longest an export may stream (the command's deadline): a client that stops reading would
     # otherwise hold its slot, connection and snapshot for as long as it stays connected
     exports_duration_max_s: float = 15 * 60.0
+    # The most CSV bytes in one message of an export (a page's rows are cut between lines): a gRPC
+    # client takes at most 4 MB in one message by default, and 5,000 long rows are some 6 MB
+    export_chunk_bytes_max: int = 1024 * 1024
     # Forgotten portal passwords: a one-time code by e-mail (needs smtp_host), valid this long; at
     # most this many codes per address in an hour (more asks mail nothing); mails waiting at most
     # (more are dropped and logged: the login asks again); reset_url, if set, is put before the
@@ -185,6 +188,7 @@ POSITIVE_SETTINGS = (
     "web_day_close_interval_s",
     "exports_concurrent_max",
     "exports_duration_max_s",
+    "export_chunk_bytes_max",
     "top_up_valid_s",
     "top_ups_listed_max",
     "replacement_follow_workers_max",

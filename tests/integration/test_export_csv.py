@@ -11,10 +11,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import insert, select
 
 from protocols.wire import backoffice_pb2 as bo
 from switch import cli
 from switch.cli import export_transactions
+from switch.store.schema import transactions
 from tests.integration.harness import ADMIN_TOKEN, World, world_fixture
 from tests.integration.test_portal import days, sign_in, stub
 
@@ -110,3 +112,38 @@ def test_the_admin_command_takes_the_dialect(
     assert capsysbinary.readouterr().out.startswith(b"time,terminal_id,")
     assert cli.main([*base, "dialect=nl", *dates]) == 1
     assert b"dialect 'nl' is not one of excel-nl, rfc4180" in capsysbinary.readouterr().err
+
+
+LONG_NAME = '"😀' * 60  # 120 characters, as long as a name may be: 362 bytes once quoted in CSV
+CLIENT_MESSAGE_BYTES_MAX = 4 * 1024 * 1024  # what a gRPC client takes in one message by default
+
+
+def test_a_page_of_long_rows_comes_in_chunks_a_client_takes(world: World) -> None:
+    """Session 23: a chunk was a page (up to 5,000 rows), so 5,000 long rows made one message above
+    the 4 MB a client takes by default, and the export ended RESOURCE_EXHAUSTED at the client."""
+    world.server.core.admin.add_location(world.merchant_id, LONG_NAME)
+    terminal = world.activate(LONG_NAME, location=LONG_NAME)
+    assert terminal.redeem(world.issue(5_000), 100, "t" * 64).response_code == "00"
+    engine = world.server.core.store.engine
+    with engine.begin() as conn:
+        template = conn.execute(
+            select(transactions).where(transactions.c.source == terminal.terminal_id)
+        ).one()
+        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
+        conn.execute(
+            insert(transactions),
+            [
+                {**values, "transaction_id": f"{n:064d}", "original_transaction_id": "o" * 64}
+                for n in range(4_999)
+            ],
+        )
+    request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=5_000, **days()))
+    chunks = [
+        chunk.csv
+        for chunk in world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
+    ]
+    exported = b"".join(chunks)
+    assert len(exported) > CLIENT_MESSAGE_BYTES_MAX, "the rows are long enough to pass the limit in one"
+    rows = list(csv.DictReader(io.StringIO(exported.decode())))
+    assert len(rows) == 5_000 and {row["location_name"] for row in rows} == {LONG_NAME}
+    assert max(len(chunk) for chunk in chunks) <= world.server.settings.export_chunk_bytes_max

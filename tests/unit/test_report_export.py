@@ -142,3 +142,24 @@ def test_text_split_by_a_spreadsheet_on_the_other_separator_is_no_formula(
 def test_text_in_its_own_dialect(dialect: CsvDialect, name: str, cell: str) -> None:
     (row,) = parsed(dialect, transaction(device_name=name))
     assert row["device_name"] == cell
+
+
+@pytest.mark.parametrize(
+    ("rows", "chunk_bytes_max", "chunks_expected"),
+    [
+        (0, 1_000, 1),  # the header alone
+        (3, 1_000_000, 1),  # a page well within the limit is one chunk
+        (3, 1, 4),  # each line alone: a line longer than the limit is a chunk of its own
+        (10, 700, 3),  # 224 bytes of header, lines of 156: 692, 624 and 468 bytes
+    ],
+)
+def test_a_page_is_cut_between_lines_into_chunks_within_the_limit(
+    rows: int, chunk_bytes_max: int, chunks_expected: int
+) -> None:
+    page = [transaction(transaction_id=f"t-{n}") for n in range(rows)]
+    header = report_export.header(CsvDialect.excel_nl)
+    chunks = list(report_export.chunks(page, AMSTERDAM, CsvDialect.excel_nl, chunk_bytes_max, before=header))
+    assert b"".join(chunks) == header + report_export.rows(page, AMSTERDAM, CsvDialect.excel_nl)
+    assert len(chunks) == chunks_expected
+    assert all(chunk.endswith(b"\r\n") for chunk in chunks), "cut between lines"
+    assert all(len(chunk) <= chunk_bytes_max for chunk in chunks if chunk.count(b"\r\n") > 1)
