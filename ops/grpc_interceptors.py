@@ -3,14 +3,15 @@ requests, and the answer to a fault of the switch's own."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import re
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -63,7 +64,8 @@ def _status_name(context: Any) -> str:
 class EdgeInterceptor(_Interceptor):
     """Metrics, the drain gate and the malformed-request answer, in one wrapper per method.
 
-    - Metrics: every unary RPC counted by name and code, its latency, and in-flight requests.
+    - Metrics: every unary RPC and every async server stream (the exports) counted by name and
+      code, its latency, and in-flight requests.
       The code label is the answer's ISO 8583 response code, "OK" for answers without one, or the
       gRPC status name for errors; the RPC label is the method name. Neither can carry card data.
     - Admission: beyond `concurrent_max` unary calls in progress, a call gets RESOURCE_EXHAUSTED.
@@ -115,6 +117,8 @@ class EdgeInterceptor(_Interceptor):
         return wrapped
 
     def _wrap(self, method: str, handler: Handler) -> Handler:
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            return self._wrap_stream(method, handler)
         if handler.unary_unary is None:
             return handler
         inner: Behavior = handler.unary_unary
@@ -202,6 +206,55 @@ class EdgeInterceptor(_Interceptor):
             behavior = edge_sync
         return grpc.unary_unary_rpc_method_handler(
             behavior,
+            request_deserializer=parse or deserialize,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap_stream(self, method: str, handler: Handler) -> Handler:
+        """A server stream (an export): counted, its malformed request and its faults answered, as
+        a unary call's. Not admitted against concurrent_max nor drained: an export may stream for
+        minutes and has a limit of its own (exports_concurrent_max)."""
+        # grpc-stubs type a stream handler as a synchronous one; this one is an async generator.
+        inner = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
+        assert inner is not None
+        rpc = rpc_name(method)
+        metrics = self._metrics
+        deserialize = handler.request_deserializer
+        parse = _tolerant(deserialize, rpc) if deserialize is not None else None
+
+        async def edge_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            metrics.request_started(rpc)
+            started = time.perf_counter()
+            counted = False
+
+            def finished(code: str) -> None:
+                nonlocal counted
+                if not counted:  # once: here, or in the call's done callback (both on the event loop)
+                    counted = True
+                    metrics.request_finished(rpc)
+                    metrics.observe_request(rpc, code, time.perf_counter() - started)
+
+            # A client that goes away may leave this generator suspended until the garbage collector
+            # takes it; the call's end is counted when the call ends.
+            context.add_done_callback(lambda call: finished("cancelled" if call.cancelled() else "unknown"))
+            try:
+                if isinstance(request, _Malformed):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _malformed_message(request))
+                async for item in inner(request, context):
+                    yield item
+                finished(NO_ISO_CODE)
+            except grpc.aio.AbortError:
+                finished(_status_name(context))
+                raise
+            except Exception as error:
+                finished(INTERNAL_CODE)
+                await context.abort(*fault(rpc, error))
+            except asyncio.CancelledError:  # the client went, its deadline passed, or the stream's own
+                finished(_status_name(context) if context.code() is not None else "cancelled")
+                raise
+
+        return grpc.unary_stream_rpc_method_handler(
+            edge_stream,
             request_deserializer=parse or deserialize,
             response_serializer=handler.response_serializer,
         )

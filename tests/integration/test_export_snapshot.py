@@ -260,3 +260,106 @@ def test_an_export_the_database_fails_is_internal_with_a_reference_not_its_sql(a
     assert "logged it as ref" in details, details
     assert "SELECT" not in details and "transactions" not in details, details
     assert _slot_free(world)
+
+
+def requests_counted(world: World, code: str) -> float:
+    found = world.server.metrics.registry.get_sample_value(
+        "txswitch_requests_total", {"rpc": "ExportTransactions", "code": code}
+    )
+    return found or 0.0
+
+
+def soon(condition: Callable[[], bool]) -> bool:
+    """Whether condition holds within 5 s: the status may reach the client before the call's metrics."""
+    deadline = time.monotonic() + 5
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def exports_in_flight(world: World) -> float:
+    found = world.server.metrics.registry.get_sample_value(
+        "txswitch_requests_in_flight", {"rpc": "ExportTransactions"}
+    )
+    return found or 0.0
+
+
+UNREADABLE_RESULT = "no_such_result_4111111111111111"  # what a fault's text would carry
+
+
+def test_a_fault_after_the_first_chunk_is_internal_with_a_reference_not_its_text(
+    any_world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Session 23 listed an error mid-stream as reaching the client UNKNOWN with its text; the first
+    page's fault was fixed (757936d). A row the CSV cannot be written for, on the second page."""
+    world = any_world
+    terminal = world.terminals[0]
+    good = new_txn()
+    assert terminal.redeem(world.issue(5_000), 100, good).response_code == "00"
+    engine = world.server.core.store.engine
+    with engine.begin() as conn:
+        template = conn.execute(select(transactions).where(transactions.c.transaction_id == good)).one()
+        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
+        conn.execute(
+            insert(transactions).values({**values, "transaction_id": new_txn(), "result": UNREADABLE_RESULT})
+        )
+    request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=1, **days()))
+    chunks = iter(world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=20))
+    assert exported_ids(next(chunks).csv.decode()) == [good], "the first page came"
+    with pytest.raises(grpc.RpcError) as failed:
+        next(chunks)
+    error = failed.value
+    assert error.code() == grpc.StatusCode.INTERNAL, (error.code(), error.details())
+    details = error.details() or ""
+    assert "logged it as ref" in details and UNREADABLE_RESULT not in details, details
+    assert _slot_free(world)
+    assert any(
+        r.levelname == "ERROR" and "ExportTransactions failed (ref" in r.getMessage() for r in caplog.records
+    )
+    assert soon(lambda: requests_counted(world, "internal") == 1)
+
+
+def test_exports_are_counted_in_the_request_metrics_as_single_reply_calls_are(
+    one_export_world: World,
+) -> None:
+    """Session 23: the request metrics counted unary calls only; an export was in none of them."""
+    world = one_export_world
+    terminal, card = world.terminals[0], world.issue(5_000)
+    for _ in range(3):
+        assert terminal.redeem(card, 100).response_code == "00"
+    request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=1, **days()))
+    chunks = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=20)
+    assert len(list(chunks)) == 3
+    assert soon(lambda: requests_counted(world, "OK") == 1)
+    unknown = bo.TransactionExportRequest(
+        report=bo.TransactionReportRequest(merchant_id="mer_unknown", **days())
+    )
+    with pytest.raises(grpc.RpcError):
+        list(world.backoffice.ExportTransactions(unknown, metadata=world.admin_metadata, timeout=20))
+    assert soon(lambda: requests_counted(world, "not_found") == 1)
+    engine = world.server.core.store.engine
+    with engine.begin() as conn:  # more CSV than the client's window and buffers hold: it streams on
+        template = conn.execute(select(transactions)).first()
+        assert template is not None
+        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
+        rows = [{**values, "transaction_id": f"bulk-{n:06d}-" + "x" * 40} for n in range(60_000)]
+        conn.execute(insert(transactions), rows)
+    raw = world.channel.unary_stream("/txswitch.v1.Backoffice/ExportTransactions", None, None)  # bytes
+    with pytest.raises(grpc.RpcError) as malformed:
+        list(raw(b"\xff\xff\xff\xff", metadata=world.admin_metadata, timeout=10))
+    assert (malformed.value.code(), malformed.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the request is not a valid txswitch.v1.TransactionExportRequest message",
+    )
+    assert soon(lambda: requests_counted(world, "invalid_argument") == 1)
+    request.report.page_size = 500
+    streaming = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=20)
+    next(iter(streaming))
+    assert exports_in_flight(world) == 1, "an export streaming is a request in flight"
+    streaming.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
+    assert soon(lambda: requests_counted(world, "cancelled") == 1), "a cancelled export was not counted"
+    assert exports_in_flight(world) == 0
+    latency = world.server.metrics.registry.get_sample_value(
+        "txswitch_request_duration_seconds_count", {"rpc": "ExportTransactions"}
+    )
+    assert latency == 4
