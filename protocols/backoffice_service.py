@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ADMIN_ACTOR = "backoffice"
 ALREADY_PAID = "already paid out under this settlement id"
+_SETTLEMENT_LOG_LEVELS = {WAITS_FOR_NEXT_CYCLE: logging.INFO, ALREADY_PAID: logging.DEBUG}
 
 
 class BackofficeService(bo_grpc.BackofficeServicer):
@@ -325,8 +326,9 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 paid_already = result.conflict or (not result.ok and self._core.admin.payout_made(plan))
                 reason = "" if result.ok else ALREADY_PAID if paid_already else result.problem
             if reason:
-                # A merchant that redeemed since its cycle's payout ran waits every day until the next.
-                level = logging.INFO if reason == WAITS_FOR_NEXT_CYCLE else logging.WARNING
+                # A merchant that redeemed since its cycle's payout ran waits every day until the next;
+                # one paid at the run is told "already paid" every day: the daily answer, not a fault.
+                level = _SETTLEMENT_LOG_LEVELS.get(reason, logging.WARNING)
                 log.log(level, "payout to %s not made: %s", plan.merchant_id, reason)
                 response.skipped.append(
                     bo.SkippedPayout(

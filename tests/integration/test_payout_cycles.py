@@ -8,6 +8,8 @@ again at the next cycle's start, while the others waited the whole cycle.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.domain import ledger
+from switch.domain.programmes import payout_cycle_start
 from switch.server import SwitchServer
 from tests.integration.harness import TerminalClient, World, world_fixture
 from tests.integration.test_settlement import balance, payouts, settle_due
@@ -27,6 +30,15 @@ from tests.integration.test_settlement import balance, payouts, settle_due
 BAKERY_EMAIL, BAKERY_PASSWORD = "bakery@example.test", "bakery-password"
 ALREADY_PAID = "already paid out under this settlement id"
 WAITS = "owed nothing when this cycle's payout ran; waits for the next cycle"
+CYCLE_DAYS = 28  # the gift programme pays every 4 weeks
+
+
+def cycle_day(world: World, cycles_on: int = 0, days_in: int = 0) -> str:
+    """A day of today's payout cycle of the gift programme (days_in after its start), or of a later
+    one: a cycle already over is not paid, so the runs are dated from today's."""
+    today = dt.datetime.now(world.server.core.report_zone).date()
+    start = payout_cycle_start(today, CYCLE_DAYS // 7)
+    return (start + dt.timedelta(days=CYCLE_DAYS * cycles_on + days_in)).isoformat()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -135,3 +147,26 @@ def test_two_runs_at_once_in_a_new_cycle_pay_each_merchant_once(world: World) ->
         reasons = {reason for answer in answers for _, reason in skipped(answer.result).values()}
         assert reasons <= {ALREADY_PAID}, cycle_day  # the run that came second, had it read first
     assert_balanced(world)
+
+
+def test_a_merchant_already_paid_this_cycle_is_not_a_warning_every_day(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Session 23: "already paid" was logged at WARNING, every day of the cycle, for every merchant
+    paid at the cycle's run that redeemed since: the daily cron's log full of warnings for the
+    usual case. It is the answer's, not a fault: DEBUG."""
+    shop, terminal = world.merchant_id, world.terminals[0]
+    card = world.issue(10_000)
+    assert terminal.redeem(card, 1_000).response_code == "00"
+    assert payouts(settle_due(world, cycle_day(world))[world.gift_programme].result) == {
+        shop: (1_000, 25, 975)
+    }
+    assert terminal.redeem(card, 300).response_code == "00"
+    with caplog.at_level(logging.DEBUG):
+        for days_in in (1, 2, 3):
+            again = settle_due(world, cycle_day(world, days_in=days_in))[world.gift_programme]
+            assert skipped(again.result) == {shop: (300, ALREADY_PAID)}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [], warnings
+    told = [r for r in caplog.records if "payout to" in r.getMessage() and ALREADY_PAID in r.getMessage()]
+    assert told and {r.levelno for r in told} == {logging.DEBUG}
