@@ -36,7 +36,7 @@ from switch.domain import reports
 from switch.domain.card_rules import CardState, shown_status
 from switch.domain.cards import CardStatus
 from switch.domain.employees import OWNER
-from switch.domain.programmes import ProgrammeKind, payout_settlement_id
+from switch.domain.programmes import ProgrammeKind, payout_cycle_start, payout_settlement_id
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
 from switch.domain.top_ups import PSP_REFERENCE_LENGTH_MAX, TopUp, TopUpStatus
@@ -298,10 +298,9 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                     raise AdminError(str(error)) from None
             else:
                 day = dt.datetime.now(self._core.report_zone).date()
+            cycles = self._due_cycles(day)
             response = bo.SettleDueResponse()
-            for programme_id in self._core.admin.programme_ids():
-                interval = self._core.store.programme(programme_id).payout_interval_weeks
-                settlement_id = payout_settlement_id(day, interval)
+            for programme_id, settlement_id in cycles:
                 plans = self._core.admin.cycle_settlement_writes(programme_id, settlement_id)
                 response.settlements.append(
                     bo.ProgrammeSettlement(
@@ -313,6 +312,25 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             return response
 
         return self._run(context, action)
+
+    def _due_cycles(self, day: dt.date) -> list[tuple[str, str]]:
+        """(programme id, settlement id) of each programme's payout cycle holding `day`; AdminStateError,
+        before anything is paid, for a cycle already over whose payout never ran: its run would pay
+        today's balances under the past cycle's id, a second payout in today's cycle."""
+        today = dt.datetime.now(self._core.report_zone).date()
+        cycles = []
+        for programme_id in self._core.admin.programme_ids():
+            interval = self._core.store.programme(programme_id).payout_interval_weeks
+            settlement_id = payout_settlement_id(day, interval)
+            over = payout_cycle_start(day, interval) < payout_cycle_start(today, interval)
+            if over and not self._core.admin.cycle_ran(programme_id, settlement_id):
+                raise AdminStateError(
+                    f"as_of_date {day.isoformat()}: programme {programme_id}'s payout cycle {settlement_id} "
+                    f"is over and its payout never ran; what is owed now is paid in today's cycle "
+                    f"({payout_settlement_id(today, interval)})"
+                )
+            cycles.append((programme_id, settlement_id))
+        return cycles
 
     def _settle(self, programme_id: str, plans: list[PlannedPayout]) -> bo.SettleResponse:
         """Write the planned payouts (each once per settlement id); list every one not made, and why."""

@@ -888,6 +888,11 @@ class Admin:
             )
         return plans
 
+    def cycle_ran(self, programme_id: str, settlement_id: str) -> bool:
+        """Whether the programme's payout cycle `settlement_id` has had its run (and its record)."""
+        with self._engine.connect() as conn:
+            return _recorded_run(conn, programme_id, settlement_id) is not None
+
     def payout_made(self, plan: PlannedPayout) -> bool:
         """Whether the journal holds the planned payout's settlement (made by this run or another)."""
         assert plan.write is not None and plan.write.entry is not None

@@ -8,7 +8,6 @@ again at the next cycle's start, while the others waited the whole cycle.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 from collections.abc import Iterator
@@ -22,23 +21,13 @@ from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.domain import ledger
-from switch.domain.programmes import payout_cycle_start
 from switch.server import SwitchServer
 from tests.integration.harness import TerminalClient, World, world_fixture
-from tests.integration.test_settlement import balance, payouts, settle_due
+from tests.integration.test_settlement import balance, cycle_day, payouts, settle_due
 
 BAKERY_EMAIL, BAKERY_PASSWORD = "bakery@example.test", "bakery-password"
 ALREADY_PAID = "already paid out under this settlement id"
 WAITS = "owed nothing when this cycle's payout ran; waits for the next cycle"
-CYCLE_DAYS = 28  # the gift programme pays every 4 weeks
-
-
-def cycle_day(world: World, cycles_on: int = 0, days_in: int = 0) -> str:
-    """A day of today's payout cycle of the gift programme (days_in after its start), or of a later
-    one: a cycle already over is not paid, so the runs are dated from today's."""
-    today = dt.datetime.now(world.server.core.report_zone).date()
-    start = payout_cycle_start(today, CYCLE_DAYS // 7)
-    return (start + dt.timedelta(days=CYCLE_DAYS * cycles_on + days_in)).isoformat()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -78,17 +67,19 @@ def test_a_merchant_owed_nothing_at_the_cycles_run_is_paid_at_the_next_cycle_not
     baker, baker_terminal = bakery(world)
     card = world.issue(10_000)
     assert shop_terminal.redeem(card, 1_000).response_code == "00"
-    # The cycle of 2026-11-02 runs: the shop is owed 10.00, the bakery nothing.
-    first = settle_due(world, "2026-11-20")[world.gift_programme]
-    assert first.settlement_id == "payout-2026-11-02"
+    # Today's cycle runs: the shop is owed 10.00, the bakery nothing.
+    first = settle_due(world, cycle_day(world, days_in=18))[world.gift_programme]
+    assert first.settlement_id == f"payout-{cycle_day(world)}"
     assert payouts(first.result) == {shop: (1_000, 25, 975)} and not first.result.skipped
     assert baker_terminal.redeem(card, 400).response_code == "00"
     assert shop_terminal.redeem(card, 300).response_code == "00"
-    again = settle_due(world, "2026-11-27")[world.gift_programme]  # the same cycle, a later day
+    again = settle_due(world, cycle_day(world, days_in=25))[
+        world.gift_programme
+    ]  # the same cycle, a later day
     assert payouts(again.result) == {}, "a later run in the cycle paid a merchant"
     assert skipped(again.result) == {shop: (300, ALREADY_PAID), baker: (400, WAITS)}
-    following = settle_due(world, "2026-11-30")[world.gift_programme]  # the next cycle's run
-    assert following.settlement_id == "payout-2026-11-30"
+    following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]  # the next cycle's run
+    assert following.settlement_id == f"payout-{cycle_day(world, cycles_on=1)}"
     assert payouts(following.result) == {shop: (300, 8, 292), baker: (400, 10, 390)}
     for merchant in (shop, baker):
         assert balance(world, ledger.merchant_payable_account(merchant, world.gift_programme)) == 0
@@ -113,14 +104,14 @@ def test_a_payout_that_failed_at_the_cycles_run_is_made_later_for_what_was_owed_
     card = world.issue(10_000)
     assert terminal.redeem(card, 1_000).response_code == "00"
     world.server.core.writer.stop()  # as while the switch drains: the journal takes no more writes
-    failed = settle_due(world, "2026-11-20")[world.gift_programme]
+    failed = settle_due(world, cycle_day(world, days_in=18))[world.gift_programme]
     assert payouts(failed.result) == {} and skipped(failed.result) == {shop: (1_000, "journal stopped")}
     terminal = restarted(world)
     assert terminal.redeem(card, 500).response_code == "00"  # after the cycle's run: the next cycle's
-    retried = settle_due(world, "2026-11-21")[world.gift_programme]
+    retried = settle_due(world, cycle_day(world, days_in=19))[world.gift_programme]
     # One line a merchant: the payout; the 5.00 redeemed since the cycle's run waits, unlisted.
     assert payouts(retried.result) == {shop: (1_000, 25, 975)} and not retried.result.skipped
-    following = settle_due(world, "2026-11-30")[world.gift_programme]
+    following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
     assert payouts(following.result) == {shop: (500, 13, 487)}
     assert_balanced(world)
 
@@ -129,12 +120,12 @@ def test_two_runs_at_once_in_a_new_cycle_pay_each_merchant_once(world: World) ->
     shop, shop_terminal = world.merchant_id, world.terminals[0]
     baker, baker_terminal = bakery(world)
     card = world.issue(10_000)
-    for cycle_day in ("2026-11-20", "2026-12-18", "2027-01-15", "2027-02-12", "2027-03-12"):
+    for day in [cycle_day(world, cycles_on=n, days_in=18) for n in range(5)]:
         assert shop_terminal.redeem(card, 100).response_code == "00"
         assert baker_terminal.redeem(card, 200).response_code == "00"
         answers: list[bo.ProgrammeSettlement] = []
 
-        def settle(day: str = cycle_day, answers: list[bo.ProgrammeSettlement] = answers) -> None:
+        def settle(day: str = day, answers: list[bo.ProgrammeSettlement] = answers) -> None:
             answers.append(settle_due(world, day)[world.gift_programme])
 
         runs = [threading.Thread(target=settle) for _ in range(2)]
@@ -143,9 +134,9 @@ def test_two_runs_at_once_in_a_new_cycle_pay_each_merchant_once(world: World) ->
         for run in runs:
             run.join()
         paid = sorted((p.merchant_id, p.gross.amount_minor) for a in answers for p in a.result.payouts)
-        assert paid == sorted([(shop, 100), (baker, 200)]), cycle_day
+        assert paid == sorted([(shop, 100), (baker, 200)]), day
         reasons = {reason for answer in answers for _, reason in skipped(answer.result).values()}
-        assert reasons <= {ALREADY_PAID}, cycle_day  # the run that came second, had it read first
+        assert reasons <= {ALREADY_PAID}, day  # the run that came second, had it read first
     assert_balanced(world)
 
 
@@ -170,3 +161,21 @@ def test_a_merchant_already_paid_this_cycle_is_not_a_warning_every_day(
     assert warnings == [], warnings
     told = [r for r in caplog.records if "payout to" in r.getMessage() and ALREADY_PAID in r.getMessage()]
     assert told and {r.levelno for r in told} == {logging.DEBUG}
+
+
+def test_a_past_cycle_whose_payout_never_ran_is_refused_by_name_and_pays_nothing(world: World) -> None:
+    """Session 23: SettleDue for a cycle already over with no record of its run paid today's
+    balances under that cycle's id (a second payout in today's cycle, under a past one's name)."""
+    shop, terminal = world.merchant_id, world.terminals[0]
+    assert terminal.redeem(world.issue(10_000), 1_000).response_code == "00"
+    past = cycle_day(world, cycles_on=-1, days_in=3)
+    past_id = f"payout-{cycle_day(world, cycles_on=-1)}"
+    with pytest.raises(grpc.RpcError) as refused:
+        settle_due(world, past)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert past_id in (refused.value.details() or ""), refused.value.details()
+    payable = ledger.merchant_payable_account(shop, world.gift_programme)
+    assert balance(world, payable) == 1_000, "a refused run paid"
+    today = settle_due(world, cycle_day(world))[world.gift_programme]
+    assert payouts(today.result) == {shop: (1_000, 25, 975)}
+    assert_balanced(world)

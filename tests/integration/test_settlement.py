@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from sqlalchemy import delete, select
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch.domain import ledger
+from switch.domain.programmes import payout_cycle_start
 from switch.server import SwitchServer
 from switch.store.engine import make_engine
 from switch.store.schema import accounts
@@ -118,6 +120,17 @@ def test_a_data_directory_with_the_old_shared_payable_is_refused_at_start(tmp_pa
     assert "1 merchant memberships have no payable account" in str(refused.value)
 
 
+CYCLE_DAYS = 28  # the gift programme pays every 4 weeks
+
+
+def cycle_day(world: World, cycles_on: int = 0, days_in: int = 0) -> str:
+    """A day of today's payout cycle of the gift programme (days_in after its start), or of a later
+    one: a cycle already over is not paid, so the runs are dated from today's."""
+    today = dt.datetime.now(world.server.core.report_zone).date()
+    start = payout_cycle_start(today, CYCLE_DAYS // 7)
+    return (start + dt.timedelta(days=CYCLE_DAYS * cycles_on + days_in)).isoformat()
+
+
 def settle_due(world: World, as_of_date: str) -> dict[str, bo.ProgrammeSettlement]:
     response = world.backoffice.SettleDue(
         bo.SettleDueRequest(as_of_date=as_of_date), metadata=world.admin_metadata, timeout=20
@@ -129,18 +142,22 @@ def test_settle_due_pays_each_programme_once_per_payout_cycle(world: World) -> N
     terminal, merchant = world.terminals[0], world.merchant_id
     card = world.issue(10_000)
     terminal.redeem(card, 1_000)
-    # The gift programme pays every 4 weeks; cycles start on 2024-01-01, so one starts 2026-11-02.
-    first = settle_due(world, "2026-11-20")[world.gift_programme]
-    assert first.settlement_id == "payout-2026-11-02"
+    # The gift programme pays every 4 weeks; cycles start on Mondays counted from 2024-01-01.
+    first = settle_due(world, cycle_day(world, days_in=18))[world.gift_programme]
+    assert first.settlement_id == f"payout-{cycle_day(world)}"
     assert payouts(first.result) == {merchant: (1_000, 25, 975)}
     terminal.redeem(card, 400)
-    again = settle_due(world, "2026-11-27")[world.gift_programme]  # the same cycle: nothing twice
-    assert again.settlement_id == "payout-2026-11-02" and not again.result.payouts
+    again = settle_due(world, cycle_day(world, days_in=25))[
+        world.gift_programme
+    ]  # the same cycle: nothing twice
+    assert again.settlement_id == first.settlement_id and not again.result.payouts
     assert [(s.merchant_id, s.gross.amount_minor, s.reason) for s in again.result.skipped] == [
         (merchant, 400, "already paid out under this settlement id")
     ]
-    following = settle_due(world, "2026-11-30")[world.gift_programme]  # the next cycle begins
-    assert following.settlement_id == "payout-2026-11-30"
+    following = settle_due(world, cycle_day(world, cycles_on=1))[
+        world.gift_programme
+    ]  # the next cycle begins
+    assert following.settlement_id == f"payout-{cycle_day(world, cycles_on=1)}"
     assert payouts(following.result) == {merchant: (400, 10, 390)}
     check = world.ledger()
     assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
