@@ -24,7 +24,6 @@ from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch import report_export
 from switch.admin import (
-    WAITS_FOR_NEXT_CYCLE,
     AdminConflictError,
     AdminError,
     AdminStateError,
@@ -52,7 +51,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ADMIN_ACTOR = "backoffice"
 ALREADY_PAID = "already paid out under this settlement id"
-_SETTLEMENT_LOG_LEVELS = {WAITS_FOR_NEXT_CYCLE: logging.INFO, ALREADY_PAID: logging.DEBUG}
 
 
 class BackofficeService(bo_grpc.BackofficeServicer):
@@ -284,8 +282,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 raise AdminError("programme_id is missing")
             if not request.settlement_id:
                 raise AdminError("settlement_id is missing")
-            plans = self._core.admin.settlement_writes(request.programme_id, request.settlement_id)
-            return self._settle(request.programme_id, plans)
+            return self._settle_now(request.programme_id, request.settlement_id)
 
         return self._run(context, action)
 
@@ -312,6 +309,19 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             return response
 
         return self._run(context, action)
+
+    def _settle_now(self, programme_id: str, settlement_id: str) -> bo.SettleResponse:
+        """Pay what is owed now under the operator's settlement id. One payout a cycle: a merchant it
+        pays has had this cycle's (SettleDue pays it nothing more until the next cycle), and it is
+        the cycle's run if SettleDue has not run in the cycle yet."""
+        admin = self._core.admin
+        interval = self._core.store.programme(programme_id).payout_interval_weeks
+        cycle_id = payout_settlement_id(dt.datetime.now(self._core.report_zone).date(), interval)
+        admin.record_cycle_run(programme_id, cycle_id)
+        response = self._settle(programme_id, admin.settlement_writes(programme_id, settlement_id))
+        for payout in response.payouts:
+            admin.count_as_cycle_payout(programme_id, cycle_id, payout.merchant_id, settlement_id)
+        return response
 
     def _due_cycles(self, day: dt.date) -> list[tuple[str, str]]:
         """(programme id, settlement id) of each programme's payout cycle holding `day`; AdminStateError,
@@ -346,7 +356,13 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             if reason:
                 # A merchant that redeemed since its cycle's payout ran waits every day until the next;
                 # one paid at the run is told "already paid" every day: the daily answer, not a fault.
-                level = _SETTLEMENT_LOG_LEVELS.get(reason, logging.WARNING)
+                level = (
+                    logging.INFO
+                    if plan.waits
+                    else logging.DEBUG
+                    if reason == ALREADY_PAID
+                    else logging.WARNING
+                )
                 log.log(level, "payout to %s not made: %s", plan.merchant_id, reason)
                 response.skipped.append(
                     bo.SkippedPayout(

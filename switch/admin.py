@@ -869,18 +869,26 @@ class Admin:
         The cycle's first run records what each merchant is owed then; that run and every later one
         in the cycle pay a merchant at most that (a payout that failed is made by the next run), so a
         merchant owed nothing then is paid nothing until the next cycle, whatever it redeems since.
+        A merchant a Settle paid in the cycle has had the cycle's payout (count_as_cycle_payout).
         The settlement key keeps it to one payout a cycle.
         """
         programme = self._store.programme(programme_id)
-        owed_at_run = self._cycle_run(programme_id, settlement_id)
+        dues = self.record_cycle_run(programme_id, settlement_id)
         with self._engine.connect() as conn:
             members = self._members(conn, programme_id)
             balances = _payable_balances(conn, programme_id, members)
         plans = []
         for merchant_id, balance_minor in balances.items():
-            gross_minor = cycle_payout_minor(owed_at_run.get(merchant_id, 0), balance_minor)
+            due = dues.get(merchant_id, CycleDue(0))
+            if due.paid_by and balance_minor > 0:
+                reason = f"paid under settlement {due.paid_by} in this cycle; waits for the next cycle"
+                plans.append(PlannedPayout(merchant_id, balance_minor, 0, None, reason, waits=True))
+                continue
+            gross_minor = cycle_payout_minor(due.owed_minor, balance_minor)
             if balance_minor > 0 and gross_minor == 0:
-                plans.append(PlannedPayout(merchant_id, balance_minor, 0, None, WAITS_FOR_NEXT_CYCLE))
+                plans.append(
+                    PlannedPayout(merchant_id, balance_minor, 0, None, WAITS_FOR_NEXT_CYCLE, waits=True)
+                )
                 continue
             paid_minor = gross_minor if balance_minor > 0 else balance_minor
             plans.append(
@@ -893,6 +901,24 @@ class Admin:
         with self._engine.connect() as conn:
             return _recorded_run(conn, programme_id, settlement_id) is not None
 
+    def count_as_cycle_payout(
+        self, programme_id: str, cycle_settlement_id: str, merchant_id: str, settlement_id: str
+    ) -> None:
+        """A Settle paid the merchant under settlement_id: that is its payout of the cycle (one a
+        cycle), and SettleDue pays it nothing more in it, whatever its cycle payout was due."""
+        dues = payout_cycle_dues.c
+        with writing(self._engine) as conn:
+            conn.execute(
+                update(payout_cycle_dues)
+                .where(
+                    dues.programme_id == programme_id,
+                    dues.settlement_id == cycle_settlement_id,
+                    dues.merchant_id == merchant_id,
+                    dues.paid_by == "",
+                )
+                .values(paid_by=settlement_id)
+            )
+
     def payout_made(self, plan: PlannedPayout) -> bool:
         """Whether the journal holds the planned payout's settlement (made by this run or another)."""
         assert plan.write is not None and plan.write.entry is not None
@@ -903,8 +929,9 @@ class Admin:
             ).first()
         return found is not None
 
-    def _cycle_run(self, programme_id: str, settlement_id: str) -> dict[str, int]:
-        """What each merchant owed something was owed at the cycle's first run: recorded by that run."""
+    def record_cycle_run(self, programme_id: str, settlement_id: str) -> dict[str, CycleDue]:
+        """What each merchant owed something was owed at the cycle's first run (SettleDue's, or a
+        Settle's in the cycle), recorded by that run; and which were paid since by a Settle."""
         try:
             with writing(self._engine) as conn:
                 recorded = _recorded_run(conn, programme_id, settlement_id)
@@ -917,7 +944,7 @@ class Admin:
                 if owed:
                     rows = [{**key, "merchant_id": m, "owed_minor": b} for m, b in owed.items()]
                     conn.execute(insert(payout_cycle_dues), rows)
-                return owed
+                return {m: CycleDue(b) for m, b in owed.items()}
         except IntegrityError:  # a run on another node recorded the cycle's run first (PostgreSQL)
             with self._engine.connect() as conn:
                 recorded = _recorded_run(conn, programme_id, settlement_id)
@@ -965,6 +992,18 @@ class PlannedPayout:
     commission_minor: int
     write: Write | None
     reason: str = ""
+    # Not made because the merchant waits for the next cycle: SettleDue's answer every day of the
+    # cycle to a merchant that redeemed since, not a problem
+    waits: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CycleDue:
+    """What a merchant was owed at its programme's payout cycle's run, the most it is paid in it;
+    paid_by: the settlement id of a Settle that paid it in the cycle since ("": none has)."""
+
+    owed_minor: int
+    paid_by: str = ""
 
 
 WAITS_FOR_NEXT_CYCLE = "owed nothing when this cycle's payout ran; waits for the next cycle"
@@ -981,7 +1020,7 @@ def _payable_balances(conn: Connection, programme_id: str, members: dict[str, in
     return {payable[account_id]: int(balance_minor) for account_id, balance_minor in found}
 
 
-def _recorded_run(conn: Connection, programme_id: str, settlement_id: str) -> dict[str, int] | None:
+def _recorded_run(conn: Connection, programme_id: str, settlement_id: str) -> dict[str, CycleDue] | None:
     """What merchants were owed at the cycle's run, as it recorded; None before the cycle's run."""
     ran = conn.execute(
         select(payout_cycles.c.ran_at).where(
@@ -992,11 +1031,11 @@ def _recorded_run(conn: Connection, programme_id: str, settlement_id: str) -> di
         return None
     dues = payout_cycle_dues.c
     found = conn.execute(
-        select(dues.merchant_id, dues.owed_minor).where(
+        select(dues.merchant_id, dues.owed_minor, dues.paid_by).where(
             dues.programme_id == programme_id, dues.settlement_id == settlement_id
         )
     ).all()
-    return {merchant_id: int(owed_minor) for merchant_id, owed_minor in found}
+    return {merchant_id: CycleDue(int(owed_minor), paid_by) for merchant_id, owed_minor, paid_by in found}
 
 
 def _refuse_longer(field: str, text: str, most: int) -> None:

@@ -375,6 +375,9 @@ class PayoutCycleDueRow(Base):
     settlement_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"), primary_key=True)
     owed_minor: Mapped[int] = mapped_column(MONEY)
+    # The settlement id of a Settle that paid the merchant in the cycle after this was recorded: that
+    # was the cycle's payout ("" while none has)
+    paid_by: Mapped[str] = mapped_column(String(100), default="", server_default="")
 
 
 class TopUpRow(Base):

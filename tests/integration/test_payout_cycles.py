@@ -23,7 +23,7 @@ from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.domain import ledger
 from switch.server import SwitchServer
 from tests.integration.harness import TerminalClient, World, world_fixture
-from tests.integration.test_settlement import balance, cycle_day, payouts, settle_due
+from tests.integration.test_settlement import balance, cycle_day, payouts, settle, settle_due
 
 BAKERY_EMAIL, BAKERY_PASSWORD = "bakery@example.test", "bakery-password"
 ALREADY_PAID = "already paid out under this settlement id"
@@ -178,4 +178,48 @@ def test_a_past_cycle_whose_payout_never_ran_is_refused_by_name_and_pays_nothing
     assert balance(world, payable) == 1_000, "a refused run paid"
     today = settle_due(world, cycle_day(world))[world.gift_programme]
     assert payouts(today.result) == {shop: (1_000, 25, 975)}
+    assert_balanced(world)
+
+
+PAID_BY_MANUAL = "paid under settlement manual-1 in this cycle; waits for the next cycle"
+
+
+def test_a_manual_settle_after_the_cycles_failed_payout_is_the_cycles_payout(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Session 23: after the cycle's payout failed and the operator paid by hand (Settle), a later
+    SettleDue in the cycle paid what was redeemed since: a second payout in the cycle. One payout a
+    cycle: the manual one counts as the cycle's."""
+    shop, terminal = world.merchant_id, world.terminals[0]
+    card = world.issue(10_000)
+    assert terminal.redeem(card, 1_000).response_code == "00"
+    world.server.core.writer.stop()  # as while the switch drains: the journal takes no more writes
+    failed = settle_due(world, cycle_day(world, days_in=1))[world.gift_programme]
+    assert skipped(failed.result) == {shop: (1_000, "journal stopped")}
+    terminal = restarted(world)
+    assert payouts(settle(world, world.gift_programme, "manual-1")) == {shop: (1_000, 25, 975)}
+    assert terminal.redeem(card, 500).response_code == "00"
+    caplog.clear()
+    later = settle_due(world, cycle_day(world, days_in=2))[world.gift_programme]
+    assert payouts(later.result) == {}, "a second payout in the cycle"
+    assert skipped(later.result) == {shop: (500, PAID_BY_MANUAL)}
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], "the daily answer"
+    following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
+    assert payouts(following.result) == {shop: (500, 13, 487)}
+    assert_balanced(world)
+
+
+def test_a_manual_settle_before_the_cycles_run_is_the_cycles_payout(world: World) -> None:
+    shop, terminal = world.merchant_id, world.terminals[0]
+    baker, baker_terminal = bakery(world)
+    card = world.issue(10_000)
+    assert terminal.redeem(card, 1_000).response_code == "00"
+    assert payouts(settle(world, world.gift_programme, "manual-1")) == {shop: (1_000, 25, 975)}
+    assert terminal.redeem(card, 300).response_code == "00"
+    assert baker_terminal.redeem(card, 400).response_code == "00"
+    run = settle_due(world, cycle_day(world, days_in=1))[world.gift_programme]
+    assert payouts(run.result) == {}, "a second payout in the cycle"
+    assert skipped(run.result) == {shop: (300, PAID_BY_MANUAL), baker: (400, WAITS)}
+    following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
+    assert payouts(following.result) == {shop: (300, 8, 292), baker: (400, 10, 390)}
     assert_balanced(world)
