@@ -125,7 +125,9 @@ def day_of(field: str, value: str) -> dt.date:
 def zone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name)
-    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+    # OSError: the name is read as a path under the zone database: a region's directory ("Europe")
+    # or a name longer than a file name may be.
+    except (ValueError, OSError, zoneinfo.ZoneInfoNotFoundError):
         raise ReportQueryError(
             f"time_zone {_shown(name)} is not a known time zone (like Europe/Amsterdam)"
         ) from None

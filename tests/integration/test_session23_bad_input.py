@@ -444,6 +444,22 @@ def cases(s: Scene) -> list[Case]:
                 metadata,
             ),
             Case(
+                f"{who} export: a 1 MB time zone",
+                call,
+                report(time_zone=MEGABYTE),
+                INVALID,
+                "time_zone 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is not a known time zone",
+                metadata,
+            ),
+            Case(
+                f"{who} export: a region, not a zone",
+                call,
+                report(time_zone="Europe"),
+                INVALID,
+                "time_zone 'Europe' is not a known time zone",
+                metadata,
+            ),
+            Case(
                 f"{who} export: 1,000 locations",
                 call,
                 report(location_ids=[f"loc_{index}" for index in range(1_000)]),
