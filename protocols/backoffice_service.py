@@ -44,6 +44,7 @@ from switch.pins import CardPinError
 from switch.receipts import ReceiptRefusedError
 from switch.store.reports import ReportedTransaction, exported_pages, merchant_summary, transaction_report
 from switch.store.repository import TerminalInfo
+from switch.store.schema import ID_LENGTH
 from switch.top_ups import TopUpNotLoadedYetError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ADMIN_ACTOR = "backoffice"
 ALREADY_PAID = "already paid out under this settlement id"
+DIALECT_LENGTH_MAX = 20  # the longest is "excel-nl"
 
 
 class BackofficeService(bo_grpc.BackofficeServicer):
@@ -681,6 +683,13 @@ def employee_pb(employee: EmployeeInfo) -> bo.Employee:
 
 def report_query_of(core: SwitchCore, request: bo.TransactionReportRequest) -> reports.ReportQuery:
     """The query a report request asks for; ReportQueryError names a bad field."""
+    # Ids are checked for shape before they are looked up: an unknown one is quoted back whole.
+    for field, value in (("merchant_id", request.merchant_id), ("terminal_id", request.terminal_id)):
+        if value:
+            _report_id(field, value)
+    for location_id in request.location_ids:
+        if location_id:  # an empty one has its own answer
+            _report_id("location_ids", location_id)
     return reports.report_query(
         request.from_date,
         request.to_date,
@@ -695,6 +704,13 @@ def report_query_of(core: SwitchCore, request: bo.TransactionReportRequest) -> r
         page_size=request.page_size,
         page_token=request.page_token,
     )
+
+
+def _report_id(field: str, value: str) -> None:
+    try:
+        id_field(field, value, ID_LENGTH)
+    except BadRequestError as error:
+        raise reports.ReportQueryError(str(error)) from None
 
 
 def transaction_report_pb(core: SwitchCore, request: bo.TransactionReportRequest) -> bo.TransactionReport:
@@ -730,6 +746,8 @@ def transaction_export_pb(
     The request is checked and the first page read before this returns, so that a refused export
     (ReportQueryError or LookupError) is refused before its first line.
     """
+    if len(request.dialect) > DIALECT_LENGTH_MAX:  # quoted back whole when it is not a dialect
+        raise reports.ReportQueryError(f"dialect is longer than {DIALECT_LENGTH_MAX} characters")
     try:
         dialect = report_export.dialect_named(request.dialect) if request.dialect else dialect_default
     except ValueError as error:

@@ -460,6 +460,38 @@ def cases(s: Scene) -> list[Case]:
                 metadata,
             ),
             Case(
+                f"{who} export: a 1 MB dialect",
+                call,
+                report(dialect=MEGABYTE),
+                INVALID,
+                "dialect is longer",
+                metadata,
+            ),
+            Case(
+                f"{who} export: a 1 MB terminal_id",
+                call,
+                report(terminal_id=MEGABYTE),
+                INVALID,
+                "terminal_id is longer than 40 characters",
+                metadata,
+            ),
+            Case(
+                f"{who} export: a 1 MB location id",
+                call,
+                report(location_ids=[MEGABYTE]),
+                INVALID,
+                "location_ids is longer than 40 characters",
+                metadata,
+            ),
+            Case(
+                f"{who} export: a NUL in terminal_id",
+                call,
+                report(terminal_id="trm_\0"),
+                INVALID,
+                "terminal_id has characters other than printable ASCII",
+                metadata,
+            ),
+            Case(
                 f"{who} export: 1,000 locations",
                 call,
                 report(location_ids=[f"loc_{index}" for index in range(1_000)]),
@@ -469,6 +501,14 @@ def cases(s: Scene) -> list[Case]:
             ),
         ]
     table += [
+        Case(
+            "backoffice export: a 1 MB merchant_id",
+            exports["backoffice"][0],
+            report(merchant_id=MEGABYTE),
+            INVALID,
+            "merchant_id is longer than 40 characters",
+            admin,
+        ),
         Case(
             "portal export: another merchant",
             exports["portal"][0],
