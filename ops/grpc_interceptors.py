@@ -4,6 +4,7 @@ requests, and the answer to a fault of the switch's own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
@@ -240,8 +241,9 @@ class EdgeInterceptor(_Interceptor):
             try:
                 if isinstance(request, _Malformed):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _malformed_message(request))
-                async for item in inner(request, context):
-                    yield item
+                async with contextlib.aclosing(inner(request, context)) as items:
+                    async for item in items:
+                        yield item
                 finished(NO_ISO_CODE)
             except grpc.aio.AbortError:
                 finished(_status_name(context))

@@ -565,6 +565,8 @@ RAW_METHODS = [
     ("Backoffice", "MarkTopUpRefunded", "MarkTopUpRefundedRequest"),
     ("Backoffice", "SettleDue", "SettleDueRequest"),
     ("Portal", "CloseWebDay", "CloseWebDayRequest"),
+    ("Backoffice", "ExportTransactions", "TransactionExportRequest"),
+    ("Portal", "ExportTransactions", "TransactionExportRequest"),
 ]
 
 
@@ -581,10 +583,12 @@ def test_malformed_protobuf_is_refused_by_name_and_changes_nothing(
         metadata = (("authorization", f"Bearer {session.token}"),)
     before = state(world)
     path = f"/txswitch.v1.{service}/{method}"
-    raw = world.channel.unary_unary(path, None, None)  # bytes in and out
+    streamed = method == "ExportTransactions"
+    raw = (world.channel.unary_stream if streamed else world.channel.unary_unary)(path, None, None)
 
     def send() -> object:
-        return raw(payload, metadata=metadata, timeout=20)
+        answer = raw(payload, metadata=metadata, timeout=20)  # bytes in and out
+        return list(answer) if streamed else answer
 
     code, details = refusal(send)
     assert (code, details) == (INVALID, f"the request is not a valid txswitch.v1.{message} message")
