@@ -35,6 +35,7 @@ from switch.domain import reports
 from switch.domain.card_rules import CardState, shown_status
 from switch.domain.cards import CardStatus
 from switch.domain.employees import OWNER
+from switch.domain.money import AMOUNT_MINOR_MAX
 from switch.domain.programmes import ProgrammeKind, payout_cycle_start, payout_settlement_id
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
@@ -443,6 +444,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             amount_paid = convert.amount(request.amount_paid, request.HasField("amount_paid"), "amount_paid")
             if amount_paid.amount_minor <= 0:  # no payment to load from, nor to refund
                 raise BadRequestError("amount_paid must be positive")
+            if amount_paid.amount_minor > AMOUNT_MINOR_MAX:  # more than any top-up's holder part
+                raise BadRequestError(f"amount_paid above {AMOUNT_MINOR_MAX} minor units")
             try:
                 top_up = self._core.top_ups.confirm(top_up_id, psp_reference, amount_paid)
             except TopUpNotLoadedYetError as error:

@@ -275,6 +275,22 @@ def cases(s: Scene) -> list[Case]:
             admin,
         ),
         Case(
+            "confirm: 2**63 - 1 paid",
+            confirm,
+            told(paid=euros(2**63 - 1)),
+            INVALID,
+            "amount_paid above 99999999 minor units",
+            admin,
+        ),
+        Case(
+            "confirm: 10**8 paid",
+            confirm,
+            told(paid=euros(10**8)),
+            INVALID,
+            "amount_paid above 99999999 minor units",
+            admin,
+        ),
+        Case(
             "confirm: an unknown id",
             confirm,
             told("tup_0000aaaa0000aaaa"),
