@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import re
 import time
 
 import grpc
@@ -24,6 +25,7 @@ from switch.store.schema import ID_LENGTH
 from switch.top_ups import same_request
 
 LOOKUP_WINDOW_S = 60.0
+TOP_UP_ID = re.compile(r"tup_[0-9a-f]{16}")  # admin.new_id("tup")
 
 
 class CardholderService(ch_grpc.CardholderServicer):
@@ -124,7 +126,12 @@ def top_up_request_id(value: str) -> str:
 
 
 def top_up_id_of(value: str, field: str = "top_up_id") -> str:
-    return id_field(field, value, ID_LENGTH)
+    """A top-up's id as StartTopUp gave it. One of another shape is never looked up nor quoted
+    back: it may be the card's number, typed where the top-up's id goes."""
+    top_up_id = id_field(field, value, ID_LENGTH)
+    if TOP_UP_ID.fullmatch(top_up_id) is None:
+        raise convert.BadRequestError(f"{field} is not a top-up's id (tup_ and 16 hex digits)")
+    return top_up_id
 
 
 def id_field(field: str, value: str, length_max: int) -> str:

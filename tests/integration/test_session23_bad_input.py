@@ -54,6 +54,7 @@ MONEY_TABLES: tuple[Table, ...] = (
 )
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_A_TOP_UP_ID = "top_up_id is not a top-up's id (tup_ and 16 hex digits)"
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 
@@ -246,6 +247,11 @@ def cases(s: Scene) -> list[Case]:
         Case("get: no id", get, ch.TopUpRequest(), INVALID, "top_up_id is missing"),
         Case("get: a 1 MB id", get, ch.TopUpRequest(top_up_id=MEGABYTE), INVALID, "top_up_id is longer"),
         Case("get: a NUL", get, ch.TopUpRequest(top_up_id="tup_\0"), INVALID, "top_up_id has characters"),
+        # A holder who types the card's number where the top-up's id goes: refused, never quoted.
+        Case(
+            "get: a card number as the id", get, ch.TopUpRequest(top_up_id=s.taxi), INVALID, NOT_A_TOP_UP_ID
+        ),
+        Case("get: another shape", get, ch.TopUpRequest(top_up_id="tup_XYZ"), INVALID, NOT_A_TOP_UP_ID),
         Case(
             "get: an unknown id",
             get,
@@ -290,6 +296,7 @@ def cases(s: Scene) -> list[Case]:
             "amount_paid above 99999999 minor units",
             admin,
         ),
+        Case("confirm: a card number as the id", confirm, told(s.taxi), INVALID, NOT_A_TOP_UP_ID, admin),
         Case(
             "confirm: an unknown id",
             confirm,
@@ -336,6 +343,7 @@ def cases(s: Scene) -> list[Case]:
             "refund_reference",
             admin,
         ),
+        Case("refunded: a card number as the id", refunded, marking(s.taxi), INVALID, NOT_A_TOP_UP_ID, admin),
         Case(
             "refunded: an unknown id",
             refunded,
@@ -639,6 +647,7 @@ def test_the_card_number_is_nowhere_after_the_new_rpcs(
     refused(s.holder.StartTopUp, ch.StartTopUpRequest(card=pb.CardRef(card_number=wrong_digit)))
     answers.append(str(world.backoffice.ListTopUps(bo.ListTopUpsRequest(), metadata=s.admin, timeout=20)))
     answers.append(str(s.holder.GetTopUp(ch.TopUpRequest(top_up_id=s.loaded), timeout=20)))
+    refused(s.holder.GetTopUp, ch.TopUpRequest(top_up_id=card))
     csv = b"".join(export(world.backoffice)(report(), metadata=s.admin, timeout=30)).decode()
     csv += b"".join(export(s.portal)(report(), metadata=s.login, timeout=30)).decode()
     assert masked in csv and "tup_" in csv, "the export holds the top-up's load and the web redemption"
