@@ -239,6 +239,9 @@ class PortalService(portal_grpc.PortalServicer):
         def action(login: Login) -> pb.DayCloseReport:
             if request.period_number < 0:
                 raise AdminError("period_number is negative; 0 closes whichever period is open")
+            _, existing = self._core.admin.existing_web_terminal(login.merchant_id, request.location_id)
+            if existing is None:  # never used: nothing to close, and no terminal made to say so
+                raise AdminStateError("no web transaction at this location yet: nothing to close")
             terminal_id = self._core.web_terminal(login.merchant_id, request.location_id)
             try:
                 report = self._core.web_days.close_now(terminal_id, request.period_number)

@@ -652,21 +652,12 @@ class Admin:
         periods, its reports, idempotency by transaction id): made on first use, with a credential
         nobody holds. An empty location_id names the merchant's only location. LookupError for a
         location that is not the merchant's; AdminError when it must be named."""
-        mine = select(locations.c.location_id).where(locations.c.merchant_id == merchant_id)
-        with self._engine.connect() as conn:  # a read: the write lock only for the first use
-            if not location_id:
-                found = conn.execute(mine.limit(2)).scalars().all()
-                if len(found) != 1:
-                    raise AdminError("location_id is missing: name the location where it counts")
-                location_id = found[0]
-            elif conn.execute(mine.where(locations.c.location_id == location_id)).first() is None:
-                raise LookupError(f"location_id {location_id[:40]!r}: no such location of yours")
-            web = select(terminals.c.terminal_id).where(
-                terminals.c.location_id == location_id, terminals.c.device_name == WEB_BACK_OFFICE
-            )
-            existing = conn.execute(web).scalar()
+        location_id, existing = self.existing_web_terminal(merchant_id, location_id)
         if existing is not None:
-            return str(existing)
+            return existing
+        web = select(terminals.c.terminal_id).where(
+            terminals.c.location_id == location_id, terminals.c.device_name == WEB_BACK_OFFICE
+        )
         terminal_id = new_id("trm")
         _, credential_hash = credentials.new_credential(terminal_id)  # the credential is dropped
         now = self._now()
@@ -690,6 +681,24 @@ class Admin:
             except IntegrityError:
                 return str(conn.execute(web).scalar_one())
         return terminal_id
+
+    def existing_web_terminal(self, merchant_id: str, location_id: str) -> tuple[str, str | None]:
+        """The location (the merchant's only one if `location_id` is empty) and its web back office
+        terminal, None before its first use; raises as web_terminal does."""
+        mine = select(locations.c.location_id).where(locations.c.merchant_id == merchant_id)
+        with self._engine.connect() as conn:  # a read: the write lock only for the first use
+            if not location_id:
+                found = conn.execute(mine.limit(2)).scalars().all()
+                if len(found) != 1:
+                    raise AdminError("location_id is missing: name the location where it counts")
+                location_id = found[0]
+            elif conn.execute(mine.where(locations.c.location_id == location_id)).first() is None:
+                raise LookupError(f"location_id {location_id[:40]!r}: no such location of yours")
+            web = select(terminals.c.terminal_id).where(
+                terminals.c.location_id == location_id, terminals.c.device_name == WEB_BACK_OFFICE
+            )
+            existing = conn.execute(web).scalar()
+        return location_id, None if existing is None else str(existing)
 
     def online_top_up_terminal(self, programme_id: str) -> str:
         """The terminal through which the programme's online top-ups load cards (its periods, its

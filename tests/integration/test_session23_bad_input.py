@@ -92,6 +92,7 @@ class Scene:
     refund_due: str
     foreign_location: str
     foreign_terminal: str
+    unused_location: str  # the shop's, never used in the web back office
 
     @property
     def admin(self) -> tuple[tuple[str, str], ...]:
@@ -132,6 +133,7 @@ def scene(world: World) -> Scene:
     )
     assert portal_stub.Redeem(redeem, metadata=login, timeout=20).response_code == "00"
     portal_stub.CloseWebDay(portal.CloseWebDayRequest(), metadata=login, timeout=20)
+    unused_location = core.admin.add_location(world.merchant_id, "Shop Noord")
     return Scene(
         world,
         holder,
@@ -144,6 +146,7 @@ def scene(world: World) -> Scene:
         refund_due,
         foreign_location,
         foreign_terminal,
+        unused_location,
     )
 
 
@@ -386,11 +389,19 @@ def cases(s: Scene) -> list[Case]:
             login,
         ),
         Case(
-            "close: nothing to close",
+            "close: no location, the shop having two",
             close,
             portal.CloseWebDayRequest(),
+            INVALID,
+            "location_id is missing",
+            login,
+        ),
+        Case(
+            "close: a location of the shop's never used on the web",
+            close,
+            portal.CloseWebDayRequest(location_id=s.unused_location),
             PRECONDITION,
-            "no web transaction since",
+            "no web transaction at this location yet: nothing to close",
             login,
         ),
         # Backoffice.SettleDue
@@ -539,6 +550,14 @@ def cases(s: Scene) -> list[Case]:
             report(merchant_id=MEGABYTE),
             grpc.StatusCode.PERMISSION_DENIED,
             "merchant_id: the portal shows only your own merchant",
+            login,
+        ),
+        Case(
+            "portal export: another merchant's location",
+            exports["portal"][0],
+            report(location_ids=[s.foreign_location]),
+            NOT_FOUND,
+            f"location_ids: {s.foreign_location!r}: no such location of merchant",
             login,
         ),
         Case(
