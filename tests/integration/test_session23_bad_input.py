@@ -70,8 +70,8 @@ def euros(amount_minor: int, currency: str = "EUR") -> pb.Amount:
     return pb.Amount(amount_minor=amount_minor, currency=currency)
 
 
-def pan_like(world: World) -> str:
-    """A card number of the benefit programme's range with a good check digit, never issued."""
+def card_number_not_issued() -> str:
+    """A number of the benefit programme's range with a good check digit (issued numbers are random)."""
     body = "600102" + "987654321"
     return body + luhn_check_digit(body)
 
@@ -125,7 +125,9 @@ def scene(world: World) -> Scene:
     bakery = core.admin.create_merchant("Bakery", OTHER_EMAIL, OTHER_PASSWORD)
     foreign_location = core.admin.add_location(bakery, "Bakery")
     foreign_terminal = core.web_terminal(bakery, foreign_location)
-    session = portal_stub.SignIn(portal.SignInRequest(email=MERCHANT_EMAIL, password=MERCHANT_PASSWORD))
+    session = portal_stub.SignIn(
+        portal.SignInRequest(email=MERCHANT_EMAIL, password=MERCHANT_PASSWORD), timeout=20
+    )
     login = (("authorization", f"Bearer {session.token}"),)
     # The shop's web back office exists, with a closed day: CloseWebDay has a terminal to find.
     redeem = portal.PortalRedeemRequest(
@@ -245,7 +247,9 @@ def cases(s: Scene) -> list[Case]:
             grpc.StatusCode.ALREADY_EXISTS,
             "request_id 'r-pending' started another top-up already",
         ),
-        Case("start: an unknown card", start, starting(card=pan_like(s.world)), NOT_FOUND, "card 600102"),
+        Case(
+            "start: an unknown card", start, starting(card=card_number_not_issued()), NOT_FOUND, "card 600102"
+        ),
         # Cardholder.GetTopUp
         Case("get: no id", get, ch.TopUpRequest(), INVALID, "top_up_id is missing"),
         Case("get: a 1 MB id", get, ch.TopUpRequest(top_up_id=MEGABYTE), INVALID, "top_up_id is longer"),
@@ -583,7 +587,7 @@ def answer(call: Callable[..., Any], request: object, **kwargs: Any) -> tuple[gr
 
 def test_each_bad_input_is_refused_naming_the_field_and_changes_nothing(world: World) -> None:
     s = scene(world)
-    numbers = (s.taxi, s.other_taxi, pan_like(world))
+    numbers = (s.taxi, s.other_taxi, card_number_not_issued())
     before = state(world)
     wrong = []
     for case in cases(s):
