@@ -11,7 +11,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -216,7 +216,7 @@ class EdgeInterceptor(_Interceptor):
         a unary call's. Not admitted against concurrent_max nor drained: an export may stream for
         minutes and has a limit of its own (exports_concurrent_max)."""
         # grpc-stubs type a stream handler as a synchronous one; this one is an async generator.
-        inner = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
+        inner = cast(Callable[[Any, Any], AsyncGenerator[Any, None]], handler.unary_stream)
         assert inner is not None
         rpc = rpc_name(method)
         metrics = self._metrics

@@ -241,13 +241,6 @@ def cases(s: Scene) -> list[Case]:
             "request_id 'r-pending' started another top-up already",
         ),
         Case(
-            "start: the request_id again, another card",
-            start,
-            starting(card=s.other_taxi, request_id="r-pending"),
-            grpc.StatusCode.ALREADY_EXISTS,
-            "request_id 'r-pending' started another top-up already",
-        ),
-        Case(
             "start: an unknown card", start, starting(card=card_number_not_issued()), NOT_FOUND, "card 600102"
         ),
         # Cardholder.GetTopUp
