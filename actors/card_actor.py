@@ -492,6 +492,8 @@ class CardActor(SwitchActor):
                         record.fingerprint,
                     )
                 )
+            elif result.period_closed:
+                reply.set(_period_closed(outcome))
             else:
                 reply.set(_system_error(outcome, result.problem))
 
@@ -699,6 +701,21 @@ def original_entry_of(original: StoredTransaction, card: CardState) -> JournalEn
                 record.funder_part_minor,
             )
     raise AssertionError(f"cannot undo a {record.transaction_type}")
+
+
+def _period_closed(outcome: Outcome) -> Outcome:
+    """An undo the journal refused: its original's period closed after the check (PeriodClosedError),
+    as the check itself declines it then; not stored, so the same id is judged afresh."""
+    return declined(
+        outcome.transaction_id,
+        outcome.transaction_type,
+        ResponseCode.invalid_transaction,
+        "the original's period is closed; refund instead",
+        requested=outcome.requested,
+        card_masked=outcome.card_masked,
+        period_number=outcome.period_number,
+        persisted=False,
+    )
 
 
 def _system_error(outcome: Outcome, problem: str) -> Outcome:

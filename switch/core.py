@@ -256,10 +256,15 @@ class SwitchCore:
         """submit() through one of the switch's own terminals (the web back office, the online
         top-up), whose earlier day its write may have closed as it committed (switch.store.periods):
         then the answer names the period the transaction is stored in, not the one the terminal's
-        actor still held, and that actor reads its terminal again."""
+        actor still held, and that actor reads its terminal again. It does too after an answer
+        that stored nothing: the journal refuses a cancel of a period closed so (12, refund
+        instead), which the actor would otherwise approve again until it read its row."""
         outcome = self.submit(terminal_id, command)
         stored = self.store.transaction(terminal_id, outcome.transaction_id)
-        if stored is None or stored.record.period_number == outcome.period_number:
+        if stored is None:
+            self.terminal_actors.tell_if_live(terminal_id, Reload())
+            return outcome
+        if stored.record.period_number == outcome.period_number:
             return outcome
         self.terminal_actors.tell_if_live(terminal_id, Reload())
         return dataclasses.replace(outcome, period_number=stored.record.period_number)

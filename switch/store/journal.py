@@ -162,6 +162,15 @@ class BackstopError(Exception):
     """A backstop condition failed: the write would overdraw, repeat, or undo twice."""
 
 
+class PeriodClosedError(BackstopError):
+    """A cancel or reversal whose original's period was closed after its check: a day close, or
+    the write of a web transaction that closed the web terminal's day before (WebDayRule)."""
+
+
+# The statuses an undo gives its original: allowed only while the original's period is open.
+UNDONE_STATUSES: Final = frozenset({"cancelled", "reversed"})
+
+
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class WriteResult:
@@ -171,6 +180,7 @@ class WriteResult:
     conflict: bool = False  # the transaction id was stored already (by a replay or another node)
     sequence_number: int | None = None  # of the write's period close
     totals_json: str = ""  # of the write's period close, counted in its own transaction
+    period_closed: bool = False  # refused: an undo of an original whose period closed since its check
 
 
 def apply_batch(
@@ -197,6 +207,7 @@ def apply_batch(
         open_now = {terminal_id: period for terminal_id, (period, _) in opened.items()}
         if web_days is not None:
             open_now.update(_close_earlier_web_days(conn, opened, now, web_days))
+        _require_open_originals(writes, open_now)
         conn.execute(insert(transactions), transaction_rows(records, now, open_now))
     entries = [w.entry for w in writes if w.entry is not None]
     entry_ids = _post_entries(conn, entries, now)
@@ -240,6 +251,23 @@ def _close_earlier_web_days(
         _close_period(conn, PeriodClose(day.terminal_id, close_id, day.period_number, day.opened_at, now))
         moved[day.terminal_id] = day.period_number + 1
     return moved
+
+
+def _require_open_originals(writes: list[Write], open_now: dict[str, int]) -> None:
+    """PeriodClosedError unless each cancel or reversal's original is of its terminal's open period
+    as it commits. The card actor approved it against the period its terminal's actor held (the
+    record's period, then the original's); a close may have come between: the write of a web
+    transaction that closed the day before (its own write too, checked before midnight and
+    committed after), or a close on another node. A closed period was counted in its close and
+    may be paid out: refund instead. No query: the open periods are the rows' own."""
+    for write in writes:
+        change, record = write.original, write.record
+        if change is None or record is None or change.new_status not in UNDONE_STATUSES:
+            continue
+        if open_now.get(record.source, record.period_number) != record.period_number:
+            raise PeriodClosedError(
+                f"original {change.transaction_id} is of period {record.period_number}, closed since"
+            )
 
 
 # Statements built once; executemany runs each over a whole batch. Bind names carry a b_ prefix
@@ -595,6 +623,8 @@ def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = Non
         raise
     except IntegrityError:
         return WriteResult(False, problem="transaction id already stored", conflict=True)
+    except PeriodClosedError as error:
+        return WriteResult(False, problem=f"refused by the ledger: {error}", period_closed=True)
     except BackstopError as error:
         return WriteResult(False, problem=f"refused by the ledger: {error}")
     except DataError:

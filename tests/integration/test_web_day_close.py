@@ -29,6 +29,8 @@ from protocols.wire import portal_pb2 as portal
 from protocols.wire import terminal_pb2 as pb
 from switch.admin import WEB_BACK_OFFICE
 from switch.core import utc_now
+from switch.domain.money import Money
+from switch.domain.transactions import Redeem
 from switch.store.schema import terminals, transactions
 from switch.web_days import WebDays
 from tests.integration.harness import EMPLOYEE, World, start_world, world_fixture
@@ -180,6 +182,61 @@ def test_a_web_sale_checked_before_midnight_and_committed_after_counts_in_the_ne
     today = stub(world).CloseWebDay(portal.CloseWebDayRequest(period_number=2), metadata=owner, timeout=20)
     assert lines(today) == {("redemption", ""): (1, 300)}
     assert day_closes(world, owner, web) == [close, today]  # each sale in one close, once
+    assert world.terminals[0].balance(card) == 5_000 - 1_300
+
+
+def card_of(world: World, terminal_id: str, transaction_id: str) -> str:
+    with world.server.core.store.engine.connect() as conn:
+        query = select(transactions.c.card_id).where(
+            transactions.c.source == terminal_id, transactions.c.transaction_id == transaction_id
+        )
+        return str(conn.execute(query).scalar_one())
+
+
+def test_a_web_cancel_checked_before_midnight_and_committed_after_is_declined_12(world: World) -> None:
+    """Audit after session 24: the cancel's check of its original's period was the web terminal's
+    actor's, made before midnight; its write, committed after, closed the day before (WebDayRule)
+    and then undid a sale counted in that close. The journal now refuses an undo whose period is
+    no longer open as it commits: 12, refund instead, nothing moved."""
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    sale = uuid.uuid4().hex
+    assert redeem(world, owner, card, 1_000, sale).response_code == "00"
+    web = web_terminal_id(world, owner)
+    with midnight_after_the_check(world, web):
+        refused = cancel(world, owner, sale)
+    assert refused.response_code == "12", refused.message
+    assert "refund instead" in refused.message
+    # Refused with the close its write made: nothing stored, nothing moved, the day before still due.
+    assert stored_periods(world, web) == {sale: 1}
+    assert world.terminals[0].balance(card) == 4_000
+    again = cancel(world, owner, sale)  # the day before is closed first now, then checked: 12 still
+    assert again.response_code == "12", again.message
+    (close,) = day_closes(world, owner, web)
+    assert (close.period_number, lines(close)) == (1, {("redemption", ""): (1, 1_000)})
+    assert world.terminals[0].balance(card) == 4_000
+
+
+def test_a_web_cancel_reaching_an_actor_behind_a_close_made_by_a_write_is_declined_12(world: World) -> None:
+    """Audit after session 24: a web sale's write closed the day before (WebDayRule) and its
+    terminal's actor read its row again only later (a Reload told after the answer); a cancel of
+    the day before's sale that reached the actor first was judged against the closed period and
+    approved. The sale here is submitted as submit_web submits it, without the Reload after."""
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    sale = uuid.uuid4().hex
+    assert redeem(world, owner, card, 1_000, sale).response_code == "00"
+    web = web_terminal_id(world, owner)
+    as_of_yesterday(world, web)
+    core = world.server.core
+    todays = uuid.uuid4().hex
+    command = Redeem(todays, card_of(world, web, sale), Money(300, "EUR"), allow_partial=False)
+    assert core.submit(web, command).code.approves
+    assert stored_periods(world, web) == {sale: 1, todays: 2}  # the write closed period 1
+    refused = cancel(world, owner, sale)
+    assert refused.response_code == "12", refused.message
+    (close,) = day_closes(world, owner, web)
+    assert lines(close) == {("redemption", ""): (1, 1_000)}
     assert world.terminals[0].balance(card) == 5_000 - 1_300
 
 
