@@ -122,10 +122,13 @@ class Settings:
     # A top-up left confirming (the PSP gave up after UNAVAILABLE, or the switch stopped mid-load)
     # is finished by a sweep at start and every top_up_sweep_interval_s, once it has been confirming
     # top_up_confirming_grace_s (a live confirmation's load has answered or timed out by then), at
-    # most top_ups_swept_max a sweep (the oldest first)
+    # most top_ups_swept_max a sweep (the longest waiting first). A try that leaves one confirming
+    # (its load not known) puts its next try off by top_up_sweep_interval_s, twice as far each time
+    # up to top_up_sweep_retry_s_max: top-ups that never load leave the others their turn
     top_up_sweep_interval_s: float = 60.0
     top_up_confirming_grace_s: float = 120.0
     top_ups_swept_max: int = 100
+    top_up_sweep_retry_s_max: float = 3600.0
     # E-mailed receipts: queued by the terminal, sent by the mailer; smtp_host empty: off
     smtp_host: str = ""
     smtp_port: int = 25
@@ -196,6 +199,7 @@ POSITIVE_SETTINGS = (
     "top_up_sweep_interval_s",
     "top_up_confirming_grace_s",
     "top_ups_swept_max",
+    "top_up_sweep_retry_s_max",
 )
 
 

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from actors.reply import ReplyTimeoutError
@@ -43,6 +43,9 @@ REASON_MAX = 250  # the column's length
 # What is counted of top-ups (statistics(), txswitch_top_ups_total): started; and how a confirmed
 # one ended, loaded or refund_due (counted by the node whose confirmation or sweep finished it).
 TOP_UP_EVENTS = ("started", "loaded", "refund_due")
+# A sweep's back-off doubles at most this often (2**20 intervals is far past any retry maximum):
+# the tries of a top-up that never loads count on, the power stays small.
+RETRY_DOUBLINGS_MAX = 20
 
 
 class TopUpNotLoadedYetError(RuntimeError):
@@ -58,6 +61,8 @@ class OnlineTopUps:
         self._listed_max = core.settings.top_ups_listed_max
         self._confirming_grace = dt.timedelta(seconds=core.settings.top_up_confirming_grace_s)
         self._swept_max = core.settings.top_ups_swept_max
+        self._sweep_interval_s = core.settings.top_up_sweep_interval_s
+        self._retry_s_max = core.settings.top_up_sweep_retry_s_max
         self._counts: dict[tuple[str, str], int] = {}  # (programme_id, event) -> top-ups
         self._counts_lock = threading.Lock()
 
@@ -140,31 +145,60 @@ class OnlineTopUps:
         return self._finish(top_up, TopUpStatus.loaded, outcome.message)
 
     def finish_confirming(self, stopping: threading.Event | None = None) -> int:
-        """Finish the top-ups left confirming for top_up_confirming_grace_s, at most
-        top_ups_swept_max, the oldest first, until `stopping` is set; those whose load is still not
-        known stay for the next sweep. Returns how many were finished (loaded or refund_due)."""
-        row = top_ups.c
-        before = self._now() - self._confirming_grace
+        """Finish the top-ups left confirming for top_up_confirming_grace_s whose next try is due, at
+        most top_ups_swept_max, the longest waiting first (since their confirmation, or since the try
+        that put them off), until `stopping` is set; each whose load is still not known is put off
+        (`_put_off`). Returns how many were finished (loaded or refund_due)."""
+        row, now = top_ups.c, self._now()
         query = (
             select(top_ups)
-            .where(row.status == TopUpStatus.confirming.value, row.confirmed_at < before)
-            .order_by(row.confirmed_at, row.top_up_id)
+            .where(
+                row.status == TopUpStatus.confirming.value,
+                row.confirmed_at < now - self._confirming_grace,
+                or_(row.next_sweep_at.is_(None), row.next_sweep_at <= now),
+            )
+            .order_by(func.coalesce(row.next_sweep_at, row.confirmed_at), row.top_up_id)
             .limit(self._swept_max)
         )
         with self._engine.connect() as conn:
-            left = [_top_up_of(found) for found in conn.execute(query).mappings()]
+            left = [
+                (_top_up_of(found), int(found["sweep_attempts"])) for found in conn.execute(query).mappings()
+            ]
         finished = 0
-        for top_up in left:
+        for top_up, attempts in left:
             if stopping is not None and stopping.is_set():  # each load may wait for its reply timeout
                 break
             try:
                 judged = self._judge(top_up)
             except TopUpNotLoadedYetError as error:
-                log.warning("top-up %s still confirming after a sweep: %s", top_up.top_up_id, error)
+                retry_s = self._put_off(top_up.top_up_id, attempts)
+                log.warning(
+                    "top-up %s still confirming after a sweep (try %d; next in %.0f s): %s",
+                    top_up.top_up_id,
+                    attempts + 1,
+                    retry_s,
+                    error,
+                )
                 continue
             log.info("top-up %s left confirming is %s", top_up.top_up_id, judged.status.value)
             finished += 1
         return finished
+
+    def _put_off(self, top_up_id: str, attempts: int) -> float:
+        """The next sweep try of a top-up this try left confirming: top_up_sweep_interval_s after the
+        first, twice as far after each later one, at most top_up_sweep_retry_s_max; the seconds."""
+        retry_s = min(self._sweep_interval_s * (1 << min(attempts, RETRY_DOUBLINGS_MAX)), self._retry_s_max)
+        row = top_ups.c
+        with writing(self._engine) as conn:
+            conn.execute(
+                update(top_ups)
+                .where(row.top_up_id == top_up_id, row.status == TopUpStatus.confirming.value)
+                .values(
+                    sweep_attempts=row.sweep_attempts + 1,
+                    next_sweep_at=self._now() + dt.timedelta(seconds=retry_s),
+                )
+            )
+        return retry_s
 
     def _card_to_load(self, top_up: TopUp) -> CardState:
         """The top-up's card, or the card that replaced it since the start (the last of a chain): the

@@ -411,6 +411,10 @@ class TopUpRow(Base):
     amount_paid_currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
     reason: Mapped[str] = mapped_column(String(250), default="")
     refund_reference: Mapped[str] = mapped_column(String(64), default="")
+    # The sweep's tries that left it confirming (its load not known), and when it may try again
+    # (NULL: not tried yet): a back-off, so top-ups that never load leave the sweep to the others.
+    sweep_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_sweep_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 programmes = cast(Table, ProgrammeRow.__table__)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from switch.store.schema import top_ups, transactions
+from switch.domain.programmes import ProgrammeKind
+from switch.store.schema import terminals, top_ups, transactions
 from tests.integration.harness import World, world_fixture
 from tests.integration.test_receipts import wait_until
 from tests.integration.test_top_ups import balance, confirm, start
@@ -90,3 +91,55 @@ def test_a_top_up_left_confirming_is_finished_by_the_sweep_and_loads_once(world:
     assert confirm(world, unloaded.top_up_id, f"p-{unloaded.top_up_id}", 360).status == "loaded"
     assert balance(world, not_loaded) == 1_000
     assert world.ledger().unbalanced_entries == 0
+
+
+SWEPT_MAX = 2
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def small_sweeps(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(
+        request,
+        tmp_path,
+        terminals=1,
+        top_up_sweep_interval_s=SWEEP_INTERVAL_S,
+        top_up_confirming_grace_s=GRACE_S,
+        top_ups_swept_max=SWEPT_MAX,
+    )
+
+
+def test_top_ups_that_never_load_leave_the_sweep_to_newer_ones(small_sweeps: World) -> None:
+    """Audit after session 24: each sweep took the oldest top_ups_swept_max confirming top-ups; as
+    many that never load (their load not known every time) took every sweep, and a newer one was
+    never reached. A try that leaves a top-up confirming puts its next try off (twice as far each
+    time), and the sweep takes the longest waiting first."""
+    world = small_sweeps
+    core = world.server.core
+    bus = core.admin.create_programme(
+        "Bus", ProgrammeKind.benefit, "EUR", "600104", balance_max_minor=100_000, copay=(180, 500)
+    )
+    stuck_cards = [world.issue(0, world.benefit_programme) for _ in range(SWEPT_MAX + 1)]
+    stuck = [start(world, card, 500) for card in stuck_cards]
+    # The taxi programme's loads are refused before they are made (not stored): never loaded yet.
+    # Its terminal off in the database (the switch refuses to switch its own terminals off), its
+    # actor, if any, stopped so that the next one reads it.
+    taxi = core.online_top_up_terminal(world.benefit_programme)
+    with core.store.engine.begin() as conn:
+        conn.execute(update(terminals).where(terminals.c.terminal_id == taxi).values(active=False))
+    core.terminal_actors.stop(taxi)
+    for minutes_ago, top_up in enumerate(stuck, start=30):
+        left_confirming(world, top_up.top_up_id, 180, minutes_ago)
+    newer_card = world.issue(0, bus)
+    newer = start(world, newer_card, 500)
+    left_confirming(world, newer.top_up_id, 180, 20)
+    wait_until(lambda: statuses(world)[newer.top_up_id] == "loaded")
+    assert balance(world, newer_card) == 500
+    assert [statuses(world)[top_up.top_up_id] for top_up in stuck] == ["confirming"] * len(stuck)
+    assert [balance(world, card) for card in stuck_cards] == [0] * len(stuck)
+    with core.store.engine.connect() as conn:
+        tries = conn.execute(
+            select(top_ups.c.sweep_attempts, top_ups.c.next_sweep_at).where(
+                top_ups.c.top_up_id.in_([top_up.top_up_id for top_up in stuck])
+            )
+        ).all()
+    assert all(attempts >= 1 and next_at is not None for attempts, next_at in tries), tries
