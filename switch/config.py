@@ -129,6 +129,11 @@ class Settings:
     top_up_confirming_grace_s: float = 120.0
     top_ups_swept_max: int = 100
     top_up_sweep_retry_s_max: float = 3600.0
+    # The same sweep purges finished top-ups (loaded, refunded, pending ones that expired) started
+    # and finished more than top_ups_kept_days ago (a year of records for the operator, and then
+    # some), at most top_ups_purged_max a sweep; confirming and refund_due ones are never purged
+    top_ups_kept_days: int = 400
+    top_ups_purged_max: int = 1_000
     # E-mailed receipts: queued by the terminal, sent by the mailer; smtp_host empty: off
     smtp_host: str = ""
     smtp_port: int = 25
@@ -200,6 +205,8 @@ POSITIVE_SETTINGS = (
     "top_up_confirming_grace_s",
     "top_ups_swept_max",
     "top_up_sweep_retry_s_max",
+    "top_ups_kept_days",
+    "top_ups_purged_max",
 )
 
 

@@ -8,7 +8,8 @@ actor, the card actor and the journal's idempotency key make two confirmations (
 sent again after a crash) one load, and the card's state is judged by its actor at that moment.
 A payment that loads nothing leaves the top-up refund_due with the reason, for the operator.
 A top-up left confirming (the PSP gave up on an UNAVAILABLE, the switch stopped mid-load) is
-finished by a sweep (TopUpSweeper) as a confirmation sent again would finish it.
+finished by a sweep (TopUpSweeper) as a confirmation sent again would finish it; the same sweep
+purges finished top-ups once top_ups_kept_days old (never a confirming or a refund_due one).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from actors.reply import ReplyTimeoutError
@@ -63,6 +64,8 @@ class OnlineTopUps:
         self._swept_max = core.settings.top_ups_swept_max
         self._sweep_interval_s = core.settings.top_up_sweep_interval_s
         self._retry_s_max = core.settings.top_up_sweep_retry_s_max
+        self._kept = dt.timedelta(days=core.settings.top_ups_kept_days)
+        self._purged_max = core.settings.top_ups_purged_max
         self._counts: dict[tuple[str, str], int] = {}  # (programme_id, event) -> top-ups
         self._counts_lock = threading.Lock()
 
@@ -283,7 +286,7 @@ class OnlineTopUps:
             taken = conn.execute(
                 update(top_ups)
                 .where(row.top_up_id == top_up.top_up_id, row.status == TopUpStatus.confirming.value)
-                .values(status=status.value, reason=reason[:REASON_MAX])
+                .values(status=status.value, reason=reason[:REASON_MAX], finished_at=self._now())
             ).rowcount
         if taken:  # not a confirmation or sweep that another finished first
             self._count(top_up.programme_id, status.value)
@@ -299,7 +302,11 @@ class OnlineTopUps:
             conn.execute(
                 update(top_ups)
                 .where(row.top_up_id == top_up_id, row.status == TopUpStatus.refund_due.value)
-                .values(status=TopUpStatus.refunded.value, refund_reference=refund_reference)
+                .values(
+                    status=TopUpStatus.refunded.value,
+                    refund_reference=refund_reference,
+                    finished_at=self._now(),
+                )
             )
         top_up = self.get(top_up_id)
         if top_up is None:
@@ -310,6 +317,33 @@ class OnlineTopUps:
             raise AdminStateError(f"top-up {top_up_id} was refunded already, as {top_up.refund_reference!r}")
         shown = top_up.shown_status(self._now()).value
         raise AdminStateError(f"top-up {top_up_id} is {shown}, not refund_due: nothing to refund")
+
+    # Purging
+
+    def purge_finished(self) -> int:
+        """Delete at most top_ups_purged_max finished top-ups started and finished more than
+        top_ups_kept_days ago, the oldest first: loaded, refunded, and pending ones expired by then
+        (nothing was paid). Never a confirming one (its load may still move money) nor a refund_due
+        one (the holder is owed). Returns how many were deleted."""
+        row = top_ups.c
+        before = self._now() - self._kept
+        done = and_(
+            row.status.in_([TopUpStatus.loaded.value, TopUpStatus.refunded.value]),
+            row.created_at < before,  # ix_top_ups_status
+            or_(row.finished_at.is_(None), row.finished_at < before),  # NULL: a row from before it
+        )
+        expired = and_(
+            row.status == TopUpStatus.pending.value, row.created_at < before, row.expires_at < before
+        )
+        purgeable = or_(done, expired)
+        oldest = select(row.top_up_id).where(purgeable).order_by(row.created_at, row.top_up_id)
+        with writing(self._engine) as conn:
+            # The condition again on the rows themselves: one a confirmation took meanwhile stays.
+            statement = delete(top_ups).where(row.top_up_id.in_(oldest.limit(self._purged_max)), purgeable)
+            purged = int(conn.execute(statement).rowcount)
+        if purged:
+            log.info("%d top-ups finished more than %d days ago purged", purged, self._kept.days)
+        return purged
 
     # Listing
 
@@ -333,8 +367,9 @@ class OnlineTopUps:
 
 
 class TopUpSweeper:
-    """Runs OnlineTopUps.finish_confirming once at start, then every top_up_sweep_interval_s, on a
-    thread of its own until stopped (as the payment recovery's sweep, switch/acquiring.py)."""
+    """Runs OnlineTopUps.finish_confirming, then purge_finished, once at start, then every
+    top_up_sweep_interval_s, on a thread of its own until stopped (as the payment recovery's sweep,
+    switch/acquiring.py)."""
 
     def __init__(self, top_ups: OnlineTopUps, interval_s: float) -> None:
         self._top_ups = top_ups
@@ -357,6 +392,10 @@ class TopUpSweeper:
                 self._top_ups.finish_confirming(self._stopping)
             except Exception:  # a thread of its own: a database fault, a stop; the next sweep tries again
                 log.exception("finishing top-ups left confirming failed; trying again")
+            try:
+                self._top_ups.purge_finished()
+            except Exception:  # as above: the next sweep purges what this one left
+                log.exception("purging finished top-ups failed; trying again")
             if self._stopping.wait(self._interval_s):
                 return
 

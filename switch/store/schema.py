@@ -415,6 +415,9 @@ class TopUpRow(Base):
     # (NULL: not tried yet): a back-off, so top-ups that never load leave the sweep to the others.
     sweep_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_sweep_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When it was loaded, found refund_due, or marked refunded (NULL: not yet, or a row from before
+    # this column): a purge keeps it top_ups_kept_days from then (switch/top_ups.py).
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 programmes = cast(Table, ProgrammeRow.__table__)
