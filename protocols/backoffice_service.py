@@ -314,17 +314,13 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         return self._run(context, action)
 
     def _settle_now(self, programme_id: str, settlement_id: str) -> bo.SettleResponse:
-        """Pay what is owed now under the operator's settlement id. One payout a cycle: a merchant it
-        pays has had this cycle's (SettleDue pays it nothing more until the next cycle), and it is
-        the cycle's run if SettleDue has not run in the cycle yet."""
-        admin = self._core.admin
+        """Pay what is owed now under the operator's settlement id, as today's payout cycle's payout
+        of each merchant it pays (Admin.manual_settlement_writes)."""
         interval = self._core.store.programme(programme_id).payout_interval_weeks
         cycle_id = payout_settlement_id(dt.datetime.now(self._core.report_zone).date(), interval)
-        admin.record_cycle_run(programme_id, cycle_id)
-        response = self._settle(programme_id, admin.settlement_writes(programme_id, settlement_id))
-        for payout in response.payouts:
-            admin.count_as_cycle_payout(programme_id, cycle_id, payout.merchant_id, settlement_id)
-        return response
+        return self._settle(
+            programme_id, self._core.admin.manual_settlement_writes(programme_id, settlement_id, cycle_id)
+        )
 
     def _due_cycles(self, day: dt.date) -> list[tuple[str, str]]:
         """(programme id, settlement id) of each programme's payout cycle holding `day`; AdminStateError,

@@ -9,7 +9,7 @@ import functools
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -52,7 +52,7 @@ from switch.passwords import (
 )
 from switch.security import IssuedTerminalKey
 from switch.store.engine import writing
-from switch.store.journal import CardIssue, Write, WriteResult, commit_alone
+from switch.store.journal import CardIssue, CyclePayout, Write, WriteResult, commit_alone
 from switch.store.key_locks import lock_name
 from switch.store.keys import put_key
 from switch.store.repository import Store, TerminalInfo, as_utc
@@ -872,13 +872,30 @@ class Admin:
             for merchant_id, gross_minor in balances.items()
         ]
 
+    def manual_settlement_writes(
+        self, programme_id: str, settlement_id: str, cycle_settlement_id: str
+    ) -> list[PlannedPayout]:
+        """A Settle's payouts (settlement_writes), made in the payout cycle `cycle_settlement_id`:
+        one a cycle, so each is its merchant's payout of the cycle, marked with it (CyclePayout), and
+        SettleDue pays the merchant nothing more in it. The Settle is the cycle's run if SettleDue
+        has not run in the cycle yet."""
+        self.record_cycle_run(programme_id, cycle_settlement_id)
+        plans = []
+        for plan in self.settlement_writes(programme_id, settlement_id):
+            if plan.write is None:
+                plans.append(plan)
+                continue
+            mark = CyclePayout(programme_id, cycle_settlement_id, plan.merchant_id, settlement_id)
+            plans.append(replace(plan, write=replace(plan.write, cycle_payout=mark)))
+        return plans
+
     def cycle_settlement_writes(self, programme_id: str, settlement_id: str) -> list[PlannedPayout]:
         """The payouts of the programme's payout cycle `settlement_id` (SettleDue's, once a cycle).
 
         The cycle's first run records what each merchant is owed then; that run and every later one
         in the cycle pay a merchant at most that (a payout that failed is made by the next run), so a
         merchant owed nothing then is paid nothing until the next cycle, whatever it redeems since.
-        A merchant a Settle paid in the cycle has had the cycle's payout (count_as_cycle_payout).
+        A merchant a Settle paid in the cycle has had the cycle's payout (manual_settlement_writes).
         The settlement key keeps it to one payout a cycle.
         """
         programme = self._store.programme(programme_id)
@@ -909,24 +926,6 @@ class Admin:
         """Whether the programme's payout cycle `settlement_id` has had its run (and its record)."""
         with self._engine.connect() as conn:
             return _recorded_run(conn, programme_id, settlement_id) is not None
-
-    def count_as_cycle_payout(
-        self, programme_id: str, cycle_settlement_id: str, merchant_id: str, settlement_id: str
-    ) -> None:
-        """A Settle paid the merchant under settlement_id: that is its payout of the cycle (one a
-        cycle), and SettleDue pays it nothing more in it, whatever its cycle payout was due."""
-        dues = payout_cycle_dues.c
-        with writing(self._engine) as conn:
-            conn.execute(
-                update(payout_cycle_dues)
-                .where(
-                    dues.programme_id == programme_id,
-                    dues.settlement_id == cycle_settlement_id,
-                    dues.merchant_id == merchant_id,
-                    dues.paid_by == "",
-                )
-                .values(paid_by=settlement_id)
-            )
 
     def payout_made(self, plan: PlannedPayout) -> bool:
         """Whether the journal holds the planned payout's settlement (made by this run or another)."""

@@ -32,6 +32,7 @@ from switch.store.schema import (
     day_closes,
     employees,
     journal_entries,
+    payout_cycle_dues,
     postings,
     terminals,
     transactions,
@@ -138,6 +139,20 @@ class EmployeeAttempt:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class CyclePayout:
+    """A Settle's payout counted as its merchant's payout of the programme's payout cycle
+    (payout_cycle_dues.paid_by), marked in the payout's own transaction: a payout that landed is
+    never without its mark, whatever crashes or runs beside it. The first Settle's in the cycle is
+    the one marked."""
+
+    programme_id: str
+    cycle_settlement_id: str  # payout-<cycle start>
+    merchant_id: str
+    paid_by: str  # the Settle's settlement id
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class Write:
     """Everything that lands together or not at all. All writes of the switch go through the one
     journal writer, so none of them waits on another connection's write lock."""
@@ -156,6 +171,8 @@ class Write:
     # The card this write credits must still be active and not replaced when it lands: a lost
     # card's balance must not land on a card replaced in turn meanwhile (A onto B while B onto C).
     active_card: str | None = None
+    # A payout that is its merchant's payout of the cycle (a Settle's)
+    cycle_payout: CyclePayout | None = None
 
 
 class BackstopError(Exception):
@@ -218,6 +235,8 @@ def apply_batch(
             _change_card(conn, change, now)
         if write.employee_attempt is not None:
             _save_attempt(conn, write.employee_attempt)
+        if write.cycle_payout is not None:
+            _mark_cycle_payout(conn, write.cycle_payout)
         sequence_number, totals = (
             _close_period(conn, write.period_close) if write.period_close else (None, "")
         )
@@ -491,6 +510,21 @@ def _save_attempt(conn: Connection, attempt: EmployeeAttempt) -> None:
     )
     if saved.rowcount == 0 and attempt.attempts_before is not None:
         raise BackstopError(f"employee {attempt.employee_id}: another PIN attempt was stored meanwhile")
+
+
+def _mark_cycle_payout(conn: Connection, payout: CyclePayout) -> None:
+    """The merchant's due row of the cycle names the Settle that paid it, unless an earlier one does."""
+    due = payout_cycle_dues.c
+    conn.execute(
+        update(payout_cycle_dues)
+        .where(
+            due.programme_id == payout.programme_id,
+            due.settlement_id == payout.cycle_settlement_id,
+            due.merchant_id == payout.merchant_id,
+            due.paid_by == "",
+        )
+        .values(paid_by=payout.paid_by)
+    )
 
 
 def _close_period(conn: Connection, close: PeriodClose) -> tuple[int, str]:

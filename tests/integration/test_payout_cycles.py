@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -20,14 +22,17 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
+from switch.core import SwitchCore
 from switch.domain import ledger
 from switch.server import SwitchServer
+from switch.store.journal import Write, WriteResult
 from tests.integration.harness import TerminalClient, World, world_fixture
 from tests.integration.test_settlement import balance, cycle_day, payouts, settle, settle_due
 
 BAKERY_EMAIL, BAKERY_PASSWORD = "bakery@example.test", "bakery-password"
 ALREADY_PAID = "already paid out under this settlement id"
 WAITS = "owed nothing when this cycle's payout ran; waits for the next cycle"
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -222,4 +227,63 @@ def test_a_manual_settle_before_the_cycles_run_is_the_cycles_payout(world: World
     assert skipped(run.result) == {shop: (300, PAID_BY_MANUAL), baker: (400, WAITS)}
     following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
     assert payouts(following.result) == {shop: (300, 8, 292), baker: (400, 10, 390)}
+    assert_balanced(world)
+
+
+@contextmanager
+def paused_after_payout(
+    core: SwitchCore, settlement_id: str
+) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """(reached, release): the server thread whose payout under settlement_id has just committed
+    waits there until release is set: what a run beside it, or a crash then, finds."""
+    write_now = core.write_now
+    reached, release = threading.Event(), threading.Event()
+
+    def paused(write: Write) -> WriteResult:
+        result = write_now(write)
+        entry = write.entry
+        if entry is not None and f":{settlement_id}:" in entry.idempotency_key and not reached.is_set():
+            reached.set()
+            release.wait(20)
+        return result
+
+    core.write_now = paused  # type: ignore[method-assign]
+    try:
+        yield reached, release
+    finally:
+        release.set()
+        del core.write_now
+
+
+def in_thread(call: Callable[[], T]) -> tuple[threading.Thread, list[T]]:
+    out: list[T] = []
+    thread = threading.Thread(target=lambda: out.append(call()))
+    thread.start()
+    return thread, out
+
+
+def test_a_run_just_after_a_manual_settles_payout_pays_nothing_more_in_the_cycle(world: World) -> None:
+    """Session 24: the mark that a Settle was the cycle's payout (paid_by) was written after its
+    payouts had committed, in a transaction of its own: a SettleDue in between (or a crash, which
+    left no mark at all) paid what was redeemed since, a second payout in the cycle. The mark now
+    commits with the payout."""
+    shop, terminal = world.merchant_id, world.terminals[0]
+    card = world.issue(10_000)
+    assert terminal.redeem(card, 1_000).response_code == "00"
+    world.server.core.writer.stop()  # the cycle's run is recorded (owed 10.00), its payout fails
+    failed = settle_due(world, cycle_day(world, days_in=1))[world.gift_programme]
+    assert skipped(failed.result) == {shop: (1_000, "journal stopped")}
+    terminal = restarted(world)
+    with paused_after_payout(world.server.core, "manual-1") as (reached, release):
+        manual, answers = in_thread(lambda: settle(world, world.gift_programme, "manual-1"))
+        assert reached.wait(20), "the manual payout was not made"
+        assert terminal.redeem(card, 500).response_code == "00"
+        between = settle_due(world, cycle_day(world, days_in=2))[world.gift_programme]
+        release.set()
+        manual.join(20)
+    assert payouts(answers[0]) == {shop: (1_000, 25, 975)}
+    assert payouts(between.result) == {}, "a second payout in the cycle"
+    assert skipped(between.result) == {shop: (500, PAID_BY_MANUAL)}
+    following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
+    assert payouts(following.result) == {shop: (500, 13, 487)}
     assert_balanced(world)
