@@ -917,9 +917,12 @@ class Admin:
                 )
                 continue
             paid_minor = gross_minor if balance_minor > 0 else balance_minor
-            plans.append(
-                self._planned(programme, settlement_id, merchant_id, members[merchant_id], paid_minor)
-            )
+            plan = self._planned(programme, settlement_id, merchant_id, members[merchant_id], paid_minor)
+            if plan.write is not None:
+                # Refused once a Settle has paid the merchant in the cycle since this read no mark
+                mark = CyclePayout(programme_id, settlement_id, merchant_id, paid_by="")
+                plan = replace(plan, write=replace(plan.write, cycle_payout=mark))
+            plans.append(plan)
         return plans
 
     def cycle_ran(self, programme_id: str, settlement_id: str) -> bool:

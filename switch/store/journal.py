@@ -140,15 +140,17 @@ class EmployeeAttempt:
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class CyclePayout:
-    """A Settle's payout counted as its merchant's payout of the programme's payout cycle
-    (payout_cycle_dues.paid_by), marked in the payout's own transaction: a payout that landed is
-    never without its mark, whatever crashes or runs beside it. The first Settle's in the cycle is
-    the one marked."""
+    """A payout as its merchant's payout of the programme's payout cycle (payout_cycle_dues), judged
+    and marked in the payout's own transaction, whatever crashes or runs beside it.
+
+    A Settle's (paid_by its settlement id) is marked as the cycle's payout, unless an earlier
+    Settle's is. The cycle's own (SettleDue's, paid_by "") is refused once a Settle's is marked:
+    the run read no mark, then a Settle paid and the merchant redeemed as much again."""
 
     programme_id: str
     cycle_settlement_id: str  # payout-<cycle start>
     merchant_id: str
-    paid_by: str  # the Settle's settlement id
+    paid_by: str
 
 
 @pickled_by_fields
@@ -513,9 +515,11 @@ def _save_attempt(conn: Connection, attempt: EmployeeAttempt) -> None:
 
 
 def _mark_cycle_payout(conn: Connection, payout: CyclePayout) -> None:
-    """The merchant's due row of the cycle names the Settle that paid it, unless an earlier one does."""
+    """A Settle's payout names itself on the merchant's due row of the cycle, unless an earlier one
+    does; BackstopError for the cycle's own payout once one does. The row is locked either way
+    (PostgreSQL), so a Settle and a run on two nodes are judged one after the other."""
     due = payout_cycle_dues.c
-    conn.execute(
+    marked = conn.execute(
         update(payout_cycle_dues)
         .where(
             due.programme_id == payout.programme_id,
@@ -525,6 +529,11 @@ def _mark_cycle_payout(conn: Connection, payout: CyclePayout) -> None:
         )
         .values(paid_by=payout.paid_by)
     )
+    if not payout.paid_by and marked.rowcount != 1:
+        raise BackstopError(
+            f"{payout.merchant_id} was paid under another settlement in this cycle "
+            f"({payout.cycle_settlement_id}) meanwhile"
+        )
 
 
 def _close_period(conn: Connection, close: PeriodClose) -> tuple[int, str]:

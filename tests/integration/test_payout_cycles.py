@@ -231,20 +231,27 @@ def test_a_manual_settle_before_the_cycles_run_is_the_cycles_payout(world: World
 
 
 @contextmanager
-def paused_after_payout(
-    core: SwitchCore, settlement_id: str
+def paused_at_payout(
+    core: SwitchCore, settlement_id: str, after: bool = True
 ) -> Iterator[tuple[threading.Event, threading.Event]]:
-    """(reached, release): the server thread whose payout under settlement_id has just committed
-    waits there until release is set: what a run beside it, or a crash then, finds."""
+    """(reached, release): the server thread making a payout under settlement_id waits just after it
+    committed (or just before it is written) until release is set: what a run beside it, or a crash
+    then, finds. Only the first such payout is held."""
     write_now = core.write_now
     reached, release = threading.Event(), threading.Event()
 
-    def paused(write: Write) -> WriteResult:
-        result = write_now(write)
+    def hold(write: Write) -> None:
         entry = write.entry
         if entry is not None and f":{settlement_id}:" in entry.idempotency_key and not reached.is_set():
             reached.set()
             release.wait(20)
+
+    def paused(write: Write) -> WriteResult:
+        if not after:
+            hold(write)
+        result = write_now(write)
+        if after:
+            hold(write)
         return result
 
     core.write_now = paused  # type: ignore[method-assign]
@@ -274,7 +281,7 @@ def test_a_run_just_after_a_manual_settles_payout_pays_nothing_more_in_the_cycle
     failed = settle_due(world, cycle_day(world, days_in=1))[world.gift_programme]
     assert skipped(failed.result) == {shop: (1_000, "journal stopped")}
     terminal = restarted(world)
-    with paused_after_payout(world.server.core, "manual-1") as (reached, release):
+    with paused_at_payout(world.server.core, "manual-1") as (reached, release):
         manual, answers = in_thread(lambda: settle(world, world.gift_programme, "manual-1"))
         assert reached.wait(20), "the manual payout was not made"
         assert terminal.redeem(card, 500).response_code == "00"
@@ -286,4 +293,30 @@ def test_a_run_just_after_a_manual_settles_payout_pays_nothing_more_in_the_cycle
     assert skipped(between.result) == {shop: (500, PAID_BY_MANUAL)}
     following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
     assert payouts(following.result) == {shop: (500, 13, 487)}
+    assert_balanced(world)
+
+
+def test_a_manual_settle_while_a_run_is_about_to_pay_keeps_the_run_from_paying(world: World) -> None:
+    """Session 24: SettleDue read that no Settle had paid the merchant in the cycle, then a Settle paid
+    it and the merchant redeemed as much again before the run's payout was written: the run paid too,
+    a second payout in the cycle. The run's payout is now refused once a Settle's mark is there."""
+    shop, terminal = world.merchant_id, world.terminals[0]
+    card = world.issue(10_000)
+    assert terminal.redeem(card, 1_000).response_code == "00"
+    cycle_id = f"payout-{cycle_day(world)}"
+    with paused_at_payout(world.server.core, cycle_id, after=False) as (reached, release):
+        run, answers = in_thread(lambda: settle_due(world, cycle_day(world, days_in=1)))
+        assert reached.wait(20), "the run planned no payout"
+        assert payouts(settle(world, world.gift_programme, "manual-1")) == {shop: (1_000, 25, 975)}
+        assert terminal.redeem(card, 1_000).response_code == "00"
+        release.set()
+        run.join(20)
+    (refused,) = answers[0][world.gift_programme].result.skipped
+    assert payouts(answers[0][world.gift_programme].result) == {}, "a second payout in the cycle"
+    assert (refused.merchant_id, refused.gross.amount_minor) == (shop, 1_000)
+    assert "paid under another settlement in this cycle" in refused.reason, refused.reason
+    payable = ledger.merchant_payable_account(shop, world.gift_programme)
+    assert balance(world, payable) == 1_000, "the redeemed since waits for the next cycle"
+    following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
+    assert payouts(following.result) == {shop: (1_000, 25, 975)}
     assert_balanced(world)
