@@ -323,10 +323,17 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         )
 
     def _due_cycles(self, day: dt.date) -> list[tuple[str, str]]:
-        """(programme id, settlement id) of each programme's payout cycle holding `day`; AdminStateError,
-        before anything is paid, for a cycle already over whose payout never ran: its run would pay
-        today's balances under the past cycle's id, a second payout in today's cycle."""
+        """(programme id, settlement id) of each programme's payout cycle holding `day`; AdminError for
+        a day after today, AdminStateError for a cycle already over whose payout never ran (its run
+        would pay today's balances under the past cycle's id, a second payout in today's cycle), both
+        before anything is paid."""
         today = dt.datetime.now(self._core.report_zone).date()
+        if day > today:
+            # Its run would pay today's balances under a cycle not begun: none in today's cycle
+            raise AdminError(
+                f"as_of_date {day.isoformat()} is after today ({today.isoformat()} on the switch's "
+                "report clock): a payout cycle is paid on its days, not before"
+            )
         cycles = []
         for programme_id in self._core.admin.programme_ids():
             interval = self._core.store.programme(programme_id).payout_interval_weeks

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
 import threading
 import time
+import types
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -89,6 +91,22 @@ class TerminalClient:
             employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=pin),
         )
         return self.stub.Refund(request, metadata=self.metadata, timeout=20)
+
+
+def clock_at(at: datetime.datetime) -> types.ModuleType:
+    """A stand-in for the `datetime` module whose datetime.now() tells the given instant: the wall
+    clock only (as freezegun would set it); everything else is the real datetime module."""
+    assert at.tzinfo is not None
+
+    class FrozenDateTime(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> datetime.datetime:  # type: ignore[override]
+            return at.astimezone(tz) if tz is not None else at.astimezone().replace(tzinfo=None)
+
+    module = types.ModuleType("datetime")
+    module.__dict__.update(datetime.__dict__)
+    module.datetime = FrozenDateTime  # type: ignore[attr-defined]
+    return module
 
 
 @contextmanager

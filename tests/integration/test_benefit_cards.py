@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime
 import datetime as dt
 import secrets
-import types
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,7 +40,7 @@ from switch.domain.programmes import ProgrammeKind
 from switch.store.card_pins import CardPinStore
 from switch.store.repository import Store
 from switch.store.schema import accounts, cards
-from tests.integration.harness import World, new_txn, world_fixture
+from tests.integration.harness import World, clock_at, new_txn, world_fixture
 from tests.integration.payment_harness import wait_until
 from tests.integration.test_benefit_and_payouts import outsider_terminal
 from tests.integration.test_card_pins import redeem_with_pin
@@ -95,22 +94,6 @@ def issue_card_that_expired(world: World, programme_id: str, load_minor: int, ex
     with core.store.engine.begin() as conn:
         conn.execute(update(cards).where(cards.c.card_id == card.card_id).values(expiry=expiry))
     return card.card_number
-
-
-def clock_at(at: datetime.datetime) -> types.ModuleType:
-    """A stand-in for the `datetime` module whose datetime.now() tells the given instant: the wall
-    clock only (as freezegun would set it); everything else is the real datetime module."""
-    assert at.tzinfo is not None
-
-    class FrozenDateTime(datetime.datetime):
-        @classmethod
-        def now(cls, tz: datetime.tzinfo | None = None) -> datetime.datetime:  # type: ignore[override]
-            return at.astimezone(tz) if tz is not None else at.astimezone().replace(tzinfo=None)
-
-    module = types.ModuleType("datetime")
-    module.__dict__.update(datetime.__dict__)
-    module.datetime = FrozenDateTime  # type: ignore[attr-defined]
-    return module
 
 
 # --- expiry ---

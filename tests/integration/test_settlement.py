@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import pytest
 from sqlalchemy import delete, select
 
+from protocols import backoffice_service
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch.domain import ledger
@@ -18,7 +21,7 @@ from switch.domain.programmes import payout_cycle_start
 from switch.server import SwitchServer
 from switch.store.engine import make_engine
 from switch.store.schema import accounts
-from tests.integration.harness import World, hold_sqlite_write_lock, start_world, world_fixture
+from tests.integration.harness import World, clock_at, hold_sqlite_write_lock, start_world, world_fixture
 
 
 def settle(world: World, programme_id: str, settlement_id: str) -> bo.SettleResponse:
@@ -132,10 +135,44 @@ def cycle_day(world: World, cycles_on: int = 0, days_in: int = 0) -> str:
 
 
 def settle_due(world: World, as_of_date: str) -> dict[str, bo.ProgrammeSettlement]:
-    response = world.backoffice.SettleDue(
-        bo.SettleDueRequest(as_of_date=as_of_date), metadata=world.admin_metadata, timeout=20
-    )
+    """SettleDue as the daily cron runs it on as_of_date: a day after today is run with the switch's
+    clock on that day (a future day is refused)."""
+    with switch_clock_on(world, as_of_date):
+        response = world.backoffice.SettleDue(
+            bo.SettleDueRequest(as_of_date=as_of_date), metadata=world.admin_metadata, timeout=20
+        )
     return {s.programme_id: s for s in response.settlements}
+
+
+_clock_lock = threading.Lock()
+_clock_holders: list[dt.date] = []  # the day of each call that holds the backoffice's clock moved
+
+
+@contextmanager
+def switch_clock_on(world: World, as_of_date: str) -> Iterator[None]:
+    """The backoffice's wall clock at noon of as_of_date on the report clock, if that is after today (the
+    `datetime` module of protocols.backoffice_service, as freezegun would set it); calls at once
+    (runs side by side) share it, and must name the same day."""
+    zone = world.server.core.report_zone
+    try:
+        day = dt.date.fromisoformat(as_of_date)
+    except ValueError:  # not a date: refused by the switch as it is
+        day = dt.date.min
+    if day <= dt.datetime.now(zone).date():
+        yield
+        return
+    with _clock_lock:
+        assert not _clock_holders or _clock_holders[0] == day, (_clock_holders, day)
+        if not _clock_holders:
+            backoffice_service.dt = clock_at(dt.datetime.combine(day, dt.time(12), zone))  # type: ignore[attr-defined]
+        _clock_holders.append(day)
+    try:
+        yield
+    finally:
+        with _clock_lock:
+            _clock_holders.pop()
+            if not _clock_holders:
+                backoffice_service.dt = dt  # type: ignore[attr-defined]
 
 
 def test_settle_due_pays_each_programme_once_per_payout_cycle(world: World) -> None:
@@ -161,6 +198,29 @@ def test_settle_due_pays_each_programme_once_per_payout_cycle(world: World) -> N
     assert payouts(following.result) == {merchant: (400, 10, 390)}
     check = world.ledger()
     assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
+
+
+def test_a_future_as_of_date_is_refused_by_name_and_pays_nothing(world: World) -> None:
+    """Session 24: SettleDue as of a day not come yet paid today's balances under that day's payout
+    cycle's id, so the merchant had no payout in today's cycle and one in a cycle not begun."""
+    terminal, merchant = world.terminals[0], world.merchant_id
+    assert terminal.redeem(world.issue(10_000), 1_000).response_code == "00"
+    today = dt.datetime.now(world.server.core.report_zone).date()
+    for day in (
+        today + dt.timedelta(days=1),
+        dt.date.fromisoformat(cycle_day(world, cycles_on=1, days_in=3)),
+    ):
+        request = bo.SettleDueRequest(as_of_date=day.isoformat())
+        with pytest.raises(grpc.RpcError) as refused:
+            world.backoffice.SettleDue(request, metadata=world.admin_metadata, timeout=20)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+        expected = f"as_of_date {day.isoformat()} is after today ({today.isoformat()} "
+        assert expected in (refused.value.details() or ""), refused.value.details()
+    payable = ledger.merchant_payable_account(merchant, world.gift_programme)
+    assert balance(world, payable) == 1_000, "a refused run paid"
+    today_run = settle_due(world, today.isoformat())[world.gift_programme]
+    assert today_run.settlement_id == f"payout-{cycle_day(world)}"
+    assert payouts(today_run.result) == {merchant: (1_000, 25, 975)}
 
 
 def test_settle_due_names_a_bad_date(world: World) -> None:
