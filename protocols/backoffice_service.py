@@ -10,6 +10,7 @@ import threading
 import zoneinfo
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Generic, NoReturn, TypeVar, cast
 
 import grpc
@@ -54,6 +55,15 @@ T = TypeVar("T")
 ADMIN_ACTOR = "backoffice"
 ALREADY_PAID = "already paid out under this settlement id"
 DIALECT_LENGTH_MAX = 20  # the longest is "excel-nl"
+
+
+@dataclass(frozen=True, slots=True)
+class DueCycle:
+    """A programme's payout cycle holding SettleDue's day; not_run_reason: why it is not run ("": it is)."""
+
+    programme_id: str
+    settlement_id: str
+    not_run_reason: str
 
 
 class BackofficeService(bo_grpc.BackofficeServicer):
@@ -300,15 +310,16 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 day = dt.datetime.now(self._core.report_zone).date()
             cycles = self._due_cycles(day)
             response = bo.SettleDueResponse()
-            for programme_id, settlement_id in cycles:
-                plans = self._core.admin.cycle_settlement_writes(programme_id, settlement_id)
-                response.settlements.append(
-                    bo.ProgrammeSettlement(
-                        programme_id=programme_id,
-                        settlement_id=settlement_id,
-                        result=self._settle(programme_id, plans),
-                    )
+            for cycle in cycles:
+                settlement = bo.ProgrammeSettlement(
+                    programme_id=cycle.programme_id,
+                    settlement_id=cycle.settlement_id,
+                    not_run_reason=cycle.not_run_reason,
                 )
+                if not cycle.not_run_reason:
+                    plans = self._core.admin.cycle_settlement_writes(cycle.programme_id, cycle.settlement_id)
+                    settlement.result.CopyFrom(self._settle(cycle.programme_id, plans))
+                response.settlements.append(settlement)
             return response
 
         return self._run(context, action)
@@ -322,11 +333,11 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             programme_id, self._core.admin.manual_settlement_writes(programme_id, settlement_id, cycle_id)
         )
 
-    def _due_cycles(self, day: dt.date) -> list[tuple[str, str]]:
-        """(programme id, settlement id) of each programme's payout cycle holding `day`; AdminError for
-        a day after today, AdminStateError for a cycle already over whose payout never ran (its run
-        would pay today's balances under the past cycle's id, a second payout in today's cycle), both
-        before anything is paid."""
+    def _due_cycles(self, day: dt.date) -> list[DueCycle]:
+        """Each programme's payout cycle holding `day`, and why it is not run if it is not: a cycle
+        already over that never ran for the programme (as one created since) would pay today's
+        balances under the past cycle's id, a second payout in today's cycle. AdminError for a day
+        after today, AdminStateError when no programme ran that day's cycle, before anything is paid."""
         today = dt.datetime.now(self._core.report_zone).date()
         if day > today:
             # Its run would pay today's balances under a cycle not begun: none in today's cycle
@@ -339,13 +350,19 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             interval = self._core.store.programme(programme_id).payout_interval_weeks
             settlement_id = payout_settlement_id(day, interval)
             over = payout_cycle_start(day, interval) < payout_cycle_start(today, interval)
+            reason = ""
             if over and not self._core.admin.cycle_ran(programme_id, settlement_id):
-                raise AdminStateError(
-                    f"as_of_date {day.isoformat()}: programme {programme_id}'s payout cycle {settlement_id} "
-                    f"is over and its payout never ran; what is owed now is paid in today's cycle "
-                    f"({payout_settlement_id(today, interval)})"
+                reason = (
+                    f"payout cycle {settlement_id} is over and never ran for this programme; what is "
+                    f"owed now is paid in today's cycle ({payout_settlement_id(today, interval)})"
                 )
-            cycles.append((programme_id, settlement_id))
+            cycles.append(DueCycle(programme_id, settlement_id, reason))
+        if cycles and all(cycle.not_run_reason for cycle in cycles):
+            first = cycles[0]
+            raise AdminStateError(
+                f"as_of_date {day.isoformat()}: no programme ran its payout cycle holding it "
+                f"(programme {first.programme_id}: {first.not_run_reason})"
+            )
         return cycles
 
     def _settle(self, programme_id: str, plans: list[PlannedPayout]) -> bo.SettleResponse:

@@ -1665,9 +1665,14 @@ class ProgrammeSettlement(_message.Message):
     PROGRAMME_ID_FIELD_NUMBER: _builtins.int
     SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    NOT_RUN_REASON_FIELD_NUMBER: _builtins.int
     programme_id: _builtins.str
     settlement_id: _builtins.str
     """"payout-<first Monday of the cycle>" """
+    not_run_reason: _builtins.str
+    """Why the programme's cycle was not run (result then empty): a past cycle it never ran, as one
+    created since; empty: it was run
+    """
     @_builtins.property
     def result(self) -> Global___SettleResponse: ...
     def __init__(
@@ -1676,10 +1681,11 @@ class ProgrammeSettlement(_message.Message):
         programme_id: _builtins.str = ...,
         settlement_id: _builtins.str = ...,
         result: Global___SettleResponse | None = ...,
+        not_run_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["programme_id", b"programme_id", "result", b"result", "settlement_id", b"settlement_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["not_run_reason", b"not_run_reason", "programme_id", b"programme_id", "result", b"result", "settlement_id", b"settlement_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

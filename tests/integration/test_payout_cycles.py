@@ -24,6 +24,7 @@ from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.core import SwitchCore
 from switch.domain import ledger
+from switch.domain.programmes import ProgrammeKind
 from switch.server import SwitchServer
 from switch.store.journal import Write, WriteResult
 from tests.integration.harness import TerminalClient, World, world_fixture
@@ -319,4 +320,31 @@ def test_a_manual_settle_while_a_run_is_about_to_pay_keeps_the_run_from_paying(w
     assert balance(world, payable) == 1_000, "the redeemed since waits for the next cycle"
     following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
     assert payouts(following.result) == {shop: (1_000, 25, 975)}
+    assert_balanced(world)
+
+
+def test_a_past_cycle_runs_for_the_programmes_that_ran_it_and_names_the_others(world: World) -> None:
+    """Session 24: a past cycle's payout that failed could not be made again once a programme with no
+    record of that cycle existed (one created since): the whole SettleDue was refused. Each programme
+    that ran the cycle runs it again; one that did not is listed, with why, and pays nothing."""
+    shop, terminal = world.merchant_id, world.terminals[0]
+    assert terminal.redeem(world.issue(10_000), 1_000).response_code == "00"
+    past = cycle_day(world, cycles_on=-1, days_in=3)
+    world.server.core.writer.stop()  # the past cycle's run is recorded (owed 10.00), its payout fails
+    failed = settle_due(world, past, run_on=past)[world.gift_programme]
+    assert skipped(failed.result) == {shop: (1_000, "journal stopped")}
+    restarted(world)
+    later = world.server.core.admin.create_programme("Later", ProgrammeKind.gift, "EUR", "600104")
+    world.server.core.admin.join_programme(shop, later, 250)
+    again = settle_due(world, past)
+    past_id, today_id = f"payout-{cycle_day(world, cycles_on=-1)}", f"payout-{cycle_day(world)}"
+    assert again[world.gift_programme].settlement_id == past_id
+    assert payouts(again[world.gift_programme].result) == {shop: (1_000, 25, 975)}
+    assert again[world.gift_programme].not_run_reason == ""
+    assert (again[later].settlement_id, again[later].not_run_reason) == (
+        past_id,
+        f"payout cycle {past_id} is over and never ran for this programme; "
+        f"what is owed now is paid in today's cycle ({today_id})",
+    )
+    assert not again[later].result.payouts and not again[later].result.skipped
     assert_balanced(world)

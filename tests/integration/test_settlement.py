@@ -134,10 +134,11 @@ def cycle_day(world: World, cycles_on: int = 0, days_in: int = 0) -> str:
     return (start + dt.timedelta(days=CYCLE_DAYS * cycles_on + days_in)).isoformat()
 
 
-def settle_due(world: World, as_of_date: str) -> dict[str, bo.ProgrammeSettlement]:
-    """SettleDue as the daily cron runs it on as_of_date: a day after today is run with the switch's
-    clock on that day (a future day is refused)."""
-    with switch_clock_on(world, as_of_date):
+def settle_due(world: World, as_of_date: str, run_on: str = "") -> dict[str, bo.ProgrammeSettlement]:
+    """SettleDue as of as_of_date as the daily cron runs it on the day run_on (the backoffice's clock
+    moved there); by default on as_of_date when that is after today (a future day is refused)."""
+    today = dt.datetime.now(world.server.core.report_zone).date().isoformat()
+    with switch_clock_on(world, run_on or max(as_of_date, today)):
         response = world.backoffice.SettleDue(
             bo.SettleDueRequest(as_of_date=as_of_date), metadata=world.admin_metadata, timeout=20
         )
@@ -149,16 +150,16 @@ _clock_holders: list[dt.date] = []  # the day of each call that holds the backof
 
 
 @contextmanager
-def switch_clock_on(world: World, as_of_date: str) -> Iterator[None]:
-    """The backoffice's wall clock at noon of as_of_date on the report clock, if that is after today (the
-    `datetime` module of protocols.backoffice_service, as freezegun would set it); calls at once
-    (runs side by side) share it, and must name the same day."""
+def switch_clock_on(world: World, day_text: str) -> Iterator[None]:
+    """The backoffice's wall clock at noon of day_text on the report clock, unless that is today or
+    not a date (the `datetime` module of protocols.backoffice_service, as freezegun would set it);
+    calls at once (runs side by side) share it, and must name the same day."""
     zone = world.server.core.report_zone
     try:
-        day = dt.date.fromisoformat(as_of_date)
+        day = dt.date.fromisoformat(day_text)
     except ValueError:  # not a date: refused by the switch as it is
-        day = dt.date.min
-    if day <= dt.datetime.now(zone).date():
+        day = dt.datetime.now(zone).date()
+    if day == dt.datetime.now(zone).date():
         yield
         return
     with _clock_lock:
