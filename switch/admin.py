@@ -879,9 +879,12 @@ class Admin:
         one a cycle, so each is its merchant's payout of the cycle, marked with it (CyclePayout), and
         SettleDue pays the merchant nothing more in it. The Settle is the cycle's run if SettleDue
         has not run in the cycle yet."""
-        self.record_cycle_run(programme_id, cycle_settlement_id)
+        dues = self.record_cycle_run(programme_id, cycle_settlement_id)
+        planned = self.settlement_writes(programme_id, settlement_id)
+        paid = [plan.merchant_id for plan in planned if plan.write is not None]
+        self._hold_due_rows(programme_id, cycle_settlement_id, [m for m in paid if m not in dues])
         plans = []
-        for plan in self.settlement_writes(programme_id, settlement_id):
+        for plan in planned:
             if plan.write is None:
                 plans.append(plan)
                 continue
@@ -962,6 +965,33 @@ class Admin:
             assert recorded is not None, "the cycle's run is recorded by the run that won"
             return recorded
 
+    def _hold_due_rows(self, programme_id: str, cycle_settlement_id: str, merchant_ids: list[str]) -> None:
+        """A due row, owed nothing at the cycle's run, for each of these merchants that has none: a
+        Settle's payout marks its merchant's row (CyclePayout), and one owed nothing at the run had
+        none, so SettleDue told it "owed nothing when this cycle's payout ran", not who paid it."""
+        if not merchant_ids:
+            return
+        dues = payout_cycle_dues.c
+        key = {"programme_id": programme_id, "settlement_id": cycle_settlement_id}
+        for attempt in range(1, DUE_ROWS_ATTEMPTS_MAX + 1):
+            try:
+                with writing(self._engine) as conn:
+                    held = conn.execute(
+                        select(dues.merchant_id).where(
+                            dues.programme_id == programme_id,
+                            dues.settlement_id == cycle_settlement_id,
+                            dues.merchant_id.in_(merchant_ids),
+                        )
+                    )
+                    missing = set(merchant_ids) - set(held.scalars())
+                    rows = [{**key, "merchant_id": m, "owed_minor": 0} for m in sorted(missing)]
+                    if rows:
+                        conn.execute(insert(payout_cycle_dues), rows)
+                return
+            except IntegrityError:  # a Settle on another node held one first (PostgreSQL): read again
+                if attempt == DUE_ROWS_ATTEMPTS_MAX:
+                    raise
+
     def _members(self, conn: Connection, programme_id: str) -> dict[str, int]:
         """The programme's merchants and their commission in basis points."""
         found = conn.execute(
@@ -1017,6 +1047,8 @@ class CycleDue:
     paid_by: str = ""
 
 
+# Settles on other nodes holding due rows of the same merchants at once: each attempt reads again
+DUE_ROWS_ATTEMPTS_MAX = 3
 WAITS_FOR_NEXT_CYCLE = "owed nothing when this cycle's payout ran; waits for the next cycle"
 
 

@@ -363,7 +363,8 @@ class PayoutCycleRow(Base):
 
 
 class PayoutCycleDueRow(Base):
-    """A merchant owed something when its programme's payout cycle ran: the most it is paid in it."""
+    """A merchant owed something when its programme's payout cycle ran: the most it is paid in it;
+    or owed nothing then (0) and paid by a Settle in the cycle since (paid_by)."""
 
     __tablename__ = "payout_cycle_dues"
     __table_args__ = (

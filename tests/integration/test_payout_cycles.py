@@ -348,3 +348,24 @@ def test_a_past_cycle_runs_for_the_programmes_that_ran_it_and_names_the_others(w
     )
     assert not again[later].result.payouts and not again[later].result.skipped
     assert_balanced(world)
+
+
+def test_a_merchant_first_paid_by_a_manual_settle_after_the_run_is_told_so(world: World) -> None:
+    """Session 24: a merchant owed nothing at the cycle's run (no due row), then paid by a Settle,
+    was told by the next SettleDue it was "owed nothing when this cycle's payout ran": the Settle's
+    mark had no row to go on. It is told the settlement that paid it in the cycle."""
+    shop, terminal = world.merchant_id, world.terminals[0]
+    baker, baker_terminal = bakery(world)
+    card = world.issue(10_000)
+    assert terminal.redeem(card, 1_000).response_code == "00"
+    run = settle_due(world, cycle_day(world, days_in=1))[world.gift_programme]
+    assert payouts(run.result) == {shop: (1_000, 25, 975)}
+    assert baker_terminal.redeem(card, 400).response_code == "00"
+    assert payouts(settle(world, world.gift_programme, "manual-1")) == {baker: (400, 10, 390)}
+    assert baker_terminal.redeem(card, 300).response_code == "00"
+    later = settle_due(world, cycle_day(world, days_in=2))[world.gift_programme]
+    assert payouts(later.result) == {}
+    assert skipped(later.result) == {baker: (300, PAID_BY_MANUAL)}
+    following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
+    assert payouts(following.result) == {baker: (300, 8, 292)}
+    assert_balanced(world)
