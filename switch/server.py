@@ -267,10 +267,10 @@ class SwitchServer:
 
 
 def _refuse_old_payables(store: Store, settings: Settings) -> None:
-    missing = store.memberships_without_payable()
+    missing = store.memberships_without_payable_count()
     if missing:
         raise SystemExit(
-            f"{settings.effective_database_url}: {len(missing)} merchant memberships have no payable "
+            f"{settings.effective_database_url}: {missing} merchant memberships have no payable "
             "account of their programme; this data predates per-programme payables and there are no "
             "migrations. Start from an empty data directory (make clean)."
         )

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, String, bindparam, func, literal, select
+from sqlalchemy import Connection, Engine, Row, String, bindparam, exists, func, literal, select
 
 from switch.domain.card_rules import CardState
 from switch.domain.employees import PinAttempt
@@ -54,6 +54,9 @@ _EMPLOYEE = select(employees).where(
     employees.c.merchant_id == bindparam("merchant_id"),
     employees.c.employee_number == bindparam("employee_number"),
 )
+
+# Store.memberships_without_payable_count builds this id in SQL
+assert merchant_payable_account("M", "P") == "merchant:M:P:payable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,15 +163,26 @@ class Store:
                 self._memberships.add(key)
         return found is not None
 
-    def memberships_without_payable(self) -> list[tuple[str, str]]:
-        """(merchant, programme) pairs whose payable account is missing: a data directory written
-        before payables were kept per programme. There are no migrations; such data is refused."""
+    def memberships_without_payable_count(self) -> int:
+        """How many (merchant, programme) memberships have no payable account: a data directory
+        written before payables were kept per programme. There are no migrations; such data is
+        refused. One query, each membership's account looked up by key: every start read every
+        account id before, one per card ever issued."""
+        member = merchant_programmes.c
+        payable = (
+            literal("merchant:", String)
+            + member.merchant_id
+            + literal(":", String)
+            + member.programme_id
+            + literal(":payable", String)
+        )  # merchant_payable_account's id, in SQL
+        query = (
+            select(func.count())
+            .select_from(merchant_programmes)
+            .where(~exists().where(accounts.c.account_id == payable))
+        )
         with self.engine.connect() as conn:
-            members = conn.execute(
-                select(merchant_programmes.c.merchant_id, merchant_programmes.c.programme_id)
-            ).all()
-            present = set(conn.execute(select(accounts.c.account_id)).scalars())
-        return [(m, p) for m, p in members if merchant_payable_account(m, p) not in present]
+            return int(conn.execute(query).scalar_one())
 
     def merchant_name(self, merchant_id: str) -> str | None:
         """The merchant's name; None if there is no such merchant."""

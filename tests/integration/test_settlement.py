@@ -20,8 +20,16 @@ from switch.domain import ledger
 from switch.domain.programmes import payout_cycle_start
 from switch.server import SwitchServer
 from switch.store.engine import make_engine
+from switch.store.repository import Store
 from switch.store.schema import accounts
-from tests.integration.harness import World, clock_at, hold_sqlite_write_lock, start_world, world_fixture
+from tests.integration.harness import (
+    World,
+    clock_at,
+    hold_sqlite_write_lock,
+    start_world,
+    statements_run,
+    world_fixture,
+)
 
 
 def settle(world: World, programme_id: str, settlement_id: str) -> bo.SettleResponse:
@@ -315,3 +323,23 @@ def test_a_redemption_of_a_closed_day_is_not_reversed_as_it_is_not_cancelled(wor
         assert undo.response_code == "12" and undo.message.endswith("period is closed; refund instead")
     payable = ledger.merchant_payable_account(merchant, world.gift_programme)
     assert (terminal.balance(card), balance(world, payable)) == (4_000, 0)
+
+
+def test_the_start_check_for_old_payables_reads_no_account_it_does_not_need(world: World) -> None:
+    """Session 24: every start read every account id into a set, one per card ever issued, to find
+    the memberships with no payable account. It is one query now, the accounts looked up by key."""
+    for _ in range(5):
+        world.issue(1_000)
+    engine = make_engine(world.server.settings.effective_database_url)
+    store = Store(engine)
+    try:
+        with statements_run(engine) as statements:
+            assert store.memberships_without_payable_count() == 0
+        (statement,) = statements
+        assert "NOT (EXISTS" in statement, statement
+        payable = ledger.merchant_payable_account(world.merchant_id, world.benefit_programme)
+        with engine.begin() as conn:
+            conn.execute(delete(accounts).where(accounts.c.account_id == payable))
+        assert store.memberships_without_payable_count() == 1
+    finally:
+        engine.dispose()
