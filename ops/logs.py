@@ -11,12 +11,14 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Final, TextIO
 
+from switch.domain import quoting
+
 TRANSACTION_LOGGER_NAME: Final = "txswitch.transactions"
 REDACTED: Final = "[REDACTED]"
-REDACTED_PAN: Final = "[REDACTED-PAN]"
+REDACTED_PAN: Final = quoting.REDACTED_PAN
 
-PAN_DIGITS_MIN: Final = 12
-PAN_DIGITS_MAX: Final = 19
+PAN_DIGITS_MIN: Final = quoting.PAN_DIGITS_MIN
+PAN_DIGITS_MAX: Final = quoting.PAN_DIGITS_MAX
 # Nested extras deeper than this are cut off rather than walked: a log line has a size limit.
 NESTING_DEPTH_MAX: Final = 6
 VALUE_CHARS_MAX: Final = 4096
@@ -29,10 +31,8 @@ _SENSITIVE_NAME_TOKENS: Final = frozenset(
 _SENSITIVE_NAMES_JOINED: Final = frozenset(
     {"pinblock", "cardnumber", "cardno", "trackdata", "primaryaccountnumber", "masterkey"}
 )
-# Digit runs, optionally grouped by spaces or dashes ("4111 1111 1111 1111", "4111 - 1111 ..."),
-# as many between two digits as a card reference may have (CARD_REFERENCE).
-_DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){11,}(?!\d)")
-# A card number as an operator may type it: digits, grouped by at most 3 spaces or dashes.
+# A card number as an operator may type it: digits, grouped by at most 3 spaces or dashes, as
+# quoting.DIGIT_RUN finds it in any text.
 CARD_REFERENCE: Final = re.compile(r"\d(?:[ -]{0,3}\d)*")
 _SEPARATORS: Final = re.compile(r"[ -]")
 # "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text.
@@ -88,7 +88,7 @@ def scrub_text(text: str, *, typed: bool = False) -> str:
     mistyped: every run of 12 or more digits is masked, Luhn-valid or not.
     """
     if len(text) >= PAN_DIGITS_MIN:
-        text = _DIGIT_RUN.sub(_redact_any_digit_run if typed else _redact_digit_run, text)
+        text = quoting.DIGIT_RUN.sub(_redact_any_digit_run if typed else _redact_digit_run, text)
     if "=" in text or ":" in text:
         text = _SENSITIVE_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return text

@@ -1,0 +1,27 @@
+"""How a message shows a value its caller sent: card numbers masked, a long value cut, the rest escaped."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+REDACTED_PAN: Final = "[REDACTED-PAN]"
+PAN_DIGITS_MIN: Final = 12
+PAN_DIGITS_MAX: Final = 19
+# Digit runs of a card number's length or more, optionally grouped by spaces or dashes as a card
+# number is typed ("4111 1111 1111 1111", "4111 - 1111 ..."): up to 3 of them between two digits.
+# (11 more digits after the first: PAN_DIGITS_MIN.)
+DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){11,}(?!\d)")
+TYPED_CARD_NUMBER_CHARS_MAX: Final = PAN_DIGITS_MAX + 3 * (PAN_DIGITS_MAX - 1)
+QUOTED_CHARS_MAX: Final = 40  # of a caller's value shown in a message; an id is at most as long
+
+
+def quoted(value: str) -> str:
+    """value in quotes for a message: every run of 12 or more digits masked (a card number, Luhn-valid
+    or mistyped), cut to QUOTED_CHARS_MAX characters with "...", characters that do not print escaped.
+
+    Masked before it is cut, so a card number across the cut is not left in part; only a card
+    number's length past the cut is read, not the whole of a huge value.
+    """
+    masked = DIGIT_RUN.sub(REDACTED_PAN, value[: QUOTED_CHARS_MAX + TYPED_CARD_NUMBER_CHARS_MAX])
+    return repr(masked if len(value) <= QUOTED_CHARS_MAX else masked[:QUOTED_CHARS_MAX] + "...")

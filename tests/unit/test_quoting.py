@@ -1,0 +1,40 @@
+"""quoted: a caller's value as a message shows it (card numbers masked, cut, escaped)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops.logs import scrub_text
+from switch.domain.quoting import QUOTED_CHARS_MAX, REDACTED_PAN, quoted
+
+LONG = "x" * (1 << 20)
+
+CASES = [
+    # (value, shown)
+    ("Europe/Amsterdam", "'Europe/Amsterdam'"),
+    ("", "''"),
+    ("4111111111111111", f"'{REDACTED_PAN}'"),  # Luhn-valid, 16 digits
+    ("6001029876543210126", f"'{REDACTED_PAN}'"),  # Luhn-valid, 19 digits
+    ("4111 1111 1111 1111", f"'{REDACTED_PAN}'"),  # as typed
+    ("4111-1111-1111-1112", f"'{REDACTED_PAN}'"),  # mistyped: not Luhn-valid, masked all the same
+    ("card 4111 - 1111 - 1111 - 1111 lost", f"'card {REDACTED_PAN} lost'"),
+    ("123456789012", f"'{REDACTED_PAN}'"),  # 12 digits: as short as a card number may be
+    ("12345678901", "'12345678901'"),  # 11: a number, not a card's
+    ("tup_0000aaaa0000aaaa", "'tup_0000aaaa0000aaaa'"),
+    ("x" * QUOTED_CHARS_MAX, f"'{'x' * QUOTED_CHARS_MAX}'"),
+    (LONG, f"'{'x' * QUOTED_CHARS_MAX}...'"),
+    # A card number across the cut: masked before it is cut, no digit of it left.
+    ("x" * 35 + "4111111111111111" + LONG, f"'{'x' * 35}{REDACTED_PAN[:5]}...'"),
+    ("a\0b\u202ec\n", "'a\\x00b\\u202ec\\n'"),  # what does not print, escaped
+    ("\0" * (2 * QUOTED_CHARS_MAX), "'" + "\\x00" * QUOTED_CHARS_MAX + "...'"),
+]
+
+
+@pytest.mark.parametrize(("value", "shown"), CASES)
+def test_quoted(value: str, shown: str) -> None:
+    assert quoted(value) == shown
+
+
+@pytest.mark.parametrize("value", [value for value, _ in CASES if len(value) <= QUOTED_CHARS_MAX])
+def test_a_short_value_is_masked_as_the_log_masks_typed_text(value: str) -> None:
+    assert quoted(value) == repr(scrub_text(value, typed=True))
