@@ -38,6 +38,7 @@ from switch.domain.cards import CardStatus
 from switch.domain.employees import OWNER
 from switch.domain.money import AMOUNT_MINOR_MAX
 from switch.domain.programmes import ProgrammeKind, payout_cycle_start, payout_settlement_id
+from switch.domain.quoting import quoted
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
 from switch.domain.top_ups import PSP_REFERENCE_LENGTH_MAX, TopUp, TopUpStatus
@@ -270,7 +271,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             if not request.terminal_id:
                 raise AdminError("terminal_id is missing")
             if self._core.store.terminal(request.terminal_id) is None:
-                raise LookupError(f"no terminal {request.terminal_id}")
+                raise LookupError(f"no terminal {quoted(request.terminal_id)}")
             reports = self._core.store.day_closes(request.terminal_id)
             return bo.DayCloseList(reports=[convert.day_close_report(r) for r in reports])
 
@@ -482,7 +483,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                     status = TopUpStatus(request.status)
                 except ValueError:
                     named = ", ".join(each.value for each in TopUpStatus)
-                    raise AdminError(f"status {request.status[:40]!r} is not one of {named}") from None
+                    raise AdminError(f"status {quoted(request.status)} is not one of {named}") from None
             now = utc_now()
             return bo.TopUpList(top_ups=[top_up_record(t, now) for t in self._core.top_ups.listed(status)])
 
@@ -590,7 +591,7 @@ def ask_location_change_pb(
 
 def location_changes_pb(core: SwitchCore, request: bo.ListLocationChangesRequest) -> bo.LocationChangeList:
     if request.merchant_id and core.store.merchant_name(request.merchant_id) is None:
-        raise LookupError(f"merchant_id {request.merchant_id!r}: no such merchant")
+        raise LookupError(f"merchant_id {quoted(request.merchant_id)}: no such merchant")
     changes = core.location_changes.list(request.merchant_id, request.status)
     return bo.LocationChangeList(changes=[location_change_pb(change) for change in changes])
 

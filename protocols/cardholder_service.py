@@ -20,6 +20,7 @@ from switch.caller_limit import CallerLimit, caller_address
 from switch.core import SwitchCore, utc_now
 from switch.domain.card_rules import CardState, shown_status
 from switch.domain.cards import mask
+from switch.domain.quoting import quoted
 from switch.domain.top_ups import TOP_UP_REQUEST_ID_LENGTH_MAX, TopUp, start_refusal
 from switch.store.schema import ID_LENGTH
 from switch.top_ups import same_request
@@ -100,7 +101,7 @@ class CardholderService(ch_grpc.CardholderServicer):
         top_up_id = _decoded(lambda: top_up_id_of(request.top_up_id))
         top_up = await asyncio.to_thread(self._core.top_ups.get, top_up_id)
         if top_up is None:
-            _refuse(grpc.StatusCode.NOT_FOUND, f"top_up_id {top_up_id!r}: no such top-up")
+            _refuse(grpc.StatusCode.NOT_FOUND, f"top_up_id {quoted(top_up_id)}: no such top-up")
         return top_up_view(top_up, utc_now())
 
 

@@ -36,6 +36,7 @@ from protocols.wire import terminal_pb2 as pb
 from switch.admin import AdminConflictError, AdminError, AdminStateError
 from switch.core import SwitchCore, utc_now
 from switch.domain.employees import PortalRight
+from switch.domain.quoting import quoted
 from switch.domain.reports import ReportQueryError
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import Cancel, Redeem, Refund, TerminalCommand
@@ -373,7 +374,7 @@ class PortalService(portal_grpc.PortalServicer):
             terminal = self._core.store.terminal(request.terminal_id) if request.terminal_id else None
             if terminal is None or terminal.merchant_id != login.merchant_id:
                 # The same answer for another merchant's terminal as for none: ids are not probed.
-                raise LookupError(f"terminal_id {request.terminal_id!r}: no such terminal of yours")
+                raise LookupError(f"terminal_id {quoted(request.terminal_id)}: no such terminal of yours")
             reports = self._core.store.day_closes(request.terminal_id)
             return bo.DayCloseList(reports=[convert.day_close_report(r) for r in reports])
 

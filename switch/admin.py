@@ -41,6 +41,7 @@ from switch.domain.programmes import (
     cycle_payout_minor,
     load_step_setting_problem,
 )
+from switch.domain.quoting import quoted
 from switch.domain.receipts import BadEmailError, checked_email
 from switch.passwords import (
     WRONG_LOGIN,
@@ -218,7 +219,7 @@ class Admin:
         if not name:
             raise AdminError("name is empty")
         if not is_known_currency(currency):
-            raise AdminError(f"currency {currency!r} is not an ISO 4217 code the switch accepts")
+            raise AdminError(f"currency {quoted(currency)} is not an ISO 4217 code the switch accepts")
         if len(card_prefix) != CARD_PREFIX_LENGTH or not card_prefix.isdigit():
             raise AdminError("card_prefix must be 6 digits")
         if balance_max_minor <= 0:
@@ -353,7 +354,7 @@ class Admin:
                     },
                 )
         except IntegrityError:  # the (merchant, name) key: the only one a new id can meet
-            raise AdminConflictError(f"location {name!r} exists already") from None
+            raise AdminConflictError(f"location {quoted(name)} exists already") from None
         return location_id
 
     def add_employee(
@@ -461,7 +462,7 @@ class Admin:
                 ).first()
                 if row is None:
                     raise LookupError(
-                        f"employee_number {employee_number!r}: no such employee of {merchant_id}"
+                        f"employee_number {quoted(employee_number)}: no such employee of {merchant_id}"
                     )
                 refusal = manage_problem(by_role, row.role, *([role] if role else []))
                 if refusal:
@@ -485,7 +486,7 @@ class Admin:
         with self._engine.connect() as conn:
             row = conn.execute(select(employees).where(*_employee_key(merchant_id, employee_number))).first()
         if row is None:
-            raise LookupError(f"employee_number {employee_number!r}: no such employee of {merchant_id}")
+            raise LookupError(f"employee_number {quoted(employee_number)}: no such employee of {merchant_id}")
         return _employee_info(row)
 
     def list_employees(self, merchant_id: str) -> list[EmployeeInfo]:
@@ -571,7 +572,7 @@ class Admin:
             if not result.conflict:
                 raise AdminError(f"card not issued: {result.problem}")
             if self._store.card_id_by_hash(card_hash) is None:  # not the number: the request_id
-                raise AdminConflictError(f"request_id {request_id!r} has issued a card already")
+                raise AdminConflictError(f"request_id {quoted(request_id)} has issued a card already")
         raise AdminError(f"no free card number found under prefix {programme.card_prefix}")
 
     def activate(
@@ -591,7 +592,7 @@ class Admin:
         if not device_name.isprintable():
             raise AdminError("device_name has unprintable characters")
         if device_name.strip().lower() in SWITCH_DEVICE_NAMES:
-            raise AdminError(f"device_name {device_name.strip().lower()!r} is the switch's own")
+            raise AdminError(f"device_name {quoted(device_name.strip().lower())} is the switch's own")
         _refuse_longer("location", location_name, LOCATION_NAME_MAX)
         # PermissionError, TooManySignInsError
         login, checked = self._passwords.verify_hash(email, password)
@@ -610,7 +611,7 @@ class Admin:
                 )
             ).scalar()
             if location_id is None:
-                raise AdminError(f"merchant has no location named {location_name[:40]!r}")
+                raise AdminError(f"merchant has no location named {quoted(location_name)}")
             existing = conn.execute(
                 select(terminals.c.terminal_id).where(
                     terminals.c.location_id == location_id, terminals.c.device_name == device_name
@@ -693,7 +694,7 @@ class Admin:
                     raise AdminError("location_id is missing: name the location where it counts")
                 location_id = found[0]
             elif conn.execute(mine.where(locations.c.location_id == location_id)).first() is None:
-                raise LookupError(f"location_id {location_id[:40]!r}: no such location of yours")
+                raise LookupError(f"location_id {quoted(location_id)}: no such location of yours")
             web = select(terminals.c.terminal_id).where(
                 terminals.c.location_id == location_id, terminals.c.device_name == WEB_BACK_OFFICE
             )
@@ -801,7 +802,7 @@ class Admin:
                 select(terminals.c.device_name).where(terminals.c.terminal_id == terminal_id)
             ).scalar()
             if device is None:
-                raise AdminError(f"no terminal {terminal_id}")
+                raise AdminError(f"no terminal {quoted(terminal_id)}")
             if device in SWITCH_DEVICE_NAMES:
                 raise AdminStateError(f"terminal {terminal_id} is the {device}'s, not a device: it stays on")
             mine = terminals.c.terminal_id == terminal_id
@@ -821,7 +822,7 @@ class Admin:
         query = select(terminals.c.terminal_id).order_by(terminals.c.activated_at)
         if merchant_id:
             if self._store.merchant_name(merchant_id) is None:
-                raise LookupError(f"merchant_id {merchant_id[:40]!r}: no such merchant")
+                raise LookupError(f"merchant_id {quoted(merchant_id)}: no such merchant")
             query = query.where(terminals.c.merchant_id == merchant_id)
         with self._engine.connect() as conn:
             ids = list(conn.execute(query).scalars())
@@ -1021,7 +1022,7 @@ class Admin:
 
     def _require_merchant(self, merchant_id: str) -> None:
         if self._store.merchant_name(merchant_id) is None:
-            raise AdminError(f"no merchant {merchant_id}")
+            raise AdminError(f"no merchant {quoted(merchant_id)}")
 
 
 @dataclass(frozen=True, slots=True)

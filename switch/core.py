@@ -40,6 +40,7 @@ from switch.domain import ledger, reports
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import LockoutPolicy
+from switch.domain.quoting import quoted
 from switch.domain.transactions import Outcome, TerminalCommand
 from switch.follow_workers import FollowAsked, FollowWorkers
 from switch.location_changes import LocationChanges
@@ -367,7 +368,7 @@ class SwitchCore:
         key = ledger.transfer_key(request_id)
         source = self.store.transfer_source(key)
         if source is not None and source != ledger.card_account(lost_card_id):
-            raise AdminConflictError(f"request_id {request_id!r} has replaced another card already")
+            raise AdminConflictError(f"request_id {quoted(request_id)} has replaced another card already")
         if lost.status in (CardStatus.active, CardStatus.blocked):
             # Blocked by phone first, replaced at the office later: the holder then sees "lost" too,
             # the word for a card whose balance has moved to another.

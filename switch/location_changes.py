@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from switch.admin import AdminConflictError, AdminError, AdminStateError, location_fields, new_id
 from switch.domain.employees import PortalRight, may
+from switch.domain.quoting import quoted
 from switch.store.engine import writing
 from switch.store.key_locks import lock_name
 from switch.store.repository import as_utc
@@ -85,7 +86,7 @@ class LocationChanges:
             lock_name(conn, f"location-change:{location_id}")
             now_name, now_address = _location_of(conn, merchant_id, location_id)
             if (name, address) == (now_name, now_address):
-                raise AdminError(f"location {now_name!r} has this name and address already")
+                raise AdminError(f"location {quoted(now_name)} has this name and address already")
             taken = conn.execute(
                 select(locations.c.location_id).where(
                     locations.c.merchant_id == merchant_id,
@@ -94,7 +95,7 @@ class LocationChanges:
                 )
             ).first()
             if taken is not None:
-                raise AdminConflictError(f"location {name!r} exists already")
+                raise AdminConflictError(f"location {quoted(name)} exists already")
             conn.execute(
                 update(location_changes)
                 .where(
@@ -164,7 +165,7 @@ class LocationChanges:
             )
             change = _change_of(conn, change_id)
             if decided.rowcount != 1:
-                raise AdminStateError(f"change {change_id!r} is {change.status.value} already")
+                raise AdminStateError(f"change {quoted(change_id)} is {change.status.value} already")
             if approve:
                 _refuse_gone_asker(conn, change)
                 _rename(conn, change)
@@ -204,7 +205,7 @@ def _refuse_gone_asker(conn: Connection, change: LocationChange) -> None:
         return
     number = user.employee_number if user is not None else asker
     raise AdminStateError(
-        f"change {change.change_id!r} was asked by user {number} ({change.asked_by}), {why}: "
+        f"change {quoted(change.change_id)} was asked by user {number} ({change.asked_by}), {why}: "
         "reject it, or have an owner or manager ask again"
     )
 
@@ -219,7 +220,7 @@ def _rename(conn: Connection, change: LocationChange) -> None:
         )
     except IntegrityError:  # the (merchant, name) key: another location took the name since
         raise AdminStateError(
-            f"location {change.name!r} exists already; reject this change, or ask for another name"
+            f"location {quoted(change.name)} exists already; reject this change, or ask for another name"
         ) from None
 
 
@@ -230,14 +231,16 @@ def _location_of(conn: Connection, merchant_id: str, location_id: str) -> tuple[
         )
     ).first()
     if found is None:
-        raise LookupError(f"location_id {location_id!r}: no such location of merchant {merchant_id!r}")
+        raise LookupError(
+            f"location_id {quoted(location_id)}: no such location of merchant {quoted(merchant_id)}"
+        )
     return found.name, found.address
 
 
 def _change_of(conn: Connection, change_id: str) -> LocationChange:
     row = conn.execute(select(location_changes).where(location_changes.c.change_id == change_id)).first()
     if row is None:
-        raise LookupError(f"change_id {change_id!r}: no such location change")
+        raise LookupError(f"change_id {quoted(change_id)}: no such location change")
     return _change(row)
 
 
@@ -246,7 +249,7 @@ def _status(value: str) -> ChangeStatus:
         return ChangeStatus(value)
     except ValueError:
         known = ", ".join(s.value for s in ChangeStatus)
-        raise AdminError(f"status {value[:40]!r} is not one of {known}") from None
+        raise AdminError(f"status {quoted(value)} is not one of {known}") from None
 
 
 def _change(row: Any) -> LocationChange:

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, Row, func, select, update
 from switch.admin import new_id
 from switch.config import Settings
 from switch.domain.money import Money
+from switch.domain.quoting import quoted
 from switch.domain.receipts import (
     RECEIPT_TEXT_LENGTH_MAX,
     ReceiptFacts,
@@ -153,7 +154,7 @@ class Receipts:
             if sent_before >= self._per_transaction_max:
                 raise ReceiptRefusedError(
                     "exhausted",
-                    f"transaction_id {transaction_id!r}: at most {self._per_transaction_max} receipts",
+                    f"transaction_id {quoted(transaction_id)}: at most {self._per_transaction_max} receipts",
                 )
             conn.execute(
                 receipts.insert().values(
@@ -180,7 +181,7 @@ class Receipts:
         stored = self._store.transaction(terminal_id, transaction_id)
         if stored is None or stored.record.transaction_type == TOMBSTONE_TYPE:
             raise ReceiptRefusedError(
-                "not_found", f"transaction_id {transaction_id!r}: no such transaction on this terminal"
+                "not_found", f"transaction_id {quoted(transaction_id)}: no such transaction on this terminal"
             )
         record, result = stored.record, ResponseCode[stored.record.result]
         approved = result in (ResponseCode.approved, ResponseCode.approved_partial)
@@ -249,7 +250,7 @@ class Receipts:
             values["logo_png"] = layout.logo_png or None
         with writing(self._engine) as conn:
             if merchant_name(conn, merchant_id) is None:
-                raise ReceiptRefusedError("not_found", f"merchant_id {merchant_id!r}: no such merchant")
+                raise ReceiptRefusedError("not_found", f"merchant_id {quoted(merchant_id)}: no such merchant")
             changed = conn.execute(
                 update(receipt_layouts).where(receipt_layouts.c.merchant_id == merchant_id).values(**values)
             ).rowcount
@@ -472,7 +473,7 @@ def _location_id(conn: Connection, merchant_id: str, name: str) -> str:
         )
     ).scalar()
     if found is None:
-        raise ReceiptRefusedError("not_found", f"location {name!r}: no such location of {merchant_id}")
+        raise ReceiptRefusedError("not_found", f"location {quoted(name)}: no such location of {merchant_id}")
     return str(found)
 
 

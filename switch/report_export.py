@@ -11,6 +11,7 @@ import zoneinfo
 from collections.abc import Iterable, Iterator
 
 from switch.domain.money import Money
+from switch.domain.quoting import quoted
 from switch.domain.response_codes import ResponseCode
 from switch.store.reports import ReportedTransaction
 
@@ -76,7 +77,7 @@ def dialect_named(name: str) -> CsvDialect:
         return CsvDialect(name)
     except ValueError:
         known = ", ".join(sorted(d.value for d in CsvDialect))
-        raise ValueError(f"dialect {name!r} is not one of {known}") from None
+        raise ValueError(f"dialect {quoted(name)} is not one of {known}") from None
 
 
 # A cell starting with one of these is run as a formula by the spreadsheet the export is opened in.

@@ -28,6 +28,7 @@ from actors.reply import ReplyTimeoutError
 from switch.admin import AdminConflictError, AdminStateError, new_id
 from switch.domain.card_rules import CardState
 from switch.domain.money import Money
+from switch.domain.quoting import quoted
 from switch.domain.top_ups import TopUp, TopUpStatus, confirm_problem
 from switch.domain.transactions import Load, Outcome
 from switch.store.engine import writing
@@ -104,7 +105,7 @@ class OnlineTopUps:
         except IntegrityError:  # the card's request id: another start with it landed first
             known = self.by_request(card.card_id, request_id)
             if known is None:  # an older database's unique request_id: another card's start has it
-                raise AdminConflictError(f"request_id {request_id!r} is taken; use another") from None
+                raise AdminConflictError(f"request_id {quoted(request_id)} is taken; use another") from None
             return same_request(known, card.card_id, amount)
         self._count(top_up.programme_id, "started")
         return top_up
@@ -244,13 +245,13 @@ class OnlineTopUps:
                 )
         except IntegrityError:  # the reference is unique: it confirmed another top-up
             raise AdminConflictError(
-                f"psp_reference {psp_reference!r} confirmed another top-up already; "
+                f"psp_reference {quoted(psp_reference)} confirmed another top-up already; "
                 "this confirmation loads nothing"
             ) from None
         top_up = self.get(top_up_id)
         if top_up is None:
             raise LookupError(
-                f"top_up_id {top_up_id!r}: no such top-up; the payment loads nothing: refund it"
+                f"top_up_id {quoted(top_up_id)}: no such top-up; the payment loads nothing: refund it"
             )
         if top_up.psp_reference != psp_reference:
             raise AdminStateError(
@@ -260,7 +261,7 @@ class OnlineTopUps:
         if top_up.amount_paid != amount_paid:
             paid = top_up.amount_paid.format()
             raise AdminStateError(
-                f"psp_reference {psp_reference!r} confirmed top-up {top_up_id} already, "
+                f"psp_reference {quoted(psp_reference)} confirmed top-up {top_up_id} already, "
                 f"with amount_paid {paid}"
             )
         return top_up
@@ -310,11 +311,13 @@ class OnlineTopUps:
             )
         top_up = self.get(top_up_id)
         if top_up is None:
-            raise LookupError(f"top_up_id {top_up_id!r}: no such top-up")
+            raise LookupError(f"top_up_id {quoted(top_up_id)}: no such top-up")
         if top_up.status is TopUpStatus.refunded and top_up.refund_reference == refund_reference:
             return top_up
         if top_up.status is TopUpStatus.refunded:
-            raise AdminStateError(f"top-up {top_up_id} was refunded already, as {top_up.refund_reference!r}")
+            raise AdminStateError(
+                f"top-up {top_up_id} was refunded already, as {quoted(top_up.refund_reference)}"
+            )
         shown = top_up.shown_status(self._now()).value
         raise AdminStateError(f"top-up {top_up_id} is {shown}, not refund_due: nothing to refund")
 
@@ -403,7 +406,7 @@ class TopUpSweeper:
 def same_request(known: TopUp, card_id: str, amount: Money) -> TopUp:
     """The top-up a request id started, if this request asks the same; else AdminConflictError."""
     if (known.card_id, known.amount_minor, known.currency) != (card_id, amount.amount_minor, amount.currency):
-        raise AdminConflictError(f"request_id {known.request_id!r} started another top-up already")
+        raise AdminConflictError(f"request_id {quoted(known.request_id)} started another top-up already")
     return known
 
 

@@ -8,6 +8,7 @@ import enum
 import re
 from dataclasses import dataclass
 
+from switch.domain.quoting import quoted
 from switch.domain.response_codes import ResponseCode
 
 EMPLOYEE_PIN_LENGTH = 4
@@ -39,7 +40,7 @@ def employee_number_problem(number: str) -> str | None:
 def role_problem(role: str) -> str | None:
     """Why this is not an employee role, or None."""
     if role not in EMPLOYEE_ROLES:
-        return f"role {role[:40]!r} is not one of {', '.join(EMPLOYEE_ROLES)}"
+        return f"role {quoted(role)} is not one of {', '.join(EMPLOYEE_ROLES)}"
     return None
 
 

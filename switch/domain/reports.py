@@ -11,6 +11,7 @@ import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from switch.domain.quoting import quoted
 from switch.domain.transactions import TransactionStatus, TransactionType
 
 PAYMENT_METHODS = ("card", "chip", "contactless", "magstripe", "stored_value")
@@ -20,7 +21,6 @@ DAYS_MAX = 366
 PAGE_SIZE_DEFAULT = 500
 PAGE_SIZE_MAX = 5_000
 LOCATIONS_MAX = 100  # ticked in one report
-SHOWN_CHARS_MAX = 40  # of a bad value quoted back in an error
 DAY_FIRST = dt.date(1970, 1, 1)
 DAY_LAST = dt.date(9999, 12, 30)
 
@@ -103,10 +103,6 @@ def page_token(after: int) -> str:
     return str(after) if after else ""
 
 
-def _shown(value: str) -> str:
-    return repr(value if len(value) <= SHOWN_CHARS_MAX else value[:SHOWN_CHARS_MAX] + "...")
-
-
 def day_of(field: str, value: str) -> dt.date:
     """A day given as YYYY-MM-DD, from DAY_FIRST to DAY_LAST (a day's bounds in any zone stay within
     what a datetime holds); ReportQueryError naming the field otherwise."""
@@ -116,7 +112,7 @@ def day_of(field: str, value: str) -> dt.date:
     except ValueError:
         day = None
     if day is None:
-        raise ReportQueryError(f"{field} {_shown(value)} is not a date (YYYY-MM-DD)")
+        raise ReportQueryError(f"{field} {quoted(value)} is not a date (YYYY-MM-DD)")
     if not DAY_FIRST <= day <= DAY_LAST:
         raise ReportQueryError(f"{field} {value} is outside {DAY_FIRST} to {DAY_LAST}")
     return day
@@ -129,7 +125,7 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     # or a name longer than a file name may be.
     except (ValueError, OSError, zoneinfo.ZoneInfoNotFoundError):
         raise ReportQueryError(
-            f"time_zone {_shown(name)} is not a known time zone (like Europe/Amsterdam)"
+            f"time_zone {quoted(name)} is not a known time zone (like Europe/Amsterdam)"
         ) from None
 
 
@@ -137,7 +133,7 @@ def _members(field: str, values: Iterable[str], known: tuple[str, ...]) -> tuple
     chosen = tuple(dict.fromkeys(values))
     for value in chosen:
         if value not in known:
-            raise ReportQueryError(f"{field}: {_shown(value)} is not one of {', '.join(known)}")
+            raise ReportQueryError(f"{field}: {quoted(value)} is not one of {', '.join(known)}")
     return chosen
 
 
@@ -154,7 +150,7 @@ def _after(token: str) -> int:
     if not token:
         return 0
     if not token.isascii() or not token.isdigit() or len(token) > 18 or int(token) == 0:
-        raise ReportQueryError(f"page_token {_shown(token)} is not one this report gave")
+        raise ReportQueryError(f"page_token {quoted(token)} is not one this report gave")
     return int(token)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, and_, func, select
 
 from switch.domain import ledger
+from switch.domain.quoting import quoted
 from switch.domain.reports import ReportQuery
 from switch.domain.transactions import TransactionStatus, TransactionType
 from switch.store.journal import TOMBSTONE_TYPE
@@ -188,7 +189,7 @@ def _page(query: ReportQuery, after: int) -> Select[Any]:
 
 def _check_subjects(conn: Connection, query: ReportQuery) -> None:
     if query.merchant_id and merchant_name(conn, query.merchant_id) is None:
-        raise UnknownReportSubjectError(f"merchant_id {query.merchant_id!r}: no such merchant")
+        raise UnknownReportSubjectError(f"merchant_id {quoted(query.merchant_id)}: no such merchant")
     if query.terminal_id:
         owner = conn.execute(
             select(terminals.c.merchant_id).where(terminals.c.terminal_id == query.terminal_id)
@@ -196,7 +197,7 @@ def _check_subjects(conn: Connection, query: ReportQuery) -> None:
         # Another merchant's terminal is answered as one that does not exist: ids are not probed.
         if owner is None or (query.merchant_id and owner != query.merchant_id):
             problem = _no_such("terminal", query)
-            raise UnknownReportSubjectError(f"terminal_id {query.terminal_id!r}: {problem}")
+            raise UnknownReportSubjectError(f"terminal_id {quoted(query.terminal_id)}: {problem}")
     if query.location_ids:
         owners = dict(
             conn.execute(
@@ -208,11 +209,13 @@ def _check_subjects(conn: Connection, query: ReportQuery) -> None:
         for location_id in query.location_ids:
             if location_id not in owners or (query.merchant_id and owners[location_id] != query.merchant_id):
                 problem = _no_such("location", query)
-                raise UnknownReportSubjectError(f"location_ids: {location_id!r}: {problem}")
+                raise UnknownReportSubjectError(f"location_ids: {quoted(location_id)}: {problem}")
 
 
 def _no_such(kind: str, query: ReportQuery) -> str:
-    return f"no such {kind} of merchant {query.merchant_id!r}" if query.merchant_id else f"no such {kind}"
+    return (
+        f"no such {kind} of merchant {quoted(query.merchant_id)}" if query.merchant_id else f"no such {kind}"
+    )
 
 
 def _selection(query: ReportQuery) -> ColumnElement[bool]:
@@ -269,7 +272,7 @@ def merchant_summary(engine: Engine, query: ReportQuery) -> MerchantSummary:
     with engine.connect() as conn:
         name = merchant_name(conn, merchant_id)
         if name is None:
-            raise UnknownReportSubjectError(f"merchant_id {merchant_id!r}: no such merchant")
+            raise UnknownReportSubjectError(f"merchant_id {quoted(merchant_id)}: no such merchant")
         members = conn.execute(
             select(
                 programmes.c.programme_id,

@@ -38,4 +38,7 @@ def test_a_request_without_its_id_is_refused_by_name(
 
 def test_the_day_closes_of_an_unknown_terminal_are_not_found(world: World) -> None:
     request = bo.TerminalRequest(terminal_id="trm_nowhere")
-    assert refusal(world, "ListDayCloses", request) == (grpc.StatusCode.NOT_FOUND, "no terminal trm_nowhere")
+    assert refusal(world, "ListDayCloses", request) == (
+        grpc.StatusCode.NOT_FOUND,
+        "no terminal 'trm_nowhere'",
+    )

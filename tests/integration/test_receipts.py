@@ -589,7 +589,7 @@ def test_a_bad_location_logo_or_a_cashier_changes_nothing(shop: tuple[World, Mai
         )
     assert (refused.value.code(), refused.value.details()) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "no merchant mer-none",
+        "no merchant 'mer-none'",
     )
 
 

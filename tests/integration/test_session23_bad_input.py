@@ -327,7 +327,7 @@ def cases(s: Scene) -> list[Case]:
             listed,
             bo.ListTopUpsRequest(status=MEGABYTE),
             INVALID,
-            "status 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' is not one of",
+            "status 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is not one of",
             admin,
         ),
         # Backoffice.MarkTopUpRefunded
