@@ -210,7 +210,16 @@ def _admin(options: argparse.Namespace) -> int:
     except (ValueError, AttributeError, OSError) as error:
         print(f"txswitch admin {options.action}: {error}", file=sys.stderr)
         return 2
-    token = (options.data_dir / "admin.token").read_text().strip()
+    token_path = options.data_dir / "admin.token"
+    try:
+        token = token_path.read_text().strip()
+    except OSError as error:  # run from another directory than the switch's, or before its first start
+        print(
+            f"txswitch admin {options.action}: no admin token at {token_path} ({error.strerror}); "
+            "pass --data-dir <the switch's data directory>",
+            file=sys.stderr,
+        )
+        return 2
     metadata = (("authorization", f"Bearer {token}"),)
     with grpc.insecure_channel(options.target) as channel:
         stub = bo_grpc.BackofficeStub(channel)

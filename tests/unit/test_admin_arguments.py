@@ -31,3 +31,14 @@ def test_a_bad_argument_is_refused_by_name(
     printed = capsys.readouterr().err
     assert printed.startswith(f"txswitch admin {action}: {problem}")
     assert "invalid literal" not in printed
+
+
+def test_a_data_dir_without_the_admin_token_is_named_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Run from another directory than the switch's, `var/admin.token` is not there.
+    arguments = ["admin", "--data-dir", str(tmp_path), "--target", "127.0.0.1:9", "check-ledger"]
+    assert cli.main(arguments) == 2
+    printed = capsys.readouterr().err
+    assert printed.startswith(f"txswitch admin check-ledger: no admin token at {tmp_path / 'admin.token'}")
+    assert "--data-dir" in printed
