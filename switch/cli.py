@@ -134,6 +134,8 @@ def _serve(options: argparse.Namespace) -> int:
     tune_garbage_collection(settings)
     print(f"txswitch listening for terminals and backoffice on grpc://{server.address}", flush=True)
     print(f"metrics: {server.ops.metrics_url or 'off'}", flush=True)
+    iso = server.iso_inbound
+    print(f"ISO 8583 inbound: {f'{settings.iso_listen_host}:{iso.port}' if iso else 'off'}", flush=True)
     console = server.ops.console_address
     print(
         f"ops console: {console + ' (your key from the authorized keys file)' if console else 'off'}",
