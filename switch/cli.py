@@ -84,7 +84,7 @@ def _balance(options: argparse.Namespace) -> int:
         except grpc.RpcError as error:
             print(f"txswitch balance: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
-    print(json.dumps(MessageToDict(answer, preserving_proto_field_name=True), indent=2))
+    print(as_json(answer))
     return 0
 
 
@@ -233,8 +233,17 @@ def _admin(options: argparse.Namespace) -> int:
         except grpc.RpcError as error:
             print(f"txswitch admin {options.action}: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
-    print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
+    print(as_json(response))
     return 0
+
+
+def as_json(message: Any) -> str:
+    """Every field, zeros and empty lists included: a ledger check's 0 unbalanced entries, an empty
+    card's balance of 0 and an empty list are answers too (left out, they read as missing)."""
+    shown = MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return json.dumps(shown, indent=2)
 
 
 def _export_to_stdout(
