@@ -55,7 +55,7 @@ from switch.store.journal import Write, WriteResult
 from switch.store.journal_process import can_serve
 from switch.store.keys import KeyStore
 from switch.store.periods import WebDayRule
-from switch.store.repository import DayCloseReport, Store
+from switch.store.repository import DayCloseReport, Store, StoredTransfer
 from switch.store.schema import CARD_EVENT_DETAIL_MAX
 from switch.top_ups import OnlineTopUps, TopUpSweeper
 from switch.web_days import WebDays
@@ -350,6 +350,10 @@ class SwitchCore:
         """Block the lost card at once and move its balance to the new card in one entry."""
         if lost_card_id == new_card_id:
             raise AdminError("the replacement must be another card")
+        key = ledger.transfer_key(request_id)
+        stored = self.store.stored_transfer(key)
+        if stored is not None:  # sent again (its answer lost): the first answer, nothing moved twice
+            return self._transfer_again(stored, lost_card_id, new_card_id, request_id)
         lost = self.store.card_state(lost_card_id)
         new = self.store.card_state(new_card_id)
         if lost.programme.programme_id != new.programme.programme_id:
@@ -365,10 +369,6 @@ class SwitchCore:
                 f"the replacement card holds {new.money(new.balance_minor).format()}: with the lost card's "
                 f"{lost.money(lost.balance_minor).format()} it would hold more than {most}; use an empty card"
             )
-        key = ledger.transfer_key(request_id)
-        source = self.store.transfer_source(key)
-        if source is not None and source != ledger.card_account(lost_card_id):
-            raise AdminConflictError(f"request_id {quoted(request_id)} has replaced another card already")
         if lost.status in (CardStatus.active, CardStatus.blocked):
             # Blocked by phone first, replaced at the office later: the holder then sees "lost" too,
             # the word for a card whose balance has moved to another.
@@ -385,6 +385,18 @@ class SwitchCore:
             raise AdminStateError(f"balance not moved: {moved}")
         moved_minor, entry_id = moved
         return CardTransfer(self.balance(lost_card_id), self.balance(new_card_id), moved_minor, entry_id)
+
+    def _transfer_again(
+        self, stored: StoredTransfer, lost_card_id: str, new_card_id: str, request_id: str
+    ) -> CardTransfer:
+        """The answer of a replacement whose request id moved a balance already: what it moved, by
+        which entry, and both cards as they are now; refused if it named other cards."""
+        asked = (ledger.card_account(lost_card_id), ledger.card_account(new_card_id))
+        if (stored.source_account, stored.target_account) != asked:
+            raise AdminConflictError(f"request_id {quoted(request_id)} has replaced another card already")
+        return CardTransfer(
+            self.balance(lost_card_id), self.balance(new_card_id), stored.amount_minor, stored.entry_id
+        )
 
     def _follow_replacement(self, card_id: str, because: str, when: str = "credit") -> None:
         """Money that landed on a replaced card (an undone ride) follows it to the card that replaced

@@ -74,6 +74,16 @@ class TerminalInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredTransfer:
+    """A card transfer the journal holds: a lost card's balance moved to its replacement."""
+
+    entry_id: int
+    source_account: str
+    target_account: str
+    amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoredTransaction:
     record: TransactionRecord
     refunded_minor: int
@@ -215,16 +225,20 @@ class Store:
             row.balance_minor,
         )
 
-    def transfer_source(self, idempotency_key: str) -> str | None:
-        """The account a stored transfer (by its journal key) took its money from, or None."""
+    def stored_transfer(self, idempotency_key: str) -> StoredTransfer | None:
+        """A stored card transfer (by its journal key): its entry, the accounts and the amount."""
         query = (
-            select(postings.c.account_id)
+            select(postings.c.entry_id, postings.c.account_id, postings.c.amount_minor)
             .join(journal_entries, journal_entries.c.entry_id == postings.c.entry_id)
-            .where(journal_entries.c.idempotency_key == idempotency_key, postings.c.amount_minor < 0)
+            .where(journal_entries.c.idempotency_key == idempotency_key)
         )
         with self.engine.connect() as conn:
-            found = conn.execute(query).scalar()
-        return None if found is None else str(found)
+            found = conn.execute(query).all()
+        if not found:
+            return None
+        assert len(found) == 2, f"a card transfer has two postings: {idempotency_key} has {len(found)}"
+        (entry_id, source, taken_minor), (_, target, _) = sorted(found, key=lambda row: row.amount_minor)
+        return StoredTransfer(int(entry_id), str(source), str(target), -int(taken_minor))
 
     def money_on_replaced_cards(self) -> list[tuple[str, int]]:
         """(card id, its last posting's id) of each replaced card that holds money: what a credit

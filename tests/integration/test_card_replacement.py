@@ -100,3 +100,20 @@ def test_a_transfer_slower_than_the_reply_timeout_still_reaches_the_new_card(sho
     assert terminal.redeem(new, 2_100).response_code == "00"
     check = world.ledger()
     assert (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches) == (0, 0, 0)
+
+
+def test_a_replacement_sent_again_answers_what_the_first_moved(world: World) -> None:
+    # An operator whose first answer was lost sends it again: it said "moved 0", as if the
+    # balance had been lost, and wrote the card's replacement a second time.
+    lost, replacement = world.issue(2_500), world.issue(100)
+    first = replace(world, lost, replacement, "r-again")
+    again = replace(world, lost, replacement, "r-again")
+    assert (first.moved.amount_minor, first.journal_entry_id != "") == (2_500, True)
+    assert (again.moved.amount_minor, again.journal_entry_id) == (2_500, first.journal_entry_id)
+    assert (again.lost_card.status, again.replacement_card.balance.amount_minor) == ("lost", 2_600)
+    assert (ledger_balance(world, lost), ledger_balance(world, replacement)) == (0, 2_600)
+    other = world.issue(0)
+    with pytest.raises(grpc.RpcError) as elsewhere:
+        replace(world, lost, other, "r-again")
+    assert elsewhere.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "r-again" in (elsewhere.value.details() or "")
