@@ -101,7 +101,7 @@ def sample_facts(merchant_name: str, location_name: str, at: dt.datetime) -> Rec
     return ReceiptFacts(
         merchant_name=merchant_name,
         location_name=location_name,
-        device_name="A77 (preview)",
+        device_name="A77",  # shown as "A77 (preview)", the terminal id in brackets
         terminal_id="preview",
         transaction_id="preview",
         transaction_type="redemption",

@@ -17,6 +17,7 @@ from switch.domain.receipts import (
     logo_problem,
     masked_email,
     render,
+    sample_facts,
 )
 from switch.domain.response_codes import ResponseCode
 from tests.images import tiny_png
@@ -119,3 +120,11 @@ def test_a_reversal_that_moved_nothing_shows_no_amount_and_says_what_became_of_i
 def test_a_receipt_logo_is_a_png_within_the_limits(logo: bytes, problem: str | None) -> None:
     found = logo_problem(logo)
     assert found is None if problem is None else found is not None and problem in found
+
+
+def test_the_layouts_preview_names_its_made_up_terminal_once() -> None:
+    # It read "Terminal      A77 (preview) (preview)".
+    at = dt.datetime(2026, 12, 7, 8, 51, tzinfo=zoneinfo.ZoneInfo("Europe/Amsterdam"))
+    _subject, body = render(sample_facts("Demo Bakery", "Main Street", at), ReceiptLayout())
+    terminal_lines = [line for line in body.splitlines() if line.startswith("Terminal")]
+    assert terminal_lines == ["Terminal      A77 (preview)"]
