@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,16 +260,27 @@ class SwitchCore:
         then the answer names the period the transaction is stored in, not the one the terminal's
         actor still held, and that actor reads its terminal again. It does too after an answer
         that stored nothing: the journal refuses a cancel of a period closed so (12, refund
-        instead), which the actor would otherwise approve again until it read its row."""
+        instead), which the actor would otherwise approve again until it read its row. Logged as a
+        terminal's transaction is (protocols.terminal_service), one info line each."""
+        started = time.perf_counter()
         outcome = self.submit(terminal_id, command)
         stored = self.store.transaction(terminal_id, outcome.transaction_id)
-        if stored is None:
+        if stored is None or stored.record.period_number != outcome.period_number:
             self.terminal_actors.tell_if_live(terminal_id, Reload())
-            return outcome
-        if stored.record.period_number == outcome.period_number:
-            return outcome
-        self.terminal_actors.tell_if_live(terminal_id, Reload())
-        return dataclasses.replace(outcome, period_number=stored.record.period_number)
+        if stored is not None and stored.record.period_number != outcome.period_number:
+            outcome = dataclasses.replace(outcome, period_number=stored.record.period_number)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "transaction",
+                extra={
+                    "terminal_id": terminal_id,
+                    "transaction_id": outcome.transaction_id,
+                    "type": outcome.transaction_type.value,
+                    "response_code": outcome.code.iso_code,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+        return outcome
 
     async def submit_async(self, terminal_id: str, command: TerminalCommand) -> Outcome:
         """submit() for the event loop: awaits the outcome instead of blocking a thread on it."""

@@ -3,6 +3,7 @@ typed in, the balance shown, then 'Voltooien'), through the portal over real gRP
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +181,25 @@ def test_a_web_redemption_is_refunded_or_cancelled_with_an_employees_pin(world: 
     assert world.terminals[0].balance(card) == 5_000 - 1_000 + 400
     check = world.ledger()
     assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
+
+
+def test_each_web_transaction_writes_the_transaction_log_line(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A newcomer grepping the log for a web redemption found nothing: only terminals' were logged.
+    owner = sign_in(world)
+    card = world.issue(1_000)
+    caplog.set_level(logging.INFO)
+    txn = uuid.uuid4().hex
+    assert redeem(world, owner, card, 400, txn).response_code == "00"
+    assert redeem(world, owner, card, 5_000).response_code == "51"
+    terminals = stub(world).ListTerminals(bo.ListTerminalsRequest(), metadata=owner, timeout=20)
+    (web,) = [t for t in terminals.terminals if t.device_name == WEB_BACK_OFFICE]
+    logged = [
+        (r.__dict__["terminal_id"], r.__dict__["type"], r.__dict__["response_code"])
+        for r in caplog.records
+        if r.getMessage() == "transaction"
+    ]
+    assert logged == [(web.terminal_id, "redemption", "00"), (web.terminal_id, "redemption", "51")]
+    assert any(r.__dict__.get("transaction_id") == txn for r in caplog.records)
+    assert card not in caplog.text

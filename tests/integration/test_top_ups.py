@@ -432,6 +432,11 @@ def test_the_card_number_is_kept_nowhere_in_clear(world: World, caplog: pytest.L
         stored = [str(row) for row in conn.execute(select(top_ups)).all()]
     assert stored and not any(card in row for row in stored)
     assert card not in caplog.text
+    # The load is logged as a terminal's transaction is, by the top-up's id (it was logged nowhere).
+    logged = [r.__dict__ for r in caplog.records if r.getMessage() == "transaction"]
+    assert [(r["transaction_id"], r["type"], r["response_code"]) for r in logged] == [
+        (started.top_up_id, "load", "00")
+    ]
 
 
 @pytest.fixture(params=["sqlite"])
