@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         help="file of '<viewer|operator> <OpenSSH public key>' lines; the console runs only with it",
     )
     serve.add_argument("--log-level", default="INFO", help="JSON log lines on stderr at this level")
-    admin = commands.add_parser("admin", help="backoffice administration of a running switch")
+    admin = commands.add_parser(
+        "admin",
+        help="backoffice administration of a running switch",
+        epilog=_actions_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     admin.add_argument("--data-dir", type=Path, default=Path("var"), help="where admin.token is")
     admin.add_argument("--target", default="127.0.0.1:50051")
     admin.add_argument("action", choices=sorted(ADMIN_ACTIONS), help="what to do")
@@ -197,6 +202,24 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "mark-top-up-refunded": ("MarkTopUpRefunded", bo.MarkTopUpRefundedRequest),  # refund_reference=...
 }
 CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "replacement_card"}
+_EXPORT_ONLY = ("dialect",)
+_NOT_FOR_EXPORT = ("page_token",)  # an export is one snapshot, never paged
+
+
+def _actions_help() -> str:
+    """Each action with the key=value arguments it takes: its request's fields."""
+    lines = [
+        "actions and their key=value arguments (cards take the number; amounts minor units[:currency],",
+        "e.g. initial_load=2500; lists comma-separated, e.g. types=redemption,load):",
+    ]
+    for action in sorted(ADMIN_ACTIONS):
+        names = [field.name for field in ADMIN_ACTIONS[action][1].DESCRIPTOR.fields]
+        if action == "export-transactions":
+            names = [*_EXPORT_ONLY, *(name for name in names if name not in _NOT_FOR_EXPORT)]
+        lines.append(f"  {action:<24}{' '.join(f'{name}=' for name in names) or '(none)'}")
+    return "\n".join(lines)
+
+
 AMOUNT_FIELDS = ("initial_load", "amount_paid")  # <minor units>[:<currency>], EUR if none
 
 

@@ -42,3 +42,24 @@ def test_a_data_dir_without_the_admin_token_is_named_not_a_traceback(
     printed = capsys.readouterr().err
     assert printed.startswith(f"txswitch admin check-ledger: no admin token at {tmp_path / 'admin.token'}")
     assert "--data-dir" in printed
+
+
+@pytest.mark.parametrize(
+    ("action", "arguments"),
+    [
+        ("issue-card", "programme_id= initial_load= request_id="),
+        ("day-closes", "terminal_id="),
+        ("transactions", "from_date= to_date= time_zone= merchant_id= terminal_id= types= "),
+        ("export-transactions", "dialect= from_date="),
+        ("check-ledger", "(none)"),
+    ],
+)
+def test_the_help_names_each_actions_arguments(
+    action: str, arguments: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The help listed the actions only: what an action takes was to be read in backoffice.proto.
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["admin", "--help"])
+    assert ended.value.code == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert action in lines and arguments in lines[action], lines.get(action)
