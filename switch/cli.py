@@ -102,6 +102,9 @@ def tune_garbage_collection(settings: Settings) -> None:
 
 
 def _serve(options: argparse.Namespace) -> int:
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
     from ops.logs import configure_logging, skip_unused_record_fields
     from switch.demo import demo_lines
     from switch.secret_files import SecretFileError
@@ -133,6 +136,14 @@ def _serve(options: argparse.Namespace) -> int:
     try:
         server = SwitchServer(settings, on_journal_lost=exit_journal_lost)
     except (NodeLockError, SecretFileError) as error:
+        print(f"txswitch serve: {error}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as error:  # not running, no such database or schema, refused
+        shown_url = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        print(f"txswitch serve: database {shown_url} not usable: {reason}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file the switch must make cannot be: a directory that does not exist
         print(f"txswitch serve: {error}", file=sys.stderr)
         return 2
     server.start()
