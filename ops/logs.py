@@ -8,10 +8,14 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Mapping
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from switch.domain import quoting
+
+if TYPE_CHECKING:
+    from switch.domain.transactions import Outcome
 
 TRANSACTION_LOGGER_NAME: Final = "txswitch.transactions"
 REDACTED: Final = "[REDACTED]"
@@ -256,3 +260,19 @@ def log_transaction(
     for key, value in context.items():
         fields[f"context_{key}" if key in _RECORD_ATTRIBUTES else key] = value
     _transaction_log.info("transaction", extra=fields)
+
+
+def log_outcome(logger: logging.Logger, terminal_id: str, outcome: Outcome, started_s: float) -> None:
+    """The one info line per answered transaction, on the caller's logger: a terminal's
+    (protocols.terminal_service) and a web back office's or online top-up's (switch.core)."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "transaction",
+            extra={
+                "terminal_id": terminal_id,
+                "transaction_id": outcome.transaction_id,
+                "type": outcome.transaction_type.value,
+                "response_code": outcome.code.iso_code,
+                "latency_ms": round((time.perf_counter() - started_s) * 1000, 3),
+            },
+        )

@@ -16,6 +16,7 @@ import pykka
 from actors.payments import SubmitAbort, SubmitPayment
 from actors.reply import ReplyTimeoutError
 from actors.terminal_actor import DayCloseError
+from ops.logs import log_outcome
 from protocols import convert
 from protocols.convert import BadRequestError
 from protocols.wire import terminal_pb2 as pb
@@ -164,7 +165,7 @@ class TerminalService(pb_grpc.TerminalServicer):
 
     def _answer(self, rpc: str, terminal_id: str, outcome: Outcome, started: float) -> pb.TransactionResponse:
         self._record(rpc, outcome.code.iso_code, started)
-        _log_transaction(terminal_id, outcome, started)
+        log_outcome(log, terminal_id, outcome, started)
         return convert.transaction_response(outcome)
 
     def _record(self, rpc: str, code: str, started: float) -> None:
@@ -423,7 +424,7 @@ class TerminalService(pb_grpc.TerminalServicer):
             self._record(rpc, "timeout", started)
             _refuse(grpc.StatusCode.UNAVAILABLE, "outcome not known yet; ask TransactionStatus")
         self._record(rpc, outcome.code.iso_code, started)
-        _log_transaction(terminal_id, outcome, started)
+        log_outcome(log, terminal_id, outcome, started)
         return convert.transaction_response(outcome)
 
 
@@ -451,17 +452,3 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
     """For the synchronous servicers (backoffice): abort at once."""
     context.abort(code, message)
     raise AssertionError("abort returns by raising")
-
-
-def _log_transaction(terminal_id: str, outcome: Outcome, started: float) -> None:
-    if log.isEnabledFor(logging.INFO):
-        log.info(
-            "transaction",
-            extra={
-                "terminal_id": terminal_id,
-                "transaction_id": outcome.transaction_id,
-                "type": outcome.transaction_type.value,
-                "response_code": outcome.code.iso_code,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            },
-        )

@@ -33,7 +33,7 @@ from actors.payments import PaymentProcessor
 from actors.registry import ASK_ATTEMPTS_MAX, ActorRegistry
 from actors.reply import Reply, settled
 from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
-from ops.logs import scrub_text
+from ops.logs import log_outcome, scrub_text
 from switch.admin import SWITCH_DEVICE_NAMES, Admin, AdminConflictError, AdminError, AdminStateError
 from switch.config import Settings
 from switch.directory import CardDirectory, TerminalDirectory
@@ -269,17 +269,7 @@ class SwitchCore:
             self.terminal_actors.tell_if_live(terminal_id, Reload())
         if stored is not None and stored.record.period_number != outcome.period_number:
             outcome = dataclasses.replace(outcome, period_number=stored.record.period_number)
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "transaction",
-                extra={
-                    "terminal_id": terminal_id,
-                    "transaction_id": outcome.transaction_id,
-                    "type": outcome.transaction_type.value,
-                    "response_code": outcome.code.iso_code,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                },
-            )
+        log_outcome(log, terminal_id, outcome, started)
         return outcome
 
     async def submit_async(self, terminal_id: str, command: TerminalCommand) -> Outcome:
