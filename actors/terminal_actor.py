@@ -260,7 +260,7 @@ class TerminalActor(SwitchActor):
                     # Nothing was done, and the refusal is not stored: the same id is judged afresh.
                     return Reply.of(_refusal(command, ResponseCode.system_error, f"{error}; send it again"))
                 if not code.approves:
-                    return self._persist_decline(command, digest, code)
+                    return self._persist_decline(command, digest, code, self._currency_of(command))
                 return self._adjust(command, digest)
             case Reversal():
                 return self._adjust(command, digest)
@@ -401,7 +401,18 @@ class TerminalActor(SwitchActor):
         )
         return self._persist(Write(record=record), outcome, digest)
 
-    def _persist_decline(self, command: TerminalCommand, digest: str, code: ResponseCode) -> Reply:
+    def _currency_of(self, command: Refund | Cancel) -> str:
+        """The currency a refused refund or cancel is stored in: a refund names its amount's; a
+        cancel names none, so its original's (as the card actor's declined cancels store the card's),
+        else the report totals it on a line of no currency. Read on this refusal only."""
+        if isinstance(command, Refund):
+            return command.amount.currency
+        stored = self._services.store.transaction(self.info.terminal_id, command.original_transaction_id)
+        return stored.record.currency if stored is not None else ""
+
+    def _persist_decline(
+        self, command: TerminalCommand, digest: str, code: ResponseCode, currency: str = ""
+    ) -> Reply:
         outcome = declined(
             command.transaction_id,
             COMMAND_TYPES[type(command)],
@@ -413,6 +424,8 @@ class TerminalActor(SwitchActor):
         if isinstance(command, Refund | Cancel | Reversal):
             extra["original_transaction_id"] = command.original_transaction_id
         record = record_of(outcome, self.info.terminal_id, digest, **extra)
+        if currency and not record.currency:
+            record = dataclasses.replace(record, currency=currency)
         return self._persist(Write(record=record), outcome, digest)
 
     def _persist(self, write: Write, outcome: Outcome, digest: str) -> Reply:

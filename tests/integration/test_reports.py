@@ -431,3 +431,41 @@ def test_a_bad_summary_request_is_refused_naming_the_field(
         summary(world, **fields)
     assert refused.value.code() == status
     assert named in (refused.value.details() or "")
+
+
+def test_a_cancel_declined_for_a_wrong_employee_pin_is_totalled_in_the_originals_currency(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    terminal = world.terminals[0]
+    gift = world.issue(5_000)
+    assert terminal.redeem(gift, 1_000, "sale-1").response_code == "00"
+    assert terminal.cancel("sale-1", pin="0000", txn="void-wrong-pin").response_code == "55"
+    assert terminal.cancel("sale-1", txn="void-1").response_code == "00"
+    assert terminal.cancel("sale-1", txn="void-again").response_code != "00"  # the card actor declines
+    found = report(world, types=["cancel"])
+    assert totals(found) == {
+        ("cancel", "stored_value", "approved", "EUR"): (1, 1_000),
+        ("cancel", "stored_value", "declined", "EUR"): (2, 0),
+    }
+    (tmp_path / "admin.token").write_text(ADMIN_TOKEN)
+    today = dt.datetime.now(dt.UTC).date()
+    exit_code = cli.main(
+        [
+            "admin",
+            "--data-dir",
+            str(tmp_path),
+            "--target",
+            world.server.address,
+            "export-transactions",
+            f"from_date={today - dt.timedelta(days=1)}",
+            f"to_date={today + dt.timedelta(days=1)}",
+            "types=cancel",
+        ]
+    )
+    exported = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert exit_code == 0
+    assert [(r["transaction_id"], r["status"], r["currency"]) for r in exported] == [
+        ("void-wrong-pin", "declined", "EUR"),
+        ("void-1", "approved", "EUR"),
+        ("void-again", "declined", "EUR"),
+    ]
