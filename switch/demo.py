@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 
+from switch import credentials
 from switch.core import SwitchCore
 from switch.domain.programmes import ProgrammeKind
 from switch.secret_files import write_secret
-from switch.store.schema import merchants
+from switch.store.schema import employees, locations, merchants
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +84,62 @@ def ensure_demo_data(core: SwitchCore, data_dir: Path) -> bool:
 
 def demo_lines(core: SwitchCore, data_dir: Path) -> list[str]:
     """What `txswitch serve` prints about the demo data, when there is any: the logins, the
-    merchant's id (reports and the backoffice ask for it), the employees' PINs and the cards."""
+    merchant's id (reports and the backoffice ask for it), its locations, the employees' PINs and
+    the cards; as they are now, not as the first start made them (a location renamed, a password or
+    PIN changed since). A changed password or PIN is not printed, nor the one that was checked."""
     cards = data_dir / "demo_cards.json"
     with core.store.engine.connect() as conn:
-        query = select(merchants.c.merchant_id).where(merchants.c.email == DEMO_EMAIL)
-        merchant_id = conn.execute(query).scalar()
-    if merchant_id is None or not cards.exists():
-        return []
+        query = select(merchants.c.merchant_id, merchants.c.password_hash).where(
+            merchants.c.email == DEMO_EMAIL
+        )
+        merchant = conn.execute(query).first()
+        if merchant is None or not cards.exists():
+            return []
+        merchant_id = str(merchant.merchant_id)
+        names = conn.execute(
+            select(locations.c.name).where(locations.c.merchant_id == merchant_id).order_by(locations.c.name)
+        ).scalars()
+        at = ", ".join(names) or "no location"
+        staff = {
+            row.employee_number: row
+            for row in conn.execute(
+                select(employees).where(
+                    employees.c.merchant_id == merchant_id,
+                    employees.c.employee_number.in_((DEMO_EMPLOYEE_NUMBER, DEMO_CASHIER_NUMBER)),
+                )
+            )
+        }
+    # The one scrypt check of the start (about 70 ms); the cashier's login is judged by its count
+    # of changes, its PINs by PBKDF2 (a few ms each).
+    if credentials.password_matches(DEMO_PASSWORD, merchant.password_hash):
+        merchant_login = f"{DEMO_EMAIL} / {DEMO_PASSWORD}"
+    else:
+        merchant_login = f"{DEMO_EMAIL} / password changed since the first start"
+    manager = _employee_pin(
+        staff.get(DEMO_EMPLOYEE_NUMBER), DEMO_EMPLOYEE_NUMBER, "manager", DEMO_EMPLOYEE_PIN
+    )
+    cashier = _employee_pin(staff.get(DEMO_CASHIER_NUMBER), DEMO_CASHIER_NUMBER, "cashier", DEMO_CASHIER_PIN)
     return [
-        f"demo merchant: {DEMO_EMAIL} / {DEMO_PASSWORD} (merchant_id {merchant_id}) at {DEMO_LOCATION}; "
-        f"cards in {cards}",
-        f"demo employees (PINs for refunds and cancels): {DEMO_EMPLOYEE_NUMBER} manager PIN "
-        f"{DEMO_EMPLOYEE_PIN}, {DEMO_CASHIER_NUMBER} cashier PIN {DEMO_CASHIER_PIN}",
-        f"demo portal user (cashier: reports, web back-office redemption): {DEMO_CASHIER_EMAIL} / "
-        f"{DEMO_CASHIER_PASSWORD}",
+        f"demo merchant: {merchant_login} (merchant_id {merchant_id}) at {at}; cards in {cards}",
+        f"demo employees (PINs for refunds and cancels): {manager}, {cashier}",
+        f"demo portal user (cashier: reports, web back-office redemption): "
+        f"{_cashier_login(staff.get(DEMO_CASHIER_NUMBER))}",
     ]
+
+
+def _employee_pin(row: Row[Any] | None, number: str, role: str, pin: str) -> str:
+    if row is None:
+        return f"{number} {role} (removed)"
+    if not row.active:
+        return f"{number} {role} (deactivated)"
+    if not credentials.employee_pin_matches(pin, row.pin_hash):
+        return f"{number} {role} (PIN changed since the first start)"
+    return f"{number} {role} PIN {pin}"
+
+
+def _cashier_login(row: Row[Any] | None) -> str:
+    if row is None or not row.active or not row.email or not row.password_hash:
+        return f"none ({DEMO_CASHIER_EMAIL} was removed, deactivated or has no portal login)"
+    if row.login_changes == 0:  # a new password counts one (switch.passwords.store_password)
+        return f"{row.email} / {DEMO_CASHIER_PASSWORD}"
+    return f"{row.email} / {DEMO_CASHIER_PASSWORD} as set at the first start, if unchanged"
