@@ -21,7 +21,8 @@ class SwitchStatus:
     version: str
     uptime_s: int
     draining: bool
-    terminals_active: int
+    terminals_active: int  # devices; not the switch's own (web back office, online top-up)
+    switch_terminals_active: int
     terminals_online: int
     card_actors_live: int
     requests_in_flight: int

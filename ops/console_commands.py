@@ -204,6 +204,7 @@ def _status(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> Comma
                 ("uptime", f"{status.uptime_s} s"),
                 ("state", "draining" if status.draining else "serving"),
                 ("terminals active", str(status.terminals_active)),
+                ("switch terminals", f"{status.switch_terminals_active} (web back office, online top-up)"),
                 ("terminals online", str(status.terminals_online)),
                 ("card actors live", str(status.card_actors_live)),
                 ("requests in flight", str(status.requests_in_flight)),

@@ -89,10 +89,11 @@ class SwitchOpsBackend:
 
     def status(self) -> SwitchStatus:
         core = self._core
+        own = terminals.c.device_name.in_(SWITCH_DEVICE_NAMES)
         with core.store.engine.connect() as conn:
-            active = conn.execute(
-                select(func.count()).select_from(terminals).where(terminals.c.active.is_(True))
-            ).scalar_one()
+            active, own_active = conn.execute(
+                select(func.count(), func.count().filter(own)).where(terminals.c.active.is_(True))
+            ).one()
         links_up = links_total = saf_pending = 0
         if self._gateway is not None:
             stats = self._gateway.statistics()
@@ -104,7 +105,8 @@ class SwitchOpsBackend:
             version=self._version,
             uptime_s=int(time.monotonic() - self._started_s),
             draining=self._draining(),
-            terminals_active=int(active),
+            terminals_active=int(active) - int(own_active),
+            switch_terminals_active=int(own_active),
             terminals_online=core.terminals_online(),
             card_actors_live=core.card_actors.statistics().live,
             requests_in_flight=self._requests_in_flight(),

@@ -74,6 +74,21 @@ def test_the_web_back_office_is_not_counted_as_a_terminal_online(console_world: 
     ), status.stdout
 
 
+def test_status_counts_devices_as_terminals_active_and_the_switchs_own_apart(
+    console_world: ConsoleWorld,
+) -> None:
+    """The web back office's and the online top-ups' terminals are the switch's own (README: no
+    location's terminals, never activated); `status` counted them among the terminals active."""
+    world = console_world.world
+    card = world.issue(1_000)
+    assert web_redeem(world, 200, card).response_code == "00"  # makes the location's web terminal
+    world.server.core.online_top_up_terminal(world.benefit_programme)  # a top-up's first use makes it
+
+    (status,) = console_world.run(console_world.keys.viewer, "status")
+    assert field(status.stdout, "terminals active") == "1", status.stdout  # the one A77 device
+    assert field(status.stdout, "switch terminals") == "2 (web back office, online top-up)", status.stdout
+
+
 def test_the_console_refuses_to_deactivate_the_web_back_office(
     console_world: ConsoleWorld,
 ) -> None:
