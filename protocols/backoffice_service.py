@@ -337,8 +337,9 @@ class BackofficeService(bo_grpc.BackofficeServicer):
     def _due_cycles(self, day: dt.date) -> list[DueCycle]:
         """Each programme's payout cycle holding `day`, and why it is not run if it is not: a cycle
         already over that never ran for the programme (as one created since) would pay today's
-        balances under the past cycle's id, a second payout in today's cycle. AdminError for a day
-        after today, AdminStateError when no programme ran that day's cycle, before anything is paid."""
+        balances under the past cycle's id, a second payout in today's cycle; so would one a later
+        cycle's run followed. AdminError for a day after today, AdminStateError when no programme
+        runs that day's cycle, before anything is paid."""
         today = dt.datetime.now(self._core.report_zone).date()
         if day > today:
             # Its run would pay today's balances under a cycle not begun: none in today's cycle
@@ -357,11 +358,18 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                     f"payout cycle {settlement_id} is over and never ran for this programme; what is "
                     f"owed now is paid in today's cycle ({payout_settlement_id(today, interval)})"
                 )
+            elif over and (later := self._core.admin.later_cycle_run(programme_id, settlement_id)):
+                # What the run was owed and not paid was still on the payable at the later run, which
+                # paid it: run again, this one would pay what was redeemed since, a second payout
+                reason = (
+                    f"payout cycle {settlement_id} is over and payout cycle {later} ran since: "
+                    "what was owed at its run and not paid was owed at that one's"
+                )
             cycles.append(DueCycle(programme_id, settlement_id, reason))
         if cycles and all(cycle.not_run_reason for cycle in cycles):
             first = cycles[0]
             raise AdminStateError(
-                f"as_of_date {day.isoformat()}: no programme ran its payout cycle holding it "
+                f"as_of_date {day.isoformat()}: no programme runs its payout cycle holding it "
                 f"(programme {first.programme_id}: {first.not_run_reason})"
             )
         return cycles

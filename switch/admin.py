@@ -934,6 +934,20 @@ class Admin:
         with self._engine.connect() as conn:
             return _recorded_run(conn, programme_id, settlement_id) is not None
 
+    def later_cycle_run(self, programme_id: str, settlement_id: str) -> str | None:
+        """The first payout cycle after `settlement_id` that the programme ran (SettleDue's run or a
+        Settle's), None if none has: its run was owed what the earlier cycle's was and not paid."""
+        cycle = payout_cycles.c
+        query = (
+            select(cycle.settlement_id)
+            .where(cycle.programme_id == programme_id, cycle.settlement_id > settlement_id)
+            .order_by(cycle.settlement_id)
+            .limit(1)
+        )
+        with self._engine.connect() as conn:
+            later = conn.execute(query).scalar()
+        return None if later is None else str(later)
+
     def payout_made(self, plan: PlannedPayout) -> bool:
         """Whether the journal holds the planned payout's settlement (made by this run or another)."""
         assert plan.write is not None and plan.write.entry is not None

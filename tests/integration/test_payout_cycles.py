@@ -369,3 +369,32 @@ def test_a_merchant_first_paid_by_a_manual_settle_after_the_run_is_told_so(world
     following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
     assert payouts(following.result) == {baker: (300, 8, 292)}
     assert_balanced(world)
+
+
+def test_a_past_cycle_run_again_after_a_later_cycles_run_pays_nothing_more(world: World) -> None:
+    """Session 24 review: a past cycle whose payout failed was run again (SettleDue as of its day)
+    after today's cycle had run: today's run had paid what the past run was owed (it was still on
+    the payable), so the past cycle's run paid what was redeemed since today's run, under the past
+    cycle's id: a second payout in today's cycle. A later cycle's run, or a Settle, supersedes it."""
+    shop, terminal = world.merchant_id, world.terminals[0]
+    card = world.issue(10_000)
+    assert terminal.redeem(card, 1_000).response_code == "00"
+    past = cycle_day(world, cycles_on=-1, days_in=3)
+    past_id, today_id = f"payout-{cycle_day(world, cycles_on=-1)}", f"payout-{cycle_day(world)}"
+    world.server.core.writer.stop()  # the past cycle's run is recorded (owed 10.00), its payout fails
+    failed = settle_due(world, past, run_on=past)[world.gift_programme]
+    assert skipped(failed.result) == {shop: (1_000, "journal stopped")}
+    terminal = restarted(world)
+    today = settle_due(world, cycle_day(world))[world.gift_programme]
+    assert payouts(today.result) == {shop: (1_000, 25, 975)}, "today's run pays what the past one was owed"
+    assert terminal.redeem(card, 500).response_code == "00"  # after today's run: the next cycle's
+    with pytest.raises(grpc.RpcError) as refused:
+        settle_due(world, past)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, refused.value.details()
+    assert today_id in (refused.value.details() or ""), refused.value.details()
+    payable = ledger.merchant_payable_account(shop, world.gift_programme)
+    assert balance(world, payable) == 500, "a second payout in today's cycle"
+    following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
+    assert payouts(following.result) == {shop: (500, 13, 487)}
+    assert past_id != today_id
+    assert_balanced(world)
