@@ -58,6 +58,7 @@ from switch.store.key_locks import lock_name
 from switch.store.keys import put_key
 from switch.store.repository import Store, TerminalInfo, as_utc
 from switch.store.schema import (
+    SETTLEMENT_ID_LENGTH,
     accounts,
     employees,
     journal_entries,
@@ -879,7 +880,11 @@ class Admin:
         """A Settle's payouts (settlement_writes), made in the payout cycle `cycle_settlement_id`:
         one a cycle, so each is its merchant's payout of the cycle, marked with it (CyclePayout), and
         SettleDue pays the merchant nothing more in it. The Settle is the cycle's run if SettleDue
-        has not run in the cycle yet."""
+        has not run in the cycle yet. AdminError for a settlement id no key can hold, before the run
+        is recorded."""
+        _refuse_longer("settlement_id", settlement_id, SETTLEMENT_ID_LENGTH)
+        if not settlement_id.isascii() or not settlement_id.isprintable():
+            raise AdminError("settlement_id has characters other than printable ASCII")
         dues = self.record_cycle_run(programme_id, cycle_settlement_id)
         planned = self.settlement_writes(programme_id, settlement_id)
         paid = [plan.merchant_id for plan in planned if plan.write is not None]

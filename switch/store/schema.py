@@ -33,6 +33,9 @@ from switch.domain.programmes import ProgrammeKind
 metadata = MetaData()
 
 ID_LENGTH = 40
+IDEMPOTENCY_KEY_LENGTH = 140
+# A Settle's settlement id: its payouts' key, settle:<programme id>:<settlement id>:<merchant id>, fits
+SETTLEMENT_ID_LENGTH = IDEMPOTENCY_KEY_LENGTH - len("settle:::") - 2 * ID_LENGTH
 MONEY = BigInteger
 
 
@@ -222,7 +225,7 @@ class JournalEntryRow(Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     # At most once per key: a transaction, a reversal of it, a card transfer, a settlement.
-    idempotency_key: Mapped[str] = mapped_column(String(140), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(IDEMPOTENCY_KEY_LENGTH), unique=True)
     kind: Mapped[str] = mapped_column(String(20))
     currency: Mapped[str] = mapped_column(String(3))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

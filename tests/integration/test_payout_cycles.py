@@ -398,3 +398,29 @@ def test_a_past_cycle_run_again_after_a_later_cycles_run_pays_nothing_more(world
     assert payouts(following.result) == {shop: (500, 13, 487)}
     assert past_id != today_id
     assert_balanced(world)
+
+
+@pytest.mark.parametrize(
+    "settlement_id",
+    ["s" * 52, "manual\n1"],
+    ids=["longer than its key holds", "unprintable"],
+)
+def test_a_settle_with_a_settlement_id_it_cannot_store_is_refused_and_changes_nothing(
+    world: World, settlement_id: str
+) -> None:
+    """Session 24 review: Settle checked only that its settlement_id was not empty, and since this
+    session a Settle records today's payout cycle's run (what each merchant is owed in it) before it
+    pays. One longer than the journal's key holds recorded the run, then failed every payout
+    (PostgreSQL: "a value does not fit its column"; SQLite stored the over-long key)."""
+    shop, terminal = world.merchant_id, world.terminals[0]
+    assert terminal.redeem(world.issue(10_000), 1_000).response_code == "00"
+    with pytest.raises(grpc.RpcError) as refused:
+        settle(world, world.gift_programme, settlement_id)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+    assert "settlement_id" in (refused.value.details() or ""), refused.value.details()
+    assert settlement_id not in (refused.value.details() or "")
+    admin = world.server.core.admin
+    assert not admin.cycle_ran(world.gift_programme, f"payout-{cycle_day(world)}"), "the cycle's run recorded"
+    assert balance(world, ledger.merchant_payable_account(shop, world.gift_programme)) == 1_000
+    assert payouts(settle(world, world.gift_programme, "manual-1")) == {shop: (1_000, 25, 975)}
+    assert_balanced(world)
