@@ -34,6 +34,7 @@ from switch.domain.ledger import AccountKind
 from switch.domain.money import Money, is_known_currency
 from switch.domain.programmes import (
     LOAD_STEP_MINOR_DEFAULT,
+    PAYOUT_SETTLEMENT_PREFIX,
     CoPayment,
     Programme,
     ProgrammeKind,
@@ -885,6 +886,10 @@ class Admin:
         _refuse_longer("settlement_id", settlement_id, SETTLEMENT_ID_LENGTH)
         if not settlement_id.isascii() or not settlement_id.isprintable():
             raise AdminError("settlement_id has characters other than printable ASCII")
+        if settlement_id.startswith(PAYOUT_SETTLEMENT_PREFIX):  # a later cycle's run: "already paid"
+            raise AdminError(
+                f"settlement_id may not start with {PAYOUT_SETTLEMENT_PREFIX}: the payout cycles' own"
+            )
         dues = self.record_cycle_run(programme_id, cycle_settlement_id)
         planned = self.settlement_writes(programme_id, settlement_id)
         paid = [plan.merchant_id for plan in planned if plan.write is not None]

@@ -118,9 +118,13 @@ def payout_cycle_start(day: dt.date, interval_weeks: int) -> dt.date:
     return PAYOUT_EPOCH + dt.timedelta(days=(day - PAYOUT_EPOCH).days // cycle_days * cycle_days)
 
 
+# The payout cycles' settlement ids begin so; a Settle's may not, or it would take a cycle's key
+PAYOUT_SETTLEMENT_PREFIX = "payout-"
+
+
 def payout_settlement_id(day: dt.date, interval_weeks: int) -> str:
     """The settlement id of the cycle's payout: a second run in the same cycle pays nothing twice."""
-    return f"payout-{payout_cycle_start(day, interval_weeks).isoformat()}"
+    return f"{PAYOUT_SETTLEMENT_PREFIX}{payout_cycle_start(day, interval_weeks).isoformat()}"
 
 
 def cycle_payout_minor(owed_at_run_minor: int, balance_minor: int) -> int:

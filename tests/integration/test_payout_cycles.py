@@ -402,8 +402,8 @@ def test_a_past_cycle_run_again_after_a_later_cycles_run_pays_nothing_more(world
 
 @pytest.mark.parametrize(
     "settlement_id",
-    ["s" * 52, "manual\n1"],
-    ids=["longer than its key holds", "unprintable"],
+    ["s" * 52, "manual\n1", "payout-2099-01-05"],
+    ids=["longer than its key holds", "unprintable", "a payout cycle's"],
 )
 def test_a_settle_with_a_settlement_id_it_cannot_store_is_refused_and_changes_nothing(
     world: World, settlement_id: str
@@ -411,7 +411,9 @@ def test_a_settle_with_a_settlement_id_it_cannot_store_is_refused_and_changes_no
     """Session 24 review: Settle checked only that its settlement_id was not empty, and since this
     session a Settle records today's payout cycle's run (what each merchant is owed in it) before it
     pays. One longer than the journal's key holds recorded the run, then failed every payout
-    (PostgreSQL: "a value does not fit its column"; SQLite stored the over-long key)."""
+    (PostgreSQL: "a value does not fit its column"; SQLite stored the over-long key). One named as a
+    payout cycle's (payout-<cycle start>) took that cycle's payout key: a later cycle's run found it
+    "already paid" and what the merchant was owed then waited a cycle more."""
     shop, terminal = world.merchant_id, world.terminals[0]
     assert terminal.redeem(world.issue(10_000), 1_000).response_code == "00"
     with pytest.raises(grpc.RpcError) as refused:
