@@ -90,6 +90,7 @@ class CardTransfer:
     replacement: CardState
     moved_minor: int
     entry_id: int | None
+    again: bool = False  # the request id's stored answer: moved_minor moved before, not now
 
 
 class SwitchCore:
@@ -397,7 +398,11 @@ class SwitchCore:
         if (stored.source_account, stored.target_account) != asked:
             raise AdminConflictError(f"request_id {quoted(request_id)} has replaced another card already")
         return CardTransfer(
-            self.balance(lost_card_id), self.balance(new_card_id), stored.amount_minor, stored.entry_id
+            self.balance(lost_card_id),
+            self.balance(new_card_id),
+            stored.amount_minor,
+            stored.entry_id,
+            again=True,
         )
 
     def _follow_replacement(self, card_id: str, because: str, when: str = "credit") -> None:
@@ -422,6 +427,9 @@ class SwitchCore:
         except Exception as error:  # a stop, a refusal: the next start tries again
             log.warning("money on replaced card %s not moved on: %s", asked.card_id, error)
             self._count_follow(asked.when, "failed")
+            return
+        if transfer.again:  # its key moved this money before (counted then): nothing moved now
+            self._count_follow(asked.when, "nothing_moved")
             return
         self._count_follow(asked.when, "moved", transfer.moved_minor, transfer.replacement.currency)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from switch.follow_workers import FollowAsked
 from tests.integration.harness import World, start_world
 from tests.integration.test_card_replacement import replace
 
@@ -92,3 +93,32 @@ def test_each_credit_that_follows_a_replaced_card_is_counted_with_its_amount(wor
     assert terminal.balance(new) == 2_000
     card_id = world.server.core.cards.card_id(lost)
     assert card_id is not None and card_id not in text and lost not in text
+
+
+def test_a_follow_sent_again_under_its_key_counts_no_second_move(world: World) -> None:
+    """The follow workers stopped, a credit's money stays on the lost card; one move under a key
+    moves it and is counted; the same key again answers the stored transfer and moves nothing more,
+    so it counts as nothing moved, not as a second move of the same money."""
+    url = world.server.ops.metrics_url
+    assert url is not None
+    core, terminal = world.server.core, world.terminals[0]
+    lost, new = world.issue(2_000, world.benefit_programme), world.issue(0, world.benefit_programme)
+    assert terminal.redeem(lost, 700, "ride-1").response_code == "00"
+    replace(world, lost, new)
+    core._follows.stop()
+    assert terminal.reversal("ride-1").response_code == "00"
+    card_id = core.cards.card_id(lost)
+    assert card_id is not None
+    asked = FollowAsked(card_id, "start:again", "start")
+
+    core._move_to_replacement(asked)
+    core._move_to_replacement(asked)
+
+    text = scraped(url)
+    assert follows(text) == {
+        (("outcome", "failed"), ("when", "credit")): 1,
+        (("outcome", "moved"), ("when", "start")): 1,
+        (("outcome", "nothing_moved"), ("when", "start")): 1,
+    }
+    assert followed_minor(text) == in_euro("start", 700)
+    assert terminal.balance(new) == 2_000
