@@ -14,6 +14,10 @@ PAN_DIGITS_MAX: Final = 19
 DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){11,}(?!\d)")
 TYPED_CARD_NUMBER_CHARS_MAX: Final = PAN_DIGITS_MAX + 3 * (PAN_DIGITS_MAX - 1)
 QUOTED_CHARS_MAX: Final = 40  # of a caller's value shown in a message; an id is at most as long
+READ_CHARS_MAX: Final = QUOTED_CHARS_MAX + TYPED_CARD_NUMBER_CHARS_MAX
+# The digits (and their separators) that end a text, from the first: a run the read's end cut.
+_TRAILING_RUN: Final = re.compile(r"\d[\d -]*\Z")
+_RUN_CHAR: Final = re.compile(r"[\d -]")
 
 
 def quoted(value: str) -> str:
@@ -23,5 +27,10 @@ def quoted(value: str) -> str:
     Masked before it is cut, so a card number across the cut is not left in part; only a card
     number's length past the cut is read, not the whole of a huge value.
     """
-    masked = DIGIT_RUN.sub(REDACTED_PAN, value[: QUOTED_CHARS_MAX + TYPED_CARD_NUMBER_CHARS_MAX])
+    read = value[:READ_CHARS_MAX]
+    if _RUN_CHAR.match(value, READ_CHARS_MAX):
+        # A run masked before it shrinks the text: the cut run may come into view, too short to be
+        # masked as a card number.
+        read = _TRAILING_RUN.sub(REDACTED_PAN, read)
+    masked = DIGIT_RUN.sub(REDACTED_PAN, read)
     return repr(masked if len(value) <= QUOTED_CHARS_MAX else masked[:QUOTED_CHARS_MAX] + "...")

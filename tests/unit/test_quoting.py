@@ -25,6 +25,9 @@ CASES = [
     (LONG, f"'{'x' * QUOTED_CHARS_MAX}...'"),
     # A card number across the cut: masked before it is cut, no digit of it left.
     ("x" * 35 + "4111111111111111" + LONG, f"'{'x' * 35}{REDACTED_PAN[:5]}...'"),
+    # A long run masked shrinks the text, bringing a card number cut by the read's end into view:
+    # the cut part is masked too, none of its 11 digits shown.
+    ("1" * 101 + "x" + "4111111111111111", f"'{REDACTED_PAN}x{REDACTED_PAN}...'"),
     ("a\0b\u202ec\n", "'a\\x00b\\u202ec\\n'"),  # what does not print, escaped
     ("\0" * (2 * QUOTED_CHARS_MAX), "'" + "\\x00" * QUOTED_CHARS_MAX + "...'"),
 ]
