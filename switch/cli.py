@@ -102,13 +102,13 @@ def tune_garbage_collection(settings: Settings) -> None:
 
 
 def _serve(options: argparse.Namespace) -> int:
-    from sqlalchemy import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from ops.logs import configure_logging, skip_unused_record_fields
     from switch.demo import demo_lines
     from switch.secret_files import SecretFileError
     from switch.server import SwitchServer
+    from switch.store.engine import shown_url
     from switch.store.node_lock import NodeLockError
 
     overrides = {
@@ -139,9 +139,11 @@ def _serve(options: argparse.Namespace) -> int:
         print(f"txswitch serve: {error}", file=sys.stderr)
         return 2
     except SQLAlchemyError as error:  # not running, no such database or schema, refused
-        shown_url = make_url(settings.effective_database_url).render_as_string(hide_password=True)
         reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        print(f"txswitch serve: database {shown_url} not usable: {reason}", file=sys.stderr)
+        print(
+            f"txswitch serve: database {shown_url(settings.effective_database_url)} not usable: {reason}",
+            file=sys.stderr,
+        )
         return 2
     except OSError as error:  # a file the switch must make cannot be: a directory that does not exist
         print(f"txswitch serve: {error}", file=sys.stderr)
@@ -157,7 +159,8 @@ def _serve(options: argparse.Namespace) -> int:
         f"ops console: {console + ' (your key from the authorized keys file)' if console else 'off'}",
         flush=True,
     )
-    print(f"data in {settings.data_dir.resolve()} (database {settings.effective_database_url})", flush=True)
+    database = shown_url(settings.effective_database_url)
+    print(f"data in {settings.data_dir.resolve()} (database {database})", flush=True)
     for line in demo_lines(server.core, settings.data_dir):
         print(line, flush=True)
     stopping.wait()

@@ -39,7 +39,7 @@ from switch.demo import ensure_demo_data
 from switch.pins import TerminalPinKeys
 from switch.secret_files import card_hash_key, secret_file
 from switch.security import MasterKey, SecurityModule
-from switch.store.engine import MissingIndexes, create_schema, make_engine
+from switch.store.engine import MissingIndexes, create_schema, make_engine, shown_url
 from switch.store.keys import KeyStore
 from switch.store.node_lock import NodeLock, NodeLockError, sqlite_file
 from switch.store.repository import Store
@@ -270,7 +270,7 @@ def _refuse_old_payables(store: Store, settings: Settings) -> None:
     missing = store.memberships_without_payable_count()
     if missing:
         raise SystemExit(
-            f"{settings.effective_database_url}: {missing} merchant memberships have no payable "
+            f"{shown_url(settings.effective_database_url)}: {missing} merchant memberships have no payable "
             "account of their programme; this data predates per-programme payables and there are no "
             "migrations. Start from an empty data directory (make clean)."
         )

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, Index, create_engine, event, inspect, make_url, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.schema import CreateColumn
 
 from switch.store.schema import metadata
@@ -21,6 +21,17 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # How often a writer asks again for SQLite's write lock while another connection holds it.
 WRITE_LOCK_POLL_S = 0.0002
 POOL_SIZE = 16
+
+
+def shown_url(url: str) -> str:
+    """The database URL as an operator may read it: its password hidden, whether given before the
+    host or as a query parameter (libpq's password=); a URL that does not parse is not shown."""
+    try:
+        parsed = make_url(url)
+    except (ValueError, ArgumentError):
+        return "(a database URL that does not parse)"
+    secret = [name for name in parsed.query if name.lower() == "password"]
+    return parsed.difference_update_query(secret).render_as_string(hide_password=True)
 
 
 def make_engine(url: str) -> Engine:

@@ -30,3 +30,12 @@ def test_a_database_it_cannot_use_is_named_in_one_line(tmp_path: Path, database_
     said = [line for line in refused.stderr.splitlines() if line.startswith("txswitch serve: ")]
     assert len(said) == 1 and named in said[0], refused.stderr[-2000:]
     assert "Traceback" not in refused.stderr and "s3cret-pw" not in refused.stderr
+
+
+def test_a_password_given_as_a_query_parameter_is_hidden_too(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{CLOSED_PORT}/test?password=s3cret-pw"
+    command = [sys.executable, "-m", "switch.cli", "serve", "--data-dir", str(tmp_path)]
+    command += ["--database-url", url, "--grpc-port", "0", "--metrics-port", "-1"]
+    refused = subprocess.run(command, check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "Connection refused" in refused.stderr and "s3cret-pw" not in refused.stderr, refused.stderr

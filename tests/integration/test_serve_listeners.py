@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from switch.demo import DEMO_EMAIL
+from tests.pg import postgres_schema
 from tests.serve import serve_process
 
 ZONE_KEY_HEX = bytes(range(16)).hex()
@@ -47,3 +48,16 @@ def test_no_iso_8583_listener_is_printed_as_off(tmp_path: Path) -> None:
     with serve_process(args, tmp_path / "serve.log") as (_process, _address):
         printed = printed_at_start(tmp_path / "serve.out")
     assert "ISO 8583 inbound: off\n" in printed, printed
+
+
+def test_the_database_is_printed_with_its_password_hidden(tmp_path: Path) -> None:
+    # PostgreSQL here trusts loopback: the password is taken and never asked for.
+    with postgres_schema() as schema_url:
+        url = schema_url.replace("postgres@", "postgres:s3cret-pw@", 1)
+        args = ["--data-dir", str(tmp_path), "--metrics-port", "-1", "--grpc-port", "0"]
+        args += ["--database-url", url]
+        with serve_process(args, tmp_path / "serve.log") as (_process, _address):
+            printed = printed_at_start(tmp_path / "serve.out")
+    database_lines = [line for line in printed.splitlines() if line.startswith("data in ")]
+    assert len(database_lines) == 1 and "postgres:***@127.0.0.1" in database_lines[0], printed
+    assert "s3cret-pw" not in printed + (tmp_path / "serve.log").read_text()
