@@ -22,6 +22,7 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.config import Settings, from_environment
+from switch.domain import quoting
 
 ADMIN_DEADLINE_S = 30.0
 EXPORT_DEADLINE_S = 15 * 60.0  # the switch holds a read snapshot open for as long as an export runs
@@ -247,7 +248,10 @@ def _admin(options: argparse.Namespace) -> int:
     try:
         request = _build_request(request_type, arguments)
     except (ValueError, AttributeError, OSError) as error:
-        print(f"txswitch admin {options.action}: {error}", file=sys.stderr)
+        # Masked as the switch masks a refused value: a card number typed into another argument
+        # (or where its key goes) would come back in protobuf's, a path's or our own message.
+        problem = quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, str(error))
+        print(f"txswitch admin {options.action}: {problem}", file=sys.stderr)
         return 2
     token_path = options.data_dir / "admin.token"
     try:

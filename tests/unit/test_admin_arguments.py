@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from switch import cli
+from switch.domain.quoting import DIGIT_RUN, REDACTED_PAN
 
 
 @pytest.mark.parametrize(
@@ -63,3 +64,24 @@ def test_the_help_names_each_actions_arguments(
     assert ended.value.code == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
     assert action in lines and arguments in lines[action], lines.get(action)
+
+
+@pytest.mark.parametrize(
+    ("action", "argument"),
+    [
+        ("issue-card", "initial_load=4111 1111 1111 1111"),  # ours: "must be a whole number of cents"
+        ("issue-card", "initial_load=41111111111111111111111"),  # protobuf's: "Value out of range: ..."
+        ("join-programme", "commission_basis_points=4111111111111111"),
+        ("create-programme", "kind=4111-1111-1111-1111"),
+        ("update-employee", "active=4111111111111111"),
+        ("issue-card", "4111111111111111=1"),  # the number typed where the key goes
+    ],
+)
+def test_a_card_number_typed_into_the_wrong_argument_is_not_printed_back(
+    action: str, argument: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An argument refused by name, as above, but its value masked as the switch's refusals mask it.
+    assert cli.main(["admin", "--data-dir", str(tmp_path), "--target", "127.0.0.1:9", action, argument]) == 2
+    printed = capsys.readouterr().err
+    assert printed.startswith(f"txswitch admin {action}: ") and REDACTED_PAN in printed, printed
+    assert DIGIT_RUN.search(printed) is None, printed
