@@ -7,6 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
+
 from protocols.serving import ACCEPTS_PER_METHOD
 
 
@@ -179,6 +182,12 @@ class Settings:
     def check(self) -> None:
         """ValueError naming the first setting that holds none of its values."""
         _ = self.copy_max_age_s
+        if self.database_url and not _parses_as_database_url(self.database_url):
+            # Not shown: it holds the database's password.
+            raise ValueError(
+                f"the database URL (--database-url, {ENVIRONMENT_PREFIX}DATABASE_URL) does not parse; "
+                "the form is dialect+driver://user:password@host:port/database"
+            )
         for name in POSITIVE_SETTINGS:
             value = getattr(self, name)
             if value <= 0:
@@ -186,6 +195,14 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _parses_as_database_url(url: str) -> bool:
+    try:
+        make_url(url)
+    except (ValueError, ArgumentError):  # ValueError: a port that is not a number
+        return False
+    return True
 
 
 ENVIRONMENT_PREFIX = "TXSWITCH_"

@@ -20,6 +20,9 @@ CLOSED_PORT = 9  # discard: nothing listens there on loopback
     [
         ("sqlite:////nonexistent-h24/txswitch.sqlite", "/nonexistent-h24/txswitch.sqlite"),
         (f"postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:{CLOSED_PORT}/test", "Connection refused"),
+        # A mistyped port: the URL does not parse (a ValueError's traceback, not SQLAlchemy's error).
+        ("postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:x5432/test", "does not parse"),
+        ("not a database url s3cret-pw", "does not parse"),
     ],
 )
 def test_a_database_it_cannot_use_is_named_in_one_line(tmp_path: Path, database_url: str, named: str) -> None:
