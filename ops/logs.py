@@ -111,9 +111,7 @@ def scrub_value(value: object, depth: int = 0) -> object:
     if depth > NESTING_DEPTH_MAX:
         return "[TRUNCATED]"
     if type(value) is str:  # most values: before the checks below, Mapping's the slowest of them
-        # Masked before it is cut, so a card number across the cut is not left in part; the scrub
-        # reads a card number's length past the cut, not the whole of a huge value.
-        return scrub_text(value[: VALUE_CHARS_MAX + CARD_NUMBER_CHARS_MAX])[:VALUE_CHARS_MAX]
+        return _scrub_string(value)
     if value is None or isinstance(value, bool | float):
         return value
     if isinstance(value, int):
@@ -125,7 +123,15 @@ def scrub_value(value: object, depth: int = 0) -> object:
     if isinstance(value, bytes | bytearray):
         # Raw bytes may be a PIN block or track data; nobody needs them in a log.
         return REDACTED
-    return scrub_text(str(value)[:VALUE_CHARS_MAX])
+    return _scrub_string(str(value))
+
+
+def _scrub_string(value: str) -> str:
+    """Masked before it is cut, so a card number across the cut is not left in part; the scrub
+    reads a card number's length past the cut, not the whole of a huge value."""
+    if len(value) > VALUE_CHARS_MAX:
+        value = quoting.head_to_mask(value, VALUE_CHARS_MAX + CARD_NUMBER_CHARS_MAX)
+    return scrub_text(value)[:VALUE_CHARS_MAX]
 
 
 def scrub_fields(fields: Mapping[str, object], depth: int = 0) -> dict[str, object]:

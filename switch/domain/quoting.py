@@ -27,10 +27,15 @@ def quoted(value: str) -> str:
     Masked before it is cut, so a card number across the cut is not left in part; only a card
     number's length past the cut is read, not the whole of a huge value.
     """
-    read = value[:READ_CHARS_MAX]
-    if _RUN_CHAR.match(value, READ_CHARS_MAX):
-        # A run masked before it shrinks the text: the cut run may come into view, too short to be
-        # masked as a card number.
-        read = _TRAILING_RUN.sub(REDACTED_PAN, read)
-    masked = DIGIT_RUN.sub(REDACTED_PAN, read)
+    masked = DIGIT_RUN.sub(REDACTED_PAN, head_to_mask(value, READ_CHARS_MAX))
     return repr(masked if len(value) <= QUOTED_CHARS_MAX else masked[:QUOTED_CHARS_MAX] + "...")
+
+
+def head_to_mask(value: str, chars_max: int) -> str:
+    """value's first chars_max characters, to be masked and then cut shorter: a digit run the end
+    goes through is masked here, whole. What is left of it may be too short to look like a card
+    number, and a run masked before it shrinks the text and brings it into view."""
+    head = value[:chars_max]
+    if _RUN_CHAR.match(value, chars_max):
+        head = _TRAILING_RUN.sub(REDACTED_PAN, head)
+    return head

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ops.console_audit import COMMAND_CHARS_MAX, AuditLog
 from ops.console_auth import Caller, Role
-from ops.logs import VALUE_CHARS_MAX, scrub_value
+from ops.logs import CARD_NUMBER_CHARS_MAX, VALUE_CHARS_MAX, scrub_value
 
 PAN = "6011000990139424"  # Luhn-valid test number
 
@@ -32,3 +32,30 @@ def test_a_card_number_across_the_cut_of_a_long_log_value_is_masked() -> None:
     scrubbed = scrub_value(value)
     assert isinstance(scrubbed, str) and len(scrubbed) <= VALUE_CHARS_MAX
     assert PAN[:kept] not in scrubbed
+
+
+def test_a_card_number_cut_after_a_long_masked_run_is_masked_too() -> None:
+    # The run masked first shrinks the value to far below the cut: what the read's end left of
+    # the card (11 digits, too few to look like one) came into view.
+    kept = 11
+    value = PAN * 250 + "x" * 125 + PAN + " and more" * 600
+    assert value.index(PAN, len(PAN) * 250) + kept == VALUE_CHARS_MAX + CARD_NUMBER_CHARS_MAX
+    scrubbed = scrub_value(value)
+    assert isinstance(scrubbed, str) and PAN[:kept] not in scrubbed, scrubbed
+
+
+class _Shown:
+    """Not a str: logged as str() of it."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text
+
+
+def test_a_card_number_across_the_cut_of_a_long_value_that_is_not_a_str_is_masked() -> None:
+    kept = 11
+    scrubbed = scrub_value(_Shown("#" * (VALUE_CHARS_MAX - kept) + PAN + " and more"))
+    assert isinstance(scrubbed, str) and len(scrubbed) <= VALUE_CHARS_MAX
+    assert PAN[:kept] not in scrubbed, scrubbed[-40:]
