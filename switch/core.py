@@ -365,6 +365,12 @@ class SwitchCore:
             raise AdminError(f"the replacement card is {new.status.value}")
         if new.expiry < self.today():
             raise AdminError(f"the replacement card expired on {new.expiry.isoformat()}")
+        # A card replaced already moves on only to the last card of its chain (as money following it
+        # does): another card named with it would become its replacement, and take what follows it.
+        last_id = self.last_replacement(lost_card_id)
+        if last_id is not None and last_id != new_card_id:
+            shown = self.store.card_state(last_id).masked
+            raise AdminStateError(f"card {lost.masked} was replaced already: what follows it goes to {shown}")
         room_minor = new.programme.balance_max_minor - new.balance_minor
         if lost.balance_minor > room_minor:
             most = new.money(new.programme.balance_max_minor).format()

@@ -117,3 +117,28 @@ def test_a_replacement_sent_again_answers_what_the_first_moved(world: World) -> 
         replace(world, lost, other, "r-again")
     assert elsewhere.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert "r-again" in (elsewhere.value.details() or "")
+
+
+def test_a_card_replaced_already_is_not_replaced_again_by_another_card(world: World) -> None:
+    """Audit after session 24: a lost card replaced already (its balance moved to the holder's new
+    card) was "replaced" again by any other card named with it, under a new request id or, when it
+    was empty, under the same one: nothing moved, but the lost card then named the other card as its
+    replacement, so the money credited to it later (an undone ride) and a top-up of it paid before
+    its replacement went to that card, perhaps another holder's."""
+    core = world.server.core
+    full, empty = world.issue(2_500), world.issue(0)
+    for lost, request_id in ((full, "r-twice-full"), (empty, "r-twice-empty")):
+        first, other = world.issue(0), world.issue(0)
+        replace(world, lost, first, request_id)
+        for again in (request_id, new_txn()):
+            with pytest.raises(grpc.RpcError) as refused:
+                replace(world, lost, other, again)
+            refusals = (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION)
+            assert refused.value.code() in refusals
+            details = refused.value.details() or ""
+            assert "already" in details and all(number not in details for number in (lost, first, other))
+        lost_id, first_id = core.cards.card_id(lost), core.cards.card_id(first)
+        assert lost_id is not None and core.last_replacement(lost_id) == first_id
+        assert ledger_balance(world, other) == 0
+        # The same pair again (its answer lost) still answers.
+        assert replace(world, lost, first, request_id).lost_card.status == "lost"
