@@ -71,7 +71,7 @@ LABEL_REFUSED: Final = "invalid"
 
 ACQUIRER_LINK_STATES: Final = ("down", "connecting", "signed_on")
 PIN_LOCKOUT_KINDS: Final = ("employee", "card")
-FOLLOW_WHEN: Final = ("credit", "start")
+FOLLOW_WHEN: Final = ("credit", "start", "replacement")
 FOLLOW_OUTCOMES: Final = ("moved", "nothing_moved", "not_replaced", "failed")
 PAYMENT_RECOVERY_NODES: Final = ("own", "other")
 PAYMENT_RECOVERY_OUTCOMES: Final = ("reversed", "answered_meanwhile")
@@ -534,7 +534,7 @@ class SwitchMetrics:
         self.acquirer_timeouts.labels(acquirer=name_label(acquirer)).inc(count)
 
     def replaced_card_followed(self, when: str, outcome: str, count: int = 1) -> None:
-        """when is "credit" or "start"; outcome one of FOLLOW_OUTCOMES; never the card."""
+        """when one of FOLLOW_WHEN; outcome one of FOLLOW_OUTCOMES; never the card."""
         when_value = when if when in FOLLOW_WHEN else LABEL_REFUSED
         outcome_value = outcome if outcome in FOLLOW_OUTCOMES else LABEL_REFUSED
         self.replaced_card_follows.labels(when=when_value, outcome=outcome_value).inc(count)

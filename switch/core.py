@@ -68,8 +68,9 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-# When money on a replaced card was moved on: right after a credit landed on it, or found at start.
-FOLLOW_WHEN = ("credit", "start")
+# When money on a replaced card was moved on: right after a credit landed on it, found at start,
+# or found as the card that replaced it was replaced in turn.
+FOLLOW_WHEN = ("credit", "start", "replacement")
 # What became of it: moved; nothing_moved (a move keyed by the same credit had moved it);
 # not_replaced (the card is lost or blocked, not replaced: it waits for the office); failed (logged).
 FOLLOW_OUTCOMES = ("moved", "nothing_moved", "not_replaced", "failed")
@@ -392,6 +393,10 @@ class SwitchCore:
             moved: tuple[int, int | None] | str = self.card_actors.ask(lost_card_id, message, None)
         if isinstance(moved, str):  # the journal refused it: the new card was replaced meanwhile
             raise AdminStateError(f"balance not moved: {moved}")
+        # Money waiting on a card whose chain of replacements led to this one (its follow failed:
+        # this card was blocked, or replaced at that moment) follows it on now, not at the next start.
+        for card_id, last_posting in self.store.money_on_replaced_cards(chained_to=lost_card_id):
+            self._follow_replacement(card_id, f"replacement:{card_id}:{last_posting}", when="replacement")
         moved_minor, entry_id = moved
         return CardTransfer(self.balance(lost_card_id), self.balance(new_card_id), moved_minor, entry_id)
 

@@ -240,18 +240,23 @@ class Store:
         (entry_id, source, taken_minor), (_, target, _) = sorted(found, key=lambda row: row.amount_minor)
         return StoredTransfer(int(entry_id), str(source), str(target), -int(taken_minor))
 
-    def money_on_replaced_cards(self) -> list[tuple[str, int]]:
+    def money_on_replaced_cards(self, chained_to: str | None = None) -> list[tuple[str, int]]:
         """(card id, its last posting's id) of each replaced card that holds money: what a credit
         landed on after its replacement and a stop kept from following it (core.start). One query,
-        by ix_cards_replaced: a start reads the few cards holding money, not every card replaced."""
+        by ix_cards_replaced: a start reads the few cards holding money, not every card replaced.
+        With chained_to, only the cards whose chain of replacements leads to that card
+        (core.replace_card): one query more per link of the chain, by the same index."""
         account = accounts.c.account_id
         last_posting = select(func.max(postings.c.posting_id)).where(postings.c.account_id == account)
-        query = (
-            select(cards.c.card_id, last_posting.scalar_subquery())
-            .join(accounts, account == literal(CARD_ACCOUNT_PREFIX, String) + cards.c.card_id)
-            .where(cards.c.replaced_by.is_not(None), accounts.c.balance_minor != 0)
-        )  # in no order: an ORDER BY made SQLite scan every card rather than take the index
+        replaced = cards.c.replaced_by.is_not(None)
         with self.engine.connect() as conn:
+            if chained_to is not None:
+                replaced = cards.c.card_id.in_(_replaced_into(conn, chained_to))
+            query = (
+                select(cards.c.card_id, last_posting.scalar_subquery())
+                .join(accounts, account == literal(CARD_ACCOUNT_PREFIX, String) + cards.c.card_id)
+                .where(replaced, accounts.c.balance_minor != 0)
+            )  # in no order: an ORDER BY made SQLite scan every card rather than take the index
             return [(str(card_id), int(last or 0)) for card_id, last in conn.execute(query)]
 
     def card_replaced_by(self, card_id: str) -> str | None:
@@ -356,3 +361,14 @@ def _report(row: object) -> DayCloseReport:
 def as_utc(moment: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes; everything here is UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _replaced_into(conn: Connection, card_id: str) -> set[str]:
+    """The cards whose chain of replacements leads to card_id (not itself), link by link."""
+    found: set[str] = set()
+    links = {card_id}
+    while links:
+        replaced = conn.execute(select(cards.c.card_id).where(cards.c.replaced_by.in_(links))).scalars()
+        links = {str(each) for each in replaced} - found - {card_id}
+        found |= links
+    return found

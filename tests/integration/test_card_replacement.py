@@ -4,6 +4,7 @@ PostgreSQL, through the backoffice and terminal protocols."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch.store.schema import accounts
 from tests.integration.harness import World, hold_sqlite_write_lock, new_txn, world_fixture
+from tests.integration.test_receipts import wait_until
 
 
 @pytest.fixture(params=["sqlite"])
@@ -142,3 +144,35 @@ def test_a_card_replaced_already_is_not_replaced_again_by_another_card(world: Wo
         assert ledger_balance(world, other) == 0
         # The same pair again (its answer lost) still answers.
         assert replace(world, lost, first, request_id).lost_card.status == "lost"
+
+
+@pytest.mark.parametrize("cards_between", [0, 1])
+def test_money_waiting_on_a_lost_card_follows_when_its_blocked_replacement_is_replaced(
+    world: World, cards_between: int
+) -> None:
+    """Audit after session 24: a ride undone on a lost card whose last replacement was blocked by
+    phone could not follow it (the replacement is not active: counted failed). The office then
+    replaced the blocked card, and its balance moved, but the lost card's credit stayed behind
+    until the switch's next start, while the holder's newest card lacked it. With a card between
+    them (lost, replaced, replaced again), the lost card names that card as its replacement."""
+    core, terminal = world.server.core, world.terminals[0]
+    lost, blocked, newest = world.issue(2_000), world.issue(0), world.issue(0)
+    ride = new_txn()
+    assert terminal.redeem(lost, 700, ride).response_code == "00"
+    chain = [lost, *(world.issue(0) for _ in range(cards_between)), blocked]
+    for replaced, replacement in itertools.pairwise(chain):
+        assert replace(world, replaced, replacement).moved.amount_minor == 1_300
+    world.backoffice.BlockCard(
+        bo.BlockCardRequest(card=pb.CardRef(card_number=blocked), reason="lost too"),
+        metadata=world.admin_metadata,
+        timeout=20,
+    )
+    assert terminal.reversal(ride).response_code == "00"
+    wait_until(lambda: core.follow_statistics().moves["credit", "failed"] == 1)
+    assert ledger_balance(world, lost) == 700  # waits for the office
+    assert replace(world, blocked, newest).moved.amount_minor == 1_300
+    wait_until(lambda: ledger_balance(world, newest) == 2_000)
+    assert [ledger_balance(world, card) for card in chain] == [0] * len(chain)
+    assert terminal.balance(newest) == 2_000
+    check = world.ledger()
+    assert (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches) == (0, 0, 0)
