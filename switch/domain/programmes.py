@@ -92,11 +92,13 @@ def stored_load_step_minor(
     load_step_minor: int | None, balance_max_minor: int, copayment: CoPayment | None
 ) -> int | None:
     """The step of a programme as stored. One stored before the step was its own setting (NULL)
-    loads in LOAD_STEP_MINOR_DEFAULT where that fits it, else in the co-payment's denominator, as
-    it did: either way a whole number of cents per step."""
+    loaded in its co-payment's denominator; it loads in LOAD_STEP_MINOR_DEFAULT where that divides
+    the denominator (every load taken before is still taken) and fits it, else in the denominator,
+    as it did: either way a whole number of cents per step."""
     if load_step_minor is not None or copayment is None:
         return load_step_minor
-    if load_step_setting_problem(LOAD_STEP_MINOR_DEFAULT, balance_max_minor, copayment) is None:
+    divides = copayment.denominator_minor % LOAD_STEP_MINOR_DEFAULT == 0
+    if divides and load_step_setting_problem(LOAD_STEP_MINOR_DEFAULT, balance_max_minor, copayment) is None:
         return LOAD_STEP_MINOR_DEFAULT
     return copayment.denominator_minor
 

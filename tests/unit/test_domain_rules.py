@@ -148,6 +148,7 @@ def test_a_programmes_load_step_fits_its_maximum_and_costs_whole_cents(
         (None, 10_000, (180, 500), 500),
         (None, 10_000, (1_800, 5_000), 500),  # stored before the step was its own: 5.00, not 50.00
         (None, 10_000, (100, 300), 300),  # 5.00 costs part of a cent: the denominator, as before
+        (None, 10_000, (252, 700), 700),  # 5.00 does not divide 7.00: loads of 7.00 stay taken
         (None, 10_000, None, None),
         (2_000, 10_000, (180, 500), 2_000),
         (250, 10_000, None, 250),
