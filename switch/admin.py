@@ -42,7 +42,7 @@ from switch.domain.programmes import (
     cycle_payout_minor,
     load_step_setting_problem,
 )
-from switch.domain.quoting import quoted
+from switch.domain.quoting import DIGIT_RUN, quoted
 from switch.domain.receipts import BadEmailError, checked_email
 from switch.passwords import (
     WRONG_LOGIN,
@@ -117,11 +117,12 @@ def _utc_now() -> dt.datetime:
 
 
 def new_id(prefix: str) -> str:
-    """prefix_ and 16 hex digits, never all of them decimal: 16 decimal digits could pass for a
-    card number, and the card-data filter would redact the id from logs and the ops console."""
+    """prefix_ and 16 hex digits, never 12 decimal ones in a row: those could pass for a card
+    number, and `quoted` in an error message or the card-data filter in the logs and the ops console
+    would mask the id (about one id in a hundred is drawn again)."""
     while True:
         tail = uuid.uuid4().hex[:16]
-        if not tail.isdigit():
+        if DIGIT_RUN.search(tail) is None:
             return f"{prefix}_{tail}"
 
 
