@@ -184,6 +184,15 @@ class OnlineTopUps:
                     error,
                 )
                 continue
+            except Exception:  # this top-up's own fault (a row broken): the others keep their turn
+                retry_s = self._put_off(top_up.top_up_id, attempts)
+                log.exception(
+                    "top-up %s could not be judged by the sweep (try %d; next in %.0f s)",
+                    top_up.top_up_id,
+                    attempts + 1,
+                    retry_s,
+                )
+                continue
             log.info("top-up %s left confirming is %s", top_up.top_up_id, judged.status.value)
             finished += 1
         return finished
