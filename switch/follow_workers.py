@@ -45,10 +45,10 @@ class FollowWorkers:
         journal, which stops after this)."""
         self._stopping.set()
         for _ in self._workers:
-            try:
-                self._queue.put_nowait(None)  # wakes a waiting worker
+            try:  # wakes a waiting worker; with more workers than the queue holds, as each takes one
+                self._queue.put(None, timeout=WAIT_FOR_ROOM_POLL_S)
             except queue.Full:
-                break  # a busy worker sees _stopping after its move
+                break  # the workers are busy: each sees _stopping after its move
 
     def ask_nowait(self, asked: FollowAsked) -> bool:
         """Queued; False if the queue is full or the workers are stopping (a card actor's thread:

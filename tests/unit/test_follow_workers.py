@@ -66,3 +66,13 @@ def test_a_stop_ends_idle_workers() -> None:
     for worker in workers._workers:
         worker.join(WAIT_S)
         assert not worker.is_alive()
+
+
+def test_a_stop_ends_idle_workers_more_than_the_queue_holds() -> None:
+    """Four idle workers behind a queue of one: a stop could wake only as many as the queue held."""
+    workers = FollowWorkers(lambda _one: None, workers_max=4, queued_max=1)
+    workers.start()
+    workers.stop()
+    for worker in workers._workers:
+        worker.join(WAIT_S)
+        assert not worker.is_alive()
