@@ -260,7 +260,7 @@ class TerminalActor(SwitchActor):
                     # Nothing was done, and the refusal is not stored: the same id is judged afresh.
                     return Reply.of(_refusal(command, ResponseCode.system_error, f"{error}; send it again"))
                 if not code.approves:
-                    return self._persist_decline(command, digest, code, self._currency_of(command))
+                    return self._persist_decline(command, digest, code, self._line_of(command))
                 return self._adjust(command, digest)
             case Reversal():
                 return self._adjust(command, digest)
@@ -401,17 +401,19 @@ class TerminalActor(SwitchActor):
         )
         return self._persist(Write(record=record), outcome, digest)
 
-    def _currency_of(self, command: Refund | Cancel) -> str:
-        """The currency a refused refund or cancel is stored in: a refund names its amount's; a
-        cancel names none, so its original's (as the card actor's declined cancels store the card's),
-        else the report totals it on a line of no currency. Read on this refusal only."""
-        if isinstance(command, Refund):
-            return command.amount.currency
+    def _line_of(self, command: Refund | Cancel) -> tuple[str, str]:
+        """(currency, payment method) a refund or cancel refused for its employee PIN is stored
+        under: those of the original it names (as the card actor's declined cancels store the
+        card's), else the report totals it on a line of no currency, or a card payment's cancel on
+        the stored-value line; a refund's currency is its amount's. Read on this refusal only."""
         stored = self._services.store.transaction(self.info.terminal_id, command.original_transaction_id)
-        return stored.record.currency if stored is not None else ""
+        method = stored.record.payment_method if stored is not None else ""
+        if isinstance(command, Refund):
+            return command.amount.currency, method
+        return (stored.record.currency if stored is not None else ""), method
 
     def _persist_decline(
-        self, command: TerminalCommand, digest: str, code: ResponseCode, currency: str = ""
+        self, command: TerminalCommand, digest: str, code: ResponseCode, line: tuple[str, str] = ("", "")
     ) -> Reply:
         outcome = declined(
             command.transaction_id,
@@ -424,8 +426,11 @@ class TerminalActor(SwitchActor):
         if isinstance(command, Refund | Cancel | Reversal):
             extra["original_transaction_id"] = command.original_transaction_id
         record = record_of(outcome, self.info.terminal_id, digest, **extra)
+        currency, method = line
         if currency and not record.currency:
             record = dataclasses.replace(record, currency=currency)
+        if method:
+            record = dataclasses.replace(record, payment_method=method)
         return self._persist(Write(record=record), outcome, digest)
 
     def _persist(self, write: Write, outcome: Outcome, digest: str) -> Reply:

@@ -639,3 +639,18 @@ def test_acquirer_latency_reaches_the_metrics_by_acquirer(sqlite: PaymentWorld) 
     ]
     assert counts and all('acquirer="' in line for line in counts)
     assert sum(float(line.rsplit(" ", 1)[1]) for line in counts) == 3
+
+
+def test_a_cancel_refused_for_a_wrong_employee_pin_is_stored_under_the_payments_method(
+    both: PaymentWorld,
+) -> None:
+    """The refusal is stored (a replay gets the same answer) as a line of the payment it named: its
+    currency and its entry mode, so the report totals it with the other cancels of card payments
+    rather than on a stored-value line."""
+    txn, refused = new_txn(), new_txn()
+    assert both.terminal.pay(3_200, txn=txn, mode=CHIP, pan=VISA_PIN_PAN, pin="1234").response_code == "00"
+    shop = TerminalClient(both.terminal.stub, both.terminal.credential, both.terminal.terminal_id)
+    assert shop.cancel(txn, pin="0000", txn=refused).response_code == "55"
+    stored = both.world.server.core.store.transaction(both.terminal.terminal_id, refused)
+    assert stored is not None
+    assert (stored.record.currency, stored.record.payment_method) == ("EUR", "chip")
