@@ -24,15 +24,21 @@ SWEEP_INTERVAL_S = 0.2
 GRACE_S = 600.0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+def swept_world(request: pytest.FixtureRequest, tmp_path: Path, **settings: object) -> Iterator[World]:
+    """A world whose sweep runs every SWEEP_INTERVAL_S on top-ups confirming for GRACE_S."""
     yield from world_fixture(
         request,
         tmp_path,
         terminals=1,
         top_up_sweep_interval_s=SWEEP_INTERVAL_S,
         top_up_confirming_grace_s=GRACE_S,
+        **settings,
     )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from swept_world(request, tmp_path)
 
 
 def left_confirming(world: World, top_up_id: str, paid_minor: int, minutes_ago: float) -> None:
@@ -98,14 +104,7 @@ SWEPT_MAX = 2
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def small_sweeps(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    yield from world_fixture(
-        request,
-        tmp_path,
-        terminals=1,
-        top_up_sweep_interval_s=SWEEP_INTERVAL_S,
-        top_up_confirming_grace_s=GRACE_S,
-        top_ups_swept_max=SWEPT_MAX,
-    )
+    yield from swept_world(request, tmp_path, top_ups_swept_max=SWEPT_MAX)
 
 
 def test_top_ups_that_never_load_leave_the_sweep_to_newer_ones(small_sweeps: World) -> None:
@@ -147,13 +146,7 @@ def test_top_ups_that_never_load_leave_the_sweep_to_newer_ones(small_sweeps: Wor
 
 @pytest.fixture(params=["postgres"])
 def pg_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    yield from world_fixture(
-        request,
-        tmp_path,
-        terminals=1,
-        top_up_sweep_interval_s=SWEEP_INTERVAL_S,
-        top_up_confirming_grace_s=GRACE_S,
-    )
+    yield from swept_world(request, tmp_path)
 
 
 def test_a_top_up_the_sweep_cannot_judge_is_put_off_and_leaves_the_others_their_turn(pg_world: World) -> None:
