@@ -94,9 +94,12 @@ def in_thread(method: Callable[[S, Rq, Context], Rs]) -> Callable[[S, Rq, Contex
 class TerminalService(pb_grpc.TerminalServicer):
     """The terminal protocol on grpc.aio.
 
-    The RPCs a shop sends most (balance, redemption and load without a PIN, reversal, status) run
-    on the event loop: an idle terminal's and card's actors handle them on the loop's thread, and
-    the loop awaits the journal's commit. The rest may block, so they run on `blocking` threads.
+    The RPCs a shop sends most (balance, redemption and load without a PIN, refund, cancel,
+    reversal, status) run on the event loop, which awaits the journal's commit. An idle terminal's
+    and card's actors handle a redemption or load on the loop's thread; what has to wait (a
+    refund's or cancel's employee PIN, its try and its original, a reversal's original, a status)
+    goes to the terminal actor's own thread, and the loop awaits its answer (TerminalActor.
+    would_wait). The rest may block in the handler itself, so they run on `blocking` threads.
     """
 
     def __init__(
@@ -274,8 +277,8 @@ class TerminalService(pb_grpc.TerminalServicer):
 
         return await self._transact("Load", context, decode)
 
-    @in_thread
-    def Refund(self, request: pb.RefundRequest, context: Context) -> pb.TransactionResponse:
+    @on_loop
+    async def Refund(self, request: pb.RefundRequest, context: Context) -> pb.TransactionResponse:
         def decode(_terminal_id: str) -> TerminalCommand:
             return Refund(
                 convert.transaction_id(request.transaction_id),
@@ -284,10 +287,10 @@ class TerminalService(pb_grpc.TerminalServicer):
                 convert.employee(request.employee, request.HasField("employee")),
             )
 
-        return self._transact_blocking("Refund", context, decode)
+        return await self._transact("Refund", context, decode)
 
-    @in_thread
-    def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.TransactionResponse:
+    @on_loop
+    async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.TransactionResponse:
         def decode(_terminal_id: str) -> TerminalCommand:
             return Cancel(
                 convert.transaction_id(request.transaction_id),
@@ -295,7 +298,7 @@ class TerminalService(pb_grpc.TerminalServicer):
                 convert.employee(request.employee, request.HasField("employee")),
             )
 
-        return self._transact_blocking("Cancel", context, decode)
+        return await self._transact("Cancel", context, decode)
 
     @on_loop
     async def Reversal(self, request: pb.ReversalRequest, context: Context) -> pb.TransactionResponse:
