@@ -11,6 +11,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from protocols.serving import ACCEPTS_PER_METHOD
+from switch.domain.quoting import quoted
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,8 @@ class Settings:
         choice = self.several_nodes.lower()
         if choice not in ("auto", "yes", "no"):
             raise ValueError(
-                f"several_nodes ({ENVIRONMENT_PREFIX}SEVERAL_NODES) must be auto, yes or no, got {choice!r}"
+                f"several_nodes ({ENVIRONMENT_PREFIX}SEVERAL_NODES) must be auto, yes or no, "
+                f"got {quoted(choice)}"
             )
         if self.shared_copy_max_age_s < 0:
             raise ValueError(
@@ -240,7 +242,8 @@ def from_environment(base: Settings | None = None) -> Settings:
             changes[item.name] = _parse(raw, current)
         except ValueError:
             kind = "a whole number" if isinstance(current, int) else "a number"
-            raise ValueError(f"{ENVIRONMENT_PREFIX}{item.name.upper()} must be {kind}, got {raw!r}") from None
+            variable = ENVIRONMENT_PREFIX + item.name.upper()
+            raise ValueError(f"{variable} must be {kind}, got {quoted(raw)}") from None
     return settings.with_overrides(**changes)
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from switch import cli
 from switch.config import Settings, from_environment
+from switch.domain.quoting import REDACTED_PAN
 
 
 @pytest.mark.parametrize(
@@ -76,4 +77,34 @@ def test_serve_with_a_bad_setting_says_which_and_starts_nothing(
     monkeypatch.setenv("TXSWITCH_SEVERAL_NODES", "always")
     assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0"]) == 2
     assert "TXSWITCH_SEVERAL_NODES) must be auto, yes or no" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
+CARD_NUMBER = "4111111111111111"  # Luhn-valid, 16 digits
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        (
+            "TXSWITCH_SEVERAL_NODES",
+            CARD_NUMBER,
+            "several_nodes (TXSWITCH_SEVERAL_NODES) must be auto, yes or no",
+        ),
+        ("TXSWITCH_GRPC_PORT", "4111 1111 1111 1111", "TXSWITCH_GRPC_PORT must be a whole number"),
+        ("TXSWITCH_CARD_ACTOR_IDLE_S", "4111-1111-1111-1111", "TXSWITCH_CARD_ACTOR_IDLE_S must be a number"),
+    ],
+)
+def test_serve_names_the_setting_a_card_number_was_typed_into_but_not_the_number(
+    variable: str,
+    value: str,
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0"]) == 2
+    printed = capsys.readouterr().err
+    assert printed == f"txswitch serve: {named}, got '{REDACTED_PAN}'\n"
     assert not (tmp_path / "data").exists()
