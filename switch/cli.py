@@ -345,7 +345,7 @@ def _whole_number(value: str, what: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"{what}, got {value!r}") from None
+        raise ValueError(f"{what}, got {quoting.quoted(value)}") from None
 
 
 def _set_argument(request: Any, key: str, value: str) -> None:
@@ -357,7 +357,7 @@ def _set_argument(request: Any, key: str, value: str) -> None:
         getattr(request, key).CopyFrom(pb.Amount(amount_minor=amount_minor, currency=currency or "EUR"))
     elif key == "kind":
         if value.lower() not in ("gift", "benefit"):
-            raise ValueError(f"must be gift or benefit, got {value!r}")
+            raise ValueError(f"must be gift or benefit, got {quoting.quoted(value)}")
         request.kind = bo.ProgrammeKind.Value(f"PROGRAMME_KIND_{value.upper()}")
     else:
         field = request.DESCRIPTOR.fields_by_name.get(key)
@@ -371,7 +371,7 @@ def _set_argument(request: Any, key: str, value: str) -> None:
             setattr(request, key, Path(value).read_bytes())
         elif field.type == field.TYPE_BOOL:
             if value.lower() not in ("true", "false"):
-                raise ValueError(f"must be true or false, got {value!r}")
+                raise ValueError(f"must be true or false, got {quoting.quoted(value)}")
             setattr(request, key, value.lower() == "true")
         else:
             setattr(request, key, value)

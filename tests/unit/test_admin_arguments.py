@@ -85,3 +85,23 @@ def test_a_card_number_typed_into_the_wrong_argument_is_not_printed_back(
     printed = capsys.readouterr().err
     assert printed.startswith(f"txswitch admin {action}: ") and REDACTED_PAN in printed, printed
     assert DIGIT_RUN.search(printed) is None, printed
+
+
+@pytest.mark.parametrize(
+    ("action", "key", "problem"),
+    [
+        ("create-programme", "kind", "must be gift or benefit"),
+        ("update-employee", "active", "must be true or false"),
+        ("join-programme", "commission_basis_points", "must be a whole number"),
+        ("issue-card", "initial_load", "must be a whole number of cents, such as 2500 or 2500:EUR"),
+    ],
+)
+def test_a_refused_arguments_value_is_shown_as_the_switch_shows_a_refused_value(
+    action: str, key: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As quoted() shows it: the card number masked, and cut after 40 characters (not printed whole).
+    value = "4111111111111111" + "x" * 100
+    arguments = ["admin", "--data-dir", str(tmp_path), "--target", "127.0.0.1:9", action, f"{key}={value}"]
+    assert cli.main(arguments) == 2
+    shown = f"'{REDACTED_PAN}{'x' * (40 - len(REDACTED_PAN))}...'"
+    assert capsys.readouterr().err == f"txswitch admin {action}: {key}: {problem}, got {shown}\n"
