@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -28,8 +28,16 @@ ADMIN_DEADLINE_S = 30.0
 EXPORT_DEADLINE_S = 15 * 60.0  # the switch holds a read snapshot open for as long as an export runs
 
 
+class _CommandLineParser(argparse.ArgumentParser):
+    """argparse's own refusals quote what was typed whole (an unknown action, a port that is no
+    number): masked as the switch masks a refused value. Its subcommands' parsers are of this class."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, message))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="txswitch", description="txswitch transaction switch")
+    parser = _CommandLineParser(prog="txswitch", description="txswitch transaction switch")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the switch")
     serve.add_argument("--data-dir", type=Path, default=Path("var"))

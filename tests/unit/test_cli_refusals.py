@@ -1,0 +1,30 @@
+"""`txswitch`'s own refusals of a command line (argparse's): a card number typed where a command,
+an action or a port goes is masked as the switch masks a refused value; the refusal names the argument."""
+
+from __future__ import annotations
+
+import pytest
+
+from switch import cli
+from switch.domain.quoting import DIGIT_RUN, REDACTED_PAN
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["4111111111111111"], "argument command: invalid choice: '[REDACTED-PAN]'"),
+        (["admin", "4111 1111 1111 1111", "card=1"], "argument action: invalid choice: '[REDACTED-PAN]'"),
+        (["serve", "--grpc-port", "4111-1111-1111-1111"], "argument --grpc-port: invalid int value"),
+        (["serve", "--metrics-port", "4111111111111111x"], "argument --metrics-port: invalid int value"),
+        (["balance", "--target", "127.0.0.1:9", "x", "4111111111111111"], "unrecognized arguments: "),
+    ],
+)
+def test_a_card_number_in_a_refused_command_line_is_masked(
+    arguments: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        cli.main(arguments)
+    assert ended.value.code == 2
+    printed = capsys.readouterr().err
+    assert named in printed and REDACTED_PAN in printed, printed
+    assert DIGIT_RUN.search(printed) is None, printed
