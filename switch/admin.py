@@ -408,7 +408,7 @@ class Admin:
                     },
                 )
         except IntegrityError:  # the (merchant, number) key; the e-mail was checked under its lock
-            raise AdminConflictError(f"employee number {employee_number} exists already") from None
+            raise AdminConflictError(f"employee number {quoted(employee_number)} exists already") from None
         return employee_id
 
     def update_employee(

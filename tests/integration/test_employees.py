@@ -106,7 +106,7 @@ def test_a_user_number_in_use_is_already_exists_naming_it_and_the_first_user_kee
         with pytest.raises(grpc.RpcError) as refused:
             call(again, metadata=metadata)
         assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
-        assert refused.value.details() == f"employee number {EMPLOYEE.employee_number} exists already"
+        assert refused.value.details() == f"employee number '{EMPLOYEE.employee_number}' exists already"
     (user,) = world.server.core.admin.list_employees(world.merchant_id)
     assert user.name != "Twin"
     assert world.terminals[0].redeem(world.issue(1_000), 100, "s").response_code == "00"

@@ -17,6 +17,7 @@ from protocols.wire import cardholder_pb2 as ch
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import luhn_check_digit
+from switch.domain.employees import EMPLOYEE_NUMBER_MAX
 from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, world_fixture
 from tests.integration.test_portal import days
 from tests.integration.test_session23_bad_input import (
@@ -200,6 +201,15 @@ def activated(**fields: object) -> Callable[[Scene, str], Answer]:
     return send
 
 
+def employee_added_twice(s: Scene, number: str) -> Answer:
+    """A user added with the number as its employee number, then another under the same number."""
+    request = bo.AddEmployeeRequest(
+        merchant_id=s.world.merchant_id, employee_number=number, name="Twin", pin="9999"
+    )
+    assert refused(s.world.backoffice.AddEmployee, request, metadata=s.admin)[0] == grpc.StatusCode.OK
+    return refused(s.world.backoffice.AddEmployee, request, metadata=s.admin)
+
+
 CASES = [
     Case("ListTopUps status", INVALID, "status ", listed),
     Case("CloseWebDay location_id", NOT_FOUND, "location_id ", web_day_closed),
@@ -236,6 +246,13 @@ CASES = [
     Case("ListLocations merchant_id", INVALID, "no merchant ", locations_listed),
     Case("SendReceipt transaction_id", NOT_FOUND, "transaction_id ", receipt_sent),
     Case("Activate location", INVALID, "merchant has no location named ", activated(location="")),
+    Case(
+        "AddEmployee employee_number again",
+        ALREADY,
+        "employee number ",
+        employee_added_twice,
+        lambda number: len(number) <= EMPLOYEE_NUMBER_MAX,
+    ),
 ]
 
 
