@@ -295,11 +295,11 @@ class Admin:
             if conn.execute(
                 select(merchants.c.merchant_id).where(merchants.c.email == email.lower())
             ).first():
-                raise AdminConflictError(f"a merchant with e-mail {email} exists")
+                raise AdminConflictError(f"a merchant with e-mail {quoted(email)} exists")
             if conn.execute(
                 select(employees.c.employee_id).where(employees.c.email == email.lower())
             ).first():
-                raise AdminConflictError(f"email {email.lower()} is taken by another login")
+                raise AdminConflictError(f"email {quoted(email.lower())} is taken by another login")
             conn.execute(
                 insert(merchants),
                 {
@@ -1185,7 +1185,7 @@ def _refuse_taken_email(conn: Connection, email: object, employee_id: str) -> No
         ).first()
     )
     if taken:
-        raise AdminConflictError(f"email {email} is taken by another login")
+        raise AdminConflictError(f"email {quoted(str(email))} is taken by another login")
 
 
 def _add_months(day: dt.date, months: int) -> dt.date:

@@ -287,14 +287,14 @@ def test_a_bad_login_for_a_user_is_refused_naming_what_and_changes_nothing(world
     )
     assert refusal(stub(world).AddEmployee, taken, metadata=owner, timeout=20) == (
         grpc.StatusCode.ALREADY_EXISTS,
-        f"email {MERCHANT_EMAIL} is taken by another login",
+        f"email '{MERCHANT_EMAIL}' is taken by another login",
     )
     listed = stub(world).ListEmployees(bo.ListEmployeesRequest(), metadata=owner)
     assert {e.employee_number: (e.email, e.portal_login) for e in listed.employees}["61"] == ("", False)
     assert "62" not in {e.employee_number for e in listed.employees}
     # The address of a user is no merchant's either.
     add_user(world, "63", "cashier", CASHIER_EMAIL, CASHIER_PASSWORD)
-    with pytest.raises(AdminError, match=f"^email {CASHIER_EMAIL} is taken by another login$"):
+    with pytest.raises(AdminError, match=f"^email '{CASHIER_EMAIL}' is taken by another login$"):
         world.server.core.admin.create_merchant("Copy", CASHIER_EMAIL, "copy-password")
     code, details = refusal(
         stub(world).UpdateEmployee,
@@ -303,7 +303,7 @@ def test_a_bad_login_for_a_user_is_refused_naming_what_and_changes_nothing(world
     )
     assert (code, details) == (
         grpc.StatusCode.ALREADY_EXISTS,
-        f"email {CASHIER_EMAIL} is taken by another login",
+        f"email '{CASHIER_EMAIL}' is taken by another login",
     )
 
 
@@ -321,8 +321,8 @@ def test_a_merchant_and_a_user_taking_one_address_at_the_same_moment_get_it_once
                 )
         except AdminError as error:
             assert str(error) in (
-                f"email {address} is taken by another login",
-                f"a merchant with e-mail {address} exists",
+                f"email '{address}' is taken by another login",
+                f"a merchant with e-mail '{address}' exists",
             )
             return False
         return True

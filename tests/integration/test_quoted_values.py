@@ -210,6 +210,47 @@ def employee_added_twice(s: Scene, number: str) -> Answer:
     return refused(s.world.backoffice.AddEmployee, request, metadata=s.admin)
 
 
+def email_of(number: str, domain: str) -> str:
+    """The number as a mailbox takes it: grouped by dashes, not spaces."""
+    return f"{number.replace(' ', '-')}@{domain}"
+
+
+def merchant_created(s: Scene, email: str) -> Answer:
+    request = bo.CreateMerchantRequest(name="Copy", email=email, password="copy-password")
+    return refused(s.world.backoffice.CreateMerchant, request, metadata=s.admin)
+
+
+def user_added(s: Scene, number: str, email: str) -> Answer:
+    request = bo.AddEmployeeRequest(
+        merchant_id=s.world.merchant_id,
+        employee_number=number,
+        name="Login",
+        pin="9999",
+        email=email,
+        password="login-password",
+    )
+    return refused(s.world.backoffice.AddEmployee, request, metadata=s.admin)
+
+
+def merchant_created_twice(s: Scene, number: str) -> Answer:
+    """A merchant signing in with the number as its e-mail, then another with the same address."""
+    email = email_of(number, "twice.example.test")
+    assert merchant_created(s, email)[0] == grpc.StatusCode.OK
+    return merchant_created(s, email)
+
+
+def user_added_with_a_merchants_email(s: Scene, number: str) -> Answer:
+    email = email_of(number, "merchant.example.test")
+    assert merchant_created(s, email)[0] == grpc.StatusCode.OK
+    return user_added(s, f"m{len(number)}{number[:3]}", email)
+
+
+def merchant_created_with_a_users_email(s: Scene, number: str) -> Answer:
+    email = email_of(number, "user.example.test")
+    assert user_added(s, f"u{len(number)}{number[:3]}", email)[0] == grpc.StatusCode.OK
+    return merchant_created(s, email)
+
+
 CASES = [
     Case("ListTopUps status", INVALID, "status ", listed),
     Case("CloseWebDay location_id", NOT_FOUND, "location_id ", web_day_closed),
@@ -253,6 +294,9 @@ CASES = [
         employee_added_twice,
         lambda number: len(number) <= EMPLOYEE_NUMBER_MAX,
     ),
+    Case("CreateMerchant email again", ALREADY, "a merchant with e-mail ", merchant_created_twice),
+    Case("AddEmployee email of a merchant", ALREADY, "email ", user_added_with_a_merchants_email),
+    Case("CreateMerchant email of a user", ALREADY, "email ", merchant_created_with_a_users_email),
 ]
 
 
