@@ -203,13 +203,18 @@ class WriteResult:
 
 
 def apply_batch(
-    conn: Connection, writes: list[Write], now: dt.datetime, web_days: WebDayRule | None = None
+    conn: Connection,
+    writes: list[Write],
+    now: dt.datetime,
+    web_days: WebDayRule | None = None,
+    web_days_closed: list[str] | None = None,
 ) -> list[WriteResult]:
     """Apply all writes, one statement per kind of row for the whole batch.
 
     Raises one of BACKSTOP_ERRORS when any one write fails; the caller then applies the writes one
     by one, in order, so that only the failing one is refused. `web_days`: the switch's own
-    terminals whose earlier day the writes close first (`_close_earlier_web_days`).
+    terminals whose earlier day the writes close first (`_close_earlier_web_days`); the terminals
+    so closed are added to `web_days_closed`, so a refused write's caller can make those closes again.
     """
     _issue_cards(conn, [w.card_issue for w in writes if w.card_issue is not None], now)
     active_cards = {w.active_card for w in writes if w.active_card is not None}
@@ -225,7 +230,10 @@ def apply_batch(
         opened = open_periods_by_device(conn, (r.source for r in records))
         open_now = {terminal_id: period for terminal_id, (period, _) in opened.items()}
         if web_days is not None:
-            open_now.update(_close_earlier_web_days(conn, opened, now, web_days))
+            moved = _close_earlier_web_days(conn, opened, now, web_days)
+            open_now.update(moved)
+            if web_days_closed is not None:
+                web_days_closed.extend(moved)
         _require_open_originals(writes, open_now)
         conn.execute(insert(transactions), transaction_rows(records, now, open_now))
     entries = [w.entry for w in writes if w.entry is not None]
@@ -248,9 +256,13 @@ def apply_batch(
 
 
 def apply_alone(
-    conn: Connection, write: Write, now: dt.datetime, web_days: WebDayRule | None = None
+    conn: Connection,
+    write: Write,
+    now: dt.datetime,
+    web_days: WebDayRule | None = None,
+    web_days_closed: list[str] | None = None,
 ) -> WriteResult:
-    return apply_batch(conn, [write], now, web_days)[0]
+    return apply_batch(conn, [write], now, web_days, web_days_closed)[0]
 
 
 def _close_earlier_web_days(
@@ -659,23 +671,47 @@ def _in_doubt(writes: list[Write]) -> BatchOutcome:
 
 def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = None) -> WriteResult:
     """One write in a transaction of its own: a refusal or failure as a result, never raised;
-    CommitInDoubtError when the commit itself failed."""
+    CommitInDoubtError when the commit itself failed. A refused write's closes of earlier web days
+    are made again on their own (`_close_web_days_again`)."""
+    closed: list[str] = []
     try:
-        return _committed(engine, lambda conn: apply_alone(conn, write, utc_now(), web_days))
+        return _committed(engine, lambda conn: apply_alone(conn, write, utc_now(), web_days, closed))
     except CommitInDoubtError:
         raise
     except IntegrityError:
-        return WriteResult(False, problem="transaction id already stored", conflict=True)
+        refused = WriteResult(False, problem="transaction id already stored", conflict=True)
     except PeriodClosedError as error:
-        return WriteResult(False, problem=f"refused by the ledger: {error}", period_closed=True)
+        refused = WriteResult(False, problem=f"refused by the ledger: {error}", period_closed=True)
     except BackstopError as error:
-        return WriteResult(False, problem=f"refused by the ledger: {error}")
+        refused = WriteResult(False, problem=f"refused by the ledger: {error}")
     except DataError:
         log.exception("journal write refused by the database: a value does not fit its column")
-        return WriteResult(False, problem="a value does not fit its column")
+        refused = WriteResult(False, problem="a value does not fit its column")
     except Exception:
         log.exception("journal commit of one write failed")
         return WriteResult(False, problem="database commit failed")
+    if web_days is not None and closed:
+        _close_web_days_again(engine, closed, web_days)
+    return refused
+
+
+def _close_web_days_again(engine: Engine, terminal_ids: list[str], rule: WebDayRule) -> None:
+    """The closes of earlier web days that a refused write made, rolled back with it, made in a
+    transaction of their own: the day before is closed as the refusal is answered, not left open
+    until the next web write or the pass. Each is the close any closer makes (its close id is its
+    period's), judged again now: one closed meanwhile is found closed and not made twice. A close
+    that fails here is left to the next web write or the pass; the refusal stands either way."""
+
+    def close(conn: Connection) -> dict[str, int]:
+        return _close_earlier_web_days(conn, open_periods_by_device(conn, terminal_ids), utc_now(), rule)
+
+    try:
+        _committed(engine, close)
+    except Exception as error:  # a close not made now is made later; the refusal stands
+        log.warning(
+            "web day close after a refused write not made (%s); the next web write or the pass makes it",
+            type(error).__name__,
+        )
 
 
 def utc_now() -> dt.datetime:

@@ -207,7 +207,7 @@ def test_a_web_cancel_checked_before_midnight_and_committed_after_is_declined_12
         refused = cancel(world, owner, sale)
     assert refused.response_code == "12", refused.message
     assert "refund instead" in refused.message
-    # Refused with the close its write made: nothing stored, nothing moved, the day before still due.
+    # Refused: nothing stored, nothing moved (the close its write made is kept: the next test).
     assert stored_periods(world, web) == {sale: 1}
     assert world.terminals[0].balance(card) == 4_000
     again = cancel(world, owner, sale)  # the day before is closed first now, then checked: 12 still
@@ -215,6 +215,36 @@ def test_a_web_cancel_checked_before_midnight_and_committed_after_is_declined_12
     (close,) = day_closes(world, owner, web)
     assert (close.period_number, lines(close)) == (1, {("redemption", ""): (1, 1_000)})
     assert world.terminals[0].balance(card) == 4_000
+
+
+def open_period(world: World, terminal_id: str) -> int:
+    with world.server.core.store.engine.connect() as conn:
+        query = select(terminals.c.period_number).where(terminals.c.terminal_id == terminal_id)
+        return int(conn.execute(query).scalar_one())
+
+
+def test_a_web_cancel_refused_after_midnight_keeps_the_close_of_the_day_before(world: World) -> None:
+    """Session 24 audit: the write of a cancel committed after midnight closed the day before in its
+    own transaction (WebDayRule); the cancel refused, that close was rolled back with it, and the
+    day before stayed open until the next web call or the pass. The close is now made again on its
+    own once the write is refused: the day before is closed as the refusal is answered."""
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    sale = uuid.uuid4().hex
+    assert redeem(world, owner, card, 1_000, sale).response_code == "00"
+    web = web_terminal_id(world, owner)
+    with midnight_after_the_check(world, web):
+        refused = cancel(world, owner, sale)
+    assert refused.response_code == "12", refused.message
+    # No web call and no pass since: the close is the refused write's own.
+    (close,) = day_closes(world, owner, web)
+    assert (close.sequence_number, close.period_number) == (1, 1)
+    assert lines(close) == {("redemption", ""): (1, 1_000)}
+    assert open_period(world, web) == 2
+    assert stored_periods(world, web) == {sale: 1}  # the cancel stored nothing, moved nothing
+    assert world.terminals[0].balance(card) == 4_000
+    assert world.server.core.close_web_days() == []  # nothing left for the pass
+    assert len(day_closes(world, owner, web)) == 1
 
 
 def test_a_web_cancel_reaching_an_actor_behind_a_close_made_by_a_write_is_declined_12(world: World) -> None:
