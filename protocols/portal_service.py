@@ -235,14 +235,24 @@ class PortalService(portal_grpc.PortalServicer):
         self, request: portal.CloseWebDayRequest, context: grpc.ServicerContext
     ) -> pb.DayCloseReport:
         """The location's web back office's day closed now, as a cashier presses day close on a
-        terminal; the switch's own close (switch/web_days.py), so the same period closes once."""
+        terminal; the switch's own close (switch/web_days.py), so the same period closes once.
+
+        The request names the period it closes: without it, one sent again after its answer was
+        lost cannot be told from a new close, and would close the next period, cut short. One
+        without is refused naming the open period, and closes nothing."""
 
         def action(login: Login) -> pb.DayCloseReport:
             if request.period_number < 0:
-                raise AdminError("period_number is negative; 0 closes whichever period is open")
+                raise AdminError("period_number is negative: name the period to close")
             _, existing = self._core.admin.existing_web_terminal(login.merchant_id, request.location_id)
             if existing is None:  # never used: nothing to close, and no terminal made to say so
                 raise AdminStateError("no web transaction at this location yet: nothing to close")
+            if request.period_number == 0:
+                open_period = self._core.web_days.open_period(existing)
+                raise AdminError(
+                    "period_number is missing: name the period to close "
+                    f"(the web back office's open period is {open_period})"
+                )
             terminal_id = self._core.web_terminal(login.merchant_id, request.location_id)
             try:
                 report = self._core.web_days.close_now(terminal_id, request.period_number)

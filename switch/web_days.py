@@ -116,10 +116,10 @@ class WebDays:
         """The portal's close: the terminal's open period if it holds any transaction; the close,
         or None if it holds none. WebDayCloseError if it could not be closed now.
 
-        `period_number` (0: whichever is open) names the period meant: once it is closed, its
-        close is answered again and no other period is closed, so a close that timed out but
-        landed, sent again after a web sale, does not cut the next period short.
-        WebDayPeriodError if that period is not open yet."""
+        `period_number` (0: whichever is open, for callers in this process; the portal requires
+        one) names the period meant: once it is closed, its close is answered again and no other
+        period is closed, so a close that timed out but landed, sent again after a web sale, does
+        not cut the next period short. WebDayPeriodError if that period is not open yet."""
         return self._close_one(terminal_id, earlier_day_only=False, named_period=period_number)
 
     def _close_one(
@@ -144,12 +144,16 @@ class WebDays:
                 problem = _told(error)
         raise WebDayCloseError(f"the web back office's day is not closed yet: {problem}")
 
+    def open_period(self, terminal_id: str) -> int:
+        """The web terminal's open period, as stored now."""
+        query = select(terminals.c.period_number).where(terminals.c.terminal_id == terminal_id)
+        with self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def _closed_already(self, terminal_id: str, period_number: int) -> bool:
         """Whether the web terminal's period was closed (False: it is the open one);
         WebDayPeriodError if it is not open yet."""
-        query = select(terminals.c.period_number).where(terminals.c.terminal_id == terminal_id)
-        with self._engine.connect() as conn:
-            open_period = int(conn.execute(query).scalar_one())
+        open_period = self.open_period(terminal_id)
         if period_number > open_period:
             raise WebDayPeriodError(
                 f"period {period_number} of the web back office is not open yet: "

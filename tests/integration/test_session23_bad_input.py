@@ -134,7 +134,7 @@ def scene(world: World) -> Scene:
         transaction_id=new_txn(), card=pb.CardRef(card_number=taxi), amount=euros(100)
     )
     assert portal_stub.Redeem(redeem, metadata=login, timeout=20).response_code == "00"
-    portal_stub.CloseWebDay(portal.CloseWebDayRequest(), metadata=login, timeout=20)
+    portal_stub.CloseWebDay(portal.CloseWebDayRequest(period_number=1), metadata=login, timeout=20)
     unused_location = core.admin.add_location(world.merchant_id, "Shop Noord")
     return Scene(
         world,

@@ -406,18 +406,20 @@ def test_a_cashier_closes_the_web_back_offices_day_now(world: World) -> None:
     assert redeem(world, cashier, card, 1_000, sale).response_code == "00"
     assert redeem(world, cashier, card, 250).response_code == "00"
     close_now = stub(world).CloseWebDay
-    report = close_now(portal.CloseWebDayRequest(), metadata=cashier, timeout=20)
+    report = close_now(portal.CloseWebDayRequest(period_number=1), metadata=cashier, timeout=20)
     web = web_terminal_id(world, cashier)
     assert (report.terminal_id, report.sequence_number, report.period_number) == (web, 1, 1)
     assert lines(report) == {("redemption", ""): (2, 1_250)}
     assert day_closes(world, cashier, web) == [report]
     # Nothing since: no empty close.
-    code, details = refusal(close_now, portal.CloseWebDayRequest(), metadata=cashier, timeout=20)
+    code, details = refusal(
+        close_now, portal.CloseWebDayRequest(period_number=2), metadata=cashier, timeout=20
+    )
     assert code is grpc.StatusCode.FAILED_PRECONDITION and "since" in details, details
     assert cancel(world, cashier, sale).response_code == "12"  # its day is closed: refund instead
     later = redeem(world, cashier, card, 100)
     assert (later.response_code, later.period_number) == ("00", 2)
-    second = close_now(portal.CloseWebDayRequest(), metadata=cashier, timeout=20)
+    second = close_now(portal.CloseWebDayRequest(period_number=2), metadata=cashier, timeout=20)
     assert (second.sequence_number, lines(second)) == (2, {("redemption", ""): (1, 100)})
     # Another merchant's location is none of this login's.
     code, _ = refusal(close_now, portal.CloseWebDayRequest(location_id="loc_nope"), metadata=cashier)
@@ -438,7 +440,8 @@ def test_a_close_now_sent_twice_at_once_closes_once(world: World) -> None:
     def close_now() -> None:
         start.wait()
         try:
-            answers.append(stub(world).CloseWebDay(portal.CloseWebDayRequest(), metadata=owner, timeout=20))
+            request = portal.CloseWebDayRequest(period_number=1)
+            answers.append(stub(world).CloseWebDay(request, metadata=owner, timeout=20))
         except grpc.RpcError as error:
             answers.append(error.code())
 
@@ -459,8 +462,8 @@ def test_a_close_now_naming_its_period_sent_again_answers_that_close_and_closes_
 ) -> None:
     """Session 23 audit: a CloseWebDay that timed out but landed, sent again after a web sale, closed
     the next period too (that sale's day cut short). Naming the period it closes (the period of the
-    web answers, or a close's next_period_number) makes it one close however often it is sent; a
-    request without it closes whatever is open, as before."""
+    web answers, or a close's next_period_number) makes it one close however often it is sent (a
+    request without it is refused: the next test)."""
     owner = sign_in(world)
     card = world.issue(5_000)
     sale = redeem(world, owner, card, 100)
@@ -492,6 +495,31 @@ def test_a_close_now_naming_its_period_sent_again_answers_that_close_and_closes_
     assert world.terminals[0].balance(card) == 5_000 - 350
 
 
+def test_a_close_now_sent_again_without_its_period_closes_no_other(world: World) -> None:
+    """Session 24 audit: a CloseWebDay without period_number, sent again after its answer was lost
+    and a web sale, closed whatever was open: the next period, that sale's day cut short. Without
+    the period a retry cannot be told from a new close, so a close must name its period: one
+    without is refused, naming the open period, and closes nothing."""
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    assert redeem(world, owner, card, 100).response_code == "00"
+    close_now = stub(world).CloseWebDay
+    first = close_now(portal.CloseWebDayRequest(period_number=1), metadata=owner, timeout=20)
+    assert (first.period_number, first.next_period_number) == (1, 2)
+    assert redeem(world, owner, card, 250).response_code == "00"  # the next period's, before the retry
+    code, details = refusal(close_now, portal.CloseWebDayRequest(), metadata=owner, timeout=20)
+    assert (code, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "period_number is missing: name the period to close (the web back office's open period is 2)",
+    )
+    web = web_terminal_id(world, owner)
+    assert day_closes(world, owner, web) == [first]  # period 2 is still open
+    assert open_period(world, web) == 2
+    second = close_now(portal.CloseWebDayRequest(period_number=2), metadata=owner, timeout=20)
+    assert (second.sequence_number, lines(second)) == (2, {("redemption", ""): (1, 250)})
+    assert world.terminals[0].balance(card) == 5_000 - 350
+
+
 def test_a_close_the_database_fails_is_told_in_words_not_sql(world: World) -> None:
     """Audit after session 23: the refusal quoted the database error, SQL statement and all."""
     owner = sign_in(world)
@@ -502,7 +530,7 @@ def test_a_close_the_database_fails_is_told_in_words_not_sql(world: World) -> No
         conn.execute(text("ALTER TABLE day_closes RENAME TO day_closes_away"))
     try:
         call = stub(world).CloseWebDay
-        code, details = refusal(call, portal.CloseWebDayRequest(), metadata=owner, timeout=30)
+        code, details = refusal(call, portal.CloseWebDayRequest(period_number=1), metadata=owner, timeout=30)
     finally:
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE day_closes_away RENAME TO day_closes"))
@@ -510,7 +538,7 @@ def test_a_close_the_database_fails_is_told_in_words_not_sql(world: World) -> No
     assert "the database failed" in details and "send it again" in details, details
     assert "SQL" not in details and "day_closes" not in details and "sqlalche" not in details, details
     assert card not in details
-    report = stub(world).CloseWebDay(portal.CloseWebDayRequest(), metadata=owner, timeout=20)
+    report = stub(world).CloseWebDay(portal.CloseWebDayRequest(period_number=1), metadata=owner, timeout=20)
     assert lines(report) == {("redemption", ""): (1, 100)}
 
 
