@@ -634,6 +634,7 @@ class CardActor(SwitchActor):
             else f"replaced by {message.new_card_id}",
             message.actor,
             message.new_card_id,
+            replacement_key=None if entry else message.idempotency_key,  # a transfer's is its entry's
         )
         result = self._write_now(Write(entry=entry, card_changes=(change,), active_card=message.new_card_id))
         if not result.ok:

@@ -403,8 +403,9 @@ class SwitchCore:
     def _transfer_again(
         self, stored: StoredTransfer, lost_card_id: str, new_card_id: str, request_id: str
     ) -> CardTransfer:
-        """The answer of a replacement whose request id moved a balance already: what it moved, by
-        which entry, and both cards as they are now; refused if it named other cards."""
+        """The answer of a replacement whose request id was stored already: what it moved, by which
+        entry (none if the card was empty), and both cards as they are now; refused if it named other
+        cards."""
         asked = (ledger.card_account(lost_card_id), ledger.card_account(new_card_id))
         if (stored.source_account, stored.target_account) != asked:
             raise AdminConflictError(f"request_id {quoted(request_id)} has replaced another card already")

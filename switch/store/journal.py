@@ -28,6 +28,7 @@ from switch.store.periods import (
 from switch.store.schema import (
     accounts,
     card_events,
+    card_replacements,
     cards,
     day_closes,
     employees,
@@ -110,6 +111,9 @@ class CardChange:
     detail: str
     actor: str
     replaced_by: str | None = None
+    # The transfer key of a replacement that moved no money, kept in card_replacements (a transfer's
+    # is its entry's): unique, so the same request landing twice is a conflict.
+    replacement_key: str | None = None
 
 
 @pickled_by_fields
@@ -508,6 +512,10 @@ def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None
             "at": now,
         },
     )
+    if change.replacement_key is not None:
+        assert change.replaced_by is not None, "a replacement's key names its new card"
+        row = {"lost_card_id": change.card_id, "new_card_id": change.replaced_by, "at": now}
+        conn.execute(insert(card_replacements), {"idempotency_key": change.replacement_key, **row})
 
 
 def _save_attempt(conn: Connection, attempt: EmployeeAttempt) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, Row, String, bindparam, exists, func,
 
 from switch.domain.card_rules import CardState
 from switch.domain.employees import PinAttempt
-from switch.domain.ledger import CARD_ACCOUNT_PREFIX, merchant_payable_account
+from switch.domain.ledger import CARD_ACCOUNT_PREFIX, card_account, merchant_payable_account
 from switch.domain.programmes import CoPayment, Programme, stored_load_step_minor
 from switch.domain.transactions import TransactionStatus
 from switch.store import periods
@@ -20,6 +20,7 @@ from switch.store.journal import TransactionRecord
 from switch.store.periods import TypeTotal, totals_of_json
 from switch.store.schema import (
     accounts,
+    card_replacements,
     cards,
     day_closes,
     employees,
@@ -75,9 +76,10 @@ class TerminalInfo:
 
 @dataclass(frozen=True, slots=True)
 class StoredTransfer:
-    """A card transfer the journal holds: a lost card's balance moved to its replacement."""
+    """A card transfer the journal holds: a lost card's balance moved to its replacement; or a
+    replacement that moved nothing (an empty card's), with no entry and amount 0."""
 
-    entry_id: int
+    entry_id: int | None
     source_account: str
     target_account: str
     amount_minor: int
@@ -226,14 +228,22 @@ class Store:
         )
 
     def stored_transfer(self, idempotency_key: str) -> StoredTransfer | None:
-        """A stored card transfer (by its journal key): its entry, the accounts and the amount."""
+        """A stored card transfer (by its journal key): its entry, the accounts and the amount; or
+        the replacement stored under that key that moved nothing (card_replacements)."""
         query = (
             select(postings.c.entry_id, postings.c.account_id, postings.c.amount_minor)
             .join(journal_entries, journal_entries.c.entry_id == postings.c.entry_id)
             .where(journal_entries.c.idempotency_key == idempotency_key)
         )
+        replaced = select(card_replacements.c.lost_card_id, card_replacements.c.new_card_id).where(
+            card_replacements.c.idempotency_key == idempotency_key
+        )
         with self.engine.connect() as conn:
             found = conn.execute(query).all()
+            cards_named = None if found else conn.execute(replaced).first()
+        if cards_named is not None:
+            lost_card_id, new_card_id = cards_named
+            return StoredTransfer(None, card_account(lost_card_id), card_account(new_card_id), 0)
         if not found:
             return None
         assert len(found) == 2, f"a card transfer has two postings: {idempotency_key} has {len(found)}"

@@ -171,6 +171,18 @@ class CardEventRow(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
+class CardReplacementRow(Base):
+    """The request id of a replacement that moved no money (an empty card's), which no journal entry
+    keeps as it keeps a transfer's: a replay answers what the first did, and one naming other cards
+    is refused, as a transfer's is (core.replace_card)."""
+
+    __tablename__ = "card_replacements"
+    idempotency_key: Mapped[str] = mapped_column(String(IDEMPOTENCY_KEY_LENGTH), primary_key=True)
+    lost_card_id: Mapped[str] = mapped_column(ForeignKey("cards.card_id"))
+    new_card_id: Mapped[str] = mapped_column(ForeignKey("cards.card_id"))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 class AccountRow(Base):
     __tablename__ = "accounts"
     account_id: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -432,6 +444,7 @@ employees = cast(Table, EmployeeRow.__table__)
 terminals = cast(Table, TerminalRow.__table__)
 cards = cast(Table, CardRow.__table__)
 card_events = cast(Table, CardEventRow.__table__)
+card_replacements = cast(Table, CardReplacementRow.__table__)
 accounts = cast(Table, AccountRow.__table__)
 transactions = cast(Table, TransactionRow.__table__)
 journal_entries = cast(Table, JournalEntryRow.__table__)

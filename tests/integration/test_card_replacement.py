@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
-from switch.store.schema import accounts
+from switch.store.schema import accounts, card_events
 from tests.integration.harness import World, hold_sqlite_write_lock, new_txn, world_fixture
 from tests.integration.test_receipts import wait_until
 
@@ -119,6 +119,51 @@ def test_a_replacement_sent_again_answers_what_the_first_moved(world: World) -> 
         replace(world, lost, other, "r-again")
     assert elsewhere.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert "r-again" in (elsewhere.value.details() or "")
+
+
+def card_event_kinds(world: World, number: str) -> list[str]:
+    card_id = world.server.core.cards.card_id(number)
+    with world.server.core.store.engine.connect() as conn:
+        query = select(card_events.c.kind).where(card_events.c.card_id == card_id)
+        return [str(kind) for kind in conn.execute(query.order_by(card_events.c.event_id)).scalars()]
+
+
+def test_an_empty_card_replacement_sent_again_answers_what_the_first_did(world: World) -> None:
+    """Audit after session 24: an empty card's replacement records no transfer, so its request id
+    was not kept: sent again, it wrote the card's replacement again, and once the new card was
+    replaced in turn it was refused, where one that moved money answers what it moved."""
+    lost, replacement, newest = world.issue(0), world.issue(100), world.issue(0)
+    first = replace(world, lost, replacement, "r-empty-again")
+    assert (first.moved.amount_minor, first.journal_entry_id, first.lost_card.status) == (0, "", "lost")
+    again = replace(world, lost, replacement, "r-empty-again")
+    assert (again.moved.amount_minor, again.journal_entry_id, again.lost_card.status) == (0, "", "lost")
+    assert again.replacement_card.balance.amount_minor == 100
+    assert card_event_kinds(world, lost) == ["lost", "transferred"]
+    replace(world, replacement, newest)
+    later = replace(world, lost, replacement, "r-empty-again")
+    assert (later.moved.amount_minor, later.replacement_card.status) == (0, "lost")
+    assert card_event_kinds(world, lost) == ["lost", "transferred"]
+
+
+def test_an_empty_card_replacement_id_naming_other_cards_is_refused(world: World) -> None:
+    """Audit after session 24: the request id of an empty card's replacement, sent with another
+    lost card, replaced that one (its money moved, under an id already answered), where a request
+    id that moved money is refused naming it. Each refusal changes nothing."""
+    core = world.server.core
+    lost, replacement = world.issue(0), world.issue(0)
+    replace(world, lost, replacement, "r-empty-once")
+    other_lost, other_new = world.issue(1_500), world.issue(0)
+    for asked_lost, asked_new in ((other_lost, other_new), (other_lost, replacement), (lost, other_new)):
+        with pytest.raises(grpc.RpcError) as refused:
+            replace(world, asked_lost, asked_new, "r-empty-once")
+        assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "r-empty-once" in (refused.value.details() or "")
+    for card in (other_lost, other_new):
+        assert core.store.card_state(core.cards.card_id(card) or "").status.value == "active"
+    assert [ledger_balance(world, card) for card in (other_lost, other_new, replacement)] == [1_500, 0, 0]
+    assert [card_event_kinds(world, card) for card in (other_lost, other_new)] == [[], []]
+    lost_id = core.cards.card_id(lost)
+    assert lost_id is not None and core.last_replacement(lost_id) == core.cards.card_id(replacement)
 
 
 def test_a_card_replaced_already_is_not_replaced_again_by_another_card(world: World) -> None:
