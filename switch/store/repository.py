@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, Row, String, bindparam, exists, func, literal, select
 
@@ -33,6 +34,13 @@ from switch.store.schema import (
     terminals,
     transactions,
 )
+
+log = logging.getLogger(__name__)
+
+# The links a replacement walks back from its lost card for money waiting on the cards replaced
+# into it (money_on_replaced_cards(chained_to=)), one query a link: a holder's lost cards make a few.
+# Money further back waits, with a warning, for the next start, which reads every replaced card.
+REPLACED_CHAIN_LINKS_MAX: Final = 32
 
 # The hot lookups, built once: building a statement costs more than running it.
 _CARD_BY_HASH = select(cards.c.card_id).where(cards.c.card_hash == bindparam("card_hash"))
@@ -255,7 +263,8 @@ class Store:
         landed on after its replacement and a stop kept from following it (core.start). One query,
         by ix_cards_replaced: a start reads the few cards holding money, not every card replaced.
         With chained_to, only the cards whose chain of replacements leads to that card
-        (core.replace_card): one query more per link of the chain, by the same index."""
+        (core.replace_card): one query more per link of the chain, by the same index, at most
+        REPLACED_CHAIN_LINKS_MAX links back."""
         account = accounts.c.account_id
         last_posting = select(func.max(postings.c.posting_id)).where(postings.c.account_id == account)
         replaced = cards.c.replaced_by.is_not(None)
@@ -374,11 +383,22 @@ def as_utc(moment: dt.datetime) -> dt.datetime:
 
 
 def _replaced_into(conn: Connection, card_id: str) -> set[str]:
-    """The cards whose chain of replacements leads to card_id (not itself), link by link."""
+    """The cards whose chain of replacements leads to card_id (not itself), link by link, at most
+    REPLACED_CHAIN_LINKS_MAX links back: a card further back is logged, and left for the next start."""
     found: set[str] = set()
     links = {card_id}
-    while links:
+    for _ in range(REPLACED_CHAIN_LINKS_MAX):
         replaced = conn.execute(select(cards.c.card_id).where(cards.c.replaced_by.in_(links))).scalars()
         links = {str(each) for each in replaced} - found - {card_id}
         found |= links
+        if not links:
+            return found
+    further = select(cards.c.card_id).where(cards.c.replaced_by.in_(links), cards.c.card_id.not_in(found))
+    if conn.execute(further.limit(1)).first() is not None:
+        log.warning(
+            "money on cards replaced into card %s more than %d links back is not looked for now "
+            "(REPLACED_CHAIN_LINKS_MAX): it follows at the next start",
+            card_id,
+            REPLACED_CHAIN_LINKS_MAX,
+        )
     return found

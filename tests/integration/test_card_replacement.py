@@ -5,6 +5,7 @@ PostgreSQL, through the backoffice and terminal protocols."""
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from sqlalchemy import select
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
+from switch.store.repository import REPLACED_CHAIN_LINKS_MAX
 from switch.store.schema import accounts, card_events
 from tests.integration.harness import World, hold_sqlite_write_lock, new_txn, world_fixture
 from tests.integration.test_receipts import wait_until
@@ -221,3 +223,38 @@ def test_money_waiting_on_a_lost_card_follows_when_its_blocked_replacement_is_re
     assert terminal.balance(newest) == 2_000
     check = world.ledger()
     assert (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("cards_between", [REPLACED_CHAIN_LINKS_MAX - 1, REPLACED_CHAIN_LINKS_MAX])
+def test_money_waiting_beyond_the_chain_walks_bound_waits_for_the_next_start(
+    one_node: World, cards_between: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Audit after session 24: a replacement walks back the chain of cards replaced into the lost
+    card for money waiting on them, one query a link, with no limit but the cards themselves. It
+    walks REPLACED_CHAIN_LINKS_MAX links: money on a card further back is left, with a warning
+    naming the bound, for the next start, which reads every replaced card holding money."""
+    world, core, terminal = one_node, one_node.server.core, one_node.terminals[0]
+    lost, blocked, newest = world.issue(2_000), world.issue(0), world.issue(0)
+    ride = new_txn()
+    assert terminal.redeem(lost, 700, ride).response_code == "00"
+    chain = [lost, *(world.issue(0) for _ in range(cards_between)), blocked]
+    for replaced, replacement in itertools.pairwise(chain):
+        replace(world, replaced, replacement)
+    world.backoffice.BlockCard(
+        bo.BlockCardRequest(card=pb.CardRef(card_number=blocked), reason="lost too"),
+        metadata=world.admin_metadata,
+        timeout=20,
+    )
+    assert terminal.reversal(ride).response_code == "00"
+    wait_until(lambda: core.follow_statistics().moves["credit", "failed"] == 1)
+    with caplog.at_level(logging.WARNING, logger="switch.store.repository"):
+        assert replace(world, blocked, newest).moved.amount_minor == 1_300
+    lost_id = core.cards.card_id(lost)
+    warnings = [record.getMessage() for record in caplog.records if record.name == "switch.store.repository"]
+    if cards_between < REPLACED_CHAIN_LINKS_MAX:  # lost is REPLACED_CHAIN_LINKS_MAX links back
+        wait_until(lambda: ledger_balance(world, newest) == 2_000)
+        assert (ledger_balance(world, lost), warnings) == (0, [])
+        return
+    assert [f"more than {REPLACED_CHAIN_LINKS_MAX} links" in warning for warning in warnings] == [True]
+    assert (ledger_balance(world, lost), ledger_balance(world, newest)) == (700, 1_300)
+    assert [card_id for card_id, _ in core.store.money_on_replaced_cards()] == [lost_id]
