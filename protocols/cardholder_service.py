@@ -23,7 +23,7 @@ from switch.domain.cards import mask
 from switch.domain.quoting import quoted
 from switch.domain.top_ups import TOP_UP_REQUEST_ID_LENGTH_MAX, TopUp, start_refusal
 from switch.store.schema import ID_LENGTH
-from switch.top_ups import same_request
+from switch.top_ups import request_id_taken
 
 LOOKUP_WINDOW_S = 60.0
 TOP_UP_ID = re.compile(r"tup_[0-9a-f]{16}")  # admin.new_id("tup")
@@ -75,25 +75,22 @@ class CardholderService(ch_grpc.CardholderServicer):
         card_id = self._card_id(request)
         top_ups = self._core.top_ups
         known = await asyncio.to_thread(top_ups.by_request, card_id, request_id)
-        if known is None:
-            card = await self._core.balance_async(card_id)  # its balance less what is reserved
-            refusal = start_refusal(card, card.balance_minor, amount, self._core.today())
-            if refusal is not None:
-                code = (
-                    grpc.StatusCode.INVALID_ARGUMENT
-                    if refusal.malformed
-                    else grpc.StatusCode.FAILED_PRECONDITION
-                )
-                _refuse(code, refusal.detail)
-            try:
-                known = await asyncio.to_thread(top_ups.start, request_id, card, amount)
-            except AdminConflictError as error:
-                _refuse(grpc.StatusCode.ALREADY_EXISTS, str(error))
+        if known is not None and known.asks(card_id, amount):
+            return top_up_view(known, utc_now())  # sent again: judged when it started
+        card = await self._core.balance_async(card_id)  # its balance less what is reserved
+        refusal = start_refusal(card, card.balance_minor, amount, self._core.today())
+        # The request's own fault first, by name: with a known request id too (it was ALREADY_EXISTS).
+        if refusal is not None and refusal.malformed:
+            _refuse(grpc.StatusCode.INVALID_ARGUMENT, refusal.detail)
+        if known is not None:
+            _refuse(grpc.StatusCode.ALREADY_EXISTS, request_id_taken(request_id))
+        if refusal is not None:
+            _refuse(grpc.StatusCode.FAILED_PRECONDITION, refusal.detail)
         try:
-            same = same_request(known, card_id, amount)
+            started = await asyncio.to_thread(top_ups.start, request_id, card, amount)
         except AdminConflictError as error:
             _refuse(grpc.StatusCode.ALREADY_EXISTS, str(error))
-        return top_up_view(same, utc_now())
+        return top_up_view(started, utc_now())
 
     @on_loop
     async def GetTopUp(self, request: ch.TopUpRequest, context: Context) -> ch.TopUp:

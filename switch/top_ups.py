@@ -414,9 +414,13 @@ class TopUpSweeper:
 
 def same_request(known: TopUp, card_id: str, amount: Money) -> TopUp:
     """The top-up a request id started, if this request asks the same; else AdminConflictError."""
-    if (known.card_id, known.amount_minor, known.currency) != (card_id, amount.amount_minor, amount.currency):
-        raise AdminConflictError(f"request_id {quoted(known.request_id)} started another top-up already")
+    if not known.asks(card_id, amount):
+        raise AdminConflictError(request_id_taken(known.request_id))
     return known
+
+
+def request_id_taken(request_id: str) -> str:
+    return f"request_id {quoted(request_id)} started another top-up already"
 
 
 def _row_of(top_up: TopUp) -> dict[str, object]:

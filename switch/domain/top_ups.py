@@ -54,6 +54,11 @@ class TopUp:
             return TopUpStatus.expired
         return self.status
 
+    def asks(self, card_id: str, amount: Money) -> bool:
+        """Whether a start of `amount` onto card_id is the request that started this top-up."""
+        asked = (card_id, amount.amount_minor, amount.currency)
+        return (self.card_id, self.amount_minor, self.currency) == asked
+
     def money(self, amount_minor: int) -> Money:
         return Money(amount_minor, self.currency)
 

@@ -163,6 +163,25 @@ def test_a_start_sent_again_is_the_same_top_up_and_another_with_its_id_is_refuse
     assert top_up_rows(world) == 1
 
 
+def test_a_start_sent_again_with_a_bad_amount_is_refused_naming_the_amount(world: World) -> None:
+    """The request's own fault comes first: a known request id with a bad amount was ALREADY_EXISTS,
+    as if the amount were fine and only the id taken."""
+    card = world.issue(0, world.benefit_programme)
+    first = start(world, card, 500, "again")
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    cases: list[tuple[str, pb.Amount, str]] = [
+        ("zero", euros(0), "amount must be positive"),
+        ("negative", euros(-500), "amount must be positive"),
+        ("huge", euros(10**12), "amount above 99999999 minor units"),
+        ("not a step", euros(1_234), "amount: loads are in steps of 5.00 EUR"),
+    ]
+    for name, amount, named in cases:
+        code, details = refusal(holder(world).StartTopUp, ask(card, amount, "again"), timeout=20)
+        assert (code, details) == (invalid, named), name
+    assert start(world, card, 500, "again").top_up_id == first.top_up_id  # still the same top-up
+    assert (top_up_rows(world), balance(world, card)) == (1, 0)
+
+
 def test_a_request_id_is_the_cards_own_so_no_caller_takes_anothers_first(world: World) -> None:
     """Callers have no login: an id shared by all, guessed and sent first with another card, made
     the holder's own start ALREADY_EXISTS (or, with the same card, gave the taker's top-up back)."""
