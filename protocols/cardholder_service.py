@@ -114,8 +114,11 @@ def balance_view(state: CardState, today: dt.date) -> ch.CardholderBalance:
     copayment = programme.copayment
     # "Both absent when the holder pays all of it" (cardholder.proto).
     if copayment is not None and copayment.numerator_minor < copayment.denominator_minor:
-        view.holder_pays.CopyFrom(pb.Amount(amount_minor=copayment.numerator_minor, currency=state.currency))
-        view.per_loaded.CopyFrom(pb.Amount(amount_minor=copayment.denominator_minor, currency=state.currency))
+        # Per load step, as loads are made: a price stored as 18.00 per 50.00 is 1.80 per 5.00.
+        per_loaded_minor = programme.load_step_minor or copayment.denominator_minor
+        holder_minor, _ = programme.split_load(per_loaded_minor)
+        view.holder_pays.CopyFrom(pb.Amount(amount_minor=holder_minor, currency=currency))
+        view.per_loaded.CopyFrom(pb.Amount(amount_minor=per_loaded_minor, currency=currency))
     return view
 
 

@@ -15,6 +15,9 @@ import pytest
 from sqlalchemy import update
 
 from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import cardholder_pb2 as ch
+from protocols.wire import cardholder_pb2_grpc as ch_grpc
+from protocols.wire import terminal_pb2 as pb
 from switch.store.schema import programmes
 from tests.integration.harness import World, world_fixture
 from tests.integration.test_portal import refusal
@@ -86,3 +89,24 @@ def test_a_programme_stored_before_the_step_was_a_setting_still_loads(world: Wor
     card = world.issue(0, programme)
     assert world.terminals[0].load(card, 500).response_code == "00"
     assert world.terminals[0].load(card, 250).response_code == "13"
+
+
+def test_the_holder_sees_the_co_payment_per_load_step(world: World) -> None:
+    """A price stored as 18.00 per 50.00 was shown so, though the city card's letter (and every load)
+    says 1.80 per 5.00: the holder sees what one step costs them."""
+    cases: list[tuple[str, tuple[int, int], int, tuple[int, int]]] = [
+        ("600209", (1_800, 5_000), 0, (180, 500)),  # the default step of 5.00
+        ("600210", (180, 500), 1_000, (360, 1_000)),  # a step of its own
+        ("600211", (180, 500), 500, (180, 500)),  # stored per step already
+    ]
+    stub = ch_grpc.CardholderStub(world.channel)
+    for prefix, copay, step_minor, shown in cases:
+        programme = created(world, prefix, copay, balance_max_minor=100_000, load_step_minor=step_minor)
+        card = pb.CardRef(card_number=world.issue(0, programme))
+        seen = stub.GetBalance(ch.CardholderBalanceRequest(card=card), timeout=20)
+        paid, loaded = seen.holder_pays, seen.per_loaded
+        assert (paid.amount_minor, loaded.amount_minor, paid.currency, loaded.currency) == (
+            *shown,
+            "EUR",
+            "EUR",
+        ), prefix
