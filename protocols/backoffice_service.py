@@ -23,7 +23,7 @@ from protocols.terminal_service import Context, RpcRefusedError, _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
-from switch import report_export
+from switch import programme_settings, report_export
 from switch.admin import (
     AdminConflictError,
     AdminError,
@@ -37,7 +37,7 @@ from switch.domain.card_rules import CardState, shown_status
 from switch.domain.cards import CardStatus
 from switch.domain.employees import OWNER
 from switch.domain.money import AMOUNT_MINOR_MAX
-from switch.domain.programmes import ProgrammeKind, payout_cycle_start, payout_settlement_id
+from switch.domain.programmes import Programme, ProgrammeKind, payout_cycle_start, payout_settlement_id
 from switch.domain.quoting import quoted
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
@@ -105,10 +105,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         self, request: bo.CreateProgrammeRequest, context: grpc.ServicerContext
     ) -> bo.Programme:
         def action() -> bo.Programme:
-            kind = {
-                bo.PROGRAMME_KIND_GIFT: ProgrammeKind.gift,
-                bo.PROGRAMME_KIND_BENEFIT: ProgrammeKind.benefit,
-            }.get(request.kind)
+            kind = {wire: kind for kind, wire in PROGRAMME_KINDS.items()}.get(request.kind)
             if kind is None:
                 raise AdminError("kind must be GIFT or BENEFIT")
             copay = None
@@ -126,13 +123,16 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 card_validity_months=request.card_validity_months or 36,
                 load_step_minor=request.load_step_minor or None,
             )
-            return bo.Programme(
-                programme_id=programme_id,
-                name=request.name,
-                kind=request.kind,
-                currency=request.currency,
-                card_prefix=request.card_prefix,
+            return programme_view(self._core.store.programme(programme_id))
+
+        return self._run(context, action)
+
+    def SetLoadStep(self, request: bo.SetLoadStepRequest, context: grpc.ServicerContext) -> bo.Programme:
+        def action() -> bo.Programme:
+            programme = programme_settings.set_load_step(
+                self._core, request.programme_id, request.load_step_minor
             )
+            return programme_view(programme)
 
         return self._run(context, action)
 
@@ -501,6 +501,23 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         self, request: bo.MarkTopUpRefundedRequest, context: grpc.ServicerContext
     ) -> bo.TopUpRecord:
         return self._run(context, lambda: refunded_pb(self._core, request))
+
+
+PROGRAMME_KINDS = {
+    ProgrammeKind.gift: bo.PROGRAMME_KIND_GIFT,
+    ProgrammeKind.benefit: bo.PROGRAMME_KIND_BENEFIT,
+}
+
+
+def programme_view(programme: Programme) -> bo.Programme:
+    return bo.Programme(
+        programme_id=programme.programme_id,
+        name=programme.name,
+        kind=PROGRAMME_KINDS[programme.kind],
+        currency=programme.currency,
+        card_prefix=programme.card_prefix,
+        load_step_minor=programme.load_step_minor or 0,
+    )
 
 
 def refunded_pb(core: SwitchCore, request: bo.MarkTopUpRefundedRequest) -> bo.TopUpRecord:

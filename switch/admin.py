@@ -281,6 +281,34 @@ class Admin:
             )
         return programme_id
 
+    def set_load_step(self, programme_id: str, load_step_minor: int) -> None:
+        """The programme loads in whole multiples of load_step_minor from now on, checked as at its
+        creation (load_step_setting_problem). This store forgets its copy; the card actors holding
+        the programme are the caller's (programme_settings.set_load_step)."""
+        if not programme_id:
+            raise AdminError("programme_id is missing")
+        row = programmes.c
+        with writing(self._engine) as conn:
+            found = conn.execute(
+                select(row.balance_max_minor, row.copay_numerator_minor, row.copay_denominator_minor).where(
+                    row.programme_id == programme_id
+                )
+            ).first()
+            if found is None:
+                raise LookupError(f"programme_id {quoted(programme_id)}: no such programme")
+            copayment = None
+            if found.copay_numerator_minor is not None and found.copay_denominator_minor:
+                copayment = CoPayment(found.copay_numerator_minor, found.copay_denominator_minor)
+            step_problem = load_step_setting_problem(load_step_minor, found.balance_max_minor, copayment)
+            if step_problem is not None:
+                raise AdminError(step_problem)
+            conn.execute(
+                update(programmes)
+                .where(row.programme_id == programme_id)
+                .values(load_step_minor=load_step_minor)
+            )
+        self._store.forget_programme(programme_id)
+
     def create_merchant(self, name: str, email: str, password: str) -> str:
         if not name or "@" not in email or password_problem(password):
             raise AdminError(

@@ -191,6 +191,7 @@ def exit_journal_lost(reason: str) -> None:
 
 ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "create-programme": ("CreateProgramme", bo.CreateProgrammeRequest),
+    "set-load-step": ("SetLoadStep", bo.SetLoadStepRequest),  # programme_id=... load_step_minor=500
     "create-merchant": ("CreateMerchant", bo.CreateMerchantRequest),
     "add-location": ("AddLocation", bo.AddLocationRequest),
     "add-employee": ("AddEmployee", bo.AddEmployeeRequest),

@@ -102,11 +102,14 @@ class Programme(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     CARD_PREFIX_FIELD_NUMBER: _builtins.int
+    LOAD_STEP_MINOR_FIELD_NUMBER: _builtins.int
     programme_id: _builtins.str
     name: _builtins.str
     kind: Global___ProgrammeKind.ValueType
     currency: _builtins.str
     card_prefix: _builtins.str
+    load_step_minor: _builtins.int
+    """loads are whole multiples of it; 0: any amount"""
     def __init__(
         self,
         *,
@@ -115,14 +118,38 @@ class Programme(_message.Message):
         kind: Global___ProgrammeKind.ValueType = ...,
         currency: _builtins.str = ...,
         card_prefix: _builtins.str = ...,
+        load_step_minor: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_prefix", b"card_prefix", "currency", b"currency", "kind", b"kind", "name", b"name", "programme_id", b"programme_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_prefix", b"card_prefix", "currency", b"currency", "kind", b"kind", "load_step_minor", b"load_step_minor", "name", b"name", "programme_id", b"programme_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Programme: _TypeAlias = Programme  # noqa: Y015
+
+@_typing.final
+class SetLoadStepRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRAMME_ID_FIELD_NUMBER: _builtins.int
+    LOAD_STEP_MINOR_FIELD_NUMBER: _builtins.int
+    programme_id: _builtins.str
+    load_step_minor: _builtins.int
+    """Positive, at most the programme's balance_max_minor, its co-payment a whole number of minor units."""
+    def __init__(
+        self,
+        *,
+        programme_id: _builtins.str = ...,
+        load_step_minor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["load_step_minor", b"load_step_minor", "programme_id", b"programme_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLoadStepRequest: _TypeAlias = SetLoadStepRequest  # noqa: Y015
 
 @_typing.final
 class CreateMerchantRequest(_message.Message):

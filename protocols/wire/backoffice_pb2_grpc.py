@@ -39,6 +39,11 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.CreateProgrammeRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Programme.FromString,
                 _registered_method=True)
+        self.SetLoadStep = channel.unary_unary(
+                '/txswitch.v1.Backoffice/SetLoadStep',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.SetLoadStepRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Programme.FromString,
+                _registered_method=True)
         self.CreateMerchant = channel.unary_unary(
                 '/txswitch.v1.Backoffice/CreateMerchant',
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.CreateMerchantRequest.SerializeToString,
@@ -196,6 +201,13 @@ class BackofficeServicer:
 
     def CreateProgramme(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLoadStep(self, request, context):
+        """A programme's load step from now on, checked as at creation (CreateProgrammeRequest).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -405,6 +417,11 @@ def add_BackofficeServicer_to_server(servicer, server):
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.CreateProgrammeRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.Programme.SerializeToString,
             ),
+            'SetLoadStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLoadStep,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.SetLoadStepRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.Programme.SerializeToString,
+            ),
             'CreateMerchant': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateMerchant,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.CreateMerchantRequest.FromString,
@@ -582,6 +599,33 @@ class Backoffice:
             target,
             '/txswitch.v1.Backoffice/CreateProgramme',
             protocols_dot_wire_dot_backoffice__pb2.CreateProgrammeRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.Programme.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLoadStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/SetLoadStep',
+            protocols_dot_wire_dot_backoffice__pb2.SetLoadStepRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.Programme.FromString,
             options,
             channel_credentials,

@@ -34,6 +34,8 @@ class BackofficeStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> BackofficeAsyncStub: ...
     CreateProgramme: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.CreateProgrammeRequest, _backoffice_pb2.Programme]
+    SetLoadStep: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SetLoadStepRequest, _backoffice_pb2.Programme]
+    """A programme's load step from now on, checked as at creation (CreateProgrammeRequest)."""
     CreateMerchant: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.CreateMerchantRequest, _backoffice_pb2.Merchant]
     AddLocation: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AddLocationRequest, _backoffice_pb2.Location]
     AddEmployee: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]
@@ -89,6 +91,8 @@ class BackofficeStub:
 class BackofficeAsyncStub(BackofficeStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateProgramme: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.CreateProgrammeRequest, _backoffice_pb2.Programme]  # type: ignore[assignment]
+    SetLoadStep: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SetLoadStepRequest, _backoffice_pb2.Programme]  # type: ignore[assignment]
+    """A programme's load step from now on, checked as at creation (CreateProgrammeRequest)."""
     CreateMerchant: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.CreateMerchantRequest, _backoffice_pb2.Merchant]  # type: ignore[assignment]
     AddLocation: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AddLocationRequest, _backoffice_pb2.Location]  # type: ignore[assignment]
     AddEmployee: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]  # type: ignore[assignment]
@@ -147,6 +151,14 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         request: _backoffice_pb2.CreateProgrammeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.Programme, _abc.Awaitable[_backoffice_pb2.Programme]]: ...
+
+    @_abc_1.abstractmethod
+    def SetLoadStep(
+        self,
+        request: _backoffice_pb2.SetLoadStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.Programme, _abc.Awaitable[_backoffice_pb2.Programme]]:
+        """A programme's load step from now on, checked as at creation (CreateProgrammeRequest)."""
 
     @_abc_1.abstractmethod
     def CreateMerchant(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -127,21 +128,30 @@ class DayCloseReport:
         return self.period_number + 1 if self.sequence_number else self.period_number
 
 
+# A programme's load step may change (switch/programme_settings.py): the node that changes it forgets
+# its copy at once; another node reads the programme again once its copy is this old.
+PROGRAMME_COPY_MAX_AGE_S = 10.0
+
+
 class Store:
-    """Reads and non-journal writes; caches what never changes (programmes, memberships)."""
+    """Reads and non-journal writes; caches programmes (PROGRAMME_COPY_MAX_AGE_S) and memberships."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._programmes: dict[str, Programme] = {}
+        self._programmes: dict[str, tuple[Programme, float]] = {}  # id -> (programme, monotonic s read)
+        # forget_programme calls so far: a read begun before one is not kept (it may predate the change).
+        self._programmes_forgotten = 0
         self._memberships: set[tuple[str, str]] = set()  # (merchant, programme) known to be members
         self._lock = threading.Lock()
 
     # Programmes and cards
 
     def programme(self, programme_id: str) -> Programme:
+        read_at_s = time.monotonic()
+        forgotten = self._programmes_forgotten
         cached = self._programmes.get(programme_id)
-        if cached is not None:
-            return cached
+        if cached is not None and read_at_s - cached[1] <= PROGRAMME_COPY_MAX_AGE_S:
+            return cached[0]
         with self.engine.connect() as conn:
             row = conn.execute(select(programmes).where(programmes.c.programme_id == programme_id)).first()
         if row is None:
@@ -162,8 +172,15 @@ class Store:
             stored_load_step_minor(row.load_step_minor, row.balance_max_minor, copay),
         )
         with self._lock:
-            self._programmes[programme_id] = programme
+            if self._programmes_forgotten == forgotten:
+                self._programmes[programme_id] = (programme, read_at_s)
         return programme
+
+    def forget_programme(self, programme_id: str) -> None:
+        """The programme changed: the next read of it is from the database."""
+        with self._lock:
+            self._programmes.pop(programme_id, None)
+            self._programmes_forgotten += 1
 
     def merchant_accepts(self, merchant_id: str, programme_id: str) -> bool:
         """Whether the merchant takes the programme's cards. Only a yes is remembered: a membership

@@ -7,6 +7,7 @@ Real gRPC on loopback, the SQLite file and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import cardholder_pb2 as ch
 from protocols.wire import cardholder_pb2_grpc as ch_grpc
 from protocols.wire import terminal_pb2 as pb
+from switch import cli
 from switch.store.schema import programmes
-from tests.integration.harness import World, world_fixture
+from tests.integration.harness import ADMIN_TOKEN, World, world_fixture
 from tests.integration.test_portal import refusal
 
 
@@ -110,3 +112,43 @@ def test_the_holder_sees_the_co_payment_per_load_step(world: World) -> None:
             "EUR",
             "EUR",
         ), prefix
+
+
+def test_the_operator_sets_a_programmes_load_step_and_loads_follow_at_once(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No command changed a programme's step (session 24). Through the real `txswitch admin`,
+    checked as at creation; a card whose actor is live and the holder's view follow at once."""
+    programme = created(world, "600212", (1_800, 5_000), balance_max_minor=10_000)  # steps of 5.00
+    card, terminal = world.issue(0, programme), world.terminals[0]
+    assert terminal.load(card, 500).response_code == "00"  # its actor now holds the programme
+    (tmp_path / "admin.token").write_text(ADMIN_TOKEN)
+    common = ["admin", "--data-dir", str(tmp_path), "--target", world.server.address]
+    set_step = [*common, "set-load-step", f"programme_id={programme}"]
+    assert cli.main([*set_step, "load_step_minor=1000"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["programme_id"], shown["load_step_minor"]) == (programme, "1000")
+    assert terminal.load(card, 500).response_code == "13"  # not a whole step of 10.00
+    assert terminal.load(card, 2_000).response_code == "00"
+    seen = ch_grpc.CardholderStub(world.channel).GetBalance(
+        ch.CardholderBalanceRequest(card=pb.CardRef(card_number=card)), timeout=20
+    )
+    assert (seen.holder_pays.amount_minor, seen.per_loaded.amount_minor) == (360, 1_000)
+    # Refused by name, as at creation, and the step stays 10.00.
+    cases: list[tuple[list[str], int, str]] = [
+        (["load_step_minor=10"], 1, "load_step_minor 10: the co-payment 1800 per 5000 of one step"),
+        (["load_step_minor=20000"], 1, "load_step_minor 20000 is above balance_max_minor 10000"),
+        (["load_step_minor=0"], 1, "load_step_minor must be positive"),
+        (["load_step_minor=-500"], 1, "load_step_minor must be positive"),
+        (["load_step_minor=five"], 2, "load_step_minor: must be a whole number, got 'five'"),
+    ]
+    for arguments, exit_code, named in cases:
+        assert cli.main([*set_step, *arguments]) == exit_code, arguments
+        assert named in capsys.readouterr().err, arguments
+    unknown = [*common, "set-load-step", "programme_id=prg_00aa00aa00aa00aa", "load_step_minor=500"]
+    assert cli.main(unknown) == 1
+    assert "NOT_FOUND: programme_id 'prg_00aa00aa00aa00aa': no such programme" in capsys.readouterr().err
+    assert cli.main([*common, "set-load-step", "load_step_minor=500"]) == 1
+    assert "programme_id is missing" in capsys.readouterr().err
+    assert terminal.load(card, 500).response_code == "13"
+    assert terminal.balance(card) == 2_500

@@ -24,6 +24,7 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.server import SwitchServer
+from switch.store import repository
 from tests.integration.harness import (
     TerminalClient,
     World,
@@ -33,6 +34,7 @@ from tests.integration.harness import (
     statements_run,
     world_fixture,
 )
+from tests.integration.test_load_step import created
 
 
 @dataclass
@@ -148,6 +150,21 @@ def test_a_programme_the_merchant_joined_on_one_node_is_accepted_on_the_other(no
     join = bo.JoinProgrammeRequest(merchant_id=world.merchant_id, programme_id=world.foreign_programme)
     nodes.on_b_as_admin("JoinProgramme", join)
     assert redeem(nodes.on_a, card, 100).response_code == "00"  # node A had remembered the refusal
+
+
+def test_a_load_step_set_on_one_node_counts_on_the_other_once_its_copy_is_too_old(
+    nodes: TwoNodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node A's card actor holds the programme; node B changes its step. Node A reads the programme
+    again once its copy is PROGRAMME_COPY_MAX_AGE_S old (0 here, as shared_copy_max_age_s)."""
+    monkeypatch.setattr(repository, "PROGRAMME_COPY_MAX_AGE_S", 0.0)
+    programme = created(nodes.world, "600301", (180, 500), balance_max_minor=10_000)
+    card = nodes.world.issue(0, programme)
+    assert nodes.on_a.load(card, 500).response_code == "00"
+    nodes.on_b_as_admin("SetLoadStep", bo.SetLoadStepRequest(programme_id=programme, load_step_minor=1_000))
+    assert nodes.on_a.load(card, 500).response_code == "13"  # not a whole step of 10.00
+    assert nodes.on_a.load(card, 1_000).response_code == "00"
+    assert nodes.on_a.balance(card) == 1_500
 
 
 def test_a_terminal_deactivated_on_one_node_is_refused_on_the_other(nodes: TwoNodes) -> None:
