@@ -262,7 +262,12 @@ class CardActor(SwitchActor):
             cardholder_part=card.money(holder_minor),
             funder_part=card.money(funder_minor) if funder_minor else None,
         )
-        return self._submit(Write(record=record, entry=entry), outcome, _Pending(decision.amount_minor))
+        # Other nodes share the card: this copy may be older than a replacement there, which moved
+        # the balance and left this card lost. The write lands only on a card still active and not
+        # replaced, as a one-node actor decides; on one node the actor is the authority, no check.
+        active_card = card.card_id if self._services.max_age_s is not None else None
+        write = Write(record=record, entry=entry, active_card=active_card)
+        return self._submit(write, outcome, _Pending(decision.amount_minor))
 
     # Refund, cancel, reversal of an earlier transaction
 
