@@ -16,7 +16,7 @@ import trio
 from sqlalchemy import Engine
 
 from actors.acquirer_link import AcquirerLink, LinkUnavailableError, now_utc
-from actors.acquirer_messages import authorization_message, reversal_message
+from actors.acquirer_messages import advice_answer, authorization_message, reversal_message
 from actors.acquirer_routing import BinRoutingTable
 from actors.acquirer_types import (
     AcquirerEndpoint,
@@ -463,16 +463,27 @@ class AcquirerGateway:
         if kind in RESPONSE_TO_REQUEST_MTI:
             await self._late_response(link, message)
         elif kind == mti.REVERSAL_ADVICE_RESPONSE and message.get("39") in REVERSAL_ACK_CODES:
-            acknowledged = await trio.to_thread.run_sync(
-                self._saf.acknowledge_by_stan,
-                link.name,
-                message["41"],
-                message["11"],
-                self._clock(),
-            )
-            self._reversals_acknowledged += int(acknowledged)
+            await self._late_acknowledgement(link, message)
         else:
             log.info("acquirer %s: unmatched %s STAN %s ignored", link.name, kind, message["11"])
+
+    async def _late_acknowledgement(self, link: AcquirerLink, message: IsoMessage) -> None:
+        """A 0430 after its advice stopped waiting acknowledges the pending advice it names, never
+        one that took its STAN since; one naming none is ignored (a pending advice goes out again)."""
+        answer = advice_answer(link.name, message)
+        if answer is None:
+            log.warning(
+                "acquirer %s: late 0430 STAN %s without a readable field 90 ignored: it names no advice",
+                link.name,
+                message["11"],
+            )
+            return
+        if await trio.to_thread.run_sync(self._saf.acknowledge_answer, answer, self._clock()):
+            self._reversals_acknowledged += 1
+        else:
+            log.info(
+                "acquirer %s: late 0430 STAN %s answers no pending advice; ignored", link.name, message["11"]
+            )
 
     async def _late_response(self, link: AcquirerLink, message: IsoMessage) -> None:
         """An answer after its timeout is never an approval: make sure it is reversed."""

@@ -1,13 +1,14 @@
-"""Build the ISO 8583 messages the gateway sends, from gateway records and SAF entries."""
+"""Build the ISO 8583 messages the gateway sends, from gateway records and SAF entries, and read
+what an acknowledgement (0430) says of the advice it answers."""
 
 from __future__ import annotations
 
 from typing import Final
 
 from actors.acquirer_types import AuthorizationRequest
-from protocols.iso8583 import IsoMessage, OriginalDataElements, format_amount, mti
+from protocols.iso8583 import IsoMessage, MessageFormatError, OriginalDataElements, format_amount, mti
 from switch.domain.money import CURRENCY_NUMERIC
-from switch.store.saf import SafEntry
+from switch.store.saf import AdviceAnswer, SafEntry
 
 POS_CONDITION_NORMAL: Final = "00"
 
@@ -59,6 +60,25 @@ def reversal_message(entry: SafEntry, transmission: str) -> IsoMessage:
         "49": entry.currency_numeric,
         "90": original.encode(),
     }
+
+
+def advice_answer(acquirer: str, response: IsoMessage) -> AdviceAnswer | None:
+    """The advice a 0430 answers, as its echoed fields name it; None without a readable field 90
+    (the 0430 then names the advice by its STAN only, which a later advice may have taken)."""
+    try:
+        original = OriginalDataElements.decode(response.get("90", ""))
+    except MessageFormatError:
+        return None
+    amount = response.get("4", "")
+    return AdviceAnswer(
+        acquirer=acquirer,
+        terminal_id=response.get("41", ""),
+        reversal_stan=response["11"],
+        original_mti=original.mti,
+        original_stan=original.stan,
+        original_transmission=original.transmission_datetime,
+        amount_minor=int(amount) if amount.isdigit() else None,
+    )
 
 
 def network_message(code: str, stan: str, transmission: str) -> IsoMessage:

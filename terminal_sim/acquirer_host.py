@@ -61,6 +61,9 @@ AMOUNT_LIMIT_MINOR_DEFAULT: Final = 1_000_000
 AUTH_CODE_CHARS: Final = 6
 # Field 39 answers after which the host holds the amount: approvals, and partial approval (10).
 HOLDING_CODES: Final = APPROVING_FIELD39 | {"10"}
+# What a 0430 echoes of its 0420/0421 (ISO 8583:1987 mandatory echo): field 90 names the original
+# the advice reverses, so a late 0430 names its advice by more than its STAN.
+REVERSAL_ANSWER_ECHOED_FIELDS: Final = ("3", "4", "7", "11", "41", "42", "49", "90")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,8 @@ class AcquirerHost:
         self._drop_next_responses = 0
         self._ignore_next_reversals = 0
         self._answer_twice_next = 0
+        self._hold_next_reversal_answers = 0
+        self._held_reversal_answers: deque[tuple[trio.SocketStream, trio.Lock, IsoMessage]] = deque()
         self._answers_as: deque[tuple[str, int | None]] = deque()
         self._rrn_counter = 0
         self._connections: set[trio.SocketStream] = set()
@@ -202,6 +207,23 @@ class AcquirerHost:
     def ignore_next_reversals(self, count: int) -> None:
         """Record but do not acknowledge the next `count` 0400/0420/0421 (forces retransmits)."""
         self._ignore_next_reversals += count
+
+    def hold_next_reversal_answers(self, count: int) -> None:
+        """Record and acknowledge the next `count` 0420/0421, but keep each 0430 back until
+        send_held_reversal_answers(): a host whose answers sat in a queue (a day, say)."""
+        self._hold_next_reversal_answers += count
+
+    async def send_held_reversal_answers(self, count: int) -> int:
+        """Send the first `count` 0430s held back, oldest first, on the connections their advices
+        came on; returns how many went (one whose connection is gone is dropped)."""
+        sent = 0
+        for _ in range(min(count, len(self._held_reversal_answers))):
+            stream, send_lock, response = self._held_reversal_answers.popleft()
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                async with send_lock:
+                    await stream.send_all(encode_frame(response))
+                sent += 1
+        return sent
 
     def answer_twice_next(self, count: int) -> None:
         """Send each of the next `count` answers to 0100/0200 twice, as a host that repeats itself."""
@@ -284,6 +306,10 @@ class AcquirerHost:
             return
         response = self._respond(request)
         if response is None:
+            return
+        if self._hold_next_reversal_answers > 0 and response["t"] == mti.REVERSAL_ADVICE_RESPONSE:
+            self._hold_next_reversal_answers -= 1
+            self._held_reversal_answers.append((stream, send_lock, response))
             return
         if self.config.latency_ms > 0 and request["t"] != mti.NETWORK_REQUEST:
             await trio.sleep(self.config.latency_ms / 1000)
@@ -397,12 +423,12 @@ class AcquirerHost:
             self._ignore_next_reversals -= 1
             return None
         # Acknowledge even an unknown original: the advice is idempotent and must stop repeating.
-        return {
-            "t": mti.response_mti(request["t"]),
-            "11": request["11"],
-            "39": "00",
-            "41": request["41"],
+        response: IsoMessage = {
+            name: request[name] for name in REVERSAL_ANSWER_ECHOED_FIELDS if name in request
         }
+        response["t"] = mti.response_mti(request["t"])
+        response["39"] = "00"
+        return response
 
 
 class HostThread:

@@ -63,14 +63,14 @@ acquirer_saf = Table(
     UniqueConstraint(
         "acquirer", "terminal_id", "original_stan", "original_transmission", name="uq_acquirer_saf_original"
     ),
-    # How a late 0430 names its advice (field 41 and the advice's own STAN; field 7 changes with
-    # each repeat): nodes count their STANs apart, so one may take a STAN another node's advice
-    # holds on that terminal; the row reserves it (StanInUseError), as `uq_card_payments_original`
-    # does an authorisation's. Only while the advice holds it: pending, and for a hold after its
-    # acknowledgement (an advice holding it for ever, session 23's `uq_acquirer_saf_reversal`,
-    # made the counter meet more of them as it came round, until no STAN could be found). An
-    # index, not a constraint, so databases created before it get it too (left out, with an error
-    # in the log, where old rows break it).
+    # How the acquirer names an advice (field 41 and the advice's own STAN; field 7 changes with
+    # each repeat; a late 0430 names the original by field 90 as well): nodes count their STANs
+    # apart, so one may take a STAN another node's advice holds on that terminal; the row reserves
+    # it (StanInUseError), as `uq_card_payments_original` does an authorisation's. Only while the
+    # advice holds it: pending, and for a hold after its acknowledgement (an advice holding it for
+    # ever, session 23's `uq_acquirer_saf_reversal`, made the counter meet more of them as it came
+    # round, until no STAN could be found). An index, not a constraint, so databases created before
+    # it get it too (left out, with an error in the log, where old rows break it).
     Index(
         "uq_acquirer_saf_reversal_held",
         "acquirer",
@@ -102,6 +102,20 @@ class NewReversal:
     amount_minor: int
     currency_numeric: str
     reason: str  # timeout | late_response | abort | reversal | cancel | not_recorded | switch_restart
+
+
+@dataclass(frozen=True, slots=True)
+class AdviceAnswer:
+    """What an acknowledgement (0430) says of the advice it answers: field 41, the advice's own STAN
+    (field 11), the original it reverses (field 90) and, when echoed, the amount (field 4)."""
+
+    acquirer: str
+    terminal_id: str
+    reversal_stan: str
+    original_mti: str
+    original_stan: str
+    original_transmission: str
+    amount_minor: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,30 +264,28 @@ class SafStore:
         with writing(self._engine) as connection:
             return connection.execute(statement).rowcount == 1
 
-    def acknowledge_by_stan(
-        self, acquirer: str, terminal_id: str, reversal_stan: str, now: dt.datetime
-    ) -> bool:
-        """Acknowledge by the advice's own STAN, for an 0430 that came after we stopped waiting.
-
-        Only when one pending advice has that STAN: nodes count their STANs apart, so two may
-        share one, and an acknowledgement of one must not mark the other sent. Left pending, both
-        go out again and are acknowledged in turn (an acquirer takes a repeated advice as one)."""
+    def acknowledge_answer(self, answer: AdviceAnswer, now: dt.datetime) -> bool:
+        """Acknowledge the pending advice a 0430 that came after we stopped waiting names: its own
+        STAN and the original its field 90 names (and its amount, when field 4 is echoed). False,
+        changing nothing, when it names none: an advice gives its STAN back a hold after its
+        acknowledgement, so a 0430 of it later still must not acknowledge the one that took it."""
         row = acquirer_saf.c
-        matching = (
-            row.acquirer == acquirer,
-            row.terminal_id == terminal_id,
-            row.reversal_stan == reversal_stan,
+        matching = [
+            row.acquirer == answer.acquirer,
+            row.terminal_id == answer.terminal_id,
+            row.reversal_stan == answer.reversal_stan,
+            row.original_mti == answer.original_mti,
+            row.original_stan == answer.original_stan,
+            row.original_transmission == answer.original_transmission,
             row.status == STATUS_PENDING,
+        ]
+        if answer.amount_minor is not None:
+            matching.append(row.amount_minor == answer.amount_minor)
+        # At most one row: `uq_acquirer_saf_original` names one advice per original.
+        statement = (
+            update(acquirer_saf).where(*matching).values(status=STATUS_ACKNOWLEDGED, acknowledged_at=now)
         )
         with writing(self._engine) as connection:
-            ids = list(connection.execute(select(row.saf_id).where(*matching).limit(2)).scalars())
-            if len(ids) != 1:
-                return False
-            statement = (
-                update(acquirer_saf)
-                .where(row.saf_id == ids[0], row.status == STATUS_PENDING)
-                .values(status=STATUS_ACKNOWLEDGED, acknowledged_at=now)
-            )
             return connection.execute(statement).rowcount == 1
 
     def depth(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,13 @@ from sqlalchemy import create_engine, text
 from actors.acquirer_routing import BinRoutingTable
 from actors.acquirer_types import BinRange
 from switch.store.engine import writing
-from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, NewReversal, SafStore, StanInUseError
+from switch.store.saf import (
+    REVERSAL_STAN_HOLD_AFTER_ACK,
+    AdviceAnswer,
+    NewReversal,
+    SafStore,
+    StanInUseError,
+)
 from tests.pg import postgres_schema
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
@@ -34,6 +41,13 @@ def reversal(stan: str = "000001", acquirer: str = "acq-a", reversal_stan: str =
         currency_numeric="978",
         reason="timeout",
     )
+
+
+def answer(
+    stan: str = "000001", reversal_stan: str = "000900", amount_minor: int | None = 1_250
+) -> AdviceAnswer:
+    """What a 0430 echoes of the advice reversal(stan, reversal_stan=...) sends."""
+    return AdviceAnswer("acq-a", "TERM0001", reversal_stan, "0200", stan, "1121120000", amount_minor)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -72,11 +86,27 @@ def test_attempts_make_repeats_and_acknowledge_once(store: SafStore) -> None:
     assert len(store.all_entries()) == 1
 
 
-def test_acknowledge_by_advice_stan(store: SafStore) -> None:
+# A 0430 acknowledges the advice only if it names it: its STAN, the original (field 90) and, when
+# echoed, its amount (field 4). One row per answer; only the last names the advice.
+ANSWER_CASES = [
+    ("another advice STAN", answer(reversal_stan="000901"), False),
+    ("another original STAN", answer(stan="000002"), False),
+    ("another original field 7", replace(answer(), original_transmission="1121120001"), False),
+    ("another original MTI", replace(answer(), original_mti="0100"), False),
+    ("another terminal", replace(answer(), terminal_id="TERM0002"), False),
+    ("another amount", answer(amount_minor=1_251), False),
+    ("no amount echoed", answer(amount_minor=None), True),
+    ("the advice", answer(), True),
+]
+
+
+@pytest.mark.parametrize(("case", "said", "acknowledged"), ANSWER_CASES, ids=[row[0] for row in ANSWER_CASES])
+def test_an_answer_acknowledges_the_advice_it_names(
+    store: SafStore, case: str, said: AdviceAnswer, acknowledged: bool
+) -> None:
     store.enqueue(reversal(), NOW)
-    assert not store.acknowledge_by_stan("acq-a", "TERM0001", "000901", NOW)
-    assert store.acknowledge_by_stan("acq-a", "TERM0001", "000900", NOW)
-    assert store.depth() == 0
+    assert store.acknowledge_answer(said, NOW) is acknowledged
+    assert store.depth() == (0 if acknowledged else 1)
 
 
 def test_an_advice_stan_in_use_on_the_terminal_is_refused_for_another_original(store: SafStore) -> None:
@@ -90,7 +120,7 @@ def test_an_advice_stan_in_use_on_the_terminal_is_refused_for_another_original(s
     assert store.enqueue(reversal("000002", reversal_stan="000901"), NOW)
     assert store.enqueue(reversal("000003", acquirer="acq-b"), NOW)  # another acquirer's name
     assert [e.reversal_stan for e in store.pending("acq-a")] == ["000900", "000901"]
-    assert store.acknowledge_by_stan("acq-a", "TERM0001", "000900", NOW)  # it names one advice
+    assert store.acknowledge_answer(answer("000001"), NOW)  # it names one advice
 
 
 def test_an_advice_stan_in_use_is_refused_inside_the_callers_transaction(store: SafStore) -> None:
@@ -130,7 +160,8 @@ def test_an_advice_holds_its_stan_until_a_while_after_its_acknowledgement(
     if stored:
         assert store.enqueue(reversal("000002"), NOW)  # another original, the same reversal STAN 000900
         assert [e.original_stan for e in store.pending()] == ["000002"]
-        assert store.acknowledge_by_stan("acq-a", "TERM0001", "000900", NOW)  # it names the new one
+        assert not store.acknowledge_answer(answer("000001"), NOW)  # the first one's 0430 names it not
+        assert store.acknowledge_answer(answer("000002"), NOW)  # its own does
         assert store.pending() == ()
     else:
         with pytest.raises(StanInUseError):
@@ -170,16 +201,14 @@ def test_a_late_acknowledgement_names_one_advice_or_none_on_a_database_from_befo
     store: SafStore,
 ) -> None:
     # Rows stored before `uq_acquirer_saf_reversal_held` may share a reversal STAN (its creation is left
-    # out then): a late 0430 for one must not mark both acknowledged.
+    # out then): a late 0430 for one must not mark both acknowledged, nor the other.
     with store._engine.begin() as conn:
         conn.execute(text("DROP INDEX uq_acquirer_saf_reversal_held"))
     store.enqueue(reversal("000001"), NOW)
     store.enqueue(reversal("000002"), NOW)  # another original, the same reversal STAN 000900
-    assert not store.acknowledge_by_stan("acq-a", "TERM0001", "000900", NOW)
-    assert store.depth() == 2  # both go out again, and are acknowledged one by one in turn
-    first, _ = store.pending()
-    assert store.acknowledge(first.saf_id, NOW)
-    assert store.acknowledge_by_stan("acq-a", "TERM0001", "000900", NOW)  # now it names one
+    assert store.acknowledge_answer(answer("000001"), NOW)  # field 90 names one of the two
+    assert [entry.original_stan for entry in store.pending()] == ["000002"]
+    assert store.acknowledge_answer(answer("000002"), NOW)
     assert store.depth() == 0
 
 

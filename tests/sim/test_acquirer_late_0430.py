@@ -1,0 +1,97 @@
+"""A 0430 acknowledges only the reversal advice it answers, named by field 90 and not by the STAN
+alone: an advice gives its STAN back 24 h after its acknowledgement (`REVERSAL_STAN_HOLD_AFTER_ACK`),
+and a 0430 of it arriving later must not acknowledge the new advice under that STAN (real gateway,
+real acquirer host simulator over TCP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+
+from actors.acquirer_gateway import AcquirerGateway
+from switch.domain.response_codes import ResponseCode
+from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, STATUS_ACKNOWLEDGED, STATUS_PENDING
+from terminal_sim.acquirer_host import AcquirerHost
+from tests.sim.test_acquirer_gateway import (
+    FAST_LIMITS,
+    SECURITY,
+    authorize,
+    gateway_config,
+    request,
+    running_host,
+    sqlite_engine,
+    wait_until,
+)
+
+# Passes only when a reversal is stored or retry_saf() asks: the test says when an advice goes out.
+LIMITS = replace(FAST_LIMITS, saf_retry_interval_ms=60_000, saf_response_timeout_ms=150)
+STAN_BEFORE = 500_000  # each authorisation takes 500001, its reversal 500002
+ADVICE_STAN = "500002"
+
+
+class Clock:
+    """The gateway's clock, moved by the test: a day passes between two advices."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+async def started(host: AcquirerHost, tmp_path: Path, clock: Clock) -> AcquirerGateway:
+    assert host.port is not None
+    engine = sqlite_engine(tmp_path)
+    gateway = AcquirerGateway(gateway_config({"acq-a": host.port}, LIMITS), engine, SECURITY, clock)
+    await trio.to_thread.run_sync(gateway.start)
+    assert await trio.to_thread.run_sync(gateway.wait_signed_on, 1_000)
+    return gateway
+
+
+async def timed_out_under_advice_stan(
+    gateway: AcquirerGateway, host: AcquirerHost, transaction_id: str
+) -> None:
+    """An authorisation the host leaves unanswered; its reversal advice goes out under ADVICE_STAN."""
+    reversals_before = len(host.record().reversals)
+    host.drop_next_responses(1)
+    gateway._stan = STAN_BEFORE
+    outcome = await authorize(gateway, request(1_000, transaction_id=transaction_id), 100)
+    assert (outcome.response_code, outcome.reversal_queued) == (ResponseCode.acquirer_timeout, True)
+    await wait_until(lambda: len(host.record().reversals) == reversals_before + 1)
+    await trio.sleep(0.3)  # the SAF pass gave up waiting for the 0430 after 150 ms
+
+
+@pytest.mark.trio
+async def test_a_0430_a_day_late_does_not_acknowledge_the_new_advice_under_its_stan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    async with running_host() as host:
+        gateway = await started(host, tmp_path, clock)
+        try:
+            host.hold_next_reversal_answers(1)  # the 0430 of the first 0420 comes a day late
+            await timed_out_under_advice_stan(gateway, host, "t-1")
+            clock.now += dt.timedelta(seconds=1)  # its 0421's field 7, and the 0430 echoing it, differ
+            assert await trio.to_thread.run_sync(gateway.retry_saf) == 1  # its 0421 is acknowledged
+            clock.now += REVERSAL_STAN_HOLD_AFTER_ACK + dt.timedelta(hours=1)
+            host.ignore_next_reversals(1)  # the new advice is not acknowledged yet
+            await timed_out_under_advice_stan(gateway, host, "t-2")
+            with caplog.at_level(logging.INFO, logger="actors.acquirer_gateway"):
+                assert await host.send_held_reversal_answers(1) == 1
+                # The link reads in order: once the echo is answered, the late 0430 has been handled.
+                assert await trio.to_thread.run_sync(gateway.echo, "acq-a") is ResponseCode.approved
+            entries = {
+                entry.transaction_id: entry
+                for entry in await trio.to_thread.run_sync(gateway._saf.all_entries)
+            }
+            assert entries["t-2"].reversal_stan == ADVICE_STAN
+            assert (entries["t-1"].status, entries["t-2"].status) == (STATUS_ACKNOWLEDGED, STATUS_PENDING)
+            assert f"late 0430 STAN {ADVICE_STAN} answers no pending advice; ignored" in caplog.text
+            assert await trio.to_thread.run_sync(gateway.retry_saf) == 1  # its own 0430 acknowledges it
+        finally:
+            await trio.to_thread.run_sync(gateway.stop)
