@@ -16,7 +16,7 @@ import trio
 from sqlalchemy import Engine
 
 from actors.acquirer_link import AcquirerLink, LinkUnavailableError, now_utc
-from actors.acquirer_messages import advice_answer, authorization_message, reversal_message
+from actors.acquirer_messages import advice_answer, answers_advice, authorization_message, reversal_message
 from actors.acquirer_routing import BinRoutingTable
 from actors.acquirer_types import (
     AcquirerEndpoint,
@@ -541,6 +541,14 @@ class AcquirerGateway:
             except LinkUnavailableError:
                 break
             if response is None or response.get("39") not in REVERSAL_ACK_CODES:
+                continue
+            if not answers_advice(response, entry):
+                # A late 0430 of an earlier advice that gave this STAN back; this one goes out again.
+                log.info(
+                    "acquirer %s: 0430 STAN %s names another advice; not its acknowledgement",
+                    link.name,
+                    entry.reversal_stan,
+                )
                 continue
             if await trio.to_thread.run_sync(self._saf.acknowledge, entry.saf_id, self._clock()):
                 self._reversals_acknowledged += 1

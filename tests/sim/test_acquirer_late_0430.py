@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from actors.acquirer_gateway import AcquirerGateway
+from actors.acquirer_types import GatewayLimits
 from switch.domain.response_codes import ResponseCode
 from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, STATUS_ACKNOWLEDGED, STATUS_PENDING
 from terminal_sim.acquirer_host import AcquirerHost
@@ -44,26 +45,29 @@ class Clock:
         return self.now
 
 
-async def started(host: AcquirerHost, tmp_path: Path, clock: Clock) -> AcquirerGateway:
+async def started(
+    host: AcquirerHost, tmp_path: Path, clock: Clock, limits: GatewayLimits = LIMITS
+) -> AcquirerGateway:
     assert host.port is not None
     engine = sqlite_engine(tmp_path)
-    gateway = AcquirerGateway(gateway_config({"acq-a": host.port}, LIMITS), engine, SECURITY, clock)
+    gateway = AcquirerGateway(gateway_config({"acq-a": host.port}, limits), engine, SECURITY, clock)
     await trio.to_thread.run_sync(gateway.start)
     assert await trio.to_thread.run_sync(gateway.wait_signed_on, 1_000)
     return gateway
 
 
 async def timed_out_under_advice_stan(
-    gateway: AcquirerGateway, host: AcquirerHost, transaction_id: str
+    gateway: AcquirerGateway, host: AcquirerHost, transaction_id: str, gave_up_s: float = 0.3
 ) -> None:
-    """An authorisation the host leaves unanswered; its reversal advice goes out under ADVICE_STAN."""
+    """An authorisation the host leaves unanswered; its reversal advice goes out under ADVICE_STAN,
+    and gave_up_s later the SAF pass no longer waits for its 0430 (unless gave_up_s is 0)."""
     reversals_before = len(host.record().reversals)
     host.drop_next_responses(1)
     gateway._stan = STAN_BEFORE
     outcome = await authorize(gateway, request(1_000, transaction_id=transaction_id), 100)
     assert (outcome.response_code, outcome.reversal_queued) == (ResponseCode.acquirer_timeout, True)
     await wait_until(lambda: len(host.record().reversals) == reversals_before + 1)
-    await trio.sleep(0.3)  # the SAF pass gave up waiting for the 0430 after 150 ms
+    await trio.sleep(gave_up_s)
 
 
 @pytest.mark.trio
@@ -95,3 +99,38 @@ async def test_a_0430_a_day_late_does_not_acknowledge_the_new_advice_under_its_s
             assert await trio.to_thread.run_sync(gateway.retry_saf) == 1  # its own 0430 acknowledges it
         finally:
             await trio.to_thread.run_sync(gateway.stop)
+
+
+@pytest.mark.trio
+async def test_a_0430_a_day_late_is_no_answer_to_the_new_advice_waiting_under_its_stan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The day-late 0430 comes while the new advice waits for its own: its waiter took it.
+    clock = Clock()
+    waiting = replace(LIMITS, saf_response_timeout_ms=1_000)
+    async with running_host() as host:
+        gateway = await started(host, tmp_path, clock, waiting)
+        try:
+            host.hold_next_reversal_answers(1)  # the 0430 of the first 0420 comes a day late
+            await timed_out_under_advice_stan(gateway, host, "t-1", gave_up_s=1.2)
+            clock.now += dt.timedelta(seconds=1)  # its 0421's field 7, and the 0430 echoing it, differ
+            assert await trio.to_thread.run_sync(gateway.retry_saf) == 1  # its 0421 is acknowledged
+            clock.now += REVERSAL_STAN_HOLD_AFTER_ACK + dt.timedelta(hours=1)
+            host.hold_next_reversal_answers(1)  # the new advice's own 0430 does not come
+            await timed_out_under_advice_stan(gateway, host, "t-2", gave_up_s=0)
+            with caplog.at_level(logging.INFO, logger="actors.acquirer_gateway"):
+                assert await host.send_held_reversal_answers(1) == 1  # the first advice's, to the waiter
+                # The pass under way ends first; the new advice, still pending, goes out again.
+                assert await trio.to_thread.run_sync(gateway.retry_saf) == 1
+            entries = await trio.to_thread.run_sync(gateway._saf.all_entries)
+        finally:
+            await trio.to_thread.run_sync(gateway.stop)
+    new_original = next(entry for entry in entries if entry.transaction_id == "t-2")
+    assert new_original.reversal_stan == ADVICE_STAN
+    (sent_twice,) = [
+        reversal
+        for reversal in host.record().reversals
+        if reversal.key.transmission_datetime == new_original.original_transmission
+    ]
+    assert sent_twice.mtis == ("0420", "0421")
+    assert f"0430 STAN {ADVICE_STAN} names another advice; not its acknowledgement" in caplog.text
