@@ -3,7 +3,51 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
+
+TERMINALS_MAX = 100_000
+
+
+class SettingError(ValueError):
+    """A setting outside what the simulator allows: `names` are the fields at fault, `rule` says
+    what they may be (and what they were), so a command line can name its own flags instead."""
+
+    def __init__(self, names: tuple[str, ...], rule: str) -> None:
+        super().__init__(f"{joined(names)} {rule}")
+        self.names = names
+        self.rule = rule
+
+
+def joined(names: tuple[str, ...]) -> str:
+    """("a",) -> "a"; ("a", "b", "c") -> "a, b and c"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def check_count(name: str, value: int, least: int, most: int | None = None) -> None:
+    """A whole number from least to most (no limit above when most is None)."""
+    if most is not None and not least <= value <= most:
+        raise SettingError((name,), f"must be from {least:,} to {most:,}, not {value}")
+    if value < least:
+        raise SettingError((name,), f"must be at least {least}, not {value}")
+
+
+def check_above_zero(name: str, value: float) -> None:
+    """A finite number above 0 (NaN and infinity are not)."""
+    if not (math.isfinite(value) and value > 0):
+        raise SettingError((name,), f"must be above 0 and finite, not {value}")
+
+
+def check_not_negative(name: str, value: float) -> None:
+    """A finite number, 0 or above."""
+    if not (math.isfinite(value) and value >= 0):
+        raise SettingError((name,), f"must not be negative or infinite, not {value}")
+
+
+def check_share(name: str, value: float) -> None:
+    """A share, from 0 to 1 (NaN is not)."""
+    if not 0.0 <= value <= 1.0:
+        raise SettingError((name,), f"must be from 0 to 1, not {value}")
 
 
 class LoadModel(enum.StrEnum):
@@ -31,9 +75,11 @@ class FaultShares:
     abandon: float = 0.0  # the terminal is switched off mid-request and never asks
 
     def __post_init__(self) -> None:
-        shares = (self.duplicate, self.timeout, self.abandon)
-        assert all(0.0 <= share <= 1.0 for share in shares), shares
-        assert sum(shares) <= 1.0, shares
+        shares = {"duplicate": self.duplicate, "timeout": self.timeout, "abandon": self.abandon}
+        for name, share in shares.items():
+            check_share(name, share)
+        if sum(shares.values()) > 1.0:
+            raise SettingError(tuple(shares), f"together must not be above 1, not {sum(shares.values()):g}")
 
 
 @dataclass(frozen=True)
@@ -65,10 +111,14 @@ class SimConfig:
     exchanges_max: int = 2_000_000  # every exchange is kept for the auditor; beyond, run stops
 
     def __post_init__(self) -> None:
-        assert 1 <= self.terminals <= 100_000, self.terminals
-        assert self.duration_s > 0, self.duration_s
-        assert self.channels >= 1, self.channels
-        assert self.employees >= 1, self.employees
+        check_count("terminals", self.terminals, 1, TERMINALS_MAX)
+        check_count("employees", self.employees, 1)
+        check_count("channels", self.channels, 1)
+        for name in ("duration_s", "target_rate_per_s", "day_length_s"):
+            check_above_zero(name, getattr(self, name))
+        check_not_negative("think_time_ms_mean", self.think_time_ms_mean)
+        check_share("wrong_pin_share", self.wrong_pin_share)
+        check_share("partial_share", self.partial_share)
 
 
 WRONG_PIN = "0000"  # what a terminal types for a wrong employee PIN: no employee is given it

@@ -42,7 +42,7 @@ def test_faults_are_drawn_at_their_shares(shares: FaultShares, expected: dict[Fa
     [(-0.1, 0.0, 0.0), (1.1, 0.0, 0.0), (0.5, 0.4, 0.2)],
 )
 def test_impossible_shares_are_refused(duplicate: float, timeout: float, abandon: float) -> None:
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError):
         FaultShares(duplicate, timeout, abandon)
 
 
