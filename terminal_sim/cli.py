@@ -9,9 +9,10 @@ from pathlib import Path
 import grpc
 import trio
 
+from terminal_sim.arguments import flag_problem, out_dir_problem, target_problem
 from terminal_sim.auditor import format_report
 from terminal_sim.cards import CardPopulation, synthetic_cards
-from terminal_sim.config import FaultShares, LoadModel, ShopLogin, SimConfig
+from terminal_sim.config import FaultShares, LoadModel, SettingError, ShopLogin, SimConfig, check_count
 from terminal_sim.fleet import run_fleet
 from terminal_sim.processes import quiet_garbage_collector, start_echo_server
 from terminal_sim.report import report_json, table, write_json, write_plot
@@ -20,7 +21,19 @@ from terminal_sim.session import RunOutcome, SwitchTarget, provision, run_and_au
 SWITCH_WAIT_S = 5.0  # how long the simulator waits for the switch to answer before it gives up
 
 START_BALANCE_MINOR = 5_000
-TERMINALS_MAX = 100_000  # as SimConfig allows
+
+FLAG_OF_SETTING = {
+    "terminals": "--terminals",
+    "duration_s": "--duration-s",
+    "target_rate_per_s": "--rate-per-s",
+    "think_time_ms_mean": "--think-ms",
+    "day_length_s": "--day-length-s",
+    "duplicate": "--duplicate-share",
+    "timeout": "--timeout-share",
+    "abandon": "--abandon-share",
+    "wrong_pin_share": "--wrong-pin-share",
+    "employees": "--employees",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,30 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def problem_of(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line, naming the flag; None when nothing is."""
-    if not 1 <= args.terminals <= TERMINALS_MAX:
-        return f"--terminals must be from 1 to {TERMINALS_MAX:,}, not {args.terminals}"
-    for flag, value in (("--duration-s", args.duration_s), ("--day-length-s", args.day_length_s)):
-        if not value > 0:
-            return f"{flag} must be above 0, not {value}"
-    if args.load_model == LoadModel.open.value and not args.rate_per_s > 0:
-        return f"--rate-per-s must be above 0 for an open loop, not {args.rate_per_s}"
-    if not args.think_ms >= 0:
-        return f"--think-ms must not be negative, not {args.think_ms}"
-    for flag, value in (("--cards", args.cards), ("--employees", args.employees)):
-        if value < 1:
-            return f"{flag} must be at least 1, not {value}"
-    shares = (
-        ("--duplicate-share", args.duplicate_share),
-        ("--timeout-share", args.timeout_share),
-        ("--abandon-share", args.abandon_share),
-        ("--wrong-pin-share", args.wrong_pin_share),
-    )
-    for flag, share in shares:
-        if not 0.0 <= share <= 1.0:
-            return f"{flag} must be from 0 to 1, not {share}"
-    if args.duplicate_share + args.timeout_share + args.abandon_share > 1.0:
-        return "--duplicate-share, --timeout-share and --abandon-share together must not be above 1"
-    return None
+    try:
+        config_from(args)
+        check_count("--cards", args.cards, 1)
+    except SettingError as error:
+        return flag_problem(error, FLAG_OF_SETTING)
+    return target_problem("--target", args.target) or out_dir_problem("--out-dir", args.out_dir)
 
 
 def config_from(args: argparse.Namespace) -> SimConfig:

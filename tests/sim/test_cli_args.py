@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from terminal_sim import cli
@@ -9,28 +11,69 @@ from terminal_sim.config import LoadModel
 
 
 @pytest.mark.parametrize(
-    ("argv", "named"),
+    ("argv", "message"),
     [
         (["--terminals", "0"], "--terminals must be from 1 to 100,000, not 0"),
-        (["--terminals", "100001"], "--terminals"),
-        (["--duration-s", "-1"], "--duration-s must be above 0"),
-        (["--day-length-s", "0"], "--day-length-s must be above 0"),
-        (["--load-model", "open", "--rate-per-s", "0"], "--rate-per-s must be above 0"),
-        (["--think-ms", "-5"], "--think-ms must not be negative"),
-        (["--cards", "0"], "--cards must be at least 1"),
+        (["--terminals", "-4"], "--terminals must be from 1 to 100,000, not -4"),
+        (["--terminals", "1000000000"], "--terminals must be from 1 to 100,000, not 1000000000"),
+        (["--duration-s", "0"], "--duration-s must be above 0 and finite, not 0.0"),
+        (["--duration-s", "-1"], "--duration-s must be above 0 and finite, not -1.0"),
+        (["--duration-s", "nan"], "--duration-s must be above 0 and finite, not nan"),
+        (["--duration-s", "inf"], "--duration-s must be above 0 and finite, not inf"),
+        (["--day-length-s", "0"], "--day-length-s must be above 0 and finite, not 0.0"),
+        (["--load-model", "open", "--rate-per-s", "0"], "--rate-per-s must be above 0 and finite, not 0.0"),
+        (["--rate-per-s", "-3"], "--rate-per-s must be above 0 and finite, not -3.0"),
+        (["--think-ms", "-5"], "--think-ms must not be negative or infinite, not -5.0"),
+        (["--think-ms", "inf"], "--think-ms must not be negative or infinite, not inf"),
+        (["--cards", "0"], "--cards must be at least 1, not 0"),
         (["--employees", "0"], "--employees must be at least 1, not 0"),
-        (["--wrong-pin-share", "1.5"], "--wrong-pin-share must be from 0 to 1"),
-        (["--duplicate-share", "-0.1"], "--duplicate-share must be from 0 to 1"),
-        (["--duplicate-share", "0.6", "--timeout-share", "0.6"], "together must not be above 1"),
+        (["--wrong-pin-share", "1.5"], "--wrong-pin-share must be from 0 to 1, not 1.5"),
+        (["--duplicate-share", "-0.1"], "--duplicate-share must be from 0 to 1, not -0.1"),
+        (["--timeout-share", "nan"], "--timeout-share must be from 0 to 1, not nan"),
+        (["--abandon-share", "2"], "--abandon-share must be from 0 to 1, not 2.0"),
+        (
+            ["--duplicate-share", "0.6", "--timeout-share", "0.6"],
+            "--duplicate-share, --timeout-share and --abandon-share together must not be above 1, not 1.21",
+        ),
+        (["--target", "localhost"], "--target must be host:port, as 127.0.0.1:50051, not 'localhost'"),
+        (["--target", ":50051"], "--target must be host:port, as 127.0.0.1:50051, not ':50051'"),
+        (["--target", "host:port"], "--target must be host:port, as 127.0.0.1:50051, not 'host:port'"),
+        (["--target", "127.0.0.1:0"], "--target port must be from 1 to 65535, not 0"),
+        (["--target", "127.0.0.1:70000"], "--target port must be from 1 to 65535, not 70000"),
     ],
 )
 def test_a_bad_flag_is_refused_by_name(
-    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as refused:
         cli.main(argv)
     assert refused.value.code == 2
-    assert named in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1] == f"txswitch-sim: error: {message}"
+
+
+def test_an_out_dir_that_cannot_be_made_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    out_dir = a_file / "sim-out"
+    with pytest.raises(SystemExit) as refused:
+        # No switch listens at 127.0.0.1:1: a refusal after the out dir's check would say so instead.
+        cli.main(["--target", "127.0.0.1:1", "--out-dir", str(out_dir)])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"txswitch-sim: error: --out-dir {out_dir} cannot be made: {a_file} is not a directory"
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/1").is_dir(), reason="no /proc")
+def test_an_out_dir_in_a_directory_not_writable_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["--target", "127.0.0.1:1", "--out-dir", "/proc/1/sim-out"])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "txswitch-sim: error: --out-dir /proc/1/sim-out cannot be written: /proc/1 is not writable"
+    )
 
 
 def test_good_flags_make_the_config() -> None:
