@@ -18,9 +18,19 @@ from sqlalchemy import create_engine
 
 from switch.store.saf import SafStore
 from terminal_sim.acquirer_host import AcquirerHostConfig, HostThread
+from terminal_sim.arguments import flag_problem, out_dir_problem
 from terminal_sim.auditor import AuditReport, format_report
 from terminal_sim.cards import CardPopulation, synthetic_cards
-from terminal_sim.config import FaultShares, LoadModel, ShopLogin, SimConfig
+from terminal_sim.config import (
+    TERMINALS_MAX,
+    FaultShares,
+    LoadModel,
+    SettingError,
+    ShopLogin,
+    SimConfig,
+    check_above_zero,
+    check_count,
+)
 from terminal_sim.fleet import FleetResult, run_fleet
 from terminal_sim.payments import (
     PaymentMix,
@@ -38,6 +48,8 @@ from terminal_sim.session import SwitchTarget, provision, run_and_audit
 START_BALANCE_MINOR = 5_000
 OPEN_LOOP_SHARE = 0.7
 HEADLINE_AUDIT = ("double_spends", "lost_approvals", "ledger_imbalances", "negative_balances")
+# The closed loop's one shop day lasts the run, so a bad --duration-s is also a bad day_length_s.
+FLAG_OF_SETTING = {"terminals": "--terminals", "duration_s": "--duration-s", "day_length_s": "--duration-s"}
 
 
 def closed_loop(terminals: int, duration_s: float) -> SimConfig:
@@ -333,8 +345,20 @@ def ratio_the_cores_allow(
     return round(cores * 1000 / ms_per_request * approved_share / ceiling_rps, 3)
 
 
+def problem_of(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, naming the flag; None when nothing is."""
+    try:
+        closed_loop(args.terminals, args.duration_s)
+        check_count("--cards", args.cards, 1)
+        check_count("--payment-terminals", args.payment_terminals, 1, TERMINALS_MAX)
+        check_above_zero("--payment-duration-s", args.payment_duration_s)
+    except SettingError as error:
+        return flag_problem(error, FLAG_OF_SETTING)
+    return out_dir_problem("--out-dir", args.out_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m terminal_sim.bench", description=__doc__)
     parser.add_argument("--terminals", type=int, default=200)
     parser.add_argument("--cards", type=int, default=10_000)
     parser.add_argument("--duration-s", type=float, default=20.0)
@@ -342,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payment-terminals", type=int, default=32)
     parser.add_argument("--payment-duration-s", type=float, default=15.0)
     args = parser.parse_args(argv)
+    if (problem := problem_of(args)) is not None:
+        parser.error(problem)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     quiet_garbage_collector()
     closed = closed_loop(args.terminals, args.duration_s)
