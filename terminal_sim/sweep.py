@@ -28,8 +28,9 @@ from typing import Any
 
 import trio
 
-from terminal_sim.bench import START_BALANCE_MINOR, closed_loop, open_loop
-from terminal_sim.config import SimConfig
+from terminal_sim.arguments import flag_problem, out_dir_problem
+from terminal_sim.bench import FLAG_OF_SETTING, START_BALANCE_MINOR, closed_loop, open_loop
+from terminal_sim.config import SettingError, SimConfig, check_above_zero, check_count
 from terminal_sim.processes import quiet_garbage_collector, start_switch
 from terminal_sim.session import RunOutcome, SwitchTarget, provision, run_and_audit
 
@@ -161,9 +162,22 @@ def report(
     }
 
 
+def problem_of(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line but --shares, naming the flag; None when nothing is."""
+    try:
+        closed_loop(args.terminals, args.duration_s)
+        check_count("--cards", args.cards, 1)
+        check_above_zero("--p99-ms", args.p99_ms)
+    except SettingError as error:
+        return flag_problem(error, FLAG_OF_SETTING)
+    return out_dir_problem("--out-dir", args.out_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m terminal_sim.sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--shares", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7", help="shares of the closed loop's rate"
@@ -178,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         shares = parse_shares(args.shares)
     except ValueError as error:
         parser.error(str(error))
-    if args.p99_ms <= 0 or args.terminals < 1 or args.cards < 1 or args.duration_s <= 0:
-        parser.error("--p99-ms, --terminals, --cards and --duration-s must be above 0")
+    if (problem := problem_of(args)) is not None:
+        parser.error(problem)
     quiet_garbage_collector()
     closed = closed_loop(args.terminals, args.duration_s)
     with tempfile.TemporaryDirectory(prefix="txswitch-sweep-") as data_dir:

@@ -46,6 +46,45 @@ def test_a_share_whose_audit_failed_is_not_within_the_bound() -> None:
     assert sweep.highest_share_within(points, 15.0) == 0.1
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--shares", "0.1,nan"], "--shares must each be above 0 and at most 1.5, got '0.1,nan'"),
+        (["--terminals", "0"], "--terminals must be from 1 to 100,000, not 0"),
+        (["--terminals", "-2"], "--terminals must be from 1 to 100,000, not -2"),
+        (["--terminals", "1000000000"], "--terminals must be from 1 to 100,000, not 1000000000"),
+        (["--duration-s", "0"], "--duration-s must be above 0 and finite, not 0.0"),
+        (["--duration-s", "nan"], "--duration-s must be above 0 and finite, not nan"),
+        (["--duration-s", "inf"], "--duration-s must be above 0 and finite, not inf"),
+        (["--cards", "0"], "--cards must be at least 1, not 0"),
+        (["--p99-ms", "-1"], "--p99-ms must be above 0 and finite, not -1.0"),
+        (["--p99-ms", "nan"], "--p99-ms must be above 0 and finite, not nan"),
+    ],
+)
+def test_a_bad_flag_is_refused_by_name_before_a_switch_starts(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        sweep.main([*argv, "--out-dir", str(tmp_path)])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m terminal_sim.sweep: error: {message}"
+    assert list(tmp_path.iterdir()) == []  # no switch log: no switch was started
+
+
+def test_an_out_dir_that_cannot_be_made_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as refused:
+        sweep.main(["--out-dir", str(a_file / "out")])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m terminal_sim.sweep: error: --out-dir {a_file / 'out'} cannot be made: "
+        f"{a_file} is not a directory"
+    )
+
+
 @pytest.mark.usefixtures("collector_restored")
 def test_a_short_sweep_of_a_real_switch_reports_every_share(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
