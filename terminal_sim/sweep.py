@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if (problem := problem_of(args)) is not None:
         parser.error(problem)
+    args.out_dir.mkdir(parents=True, exist_ok=True)  # the switch's log goes there from its start
     quiet_garbage_collector()
     closed = closed_loop(args.terminals, args.duration_s)
     with tempfile.TemporaryDirectory(prefix="txswitch-sweep-") as data_dir:
@@ -208,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     result = report(closed_flows_per_s, warm_clean, points, args.p99_ms)
     print(table(points))
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "sweep.json").write_text(json.dumps(result, indent=2))
     write_plot(args.out_dir / "sweep.png", points, args.p99_ms)
     print(json.dumps(result))
