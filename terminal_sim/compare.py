@@ -32,7 +32,9 @@ from typing import Any
 
 import trio
 
+from terminal_sim.arguments import flag_problem
 from terminal_sim.bench import (
+    FLAG_OF_SETTING,
     START_BALANCE_MINOR,
     CpuReading,
     closed_loop,
@@ -40,11 +42,12 @@ from terminal_sim.bench import (
     open_loop,
     process_tree_cpu_s,
 )
-from terminal_sim.config import SimConfig
+from terminal_sim.config import SettingError, SimConfig, check_count, check_not_negative
 from terminal_sim.processes import quiet_garbage_collector, start_switch
 from terminal_sim.session import SwitchTarget, provision, run_and_audit
 
 SIDES = ("before", "after")
+ROUNDS_MAX = 100  # a round is two runs of a switch, half a minute or more: 100 are hours
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +135,23 @@ def _median_ratio(pairs: list[tuple[float, float]]) -> float | None:
     return round(statistics.median(ratios), 3) if ratios else None
 
 
+def problem_of(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line but the trees, naming the flag; None when nothing is."""
+    try:
+        check_count("--rounds", args.rounds, 1, ROUNDS_MAX)
+        check_count("--cards", args.cards, 1)
+        check_not_negative("--open-rate-per-s", args.open_rate_per_s)  # 0: the closed loop instead
+        run_configs(args.terminals, args.duration_s, args.open_rate_per_s)
+    except SettingError as error:
+        return flag_problem(error, FLAG_OF_SETTING)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m terminal_sim.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--before", type=Path, required=True, help="the tree (a git worktree) to compare against"
@@ -150,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         "--open-rate-per-s", type=float, default=0.0, help="an open loop at this many flows/s instead"
     )
     args = parser.parse_args(argv)
-    if args.open_rate_per_s < 0:
-        parser.error(f"--open-rate-per-s must not be negative, not {args.open_rate_per_s}")
+    if (problem := problem_of(args)) is not None:
+        parser.error(problem)
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     for side, tree in trees.items():
         if not (tree / "switch" / "cli.py").is_file():

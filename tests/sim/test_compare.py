@@ -49,6 +49,31 @@ def test_a_negative_rate_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--open-rate-per-s must not be negative" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rounds", "0"], "--rounds must be from 1 to 100, not 0"),
+        (["--rounds", "1000000000"], "--rounds must be from 1 to 100, not 1000000000"),
+        (["--terminals", "0"], "--terminals must be from 1 to 100,000, not 0"),
+        (["--terminals", "1000000000"], "--terminals must be from 1 to 100,000, not 1000000000"),
+        (["--duration-s", "-1"], "--duration-s must be above 0 and finite, not -1.0"),
+        (["--duration-s", "nan"], "--duration-s must be above 0 and finite, not nan"),
+        (["--duration-s", "inf"], "--duration-s must be above 0 and finite, not inf"),
+        (["--cards", "0"], "--cards must be at least 1, not 0"),
+        (["--open-rate-per-s", "-5"], "--open-rate-per-s must not be negative or infinite, not -5.0"),
+        (["--open-rate-per-s", "nan"], "--open-rate-per-s must not be negative or infinite, not nan"),
+        (["--open-rate-per-s", "inf"], "--open-rate-per-s must not be negative or infinite, not inf"),
+    ],
+)
+def test_a_bad_flag_is_refused_by_name_before_a_switch_starts(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        compare.main(["--before", str(ROOT), "--after", str(ROOT), *argv])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m terminal_sim.compare: error: {message}"
+
+
 def test_a_directory_that_is_not_a_tree_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
