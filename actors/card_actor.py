@@ -239,6 +239,7 @@ class CardActor(SwitchActor):
             command.amount,
             accepts,
             self._services.today(),
+            command.priced_at_start,
         )
         if not decision.approves:
             return self._decline(command, terminal, fingerprint, decision)

@@ -278,7 +278,8 @@ class OnlineTopUps:
     def _load(self, top_up: TopUp, card_id: str) -> Outcome:
         core = self._core
         terminal_id = core.online_top_up_terminal(top_up.programme_id)
-        load = Load(top_up.top_up_id, card_id, top_up.money(top_up.amount_minor))
+        # The price the holder was quoted at the start, paid: a load step changed since refuses nothing.
+        load = Load(top_up.top_up_id, card_id, top_up.money(top_up.amount_minor), priced_at_start=True)
         try:
             core.web_days.close_if_due(terminal_id)  # so the load counts in today's period
             outcome = core.submit_web(terminal_id, load)

@@ -103,15 +103,21 @@ def decide_redemption(
 
 
 def decide_load(
-    card: CardState, balance_with_pending_minor: int, amount: Money, merchant_accepts: bool, today: dt.date
+    card: CardState,
+    balance_with_pending_minor: int,
+    amount: Money,
+    merchant_accepts: bool,
+    today: dt.date,
+    priced_at_start: bool = False,
 ) -> Decision:
-    """A load through a shop of the card's programme: a load moves programme (and funder) money."""
+    """A load through a shop of the card's programme: a load moves programme (and funder) money.
+    An online top-up's load (`priced_at_start`) had its step judged when it was started and paid."""
     problem = amount_problem(amount, card.currency) or usability_problem(card, today)
     if problem is not None:
         return problem
     if not merchant_accepts:
         return Decision(ResponseCode.merchant_not_in_programme, detail=card.programme.name)
-    step_problem = card.programme.load_step_problem(amount.amount_minor)
+    step_problem = None if priced_at_start else card.programme.load_step_problem(amount.amount_minor)
     if step_problem is not None:
         return Decision(ResponseCode.amount_not_a_multiple_of_load_step, detail=step_problem)
     room_minor = card.programme.balance_max_minor - balance_with_pending_minor

@@ -52,6 +52,11 @@ class Load:
     transaction_id: str
     card_id: str
     amount: Money
+    # An online top-up's load (switch/top_ups.py): its amount was whole steps of the programme's load
+    # step when the holder started it and was quoted its price, so a step changed since does not
+    # refuse what was paid for. No terminal sets it; not in the fingerprint (a top-up's load sent
+    # again after an upgrade is the same transaction).
+    priced_at_start: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -561,6 +561,29 @@ def test_a_top_up_of_a_card_replaced_before_the_payment_loads_the_card_that_repl
     assert world.ledger().unbalanced_entries == 0
 
 
+def set_load_step(world: World, programme_id: str, load_step_minor: int) -> None:
+    request = bo.SetLoadStepRequest(programme_id=programme_id, load_step_minor=load_step_minor)
+    world.backoffice.SetLoadStep(request, metadata=world.admin_metadata, timeout=20)
+
+
+def test_a_top_up_paid_after_a_load_step_change_loads_what_was_started(world: World) -> None:
+    """Started for 5.00 in steps of 5.00, the step then made 10.00, then paid: the holder paid the
+    price quoted at the start, so that is loaded (it was left refund_due, declined 13). Terminal
+    loads, and top-ups started after the change, take the new step."""
+    card = world.issue(0, world.benefit_programme)
+    started = start(world, card, 500)
+    assert started.holder_pays.amount_minor == 180
+    set_load_step(world, world.benefit_programme, 1_000)
+    loaded = confirm(world, started.top_up_id, "p-step", 180)
+    assert (loaded.status, balance(world, card)) == ("loaded", 500), loaded.reason
+    assert confirm(world, started.top_up_id, "p-step", 180) == loaded  # sent again: once
+    assert world.terminals[0].load(card, 500).response_code == "13"  # not a whole step of 10.00
+    code, details = refusal(start, world, card, 500)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "steps of 10.00" in details, details
+    assert world.terminals[0].load(card, 1_000).response_code == "00"
+    assert balance(world, card) == 1_500 and world.ledger().unbalanced_entries == 0
+
+
 def test_a_payment_in_another_currency_is_kept_in_it_and_refund_due(world: World) -> None:
     card = world.issue(0, world.benefit_programme)
     started = start(world, card, 1_000)

@@ -114,6 +114,25 @@ def test_a_load_comes_in_whole_steps_of_its_programme(
         assert decision.detail == "loads are in steps of 5.00 EUR"
 
 
+@pytest.mark.parametrize(
+    ("status", "amount_minor", "code"),
+    [
+        # Started in another step (the programme's changed since): what was paid for is loaded.
+        (CardStatus.active, 1_250, R.approved),
+        (CardStatus.active, 500, R.approved),
+        (CardStatus.active, 10_500, R.exceeds_amount_limit),  # the card's limit is the card's now
+        (CardStatus.blocked, 500, R.card_blocked),
+        (CardStatus.active, 0, R.invalid_amount),
+    ],
+)
+def test_an_online_top_ups_load_keeps_the_step_it_was_priced_in_and_every_other_rule(
+    status: CardStatus, amount_minor: int, code: R
+) -> None:
+    state = CardState("c", TAXI, "600002******0001", status, dt.date(2028, 1, 1), 0)
+    amount = Money(amount_minor, "EUR")
+    assert card_rules.decide_load(state, 0, amount, True, TODAY, priced_at_start=True).code is code
+
+
 def test_the_load_step_is_the_programmes_own_and_a_gift_card_has_none() -> None:
     assert (TAXI.load_step_minor, GIFT.load_step_minor) == (500, None)
 
