@@ -11,7 +11,9 @@ Only for one node: another node may change a card meanwhile (Settings.copy_max_a
 taken once, by the next actor to start; each start is a new generation, and only the actor of the
 card's current generation may leave a copy, so an actor that stopped late (its stop timed out and a
 successor started) cannot leave an older one behind. A change made around the actors (the balance
-moved to a replacement card) forgets the copy.
+moved to a replacement card) forgets the copy. A programme changed here (its load step) is noted:
+an issue that read it before the change, its card written before the change's fence passed it and
+its copy left after, leaves nothing (its first actor reads the card and the programme).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from switch.domain.card_rules import CardState
+from switch.domain.programmes import Programme
 from switch.store.card_pins import CardPin
 
 COPIES_MAX = 100_000  # cards remembered; the least recently touched are forgotten first
+PROGRAMMES_CHANGED_MAX = 1_000  # programmes changed since start, as changed; the oldest forgotten first
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class CardCopies:
         self._size_max = size_max
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._generations = itertools.count(1)
+        self._programmes_changed: OrderedDict[str, Programme] = OrderedDict()
         self._lock = threading.Lock()
 
     def start(self, card_id: str) -> tuple[int, CardCopy | None]:
@@ -70,10 +75,22 @@ class CardCopies:
                 self._slots.move_to_end(card_id)
 
     def issued(self, card_id: str, copy: CardCopy) -> None:
-        """A card this node has just issued, as the issue wrote it."""
+        """A card this node has just issued, as the issue wrote it; nothing if its programme changed
+        since the issue read it (programme_changed)."""
+        programme = copy.state.programme
         with self._lock:
-            if card_id not in self._slots:
+            changed = self._programmes_changed.get(programme.programme_id)
+            if card_id not in self._slots and changed in (None, programme):
                 self._keep(card_id, _Slot(0, copy))
+
+    def programme_changed(self, programme: Programme) -> None:
+        """The programme as it is from now on, noted before its cards are fenced: a card whose issue
+        read it before leaves no copy after the fence passed (the fence forgets one left before)."""
+        with self._lock:
+            self._programmes_changed[programme.programme_id] = programme
+            self._programmes_changed.move_to_end(programme.programme_id)
+            while len(self._programmes_changed) > PROGRAMMES_CHANGED_MAX:
+                self._programmes_changed.popitem(last=False)
 
     def forget(self, card_id: str) -> None:
         """The card changed around its actors: the next one reads it. A new generation, so an actor

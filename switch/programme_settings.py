@@ -27,8 +27,11 @@ def set_load_step(core: SwitchCore, programme_id: str, load_step_minor: int) -> 
     """The programme as it loads from now on. AdminError naming what is wrong, LookupError for an
     unknown programme; either way nothing changes."""
     core.admin.set_load_step(programme_id, load_step_minor)
+    programme = core.store.programme(programme_id)  # read again: the store forgot it
+    if core.card_copies is not None:  # before the fence: an issue under way leaves no older copy
+        core.card_copies.programme_changed(programme)
     _card_actors_read_again(core, programme_id)
-    return core.store.programme(programme_id)
+    return programme
 
 
 def _card_actors_read_again(core: SwitchCore, programme_id: str) -> None:

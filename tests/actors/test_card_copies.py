@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from actors.card_copies import CardCopies, CardCopy
@@ -9,9 +10,10 @@ from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.programmes import Programme, ProgrammeKind
 
+GIFT = Programme("prg_1", "Gift", ProgrammeKind.gift, "EUR", "600101", 100_000, None, 4, 36)
 
-def copy(balance_minor: int, card_id: str = "card_1") -> CardCopy:
-    programme = Programme("prg_1", "Gift", ProgrammeKind.gift, "EUR", "600101", 100_000, None, 4, 36)
+
+def copy(balance_minor: int, card_id: str = "card_1", programme: Programme = GIFT) -> CardCopy:
     expiry = dt.date(2030, 1, 1)
     return CardCopy(
         CardState(card_id, programme, "600101******0001", CardStatus.active, expiry, balance_minor), None
@@ -69,3 +71,15 @@ def test_the_least_recently_touched_cards_are_forgotten_first() -> None:
     assert len(copies) == 2
     assert copies.start("card_1")[1] is None
     assert copies.start("card_3")[1] == copy(100, "card_3")
+
+
+def test_a_card_issued_from_a_programme_changed_since_leaves_no_copy() -> None:
+    stepped = dataclasses.replace(GIFT, load_step_minor=1_000)
+    copies = CardCopies()
+    copies.programme_changed(stepped)
+    copies.issued("card_1", copy(0, "card_1"))  # the issue read the programme before the change
+    copies.issued("card_2", copy(0, "card_2", stepped))  # after it
+    other = dataclasses.replace(GIFT, programme_id="prg_2")
+    copies.issued("card_3", copy(0, "card_3", other))  # another programme's card
+    assert [copies.holds(card_id) for card_id in ("card_1", "card_2", "card_3")] == [False, True, True]
+    assert copies.start("card_1")[1] is None  # its actor reads the card and the programme

@@ -20,6 +20,10 @@ from protocols.wire import cardholder_pb2 as ch
 from protocols.wire import cardholder_pb2_grpc as ch_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch import cli
+from switch.admin import Admin
+from switch.domain.card_rules import CardState
+from switch.programme_settings import set_load_step
+from switch.store.repository import Store
 from switch.store.schema import programmes
 from tests.integration.harness import ADMIN_TOKEN, World, world_fixture
 from tests.integration.test_portal import refusal
@@ -152,3 +156,29 @@ def test_the_operator_sets_a_programmes_load_step_and_loads_follow_at_once(
     assert "programme_id is missing" in capsys.readouterr().err
     assert terminal.load(card, 500).response_code == "13"
     assert terminal.balance(card) == 2_500
+
+
+def test_a_card_issued_as_the_step_changes_loads_in_the_new_step(world: World) -> None:
+    """One node: the issue read the programme (steps of 5.00), the step became 10.00 and its cards
+    were fenced after the card was written, and only then did the issue leave its card's copy for
+    the first actor. That copy's old step loaded 5.00 until a restart."""
+    programme = created(world, "600213", (1_800, 5_000), balance_max_minor=10_000)
+    core = world.server.core
+    issued: list[CardState] = []
+
+    def change_then_issued(card_hash: str, state: CardState) -> None:
+        set_load_step(core, programme, 1_000)
+        issued.append(state)
+        core._card_issued(card_hash, state)  # what the switch's own Admin does next
+
+    issuing = Admin(
+        Store(core.store.engine),
+        bytes.fromhex(core.settings.card_hash_key_hex),
+        on_card_issued=change_then_issued,
+        write=core.write_now,
+    )
+    card = issuing.issue_card(programme).card_number
+    assert [state.programme.load_step_minor for state in issued] == [500]  # read before the change
+    assert world.terminals[0].load(card, 500).response_code == "13"  # not a whole step of 10.00
+    assert world.terminals[0].load(card, 1_000).response_code == "00"
+    assert world.terminals[0].balance(card) == 1_000
