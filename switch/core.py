@@ -391,8 +391,13 @@ class SwitchCore:
             # No time limit: the new card stays fenced until the transfer has landed or failed, so
             # none of its actors can start from the balance before it (the journal always answers).
             moved: tuple[int, int | None] | str = self.card_actors.ask(lost_card_id, message, None)
-        if isinstance(moved, str):  # the journal refused it: the new card was replaced meanwhile
-            raise AdminStateError(f"balance not moved: {moved}")
+        if isinstance(moved, str):  # the journal refused it
+            # The same request sent twice at once: both found nothing stored, and the first's write
+            # took the key; the loser answers what the first did, as a later replay would.
+            stored = self.store.stored_transfer(key)
+            if stored is not None:
+                return self._transfer_again(stored, lost_card_id, new_card_id, request_id)
+            raise AdminStateError(f"balance not moved: {moved}")  # the new card was replaced meanwhile
         # Money waiting on a card whose chain of replacements led to this one (its follow failed:
         # this card was blocked, or replaced at that moment) follows it on now, not at the next start.
         for card_id, last_posting in self.store.money_on_replaced_cards(chained_to=lost_card_id):

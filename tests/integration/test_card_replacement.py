@@ -168,6 +168,33 @@ def test_an_empty_card_replacement_id_naming_other_cards_is_refused(world: World
     assert lost_id is not None and core.last_replacement(lost_id) == core.cards.card_id(replacement)
 
 
+def test_two_replays_of_an_empty_card_replacement_at_once_both_answer_what_it_did(one_node: World) -> None:
+    """Audit after session 24: two replays of an empty card's replacement arriving together both
+    found no stored request id; the second's write then met the first's key in card_replacements
+    and was refused FAILED_PRECONDITION ("balance not moved"), where a replay answers what the
+    first did. SQLite's write lock is held while both are released, so both pass the look-up."""
+    world = one_node
+    lost, replacement = world.issue(0), world.issue(100)
+    start = threading.Barrier(2)
+
+    def replay() -> bo.ReplaceCardResponse:
+        start.wait(10)
+        return replace(world, lost, replacement, "r-empty-race")
+
+    holder = hold_sqlite_write_lock(world, 1.5)
+    with ThreadPoolExecutor(2) as pool:
+        replays = [pool.submit(replay) for _ in range(2)]
+        answers = [answer.result() for answer in replays]
+    holder.join()
+    assert [(answer.moved.amount_minor, answer.journal_entry_id) for answer in answers] == [(0, "")] * 2
+    assert [answer.lost_card.status for answer in answers] == ["lost"] * 2
+    assert [answer.replacement_card.balance.amount_minor for answer in answers] == [100] * 2
+    assert card_event_kinds(world, lost).count("transferred") == 1
+    core = world.server.core
+    lost_id = core.cards.card_id(lost)
+    assert lost_id is not None and core.last_replacement(lost_id) == core.cards.card_id(replacement)
+
+
 def test_a_card_replaced_already_is_not_replaced_again_by_another_card(world: World) -> None:
     """Audit after session 24: a lost card replaced already (its balance moved to the holder's new
     card) was "replaced" again by any other card named with it, under a new request id or, when it
