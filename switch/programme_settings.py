@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from switch.domain.programmes import Programme
 from switch.store.schema import cards
@@ -34,15 +34,21 @@ def set_load_step(core: SwitchCore, programme_id: str, load_step_minor: int) -> 
     return programme
 
 
+def programme_cards_after(programme_id: str, after_card_id: str) -> Select[str]:
+    """The next CARDS_PER_READ_MAX of the programme's card ids after after_card_id, in order: read
+    along ix_cards_programme, not by scanning every card."""
+    return (
+        select(cards.c.card_id)
+        .where(cards.c.programme_id == programme_id, cards.c.card_id > after_card_id)
+        .order_by(cards.c.card_id)
+        .limit(CARDS_PER_READ_MAX)
+    )
+
+
 def _card_actors_read_again(core: SwitchCore, programme_id: str) -> None:
     after = ""
     while True:
-        query = (
-            select(cards.c.card_id)
-            .where(cards.c.programme_id == programme_id, cards.c.card_id > after)
-            .order_by(cards.c.card_id)
-            .limit(CARDS_PER_READ_MAX)
-        )
+        query = programme_cards_after(programme_id, after)
         with core.store.engine.connect() as conn:
             card_ids = list(conn.execute(query).scalars())
         for card_id in card_ids:

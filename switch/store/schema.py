@@ -141,6 +141,8 @@ class CardRow(Base):
             sqlite_where=text("replaced_by IS NOT NULL"),
             postgresql_where=text("replaced_by IS NOT NULL"),
         ),
+        # A programme's cards in card id order (set-load-step fences them, programme_settings.py)
+        Index("ix_cards_programme", "programme_id", "card_id"),
     )
     card_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     programme_id: Mapped[str] = mapped_column(ForeignKey("programmes.programme_id"))

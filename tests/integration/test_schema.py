@@ -13,6 +13,7 @@ from sqlalchemy import Engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from switch.admin import SWITCH_DEVICE_NAMES
+from switch.programme_settings import programme_cards_after
 from switch.store.engine import SchemaMismatchError, create_schema, make_engine
 from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, NewReversal, SafStore, StanInUseError
 from switch.store.schema import employees, merchants, transactions
@@ -177,6 +178,24 @@ def test_the_index_of_replaced_cards_is_added_to_an_older_database(engine: Engin
     indexes = {index["name"]: index for index in inspect(engine).get_indexes("cards")}
     assert indexes["ix_cards_replaced"]["column_names"] == ["replaced_by"]
     assert not indexes["ix_cards_replaced"]["unique"]
+
+
+def test_the_index_of_a_programmes_cards_is_made_at_start_and_reads_them(engine: Engine) -> None:
+    """set-load-step reads a programme's cards (programme_cards_after); with no index on
+    cards.programme_id it scanned every card of every programme. A non-unique index is made at
+    every start (create_schema), on a database from before it too, so none is ever left out."""
+    indexes = {index["name"]: index for index in inspect(engine).get_indexes("cards")}
+    assert indexes["ix_cards_programme"]["column_names"] == ["programme_id", "card_id"]
+    assert not indexes["ix_cards_programme"]["unique"]
+    as_an_older_release_had_it(engine, "DROP INDEX ix_cards_programme")  # before session 25
+    assert create_schema(engine) == ()
+    assert "ix_cards_programme" in {index["name"] for index in inspect(engine).get_indexes("cards")}
+    if engine.dialect.name == "sqlite":  # PostgreSQL's planner scans a table this small
+        query = programme_cards_after("prg_1", "").compile(engine, compile_kwargs={"literal_binds": True})
+        with engine.connect() as conn:
+            plan = " ".join(str(row) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
+        searched = "SEARCH cards USING COVERING INDEX ix_cards_programme (programme_id=? AND card_id>?)"
+        assert searched in plan, plan
 
 
 def test_the_inbound_mti_of_a_transaction_is_added_to_an_older_database_as_unknown(engine: Engine) -> None:
