@@ -56,7 +56,7 @@ from switch.store.journal import Write, WriteResult
 from switch.store.journal_process import can_serve
 from switch.store.keys import KeyStore
 from switch.store.periods import WebDayRule
-from switch.store.repository import DayCloseReport, Store, StoredTransfer
+from switch.store.repository import REPLACED_CHAIN_LINKS_MAX, DayCloseReport, Store, StoredTransfer
 from switch.store.schema import CARD_EVENT_DETAIL_MAX
 from switch.top_ups import OnlineTopUps, TopUpSweeper
 from switch.web_days import WebDays
@@ -465,12 +465,25 @@ class SwitchCore:
             return FollowStatistics(dict(self._follow_moves), dict(self._follow_moved_minor))
 
     def last_replacement(self, card_id: str) -> str | None:
-        """The card at the end of card_id's chain of replacements, or None if it was not replaced."""
+        """The card at the end of card_id's chain of replacements, or None if it was not replaced.
+        One query a link: it follows the card's own replacement and at most REPLACED_CHAIN_LINKS_MAX
+        links on, as far as a replacement's walk back (money_on_replaced_cards) reaches from the card
+        it replaces; AdminStateError naming the bound for a longer chain."""
         last, seen = self.store.card_replaced_by(card_id), {card_id}
-        while last is not None and last not in seen and (after := self.store.card_replaced_by(last)):
+        for _ in range(REPLACED_CHAIN_LINKS_MAX + 1):  # the card's own replacement, then the links on
+            if last is None or last in seen:
+                return last
+            after = self.store.card_replaced_by(last)
+            if after is None:
+                return last
             seen.add(last)
             last = after
-        return last
+        shown = self.store.card_state(card_id).masked
+        raise AdminStateError(
+            f"the chain of replacements from card {shown} is longer than {REPLACED_CHAIN_LINKS_MAX + 1} "
+            f"links (its own and REPLACED_CHAIN_LINKS_MAX = {REPLACED_CHAIN_LINKS_MAX} on): its last card "
+            "is not looked for"
+        )
 
     def terminal_activated(self, terminal_id: str) -> None:
         """A terminal (re)activated: its new credential counts, and a live actor reads it again (a

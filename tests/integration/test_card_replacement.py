@@ -285,3 +285,28 @@ def test_money_waiting_beyond_the_chain_walks_bound_waits_for_the_next_start(
     assert [f"more than {REPLACED_CHAIN_LINKS_MAX} links" in warning for warning in warnings] == [True]
     assert (ledger_balance(world, lost), ledger_balance(world, newest)) == (700, 1_300)
     assert [card_id for card_id, _ in core.store.money_on_replaced_cards()] == [lost_id]
+
+
+@pytest.mark.parametrize("links_on", [REPLACED_CHAIN_LINKS_MAX, REPLACED_CHAIN_LINKS_MAX + 1])
+def test_the_walk_to_a_chains_last_card_stops_at_the_walks_bound(one_node: World, links_on: int) -> None:
+    """Audit after session 24: the walk along a chain of replacements to its last card
+    (SwitchCore.last_replacement) had no limit but the cards themselves, one query a link. It follows
+    a card's own replacement and REPLACED_CHAIN_LINKS_MAX links on from it, as far as a replacement's
+    walk back reaches; further, it is refused naming the bound, and the refusal changes nothing."""
+    world, core = one_node, one_node.server.core
+    chain = [world.issue(0) for _ in range(links_on + 2)]
+    for replaced, replacement in itertools.pairwise(chain):
+        replace(world, replaced, replacement)
+    lost_id, last_id = core.cards.card_id(chain[0]), core.cards.card_id(chain[-1])
+    assert lost_id is not None
+    if links_on == REPLACED_CHAIN_LINKS_MAX:
+        assert core.last_replacement(lost_id) == last_id
+        return
+    events = card_event_kinds(world, chain[0])
+    with pytest.raises(grpc.RpcError) as refused:
+        replace(world, chain[0], chain[-1])
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = refused.value.details() or ""
+    assert f"longer than {REPLACED_CHAIN_LINKS_MAX + 1} links" in details, details
+    assert all(number not in details for number in chain)
+    assert card_event_kinds(world, chain[0]) == events
