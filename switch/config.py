@@ -11,7 +11,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from protocols.serving import ACCEPTS_PER_METHOD
-from switch.domain.quoting import quoted
+from switch.domain.quoting import DIGIT_RUN, REDACTED_PAN, quoted
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,11 @@ class Settings:
             value = getattr(self, name)
             if value <= 0:
                 raise ValueError(f"{name} ({ENVIRONMENT_PREFIX}{name.upper()}) must be positive, got {value}")
+        for name, lowest in PORT_LOWEST.items():
+            port = getattr(self, name)
+            if not lowest <= port <= PORT_MAX:
+                allowed = f"a port from {lowest} to {PORT_MAX}{PORT_MEANINGS[lowest]}"
+                raise ValueError(f"{setting_named(name)} must be {allowed}, got {shown_number(port)}")
 
     def with_overrides(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -208,6 +213,26 @@ def _parses_as_database_url(url: str) -> bool:
 
 
 ENVIRONMENT_PREFIX = "TXSWITCH_"
+# The settings `txswitch serve` also takes on its command line, named in a refusal by both
+COMMAND_LINE_OPTIONS = {
+    "data_dir": "--data-dir",
+    "database_url": "--database-url",
+    "grpc_port": "--grpc-port",
+    "metrics_port": "--metrics-port",
+    "console_port": "--console-port",
+    "console_authorized_keys": "--console-authorized-keys",
+}
+PORT_MAX = 65_535
+PORT_OFF = -1
+# Each port setting and the lowest value it takes: 0 is any free port, PORT_OFF no listener at all
+PORT_LOWEST = {
+    "grpc_port": 0,
+    "metrics_port": PORT_OFF,
+    "console_port": PORT_OFF,
+    "iso_listen_port": PORT_OFF,
+    "smtp_port": 1,
+}
+PORT_MEANINGS = {PORT_OFF: " (0: any free port, -1: off)", 0: " (0: any free port)", 1: ""}
 POSITIVE_SETTINGS = (
     "iso_inbound_in_flight_max",
     "iso_inbound_connections_max",
@@ -227,6 +252,17 @@ POSITIVE_SETTINGS = (
     "top_ups_kept_days",
     "top_ups_purged_max",
 )
+
+
+def setting_named(name: str) -> str:
+    """How a refusal names a setting: its field, and the option and variable that set it."""
+    option = COMMAND_LINE_OPTIONS.get(name)
+    return f"{name} ({option + ', ' if option else ''}{ENVIRONMENT_PREFIX}{name.upper()})"
+
+
+def shown_number(value: float) -> str:
+    """A refused number as a message shows it: a card number's length of digits masked."""
+    return DIGIT_RUN.sub(REDACTED_PAN, str(value))
 
 
 def from_environment(base: Settings | None = None) -> Settings:

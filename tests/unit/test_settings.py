@@ -108,3 +108,105 @@ def test_serve_names_the_setting_a_card_number_was_typed_into_but_not_the_number
     printed = capsys.readouterr().err
     assert printed == f"txswitch serve: {named}, got '{REDACTED_PAN}'\n"
     assert not (tmp_path / "data").exists()
+
+
+HUGE = str(10**20)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "variable", "value", "problem"),
+    [
+        (
+            ["--grpc-port", CARD_NUMBER],
+            "",
+            "",
+            "grpc_port (--grpc-port, TXSWITCH_GRPC_PORT) must be a port "
+            f"from 0 to 65535 (0: any free port), got {REDACTED_PAN}",
+        ),
+        (
+            ["--grpc-port", "65536"],
+            "",
+            "",
+            "grpc_port (--grpc-port, TXSWITCH_GRPC_PORT) must be a port "
+            "from 0 to 65535 (0: any free port), got 65536",
+        ),
+        (
+            ["--grpc-port", "-1"],
+            "",
+            "",
+            "grpc_port (--grpc-port, TXSWITCH_GRPC_PORT) must be a port "
+            "from 0 to 65535 (0: any free port), got -1",
+        ),
+        (
+            ["--metrics-port", "-2"],
+            "",
+            "",
+            "metrics_port (--metrics-port, TXSWITCH_METRICS_PORT) must be a "
+            "port from -1 to 65535 (0: any free port, -1: off), got -2",
+        ),
+        (
+            ["--metrics-port", HUGE],
+            "",
+            "",
+            "metrics_port (--metrics-port, TXSWITCH_METRICS_PORT) must be a "
+            f"port from -1 to 65535 (0: any free port, -1: off), got {REDACTED_PAN}",
+        ),
+        (
+            ["--console-port", CARD_NUMBER],
+            "",
+            "",
+            "console_port (--console-port, TXSWITCH_CONSOLE_PORT) must "
+            f"be a port from -1 to 65535 (0: any free port, -1: off), got {REDACTED_PAN}",
+        ),
+        (
+            [],
+            "TXSWITCH_GRPC_PORT",
+            "70000",
+            "grpc_port (--grpc-port, TXSWITCH_GRPC_PORT) must be a port "
+            "from 0 to 65535 (0: any free port), got 70000",
+        ),
+        (
+            [],
+            "TXSWITCH_ISO_LISTEN_PORT",
+            HUGE,
+            "iso_listen_port (TXSWITCH_ISO_LISTEN_PORT) must be a port "
+            f"from -1 to 65535 (0: any free port, -1: off), got {REDACTED_PAN}",
+        ),
+        (
+            [],
+            "TXSWITCH_ISO_LISTEN_PORT",
+            "-3",
+            "iso_listen_port (TXSWITCH_ISO_LISTEN_PORT) must be a port "
+            "from -1 to 65535 (0: any free port, -1: off), got -3",
+        ),
+        (
+            [],
+            "TXSWITCH_SMTP_PORT",
+            "0",
+            "smtp_port (TXSWITCH_SMTP_PORT) must be a port from 1 to 65535, got 0",
+        ),
+        (
+            [],
+            "TXSWITCH_SMTP_PORT",
+            CARD_NUMBER,
+            f"smtp_port (TXSWITCH_SMTP_PORT) must be a port from 1 to 65535, got {REDACTED_PAN}",
+        ),
+    ],
+)
+def test_serve_refuses_a_port_no_socket_can_have_before_it_starts(
+    arguments: list[str],
+    variable: str,
+    value: str,
+    problem: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A port past 65535 passed as a number and ended in a traceback once the data dir was made.
+    # No row's port is ever bound: each is refused first.
+    if variable:
+        monkeypatch.setenv(variable, value)
+    command = ["serve", "--data-dir", str(tmp_path / "data"), "--metrics-port", "-1", "--console-port", "-1"]
+    assert cli.main([*command, *arguments]) == 2
+    assert capsys.readouterr().err == f"txswitch serve: {problem}\n"
+    assert not (tmp_path / "data").exists()
