@@ -190,10 +190,10 @@ class Settings:
                 f"the database URL (--database-url, {ENVIRONMENT_PREFIX}DATABASE_URL) does not parse; "
                 "the form is dialect+driver://user:password@host:port/database"
             )
-        for name in POSITIVE_SETTINGS:
+        for name, number_range in NUMBER_RANGES.items():
             value = getattr(self, name)
-            if value <= 0:
-                raise ValueError(f"{name} ({ENVIRONMENT_PREFIX}{name.upper()}) must be positive, got {value}")
+            if not number_range.holds(value):
+                raise ValueError(f"{setting_named(name)} must be {number_range}, got {shown_number(value)}")
         for name, lowest in PORT_LOWEST.items():
             port = getattr(self, name)
             if not lowest <= port <= PORT_MAX:
@@ -233,25 +233,82 @@ PORT_LOWEST = {
     "smtp_port": 1,
 }
 PORT_MEANINGS = {PORT_OFF: " (0: any free port, -1: off)", 0: " (0: any free port)", 1: ""}
-POSITIVE_SETTINGS = (
-    "iso_inbound_in_flight_max",
-    "iso_inbound_connections_max",
-    "iso_inbound_idle_s",
-    "web_day_close_interval_s",
-    "exports_concurrent_max",
-    "exports_duration_max_s",
-    "export_chunk_bytes_max",
-    "top_up_valid_s",
-    "top_ups_listed_max",
-    "replacement_follow_workers_max",
-    "replacement_follows_queued_max",
-    "top_up_sweep_interval_s",
-    "top_up_confirming_grace_s",
-    "top_ups_swept_max",
-    "top_up_sweep_retry_s_max",
-    "top_ups_kept_days",
-    "top_ups_purged_max",
-)
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """The values a number setting takes: above 0 (or 0 too) and at most highest. NaN is none."""
+
+    zero_allowed: bool
+    highest: float
+
+    def holds(self, value: float) -> bool:
+        lowest_held = value >= 0 if self.zero_allowed else value > 0
+        return lowest_held and value <= self.highest
+
+    def __str__(self) -> str:
+        return f"{'0 or more' if self.zero_allowed else 'positive'} and at most {self.highest:,}"
+
+
+COUNT_MAX = 2**31 - 1  # grpc and the garbage collector take a count as a C int
+# A year: a longer wait overflows what threads and dates take (10**20 s did), and means forever anyway
+DURATION_S_MAX = 366 * 24 * 3600
+POSITIVE_COUNT = NumberRange(zero_allowed=False, highest=COUNT_MAX)
+POSITIVE_DURATION_S = NumberRange(zero_allowed=False, highest=DURATION_S_MAX)
+NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
+    "grpc_workers": POSITIVE_COUNT,
+    "grpc_concurrent_rpcs_max": POSITIVE_COUNT,
+    "grpc_accepts_per_method": POSITIVE_COUNT,
+    "card_actors_live_max": POSITIVE_COUNT,
+    "card_actor_idle_s": POSITIVE_DURATION_S,
+    "shared_copy_max_age_s": NumberRange(zero_allowed=True, highest=DURATION_S_MAX),
+    "terminal_actors_live_max": POSITIVE_COUNT,
+    "terminal_actor_idle_s": POSITIVE_DURATION_S,
+    "terminal_recent_transactions_max": POSITIVE_COUNT,
+    "ask_timeout_s": POSITIVE_DURATION_S,
+    "reply_timeout_s": POSITIVE_DURATION_S,
+    "reaper_interval_s": POSITIVE_DURATION_S,
+    "replacement_follow_workers_max": POSITIVE_COUNT,
+    "replacement_follows_queued_max": POSITIVE_COUNT,
+    "journal_batch_writes_max": POSITIVE_COUNT,
+    "journal_queue_writes_max": POSITIVE_COUNT,
+    # every commit's reply waits as long: a second is already far more than a batch gains
+    "journal_linger_ms": NumberRange(zero_allowed=True, highest=1_000),
+    "gc_gen0_threshold": NumberRange(zero_allowed=True, highest=COUNT_MAX),
+    "gc_gen1_threshold": NumberRange(zero_allowed=True, highest=COUNT_MAX),
+    "gc_gen2_threshold": NumberRange(zero_allowed=True, highest=COUNT_MAX),
+    "employee_pin_tries_max": POSITIVE_COUNT,
+    "employee_lock_duration_s": POSITIVE_DURATION_S,
+    "iso_inbound_in_flight_max": POSITIVE_COUNT,
+    "iso_inbound_connections_max": POSITIVE_COUNT,
+    "iso_inbound_idle_s": POSITIVE_DURATION_S,
+    "web_day_close_interval_s": POSITIVE_DURATION_S,
+    "portal_session_s": POSITIVE_DURATION_S,
+    "sign_in_tries_max": POSITIVE_COUNT,
+    "sign_in_lock_s": POSITIVE_DURATION_S,
+    "sign_ins_concurrent_max": POSITIVE_COUNT,
+    "exports_concurrent_max": POSITIVE_COUNT,
+    "exports_duration_max_s": POSITIVE_DURATION_S,
+    "export_chunk_bytes_max": POSITIVE_COUNT,
+    "password_reset_code_s": POSITIVE_DURATION_S,
+    "password_resets_per_hour_max": POSITIVE_COUNT,
+    "password_reset_mails_queued_max": POSITIVE_COUNT,
+    "cardholder_lookups_per_minute_max": POSITIVE_COUNT,
+    "cardholder_callers_tracked_max": POSITIVE_COUNT,
+    "top_up_valid_s": POSITIVE_DURATION_S,
+    "top_ups_listed_max": POSITIVE_COUNT,
+    "top_up_sweep_interval_s": POSITIVE_DURATION_S,
+    "top_up_confirming_grace_s": POSITIVE_DURATION_S,
+    "top_ups_swept_max": POSITIVE_COUNT,
+    "top_up_sweep_retry_s_max": POSITIVE_DURATION_S,
+    "top_ups_kept_days": NumberRange(zero_allowed=False, highest=100 * 366),  # dates end at year 9999
+    "top_ups_purged_max": POSITIVE_COUNT,
+    "smtp_timeout_s": POSITIVE_DURATION_S,
+    "receipt_attempts_max": POSITIVE_COUNT,
+    "receipt_retry_s": POSITIVE_DURATION_S,
+    "receipts_per_transaction_max": POSITIVE_COUNT,
+    "card_pin_tries_max": POSITIVE_COUNT,
+}
 
 
 def setting_named(name: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from switch import cli
-from switch.config import Settings, from_environment
+from switch.config import NUMBER_RANGES, PORT_LOWEST, Settings, from_environment
 from switch.domain.quoting import REDACTED_PAN
 
 
@@ -39,13 +39,13 @@ def test_cards_are_shared_by_nodes_on_postgres_unless_told(
         ),
         (
             {"replacement_follow_workers_max": 0},
-            "replacement_follow_workers_max (TXSWITCH_REPLACEMENT_FOLLOW_WORKERS_MAX) must be positive, "
-            "got 0",
+            "replacement_follow_workers_max (TXSWITCH_REPLACEMENT_FOLLOW_WORKERS_MAX) must be positive "
+            "and at most 2,147,483,647, got 0",
         ),
         (
             {"replacement_follows_queued_max": 0},
-            "replacement_follows_queued_max (TXSWITCH_REPLACEMENT_FOLLOWS_QUEUED_MAX) must be positive, "
-            "got 0",
+            "replacement_follows_queued_max (TXSWITCH_REPLACEMENT_FOLLOWS_QUEUED_MAX) must be positive "
+            "and at most 2,147,483,647, got 0",
         ),
     ],
 )
@@ -210,3 +210,118 @@ def test_serve_refuses_a_port_no_socket_can_have_before_it_starts(
     assert cli.main([*command, *arguments]) == 2
     assert capsys.readouterr().err == f"txswitch serve: {problem}\n"
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        (
+            "TXSWITCH_GRPC_WORKERS",
+            "0",
+            "grpc_workers (TXSWITCH_GRPC_WORKERS) must be positive and at most 2,147,483,647, got 0",
+        ),
+        (
+            "TXSWITCH_GRPC_CONCURRENT_RPCS_MAX",
+            "-1",
+            "grpc_concurrent_rpcs_max "
+            "(TXSWITCH_GRPC_CONCURRENT_RPCS_MAX) must be positive and at most 2,147,483,647, got -1",
+        ),
+        (
+            "TXSWITCH_CARD_ACTORS_LIVE_MAX",
+            CARD_NUMBER,
+            "card_actors_live_max (TXSWITCH_CARD_ACTORS_LIVE_MAX) "
+            f"must be positive and at most 2,147,483,647, got {REDACTED_PAN}",
+        ),
+        (
+            "TXSWITCH_GC_GEN0_THRESHOLD",
+            HUGE,
+            "gc_gen0_threshold (TXSWITCH_GC_GEN0_THRESHOLD) must be 0 or "
+            f"more and at most 2,147,483,647, got {REDACTED_PAN}",
+        ),
+        (
+            "TXSWITCH_GC_GEN2_THRESHOLD",
+            "-10",
+            "gc_gen2_threshold (TXSWITCH_GC_GEN2_THRESHOLD) must be 0 or "
+            "more and at most 2,147,483,647, got -10",
+        ),
+        (
+            "TXSWITCH_ASK_TIMEOUT_S",
+            "nan",
+            "ask_timeout_s (TXSWITCH_ASK_TIMEOUT_S) must be positive and at most 31,622,400, got nan",
+        ),
+        (
+            "TXSWITCH_ASK_TIMEOUT_S",
+            "0",
+            "ask_timeout_s (TXSWITCH_ASK_TIMEOUT_S) must be positive and at most 31,622,400, got 0.0",
+        ),
+        (
+            "TXSWITCH_REPLY_TIMEOUT_S",
+            "1e20",
+            "reply_timeout_s (TXSWITCH_REPLY_TIMEOUT_S) must be positive and at most 31,622,400, got 1e+20",
+        ),
+        (
+            "TXSWITCH_CARD_ACTOR_IDLE_S",
+            "-inf",
+            "card_actor_idle_s (TXSWITCH_CARD_ACTOR_IDLE_S) must be "
+            "positive and at most 31,622,400, got -inf",
+        ),
+        (
+            "TXSWITCH_SHARED_COPY_MAX_AGE_S",
+            "nan",
+            "shared_copy_max_age_s (TXSWITCH_SHARED_COPY_MAX_AGE_S) "
+            "must be 0 or more and at most 31,622,400, got nan",
+        ),
+        (
+            "TXSWITCH_JOURNAL_LINGER_MS",
+            "60000",
+            "journal_linger_ms (TXSWITCH_JOURNAL_LINGER_MS) must be 0 or more and at most 1,000, got 60000.0",
+        ),
+        (
+            "TXSWITCH_PORTAL_SESSION_S",
+            CARD_NUMBER,
+            "portal_session_s (TXSWITCH_PORTAL_SESSION_S) must be "
+            f"positive and at most 31,622,400, got {REDACTED_PAN}",
+        ),
+        (
+            "TXSWITCH_TOP_UPS_KEPT_DAYS",
+            HUGE,
+            "top_ups_kept_days (TXSWITCH_TOP_UPS_KEPT_DAYS) must be "
+            f"positive and at most 36,600, got {REDACTED_PAN}",
+        ),
+        (
+            "TXSWITCH_CARD_PIN_TRIES_MAX",
+            "0",
+            "card_pin_tries_max (TXSWITCH_CARD_PIN_TRIES_MAX) must be "
+            "positive and at most 2,147,483,647, got 0",
+        ),
+        (
+            "TXSWITCH_RECEIPT_RETRY_S",
+            "0",
+            "receipt_retry_s (TXSWITCH_RECEIPT_RETRY_S) must be positive and at most 31,622,400, got 0.0",
+        ),
+    ],
+)
+def test_serve_refuses_a_number_setting_out_of_its_range_before_it_starts(
+    variable: str,
+    value: str,
+    problem: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Zero workers, a negative limit, NaN or 1e20 seconds passed as numbers: the switch made its data
+    # dir and then ended in a traceback, or started and hung on the first wait.
+    monkeypatch.setenv(variable, value)
+    assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0"]) == 2
+    assert capsys.readouterr().err == f"txswitch serve: {problem}\n"
+    assert not (tmp_path / "data").exists()
+
+
+def test_every_number_setting_has_its_range() -> None:
+    numbers = {
+        name
+        for name, value in vars(Settings()).items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    assert numbers == set(NUMBER_RANGES) | set(PORT_LOWEST)
+    assert all(allowed.holds(getattr(Settings(), name)) for name, allowed in NUMBER_RANGES.items())
