@@ -36,11 +36,18 @@ class _CommandLineParser(argparse.ArgumentParser):
         super().error(quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, message))
 
 
+def _path(text: str) -> Path:
+    """A path option's value: an empty one is refused, not taken as Path("") (the current directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a path, not be empty")
+    return Path(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _CommandLineParser(prog="txswitch", description="txswitch transaction switch")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the switch")
-    serve.add_argument("--data-dir", type=Path, default=Path("var"))
+    serve.add_argument("--data-dir", type=_path, default=Path("var"))
     serve.add_argument("--database-url", default="")
     serve.add_argument("--grpc-port", type=int, default=None)
     demo = serve.add_mutually_exclusive_group()
@@ -55,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--console-port", type=int, default=None, help="SSH ops console (0 any, -1 off)")
     serve.add_argument(
         "--console-authorized-keys",
-        type=Path,
+        type=_path,
         default=None,
         help="file of '<viewer|operator> <OpenSSH public key>' lines; the console runs only with it",
     )
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog=_actions_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    admin.add_argument("--data-dir", type=Path, default=Path("var"), help="where admin.token is")
+    admin.add_argument("--data-dir", type=_path, default=Path("var"), help="where admin.token is")
     admin.add_argument("--target", default="127.0.0.1:50051")
     admin.add_argument("action", choices=sorted(ADMIN_ACTIONS), help="what to do")
     admin.add_argument("args", nargs="*", help="key=value arguments of the action")

@@ -194,11 +194,25 @@ class Settings:
             value = getattr(self, name)
             if not number_range.holds(value):
                 raise ValueError(f"{setting_named(name)} must be {number_range}, got {shown_number(value)}")
+        self._check_paths()
         for name, lowest in PORT_LOWEST.items():
             port = getattr(self, name)
             if not lowest <= port <= PORT_MAX:
                 allowed = f"a port from {lowest} to {PORT_MAX}{PORT_MEANINGS[lowest]}"
                 raise ValueError(f"{setting_named(name)} must be {allowed}, got {shown_number(port)}")
+
+    def _check_paths(self) -> None:
+        # Checked before the data dir is made: the files are read only once the switch is starting.
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ValueError(
+                f"{setting_named('data_dir')} must name a directory (made if missing), "
+                f"got {quoted(str(self.data_dir))}, a file"
+            )
+        for name in ("console_authorized_keys", "acquirers_file"):
+            path: Path | None = getattr(self, name)
+            if path is not None and not path.is_file():
+                shown = quoted(str(path))
+                raise ValueError(f"{setting_named(name)} must name a file that exists, got {shown}")
 
     def with_overrides(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -335,6 +349,8 @@ def from_environment(base: Settings | None = None) -> Settings:
             changes[item.name] = _parse(raw, current)
         except ValueError:
             kind = "a whole number" if isinstance(current, int) else "a number"
+            if isinstance(current, Path) or current is None:
+                kind = "a path, not empty"
             variable = ENVIRONMENT_PREFIX + item.name.upper()
             raise ValueError(f"{variable} must be {kind}, got {quoted(raw)}") from None
     return settings.with_overrides(**changes)
@@ -348,5 +364,7 @@ def _parse(raw: str, current: object) -> object:
     if isinstance(current, float):
         return float(raw)
     if isinstance(current, Path) or current is None:
+        if not raw:  # Path("") is the current directory
+            raise ValueError("empty path")
         return Path(raw)
     return raw

@@ -3,6 +3,8 @@ an action or a port goes is masked as the switch masks a refused value; the refu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from switch import cli
@@ -28,3 +30,27 @@ def test_a_card_number_in_a_refused_command_line_is_masked(
     printed = capsys.readouterr().err
     assert named in printed and REDACTED_PAN in printed, printed
     assert DIGIT_RUN.search(printed) is None, printed
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["serve", "--data-dir", ""], "argument --data-dir: must name a path, not be empty"),
+        (["serve", "--console-authorized-keys", ""], "argument --console-authorized-keys: must name a path"),
+        (["admin", "--data-dir", "", "check-ledger"], "argument --data-dir: must name a path, not be empty"),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_as_the_current_directory(
+    arguments: list[str],
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Path("") is "."; `serve --data-dir ""` made its database and keys in whatever directory it ran in.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as ended:
+        cli.main(arguments)
+    assert ended.value.code == 2
+    assert named in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

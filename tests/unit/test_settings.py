@@ -325,3 +325,62 @@ def test_every_number_setting_has_its_range() -> None:
     }
     assert numbers == set(NUMBER_RANGES) | set(PORT_LOWEST)
     assert all(allowed.holds(getattr(Settings(), name)) for name, allowed in NUMBER_RANGES.items())
+
+
+@pytest.mark.parametrize(
+    ("arguments", "variable", "value", "problem"),
+    [
+        ([], "TXSWITCH_DATA_DIR", "", "TXSWITCH_DATA_DIR must be a path, not empty, got ''"),
+        ([], "TXSWITCH_ACQUIRERS_FILE", "", "TXSWITCH_ACQUIRERS_FILE must be a path, not empty, got ''"),
+        (
+            [],
+            "TXSWITCH_ACQUIRERS_FILE",
+            f"/nonexistent/{CARD_NUMBER}.toml",
+            f"acquirers_file (TXSWITCH_ACQUIRERS_FILE) must name a file that exists, got "
+            f"'/nonexistent/{REDACTED_PAN}.toml'",
+        ),
+        (
+            ["--console-authorized-keys", f"/nonexistent/{CARD_NUMBER}"],
+            "",
+            "",
+            "console_authorized_keys (--console-authorized-keys, TXSWITCH_CONSOLE_AUTHORIZED_KEYS) must "
+            f"name a file that exists, got '/nonexistent/{REDACTED_PAN}'",
+        ),
+        (
+            ["--console-authorized-keys", "/"],
+            "",
+            "",
+            "console_authorized_keys (--console-authorized-keys, TXSWITCH_CONSOLE_AUTHORIZED_KEYS) must "
+            "name a file that exists, got '/'",
+        ),
+    ],
+)
+def test_serve_refuses_a_path_it_cannot_use_before_it_starts(
+    arguments: list[str],
+    variable: str,
+    value: str,
+    problem: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # An acquirers file that is not there made the data dir and ended in a traceback printing its
+    # path whole; a missing keys file started the switch; an empty path was the current directory.
+    if variable:
+        monkeypatch.setenv(variable, value)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0", *arguments]) == 2
+    assert capsys.readouterr().err == f"txswitch serve: {problem}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_serve_refuses_a_data_dir_that_is_a_file_and_leaves_the_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its mkdir failed, and the error printed the path whole.
+    monkeypatch.chdir(tmp_path)
+    Path(CARD_NUMBER).write_text("not a directory")
+    assert cli.main(["serve", "--data-dir", CARD_NUMBER, "--grpc-port", "0"]) == 2
+    named = "data_dir (--data-dir, TXSWITCH_DATA_DIR) must name a directory (made if missing)"
+    assert capsys.readouterr().err == f"txswitch serve: {named}, got '{REDACTED_PAN}', a file\n"
+    assert Path(CARD_NUMBER).read_text() == "not a directory" and len(list(tmp_path.iterdir())) == 1
