@@ -21,7 +21,7 @@ from google.protobuf.json_format import MessageToDict
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
-from switch.config import Settings, from_environment
+from switch.config import PORT_MAX, Settings, from_environment
 from switch.domain import quoting
 
 ADMIN_DEADLINE_S = 30.0
@@ -41,6 +41,19 @@ def _path(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("must name a path, not be empty")
     return Path(text)
+
+
+def _target(text: str) -> str:
+    """--target: <host>:<port>. grpc took port 70000 as 4464 and -1 as 65535, and put a port it could
+    not read into its error whole."""
+    host, _, port = text.rpartition(":")
+    if not (host and port.isascii() and port.isdigit() and len(port) <= len(str(PORT_MAX))):
+        port = "0"
+    if not 1 <= int(port) <= PORT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"must be <host>:<port> with a port from 1 to {PORT_MAX}, got {quoting.quoted(text)}"
+        )
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     admin.add_argument("--data-dir", type=_path, default=Path("var"), help="where admin.token is")
-    admin.add_argument("--target", default="127.0.0.1:50051")
+    admin.add_argument("--target", type=_target, default="127.0.0.1:50051")
     admin.add_argument("action", choices=sorted(ADMIN_ACTIONS), help="what to do")
     admin.add_argument("args", nargs="*", help="key=value arguments of the action")
     balance = commands.add_parser(
         "balance", help="a card's balance as its holder sees it (card number or QR payload; no login)"
     )
-    balance.add_argument("--target", default="127.0.0.1:50051")
+    balance.add_argument("--target", type=_target, default="127.0.0.1:50051")
     balance.add_argument("card", help="the number on the back of the card, or the text of its QR code")
     options = parser.parse_args(argv)
     if options.command == "serve":

@@ -54,3 +54,32 @@ def test_an_empty_path_is_refused_not_taken_as_the_current_directory(
     assert ended.value.code == 2
     assert named in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+TARGET_FORM = "argument --target: must be <host>:<port> with a port from 1 to 65535, got"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        (["admin", "--target", "127.0.0.1:70000", "check-ledger"], f"{TARGET_FORM} '127.0.0.1:70000'"),
+        (["admin", "--target", "127.0.0.1:-1", "check-ledger"], f"{TARGET_FORM} '127.0.0.1:-1'"),
+        (["admin", "--target", "127.0.0.1:0", "check-ledger"], f"{TARGET_FORM} '127.0.0.1:0'"),
+        (["admin", "--target", "", "check-ledger"], f"{TARGET_FORM} ''"),
+        (["admin", "--target", "127.0.0.1", "check-ledger"], f"{TARGET_FORM} '127.0.0.1'"),
+        (["admin", "--target", "127.0.0.1:4111111111111111", "check-ledger"], f"{TARGET_FORM} '127.0.0.1:"),
+        (["admin", "--target", f"127.0.0.1:{10**20}", "check-ledger"], f"{TARGET_FORM} '127.0.0.1:"),
+        (["balance", "--target", "localhost:port", "x"], f"{TARGET_FORM} 'localhost:port'"),
+        (["balance", "--target", "4111111111111111", "x"], f"{TARGET_FORM} '{REDACTED_PAN}'"),
+    ],
+)
+def test_a_target_that_is_no_host_and_port_is_refused_before_any_call(
+    arguments: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # grpc took 70000 as port 4464 and -1 as 65535 (another service's), and put a port it could not
+    # read into its UNAVAILABLE error whole.
+    with pytest.raises(SystemExit) as ended:
+        cli.main(arguments)
+    assert ended.value.code == 2
+    printed = capsys.readouterr().err
+    assert problem in printed and DIGIT_RUN.search(printed) is None, printed
