@@ -190,6 +190,12 @@ class Settings:
                 f"the database URL (--database-url, {ENVIRONMENT_PREFIX}DATABASE_URL) does not parse; "
                 "the form is dialect+driver://user:password@host:port/database"
             )
+        database_port = make_url(self.database_url).port if self.database_url else None
+        if database_port is not None and not 1 <= database_port <= PORT_MAX:
+            raise ValueError(
+                f"the database URL's port (--database-url, {ENVIRONMENT_PREFIX}DATABASE_URL) must be from 1 "
+                f"to {PORT_MAX}, got {shown_number(database_port)}"
+            )
         for name, number_range in NUMBER_RANGES.items():
             value = getattr(self, name)
             if not number_range.holds(value):

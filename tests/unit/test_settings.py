@@ -384,3 +384,18 @@ def test_serve_refuses_a_data_dir_that_is_a_file_and_leaves_the_file_alone(
     named = "data_dir (--data-dir, TXSWITCH_DATA_DIR) must name a directory (made if missing)"
     assert capsys.readouterr().err == f"txswitch serve: {named}, got '{REDACTED_PAN}', a file\n"
     assert Path(CARD_NUMBER).read_text() == "not a directory" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize(
+    ("port", "shown"),
+    [("70000", "70000"), ("0", "0"), ("-1", "-1"), (CARD_NUMBER, REDACTED_PAN), (HUGE, REDACTED_PAN)],
+)
+def test_serve_refuses_a_database_url_whose_port_is_no_port_before_it_starts(
+    port: str, shown: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It parsed: the data dir and its keys were made before the database refused the port.
+    url = f"postgresql://postgres:secret@127.0.0.1:{port}/test"
+    assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--database-url", url]) == 2
+    problem = "the database URL's port (--database-url, TXSWITCH_DATABASE_URL) must be from 1 to 65535"
+    assert capsys.readouterr().err == f"txswitch serve: {problem}, got {shown}\n"
+    assert not (tmp_path / "data").exists()
