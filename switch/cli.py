@@ -165,17 +165,14 @@ def _serve(options: argparse.Namespace) -> int:
     try:
         server = SwitchServer(settings, on_journal_lost=exit_journal_lost)
     except (NodeLockError, SecretFileError) as error:
-        print(f"txswitch serve: {error}", file=sys.stderr)
+        _refuse_to_serve(str(error))
         return 2
     except SQLAlchemyError as error:  # not running, no such database or schema, refused
         reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        print(
-            f"txswitch serve: database {shown_url(settings.effective_database_url)} not usable: {reason}",
-            file=sys.stderr,
-        )
+        _refuse_to_serve(f"database {shown_url(settings.effective_database_url)} not usable: {reason}")
         return 2
     except OSError as error:  # a file the switch must make cannot be: a directory that does not exist
-        print(f"txswitch serve: {error}", file=sys.stderr)
+        _refuse_to_serve(str(error))
         return 2
     server.start()
     tune_garbage_collection(settings)
@@ -197,6 +194,12 @@ def _serve(options: argparse.Namespace) -> int:
     server.stop()
     print("txswitch stopped", flush=True)
     return 0
+
+
+def _refuse_to_serve(problem: str) -> None:
+    """Masked as the switch masks a refused value: the paths and the database URL are the operator's
+    own text, and a card number typed into one came back whole."""
+    print(f"txswitch serve: {quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, problem)}", file=sys.stderr)
 
 
 EXIT_JOURNAL_LOST = 75  # EX_TEMPFAIL: a restart is the remedy

@@ -8,7 +8,7 @@ import pytest
 
 from switch import cli
 from switch.config import NUMBER_RANGES, PORT_LOWEST, Settings, from_environment
-from switch.domain.quoting import REDACTED_PAN
+from switch.domain.quoting import DIGIT_RUN, REDACTED_PAN
 
 
 @pytest.mark.parametrize(
@@ -399,3 +399,32 @@ def test_serve_refuses_a_database_url_whose_port_is_no_port_before_it_starts(
     problem = "the database URL's port (--database-url, TXSWITCH_DATABASE_URL) must be from 1 to 65535"
     assert capsys.readouterr().err == f"txswitch serve: {problem}, got {shown}\n"
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("data_dir", "database_url", "problem"),
+    [
+        (
+            "data",
+            f"postgresql://postgres@127.0.0.1:1/{CARD_NUMBER}",
+            f"database postgresql://postgres@127.0.0.1:1/{REDACTED_PAN} not usable: ",
+        ),
+        (f"file/{CARD_NUMBER}", "", f"[Errno 20] Not a directory: 'file/{REDACTED_PAN}'"),
+    ],
+)
+def test_serve_masks_a_card_number_in_the_path_or_url_it_could_not_use(
+    data_dir: str,
+    database_url: str,
+    problem: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Found only once the switch tries them (nothing listens on port 1; "file" is a file): the
+    # refusal printed the operator's text whole.
+    monkeypatch.chdir(tmp_path)
+    Path("file").write_text("not a directory")
+    assert cli.main(["serve", "--data-dir", data_dir, "--database-url", database_url]) == 2
+    printed = capsys.readouterr().err  # after the switch's log lines, if it had begun
+    assert printed.splitlines()[-1].startswith(f"txswitch serve: {problem}"), printed
+    assert DIGIT_RUN.search(printed) is None, printed
