@@ -16,6 +16,7 @@ from ops.runtime import PaymentRecoveries, wire_metrics
 from protocols.iso_inbound import ListenerStatistics
 from switch.config import Settings
 from switch.core import SwitchCore
+from switch.listening import listening
 from switch.ops_backend import SwitchOpsBackend
 from switch.store.engine import MissingIndexes
 
@@ -68,7 +69,8 @@ class SwitchOperations:
         self._gc_pauses.start()
         if settings.metrics_port != PORT_OFF:
             server = MetricsServer(self.metrics, settings.metrics_host, settings.metrics_port)
-            self.metrics_port = server.start()
+            with listening("metrics", settings.metrics_host, settings.metrics_port, "metrics_port"):
+                self.metrics_port = server.start()
             self._metrics_server = server
         keys = settings.console_authorized_keys
         if keys is not None and settings.console_port != PORT_OFF:
@@ -89,7 +91,8 @@ class SwitchOperations:
                 host_key_path=settings.data_dir / HOST_KEY_NAME,
             )
             console = OpsConsole(backend, config)
-            self.console_port = console.start()
+            with listening("the ops console", settings.console_host, settings.console_port, "console_port"):
+                self.console_port = console.start()
             self.console = console
 
     @property

@@ -488,8 +488,11 @@ class IsoInboundListener:
         self._thread.start()
         if not self._started.wait(timeout_s):
             raise OSError(f"ISO 8583 listener did not start on {self._host}:{self._port}")
-        if self._failure is not None:
-            raise OSError(f"ISO 8583 listener cannot listen on {self._host}:{self._port}") from self._failure
+        failure = self._failure
+        if isinstance(failure, OSError):  # could not bind: the starter names it (switch.listening)
+            raise OSError(failure.errno, failure.strerror or str(failure)) from failure
+        if failure is not None:
+            raise OSError(f"ISO 8583 listener cannot listen on {self._host}:{self._port}") from failure
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._token is not None and self._cancel is not None:
@@ -504,9 +507,11 @@ class IsoInboundListener:
         try:
             trio.run(self._main)
         except BaseException as error:
+            before_start = not self._started.is_set()
             self._failure = error
             self._started.set()
-            log.exception("ISO 8583 inbound listener stopped on an error")
+            if not before_start:  # one that never started is raised to its starter instead
+                log.exception("ISO 8583 inbound listener stopped on an error")
 
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()

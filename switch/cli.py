@@ -135,6 +135,7 @@ def _serve(options: argparse.Namespace) -> int:
 
     from ops.logs import configure_logging, skip_unused_record_fields
     from switch.demo import demo_lines
+    from switch.listening import CannotListenError
     from switch.secret_files import SecretFileError
     from switch.server import SwitchServer
     from switch.store.engine import shown_url
@@ -174,7 +175,11 @@ def _serve(options: argparse.Namespace) -> int:
     except OSError as error:  # a file the switch must make cannot be: a directory that does not exist
         _refuse_to_serve(str(error))
         return 2
-    server.start()
+    try:
+        server.start()
+    except CannotListenError as error:  # stopped again: nothing half started keeps answering
+        _refuse_to_serve(str(error))
+        return 2
     tune_garbage_collection(settings)
     print(f"txswitch listening for terminals and backoffice on grpc://{server.address}", flush=True)
     print(f"metrics: {server.ops.metrics_url or 'off'}", flush=True)

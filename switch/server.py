@@ -36,6 +36,7 @@ from switch.acquiring import Acquiring, PaymentNode
 from switch.config import Settings
 from switch.core import SwitchCore
 from switch.demo import ensure_demo_data
+from switch.listening import listening
 from switch.pins import TerminalPinKeys
 from switch.secret_files import card_hash_key, secret_file
 from switch.security import MasterKey, SecurityModule
@@ -160,17 +161,31 @@ class SwitchServer:
         return secret_file(settings.data_dir / "node.id", secrets.token_hex(16))
 
     def start(self) -> None:
+        """Start the core, then listen. If it cannot listen where told (a port another process
+        holds), what started is stopped again before the error is raised: a switch half started
+        would answer terminals while its process ends. CannotListenError names the listener and
+        the setting that placed it."""
         self.core.start()
+        try:
+            self._serve_all()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _serve_all(self) -> None:
         if self.acquiring is not None:
             self.acquiring.start()  # pending reversals from before a restart go out from here
         if self.settings.demo_data:
             ensure_demo_data(self.core, self.settings.data_dir)
-        if self.settings.iso_listen_port >= 0:
-            self.iso_inbound = start_listener(self.core)
+        settings = self.settings
+        if settings.iso_listen_port >= 0:
+            with listening("ISO 8583", settings.iso_listen_host, settings.iso_listen_port, "iso_listen_port"):
+                self.iso_inbound = start_listener(self.core)
         bound: futures.Future[int] = futures.Future()
         self._loop_thread = threading.Thread(target=self._serve, args=(bound,), name="grpc-loop", daemon=True)
         self._loop_thread.start()
-        self.grpc_port = bound.result()
+        with listening("gRPC (terminals, backoffice)", settings.grpc_host, settings.grpc_port, "grpc_port"):
+            self.grpc_port = bound.result()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         acquiring = self.acquiring
@@ -220,7 +235,7 @@ class SwitchServer:
         except RuntimeError:
             port = 0
         if port == 0:
-            bound.set_exception(OSError(f"cannot listen on {address}"))
+            bound.set_exception(OSError("grpc could not bind it (taken, or no address of this machine)"))
             return
         await server.start()
         self._stop_requested = asyncio.Event()

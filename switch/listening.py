@@ -1,0 +1,24 @@
+"""A listener placed by the operator's settings that could not bind, named by the setting that placed it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from switch.config import setting_named
+
+
+class CannotListenError(RuntimeError):
+    """A listener of the switch could not bind where its settings say; the switch does not start."""
+
+
+@contextmanager
+def listening(what: str, host: str, port: int, setting: str) -> Iterator[None]:
+    """An OSError binding `what` raised as a CannotListenError naming the address and the setting."""
+    try:
+        yield
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise CannotListenError(
+            f"cannot listen for {what} on {host}:{port}, set by {setting_named(setting)}: {reason}"
+        ) from error

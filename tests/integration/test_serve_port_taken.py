@@ -1,0 +1,93 @@
+"""A listener that cannot bind (its port held by another process) stops the switch before it serves:
+one line naming the listener, its address and the setting, exit 2, and nothing half started left
+answering. Before, `serve` ended in a traceback after gRPC had begun answering, and a compare or
+bench switch beside a `make run` one answered "cannot schedule new futures after interpreter
+shutdown" to its own provisioning (its metrics port was the default)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from switch.config import Settings
+from switch.listening import CannotListenError
+from switch.server import SwitchServer
+from tests.serve import REPO_ROOT
+
+EXIT_WITHIN_S = 60.0
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def serve(tmp_path: Path, *args: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "switch.cli", "serve", "--data-dir", str(tmp_path / "data"), *args]
+    return subprocess.run(
+        command,
+        check=False,
+        cwd=REPO_ROOT,
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        timeout=EXIT_WITHIN_S,
+    )
+
+
+@pytest.mark.parametrize(
+    ("listener", "setting"),
+    [
+        ("gRPC (terminals, backoffice)", "grpc_port (--grpc-port, TXSWITCH_GRPC_PORT)"),
+        ("metrics", "metrics_port (--metrics-port, TXSWITCH_METRICS_PORT)"),
+        ("ISO 8583", "iso_listen_port (TXSWITCH_ISO_LISTEN_PORT)"),
+    ],
+)
+def test_serve_names_the_listener_whose_port_is_taken_and_stops(
+    tmp_path: Path, taken_port: int, listener: str, setting: str
+) -> None:
+    ports = {"--grpc-port": "0", "--metrics-port": "-1"}
+    environment = {}
+    if listener == "metrics":
+        ports["--metrics-port"] = str(taken_port)
+    elif listener == "ISO 8583":
+        environment["TXSWITCH_ISO_LISTEN_PORT"] = str(taken_port)
+    else:
+        ports["--grpc-port"] = str(taken_port)
+    finished = serve(tmp_path, *(item for pair in ports.items() for item in pair), **environment)
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert "Traceback" not in finished.stderr, finished.stderr[-2000:]
+    expected = f"txswitch serve: cannot listen for {listener} on 127.0.0.1:{taken_port}, set by {setting}: "
+    assert expected in finished.stderr, finished.stderr[-2000:]
+    assert "txswitch listening" not in finished.stdout
+
+
+def test_a_server_that_cannot_listen_leaves_nothing_answering_and_its_data_dir_free(
+    tmp_path: Path, taken_port: int
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path, grpc_port=0, metrics_port=taken_port, console_port=-1, demo_data=False
+    )
+    server = SwitchServer(settings)
+    with pytest.raises(CannotListenError, match=f"cannot listen for metrics on 127.0.0.1:{taken_port}"):
+        server.start()
+    assert server.grpc_port > 0, "gRPC had bound before the metrics port was tried"
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel,
+        pytest.raises(grpc.FutureTimeoutError),
+    ):
+        grpc.channel_ready_future(channel).result(timeout=1)
+    # Stopped as a whole: the node lock and the journal are free for the next start.
+    again = SwitchServer(settings.with_overrides(metrics_port=-1))
+    again.start()
+    again.stop()
