@@ -253,10 +253,8 @@ async def _switch_runs(
 
 def measure_switch(closed: SimConfig, cards: int, out_dir: Path) -> tuple[Any, Any, SimConfig, CpuUse]:
     with tempfile.TemporaryDirectory(prefix="txswitch-bench-") as data_dir:
-        # A switch from `make run` may hold the default metrics and console ports.
-        os.environ.setdefault("TXSWITCH_METRICS_PORT", "-1")
-        os.environ.setdefault("TXSWITCH_CONSOLE_PORT", "-1")
         server = start_switch(Path(data_dir), log_path=out_dir / "switch.log")
+        _say(f"switch metrics: {server.metrics_url}")
         try:
             token = (Path(data_dir) / "admin.token").read_text().strip()
             target = SwitchTarget(server.address, token, f"sqlite:///{data_dir}/txswitch.sqlite")

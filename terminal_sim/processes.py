@@ -27,6 +27,7 @@ class ChildServer:
 
     process: subprocess.Popen[bytes]
     address: str
+    metrics_url: str = ""  # a switch's /metrics, on a port of its own
 
     def stop(self) -> int:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; returns the exit code."""
@@ -83,9 +84,12 @@ def start_switch(
 ) -> ChildServer:
     """`txswitch serve` from the tree at `root` on a free port; its output goes to log_path (or is dropped).
 
-    The child runs in `root`: `python -c` puts its working directory ahead of PYTHONPATH.
+    The child runs in `root`: `python -c` puts its working directory ahead of PYTHONPATH. Its
+    metrics are on a free port too, and its console off: a switch from `make run`, or another
+    test's, may hold the defaults, and a switch that cannot listen where told does not start.
     """
     port = free_port(host)
+    metrics_port = free_port(host)
     command = [
         sys.executable,
         "-c",
@@ -95,8 +99,12 @@ def start_switch(
         str(data_dir),
         "--grpc-port",
         str(port),
+        "--metrics-port",
+        str(metrics_port),
+        "--console-port",
+        "-1",
     ]
     sink = log_path.open("wb") if log_path is not None else subprocess.DEVNULL
     process = subprocess.Popen(command, env=_child_env(root), cwd=root, stdout=sink, stderr=subprocess.STDOUT)
     wait_for_port(host, port, process, STARTUP_TIMEOUT_S)
-    return ChildServer(process, f"{host}:{port}")
+    return ChildServer(process, f"{host}:{port}", f"http://{host}:{metrics_port}/metrics")
