@@ -470,6 +470,9 @@ class AcquirerGateway:
     async def _late_acknowledgement(self, link: AcquirerLink, message: IsoMessage) -> None:
         """A 0430 after its advice stopped waiting acknowledges the pending advice it names, never
         one that took its STAN since; one naming none is ignored (a pending advice goes out again)."""
+        if "90" not in message:
+            await self._late_acknowledgement_by_stan(link, message)
+            return
         answer = advice_answer(link.name, message)
         if answer is None:
             log.warning(
@@ -483,6 +486,28 @@ class AcquirerGateway:
         else:
             log.info(
                 "acquirer %s: late 0430 STAN %s answers no pending advice; ignored", link.name, message["11"]
+            )
+
+    async def _late_acknowledgement_by_stan(self, link: AcquirerLink, message: IsoMessage) -> None:
+        """A late 0430 echoing no field 90 names its advice by field 41 and its STAN only: it
+        acknowledges the pending advice under them only while that advice alone holds the STAN."""
+        amount = message.get("4", "")
+        acknowledged = await trio.to_thread.run_sync(
+            self._saf.acknowledge_held_stan,
+            link.name,
+            message.get("41", ""),
+            message["11"],
+            int(amount) if amount.isdigit() else None,
+            self._clock(),
+        )
+        if acknowledged:
+            self._reversals_acknowledged += 1
+        else:
+            log.info(
+                "acquirer %s: late 0430 STAN %s without field 90 ignored: no pending advice sent under"
+                " its STAN within the hold holds it alone",
+                link.name,
+                message["11"],
             )
 
     async def _late_response(self, link: AcquirerLink, message: IsoMessage) -> None:

@@ -131,6 +131,9 @@ class AcquirerHostConfig:
     latency_ms: int = 0
     drop_share: float = 0.0  # share of financial responses not sent (the approval still stands)
     seed: int = 0
+    # False: a host that echoes no field 90 in its 0430s (against ISO 8583:1987), so a late 0430
+    # names its advice by field 41 and its STAN only.
+    reversal_answers_echo_field90: bool = True
 
 
 def _zone_key_algorithm(key: bytes) -> KeyAlgorithm:
@@ -423,9 +426,12 @@ class AcquirerHost:
             self._ignore_next_reversals -= 1
             return None
         # Acknowledge even an unknown original: the advice is idempotent and must stop repeating.
-        response: IsoMessage = {
-            name: request[name] for name in REVERSAL_ANSWER_ECHOED_FIELDS if name in request
-        }
+        echoed = [
+            name
+            for name in REVERSAL_ANSWER_ECHOED_FIELDS
+            if name != "90" or self.config.reversal_answers_echo_field90
+        ]
+        response: IsoMessage = {name: request[name] for name in echoed if name in request}
         response["t"] = mti.response_mti(request["t"])
         response["39"] = "00"
         return response

@@ -18,6 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -286,6 +287,45 @@ class SafStore:
             update(acquirer_saf).where(*matching).values(status=STATUS_ACKNOWLEDGED, acknowledged_at=now)
         )
         with writing(self._engine) as connection:
+            return connection.execute(statement).rowcount == 1
+
+    def acknowledge_held_stan(
+        self, acquirer: str, terminal_id: str, reversal_stan: str, amount_minor: int | None, now: dt.datetime
+    ) -> bool:
+        """Acknowledge the pending advice under a STAN, for a late 0430 echoing no field 90, only when
+        it can answer no other: that advice went out under the STAN less than a hold ago and no other
+        advice holds the STAN or went out under it since. An earlier advice gave the STAN back a hold
+        after its acknowledgement, so its 0430 would be more than a hold late; with field 4 echoed,
+        the amount must be the advice's too. False, changing nothing, otherwise (it goes out again)."""
+        row = acquirer_saf.c
+        sent_since = now - REVERSAL_STAN_HOLD_AFTER_ACK
+        under_stan = (
+            row.acquirer == acquirer,
+            row.terminal_id == terminal_id,
+            row.reversal_stan == reversal_stan,
+        )
+        # Two rows hold one STAN only on a database from before `uq_acquirer_saf_reversal_held`.
+        candidates = (
+            select(row.saf_id)
+            .where(
+                *under_stan, or_(row.reversal_stan_released_at.is_(None), row.last_attempt_at > sent_since)
+            )
+            .limit(2)
+        )
+        with writing(self._engine) as connection:
+            saf_ids = list(connection.execute(candidates).scalars())
+            if len(saf_ids) != 1:
+                return False
+            matching = [
+                row.saf_id == saf_ids[0],
+                row.status == STATUS_PENDING,
+                row.last_attempt_at > sent_since,
+            ]
+            if amount_minor is not None:
+                matching.append(row.amount_minor == amount_minor)
+            statement = (
+                update(acquirer_saf).where(*matching).values(status=STATUS_ACKNOWLEDGED, acknowledged_at=now)
+            )
             return connection.execute(statement).rowcount == 1
 
     def depth(self) -> int:

@@ -1,7 +1,8 @@
 """A 0430 acknowledges only the reversal advice it answers, named by field 90 and not by the STAN
 alone: an advice gives its STAN back 24 h after its acknowledgement (`REVERSAL_STAN_HOLD_AFTER_ACK`),
-and a 0430 of it arriving later must not acknowledge the new advice under that STAN (real gateway,
-real acquirer host simulator over TCP)."""
+and a 0430 of it arriving later must not acknowledge the new advice under that STAN. One echoing no
+field 90 acknowledges the advice under its STAN only while that advice alone holds it, sent less than
+a hold ago (real gateway, real acquirer host simulator over TCP)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from actors.acquirer_gateway import AcquirerGateway
 from actors.acquirer_types import GatewayLimits
 from switch.domain.response_codes import ResponseCode
 from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, STATUS_ACKNOWLEDGED, STATUS_PENDING
-from terminal_sim.acquirer_host import AcquirerHost
+from terminal_sim.acquirer_host import AcquirerHost, AcquirerHostConfig
 from tests.sim.test_acquirer_gateway import (
     FAST_LIMITS,
     SECURITY,
@@ -29,6 +30,8 @@ from tests.sim.test_acquirer_gateway import (
     wait_until,
 )
 
+# An acquirer that echoes no field 90 in its 0430s: a late one names its advice by its STAN only.
+NO_FIELD90 = AcquirerHostConfig(reversal_answers_echo_field90=False)
 # Passes only when a reversal is stored or retry_saf() asks: the test says when an advice goes out.
 LIMITS = replace(FAST_LIMITS, saf_retry_interval_ms=60_000, saf_response_timeout_ms=150)
 STAN_BEFORE = 500_000  # each authorisation takes 500001, its reversal 500002
@@ -134,3 +137,53 @@ async def test_a_0430_a_day_late_is_no_answer_to_the_new_advice_waiting_under_it
     ]
     assert sent_twice.mtis == ("0420", "0421")
     assert f"0430 STAN {ADVICE_STAN} names another advice; not its acknowledgement" in caplog.text
+
+
+async def late_0430_handled(gateway: AcquirerGateway, host: AcquirerHost) -> None:
+    """Send the 0430 held back; the link reads in order, so once the echo is answered it was handled."""
+    assert await host.send_held_reversal_answers(1) == 1
+    assert await trio.to_thread.run_sync(gateway.echo, "acq-a") is ResponseCode.approved
+
+
+@pytest.mark.trio
+async def test_a_late_0430_without_field_90_acknowledges_the_advice_holding_its_stan(tmp_path: Path) -> None:
+    # Sent under its STAN moments ago, and no other advice holds it: the 0430 can only be its own.
+    # Ignored, the advice went out as 0421 again and again, each answered after the wait as well.
+    clock = Clock()
+    async with running_host(NO_FIELD90) as host:
+        gateway = await started(host, tmp_path, clock)
+        try:
+            host.hold_next_reversal_answers(1)  # its 0430 comes after the SAF pass stopped waiting
+            await timed_out_under_advice_stan(gateway, host, "t-1")
+            clock.now += dt.timedelta(minutes=5)
+            await late_0430_handled(gateway, host)
+            (entry,) = await trio.to_thread.run_sync(gateway._saf.all_entries)
+            assert (entry.reversal_stan, entry.status) == (ADVICE_STAN, STATUS_ACKNOWLEDGED)
+            assert await trio.to_thread.run_sync(gateway.retry_saf) == 0  # nothing goes out again
+        finally:
+            await trio.to_thread.run_sync(gateway.stop)
+    (advice,) = host.record().reversals
+    assert advice.mtis == ("0420",)
+
+
+@pytest.mark.trio
+async def test_a_0430_without_field_90_later_than_the_hold_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The advice last went out more than a hold ago: the 0430 may be an older advice's, which gave
+    # the STAN back, so it acknowledges nothing and the advice goes out again.
+    clock = Clock()
+    async with running_host(NO_FIELD90) as host:
+        gateway = await started(host, tmp_path, clock)
+        try:
+            host.hold_next_reversal_answers(1)
+            await timed_out_under_advice_stan(gateway, host, "t-1")
+            clock.now += REVERSAL_STAN_HOLD_AFTER_ACK + dt.timedelta(seconds=1)
+            with caplog.at_level(logging.INFO, logger="actors.acquirer_gateway"):
+                await late_0430_handled(gateway, host)
+            (entry,) = await trio.to_thread.run_sync(gateway._saf.all_entries)
+            assert entry.status == STATUS_PENDING
+            assert f"late 0430 STAN {ADVICE_STAN} without field 90 ignored" in caplog.text
+            assert await trio.to_thread.run_sync(gateway.retry_saf) == 1  # its 0421, answered in time
+        finally:
+            await trio.to_thread.run_sync(gateway.stop)

@@ -212,6 +212,68 @@ def test_a_late_acknowledgement_names_one_advice_or_none_on_a_database_from_befo
     assert store.depth() == 0
 
 
+HOLD = REVERSAL_STAN_HOLD_AFTER_ACK
+# A late 0430 echoing no field 90 names the advice by field 41 and its STAN (and field 4, if echoed):
+# it acknowledges the pending advice under them only if that one went out less than a hold ago and
+# no other advice holds the STAN. One row per case: (terminal, STAN, amount), last send, acknowledged.
+HELD_STAN_CASES = [
+    ("sent moments ago", ("TERM0001", "000900", None), NOW - dt.timedelta(seconds=1), True),
+    ("sent just within the hold", ("TERM0001", "000900", None), NOW - HOLD + dt.timedelta(seconds=1), True),
+    ("its amount echoed", ("TERM0001", "000900", 1_250), NOW, True),
+    ("sent a hold ago", ("TERM0001", "000900", None), NOW - HOLD, False),
+    ("never sent", ("TERM0001", "000900", None), None, False),
+    ("another amount echoed", ("TERM0001", "000900", 1_251), NOW, False),
+    ("another STAN", ("TERM0001", "000901", None), NOW, False),
+    ("another terminal", ("TERM0002", "000900", None), NOW, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "said", "sent_at", "acknowledged"), HELD_STAN_CASES, ids=[row[0] for row in HELD_STAN_CASES]
+)
+def test_an_answer_without_field_90_acknowledges_the_advice_that_alone_holds_its_stan(
+    store: SafStore,
+    case: str,
+    said: tuple[str, str, int | None],
+    sent_at: dt.datetime | None,
+    acknowledged: bool,
+) -> None:
+    store.enqueue(reversal(), NOW - 2 * HOLD)
+    (entry,) = store.pending()
+    if sent_at is not None:
+        store.record_attempt(entry.saf_id, sent_at)
+    assert store.acknowledge_held_stan("acq-a", *said, NOW) is acknowledged
+    assert store.depth() == (0 if acknowledged else 1)
+
+
+def test_an_answer_without_field_90_acknowledges_no_advice_that_gave_its_stan_back(store: SafStore) -> None:
+    store.enqueue(reversal("000001"), NOW - 2 * HOLD)
+    (first,) = store.pending()
+    store.record_attempt(first.saf_id, NOW - 2 * HOLD)
+    assert store.acknowledge(first.saf_id, NOW - 2 * HOLD)
+    assert not store.acknowledge_held_stan("acq-a", "TERM0001", "000900", None, NOW)  # acknowledged
+    assert store.enqueue(reversal("000002"), NOW)  # takes the STAN 000900 given back
+    assert not store.acknowledge_held_stan("acq-a", "TERM0001", "000900", None, NOW)  # not sent yet
+    (second,) = store.pending()
+    store.record_attempt(second.saf_id, NOW)
+    assert store.acknowledge_held_stan("acq-a", "TERM0001", "000900", None, NOW)
+    assert [entry.acknowledged_at is not None for entry in store.all_entries()] == [True, True]
+
+
+def test_an_answer_without_field_90_acknowledges_none_of_two_advices_sharing_its_stan(
+    store: SafStore,
+) -> None:
+    # Rows stored before `uq_acquirer_saf_reversal_held` may share a STAN: it cannot tell which it answers.
+    with store._engine.begin() as conn:
+        conn.execute(text("DROP INDEX uq_acquirer_saf_reversal_held"))
+    store.enqueue(reversal("000001"), NOW)
+    store.enqueue(reversal("000002"), NOW)
+    for entry in store.pending():
+        store.record_attempt(entry.saf_id, NOW)
+    assert not store.acknowledge_held_stan("acq-a", "TERM0001", "000900", None, NOW)
+    assert store.depth() == 2
+
+
 ROUTES = (
     BinRange("4", "4", "visa-acquirer"),
     BinRange("476173", "476173", "special"),
