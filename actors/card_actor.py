@@ -328,7 +328,8 @@ class CardActor(SwitchActor):
         change = OriginalChange(
             terminal.terminal_id, command.original_transaction_id, "approved", refund_minor=amount_minor
         )
-        write = Write(record=record, entry=entry, original=change)
+        credited = self._credited_card(amount_minor)
+        write = Write(record=record, entry=entry, original=change, credited_card=credited)
         pending = _Pending(amount_minor, command.original_transaction_id, amount_minor)
         reply = self._submit(write, outcome, pending)
         self._follow_if_replaced(amount_minor, entry.idempotency_key)  # a completion takes a lost card
@@ -380,7 +381,13 @@ class CardActor(SwitchActor):
             terminal.terminal_id, command.original_transaction_id, new_status.value, require_unrefunded=True
         )
         pending = _Pending(card_delta_minor, command.original_transaction_id, UNDO_PENDING)
-        write = Write(record=record, entry=entry, original=change, refund_undone=_refund_undone(original))
+        write = Write(
+            record=record,
+            entry=entry,
+            original=change,
+            refund_undone=_refund_undone(original),
+            credited_card=self._credited_card(card_delta_minor),
+        )
         reply = self._submit(write, outcome, pending)
         self._follow_if_replaced(card_delta_minor, entry.idempotency_key)
         return reply
@@ -391,6 +398,23 @@ class CardActor(SwitchActor):
         follow = self._services.credited_after_replacement
         if credit_minor > 0 and self.card.status is CardStatus.lost and follow is not None:
             follow(self.card.card_id, because)
+
+    def _credited_card(self, credit_minor: int) -> str | None:
+        """Where other nodes share the card, the card a credit lands on while this copy says it is
+        not lost: another node may have replaced it since the copy was read, which the journal tells
+        (`_follow_landed`). None on one node: the copy is the card, `_follow_if_replaced` decides."""
+        card = self.card
+        if self._services.max_age_s is None or credit_minor <= 0 or card.status is CardStatus.lost:
+            return None
+        return card.card_id if self._services.credited_after_replacement is not None else None
+
+    def _follow_landed(self, write: Write) -> None:
+        """On the journal writer's thread: a credit landed on a card another node had replaced (or
+        was replacing) meanwhile follows it to the replacement now, not at the next start; the
+        follow's transfer reads the card afresh, so this actor learns the card is lost."""
+        follow = self._services.credited_after_replacement
+        assert follow is not None and write.credited_card is not None and write.entry is not None
+        follow(write.credited_card, write.entry.idempotency_key)
 
     # Outcomes and the journal
 
@@ -486,6 +510,8 @@ class CardActor(SwitchActor):
             # Before the reply: whatever the terminal sends next finds this write applied.
             pending.result = result
             landed.append(token)
+            if result.credited_lost_card:  # other nodes only: one replaced the card meanwhile
+                self._follow_landed(write)
             if result.ok:
                 reply.set(outcome)
             elif result.conflict and record is not None:
@@ -612,14 +638,16 @@ class CardActor(SwitchActor):
     def _transfer_out(self, message: TransferOut) -> tuple[int, int | None] | str:
         """(moved minor units, journal entry id), or why the journal refused it; waits for decided
         work to land first."""
+        self._settle_pending()
+        if self._services.max_age_s is not None:
+            # Another node may have loaded or spent it since this copy was read, or replaced it: a
+            # follow of money credited after that finds this copy still active (_follow_landed).
+            self._read_card()
         card = self.card
         assert card.status in (CardStatus.blocked, CardStatus.lost), (
             "block the card before moving its balance"
         )
-        self._settle_pending()
-        if self._services.max_age_s is not None:
-            self._read_card()  # another node may have loaded or spent it since this copy was read
-        amount_minor = self.card.balance_minor
+        amount_minor = card.balance_minor
         # Even an empty card records its replacement: a replaced card stays blocked.
         entry = None
         if amount_minor:

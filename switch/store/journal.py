@@ -177,6 +177,10 @@ class Write:
     # The card this write credits must still be active and not replaced when it lands: a lost
     # card's balance must not land on a card replaced in turn meanwhile (A onto B while B onto C).
     active_card: str | None = None
+    # Other nodes share the cards: the card this write credits, decided on a copy that may be older
+    # than a replacement there. Not refused (money given back); the result says whether the card
+    # was lost or replaced when the write landed (WriteResult.credited_lost_card), so it follows.
+    credited_card: str | None = None
     # A payout that is its merchant's payout of the cycle (a Settle's)
     cycle_payout: CyclePayout | None = None
 
@@ -204,6 +208,7 @@ class WriteResult:
     sequence_number: int | None = None  # of the write's period close
     totals_json: str = ""  # of the write's period close, counted in its own transaction
     period_closed: bool = False  # refused: an undo of an original whose period closed since its check
+    credited_lost_card: bool = False  # landed on Write.credited_card, lost or replaced by then
 
 
 def apply_batch(
@@ -242,6 +247,9 @@ def apply_batch(
         conn.execute(insert(transactions), transaction_rows(records, now, open_now))
     entries = [w.entry for w in writes if w.entry is not None]
     entry_ids = _post_entries(conn, entries, now)
+    # After the postings: a replacement on another node that moved the card's balance holds its
+    # account's row until it commits, so the card's row is read as that replacement left it.
+    credited_lost = _lost_cards(conn, {w.credited_card for w in writes if w.credited_card is not None})
     results = []
     ids = iter(entry_ids)
     for write in writes:
@@ -255,7 +263,12 @@ def apply_batch(
             _close_period(conn, write.period_close) if write.period_close else (None, "")
         )
         entry_id = next(ids) if write.entry is not None else None
-        results.append(WriteResult(True, entry_id, sequence_number=sequence_number, totals_json=totals))
+        lost = write.credited_card in credited_lost
+        results.append(
+            WriteResult(
+                True, entry_id, sequence_number=sequence_number, totals_json=totals, credited_lost_card=lost
+            )
+        )
     return results
 
 
@@ -486,6 +499,17 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
         ],
     )
     return entry_ids
+
+
+def _lost_cards(conn: Connection, card_ids: set[str]) -> set[str]:
+    """Those of the cards lost or replaced; no query when there are none (always on one node)."""
+    if not card_ids:
+        return set()
+    query = select(cards.c.card_id).where(
+        cards.c.card_id.in_(sorted(card_ids)),
+        (cards.c.status == CardStatus.lost) | cards.c.replaced_by.is_not(None),
+    )
+    return set(conn.execute(query).scalars())
 
 
 def _require_active(conn: Connection, card_id: str) -> None:

@@ -59,3 +59,36 @@ def test_a_load_on_node_a_onto_a_card_node_b_replaced_meanwhile_moves_nothing(
     assert (answer.response_code, held) == ("96", (0, 1_100)), "a load stranded on the lost card"
     assert "nothing was moved" in answer.message
     assert_ledger_clean(nodes.world)
+
+
+def _give_back(nodes: Nodes, how: str, original: str) -> pb.TransactionResponse:
+    match how:
+        case "refund":
+            return nodes.on_a.refund(original, 300)
+        case "cancel":
+            return nodes.on_a.cancel(original)
+    return nodes.on_a.reversal(original)
+
+
+@pytest.mark.parametrize("how", ["refund", "cancel", "reversal"])
+def test_money_given_back_on_node_a_onto_a_card_node_b_replaced_meanwhile_follows_to_the_replacement(
+    nodes_lasting_copies: Nodes, how: str
+) -> None:
+    nodes = nodes_lasting_copies
+    lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
+    redemption = new_txn()
+    assert nodes.on_a.redeem(lost, 300, redemption).response_code == "00"  # node A's copy: the card active
+    request = bo.ReplaceCardRequest(
+        lost_card=pb.CardRef(card_number=lost),
+        replacement_card=pb.CardRef(card_number=new),
+        request_id=new_txn(),
+    )
+    assert nodes.on_b_as_admin("ReplaceCard", request).moved.amount_minor == 700
+    answer = _give_back(nodes, how, redemption)  # decided on node A's copy, taken before the replacement
+    assert answer.response_code == "00", answer.message  # the shop gives the money back: never declined
+    deadline = time.monotonic() + 5
+    while card_balance(nodes.world, new) != 1_100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    assert held == (0, 1_100), "money given back stranded on the lost card until a restart"
+    assert_ledger_clean(nodes.world)
