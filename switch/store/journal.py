@@ -112,7 +112,8 @@ class CardChange:
     actor: str
     replaced_by: str | None = None
     # The transfer key of a replacement that moved no money, kept in card_replacements (a transfer's
-    # is its entry's): unique, so the same request landing twice is a conflict.
+    # is its entry's): unique, so the same request landing twice is a conflict; refused too when a
+    # transfer's entry holds it (the same request moved money first).
     replacement_key: str | None = None
 
 
@@ -522,6 +523,8 @@ def _require_active(conn: Connection, card_id: str) -> None:
 
 
 def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None:
+    if change.replacement_key is not None:
+        _require_no_transfer_under(conn, change.replacement_key)
     values: dict[str, object] = {"status": change.status}
     if change.replaced_by is not None:
         values["replaced_by"] = change.replaced_by
@@ -540,6 +543,16 @@ def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None
         assert change.replaced_by is not None, "a replacement's key names its new card"
         row = {"lost_card_id": change.card_id, "new_card_id": change.replaced_by, "at": now}
         conn.execute(insert(card_replacements), {"idempotency_key": change.replacement_key, **row})
+
+
+def _require_no_transfer_under(conn: Connection, replacement_key: str) -> None:
+    """BackstopError if a transfer's entry holds this key: the same replacement sent twice at once
+    moved the money first, and this one found the card empty. Its row would answer later replays
+    "moved nothing"; refused, it answers what the first did (core.replace_card). The first's entry
+    has landed: this card's balance read 0 only once it had."""
+    query = select(journal_entries.c.entry_id).where(journal_entries.c.idempotency_key == replacement_key)
+    if conn.execute(query).first() is not None:
+        raise BackstopError("this replacement moved the balance already (the same request, landed first)")
 
 
 def _save_attempt(conn: Connection, attempt: EmployeeAttempt) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch.store.repository import REPLACED_CHAIN_LINKS_MAX
-from switch.store.schema import accounts, card_events
+from switch.store.schema import accounts, card_events, card_replacements
 from tests.integration.harness import World, hold_sqlite_write_lock, new_txn, world_fixture
 from tests.integration.test_receipts import wait_until
 
@@ -193,6 +193,48 @@ def test_two_replays_of_an_empty_card_replacement_at_once_both_answer_what_it_di
     core = world.server.core
     lost_id = core.cards.card_id(lost)
     assert lost_id is not None and core.last_replacement(lost_id) == core.cards.card_id(replacement)
+
+
+def replays_at_once(world: World, lost: str, new: str, request_id: str) -> list[bo.ReplaceCardResponse]:
+    """Two replays of one replacement released together while SQLite's write lock is held, so both
+    pass the look-up of their request id before either lands."""
+    start = threading.Barrier(2)
+
+    def replay() -> bo.ReplaceCardResponse:
+        start.wait(10)
+        return replace(world, lost, new, request_id)
+
+    holder = hold_sqlite_write_lock(world, 1.5)
+    with ThreadPoolExecutor(2) as pool:
+        replays = [pool.submit(replay) for _ in range(2)]
+        answers = [answer.result() for answer in replays]
+    holder.join()
+    return answers
+
+
+def replacement_keys(world: World, number: str) -> list[str]:
+    card_id = world.server.core.cards.card_id(number)
+    with world.server.core.store.engine.connect() as conn:
+        query = select(card_replacements.c.idempotency_key).where(card_replacements.c.lost_card_id == card_id)
+        return [str(key) for key in conn.execute(query).scalars()]
+
+
+def test_two_replays_of_a_card_replacement_moving_money_at_once_both_answer_what_it_did(
+    one_node: World,
+) -> None:
+    """Audit after session 24: two replays at once of the replacement of a card holding money both
+    found no stored request id; the second found the balance moved already and answered "moved 0"
+    with no entry (the first: 25.00 and its entry), writing a second "transferred" event and a row
+    in card_replacements under the transfer's key. The loser answers what the first did."""
+    world = one_node
+    lost, replacement = world.issue(2_500), world.issue(100)
+    answers = replays_at_once(world, lost, replacement, "r-money-race")
+    moved = [(answer.moved.amount_minor, answer.journal_entry_id) for answer in answers]
+    assert moved[0] == moved[1] and moved[0][0] == 2_500 and moved[0][1] != ""
+    assert [answer.replacement_card.balance.amount_minor for answer in answers] == [2_600] * 2
+    assert (ledger_balance(world, lost), ledger_balance(world, replacement)) == (0, 2_600)
+    assert card_event_kinds(world, lost).count("transferred") == 1
+    assert replacement_keys(world, lost) == []  # the transfer's key is its entry's
 
 
 def test_a_card_replaced_already_is_not_replaced_again_by_another_card(world: World) -> None:
