@@ -528,7 +528,14 @@ def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None
     values: dict[str, object] = {"status": change.status}
     if change.replaced_by is not None:
         values["replaced_by"] = change.replaced_by
-    conn.execute(update(cards).where(cards.c.card_id == change.card_id).values(**values))
+    statement = update(cards).where(cards.c.card_id == change.card_id)
+    # Only a replacement marks a card lost, one that read it active or blocked: two at once (a
+    # request sent again) both read it so; the one landing second finds it lost and adds no event.
+    marks_lost = change.event_kind == CardStatus.lost.value
+    if marks_lost:
+        statement = statement.where(cards.c.status != CardStatus.lost)
+    if conn.execute(statement.values(**values)).rowcount == 0 and marks_lost:
+        return
     conn.execute(
         insert(card_events),
         {

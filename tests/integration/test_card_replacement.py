@@ -237,6 +237,18 @@ def test_two_replays_of_a_card_replacement_moving_money_at_once_both_answer_what
     assert replacement_keys(world, lost) == []  # the transfer's key is its entry's
 
 
+@pytest.mark.parametrize("balance_minor", [0, 2_500])
+def test_two_replays_of_a_card_replacement_at_once_mark_it_lost_once(
+    one_node: World, balance_minor: int
+) -> None:
+    """Audit after session 24: two replays of a replacement at once both read the card active
+    before either marked it, and both marked it lost: its events read lost, lost, transferred."""
+    world = one_node
+    lost, replacement = world.issue(balance_minor), world.issue(100)
+    replays_at_once(world, lost, replacement, f"r-lost-race-{balance_minor}")
+    assert card_event_kinds(world, lost) == ["lost", "transferred"]
+
+
 def test_a_card_replaced_already_is_not_replaced_again_by_another_card(world: World) -> None:
     """Audit after session 24: a lost card replaced already (its balance moved to the holder's new
     card) was "replaced" again by any other card named with it, under a new request id or, when it
