@@ -22,6 +22,7 @@ from terminal_sim.arguments import flag_problem, out_dir_problem
 from terminal_sim.auditor import AuditReport, format_report
 from terminal_sim.cards import CardPopulation, synthetic_cards
 from terminal_sim.config import (
+    CARDS_MAX,
     TERMINALS_MAX,
     FaultShares,
     LoadModel,
@@ -347,7 +348,7 @@ def problem_of(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line, naming the flag; None when nothing is."""
     try:
         closed_loop(args.terminals, args.duration_s)
-        check_count("--cards", args.cards, 1)
+        check_count("--cards", args.cards, 1, CARDS_MAX)
         check_count("--payment-terminals", args.payment_terminals, 1, TERMINALS_MAX)
         check_above_zero("--payment-duration-s", args.payment_duration_s)
     except SettingError as error:

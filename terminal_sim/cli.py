@@ -12,7 +12,15 @@ import trio
 from terminal_sim.arguments import flag_problem, out_dir_problem, target_problem
 from terminal_sim.auditor import format_report
 from terminal_sim.cards import CardPopulation, synthetic_cards
-from terminal_sim.config import FaultShares, LoadModel, SettingError, ShopLogin, SimConfig, check_count
+from terminal_sim.config import (
+    CARDS_MAX,
+    FaultShares,
+    LoadModel,
+    SettingError,
+    ShopLogin,
+    SimConfig,
+    check_count,
+)
 from terminal_sim.fleet import run_fleet
 from terminal_sim.processes import quiet_garbage_collector, start_echo_server
 from terminal_sim.report import report_json, table, write_json, write_plot
@@ -63,7 +71,7 @@ def problem_of(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line, naming the flag; None when nothing is."""
     try:
         config_from(args)
-        check_count("--cards", args.cards, 1)
+        check_count("--cards", args.cards, 1, CARDS_MAX)
     except SettingError as error:
         return flag_problem(error, FLAG_OF_SETTING)
     return target_problem("--target", args.target) or out_dir_problem("--out-dir", args.out_dir)

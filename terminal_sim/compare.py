@@ -42,7 +42,7 @@ from terminal_sim.bench import (
     open_loop,
     process_tree_cpu_s,
 )
-from terminal_sim.config import SettingError, SimConfig, check_count, check_not_negative
+from terminal_sim.config import CARDS_MAX, SettingError, SimConfig, check_count, check_not_negative
 from terminal_sim.processes import quiet_garbage_collector, start_switch
 from terminal_sim.session import SwitchTarget, provision, run_and_audit
 
@@ -139,7 +139,7 @@ def problem_of(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line but the trees, naming the flag; None when nothing is."""
     try:
         check_count("--rounds", args.rounds, 1, ROUNDS_MAX)
-        check_count("--cards", args.cards, 1)
+        check_count("--cards", args.cards, 1, CARDS_MAX)
         check_not_negative("--open-rate-per-s", args.open_rate_per_s)  # 0: the closed loop instead
         run_configs(args.terminals, args.duration_s, args.open_rate_per_s)
     except SettingError as error:

@@ -7,6 +7,9 @@ import math
 from dataclasses import dataclass, field
 
 TERMINALS_MAX = 100_000
+# Each card is one IssueCard call to provision (hundreds a second) and is held by the auditor and
+# the Zipf picker for the whole run; a million is already a quarter hour of provisioning.
+CARDS_MAX = 1_000_000
 
 
 class SettingError(ValueError):

@@ -30,7 +30,7 @@ import trio
 
 from terminal_sim.arguments import flag_problem, out_dir_problem
 from terminal_sim.bench import FLAG_OF_SETTING, START_BALANCE_MINOR, closed_loop, open_loop
-from terminal_sim.config import SettingError, SimConfig, check_above_zero, check_count
+from terminal_sim.config import CARDS_MAX, SettingError, SimConfig, check_above_zero, check_count
 from terminal_sim.processes import quiet_garbage_collector, start_switch
 from terminal_sim.session import RunOutcome, SwitchTarget, provision, run_and_audit
 
@@ -166,7 +166,7 @@ def problem_of(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line but --shares, naming the flag; None when nothing is."""
     try:
         closed_loop(args.terminals, args.duration_s)
-        check_count("--cards", args.cards, 1)
+        check_count("--cards", args.cards, 1, CARDS_MAX)
         check_above_zero("--p99-ms", args.p99_ms)
     except SettingError as error:
         return flag_problem(error, FLAG_OF_SETTING)
