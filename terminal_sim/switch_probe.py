@@ -29,6 +29,8 @@ from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.domain.cards import luhn_check_digit
+from terminal_sim.arguments import target_problem
+from terminal_sim.config import SettingError, check_above_zero, check_not_negative
 from terminal_sim.metrics import LatencySummary, new_histogram
 
 CALL_TIMEOUT_S = 10.0
@@ -81,15 +83,28 @@ def probe(
     return LatencySummary.of(histogram), response_code
 
 
+def problem_of(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, naming the flag; None when nothing is."""
+    try:
+        check_above_zero("--seconds", args.seconds)  # infinity probed for ever, NaN not at all
+        check_not_negative("--interval-ms", args.interval_ms)  # time.sleep fails on NaN and infinity
+    except SettingError as error:
+        return str(error)
+    return target_problem("--target", args.target)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m terminal_sim.switch_probe",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
     parser.add_argument("--target", default="127.0.0.1:50051", help="the switch's grpc address")
     parser.add_argument("--data-dir", type=Path, default=Path("var"), help="holds the switch's admin.token")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--interval-ms", type=float, default=50.0, help="pause between calls")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.interval_ms < 0:
-        parser.error("--seconds must be above 0 and --interval-ms at least 0")
+    if (problem := problem_of(args)) is not None:
+        parser.error(problem)
     token_path = args.data_dir / "admin.token"
     try:
         admin_token = token_path.read_text().strip()

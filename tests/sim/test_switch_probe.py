@@ -50,3 +50,26 @@ def test_probe_with_a_wrong_admin_token_names_the_refusal(
     )
     assert code == 1
     assert "UNAUTHENTICATED" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seconds", "0"], "--seconds must be above 0 and finite, not 0.0"),
+        (["--seconds", "nan"], "--seconds must be above 0 and finite, not nan"),
+        (["--seconds", "inf"], "--seconds must be above 0 and finite, not inf"),
+        (["--interval-ms", "-1"], "--interval-ms must not be negative or infinite, not -1.0"),
+        (["--interval-ms", "nan"], "--interval-ms must not be negative or infinite, not nan"),
+        (["--interval-ms", "inf"], "--interval-ms must not be negative or infinite, not inf"),
+        (["--target", "localhost"], "--target must be host:port, as 127.0.0.1:50051, not 'localhost'"),
+        (["--target", "127.0.0.1:0"], "--target port must be from 1 to 65535, not 0"),
+    ],
+)
+def test_a_bad_flag_is_refused_by_name_before_the_token_is_read(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        switch_probe.main(["--data-dir", str(tmp_path), *argv])  # no token there: it is never read
+    assert refused.value.code == 2
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line == f"python -m terminal_sim.switch_probe: error: {message}"
