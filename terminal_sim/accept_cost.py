@@ -31,11 +31,15 @@ from protocols.serving import BusyMethodsRegistered
 from protocols.wire import backoffice_pb2_grpc, cardholder_pb2_grpc, portal_pb2_grpc, terminal_pb2_grpc
 from protocols.wire import terminal_pb2 as pb
 from terminal_sim.bench import process_cpu_s
+from terminal_sim.config import SettingError, check_count
 from terminal_sim.echo_server import EchoTerminalServicer
 from terminal_sim.switch_probe import UNKNOWN_CARD
 
 MODES = ("every", "busy")
 CALL_TIMEOUT_S = 10.0
+CALLS_MAX = 1_000_000  # per server and round: a few minutes of one core at the echo's speed
+THREADS_MAX = 256  # one blocking call in flight each; past a few dozen they only queue in grpc
+ROUNDS_MAX = 100  # each round starts two server processes
 
 
 def _unimplemented(servicer_class: Any) -> Any:
@@ -101,9 +105,24 @@ def _measure(mode: str, calls: int, threads: int) -> float:
     return (after - before) / (calls // threads * threads) * 1e6
 
 
+def problem_of(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, naming the flag; None when nothing is."""
+    try:
+        check_count("--calls", args.calls, 1, CALLS_MAX)
+        check_count("--threads", args.threads, 1, THREADS_MAX)
+        check_count("--rounds", args.rounds, 1, ROUNDS_MAX)
+    except SettingError as error:
+        return str(error)
+    if args.calls < args.threads:  # each thread makes calls // threads of them: none would be measured
+        return f"--calls must be at least --threads ({args.threads}), not {args.calls}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m terminal_sim.accept_cost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--calls", type=int, default=20_000, help="Balances per server, after a warm-up")
     parser.add_argument("--threads", type=int, default=16, help="client threads, one call in flight each")
@@ -113,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         asyncio.run(_serve(args.serve))
         return 0
+    if (problem := problem_of(args)) is not None:
+        parser.error(problem)
     results: dict[str, list[float]] = {mode: [] for mode in MODES}
     for _ in range(args.rounds):
         for mode in MODES:
