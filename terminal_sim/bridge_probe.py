@@ -13,11 +13,14 @@ from hdrh.histogram import HdrHistogram
 
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
+from terminal_sim.arguments import target_problem
 from terminal_sim.bridge import TrioGrpcBridge, open_channel
+from terminal_sim.config import SettingError, check_above_zero, check_count, check_not_negative
 from terminal_sim.processes import start_echo_server
 
 LATENCY_US_MAX = 60_000_000
 CALL_TIMEOUT_S = 10.0
+IN_FLIGHT_MAX = 1_024  # one trio task and one grpc call each; the bridge's tail is long gone by then
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,25 @@ async def _main(args: argparse.Namespace) -> None:
     print(json.dumps([asdict(r) for r in results]))
 
 
+def problem_of(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, naming the flag; None when nothing is."""
+    for in_flight in args.in_flight:
+        try:
+            check_count("--in-flight", in_flight, 1, IN_FLIGHT_MAX)
+        except SettingError as error:
+            return f"--in-flight must each {error.rule.removeprefix('must ')}"
+    try:
+        check_above_zero("--duration-s", args.duration_s)
+        check_not_negative("--warmup-s", args.warmup_s)
+        if args.switch_interval_s is not None:  # NaN is taken as 10**13 s: threads never switch
+            check_above_zero("--switch-interval-s", args.switch_interval_s)
+    except SettingError as error:
+        return str(error)
+    return None if args.address is None else target_problem("--address", args.address)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m terminal_sim.bridge_probe", description=__doc__)
     parser.add_argument("--address", help="host:port of a running echo server (default: spawn one)")
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--duration-s", type=float, default=3.0)
@@ -123,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", action="store_true", help="let grpc stop its spin thread")
     parser.add_argument("--switch-interval-s", type=float, default=None)
     args = parser.parse_args(argv)
+    if (problem := problem_of(args)) is not None:
+        parser.error(problem)
     server = None
     if args.address is None:
         server = start_echo_server()
