@@ -26,6 +26,16 @@ def target_problem(flag: str, target: str) -> str | None:
     return None
 
 
+def listen_problem(host_flag: str, host: str, port_flag: str, port: int) -> str | None:
+    """What is wrong with a host and port to listen on; None when nothing is. Out of range ports are
+    not refused by the socket layers: they bind the port modulo 65536 (70000 as 4464)."""
+    if not host.strip() or host != host.strip():
+        return f"{host_flag} must be a host name or IP address, as 127.0.0.1, not {host!r}"
+    if not 0 <= port <= PORT_MAX:
+        return f"{port_flag} must be from 0 (any free port) to {PORT_MAX}, not {port}"
+    return None
+
+
 def out_dir_problem(flag: str, out_dir: Path) -> str | None:
     """What keeps out_dir from being made or written to, checked before a run rather than after it;
     None when nothing does. Nothing is created here."""

@@ -12,6 +12,7 @@ from grpc import aio
 from protocols.serving import BusyMethodsRegistered
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
+from terminal_sim.arguments import listen_problem
 
 ECHO_BALANCE_MINOR = 100_000
 ECHO_CURRENCY = "EUR"
@@ -144,10 +145,12 @@ async def _serve(host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m terminal_sim.echo_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     args = parser.parse_args(argv)
+    if (problem := listen_problem("--host", args.host, "--port", args.port)) is not None:
+        parser.error(problem)
     asyncio.run(_serve(args.host, args.port))
     return 0
 
