@@ -38,6 +38,8 @@ from switch.security import (
     WrappedKey,
     mask_pan,
 )
+from terminal_sim.arguments import listen_problem
+from terminal_sim.config import SettingError, check_count, check_share
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,6 +60,9 @@ DECLINE_CODES_BY_AMOUNT_CENTS: Final[dict[int, ResponseCode]] = {
     54: ResponseCode.card_expired,
 }
 AMOUNT_LIMIT_MINOR_DEFAULT: Final = 1_000_000
+# Longer than any acquirer timeout the switch has; a longer one would only look like a hang.
+LATENCY_MS_MAX: Final = 60_000
+ZONE_KEY_HEX_DIGITS: Final = 32  # an AES-128 key, the only zone key the host imports
 AUTH_CODE_CHARS: Final = 6
 # Field 39 answers after which the host holds the amount: approvals, and partial approval (10).
 HOLDING_CODES: Final = APPROVING_FIELD39 | {"10"}
@@ -491,8 +496,34 @@ class HostThread:
         self.stop()
 
 
+def zone_key_problem(flag: str, zone_key_hex: str) -> str | None:
+    """What is wrong with a zone key given in hex, never repeating the key; None when nothing is."""
+    hex_digits = set("0123456789abcdefABCDEF")
+    if len(zone_key_hex) != ZONE_KEY_HEX_DIGITS or not set(zone_key_hex) <= hex_digits:
+        return (
+            f"{flag} must be {ZONE_KEY_HEX_DIGITS} hex digits (a {ZONE_KEY_HEX_DIGITS // 2}-byte AES key), "
+            f"not {len(zone_key_hex)} characters"
+        )
+    return None
+
+
+def problem_of(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, naming the flag; None when nothing is."""
+    try:
+        check_count("--latency-ms", args.latency_ms, 0, LATENCY_MS_MAX)
+        check_share("--drop-share", args.drop_share)
+        check_count("--amount-limit-minor", args.amount_limit_minor, 0)
+    except SettingError as error:
+        return str(error)
+    return listen_problem("--host", args.host, "--port", args.port) or zone_key_problem(
+        "--zone-key-hex", args.zone_key_hex
+    )
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="txswitch acquirer host simulator (ISO 8583)")
+    parser = argparse.ArgumentParser(
+        prog="python -m terminal_sim.acquirer_host", description="txswitch acquirer host simulator (ISO 8583)"
+    )
     parser.add_argument("--port", type=int, default=8583)
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--latency-ms", type=int, default=0)
@@ -500,7 +531,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--amount-limit-minor", type=int, default=AMOUNT_LIMIT_MINOR_DEFAULT)
     parser.add_argument("--zone-key-hex", default=TEST_ZONE_KEY_HEX)
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (problem := problem_of(args)) is not None:
+        parser.error(problem)
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
