@@ -27,8 +27,12 @@ from actors.journal_writer import JournalStatistics
 from switch.cli import tune_garbage_collection
 from switch.config import Settings, from_environment
 from switch.server import SwitchServer
-from terminal_sim.bench import idle_share, machine_cpu_ticks, process_cpu_s
+from terminal_sim.arguments import flag_problem, out_dir_problem
+from terminal_sim.bench import FLAG_OF_SETTING, closed_loop, idle_share, machine_cpu_ticks, process_cpu_s
+from terminal_sim.config import CARDS_MAX, SettingError, check_count
 from terminal_sim.processes import free_port
+
+TOP_MAX = 1_000  # functions listed; a profile's tail past a few dozen is noise
 
 # Where a function's own time is counted: the first of these its file path contains.
 PARTS = (
@@ -82,14 +86,32 @@ def run_simulator(args: argparse.Namespace, address: str, data_dir: Path, starte
     return child.wait()
 
 
+def problem_of(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, naming the flag; None when nothing is. The simulator
+    would refuse most of these too, but only after the switch was started and made its database."""
+    try:
+        closed_loop(args.terminals, args.duration_s)
+        check_count("--cards", args.cards, 1, CARDS_MAX)
+        check_count("--top", args.top, 1, TOP_MAX)
+    except SettingError as error:
+        return flag_problem(error, FLAG_OF_SETTING)
+    return out_dir_problem("--out-dir", args.out_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m terminal_sim.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--terminals", type=int, default=200)
     parser.add_argument("--cards", type=int, default=2_000)
     parser.add_argument("--duration-s", type=float, default=10.0)
     parser.add_argument("--top", type=int, default=25, help="functions listed by their own CPU time")
     parser.add_argument("--out-dir", type=Path, default=Path("profile-out"))
     args = parser.parse_args(argv)
+    if (problem := problem_of(args)) is not None:
+        parser.error(problem)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="txswitch-profile-") as tmp:
         data_dir = Path(tmp)

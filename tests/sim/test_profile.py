@@ -11,9 +11,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event, text
 
 from switch.store.engine import make_engine
+from terminal_sim import profile
 from terminal_sim.profile import StatementCounts
 
 WAIT_S = 10.0
@@ -95,3 +97,46 @@ def test_make_profile_runs_against_a_real_switch_and_reports(tmp_path: Path) -> 
     assert "Top 3 functions by own CPU time" in done.stdout, done.stdout
     assert "deque mutated" not in done.stdout + done.stderr
     assert (tmp_path / "out" / "switch.pstat").stat().st_size > 0
+
+
+SMALL_RUN = ["--terminals", "2", "--cards", "5", "--duration-s", "0.5"]  # what a row let through costs
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--terminals", "0"], "--terminals must be from 1 to 100,000, not 0"),
+        (["--terminals", "1000000000"], "--terminals must be from 1 to 100,000, not 1000000000"),
+        (["--duration-s", "0"], "--duration-s must be above 0 and finite, not 0.0"),
+        (["--duration-s", "nan"], "--duration-s must be above 0 and finite, not nan"),
+        (["--duration-s", "inf"], "--duration-s must be above 0 and finite, not inf"),
+        (["--cards", "0"], "--cards must be from 1 to 1,000,000, not 0"),
+        (["--cards", "1000000000"], "--cards must be from 1 to 1,000,000, not 1000000000"),
+        (["--top", "0"], "--top must be from 1 to 1,000, not 0"),
+        (["--top", "-3"], "--top must be from 1 to 1,000, not -3"),
+    ],
+)
+def test_a_bad_flag_is_refused_by_name_before_a_switch_starts(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "profile-out"
+    with pytest.raises(SystemExit) as refused:
+        profile.main([*SMALL_RUN, *argv, "--out-dir", str(out_dir)])
+    assert refused.value.code == 2
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line == f"python -m terminal_sim.profile: error: {message}"
+    assert not out_dir.exists()
+
+
+def test_an_out_dir_that_cannot_be_made_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as refused:
+        profile.main([*SMALL_RUN, "--out-dir", str(a_file / "profile-out")])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m terminal_sim.profile: error: --out-dir {a_file / 'profile-out'} cannot be made: "
+        f"{a_file} is not a directory"
+    )
