@@ -8,6 +8,8 @@ from typing import Protocol
 
 import trio
 
+from terminal_sim.config import check_above_zero, check_not_negative
+
 
 class Pacer(Protocol):
     async def wait_next(self, end_s: float = math.inf, wake_s: float = math.inf) -> float:
@@ -26,7 +28,7 @@ class ClosedLoop:
     """Wait for the answer, think, go again: the offered load falls when the switch slows."""
 
     def __init__(self, think_time_s_mean: float, rng: random.Random) -> None:
-        assert think_time_s_mean >= 0, think_time_s_mean
+        check_not_negative("think_time_s_mean", think_time_s_mean)  # infinity: expovariate(0) fails
         self._think_time_s_mean = think_time_s_mean
         self._rng = rng
         self._first = True
@@ -54,7 +56,7 @@ class OpenLoop:
     """
 
     def __init__(self, rate_per_s: float, rng: random.Random, start_s: float | None = None) -> None:
-        assert rate_per_s > 0, rate_per_s
+        check_above_zero("rate_per_s", rate_per_s)  # infinity: every gap 0, arrivals without end
         self._rate_per_s = rate_per_s
         self._rng = rng
         self._next_s = start_s

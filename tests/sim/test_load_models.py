@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from terminal_sim.config import SettingError
 from terminal_sim.load_models import ClosedLoop, OpenLoop, Pacer
 
 RUN_S = 100.0
@@ -78,3 +79,34 @@ async def test_closed_loop_without_think_time_goes_straight_on(
 ) -> None:
     done = await drive(ClosedLoop(0.0, random.Random(1)), 0.5, 10.0)
     assert len(done) == 20
+
+
+@pytest.mark.parametrize(
+    ("rate_per_s", "message"),
+    [
+        (0.0, "rate_per_s must be above 0 and finite, not 0.0"),
+        (-2.0, "rate_per_s must be above 0 and finite, not -2.0"),
+        (float("nan"), "rate_per_s must be above 0 and finite, not nan"),
+        (float("inf"), "rate_per_s must be above 0 and finite, not inf"),  # every gap 0: a busy loop
+    ],
+)
+def test_an_open_loop_refuses_a_bad_rate_by_name(rate_per_s: float, message: str) -> None:
+    with pytest.raises(SettingError) as refused:
+        OpenLoop(rate_per_s, random.Random(1))
+    assert str(refused.value) == message
+    assert refused.value.names == ("rate_per_s",)
+
+
+@pytest.mark.parametrize(
+    ("think_time_s_mean", "message"),
+    [
+        (-0.5, "think_time_s_mean must not be negative or infinite, not -0.5"),
+        (float("nan"), "think_time_s_mean must not be negative or infinite, not nan"),
+        (float("inf"), "think_time_s_mean must not be negative or infinite, not inf"),
+    ],
+)
+def test_a_closed_loop_refuses_a_bad_think_time_by_name(think_time_s_mean: float, message: str) -> None:
+    with pytest.raises(SettingError) as refused:
+        ClosedLoop(think_time_s_mean, random.Random(1))
+    assert str(refused.value) == message
+    assert refused.value.names == ("think_time_s_mean",)
