@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _CommandLineParser(prog="txswitch", description="txswitch transaction switch")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the switch")
-    serve.add_argument("--data-dir", type=_path, default=Path("var"))
-    serve.add_argument("--database-url", default="")
+    # None: not given, the TXSWITCH_* variable or the default stands; a flag given wins over its variable.
+    serve.add_argument("--data-dir", type=_path, default=None)
+    serve.add_argument("--database-url", default=None)
     serve.add_argument("--grpc-port", type=int, default=None)
     demo = serve.add_mutually_exclusive_group()
     demo.add_argument(
@@ -141,15 +142,9 @@ def _serve(options: argparse.Namespace) -> int:
     from switch.store.engine import shown_url
     from switch.store.node_lock import NodeLockError
 
-    overrides = {
-        "grpc_port": options.grpc_port,
-        "metrics_port": options.metrics_port,
-        "console_port": options.console_port,
-        "console_authorized_keys": options.console_authorized_keys,
-    }
     try:
-        settings = from_environment(Settings(data_dir=options.data_dir, database_url=options.database_url))
-        settings = settings.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
+        flags = _serve_flags_given(options)
+        settings = from_environment(Settings().with_overrides(**flags), given=flags.keys())
         settings.check()
     except ValueError as error:
         print(f"txswitch serve: {error}", file=sys.stderr)
@@ -158,8 +153,6 @@ def _serve(options: argparse.Namespace) -> int:
     skip_unused_record_fields()
     if options.no_demo:
         print("txswitch serve: --no-demo is the default now (demo data only with --demo)", file=sys.stderr)
-    if options.demo or options.no_demo:
-        settings = settings.with_overrides(demo_data=options.demo)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
@@ -199,6 +192,20 @@ def _serve(options: argparse.Namespace) -> int:
     server.stop()
     print("txswitch stopped", flush=True)
     return 0
+
+
+def _serve_flags_given(options: argparse.Namespace) -> dict[str, object]:
+    """The settings serve's command line set: each wins over its TXSWITCH_* variable."""
+    flags: dict[str, object] = {
+        "data_dir": options.data_dir,
+        "database_url": options.database_url,
+        "grpc_port": options.grpc_port,
+        "metrics_port": options.metrics_port,
+        "console_port": options.console_port,
+        "console_authorized_keys": options.console_authorized_keys,
+        "demo_data": options.demo if options.demo or options.no_demo else None,
+    }
+    return {name: value for name, value in flags.items() if value is not None}
 
 
 def _refuse_to_serve(problem: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,13 +343,15 @@ def shown_number(value: float) -> str:
     return DIGIT_RUN.sub(REDACTED_PAN, str(value))
 
 
-def from_environment(base: Settings | None = None) -> Settings:
-    """Settings with TXSWITCH_<FIELD> environment variables applied."""
+def from_environment(base: Settings | None = None, given: Collection[str] = ()) -> Settings:
+    """Settings with TXSWITCH_<FIELD> environment variables applied, but for the fields in given:
+    those the command line set, whose flag wins over the variable (flags, then variables, then
+    defaults), and whose variable is then not read, a value it could not use included."""
     settings = base or Settings()
     changes: dict[str, object] = {}
     for item in dataclasses.fields(Settings):
         raw = os.environ.get(ENVIRONMENT_PREFIX + item.name.upper())
-        if raw is None:
+        if raw is None or item.name in given:
             continue
         current = getattr(settings, item.name)
         try:

@@ -104,7 +104,8 @@ def test_serve_names_the_setting_a_card_number_was_typed_into_but_not_the_number
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv(variable, value)
-    assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0"]) == 2
+    # No --grpc-port: given, it would win over TXSWITCH_GRPC_PORT, which would then not be read.
+    assert cli.main(["serve", "--data-dir", str(tmp_path / "data")]) == 2
     printed = capsys.readouterr().err
     assert printed == f"txswitch serve: {named}, got '{REDACTED_PAN}'\n"
     assert not (tmp_path / "data").exists()
@@ -369,7 +370,8 @@ def test_serve_refuses_a_path_it_cannot_use_before_it_starts(
     if variable:
         monkeypatch.setenv(variable, value)
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0", *arguments]) == 2
+    # No --data-dir: given, it would win over TXSWITCH_DATA_DIR; the default, var, is refused unmade.
+    assert cli.main(["serve", "--grpc-port", "0", *arguments]) == 2
     assert capsys.readouterr().err == f"txswitch serve: {problem}\n"
     assert list(tmp_path.iterdir()) == []
 
