@@ -7,6 +7,7 @@ import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
@@ -202,6 +203,11 @@ class Settings:
             if not number_range.holds(value):
                 raise ValueError(f"{setting_named(name)} must be {number_range}, got {shown_number(value)}")
         self._check_paths()
+        if self.password_reset_url and not _is_web_address(self.password_reset_url):
+            raise ValueError(
+                f"{setting_named('password_reset_url')} must be an absolute http or https URL with a host, "
+                f"such as 'https://portal.example/reset#', got {quoted(self.password_reset_url)}"
+            )
         for name, lowest in PORT_LOWEST.items():
             port = getattr(self, name)
             if not lowest <= port <= PORT_MAX:
@@ -231,6 +237,19 @@ def _parses_as_database_url(url: str) -> bool:
     except (ValueError, ArgumentError):  # ValueError: a port that is not a number
         return False
     return True
+
+
+def _is_web_address(text: str) -> bool:
+    """An absolute http(s) URL with a host (and a port, if any, that is one), without spaces or
+    control characters: it is put into mails as a link, and urlsplit drops a newline unseen."""
+    if not text.isprintable() or any(character.isspace() for character in text):
+        return False
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # ValueError: not a number, or past 65535
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and port != 0
 
 
 ENVIRONMENT_PREFIX = "TXSWITCH_"

@@ -430,3 +430,47 @@ def test_serve_masks_a_card_number_in_the_path_or_url_it_could_not_use(
     printed = capsys.readouterr().err  # after the switch's log lines, if it had begun
     assert printed.splitlines()[-1].startswith(f"txswitch serve: {problem}"), printed
     assert DIGIT_RUN.search(printed) is None, printed
+
+
+RESET_URL_FORM = (
+    "password_reset_url (TXSWITCH_PASSWORD_RESET_URL) must be an absolute http or https URL with a host, "
+    "such as 'https://portal.example/reset#', got"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (CARD_NUMBER, f"'{REDACTED_PAN}'"),
+        ("4111 1111 1111 1111", f"'{REDACTED_PAN}'"),
+        ("ftp://portal.example/reset#", "'ftp://portal.example/reset#'"),
+        ("javascript:alert(1)", "'javascript:alert(1)'"),
+        ("portal.example/reset#", "'portal.example/reset#'"),
+        ("https://", "'https://'"),
+        ("https:///reset#", "'https:///reset#'"),
+        ("https://portal.example/reset #", "'https://portal.example/reset #'"),
+        ("https://portal.example/\nreset#", "'https://portal.example/\\nreset#'"),
+        ("https://portal.example:99999/reset#", "'https://portal.example:99999/reset#'"),
+        (f"https://portal.example:{CARD_NUMBER}/", f"'https://portal.example:{REDACTED_PAN}/'"),
+    ],
+)
+def test_serve_refuses_a_password_reset_url_that_is_no_web_address_before_it_starts(
+    value: str,
+    shown: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # It was not checked: a card number or an ftp: or javascript: value went into every reset mail.
+    monkeypatch.setenv("TXSWITCH_PASSWORD_RESET_URL", value)
+    assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0"]) == 2
+    assert capsys.readouterr().err == f"txswitch serve: {RESET_URL_FORM} {shown}\n"
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "https://portal.example/reset#", "http://127.0.0.1:8080/reset?code=", "HTTPS://Portal.Example/"],
+)
+def test_a_password_reset_url_that_is_a_web_address_is_taken(value: str) -> None:
+    Settings(password_reset_url=value).check()
