@@ -117,10 +117,17 @@ def _balance(options: argparse.Namespace) -> int:
                 ch.CardholderBalanceRequest(card=card), timeout=ADMIN_DEADLINE_S
             )
         except grpc.RpcError as error:
-            print(f"txswitch balance: {error.code().name}: {error.details()}", file=sys.stderr)
+            print(f"txswitch balance: {_call_failure(error)}", file=sys.stderr)
             return 1
     print(as_json(answer))
     return 0
+
+
+def _call_failure(error: grpc.RpcError) -> str:
+    """A failed call's code and details, masked as the switch masks a refused value: grpc's own
+    details name the target as typed (UNAVAILABLE: errors resolving <host>:<port>), a card number too."""
+    problem = f"{error.code().name}: {error.details()}"
+    return quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, problem)
 
 
 def tune_garbage_collection(settings: Settings) -> None:
@@ -316,7 +323,7 @@ def _admin(options: argparse.Namespace) -> int:
                 return 0
             response = getattr(stub, method_name)(request, metadata=metadata, timeout=ADMIN_DEADLINE_S)
         except grpc.RpcError as error:
-            print(f"txswitch admin {options.action}: {error.code().name}: {error.details()}", file=sys.stderr)
+            print(f"txswitch admin {options.action}: {_call_failure(error)}", file=sys.stderr)
             return 1
     print(as_json(response))
     return 0

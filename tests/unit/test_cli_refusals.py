@@ -83,3 +83,24 @@ def test_a_target_that_is_no_host_and_port_is_refused_before_any_call(
     assert ended.value.code == 2
     printed = capsys.readouterr().err
     assert problem in printed and DIGIT_RUN.search(printed) is None, printed
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["admin", "--data-dir", "{data}", "--target", "4111111111111111:50051", "check-ledger"],
+        ["admin", "--data-dir", "{data}", "--target", "4111-1111-1111-1111:50051", "check-ledger"],
+        ["admin", "--data-dir", "{data}", "--target", "4111111111111111:50051", "export-transactions"],
+        ["balance", "--target", "4111111111111111:50051", "x"],
+        ["balance", "--target", "4111 1111 1111 1111:50051", "x"],
+    ],
+)
+def test_a_card_number_in_a_target_that_cannot_be_reached_is_masked(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A host no name service knows: grpc's UNAVAILABLE named the target whole, and it was printed.
+    (tmp_path / "admin.token").write_text("token")
+    assert cli.main([part.format(data=tmp_path) for part in command]) == 1
+    printed = capsys.readouterr().err
+    assert f": UNAVAILABLE: errors resolving {REDACTED_PAN}:50051" in printed, printed
+    assert DIGIT_RUN.search(printed) is None, printed
