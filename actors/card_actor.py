@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from actors.base import SwitchActor
 from actors.card_copies import CardCopies, CardCopy
@@ -50,12 +50,22 @@ from switch.domain.transactions import (
     transaction_type_of,
 )
 from switch.store.card_pins import CardPin, CardPinStore
-from switch.store.journal import CardChange, OriginalChange, TransactionRecord, Write, WriteResult
+from switch.store.journal import (
+    BalanceAsRead,
+    CardChange,
+    OriginalChange,
+    TransactionRecord,
+    Write,
+    WriteResult,
+)
 from switch.store.repository import Store, StoredTransaction
 
 log = logging.getLogger(__name__)
 
 UNDO_PENDING = -1  # in _pending_originals: a cancel or reversal of that original is in flight
+# Where nodes share cards: how many times a replacement's transfer reads the lost card, each time
+# another node changed its balance between the read and the write (a refund landing there).
+TRANSFER_READS_MAX: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,12 +647,27 @@ class CardActor(SwitchActor):
 
     def _transfer_out(self, message: TransferOut) -> tuple[int, int | None] | str:
         """(moved minor units, journal entry id), or why the journal refused it; waits for decided
-        work to land first."""
+        work to land first. Where nodes share cards, another node may credit or spend the card
+        between the read of its balance and the transfer's write: the journal then refuses the write
+        (BalanceAsRead) and the card is read again, at most TRANSFER_READS_MAX times."""
         self._settle_pending()
-        if self._services.max_age_s is not None:
-            # Another node may have loaded or spent it since this copy was read, or replaced it: a
-            # follow of money credited after that finds this copy still active (_follow_landed).
-            self._read_card()
+        shared = self._services.max_age_s is not None
+        for _ in range(TRANSFER_READS_MAX):
+            if shared:
+                # Another node may have loaded or spent it since this copy was read, or replaced it: a
+                # follow of money credited after that finds this copy still active (_follow_landed).
+                self._read_card()
+            result = self._write_now(self._transfer_write(message, shared))
+            if not result.balance_changed:
+                break
+        if not result.ok:
+            return result.problem
+        amount_minor = self.card.balance_minor
+        self._card = dataclasses.replace(self.card, balance_minor=0)
+        return amount_minor, result.entry_id
+
+    def _transfer_write(self, message: TransferOut, shared: bool) -> Write:
+        """The move of the card's whole balance as this actor holds it, and its replacement."""
         card = self.card
         assert card.status in (CardStatus.blocked, CardStatus.lost), (
             "block the card before moving its balance"
@@ -670,11 +695,10 @@ class CardActor(SwitchActor):
             message.new_card_id,
             replacement_key=None if entry else message.idempotency_key,  # a transfer's is its entry's
         )
-        result = self._write_now(Write(entry=entry, card_changes=(change,), active_card=message.new_card_id))
-        if not result.ok:
-            return result.problem
-        self._card = dataclasses.replace(self.card, balance_minor=0)
-        return amount_minor, result.entry_id
+        read = BalanceAsRead(card.card_id, amount_minor) if shared else None
+        return Write(
+            entry=entry, card_changes=(change,), active_card=message.new_card_id, balance_as_read=read
+        )
 
     def _write_now(self, write: Write) -> WriteResult:
         """Until the journal answers, however long (it always does, or the switch exits): a write

@@ -160,6 +160,17 @@ class CyclePayout:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class BalanceAsRead:
+    """A card's balance as read by the write that moves all of it (a replacement's transfer where
+    nodes share cards): the write is refused (BalanceChangedError) unless the card still holds that
+    when it lands, so money another node credited or took meanwhile is never left behind."""
+
+    card_id: str
+    balance_minor: int
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class Write:
     """Everything that lands together or not at all. All writes of the switch go through the one
     journal writer, so none of them waits on another connection's write lock."""
@@ -182,6 +193,8 @@ class Write:
     # than a replacement there. Not refused (money given back); the result says whether the card
     # was lost or replaced when the write landed (WriteResult.credited_lost_card), so it follows.
     credited_card: str | None = None
+    # Other nodes share the cards: the lost card whose whole balance this write moves, as it was read
+    balance_as_read: BalanceAsRead | None = None
     # A payout that is its merchant's payout of the cycle (a Settle's)
     cycle_payout: CyclePayout | None = None
 
@@ -193,6 +206,10 @@ class BackstopError(Exception):
 class PeriodClosedError(BackstopError):
     """A cancel or reversal whose original's period was closed after its check: a day close, or
     the write of a web transaction that closed the web terminal's day before (WebDayRule)."""
+
+
+class BalanceChangedError(BackstopError):
+    """A card's balance changed between its read and the write moving all of it (Write.balance_as_read)."""
 
 
 # The statuses an undo gives its original: allowed only while the original's period is open.
@@ -210,6 +227,7 @@ class WriteResult:
     totals_json: str = ""  # of the write's period close, counted in its own transaction
     period_closed: bool = False  # refused: an undo of an original whose period closed since its check
     credited_lost_card: bool = False  # landed on Write.credited_card, lost or replaced by then
+    balance_changed: bool = False  # refused: Write.balance_as_read no longer held; read the card again
 
 
 def apply_batch(
@@ -233,6 +251,9 @@ def apply_batch(
         raise BackstopError("a card of the batch is changed and credited in it")
     for card_id in sorted(active_cards):
         _require_active(conn, card_id)
+    for write in writes:
+        if write.balance_as_read is not None:
+            _require_balance_as_read(conn, write.balance_as_read)
     changes = [change for w in writes for change in (w.original, w.refund_undone) if change is not None]
     _change_originals(conn, changes)
     records = [r for w in writes for r in (w.record, w.tombstone) if r is not None]
@@ -522,6 +543,17 @@ def _require_active(conn: Connection, card_id: str) -> None:
         raise BackstopError(f"card {card_id} is no longer active (replaced or blocked meanwhile)")
 
 
+def _require_balance_as_read(conn: Connection, read: BalanceAsRead) -> None:
+    """BalanceChangedError unless the card holds what was read; its account's row locked
+    (PostgreSQL), so a credit on another node landing after this read waits for this write, then
+    finds the card replaced and follows it (Write.credited_card)."""
+    account_id = card_account(read.card_id)
+    query = select(accounts.c.balance_minor).where(accounts.c.account_id == account_id).with_for_update()
+    balance_minor = conn.execute(query).scalar_one()
+    if balance_minor != read.balance_minor:
+        raise BalanceChangedError(f"card {read.card_id}'s balance changed since it was read (another node)")
+
+
 def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None:
     if change.replacement_key is not None:
         _require_no_transfer_under(conn, change.replacement_key)
@@ -734,6 +766,8 @@ def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = Non
         refused = WriteResult(False, problem="transaction id already stored", conflict=True)
     except PeriodClosedError as error:
         refused = WriteResult(False, problem=f"refused by the ledger: {error}", period_closed=True)
+    except BalanceChangedError as error:
+        refused = WriteResult(False, problem=f"refused by the ledger: {error}", balance_changed=True)
     except BackstopError as error:
         refused = WriteResult(False, problem=f"refused by the ledger: {error}")
     except DataError:

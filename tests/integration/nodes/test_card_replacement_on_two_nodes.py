@@ -3,14 +3,18 @@ load another node decides after on its older copy of the card moves nothing."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, select, text
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
+from switch.store.schema import cards
 from tests.integration.harness import new_txn
 from tests.integration.nodes.conftest import Nodes, two_nodes
 from tests.integration.test_benefit_cards import assert_ledger_clean, card_balance
@@ -91,4 +95,66 @@ def test_money_given_back_on_node_a_onto_a_card_node_b_replaced_meanwhile_follow
         time.sleep(0.05)
     held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
     assert held == (0, 1_100), "money given back stranded on the lost card until a restart"
+    assert_ledger_clean(nodes.world)
+
+
+@contextmanager
+def new_card_held(nodes: Nodes, number: str) -> Iterator[Connection]:
+    """The test's own connection holds the replacement card's row (FOR UPDATE): a transfer onto it
+    waits for it (journal._require_active), after it has read the lost card's balance."""
+    card_id = nodes.world.server.core.cards.card_id(number)
+    with nodes.world.server.core.store.engine.connect() as holder:
+        transaction = holder.begin()
+        holder.execute(select(cards.c.card_id).where(cards.c.card_id == card_id).with_for_update())
+        try:
+            yield holder
+        finally:
+            transaction.rollback()
+
+
+def _waiting_on(holder: Connection) -> int:
+    """How many other backends wait for a lock the holder's backend holds."""
+    pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
+    with holder.engine.connect() as conn:
+        return int(conn.execute(query, {"pid": pid}).scalar_one())
+
+
+def _wait_until(condition: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not in time"
+        time.sleep(0.02)
+
+
+def test_money_given_back_on_node_a_while_node_b_moves_the_balance_moves_with_it(
+    nodes_lasting_copies: Nodes,
+) -> None:
+    nodes = nodes_lasting_copies
+    lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
+    redemption = new_txn()
+    assert nodes.on_a.redeem(lost, 300, redemption).response_code == "00"  # node A's copy: the card active
+    request = bo.ReplaceCardRequest(
+        lost_card=pb.CardRef(card_number=lost),
+        replacement_card=pb.CardRef(card_number=new),
+        request_id=new_txn(),
+    )
+    follows = nodes.world.server.core.follow_statistics
+    replaced: dict[str, int] = {}
+    with new_card_held(nodes, new) as holder:
+        replacing = threading.Thread(
+            target=lambda: replaced.update(
+                moved=nodes.on_b_as_admin("ReplaceCard", request).moved.amount_minor
+            )
+        )
+        replacing.start()
+        _wait_until(lambda: _waiting_on(holder) == 1, "node B's transfer waiting, the balance read")
+        # Node A gives 300 back onto the card node B has marked lost and read at 700; node A's follow
+        # finds it lost, not yet replaced.
+        assert nodes.on_a.refund(redemption, 300).response_code == "00"
+        _wait_until(lambda: follows().moves["credit", "not_replaced"] == 1, "node A's follow")
+    replacing.join(20)
+    assert not replacing.is_alive()
+    held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    assert (replaced, held) == ({"moved": 1_000}, (0, 1_100)), "money given back left on the lost card"
     assert_ledger_clean(nodes.world)
