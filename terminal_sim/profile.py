@@ -86,6 +86,21 @@ def run_simulator(args: argparse.Namespace, address: str, data_dir: Path, starte
     return child.wait()
 
 
+def switch_settings(data_dir: Path, grpc_port: int) -> Settings:
+    """The profiled switch's settings: the profile's own choices, then TXSWITCH_* variables for the
+    rest. A variable for one of its own is not read: the simulator finds the switch's admin token
+    and database in data_dir, a fresh directory, and the switch must not take the usual ports."""
+    own: dict[str, object] = {
+        "data_dir": data_dir,
+        "database_url": "",  # the SQLite file in data_dir
+        "grpc_port": grpc_port,
+        "metrics_port": -1,
+        "console_port": -1,
+        "demo_data": False,
+    }
+    return from_environment(Settings().with_overrides(**own), given=own.keys())
+
+
 def problem_of(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line, naming the flag; None when nothing is. The simulator
     would refuse most of these too, but only after the switch was started and made its database."""
@@ -115,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="txswitch-profile-") as tmp:
         data_dir = Path(tmp)
-        settings = from_environment(Settings(data_dir=data_dir)).with_overrides(
-            grpc_port=free_port(), metrics_port=-1, console_port=-1, demo_data=False
-        )
+        settings = switch_settings(data_dir, free_port())
         server = SwitchServer(settings)
         statements = StatementCounts(server.engine)  # before the switch's threads use its engine
         server.start()

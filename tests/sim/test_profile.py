@@ -140,3 +140,30 @@ def test_an_out_dir_that_cannot_be_made_is_refused(
         f"python -m terminal_sim.profile: error: --out-dir {a_file / 'profile-out'} cannot be made: "
         f"{a_file} is not a directory"
     )
+
+
+PROFILE_GRPC_PORT = 50999  # as if from free_port(); nothing listens in these rows
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        # The simulator finds the switch's admin token and database in the profile's data dir.
+        ("TXSWITCH_DATA_DIR", "{tmp}/from-variable", "data_dir", "{tmp}/profile-data"),
+        ("TXSWITCH_DATABASE_URL", "sqlite:////nonexistent-profile/x.sqlite", "database_url", ""),
+        ("TXSWITCH_GRPC_PORT", "not-a-port", "grpc_port", PROFILE_GRPC_PORT),
+        ("TXSWITCH_METRICS_PORT", "9464", "metrics_port", -1),
+        ("TXSWITCH_CONSOLE_PORT", "not-a-port", "console_port", -1),
+        ("TXSWITCH_DEMO_DATA", "1", "demo_data", False),
+        # A setting the profile leaves alone is still the variable's.
+        ("TXSWITCH_CARD_ACTOR_IDLE_S", "7.5", "card_actor_idle_s", 7.5),
+    ],
+)
+def test_the_profiles_own_settings_win_over_txswitch_variables(
+    variable: str, value: str, field: str, expected: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value.format(tmp=tmp_path))
+    settings = profile.switch_settings(tmp_path / "profile-data", PROFILE_GRPC_PORT)
+    wanted = Path(str(expected).format(tmp=tmp_path)) if field == "data_dir" else expected
+    assert getattr(settings, field) == wanted
+    assert settings.effective_database_url == f"sqlite:///{tmp_path / 'profile-data' / 'txswitch.sqlite'}"
