@@ -38,7 +38,7 @@ from switch.security import (
     WrappedKey,
     mask_pan,
 )
-from terminal_sim.arguments import listen_problem
+from terminal_sim.arguments import cannot_listen_problem, listen_problem
 from terminal_sim.config import SettingError, check_count, check_share
 
 log = logging.getLogger(__name__)
@@ -520,7 +520,7 @@ def problem_of(args: argparse.Namespace) -> str | None:
     )
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m terminal_sim.acquirer_host", description="txswitch acquirer host simulator (ISO 8583)"
     )
@@ -531,14 +531,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--amount-limit-minor", type=int, default=AMOUNT_LIMIT_MINOR_DEFAULT)
     parser.add_argument("--zone-key-hex", default=TEST_ZONE_KEY_HEX)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if (problem := problem_of(args)) is not None:
-        parser.error(problem)
-    return args
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (problem := problem_of(args)) is not None:
+        parser.error(problem)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = AcquirerHostConfig(
         zone_pin_key_hex=args.zone_key_hex,
@@ -548,8 +548,13 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     host = AcquirerHost(config)
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(host.serve, args.port, args.host)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            trio.run(host.serve, args.port, args.host)
+    except OSError as error:
+        if host.port is not None:  # it listened: a fault while serving, not of the command line
+            raise
+        parser.error(cannot_listen_problem("--host", args.host, "--port", args.port, error))
 
 
 if __name__ == "__main__":

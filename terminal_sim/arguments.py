@@ -36,6 +36,12 @@ def listen_problem(host_flag: str, host: str, port_flag: str, port: int) -> str 
     return None
 
 
+def cannot_listen_problem(host_flag: str, host: str, port_flag: str, port: int, error: OSError) -> str:
+    """A bind that failed, in one line naming both flags: either may be at fault (a host that does not
+    resolve or is no address of this machine, a port that is taken)."""
+    return f"cannot listen on {host}:{port}, set by {host_flag} and {port_flag}: {error.strerror or error}"
+
+
 def out_dir_problem(flag: str, out_dir: Path) -> str | None:
     """What keeps out_dir from being made or written to, checked before a run rather than after it;
     None when nothing does. Nothing is created here."""

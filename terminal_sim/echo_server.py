@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import sys
 
 from grpc import aio
@@ -12,10 +13,11 @@ from grpc import aio
 from protocols.serving import BusyMethodsRegistered
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
-from terminal_sim.arguments import listen_problem
+from terminal_sim.arguments import cannot_listen_problem, listen_problem
 
 ECHO_BALANCE_MINOR = 100_000
 ECHO_CURRENCY = "EUR"
+GRPC_BIND_FAILED = "grpc could not bind it (no address of this machine, or the port is taken)"
 
 
 def _approved(transaction_id: str, amount: pb.Amount | None) -> pb.TransactionResponse:
@@ -127,13 +129,30 @@ async def start_echo_server(host: str = "127.0.0.1", port: int = 0) -> tuple[aio
     """Start the echo servicer on an asyncio loop; returns the server and its bound port."""
     server = BusyMethodsRegistered(aio.server())  # the switch's gRPC layer, so the ceiling is comparable
     pb_grpc.add_TerminalServicer_to_server(EchoTerminalServicer(), server)
-    bound_port = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound_port = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # grpc's "Failed to bind", which names no cause
+        raise _bind_failure(host, port) from None
     await server.start()
     return server, bound_port
 
 
-async def _serve(host: str, port: int) -> None:
-    server, bound_port = await start_echo_server(host, port)
+def _bind_failure(host: str, port: int) -> OSError:
+    """Why grpc could not bind host:port, as far as can be told: the resolver's own error for a host
+    that does not resolve."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        return error
+    return OSError(GRPC_BIND_FAILED)
+
+
+async def _serve(host: str, port: int) -> OSError | None:
+    """Serve until SIGTERM or SIGINT; what kept it from listening, if anything did."""
+    try:
+        server, bound_port = await start_echo_server(host, port)
+    except OSError as error:
+        return error
     # The parent process reads this line to learn the port.
     print(f"echo-server listening on {host}:{bound_port}", flush=True)
     stop = asyncio.Event()
@@ -142,6 +161,7 @@ async def _serve(host: str, port: int) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     await server.stop(grace=0.5)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (problem := listen_problem("--host", args.host, "--port", args.port)) is not None:
         parser.error(problem)
-    asyncio.run(_serve(args.host, args.port))
+    if (error := asyncio.run(_serve(args.host, args.port))) is not None:
+        parser.error(cannot_listen_problem("--host", args.host, "--port", args.port, error))
     return 0
 
 

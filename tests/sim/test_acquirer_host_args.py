@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
+
 import pytest
 
 from terminal_sim import acquirer_host
@@ -50,3 +54,31 @@ def test_a_zone_key_is_never_repeated_in_the_refusal(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         acquirer_host.main([*EPHEMERAL, "--zone-key-hex", key_one_digit_short])
     assert key_one_digit_short not in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)  # a host let through is served until the test is stopped
+def test_a_host_it_cannot_listen_on_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        acquirer_host.main([*EPHEMERAL, "--host", "nohost.invalid"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(
+        "python -m terminal_sim.acquirer_host: error: cannot listen on nohost.invalid:0, set by --host and "
+        "--port: "
+    )
+
+
+@pytest.mark.timeout(30)
+def test_a_taken_port_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taker:
+        taker.bind(("127.0.0.1", 0))
+        taker.listen()
+        port = taker.getsockname()[1]
+        with pytest.raises(SystemExit) as refused:
+            acquirer_host.main(["--port", str(port)])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m terminal_sim.acquirer_host: error: cannot listen on 127.0.0.1:{port}, set by --host and "
+        f"--port: {os.strerror(errno.EADDRINUSE)}"
+    )

@@ -25,3 +25,16 @@ def test_a_bad_flag_is_refused_by_name_before_it_listens(
     assert refused.value.code == 2
     last_line = capsys.readouterr().err.splitlines()[-1]
     assert last_line == f"python -m terminal_sim.echo_server: error: {message}"
+
+
+@pytest.mark.timeout(30)  # a host let through is served until the test is stopped
+def test_a_host_it_cannot_listen_on_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        echo_server.main(["--host", "nohost.invalid", "--port", "0"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(
+        "python -m terminal_sim.echo_server: error: cannot listen on nohost.invalid:0, set by --host and "
+        "--port: "
+    )
