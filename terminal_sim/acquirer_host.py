@@ -38,7 +38,7 @@ from switch.security import (
     WrappedKey,
     mask_pan,
 )
-from terminal_sim.arguments import cannot_listen_problem, listen_problem
+from terminal_sim.arguments import cannot_listen_problem, host_port, listen_problem
 from terminal_sim.config import SettingError, check_count, check_share
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ class AcquirerHost:
         """Listen until cancelled; reports the bound port through task_status (0 = ephemeral)."""
         listeners = await trio.open_tcp_listeners(port, host=host)
         self.port = int(listeners[0].socket.getsockname()[1])
-        log.info("acquirer host simulator listening on %s:%d", host, self.port)
+        log.info("acquirer host simulator listening on %s", host_port(host, self.port))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.serve_listeners, self._handle_connection, listeners)
             task_status.started(self.port)

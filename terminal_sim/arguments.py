@@ -36,10 +36,17 @@ def listen_problem(host_flag: str, host: str, port_flag: str, port: int) -> str 
     return None
 
 
+def host_port(host: str, port: int) -> str:
+    """host:port, an IPv6 literal in brackets ([::1]:50051): grpc reads ::1:50051 as no address, and
+    neither can a reader tell its port. A host name never holds a colon."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def cannot_listen_problem(host_flag: str, host: str, port_flag: str, port: int, error: OSError) -> str:
     """A bind that failed, in one line naming both flags: either may be at fault (a host that does not
     resolve or is no address of this machine, a port that is taken)."""
-    return f"cannot listen on {host}:{port}, set by {host_flag} and {port_flag}: {error.strerror or error}"
+    reason = error.strerror or str(error)
+    return f"cannot listen on {host_port(host, port)}, set by {host_flag} and {port_flag}: {reason}"
 
 
 def out_dir_problem(flag: str, out_dir: Path) -> str | None:

@@ -13,7 +13,7 @@ from grpc import aio
 from protocols.serving import BusyMethodsRegistered
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
-from terminal_sim.arguments import cannot_listen_problem, listen_problem
+from terminal_sim.arguments import cannot_listen_problem, host_port, listen_problem
 
 ECHO_BALANCE_MINOR = 100_000
 ECHO_CURRENCY = "EUR"
@@ -130,7 +130,7 @@ async def start_echo_server(host: str = "127.0.0.1", port: int = 0) -> tuple[aio
     server = BusyMethodsRegistered(aio.server())  # the switch's gRPC layer, so the ceiling is comparable
     pb_grpc.add_TerminalServicer_to_server(EchoTerminalServicer(), server)
     try:
-        bound_port = server.add_insecure_port(f"{host}:{port}")
+        bound_port = server.add_insecure_port(host_port(host, port))
     except RuntimeError:  # grpc's "Failed to bind", which names no cause
         raise _bind_failure(host, port) from None
     await server.start()
@@ -154,7 +154,7 @@ async def _serve(host: str, port: int) -> OSError | None:
     except OSError as error:
         return error
     # The parent process reads this line to learn the port.
-    print(f"echo-server listening on {host}:{bound_port}", flush=True)
+    print(f"echo-server listening on {host_port(host, bound_port)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from terminal_sim import acquirer_host
+from tests.sim.test_echo_server import ipv6_loopback_works
 
 EPHEMERAL = ["--port", "0"]  # so that a row let through does not take the well-known 8583
 
@@ -69,16 +72,46 @@ def test_a_host_it_cannot_listen_on_is_refused_in_one_line(capsys: pytest.Captur
     )
 
 
+@pytest.mark.parametrize(
+    ("host", "family", "named"),
+    [
+        ("127.0.0.1", socket.AF_INET, "127.0.0.1"),
+        pytest.param(
+            "::1",
+            socket.AF_INET6,
+            "[::1]",
+            marks=pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback on this machine"),
+        ),
+    ],
+)
 @pytest.mark.timeout(30)
-def test_a_taken_port_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as taker:
-        taker.bind(("127.0.0.1", 0))
+def test_a_taken_port_is_refused_in_one_line(
+    host: str, family: socket.AddressFamily, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket(family) as taker:
+        taker.bind((host, 0))
         taker.listen()
         port = taker.getsockname()[1]
         with pytest.raises(SystemExit) as refused:
-            acquirer_host.main(["--port", str(port)])
+            acquirer_host.main(["--host", host, "--port", str(port)])
     assert refused.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"python -m terminal_sim.acquirer_host: error: cannot listen on 127.0.0.1:{port}, set by --host and "
+        f"python -m terminal_sim.acquirer_host: error: cannot listen on {named}:{port}, set by --host and "
         f"--port: {os.strerror(errno.EADDRINUSE)}"
     )
+
+
+@pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback on this machine")
+@pytest.mark.timeout(30)
+def test_an_ipv6_host_is_named_in_brackets() -> None:
+    command = [sys.executable, "-m", "terminal_sim.acquirer_host", "--host", "::1", "--port", "0"]
+    host = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert host.stdout is not None
+        said = host.stdout.readline()
+        assert " listening on [::1]:" in said, said
+        with socket.create_connection(("::1", int(said.rpartition(":")[2])), timeout=10):
+            pass
+    finally:
+        host.terminate()
+        host.wait(10)

@@ -1,9 +1,16 @@
-"""The echo server refuses a bad command line by naming the flag, before it listens."""
+"""The echo server refuses a bad command line by naming the flag, before it listens or when it cannot."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
+import grpc
 import pytest
 
+from protocols.wire import terminal_pb2 as pb
+from protocols.wire import terminal_pb2_grpc as pb_grpc
 from terminal_sim import echo_server
 
 
@@ -38,3 +45,30 @@ def test_a_host_it_cannot_listen_on_is_refused_in_one_line(capsys: pytest.Captur
         "python -m terminal_sim.echo_server: error: cannot listen on nohost.invalid:0, set by --host and "
         "--port: "
     )
+
+
+def ipv6_loopback_works() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback on this machine")
+@pytest.mark.timeout(30)
+def test_an_ipv6_host_is_listened_on_and_named_in_brackets() -> None:
+    command = [sys.executable, "-m", "terminal_sim.echo_server", "--host", "::1", "--port", "0"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert server.stdout is not None
+        said = server.stdout.readline()
+        assert said.startswith("echo-server listening on [::1]:"), said
+        address = said.split()[-1]
+        with grpc.insecure_channel(address) as channel:
+            answer = pb_grpc.TerminalStub(channel).Balance(pb.BalanceRequest(), timeout=10)
+        assert answer.response_code == "00"
+    finally:
+        server.terminate()
+        server.wait(10)
