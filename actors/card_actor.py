@@ -694,6 +694,7 @@ class CardActor(SwitchActor):
             message.actor,
             message.new_card_id,
             replacement_key=None if entry else message.idempotency_key,  # a transfer's is its entry's
+            replaced_by_seen=message.replaced_by_seen,
         )
         read = BalanceAsRead(card.card_id, amount_minor) if shared else None
         return Write(

@@ -65,6 +65,9 @@ class TransferOut:
     new_card_id: str
     idempotency_key: str
     actor: str
+    # The lost card's own replacement as the caller read it before judging this one (None: not
+    # replaced): the journal refuses the change if another replacement landed since.
+    replaced_by_seen: str | None = None
 
 
 # To a terminal actor

@@ -366,12 +366,9 @@ class SwitchCore:
             raise AdminError(f"the replacement card is {new.status.value}")
         if new.expiry < self.today():
             raise AdminError(f"the replacement card expired on {new.expiry.isoformat()}")
-        # A card replaced already moves on only to the last card of its chain (as money following it
-        # does): another card named with it would become its replacement, and take what follows it.
-        last_id = self.last_replacement(lost_card_id)
-        if last_id is not None and last_id != new_card_id:
-            shown = self.store.card_state(last_id).masked
-            raise AdminStateError(f"card {lost.masked} was replaced already: what follows it goes to {shown}")
+        # Read before the check: the journal refuses the change if another replacement landed since.
+        replaced_by_seen = self.store.card_replaced_by(lost_card_id)
+        self._require_replaced_only_by(lost, new_card_id)
         room_minor = new.programme.balance_max_minor - new.balance_minor
         if lost.balance_minor > room_minor:
             most = new.money(new.programme.balance_max_minor).format()
@@ -387,7 +384,7 @@ class SwitchCore:
         with self.card_actors.exclusive(new_card_id):
             if self.card_copies is not None:  # the transfer lands around the new card's actors
                 self.card_copies.forget(new_card_id)
-            message = TransferOut(new_card_id, key, actor)
+            message = TransferOut(new_card_id, key, actor, replaced_by_seen)
             # No time limit: the new card stays fenced until the transfer has landed or failed, so
             # none of its actors can start from the balance before it (the journal always answers).
             moved: tuple[int, int | None] | str = self.card_actors.ask(lost_card_id, message, None)
@@ -397,6 +394,7 @@ class SwitchCore:
             stored = self.store.stored_transfer(key)
             if stored is not None:
                 return self._transfer_again(stored, lost_card_id, new_card_id, request_id)
+            self._require_replaced_only_by(lost, new_card_id)  # another card's replacement landed first
             raise AdminStateError(f"balance not moved: {moved}")  # the new card was replaced meanwhile
         # Money waiting on a card whose chain of replacements led to this one (its follow failed:
         # this card was blocked, or replaced at that moment) follows it on now, not at the next start.
@@ -404,6 +402,15 @@ class SwitchCore:
             self._follow_replacement(card_id, f"replacement:{card_id}:{last_posting}", when="replacement")
         moved_minor, entry_id = moved
         return CardTransfer(self.balance(lost_card_id), self.balance(new_card_id), moved_minor, entry_id)
+
+    def _require_replaced_only_by(self, lost: CardState, new_card_id: str) -> None:
+        """AdminStateError unless the lost card is not replaced or its chain ends at new_card_id: a
+        card replaced already moves on only to the last card of its chain (as money following it
+        does); another card named with it would become its replacement, and take what follows it."""
+        last_id = self.last_replacement(lost.card_id)
+        if last_id is not None and last_id != new_card_id:
+            shown = self.store.card_state(last_id).masked
+            raise AdminStateError(f"card {lost.masked} was replaced already: what follows it goes to {shown}")
 
     def _transfer_again(
         self, stored: StoredTransfer, lost_card_id: str, new_card_id: str, request_id: str

@@ -115,6 +115,10 @@ class CardChange:
     # is its entry's): unique, so the same request landing twice is a conflict; refused too when a
     # transfer's entry holds it (the same request moved money first).
     replacement_key: str | None = None
+    # A replacement's (replaced_by set): the card's replaced_by as the replacement was judged on it.
+    # The change lands only if it is still that, or the new card already: two replacements of one
+    # card by two cards at once both judged it not replaced, and the second took the first's place.
+    replaced_by_seen: str | None = None
 
 
 @pickled_by_fields
@@ -558,16 +562,22 @@ def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None
     if change.replacement_key is not None:
         _require_no_transfer_under(conn, change.replacement_key)
     values: dict[str, object] = {"status": change.status}
+    statement = update(cards).where(cards.c.card_id == change.card_id)
     if change.replaced_by is not None:
         values["replaced_by"] = change.replaced_by
-    statement = update(cards).where(cards.c.card_id == change.card_id)
+        seen = change.replaced_by_seen
+        replaced_as_seen = cards.c.replaced_by.is_(None) if seen is None else cards.c.replaced_by == seen
+        statement = statement.where(replaced_as_seen | (cards.c.replaced_by == change.replaced_by))
     # Only a replacement marks a card lost, one that read it active or blocked: two at once (a
     # request sent again) both read it so; the one landing second finds it lost and adds no event.
     marks_lost = change.event_kind == CardStatus.lost.value
     if marks_lost:
         statement = statement.where(cards.c.status != CardStatus.lost)
-    if conn.execute(statement.values(**values)).rowcount == 0 and marks_lost:
-        return
+    if conn.execute(statement.values(**values)).rowcount == 0:
+        if marks_lost:
+            return
+        if change.replaced_by is not None:
+            raise BackstopError(f"card {change.card_id} was replaced by another card meanwhile")
     conn.execute(
         insert(card_events),
         {

@@ -274,6 +274,40 @@ def test_a_card_replaced_already_is_not_replaced_again_by_another_card(world: Wo
         assert replace(world, lost, first, request_id).lost_card.status == "lost"
 
 
+@pytest.mark.parametrize("balance_minor", [0, 2_500])
+def test_two_replacements_of_one_card_by_two_cards_at_once_leave_it_one_replacement(
+    one_node: World, balance_minor: int
+) -> None:
+    """Review after session 25: two operators replacing one lost card, each with another card, at
+    once both read it not replaced yet; the first moved its balance, the second (an empty card by
+    then) answered "moved 0" and made its card the lost card's replacement, so what followed the
+    lost card later went to that card, not to the one holding its balance. The second is refused."""
+    world, core = one_node, one_node.server.core
+    lost, first, other = world.issue(balance_minor), world.issue(0), world.issue(0)
+    start = threading.Barrier(2)
+
+    def replace_with(new: str) -> bo.ReplaceCardResponse | grpc.RpcError:
+        start.wait(10)
+        try:
+            return replace(world, lost, new)
+        except grpc.RpcError as error:
+            return error
+
+    holder = hold_sqlite_write_lock(world, 1.5)
+    with ThreadPoolExecutor(2) as pool:
+        answers = [answer.result() for answer in [pool.submit(replace_with, new) for new in (first, other)]]
+    holder.join()
+    refused = [answer for answer in answers if isinstance(answer, grpc.RpcError)]
+    assert len(refused) == 1 and refused[0].code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = refused[0].details() or ""
+    assert "already" in details and all(number not in details for number in (lost, first, other))
+    winner = first if isinstance(answers[0], bo.ReplaceCardResponse) else other
+    lost_id = core.cards.card_id(lost)
+    assert lost_id is not None and core.last_replacement(lost_id) == core.cards.card_id(winner)
+    assert (ledger_balance(world, winner), ledger_balance(world, lost)) == (balance_minor, 0)
+    assert card_event_kinds(world, lost).count("transferred") == 1
+
+
 @pytest.mark.parametrize("cards_between", [0, 1])
 def test_money_waiting_on_a_lost_card_follows_when_its_blocked_replacement_is_replaced(
     world: World, cards_between: int
