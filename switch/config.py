@@ -295,15 +295,17 @@ COUNT_MAX = 2**31 - 1  # grpc and the garbage collector take a count as a C int
 DURATION_S_MAX = 366 * 24 * 3600
 POSITIVE_COUNT = NumberRange(zero_allowed=False, highest=COUNT_MAX)
 POSITIVE_DURATION_S = NumberRange(zero_allowed=False, highest=DURATION_S_MAX)
+DURATION_S = NumberRange(zero_allowed=True, highest=DURATION_S_MAX)
 NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "grpc_workers": POSITIVE_COUNT,
     "grpc_concurrent_rpcs_max": POSITIVE_COUNT,
     "grpc_accepts_per_method": POSITIVE_COUNT,
     "card_actors_live_max": POSITIVE_COUNT,
-    "card_actor_idle_s": POSITIVE_DURATION_S,
-    "shared_copy_max_age_s": NumberRange(zero_allowed=True, highest=DURATION_S_MAX),
+    # 0: an actor stops at the reaper's next pass once it has nothing to do (the harness runs so)
+    "card_actor_idle_s": DURATION_S,
+    "shared_copy_max_age_s": DURATION_S,
     "terminal_actors_live_max": POSITIVE_COUNT,
-    "terminal_actor_idle_s": POSITIVE_DURATION_S,
+    "terminal_actor_idle_s": DURATION_S,
     "terminal_recent_transactions_max": POSITIVE_COUNT,
     "ask_timeout_s": POSITIVE_DURATION_S,
     "reply_timeout_s": POSITIVE_DURATION_S,

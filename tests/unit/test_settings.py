@@ -264,7 +264,7 @@ def test_serve_refuses_a_port_no_socket_can_have_before_it_starts(
             "TXSWITCH_CARD_ACTOR_IDLE_S",
             "-inf",
             "card_actor_idle_s (TXSWITCH_CARD_ACTOR_IDLE_S) must be "
-            "positive and at most 31,622,400, got -inf",
+            "0 or more and at most 31,622,400, got -inf",
         ),
         (
             "TXSWITCH_SHARED_COPY_MAX_AGE_S",
