@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass
 
 from switch.domain.money import Money, proportional_share
+from switch.domain.quoting import DIGIT_RUN, REDACTED_PAN
 
 # The city card's letter: "voor elke 5 euro op jouw kaart, moet je zelf maar 1,80 euro betalen".
 LOAD_STEP_MINOR_DEFAULT = 500
@@ -75,17 +76,23 @@ def load_step_setting_problem(
     load at all; a step whose co-payment is part of a cent would round every load's holder part."""
     if load_step_minor <= 0:
         return "load_step_minor must be positive"
+    # The numbers are the caller's, 64 bits wide: a card number typed into one is masked.
+    step = _shown(load_step_minor)
     if load_step_minor > balance_max_minor:
         return (
-            f"load_step_minor {load_step_minor} is above balance_max_minor {balance_max_minor}: "
+            f"load_step_minor {step} is above balance_max_minor {_shown(balance_max_minor)}: "
             "no load would fit"
         )
     if copayment is not None and load_step_minor * copayment.numerator_minor % copayment.denominator_minor:
         return (
-            f"load_step_minor {load_step_minor}: the co-payment {copayment.numerator_minor} per "
-            f"{copayment.denominator_minor} of one step is not a whole number of minor units"
+            f"load_step_minor {step}: the co-payment {_shown(copayment.numerator_minor)} per "
+            f"{_shown(copayment.denominator_minor)} of one step is not a whole number of minor units"
         )
     return None
+
+
+def _shown(number: int) -> str:
+    return DIGIT_RUN.sub(REDACTED_PAN, str(number))
 
 
 def stored_load_step_minor(

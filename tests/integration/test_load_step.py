@@ -182,3 +182,23 @@ def test_a_card_issued_as_the_step_changes_loads_in_the_new_step(world: World) -
     assert world.terminals[0].load(card, 500).response_code == "13"  # not a whole step of 10.00
     assert world.terminals[0].load(card, 1_000).response_code == "00"
     assert world.terminals[0].balance(card) == 1_000
+
+
+def test_a_card_number_typed_as_the_load_step_is_not_shown_back(world: World) -> None:
+    """load_step_minor is an int64, so a card number fits: SetLoadStep (and CreateProgramme) refused
+    it as above the maximum, or as a step of part of a cent, naming it whole in the call's details."""
+    programme = created(world, "600213", (1_800, 5_000), balance_max_minor=10_000)
+    card_number, balance_max_minor = 4_111_111_111_111_111, 4_000_000_000_000_000
+    cases: list[tuple[str, tuple[int, int], int, int]] = [
+        ("600214", (1_800, 5_000), card_number, balance_max_minor),  # above the maximum
+        ("600215", (1, 3), card_number, balance_max_minor * 2),  # a third of a cent a step
+    ]
+    for prefix, copay, step_minor, max_minor in cases:
+        code, details = refusal(created, world, prefix, copay, max_minor, step_minor)
+        assert (code, str(step_minor) in details) == (grpc.StatusCode.INVALID_ARGUMENT, False), details
+        assert "load_step_minor [REDACTED-PAN]" in details, details
+    set_step = bo.SetLoadStepRequest(programme_id=programme, load_step_minor=card_number)
+    code, details = refusal(world.backoffice.SetLoadStep, set_step, metadata=world.admin_metadata, timeout=20)
+    assert (code, str(card_number) in details) == (grpc.StatusCode.INVALID_ARGUMENT, False), details
+    assert "load_step_minor [REDACTED-PAN] is above balance_max_minor 10000" in details, details
+    assert world.server.core.store.programme(programme).load_step_minor in (None, 500)
