@@ -550,7 +550,10 @@ def _require_active(conn: Connection, card_id: str) -> None:
 def _require_balance_as_read(conn: Connection, read: BalanceAsRead) -> None:
     """BalanceChangedError unless the card holds what was read; its account's row locked
     (PostgreSQL), so a credit on another node landing after this read waits for this write, then
-    finds the card replaced and follows it (Write.credited_card)."""
+    finds the card replaced and follows it (Write.credited_card). The card's row is locked first, as
+    a load's `active_card` check locks it before the load's postings lock the account: in the other
+    order a load and a replacement of one card on two nodes deadlocked (PostgreSQL aborted one)."""
+    conn.execute(select(cards.c.card_id).where(cards.c.card_id == read.card_id).with_for_update())
     account_id = card_account(read.card_id)
     query = select(accounts.c.balance_minor).where(accounts.c.account_id == account_id).with_for_update()
     balance_minor = conn.execute(query).scalar_one()
