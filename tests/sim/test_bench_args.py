@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from terminal_sim import bench
+from tests.sim.fleet_flags import FLEET_FLAG_ROWS
 
 PROG = "python -m terminal_sim.bench"
 
@@ -14,15 +15,7 @@ PROG = "python -m terminal_sim.bench"
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--terminals", "0"], "--terminals must be from 1 to 100,000, not 0"),
-        (["--terminals", "-1"], "--terminals must be from 1 to 100,000, not -1"),
-        (["--terminals", "1000000000"], "--terminals must be from 1 to 100,000, not 1000000000"),
-        (["--duration-s", "0"], "--duration-s must be above 0 and finite, not 0.0"),
-        (["--duration-s", "-2"], "--duration-s must be above 0 and finite, not -2.0"),
-        (["--duration-s", "nan"], "--duration-s must be above 0 and finite, not nan"),
-        (["--duration-s", "inf"], "--duration-s must be above 0 and finite, not inf"),
-        (["--cards", "0"], "--cards must be from 1 to 1,000,000, not 0"),
-        (["--cards", "1000000000"], "--cards must be from 1 to 1,000,000, not 1000000000"),
+        *FLEET_FLAG_ROWS,
         (["--payment-terminals", "0"], "--payment-terminals must be from 1 to 100,000, not 0"),
         (["--payment-terminals", "100001"], "--payment-terminals must be from 1 to 100,000, not 100001"),
         (["--payment-duration-s", "-1"], "--payment-duration-s must be above 0 and finite, not -1.0"),

@@ -8,25 +8,18 @@ import pytest
 
 from terminal_sim import cli
 from terminal_sim.config import LoadModel
+from tests.sim.fleet_flags import FLEET_FLAG_ROWS
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--terminals", "0"], "--terminals must be from 1 to 100,000, not 0"),
-        (["--terminals", "-4"], "--terminals must be from 1 to 100,000, not -4"),
-        (["--terminals", "1000000000"], "--terminals must be from 1 to 100,000, not 1000000000"),
-        (["--duration-s", "0"], "--duration-s must be above 0 and finite, not 0.0"),
-        (["--duration-s", "-1"], "--duration-s must be above 0 and finite, not -1.0"),
-        (["--duration-s", "nan"], "--duration-s must be above 0 and finite, not nan"),
-        (["--duration-s", "inf"], "--duration-s must be above 0 and finite, not inf"),
+        *FLEET_FLAG_ROWS,
         (["--day-length-s", "0"], "--day-length-s must be above 0 and finite, not 0.0"),
         (["--load-model", "open", "--rate-per-s", "0"], "--rate-per-s must be above 0 and finite, not 0.0"),
         (["--rate-per-s", "-3"], "--rate-per-s must be above 0 and finite, not -3.0"),
         (["--think-ms", "-5"], "--think-ms must not be negative or infinite, not -5.0"),
         (["--think-ms", "inf"], "--think-ms must not be negative or infinite, not inf"),
-        (["--cards", "0"], "--cards must be from 1 to 1,000,000, not 0"),
-        (["--cards", "1000000000"], "--cards must be from 1 to 1,000,000, not 1000000000"),
         (["--employees", "0"], "--employees must be at least 1, not 0"),
         (["--wrong-pin-share", "1.5"], "--wrong-pin-share must be from 0 to 1, not 1.5"),
         (["--duplicate-share", "-0.1"], "--duplicate-share must be from 0 to 1, not -0.1"),

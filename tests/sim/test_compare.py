@@ -10,6 +10,7 @@ import pytest
 from terminal_sim import bench, compare
 from terminal_sim.compare import RunFigures
 from terminal_sim.config import LoadModel
+from tests.sim.fleet_flags import FLEET_FLAG_ROWS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -54,13 +55,7 @@ def test_a_negative_rate_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["--rounds", "0"], "--rounds must be from 1 to 100, not 0"),
         (["--rounds", "1000000000"], "--rounds must be from 1 to 100, not 1000000000"),
-        (["--terminals", "0"], "--terminals must be from 1 to 100,000, not 0"),
-        (["--terminals", "1000000000"], "--terminals must be from 1 to 100,000, not 1000000000"),
-        (["--duration-s", "-1"], "--duration-s must be above 0 and finite, not -1.0"),
-        (["--duration-s", "nan"], "--duration-s must be above 0 and finite, not nan"),
-        (["--duration-s", "inf"], "--duration-s must be above 0 and finite, not inf"),
-        (["--cards", "0"], "--cards must be from 1 to 1,000,000, not 0"),
-        (["--cards", "1000000000"], "--cards must be from 1 to 1,000,000, not 1000000000"),
+        *FLEET_FLAG_ROWS,
         (["--open-rate-per-s", "-5"], "--open-rate-per-s must not be negative or infinite, not -5.0"),
         (["--open-rate-per-s", "nan"], "--open-rate-per-s must not be negative or infinite, not nan"),
         (["--open-rate-per-s", "inf"], "--open-rate-per-s must not be negative or infinite, not inf"),

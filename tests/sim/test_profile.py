@@ -17,6 +17,7 @@ from sqlalchemy import Engine, event, text
 from switch.store.engine import make_engine
 from terminal_sim import profile
 from terminal_sim.profile import StatementCounts
+from tests.sim.fleet_flags import FLEET_FLAG_ROWS
 
 WAIT_S = 10.0
 IN_FLIGHT = "statement-in-flight"
@@ -105,13 +106,7 @@ SMALL_RUN = ["--terminals", "2", "--cards", "5", "--duration-s", "0.5"]  # what 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--terminals", "0"], "--terminals must be from 1 to 100,000, not 0"),
-        (["--terminals", "1000000000"], "--terminals must be from 1 to 100,000, not 1000000000"),
-        (["--duration-s", "0"], "--duration-s must be above 0 and finite, not 0.0"),
-        (["--duration-s", "nan"], "--duration-s must be above 0 and finite, not nan"),
-        (["--duration-s", "inf"], "--duration-s must be above 0 and finite, not inf"),
-        (["--cards", "0"], "--cards must be from 1 to 1,000,000, not 0"),
-        (["--cards", "1000000000"], "--cards must be from 1 to 1,000,000, not 1000000000"),
+        *FLEET_FLAG_ROWS,
         (["--top", "0"], "--top must be from 1 to 1,000, not 0"),
         (["--top", "-3"], "--top must be from 1 to 1,000, not -3"),
     ],

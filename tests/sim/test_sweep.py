@@ -9,6 +9,7 @@ import pytest
 
 from terminal_sim import sweep
 from terminal_sim.sweep import SweepPoint
+from tests.sim.fleet_flags import FLEET_FLAG_ROWS
 
 
 def point(share: float, p99_ms: float, audit_clean: bool = True) -> SweepPoint:
@@ -50,14 +51,7 @@ def test_a_share_whose_audit_failed_is_not_within_the_bound() -> None:
     ("argv", "message"),
     [
         (["--shares", "0.1,nan"], "--shares must each be above 0 and at most 1.5, got '0.1,nan'"),
-        (["--terminals", "0"], "--terminals must be from 1 to 100,000, not 0"),
-        (["--terminals", "-2"], "--terminals must be from 1 to 100,000, not -2"),
-        (["--terminals", "1000000000"], "--terminals must be from 1 to 100,000, not 1000000000"),
-        (["--duration-s", "0"], "--duration-s must be above 0 and finite, not 0.0"),
-        (["--duration-s", "nan"], "--duration-s must be above 0 and finite, not nan"),
-        (["--duration-s", "inf"], "--duration-s must be above 0 and finite, not inf"),
-        (["--cards", "0"], "--cards must be from 1 to 1,000,000, not 0"),
-        (["--cards", "1000000000"], "--cards must be from 1 to 1,000,000, not 1000000000"),
+        *FLEET_FLAG_ROWS,
         (["--p99-ms", "-1"], "--p99-ms must be above 0 and finite, not -1.0"),
         (["--p99-ms", "nan"], "--p99-ms must be above 0 and finite, not nan"),
     ],
