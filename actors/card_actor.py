@@ -649,7 +649,8 @@ class CardActor(SwitchActor):
         """(moved minor units, journal entry id), or why the journal refused it; waits for decided
         work to land first. Where nodes share cards, another node may credit or spend the card
         between the read of its balance and the transfer's write: the journal then refuses the write
-        (BalanceAsRead) and the card is read again, at most TRANSFER_READS_MAX times."""
+        (BalanceAsRead) and the card is read again, at most TRANSFER_READS_MAX times. Refused, nothing
+        moved, if the card was unblocked since the replacement marked it lost (here or on another node)."""
         self._settle_pending()
         shared = self._services.max_age_s is not None
         for _ in range(TRANSFER_READS_MAX):
@@ -657,6 +658,9 @@ class CardActor(SwitchActor):
                 # Another node may have loaded or spent it since this copy was read, or replaced it: a
                 # follow of money credited after that finds this copy still active (_follow_landed).
                 self._read_card()
+            card = self.card
+            if card.status not in (CardStatus.blocked, CardStatus.lost):
+                return f"card {card.masked} is {card.status.value}: unblocked since it was marked lost"
             result = self._write_now(self._transfer_write(message, shared))
             if not result.balance_changed:
                 break

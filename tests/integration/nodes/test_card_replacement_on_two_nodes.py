@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
 from sqlalchemy import Connection, select, text
 
@@ -157,4 +158,39 @@ def test_money_given_back_on_node_a_while_node_b_moves_the_balance_moves_with_it
     assert not replacing.is_alive()
     held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
     assert (replaced, held) == ({"moved": 1_000}, (0, 1_100)), "money given back left on the lost card"
+    assert_ledger_clean(nodes.world)
+
+
+def test_a_card_unblocked_on_node_a_while_node_b_replaces_it_is_refused_and_nothing_moves(
+    nodes_lasting_copies: Nodes,
+) -> None:
+    nodes = nodes_lasting_copies
+    lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
+    lost_ref = pb.CardRef(card_number=lost)
+    request = bo.ReplaceCardRequest(
+        lost_card=lost_ref, replacement_card=pb.CardRef(card_number=new), request_id=new_txn()
+    )
+    answered: dict[str, object] = {}
+
+    def replace() -> None:
+        try:
+            answered["moved"] = nodes.on_b_as_admin("ReplaceCard", request).moved.amount_minor
+        except grpc.RpcError as error:
+            answered["refused"] = (error.code(), error.details())
+
+    with new_card_held(nodes, new) as holder:
+        replacing = threading.Thread(target=replace)
+        replacing.start()
+        _wait_until(lambda: _waiting_on(holder) == 1, "node B's transfer waiting, the card read lost")
+        # The card found: node A unblocks it and it is used there, so node B's transfer reads it again.
+        unblocked = nodes.on_a_as_admin("UnblockCard", bo.CardRequest(card=lost_ref))
+        assert unblocked.status == "active"
+        assert nodes.on_a.redeem(lost, 300, new_txn()).response_code == "00"
+    replacing.join(20)
+    assert not replacing.is_alive()
+    refused = answered.get("refused")
+    assert isinstance(refused, tuple) and refused[0] is grpc.StatusCode.FAILED_PRECONDITION, answered
+    assert unblocked.card_masked in refused[1] and lost not in refused[1], refused[1]
+    held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    assert held == (700, 100), "money moved off a card unblocked meanwhile"
     assert_ledger_clean(nodes.world)
