@@ -409,8 +409,10 @@ class SwitchMetrics:
             "txswitch_replaced_card_follows",
             "Money credited to a replaced card (a ride undone after the office moved its balance) moved "
             "on to its replacement: when (credit: right after it landed; start: found at start) and "
-            "outcome (moved, nothing_moved, not_replaced: lost or blocked, waits for the office; failed: "
-            "see the log, the next start tries again).",
+            "outcome (moved; nothing_moved: moved already, by the same credit's move or the card's "
+            "replacement under way as it landed; not_replaced: blocked, or lost and not replaced within "
+            "replacement_follow_wait_s, waits for the office; failed: see the log, the next start tries "
+            "again).",
             ["when", "outcome"],
             registry=self.registry,
         )

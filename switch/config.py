@@ -56,6 +56,9 @@ class Settings:
     # its money on the lost card, logged, for the next start to move)
     replacement_follow_workers_max: int = 4
     replacement_follows_queued_max: int = 10_000
+    # How long a follow that finds its card lost, not yet replaced, waits for the replacement under
+    # way to land (it moves the credit with the balance); then the money waits for the office. 0: no wait
+    replacement_follow_wait_s: float = 5.0
     # Journal writer (group commit)
     journal_batch_writes_max: int = 256
     journal_queue_writes_max: int = 20_000
@@ -312,6 +315,7 @@ NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "reaper_interval_s": POSITIVE_DURATION_S,
     "replacement_follow_workers_max": POSITIVE_COUNT,
     "replacement_follows_queued_max": POSITIVE_COUNT,
+    "replacement_follow_wait_s": DURATION_S,
     "journal_batch_writes_max": POSITIVE_COUNT,
     "journal_queue_writes_max": POSITIVE_COUNT,
     # every commit's reply waits as long: a second is already far more than a batch gains

@@ -71,9 +71,13 @@ def utc_now() -> dt.datetime:
 # When money on a replaced card was moved on: right after a credit landed on it, found at start,
 # or found as the card that replaced it was replaced in turn.
 FOLLOW_WHEN = ("credit", "start", "replacement")
-# What became of it: moved; nothing_moved (a move keyed by the same credit had moved it);
-# not_replaced (the card is lost or blocked, not replaced: it waits for the office); failed (logged).
+# What became of it: moved; nothing_moved (another move had moved it: one keyed by the same credit,
+# or the card's replacement, under way as the credit landed); not_replaced (the card is blocked, or
+# lost and its replacement did not land within replacement_follow_wait_s: it waits for the office);
+# failed (logged).
 FOLLOW_OUTCOMES = ("moved", "nothing_moved", "not_replaced", "failed")
+# How often a follow waiting for a lost card's replacement to land looks again (_replacement_landed).
+FOLLOW_WAIT_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,7 +447,7 @@ class SwitchCore:
     def _move_to_replacement(self, asked: FollowAsked) -> None:
         """One move on a follow worker's thread; a failure is logged and counted, never raised."""
         try:
-            new_card_id = self.last_replacement(asked.card_id)
+            new_card_id = self._replacement_landed(asked.card_id)
             if new_card_id is None:  # blocked or lost, not replaced: it waits for the office
                 self._count_follow(asked.when, "not_replaced")
                 return
@@ -456,6 +460,20 @@ class SwitchCore:
             self._count_follow(asked.when, "nothing_moved")
             return
         self._count_follow(asked.when, "moved", transfer.moved_minor, transfer.replacement.currency)
+
+    def _replacement_landed(self, card_id: str) -> str | None:
+        """The card's last replacement; for a card lost and not yet replaced, looked for again until
+        replacement_follow_wait_s has passed: only a replacement marks a card lost, and its transfer,
+        landing after the credit, moves the credit with the balance (it reads the balance again when
+        it changed), so the money does not wait for the office. None if none landed meanwhile."""
+        deadline_s = time.monotonic() + self.settings.replacement_follow_wait_s
+        while True:
+            new_card_id = self.last_replacement(card_id)
+            if new_card_id is not None or time.monotonic() >= deadline_s:
+                return new_card_id
+            if self.store.card_state(card_id).status is not CardStatus.lost:
+                return None  # blocked or unblocked: no replacement under way
+            time.sleep(FOLLOW_WAIT_POLL_S)
 
     def _count_follow(self, when: str, outcome: str, moved_minor: int = 0, currency: str = "") -> None:
         if outcome == "moved" and moved_minor == 0:
