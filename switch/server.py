@@ -212,8 +212,14 @@ class SwitchServer:
         self._loop = asyncio.get_running_loop()
         # The concurrency limit is the interceptor's: grpc.aio's counts only the calls it accepts.
         interceptors = self.ops.interceptors()
+        # No SO_REUSEPORT (grpc's default): with it a second switch on this port shared it, each
+        # connection going to either, instead of being refused.
         server = BusyMethodsRegistered(
-            grpc.aio.server(migration_thread_pool=self._blocking, interceptors=interceptors),
+            grpc.aio.server(
+                migration_thread_pool=self._blocking,
+                interceptors=interceptors,
+                options=(("grpc.so_reuseport", 0),),
+            ),
             interceptors=interceptors,
             accepts_per_method=self.settings.grpc_accepts_per_method,
         )

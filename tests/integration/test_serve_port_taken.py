@@ -91,3 +91,34 @@ def test_a_server_that_cannot_listen_leaves_nothing_answering_and_its_data_dir_f
     again = SwitchServer(settings.with_overrides(metrics_port=-1))
     again.start()
     again.stop()
+
+
+def test_a_second_switch_on_a_running_switchs_grpc_port_is_refused(tmp_path: Path) -> None:
+    """grpc binds with SO_REUSEPORT unless told not to: a second switch (another data directory, a
+    test's or a bench's server on the default port) shared 50051 with `make run`'s, and the kernel
+    handed each new connection to either, so `txswitch admin` was refused the admin token and
+    `txswitch balance` found no such card about every other call."""
+    first = SwitchServer(
+        Settings(data_dir=tmp_path / "first", grpc_port=0, metrics_port=-1, console_port=-1, demo_data=False)
+    )
+    first.start()
+    try:
+        second = SwitchServer(
+            Settings(
+                data_dir=tmp_path / "second",
+                grpc_port=first.grpc_port,
+                metrics_port=-1,
+                console_port=-1,
+                demo_data=False,
+            )
+        )
+        try:
+            with pytest.raises(
+                CannotListenError, match=f"cannot listen for gRPC .* on 127.0.0.1:{first.grpc_port}"
+            ):
+                second.start()
+        finally:
+            if second.grpc_port > 0:  # it started, sharing the port: stop it too
+                second.stop()
+    finally:
+        first.stop()
