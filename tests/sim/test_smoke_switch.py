@@ -85,3 +85,14 @@ async def test_each_employee_is_locked_only_by_the_terminals_it_signs_for(
         ).scalar_one()
     assert provisioned == employee_count
     assert running_switch.core.employee_pins.lockouts == employee_count
+
+
+@pytest.mark.trio
+async def test_the_simulator_provisions_again_and_again_on_one_switch(switch_target: SwitchTarget) -> None:
+    """`make sim` run again on the same `make run` switch, with the same default seed: each run
+    creates its own programmes. Their card prefixes came from the seeded generator, so every run
+    tried the same 8 prefixes, and the fifth found them all taken ("no free card prefix found")."""
+    config = SimConfig(terminals=1, duration_s=1.0, seed=7, channels=1)
+    runs = [await provision(switch_target, config, card_count=1, start_minor=2_000) for _ in range(6)]
+    prefixes = {setup.cards[0].card_number[:6] for setup in runs}
+    assert len(prefixes) == len(runs), prefixes
