@@ -361,19 +361,51 @@ def wrap_key_main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--master-key-file", type=Path)
     args = parser.parse_args(argv)
+    algorithm = KeyAlgorithm(args.algorithm)
+    try:
+        security = SecurityModule(_master_key_for_wrapping(args.master_key_file))
+        clear_key = _clear_key_from_stdin()
+        try:
+            wrapped = security.import_key(clear_key, args.key_id, USAGES_IN_FILE[args.usage], algorithm)
+        except KeyIntegrityError as error:
+            raise _WrapKeyError(f"the key on stdin: {error} ({algorithm.key_bytes * 2} hex digits)") from None
+    except _WrapKeyError as error:  # one line, exit 2: never a traceback, never a key's digits
+        parser.exit(2, f"{parser.prog}: {error}\n")
+    print(wrapped.to_text())
+
+
+class _WrapKeyError(Exception):
+    """A master key or clear key that wrap-key cannot use; its text names which, never a key's digits."""
+
+
+def _master_key_for_wrapping(master_key_file: Path | None) -> MasterKey:
     from switch.config import from_environment
 
+    source = "TXSWITCH_MASTER_KEY_HEX"
     master_hex = from_environment().master_key_hex
-    if args.master_key_file is not None:
-        master_hex = args.master_key_file.read_text().strip()
+    if master_key_file is not None:
+        source = "--master-key-file"
+        try:
+            master_hex = master_key_file.read_text().strip()
+        except OSError as error:
+            raise _WrapKeyError(f"--master-key-file {master_key_file}: {error.strerror}") from None
     if not master_hex:
-        parser.error("set TXSWITCH_MASTER_KEY_HEX or --master-key-file")
-    clear_key = bytes.fromhex(sys.stdin.readline().strip())
-    security = SecurityModule(MasterKey.from_hex(master_hex))
-    wrapped = security.import_key(
-        clear_key, args.key_id, USAGES_IN_FILE[args.usage], KeyAlgorithm(args.algorithm)
-    )
-    print(wrapped.to_text())
+        raise _WrapKeyError("set TXSWITCH_MASTER_KEY_HEX or --master-key-file")
+    try:
+        return MasterKey.from_hex(master_hex)
+    except KeyIntegrityError as error:
+        raise _WrapKeyError(f"{source}: {error}") from None
+
+
+def _clear_key_from_stdin() -> bytes:
+    line = sys.stdin.readline().strip()
+    try:
+        clear_key = bytes.fromhex(line)
+    except ValueError:
+        clear_key = b""
+    if not clear_key:  # bytes.fromhex's own message gives the position of the first wrong digit
+        raise _WrapKeyError("the key on stdin must be hex digits, the key alone on the first line")
+    return clear_key
 
 
 if __name__ == "__main__":
