@@ -186,8 +186,27 @@ class Settings:
         shared = self.effective_database_url.startswith("postgresql") if choice == "auto" else choice == "yes"
         return self.shared_copy_max_age_s if shared else None
 
+    def features_on(self) -> frozenset[str]:
+        """The features of FEATURE_SETTINGS these settings switch on, as the switch reads them."""
+        on = {
+            "console": self.console_authorized_keys is not None and self.console_port != PORT_OFF,
+            "iso_listener": self.iso_listen_port != PORT_OFF,
+            "mail": bool(self.smtp_host),
+            "gc_tuning": self.gc_gen0_threshold > 0,
+            "several_nodes": self.copy_max_age_s is not None,
+        }
+        return frozenset(feature for feature, is_on in on.items() if is_on)
+
+    def unread(self) -> frozenset[str]:
+        """The settings of features switched off: the switch never reads them, so they are not checked."""
+        on = self.features_on()
+        return frozenset(
+            name for feature, names in FEATURE_SETTINGS.items() if feature not in on for name in names
+        )
+
     def check(self) -> None:
-        """ValueError naming the first setting that holds none of its values."""
+        """ValueError naming the first setting that holds none of its values, but for those of a
+        feature switched off (unread), which the switch never reads."""
         _ = self.copy_max_age_s
         if self.database_url and not _parses_as_database_url(self.database_url):
             # Not shown: it holds the database's password.
@@ -201,23 +220,25 @@ class Settings:
                 f"the database URL's port (--database-url, {ENVIRONMENT_PREFIX}DATABASE_URL) must be from 1 "
                 f"to {PORT_MAX}, got {shown_number(database_port)}"
             )
+        unread = self.unread()
         for name, number_range in NUMBER_RANGES.items():
             value = getattr(self, name)
-            if not number_range.holds(value):
+            if name not in unread and not number_range.holds(value):
                 raise ValueError(f"{setting_named(name)} must be {number_range}, got {shown_number(value)}")
-        self._check_paths()
-        if self.password_reset_url and not _is_web_address(self.password_reset_url):
+        self._check_paths(unread)
+        reset_url = "" if "password_reset_url" in unread else self.password_reset_url
+        if reset_url and not _is_web_address(reset_url):
             raise ValueError(
                 f"{setting_named('password_reset_url')} must be an absolute http or https URL with a host, "
                 f"such as 'https://portal.example/reset#', got {quoted(self.password_reset_url)}"
             )
         for name, lowest in PORT_LOWEST.items():
             port = getattr(self, name)
-            if not lowest <= port <= PORT_MAX:
+            if name not in unread and not lowest <= port <= PORT_MAX:
                 allowed = f"a port from {lowest} to {PORT_MAX}{PORT_MEANINGS[lowest]}"
                 raise ValueError(f"{setting_named(name)} must be {allowed}, got {shown_number(port)}")
 
-    def _check_paths(self) -> None:
+    def _check_paths(self, unread: Collection[str]) -> None:
         # Checked before the data dir is made: the files are read only once the switch is starting.
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise ValueError(
@@ -226,7 +247,7 @@ class Settings:
             )
         for name in ("console_authorized_keys", "acquirers_file"):
             path: Path | None = getattr(self, name)
-            if path is not None and not path.is_file():
+            if path is not None and name not in unread and not path.is_file():
                 shown = quoted(str(path))
                 raise ValueError(f"{setting_named(name)} must name a file that exists, got {shown}")
 
@@ -276,6 +297,28 @@ PORT_LOWEST = {
     "smtp_port": 1,
 }
 PORT_MEANINGS = {PORT_OFF: " (0: any free port, -1: off)", 0: " (0: any free port)", 1: ""}
+# The settings only one feature reads, by feature (Settings.features_on says which are on). A setting
+# of a feature that is off is not read, so not checked: it may be anything, as it was before the
+# checks (a missing keys file with the console off was refused, and that switch no longer started).
+# The acquirers (acquirers_file) and the metrics (metrics_port) are switched by their own setting,
+# checked only when set or on already.
+FEATURE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "console": ("console_port", "console_authorized_keys"),
+    "iso_listener": ("iso_inbound_in_flight_max", "iso_inbound_connections_max", "iso_inbound_idle_s"),
+    "mail": (
+        "smtp_port",
+        "smtp_timeout_s",
+        "receipt_attempts_max",
+        "receipt_retry_s",
+        "receipts_per_transaction_max",
+        "password_reset_code_s",
+        "password_resets_per_hour_max",
+        "password_reset_mails_queued_max",
+        "password_reset_url",
+    ),
+    "gc_tuning": ("gc_gen1_threshold", "gc_gen2_threshold"),
+    "several_nodes": ("shared_copy_max_age_s",),
+}
 
 
 @dataclass(frozen=True)

@@ -535,4 +535,4 @@ def test_a_connection_that_sends_nothing_is_closed_and_one_that_echoes_is_kept(l
 def test_listener_limits_must_be_positive() -> None:
     refusal = r"iso_inbound_connections_max \(.*\) must be positive and at most 2,147,483,647, got 0"
     with pytest.raises(ValueError, match=refusal):
-        Settings(iso_inbound_connections_max=0).check()
+        Settings(iso_listen_port=0, iso_inbound_connections_max=0).check()  # the listener on: read

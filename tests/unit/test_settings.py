@@ -153,7 +153,7 @@ HUGE = str(10**20)
             f"port from -1 to 65535 (0: any free port, -1: off), got {REDACTED_PAN}",
         ),
         (
-            ["--console-port", CARD_NUMBER],
+            ["--console-port", CARD_NUMBER, "--console-authorized-keys", __file__],  # the console on
             "",
             "",
             "console_port (--console-port, TXSWITCH_CONSOLE_PORT) must "
@@ -207,6 +207,7 @@ def test_serve_refuses_a_port_no_socket_can_have_before_it_starts(
     # No row's port is ever bound: each is refused first.
     if variable:
         monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("TXSWITCH_SMTP_HOST", "127.0.0.1")  # smtp_port is read, so checked, with mail on
     command = ["serve", "--data-dir", str(tmp_path / "data"), "--metrics-port", "-1", "--console-port", "-1"]
     assert cli.main([*command, *arguments]) == 2
     assert capsys.readouterr().err == f"txswitch serve: {problem}\n"
@@ -296,6 +297,12 @@ def test_serve_refuses_a_port_no_socket_can_have_before_it_starts(
             "positive and at most 2,147,483,647, got 0",
         ),
         (
+            "TXSWITCH_ISO_INBOUND_IDLE_S",
+            "1e20",
+            "iso_inbound_idle_s (TXSWITCH_ISO_INBOUND_IDLE_S) must be "
+            "positive and at most 31,622,400, got 1e+20",
+        ),
+        (
             "TXSWITCH_RECEIPT_RETRY_S",
             "0",
             "receipt_retry_s (TXSWITCH_RECEIPT_RETRY_S) must be positive and at most 31,622,400, got 0.0",
@@ -312,6 +319,14 @@ def test_serve_refuses_a_number_setting_out_of_its_range_before_it_starts(
 ) -> None:
     # Zero workers, a negative limit, NaN or 1e20 seconds passed as numbers: the switch made its data
     # dir and then ended in a traceback, or started and hung on the first wait.
+    # Every feature on whose settings a row holds: a setting of a feature that is off is not checked.
+    features_on = {
+        "TXSWITCH_SMTP_HOST": "127.0.0.1",
+        "TXSWITCH_SEVERAL_NODES": "yes",
+        "TXSWITCH_ISO_LISTEN_PORT": "0",
+    }
+    for feature_variable, on in features_on.items():
+        monkeypatch.setenv(feature_variable, on)
     monkeypatch.setenv(variable, value)
     assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0"]) == 2
     assert capsys.readouterr().err == f"txswitch serve: {problem}\n"
@@ -462,6 +477,7 @@ def test_serve_refuses_a_password_reset_url_that_is_no_web_address_before_it_sta
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # It was not checked: a card number or an ftp: or javascript: value went into every reset mail.
+    monkeypatch.setenv("TXSWITCH_SMTP_HOST", "127.0.0.1")  # no reset mail without a mail server
     monkeypatch.setenv("TXSWITCH_PASSWORD_RESET_URL", value)
     assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0"]) == 2
     assert capsys.readouterr().err == f"txswitch serve: {RESET_URL_FORM} {shown}\n"
