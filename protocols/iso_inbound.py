@@ -478,6 +478,7 @@ class IsoInboundListener:
         self._refused = 0
         self._idle_closed = 0
         self._started = threading.Event()
+        self._stopping = threading.Event()  # set before the loop may have published its token
         self._thread = threading.Thread(target=self._run, name="iso-inbound", daemon=True)
         self._token: trio.lowlevel.TrioToken | None = None
         self._cancel: trio.CancelScope | None = None
@@ -487,6 +488,8 @@ class IsoInboundListener:
     def start(self, timeout_s: float = 10.0) -> None:
         self._thread.start()
         if not self._started.wait(timeout_s):
+            # Stopped, or it would go on and listen, unowned, once it got there (a slow resolver).
+            self.stop(timeout_s)
             raise OSError(f"ISO 8583 listener did not start on {self._host}:{self._port}")
         failure = self._failure
         if isinstance(failure, OSError):  # could not bind: the starter names it (switch.listening)
@@ -495,9 +498,14 @@ class IsoInboundListener:
             raise OSError(f"ISO 8583 listener cannot listen on {self._host}:{self._port}") from failure
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self._token is not None and self._cancel is not None:
+        # _main publishes the token after its cancel scope and then looks at _stopping: a stop
+        # that finds no token is seen by _main, one that finds it cancels through it. Queued, not
+        # waited for: a loop held up (in a resolver) would hold stop past its timeout.
+        self._stopping.set()
+        token, cancel = self._token, self._cancel
+        if token is not None and cancel is not None:
             with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self._cancel.cancel, trio_token=self._token)
+                token.run_sync_soon(cancel.cancel)
         self._thread.join(timeout_s)
 
     def statistics(self) -> ListenerStatistics:
@@ -514,10 +522,12 @@ class IsoInboundListener:
                 log.exception("ISO 8583 inbound listener stopped on an error")
 
     async def _main(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
         limiter = trio.CapacityLimiter(self._limiter_total)
         with trio.CancelScope() as scope:
             self._cancel = scope
+            self._token = trio.lowlevel.current_trio_token()
+            if self._stopping.is_set():  # stopped before it could be cancelled through the token
+                scope.cancel()
             listeners = await trio.open_tcp_listeners(self._port, host=self._host)
             self.port = listeners[0].socket.getsockname()[1]
             self._started.set()

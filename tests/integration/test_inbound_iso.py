@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from protocols.iso8583 import (
     format_amount,
     frame,
 )
+from protocols.iso_inbound import InboundHandler, IsoInboundListener
 from protocols.wire import backoffice_pb2 as bo
 from switch.config import Settings
 from switch.domain.cards import make_card_number
@@ -536,3 +538,37 @@ def test_listener_limits_must_be_positive() -> None:
     refusal = r"iso_inbound_connections_max \(.*\) must be positive and at most 2,147,483,647, got 0"
     with pytest.raises(ValueError, match=refusal):
         Settings(iso_listen_port=0, iso_inbound_connections_max=0).check()  # the listener on: read
+
+
+UNANSWERED_HOST = "resolver-does-not-answer.invalid"
+
+
+def test_a_listener_that_does_not_start_in_time_is_stopped_before_start_raises(
+    limited: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its thread went on after start had told the switch it could not listen, and listened unowned
+    # once its host resolved. A resolver that does not answer for one host holds it up for certain.
+    answer = threading.Event()
+    resolve = socket.getaddrinfo
+
+    def unanswered(host: object, *args: object, **kwargs: object) -> object:
+        if host not in (UNANSWERED_HOST, UNANSWERED_HOST.encode()):  # trio asks with the name's bytes
+            return resolve(host, *args, **kwargs)  # type: ignore[arg-type]
+        flags = args[4] if len(args) > 4 else kwargs.get("flags", 0)  # host, port, family, type, proto, flags
+        if isinstance(flags, int) and flags & socket.AI_NUMERICHOST:
+            raise socket.gaierror(socket.EAI_NONAME, "not a numeric address")
+        answer.wait(30.0)
+        raise socket.gaierror(socket.EAI_NONAME, "no such host")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unanswered)
+    before = {thread for thread in threading.enumerate() if thread.name == "iso-inbound"}
+    late = IsoInboundListener(InboundHandler(limited.server.core, {}), UNANSWERED_HOST, 0, in_flight_max=1)
+    try:
+        with pytest.raises(OSError, match=f"ISO 8583 listener did not start on {UNANSWERED_HOST}:0"):
+            late.start(timeout_s=0.5)
+        deadline_s = time.monotonic() + 5.0
+        while {thread for thread in threading.enumerate() if thread.name == "iso-inbound"} - before:
+            assert time.monotonic() < deadline_s, "the listener's thread still runs"
+            time.sleep(0.05)
+    finally:
+        answer.set()
