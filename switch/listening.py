@@ -8,6 +8,12 @@ from contextlib import contextmanager
 from switch.config import setting_named
 
 
+def host_port(host: str, port: int) -> str:
+    """host:port, an IPv6 literal in brackets ([::1]:50051): grpc reads ::1:50051 as no address, and
+    neither can a reader tell its port. A host name never holds a colon."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class CannotListenError(RuntimeError):
     """A listener of the switch could not bind where its settings say; the switch does not start."""
 
@@ -20,5 +26,5 @@ def listening(what: str, host: str, port: int, setting: str) -> Iterator[None]:
     except OSError as error:
         reason = error.strerror or str(error)
         raise CannotListenError(
-            f"cannot listen for {what} on {host}:{port}, set by {setting_named(setting)}: {reason}"
+            f"cannot listen for {what} on {host_port(host, port)}, set by {setting_named(setting)}: {reason}"
         ) from error

@@ -36,7 +36,7 @@ from switch.acquiring import Acquiring, PaymentNode
 from switch.config import Settings
 from switch.core import SwitchCore
 from switch.demo import ensure_demo_data
-from switch.listening import listening
+from switch.listening import host_port, listening
 from switch.pins import TerminalPinKeys
 from switch.secret_files import card_hash_key, secret_file
 from switch.security import MasterKey, SecurityModule
@@ -235,7 +235,7 @@ class SwitchServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        address = host_port(self.settings.grpc_host, self.settings.grpc_port)
         try:
             port = server.add_insecure_port(address)
         except RuntimeError:
@@ -259,7 +259,7 @@ class SwitchServer:
 
     @property
     def address(self) -> str:
-        return f"{self.settings.grpc_host}:{self.grpc_port}"
+        return host_port(self.settings.grpc_host, self.grpc_port)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Drain, stop accepting, finish in-flight requests, flush commits, then stop the actors."""

@@ -29,6 +29,7 @@ from protocols.iso8583 import (
     redacted,
 )
 from switch.domain.response_codes import ResponseCode
+from switch.listening import host_port
 from switch.security import (
     KeyAlgorithm,
     KeyUsage,
@@ -38,7 +39,7 @@ from switch.security import (
     WrappedKey,
     mask_pan,
 )
-from terminal_sim.arguments import cannot_listen_problem, host_port, listen_problem
+from terminal_sim.arguments import cannot_listen_problem, listen_problem
 from terminal_sim.config import SettingError, check_count, check_share
 
 log = logging.getLogger(__name__)

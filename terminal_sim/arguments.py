@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from switch.listening import host_port
 from terminal_sim.config import SettingError, joined
 
 PORT_MAX = 65_535
@@ -34,12 +35,6 @@ def listen_problem(host_flag: str, host: str, port_flag: str, port: int) -> str 
     if not 0 <= port <= PORT_MAX:
         return f"{port_flag} must be from 0 (any free port) to {PORT_MAX}, not {port}"
     return None
-
-
-def host_port(host: str, port: int) -> str:
-    """host:port, an IPv6 literal in brackets ([::1]:50051): grpc reads ::1:50051 as no address, and
-    neither can a reader tell its port. A host name never holds a colon."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def cannot_listen_problem(host_flag: str, host: str, port_flag: str, port: int, error: OSError) -> str:

@@ -13,7 +13,8 @@ from grpc import aio
 from protocols.serving import BusyMethodsRegistered
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
-from terminal_sim.arguments import cannot_listen_problem, host_port, listen_problem
+from switch.listening import host_port
+from terminal_sim.arguments import cannot_listen_problem, listen_problem
 
 ECHO_BALANCE_MINOR = 100_000
 ECHO_CURRENCY = "EUR"

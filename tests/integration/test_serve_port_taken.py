@@ -20,6 +20,7 @@ from switch.config import Settings
 from switch.listening import CannotListenError
 from switch.server import SwitchServer
 from tests.serve import REPO_ROOT
+from tests.sim.test_echo_server import ipv6_loopback_works
 
 EXIT_WITHIN_S = 60.0
 
@@ -122,3 +123,18 @@ def test_a_second_switch_on_a_running_switchs_grpc_port_is_refused(tmp_path: Pat
                 second.stop()
     finally:
         first.stop()
+
+
+@pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback on this machine")
+def test_a_switch_on_an_ipv6_host_listens_and_names_its_address_in_brackets(tmp_path: Path) -> None:
+    """Session 25's walk: `TXSWITCH_GRPC_HOST=::1` was joined as ::1:<port>, which grpc reads as no
+    address, so the switch could not start on an IPv6 host."""
+    settings = Settings(data_dir=tmp_path, grpc_host="::1", grpc_port=0, metrics_port=-1, demo_data=False)
+    server = SwitchServer(settings)
+    server.start()
+    try:
+        assert server.address == f"[::1]:{server.grpc_port}"
+        with grpc.insecure_channel(server.address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+    finally:
+        server.stop()
