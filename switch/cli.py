@@ -308,8 +308,9 @@ def _admin(options: argparse.Namespace) -> int:
     try:
         token = token_path.read_text().strip()
     except OSError as error:  # run from another directory than the switch's, or before its first start
+        shown_path = quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, str(token_path))  # the operator's text
         print(
-            f"txswitch admin {options.action}: no admin token at {token_path} ({error.strerror}); "
+            f"txswitch admin {options.action}: no admin token at {shown_path} ({error.strerror}); "
             "pass --data-dir <the switch's data directory>",
             file=sys.stderr,
         )
