@@ -10,8 +10,10 @@ from switch.config import setting_named
 
 def host_port(host: str, port: int) -> str:
     """host:port, an IPv6 literal in brackets ([::1]:50051): grpc reads ::1:50051 as no address, and
-    neither can a reader tell its port. A host name never holds a colon."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    neither can a reader tell its port. A host name never holds a colon; one given in brackets
+    already ([::1]) is kept as it is."""
+    bare_ipv6 = ":" in host and not host.startswith("[")
+    return f"[{host}]:{port}" if bare_ipv6 else f"{host}:{port}"
 
 
 class CannotListenError(RuntimeError):

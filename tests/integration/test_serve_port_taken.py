@@ -126,10 +126,13 @@ def test_a_second_switch_on_a_running_switchs_grpc_port_is_refused(tmp_path: Pat
 
 
 @pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback on this machine")
-def test_a_switch_on_an_ipv6_host_listens_and_names_its_address_in_brackets(tmp_path: Path) -> None:
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_a_switch_on_an_ipv6_host_listens_and_names_its_address_in_brackets(
+    tmp_path: Path, host: str
+) -> None:
     """Session 25's walk: `TXSWITCH_GRPC_HOST=::1` was joined as ::1:<port>, which grpc reads as no
-    address, so the switch could not start on an IPv6 host."""
-    settings = Settings(data_dir=tmp_path, grpc_host="::1", grpc_port=0, metrics_port=-1, demo_data=False)
+    address, so the switch could not start on an IPv6 host; one given in brackets already works too."""
+    settings = Settings(data_dir=tmp_path, grpc_host=host, grpc_port=0, metrics_port=-1, demo_data=False)
     server = SwitchServer(settings)
     server.start()
     try:
