@@ -19,8 +19,8 @@ import pytest
 from switch.config import Settings
 from switch.listening import CannotListenError
 from switch.server import SwitchServer
+from tests.ipv6 import ipv6_loopback_works
 from tests.serve import REPO_ROOT
-from tests.sim.test_echo_server import ipv6_loopback_works
 
 EXIT_WITHIN_S = 60.0
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from terminal_sim import acquirer_host
-from tests.sim.test_echo_server import ipv6_loopback_works
+from tests.ipv6 import ipv6_loopback_works
 
 EPHEMERAL = ["--port", "0"]  # so that a row let through does not take the well-known 8583
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import pytest
 from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from terminal_sim import echo_server
+from tests.ipv6 import ipv6_loopback_works
 
 
 @pytest.mark.parametrize(
@@ -45,15 +45,6 @@ def test_a_host_it_cannot_listen_on_is_refused_in_one_line(capsys: pytest.Captur
         "python -m terminal_sim.echo_server: error: cannot listen on nohost.invalid:0, set by --host and "
         "--port: "
     )
-
-
-def ipv6_loopback_works() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback on this machine")
