@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict, deque
 from urllib.parse import unquote
+
+# The smallest block a site is given (RFC 6177): whoever holds one address of it holds them all.
+IPV6_CALLER_PREFIX_LENGTH = 64
 
 
 class CallerLimit:
@@ -42,13 +46,26 @@ class CallerLimit:
 
 
 def caller_address(peer: str) -> str:
-    """The caller's address without its port: "ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7",
-    "ipv6:[::1]:51234" -> "ipv6:[::1]"; anything else (a unix socket) as it is. gRPC may give the
-    brackets URL-encoded ("ipv6:%5B::1%5D:51234"): each connection's port was then kept, so every
-    new connection got a fresh limit."""
+    """The caller of a peer, as its calls are counted: an IPv4 address without its port
+    ("ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7"); an IPv6 one as its /64 ("ipv6:[2001:db8::1]:443"
+    -> "ipv6:[2001:db8::]/64"), since one site holds all of a /64 and counting each of its 2^64
+    addresses was no limit; an IPv4 client on a dual-stack socket ("[::ffff:10.0.0.7]") as its
+    IPv4 address; anything else (a unix socket) as it is. gRPC may give the brackets URL-encoded
+    ("ipv6:%5B::1%5D:51234")."""
     kind, _, rest = unquote(peer).partition(":")
     if kind == "ipv6" and rest.startswith("["):
-        return f"{kind}:{rest[: rest.find(']') + 1]}"
+        return _ipv6_caller(rest[1 : rest.find("]")])
     if kind == "ipv4":
         return f"{kind}:{rest.rsplit(':', 1)[0]}"
     return peer
+
+
+def _ipv6_caller(host: str) -> str:
+    try:
+        address = ipaddress.IPv6Address(host)
+    except ValueError:  # not what gRPC gives: counted as it is
+        return f"ipv6:[{host}]"
+    if address.ipv4_mapped is not None:
+        return f"ipv4:{address.ipv4_mapped}"
+    network = ipaddress.IPv6Network((address, IPV6_CALLER_PREFIX_LENGTH), strict=False)
+    return f"ipv6:[{network.network_address}]/{IPV6_CALLER_PREFIX_LENGTH}"

@@ -32,11 +32,29 @@ def test_the_longest_quiet_caller_is_forgotten_first_when_full() -> None:
     ("peer", "address"),
     [
         ("ipv4:10.0.0.7:51234", "ipv4:10.0.0.7"),
-        ("ipv6:[::1]:51234", "ipv6:[::1]"),
-        ("ipv6:[2001:db8::1]:443", "ipv6:[2001:db8::1]"),
+        ("ipv6:[::1]:51234", "ipv6:[::]/64"),
+        ("ipv6:%5B::1%5D:51234", "ipv6:[::]/64"),
+        ("ipv6:[2001:db8::1]:443", "ipv6:[2001:db8::]/64"),
+        # One site holds a whole /64 (2^64 addresses): each of them a caller was no limit at all.
+        ("ipv6:[2001:db8:0:7:a:b:c:d]:443", "ipv6:[2001:db8:0:7::]/64"),
+        ("ipv6:[2001:db8:0:7:ffff:ffff:ffff:ffff]:1", "ipv6:[2001:db8:0:7::]/64"),
+        ("ipv6:[2001:db8:0:8::1]:443", "ipv6:[2001:db8:0:8::]/64"),
+        # An IPv4 client on a dual-stack socket is its IPv4 address, not the /64 all of them share.
+        ("ipv6:[::ffff:10.0.0.7]:51234", "ipv4:10.0.0.7"),
+        ("ipv6:[::ffff:10.0.0.8]:51234", "ipv4:10.0.0.8"),
+        ("ipv6:[not an address]:1", "ipv6:[not an address]"),
         ("unix:/run/txswitch.sock", "unix:/run/txswitch.sock"),
         ("", ""),
     ],
 )
-def test_the_callers_address_leaves_out_the_port(peer: str, address: str) -> None:
+def test_the_caller_is_its_address_without_the_port_and_an_ipv6_caller_its_64_prefix(
+    peer: str, address: str
+) -> None:
     assert caller_address(peer) == address
+
+
+def test_every_address_of_one_ipv6_64_shares_one_limit() -> None:
+    limit = CallerLimit(calls_max=2, window_s=60.0, callers_max=10)
+    peers = [f"ipv6:[2001:db8:0:7::{host:x}]:{40_000 + host}" for host in range(1, 4)]
+    waits_s = [limit.wait_s(caller_address(peer), 0.0) for peer in peers]
+    assert waits_s == [0.0, 0.0, 60.0]
