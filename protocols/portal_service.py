@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
 from typing import TypeVar
@@ -34,6 +37,7 @@ from protocols.wire import portal_pb2 as portal
 from protocols.wire import portal_pb2_grpc as portal_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.admin import AdminConflictError, AdminError, AdminStateError
+from switch.caller_limit import CallerLimit
 from switch.core import SwitchCore, utc_now
 from switch.domain.employees import PortalRight
 from switch.domain.quoting import quoted
@@ -50,6 +54,7 @@ from switch.web_days import WebDayCloseError
 T = TypeVar("T")
 R = TypeVar("R", bound="OwnRequest")  # a request the portal scopes to the login's merchant
 RESET_ASKED = "if a login has this address, a reset code is on its way to it"
+CARD_LOOKUP_WINDOW_S = 60.0
 
 
 class PortalService(portal_grpc.PortalServicer):
@@ -59,6 +64,25 @@ class PortalService(portal_grpc.PortalServicer):
         self._sessions = PortalSessions(
             core.store.engine, core.settings.portal_session_s, core.passwords, utc_now
         )
+        settings = core.settings
+        self._card_lookups = CallerLimit(
+            settings.portal_card_lookups_per_minute_max,
+            CARD_LOOKUP_WINDOW_S,
+            settings.portal_card_lookup_merchants_tracked_max,
+        )
+        self._card_lookups_lock = threading.Lock()  # the portal's calls run on the server's threads
+
+    def _count_card_lookup(self, context: grpc.ServicerContext, login: Login) -> None:
+        """Counted per merchant before the card number is read: a wrong or malformed number costs as
+        much as a right one, and more logins (a manager adds cashiers) give no more tries."""
+        with self._card_lookups_lock:
+            wait_s = self._card_lookups.wait_s(login.merchant_id, time.monotonic())
+        if wait_s > 0:
+            _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many card lookups for your merchant; try again in {math.ceil(wait_s)} s",
+            )
 
     def _run(
         self, context: grpc.ServicerContext, right: PortalRight | None, action: Callable[[Login], T]
@@ -151,7 +175,8 @@ class PortalService(portal_grpc.PortalServicer):
     # --- the web back office's redemption -----------------------------------------------------------
 
     def CardBalance(self, request: pb.BalanceRequest, context: grpc.ServicerContext) -> pb.BalanceResponse:
-        def action(_login: Login) -> pb.BalanceResponse:
+        def action(login: Login) -> pb.BalanceResponse:
+            self._count_card_lookup(context, login)
             number = convert.card_number(request.card, request.HasField("card"))
             card_id = self._core.cards.card_id(number)
             state = self._core.balance(card_id) if card_id else None
@@ -173,7 +198,7 @@ class PortalService(portal_grpc.PortalServicer):
                 None,  # the web back office takes no card PIN
             )
 
-        return self._web(context, request.location_id, command)
+        return self._web(context, request.location_id, command, names_a_card=True)
 
     def Refund(
         self, request: portal.PortalRefundRequest, context: grpc.ServicerContext
@@ -201,12 +226,19 @@ class PortalService(portal_grpc.PortalServicer):
         return self._web(context, request.location_id, command)
 
     def _web(
-        self, context: grpc.ServicerContext, location_id: str, command: Callable[[], TerminalCommand]
+        self,
+        context: grpc.ServicerContext,
+        location_id: str,
+        command: Callable[[], TerminalCommand],
+        names_a_card: bool = False,
     ) -> pb.TransactionResponse:
         """A command through the location's web back office terminal, as a terminal's; its
-        transaction id is the merchant's across locations (94 when another location holds it)."""
+        transaction id is the merchant's across locations (94 when another location holds it).
+        `names_a_card`: its answer tells whether a card number exists, so it counts as a lookup."""
 
         def action(login: Login) -> pb.TransactionResponse:
+            if names_a_card:
+                self._count_card_lookup(context, login)
             decoded = command()
             terminal_id = self._core.web_terminal(login.merchant_id, location_id)
             try:

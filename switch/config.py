@@ -124,6 +124,11 @@ class Settings:
     # this many in any minute; callers remembered at once, the longest quiet forgotten first
     cardholder_lookups_per_minute_max: int = 20
     cardholder_callers_tracked_max: int = 10_000
+    # The web back office's card lookups (Portal.CardBalance and Portal.Redeem name a card number):
+    # per merchant, all its logins together, at most this many in any minute, so a login cannot try
+    # numbers at the switch's speed; merchants remembered at once, the longest quiet forgotten first
+    portal_card_lookups_per_minute_max: int = 60
+    portal_card_lookup_merchants_tracked_max: int = 10_000
     # Online top-ups (Cardholder.StartTopUp): how long the holder has to pay at the PSP; at most
     # this many listed by ListTopUps (the newest first)
     top_up_valid_s: int = 30 * 60
@@ -384,6 +389,8 @@ NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "password_reset_mails_queued_max": POSITIVE_COUNT,
     "cardholder_lookups_per_minute_max": POSITIVE_COUNT,
     "cardholder_callers_tracked_max": POSITIVE_COUNT,
+    "portal_card_lookups_per_minute_max": POSITIVE_COUNT,
+    "portal_card_lookup_merchants_tracked_max": POSITIVE_COUNT,
     "top_up_valid_s": POSITIVE_DURATION_S,
     "top_ups_listed_max": POSITIVE_COUNT,
     "top_up_sweep_interval_s": POSITIVE_DURATION_S,
