@@ -16,7 +16,13 @@ import trio
 from sqlalchemy import Engine
 
 from actors.acquirer_link import AcquirerLink, LinkUnavailableError, now_utc
-from actors.acquirer_messages import advice_answer, answers_advice, authorization_message, reversal_message
+from actors.acquirer_messages import (
+    advice_answer,
+    answer_disagreement,
+    answers_advice,
+    authorization_message,
+    reversal_message,
+)
 from actors.acquirer_routing import BinRoutingTable
 from actors.acquirer_types import (
     AcquirerEndpoint,
@@ -469,7 +475,11 @@ class AcquirerGateway:
 
     async def _late_acknowledgement(self, link: AcquirerLink, message: IsoMessage) -> None:
         """A 0430 after its advice stopped waiting acknowledges the pending advice it names, never
-        one that took its STAN since; one naming none is ignored (a pending advice goes out again)."""
+        one that took its STAN since; one naming none is ignored (a pending advice goes out again).
+        Field 37 names one advice alone, so it is asked first; field 90, then the STAN, without it."""
+        if "37" in message:
+            await self._late_acknowledgement_by_reference(link, message)
+            return
         if "90" not in message:
             await self._late_acknowledgement_by_stan(link, message)
             return
@@ -487,6 +497,29 @@ class AcquirerGateway:
             log.info(
                 "acquirer %s: late 0430 STAN %s answers no pending advice; ignored", link.name, message["11"]
             )
+
+    async def _late_acknowledgement_by_reference(self, link: AcquirerLink, message: IsoMessage) -> None:
+        """A late 0430 echoing field 37 acknowledges the pending advice with that reference on its
+        terminal, if its other echoed fields agree; never another advice under its STAN."""
+        entry = await trio.to_thread.run_sync(
+            self._saf.pending_by_reference, link.name, message.get("41", ""), message["37"]
+        )
+        if entry is None:
+            log.info(
+                "acquirer %s: late 0430 STAN %s answers no pending advice; ignored", link.name, message["11"]
+            )
+            return
+        disagreement = answer_disagreement(message, entry)
+        if disagreement is not None:
+            log.warning(
+                "acquirer %s: late 0430 STAN %s names an advice by field 37 but field %s differs; ignored",
+                link.name,
+                message["11"],
+                disagreement,
+            )
+            return
+        if await trio.to_thread.run_sync(self._saf.acknowledge, entry.saf_id, self._clock()):
+            self._reversals_acknowledged += 1
 
     async def _late_acknowledgement_by_stan(self, link: AcquirerLink, message: IsoMessage) -> None:
         """A late 0430 echoing no field 90 names its advice by field 41 and its STAN only: it

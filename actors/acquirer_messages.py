@@ -43,13 +43,14 @@ def authorization_message(
 
 
 def reversal_message(entry: SafEntry, transmission: str) -> IsoMessage:
-    """0420 on the first send, 0421 on every repeat; field 11 stays the advice's own STAN."""
+    """0420 on the first send, 0421 on every repeat; field 11 stays the advice's own STAN, and field
+    37 its own reference (none on an advice stored before references were given)."""
     original = OriginalDataElements(
         mti=entry.original_mti,
         stan=entry.original_stan,
         transmission_datetime=entry.original_transmission,
     )
-    return {
+    message: IsoMessage = {
         "t": mti.REVERSAL_ADVICE_REPEAT if entry.is_repeat else mti.REVERSAL_ADVICE,
         "3": entry.processing_code,
         "4": format_amount(entry.amount_minor),
@@ -60,6 +61,9 @@ def reversal_message(entry: SafEntry, transmission: str) -> IsoMessage:
         "49": entry.currency_numeric,
         "90": original.encode(),
     }
+    if entry.retrieval_reference:
+        message["37"] = entry.retrieval_reference
+    return message
 
 
 def advice_answer(acquirer: str, response: IsoMessage) -> AdviceAnswer | None:
@@ -94,6 +98,31 @@ def answers_advice(response: IsoMessage, entry: SafEntry) -> bool:
         == (entry.original_mti, entry.original_stan, entry.original_transmission)
         and answer.amount_minor in (None, entry.amount_minor)
     )
+
+
+def answer_disagreement(response: IsoMessage, entry: SafEntry) -> str | None:
+    """The first field on which a 0430 disagrees with the advice, or None when it may answer it.
+    It must name the advice's STAN (11) and terminal (41); when echoed, its reference (37), amount (4)
+    and original (90) too. A 0430 that carries a field 37 the advice never sent names another."""
+    if response.get("11") != entry.reversal_stan:
+        return "11"
+    if response.get("41") != entry.terminal_id:
+        return "41"
+    if "37" in response and response["37"] != (entry.retrieval_reference or ""):
+        return "37"
+    if "4" in response and (not response["4"].isdigit() or int(response["4"]) != entry.amount_minor):
+        return "4"
+    if "90" in response and not _names_original(response, entry):
+        return "90"
+    return None
+
+
+def _names_original(response: IsoMessage, entry: SafEntry) -> bool:
+    answer = advice_answer(entry.acquirer, response)
+    if answer is None:
+        return False
+    named = (answer.original_mti, answer.original_stan, answer.original_transmission)
+    return named == (entry.original_mti, entry.original_stan, entry.original_transmission)
 
 
 def network_message(code: str, stan: str, transmission: str) -> IsoMessage:

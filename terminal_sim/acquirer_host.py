@@ -67,9 +67,9 @@ ZONE_KEY_HEX_DIGITS: Final = 32  # an AES-128 key, the only zone key the host im
 AUTH_CODE_CHARS: Final = 6
 # Field 39 answers after which the host holds the amount: approvals, and partial approval (10).
 HOLDING_CODES: Final = APPROVING_FIELD39 | {"10"}
-# What a 0430 echoes of its 0420/0421 (ISO 8583:1987 mandatory echo): field 90 names the original
-# the advice reverses, so a late 0430 names its advice by more than its STAN.
-REVERSAL_ANSWER_ECHOED_FIELDS: Final = ("3", "4", "7", "11", "41", "42", "49", "90")
+# What a 0430 echoes of its 0420/0421 (ISO 8583:1987 mandatory echo): field 37 names the advice and
+# field 90 the original it reverses, so a late 0430 names its advice by more than its STAN.
+REVERSAL_ANSWER_ECHOED_FIELDS: Final = ("3", "4", "7", "11", "37", "41", "42", "49", "90")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +100,7 @@ class HostReversal:
     advices_received: int
     matched_original: bool
     mtis: tuple[str, ...]  # every 0400/0420/0421 received for this original, in order
+    retrieval_references: tuple[str, ...] = ()  # field 37 of each of them ("" when none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,8 @@ class AcquirerHostConfig:
     # False: a host that echoes no field 90 in its 0430s (against ISO 8583:1987), so a late 0430
     # names its advice by field 41 and its STAN only.
     reversal_answers_echo_field90: bool = True
+    # False: a host that echoes no field 37 (the advice's reference) in its 0430s.
+    reversal_answers_echo_field37: bool = True
 
 
 def _zone_key_algorithm(key: bytes) -> KeyAlgorithm:
@@ -421,22 +424,28 @@ class AcquirerHost:
         key = original_key_of_reversal(request)
         earlier = self._reversals.get(key)
         mtis = (request["t"],) if earlier is None else (*earlier.mtis, request["t"])
+        references = (*(() if earlier is None else earlier.retrieval_references), request.get("37", ""))
         self._reversals[key] = HostReversal(
             key=key,
             amount_minor=int(request["4"]),
             advices_received=len(mtis),
             matched_original=key in self._authorizations,
             mtis=mtis,
+            retrieval_references=references,
         )
         if self._ignore_next_reversals > 0:
             self._ignore_next_reversals -= 1
             return None
         # Acknowledge even an unknown original: the advice is idempotent and must stop repeating.
-        echoed = [
+        left_out = {
             name
-            for name in REVERSAL_ANSWER_ECHOED_FIELDS
-            if name != "90" or self.config.reversal_answers_echo_field90
-        ]
+            for name, echoed in (
+                ("90", self.config.reversal_answers_echo_field90),
+                ("37", self.config.reversal_answers_echo_field37),
+            )
+            if not echoed
+        }
+        echoed = [name for name in REVERSAL_ANSWER_ECHOED_FIELDS if name not in left_out]
         response: IsoMessage = {name: request[name] for name in echoed if name in request}
         response["t"] = mti.response_mti(request["t"])
         response["39"] = "00"

@@ -35,6 +35,9 @@ SAF_PENDING_LIMIT_MAX: Final = 1_000
 # How long an acknowledged advice keeps its STAN on its terminal: a late or repeated 0430 of it may
 # still come, and must find no other pending advice under that name. Then the STAN is given back.
 REVERSAL_STAN_HOLD_AFTER_ACK: Final = dt.timedelta(hours=24)
+# Field 37 (retrieval reference number) is an-12 in ISO 8583:1987; an advice's is its saf_id in
+# 12 digits, so it is unique per advice across every node sharing the database.
+RETRIEVAL_REFERENCE_CHARS: Final = 12
 
 # No PAN, track 2, PIN block or EMV data here: the acquirer finds the original by field 90 + 41.
 acquirer_saf = Table(
@@ -60,6 +63,9 @@ acquirer_saf = Table(
     Column("acknowledged_at", DateTime(timezone=True), nullable=True),
     # When the advice gave its STAN back, a hold after its acknowledgement (NULL: it holds it).
     Column("reversal_stan_released_at", DateTime(timezone=True), nullable=True),
+    # Field 37 of every send of the advice (0420 and each 0421), set as it is stored; a 0430 echoing
+    # it names this advice alone. NULL on rows from before the column: those go out without one.
+    Column("retrieval_reference", String(RETRIEVAL_REFERENCE_CHARS), nullable=True),
     # One reversal per original authorisation, however often a timeout or late answer asks.
     UniqueConstraint(
         "acquirer", "terminal_id", "original_stan", "original_transmission", name="uq_acquirer_saf_original"
@@ -81,6 +87,8 @@ acquirer_saf = Table(
         sqlite_where=text("reversal_stan_released_at IS NULL"),
         postgresql_where=text("reversal_stan_released_at IS NULL"),
     ),
+    # A late 0430 echoing field 37 is looked up by it (with field 41).
+    Index("ix_acquirer_saf_retrieval_reference", "acquirer", "terminal_id", "retrieval_reference"),
 )
 
 
@@ -139,6 +147,7 @@ class SafEntry:
     created_at: dt.datetime
     last_attempt_at: dt.datetime | None
     acknowledged_at: dt.datetime | None
+    retrieval_reference: str | None  # field 37; None on advices stored before it was given
 
     @property
     def is_repeat(self) -> bool:
@@ -186,6 +195,25 @@ def _release_stan_held_past_its_hold(connection: Connection, reversal: NewRevers
     )
 
 
+def retrieval_reference_of(saf_id: int) -> str:
+    """The advice's field 37: its row id, which no other advice of the database has."""
+    assert 0 < saf_id < 10**RETRIEVAL_REFERENCE_CHARS, "saf_id fits field 37"
+    return f"{saf_id:0{RETRIEVAL_REFERENCE_CHARS}d}"
+
+
+def _insert(connection: Connection, reversal: NewReversal, now: dt.datetime) -> None:
+    """Store the advice and give it its field 37, which needs its row id: one transaction."""
+    inserted = connection.execute(insert(acquirer_saf).values(**_new_values(reversal, now)))
+    primary_key = inserted.inserted_primary_key
+    assert primary_key is not None, "an insert of one row has its primary key"
+    saf_id = int(primary_key[0])
+    connection.execute(
+        update(acquirer_saf)
+        .where(acquirer_saf.c.saf_id == saf_id)
+        .values(retrieval_reference=retrieval_reference_of(saf_id))
+    )
+
+
 def _entry(row: RowMapping) -> SafEntry:
     return SafEntry(**{name: row[name] for name in SafEntry.__slots__})
 
@@ -220,7 +248,7 @@ class SafStore:
         try:
             with connection.begin_nested():
                 _release_stan_held_past_its_hold(connection, reversal, now)
-                connection.execute(insert(acquirer_saf).values(**_new_values(reversal, now)))
+                _insert(connection, reversal, now)
         except IntegrityError:
             if _original_stored(connection, reversal):
                 raise
@@ -264,6 +292,22 @@ class SafStore:
         )
         with writing(self._engine) as connection:
             return connection.execute(statement).rowcount == 1
+
+    def pending_by_reference(
+        self, acquirer: str, terminal_id: str, retrieval_reference: str
+    ) -> SafEntry | None:
+        """The pending advice a 0430 names by field 37 and field 41; None when none is pending
+        (acknowledged already, or never ours). Field 37 is unique per advice: at most one row."""
+        row = acquirer_saf.c
+        query = select(acquirer_saf).where(
+            row.acquirer == acquirer,
+            row.terminal_id == terminal_id,
+            row.retrieval_reference == retrieval_reference,
+            row.status == STATUS_PENDING,
+        )
+        with self._engine.connect() as connection:
+            found = connection.execute(query.limit(1)).mappings().first()
+        return None if found is None else _entry(found)
 
     def acknowledge_answer(self, answer: AdviceAnswer, now: dt.datetime) -> bool:
         """Acknowledge the pending advice a 0430 that came after we stopped waiting names: its own

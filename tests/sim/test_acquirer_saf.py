@@ -109,6 +109,42 @@ def test_an_answer_acknowledges_the_advice_it_names(
     assert store.depth() == (0 if acknowledged else 1)
 
 
+def test_each_advice_is_stored_with_a_field_37_of_its_own(store: SafStore) -> None:
+    # A 0430 echoing field 37 names one advice: the reference is unique, 12 characters (an-12).
+    assert store.enqueue(reversal("000001"), NOW)
+    assert store.enqueue(reversal("000002", reversal_stan="000901"), NOW)
+    assert store.enqueue(reversal("000001", acquirer="acq-b"), NOW)
+    references = [entry.retrieval_reference for entry in store.pending()]
+    assert all(reference is not None and len(reference) == 12 for reference in references)
+    assert len(set(references)) == 3
+    first = store.pending()[0]
+    store.record_attempt(first.saf_id, NOW)
+    assert store.pending()[0].retrieval_reference == first.retrieval_reference  # a repeat carries it
+
+
+# A late 0430's field 37 names the pending advice with that reference on that terminal, or none.
+# One row per case: (acquirer, terminal, reference) asked, found.
+REFERENCE_CASES = [
+    ("the advice", ("acq-a", "TERM0001", "{own}"), True),
+    ("another terminal", ("acq-a", "TERM0002", "{own}"), False),
+    ("another acquirer", ("acq-b", "TERM0001", "{own}"), False),
+    ("another reference", ("acq-a", "TERM0001", "999999999999"), False),
+]
+
+
+@pytest.mark.parametrize(("case", "asked", "found"), REFERENCE_CASES, ids=[row[0] for row in REFERENCE_CASES])
+def test_a_reference_names_the_pending_advice_that_carries_it(
+    store: SafStore, case: str, asked: tuple[str, str, str], found: bool
+) -> None:
+    store.enqueue(reversal(), NOW)
+    (entry,) = store.pending()
+    acquirer, terminal_id, reference = asked
+    named = store.pending_by_reference(acquirer, terminal_id, reference.format(own=entry.retrieval_reference))
+    assert named == (entry if found else None)
+    assert store.acknowledge(entry.saf_id, NOW)
+    assert store.pending_by_reference("acq-a", "TERM0001", str(entry.retrieval_reference)) is None
+
+
 def test_an_advice_stan_in_use_on_the_terminal_is_refused_for_another_original(store: SafStore) -> None:
     # Two nodes count their STANs apart, so two advices of one terminal could take one STAN, and a
     # late 0430 then named neither (or, before session 22, both). The row reserves the name now:
