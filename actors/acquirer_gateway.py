@@ -19,7 +19,6 @@ from actors.acquirer_link import AcquirerLink, LinkUnavailableError, now_utc
 from actors.acquirer_messages import (
     advice_answer,
     answer_disagreement,
-    answers_advice,
     authorization_message,
     reversal_message,
 )
@@ -105,6 +104,7 @@ class AcquirerGateway:
         self._authorization_timeouts = 0
         self._reversals_queued = 0
         self._reversals_acknowledged = 0
+        self._reversal_answers_refused = 0
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._cancel_scope: trio.CancelScope | None = None
@@ -257,6 +257,7 @@ class AcquirerGateway:
             rejected_in_flight_max=self._rejected_in_flight_max,
             reversals_queued=self._reversals_queued,
             reversals_acknowledged=self._reversals_acknowledged,
+            reversal_answers_refused=self._reversal_answers_refused,
             saf_depth=saf_depth,
         )
 
@@ -511,6 +512,7 @@ class AcquirerGateway:
             return
         disagreement = answer_disagreement(message, entry)
         if disagreement is not None:
+            self._reversal_answers_refused += 1
             log.warning(
                 "acquirer %s: late 0430 STAN %s names an advice by field 37 but field %s differs; ignored",
                 link.name,
@@ -600,18 +602,29 @@ class AcquirerGateway:
                 break
             if response is None or response.get("39") not in REVERSAL_ACK_CODES:
                 continue
-            if not answers_advice(response, entry):
-                # A late 0430 of an earlier advice that gave this STAN back; this one goes out again.
-                log.info(
-                    "acquirer %s: 0430 STAN %s names another advice; not its acknowledgement",
-                    link.name,
-                    entry.reversal_stan,
-                )
+            if not self._answers_waiting_advice(link, response, entry):
                 continue
             if await trio.to_thread.run_sync(self._saf.acknowledge, entry.saf_id, self._clock()):
                 self._reversals_acknowledged += 1
                 acknowledged += 1
         return acknowledged
+
+    def _answers_waiting_advice(self, link: AcquirerLink, response: IsoMessage, entry: SafEntry) -> bool:
+        """Whether a 0430 come under the advice's STAN while it waited is its answer: every field it
+        echoes must agree. One that disagrees may be a late 0430 of an earlier advice that gave this
+        STAN back: counted and logged (STAN and field number, never a card's data), not taken, and
+        the advice goes out again."""
+        disagreement = answer_disagreement(response, entry)
+        if disagreement is None:
+            return True
+        self._reversal_answers_refused += 1
+        log.warning(
+            "acquirer %s: 0430 STAN %s names another advice; not its acknowledgement (field %s differs)",
+            link.name,
+            entry.reversal_stan,
+            disagreement,
+        )
+        return False
 
 
 def _amount_held(response: IsoMessage, requested_minor: int) -> int:

@@ -85,21 +85,6 @@ def advice_answer(acquirer: str, response: IsoMessage) -> AdviceAnswer | None:
     )
 
 
-def answers_advice(response: IsoMessage, entry: SafEntry) -> bool:
-    """Whether a 0430 under the advice's STAN, come while it waited, answers it: one whose field 90
-    names another original (or field 4 another amount) answers an earlier advice under that STAN.
-    One echoing no field 90 cannot say, and is taken: it came for this STAN while this advice waited."""
-    if "90" not in response:
-        return True
-    answer = advice_answer(entry.acquirer, response)
-    return (
-        answer is not None
-        and (answer.original_mti, answer.original_stan, answer.original_transmission)
-        == (entry.original_mti, entry.original_stan, entry.original_transmission)
-        and answer.amount_minor in (None, entry.amount_minor)
-    )
-
-
 def answer_disagreement(response: IsoMessage, entry: SafEntry) -> str | None:
     """The first field on which a 0430 disagrees with the advice, or None when it may answer it.
     It must name the advice's STAN (11) and terminal (41); when echoed, its reference (37), amount (4)

@@ -168,4 +168,7 @@ class GatewayStatistics:
     rejected_in_flight_max: int
     reversals_queued: int
     reversals_acknowledged: int
+    # 0430s not taken: a field they echo disagrees with the advice waiting under their STAN (or
+    # with the advice their field 37 names)
+    reversal_answers_refused: int
     saf_depth: int

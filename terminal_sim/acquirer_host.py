@@ -206,6 +206,7 @@ class AcquirerHost:
         self._hold_next_reversal_answers = 0
         self._held_reversal_answers: deque[tuple[trio.SocketStream, trio.Lock, IsoMessage]] = deque()
         self._answers_as: deque[tuple[str, int | None]] = deque()
+        self._reversal_answers_changed: deque[Mapping[str, str | None]] = deque()
         self._rrn_counter = 0
         self._connections: set[trio.SocketStream] = set()
         self.port: int | None = None
@@ -244,6 +245,11 @@ class AcquirerHost:
     def approve_next_as(self, field39: str, approved_minor: int | None = None) -> None:
         """Approve the next new 0100/0200 with this field 39 and, if given, only this amount (field 4)."""
         self._answers_as.append((field39, approved_minor))
+
+    def change_next_reversal_answer(self, fields: Mapping[str, str | None]) -> None:
+        """Send the next 0430 with these fields set to another value (None: left out), as a host
+        that answers an advice with another's fields (a 0430 of an earlier advice under its STAN)."""
+        self._reversal_answers_changed.append(dict(fields))
 
     def acknowledge_reversals_again(self) -> None:
         """Undo ignore_next_reversals: acknowledge every reversal from now on."""
@@ -449,6 +455,12 @@ class AcquirerHost:
         response: IsoMessage = {name: request[name] for name in echoed if name in request}
         response["t"] = mti.response_mti(request["t"])
         response["39"] = "00"
+        if self._reversal_answers_changed:
+            for name, value in self._reversal_answers_changed.popleft().items():
+                if value is None:
+                    response.pop(name, None)
+                else:
+                    response[name] = value
         return response
 
 

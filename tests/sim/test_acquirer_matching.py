@@ -1,9 +1,11 @@
 """A response is matched to its request by STAN, terminal and response type: a late 0430 that
-carries an authorisation's STAN is no answer to that authorisation (real gateway, real TCP host)."""
+carries an authorisation's STAN is no answer to that authorisation, and a 0430 come while an advice
+waits under its STAN is its answer only if every field it echoes agrees (real gateway, real TCP host)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import trio
 
 from switch.domain.response_codes import ResponseCode
-from switch.store.saf import NewReversal, SafStore
+from switch.store.saf import STATUS_ACKNOWLEDGED, NewReversal, SafStore
 from terminal_sim.acquirer_host import AcquirerHostConfig
 from tests.sim.test_acquirer_gateway import (
     FAST_LIMITS,
@@ -22,6 +24,7 @@ from tests.sim.test_acquirer_gateway import (
     sqlite_engine,
     start_gateway,
 )
+from tests.sim.test_acquirer_late_0430 import ADVICE_STAN, Clock, started, timed_out_under_advice_stan
 
 
 @pytest.mark.trio
@@ -79,3 +82,45 @@ async def test_a_timeouts_reversal_whose_stan_another_nodes_advice_holds_goes_un
     )
     ours = [entry for entry in entries if entry.transaction_id == "t-1"]
     assert [entry.reversal_stan for entry in ours] == ["500003"]
+
+
+# A 0430 come while the advice waits under its STAN (and field 41): the fields the host changes in
+# it, and the field named as disagreeing (None: it is the advice's answer). The advice is of 10.00.
+IN_TIME_CASES: list[tuple[str, dict[str, str | None], str | None]] = [
+    ("every field echoed", {}, None),
+    ("only fields 11 and 41 echoed", {"4": None, "37": None, "90": None}, None),
+    ("another amount, no field 90", {"4": "000000000999", "90": None}, "4"),
+    ("another field 37, no field 90", {"37": "000000000999", "90": None}, "37"),
+    ("another amount, field 90 echoed", {"4": "000000000999"}, "4"),
+    ("another field 37, field 90 echoed", {"37": "000000000999"}, "37"),
+]
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(("case", "changed", "field"), IN_TIME_CASES, ids=[row[0] for row in IN_TIME_CASES])
+async def test_a_0430_in_time_answers_the_waiting_advice_only_if_its_fields_agree(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    changed: dict[str, str | None],
+    field: str | None,
+) -> None:
+    # Before, any 0430 without field 90 under the advice's STAN was taken as its answer.
+    async with running_host() as host:
+        gateway = await started(host, tmp_path, Clock())
+        try:
+            host.change_next_reversal_answer(changed)  # the 0430 of its 0420 only
+            with caplog.at_level(logging.INFO, logger="actors.acquirer_gateway"):
+                await timed_out_under_advice_stan(gateway, host, "t-1", gave_up_s=0)
+                await trio.to_thread.run_sync(
+                    gateway.retry_saf
+                )  # after the pass under way; a 0421 if pending
+            refused = (await trio.to_thread.run_sync(gateway.statistics)).reversal_answers_refused
+            (entry,) = await trio.to_thread.run_sync(gateway._saf.all_entries)
+        finally:
+            await trio.to_thread.run_sync(gateway.stop)
+    (advice,) = host.record().reversals
+    assert advice.mtis == (("0420",) if field is None else ("0420", "0421"))
+    assert (entry.status, refused) == (STATUS_ACKNOWLEDGED, 0 if field is None else 1)
+    refusal = f"0430 STAN {ADVICE_STAN} names another advice; not its acknowledgement (field {field} differs)"
+    assert (refusal in caplog.text) is (field is not None)
