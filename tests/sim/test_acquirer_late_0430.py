@@ -63,14 +63,18 @@ async def started(
 
 
 async def timed_out_under_advice_stan(
-    gateway: AcquirerGateway, host: AcquirerHost, transaction_id: str, gave_up_s: float = 0.3
+    gateway: AcquirerGateway,
+    host: AcquirerHost,
+    transaction_id: str,
+    gave_up_s: float = 0.3,
+    amount_minor: int = 1_000,
 ) -> None:
     """An authorisation the host leaves unanswered; its reversal advice goes out under ADVICE_STAN,
     and gave_up_s later the SAF pass no longer waits for its 0430 (unless gave_up_s is 0)."""
     reversals_before = len(host.record().reversals)
     host.drop_next_responses(1)
     gateway._stan = STAN_BEFORE
-    outcome = await authorize(gateway, request(1_000, transaction_id=transaction_id), 100)
+    outcome = await authorize(gateway, request(amount_minor, transaction_id=transaction_id), 100)
     assert (outcome.response_code, outcome.reversal_queued) == (ResponseCode.acquirer_timeout, True)
     await wait_until(lambda: len(host.record().reversals) == reversals_before + 1)
     await trio.sleep(gave_up_s)
@@ -275,5 +279,34 @@ async def test_a_0430_a_day_late_echoing_field_37_does_not_acknowledge_the_new_a
             assert (entries["t-1"].status, entries["t-2"].status) == (STATUS_ACKNOWLEDGED, STATUS_PENDING)
             assert f"late 0430 STAN {ADVICE_STAN} answers no pending advice; ignored" in caplog.text
             assert await trio.to_thread.run_sync(gateway.retry_saf) == 1  # its own 0430 acknowledges it
+        finally:
+            await trio.to_thread.run_sync(gateway.stop)
+
+
+@pytest.mark.trio
+async def test_a_0430_a_day_late_echoing_only_field_4_does_not_acknowledge_a_new_advice_of_another_amount(
+    tmp_path: Path,
+) -> None:
+    # An acquirer echoing neither field 37 nor 90: the STAN agrees with the new advice, sent moments
+    # ago and alone holding it, but field 4 is the first one's. (Of one amount, nothing tells them
+    # apart: that 0430 acknowledges the new advice.)
+    clock = Clock()
+    async with running_host(NO_FIELD90) as host:
+        gateway = await started(host, tmp_path, clock)
+        try:
+            host.hold_next_reversal_answers(1)  # the 0430 of the first 0420 comes a day late
+            await timed_out_under_advice_stan(gateway, host, "t-1", amount_minor=1_000)
+            clock.now += dt.timedelta(seconds=1)
+            assert await trio.to_thread.run_sync(gateway.retry_saf) == 1  # its 0421 is acknowledged
+            clock.now += REVERSAL_STAN_HOLD_AFTER_ACK + dt.timedelta(hours=1)
+            host.ignore_next_reversals(1)  # the new advice is not acknowledged yet
+            await timed_out_under_advice_stan(gateway, host, "t-2", amount_minor=2_000)
+            await late_0430_handled(gateway, host)
+            entries = {
+                entry.transaction_id: entry
+                for entry in await trio.to_thread.run_sync(gateway._saf.all_entries)
+            }
+            assert entries["t-2"].reversal_stan == ADVICE_STAN
+            assert (entries["t-1"].status, entries["t-2"].status) == (STATUS_ACKNOWLEDGED, STATUS_PENDING)
         finally:
             await trio.to_thread.run_sync(gateway.stop)
