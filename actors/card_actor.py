@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -536,6 +537,8 @@ class CardActor(SwitchActor):
                 )
             elif result.period_closed:
                 reply.set(_period_closed(outcome))
+            elif result.card_not_active is not None:
+                reply.set(_card_not_active(outcome, result.card_not_active))
             else:
                 reply.set(_system_error(outcome, result.problem))
 
@@ -575,9 +578,14 @@ class CardActor(SwitchActor):
     def _apply(self, token: int, pending: _Pending, result: WriteResult) -> None:
         self._pending_replies.pop(token, None)
         self._reserve(pending, -1)
-        if result.ok and pending.delta_minor:
-            balance_minor = self.card.balance_minor + pending.delta_minor
-            self._card = dataclasses.replace(self.card, balance_minor=balance_minor)
+        if result.ok:
+            if pending.delta_minor:
+                balance_minor = self.card.balance_minor + pending.delta_minor
+                self._card = dataclasses.replace(self.card, balance_minor=balance_minor)
+        elif result.card_not_active is not None:
+            # Another node blocked or replaced the card since this copy was read: read it again
+            # before the next message, which is then decided on the card as it is.
+            self._read_at_s = -math.inf
 
     def _settle_pending(self) -> None:
         """Wait for every decided write to land and apply it now, so the balance is exact."""
@@ -775,6 +783,22 @@ def _period_closed(outcome: Outcome) -> Outcome:
         outcome.transaction_type,
         ResponseCode.invalid_transaction,
         "the original's period is closed; refund instead",
+        requested=outcome.requested,
+        card_masked=outcome.card_masked,
+        period_number=outcome.period_number,
+        persisted=False,
+    )
+
+
+def _card_not_active(outcome: Outcome, status: CardStatus) -> Outcome:
+    """A load the journal refused (Write.active_card): another node blocked or replaced the card
+    after this copy was read. Declined as this node declines such a card (41 lost, 62 blocked);
+    not stored, so the same id, sent again, is decided on the card read afresh and stored then."""
+    return declined(
+        outcome.transaction_id,
+        outcome.transaction_type,
+        card_rules.STATUS_DECLINES.get(status, ResponseCode.card_lost),
+        f"card is {status.value}",
         requested=outcome.requested,
         card_masked=outcome.card_masked,
         period_number=outcome.period_number,

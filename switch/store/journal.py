@@ -212,6 +212,15 @@ class PeriodClosedError(BackstopError):
     the write of a web transaction that closed the web terminal's day before (WebDayRule)."""
 
 
+class CardNotActiveError(BackstopError):
+    """The card a write may credit only while active (Write.active_card) was not when it landed:
+    blocked, lost, or replaced on another node since the deciding copy was read."""
+
+    def __init__(self, card_id: str, status: CardStatus) -> None:
+        super().__init__(f"card {card_id} is no longer active (replaced or blocked meanwhile)")
+        self.status = status
+
+
 class BalanceChangedError(BackstopError):
     """A card's balance changed between its read and the write moving all of it (Write.balance_as_read)."""
 
@@ -232,6 +241,9 @@ class WriteResult:
     period_closed: bool = False  # refused: an undo of an original whose period closed since its check
     credited_lost_card: bool = False  # landed on Write.credited_card, lost or replaced by then
     balance_changed: bool = False  # refused: Write.balance_as_read no longer held; read the card again
+    # Refused: Write.active_card was not active when the write landed; its status then (a card
+    # replaced but active again counts as lost: its money and later credits go to the replacement).
+    card_not_active: CardStatus | None = None
 
 
 def apply_batch(
@@ -543,8 +555,12 @@ def _require_active(conn: Connection, card_id: str) -> None:
     replacement on another node waits for this write, or this one for it."""
     query = select(cards.c.status, cards.c.replaced_by).where(cards.c.card_id == card_id).with_for_update()
     row = conn.execute(query).first()
-    if row is None or row.status is not CardStatus.active or row.replaced_by is not None:
+    if row is None:
         raise BackstopError(f"card {card_id} is no longer active (replaced or blocked meanwhile)")
+    if row.status is not CardStatus.active:
+        raise CardNotActiveError(card_id, row.status)
+    if row.replaced_by is not None:
+        raise CardNotActiveError(card_id, CardStatus.lost)
 
 
 def _require_balance_as_read(conn: Connection, read: BalanceAsRead) -> None:
@@ -781,6 +797,8 @@ def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = Non
         refused = WriteResult(False, problem=f"refused by the ledger: {error}", period_closed=True)
     except BalanceChangedError as error:
         refused = WriteResult(False, problem=f"refused by the ledger: {error}", balance_changed=True)
+    except CardNotActiveError as error:
+        refused = WriteResult(False, problem=f"refused by the ledger: {error}", card_not_active=error.status)
     except BackstopError as error:
         refused = WriteResult(False, problem=f"refused by the ledger: {error}")
     except DataError:

@@ -47,22 +47,46 @@ def nodes_lasting_copies(tmp_path: Path) -> Iterator[Nodes]:
     yield from two_nodes(tmp_path, max_age_s=60.0)  # node A's copy outlives the test: always stale
 
 
-def test_a_load_on_node_a_onto_a_card_node_b_replaced_meanwhile_moves_nothing(
-    nodes_lasting_copies: Nodes,
-) -> None:
-    nodes = nodes_lasting_copies
-    lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
-    assert nodes.on_a.balance(lost) == 1_000  # node A's card actor holds a copy: the card active
+def _replace_on_b(nodes: Nodes, lost: str, new: str) -> None:
     request = bo.ReplaceCardRequest(
         lost_card=pb.CardRef(card_number=lost),
         replacement_card=pb.CardRef(card_number=new),
         request_id=new_txn(),
     )
     assert nodes.on_b_as_admin("ReplaceCard", request).moved.amount_minor == 1_000
-    answer = nodes.on_a.load(lost, 500)  # decided on node A's copy, taken before the replacement
-    held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
-    assert (answer.response_code, held) == ("96", (0, 1_100)), "a load stranded on the lost card"
-    assert "nothing was moved" in answer.message
+
+
+def _block_on_b(nodes: Nodes, lost: str, _new: str) -> None:
+    nodes.on_b_as_admin("BlockCard", bo.BlockCardRequest(card=pb.CardRef(card_number=lost), reason="stolen"))
+
+
+# (what node B does to the card, the code node A answers as it would for that card, who holds what)
+NODE_B_CHANGES = [
+    pytest.param(_replace_on_b, "41", (0, 1_100), id="replaced"),
+    pytest.param(_block_on_b, "62", (1_000, 100), id="blocked"),
+]
+
+
+@pytest.mark.parametrize(("change_on_b", "code", "held"), NODE_B_CHANGES)
+def test_a_load_on_node_a_onto_a_card_node_b_replaced_meanwhile_moves_nothing(
+    nodes_lasting_copies: Nodes,
+    change_on_b: Callable[[Nodes, str, str], None],
+    code: str,
+    held: tuple[int, int],
+) -> None:
+    nodes = nodes_lasting_copies
+    lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
+    assert nodes.on_a.balance(lost) == 1_000  # node A's card actor holds a copy: the card active
+    change_on_b(nodes, lost, new)
+    answer = nodes.on_a.load(lost, 500)  # decided on node A's copy, taken before node B's change
+    moved = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    assert (answer.response_code, moved) == (code, held), answer.message  # the code node B would give
+    assert lost not in answer.message
+    # Node A's copy is read again: the next load is declined by node A's actor itself, and stored.
+    again = new_txn()
+    assert nodes.on_a.load(lost, 500, again).response_code == code
+    assert nodes.on_a.load(lost, 500, again).response_code == code  # the stored answer
+    assert nodes.on_a.balance(lost) == held[0], "node A still holds its copy from before the change"
     assert_ledger_clean(nodes.world)
 
 
