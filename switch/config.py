@@ -57,7 +57,8 @@ class Settings:
     replacement_follow_workers_max: int = 4
     replacement_follows_queued_max: int = 10_000
     # How long a follow that finds its card lost, not yet replaced, waits for the replacement under
-    # way to land (it moves the credit with the balance); then the money waits for the office. 0: no wait
+    # way to land (it moves the credit with the balance); then the money waits for the office. 0: no wait.
+    # It waits on the follow queue, looked at again every core.FOLLOW_WAIT_POLL_S, not on a worker.
     replacement_follow_wait_s: float = 5.0
     # Journal writer (group commit)
     journal_batch_writes_max: int = 256

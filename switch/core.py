@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 import secrets
 import threading
 import time
@@ -76,7 +77,7 @@ FOLLOW_WHEN = ("credit", "start", "replacement")
 # lost and its replacement did not land within replacement_follow_wait_s: it waits for the office);
 # failed (logged).
 FOLLOW_OUTCOMES = ("moved", "nothing_moved", "not_replaced", "failed")
-# How often a follow waiting for a lost card's replacement to land looks again (_replacement_landed).
+# How often a follow waiting for a lost card's replacement to land looks again (_look_again_later).
 FOLLOW_WAIT_POLL_S = 0.05
 
 
@@ -203,6 +204,8 @@ class SwitchCore:
         self._follow_moves = {(when, outcome): 0 for when in FOLLOW_WHEN for outcome in FOLLOW_OUTCOMES}
         self._follow_moved_minor: dict[tuple[str, str], int] = {}
         self._follow_lock = threading.Lock()
+        # How often a follow looks for a lost card's replacement still landing (_look_again_later).
+        self._follow_looks_max = math.ceil(settings.replacement_follow_wait_s / FOLLOW_WAIT_POLL_S)
         self._follows = FollowWorkers(
             self._move_to_replacement,
             settings.replacement_follow_workers_max,
@@ -447,9 +450,9 @@ class SwitchCore:
     def _move_to_replacement(self, asked: FollowAsked) -> None:
         """One move on a follow worker's thread; a failure is logged and counted, never raised."""
         try:
-            new_card_id = self._replacement_landed(asked.card_id)
-            if new_card_id is None:  # blocked or lost, not replaced: it waits for the office
-                self._count_follow(asked.when, "not_replaced")
+            new_card_id = self.last_replacement(asked.card_id)
+            if new_card_id is None:  # blocked or lost, not replaced (yet)
+                self._look_again_later(asked)
                 return
             transfer = self.replace_card(asked.card_id, new_card_id, f"follow:{asked.because}", "switch")
         except Exception as error:  # a stop, a refusal: the next start tries again
@@ -461,19 +464,22 @@ class SwitchCore:
             return
         self._count_follow(asked.when, "moved", transfer.moved_minor, transfer.replacement.currency)
 
-    def _replacement_landed(self, card_id: str) -> str | None:
-        """The card's last replacement; for a card lost and not yet replaced, looked for again until
-        replacement_follow_wait_s has passed: only a replacement marks a card lost, and its transfer,
-        landing after the credit, moves the credit with the balance (it reads the balance again when
-        it changed), so the money does not wait for the office. None if none landed meanwhile."""
-        deadline_s = time.monotonic() + self.settings.replacement_follow_wait_s
-        while True:
-            new_card_id = self.last_replacement(card_id)
-            if new_card_id is not None or time.monotonic() >= deadline_s:
-                return new_card_id
-            if self.store.card_state(card_id).status is not CardStatus.lost:
-                return None  # blocked or unblocked: no replacement under way
-            time.sleep(FOLLOW_WAIT_POLL_S)
+    def _look_again_later(self, asked: FollowAsked) -> None:
+        """A card lost and not replaced: only a replacement marks a card lost, so one is under way
+        (on another node); its transfer, landing after the credit, moves the credit with the balance
+        (it reads the balance again when it changed). The follow is asked again FOLLOW_WAIT_POLL_S
+        later, at most `_follow_looks_max` times (about replacement_follow_wait_s), and the worker
+        serves other follows meanwhile; then, or for a card not lost, the money waits for the office."""
+        if asked.looks >= self._follow_looks_max:
+            self._count_follow(asked.when, "not_replaced")
+            return
+        if self.store.card_state(asked.card_id).status is not CardStatus.lost:
+            self._count_follow(asked.when, "not_replaced")  # blocked or unblocked: none under way
+            return
+        again = dataclasses.replace(asked, looks=asked.looks + 1)
+        if not self._follows.ask_later(again, time.monotonic() + FOLLOW_WAIT_POLL_S):
+            log.warning("money on lost card %s not moved on: follows waiting full or stopping", asked.card_id)
+            self._count_follow(asked.when, "failed")
 
     def _count_follow(self, when: str, outcome: str, moved_minor: int = 0, currency: str = "") -> None:
         if outcome == "moved" and moved_minor == 0:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 # How often a caller waiting for room in the queue looks whether the workers are stopping.
 WAIT_FOR_ROOM_POLL_S = 0.5
+# How often an idle worker looks for moves asked again later by another worker (ask_later), which
+# may be busy with a long move when one falls due.
+LATER_POLL_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,19 +24,27 @@ class FollowAsked:
     card_id: str
     because: str
     when: str
+    looks: int = 0  # how often its card's replacement was looked for and not found yet
 
 
 class FollowWorkers:
     """Moves asked for, made by workers_max threads from a queue of at most queued_max: a start that
     finds many replaced cards holding money no longer starts a thread per card. `move` makes one
-    move and must not raise (it logs and counts its failures). Moves still queued at a stop are
-    not lost: the money stays on the lost card, and the next start finds it."""
+    move and must not raise (it logs and counts its failures). A move that must wait (a replacement
+    still landing) is asked again later (`ask_later`), not waited for on the worker, which serves
+    the others meanwhile. Moves still queued or waiting at a stop are not lost: the money stays on
+    the lost card, and the next start finds it."""
 
     def __init__(self, move: Callable[[FollowAsked], None], workers_max: int, queued_max: int) -> None:
         assert workers_max > 0 and queued_max > 0, (workers_max, queued_max)
         self._move = move
         self._queue: queue.Queue[FollowAsked | None] = queue.Queue(queued_max)
         self._stopping = threading.Event()
+        self._queued_max = queued_max
+        # Moves asked again later: (not before, in time.monotonic() seconds; order asked; the move)
+        self._later: list[tuple[float, int, FollowAsked]] = []
+        self._later_lock = threading.Lock()
+        self._later_order = itertools.count()
         self._workers = [
             threading.Thread(target=self._work, name="follow-replacement", daemon=True)
             for _ in range(workers_max)
@@ -71,9 +85,33 @@ class FollowWorkers:
             return True
         return False
 
+    def ask_later(self, asked: FollowAsked, not_before_s: float) -> bool:
+        """Made again once time.monotonic() reaches not_before_s, by the first worker free then;
+        False if the workers are stopping or queued_max moves wait so already (a worker's thread:
+        it never waits)."""
+        with self._later_lock:
+            if self._stopping.is_set() or len(self._later) >= self._queued_max:
+                return False
+            heapq.heappush(self._later, (not_before_s, next(self._later_order), asked))
+        return True
+
     def _work(self) -> None:
         while not self._stopping.is_set():
-            asked = self._queue.get()
+            asked = self._next()
             if asked is None or self._stopping.is_set():
                 return
             self._move(asked)
+
+    def _next(self) -> FollowAsked | None:
+        """The first move asked later that is due, else the next queued one, waited for no longer
+        than until the first asked later is due (None: the workers are stopping)."""
+        while not self._stopping.is_set():
+            with self._later_lock:
+                due_in_s = self._later[0][0] - time.monotonic() if self._later else LATER_POLL_S
+                if due_in_s <= 0:
+                    return heapq.heappop(self._later)[2]
+            try:
+                return self._queue.get(timeout=min(due_in_s, LATER_POLL_S))
+            except queue.Empty:
+                continue
+        return None

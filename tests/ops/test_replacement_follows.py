@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from switch.domain.cards import CardStatus
 from switch.follow_workers import FollowAsked
 from tests.integration.harness import World, start_world
 from tests.integration.test_card_replacement import replace
@@ -122,3 +123,40 @@ def test_a_follow_sent_again_under_its_key_counts_no_second_move(world: World) -
     }
     assert followed_minor(text) == in_euro("start", 700)
     assert terminal.balance(new) == 2_000
+
+
+@pytest.fixture
+def one_follow_worker(tmp_path: Path) -> Iterator[World]:
+    """One follow worker, and a wait for a replacement far longer than the test."""
+    world = start_world(
+        tmp_path, "", 1, metrics_port=0, replacement_follow_workers_max=1, replacement_follow_wait_s=60.0
+    )
+    try:
+        yield world
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+
+def test_a_follow_waiting_for_a_replacement_that_never_lands_lets_another_cards_follow_run(
+    one_follow_worker: World,
+) -> None:
+    world = one_follow_worker
+    url = world.server.ops.metrics_url
+    assert url is not None
+    core, terminal = world.server.core, world.terminals[0]
+    waiting, lost, new = (world.issue(2_000, world.benefit_programme) for _ in range(3))
+    assert terminal.redeem(waiting, 700, "ride-waiting").response_code == "00"
+    assert terminal.redeem(lost, 300, "ride-lost").response_code == "00"
+    waiting_id = core.cards.card_id(waiting)
+    assert waiting_id is not None
+    # Marked lost as a replacement marks it first; its transfer never lands (another node died).
+    core.set_card_status(waiting_id, CardStatus.lost, "reported lost", "test")
+    assert terminal.reversal("ride-waiting").response_code == "00"  # its follow waits for the replacement
+    assert replace(world, lost, new).moved.amount_minor == 1_700
+    started_s = time.monotonic()
+    assert terminal.reversal("ride-lost").response_code == "00"
+    text = wait_for_follows(url, moved("credit", 1))
+    assert follows(text) == moved("credit", 1), "the other card's follow waited behind the first"
+    assert time.monotonic() - started_s < 2.0
+    assert terminal.balance(new) == 4_000

@@ -4,6 +4,7 @@ from a bounded queue; a full or stopping queue says so rather than waiting or st
 from __future__ import annotations
 
 import threading
+import time
 
 from switch.follow_workers import FollowAsked, FollowWorkers
 
@@ -76,3 +77,28 @@ def test_a_stop_ends_idle_workers_more_than_the_queue_holds() -> None:
     for worker in workers._workers:
         worker.join(WAIT_S)
         assert not worker.is_alive()
+
+
+def test_a_move_asked_later_waits_for_its_time_off_the_worker_and_the_waiting_are_bounded() -> None:
+    made: list[tuple[str, float]] = []
+    done = threading.Event()
+
+    def move(one: FollowAsked) -> None:
+        made.append((one.card_id, time.monotonic()))
+        if len(made) == 2:
+            done.set()
+
+    workers = FollowWorkers(move, workers_max=1, queued_max=1)
+    workers.start()
+    try:
+        asked_at_s = time.monotonic()
+        assert workers.ask_later(asked(0), asked_at_s + 0.5)
+        assert not workers.ask_later(asked(1), asked_at_s)  # one waits already: the bound
+        assert workers.ask_nowait(asked(2))
+        assert done.wait(WAIT_S)
+        (first, first_at_s), (later, later_at_s) = made
+        assert (first, later) == ("card_2", "card_0")  # the one worker served the queue meanwhile
+        assert first_at_s - asked_at_s < 0.5 <= later_at_s - asked_at_s
+    finally:
+        workers.stop()
+    assert not workers.ask_later(asked(3), 0.0)
