@@ -72,7 +72,7 @@ LABEL_REFUSED: Final = "invalid"
 ACQUIRER_LINK_STATES: Final = ("down", "connecting", "signed_on")
 PIN_LOCKOUT_KINDS: Final = ("employee", "card")
 FOLLOW_WHEN: Final = ("credit", "start", "replacement")
-FOLLOW_OUTCOMES: Final = ("moved", "nothing_moved", "not_replaced", "failed")
+FOLLOW_OUTCOMES: Final = ("moved", "nothing_moved", "not_replaced", "unblocked", "failed")
 PAYMENT_RECOVERY_NODES: Final = ("own", "other")
 PAYMENT_RECOVERY_OUTCOMES: Final = ("reversed", "answered_meanwhile")
 TOP_UP_EVENTS: Final = ("started", "loaded", "refund_due")
@@ -411,8 +411,8 @@ class SwitchMetrics:
             "on to its replacement: when (credit: right after it landed; start: found at start) and "
             "outcome (moved; nothing_moved: moved already, by the same credit's move or the card's "
             "replacement under way as it landed; not_replaced: blocked, or lost and not replaced within "
-            "replacement_follow_wait_s, waits for the office; failed: see the log, the next start tries "
-            "again).",
+            "replacement_follow_wait_s, waits for the office; unblocked: the card is active again, not "
+            "replaced, and keeps the money; failed: see the log, the next start tries again).",
             ["when", "outcome"],
             registry=self.registry,
         )

@@ -75,8 +75,9 @@ FOLLOW_WHEN = ("credit", "start", "replacement")
 # What became of it: moved; nothing_moved (another move had moved it: one keyed by the same credit,
 # or the card's replacement, under way as the credit landed); not_replaced (the card is blocked, or
 # lost and its replacement did not land within replacement_follow_wait_s: it waits for the office);
-# failed (logged).
-FOLLOW_OUTCOMES = ("moved", "nothing_moved", "not_replaced", "failed")
+# unblocked (the card is active again, not replaced: the money stays on it, its holder's, owed to no
+# replacement); failed (logged).
+FOLLOW_OUTCOMES = ("moved", "nothing_moved", "not_replaced", "unblocked", "failed")
 # How often a follow waiting for a lost card's replacement to land looks again (_look_again_later).
 FOLLOW_WAIT_POLL_S = 0.05
 
@@ -469,12 +470,14 @@ class SwitchCore:
         (on another node); its transfer, landing after the credit, moves the credit with the balance
         (it reads the balance again when it changed). The follow is asked again FOLLOW_WAIT_POLL_S
         later, at most `_follow_looks_max` times (about replacement_follow_wait_s), and the worker
-        serves other follows meanwhile; then, or for a card not lost, the money waits for the office."""
+        serves other follows meanwhile; then, or for a card blocked, the money waits for the office. A
+        card unblocked meanwhile (active, not replaced) keeps the money: its holder's, owed to no one."""
+        status = self.store.card_state(asked.card_id).status
+        if status is not CardStatus.lost:  # no replacement under way
+            self._count_follow(asked.when, "unblocked" if status is CardStatus.active else "not_replaced")
+            return
         if asked.looks >= self._follow_looks_max:
             self._count_follow(asked.when, "not_replaced")
-            return
-        if self.store.card_state(asked.card_id).status is not CardStatus.lost:
-            self._count_follow(asked.when, "not_replaced")  # blocked or unblocked: none under way
             return
         again = dataclasses.replace(asked, looks=asked.looks + 1)
         if not self._follows.ask_later(again, time.monotonic() + FOLLOW_WAIT_POLL_S):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import CardStatus
 from switch.follow_workers import FollowAsked
 from tests.integration.harness import World, start_world
@@ -160,3 +162,41 @@ def test_a_follow_waiting_for_a_replacement_that_never_lands_lets_another_cards_
     assert follows(text) == moved("credit", 1), "the other card's follow waited behind the first"
     assert time.monotonic() - started_s < 2.0
     assert terminal.balance(new) == 4_000
+
+
+def _unblock(world: World, number: str) -> None:
+    world.backoffice.UnblockCard(
+        bo.CardRequest(card=pb.CardRef(card_number=number)), metadata=world.admin_metadata, timeout=20
+    )
+
+
+def _block(world: World, number: str) -> None:
+    request = bo.BlockCardRequest(card=pb.CardRef(card_number=number), reason="found, held at the office")
+    world.backoffice.BlockCard(request, metadata=world.admin_metadata, timeout=20)
+
+
+# (what the office does to the lost card while its follow waits, how the follow is counted)
+OFFICE_CHANGES = [
+    pytest.param(_unblock, "unblocked", id="unblocked: the card keeps its money"),
+    pytest.param(_block, "not_replaced", id="blocked: the money waits for the office"),
+]
+
+
+@pytest.mark.parametrize(("change", "outcome"), OFFICE_CHANGES)
+def test_a_card_changed_by_the_office_before_its_follow_ran_is_counted_as_what_became_of_it(
+    one_follow_worker: World, change: Callable[[World, str], None], outcome: str
+) -> None:
+    world = one_follow_worker
+    url = world.server.ops.metrics_url
+    assert url is not None
+    core, terminal = world.server.core, world.terminals[0]
+    card = world.issue(2_000, world.benefit_programme)
+    assert terminal.redeem(card, 700, "ride-1").response_code == "00"
+    card_id = core.cards.card_id(card)
+    assert card_id is not None
+    core.set_card_status(card_id, CardStatus.lost, "reported lost", "test")  # as a replacement does first
+    assert terminal.reversal("ride-1").response_code == "00"  # its follow waits for the replacement
+    change(world, card)
+    text = wait_for_follows(url, {(("outcome", outcome), ("when", "credit")): 1})
+    assert (follows(text), followed_minor(text)) == ({(("outcome", outcome), ("when", "credit")): 1}, {})
+    assert core.store.card_state(card_id).balance_minor == 2_000  # the money stays on the card
