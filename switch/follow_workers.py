@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import queue
@@ -103,9 +104,13 @@ class FollowWorkers:
             self._move(asked)
 
     def _next(self) -> FollowAsked | None:
-        """The first move asked later that is due, else the next queued one, waited for no longer
-        than until the first asked later is due (None: the workers are stopping)."""
+        """The next queued move, else the first asked later that is due, else the next queued one
+        waited for no longer than until the first asked later is due (None: the workers are
+        stopping). Queued first: each waiting move asks again up to its looks' bound, and taken
+        first they kept the workers from new credits' moves; the queue's are each made once."""
         while not self._stopping.is_set():
+            with contextlib.suppress(queue.Empty):
+                return self._queue.get_nowait()
             with self._later_lock:
                 due_in_s = self._later[0][0] - time.monotonic() if self._later else LATER_POLL_S
                 if due_in_s <= 0:

@@ -102,3 +102,33 @@ def test_a_move_asked_later_waits_for_its_time_off_the_worker_and_the_waiting_ar
     finally:
         workers.stop()
     assert not workers.ask_later(asked(3), 0.0)
+
+
+def test_moves_asked_later_and_always_due_do_not_starve_the_queue() -> None:
+    """Many follows waiting for replacements are looked at again and again; a new credit's follow,
+    queued, is made before their next looks, not after all of them."""
+    looks_max = 2_000
+    looks: list[int] = []
+    queued_made = threading.Event()
+    workers: FollowWorkers
+
+    def move(one: FollowAsked) -> None:
+        if one.card_id == "card_queued":
+            queued_made.set()
+        elif one.looks < looks_max:  # still lost, not replaced: due again at once
+            looks.append(one.looks)
+            workers.ask_later(FollowAsked(one.card_id, one.because, one.when, one.looks + 1), 0.0)
+
+    workers = FollowWorkers(move, workers_max=1, queued_max=10)
+    workers.start()
+    try:
+        for index in range(5):
+            assert workers.ask_later(asked(index), 0.0)
+        deadline_s = time.monotonic() + WAIT_S
+        while not looks and time.monotonic() < deadline_s:  # the worker busy with the waiting ones
+            time.sleep(0.01)
+        assert workers.ask_nowait(FollowAsked("card_queued", "credit:queued", "credit"))
+        assert queued_made.wait(WAIT_S)
+        assert len(looks) < 5 * looks_max, "the queued move was made only after every look"
+    finally:
+        workers.stop()
