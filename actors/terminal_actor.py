@@ -297,7 +297,9 @@ class TerminalActor(SwitchActor):
             or stored.record.card_id is None
             or stored.record.transaction_type == TOMBSTONE_TYPE
         ):
-            return self._persist_decline(command, digest, ResponseCode.original_not_found)
+            return self._persist_decline(
+                command, digest, ResponseCode.original_not_found, self._line_of_unknown_original(command)
+            )
         assert stored.record.card_id is not None
         reply = Reply()
         self._services.cards.post(stored.record.card_id, AdjustOriginal(command, self.context, digest), reply)
@@ -411,6 +413,14 @@ class TerminalActor(SwitchActor):
         if isinstance(command, Refund):
             return command.amount.currency, method
         return (stored.record.currency if stored is not None else ""), method
+
+    def _line_of_unknown_original(self, command: Refund | Cancel) -> tuple[str, str]:
+        """(currency, payment method) a refund or cancel naming no original of ours is stored
+        under: a refund's amount's currency; a cancel carries none, so its merchant's, else the
+        report totals it on a line of no currency. Read on this decline only."""
+        if isinstance(command, Refund):
+            return command.amount.currency, ""
+        return self._services.store.merchant_currency(self.info.merchant_id), ""
 
     def _persist_decline(
         self, command: TerminalCommand, digest: str, code: ResponseCode, line: tuple[str, str] = ("", "")

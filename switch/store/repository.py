@@ -221,6 +221,20 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def merchant_currency(self, merchant_id: str) -> str:
+        """The one currency of the merchant's programmes; "" if it takes none, or several (then
+        nothing says which one a transaction that names no original and no amount was in)."""
+        query = (
+            select(programmes.c.currency)
+            .join(merchant_programmes, merchant_programmes.c.programme_id == programmes.c.programme_id)
+            .where(merchant_programmes.c.merchant_id == merchant_id)
+            .distinct()
+            .limit(2)
+        )
+        with self.engine.connect() as conn:
+            currencies = conn.execute(query).scalars().all()
+        return str(currencies[0]) if len(currencies) == 1 else ""
+
     def merchant_name(self, merchant_id: str) -> str | None:
         """The merchant's name; None if there is no such merchant."""
         with self.engine.connect() as conn:

@@ -14,6 +14,7 @@ from sqlalchemy import update
 
 from protocols.wire import backoffice_pb2 as bo
 from switch import cli
+from switch.domain.programmes import ProgrammeKind
 from switch.store.schema import transactions
 from tests.integration.harness import ADMIN_TOKEN, World
 
@@ -469,3 +470,52 @@ def test_a_cancel_declined_for_a_wrong_employee_pin_is_totalled_in_the_originals
         ("void-1", "approved", "EUR"),
         ("void-again", "declined", "EUR"),
     ]
+
+
+def test_a_cancel_of_no_original_of_ours_is_totalled_in_the_merchants_currency(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    terminal = world.terminals[0]
+    gift = world.issue(5_000)
+    assert terminal.redeem(gift, 1_000, "sale-1").response_code == "00"
+    terminal.reversal("never-arrived")  # a tombstone under that id: no original to cancel
+    for original, txn in [("no-such-sale", "void-unknown"), ("never-arrived", "void-tombstone")]:
+        assert terminal.cancel(original, txn=txn).response_code == "25"
+    assert terminal.cancel("sale-1", txn="void-1").response_code == "00"
+    assert totals(report(world, types=["cancel"])) == {
+        ("cancel", "stored_value", "approved", "EUR"): (1, 1_000),
+        ("cancel", "stored_value", "declined", "EUR"): (2, 0),
+    }
+    (tmp_path / "admin.token").write_text(ADMIN_TOKEN)
+    today = dt.datetime.now(dt.UTC).date()
+    exit_code = cli.main(
+        [
+            "admin",
+            "--data-dir",
+            str(tmp_path),
+            "--target",
+            world.server.address,
+            "export-transactions",
+            f"from_date={today - dt.timedelta(days=1)}",
+            f"to_date={today + dt.timedelta(days=1)}",
+            "types=cancel",
+        ]
+    )
+    exported = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert exit_code == 0
+    assert [(r["transaction_id"], r["status"], r["currency"]) for r in exported] == [
+        ("void-unknown", "declined", "EUR"),
+        ("void-tombstone", "declined", "EUR"),
+        ("void-1", "approved", "EUR"),
+    ]
+
+
+def test_a_cancel_of_no_original_of_ours_at_a_merchant_of_two_currencies_is_totalled_in_none(
+    world: World,
+) -> None:
+    """Nothing says which of its currencies a cancel naming nothing of ours was in: none is made up."""
+    admin = world.server.core.admin
+    dollars = admin.create_programme("Dollars", ProgrammeKind.gift, "USD", "600109")
+    admin.join_programme(world.merchant_id, dollars, 250)
+    assert world.terminals[0].cancel("no-such-sale", txn="void-unknown").response_code == "25"
+    assert totals(report(world, types=["cancel"])) == {("cancel", "stored_value", "declined", ""): (1, 0)}
