@@ -354,10 +354,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             over = payout_cycle_start(day, interval) < payout_cycle_start(today, interval)
             reason = ""
             if over and not self._core.admin.cycle_ran(programme_id, settlement_id):
-                reason = (
-                    f"payout cycle {settlement_id} is over and never ran for this programme; what is "
-                    f"owed now is paid in today's cycle ({payout_settlement_id(today, interval)})"
-                )
+                reason = self._never_ran_reason(programme_id, day, today, interval)
             elif over and (later := self._core.admin.later_cycle_run(programme_id, settlement_id)):
                 # What the run was owed and not paid was still on the payable at the later run, which
                 # paid it: run again, this one would pay what was redeemed since, a second payout
@@ -373,6 +370,27 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 f"(programme {first.programme_id}: {first.not_run_reason})"
             )
         return cycles
+
+    def _never_ran_reason(self, programme_id: str, day: dt.date, today: dt.date, interval: int) -> str:
+        """Why a past cycle with no run of the programme is not run: the programme was created after
+        the cycle was over, or its payout never ran then; a programme stored before its creation
+        time was kept cannot tell, and says so."""
+        settlement_id, today_id = payout_settlement_id(day, interval), payout_settlement_id(today, interval)
+        paid_today = f"what is owed now is paid in today's cycle ({today_id})"
+        created_at = self._core.admin.programme_created_at(programme_id)
+        if created_at is None:
+            return (
+                f"payout cycle {settlement_id} is over and has no run of this programme (created on a "
+                f"day not recorded: it may not have existed then); {paid_today}"
+            )
+        created_on = created_at.astimezone(self._core.report_zone).date()
+        cycle_end = payout_cycle_start(day, interval) + dt.timedelta(weeks=interval)
+        if created_on >= cycle_end:
+            return (
+                f"payout cycle {settlement_id} was over when this programme was created "
+                f"({created_on.isoformat()}); {paid_today}"
+            )
+        return f"payout cycle {settlement_id} is over and never ran for this programme; {paid_today}"
 
     def _settle(self, programme_id: str, plans: list[PlannedPayout]) -> bo.SettleResponse:
         """Write the planned payouts (each once per settlement id); list every one not made, and why."""

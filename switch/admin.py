@@ -264,6 +264,7 @@ class Admin:
                     "payout_interval_weeks": payout_interval_weeks,
                     "card_validity_months": card_validity_months,
                     "load_step_minor": load_step_minor,
+                    "created_at": self._now(),
                 },
             )
             programme_accounts = [
@@ -847,6 +848,14 @@ class Admin:
             return list(
                 conn.execute(select(programmes.c.programme_id).order_by(programmes.c.programme_id)).scalars()
             )
+
+    def programme_created_at(self, programme_id: str) -> dt.datetime | None:
+        """When the programme was created; None if before that was kept (or no such programme)."""
+        with self._engine.connect() as conn:
+            created_at = conn.execute(
+                select(programmes.c.created_at).where(programmes.c.programme_id == programme_id)
+            ).scalar()
+        return None if created_at is None else as_utc(created_at)
 
     def list_terminals(self, merchant_id: str = "") -> list[TerminalInfo]:
         """Every terminal, or the merchant's; LookupError for a merchant that does not exist."""

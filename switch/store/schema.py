@@ -60,6 +60,8 @@ class ProgrammeRow(Base):
     # Loads are whole multiples of it (NULL: any amount, or a programme stored before it was a
     # setting: see domain.programmes.stored_load_step_minor).
     load_step_minor: Mapped[int | None] = mapped_column(MONEY, nullable=True)
+    # NULL: created before it was kept; a past payout cycle cannot tell then whether it existed
+    created_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class MerchantRow(Base):

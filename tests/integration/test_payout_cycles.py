@@ -8,6 +8,7 @@ again at the next cycle's start, while the others waited the whole cycle.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import TypeVar
 
 import grpc
 import pytest
+from sqlalchemy import update
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
@@ -27,6 +29,7 @@ from switch.domain import ledger
 from switch.domain.programmes import ProgrammeKind
 from switch.server import SwitchServer
 from switch.store.journal import Write, WriteResult
+from switch.store.schema import programmes
 from tests.integration.harness import TerminalClient, World, world_fixture
 from tests.integration.test_settlement import balance, cycle_day, payouts, settle, settle_due
 
@@ -341,13 +344,54 @@ def test_a_past_cycle_runs_for_the_programmes_that_ran_it_and_names_the_others(w
     assert again[world.gift_programme].settlement_id == past_id
     assert payouts(again[world.gift_programme].result) == {shop: (1_000, 25, 975)}
     assert again[world.gift_programme].not_run_reason == ""
+    created_on = dt.datetime.now(world.server.core.report_zone).date().isoformat()
     assert (again[later].settlement_id, again[later].not_run_reason) == (
         past_id,
-        f"payout cycle {past_id} is over and never ran for this programme; "
+        f"payout cycle {past_id} was over when this programme was created ({created_on}); "
         f"what is owed now is paid in today's cycle ({today_id})",
     )
     assert not again[later].result.payouts and not again[later].result.skipped
     assert_balanced(world)
+
+
+@pytest.mark.parametrize(
+    ("created_days_before_the_cycle", "reason_start"),
+    [
+        (None, "is over and has no run of this programme (created on a day not recorded: it may not"),
+        (1, "is over and never ran for this programme"),
+        (-3, "is over and never ran for this programme"),  # created in the cycle: the cron runs it then
+    ],
+    ids=["created before creation times were kept", "created before the cycle", "created in the cycle"],
+)
+def test_a_past_cycle_says_whether_a_programme_with_no_run_of_it_existed_then(
+    world: World, created_days_before_the_cycle: int | None, reason_start: str
+) -> None:
+    """Session 25: programmes had no creation time, so a past cycle's answer for one with no run of
+    it said "never ran" of a programme created after the cycle was over too."""
+    admin = world.server.core.admin
+    past_start = dt.date.fromisoformat(cycle_day(world, cycles_on=-1))
+    past_id, today_id = f"payout-{past_start}", f"payout-{cycle_day(world)}"
+    admin.record_cycle_run(world.gift_programme, past_id)  # the gift programme ran the past cycle
+    created_after = admin.create_programme("Later", ProgrammeKind.gift, "EUR", "600104")
+    older = admin.create_programme("Older", ProgrammeKind.gift, "EUR", "600105")
+    created_at = None
+    if created_days_before_the_cycle is not None:
+        created_on = past_start - dt.timedelta(days=created_days_before_the_cycle)
+        created_at = dt.datetime.combine(created_on, dt.time(12), world.server.core.report_zone)
+    with world.server.core.store.engine.begin() as conn:
+        conn.execute(
+            update(programmes).where(programmes.c.programme_id == older).values(created_at=created_at)
+        )
+    again = settle_due(world, cycle_day(world, cycles_on=-1, days_in=3))
+    paid_today = f"what is owed now is paid in today's cycle ({today_id})"
+    today = dt.datetime.now(world.server.core.report_zone).date().isoformat()
+    assert again[created_after].not_run_reason == (
+        f"payout cycle {past_id} was over when this programme was created ({today}); {paid_today}"
+    )
+    reason = again[older].not_run_reason
+    assert reason.startswith(f"payout cycle {past_id} {reason_start}"), reason
+    assert reason.endswith(paid_today), reason
+    assert again[world.gift_programme].not_run_reason == ""
 
 
 def test_a_merchant_first_paid_by_a_manual_settle_after_the_run_is_told_so(world: World) -> None:

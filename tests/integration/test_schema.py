@@ -304,6 +304,14 @@ def test_a_programmes_load_step_is_added_to_an_older_database_empty(engine: Engi
     assert columns["load_step_minor"]["nullable"]
 
 
+def test_a_programmes_creation_time_is_added_to_an_older_database_empty(engine: Engine) -> None:
+    """Empty (unknown): a past payout cycle then cannot tell whether the programme existed in it."""
+    as_an_older_release_had_it(engine, "ALTER TABLE programmes DROP COLUMN created_at")  # session 25
+    create_schema(engine)
+    columns = {column["name"]: column for column in inspect(engine).get_columns("programmes")}
+    assert columns["created_at"]["nullable"]
+
+
 def test_a_top_ups_request_id_per_card_is_added_to_an_older_database_as_a_unique_index(
     engine: Engine,
 ) -> None:
