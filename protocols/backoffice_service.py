@@ -30,6 +30,7 @@ from switch.admin import (
     AdminStateError,
     EmployeeInfo,
     PlannedPayout,
+    paid_in_this_cycle,
 )
 from switch.core import SwitchCore, utc_now
 from switch.domain import reports
@@ -397,21 +398,14 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         currency = self._core.store.programme(programme_id).currency
         response = bo.SettleResponse()
         for plan in plans:
-            reason = plan.reason
+            reason, waits = plan.reason, plan.waits
             if plan.write is not None:
-                result = self._core.write_now(plan.write)
-                # A run beside it paid first: its debit of the payable is refused before its key is.
-                paid_already = result.conflict or (not result.ok and self._core.admin.payout_made(plan))
-                reason = "" if result.ok else ALREADY_PAID if paid_already else result.problem
+                reason, waits = self._written(plan)
             if reason:
                 # A merchant that redeemed since its cycle's payout ran waits every day until the next;
                 # one paid at the run is told "already paid" every day: the daily answer, not a fault.
                 level = (
-                    logging.INFO
-                    if plan.waits
-                    else logging.DEBUG
-                    if reason == ALREADY_PAID
-                    else logging.WARNING
+                    logging.INFO if waits else logging.DEBUG if reason == ALREADY_PAID else logging.WARNING
                 )
                 log.log(level, "payout to %s not made: %s", plan.merchant_id, reason)
                 response.skipped.append(
@@ -431,6 +425,24 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 )
             )
         return response
+
+    def _written(self, plan: PlannedPayout) -> tuple[str, bool]:
+        """Write the planned payout: ("", False) if made, else why not and whether the merchant just
+        waits for the next cycle. Read again only once refused."""
+        assert plan.write is not None
+        result = self._core.write_now(plan.write)
+        if result.ok:
+            return "", False
+        # A run beside it paid first: its debit of the payable is refused before its key is.
+        if result.conflict or self._core.admin.payout_made(plan):
+            return ALREADY_PAID, False
+        # A Settle paid the merchant in the cycle after this run read no mark: the ordinary answer
+        # to a merchant a Settle paid, not a fault of the ledger.
+        mark = plan.write.cycle_payout
+        paid_by = self._core.admin.cycle_paid_by(mark) if mark is not None and not mark.paid_by else ""
+        if paid_by:
+            return paid_in_this_cycle(paid_by), True
+        return result.problem, False
 
     def ListTransactions(
         self, request: bo.TransactionReportRequest, context: grpc.ServicerContext

@@ -959,7 +959,7 @@ class Admin:
         for merchant_id, balance_minor in balances.items():
             due = dues.get(merchant_id, CycleDue(0))
             if due.paid_by and balance_minor > 0:
-                reason = f"paid under settlement {due.paid_by} in this cycle; waits for the next cycle"
+                reason = paid_in_this_cycle(due.paid_by)
                 plans.append(PlannedPayout(merchant_id, balance_minor, 0, None, reason, waits=True))
                 continue
             gross_minor = cycle_payout_minor(due.owed_minor, balance_minor)
@@ -995,6 +995,18 @@ class Admin:
         with self._engine.connect() as conn:
             later = conn.execute(query).scalar()
         return None if later is None else str(later)
+
+    def cycle_paid_by(self, payout: CyclePayout) -> str:
+        """The settlement id of the Settle that paid the merchant in the payout cycle ("": none)."""
+        due = payout_cycle_dues.c
+        query = select(due.paid_by).where(
+            due.programme_id == payout.programme_id,
+            due.settlement_id == payout.cycle_settlement_id,
+            due.merchant_id == payout.merchant_id,
+        )
+        with self._engine.connect() as conn:
+            paid_by = conn.execute(query).scalar()
+        return "" if paid_by is None else str(paid_by)
 
     def payout_made(self, plan: PlannedPayout) -> bool:
         """Whether the journal holds the planned payout's settlement (made by this run or another)."""
@@ -1113,6 +1125,11 @@ class CycleDue:
 # Settles on other nodes holding due rows of the same merchants at once: each attempt reads again
 DUE_ROWS_ATTEMPTS_MAX = 3
 WAITS_FOR_NEXT_CYCLE = "owed nothing when this cycle's payout ran; waits for the next cycle"
+
+
+def paid_in_this_cycle(paid_by: str) -> str:
+    """Why SettleDue pays a merchant nothing more in the cycle once a Settle paid it in it."""
+    return f"paid under settlement {paid_by} in this cycle; waits for the next cycle"
 
 
 def _payable_balances(conn: Connection, programme_id: str, members: dict[str, int]) -> dict[str, int]:

@@ -300,15 +300,22 @@ def test_a_run_just_after_a_manual_settles_payout_pays_nothing_more_in_the_cycle
     assert_balanced(world)
 
 
-def test_a_manual_settle_while_a_run_is_about_to_pay_keeps_the_run_from_paying(world: World) -> None:
+def test_a_manual_settle_while_a_run_is_about_to_pay_keeps_the_run_from_paying(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     """Session 24: SettleDue read that no Settle had paid the merchant in the cycle, then a Settle paid
     it and the merchant redeemed as much again before the run's payout was written: the run paid too,
-    a second payout in the cycle. The run's payout is now refused once a Settle's mark is there."""
+    a second payout in the cycle. The run's payout is now refused once a Settle's mark is there.
+    Session 25: that refusal read "refused by the ledger" at WARNING; it is the ordinary answer to a
+    merchant a Settle paid in the cycle, at INFO like it."""
     shop, terminal = world.merchant_id, world.terminals[0]
     card = world.issue(10_000)
     assert terminal.redeem(card, 1_000).response_code == "00"
     cycle_id = f"payout-{cycle_day(world)}"
-    with paused_at_payout(world.server.core, cycle_id, after=False) as (reached, release):
+    with (
+        caplog.at_level(logging.DEBUG),
+        paused_at_payout(world.server.core, cycle_id, after=False) as (reached, release),
+    ):
         run, answers = in_thread(lambda: settle_due(world, cycle_day(world, days_in=1)))
         assert reached.wait(20), "the run planned no payout"
         assert payouts(settle(world, world.gift_programme, "manual-1")) == {shop: (1_000, 25, 975)}
@@ -318,7 +325,11 @@ def test_a_manual_settle_while_a_run_is_about_to_pay_keeps_the_run_from_paying(w
     (refused,) = answers[0][world.gift_programme].result.skipped
     assert payouts(answers[0][world.gift_programme].result) == {}, "a second payout in the cycle"
     assert (refused.merchant_id, refused.gross.amount_minor) == (shop, 1_000)
-    assert "paid under another settlement in this cycle" in refused.reason, refused.reason
+    assert refused.reason == PAID_BY_MANUAL, refused.reason
+    told = [r for r in caplog.records if "payout to" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in told] == [
+        (logging.INFO, f"payout to {shop} not made: {PAID_BY_MANUAL}")
+    ]
     payable = ledger.merchant_payable_account(shop, world.gift_programme)
     assert balance(world, payable) == 1_000, "the redeemed since waits for the next cycle"
     following = settle_due(world, cycle_day(world, cycles_on=1))[world.gift_programme]
