@@ -109,20 +109,46 @@ def clock_at(at: datetime.datetime) -> types.ModuleType:
     return module
 
 
+@dataclass(frozen=True, eq=False)
+class _StatementWindow:
+    """statements_run's recording window: the statements run on engine containing the text."""
+
+    engine: Engine
+    containing: str
+    seen: list[str]
+
+
+_statement_windows: list[_StatementWindow] = []  # those open now, on any engine
+_statement_windows_lock = threading.Lock()
+
+
+def _record_statement(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    if not _statement_windows:  # none open: the usual case, no lock taken
+        return
+    with _statement_windows_lock:
+        for window in _statement_windows:
+            if window.engine is conn.engine and window.containing in statement:
+                window.seen.append(statement)
+
+
+# One listener for every engine, added once as this module is imported, before any test's switch
+# runs, and never removed: SQLAlchemy keeps listeners in a deque each statement iterates, and one
+# added or removed while a switch's threads run statements failed theirs ("deque mutated during
+# iteration", as `make profile` did). statements_run opens and closes a window instead.
+event.listen(Engine, "before_cursor_execute", _record_statement)
+
+
 @contextmanager
 def statements_run(engine: Engine, containing: str = "") -> Iterator[list[str]]:
     """The SQL statements run on engine meanwhile (those containing the text, if given)."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if containing in statement:
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
+    window = _StatementWindow(engine, containing, [])
+    with _statement_windows_lock:
+        _statement_windows.append(window)
     try:
-        yield seen
+        yield window.seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        with _statement_windows_lock:
+            _statement_windows.remove(window)
 
 
 def hold_sqlite_write_lock(world: World, seconds: float) -> threading.Thread:
