@@ -7,9 +7,10 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 
-from switch.domain.card_rules import CardState, amount_problem, usability_problem
+from switch.domain.card_rules import CardState, Decision, amount_problem, usability_problem
 from switch.domain.money import Money
 from switch.domain.programmes import ProgrammeKind
+from switch.domain.response_codes import ResponseCode
 
 TOP_UP_REQUEST_ID_LENGTH_MAX = 64
 PSP_REFERENCE_LENGTH_MAX = 64
@@ -80,7 +81,7 @@ def start_refusal(card: CardState, balance_minor: int, amount: Money, today: dt.
     programme = card.programme
     problem = amount_problem(amount, card.currency)
     if problem is not None:
-        return StartRefusal(problem.detail, malformed=True)
+        return StartRefusal(amount_refusal(problem), malformed=True)
     if programme.kind is ProgrammeKind.gift:
         return StartRefusal(
             f"card {card.masked} is a gift card: only benefit cards are topped up online", False
@@ -101,6 +102,15 @@ def start_refusal(card: CardState, balance_minor: int, amount: Money, today: dt.
         detail = f"card {card.masked} holds {holds.format()} and may hold at most {most.format()}"
         return StartRefusal(detail, malformed=False)
     return None
+
+
+def amount_refusal(problem: Decision) -> str:
+    """A card rule's refusal of a request's amount, naming the field as every other bad input does:
+    the card rules' currency words ("card is in EUR, request in USD") name none."""
+    if problem.code is ResponseCode.currency_not_accepted:
+        return f"amount.currency: {problem.detail}"
+    assert problem.detail.startswith("amount"), problem  # "amount must be positive", "amount above …"
+    return problem.detail
 
 
 def confirm_problem(top_up: TopUp, amount_paid: Money, confirmed_at: dt.datetime) -> str | None:

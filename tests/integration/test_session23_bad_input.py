@@ -225,7 +225,7 @@ def cases(s: Scene) -> list[Case]:
         ),
         Case("start: 2**63 - 1", start, starting(amount=euros(2**63 - 1)), INVALID, "amount above 99999999"),
         Case("start: -2**63", start, starting(amount=euros(-(2**63))), INVALID, "amount must be positive"),
-        Case("start: currency XXX", start, starting(amount=euros(500, "XXX")), INVALID, "unknown currency"),
+        Case("start: XXX", start, starting(amount=euros(500, "XXX")), INVALID, "amount.currency: unknown"),
         Case(
             "start: a 1 MB currency",
             start,

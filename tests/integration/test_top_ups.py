@@ -182,6 +182,31 @@ def test_a_start_sent_again_with_a_bad_amount_is_refused_naming_the_amount(world
     assert (top_up_rows(world), balance(world, card)) == (1, 0)
 
 
+AMOUNT_REFUSALS: list[tuple[str, pb.Amount, str]] = [
+    ("other currency", euros(500, "USD"), "amount.currency: card is in EUR, request in USD"),
+    ("unknown currency", euros(500, "XYZ"), "amount.currency: unknown currency 'XYZ'"),
+    ("lower-case currency", euros(500, "eur"), "amount.currency must be a 3-letter ISO 4217 code"),
+    ("empty currency", euros(500, ""), "amount.currency is missing"),
+    ("zero", euros(0), "amount must be positive"),
+    ("negative", euros(-500), "amount must be positive"),
+    ("huge", euros(10**12), "amount above 99999999 minor units"),
+]
+
+
+def test_every_amount_a_start_refuses_is_refused_naming_the_amount_and_stores_nothing(world: World) -> None:
+    """Audit after session 25: a start in another or an unknown currency was refused with the card
+    rules' words ("card is in EUR, request in USD"), naming no field, where every other bad input
+    of StartTopUp names its field. With a new request id and with one the card used already."""
+    card = world.issue(0, world.benefit_programme)
+    first = start(world, card, 500, "used")
+    for request_id in ("new", "used"):
+        for name, amount, named in AMOUNT_REFUSALS:
+            code, details = refusal(holder(world).StartTopUp, ask(card, amount, request_id), timeout=20)
+            assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, named), (name, request_id)
+    assert [record.top_up_id for record in listed(world)] == [first.top_up_id]
+    assert balance(world, card) == 0
+
+
 def test_a_request_id_is_the_cards_own_so_no_caller_takes_anothers_first(world: World) -> None:
     """Callers have no login: an id shared by all, guessed and sent first with another card, made
     the holder's own start ALREADY_EXISTS (or, with the same card, gave the taker's top-up back)."""
@@ -241,7 +266,7 @@ def test_a_wrong_start_is_refused_naming_what_is_wrong_and_stores_nothing(world:
         ("negative", ask(taxi, euros(-500)), invalid, "amount must be positive"),
         ("huge", ask(taxi, euros(10**12)), invalid, "amount above 99999999 minor units"),
         ("not a step", ask(taxi, euros(1_234)), invalid, "amount: loads are in steps of 5.00 EUR"),
-        ("other currency", ask(taxi, euros(500, "USD")), invalid, "card is in EUR, request in USD"),
+        ("other currency", ask(taxi, euros(500, "USD")), invalid, "amount.currency: card is in EUR"),
         ("bad currency", ask(taxi, euros(500, "eur")), invalid, "amount.currency must be a 3-letter"),
         ("malformed card", ask("12ab"), invalid, "card."),
         ("unknown card", ask(unknown), grpc.StatusCode.NOT_FOUND, f"card {unknown[:6]}"),

@@ -45,8 +45,8 @@ def card(
         (card(), 0, Money(-500, "EUR"), "amount must be positive", True),
         (card(), 0, Money(100_000_000, "EUR"), "amount above 99999999 minor units", True),
         (card(), 0, Money(1_234, "EUR"), "amount: loads are in steps of 5.00 EUR", True),
-        (card(), 0, Money(500, "USD"), "card is in EUR, request in USD", True),
-        (card(), 0, Money(500, "XYZ"), "unknown currency 'XYZ'", True),
+        (card(), 0, Money(500, "USD"), "amount.currency: card is in EUR, request in USD", True),
+        (card(), 0, Money(500, "XYZ"), "amount.currency: unknown currency 'XYZ'", True),
         (
             card(GIFT),
             0,
