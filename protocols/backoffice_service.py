@@ -37,12 +37,11 @@ from switch.domain import reports
 from switch.domain.card_rules import CardState, shown_status
 from switch.domain.cards import CardStatus
 from switch.domain.employees import OWNER
-from switch.domain.money import AMOUNT_MINOR_MAX
 from switch.domain.programmes import Programme, ProgrammeKind, payout_cycle_start, payout_settlement_id
 from switch.domain.quoting import quoted
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
-from switch.domain.top_ups import PSP_REFERENCE_LENGTH_MAX, TopUp, TopUpStatus
+from switch.domain.top_ups import PSP_REFERENCE_LENGTH_MAX, TopUp, TopUpStatus, paid_problem
 from switch.location_changes import ChangeStatus, LocationChange
 from switch.pins import CardPinError
 from switch.receipts import ReceiptRefusedError
@@ -501,10 +500,9 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             top_up_id = top_up_id_of(request.top_up_id)
             psp_reference = id_field("psp_reference", request.psp_reference, PSP_REFERENCE_LENGTH_MAX)
             amount_paid = convert.amount(request.amount_paid, request.HasField("amount_paid"), "amount_paid")
-            if amount_paid.amount_minor <= 0:  # no payment to load from, nor to refund
-                raise BadRequestError("amount_paid must be positive")
-            if amount_paid.amount_minor > AMOUNT_MINOR_MAX:  # more than any top-up's holder part
-                raise BadRequestError(f"amount_paid above {AMOUNT_MINOR_MAX} minor units")
+            malformed = paid_problem(amount_paid)
+            if malformed is not None:
+                raise BadRequestError(malformed)
             try:
                 top_up = self._core.top_ups.confirm(top_up_id, psp_reference, amount_paid)
             except TopUpNotLoadedYetError as error:

@@ -8,7 +8,7 @@ import enum
 from dataclasses import dataclass
 
 from switch.domain.card_rules import CardState, Decision, amount_problem, usability_problem
-from switch.domain.money import Money
+from switch.domain.money import AMOUNT_MINOR_MAX, Money, is_known_currency
 from switch.domain.programmes import ProgrammeKind
 from switch.domain.response_codes import ResponseCode
 
@@ -111,6 +111,19 @@ def amount_refusal(problem: Decision) -> str:
         return f"amount.currency: {problem.detail}"
     assert problem.detail.startswith("amount"), problem  # "amount must be positive", "amount above …"
     return problem.detail
+
+
+def paid_problem(amount_paid: Money) -> str | None:
+    """Why the PSP's amount_paid is no amount at all, naming the field: the confirmation is refused
+    and nothing stored. A real amount not the holder's part (another currency that exists, another
+    sum) is a payment made: it leaves the top-up refund_due (confirm_problem)."""
+    if not is_known_currency(amount_paid.currency):  # no payment was made in it, nor refunded in it
+        return f"amount_paid.currency: unknown currency {amount_paid.currency!r}"
+    if amount_paid.amount_minor <= 0:  # no payment to load from, nor to refund
+        return "amount_paid must be positive"
+    if amount_paid.amount_minor > AMOUNT_MINOR_MAX:  # more than any top-up's holder part
+        return f"amount_paid above {AMOUNT_MINOR_MAX} minor units"
+    return None
 
 
 def confirm_problem(top_up: TopUp, amount_paid: Money, confirmed_at: dt.datetime) -> str | None:

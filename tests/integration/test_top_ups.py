@@ -378,6 +378,33 @@ def test_a_wrong_confirmation_is_refused_naming_what_and_loads_nothing(world: Wo
     assert [record.status for record in listed(world, "pending")] == ["pending"]
 
 
+PAID_REFUSALS: list[tuple[str, pb.Amount, str]] = [
+    ("unknown currency", euros(180, "XYZ"), "amount_paid.currency: unknown currency 'XYZ'"),
+    ("lower-case currency", euros(180, "eur"), "amount_paid.currency must be a 3-letter ISO 4217 code"),
+    ("empty currency", euros(180, ""), "amount_paid.currency is missing"),
+    ("zero", euros(0), "amount_paid must be positive"),
+    ("negative", euros(-180), "amount_paid must be positive"),
+    ("huge", euros(10**12), "amount_paid above 99999999 minor units"),
+]
+
+
+def test_every_amount_a_confirmation_refuses_is_refused_naming_amount_paid_and_stores_nothing(
+    world: World,
+) -> None:
+    """Audit after session 25: a confirmation in a currency that does not exist was taken, and left
+    the top-up refund_due in it, as if the holder had paid in it. Refused by name now, as every other
+    bad amount_paid; the top-up stays pending and its reference unused, so the right one loads it."""
+    card = world.issue(0, world.benefit_programme)
+    started = start(world, card, 500)
+    for name, paid, named in PAID_REFUSALS:
+        call = world.backoffice.ConfirmTopUp
+        code, details = refusal(call, told(started.top_up_id, "p-1", paid), metadata=world.admin_metadata)
+        assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, named), name
+    assert [(record.status, record.psp_reference) for record in listed(world)] == [("pending", "")]
+    assert confirm(world, started.top_up_id, "p-1", 180).status == "loaded"
+    assert balance(world, card) == 500
+
+
 def test_only_the_admin_or_the_psp_confirms_and_the_psp_does_nothing_else(world: World) -> None:
     card = world.issue(0, world.benefit_programme)
     started = start(world, card, 500)

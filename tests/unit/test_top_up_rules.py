@@ -11,7 +11,7 @@ from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.money import Money
 from switch.domain.programmes import CoPayment, Programme, ProgrammeKind
-from switch.domain.top_ups import TopUp, TopUpStatus, confirm_problem, start_refusal
+from switch.domain.top_ups import TopUp, TopUpStatus, confirm_problem, paid_problem, start_refusal
 
 TODAY = dt.date(2026, 12, 7)
 TAXI = Programme("t", "Taxi", ProgrammeKind.benefit, "EUR", "600002", 50_000, CoPayment(180, 500), 4, 36, 500)
@@ -127,3 +127,19 @@ def test_a_pending_top_up_past_its_expiry_shows_expired_and_a_judged_one_its_sta
     assert PENDING.shown_status(STARTED + dt.timedelta(minutes=31)) is TopUpStatus.expired
     refund_due = dataclasses.replace(PENDING, status=TopUpStatus.refund_due)
     assert refund_due.shown_status(STARTED + dt.timedelta(days=1)) is TopUpStatus.refund_due
+
+
+@pytest.mark.parametrize(
+    ("paid", "problem"),
+    [
+        (Money(180, "EUR"), None),
+        (Money(180, "USD"), None),  # a payment made: refund_due (confirm_problem), not refused
+        (Money(99_999_999, "EUR"), None),
+        (Money(180, "XYZ"), "amount_paid.currency: unknown currency 'XYZ'"),
+        (Money(0, "EUR"), "amount_paid must be positive"),
+        (Money(-180, "EUR"), "amount_paid must be positive"),
+        (Money(100_000_000, "EUR"), "amount_paid above 99999999 minor units"),
+    ],
+)
+def test_paid_problem(paid: Money, problem: str | None) -> None:
+    assert paid_problem(paid) == problem
