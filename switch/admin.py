@@ -112,6 +112,11 @@ class AdminStateError(AdminError):
     how it was asked: gRPC's FAILED_PRECONDITION rather than INVALID_ARGUMENT."""
 
 
+class ReplacementChainTooLongError(AdminStateError):
+    """The chain of replacements from a card is longer than the walk to its last card goes
+    (SwitchCore.last_replacement): that card is not looked for, now or on any try again."""
+
+
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

@@ -35,7 +35,14 @@ from actors.registry import ASK_ATTEMPTS_MAX, ActorRegistry
 from actors.reply import Reply, settled
 from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
 from ops.logs import log_outcome, scrub_text
-from switch.admin import SWITCH_DEVICE_NAMES, Admin, AdminConflictError, AdminError, AdminStateError
+from switch.admin import (
+    SWITCH_DEVICE_NAMES,
+    Admin,
+    AdminConflictError,
+    AdminError,
+    AdminStateError,
+    ReplacementChainTooLongError,
+)
 from switch.config import Settings
 from switch.directory import CardDirectory, TerminalDirectory
 from switch.domain import ledger, reports
@@ -502,7 +509,7 @@ class SwitchCore:
         """The card at the end of card_id's chain of replacements, or None if it was not replaced.
         One query a link: it follows the card's own replacement and at most REPLACED_CHAIN_LINKS_MAX
         links on, as far as a replacement's walk back (money_on_replaced_cards) reaches from the card
-        it replaces; AdminStateError naming the bound for a longer chain."""
+        it replaces; ReplacementChainTooLongError naming the bound for a longer chain."""
         last, seen = self.store.card_replaced_by(card_id), {card_id}
         for _ in range(REPLACED_CHAIN_LINKS_MAX + 1):  # the card's own replacement, then the links on
             if last is None or last in seen:
@@ -513,7 +520,7 @@ class SwitchCore:
             seen.add(last)
             last = after
         shown = self.store.card_state(card_id).masked
-        raise AdminStateError(
+        raise ReplacementChainTooLongError(
             f"the chain of replacements from card {shown} is longer than {REPLACED_CHAIN_LINKS_MAX + 1} "
             f"links (its own and REPLACED_CHAIN_LINKS_MAX = {REPLACED_CHAIN_LINKS_MAX} on): its last card "
             "is not looked for"

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from actors.reply import ReplyTimeoutError
-from switch.admin import AdminConflictError, AdminStateError, new_id
+from switch.admin import AdminConflictError, AdminStateError, ReplacementChainTooLongError, new_id
 from switch.domain.card_rules import CardState
 from switch.domain.money import Money
 from switch.domain.quoting import quoted
@@ -139,7 +139,10 @@ class OnlineTopUps:
         problem = confirm_problem(top_up, top_up.amount_paid, top_up.confirmed_at)
         if problem is not None:
             return self._finish(top_up, TopUpStatus.refund_due, problem)
-        card = self._card_to_load(top_up)
+        try:
+            card = self._card_to_load(top_up)
+        except ReplacementChainTooLongError as error:  # no try again finds the card: the holder is owed
+            return self._finish(top_up, TopUpStatus.refund_due, f"card not loaded: {error}")
         outcome = self._load(top_up, card.card_id)
         if not outcome.code.approves:
             return self._finish(top_up, TopUpStatus.refund_due, f"card not loaded: {outcome.message}")

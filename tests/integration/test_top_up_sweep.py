@@ -8,15 +8,19 @@ Real gRPC on loopback, the SQLite file and PostgreSQL; the sweep on its own thre
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text, update
 
 from switch.domain.programmes import ProgrammeKind
+from switch.store.repository import REPLACED_CHAIN_LINKS_MAX
 from switch.store.schema import terminals, top_ups, transactions
 from tests.integration.harness import World, world_fixture
+from tests.integration.test_card_replacement import replace
 from tests.integration.test_receipts import wait_until
 from tests.integration.test_top_ups import balance, confirm, start
 
@@ -171,3 +175,42 @@ def test_a_top_up_the_sweep_cannot_judge_is_put_off_and_leaves_the_others_their_
             select(top_ups.c.sweep_attempts).where(top_ups.c.top_up_id == broken.top_up_id)
         ).scalar_one()
     assert attempts >= 1
+
+
+def top_ups_counted(world: World, event: str) -> float:
+    """txswitch_top_ups_total of the benefit programme and `event`, from the server's own registry."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(world.server.metrics.exposition().decode())
+        for sample in family.samples
+        if sample.name == "txswitch_top_ups_total"
+        and sample.labels == {"programme": world.benefit_programme, "event": event}
+    )
+
+
+def test_a_top_up_on_a_chain_of_replacements_past_the_walks_bound_ends_refund_due(world: World) -> None:
+    """Audit after session 25: the card that replaced a top-up's card is looked for along the chain
+    of replacements at most REPLACED_CHAIN_LINKS_MAX links on; for a longer chain the walk is refused,
+    and the top-up stayed confirming, tried again by every sweep for ever (and each confirmation sent
+    again answered FAILED_PRECONDITION). It ends refund_due with the reason, counted so, and no card
+    of the chain is loaded."""
+    chain = [world.issue(0, world.benefit_programme) for _ in range(REPLACED_CHAIN_LINKS_MAX + 3)]
+    swept, confirmed = start(world, chain[0], 500), start(world, chain[0], 1_000)
+    for replaced, replacement in itertools.pairwise(chain):
+        replace(world, replaced, replacement)
+    left_confirming(world, swept.top_up_id, 180, 30)
+    wait_until(lambda: statuses(world)[swept.top_up_id] == "refund_due")
+    answer = confirm(world, confirmed.top_up_id, "p-chain", 360)
+    assert answer.status == "refund_due"
+    with world.server.core.store.engine.connect() as conn:
+        reasons = dict(conn.execute(select(top_ups.c.top_up_id, top_ups.c.reason)).all())
+    for top_up in (swept, confirmed):
+        reason = reasons[top_up.top_up_id]
+        assert reason.startswith("card not loaded: the chain of replacements from card "), reason
+        assert f"longer than {REPLACED_CHAIN_LINKS_MAX + 1} links" in reason, reason
+        assert all(number not in reason for number in chain)
+        assert loads_of(world, top_up.top_up_id) == 0
+    assert answer.reason == reasons[confirmed.top_up_id]
+    assert top_ups_counted(world, "refund_due") == 2
+    assert [balance(world, card) for card in chain] == [0] * len(chain)
+    assert world.ledger().unbalanced_entries == 0
