@@ -104,7 +104,7 @@ class OnlineTopUps:
                 conn.execute(insert(top_ups), _row_of(top_up))
         except IntegrityError:  # the card's request id: another start with it landed first
             known = self.by_request(card.card_id, request_id)
-            if known is None:  # an older database's unique request_id: another card's start has it
+            if known is None:  # a request_id unique over all top-ups (before session 24; taken away at start)
                 raise AdminConflictError(f"request_id {quoted(request_id)} is taken; use another") from None
             return same_request(known, card.card_id, amount)
         self._count(top_up.programme_id, "started")

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, Index, create_engine, event, inspect, make_url, text
+from sqlalchemy import Connection, Engine, Index, Table, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
-from sqlalchemy.schema import CreateColumn
+from sqlalchemy.schema import CreateColumn, CreateTable
 
 from switch.store.schema import metadata
 
@@ -122,6 +122,10 @@ SCHEMA_LOCK_KEY = 0x74787377  # "txsw"
 # are made): session 23's `uq_acquirer_saf_reversal` held a reversal advice's STAN for ever, where
 # `uq_acquirer_saf_reversal_held` holds it only until a while after its acknowledgement.
 SUPERSEDED_INDEXES: Final = ("uq_acquirer_saf_reversal",)
+# Unique constraints an earlier version made that another has replaced, (table, columns), taken away
+# at start: session 23's `top_ups.request_id` was unique over all top-ups, where since session 24 a
+# request id is the card's own (`uq_top_ups_card_request`), so two cards could not use one id.
+SUPERSEDED_UNIQUE_CONSTRAINTS: Final = (("top_ups", ("request_id",)),)
 
 
 def create_schema(engine: Engine) -> tuple[str, ...]:
@@ -129,8 +133,9 @@ def create_schema(engine: Engine) -> tuple[str, ...]:
     Returns the names of the unique indexes left out because rows break them (`_create_unique_index`).
 
     Only additive changes are made: a new column must be nullable or have a server default, so
-    the rows already there get a value; anything else is refused with the column's name. The one
-    removal is of an index another replaces (`SUPERSEDED_INDEXES`).
+    the rows already there get a value; anything else is refused with the column's name. The
+    removals are of an index or a unique constraint another replaces (`SUPERSEDED_INDEXES`,
+    `SUPERSEDED_UNIQUE_CONSTRAINTS`).
     On PostgreSQL all of it is one transaction under an advisory lock: nodes starting together
     take turns, and each after the first finds everything there (DDL there is transactional).
     """
@@ -140,6 +145,7 @@ def create_schema(engine: Engine) -> tuple[str, ...]:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         metadata.create_all(conn)
         _add_missing_columns(conn)
+        _drop_superseded_unique_constraints(conn)
         for name in SUPERSEDED_INDEXES:
             conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
         for table in metadata.sorted_tables:
@@ -215,3 +221,61 @@ def _add_missing_columns(conn: Connection) -> None:
             definition = CreateColumn(column).compile(dialect=conn.dialect)
             table_name = conn.dialect.identifier_preparer.format_table(table)
             conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {definition}"))
+
+
+def _drop_superseded_unique_constraints(conn: Connection) -> None:
+    """Each of SUPERSEDED_UNIQUE_CONSTRAINTS still found: dropped on PostgreSQL; on SQLite, which
+    drops no constraint, its table is made again without it (`_make_sqlite_table_again`)."""
+    for table_name, columns in SUPERSEDED_UNIQUE_CONSTRAINTS:
+        if conn.dialect.name == "postgresql":
+            for found in inspect(conn).get_unique_constraints(table_name):
+                if tuple(found["column_names"]) == columns and found["name"]:
+                    preparer = conn.dialect.identifier_preparer
+                    named = f"{preparer.quote(table_name)} DROP CONSTRAINT {preparer.quote(found['name'])}"
+                    conn.execute(text(f"ALTER TABLE {named}"))
+                    log.info("unique constraint %s of %s taken away: superseded", found["name"], table_name)
+        elif _sqlite_unique_constraint(conn, table_name, columns):
+            _make_sqlite_table_again(conn, metadata.tables[table_name])
+            log.info("table %s made again without its superseded unique %s", table_name, columns)
+
+
+def _sqlite_unique_constraint(conn: Connection, table_name: str, columns: tuple[str, ...]) -> bool:
+    """Whether the SQLite table has a UNIQUE constraint (inline or the table's) on exactly these
+    columns: its automatic index, origin "u" (a CREATE UNIQUE INDEX is "c", dropped by name)."""
+    for row in conn.execute(text(f'PRAGMA index_list("{table_name}")')).all():
+        if row.origin == "u":
+            found = conn.execute(text(f'PRAGMA index_info("{row.name}")')).all()
+            if tuple(str(column.name) for column in found) == columns:
+                return True
+    return False
+
+
+def _make_sqlite_table_again(conn: Connection, table: Table) -> None:
+    """The table made as this version declares it, in one transaction (BEGIN IMMEDIATE): its rows
+    copied, every column kept, its indexes made again as they were. A column this version does not
+    know is never dropped: SchemaMismatchError, nothing changed. No table may refer to it (a foreign
+    key to it would follow the rename to the old table)."""
+    referring = [
+        other.name
+        for other in metadata.sorted_tables
+        if any(key.references(table) for key in other.foreign_keys)
+    ]
+    assert referring == [], f"{table.name} is referred to by {referring}: the rename would take them along"
+    _take_write_lock(conn, SQLITE_BUSY_TIMEOUT_MS / 1000)
+    present = [str(column["name"]) for column in inspect(conn).get_columns(table.name)]
+    unknown = sorted(set(present) - set(table.columns.keys()))
+    if unknown:
+        raise SchemaMismatchError(
+            f"{table.name} has columns this version does not know ({', '.join(unknown)}): it is not "
+            "made again without its superseded unique constraint; this database needs a migration"
+        )
+    made = "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :table AND sql IS NOT NULL"
+    index_sqls = list(conn.execute(text(made), {"table": table.name}).scalars())  # before the rename
+    old_name = f"{table.name}_superseded"
+    listed = ", ".join(f'"{name}"' for name in present)
+    conn.execute(text(f'ALTER TABLE "{table.name}" RENAME TO "{old_name}"'))  # its indexes follow it
+    conn.execute(CreateTable(table))
+    conn.execute(text(f'INSERT INTO "{table.name}" ({listed}) SELECT {listed} FROM "{old_name}"'))
+    conn.execute(text(f'DROP TABLE "{old_name}"'))
+    for index_sql in index_sqls:
+        conn.execute(text(index_sql))

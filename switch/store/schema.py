@@ -408,7 +408,8 @@ class TopUpRow(Base):
     __table_args__ = (
         Index("ix_top_ups_status", "status", "created_at"),
         # The client's request id is the card's own (callers have no login): a unique index, not a
-        # constraint, so older databases get it too (they keep their unique request_id as well).
+        # constraint, so older databases get it too (their unique request_id over all top-ups is
+        # taken away at start: engine.SUPERSEDED_UNIQUE_CONSTRAINTS).
         Index("uq_top_ups_card_request", "card_id", "request_id", unique=True),
     )
     top_up_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert, inspect, select, text
+from sqlalchemy import Engine, event, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from switch.admin import SWITCH_DEVICE_NAMES
@@ -17,6 +17,7 @@ from switch.programme_settings import programme_cards_after
 from switch.store.engine import SchemaMismatchError, create_schema, make_engine
 from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, NewReversal, SafStore, StanInUseError
 from switch.store.schema import employees, merchants, transactions
+from tests.integration.test_top_up_request_id_upgrade import as_session_23_made_it, unique_request_ids
 from tests.pg import postgres_schema
 
 
@@ -320,3 +321,38 @@ def test_a_top_ups_request_id_per_card_is_added_to_an_older_database_as_a_unique
     indexes = {index["name"]: index for index in inspect(engine).get_indexes("top_ups")}
     assert indexes["uq_top_ups_card_request"]["column_names"] == ["card_id", "request_id"]
     assert indexes["uq_top_ups_card_request"]["unique"]
+
+
+def test_a_current_top_ups_table_is_left_as_it_is_at_start(engine: Engine) -> None:
+    """Only a table holding session 23's unique request_id is made again (SQLite) or altered
+    (PostgreSQL): a start on a current database renames, drops and alters nothing."""
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        create_schema(engine)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    changed = [each for each in statements if each.lstrip().upper().startswith(("ALTER", "DROP TABLE"))]
+    assert changed == []
+
+
+def test_an_old_top_ups_table_with_a_column_unknown_here_is_refused_by_name_and_kept(tmp_path: Path) -> None:
+    """SQLite: making top_ups again without session 23's unique request_id would lose a column this
+    version does not know (added by hand, or by a later version): refused by name, nothing changed."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    try:
+        create_schema(engine)
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE top_ups ADD COLUMN kept_by_hand VARCHAR(8)"))
+            as_session_23_made_it(conn)
+        refused = r"top_ups has columns this version does not know \(kept_by_hand\)"
+        with pytest.raises(SchemaMismatchError, match=refused):
+            create_schema(engine)
+        assert "kept_by_hand" in {column["name"] for column in inspect(engine).get_columns("top_ups")}
+        assert ("request_id",) in unique_request_ids(engine)
+    finally:
+        engine.dispose()
