@@ -13,22 +13,33 @@ PAN_DIGITS_MAX: Final = 19
 # (11 more digits after the first: PAN_DIGITS_MIN.)
 DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){11,}(?!\d)")
 TYPED_CARD_NUMBER_CHARS_MAX: Final = PAN_DIGITS_MAX + 3 * (PAN_DIGITS_MAX - 1)
-QUOTED_CHARS_MAX: Final = 40  # of a caller's value shown in a message; an id is at most as long
+# Of a caller's value shown whole in a message: the longest id the protocol takes (a transaction's
+# or request's id, a top-up's request id, a PSP reference: 64), so two ids never read the same.
+QUOTED_CHARS_MAX: Final = 64
+# A longer value shows its head and its tail around "...": ids alike at the start differ at the end.
+QUOTED_HEAD_CHARS: Final = 44
+QUOTED_TAIL_CHARS: Final = QUOTED_CHARS_MAX - QUOTED_HEAD_CHARS
 READ_CHARS_MAX: Final = QUOTED_CHARS_MAX + TYPED_CARD_NUMBER_CHARS_MAX
-# The digits (and their separators) that end a text, from the first: a run the read's end cut.
+# The digits (and their separators) that end a text, from the first: a run the read's end cut;
+# and those that start it, to the last: a run the read's start cut.
 _TRAILING_RUN: Final = re.compile(r"\d[\d -]*\Z")
+_LEADING_RUN: Final = re.compile(r"\A[\d -]*\d")
 _RUN_CHAR: Final = re.compile(r"[\d -]")
 
 
 def quoted(value: str) -> str:
     """value in quotes for a message: every run of 12 or more digits masked (a card number, Luhn-valid
-    or mistyped), cut to QUOTED_CHARS_MAX characters with "...", characters that do not print escaped.
+    or mistyped), characters that do not print escaped; up to QUOTED_CHARS_MAX characters whole, a
+    longer value as its first QUOTED_HEAD_CHARS, "..." and its last QUOTED_TAIL_CHARS.
 
-    Masked before it is cut, so a card number across the cut is not left in part; only a card
-    number's length past the cut is read, not the whole of a huge value.
+    Masked before it is cut, so a card number across a cut is not left in part; only a card
+    number's length past each cut is read, not the whole of a huge value.
     """
-    masked = DIGIT_RUN.sub(REDACTED_PAN, head_to_mask(value, READ_CHARS_MAX))
-    return repr(masked if len(value) <= QUOTED_CHARS_MAX else masked[:QUOTED_CHARS_MAX] + "...")
+    head = DIGIT_RUN.sub(REDACTED_PAN, head_to_mask(value, READ_CHARS_MAX))
+    if len(value) <= READ_CHARS_MAX and len(head) <= QUOTED_CHARS_MAX:
+        return repr(head)  # read whole, and no longer than an id once masked
+    tail = DIGIT_RUN.sub(REDACTED_PAN, tail_to_mask(value, READ_CHARS_MAX))
+    return repr(head[:QUOTED_HEAD_CHARS] + "..." + tail[-QUOTED_TAIL_CHARS:])
 
 
 def head_to_mask(value: str, chars_max: int) -> str:
@@ -39,3 +50,14 @@ def head_to_mask(value: str, chars_max: int) -> str:
     if _RUN_CHAR.match(value, chars_max):
         head = _TRAILING_RUN.sub(REDACTED_PAN, head)
     return head
+
+
+def tail_to_mask(value: str, chars_max: int) -> str:
+    """value's last chars_max characters, to be masked and then cut shorter: head_to_mask's mirror,
+    a digit run the start goes through masked here, whole."""
+    if len(value) <= chars_max:
+        return value
+    tail = value[-chars_max:]
+    if _RUN_CHAR.match(value, len(value) - chars_max - 1):
+        tail = _LEADING_RUN.sub(REDACTED_PAN, tail)
+    return tail

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from switch import cli
-from switch.domain.quoting import DIGIT_RUN, REDACTED_PAN
+from switch.domain.quoting import DIGIT_RUN, QUOTED_HEAD_CHARS, QUOTED_TAIL_CHARS, REDACTED_PAN
 
 
 @pytest.mark.parametrize(
@@ -99,11 +99,11 @@ def test_a_card_number_typed_into_the_wrong_argument_is_not_printed_back(
 def test_a_refused_arguments_value_is_shown_as_the_switch_shows_a_refused_value(
     action: str, key: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # As quoted() shows it: the card number masked, and cut after 40 characters (not printed whole).
+    # As quoted() shows it: the card number masked, and its head and tail only (not printed whole).
     value = "4111111111111111" + "x" * 100
     arguments = ["admin", "--data-dir", str(tmp_path), "--target", "127.0.0.1:9", action, f"{key}={value}"]
     assert cli.main(arguments) == 2
-    shown = f"'{REDACTED_PAN}{'x' * (40 - len(REDACTED_PAN))}...'"
+    shown = f"'{REDACTED_PAN}{'x' * (QUOTED_HEAD_CHARS - len(REDACTED_PAN))}...{'x' * QUOTED_TAIL_CHARS}'"
     assert capsys.readouterr().err == f"txswitch admin {action}: {key}: {problem}, got {shown}\n"
 
 

@@ -8,7 +8,17 @@ from random import Random
 import pytest
 
 from ops.logs import scrub_text
-from switch.domain.quoting import QUOTED_CHARS_MAX, REDACTED_PAN, quoted
+from switch.domain.quoting import (
+    QUOTED_CHARS_MAX,
+    QUOTED_HEAD_CHARS,
+    QUOTED_TAIL_CHARS,
+    READ_CHARS_MAX,
+    REDACTED_PAN,
+    quoted,
+)
+from switch.domain.top_ups import PSP_REFERENCE_LENGTH_MAX, TOP_UP_REQUEST_ID_LENGTH_MAX
+from switch.domain.transactions import TRANSACTION_ID_LENGTH_MAX
+from switch.store.schema import ID_LENGTH, SETTLEMENT_ID_LENGTH
 
 LONG = "x" * (1 << 20)
 
@@ -25,20 +35,48 @@ CASES = [
     ("12345678901", "'12345678901'"),  # 11: a number, not a card's
     ("tup_0000aaaa0000aaaa", "'tup_0000aaaa0000aaaa'"),
     ("x" * QUOTED_CHARS_MAX, f"'{'x' * QUOTED_CHARS_MAX}'"),
-    (LONG, f"'{'x' * QUOTED_CHARS_MAX}...'"),
-    # A card number across the cut: masked before it is cut, no digit of it left.
-    ("x" * 35 + "4111111111111111" + LONG, f"'{'x' * 35}{REDACTED_PAN[:5]}...'"),
-    # A long run masked shrinks the text, bringing a card number cut by the read's end into view:
-    # the cut part is masked too, none of its 11 digits shown.
-    ("1" * 101 + "x" + "4111111111111111", f"'{REDACTED_PAN}x{REDACTED_PAN}...'"),
+    # Request ids of the longest the protocol takes, alike in their first 40: each whole.
+    ("r" * 40 + "a" * 24, f"'{'r' * 40}{'a' * 24}'"),
+    ("r" * 40 + "b" * 24, f"'{'r' * 40}{'b' * 24}'"),
+    # Longer: its head and its tail, so ids alike at the start still differ.
+    ("h" * 50 + "t" * 15, f"'{'h' * QUOTED_HEAD_CHARS}...{'h' * 5}{'t' * 15}'"),
+    (LONG, f"'{'x' * QUOTED_HEAD_CHARS}...{'x' * QUOTED_TAIL_CHARS}'"),
+    (LONG + "end", f"'{'x' * QUOTED_HEAD_CHARS}...{'x' * (QUOTED_TAIL_CHARS - 3)}end'"),
+    # A card number across a cut: masked before it is cut, no digit of it left.
+    ("x" * 35 + "4111111111111111" + LONG, f"'{'x' * 35}{REDACTED_PAN[:9]}...{'x' * QUOTED_TAIL_CHARS}'"),
+    (LONG + "4111111111111111" + "x" * 15, f"'{'x' * QUOTED_HEAD_CHARS}...{REDACTED_PAN[-5:]}{'x' * 15}'"),
+    # Masked runs that shrink the text are read whole and shown whole when they fit.
+    ("1" * 101 + "x" + "4111111111111111", f"'{REDACTED_PAN}x{REDACTED_PAN}'"),
+    # A long run masked shrinks the text, bringing a card number cut by the head's read into view:
+    # the cut part is masked too, none of its digits shown; and the same at the tail's read.
+    ("1" * 200 + "x" + "4111111111111111" + LONG, f"'{REDACTED_PAN}...{'x' * QUOTED_TAIL_CHARS}'"),
+    (
+        LONG + "4111111111111111" + "x" + "2" * (READ_CHARS_MAX - 6),
+        f"'{'x' * QUOTED_HEAD_CHARS}...{REDACTED_PAN[-5:]}x{REDACTED_PAN}'",
+    ),
     ("a\0b\u202ec\n", "'a\\x00b\\u202ec\\n'"),  # what does not print, escaped
-    ("\0" * (2 * QUOTED_CHARS_MAX), "'" + "\\x00" * QUOTED_CHARS_MAX + "...'"),
+    (
+        "\0" * (2 * QUOTED_CHARS_MAX),
+        "'" + "\\x00" * QUOTED_HEAD_CHARS + "..." + "\\x00" * QUOTED_TAIL_CHARS + "'",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("value", "shown"), CASES)
 def test_quoted(value: str, shown: str) -> None:
     assert quoted(value) == shown
+
+
+def test_the_longest_id_the_protocol_takes_is_quoted_whole() -> None:
+    ids_length_max = max(
+        TRANSACTION_ID_LENGTH_MAX,  # a terminal's transaction id; the backoffice's request ids
+        TOP_UP_REQUEST_ID_LENGTH_MAX,
+        PSP_REFERENCE_LENGTH_MAX,
+        SETTLEMENT_ID_LENGTH,
+        ID_LENGTH,
+    )
+    assert ids_length_max == QUOTED_CHARS_MAX
+    assert QUOTED_HEAD_CHARS + QUOTED_TAIL_CHARS == QUOTED_CHARS_MAX
 
 
 @pytest.mark.parametrize("value", [value for value, _ in CASES if len(value) <= QUOTED_CHARS_MAX])

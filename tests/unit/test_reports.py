@@ -54,7 +54,10 @@ def test_a_page_token_leads_to_the_page_after_it() -> None:
         ({"page_size": 5_001}, "page_size 5001"),
         ({"page_token": "abc"}, "page_token 'abc' is not one this report gave"),
         ({"page_token": "0"}, "page_token '0'"),
-        ({"from_date": "x" * 10_000}, "from_date 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is not"),
+        (
+            {"from_date": "x" * 10_000},
+            "from_date 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...xxxxxxxxxxxxxxxxxxxx' is not",
+        ),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_field(fields: dict[str, object], named: str) -> None:
