@@ -625,8 +625,9 @@ class IsoInboundListener:
 _HANDLED_MTIS: Final = FINANCIAL_MTIS | REVERSAL_MTIS | COMPLETION_MTIS | {mti.NETWORK_REQUEST}
 
 
-def start_listener(core: SwitchCore) -> IsoInboundListener:
-    """The listener the settings describe, with the configured acquirers' zone keys imported."""
+def inbound_listener(core: SwitchCore) -> IsoInboundListener:
+    """The listener the settings describe, with the configured acquirers' zone keys imported; not
+    started (bound and answering at `start`)."""
     settings = core.settings
 
     def import_key(clear_key: bytes, key_id: str, algorithm: KeyAlgorithm) -> WrappedKey:
@@ -642,5 +643,4 @@ def start_listener(core: SwitchCore) -> IsoInboundListener:
         settings.iso_inbound_connections_max,
         settings.iso_inbound_idle_s,
     )
-    listener.start()
     return listener

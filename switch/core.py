@@ -223,12 +223,23 @@ class SwitchCore:
         self._top_up_sweeper = TopUpSweeper(self.top_ups, settings.top_up_sweep_interval_s)
 
     def start(self) -> None:
+        self.start_workers()
+        self.start_sweeps()
+
+    def start_workers(self) -> None:
+        """What answers requests: the journal, the reaper, the reset mailer, the follow workers.
+        None of them writes or sends anything until asked."""
         self.writer.start()
         self._reaper.start()
-        self.web_days.start()
-        self.receipts.start()
         self.password_resets.start()
         self._follows.start()
+
+    def start_sweeps(self) -> None:
+        """What writes or sends by itself: the web day pass, the receipt mailer, the money a stop
+        left on replaced cards, the top-up sweep. After start_workers; `serve` starts them only
+        once every listener is bound, so a start refused for a taken port changed nothing."""
+        self.web_days.start()
+        self.receipts.start()
         # Money credited to a replaced card that a stop kept from following it (_follow_replacement),
         # moved by the few follow workers; more cards than the queue holds make the start wait for room.
         for card_id, last_posting in self.store.money_on_replaced_cards():

@@ -18,7 +18,7 @@ from ops.metrics import SwitchMetrics, watch_loop_lag
 from ops.service import SwitchOperations
 from protocols.backoffice_service import BackofficeService
 from protocols.cardholder_service import CardholderService
-from protocols.iso_inbound import IsoInboundListener, start_listener
+from protocols.iso_inbound import IsoInboundListener, inbound_listener
 from protocols.portal_service import PortalService
 from protocols.serving import BusyMethodsRegistered
 from protocols.terminal_service import RequestObserver, TerminalService
@@ -46,6 +46,8 @@ from switch.store.node_lock import NodeLock, NodeLockError, sqlite_file
 from switch.store.repository import Store
 
 log = logging.getLogger(__name__)
+
+GRPC_START_TIMEOUT_S = 30.0  # bound already: starting is grpc's own setup, never a wait on the network
 
 SERVICE_NAMES = (
     terminal_pb2.DESCRIPTOR.services_by_name["Terminal"].full_name,
@@ -136,6 +138,8 @@ class SwitchServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._stop_requested: asyncio.Event | None = None
+        self._serving_asked: asyncio.Event | None = None
+        self._grpc_started: futures.Future[bool] = futures.Future()  # False: stopped before serving
         self._grace_s = 0.0
         # Backoffice, health and reflection, and the terminal RPCs that may block, run here.
         self._blocking = futures.ThreadPoolExecutor(
@@ -161,40 +165,58 @@ class SwitchServer:
         return secret_file(settings.data_dir / "node.id", secrets.token_hex(16))
 
     def start(self) -> None:
-        """Start the core, then listen. If it cannot listen where told (a port another process
-        holds), what started is stopped again before the error is raised: a switch half started
-        would answer terminals while its process ends. CannotListenError names the listener and
-        the setting that placed it."""
-        self.core.start()
+        """Bind every listener, then start what writes or sends by itself (the core's sweeps, the
+        acquirer links with the reversal advices a restart left, the demo data), then serve.
+
+        A listener that cannot bind (a port another process holds) raises CannotListenError, naming
+        the listener and the setting that placed it, before anything was written or sent; what
+        started is stopped again first, so no switch half started answers while its process ends."""
+        self.core.start_workers()
         try:
+            self._bind_all()
+            self._start_work()
             self._serve_all()
         except BaseException:
             self.stop()
             raise
 
-    def _serve_all(self) -> None:
-        if self.acquiring is not None:
-            self.acquiring.start()  # pending reversals from before a restart go out from here
-        if self.settings.demo_data:
-            ensure_demo_data(self.core, self.settings.data_dir)
+    def _bind_all(self) -> None:
+        """gRPC bound but not yet answering, then metrics and the console, then the ISO 8583
+        listener, which answers once bound: last, when no other bind is left to fail."""
         settings = self.settings
-        if settings.iso_listen_port >= 0:
-            with listening("ISO 8583", settings.iso_listen_host, settings.iso_listen_port, "iso_listen_port"):
-                self.iso_inbound = start_listener(self.core)
         bound: futures.Future[int] = futures.Future()
         self._loop_thread = threading.Thread(target=self._serve, args=(bound,), name="grpc-loop", daemon=True)
         self._loop_thread.start()
         with listening("gRPC (terminals, backoffice)", settings.grpc_host, settings.grpc_port, "grpc_port"):
             self.grpc_port = bound.result()
-        for name in ("", *SERVICE_NAMES):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        iso_inbound = inbound_listener(self.core) if settings.iso_listen_port >= 0 else None
         acquiring = self.acquiring
         self.ops.start(
             gateway=acquiring.gateway if acquiring is not None else None,
             acquirer_endpoints=acquiring.config.gateway.acquirers if acquiring is not None else (),
             payment_recoveries=acquiring.recoveries if acquiring is not None else None,
-            iso_inbound=self.iso_inbound.statistics if self.iso_inbound is not None else None,
+            iso_inbound=iso_inbound.statistics if iso_inbound is not None else None,
         )
+        if iso_inbound is not None:
+            with listening("ISO 8583", settings.iso_listen_host, settings.iso_listen_port, "iso_listen_port"):
+                iso_inbound.start()
+            self.iso_inbound = iso_inbound
+
+    def _start_work(self) -> None:
+        self.core.start_sweeps()
+        if self.acquiring is not None:
+            self.acquiring.start()  # pending reversals from before a restart go out from here
+        if self.settings.demo_data:
+            ensure_demo_data(self.core, self.settings.data_dir)
+
+    def _serve_all(self) -> None:
+        """gRPC answers from here, and health says SERVING."""
+        assert self._loop is not None and self._serving_asked is not None, "gRPC is bound"
+        self._loop.call_soon_threadsafe(self._serving_asked.set)
+        started = self._grpc_started.result(timeout=GRPC_START_TIMEOUT_S)
+        assert started, "gRPC started serving"
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def _serve(self, bound: futures.Future[int]) -> None:
         """The gRPC server's event loop thread, until the server stops."""
@@ -202,8 +224,9 @@ class SwitchServer:
         try:
             asyncio.run(self._serve_async(bound))
         except BaseException as error:
-            if not bound.done():
-                bound.set_exception(error)
+            for waited in (bound, self._grpc_started):  # the starting thread waits for both in turn
+                if not waited.done():
+                    waited.set_exception(error)
             raise
         finally:
             let_waits_on_this_thread()  # a later thread may get this one's ident
@@ -243,13 +266,24 @@ class SwitchServer:
         if port == 0:
             bound.set_exception(OSError("grpc could not bind it (taken, or no address of this machine)"))
             return
-        await server.start()
         self._stop_requested = asyncio.Event()
-        lag = asyncio.create_task(watch_loop_lag(self.ops.metrics))
+        self._serving_asked = asyncio.Event()  # or a stop: every other listener bound, the work started
         bound.set_result(port)
+        await self._serving_asked.wait()
+        serving = not self._stop_requested.is_set()
+        if serving:
+            await server.start()
+        self._grpc_started.set_result(serving)
+        lag = asyncio.create_task(watch_loop_lag(self.ops.metrics))
         await self._stop_requested.wait()
-        await server.stop(self._grace_s)
+        await server.stop(self._grace_s)  # bound and never started: the port is let go
         lag.cancel()
+
+    def _ask_stop(self) -> None:
+        """On the gRPC loop: a server still waiting to serve does not start."""
+        assert self._stop_requested is not None and self._serving_asked is not None
+        self._stop_requested.set()
+        self._serving_asked.set()
 
     def drain(self) -> None:
         """Health NOT_SERVING and new terminal requests refused (UNAVAILABLE); in-flight ones finish."""
@@ -267,7 +301,7 @@ class SwitchServer:
         self.health.enter_graceful_shutdown()
         if self._stop_requested is not None and self._loop is not None:
             self._grace_s = grace_s
-            self._loop.call_soon_threadsafe(self._stop_requested.set)
+            self._loop.call_soon_threadsafe(self._ask_stop)
         if self._loop_thread is not None:
             self._loop_thread.join(grace_s + 1)
         self._blocking.shutdown(wait=True)
