@@ -15,6 +15,12 @@ import threading
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+# grpc's core prints its own errors on stderr, in a format of its own: above serve's one line for a
+# taken port ("E1207 ... add_port.cc:83] Failed to add port to server: ..."), and among the JSON log
+# lines. It reads GRPC_VERBOSITY once, when first imported: so here, before any import of grpc. An
+# operator's own value (ERROR, DEBUG) stands.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 import grpc
 from google.protobuf.json_format import MessageToDict
 

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import socket
 import sys
+
+# grpc's core prints its own errors on stderr ("E1207 ... add_port.cc:83] Failed to add port to
+# server: ..." above our one line for a taken port). It reads GRPC_VERBOSITY once, when first
+# imported: so here, before grpc is. An operator's own value (ERROR, DEBUG) stands.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from grpc import aio
 

@@ -73,6 +73,18 @@ def test_serve_names_the_listener_whose_port_is_taken_and_stops(
     assert "txswitch listening" not in finished.stdout
 
 
+def test_a_serve_refused_for_a_taken_port_prints_only_its_own_line(tmp_path: Path, taken_port: int) -> None:
+    """grpc's core printed its own "E... add_port.cc:83] Failed to add port to server: ..." above it."""
+    master_key = {"TXSWITCH_MASTER_KEY_HEX": "11" * 32}  # else a warning that the key lies in the data dir
+    finished = serve(tmp_path, "--grpc-port", str(taken_port), "--metrics-port", "-1", **master_key)
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    setting = "grpc_port (--grpc-port, TXSWITCH_GRPC_PORT)"
+    listener = f"gRPC (terminals, backoffice) on 127.0.0.1:{taken_port}"
+    expected = f"txswitch serve: cannot listen for {listener}, set by {setting}: "
+    assert finished.stderr.startswith(expected), finished.stderr[-2000:]
+    assert finished.stderr.count("\n") == 1, finished.stderr[-2000:]
+
+
 def test_a_server_that_cannot_listen_leaves_nothing_answering_and_its_data_dir_free(
     tmp_path: Path, taken_port: int
 ) -> None:

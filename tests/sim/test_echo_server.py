@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -63,3 +64,21 @@ def test_an_ipv6_host_is_listened_on_and_named_in_brackets() -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.timeout(60)
+def test_a_taken_port_is_refused_in_its_own_lines_only() -> None:
+    """grpc's core printed its own "add_port.cc:83] Failed to add port ..." line above the refusal."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        command = [sys.executable, "-m", "terminal_sim.echo_server", "--port", str(port)]
+        refused = subprocess.run(command, check=False, capture_output=True, text=True, timeout=50)
+    assert refused.returncode == 2
+    lines = refused.stderr.splitlines()
+    assert lines[0].startswith("usage: python -m terminal_sim.echo_server"), refused.stderr
+    assert lines[-1].startswith(
+        f"python -m terminal_sim.echo_server: error: cannot listen on 127.0.0.1:{port}, set by --host and "
+    ), refused.stderr
+    assert len(lines) == 2, refused.stderr
