@@ -56,7 +56,9 @@ def test_serve_makes_demo_data_only_with_demo(tmp_path: Path, flags: tuple[str, 
     args = ["--data-dir", str(tmp_path), *QUIET, *flags]
     with serve_process(args, tmp_path / "serve.log") as (_process, address):
         code = sign_in_demo(address)
-    printed = (tmp_path / "serve.out").read_text()
+        # The demo lines follow the listening line (after a password check): read them before the
+        # process is killed, or a kill landing first reads as "no demo lines".
+        printed = printed_up_to(tmp_path / "serve.out", "demo portal user" if demo else "data in ")
     assert code is (grpc.StatusCode.OK if demo else grpc.StatusCode.UNAUTHENTICATED)
     assert ("demo merchant:" in printed) is demo
     assert (tmp_path / "demo_cards.json").exists() is demo
@@ -84,8 +86,13 @@ def test_make_run_starts_the_switch_with_demo_data() -> None:
 
 def banner(out_path: Path) -> str:
     """What the process printed, once it printed the demo lines (they follow the listening line)."""
+    return printed_up_to(out_path, "demo portal user")
+
+
+def printed_up_to(out_path: Path, marker: str) -> str:
+    """What the process printed, once `marker` is among it."""
     deadline_s = time.monotonic() + RPC_TIMEOUT_S
-    while "demo portal user" not in out_path.read_text():
+    while marker not in out_path.read_text():
         assert time.monotonic() < deadline_s, out_path.read_text()
         time.sleep(0.05)
     return out_path.read_text()
