@@ -39,6 +39,11 @@ _SENSITIVE_NAMES_JOINED: Final = frozenset(
 # quoting.DIGIT_RUN finds it in any text.
 CARD_REFERENCE: Final = re.compile(r"\d(?:[ -]{0,3}\d)*")
 _SEPARATORS: Final = re.compile(r"[ -]")
+# An id holding a card number is refused (holds_card_number) from this many digits in a row: a date
+# and a counter (20261207-0001, 12 digits) stay usable as an id.
+ID_PAN_DIGITS_MIN: Final = 13
+# quoting.DIGIT_RUN's runs, from ID_PAN_DIGITS_MIN digits (12 more after the first).
+_ID_DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){12,}(?!\d)")
 # "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text.
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
     r"(?i)\b(pan|pin|pin_?block|track_?[12]|track_?data|cvv2?|cvc2?|card_?number|password)"
@@ -61,17 +66,35 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _looks_like_pan(digits: str) -> bool:
-    if len(digits) < PAN_DIGITS_MIN:
+def _looks_like_pan(digits: str, digits_min: int = PAN_DIGITS_MIN) -> bool:
+    if len(digits) < digits_min:
         return False
     if len(digits) <= PAN_DIGITS_MAX:
         return luhn_valid(digits)
     # A PAN glued to other digits: any Luhn-valid window counts.
     return any(
         luhn_valid(digits[start : start + length])
-        for length in range(PAN_DIGITS_MIN, PAN_DIGITS_MAX + 1)
+        for length in range(digits_min, PAN_DIGITS_MAX + 1)
         for start in range(len(digits) - length + 1)
     )
+
+
+def holds_card_number(value: str) -> bool:
+    """value has a run of ID_PAN_DIGITS_MIN or more digits (grouped as a card number is typed) that
+    the scrubber would mask as a PAN. For ids the switch stores as given, where masking would break
+    their idempotency: one that holds a card number is refused instead. Most ids are shorter than
+    the shortest run, and the regex finds no run in the rest, so the Luhn check seldom runs."""
+    if len(value) < ID_PAN_DIGITS_MIN:
+        return False
+    return any(
+        _looks_like_pan(_SEPARATORS.sub("", run.group(0)), ID_PAN_DIGITS_MIN)
+        for run in _ID_DIGIT_RUN.finditer(value)
+    )
+
+
+def pan_in_id_problem(field: str, value: str) -> str | None:
+    """Why `value` may not be stored as the id `field`, naming the field and never the value."""
+    return f"{field} has the shape of a card number" if holds_card_number(value) else None
 
 
 def _redact_digit_run(match: re.Match[str]) -> str:

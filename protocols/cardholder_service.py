@@ -10,6 +10,7 @@ import time
 
 import grpc
 
+from ops.logs import pan_in_id_problem
 from protocols import convert
 from protocols.terminal_service import Context, _decoded, _refuse, on_loop
 from protocols.wire import cardholder_pb2 as ch
@@ -123,7 +124,7 @@ def balance_view(state: CardState, today: dt.date) -> ch.CardholderBalance:
 
 
 def top_up_request_id(value: str) -> str:
-    return id_field("request_id", value, TOP_UP_REQUEST_ID_LENGTH_MAX)
+    return stored_id_field("request_id", value, TOP_UP_REQUEST_ID_LENGTH_MAX)
 
 
 def top_up_id_of(value: str, field: str = "top_up_id") -> str:
@@ -142,6 +143,15 @@ def id_field(field: str, value: str, length_max: int) -> str:
         raise convert.BadRequestError(f"{field} is longer than {length_max} characters")
     if not value.isprintable() or not value.isascii():
         raise convert.BadRequestError(f"{field} has characters other than printable ASCII")
+    return value
+
+
+def stored_id_field(field: str, value: str, length_max: int) -> str:
+    """An id_field the switch stores as given (a unique column): one holding a card number is
+    refused, as it would be kept in clear."""
+    problem = pan_in_id_problem(field, id_field(field, value, length_max))
+    if problem is not None:
+        raise convert.BadRequestError(problem)
     return value
 
 

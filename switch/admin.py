@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ops.logs import pan_in_id_problem
 from switch import credentials
 from switch.domain import ledger
 from switch.domain.card_rules import CardState
@@ -417,6 +418,7 @@ class Admin:
         if not employee_number or not name:
             raise AdminError("employee needs a number and a name")
         _refuse_longer("employee_number", employee_number, EMPLOYEE_NUMBER_MAX)
+        _refuse_pan_shaped("employee_number", employee_number)
         _refuse_longer("name", name, EMPLOYEE_NAME_MAX)
         if bool(email) != bool(password):
             raise AdminError("a portal login needs both email and password")
@@ -577,6 +579,7 @@ class Admin:
         The number is drawn at random; the one taken already is refused by the database, and another
         is drawn.
         """
+        _refuse_pan_shaped("request_id", request_id)
         programme = self._store.programme(programme_id)
         if not 0 <= initial_load_minor <= programme.balance_max_minor:
             raise AdminError(f"initial_load must be between 0 and {programme.balance_max_minor}")
@@ -929,6 +932,7 @@ class Admin:
         _refuse_longer("settlement_id", settlement_id, SETTLEMENT_ID_LENGTH)
         if not settlement_id.isascii() or not settlement_id.isprintable():
             raise AdminError("settlement_id has characters other than printable ASCII")
+        _refuse_pan_shaped("settlement_id", settlement_id)
         if settlement_id.startswith(PAYOUT_SETTLEMENT_PREFIX):  # a later cycle's run: "already paid"
             raise AdminError(
                 f"settlement_id may not start with {PAYOUT_SETTLEMENT_PREFIX}: the payout cycles' own"
@@ -1170,6 +1174,14 @@ def _refuse_longer(field: str, text: str, most: int) -> None:
     """AdminError naming the field when text does not fit its column (PostgreSQL refuses it whole)."""
     if len(text) > most:
         raise AdminError(f"{field} is {len(text)} characters; at most {most}")
+
+
+def _refuse_pan_shaped(field: str, value: str) -> None:
+    """An id kept as given (a journal key, a unique column) may not hold a card number: it would be
+    in the database in clear."""
+    problem = pan_in_id_problem(field, value)
+    if problem is not None:
+        raise AdminError(problem)
 
 
 def location_fields(name: str, address: str) -> tuple[str, str]:

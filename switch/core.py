@@ -34,7 +34,7 @@ from actors.payments import PaymentProcessor
 from actors.registry import ASK_ATTEMPTS_MAX, ActorRegistry
 from actors.reply import Reply, settled
 from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
-from ops.logs import log_outcome, scrub_text
+from ops.logs import log_outcome, pan_in_id_problem, scrub_text
 from switch.admin import (
     SWITCH_DEVICE_NAMES,
     Admin,
@@ -380,6 +380,9 @@ class SwitchCore:
         """Block the lost card at once and move its balance to the new card in one entry."""
         if lost_card_id == new_card_id:
             raise AdminError("the replacement must be another card")
+        problem = pan_in_id_problem("request_id", request_id)  # the journal key holds it as given
+        if problem is not None:
+            raise AdminError(problem)
         key = ledger.transfer_key(request_id)
         stored = self.store.stored_transfer(key)
         if stored is not None:  # sent again (its answer lost): the first answer, nothing moved twice

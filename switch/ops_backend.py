@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -27,6 +26,7 @@ from ops.console_backend import (
     TerminalInfo,
 )
 from ops.logs import CARD_REFERENCE
+from switch import admin
 from switch.admin import SWITCH_DEVICE_NAMES, AdminError
 from switch.core import SwitchCore
 from switch.domain.card_rules import CardState
@@ -232,7 +232,8 @@ class SwitchOpsBackend:
         if new_id is None:
             return ActionResult(False, "no such card (new)")
         try:
-            transfer = self._core.replace_card(lost_id, new_id, f"ops-{uuid.uuid4().hex}", actor)
+            # new_id: a drawn id holds no digit run, which replace_card would refuse as a card number.
+            transfer = self._core.replace_card(lost_id, new_id, admin.new_id("ops"), actor)
         except AdminError as error:
             return ActionResult(False, str(error))
         moved = _money_text(transfer.moved_minor, transfer.lost.currency)

@@ -120,8 +120,16 @@ def summary(s: Scene, number: str) -> Answer:
     return refused(s.world.backoffice.GetMerchantSummary, request, metadata=s.admin)
 
 
+def mistyped(number: str) -> str:
+    """The number with its check digit wrong: an id the switch stores, where a Luhn-valid card
+    number is refused as it comes in (tests/integration/test_card_numbers_in_ids.py); its refusals
+    still mask it, as a mistyped card number."""
+    return number[:-1] + str((int(number[-1]) + 1) % 10)
+
+
 def started_twice(s: Scene, number: str) -> Answer:
     """A top-up started with the number as its request id, then the same id for another amount."""
+    number = mistyped(number)
 
     def start(amount_minor: int) -> Answer:
         request = ch.StartTopUpRequest(
@@ -135,6 +143,7 @@ def started_twice(s: Scene, number: str) -> Answer:
 
 def confirmed_elsewhere(s: Scene, number: str) -> Answer:
     """The number as the psp_reference of one confirmed top-up, then of the pending one."""
+    number = mistyped(number)
     first = _confirmed_with(s, number)
     assert first[0] == grpc.StatusCode.OK, first
     return _confirm(s, s.pending, number, 180)
@@ -142,6 +151,7 @@ def confirmed_elsewhere(s: Scene, number: str) -> Answer:
 
 def confirmed_again_for_another_amount(s: Scene, number: str) -> Answer:
     """The top-up confirmed with the number as its psp_reference, confirmed again for more."""
+    number = mistyped(number)
     top_up_id = _started(s, f"r-first-{number}")  # the same request: the same top-up
     assert _confirm(s, top_up_id, number, 180)[0] == grpc.StatusCode.OK  # first or again
     return _confirm(s, top_up_id, number, 190)
@@ -203,6 +213,7 @@ def activated(**fields: object) -> Callable[[Scene, str], Answer]:
 
 def employee_added_twice(s: Scene, number: str) -> Answer:
     """A user added with the number as its employee number, then another under the same number."""
+    number = mistyped(number)
     request = bo.AddEmployeeRequest(
         merchant_id=s.world.merchant_id, employee_number=number, name="Twin", pin="9999"
     )

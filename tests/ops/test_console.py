@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import itertools
 import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ops.console_auth import AuthorizedKeys
 from ops.console_commands import Outcome
+from ops.logs import holds_card_number
 from ops.ssh import asyncssh
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import CardStatus, mask
@@ -125,6 +128,23 @@ def test_operator_blocks_unblocks_and_replaces_cards_in_the_switch(console_world
     assert unblock_lost.exit_status == Outcome.failed.value
     assert "a replaced card stays blocked" in unblock_lost.stderr
     assert world.ledger().balance_mismatches == 0
+
+
+def test_a_console_replacement_never_draws_an_id_that_holds_a_card_number(
+    console_world: ConsoleWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console draws the replacement's request id; the switch refuses an id holding a card
+    number, which a 32-digit uuid4 does about once in 370 draws."""
+    world = console_world.world
+    lost, replacement = world.issue(1_000), world.issue(0)
+    all_digits = uuid.UUID("63608994-5069-4126-8234-123456789012")
+    assert holds_card_number(f"ops-{all_digits.hex}")
+    real_uuid4, drawn = uuid.uuid4, itertools.count()
+    # The first few draws hold a card number, whoever draws them: the replacement is among them.
+    monkeypatch.setattr(uuid, "uuid4", lambda: all_digits if next(drawn) < 3 else real_uuid4())
+    (replaced,) = console_world.run(console_world.keys.operator, f"cards replace {lost} {replacement}")
+    assert_ok(replaced, "moved 10.00 EUR")
+    assert next(drawn) > 3  # the three drawn above went to the replacement, and it drew again
 
 
 def test_operator_deactivates_a_terminal(console_world: ConsoleWorld) -> None:

@@ -16,6 +16,7 @@ from ops.logs import (
     TRANSACTION_LOGGER_NAME,
     JsonFormatter,
     configure_logging,
+    holds_card_number,
     log_transaction,
     luhn_valid,
     scrub_text,
@@ -50,6 +51,29 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
 )
 def test_luhn(digits: str, valid: bool) -> None:
     assert luhn_valid(digits) is valid
+
+
+# (id, holds a card number): the edges of what an id the switch stores as given may hold.
+ID_CASES: list[tuple[str, bool]] = [
+    (PAN_16, True),
+    (CARD_13, True),
+    (PAN_19, True),
+    (f"settle-{PAN_16}-x", True),
+    ("4111 1111 1111 1111", True),
+    ("4111-1111-1111-1111", True),
+    (f"7{PAN_16}0000", True),  # 21 digits in a row: the card number glued to others
+    (PAN_12, False),  # 12 digits in a row: a date and a counter
+    ("2026-12-07-0001", False),
+    ("20261207-0001", False),
+    (NOT_LUHN_16, False),
+    ("004b7375-t00001-n0000001", False),  # the simulator's transaction ids
+    ("", False),
+]
+
+
+@pytest.mark.parametrize(("value", "holds"), ID_CASES)
+def test_an_id_holds_a_card_number(value: str, holds: bool) -> None:
+    assert holds_card_number(value) is holds
 
 
 # (case, message, args, extra, secrets that must not appear in the output line)

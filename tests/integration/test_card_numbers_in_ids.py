@@ -1,0 +1,202 @@
+"""A card number typed as an id the switch stores as given (a settlement id, a request id, a PSP's
+reference, an employee number) is refused by name, nothing is stored, and the number is nowhere
+in the database file; ids with 12 digits or fewer in a row, or a longer run failing Luhn, still work.
+A real switch on loopback, on a SQLite file whose bytes are scanned."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import cardholder_pb2 as ch
+from protocols.wire import cardholder_pb2_grpc as ch_grpc
+from protocols.wire import terminal_pb2 as pb
+from switch.domain.cards import luhn_check_digit
+from switch.store.schema import Base
+from tests.integration.harness import World, start_world
+
+PSP_TOKEN = "test-psp-token"
+_serials = itertools.count(1)
+
+Call = Callable[[], object]
+Prepare = Callable[[World, str], Call]  # sets the scene for one id, gives the call that sends it
+
+
+def card_number(length: int = 16) -> str:
+    """A Luhn-valid number, another each time (so a case's number is found only if it stored it)."""
+    body = "4" + f"{next(_serials):0{length - 2}d}"
+    return body + luhn_check_digit(body)
+
+
+def not_luhn(number: str) -> str:
+    return number[:-1] + str((int(number[-1]) + 1) % 10)
+
+
+def grouped(number: str, separator: str = " ") -> str:
+    return separator.join(number[index : index + 4] for index in range(0, len(number), 4))
+
+
+def euros(amount_minor: int) -> pb.Amount:
+    return pb.Amount(amount_minor=amount_minor, currency="EUR")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    world = start_world(
+        tmp_path_factory.mktemp("ids"),
+        "",
+        terminals=1,
+        cardholder_lookups_per_minute_max=10_000,
+        psp_token=PSP_TOKEN,
+    )
+    try:
+        yield world
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+
+def settle(world: World, settlement_id: str) -> Call:
+    card = world.issue(5_000)
+    assert world.terminals[0].redeem(card, 1_000).response_code == "00"  # a payout is owed
+    request = bo.SettleRequest(programme_id=world.gift_programme, settlement_id=settlement_id)
+    return lambda: world.backoffice.Settle(request, metadata=world.admin_metadata, timeout=20)
+
+
+def issue_card(world: World, request_id: str) -> Call:
+    request = bo.IssueCardRequest(
+        programme_id=world.gift_programme, initial_load=euros(1_000), request_id=request_id
+    )
+    return lambda: world.backoffice.IssueCard(request, metadata=world.admin_metadata, timeout=20)
+
+
+def replace_card(world: World, request_id: str) -> Call:
+    lost, replacement = world.issue(2_000), world.issue(0)
+    request = bo.ReplaceCardRequest(
+        lost_card=pb.CardRef(card_number=lost),
+        replacement_card=pb.CardRef(card_number=replacement),
+        request_id=request_id,
+    )
+    return lambda: world.backoffice.ReplaceCard(request, metadata=world.admin_metadata, timeout=20)
+
+
+def start_top_up(world: World, request_id: str) -> Call:
+    card = world.issue(0, world.benefit_programme)
+    request = ch.StartTopUpRequest(
+        card=pb.CardRef(card_number=card), amount=euros(500), request_id=request_id
+    )
+    return lambda: ch_grpc.CardholderStub(world.channel).StartTopUp(request, timeout=20)
+
+
+def _started_top_up(world: World) -> str:
+    card = world.issue(0, world.benefit_programme)
+    request = ch.StartTopUpRequest(
+        card=pb.CardRef(card_number=card), amount=euros(500), request_id=f"r-{next(_serials)}"
+    )
+    return str(ch_grpc.CardholderStub(world.channel).StartTopUp(request, timeout=20).top_up_id)
+
+
+def confirm_top_up(world: World, psp_reference: str) -> Call:
+    request = bo.ConfirmTopUpRequest(
+        top_up_id=_started_top_up(world), psp_reference=psp_reference, amount_paid=euros(180)
+    )
+    return lambda: world.backoffice.ConfirmTopUp(request, metadata=world.admin_metadata, timeout=30)
+
+
+def mark_refunded(world: World, refund_reference: str) -> Call:
+    top_up_id = _started_top_up(world)
+    short = bo.ConfirmTopUpRequest(
+        top_up_id=top_up_id, psp_reference=f"p-{next(_serials)}", amount_paid=euros(1)
+    )
+    assert (
+        world.backoffice.ConfirmTopUp(short, metadata=world.admin_metadata, timeout=30).status == "refund_due"
+    )
+    request = bo.MarkTopUpRefundedRequest(top_up_id=top_up_id, refund_reference=refund_reference)
+    return lambda: world.backoffice.MarkTopUpRefunded(request, metadata=world.admin_metadata, timeout=20)
+
+
+def add_employee(world: World, employee_number: str) -> Call:
+    request = bo.AddEmployeeRequest(
+        merchant_id=world.merchant_id, employee_number=employee_number, name="Till", pin="2468"
+    )
+    return lambda: world.backoffice.AddEmployee(request, metadata=world.admin_metadata, timeout=20)
+
+
+def database_bytes(world: World) -> bytes:
+    files = sorted(Path(world.server.settings.data_dir).glob("txswitch.sqlite*"))
+    assert files, "no SQLite file to scan"
+    return b"".join(path.read_bytes() for path in files)
+
+
+def rows(world: World) -> dict[str, list[str]]:
+    with world.server.core.store.engine.connect() as conn:
+        return {
+            table.name: sorted(str(tuple(row)) for row in conn.execute(select(table)).all())
+            for table in Base.metadata.sorted_tables
+        }
+
+
+# (field, its RPC, the id sent with the card number in it): bare, inside other text, grouped.
+REFUSED: list[tuple[str, Prepare, Callable[[str], str]]] = [
+    ("settlement_id", settle, lambda number: number),
+    ("settlement_id", settle, lambda number: f"settle-{grouped(number, '-')}"),
+    ("request_id", issue_card, lambda number: f"issue {number}"),
+    ("request_id", replace_card, lambda number: f"replace-{grouped(number)}"),
+    ("request_id", start_top_up, lambda number: number),
+    ("psp_reference", confirm_top_up, lambda number: f"pay_{number}"),
+    ("refund_reference", mark_refunded, lambda number: number),
+    ("employee_number", add_employee, lambda number: number),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "prepare", "id_of"),
+    REFUSED,
+    ids=[f"{p.__name__}-{index}" for index, (_, p, _) in enumerate(REFUSED)],
+)
+@pytest.mark.parametrize("length", [13, 16, 19])
+def test_a_card_number_in_a_stored_id_is_refused_and_stored_nowhere(
+    world: World, field: str, prepare: Prepare, id_of: Callable[[str], str], length: int
+) -> None:
+    number = card_number(length)
+    value = id_of(number)
+    if field == "employee_number" and len(value) > 20:
+        pytest.skip("employee_number holds 20 characters")
+    call = prepare(world, value)
+    before = rows(world)
+    with pytest.raises(grpc.RpcError) as refused:
+        call()
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    details = refused.value.details() or ""
+    assert details == f"{field} has the shape of a card number", details
+    assert rows(world) == before
+    stored = database_bytes(world)
+    assert number.encode() not in stored and value.encode() not in stored
+
+
+# Ids that must still work: a date and a counter (12 digits in a row, with or without dashes), and a
+# card number's length of digits that fails the Luhn check.
+ACCEPTED: list[Callable[[], str]] = [
+    lambda: f"2026-12-07-{next(_serials):04d}",
+    lambda: f"20261207{next(_serials):04d}",
+    lambda: not_luhn(card_number(16)),
+]
+
+
+FIELDS = list(dict.fromkeys((field, prepare) for field, prepare, _ in REFUSED))
+
+
+@pytest.mark.parametrize(("field", "prepare"), FIELDS, ids=[prepare.__name__ for _, prepare in FIELDS])
+@pytest.mark.parametrize("value_of", ACCEPTED, ids=["dashed date", "date and counter", "not Luhn"])
+def test_an_id_without_a_card_number_is_taken_and_stored(
+    world: World, field: str, prepare: Prepare, value_of: Callable[[], str]
+) -> None:
+    value = value_of()
+    prepare(world, value)()
+    assert value.encode() in database_bytes(world), field
