@@ -147,7 +147,7 @@ async def _issue_cards(
             request = bo.IssueCardRequest(
                 programme_id=programmes[kinds[index]],
                 initial_load=pb.Amount(amount_minor=start_balance_minor, currency=currency),
-                request_id=f"sim-{run_tag}-{index}",
+                request_id=f"sim-{run_tag}-c{index}",  # a letter: no digit run a card number's length
             )
             card = await admin.call("IssueCard", request)
             issued[index] = SimCard(

@@ -176,7 +176,7 @@ class SimTerminal:
 
     async def day_close(self) -> None:
         self.day += 1
-        close_id = f"{self.context.run_id}-{self.index:05d}-day{self.day}"
+        close_id = close_id_of(self.context.run_id, self.index, self.day)
         sent = await self._send(
             Operation.day_close, self.stub.DayClose, pb.DayCloseRequest(close_id=close_id)
         )
@@ -463,6 +463,12 @@ def transaction_id_of(run_id: str, index: int, counter: int) -> str:
     """The id of terminal `index`'s `counter`th transaction in the run. A letter before each number
     keeps the digits from running together: the switch's log masks 12+ Luhn-valid digits as a PAN."""
     return f"{run_id}-t{index:05d}-n{counter:07d}"
+
+
+def close_id_of(run_id: str, index: int, day: int) -> str:
+    """Terminal `index`'s close of its `day`th day in the run; a letter before the index as in
+    transaction_id_of (an all-digit run id and the index made 13 digits the switch may refuse)."""
+    return f"{run_id}-t{index:05d}-day{day}"
 
 
 def _approved_minor(reply: Any) -> int:

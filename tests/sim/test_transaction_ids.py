@@ -5,11 +5,13 @@ so a load tester could not find a transaction in the log by its id."""
 from __future__ import annotations
 
 import itertools
+import uuid
 
 import pytest
 
-from ops.logs import scrub_text
-from terminal_sim.terminal import transaction_id_of
+from ops.logs import holds_card_number, scrub_text
+from terminal_sim.payments import payment_transaction_id
+from terminal_sim.terminal import close_id_of, transaction_id_of
 
 
 @pytest.mark.parametrize("run_id", ["004b7375", "a1b2c3d4", "00000000", "9999999f"])
@@ -18,3 +20,22 @@ def test_no_transaction_id_looks_like_a_card_number_to_the_log(run_id: str) -> N
     ids = [transaction_id_of(run_id, index, counter) for index, counter in numbers]
     assert len(set(ids)) == len(ids)
     assert [i for i in ids if scrub_text(i) != i] == []
+
+
+@pytest.mark.parametrize("run_id", ["004b7375", "00000000", "12345678", "9999999f"])
+def test_no_close_id_holds_a_card_number(run_id: str) -> None:
+    """A day close's id with an all-digit run id (one run in 40) held 13 digits in a row, which
+    the log masked and the switch refuses as an id holding a card number."""
+    ids = [close_id_of(run_id, index, day) for index, day in itertools.product(range(1_000), range(1, 8))]
+    assert len(set(ids)) == len(ids)
+    assert [i for i in ids if holds_card_number(i) or scrub_text(i) != i] == []
+
+
+def test_a_payment_id_never_holds_a_card_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The payment simulator's ids are uuid4s, whose digits hold a card number about once in 370
+    draws; the switch refuses such an id (INVALID_ARGUMENT), so the simulator draws again."""
+    all_digits = uuid.UUID("63608994-5069-4126-8234-123456789012")
+    assert holds_card_number(all_digits.hex)
+    drawn = iter([all_digits, all_digits, uuid.UUID("004b7375-abcd-4ef0-8abc-def0abcd1234")])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(drawn))
+    assert payment_transaction_id() == "004b7375abcd4ef08abcdef0abcd1234"
