@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from switch.store.payments import card_payments
 from switch.store.saf import SafEntry, SafStore
 from switch.store.schema import transactions
 from terminal_sim.acquirer_host import TEST_ZONE_KEY_HEX, AcquirerHostConfig, HostThread, OriginalKey
-from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, start_world
+from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, new_txn, start_world
 from tests.pg import postgres_schema
 
 MASTER_KEY_HEX = "5A" * 32
@@ -84,10 +83,6 @@ acquirer = "acq-sim"
 """
     )
     return path
-
-
-def new_txn() -> str:
-    return uuid.uuid4().hex
 
 
 @dataclass

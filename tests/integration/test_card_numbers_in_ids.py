@@ -1,7 +1,8 @@
 """A card number typed as an id the switch stores as given (a settlement id, a request id, a PSP's
-reference, an employee number) is refused by name, nothing is stored, and the number is nowhere
-in the database file; ids with 12 digits or fewer in a row, or a longer run failing Luhn, still work.
-A real switch on loopback, on a SQLite file whose bytes are scanned."""
+reference, an employee number, a terminal's or the web back office's transaction id) is refused by
+name, nothing is stored, and the number is nowhere in the database file; ids with 12 digits or fewer
+in a row, or a longer run failing Luhn, still work. A real switch on loopback, on a SQLite file
+whose bytes are scanned."""
 
 from __future__ import annotations
 
@@ -16,10 +17,19 @@ from sqlalchemy import select
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import cardholder_pb2 as ch
 from protocols.wire import cardholder_pb2_grpc as ch_grpc
+from protocols.wire import portal_pb2 as portal_pb
+from protocols.wire import portal_pb2_grpc as portal_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import luhn_check_digit
 from switch.store.schema import Base
-from tests.integration.harness import World, start_world
+from tests.integration.harness import (
+    MERCHANT_EMAIL,
+    MERCHANT_PASSWORD,
+    TerminalClient,
+    World,
+    new_txn,
+    start_world,
+)
 
 PSP_TOKEN = "test-psp-token"
 _serials = itertools.count(1)
@@ -200,3 +210,105 @@ def test_an_id_without_a_card_number_is_taken_and_stored(
     value = value_of()
     prepare(world, value)()
     assert value.encode() in database_bytes(world), field
+
+
+# Transaction ids of the terminals and the web back office: stored as given in the transaction's
+# row, its journal keys, a day close's row.
+def _terminal(world: World) -> TerminalClient:
+    return world.terminals[0]
+
+
+def redeem(world: World, transaction_id: str) -> Call:
+    card = world.issue(2_000)
+    return lambda: _terminal(world).redeem(card, 500, transaction_id)
+
+
+def load(world: World, transaction_id: str) -> Call:
+    card = world.issue(0)
+    return lambda: _terminal(world).load(card, 500, transaction_id)
+
+
+def _sale(world: World) -> str:
+    sale = new_txn()
+    assert _terminal(world).redeem(world.issue(2_000), 500, sale).response_code == "00"
+    return sale
+
+
+def refund(world: World, transaction_id: str) -> Call:
+    sale = _sale(world)
+    return lambda: _terminal(world).refund(sale, 100, txn=transaction_id)
+
+
+def refund_of(world: World, original_transaction_id: str) -> Call:
+    return lambda: _terminal(world).refund(original_transaction_id, 100)
+
+
+def cancel(world: World, transaction_id: str) -> Call:
+    sale = _sale(world)
+    return lambda: _terminal(world).cancel(sale, txn=transaction_id)
+
+
+def cancel_of(world: World, original_transaction_id: str) -> Call:
+    return lambda: _terminal(world).cancel(original_transaction_id)
+
+
+def reversal_of(world: World, original_transaction_id: str) -> Call:
+    return lambda: _terminal(world).reversal(original_transaction_id)
+
+
+def day_close(world: World, close_id: str) -> Call:
+    _sale(world)
+    terminal = _terminal(world)
+    request = pb.DayCloseRequest(close_id=close_id)
+    return lambda: terminal.stub.DayClose(request, metadata=terminal.metadata, timeout=20)
+
+
+def web_redeem(world: World, transaction_id: str) -> Call:
+    portal = portal_grpc.PortalStub(world.channel)
+    session = portal.SignIn(
+        portal_pb.SignInRequest(email=MERCHANT_EMAIL, password=MERCHANT_PASSWORD), timeout=20
+    )
+    request = portal_pb.PortalRedeemRequest(
+        transaction_id=transaction_id, card=pb.CardRef(card_number=world.issue(2_000)), amount=euros(500)
+    )
+    login = (("authorization", f"Bearer {session.token}"),)
+    return lambda: portal.Redeem(request, metadata=login, timeout=20)
+
+
+TRANSACTION_IDS: list[tuple[str, Prepare, Callable[[str], str]]] = [
+    ("transaction_id", redeem, lambda number: number),
+    ("transaction_id", redeem, lambda number: f"pos-{grouped(number, '-')}"),
+    ("transaction_id", load, lambda number: f"load{number}"),
+    ("transaction_id", refund, lambda number: number),
+    ("original_transaction_id", refund_of, lambda number: number),
+    ("transaction_id", cancel, lambda number: number),
+    ("original_transaction_id", cancel_of, lambda number: f"sale {number}"),
+    ("original_transaction_id", reversal_of, lambda number: number),
+    ("close_id", day_close, lambda number: f"close-{number}"),
+    ("transaction_id", web_redeem, lambda number: number),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "prepare", "id_of"),
+    TRANSACTION_IDS,
+    ids=[f"{p.__name__}-{index}" for index, (_, p, _) in enumerate(TRANSACTION_IDS)],
+)
+@pytest.mark.parametrize("length", [13, 16, 19])
+def test_a_card_number_in_a_transaction_id_is_refused_and_stored_nowhere(
+    world: World, field: str, prepare: Prepare, id_of: Callable[[str], str], length: int
+) -> None:
+    test_a_card_number_in_a_stored_id_is_refused_and_stored_nowhere(world, field, prepare, id_of, length)
+
+
+TRANSACTION_FIELDS = list(dict.fromkeys((field, prepare) for field, prepare, _ in TRANSACTION_IDS))
+
+
+@pytest.mark.parametrize(
+    ("field", "prepare"), TRANSACTION_FIELDS, ids=[prepare.__name__ for _, prepare in TRANSACTION_FIELDS]
+)
+@pytest.mark.parametrize("value_of", ACCEPTED, ids=["dashed date", "date and counter", "not Luhn"])
+def test_a_transaction_id_without_a_card_number_is_taken_and_stored(
+    world: World, field: str, prepare: Prepare, value_of: Callable[[], str]
+) -> None:
+    test_an_id_without_a_card_number_is_taken_and_stored(world, field, prepare, value_of)

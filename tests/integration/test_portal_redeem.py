@@ -4,7 +4,6 @@ typed in, the balance shown, then 'Voltooien'), through the portal over real gRP
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,14 @@ from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.admin import WEB_BACK_OFFICE
 from switch.domain.cards import qr_payload
-from tests.integration.harness import EMPLOYEE, MERCHANT_EMAIL, MERCHANT_PASSWORD, World, world_fixture
+from tests.integration.harness import (
+    EMPLOYEE,
+    MERCHANT_EMAIL,
+    MERCHANT_PASSWORD,
+    World,
+    new_txn,
+    world_fixture,
+)
 from tests.integration.test_portal import OTHER_EMAIL, OTHER_PASSWORD, days, refusal, sign_in, stub
 
 Metadata = tuple[tuple[str, str], ...]
@@ -32,7 +38,7 @@ def redeem(
     world: World, metadata: Metadata, card: str, amount_minor: int, txn: str = "", **fields: object
 ) -> pb.TransactionResponse:
     request = portal.PortalRedeemRequest(
-        transaction_id=txn or uuid.uuid4().hex,
+        transaction_id=txn or new_txn(),
         card=pb.CardRef(card_number=card),
         amount=pb.Amount(amount_minor=amount_minor, currency="EUR"),
         **fields,  # type: ignore[arg-type]
@@ -47,7 +53,7 @@ def test_a_merchant_redeems_a_typed_card_number_partly_and_the_report_shows_it(w
     shown = stub(world).CardBalance(pb.BalanceRequest(card=pb.CardRef(card_number=card)), metadata=owner)
     assert (shown.response_code, shown.balance.amount_minor, shown.card_status) == ("00", 5_000, "active")
     assert card not in str(shown)  # masked
-    txn = uuid.uuid4().hex
+    txn = new_txn()
     answer = redeem(world, owner, card, 1_250, txn)
     assert (answer.response_code, answer.approved.amount_minor) == ("00", 1_250), answer.message
     assert redeem(world, owner, card, 1_250, txn) == answer  # sent again: the first answer, moved once
@@ -77,12 +83,12 @@ def test_the_card_rules_hold_as_at_a_terminal(world: World) -> None:
     foreign = world.issue(1_000, world.foreign_programme)
     assert redeem(world, owner, foreign, 100).response_code == "58"
     by_qr = portal.PortalRedeemRequest(
-        transaction_id=uuid.uuid4().hex,
+        transaction_id=new_txn(),
         card=pb.CardRef(qr_payload=qr_payload(card)),
         amount=pb.Amount(amount_minor=100, currency="EUR"),
     )
     assert stub(world).Redeem(by_qr, metadata=owner, timeout=20).response_code == "00"
-    txn = uuid.uuid4().hex
+    txn = new_txn()
     assert redeem(world, owner, card, 100, txn).response_code == "00"
     assert redeem(world, owner, card, 200, txn).response_code == "94"  # the id with other content
     code, details = refusal(stub(world).Redeem, portal.PortalRedeemRequest(), metadata=owner, timeout=20)
@@ -112,7 +118,7 @@ def test_a_cashier_redeems_and_nobody_signed_out_or_of_another_merchant_can(worl
     (shop,) = admin.list_locations(world.merchant_id)
     bakery = sign_in(world, OTHER_EMAIL, OTHER_PASSWORD)
     request = portal.PortalRedeemRequest(
-        transaction_id=uuid.uuid4().hex,
+        transaction_id=new_txn(),
         card=pb.CardRef(card_number=card),
         amount=pb.Amount(amount_minor=100, currency="EUR"),
         location_id=shop.location_id,
@@ -130,7 +136,7 @@ def test_with_two_locations_the_redemption_names_where_it_counts(world: World) -
     code, details = refusal(
         stub(world).Redeem,
         portal.PortalRedeemRequest(
-            transaction_id=uuid.uuid4().hex,
+            transaction_id=new_txn(),
             card=pb.CardRef(card_number=card),
             amount=pb.Amount(amount_minor=100, currency="EUR"),
         ),
@@ -155,14 +161,14 @@ def test_no_device_may_activate_as_the_web_back_office(world: World) -> None:
 def test_a_web_redemption_is_refunded_or_cancelled_with_an_employees_pin(world: World) -> None:
     owner = sign_in(world)
     card = world.issue(5_000)
-    sale, other = uuid.uuid4().hex, uuid.uuid4().hex
+    sale, other = new_txn(), new_txn()
     assert redeem(world, owner, card, 1_000, sale).response_code == "00"
     assert redeem(world, owner, card, 300, other).response_code == "00"
     employee = pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin)
 
     def refund(original: str, amount_minor: int, auth: pb.EmployeeAuth = employee) -> pb.TransactionResponse:
         request = portal.PortalRefundRequest(
-            transaction_id=uuid.uuid4().hex,
+            transaction_id=new_txn(),
             original_transaction_id=original,
             amount=pb.Amount(amount_minor=amount_minor, currency="EUR"),
             employee=auth,
@@ -175,7 +181,7 @@ def test_a_web_redemption_is_refunded_or_cancelled_with_an_employees_pin(world: 
     assert refund(sale, 400).response_code == "00"
     assert refund(sale, 700).response_code == "13"  # more than is left of it
     cancel = portal.PortalCancelRequest(
-        transaction_id=uuid.uuid4().hex, original_transaction_id=other, employee=employee
+        transaction_id=new_txn(), original_transaction_id=other, employee=employee
     )
     assert stub(world).Cancel(cancel, metadata=owner, timeout=20).response_code == "00"
     assert world.terminals[0].balance(card) == 5_000 - 1_000 + 400
@@ -190,7 +196,7 @@ def test_each_web_transaction_writes_the_transaction_log_line(
     owner = sign_in(world)
     card = world.issue(1_000)
     caplog.set_level(logging.INFO)
-    txn = uuid.uuid4().hex
+    txn = new_txn()
     assert redeem(world, owner, card, 400, txn).response_code == "00"
     assert redeem(world, owner, card, 5_000).response_code == "51"
     terminals = stub(world).ListTerminals(bo.ListTerminalsRequest(), metadata=owner, timeout=20)

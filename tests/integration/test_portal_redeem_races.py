@@ -15,7 +15,6 @@ requests have made it (a SQLAlchemy engine event), as test_terminal_directory_ra
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -30,7 +29,7 @@ from protocols.wire import portal_pb2 as portal
 from protocols.wire import portal_pb2_grpc as portal_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.admin import WEB_BACK_OFFICE
-from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, world_fixture
+from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, new_txn, world_fixture
 from tests.integration.nodes.conftest import Nodes, two_nodes
 
 Metadata = tuple[tuple[str, str], ...]
@@ -51,7 +50,7 @@ def portal_redeem(
     **fields: object,
 ) -> pb.TransactionResponse:
     request = portal.PortalRedeemRequest(
-        transaction_id=txn or uuid.uuid4().hex,
+        transaction_id=txn or new_txn(),
         card=pb.CardRef(card_number=card),
         amount=pb.Amount(amount_minor=amount_minor, currency="EUR"),
         **fields,  # type: ignore[arg-type]
@@ -184,7 +183,7 @@ def test_a_draining_switch_takes_no_web_redemption(world: World) -> None:
 def test_the_web_terminal_cannot_be_deactivated_and_a_resend_gets_the_first_answer(world: World) -> None:
     owner = sign_in(world.channel)
     card = world.issue(1_000)
-    txn = uuid.uuid4().hex
+    txn = new_txn()
     first = portal_redeem(world, owner, card, 300, txn)
     assert first.response_code == "00"
     (web,) = web_terminals(world)
@@ -204,7 +203,7 @@ def test_one_transaction_id_sent_for_two_locations_moves_the_money_once(world: W
     second = admin.add_location(world.merchant_id, "Second shop")
     owner = sign_in(world.channel)
     card = world.issue(1_000)
-    txn = uuid.uuid4().hex
+    txn = new_txn()
     assert portal_redeem(world, owner, card, 300, txn, location_id=shop.location_id).response_code == "00"
     again = portal_redeem(world, owner, card, 300, txn, location_id=second)
     assert (again.response_code, again.status) == ("94", "declined"), again.message

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +32,7 @@ from switch.domain.money import Money
 from switch.domain.transactions import Redeem
 from switch.store.schema import terminals, transactions
 from switch.web_days import WebDays
-from tests.integration.harness import EMPLOYEE, World, start_world, world_fixture
+from tests.integration.harness import EMPLOYEE, World, new_txn, start_world, world_fixture
 from tests.integration.nodes.conftest import Nodes, two_nodes
 from tests.integration.test_portal import refusal, sign_in, stub
 from tests.integration.test_portal_redeem import Metadata, redeem
@@ -75,7 +74,7 @@ def lines(report: pb.DayCloseReport) -> dict[tuple[str, str], tuple[int, int]]:
 
 def cancel(world: World, metadata: Metadata, original: str) -> pb.TransactionResponse:
     request = portal.PortalCancelRequest(
-        transaction_id=uuid.uuid4().hex,
+        transaction_id=new_txn(),
         original_transaction_id=original,
         employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin),
     )
@@ -86,13 +85,13 @@ def cancel(world: World, metadata: Metadata, original: str) -> pb.TransactionRes
 def test_yesterdays_web_redemptions_are_closed_before_the_first_of_today(world: World) -> None:
     owner = sign_in(world)
     card = world.issue(5_000)
-    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    first, second = new_txn(), new_txn()
     assert redeem(world, owner, card, 1_000, first).response_code == "00"
     assert redeem(world, owner, card, 300, second).response_code == "00"
     web = web_terminal_id(world, owner)
     assert day_closes(world, owner, web) == []  # the day is not over
     as_of_yesterday(world, web)
-    txn = uuid.uuid4().hex
+    txn = new_txn()
     today = redeem(world, owner, card, 200, txn)
     assert today.response_code == "00", today.message
     (close,) = day_closes(world, owner, web)
@@ -109,7 +108,7 @@ def test_yesterdays_web_redemptions_are_closed_before_the_first_of_today(world: 
 def test_a_web_redemption_of_a_closed_day_is_refunded_not_cancelled(world: World) -> None:
     owner = sign_in(world)
     card = world.issue(5_000)
-    sale = uuid.uuid4().hex
+    sale = new_txn()
     assert redeem(world, owner, card, 1_000, sale).response_code == "00"
     as_of_yesterday(world, web_terminal_id(world, owner))
     refused = cancel(world, owner, sale)
@@ -117,7 +116,7 @@ def test_a_web_redemption_of_a_closed_day_is_refunded_not_cancelled(world: World
     assert refused.response_code == "12", refused.message
     assert world.terminals[0].balance(card) == 4_000
     refund = portal.PortalRefundRequest(
-        transaction_id=uuid.uuid4().hex,
+        transaction_id=new_txn(),
         original_transaction_id=sale,
         amount=pb.Amount(amount_minor=1_000, currency="EUR"),
         employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin),
@@ -167,10 +166,10 @@ def test_a_web_sale_checked_before_midnight_and_committed_after_counts_in_the_ne
     own transaction: the day before is closed first, and the sale opens the next period."""
     owner = sign_in(world)
     card = world.issue(5_000)
-    yesterdays = uuid.uuid4().hex
+    yesterdays = new_txn()
     assert redeem(world, owner, card, 1_000, yesterdays).response_code == "00"
     web = web_terminal_id(world, owner)
-    todays = uuid.uuid4().hex
+    todays = new_txn()
     with midnight_after_the_check(world, web):
         answer = redeem(world, owner, card, 300, todays)
     assert answer.response_code == "00", answer.message
@@ -200,7 +199,7 @@ def test_a_web_cancel_checked_before_midnight_and_committed_after_is_declined_12
     no longer open as it commits: 12, refund instead, nothing moved."""
     owner = sign_in(world)
     card = world.issue(5_000)
-    sale = uuid.uuid4().hex
+    sale = new_txn()
     assert redeem(world, owner, card, 1_000, sale).response_code == "00"
     web = web_terminal_id(world, owner)
     with midnight_after_the_check(world, web):
@@ -230,7 +229,7 @@ def test_a_web_cancel_refused_after_midnight_keeps_the_close_of_the_day_before(w
     own once the write is refused: the day before is closed as the refusal is answered."""
     owner = sign_in(world)
     card = world.issue(5_000)
-    sale = uuid.uuid4().hex
+    sale = new_txn()
     assert redeem(world, owner, card, 1_000, sale).response_code == "00"
     web = web_terminal_id(world, owner)
     with midnight_after_the_check(world, web):
@@ -254,12 +253,12 @@ def test_a_web_cancel_reaching_an_actor_behind_a_close_made_by_a_write_is_declin
     approved. The sale here is submitted as submit_web submits it, without the Reload after."""
     owner = sign_in(world)
     card = world.issue(5_000)
-    sale = uuid.uuid4().hex
+    sale = new_txn()
     assert redeem(world, owner, card, 1_000, sale).response_code == "00"
     web = web_terminal_id(world, owner)
     as_of_yesterday(world, web)
     core = world.server.core
-    todays = uuid.uuid4().hex
+    todays = new_txn()
     command = Redeem(todays, card_of(world, web, sale), Money(300, "EUR"), allow_partial=False)
     assert core.submit(web, command).code.approves
     assert stored_periods(world, web) == {sale: 1, todays: 2}  # the write closed period 1
@@ -402,7 +401,7 @@ def test_a_cashier_closes_the_web_back_offices_day_now(world: World) -> None:
     )
     cashier = sign_in(world, "till@example.test", "till-pass")
     card = world.issue(5_000)
-    sale = uuid.uuid4().hex
+    sale = new_txn()
     assert redeem(world, cashier, card, 1_000, sale).response_code == "00"
     assert redeem(world, cashier, card, 250).response_code == "00"
     close_now = stub(world).CloseWebDay

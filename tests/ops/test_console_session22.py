@@ -12,7 +12,6 @@ import re
 import secrets
 import signal
 import threading
-import uuid
 from pathlib import Path
 
 from actors.journal_writer import JournalWriter
@@ -41,7 +40,7 @@ def field(text: str, name: str) -> str:
 def web_redeem(world: World, amount_minor: int, card: str) -> pb.TransactionResponse:
     owner = sign_in(world)
     request = portal.PortalRedeemRequest(
-        transaction_id=uuid.uuid4().hex,
+        transaction_id=new_txn(),
         card=pb.CardRef(card_number=card),
         amount=pb.Amount(amount_minor=amount_minor, currency="EUR"),
     )
