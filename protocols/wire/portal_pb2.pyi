@@ -35,7 +35,8 @@ class CloseWebDayRequest(_message.Message):
     period_number: _builtins.int
     """The open period this close means (a web answer's period_number, or the last close's
     next_period_number): once closed, its close is answered again, however often it is sent;
-    FAILED_PRECONDITION if not open yet. 0: whichever period is open (a retry may close the next).
+    FAILED_PRECONDITION if not open yet. Required: without it a retry cannot be told from a new
+    close, and would close the next period; 0 is refused naming the open period.
     """
     def __init__(
         self,

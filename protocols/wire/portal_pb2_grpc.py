@@ -350,8 +350,9 @@ class PortalServicer:
         open period, with a sequence number, stored and listed by ListDayCloses. The switch also
         closes it by itself once it holds transactions of an earlier day (report time zone), before
         the next web transaction and just after midnight. FAILED_PRECONDITION when no transaction
-        came since the last close; sent twice at once, one close and the same report. With
-        period_number, sent again (after a timeout) it answers that period's close and closes no other.
+        came since the last close; sent twice at once, one close and the same report. It names the
+        period it closes: sent again (after a timeout) it answers that period's close and closes no
+        other. Without period_number, INVALID_ARGUMENT naming the open period, and nothing closed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

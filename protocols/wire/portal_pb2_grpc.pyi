@@ -102,8 +102,9 @@ class PortalStub:
     open period, with a sequence number, stored and listed by ListDayCloses. The switch also
     closes it by itself once it holds transactions of an earlier day (report time zone), before
     the next web transaction and just after midnight. FAILED_PRECONDITION when no transaction
-    came since the last close; sent twice at once, one close and the same report. With
-    period_number, sent again (after a timeout) it answers that period's close and closes no other.
+    came since the last close; sent twice at once, one close and the same report. It names the
+    period it closes: sent again (after a timeout) it answers that period's close and closes no
+    other. Without period_number, INVALID_ARGUMENT naming the open period, and nothing closed.
     """
 
 @_typing.type_check_only
@@ -171,8 +172,9 @@ class PortalAsyncStub(PortalStub):
     open period, with a sequence number, stored and listed by ListDayCloses. The switch also
     closes it by itself once it holds transactions of an earlier day (report time zone), before
     the next web transaction and just after midnight. FAILED_PRECONDITION when no transaction
-    came since the last close; sent twice at once, one close and the same report. With
-    period_number, sent again (after a timeout) it answers that period's close and closes no other.
+    came since the last close; sent twice at once, one close and the same report. It names the
+    period it closes: sent again (after a timeout) it answers that period's close and closes no
+    other. Without period_number, INVALID_ARGUMENT naming the open period, and nothing closed.
     """
 
 class PortalServicer(metaclass=_abc_1.ABCMeta):
@@ -393,8 +395,9 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
         open period, with a sequence number, stored and listed by ListDayCloses. The switch also
         closes it by itself once it holds transactions of an earlier day (report time zone), before
         the next web transaction and just after midnight. FAILED_PRECONDITION when no transaction
-        came since the last close; sent twice at once, one close and the same report. With
-        period_number, sent again (after a timeout) it answers that period's close and closes no other.
+        came since the last close; sent twice at once, one close and the same report. It names the
+        period it closes: sent again (after a timeout) it answers that period's close and closes no
+        other. Without period_number, INVALID_ARGUMENT naming the open period, and nothing closed.
         """
 
 def add_PortalServicer_to_server(servicer: PortalServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
