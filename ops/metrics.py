@@ -397,6 +397,13 @@ class SwitchMetrics:
             "Connections to the inbound ISO 8583 listener closed after iso_inbound_idle_s with no message.",
             registry=self.registry,
         )
+        self.acquirer_reversal_answers_refused = Counter(
+            "txswitch_acquirer_reversal_answers_refused",
+            "0430 answers to reversal advices not taken because a field they echo disagrees with the "
+            "advice waiting under their STAN (or the advice their field 37 names); that advice stays "
+            "pending and goes out again. All acquirers together; the log line names the acquirer.",
+            registry=self.registry,
+        )
         self.store_and_forward_queue_depth = Gauge(
             "txswitch_store_and_forward_queue_depth",
             "Advices (e.g. 0420 reversals) stored and not yet acknowledged, by acquirer.",
@@ -563,6 +570,9 @@ class SwitchMetrics:
         """Inbound ISO 8583 connections the listener closed: refused past its cap, or idle."""
         self.iso_inbound_connections_refused.inc(refused)
         self.iso_inbound_connections_idle_closed.inc(idle_closed)
+
+    def acquirer_reversal_answer_refused(self, count: int = 1) -> None:
+        self.acquirer_reversal_answers_refused.inc(count)
 
     def set_store_and_forward_depth(self, acquirer: str, depth: int) -> None:
         self.store_and_forward_queue_depth.labels(acquirer=name_label(acquirer)).set(depth)

@@ -143,7 +143,8 @@ class IsoInboundFeed:
 
 
 class AcquirerFeed:
-    """Link state, timeouts and store-and-forward depth per acquirer, from the gateway's snapshot."""
+    """Link state, timeouts and store-and-forward depth per acquirer, and the 0430s refused by the
+    gateway, from the gateway's snapshot."""
 
     def __init__(self, gateway: AcquirerGateway, metrics: SwitchMetrics) -> None:
         self._gateway = gateway
@@ -157,6 +158,9 @@ class AcquirerFeed:
             self._metrics.set_acquirer_link_state(link.name, LINK_STATE_LABELS[link.state])
             self._metrics.acquirer_timeout(link.name, self._deltas.step(link.name, link.timeouts))
             self._metrics.set_store_and_forward_depth(link.name, pending.get(link.name, 0))
+        # Key outside the acquirer names' namespace: an acquirer may be called anything.
+        refused = self._deltas.step(" reversal_answers_refused", stats.reversal_answers_refused)
+        self._metrics.acquirer_reversal_answer_refused(refused)
 
 
 def wire_metrics(

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
+from ops.metrics import MetricsServer, SwitchMetrics
+from ops.runtime import AcquirerFeed
 from switch.domain.response_codes import ResponseCode
 from switch.store.saf import STATUS_ACKNOWLEDGED, NewReversal, SafStore
 from terminal_sim.acquirer_host import AcquirerHostConfig
@@ -124,3 +128,39 @@ async def test_a_0430_in_time_answers_the_waiting_advice_only_if_its_fields_agre
     assert (entry.status, refused) == (STATUS_ACKNOWLEDGED, 0 if field is None else 1)
     refusal = f"0430 STAN {ADVICE_STAN} names another advice; not its acknowledgement (field {field} differs)"
     assert (refusal in caplog.text) is (field is not None)
+
+
+REFUSED_METRIC = "txswitch_acquirer_reversal_answers_refused_total"
+
+
+def scraped_refusals(url: str) -> float:
+    """The refused-0430 counter as Prometheus reads it from the real /metrics endpoint."""
+    with urllib.request.urlopen(url, timeout=5.0) as response:
+        body = response.read().decode()
+    samples = [sample for family in text_string_to_metric_families(body) for sample in family.samples]
+    (value,) = [sample.value for sample in samples if sample.name == REFUSED_METRIC]
+    return value
+
+
+@pytest.mark.trio
+async def test_a_refused_0430_is_counted_once_on_the_metrics_endpoint(tmp_path: Path) -> None:
+    # Before, GatewayStatistics counted refused 0430s but no metric exported them.
+    metrics = SwitchMetrics()
+    server = MetricsServer(metrics, port=0)
+    url = f"http://127.0.0.1:{server.start()}/metrics"
+    try:
+        async with running_host() as host:
+            gateway = await started(host, tmp_path, Clock())
+            metrics.add_refresh(AcquirerFeed(gateway, metrics))
+            try:
+                before = await trio.to_thread.run_sync(scraped_refusals, url)
+                host.change_next_reversal_answer({"4": "000000000999"})  # its 0430 names another amount
+                await timed_out_under_advice_stan(gateway, host, "t-1", gave_up_s=0)
+                await trio.to_thread.run_sync(gateway.retry_saf)  # the 0421 is taken: nothing more refused
+                first = await trio.to_thread.run_sync(scraped_refusals, url)
+                second = await trio.to_thread.run_sync(scraped_refusals, url)
+            finally:
+                await trio.to_thread.run_sync(gateway.stop)
+    finally:
+        server.stop()
+    assert (before, first, second) == (0, 1, 1)
