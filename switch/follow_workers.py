@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import heapq
 import itertools
-import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-# How often a caller waiting for room in the queue looks whether the workers are stopping.
-WAIT_FOR_ROOM_POLL_S = 0.5
-# How often an idle worker looks for moves asked again later by another worker (ask_later), which
-# may be busy with a long move when one falls due.
-LATER_POLL_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +32,17 @@ class FollowWorkers:
     def __init__(self, move: Callable[[FollowAsked], None], workers_max: int, queued_max: int) -> None:
         assert workers_max > 0 and queued_max > 0, (workers_max, queued_max)
         self._move = move
-        self._queue: queue.Queue[FollowAsked | None] = queue.Queue(queued_max)
-        self._stopping = threading.Event()
         self._queued_max = queued_max
+        # One lock for the queue, the moves asked later and the stop: a worker waits on
+        # _work_ready until a move is queued, the first asked later falls due or a stop (no
+        # polling: an idle worker sleeps, and a due move is taken at its time).
+        self._lock = threading.Lock()
+        self._work_ready = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)  # a caller of ask() waits on it for room
+        self._queue: collections.deque[FollowAsked] = collections.deque()
+        self._stopping = False
         # Moves asked again later: (not before, in time.monotonic() seconds; order asked; the move)
         self._later: list[tuple[float, int, FollowAsked]] = []
-        self._later_lock = threading.Lock()
         self._later_order = itertools.count()
         self._workers = [
             threading.Thread(target=self._work, name="follow-replacement", daemon=True)
@@ -58,65 +56,75 @@ class FollowWorkers:
     def stop(self) -> None:
         """The workers end after the move each is making (not waited for: a move waits on the
         journal, which stops after this)."""
-        self._stopping.set()
-        for _ in self._workers:
-            try:  # wakes a waiting worker; with more workers than the queue holds, as each takes one
-                self._queue.put(None, timeout=WAIT_FOR_ROOM_POLL_S)
-            except queue.Full:
-                break  # the workers are busy: each sees _stopping after its move
+        with self._lock:
+            self._stopping = True
+            self._work_ready.notify_all()
+            self._room.notify_all()
 
     def ask_nowait(self, asked: FollowAsked) -> bool:
         """Queued; False if the queue is full or the workers are stopping (a card actor's thread:
         it never waits)."""
-        if self._stopping.is_set():
-            return False
-        try:
-            self._queue.put_nowait(asked)
-        except queue.Full:
-            return False
+        with self._lock:
+            if self._stopping or len(self._queue) >= self._queued_max:
+                return False
+            self._queue.append(asked)
+            self._work_ready.notify()
         return True
 
     def ask(self, asked: FollowAsked) -> bool:
         """Queued once there is room; False if the workers are stopping first."""
-        while not self._stopping.is_set():
-            try:
-                self._queue.put(asked, timeout=WAIT_FOR_ROOM_POLL_S)
-            except queue.Full:
-                continue
-            return True
-        return False
+        with self._lock:
+            while not self._stopping and len(self._queue) >= self._queued_max:
+                self._room.wait()
+            if self._stopping:
+                return False
+            self._queue.append(asked)
+            self._work_ready.notify()
+        return True
 
     def ask_later(self, asked: FollowAsked, not_before_s: float) -> bool:
         """Made again once time.monotonic() reaches not_before_s, by the first worker free then;
         False if the workers are stopping or queued_max moves wait so already (a worker's thread:
         it never waits)."""
-        with self._later_lock:
-            if self._stopping.is_set() or len(self._later) >= self._queued_max:
+        with self._lock:
+            if self._stopping or len(self._later) >= self._queued_max:
                 return False
             heapq.heappush(self._later, (not_before_s, next(self._later_order), asked))
+            # A waiting worker may be sleeping until a later time than this one's, or for good.
+            self._work_ready.notify()
         return True
 
     def _work(self) -> None:
-        while not self._stopping.is_set():
+        while True:
             asked = self._next()
-            if asked is None or self._stopping.is_set():
+            if asked is None:
                 return
             self._move(asked)
 
     def _next(self) -> FollowAsked | None:
-        """The next queued move, else the first asked later that is due, else the next queued one
-        waited for no longer than until the first asked later is due (None: the workers are
-        stopping). Queued first: each waiting move asks again up to its looks' bound, and taken
-        first they kept the workers from new credits' moves; the queue's are each made once."""
-        while not self._stopping.is_set():
-            with contextlib.suppress(queue.Empty):
-                return self._queue.get_nowait()
-            with self._later_lock:
-                due_in_s = self._later[0][0] - time.monotonic() if self._later else LATER_POLL_S
-                if due_in_s <= 0:
-                    return heapq.heappop(self._later)[2]
-            try:
-                return self._queue.get(timeout=min(due_in_s, LATER_POLL_S))
-            except queue.Empty:
-                continue
+        """The next queued move, else the first asked later that is due, else waits until either
+        (None: the workers are stopping). Queued first: each waiting move asks again up to its
+        looks' bound, and taken first they kept the workers from new credits' moves; the queue's
+        are each made once."""
+        with self._lock:
+            while not self._stopping:
+                asked, due_in_s = self._take_nowait()
+                if asked is not None:
+                    if self._queue or (self._later and self._later[0][0] <= time.monotonic()):
+                        self._work_ready.notify()  # more to do now: another idle worker takes it
+                    return asked
+                self._work_ready.wait(due_in_s)
         return None
+
+    def _take_nowait(self) -> tuple[FollowAsked | None, float | None]:
+        """Under the lock: a move to make now, or None and how long until the first asked later
+        falls due (None: none waits)."""
+        if self._queue:
+            self._room.notify()
+            return self._queue.popleft(), None
+        if not self._later:
+            return None, None
+        due_in_s = self._later[0][0] - time.monotonic()
+        if due_in_s <= 0:
+            return heapq.heappop(self._later)[2], None
+        return None, due_in_s

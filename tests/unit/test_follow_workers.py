@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from switch.follow_workers import FollowAsked, FollowWorkers
 
 WAIT_S = 5.0
@@ -132,3 +134,64 @@ def test_moves_asked_later_and_always_due_do_not_starve_the_queue() -> None:
         assert len(looks) < 5 * looks_max, "the queued move was made only after every look"
     finally:
         workers.stop()
+
+
+# An idle worker and a move asked later: (moves waiting already, due in s from now; the new one's due
+# in s). Before, an idle worker looked for due moves every 0.5 s, so each was made up to 0.5 s late.
+ON_TIME_CASES: list[tuple[str, list[float], float]] = [
+    ("none waiting", [], 0.05),
+    ("one waiting, due after it", [30.0], 0.05),
+    ("one waiting, due before it", [0.1], 0.12),
+]
+LATE_S_MAX = 0.2  # above a loaded machine's wake-up delay, below the old poll's 0.5 s
+
+
+@pytest.mark.parametrize(
+    ("case", "waiting_due_s", "due_s"), ON_TIME_CASES, ids=[row[0] for row in ON_TIME_CASES]
+)
+def test_a_move_asked_later_is_made_when_it_falls_due_not_at_the_next_poll(
+    case: str, waiting_due_s: list[float], due_s: float
+) -> None:
+    made_at_s: dict[str, float] = {}
+    done = threading.Event()
+
+    def move(one: FollowAsked) -> None:
+        made_at_s[one.card_id] = time.monotonic()
+        if one.card_id == "card_new":
+            done.set()
+
+    workers = FollowWorkers(move, workers_max=2, queued_max=4)
+    workers.start()
+    try:
+        time.sleep(0.05)  # both workers idle, waiting
+        for index, due_in_s in enumerate(waiting_due_s):
+            assert workers.ask_later(asked(index), time.monotonic() + due_in_s)
+        time.sleep(0.05)
+        not_before_s = time.monotonic() + due_s
+        assert workers.ask_later(FollowAsked("card_new", "credit:new", "credit"), not_before_s)
+        assert done.wait(WAIT_S)
+    finally:
+        workers.stop()
+    assert 0 <= made_at_s["card_new"] - not_before_s < LATE_S_MAX, case
+
+
+def test_a_caller_waiting_for_room_is_let_go_at_once_by_a_stop() -> None:
+    release = threading.Event()
+
+    def move(_one: FollowAsked) -> None:
+        release.wait(WAIT_S)
+
+    workers = FollowWorkers(move, workers_max=1, queued_max=1)
+    workers.start()
+    answers: list[bool] = []
+    try:
+        assert workers.ask(asked(0)) and workers.ask(asked(1))  # one moving (or queued), one queued
+        waiter = threading.Thread(target=lambda: answers.append(workers.ask(asked(2))))
+        waiter.start()
+        time.sleep(0.05)  # it waits for room
+        stopped_at_s = time.monotonic()
+        workers.stop()
+        waiter.join(WAIT_S)
+        assert answers == [False] and time.monotonic() - stopped_at_s < LATE_S_MAX
+    finally:
+        release.set()
