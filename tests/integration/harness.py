@@ -8,11 +8,11 @@ import threading
 import time
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import pytest
@@ -123,6 +123,22 @@ _statement_windows: list[_StatementWindow] = []  # those open now, on any engine
 _statement_windows_lock = threading.Lock()
 
 
+# call(cursor, statement, parameters): the DBAPI cursor, the SQL text and its parameters.
+StatementCall = Callable[[Any, str, Any], None]
+
+
+@dataclass(frozen=True, eq=False)
+class _StatementHook:
+    """on_statement's hook: call, on the thread running it, for each statement run on engine."""
+
+    engine: Engine
+    moment: Literal["before", "after"]
+    call: StatementCall
+
+
+_statement_hooks: list[_StatementHook] = []  # those open now, on any engine; same lock
+
+
 def _record_statement(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
     if not _statement_windows:  # none open: the usual case, no lock taken
         return
@@ -132,11 +148,32 @@ def _record_statement(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
                 window.seen.append(statement)
 
 
-# One listener for every engine, added once as this module is imported, before any test's switch
-# runs, and never removed: SQLAlchemy keeps listeners in a deque each statement iterates, and one
-# added or removed while a switch's threads run statements failed theirs ("deque mutated during
-# iteration", as `make profile` did). statements_run opens and closes a window instead.
-event.listen(Engine, "before_cursor_execute", _record_statement)
+def _run_hooks(moment: str, conn: Any, cursor: Any, statement: str, parameters: Any) -> None:
+    if not _statement_hooks:  # none open: the usual case, no lock taken
+        return
+    with _statement_windows_lock:
+        calls = [
+            hook.call for hook in _statement_hooks if hook.moment == moment and hook.engine is conn.engine
+        ]
+    for call in calls:  # outside the lock: a hook may wait, or run statements itself
+        call(cursor, statement, parameters)
+
+
+def _before_statement(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+    _record_statement(conn, cursor, statement)
+    _run_hooks("before", conn, cursor, statement, parameters)
+
+
+def _after_statement(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+    _run_hooks("after", conn, cursor, statement, parameters)
+
+
+# One listener per event for every engine, added once as this module is imported, before any test's
+# switch runs, and never removed: SQLAlchemy keeps listeners in a deque each statement iterates, and
+# one added or removed while a switch's threads run statements failed theirs ("deque mutated during
+# iteration", as `make profile` did). statements_run and on_statement open and close a window instead.
+event.listen(Engine, "before_cursor_execute", _before_statement)
+event.listen(Engine, "after_cursor_execute", _after_statement)
 
 
 @contextmanager
@@ -150,6 +187,21 @@ def statements_run(engine: Engine, containing: str = "") -> Iterator[list[str]]:
     finally:
         with _statement_windows_lock:
             _statement_windows.remove(window)
+
+
+@contextmanager
+def on_statement(engine: Engine, moment: Literal["before", "after"], call: StatementCall) -> Iterator[None]:
+    """call(cursor, statement, parameters) just before or just after each statement run on engine
+    meanwhile, on the thread running it (it may wait there, to hold that thread at that point).
+    Use this, never event.listen/remove on an engine whose switch is running."""
+    hook = _StatementHook(engine, moment, call)
+    with _statement_windows_lock:
+        _statement_hooks.append(hook)
+    try:
+        yield
+    finally:
+        with _statement_windows_lock:
+            _statement_hooks.remove(hook)
 
 
 def hold_sqlite_write_lock(world: World, seconds: float) -> threading.Thread:

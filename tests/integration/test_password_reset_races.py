@@ -6,7 +6,7 @@ password, address or a deactivation) locked the user's row and then voided the u
 in opposite orders, PostgreSQL found a deadlock and ended one of the two with an error. Both now lock
 the login's row first.
 
-The interleaving is made deterministic with an SQLAlchemy event on the switch's own engine: the
+The interleaving is made deterministic with a statement hook on the switch's own engine: the
 reset's thread waits just after it locked the code, until the owner's change is seen waiting for a
 lock that thread holds. Nothing of the switch is replaced.
 """
@@ -22,10 +22,10 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from protocols.wire import backoffice_pb2 as bo
-from tests.integration.harness import World, world_fixture
+from tests.integration.harness import World, on_statement, world_fixture
 from tests.integration.test_password_reset import (
     NEW_PASSWORD,
     USER_EMAIL,
@@ -57,18 +57,17 @@ def paused_after_the_code_is_locked(world: World) -> Iterator[tuple[threading.Ev
     release = threading.Event()
     held: dict[str, int] = {}
 
-    def after_execute(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+    def after_execute(cursor: Any, statement: str, _parameters: Any) -> None:
         flat = " ".join(statement.split()).upper()
         if "FROM PASSWORD_RESETS" in flat and flat.endswith("FOR UPDATE") and not held:
             held["pid"] = int(cursor.connection.info.backend_pid)
             release.wait(WAIT_S)
 
-    event.listen(engine, "after_cursor_execute", after_execute)
-    try:
-        yield release, held
-    finally:
-        release.set()
-        event.remove(engine, "after_cursor_execute", after_execute)
+    with on_statement(engine, "after", after_execute):
+        try:
+            yield release, held
+        finally:
+            release.set()
 
 
 def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:

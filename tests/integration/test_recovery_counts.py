@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, update
 
 from actors.acquirer_types import AcquirerEndpoint, BinRange, GatewayConfig, GatewayLimits
 from switch.acquiring import Acquiring, AcquiringConfig, PaymentNode
@@ -19,6 +19,7 @@ from switch.security import KeyAlgorithm, KeyUsage, MasterKey, SecurityModule
 from switch.store.engine import create_schema, make_engine
 from switch.store.payments import STAGE_ANSWERED, STAGE_RECOVERED, PaymentStore, card_payments
 from tests.actors.test_payment_recovery import pending
+from tests.integration.harness import on_statement
 
 NOW = dt.datetime(2026, 11, 22, 6, 30, tzinfo=dt.UTC)
 SENT_AT = NOW - dt.timedelta(hours=1)  # older than any node's grace for another's payments
@@ -74,17 +75,14 @@ def test_a_payment_found_by_two_nodes_at_once_is_counted_once(
         node_a, node_b = node(engine_a, "node-dead"), node(engine_b, "node-b")
         done: list[bool] = []
 
-        def then(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        def then(_cursor: Any, statement: str, _parameters: Any) -> None:
             # Right after node-b's sweep read the pending payments, before it resolves any of them.
             if not done and statement.lstrip().upper().startswith("SELECT") and "stage" in statement:
                 done.append(True)
                 meanwhile(node_a, engine_a)
 
-        event.listen(engine_b, "after_cursor_execute", then)
-        try:
+        with on_statement(engine_b, "after", then):
             assert node_b.recover_pending(NOW - dt.timedelta(seconds=30)) == 0  # it had read it pending
-        finally:
-            event.remove(engine_b, "after_cursor_execute", then)
 
         assert done == [True]
         details = node_a.payments.details("trm_1", "t-1")

@@ -1,20 +1,22 @@
-"""The statements_run helper (tests/integration/harness.py) records statements on a running switch's
-engine. Audit session 25: it added and removed a listener on the engine while the switch's threads
-ran statements; SQLAlchemy keeps an engine's listeners in a deque each statement iterates, so a
-statement in flight then failed ("deque mutated during iteration", as `make profile` did)."""
+"""The statements_run and on_statement helpers (tests/integration/harness.py) record statements on,
+or hold a thread of, a running switch's engine. Audit session 25: statements_run added and removed a
+listener on the engine while the switch's threads ran statements; SQLAlchemy keeps an engine's
+listeners in a deque each statement iterates, so a statement in flight then failed ("deque mutated
+during iteration", as `make profile` did). Five tests did the same with listeners of their own."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from sqlalchemy import Engine, event, text
 
 from switch.store.engine import make_engine
-from tests.integration.harness import statements_run
+from tests.integration.harness import StatementCall, on_statement, statements_run
 
 WAIT_S = 10.0
 IN_FLIGHT = "statement-in-flight"
@@ -37,9 +39,26 @@ def run_one(engine: Engine, results: list[object]) -> None:
         results.append(error)
 
 
-@pytest.mark.parametrize("window_while_in_flight", ["opened", "closed"])
+def window(engine: Engine, helper: str) -> AbstractContextManager[object]:
+    """A recording window or a statement hook (before or after) on engine, doing nothing."""
+    if helper == "statements_run":
+        return statements_run(engine)
+    moment: Literal["before", "after"] = "before" if helper == "on_statement before" else "after"
+    return on_statement(engine, moment, lambda _cursor, _statement, _parameters: None)
+
+
+# Each helper, opened or closed while another thread's statement is among the engine's listeners.
+# Before, five tests added and removed their own listener instead of on_statement.
+IN_FLIGHT_CASES = [
+    (helper, opened_or_closed)
+    for helper in ("statements_run", "on_statement before", "on_statement after")
+    for opened_or_closed in ("opened", "closed")
+]
+
+
+@pytest.mark.parametrize(("helper", "window_while_in_flight"), IN_FLIGHT_CASES)
 def test_a_window_opened_or_closed_while_a_statement_is_in_flight_fails_nothing(
-    engine: Engine, window_while_in_flight: str
+    engine: Engine, helper: str, window_while_in_flight: str
 ) -> None:
     inside, release = threading.Event(), threading.Event()
 
@@ -48,18 +67,20 @@ def test_a_window_opened_or_closed_while_a_statement_is_in_flight_fails_nothing(
             inside.set()
             release.wait(WAIT_S)
 
-    event.listen(engine, "before_cursor_execute", hold)  # before any thread runs a statement
+    # Held among the listeners of the event the helper's hook is on, before any thread runs a statement.
+    held_in = "after_cursor_execute" if helper == "on_statement after" else "before_cursor_execute"
+    event.listen(engine, held_in, hold)
     results: list[object] = []
     statement = threading.Thread(target=run_one, args=(engine, results), name=IN_FLIGHT)
     try:
         if window_while_in_flight == "opened":
             statement.start()
             assert inside.wait(WAIT_S)
-            with statements_run(engine):
+            with window(engine, helper):
                 release.set()
                 statement.join(WAIT_S)
         else:
-            with statements_run(engine):
+            with window(engine, helper):
                 statement.start()
                 assert inside.wait(WAIT_S)
             release.set()
@@ -85,3 +106,32 @@ def test_a_window_records_its_own_engines_statements_containing_its_text_while_o
         other.dispose()
     assert seen == ["SELECT 'wanted 1'", "SELECT 'wanted 2'"]
     assert other_seen == ["SELECT 'wanted on the other engine'"]
+
+
+def test_a_hook_is_called_before_or_after_its_own_engines_statements_while_open(
+    engine: Engine, tmp_path: Path
+) -> None:
+    calls: list[tuple[str, str, object]] = []
+    other = make_engine(f"sqlite:///{tmp_path / 'other.sqlite'}")
+
+    def seen_at(moment: str) -> StatementCall:
+        def call(cursor: Any, statement: str, parameters: Any) -> None:
+            # after: the statement has run, so its cursor holds its row
+            ran = cursor.fetchone() if moment == "after" else None
+            calls.append((moment, statement, ran if ran is None else tuple(ran)))
+
+        return call
+
+    try:
+        with engine.connect() as conn, other.connect() as other_conn:
+            conn.execute(text("SELECT 'before'"))
+            with (
+                on_statement(engine, "before", seen_at("before")),
+                on_statement(engine, "after", seen_at("after")),
+            ):
+                conn.execute(text("SELECT 'wanted'"))
+                other_conn.execute(text("SELECT 'on the other engine'"))
+            conn.execute(text("SELECT 'after'"))
+    finally:
+        other.dispose()
+    assert calls == [("before", "SELECT 'wanted'", None), ("after", "SELECT 'wanted'", ("wanted",))]

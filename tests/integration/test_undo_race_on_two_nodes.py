@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
+from tests.integration.harness import on_statement
 from tests.integration.nodes.test_payments_on_two_nodes import cancel, payments_and_node_b
 
 
@@ -22,17 +23,16 @@ def paused_at_refund_lock(engine: Engine) -> Iterator[tuple[threading.Event, thr
     """The next `pg_advisory_xact_lock` on this engine (PaymentStore.undo's refund lock) waits."""
     reached, release = threading.Event(), threading.Event()
 
-    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def before(_cursor: Any, statement: str, _parameters: Any) -> None:
         if "pg_advisory_xact_lock" in statement and not reached.is_set():
             reached.set()
             release.wait(15)
 
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield reached, release
-    finally:
-        release.set()
-        event.remove(engine, "before_cursor_execute", before)
+    with on_statement(engine, "before", before):
+        try:
+            yield reached, release
+        finally:
+            release.set()
 
 
 def test_an_abort_overtaken_by_a_cancel_on_the_other_node_answers_the_cancelled_payment(

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import event, select, text, update
+from sqlalchemy import select, text, update
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
@@ -32,7 +32,7 @@ from switch.domain.money import Money
 from switch.domain.transactions import Redeem
 from switch.store.schema import terminals, transactions
 from switch.web_days import WebDays
-from tests.integration.harness import EMPLOYEE, World, new_txn, start_world, world_fixture
+from tests.integration.harness import EMPLOYEE, World, new_txn, on_statement, start_world, world_fixture
 from tests.integration.nodes.conftest import Nodes, two_nodes
 from tests.integration.test_portal import refusal, sign_in, stub
 from tests.integration.test_portal_redeem import Metadata, redeem
@@ -134,7 +134,7 @@ def midnight_after_the_check(world: World, terminal_id: str) -> Iterator[None]:
     armed = threading.Event()
     armed.set()
 
-    def after_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def after_execute(_cursor: Any, statement: str, _parameters: Any) -> None:
         flat = " ".join(statement.split()).upper()
         checking = (
             flat.startswith("SELECT TERMINALS.TERMINAL_ID, TERMINALS.PERIOD_NUMBER") and "EXISTS" in flat
@@ -143,11 +143,8 @@ def midnight_after_the_check(world: World, terminal_id: str) -> Iterator[None]:
             armed.clear()
             as_of_yesterday(world, terminal_id)
 
-    event.listen(engine, "after_cursor_execute", after_execute)
-    try:
+    with on_statement(engine, "after", after_execute):
         yield
-    finally:
-        event.remove(engine, "after_cursor_execute", after_execute)
     assert not armed.is_set(), "no check for an earlier day was seen"
 
 
@@ -312,19 +309,18 @@ def first_web_close_paused(world: World) -> Iterator[tuple[threading.Event, thre
     engine = world.server.core.store.engine
     reached, release = threading.Event(), threading.Event()
 
-    def before_execute(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+    def before_execute(_cursor: Any, statement: str, parameters: Any) -> None:
         values = parameters.values() if isinstance(parameters, dict) else parameters or ()
         web_close = any(str(value).startswith("web-day-") for value in values)
         if "FROM day_closes" in statement and web_close and not reached.is_set():
             reached.set()
             release.wait(5)
 
-    event.listen(engine, "before_cursor_execute", before_execute)
-    try:
-        yield reached, release
-    finally:
-        release.set()
-        event.remove(engine, "before_cursor_execute", before_execute)
+    with on_statement(engine, "before", before_execute):
+        try:
+            yield reached, release
+        finally:
+            release.set()
 
 
 def test_a_stop_during_a_pass_waits_for_the_close_under_way_only(tmp_path: Path) -> None:
