@@ -37,7 +37,7 @@ from protocols.wire import portal_pb2 as portal
 from protocols.wire import portal_pb2_grpc as portal_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.admin import AdminConflictError, AdminError, AdminStateError
-from switch.caller_limit import CallerLimit
+from switch.caller_limit import CallerLimit, caller_address
 from switch.core import SwitchCore, utc_now
 from switch.domain.employees import PortalRight
 from switch.domain.quoting import quoted
@@ -133,7 +133,7 @@ class PortalService(portal_grpc.PortalServicer):
         if problem := convert.missing_field(request, "email", "password"):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
         try:
-            session = self._sessions.sign_in(request.email, request.password)
+            session = self._sessions.sign_in(request.email, request.password, caller_address(context.peer()))
         except PermissionError as error:
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
         except TooManySignInsError as error:
@@ -163,7 +163,12 @@ class PortalService(portal_grpc.PortalServicer):
         if problem := convert.missing_field(request, "current_password", "new_password"):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
         try:
-            self._sessions.change_password(bearer(context), request.current_password, request.new_password)
+            self._sessions.change_password(
+                bearer(context),
+                request.current_password,
+                request.new_password,
+                caller_address(context.peer()),
+            )
         except PermissionError as error:
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
         except TooManySignInsError as error:

@@ -23,6 +23,7 @@ from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.acquiring import Acquiring
 from switch.admin import AdminError
+from switch.caller_limit import caller_address
 from switch.core import SwitchCore
 from switch.domain.card_pins import PinProof
 from switch.domain.payments import AbortPayment
@@ -209,7 +210,12 @@ class TerminalService(pb_grpc.TerminalServicer):
         )
         try:
             activation = self._core.admin.activate(
-                request.merchant_email, request.password, request.device_name, request.location, pin_key
+                request.merchant_email,
+                request.password,
+                caller_address(context.peer()),
+                request.device_name,
+                request.location,
+                pin_key,
             )
         except PermissionError as error:
             _refuse(grpc.StatusCode.UNAUTHENTICATED, str(error))

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ops.logs import pan_in_id_problem
 from switch import credentials
+from switch.config import Settings
 from switch.domain import ledger
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus, make_card_number, mask, qr_payload
@@ -204,7 +205,9 @@ class Admin:
         # (card hash, card state) of each card issued here, as committed with its first load.
         self._on_card_issued = on_card_issued
         # Activation checks the merchant's password like the portal: one lockout for both.
-        self._passwords = passwords or MerchantPasswords(store.engine, SignInLockout(5, 900, 2), _utc_now)
+        self._passwords = passwords or MerchantPasswords(
+            store.engine, SignInLockout.from_settings(Settings()), _utc_now
+        )
 
     def _now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
@@ -619,13 +622,15 @@ class Admin:
         self,
         email: str,
         password: str,
+        caller: str,
         device_name: str,
         location_name: str,
         pin_key: PinKeyIssuer | None = None,
     ) -> Activation:
         """The device's terminal, made or re-activated with a new credential and, with `pin_key`, a
         new PIN key stored in the same transaction: two activations of one device at once leave the
-        credential that works with the key delivered beside it."""
+        credential that works with the key delivered beside it. `caller`: who asks, as the password
+        check counts wrong tries per caller (`caller_address`)."""
         if not device_name:
             raise AdminError("device_name is empty")
         _refuse_longer("device_name", device_name, DEVICE_NAME_MAX)
@@ -635,7 +640,7 @@ class Admin:
             raise AdminError(f"device_name {quoted(device_name.strip().lower())} is the switch's own")
         _refuse_longer("location", location_name, LOCATION_NAME_MAX)
         # PermissionError, TooManySignInsError
-        login, checked = self._passwords.verify_hash(email, password)
+        login, checked = self._passwords.verify_hash(email, password, caller)
         if not login.may(PortalRight.activate):
             raise NotAllowedError(f"a {login.role} may not activate terminals; ask a manager")
         with writing(self._engine) as conn:

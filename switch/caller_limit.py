@@ -1,4 +1,5 @@
-"""A per-caller call limit over a sliding window, for calls anyone may make without a login."""
+"""A per-caller call limit over a sliding window: for calls anyone may make without a login, and for
+wrong passwords whatever address they were tried on."""
 
 from __future__ import annotations
 
@@ -26,23 +27,44 @@ class CallerLimit:
 
     def wait_s(self, caller: str, now_s: float) -> float:
         """0.0 and the call counted; or how long until this caller may call again (not counted)."""
+        wait_s = self.peek_wait_s(caller, now_s)
+        if wait_s == 0.0:
+            self.count(caller, now_s)
+        return wait_s
+
+    def peek_wait_s(self, caller: str, now_s: float) -> float:
+        """How long until this caller may call again, 0.0 if now; nothing counted, so a limit on
+        some outcomes only (wrong passwords) asks first and counts once the outcome is known."""
+        calls = self._calls.get(caller)
+        if calls is None:
+            return 0.0
+        self._calls.move_to_end(caller)
+        _forget_older(calls, now_s - self._window_s)
+        if len(calls) >= self._calls_max:
+            return calls[0] + self._window_s - now_s
+        return 0.0
+
+    def count(self, caller: str, now_s: float) -> None:
+        """One call of this caller counted. Counts past calls_max (outcomes known at once after one
+        peek each) keep only the latest calls_max: the wait runs from the oldest of those."""
         calls = self._calls.get(caller)
         if calls is None:
             if len(self._calls) >= self._callers_max:
                 self._calls.popitem(last=False)
-            calls = self._calls[caller] = deque()
+            calls = self._calls[caller] = deque(maxlen=self._calls_max)
         else:
             self._calls.move_to_end(caller)
-        while calls and calls[0] <= now_s - self._window_s:
-            calls.popleft()
-        if len(calls) >= self._calls_max:
-            return calls[0] + self._window_s - now_s
+        _forget_older(calls, now_s - self._window_s)
         calls.append(now_s)
-        return 0.0
 
     @property
     def callers(self) -> int:
         return len(self._calls)
+
+
+def _forget_older(calls: deque[float], oldest_kept_s: float) -> None:
+    while calls and calls[0] <= oldest_kept_s:
+        calls.popleft()
 
 
 def caller_address(peer: str) -> str:

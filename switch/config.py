@@ -104,6 +104,14 @@ class Settings:
     sign_in_tries_max: int = 5
     sign_in_lock_s: int = 900
     sign_ins_concurrent_max: int = 2
+    # Wrong passwords from one caller address (an IPv6 caller is its /64), whatever e-mail addresses
+    # they were tried on, at most this many in any sign_in_caller_window_s; then every password
+    # check of the caller is refused (RESOURCE_EXHAUSTED) before it is hashed, until the oldest
+    # leaves the window. Right passwords are not counted. Callers remembered at once, the longest
+    # quiet forgotten first
+    sign_in_caller_failures_max: int = 20
+    sign_in_caller_window_s: int = 900
+    sign_in_callers_tracked_max: int = 10_000
     # CSV exports at once (backoffice and portal): each holds a database connection and a read
     # snapshot for as long as it streams; more are turned away (RESOURCE_EXHAUSTED), not queued
     exports_concurrent_max: int = 4
@@ -382,6 +390,9 @@ NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "sign_in_tries_max": POSITIVE_COUNT,
     "sign_in_lock_s": POSITIVE_DURATION_S,
     "sign_ins_concurrent_max": POSITIVE_COUNT,
+    "sign_in_caller_failures_max": POSITIVE_COUNT,
+    "sign_in_caller_window_s": POSITIVE_DURATION_S,
+    "sign_in_callers_tracked_max": POSITIVE_COUNT,
     "exports_concurrent_max": POSITIVE_COUNT,
     "exports_duration_max_s": POSITIVE_DURATION_S,
     "export_chunk_bytes_max": POSITIVE_COUNT,

@@ -127,10 +127,7 @@ class SwitchCore:
         except reports.ReportQueryError as error:
             raise ValueError(f"report_time_zone (TXSWITCH_REPORT_TIME_ZONE): {error}") from None
         self.store = Store(engine)
-        lockout = SignInLockout(
-            settings.sign_in_tries_max, settings.sign_in_lock_s, settings.sign_ins_concurrent_max
-        )
-        self.passwords = MerchantPasswords(engine, lockout, utc_now)
+        self.passwords = MerchantPasswords(engine, SignInLockout.from_settings(settings), utc_now)
         self.export_slots = ExportSlots(settings.exports_concurrent_max)
         self.receipts = Receipts(settings, self.store, self.report_zone, utc_now, on_receipt)
         self.password_resets = PasswordResets(engine, settings, utc_now)

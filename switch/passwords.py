@@ -3,22 +3,28 @@ terminal activation alike.
 
 Both entry points face the network, so both share one guard: wrong tries are counted per
 address (known or not, so a lock tells nobody whether an account exists) and lock it for a
-while, and only a few password checks (scrypt, about 70 ms of a core each) run at once; more
-are turned away at once instead of holding the threads that refunds, cancels and payments need.
+while; they are counted per caller too, whatever addresses they name, so one caller trying a
+few passwords on many addresses (spraying) is held back as well; and only a few password checks
+(scrypt, about 70 ms of a core each) run at once; more are turned away at once instead of
+holding the threads that refunds, cancels and payments need.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, delete, literal, select, update
 
 from switch import credentials
+from switch.caller_limit import CallerLimit
+from switch.config import Settings
 from switch.domain.employees import OWNER, PortalRight, may
 from switch.store.engine import writing
 from switch.store.key_locks import lock_name
@@ -34,7 +40,8 @@ class NotAllowedError(Exception):
 
 
 class TooManySignInsError(Exception):
-    """More password checks are running than the switch allows at once."""
+    """More password checks are running than the switch allows at once, or the caller has had as
+    many wrong ones lately as it may."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,20 @@ class SignInLockout:
     tries_max: int  # wrong tries in a row for one address before it is locked
     lock_s: int
     concurrent_max: int  # password checks at once
+    caller_failures_max: int  # wrong tries from one caller, any addresses, in caller_window_s
+    caller_window_s: float
+    callers_tracked_max: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SignInLockout:
+        return cls(
+            settings.sign_in_tries_max,
+            settings.sign_in_lock_s,
+            settings.sign_ins_concurrent_max,
+            settings.sign_in_caller_failures_max,
+            settings.sign_in_caller_window_s,
+            settings.sign_in_callers_tracked_max,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,25 +96,42 @@ class MerchantPasswords:
         self._lockout = lockout
         self._now = now
         self._checks = threading.BoundedSemaphore(lockout.concurrent_max)
+        self._caller_failures = CallerLimit(
+            lockout.caller_failures_max, lockout.caller_window_s, lockout.callers_tracked_max
+        )
+        self._caller_failures_lock = threading.Lock()  # the checks run on the server's threads
 
-    def verify(self, email: str, password: str) -> Login:
+    def verify(self, email: str, password: str, caller: str) -> Login:
         """Whose password it is; PermissionError (wrong, or locked) or TooManySignInsError.
 
         A deactivated user, or one without a portal password, signs in as nobody.
         """
-        return self.verify_hash(email, password)[0]
+        return self.verify_hash(email, password, caller)[0]
 
-    def verify_hash(self, email: str, password: str) -> tuple[Login, LoginCheck]:
+    def verify_hash(self, email: str, password: str, caller: str) -> tuple[Login, LoginCheck]:
         """verify(), and what the password was checked against: what is written on the strength of
-        the check must be written only while the login is still so (`login_check_now`)."""
+        the check must be written only while the login is still so (`login_check_now`).
+
+        `caller` is who asks (`caller_address` of the gRPC peer): its wrong tries count together."""
+        self._refuse_caller_over_limit(caller)
         if not self._checks.acquire(blocking=False):
             raise TooManySignInsError(TOO_MANY_AT_ONCE)
         try:
-            return self._verify(email.lower(), password)
+            return self._verify(email.lower(), password, caller)
         finally:
             self._checks.release()
 
-    def _verify(self, email: str, password: str) -> tuple[Login, LoginCheck]:
+    def _refuse_caller_over_limit(self, caller: str) -> None:
+        """Before the hash (the expensive part) and before anything is read or counted for the
+        address; the address is not named, so the refusal tells nothing about it."""
+        with self._caller_failures_lock:
+            wait_s = self._caller_failures.peek_wait_s(caller, time.monotonic())
+        if wait_s > 0:
+            raise TooManySignInsError(
+                f"too many wrong sign-ins from your network address; try again in {math.ceil(wait_s)} s"
+            )
+
+    def _verify(self, email: str, password: str, caller: str) -> tuple[Login, LoginCheck]:
         key = email_digest(email)
         now = self._now()
         with self._engine.connect() as conn:
@@ -108,6 +146,9 @@ class MerchantPasswords:
         stored = found[1].password_hash if found is not None else _unknown_hash()
         if not credentials.password_matches(password, stored) or found is None:
             self._count_failure(key, now)
+            # Only wrong tries: a shop's right ones, however many, never hold its own sign-ins back.
+            with self._caller_failures_lock:
+                self._caller_failures.count(caller, time.monotonic())
             raise PermissionError(WRONG_LOGIN)
         with writing(self._engine) as conn:
             conn.execute(delete(sign_in_failures).where(sign_in_failures.c.email_hash == key))

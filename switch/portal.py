@@ -42,9 +42,10 @@ class PortalSessions:
         self._passwords = passwords
         self._now = now
 
-    def sign_in(self, email: str, password: str) -> PortalSession:
-        """A new session; PermissionError or TooManySignInsError from the password check."""
-        login, checked = self._passwords.verify_hash(email, password)
+    def sign_in(self, email: str, password: str, caller: str) -> PortalSession:
+        """A new session; PermissionError or TooManySignInsError from the password check, which
+        counts `caller`'s wrong tries (`caller_address`)."""
+        login, checked = self._passwords.verify_hash(email, password, caller)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self._now()
         session = PortalSession(token, login, now + self._session)
@@ -112,7 +113,7 @@ class PortalSessions:
                 )
             )
 
-    def change_password(self, token: str, current: str, new: str) -> None:
+    def change_password(self, token: str, current: str, new: str, caller: str) -> None:
         """The signed-in login's own password; its other sessions end, this one stays.
 
         PermissionError (no session, or the current password is wrong: counted like a wrong
@@ -122,7 +123,7 @@ class PortalSessions:
         problem = password_problem(new)
         if problem:
             raise ValueError(f"new_password: {problem}")
-        _, checked = self._passwords.verify_hash(login.email, current)
+        _, checked = self._passwords.verify_hash(login.email, current, caller)
         password_hash = credentials.hash_password(new)
         with writing(self._engine) as conn:
             # The current password must still be the one checked, and this session still alive:

@@ -51,7 +51,7 @@ def _two_wrong_tries_at_once(passwords: MerchantPasswords, email: str) -> list[B
 
     def wrong() -> None:
         try:
-            passwords.verify(email, "not-the-password")
+            passwords.verify(email, "not-the-password", "ipv4:127.0.0.1")
         except PermissionError:
             pass
         except BaseException as error:
@@ -80,7 +80,7 @@ NOW = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)
 def test_the_first_two_wrong_sign_ins_of_an_address_at_once_are_refused_not_an_error(
     pg_engine: Engine,
 ) -> None:
-    passwords = MerchantPasswords(pg_engine, SignInLockout(5, 900, 2), lambda: NOW)
+    passwords = MerchantPasswords(pg_engine, SignInLockout(5, 900, 2, 1_000, 900.0, 10), lambda: NOW)
     _both_read_first(pg_engine)
     errors = _two_wrong_tries_at_once(passwords, "someone@example.test")
     assert not errors, f"a wrong sign-in failed inside the switch: {errors!r}"
@@ -88,10 +88,10 @@ def test_the_first_two_wrong_sign_ins_of_an_address_at_once_are_refused_not_an_e
 
 
 def test_five_wrong_sign_ins_lock_the_address_also_when_two_come_at_once(pg_engine: Engine) -> None:
-    passwords = MerchantPasswords(pg_engine, SignInLockout(5, 900, 2), lambda: NOW)
+    passwords = MerchantPasswords(pg_engine, SignInLockout(5, 900, 2, 1_000, 900.0, 10), lambda: NOW)
     email = "someone@example.test"
     with pytest.raises(PermissionError):
-        passwords.verify(email, "not-the-password")  # alone: the address has its row now
+        passwords.verify(email, "not-the-password", "ipv4:127.0.0.1")  # alone: the address has its row now
     barrier = _both_read_first(pg_engine)
     for _ in range(2):  # four more wrong tries, two at a time: five in a row
         assert not _two_wrong_tries_at_once(passwords, email)

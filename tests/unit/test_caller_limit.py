@@ -58,3 +58,24 @@ def test_every_address_of_one_ipv6_64_shares_one_limit() -> None:
     peers = [f"ipv6:[2001:db8:0:7::{host:x}]:{40_000 + host}" for host in range(1, 4)]
     waits_s = [limit.wait_s(caller_address(peer), 0.0) for peer in peers]
     assert waits_s == [0.0, 0.0, 60.0]
+
+
+@pytest.mark.parametrize(
+    ("counted_s", "peeked_at_s", "wait_s"),
+    [
+        ((), 0.0, 0.0),  # an unknown caller may call
+        ((0.0,), 1.0, 0.0),  # under the limit
+        ((0.0, 10.0), 20.0, 40.0),  # at the limit: until the call at 0 leaves the window
+        ((0.0, 10.0), 60.0, 0.0),  # the window slid
+        # Counted past the limit (outcomes known at once after one peek each): the latest two kept.
+        ((0.0, 10.0, 20.0, 30.0), 30.0, 50.0),
+    ],
+)
+def test_a_peek_counts_nothing_and_counts_are_what_it_weighs(
+    counted_s: tuple[float, ...], peeked_at_s: float, wait_s: float
+) -> None:
+    limit = CallerLimit(calls_max=2, window_s=60.0, callers_max=10)
+    for now_s in counted_s:
+        limit.count("a", now_s)
+    assert [limit.peek_wait_s("a", peeked_at_s) for _ in range(3)] == [wait_s] * 3
+    assert limit.callers == (1 if counted_s else 0)  # a peek alone remembers no caller
