@@ -55,6 +55,7 @@ T = TypeVar("T")
 R = TypeVar("R", bound="OwnRequest")  # a request the portal scopes to the login's merchant
 RESET_ASKED = "if a login has this address, a reset code is on its way to it"
 CARD_LOOKUP_WINDOW_S = 60.0
+RESET_ASK_WINDOW_S = 3600.0
 
 
 class PortalService(portal_grpc.PortalServicer):
@@ -71,6 +72,12 @@ class PortalService(portal_grpc.PortalServicer):
             settings.portal_card_lookup_merchants_tracked_max,
         )
         self._card_lookups_lock = threading.Lock()  # the portal's calls run on the server's threads
+        self._reset_asks = CallerLimit(
+            settings.password_reset_asks_per_caller_per_hour_max,
+            RESET_ASK_WINDOW_S,
+            settings.password_reset_callers_tracked_max,
+        )
+        self._reset_asks_lock = threading.Lock()
 
     def _count_card_lookup(self, context: grpc.ServicerContext, login: Login) -> None:
         """Counted per merchant before the card number is read: a wrong or malformed number costs as
@@ -82,6 +89,19 @@ class PortalService(portal_grpc.PortalServicer):
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many card lookups for your merchant; try again in {math.ceil(wait_s)} s",
+            )
+
+    def _count_reset_ask(self, context: grpc.ServicerContext) -> None:
+        """Counted per caller address, every ask alike (the answer is the same whether an address
+        has a login), so one caller cannot have the switch mail every address it names."""
+        with self._reset_asks_lock:
+            wait_s = self._reset_asks.wait_s(caller_address(context.peer()), time.monotonic())
+        if wait_s > 0:
+            _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many password reset requests from your network address; "
+                f"try again in {math.ceil(wait_s)} s",
             )
 
     def _run(
@@ -306,6 +326,7 @@ class PortalService(portal_grpc.PortalServicer):
     ) -> portal.RequestPasswordResetResponse:
         if not request.email:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "email is missing")
+        self._count_reset_ask(context)
         try:
             self._core.password_resets.ask(request.email)
         except ResetsOffError as error:

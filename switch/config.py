@@ -129,6 +129,12 @@ class Settings:
     password_resets_per_hour_max: int = 3
     password_reset_mails_queued_max: int = 100
     password_reset_url: str = ""
+    # Reset asks from one caller address (an IPv6 caller is its /64), whatever e-mail addresses
+    # they name, at most this many in any hour: more are refused (RESOURCE_EXHAUSTED) before
+    # anything is read or mailed. Callers remembered at once, the longest quiet forgotten first.
+    # Always read, mail on or off, as the portal counts before it knows
+    password_reset_asks_per_caller_per_hour_max: int = 20
+    password_reset_callers_tracked_max: int = 10_000
     # Cardholders' own balance lookups (service Cardholder, no login): per caller address at most
     # this many in any minute; callers remembered at once, the longest quiet forgotten first
     cardholder_lookups_per_minute_max: int = 20
@@ -399,6 +405,8 @@ NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "password_reset_code_s": POSITIVE_DURATION_S,
     "password_resets_per_hour_max": POSITIVE_COUNT,
     "password_reset_mails_queued_max": POSITIVE_COUNT,
+    "password_reset_asks_per_caller_per_hour_max": POSITIVE_COUNT,
+    "password_reset_callers_tracked_max": POSITIVE_COUNT,
     "cardholder_lookups_per_minute_max": POSITIVE_COUNT,
     "cardholder_callers_tracked_max": POSITIVE_COUNT,
     "portal_card_lookups_per_minute_max": POSITIVE_COUNT,
