@@ -404,6 +404,19 @@ class SwitchMetrics:
             "pending and goes out again. All acquirers together; the log line names the acquirer.",
             registry=self.registry,
         )
+        self.acquirer_reversals_queued = Counter(
+            "txswitch_acquirer_reversals_queued",
+            "Reversal advices (0420) this node's acquirer gateway stored to send: an authorisation "
+            "timed out, answered late or partly approved, or a reversal asked for (abort, terminal "
+            "reversal). One already stored is not counted again. All acquirers together.",
+            registry=self.registry,
+        )
+        self.acquirer_reversals_acknowledged = Counter(
+            "txswitch_acquirer_reversals_acknowledged",
+            "Reversal advices this node's acquirer gateway marked acknowledged on an acknowledging "
+            "0430 (in time or late) whose echoed fields agree. All acquirers together.",
+            registry=self.registry,
+        )
         self.store_and_forward_queue_depth = Gauge(
             "txswitch_store_and_forward_queue_depth",
             "Advices (e.g. 0420 reversals) stored and not yet acknowledged, by acquirer.",
@@ -573,6 +586,11 @@ class SwitchMetrics:
 
     def acquirer_reversal_answer_refused(self, count: int = 1) -> None:
         self.acquirer_reversal_answers_refused.inc(count)
+
+    def acquirer_reversals_counted(self, queued: int, acknowledged: int) -> None:
+        """Reversal advices the gateway stored to send, and those the acquirer acknowledged."""
+        self.acquirer_reversals_queued.inc(queued)
+        self.acquirer_reversals_acknowledged.inc(acknowledged)
 
     def set_store_and_forward_depth(self, acquirer: str, depth: int) -> None:
         self.store_and_forward_queue_depth.labels(acquirer=name_label(acquirer)).set(depth)

@@ -143,8 +143,8 @@ class IsoInboundFeed:
 
 
 class AcquirerFeed:
-    """Link state, timeouts and store-and-forward depth per acquirer, and the 0430s refused by the
-    gateway, from the gateway's snapshot."""
+    """Link state, timeouts and store-and-forward depth per acquirer, and the reversal advices the
+    gateway queued, had acknowledged and whose 0430s it refused, from the gateway's snapshot."""
 
     def __init__(self, gateway: AcquirerGateway, metrics: SwitchMetrics) -> None:
         self._gateway = gateway
@@ -161,6 +161,10 @@ class AcquirerFeed:
         # Key outside the acquirer names' namespace: an acquirer may be called anything.
         refused = self._deltas.step(" reversal_answers_refused", stats.reversal_answers_refused)
         self._metrics.acquirer_reversal_answer_refused(refused)
+        self._metrics.acquirer_reversals_counted(
+            self._deltas.step(" reversals_queued", stats.reversals_queued),
+            self._deltas.step(" reversals_acknowledged", stats.reversals_acknowledged),
+        )
 
 
 def wire_metrics(

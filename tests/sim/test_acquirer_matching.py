@@ -164,3 +164,57 @@ async def test_a_refused_0430_is_counted_once_on_the_metrics_endpoint(tmp_path: 
     finally:
         server.stop()
     assert (before, first, second) == (0, 1, 1)
+
+
+QUEUED_METRIC = "txswitch_acquirer_reversals_queued_total"
+ACKNOWLEDGED_METRIC = "txswitch_acquirer_reversals_acknowledged_total"
+
+
+def scraped(url: str, names: tuple[str, ...]) -> tuple[float, ...]:
+    """The named unlabelled counters as Prometheus reads them from the real /metrics endpoint."""
+    with urllib.request.urlopen(url, timeout=5.0) as response:
+        body = response.read().decode()
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+    return tuple(values[name] for name in names)
+
+
+async def scraped_once_settled(
+    url: str, names: tuple[str, ...], wanted: tuple[float, ...]
+) -> tuple[float, ...]:
+    """A scrape once it shows wanted (the SAF pass takes the 0430 on its own time), or after 5 s."""
+    deadline = trio.current_time() + 5.0
+    while (values := await trio.to_thread.run_sync(scraped, url, names)) != wanted:
+        if trio.current_time() > deadline:
+            return values
+        await trio.sleep(0.05)
+    return values
+
+
+@pytest.mark.trio
+async def test_a_reversal_queued_then_acknowledged_is_counted_once_each_on_the_metrics_endpoint(
+    tmp_path: Path,
+) -> None:
+    # Before, GatewayStatistics counted queued and acknowledged reversals but no metric exported them.
+    names = (QUEUED_METRIC, ACKNOWLEDGED_METRIC)
+    metrics = SwitchMetrics()
+    server = MetricsServer(metrics, port=0)
+    url = f"http://127.0.0.1:{server.start()}/metrics"
+    try:
+        async with running_host() as host:
+            gateway = await started(host, tmp_path, Clock())
+            metrics.add_refresh(AcquirerFeed(gateway, metrics))
+            try:
+                before = await trio.to_thread.run_sync(scraped, url, names)
+                await timed_out_under_advice_stan(gateway, host, "t-1", gave_up_s=0)  # its 0430 agrees
+                first = await scraped_once_settled(url, names, (1, 1))
+                second = await trio.to_thread.run_sync(scraped, url, names)
+                pending = await trio.to_thread.run_sync(gateway.saf_pending)
+            finally:
+                await trio.to_thread.run_sync(gateway.stop)
+    finally:
+        server.stop()
+    assert (before, first, second, pending) == ((0, 0), (1, 1), (1, 1), ())
