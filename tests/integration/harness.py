@@ -159,6 +159,41 @@ def _run_hooks(moment: str, conn: Any, cursor: Any, statement: str, parameters: 
         call(cursor, statement, parameters)
 
 
+# call(): run on the thread whose connection begins or commits a transaction.
+TransactionCall = Callable[[], None]
+
+
+@dataclass(frozen=True, eq=False)
+class _TransactionHook:
+    """on_transaction's hook: call, on the thread doing it, as a transaction on engine begins or commits."""
+
+    engine: Engine
+    moment: Literal["begin", "commit"]
+    call: TransactionCall
+
+
+_transaction_hooks: list[_TransactionHook] = []  # those open now, on any engine; same lock
+
+
+def _run_transaction_hooks(moment: str, conn: Any) -> None:
+    if not _transaction_hooks:  # none open: the usual case, no lock taken
+        return
+    with _statement_windows_lock:
+        calls = [
+            hook.call for hook in _transaction_hooks if hook.moment == moment and hook.engine is conn.engine
+        ]
+    for call in calls:  # outside the lock: a hook may wait, or run statements itself
+        call()
+
+
+def _on_begin(conn: Any) -> None:
+    _run_transaction_hooks("begin", conn)
+
+
+def _on_commit(conn: Any) -> None:
+    _run_transaction_hooks("commit", conn)
+
+
 def _before_statement(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
     _record_statement(conn, cursor, statement)
     _run_hooks("before", conn, cursor, statement, parameters)
@@ -171,9 +206,12 @@ def _after_statement(conn: Any, cursor: Any, statement: str, parameters: Any, *_
 # One listener per event for every engine, added once as this module is imported, before any test's
 # switch runs, and never removed: SQLAlchemy keeps listeners in a deque each statement iterates, and
 # one added or removed while a switch's threads run statements failed theirs ("deque mutated during
-# iteration", as `make profile` did). statements_run and on_statement open and close a window instead.
+# iteration", as `make profile` did). statements_run, on_statement and on_transaction open and close a
+# window instead.
 event.listen(Engine, "before_cursor_execute", _before_statement)
 event.listen(Engine, "after_cursor_execute", _after_statement)
+event.listen(Engine, "begin", _on_begin)
+event.listen(Engine, "commit", _on_commit)
 
 
 @contextmanager
@@ -202,6 +240,22 @@ def on_statement(engine: Engine, moment: Literal["before", "after"], call: State
     finally:
         with _statement_windows_lock:
             _statement_hooks.remove(hook)
+
+
+@contextmanager
+def on_transaction(
+    engine: Engine, moment: Literal["begin", "commit"], call: TransactionCall
+) -> Iterator[None]:
+    """call() as each transaction on engine begins or commits meanwhile, on the thread doing it (it
+    may wait there). Use this, never event.listen/remove on an engine whose switch is running."""
+    hook = _TransactionHook(engine, moment, call)
+    with _statement_windows_lock:
+        _transaction_hooks.append(hook)
+    try:
+        yield
+    finally:
+        with _statement_windows_lock:
+            _transaction_hooks.remove(hook)
 
 
 def hold_sqlite_write_lock(world: World, seconds: float) -> threading.Thread:

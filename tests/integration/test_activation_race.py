@@ -3,7 +3,8 @@ delivered beside it (audit: the credential and the PIN key were stored in two tr
 activation's credential could end up paired with the other's key; the terminal holding the working
 credential then had every PIN block refused as a wrong PIN, which blocks card PINs).
 
-The interleaving is made deterministic with SQLAlchemy events on the switch's own engine: the first
+The interleaving is made deterministic with hooks on the switch's own engine (tests/integration/harness
+on_statement, on_transaction: never a listener added to a running switch's engine): the first
 activation, having stored its credential, waits at its next transaction while the second runs whole.
 Real gRPC on loopback and a real acquirer host; SQLite and PostgreSQL.
 """
@@ -18,7 +19,6 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import event
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
@@ -31,6 +31,8 @@ from tests.integration.harness import (
     MERCHANT_PASSWORD,
     TerminalClient,
     World,
+    on_statement,
+    on_transaction,
     world_fixture,
 )
 from tests.integration.payment_harness import PaymentWorld, PayTerminal, activate, payment_world
@@ -58,32 +60,31 @@ def first_paused_after_its_credential(
     reached = threading.Event()
     mine = threading.local()
 
-    def after_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def after_execute(_cursor: Any, statement: str, _parameters: Any) -> None:
         if statement.lstrip().upper().startswith("UPDATE TERMINALS SET CREDENTIAL_HASH") and armed.is_set():
             armed.clear()
             mine.held = True
 
-    def on_commit(_conn: Any) -> None:
+    def on_commit() -> None:
         if getattr(mine, "held", False):
             mine.held = False
             mine.committed = True
 
-    def on_begin(_conn: Any) -> None:
+    def on_begin() -> None:
         if getattr(mine, "committed", False):
             mine.committed = False
             reached.set()
             second_done.wait(PAUSE_S_MAX)
 
-    event.listen(engine, "after_cursor_execute", after_execute)
-    event.listen(engine, "commit", on_commit)
-    event.listen(engine, "begin", on_begin)
-    try:
-        yield reached
-    finally:
-        second_done.set()
-        event.remove(engine, "after_cursor_execute", after_execute)
-        event.remove(engine, "commit", on_commit)
-        event.remove(engine, "begin", on_begin)
+    with (
+        on_statement(engine, "after", after_execute),
+        on_transaction(engine, "commit", on_commit),
+        on_transaction(engine, "begin", on_begin),
+    ):
+        try:
+            yield reached
+        finally:
+            second_done.set()
 
 
 def works(terminal: PayTerminal) -> bool:
@@ -142,7 +143,7 @@ def first_paused_after_its_insert(world: World) -> Iterator[threading.Event]:
     first: list[int] = []
     reached, second_read = threading.Event(), threading.Event()
 
-    def after_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def after_execute(_cursor: Any, statement: str, _parameters: Any) -> None:
         text = " ".join(statement.upper().split())
         if text.startswith("INSERT INTO TERMINALS") and not first:
             first.append(threading.get_ident())
@@ -156,12 +157,11 @@ def first_paused_after_its_insert(world: World) -> Iterator[threading.Event]:
         ):
             second_read.set()
 
-    event.listen(engine, "after_cursor_execute", after_execute)
-    try:
-        yield reached
-    finally:
-        second_read.set()
-        event.remove(engine, "after_cursor_execute", after_execute)
+    with on_statement(engine, "after", after_execute):
+        try:
+            yield reached
+        finally:
+            second_read.set()
 
 
 def test_two_first_activations_of_a_new_device_by_two_logins_make_one_terminal(world: World) -> None:

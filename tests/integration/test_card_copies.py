@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
-from tests.integration.harness import World, new_txn, statements_run, world_fixture
+from tests.integration.harness import World, new_txn, on_statement, statements_run, world_fixture
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -71,16 +70,12 @@ def test_no_card_is_read_on_the_event_loop_thread(world: World) -> None:
     assert not world.server.core.card_actors.is_live(card_id)
     readers: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def record(_cursor: Any, statement: str, _parameters: Any) -> None:
         if "FROM cards" in statement:
             readers.append(threading.current_thread().name)
 
-    engine = world.server.core.store.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with on_statement(world.server.core.store.engine, "before", record):
         assert world.terminals[0].balance(card) == 2_500
         assert world.terminals[0].redeem(card, 500, txn=new_txn()).response_code == "00"
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert readers, "the card was not read at all"
     assert "grpc-loop" not in readers, readers

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from switch.core import SwitchCore
 from switch.server import SwitchServer
 from switch.store.engine import make_engine
 from switch.store.repository import Store
-from tests.integration.harness import World, new_txn, start_world, world_fixture
+from tests.integration.harness import World, new_txn, on_statement, start_world, world_fixture
 from tests.integration.test_card_replacement import replace
 
 
@@ -58,47 +59,50 @@ def test_a_ride_reversed_just_before_a_restart_still_reaches_the_new_card(world:
     reached, release = threading.Event(), threading.Event()
     held: list[threading.Thread] = []
 
-    def before(_conn: Any, _cursor: Any, _statement: str, *_: Any) -> None:
+    def before(_cursor: Any, _statement: str, _parameters: Any) -> None:
         if threading.current_thread().name == "follow-replacement":
             held.append(threading.current_thread())
             reached.set()
             release.wait(30)  # the switch stops (or dies) before the move is made
 
-    event.listen(engine, "before_cursor_execute", before)
     again: SwitchServer | None = None
-    try:
-        reversal = terminal.reversal("ride-1")
-        assert reversal.response_code == "00", reversal.message
-        assert reached.wait(10), "no move of the reversed ride was started"
-        world.server.stop()
+    with on_statement(engine, "before", before):
+        try:
+            reversal = terminal.reversal("ride-1")
+            assert reversal.response_code == "00", reversal.message
+            assert reached.wait(10), "no move of the reversed ride was started"
+            world.server.stop()
 
-        again = SwitchServer(world.server.settings)
-        again.start()
-        channel = grpc.insecure_channel(again.address)
-        deadline = time.monotonic() + 5
-        while balance_of(again, new) != 2_000 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        on_new, on_lost = balance_of(again, new), balance_of(again, lost)
-        channel.close()
-        assert (on_new, on_lost) == (2_000, 0), f"after the restart: new card {on_new}, lost card {on_lost}"
-        # The start's move is counted as such, once, with its amount.
-        deadline = time.monotonic() + 5
-        while not follows_counted(again) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert follows_counted(again) == {
-            ("txswitch_replaced_card_follows_total", (("outcome", "moved"), ("when", "start"))): 1.0,
-            ("txswitch_replaced_card_followed_minor_total", (("currency", "EUR"), ("when", "start"))): 700.0,
-        }
-    finally:
-        if again is not None:
-            again.stop()
-        # The held thread first: removing the listener while it is still inside it (SQLAlchemy keeps
-        # listeners in a deque it iterates) made it log "deque mutated during iteration" instead of why
-        # the old switch's move fails (its card registry is closed).
-        release.set()
-        for thread in held:
-            thread.join(10)
-        event.remove(engine, "before_cursor_execute", before)
+            again = SwitchServer(world.server.settings)
+            again.start()
+            channel = grpc.insecure_channel(again.address)
+            deadline = time.monotonic() + 5
+            while balance_of(again, new) != 2_000 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            on_new, on_lost = balance_of(again, new), balance_of(again, lost)
+            channel.close()
+            assert (on_new, on_lost) == (2_000, 0), (
+                f"after the restart: new card {on_new}, lost card {on_lost}"
+            )
+            # The start's move is counted as such, once, with its amount.
+            deadline = time.monotonic() + 5
+            while not follows_counted(again) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert follows_counted(again) == {
+                ("txswitch_replaced_card_follows_total", (("outcome", "moved"), ("when", "start"))): 1.0,
+                (
+                    "txswitch_replaced_card_followed_minor_total",
+                    (("currency", "EUR"), ("when", "start")),
+                ): 700.0,
+            }
+        finally:
+            if again is not None:
+                again.stop()
+            # The held thread goes on and ends: the old switch's move then fails (its card registry is
+            # closed), and the start above is what moved the money.
+            release.set()
+            for thread in held:
+                thread.join(10)
 
 
 # Audit session 23: every start looked at each replaced card ever (a query or two per card) and
@@ -107,15 +111,15 @@ REPLACED_CARDS = 300
 RIDE_MINOR, LEFT_MINOR = 300, 700
 
 
-def follows_fail(engine: Engine) -> None:
-    """Every move of money following a replaced card fails on its first statement, as if the switch
-    had stopped first: the money stays on the lost card for a start to find."""
+def follows_fail(engine: Engine) -> AbstractContextManager[None]:
+    """Meanwhile every move of money following a replaced card fails on its first statement, as if
+    the switch had stopped first: the money stays on the lost card for a start to find."""
 
     def refuse(*_: Any) -> None:
         if threading.current_thread().name.startswith("follow-replacement"):
             raise RuntimeError("the switch stopped before the move")
 
-    event.listen(engine, "before_cursor_execute", refuse)
+    return on_statement(engine, "before", refuse)
 
 
 def follows_counted_by(core: SwitchCore, when: str, outcome: str, count: int, timeout_s: float) -> bool:
@@ -130,19 +134,20 @@ def follows_counted_by(core: SwitchCore, when: str, outcome: str, count: int, ti
 def cards_left_holding_money(world: World, count: int) -> list[tuple[str, str]]:
     """count (lost, new) cards: each lost card replaced by its new one (LEFT_MINOR moved), then a
     ride of RIDE_MINOR made before the replacement reversed, its move failed: it is on the lost card."""
-    follows_fail(world.server.core.store.engine)  # before the first follow: no thread runs one yet
     pairs = []
-    for index in range(count):
-        terminal = world.terminals[index % len(world.terminals)]
-        lost = world.issue(RIDE_MINOR + LEFT_MINOR, world.benefit_programme)
-        new = world.issue(0, world.benefit_programme)
-        ride = new_txn()
-        assert terminal.redeem(lost, RIDE_MINOR, ride).response_code == "00"
-        assert replace(world, lost, new).moved.amount_minor == LEFT_MINOR
-        assert terminal.reversal(ride).response_code == "00"
-        pairs.append((lost, new))
     core = world.server.core
-    assert follows_counted_by(core, "credit", "failed", count, 30), core.follow_statistics()
+    # Closed once every move has failed: a failed follow is not tried again until the next start.
+    with follows_fail(core.store.engine):
+        for index in range(count):
+            terminal = world.terminals[index % len(world.terminals)]
+            lost = world.issue(RIDE_MINOR + LEFT_MINOR, world.benefit_programme)
+            new = world.issue(0, world.benefit_programme)
+            ride = new_txn()
+            assert terminal.redeem(lost, RIDE_MINOR, ride).response_code == "00"
+            assert replace(world, lost, new).moved.amount_minor == LEFT_MINOR
+            assert terminal.reversal(ride).response_code == "00"
+            pairs.append((lost, new))
+        assert follows_counted_by(core, "credit", "failed", count, 30), core.follow_statistics()
     return pairs
 
 

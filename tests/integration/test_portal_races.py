@@ -9,7 +9,8 @@
 - Another merchant's terminal or location was named as such in a report's refusal; it is now
   answered as one that does not exist, as ListDayCloses does.
 
-Interleavings are made deterministic with SQLAlchemy events on the switch's own engine: a server
+Interleavings are made deterministic with hooks on the switch's own engine (harness on_statement,
+on_transaction: never a listener added to a running switch's engine): a server
 thread that has just passed the password check waits before its next transaction while the test
 changes the password. Nothing of the switch is replaced; hashlib.scrypt (the standard library) is
 wrapped to count the hashes in flight, and still computes them.
@@ -27,11 +28,10 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import event
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
-from tests.integration.harness import World, world_fixture
+from tests.integration.harness import World, on_statement, on_transaction, world_fixture
 from tests.integration.test_portal import OTHER_EMAIL, OTHER_PASSWORD, days, refusal, sign_in, stub
 
 MANAGER_EMAIL, MANAGER_PASSWORD = "manager@example.test", "office-password"
@@ -53,25 +53,22 @@ def paused_after_password_check(world: World) -> Iterator[tuple[threading.Event,
     reached, release = threading.Event(), threading.Event()
     mine = threading.local()
 
-    def after_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def after_execute(_cursor: Any, statement: str, _parameters: Any) -> None:
         if statement.lstrip().upper().startswith("DELETE FROM SIGN_IN_FAILURES") and armed.is_set():
             armed.clear()
             mine.held = True
 
-    def on_begin(_conn: Any) -> None:
+    def on_begin() -> None:
         if getattr(mine, "held", False):
             mine.held = False
             reached.set()
             release.wait(10)
 
-    event.listen(engine, "after_cursor_execute", after_execute)
-    event.listen(engine, "begin", on_begin)
-    try:
-        yield reached, release
-    finally:
-        release.set()
-        event.remove(engine, "after_cursor_execute", after_execute)
-        event.remove(engine, "begin", on_begin)
+    with on_statement(engine, "after", after_execute), on_transaction(engine, "begin", on_begin):
+        try:
+            yield reached, release
+        finally:
+            release.set()
 
 
 def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:

@@ -9,7 +9,7 @@ audit of the feature; each test failed before its fix):
 - a location's count of activated terminals counted the web terminal.
 
 Races are made deterministic by holding each first-use lookup of the web terminal until both
-requests have made it (a SQLAlchemy engine event), as test_terminal_directory_race.py does.
+requests have made it (harness.on_statement), as test_terminal_directory_race.py does.
 """
 
 from __future__ import annotations
@@ -22,14 +22,21 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import portal_pb2_grpc as portal_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.admin import WEB_BACK_OFFICE
-from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, World, new_txn, world_fixture
+from tests.integration.harness import (
+    MERCHANT_EMAIL,
+    MERCHANT_PASSWORD,
+    World,
+    new_txn,
+    on_statement,
+    world_fixture,
+)
 from tests.integration.nodes.conftest import Nodes, two_nodes
 
 Metadata = tuple[tuple[str, str], ...]
@@ -77,7 +84,7 @@ def web_terminal_lookups_meet(*engines: Engine) -> Iterator[None]:
     meet = threading.Barrier(2, timeout=5)
     lock, left = threading.Lock(), [2]
 
-    def after(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+    def after(_cursor: Any, statement: str, parameters: Any) -> None:
         if not statement.lstrip().upper().startswith("SELECT") or "terminals" not in statement:
             return
         if WEB_BACK_OFFICE not in str(parameters):
@@ -90,9 +97,8 @@ def web_terminal_lookups_meet(*engines: Engine) -> Iterator[None]:
                 meet.wait()
 
     with ExitStack() as stack:
-        for engine in engines:
-            event.listen(engine, "after_cursor_execute", after)
-            stack.callback(event.remove, engine, "after_cursor_execute", after)
+        for engine in engines:  # hooks, not listeners: these engines' switches are running
+            stack.enter_context(on_statement(engine, "after", after))
         yield
 
 

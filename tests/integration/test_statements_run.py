@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, event, text
 
 from switch.store.engine import make_engine
-from tests.integration.harness import StatementCall, on_statement, statements_run
+from tests.integration.harness import StatementCall, on_statement, on_transaction, statements_run
 
 WAIT_S = 10.0
 IN_FLIGHT = "statement-in-flight"
@@ -33,26 +33,39 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 def run_one(engine: Engine, results: list[object]) -> None:
     try:
-        with engine.connect() as conn:
+        with engine.begin() as conn:  # a transaction begun and committed, a statement between
             results.append(conn.execute(text("SELECT 1")).scalar())
     except Exception as error:  # what the test looks at
         results.append(error)
 
 
+# The engine event each helper's hook is on: a thread held among its listeners is in flight there.
+HELD_IN = {
+    "statements_run": "before_cursor_execute",
+    "on_statement before": "before_cursor_execute",
+    "on_statement after": "after_cursor_execute",
+    "on_transaction begin": "begin",
+    "on_transaction commit": "commit",
+}
+
+
 def window(engine: Engine, helper: str) -> AbstractContextManager[object]:
-    """A recording window or a statement hook (before or after) on engine, doing nothing."""
+    """A recording window, a statement hook (before or after) or a transaction hook (begin or
+    commit) on engine, doing nothing."""
     if helper == "statements_run":
         return statements_run(engine)
+    if helper.startswith("on_transaction"):
+        when: Literal["begin", "commit"] = "begin" if helper == "on_transaction begin" else "commit"
+        return on_transaction(engine, when, lambda: None)
     moment: Literal["before", "after"] = "before" if helper == "on_statement before" else "after"
     return on_statement(engine, moment, lambda _cursor, _statement, _parameters: None)
 
 
 # Each helper, opened or closed while another thread's statement is among the engine's listeners.
-# Before, five tests added and removed their own listener instead of on_statement.
+# Before, five tests added and removed their own listener instead of on_statement, and three more
+# (two on begin or commit) instead of on_transaction.
 IN_FLIGHT_CASES = [
-    (helper, opened_or_closed)
-    for helper in ("statements_run", "on_statement before", "on_statement after")
-    for opened_or_closed in ("opened", "closed")
+    (helper, opened_or_closed) for helper in HELD_IN for opened_or_closed in ("opened", "closed")
 ]
 
 
@@ -68,8 +81,7 @@ def test_a_window_opened_or_closed_while_a_statement_is_in_flight_fails_nothing(
             release.wait(WAIT_S)
 
     # Held among the listeners of the event the helper's hook is on, before any thread runs a statement.
-    held_in = "after_cursor_execute" if helper == "on_statement after" else "before_cursor_execute"
-    event.listen(engine, held_in, hold)
+    event.listen(engine, HELD_IN[helper], hold)
     results: list[object] = []
     statement = threading.Thread(target=run_one, args=(engine, results), name=IN_FLIGHT)
     try:
@@ -135,3 +147,28 @@ def test_a_hook_is_called_before_or_after_its_own_engines_statements_while_open(
     finally:
         other.dispose()
     assert calls == [("before", "SELECT 'wanted'", None), ("after", "SELECT 'wanted'", ("wanted",))]
+
+
+def test_a_transaction_hook_is_called_as_its_own_engines_transactions_begin_or_commit_while_open(
+    engine: Engine, tmp_path: Path
+) -> None:
+    calls: list[str] = []
+    other = make_engine(f"sqlite:///{tmp_path / 'other.sqlite'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SELECT 'before'"))
+        with (
+            on_transaction(engine, "begin", lambda: calls.append("begin")),
+            on_transaction(engine, "commit", lambda: calls.append("commit")),
+        ):
+            with engine.begin() as conn:
+                conn.execute(text("SELECT 'committed'"))
+            with engine.connect() as conn:  # begun, rolled back: no commit
+                conn.execute(text("SELECT 'rolled back'"))
+            with other.begin() as other_conn:
+                other_conn.execute(text("SELECT 'on the other engine'"))
+        with engine.begin() as conn:
+            conn.execute(text("SELECT 'after'"))
+    finally:
+        other.dispose()
+    assert calls == ["begin", "commit", "begin"]

@@ -3,7 +3,7 @@ deactivation (or a re-activation) and is cached after the directory forgot the t
 
 README: "a deactivated terminal is served nowhere"; a re-activated terminal's new credential counts
 (switch/core.py terminal_activated). The interleaving is made deterministic by pausing one SQL read
-(a SQLAlchemy engine event, as tests/integration/harness.statements_run listens to statements).
+(tests/integration/harness.on_statement: never a listener added to a running switch's engine).
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import event
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
-from tests.integration.harness import World
+from tests.integration.harness import World, on_statement
 
 TERMINAL_READ = "FROM terminals JOIN locations"
 
@@ -31,7 +30,7 @@ def first_terminal_read_paused(world: World) -> Iterator[tuple[threading.Event, 
     lock, armed = threading.Lock(), [True]
     reached, release = threading.Event(), threading.Event()
 
-    def after(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def after(_cursor: Any, statement: str, _parameters: Any) -> None:
         with lock:
             mine = armed[0] and TERMINAL_READ in statement
             if mine:
@@ -40,12 +39,11 @@ def first_terminal_read_paused(world: World) -> Iterator[tuple[threading.Event, 
             reached.set()
             release.wait(10)
 
-    event.listen(engine, "after_cursor_execute", after)
-    try:
-        yield reached, release
-    finally:
-        release.set()
-        event.remove(engine, "after_cursor_execute", after)
+    with on_statement(engine, "after", after):
+        try:
+            yield reached, release
+        finally:
+            release.set()
 
 
 def test_a_terminal_deactivated_while_its_credential_was_being_checked_stays_refused(world: World) -> None:
