@@ -6,6 +6,7 @@ import datetime
 import enum
 import logging
 import shlex
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ from ops.logs import scrub_text
 log = logging.getLogger(__name__)
 
 COMMAND_LINE_CHARS_MAX = 1024
+# A tab separates words like a space; every other control character is refused.
+COMMAND_CONTROL_CHARACTERS_ALLOWED = frozenset("\t")
 NO_ACQUIRERS = "no acquirer links configured"
 NO_RECEIPTS = "e-mailed receipts are off (no mail server configured)"
 
@@ -414,9 +417,24 @@ def execute(line: str, caller: Caller, backend: OpsBackend) -> CommandResult:
     return CommandResult(scrub_text(result.output), result.outcome)
 
 
+def _control_character_refusal(line: str) -> CommandResult | None:
+    """A usage result naming the first control character in line, by code point only: echoed as
+    is, an escape sequence would be run by the operator's terminal."""
+    for position, character in enumerate(line, start=1):
+        if character not in COMMAND_CONTROL_CHARACTERS_ALLOWED and unicodedata.category(character) == "Cc":
+            return CommandResult(
+                f"the command holds a control character (U+{ord(character):04X}) at character {position}",
+                Outcome.usage,
+            )
+    return None
+
+
 def _execute(line: str, caller: Caller, backend: OpsBackend) -> CommandResult:
     if len(line) > COMMAND_LINE_CHARS_MAX:
         return CommandResult(f"command longer than {COMMAND_LINE_CHARS_MAX} characters", Outcome.usage)
+    refused = _control_character_refusal(line)
+    if refused is not None:
+        return refused
     try:
         words = shlex.split(line)
     except ValueError as error:
