@@ -194,6 +194,10 @@ class OpsConsole:
             process_factory=self._session,
             line_editor=True,
             line_echo=True,
+            # A byte that is not UTF-8 is a refused command (console_commands names it), not a
+            # protocol error that drops the operator's connection.
+            encoding="utf-8",
+            errors="replace",
             max_line_length=LINE_CHARS_MAX,
             login_timeout=LOGIN_TIMEOUT_S,
             agent_forwarding=False,

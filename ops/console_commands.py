@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 COMMAND_LINE_CHARS_MAX = 1024
 # A tab separates words like a space; every other control character is refused.
 COMMAND_CONTROL_CHARACTERS_ALLOWED = frozenset("\t")
+# What the SSH layer puts for each byte of the session's input that is not UTF-8.
+NOT_UTF8_REPLACEMENT = "\ufffd"
 NO_ACQUIRERS = "no acquirer links configured"
 NO_RECEIPTS = "e-mailed receipts are off (no mail server configured)"
 
@@ -418,9 +420,13 @@ def execute(line: str, caller: Caller, backend: OpsBackend) -> CommandResult:
 
 
 def _control_character_refusal(line: str) -> CommandResult | None:
-    """A usage result naming the first control character in line, by code point only: echoed as
-    is, an escape sequence would be run by the operator's terminal."""
+    """A usage result naming the first control character or non-UTF-8 byte in line, by position
+    only: echoed as is, an escape sequence would be run by the operator's terminal."""
     for position, character in enumerate(line, start=1):
+        if character == NOT_UTF8_REPLACEMENT:
+            return CommandResult(
+                f"the command holds bytes that are not UTF-8 at character {position}", Outcome.usage
+            )
         if character not in COMMAND_CONTROL_CHARACTERS_ALLOWED and unicodedata.category(character) == "Cc":
             return CommandResult(
                 f"the command holds a control character (U+{ord(character):04X}) at character {position}",

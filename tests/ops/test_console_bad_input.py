@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from ops.console_commands import Outcome
-from tests.ops.conftest import ConsoleWorld
+from ops.ssh import asyncssh
+from tests.ops.conftest import CLIENT_TIMEOUT_S, ConsoleWorld
+from tests.ops.test_console import audit_lines
 
 # (command line, what the refusal must name)
 CONTROL_CHARACTER_COMMANDS = [
@@ -27,3 +32,38 @@ def test_a_control_character_in_a_command_is_refused_by_name_and_never_echoed(
         assert not any(ch in result.stdout + result.stderr for ch in "\x1b\x00\x07\x7f\x9b"), result
     (after,) = console_world.run(console_world.keys.operator, "status")
     assert after.exit_status == 0
+
+
+async def _raw_shell(port: int, key: asyncssh.SSHKey, lines: Sequence[bytes]) -> bytes:
+    """A shell session that types raw bytes, as a terminal set to Latin-1 would."""
+    async with asyncssh.connect(
+        "127.0.0.1", port, username="olga", client_keys=[key], known_hosts=None, agent_path=None
+    ) as connection:
+        process = await connection.create_process(term_type="xterm", term_size=(120, 40), encoding=None)
+        output = await _read_until(process, b"> ")
+        for line in lines:
+            process.stdin.write(line + b"\r")
+            output += await _read_until(process, b"> ")
+        process.stdin.write(b"exit\r")
+        output += await _read_until(process, b"bye")
+        await asyncio.wait_for(process.wait_closed(), CLIENT_TIMEOUT_S)
+    return output
+
+
+async def _read_until(process: asyncssh.SSHClientProcess[bytes], marker: bytes) -> bytes:
+    seen = b""
+    while not seen.rstrip().endswith(marker.rstrip()):
+        chunk = await asyncio.wait_for(process.stdout.read(4096), CLIENT_TIMEOUT_S)
+        if not chunk:
+            raise AssertionError(f"the session ended; it said {seen[-300:]!r}")
+        seen += chunk
+    return seen
+
+
+def test_bytes_that_are_not_utf8_are_refused_and_the_session_goes_on(console_world: ConsoleWorld) -> None:
+    typed = [b"terminals show caf\xe9", b"cards block \xff\xfe"]
+    output = asyncio.run(_raw_shell(console_world.port, console_world.keys.operator, [*typed, b"status"]))
+    assert output.count(b"not UTF-8") == len(typed), output
+    assert b"terminals online" in output  # the status typed after them was answered
+    commands = [line["command"] for line in audit_lines(console_world)]
+    assert commands[-1] == "status" and len(commands) == 2 + len(typed)  # login, the refusals, status
