@@ -415,8 +415,11 @@ def find_command(words: Sequence[str]) -> CommandSpec | CommandResult:
 def execute(line: str, caller: Caller, backend: OpsBackend) -> CommandResult:
     """Run one command line for caller; never raises, never shows a traceback."""
     result = _execute(line, caller, backend)
-    # The backend should return masked data; this is the second line of defence.
-    return CommandResult(scrub_text(result.output), result.outcome)
+    # The backend should return masked data; this is the second line of defence. A refusal may
+    # echo what the operator typed ("no terminal ..."), where a card number may be mistyped: it
+    # is masked as the audit log masks it, Luhn-valid or not.
+    typed = result.outcome is not Outcome.ok
+    return CommandResult(scrub_text(result.output, typed=typed), result.outcome)
 
 
 def _control_character_refusal(line: str) -> CommandResult | None:

@@ -67,3 +67,27 @@ def test_bytes_that_are_not_utf8_are_refused_and_the_session_goes_on(console_wor
     assert b"terminals online" in output  # the status typed after them was answered
     commands = [line["command"] for line in audit_lines(console_world)]
     assert commands[-1] == "status" and len(commands) == 2 + len(typed)  # login, the refusals, status
+
+
+# A card number typed where an id goes, one digit off (so not Luhn-valid): the refusal names the
+# mistake without showing the number, as the audit log keeps only its masked form.
+MISTYPED_NUMBER = "6001019999999998"
+CARD_NUMBER_IN_THE_WRONG_PLACE = [
+    (f"terminals show {MISTYPED_NUMBER}", Outcome.failed, "no terminal"),
+    (f"terminals deactivate {MISTYPED_NUMBER}", Outcome.failed, "no terminal"),
+    (f"day-close list {MISTYPED_NUMBER}", Outcome.failed, "no terminal"),
+    ("terminals show '6001 0199 9999 9998'", Outcome.failed, "no terminal"),
+    (MISTYPED_NUMBER, Outcome.usage, "unknown command"),
+    (f"{MISTYPED_NUMBER} show", Outcome.usage, "unknown command"),
+]
+
+
+def test_a_card_number_typed_as_an_argument_is_not_echoed_back(console_world: ConsoleWorld) -> None:
+    commands = [command for command, _, _ in CARD_NUMBER_IN_THE_WRONG_PLACE]
+    results = console_world.run(console_world.keys.operator, *commands)
+    for (command, outcome, message), result in zip(CARD_NUMBER_IN_THE_WRONG_PLACE, results, strict=True):
+        assert result.exit_status == outcome.value, (command, result)
+        assert message in result.stderr, (command, result)
+        shown = (result.stdout + result.stderr).replace(" ", "")
+        assert "60010199" not in shown and "[REDACTED-PAN]" in shown, (command, result)
+    assert "60010199" not in console_world.audit_path.read_text().replace(" ", "")
