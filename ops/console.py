@@ -28,6 +28,9 @@ LOGIN_TIMEOUT_S = 30.0
 CONNECTIONS_MAX = 16
 BACKEND_WORKERS_MAX = 4
 LINE_CHARS_MAX = 1024
+# Output a shell session may hold unsent before the console runs no more of its commands: a
+# client that types and never reads made the console run every line and keep every answer.
+OUTPUT_BUFFERED_BYTES_MAX = 64 * 1024
 
 _CALLER_INFO = "txswitch_caller"
 _EXIT_WORDS = frozenset({"exit", "quit", "logout"})
@@ -256,6 +259,7 @@ class OpsConsole:
     async def _shell(self, process: asyncssh.SSHServerProcess[str], caller: Caller) -> None:
         self.audit.record(caller, "(login)", "ok", mode="shell")
         prompt = f"txswitch {caller.role.value}> "
+        process.channel.set_write_buffer_limits(high=OUTPUT_BUFFERED_BYTES_MAX)
         process.stdout.write(f"{self._config.banner}; you are {caller.name} ({caller.role.value})")
         process.stdout.write("; type help\n")
         while True:
@@ -268,8 +272,20 @@ class OpsConsole:
             result = await self._run(caller, line.strip(), mode="shell")
             if result.output:
                 process.stdout.write(result.output + "\n")
+            if not await self._output_read(process, caller):
+                break
         process.stdout.write("bye\n")
         process.exit(0)
+
+    async def _output_read(self, process: asyncssh.SSHServerProcess[str], caller: Caller) -> bool:
+        """Wait, before the next command, for the client to read output past the buffer limit;
+        False when it has not within the idle timeout."""
+        try:
+            await asyncio.wait_for(process.stdout.drain(), self._config.session_idle_timeout_s)
+        except TimeoutError:
+            log.warning("console session closed: its output was not read", extra={"who": caller.name})
+            return False
+        return True
 
     async def _read_line(self, process: asyncssh.SSHServerProcess[str]) -> str | None:
         """The next line, "" after an interrupt, None at end of input or idle timeout."""
