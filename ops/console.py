@@ -26,6 +26,9 @@ BACKEND_CALL_TIMEOUT_S = 10.0
 SESSION_IDLE_TIMEOUT_S = 15 * 60.0
 LOGIN_TIMEOUT_S = 30.0
 CONNECTIONS_MAX = 16
+# Shell and exec sessions open at once on one connection: SSH lets a client open channels
+# without end, and each held a task, buffers and a place in the backend workers' queue.
+SESSIONS_PER_CONNECTION_MAX = 4
 BACKEND_WORKERS_MAX = 4
 LINE_CHARS_MAX = 1024
 # Output a shell session may hold unsent before the console runs no more of its commands: a
@@ -132,6 +135,7 @@ class OpsConsole:
         self._thread: threading.Thread | None = None
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._connections: set[asyncssh.SSHServerConnection] = set()
+        self._sessions_open: dict[asyncssh.SSHServerConnection, int] = {}  # on the loop thread only
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
         self._port = 0
 
@@ -237,6 +241,28 @@ class OpsConsole:
             process.stderr.write("no identity for this session\r\n")
             process.exit(Outcome.refused.value)
             return
+        connection = process.channel.get_connection()
+        assert isinstance(connection, asyncssh.SSHServerConnection), connection
+        if self._sessions_open.get(connection, 0) >= SESSIONS_PER_CONNECTION_MAX:
+            mode = "shell" if process.command is None else "exec"
+            self.audit.record(caller, "(session)", Outcome.refused.name, mode=mode)
+            process.stderr.write(
+                f"too many sessions on this connection (at most {SESSIONS_PER_CONNECTION_MAX})\r\n"
+            )
+            process.exit(Outcome.refused.value)
+            return
+        self._sessions_open[connection] = self._sessions_open.get(connection, 0) + 1
+        try:
+            await self._serve(process, caller)
+        finally:
+            self._session_ended(connection)
+
+    def _session_ended(self, connection: asyncssh.SSHServerConnection) -> None:
+        left = self._sessions_open.pop(connection) - 1
+        if left:
+            self._sessions_open[connection] = left
+
+    async def _serve(self, process: asyncssh.SSHServerProcess[str], caller: Caller) -> None:
         try:
             if process.command is not None:
                 await self._exec(process, caller, process.command)

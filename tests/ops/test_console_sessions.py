@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ops.console import OUTPUT_BUFFERED_BYTES_MAX
+from ops.console import OUTPUT_BUFFERED_BYTES_MAX, SESSIONS_PER_CONNECTION_MAX
+from ops.console_commands import Outcome
 from ops.ssh import asyncssh
-from tests.ops.conftest import ConsoleWorld
+from tests.ops.conftest import CLIENT_TIMEOUT_S, ConsoleWorld
 from tests.ops.test_console import audit_lines
 
 CLIENT_WINDOW_BYTES = 8192  # what the client lets the console send before it reads
@@ -49,3 +50,53 @@ def test_a_session_that_never_reads_its_output_stops_running_commands(console_wo
     assert status.exit_status == 0
     time.sleep(1.0)
     assert _helps_run(console_world) == run  # the dropped session ran none of the lines left
+
+
+SESSIONS_OPENED = SESSIONS_PER_CONNECTION_MAX + 3
+
+
+async def _many_shells(port: int, key: asyncssh.SSHKey) -> tuple[list[str], list[int | None]]:
+    """Opens SESSIONS_OPENED shells on one connection, all at once; each one's greeting and,
+    for those the console ended, their exit status."""
+    async with asyncssh.connect(
+        "127.0.0.1", port, username="olga", client_keys=[key], known_hosts=None, agent_path=None
+    ) as connection:
+        processes = [
+            await connection.create_process(term_type="xterm", term_size=(120, 40))
+            for _ in range(SESSIONS_OPENED)
+        ]
+        greetings = [await _first_words(process) for process in processes]
+        statuses = [process.exit_status for process in processes]
+    return greetings, statuses
+
+
+async def _first_words(process: asyncssh.SSHClientProcess[str]) -> str:
+    seen = ""
+    while "> " not in seen and "sessions" not in seen:
+        out, err = process.stdout.read(1024), process.stderr.read(1024)
+        done, pending = await asyncio.wait(
+            [asyncio.ensure_future(out), asyncio.ensure_future(err)],
+            timeout=CLIENT_TIMEOUT_S,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for task in pending:
+            task.cancel()
+        chunks = [task.result() for task in done]
+        if not any(chunks):
+            break
+        seen += "".join(chunks)
+    await asyncio.sleep(0.05)  # the refused session's exit status follows its message
+    return seen
+
+
+def test_one_connection_opens_no_more_than_the_session_limit(console_world: ConsoleWorld) -> None:
+    greetings, statuses = asyncio.run(_many_shells(console_world.port, console_world.keys.operator))
+    served = [greeting for greeting in greetings if "txswitch operator> " in greeting]
+    refused = [greeting for greeting in greetings if "too many sessions" in greeting]
+    assert len(served) == SESSIONS_PER_CONNECTION_MAX, greetings
+    assert len(refused) == SESSIONS_OPENED - SESSIONS_PER_CONNECTION_MAX, greetings
+    assert all(f"at most {SESSIONS_PER_CONNECTION_MAX}" in greeting for greeting in refused)
+    assert statuses.count(Outcome.refused.value) == len(refused), statuses
+    # The sessions ended free their places: the next connection is served.
+    (status,) = console_world.run(console_world.keys.operator, "status")
+    assert status.exit_status == 0
