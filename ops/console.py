@@ -13,7 +13,7 @@ from pathlib import Path
 from ops.console_audit import AuditLog
 from ops.console_auth import AuthorizedKeys, Caller, Role
 from ops.console_backend import OpsBackend
-from ops.console_commands import CommandResult, Outcome, execute
+from ops.console_commands import COMMAND_LINE_CHARS_MAX, CommandResult, Outcome, execute
 from ops.ssh import asyncssh
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,10 @@ CONNECTIONS_MAX = 16
 # without end, and each held a task, buffers and a place in the backend workers' queue.
 SESSIONS_PER_CONNECTION_MAX = 4
 BACKEND_WORKERS_MAX = 4
-LINE_CHARS_MAX = 1024
+# The shell's line editor keeps one character past the command limit: a line it cut at the
+# limit ran as the command left after the cut ('cards block X' of 'cards block X ... more');
+# one character over, the whole line is refused as too long.
+LINE_EDITOR_CHARS_MAX = COMMAND_LINE_CHARS_MAX + 1
 # Output a shell session may hold unsent before the console runs no more of its commands: a
 # client that types and never reads made the console run every line and keep every answer.
 OUTPUT_BUFFERED_BYTES_MAX = 64 * 1024
@@ -205,7 +208,7 @@ class OpsConsole:
             # protocol error that drops the operator's connection.
             encoding="utf-8",
             errors="replace",
-            max_line_length=LINE_CHARS_MAX,
+            max_line_length=LINE_EDITOR_CHARS_MAX,
             login_timeout=LOGIN_TIMEOUT_S,
             agent_forwarding=False,
             x11_forwarding=False,
@@ -295,7 +298,8 @@ class OpsConsole:
                 break
             if not line.strip():
                 continue
-            result = await self._run(caller, line.strip(), mode="shell")
+            # Only the line's end goes: stripped of its spaces, a line over the limit fitted in it.
+            result = await self._run(caller, line.rstrip("\r\n"), mode="shell")
             if result.output:
                 process.stdout.write(result.output + "\n")
             if not await self._output_read(process, caller):

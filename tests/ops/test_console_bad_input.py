@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from ops.console_commands import Outcome
+from ops.console_commands import COMMAND_LINE_CHARS_MAX, Outcome
 from ops.ssh import asyncssh
+from switch.domain.cards import CardStatus
 from tests.ops.conftest import CLIENT_TIMEOUT_S, ConsoleWorld
 from tests.ops.test_console import audit_lines
 
@@ -91,3 +92,22 @@ def test_a_card_number_typed_as_an_argument_is_not_echoed_back(console_world: Co
         shown = (result.stdout + result.stderr).replace(" ", "")
         assert "60010199" not in shown and "[REDACTED-PAN]" in shown, (command, result)
     assert "60010199" not in console_world.audit_path.read_text().replace(" ", "")
+
+
+async def _shell(port: int, key: asyncssh.SSHKey, lines: Sequence[str]) -> str:
+    raw = await _raw_shell(port, key, [line.encode() for line in lines])
+    return raw.decode()
+
+
+def test_a_shell_line_over_the_limit_is_refused_whole_never_run_cut(console_world: ConsoleWorld) -> None:
+    world = console_world.world
+    number = world.issue(1_000)
+    card_id = world.server.core.cards.card_id(number)
+    assert card_id is not None
+    # Cut at the limit, this line is 'cards block <card>' and spaces: a command nobody typed.
+    typed = f"cards block {card_id}" + " " * COMMAND_LINE_CHARS_MAX + "and-more"
+    output = asyncio.run(_shell(console_world.port, console_world.keys.operator, [typed, "status"]))
+    assert f"command longer than {COMMAND_LINE_CHARS_MAX} characters" in output
+    assert "terminals online" in output  # the session goes on
+    assert world.server.core.store.card_state(card_id).status is CardStatus.active
+    assert world.terminals[0].redeem(number, 100).response_code == "00"
