@@ -26,8 +26,10 @@ from ops.logs import scrub_text
 log = logging.getLogger(__name__)
 
 COMMAND_LINE_CHARS_MAX = 1024
-# A tab separates words like a space; every other control character is refused.
+# A tab separates words like a space; every other control character is refused, and so is every
+# format character (Unicode Cf: invisible, and U+202E shows the rest of the line reversed).
 COMMAND_CONTROL_CHARACTERS_ALLOWED = frozenset("\t")
+COMMAND_CHARACTER_CATEGORIES_REFUSED = frozenset({"Cc", "Cf"})
 # What the SSH layer puts for each byte of the session's input that is not UTF-8.
 NOT_UTF8_REPLACEMENT = "\ufffd"
 NO_ACQUIRERS = "no acquirer links configured"
@@ -430,9 +432,14 @@ def _control_character_refusal(line: str) -> CommandResult | None:
             return CommandResult(
                 f"the command holds bytes that are not UTF-8 at character {position}", Outcome.usage
             )
-        if character not in COMMAND_CONTROL_CHARACTERS_ALLOWED and unicodedata.category(character) == "Cc":
+        category = unicodedata.category(character)
+        if (
+            character not in COMMAND_CONTROL_CHARACTERS_ALLOWED
+            and category in COMMAND_CHARACTER_CATEGORIES_REFUSED
+        ):
+            kind = "control character" if category == "Cc" else "format character (invisible)"
             return CommandResult(
-                f"the command holds a control character (U+{ord(character):04X}) at character {position}",
+                f"the command holds a {kind} (U+{ord(character):04X}) at character {position}",
                 Outcome.usage,
             )
     return None
