@@ -38,6 +38,9 @@ LINE_EDITOR_CHARS_MAX = COMMAND_LINE_CHARS_MAX + 1
 # client that types and never reads made the console run every line and keep every answer.
 OUTPUT_BUFFERED_BYTES_MAX = 64 * 1024
 
+AUDIT_STARTED = "started"
+AUDIT_OUTCOME_NOT_WRITTEN = "warning: the audit log cannot be written; the switch log has details"
+
 _CALLER_INFO = "txswitch_caller"
 _EXIT_WORDS = frozenset({"exit", "quit", "logout"})
 
@@ -330,10 +333,16 @@ class OpsConsole:
         return line if line else None
 
     async def _run(self, caller: Caller, line: str, *, mode: str) -> CommandResult:
+        """Run line on a worker; a command that changes the switch is audited as started first,
+        so no change is without its line, and then every command with its outcome."""
         loop = asyncio.get_running_loop()
+
+        def audit_start() -> None:
+            self.audit.record(caller, line, AUDIT_STARTED, mode=mode)
+
         try:
             result = await asyncio.wait_for(
-                loop.run_in_executor(self._workers, execute, line, caller, self._backend),
+                loop.run_in_executor(self._workers, execute, line, caller, self._backend, audit_start),
                 self._config.backend_call_timeout_s,
             )
         except TimeoutError:
@@ -342,12 +351,17 @@ class OpsConsole:
                 f"error: the switch did not answer within {seconds:g} s; it may still complete",
                 Outcome.error,
             )
-        await loop.run_in_executor(
-            self._workers,
-            lambda: self.audit.record(
-                caller, line, result.outcome.name, mode=mode, exit_status=result.exit_status
-            ),
-        )
+        try:
+            await loop.run_in_executor(
+                self._workers,
+                lambda: self.audit.record(
+                    caller, line, result.outcome.name, mode=mode, exit_status=result.exit_status
+                ),
+            )
+        except OSError:
+            # Shown, not dropped: a change already done is already in the log as started.
+            log.exception("console audit line not written", extra={"outcome": result.outcome.name})
+            return CommandResult(f"{result.output}\n{AUDIT_OUTCOME_NOT_WRITTEN}", result.outcome)
         return result
 
 

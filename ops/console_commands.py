@@ -57,6 +57,8 @@ class CommandResult:
 
 
 Handler = Callable[[OpsBackend, Caller, Sequence[str]], CommandResult]
+BeforeChange = Callable[[], None]  # raises OSError when the change must not go ahead
+AUDIT_NOT_WRITTEN = "error: the audit log cannot be written; nothing was done (the switch log has details)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,11 @@ class CommandSpec:
     @property
     def usage(self) -> str:
         return " ".join((*self.words, *self.params))
+
+    @property
+    def changes_switch(self) -> bool:
+        """The operator's commands are the ones that change the switch (or send to an acquirer)."""
+        return self.role is Role.operator
 
 
 def _ok(text: str) -> CommandResult:
@@ -414,9 +421,12 @@ def find_command(words: Sequence[str]) -> CommandSpec | CommandResult:
     return CommandResult(f"unknown command {words[0]!r}; type help", Outcome.usage)
 
 
-def execute(line: str, caller: Caller, backend: OpsBackend) -> CommandResult:
-    """Run one command line for caller; never raises, never shows a traceback."""
-    result = _execute(line, caller, backend)
+def execute(
+    line: str, caller: Caller, backend: OpsBackend, before_change: BeforeChange | None = None
+) -> CommandResult:
+    """Run one command line for caller; never raises, never shows a traceback. before_change runs
+    just before a command that changes the switch, which does not run if it raises OSError."""
+    result = _execute(line, caller, backend, before_change)
     # The backend should return masked data; this is the second line of defence. A refusal may
     # echo what the operator typed ("no terminal ..."), where a card number may be mistyped: it
     # is masked as the audit log masks it, Luhn-valid or not.
@@ -445,7 +455,9 @@ def _control_character_refusal(line: str) -> CommandResult | None:
     return None
 
 
-def _execute(line: str, caller: Caller, backend: OpsBackend) -> CommandResult:
+def _execute(
+    line: str, caller: Caller, backend: OpsBackend, before_change: BeforeChange | None
+) -> CommandResult:
     if len(line) > COMMAND_LINE_CHARS_MAX:
         return CommandResult(f"command longer than {COMMAND_LINE_CHARS_MAX} characters", Outcome.usage)
     refused = _control_character_refusal(line)
@@ -466,6 +478,12 @@ def _execute(line: str, caller: Caller, backend: OpsBackend) -> CommandResult:
     if not _allowed(caller.role, found):
         message = f"permission denied: {' '.join(found.words)} needs the operator role"
         return CommandResult(message, Outcome.refused)
+    if found.changes_switch and before_change is not None:
+        try:
+            before_change()
+        except OSError:
+            log.exception("console command not run: its audit line was not written")
+            return CommandResult(AUDIT_NOT_WRITTEN, Outcome.error)
     try:
         return found.handler(backend, caller, args)
     except Exception:

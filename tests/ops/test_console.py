@@ -281,6 +281,7 @@ def test_audit_log_records_who_when_what_and_outcome(console_world: ConsoleWorld
     console_world.run(console_world.keys.viewer, "drain")
     commands = [line for line in audit_lines(console_world) if line["command"] != "(login)"]
     assert [(line["who"], line["outcome"], line["exit_status"]) for line in commands] == [
+        ("olga@ops", "started", None),  # a change is in the log before it runs
         ("olga@ops", "ok", 0),
         ("olga@ops", "usage", Outcome.usage.value),
         ("victor@ops", "refused", Outcome.refused.value),
