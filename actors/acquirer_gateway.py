@@ -222,7 +222,12 @@ class AcquirerGateway:
         )
 
     def saf_pending(self) -> tuple[SafEntry, ...]:
+        """The oldest pending advices, at most SAF_PENDING_LIMIT_MAX: to list, not to count."""
         return self._saf.pending()
+
+    def saf_pending_counts(self) -> dict[str, int]:
+        """Every pending advice counted, by acquirer."""
+        return self._saf.pending_counts()
 
     def retry_saf(self) -> int:
         """Send every pending reversal now; returns how many the acquirers acknowledged."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -153,7 +152,7 @@ class AcquirerFeed:
 
     def __call__(self) -> None:
         stats = self._gateway.statistics()
-        pending = Counter(entry.acquirer for entry in self._gateway.saf_pending())
+        pending = self._gateway.saf_pending_counts()
         for link in stats.links:
             self._metrics.set_acquirer_link_state(link.name, LINK_STATE_LABELS[link.state])
             self._metrics.acquirer_timeout(link.name, self._deltas.step(link.name, link.timeouts))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
@@ -250,7 +249,7 @@ class SwitchOpsBackend:
         if self._gateway is None:
             return None
         stats = self._gateway.statistics()
-        pending = Counter(entry.acquirer for entry in self._gateway.saf_pending())
+        pending = self._gateway.saf_pending_counts()
         infos = []
         for link in stats.links:
             endpoint = self._endpoints.get(link.name)
@@ -296,9 +295,9 @@ class SwitchOpsBackend:
     def store_and_forward_retry(self, actor: str) -> ActionResult:
         if self._gateway is None:
             return ActionResult(False, NO_ACQUIRERS)
-        before = len(self._gateway.saf_pending())
+        before = sum(self._gateway.saf_pending_counts().values())
         acknowledged = self._gateway.retry_saf()
-        left = len(self._gateway.saf_pending())
+        left = sum(self._gateway.saf_pending_counts().values())
         return ActionResult(
             True, f"{before} advices retransmitted, {acknowledged} acknowledged, {left} pending"
         )

@@ -267,6 +267,16 @@ class SafStore:
         with self._engine.connect() as connection:
             return tuple(_entry(row) for row in connection.execute(query).mappings())
 
+    def pending_counts(self) -> dict[str, int]:
+        """Unacknowledged reversals by acquirer, every one counted (pending() lists at most a limit)."""
+        query = (
+            select(acquirer_saf.c.acquirer, func.count())
+            .where(acquirer_saf.c.status == STATUS_PENDING)
+            .group_by(acquirer_saf.c.acquirer)
+        )
+        with self._engine.connect() as connection:
+            return {str(acquirer): int(count) for acquirer, count in connection.execute(query)}
+
     def all_entries(self, limit: int = SAF_PENDING_LIMIT_MAX) -> tuple[SafEntry, ...]:
         """Pending and acknowledged reversals, oldest first (for audits and the ops console)."""
         query = select(acquirer_saf).order_by(acquirer_saf.c.saf_id).limit(limit)
