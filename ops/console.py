@@ -25,7 +25,12 @@ STOP_TIMEOUT_S = 10.0
 BACKEND_CALL_TIMEOUT_S = 10.0
 SESSION_IDLE_TIMEOUT_S = 15 * 60.0
 LOGIN_TIMEOUT_S = 30.0
+# Logged-in connections. Connections still logging in have a limit of their own: counted with
+# these, 16 TCP connections that never spoke SSH kept every operator out for LOGIN_TIMEOUT_S.
 CONNECTIONS_MAX = 16
+# Connections not logged in yet. Past it a new one closes the oldest of them, so sockets held
+# open without logging in cannot keep an operator's login out; a login takes well under a second.
+CONNECTIONS_LOGGING_IN_MAX = 8
 # Shell and exec sessions open at once on one connection: SSH lets a client open channels
 # without end, and each held a task, buffers and a place in the backend workers' queue.
 SESSIONS_PER_CONNECTION_MAX = 4
@@ -87,9 +92,13 @@ class _ConsoleSSHServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._connection = conn
-        if not self._console.admit(conn):
-            log.warning("console connection refused: too many sessions")
-            conn.close()
+        self._console.admit(conn)
+
+    def auth_completed(self) -> None:
+        assert self._connection is not None, "login before the connection was made"
+        if not self._console.logged_in(self._connection):
+            log.warning("console connection refused: too many logged in")
+            self._connection.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._connection is not None:
@@ -140,7 +149,9 @@ class OpsConsole:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._acceptor: asyncssh.SSHAcceptor | None = None
-        self._connections: set[asyncssh.SSHServerConnection] = set()
+        self._connections: set[asyncssh.SSHServerConnection] = set()  # logged in
+        # Oldest first (dicts keep insertion order): the one a new connection closes when full.
+        self._logging_in: dict[asyncssh.SSHServerConnection, None] = {}
         self._sessions_open: dict[asyncssh.SSHServerConnection, int] = {}  # on the loop thread only
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
         self._port = 0
@@ -223,22 +234,35 @@ class OpsConsole:
     async def _close(self) -> None:
         if self._acceptor is not None:
             self._acceptor.close()
-        for connection in list(self._connections):
+        connections = [*self._connections, *self._logging_in]
+        for connection in connections:
             connection.close()
-        for connection in list(self._connections):
+        for connection in connections:
             await connection.wait_closed()
         if self._acceptor is not None:
             await self._acceptor.wait_closed()
 
     # -- connections and sessions ---------------------------------------------------------
 
-    def admit(self, connection: asyncssh.SSHServerConnection) -> bool:
+    def admit(self, connection: asyncssh.SSHServerConnection) -> None:
+        """Let a new connection log in; past the limit the oldest still logging in is closed."""
+        if len(self._logging_in) >= CONNECTIONS_LOGGING_IN_MAX:
+            oldest = next(iter(self._logging_in))
+            del self._logging_in[oldest]
+            log.warning("console connection closed before login: too many logging in")
+            oldest.close()
+        self._logging_in[connection] = None
+
+    def logged_in(self, connection: asyncssh.SSHServerConnection) -> bool:
+        """False, and the connection is to be closed, when CONNECTIONS_MAX are logged in."""
+        self._logging_in.pop(connection, None)
         if len(self._connections) >= CONNECTIONS_MAX:
             return False
         self._connections.add(connection)
         return True
 
     def forget(self, connection: asyncssh.SSHServerConnection) -> None:
+        self._logging_in.pop(connection, None)
         self._connections.discard(connection)
 
     async def _session(self, process: asyncssh.SSHServerProcess[str]) -> None:

@@ -1,0 +1,62 @@
+"""Connections that never log in, held open, keep no operator out: real TCP sockets and a real SSH client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from contextlib import ExitStack
+
+from ops.console import CONNECTIONS_LOGGING_IN_MAX, CONNECTIONS_MAX
+from ops.ssh import asyncssh
+from tests.ops.conftest import CLIENT_TIMEOUT_S, ConsoleWorld, exec_commands
+
+# More than either limit: on one shared limit of CONNECTIONS_MAX these locked every login out.
+SILENT_SOCKETS = CONNECTIONS_MAX + CONNECTIONS_LOGGING_IN_MAX
+SOCKET_READ_TIMEOUT_S = 0.5
+
+
+def _silent_sockets(port: int, count: int, stack: ExitStack) -> list[socket.socket]:
+    """TCP connections to the console that never send a byte of SSH."""
+    sockets = []
+    for _ in range(count):
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_S))
+        sockets.append(sock)
+    return sockets
+
+
+def _closed_by_the_console(sock: socket.socket) -> bool:
+    """True when the console ended it: its version line, if any, then end of stream."""
+    sock.settimeout(SOCKET_READ_TIMEOUT_S)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def test_connections_held_open_without_login_keep_no_operator_out(console_world: ConsoleWorld) -> None:
+    port, operator = console_world.port, console_world.keys.operator
+
+    async def scenario(stack: ExitStack) -> tuple[int | None, list[int | None], list[socket.socket]]:
+        async with asyncssh.connect(
+            "127.0.0.1", port, username="olga", client_keys=[operator], known_hosts=None, agent_path=None
+        ) as logged_in:
+            sockets = await asyncio.to_thread(_silent_sockets, port, SILENT_SOCKETS, stack)
+            await asyncio.sleep(0.5)  # the console has taken every one of them
+            fresh = await exec_commands(port, operator, ["status"])
+            held = await logged_in.run("status", check=False, timeout=CLIENT_TIMEOUT_S)
+            return held.exit_status, [result.exit_status for result in fresh], sockets
+
+    with ExitStack() as stack:
+        started = time.monotonic()
+        held_status, fresh_statuses, sockets = asyncio.run(scenario(stack))
+        assert held_status == 0  # a logged-in operator kept its connection
+        assert fresh_statuses == [0]  # a new operator logged in and ran status
+        assert time.monotonic() - started < CLIENT_TIMEOUT_S  # not after the login timeout
+        still_open = [sock for sock in sockets if not _closed_by_the_console(sock)]
+        # The oldest silent ones were closed to make room: at most the limit are still waiting.
+        assert len(still_open) <= CONNECTIONS_LOGGING_IN_MAX, len(still_open)
