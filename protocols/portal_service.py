@@ -56,6 +56,7 @@ R = TypeVar("R", bound="OwnRequest")  # a request the portal scopes to the login
 RESET_ASKED = "if a login has this address, a reset code is on its way to it"
 CARD_LOOKUP_WINDOW_S = 60.0
 RESET_ASK_WINDOW_S = 3600.0
+RESET_CODE_WINDOW_S = 3600.0
 
 
 class PortalService(portal_grpc.PortalServicer):
@@ -78,6 +79,12 @@ class PortalService(portal_grpc.PortalServicer):
             settings.password_reset_callers_tracked_max,
         )
         self._reset_asks_lock = threading.Lock()
+        self._wrong_reset_codes = CallerLimit(
+            settings.password_reset_wrong_codes_per_caller_per_hour_max,
+            RESET_CODE_WINDOW_S,
+            settings.password_reset_callers_tracked_max,
+        )
+        self._wrong_reset_codes_lock = threading.Lock()
 
     def _count_card_lookup(self, context: grpc.ServicerContext, login: Login) -> None:
         """Counted per merchant before the card number is read: a wrong or malformed number costs as
@@ -101,6 +108,19 @@ class PortalService(portal_grpc.PortalServicer):
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many password reset requests from your network address; "
+                f"try again in {math.ceil(wait_s)} s",
+            )
+
+    def _refuse_past_wrong_reset_codes(self, context: grpc.ServicerContext, caller: str) -> None:
+        """Asked before the code is looked up, counted only once it proved wrong: made-up codes
+        were a database read each without limit, and a right code under the limit goes through."""
+        with self._wrong_reset_codes_lock:
+            wait_s = self._wrong_reset_codes.peek_wait_s(caller, time.monotonic())
+        if wait_s > 0:
+            _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many wrong password reset codes from your network address; "
                 f"try again in {math.ceil(wait_s)} s",
             )
 
@@ -338,9 +358,13 @@ class PortalService(portal_grpc.PortalServicer):
     ) -> portal.ResetPasswordResponse:
         if problem := convert.missing_field(request, "code", "new_password"):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
+        caller = caller_address(context.peer())
+        self._refuse_past_wrong_reset_codes(context, caller)
         try:
             login = self._core.password_resets.reset(request.code, request.new_password)
         except PermissionError as error:
+            with self._wrong_reset_codes_lock:
+                self._wrong_reset_codes.count(caller, time.monotonic())
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
         except ValueError as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))

@@ -135,6 +135,10 @@ class Settings:
     # Always read, mail on or off, as the portal counts before it knows
     password_reset_asks_per_caller_per_hour_max: int = 20
     password_reset_callers_tracked_max: int = 10_000
+    # Wrong reset codes (unknown, used or expired) from one caller address in any hour: past it
+    # ResetPassword is refused (RESOURCE_EXHAUSTED) before the code is looked up, right code or
+    # not; each made-up code was a database read. Callers remembered as for asks (just above)
+    password_reset_wrong_codes_per_caller_per_hour_max: int = 10
     # Cardholders' own balance lookups (service Cardholder, no login): per caller address at most
     # this many in any minute; callers remembered at once, the longest quiet forgotten first
     cardholder_lookups_per_minute_max: int = 20
@@ -407,6 +411,7 @@ NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "password_reset_mails_queued_max": POSITIVE_COUNT,
     "password_reset_asks_per_caller_per_hour_max": POSITIVE_COUNT,
     "password_reset_callers_tracked_max": POSITIVE_COUNT,
+    "password_reset_wrong_codes_per_caller_per_hour_max": POSITIVE_COUNT,
     "cardholder_lookups_per_minute_max": POSITIVE_COUNT,
     "cardholder_callers_tracked_max": POSITIVE_COUNT,
     "portal_card_lookups_per_minute_max": POSITIVE_COUNT,

@@ -1,0 +1,104 @@
+"""Wrong password reset codes limited per caller address, over real gRPC and a real SMTP server.
+
+ResetPassword looked every code up, one database read each, with no limit on how many one caller
+tried. Wrong codes are now counted per caller (password_reset_wrong_codes_per_caller_per_hour_max),
+and past the limit a call is refused before its code is looked up; a right code under it goes through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import event
+
+from protocols.wire import portal_pb2 as portal
+from protocols.wire import portal_pb2_grpc as portal_grpc
+from switch.password_resets import CODE_PREFIX
+from tests.integration.harness import MERCHANT_EMAIL, World, world_fixture
+from tests.integration.test_password_reset import NEW_PASSWORD, next_code
+from tests.integration.test_receipts import Mailbox, mail_server
+from tests.ipv6 import ipv6_loopback_works
+
+WRONG_CODES_MAX = 3
+MADE_UP_CODE = CODE_PREFIX + "made-up-code-made-up-code-made-up"
+
+
+@pytest.fixture(params=["sqlite"])
+def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[World, Mailbox]]:
+    with mail_server() as (port, mailbox):
+        # "localhost" listens on 127.0.0.1 and ::1 at once: two callers on one machine.
+        settings = {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "grpc_host": "localhost",
+            "password_reset_wrong_codes_per_caller_per_hour_max": WRONG_CODES_MAX,
+        }
+        for world in world_fixture(request, tmp_path, terminals=0, **settings):
+            yield world, mailbox
+
+
+def reset(world: World, host: str, code: str) -> str:
+    """The status of ResetPassword from the caller at host: OK or the error's code name."""
+    with grpc.insecure_channel(f"{host}:{world.server.grpc_port}") as channel:
+        request = portal.ResetPasswordRequest(code=code, new_password=NEW_PASSWORD)
+        try:
+            portal_grpc.PortalStub(channel).ResetPassword(request, timeout=20)
+        except grpc.RpcError as error:
+            return str(error.code().name)
+    return "OK"
+
+
+def mailed_code(world: World, mailbox: Mailbox) -> str:
+    with grpc.insecure_channel(f"127.0.0.1:{world.server.grpc_port}") as channel:
+        request = portal.RequestPasswordResetRequest(email=MERCHANT_EMAIL)
+        portal_grpc.PortalStub(channel).RequestPasswordReset(request, timeout=20)
+    return next_code(mailbox, 1)
+
+
+RIGHT_CODE_AFTER_WRONG_ONES = [
+    # (wrong codes first, what the right code then gets)
+    (0, "OK"),
+    (WRONG_CODES_MAX - 1, "OK"),  # under the limit a right code is never refused
+    (WRONG_CODES_MAX, "RESOURCE_EXHAUSTED"),
+]
+
+
+@pytest.mark.parametrize(("wrong_codes", "expected"), RIGHT_CODE_AFTER_WRONG_ONES)
+def test_a_right_code_goes_through_under_the_wrong_codes_limit_and_not_past_it(
+    shop: tuple[World, Mailbox], wrong_codes: int, expected: str
+) -> None:
+    world, mailbox = shop
+    code = mailed_code(world, mailbox)
+    assert [reset(world, "127.0.0.1", MADE_UP_CODE) for _ in range(wrong_codes)] == [
+        "UNAUTHENTICATED"
+    ] * wrong_codes
+    assert reset(world, "127.0.0.1", code) == expected
+
+
+def test_past_the_limit_a_code_is_refused_before_it_is_looked_up_and_another_caller_is_not(
+    shop: tuple[World, Mailbox],
+) -> None:
+    world, _ = shop
+    for _ in range(WRONG_CODES_MAX):
+        assert reset(world, "127.0.0.1", MADE_UP_CODE) == "UNAUTHENTICATED"
+    lookups: list[str] = []
+
+    def seen(*args: object) -> None:
+        statement = str(args[2])
+        if "password_resets" in statement:
+            lookups.append(statement)
+
+    engine = world.server.core.store.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert reset(world, "127.0.0.1", MADE_UP_CODE) == "RESOURCE_EXHAUSTED"
+        assert lookups == [], "a refused code was looked up"
+        if not ipv6_loopback_works():
+            pytest.skip("no IPv6 loopback on this machine: another caller not tried")
+        assert reset(world, "[::1]", MADE_UP_CODE) == "UNAUTHENTICATED"  # another caller: looked up
+        assert len(lookups) == 1, lookups
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
