@@ -112,6 +112,14 @@ class StoreAndForwardEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreAndForwardView:
+    """The oldest pending advices, at most a limit of them, and how many are pending in all."""
+
+    pending_total: int
+    entries: Sequence[StoreAndForwardEntry]
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiptEntry:
     """An e-mailed receipt not sent: waiting for its next attempt, or given up."""
 
@@ -162,7 +170,7 @@ class OpsBackend(Protocol):
 
     def acquirer_echo(self, name: str, actor: str) -> ActionResult: ...
 
-    def store_and_forward_entries(self) -> Sequence[StoreAndForwardEntry] | None:
+    def store_and_forward(self) -> StoreAndForwardView | None:
         """None when the switch has no acquirer links configured."""
         ...
 

@@ -319,13 +319,21 @@ def _acquirers_echo(backend: OpsBackend, caller: Caller, args: Sequence[str]) ->
 
 
 def _saf_list(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> CommandResult:
-    entries = backend.store_and_forward_entries()
-    if entries is None:
+    view = backend.store_and_forward()
+    if view is None:
         return _ok(NO_ACQUIRERS)
-    if not entries:
+    if not view.entries:
         return _ok("store-and-forward queue is empty")
     headers = ["entry", "acquirer", "mti", "stan", "amount", "tries", "created", "last try"]
-    return _ok(table(headers, [_saf_row(entry) for entry in entries]))
+    listing = table(headers, [_saf_row(entry) for entry in view.entries])
+    # Only the oldest are listed (SAF_PENDING_LIMIT_MAX): the rest were left out without a word.
+    not_listed = view.pending_total - len(view.entries)
+    if not_listed > 0:
+        listing += (
+            f"\n{not_listed} more pending, not listed: {view.pending_total} in all, "
+            f"the oldest {len(view.entries)} shown"
+        )
+    return _ok(listing)
 
 
 def _saf_retry(backend: OpsBackend, caller: Caller, _args: Sequence[str]) -> CommandResult:

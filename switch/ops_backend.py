@@ -21,6 +21,7 @@ from ops.console_backend import (
     ReceiptEntry,
     ReceiptsView,
     StoreAndForwardEntry,
+    StoreAndForwardView,
     SwitchStatus,
     TerminalInfo,
 )
@@ -287,10 +288,13 @@ class SwitchOpsBackend:
     def acquirer_echo(self, name: str, actor: str) -> ActionResult:
         return self._network(name, AcquirerGateway.echo, "echo")
 
-    def store_and_forward_entries(self) -> Sequence[StoreAndForwardEntry] | None:
+    def store_and_forward(self) -> StoreAndForwardView | None:
         if self._gateway is None:
             return None
-        return [_saf_entry(entry) for entry in self._gateway.saf_pending()]
+        entries = [_saf_entry(entry) for entry in self._gateway.saf_pending()]
+        # Counted after the listing: an advice stored in between is counted, never listed twice.
+        pending_total = sum(self._gateway.saf_pending_counts().values())
+        return StoreAndForwardView(pending_total, entries)
 
     def store_and_forward_retry(self, actor: str) -> ActionResult:
         if self._gateway is None:

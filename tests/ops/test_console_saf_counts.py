@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
+
 from switch.store.saf import SAF_PENDING_LIMIT_MAX, NewReversal, SafStore
 from terminal_sim.processes import free_port
 from tests.integration.payment_harness import MASTER_KEY_HEX, acquirers_file
@@ -40,3 +42,37 @@ def test_status_acquirers_and_metrics_count_every_pending_advice(keys: Keys, tmp
             "txswitch_store_and_forward_queue_depth", {"acquirer": ACQUIRER}
         )
         assert depth == ADVICES_STORED
+
+
+SAF_LISTS = [
+    # (advices stored, the line after the listing, or None when every advice is listed)
+    (3, None),
+    (
+        ADVICES_STORED,
+        f"{ADVICES_STORED - SAF_PENDING_LIMIT_MAX} more pending, not listed: {ADVICES_STORED} in all, "
+        f"the oldest {SAF_PENDING_LIMIT_MAX} shown",
+    ),
+]
+
+
+@pytest.mark.parametrize(("stored", "note"), SAF_LISTS)
+def test_saf_list_says_how_many_more_are_pending_than_it_lists(
+    keys: Keys, tmp_path: Path, stored: int, note: str | None
+) -> None:
+    settings_file = acquirers_file(tmp_path / "acquirers.toml", free_port())  # nobody answers
+    for console in console_world_with(
+        keys, tmp_path, acquirers_file=settings_file, master_key_hex=MASTER_KEY_HEX
+    ):
+        now = dt.datetime.now(dt.UTC)
+        with console.world.server.core.store.engine.begin() as connection:
+            for number in range(1, stored + 1):
+                assert SafStore.enqueue_within(connection, _advice(number), now)
+        (listed,) = console.run(console.keys.viewer, "saf list")
+        assert listed.exit_status == 0, listed.stderr
+        lines = listed.stdout.rstrip("\n").splitlines()
+        rows = [line for line in lines if line.split()[:2] and line.split()[1] == ACQUIRER]
+        assert len(rows) == min(stored, SAF_PENDING_LIMIT_MAX)
+        if note is None:
+            assert "more pending" not in listed.stdout, lines[-1]
+        else:
+            assert lines[-1] == note
