@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from contextlib import ExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, ExitStack
 
 from ops.console import CONNECTIONS_LOGGING_IN_MAX, CONNECTIONS_MAX
 from ops.ssh import asyncssh
@@ -60,3 +60,32 @@ def test_connections_held_open_without_login_keep_no_operator_out(console_world:
         still_open = [sock for sock in sockets if not _closed_by_the_console(sock)]
         # The oldest silent ones were closed to make room: at most the limit are still waiting.
         assert len(still_open) <= CONNECTIONS_LOGGING_IN_MAX, len(still_open)
+
+
+async def _status_after_logins_held(port: int, key: asyncssh.SSHKey) -> tuple[str, int | None]:
+    """With CONNECTIONS_MAX logged in: how one more login ends, then a status once one has left."""
+    async with AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(_login(port, key)) for _ in range(CONNECTIONS_MAX)]
+        try:
+            async with _login(port, key) as extra:
+                await extra.run("status", check=False, timeout=CLIENT_TIMEOUT_S)
+            over = "served"
+        except (asyncssh.Error, OSError) as error:
+            over = type(error).__name__
+        held[0].close()
+        await held[0].wait_closed()
+        await asyncio.sleep(0.2)  # the console has seen it go
+        (after,) = await exec_commands(port, key, ["status"])
+        return over, after.exit_status
+
+
+def _login(port: int, key: asyncssh.SSHKey) -> AbstractAsyncContextManager[asyncssh.SSHClientConnection]:
+    return asyncssh.connect(
+        "127.0.0.1", port, username="olga", client_keys=[key], known_hosts=None, agent_path=None
+    )
+
+
+def test_logged_in_connections_stay_bounded_and_one_leaving_makes_room(console_world: ConsoleWorld) -> None:
+    over, after = asyncio.run(_status_after_logins_held(console_world.port, console_world.keys.viewer))
+    assert over != "served", "a login past CONNECTIONS_MAX was served"
+    assert after == 0
