@@ -54,6 +54,13 @@ def _response_code(response: object) -> str:
     return code if isinstance(code, str) and code else NO_ISO_CODE
 
 
+def _ended_code(call: Any) -> str:
+    """How a call that ended before the handler counted it is counted: its status if it has one."""
+    if call.cancelled() or call.code() is None:
+        return "cancelled"
+    return _status_name(call)
+
+
 def _status_name(context: Any) -> str:
     read = getattr(context, "code", None)  # set by context.abort / set_code; not in the stubs
     code = read() if read is not None else None
@@ -236,8 +243,10 @@ class EdgeInterceptor(_Interceptor):
                     metrics.observe_request(rpc, code, time.perf_counter() - started)
 
             # A client that goes away may leave this generator suspended until the garbage collector
-            # takes it; the call's end is counted when the call ends.
-            context.add_done_callback(lambda call: finished("cancelled" if call.cancelled() else "unknown"))
+            # takes it; the call's end is counted when the call ends. One the client ends while the
+            # stream waits to send on its full window ends with no status of ours and `cancelled()`
+            # False (grpc 1.85): it was cancelled all the same, not "unknown".
+            context.add_done_callback(lambda call: finished(_ended_code(call)))
             try:
                 if isinstance(request, _Malformed):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _malformed_message(request))

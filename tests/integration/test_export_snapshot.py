@@ -363,3 +363,33 @@ def test_exports_are_counted_in_the_request_metrics_as_single_reply_calls_are(
         "txswitch_request_duration_seconds_count", {"rpc": "ExportTransactions"}
     )
     assert latency == 4
+
+
+def test_an_export_cancelled_while_the_switch_waits_to_send_is_counted_cancelled(
+    one_export_world: World,
+) -> None:
+    """A client that reads one chunk and goes away once the switch waits on its full window: the
+    call ended with no status of ours and, in grpc's done callback, not `cancelled()`, so it was
+    counted under code="unknown" (the cancel test above passed when it landed during a read)."""
+    world = one_export_world
+    assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
+    engine = world.server.core.store.engine
+    with engine.begin() as conn:  # more CSV than the client's window and buffers hold
+        template = conn.execute(select(transactions)).first()
+        assert template is not None
+        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
+        rows = [{**values, "transaction_id": f"bulk-{n:06d}-" + "x" * 40} for n in range(60_000)]
+        conn.execute(insert(transactions), rows)
+    request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=500, **days()))
+    streaming = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
+    next(iter(streaming))
+    time.sleep(STALL_S)  # the switch fills the client's window and waits to send the next chunk
+    streaming.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
+    assert soon(lambda: requests_counted(world, "cancelled") == 1), (
+        f"counted under unknown {requests_counted(world, 'unknown'):g} times, not cancelled"
+    )
+    assert requests_counted(world, "unknown") == 0
+    assert soon(lambda: exports_in_flight(world) == 0)
+
+
+STALL_S = 5.0  # time enough to read 12 MB of rows here (some 3 s), a busy machine's too
