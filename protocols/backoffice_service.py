@@ -8,9 +8,11 @@ import hmac
 import logging
 import threading
 import zoneinfo
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor
+from contextlib import closing
 from dataclasses import dataclass
+from itertools import chain
 from typing import Generic, NoReturn, TypeVar, cast
 
 import grpc
@@ -42,6 +44,7 @@ from switch.domain.quoting import quoted
 from switch.domain.receipts import ReceiptLayout
 from switch.domain.response_codes import ResponseCode
 from switch.domain.top_ups import PSP_REFERENCE_LENGTH_MAX, TopUp, TopUpStatus, paid_problem
+from switch.export_spool import Spool
 from switch.location_changes import ChangeStatus, LocationChange
 from switch.pins import CardPinError
 from switch.receipts import ReceiptRefusedError
@@ -89,7 +92,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:
             _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
-        except report_export.TooManyExportsError as error:
+        except report_export.ExportRefusedError as error:  # too many at once, or too large
             _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
     def _card_view(self, state: CardState) -> bo.CardView:
@@ -824,8 +827,9 @@ def transaction_export_pb(
 ) -> Iterator[bo.CsvChunk]:
     """The export a request asks for (backoffice and portal), from one snapshot of the database.
 
-    The request is checked and the first page read before this returns, so that a refused export
-    (ReportQueryError or LookupError) is refused before its first line.
+    The request is checked and the whole export read into a spool before this returns, so that a
+    refused export (ReportQueryError, LookupError, ExportTooLargeError) or one the database fails
+    is refused before its first line, and the snapshot ends before the client reads.
     """
     if len(request.dialect) > DIALECT_LENGTH_MAX:  # quoted back whole when it is not a dialect
         raise reports.ReportQueryError(f"dialect is longer than {DIALECT_LENGTH_MAX} characters")
@@ -838,34 +842,57 @@ def transaction_export_pb(
     query = report_query_of(core, request.report)
     core.export_slots.take_nowait()
     try:
-        pages = exported_pages(core.store.engine, query)
-        first = next(pages)
+        spool = _spooled(core, query, dialect)
     except BaseException:
         core.export_slots.give_back()
         raise
-    return _export_chunks(core, first, pages, query.zone, dialect)
+    return _export_chunks(core, spool)
 
 
-def _export_chunks(
-    core: SwitchCore,
-    first: tuple[ReportedTransaction, ...],
-    pages: Generator[tuple[ReportedTransaction, ...]],
+def _spooled(core: SwitchCore, query: reports.ReportQuery, dialect: report_export.CsvDialect) -> Spool:
+    """The export's chunks, read from one snapshot into a spool as fast as the database gives them:
+    the snapshot ends here, not when the client has read it all (on SQLite a read transaction held
+    for the client kept the WAL from being checkpointed past it, up to the export's 15 minutes)."""
+    settings = core.settings
+    spool = Spool(settings.data_dir, settings.export_spool_bytes_max)
+    try:
+        with closing(exported_pages(core.store.engine, query)) as pages:
+            first = next(pages)  # an unknown merchant or terminal is refused here (LookupError)
+            try:
+                _spool_pages(
+                    spool, chain([first], pages), query.zone, dialect, settings.export_chunk_bytes_max
+                )
+            except report_export.ExportRefusedError:
+                raise
+            except Exception as error:
+                raise report_export.ExportFaultError("the export could not be spooled") from error
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _spool_pages(
+    spool: Spool,
+    pages: Iterable[tuple[ReportedTransaction, ...]],
     zone: zoneinfo.ZoneInfo,
     dialect: report_export.CsvDialect,
-) -> Iterator[bo.CsvChunk]:
-    """The chunks (a page's rows, cut at export_chunk_bytes_max); the snapshot and the export's
-    slot are given back at the end, or when the call ends early (the client cancelled or its
-    deadline passed: grpc closes the generator)."""
-    bytes_max = core.settings.export_chunk_bytes_max
+    chunk_bytes_max: int,
+) -> None:
+    before = report_export.header(dialect)  # with the first page, which comes even when empty
+    for page in pages:
+        spool.write_all(report_export.chunks(page, zone, dialect, chunk_bytes_max, before))
+        before = b""
+
+
+def _export_chunks(core: SwitchCore, spool: Spool) -> Iterator[bo.CsvChunk]:
+    """The spool's chunks; the spool and the export's slot are given back at the end, or when the
+    call ends early (the client cancelled or its deadline passed: stream_in_steps closes this)."""
     try:
-        header = report_export.header(dialect)
-        for chunk in report_export.chunks(first, zone, dialect, bytes_max, before=header):
+        for chunk in spool.chunks():
             yield bo.CsvChunk(csv=chunk)
-        for page in pages:
-            for chunk in report_export.chunks(page, zone, dialect, bytes_max):
-                yield bo.CsvChunk(csv=chunk)
     finally:
-        pages.close()
+        spool.close()
         core.export_slots.give_back()
 
 

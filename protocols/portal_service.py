@@ -48,7 +48,7 @@ from switch.password_resets import ResetsOffError
 from switch.passwords import Login, NotAllowedError, TooManySignInsError
 from switch.portal import PortalSessions
 from switch.receipts import ReceiptRefusedError
-from switch.report_export import CsvDialect, TooManyExportsError
+from switch.report_export import CsvDialect, ExportRefusedError
 from switch.web_days import WebDayCloseError
 
 T = TypeVar("T")
@@ -151,7 +151,7 @@ class PortalService(portal_grpc.PortalServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except LookupError as error:
             _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
-        except TooManyExportsError as error:
+        except ExportRefusedError as error:  # too many at once, or too large
             _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
     def _run_own(

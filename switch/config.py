@@ -113,14 +113,19 @@ class Settings:
     sign_in_caller_window_s: int = 900
     sign_in_callers_tracked_max: int = 10_000
     # CSV exports at once (backoffice and portal): each holds a database connection and a read
-    # snapshot for as long as it streams; more are turned away (RESOURCE_EXHAUSTED), not queued
+    # snapshot while it is spooled, and its spool while it streams; more are turned away
+    # (RESOURCE_EXHAUSTED), not queued
     exports_concurrent_max: int = 4
     # The longest an export may stream (the command's deadline): a client that stops reading would
-    # otherwise hold its slot, connection and snapshot for as long as it stays connected
+    # otherwise hold its slot and spool for as long as it stays connected
     exports_duration_max_s: float = 15 * 60.0
     # The most CSV bytes in one message of an export (a page's rows are cut between lines): a gRPC
     # client takes at most 4 MB in one message by default, and 5,000 long rows are some 6 MB
     export_chunk_bytes_max: int = 1024 * 1024
+    # The most CSV bytes one export may spool in the data directory: an export is read into a
+    # spool before it streams (its read snapshot then ends at once, not when the client has read
+    # it), so each export at once may take this much disk; a larger one is refused by name
+    export_spool_bytes_max: int = 512 * 1024 * 1024
     # Forgotten portal passwords: a one-time code by e-mail (needs smtp_host), valid this long; at
     # most this many codes per address in an hour (more asks mail nothing); mails waiting at most
     # (more are dropped and logged: the login asks again); reset_url, if set, is put before the
@@ -406,6 +411,7 @@ NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "exports_concurrent_max": POSITIVE_COUNT,
     "exports_duration_max_s": POSITIVE_DURATION_S,
     "export_chunk_bytes_max": POSITIVE_COUNT,
+    "export_spool_bytes_max": POSITIVE_COUNT,
     "password_reset_code_s": POSITIVE_DURATION_S,
     "password_resets_per_hour_max": POSITIVE_COUNT,
     "password_reset_mails_queued_max": POSITIVE_COUNT,

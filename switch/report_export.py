@@ -48,12 +48,29 @@ class CsvDialect(enum.Enum):
 BYTE_ORDER_MARK = "\ufeff"
 
 
-class TooManyExportsError(Exception):
+class ExportRefusedError(Exception):
+    """An export the switch will not run now: the client may ask again later, or for less."""
+
+
+class TooManyExportsError(ExportRefusedError):
     """As many exports are running as the switch allows at once."""
 
 
+class ExportTooLargeError(ExportRefusedError):
+    """The export is more than its spool may hold (export_spool_bytes_max)."""
+
+
+class ExportFaultError(RuntimeError):
+    """A fault while an export was spooled (its cause chained): a fault of ours, told as one.
+
+    Spooling runs where the handlers turn a LookupError into NOT_FOUND with its text; a KeyError
+    from a row the CSV cannot be written for must instead be INTERNAL with a logged reference.
+    """
+
+
 class ExportSlots:
-    """At most `concurrent_max` exports at once: each holds a connection and a read snapshot."""
+    """At most `concurrent_max` exports at once: each holds a connection and a read snapshot while
+    it is spooled, then its spool (up to export_spool_bytes_max of disk) while it streams."""
 
     def __init__(self, concurrent_max: int) -> None:
         assert concurrent_max >= 1, concurrent_max

@@ -199,9 +199,14 @@ def _slot_free(world: World) -> bool:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def short_export_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    # The whole export is spooled before its first chunk (60,000 rows: some 3 s on SQLite and 10 s
+    # on PostgreSQL here), and the limit counts that time too.
     yield from world_fixture(
-        request, tmp_path, terminals=1, exports_concurrent_max=1, exports_duration_max_s=3.0
+        request, tmp_path, terminals=1, exports_concurrent_max=1, exports_duration_max_s=EXPORT_LIMIT_S
     )
+
+
+EXPORT_LIMIT_S = 25.0
 
 
 def test_an_export_its_client_stops_reading_ends_at_the_most_an_export_may_take(
@@ -225,7 +230,7 @@ def test_an_export_its_client_stops_reading_ends_at_the_most_an_export_may_take(
     chunks = iter(call)
     assert next(chunks).csv.startswith(b"time,")
     started = time.monotonic()
-    while not _slot_free(world) and time.monotonic() - started < 10:
+    while not _slot_free(world) and time.monotonic() - started < EXPORT_LIMIT_S + 10:
         time.sleep(0.1)
     assert _slot_free(world), "an export whose client stopped reading kept its slot"
     with pytest.raises(grpc.RpcError) as ended:
@@ -287,11 +292,13 @@ def exports_in_flight(world: World) -> float:
 UNREADABLE_RESULT = "no_such_result_4111111111111111"  # what a fault's text would carry
 
 
-def test_a_fault_after_the_first_chunk_is_internal_with_a_reference_not_its_text(
+def test_a_fault_on_a_later_page_is_internal_with_a_reference_not_its_text(
     any_world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Session 23 listed an error mid-stream as reaching the client UNKNOWN with its text; the first
-    page's fault was fixed (757936d). A row the CSV cannot be written for, on the second page."""
+    page's fault was fixed (757936d). A row the CSV cannot be written for, on the second page: the
+    export is spooled whole before its first chunk, so the fault ends it before any (its KeyError,
+    raised where the handler answers a LookupError NOT_FOUND with its text, must not be one)."""
     world = any_world
     terminal = world.terminals[0]
     good = new_txn()
@@ -305,7 +312,6 @@ def test_a_fault_after_the_first_chunk_is_internal_with_a_reference_not_its_text
         )
     request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=1, **days()))
     chunks = iter(world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=20))
-    assert exported_ids(next(chunks).csv.decode()) == [good], "the first page came"
     with pytest.raises(grpc.RpcError) as failed:
         next(chunks)
     error = failed.value

@@ -1,0 +1,182 @@
+"""An export read from one snapshot used to stream from it: on SQLite that read transaction kept the
+WAL from being checkpointed past it for as long as the client took to read (up to 15 minutes), so
+under load the WAL grew meanwhile and every reader slowed down. The export is now read into a spool
+(an unnamed file in the data directory) as fast as the database gives it, the read transaction
+ends, and the client is fed from the spool."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+from sqlalchemy import insert, select
+
+from protocols.wire import backoffice_pb2 as bo
+from switch.cli import export_transactions
+from switch.store.schema import transactions
+from tests.integration.harness import World, world_fixture
+from tests.integration.test_export_snapshot import UNREADABLE_RESULT, _slot_free, exported_ids, soon
+from tests.integration.test_portal import days
+
+if TYPE_CHECKING:  # grpc-stubs name the type a server stream's call has; grpc itself does not
+    Export = grpc.CallIterator[bo.CsvChunk]
+
+BULK_ROWS = 60_000  # far more CSV than the client's window and buffers hold: a client not reading stalls
+
+
+@pytest.fixture(params=["sqlite"])
+def sqlite_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=1)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=1, exports_duration_max_s=60.0)
+
+
+def add_rows(world: World, count: int, result: str = "", prefix: str = "bulk") -> None:
+    """count copies of the world's first transaction, under new ids (and result, if given)."""
+    with world.server.core.store.engine.begin() as conn:
+        template = conn.execute(select(transactions)).first()
+        assert template is not None
+        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
+        values["result"] = result or values["result"]
+        rows = [{**values, "transaction_id": f"{prefix}-{n:06d}-" + "x" * 40} for n in range(count)]
+        conn.execute(insert(transactions), rows)
+
+
+def stalled_export(world: World) -> Export:
+    """An export whose client has read its first chunk and reads no further."""
+    request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=500, **days()))
+    call = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
+    assert next(iter(call)).csv.startswith(b"time,")
+    return call
+
+
+def wal_frames_left(world: World) -> tuple[int, int]:
+    """A passive checkpoint's (frames in the WAL, frames it could not checkpoint)."""
+    path = world.server.core.store.engine.url.database
+    assert path, "an SQLite world's database is a file"
+    with sqlite3.connect(path) as checkpointer:
+        busy, frames, done = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0, "a passive checkpoint never waits for a lock"
+    return frames, frames - done
+
+
+def test_the_wal_is_checkpointed_while_an_export_client_has_not_finished_reading(sqlite_world: World) -> None:
+    world = sqlite_world
+    terminal, card = world.terminals[0], world.issue(50_000)
+    assert terminal.redeem(card, 100).response_code == "00"
+    add_rows(world, BULK_ROWS)
+    call = stalled_export(world)
+    try:
+        for _ in range(20):  # writes go on while the export's client sits on its first chunk
+            assert terminal.redeem(card, 100).response_code == "00"
+        frames, left = wal_frames_left(world)
+        assert frames > 0, "the writes went to the WAL"
+        assert left == 0, f"{left} of the WAL's {frames} frames could not be checkpointed past the export"
+    finally:
+        cancel(call)
+
+
+def spools_open(world: World) -> list[Path]:
+    """This process's open files in the data directory that have no name left: export spools."""
+    data_dir = str(world.server.settings.data_dir.resolve())
+    found = []
+    for descriptor in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(descriptor)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith(data_dir + os.sep) and target.endswith(" (deleted)"):
+            found.append(descriptor)
+    return found
+
+
+def read_to_the_end(call: Export) -> None:
+    assert sum(1 for _ in call) > 0
+
+
+def cancel(call: Export) -> None:
+    call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
+
+
+ENDINGS = {"read to the end": read_to_the_end, "cancelled by the client": cancel}
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_an_exports_spool_is_the_owners_alone_and_gone_when_the_stream_ends(
+    any_world: World, ending: str
+) -> None:
+    world = any_world
+    assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
+    add_rows(world, BULK_ROWS)
+    call = stalled_export(world)
+    try:
+        (spool,) = spools_open(world)
+        assert stat.S_IMODE(os.stat(spool).st_mode) == 0o600, "only the switch's user reads the spool"
+    finally:
+        ENDINGS[ending](call)
+    assert soon(lambda: not spools_open(world)), f"an export {ending} left its spool open"
+
+
+def test_an_export_that_fails_leaves_no_spool_and_tells_no_row(any_world: World) -> None:
+    world = any_world
+    assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
+    add_rows(world, 2_000)
+    add_rows(
+        world, 1, result=UNREADABLE_RESULT, prefix="unreadable"
+    )  # a row the CSV cannot be written for, on a late page
+    request = bo.TransactionReportRequest(page_size=500, **days())
+    with pytest.raises(grpc.RpcError) as failed:
+        export_transactions(world.backoffice, request, world.admin_metadata, io.StringIO())
+    assert failed.value.code() == grpc.StatusCode.INTERNAL, failed.value.details()
+    assert UNREADABLE_RESULT not in (failed.value.details() or "")
+    assert soon(lambda: not spools_open(world)), "a failed export left its spool open"
+
+
+SPOOL_BYTES_MAX = 20_000  # some 70 rows
+
+
+@pytest.fixture(params=["sqlite"])
+def small_spool_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=1, export_spool_bytes_max=SPOOL_BYTES_MAX)
+
+
+SPOOL_LIMIT_CASES = [  # (rows besides the first, refused)
+    (0, False),
+    (20, False),
+    (200, True),
+    (2_000, True),
+]
+
+
+@pytest.mark.parametrize(("rows", "refused"), SPOOL_LIMIT_CASES)
+def test_an_export_larger_than_its_spool_may_be_is_refused_by_name(
+    small_spool_world: World, rows: int, refused: bool
+) -> None:
+    world = small_spool_world
+    assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
+    if rows:
+        add_rows(world, rows)
+    out = io.StringIO()
+    request = bo.TransactionReportRequest(page_size=50, **days())
+    if not refused:
+        export_transactions(world.backoffice, request, world.admin_metadata, out)
+        assert len(exported_ids(out.getvalue())) == 1 + rows
+        return
+    with pytest.raises(grpc.RpcError) as refusal:
+        export_transactions(world.backoffice, request, world.admin_metadata, out)
+    assert refusal.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.value.details()
+    details = refusal.value.details() or ""
+    assert "export_spool_bytes_max" in details and f"{SPOOL_BYTES_MAX:,} bytes" in details, details
+    assert out.getvalue() == "", "a refused export writes nothing, not even its header"
+    assert not spools_open(world)
+    assert _slot_free(world), "a refused export kept its slot"
