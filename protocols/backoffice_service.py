@@ -8,7 +8,7 @@ import hmac
 import logging
 import threading
 import zoneinfo
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import Executor
 from contextlib import closing
 from dataclasses import dataclass
@@ -455,7 +455,10 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         self, request: bo.TransactionExportRequest, context: Context
     ) -> AsyncIterator[bo.CsvChunk]:
         def export(step_context: grpc.ServicerContext) -> Iterator[bo.CsvChunk]:
-            return self._run(step_context, lambda: transaction_export_pb(self._core, request))
+            def action() -> Iterator[bo.CsvChunk]:
+                return transaction_export_pb(self._core, request, call_active=step_context.is_active)
+
+            return self._run(step_context, action)
 
         duration_max_s = self._core.settings.exports_duration_max_s
         async for chunk in stream_in_steps(self._blocking, context, export, duration_max_s):
@@ -824,8 +827,10 @@ def transaction_export_pb(
     core: SwitchCore,
     request: bo.TransactionExportRequest,
     dialect_default: report_export.CsvDialect = report_export.CsvDialect.rfc4180,
+    call_active: Callable[[], bool] = lambda: True,
 ) -> Iterator[bo.CsvChunk]:
-    """The export a request asks for (backoffice and portal), from one snapshot of the database.
+    """The export a request asks for (backoffice and portal), from one snapshot of the database;
+    spooling stops at the next page once call_active() is False (the call ended meanwhile).
 
     The request is checked and the whole export read into a spool before this returns, so that a
     refused export (ReportQueryError, LookupError, ExportTooLargeError) or one the database fails
@@ -842,14 +847,19 @@ def transaction_export_pb(
     query = report_query_of(core, request.report)
     core.export_slots.take_nowait()
     try:
-        spool = _spooled(core, query, dialect)
+        spool = _spooled(core, query, dialect, call_active)
     except BaseException:
         core.export_slots.give_back()
         raise
     return _export_chunks(core, spool)
 
 
-def _spooled(core: SwitchCore, query: reports.ReportQuery, dialect: report_export.CsvDialect) -> Spool:
+def _spooled(
+    core: SwitchCore,
+    query: reports.ReportQuery,
+    dialect: report_export.CsvDialect,
+    call_active: Callable[[], bool],
+) -> Spool:
     """The export's chunks, read from one snapshot into a spool as fast as the database gives them:
     the snapshot ends here, not when the client has read it all (on SQLite a read transaction held
     for the client kept the WAL from being checkpointed past it, up to the export's 15 minutes)."""
@@ -859,10 +869,12 @@ def _spooled(core: SwitchCore, query: reports.ReportQuery, dialect: report_expor
         with closing(exported_pages(core.store.engine, query)) as pages:
             first = next(pages)  # an unknown merchant or terminal is refused here (LookupError)
             try:
-                _spool_pages(
-                    spool, chain([first], pages), query.zone, dialect, settings.export_chunk_bytes_max
-                )
-            except report_export.ExportRefusedError:
+                chunk_bytes_max = settings.export_chunk_bytes_max
+                for number, page in enumerate(chain([first], pages)):
+                    if not call_active():  # a spool no one will read: end the snapshot now
+                        raise RpcRefusedError(grpc.StatusCode.CANCELLED, "the export's call ended")
+                    _spool_page(spool, page, query.zone, dialect, chunk_bytes_max, first=number == 0)
+            except (report_export.ExportRefusedError, RpcRefusedError):
                 raise
             except Exception as error:
                 raise report_export.ExportFaultError("the export could not be spooled") from error
@@ -872,17 +884,16 @@ def _spooled(core: SwitchCore, query: reports.ReportQuery, dialect: report_expor
     return spool
 
 
-def _spool_pages(
+def _spool_page(
     spool: Spool,
-    pages: Iterable[tuple[ReportedTransaction, ...]],
+    page: tuple[ReportedTransaction, ...],
     zone: zoneinfo.ZoneInfo,
     dialect: report_export.CsvDialect,
     chunk_bytes_max: int,
+    first: bool,
 ) -> None:
-    before = report_export.header(dialect)  # with the first page, which comes even when empty
-    for page in pages:
-        spool.write_all(report_export.chunks(page, zone, dialect, chunk_bytes_max, before))
-        before = b""
+    before = report_export.header(dialect) if first else b""  # the first page comes even when empty
+    spool.write_all(report_export.chunks(page, zone, dialect, chunk_bytes_max, before))
 
 
 def _export_chunks(core: SwitchCore, spool: Spool) -> Iterator[bo.CsvChunk]:
@@ -898,10 +909,15 @@ def _export_chunks(core: SwitchCore, spool: Spool) -> Iterator[bo.CsvChunk]:
 
 class _StepContext:
     """A call's context as the synchronous servicer code sees it in a step of stream_in_steps: the
-    call's metadata; an abort raises RpcRefusedError, which the event loop ends the call with."""
+    call's metadata, whether it is still on; an abort raises RpcRefusedError, which the event loop
+    ends the call with."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, ended: threading.Event) -> None:
         self._context = context
+        self._ended = ended
+
+    def is_active(self) -> bool:
+        return not self._ended.is_set()
 
     def invocation_metadata(self) -> object:
         return self._context.invocation_metadata()
@@ -941,8 +957,10 @@ async def stream_in_steps(
     has gone, waits for good to hand over its next item and never closes the generator.
     """
 
+    ended = threading.Event()  # a long step (an export's spooling) looks, and stops early
+
     def items() -> Generator[T]:
-        yield from start(cast(grpc.ServicerContext, _StepContext(context)))
+        yield from start(cast(grpc.ServicerContext, _StepContext(context, ended)))
 
     steps = _Steps(items())
     loop = asyncio.get_running_loop()
@@ -961,6 +979,7 @@ async def stream_in_steps(
     timer = loop.call_later(duration_max_s, too_long)
 
     def close(_context: object) -> None:
+        ended.set()
         timer.cancel()
         try:
             loop.run_in_executor(blocking, steps.close)

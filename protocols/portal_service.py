@@ -437,7 +437,9 @@ class PortalService(portal_grpc.PortalServicer):
             def action(login: Login) -> Iterator[bo.CsvChunk]:
                 _own(step_context, request.report, login.merchant_id)
                 # A merchant opens its export in a spreadsheet, in the Netherlands or Belgium.
-                return transaction_export_pb(self._core, request, CsvDialect.excel_nl)
+                return transaction_export_pb(
+                    self._core, request, CsvDialect.excel_nl, call_active=step_context.is_active
+                )
 
             return self._run(step_context, PortalRight.reports, action)
 

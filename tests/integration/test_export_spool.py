@@ -10,6 +10,7 @@ import io
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -180,3 +181,30 @@ def test_an_export_larger_than_its_spool_may_be_is_refused_by_name(
     assert out.getvalue() == "", "a refused export writes nothing, not even its header"
     assert not spools_open(world)
     assert _slot_free(world), "a refused export kept its slot"
+
+
+@pytest.fixture(params=["postgres"])
+def one_export_postgres_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, terminals=1, exports_concurrent_max=1)
+
+
+SPOOLING_CANCELLED_AFTER_S = 1.0  # 60,000 rows take some 10 s to spool on PostgreSQL here
+SLOT_BACK_WITHIN_S = 4.0
+
+
+def test_an_export_cancelled_while_it_is_spooled_stops_spooling(one_export_postgres_world: World) -> None:
+    """The spooling step ran to its end after its call had ended (cancelled, or past its duration),
+    holding the export's slot, connection and snapshot for nothing."""
+    world = one_export_postgres_world
+    assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
+    add_rows(world, BULK_ROWS)
+    request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=500, **days()))
+    call = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
+    time.sleep(SPOOLING_CANCELLED_AFTER_S)
+    assert spools_open(world), "the export is being spooled"
+    cancel(call)
+    cancelled = time.monotonic()
+    while not _slot_free(world) and time.monotonic() - cancelled < SLOT_BACK_WITHIN_S:
+        time.sleep(0.05)
+    assert _slot_free(world), f"the export kept its slot {SLOT_BACK_WITHIN_S:g} s after its client went"
+    assert soon(lambda: not spools_open(world)), "the cancelled export left its spool open"
