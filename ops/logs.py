@@ -39,6 +39,7 @@ _SENSITIVE_NAMES_JOINED: Final = frozenset(
 # quoting.DIGIT_RUN finds it in any text.
 CARD_REFERENCE: Final = re.compile(r"\d(?:[ -]{0,3}\d)*")
 _SEPARATORS: Final = re.compile(r"[ -]")
+_DIGIT_GROUP: Final = re.compile(r"\d+")
 # An id holding a card number is refused (holds_card_number) from this many digits in a row: a date
 # and a counter (20261207-0001, 12 digits) stay usable as an id.
 ID_PAN_DIGITS_MIN: Final = 13
@@ -66,17 +67,39 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _looks_like_pan(digits: str, digits_min: int = PAN_DIGITS_MIN) -> bool:
+def _looks_like_pan(run: str, digits_min: int = PAN_DIGITS_MIN) -> bool:
+    """run (digits, maybe grouped by spaces or dashes as quoting.DIGIT_RUN finds them) holds a
+    Luhn-valid card number of digits_min to PAN_DIGITS_MAX digits."""
+    digits = _SEPARATORS.sub("", run)
     if len(digits) < digits_min:
         return False
-    if len(digits) <= PAN_DIGITS_MAX:
-        return luhn_valid(digits)
-    # A PAN glued to other digits: any Luhn-valid window counts.
-    return any(
-        luhn_valid(digits[start : start + length])
-        for length in range(digits_min, PAN_DIGITS_MAX + 1)
-        for start in range(len(digits) - length + 1)
-    )
+    if len(digits) > PAN_DIGITS_MAX:
+        # A PAN glued to other digits: any Luhn-valid window counts.
+        return any(
+            luhn_valid(digits[start : start + length])
+            for length in range(digits_min, PAN_DIGITS_MAX + 1)
+            for start in range(len(digits) - length + 1)
+        )
+    if luhn_valid(digits):
+        return True
+    # "T1-4111-1111-1111-1111", "4111 1111 1111 1111 2": a typed card number joined to another
+    # group fails Luhn as a whole run. Only grouped runs get here, after the whole run failed.
+    return len(digits) < len(run) and _group_span_looks_like_pan(run, len(digits), digits_min)
+
+
+def _group_span_looks_like_pan(run: str, digits_total: int, digits_min: int) -> bool:
+    """A span of run's whole groups, shorter than the run, of digits_min to PAN_DIGITS_MAX digits
+    is Luhn-valid. At most 19 digits in all: fewer spans than the windows of a glued run."""
+    groups = _DIGIT_GROUP.findall(run)
+    for first in range(len(groups)):
+        span = ""
+        for group in groups[first:]:
+            span += group
+            if len(span) >= digits_total or len(span) > PAN_DIGITS_MAX:
+                break
+            if len(span) >= digits_min and luhn_valid(span):
+                return True
+    return False
 
 
 def holds_card_number(value: str) -> bool:
@@ -86,10 +109,7 @@ def holds_card_number(value: str) -> bool:
     the shortest run, and the regex finds no run in the rest, so the Luhn check seldom runs."""
     if len(value) < ID_PAN_DIGITS_MIN:
         return False
-    return any(
-        _looks_like_pan(_SEPARATORS.sub("", run.group(0)), ID_PAN_DIGITS_MIN)
-        for run in _ID_DIGIT_RUN.finditer(value)
-    )
+    return any(_looks_like_pan(run.group(0), ID_PAN_DIGITS_MIN) for run in _ID_DIGIT_RUN.finditer(value))
 
 
 def pan_in_id_problem(field: str, value: str) -> str | None:
@@ -99,7 +119,7 @@ def pan_in_id_problem(field: str, value: str) -> str | None:
 
 def _redact_digit_run(match: re.Match[str]) -> str:
     run = match.group(0)
-    return REDACTED_PAN if _looks_like_pan(_SEPARATORS.sub("", run)) else run
+    return REDACTED_PAN if _looks_like_pan(run) else run
 
 
 def _redact_any_digit_run(match: re.Match[str]) -> str:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
 
 from ops.logs import configure_logging
@@ -218,3 +220,27 @@ def test_txswitch_admin_does_not_echo_a_card_number_given_without_its_key(
     captured = capsys.readouterr()
     assert status == 2 and "key=value" in captured.err, captured
     assert card not in captured.err + captured.out, "the clear card number is on the console"
+
+
+# 5. A card number joined to another group of digits, in a transaction id ---------------------
+
+TEST_PAN = "4111111111111111"
+JOINED_IDS = ["T1-4111-1111-1111-1111", "4111 1111 1111 1111 2"]
+
+
+@pytest.mark.parametrize("transaction_id", JOINED_IDS)
+def test_a_card_number_joined_to_a_group_in_a_transaction_id_is_in_no_log_line(
+    world: World, tmp_path: Path, transaction_id: str
+) -> None:
+    """A grouped run of 17 digits fails Luhn as a whole, and only glued runs longer than 19 digits
+    were searched for a card number: the id was taken, stored, and logged in the transaction line."""
+    card = world.issue(2_000)
+    with switch_log() as log:
+        try:
+            answer = f"taken: {world.terminals[0].redeem(card, 500, transaction_id).response_code}"
+        except grpc.RpcError as error:
+            answer = f"{error.code().name}: {error.details()}"
+    assert TEST_PAN not in re.sub(r"[ -]", "", log.getvalue()), "the switch log shows the card number"
+    assert answer == "INVALID_ARGUMENT: transaction_id has the shape of a card number"
+    stored = b"".join(data_files(tmp_path / "data").values())
+    assert transaction_id.encode() not in stored, "the id holding a card number was stored"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -22,6 +23,7 @@ from ops.logs import (
     scrub_text,
 )
 from switch import admin
+from switch.domain.quoting import quoted
 
 PAN_16 = "4111111111111111"
 PAN_19 = "6036000000000000008"
@@ -74,6 +76,55 @@ ID_CASES: list[tuple[str, bool]] = [
 @pytest.mark.parametrize(("value", "holds"), ID_CASES)
 def test_an_id_holds_a_card_number(value: str, holds: bool) -> None:
     assert holds_card_number(value) is holds
+
+
+# (case, text, the card number in it or "", held as an id): a card number joined by a separator to
+# another group of digits, so the whole run fails Luhn and is 19 digits or fewer, and runs alike
+# whose every span of whole groups fails Luhn too.
+JOINED_CASES: list[tuple[str, str, str, bool]] = [
+    ("a group before, dashes", "T1-4111-1111-1111-1111", PAN_16, True),
+    ("a group after, spaces", "4111 1111 1111 1111 2", PAN_16, True),
+    ("groups both sides, 3 separators", "pos 7 - 4111 - 1111 - 1111 - 1111 - 9", PAN_16, True),
+    ("our 13-digit card after a group", "T1-6036-1234-5678-0", CARD_13, True),
+    ("groups of 6", "99 4111 111111 111111", PAN_16, True),
+    ("12-digit card: masked, short for an id", "T1-1234-5678-9015", PAN_12, False),
+    ("no span Luhn-valid, a group before", "T1-4111-1111-1111-1112", "", False),
+    ("no span Luhn-valid, a group after", "4111 1111 1111 1112 2", "", False),
+    ("a date and two counters", "20261207-000001-0001", "", False),
+]
+JOINED_IDS = [case[0] for case in JOINED_CASES]
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"[ -]", "", text)
+
+
+@pytest.mark.parametrize(("text", "card_number", "held"), [c[1:] for c in JOINED_CASES], ids=JOINED_IDS)
+def test_a_card_number_joined_to_other_digits_is_masked(text: str, card_number: str, held: bool) -> None:
+    scrubbed = scrub_text(text)
+    if card_number:
+        assert card_number not in _digits(scrubbed), scrubbed
+        assert REDACTED_PAN in scrubbed
+    else:
+        assert scrubbed == text
+
+
+@pytest.mark.parametrize(("text", "card_number", "held"), [c[1:] for c in JOINED_CASES], ids=JOINED_IDS)
+def test_an_id_with_a_card_number_joined_to_other_digits_is_held(
+    text: str, card_number: str, held: bool
+) -> None:
+    assert holds_card_number(text) is held
+
+
+@pytest.mark.parametrize(
+    ("text", "card_number"),
+    [(c[1], c[2]) for c in JOINED_CASES if c[2]],
+    ids=[c[0] for c in JOINED_CASES if c[2]],
+)
+def test_a_quoted_value_shows_no_card_number_joined_to_other_digits(text: str, card_number: str) -> None:
+    """quoted masks every run of 12 digits or more, Luhn-valid or not: the whole joined run."""
+    shown = quoted(text)
+    assert card_number not in _digits(shown) and REDACTED_PAN in shown, shown
 
 
 # (case, message, args, extra, secrets that must not appear in the output line)
