@@ -128,6 +128,11 @@ def samples(metrics: SwitchMetrics) -> dict[tuple[str, tuple[tuple[str, str], ..
         (PAN_SENTINEL, LABEL_REFUSED),
         ("card" + PAN_SENTINEL, LABEL_REFUSED),
         ("emp123456", LABEL_REFUSED),
+        # A card number grouped as typed has no 6 digits in a row; mistyped, it is still one.
+        ("acq-4111-1111-1111-1111", LABEL_REFUSED),
+        ("T1-4111-1111-1111-1111", LABEL_REFUSED),
+        ("acq-4111-1111-1111-1112", LABEL_REFUSED),
+        ("acq-2026-12-07", "acq-2026-12-07"),
         ("", LABEL_REFUSED),
         ("with space", LABEL_REFUSED),
         ("x" * 65, LABEL_REFUSED),
