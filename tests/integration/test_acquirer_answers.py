@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from protocols.wire import terminal_pb2 as pb
 from switch.store.payments import card_payments
-from tests.integration.payment_harness import VISA_PAN, PaymentWorld, new_txn, payment_world, wait_until
+from tests.integration.harness import new_txn
+from tests.integration.payment_harness import VISA_PAN, PaymentWorld, payment_world, wait_until
 
 SAF_SETTLE_S = 0.6  # a reversal, if one was queued, goes out within the SAF interval (100 ms)
 

@@ -12,7 +12,8 @@ from prometheus_client import generate_latest
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import luhn_check_digit
 from terminal_sim.acquirer_host import AcquirerHostConfig
-from tests.integration.payment_harness import RESPONSE_TIMEOUT_MS, new_txn, payment_world, wait_until
+from tests.integration.harness import new_txn
+from tests.integration.payment_harness import RESPONSE_TIMEOUT_MS, payment_world, wait_until
 
 SENTINEL_PAN = "49927398716" + "0417"
 SENTINEL_PAN = SENTINEL_PAN[:-1] + luhn_check_digit(SENTINEL_PAN[:-1])

@@ -16,8 +16,8 @@ import pytest
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
-from tests.integration.harness import World, world_fixture
-from tests.integration.payment_harness import new_txn, payment_world, wait_until
+from tests.integration.harness import World, new_txn, world_fixture
+from tests.integration.payment_harness import payment_world, wait_until
 
 TAKINGS_SIGN = {"payment": 1, "redemption": 1, "load": 1, "refund": -1}
 

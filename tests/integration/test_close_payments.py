@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from protocols.wire import terminal_pb2 as pb
-from tests.integration.payment_harness import PaymentWorld, new_txn, payment_world, wait_until
+from tests.integration.harness import new_txn
+from tests.integration.payment_harness import PaymentWorld, payment_world, wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -21,12 +21,11 @@ from switch.store.payments import STAGE_PENDING, STAGE_RECOVERED, card_payments
 from switch.store.repository import Store
 from switch.store.saf import SafStore
 from terminal_sim.acquirer_host import AcquirerHostConfig, HostThread, OriginalKey
-from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD
+from tests.integration.harness import MERCHANT_EMAIL, MERCHANT_PASSWORD, new_txn
 from tests.integration.payment_harness import (
     MASTER_KEY_HEX,
     acquirers_file,
     activate,
-    new_txn,
     wait_until,
 )
 from tests.pg import postgres_schema

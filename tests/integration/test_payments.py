@@ -17,7 +17,7 @@ from switch.server import SwitchServer
 from switch.store.payments import STAGE_ANSWERED, card_payments
 from switch.store.schema import transactions
 from terminal_sim.acquirer_host import AcquirerHostConfig, OriginalKey
-from tests.integration.harness import EMPLOYEE, TerminalClient
+from tests.integration.harness import EMPLOYEE, TerminalClient, new_txn
 from tests.integration.payment_harness import (
     MASTERCARD_PAN,
     RESPONSE_TIMEOUT_MS,
@@ -25,7 +25,6 @@ from tests.integration.payment_harness import (
     VISA_PIN_PAN,
     PaymentWorld,
     PayTerminal,
-    new_txn,
     payment_world,
     wait_until,
 )
