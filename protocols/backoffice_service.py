@@ -833,8 +833,9 @@ def transaction_export_pb(
     spooling stops at the next page once call_active() is False (the call ended meanwhile).
 
     The request is checked and the whole export read into a spool before this returns, so that a
-    refused export (ReportQueryError, LookupError, ExportTooLargeError) or one the database fails
-    is refused before its first line, and the snapshot ends before the client reads.
+    refused export (ReportQueryError, LookupError, ExportTooLargeError, ExportSpoolFullError) or
+    one the database fails is refused before its first line, and the snapshot ends before the
+    client reads.
     """
     if len(request.dialect) > DIALECT_LENGTH_MAX:  # quoted back whole when it is not a dialect
         raise reports.ReportQueryError(f"dialect is longer than {DIALECT_LENGTH_MAX} characters")

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
 from switch.config import setting_named
-from switch.report_export import ExportTooLargeError
+from switch.report_export import ExportSpoolFullError, ExportTooLargeError
+
+log = logging.getLogger(__name__)
 
 # Each chunk is stored after its length: the chunks come back as they were cut (between lines).
 _LENGTH = struct.Struct(">Q")
+
+# A write that fails for want of room, not for a fault: the disk full (ENOSPC), the user's quota
+# full (EDQUOT), the file past the largest the process or file system allows (EFBIG: RLIMIT_FSIZE,
+# which the tests use as a full disk of the switch's own). The export is refused by name for them.
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+NO_ROOM = "no room in the data directory for the export's spool"
 
 
 class Spool:
@@ -25,21 +36,26 @@ class Spool:
 
     def __init__(self, directory: Path, bytes_max: int) -> None:
         assert bytes_max > 0, bytes_max
-        self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory, prefix="export-spool-")  # noqa: SIM115  # closed by close()
+        with _room_needed():  # no inode left: the file cannot be made
+            self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory, prefix="export-spool-")  # noqa: SIM115  # closed by close()
         self._bytes_max = bytes_max
         self._bytes = 0
 
     def write_all(self, chunks: Iterable[bytes]) -> None:
-        """The chunks, after those written before; ExportTooLargeError past bytes_max."""
-        for chunk in chunks:
-            self._bytes += len(chunk)
-            if self._bytes > self._bytes_max:
-                raise ExportTooLargeError(
-                    f"the export is larger than {setting_named('export_spool_bytes_max')}, "
-                    f"{self._bytes_max:,} bytes; export fewer days, or one merchant or terminal"
-                )
-            self._file.write(_LENGTH.pack(len(chunk)))
-            self._file.write(chunk)
+        """The chunks, after those written before; ExportTooLargeError past bytes_max,
+        ExportSpoolFullError when the disk has no room for them. Flushed before it returns, so a
+        full disk is found while the export can still be refused, not as its chunks are read."""
+        with _room_needed():
+            for chunk in chunks:
+                self._bytes += len(chunk)
+                if self._bytes > self._bytes_max:
+                    raise ExportTooLargeError(
+                        f"the export is larger than {setting_named('export_spool_bytes_max')}, "
+                        f"{self._bytes_max:,} bytes; export fewer days, or one merchant or terminal"
+                    )
+                self._file.write(_LENGTH.pack(len(chunk)))
+                self._file.write(chunk)
+            self._file.flush()
 
     def chunks(self) -> Iterator[bytes]:
         """The chunks written, in order (read from the start)."""
@@ -52,4 +68,21 @@ class Spool:
             yield chunk
 
     def close(self) -> None:
-        self._file.close()
+        """Closes the file, whatever it holds: bytes still buffered after a write that found no room
+        make its close fail again, but no one reads them and the file is closed all the same."""
+        with suppress(OSError):
+            self._file.close()
+
+
+@contextmanager
+def _room_needed() -> Iterator[None]:
+    """ExportSpoolFullError for a write that found no room (NO_ROOM_ERRNOS), logged by its errno
+    alone (an OSError of a write names no row; its text is not passed on all the same); any other
+    OSError is a fault and goes on as it is."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in NO_ROOM_ERRNOS:
+            raise
+        log.warning("export refused: %s (%s)", NO_ROOM, errno.errorcode.get(error.errno, error.errno))
+        raise ExportSpoolFullError(NO_ROOM) from None

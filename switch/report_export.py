@@ -60,6 +60,10 @@ class ExportTooLargeError(ExportRefusedError):
     """The export is more than its spool may hold (export_spool_bytes_max)."""
 
 
+class ExportSpoolFullError(ExportRefusedError):
+    """The data directory has no room left for the export's spool (the disk or the quota is full)."""
+
+
 class ExportFaultError(RuntimeError):
     """A fault while an export was spooled (its cause chained): a fault of ours, told as one.
 

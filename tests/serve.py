@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,18 +15,27 @@ START_TIMEOUT_S = 30.0
 
 @contextmanager
 def serve_process(
-    args: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+    args: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`txswitch serve <args>`; yields the process and its gRPC address once it listens.
 
     Its standard output goes to log_path with the suffix .out, its standard error to log_path.
-    A process still running at the end (a test that failed) is killed.
+    A process still running at the end (a test that failed) is killed. `preexec_fn` runs in the
+    child before it starts (a limit on its files, say).
     """
     out_path = log_path.with_suffix(".out")
     command = [sys.executable, "-m", "switch.cli", "serve", *args]
     with log_path.open("ab") as log, out_path.open("wb") as out:
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=out, stderr=log, env=dict(env) if env is not None else None
+            command,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=log,
+            env=dict(env) if env is not None else None,
+            preexec_fn=preexec_fn,  # noqa: PLW1509  # a signal and a limit: no lock is taken
         )
         try:
             deadline_s = time.monotonic() + START_TIMEOUT_S
