@@ -287,26 +287,32 @@ class PortalService(portal_grpc.PortalServicer):
             decoded = command()
             terminal_id = self._core.web_terminal(login.merchant_id, location_id)
             try:
-                # Its earlier day is closed first, so this transaction counts in today's period.
-                self._core.web_days.close_if_due(terminal_id)
-            except WebDayCloseError as error:
+                # Its earlier day is closed first, so this transaction counts in today's period; and
+                # again after it if the day turned meanwhile, whatever became of it (WebDays).
+                with self._core.web_days.closed_around(terminal_id):
+                    return self._web_write(context, login, terminal_id, decoded)
+            except WebDayCloseError as error:  # the close before it: the write was not taken
                 _abort(context, grpc.StatusCode.UNAVAILABLE, f"{error}; send it again")
-            txn = decoded.transaction_id
-            if self._core.admin.web_transaction_elsewhere(login.merchant_id, terminal_id, txn):
-                code = ResponseCode.duplicate_transmission
-                return pb.TransactionResponse(
-                    transaction_id=txn,
-                    response_code=code.iso_code,
-                    message=f"{code.message}: at another location of yours",
-                    status="declined",
-                )
-            try:
-                outcome = self._core.submit_web(terminal_id, decoded)
-            except ReplyTimeoutError:
-                _abort(context, grpc.StatusCode.UNAVAILABLE, "outcome not known yet; send it again")
-            return convert.transaction_response(outcome)
 
         return self._run(context, PortalRight.redeem, action)
+
+    def _web_write(
+        self, context: grpc.ServicerContext, login: Login, terminal_id: str, decoded: TerminalCommand
+    ) -> pb.TransactionResponse:
+        txn = decoded.transaction_id
+        if self._core.admin.web_transaction_elsewhere(login.merchant_id, terminal_id, txn):
+            code = ResponseCode.duplicate_transmission
+            return pb.TransactionResponse(
+                transaction_id=txn,
+                response_code=code.iso_code,
+                message=f"{code.message}: at another location of yours",
+                status="declined",
+            )
+        try:
+            outcome = self._core.submit_web(terminal_id, decoded)
+        except ReplyTimeoutError:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, "outcome not known yet; send it again")
+        return convert.transaction_response(outcome)
 
     def CloseWebDay(
         self, request: portal.CloseWebDayRequest, context: grpc.ServicerContext

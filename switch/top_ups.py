@@ -284,8 +284,8 @@ class OnlineTopUps:
         # The price the holder was quoted at the start, paid: a load step changed since refuses nothing.
         load = Load(top_up.top_up_id, card_id, top_up.money(top_up.amount_minor), priced_at_start=True)
         try:
-            core.web_days.close_if_due(terminal_id)  # so the load counts in today's period
-            outcome = core.submit_web(terminal_id, load)
+            with core.web_days.closed_around(terminal_id):  # so the load counts in today's period
+                outcome = core.submit_web(terminal_id, load)
         except WebDayCloseError as error:
             raise TopUpNotLoadedYetError(str(error)) from None
         except ReplyTimeoutError:

@@ -7,6 +7,8 @@ zone's clock is closed, once by a pass in `txswitch serve` just after midnight (
 day, so that transaction opens the next period and is never counted in the day before it. Should
 the day turn between that check and the transaction's commit, its write closes the day before in
 its own transaction (`WebDayRule`, switch.store.periods): the period is decided as the row commits.
+A write that never reached that transaction (refused on the way, or failed with the database) is
+followed by the close it did not make, when the day turned during it (`closed_around`).
 
 A period holding only today's transactions is not closed, however long ago it opened (an empty day
 needs no close report; its day's report then starts when the period opened). The close is the
@@ -23,7 +25,8 @@ import datetime as dt
 import logging
 import threading
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pykka
 from sqlalchemy import Engine, and_, exists, select
@@ -111,6 +114,37 @@ class WebDays:
         """Before a web transaction: close the terminal's open period if it holds a transaction of
         an earlier day; the close, or None if none was due. WebDayCloseError if it could not."""
         return self._close_one(terminal_id, earlier_day_only=True)
+
+    @contextmanager
+    def closed_around(self, terminal_id: str) -> Iterator[None]:
+        """Around a web write: close_if_due before it (WebDayCloseError: the write is not taken);
+        and, should the day have turned between that check and the write's answer, again after
+        it, whatever became of the write. A write that reached the journal after midnight closed
+        the day before in its own transaction, but one refused before its transaction (a decline
+        decided on the way, a refusal at the portal) or failed with the database (96) closed
+        nothing; the day before then stayed open until the next web write or the pass. The
+        write's answer stands whatever that close does. Costs a clock read, and a query only
+        when midnight came during the write."""
+        checked_on = self._today()  # read before the check's own clock: a day turning within it counts
+        self.close_if_due(terminal_id)
+        try:
+            yield
+        finally:
+            if self._today() != checked_on:
+                self._close_after_write(terminal_id)
+
+    def _close_after_write(self, terminal_id: str) -> None:
+        try:
+            self.close_if_due(terminal_id)
+        except (WebDayCloseError, SQLAlchemyError) as error:  # the next web write or the pass makes it
+            log.warning(
+                "web back office %s: day before not closed after a write: %s", terminal_id, _told(error)
+            )
+        except Exception:  # the write's answer (money moved, maybe) must reach its caller all the same
+            log.exception("web back office %s: day before not closed after a write", terminal_id)
+
+    def _today(self) -> dt.date:
+        return self._now().astimezone(self._zone).date()
 
     def close_now(self, terminal_id: str, period_number: int = 0) -> DayCloseReport | None:
         """The portal's close: the terminal's open period if it holds any transaction; the close,

@@ -243,6 +243,105 @@ def test_a_web_cancel_refused_after_midnight_keeps_the_close_of_the_day_before(w
     assert len(day_closes(world, owner, web)) == 1
 
 
+@contextmanager
+def web_day_turning_after_the_check(world: World) -> Iterator[None]:
+    """The web back office's day (WebDays, the same class on a clock of its own) reads a moment
+    before today's midnight until its check for an earlier day has run, then the time now: the day
+    turns between a web write's check and its answer. Only that check's clock is moved; the journal,
+    in a process of its own, stamps and judges on the real one (nothing here reaches it)."""
+    core = world.server.core
+    real = core.web_days
+    just_before_midnight = dt.datetime.combine(core.today(), dt.time(0), core.report_zone) - dt.timedelta(
+        seconds=1
+    )
+    turned = threading.Event()
+
+    def clock() -> dt.datetime:
+        return utc_now() if turned.is_set() else just_before_midnight
+
+    def after_execute(_cursor: Any, statement: str, _parameters: Any) -> None:
+        flat = " ".join(statement.split()).upper()
+        if flat.startswith("SELECT TERMINALS.TERMINAL_ID, TERMINALS.PERIOD_NUMBER") and "EXISTS" in flat:
+            turned.set()
+
+    core.web_days = WebDays(
+        core.store.engine,
+        core.report_zone,
+        clock,
+        core._close_web_period,
+        core.settings.web_day_close_interval_s,
+    )
+    try:
+        with on_statement(core.store.engine, "after", after_execute):
+            yield
+    finally:
+        core.web_days = real
+    assert turned.is_set(), "no check for an earlier day was seen"
+
+
+def portal_cancel(
+    world: World, metadata: Metadata, original: str, location_id: str
+) -> pb.TransactionResponse:
+    request = portal.PortalCancelRequest(
+        transaction_id=new_txn(),
+        original_transaction_id=original,
+        employee=pb.EmployeeAuth(employee_number=EMPLOYEE.employee_number, pin=EMPLOYEE.pin),
+        location_id=location_id,
+    )
+    answer: pb.TransactionResponse = stub(world).Cancel(request, metadata=metadata, timeout=20)
+    return answer
+
+
+REFUSED_BEFORE_THE_JOURNAL = {  # how the write is refused: (its id held by, response code)
+    # The web terminal's actor knows the id with other content: 94, nothing written.
+    "the id again with another amount": ("here", "94"),
+    # The portal finds the id at another of the merchant's locations: 94, never submitted.
+    "an id of another location": ("elsewhere", "94"),
+}
+
+
+@pytest.mark.parametrize("refusal_kind", REFUSED_BEFORE_THE_JOURNAL)
+def test_a_web_write_refused_before_the_journal_after_midnight_closes_the_day_before(
+    world: World, refusal_kind: str
+) -> None:
+    """Session 25 audit: a web write checked before midnight and refused after it, before its
+    transaction reached the journal (where it would have closed the day before), left the day before
+    open until the next web write or the pass (every web_day_close_interval_s): no close in the
+    list, its sales not handed on, however long no one wrote. The close is now made as the refusal
+    is answered. (A cancel of the day before's sale sent meanwhile was answered 12 already: its own
+    check closes the day first; it is asserted here all the same.)"""
+    core = world.server.core
+    owner = sign_in(world)
+    card = world.issue(5_000)
+    (here,) = [location.location_id for location in core.admin.list_locations(world.merchant_id)]
+    elsewhere = core.admin.add_location(world.merchant_id, "Second shop")
+    sale, taken = new_txn(), new_txn()
+    held_by, code = REFUSED_BEFORE_THE_JOURNAL[refusal_kind]
+    assert redeem(world, owner, card, 1_000, sale, location_id=here).response_code == "00"
+    assert (
+        redeem(
+            world, owner, card, 100, taken, location_id={"here": here, "elsewhere": elsewhere}[held_by]
+        ).response_code
+        == "00"
+    )
+    web = core.web_terminal(world.merchant_id, here)
+    as_of_yesterday(world, web)
+    with web_day_turning_after_the_check(world):
+        refused = redeem(world, owner, card, 200, taken, location_id=here)
+    assert refused.response_code == code, refused.message
+    # No web call and no pass since: the close was made as the refusal was answered.
+    closes = day_closes(world, owner, web)
+    assert [(c.sequence_number, c.period_number) for c in closes] == [(1, 1)]
+    counted = 2 if held_by == "here" else 1
+    assert lines(closes[0]) == {("redemption", ""): (counted, 1_000 + 100 * (counted - 1))}
+    assert open_period(world, web) == 2
+    assert core.close_web_days() == []  # nothing left for the pass
+    undo = portal_cancel(world, owner, sale, here)
+    assert undo.response_code == "12", undo.message  # its day is over: refund instead
+    assert len(day_closes(world, owner, web)) == 1
+    assert world.terminals[0].balance(card) == 5_000 - 1_100
+
+
 def test_a_web_cancel_reaching_an_actor_behind_a_close_made_by_a_write_is_declined_12(world: World) -> None:
     """Audit after session 24: a web sale's write closed the day before (WebDayRule) and its
     terminal's actor read its row again only later (a Reload told after the answer); a cancel of
