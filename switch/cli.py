@@ -105,9 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     if options.command == "serve":
         return _serve(options)
-    if options.command == "balance":
-        return _balance(options)
-    return _admin(options)
+    try:
+        return _balance(options) if options.command == "balance" else _admin(options)
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """stdout's reader left before the answer was written (`| head -1`): no traceback, exit 1, as
+    the answer was not all delivered. stdout is pointed at /dev/null so that the interpreter's flush
+    at exit does not raise the same error again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 1
 
 
 def _balance(options: argparse.Namespace) -> int:
