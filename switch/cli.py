@@ -162,7 +162,7 @@ def _serve(options: argparse.Namespace) -> int:
     from switch.demo import demo_lines
     from switch.listening import CannotListenError
     from switch.secret_files import SecretFileError
-    from switch.server import SwitchServer
+    from switch.server import GRPC_SERVES, SwitchServer
     from switch.store.engine import shown_url
     from switch.store.node_lock import NodeLockError
 
@@ -198,7 +198,7 @@ def _serve(options: argparse.Namespace) -> int:
         _refuse_to_serve(str(error))
         return 2
     tune_garbage_collection(settings)
-    print(f"txswitch listening for terminals and backoffice on grpc://{server.address}", flush=True)
+    print(f"txswitch listening for {GRPC_SERVES} on grpc://{server.address}", flush=True)
     print(f"metrics: {server.ops.metrics_url or 'off'}", flush=True)
     iso = server.iso_inbound
     print(f"ISO 8583 inbound: {f'{settings.iso_listen_host}:{iso.port}' if iso else 'off'}", flush=True)

@@ -55,6 +55,8 @@ SERVICE_NAMES = (
     portal_pb2.DESCRIPTOR.services_by_name["Portal"].full_name,
     cardholder_pb2.DESCRIPTOR.services_by_name["Cardholder"].full_name,
 )
+# What the gRPC port serves, as `txswitch serve` and a refused bind name it: SERVICE_NAMES, in words.
+GRPC_SERVES = "terminals, backoffice, portal and cardholders"
 
 
 class SwitchServer:
@@ -187,7 +189,7 @@ class SwitchServer:
         bound: futures.Future[int] = futures.Future()
         self._loop_thread = threading.Thread(target=self._serve, args=(bound,), name="grpc-loop", daemon=True)
         self._loop_thread.start()
-        with listening("gRPC (terminals, backoffice)", settings.grpc_host, settings.grpc_port, "grpc_port"):
+        with listening(f"gRPC ({GRPC_SERVES})", settings.grpc_host, settings.grpc_port, "grpc_port"):
             self.grpc_port = bound.result()
         iso_inbound = inbound_listener(self.core) if settings.iso_listen_port >= 0 else None
         acquiring = self.acquiring

@@ -49,7 +49,10 @@ def serve(tmp_path: Path, *args: str, **environment: str) -> subprocess.Complete
 @pytest.mark.parametrize(
     ("listener", "setting"),
     [
-        ("gRPC (terminals, backoffice)", "grpc_port (--grpc-port, TXSWITCH_GRPC_PORT)"),
+        (
+            "gRPC (terminals, backoffice, portal and cardholders)",
+            "grpc_port (--grpc-port, TXSWITCH_GRPC_PORT)",
+        ),
         ("metrics", "metrics_port (--metrics-port, TXSWITCH_METRICS_PORT)"),
         ("ISO 8583", "iso_listen_port (TXSWITCH_ISO_LISTEN_PORT)"),
     ],
@@ -79,7 +82,7 @@ def test_a_serve_refused_for_a_taken_port_prints_only_its_own_line(tmp_path: Pat
     finished = serve(tmp_path, "--grpc-port", str(taken_port), "--metrics-port", "-1", **master_key)
     assert finished.returncode == 2, finished.stderr[-2000:]
     setting = "grpc_port (--grpc-port, TXSWITCH_GRPC_PORT)"
-    listener = f"gRPC (terminals, backoffice) on 127.0.0.1:{taken_port}"
+    listener = f"gRPC (terminals, backoffice, portal and cardholders) on 127.0.0.1:{taken_port}"
     expected = f"txswitch serve: cannot listen for {listener}, set by {setting}: "
     assert finished.stderr.startswith(expected), finished.stderr[-2000:]
     assert finished.stderr.count("\n") == 1, finished.stderr[-2000:]
