@@ -31,6 +31,8 @@ from switch.config import PORT_MAX, Settings, from_environment
 from switch.domain import quoting
 
 ADMIN_DEADLINE_S = 30.0
+# Only after a call failed UNAVAILABLE: how long to wait for the target to take a connection at all.
+SWITCH_ANSWERS_WAIT_S = 1.0
 EXPORT_DEADLINE_S = 15 * 60.0  # the switch holds a read snapshot open for as long as an export runs
 
 
@@ -134,17 +136,31 @@ def _balance(options: argparse.Namespace) -> int:
                 ch.CardholderBalanceRequest(card=card), timeout=ADMIN_DEADLINE_S
             )
         except grpc.RpcError as error:
-            print(f"txswitch balance: {_call_failure(error)}", file=sys.stderr)
+            print(f"txswitch balance: {_call_failure(error, channel, options.target)}", file=sys.stderr)
             return 1
     print(as_json(answer))
     return 0
 
 
-def _call_failure(error: grpc.RpcError) -> str:
+def _call_failure(error: grpc.RpcError, channel: grpc.Channel, target: str) -> str:
     """A failed call's code and details, masked as the switch masks a refused value: grpc's own
-    details name the target as typed (UNAVAILABLE: errors resolving <host>:<port>), a card number too."""
+    details name the target as typed (UNAVAILABLE: errors resolving <host>:<port>), a card number too.
+    With nothing answering at the target, first what to do about it, as txswitch-sim says it."""
     problem = f"{error.code().name}: {error.details()}"
+    if error.code() == grpc.StatusCode.UNAVAILABLE and not _switch_answers(channel):
+        advice = "start one (make run), or give its address with --target"
+        problem = f"no switch answers at {target}: {advice}: {problem}"
     return quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, problem)
+
+
+def _switch_answers(channel: grpc.Channel) -> bool:
+    """A switch that answered UNAVAILABLE itself (a top-up whose load is not known yet) keeps its own
+    words: its channel connects."""
+    try:
+        grpc.channel_ready_future(channel).result(timeout=SWITCH_ANSWERS_WAIT_S)
+    except grpc.FutureTimeoutError:
+        return False
+    return True
 
 
 def tune_garbage_collection(settings: Settings) -> None:
@@ -341,7 +357,10 @@ def _admin(options: argparse.Namespace) -> int:
                 return 0
             response = getattr(stub, method_name)(request, metadata=metadata, timeout=ADMIN_DEADLINE_S)
         except grpc.RpcError as error:
-            print(f"txswitch admin {options.action}: {_call_failure(error)}", file=sys.stderr)
+            print(
+                f"txswitch admin {options.action}: {_call_failure(error, channel, options.target)}",
+                file=sys.stderr,
+            )
             return 1
     print(as_json(response))
     return 0
