@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -198,8 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     quiet_garbage_collector()
     closed = closed_loop(args.terminals, args.duration_s)
     with tempfile.TemporaryDirectory(prefix="txswitch-sweep-") as data_dir:
-        os.environ.setdefault("TXSWITCH_METRICS_PORT", "-1")  # a `make run` switch may hold the defaults
-        os.environ.setdefault("TXSWITCH_CONSOLE_PORT", "-1")
         server = start_switch(Path(data_dir), log_path=args.out_dir / "sweep-switch.log")
         try:
             token = (Path(data_dir) / "admin.token").read_text().strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,11 @@ def test_a_short_sweep_of_a_real_switch_reports_every_share(
 ) -> None:
     argv = ["--shares", "0.5,0.2", "--terminals", "4", "--cards", "40", "--duration-s", "1.5"]
     out_dir = tmp_path / "sweep-out"  # not there yet, as bench-out before the first `make sweep`
+    environment_before = {k: v for k, v in os.environ.items() if k.startswith("TXSWITCH_")}
     assert sweep.main([*argv, "--p99-ms", "10000", "--out-dir", str(out_dir)]) == 0
+    # Run in-process (as here), it leaves the environment as it found it: a TXSWITCH_CONSOLE_PORT left
+    # behind turned the console off for every later test of the process.
+    assert {k: v for k, v in os.environ.items() if k.startswith("TXSWITCH_")} == environment_before
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result == json.loads((out_dir / "sweep.json").read_text())
     assert result["audits_clean"] is True
