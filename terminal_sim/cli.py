@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if not _switch_listens(args.target):
             print(
                 f"txswitch-sim: no switch answers at {args.target}: start one (make run), or give "
-                "its address with --target",
+                "its address with --target (with make: make sim SIM_TARGET=<host>:<port>)",
                 file=sys.stderr,
             )
             return 2

@@ -90,5 +90,5 @@ def test_without_a_switch_it_says_where_it_looked_in_one_line(capsys: pytest.Cap
     assert code == 2
     assert err.strip() == (
         "txswitch-sim: no switch answers at 127.0.0.1:1: start one (make run), "
-        "or give its address with --target"
+        "or give its address with --target (with make: make sim SIM_TARGET=<host>:<port>)"
     )
