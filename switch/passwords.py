@@ -31,7 +31,7 @@ from switch.store.key_locks import lock_name
 from switch.store.repository import as_utc
 from switch.store.schema import employees, merchants, password_resets, portal_sessions, sign_in_failures
 
-WRONG_LOGIN = "merchant e-mail or password is wrong"
+WRONG_LOGIN = "e-mail or password is wrong"
 TOO_MANY_AT_ONCE = "too many sign-ins at once; try again shortly"
 
 

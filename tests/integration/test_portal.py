@@ -113,11 +113,7 @@ def test_signing_in_wrong_or_without_a_session_is_refused_alike(world: World) ->
     unknown_email = refusal(
         stub(world).SignIn, portal.SignInRequest(email="nobody@example.test", password="x")
     )
-    assert (
-        wrong_password
-        == unknown_email
-        == (grpc.StatusCode.UNAUTHENTICATED, "merchant e-mail or password is wrong")
-    )
+    assert wrong_password == unknown_email == (grpc.StatusCode.UNAUTHENTICATED, "e-mail or password is wrong")
     assert refusal(stub(world).SignIn, portal.SignInRequest(email=MERCHANT_EMAIL)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "password is missing",
@@ -157,7 +153,7 @@ def test_wrong_sign_ins_lock_the_address_known_or_not_for_a_while(world: World) 
     def attempt(email: str, password: str) -> tuple[grpc.StatusCode, str]:
         return refusal(stub(world).SignIn, portal.SignInRequest(email=email, password=password))
 
-    wrong = (grpc.StatusCode.UNAUTHENTICATED, "merchant e-mail or password is wrong")
+    wrong = (grpc.StatusCode.UNAUTHENTICATED, "e-mail or password is wrong")
     assert attempt(MERCHANT_EMAIL, "guess-1") == wrong
     sign_in(world)  # a right sign-in starts the count again
     for email in (MERCHANT_EMAIL, "nobody@example.test"):
@@ -206,7 +202,7 @@ def test_wrong_passwords_at_the_portal_lock_terminal_activation_too(world: World
         )
         return refusal(pb_grpc.TerminalStub(world.channel).Activate, request, timeout=20)
 
-    assert activate("guess")[1] == "merchant e-mail or password is wrong"  # activation counts, too
+    assert activate("guess")[1] == "e-mail or password is wrong"  # activation counts, too
     for n in range(2):  # sign_in_tries_max=3 in this module's fixture
         refusal(stub(world).SignIn, portal.SignInRequest(email=MERCHANT_EMAIL, password=f"guess-{n}"))
     code, details = activate(MERCHANT_PASSWORD)

@@ -208,7 +208,7 @@ def test_deactivating_or_re_rolling_a_user_ends_their_sessions_at_once(world: Wo
     code, details = refusal(
         stub(world).SignIn, portal.SignInRequest(email=MANAGER_EMAIL, password=MANAGER_PASSWORD)
     )
-    assert (code, details) == (grpc.StatusCode.UNAUTHENTICATED, "merchant e-mail or password is wrong")
+    assert (code, details) == (grpc.StatusCode.UNAUTHENTICATED, "e-mail or password is wrong")
     # The merchant's own session is untouched.
     assert stub(world).ListTerminals(bo.ListTerminalsRequest(), metadata=owner).terminals
 
@@ -231,7 +231,7 @@ def test_a_login_changes_its_own_password(world: World, who: str) -> None:
         "new_password: password must have 6 or more characters",
     )
     code, details = refusal(change, "not-the-password", "a-new-password")
-    assert (code, details) == (grpc.StatusCode.UNAUTHENTICATED, "merchant e-mail or password is wrong")
+    assert (code, details) == (grpc.StatusCode.UNAUTHENTICATED, "e-mail or password is wrong")
     assert refusal(change, "", "a-new-password")[1] == "current_password is missing"
     assert sign_in(world, email, password)  # nothing changed so far
     change(password, "a-new-password")
@@ -388,3 +388,21 @@ def test_the_demo_data_of_make_run_has_a_merchant_and_a_cashier_who_sign_in(tmp_
         assert "1001 manager PIN 1234" in printed and "1002 cashier PIN 4321" in printed
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("who", "email", "password"),
+    [
+        ("the merchant, wrong password", MERCHANT_EMAIL, "not-the-password"),
+        ("a cashier, wrong password", CASHIER_EMAIL, "not-the-password"),
+        ("no such login", "nobody@example.test", CASHIER_PASSWORD),
+    ],
+)
+def test_a_wrong_sign_in_says_the_same_to_every_login(
+    world: World, who: str, email: str, password: str
+) -> None:
+    # Before, a cashier was told "merchant e-mail or password is wrong": not the merchant's, and
+    # the same words for all reveal nothing about which logins exist.
+    add_user(world, "61", "cashier", CASHIER_EMAIL, CASHIER_PASSWORD)
+    code, details = refusal(stub(world).SignIn, portal.SignInRequest(email=email, password=password))
+    assert (code, details) == (grpc.StatusCode.UNAUTHENTICATED, "e-mail or password is wrong"), who

@@ -73,7 +73,7 @@ def test_a_sign_in_checked_before_a_change_of_the_login_opens_no_session(world: 
         CHANGES[change],
     )
     if "error" in out:
-        assert out["error"] == (grpc.StatusCode.UNAUTHENTICATED, "merchant e-mail or password is wrong")
+        assert out["error"] == (grpc.StatusCode.UNAUTHENTICATED, "e-mail or password is wrong")
         return
     session = (("authorization", f"Bearer {out['answer'].token}"),)  # type: ignore[attr-defined]
     with pytest.raises(grpc.RpcError) as refused:
