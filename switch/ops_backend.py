@@ -30,7 +30,7 @@ from switch import admin
 from switch.admin import SWITCH_DEVICE_NAMES, AdminError
 from switch.core import SwitchCore
 from switch.domain.card_rules import CardState
-from switch.domain.cards import CardStatus
+from switch.domain.cards import CardStatus, card_number_problem
 from switch.domain.money import CURRENCY_EXPONENTS, CURRENCY_NUMERIC
 from switch.domain.response_codes import ResponseCode
 from switch.store import repository
@@ -191,8 +191,7 @@ class SwitchOpsBackend:
     def _card_id(self, card_ref: str) -> str | None:
         """A card number (digits, maybe grouped) or the switch's card id."""
         if CARD_REFERENCE.fullmatch(card_ref):  # grouped as the log scrubber still masks it
-            digits = "".join(ch for ch in card_ref if ch not in CARD_NUMBER_SEPARATORS)
-            return self._core.cards.card_id(digits)
+            return self._core.cards.card_id(_digits(card_ref))
         try:
             self._core.store.card_state(card_ref)
         except NoResultFound:
@@ -208,6 +207,8 @@ class SwitchOpsBackend:
         return _card_info(self._core.balance(card_id), pin_blocked)
 
     def block_card(self, card_ref: str, actor: str) -> ActionResult:
+        if (problem := _card_number_problem(card_ref, "card")) is not None:
+            return ActionResult(False, problem)
         card_id = self._card_id(card_ref)
         if card_id is None:
             return ActionResult(False, "no such card")
@@ -215,6 +216,8 @@ class SwitchOpsBackend:
         return ActionResult(True, f"card {state.card_id} ({state.masked}) {state.status.value}")
 
     def unblock_card(self, card_ref: str, actor: str) -> ActionResult:
+        if (problem := _card_number_problem(card_ref, "card")) is not None:
+            return ActionResult(False, problem)
         card_id = self._card_id(card_ref)
         if card_id is None:
             return ActionResult(False, "no such card")
@@ -226,6 +229,11 @@ class SwitchOpsBackend:
         return ActionResult(True, f"card {state.card_id} ({state.masked}) {state.status.value}")
 
     def replace_card(self, lost_card_ref: str, new_card_ref: str, actor: str) -> ActionResult:
+        problem = _card_number_problem(lost_card_ref, "lost_card") or _card_number_problem(
+            new_card_ref, "replacement_card"
+        )
+        if problem is not None:
+            return ActionResult(False, problem)
         lost_id, new_id = self._card_id(lost_card_ref), self._card_id(new_card_ref)
         if lost_id is None:
             return ActionResult(False, "no such card (lost)")
@@ -355,6 +363,20 @@ def _total(total: TypeTotal) -> DayCloseTotal:
     if total.payment_method != "stored_value":
         name = f"{name} ({total.payment_method})"
     return DayCloseTotal(name, total.count, total.total_minor, total.currency, _exponent(total.currency))
+
+
+def _digits(card_ref: str) -> str:
+    return "".join(ch for ch in card_ref if ch not in CARD_NUMBER_SEPARATORS)
+
+
+def _card_number_problem(card_ref: str, field: str) -> str | None:
+    """Why a card number typed at the console is not one, in the backoffice gRPC's words
+    ("card.card_number fails the Luhn check"), or None: "no such card" for a mistyped number sent
+    the operator looking for a missing card. A card id (not digits) is looked up as it is."""
+    if not CARD_REFERENCE.fullmatch(card_ref):
+        return None
+    problem = card_number_problem(_digits(card_ref))
+    return None if problem is None else f"{field}.{problem}"
 
 
 def _card_info(state: CardState, pin_blocked: bool) -> CardInfo:

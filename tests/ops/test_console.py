@@ -240,6 +240,17 @@ BAD_COMMANDS = [
     ("cards show card_404", "no such card", Outcome.failed),
     ("cards show 6001019999999999", "no such card", Outcome.failed),
     ("cards block card_404", "no such card", Outcome.failed),
+    # A number failing the Luhn check is named so, as the backoffice's gRPC names it; before, the
+    # console answered "no such card". Typed grouped or not, it is never echoed in clear.
+    ("cards block 6001019999999999", "failed: card.card_number fails the Luhn check", Outcome.failed),
+    ("cards block '6001 0199 9999 9999'", "failed: card.card_number fails the Luhn check", Outcome.failed),
+    ("cards unblock 6001-0199-9999-9999", "failed: card.card_number fails the Luhn check", Outcome.failed),
+    ("cards block 600101999999", "failed: card.card_number must have 16 digits, got 12", Outcome.failed),
+    (
+        "cards replace 6001019999999999 card_404",
+        "failed: lost_card.card_number fails the Luhn check",
+        Outcome.failed,
+    ),
     ("day-close list T-9999", "no terminal T-9999", Outcome.failed),
     ("x" * 2000, "longer than", Outcome.usage),
 ]
@@ -252,6 +263,8 @@ def test_bad_commands_get_a_clear_message(console_world: ConsoleWorld) -> None:
         assert result.exit_status == outcome.value, (command[:30], result)
         assert message in result.stderr, (command[:30], result.stderr)
         assert "Traceback" not in result.stdout + result.stderr
+        if "6001" in command:  # a mistyped card number: not echoed, masked or not
+            assert "6001" not in result.stderr and "9999" not in result.stderr, command[:30]
 
 
 def test_wrong_key_and_password_are_refused(console_world: ConsoleWorld) -> None:
