@@ -99,7 +99,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         return card_view(state, self._core.today())
 
     def _card_id(self, ref: pb.CardRef, present: bool, field: str = "card") -> str:
-        card_id = self._core.cards.card_id(convert.card_number(ref, present, field))
+        card_id = self._core.cards.card_id(convert.typed_card_number(ref, present, field))
         if card_id is None:
             raise LookupError(f"{field}: unknown card")
         return card_id

@@ -54,7 +54,7 @@ class CardholderService(ch_grpc.CardholderServicer):
             )
 
     def _card_id(self, request: ch.CardholderBalanceRequest | ch.StartTopUpRequest) -> str:
-        number = _decoded(lambda: convert.card_number(request.card, request.HasField("card")))
+        number = _decoded(lambda: convert.typed_card_number(request.card, request.HasField("card")))
         card_id = self._core.cards.card_id(number)
         if not card_id:
             _refuse(grpc.StatusCode.NOT_FOUND, f"card {mask(number)}: no such card")

@@ -8,7 +8,7 @@ import datetime as dt
 from ops.logs import holds_card_number
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.card_rules import CardState, shown_status
-from switch.domain.cards import card_number_from_qr, card_number_problem, mask
+from switch.domain.cards import card_number_as_typed, card_number_from_qr, card_number_problem, mask
 from switch.domain.employees import employee_number_problem, pin_problem
 from switch.domain.money import AMOUNT_MINOR_MAX, Money, is_known_currency
 from switch.domain.payments import (
@@ -91,6 +91,15 @@ def card_number(ref: pb.CardRef, present: bool, field: str = "card") -> str:
     if problem is not None:
         raise BadRequestError(f"{field}.{problem}")
     return number
+
+
+def typed_card_number(ref: pb.CardRef, present: bool, field: str = "card") -> str:
+    """card_number for an entry where a person types the number (a cardholder's, a cashier's or
+    an operator's), who types the spaces or dashes printed between its groups. Not for terminals,
+    which send digits: their hot path keeps card_number as it is."""
+    if present and ref.WhichOneof("ref") == "card_number":
+        ref = pb.CardRef(card_number=card_number_as_typed(ref.card_number))
+    return card_number(ref, present, field)
 
 
 def employee(message: pb.EmployeeAuth, present: bool) -> EmployeeAuth:

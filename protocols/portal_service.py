@@ -222,7 +222,7 @@ class PortalService(portal_grpc.PortalServicer):
     def CardBalance(self, request: pb.BalanceRequest, context: grpc.ServicerContext) -> pb.BalanceResponse:
         def action(login: Login) -> pb.BalanceResponse:
             self._count_card_lookup(context, login)
-            number = convert.card_number(request.card, request.HasField("card"))
+            number = convert.typed_card_number(request.card, request.HasField("card"))
             card_id = self._core.cards.card_id(number)
             state = self._core.balance(card_id) if card_id else None
             return convert.balance_response(state, number, self._core.today())
@@ -234,7 +234,7 @@ class PortalService(portal_grpc.PortalServicer):
     ) -> pb.TransactionResponse:
         def command() -> TerminalCommand:
             txn = convert.transaction_id(request.transaction_id)
-            number = convert.card_number(request.card, request.HasField("card"))
+            number = convert.typed_card_number(request.card, request.HasField("card"))
             return Redeem(
                 txn,
                 self._core.cards.card_id(number) or "",

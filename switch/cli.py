@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         "balance", help="a card's balance as its holder sees it (card number or QR payload; no login)"
     )
     balance.add_argument("--target", type=_target, default="127.0.0.1:50051")
-    balance.add_argument("card", help="the number on the back of the card, or the text of its QR code")
+    balance.add_argument(
+        "card",
+        nargs="+",  # typed as printed, unquoted: 6001 0199 ... is four arguments
+        help="the number on the card (a space or dash between its groups is fine), or its QR code's text",
+    )
     options = parser.parse_args(argv)
     if options.command == "serve":
         return _serve(options)
@@ -128,7 +132,7 @@ def _balance(options: argparse.Namespace) -> int:
     from protocols.wire import cardholder_pb2_grpc as ch_grpc
     from switch.domain.cards import QR_SCHEME
 
-    text: str = options.card
+    text = " ".join(options.card)
     card = pb.CardRef(qr_payload=text) if text.startswith(QR_SCHEME) else pb.CardRef(card_number=text)
     with grpc.insecure_channel(options.target) as channel:
         try:

@@ -8,7 +8,11 @@ import re
 CARD_NUMBER_LENGTH = 16
 CARD_PREFIX_LENGTH = 6
 QR_SCHEME = "txswitch://card/"
+CARD_NUMBER_GROUPS_MAX = 4  # as printed on the card: four groups of four digits
 _DIGITS = re.compile(r"[0-9]+")  # fullmatch
+# Digit groups split by one space or dash each; a subset of what the log scrubber masks (up to three
+# separators between digits), so a typed number that leaks is still masked.
+_TYPED_CARD_NUMBER = re.compile(rf"[0-9]+(?:[ -][0-9]+){{0,{CARD_NUMBER_GROUPS_MAX - 1}}}")  # fullmatch
 
 
 class CardStatus(enum.Enum):
@@ -58,6 +62,15 @@ def card_number_problem(number: str) -> str | None:
     if not is_luhn_valid(number):
         return "card_number fails the Luhn check"
     return None
+
+
+def card_number_as_typed(text: str) -> str:
+    """The digits of a card number a person typed as it is printed ("6001 0199 ..."), or text as it
+    is when grouped otherwise, for card_number_problem to name what is wrong. Digits of the wrong
+    count are stripped too, so the refusal says how many digits it got."""
+    if not _TYPED_CARD_NUMBER.fullmatch(text):
+        return text
+    return text.replace(" ", "").replace("-", "")
 
 
 def qr_payload(number: str) -> str:

@@ -18,7 +18,8 @@ from switch.domain.quoting import DIGIT_RUN, REDACTED_PAN
         (["admin", "4111 1111 1111 1111", "card=1"], "argument action: invalid choice: '[REDACTED-PAN]'"),
         (["serve", "--grpc-port", "4111-1111-1111-1111"], "argument --grpc-port: invalid int value"),
         (["serve", "--metrics-port", "4111111111111111x"], "argument --metrics-port: invalid int value"),
-        (["balance", "--target", "127.0.0.1:9", "x", "4111111111111111"], "unrecognized arguments: "),
+        # The card's words are all the card (typed as printed, 4111 1111 ...): an unknown option is not.
+        (["balance", "--target", "127.0.0.1:9", "--card=4111111111111111", "x"], "unrecognized arguments: "),
     ],
 )
 def test_a_card_number_in_a_refused_command_line_is_masked(
