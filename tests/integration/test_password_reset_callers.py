@@ -26,18 +26,20 @@ ASKS_MAX = 3
 TARGET = "target@example.test"
 
 
-@pytest.fixture(params=["sqlite"])
-def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[World, Mailbox]]:
+def two_callers_with_mail(
+    request: pytest.FixtureRequest, tmp_path: Path, **limits: int
+) -> Iterator[tuple[World, Mailbox]]:
+    """A switch with a real mail server whose gRPC port two callers of this machine reach: "localhost"
+    listens on 127.0.0.1 and ::1 at once."""
     with mail_server() as (port, mailbox):
-        # "localhost" listens on 127.0.0.1 and ::1 at once: two callers on one machine.
-        settings = {
-            "smtp_host": "127.0.0.1",
-            "smtp_port": port,
-            "grpc_host": "localhost",
-            "password_reset_asks_per_caller_per_hour_max": ASKS_MAX,
-        }
+        settings = {"smtp_host": "127.0.0.1", "smtp_port": port, "grpc_host": "localhost", **limits}
         for world in world_fixture(request, tmp_path, terminals=0, **settings):
             yield world, mailbox
+
+
+@pytest.fixture(params=["sqlite"])
+def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[World, Mailbox]]:
+    yield from two_callers_with_mail(request, tmp_path, password_reset_asks_per_caller_per_hour_max=ASKS_MAX)
 
 
 def ask(world: World, host: str, email: str) -> tuple[str, str]:

@@ -17,9 +17,10 @@ from sqlalchemy import event
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import portal_pb2_grpc as portal_grpc
 from switch.password_resets import CODE_PREFIX
-from tests.integration.harness import MERCHANT_EMAIL, World, world_fixture
+from tests.integration.harness import MERCHANT_EMAIL, World
 from tests.integration.test_password_reset import NEW_PASSWORD, next_code
-from tests.integration.test_receipts import Mailbox, mail_server
+from tests.integration.test_password_reset_callers import two_callers_with_mail
+from tests.integration.test_receipts import Mailbox
 from tests.ipv6 import ipv6_loopback_works
 
 WRONG_CODES_MAX = 3
@@ -28,16 +29,9 @@ MADE_UP_CODE = CODE_PREFIX + "made-up-code-made-up-code-made-up"
 
 @pytest.fixture(params=["sqlite"])
 def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[World, Mailbox]]:
-    with mail_server() as (port, mailbox):
-        # "localhost" listens on 127.0.0.1 and ::1 at once: two callers on one machine.
-        settings = {
-            "smtp_host": "127.0.0.1",
-            "smtp_port": port,
-            "grpc_host": "localhost",
-            "password_reset_wrong_codes_per_caller_per_hour_max": WRONG_CODES_MAX,
-        }
-        for world in world_fixture(request, tmp_path, terminals=0, **settings):
-            yield world, mailbox
+    yield from two_callers_with_mail(
+        request, tmp_path, password_reset_wrong_codes_per_caller_per_hour_max=WRONG_CODES_MAX
+    )
 
 
 def reset(world: World, host: str, code: str) -> str:
