@@ -798,7 +798,7 @@ def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = Non
     except BalanceChangedError as error:
         refused = WriteResult(False, problem=f"refused by the ledger: {error}", balance_changed=True)
     except CardNotActiveError as error:
-        refused = WriteResult(False, problem=f"refused by the ledger: {error}", card_not_active=error.status)
+        refused = _card_not_active_result(engine, write.record, error)
     except BackstopError as error:
         refused = WriteResult(False, problem=f"refused by the ledger: {error}")
     except DataError:
@@ -810,6 +810,29 @@ def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = Non
     if web_days is not None and closed:
         _close_web_days_again(engine, closed, web_days)
     return refused
+
+
+def _card_not_active_result(
+    engine: Engine, record: TransactionRecord | None, error: CardNotActiveError
+) -> WriteResult:
+    """The refusal of a write onto a card no longer active; a conflict when its record is stored
+    already: a request sent again after its first write landed (the card check comes before the
+    insert that would conflict), answered as stored, not declined. Read only on this refusal, so
+    the journal's batches pay nothing for it; a failed read is a system error, tried again."""
+    if record is None:
+        return WriteResult(False, problem=f"refused by the ledger: {error}", card_not_active=error.status)
+    query = select(transactions.c.transaction_id).where(
+        transactions.c.source == record.source, transactions.c.transaction_id == record.transaction_id
+    )
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(query).first() is not None
+    except Exception:  # raised here it would escape commit_alone, which answers every write
+        log.exception("journal: reading whether a refused write was stored before failed")
+        return WriteResult(False, problem="database read failed")
+    if stored:
+        return WriteResult(False, problem="transaction id already stored", conflict=True)
+    return WriteResult(False, problem=f"refused by the ledger: {error}", card_not_active=error.status)
 
 
 def _close_web_days_again(engine: Engine, terminal_ids: list[str], rule: WebDayRule) -> None:
