@@ -103,13 +103,46 @@ def _group_span_looks_like_pan(run: str, digits_total: int, digits_min: int) -> 
 
 
 def holds_card_number(value: str) -> bool:
-    """value has a run of ID_PAN_DIGITS_MIN or more digits (grouped as a card number is typed) that
-    the scrubber would mask as a PAN. For ids the switch stores as given, where masking would break
-    their idempotency: one that holds a card number is refused instead. Most ids are shorter than
-    the shortest run, and the regex finds no run in the rest, so the Luhn check seldom runs."""
+    """value holds a card number as a person would type one into an id: a run of ID_PAN_DIGITS_MIN
+    to PAN_DIGITS_MAX digits in a row, or groups laid out as cards print them (`_typed_as_printed`),
+    Luhn-valid. For ids the switch stores as given, where masking would break their idempotency: one
+    that holds a card number is refused instead. Stricter than the log scrubber, which masks any
+    Luhn-valid span and window (masking costs a log line a few digits; refusing costs a terminal its
+    sale): ids built from a date and counters ("POS1-20261207-0004", a 13-digit grouped run) pass
+    Luhn one time in ten, and most long numeric ids hold a Luhn-valid window. Most ids are shorter
+    than the shortest run, and the regex finds no run in the rest, so the Luhn check seldom runs."""
     if len(value) < ID_PAN_DIGITS_MIN:
         return False
-    return any(_looks_like_pan(run.group(0), ID_PAN_DIGITS_MIN) for run in _ID_DIGIT_RUN.finditer(value))
+    return any(_id_run_holds_card_number(run.group(0)) for run in _ID_DIGIT_RUN.finditer(value))
+
+
+# How cards print their numbers, besides groups of four (the last one shorter): American Express
+# (4-6-5) and Diners Club (4-6-4).
+PRINTED_LAYOUTS: Final = frozenset({(4, 6, 5), (4, 6, 4)})
+
+
+def _typed_as_printed(lengths: tuple[int, ...]) -> bool:
+    if lengths[0] != 4:
+        return False
+    return lengths in PRINTED_LAYOUTS or (all(length == 4 for length in lengths[:-1]) and lengths[-1] <= 4)
+
+
+def _id_run_holds_card_number(run: str) -> bool:
+    groups = _DIGIT_GROUP.findall(run)
+    for group in groups:
+        if ID_PAN_DIGITS_MIN <= len(group) <= PAN_DIGITS_MAX and luhn_valid(group):
+            return True
+    for first, group in enumerate(groups):
+        if len(group) != 4:  # a printed layout starts with four digits
+            continue
+        span, lengths = "", tuple[int, ...]()
+        for next_group in groups[first:]:
+            span, lengths = span + next_group, (*lengths, len(next_group))
+            if len(span) > PAN_DIGITS_MAX:
+                break
+            if len(span) >= ID_PAN_DIGITS_MIN and _typed_as_printed(lengths) and luhn_valid(span):
+                return True
+    return False
 
 
 def pan_in_id_problem(field: str, value: str) -> str | None:

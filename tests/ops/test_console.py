@@ -137,11 +137,11 @@ def test_a_console_replacement_never_draws_an_id_that_holds_a_card_number(
     number, which a 32-digit uuid4 does about once in 370 draws."""
     world = console_world.world
     lost, replacement = world.issue(1_000), world.issue(0)
-    all_digits = uuid.UUID("63608994-5069-4126-8234-123456789012")
-    assert holds_card_number(f"ops-{all_digits.hex}")
+    holding = uuid.UUID("ab411111-1111-1111-11cd-ef0123abcd45")  # 4111 1111 1111 1111 in its hex
+    assert holds_card_number(f"ops-{holding.hex}")
     real_uuid4, drawn = uuid.uuid4, itertools.count()
     # The first few draws hold a card number, whoever draws them: the replacement is among them.
-    monkeypatch.setattr(uuid, "uuid4", lambda: all_digits if next(drawn) < 3 else real_uuid4())
+    monkeypatch.setattr(uuid, "uuid4", lambda: holding if next(drawn) < 3 else real_uuid4())
     (replaced,) = console_world.run(console_world.keys.operator, f"cards replace {lost} {replacement}")
     assert_ok(replaced, "moved 10.00 EUR")
     assert next(drawn) > 3  # the three drawn above went to the replacement, and it drew again
