@@ -179,6 +179,7 @@ def _serve(options: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from ops.logs import configure_logging, skip_unused_record_fields
+    from protocols.iso_inbound import AcquirerConfigError
     from switch.demo import demo_lines
     from switch.listening import CannotListenError
     from switch.secret_files import SecretFileError
@@ -216,6 +217,9 @@ def _serve(options: argparse.Namespace) -> int:
         server.start()
     except CannotListenError as error:  # stopped again: nothing half started keeps answering
         _refuse_to_serve(str(error))
+        return 2
+    except AcquirerConfigError as error:  # read as the ISO 8583 listener is made: stopped again too
+        _refuse_to_serve(f"iso_inbound_acquirers (TXSWITCH_ISO_INBOUND_ACQUIRERS): {error}")
         return 2
     tune_garbage_collection(settings)
     print(f"txswitch listening for {GRPC_SERVES} on grpc://{server.address}", flush=True)
