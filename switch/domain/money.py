@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 # ISO 4217 alphabetic code -> minor-unit exponent, for the currencies the switch accepts.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -37,6 +38,28 @@ AMOUNT_MINOR_MAX = 99_999_999
 
 def is_known_currency(currency: str) -> bool:
     return currency in CURRENCY_EXPONENTS
+
+
+# Every currency that exists (ISO 4217: Debian's iso-codes 4.15 list, with ZWG of 2024 and XCG of
+# 2025), less XXX ("no currency") and XTS (kept for tests). A payment made elsewhere (a PSP's) may be
+# in one the switch takes no card in: that is still money paid, to be refunded in it.
+_ISO_4217_LISTED = (
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN BWP "
+    "BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB "
+    "EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IQD IRR ISK JMD JOD "
+    "JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU "
+    "MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD "
+    "RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY "
+    "TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV WST XAF XAG XAU XBA XBB XBC XBD XCD "
+    "XCG XDR XOF XPD XPF XPT XSU XUA YER ZAR ZMW ZWG ZWL"
+)
+ISO_4217_CODES: Final = frozenset(_ISO_4217_LISTED.split())
+assert CURRENCY_EXPONENTS.keys() <= ISO_4217_CODES, "the switch takes only currencies that exist"
+
+
+def is_currency(code: str) -> bool:
+    """Whether the code names a currency that exists (ISO_4217_CODES), taken by the switch or not."""
+    return code in ISO_4217_CODES
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import enum
 from dataclasses import dataclass
 
 from switch.domain.card_rules import CardState, Decision, amount_problem, usability_problem
-from switch.domain.money import AMOUNT_MINOR_MAX, Money, is_known_currency
+from switch.domain.money import AMOUNT_MINOR_MAX, Money, is_currency
 from switch.domain.programmes import ProgrammeKind
 from switch.domain.response_codes import ResponseCode
 
@@ -117,7 +117,9 @@ def paid_problem(amount_paid: Money) -> str | None:
     """Why the PSP's amount_paid is no amount at all, naming the field: the confirmation is refused
     and nothing stored. A real amount not the holder's part (another currency that exists, another
     sum) is a payment made: it leaves the top-up refund_due (confirm_problem)."""
-    if not is_known_currency(amount_paid.currency):  # no payment was made in it, nor refunded in it
+    # A code that is no currency: no payment was made in it, nor refunded in it. One that exists but
+    # the switch takes no card in (HUF) is a payment made all the same: refund_due (confirm_problem).
+    if not is_currency(amount_paid.currency):
         return f"amount_paid.currency: unknown currency {amount_paid.currency!r}"
     if amount_paid.amount_minor <= 0:  # no payment to load from, nor to refund
         return "amount_paid must be positive"

@@ -654,6 +654,25 @@ def test_a_payment_in_another_currency_is_kept_in_it_and_refund_due(world: World
     assert balance(world, card) == 0
 
 
+# Currencies that exist (ISO 4217) in which the switch issues no card: a payment made in one is a payment.
+PAID_IN_CURRENCIES_NOT_TAKEN = ["HUF", "AUD", "RON"]
+
+
+def test_a_payment_in_a_real_currency_the_switch_takes_no_card_in_is_refund_due_in_it(world: World) -> None:
+    """Review of session 26: ConfirmTopUp refused an amount_paid in any currency outside the ten the
+    switch takes (INVALID_ARGUMENT "unknown currency 'HUF'") and stored nothing, though the holder
+    had paid in it: no refund_due was left to pay them back. Only a code that is no currency is refused."""
+    for currency in PAID_IN_CURRENCIES_NOT_TAKEN:
+        card = world.issue(0, world.benefit_programme)
+        started = start(world, card, 1_000)
+        request = told(started.top_up_id, f"p-{currency}", euros(360, currency))
+        answer = world.backoffice.ConfirmTopUp(request, metadata=world.admin_metadata, timeout=30)
+        assert (answer.status, answer.amount_paid) == ("refund_due", euros(360, currency)), currency
+        assert balance(world, card) == 0, currency
+    shown = sorted(record.amount_paid.currency for record in listed(world, "refund_due"))
+    assert shown == sorted(PAID_IN_CURRENCIES_NOT_TAKEN)
+
+
 def test_no_login_takes_the_online_top_up_merchants_address(world: World) -> None:
     """A merchant made with it before the first top-up became the switch's own, with a password
     someone knows: a portal and terminals at a merchant that takes every programme topped up."""
