@@ -3,9 +3,10 @@
 isort:skip_file
 The terminal protocol: what an A77-class terminal says to the switch.
 Every call but Activate carries metadata "authorization: Bearer <terminal_id>.<secret>".
-A transaction id (and close_id) holding a card number's shape (13+ digits in a row, as a card number
-is typed, passing the Luhn check) is refused INVALID_ARGUMENT and stored nowhere: the database never
-holds a card number in clear. Random hex ids (uuid4) hit it about 1 time in 370: draw again.
+A transaction id (and close_id) holding a card number (13 to 19 digits in a row, or digit groups laid
+out as cards print them, 4-4-4-4, 4-6-5 or 4-6-4, passing the Luhn check) is refused INVALID_ARGUMENT
+and stored nowhere: the database never holds a card number in clear. Random hex ids (uuid4) hit it
+about 1 time in 370: draw again.
 """
 
 from collections import abc as _abc
