@@ -865,7 +865,7 @@ def _spooled(
     the snapshot ends here, not when the client has read it all (on SQLite a read transaction held
     for the client kept the WAL from being checkpointed past it, up to the export's 15 minutes)."""
     settings = core.settings
-    spool = Spool(settings.data_dir, settings.export_spool_bytes_max)
+    spool = Spool(settings.data_dir, settings.export_spool_bytes_max, settings.export_disk_free_min_bytes)
     try:
         with closing(exported_pages(core.store.engine, query)) as pages:
             first = next(pages)  # an unknown merchant or terminal is refused here (LookupError)

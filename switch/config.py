@@ -126,6 +126,9 @@ class Settings:
     # spool before it streams (its read snapshot then ends at once, not when the client has read
     # it), so each export at once may take this much disk; a larger one is refused by name
     export_spool_bytes_max: int = 512 * 1024 * 1024
+    # ... and no spool may leave less than this free on the data directory's disk, which the
+    # database shares: a disk filled by exports turns every commit, so every payment, into a 96
+    export_disk_free_min_bytes: int = 64 * 1024 * 1024
     # Forgotten portal passwords: a one-time code by e-mail (needs smtp_host), valid this long; at
     # most this many codes per address in an hour (more asks mail nothing); mails waiting at most
     # (more are dropped and logged: the login asks again); reset_url, if set, is put before the
@@ -412,6 +415,7 @@ NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "exports_duration_max_s": POSITIVE_DURATION_S,
     "export_chunk_bytes_max": POSITIVE_COUNT,
     "export_spool_bytes_max": POSITIVE_COUNT,
+    "export_disk_free_min_bytes": NumberRange(zero_allowed=True, highest=2**62),  # 0: no reserve
     "password_reset_code_s": POSITIVE_DURATION_S,
     "password_resets_per_hour_max": POSITIVE_COUNT,
     "password_reset_mails_queued_max": POSITIVE_COUNT,

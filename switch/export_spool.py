@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import shutil
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,7 @@ _LENGTH = struct.Struct(">Q")
 # which the tests use as a full disk of the switch's own). The export is refused by name for them.
 NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 NO_ROOM = "no room in the data directory for the export's spool"
+DISK_FREE_SETTING = "export_disk_free_min_bytes"
 
 
 class Spool:
@@ -34,17 +36,23 @@ class Spool:
     in the data directory to clean up. It holds what the export sends the client and no more.
     """
 
-    def __init__(self, directory: Path, bytes_max: int) -> None:
+    def __init__(self, directory: Path, bytes_max: int, disk_free_min_bytes: int = 0) -> None:
         assert bytes_max > 0, bytes_max
+        assert disk_free_min_bytes >= 0, disk_free_min_bytes
         with _room_needed():  # no inode left: the file cannot be made
             self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory, prefix="export-spool-")  # noqa: SIM115  # closed by close()
+        self._directory = directory
         self._bytes_max = bytes_max
+        self._disk_free_min_bytes = disk_free_min_bytes
         self._bytes = 0
 
     def write_all(self, chunks: Iterable[bytes]) -> None:
         """The chunks, after those written before; ExportTooLargeError past bytes_max,
-        ExportSpoolFullError when the disk has no room for them. Flushed before it returns, so a
-        full disk is found while the export can still be refused, not as its chunks are read."""
+        ExportSpoolFullError when the disk has no room for them, or would keep less than
+        disk_free_min_bytes free after them. Flushed before it returns, so a full disk is found
+        while the export can still be refused, not as its chunks are read."""
+        chunks = list(chunks)  # one page's: at most a page's rows
+        self._keep_disk_free(sum(_LENGTH.size + len(chunk) for chunk in chunks))
         with _room_needed():
             for chunk in chunks:
                 self._bytes += len(chunk)
@@ -56,6 +64,19 @@ class Spool:
                 self._file.write(_LENGTH.pack(len(chunk)))
                 self._file.write(chunk)
             self._file.flush()
+
+    def _keep_disk_free(self, bytes_to_write: int) -> None:
+        """The spool shares the database's disk: an export may not take the room the ledger's
+        commits need (a full disk turns every payment into 96). One statvfs a page."""
+        if not self._disk_free_min_bytes:
+            return
+        free_bytes = shutil.disk_usage(self._directory).free
+        if free_bytes - bytes_to_write < self._disk_free_min_bytes:
+            log.warning("export refused: %s (%s keeps room for the ledger)", NO_ROOM, DISK_FREE_SETTING)
+            raise ExportSpoolFullError(
+                f"{NO_ROOM}: {setting_named(DISK_FREE_SETTING)} keeps "
+                f"{self._disk_free_min_bytes:,} bytes free for the ledger"
+            )
 
     def chunks(self) -> Iterator[bytes]:
         """The chunks written, in order (read from the start)."""

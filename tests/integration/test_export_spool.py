@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import sqlite3
 import stat
 import time
@@ -22,7 +23,7 @@ from sqlalchemy import insert, select
 from protocols.wire import backoffice_pb2 as bo
 from switch.cli import export_transactions
 from switch.store.schema import transactions
-from tests.integration.harness import World, world_fixture
+from tests.integration.harness import World, start_world, world_fixture
 from tests.integration.test_export_snapshot import UNREADABLE_RESULT, _slot_free, exported_ids, soon
 from tests.integration.test_portal import days
 
@@ -208,3 +209,43 @@ def test_an_export_cancelled_while_it_is_spooled_stops_spooling(one_export_postg
         time.sleep(0.05)
     assert _slot_free(world), f"the export kept its slot {SLOT_BACK_WITHIN_S:g} s after its client went"
     assert soon(lambda: not spools_open(world)), "the cancelled export left its spool open"
+
+
+# (the reserve, as bytes more than the disk has free now, or a fixed one; refused). The spool
+# shares the database's disk: an export may not take the room the ledger's commits need.
+DISK_RESERVE_CASES = [
+    ("none", 0, False),
+    ("one byte", 1, False),
+    ("all that is free, and a gigabyte more", -(2**30), True),
+]
+
+
+@pytest.mark.parametrize(
+    ("reserve", "refused"), [c[1:] for c in DISK_RESERVE_CASES], ids=[c[0] for c in DISK_RESERVE_CASES]
+)
+def test_an_export_that_would_leave_the_disk_below_its_reserve_is_refused_by_name(
+    tmp_path: Path, reserve: int, refused: bool
+) -> None:
+    if reserve < 0:
+        reserve = shutil.disk_usage(tmp_path).free - reserve
+    world = start_world(tmp_path, "", 1, export_disk_free_min_bytes=reserve)
+    try:
+        assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
+        out = io.StringIO()
+        report = bo.TransactionReportRequest(page_size=50, **days())
+        if not refused:
+            export_transactions(world.backoffice, report, world.admin_metadata, out)
+            assert len(exported_ids(out.getvalue())) == 1
+            return
+        with pytest.raises(grpc.RpcError) as refusal:
+            export_transactions(world.backoffice, report, world.admin_metadata, out)
+        assert refusal.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.value.details()
+        details = refusal.value.details() or ""
+        assert "export_disk_free_min_bytes" in details and f"{reserve:,} bytes" in details, details
+        assert out.getvalue() == ""
+        assert not spools_open(world)
+        assert _slot_free(world), "a refused export kept its slot"
+        assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"  # payments go on
+    finally:
+        world.channel.close()
+        world.server.stop()
