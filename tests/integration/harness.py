@@ -9,7 +9,7 @@ import time
 import types
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -110,97 +110,50 @@ def clock_at(at: datetime.datetime) -> types.ModuleType:
     return module
 
 
-@dataclass(frozen=True, eq=False)
-class _StatementWindow:
-    """statements_run's recording window: the statements run on engine containing the text."""
-
-    engine: Engine
-    containing: str
-    seen: list[str]
-
-
-_statement_windows: list[_StatementWindow] = []  # those open now, on any engine
-_statement_windows_lock = threading.Lock()
-
-
 # call(cursor, statement, parameters): the DBAPI cursor, the SQL text and its parameters.
 StatementCall = Callable[[Any, str, Any], None]
-
-
-@dataclass(frozen=True, eq=False)
-class _StatementHook:
-    """on_statement's hook: call, on the thread running it, for each statement run on engine."""
-
-    engine: Engine
-    moment: Literal["before", "after"]
-    call: StatementCall
-
-
-_statement_hooks: list[_StatementHook] = []  # those open now, on any engine; same lock
-
-
-def _record_statement(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-    if not _statement_windows:  # none open: the usual case, no lock taken
-        return
-    with _statement_windows_lock:
-        for window in _statement_windows:
-            if window.engine is conn.engine and window.containing in statement:
-                window.seen.append(statement)
-
-
-def _run_hooks(moment: str, conn: Any, cursor: Any, statement: str, parameters: Any) -> None:
-    if not _statement_hooks:  # none open: the usual case, no lock taken
-        return
-    with _statement_windows_lock:
-        calls = [
-            hook.call for hook in _statement_hooks if hook.moment == moment and hook.engine is conn.engine
-        ]
-    for call in calls:  # outside the lock: a hook may wait, or run statements itself
-        call(cursor, statement, parameters)
-
-
 # call(): run on the thread whose connection begins or commits a transaction.
 TransactionCall = Callable[[], None]
+Moment = Literal["before", "after", "begin", "commit"]
 
 
 @dataclass(frozen=True, eq=False)
-class _TransactionHook:
-    """on_transaction's hook: call, on the thread doing it, as a transaction on engine begins or commits."""
+class _Hook:
+    """An open window's call, on the thread doing it, at moment on engine: before or after each
+    statement (with its cursor, text and parameters), as a transaction begins or commits (none)."""
 
     engine: Engine
-    moment: Literal["begin", "commit"]
-    call: TransactionCall
+    moment: Moment
+    call: Callable[..., None]
 
 
-_transaction_hooks: list[_TransactionHook] = []  # those open now, on any engine; same lock
+_hooks: list[_Hook] = []  # those open now, on any engine
+_hooks_lock = threading.Lock()
 
 
-def _run_transaction_hooks(moment: str, conn: Any) -> None:
-    if not _transaction_hooks:  # none open: the usual case, no lock taken
+def _run_hooks(moment: Moment, conn: Any, *arguments: Any) -> None:
+    if not _hooks:  # none open: the usual case, no lock taken
         return
-    with _statement_windows_lock:
-        calls = [
-            hook.call for hook in _transaction_hooks if hook.moment == moment and hook.engine is conn.engine
-        ]
+    with _hooks_lock:
+        calls = [hook.call for hook in _hooks if hook.moment == moment and hook.engine is conn.engine]
     for call in calls:  # outside the lock: a hook may wait, or run statements itself
-        call()
-
-
-def _on_begin(conn: Any) -> None:
-    _run_transaction_hooks("begin", conn)
-
-
-def _on_commit(conn: Any) -> None:
-    _run_transaction_hooks("commit", conn)
+        call(*arguments)
 
 
 def _before_statement(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-    _record_statement(conn, cursor, statement)
     _run_hooks("before", conn, cursor, statement, parameters)
 
 
 def _after_statement(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
     _run_hooks("after", conn, cursor, statement, parameters)
+
+
+def _on_begin(conn: Any) -> None:
+    _run_hooks("begin", conn)
+
+
+def _on_commit(conn: Any) -> None:
+    _run_hooks("commit", conn)
 
 
 # One listener per event for every engine, added once as this module is imported, before any test's
@@ -215,47 +168,45 @@ event.listen(Engine, "commit", _on_commit)
 
 
 @contextmanager
-def statements_run(engine: Engine, containing: str = "") -> Iterator[list[str]]:
-    """The SQL statements run on engine meanwhile (those containing the text, if given)."""
-    window = _StatementWindow(engine, containing, [])
-    with _statement_windows_lock:
-        _statement_windows.append(window)
+def _hook_open(engine: Engine, moment: Moment, call: Callable[..., None]) -> Iterator[None]:
+    hook = _Hook(engine, moment, call)
+    with _hooks_lock:
+        _hooks.append(hook)
     try:
-        yield window.seen
+        yield
     finally:
-        with _statement_windows_lock:
-            _statement_windows.remove(window)
+        with _hooks_lock:
+            _hooks.remove(hook)
 
 
 @contextmanager
-def on_statement(engine: Engine, moment: Literal["before", "after"], call: StatementCall) -> Iterator[None]:
+def statements_run(engine: Engine, containing: str = "") -> Iterator[list[str]]:
+    """The SQL statements run on engine meanwhile (those containing the text, if given)."""
+    seen: list[str] = []
+
+    def record(_cursor: Any, statement: str, _parameters: Any) -> None:
+        if containing in statement:
+            seen.append(statement)  # list.append is atomic: statements run on several threads
+
+    with _hook_open(engine, "before", record):
+        yield seen
+
+
+def on_statement(
+    engine: Engine, moment: Literal["before", "after"], call: StatementCall
+) -> AbstractContextManager[None]:
     """call(cursor, statement, parameters) just before or just after each statement run on engine
     meanwhile, on the thread running it (it may wait there, to hold that thread at that point).
     Use this, never event.listen/remove on an engine whose switch is running."""
-    hook = _StatementHook(engine, moment, call)
-    with _statement_windows_lock:
-        _statement_hooks.append(hook)
-    try:
-        yield
-    finally:
-        with _statement_windows_lock:
-            _statement_hooks.remove(hook)
+    return _hook_open(engine, moment, call)
 
 
-@contextmanager
 def on_transaction(
     engine: Engine, moment: Literal["begin", "commit"], call: TransactionCall
-) -> Iterator[None]:
+) -> AbstractContextManager[None]:
     """call() as each transaction on engine begins or commits meanwhile, on the thread doing it (it
     may wait there). Use this, never event.listen/remove on an engine whose switch is running."""
-    hook = _TransactionHook(engine, moment, call)
-    with _statement_windows_lock:
-        _transaction_hooks.append(hook)
-    try:
-        yield
-    finally:
-        with _statement_windows_lock:
-            _transaction_hooks.remove(hook)
+    return _hook_open(engine, moment, call)
 
 
 def hold_sqlite_write_lock(world: World, seconds: float) -> threading.Thread:
