@@ -67,28 +67,28 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _looks_like_pan(run: str, digits_min: int = PAN_DIGITS_MIN) -> bool:
+def _looks_like_pan(run: str) -> bool:
     """run (digits, maybe grouped by spaces or dashes as quoting.DIGIT_RUN finds them) holds a
-    Luhn-valid card number of digits_min to PAN_DIGITS_MAX digits."""
+    Luhn-valid card number of PAN_DIGITS_MIN to PAN_DIGITS_MAX digits."""
     digits = _SEPARATORS.sub("", run)
-    if len(digits) < digits_min:
+    if len(digits) < PAN_DIGITS_MIN:
         return False
     if len(digits) > PAN_DIGITS_MAX:
         # A PAN glued to other digits: any Luhn-valid window counts.
         return any(
             luhn_valid(digits[start : start + length])
-            for length in range(digits_min, PAN_DIGITS_MAX + 1)
+            for length in range(PAN_DIGITS_MIN, PAN_DIGITS_MAX + 1)
             for start in range(len(digits) - length + 1)
         )
     if luhn_valid(digits):
         return True
     # "T1-4111-1111-1111-1111", "4111 1111 1111 1111 2": a typed card number joined to another
     # group fails Luhn as a whole run. Only grouped runs get here, after the whole run failed.
-    return len(digits) < len(run) and _group_span_looks_like_pan(run, len(digits), digits_min)
+    return len(digits) < len(run) and _group_span_looks_like_pan(run, len(digits))
 
 
-def _group_span_looks_like_pan(run: str, digits_total: int, digits_min: int) -> bool:
-    """A span of run's whole groups, shorter than the run, of digits_min to PAN_DIGITS_MAX digits
+def _group_span_looks_like_pan(run: str, digits_total: int) -> bool:
+    """A span of run's whole groups, shorter than the run, of PAN_DIGITS_MIN to PAN_DIGITS_MAX digits
     is Luhn-valid. At most 19 digits in all: fewer spans than the windows of a glued run."""
     groups = _DIGIT_GROUP.findall(run)
     for first in range(len(groups)):
@@ -97,7 +97,7 @@ def _group_span_looks_like_pan(run: str, digits_total: int, digits_min: int) -> 
             span += group
             if len(span) >= digits_total or len(span) > PAN_DIGITS_MAX:
                 break
-            if len(span) >= digits_min and luhn_valid(span):
+            if len(span) >= PAN_DIGITS_MIN and luhn_valid(span):
                 return True
     return False
 
