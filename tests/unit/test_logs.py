@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -18,12 +19,15 @@ from ops.logs import (
     JsonFormatter,
     configure_logging,
     holds_card_number,
+    log_outcome,
     log_transaction,
     luhn_valid,
     scrub_text,
 )
 from switch import admin
 from switch.domain.quoting import quoted
+from switch.domain.response_codes import ResponseCode
+from switch.domain.transactions import Outcome, TransactionType
 
 PAN_16 = "4111111111111111"
 PAN_19 = "6036000000000000008"
@@ -257,6 +261,29 @@ def test_transaction_line_has_the_fields(log_stream: io.StringIO) -> None:
     assert line["rpc"] == "Redeem"
     assert line["context_name"] == "collides with LogRecord.name"
     assert str(line["ts"]).endswith("Z")
+
+
+def test_the_outcome_line_masks_a_card_number_in_its_ids_and_keeps_its_fields(
+    log_stream: io.StringIO,
+) -> None:
+    # log_outcome marks its record scrubbed, so CardDataFilter passes it as it is: it must scrub
+    # its ids itself. A card number glued to other digit groups passes the id check.
+    outcome = Outcome(
+        f"T1-{PAN_16[:4]}-{PAN_16[4:8]}-{PAN_16[8:12]}-{PAN_16[12:]}",
+        TransactionType.redemption,
+        ResponseCode.approved,
+    )
+    log_outcome(
+        logging.getLogger("protocols.terminal_service"), f"shop{PAN_16}", outcome, time.perf_counter()
+    )
+    (line,) = lines(log_stream)
+    text = json.dumps(line)
+    assert PAN_16 not in re.sub(r"\D", "", text)
+    assert line["transaction_id"] != outcome.transaction_id
+    assert line["terminal_id"] != f"shop{PAN_16}"
+    assert (line["message"], line["type"], line["response_code"]) == ("transaction", "redemption", "00")
+    assert isinstance(line["latency_ms"], float)
+    assert not any(key.startswith("_") for key in line)
 
 
 def test_transaction_line_refuses_card_data_in_context(log_stream: io.StringIO) -> None:
