@@ -23,7 +23,7 @@ from terminal_sim.session import SwitchTarget, provision
 from tests.serve import serve_process
 
 EXIT_TIMEOUT_S = 30.0
-SIGTERM_AFTER_S = 1.0
+SIGTERM_AFTER_FIRST_ENTRY_S = 0.3  # the run is under way: the stop hits transactions in flight
 SERVE = (
     "--metrics-port",
     "-1",
@@ -46,6 +46,14 @@ def serve(data_dir: Path, port: int, log_path: Path) -> Iterator[subprocess.Pope
         yield served[0]
 
 
+def entries_after(database_url: str, mark: int) -> int:
+    engine = open_engine(database_url)
+    try:
+        return journal_mark(engine) - mark
+    finally:
+        engine.dispose()
+
+
 def stop(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGTERM)
     return process.wait(EXIT_TIMEOUT_S)
@@ -56,7 +64,7 @@ async def test_sigterm_mid_run_drains_and_the_audit_after_restart_is_clean(tmp_p
     data_dir, port, log_path = tmp_path / "data", free_port(), tmp_path / "switch.log"
     address = f"127.0.0.1:{port}"
     config = SimConfig(
-        terminals=6, duration_s=2.5, think_time_ms_mean=5.0, day_length_s=1.0, terminal_timeout_s=1.0, seed=5
+        terminals=6, duration_s=4.0, think_time_ms_mean=5.0, day_length_s=1.0, terminal_timeout_s=1.0, seed=5
     )
     with serve(data_dir, port, log_path) as process:
         token = (data_dir / "admin.token").read_text().strip()
@@ -70,7 +78,11 @@ async def test_sigterm_mid_run_drains_and_the_audit_after_restart_is_clean(tmp_p
         exit_codes: list[int] = []
 
         async def terminate_mid_run() -> None:
-            await trio.sleep(SIGTERM_AFTER_S)
+            # After the run's first journal entry, not after a fixed time: on a busy machine the
+            # terminals' activations alone can take longer than that time.
+            while await trio.to_thread.run_sync(entries_after, target.database_url, mark) == 0:
+                await trio.sleep(0.05)
+            await trio.sleep(SIGTERM_AFTER_FIRST_ENTRY_S)
             exit_codes.append(await trio.to_thread.run_sync(stop, process))
 
         async with trio.open_nursery() as nursery:
