@@ -3,6 +3,7 @@ close taken on one node must open the next period on the other as well."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +49,23 @@ def test_a_redemption_on_the_other_node_after_a_close_is_counted_in_the_next_clo
         f"node B recorded the redemption in period {late.period_number}, closed already: "
         f"the closes count {counted} of 300 redeemed"
     )
+
+
+def test_one_close_sent_to_both_nodes_at_once_is_one_close(
+    nodes: tuple[World, TerminalClient, TerminalClient],
+) -> None:
+    """The terminal's close, its answer lost, sent again through the balancer to the other node while
+    the first is still on its way: both answer the one close, and the next close is of period 2."""
+    world, on_a, on_b = nodes
+    card = world.issue(5_000)
+    assert on_a.redeem(card, 100).response_code == "00"
+    answers: list[pb.DayCloseReport] = []
+    senders = [threading.Thread(target=lambda t=t: answers.append(_close(t, "c1"))) for t in (on_a, on_b)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    assert len(answers) == 2 and answers[0] == answers[1], answers
+    assert (answers[0].sequence_number, answers[0].period_number, _redeemed(answers[0])) == (1, 1, 100)
+    following = _close(on_b, "c2")
+    assert (following.sequence_number, following.period_number) == (2, 2)
