@@ -538,7 +538,7 @@ class CardActor(SwitchActor):
             elif result.period_closed:
                 reply.set(_period_closed(outcome))
             elif result.card_not_active is not None:
-                reply.set(_card_not_active(outcome, result.card_not_active))
+                reply.set(_card_not_active(outcome, result.card_not_active, result.decline_stored))
             else:
                 reply.set(_system_error(outcome, result.problem))
 
@@ -790,19 +790,21 @@ def _period_closed(outcome: Outcome) -> Outcome:
     )
 
 
-def _card_not_active(outcome: Outcome, status: CardStatus) -> Outcome:
+def _card_not_active(outcome: Outcome, status: CardStatus, stored: bool) -> Outcome:
     """A load the journal refused (Write.active_card): another node blocked or replaced the card
-    after this copy was read. Declined as this node declines such a card (41 lost, 62 blocked);
-    not stored, so the same id, sent again, is decided on the card read afresh and stored then."""
+    after this copy was read. Declined as this node declines such a card (41 lost, 62 blocked), as
+    the journal stored it (journal.declined_record); when it could not, the same id sent again is
+    decided on the card read afresh and stored then."""
+    decision = card_rules.status_decline(status)
     return declined(
         outcome.transaction_id,
         outcome.transaction_type,
-        card_rules.STATUS_DECLINES.get(status, ResponseCode.card_lost),
-        f"card is {status.value}",
+        decision.code,
+        decision.detail,
         requested=outcome.requested,
         card_masked=outcome.card_masked,
         period_number=outcome.period_number,
-        persisted=False,
+        persisted=stored,
     )
 
 

@@ -57,6 +57,12 @@ class Decision:
         return self.code.approves
 
 
+def status_decline(status: CardStatus) -> Decision:
+    """The decline of a card found in this status where it must be active: as a terminal's request
+    on it is declined (41 lost, 62 blocked); a status with no decline of its own counts as lost."""
+    return Decision(STATUS_DECLINES.get(status, ResponseCode.card_lost), detail=f"card is {status.value}")
+
+
 def amount_problem(amount: Money, card_currency: str) -> Decision | None:
     """Zero, negative, oversized or foreign-currency amounts."""
     if not is_known_currency(amount.currency):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections import defaultdict
@@ -12,9 +13,11 @@ from typing import Final, TypeVar
 from sqlalchemy import Connection, Engine, Update, bindparam, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
+from switch.domain.card_rules import status_decline
 from switch.domain.cards import CardStatus
 from switch.domain.ledger import AccountKind, JournalEntry, card_account
 from switch.domain.pickling import pickled_by_fields
+from switch.domain.transactions import TransactionStatus
 from switch.store.engine import writing
 from switch.store.periods import (
     WebDayRule,
@@ -244,6 +247,9 @@ class WriteResult:
     # Refused: Write.active_card was not active when the write landed; its status then (a card
     # replaced but active again counts as lost: its money and later credits go to the replacement).
     card_not_active: CardStatus | None = None
+    # With card_not_active: the write's record was stored declined as that status declines (no money
+    # moved), so a status query and the same id sent again find that decline.
+    decline_stored: bool = False
 
 
 def apply_batch(
@@ -798,7 +804,7 @@ def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = Non
     except BalanceChangedError as error:
         refused = WriteResult(False, problem=f"refused by the ledger: {error}", balance_changed=True)
     except CardNotActiveError as error:
-        refused = _card_not_active_result(engine, write.record, error)
+        refused = _card_not_active_result(engine, write.record, error, web_days)
     except BackstopError as error:
         refused = WriteResult(False, problem=f"refused by the ledger: {error}")
     except DataError:
@@ -813,26 +819,43 @@ def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = Non
 
 
 def _card_not_active_result(
-    engine: Engine, record: TransactionRecord | None, error: CardNotActiveError
+    engine: Engine, record: TransactionRecord | None, error: CardNotActiveError, web_days: WebDayRule | None
 ) -> WriteResult:
-    """The refusal of a write onto a card no longer active; a conflict when its record is stored
-    already: a request sent again after its first write landed (the card check comes before the
-    insert that would conflict), answered as stored, not declined. Read only on this refusal, so
-    the journal's batches pay nothing for it; a failed read is a system error, tried again."""
+    """The refusal of a write onto a card no longer active, its record stored declined in a
+    transaction of its own (no entry: nothing moves), so the terminal's status query finds the
+    decline and the same id sent again is answered it. A conflict when the record is stored already:
+    a request sent again after its first write landed (the card check comes before the insert that
+    would conflict), answered as stored, not declined. Only on this refusal: batches pay nothing."""
+    refused = WriteResult(False, problem=f"refused by the ledger: {error}", card_not_active=error.status)
     if record is None:
-        return WriteResult(False, problem=f"refused by the ledger: {error}", card_not_active=error.status)
-    query = select(transactions.c.transaction_id).where(
-        transactions.c.source == record.source, transactions.c.transaction_id == record.transaction_id
-    )
+        return refused
     try:
-        with engine.connect() as conn:
-            stored = conn.execute(query).first() is not None
-    except Exception:  # raised here it would escape commit_alone, which answers every write
-        log.exception("journal: reading whether a refused write was stored before failed")
-        return WriteResult(False, problem="database read failed")
-    if stored:
-        return WriteResult(False, problem="transaction id already stored", conflict=True)
-    return WriteResult(False, problem=f"refused by the ledger: {error}", card_not_active=error.status)
+        stored = commit_alone(engine, Write(record=declined_record(record, error.status)), web_days)
+    except CommitInDoubtError:  # a decline moves nothing: landed or not, the same id is judged again
+        log.warning("journal: storing a load refused on a card no longer active is in doubt")
+        return refused
+    if stored.ok:
+        return dataclasses.replace(refused, decline_stored=True)
+    if stored.conflict:
+        return stored
+    return refused
+
+
+def declined_record(record: TransactionRecord, status: CardStatus) -> TransactionRecord:
+    """The record of a write refused on a card found in this status: declined as that status
+    declines, nothing approved, no balance quoted (the deciding copy's is stale)."""
+    decision = status_decline(status)
+    return dataclasses.replace(
+        record,
+        result=decision.code.name,
+        status=TransactionStatus.declined.value,
+        detail=decision.detail,
+        approved_minor=0,
+        balance_after_minor=None,
+        cardholder_part_minor=0,
+        funder_part_minor=0,
+        authorization_code="",
+    )
 
 
 def _close_web_days_again(engine: Engine, terminal_ids: list[str], rule: WebDayRule) -> None:

@@ -90,6 +90,33 @@ def test_a_load_on_node_a_onto_a_card_node_b_replaced_meanwhile_moves_nothing(
     assert_ledger_clean(nodes.world)
 
 
+@pytest.mark.parametrize(("change_on_b", "code", "held"), NODE_B_CHANGES)
+def test_a_load_the_journal_refuses_on_node_a_is_stored_declined_for_its_status_and_a_resend(
+    nodes_lasting_copies: Nodes,
+    change_on_b: Callable[[Nodes, str, str], None],
+    code: str,
+    held: tuple[int, int],
+) -> None:
+    nodes = nodes_lasting_copies
+    lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
+    assert nodes.on_a.balance(lost) == 1_000  # node A's card actor holds a copy: the card active
+    change_on_b(nodes, lost, new)
+    txn = new_txn()
+    answer = nodes.on_a.load(lost, 500, txn)  # refused by the journal's active_card check
+    status = nodes.on_a.stub.TransactionStatus(
+        pb.TransactionStatusRequest(transaction_id=txn), metadata=nodes.on_a.metadata, timeout=20
+    )
+    asked = (status.found, status.status, status.transaction.response_code)
+    assert asked == (True, "declined", code), "a terminal asking what became of its load finds nothing"
+    assert status.transaction.message == answer.message and lost not in answer.message
+    assert not status.transaction.HasField("approved")
+    again = nodes.on_a.load(lost, 500, txn)
+    assert (again.response_code, again.message) == (code, answer.message)
+    moved = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    assert moved == held, "the stored decline moved money"
+    assert_ledger_clean(nodes.world)
+
+
 def _give_back(nodes: Nodes, how: str, original: str) -> pb.TransactionResponse:
     match how:
         case "refund":
