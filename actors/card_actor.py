@@ -25,6 +25,7 @@ from actors.messages import (
     SetStatus,
     TerminalContext,
     TransferOut,
+    TransferRefused,
 )
 from actors.outcomes import answer_for_stored, authorization_code, record_of
 from actors.reply import Reply
@@ -653,8 +654,8 @@ class CardActor(SwitchActor):
             raise RuntimeError(f"card status not stored: {result.problem}")
         return self.card
 
-    def _transfer_out(self, message: TransferOut) -> tuple[int, int | None] | str:
-        """(moved minor units, journal entry id), or why the journal refused it; waits for decided
+    def _transfer_out(self, message: TransferOut) -> tuple[int, int | None] | TransferRefused:
+        """(moved minor units, journal entry id), or why nothing moved; waits for decided
         work to land first. Where nodes share cards, another node may credit or spend the card
         between the read of its balance and the transfer's write: the journal then refuses the write
         (BalanceAsRead) and the card is read again, at most TRANSFER_READS_MAX times. Refused, nothing
@@ -668,12 +669,18 @@ class CardActor(SwitchActor):
                 self._read_card()
             card = self.card
             if card.status not in (CardStatus.blocked, CardStatus.lost):
-                return f"card {card.masked} is {card.status.value}: unblocked since it was marked lost"
+                return TransferRefused(card.balance_minor, lost_card_status=card.status)
             result = self._write_now(self._transfer_write(message, shared))
             if not result.balance_changed:
                 break
         if not result.ok:
-            return result.problem
+            return TransferRefused(
+                self.card.balance_minor,
+                new_card_status=result.card_not_active,
+                refusal=result.refusal,
+                balance_changed=result.balance_changed,
+                problem=result.problem,
+            )
         amount_minor = self.card.balance_minor
         self._card = dataclasses.replace(self.card, balance_minor=0)
         return amount_minor, result.entry_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from switch.domain.cards import CardStatus
+from switch.domain.ledger import LedgerRefusal
 from switch.domain.transactions import AdjustingCommand, Cancel, Load, Redeem, Refund, Reversal
 
 
@@ -68,6 +69,18 @@ class TransferOut:
     # The lost card's own replacement as the caller read it before judging this one (None: not
     # replaced): the journal refuses the change if another replacement landed since.
     replaced_by_seen: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRefused:
+    """Why a TransferOut moved nothing, as values: the caller's answer names the cards (masked)."""
+
+    balance_minor: int  # the lost card's balance the transfer would have moved
+    lost_card_status: CardStatus | None = None  # the lost card was this (unblocked) when read
+    new_card_status: CardStatus | None = None  # the journal found the new card so, not active
+    refusal: LedgerRefusal | None = None  # the rule the journal's write broke, when it named one
+    balance_changed: bool = False  # the lost card's balance changed at every read (another node)
+    problem: str = ""  # the journal's own words, for the log: internal ids, no card number
 
 
 # To a terminal actor

@@ -10,12 +10,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import pykka
 from sqlalchemy import Engine
 
-from actors.card_actor import CardActor, CardPinServices, CardServices
+from actors.card_actor import TRANSFER_READS_MAX, CardActor, CardPinServices, CardServices
 from actors.card_copies import CardCopies, CardCopy
 from actors.journal_writer import BatchObserver, FailureObserver, JournalWriter, LostObserver
 from actors.messages import (
@@ -29,6 +29,7 @@ from actors.messages import (
     SetStatus,
     Submit,
     TransferOut,
+    TransferRefused,
 )
 from actors.payments import PaymentProcessor
 from actors.registry import ASK_ATTEMPTS_MAX, ActorRegistry
@@ -49,6 +50,7 @@ from switch.domain import ledger, reports
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.domain.employees import LockoutPolicy
+from switch.domain.ledger import LedgerRefusal
 from switch.domain.quoting import quoted
 from switch.domain.transactions import Outcome, TerminalCommand
 from switch.follow_workers import FollowAsked, FollowWorkers
@@ -413,15 +415,21 @@ class SwitchCore:
             message = TransferOut(new_card_id, key, actor, replaced_by_seen)
             # No time limit: the new card stays fenced until the transfer has landed or failed, so
             # none of its actors can start from the balance before it (the journal always answers).
-            moved: tuple[int, int | None] | str = self.card_actors.ask(lost_card_id, message, None)
-        if isinstance(moved, str):  # the journal refused it
+            moved: tuple[int, int | None] | TransferRefused = self.card_actors.ask(
+                lost_card_id, message, None
+            )
+        if isinstance(moved, TransferRefused):
             # The same request sent twice at once: both found nothing stored, and the first's write
             # took the key; the loser answers what the first did, as a later replay would.
             stored = self.store.stored_transfer(key)
             if stored is not None:
                 return self._transfer_again(stored, lost_card_id, new_card_id, request_id)
             self._require_replaced_only_by(lost, new_card_id)  # another card's replacement landed first
-            raise AdminStateError(f"balance not moved: {moved}")  # the new card was replaced meanwhile
+            if moved.problem:
+                log.warning(
+                    "replacement of %s by %s not stored: %s", lost_card_id, new_card_id, moved.problem
+                )
+            raise AdminStateError(transfer_refused_text(moved, lost, new))
         # Money waiting on a card whose chain of replacements led to this one (its follow failed:
         # this card was blocked, or replaced at that moment) follows it on now, not at the next start.
         for card_id, last_posting in self.store.money_on_replaced_cards(chained_to=lost_card_id):
@@ -591,3 +599,35 @@ async def _posted(registry: ActorRegistry[str], key: str, message: object, timeo
         except pykka.ActorDeadError:
             continue
     raise pykka.ActorDeadError(f"the {registry.kind} actors for this request kept stopping")
+
+
+# How the office names a card status the new card was found in: a lost card is one replaced.
+_FOUND_AS: Final = {CardStatus.lost: "replaced", CardStatus.blocked: "blocked", CardStatus.expired: "expired"}
+
+
+def transfer_refused_text(refused: TransferRefused, lost: CardState, new: CardState) -> str:
+    """What happened, naming the cards masked: the journal's own words hold internal ids."""
+    amount = lost.money(refused.balance_minor).format()
+    if refused.lost_card_status is not None:
+        status = refused.lost_card_status.value
+        return f"card {lost.masked} is {status}: unblocked since it was marked lost; nothing moved"
+    if refused.new_card_status is not None:
+        found = _FOUND_AS.get(refused.new_card_status, refused.new_card_status.value)
+        return f"the replacement card {new.masked} was {found} meanwhile; nothing moved"
+    match refused.refusal:
+        case LedgerRefusal.above_maximum:
+            most = new.money(new.programme.balance_max_minor).format()
+            return (
+                f"the replacement card {new.masked} was loaded meanwhile: with the lost card's {amount} "
+                f"it would hold more than {most}; nothing moved, use an empty card"
+            )
+        case LedgerRefusal.replaced_meanwhile:
+            return f"card {lost.masked} was replaced by another card meanwhile; nothing moved"
+        case LedgerRefusal.below_zero:
+            return f"card {lost.masked} was spent meanwhile; nothing moved, send the request again"
+    if refused.balance_changed:
+        return (
+            f"card {lost.masked}'s balance changed at each of {TRANSFER_READS_MAX} reads (used meanwhile "
+            "on another node); nothing moved, send the request again"
+        )
+    return "the ledger did not store the move (the switch's log says why); nothing moved, send it again"

@@ -18,6 +18,15 @@ class AccountKind(enum.Enum):
     cardholder_clearing = "cardholder_clearing"
 
 
+class LedgerRefusal(enum.Enum):
+    """The rule a write broke when the ledger refused it, where its answer must say what happened
+    (a write decided on a copy another node changed meanwhile): named as the rule, shown by the caller."""
+
+    below_zero = "below_zero"  # a guarded account (a card) would go below zero
+    above_maximum = "above_maximum"  # a card would go above its programme's maximum
+    replaced_meanwhile = "replaced_meanwhile"  # a card replaced by another card since it was judged
+
+
 # Accounts whose balance may never go below zero: their debits are conditional in the store.
 GUARDED_KINDS = frozenset({AccountKind.card})
 

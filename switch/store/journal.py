@@ -15,7 +15,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from switch.domain.card_rules import status_decline
 from switch.domain.cards import CardStatus
-from switch.domain.ledger import AccountKind, JournalEntry, card_account
+from switch.domain.ledger import AccountKind, JournalEntry, LedgerRefusal, card_account
 from switch.domain.pickling import pickled_by_fields
 from switch.domain.transactions import TransactionStatus
 from switch.store.engine import writing
@@ -207,7 +207,12 @@ class Write:
 
 
 class BackstopError(Exception):
-    """A backstop condition failed: the write would overdraw, repeat, or undo twice."""
+    """A backstop condition failed: the write would overdraw, repeat, or undo twice; `refusal`
+    names the rule where the caller's answer must say what happened (WriteResult.refusal)."""
+
+    def __init__(self, problem: str, refusal: LedgerRefusal | None = None) -> None:
+        super().__init__(problem)
+        self.refusal = refusal
 
 
 class PeriodClosedError(BackstopError):
@@ -247,6 +252,7 @@ class WriteResult:
     # Refused: Write.active_card was not active when the write landed; its status then (a card
     # replaced but active again counts as lost: its money and later credits go to the replacement).
     card_not_active: CardStatus | None = None
+    refusal: LedgerRefusal | None = None  # refused: the rule the write broke, where one is named
     # With card_not_active: the write's record was stored declined as that status declines (no money
     # moved), so a status query and the same id sent again find that decline.
     decline_stored: bool = False
@@ -408,17 +414,23 @@ _POSTING = (
 _NEW_ENTRY = insert(journal_entries).returning(journal_entries.c.idempotency_key, journal_entries.c.entry_id)
 
 
-def _update_each(conn: Connection, statement: Update, rows: list[dict[str, object]], problem: str) -> None:
+def _update_each(
+    conn: Connection,
+    statement: Update,
+    rows: list[dict[str, object]],
+    problem: str,
+    refusal: LedgerRefusal | None = None,
+) -> None:
     """Run a conditional update once per row; BackstopError unless every row matched exactly once."""
     if not rows:
         return
     if conn.dialect.supports_sane_multi_rowcount:
         if conn.execute(statement, rows).rowcount != len(rows):
-            raise BackstopError(problem)
+            raise BackstopError(problem, refusal)
         return
     for row in rows:
         if conn.execute(statement, row).rowcount != 1:
-            raise BackstopError(problem)
+            raise BackstopError(problem, refusal)
 
 
 def _issue_cards(conn: Connection, issues: list[CardIssue], now: dt.datetime) -> None:
@@ -507,7 +519,7 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
         if len(guarded) == 1
         else "an account in the batch would go below zero"
     )
-    _update_each(conn, _GUARDED_POSTING, guarded, guarded_problem)
+    _update_each(conn, _GUARDED_POSTING, guarded, guarded_problem, LedgerRefusal.below_zero)
     # The other postings before the capped credits: a capped credit is then judged with every
     # other credit of the batch on its account, its own write's and later ones' too. That is never
     # more lenient than the writes one by one (a load after a cancel in one batch took a card past
@@ -527,7 +539,7 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
         if len(capped) == 1
         else "a card in the batch would go above its maximum"
     )
-    _update_each(conn, _CAPPED_POSTING, capped, capped_problem)
+    _update_each(conn, _CAPPED_POSTING, capped, capped_problem, LedgerRefusal.above_maximum)
     entry_rows = [
         {"idempotency_key": e.idempotency_key, "kind": e.kind, "currency": e.currency, "created_at": now}
         for e in entries
@@ -602,7 +614,10 @@ def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None
         if marks_lost:
             return
         if change.replaced_by is not None:
-            raise BackstopError(f"card {change.card_id} was replaced by another card meanwhile")
+            raise BackstopError(
+                f"card {change.card_id} was replaced by another card meanwhile",
+                LedgerRefusal.replaced_meanwhile,
+            )
     conn.execute(
         insert(card_events),
         {
@@ -806,7 +821,7 @@ def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = Non
     except CardNotActiveError as error:
         refused = _card_not_active_result(engine, write.record, error, web_days)
     except BackstopError as error:
-        refused = WriteResult(False, problem=f"refused by the ledger: {error}")
+        refused = WriteResult(False, problem=f"refused by the ledger: {error}", refusal=error.refusal)
     except DataError:
         log.exception("journal write refused by the database: a value does not fit its column")
         refused = WriteResult(False, problem="a value does not fit its column")

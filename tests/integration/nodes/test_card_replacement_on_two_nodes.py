@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy import Connection, select, text
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch.store.schema import cards
-from tests.integration.harness import new_txn
+from tests.integration.harness import new_txn, on_statement
 from tests.integration.nodes.conftest import Nodes, two_nodes
 from tests.integration.test_benefit_cards import assert_ledger_clean, card_balance
 
@@ -248,4 +249,59 @@ def test_a_card_unblocked_on_node_a_while_node_b_replaces_it_is_refused_and_noth
     assert unblocked.card_masked in refused[1] and lost not in refused[1], refused[1]
     held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
     assert held == (700, 100), "money moved off a card unblocked meanwhile"
+    assert_ledger_clean(nodes.world)
+
+
+def _load_on_a(nodes: Nodes, new: str) -> None:
+    assert nodes.on_a.load(new, 99_000).response_code == "00"  # 991.00 of the programme's 1,000.00
+
+
+def _block_on_a(nodes: Nodes, new: str) -> None:
+    nodes.on_a_as_admin("BlockCard", bo.BlockCardRequest(card=pb.CardRef(card_number=new), reason="stolen"))
+
+
+# (what node A does to the replacement card once node B has judged it, what node B answers, its balance)
+NODE_A_CHANGES = [
+    pytest.param(_load_on_a, "was loaded meanwhile: with the lost card's 10.00", 99_100, id="loaded"),
+    pytest.param(_block_on_a, "was blocked meanwhile", 100, id="blocked"),
+]
+
+
+@pytest.mark.parametrize(("change_on_a", "said", "new_holds"), NODE_A_CHANGES)
+def test_a_replacement_the_journal_refuses_says_what_happened_to_the_new_card(
+    nodes_lasting_copies: Nodes, change_on_a: Callable[[Nodes, str], None], said: str, new_holds: int
+) -> None:
+    nodes = nodes_lasting_copies
+    lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
+    cards_of = nodes.world.server.core
+    lost_id, new_id = cards_of.cards.card_id(lost), cards_of.cards.card_id(new)
+    assert lost_id is not None and new_id is not None
+    changed = threading.Event()
+
+    def after(_cursor: Any, statement: str, parameters: Any) -> None:
+        # Node B has read the new card's state (its room, its status): node A changes it now.
+        if not changed.is_set() and "balance_minor" in statement and new_id in str(parameters):
+            changed.set()
+            change_on_a(nodes, new)
+
+    request = bo.ReplaceCardRequest(
+        lost_card=pb.CardRef(card_number=lost),
+        replacement_card=pb.CardRef(card_number=new),
+        request_id=new_txn(),
+    )
+    with (
+        on_statement(nodes.node_b.core.store.engine, "after", after),
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        nodes.on_b_as_admin("ReplaceCard", request)
+    assert changed.is_set()
+    details = refused.value.details() or ""
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION, details
+    new_masked = cards_of.store.card_state(new_id).masked
+    assert f"the replacement card {new_masked} {said}" in details, details
+    assert "nothing moved" in details, details
+    for unshown in (lost, new, lost_id, new_id):
+        assert unshown not in details, details
+    held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    assert held == (1_000, new_holds), "money moved by a refused replacement"
     assert_ledger_clean(nodes.world)
