@@ -136,6 +136,9 @@ class SwitchCore:
         self.cards = CardDirectory(self.store, card_hash_key)
         # One node: a card actor starts from what its predecessor knew, or from the card's issue.
         self.card_copies = CardCopies() if settings.copy_max_age_s is None else None
+        # A programme's settings change one at a time here, each noted in the copies' guard in the
+        # order written (programme_settings.set_load_step).
+        self.programme_changes = threading.Lock()
         self.admin = Admin(
             self.store,
             card_hash_key,

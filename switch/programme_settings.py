@@ -25,11 +25,18 @@ CARDS_PER_READ_MAX = 1_000  # card ids read at once while fencing a programme's 
 
 def set_load_step(core: SwitchCore, programme_id: str, load_step_minor: int) -> Programme:
     """The programme as it loads from now on. AdminError naming what is wrong, LookupError for an
-    unknown programme; either way nothing changes."""
-    core.admin.set_load_step(programme_id, load_step_minor)
-    programme = core.store.programme(programme_id)  # read again: the store forgot it
-    if core.card_copies is not None:  # before the fence: an issue under way leaves no older copy
-        core.card_copies.programme_changed(programme)
+    unknown programme; either way nothing changes.
+
+    Two changes at once on this node are made one after the other, from the write to the note in
+    the copies' guard: the guard then holds what was written last. Interleaved, the first change
+    noted its programme after the second had noted the newer one, and an issue that read the
+    programme between the two writes left its card a copy in the older step after both fences.
+    The fences need no order (each only makes the cards' next actors read the programme again)."""
+    with core.programme_changes:
+        core.admin.set_load_step(programme_id, load_step_minor)
+        programme = core.store.programme(programme_id)  # read again: the store forgot it
+        if core.card_copies is not None:  # before the fence: an issue under way leaves no older copy
+            core.card_copies.programme_changed(programme)
     _card_actors_read_again(core, programme_id)
     return programme
 

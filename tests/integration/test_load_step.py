@@ -8,8 +8,10 @@ Real gRPC on loopback, the SQLite file and PostgreSQL.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -25,7 +27,7 @@ from switch.domain.card_rules import CardState
 from switch.programme_settings import set_load_step
 from switch.store.repository import Store
 from switch.store.schema import programmes
-from tests.integration.harness import ADMIN_TOKEN, World, world_fixture
+from tests.integration.harness import ADMIN_TOKEN, World, on_statement, world_fixture
 from tests.integration.test_portal import refusal
 
 
@@ -202,3 +204,56 @@ def test_a_card_number_typed_as_the_load_step_is_not_shown_back(world: World) ->
     assert (code, str(card_number) in details) == (grpc.StatusCode.INVALID_ARGUMENT, False), details
     assert "load_step_minor [REDACTED-PAN] is above balance_max_minor 10000" in details, details
     assert world.server.core.store.programme(programme).load_step_minor in (None, 500)
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)  # one node: card copies (shared cards have none)
+def test_two_step_changes_at_once_leave_the_newer_step_in_the_copies_guard(world: World) -> None:
+    """One node, two SetLoadStep calls at once: the first (10.00) wrote and read its programme, the
+    second (20.00) then ran whole, and only then did the first note its programme for the card
+    copies' guard and fence the cards. The guard held the older 10.00: a card whose issue read the
+    programme between the two writes left its copy of 10.00 after both fences, and loaded 10.00."""
+    programme = created(world, "600216", (1_800, 5_000), balance_max_minor=10_000)
+    core = world.server.core
+    assert core.card_copies is not None
+    first_read, second_done = threading.Event(), threading.Event()
+
+    def after(_cursor: Any, statement: str, parameters: Any) -> None:
+        # The first change's read of its programme, after its write: it waits for the second change
+        # (or, where changes are made one at a time, gives up after a while and goes on).
+        if not first_read.is_set() and statement.startswith("SELECT") and "programmes.name" in statement:
+            first_read.set()
+            second_done.wait(2)
+
+    def change(step_minor: int) -> threading.Thread:
+        request = bo.SetLoadStepRequest(programme_id=programme, load_step_minor=step_minor)
+        thread = threading.Thread(
+            target=lambda: world.backoffice.SetLoadStep(request, metadata=world.admin_metadata, timeout=20)
+        )
+        thread.start()
+        return thread
+
+    issued: list[CardState] = []
+
+    def both_changes_then_issued(card_hash: str, state: CardState) -> None:
+        second = change(2_000)
+        second.join(20)
+        second_done.set()
+        first.join(20)
+        assert not first.is_alive() and not second.is_alive()
+        issued.append(state)
+        core._card_issued(card_hash, state)  # what the switch's own Admin does next
+
+    issuing = Admin(
+        Store(core.store.engine),
+        bytes.fromhex(core.settings.card_hash_key_hex),
+        on_card_issued=both_changes_then_issued,
+        write=core.write_now,
+    )
+    with on_statement(core.store.engine, "after", after):
+        first = change(1_000)
+        assert first_read.wait(10), "the first change did not read its programme"
+        card = issuing.issue_card(programme).card_number  # reads the programme between the two writes
+    assert [state.programme.load_step_minor for state in issued] == [1_000]
+    assert core.store.programme(programme).load_step_minor == 2_000
+    assert world.terminals[0].load(card, 1_000).response_code == "13", "loaded in the older step"
+    assert world.terminals[0].load(card, 2_000).response_code == "00"
