@@ -111,6 +111,7 @@ class _Answer:
     detail: str = ""
     approved_minor: int | None = None
     authorization_code: str = ""
+    answered: bool = True  # False: no response at all (an advice we cannot take nor refuse)
 
 
 class InboundHandler:
@@ -122,7 +123,8 @@ class InboundHandler:
         self._merchants: dict[str, str] = {}
         self._stripes = [threading.Lock() for _ in range(IDENTITY_STRIPES)]
 
-    def handle(self, request: IsoMessage) -> IsoMessage:
+    def handle(self, request: IsoMessage) -> IsoMessage | None:
+        """The response; None for an advice left unanswered, so that the acquirer repeats it."""
         kind = request["t"]
         if kind == mti.NETWORK_REQUEST:
             return response_to(request, _Answer(ResponseCode.approved))
@@ -146,6 +148,14 @@ class InboundHandler:
             answer = _Answer(ResponseCode.format_error, f"field {error.field}: {error.reason}")
         except ReplyTimeoutError:
             answer = _Answer(ResponseCode.issuer_unavailable, "outcome not known in time")
+        if not answer.answered:
+            log.warning(
+                "ISO 8583 inbound: %s (STAN %s) left unanswered: %s",
+                kind,
+                request.get("11", ""),
+                answer.detail,
+            )
+            return None
         return response_to(request, answer)
 
     def _merchant_id(self, acquirer: InboundAcquirer) -> str:
@@ -211,7 +221,8 @@ class InboundHandler:
     def _reverse(self, request: IsoMessage, context: TerminalContext) -> _Answer:
         """Give back what the original named in field 90 moved, once. A repeat gets the first
         answer; an original never seen is held (tombstoned) so it moves nothing if it comes late.
-        An 0100 named as an 0200 (or the other way) is refused 25, as a completion is, nothing stored.
+        A reversal that does not name its original beyond doubt moves nothing and stores nothing
+        (`_reversal_refusal`): a request (0400) is refused, an advice is left unanswered.
         """
         original = OriginalDataElements.decode(request["90"])
         original_id = original_identity(request, original)
@@ -224,20 +235,16 @@ class InboundHandler:
             original_row = self._core.store.transaction(context.terminal_id, original_id)
             if original_row is None:
                 return self._tombstone(command, context, digest)
-            refusal = _mti_refusal(original, original_row)
+            refusal = _reversal_refusal(request, original, original_row)
             if refusal is not None:
                 return refusal
-            if (
-                original_row.record.transaction_type == TOMBSTONE_TYPE
-                or original_row.status is not TransactionStatus.approved
-                or original_row.record.card_id is None
-            ):
+            if not _moved_money(original_row):
                 why = f"original {original_row.status.value}; nothing moved"
                 return self._persist(Write(record=_nothing_moved(command, context, digest, why)))
+            card_id = original_row.record.card_id
+            assert card_id is not None  # _moved_money
             message = AdjustOriginal(command, context, digest)
-            reply: Reply = self._core.card_actors.ask(
-                original_row.record.card_id, message, self._core.settings.ask_timeout_s
-            )
+            reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
             return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
 
     # 0220 / 0221
@@ -342,6 +349,42 @@ def _completion_refusal(
         authorised = Money(record.approved_minor, record.currency).format()
         return _Answer(ResponseCode.exceeds_original_amount, f"above the authorised {authorised}")
     return None
+
+
+def _moved_money(found: StoredTransaction) -> bool:
+    record = found.record
+    return (
+        record.transaction_type != TOMBSTONE_TYPE
+        and found.status is TransactionStatus.approved
+        and record.card_id is not None
+    )
+
+
+def _reversal_refusal(
+    request: IsoMessage, original: OriginalDataElements, found: StoredTransaction
+) -> _Answer | None:
+    """Why this reversal cannot be taken of `found`; None when it can.
+
+    Field 4 of a reversal is its original's amount (ISO 8583:1987; a partial one would carry the
+    rest in field 95, which we do not take). Another amount means another message, or a part of
+    this one: reversing all of it would give the card what the acquirer still charges. A request
+    (0400) is refused 13; an advice (0420/0421) is left unanswered: the acquirer has reversed on its
+    side and stops repeating once answered, whatever field 39 says, so an answer would leave the
+    card debited for what it believes reversed. Unanswered, it repeats until its own limit and
+    takes it to its exceptions, and nothing here has moved.
+    """
+    refusal = _mti_refusal(original, found)
+    if refusal is not None:
+        return refusal
+    requested_minor = int(request["4"])
+    if not _moved_money(found) or requested_minor == found.record.requested_minor:
+        return None
+    named, taken = (
+        Money(amount_minor, found.record.currency).format()
+        for amount_minor in (requested_minor, found.record.requested_minor)
+    )
+    detail = f"field 4 {named} is not the original's {taken}"
+    return _Answer(ResponseCode.invalid_amount, detail, answered=request["t"] == mti.REVERSAL_REQUEST)
 
 
 def _mti_refusal(original: OriginalDataElements, found: StoredTransaction) -> _Answer | None:
@@ -588,7 +631,7 @@ class IsoInboundListener:
         finally:
             unanswered.release()
 
-    def _handle_safely(self, request: IsoMessage) -> IsoMessage:
+    def _handle_safely(self, request: IsoMessage) -> IsoMessage | None:
         try:
             return self._handler.handle(request)
         except Exception:
@@ -610,9 +653,8 @@ class IsoInboundListener:
                 log.warning("ISO 8583 inbound: ignored MTI %s", request["t"])
             else:
                 response = await trio.to_thread.run_sync(self._handle_safely, request, limiter=limiter)
-                log.info(
-                    "ISO 8583 inbound", extra={"request": redacted(request), "response_code": response["39"]}
-                )
+                code = "" if response is None else response["39"]
+                log.info("ISO 8583 inbound", extra={"request": redacted(request), "response_code": code})
         if response is None:
             return
         async with send_lock:

@@ -1,0 +1,94 @@
+"""Inbound reversals over real TCP, judged as an acquirer judges them: an advice (0420/0421) cannot be
+declined (the acquirer has reversed on its side and stops repeating once answered), so one is
+answered only when the money on our side agrees with what the acquirer believes."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from protocols.iso8583 import IsoMessage, decode_message, encode_message, format_amount, frame
+from tests.integration.harness import MERCHANT_EMAIL, World, start_world
+from tests.integration.test_inbound_iso import (
+    ACQUIRER,
+    ZONE_KEY,
+    balance,
+    financial,
+    ledger_clean,
+    reversal_of,
+)
+
+NO_ANSWER_WAIT_S = 1.5  # an answer comes in milliseconds on loopback
+
+
+def _world(tmp_path: Path, url: str) -> Iterator[World]:
+    acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
+    world = start_world(tmp_path, url, 1, iso_listen_port=0, iso_inbound_acquirers=acquirers)
+    try:
+        yield world
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    yield from _world(tmp_path, "")
+
+
+def answer_or_none(world: World, message: IsoMessage) -> IsoMessage | None:
+    """The switch's answer on a connection of its own, or None when none comes in time."""
+    listener = world.server.iso_inbound
+    assert listener is not None
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=NO_ANSWER_WAIT_S) as sock:
+        sock.sendall(frame(encode_message(message)))
+        try:
+            header = sock.recv(2)
+        except TimeoutError:
+            return None
+        assert len(header) == 2, "switch closed the connection"
+        length = int.from_bytes(header, "big")
+        body = b""
+        while len(body) < length:
+            chunk = sock.recv(length - len(body))
+            assert chunk, "switch closed the connection"
+            body += chunk
+    return decode_message(body)
+
+
+# One row per reversal of an original of 4.00 on a card of 10.00: what it names (field 90's MTI),
+# its field 4, the answer (None: unanswered) and the card's balance after it and after its repeat.
+REVERSAL_AGREEMENT_CASES = [
+    ("0200", "0400", "0200", 400, "00", 1_000),
+    ("0200", "0420", "0200", 400, "00", 1_000),
+    ("0200", "0400", "0100", 400, "25", 600),  # a request may be declined: the acquirer knows
+    # Field 4 is not the original's: which message, or how much, the acquirer means is not known.
+    # Reversing all of it gave the card back what the acquirer still charged.
+    ("0200", "0400", "0200", 100, "13", 600),
+    ("0200", "0400", "0200", 500, "13", 600),
+    ("0200", "0420", "0200", 100, None, 600),
+    ("0200", "0421", "0200", 500, None, 600),
+]
+
+
+@pytest.mark.parametrize(
+    ("sent_as", "kind", "names", "amount_minor", "code", "after"), REVERSAL_AGREEMENT_CASES
+)
+def test_a_reversal_is_taken_when_its_original_is_named_beyond_doubt_and_an_advice_never_refused(
+    world: World, sent_as: str, kind: str, names: str, amount_minor: int, code: str | None, after: int
+) -> None:
+    card = world.issue(1_000)
+    original = {**financial(card, 400), "t": sent_as}
+    assert answer_or_none(world, original) is not None
+    reversal = {**reversal_of(original, names=names, kind=kind), "4": format_amount(amount_minor)}
+    for _ in range(2):  # the reversal and its repeat
+        answer = answer_or_none(world, reversal)
+        assert (answer or {}).get("39") == code, answer
+        assert balance(world, card) == after
+    if code is not None and code != "00":
+        refusal = answer_or_none(world, reversal)
+        assert refusal is not None and refusal.get("44"), refusal  # a refusal names why
+    ledger_clean(world)
