@@ -372,10 +372,17 @@ def _reversal_refusal(
     side and stops repeating once answered, whatever field 39 says, so an answer would leave the
     card debited for what it believes reversed. Unanswered, it repeats until its own limit and
     takes it to its exceptions, and nothing here has moved.
+
+    For the same reason an advice naming its original as an 0100 when it came as an 0200 (or the
+    other way) is taken when field 4 agrees: the key (acquirer, 41, STAN, field 7) names one
+    message, both took their amount at once, and giving it back is what the acquirer did. A
+    request (0400) naming it wrong is refused 25, as a completion is.
     """
     refusal = _mti_refusal(original, found)
-    if refusal is not None:
+    if refusal is not None and request["t"] == mti.REVERSAL_REQUEST:
         return refusal
+    if refusal is not None:
+        log.warning("ISO 8583 inbound: %s taken by its key and field 4: %s", request["t"], refusal.detail)
     requested_minor = int(request["4"])
     if not _moved_money(found) or requested_minor == found.record.requested_minor:
         return None

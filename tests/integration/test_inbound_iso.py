@@ -338,17 +338,19 @@ def test_a_completion_gives_back_what_the_authorisation_took_above_the_final_amo
     ledger_clean(world)
 
 
-# A reversal names its original's MTI in field 90 as a completion does: one naming the other of
-# 0100 and 0200 is refused 25 (before session 24 it was taken). One row per request sent.
+# A reversal names its original's MTI in field 90 as a completion does: a request (0400) naming the
+# other of 0100 and 0200 is refused 25 (before session 24 it was taken). An advice cannot be refused
+# (the acquirer has reversed and stops repeating once answered): one whose field 4 agrees is taken
+# (test_inbound_reversals.py). One row per request sent.
 REVERSAL_NAMING_CASES = [
     ("0200", "0400", "0200", "00"),
     ("0200", "0420", "0200", "00"),
     ("0100", "0400", "0100", "00"),
     ("0100", "0420", "0100", "00"),
     ("0200", "0400", "0100", "25"),
-    ("0200", "0420", "0100", "25"),
+    ("0200", "0420", "0100", "00"),
     ("0100", "0400", "0200", "25"),
-    ("0100", "0421", "0200", "25"),
+    ("0100", "0421", "0200", "00"),
 ]
 
 

@@ -64,6 +64,12 @@ def answer_or_none(world: World, message: IsoMessage) -> IsoMessage | None:
 REVERSAL_AGREEMENT_CASES = [
     ("0200", "0400", "0200", 400, "00", 1_000),
     ("0200", "0420", "0200", 400, "00", 1_000),
+    # Found by its key (field 41, STAN, field 7) and its amount, an original is reversed by an
+    # advice whatever MTI field 90 gives it (it was refused 25, and the card stayed debited while
+    # the acquirer had reversed); the repeat moves nothing more.
+    ("0200", "0420", "0100", 400, "00", 1_000),
+    ("0100", "0420", "0200", 400, "00", 1_000),
+    ("0100", "0421", "0200", 400, "00", 1_000),
     ("0200", "0400", "0100", 400, "25", 600),  # a request may be declined: the acquirer knows
     # Field 4 is not the original's: which message, or how much, the acquirer means is not known.
     # Reversing all of it gave the card back what the acquirer still charged.
@@ -71,6 +77,7 @@ REVERSAL_AGREEMENT_CASES = [
     ("0200", "0400", "0200", 500, "13", 600),
     ("0200", "0420", "0200", 100, None, 600),
     ("0200", "0421", "0200", 500, None, 600),
+    ("0200", "0420", "0100", 100, None, 600),  # neither MTI nor amount agrees
 ]
 
 
