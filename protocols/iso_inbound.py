@@ -64,7 +64,8 @@ PIN_BLOCK_BYTES: Final = {KeyAlgorithm.aes128: 16, KeyAlgorithm.tdes: 8}
 ALPHA_BY_NUMERIC: Final = {numeric: alpha for alpha, numeric in CURRENCY_NUMERIC.items()}
 PURCHASE_PROCESSING_PREFIX: Final = "00"
 FINANCIAL_MTIS: Final = frozenset({mti.AUTHORIZATION_REQUEST, mti.FINANCIAL_REQUEST})
-REVERSAL_MTIS: Final = frozenset({mti.REVERSAL_REQUEST, mti.REVERSAL_ADVICE, mti.REVERSAL_ADVICE_REPEAT})
+REVERSAL_ADVICE_MTIS: Final = frozenset({mti.REVERSAL_ADVICE, mti.REVERSAL_ADVICE_REPEAT})
+REVERSAL_MTIS: Final = REVERSAL_ADVICE_MTIS | {mti.REVERSAL_REQUEST}
 COMPLETION_MTIS: Final = frozenset({mti.COMPLETION_ADVICE, mti.COMPLETION_ADVICE_REPEAT})
 ECHOED_FIELDS: Final = ("3", "4", "7", "11", "32", "37", "41", "42", "49", "70", "90")
 
@@ -111,7 +112,6 @@ class _Answer:
     detail: str = ""
     approved_minor: int | None = None
     authorization_code: str = ""
-    answered: bool = True  # False: no response at all (an advice we cannot take nor refuse)
 
 
 class InboundHandler:
@@ -124,7 +124,7 @@ class InboundHandler:
         self._stripes = [threading.Lock() for _ in range(IDENTITY_STRIPES)]
 
     def handle(self, request: IsoMessage) -> IsoMessage | None:
-        """The response; None for an advice left unanswered, so that the acquirer repeats it."""
+        """The response; None for a reversal advice of ours not taken (`leave_unanswered`)."""
         kind = request["t"]
         if kind == mti.NETWORK_REQUEST:
             return response_to(request, _Answer(ResponseCode.approved))
@@ -148,13 +148,8 @@ class InboundHandler:
             answer = _Answer(ResponseCode.format_error, f"field {error.field}: {error.reason}")
         except ReplyTimeoutError:
             answer = _Answer(ResponseCode.issuer_unavailable, "outcome not known in time")
-        if not answer.answered:
-            log.warning(
-                "ISO 8583 inbound: %s (STAN %s) left unanswered: %s",
-                kind,
-                request.get("11", ""),
-                answer.detail,
-            )
+        if kind in REVERSAL_ADVICE_MTIS and not answer.code.approves:
+            leave_unanswered(request, answer.detail)
             return None
         return response_to(request, answer)
 
@@ -368,12 +363,9 @@ def _reversal_refusal(
     Field 4 of a reversal is its original's amount (ISO 8583:1987; a partial one would carry the
     rest in field 95, which we do not take). Another amount means another message, or a part of
     this one: reversing all of it would give the card what the acquirer still charges. A request
-    (0400) is refused 13; an advice (0420/0421) is left unanswered: the acquirer has reversed on its
-    side and stops repeating once answered, whatever field 39 says, so an answer would leave the
-    card debited for what it believes reversed. Unanswered, it repeats until its own limit and
-    takes it to its exceptions, and nothing here has moved.
+    (0400) is refused 13; an advice (0420/0421) is left unanswered (`leave_unanswered`).
 
-    For the same reason an advice naming its original as an 0100 when it came as an 0200 (or the
+    An advice naming its original as an 0100 when it came as an 0200 (or the
     other way) is taken when field 4 agrees: the key (acquirer, 41, STAN, field 7) names one
     message, both took their amount at once, and giving it back is what the acquirer did. A
     request (0400) naming it wrong is refused 25, as a completion is.
@@ -391,7 +383,18 @@ def _reversal_refusal(
         for amount_minor in (requested_minor, found.record.requested_minor)
     )
     detail = f"field 4 {named} is not the original's {taken}"
-    return _Answer(ResponseCode.invalid_amount, detail, answered=request["t"] == mti.REVERSAL_REQUEST)
+    return _Answer(ResponseCode.invalid_amount, detail)
+
+
+def leave_unanswered(request: IsoMessage, why: str) -> None:
+    """A reversal advice (0420/0421) is answered only once taken: the acquirer has reversed on its
+    side and stops repeating once answered, whatever field 39 says, so a refusal (or 30, 91, 96)
+    left the card debited for what it believed reversed. Unanswered, it repeats until its own limit
+    and goes to its exceptions, and nothing here has moved; a repeat once the cause is gone is
+    taken (or gets the stored answer, if the write landed after all)."""
+    log.warning(
+        "ISO 8583 inbound: %s (STAN %s) left unanswered: %s", request["t"], request.get("11", ""), why
+    )
 
 
 def _mti_refusal(original: OriginalDataElements, found: StoredTransaction) -> _Answer | None:
@@ -471,13 +474,19 @@ def _printable(text: str) -> str:
 
 
 def malformed_response(body: bytes, error: MessageFormatError) -> IsoMessage | None:
-    """Answer 30 naming the field, echoing only what is itself well formed; None if no MTI to answer."""
+    """Answer 30 naming the field, echoing only what is itself well formed; None if no MTI to answer,
+    and for a reversal advice (`leave_unanswered`)."""
     try:
         raw, _ = iso8583.decode(body, SPEC)
         fields: dict[str, str] = {k: v for k, v in raw.items() if isinstance(v, str)}
     except iso8583.DecodeError:
         fields = {"t": body[:4].decode("ascii", "replace")}
     if not mti.is_request(fields.get("t", "")):
+        return None
+    if fields["t"] in REVERSAL_ADVICE_MTIS:
+        stan = fields.get("11", "")
+        advice = {"t": fields["t"], "11": stan if stan.isdigit() and len(stan) == 6 else ""}
+        leave_unanswered(advice, f"field {error.field}: {error.reason}")
         return None
     request: IsoMessage = {"t": fields["t"]}
     for number, width in (("11", 6), ("7", 10), ("32", 0), ("3", 6), ("49", 3), ("70", 3)):
@@ -644,6 +653,9 @@ class IsoInboundListener:
         except Exception:
             # A fault here must not end the listener: answer 96, nothing was moved or it is durable.
             log.exception("ISO 8583 inbound: request failed (STAN %s)", request.get("11", ""))
+            if request["t"] in REVERSAL_ADVICE_MTIS:
+                leave_unanswered(request, "switch fault")
+                return None
             return response_to(request, _Answer(ResponseCode.system_error, "switch fault"))
 
     async def _answer(

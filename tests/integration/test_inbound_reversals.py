@@ -8,14 +8,17 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import iso8583
 import pytest
 
-from protocols.iso8583 import IsoMessage, decode_message, encode_message, format_amount, frame
+from protocols.iso8583 import SPEC, IsoMessage, decode_message, encode_message, format_amount, frame
 from tests.integration.harness import MERCHANT_EMAIL, World, start_world
 from tests.integration.test_inbound_iso import (
     ACQUIRER,
     ZONE_KEY,
+    authorisation,
     balance,
+    completion_of,
     financial,
     ledger_clean,
     reversal_of,
@@ -98,4 +101,71 @@ def test_a_reversal_is_taken_when_its_original_is_named_beyond_doubt_and_an_advi
     if code is not None and code != "00":
         refusal = answer_or_none(world, reversal)
         assert refusal is not None and refusal.get("44"), refusal  # a refusal names why
+    ledger_clean(world)
+
+
+def sent(world: World, message: dict[str, str]) -> IsoMessage | None:
+    """`answer_or_none` past our own encoder, which refuses what breaks our spec."""
+    listener = world.server.iso_inbound
+    assert listener is not None
+    body, _ = iso8583.encode(message, SPEC)
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=NO_ANSWER_WAIT_S) as sock:
+        sock.sendall(frame(bytes(body)))
+        try:
+            header = sock.recv(2)
+        except TimeoutError:
+            return None
+        assert len(header) == 2, "switch closed the connection"
+        length = int.from_bytes(header, "big")
+        data = b""
+        while len(data) < length:
+            data += sock.recv(length - len(data))
+    return decode_message(data)
+
+
+# One row per reversal of an approved 4.00 sale that the switch cannot take: a request (0400) is
+# refused naming why; an advice (0420/0421) was answered alike, and the acquirer, answered, took it
+# as done: a partial reversal (field 95) left the card charged all of it. Now it is left unanswered,
+# so the acquirer repeats it to its own limit and takes it to its exceptions. Neither moves money.
+UNTAKEN_CASES = [
+    ("0400", {"95": "0" * 42}, "30"),  # a partial reversal: field 95 is not in our spec
+    ("0420", {"95": "0" * 42}, None),
+    ("0400", {"90": None}, "30"),
+    ("0421", {"90": None}, None),
+]
+
+
+@pytest.mark.parametrize(("kind", "change", "code"), UNTAKEN_CASES)
+def test_a_reversal_that_cannot_be_taken_is_refused_and_an_advice_left_unanswered(
+    world: World, kind: str, change: dict[str, str | None], code: str | None
+) -> None:
+    card = world.issue(1_000)
+    original = financial(card, 400)
+    assert answer_or_none(world, original) is not None
+    message = {**reversal_of(original, kind=kind)}
+    for number, value in change.items():
+        if value is None:
+            del message[number]
+        else:
+            message[number] = value
+    answer = sent(world, message)
+    assert (answer or {}).get("39") == code, answer
+    assert balance(world, card) == 600
+    ledger_clean(world)
+
+
+@pytest.mark.parametrize(("kind", "code"), [("0400", "12"), ("0420", None), ("0421", None)])
+def test_a_reversal_of_a_completed_authorisation_moves_nothing_and_an_advice_is_left_unanswered(
+    world: World, kind: str, code: str | None
+) -> None:
+    """A completed 0100 is no longer reversed (12). Answered 12, an advice left the card charged the
+    final amount while the acquirer, answered, had voided the sale."""
+    card = world.issue(1_000)
+    original = authorisation(card, 400)
+    assert answer_or_none(world, original) is not None
+    completed = answer_or_none(world, completion_of(original, 250))
+    assert completed is not None and completed["39"] == "00"
+    answer = answer_or_none(world, reversal_of(original, kind=kind))
+    assert (answer or {}).get("39") == code, answer
+    assert balance(world, card) == 750
     ledger_clean(world)
