@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import iso8583
@@ -16,6 +18,7 @@ from tests.integration.harness import MERCHANT_EMAIL, World, start_world
 from tests.integration.test_inbound_iso import (
     ACQUIRER,
     ZONE_KEY,
+    IsoClient,
     authorisation,
     balance,
     completion_of,
@@ -23,6 +26,7 @@ from tests.integration.test_inbound_iso import (
     ledger_clean,
     reversal_of,
 )
+from tests.pg import postgres_schema
 
 NO_ANSWER_WAIT_S = 1.5  # an answer comes in milliseconds on loopback
 
@@ -42,24 +46,35 @@ def world(tmp_path: Path) -> Iterator[World]:
     yield from _world(tmp_path, "")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    with ExitStack() as stack:
+        url = stack.enter_context(postgres_schema()) if request.param == "postgres" else ""
+        yield from _world(tmp_path, url)
+
+
 def answer_or_none(world: World, message: IsoMessage) -> IsoMessage | None:
     """The switch's answer on a connection of its own, or None when none comes in time."""
+    return exchange(world, encode_message(message))
+
+
+def exchange(world: World, body: bytes) -> IsoMessage | None:
     listener = world.server.iso_inbound
     assert listener is not None
     with socket.create_connection(("127.0.0.1", listener.port), timeout=NO_ANSWER_WAIT_S) as sock:
-        sock.sendall(frame(encode_message(message)))
+        sock.sendall(frame(body))
         try:
             header = sock.recv(2)
         except TimeoutError:
             return None
         assert len(header) == 2, "switch closed the connection"
         length = int.from_bytes(header, "big")
-        body = b""
-        while len(body) < length:
-            chunk = sock.recv(length - len(body))
+        data = b""
+        while len(data) < length:
+            chunk = sock.recv(length - len(data))
             assert chunk, "switch closed the connection"
-            body += chunk
-    return decode_message(body)
+            data += chunk
+    return decode_message(data)
 
 
 # One row per reversal of an original of 4.00 on a card of 10.00: what it names (field 90's MTI),
@@ -106,21 +121,8 @@ def test_a_reversal_is_taken_when_its_original_is_named_beyond_doubt_and_an_advi
 
 def sent(world: World, message: dict[str, str]) -> IsoMessage | None:
     """`answer_or_none` past our own encoder, which refuses what breaks our spec."""
-    listener = world.server.iso_inbound
-    assert listener is not None
     body, _ = iso8583.encode(message, SPEC)
-    with socket.create_connection(("127.0.0.1", listener.port), timeout=NO_ANSWER_WAIT_S) as sock:
-        sock.sendall(frame(bytes(body)))
-        try:
-            header = sock.recv(2)
-        except TimeoutError:
-            return None
-        assert len(header) == 2, "switch closed the connection"
-        length = int.from_bytes(header, "big")
-        data = b""
-        while len(data) < length:
-            data += sock.recv(length - len(data))
-    return decode_message(data)
+    return exchange(world, bytes(body))
 
 
 # One row per reversal of an approved 4.00 sale that the switch cannot take: a request (0400) is
@@ -168,4 +170,55 @@ def test_a_reversal_of_a_completed_authorisation_moves_nothing_and_an_advice_is_
     answer = answer_or_none(world, reversal_of(original, kind=kind))
     assert (answer or {}).get("39") == code, answer
     assert balance(world, card) == 750
+    ledger_clean(world)
+
+
+def test_an_advice_before_its_original_holds_it_so_the_late_original_moves_nothing(world: World) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    late = financial(card, 400)
+    for kind in ("0420", "0421"):  # the advice and its repeat, both before the original
+        assert client.ask(reversal_of(late, kind=kind))["39"] == "00"
+    refused = client.ask(late)
+    assert (refused["39"], "38" in refused) == ("12", False)
+    assert client.ask(late)["39"] == "12"  # its retransmission alike
+    client.close()
+    assert balance(world, card) == 1_000
+    ledger_clean(world)
+
+
+def test_two_advices_for_one_original_on_two_connections_reverse_it_once(any_world: World) -> None:
+    world, rounds = any_world, 10
+    card = world.issue(rounds * 100)
+    client = IsoClient(world)
+    originals = [financial(card, 100) for _ in range(rounds)]
+    assert {client.ask(original)["39"] for original in originals} == {"00"}
+    client.close()
+    assert balance(world, card) == 0
+
+    def send(message: IsoMessage) -> str:
+        connection = IsoClient(world)
+        try:
+            return connection.ask(message)["39"]
+        finally:
+            connection.close()
+
+    advices = [(reversal_of(o, kind="0420"), reversal_of(o, kind="0421")) for o in originals]
+    with ThreadPoolExecutor(max_workers=2 * rounds) as pool:
+        futures = [(pool.submit(send, first), pool.submit(send, second)) for first, second in advices]
+        codes = {(first.result(), second.result()) for first, second in futures}
+    assert codes == {("00", "00")}
+    assert balance(world, card) == rounds * 100  # each reversed once, not twice
+    ledger_clean(world)
+
+
+def test_a_retransmitted_0200_moves_money_once_with_the_same_answer(world: World) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    request = {**financial(card, 300), "37": "000000123456"}
+    first, again = client.ask(request), client.ask(request)
+    client.close()
+    assert (first["39"], first["38"]) == (again["39"], again["38"])
+    assert first["39"] == "00"
+    assert balance(world, card) == 700
     ledger_clean(world)
