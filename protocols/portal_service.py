@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
@@ -72,25 +71,21 @@ class PortalService(portal_grpc.PortalServicer):
             CARD_LOOKUP_WINDOW_S,
             settings.portal_card_lookup_merchants_tracked_max,
         )
-        self._card_lookups_lock = threading.Lock()  # the portal's calls run on the server's threads
         self._reset_asks = CallerLimit(
             settings.password_reset_asks_per_caller_per_hour_max,
             RESET_ASK_WINDOW_S,
             settings.password_reset_callers_tracked_max,
         )
-        self._reset_asks_lock = threading.Lock()
         self._wrong_reset_codes = CallerLimit(
             settings.password_reset_wrong_codes_per_caller_per_hour_max,
             RESET_CODE_WINDOW_S,
             settings.password_reset_callers_tracked_max,
         )
-        self._wrong_reset_codes_lock = threading.Lock()
 
     def _count_card_lookup(self, context: grpc.ServicerContext, login: Login) -> None:
         """Counted per merchant before the card number is read: a wrong or malformed number costs as
         much as a right one, and more logins (a manager adds cashiers) give no more tries."""
-        with self._card_lookups_lock:
-            wait_s = self._card_lookups.wait_s(login.merchant_id, time.monotonic())
+        wait_s = self._card_lookups.wait_s(login.merchant_id, time.monotonic())
         if wait_s > 0:
             _abort(
                 context,
@@ -101,8 +96,7 @@ class PortalService(portal_grpc.PortalServicer):
     def _count_reset_ask(self, context: grpc.ServicerContext) -> None:
         """Counted per caller address, every ask alike (the answer is the same whether an address
         has a login), so one caller cannot have the switch mail every address it names."""
-        with self._reset_asks_lock:
-            wait_s = self._reset_asks.wait_s(caller_address(context.peer()), time.monotonic())
+        wait_s = self._reset_asks.wait_s(caller_address(context.peer()), time.monotonic())
         if wait_s > 0:
             _abort(
                 context,
@@ -111,11 +105,12 @@ class PortalService(portal_grpc.PortalServicer):
                 f"try again in {math.ceil(wait_s)} s",
             )
 
-    def _refuse_past_wrong_reset_codes(self, context: grpc.ServicerContext, caller: str) -> None:
-        """Asked before the code is looked up, counted only once it proved wrong: made-up codes
-        were a database read each without limit, and a right code under the limit goes through."""
-        with self._wrong_reset_codes_lock:
-            wait_s = self._wrong_reset_codes.peek_wait_s(caller, time.monotonic())
+    def _count_reset_code(self, context: grpc.ServicerContext, caller: str) -> float:
+        """Counted before the code is looked up, in one step with the check (codes arriving together
+        pass no more than the limit), and given back unless it proves wrong: made-up codes were a
+        database read each without limit, and a right code under the limit goes through."""
+        counted_s = time.monotonic()
+        wait_s = self._wrong_reset_codes.wait_s(caller, counted_s)
         if wait_s > 0:
             _abort(
                 context,
@@ -123,6 +118,7 @@ class PortalService(portal_grpc.PortalServicer):
                 f"too many wrong password reset codes from your network address; "
                 f"try again in {math.ceil(wait_s)} s",
             )
+        return counted_s
 
     def _run(
         self, context: grpc.ServicerContext, right: PortalRight | None, action: Callable[[Login], T]
@@ -365,15 +361,18 @@ class PortalService(portal_grpc.PortalServicer):
         if problem := convert.missing_field(request, "code", "new_password"):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
         caller = caller_address(context.peer())
-        self._refuse_past_wrong_reset_codes(context, caller)
+        counted_s = self._count_reset_code(context, caller)
+        wrong = False
         try:
             login = self._core.password_resets.reset(request.code, request.new_password)
         except PermissionError as error:
-            with self._wrong_reset_codes_lock:
-                self._wrong_reset_codes.count(caller, time.monotonic())
+            wrong = True
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(error))
         except ValueError as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        finally:
+            if not wrong:  # only wrong codes count
+                self._wrong_reset_codes.give_back(caller, counted_s)
         return portal.ResetPasswordResponse(email=login.email)
 
     def GetReceiptLayout(

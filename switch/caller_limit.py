@@ -4,6 +4,7 @@ wrong passwords whatever address they were tried on."""
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections import OrderedDict, deque
 from urllib.parse import unquote
 
@@ -15,7 +16,10 @@ class CallerLimit:
     """At most `calls_max` calls per caller in any `window_s`; at most `callers_max` callers
     remembered, the longest quiet forgotten first.
 
-    Not thread-safe: one event loop owns it (the gRPC server's).
+    Thread-safe: the check and the count are one step under a lock, so a burst of calls arriving
+    together (one per server thread) passes no more than `calls_max`. A limit on some outcomes only
+    (wrong passwords) counts every call as it is checked and gives back those whose outcome does
+    not count (`give_back`).
     """
 
     def __init__(self, calls_max: int, window_s: float, callers_max: int) -> None:
@@ -24,38 +28,35 @@ class CallerLimit:
         self._window_s = window_s
         self._callers_max = callers_max
         self._calls: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def wait_s(self, caller: str, now_s: float) -> float:
         """0.0 and the call counted; or how long until this caller may call again (not counted)."""
-        wait_s = self.peek_wait_s(caller, now_s)
-        if wait_s == 0.0:
-            self.count(caller, now_s)
-        return wait_s
-
-    def peek_wait_s(self, caller: str, now_s: float) -> float:
-        """How long until this caller may call again, 0.0 if now; nothing counted, so a limit on
-        some outcomes only (wrong passwords) asks first and counts once the outcome is known."""
-        calls = self._calls.get(caller)
-        if calls is None:
+        with self._lock:
+            calls = self._calls.get(caller)
+            if calls is None:
+                if len(self._calls) >= self._callers_max:
+                    self._calls.popitem(last=False)
+                calls = self._calls[caller] = deque(maxlen=self._calls_max)
+            else:
+                self._calls.move_to_end(caller)
+            _forget_older(calls, now_s - self._window_s)
+            if len(calls) >= self._calls_max:
+                return calls[0] + self._window_s - now_s
+            calls.append(now_s)
             return 0.0
-        self._calls.move_to_end(caller)
-        _forget_older(calls, now_s - self._window_s)
-        if len(calls) >= self._calls_max:
-            return calls[0] + self._window_s - now_s
-        return 0.0
 
-    def count(self, caller: str, now_s: float) -> None:
-        """One call of this caller counted. Counts past calls_max (outcomes known at once after one
-        peek each) keep only the latest calls_max: the wait runs from the oldest of those."""
-        calls = self._calls.get(caller)
-        if calls is None:
-            if len(self._calls) >= self._callers_max:
-                self._calls.popitem(last=False)
-            calls = self._calls[caller] = deque(maxlen=self._calls_max)
-        else:
-            self._calls.move_to_end(caller)
-        _forget_older(calls, now_s - self._window_s)
-        calls.append(now_s)
+    def give_back(self, caller: str, counted_s: float) -> None:
+        """The call counted at `counted_s` (a `wait_s` that answered 0.0) no longer counts: its
+        outcome is not one the limit is on (a right password). Nothing if it left the window or
+        the caller was forgotten meanwhile."""
+        with self._lock:
+            calls = self._calls.get(caller)
+            if calls is None or counted_s not in calls:
+                return
+            calls.remove(counted_s)
+            if not calls:
+                del self._calls[caller]
 
     @property
     def callers(self) -> int:

@@ -39,6 +39,10 @@ class NotAllowedError(Exception):
     """The password was right, but the login's role may not do this."""
 
 
+class _WrongLoginError(PermissionError):
+    """A wrong password (or an unknown address): the one outcome the caller's limit counts."""
+
+
 class TooManySignInsError(Exception):
     """More password checks are running than the switch allows at once, or the caller has had as
     many wrong ones lately as it may."""
@@ -99,7 +103,6 @@ class MerchantPasswords:
         self._caller_failures = CallerLimit(
             lockout.caller_failures_max, lockout.caller_window_s, lockout.callers_tracked_max
         )
-        self._caller_failures_lock = threading.Lock()  # the checks run on the server's threads
 
     def verify(self, email: str, password: str, caller: str) -> Login:
         """Whose password it is; PermissionError (wrong, or locked) or TooManySignInsError.
@@ -113,25 +116,39 @@ class MerchantPasswords:
         the check must be written only while the login is still so (`login_check_now`).
 
         `caller` is who asks (`caller_address` of the gRPC peer): its wrong tries count together."""
-        self._refuse_caller_over_limit(caller)
         if not self._checks.acquire(blocking=False):
             raise TooManySignInsError(TOO_MANY_AT_ONCE)
         try:
-            return self._verify(email.lower(), password, caller)
+            # Counted once a check may run: right passwords in flight hold at most concurrent_max of
+            # the caller's places, each until its hash is done.
+            counted_s = self._count_caller_try(caller)
+            wrong = False
+            try:
+                return self._verify(email.lower(), password)
+            except _WrongLoginError:
+                wrong = True
+                raise
+            finally:
+                # Only wrong tries: a shop's right ones, however many, never hold its own sign-ins back.
+                if not wrong:
+                    self._caller_failures.give_back(caller, counted_s)
         finally:
             self._checks.release()
 
-    def _refuse_caller_over_limit(self, caller: str) -> None:
-        """Before the hash (the expensive part) and before anything is read or counted for the
-        address; the address is not named, so the refusal tells nothing about it."""
-        with self._caller_failures_lock:
-            wait_s = self._caller_failures.peek_wait_s(caller, time.monotonic())
+    def _count_caller_try(self, caller: str) -> float:
+        """Counted before the hash (the expensive part) and before anything is read for the address,
+        in one step with the check, so tries arriving together pass no more than the limit; given
+        back unless the password proves wrong. The address is not named, so the refusal tells
+        nothing about it."""
+        counted_s = time.monotonic()
+        wait_s = self._caller_failures.wait_s(caller, counted_s)
         if wait_s > 0:
             raise TooManySignInsError(
                 f"too many wrong sign-ins from your network address; try again in {math.ceil(wait_s)} s"
             )
+        return counted_s
 
-    def _verify(self, email: str, password: str, caller: str) -> tuple[Login, LoginCheck]:
+    def _verify(self, email: str, password: str) -> tuple[Login, LoginCheck]:
         key = email_digest(email)
         now = self._now()
         with self._engine.connect() as conn:
@@ -146,10 +163,7 @@ class MerchantPasswords:
         stored = found[1].password_hash if found is not None else _unknown_hash()
         if not credentials.password_matches(password, stored) or found is None:
             self._count_failure(key, now)
-            # Only wrong tries: a shop's right ones, however many, never hold its own sign-ins back.
-            with self._caller_failures_lock:
-                self._caller_failures.count(caller, time.monotonic())
-            raise PermissionError(WRONG_LOGIN)
+            raise _WrongLoginError(WRONG_LOGIN)
         with writing(self._engine) as conn:
             conn.execute(delete(sign_in_failures).where(sign_in_failures.c.email_hash == key))
         return found

@@ -9,7 +9,9 @@ hash, right passwords never count, and the per-address lock works as it did.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -137,3 +139,38 @@ def test_an_address_is_still_locked_after_its_wrong_tries_whoever_tries_it(
     for caller in (ipv4, ipv6):
         code, details = attempt(caller, MERCHANT_EMAIL, MERCHANT_PASSWORD)
         assert (code, "too many wrong sign-ins for this address" in details) == ("UNAUTHENTICATED", True)
+
+
+BURST = 12
+
+
+@pytest.fixture(params=["sqlite"])
+def roomy_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """Password checks at once well above the caller's limit: only the caller's limit holds a burst."""
+    yield from world_fixture(
+        request,
+        tmp_path,
+        terminals=0,
+        sign_ins_concurrent_max=BURST,
+        sign_in_caller_failures_max=CALLER_FAILURES_MAX,
+    )
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_a_burst_of_wrong_tries_arriving_together_gets_no_more_checks_than_the_limit(
+    roomy_world: World, entry: str
+) -> None:
+    attempt = ENTRIES[entry]
+    ready = threading.Barrier(BURST)
+
+    def one(index: int) -> str:
+        with grpc.insecure_channel(f"127.0.0.1:{roomy_world.server.grpc_port}") as channel:
+            ready.wait(timeout=20)
+            return attempt(channel, f"burst-{index}@example.test", WRONG)[0]
+
+    with ThreadPoolExecutor(BURST) as pool:
+        codes = sorted(pool.map(one, range(BURST)))
+    # The check and the count were two steps: every try of the burst passed the check before any
+    # was counted, and each cost a password check.
+    assert codes.count("UNAUTHENTICATED") == CALLER_FAILURES_MAX, codes
+    assert codes.count("RESOURCE_EXHAUSTED") == BURST - CALLER_FAILURES_MAX, codes

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from switch.caller_limit import CallerLimit, caller_address
@@ -61,21 +64,39 @@ def test_every_address_of_one_ipv6_64_shares_one_limit() -> None:
 
 
 @pytest.mark.parametrize(
-    ("counted_s", "peeked_at_s", "wait_s"),
+    ("counted_s", "given_back_s", "asked_at_s", "wait_s"),
     [
-        ((), 0.0, 0.0),  # an unknown caller may call
-        ((0.0,), 1.0, 0.0),  # under the limit
-        ((0.0, 10.0), 20.0, 40.0),  # at the limit: until the call at 0 leaves the window
-        ((0.0, 10.0), 60.0, 0.0),  # the window slid
-        # Counted past the limit (outcomes known at once after one peek each): the latest two kept.
-        ((0.0, 10.0, 20.0, 30.0), 30.0, 50.0),
+        ((0.0, 10.0), 10.0, 20.0, 0.0),  # a call given back frees its place
+        ((0.0, 10.0), 5.0, 20.0, 40.0),  # no call counted then: nothing given back
+        ((0.0, 10.0), 10.0, 70.0, 0.0),  # given back after the window slid: nothing to give
     ],
 )
-def test_a_peek_counts_nothing_and_counts_are_what_it_weighs(
-    counted_s: tuple[float, ...], peeked_at_s: float, wait_s: float
+def test_a_call_given_back_no_longer_counts(
+    counted_s: tuple[float, ...], given_back_s: float, asked_at_s: float, wait_s: float
 ) -> None:
     limit = CallerLimit(calls_max=2, window_s=60.0, callers_max=10)
-    for now_s in counted_s:
-        limit.count("a", now_s)
-    assert [limit.peek_wait_s("a", peeked_at_s) for _ in range(3)] == [wait_s] * 3
-    assert limit.callers == (1 if counted_s else 0)  # a peek alone remembers no caller
+    assert [limit.wait_s("a", now_s) for now_s in counted_s] == [0.0] * len(counted_s)
+    limit.give_back("a", given_back_s)
+    assert limit.wait_s("a", asked_at_s) == wait_s
+
+
+def test_a_caller_whose_every_call_was_given_back_is_forgotten() -> None:
+    limit = CallerLimit(calls_max=2, window_s=60.0, callers_max=10)
+    assert limit.wait_s("a", 0.0) == 0.0
+    limit.give_back("a", 0.0)
+    limit.give_back("b", 0.0)  # never seen: nothing
+    assert limit.callers == 0
+
+
+def test_calls_arriving_together_from_many_threads_pass_no_more_than_the_limit() -> None:
+    calls_max, threads = 5, 16
+    limit = CallerLimit(calls_max=calls_max, window_s=60.0, callers_max=10)
+    ready = threading.Barrier(threads)
+
+    def one(_: int) -> float:
+        ready.wait(timeout=10)
+        return limit.wait_s("a", 1.0)
+
+    with ThreadPoolExecutor(threads) as pool:
+        waits_s = list(pool.map(one, range(threads)))
+    assert waits_s.count(0.0) == calls_max
