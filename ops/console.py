@@ -44,6 +44,10 @@ LINE_EDITOR_CHARS_MAX = COMMAND_LINE_CHARS_MAX + 1
 OUTPUT_BUFFERED_BYTES_MAX = 64 * 1024
 
 AUDIT_STARTED = "started"
+TIMED_OUT = (
+    "timed out: the switch did not answer within {seconds:g} s and may still complete the command; "
+    "check its result before sending it again"
+)
 AUDIT_OUTCOME_NOT_WRITTEN = "warning: the audit log cannot be written; the switch log has details"
 
 _CALLER_INFO = "txswitch_caller"
@@ -370,11 +374,9 @@ class OpsConsole:
                 self._config.backend_call_timeout_s,
             )
         except TimeoutError:
+            # Not `error`: the command may still complete, so its outcome is unknown, not failed.
             seconds = self._config.backend_call_timeout_s
-            result = CommandResult(
-                f"error: the switch did not answer within {seconds:g} s; it may still complete",
-                Outcome.error,
-            )
+            result = CommandResult(TIMED_OUT.format(seconds=seconds), Outcome.timed_out)
         try:
             await loop.run_in_executor(
                 self._workers,

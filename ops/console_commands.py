@@ -43,6 +43,9 @@ class Outcome(enum.Enum):
     failed = 1
     usage = 64
     error = 70
+    # The switch did not answer in time and may still complete the command: neither done nor not
+    # done, so the operator checks before sending it again (EX_TEMPFAIL).
+    timed_out = 75
     refused = 77
 
 

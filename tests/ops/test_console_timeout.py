@@ -1,0 +1,90 @@
+"""A console command the switch does not answer in time, over a real SSH client: the database held by
+another writer (a real SQLite lock) keeps a card's block waiting past the console's backend timeout.
+
+It was audited and exited `error` though it still completed once the lock went: its outcome is
+unknown, so it is audited `timed_out` (exit 75) and the operator is told to check before sending it
+again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ops.console import ConsoleConfig, OpsConsole
+from ops.console_commands import Outcome
+from switch.domain.cards import CardStatus
+from switch.ops_backend import SwitchOpsBackend
+from tests.integration.harness import World, start_world
+from tests.ops.conftest import Keys, exec_commands, public_line
+
+BACKEND_CALL_TIMEOUT_S = 0.5
+LOCK_HELD_S = 2.0
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    world = start_world(tmp_path / "data", "", 0)
+    try:
+        yield world
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+
+@pytest.fixture
+def console(world: World, keys: Keys, tmp_path: Path) -> Iterator[OpsConsole]:
+    backend = SwitchOpsBackend(world.server.core, drain=lambda: None, draining=lambda: False)
+    config = ConsoleConfig(
+        authorized_keys=[f"operator {public_line(keys.operator, 'olga@ops')}"],
+        audit_log_path=tmp_path / "ops-audit.jsonl",
+        port=0,
+        backend_call_timeout_s=BACKEND_CALL_TIMEOUT_S,
+    )
+    console = OpsConsole(backend, config)
+    console.start()
+    try:
+        yield console
+    finally:
+        console.stop()
+
+
+def test_a_command_past_its_timeout_is_audited_timed_out_and_the_operator_told_to_check(
+    world: World, console: OpsConsole, keys: Keys
+) -> None:
+    card = world.issue(1_000)
+    card_id = world.server.core.cards.card_id(card)
+    assert card_id
+    database = world.server.settings.data_dir / "txswitch.sqlite"
+    other_writer = sqlite3.connect(database, isolation_level=None)
+    try:
+        other_writer.execute("BEGIN IMMEDIATE")
+        started_s = time.monotonic()
+        (result,) = asyncio.run(exec_commands(console.port, keys.operator, [f"cards block {card}"]))
+        assert time.monotonic() - started_s < LOCK_HELD_S, "the lock went before the timeout"
+        time.sleep(max(0.0, LOCK_HELD_S - (time.monotonic() - started_s)))
+    finally:
+        other_writer.execute("COMMIT")
+        other_writer.close()
+    assert result.exit_status == 75, result  # EX_TEMPFAIL; it was 70 (EX_SOFTWARE), an internal error
+    assert Outcome.timed_out.value == 75
+    assert "timed out" in result.stderr and "check its result before sending it again" in result.stderr
+    assert card not in result.stderr
+    # It did complete, once the other writer let go: "error" said it had failed.
+    deadline_s = time.monotonic() + 10
+    while world.server.core.store.card_state(card_id).status is not CardStatus.blocked:
+        assert time.monotonic() < deadline_s, "the block never completed"
+        time.sleep(0.05)
+    outcomes = _audited_outcomes(console.audit.path, "cards block ")
+    assert outcomes == ["started", "timed_out"], outcomes
+
+
+def _audited_outcomes(path: Path, command_start: str) -> list[str]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [record["outcome"] for record in records if record["command"].startswith(command_start)]
