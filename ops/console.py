@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,9 @@ LINE_EDITOR_CHARS_MAX = COMMAND_LINE_CHARS_MAX + 1
 # Output a shell session may hold unsent before the console runs no more of its commands: a
 # client that types and never reads made the console run every line and keep every answer.
 OUTPUT_BUFFERED_BYTES_MAX = 64 * 1024
+# At most one "closed before login" line in this long, the next one counting those not logged: a
+# client opening connections without end wrote one line each into the switch log.
+CLOSED_BEFORE_LOGIN_LOG_INTERVAL_S = 60.0
 
 AUDIT_STARTED = "started"
 TIMED_OUT = (
@@ -67,6 +72,7 @@ class ConsoleConfig:
     banner: str = "txswitch ops console"
     backend_call_timeout_s: float = BACKEND_CALL_TIMEOUT_S
     session_idle_timeout_s: float = SESSION_IDLE_TIMEOUT_S
+    closed_before_login_log_interval_s: float = CLOSED_BEFORE_LOGIN_LOG_INTERVAL_S
 
 
 def load_host_key(path: Path | None) -> asyncssh.SSHKey:
@@ -157,6 +163,8 @@ class OpsConsole:
         # Oldest first (dicts keep insertion order): the one a new connection closes when full.
         self._logging_in: dict[asyncssh.SSHServerConnection, None] = {}
         self._sessions_open: dict[asyncssh.SSHServerConnection, int] = {}  # on the loop thread only
+        self._closed_before_login_logged_s = -math.inf  # on the loop thread only, as the two below
+        self._closed_before_login_not_logged = 0
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
         self._port = 0
 
@@ -253,9 +261,21 @@ class OpsConsole:
         if len(self._logging_in) >= CONNECTIONS_LOGGING_IN_MAX:
             oldest = next(iter(self._logging_in))
             del self._logging_in[oldest]
-            log.warning("console connection closed before login: too many logging in")
+            self._log_closed_before_login()
             oldest.close()
         self._logging_in[connection] = None
+
+    def _log_closed_before_login(self) -> None:
+        now_s = time.monotonic()
+        if now_s - self._closed_before_login_logged_s < self._config.closed_before_login_log_interval_s:
+            self._closed_before_login_not_logged += 1
+            return
+        log.warning(
+            "console connection closed before login: too many logging in",
+            extra={"closed_before_login_not_logged": self._closed_before_login_not_logged},
+        )
+        self._closed_before_login_logged_s = now_s
+        self._closed_before_login_not_logged = 0
 
     def logged_in(self, connection: asyncssh.SSHServerConnection) -> bool:
         """False, and the connection is to be closed, when CONNECTIONS_MAX are logged in."""

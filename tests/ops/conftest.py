@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from ops.console import ConsoleConfig, OpsConsole
 from ops.ssh import asyncssh
+from switch.ops_backend import SwitchOpsBackend
 from tests.integration.harness import World, start_world
 
 CLIENT_TIMEOUT_S = 10.0
@@ -98,3 +101,28 @@ def console_world_with(keys: Keys, tmp_path: Path, **overrides: object) -> Itera
     finally:
         world.channel.close()
         world.server.stop()
+
+
+@pytest.fixture
+def bare_world(tmp_path: Path) -> Iterator[World]:
+    """A switch without terminals or a console of its own: for a console a test configures."""
+    world = start_world(tmp_path / "data", "", 0)
+    try:
+        yield world
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+
+@contextmanager
+def console_of(world: World, keys: Keys, audit_path: Path, **config: float) -> Iterator[OpsConsole]:
+    """A console on an ephemeral port over world's switch, the operator key only; config: the
+    ConsoleConfig fields a test sets (timeouts, intervals)."""
+    backend = SwitchOpsBackend(world.server.core, drain=lambda: None, draining=lambda: False)
+    authorized = [f"operator {public_line(keys.operator, 'olga@ops')}"]
+    console = OpsConsole(backend, ConsoleConfig(authorized, audit_path, port=0, **config))  # type: ignore[arg-type]
+    console.start()
+    try:
+        yield console
+    finally:
+        console.stop()

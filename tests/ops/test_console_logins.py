@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, ExitStack
+from pathlib import Path
+
+import pytest
 
 from ops.console import CONNECTIONS_LOGGING_IN_MAX, CONNECTIONS_MAX
 from ops.ssh import asyncssh
-from tests.ops.conftest import CLIENT_TIMEOUT_S, ConsoleWorld, exec_commands
+from tests.integration.harness import World
+from tests.ops.conftest import CLIENT_TIMEOUT_S, ConsoleWorld, Keys, console_of, exec_commands
 
 # More than either limit: on one shared limit of CONNECTIONS_MAX these locked every login out.
 SILENT_SOCKETS = CONNECTIONS_MAX + CONNECTIONS_LOGGING_IN_MAX
@@ -89,3 +94,43 @@ def test_logged_in_connections_stay_bounded_and_one_leaving_makes_room(console_w
     over, after = asyncio.run(_status_after_logins_held(console_world.port, console_world.keys.viewer))
     assert over != "served", "a login past CONNECTIONS_MAX was served"
     assert after == 0
+
+
+CLOSED_LOG_INTERVAL_S = 1.0
+CLOSED_BEFORE_LOGIN = "console connection closed before login"
+
+
+def _closed_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.getMessage().startswith(CLOSED_BEFORE_LOGIN)]
+
+
+def _wait_closed_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[logging.LogRecord]:
+    deadline_s = time.monotonic() + CLIENT_TIMEOUT_S
+    while len(_closed_lines(caplog)) < count and time.monotonic() < deadline_s:
+        time.sleep(0.05)
+    return _closed_lines(caplog)
+
+
+def test_connections_closed_before_login_are_logged_at_a_rate_the_next_line_counting_the_rest(
+    bare_world: World, keys: Keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="ops.console")
+    closed = 10  # past the limit of those logging in, each new one closes the oldest
+    with (
+        console_of(
+            bare_world,
+            keys,
+            tmp_path / "audit.jsonl",
+            closed_before_login_log_interval_s=CLOSED_LOG_INTERVAL_S,
+        ) as console,
+        ExitStack() as stack,
+    ):
+        _silent_sockets(console.port, CONNECTIONS_LOGGING_IN_MAX + closed, stack)
+        time.sleep(0.5)  # the console has taken every one of them
+        first = _wait_closed_lines(caplog, 1)
+        assert len(first) == 1, [record.getMessage() for record in first]  # was one line per connection
+        time.sleep(CLOSED_LOG_INTERVAL_S)
+        _silent_sockets(console.port, 1, stack)
+        lines = _wait_closed_lines(caplog, 2)
+    assert len(lines) == 2, [record.getMessage() for record in lines]
+    assert [getattr(line, "closed_before_login_not_logged", None) for line in lines] == [0, closed - 1]

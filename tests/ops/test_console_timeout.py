@@ -17,51 +17,31 @@ from pathlib import Path
 
 import pytest
 
-from ops.console import ConsoleConfig, OpsConsole
+from ops.console import OpsConsole
 from ops.console_commands import Outcome
 from switch.domain.cards import CardStatus
-from switch.ops_backend import SwitchOpsBackend
-from tests.integration.harness import World, start_world
-from tests.ops.conftest import Keys, exec_commands, public_line
+from tests.integration.harness import World
+from tests.ops.conftest import Keys, console_of, exec_commands
 
 BACKEND_CALL_TIMEOUT_S = 0.5
 LOCK_HELD_S = 2.0
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    world = start_world(tmp_path / "data", "", 0)
-    try:
-        yield world
-    finally:
-        world.channel.close()
-        world.server.stop()
-
-
-@pytest.fixture
-def console(world: World, keys: Keys, tmp_path: Path) -> Iterator[OpsConsole]:
-    backend = SwitchOpsBackend(world.server.core, drain=lambda: None, draining=lambda: False)
-    config = ConsoleConfig(
-        authorized_keys=[f"operator {public_line(keys.operator, 'olga@ops')}"],
-        audit_log_path=tmp_path / "ops-audit.jsonl",
-        port=0,
-        backend_call_timeout_s=BACKEND_CALL_TIMEOUT_S,
-    )
-    console = OpsConsole(backend, config)
-    console.start()
-    try:
+def console(bare_world: World, keys: Keys, tmp_path: Path) -> Iterator[OpsConsole]:
+    with console_of(
+        bare_world, keys, tmp_path / "ops-audit.jsonl", backend_call_timeout_s=BACKEND_CALL_TIMEOUT_S
+    ) as console:
         yield console
-    finally:
-        console.stop()
 
 
 def test_a_command_past_its_timeout_is_audited_timed_out_and_the_operator_told_to_check(
-    world: World, console: OpsConsole, keys: Keys
+    bare_world: World, console: OpsConsole, keys: Keys
 ) -> None:
-    card = world.issue(1_000)
-    card_id = world.server.core.cards.card_id(card)
+    card = bare_world.issue(1_000)
+    card_id = bare_world.server.core.cards.card_id(card)
     assert card_id
-    database = world.server.settings.data_dir / "txswitch.sqlite"
+    database = bare_world.server.settings.data_dir / "txswitch.sqlite"
     other_writer = sqlite3.connect(database, isolation_level=None)
     try:
         other_writer.execute("BEGIN IMMEDIATE")
@@ -78,7 +58,7 @@ def test_a_command_past_its_timeout_is_audited_timed_out_and_the_operator_told_t
     assert card not in result.stderr
     # It did complete, once the other writer let go: "error" said it had failed.
     deadline_s = time.monotonic() + 10
-    while world.server.core.store.card_state(card_id).status is not CardStatus.blocked:
+    while bare_world.server.core.store.card_state(card_id).status is not CardStatus.blocked:
         assert time.monotonic() < deadline_s, "the block never completed"
         time.sleep(0.05)
     outcomes = _audited_outcomes(console.audit.path, "cards block ")
