@@ -57,6 +57,29 @@ ISO_4217_CODES: Final = frozenset(_ISO_4217_LISTED.split())
 assert CURRENCY_EXPONENTS.keys() <= ISO_4217_CODES, "the switch takes only currencies that exist"
 
 
+# ISO 4217's minor units where they are not 2, for currencies the switch takes no card in but a payment
+# made elsewhere may be in (its refund_due reason names the amount). The funds and metals ISO gives
+# no minor unit (XAU, XDR, ...) are shown in whole units, as their amounts are given.
+_ISO_4217_EXPONENTS_NOT_2: Final = {
+    code: exponent
+    for exponent, codes in (
+        (0, "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"),
+        (3, "BHD IQD JOD KWD LYD OMR TND"),
+        (4, "CLF UYW"),
+        (0, "XAG XAU XBA XBB XBC XBD XDR XPD XPT XSU XUA"),  # no minor unit
+    )
+    for code in codes.split()
+}
+assert _ISO_4217_EXPONENTS_NOT_2.keys() <= ISO_4217_CODES, "minor units of currencies that exist"
+assert all(CURRENCY_EXPONENTS[code] == _ISO_4217_EXPONENTS_NOT_2.get(code, 2) for code in CURRENCY_EXPONENTS)
+
+
+def minor_unit_exponent(currency: str) -> int:
+    """The decimals of a currency that exists (ISO 4217), taken by the switch or not; 2 for a code
+    that names none (refused wherever it comes in, so only ever shown in a refusal)."""
+    return _ISO_4217_EXPONENTS_NOT_2.get(currency, 2)
+
+
 def is_currency(code: str) -> bool:
     """Whether the code names a currency that exists (ISO_4217_CODES), taken by the switch or not."""
     return code in ISO_4217_CODES
@@ -88,7 +111,7 @@ class Money:
 
     def decimal(self) -> str:
         """The amount in major units with the currency's decimals, e.g. '12.50'."""
-        exponent = CURRENCY_EXPONENTS.get(self.currency, 2)
+        exponent = minor_unit_exponent(self.currency)
         sign = "-" if self.amount_minor < 0 else ""
         whole, minor = divmod(abs(self.amount_minor), 10**exponent)
         if exponent == 0:

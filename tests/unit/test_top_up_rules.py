@@ -111,6 +111,13 @@ PENDING = TopUp(
         (Money(350, "EUR"), 60, "amount paid 3.50 EUR is not the holder's part 3.60 EUR"),
         (Money(1_000, "EUR"), 60, "amount paid 10.00 EUR is not the holder's part 3.60 EUR"),
         (Money(360, "USD"), 60, "amount paid 3.60 USD is not the holder's part 3.60 EUR"),
+        # Paid in a currency the switch takes no card in: shown in that currency's decimals.
+        (Money(360, "BHD"), 60, "amount paid 0.360 BHD is not the holder's part 3.60 EUR"),
+        (Money(1_250, "KWD"), 60, "amount paid 1.250 KWD is not the holder's part 3.60 EUR"),
+        (Money(360, "CLP"), 60, "amount paid 360 CLP is not the holder's part 3.60 EUR"),
+        (Money(360, "KRW"), 60, "amount paid 360 KRW is not the holder's part 3.60 EUR"),
+        (Money(36_000, "CLF"), 60, "amount paid 3.6000 CLF is not the holder's part 3.60 EUR"),
+        (Money(360, "HUF"), 60, "amount paid 3.60 HUF is not the holder's part 3.60 EUR"),
         (
             Money(360, "EUR"),
             1_801,
