@@ -242,11 +242,19 @@ def emv_data(message: pb.EmvData) -> EmvData:
     )
 
 
-def balance_response(state: CardState | None, number: str, today: dt.date) -> pb.BalanceResponse:
-    """A card's balance as a terminal (or the web back office) shows it; None: no such card."""
+def balance_response(
+    state: CardState | None, number: str, today: dt.date, *, accepted: bool
+) -> pb.BalanceResponse:
+    """A card's balance as a terminal (or the web back office) shows it; None: no such card.
+    A card of a programme the merchant does not take (`accepted` False) is refused as a redemption
+    is (58): a counter learns nothing of cards it may not take, their balance least."""
     if state is None:
         code = ResponseCode.unknown_card
         return pb.BalanceResponse(response_code=code.iso_code, message=code.message, card_masked=mask(number))
+    if not accepted:
+        code = ResponseCode.merchant_not_in_programme
+        message = f"{code.message}: {state.programme.name}"
+        return pb.BalanceResponse(response_code=code.iso_code, message=message, card_masked=state.masked)
     return pb.BalanceResponse(
         response_code=ResponseCode.approved.iso_code,
         message=ResponseCode.approved.message,

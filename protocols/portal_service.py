@@ -221,7 +221,8 @@ class PortalService(portal_grpc.PortalServicer):
             number = convert.typed_card_number(request.card, request.HasField("card"))
             card_id = self._core.cards.card_id(number)
             state = self._core.balance(card_id) if card_id else None
-            return convert.balance_response(state, number, self._core.today())
+            accepted = state is None or self._core.merchant_accepts(login.merchant_id, state)
+            return convert.balance_response(state, number, self._core.today(), accepted=accepted)
 
         return self._run(context, PortalRight.redeem, action)
 

@@ -243,11 +243,14 @@ class TerminalService(pb_grpc.TerminalServicer):
 
     @on_loop
     async def Balance(self, request: pb.BalanceRequest, context: Context) -> pb.BalanceResponse:
-        self._terminal_id(context)
+        terminal_id = self._terminal_id(context)
         number = _decoded(lambda: convert.card_number(request.card, request.HasField("card")))
         card_id = self._card_id(number)
         state = await self._core.balance_async(card_id) if card_id else None
-        return convert.balance_response(state, number, self._core.today())
+        accepted = state is None or self._core.merchant_accepts(
+            self._core.terminals.merchant_id(terminal_id), state
+        )
+        return convert.balance_response(state, number, self._core.today(), accepted=accepted)
 
     @on_loop
     async def Redeem(self, request: pb.RedeemRequest, context: Context) -> pb.TransactionResponse:

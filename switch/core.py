@@ -350,6 +350,11 @@ class SwitchCore:
         state: CardState = self.card_actors.ask(card_id, GetBalance(), self.settings.ask_timeout_s)
         return state
 
+    def merchant_accepts(self, merchant_id: str, card: CardState) -> bool:
+        """Whether the merchant takes the card's programme, as a redemption asks it (58 if not): a set
+        lookup once the membership is known, a read for a programme the merchant never joined."""
+        return self.store.merchant_accepts(merchant_id, card.programme.programme_id)
+
     @property
     def _long_ask_s(self) -> float:
         return self.settings.reply_timeout_s * 2 + self.settings.ask_timeout_s

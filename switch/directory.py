@@ -18,6 +18,7 @@ class _TerminalAuth:
     credential_hash: str
     active: bool
     read_at_s: float  # time.monotonic() of the read
+    merchant_id: str  # never changes
 
 
 class TerminalDirectory:
@@ -46,7 +47,7 @@ class TerminalDirectory:
             info = self._store.terminal(terminal_id)
             if info is None:
                 return None, "unknown terminal credential"
-            auth = _TerminalAuth(info.credential_hash, info.active, time.monotonic())
+            auth = _TerminalAuth(info.credential_hash, info.active, time.monotonic(), info.merchant_id)
             with self._lock:
                 if self._forgotten.get(terminal_id, 0) == forgotten:
                     self._cache[terminal_id] = auth
@@ -55,6 +56,16 @@ class TerminalDirectory:
         if not auth.active:
             return None, f"terminal {terminal_id} is deactivated"
         return terminal_id, ""
+
+    def merchant_id(self, terminal_id: str) -> str:
+        """The merchant of a terminal `authenticate` let in: cached with it (read again if this node
+        forgot the terminal meanwhile)."""
+        auth = self._cache.get(terminal_id)
+        if auth is not None:
+            return auth.merchant_id
+        info = self._store.terminal(terminal_id)
+        assert info is not None, f"terminal {terminal_id} authenticated but not stored"
+        return info.merchant_id
 
     def _outdated(self, auth: _TerminalAuth) -> bool:
         return self._max_age_s is not None and time.monotonic() - auth.read_at_s > self._max_age_s
