@@ -15,12 +15,10 @@ import threading
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-# grpc's core prints its own errors on stderr, in a format of its own: above serve's one line for a
-# taken port ("E1207 ... add_port.cc:83] Failed to add port to server: ..."), and among the JSON log
-# lines. It reads GRPC_VERBOSITY once, when first imported: so here, before any import of grpc. An
-# operator's own value (ERROR, DEBUG) stands.
-os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+# Before grpc, which reads GRPC_VERBOSITY once, on import: set in the txswitch program only.
+from switch.grpc_core_log import PROGRAM_NAME
 
+# isort: split
 import grpc
 from google.protobuf.json_format import MessageToDict
 
@@ -65,7 +63,7 @@ def _target(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _CommandLineParser(prog="txswitch", description="txswitch transaction switch")
+    parser = _CommandLineParser(prog=PROGRAM_NAME, description="txswitch transaction switch")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the switch")
     # None: not given, the TXSWITCH_* variable or the default stands; a flag given wins over its variable.

@@ -84,7 +84,8 @@ def start_switch(
 ) -> ChildServer:
     """`txswitch serve` from the tree at `root` on a free port; its output goes to log_path (or is dropped).
 
-    The child runs in `root`: `python -c` puts its working directory ahead of PYTHONPATH. Its
+    The child runs in `root`: `python -m` puts its working directory ahead of PYTHONPATH, and runs
+    `switch.cli` as the txswitch program (grpc core's own log quiet, as `txswitch` has it). Its
     metrics are on a free port too, and its console off: a switch from `make run`, or another
     test's, may hold the defaults, and a switch that cannot listen where told does not start.
     """
@@ -92,8 +93,8 @@ def start_switch(
     metrics_port = free_port(host)
     command = [
         sys.executable,
-        "-c",
-        "import sys; from switch.cli import main; sys.exit(main())",
+        "-m",
+        "switch.cli",
         "serve",
         "--data-dir",
         str(data_dir),
