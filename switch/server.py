@@ -273,14 +273,14 @@ class SwitchServer:
         bound.set_result(port)
         await self._serving_asked.wait()
         serving = not self._stop_requested.is_set()
-        if serving:
-            await server.start()
+        # Started even when stopped before serving: grpc.aio (1.85) keeps a bound, never started
+        # server's socket listening after stop() until the process ends, so a process embedding
+        # SwitchServer kept the port after a refused start. Started here it is stopped at once, the
+        # switch draining already (health NOT_SERVING, terminal requests UNAVAILABLE).
+        await server.start()
         self._grpc_started.set_result(serving)
         lag = asyncio.create_task(watch_loop_lag(self.ops.metrics))
         await self._stop_requested.wait()
-        # Bound and never started: grpc.aio (1.85) keeps such a server's socket listening after stop()
-        # until the process ends. `serve` exits at once after a refused start; a process that embeds
-        # SwitchServer keeps the port bound (docs/audits.md, session 26, not fixed).
         await server.stop(self._grace_s)
         lag.cancel()
 

@@ -109,6 +109,32 @@ def test_a_server_that_cannot_listen_leaves_nothing_answering_and_its_data_dir_f
     again.stop()
 
 
+def test_a_refused_start_frees_its_grpc_port_in_the_process_that_embeds_it(
+    tmp_path: Path, taken_port: int
+) -> None:
+    """grpc.aio kept a bound, never started server's socket listening until the process ended: after
+    a start refused for a taken metrics port, the gRPC port stayed taken in a test's or embedder's
+    process, and a switch started there again on it was refused."""
+    settings = Settings(
+        data_dir=tmp_path, grpc_port=0, metrics_port=taken_port, console_port=-1, demo_data=False
+    )
+    server = SwitchServer(settings)
+    with pytest.raises(CannotListenError, match="cannot listen for metrics"):
+        server.start()
+    assert server.grpc_port > 0, "gRPC had bound before the metrics port was tried"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as again:
+        again.bind(("127.0.0.1", server.grpc_port))  # OSError (address in use) while grpc holds it
+        again.listen()
+    second = SwitchServer(settings.with_overrides(grpc_port=server.grpc_port, metrics_port=-1))
+    second.start()
+    try:
+        assert second.grpc_port == server.grpc_port
+        with grpc.insecure_channel(second.address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+    finally:
+        second.stop()
+
+
 def test_a_second_switch_on_a_running_switchs_grpc_port_is_refused(tmp_path: Path) -> None:
     """grpc binds with SO_REUSEPORT unless told not to: a second switch (another data directory, a
     test's or a bench's server on the default port) shared 50051 with `make run`'s, and the kernel
