@@ -537,6 +537,7 @@ class IsoInboundListener:
         self._refused = 0
         self._idle_closed = 0
         self._started = threading.Event()
+        self._answering = trio.Event()  # set on the listener's loop, by `answer`
         self._stopping = threading.Event()  # set before the loop may have published its token
         self._thread = threading.Thread(target=self._run, name="iso-inbound", daemon=True)
         self._token: trio.lowlevel.TrioToken | None = None
@@ -545,6 +546,14 @@ class IsoInboundListener:
         self.port = 0
 
     def start(self, timeout_s: float = 10.0) -> None:
+        """Bound and answering."""
+        self.bind(timeout_s)
+        self.answer()
+
+    def bind(self, timeout_s: float = 10.0) -> None:
+        """Bound and listening, the port claimed, but nothing accepted or answered until `answer`:
+        a switch whose start is refused after this answered nothing (connections made meanwhile
+        wait in the kernel's backlog, and are reset by the stop)."""
         self._thread.start()
         if not self._started.wait(timeout_s):
             # Stopped, or it would go on and listen, unowned, once it got there (a slow resolver).
@@ -555,6 +564,13 @@ class IsoInboundListener:
             raise OSError(failure.errno, failure.strerror or str(failure)) from failure
         if failure is not None:
             raise OSError(f"ISO 8583 listener cannot listen on {self._host}:{self._port}") from failure
+
+    def answer(self) -> None:
+        """Accept and answer from now on; after `bind`."""
+        token = self._token
+        assert token is not None and self._started.is_set(), "the listener is bound"
+        with contextlib.suppress(trio.RunFinishedError):  # stopped meanwhile: nothing to answer
+            token.run_sync_soon(self._answering.set)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         # _main publishes the token after its cancel scope and then looks at _stopping: a stop
@@ -590,6 +606,7 @@ class IsoInboundListener:
             listeners = await trio.open_tcp_listeners(self._port, host=self._host)
             self.port = listeners[0].socket.getsockname()[1]
             self._started.set()
+            await self._answering.wait()
 
             async def serve(stream: trio.SocketStream) -> None:
                 await self._connection(stream, limiter)

@@ -184,7 +184,7 @@ class SwitchServer:
 
     def _bind_all(self) -> None:
         """gRPC bound but not yet answering, then metrics and the console, then the ISO 8583
-        listener, which answers once bound: last, when no other bind is left to fail."""
+        listener, bound but not yet answering either."""
         settings = self.settings
         bound: futures.Future[int] = futures.Future()
         self._loop_thread = threading.Thread(target=self._serve, args=(bound,), name="grpc-loop", daemon=True)
@@ -201,7 +201,7 @@ class SwitchServer:
         )
         if iso_inbound is not None:
             with listening("ISO 8583", settings.iso_listen_host, settings.iso_listen_port, "iso_listen_port"):
-                iso_inbound.start()
+                iso_inbound.bind()
             self.iso_inbound = iso_inbound
 
     def _start_work(self) -> None:
@@ -212,11 +212,13 @@ class SwitchServer:
             ensure_demo_data(self.core, self.settings.data_dir)
 
     def _serve_all(self) -> None:
-        """gRPC answers from here, and health says SERVING."""
+        """gRPC and the ISO 8583 listener answer from here, and health says SERVING."""
         assert self._loop is not None and self._serving_asked is not None, "gRPC is bound"
         self._loop.call_soon_threadsafe(self._serving_asked.set)
         started = self._grpc_started.result(timeout=GRPC_START_TIMEOUT_S)
         assert started, "gRPC started serving"
+        if self.iso_inbound is not None:
+            self.iso_inbound.answer()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
