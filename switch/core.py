@@ -85,8 +85,9 @@ FOLLOW_WHEN = ("credit", "start", "replacement")
 # or the card's replacement, under way as the credit landed); not_replaced (the card is blocked, or
 # lost and its replacement did not land within replacement_follow_wait_s: it waits for the office);
 # unblocked (the card is active again, not replaced: the money stays on it, its holder's, owed to no
-# replacement); failed (logged).
-FOLLOW_OUTCOMES = ("moved", "nothing_moved", "not_replaced", "unblocked", "failed")
+# replacement); failed (logged); left_at_stop (queued, or waiting for a replacement to land, as the
+# switch stopped: logged, the money stays on the lost card and the next start finds it).
+FOLLOW_OUTCOMES = ("moved", "nothing_moved", "not_replaced", "unblocked", "failed", "left_at_stop")
 # How often a follow waiting for a lost card's replacement to land looks again (_look_again_later).
 FOLLOW_WAIT_POLL_S = 0.05
 
@@ -98,6 +99,8 @@ class FollowStatistics:
 
     moves: dict[tuple[str, str], int]
     moved_minor: dict[tuple[str, str], int]
+    queued: int = 0  # now: moves waiting for a follow worker
+    asked_later: int = 0  # now: moves waiting to look again for a replacement still landing
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +254,7 @@ class SwitchCore:
     def stop(self) -> None:
         """Actors first (their decided writes land), then the journal flushes and stops."""
         self._top_up_sweeper.stop()  # before the actors: a load it is making lands or fails first
-        self._follows.stop()  # the money of moves not made stays on the lost cards for the next start
+        self._stop_follows()
         self.receipts.stop()
         self.password_resets.stop()
         self.web_days.stop()  # before the actors: a close it is making lands or fails first
@@ -260,6 +263,18 @@ class SwitchCore:
         self.card_actors.stop_all()
         self.writer.stop()
         pykka.ActorRegistry.stop_all()
+
+    def _stop_follows(self) -> None:
+        """The money of moves not made stays on the lost cards for the next start: counted and logged."""
+        left = self._follows.stop()
+        for asked in left:
+            self._count_follow(asked.when, "left_at_stop")
+        if left:
+            log.warning(
+                "%d moves of money on replaced cards left at stop (queued, or waiting for a replacement "
+                "to land): the money stays on the lost cards, and the next start moves it",
+                len(left),
+            )
 
     def _reap(self) -> None:
         while not self._reaper_stop.wait(self.settings.reaper_interval_s):
@@ -529,8 +544,11 @@ class SwitchCore:
 
     def follow_statistics(self) -> FollowStatistics:
         """A snapshot of the moves of money credited to replaced cards (`_follow_replacement`)."""
+        workers = self._follows.statistics()
         with self._follow_lock:
-            return FollowStatistics(dict(self._follow_moves), dict(self._follow_moved_minor))
+            return FollowStatistics(
+                dict(self._follow_moves), dict(self._follow_moved_minor), workers.queued, workers.asked_later
+            )
 
     def last_replacement(self, card_id: str) -> str | None:
         """The card at the end of card_id's chain of replacements, or None if it was not replaced.

@@ -21,6 +21,14 @@ class FollowAsked:
     looks: int = 0  # how often its card's replacement was looked for and not found yet
 
 
+@dataclass(frozen=True, slots=True)
+class FollowWorkersStatistics:
+    """Moves queued, and moves waiting to be asked again later, at one moment."""
+
+    queued: int
+    asked_later: int
+
+
 class FollowWorkers:
     """Moves asked for, made by workers_max threads from a queue of at most queued_max: a start that
     finds many replaced cards holding money no longer starts a thread per card. `move` makes one
@@ -53,13 +61,23 @@ class FollowWorkers:
         for worker in self._workers:
             worker.start()
 
-    def stop(self) -> None:
+    def stop(self) -> list[FollowAsked]:
         """The workers end after the move each is making (not waited for: a move waits on the
-        journal, which stops after this)."""
+        journal, which stops after this). Returns the moves left: queued, or waiting to be asked
+        again (a replacement still landing), for the caller to count; their money stays on the
+        lost cards, for the next start."""
         with self._lock:
             self._stopping = True
+            left = [*self._queue, *(asked for _, _, asked in sorted(self._later))]
+            self._queue.clear()
+            self._later.clear()
             self._work_ready.notify_all()
             self._room.notify_all()
+        return left
+
+    def statistics(self) -> FollowWorkersStatistics:
+        with self._lock:
+            return FollowWorkersStatistics(len(self._queue), len(self._later))
 
     def ask_nowait(self, asked: FollowAsked) -> bool:
         """Queued; False if the queue is full or the workers are stopping (a card actor's thread:

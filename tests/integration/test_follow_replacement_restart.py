@@ -5,6 +5,7 @@ that thread's transfer leaves the money on the lost card, which no terminal take
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -215,3 +216,62 @@ def test_the_start_finds_the_replaced_cards_holding_money_in_one_query(on_either
     lost_ids = [str(world.server.core.cards.card_id(lost)) for lost, _ in pairs]
     assert sorted(card_id for card_id, _ in found) == sorted(lost_ids)
     assert all(last_posting > 0 for _, last_posting in found)
+
+
+def test_a_follow_left_queued_at_stop_is_counted_and_logged_and_the_next_start_moves_its_money(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Audit session 26: follows queued (or waiting for a replacement) when the switch stopped were
+    dropped uncounted and unlogged; their money stayed on the lost card for the next start."""
+    world = start_world(tmp_path, "", 1, replacement_follow_workers_max=1)
+    terminal, core = world.terminals[0], world.server.core
+    (held_lost, held_new), (queued_lost, queued_new) = [
+        (world.issue(2_000, world.benefit_programme), world.issue(0, world.benefit_programme))
+        for _ in range(2)
+    ]
+    for lost, new, ride, amount_minor in (
+        (held_lost, held_new, "ride-a", 700),
+        (queued_lost, queued_new, "ride-b", 500),
+    ):
+        assert terminal.redeem(lost, amount_minor, ride).response_code == "00"
+        assert replace(world, lost, new).moved.amount_minor == 2_000 - amount_minor
+
+    reached, release = threading.Event(), threading.Event()
+    held: list[threading.Thread] = []
+
+    def before(_cursor: Any, _statement: str, _parameters: Any) -> None:
+        if threading.current_thread().name == "follow-replacement" and not held:
+            held.append(threading.current_thread())
+            reached.set()
+            release.wait(30)  # the only worker is busy: the next follow waits in the queue
+
+    again: SwitchServer | None = None
+    with on_statement(core.store.engine, "before", before):
+        try:
+            assert terminal.reversal("ride-a").response_code == "00"
+            assert reached.wait(10), "no move of the first reversed ride was started"
+            assert terminal.reversal("ride-b").response_code == "00"
+            deadline = time.monotonic() + 10
+            while core.follow_statistics().queued < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert core.follow_statistics().queued == 1, core.follow_statistics()
+            world.channel.close()
+            with caplog.at_level(logging.WARNING, logger="switch.core"):
+                world.server.stop()
+            assert core.follow_statistics().moves["credit", "left_at_stop"] == 1, core.follow_statistics()
+            assert "1 moves of money on replaced cards left at stop" in caplog.text, caplog.text
+
+            again = SwitchServer(world.server.settings)
+            again.start()
+            # The start moves both: the queued one and the one the stop caught making its move.
+            assert follows_counted_by(again.core, "start", "moved", 2, 30), again.core.follow_statistics()
+            balances = {
+                number: balance_of(again, number) for number in (held_lost, held_new, queued_lost, queued_new)
+            }
+            assert balances == {held_lost: 0, held_new: 2_000, queued_lost: 0, queued_new: 2_000}, balances
+        finally:
+            if again is not None:
+                again.stop()
+            release.set()
+            for thread in held:
+                thread.join(10)

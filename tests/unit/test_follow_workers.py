@@ -195,3 +195,28 @@ def test_a_caller_waiting_for_room_is_let_go_at_once_by_a_stop() -> None:
         assert answers == [False] and time.monotonic() - stopped_at_s < LATE_S_MAX
     finally:
         release.set()
+
+
+def test_a_stop_hands_back_the_moves_queued_and_asked_later_and_none_is_made_after() -> None:
+    """Audit session 26: the moves a stop left were dropped unseen; the caller now counts them."""
+    made: list[FollowAsked] = []
+    busy, release = threading.Event(), threading.Event()
+
+    def move(one: FollowAsked) -> None:
+        busy.set()
+        release.wait(WAIT_S)
+        made.append(one)
+
+    workers = FollowWorkers(move, workers_max=1, queued_max=5)
+    workers.start()
+    assert workers.ask_nowait(asked(0))
+    assert busy.wait(WAIT_S)  # the only worker makes move 0
+    assert workers.ask_nowait(asked(1)) and workers.ask_nowait(asked(2))
+    assert workers.ask_later(asked(3), time.monotonic() + 60)
+    assert (workers.statistics().queued, workers.statistics().asked_later) == (2, 1)
+    left = workers.stop()
+    release.set()
+    assert left == [asked(1), asked(2), asked(3)]
+    assert (workers.statistics().queued, workers.statistics().asked_later) == (0, 0)
+    time.sleep(0.2)
+    assert made == [asked(0)]  # the move under way ends; none of those left is made
