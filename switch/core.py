@@ -101,6 +101,7 @@ class FollowStatistics:
     moved_minor: dict[tuple[str, str], int]
     queued: int = 0  # now: moves waiting for a follow worker
     asked_later: int = 0  # now: moves waiting to look again for a replacement still landing
+    backlog: int = 0  # now: moves a start found, not made yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,9 +247,14 @@ class SwitchCore:
         self.web_days.start()
         self.receipts.start()
         # Money credited to a replaced card that a stop kept from following it (_follow_replacement),
-        # moved by the few follow workers; more cards than the queue holds make the start wait for room.
-        for card_id, last_posting in self.store.money_on_replaced_cards():
-            self._follows.ask(FollowAsked(card_id, f"start:{card_id}:{last_posting}", "start"))
+        # moved by the few follow workers from their backlog: the start does not wait for them.
+        found = self.store.money_on_replaced_cards()
+        self._follows.ask_backlog(
+            [
+                FollowAsked(card_id, f"start:{card_id}:{last_posting}", "start")
+                for card_id, last_posting in found
+            ]
+        )
         self._top_up_sweeper.start()  # top-ups a stop or a PSP that gave up left confirming
 
     def stop(self) -> None:
@@ -271,8 +277,8 @@ class SwitchCore:
             self._count_follow(asked.when, "left_at_stop")
         if left:
             log.warning(
-                "%d moves of money on replaced cards left at stop (queued, or waiting for a replacement "
-                "to land): the money stays on the lost cards, and the next start moves it",
+                "%d moves of money on replaced cards left at stop (queued, found at start, or waiting for "
+                "a replacement to land): the money stays on the lost cards, and the next start moves it",
                 len(left),
             )
 
@@ -547,7 +553,11 @@ class SwitchCore:
         workers = self._follows.statistics()
         with self._follow_lock:
             return FollowStatistics(
-                dict(self._follow_moves), dict(self._follow_moved_minor), workers.queued, workers.asked_later
+                dict(self._follow_moves),
+                dict(self._follow_moved_minor),
+                workers.queued,
+                workers.asked_later,
+                workers.backlog,
             )
 
     def last_replacement(self, card_id: str) -> str | None:

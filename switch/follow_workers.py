@@ -27,6 +27,7 @@ class FollowWorkersStatistics:
 
     queued: int
     asked_later: int
+    backlog: int
 
 
 class FollowWorkers:
@@ -48,6 +49,8 @@ class FollowWorkers:
         self._work_ready = threading.Condition(self._lock)
         self._room = threading.Condition(self._lock)  # a caller of ask() waits on it for room
         self._queue: collections.deque[FollowAsked] = collections.deque()
+        # Moves a start found (`ask_backlog`), made once neither the queue nor a move due waits.
+        self._backlog: collections.deque[FollowAsked] = collections.deque()
         self._stopping = False
         # Moves asked again later: (not before, in time.monotonic() seconds; order asked; the move)
         self._later: list[tuple[float, int, FollowAsked]] = []
@@ -68,16 +71,29 @@ class FollowWorkers:
         lost cards, for the next start."""
         with self._lock:
             self._stopping = True
-            left = [*self._queue, *(asked for _, _, asked in sorted(self._later))]
+            left = [*self._queue, *(asked for _, _, asked in sorted(self._later)), *self._backlog]
             self._queue.clear()
             self._later.clear()
+            self._backlog.clear()
             self._work_ready.notify_all()
             self._room.notify_all()
         return left
 
     def statistics(self) -> FollowWorkersStatistics:
         with self._lock:
-            return FollowWorkersStatistics(len(self._queue), len(self._later))
+            return FollowWorkersStatistics(len(self._queue), len(self._later), len(self._backlog))
+
+    def ask_backlog(self, moves: list[FollowAsked]) -> bool:
+        """Made after the queued moves and those due, as workers free up; never waits (a start's
+        sweep: it waited for room in the queue, without a time limit, while the workers' moves
+        waited on the journal). Bounded by the sweep's own list, which is in memory already; False
+        if the workers are stopping."""
+        with self._lock:
+            if self._stopping:
+                return False
+            self._backlog.extend(moves)
+            self._work_ready.notify_all()
+        return True
 
     def ask_nowait(self, asked: FollowAsked) -> bool:
         """Queued; False if the queue is full or the workers are stopping (a card actor's thread:
@@ -128,7 +144,11 @@ class FollowWorkers:
             while not self._stopping:
                 asked, due_in_s = self._take_nowait()
                 if asked is not None:
-                    if self._queue or (self._later and self._later[0][0] <= time.monotonic()):
+                    if (
+                        self._queue
+                        or self._backlog
+                        or (self._later and self._later[0][0] <= time.monotonic())
+                    ):
                         self._work_ready.notify()  # more to do now: another idle worker takes it
                     return asked
                 self._work_ready.wait(due_in_s)
@@ -140,9 +160,9 @@ class FollowWorkers:
         if self._queue:
             self._room.notify()
             return self._queue.popleft(), None
-        if not self._later:
-            return None, None
-        due_in_s = self._later[0][0] - time.monotonic()
-        if due_in_s <= 0:
+        due_in_s = self._later[0][0] - time.monotonic() if self._later else None
+        if due_in_s is not None and due_in_s <= 0:
             return heapq.heappop(self._later)[2], None
+        if self._backlog:
+            return self._backlog.popleft(), None
         return None, due_in_s

@@ -275,3 +275,44 @@ def test_a_follow_left_queued_at_stop_is_counted_and_logged_and_the_next_start_m
             release.set()
             for thread in held:
                 thread.join(10)
+
+
+def test_a_start_does_not_wait_for_the_follow_workers_and_their_backlog_moves_after(tmp_path: Path) -> None:
+    """Audit session 26: the start's sweep waited, without a time limit, for room in the follow queue
+    while the workers' moves waited on the journal: one slow move held the whole start."""
+    world = start_world(tmp_path, "", 1)
+    try:
+        pairs = cards_left_holding_money(world, 3)
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+    settings = world.server.settings.with_overrides(
+        replacement_follow_workers_max=1, replacement_follows_queued_max=1
+    )
+    again = SwitchServer(settings)
+    reached, release = threading.Event(), threading.Event()
+
+    def hold_the_first_move(*_: Any) -> None:
+        if threading.current_thread().name == "follow-replacement" and not reached.is_set():
+            reached.set()
+            release.wait(30)  # the only worker's first move is slow (a journal waiting on its disk)
+
+    event.listen(again.engine, "before_cursor_execute", hold_the_first_move)  # before the start
+    starter = threading.Thread(target=again.start, name="starter")
+    starter.start()
+    try:
+        starter.join(10)
+        assert not starter.is_alive(), "the start waited for the follow workers"
+        assert reached.wait(10), "no move was started"
+        assert again.core.follow_statistics().backlog >= 1, again.core.follow_statistics()
+        release.set()
+        assert follows_counted_by(again.core, "start", "moved", len(pairs), 30), (
+            again.core.follow_statistics()
+        )
+        balances = [(balance_of(again, lost), balance_of(again, new)) for lost, new in pairs]
+        assert balances == [(0, RIDE_MINOR + LEFT_MINOR)] * len(pairs)
+    finally:
+        release.set()
+        starter.join(30)
+        again.stop()

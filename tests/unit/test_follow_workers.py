@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from switch.follow_workers import FollowAsked, FollowWorkers
+from switch.follow_workers import FollowAsked, FollowWorkers, FollowWorkersStatistics
 
 WAIT_S = 5.0
 
@@ -213,10 +213,39 @@ def test_a_stop_hands_back_the_moves_queued_and_asked_later_and_none_is_made_aft
     assert busy.wait(WAIT_S)  # the only worker makes move 0
     assert workers.ask_nowait(asked(1)) and workers.ask_nowait(asked(2))
     assert workers.ask_later(asked(3), time.monotonic() + 60)
-    assert (workers.statistics().queued, workers.statistics().asked_later) == (2, 1)
+    assert workers.ask_backlog([asked(4)])
+    assert workers.statistics() == FollowWorkersStatistics(queued=2, asked_later=1, backlog=1)
     left = workers.stop()
     release.set()
-    assert left == [asked(1), asked(2), asked(3)]
-    assert (workers.statistics().queued, workers.statistics().asked_later) == (0, 0)
+    assert left == [asked(1), asked(2), asked(3), asked(4)]
+    assert workers.statistics() == FollowWorkersStatistics(queued=0, asked_later=0, backlog=0)
+    assert not workers.ask_backlog([asked(5)])
     time.sleep(0.2)
     assert made == [asked(0)]  # the move under way ends; none of those left is made
+
+
+def test_a_backlog_is_made_after_the_queue_without_its_caller_waiting() -> None:
+    made: list[FollowAsked] = []
+    busy, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def move(one: FollowAsked) -> None:
+        busy.set()
+        release.wait(WAIT_S)
+        made.append(one)
+        if len(made) == 4:
+            done.set()
+
+    workers = FollowWorkers(move, workers_max=1, queued_max=1)
+    workers.start()
+    try:
+        assert workers.ask_nowait(asked(0))
+        assert busy.wait(WAIT_S)
+        started = time.monotonic()
+        assert workers.ask_backlog([asked(1), asked(2)])  # more than the queue holds: no wait
+        assert time.monotonic() - started < 1.0
+        assert workers.ask_nowait(asked(3))  # a new credit's move: before the backlog
+        release.set()
+        assert done.wait(WAIT_S)
+        assert made == [asked(0), asked(3), asked(1), asked(2)]
+    finally:
+        workers.stop()
