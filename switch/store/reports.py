@@ -142,17 +142,22 @@ def exported_pages(engine: Engine, query: ReportQuery) -> Generator[tuple[Report
     its transaction may commit after a higher one, so a page could pass an id still uncommitted.
     The first page comes even when empty; an unknown subject is UnknownReportSubjectError before
     it. The snapshot (and a connection) is held until the last page is taken or the iterator closed.
+
+    One statement, its rows fetched a page at a time (a server-side cursor on PostgreSQL): with a
+    query per page, a plan on the merchant's index (SQLite's) found and sorted every selected row
+    after the page's id again for each page, so the reads grew as the square of the rows (60,000
+    of one merchant among 300,000: 121 queries and 4.7 s of CPU here, 0.9 s as one).
     """
     with engine.connect() as conn, _read_snapshot(conn):
         _check_subjects(conn, query)
-        after = query.after
-        while True:
-            found = conn.execute(_page(query, after)).all()
-            page = found[: query.page_size]
+        found = conn.execute(
+            _selected_rows(query, query.after),
+            execution_options={"stream_results": True, "yield_per": query.page_size},
+        )
+        pages = found.partitions()
+        yield tuple(_reported(r) for r in next(pages, ()))
+        for page in pages:
             yield tuple(_reported(r) for r in page)
-            if len(found) <= query.page_size:
-                return
-            after = int(page[-1].transaction_pk)
 
 
 @contextmanager
@@ -171,6 +176,11 @@ def _read_snapshot(conn: Connection) -> Iterator[None]:
 
 def _page(query: ReportQuery, after: int) -> Select[Any]:
     """Up to one more than a page of the selected transactions after a stored one, by id."""
+    return _selected_rows(query, after).limit(query.page_size + 1)
+
+
+def _selected_rows(query: ReportQuery, after: int) -> Select[Any]:
+    """The selected transactions after a stored one, by id, with their terminal's and location's names."""
     row = transactions.c
     return (
         select(
@@ -183,7 +193,6 @@ def _page(query: ReportQuery, after: int) -> Select[Any]:
         .outerjoin(locations, locations.c.location_id == terminals.c.location_id)
         .where(_selection(query), row.transaction_pk > after)
         .order_by(row.transaction_pk)
-        .limit(query.page_size + 1)
     )
 
 
