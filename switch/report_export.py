@@ -114,10 +114,17 @@ _SPLIT_ELSEWHERE = {
 }
 
 
+# Where _SPLIT_ELSEWHERE may match: a cell holding none of them (almost every one) is not searched,
+# as searching every cell was about a third of an export's CPU.
+_SPLITS_AT = {CsvDialect.rfc4180: (";", "\r", "\n"), CsvDialect.excel_nl: (",", "\r", "\n")}
+
+
 def spreadsheet_text(cell: str, dialect: CsvDialect = CsvDialect.rfc4180) -> str:
     """Text that merchants and terminals choose (ids, device and location names) as text: a leading
     apostrophe keeps a spreadsheet from running "=HYPERLINK(...)" from a transaction id."""
-    cell = _SPLIT_ELSEWHERE[dialect].sub(r"\1'", cell)
+    separator, carriage_return, line_feed = _SPLITS_AT[dialect]
+    if separator in cell or carriage_return in cell or line_feed in cell:
+        cell = _SPLIT_ELSEWHERE[dialect].sub(r"\1'", cell)
     return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
 
 
