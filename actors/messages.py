@@ -99,8 +99,9 @@ class QueryStatus:
 @dataclass(frozen=True, slots=True)
 class CloseDay:
     close_id: str
-    # The period to close, for a close the switch makes (the web back office's): if that period is
-    # no longer open, nothing is closed (DayCloseError). None: the open one (a terminal's DayClose).
+    # The period to close (a terminal's DayClose naming it, or the web back office's close): if that
+    # period is not the open one, nothing is closed (DayClosePeriodError), and a close id stored
+    # for another period is refused. None: the open one (a DayClose naming none).
     period_number: int | None = None
 
 

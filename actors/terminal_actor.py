@@ -69,6 +69,11 @@ class DayCloseError(RuntimeError):
     """The day close was not stored; the terminal may send it again with the same close id."""
 
 
+class DayClosePeriodError(DayCloseError):
+    """The close named a period that is not the open one (closed by another close id, or not open
+    yet): nothing was closed, and the same close sent again is refused again."""
+
+
 class EmployeePinTryNotStoredError(Exception):
     """A try that changes the employee's count could not be made durable: the PIN was not judged."""
 
@@ -496,11 +501,11 @@ class TerminalActor(SwitchActor):
         if existing is not None:
             if existing.period_number >= info.period_number:
                 self._reload()  # its write landed after an earlier attempt gave up waiting
-            return existing
+            return _named_close(existing, period_number)
         if period_number is not None and period_number != info.period_number:
             self._reload()  # this copy may be behind a close on another node
             if period_number != self.info.period_number:
-                raise DayCloseError(f"period {period_number} of {info.terminal_id} is not open")
+                raise DayClosePeriodError(_not_open(period_number, self.info))
             info = self.info
         # Not for the count (the close counts its period as it commits, switch.store.periods) but
         # so that what this terminal was told approved is in it.
@@ -522,9 +527,11 @@ class TerminalActor(SwitchActor):
             stored = store.day_close(info.terminal_id, close_id)
             assert stored is not None, "a conflicting close id is stored"
             self._reload()
-            return stored
+            return _named_close(stored, period_number)
         if not result.ok:
             self._reload()  # another node may have closed the period
+            if period_number is not None and period_number != self.info.period_number:
+                raise DayClosePeriodError(_not_open(period_number, self.info))
             raise DayCloseError(f"day close not stored: {result.problem}")
         assert result.sequence_number is not None
         self._info = dataclasses.replace(info, period_number=info.period_number + 1, period_opened_at=now)
@@ -546,6 +553,28 @@ class TerminalActor(SwitchActor):
         return DayCloseReport(
             info.terminal_id, 0, info.period_number, info.period_opened_at, self._services.now(), totals
         )
+
+
+def _named_close(stored: DayCloseReport, period_number: int | None) -> DayCloseReport:
+    """The stored close of a close id sent again, if it closed the period named (or none was)."""
+    if period_number is not None and stored.period_number != period_number:
+        raise DayClosePeriodError(
+            f"this close_id closed period {stored.period_number} of {stored.terminal_id}, "
+            f"not period {period_number}: send a new close_id to close period {period_number}"
+        )
+    return stored
+
+
+def _not_open(period_number: int, info: TerminalInfo) -> str:
+    if period_number < info.period_number:
+        return (
+            f"period {period_number} of {info.terminal_id} is closed already, by another close_id "
+            f"(its open period is {info.period_number})"
+        )
+    return (
+        f"period {period_number} of {info.terminal_id}"
+        f" is not open yet (its open period is {info.period_number})"
+    )
 
 
 def _replace_active(info: TerminalInfo, active: bool) -> TerminalInfo:

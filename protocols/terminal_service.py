@@ -15,7 +15,7 @@ import pykka
 
 from actors.payments import SubmitAbort, SubmitPayment
 from actors.reply import ReplyTimeoutError
-from actors.terminal_actor import DayCloseError
+from actors.terminal_actor import DayCloseError, DayClosePeriodError
 from ops.logs import log_outcome
 from protocols import convert
 from protocols.convert import BadRequestError
@@ -338,8 +338,12 @@ class TerminalService(pb_grpc.TerminalServicer):
     def DayClose(self, request: pb.DayCloseRequest, context: Context) -> pb.DayCloseReport:
         terminal_id = self._terminal_id(context)
         close_id = _decoded(lambda: convert.transaction_id(request.close_id, "close_id"))
+        if request.period_number < 0:
+            _refuse(grpc.StatusCode.INVALID_ARGUMENT, "period_number is negative: name the open period, or 0")
         try:
-            report = self._core.close_day(terminal_id, close_id)
+            report = self._core.close_day(terminal_id, close_id, request.period_number or None)
+        except DayClosePeriodError as error:  # named a period not open: sending it again changes nothing
+            _refuse(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         except (DayCloseError, TimeoutError, pykka.Timeout) as error:
             _refuse(grpc.StatusCode.UNAVAILABLE, f"{error}; send the same close_id again")
         return convert.day_close_report(report)

@@ -348,8 +348,11 @@ class SwitchCore:
         )
         return outcome
 
-    def close_day(self, terminal_id: str, close_id: str) -> DayCloseReport:
-        report: DayCloseReport = self.terminal_actors.ask(terminal_id, CloseDay(close_id), self._long_ask_s)
+    def close_day(self, terminal_id: str, close_id: str, period_number: int | None = None) -> DayCloseReport:
+        """The terminal's close: of the open period, or only of period_number if named
+        (DayClosePeriodError if that is not the open one and close_id did not close it)."""
+        message = CloseDay(close_id, period_number)
+        report: DayCloseReport = self.terminal_actors.ask(terminal_id, message, self._long_ask_s)
         return report
 
     def _close_web_period(self, terminal_id: str, close_id: str, period_number: int) -> DayCloseReport:

@@ -501,16 +501,25 @@ class DayCloseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CLOSE_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_NUMBER_FIELD_NUMBER: _builtins.int
     close_id: _builtins.str
     """idempotency key chosen by the terminal"""
+    period_number: _builtins.int
+    """The open period this close means (activation's period_number, a transaction's, or the last
+    close's next_period_number). Named, two closes pressed at once close it once: the other is
+    answered with its close if its close_id is that close's, and otherwise FAILED_PRECONDITION
+    naming the period, closed already; a period not open yet is FAILED_PRECONDITION too.
+    0 (not sent): whichever period is open, as before.
+    """
     def __init__(
         self,
         *,
         close_id: _builtins.str = ...,
+        period_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["close_id", b"close_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close_id", b"close_id", "period_number", b"period_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
