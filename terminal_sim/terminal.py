@@ -91,6 +91,7 @@ class SimTerminal:
         self.terminal_id = ""
         self.metadata: Metadata = ()
         self.period = 0
+        self._period_known = True  # False after a day close left unanswered, until one is answered
         self.day = 0
         self._counter = 0
         self._pacer: Pacer | None = None  # while run() goes
@@ -177,10 +178,13 @@ class SimTerminal:
     async def day_close(self) -> None:
         self.day += 1
         close_id = close_id_of(self.context.run_id, self.index, self.day)
-        sent = await self._send(
-            Operation.day_close, self.stub.DayClose, pb.DayCloseRequest(close_id=close_id)
-        )
+        # The period named, as a terminal does, so a close pressed twice closes it once; none after
+        # a close left unanswered, which may have landed (its period named would refuse every close).
+        named = self.period if self._period_known else 0
+        request = pb.DayCloseRequest(close_id=close_id, period_number=named)
+        sent = await self._send(Operation.day_close, self.stub.DayClose, request)
         self._keep(Operation.day_close, close_id, sent)
+        self._period_known = sent.outcome is Outcome.answered
         if sent.outcome is Outcome.answered and sent.reply.next_period_number:
             self.period = sent.reply.next_period_number
 
