@@ -49,7 +49,7 @@ from switch.location_changes import ChangeStatus, LocationChange
 from switch.pins import CardPinError
 from switch.receipts import ReceiptRefusedError
 from switch.store.reports import ReportedTransaction, exported_pages, merchant_summary, transaction_report
-from switch.store.repository import TerminalInfo
+from switch.store.repository import DAY_CLOSES_LISTED_DEFAULT, DAY_CLOSES_LISTED_MAX, TerminalInfo
 from switch.store.schema import ID_LENGTH
 from switch.top_ups import TopUpNotLoadedYetError
 
@@ -269,14 +269,15 @@ class BackofficeService(bo_grpc.BackofficeServicer):
 
         return self._run(context, action)
 
-    def ListDayCloses(self, request: bo.TerminalRequest, context: grpc.ServicerContext) -> bo.DayCloseList:
+    def ListDayCloses(
+        self, request: bo.DayCloseListRequest, context: grpc.ServicerContext
+    ) -> bo.DayCloseList:
         def action() -> bo.DayCloseList:
             if not request.terminal_id:
                 raise AdminError("terminal_id is missing")
             if self._core.store.terminal(request.terminal_id) is None:
                 raise LookupError(f"no terminal {quoted(request.terminal_id)}")
-            reports = self._core.store.day_closes(request.terminal_id)
-            return bo.DayCloseList(reports=[convert.day_close_report(r) for r in reports])
+            return day_close_list(self._core, request)
 
         return self._run(context, action)
 
@@ -798,6 +799,26 @@ def _report_id(field: str, value: str) -> None:
         id_field(field, value, ID_LENGTH)
     except BadRequestError as error:
         raise reports.ReportQueryError(str(error)) from None
+
+
+def day_close_list(core: SwitchCore, request: bo.DayCloseListRequest) -> bo.DayCloseList:
+    """A page of the terminal's stored closes (backoffice and portal); AdminError on a bad page."""
+    if not 0 <= request.page_size <= DAY_CLOSES_LISTED_MAX:
+        raise AdminError(
+            f"page_size {request.page_size}: it must be between 1 and {DAY_CLOSES_LISTED_MAX} "
+            f"(0: {DAY_CLOSES_LISTED_DEFAULT})"
+        )
+    if request.before_sequence_number < 0:
+        raise AdminError("before_sequence_number is negative: send a page's next_before_sequence_number")
+    page_size = request.page_size or DAY_CLOSES_LISTED_DEFAULT
+    # One more than the page: whether an older page follows.
+    reports = core.store.day_closes(request.terminal_id, page_size + 1, request.before_sequence_number)
+    older = len(reports) > page_size
+    page = reports[1:] if older else reports
+    return bo.DayCloseList(
+        reports=[convert.day_close_report(r) for r in page],
+        next_before_sequence_number=page[0].sequence_number if older else 0,
+    )
 
 
 def transaction_report_pb(core: SwitchCore, request: bo.TransactionReportRequest) -> bo.TransactionReport:

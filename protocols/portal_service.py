@@ -16,6 +16,7 @@ from protocols.backoffice_service import (
     add_employee_pb,
     add_location_pb,
     ask_location_change_pb,
+    day_close_list,
     list_employees_pb,
     location_changes_pb,
     locations_pb,
@@ -469,14 +470,15 @@ class PortalService(portal_grpc.PortalServicer):
 
         return self._run(context, PortalRight.reports, action)
 
-    def ListDayCloses(self, request: bo.TerminalRequest, context: grpc.ServicerContext) -> bo.DayCloseList:
+    def ListDayCloses(
+        self, request: bo.DayCloseListRequest, context: grpc.ServicerContext
+    ) -> bo.DayCloseList:
         def action(login: Login) -> bo.DayCloseList:
             terminal = self._core.store.terminal(request.terminal_id) if request.terminal_id else None
             if terminal is None or terminal.merchant_id != login.merchant_id:
                 # The same answer for another merchant's terminal as for none: ids are not probed.
                 raise LookupError(f"terminal_id {quoted(request.terminal_id)}: no such terminal of yours")
-            reports = self._core.store.day_closes(request.terminal_id)
-            return bo.DayCloseList(reports=[convert.day_close_report(r) for r in reports])
+            return day_close_list(self._core, request)
 
         return self._run(context, PortalRight.reports, action)
 

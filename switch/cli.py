@@ -282,7 +282,7 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "issue-card": ("IssueCard", bo.IssueCardRequest),
     "list-terminals": ("ListTerminals", bo.ListTerminalsRequest),
     "deactivate-terminal": ("DeactivateTerminal", bo.TerminalRequest),
-    "day-closes": ("ListDayCloses", bo.TerminalRequest),
+    "day-closes": ("ListDayCloses", bo.DayCloseListRequest),  # page_size=, before_sequence_number=
     "check-ledger": ("CheckLedger", bo.CheckLedgerRequest),
     "settle": ("Settle", bo.SettleRequest),
     "settle-due": ("SettleDue", bo.SettleDueRequest),  # from cron, daily: one payout per cycle

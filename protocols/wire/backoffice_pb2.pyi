@@ -1027,20 +1027,58 @@ class TerminalRequest(_message.Message):
 Global___TerminalRequest: _TypeAlias = TerminalRequest  # noqa: Y015
 
 @_typing.final
+class DayCloseListRequest(_message.Message):
+    """A terminal's stored closes, a page at a time: the newest page_size closes before
+    before_sequence_number, listed oldest first. Field 1 is TerminalRequest's: a request of before
+    this message reads as the first page.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TERMINAL_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    BEFORE_SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    terminal_id: _builtins.str
+    page_size: _builtins.int
+    """0: 100; at most 1000"""
+    before_sequence_number: _builtins.int
+    """the previous page's next_before_sequence_number; 0: the newest"""
+    def __init__(
+        self,
+        *,
+        terminal_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        before_sequence_number: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["before_sequence_number", b"before_sequence_number", "page_size", b"page_size", "terminal_id", b"terminal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DayCloseListRequest: _TypeAlias = DayCloseListRequest  # noqa: Y015
+
+@_typing.final
 class DayCloseList(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REPORTS_FIELD_NUMBER: _builtins.int
+    NEXT_BEFORE_SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    next_before_sequence_number: _builtins.int
+    """The next (older) page's before_sequence_number; 0: this page holds the terminal's first close."""
     @_builtins.property
-    def reports(self) -> _containers.RepeatedCompositeFieldContainer[_terminal_pb2.DayCloseReport]: ...
+    def reports(self) -> _containers.RepeatedCompositeFieldContainer[_terminal_pb2.DayCloseReport]:
+        """in sequence order"""
+
     def __init__(
         self,
         *,
         reports: _abc.Iterable[_terminal_pb2.DayCloseReport] | None = ...,
+        next_before_sequence_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reports", b"reports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_before_sequence_number", b"next_before_sequence_number", "reports", b"reports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

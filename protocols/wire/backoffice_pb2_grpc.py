@@ -111,7 +111,7 @@ class BackofficeStub:
                 _registered_method=True)
         self.ListDayCloses = channel.unary_unary(
                 '/txswitch.v1.Backoffice/ListDayCloses',
-                request_serializer=protocols_dot_wire_dot_backoffice__pb2.TerminalRequest.SerializeToString,
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.DayCloseListRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.DayCloseList.FromString,
                 _registered_method=True)
         self.CheckLedger = channel.unary_unary(
@@ -489,7 +489,7 @@ def add_BackofficeServicer_to_server(servicer, server):
             ),
             'ListDayCloses': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDayCloses,
-                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.TerminalRequest.FromString,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.DayCloseListRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.DayCloseList.SerializeToString,
             ),
             'CheckLedger': grpc.unary_unary_rpc_method_handler(
@@ -1003,7 +1003,7 @@ class Backoffice:
             request,
             target,
             '/txswitch.v1.Backoffice/ListDayCloses',
-            protocols_dot_wire_dot_backoffice__pb2.TerminalRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.DayCloseListRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.DayCloseList.FromString,
             options,
             channel_credentials,

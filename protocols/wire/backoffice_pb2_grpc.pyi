@@ -50,7 +50,7 @@ class BackofficeStub:
     ReplaceCard: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ReplaceCardRequest, _backoffice_pb2.ReplaceCardResponse]
     ListTerminals: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListTerminalsRequest, _backoffice_pb2.TerminalList]
     DeactivateTerminal: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.TerminalView]
-    ListDayCloses: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]
+    ListDayCloses: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.DayCloseListRequest, _backoffice_pb2.DayCloseList]
     CheckLedger: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.CheckLedgerRequest, _backoffice_pb2.LedgerCheck]
     Settle: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SettleRequest, _backoffice_pb2.SettleResponse]
     SettleDue: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SettleDueRequest, _backoffice_pb2.SettleDueResponse]
@@ -107,7 +107,7 @@ class BackofficeAsyncStub(BackofficeStub):
     ReplaceCard: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ReplaceCardRequest, _backoffice_pb2.ReplaceCardResponse]  # type: ignore[assignment]
     ListTerminals: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListTerminalsRequest, _backoffice_pb2.TerminalList]  # type: ignore[assignment]
     DeactivateTerminal: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.TerminalView]  # type: ignore[assignment]
-    ListDayCloses: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]  # type: ignore[assignment]
+    ListDayCloses: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.DayCloseListRequest, _backoffice_pb2.DayCloseList]  # type: ignore[assignment]
     CheckLedger: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.CheckLedgerRequest, _backoffice_pb2.LedgerCheck]  # type: ignore[assignment]
     Settle: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SettleRequest, _backoffice_pb2.SettleResponse]  # type: ignore[assignment]
     SettleDue: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SettleDueRequest, _backoffice_pb2.SettleDueResponse]  # type: ignore[assignment]
@@ -255,7 +255,7 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def ListDayCloses(
         self,
-        request: _backoffice_pb2.TerminalRequest,
+        request: _backoffice_pb2.DayCloseListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.DayCloseList, _abc.Awaitable[_backoffice_pb2.DayCloseList]]: ...
 

@@ -68,7 +68,7 @@ class PortalStub:
                 _registered_method=True)
         self.ListDayCloses = channel.unary_unary(
                 '/txswitch.v1.Portal/ListDayCloses',
-                request_serializer=protocols_dot_wire_dot_backoffice__pb2.TerminalRequest.SerializeToString,
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.DayCloseListRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.DayCloseList.FromString,
                 _registered_method=True)
         self.ListEmployees = channel.unary_unary(
@@ -211,7 +211,8 @@ class PortalServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDayCloses(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """a page, as the backoffice's
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -393,7 +394,7 @@ def add_PortalServicer_to_server(servicer, server):
             ),
             'ListDayCloses': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDayCloses,
-                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.TerminalRequest.FromString,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.DayCloseListRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.DayCloseList.SerializeToString,
             ),
             'ListEmployees': grpc.unary_unary_rpc_method_handler(
@@ -679,7 +680,7 @@ class Portal:
             request,
             target,
             '/txswitch.v1.Portal/ListDayCloses',
-            protocols_dot_wire_dot_backoffice__pb2.TerminalRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.DayCloseListRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.DayCloseList.FromString,
             options,
             channel_credentials,

@@ -50,7 +50,8 @@ class PortalStub:
     """
     GetMerchantSummary: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]
     ListTerminals: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListTerminalsRequest, _backoffice_pb2.TerminalList]
-    ListDayCloses: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]
+    ListDayCloses: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.DayCloseListRequest, _backoffice_pb2.DayCloseList]
+    """a page, as the backoffice's"""
     ListEmployees: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.ListEmployeesRequest, _backoffice_pb2.EmployeeList]
     """The merchant's user accounts and their 4-digit PINs for refunds and cancellations."""
     AddEmployee: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]
@@ -120,7 +121,8 @@ class PortalAsyncStub(PortalStub):
     """
     GetMerchantSummary: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.MerchantSummaryRequest, _backoffice_pb2.MerchantSummary]  # type: ignore[assignment]
     ListTerminals: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListTerminalsRequest, _backoffice_pb2.TerminalList]  # type: ignore[assignment]
-    ListDayCloses: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TerminalRequest, _backoffice_pb2.DayCloseList]  # type: ignore[assignment]
+    ListDayCloses: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.DayCloseListRequest, _backoffice_pb2.DayCloseList]  # type: ignore[assignment]
+    """a page, as the backoffice's"""
     ListEmployees: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.ListEmployeesRequest, _backoffice_pb2.EmployeeList]  # type: ignore[assignment]
     """The merchant's user accounts and their 4-digit PINs for refunds and cancellations."""
     AddEmployee: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.AddEmployeeRequest, _backoffice_pb2.Employee]  # type: ignore[assignment]
@@ -227,9 +229,10 @@ class PortalServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def ListDayCloses(
         self,
-        request: _backoffice_pb2.TerminalRequest,
+        request: _backoffice_pb2.DayCloseListRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_backoffice_pb2.DayCloseList, _abc.Awaitable[_backoffice_pb2.DayCloseList]]: ...
+    ) -> _typing.Union[_backoffice_pb2.DayCloseList, _abc.Awaitable[_backoffice_pb2.DayCloseList]]:
+        """a page, as the backoffice's"""
 
     @_abc_1.abstractmethod
     def ListEmployees(

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 # into it (money_on_replaced_cards(chained_to=)), one query a link: a holder's lost cards make a few.
 # Money further back waits, with a warning, for the next start, which reads every replaced card.
 REPLACED_CHAIN_LINKS_MAX: Final = 32
+# Stored closes of a terminal in one list (a page); a terminal makes one a day, for years.
+DAY_CLOSES_LISTED_DEFAULT: Final = 100
+DAY_CLOSES_LISTED_MAX: Final = 1_000
 
 # The hot lookups, built once: building a statement costs more than running it.
 _CARD_BY_HASH = select(cards.c.card_id).where(cards.c.card_hash == bindparam("card_hash"))
@@ -380,14 +383,18 @@ class Store:
             ).first()
         return _report(row) if row is not None else None
 
-    def day_closes(self, terminal_id: str) -> list[DayCloseReport]:
+    def day_closes(
+        self, terminal_id: str, closes_max: int = DAY_CLOSES_LISTED_DEFAULT, before_sequence_number: int = 0
+    ) -> list[DayCloseReport]:
+        """The terminal's newest closes_max closes (before before_sequence_number, if not 0), in
+        sequence order."""
+        assert 0 < closes_max <= DAY_CLOSES_LISTED_MAX + 1, "a page's size is checked at the edge"
+        query = select(day_closes).where(day_closes.c.terminal_id == terminal_id)
+        if before_sequence_number:
+            query = query.where(day_closes.c.sequence_number < before_sequence_number)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(day_closes)
-                .where(day_closes.c.terminal_id == terminal_id)
-                .order_by(day_closes.c.sequence_number)
-            ).all()
-        return [_report(row) for row in rows]
+            rows = conn.execute(query.order_by(day_closes.c.sequence_number.desc()).limit(closes_max)).all()
+        return [_report(row) for row in reversed(rows)]
 
 
 def merchant_name(conn: Connection, merchant_id: str) -> str | None:

@@ -73,7 +73,9 @@ def test_a_merchant_sees_its_own_transactions_dashboard_devices_and_day_closes(w
     devices = stub(world).ListTerminals(bo.ListTerminalsRequest(), metadata=mine, timeout=20)
     assert {t.device_name for t in devices.terminals} == {"A77-0", "A77-1"}
     terminal.stub.DayClose(pb.DayCloseRequest(close_id="close-1"), metadata=terminal.metadata, timeout=20)
-    closes = stub(world).ListDayCloses(bo.TerminalRequest(terminal_id=terminal.terminal_id), metadata=mine)
+    closes = stub(world).ListDayCloses(
+        bo.DayCloseListRequest(terminal_id=terminal.terminal_id), metadata=mine
+    )
     assert [c.sequence_number for c in closes.reports] == [1]
     # The other merchant sees none of it, and cannot ask for it.
     theirs = sign_in(world, OTHER_EMAIL, OTHER_PASSWORD)

@@ -78,7 +78,7 @@ FOREIGN: list[tuple[str, Callable[[World, Metadata, Shop], object]]] = [
     ("its devices", lambda w, m, s: stub(w).ListTerminals(
         bo.ListTerminalsRequest(merchant_id=s.merchant_id), metadata=m)),
     ("its day closes", lambda w, m, s: stub(w).ListDayCloses(
-        bo.TerminalRequest(terminal_id=s.terminal_id), metadata=m)),
+        bo.DayCloseListRequest(terminal_id=s.terminal_id), metadata=m)),
     ("its users", lambda w, m, s: stub(w).ListEmployees(
         bo.ListEmployeesRequest(merchant_id=s.merchant_id), metadata=m)),
     ("a user added to it", lambda w, m, s: stub(w).AddEmployee(bo.AddEmployeeRequest(

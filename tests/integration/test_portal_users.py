@@ -81,7 +81,10 @@ def test_a_cashier_sees_the_reports_and_nothing_else(world: World) -> None:
     devices = stub(world).ListTerminals(bo.ListTerminalsRequest(), metadata=mine, timeout=20)
     assert len(devices.terminals) == 2
     terminal_id = world.terminals[0].terminal_id
-    assert stub(world).ListDayCloses(bo.TerminalRequest(terminal_id=terminal_id), metadata=mine).reports == []
+    assert (
+        stub(world).ListDayCloses(bo.DayCloseListRequest(terminal_id=terminal_id), metadata=mine).reports
+        == []
+    )
     # Payouts and users are not a cashier's.
     for call, request in (
         (stub(world).GetMerchantSummary, bo.MerchantSummaryRequest(**days())),

@@ -337,7 +337,7 @@ def test_day_close_sequence_numbers_and_totals(world: World) -> None:
     assert (second.sequence_number, second.period_number) == (2, 2)
     assert [(t.count, t.total.amount_minor) for t in second.totals] == [(1, 10)]
     stored = world.backoffice.ListDayCloses(
-        bo.TerminalRequest(terminal_id=terminal.terminal_id), metadata=world.admin_metadata
+        bo.DayCloseListRequest(terminal_id=terminal.terminal_id), metadata=world.admin_metadata
     )
     assert [r.sequence_number for r in stored.reports] == [1, 2]
 

@@ -562,7 +562,7 @@ def test_the_online_top_up_terminal_is_the_switchs_own_and_its_day_closes(world:
     report = core.web_days.close_now(terminal_id)
     assert report is not None and report.sequence_number == 1
     closes = world.backoffice.ListDayCloses(
-        bo.TerminalRequest(terminal_id=terminal_id), metadata=world.admin_metadata, timeout=20
+        bo.DayCloseListRequest(terminal_id=terminal_id), metadata=world.admin_metadata, timeout=20
     ).reports
     assert [close.sequence_number for close in closes] == [1]
     # Found again, not made twice.

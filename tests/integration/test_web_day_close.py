@@ -51,7 +51,7 @@ def web_terminal_id(world: World, metadata: Metadata) -> str:
 
 def day_closes(world: World, metadata: Metadata, terminal_id: str) -> list[pb.DayCloseReport]:
     listed = stub(world).ListDayCloses(
-        bo.TerminalRequest(terminal_id=terminal_id), metadata=metadata, timeout=20
+        bo.DayCloseListRequest(terminal_id=terminal_id), metadata=metadata, timeout=20
     )
     return list(listed.reports)
 
