@@ -69,7 +69,7 @@ from switch.store.periods import WebDayRule
 from switch.store.repository import REPLACED_CHAIN_LINKS_MAX, DayCloseReport, Store, StoredTransfer
 from switch.store.schema import CARD_EVENT_DETAIL_MAX
 from switch.top_ups import OnlineTopUps, TopUpSweeper
-from switch.web_days import WebDays
+from switch.web_days import CLOSE_FAULTS, WebDays
 
 log = logging.getLogger(__name__)
 
@@ -608,18 +608,44 @@ class SwitchCore:
         live_web = sum(1 for web in list(self._web_terminals) if self.terminal_actors.is_live(web))
         return self.terminal_actors.statistics().live - live_web
 
-    def deactivate_terminal(self, terminal_id: str) -> None:
-        self.admin.set_terminal_active(terminal_id, False)
+    def deactivate_terminal(self, terminal_id: str) -> DayCloseReport | None:
+        """Deactivate the terminal and close its open period if it holds approved money (the
+        close, else None), as a day close would: no one can press day close on it any more, and
+        its takings would be in no stored close until it was activated again and closed. A close
+        not made now is logged; deactivating it again makes it (its close id is its period's)."""
+        info = self.admin.set_terminal_active(terminal_id, False)
         self.terminals.forget(terminal_id)
         self.terminal_actors.tell_if_live(terminal_id, Deactivate())  # for what it has queued
-        # Then its actor stops: a deactivated terminal is served nowhere, nor counted online.
-        self.terminal_actors.stop(terminal_id)
+        try:
+            return self._close_deactivated(terminal_id, info.period_number)
+        finally:
+            # Then its actor stops: a deactivated terminal is served nowhere, nor counted online.
+            self.terminal_actors.stop(terminal_id)
+
+    def _close_deactivated(self, terminal_id: str, period_number: int) -> DayCloseReport | None:
+        if not self.store.period_totals(terminal_id, period_number):
+            return None  # nothing approved in it: no close to report
+        message = CloseDay(deactivation_close_id(period_number), period_number)
+        try:
+            report: DayCloseReport = self.terminal_actors.ask(terminal_id, message, self._long_ask_s)
+        except CLOSE_FAULTS as error:  # the period stays open; deactivating again closes it
+            log.warning(
+                "terminal %s deactivated, period %d not closed: %s", terminal_id, period_number, error
+            )
+            return None
+        return report
 
     def write_now(self, write: Write) -> WriteResult:
         """A journal write from outside the actors (settlement); waits until durable, however long:
         a write that timed out may still land, and a payout answered as not made that then landed
         would be listed in no settlement's answer, so the merchant would never be paid it."""
         return self.writer.write_and_wait(write, None)
+
+
+def deactivation_close_id(period_number: int) -> str:
+    """The close id of a period closed at the terminal's deactivation: one per period, whichever
+    node or retry closes it."""
+    return f"deactivation-{period_number}"
 
 
 def journal_database_url(settings: Settings) -> str | None:
