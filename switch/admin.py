@@ -573,6 +573,7 @@ class Admin:
             raise AdminConflictError(
                 f"merchant {merchant_id} is in programme {programme_id} already"
             ) from None
+        self._store.membership_made(merchant_id, programme_id)
 
     def issue_card(self, programme_id: str, initial_load_minor: int = 0, request_id: str = "") -> NewCard:
         """A new card of the programme, loaded with initial_load_minor as any load is (the holder's and

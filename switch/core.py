@@ -132,7 +132,7 @@ class SwitchCore:
             self.report_zone = reports.zone(settings.report_time_zone)
         except reports.ReportQueryError as error:
             raise ValueError(f"report_time_zone (TXSWITCH_REPORT_TIME_ZONE): {error}") from None
-        self.store = Store(engine)
+        self.store = Store(engine, settings.copy_max_age_s)
         self.passwords = MerchantPasswords(engine, SignInLockout.from_settings(settings), utc_now)
         self.export_slots = ExportSlots(settings.exports_concurrent_max)
         self.receipts = Receipts(settings, self.store, self.report_zone, utc_now, on_receipt)

@@ -134,17 +134,26 @@ class DayCloseReport:
 # A programme's load step may change (switch/programme_settings.py): the node that changes it forgets
 # its copy at once; another node reads the programme again once its copy is this old.
 PROGRAMME_COPY_MAX_AGE_S = 10.0
+MEMBERSHIP_REFUSALS_MAX = 10_000  # (merchant, programme) pairs remembered; all forgotten past it
 
 
 class Store:
     """Reads and non-journal writes; caches programmes (PROGRAMME_COPY_MAX_AGE_S) and memberships."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, copy_max_age_s: float | None = None) -> None:
+        """copy_max_age_s: how long a merchant found not to take a programme is remembered, as
+        Settings.copy_max_age_s (None: one node, until a join on this node). Without it an
+        authenticated terminal presenting such a card (Balance, Redeem) cost a database read per
+        request on the event loop's thread."""
         self.engine = engine
+        self._copy_max_age_s = copy_max_age_s
         self._programmes: dict[str, tuple[Programme, float]] = {}  # id -> (programme, monotonic s read)
         # forget_programme calls so far: a read begun before one is not kept (it may predate the change).
         self._programmes_forgotten = 0
         self._memberships: set[tuple[str, str]] = set()  # (merchant, programme) known to be members
+        self._refusals: dict[tuple[str, str], float] = {}  # (merchant, programme) -> monotonic s read
+        # membership_made calls so far: a "no" read begun before one is not kept (it may predate the join).
+        self._memberships_made = 0
         self._lock = threading.Lock()
 
     # Programmes and cards
@@ -186,11 +195,19 @@ class Store:
             self._programmes_forgotten += 1
 
     def merchant_accepts(self, merchant_id: str, programme_id: str) -> bool:
-        """Whether the merchant takes the programme's cards. Only a yes is remembered: a membership
-        is never taken back, and one made since (on another node too) must count at once."""
+        """Whether the merchant takes the programme's cards. A yes is remembered for good (a
+        membership is never taken back), a no as a copy of what another node may change: one made
+        since counts at once on this node (`membership_made`), within copy_max_age_s on another."""
         key = (merchant_id, programme_id)
         if key in self._memberships:
             return True
+        read_at_s = time.monotonic()
+        refused_at_s = self._refusals.get(key)
+        if refused_at_s is not None and (
+            self._copy_max_age_s is None or read_at_s - refused_at_s < self._copy_max_age_s
+        ):
+            return False
+        made = self._memberships_made
         with self.engine.connect() as conn:
             found = conn.execute(
                 select(merchant_programmes.c.merchant_id).where(
@@ -198,10 +215,22 @@ class Store:
                     merchant_programmes.c.programme_id == programme_id,
                 )
             ).first()
-        if found is not None:
-            with self._lock:
+        with self._lock:
+            if found is not None:
                 self._memberships.add(key)
+                self._refusals.pop(key, None)
+            elif self._memberships_made == made:
+                if len(self._refusals) >= MEMBERSHIP_REFUSALS_MAX:
+                    self._refusals.clear()
+                self._refusals[key] = read_at_s
         return found is not None
+
+    def membership_made(self, merchant_id: str, programme_id: str) -> None:
+        """The merchant joined the programme on this node: its cards are taken from now on."""
+        with self._lock:
+            self._memberships_made += 1
+            self._refusals.pop((merchant_id, programme_id), None)
+            self._memberships.add((merchant_id, programme_id))
 
     def memberships_without_payable_count(self) -> int:
         """How many (merchant, programme) memberships have no payable account: a data directory
