@@ -22,7 +22,9 @@ from protocols.wire import portal_pb2_grpc as portal_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import luhn_check_digit
 from switch.store.schema import Base
+from terminal_sim.acquirer_host import HostThread
 from tests.integration.harness import (
+    EMPLOYEE,
     MERCHANT_EMAIL,
     MERCHANT_PASSWORD,
     TerminalClient,
@@ -30,6 +32,7 @@ from tests.integration.harness import (
     new_txn,
     start_world,
 )
+from tests.integration.payment_harness import MASTER_KEY_HEX, PayTerminal, acquirers_file, activate
 
 PSP_TOKEN = "test-psp-token"
 _serials = itertools.count(1)
@@ -56,20 +59,31 @@ def euros(amount_minor: int) -> pb.Amount:
     return pb.Amount(amount_minor=amount_minor, currency="EUR")
 
 
+# The bank-card terminal of each world (Pay, Abort and RefundCard need an acquirer), by id(world).
+_pay_terminals: dict[int, PayTerminal] = {}
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    world = start_world(
-        tmp_path_factory.mktemp("ids"),
-        "",
-        terminals=1,
-        cardholder_lookups_per_minute_max=10_000,
-        psp_token=PSP_TOKEN,
-    )
-    try:
-        yield world
-    finally:
-        world.channel.close()
-        world.server.stop()
+    data_dir = tmp_path_factory.mktemp("ids")
+    with HostThread() as host:
+        assert host.host.port is not None
+        world = start_world(
+            data_dir,
+            "",
+            terminals=1,
+            cardholder_lookups_per_minute_max=10_000,
+            psp_token=PSP_TOKEN,
+            acquirers_file=acquirers_file(data_dir / "acquirers.toml", host.host.port),
+            master_key_hex=MASTER_KEY_HEX,
+        )
+        _pay_terminals[id(world)] = activate(world.channel, "A77-pay")
+        try:
+            yield world
+        finally:
+            del _pay_terminals[id(world)]
+            world.channel.close()
+            world.server.stop()
 
 
 def settle(world: World, settlement_id: str) -> Call:
@@ -152,81 +166,6 @@ def rows(world: World) -> dict[str, list[str]]:
         }
 
 
-# (field, its RPC, the id sent with the card number in it): bare, inside other text, grouped.
-REFUSED: list[tuple[str, Prepare, Callable[[str], str]]] = [
-    ("settlement_id", settle, lambda number: number),
-    ("settlement_id", settle, lambda number: f"settle-{grouped(number, '-')}"),
-    ("request_id", issue_card, lambda number: f"issue {number}"),
-    ("request_id", replace_card, lambda number: f"replace-{grouped(number)}"),
-    ("request_id", start_top_up, lambda number: number),
-    ("employee_number", add_employee, lambda number: number),
-]
-
-
-@pytest.mark.parametrize(
-    ("field", "prepare", "id_of"),
-    REFUSED,
-    ids=[f"{p.__name__}-{index}" for index, (_, p, _) in enumerate(REFUSED)],
-)
-@pytest.mark.parametrize("length", [13, 16, 19])
-def test_a_card_number_in_a_stored_id_is_refused_and_stored_nowhere(
-    world: World, field: str, prepare: Prepare, id_of: Callable[[str], str], length: int
-) -> None:
-    number = card_number(length)
-    value = id_of(number)
-    if field == "employee_number" and len(value) > 20:
-        pytest.skip("employee_number holds 20 characters")
-    call = prepare(world, value)
-    before = rows(world)
-    with pytest.raises(grpc.RpcError) as refused:
-        call()
-    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    details = refused.value.details() or ""
-    assert details == f"{field} has the shape of a card number", details
-    assert rows(world) == before
-    stored = database_bytes(world)
-    assert number.encode() not in stored and value.encode() not in stored
-
-
-# Ids that must still work: a date and a counter (12 digits in a row, with or without dashes), and a
-# card number's length of digits that fails the Luhn check.
-ACCEPTED: list[Callable[[], str]] = [
-    lambda: f"2026-12-07-{next(_serials):04d}",
-    lambda: f"20261207{next(_serials):04d}",
-    lambda: not_luhn(card_number(16)),
-]
-
-
-FIELDS = list(dict.fromkeys((field, prepare) for field, prepare, _ in REFUSED))
-
-
-@pytest.mark.parametrize(("field", "prepare"), FIELDS, ids=[prepare.__name__ for _, prepare in FIELDS])
-@pytest.mark.parametrize("value_of", ACCEPTED, ids=["dashed date", "date and counter", "not Luhn"])
-def test_an_id_without_a_card_number_is_taken_and_stored(
-    world: World, field: str, prepare: Prepare, value_of: Callable[[], str]
-) -> None:
-    value = value_of()
-    prepare(world, value)()
-    assert value.encode() in database_bytes(world), field
-
-
-# A PSP's own references are not typed by a person, and some PSPs give 16 digits: one in ten of those
-# passes the card number test, and refusing it would leave a paid top-up that cannot be confirmed.
-PSP_REFERENCES: list[tuple[str, Prepare]] = [
-    ("psp_reference", confirm_top_up),
-    ("refund_reference", mark_refunded),
-]
-
-
-@pytest.mark.parametrize(("field", "prepare"), PSP_REFERENCES, ids=[field for field, _ in PSP_REFERENCES])
-def test_a_psps_reference_of_sixteen_digits_is_taken_even_in_a_card_numbers_shape(
-    world: World, field: str, prepare: Prepare
-) -> None:
-    reference = card_number(16)
-    prepare(world, reference)()
-    assert reference.encode() in database_bytes(world), field
-
-
 # Transaction ids of the terminals and the web back office: stored as given in the transaction's
 # row, its journal keys, a day close's row.
 def _terminal(world: World) -> TerminalClient:
@@ -290,7 +229,40 @@ def web_redeem(world: World, transaction_id: str) -> Call:
     return lambda: portal.Redeem(request, metadata=login, timeout=20)
 
 
-TRANSACTION_IDS: list[tuple[str, Prepare, Callable[[str], str]]] = [
+def _pay_terminal(world: World) -> PayTerminal:
+    return _pay_terminals[id(world)]
+
+
+def pay(world: World, transaction_id: str) -> Call:
+    request = _pay_terminal(world).request(1_000, txn=transaction_id)
+    return lambda: _pay_terminal(world).send(request)
+
+
+def abort(world: World, transaction_id: str) -> Call:
+    return lambda: _pay_terminal(world).abort(transaction_id)
+
+
+def refund_card(world: World, transaction_id: str) -> Call:
+    terminal = _pay_terminal(world)
+    card = terminal.request(1_000, txn=transaction_id)
+    request = pb.CardRefundRequest(
+        transaction_id=card.transaction_id,
+        sequence_number=card.sequence_number,
+        amount=card.amount,
+        card=card.card,
+        employee=EMPLOYEE,
+    )
+    return lambda: terminal.stub.RefundCard(request, metadata=terminal.metadata, timeout=20)
+
+
+# (field, its RPC, the id sent with the card number in it): bare, inside other text, grouped.
+IDS: list[tuple[str, Prepare, Callable[[str], str]]] = [
+    ("settlement_id", settle, lambda number: number),
+    ("settlement_id", settle, lambda number: f"settle-{grouped(number, '-')}"),
+    ("request_id", issue_card, lambda number: f"issue {number}"),
+    ("request_id", replace_card, lambda number: f"replace-{grouped(number)}"),
+    ("request_id", start_top_up, lambda number: number),
+    ("employee_number", add_employee, lambda number: number),
     ("transaction_id", redeem, lambda number: number),
     ("transaction_id", redeem, lambda number: f"pos-{grouped(number, '-')}"),
     ("transaction_id", load, lambda number: f"load{number}"),
@@ -301,29 +273,68 @@ TRANSACTION_IDS: list[tuple[str, Prepare, Callable[[str], str]]] = [
     ("original_transaction_id", reversal_of, lambda number: number),
     ("close_id", day_close, lambda number: f"close-{number}"),
     ("transaction_id", web_redeem, lambda number: number),
+    ("transaction_id", pay, lambda number: number),
+    ("transaction_id", pay, lambda number: f"pay-{grouped(number)}"),
+    ("transaction_id", abort, lambda number: f"abort{number}"),
+    ("transaction_id", refund_card, lambda number: number),
 ]
 
 
 @pytest.mark.parametrize(
-    ("field", "prepare", "id_of"),
-    TRANSACTION_IDS,
-    ids=[f"{p.__name__}-{index}" for index, (_, p, _) in enumerate(TRANSACTION_IDS)],
+    ("field", "prepare", "id_of"), IDS, ids=[f"{p.__name__}-{index}" for index, (_, p, _) in enumerate(IDS)]
 )
 @pytest.mark.parametrize("length", [13, 16, 19])
-def test_a_card_number_in_a_transaction_id_is_refused_and_stored_nowhere(
+def test_a_card_number_in_a_stored_id_is_refused_and_stored_nowhere(
     world: World, field: str, prepare: Prepare, id_of: Callable[[str], str], length: int
 ) -> None:
-    test_a_card_number_in_a_stored_id_is_refused_and_stored_nowhere(world, field, prepare, id_of, length)
+    number = card_number(length)
+    value = id_of(number)
+    if field == "employee_number" and len(value) > 20:
+        pytest.skip("employee_number holds 20 characters")
+    call = prepare(world, value)
+    before = rows(world)
+    with pytest.raises(grpc.RpcError) as refused:
+        call()
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    details = refused.value.details() or ""
+    assert details == f"{field} has the shape of a card number", details
+    assert rows(world) == before
+    stored = database_bytes(world)
+    assert number.encode() not in stored and value.encode() not in stored
 
 
-TRANSACTION_FIELDS = list(dict.fromkeys((field, prepare) for field, prepare, _ in TRANSACTION_IDS))
+# Ids that must still work: a date and a counter (12 digits in a row, with or without dashes), and a
+# card number's length of digits that fails the Luhn check.
+ACCEPTED: list[Callable[[], str]] = [
+    lambda: f"2026-12-07-{next(_serials):04d}",
+    lambda: f"20261207{next(_serials):04d}",
+    lambda: not_luhn(card_number(16)),
+]
+FIELDS = list(dict.fromkeys((field, prepare) for field, prepare, _ in IDS))
 
 
-@pytest.mark.parametrize(
-    ("field", "prepare"), TRANSACTION_FIELDS, ids=[prepare.__name__ for _, prepare in TRANSACTION_FIELDS]
-)
+@pytest.mark.parametrize(("field", "prepare"), FIELDS, ids=[prepare.__name__ for _, prepare in FIELDS])
 @pytest.mark.parametrize("value_of", ACCEPTED, ids=["dashed date", "date and counter", "not Luhn"])
-def test_a_transaction_id_without_a_card_number_is_taken_and_stored(
+def test_an_id_without_a_card_number_is_taken_and_stored(
     world: World, field: str, prepare: Prepare, value_of: Callable[[], str]
 ) -> None:
-    test_an_id_without_a_card_number_is_taken_and_stored(world, field, prepare, value_of)
+    value = value_of()
+    prepare(world, value)()
+    assert value.encode() in database_bytes(world), field
+
+
+# A PSP's own references are not typed by a person, and some PSPs give 16 digits: one in ten of those
+# passes the card number test, and refusing it would leave a paid top-up that cannot be confirmed.
+PSP_REFERENCES: list[tuple[str, Prepare]] = [
+    ("psp_reference", confirm_top_up),
+    ("refund_reference", mark_refunded),
+]
+
+
+@pytest.mark.parametrize(("field", "prepare"), PSP_REFERENCES, ids=[field for field, _ in PSP_REFERENCES])
+def test_a_psps_reference_of_sixteen_digits_is_taken_even_in_a_card_numbers_shape(
+    world: World, field: str, prepare: Prepare
+) -> None:
+    reference = card_number(16)
+    prepare(world, reference)()
+    assert reference.encode() in database_bytes(world), field
