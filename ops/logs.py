@@ -43,8 +43,16 @@ _DIGIT_GROUP: Final = re.compile(r"\d+")
 # An id holding a card number is refused (holds_card_number) from this many digits in a row: a date
 # and a counter (20261207-0001, 12 digits) stay usable as an id.
 ID_PAN_DIGITS_MIN: Final = 13
-# quoting.DIGIT_RUN's runs, from ID_PAN_DIGITS_MIN digits (12 more after the first).
-_ID_DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){12,}(?!\d)")
+# Digit groups as a person may split a card number typed into an id or a text: by up to 4 spaces,
+# dashes, dots, underscores or slashes ("4111.1111.1111.1111", "4111    1111 ..."), from
+# ID_PAN_DIGITS_MIN digits (12 more after the first). Wider than quoting.DIGIT_RUN's separators, so
+# only the layouts cards print are judged across them (_printed_span_holds_pan).
+_PRINTED_RUN: Final = re.compile(r"(?<!\d)\d(?:[ ._/-]{0,4}\d){12,}(?!\d)")
+# The log scrubber's runs: quoting.DIGIT_RUN's, and groups split as _PRINTED_RUN's, from PAN_DIGITS_MIN
+# digits. One scan of the line finds both.
+_LOG_DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ ._/-]{0,4}\d){11,}(?!\d)")
+# A separator quoting.DIGIT_RUN does not take.
+_PRINTED_ONLY_SEPARATOR: Final = re.compile(r"[._/]|[ -]{4}")
 # "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text.
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
     r"(?i)\b(pan|pin|pin_?block|track_?[12]|track_?data|cvv2?|cvc2?|card_?number|password)"
@@ -113,7 +121,7 @@ def holds_card_number(value: str) -> bool:
     than the shortest run, and the regex finds no run in the rest, so the Luhn check seldom runs."""
     if len(value) < ID_PAN_DIGITS_MIN:
         return False
-    return any(_id_run_holds_card_number(run.group(0)) for run in _ID_DIGIT_RUN.finditer(value))
+    return any(_id_run_holds_card_number(run.group(0)) for run in _PRINTED_RUN.finditer(value))
 
 
 # How cards print their numbers, besides groups of four (the last one shorter): American Express
@@ -132,6 +140,11 @@ def _id_run_holds_card_number(run: str) -> bool:
     for group in groups:
         if ID_PAN_DIGITS_MIN <= len(group) <= PAN_DIGITS_MAX and luhn_valid(group):
             return True
+    return _printed_span_holds_pan(groups)
+
+
+def _printed_span_holds_pan(groups: list[str]) -> bool:
+    """A span of groups laid out as cards print them (_typed_as_printed) is a Luhn-valid card number."""
     for first, group in enumerate(groups):
         if len(group) != 4:  # a printed layout starts with four digits
             continue
@@ -152,6 +165,17 @@ def pan_in_id_problem(field: str, value: str) -> str | None:
 
 def _redact_digit_run(match: re.Match[str]) -> str:
     run = match.group(0)
+    if _PRINTED_ONLY_SEPARATOR.search(run) is None:
+        return REDACTED_PAN if _looks_like_pan(run) else run
+    # Dots, underscores, slashes and long gaps join IP addresses, versions, dates and decimals too:
+    # across them only the layouts cards print are judged, and each part as quoting.DIGIT_RUN's run.
+    if _printed_span_holds_pan(_DIGIT_GROUP.findall(run)):
+        return REDACTED_PAN
+    return quoting.DIGIT_RUN.sub(_redact_quoting_run, run)
+
+
+def _redact_quoting_run(match: re.Match[str]) -> str:
+    run = match.group(0)
     return REDACTED_PAN if _looks_like_pan(run) else run
 
 
@@ -166,9 +190,13 @@ def scrub_text(text: str, *, typed: bool = False) -> str:
     no digit run to look at, and one without "=" or ":" no assignment, so neither pass runs there.
     `typed`: text a person typed (a console command, a block reason), where a card number may be
     mistyped: every run of 12 or more digits is masked, Luhn-valid or not.
+    A card number split by dots, underscores, slashes or 4 spaces is masked when laid out as cards
+    print it and Luhn-valid (_redact_digit_run).
     """
     if len(text) >= PAN_DIGITS_MIN:
-        text = quoting.DIGIT_RUN.sub(_redact_any_digit_run if typed else _redact_digit_run, text)
+        if typed:
+            text = quoting.DIGIT_RUN.sub(_redact_any_digit_run, text)
+        text = _LOG_DIGIT_RUN.sub(_redact_digit_run, text)
     if "=" in text or ":" in text:
         text = _SENSITIVE_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return text

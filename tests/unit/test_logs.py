@@ -73,6 +73,13 @@ ID_CASES: list[tuple[str, bool]] = [
     ("12345678901234567890", False),
     ("3782 822463 10005", True),  # American Express, as printed (4-6-5)
     ("3056-930902-5904", True),  # Diners Club, as printed (4-6-4)
+    ("4111.1111.1111.1111", True),
+    ("pos_4111_1111_1111_1111", True),
+    ("4111/1111/1111/1111", True),
+    ("4111    1111    1111    1111", True),
+    ("3782.822463.10005", True),
+    ("2026/12/07/0001", False),
+    ("2026.12.07.000001.0001", False),
     (PAN_12, False),  # 12 digits in a row: a date and a counter
     ("2026-12-07-0001", False),
     ("20261207-0001", False),
@@ -154,6 +161,10 @@ CARD_DATA_CASES: list[tuple[str, str, tuple[object, ...], dict[str, object], tup
     ("our 13-digit card", "card %s", (CARD_13,), {}, (CARD_13,)),
     ("spaced pan", "card 4111 1111 1111 1111", (), {}, ("4111 1111 1111 1111",)),
     ("dashed pan", "card 4111-1111-1111-1111", (), {}, ("4111-1111-1111-1111",)),
+    ("dotted pan", "card 4111.1111.1111.1111", (), {}, ("4111.1111.1111.1111",)),
+    ("underscored pan", "card_4111_1111_1111_1111", (), {}, ("4111_1111_1111_1111",)),
+    ("slashed pan", "card 4111/1111/1111/1111", (), {}, ("4111/1111/1111/1111",)),
+    ("pan split by 4 spaces", "card 4111    1111    1111    1111", (), {}, ("1111    1111",)),
     ("pan glued to digits", f"ref 2026{PAN_16}99", (), {}, (PAN_16,)),
     ("track2 in message", f"raw {TRACK2}", (), {}, (PAN_16,)),
     ("pin assignment", "employee pin=4321 refused", (), {}, ("4321",)),
@@ -220,6 +231,9 @@ HARMLESS_CASES = [
     ("short number", "amount 12345678901 minor"),
     ("timestamp-like", "batch 20261121 of 64 entries"),
     ("masked pan", "card 411111******1111"),
+    ("an IPv4 address of 12 digits", "peer 192.168.100.200 closed"),
+    ("a decimal", "took 1765119034.123456 s"),
+    ("a dotted date and counter", "close 2026.12.07.0001"),
     ("words with pin inside", "spinning up 4 actors; company pinned"),
 ]
 
