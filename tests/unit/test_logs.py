@@ -116,6 +116,12 @@ JOINED_CASES: list[tuple[str, str, str, bool]] = [
     ("no span Luhn-valid, a group before", "T1-4111-1111-1111-1112", "", False),
     ("no span Luhn-valid, a group after", "4111 1111 1111 1112 2", "", False),
     ("a date and two counters", "20261207-000001-0001", "", False),
+    ("glued to a terminal's name", f"T1{PAN_16}", PAN_16, True),
+    ("glued to a name of 3 digits", f"POS123{PAN_16}-0001", PAN_16, True),
+    ("glued before letters", f"{PAN_16}07x", PAN_16, True),
+    ("glued to a digit in a dotted id", f"pos.T1{PAN_16}.7", PAN_16, True),
+    # digits in a row with no letter glued: a timestamp or a date and counter, judged whole
+    ("glued to a digit, no letters", f"1{PAN_16}", "", False),
 ]
 JOINED_IDS = [case[0] for case in JOINED_CASES]
 
