@@ -35,9 +35,6 @@ _SENSITIVE_NAME_TOKENS: Final = frozenset(
 _SENSITIVE_NAMES_JOINED: Final = frozenset(
     {"pinblock", "cardnumber", "cardno", "trackdata", "primaryaccountnumber", "masterkey"}
 )
-# A card number as an operator may type it: digits, grouped by at most 3 spaces or dashes, as
-# quoting.DIGIT_RUN finds it in any text.
-CARD_REFERENCE: Final = re.compile(r"\d(?:[ -]{0,3}\d)*")
 _SEPARATORS: Final = re.compile(r"[ -]")
 _DIGIT_GROUP: Final = re.compile(r"\d+")
 # An id holding a card number is refused (holds_card_number) from this many digits in a row: a date

@@ -25,12 +25,11 @@ from ops.console_backend import (
     SwitchStatus,
     TerminalInfo,
 )
-from ops.logs import CARD_REFERENCE
 from switch import admin
 from switch.admin import SWITCH_DEVICE_NAMES, AdminError
 from switch.core import SwitchCore
 from switch.domain.card_rules import CardState
-from switch.domain.cards import CardStatus, card_number_problem
+from switch.domain.cards import CardStatus, card_number_problem, typed_card_digits
 from switch.domain.money import CURRENCY_EXPONENTS, CURRENCY_NUMERIC
 from switch.domain.response_codes import ResponseCode
 from switch.store import repository
@@ -42,7 +41,6 @@ from switch.store.schema import terminals, transactions
 NO_ACQUIRERS = "no acquirer links configured"
 NO_RECEIPTS = "e-mailed receipts are off (no mail server configured)"
 CURRENCY_BY_NUMERIC = {numeric: alpha for alpha, numeric in CURRENCY_NUMERIC.items()}
-CARD_NUMBER_SEPARATORS = " -"
 
 
 def _version() -> str:
@@ -189,9 +187,10 @@ class SwitchOpsBackend:
     # -- cards --------------------------------------------------------------------------------
 
     def _card_id(self, card_ref: str) -> str | None:
-        """A card number (digits, maybe grouped) or the switch's card id."""
-        if CARD_REFERENCE.fullmatch(card_ref):  # grouped as the log scrubber still masks it
-            return self._core.cards.card_id(_digits(card_ref))
+        """A card number (digits, maybe grouped as printed: typed_card_digits) or the switch's card id."""
+        digits = typed_card_digits(card_ref)
+        if digits is not None:
+            return self._core.cards.card_id(digits)
         try:
             self._core.store.card_state(card_ref)
         except NoResultFound:
@@ -365,17 +364,14 @@ def _total(total: TypeTotal) -> DayCloseTotal:
     return DayCloseTotal(name, total.count, total.total_minor, total.currency, _exponent(total.currency))
 
 
-def _digits(card_ref: str) -> str:
-    return "".join(ch for ch in card_ref if ch not in CARD_NUMBER_SEPARATORS)
-
-
 def _card_number_problem(card_ref: str, field: str) -> str | None:
     """Why a card number typed at the console is not one, in the backoffice gRPC's words
     ("card.card_number fails the Luhn check"), or None: "no such card" for a mistyped number sent
     the operator looking for a missing card. A card id (not digits) is looked up as it is."""
-    if not CARD_REFERENCE.fullmatch(card_ref):
+    digits = typed_card_digits(card_ref)
+    if digits is None:
         return None
-    problem = card_number_problem(_digits(card_ref))
+    problem = card_number_problem(digits)
     return None if problem is None else f"{field}.{problem}"
 
 

@@ -64,13 +64,22 @@ def card_number_problem(number: str) -> str | None:
     return None
 
 
-def card_number_as_typed(text: str) -> str:
-    """The digits of a card number a person typed as it is printed ("6001 0199 ..."), or text as it
-    is when grouped otherwise, for card_number_problem to name what is wrong. Digits of the wrong
-    count are stripped too, so the refusal says how many digits it got."""
+def typed_card_digits(text: str) -> str | None:
+    """The digits of text when it is a card number as a person types it, digits or as printed
+    ("6001 0199 ...": one space or dash between groups, at most CARD_NUMBER_GROUPS_MAX groups), of
+    any count; None for anything else. The one rule of every entry where a person types a number
+    (gRPC's, the console's)."""
     if not _TYPED_CARD_NUMBER.fullmatch(text):
-        return text
+        return None
     return text.replace(" ", "").replace("-", "")
+
+
+def card_number_as_typed(text: str) -> str:
+    """typed_card_digits, or text as it is when grouped otherwise, for card_number_problem to name
+    what is wrong. Digits of the wrong count are stripped too, so the refusal says how many digits
+    it got."""
+    digits = typed_card_digits(text)
+    return text if digits is None else digits
 
 
 def qr_payload(number: str) -> str:

@@ -18,6 +18,7 @@ from switch.domain.cards import (
     make_card_number,
     mask,
     qr_payload,
+    typed_card_digits,
 )
 from switch.domain.employees import LockoutPolicy, PinAttempt, after_attempt, manage_problem, pin_problem
 from switch.domain.money import Money, proportional_share
@@ -291,6 +292,30 @@ def test_proportional_share_rounds_half_up() -> None:
 )
 def test_card_numbers(number: str, problem: str | None) -> None:
     assert card_number_problem(number) == problem
+
+
+# (how a person typed it, the digits read, or None: not a card number as typed)
+TYPED_CARD_NUMBERS: list[tuple[str, str | None]] = [
+    ("6001019999999999", "6001019999999999"),
+    ("6001 0199 9999 9999", "6001019999999999"),
+    ("6001-0199-9999-9999", "6001019999999999"),
+    ("600101 9999999999", "6001019999999999"),
+    ("6001 0199 9999 99999", "60010199999999999"),  # the wrong count: read, for the refusal to say so
+    ("600101999999", "600101999999"),
+    ("6001 0199 9999 9999 9", None),  # more groups than a card prints
+    ("6001  0199 9999 9999", None),
+    ("6001 -0199 9999 9999", None),
+    ("6001.0199.9999.9999", None),
+    ("6001 0199 9999 9999-", None),
+    (" 6001019999999999", None),
+    ("card_404", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("typed", "digits"), TYPED_CARD_NUMBERS)
+def test_a_card_number_as_a_person_types_it(typed: str, digits: str | None) -> None:
+    assert typed_card_digits(typed) == digits
 
 
 def test_card_number_shape_qr_and_mask() -> None:
