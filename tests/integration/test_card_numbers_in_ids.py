@@ -265,6 +265,8 @@ IDS: list[tuple[str, Prepare, Callable[[str], str]]] = [
     ("employee_number", add_employee, lambda number: number),
     ("transaction_id", redeem, lambda number: number),
     ("transaction_id", redeem, lambda number: f"pos-{grouped(number, '-')}"),
+    ("transaction_id", redeem, lambda number: f"pos.{grouped(number, '.')}"),
+    ("request_id", issue_card, lambda number: f"issue_{grouped(number, '_')}"),
     ("transaction_id", load, lambda number: f"load{number}"),
     ("transaction_id", refund, lambda number: number),
     ("original_transaction_id", refund_of, lambda number: number),
