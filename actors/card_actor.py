@@ -473,6 +473,7 @@ class CardActor(SwitchActor):
             merchant_id=terminal.merchant_id,
             original_transaction_id=original,
             mti=terminal.mti,
+            retrieval_reference=terminal.retrieval_reference,
         )
         return outcome, record
 
@@ -499,6 +500,7 @@ class CardActor(SwitchActor):
             "card_id": card.card_id,
             "merchant_id": terminal.merchant_id,
             "mti": terminal.mti,
+            "retrieval_reference": terminal.retrieval_reference,
         }
         if not isinstance(command, Redeem | Load):
             extra["original_transaction_id"] = command.original_transaction_id

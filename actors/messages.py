@@ -16,6 +16,8 @@ class TerminalContext:
     period_number: int
     # The ISO 8583 MTI an inbound request came as, stored with its answer; "" for a terminal's.
     mti: str = ""
+    # Field 37 of an inbound 0100/0200, stored with its answer so a resend under a new field 7 finds it.
+    retrieval_reference: str = ""
 
 
 # To a card actor

@@ -3,14 +3,17 @@
 Requests go to the same card actors as the terminal protocol, so a card is spent by one writer
 whichever door the request came in by. A request is identified by acquirer id (field 32), card
 acceptor terminal (41), STAN (11) and transmission date and time (7); a reversal or a completion
-names its original through field 90. An approved 0100 takes its amount from the card at once, as
-an 0200 does; its completion (0220) gives back what it took above the final amount.
+names its original through field 90. An 0100/0200 sent again under a new field 7 with the same
+field 37 is the same sale within REPEAT_WINDOW: it gets the first answer. An approved 0100 takes
+its amount from the card at once, as an 0200 does; its completion (0220) gives back what it took
+above the final amount.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
@@ -52,7 +55,7 @@ from switch.domain.transactions import (
     transaction_type_of,
 )
 from switch.security import KeyAlgorithm, KeyUsage, WrappedKey
-from switch.store.journal import TOMBSTONE_TYPE, TransactionRecord, Write, WriteResult
+from switch.store.journal import TOMBSTONE_TYPE, TransactionRecord, Write, WriteResult, utc_now
 from switch.store.repository import StoredTransaction
 from switch.store.schema import merchants
 
@@ -68,6 +71,11 @@ REVERSAL_ADVICE_MTIS: Final = frozenset({mti.REVERSAL_ADVICE, mti.REVERSAL_ADVIC
 REVERSAL_MTIS: Final = REVERSAL_ADVICE_MTIS | {mti.REVERSAL_REQUEST}
 COMPLETION_MTIS: Final = frozenset({mti.COMPLETION_ADVICE, mti.COMPLETION_ADVICE_REPEAT})
 ECHOED_FIELDS: Final = ("3", "4", "7", "11", "32", "37", "41", "42", "49", "70", "90")
+# How long an 0100/0200 with the same acquirer, field 41, STAN and field 37 is the one stored, whatever
+# its field 7: a resend comes within seconds (a repeat from the acquirer's store and forward within
+# its business day), and a day stays far from the STAN's wrap and the reuse of a field 37, so a new
+# sale is not taken for an old one.
+REPEAT_WINDOW: Final = dt.timedelta(hours=24)
 
 
 class AcquirerConfigError(ValueError):
@@ -168,8 +176,34 @@ class InboundHandler:
         self._merchants[acquirer.acquirer_id] = found
         return str(found)
 
-    def _stripe(self, transaction_id: str) -> threading.Lock:
-        return self._stripes[hash(transaction_id) % IDENTITY_STRIPES]
+    def _stripe(self, terminal: str, stan: str) -> threading.Lock:
+        """One lock for every message naming this field 41 and STAN, whatever its field 7: a resend
+        under a new field 7 and a reversal naming either are taken one after the other."""
+        return self._stripes[hash(_id_prefix(terminal, stan)) % IDENTITY_STRIPES]
+
+    def _repeated(
+        self, context: TerminalContext, terminal: str, stan: str, reference: str
+    ) -> StoredTransaction | None:
+        """The 0100/0200 (or the tombstone holding its place) stored within REPEAT_WINDOW under
+        this field 41, STAN and field 37; None when there is none or no field 37 to tell."""
+        if not reference:
+            return None
+        since = utc_now() - REPEAT_WINDOW
+        return self._core.store.transaction_by_reference(
+            context.terminal_id, _id_prefix(terminal, stan), reference, since
+        )
+
+    def _original_id(
+        self, request: IsoMessage, original: OriginalDataElements, context: TerminalContext
+    ) -> str:
+        """The id of the original field 90 names: the one its field 7 gives when stored; else the
+        0100/0200 stored under the same field 41, STAN and field 37 (a resend under a new field 7
+        was answered as its first, so a reversal may name either field 7)."""
+        named = original_identity(request, original)
+        if self._core.store.transaction(context.terminal_id, named) is not None:
+            return named
+        first = self._repeated(context, request["41"], original.stan, request.get("37", ""))
+        return named if first is None else first.record.transaction_id
 
     # 0100 / 0200
 
@@ -193,10 +227,23 @@ class InboundHandler:
             transaction_identity(request), card_id, Money(int(request["4"]), currency), False, pin
         )
         digest = fingerprint(command)
-        with self._stripe(command.transaction_id):
+        reference = request.get("37", "")
+        with self._stripe(request["41"], request["11"]):
             stored = self._stored_answer(context, command.transaction_id, TransactionType.redemption, digest)
             if stored is not None:
                 return _answer_of(stored)
+            first = self._repeated(context, request["41"], request["11"], reference)
+            if first is not None:  # sent again under a new field 7: the first answer, or 94
+                return _answer_of(
+                    answer_for_stored(
+                        self._core.store,
+                        context.terminal_id,
+                        first.record.transaction_id,
+                        TransactionType.redemption,
+                        digest,
+                    )
+                )
+            context = dataclasses.replace(context, retrieval_reference=reference)
             message = Authorize(command, context, digest)
             reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
             # Decided: wait for its write however long (the journal always answers, or the switch
@@ -220,16 +267,16 @@ class InboundHandler:
         (`_reversal_refusal`): a request (0400) is refused, an advice is left unanswered.
         """
         original = OriginalDataElements.decode(request["90"])
-        original_id = original_identity(request, original)
-        command = Reversal(original_id)
-        digest = fingerprint(command)
-        with self._stripe(original_id):
+        with self._stripe(request["41"], original.stan):
+            original_id = self._original_id(request, original, context)
+            command = Reversal(original_id)
+            digest = fingerprint(command)
             stored = self._stored_answer(context, command.transaction_id, TransactionType.reversal, digest)
             if stored is not None:
                 return _answer_of(stored)
             original_row = self._core.store.transaction(context.terminal_id, original_id)
             if original_row is None:
-                return self._tombstone(command, context, digest)
+                return self._tombstone(command, context, digest, request.get("37", ""))
             refusal = _reversal_refusal(request, original, original_row)
             if refusal is not None:
                 return refusal
@@ -258,8 +305,8 @@ class InboundHandler:
                 ResponseCode.invalid_transaction,
                 f"field 90 names an {original.mti}; only an 0100 is completed",
             )
-        original_id = original_identity(request, original)
-        with self._stripe(original_id):
+        with self._stripe(request["41"], original.stan):
+            original_id = self._original_id(request, original, context)
             found = self._core.store.transaction(context.terminal_id, original_id)
             if (
                 found is None
@@ -297,9 +344,12 @@ class InboundHandler:
         reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
         return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
 
-    def _tombstone(self, command: Reversal, context: TerminalContext, digest: str) -> _Answer:
-        """Acknowledge, and hold the original's id so a late original is refused and moves nothing."""
-        tombstone = tombstone_of(context.terminal_id, command.original_transaction_id)
+    def _tombstone(self, command: Reversal, context: TerminalContext, digest: str, reference: str) -> _Answer:
+        """Acknowledge, and hold the original's id so a late original is refused and moves nothing;
+        held under the reversal's field 37 too, so a late original under another field 7 is as well."""
+        tombstone = dataclasses.replace(
+            tombstone_of(context.terminal_id, command.original_transaction_id), retrieval_reference=reference
+        )
         record = _nothing_moved(command, context, digest, "original never seen; nothing moved")
         return self._persist(Write(record=record, tombstone=tombstone))
 
@@ -321,6 +371,11 @@ class InboundHandler:
 def transaction_identity(request: IsoMessage) -> str:
     """Terminal (41), STAN (11) and transmission date and time (7): what field 90 names later."""
     return f"{request['41']}:{request['11']}:{request['7']}"
+
+
+def _id_prefix(terminal: str, stan: str) -> str:
+    """What the ids of every message from this field 41 with this STAN start with."""
+    return f"{terminal}:{stan}:"
 
 
 def original_identity(request: IsoMessage, original: OriginalDataElements) -> str:

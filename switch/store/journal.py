@@ -76,6 +76,7 @@ class TransactionRecord:
     card_masked: str = ""
     payment_method: str = "stored_value"
     mti: str = ""  # the ISO 8583 MTI of an inbound request (TransactionRow.mti)
+    retrieval_reference: str = ""  # field 37 of an inbound 0100/0200 (TransactionRow.retrieval_reference)
 
 
 @pickled_by_fields

@@ -374,10 +374,28 @@ class Store:
     def transaction(self, source: str, transaction_id: str) -> StoredTransaction | None:
         with self.engine.connect() as conn:
             row = conn.execute(_TRANSACTION, {"source": source, "transaction_id": transaction_id}).first()
-        if row is None:
-            return None
-        values = {name: getattr(row, name) for name in TransactionRecord.__slots__}
-        return StoredTransaction(TransactionRecord(**values), row.refunded_minor, as_utc(row.created_at))
+        return None if row is None else _stored_transaction(row)
+
+    def transaction_by_reference(
+        self, source: str, id_prefix: str, retrieval_reference: str, since: dt.datetime
+    ) -> StoredTransaction | None:
+        """The first transaction of `source` stored since `since` under this retrieval reference
+        (field 37) whose id starts with `id_prefix`; None when there is none."""
+        assert retrieval_reference, "an empty reference names every row stored without one"
+        query = (
+            select(transactions)
+            .where(
+                transactions.c.source == source,
+                transactions.c.retrieval_reference == retrieval_reference,
+                transactions.c.transaction_id.startswith(id_prefix, autoescape=True),
+                transactions.c.created_at >= since,
+            )
+            .order_by(transactions.c.transaction_pk)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _stored_transaction(row)
 
     # Employees
 
@@ -469,3 +487,8 @@ def _replaced_into(conn: Connection, card_id: str) -> set[str]:
             REPLACED_CHAIN_LINKS_MAX,
         )
     return found
+
+
+def _stored_transaction(row: Row[Any]) -> StoredTransaction:
+    values = {name: getattr(row, name) for name in TransactionRecord.__slots__}
+    return StoredTransaction(TransactionRecord(**values), row.refunded_minor, as_utc(row.created_at))

@@ -203,6 +203,8 @@ class TransactionRow(Base):
         UniqueConstraint("source", "transaction_id"),
         Index("ix_transactions_period", "source", "period_number"),
         Index("ix_transactions_merchant_time", "merchant_id", "created_at"),  # the portal's report
+        # An inbound request sent again under a new field 7 is found by its field 37
+        Index("ix_transactions_retrieval_reference", "source", "retrieval_reference"),
     )
     transaction_pk: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
@@ -233,6 +235,10 @@ class TransactionRow(Base):
     # completed); "" for the terminal protocol and for rows stored before it was kept (a server
     # default, so an older database gets the column at start).
     mti: Mapped[str] = mapped_column(String(4), default="", server_default="")
+    # Field 37 (retrieval reference number) of an inbound 0100/0200, a reference and never card
+    # data: a resend under a new field 7 is the same sale. "" otherwise, and for rows stored before
+    # it was kept (a server default, so an older database gets the column at start).
+    retrieval_reference: Mapped[str] = mapped_column(String(12), default="", server_default="")
 
 
 class JournalEntryRow(Base):

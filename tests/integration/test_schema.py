@@ -223,6 +223,35 @@ def test_the_inbound_mti_of_a_transaction_is_added_to_an_older_database_as_unkno
         ]
 
 
+def test_the_inbound_retrieval_reference_is_added_to_an_older_database_with_its_index(engine: Engine) -> None:
+    """Rows from before it hold "", which no resend's field 37 matches (iso_inbound.REPEAT_WINDOW)."""
+    with engine.begin() as conn:
+        conn.execute(
+            insert(transactions),
+            {
+                "source": "iso:4711",
+                "transaction_id": "THIRD001:000001:1121120000",
+                "transaction_type": "redemption",
+                "fingerprint": "f",
+                "currency": "EUR",
+                "result": "approved",
+                "status": "approved",
+                "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            },
+        )
+    as_an_older_release_had_it(
+        engine,
+        "DROP INDEX ix_transactions_retrieval_reference",
+        "ALTER TABLE transactions DROP COLUMN retrieval_reference",
+    )
+    create_schema(engine)
+    with engine.connect() as conn:
+        found = conn.execute(select(transactions.c.transaction_id, transactions.c.retrieval_reference)).all()
+    assert found == [("THIRD001:000001:1121120000", "")]
+    indexes = {index["name"] for index in inspect(engine).get_indexes("transactions")}
+    assert "ix_transactions_retrieval_reference" in indexes
+
+
 OLDER_ADVICE_NAMES = {
     "before session 23": (),  # no name reserved
     "session 23": (  # every advice's name reserved for ever, acknowledged or not

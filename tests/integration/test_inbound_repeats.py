@@ -1,0 +1,94 @@
+"""Inbound 0100/0200 sent again over real TCP: the same acquirer, field 41, STAN and field 37 name one
+sale whatever field 7 the resend carries; it gets the first answer and moves nothing."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from protocols.iso8583 import IsoMessage, format_amount
+from tests.integration.harness import World
+from tests.integration.test_inbound_iso import IsoClient, balance, financial, ledger_clean, reversal_of
+from tests.integration.test_inbound_reversals import any_world, world
+
+__all__ = ["any_world", "world"]  # fixtures
+
+RESENT_WHEN = "1121120005"  # field 7 of a resend, five seconds after the first's
+REFERENCES = itertools.count(500_000)
+
+
+def sale(card: str, amount_minor: int, *, kind: str = "0200") -> IsoMessage:
+    return {**financial(card, amount_minor), "t": kind, "37": f"{next(REFERENCES):012d}"}
+
+
+@pytest.mark.parametrize("kind", ["0200", "0100"])
+def test_a_sale_resent_under_a_new_field_7_gets_the_first_answer_and_moves_money_once(
+    any_world: World, kind: str
+) -> None:
+    world = any_world
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    first_sent = sale(card, 300, kind=kind)
+    first = client.ask(first_sent)
+    again = client.ask({**first_sent, "7": RESENT_WHEN})
+    client.close()
+    assert first["39"] == "00"
+    assert (again["39"], again["38"]) == (first["39"], first["38"])  # it was approved twice: 600 taken
+    assert balance(world, card) == 700
+    ledger_clean(world)
+
+
+def test_a_resend_with_another_amount_is_refused_94_and_moves_nothing(any_world: World) -> None:
+    world = any_world
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    first_sent = sale(card, 300)
+    assert client.ask(first_sent)["39"] == "00"
+    other = client.ask({**first_sent, "7": RESENT_WHEN, "4": format_amount(200)})
+    client.close()
+    assert (other["39"], "38" in other) == ("94", False)
+    assert balance(world, card) == 700
+    ledger_clean(world)
+
+
+@pytest.mark.parametrize(("first_names", "then_names"), [("first", "resend"), ("resend", "first")])
+def test_a_reversal_naming_either_field_7_reverses_the_sale_once(
+    world: World, first_names: str, then_names: str
+) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    first_sent = sale(card, 300)
+    resent = {**first_sent, "7": RESENT_WHEN}
+    assert client.ask(first_sent)["39"] == client.ask(resent)["39"] == "00"
+    by_name = {"first": first_sent, "resend": resent}
+    for names, kind in ((first_names, "0400"), (then_names, "0420")):
+        reversal = {**reversal_of(by_name[names], kind=kind), "37": first_sent["37"]}
+        assert client.ask(reversal)["39"] == "00", names
+        assert balance(world, card) == 1_000  # given back once, not twice
+    client.close()
+    ledger_clean(world)
+
+
+def test_an_advice_before_its_original_holds_it_under_any_field_7(world: World) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    late = sale(card, 400)
+    advice = {**reversal_of({**late, "7": RESENT_WHEN}, kind="0420"), "37": late["37"]}
+    assert client.ask(advice)["39"] == "00"
+    refused = client.ask(late)  # the original under the field 7 the advice did not name
+    client.close()
+    assert (refused["39"], "38" in refused) == ("12", False)
+    assert balance(world, card) == 1_000
+    ledger_clean(world)
+
+
+def test_a_sale_with_another_field_37_is_another_sale(world: World) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    first_sent = sale(card, 300)
+    other = {**first_sent, "7": RESENT_WHEN, "37": f"{next(REFERENCES):012d}"}
+    assert client.ask(first_sent)["39"] == client.ask(other)["39"] == "00"
+    client.close()
+    assert balance(world, card) == 400
+    ledger_clean(world)
