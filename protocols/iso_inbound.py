@@ -66,7 +66,15 @@ IDENTITY_STRIPES: Final = 256  # locks that serialise one transaction id and its
 PIN_BLOCK_BYTES: Final = {KeyAlgorithm.aes128: 16, KeyAlgorithm.tdes: 8}
 ALPHA_BY_NUMERIC: Final = {numeric: alpha for alpha, numeric in CURRENCY_NUMERIC.items()}
 PURCHASE_PROCESSING_PREFIX: Final = "00"
-FINANCIAL_MTIS: Final = frozenset({mti.AUTHORIZATION_REQUEST, mti.FINANCIAL_REQUEST})
+# A repeat (0101/0201) gets the stored answer of its first, or is taken as the first when that was lost.
+FINANCIAL_MTIS: Final = frozenset(
+    {
+        mti.AUTHORIZATION_REQUEST,
+        mti.AUTHORIZATION_REQUEST_REPEAT,
+        mti.FINANCIAL_REQUEST,
+        mti.FINANCIAL_REQUEST_REPEAT,
+    }
+)
 REVERSAL_ADVICE_MTIS: Final = frozenset({mti.REVERSAL_ADVICE, mti.REVERSAL_ADVICE_REPEAT})
 REVERSAL_MTIS: Final = REVERSAL_ADVICE_MTIS | {mti.REVERSAL_REQUEST}
 COMPLETION_MTIS: Final = frozenset({mti.COMPLETION_ADVICE, mti.COMPLETION_ADVICE_REPEAT})
@@ -142,7 +150,9 @@ class InboundHandler:
                 request, _Answer(ResponseCode.invalid_transaction, "unknown acquirer (field 32)")
             )
         merchant_id = self._merchant_id(acquirer)
-        context = TerminalContext(SOURCE_PREFIX + acquirer.acquirer_id, merchant_id, 0, kind)
+        # Stored as its first: a completion names an 0100 so, and a repeat is that 0100.
+        stored_mti = mti.first_of(kind) if kind in FINANCIAL_MTIS else kind
+        context = TerminalContext(SOURCE_PREFIX + acquirer.acquirer_id, merchant_id, 0, stored_mti)
         try:
             if kind in FINANCIAL_MTIS:
                 answer = self._redeem(request, acquirer, context)
@@ -300,7 +310,7 @@ class InboundHandler:
         completion refused before the card's turn; its repeat is refused the same way.
         """
         original = OriginalDataElements.decode(request["90"])
-        if original.mti != mti.AUTHORIZATION_REQUEST:
+        if mti.first_of(original.mti) != mti.AUTHORIZATION_REQUEST:
             return _Answer(
                 ResponseCode.invalid_transaction,
                 f"field 90 names an {original.mti}; only an 0100 is completed",
@@ -457,7 +467,8 @@ def _mti_refusal(original: OriginalDataElements, found: StoredTransaction) -> _A
     means another message than ours. A row stored before MTIs were kept (""), and a tombstone,
     are taken as before."""
     record = found.record
-    if record.transaction_type == TOMBSTONE_TYPE or not record.mti or record.mti == original.mti:
+    named = mti.first_of(original.mti)  # an 0101/0201 named is its 0100/0200
+    if record.transaction_type == TOMBSTONE_TYPE or not record.mti or record.mti == named:
         return None
     return _Answer(
         ResponseCode.original_not_found, f"field 90 names an {original.mti}; the original is an {record.mti}"

@@ -23,6 +23,8 @@ _STRUCTURE_KEYS: Final = frozenset({"h", "p", "1"})
 REQUIRED_FIELDS_BY_MTI: Final[dict[str, tuple[str, ...]]] = {
     _mti.AUTHORIZATION_REQUEST: ("3", "4", "7", "11", "22", "41", "42", "49"),
     _mti.FINANCIAL_REQUEST: ("3", "4", "7", "11", "22", "41", "42", "49"),
+    _mti.AUTHORIZATION_REQUEST_REPEAT: ("3", "4", "7", "11", "22", "41", "42", "49"),
+    _mti.FINANCIAL_REQUEST_REPEAT: ("3", "4", "7", "11", "22", "41", "42", "49"),
     _mti.AUTHORIZATION_RESPONSE: ("11", "39", "41"),
     _mti.FINANCIAL_RESPONSE: ("11", "39", "41"),
     _mti.COMPLETION_ADVICE: ("4", "7", "11", "41", "49", "90"),
@@ -86,7 +88,7 @@ def validate_message(message: Mapping[str, str]) -> None:
     for number in REQUIRED_FIELDS_BY_MTI[mti]:
         if number not in message:
             raise MessageFormatError(number, f"required in MTI {mti}")
-    is_card_request = mti in (_mti.AUTHORIZATION_REQUEST, _mti.FINANCIAL_REQUEST)
+    is_card_request = _mti.first_of(mti) in (_mti.AUTHORIZATION_REQUEST, _mti.FINANCIAL_REQUEST)
     if is_card_request and not any(number in message for number in CARD_FIELDS_ANY_OF):
         raise MessageFormatError("2", f"MTI {mti} needs field 2 or 35")
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Final
 
 AUTHORIZATION_REQUEST: Final = "0100"
+AUTHORIZATION_REQUEST_REPEAT: Final = "0101"  # the acquirer had no answer to its 0100
 AUTHORIZATION_RESPONSE: Final = "0110"
 FINANCIAL_REQUEST: Final = "0200"
+FINANCIAL_REQUEST_REPEAT: Final = "0201"  # the acquirer had no answer to its 0200
 FINANCIAL_RESPONSE: Final = "0210"
 COMPLETION_ADVICE: Final = "0220"  # the final amount of an authorisation (0100)
 COMPLETION_ADVICE_REPEAT: Final = "0221"
@@ -21,13 +23,22 @@ NETWORK_RESPONSE: Final = "0810"
 
 RESPONSE_MTI_BY_REQUEST: Final[dict[str, str]] = {
     AUTHORIZATION_REQUEST: AUTHORIZATION_RESPONSE,
+    AUTHORIZATION_REQUEST_REPEAT: AUTHORIZATION_RESPONSE,
     FINANCIAL_REQUEST: FINANCIAL_RESPONSE,
+    FINANCIAL_REQUEST_REPEAT: FINANCIAL_RESPONSE,
     COMPLETION_ADVICE: COMPLETION_ADVICE_RESPONSE,
     COMPLETION_ADVICE_REPEAT: COMPLETION_ADVICE_RESPONSE,
     REVERSAL_REQUEST: REVERSAL_RESPONSE,
     REVERSAL_ADVICE: REVERSAL_ADVICE_RESPONSE,
     REVERSAL_ADVICE_REPEAT: REVERSAL_ADVICE_RESPONSE,
     NETWORK_REQUEST: NETWORK_RESPONSE,
+}
+# A repeat is its first message sent again: the same request, answered as the first would be.
+FIRST_OF_REPEAT: Final[dict[str, str]] = {
+    AUTHORIZATION_REQUEST_REPEAT: AUTHORIZATION_REQUEST,
+    FINANCIAL_REQUEST_REPEAT: FINANCIAL_REQUEST,
+    COMPLETION_ADVICE_REPEAT: COMPLETION_ADVICE,
+    REVERSAL_ADVICE_REPEAT: REVERSAL_ADVICE,
 }
 REQUEST_MTIS: Final = frozenset(RESPONSE_MTI_BY_REQUEST)
 RESPONSE_MTIS: Final = frozenset(RESPONSE_MTI_BY_REQUEST.values())
@@ -42,6 +53,11 @@ NETWORK_ECHO: Final = "301"
 def response_mti(request_mti: str) -> str:
     """The MTI answering `request_mti`; KeyError for an MTI that is not a request we know."""
     return RESPONSE_MTI_BY_REQUEST[request_mti]
+
+
+def first_of(request_mti: str) -> str:
+    """The MTI a repeat (0101, 0201, 0221, 0421) repeats; any other MTI is its own first."""
+    return FIRST_OF_REPEAT.get(request_mti, request_mti)
 
 
 def is_request(mti: str) -> bool:

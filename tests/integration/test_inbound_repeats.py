@@ -9,7 +9,14 @@ import pytest
 
 from protocols.iso8583 import IsoMessage, format_amount
 from tests.integration.harness import World
-from tests.integration.test_inbound_iso import IsoClient, balance, financial, ledger_clean, reversal_of
+from tests.integration.test_inbound_iso import (
+    IsoClient,
+    balance,
+    completion_of,
+    financial,
+    ledger_clean,
+    reversal_of,
+)
 from tests.integration.test_inbound_reversals import any_world, world
 
 __all__ = ["any_world", "world"]  # fixtures
@@ -91,4 +98,45 @@ def test_a_sale_with_another_field_37_is_another_sale(world: World) -> None:
     assert client.ask(first_sent)["39"] == client.ask(other)["39"] == "00"
     client.close()
     assert balance(world, card) == 400
+    ledger_clean(world)
+
+
+# One row per repeat (0101/0201) and whether its first came: the first's answer when it did, taken
+# as the first when it was lost on the way; the card is charged once either way. Both were unanswered.
+REPEAT_CASES = [
+    ("0200", "0201", True),
+    ("0200", "0201", False),
+    ("0100", "0101", True),
+    ("0100", "0101", False),
+]
+
+
+@pytest.mark.parametrize(("first_kind", "repeat_kind", "first_came"), REPEAT_CASES)
+def test_a_repeat_gets_its_firsts_answer_or_is_taken_as_the_first_once(
+    any_world: World, first_kind: str, repeat_kind: str, first_came: bool
+) -> None:
+    world = any_world
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    first_sent = sale(card, 300, kind=first_kind)
+    first = client.ask(first_sent) if first_came else None
+    repeats = [client.ask({**first_sent, "t": repeat_kind}) for _ in range(2)]
+    client.close()
+    answers = {(answer["t"], answer["39"], answer["38"]) for answer in repeats}
+    response_kind = f"{first_kind[:2]}10"
+    if first is not None:
+        assert answers == {(response_kind, first["39"], first["38"])}
+    assert len(answers) == 1 and next(iter(answers))[1] == "00", answers
+    assert balance(world, card) == 700
+    ledger_clean(world)
+
+
+def test_a_repeated_authorisation_taken_as_its_first_is_completed_as_an_0100(world: World) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    lost = sale(card, 400, kind="0100")
+    assert client.ask({**lost, "t": "0101"})["39"] == "00"
+    assert client.ask(completion_of(lost, 250))["39"] == "00"
+    client.close()
+    assert balance(world, card) == 750
     ledger_clean(world)
