@@ -78,6 +78,17 @@ FOLLOW_OUTCOMES: Final = ("moved", "nothing_moved", "not_replaced", "unblocked",
 PAYMENT_RECOVERY_NODES: Final = ("own", "other")
 PAYMENT_RECOVERY_OUTCOMES: Final = ("reversed", "answered_meanwhile")
 TOP_UP_EVENTS: Final = ("started", "loaded", "refund_due")
+# Why an inbound reversal advice was left unanswered (protocols.iso_inbound.leave_unanswered):
+# malformed (it does not fit our spec), original_differs (field 4 or field 90's MTI is not the
+# original's), not_reversible (the original cannot be reversed: a completed authorisation),
+# not_stored (its outcome could not be made durable in time), switch_fault (a fault of ours).
+UNANSWERED_ADVICE_REASONS: Final = (
+    "malformed",
+    "original_differs",
+    "not_reversible",
+    "not_stored",
+    "switch_fault",
+)
 
 # "/" admits gRPC full method names ("/txswitch.terminal.v1.Terminal/Redeem").
 _NAME_LABEL_PATTERN: Final = re.compile(r"/?[A-Za-z][A-Za-z0-9_./\-]*")
@@ -402,6 +413,15 @@ class SwitchMetrics:
             "Connections to the inbound ISO 8583 listener closed after iso_inbound_idle_s with no message.",
             registry=self.registry,
         )
+        self.iso_inbound_advices_unanswered = Counter(
+            "txswitch_iso_inbound_advices_unanswered",
+            "Reversal advices (0420/0421) from acquirers left unanswered because they could not be "
+            "taken, by reason: malformed, original_differs (field 4 or field 90's MTI), not_reversible "
+            "(a completed authorisation), not_stored (not durable in time), switch_fault. The acquirer "
+            "repeats an unanswered advice; one that never gets taken goes to its exceptions.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.acquirer_reversal_answers_refused = Counter(
             "txswitch_acquirer_reversal_answers_refused",
             "0430 answers to reversal advices not taken because a field they echo disagrees with the "
@@ -588,6 +608,11 @@ class SwitchMetrics:
         """Inbound ISO 8583 connections the listener closed: refused past its cap, or idle."""
         self.iso_inbound_connections_refused.inc(refused)
         self.iso_inbound_connections_idle_closed.inc(idle_closed)
+
+    def iso_inbound_advice_unanswered(self, reason: str, count: int = 1) -> None:
+        """reason one of UNANSWERED_ADVICE_REASONS; never the advice's fields."""
+        reason_value = reason if reason in UNANSWERED_ADVICE_REASONS else LABEL_REFUSED
+        self.iso_inbound_advices_unanswered.labels(reason=reason_value).inc(count)
 
     def acquirer_reversal_answer_refused(self, count: int = 1) -> None:
         self.acquirer_reversal_answers_refused.inc(count)

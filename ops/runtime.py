@@ -126,7 +126,8 @@ class PaymentRecoveriesFeed:
 
 
 class IsoInboundFeed:
-    """Connections the inbound ISO 8583 listener refused past its cap or closed as idle."""
+    """Connections the inbound ISO 8583 listener refused past its cap or closed as idle, and the
+    reversal advices it left unanswered."""
 
     def __init__(self, statistics: Callable[[], ListenerStatistics], metrics: SwitchMetrics) -> None:
         self._statistics = statistics
@@ -139,6 +140,8 @@ class IsoInboundFeed:
             deltas.step("refused", stats.connections_refused),
             deltas.step("idle_closed", stats.connections_idle_closed),
         )
+        for reason, total in stats.advices_unanswered:
+            self._metrics.iso_inbound_advice_unanswered(reason, deltas.step(f"unanswered:{reason}", total))
 
 
 class AcquirerFeed:

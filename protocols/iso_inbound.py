@@ -27,6 +27,7 @@ from sqlalchemy import select
 from actors.messages import AdjustOriginal, Authorize, TerminalContext
 from actors.outcomes import answer_for_stored, record_of, tombstone_of
 from actors.reply import Reply, ReplyTimeoutError
+from ops.metrics import UNANSWERED_ADVICE_REASONS
 from protocols.iso8583 import (
     SPEC,
     IsoMessage,
@@ -86,6 +87,34 @@ ECHOED_FIELDS: Final = ("3", "4", "7", "11", "32", "37", "41", "42", "49", "70",
 REPEAT_WINDOW: Final = dt.timedelta(hours=24)
 
 
+# The reason a reversal advice's refusal leaves it unanswered under (UNANSWERED_ADVICE_REASONS);
+# any other refusal is "not_reversible".
+_UNANSWERED_BY_CODE: Final = {
+    ResponseCode.format_error: "malformed",
+    ResponseCode.invalid_amount: "original_differs",
+    ResponseCode.original_not_found: "original_differs",
+    ResponseCode.system_error: "not_stored",
+    ResponseCode.issuer_unavailable: "not_stored",
+}
+
+
+class UnansweredAdvices:
+    """Reversal advices left unanswered since start, by reason; counted from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(UNANSWERED_ADVICE_REASONS, 0)
+
+    def count(self, reason: str) -> None:
+        assert reason in self._counts, reason
+        with self._lock:
+            self._counts[reason] += 1
+
+    def snapshot(self) -> tuple[tuple[str, int], ...]:
+        with self._lock:
+            return tuple(self._counts.items())
+
+
 class AcquirerConfigError(ValueError):
     """The configured inbound acquirers cannot be read; the message names the entry, never a key."""
 
@@ -138,6 +167,7 @@ class InboundHandler:
         self._acquirers = acquirers
         self._merchants: dict[str, str] = {}
         self._stripes = [threading.Lock() for _ in range(IDENTITY_STRIPES)]
+        self.unanswered = UnansweredAdvices()
 
     def handle(self, request: IsoMessage) -> IsoMessage | None:
         """The response; None for a reversal advice of ours not taken (`leave_unanswered`)."""
@@ -167,7 +197,8 @@ class InboundHandler:
         except ReplyTimeoutError:
             answer = _Answer(ResponseCode.issuer_unavailable, "outcome not known in time")
         if kind in REVERSAL_ADVICE_MTIS and not answer.code.approves:
-            leave_unanswered(request, answer.detail)
+            reason = _UNANSWERED_BY_CODE.get(answer.code, "not_reversible")
+            leave_unanswered(request, answer.detail, reason, self.unanswered)
             return None
         return response_to(request, answer)
 
@@ -451,12 +482,14 @@ def _reversal_refusal(
     return _Answer(ResponseCode.invalid_amount, detail)
 
 
-def leave_unanswered(request: IsoMessage, why: str) -> None:
+def leave_unanswered(request: IsoMessage, why: str, reason: str, unanswered: UnansweredAdvices) -> None:
     """A reversal advice (0420/0421) is answered only once taken: the acquirer has reversed on its
     side and stops repeating once answered, whatever field 39 says, so a refusal (or 30, 91, 96)
     left the card debited for what it believed reversed. Unanswered, it repeats until its own limit
     and goes to its exceptions, and nothing here has moved; a repeat once the cause is gone is
-    taken (or gets the stored answer, if the write landed after all)."""
+    taken (or gets the stored answer, if the write landed after all). Counted by `reason` (one of
+    UNANSWERED_ADVICE_REASONS), so advices that keep going unanswered are seen and alerted on."""
+    unanswered.count(reason)
     log.warning(
         "ISO 8583 inbound: %s (STAN %s) left unanswered: %s", request["t"], request.get("11", ""), why
     )
@@ -539,7 +572,9 @@ def _printable(text: str) -> str:
     return "".join(char if char.isascii() and char.isprintable() else "?" for char in text)
 
 
-def malformed_response(body: bytes, error: MessageFormatError) -> IsoMessage | None:
+def malformed_response(
+    body: bytes, error: MessageFormatError, unanswered: UnansweredAdvices
+) -> IsoMessage | None:
     """Answer 30 naming the field, echoing only what is itself well formed; None if no MTI to answer,
     and for a reversal advice (`leave_unanswered`)."""
     try:
@@ -552,7 +587,7 @@ def malformed_response(body: bytes, error: MessageFormatError) -> IsoMessage | N
     if fields["t"] in REVERSAL_ADVICE_MTIS:
         stan = fields.get("11", "")
         advice = {"t": fields["t"], "11": stan if stan.isdigit() and len(stan) == 6 else ""}
-        leave_unanswered(advice, f"field {error.field}: {error.reason}")
+        leave_unanswered(advice, f"field {error.field}: {error.reason}", "malformed", unanswered)
         return None
     request: IsoMessage = {"t": fields["t"]}
     for number, width in (("11", 6), ("7", 10), ("32", 0), ("3", 6), ("49", 3), ("70", 3)):
@@ -572,11 +607,13 @@ def malformed_response(body: bytes, error: MessageFormatError) -> IsoMessage | N
 @dataclass(frozen=True, slots=True)
 class ListenerStatistics:
     """Connections open now, and those closed by the listener since it started: refused past the
-    cap on open connections, and closed after the idle limit with no message."""
+    cap on open connections, and closed after the idle limit with no message; and the reversal
+    advices left unanswered since it started, (reason, count) per UNANSWERED_ADVICE_REASONS."""
 
     connections_open: int
     connections_refused: int
     connections_idle_closed: int
+    advices_unanswered: tuple[tuple[str, int], ...] = ()
 
 
 class IsoInboundListener:
@@ -650,7 +687,9 @@ class IsoInboundListener:
         self._thread.join(timeout_s)
 
     def statistics(self) -> ListenerStatistics:
-        return ListenerStatistics(self._connections, self._refused, self._idle_closed)
+        return ListenerStatistics(
+            self._connections, self._refused, self._idle_closed, self._handler.unanswered.snapshot()
+        )
 
     def _run(self) -> None:
         try:
@@ -737,7 +776,7 @@ class IsoInboundListener:
             # A fault here must not end the listener: answer 96, nothing was moved or it is durable.
             log.exception("ISO 8583 inbound: request failed (STAN %s)", request.get("11", ""))
             if request["t"] in REVERSAL_ADVICE_MTIS:
-                leave_unanswered(request, "switch fault")
+                leave_unanswered(request, "switch fault", "switch_fault", self._handler.unanswered)
                 return None
             return response_to(request, _Answer(ResponseCode.system_error, "switch fault"))
 
@@ -748,7 +787,7 @@ class IsoInboundListener:
             request = decode_message(body)
         except MessageFormatError as error:
             log.warning("ISO 8583 inbound: malformed request: field %s: %s", error.field, error.reason)
-            response = malformed_response(body, error)
+            response = malformed_response(body, error, self._handler.unanswered)
         else:
             if not mti.is_request(request["t"]) or request["t"] not in _HANDLED_MTIS:
                 response = None

@@ -5,6 +5,7 @@ answered only when the money on our side agrees with what the acquirer believes.
 from __future__ import annotations
 
 import socket
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import iso8583
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from protocols.iso8583 import SPEC, IsoMessage, decode_message, encode_message, format_amount, frame
 from tests.integration.harness import MERCHANT_EMAIL, World, start_world
@@ -31,9 +33,9 @@ from tests.pg import postgres_schema
 NO_ANSWER_WAIT_S = 1.5  # an answer comes in milliseconds on loopback
 
 
-def _world(tmp_path: Path, url: str) -> Iterator[World]:
+def _world(tmp_path: Path, url: str, **settings: object) -> Iterator[World]:
     acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
-    world = start_world(tmp_path, url, 1, iso_listen_port=0, iso_inbound_acquirers=acquirers)
+    world = start_world(tmp_path, url, 1, iso_listen_port=0, iso_inbound_acquirers=acquirers, **settings)
     try:
         yield world
     finally:
@@ -44,6 +46,12 @@ def _world(tmp_path: Path, url: str) -> Iterator[World]:
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     yield from _world(tmp_path, "")
+
+
+@pytest.fixture
+def metered(tmp_path: Path) -> Iterator[World]:
+    """A world whose metrics are served (on a free port)."""
+    yield from _world(tmp_path, "", metrics_port=0)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -222,3 +230,43 @@ def test_a_retransmitted_0200_moves_money_once_with_the_same_answer(world: World
     assert first["39"] == "00"
     assert balance(world, card) == 700
     ledger_clean(world)
+
+
+UNANSWERED = "txswitch_iso_inbound_advices_unanswered_total"
+
+
+def unanswered_advices(world: World) -> dict[str, float]:
+    """The advices left unanswered, by reason, scraped from /metrics."""
+    url = world.server.ops.metrics_url
+    assert url is not None
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == UNANSWERED
+    }
+
+
+def test_advices_left_unanswered_are_counted_by_reason_and_answered_ones_are_not(metered: World) -> None:
+    world = metered
+    card = world.issue(1_000)
+    sale, authorised = financial(card, 400), authorisation(card, 100)
+    assert answer_or_none(world, sale) is not None and answer_or_none(world, authorised) is not None
+    assert answer_or_none(world, completion_of(authorised, 50)) is not None
+    left = [
+        {**reversal_of(sale, kind="0420"), "4": format_amount(100)},  # original_differs
+        reversal_of(authorised, kind="0421"),  # not_reversible: completed
+    ]
+    for advice in left:
+        assert answer_or_none(world, advice) is None
+    assert sent(world, {**reversal_of(sale, kind="0420"), "95": "0" * 42}) is None  # malformed
+    assert answer_or_none(world, reversal_of(sale, kind="0420")) is not None  # taken: not counted
+    assert unanswered_advices(world) == {
+        "malformed": 1.0,
+        "original_differs": 1.0,
+        "not_reversible": 1.0,
+        "not_stored": 0.0,
+        "switch_fault": 0.0,
+    }
