@@ -17,6 +17,7 @@ from ops.console_auth import AuthorizedKeys, Caller, Role
 from ops.console_backend import OpsBackend
 from ops.console_commands import COMMAND_LINE_CHARS_MAX, CommandResult, Outcome, execute
 from ops.ssh import asyncssh
+from switch.caller_limit import caller_address
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,10 @@ CONNECTIONS_MAX = 16
 # Connections not logged in yet. Past it a new one closes the oldest of them, so sockets held
 # open without logging in cannot keep an operator's login out; a login takes well under a second.
 CONNECTIONS_LOGGING_IN_MAX = 8
+# Connections logging in from one source address (an IPv6 one counted as its /64). Past it a new
+# one closes that address's oldest, and past CONNECTIONS_LOGGING_IN_MAX the oldest of the address
+# holding the most goes: one address opening connections closed another's login as the oldest.
+CONNECTIONS_LOGGING_IN_PER_ADDRESS_MAX = 4
 # Shell and exec sessions open at once on one connection: SSH lets a client open channels
 # without end, and each held a task, buffers and a place in the backend workers' queue.
 SESSIONS_PER_CONNECTION_MAX = 4
@@ -91,6 +96,16 @@ def _authorized_keys(source: Path | Sequence[str]) -> AuthorizedKeys:
     if isinstance(source, Path):
         return AuthorizedKeys.from_file(source)
     return AuthorizedKeys.from_lines(source)
+
+
+def _source_address(connection: asyncssh.SSHServerConnection) -> str:
+    """Where a connection comes from, as connections are counted: the rule of the switch's other
+    per-caller limits (an IPv6 address as its /64, an IPv4-mapped one as its IPv4 address)."""
+    peer = connection.get_extra_info("peername", ("?", 0))
+    host = str(peer[0])
+    if ":" in host:
+        return caller_address(f"ipv6:[{host}]:{peer[1]}")
+    return caller_address(f"ipv4:{host}:{peer[1]}")
 
 
 class _ConsoleSSHServer(asyncssh.SSHServer):
@@ -160,8 +175,10 @@ class OpsConsole:
         self._thread: threading.Thread | None = None
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._connections: set[asyncssh.SSHServerConnection] = set()  # logged in
-        # Oldest first (dicts keep insertion order): the one a new connection closes when full.
-        self._logging_in: dict[asyncssh.SSHServerConnection, None] = {}
+        # Oldest first (dicts keep insertion order), each with its source address; the per-address
+        # dicts hold the same connections, oldest first too.
+        self._logging_in: dict[asyncssh.SSHServerConnection, str] = {}
+        self._logging_in_by_address: dict[str, dict[asyncssh.SSHServerConnection, None]] = {}
         self._sessions_open: dict[asyncssh.SSHServerConnection, int] = {}  # on the loop thread only
         self._closed_before_login_logged_s = -math.inf  # on the loop thread only, as the two below
         self._closed_before_login_not_logged = 0
@@ -257,13 +274,38 @@ class OpsConsole:
     # -- connections and sessions ---------------------------------------------------------
 
     def admit(self, connection: asyncssh.SSHServerConnection) -> None:
-        """Let a new connection log in; past the limit the oldest still logging in is closed."""
-        if len(self._logging_in) >= CONNECTIONS_LOGGING_IN_MAX:
-            oldest = next(iter(self._logging_in))
-            del self._logging_in[oldest]
-            self._log_closed_before_login()
-            oldest.close()
-        self._logging_in[connection] = None
+        """Let a new connection log in; past its address's limit that address's oldest still logging
+        in is closed, past the limit of all the oldest of the address holding the most."""
+        address = _source_address(connection)
+        same_address = self._logging_in_by_address.get(address, {})
+        if len(same_address) >= CONNECTIONS_LOGGING_IN_PER_ADDRESS_MAX:
+            self._close_before_login(next(iter(same_address)))
+        elif len(self._logging_in) >= CONNECTIONS_LOGGING_IN_MAX:
+            self._close_before_login(self._oldest_of_the_busiest_address())
+        self._logging_in[connection] = address
+        self._logging_in_by_address.setdefault(address, {})[connection] = None
+
+    def _oldest_of_the_busiest_address(self) -> asyncssh.SSHServerConnection:
+        most = max(len(connections) for connections in self._logging_in_by_address.values())
+        return next(
+            connection
+            for connection, address in self._logging_in.items()
+            if len(self._logging_in_by_address[address]) == most
+        )
+
+    def _close_before_login(self, connection: asyncssh.SSHServerConnection) -> None:
+        self._not_logging_in(connection)
+        self._log_closed_before_login()
+        connection.close()
+
+    def _not_logging_in(self, connection: asyncssh.SSHServerConnection) -> None:
+        address = self._logging_in.pop(connection, None)
+        if address is None:
+            return
+        same_address = self._logging_in_by_address[address]
+        del same_address[connection]
+        if not same_address:
+            del self._logging_in_by_address[address]
 
     def _log_closed_before_login(self) -> None:
         now_s = time.monotonic()
@@ -279,14 +321,14 @@ class OpsConsole:
 
     def logged_in(self, connection: asyncssh.SSHServerConnection) -> bool:
         """False, and the connection is to be closed, when CONNECTIONS_MAX are logged in."""
-        self._logging_in.pop(connection, None)
+        self._not_logging_in(connection)
         if len(self._connections) >= CONNECTIONS_MAX:
             return False
         self._connections.add(connection)
         return True
 
     def forget(self, connection: asyncssh.SSHServerConnection) -> None:
-        self._logging_in.pop(connection, None)
+        self._not_logging_in(connection)
         self._connections.discard(connection)
 
     async def _session(self, process: asyncssh.SSHServerProcess[str]) -> None:

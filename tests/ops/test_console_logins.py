@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.console import CONNECTIONS_LOGGING_IN_MAX, CONNECTIONS_MAX
+from ops.console import CONNECTIONS_LOGGING_IN_MAX, CONNECTIONS_LOGGING_IN_PER_ADDRESS_MAX, CONNECTIONS_MAX
 from ops.ssh import asyncssh
 from tests.integration.harness import World
 from tests.ops.conftest import CLIENT_TIMEOUT_S, ConsoleWorld, Keys, console_of, exec_commands
@@ -115,7 +115,7 @@ def test_connections_closed_before_login_are_logged_at_a_rate_the_next_line_coun
     bare_world: World, keys: Keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="ops.console")
-    closed = 10  # past the limit of those logging in, each new one closes the oldest
+    closed = 10  # past the limit of those logging in from one address, each new one closes its oldest
     with (
         console_of(
             bare_world,
@@ -125,7 +125,7 @@ def test_connections_closed_before_login_are_logged_at_a_rate_the_next_line_coun
         ) as console,
         ExitStack() as stack,
     ):
-        _silent_sockets(console.port, CONNECTIONS_LOGGING_IN_MAX + closed, stack)
+        _silent_sockets(console.port, CONNECTIONS_LOGGING_IN_PER_ADDRESS_MAX + closed, stack)
         time.sleep(0.5)  # the console has taken every one of them
         first = _wait_closed_lines(caplog, 1)
         assert len(first) == 1, [record.getMessage() for record in first]  # was one line per connection
@@ -134,3 +134,48 @@ def test_connections_closed_before_login_are_logged_at_a_rate_the_next_line_coun
         lines = _wait_closed_lines(caplog, 2)
     assert len(lines) == 2, [record.getMessage() for record in lines]
     assert [getattr(line, "closed_before_login_not_logged", None) for line in lines] == [0, closed - 1]
+
+
+OTHER_ADDRESS = "127.0.0.2"  # Linux routes all of 127/8 to lo: another source address on loopback
+
+
+def _socket_from(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((address, 0))
+    sock.settimeout(CLIENT_TIMEOUT_S)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def _login_over(sock: socket.socket, key: asyncssh.SSHKey) -> int | None:
+    async with asyncssh.connect(
+        sock=sock, username="olga", client_keys=[key], known_hosts=None, agent_path=None
+    ) as connection:
+        done = await connection.run("status", check=False, timeout=CLIENT_TIMEOUT_S)
+        return done.exit_status
+
+
+@pytest.mark.parametrize(
+    "flooding",
+    [
+        ["127.0.0.1"],  # the flood alone would fill the console's limit twice over
+        ["127.0.0.1", "127.0.0.3"],  # together they fill it: the busiest address gives way, not the login
+    ],
+)
+def test_a_flood_from_other_addresses_does_not_close_a_login(
+    console_world: ConsoleWorld, flooding: list[str]
+) -> None:
+    port = console_world.port
+    with ExitStack() as stack:
+        # The operator's connection is open and logging in (the oldest) when the flood comes.
+        operator = stack.enter_context(_socket_from(OTHER_ADDRESS, port))
+        flood = [
+            stack.enter_context(_socket_from(address, port))
+            for _ in range(2 * CONNECTIONS_LOGGING_IN_MAX // len(flooding))
+            for address in flooding
+        ]
+        time.sleep(0.5)  # the console has taken every one of them
+        status = asyncio.run(_login_over(operator, console_world.keys.operator))
+        assert status == 0  # was closed as the oldest of those logging in
+        still_open = [sock for sock in flood if not _closed_by_the_console(sock)]
+    assert len(still_open) < CONNECTIONS_LOGGING_IN_MAX, len(still_open)
