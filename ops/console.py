@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import math
@@ -38,6 +39,12 @@ CONNECTIONS_LOGGING_IN_MAX = 8
 # one closes that address's oldest, and past CONNECTIONS_LOGGING_IN_MAX the oldest of the address
 # holding the most goes: one address opening connections closed another's login as the oldest.
 CONNECTIONS_LOGGING_IN_PER_ADDRESS_MAX = 4
+# New connections from one source address in a window; past it a new one is closed as it comes,
+# before its key exchange (each costs the console one, and closed one of the address's own logins).
+CONNECTIONS_PER_ADDRESS_PER_WINDOW_MAX = 60
+CONNECTIONS_PER_ADDRESS_WINDOW_S = 60.0
+# Source addresses whose new connections are counted; past it the one quiet longest is forgotten.
+ADDRESSES_COUNTED_MAX = 1024
 # Shell and exec sessions open at once on one connection: SSH lets a client open channels
 # without end, and each held a task, buffers and a place in the backend workers' queue.
 SESSIONS_PER_CONNECTION_MAX = 4
@@ -78,6 +85,8 @@ class ConsoleConfig:
     backend_call_timeout_s: float = BACKEND_CALL_TIMEOUT_S
     session_idle_timeout_s: float = SESSION_IDLE_TIMEOUT_S
     closed_before_login_log_interval_s: float = CLOSED_BEFORE_LOGIN_LOG_INTERVAL_S
+    connections_per_address_per_window_max: int = CONNECTIONS_PER_ADDRESS_PER_WINDOW_MAX
+    connections_per_address_window_s: float = CONNECTIONS_PER_ADDRESS_WINDOW_S
 
 
 def load_host_key(path: Path | None) -> asyncssh.SSHKey:
@@ -182,6 +191,8 @@ class OpsConsole:
         self._sessions_open: dict[asyncssh.SSHServerConnection, int] = {}  # on the loop thread only
         self._closed_before_login_logged_s = -math.inf  # on the loop thread only, as the two below
         self._closed_before_login_not_logged = 0
+        # Times of each address's recent new connections; least recently arrived first.
+        self._arrivals: dict[str, collections.deque[float]] = {}  # on the loop thread only
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
         self._port = 0
 
@@ -277,6 +288,10 @@ class OpsConsole:
         """Let a new connection log in; past its address's limit that address's oldest still logging
         in is closed, past the limit of all the oldest of the address holding the most."""
         address = _source_address(connection)
+        if not self._arrival_allowed(address):
+            self._log_closed_before_login("too many new connections from its address")
+            connection.close()
+            return
         same_address = self._logging_in_by_address.get(address, {})
         if len(same_address) >= CONNECTIONS_LOGGING_IN_PER_ADDRESS_MAX:
             self._close_before_login(next(iter(same_address)))
@@ -284,6 +299,22 @@ class OpsConsole:
             self._close_before_login(self._oldest_of_the_busiest_address())
         self._logging_in[connection] = address
         self._logging_in_by_address.setdefault(address, {})[connection] = None
+
+    def _arrival_allowed(self, address: str) -> bool:
+        """Count a new connection from address; False past the address's rate. Refused ones count
+        too, so an address that keeps on connecting stays refused."""
+        now_s = time.monotonic()
+        arrivals = self._arrivals.pop(address, None)
+        if arrivals is None:
+            arrivals = collections.deque(maxlen=self._config.connections_per_address_per_window_max)
+        while arrivals and arrivals[0] <= now_s - self._config.connections_per_address_window_s:
+            arrivals.popleft()
+        allowed = len(arrivals) < self._config.connections_per_address_per_window_max
+        arrivals.append(now_s)
+        self._arrivals[address] = arrivals  # last: the dict stays ordered by latest arrival
+        if len(self._arrivals) > ADDRESSES_COUNTED_MAX:
+            del self._arrivals[next(iter(self._arrivals))]
+        return allowed
 
     def _oldest_of_the_busiest_address(self) -> asyncssh.SSHServerConnection:
         most = max(len(connections) for connections in self._logging_in_by_address.values())
@@ -295,7 +326,7 @@ class OpsConsole:
 
     def _close_before_login(self, connection: asyncssh.SSHServerConnection) -> None:
         self._not_logging_in(connection)
-        self._log_closed_before_login()
+        self._log_closed_before_login("too many logging in")
         connection.close()
 
     def _not_logging_in(self, connection: asyncssh.SSHServerConnection) -> None:
@@ -307,13 +338,13 @@ class OpsConsole:
         if not same_address:
             del self._logging_in_by_address[address]
 
-    def _log_closed_before_login(self) -> None:
+    def _log_closed_before_login(self, reason: str) -> None:
         now_s = time.monotonic()
         if now_s - self._closed_before_login_logged_s < self._config.closed_before_login_log_interval_s:
             self._closed_before_login_not_logged += 1
             return
         log.warning(
-            "console connection closed before login: too many logging in",
+            f"console connection closed before login: {reason}",
             extra={"closed_before_login_not_logged": self._closed_before_login_not_logged},
         )
         self._closed_before_login_logged_s = now_s

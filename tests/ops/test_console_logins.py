@@ -179,3 +179,32 @@ def test_a_flood_from_other_addresses_does_not_close_a_login(
         assert status == 0  # was closed as the oldest of those logging in
         still_open = [sock for sock in flood if not _closed_by_the_console(sock)]
     assert len(still_open) < CONNECTIONS_LOGGING_IN_MAX, len(still_open)
+
+
+ARRIVALS_MAX = 3
+ARRIVALS_WINDOW_S = 2.0
+
+
+def test_new_connections_from_one_address_past_its_rate_are_closed_as_they_come(
+    bare_world: World, keys: Keys, tmp_path: Path
+) -> None:
+    with (
+        console_of(
+            bare_world,
+            keys,
+            tmp_path / "audit.jsonl",
+            connections_per_address_per_window_max=ARRIVALS_MAX,
+            connections_per_address_window_s=ARRIVALS_WINDOW_S,
+        ) as console,
+        ExitStack() as stack,
+    ):
+        started_s = time.monotonic()
+        within = _silent_sockets(console.port, ARRIVALS_MAX, stack)
+        (over,) = _silent_sockets(console.port, 1, stack)
+        assert _closed_by_the_console(over)  # was let in to log in as the first ones were
+        assert not any(_closed_by_the_console(sock) for sock in within)  # those within the rate wait
+        operator = stack.enter_context(_socket_from(OTHER_ADDRESS, console.port))
+        assert asyncio.run(_login_over(operator, keys.operator)) == 0  # another address is not counted
+        time.sleep(max(0.0, started_s + ARRIVALS_WINDOW_S - time.monotonic()) + 0.2)
+        (after,) = _silent_sockets(console.port, 1, stack)
+        assert not _closed_by_the_console(after)  # the window has passed
