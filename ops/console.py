@@ -372,7 +372,7 @@ class OpsConsole:
         assert isinstance(connection, asyncssh.SSHServerConnection), connection
         if self._sessions_open.get(connection, 0) >= SESSIONS_PER_CONNECTION_MAX:
             mode = "shell" if process.command is None else "exec"
-            self.audit.record(caller, "(session)", Outcome.refused.name, mode=mode)
+            await self._audit(caller, "(session)", Outcome.refused.name, mode=mode)
             process.stderr.write(
                 f"too many sessions on this connection (at most {SESSIONS_PER_CONNECTION_MAX})\r\n"
             )
@@ -402,7 +402,7 @@ class OpsConsole:
             process.exit(Outcome.error.value)
 
     async def _exec(self, process: asyncssh.SSHServerProcess[str], caller: Caller, command: str) -> None:
-        self.audit.record(caller, "(login)", "ok", mode="exec")
+        await self._audit(caller, "(login)", "ok", mode="exec")
         result = await self._run(caller, command, mode="exec")
         stream = process.stdout if result.outcome is Outcome.ok else process.stderr
         if result.output:
@@ -410,7 +410,7 @@ class OpsConsole:
         process.exit(result.exit_status)
 
     async def _shell(self, process: asyncssh.SSHServerProcess[str], caller: Caller) -> None:
-        self.audit.record(caller, "(login)", "ok", mode="shell")
+        await self._audit(caller, "(login)", "ok", mode="shell")
         prompt = f"txswitch {caller.role.value}> "
         process.channel.set_write_buffer_limits(high=OUTPUT_BUFFERED_BYTES_MAX)
         process.stdout.write(f"{self._config.banner}; you are {caller.name} ({caller.role.value})")
@@ -452,6 +452,11 @@ class OpsConsole:
             process.stdout.write("\n")
             return ""
         return line if line else None
+
+    async def _audit(self, caller: Caller, command: str, outcome: str, *, mode: str) -> None:
+        """Write an audit line on a thread: its fsync waits for the disk, and on the loop every
+        other console session waited with it."""
+        await asyncio.to_thread(self.audit.record, caller, command, outcome, mode=mode)
 
     async def _run(self, caller: Caller, line: str, *, mode: str) -> CommandResult:
         """Run line on a worker; a command that changes the switch is audited as started first,
