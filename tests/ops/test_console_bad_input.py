@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from ops.console_commands import COMMAND_LINE_CHARS_MAX, Outcome
 from ops.ssh import asyncssh
@@ -115,3 +116,37 @@ def test_a_shell_line_over_the_limit_is_refused_whole_never_run_cut(console_worl
     assert "terminals online" in output  # the session goes on
     assert world.server.core.store.card_state(card_id).status is CardStatus.active
     assert world.terminals[0].redeem(number, 100).response_code == "00"
+
+
+# asyncssh decodes an exec request's command itself and answers bytes that are not UTF-8 with a
+# bare channel failure, before the console is called (no hook): the client is told only that the
+# request failed. What holds: the connection goes on, and nothing is run or audited.
+async def _exec_bytes_then_status(port: int, key: asyncssh.SSHKey, command: bytes) -> tuple[str, int | None]:
+    async with asyncssh.connect(
+        "127.0.0.1", port, username="olga", client_keys=[key], known_hosts=None, agent_path=None
+    ) as connection:
+        raw: Any = command  # the client sends bytes as they are; its type says str
+        try:
+            await connection.run(raw, check=False, timeout=CLIENT_TIMEOUT_S)
+            refused = "ran"
+        except asyncssh.ChannelOpenError as error:
+            refused = error.reason
+        after = await connection.run("status", check=False, timeout=CLIENT_TIMEOUT_S)
+        return refused, after.exit_status
+
+
+def test_an_exec_request_that_is_not_utf8_is_refused_and_the_connection_goes_on(
+    console_world: ConsoleWorld,
+) -> None:
+    number = console_world.world.issue(100)
+    card_id = console_world.world.server.core.cards.card_id(number)
+    assert card_id is not None
+    command = f"cards block {card_id} \xff".encode("latin-1")
+    refused, after = asyncio.run(
+        _exec_bytes_then_status(console_world.port, console_world.keys.operator, command)
+    )
+    assert refused == "Session request failed", refused
+    assert after == 0
+    assert console_world.world.server.core.store.card_state(card_id).status is CardStatus.active
+    commands = [line["command"] for line in audit_lines(console_world)]
+    assert commands == ["(login)", "status"], commands
