@@ -19,7 +19,7 @@ import grpc
 
 from ops.grpc_interceptors import fault
 from protocols import convert
-from protocols.cardholder_service import id_field, top_up_id_of
+from protocols.cardholder_service import id_field, stored_id_field, top_up_id_of
 from protocols.convert import BadRequestError
 from protocols.terminal_service import Context, RpcRefusedError, _abort, bearer
 from protocols.wire import backoffice_pb2 as bo
@@ -48,9 +48,11 @@ from switch.export_spool import Spool
 from switch.location_changes import ChangeStatus, LocationChange
 from switch.pins import CardPinError
 from switch.receipts import ReceiptRefusedError
+from switch.repayments import RepaymentAsked, record_repayment
+from switch.store.repayments import Repayment
 from switch.store.reports import ReportedTransaction, exported_pages, merchant_summary, transaction_report
 from switch.store.repository import DAY_CLOSES_LISTED_DEFAULT, DAY_CLOSES_LISTED_MAX, TerminalInfo
-from switch.store.schema import ID_LENGTH
+from switch.store.schema import ID_LENGTH, REPAYMENT_REFERENCE_LENGTH, REPAYMENT_REQUEST_ID_LENGTH
 from switch.top_ups import TopUpNotLoadedYetError
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ T = TypeVar("T")
 ADMIN_ACTOR = "backoffice"
 ALREADY_PAID = "already paid out under this settlement id"
 DIALECT_LENGTH_MAX = 20  # the longest is "excel-nl"
+MERCHANT_LENGTH_MAX = 254  # an e-mail address's (merchants.email), longer than an id
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +449,11 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         if paid_by:
             return paid_in_this_cycle(paid_by), True
         return result.problem, False
+
+    def RecordRepayment(
+        self, request: bo.RecordRepaymentRequest, context: grpc.ServicerContext
+    ) -> bo.Repayment:
+        return self._run(context, lambda: record_repayment_pb(self._core, request))
 
     def ListTransactions(
         self, request: bo.TransactionReportRequest, context: grpc.ServicerContext
@@ -1078,6 +1086,32 @@ def merchant_summary_pb(core: SwitchCore, request: bo.MerchantSummaryRequest) ->
             for p in summary.payouts
         ],
     )
+
+
+def repayment_pb(repayment: Repayment, zone: dt.tzinfo) -> bo.Repayment:
+    record = repayment.record
+    return bo.Repayment(
+        request_id=record.request_id,
+        merchant_id=record.merchant_id,
+        programme_id=record.programme_id,
+        amount=pb.Amount(amount_minor=record.amount_minor, currency=record.currency),
+        reference=record.reference,
+        journal_entry_id=str(repayment.entry_id),
+        time=repayment.recorded_at.astimezone(zone).isoformat(timespec="seconds"),
+    )
+
+
+def record_repayment_pb(core: SwitchCore, request: bo.RecordRepaymentRequest) -> bo.Repayment:
+    """The operator's record of a merchant's bank transfer back (switch/repayments.py)."""
+    asked = RepaymentAsked(
+        request_id=stored_id_field("request_id", request.request_id, REPAYMENT_REQUEST_ID_LENGTH),
+        merchant=id_field("merchant", request.merchant, MERCHANT_LENGTH_MAX),
+        programme_id=id_field("programme_id", request.programme_id, ID_LENGTH),
+        amount=convert.amount(request.amount, request.HasField("amount")),
+        reference=stored_id_field("reference", request.reference, REPAYMENT_REFERENCE_LENGTH),
+    )
+    repayment = record_repayment(core.store.engine, core.write_now, asked)
+    return repayment_pb(repayment, core.report_zone)
 
 
 def reported_transaction(row: ReportedTransaction, zone: zoneinfo.ZoneInfo) -> bo.ReportedTransaction:

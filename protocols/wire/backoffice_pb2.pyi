@@ -1217,6 +1217,82 @@ class SkippedPayout(_message.Message):
 Global___SkippedPayout: _TypeAlias = SkippedPayout  # noqa: Y015
 
 @_typing.final
+class RecordRepaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MERCHANT_FIELD_NUMBER: _builtins.int
+    PROGRAMME_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """the operator's: the same id again answers the first's record"""
+    merchant: _builtins.str
+    """the merchant's id or e-mail address"""
+    programme_id: _builtins.str
+    reference: _builtins.str
+    """the bank transfer's reference"""
+    @_builtins.property
+    def amount(self) -> _terminal_pb2.Amount:
+        """in the programme's currency; at most what the merchant owes"""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        merchant: _builtins.str = ...,
+        programme_id: _builtins.str = ...,
+        amount: _terminal_pb2.Amount | None = ...,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "merchant", b"merchant", "programme_id", b"programme_id", "reference", b"reference", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRepaymentRequest: _TypeAlias = RecordRepaymentRequest  # noqa: Y015
+
+@_typing.final
+class Repayment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    PROGRAMME_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    JOURNAL_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    merchant_id: _builtins.str
+    programme_id: _builtins.str
+    reference: _builtins.str
+    journal_entry_id: _builtins.str
+    time: _builtins.str
+    """ISO 8601; in a merchant summary with the offset of its time_zone"""
+    @_builtins.property
+    def amount(self) -> _terminal_pb2.Amount: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        merchant_id: _builtins.str = ...,
+        programme_id: _builtins.str = ...,
+        amount: _terminal_pb2.Amount | None = ...,
+        reference: _builtins.str = ...,
+        journal_entry_id: _builtins.str = ...,
+        time: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "journal_entry_id", b"journal_entry_id", "merchant_id", b"merchant_id", "programme_id", b"programme_id", "reference", b"reference", "request_id", b"request_id", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Repayment: _TypeAlias = Repayment  # noqa: Y015
+
+@_typing.final
 class SettleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

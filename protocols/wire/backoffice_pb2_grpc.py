@@ -129,6 +129,11 @@ class BackofficeStub:
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.SettleDueRequest.SerializeToString,
                 response_deserializer=protocols_dot_wire_dot_backoffice__pb2.SettleDueResponse.FromString,
                 _registered_method=True)
+        self.RecordRepayment = channel.unary_unary(
+                '/txswitch.v1.Backoffice/RecordRepayment',
+                request_serializer=protocols_dot_wire_dot_backoffice__pb2.RecordRepaymentRequest.SerializeToString,
+                response_deserializer=protocols_dot_wire_dot_backoffice__pb2.Repayment.FromString,
+                _registered_method=True)
         self.SetCardPin = channel.unary_unary(
                 '/txswitch.v1.Backoffice/SetCardPin',
                 request_serializer=protocols_dot_wire_dot_backoffice__pb2.SetCardPinRequest.SerializeToString,
@@ -311,6 +316,14 @@ class BackofficeServicer:
 
     def SettleDue(self, request, context):
         """Every programme's payout of the current cycle (payout_interval_weeks); safe to call daily.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRepayment(self, request, context):
+        """A merchant that owes a programme (refunds above redemptions since its last payout) paid it back
+        by bank transfer: once per request_id, never more than it owes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -506,6 +519,11 @@ def add_BackofficeServicer_to_server(servicer, server):
                     servicer.SettleDue,
                     request_deserializer=protocols_dot_wire_dot_backoffice__pb2.SettleDueRequest.FromString,
                     response_serializer=protocols_dot_wire_dot_backoffice__pb2.SettleDueResponse.SerializeToString,
+            ),
+            'RecordRepayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRepayment,
+                    request_deserializer=protocols_dot_wire_dot_backoffice__pb2.RecordRepaymentRequest.FromString,
+                    response_serializer=protocols_dot_wire_dot_backoffice__pb2.Repayment.SerializeToString,
             ),
             'SetCardPin': grpc.unary_unary_rpc_method_handler(
                     servicer.SetCardPin,
@@ -1086,6 +1104,33 @@ class Backoffice:
             '/txswitch.v1.Backoffice/SettleDue',
             protocols_dot_wire_dot_backoffice__pb2.SettleDueRequest.SerializeToString,
             protocols_dot_wire_dot_backoffice__pb2.SettleDueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRepayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/txswitch.v1.Backoffice/RecordRepayment',
+            protocols_dot_wire_dot_backoffice__pb2.RecordRepaymentRequest.SerializeToString,
+            protocols_dot_wire_dot_backoffice__pb2.Repayment.FromString,
             options,
             channel_credentials,
             insecure,

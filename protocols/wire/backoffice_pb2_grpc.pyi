@@ -55,6 +55,10 @@ class BackofficeStub:
     Settle: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SettleRequest, _backoffice_pb2.SettleResponse]
     SettleDue: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SettleDueRequest, _backoffice_pb2.SettleDueResponse]
     """Every programme's payout of the current cycle (payout_interval_weeks); safe to call daily."""
+    RecordRepayment: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.RecordRepaymentRequest, _backoffice_pb2.Repayment]
+    """A merchant that owes a programme (refunds above redemptions since its last payout) paid it back
+    by bank transfer: once per request_id, never more than it owes.
+    """
     SetCardPin: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SetCardPinRequest, _backoffice_pb2.CardView]
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
     ListTransactions: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]
@@ -112,6 +116,10 @@ class BackofficeAsyncStub(BackofficeStub):
     Settle: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SettleRequest, _backoffice_pb2.SettleResponse]  # type: ignore[assignment]
     SettleDue: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SettleDueRequest, _backoffice_pb2.SettleDueResponse]  # type: ignore[assignment]
     """Every programme's payout of the current cycle (payout_interval_weeks); safe to call daily."""
+    RecordRepayment: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.RecordRepaymentRequest, _backoffice_pb2.Repayment]  # type: ignore[assignment]
+    """A merchant that owes a programme (refunds above redemptions since its last payout) paid it back
+    by bank transfer: once per request_id, never more than it owes.
+    """
     SetCardPin: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SetCardPinRequest, _backoffice_pb2.CardView]  # type: ignore[assignment]
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
     ListTransactions: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.TransactionReportRequest, _backoffice_pb2.TransactionReport]  # type: ignore[assignment]
@@ -280,6 +288,16 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.SettleDueResponse, _abc.Awaitable[_backoffice_pb2.SettleDueResponse]]:
         """Every programme's payout of the current cycle (payout_interval_weeks); safe to call daily."""
+
+    @_abc_1.abstractmethod
+    def RecordRepayment(
+        self,
+        request: _backoffice_pb2.RecordRepaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backoffice_pb2.Repayment, _abc.Awaitable[_backoffice_pb2.Repayment]]:
+        """A merchant that owes a programme (refunds above redemptions since its last payout) paid it back
+        by bank transfer: once per request_id, never more than it owes.
+        """
 
     @_abc_1.abstractmethod
     def SetCardPin(

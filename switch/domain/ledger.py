@@ -228,3 +228,25 @@ def settlement_entry(
     if gross_minor - commission_minor:
         postings.append(Posting(payout_clearing_account(programme_id), gross_minor - commission_minor))
     return JournalEntry(key, SETTLEMENT_KIND, currency, tuple(postings))
+
+
+REPAYMENT_KIND = "repayment"
+
+
+def repayment_key(request_id: str) -> str:
+    """A merchant's bank transfer back to the programme is recorded once per request id."""
+    return f"repay:{request_id}"
+
+
+def repayment_entry(
+    key: str, currency: str, programme_id: str, merchant_id: str, amount_minor: int
+) -> JournalEntry:
+    """What a merchant owes (its payable below zero) paid back by bank transfer: the programme's
+    payout side takes the money in, the payable rises, never above zero (a repayment pays back
+    a debt; it never makes the programme owe the merchant)."""
+    assert amount_minor > 0, amount_minor
+    postings = (
+        Posting(merchant_payable_account(merchant_id, programme_id), amount_minor, ceiling_minor=0),
+        Posting(payout_clearing_account(programme_id), -amount_minor),
+    )
+    return JournalEntry(key, REPAYMENT_KIND, currency, postings)

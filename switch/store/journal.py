@@ -36,6 +36,7 @@ from switch.store.schema import (
     day_closes,
     employees,
     journal_entries,
+    merchant_repayments,
     payout_cycle_dues,
     postings,
     terminals,
@@ -179,6 +180,20 @@ class BalanceAsRead:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class RepaymentRecord:
+    """A merchant's bank transfer back to the programme: stored with its entry (merchant_repayments);
+    its request id stored twice is a conflict, answered by the first's row."""
+
+    request_id: str
+    merchant_id: str
+    programme_id: str
+    currency: str
+    amount_minor: int
+    reference: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class Write:
     """Everything that lands together or not at all. All writes of the switch go through the one
     journal writer, so none of them waits on another connection's write lock."""
@@ -205,6 +220,8 @@ class Write:
     balance_as_read: BalanceAsRead | None = None
     # A payout that is its merchant's payout of the cycle (a Settle's)
     cycle_payout: CyclePayout | None = None
+    # A merchant's repayment: its row, beside the entry that moves its money
+    repayment: RepaymentRecord | None = None
 
 
 class BackstopError(Exception):
@@ -314,6 +331,9 @@ def apply_batch(
             _close_period(conn, write.period_close) if write.period_close else (None, "")
         )
         entry_id = next(ids) if write.entry is not None else None
+        if write.repayment is not None:
+            assert entry_id is not None, "a repayment moves money"
+            _record_repayment(conn, write.repayment, entry_id, now)
         lost = write.credited_card in credited_lost
         results.append(
             WriteResult(
@@ -681,6 +701,12 @@ def _mark_cycle_payout(conn: Connection, payout: CyclePayout) -> None:
             f"{payout.merchant_id} was paid under another settlement in this cycle "
             f"({payout.cycle_settlement_id}) meanwhile"
         )
+
+
+def _record_repayment(conn: Connection, repayment: RepaymentRecord, entry_id: int, now: dt.datetime) -> None:
+    """Its row; the same request id stored already fails the primary key (a conflict)."""
+    row = {**dataclasses.asdict(repayment), "entry_id": entry_id, "recorded_at": now}
+    conn.execute(insert(merchant_repayments), row)
 
 
 def _close_period(conn: Connection, close: PeriodClose) -> tuple[int, str]:

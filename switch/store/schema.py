@@ -36,6 +36,9 @@ ID_LENGTH = 40
 IDEMPOTENCY_KEY_LENGTH = 140
 # A Settle's settlement id: its payouts' key, settle:<programme id>:<settlement id>:<merchant id>, fits
 SETTLEMENT_ID_LENGTH = IDEMPOTENCY_KEY_LENGTH - len("settle:::") - 2 * ID_LENGTH
+# A repayment's request id (its entry's key is repay:<request id>) and its bank reference
+REPAYMENT_REQUEST_ID_LENGTH = 64
+REPAYMENT_REFERENCE_LENGTH = 64
 MONEY = BigInteger
 
 
@@ -447,6 +450,21 @@ class TopUpRow(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class MerchantRepaymentRow(Base):
+    """A merchant's bank transfer paying back what it owed a programme (its payable below zero),
+    stored with its journal entry in one transaction; the request id makes it once."""
+
+    __tablename__ = "merchant_repayments"
+    request_id: Mapped[str] = mapped_column(String(REPAYMENT_REQUEST_ID_LENGTH), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.merchant_id"), index=True)
+    programme_id: Mapped[str] = mapped_column(ForeignKey("programmes.programme_id"))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(MONEY)
+    reference: Mapped[str] = mapped_column(String(REPAYMENT_REFERENCE_LENGTH))  # the bank's
+    entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entries.entry_id"))
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 programmes = cast(Table, ProgrammeRow.__table__)
 merchants = cast(Table, MerchantRow.__table__)
 merchant_programmes = cast(Table, MerchantProgrammeRow.__table__)
@@ -471,3 +489,4 @@ password_resets = cast(Table, PasswordResetRow.__table__)
 payout_cycles = cast(Table, PayoutCycleRow.__table__)
 payout_cycle_dues = cast(Table, PayoutCycleDueRow.__table__)
 top_ups = cast(Table, TopUpRow.__table__)
+merchant_repayments = cast(Table, MerchantRepaymentRow.__table__)

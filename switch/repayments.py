@@ -1,0 +1,143 @@
+"""A merchant paying back by bank transfer what it owes a programme (its payable below zero)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, select
+
+from switch.admin import AdminConflictError, AdminError, AdminStateError
+from switch.domain import ledger
+from switch.domain.ledger import LedgerRefusal
+from switch.domain.money import AMOUNT_MINOR_MAX, Money
+from switch.domain.quoting import quoted
+from switch.store.journal import RepaymentRecord, Write, WriteResult
+from switch.store.repayments import Repayment, stored_repayment
+from switch.store.schema import accounts, merchant_programmes, merchants, programmes
+
+
+@dataclass(frozen=True, slots=True)
+class RepaymentAsked:
+    """A repayment as the operator gave it, its shape checked (ids present, no card number)."""
+
+    request_id: str
+    merchant: str  # the merchant's id or e-mail address
+    programme_id: str
+    amount: Money
+    reference: str
+
+
+def record_repayment(
+    engine: Engine, write_now: Callable[[Write], WriteResult], asked: RepaymentAsked
+) -> Repayment:
+    """The repayment recorded, or the one recorded under its request id before (a replay).
+    AdminError naming the field for a bad amount or one above what is owed, LookupError for an
+    unknown merchant or programme, AdminStateError when the merchant owes nothing,
+    AdminConflictError for a request id recorded with other details; nothing moves then."""
+    amount_problem = _amount_problem(asked.amount)
+    if amount_problem is not None:
+        raise AdminError(amount_problem)
+    with engine.connect() as conn:
+        merchant_id = _merchant_id(conn, asked.merchant)
+        currency = _programme_currency(conn, asked.programme_id)
+        record = RepaymentRecord(
+            asked.request_id,
+            merchant_id,
+            asked.programme_id,
+            asked.amount.currency,
+            asked.amount.amount_minor,
+            asked.reference,
+        )
+        stored = stored_repayment(conn, asked.request_id)
+        if stored is not None:
+            return _replayed(stored, record)
+        if asked.amount.currency != currency:
+            raise AdminError(
+                f"amount.currency {quoted(asked.amount.currency)} is not programme "
+                f"{quoted(asked.programme_id)}'s currency {currency}"
+            )
+        _require_owed_at_least(conn, record)
+    entry = ledger.repayment_entry(
+        ledger.repayment_key(record.request_id),
+        record.currency,
+        record.programme_id,
+        record.merchant_id,
+        record.amount_minor,
+    )
+    result = write_now(Write(entry=entry, repayment=record))
+    with engine.connect() as conn:
+        if result.ok:
+            landed = stored_repayment(conn, record.request_id)
+            assert landed is not None, "a repayment written is stored"
+            return landed
+        stored = stored_repayment(conn, record.request_id)
+        if stored is not None:  # the same request, landed first (sent twice at once)
+            return _replayed(stored, record)
+        if result.refusal is LedgerRefusal.above_maximum:  # another repayment landed meanwhile
+            _require_owed_at_least(conn, record)
+    raise AdminStateError(f"the repayment was not recorded ({result.problem}); nothing moved, send it again")
+
+
+def _amount_problem(amount: Money) -> str | None:
+    if amount.amount_minor <= 0:
+        return "amount must be positive"
+    if amount.amount_minor > AMOUNT_MINOR_MAX:
+        return f"amount above {AMOUNT_MINOR_MAX} minor units"
+    return None
+
+
+def _replayed(stored: Repayment, asked: RepaymentRecord) -> Repayment:
+    if stored.record != asked:
+        raise AdminConflictError(
+            f"request_id {quoted(asked.request_id)} recorded a repayment already, with other details "
+            f"(merchant {quoted(stored.record.merchant_id)}, programme {quoted(stored.record.programme_id)}, "
+            f"{stored.amount.format()}, reference {quoted(stored.record.reference)})"
+        )
+    return stored
+
+
+def _merchant_id(conn: Connection, merchant: str) -> str:
+    column = merchants.c.email if "@" in merchant else merchants.c.merchant_id
+    key = merchant.lower() if "@" in merchant else merchant
+    found = conn.execute(select(merchants.c.merchant_id).where(column == key)).scalar()
+    if found is None:
+        raise LookupError(f"merchant: no merchant {quoted(merchant)}")
+    return str(found)
+
+
+def _programme_currency(conn: Connection, programme_id: str) -> str:
+    query = select(programmes.c.currency).where(programmes.c.programme_id == programme_id)
+    currency = conn.execute(query).scalar()
+    if currency is None:
+        raise LookupError(f"programme_id: no programme {quoted(programme_id)}")
+    return str(currency)
+
+
+def _require_owed_at_least(conn: Connection, record: RepaymentRecord) -> None:
+    """AdminStateError unless the merchant takes the programme and owes it; AdminError when the
+    amount is above what it owes (its payable would go above zero)."""
+    member = conn.execute(
+        select(merchant_programmes.c.merchant_id).where(
+            merchant_programmes.c.merchant_id == record.merchant_id,
+            merchant_programmes.c.programme_id == record.programme_id,
+        )
+    ).first()
+    if member is None:
+        raise AdminStateError(
+            f"merchant {quoted(record.merchant_id)} does not take programme {quoted(record.programme_id)}"
+        )
+    account_id = ledger.merchant_payable_account(record.merchant_id, record.programme_id)
+    query = select(accounts.c.balance_minor).where(accounts.c.account_id == account_id)
+    owed_minor = -int(conn.execute(query).scalar_one())
+    owed = Money(owed_minor, record.currency)
+    if owed_minor <= 0:
+        raise AdminStateError(
+            f"merchant {quoted(record.merchant_id)} owes programme {quoted(record.programme_id)} nothing "
+            f"(its payable is {Money(-owed_minor, record.currency).format()})"
+        )
+    if record.amount_minor > owed_minor:
+        raise AdminError(
+            f"amount {Money(record.amount_minor, record.currency).format()} is above what merchant "
+            f"{quoted(record.merchant_id)} owes programme {quoted(record.programme_id)}: {owed.format()}"
+        )
