@@ -1085,6 +1085,7 @@ def merchant_summary_pb(core: SwitchCore, request: bo.MerchantSummaryRequest) ->
             )
             for p in summary.payouts
         ],
+        repayments=[repayment_pb(r, query.zone) for r in summary.repayments],
     )
 
 

@@ -1096,7 +1096,10 @@ class Admin:
     ) -> PlannedPayout:
         if gross_minor < 0:
             owed = Money(-gross_minor, programme.currency).decimal()
-            reason = f"owes {owed}: refunds exceed redemptions since the last payout"
+            reason = (
+                f"owes {owed}: refunds exceed redemptions since the last payout; later redemptions pay "
+                "it back, or record the merchant's bank transfer with record-repayment"
+            )
             return PlannedPayout(merchant_id, gross_minor, 0, None, reason)
         commission = commission_minor(gross_minor, basis_points)
         entry = ledger.settlement_entry(

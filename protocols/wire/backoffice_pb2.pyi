@@ -1709,6 +1709,7 @@ class MerchantSummary(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     PROGRAMMES_FIELD_NUMBER: _builtins.int
     PAYOUTS_FIELD_NUMBER: _builtins.int
+    REPAYMENTS_FIELD_NUMBER: _builtins.int
     merchant_id: _builtins.str
     merchant_name: _builtins.str
     from_date: _builtins.str
@@ -1720,6 +1721,10 @@ class MerchantSummary(_message.Message):
     def payouts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PayoutMade]:
         """made over the days, oldest first"""
 
+    @_builtins.property
+    def repayments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Repayment]:
+        """recorded over the days, oldest first"""
+
     def __init__(
         self,
         *,
@@ -1730,10 +1735,11 @@ class MerchantSummary(_message.Message):
         time_zone: _builtins.str = ...,
         programmes: _abc.Iterable[Global___ProgrammeSummary] | None = ...,
         payouts: _abc.Iterable[Global___PayoutMade] | None = ...,
+        repayments: _abc.Iterable[Global___Repayment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "merchant_id", b"merchant_id", "merchant_name", b"merchant_name", "payouts", b"payouts", "programmes", b"programmes", "time_zone", b"time_zone", "to_date", b"to_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "merchant_id", b"merchant_id", "merchant_name", b"merchant_name", "payouts", b"payouts", "programmes", b"programmes", "repayments", b"repayments", "time_zone", b"time_zone", "to_date", b"to_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,6 +16,7 @@ from switch.domain.quoting import quoted
 from switch.domain.reports import ReportQuery
 from switch.domain.transactions import TransactionStatus, TransactionType
 from switch.store.journal import TOMBSTONE_TYPE
+from switch.store.repayments import Repayment, repayments_of
 from switch.store.repository import as_utc, merchant_name
 from switch.store.schema import (
     accounts,
@@ -102,6 +103,7 @@ class MerchantSummary:
     merchant_name: str
     programmes: tuple[ProgrammeSummary, ...]
     payouts: tuple[PayoutMade, ...]
+    repayments: tuple[Repayment, ...] = ()  # what it paid back by bank transfer, over the days
 
 
 class UnknownReportSubjectError(LookupError):
@@ -275,7 +277,8 @@ def _reported(row: Row[Any]) -> ReportedTransaction:
 
 
 def merchant_summary(engine: Engine, query: ReportQuery) -> MerchantSummary:
-    """Per programme the merchant takes: redemptions over the days, what is owed now; payouts made."""
+    """Per programme the merchant takes: redemptions over the days, what is owed now; payouts made
+    and repayments recorded."""
     assert query.merchant_id, "a summary is of one merchant"
     merchant_id = query.merchant_id
     with engine.connect() as conn:
@@ -306,6 +309,7 @@ def merchant_summary(engine: Engine, query: ReportQuery) -> MerchantSummary:
             ).all()
         )
         payouts = _payouts(conn, query, payable)
+        repayments = repayments_of(conn, merchant_id, query.since, query.until)
     summaries = tuple(
         ProgrammeSummary(
             m.programme_id,
@@ -318,7 +322,7 @@ def merchant_summary(engine: Engine, query: ReportQuery) -> MerchantSummary:
         )
         for m in members
     )
-    return MerchantSummary(merchant_id, name, summaries, payouts)
+    return MerchantSummary(merchant_id, name, summaries, payouts, repayments)
 
 
 def _redeemed_by_programme(conn: Connection, query: ReportQuery) -> dict[str, tuple[int, int, int]]:

@@ -4,6 +4,7 @@ request id, and shown in the merchant's summary."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import grpc
@@ -92,6 +93,24 @@ def test_a_repayment_of_what_is_owed_brings_the_payable_to_zero_with_a_balanced_
     request = bo.SettleRequest(programme_id=world.gift_programme, settlement_id="week-2")
     settled = world.backoffice.Settle(request, metadata=world.admin_metadata, timeout=20)
     assert not settled.payouts and not settled.skipped
+
+
+def test_the_merchant_summary_shows_the_repayment_beside_the_payouts(world: World) -> None:
+    owe(world)
+    answer = repay(world, 400, merchant=world.merchant_id)  # by id as well as by e-mail
+    today = dt.datetime.now(world.server.core.report_zone).date().isoformat()
+    request = bo.MerchantSummaryRequest(merchant_id=world.merchant_id, from_date=today, to_date=today)
+    summary = world.backoffice.GetMerchantSummary(request, metadata=world.admin_metadata, timeout=20)
+    assert [p.settlement_id for p in summary.payouts] == ["week-1"]
+    (shown,) = summary.repayments
+    assert (shown.request_id, shown.amount.amount_minor, shown.reference) == (
+        "repay-1",
+        400,
+        "NL-BANK-2026-0042",
+    )
+    assert shown.journal_entry_id == answer.journal_entry_id
+    owed = {p.programme_id: p.owed.amount_minor for p in summary.programmes}
+    assert owed[world.gift_programme] == -600
 
 
 def test_a_replay_answers_what_the_first_did_and_moves_nothing(world: World) -> None:
