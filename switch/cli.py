@@ -27,6 +27,7 @@ from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch.config import PORT_MAX, Settings, from_environment
 from switch.domain import quoting
+from switch.domain.money import minor_unit_exponent
 
 ADMIN_DEADLINE_S = 30.0
 # Only after a call failed UNAVAILABLE: how long to wait for the target to take a connection at all.
@@ -97,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_argument("--target", type=_target, default="127.0.0.1:50051")
     admin.add_argument("action", choices=sorted(ADMIN_ACTIONS), help="what to do")
     admin.add_argument("args", nargs="*", help="key=value arguments of the action")
+    repayment = admin.add_argument_group(
+        "record-repayment (a merchant's bank transfer paying back what it owes)"
+    )
+    for flag, (_, what) in REPAYMENT_FLAGS.items():
+        repayment.add_argument(f"--{flag}", dest=_flag_dest(flag), default=None, help=what)
     balance = commands.add_parser(
         "balance", help="a card's balance as its holder sees it (card number or QR payload; no login)"
     )
@@ -305,6 +311,17 @@ ADMIN_ACTIONS: dict[str, tuple[str, Any]] = {
     "confirm-top-up": ("ConfirmTopUp", bo.ConfirmTopUpRequest),
     "list-top-ups": ("ListTopUps", bo.ListTopUpsRequest),  # status=refund_due: holders to pay back
     "mark-top-up-refunded": ("MarkTopUpRefunded", bo.MarkTopUpRefundedRequest),  # refund_reference=...
+    # --merchant <e-mail or id> --programme <id> --amount 12.50 --reference ... --request-id ...
+    "record-repayment": ("RecordRepayment", bo.RecordRepaymentRequest),
+}
+# record-repayment's flags: flag -> (its request's field, help); --amount and --currency make its amount
+REPAYMENT_FLAGS: dict[str, tuple[str, str]] = {
+    "merchant": ("merchant", "the merchant's e-mail address or id"),
+    "programme": ("programme_id", "the programme's id"),
+    "amount": ("amount", "what the merchant transferred, in major units (12.50)"),
+    "currency": ("amount", "the amount's currency (EUR if not given)"),
+    "reference": ("reference", "the bank transfer's reference"),
+    "request-id": ("request_id", "an id of your own: the same id again records nothing more"),
 }
 CARD_FIELDS = {"card": "card", "lost_card": "lost_card", "replacement_card": "replacement_card"}
 _EXPORT_ONLY = ("dialect",)
@@ -325,7 +342,60 @@ def _actions_help() -> str:
     return "\n".join(lines)
 
 
-AMOUNT_FIELDS = ("initial_load", "amount_paid")  # <minor units>[:<currency>], EUR if none
+AMOUNT_FIELDS = ("initial_load", "amount_paid", "amount")  # <minor units>[:<currency>], EUR if none
+
+
+def _flag_dest(flag: str) -> str:
+    return f"repayment_{flag.replace('-', '_')}"
+
+
+def _repayment_flags(options: argparse.Namespace) -> dict[str, str]:
+    """record-repayment's flags given, by flag; ValueError if given to another action."""
+    given = {flag: getattr(options, _flag_dest(flag)) for flag in REPAYMENT_FLAGS}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    if given and options.action != "record-repayment":
+        raise ValueError(f"--{next(iter(given))} is record-repayment's, not {options.action}'s")
+    return given
+
+
+def _with_repayment_flags(request: Any, flags: dict[str, str]) -> Any:
+    """The flags set on record-repayment's request; the amount in major units of its currency."""
+    for flag, value in flags.items():
+        field = REPAYMENT_FLAGS[flag][0]
+        if field != "amount":
+            setattr(request, field, value)
+    if "amount" in flags:
+        currency = flags.get("currency", "EUR")
+        request.amount.CopyFrom(
+            pb.Amount(amount_minor=minor_units(flags["amount"], currency), currency=currency)
+        )
+    elif "currency" in flags:
+        raise ValueError("--currency needs --amount")
+    return request
+
+
+INT64_MAX = 2**63 - 1
+
+
+def minor_units(text: str, currency: str) -> int:
+    """A decimal amount in major units ("12.50") as minor units of the currency; ValueError naming
+    --amount for anything else (a sign, a comma, more decimals than the currency has)."""
+    whole, point, fraction = text.partition(".")
+    exponent = minor_unit_exponent(currency)
+    if (
+        not whole.isdigit()
+        or not whole.isascii()
+        or (point and not (fraction.isdigit() and fraction.isascii()))
+    ):
+        raise ValueError(
+            f"--amount must be an amount in major units such as 12.50, got {quoting.quoted(text)}"
+        )
+    if len(fraction) > exponent:
+        raise ValueError(f"--amount {quoting.quoted(text)} has more decimals than {currency}'s {exponent}")
+    amount_minor = int(whole + fraction.ljust(exponent, "0"))
+    if amount_minor > INT64_MAX:
+        raise ValueError(f"--amount {quoting.quoted(text)} is too large")
+    return amount_minor
 
 
 def _admin(options: argparse.Namespace) -> int:
@@ -336,7 +406,7 @@ def _admin(options: argparse.Namespace) -> int:
         dialect = next((a.partition("=")[2] for a in arguments if a.startswith("dialect=")), "")
         arguments = [a for a in arguments if not a.startswith("dialect=")]
     try:
-        request = _build_request(request_type, arguments)
+        request = _with_repayment_flags(_build_request(request_type, arguments), _repayment_flags(options))
     except (ValueError, AttributeError, OSError) as error:
         # Masked as the switch masks a refused value: a card number typed into another argument
         # (or where its key goes) would come back in protobuf's, a path's or our own message.

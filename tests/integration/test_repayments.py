@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,9 +14,10 @@ from sqlalchemy import func, select
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
+from switch import cli
 from switch.domain import ledger
 from switch.store.schema import accounts, journal_entries, postings
-from tests.integration.harness import MERCHANT_EMAIL, World, new_txn
+from tests.integration.harness import ADMIN_TOKEN, MERCHANT_EMAIL, World, new_txn
 
 OWED_MINOR = 1_000  # what the merchant owes after each test's set-up
 
@@ -251,3 +253,19 @@ def test_partial_repayments_add_up_to_exactly_what_was_owed(world: World) -> Non
             )
         ).scalar_one()
     assert int(total) == 0  # the payable's postings add up to its balance
+
+
+def test_the_admin_command_records_a_repayment_given_in_major_units(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    owe(world)
+    (tmp_path / "admin.token").write_text(ADMIN_TOKEN)
+    arguments = ["--merchant", MERCHANT_EMAIL, "--programme", world.gift_programme, "--amount", "10.00"]
+    arguments += ["--currency", "EUR", "--reference", "NL-1", "--request-id", "cli-1"]
+    target = world.server.address
+    assert (
+        cli.main(["admin", "--data-dir", str(tmp_path), "--target", target, "record-repayment", *arguments])
+        == 0
+    )
+    assert '"amount_minor": "1000"' in capsys.readouterr().out
+    assert payable(world) == 0
