@@ -89,7 +89,7 @@ def test_a_close_nets_what_left_the_cards_and_is_answered_again_unchanged(world:
     again = close(world, "close-1")  # its answer lost: sent again
     assert again == first
     stored = world.backoffice.ListDayCloses(
-        bo.TerminalRequest(terminal_id=terminal.terminal_id), metadata=world.admin_metadata, timeout=20
+        bo.DayCloseListRequest(terminal_id=terminal.terminal_id), metadata=world.admin_metadata, timeout=20
     )
     assert list(stored.reports) == [first]
     following = close(world, "close-2")
@@ -254,7 +254,7 @@ def test_a_reversal_after_its_payments_close_counts_in_the_next_and_rewrites_no_
         wait_until(lambda: not both.saf_pending())
         second = terminal.day_close()
         stored = world.backoffice.ListDayCloses(
-            bo.TerminalRequest(terminal_id=terminal.terminal_id), metadata=world.admin_metadata, timeout=20
+            bo.DayCloseListRequest(terminal_id=terminal.terminal_id), metadata=world.admin_metadata, timeout=20
         )
         assert list(stored.reports) == [first, second]
         again = terminal.stub.DayClose(
