@@ -33,7 +33,7 @@ from switch.domain import card_rules, ledger
 from switch.domain.card_pins import check_card_pin
 from switch.domain.card_rules import CardState, Decision
 from switch.domain.cards import CardStatus
-from switch.domain.ledger import JournalEntry
+from switch.domain.ledger import JournalEntry, LedgerRefusal
 from switch.domain.money import Money
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import (
@@ -542,6 +542,8 @@ class CardActor(SwitchActor):
                 reply.set(_period_closed(outcome))
             elif result.card_not_active is not None:
                 reply.set(_card_not_active(outcome, result.card_not_active, result.decline_stored))
+            elif result.refusal is LedgerRefusal.original_changed_meanwhile:
+                reply.set(original_changed(outcome, result.problem))
             else:
                 reply.set(_system_error(outcome, result.problem))
 
@@ -814,6 +816,23 @@ def _card_not_active(outcome: Outcome, status: CardStatus, stored: bool) -> Outc
         card_masked=outcome.card_masked,
         period_number=outcome.period_number,
         persisted=stored,
+    )
+
+
+def original_changed(outcome: Outcome, problem: str) -> Outcome:
+    """An adjustment the journal refused: its original was refunded, cancelled or reversed after the
+    check (on another node). Not stored, so the same id sent again is judged on the original as it
+    is now; the journal's words, with internal ids, go to the log only."""
+    log.warning("transaction %s not stored: %s", outcome.transaction_id, problem)
+    return declined(
+        outcome.transaction_id,
+        outcome.transaction_type,
+        ResponseCode.invalid_transaction,
+        "the original was refunded, cancelled or reversed meanwhile; nothing moved, send it again",
+        requested=outcome.requested,
+        card_masked=outcome.card_masked,
+        period_number=outcome.period_number,
+        persisted=False,
     )
 
 

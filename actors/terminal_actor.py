@@ -34,6 +34,7 @@ from actors.registry import ActorRegistry
 from actors.reply import Reply
 from switch import credentials
 from switch.domain.employees import LockoutPolicy, after_attempt
+from switch.domain.ledger import LedgerRefusal
 from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import (
     COMMAND_TYPES,
@@ -130,7 +131,7 @@ class EmployeePins:
         except TimeoutError as error:  # the try may still land, and then counts
             raise EmployeePinTryNotStoredError(f"employee PIN try not stored in time: {error}") from None
         if not result.ok:
-            raise EmployeePinTryNotStoredError(f"employee PIN try not stored: {result.problem}")
+            raise EmployeePinTryNotStoredError(f"employee PIN try not stored: {_pin_try_problem(result)}")
 
     def _matches(self, key: tuple[str, str], pin: str, pin_hash: str) -> bool:
         tag = hmac.new(self._verified_key, pin.encode(), hashlib.sha256).digest()
@@ -591,6 +592,15 @@ def _refusal(command: TerminalCommand, code: ResponseCode, detail: str) -> Outco
 
 def _payment_refusal(transaction_id: str) -> Outcome:
     return declined(transaction_id, TransactionType.payment, ResponseCode.system_error, persisted=False)
+
+
+def _pin_try_problem(result: WriteResult) -> str:
+    """Why a PIN try was not stored, for its answer: the ledger's own words name the employee's
+    internal id and go to the log; the writer's or the database's ("journal queue full") name none."""
+    if result.refusal is LedgerRefusal.pin_try_stored_meanwhile:
+        log.warning("employee PIN try not stored: %s", result.problem)
+        return "another try of this employee was stored meanwhile"
+    return result.problem
 
 
 def _refusal_of(outcome: Outcome, code: ResponseCode, detail: str) -> Outcome:

@@ -39,6 +39,7 @@ from switch.domain import reports
 from switch.domain.card_rules import CardState, shown_status
 from switch.domain.cards import CardStatus
 from switch.domain.employees import OWNER
+from switch.domain.ledger import LedgerRefusal
 from switch.domain.programmes import Programme, ProgrammeKind, payout_cycle_start, payout_settlement_id
 from switch.domain.quoting import quoted
 from switch.domain.receipts import ReceiptLayout
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ADMIN_ACTOR = "backoffice"
 ALREADY_PAID = "already paid out under this settlement id"
+PAID_UNDER_ANOTHER_SETTLEMENT = "paid under another settlement in this cycle; waits for the next cycle"
+PAYOUT_REFUSED = "the ledger refused the payout (the switch's log says why); settle again"
 DIALECT_LENGTH_MAX = 20  # the longest is "excel-nl"
 MERCHANT_LENGTH_MAX = 254  # an e-mail address's (merchants.email), longer than an id
 
@@ -448,7 +451,12 @@ class BackofficeService(bo_grpc.BackofficeServicer):
         paid_by = self._core.admin.cycle_paid_by(mark) if mark is not None and not mark.paid_by else ""
         if paid_by:
             return paid_in_this_cycle(paid_by), True
-        return result.problem, False
+        if result.refusal is LedgerRefusal.paid_under_another_settlement:  # its mark not read back
+            return PAID_UNDER_ANOTHER_SETTLEMENT, True
+        if result.refusal is not None:  # the ledger's own words name accounts and settlement ids
+            log.warning("payout to %s refused by the ledger: %s", plan.merchant_id, result.problem)
+            return PAYOUT_REFUSED, False
+        return result.problem, False  # the writer's or database's ("journal stopped"): no ids
 
     def RecordRepayment(
         self, request: bo.RecordRepaymentRequest, context: grpc.ServicerContext

@@ -25,6 +25,11 @@ class LedgerRefusal(enum.Enum):
     below_zero = "below_zero"  # a guarded account (a card) would go below zero
     above_maximum = "above_maximum"  # a card would go above its programme's maximum
     replaced_meanwhile = "replaced_meanwhile"  # a card replaced by another card since it was judged
+    # The original a refund, cancel or reversal changes was refunded, cancelled or reversed since
+    original_changed_meanwhile = "original_changed_meanwhile"
+    pin_try_stored_meanwhile = "pin_try_stored_meanwhile"  # an employee's PIN try counted from a stale count
+    # A cycle's payout to a merchant that another settlement paid in the cycle since it was planned
+    paid_under_another_settlement = "paid_under_another_settlement"
 
 
 # Accounts whose balance may never go below zero: their debits are conditional in the store.

@@ -506,7 +506,7 @@ def _change_originals(conn: Connection, changes: list[OriginalChange]) -> None:
         if what is not None
         else "an original in the batch can no longer be changed"
     )
-    _update_each(conn, _CHANGE_ORIGINAL, rows, problem)
+    _update_each(conn, _CHANGE_ORIGINAL, rows, problem, LedgerRefusal.original_changed_meanwhile)
 
 
 def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetime) -> list[int]:
@@ -678,7 +678,10 @@ def _save_attempt(conn: Connection, attempt: EmployeeAttempt) -> None:
         )
     )
     if saved.rowcount == 0 and attempt.attempts_before is not None:
-        raise BackstopError(f"employee {attempt.employee_id}: another PIN attempt was stored meanwhile")
+        raise BackstopError(
+            f"employee {attempt.employee_id}: another PIN attempt was stored meanwhile",
+            LedgerRefusal.pin_try_stored_meanwhile,
+        )
 
 
 def _mark_cycle_payout(conn: Connection, payout: CyclePayout) -> None:
@@ -699,7 +702,8 @@ def _mark_cycle_payout(conn: Connection, payout: CyclePayout) -> None:
     if not payout.paid_by and marked.rowcount != 1:
         raise BackstopError(
             f"{payout.merchant_id} was paid under another settlement in this cycle "
-            f"({payout.cycle_settlement_id}) meanwhile"
+            f"({payout.cycle_settlement_id}) meanwhile",
+            LedgerRefusal.paid_under_another_settlement,
         )
 
 

@@ -17,11 +17,14 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from actors.journal_writer import JournalWriter
+from actors.terminal_actor import EmployeePins, EmployeePinTryNotStoredError
 from switch.domain import ledger
+from switch.domain.employees import LockoutPolicy
 from switch.domain.ledger import AccountKind
 from switch.store.engine import create_schema, make_engine
 from switch.store.journal import (
     BackstopError,
+    CyclePayout,
     EmployeeAttempt,
     OriginalChange,
     PeriodClose,
@@ -30,9 +33,11 @@ from switch.store.journal import (
     WriteResult,
     apply_alone,
     apply_batch,
+    commit_alone,
     commit_batch,
 )
 from switch.store.periods import totals_of_json
+from switch.store.repository import Store
 from switch.store.schema import (
     accounts,
     day_closes,
@@ -355,6 +360,59 @@ def test_an_employee_attempt_counted_from_a_state_stored_over_meanwhile_is_refus
     with engine.connect() as conn:
         stored = conn.execute(select(employees.c.failed_tries, employees.c.pin_attempts)).one()
     assert tuple(stored) == (2, 2)
+
+
+# (a write decided on a state changed meanwhile, the rule the journal names for its caller)
+CHANGED_MEANWHILE = [
+    (
+        Write(original=OriginalChange("trm_1", "t1", "cancelled", require_unrefunded=True)),
+        "original_changed_meanwhile",
+    ),
+    (
+        Write(original=OriginalChange("trm_1", "t1", "approved", refund_minor=201)),
+        "original_changed_meanwhile",
+    ),
+    (
+        Write(employee_attempt=EmployeeAttempt("emp_1", 1, None, attempts_before=0)),
+        "pin_try_stored_meanwhile",
+    ),
+    (
+        Write(cycle_payout=CyclePayout(PROGRAMME, "payout-2026-11-01", MERCHANT, "")),
+        "paid_under_another_settlement",
+    ),
+]
+
+
+@pytest.mark.parametrize(("write", "changed"), CHANGED_MEANWHILE)
+def test_a_write_on_a_state_changed_meanwhile_is_refused_by_a_named_rule(
+    engine: Engine, write: Write, changed: str
+) -> None:
+    add_terminal(engine)
+    with engine.begin() as conn:
+        apply_alone(conn, redemption("t1", "card_a", 300), NOW)
+        apply_alone(conn, Write(original=OriginalChange("trm_1", "t1", "approved", refund_minor=100)), NOW)
+        apply_alone(conn, Write(employee_attempt=EmployeeAttempt("emp_1", 1, None, attempts_before=0)), NOW)
+    before = balances(engine), count(engine, transactions)
+    result = commit_alone(engine, write)
+    assert not result.ok and result.refusal is not None and result.refusal.value == changed, result
+    assert (balances(engine), count(engine, transactions)) == before
+
+
+def test_a_pin_try_counted_from_a_stale_count_is_answered_without_the_journals_words(engine: Engine) -> None:
+    add_terminal(engine)
+    writer = JournalWriter(engine, batch_writes_max=8, queue_writes_max=8)
+    pins = EmployeePins(Store(engine), writer, LockoutPolicy(3, 60), lambda: NOW, 10.0)
+    stale = EmployeeAttempt("emp_1", 1, None, attempts_before=0)  # as two nodes read it
+    writer.start()
+    try:
+        pins._store_try(stale)
+        with pytest.raises(EmployeePinTryNotStoredError) as refused:
+            pins._store_try(stale)
+    finally:
+        writer.stop()
+    said = str(refused.value)
+    assert "another try of this employee was stored meanwhile" in said, said
+    assert "emp_1" not in said and "ledger" not in said, said
 
 
 def test_a_row_belongs_to_the_period_its_terminal_has_open_when_it_commits(engine: Engine) -> None:
