@@ -683,6 +683,7 @@ class CardActor(SwitchActor):
                 new_card_status=result.card_not_active,
                 refusal=result.refusal,
                 balance_changed=result.balance_changed,
+                fault=result.fault,
                 problem=result.problem,
             )
         amount_minor = self.card.balance_minor

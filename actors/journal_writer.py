@@ -149,7 +149,7 @@ class JournalWriter:
 
         if not self.submit(write, done):
             answered.set()
-            return WriteResult(False, problem=self._refusal())
+            return WriteResult(False, problem=self._refusal(), fault=True)
         if not answered.wait(timeout_s):
             raise TimeoutError(f"the journal did not answer within {timeout_s} s")
         return results[0]
@@ -253,4 +253,4 @@ class JournalWriter:
             except queue.Empty:
                 return
             if item is not None:
-                item[1](WriteResult(False, problem=self._refusal()))
+                item[1](WriteResult(False, problem=self._refusal(), fault=True))

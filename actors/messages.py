@@ -82,6 +82,7 @@ class TransferRefused:
     new_card_status: CardStatus | None = None  # the journal found the new card so, not active
     refusal: LedgerRefusal | None = None  # the rule the journal's write broke, when it named one
     balance_changed: bool = False  # the lost card's balance changed at every read (another node)
+    fault: bool = False  # not stored for a fault of the database or journal, no rule: may land if sent again
     problem: str = ""  # the journal's own words, for the log: internal ids, no card number
 
 

@@ -30,6 +30,7 @@ from switch.admin import (
     AdminConflictError,
     AdminError,
     AdminStateError,
+    AdminUnavailableError,
     EmployeeInfo,
     PlannedPayout,
     paid_in_this_cycle,
@@ -92,6 +93,8 @@ class BackofficeService(bo_grpc.BackofficeServicer):
             return action()
         except AdminStateError as error:
             _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        except AdminUnavailableError as error:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, str(error))
         except AdminConflictError as error:
             _abort(context, grpc.StatusCode.ALREADY_EXISTS, str(error))
         except (AdminError, BadRequestError, reports.ReportQueryError) as error:

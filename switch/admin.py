@@ -114,6 +114,11 @@ class AdminStateError(AdminError):
     how it was asked: gRPC's FAILED_PRECONDITION rather than INVALID_ARGUMENT."""
 
 
+class AdminUnavailableError(AdminError):
+    """Not done for a fault that may pass (the database, the journal), not for a rule: gRPC's
+    UNAVAILABLE rather than FAILED_PRECONDITION; the same request sent again may succeed."""
+
+
 class ReplacementChainTooLongError(AdminStateError):
     """The chain of replacements from a card is longer than the walk to its last card goes
     (SwitchCore.last_replacement): that card is not looked for, now or on any try again."""

@@ -42,6 +42,7 @@ from switch.admin import (
     AdminConflictError,
     AdminError,
     AdminStateError,
+    AdminUnavailableError,
     ReplacementChainTooLongError,
 )
 from switch.config import Settings
@@ -461,6 +462,8 @@ class SwitchCore:
                 log.warning(
                     "replacement of %s by %s not stored: %s", lost_card_id, new_card_id, moved.problem
                 )
+            if moved.fault:  # the database or the journal, not a rule: sent again, it may land
+                raise AdminUnavailableError(transfer_refused_text(moved, lost, new))
             raise AdminStateError(transfer_refused_text(moved, lost, new))
         # Money waiting on a card whose chain of replacements led to this one (its follow failed:
         # this card was blocked, or replaced at that moment) follows it on now, not at the next start.

@@ -274,6 +274,9 @@ class WriteResult:
     # With card_not_active: the write's record was stored declined as that status declines (no money
     # moved), so a status query and the same id sent again find that decline.
     decline_stored: bool = False
+    # Not stored for a fault of the database or the journal (commit failed or in doubt, queue full,
+    # journal stopped or lost), not refused by a rule: the same write sent again may land.
+    fault: bool = False
 
 
 def apply_batch(
@@ -807,7 +810,8 @@ def commit_batch(engine: Engine, writes: list[Write], web_days: WebDayRule | Non
         except Exception:
             log.exception("journal commit failed; %d writes declined with 96", len(writes))
         break
-    return BatchOutcome([WriteResult(False, problem="database commit failed")] * len(writes), failed=True)
+    failed = WriteResult(False, problem="database commit failed", fault=True)
+    return BatchOutcome([failed] * len(writes), failed=True)
 
 
 def _committed(engine: Engine, apply: Callable[[Connection], T]) -> T:
@@ -830,8 +834,8 @@ def _retryable(error: DBAPIError) -> bool:
 
 def _in_doubt(writes: list[Write]) -> BatchOutcome:
     log.critical("journal commit failed while committing: %d writes may or may not have landed", len(writes))
-    problem = "commit in doubt"
-    return BatchOutcome([WriteResult(False, problem=problem)] * len(writes), failed=True, in_doubt=True)
+    in_doubt = WriteResult(False, problem="commit in doubt", fault=True)
+    return BatchOutcome([in_doubt] * len(writes), failed=True, in_doubt=True)
 
 
 def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = None) -> WriteResult:
@@ -858,7 +862,7 @@ def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = Non
         refused = WriteResult(False, problem="a value does not fit its column")
     except Exception:
         log.exception("journal commit of one write failed")
-        return WriteResult(False, problem="database commit failed")
+        return WriteResult(False, problem="database commit failed", fault=True)
     if web_days is not None and closed:
         _close_web_days_again(engine, closed, web_days)
     return refused

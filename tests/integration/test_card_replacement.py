@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,8 @@ from sqlalchemy import select
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
+from switch.domain.cards import CardStatus
+from switch.store.journal import Write, WriteResult
 from switch.store.repository import REPLACED_CHAIN_LINKS_MAX
 from switch.store.schema import accounts, card_events, card_replacements
 from tests.integration.harness import World, hold_sqlite_write_lock, new_txn, world_fixture
@@ -31,6 +34,11 @@ def one_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
 @pytest.fixture(params=["sqlite"])
 def short_timeouts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     yield from world_fixture(request, tmp_path, reply_timeout_s=1.0, ask_timeout_s=1.0)
+
+
+@pytest.fixture(params=["sqlite"])
+def small_journal_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    yield from world_fixture(request, tmp_path, journal_queue_writes_max=1)
 
 
 def replace(world: World, lost: str, new: str, request_id: str = "") -> bo.ReplaceCardResponse:
@@ -104,6 +112,38 @@ def test_a_transfer_slower_than_the_reply_timeout_still_reaches_the_new_card(sho
     assert terminal.redeem(new, 2_100).response_code == "00"
     check = world.ledger()
     assert (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches) == (0, 0, 0)
+
+
+def test_a_transfer_the_journal_could_not_take_is_unavailable_and_moves_once_sent_again(
+    small_journal_queue: World,
+) -> None:
+    """A fault that may pass (the journal's queue full while the database is locked) is not a rule the
+    replacement broke: UNAVAILABLE, not FAILED_PRECONDITION; sent again, it moves the balance once."""
+    world = small_journal_queue
+    lost, new = world.issue(2_000), world.issue(100)
+    lost_id = world.server.core.cards.card_id(lost)
+    assert lost_id is not None
+    # Reported lost first (by phone): the replacement then writes only its transfer.
+    world.server.core.set_card_status(lost_id, CardStatus.lost, "reported lost", "test")
+    landed: list[WriteResult] = []
+    holder = hold_sqlite_write_lock(world, 3.0)
+    try:
+        writer = world.server.core.writer
+        deadline_s = time.monotonic() + 2.0
+        while writer.submit(Write(), landed.append) and time.monotonic() < deadline_s:
+            time.sleep(0.01)  # the writer takes one and waits for the lock; the next fills the queue
+        with pytest.raises(grpc.RpcError) as refused:
+            replace(world, lost, new, "queue-full")
+    finally:
+        holder.join()
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE, refused.value
+    details = refused.value.details() or ""
+    assert "nothing moved, send it again" in details, details
+    assert (ledger_balance(world, lost), ledger_balance(world, new)) == (2_000, 100)
+    assert replace(world, lost, new, "queue-full").moved.amount_minor == 2_000
+    assert replace(world, lost, new, "queue-full").moved.amount_minor == 2_000  # answered, not moved again
+    assert (ledger_balance(world, lost), ledger_balance(world, new)) == (0, 2_100)
+    assert world.ledger().balance_mismatches == 0
 
 
 def test_a_replacement_sent_again_answers_what_the_first_moved(world: World) -> None:
