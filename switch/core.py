@@ -503,11 +503,11 @@ class SwitchCore:
         it, the last of a chain: a transfer keyed by what credited it, so it moves once. Moved by
         a follow worker (FollowWorkers), as a replacement asks the lost card's actor, which is
         calling this. Each is counted (`follow_statistics`) by when it was found (FOLLOW_WHEN) and
-        its outcome; one the full queue refuses is failed, its money left for the next start."""
+        its outcome; one the full queue refuses is failed, one a stop refuses left at stop: either
+        way its money stays on the lost card for the next start."""
         assert when in FOLLOW_WHEN, when
         if not self._follows.ask_nowait(FollowAsked(card_id, because, when)):
-            log.warning("money on replaced card %s not moved on: follow queue full or stopping", card_id)
-            self._count_follow(when, "failed")
+            self._follow_not_asked(card_id, when, "follow queue full")
 
     def _move_to_replacement(self, asked: FollowAsked) -> None:
         """One move on a follow worker's thread; a failure is logged and counted, never raised."""
@@ -542,8 +542,17 @@ class SwitchCore:
             return
         again = dataclasses.replace(asked, looks=asked.looks + 1)
         if not self._follows.ask_later(again, time.monotonic() + FOLLOW_WAIT_POLL_S):
-            log.warning("money on lost card %s not moved on: follows waiting full or stopping", asked.card_id)
-            self._count_follow(asked.when, "failed")
+            self._follow_not_asked(asked.card_id, asked.when, "follows waiting full")
+
+    def _follow_not_asked(self, card_id: str, when: str, full: str) -> None:
+        """A follow the workers refused: left at stop while they stop (as the moves a stop hands
+        back, `_stop_follows`), else failed; its money stays on the lost card for the next start."""
+        if self._follows.stopping:
+            log.info("money on replaced card %s left at stop: the next start moves it on", card_id)
+            self._count_follow(when, "left_at_stop")
+            return
+        log.warning("money on replaced card %s not moved on: %s", card_id, full)
+        self._count_follow(when, "failed")
 
     def _count_follow(self, when: str, outcome: str, moved_minor: int = 0, currency: str = "") -> None:
         if outcome == "moved" and moved_minor == 0:

@@ -79,6 +79,12 @@ class FollowWorkers:
             self._room.notify_all()
         return left
 
+    @property
+    def stopping(self) -> bool:
+        """Once stop() has begun: a move refused then is left at the stop, not failed."""
+        with self._lock:
+            return self._stopping
+
     def statistics(self) -> FollowWorkersStatistics:
         with self._lock:
             return FollowWorkersStatistics(len(self._queue), len(self._later), len(self._backlog))

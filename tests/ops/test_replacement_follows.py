@@ -119,12 +119,34 @@ def test_a_follow_sent_again_under_its_key_counts_no_second_move(world: World) -
 
     text = scraped(url)
     assert follows(text) == {
-        (("outcome", "failed"), ("when", "credit")): 1,
+        (("outcome", "left_at_stop"), ("when", "credit")): 1,  # refused by the stopping workers
         (("outcome", "moved"), ("when", "start")): 1,
         (("outcome", "nothing_moved"), ("when", "start")): 1,
     }
     assert followed_minor(text) == in_euro("start", 700)
     assert terminal.balance(new) == 2_000
+
+
+def test_follows_the_stopping_workers_refuse_are_left_at_stop_not_failed(world: World) -> None:
+    """A credit's follow refused by the queue, and a follow's look again for a replacement still
+    landing refused, while the workers stop: their money stays on the card for the next start, as
+    that of the moves a stop hands back (left_at_stop), not a failure."""
+    url = world.server.ops.metrics_url
+    assert url is not None
+    core = world.server.core
+    number = world.issue(2_000, world.benefit_programme)
+    card_id = core.cards.card_id(number)
+    assert card_id is not None
+    core.set_card_status(card_id, CardStatus.lost, "reported lost", "test")  # its replacement under way
+    core._follows.stop()
+
+    core._follow_replacement(card_id, "credit:refused")
+    core._move_to_replacement(FollowAsked(card_id, "start:refused", "start"))
+
+    assert follows(scraped(url)) == {
+        (("outcome", "left_at_stop"), ("when", "credit")): 1,
+        (("outcome", "left_at_stop"), ("when", "start")): 1,
+    }
 
 
 @pytest.fixture
