@@ -47,7 +47,6 @@ class FollowWorkers:
         # polling: an idle worker sleeps, and a due move is taken at its time).
         self._lock = threading.Lock()
         self._work_ready = threading.Condition(self._lock)
-        self._room = threading.Condition(self._lock)  # a caller of ask() waits on it for room
         self._queue: collections.deque[FollowAsked] = collections.deque()
         # Moves a start found (`ask_backlog`), made once neither the queue nor a move due waits.
         self._backlog: collections.deque[FollowAsked] = collections.deque()
@@ -76,7 +75,6 @@ class FollowWorkers:
             self._later.clear()
             self._backlog.clear()
             self._work_ready.notify_all()
-            self._room.notify_all()
         return left
 
     @property
@@ -106,17 +104,6 @@ class FollowWorkers:
         it never waits)."""
         with self._lock:
             if self._stopping or len(self._queue) >= self._queued_max:
-                return False
-            self._queue.append(asked)
-            self._work_ready.notify()
-        return True
-
-    def ask(self, asked: FollowAsked) -> bool:
-        """Queued once there is room; False if the workers are stopping first."""
-        with self._lock:
-            while not self._stopping and len(self._queue) >= self._queued_max:
-                self._room.wait()
-            if self._stopping:
                 return False
             self._queue.append(asked)
             self._work_ready.notify()
@@ -164,7 +151,6 @@ class FollowWorkers:
         """Under the lock: a move to make now, or None and how long until the first asked later
         falls due (None: none waits)."""
         if self._queue:
-            self._room.notify()
             return self._queue.popleft(), None
         due_in_s = self._later[0][0] - time.monotonic() if self._later else None
         if due_in_s is not None and due_in_s <= 0:

@@ -32,7 +32,7 @@ def test_moves_are_made_once_each_on_no_more_threads_than_the_limit() -> None:
     workers = FollowWorkers(move, workers_max=3, queued_max=5)
     workers.start()
     try:
-        assert all(workers.ask(asked(index)) for index in range(50))  # more than the queue holds: waits
+        assert workers.ask_backlog([asked(index) for index in range(50)])  # more than the queue holds
         assert done.wait(WAIT_S)
         assert sorted(made, key=lambda one: int(one.card_id[5:])) == [asked(index) for index in range(50)]
         assert len(threads) <= 3
@@ -59,7 +59,7 @@ def test_a_full_queue_refuses_at_once_and_a_stopped_one_always() -> None:
         workers.stop()
         release.set()
     assert not workers.ask_nowait(asked(4))
-    assert not workers.ask(asked(5))  # stopping: a start's sweep does not wait for room
+    assert not workers.ask_backlog([asked(5)])  # stopping: a start's sweep is refused too
 
 
 def test_a_stop_ends_idle_workers() -> None:
@@ -173,28 +173,6 @@ def test_a_move_asked_later_is_made_when_it_falls_due_not_at_the_next_poll(
     finally:
         workers.stop()
     assert 0 <= made_at_s["card_new"] - not_before_s < LATE_S_MAX, case
-
-
-def test_a_caller_waiting_for_room_is_let_go_at_once_by_a_stop() -> None:
-    release = threading.Event()
-
-    def move(_one: FollowAsked) -> None:
-        release.wait(WAIT_S)
-
-    workers = FollowWorkers(move, workers_max=1, queued_max=1)
-    workers.start()
-    answers: list[bool] = []
-    try:
-        assert workers.ask(asked(0)) and workers.ask(asked(1))  # one moving (or queued), one queued
-        waiter = threading.Thread(target=lambda: answers.append(workers.ask(asked(2))))
-        waiter.start()
-        time.sleep(0.05)  # it waits for room
-        stopped_at_s = time.monotonic()
-        workers.stop()
-        waiter.join(WAIT_S)
-        assert answers == [False] and time.monotonic() - stopped_at_s < LATE_S_MAX
-    finally:
-        release.set()
 
 
 def test_a_stop_hands_back_the_moves_queued_and_asked_later_and_none_is_made_after() -> None:
