@@ -11,8 +11,11 @@ import sys
 
 # grpc's core prints its own errors on stderr ("E1207 ... add_port.cc:83] Failed to add port to
 # server: ..." above our one line for a taken port). It reads GRPC_VERBOSITY once, when first
-# imported: so here, before grpc is. An operator's own value (ERROR, DEBUG) stands.
-os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+# imported: so here, before grpc is. Only in the program itself (`python -m terminal_sim.echo_server`):
+# a process that imports this module (the accept-cost probe, a test) keeps grpc core's errors, as
+# switch.grpc_core_log does for the switch. An operator's own value (ERROR, DEBUG) stands.
+if __name__ == "__main__":
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from grpc import aio
 

@@ -45,8 +45,9 @@ def run(command: list[str], operator_value: str | None) -> subprocess.CompletedP
     )
 
 
-def test_importing_the_cli_leaves_grpc_verbosity_as_it_was() -> None:
-    shown = "import os, switch.cli; print(os.environ.get('GRPC_VERBOSITY', 'unset'))"
+@pytest.mark.parametrize("module", ["switch.cli", "terminal_sim.echo_server"])
+def test_importing_a_program_leaves_grpc_verbosity_as_it_was(module: str) -> None:
+    shown = f"import os, {module}; print(os.environ.get('GRPC_VERBOSITY', 'unset'))"
     finished = run([sys.executable, "-c", shown], None)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert finished.stdout.strip() == "unset"
@@ -72,4 +73,15 @@ def test_the_txswitch_program_quiets_grpc_core_unless_the_operator_set_it(
     finished = run([*program, *arguments, "--metrics-port", "-1", "--console-port", "-1"], operator_value)
     assert finished.returncode == 2, finished.stderr[-2000:]
     assert "txswitch serve: cannot listen for gRPC" in finished.stderr, finished.stderr[-2000:]
+    assert (GRPC_CORE_LINE in finished.stderr) is grpc_core_shown, finished.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("operator_value", "grpc_core_shown"), [(None, False), ("ERROR", True)])
+def test_the_echo_server_program_quiets_grpc_core_unless_the_operator_set_it(
+    taken_port: int, operator_value: str | None, grpc_core_shown: bool
+) -> None:
+    program = [sys.executable, "-m", "terminal_sim.echo_server", "--port", str(taken_port)]
+    finished = run(program, operator_value)
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert "cannot listen" in finished.stderr, finished.stderr[-2000:]
     assert (GRPC_CORE_LINE in finished.stderr) is grpc_core_shown, finished.stderr[-2000:]
