@@ -15,7 +15,6 @@ class AccountKind(enum.Enum):
     funder = "funder"
     commission_revenue = "commission_revenue"
     payout_clearing = "payout_clearing"
-    cardholder_clearing = "cardholder_clearing"
 
 
 class LedgerRefusal(enum.Enum):
@@ -64,10 +63,6 @@ def payout_clearing_account(programme_id: str) -> str:
     return f"programme:{programme_id}:payouts"
 
 
-def cardholder_clearing_account(programme_id: str) -> str:
-    return f"programme:{programme_id}:cardholder_clearing"
-
-
 def account_kind(account_id: str) -> AccountKind:
     if account_id.startswith("card:"):
         return AccountKind.card
@@ -78,7 +73,6 @@ def account_kind(account_id: str) -> AccountKind:
         "funder": AccountKind.funder,
         "commission": AccountKind.commission_revenue,
         "payouts": AccountKind.payout_clearing,
-        "cardholder_clearing": AccountKind.cardholder_clearing,
     }[suffix]
 
 
