@@ -254,7 +254,9 @@ def test_a_reversal_after_its_payments_close_counts_in_the_next_and_rewrites_no_
         wait_until(lambda: not both.saf_pending())
         second = terminal.day_close()
         stored = world.backoffice.ListDayCloses(
-            bo.DayCloseListRequest(terminal_id=terminal.terminal_id), metadata=world.admin_metadata, timeout=20
+            bo.DayCloseListRequest(terminal_id=terminal.terminal_id),
+            metadata=world.admin_metadata,
+            timeout=20,
         )
         assert list(stored.reports) == [first, second]
         again = terminal.stub.DayClose(
