@@ -1110,6 +1110,8 @@ def repayment_pb(repayment: Repayment, zone: dt.tzinfo) -> bo.Repayment:
         reference=record.reference,
         journal_entry_id=str(repayment.entry_id),
         time=repayment.recorded_at.astimezone(zone).isoformat(timespec="seconds"),
+        cleared=pb.Amount(amount_minor=repayment.cleared_minor, currency=record.currency),
+        commission=pb.Amount(amount_minor=repayment.commission_minor, currency=record.currency),
     )
 
 

@@ -11,6 +11,7 @@ from switch.admin import AdminConflictError, AdminError, AdminStateError
 from switch.domain import ledger
 from switch.domain.ledger import LedgerRefusal
 from switch.domain.money import AMOUNT_MINOR_MAX, Money
+from switch.domain.programmes import commission_percent, repayment_cleared_minor, repayment_transfer_minor
 from switch.domain.quoting import quoted
 from switch.store.journal import RepaymentRecord, Write, WriteResult
 from switch.store.repayments import Repayment, stored_repayment
@@ -32,9 +33,12 @@ def record_repayment(
     engine: Engine, write_now: Callable[[Write], WriteResult], asked: RepaymentAsked
 ) -> Repayment:
     """The repayment recorded, or the one recorded under its request id before (a replay).
-    AdminError naming the field for a bad amount or one above what is owed, LookupError for an
-    unknown merchant or programme, AdminStateError when the merchant owes nothing,
-    AdminConflictError for a request id recorded with other details; nothing moves then."""
+    The amount is what arrived by bank: it clears the part of the debt it is the transfer for,
+    the commission on that part given back (programmes.repayment_cleared_minor).
+    AdminError naming the field for a bad amount or one above what clears the debt, LookupError
+    for an unknown merchant or programme, AdminStateError when the merchant owes nothing or has
+    nothing to transfer, AdminConflictError for a request id recorded with other details;
+    nothing moves then."""
     amount_problem = _amount_problem(asked.amount)
     if amount_problem is not None:
         raise AdminError(amount_problem)
@@ -57,12 +61,13 @@ def record_repayment(
                 f"amount.currency {quoted(asked.amount.currency)} is not programme "
                 f"{quoted(asked.programme_id)}'s currency {currency}"
             )
-        _require_owed_at_least(conn, record)
+        cleared_minor = _cleared_minor(conn, record)
     entry = ledger.repayment_entry(
         ledger.repayment_key(record.request_id),
         record.currency,
         record.programme_id,
         record.merchant_id,
+        cleared_minor,
         record.amount_minor,
     )
     result = write_now(Write(entry=entry, repayment=record))
@@ -75,7 +80,7 @@ def record_repayment(
         if stored is not None:  # the same request, landed first (sent twice at once)
             return _replayed(stored, record)
         if result.refusal is LedgerRefusal.above_maximum:  # another repayment landed meanwhile
-            _require_owed_at_least(conn, record)
+            _cleared_minor(conn, record)
     raise AdminStateError(f"the repayment was not recorded ({result.problem}); nothing moved, send it again")
 
 
@@ -114,30 +119,41 @@ def _programme_currency(conn: Connection, programme_id: str) -> str:
     return str(currency)
 
 
-def _require_owed_at_least(conn: Connection, record: RepaymentRecord) -> None:
-    """AdminStateError unless the merchant takes the programme and owes it; AdminError when the
-    amount is above what it owes (its payable would go above zero)."""
-    member = conn.execute(
-        select(merchant_programmes.c.merchant_id).where(
+def _cleared_minor(conn: Connection, record: RepaymentRecord) -> int:
+    """The part of the merchant's debt the repayment's transfer clears. AdminStateError unless the
+    merchant takes the programme and owes it something to transfer; AdminError when the amount is
+    above the transfer that clears the debt (its payable would go above zero)."""
+    basis_points = conn.execute(
+        select(merchant_programmes.c.commission_basis_points).where(
             merchant_programmes.c.merchant_id == record.merchant_id,
             merchant_programmes.c.programme_id == record.programme_id,
         )
-    ).first()
-    if member is None:
+    ).scalar()
+    if basis_points is None:
         raise AdminStateError(
             f"merchant {quoted(record.merchant_id)} does not take programme {quoted(record.programme_id)}"
         )
     account_id = ledger.merchant_payable_account(record.merchant_id, record.programme_id)
     query = select(accounts.c.balance_minor).where(accounts.c.account_id == account_id)
     owed_minor = -int(conn.execute(query).scalar_one())
-    owed = Money(owed_minor, record.currency)
+    owing = f"merchant {quoted(record.merchant_id)} owes programme {quoted(record.programme_id)}"
     if owed_minor <= 0:
         raise AdminStateError(
-            f"merchant {quoted(record.merchant_id)} owes programme {quoted(record.programme_id)} nothing "
-            f"(its payable is {Money(-owed_minor, record.currency).format()})"
+            f"{owing} nothing (its payable is {Money(-owed_minor, record.currency).format()})"
         )
-    if record.amount_minor > owed_minor:
+    owed = Money(owed_minor, record.currency)
+    whole = Money(repayment_transfer_minor(owed_minor, basis_points), record.currency)
+    commission = f"the {commission_percent(basis_points)} commission on it given back"
+    if whole.amount_minor == 0:
+        raise AdminStateError(
+            f"{owing} {owed.format()} and has nothing to transfer: {commission} is all of it; "
+            "later redemptions pay it back"
+        )
+    cleared_minor = repayment_cleared_minor(record.amount_minor, owed_minor, basis_points)
+    if cleared_minor is None:
         raise AdminError(
-            f"amount {Money(record.amount_minor, record.currency).format()} is above what merchant "
-            f"{quoted(record.merchant_id)} owes programme {quoted(record.programme_id)}: {owed.format()}"
+            f"amount {Money(record.amount_minor, record.currency).format()} is above the transfer that "
+            f"clears the debt: {owing} {owed.format()}, cleared by a transfer of {whole.format()} "
+            f"({commission})"
         )
+    return cleared_minor

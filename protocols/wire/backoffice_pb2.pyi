@@ -1234,7 +1234,9 @@ class RecordRepaymentRequest(_message.Message):
     """the bank transfer's reference"""
     @_builtins.property
     def amount(self) -> _terminal_pb2.Amount:
-        """in the programme's currency; at most what the merchant owes"""
+        """What arrived by bank, in the programme's currency: it clears the part of the debt it is the
+        transfer for, the commission on that part given back; at most the transfer clearing the debt
+        """
 
     def __init__(
         self,
@@ -1264,6 +1266,8 @@ class Repayment(_message.Message):
     REFERENCE_FIELD_NUMBER: _builtins.int
     JOURNAL_ENTRY_ID_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    CLEARED_FIELD_NUMBER: _builtins.int
+    COMMISSION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     merchant_id: _builtins.str
     programme_id: _builtins.str
@@ -1273,6 +1277,14 @@ class Repayment(_message.Message):
     """ISO 8601; in a merchant summary with the offset of its time_zone"""
     @_builtins.property
     def amount(self) -> _terminal_pb2.Amount: ...
+    @_builtins.property
+    def cleared(self) -> _terminal_pb2.Amount:
+        """the part of the debt it cleared: amount and commission"""
+
+    @_builtins.property
+    def commission(self) -> _terminal_pb2.Amount:
+        """the commission on the part cleared, given back to the merchant"""
+
     def __init__(
         self,
         *,
@@ -1283,10 +1295,12 @@ class Repayment(_message.Message):
         reference: _builtins.str = ...,
         journal_entry_id: _builtins.str = ...,
         time: _builtins.str = ...,
+        cleared: _terminal_pb2.Amount | None = ...,
+        commission: _terminal_pb2.Amount | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cleared", b"cleared", "commission", b"commission"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "journal_entry_id", b"journal_entry_id", "merchant_id", b"merchant_id", "programme_id", b"programme_id", "reference", b"reference", "request_id", b"request_id", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cleared", b"cleared", "commission", b"commission", "journal_entry_id", b"journal_entry_id", "merchant_id", b"merchant_id", "programme_id", b"programme_id", "reference", b"reference", "request_id", b"request_id", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -238,14 +238,17 @@ def repayment_key(request_id: str) -> str:
 
 
 def repayment_entry(
-    key: str, currency: str, programme_id: str, merchant_id: str, amount_minor: int
+    key: str, currency: str, programme_id: str, merchant_id: str, cleared_minor: int, transfer_minor: int
 ) -> JournalEntry:
     """What a merchant owes (its payable below zero) paid back by bank transfer: the programme's
-    payout side takes the money in, the payable rises, never above zero (a repayment pays back
-    a debt; it never makes the programme owe the merchant)."""
-    assert amount_minor > 0, amount_minor
-    postings = (
-        Posting(merchant_payable_account(merchant_id, programme_id), amount_minor, ceiling_minor=0),
-        Posting(payout_clearing_account(programme_id), -amount_minor),
-    )
-    return JournalEntry(key, REPAYMENT_KIND, currency, postings)
+    payout side takes the transfer in and its commission account gives back the commission on the
+    part cleared (the rest of it), the payable rises by that part, never above zero (a repayment
+    pays back a debt; it never makes the programme owe the merchant)."""
+    assert 0 < transfer_minor <= cleared_minor, (transfer_minor, cleared_minor)
+    postings = [
+        Posting(merchant_payable_account(merchant_id, programme_id), cleared_minor, ceiling_minor=0),
+        Posting(payout_clearing_account(programme_id), -transfer_minor),
+    ]
+    if cleared_minor - transfer_minor:
+        postings.append(Posting(commission_account(programme_id), transfer_minor - cleared_minor))
+    return JournalEntry(key, REPAYMENT_KIND, currency, tuple(postings))

@@ -116,6 +116,44 @@ def commission_minor(gross_minor: int, commission_basis_points: int) -> int:
     return proportional_share(gross_minor, commission_basis_points, 10_000)
 
 
+def commission_percent(commission_basis_points: int) -> str:
+    """A commission as an operator reads it: 250 -> "2.5 %", 10000 -> "100 %"."""
+    whole, hundredths = divmod(commission_basis_points, 100)
+    return f"{whole}.{hundredths:02d}".rstrip("0").rstrip(".") + " %"
+
+
+def repayment_transfer_minor(owed_minor: int, commission_basis_points: int) -> int:
+    """What a merchant owing owed_minor transfers to clear it: the debt less the commission on it
+    (rounded as at a payout), given back, as later redemptions absorbing the debt would."""
+    assert owed_minor >= 0
+    return owed_minor - commission_minor(owed_minor, commission_basis_points)
+
+
+def repayment_cleared_minor(transfer_minor: int, owed_minor: int, commission_basis_points: int) -> int | None:
+    """The part of a debt of owed_minor a bank transfer of transfer_minor clears; None for a
+    transfer above the one that clears it all.
+
+    The transfer for a gross G (repayment_transfer_minor) grows with G in steps of 0 or 1, so each
+    transfer up to the whole debt's is reached. It clears the least G it is the transfer for, but
+    the whole debt's transfer clears the whole debt: its least G can be one below the debt (10.19
+    and 10.20 at 2.5 % both ask 9.94), which would leave a cent owed after the merchant paid what
+    the payout run's "owes" line asked."""
+    assert transfer_minor > 0 and owed_minor >= 0
+    whole_minor = repayment_transfer_minor(owed_minor, commission_basis_points)
+    if transfer_minor > whole_minor:
+        return None
+    if transfer_minor == whole_minor:
+        return owed_minor
+    low, high = transfer_minor, owed_minor  # the transfer is never above its gross
+    while low < high:  # halves the range each time: at most about 64 rounds
+        middle = (low + high) // 2
+        if repayment_transfer_minor(middle, commission_basis_points) < transfer_minor:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
 # Payout cycles are counted in whole weeks from this Monday, so every node and every run agrees.
 PAYOUT_EPOCH = dt.date(2024, 1, 1)
 

@@ -1,6 +1,7 @@
 """A merchant paying back by bank transfer what it owes a programme, through the backoffice on
-SQLite and PostgreSQL: a balanced entry, the payable brought to zero and never above, once per
-request id, and shown in the merchant's summary."""
+SQLite and PostgreSQL: a balanced entry giving back the commission on the part of the debt it
+clears, the payable brought to zero and never above, once per request id, and shown in the
+merchant's summary."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch import cli
 from switch.domain import ledger
-from switch.store.schema import accounts, journal_entries, postings
+from switch.domain.programmes import repayment_transfer_minor
+from switch.store.schema import accounts, journal_entries, merchant_programmes, postings
 from tests.integration.harness import ADMIN_TOKEN, MERCHANT_EMAIL, World, new_txn
 
 OWED_MINOR = 1_000  # what the merchant owes after each test's set-up
+TRANSFER_MINOR = 975  # what it transfers to clear it: 2.5 % commission on it given back
 
 
 def balance(world: World, account_id: str) -> int:
@@ -47,17 +50,40 @@ def repayment_entries(world: World) -> list[dict[str, int]]:
     return list(entries.values())
 
 
-def owe(world: World) -> None:
-    """The merchant is paid a 10.00 sale, then refunds it: it owes the gift programme 10.00."""
+def owe(world: World, sale_minor: int = OWED_MINOR) -> None:
+    """The merchant is paid a 10.00 sale (less 2.5 % commission: 9.75), then refunds it: it owes
+    the gift programme 10.00."""
     terminal, sale = world.terminals[0], new_txn()
-    assert terminal.redeem(world.issue(10_000), OWED_MINOR, sale).response_code == "00"
+    assert terminal.redeem(world.issue(10_000), sale_minor, sale).response_code == "00"
     request = bo.SettleRequest(programme_id=world.gift_programme, settlement_id="week-1")
     assert world.backoffice.Settle(request, metadata=world.admin_metadata, timeout=20).payouts
-    assert terminal.refund(sale, OWED_MINOR).response_code == "00"
-    assert payable(world) == -OWED_MINOR
+    assert terminal.refund(sale, sale_minor).response_code == "00"
+    assert payable(world) == -sale_minor
 
 
-def repay(world: World, amount_minor: int = OWED_MINOR, **fields: object) -> bo.Repayment:
+def set_commission(world: World, basis_points: int) -> None:
+    """The merchant's commission on the gift programme (no call changes it once joined)."""
+    with world.server.core.store.engine.begin() as conn:
+        conn.execute(
+            update(merchant_programmes)
+            .where(
+                merchant_programmes.c.merchant_id == world.merchant_id,
+                merchant_programmes.c.programme_id == world.gift_programme,
+            )
+            .values(commission_basis_points=basis_points)
+        )
+
+
+def programme_balances(world: World) -> tuple[int, int]:
+    """The gift programme's commission and payouts accounts."""
+    programme = world.gift_programme
+    return (
+        balance(world, ledger.commission_account(programme)),
+        balance(world, ledger.payout_clearing_account(programme)),
+    )
+
+
+def repay(world: World, amount_minor: int = TRANSFER_MINOR, **fields: object) -> bo.Repayment:
     values: dict[str, object] = {
         "request_id": "repay-1",
         "merchant": MERCHANT_EMAIL,
@@ -77,18 +103,20 @@ def repay(world: World, amount_minor: int = OWED_MINOR, **fields: object) -> bo.
 def test_a_repayment_of_what_is_owed_brings_the_payable_to_zero_with_a_balanced_entry(world: World) -> None:
     owe(world)
     clearing = ledger.payout_clearing_account(world.gift_programme)
-    clearing_before = balance(world, clearing)
+    commission = ledger.commission_account(world.gift_programme)
     answer = repay(world, merchant=world.merchant_id)  # by id as well as by e-mail
     assert (answer.merchant_id, answer.programme_id, answer.amount.amount_minor) == (
         world.merchant_id,
         world.gift_programme,
-        OWED_MINOR,
+        TRANSFER_MINOR,
     )
+    assert (answer.cleared.amount_minor, answer.commission.amount_minor) == (OWED_MINOR, 25)
     assert answer.reference == "NL-BANK-2026-0042" and answer.journal_entry_id
     assert payable(world) == 0
-    assert balance(world, clearing) == clearing_before - OWED_MINOR
     payable_id = ledger.merchant_payable_account(world.merchant_id, world.gift_programme)
-    assert repayment_entries(world) == [{payable_id: OWED_MINOR, clearing: -OWED_MINOR}]
+    assert repayment_entries(world) == [{payable_id: OWED_MINOR, clearing: -TRANSFER_MINOR, commission: -25}]
+    # The refunded sale's payout is undone as a whole: no commission kept on it, nothing paid out
+    assert programme_balances(world) == (0, 0)
     check = world.ledger()
     assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
     # The next payout run no longer lists the merchant as owing
@@ -99,7 +127,7 @@ def test_a_repayment_of_what_is_owed_brings_the_payable_to_zero_with_a_balanced_
 
 def test_the_merchant_summary_shows_the_repayment_beside_the_payouts(world: World) -> None:
     owe(world)
-    answer = repay(world, 400, merchant=world.merchant_id)  # by id as well as by e-mail
+    answer = repay(world, 400, merchant=world.merchant_id)  # clears 4.10: 4.00 and 0.10 commission
     today = dt.datetime.now(world.server.core.report_zone).date().isoformat()
     request = bo.MerchantSummaryRequest(merchant_id=world.merchant_id, from_date=today, to_date=today)
     summary = world.backoffice.GetMerchantSummary(request, metadata=world.admin_metadata, timeout=20)
@@ -110,9 +138,10 @@ def test_the_merchant_summary_shows_the_repayment_beside_the_payouts(world: Worl
         400,
         "NL-BANK-2026-0042",
     )
+    assert (shown.cleared.amount_minor, shown.commission.amount_minor) == (410, 10)
     assert shown.journal_entry_id == answer.journal_entry_id
     owed = {p.programme_id: p.owed.amount_minor for p in summary.programmes}
-    assert owed[world.gift_programme] == -600
+    assert owed[world.gift_programme] == -590
 
 
 def test_a_replay_answers_what_the_first_did_and_moves_nothing(world: World) -> None:
@@ -120,7 +149,7 @@ def test_a_replay_answers_what_the_first_did_and_moves_nothing(world: World) -> 
     first = repay(world, 600)
     again = repay(world, 600)
     assert again == first
-    assert payable(world) == -400
+    assert payable(world) == -385  # 6.15 cleared: 6.00 and 0.15 commission
     assert len(repayment_entries(world)) == 1
 
 
@@ -143,7 +172,7 @@ def test_the_same_request_id_with_other_details_is_refused_and_moves_nothing(
         repay(world, 600, **other)
     assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert "request_id 'repay-1' recorded a repayment already" in (refused.value.details() or "")
-    assert payable(world) == -400 and len(repayment_entries(world)) == 1
+    assert payable(world) == -385 and len(repayment_entries(world)) == 1
 
 
 INVALID, NOT_FOUND, STATE = (
@@ -163,9 +192,14 @@ INVALID, NOT_FOUND, STATE = (
         ({"amount": pb.Amount(amount_minor=500, currency="GBP")}, INVALID, "amount.currency 'GBP' is not"),
         ({"amount": pb.Amount(amount_minor=500)}, INVALID, "amount.currency is missing"),
         (
-            {"amount": pb.Amount(amount_minor=1_001, currency="EUR")},
+            {"amount": pb.Amount(amount_minor=976, currency="EUR")},
             INVALID,
-            "amount 10.01 EUR is above what merchant",
+            "amount 9.76 EUR is above the transfer that clears the debt: merchant",
+        ),
+        (  # the gross owed: the commission on it is given back
+            {"amount": pb.Amount(amount_minor=1_000, currency="EUR")},
+            INVALID,
+            "10.00 EUR, cleared by a transfer of 9.75 EUR (the 2.5 % commission on it given back)",
         ),
         ({"merchant": "nobody@example.test"}, NOT_FOUND, "merchant: no merchant 'nobody@example.test'"),
         ({"merchant": ""}, INVALID, "merchant is missing"),
@@ -186,7 +220,7 @@ def test_a_bad_repayment_is_refused_by_name_and_moves_nothing(
     named = {"benefit": world.benefit_programme, "foreign": world.foreign_programme}
     fields = {k: named.get(v, v) if isinstance(v, str) else v for k, v in fields.items()}
     with pytest.raises(grpc.RpcError) as refused:
-        repay(world, OWED_MINOR, **fields)
+        repay(world, TRANSFER_MINOR, **fields)
     assert refused.value.code() == code
     assert problem in (refused.value.details() or "")
     assert "4111111111111111" not in (refused.value.details() or "")
@@ -239,9 +273,10 @@ def test_two_at_once_each_of_all_that_is_owed_move_once_and_the_payable_never_go
 
 def test_partial_repayments_add_up_to_exactly_what_was_owed(world: World) -> None:
     owe(world)
-    repay(world, 333, request_id="r-1")
-    repay(world, 667, request_id="r-2")
-    assert payable(world) == 0
+    assert repay(world, 500, request_id="r-1").cleared.amount_minor == 513  # 12.825 rounds to 13
+    assert payable(world) == -487
+    assert repay(world, 475, request_id="r-2").cleared.amount_minor == 487  # the rest: 4.87 less 0.12
+    assert payable(world) == 0 and programme_balances(world) == (0, 0)
     with pytest.raises(grpc.RpcError) as refused:
         repay(world, 1, request_id="r-3")
     assert refused.value.code() == STATE and "owes programme" in (refused.value.details() or "")
@@ -260,12 +295,59 @@ def test_the_admin_command_records_a_repayment_given_in_major_units(
 ) -> None:
     owe(world)
     (tmp_path / "admin.token").write_text(ADMIN_TOKEN)
-    arguments = ["--merchant", MERCHANT_EMAIL, "--programme", world.gift_programme, "--amount", "10.00"]
+    arguments = ["--merchant", MERCHANT_EMAIL, "--programme", world.gift_programme, "--amount", "9.75"]
     arguments += ["--currency", "EUR", "--reference", "NL-1", "--request-id", "cli-1"]
     target = world.server.address
     assert (
         cli.main(["admin", "--data-dir", str(tmp_path), "--target", target, "record-repayment", *arguments])
         == 0
     )
-    assert '"amount_minor": "1000"' in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert '"amount_minor": "975"' in shown and '"amount_minor": "1000"' in shown  # and cleared
     assert payable(world) == 0
+
+
+@pytest.mark.parametrize(
+    ("sale_minor", "transfer_minor", "commission_minor"),
+    [
+        (1_001, 976, 25),  # 25.025 rounds to 25, as the payout's did
+        (1_020, 994, 26),  # 25.5 rounds half up; 9.94 is also 10.19's transfer, yet it clears all 10.20
+    ],
+)
+def test_odd_cents_the_transfer_of_the_payout_received_clears_the_debt(
+    world: World, sale_minor: int, transfer_minor: int, commission_minor: int
+) -> None:
+    owe(world, sale_minor)
+    answer = repay(world, transfer_minor)
+    assert (answer.cleared.amount_minor, answer.commission.amount_minor) == (sale_minor, commission_minor)
+    assert payable(world) == 0 and programme_balances(world) == (0, 0)
+
+
+@pytest.mark.parametrize("basis_points", [0, 333, 5_000, 9_950])
+def test_at_each_rate_the_transfer_of_what_the_payout_paid_clears_the_debt_and_undoes_the_commission(
+    world: World, basis_points: int
+) -> None:
+    set_commission(world, basis_points)
+    owe(world, 1_001)
+    with pytest.raises(grpc.RpcError) as refused:  # a cent above the transfer clearing the debt
+        repay(world, repayment_transfer_minor(1_001, basis_points) + 1, request_id="r-above")
+    assert refused.value.code() == INVALID and "above the transfer that clears the debt" in (
+        refused.value.details() or ""
+    )
+    answer = repay(world, repayment_transfer_minor(1_001, basis_points))
+    assert answer.cleared.amount_minor == 1_001
+    assert payable(world) == 0 and programme_balances(world) == (0, 0)
+    check = world.ledger()
+    assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
+
+
+def test_at_a_commission_of_all_of_it_there_is_nothing_to_transfer(world: World) -> None:
+    set_commission(world, 10_000)
+    owe(world)
+    with pytest.raises(grpc.RpcError) as refused:
+        repay(world, 1)
+    assert refused.value.code() == STATE
+    assert "10.00 EUR and has nothing to transfer: the 100 % commission on it given back is all" in (
+        refused.value.details() or ""
+    )
+    assert payable(world) == -OWED_MINOR and not repayment_entries(world)
