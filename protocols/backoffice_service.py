@@ -1082,6 +1082,7 @@ def merchant_summary_pb(core: SwitchCore, request: bo.MerchantSummaryRequest) ->
                 cards_redeemed=p.cards_redeemed,
                 redeemed=pb.Amount(amount_minor=p.redeemed_minor, currency=p.currency),
                 owed=pb.Amount(amount_minor=p.owed_minor, currency=p.currency),
+                to_transfer=pb.Amount(amount_minor=p.to_transfer_minor, currency=p.currency),
             )
             for p in summary.programmes
         ],

@@ -41,8 +41,10 @@ from switch.domain.programmes import (
     Programme,
     ProgrammeKind,
     commission_minor,
+    commission_percent,
     cycle_payout_minor,
     load_step_setting_problem,
+    repayment_transfer_minor,
 )
 from switch.domain.quoting import DIGIT_RUN, quoted
 from switch.domain.receipts import BadEmailError, checked_email
@@ -1100,11 +1102,7 @@ class Admin:
         self, programme: Programme, settlement_id: str, merchant_id: str, basis_points: int, gross_minor: int
     ) -> PlannedPayout:
         if gross_minor < 0:
-            owed = Money(-gross_minor, programme.currency).decimal()
-            reason = (
-                f"owes {owed}: refunds exceed redemptions since the last payout; later redemptions pay "
-                "it back, or record the merchant's bank transfer with record-repayment"
-            )
+            reason = owes_reason(Money(-gross_minor, programme.currency), basis_points)
             return PlannedPayout(merchant_id, gross_minor, 0, None, reason)
         commission = commission_minor(gross_minor, basis_points)
         entry = ledger.settlement_entry(
@@ -1120,6 +1118,20 @@ class Admin:
     def _require_merchant(self, merchant_id: str) -> None:
         if self._store.merchant_name(merchant_id) is None:
             raise AdminError(f"no merchant {quoted(merchant_id)}")
+
+
+def owes_reason(owed: Money, commission_basis_points: int) -> str:
+    """A payout run's line for a merchant owing the programme: the debt, and the bank transfer
+    that clears it (record-repayment's amount), the commission on it given back."""
+    transfer = Money(repayment_transfer_minor(owed.amount_minor, commission_basis_points), owed.currency)
+    commission = f"the {commission_percent(commission_basis_points)} commission on it given back"
+    why = "refunds exceed redemptions since the last payout; later redemptions pay it back"
+    if transfer.amount_minor == 0:
+        return f"owes {owed.decimal()} (nothing to transfer: {commission} is all of it): {why}"
+    return (
+        f"owes {owed.decimal()} (cleared by a bank transfer of {transfer.decimal()}, {commission}): {why}, "
+        f"or record the transfer with record-repayment --amount {transfer.decimal()}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1636,6 +1636,7 @@ class ProgrammeSummary(_message.Message):
     CARDS_REDEEMED_FIELD_NUMBER: _builtins.int
     REDEEMED_FIELD_NUMBER: _builtins.int
     OWED_FIELD_NUMBER: _builtins.int
+    TO_TRANSFER_FIELD_NUMBER: _builtins.int
     programme_id: _builtins.str
     name: _builtins.str
     commission_basis_points: _builtins.int
@@ -1650,7 +1651,14 @@ class ProgrammeSummary(_message.Message):
 
     @_builtins.property
     def owed(self) -> _terminal_pb2.Amount:
-        """now: redeemed and not yet paid out"""
+        """now: redeemed and not yet paid out; below zero, what the merchant owes"""
+
+    @_builtins.property
+    def to_transfer(self) -> _terminal_pb2.Amount:
+        """The bank transfer clearing what the merchant owes (RecordRepayment's amount): the debt less the
+        commission on it given back. Zero when it owes nothing, or the commission is all of it (nothing
+        to transfer: later redemptions pay it back)
+        """
 
     def __init__(
         self,
@@ -1663,10 +1671,11 @@ class ProgrammeSummary(_message.Message):
         cards_redeemed: _builtins.int = ...,
         redeemed: _terminal_pb2.Amount | None = ...,
         owed: _terminal_pb2.Amount | None = ...,
+        to_transfer: _terminal_pb2.Amount | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["owed", b"owed", "redeemed", b"redeemed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["owed", b"owed", "redeemed", b"redeemed", "to_transfer", b"to_transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cards_redeemed", b"cards_redeemed", "commission_basis_points", b"commission_basis_points", "name", b"name", "owed", b"owed", "payout_interval_weeks", b"payout_interval_weeks", "programme_id", b"programme_id", "redeemed", b"redeemed", "redemptions", b"redemptions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cards_redeemed", b"cards_redeemed", "commission_basis_points", b"commission_basis_points", "name", b"name", "owed", b"owed", "payout_interval_weeks", b"payout_interval_weeks", "programme_id", b"programme_id", "redeemed", b"redeemed", "redemptions", b"redemptions", "to_transfer", b"to_transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

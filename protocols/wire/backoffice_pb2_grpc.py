@@ -323,7 +323,8 @@ class BackofficeServicer:
 
     def RecordRepayment(self, request, context):
         """A merchant that owes a programme (refunds above redemptions since its last payout) paid it back
-        by bank transfer: once per request_id, never more than it owes.
+        by bank transfer: once per request_id, never more than the transfer clearing what it owes (the
+        debt less the commission on it, given back).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -57,7 +57,8 @@ class BackofficeStub:
     """Every programme's payout of the current cycle (payout_interval_weeks); safe to call daily."""
     RecordRepayment: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.RecordRepaymentRequest, _backoffice_pb2.Repayment]
     """A merchant that owes a programme (refunds above redemptions since its last payout) paid it back
-    by bank transfer: once per request_id, never more than it owes.
+    by bank transfer: once per request_id, never more than the transfer clearing what it owes (the
+    debt less the commission on it, given back).
     """
     SetCardPin: _grpc.UnaryUnaryMultiCallable[_backoffice_pb2.SetCardPinRequest, _backoffice_pb2.CardView]
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
@@ -118,7 +119,8 @@ class BackofficeAsyncStub(BackofficeStub):
     """Every programme's payout of the current cycle (payout_interval_weeks); safe to call daily."""
     RecordRepayment: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.RecordRepaymentRequest, _backoffice_pb2.Repayment]  # type: ignore[assignment]
     """A merchant that owes a programme (refunds above redemptions since its last payout) paid it back
-    by bank transfer: once per request_id, never more than it owes.
+    by bank transfer: once per request_id, never more than the transfer clearing what it owes (the
+    debt less the commission on it, given back).
     """
     SetCardPin: _aio.UnaryUnaryMultiCallable[_backoffice_pb2.SetCardPinRequest, _backoffice_pb2.CardView]  # type: ignore[assignment]
     """Set (or reset) a closed-loop card's PIN: only its verification value is stored; tries reset."""
@@ -296,7 +298,8 @@ class BackofficeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_backoffice_pb2.Repayment, _abc.Awaitable[_backoffice_pb2.Repayment]]:
         """A merchant that owes a programme (refunds above redemptions since its last payout) paid it back
-        by bank transfer: once per request_id, never more than it owes.
+        by bank transfer: once per request_id, never more than the transfer clearing what it owes (the
+        debt less the commission on it, given back).
         """
 
     @_abc_1.abstractmethod

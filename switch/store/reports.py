@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, and_, func, select
 
 from switch.domain import ledger
+from switch.domain.programmes import repayment_transfer_minor
 from switch.domain.quoting import quoted
 from switch.domain.reports import ReportQuery
 from switch.domain.transactions import TransactionStatus, TransactionType
@@ -80,7 +81,13 @@ class ProgrammeSummary:
     redemptions: int
     cards_redeemed: int
     redeemed_minor: int
-    owed_minor: int
+    owed_minor: int  # below zero: the merchant owes the programme
+
+    @property
+    def to_transfer_minor(self) -> int:
+        """What the merchant transfers by bank to clear what it owes (record-repayment's amount):
+        the debt less the commission on it given back; 0 when it owes nothing or that is all of it."""
+        return repayment_transfer_minor(max(-self.owed_minor, 0), self.commission_basis_points)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch import cli
 from switch.domain import ledger
+from switch.domain.money import Money
 from switch.domain.programmes import repayment_transfer_minor
 from switch.store.schema import accounts, journal_entries, merchant_programmes, postings
 from tests.integration.harness import ADMIN_TOKEN, MERCHANT_EMAIL, World, new_txn
@@ -83,6 +84,24 @@ def programme_balances(world: World) -> tuple[int, int]:
     )
 
 
+def to_transfer(world: World) -> int:
+    """What the merchant summary says the merchant transfers to clear what it owes the programme."""
+    today = dt.datetime.now(world.server.core.report_zone).date().isoformat()
+    request = bo.MerchantSummaryRequest(merchant_id=world.merchant_id, from_date=today, to_date=today)
+    summary = world.backoffice.GetMerchantSummary(request, metadata=world.admin_metadata, timeout=20)
+    (shown,) = [p for p in summary.programmes if p.programme_id == world.gift_programme]
+    return int(shown.to_transfer.amount_minor)
+
+
+def owes_line(world: World, settlement_id: str = "week-2") -> str:
+    """A payout run's line for the merchant owing the gift programme."""
+    request = bo.SettleRequest(programme_id=world.gift_programme, settlement_id=settlement_id)
+    answer = world.backoffice.Settle(request, metadata=world.admin_metadata, timeout=20)
+    (skipped,) = answer.skipped
+    assert skipped.merchant_id == world.merchant_id and not answer.payouts
+    return skipped.reason
+
+
 def repay(world: World, amount_minor: int = TRANSFER_MINOR, **fields: object) -> bo.Repayment:
     values: dict[str, object] = {
         "request_id": "repay-1",
@@ -140,8 +159,9 @@ def test_the_merchant_summary_shows_the_repayment_beside_the_payouts(world: Worl
     )
     assert (shown.cleared.amount_minor, shown.commission.amount_minor) == (410, 10)
     assert shown.journal_entry_id == answer.journal_entry_id
-    owed = {p.programme_id: p.owed.amount_minor for p in summary.programmes}
-    assert owed[world.gift_programme] == -590
+    owed = {p.programme_id: (p.owed.amount_minor, p.to_transfer.amount_minor) for p in summary.programmes}
+    assert owed[world.gift_programme] == (-590, 575)  # 5.90 less 0.15 commission (14.75 rounded up)
+    assert owed[world.benefit_programme] == (0, 0)  # owes nothing
 
 
 def test_a_replay_answers_what_the_first_did_and_moves_nothing(world: World) -> None:
@@ -273,10 +293,13 @@ def test_two_at_once_each_of_all_that_is_owed_move_once_and_the_payable_never_go
 
 def test_partial_repayments_add_up_to_exactly_what_was_owed(world: World) -> None:
     owe(world)
+    assert to_transfer(world) == TRANSFER_MINOR
     assert repay(world, 500, request_id="r-1").cleared.amount_minor == 513  # 12.825 rounds to 13
     assert payable(world) == -487
-    assert repay(world, 475, request_id="r-2").cleared.amount_minor == 487  # the rest: 4.87 less 0.12
-    assert payable(world) == 0 and programme_balances(world) == (0, 0)
+    assert "(cleared by a bank transfer of 4.75, the 2.5 % commission on it given back)" in owes_line(world)
+    assert to_transfer(world) == 475  # the rest: 4.87 less 0.12
+    assert repay(world, 475, request_id="r-2").cleared.amount_minor == 487
+    assert payable(world) == 0 and programme_balances(world) == (0, 0) and to_transfer(world) == 0
     with pytest.raises(grpc.RpcError) as refused:
         repay(world, 1, request_id="r-3")
     assert refused.value.code() == STATE and "owes programme" in (refused.value.details() or "")
@@ -329,6 +352,9 @@ def test_at_each_rate_the_transfer_of_what_the_payout_paid_clears_the_debt_and_u
 ) -> None:
     set_commission(world, basis_points)
     owe(world, 1_001)
+    transfer = Money(repayment_transfer_minor(1_001, basis_points), "EUR")
+    assert to_transfer(world) == transfer.amount_minor
+    assert f"record-repayment --amount {transfer.decimal()}" in owes_line(world)
     with pytest.raises(grpc.RpcError) as refused:  # a cent above the transfer clearing the debt
         repay(world, repayment_transfer_minor(1_001, basis_points) + 1, request_id="r-above")
     assert refused.value.code() == INVALID and "above the transfer that clears the debt" in (
@@ -351,3 +377,8 @@ def test_at_a_commission_of_all_of_it_there_is_nothing_to_transfer(world: World)
         refused.value.details() or ""
     )
     assert payable(world) == -OWED_MINOR and not repayment_entries(world)
+    assert owes_line(world) == (
+        "owes 10.00 (nothing to transfer: the 100 % commission on it given back is all of it): "
+        "refunds exceed redemptions since the last payout; later redemptions pay it back"
+    )
+    assert to_transfer(world) == 0

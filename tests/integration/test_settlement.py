@@ -292,8 +292,11 @@ def test_a_merchant_whose_refunds_exceed_what_it_was_owed_is_listed_with_the_rea
     assert not answer.payouts
     (skipped,) = answer.skipped
     assert (skipped.merchant_id, skipped.gross.amount_minor) == (merchant, -1_000)
-    assert skipped.reason.startswith("owes 10.00: refunds exceed redemptions since the last payout;")
-    assert "record the merchant's bank transfer with record-repayment" in skipped.reason
+    assert skipped.reason.startswith(
+        "owes 10.00 (cleared by a bank transfer of 9.75, the 2.5 % commission on it given back): "
+        "refunds exceed redemptions since the last payout; later redemptions pay it back"
+    )
+    assert skipped.reason.endswith("record the transfer with record-repayment --amount 9.75")
     assert balance(world, payable) == -1_000  # nothing written
 
 
