@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, and_, exists, func, select
+from sqlalchemy import Connection, Select, and_, bindparam, exists, func, select
 
 from switch.domain.reports import midnight
 from switch.domain.transactions import TransactionStatus
@@ -103,15 +103,31 @@ def open_periods_by_device(conn: Connection, sources: Iterable[str]) -> dict[str
     wanted = sorted(set(sources))
     if not wanted:
         return {}
-    web = terminals.c
-    query = (
-        select(web.terminal_id, web.period_number, web.device_name)
-        .where(web.terminal_id.in_(wanted))
-        .with_for_update(read=True)
-    )
-    return {
-        str(terminal_id): (int(period), str(device)) for terminal_id, period, device in conn.execute(query)
-    }
+    statement, size = _open_periods_statement(len(wanted))
+    filled = wanted + [wanted[-1]] * (size - len(wanted))  # a terminal named twice is read once
+    rows = conn.execute(statement, {f"terminal_{i}": terminal_id for i, terminal_id in enumerate(filled)})
+    return {str(terminal_id): (int(period), str(device)) for terminal_id, period, device in rows}
+
+
+# Built once per power of two of terminals named, so every batch's read is one already compiled:
+# an IN list built per batch (and expanded per execution) cost more CPU than the journal's writes
+# of a batch of two (python -m terminal_sim.journal_cost).
+_OPEN_PERIODS_STATEMENTS: dict[int, Select[str, int, str]] = {}
+
+
+def _open_periods_statement(count: int) -> tuple[Select[str, int, str], int]:
+    size = 1 << (count - 1).bit_length()
+    statement = _OPEN_PERIODS_STATEMENTS.get(size)
+    if statement is None:
+        web = terminals.c
+        named = [bindparam(f"terminal_{i}", type_=web.terminal_id.type) for i in range(size)]
+        statement = (
+            select(web.terminal_id, web.period_number, web.device_name)
+            .where(web.terminal_id.in_(named))
+            .with_for_update(read=True)
+        )
+        _OPEN_PERIODS_STATEMENTS[size] = statement
+    return statement, size
 
 
 def transaction_rows(
