@@ -315,7 +315,7 @@ def apply_batch(
             if web_days_closed is not None:
                 web_days_closed.extend(moved)
         _require_open_originals(writes, open_now)
-        conn.execute(insert(transactions), transaction_rows(records, now, open_now))
+        conn.execute(_NEW_TRANSACTIONS, transaction_rows(records, now, open_now))
     entries = [w.entry for w in writes if w.entry is not None]
     entry_ids = _post_entries(conn, entries, now)
     # After the postings: a replacement on another node that moved the card's balance holds its
@@ -436,6 +436,10 @@ _POSTING = (
 # Rows come back in any order (asking for parameter order makes SQLite insert one row at a time),
 # so each id is matched to its entry by the entry's unique idempotency key.
 _NEW_ENTRY = insert(journal_entries).returning(journal_entries.c.idempotency_key, journal_entries.c.entry_id)
+# A statement built per batch has its cache key computed again at every execution; one built here
+# once (as all of the above) keeps it.
+_NEW_TRANSACTIONS = insert(transactions)
+_NEW_POSTINGS = insert(postings)
 
 
 def _update_each(
@@ -571,7 +575,7 @@ def _post_entries(conn: Connection, entries: list[JournalEntry], now: dt.datetim
     id_by_key = {str(key): int(entry_id) for key, entry_id in conn.execute(_NEW_ENTRY, entry_rows)}
     entry_ids = [id_by_key[entry.idempotency_key] for entry in entries]
     conn.execute(
-        insert(postings),
+        _NEW_POSTINGS,
         [
             {"entry_id": entry_id, "account_id": p.account_id, "amount_minor": p.amount_minor}
             for entry_id, entry in zip(entry_ids, entries, strict=True)
