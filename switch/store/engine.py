@@ -69,7 +69,9 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
 
 
 @contextmanager
-def writing(engine: Engine, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> Iterator[Connection]:
+def writing(
+    engine: Engine | Connection, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000
+) -> Iterator[Connection]:
     """`engine.begin()` for a transaction that writes; on SQLite it holds the write lock from its start.
 
     SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25 ms and so on between tries, so a writer
@@ -83,7 +85,17 @@ def writing(engine: Engine, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000) ->
     Every writing transaction of the switch uses it, the journal's and the rest: one writer left on
     the busy handler waits out hundreds of the journal's batches, which ask every 0.2 ms. A
     transaction that holds the lock must not wait for another writing transaction of its own.
+
+    Given a Connection rather than an engine, the transaction is begun on it: a process that only
+    ever writes one transaction at a time keeps its connection instead of taking one from the pool
+    and giving it back for each (the journal process: about 25 us of CPU a batch).
     """
+    if isinstance(engine, Connection):  # one its owner keeps (the journal process's)
+        with engine.begin():
+            if engine.dialect.name == "sqlite":
+                _take_write_lock(engine, timeout_s)
+            yield engine
+        return
     with engine.begin() as conn:
         if conn.dialect.name == "sqlite":
             _take_write_lock(conn, timeout_s)

@@ -790,7 +790,9 @@ RETRYABLE_SQLSTATES: Final = frozenset({"40P01", "40001"})
 BATCH_ATTEMPTS_MAX: Final = 3
 
 
-def commit_batch(engine: Engine, writes: list[Write], web_days: WebDayRule | None = None) -> BatchOutcome:
+def commit_batch(
+    engine: Engine | Connection, writes: list[Write], web_days: WebDayRule | None = None
+) -> BatchOutcome:
     """Commit writes in one transaction; if one breaks a backstop, each alone so only it is refused.
 
     A failure of the COMMIT itself is in doubt, not "nothing stored": the writes are answered
@@ -818,7 +820,7 @@ def commit_batch(engine: Engine, writes: list[Write], web_days: WebDayRule | Non
     return BatchOutcome([failed] * len(writes), failed=True)
 
 
-def _committed(engine: Engine, apply: Callable[[Connection], T]) -> T:
+def _committed(engine: Engine | Connection, apply: Callable[[Connection], T]) -> T:
     """apply's result once committed; CommitInDoubtError if the commit itself failed."""
     applied = False
     try:
@@ -842,7 +844,9 @@ def _in_doubt(writes: list[Write]) -> BatchOutcome:
     return BatchOutcome([in_doubt] * len(writes), failed=True, in_doubt=True)
 
 
-def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = None) -> WriteResult:
+def commit_alone(
+    engine: Engine | Connection, write: Write, web_days: WebDayRule | None = None
+) -> WriteResult:
     """One write in a transaction of its own: a refusal or failure as a result, never raised;
     CommitInDoubtError when the commit itself failed. A refused write's closes of earlier web days
     are made again on their own (`_close_web_days_again`)."""
@@ -873,7 +877,10 @@ def commit_alone(engine: Engine, write: Write, web_days: WebDayRule | None = Non
 
 
 def _card_not_active_result(
-    engine: Engine, record: TransactionRecord | None, error: CardNotActiveError, web_days: WebDayRule | None
+    engine: Engine | Connection,
+    record: TransactionRecord | None,
+    error: CardNotActiveError,
+    web_days: WebDayRule | None,
 ) -> WriteResult:
     """The refusal of a write onto a card no longer active, its record stored declined in a
     transaction of its own (no entry: nothing moves), so the terminal's status query finds the
@@ -912,7 +919,7 @@ def declined_record(record: TransactionRecord, status: CardStatus) -> Transactio
     )
 
 
-def _close_web_days_again(engine: Engine, terminal_ids: list[str], rule: WebDayRule) -> None:
+def _close_web_days_again(engine: Engine | Connection, terminal_ids: list[str], rule: WebDayRule) -> None:
     """The closes of earlier web days that a refused write made, rolled back with it, made in a
     transaction of their own: the day before is closed as the refusal is answered, not left open
     until the next web write or the pass. Each is the close any closer makes (its close id is its

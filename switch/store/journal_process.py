@@ -107,6 +107,10 @@ def _serve(connection: Connection, database_url: str, web_days: WebDayRule | Non
     # The switch's own scrubbed JSON lines: a failed batch's traceback quotes its SQL parameters.
     configure_logging(logging.WARNING)
     engine = make_engine(database_url)
+    # One transaction at a time, each on this one connection: taking it from the pool and giving it
+    # back cost more CPU than a batch's begin and commit. One the database dropped is made again
+    # at its next use (sqlalchemy reconnects an invalidated connection outside a transaction).
+    database = engine.connect()
     try:
         connection.send(_READY)
         while True:
@@ -116,7 +120,8 @@ def _serve(connection: Connection, database_url: str, web_days: WebDayRule | Non
                 return  # the switch is gone; nothing is waiting for an answer
             if writes is None:
                 return
-            connection.send(commit_batch(engine, writes, web_days))
+            connection.send(commit_batch(database, writes, web_days))
     finally:
+        database.close()
         engine.dispose()
         connection.close()
