@@ -93,11 +93,17 @@ def _make_world(engine: Engine, terminal_count: int, card_count: int) -> _World:
                 "name": "Gift",
                 "kind": ProgrammeKind.gift,
                 "currency": CURRENCY,
-                "card_prefix": "600001",
+                # unique among programmes: a run's own, so runs can share a database
+                "card_prefix": f"{int(prefix, 16) % 1_000_000:06d}",
                 "balance_max_minor": CARD_CEILING_MINOR,
             },
         )
-        merchant = {"merchant_id": world.merchant_id, "name": "Shop", "email": "s@x", "password_hash": "-"}
+        merchant = {
+            "merchant_id": world.merchant_id,
+            "name": "Shop",
+            "email": f"shop-{prefix}@x",
+            "password_hash": "-",
+        }
         conn.execute(insert(merchants), {**merchant, "created_at": NOW})
         conn.execute(
             insert(merchant_programmes),

@@ -4,6 +4,7 @@ measures every write of its flow mix taken by a real journal process."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,13 @@ def test_a_small_run_reports_the_journal_process_cpu_per_write(
     spread = report["journal_cpu_us_per_write_spread"]
     assert 0 <= spread["min"] <= spread["median"] <= spread["max"]
     assert report["wall_us_per_write_spread"]["median"] > 0
+
+
+def test_two_runs_share_one_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each run makes its own programme, merchant, terminals and cards, as a PostgreSQL database
+    shared by several measurements needs."""
+    argv = ["--batches", "5", "--rounds", "1", "--cards", "2", "--terminals", "1"]
+    argv += ["--database-url", f"sqlite:///{tmp_path / 'shared.sqlite'}"]
+    for _ in range(2):
+        assert journal_cost.main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["writes_per_round"] == 10
