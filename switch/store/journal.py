@@ -440,6 +440,16 @@ _NEW_ENTRY = insert(journal_entries).returning(journal_entries.c.idempotency_key
 # once (as all of the above) keeps it.
 _NEW_TRANSACTIONS = insert(transactions)
 _NEW_POSTINGS = insert(postings)
+# The checks of writes on cards other nodes share (Write.active_card, Write.credited_card).
+_ACTIVE_CARD = (
+    select(cards.c.status, cards.c.replaced_by)
+    .where(cards.c.card_id == bindparam("b_card_id"))
+    .with_for_update()
+)
+_LOST_CARDS = select(cards.c.card_id).where(
+    cards.c.card_id.in_(bindparam("b_card_ids", expanding=True)),
+    (cards.c.status == CardStatus.lost) | cards.c.replaced_by.is_not(None),
+)
 
 
 def _update_each(
@@ -589,18 +599,13 @@ def _lost_cards(conn: Connection, card_ids: set[str]) -> set[str]:
     """Those of the cards lost or replaced; no query when there are none (always on one node)."""
     if not card_ids:
         return set()
-    query = select(cards.c.card_id).where(
-        cards.c.card_id.in_(sorted(card_ids)),
-        (cards.c.status == CardStatus.lost) | cards.c.replaced_by.is_not(None),
-    )
-    return set(conn.execute(query).scalars())
+    return set(conn.execute(_LOST_CARDS, {"b_card_ids": sorted(card_ids)}).scalars())
 
 
 def _require_active(conn: Connection, card_id: str) -> None:
     """BackstopError unless the card is active and not replaced; its row locked (PostgreSQL) so a
     replacement on another node waits for this write, or this one for it."""
-    query = select(cards.c.status, cards.c.replaced_by).where(cards.c.card_id == card_id).with_for_update()
-    row = conn.execute(query).first()
+    row = conn.execute(_ACTIVE_CARD, {"b_card_id": card_id}).first()
     if row is None:
         raise BackstopError(f"card {card_id} is no longer active (replaced or blocked meanwhile)")
     if row.status is not CardStatus.active:
