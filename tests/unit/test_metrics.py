@@ -41,11 +41,13 @@ ALLOWED_LABEL_NAMES = {
     "currency",
     "programme",
     "event",
+    "reason",  # a closed set: UNANSWERED_ADVICE_REASONS, else "invalid"
 }
 PAN_SENTINEL = "4111111111111111"
 PROGRAMME = "prg_0a1b2c3d4e5f6789"
 
 EXPECTED_FAMILIES = (
+    "txswitch_iso_inbound_advices_unanswered",
     "txswitch_requests",
     "txswitch_request_duration_seconds",
     "txswitch_requests_in_flight",
@@ -97,6 +99,7 @@ def record_everything(metrics: SwitchMetrics) -> None:
     metrics.payment_recovered("other", "reversed", 2)
     metrics.payment_recovered("own", "left in flight")  # not an outcome: "invalid"
     metrics.iso_inbound_connections_closed(refused=3, idle_closed=1)
+    metrics.iso_inbound_advice_unanswered("original_differs")
     metrics.replaced_card_followed("credit", "moved")
     metrics.replaced_card_money_followed("credit", "EUR", 700)
     metrics.replaced_card_money_followed("start", "euro", 5)  # not a currency code: "invalid"
