@@ -204,24 +204,19 @@ def _redact_quoting_run(match: re.Match[str]) -> str:
     return REDACTED_PAN if _looks_like_pan(run) else run
 
 
-def _redact_any_digit_run(match: re.Match[str]) -> str:
-    return REDACTED_PAN
-
-
 def scrub_text(text: str, *, typed: bool = False) -> str:
     """text with PAN-like digit runs and `pin=...`-style values replaced.
 
     Most values in a log line are short ids and codes: a text shorter than the shortest PAN holds
     no digit run to look at, and one without "=" or ":" no assignment, so neither pass runs there.
-    `typed`: text a person typed (a console command, a block reason), where a card number may be
-    mistyped: every run of 12 or more digits is masked, Luhn-valid or not.
     A card number split by dots, underscores, slashes or 4 spaces is masked when laid out as cards
     print it and Luhn-valid (_redact_digit_run).
+    `typed`: text a person typed (a console command, a block reason), where a card number may be
+    mistyped and split by any of those separators: every run of 12 or more digits is masked, Luhn-valid
+    or not, in any layout.
     """
     if len(text) >= PAN_DIGITS_MIN:
-        if typed:
-            text = quoting.DIGIT_RUN.sub(_redact_any_digit_run, text)
-        text = _LOG_DIGIT_RUN.sub(_redact_digit_run, text)
+        text = _LOG_DIGIT_RUN.sub(REDACTED_PAN if typed else _redact_digit_run, text)
     if "=" in text or ":" in text:
         text = _SENSITIVE_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return text

@@ -59,3 +59,12 @@ def test_a_card_number_across_the_cut_of_a_long_value_that_is_not_a_str_is_maske
     scrubbed = scrub_value(_Shown("#" * (VALUE_CHARS_MAX - kept) + PAN + " and more"))
     assert isinstance(scrubbed, str) and len(scrubbed) <= VALUE_CHARS_MAX
     assert PAN[:kept] not in scrubbed, scrubbed[-40:]
+
+
+def test_a_mistyped_card_number_split_by_dots_is_masked_in_the_audit_log(tmp_path: Path) -> None:
+    # A command is typed text: a card number there is masked Luhn-valid or not, as it is with spaces.
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    caller = Caller("olga@ops", Role.viewer, "SHA256:x", "olga", "127.0.0.1")
+    audit.record(caller, "cards show 6011.0009.9013.9425", "usage", mode="shell", exit_status=64)
+    recorded = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[0])["command"]
+    assert recorded == "cards show [REDACTED-PAN]", recorded

@@ -249,6 +249,30 @@ def test_harmless_text_is_kept(text: str) -> None:
     assert scrub_text(text) == text
 
 
+# (case, text a person typed, as the scrubber's typed mode shows it): every run of 12 digits or more
+# is masked, Luhn-valid or not, whatever separates its groups; shorter runs stay.
+TYPED_CASES: list[tuple[str, str, str]] = [
+    ("spaced, mistyped", "block 4111 1111 1111 1112 lost", f"block {REDACTED_PAN} lost"),
+    ("dotted", "block 4111.1111.1111.1111 lost", f"block {REDACTED_PAN} lost"),
+    ("dotted, mistyped", "block 4111.1111.1111.1112 lost", f"block {REDACTED_PAN} lost"),
+    ("underscored, mistyped", "cards show card_4111_1111_1111_1112", f"cards show card_{REDACTED_PAN}"),
+    ("slashed, mistyped", "lost 4111/1111/1111/1112", f"lost {REDACTED_PAN}"),
+    ("split by 4 spaces, mistyped", "lost 4111    1111    1111    1112", f"lost {REDACTED_PAN}"),
+    ("dotted, not as cards print it", "lost 41.111111.11111112", f"lost {REDACTED_PAN}"),
+    ("mixed separators", "lost 4111.1111-1111/1112", f"lost {REDACTED_PAN}"),
+    ("12 digits across dots", "from 192.168.100.200", f"from {REDACTED_PAN}"),
+    ("11 digits across dots", "from 192.168.100.20", "from 192.168.100.20"),
+    ("a dotted date and counter of 12 digits", "close 2026.12.07.0001", f"close {REDACTED_PAN}"),
+    ("a dotted date", "close 2026.12.07 at 10.30", "close 2026.12.07 at 10.30"),
+    ("groups 5 separators apart", "lost 4111.....1111.....1111", "lost 4111.....1111.....1111"),
+]
+
+
+@pytest.mark.parametrize(("text", "shown"), [c[1:] for c in TYPED_CASES], ids=[c[0] for c in TYPED_CASES])
+def test_typed_text_shows_no_run_of_12_digits_whatever_separates_them(text: str, shown: str) -> None:
+    assert scrub_text(text, typed=True) == shown
+
+
 def test_exception_text_is_scrubbed(log_stream: io.StringIO) -> None:
     try:
         raise ValueError(f"bad card {PAN_16}")
