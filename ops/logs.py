@@ -42,12 +42,16 @@ _DIGIT_GROUP: Final = re.compile(r"\d+")
 ID_PAN_DIGITS_MIN: Final = 13
 # Digit groups as a person may split a card number typed into an id or a text: by up to 4 spaces,
 # dashes, dots, underscores or slashes ("4111.1111.1111.1111", "4111    1111 ..."), from
-# ID_PAN_DIGITS_MIN digits (12 more after the first). Wider than quoting.DIGIT_RUN's separators, so
-# only the layouts cards print are judged across them (_printed_span_holds_pan).
+# ID_PAN_DIGITS_MIN digits (12 more after the first): quoting.DIGIT_RUN's from one digit more. Only
+# the layouts cards print are judged across dots, underscores, slashes and long gaps
+# (_printed_span_holds_pan).
 _PRINTED_RUN: Final = re.compile(r"(?<!\d)\d(?:[ ._/-]{0,4}\d){12,}(?!\d)")
-# The log scrubber's runs: quoting.DIGIT_RUN's, and groups split as _PRINTED_RUN's, from PAN_DIGITS_MIN
-# digits. One scan of the line finds both.
-_LOG_DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ ._/-]{0,4}\d){11,}(?!\d)")
+# The runs the scrubber looks at, quoted's (quoting.DIGIT_RUN): groups split by up to 4 spaces, dashes,
+# dots, underscores or slashes, from PAN_DIGITS_MIN digits. One scan of a line finds them all.
+_LOG_DIGIT_RUN: Final = quoting.DIGIT_RUN
+# Digit groups joined by up to 3 spaces or dashes, as a card number is typed, from PAN_DIGITS_MIN
+# digits: the parts of a _LOG_DIGIT_RUN run the scrubber judges each as a whole (_looks_like_pan).
+_SPACED_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){11,}(?!\d)")
 # A card number glued to an id's own short number, which letters start or end ("T1" of "T14111...1111"):
 # up to this many digits, to a card number of GLUED_PAN_DIGITS (ours, and most bank cards). Without the
 # letters, digits in a row are judged whole: numeric ids of 14-19 digits (a timestamp, a date and
@@ -55,7 +59,7 @@ _LOG_DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ ._/-]{0,4}\d){11,}(?!\d)")
 # glue most runs) 1 time in 190 rather than 1 in 410 (1 in 470 without the glued rule).
 GLUED_DIGITS_MAX: Final = 3
 GLUED_PAN_DIGITS: Final = 16
-# A separator quoting.DIGIT_RUN does not take.
+# A separator _SPACED_RUN does not take.
 _PRINTED_ONLY_SEPARATOR: Final = re.compile(r"[._/]|[ -]{4}")
 # "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text.
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
@@ -80,7 +84,7 @@ def luhn_valid(digits: str) -> bool:
 
 
 def _looks_like_pan(run: str) -> bool:
-    """run (digits, maybe grouped by spaces or dashes as quoting.DIGIT_RUN finds them) holds a
+    """run (digits, maybe grouped by spaces or dashes as _SPACED_RUN finds them) holds a
     Luhn-valid card number of PAN_DIGITS_MIN to PAN_DIGITS_MAX digits."""
     digits = _SEPARATORS.sub("", run)
     if len(digits) < PAN_DIGITS_MIN:
@@ -193,13 +197,13 @@ def _redact_digit_run(match: re.Match[str]) -> str:
     if _PRINTED_ONLY_SEPARATOR.search(run) is None:
         return REDACTED_PAN if _looks_like_pan(run) or _glued_to_letters_holds_pan(match) else run
     # Dots, underscores, slashes and long gaps join IP addresses, versions, dates and decimals too:
-    # across them only the layouts cards print are judged, and each part as quoting.DIGIT_RUN's run.
+    # across them only the layouts cards print are judged, and each part as _SPACED_RUN's run.
     if _printed_span_holds_pan(_DIGIT_GROUP.findall(run)) or _glued_to_letters_holds_pan(match):
         return REDACTED_PAN
-    return quoting.DIGIT_RUN.sub(_redact_quoting_run, run)
+    return _SPACED_RUN.sub(_redact_spaced_run, run)
 
 
-def _redact_quoting_run(match: re.Match[str]) -> str:
+def _redact_spaced_run(match: re.Match[str]) -> str:
     run = match.group(0)
     return REDACTED_PAN if _looks_like_pan(run) else run
 

@@ -8,11 +8,12 @@ from typing import Final
 REDACTED_PAN: Final = "[REDACTED-PAN]"
 PAN_DIGITS_MIN: Final = 12
 PAN_DIGITS_MAX: Final = 19
-# Digit runs of a card number's length or more, optionally grouped by spaces or dashes as a card
-# number is typed ("4111 1111 1111 1111", "4111 - 1111 ..."): up to 3 of them between two digits.
-# (11 more digits after the first: PAN_DIGITS_MIN.)
-DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){11,}(?!\d)")
-TYPED_CARD_NUMBER_CHARS_MAX: Final = PAN_DIGITS_MAX + 3 * (PAN_DIGITS_MAX - 1)
+# Digit runs of a card number's length or more, optionally grouped as a person types or copies a card
+# number: by spaces, dashes, dots, underscores or slashes, up to 4 of them between two digits
+# ("4111 1111 1111 1111", "4111 - 1111 ...", "4111.1111.1111.1111", "4111    1111 ...").
+# (11 more digits after the first: PAN_DIGITS_MIN.) The log scrubber finds its runs with it too.
+DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ ._/-]{0,4}\d){11,}(?!\d)")
+TYPED_CARD_NUMBER_CHARS_MAX: Final = PAN_DIGITS_MAX + 4 * (PAN_DIGITS_MAX - 1)
 # Of a caller's value shown whole in a message: the longest id the protocol takes (a transaction's
 # or request's id, a top-up's request id, a PSP reference: 64), so two ids never read the same.
 QUOTED_CHARS_MAX: Final = 64
@@ -22,15 +23,16 @@ QUOTED_TAIL_CHARS: Final = QUOTED_CHARS_MAX - QUOTED_HEAD_CHARS
 READ_CHARS_MAX: Final = QUOTED_CHARS_MAX + TYPED_CARD_NUMBER_CHARS_MAX
 # The digits (and their separators) that end a text, from the first: a run the read's end cut;
 # and those that start it, to the last: a run the read's start cut.
-_TRAILING_RUN: Final = re.compile(r"\d[\d -]*\Z")
-_LEADING_RUN: Final = re.compile(r"\A[\d -]*\d")
-_RUN_CHAR: Final = re.compile(r"[\d -]")
+_TRAILING_RUN: Final = re.compile(r"\d[\d ._/-]*\Z")
+_LEADING_RUN: Final = re.compile(r"\A[\d ._/-]*\d")
+_RUN_CHAR: Final = re.compile(r"[\d ._/-]")
 
 
 def quoted(value: str) -> str:
     """value in quotes for a message: every run of 12 or more digits masked (a card number, Luhn-valid
-    or mistyped), characters that do not print escaped; up to QUOTED_CHARS_MAX characters whole, a
-    longer value as its first QUOTED_HEAD_CHARS, "..." and its last QUOTED_TAIL_CHARS.
+    or mistyped, its groups split as DIGIT_RUN's are), characters that do not print escaped; up to
+    QUOTED_CHARS_MAX characters whole, a longer value as its first QUOTED_HEAD_CHARS, "..." and its
+    last QUOTED_TAIL_CHARS.
 
     Masked before it is cut, so a card number across a cut is not left in part; only a card
     number's length past each cut is read, not the whole of a huge value.

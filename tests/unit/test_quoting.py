@@ -31,6 +31,17 @@ CASES = [
     ("4111 1111 1111 1111", f"'{REDACTED_PAN}'"),  # as typed
     ("4111-1111-1111-1112", f"'{REDACTED_PAN}'"),  # mistyped: not Luhn-valid, masked all the same
     ("card 4111 - 1111 - 1111 - 1111 lost", f"'card {REDACTED_PAN} lost'"),
+    # Split by dots, underscores, slashes or up to 4 spaces: masked as when split by spaces, mistyped too.
+    ("4111.1111.1111.1111", f"'{REDACTED_PAN}'"),
+    ("4111.1111.1111.1112", f"'{REDACTED_PAN}'"),
+    ("pos_4111_1111_1111_1112", f"'pos_{REDACTED_PAN}'"),
+    ("4111/1111/1111/1112", f"'{REDACTED_PAN}'"),
+    ("4111    1111    1111    1112", f"'{REDACTED_PAN}'"),
+    ("3782.822463.10005", f"'{REDACTED_PAN}'"),  # American Express, as printed (4-6-5)
+    ("192.168.100.200", f"'{REDACTED_PAN}'"),  # 12 digits all the same: no layout tells it apart
+    ("10.1.100.200", "'10.1.100.200'"),
+    ("2026.12.07", "'2026.12.07'"),
+    ("4111.....1111.....1111", "'4111.....1111.....1111'"),  # 5 apart: no run
     ("123456789012", f"'{REDACTED_PAN}'"),  # 12 digits: as short as a card number may be
     ("12345678901", "'12345678901'"),  # 11: a number, not a card's
     ("tup_0000aaaa0000aaaa", "'tup_0000aaaa0000aaaa'"),
@@ -50,6 +61,11 @@ CASES = [
     # A long run masked shrinks the text, bringing a card number cut by the head's read into view:
     # the cut part is masked too, none of its digits shown; and the same at the tail's read.
     ("1" * 200 + "x" + "4111111111111111" + LONG, f"'{REDACTED_PAN}...{'x' * QUOTED_TAIL_CHARS}'"),
+    # The same with a dotted card number, of which the head's read holds 11 digits.
+    (
+        "1" * (READ_CHARS_MAX - 14) + "x" + "4111.1111.1111.1111" + LONG,
+        f"'{REDACTED_PAN}x{REDACTED_PAN}...{'x' * QUOTED_TAIL_CHARS}'",
+    ),
     (
         LONG + "4111111111111111" + "x" + "2" * (READ_CHARS_MAX - 6),
         f"'{'x' * QUOTED_HEAD_CHARS}...{REDACTED_PAN[-5:]}x{REDACTED_PAN}'",
@@ -88,17 +104,17 @@ def test_no_seven_digits_of_a_card_number_are_shown_whatever_surrounds_it() -> N
     # Seeded: card numbers (digits 1-4, grouped or not) among runs of 9s, letters and separators,
     # at every distance from the cut. Main before the fix showed 7 to 11 of the card's digits in
     # about one value in 10,000.
-    card_digits = re.compile(r"[1-4](?:[ -]{0,3}[1-4]){6,}")
+    card_digits = re.compile(r"[1-4](?:[ ._/-]{0,4}[1-4]){6,}")
     random = Random(7)
 
     def filler(chars_min: int) -> str:
         parts: list[str] = []
         while sum(map(len, parts)) < chars_min:
-            parts.append(random.choice(["9" * random.randint(1, 40), "x", " ", "-", "xy"]))
+            parts.append(random.choice(["9" * random.randint(1, 40), "x", " ", "-", ".", "xy"]))
         return "".join(parts)
 
     for _ in range(30_000):
-        separator = random.choice(["", " ", "-", " - ", "   "])
+        separator = random.choice(["", " ", "-", " - ", "   ", ".", "_", "/", "    "])
         card = separator.join(random.choice("1234") for _ in range(random.randint(12, 19)))
         value = filler(random.randint(0, 160)) + card + filler(random.randint(0, 60))
         assert card_digits.search(quoted(value)) is None, value

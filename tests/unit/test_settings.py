@@ -93,6 +93,8 @@ CARD_NUMBER = "4111111111111111"  # Luhn-valid, 16 digits
         ),
         ("TXSWITCH_GRPC_PORT", "4111 1111 1111 1111", "TXSWITCH_GRPC_PORT must be a whole number"),
         ("TXSWITCH_CARD_ACTOR_IDLE_S", "4111-1111-1111-1111", "TXSWITCH_CARD_ACTOR_IDLE_S must be a number"),
+        ("TXSWITCH_GRPC_PORT", "4111.1111.1111.1111", "TXSWITCH_GRPC_PORT must be a whole number"),
+        ("TXSWITCH_CARD_ACTOR_IDLE_S", "4111/1111/1111/1112", "TXSWITCH_CARD_ACTOR_IDLE_S must be a number"),
     ],
 )
 def test_serve_names_the_setting_a_card_number_was_typed_into_but_not_the_number(
@@ -424,7 +426,8 @@ def test_serve_refuses_a_database_url_whose_port_is_no_port_before_it_starts(
         (
             "data",
             f"postgresql://postgres@127.0.0.1:1/{CARD_NUMBER}",
-            f"database postgresql://postgres@127.0.0.1:1/{REDACTED_PAN} not usable: ",
+            # the port's digit, joined to the number across the slash, is masked with it
+            f"database postgresql://postgres@127.0.0.1:{REDACTED_PAN} not usable: ",
         ),
         (f"file/{CARD_NUMBER}", "", f"[Errno 20] Not a directory: 'file/{REDACTED_PAN}'"),
     ],
@@ -458,6 +461,8 @@ RESET_URL_FORM = (
     [
         (CARD_NUMBER, f"'{REDACTED_PAN}'"),
         ("4111 1111 1111 1111", f"'{REDACTED_PAN}'"),
+        ("4111.1111.1111.1111", f"'{REDACTED_PAN}'"),
+        ("ftp://portal.example/4111_1111_1111_1112#", f"'ftp://portal.example/{REDACTED_PAN}#'"),
         ("ftp://portal.example/reset#", "'ftp://portal.example/reset#'"),
         ("javascript:alert(1)", "'javascript:alert(1)'"),
         ("portal.example/reset#", "'portal.example/reset#'"),
