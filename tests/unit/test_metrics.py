@@ -136,6 +136,11 @@ def samples(metrics: SwitchMetrics) -> dict[tuple[str, tuple[tuple[str, str], ..
         ("T1-4111-1111-1111-1111", LABEL_REFUSED),
         ("acq-4111-1111-1111-1112", LABEL_REFUSED),
         ("acq-2026-12-07", "acq-2026-12-07"),
+        # Split by dots, underscores or slashes (all a name label takes), mistyped too.
+        ("acq.4111.1111.1111.1111", LABEL_REFUSED),
+        ("acq_4111_1111_1111_1112", LABEL_REFUSED),
+        ("acq/4111/1111/1111/1112", LABEL_REFUSED),
+        ("acq.2026.12.07", "acq.2026.12.07"),
         ("", LABEL_REFUSED),
         ("with space", LABEL_REFUSED),
         ("x" * 65, LABEL_REFUSED),
