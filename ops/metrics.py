@@ -78,14 +78,17 @@ FOLLOW_OUTCOMES: Final = ("moved", "nothing_moved", "not_replaced", "unblocked",
 PAYMENT_RECOVERY_NODES: Final = ("own", "other")
 PAYMENT_RECOVERY_OUTCOMES: Final = ("reversed", "answered_meanwhile")
 TOP_UP_EVENTS: Final = ("started", "loaded", "refund_due")
-# Why an inbound reversal advice was left unanswered (protocols.iso_inbound.leave_unanswered):
-# malformed (it does not fit our spec), original_differs (field 4 or field 90's MTI is not the
-# original's), not_reversible (the original cannot be reversed: a completed authorisation),
-# not_stored (its outcome could not be made durable in time), switch_fault (a fault of ours).
+# Why an inbound advice (reversal 0420/0421, completion 0220/0221) was left unanswered
+# (protocols.iso_inbound.leave_unanswered): malformed (it does not fit our spec), original_differs
+# (field 4, 49 or field 90's MTI is not the original's, no such original, or a completion's final
+# amount is above the authorised one or not the first completion's), not_reversible (the original
+# cannot be reversed), not_completable (the authorisation is reversed or was declined), not_stored
+# (its outcome could not be made durable in time), switch_fault (a fault of ours).
 UNANSWERED_ADVICE_REASONS: Final = (
     "malformed",
     "original_differs",
     "not_reversible",
+    "not_completable",
     "not_stored",
     "switch_fault",
 )

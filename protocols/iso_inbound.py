@@ -79,6 +79,8 @@ FINANCIAL_MTIS: Final = frozenset(
 REVERSAL_ADVICE_MTIS: Final = frozenset({mti.REVERSAL_ADVICE, mti.REVERSAL_ADVICE_REPEAT})
 REVERSAL_MTIS: Final = REVERSAL_ADVICE_MTIS | {mti.REVERSAL_REQUEST}
 COMPLETION_MTIS: Final = frozenset({mti.COMPLETION_ADVICE, mti.COMPLETION_ADVICE_REPEAT})
+# Answered only once applied (`leave_unanswered`): the acquirer has acted on its side already.
+ADVICE_MTIS: Final = REVERSAL_ADVICE_MTIS | COMPLETION_MTIS
 ECHOED_FIELDS: Final = ("3", "4", "7", "11", "32", "37", "41", "42", "49", "70", "90")
 # How long an 0100/0200 with the same acquirer, field 41, STAN and field 37 is the one stored, whatever
 # its field 7: a resend comes within seconds (a repeat from the acquirer's store and forward within
@@ -95,6 +97,16 @@ _UNANSWERED_BY_CODE: Final = {
     ResponseCode.original_not_found: "original_differs",
     ResponseCode.system_error: "not_stored",
     ResponseCode.issuer_unavailable: "not_stored",
+}
+# A completion advice's: its fields not those of an authorisation of ours (another MTI, currency,
+# amount above it, another final amount than the first completion's), else "not_completable" (the
+# authorisation is reversed or was declined).
+_COMPLETION_UNANSWERED_BY_CODE: Final = {
+    **_UNANSWERED_BY_CODE,
+    ResponseCode.invalid_transaction: "original_differs",
+    ResponseCode.currency_not_accepted: "original_differs",
+    ResponseCode.exceeds_original_amount: "original_differs",
+    ResponseCode.duplicate_transmission: "original_differs",
 }
 
 
@@ -170,7 +182,7 @@ class InboundHandler:
         self.unanswered = UnansweredAdvices()
 
     def handle(self, request: IsoMessage) -> IsoMessage | None:
-        """The response; None for a reversal advice of ours not taken (`leave_unanswered`)."""
+        """The response; None for an advice (reversal, completion) not taken (`leave_unanswered`)."""
         kind = request["t"]
         if kind == mti.NETWORK_REQUEST:
             return response_to(request, _Answer(ResponseCode.approved))
@@ -196,9 +208,8 @@ class InboundHandler:
             answer = _Answer(ResponseCode.format_error, f"field {error.field}: {error.reason}")
         except ReplyTimeoutError:
             answer = _Answer(ResponseCode.issuer_unavailable, "outcome not known in time")
-        if kind in REVERSAL_ADVICE_MTIS and not answer.code.approves:
-            reason = _UNANSWERED_BY_CODE.get(answer.code, "not_reversible")
-            leave_unanswered(request, answer.detail, reason, self.unanswered)
+        if kind in ADVICE_MTIS and not answer.code.approves:
+            leave_unanswered(request, answer.detail, _unanswered_reason(kind, answer.code), self.unanswered)
             return None
         return response_to(request, answer)
 
@@ -336,9 +347,10 @@ class InboundHandler:
         """The final amount of an approved 0100: what the 0100 took above it goes back to the card.
 
         One completion per authorisation (its id is the authorisation's): a repeat gets the first
-        answer, a second completion with another amount is refused 94. An 0200 named as an 0100 is
-        refused 25: the MTI each was stored with tells them apart. Nothing is stored for a
-        completion refused before the card's turn; its repeat is refused the same way.
+        answer, a second completion with another amount is refused (94). An 0200 named as an 0100
+        is refused (25): the MTI each was stored with tells them apart. Nothing is stored for a
+        completion refused before the card's turn; its repeat is refused the same way. A refused
+        completion is an advice left unanswered (`leave_unanswered`), never answered.
         """
         original = OriginalDataElements.decode(request["90"])
         if mti.first_of(original.mti) != mti.AUTHORIZATION_REQUEST:
@@ -482,13 +494,20 @@ def _reversal_refusal(
     return _Answer(ResponseCode.invalid_amount, detail)
 
 
+def _unanswered_reason(kind: str, code: ResponseCode) -> str:
+    if kind in COMPLETION_MTIS:
+        return _COMPLETION_UNANSWERED_BY_CODE.get(code, "not_completable")
+    return _UNANSWERED_BY_CODE.get(code, "not_reversible")
+
+
 def leave_unanswered(request: IsoMessage, why: str, reason: str, unanswered: UnansweredAdvices) -> None:
-    """A reversal advice (0420/0421) is answered only once taken: the acquirer has reversed on its
-    side and stops repeating once answered, whatever field 39 says, so a refusal (or 30, 91, 96)
-    left the card debited for what it believed reversed. Unanswered, it repeats until its own limit
-    and goes to its exceptions, and nothing here has moved; a repeat once the cause is gone is
-    taken (or gets the stored answer, if the write landed after all). Counted by `reason` (one of
-    UNANSWERED_ADVICE_REASONS), so advices that keep going unanswered are seen and alerted on."""
+    """An advice (0420/0421, 0220/0221) is answered only once taken: the acquirer has reversed or
+    completed on its side and stops repeating once answered, whatever field 39 says, so a refusal
+    (or 30, 91, 96) left the card charged other than the acquirer believed. Unanswered, it repeats
+    until its own limit and goes to its exceptions, and nothing here has moved; a repeat once the
+    cause is gone is taken (or gets the stored answer, if the write landed after all). Counted by
+    `reason` (one of UNANSWERED_ADVICE_REASONS), so advices that keep going unanswered are seen and
+    alerted on."""
     unanswered.count(reason)
     log.warning(
         "ISO 8583 inbound: %s (STAN %s) left unanswered: %s", request["t"], request.get("11", ""), why
@@ -576,7 +595,7 @@ def malformed_response(
     body: bytes, error: MessageFormatError, unanswered: UnansweredAdvices
 ) -> IsoMessage | None:
     """Answer 30 naming the field, echoing only what is itself well formed; None if no MTI to answer,
-    and for a reversal advice (`leave_unanswered`)."""
+    and for an advice (`leave_unanswered`)."""
     try:
         raw, _ = iso8583.decode(body, SPEC)
         fields: dict[str, str] = {k: v for k, v in raw.items() if isinstance(v, str)}
@@ -584,7 +603,7 @@ def malformed_response(
         fields = {"t": body[:4].decode("ascii", "replace")}
     if not mti.is_request(fields.get("t", "")):
         return None
-    if fields["t"] in REVERSAL_ADVICE_MTIS:
+    if fields["t"] in ADVICE_MTIS:
         stan = fields.get("11", "")
         advice = {"t": fields["t"], "11": stan if stan.isdigit() and len(stan) == 6 else ""}
         leave_unanswered(advice, f"field {error.field}: {error.reason}", "malformed", unanswered)
@@ -775,7 +794,7 @@ class IsoInboundListener:
         except Exception:
             # A fault here must not end the listener: answer 96, nothing was moved or it is durable.
             log.exception("ISO 8583 inbound: request failed (STAN %s)", request.get("11", ""))
-            if request["t"] in REVERSAL_ADVICE_MTIS:
+            if request["t"] in ADVICE_MTIS:
                 leave_unanswered(request, "switch fault", "switch_fault", self._handler.unanswered)
                 return None
             return response_to(request, _Answer(ResponseCode.system_error, "switch fault"))

@@ -83,9 +83,9 @@ def test_a_redemption_whose_commit_outlasts_the_reply_timeout_is_answered_as_it_
     assert (code, moved) == ("00", 300), f"answered {code} ({answer.get('44')}); {moved} minor units taken"
 
 
-@pytest.mark.parametrize(("stored_mti", "code"), [("0100", "00"), ("0200", "25"), ("", "00")])
+@pytest.mark.parametrize(("stored_mti", "code"), [("0100", "00"), ("0200", None), ("", "00")])
 def test_a_completion_is_taken_only_of_what_was_stored_as_an_0100(
-    world: World, stored_mti: str, code: str
+    world: World, stored_mti: str, code: str | None
 ) -> None:
     """An 0100 and an 0200 are both stored as redemptions; the MTI stored beside one decides
     whether a 0220 naming it as an 0100 is taken. A row from before MTIs were kept ("") is
@@ -96,9 +96,9 @@ def test_a_completion_is_taken_only_of_what_was_stored_as_an_0100(
     assert client.ask(original)["39"] == "00"
     with world.server.core.store.engine.begin() as conn:
         conn.execute(update(transactions).values(mti=stored_mti))
-    answer = client.ask(completion_of(original, 250))
+    answer = client.ask_or_none(completion_of(original, 250))  # None: an advice left unanswered
     client.close()
-    assert answer["39"] == code, answer.get("44")
+    assert (answer or {}).get("39") == code, answer
     assert balance(world, card) == (750 if code == "00" else 600)
     ledger_clean(world)
 

@@ -267,6 +267,7 @@ def test_advices_left_unanswered_are_counted_by_reason_and_answered_ones_are_not
         "malformed": 1.0,
         "original_differs": 1.0,
         "not_reversible": 1.0,
+        "not_completable": 0.0,
         "not_stored": 0.0,
         "switch_fault": 0.0,
     }
