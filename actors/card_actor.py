@@ -295,6 +295,8 @@ class CardActor(SwitchActor):
         refunded_minor = original.refunded_minor + max(pending, 0)
         if isinstance(command, Refund | Completion):
             return self._refund(command, message, original, status, refunded_minor)
+        if isinstance(command, Reversal) and command.after_completion and refunded_minor:
+            return self._reverse_completed(command, message, original, status, refunded_minor)
         return self._undo(command, message, original, status, refunded_minor)
 
     def _refund(
@@ -402,6 +404,57 @@ class CardActor(SwitchActor):
         )
         reply = self._submit(write, outcome, pending)
         self._follow_if_replaced(card_delta_minor, entry.idempotency_key)
+        return reply
+
+    def _reverse_completed(
+        self,
+        command: Reversal,
+        message: AdjustOriginal,
+        original: StoredTransaction,
+        status: TransactionStatus,
+        refunded_minor: int,
+    ) -> Reply:
+        """An acquirer's reversal of an authorisation its completion gave part of back: what is left
+        charged (the final amount) goes back, and the authorisation is reversed. Once: the undo key,
+        and the original's status and refunded amount (`OriginalChange`), guard it as any reversal."""
+        card, terminal, record = self.card, message.terminal, original.record
+        decision = card_rules.decide_undo(status, 0, 0, self.available_minor)
+        if decision.approves and record.transaction_type != TransactionType.redemption.value:
+            decision = Decision(ResponseCode.invalid_transaction, detail="only a redemption is completed")
+        if not decision.approves:
+            return self._decline(command, terminal, message.fingerprint, decision)
+        rest_minor = record.approved_minor - refunded_minor
+        assert rest_minor >= 0 and record.merchant_id is not None, (rest_minor, record.merchant_id)
+        entry = None
+        if rest_minor:  # a completion at zero gave all of it back: nothing left to move
+            entry = ledger.redemption_entry(
+                entry_key(record.source, record.transaction_id),
+                card.currency,
+                card.card_id,
+                rest_minor,
+                merchant_id=record.merchant_id,
+                programme_id=card.programme.programme_id,
+            ).reversed(undo_key(terminal.terminal_id, command.original_transaction_id), "reversal")
+        outcome, record_after = self._approved(
+            command,
+            TransactionType.reversal,
+            Decision(ResponseCode.approved, rest_minor),
+            terminal,
+            message.fingerprint,
+            rest_minor,
+        )
+        change = OriginalChange(
+            terminal.terminal_id,
+            command.original_transaction_id,
+            TransactionStatus.reversed.value,
+            refund_minor=rest_minor,
+        )
+        pending = _Pending(rest_minor, command.original_transaction_id, UNDO_PENDING)
+        credited = self._credited_card(rest_minor)
+        write = Write(record=record_after, entry=entry, original=change, credited_card=credited)
+        reply = self._submit(write, outcome, pending)
+        if entry is not None:
+            self._follow_if_replaced(rest_minor, entry.idempotency_key)
         return reply
 
     def _follow_if_replaced(self, credit_minor: int, because: str) -> None:

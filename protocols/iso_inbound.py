@@ -313,11 +313,16 @@ class InboundHandler:
     # 0400 / 0420 / 0421
 
     def _reverse(self, request: IsoMessage, context: TerminalContext) -> _Answer:
-        """Give back what the original named in field 90 moved, once. A repeat gets the first
-        answer; an original never seen is held (tombstoned) so it moves nothing if it comes late.
+        """Give back what the original named in field 90 left charged, once: all it took, or after
+        its completion the final amount (a completed authorisation is reversed too). A repeat gets
+        the first answer; an original never seen is held (tombstoned) so it moves nothing if it comes late.
         A reversal that does not name its original beyond doubt moves nothing and stores nothing
         (`_reversal_refusal`): a request (0400) is refused, an advice is left unanswered.
         """
+        answer = self._reversed(request, context)
+        return dataclasses.replace(answer, approved_minor=None)  # field 4 echoes the request's
+
+    def _reversed(self, request: IsoMessage, context: TerminalContext) -> _Answer:
         original = OriginalDataElements.decode(request["90"])
         with self._stripe(request["41"], original.stan):
             original_id = self._original_id(request, original, context)
@@ -337,7 +342,9 @@ class InboundHandler:
                 return self._persist(Write(record=_nothing_moved(command, context, digest, why)))
             card_id = original_row.record.card_id
             assert card_id is not None  # _moved_money
-            message = AdjustOriginal(command, context, digest)
+            # After a completion, what it left charged goes back (the same id: once, either way).
+            after_completion = dataclasses.replace(command, after_completion=True)
+            message = AdjustOriginal(after_completion, context, digest)
             reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
             return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
 

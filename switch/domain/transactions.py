@@ -83,6 +83,9 @@ RESERVED_ID_PREFIXES = ("reversal:", "completion:")
 @dataclass(frozen=True, slots=True)
 class Reversal:
     original_transaction_id: str
+    # An acquirer's (inbound ISO 8583): an authorisation its completion gave part of back is reversed
+    # for what it leaves charged (the final amount). A terminal's reverses only what nothing refunded.
+    after_completion: bool = False
 
     @property
     def transaction_id(self) -> str:

@@ -164,20 +164,42 @@ def test_a_reversal_that_cannot_be_taken_is_refused_and_an_advice_left_unanswere
     ledger_clean(world)
 
 
-@pytest.mark.parametrize(("kind", "code"), [("0400", "12"), ("0420", None), ("0421", None)])
-def test_a_reversal_of_a_completed_authorisation_moves_nothing_and_an_advice_is_left_unanswered(
-    world: World, kind: str, code: str | None
+# One row per reversal of a 4.00 authorisation on a card of 10.00 after its completion (or none):
+# the final amount, the reversal (field 90 naming the 0100) and the balance after it. A reversal
+# after a completion reverses what is charged now, once. A completion at the authorised amount left
+# the 0100 approved, so its reversal gave all of it back; one at a lower amount made the same
+# reversal refused (12, an advice left unanswered), leaving the card charged the final amount while
+# the acquirer had voided the sale.
+REVERSAL_AFTER_COMPLETION_CASES = [
+    (None, "0420", 1_000),
+    (400, "0400", 1_000),
+    (400, "0420", 1_000),
+    (250, "0400", 1_000),
+    (250, "0420", 1_000),
+    (250, "0421", 1_000),
+    (0, "0420", 1_000),  # completed at nothing: all went back already, the reversal moves nothing
+]
+
+
+@pytest.mark.parametrize(("final_minor", "kind", "after"), REVERSAL_AFTER_COMPLETION_CASES)
+def test_a_reversal_after_a_completion_gives_back_what_is_charged_now_once(
+    world: World, final_minor: int | None, kind: str, after: int
 ) -> None:
-    """A completed 0100 is no longer reversed (12). Answered 12, an advice left the card charged the
-    final amount while the acquirer, answered, had voided the sale."""
     card = world.issue(1_000)
     original = authorisation(card, 400)
     assert answer_or_none(world, original) is not None
-    completed = answer_or_none(world, completion_of(original, 250))
-    assert completed is not None and completed["39"] == "00"
-    answer = answer_or_none(world, reversal_of(original, kind=kind))
-    assert (answer or {}).get("39") == code, answer
-    assert balance(world, card) == 750
+    completion = None if final_minor is None else completion_of(original, final_minor)
+    if completion is not None:
+        completed = answer_or_none(world, completion)
+        assert completed is not None and completed["39"] == "00"
+    for sent_kind in (kind, "0421"):  # the reversal and a repeat: the repeat moves nothing more
+        answer = answer_or_none(world, reversal_of(original, kind=sent_kind))
+        assert answer is not None and (answer["39"], answer["4"]) == ("00", original["4"]), answer
+        assert balance(world, card) == after
+    if completion is not None:  # the completion's repeat gets its first answer and moves nothing
+        repeat = answer_or_none(world, {**completion, "t": "0221"})
+        assert repeat is not None and repeat["39"] == "00"
+        assert balance(world, card) == after
     ledger_clean(world)
 
 
@@ -254,10 +276,10 @@ def test_advices_left_unanswered_are_counted_by_reason_and_answered_ones_are_not
     card = world.issue(1_000)
     sale, authorised = financial(card, 400), authorisation(card, 100)
     assert answer_or_none(world, sale) is not None and answer_or_none(world, authorised) is not None
-    assert answer_or_none(world, completion_of(authorised, 50)) is not None
+    assert answer_or_none(world, reversal_of(authorised, kind="0421")) is not None  # taken: not counted
     left = [
         {**reversal_of(sale, kind="0420"), "4": format_amount(100)},  # original_differs
-        reversal_of(authorised, kind="0421"),  # not_reversible: completed
+        completion_of(authorised, 50),  # not_completable: reversed
     ]
     for advice in left:
         assert answer_or_none(world, advice) is None
@@ -266,8 +288,8 @@ def test_advices_left_unanswered_are_counted_by_reason_and_answered_ones_are_not
     assert unanswered_advices(world) == {
         "malformed": 1.0,
         "original_differs": 1.0,
-        "not_reversible": 1.0,
-        "not_completable": 0.0,
+        "not_reversible": 0.0,
+        "not_completable": 1.0,
         "not_stored": 0.0,
         "switch_fault": 0.0,
     }
