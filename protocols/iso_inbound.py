@@ -324,29 +324,66 @@ class InboundHandler:
 
     def _reversed(self, request: IsoMessage, context: TerminalContext) -> _Answer:
         original = OriginalDataElements.decode(request["90"])
+        if original.mti in COMPLETION_MTIS:
+            named = original_identity(request, original)
+            place = self._core.store.transaction(context.terminal_id, named)
+            if place is not None and _is_completion_place(place):
+                return self._reverse_completion(request, context, place.record)
         with self._stripe(request["41"], original.stan):
             original_id = self._original_id(request, original, context)
-            command = Reversal(original_id)
-            digest = fingerprint(command)
-            stored = self._stored_answer(context, command.transaction_id, TransactionType.reversal, digest)
-            if stored is not None:
-                return _answer_of(stored)
-            original_row = self._core.store.transaction(context.terminal_id, original_id)
-            if original_row is None:
-                return self._tombstone(command, context, digest, request.get("37", ""))
-            refusal = _reversal_refusal(request, original, original_row)
-            if refusal is not None:
-                return refusal
-            if not _moved_money(original_row):
-                why = f"original {original_row.status.value}; nothing moved"
-                return self._persist(Write(record=_nothing_moved(command, context, digest, why)))
-            card_id = original_row.record.card_id
-            assert card_id is not None  # _moved_money
-            # After a completion, what it left charged goes back (the same id: once, either way).
-            after_completion = dataclasses.replace(command, after_completion=True)
-            message = AdjustOriginal(after_completion, context, digest)
-            reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
-            return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
+            return self._reverse_of(
+                request, context, original_id, lambda found: _reversal_refusal(request, original, found)
+            )
+
+    def _reverse_completion(
+        self, request: IsoMessage, context: TerminalContext, place: TransactionRecord
+    ) -> _Answer:
+        """A reversal naming a completion (0220/0221) voids the sale: its authorisation is reversed
+        for what is charged now, as a reversal naming the 0100 is, under the same id (once,
+        whichever it names). Its field 4 is the completion's final amount."""
+        authorisation_id = place.original_transaction_id
+
+        def refusal(_: StoredTransaction) -> _Answer | None:
+            if int(request["4"]) == place.requested_minor:
+                return None
+            named, final = (
+                Money(minor, place.currency).format() for minor in (int(request["4"]), place.requested_minor)
+            )
+            return _Answer(ResponseCode.invalid_amount, f"field 4 {named} is not the completion's {final}")
+
+        with self._stripe(request["41"], _stan_of(authorisation_id)):
+            return self._reverse_of(request, context, authorisation_id, refusal)
+
+    def _reverse_of(
+        self,
+        request: IsoMessage,
+        context: TerminalContext,
+        original_id: str,
+        refusal_of: Callable[[StoredTransaction], _Answer | None],
+    ) -> _Answer:
+        """Give back what `original_id` left charged, once, under its stripe; `refusal_of` says why
+        this message cannot reverse the original found, if it cannot."""
+        command = Reversal(original_id)
+        digest = fingerprint(command)
+        stored = self._stored_answer(context, command.transaction_id, TransactionType.reversal, digest)
+        if stored is not None:
+            return _answer_of(stored)
+        original_row = self._core.store.transaction(context.terminal_id, original_id)
+        if original_row is None:
+            return self._tombstone(command, context, digest, request.get("37", ""))
+        refusal = refusal_of(original_row)
+        if refusal is not None:
+            return refusal
+        if not _moved_money(original_row):
+            why = f"original {original_row.status.value}; nothing moved"
+            return self._persist(Write(record=_nothing_moved(command, context, digest, why)))
+        card_id = original_row.record.card_id
+        assert card_id is not None  # _moved_money
+        # After a completion, what it left charged goes back (the same id: once, either way).
+        after_completion = dataclasses.replace(command, after_completion=True)
+        message = AdjustOriginal(after_completion, context, digest)
+        reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
+        return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
 
     # 0220 / 0221
 
@@ -383,16 +420,26 @@ class InboundHandler:
             command = Completion(
                 original_id, Money(authorised.amount_minor - int(request["4"]), authorised.currency)
             )
-            answer = self._completed(command, context, found)
+            place = _completion_place(request, context, original_id)
+            answer = self._completed(command, context, found, place)
         return dataclasses.replace(answer, approved_minor=None)  # field 4 echoes the final amount
 
-    def _completed(self, command: Completion, context: TerminalContext, found: StoredTransaction) -> _Answer:
+    def _completed(
+        self,
+        command: Completion,
+        context: TerminalContext,
+        found: StoredTransaction,
+        place: TransactionRecord,
+    ) -> _Answer:
         digest = fingerprint(command)
         stored = self._stored_answer(context, command.transaction_id, TransactionType.refund, digest)
         if stored is not None:
             return _answer_of(stored)  # before the status: a repeat gets the first answer
         if found.status is not TransactionStatus.approved:
             return _Answer(ResponseCode.already_reversed, f"the authorisation is {found.status.value}")
+        held = self._hold_completion_place(context, place)
+        if held is not None:
+            return held
         card_id = found.record.card_id
         assert card_id is not None
         if command.amount.amount_minor == 0:
@@ -403,6 +450,19 @@ class InboundHandler:
         message = AdjustOriginal(command, context, digest)
         reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
         return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
+
+    def _hold_completion_place(self, context: TerminalContext, place: TransactionRecord) -> _Answer | None:
+        """Store the completion's own id (`_completion_place`) before it is applied, so a reversal
+        naming it finds its authorisation; None once held. Held first, it may name a completion that
+        never lands: a reversal of it still voids the sale, which is what the acquirer did."""
+        held = self._core.store.transaction(context.terminal_id, place.transaction_id)
+        if held is None:
+            answer = self._persist(Write(record=place))
+            return None if answer.code.approves else answer
+        if held.record.original_transaction_id == place.original_transaction_id:
+            return None  # held by this completion's first try
+        # A reversal of this completion came first and was acknowledged, moving nothing.
+        return _Answer(ResponseCode.already_reversed, "the completion was reversed before it arrived")
 
     def _tombstone(self, command: Reversal, context: TerminalContext, digest: str, reference: str) -> _Answer:
         """Acknowledge, and hold the original's id so a late original is refused and moves nothing;
@@ -441,6 +501,31 @@ def _id_prefix(terminal: str, stan: str) -> str:
 def original_identity(request: IsoMessage, original: OriginalDataElements) -> str:
     """The id `transaction_identity` gave the message field 90 names (same card acceptor terminal)."""
     return f"{request['41']}:{original.stan}:{original.transmission_datetime}"
+
+
+def _completion_place(
+    request: IsoMessage, context: TerminalContext, authorisation_id: str
+) -> TransactionRecord:
+    """The row holding a completion's own id (field 41, STAN, field 7), naming its authorisation
+    and final amount: a reversal names the completion so. A tombstone, so it is in no report and an
+    0100 under that id moves nothing."""
+    return dataclasses.replace(
+        tombstone_of(context.terminal_id, transaction_identity(request)),
+        original_transaction_id=authorisation_id,
+        requested_minor=int(request["4"]),
+        currency=ALPHA_BY_NUMERIC.get(request["49"], ""),
+        mti=request["t"],
+    )
+
+
+def _is_completion_place(found: StoredTransaction) -> bool:
+    record = found.record
+    return record.transaction_type == TOMBSTONE_TYPE and bool(record.original_transaction_id)
+
+
+def _stan_of(transaction_id: str) -> str:
+    """The STAN in an id `transaction_identity` gave (field 41 may hold ':'; STAN and field 7 not)."""
+    return transaction_id.rsplit(":", 2)[1]
 
 
 def _completion_refusal(

@@ -203,6 +203,63 @@ def test_a_reversal_after_a_completion_gives_back_what_is_charged_now_once(
     ledger_clean(world)
 
 
+# One row per reversal naming the completion (field 90: the 0220's MTI, STAN and field 7) of a 4.00
+# authorisation on a card of 10.00: the final amount, the reversal, its field 4, the answer (None:
+# unanswered) and the balance after it and its repeat. It found no original, was answered 00 "nothing
+# moved" and held, so the card stayed charged the final amount while the acquirer had voided the
+# sale. Field 4 of such a reversal is the completion's final amount.
+REVERSAL_OF_COMPLETION_CASES = [
+    (250, "0420", 250, "00", 1_000),
+    (250, "0400", 250, "00", 1_000),
+    (400, "0420", 400, "00", 1_000),
+    (0, "0421", 0, "00", 1_000),
+    (250, "0420", 400, None, 750),  # the authorisation's amount: not the completion's
+    (250, "0400", 400, "13", 750),
+]
+
+
+@pytest.mark.parametrize(
+    ("final_minor", "kind", "amount_minor", "code", "after"), REVERSAL_OF_COMPLETION_CASES
+)
+def test_a_reversal_naming_the_completion_gives_back_what_it_left_charged_once_whichever_it_names(
+    world: World, final_minor: int, kind: str, amount_minor: int, code: str | None, after: int
+) -> None:
+    card = world.issue(1_000)
+    original = authorisation(card, 400)
+    assert answer_or_none(world, original) is not None
+    completion = completion_of(original, final_minor)
+    completed = answer_or_none(world, completion)
+    assert completed is not None and completed["39"] == "00"
+    reversal = {**reversal_of(completion, kind=kind), "4": format_amount(amount_minor)}
+    for _ in range(2):  # the reversal and its repeat
+        answer = answer_or_none(world, reversal)
+        assert (answer or {}).get("39") == code, answer
+        assert balance(world, card) == after
+    if code == "00":  # reversed once, whichever it names: one naming the 0100 moves nothing more
+        again = answer_or_none(world, reversal_of(original, kind="0421"))
+        assert again is not None and again["39"] == "00"
+        assert balance(world, card) == after
+    ledger_clean(world)
+
+
+def test_a_completion_whose_reversal_came_first_is_left_unanswered_and_moves_nothing(world: World) -> None:
+    """Its reversal was acknowledged as of a message never seen, moving nothing; applied now, the
+    completion would give back part of a sale the acquirer has voided. Settled by its exceptions."""
+    card = world.issue(1_000)
+    original = authorisation(card, 400)
+    assert answer_or_none(world, original) is not None
+    completion = completion_of(original, 250)
+    early = answer_or_none(world, reversal_of(completion, kind="0420"))
+    assert early is not None and early["39"] == "00"
+    for kind in ("0220", "0221"):
+        assert answer_or_none(world, {**completion, "t": kind}) is None
+    assert balance(world, card) == 600
+    listener = world.server.iso_inbound
+    assert listener is not None
+    assert dict(listener.statistics().advices_unanswered)["not_completable"] == 2
+    ledger_clean(world)
+
+
 def test_an_advice_before_its_original_holds_it_so_the_late_original_moves_nothing(world: World) -> None:
     client = IsoClient(world)
     card = world.issue(1_000)
