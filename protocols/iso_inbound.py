@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
@@ -58,7 +57,7 @@ from switch.domain.transactions import (
 from switch.security import KeyAlgorithm, KeyUsage, WrappedKey
 from switch.store.journal import TOMBSTONE_TYPE, TransactionRecord, Write, WriteResult, utc_now
 from switch.store.repository import StoredTransaction
-from switch.store.schema import merchants
+from switch.store.schema import INBOUND_REPEAT_WINDOW, merchants
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +82,8 @@ COMPLETION_MTIS: Final = frozenset({mti.COMPLETION_ADVICE, mti.COMPLETION_ADVICE
 ADVICE_MTIS: Final = REVERSAL_ADVICE_MTIS | COMPLETION_MTIS
 ECHOED_FIELDS: Final = ("3", "4", "7", "11", "32", "37", "41", "42", "49", "70", "90")
 # How long an 0100/0200 with the same acquirer, field 41, STAN and field 37 is the one stored, whatever
-# its field 7: a resend comes within seconds (a repeat from the acquirer's store and forward within
-# its business day), and a day stays far from the STAN's wrap and the reuse of a field 37, so a new
-# sale is not taken for an old one.
-REPEAT_WINDOW: Final = dt.timedelta(hours=24)
+# its field 7 (why a day: schema.INBOUND_REPEAT_WINDOW, which the journal's unique key holds too).
+REPEAT_WINDOW: Final = INBOUND_REPEAT_WINDOW
 
 
 # The reason a reversal advice's refusal leaves it unanswered under (UNANSWERED_ADVICE_REASONS);
@@ -301,7 +298,27 @@ class InboundHandler:
             # Decided: wait for its write however long (the journal always answers, or the switch
             # exits). A 91 here was a decline to the acquirer, who reverses nothing it was told
             # declined, while the write could still land and charge the card.
-            return _answer_of(reply.wait(None))
+            outcome = reply.wait(None)
+            if outcome.code is ResponseCode.system_error:
+                outcome = self._stored_by_another_node(context, request, command, digest) or outcome
+            return _answer_of(outcome)
+
+    def _stored_by_another_node(
+        self, context: TerminalContext, request: IsoMessage, command: Redeem, digest: str
+    ) -> Outcome | None:
+        """The first's answer when this sale was not stored because another node stored the same
+        sale under another field 7 meanwhile (the journal's repeat key refused it: a conflict,
+        answered 96 by the card actor as its own id was not found); None otherwise."""
+        first = self._repeated(context, request["41"], request["11"], request.get("37", ""))
+        if first is None or first.record.transaction_id == command.transaction_id:
+            return None
+        return answer_for_stored(
+            self._core.store,
+            context.terminal_id,
+            first.record.transaction_id,
+            TransactionType.redemption,
+            digest,
+        )
 
     def _stored_answer(
         self, context: TerminalContext, transaction_id: str, kind: TransactionType, digest: str

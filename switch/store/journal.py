@@ -10,14 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from sqlalchemy import Connection, Engine, Update, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from switch.domain.card_rules import status_decline
 from switch.domain.cards import CardStatus
 from switch.domain.ledger import AccountKind, JournalEntry, LedgerRefusal, card_account
 from switch.domain.pickling import pickled_by_fields
-from switch.domain.transactions import TransactionStatus
+from switch.domain.transactions import TransactionStatus, TransactionType
 from switch.store.engine import writing
 from switch.store.periods import (
     WebDayRule,
@@ -29,12 +29,14 @@ from switch.store.periods import (
     web_day_close_id,
 )
 from switch.store.schema import (
+    INBOUND_REPEAT_WINDOW,
     accounts,
     card_events,
     card_replacements,
     cards,
     day_closes,
     employees,
+    inbound_repeat_keys,
     journal_entries,
     merchant_repayments,
     payout_cycle_dues,
@@ -316,6 +318,9 @@ def apply_batch(
                 web_days_closed.extend(moved)
         _require_open_originals(writes, open_now)
         conn.execute(_NEW_TRANSACTIONS, transaction_rows(records, now, open_now))
+        keyed = [r for r in records if r.retrieval_reference]  # inbound sales only
+        if keyed:
+            _hold_repeat_keys(conn, keyed, now)
     entries = [w.entry for w in writes if w.entry is not None]
     entry_ids = _post_entries(conn, entries, now)
     # After the postings: a replacement on another node that moved the card's balance holds its
@@ -439,6 +444,13 @@ _NEW_ENTRY = insert(journal_entries).returning(journal_entries.c.idempotency_key
 # A statement built per batch has its cache key computed again at every execution; one built here
 # once (as all of the above) keeps it.
 _NEW_TRANSACTIONS = insert(transactions)
+_NEW_REPEAT_KEYS = insert(inbound_repeat_keys)
+_STALE_REPEAT_KEY = delete(inbound_repeat_keys).where(
+    inbound_repeat_keys.c.source == bindparam("b_source"),
+    inbound_repeat_keys.c.id_prefix == bindparam("b_id_prefix"),
+    inbound_repeat_keys.c.retrieval_reference == bindparam("b_reference"),
+    inbound_repeat_keys.c.created_at < bindparam("b_held_since"),
+)
 _NEW_POSTINGS = insert(postings)
 # The checks of writes on cards other nodes share (Write.active_card, Write.credited_card).
 _ACTIVE_CARD = (
@@ -469,6 +481,44 @@ def _update_each(
     for row in rows:
         if conn.execute(statement, row).rowcount != 1:
             raise BackstopError(problem, refusal)
+
+
+# The rows that hold an inbound sale's repeat key: the sale (approved or declined) and the tombstone
+# a reversal before it left in its place; a reversal's or a completion's row holds none.
+REPEAT_KEYED_TYPES: Final = frozenset({TransactionType.redemption.value, TOMBSTONE_TYPE})
+
+
+def _hold_repeat_keys(conn: Connection, records: list[TransactionRecord], now: dt.datetime) -> None:
+    """Each inbound sale's (acquirer, field 41, STAN, field 37) held by its row, in the row's own
+    transaction: a resend under a new field 7 that another node stores meanwhile breaks the key
+    (IntegrityError, a conflict) and moves nothing. A key held longer than INBOUND_REPEAT_WINDOW
+    is another sale's, of a day before: it is replaced. Field 41 and STAN are read from the id,
+    "<field 41>:<STAN>:<field 7>" (iso_inbound.transaction_identity)."""
+    rows = [
+        {
+            "source": record.source,
+            "id_prefix": record.transaction_id.rpartition(":")[0],
+            "retrieval_reference": record.retrieval_reference,
+            "transaction_id": record.transaction_id,
+            "created_at": now,
+        }
+        for record in records
+        if record.transaction_type in REPEAT_KEYED_TYPES
+    ]
+    if not rows:
+        return
+    held_since = now - INBOUND_REPEAT_WINDOW
+    stale = [
+        {
+            "b_source": row["source"],
+            "b_id_prefix": row["id_prefix"],
+            "b_reference": row["retrieval_reference"],
+            "b_held_since": held_since,
+        }
+        for row in rows
+    ]
+    conn.execute(_STALE_REPEAT_KEY, stale)
+    conn.execute(_NEW_REPEAT_KEYS, rows)
 
 
 def _issue_cards(conn: Connection, issues: list[CardIssue], now: dt.datetime) -> None:

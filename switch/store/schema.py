@@ -244,6 +244,28 @@ class TransactionRow(Base):
     retrieval_reference: Mapped[str] = mapped_column(String(12), default="", server_default="")
 
 
+# How long an inbound 0100/0200 with the same acquirer, field 41, STAN and field 37 is the one stored,
+# whatever its field 7: a resend comes within seconds (a repeat from the acquirer's store and forward
+# within its business day), and a day stays far from the STAN's wrap and the reuse of a field 37, so
+# a new sale is not taken for an old one.
+INBOUND_REPEAT_WINDOW = dt.timedelta(hours=24)
+
+
+class InboundRepeatKeyRow(Base):
+    """The inbound 0100/0200 (or the tombstone holding its place) that holds its acquirer (source),
+    field 41, STAN and field 37 within INBOUND_REPEAT_WINDOW, inserted in the same transaction as
+    its row (journal `_hold_repeat_keys`): a resend under a new field 7 stored meanwhile by another
+    node breaks the key and moves nothing. The row is the key's only while younger than the window;
+    an older one is replaced when the key comes again."""
+
+    __tablename__ = "inbound_repeat_keys"
+    source: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    id_prefix: Mapped[str] = mapped_column(String(80), primary_key=True)  # "<field 41>:<STAN>"
+    retrieval_reference: Mapped[str] = mapped_column(String(12), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 class JournalEntryRow(Base):
     __tablename__ = "journal_entries"
     entry_id: Mapped[int] = mapped_column(
@@ -476,6 +498,7 @@ card_events = cast(Table, CardEventRow.__table__)
 card_replacements = cast(Table, CardReplacementRow.__table__)
 accounts = cast(Table, AccountRow.__table__)
 transactions = cast(Table, TransactionRow.__table__)
+inbound_repeat_keys = cast(Table, InboundRepeatKeyRow.__table__)
 journal_entries = cast(Table, JournalEntryRow.__table__)
 postings = cast(Table, PostingRow.__table__)
 day_closes = cast(Table, DayCloseRow.__table__)

@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from switch.admin import SWITCH_DEVICE_NAMES
 from switch.programme_settings import programme_cards_after
 from switch.store.engine import SchemaMismatchError, create_schema, make_engine
+from switch.store.journal import TransactionRecord, Write, commit_batch
 from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, NewReversal, SafStore, StanInUseError
-from switch.store.schema import employees, merchants, transactions
+from switch.store.schema import employees, inbound_repeat_keys, merchants, transactions
 from tests.integration.test_top_up_request_id_upgrade import as_session_23_made_it, unique_request_ids
 from tests.pg import postgres_schema
 
@@ -250,6 +251,30 @@ def test_the_inbound_retrieval_reference_is_added_to_an_older_database_with_its_
     assert found == [("THIRD001:000001:1121120000", "")]
     indexes = {index["name"] for index in inspect(engine).get_indexes("transactions")}
     assert "ix_transactions_retrieval_reference" in indexes
+
+
+def test_the_inbound_repeat_keys_are_added_to_an_older_database_and_held_from_then_on(engine: Engine) -> None:
+    """A sale stored before the table came is still found by its field 37 (iso_inbound._repeated);
+    from the start on, each new inbound sale holds its key (journal._hold_repeat_keys)."""
+    as_an_older_release_had_it(engine, "DROP TABLE inbound_repeat_keys")
+    create_schema(engine)
+    create_schema(engine)  # a second start changes nothing
+    record = TransactionRecord(
+        source="iso:4711",
+        transaction_id="THIRD001:000001:1121120000",
+        transaction_type="redemption",
+        fingerprint="f",
+        currency="EUR",
+        result="insufficient_funds",
+        status="declined",
+        retrieval_reference="000000500001",
+    )
+    assert commit_batch(engine, [Write(record=record)]).results[0].ok
+    with engine.connect() as conn:
+        held = conn.execute(
+            select(inbound_repeat_keys.c.id_prefix, inbound_repeat_keys.c.transaction_id)
+        ).all()
+    assert held == [("THIRD001:000001", "THIRD001:000001:1121120000")]
 
 
 OLDER_ADVICE_NAMES = {

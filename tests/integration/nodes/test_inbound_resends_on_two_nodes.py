@@ -1,0 +1,64 @@
+"""An inbound sale and its resend under a new field 7 reaching two nodes at once: charged once."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from protocols.iso8583 import IsoMessage, decode_message, encode_message, frame
+from switch.server import SwitchServer
+from tests.integration.harness import MERCHANT_EMAIL
+from tests.integration.nodes.conftest import Nodes, two_nodes
+from tests.integration.test_inbound_iso import ACQUIRER, ZONE_KEY, balance, ledger_clean
+from tests.integration.test_inbound_repeats import RESENT_WHEN, sale
+
+ROUNDS = 20
+
+
+@pytest.fixture
+def iso_nodes(tmp_path: Path) -> Iterator[Nodes]:
+    acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
+    yield from two_nodes(tmp_path, iso_listen_port=0, iso_inbound_acquirers=acquirers)
+
+
+def ask(server: SwitchServer, message: IsoMessage, start: threading.Barrier) -> IsoMessage:
+    """The answer of `server`'s inbound listener, the message sent once every sender is connected."""
+    listener = server.iso_inbound
+    assert listener is not None
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=30) as sock:
+        start.wait(timeout=30)
+        sock.sendall(frame(encode_message(message)))
+        length = int.from_bytes(_receive(sock, 2), "big")
+        return decode_message(_receive(sock, length))
+
+
+def _receive(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        assert chunk, "switch closed the connection"
+        data += chunk
+    return data
+
+
+def test_a_sale_and_its_resend_on_two_nodes_at_once_move_money_once_and_get_one_answer(
+    iso_nodes: Nodes,
+) -> None:
+    world, node_b = iso_nodes.world, iso_nodes.node_b
+    cards = [world.issue(1_000) for _ in range(ROUNDS)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for round_number, card in enumerate(cards):
+            first = sale(card, 300)
+            resent = {**first, "7": RESENT_WHEN}
+            start = threading.Barrier(2)
+            on_a = pool.submit(ask, world.server, first, start)
+            on_b = pool.submit(ask, node_b, resent, start)
+            answers = {(answer["39"], answer.get("38", "")) for answer in (on_a.result(), on_b.result())}
+            assert len(answers) == 1 and next(iter(answers))[0] == "00", (round_number, answers)
+            assert balance(world, card) == 700, round_number  # taken once, not 600 for a 300 sale
+    ledger_clean(world)
