@@ -55,7 +55,14 @@ from switch.domain.transactions import (
     transaction_type_of,
 )
 from switch.security import KeyAlgorithm, KeyUsage, WrappedKey
-from switch.store.journal import TOMBSTONE_TYPE, TransactionRecord, Write, WriteResult, utc_now
+from switch.store.journal import (
+    TOMBSTONE_TYPE,
+    InboundResend,
+    TransactionRecord,
+    Write,
+    WriteResult,
+    utc_now,
+)
 from switch.store.repository import StoredTransaction
 from switch.store.schema import INBOUND_REPEAT_WINDOW, merchants
 
@@ -252,7 +259,10 @@ class InboundHandler:
         if self._core.store.transaction(context.terminal_id, named) is not None:
             return named
         first = self._repeated(context, request["41"], original.stan, request.get("37", ""))
-        return named if first is None else first.record.transaction_id
+        if first is not None:
+            return first.record.transaction_id
+        # Without field 37 (or beyond the window), a resend's field 7 is known by the resend's row
+        return self._core.store.first_of_resend(context.terminal_id, named) or named
 
     # 0100 / 0200
 
@@ -283,15 +293,7 @@ class InboundHandler:
                 return _answer_of(stored)
             first = self._repeated(context, request["41"], request["11"], reference)
             if first is not None:  # sent again under a new field 7: the first answer, or 94
-                return _answer_of(
-                    answer_for_stored(
-                        self._core.store,
-                        context.terminal_id,
-                        first.record.transaction_id,
-                        TransactionType.redemption,
-                        digest,
-                    )
-                )
+                return _answer_of(self._answered_as_first(context, command, digest, first))
             context = dataclasses.replace(context, retrieval_reference=reference)
             message = Authorize(command, context, digest)
             reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
@@ -312,13 +314,23 @@ class InboundHandler:
         first = self._repeated(context, request["41"], request["11"], request.get("37", ""))
         if first is None or first.record.transaction_id == command.transaction_id:
             return None
-        return answer_for_stored(
-            self._core.store,
-            context.terminal_id,
-            first.record.transaction_id,
-            TransactionType.redemption,
-            digest,
+        return self._answered_as_first(context, command, digest, first)
+
+    def _answered_as_first(
+        self, context: TerminalContext, command: Redeem, digest: str, first: StoredTransaction
+    ) -> Outcome:
+        """The first's answer to a resend of it (94 when its content differs, 12 for a tombstone).
+        A resend answered as its first is stored (inbound_resends) so that its own field 7 names
+        the first later, field 37 or not; a resend not so stored is still answered (nothing moved),
+        only a reversal naming its field 7 without field 37 would then find nothing."""
+        first_id = first.record.transaction_id
+        outcome = answer_for_stored(
+            self._core.store, context.terminal_id, first_id, TransactionType.redemption, digest
         )
+        if first.record.transaction_type != TOMBSTONE_TYPE and first.record.fingerprint == digest:
+            resend = InboundResend(context.terminal_id, command.transaction_id, first_id)
+            self._persist(Write(resend=resend))  # a conflict: stored already, by a repeat of it
+        return outcome
 
     def _stored_answer(
         self, context: TerminalContext, transaction_id: str, kind: TransactionType, digest: str

@@ -37,6 +37,7 @@ from switch.store.schema import (
     day_closes,
     employees,
     inbound_repeat_keys,
+    inbound_resends,
     journal_entries,
     merchant_repayments,
     payout_cycle_dues,
@@ -182,6 +183,16 @@ class BalanceAsRead:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class InboundResend:
+    """An inbound sale sent again under a new field 7, answered as its first (inbound_resends)."""
+
+    source: str
+    transaction_id: str  # the resend's: "<field 41>:<STAN>:<its field 7>"
+    first_transaction_id: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class RepaymentRecord:
     """A merchant's bank transfer back to the programme: stored with its entry (merchant_repayments);
     its request id stored twice is a conflict, answered by the first's row."""
@@ -224,6 +235,8 @@ class Write:
     cycle_payout: CyclePayout | None = None
     # A merchant's repayment: its row, beside the entry that moves its money
     repayment: RepaymentRecord | None = None
+    # An inbound resend answered as its first: its field 7 names that first from now on
+    resend: InboundResend | None = None
 
 
 class BackstopError(Exception):
@@ -342,6 +355,8 @@ def apply_batch(
         if write.repayment is not None:
             assert entry_id is not None, "a repayment moves money"
             _record_repayment(conn, write.repayment, entry_id, now)
+        if write.resend is not None:  # stored twice: a conflict, the first row kept
+            conn.execute(_NEW_RESEND, {**dataclasses.asdict(write.resend), "created_at": now})
         lost = write.credited_card in credited_lost
         results.append(
             WriteResult(
@@ -445,6 +460,7 @@ _NEW_ENTRY = insert(journal_entries).returning(journal_entries.c.idempotency_key
 # once (as all of the above) keeps it.
 _NEW_TRANSACTIONS = insert(transactions)
 _NEW_REPEAT_KEYS = insert(inbound_repeat_keys)
+_NEW_RESEND = insert(inbound_resends)
 _STALE_REPEAT_KEY = delete(inbound_repeat_keys).where(
     inbound_repeat_keys.c.source == bindparam("b_source"),
     inbound_repeat_keys.c.id_prefix == bindparam("b_id_prefix"),

@@ -26,6 +26,7 @@ from switch.store.schema import (
     cards,
     day_closes,
     employees,
+    inbound_resends,
     journal_entries,
     locations,
     merchant_programmes,
@@ -375,6 +376,15 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(_TRANSACTION, {"source": source, "transaction_id": transaction_id}).first()
         return None if row is None else _stored_transaction(row)
+
+    def first_of_resend(self, source: str, transaction_id: str) -> str | None:
+        """The id of the inbound sale a resend under this id was answered as; None if none was."""
+        query = select(inbound_resends.c.first_transaction_id).where(
+            inbound_resends.c.source == source, inbound_resends.c.transaction_id == transaction_id
+        )
+        with self.engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return None if found is None else str(found)
 
     def transaction_by_reference(
         self, source: str, id_prefix: str, retrieval_reference: str, since: dt.datetime

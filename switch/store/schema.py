@@ -266,6 +266,19 @@ class InboundRepeatKeyRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
+class InboundResendRow(Base):
+    """An inbound 0100/0200 sent again under a new field 7 and answered as its first (iso_inbound):
+    it has no row of its own in transactions, so a reversal or completion naming its field 7
+    without field 37 finds the first through this one. Written once per resend id (a conflict
+    after), only on that rare path."""
+
+    __tablename__ = "inbound_resends"
+    source: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(80), primary_key=True)  # the resend's
+    first_transaction_id: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 class JournalEntryRow(Base):
     __tablename__ = "journal_entries"
     entry_id: Mapped[int] = mapped_column(
@@ -499,6 +512,7 @@ card_replacements = cast(Table, CardReplacementRow.__table__)
 accounts = cast(Table, AccountRow.__table__)
 transactions = cast(Table, TransactionRow.__table__)
 inbound_repeat_keys = cast(Table, InboundRepeatKeyRow.__table__)
+inbound_resends = cast(Table, InboundResendRow.__table__)
 journal_entries = cast(Table, JournalEntryRow.__table__)
 postings = cast(Table, PostingRow.__table__)
 day_closes = cast(Table, DayCloseRow.__table__)

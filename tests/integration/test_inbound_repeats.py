@@ -77,6 +77,40 @@ def test_a_reversal_naming_either_field_7_reverses_the_sale_once(
     ledger_clean(world)
 
 
+@pytest.mark.parametrize("kind", ["0400", "0420"])
+def test_a_reversal_without_field_37_naming_the_resends_field_7_reverses_the_sale_once(
+    any_world: World, kind: str
+) -> None:
+    """The resend answered as its first is remembered by its own field 7: nothing else names it
+    without field 37 (it was held as never seen, the card left charged)."""
+    world = any_world
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    first_sent = sale(card, 300)
+    resent = {**first_sent, "7": RESENT_WHEN}
+    assert client.ask(first_sent)["39"] == client.ask(resent)["39"] == "00"
+    assert client.ask(reversal_of(resent, kind=kind))["39"] == "00"  # no field 37
+    assert balance(world, card) == 1_000
+    assert client.ask(reversal_of(first_sent, kind="0420"))["39"] == "00"  # the same reversal
+    client.close()
+    assert balance(world, card) == 1_000  # given back once
+    ledger_clean(world)
+
+
+def test_a_completion_without_field_37_naming_the_resends_field_7_completes_the_authorisation(
+    world: World,
+) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    authorised = sale(card, 400, kind="0100")
+    resent = {**authorised, "7": RESENT_WHEN}
+    assert client.ask(authorised)["39"] == client.ask(resent)["39"] == "00"
+    assert client.ask(completion_of(resent, 250))["39"] == "00"  # no field 37
+    client.close()
+    assert balance(world, card) == 750  # 150 given back of the 400 taken
+    ledger_clean(world)
+
+
 def test_an_advice_before_its_original_holds_it_under_any_field_7(world: World) -> None:
     client = IsoClient(world)
     card = world.issue(1_000)

@@ -253,12 +253,13 @@ def test_the_inbound_retrieval_reference_is_added_to_an_older_database_with_its_
     assert "ix_transactions_retrieval_reference" in indexes
 
 
-def test_the_inbound_repeat_keys_are_added_to_an_older_database_and_held_from_then_on(engine: Engine) -> None:
+def test_the_inbound_repeat_keys_and_resends_are_added_to_an_older_database(engine: Engine) -> None:
     """A sale stored before the table came is still found by its field 37 (iso_inbound._repeated);
     from the start on, each new inbound sale holds its key (journal._hold_repeat_keys)."""
-    as_an_older_release_had_it(engine, "DROP TABLE inbound_repeat_keys")
+    as_an_older_release_had_it(engine, "DROP TABLE inbound_repeat_keys", "DROP TABLE inbound_resends")
     create_schema(engine)
     create_schema(engine)  # a second start changes nothing
+    assert {"inbound_repeat_keys", "inbound_resends"} <= set(inspect(engine).get_table_names())
     record = TransactionRecord(
         source="iso:4711",
         transaction_id="THIRD001:000001:1121120000",

@@ -1,4 +1,5 @@
-"""An inbound sale and its resend under a new field 7 reaching two nodes at once: charged once."""
+"""An inbound sale and its resend under a new field 7 reaching two nodes at once: charged once,
+and given back once by a reversal naming the resend's field 7 on either node."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from protocols.iso8583 import IsoMessage, decode_message, encode_message, frame
 from switch.server import SwitchServer
 from tests.integration.harness import MERCHANT_EMAIL
 from tests.integration.nodes.conftest import Nodes, two_nodes
-from tests.integration.test_inbound_iso import ACQUIRER, ZONE_KEY, balance, ledger_clean
+from tests.integration.test_inbound_iso import ACQUIRER, ZONE_KEY, balance, ledger_clean, reversal_of
 from tests.integration.test_inbound_repeats import RESENT_WHEN, sale
 
 ROUNDS = 20
@@ -61,4 +62,8 @@ def test_a_sale_and_its_resend_on_two_nodes_at_once_move_money_once_and_get_one_
             answers = {(answer["39"], answer.get("38", "")) for answer in (on_a.result(), on_b.result())}
             assert len(answers) == 1 and next(iter(answers))[0] == "00", (round_number, answers)
             assert balance(world, card) == 700, round_number  # taken once, not 600 for a 300 sale
+            # Whichever node stored it, the resend's field 7 names the sale without field 37
+            reversal = reversal_of(resent, kind="0420")
+            assert ask((world.server, node_b)[round_number % 2], reversal, threading.Barrier(1))["39"] == "00"
+            assert balance(world, card) == 1_000, round_number
     ledger_clean(world)
