@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, select
 
-from switch.admin import AdminConflictError, AdminError, AdminStateError
+from switch.admin import AdminConflictError, AdminError, AdminStateError, AdminUnavailableError
 from switch.domain import ledger
 from switch.domain.ledger import LedgerRefusal
 from switch.domain.money import AMOUNT_MINOR_MAX, Money
@@ -37,8 +37,8 @@ def record_repayment(
     the commission on that part given back (programmes.repayment_cleared_minor).
     AdminError naming the field for a bad amount or one above what clears the debt, LookupError
     for an unknown merchant or programme, AdminStateError when the merchant owes nothing or has
-    nothing to transfer, AdminConflictError for a request id recorded with other details;
-    nothing moves then."""
+    nothing to transfer, AdminConflictError for a request id recorded with other details,
+    AdminUnavailableError when the journal could not take it (a fault); nothing moves then."""
     amount_problem = _amount_problem(asked.amount)
     if amount_problem is not None:
         raise AdminError(amount_problem)
@@ -81,7 +81,10 @@ def record_repayment(
             return _replayed(stored, record)
         if result.refusal is LedgerRefusal.above_maximum:  # another repayment landed meanwhile
             _cleared_minor(conn, record)
-    raise AdminStateError(f"the repayment was not recorded ({result.problem}); nothing moved, send it again")
+    problem = f"the repayment was not recorded ({result.problem}); nothing moved, send it again"
+    if result.fault:  # the journal or the database, not a rule: the same request sent again may land
+        raise AdminUnavailableError(problem)
+    raise AdminStateError(problem)
 
 
 def _amount_problem(amount: Money) -> str | None:

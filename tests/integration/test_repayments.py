@@ -382,3 +382,16 @@ def test_at_a_commission_of_all_of_it_there_is_nothing_to_transfer(world: World)
         "refunds exceed redemptions since the last payout; later redemptions pay it back"
     )
     assert to_transfer(world) == 0
+
+
+def test_a_repayment_the_journal_could_not_take_answers_unavailable_and_moves_nothing(world: World) -> None:
+    """A fault of the journal or the database breaks no rule: sent again, the same request may land
+    (UNAVAILABLE); it was FAILED_PRECONDITION, which tells the operator not to send it again as it is."""
+    owe(world)
+    world.server.core.writer.stop()  # as while the switch drains: the journal takes no more writes
+    with pytest.raises(grpc.RpcError) as refused:
+        repay(world)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "journal stopped" in (refused.value.details() or "")
+    assert "send it again" in (refused.value.details() or "")
+    assert payable(world) == -OWED_MINOR and not repayment_entries(world)
