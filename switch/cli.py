@@ -498,6 +498,11 @@ def _build_request(request_type: Any, pairs: list[str]) -> Any:
         key, separator, value = pair.partition("=")
         if not separator:  # not echoed: it may be a card number or a PIN given without its key
             raise ValueError(f"argument {position} is not key=value (e.g. card=<number>)")
+        if key == "amount" and request_type is bo.RecordRepaymentRequest:
+            # key=value amounts are minor units elsewhere; what arrived by bank is typed as printed
+            raise ValueError(
+                "record-repayment takes its amount as --amount in major units (e.g. --amount 9.75)"
+            )
         try:
             _set_argument(request, key, value)
         except ValueError as error:  # protobuf's own, such as "Value out of range: ...", name no field

@@ -39,6 +39,8 @@ def test_an_amount_in_major_units_is_read_in_its_currencys_decimals(
         (["--amount", "5.5", "--currency", "JPY"], "--amount '5.5' has more decimals than JPY's 0"),
         (["--amount", "9" * 30], "is too large"),
         (["--currency", "EUR"], "--currency needs --amount"),
+        # key=value amounts are minor units elsewhere: amount=12 would have recorded 0.12
+        (["amount=12"], "record-repayment takes its amount as --amount in major units (e.g. --amount 9.75)"),
     ],
 )
 def test_a_bad_amount_is_refused_by_name_before_any_call(
