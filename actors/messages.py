@@ -106,6 +106,9 @@ class CloseDay:
     # period is not the open one, nothing is closed (DayClosePeriodError), and a close id stored
     # for another period is refused. None: the open one (a DayClose naming none).
     period_number: int | None = None
+    # Close only if the period holds approved money, judged once what is in flight has landed
+    # (a deactivation's close); otherwise nothing is closed and the answer is None.
+    only_if_approved: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -219,7 +219,7 @@ class TerminalActor(SwitchActor):
             case QueryStatus():
                 return self._status(message.transaction_id)
             case CloseDay():
-                return self._close_day(message.close_id, message.period_number)
+                return self._close_day(message.close_id, message.period_number, message.only_if_approved)
             case ReportX():
                 return self._x_report()
             case SubmitPayment() | SubmitAbort():
@@ -496,7 +496,9 @@ class TerminalActor(SwitchActor):
             if not recent.reply.done():
                 recent.reply.settle(self._services.reply_timeout_s)
 
-    def _close_day(self, close_id: str, period_number: int | None = None) -> DayCloseReport:
+    def _close_day(
+        self, close_id: str, period_number: int | None = None, only_if_approved: bool = False
+    ) -> DayCloseReport | None:
         store, info = self._services.store, self.info
         existing = store.day_close(info.terminal_id, close_id)
         if existing is not None:
@@ -511,6 +513,8 @@ class TerminalActor(SwitchActor):
         # Not for the count (the close counts its period as it commits, switch.store.periods) but
         # so that what this terminal was told approved is in it.
         self._settle_in_flight()
+        if only_if_approved and not store.period_totals(info.terminal_id, info.period_number):
+            return None  # nothing approved in it, what was in flight included: no close to report
         now = self._services.now()
         close = PeriodClose(info.terminal_id, close_id, info.period_number, info.period_opened_at, now)
         landed = threading.Event()

@@ -635,11 +635,11 @@ class SwitchCore:
             self.terminal_actors.stop(terminal_id)
 
     def _close_deactivated(self, terminal_id: str, period_number: int) -> DayCloseReport | None:
-        if not self.store.period_totals(terminal_id, period_number):
-            return None  # nothing approved in it: no close to report
-        message = CloseDay(deactivation_close_id(period_number), period_number)
+        # Judged by the actor once what it has in flight has landed: a sale answered before the
+        # deactivation but not yet stored would otherwise land in a period no close covers.
+        message = CloseDay(deactivation_close_id(period_number), period_number, only_if_approved=True)
         try:
-            report: DayCloseReport = self.terminal_actors.ask(terminal_id, message, self._long_ask_s)
+            report: DayCloseReport | None = self.terminal_actors.ask(terminal_id, message, self._long_ask_s)
         except CLOSE_FAULTS as error:  # the period stays open; deactivating again closes it
             log.warning(
                 "terminal %s deactivated, period %d not closed: %s", terminal_id, period_number, error

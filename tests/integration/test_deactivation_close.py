@@ -4,6 +4,7 @@ none until it was activated again and closed)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
-from tests.integration.harness import World, world_fixture
+from tests.integration.harness import World, on_statement, world_fixture
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -56,3 +57,38 @@ def test_deactivation_with_nothing_approved_makes_no_close(world: World) -> None
     _deactivate(world, terminal.terminal_id)
     assert _closes(world, terminal.terminal_id) == []
     assert world.server.core.store.terminal(terminal.terminal_id).period_number == 1  # type: ignore[union-attr]
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def journal_in_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """The journal on the switch's own thread, so a test can hold a write on its engine."""
+    yield from world_fixture(request, tmp_path, terminals=1, journal_process=False)
+
+
+def test_a_sale_in_flight_at_the_deactivation_is_in_its_close(journal_in_process: World) -> None:
+    # Review of session 27: the deactivation read its period's totals before the terminal's actor
+    # had landed what it had in flight, so a sale answered just then landed in a period no close
+    # covered (and none was made). The actor judges it now, once its sale has landed.
+    world = journal_in_process
+    terminal = world.terminals[0]
+    card = world.issue(5_000)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_sale(_cursor: object, statement: str, _parameters: object) -> None:
+        if statement.startswith("INSERT INTO transactions") and not held.is_set():
+            held.set()
+            release.wait(10)
+
+    answers: list[str] = []
+    with on_statement(world.server.core.store.engine, "before", hold_the_sale):
+        sale = threading.Thread(target=lambda: answers.append(terminal.redeem(card, 100).response_code))
+        sale.start()
+        assert held.wait(10)
+        deactivation = threading.Thread(target=_deactivate, args=(world, terminal.terminal_id))
+        deactivation.start()
+        deactivation.join(0.5)  # before: done already, having found nothing approved
+        release.set()
+        sale.join(20)
+        deactivation.join(20)
+    assert answers == ["00"]
+    assert _closes(world, terminal.terminal_id) == [(1, 1, 100)]
