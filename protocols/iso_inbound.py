@@ -357,22 +357,38 @@ class InboundHandler:
             named = original_identity(request, original)
             place = self._core.store.transaction(context.terminal_id, named)
             if place is not None and _is_completion_place(place):
-                return self._reverse_completion(request, context, place.record)
+                return self._reverse_completion(request, original, context, place.record)
         with self._stripe(request["41"], original.stan):
             original_id = self._original_id(request, original, context)
-            return self._reverse_of(
-                request, context, original_id, lambda found: _reversal_refusal(request, original, found)
-            )
+            found = self._core.store.transaction(context.terminal_id, original_id)
+            if found is None or not _is_completion_place(found):
+                return self._reverse_of(
+                    request, context, original_id, lambda row: _reversal_refusal(request, original, row)
+                )
+        # A completion's place, held since the look above, or named under another MTI: taken as a
+        # place it moved nothing and left the card charged the final amount. Out of this stripe:
+        # the authorisation's may be the same lock.
+        return self._reverse_completion(request, original, context, found.record)
 
     def _reverse_completion(
-        self, request: IsoMessage, context: TerminalContext, place: TransactionRecord
+        self,
+        request: IsoMessage,
+        original: OriginalDataElements,
+        context: TerminalContext,
+        place: TransactionRecord,
     ) -> _Answer:
         """A reversal naming a completion (0220/0221) voids the sale: its authorisation is reversed
         for what is charged now, as a reversal naming the 0100 is, under the same id (once,
-        whichever it names). Its field 4 is the completion's final amount."""
+        whichever it names). Its field 4 is the completion's final amount. One naming the completion
+        under another MTI is taken as `_reversal_refusal` takes such a reversal (an 0400 refused 25)."""
         authorisation_id = place.original_transaction_id
 
         def refusal(_: StoredTransaction) -> _Answer | None:
+            if original.mti not in COMPLETION_MTIS:
+                named_as = f"field 90 names an {original.mti}; the original is an {place.mti}"
+                if request["t"] == mti.REVERSAL_REQUEST:
+                    return _Answer(ResponseCode.original_not_found, named_as)
+                log.warning("ISO 8583 inbound: %s taken by its key and field 4: %s", request["t"], named_as)
             if int(request["4"]) == place.requested_minor:
                 return None
             named, final = (

@@ -350,3 +350,34 @@ def test_advices_left_unanswered_are_counted_by_reason_and_answered_ones_are_not
         "not_stored": 0.0,
         "switch_fault": 0.0,
     }
+
+
+# One row per reversal whose field 90 holds the completion's key (field 41, STAN, field 7) of a 4.00
+# authorisation completed at 2.50, on a card of 10.00, but gives it another MTI: the reversal, the
+# MTI named, the answer and the balance after it and its repeat. Found by its key, the completion's
+# place was taken for an original that moved nothing: answered 00 "nothing moved" and held, the card
+# left charged 2.50 while the acquirer had voided the sale (a reversal naming the completion reached
+# the same place when the completion was held between its look and its lock).
+REVERSAL_OF_COMPLETION_MISNAMED_CASES = [
+    ("0420", "0100", "00", 1_000),  # an advice is taken by its key and field 4, whatever MTI it says
+    ("0421", "0200", "00", 1_000),
+    ("0400", "0100", "25", 750),  # a request naming it wrong is refused, as one naming an 0100 is
+]
+
+
+@pytest.mark.parametrize(("kind", "names", "code", "after"), REVERSAL_OF_COMPLETION_MISNAMED_CASES)
+def test_a_reversal_holding_the_completions_key_under_another_mti_voids_the_sale_or_is_refused(
+    world: World, kind: str, names: str, code: str, after: int
+) -> None:
+    card = world.issue(1_000)
+    original = authorisation(card, 400)
+    assert answer_or_none(world, original) is not None
+    completion = completion_of(original, 250)
+    completed = answer_or_none(world, completion)
+    assert completed is not None and completed["39"] == "00"
+    reversal = reversal_of(completion, names=names, kind=kind)
+    for _ in range(2):  # the reversal and its repeat
+        answer = answer_or_none(world, reversal)
+        assert answer is not None and answer["39"] == code, answer
+        assert balance(world, card) == after
+    ledger_clean(world)
