@@ -258,7 +258,7 @@ class InboundHandler:
         named = original_identity(request, original)
         if self._core.store.transaction(context.terminal_id, named) is not None:
             return named
-        first = self._repeated(context, request["41"], original.stan, request.get("37", ""))
+        first = self._repeated(context, request["41"], original.stan, _retrieval_reference(request))
         if first is not None:
             return first.record.transaction_id
         # Without field 37 (or beyond the window), a resend's field 7 is known by the resend's row
@@ -286,7 +286,7 @@ class InboundHandler:
             transaction_identity(request), card_id, Money(int(request["4"]), currency), False, pin
         )
         digest = fingerprint(command)
-        reference = request.get("37", "")
+        reference = _retrieval_reference(request)
         with self._stripe(request["41"], request["11"]):
             stored = self._stored_answer(context, command.transaction_id, TransactionType.redemption, digest)
             if stored is not None:
@@ -311,7 +311,7 @@ class InboundHandler:
         """The first's answer when this sale was not stored because another node stored the same
         sale under another field 7 meanwhile (the journal's repeat key refused it: a conflict,
         answered 96 by the card actor as its own id was not found); None otherwise."""
-        first = self._repeated(context, request["41"], request["11"], request.get("37", ""))
+        first = self._repeated(context, request["41"], request["11"], _retrieval_reference(request))
         if first is None or first.record.transaction_id == command.transaction_id:
             return None
         return self._answered_as_first(context, command, digest, first)
@@ -415,7 +415,7 @@ class InboundHandler:
             return _answer_of(stored)
         original_row = self._core.store.transaction(context.terminal_id, original_id)
         if original_row is None:
-            return self._tombstone(command, context, digest, request.get("37", ""))
+            return self._tombstone(command, context, digest, _retrieval_reference(request))
         refusal = refusal_of(original_row)
         if refusal is not None:
             return refusal
@@ -536,6 +536,13 @@ class InboundHandler:
 def transaction_identity(request: IsoMessage) -> str:
     """Terminal (41), STAN (11) and transmission date and time (7): what field 90 names later."""
     return f"{request['41']}:{request['11']}:{request['7']}"
+
+
+def _retrieval_reference(request: IsoMessage) -> str:
+    """Field 37; "" when absent or blank (spaces or zeros: no reference assigned), which names no
+    sale: taken as one, every sale of a field 41 and STAN within REPEAT_WINDOW would be one."""
+    reference = request.get("37", "")
+    return "" if not reference.strip(" 0") else reference
 
 
 def _id_prefix(terminal: str, stan: str) -> str:

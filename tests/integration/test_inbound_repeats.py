@@ -174,3 +174,22 @@ def test_a_repeated_authorisation_taken_as_its_first_is_completed_as_an_0100(wor
     client.close()
     assert balance(world, card) == 750
     ledger_clean(world)
+
+
+# Field 37 blank (spaces or zeros: the acquirer assigned no reference) names no sale: two sales of
+# one field 41 and STAN under two field 7s (the terminal's STAN restarted within the day) are two
+# sales. The second was answered the first's approval, moving nothing: the merchant handed over
+# goods it is never paid for.
+@pytest.mark.parametrize("blank", [" " * 12, "0" * 12])
+def test_a_blank_field_37_names_no_sale_so_another_sale_under_a_new_field_7_is_charged(
+    world: World, blank: str
+) -> None:
+    client = IsoClient(world)
+    card = world.issue(1_000)
+    first_sent = {**financial(card, 300), "37": blank}
+    first = client.ask(first_sent)
+    second = client.ask({**first_sent, "7": RESENT_WHEN})
+    client.close()
+    assert (first["39"], second["39"]) == ("00", "00")
+    assert balance(world, card) == 400  # 300 taken twice, once per sale
+    ledger_clean(world)
