@@ -453,10 +453,13 @@ class OpsConsole:
             return ""
         return line if line else None
 
-    async def _audit(self, caller: Caller, command: str, outcome: str, *, mode: str) -> None:
+    async def _audit(
+        self, caller: Caller, command: str, outcome: str, *, mode: str, exit_status: int | None = None
+    ) -> None:
         """Write an audit line on a thread: its fsync waits for the disk, and on the loop every
         other console session waited with it."""
-        await asyncio.to_thread(self.audit.record, caller, command, outcome, mode=mode)
+        record = self.audit.record
+        await asyncio.to_thread(record, caller, command, outcome, mode=mode, exit_status=exit_status)
 
     async def _run(self, caller: Caller, line: str, *, mode: str) -> CommandResult:
         """Run line on a worker; a command that changes the switch is audited as started first,
@@ -476,12 +479,9 @@ class OpsConsole:
             seconds = self._config.backend_call_timeout_s
             result = CommandResult(TIMED_OUT.format(seconds=seconds), Outcome.timed_out)
         try:
-            await loop.run_in_executor(
-                self._workers,
-                lambda: self.audit.record(
-                    caller, line, result.outcome.name, mode=mode, exit_status=result.exit_status
-                ),
-            )
+            # Not on the backend workers: when every one of them waits on a command the switch
+            # does not answer, a timed-out command's line waited with them, and its operator too.
+            await self._audit(caller, line, result.outcome.name, mode=mode, exit_status=result.exit_status)
         except OSError:
             # Shown, not dropped: a change already done is already in the log as started.
             log.exception("console audit line not written", extra={"outcome": result.outcome.name})

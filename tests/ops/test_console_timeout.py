@@ -11,20 +11,23 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ops.console import OpsConsole
+from ops.console import BACKEND_WORKERS_MAX, OpsConsole
 from ops.console_commands import Outcome
 from switch.domain.cards import CardStatus
 from tests.integration.harness import World
-from tests.ops.conftest import Keys, console_of, exec_commands
+from tests.ops.conftest import ExecResult, Keys, console_of, exec_commands
 
 BACKEND_CALL_TIMEOUT_S = 0.5
 LOCK_HELD_S = 2.0
+# Long enough past BACKEND_CALL_TIMEOUT_S for 4 SSH logins and answers on a busy machine.
+WORKERS_LOCK_HELD_S = 5.0
 
 
 @pytest.fixture
@@ -68,3 +71,33 @@ def test_a_command_past_its_timeout_is_audited_timed_out_and_the_operator_told_t
 def _audited_outcomes(path: Path, command_start: str) -> list[str]:
     records = [json.loads(line) for line in path.read_text().splitlines()]
     return [record["outcome"] for record in records if record["command"].startswith(command_start)]
+
+
+def test_commands_past_their_timeout_on_every_backend_worker_are_answered_in_time(
+    bare_world: World, console: OpsConsole, keys: Keys
+) -> None:
+    """Every backend worker held by a command the switch does not answer: the outcome's audit line
+    waited for a worker too, so no operator was told "timed out" until the database let go."""
+    cards = [bare_world.issue(1_000) for _ in range(BACKEND_WORKERS_MAX)]
+    database = bare_world.server.settings.data_dir / "txswitch.sqlite"
+    # Let go by a timer: the commands' answers are waited for while it is held.
+    other_writer = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    other_writer.execute("BEGIN IMMEDIATE")
+    let_go = threading.Timer(WORKERS_LOCK_HELD_S, lambda: other_writer.execute("COMMIT"))
+    let_go.start()
+    try:
+        started_s = time.monotonic()
+
+        async def block_all() -> list[list[ExecResult]]:
+            blocks = [exec_commands(console.port, keys.operator, [f"cards block {card}"]) for card in cards]
+            return await asyncio.gather(*blocks)
+
+        answered = asyncio.run(block_all())
+        answered_in_s = time.monotonic() - started_s
+    finally:
+        let_go.join()
+        other_writer.close()
+    assert answered_in_s < WORKERS_LOCK_HELD_S - 1, f"answered only after {answered_in_s:.1f} s"
+    assert [result.exit_status for (result,) in answered] == [75] * len(cards), answered
+    outcomes = _audited_outcomes(console.audit.path, "cards block ")
+    assert sorted(outcomes) == ["started"] * len(cards) + ["timed_out"] * len(cards), outcomes
