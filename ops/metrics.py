@@ -418,10 +418,12 @@ class SwitchMetrics:
         )
         self.iso_inbound_advices_unanswered = Counter(
             "txswitch_iso_inbound_advices_unanswered",
-            "Reversal advices (0420/0421) from acquirers left unanswered because they could not be "
-            "taken, by reason: malformed, original_differs (field 4 or field 90's MTI), not_reversible "
-            "(a completed authorisation), not_stored (not durable in time), switch_fault. The acquirer "
-            "repeats an unanswered advice; one that never gets taken goes to its exceptions.",
+            "Advices from acquirers (0420/0421 reversals, 0220/0221 completions) left unanswered "
+            "because they could not be applied exactly, by reason: malformed, original_differs (field 4, "
+            "the currency or field 90's MTI is not the original's, or a completion above the authorised "
+            "amount), not_reversible (the original cannot be reversed), not_completable (the "
+            "authorisation is reversed or was declined), not_stored (not durable in time), switch_fault. "
+            "The acquirer repeats an unanswered advice; one that never gets taken goes to its exceptions.",
             ["reason"],
             registry=self.registry,
         )
@@ -456,11 +458,13 @@ class SwitchMetrics:
         self.replaced_card_follows = Counter(
             "txswitch_replaced_card_follows",
             "Money credited to a replaced card (a ride undone after the office moved its balance) moved "
-            "on to its replacement: when (credit: right after it landed; start: found at start) and "
+            "on to its replacement: when (credit: right after it landed; start: found at start; "
+            "replacement: found as the office replaced a card its chain of replacements led to) and "
             "outcome (moved; nothing_moved: moved already, by the same credit's move or the card's "
             "replacement under way as it landed; not_replaced: blocked, or lost and not replaced within "
             "replacement_follow_wait_s, waits for the office; unblocked: the card is active again, not "
-            "replaced, and keeps the money; failed: see the log, the next start tries again).",
+            "replaced, and keeps the money; failed: see the log, the next start tries again; "
+            "left_at_stop: queued or waiting as the switch stopped, the next start moves it).",
             ["when", "outcome"],
             registry=self.registry,
         )

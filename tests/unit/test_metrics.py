@@ -13,9 +13,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops.metrics import (
+    FOLLOW_OUTCOMES,
+    FOLLOW_WHEN,
     LABEL_COMBINATIONS_MAX,
     LABEL_FOLDED,
     LABEL_REFUSED,
+    UNANSWERED_ADVICE_REASONS,
     ActorKindStats,
     GcPauses,
     RuntimeSnapshot,
@@ -326,3 +329,20 @@ def test_a_blocked_event_loop_shows_as_lag() -> None:
     assert 0.15 <= sample("sum") < 0.26  # the one late wake-up, not the sleeps themselves
     under_100_ms = metrics.registry.get_sample_value("txswitch_event_loop_lag_seconds_bucket", {"le": "0.1"})
     assert under_100_ms == sample("count") - 1  # only the blocked probe was late
+
+
+@pytest.mark.parametrize(
+    ("family", "words"),
+    [
+        ("txswitch_iso_inbound_advices_unanswered", (*UNANSWERED_ADVICE_REASONS, "0420", "0220")),
+        ("txswitch_replaced_card_follows", (*FOLLOW_WHEN, *FOLLOW_OUTCOMES)),
+    ],
+)
+def test_a_counters_help_names_every_value_of_its_labels(family: str, words: tuple[str, ...]) -> None:
+    """An operator reads a label value's meaning in the scrape's HELP: a value added to a counter
+    (completion advices' not_completable, a stop's left_at_stop) was missing from it."""
+    (found,) = (
+        f for f in text_string_to_metric_families(SwitchMetrics().exposition().decode()) if f.name == family
+    )
+    missing = [word for word in words if re.search(rf"\b{word}\b", found.documentation) is None]
+    assert missing == [], found.documentation
