@@ -221,6 +221,10 @@ class SwitchServer:
             self.iso_inbound.answer()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        # A drain asked during the start (the console answers before gRPC does) is kept: looked at
+        # after SERVING is set, so one asked meanwhile sets NOT_SERVING after it either way.
+        if self.draining.is_set():
+            self.drain()
 
     def _serve(self, bound: futures.Future[int]) -> None:
         """The gRPC server's event loop thread, until the server stops."""
