@@ -22,6 +22,19 @@ from tests.integration.nodes.conftest import Nodes, two_nodes
 from tests.integration.test_benefit_cards import assert_ledger_clean, card_balance
 
 
+def _replace_request(lost: str, new: str) -> bo.ReplaceCardRequest:
+    return bo.ReplaceCardRequest(
+        lost_card=pb.CardRef(card_number=lost),
+        replacement_card=pb.CardRef(card_number=new),
+        request_id=new_txn(),
+    )
+
+
+def _held(nodes: Nodes, lost: str, new: str) -> tuple[int, int]:
+    """What the lost card and its replacement hold, read from the journal."""
+    return card_balance(nodes.world, lost), card_balance(nodes.world, new)
+
+
 @pytest.fixture
 def nodes_default_age(tmp_path: Path) -> Iterator[Nodes]:
     yield from two_nodes(tmp_path, max_age_s=1.0)  # TXSWITCH_SHARED_COPY_MAX_AGE_S's default
@@ -32,11 +45,7 @@ def test_a_replacement_on_node_b_moves_what_node_a_loaded_just_before(nodes_defa
     lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
     assert nodes.on_b.balance(lost) == 1_000  # node B's card actor holds a copy of the card
     assert nodes.on_a.load(lost, 500).response_code == "00"  # durable: the card holds 1,500
-    request = bo.ReplaceCardRequest(
-        lost_card=pb.CardRef(card_number=lost),
-        replacement_card=pb.CardRef(card_number=new),
-        request_id=new_txn(),
-    )
+    request = _replace_request(lost, new)
     moved = nodes.on_b_as_admin("ReplaceCard", request).moved.amount_minor
     time.sleep(1.2)
     left = nodes.on_b.balance(lost)
@@ -49,12 +58,7 @@ def nodes_lasting_copies(tmp_path: Path) -> Iterator[Nodes]:
 
 
 def _replace_on_b(nodes: Nodes, lost: str, new: str) -> None:
-    request = bo.ReplaceCardRequest(
-        lost_card=pb.CardRef(card_number=lost),
-        replacement_card=pb.CardRef(card_number=new),
-        request_id=new_txn(),
-    )
-    assert nodes.on_b_as_admin("ReplaceCard", request).moved.amount_minor == 1_000
+    assert nodes.on_b_as_admin("ReplaceCard", _replace_request(lost, new)).moved.amount_minor == 1_000
 
 
 def _block_on_b(nodes: Nodes, lost: str, _new: str) -> None:
@@ -80,7 +84,7 @@ def test_a_load_on_node_a_onto_a_card_node_b_replaced_meanwhile_moves_nothing(
     assert nodes.on_a.balance(lost) == 1_000  # node A's card actor holds a copy: the card active
     change_on_b(nodes, lost, new)
     answer = nodes.on_a.load(lost, 500)  # decided on node A's copy, taken before node B's change
-    moved = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    moved = _held(nodes, lost, new)
     assert (answer.response_code, moved) == (code, held), answer.message  # the code node B would give
     assert lost not in answer.message
     # Node A's copy is read again: the next load is declined by node A's actor itself, and stored.
@@ -113,7 +117,7 @@ def test_a_load_the_journal_refuses_on_node_a_is_stored_declined_for_its_status_
     assert not status.transaction.HasField("approved")
     again = nodes.on_a.load(lost, 500, txn)
     assert (again.response_code, again.message) == (code, answer.message)
-    moved = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    moved = _held(nodes, lost, new)
     assert moved == held, "the stored decline moved money"
     assert_ledger_clean(nodes.world)
 
@@ -135,18 +139,14 @@ def test_money_given_back_on_node_a_onto_a_card_node_b_replaced_meanwhile_follow
     lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
     redemption = new_txn()
     assert nodes.on_a.redeem(lost, 300, redemption).response_code == "00"  # node A's copy: the card active
-    request = bo.ReplaceCardRequest(
-        lost_card=pb.CardRef(card_number=lost),
-        replacement_card=pb.CardRef(card_number=new),
-        request_id=new_txn(),
-    )
+    request = _replace_request(lost, new)
     assert nodes.on_b_as_admin("ReplaceCard", request).moved.amount_minor == 700
     answer = _give_back(nodes, how, redemption)  # decided on node A's copy, taken before the replacement
     assert answer.response_code == "00", answer.message  # the shop gives the money back: never declined
     deadline = time.monotonic() + 5
     while card_balance(nodes.world, new) != 1_100 and time.monotonic() < deadline:
         time.sleep(0.05)
-    held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    held = _held(nodes, lost, new)
     assert held == (0, 1_100), "money given back stranded on the lost card until a restart"
     assert_ledger_clean(nodes.world)
 
@@ -187,11 +187,7 @@ def test_money_given_back_on_node_a_while_node_b_moves_the_balance_moves_with_it
     lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
     redemption = new_txn()
     assert nodes.on_a.redeem(lost, 300, redemption).response_code == "00"  # node A's copy: the card active
-    request = bo.ReplaceCardRequest(
-        lost_card=pb.CardRef(card_number=lost),
-        replacement_card=pb.CardRef(card_number=new),
-        request_id=new_txn(),
-    )
+    request = _replace_request(lost, new)
     follows = nodes.world.server.core.follow_statistics
     replaced: dict[str, int] = {}
     with new_card_held(nodes, new) as holder:
@@ -208,7 +204,7 @@ def test_money_given_back_on_node_a_while_node_b_moves_the_balance_moves_with_it
         time.sleep(0.5)
     replacing.join(20)
     assert not replacing.is_alive()
-    held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    held = _held(nodes, lost, new)
     assert (replaced, held) == ({"moved": 1_000}, (0, 1_100)), "money given back left on the lost card"
     assert_ledger_clean(nodes.world)
     # Node B's transfer moved the 300 with the balance: node A's follow says nothing waits on the card.
@@ -223,9 +219,7 @@ def test_a_card_unblocked_on_node_a_while_node_b_replaces_it_is_refused_and_noth
     nodes = nodes_lasting_copies
     lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
     lost_ref = pb.CardRef(card_number=lost)
-    request = bo.ReplaceCardRequest(
-        lost_card=lost_ref, replacement_card=pb.CardRef(card_number=new), request_id=new_txn()
-    )
+    request = _replace_request(lost, new)
     answered: dict[str, object] = {}
 
     def replace() -> None:
@@ -247,7 +241,7 @@ def test_a_card_unblocked_on_node_a_while_node_b_replaces_it_is_refused_and_noth
     refused = answered.get("refused")
     assert isinstance(refused, tuple) and refused[0] is grpc.StatusCode.FAILED_PRECONDITION, answered
     assert unblocked.card_masked in refused[1] and lost not in refused[1], refused[1]
-    held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    held = _held(nodes, lost, new)
     assert held == (700, 100), "money moved off a card unblocked meanwhile"
     assert_ledger_clean(nodes.world)
 
@@ -284,11 +278,7 @@ def test_a_replacement_the_journal_refuses_says_what_happened_to_the_new_card(
             changed.set()
             change_on_a(nodes, new)
 
-    request = bo.ReplaceCardRequest(
-        lost_card=pb.CardRef(card_number=lost),
-        replacement_card=pb.CardRef(card_number=new),
-        request_id=new_txn(),
-    )
+    request = _replace_request(lost, new)
     with (
         on_statement(nodes.node_b.core.store.engine, "after", after),
         pytest.raises(grpc.RpcError) as refused,
@@ -302,6 +292,6 @@ def test_a_replacement_the_journal_refuses_says_what_happened_to_the_new_card(
     assert "nothing moved" in details, details
     for unshown in (lost, new, lost_id, new_id):
         assert unshown not in details, details
-    held = (card_balance(nodes.world, lost), card_balance(nodes.world, new))
+    held = _held(nodes, lost, new)
     assert held == (1_000, new_holds), "money moved by a refused replacement"
     assert_ledger_clean(nodes.world)
