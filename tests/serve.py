@@ -11,6 +11,20 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 30.0
+EXIT_WITHIN_S = 60.0
+
+
+def run_to_exit(command: Sequence[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """`command` run from the tree's root until it exits (EXIT_WITHIN_S at most), its output kept as text."""
+    return subprocess.run(
+        list(command),
+        check=False,
+        cwd=REPO_ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=EXIT_WITHIN_S,
+    )
 
 
 @contextmanager

@@ -5,28 +5,17 @@ process that did (a test, an embedder, the load tester), hiding grpc core's erro
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.serve import REPO_ROOT
+from tests.serve import REPO_ROOT, run_to_exit
 
-EXIT_WITHIN_S = 60.0
 GRPC_CORE_LINE = "add_port.cc"  # grpc core's "E... add_port.cc:83] Failed to add port to server: ..."
 # As pip writes the `txswitch` script.
 SCRIPT = "import sys\nfrom switch.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        yield holder.getsockname()[1]
 
 
 def run(command: list[str], operator_value: str | None) -> subprocess.CompletedProcess[str]:
@@ -34,15 +23,7 @@ def run(command: list[str], operator_value: str | None) -> subprocess.CompletedP
     environment["PYTHONPATH"] = str(REPO_ROOT)  # the script's directory is not the tree's
     if operator_value is not None:
         environment["GRPC_VERBOSITY"] = operator_value
-    return subprocess.run(
-        command,
-        check=False,
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=EXIT_WITHIN_S,
-    )
+    return run_to_exit(command, environment)
 
 
 @pytest.mark.parametrize("module", ["switch.cli", "terminal_sim.echo_server"])

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,23 +20,14 @@ from switch.store.saf import NewReversal, SafStore
 from switch.store.schema import merchants
 from terminal_sim.acquirer_host import HostThread
 from tests.integration.payment_harness import MASTER_KEY_HEX, acquirers_file
-from tests.serve import REPO_ROOT
+from tests.serve import run_to_exit
 
-EXIT_WITHIN_S = 60.0
 # Longer than the advice's first try takes against a host that answers (saf_retry_interval_ms 100).
 ADVICE_WAIT_S = 2.0
 PENDING_ADVICE = NewReversal(
     "acq-sim", "TID00001", "MID000000000001", "t-left-by-a-restart", "0200", "000042", "1207063000",
     "400001", "000000", 500, "978", "switch_restart",
 )  # fmt: skip
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        yield holder.getsockname()[1]
 
 
 def database_with_a_pending_advice(data_dir: Path) -> str:
@@ -64,15 +53,7 @@ def merchants_count(url: str) -> int:
 
 
 def serve(args: list[str], environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "switch.cli", "serve", *args],
-        check=False,
-        cwd=REPO_ROOT,
-        env={**os.environ, **environment},
-        capture_output=True,
-        text=True,
-        timeout=EXIT_WITHIN_S,
-    )
+    return run_to_exit([sys.executable, "-m", "switch.cli", "serve", *args], {**os.environ, **environment})
 
 
 @pytest.mark.parametrize("taken", ["--grpc-port", "--metrics-port", "TXSWITCH_ISO_LISTEN_PORT"])

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -20,30 +19,12 @@ from switch.config import Settings
 from switch.listening import CannotListenError
 from switch.server import SwitchServer
 from tests.ipv6 import ipv6_loopback_works
-from tests.serve import REPO_ROOT
-
-EXIT_WITHIN_S = 60.0
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        yield holder.getsockname()[1]
+from tests.serve import run_to_exit
 
 
 def serve(tmp_path: Path, *args: str, **environment: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "switch.cli", "serve", "--data-dir", str(tmp_path / "data"), *args]
-    return subprocess.run(
-        command,
-        check=False,
-        cwd=REPO_ROOT,
-        env={**os.environ, **environment},
-        capture_output=True,
-        text=True,
-        timeout=EXIT_WITHIN_S,
-    )
+    return run_to_exit(command, {**os.environ, **environment})
 
 
 @pytest.mark.parametrize(
