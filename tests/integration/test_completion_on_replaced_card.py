@@ -13,26 +13,19 @@ import pytest
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
-from tests.integration.harness import MERCHANT_EMAIL, World, new_txn, start_world
+from tests.integration.harness import World, new_txn
 from tests.integration.test_inbound_iso import (
-    ACQUIRER,
-    ZONE_KEY,
     IsoClient,
     authorisation,
     completion_of,
+    inbound_world,
     ledger_clean,
 )
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
-    world = start_world(tmp_path, "", 1, iso_listen_port=0, iso_inbound_acquirers=acquirers)
-    try:
-        yield world
-    finally:
-        world.channel.close()
-        world.server.stop()
+    yield from inbound_world(tmp_path)
 
 
 def card_balance(world: World, number: str) -> int:

@@ -12,38 +12,27 @@ from sqlalchemy import update
 
 from protocols.iso8583 import IsoMessage
 from switch.store.schema import transactions
-from tests.integration.harness import MERCHANT_EMAIL, World, hold_sqlite_write_lock, start_world
+from tests.integration.harness import World, hold_sqlite_write_lock
 from tests.integration.test_inbound_iso import (
-    ACQUIRER,
-    ZONE_KEY,
     IsoClient,
     authorisation,
     balance,
     completion_of,
     financial,
+    inbound_world,
     ledger_clean,
     reversal_of,
 )
 
 
-def _world(tmp_path: Path, **overrides: object) -> Iterator[World]:
-    acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
-    world = start_world(tmp_path, "", 1, iso_listen_port=0, iso_inbound_acquirers=acquirers, **overrides)
-    try:
-        yield world
-    finally:
-        world.channel.close()
-        world.server.stop()
-
-
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    yield from _world(tmp_path)
+    yield from inbound_world(tmp_path)
 
 
 @pytest.fixture
 def slow_world(tmp_path: Path) -> Iterator[World]:
-    yield from _world(tmp_path, reply_timeout_s=1.0, ask_timeout_s=1.0)
+    yield from inbound_world(tmp_path, reply_timeout_s=1.0, ask_timeout_s=1.0)
 
 
 def test_a_completion_of_a_card_loaded_to_its_limit_is_taken(world: World) -> None:

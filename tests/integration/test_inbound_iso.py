@@ -46,17 +46,22 @@ ANSWER_WAIT_S = 20.0
 NO_ANSWER_WAIT_S = 1.5  # an answer comes in milliseconds on loopback
 
 
+def inbound_world(tmp_path: Path, url: str = "", **settings: object) -> Iterator[World]:
+    """A world that takes inbound ISO 8583 from ACQUIRER (on a free port), stopped after the test."""
+    acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
+    world = start_world(tmp_path, url, 1, iso_listen_port=0, iso_inbound_acquirers=acquirers, **settings)
+    try:
+        yield world
+    finally:
+        world.channel.close()
+        world.server.stop()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     with ExitStack() as stack:
         url = stack.enter_context(postgres_schema()) if request.param == "postgres" else ""
-        acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
-        world = start_world(tmp_path, url, 1, iso_listen_port=0, iso_inbound_acquirers=acquirers)
-        try:
-            yield world
-        finally:
-            world.channel.close()
-            world.server.stop()
+        yield from inbound_world(tmp_path, url)
 
 
 class IsoClient:
@@ -487,22 +492,7 @@ def test_a_completion_and_a_reversal_of_one_authorisation_at_once_move_money_onc
 
 @pytest.fixture
 def limited(tmp_path: Path) -> Iterator[World]:
-    acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
-    world = start_world(
-        tmp_path,
-        "",
-        1,
-        iso_listen_port=0,
-        iso_inbound_acquirers=acquirers,
-        iso_inbound_connections_max=2,
-        iso_inbound_idle_s=1.0,
-        metrics_port=0,
-    )
-    try:
-        yield world
-    finally:
-        world.channel.close()
-        world.server.stop()
+    yield from inbound_world(tmp_path, iso_inbound_connections_max=2, iso_inbound_idle_s=1.0, metrics_port=0)
 
 
 def echo(client: IsoClient) -> str:

@@ -16,15 +16,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from protocols.iso8583 import SPEC, IsoMessage, decode_message, encode_message, format_amount, frame
-from tests.integration.harness import MERCHANT_EMAIL, World, start_world
+from tests.integration.harness import World
 from tests.integration.test_inbound_iso import (
-    ACQUIRER,
-    ZONE_KEY,
     IsoClient,
     authorisation,
     balance,
     completion_of,
     financial,
+    inbound_world,
     ledger_clean,
     reversal_of,
 )
@@ -33,32 +32,22 @@ from tests.pg import postgres_schema
 NO_ANSWER_WAIT_S = 1.5  # an answer comes in milliseconds on loopback
 
 
-def _world(tmp_path: Path, url: str, **settings: object) -> Iterator[World]:
-    acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
-    world = start_world(tmp_path, url, 1, iso_listen_port=0, iso_inbound_acquirers=acquirers, **settings)
-    try:
-        yield world
-    finally:
-        world.channel.close()
-        world.server.stop()
-
-
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    yield from _world(tmp_path, "")
+    yield from inbound_world(tmp_path)
 
 
 @pytest.fixture
 def metered(tmp_path: Path) -> Iterator[World]:
     """A world whose metrics are served (on a free port)."""
-    yield from _world(tmp_path, "", metrics_port=0)
+    yield from inbound_world(tmp_path, metrics_port=0)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def any_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     with ExitStack() as stack:
         url = stack.enter_context(postgres_schema()) if request.param == "postgres" else ""
-        yield from _world(tmp_path, url)
+        yield from inbound_world(tmp_path, url)
 
 
 def answer_or_none(world: World, message: IsoMessage) -> IsoMessage | None:
