@@ -16,6 +16,7 @@ from pathlib import Path
 import iso8583
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from protocols.iso8583 import (
     SPEC,
@@ -503,16 +504,20 @@ REFUSED = "txswitch_iso_inbound_connections_refused_total"
 IDLE_CLOSED = "txswitch_iso_inbound_connections_idle_closed_total"
 
 
-def connection_counters(world: World) -> dict[str, float]:
-    """The listener's refused and idle-closed connection counters, scraped from /metrics."""
+def scraped_samples(world: World) -> list[Sample]:
+    """Every sample the switch serves on /metrics, scraped over HTTP."""
     url = world.server.ops.metrics_url
     assert url is not None
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def connection_counters(world: World) -> dict[str, float]:
+    """The listener's refused and idle-closed connection counters, scraped from /metrics."""
     return {
         sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
+        for sample in scraped_samples(world)
         if sample.name in (REFUSED, IDLE_CLOSED)
     }
 

@@ -5,7 +5,6 @@ answered only when the money on our side agrees with what the acquirer believes.
 from __future__ import annotations
 
 import socket
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import iso8583
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from protocols.iso8583 import SPEC, IsoMessage, decode_message, encode_message, format_amount, frame
 from tests.integration.harness import World
@@ -26,6 +24,7 @@ from tests.integration.test_inbound_iso import (
     inbound_world,
     ledger_clean,
     reversal_of,
+    scraped_samples,
 )
 from tests.pg import postgres_schema
 
@@ -305,14 +304,9 @@ UNANSWERED = "txswitch_iso_inbound_advices_unanswered_total"
 
 def unanswered_advices(world: World) -> dict[str, float]:
     """The advices left unanswered, by reason, scraped from /metrics."""
-    url = world.server.ops.metrics_url
-    assert url is not None
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
     return {
         sample.labels["reason"]: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
+        for sample in scraped_samples(world)
         if sample.name == UNANSWERED
     }
 
