@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,24 +50,37 @@ def follows_counted(server: SwitchServer) -> dict[tuple[str, tuple[tuple[str, st
     }
 
 
+@contextmanager
+def follow_moves_held(engine: Engine, *, first_only: bool = False) -> Iterator[threading.Event]:
+    """Each move of money following a replaced card (only the first, with first_only) waits before its
+    first statement until the block ends, as if the switch stopped (or died) before the move was made.
+    Yields the event set once a move is held; the held threads are let go and joined on the way out."""
+    reached, release = threading.Event(), threading.Event()
+    held: list[threading.Thread] = []
+
+    def before(_cursor: Any, _statement: str, _parameters: Any) -> None:
+        if threading.current_thread().name == "follow-replacement" and not (first_only and held):
+            held.append(threading.current_thread())
+            reached.set()
+            release.wait(30)
+
+    with on_statement(engine, "before", before):
+        try:
+            yield reached
+        finally:
+            release.set()
+            for thread in held:
+                thread.join(10)
+
+
 def test_a_ride_reversed_just_before_a_restart_still_reaches_the_new_card(world: World) -> None:
     terminal = world.terminals[0]
     lost, new = world.issue(2_000, world.benefit_programme), world.issue(0, world.benefit_programme)
     assert terminal.redeem(lost, 700, "ride-1").response_code == "00"
     assert replace(world, lost, new).moved.amount_minor == 1_300
 
-    engine = world.server.core.store.engine
-    reached, release = threading.Event(), threading.Event()
-    held: list[threading.Thread] = []
-
-    def before(_cursor: Any, _statement: str, _parameters: Any) -> None:
-        if threading.current_thread().name == "follow-replacement":
-            held.append(threading.current_thread())
-            reached.set()
-            release.wait(30)  # the switch stops (or dies) before the move is made
-
     again: SwitchServer | None = None
-    with on_statement(engine, "before", before):
+    with follow_moves_held(world.server.core.store.engine) as reached:
         try:
             reversal = terminal.reversal("ride-1")
             assert reversal.response_code == "00", reversal.message
@@ -99,11 +112,8 @@ def test_a_ride_reversed_just_before_a_restart_still_reaches_the_new_card(world:
         finally:
             if again is not None:
                 again.stop()
-            # The held thread goes on and ends: the old switch's move then fails (its card registry is
-            # closed), and the start above is what moved the money.
-            release.set()
-            for thread in held:
-                thread.join(10)
+        # The held thread goes on and ends: the old switch's move then fails (its card registry is
+        # closed), and the start above is what moved the money.
 
 
 # Audit session 23: every start looked at each replaced card ever (a query or two per card) and
@@ -236,17 +246,9 @@ def test_a_follow_left_queued_at_stop_is_counted_and_logged_and_the_next_start_m
         assert terminal.redeem(lost, amount_minor, ride).response_code == "00"
         assert replace(world, lost, new).moved.amount_minor == 2_000 - amount_minor
 
-    reached, release = threading.Event(), threading.Event()
-    held: list[threading.Thread] = []
-
-    def before(_cursor: Any, _statement: str, _parameters: Any) -> None:
-        if threading.current_thread().name == "follow-replacement" and not held:
-            held.append(threading.current_thread())
-            reached.set()
-            release.wait(30)  # the only worker is busy: the next follow waits in the queue
-
     again: SwitchServer | None = None
-    with on_statement(core.store.engine, "before", before):
+    # The only worker is held busy: the next follow waits in the queue.
+    with follow_moves_held(core.store.engine, first_only=True) as reached:
         try:
             assert terminal.reversal("ride-a").response_code == "00"
             assert reached.wait(10), "no move of the first reversed ride was started"
@@ -272,9 +274,6 @@ def test_a_follow_left_queued_at_stop_is_counted_and_logged_and_the_next_start_m
         finally:
             if again is not None:
                 again.stop()
-            release.set()
-            for thread in held:
-                thread.join(10)
 
 
 def test_a_start_does_not_wait_for_the_follow_workers_and_their_backlog_moves_after(tmp_path: Path) -> None:
