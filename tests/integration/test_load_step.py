@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from protocols.wire import cardholder_pb2_grpc as ch_grpc
 from protocols.wire import terminal_pb2 as pb
 from switch import cli
 from switch.admin import Admin
+from switch.core import SwitchCore
 from switch.domain.card_rules import CardState
 from switch.programme_settings import set_load_step
 from switch.store.repository import Store
@@ -160,6 +161,26 @@ def test_the_operator_sets_a_programmes_load_step_and_loads_follow_at_once(
     assert terminal.balance(card) == 2_500
 
 
+def admin_doing_before_the_copy(
+    core: SwitchCore, meanwhile: Callable[[], object], issued: list[CardState]
+) -> Admin:
+    """An Admin on the switch's store that, once it has written a card, does `meanwhile` before it
+    leaves the card's copy for the first actor (as the switch's own Admin does next); `issued`
+    gets each copy left."""
+
+    def meanwhile_then_issued(card_hash: str, state: CardState) -> None:
+        meanwhile()
+        issued.append(state)
+        core._card_issued(card_hash, state)
+
+    return Admin(
+        Store(core.store.engine),
+        bytes.fromhex(core.settings.card_hash_key_hex),
+        on_card_issued=meanwhile_then_issued,
+        write=core.write_now,
+    )
+
+
 def test_a_card_issued_as_the_step_changes_loads_in_the_new_step(world: World) -> None:
     """One node: the issue read the programme (steps of 5.00), the step became 10.00 and its cards
     were fenced after the card was written, and only then did the issue leave its card's copy for
@@ -167,18 +188,7 @@ def test_a_card_issued_as_the_step_changes_loads_in_the_new_step(world: World) -
     programme = created(world, "600213", (1_800, 5_000), balance_max_minor=10_000)
     core = world.server.core
     issued: list[CardState] = []
-
-    def change_then_issued(card_hash: str, state: CardState) -> None:
-        set_load_step(core, programme, 1_000)
-        issued.append(state)
-        core._card_issued(card_hash, state)  # what the switch's own Admin does next
-
-    issuing = Admin(
-        Store(core.store.engine),
-        bytes.fromhex(core.settings.card_hash_key_hex),
-        on_card_issued=change_then_issued,
-        write=core.write_now,
-    )
+    issuing = admin_doing_before_the_copy(core, lambda: set_load_step(core, programme, 1_000), issued)
     card = issuing.issue_card(programme).card_number
     assert [state.programme.load_step_minor for state in issued] == [500]  # read before the change
     assert world.terminals[0].load(card, 500).response_code == "13"  # not a whole step of 10.00
@@ -232,23 +242,15 @@ def test_two_step_changes_at_once_leave_the_newer_step_in_the_copies_guard(world
         thread.start()
         return thread
 
-    issued: list[CardState] = []
-
-    def both_changes_then_issued(card_hash: str, state: CardState) -> None:
+    def both_changes() -> None:
         second = change(2_000)
         second.join(20)
         second_done.set()
         first.join(20)
         assert not first.is_alive() and not second.is_alive()
-        issued.append(state)
-        core._card_issued(card_hash, state)  # what the switch's own Admin does next
 
-    issuing = Admin(
-        Store(core.store.engine),
-        bytes.fromhex(core.settings.card_hash_key_hex),
-        on_card_issued=both_changes_then_issued,
-        write=core.write_now,
-    )
+    issued: list[CardState] = []
+    issuing = admin_doing_before_the_copy(core, both_changes, issued)
     with on_statement(core.store.engine, "after", after):
         first = change(1_000)
         assert first_read.wait(10), "the first change did not read its programme"
