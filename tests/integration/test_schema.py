@@ -200,8 +200,8 @@ def test_the_index_of_a_programmes_cards_is_made_at_start_and_reads_them(engine:
         assert searched in plan, plan
 
 
-def test_the_inbound_mti_of_a_transaction_is_added_to_an_older_database_as_unknown(engine: Engine) -> None:
-    """Rows from before it hold "": a completion of such an 0100 is taken as before (iso_inbound)."""
+def inbound_sale_stored(engine: Engine) -> None:
+    """An approved inbound sale (THIRD001:000001:1121120000), stored before the database is taken back."""
     with engine.begin() as conn:
         conn.execute(
             insert(transactions),
@@ -216,6 +216,11 @@ def test_the_inbound_mti_of_a_transaction_is_added_to_an_older_database_as_unkno
                 "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
             },
         )
+
+
+def test_the_inbound_mti_of_a_transaction_is_added_to_an_older_database_as_unknown(engine: Engine) -> None:
+    """Rows from before it hold "": a completion of such an 0100 is taken as before (iso_inbound)."""
+    inbound_sale_stored(engine)
     as_an_older_release_had_it(engine, "ALTER TABLE transactions DROP COLUMN mti")  # as before
     create_schema(engine)
     with engine.connect() as conn:
@@ -226,20 +231,7 @@ def test_the_inbound_mti_of_a_transaction_is_added_to_an_older_database_as_unkno
 
 def test_the_inbound_retrieval_reference_is_added_to_an_older_database_with_its_index(engine: Engine) -> None:
     """Rows from before it hold "", which no resend's field 37 matches (iso_inbound.REPEAT_WINDOW)."""
-    with engine.begin() as conn:
-        conn.execute(
-            insert(transactions),
-            {
-                "source": "iso:4711",
-                "transaction_id": "THIRD001:000001:1121120000",
-                "transaction_type": "redemption",
-                "fingerprint": "f",
-                "currency": "EUR",
-                "result": "approved",
-                "status": "approved",
-                "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-            },
-        )
+    inbound_sale_stored(engine)
     as_an_older_release_had_it(
         engine,
         "DROP INDEX ix_transactions_retrieval_reference",
