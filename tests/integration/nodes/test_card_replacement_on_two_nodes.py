@@ -72,6 +72,17 @@ NODE_B_CHANGES = [
 ]
 
 
+def _changed_on_b_after_a_read_it(
+    nodes: Nodes, change_on_b: Callable[[Nodes, str, str], None]
+) -> tuple[str, str]:
+    """A lost card of 1,000 and its replacement of 100; node A's card actor holds a copy of the lost
+    card (active) when node B changes it. Returns both card numbers."""
+    lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
+    assert nodes.on_a.balance(lost) == 1_000
+    change_on_b(nodes, lost, new)
+    return lost, new
+
+
 @pytest.mark.parametrize(("change_on_b", "code", "held"), NODE_B_CHANGES)
 def test_a_load_on_node_a_onto_a_card_node_b_replaced_meanwhile_moves_nothing(
     nodes_lasting_copies: Nodes,
@@ -80,9 +91,7 @@ def test_a_load_on_node_a_onto_a_card_node_b_replaced_meanwhile_moves_nothing(
     held: tuple[int, int],
 ) -> None:
     nodes = nodes_lasting_copies
-    lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
-    assert nodes.on_a.balance(lost) == 1_000  # node A's card actor holds a copy: the card active
-    change_on_b(nodes, lost, new)
+    lost, new = _changed_on_b_after_a_read_it(nodes, change_on_b)
     answer = nodes.on_a.load(lost, 500)  # decided on node A's copy, taken before node B's change
     moved = _held(nodes, lost, new)
     assert (answer.response_code, moved) == (code, held), answer.message  # the code node B would give
@@ -103,9 +112,7 @@ def test_a_load_the_journal_refuses_on_node_a_is_stored_declined_for_its_status_
     held: tuple[int, int],
 ) -> None:
     nodes = nodes_lasting_copies
-    lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
-    assert nodes.on_a.balance(lost) == 1_000  # node A's card actor holds a copy: the card active
-    change_on_b(nodes, lost, new)
+    lost, new = _changed_on_b_after_a_read_it(nodes, change_on_b)
     txn = new_txn()
     answer = nodes.on_a.load(lost, 500, txn)  # refused by the journal's active_card check
     status = nodes.on_a.stub.TransactionStatus(
