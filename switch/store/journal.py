@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from sqlalchemy import Connection, Engine, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from switch.domain.card_rules import status_decline
@@ -355,8 +356,9 @@ def apply_batch(
         if write.repayment is not None:
             assert entry_id is not None, "a repayment moves money"
             _record_repayment(conn, write.repayment, entry_id, now)
-        if write.resend is not None:  # stored twice: a conflict, the first row kept
-            conn.execute(_NEW_RESEND, {**dataclasses.asdict(write.resend), "created_at": now})
+        if write.resend is not None:  # stored already (a repeat of it): the row kept, no conflict
+            statement = _NEW_RESEND[conn.dialect.name]
+            conn.execute(statement, {**dataclasses.asdict(write.resend), "created_at": now})
         lost = write.credited_card in credited_lost
         results.append(
             WriteResult(
@@ -460,7 +462,12 @@ _NEW_ENTRY = insert(journal_entries).returning(journal_entries.c.idempotency_key
 # once (as all of the above) keeps it.
 _NEW_TRANSACTIONS = insert(transactions)
 _NEW_REPEAT_KEYS = insert(inbound_repeat_keys)
-_NEW_RESEND = insert(inbound_resends)
+# A resend repeated again is stored once: its row exists already and is kept (the same first, as
+# the first's row never changes). Inserting it again broke the batch, sent then write by write.
+_NEW_RESEND = {
+    "postgresql": postgresql.insert(inbound_resends).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(inbound_resends).on_conflict_do_nothing(),
+}
 _STALE_REPEAT_KEY = delete(inbound_repeat_keys).where(
     inbound_repeat_keys.c.source == bindparam("b_source"),
     inbound_repeat_keys.c.id_prefix == bindparam("b_id_prefix"),

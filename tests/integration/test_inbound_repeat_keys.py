@@ -9,11 +9,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, event, func, select, update
 
 from switch.store.engine import create_schema, make_engine
-from switch.store.journal import TransactionRecord, Write, commit_batch
-from switch.store.schema import INBOUND_REPEAT_WINDOW, inbound_repeat_keys, transactions
+from switch.store.journal import InboundResend, TransactionRecord, Write, commit_batch
+from switch.store.schema import INBOUND_REPEAT_WINDOW, inbound_repeat_keys, inbound_resends, transactions
 from tests.pg import postgres_schema
 
 SOURCE = "iso:4711"
@@ -98,3 +98,26 @@ def test_a_batch_with_a_conflicting_sale_stores_the_others(engine: Engine) -> No
     outcome = commit_batch(engine, [Write(record=sale("1121120005")), Write(record=other)])
     assert [(r.ok, r.conflict) for r in outcome.results] == [(False, True), (True, False)]
     assert stored_ids(engine) == [first.transaction_id, "THIRD002:000001:1121120000"]
+
+
+def test_a_resend_stored_again_lands_in_its_batch_and_keeps_one_row(engine: Engine) -> None:
+    """A resend repeated a third time writes its inbound_resends row again: it is kept as it was,
+    and its batch lands as one transaction (a conflict sent the batch write by write)."""
+    first = sale("1121120000")
+    resend = InboundResend(SOURCE, "THIRD001:000001:1121120005", first.transaction_id)
+    assert commit_batch(engine, [Write(record=first), Write(resend=resend)]).results[1].ok
+    other = dataclasses.replace(first, transaction_id="THIRD002:000001:1121120000")  # another key
+    transactions_begun: list[object] = []
+    count = transactions_begun.append  # one bound method: event.remove finds the one listened
+    event.listen(engine, "begin", count)
+    try:
+        outcome = commit_batch(engine, [Write(resend=resend), Write(record=other)])
+    finally:
+        event.remove(engine, "begin", count)
+    assert [(r.ok, r.conflict) for r in outcome.results] == [(True, False), (True, False)]
+    assert len(transactions_begun) == 1
+    with engine.connect() as conn:
+        rows = conn.execute(select(func.count()).select_from(inbound_resends)).scalar()
+        named = conn.execute(select(inbound_resends.c.first_transaction_id)).scalar()
+    assert (rows, named) == (1, first.transaction_id)
+    assert stored_ids(engine) == [first.transaction_id, other.transaction_id]
