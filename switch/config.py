@@ -175,6 +175,14 @@ class Settings:
     # some), at most top_ups_purged_max a sweep; confirming and refund_due ones are never purged
     top_ups_kept_days: int = 400
     top_ups_purged_max: int = 1_000
+    # The same sweep purges the inbound repeat tables (switch/store/inbound_purge.py): repeat keys a
+    # day old and more, and a resend's row (its field 7 naming its first) once inbound_resends_kept_days
+    # old: far past the latest completion or reversal a scheme allows (30 days for a pre-authorisation),
+    # as long as top-ups are kept. At most inbound_repeat_rows_purged_max rows a transaction (the write
+    # lock held briefly), inbound_repeat_purge_batches_max transactions a sweep.
+    inbound_resends_kept_days: int = 400
+    inbound_repeat_rows_purged_max: int = 1_000
+    inbound_repeat_purge_batches_max: int = 100
     # E-mailed receipts: queued by the terminal, sent by the mailer; smtp_host empty: off
     smtp_host: str = ""
     smtp_port: int = 25
@@ -434,6 +442,9 @@ NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "top_up_sweep_retry_s_max": POSITIVE_DURATION_S,
     "top_ups_kept_days": NumberRange(zero_allowed=False, highest=100 * 366),  # dates end at year 9999
     "top_ups_purged_max": POSITIVE_COUNT,
+    "inbound_resends_kept_days": NumberRange(zero_allowed=False, highest=100 * 366),  # as top_ups_kept_days
+    "inbound_repeat_rows_purged_max": POSITIVE_COUNT,
+    "inbound_repeat_purge_batches_max": POSITIVE_COUNT,
     "smtp_timeout_s": POSITIVE_DURATION_S,
     "receipt_attempts_max": POSITIVE_COUNT,
     "receipt_retry_s": POSITIVE_DURATION_S,

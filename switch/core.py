@@ -63,6 +63,7 @@ from switch.receipts import ReceiptObserver, Receipts
 from switch.report_export import ExportSlots
 from switch.security import MasterKey, SecurityModule
 from switch.store.card_pins import CardPinStore
+from switch.store.inbound_purge import InboundRepeatPurge
 from switch.store.journal import Write, WriteResult
 from switch.store.journal_process import can_serve
 from switch.store.keys import KeyStore
@@ -227,7 +228,10 @@ class SwitchCore:
             settings.replacement_follows_queued_max,
         )
         self.top_ups = OnlineTopUps(engine, self, utc_now)
-        self._top_up_sweeper = TopUpSweeper(self.top_ups, settings.top_up_sweep_interval_s)
+        self.inbound_repeat_purge = InboundRepeatPurge(engine, settings, utc_now)
+        self._top_up_sweeper = TopUpSweeper(
+            self.top_ups, settings.top_up_sweep_interval_s, (self.inbound_repeat_purge.purge,)
+        )
 
     def start(self) -> None:
         self.start_workers()

@@ -383,13 +383,16 @@ class OnlineTopUps:
 
 
 class TopUpSweeper:
-    """Runs OnlineTopUps.finish_confirming, then purge_finished, once at start, then every
-    top_up_sweep_interval_s, on a thread of its own until stopped (as the payment recovery's sweep,
-    switch/acquiring.py)."""
+    """Runs OnlineTopUps.finish_confirming, then purge_finished, then the other purges (the inbound
+    repeat tables': switch/store/inbound_purge.py), once at start, then every top_up_sweep_interval_s,
+    on a thread of its own until stopped (as the payment recovery's sweep, switch/acquiring.py)."""
 
-    def __init__(self, top_ups: OnlineTopUps, interval_s: float) -> None:
+    def __init__(
+        self, top_ups: OnlineTopUps, interval_s: float, other_purges: tuple[Callable[[], int], ...] = ()
+    ) -> None:
         self._top_ups = top_ups
         self._interval_s = interval_s
+        self._other_purges = other_purges
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -412,6 +415,11 @@ class TopUpSweeper:
                 self._top_ups.purge_finished()
             except Exception:  # as above: the next sweep purges what this one left
                 log.exception("purging finished top-ups failed; trying again")
+            for purge in self._other_purges:
+                try:
+                    purge()
+                except Exception:  # as above
+                    log.exception("a purge of the sweep failed; trying again")
             if self._stopping.wait(self._interval_s):
                 return
 

@@ -249,6 +249,10 @@ class TransactionRow(Base):
 # within its business day), and a day stays far from the STAN's wrap and the reuse of a field 37, so
 # a new sale is not taken for an old one.
 INBOUND_REPEAT_WINDOW = dt.timedelta(hours=24)
+# A key is purged this long after the window (switch/store/inbound_purge.py): each node reads the
+# window on its own clock, so a node whose clock is behind may still hold a key the purging node
+# finds past it; an hour is far beyond the clocks' drift between NTP-synced nodes.
+INBOUND_REPEAT_KEY_PURGE_MARGIN = dt.timedelta(hours=1)
 
 
 class InboundRepeatKeyRow(Base):
@@ -259,6 +263,7 @@ class InboundRepeatKeyRow(Base):
     an older one is replaced when the key comes again."""
 
     __tablename__ = "inbound_repeat_keys"
+    __table_args__ = (Index("ix_inbound_repeat_keys_created_at", "created_at"),)  # the purge's
     source: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     id_prefix: Mapped[str] = mapped_column(String(80), primary_key=True)  # "<field 41>:<STAN>"
     retrieval_reference: Mapped[str] = mapped_column(String(12), primary_key=True)
@@ -273,6 +278,7 @@ class InboundResendRow(Base):
     after), only on that rare path."""
 
     __tablename__ = "inbound_resends"
+    __table_args__ = (Index("ix_inbound_resends_created_at", "created_at"),)  # the purge's
     source: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     transaction_id: Mapped[str] = mapped_column(String(80), primary_key=True)  # the resend's
     first_transaction_id: Mapped[str] = mapped_column(String(80))
