@@ -439,7 +439,8 @@ class InboundHandler:
         answer, a second completion with another amount is refused (94). An 0200 named as an 0100
         is refused (25): the MTI each was stored with tells them apart. Nothing is stored for a
         completion refused before the card's turn; its repeat is refused the same way. A refused
-        completion is an advice left unanswered (`leave_unanswered`), never answered.
+        completion is an advice left unanswered (`leave_unanswered`), never answered. One whose
+        reversal came first voids the sale (`_void`).
         """
         original = OriginalDataElements.decode(request["90"])
         if mti.first_of(original.mti) != mti.AUTHORIZATION_REQUEST:
@@ -466,11 +467,12 @@ class InboundHandler:
                 original_id, Money(authorised.amount_minor - int(request["4"]), authorised.currency)
             )
             place = _completion_place(request, context, original_id)
-            answer = self._completed(command, context, found, place)
+            answer = self._completed(request, command, context, found, place)
         return dataclasses.replace(answer, approved_minor=None)  # field 4 echoes the final amount
 
     def _completed(
         self,
+        request: IsoMessage,
         command: Completion,
         context: TerminalContext,
         found: StoredTransaction,
@@ -480,6 +482,8 @@ class InboundHandler:
         stored = self._stored_answer(context, command.transaction_id, TransactionType.refund, digest)
         if stored is not None:
             return _answer_of(stored)  # before the status: a repeat gets the first answer
+        if self._reversed_before_arrival(context, place):
+            return self._void(request, context, found)
         if found.status is not TransactionStatus.approved:
             return _Answer(ResponseCode.already_reversed, f"the authorisation is {found.status.value}")
         held = self._hold_completion_place(context, place)
@@ -506,8 +510,34 @@ class InboundHandler:
             return None if answer.code.approves else answer
         if held.record.original_transaction_id == place.original_transaction_id:
             return None  # held by this completion's first try
-        # A reversal of this completion came first and was acknowledged, moving nothing.
-        return _Answer(ResponseCode.already_reversed, "the completion was reversed before it arrived")
+        return _Answer(ResponseCode.already_reversed, "the completion's id is held by another message")
+
+    def _reversed_before_arrival(self, context: TerminalContext, place: TransactionRecord) -> bool:
+        """True when a reversal of this completion came first: acknowledged as of a message never
+        seen, it moved nothing and left its placeholder (a tombstone naming no authorisation) under
+        the completion's id."""
+        held = self._core.store.transaction(context.terminal_id, place.transaction_id)
+        return (
+            held is not None
+            and held.record.transaction_type == TOMBSTONE_TYPE
+            and not held.record.original_transaction_id
+        )
+
+    def _void(
+        self, request: IsoMessage, context: TerminalContext, authorisation: StoredTransaction
+    ) -> _Answer:
+        """A completion whose reversal came first: the acquirer has voided the sale, so the
+        authorisation goes back for what it charged, under the id a reversal naming the 0100 or the
+        completion uses (once, whichever came; a repeat gets the first answer). Answered once done,
+        as the card then stands as the acquirer believes; an authorisation that moved nothing
+        (declined) is refused as any completion of it is."""
+
+        def refusal(found: StoredTransaction) -> _Answer | None:
+            if _moved_money(found):
+                return None
+            return _Answer(ResponseCode.already_reversed, f"the authorisation is {found.status.value}")
+
+        return self._reverse_of(request, context, authorisation.record.transaction_id, refusal)
 
     def _tombstone(self, command: Reversal, context: TerminalContext, digest: str, reference: str) -> _Answer:
         """Acknowledge, and hold the original's id so a late original is refused and moves nothing;

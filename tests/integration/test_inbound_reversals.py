@@ -230,18 +230,46 @@ def test_a_reversal_naming_the_completion_gives_back_what_it_left_charged_once_w
     ledger_clean(world)
 
 
-def test_a_completion_whose_reversal_came_first_is_left_unanswered_and_moves_nothing(world: World) -> None:
-    """Its reversal was acknowledged as of a message never seen, moving nothing; applied now, the
-    completion would give back part of a sale the acquirer has voided. Settled by its exceptions."""
+@pytest.mark.parametrize("kind", ["0400", "0420"])
+def test_a_completion_whose_reversal_came_first_voids_the_sale_once(any_world: World, kind: str) -> None:
+    """Its reversal was acknowledged as of a message never seen, moving nothing; the late completion
+    was then left unanswered for good and the card stayed charged all the authorisation took while
+    the acquirer had voided the sale. It reverses the authorisation, once whichever message names it."""
+    world = any_world
     card = world.issue(1_000)
     original = authorisation(card, 400)
     assert answer_or_none(world, original) is not None
+    assert balance(world, card) == 600
     completion = completion_of(original, 250)
+    early = answer_or_none(world, reversal_of(completion, kind=kind))
+    assert early is not None and early["39"] == "00"
+    assert balance(world, card) == 600
+    repeats = [reversal_of(completion, kind="0421"), reversal_of(original, kind="0421")]
+    for message in [completion, {**completion, "t": "0221"}, *repeats]:
+        answer = answer_or_none(world, message)
+        assert answer is not None and answer["39"] == "00", (message["t"], answer)
+        assert balance(world, card) == 1_000
+    listener = world.server.iso_inbound
+    assert listener is not None
+    assert dict(listener.statistics().advices_unanswered)["not_completable"] == 0
+    ledger_clean(world)
+
+
+def test_a_completion_of_a_declined_authorisation_whose_reversal_came_first_is_left_unanswered(
+    world: World,
+) -> None:
+    """Nothing to void: the authorisation took nothing, so the completion is refused as any
+    completion of it is (unanswered, not_completable) and stores no reversal."""
+    card = world.issue(100)
+    original = authorisation(card, 400)  # above the balance: declined
+    declined = answer_or_none(world, original)
+    assert declined is not None and declined["39"] != "00"
+    completion = completion_of(original, 0)  # within what it approved (nothing): refused later
     early = answer_or_none(world, reversal_of(completion, kind="0420"))
     assert early is not None and early["39"] == "00"
     for kind in ("0220", "0221"):
         assert answer_or_none(world, {**completion, "t": kind}) is None
-    assert balance(world, card) == 600
+    assert balance(world, card) == 100
     listener = world.server.iso_inbound
     assert listener is not None
     assert dict(listener.statistics().advices_unanswered)["not_completable"] == 2
