@@ -155,10 +155,13 @@ class SwitchOpsBackend:
         if not info.active:
             return ActionResult(False, f"terminal {terminal_id} is already deactivated")
         try:
-            self._core.deactivate_terminal(terminal_id)
+            closed = self._core.deactivate_terminal(terminal_id)
         except AdminError as error:
             return ActionResult(False, str(error))
-        return ActionResult(True, f"terminal {terminal_id} deactivated; its credential no longer works")
+        done = f"terminal {terminal_id} deactivated; its credential no longer works"
+        if closed is not None:  # its open period held approved money: closed as a day close would
+            done += f"; its period {closed.period_number} closed (sequence number {closed.sequence_number})"
+        return ActionResult(True, done)
 
     def day_close_reports(self, terminal_id: str) -> Sequence[DayCloseReport] | None:
         store = self._core.store

@@ -157,12 +157,21 @@ def test_operator_deactivates_a_terminal(console_world: ConsoleWorld) -> None:
         f"terminals deactivate {tid}",
     )
     assert_ok(done, f"terminal {tid} deactivated")
+    assert "closed" not in done.stdout  # nothing approved in its period: no close to report
     assert_ok(shown, "deactivated", "online        no")
     assert again.exit_status == Outcome.failed.value
     assert "already deactivated" in again.stderr
     with pytest.raises(grpc.RpcError) as refused:
         terminal.balance("6001010000000000")
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_terminal_deactivated_with_takings_says_it_closed_their_period(console_world: ConsoleWorld) -> None:
+    world = console_world.world
+    terminal = world.terminals[0]
+    assert terminal.redeem(world.issue(1_000), 250).response_code == "00"
+    (done,) = console_world.run(console_world.keys.operator, f"terminals deactivate {terminal.terminal_id}")
+    assert_ok(done, f"terminal {terminal.terminal_id} deactivated", "its period 1 closed (sequence number 1)")
 
 
 def test_acquirer_and_saf_commands_without_acquirer_links(console_world: ConsoleWorld) -> None:
