@@ -74,6 +74,9 @@ LABEL_REFUSED: Final = "invalid"
 ACQUIRER_LINK_STATES: Final = ("down", "connecting", "signed_on")
 PIN_LOCKOUT_KINDS: Final = ("employee", "card")
 FOLLOW_WHEN: Final = ("credit", "start", "replacement")
+# Moves of money on replaced cards not made yet: queued for a follow worker, waiting to look again
+# for a replacement still landing, found at start and not taken yet.
+FOLLOW_WAITING_STATES: Final = ("queued", "asked_later", "backlog")
 FOLLOW_OUTCOMES: Final = ("moved", "nothing_moved", "not_replaced", "unblocked", "failed", "left_at_stop")
 PAYMENT_RECOVERY_NODES: Final = ("own", "other")
 PAYMENT_RECOVERY_OUTCOMES: Final = ("reversed", "answered_meanwhile")
@@ -474,6 +477,13 @@ class SwitchMetrics:
             ["when", "currency"],
             registry=self.registry,
         )
+        self.replaced_card_follows_waiting = Gauge(
+            "txswitch_replaced_card_follows_waiting",
+            "Moves of money on replaced cards not made yet, by state: queued (for a follow worker), "
+            "asked_later (to look again for a replacement still landing), backlog (found at start).",
+            ["state"],
+            registry=self.registry,
+        )
 
     def _define_top_up_metrics(self) -> None:
         self.top_ups = Counter(
@@ -592,6 +602,11 @@ class SwitchMetrics:
         when_value = when if when in FOLLOW_WHEN else LABEL_REFUSED
         outcome_value = outcome if outcome in FOLLOW_OUTCOMES else LABEL_REFUSED
         self.replaced_card_follows.labels(when=when_value, outcome=outcome_value).inc(count)
+
+    def set_replaced_card_follows_waiting(self, queued: int, asked_later: int, backlog: int) -> None:
+        """The follow workers' moves not made yet (FOLLOW_WAITING_STATES), as counted now."""
+        for state, count in zip(FOLLOW_WAITING_STATES, (queued, asked_later, backlog), strict=True):
+            self.replaced_card_follows_waiting.labels(state=state).set(count)
 
     def replaced_card_money_followed(self, when: str, currency: str, amount_minor: int) -> None:
         """Minor units moved on from replaced cards; currency an ISO 4217 code (three letters)."""

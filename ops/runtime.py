@@ -76,6 +76,7 @@ class CoreFeed:
         metrics.pin_lockout("employee", deltas.step("lockouts", self._core.employee_pins.lockouts))
         metrics.pin_lockout("card", deltas.step("card_lockouts", self._core.card_pin_store.lockouts))
         follows = self._core.follow_statistics()
+        metrics.set_replaced_card_follows_waiting(follows.queued, follows.asked_later, follows.backlog)
         for (when, outcome), total in sorted(follows.moves.items()):
             metrics.replaced_card_followed(when, outcome, deltas.step(f"follows:{when}:{outcome}", total))
         for (when, currency), moved_minor in sorted(follows.moved_minor.items()):

@@ -50,6 +50,7 @@ PAN_SENTINEL = "4111111111111111"
 PROGRAMME = "prg_0a1b2c3d4e5f6789"
 
 EXPECTED_FAMILIES = (
+    "txswitch_replaced_card_follows_waiting",
     "txswitch_iso_inbound_advices_unanswered",
     "txswitch_requests",
     "txswitch_request_duration_seconds",
@@ -104,6 +105,7 @@ def record_everything(metrics: SwitchMetrics) -> None:
     metrics.iso_inbound_connections_closed(refused=3, idle_closed=1)
     metrics.iso_inbound_advice_unanswered("original_differs")
     metrics.replaced_card_followed("credit", "moved")
+    metrics.set_replaced_card_follows_waiting(queued=2, asked_later=1, backlog=0)
     metrics.replaced_card_money_followed("credit", "EUR", 700)
     metrics.replaced_card_money_followed("start", "euro", 5)  # not a currency code: "invalid"
     metrics.top_up(PROGRAMME, "started", 3)
@@ -181,6 +183,8 @@ def test_recorded_values_appear() -> None:
     got = samples(metrics)
     assert got[("txswitch_requests_total", (("code", "00"), ("rpc", "Redeem")))] == 1
     assert got[("txswitch_receipts_total", (("state", "sent"),))] == 1
+    assert got[("txswitch_replaced_card_follows_waiting", (("state", "queued"),))] == 2
+    assert got[("txswitch_replaced_card_follows_waiting", (("state", "asked_later"),))] == 1
     assert got[("txswitch_receipts_total", (("state", LABEL_REFUSED),))] == 1
     assert got[("txswitch_request_duration_seconds_count", (("rpc", "Redeem"),))] == 2
     assert got[("txswitch_requests_in_flight", (("rpc", "Redeem"),))] == 1
