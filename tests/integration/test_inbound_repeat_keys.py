@@ -4,32 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, event, func, select, update
 
-from switch.store.engine import create_schema, make_engine
 from switch.store.journal import InboundResend, TransactionRecord, Write, commit_batch
 from switch.store.schema import INBOUND_REPEAT_WINDOW, inbound_repeat_keys, inbound_resends, transactions
-from tests.pg import postgres_schema
 
 SOURCE = "iso:4711"
 REFERENCE = "000000500001"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with ExitStack() as stack:
-        url = stack.enter_context(postgres_schema()) if request.param == "postgres" else ""
-        engine = make_engine(url or f"sqlite:///{tmp_path / 'keys.sqlite'}")
-        create_schema(engine)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+@pytest.fixture
+def engine(schema_engine: Engine) -> Engine:
+    return schema_engine
 
 
 def sale(field_7: str, *, reference: str = REFERENCE, kind: str = "redemption") -> TransactionRecord:

@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import Engine, Table, event, insert, select, update
 
 from switch.config import Settings
-from switch.store.engine import create_schema, make_engine
 from switch.store.inbound_purge import InboundRepeatPurge
 from switch.store.schema import (
     INBOUND_REPEAT_KEY_PURGE_MARGIN,
@@ -38,16 +37,9 @@ MINUTE = dt.timedelta(minutes=1)
 KEYS, RESENDS = inbound_repeat_keys, inbound_resends
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with ExitStack() as stack:
-        url = stack.enter_context(postgres_schema()) if request.param == "postgres" else ""
-        engine = make_engine(url or f"sqlite:///{tmp_path / 'purge.sqlite'}")
-        create_schema(engine)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+@pytest.fixture
+def engine(schema_engine: Engine) -> Engine:
+    return schema_engine
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
