@@ -853,6 +853,7 @@ def transaction_report_pb(core: SwitchCore, request: bo.TransactionReportRequest
                 status=t.status,
                 count=t.count,
                 approved=pb.Amount(amount_minor=t.approved_minor, currency=t.currency),
+                moved_nothing=t.moved_nothing,
             )
             for t in report.totals
         ],

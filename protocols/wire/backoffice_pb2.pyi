@@ -1531,10 +1531,16 @@ class ReportTotal(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     APPROVED_FIELD_NUMBER: _builtins.int
+    MOVED_NOTHING_FIELD_NUMBER: _builtins.int
     transaction_type: _builtins.str
     payment_method: _builtins.str
     status: _builtins.str
     count: _builtins.int
+    moved_nothing: _builtins.bool
+    """Rows taken (not declined or aborted) that moved no money, such as a reversal of what never
+    arrived: a line of their own, as a day close leaves them out, so the other lines count what a
+    close counts.
+    """
     @_builtins.property
     def approved(self) -> _terminal_pb2.Amount: ...
     def __init__(
@@ -1545,10 +1551,11 @@ class ReportTotal(_message.Message):
         status: _builtins.str = ...,
         count: _builtins.int = ...,
         approved: _terminal_pb2.Amount | None = ...,
+        moved_nothing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "count", b"count", "payment_method", b"payment_method", "status", b"status", "transaction_type", b"transaction_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "count", b"count", "moved_nothing", b"moved_nothing", "payment_method", b"payment_method", "status", b"status", "transaction_type", b"transaction_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
