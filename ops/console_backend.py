@@ -85,6 +85,14 @@ class DayCloseReport:
 
 
 @dataclass(frozen=True, slots=True)
+class DayCloseListing:
+    """A page of a terminal's closes in sequence order; the newest page ends with the open period."""
+
+    reports: Sequence[DayCloseReport]
+    next_before_sequence: int  # the older page's before_sequence; 0: this page holds the first close
+
+
+@dataclass(frozen=True, slots=True)
 class AcquirerInfo:
     name: str
     state: str
@@ -160,7 +168,11 @@ class OpsBackend(Protocol):
 
     def replace_card(self, lost_card_ref: str, new_card_ref: str, actor: str) -> ActionResult: ...
 
-    def day_close_reports(self, terminal_id: str) -> Sequence[DayCloseReport] | None: ...
+    def day_close_reports(
+        self, terminal_id: str, page_size: int, before_sequence: int = 0
+    ) -> DayCloseListing | None:
+        """The newest page_size closes before before_sequence (0: the newest, and the open period)."""
+        ...
 
     def list_acquirers(self) -> Sequence[AcquirerInfo] | None:
         """None when the switch has no acquirer links configured."""

@@ -15,6 +15,7 @@ from ops.console_backend import (
     AcquirerInfo,
     ActionResult,
     CardInfo,
+    DayCloseListing,
     DayCloseReport,
     OpsBackend,
     StoreAndForwardEntry,
@@ -22,6 +23,7 @@ from ops.console_backend import (
     TerminalInfo,
 )
 from ops.logs import scrub_text
+from switch.store.repository import DAY_CLOSES_LISTED_DEFAULT, DAY_CLOSES_LISTED_MAX
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,14 @@ class CommandSpec:
     role: Role
     summary: str
     handler: Handler
+    # (flag, what its value is): each may follow the params once, as `--flag value`; the handler
+    # gets the params, then each option's value in this order ("" when not given).
+    options: tuple[tuple[str, str], ...] = ()
 
     @property
     def usage(self) -> str:
-        return " ".join((*self.words, *self.params))
+        optional = (f"[{flag} {value}]" for flag, value in self.options)
+        return " ".join((*self.words, *self.params, *optional))
 
     @property
     def changes_switch(self) -> bool:
@@ -295,12 +301,46 @@ def _cards_replace(backend: OpsBackend, caller: Caller, args: Sequence[str]) -> 
 
 
 def _day_close_list(backend: OpsBackend, _caller: Caller, args: Sequence[str]) -> CommandResult:
-    reports = backend.day_close_reports(args[0])
-    if reports is None:
-        return _failed(f"no terminal {args[0]}")
-    if not reports:
-        return _ok(f"no day closes for {args[0]}")
-    return _ok("\n".join(_day_close_report(report) for report in reports))
+    terminal_id, before_text, page_size_text = args
+    before = _whole_number("--before", before_text, 0, None)
+    page_size = _whole_number("--page-size", page_size_text, DAY_CLOSES_LISTED_DEFAULT, DAY_CLOSES_LISTED_MAX)
+    if isinstance(before, CommandResult):
+        return before
+    if isinstance(page_size, CommandResult):
+        return page_size
+    listing = backend.day_close_reports(terminal_id, page_size, before)
+    if listing is None:
+        return _failed(f"no terminal {terminal_id}")
+    if not listing.reports:
+        return _ok(f"no day closes for {terminal_id}" + (f" before #{before}" if before else ""))
+    return _ok(_day_close_listing(listing, terminal_id, page_size_text))
+
+
+def _day_close_listing(listing: DayCloseListing, terminal_id: str, page_size_text: str) -> str:
+    """The page's closes; when older ones are left out, the command that lists them."""
+    text = "\n".join(_day_close_report(report) for report in listing.reports)
+    if not listing.next_before_sequence:
+        return text
+    older = f"day-close list {terminal_id} --before {listing.next_before_sequence}"
+    if page_size_text:
+        older += f" --page-size {page_size_text}"
+    return f"{text}\nolder closes: {older}"
+
+
+# Digits past this are no sequence number or page size a switch holds (and int() of thousands of
+# digits is slow).
+WHOLE_NUMBER_DIGITS_MAX = 18
+
+
+def _whole_number(flag: str, text: str, default: int, maximum: int | None) -> int | CommandResult:
+    """An option's value: default when not given, else a whole number from 1 to maximum."""
+    if not text:
+        return default
+    number = int(text) if text.isascii() and text.isdigit() and len(text) <= WHOLE_NUMBER_DIGITS_MAX else 0
+    if number < 1 or (maximum is not None and number > maximum):
+        bound = f"from 1 to {maximum}" if maximum is not None else "from 1"
+        return CommandResult(f"{flag} {text}: give a whole number {bound}", Outcome.usage)
+    return number
 
 
 def _acquirers_status(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> CommandResult:
@@ -396,7 +436,14 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "block LOST and move its balance to NEW",
         _cards_replace,
     ),
-    CommandSpec(("day-close", "list"), ("TERMINAL",), _VIEWER, "day-close reports", _day_close_list),
+    CommandSpec(
+        ("day-close", "list"),
+        ("TERMINAL",),
+        _VIEWER,
+        f"day-close reports, the newest {DAY_CLOSES_LISTED_DEFAULT} and the open period",
+        _day_close_list,
+        (("--before", "SEQUENCE"), ("--page-size", "N")),
+    ),
     CommandSpec(("acquirers", "status"), (), _VIEWER, "acquirer links", _acquirers_status),
     CommandSpec(("acquirers", "sign-on"), ("NAME",), _OPERATOR, "send 0800 sign-on", _acquirers_sign_on),
     CommandSpec(("acquirers", "echo"), ("NAME",), _OPERATOR, "send 0800 echo", _acquirers_echo),
@@ -466,6 +513,23 @@ def _control_character_refusal(line: str) -> CommandResult | None:
     return None
 
 
+def _arguments(spec: CommandSpec, words: Sequence[str]) -> list[str] | None:
+    """The params, then each option's value in the spec's order ("" when not given); None when
+    the words do not fit the spec's usage (a flag twice or without a value, a param too many)."""
+    values = {flag: "" for flag, _ in spec.options}
+    params: list[str] = []
+    remaining = iter(words)
+    for word in remaining:
+        if word not in values:
+            params.append(word)
+            continue
+        value = next(remaining, "")
+        if not value or values[word]:
+            return None
+        values[word] = value
+    return [*params, *values.values()] if len(params) == len(spec.params) else None
+
+
 def _execute(
     line: str, caller: Caller, backend: OpsBackend, before_change: BeforeChange | None
 ) -> CommandResult:
@@ -483,8 +547,8 @@ def _execute(
     found = find_command(words)
     if isinstance(found, CommandResult):
         return found
-    args = words[len(found.words) :]
-    if len(args) != len(found.params):
+    args = _arguments(found, words[len(found.words) :])
+    if args is None:
         return CommandResult(f"usage: {found.usage}", Outcome.usage)
     if not _allowed(caller.role, found):
         message = f"permission denied: {' '.join(found.words)} needs the operator role"

@@ -830,13 +830,10 @@ def day_close_list(core: SwitchCore, request: bo.DayCloseListRequest) -> bo.DayC
     if request.before_sequence_number < 0:
         raise AdminError("before_sequence_number is negative: send a page's next_before_sequence_number")
     page_size = request.page_size or DAY_CLOSES_LISTED_DEFAULT
-    # One more than the page: whether an older page follows.
-    reports = core.store.day_closes(request.terminal_id, page_size + 1, request.before_sequence_number)
-    older = len(reports) > page_size
-    page = reports[1:] if older else reports
+    page = core.store.day_close_page(request.terminal_id, page_size, request.before_sequence_number)
     return bo.DayCloseList(
-        reports=[convert.day_close_report(r) for r in page],
-        next_before_sequence_number=page[0].sequence_number if older else 0,
+        reports=[convert.day_close_report(r) for r in page.reports],
+        next_before_sequence_number=page.next_before_sequence_number,
     )
 
 

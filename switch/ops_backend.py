@@ -16,6 +16,7 @@ from ops.console_backend import (
     AcquirerInfo,
     ActionResult,
     CardInfo,
+    DayCloseListing,
     DayCloseReport,
     DayCloseTotal,
     ReceiptEntry,
@@ -163,11 +164,14 @@ class SwitchOpsBackend:
             done += f"; its period {closed.period_number} closed (sequence number {closed.sequence_number})"
         return ActionResult(True, done)
 
-    def day_close_reports(self, terminal_id: str) -> Sequence[DayCloseReport] | None:
+    def day_close_reports(
+        self, terminal_id: str, page_size: int, before_sequence: int = 0
+    ) -> DayCloseListing | None:
         store = self._core.store
         info = store.terminal(terminal_id)
         if info is None:
             return None
+        page = store.day_close_page(terminal_id, page_size, before_sequence)
         reports = [
             DayCloseReport(
                 terminal_id,
@@ -176,8 +180,10 @@ class SwitchOpsBackend:
                 close.closed_at,
                 [_total(total) for total in close.totals],
             )
-            for close in store.day_closes(terminal_id)
+            for close in page.reports
         ]
+        if before_sequence:  # an older page: the open period is on the newest one only
+            return DayCloseListing(reports, page.next_before_sequence_number)
         open_totals = store.period_totals(terminal_id, info.period_number)
         open_sequence = max((report.sequence for report in reports), default=0) + 1
         reports.append(
@@ -185,7 +191,7 @@ class SwitchOpsBackend:
                 terminal_id, open_sequence, info.period_opened_at, None, [_total(t) for t in open_totals]
             )
         )
-        return reports
+        return DayCloseListing(reports, page.next_before_sequence_number)
 
     # -- cards --------------------------------------------------------------------------------
 

@@ -132,6 +132,12 @@ class DayCloseReport:
         return self.period_number + 1 if self.sequence_number else self.period_number
 
 
+@dataclass(frozen=True, slots=True)
+class DayClosePage:
+    reports: tuple[DayCloseReport, ...]  # in sequence order
+    next_before_sequence_number: int  # the older page's before_sequence_number; 0: none is older
+
+
 # A programme's load step may change (switch/programme_settings.py): the node that changes it forgets
 # its copy at once; another node reads the programme again once its copy is this old.
 PROGRAMME_COPY_MAX_AGE_S = 10.0
@@ -452,6 +458,17 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(day_closes.c.sequence_number.desc()).limit(closes_max)).all()
         return [_report(row) for row in reversed(rows)]
+
+    def day_close_page(
+        self, terminal_id: str, page_size: int, before_sequence_number: int = 0
+    ) -> DayClosePage:
+        """The newest page_size closes before before_sequence_number (0: the newest), and where the
+        older page starts (the backoffice's and portal's ListDayCloses, the console's list)."""
+        # One more than the page: whether an older page follows.
+        closes = self.day_closes(terminal_id, page_size + 1, before_sequence_number)
+        older = len(closes) > page_size
+        page = closes[1:] if older else closes
+        return DayClosePage(tuple(page), page[0].sequence_number if older else 0)
 
 
 def merchant_name(conn: Connection, merchant_id: str) -> str | None:

@@ -89,6 +89,37 @@ def test_viewer_reads_status_terminals_cards_and_day_closes(console_world: Conso
     assert all(number not in result.stdout for result in (card, card_by_id))
 
 
+def test_day_close_list_pages_back_through_older_closes(console_world: ConsoleWorld) -> None:
+    """Three closes, two a page: the newest page ends with the open period and names the command
+    for the older one, which holds the first close and names none. Before, the list was the
+    newest 100 closes, and no command reached an older one."""
+    world = console_world.world
+    terminal = world.terminals[0]
+    number = world.issue(2_500)
+    for amount_minor in (100, 200, 300):
+        assert terminal.redeem(number, amount_minor).response_code == "00"
+        terminal.stub.DayClose(pb.DayCloseRequest(close_id=new_txn()), metadata=terminal.metadata, timeout=20)
+    tid = terminal.terminal_id
+
+    newest, older, all_of_them, none_before = console_world.run(
+        console_world.keys.viewer,
+        f"day-close list {tid} --page-size 2",
+        f"day-close list {tid} --before 2 --page-size 2",
+        f"day-close list {tid}",
+        f"day-close list {tid} --before 1",
+    )
+
+    assert_ok(newest, "#2", "2.00 EUR", "#3", "3.00 EUR", "#4", "open (X report)")
+    assert "#1" not in newest.stdout
+    assert newest.stdout.strip().endswith(f"older closes: day-close list {tid} --before 2 --page-size 2")
+    assert_ok(older, "#1", "1.00 EUR")
+    assert not any(f"#{n}" in older.stdout for n in (2, 3, 4)), older.stdout
+    assert "older closes" not in older.stdout
+    assert_ok(all_of_them, "#1", "#2", "#3", "#4  opened")
+    assert "older closes" not in all_of_them.stdout
+    assert_ok(none_before, f"no day closes for {tid} before #1")
+
+
 def test_status_says_how_many_location_changes_wait_for_the_operator(console_world: ConsoleWorld) -> None:
     world = console_world.world
     core = world.server.core
@@ -265,6 +296,22 @@ BAD_COMMANDS = [
         Outcome.failed,
     ),
     ("day-close list T-9999", "no terminal T-9999", Outcome.failed),
+    ("day-close list T-9999 --before 2", "no terminal T-9999", Outcome.failed),
+    ("day-close list T-1 --before 0", "--before 0: give a whole number from 1", Outcome.usage),
+    ("day-close list T-1 --before two", "--before two: give a whole number from 1", Outcome.usage),
+    (
+        "day-close list T-1 --page-size 1001",
+        "--page-size 1001: give a whole number from 1 to 1000",
+        Outcome.usage,
+    ),
+    ("day-close list T-1 --page-size -5", "--page-size -5: give a whole number", Outcome.usage),
+    (
+        "day-close list T-1 --before",
+        "usage: day-close list TERMINAL [--before SEQUENCE] [--page-size N]",
+        Outcome.usage,
+    ),
+    ("day-close list T-1 --before 2 --before 3", "usage: day-close list TERMINAL", Outcome.usage),
+    ("day-close list T-1 T-2", "usage: day-close list TERMINAL", Outcome.usage),
     ("x" * 2000, "longer than", Outcome.usage),
 ]
 
