@@ -366,7 +366,7 @@ class OpsConsole:
         caller = process.get_extra_info(_CALLER_INFO)
         if not isinstance(caller, Caller):
             process.stderr.write("no identity for this session\r\n")
-            process.exit(Outcome.refused.value)
+            process.exit(Outcome.refused.exit_status)
             return
         connection = process.channel.get_connection()
         assert isinstance(connection, asyncssh.SSHServerConnection), connection
@@ -376,7 +376,7 @@ class OpsConsole:
             process.stderr.write(
                 f"too many sessions on this connection (at most {SESSIONS_PER_CONNECTION_MAX})\r\n"
             )
-            process.exit(Outcome.refused.value)
+            process.exit(Outcome.refused.exit_status)
             return
         self._sessions_open[connection] = self._sessions_open.get(connection, 0) + 1
         try:
@@ -399,7 +399,7 @@ class OpsConsole:
             return
         except Exception:
             log.exception("console session failed")
-            process.exit(Outcome.error.value)
+            process.exit(Outcome.error.exit_status)
 
     async def _exec(self, process: asyncssh.SSHServerProcess[str], caller: Caller, command: str) -> None:
         await self._audit(caller, "(login)", "ok", mode="exec")

@@ -10,10 +10,13 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class ActionResult:
-    """The outcome of an operator action: ok, and a one-line message for the operator."""
+    """The outcome of an operator action: ok, and a one-line message for the operator. unavailable:
+    not done for a fault that may pass (the database, the journal), not for a rule; sent again, it
+    may succeed (the console's exit status 75, as gRPC's UNAVAILABLE)."""
 
     ok: bool
     message: str
+    unavailable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

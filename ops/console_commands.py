@@ -39,16 +39,37 @@ NO_RECEIPTS = "e-mailed receipts are off (no mail server configured)"
 
 
 class Outcome(enum.Enum):
-    """Exit statuses follow sysexits where one fits, so scripts over `ssh host cmd` can branch."""
+    """How a command ended, by the name the audit log records; its exit status (EXIT_STATUSES)
+    follows sysexits where one fits, so scripts over `ssh host cmd` can branch. Not the exit
+    status as value: two outcomes share EX_TEMPFAIL, and an enum makes equal values one member."""
 
-    ok = 0
-    failed = 1
-    usage = 64
-    error = 70
+    ok = "ok"
+    failed = "failed"
+    usage = "usage"
+    error = "error"
     # The switch did not answer in time and may still complete the command: neither done nor not
-    # done, so the operator checks before sending it again (EX_TEMPFAIL).
-    timed_out = 75
-    refused = 77
+    # done, so the operator checks before sending it again.
+    timed_out = "timed_out"
+    # Not done for a fault that may pass (the database, the journal), not for a rule: sent again,
+    # it may succeed.
+    unavailable = "unavailable"
+    refused = "refused"
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_STATUSES[self]
+
+
+EX_TEMPFAIL = 75
+EXIT_STATUSES: dict[Outcome, int] = {
+    Outcome.ok: 0,
+    Outcome.failed: 1,
+    Outcome.usage: 64,
+    Outcome.error: 70,
+    Outcome.timed_out: EX_TEMPFAIL,
+    Outcome.unavailable: EX_TEMPFAIL,
+    Outcome.refused: 77,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +79,7 @@ class CommandResult:
 
     @property
     def exit_status(self) -> int:
-        return self.outcome.value
+        return self.outcome.exit_status
 
 
 Handler = Callable[[OpsBackend, Caller, Sequence[str]], CommandResult]
@@ -97,7 +118,11 @@ def _failed(text: str) -> CommandResult:
 
 
 def _action(result: ActionResult) -> CommandResult:
-    return _ok(result.message) if result.ok else _failed(f"failed: {result.message}")
+    if result.ok:
+        return _ok(result.message)
+    if result.unavailable:
+        return CommandResult(f"unavailable, not done: {result.message}", Outcome.unavailable)
+    return _failed(f"failed: {result.message}")
 
 
 # -- formatting -----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from ops.console_backend import (
     TerminalInfo,
 )
 from switch import admin
-from switch.admin import SWITCH_DEVICE_NAMES, AdminError
+from switch.admin import SWITCH_DEVICE_NAMES, AdminError, AdminUnavailableError
 from switch.core import SwitchCore
 from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus, card_number_problem, typed_card_digits
@@ -158,7 +158,7 @@ class SwitchOpsBackend:
         try:
             closed = self._core.deactivate_terminal(terminal_id)
         except AdminError as error:
-            return ActionResult(False, str(error))
+            return _refused(error)
         done = f"terminal {terminal_id} deactivated; its credential no longer works"
         if closed is not None:  # its open period held approved money: closed as a day close would
             done += f"; its period {closed.period_number} closed (sequence number {closed.sequence_number})"
@@ -251,7 +251,7 @@ class SwitchOpsBackend:
             # new_id: a drawn id holds no digit run, which replace_card would refuse as a card number.
             transfer = self._core.replace_card(lost_id, new_id, admin.new_id("ops"), actor)
         except AdminError as error:
-            return ActionResult(False, str(error))
+            return _refused(error)
         moved = _money_text(transfer.moved_minor, transfer.lost.currency)
         return ActionResult(
             True,
@@ -362,6 +362,12 @@ class SwitchOpsBackend:
             "draining: health is NOT_SERVING, new terminal requests get UNAVAILABLE, "
             "in-flight requests finish; stop the process with SIGTERM when status shows 0 in flight",
         )
+
+
+def _refused(error: AdminError) -> ActionResult:
+    """A refusal in the switch's words; one for a fault that may pass says so, so the operator
+    (or a script) sends it again rather than taking it for a rule."""
+    return ActionResult(False, str(error), unavailable=isinstance(error, AdminUnavailableError))
 
 
 def _total(total: TypeTotal) -> DayCloseTotal:

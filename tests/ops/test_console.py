@@ -156,7 +156,7 @@ def test_operator_blocks_unblocks_and_replaces_cards_in_the_switch(console_world
     assert store.card_state(lost_id).balance_minor == 0
     assert store.card_state(lost_id).status is CardStatus.lost
     assert store.card_state(new_id).balance_minor == 500 + 3_900
-    assert unblock_lost.exit_status == Outcome.failed.value
+    assert unblock_lost.exit_status == Outcome.failed.exit_status
     assert "a replaced card stays blocked" in unblock_lost.stderr
     assert world.ledger().balance_mismatches == 0
 
@@ -190,7 +190,7 @@ def test_operator_deactivates_a_terminal(console_world: ConsoleWorld) -> None:
     assert_ok(done, f"terminal {tid} deactivated")
     assert "closed" not in done.stdout  # nothing approved in its period: no close to report
     assert_ok(shown, "deactivated", "online        no")
-    assert again.exit_status == Outcome.failed.value
+    assert again.exit_status == Outcome.failed.exit_status
     assert "already deactivated" in again.stderr
     with pytest.raises(grpc.RpcError) as refused:
         terminal.balance("6001010000000000")
@@ -213,7 +213,7 @@ def test_acquirer_and_saf_commands_without_acquirer_links(console_world: Console
         console_world.keys.operator, "acquirers sign-on acq-a", "acquirers echo acq-a", "saf retry"
     )
     for result in acted:
-        assert result.exit_status == Outcome.failed.value
+        assert result.exit_status == Outcome.failed.exit_status
         assert "no acquirer links configured" in result.stderr
 
 
@@ -253,7 +253,7 @@ def test_viewer_cannot_run_operator_commands(console_world: ConsoleWorld) -> Non
     commands = [template.format(tid=tid, card=card, other=other) for template in OPERATOR_ONLY]
     results = console_world.run(console_world.keys.viewer, *commands)
     for command, result in zip(commands, results, strict=True):
-        assert result.exit_status == Outcome.refused.value, command
+        assert result.exit_status == Outcome.refused.exit_status, command
         assert "permission denied" in result.stderr and "operator role" in result.stderr
     core = world.server.core
     assert core.store.card_state(card_id_of(console_world, card)).status is CardStatus.active
@@ -320,7 +320,7 @@ def test_bad_commands_get_a_clear_message(console_world: ConsoleWorld) -> None:
     commands = [command for command, _, _ in BAD_COMMANDS]
     results = console_world.run(console_world.keys.operator, *commands)
     for (command, message, outcome), result in zip(BAD_COMMANDS, results, strict=True):
-        assert result.exit_status == outcome.value, (command[:30], result)
+        assert result.exit_status == outcome.exit_status, (command[:30], result)
         assert message in result.stderr, (command[:30], result.stderr)
         assert "Traceback" not in result.stdout + result.stderr
         if "6001" in command:  # a mistyped card number: not echoed, masked or not
@@ -356,8 +356,8 @@ def test_audit_log_records_who_when_what_and_outcome(console_world: ConsoleWorld
     assert [(line["who"], line["outcome"], line["exit_status"]) for line in commands] == [
         ("olga@ops", "started", None),  # a change is in the log before it runs
         ("olga@ops", "ok", 0),
-        ("olga@ops", "usage", Outcome.usage.value),
-        ("victor@ops", "refused", Outcome.refused.value),
+        ("olga@ops", "usage", Outcome.usage.exit_status),
+        ("victor@ops", "refused", Outcome.refused.exit_status),
     ]
     first = commands[0]
     assert first["role"] == "operator"
@@ -410,7 +410,7 @@ def test_interactive_shell(console_world: ConsoleWorld) -> None:
 def test_exec_commands_helper_reports_exit_status(console_world: ConsoleWorld) -> None:
     # One connection, several sessions: the console keeps each command's own exit status.
     results = asyncio.run(exec_commands(console_world.port, console_world.keys.viewer, ["help", "nope"]))
-    assert [result.exit_status for result in results] == [0, Outcome.usage.value]
+    assert [result.exit_status for result in results] == [0, Outcome.usage.exit_status]
 
 
 @pytest.mark.parametrize(
@@ -457,7 +457,7 @@ def test_receipts_waiting_for_the_mail_server_are_listed_masked_and_sent_on_retr
                 console.run(console.keys.viewer, "receipts retry"),
                 console.run(console.keys.operator, "receipts retry"),
             )
-            assert refused[0].exit_status == Outcome.refused.value
+            assert refused[0].exit_status == Outcome.refused.exit_status
             assert_ok(retried[0], "1 waiting receipts are due now")
             deadline = time.monotonic() + 10
             while not mailbox.messages:
@@ -472,7 +472,7 @@ def test_receipts_waiting_for_the_mail_server_are_listed_masked_and_sent_on_retr
 def test_receipts_commands_say_when_receipts_are_off(console_world: ConsoleWorld) -> None:
     listed, retried = console_world.run(console_world.keys.operator, "receipts list", "receipts retry")
     assert_ok(listed, "e-mailed receipts are off")
-    assert retried.exit_status == Outcome.failed.value and "e-mailed receipts are off" in retried.stderr
+    assert retried.exit_status == Outcome.failed.exit_status and "e-mailed receipts are off" in retried.stderr
 
 
 def test_the_console_imports_without_warnings_on_stderr() -> None:

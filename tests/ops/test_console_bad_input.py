@@ -32,7 +32,7 @@ def test_a_control_character_in_a_command_is_refused_by_name_and_never_echoed(
     commands = [command for command, _ in CONTROL_CHARACTER_COMMANDS]
     results = console_world.run(console_world.keys.operator, *commands)
     for (command, named), result in zip(CONTROL_CHARACTER_COMMANDS, results, strict=True):
-        assert result.exit_status == Outcome.usage.value, (command, result)
+        assert result.exit_status == Outcome.usage.exit_status, (command, result)
         assert "character" in result.stderr and named in result.stderr, (command, result)
         # An escape sequence echoed to the operator's terminal would be run by that terminal.
         assert not any(ch in result.stdout + result.stderr for ch in NEVER_ECHOED), result
@@ -92,7 +92,7 @@ def test_a_card_number_typed_as_an_argument_is_not_echoed_back(console_world: Co
     commands = [command for command, _, _ in CARD_NUMBER_IN_THE_WRONG_PLACE]
     results = console_world.run(console_world.keys.operator, *commands)
     for (command, outcome, message), result in zip(CARD_NUMBER_IN_THE_WRONG_PLACE, results, strict=True):
-        assert result.exit_status == outcome.value, (command, result)
+        assert result.exit_status == outcome.exit_status, (command, result)
         assert message in result.stderr, (command, result)
         shown = (result.stdout + result.stderr).replace(" ", "")
         assert "60010199" not in shown and "[REDACTED-PAN]" in shown, (command, result)

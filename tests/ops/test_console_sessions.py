@@ -96,7 +96,7 @@ def test_one_connection_opens_no_more_than_the_session_limit(console_world: Cons
     assert len(served) == SESSIONS_PER_CONNECTION_MAX, greetings
     assert len(refused) == SESSIONS_OPENED - SESSIONS_PER_CONNECTION_MAX, greetings
     assert all(f"at most {SESSIONS_PER_CONNECTION_MAX}" in greeting for greeting in refused)
-    assert statuses.count(Outcome.refused.value) == len(refused), statuses
+    assert statuses.count(Outcome.refused.exit_status) == len(refused), statuses
     # The sessions ended free their places: the next connection is served.
     (status,) = console_world.run(console_world.keys.operator, "status")
     assert status.exit_status == 0

@@ -56,7 +56,7 @@ def test_a_command_past_its_timeout_is_audited_timed_out_and_the_operator_told_t
         other_writer.execute("COMMIT")
         other_writer.close()
     assert result.exit_status == 75, result  # EX_TEMPFAIL; it was 70 (EX_SOFTWARE), an internal error
-    assert Outcome.timed_out.value == 75
+    assert Outcome.timed_out.exit_status == 75
     assert "timed out" in result.stderr and "check its result before sending it again" in result.stderr
     assert card not in result.stderr
     # It did complete, once the other writer let go: "error" said it had failed.
