@@ -65,6 +65,10 @@ TIMED_OUT = (
     "timed out: the switch did not answer within {seconds:g} s and may still complete the command; "
     "check its result before sending it again"
 )
+NOT_RUN = (
+    "not run: every console worker was busy for {seconds:g} s (commands the switch has not answered); "
+    "nothing was done, send it again"
+)
 AUDIT_OUTCOME_NOT_WRITTEN = "warning: the audit log cannot be written; the switch log has details"
 
 _CALLER_INFO = "txswitch_caller"
@@ -464,20 +468,20 @@ class OpsConsole:
     async def _run(self, caller: Caller, line: str, *, mode: str) -> CommandResult:
         """Run line on a worker; a command that changes the switch is audited as started first,
         so no change is without its line, and then every command with its outcome."""
-        loop = asyncio.get_running_loop()
 
         def audit_start() -> None:
             self.audit.record(caller, line, AUDIT_STARTED, mode=mode)
 
+        assert self._workers is not None, "console not started"
+        running = self._workers.submit(execute, line, caller, self._backend, audit_start)
         try:
+            # Shielded: wait_for's cancel at the timeout took a command still queued off the queue
+            # without a word, and the operator was told it may still complete; _past_timeout says which.
             result = await asyncio.wait_for(
-                loop.run_in_executor(self._workers, execute, line, caller, self._backend, audit_start),
-                self._config.backend_call_timeout_s,
+                asyncio.shield(asyncio.wrap_future(running)), self._config.backend_call_timeout_s
             )
         except TimeoutError:
-            # Not `error`: the command may still complete, so its outcome is unknown, not failed.
-            seconds = self._config.backend_call_timeout_s
-            result = CommandResult(TIMED_OUT.format(seconds=seconds), Outcome.timed_out)
+            result = self._past_timeout(running)
         try:
             # Not on the backend workers: when every one of them waits on a command the switch
             # does not answer, a timed-out command's line waited with them, and its operator too.
@@ -487,6 +491,17 @@ class OpsConsole:
             log.exception("console audit line not written", extra={"outcome": result.outcome.name})
             return CommandResult(f"{result.output}\n{AUDIT_OUTCOME_NOT_WRITTEN}", result.outcome)
         return result
+
+    def _past_timeout(self, running: concurrent.futures.Future[CommandResult]) -> CommandResult:
+        """What the operator is told of a command past its timeout: not run when it was still
+        waiting for a worker (cancelled here, it never runs), unknown when it had started."""
+        seconds = self._config.backend_call_timeout_s
+        if running.cancel():
+            return CommandResult(NOT_RUN.format(seconds=seconds), Outcome.not_run)
+        if running.done():  # done between the timeout and here
+            return running.result()
+        # Not `error`: the command may still complete, so its outcome is unknown, not failed.
+        return CommandResult(TIMED_OUT.format(seconds=seconds), Outcome.timed_out)
 
 
 __all__ = ["ConsoleConfig", "OpsConsole", "Role", "load_host_key"]

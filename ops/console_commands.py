@@ -41,7 +41,7 @@ NO_RECEIPTS = "e-mailed receipts are off (no mail server configured)"
 class Outcome(enum.Enum):
     """How a command ended, by the name the audit log records; its exit status (EXIT_STATUSES)
     follows sysexits where one fits, so scripts over `ssh host cmd` can branch. Not the exit
-    status as value: two outcomes share EX_TEMPFAIL, and an enum makes equal values one member."""
+    status as value: three outcomes share EX_TEMPFAIL, and an enum makes equal values one member."""
 
     ok = "ok"
     failed = "failed"
@@ -53,6 +53,9 @@ class Outcome(enum.Enum):
     # Not done for a fault that may pass (the database, the journal), not for a rule: sent again,
     # it may succeed.
     unavailable = "unavailable"
+    # Still waiting for a console worker at its timeout, so cancelled: never run, sent again it
+    # runs once.
+    not_run = "not_run"
     refused = "refused"
 
     @property
@@ -68,6 +71,7 @@ EXIT_STATUSES: dict[Outcome, int] = {
     Outcome.error: 70,
     Outcome.timed_out: EX_TEMPFAIL,
     Outcome.unavailable: EX_TEMPFAIL,
+    Outcome.not_run: EX_TEMPFAIL,
     Outcome.refused: 77,
 }
 

@@ -77,8 +77,12 @@ def test_commands_past_their_timeout_on_every_backend_worker_are_answered_in_tim
     bare_world: World, console: OpsConsole, keys: Keys
 ) -> None:
     """Every backend worker held by a command the switch does not answer: the outcome's audit line
-    waited for a worker too, so no operator was told "timed out" until the database let go."""
+    waited for a worker too, so no operator was told "timed out" until the database let go.
+
+    One command more waits for a worker past its timeout: cancelled, it never runs, and its operator
+    was told it "may still complete"; it is told it did not run, and audited `not_run`."""
     cards = [bare_world.issue(1_000) for _ in range(BACKEND_WORKERS_MAX)]
+    queued = bare_world.issue(1_000)
     database = bare_world.server.settings.data_dir / "txswitch.sqlite"
     # Let go by a timer: the commands' answers are waited for while it is held.
     other_writer = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
@@ -88,16 +92,56 @@ def test_commands_past_their_timeout_on_every_backend_worker_are_answered_in_tim
     try:
         started_s = time.monotonic()
 
-        async def block_all() -> list[list[ExecResult]]:
+        async def block_all() -> tuple[list[list[ExecResult]], ExecResult]:
             blocks = [exec_commands(console.port, keys.operator, [f"cards block {card}"]) for card in cards]
-            return await asyncio.gather(*blocks)
+            held = asyncio.gather(*blocks)
+            await _until_audited(console.audit.path, "started", len(cards))  # every worker holds one
+            (behind,) = await exec_commands(console.port, keys.operator, [f"cards block {queued}"])
+            return await held, behind
 
-        answered = asyncio.run(block_all())
+        answered, behind = asyncio.run(block_all())
         answered_in_s = time.monotonic() - started_s
     finally:
         let_go.join()
         other_writer.close()
     assert answered_in_s < WORKERS_LOCK_HELD_S - 1, f"answered only after {answered_in_s:.1f} s"
     assert [result.exit_status for (result,) in answered] == [75] * len(cards), answered
+    assert all("may still complete" in result.stderr for (result,) in answered), answered
+    assert behind.exit_status == 75, behind
+    assert behind.stderr.startswith("not run: ") and "nothing was done, send it again" in behind.stderr, (
+        behind
+    )
     outcomes = _audited_outcomes(console.audit.path, "cards block ")
-    assert sorted(outcomes) == ["started"] * len(cards) + ["timed_out"] * len(cards), outcomes
+    assert sorted(outcomes) == ["not_run"] + ["started"] * len(cards) + ["timed_out"] * len(cards), outcomes
+    _wait_blocked(bare_world, cards)
+    queued_id = bare_world.server.core.cards.card_id(queued)
+    assert queued_id
+    # Not run after the others either: their workers are free now, and its block would be done.
+    assert bare_world.server.core.store.card_state(queued_id).status is CardStatus.active
+
+
+async def _until_audited(path: Path, outcome: str, count: int) -> None:
+    deadline_s = time.monotonic() + WORKERS_LOCK_HELD_S
+    while _audited_so_far(path).count(outcome) < count:
+        assert time.monotonic() < deadline_s, f"fewer than {count} commands {outcome}"
+        await asyncio.sleep(0.02)
+
+
+def _audited_so_far(path: Path) -> list[str]:
+    """The outcomes audited yet: none before the first line, and a line read half written is not yet."""
+    try:
+        return _audited_outcomes(path, "cards block ")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
+def _wait_blocked(world: World, cards: list[str]) -> None:
+    """Until every one of cards is blocked: their commands timed out, and complete once the lock goes."""
+    deadline_s = time.monotonic() + 10
+    card_ids = [world.server.core.cards.card_id(card) for card in cards]
+    while any(
+        world.server.core.store.card_state(str(card_id)).status is not CardStatus.blocked
+        for card_id in card_ids
+    ):
+        assert time.monotonic() < deadline_s, "the timed-out blocks never completed"
+        time.sleep(0.05)
