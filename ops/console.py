@@ -39,8 +39,9 @@ CONNECTIONS_LOGGING_IN_MAX = 8
 # one closes that address's oldest, and past CONNECTIONS_LOGGING_IN_MAX the oldest of the address
 # holding the most goes: one address opening connections closed another's login as the oldest.
 CONNECTIONS_LOGGING_IN_PER_ADDRESS_MAX = 4
-# New connections from one source address in a window; past it a new one is closed as it comes,
-# before its key exchange (each costs the console one, and closed one of the address's own logins).
+# New connections let in from one source address in a window; past it a new one is closed as it
+# comes, before its key exchange (each costs the console one, and closed one of the address's own
+# logins). Those closed are not counted: the address is let in again as those let in age out.
 CONNECTIONS_PER_ADDRESS_PER_WINDOW_MAX = 60
 CONNECTIONS_PER_ADDRESS_WINDOW_S = 60.0
 # Source addresses whose new connections are counted; past it the one quiet longest is forgotten.
@@ -305,8 +306,9 @@ class OpsConsole:
         self._logging_in_by_address.setdefault(address, {})[connection] = None
 
     def _arrival_allowed(self, address: str) -> bool:
-        """Count a new connection from address; False past the address's rate. Refused ones count
-        too, so an address that keeps on connecting stays refused."""
+        """False past the address's rate; else count the new connection. Refused ones are not
+        counted: they cost no key exchange, and counted, a script polling past the rate from the
+        operators' jump host kept every login from there out while it ran and a window after."""
         now_s = time.monotonic()
         arrivals = self._arrivals.pop(address, None)
         if arrivals is None:
@@ -314,7 +316,8 @@ class OpsConsole:
         while arrivals and arrivals[0] <= now_s - self._config.connections_per_address_window_s:
             arrivals.popleft()
         allowed = len(arrivals) < self._config.connections_per_address_per_window_max
-        arrivals.append(now_s)
+        if allowed:
+            arrivals.append(now_s)
         self._arrivals[address] = arrivals  # last: the dict stays ordered by latest arrival
         if len(self._arrivals) > ADDRESSES_COUNTED_MAX:
             del self._arrivals[next(iter(self._arrivals))]
