@@ -133,25 +133,26 @@ def repayment_cleared_minor(transfer_minor: int, owed_minor: int, commission_bas
     """The part of a debt of owed_minor a bank transfer of transfer_minor clears; None for a
     transfer above the one that clears it all.
 
-    The transfer for a gross G (repayment_transfer_minor) grows with G in steps of 0 or 1, so each
-    transfer up to the whole debt's is reached. It clears the least G it is the transfer for, but
-    the whole debt's transfer clears the whole debt: its least G can be one below the debt (10.19
-    and 10.20 at 2.5 % both ask 9.94), which would leave a cent owed after the merchant paid what
-    the payout run's "owes" line asked."""
+    It clears what leaves a debt whose transfer is the rest of the whole debt's: the parts of a
+    debt repaid one after another transfer the whole debt's transfer, no more, no less, and give
+    back the commission on the whole debt (each part gives back what the commission on the debt
+    drops by). Parts each cleared as a gross of their own were rounded each: 0.41 at 2.5 % repaid
+    0.20 then 0.19 gave back 0.02 of a 0.01 commission. The transfer for a debt grows with it in
+    steps of 0 or 1, so every rest is reached; of the debts left with it, the least."""
     assert transfer_minor > 0 and owed_minor >= 0
     whole_minor = repayment_transfer_minor(owed_minor, commission_basis_points)
     if transfer_minor > whole_minor:
         return None
-    if transfer_minor == whole_minor:
-        return owed_minor
-    low, high = transfer_minor, owed_minor  # the transfer is never above its gross
+    rest_minor = whole_minor - transfer_minor
+    low, high = 0, owed_minor  # the least debt left whose transfer is the rest
     while low < high:  # halves the range each time: at most about 64 rounds
         middle = (low + high) // 2
-        if repayment_transfer_minor(middle, commission_basis_points) < transfer_minor:
+        if repayment_transfer_minor(middle, commission_basis_points) < rest_minor:
             low = middle + 1
         else:
             high = middle
-    return low
+    assert repayment_transfer_minor(low, commission_basis_points) == rest_minor
+    return owed_minor - low
 
 
 # Payout cycles are counted in whole weeks from this Monday, so every node and every run agrees.

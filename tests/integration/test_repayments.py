@@ -313,6 +313,29 @@ def test_partial_repayments_add_up_to_exactly_what_was_owed(world: World) -> Non
     assert int(total) == 0  # the payable's postings add up to its balance
 
 
+@pytest.mark.parametrize(
+    ("sale_minor", "first_minor", "first_cleared_minor"),
+    [
+        (41, 20, 20),  # 0.01 commission on 0.41; 0.21 and 0.20 each rounded gave back 0.02
+        (1_020, 1, 2),  # the rest, 9.93, is 10.18's transfer: 0.01 of the 0.26 given back here
+    ],
+)
+def test_parts_repaid_one_after_another_give_back_the_commission_taken_and_never_more(
+    world: World, sale_minor: int, first_minor: int, first_cleared_minor: int
+) -> None:
+    owe(world, sale_minor)
+    whole_minor = to_transfer(world)
+    first = repay(world, first_minor, request_id="r-1")
+    rest_minor = to_transfer(world)
+    repay(world, rest_minor, request_id="r-2")
+    # The commission account gives back what the payout took on the sale, and no cent more
+    assert payable(world) == 0 and programme_balances(world) == (0, 0)
+    assert first_minor + rest_minor == whole_minor  # the parts transfer what the whole would
+    assert first.cleared.amount_minor == first_cleared_minor
+    check = world.ledger()
+    assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
+
+
 def test_the_admin_command_records_a_repayment_given_in_major_units(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -36,37 +36,45 @@ def test_the_transfer_clearing_a_debt_is_the_debt_less_its_commission(
 
 
 @pytest.mark.parametrize("basis_points", RATES_BASIS_POINTS)
-@pytest.mark.parametrize("owed_minor", [1, 2, 3, 7, 99, 100, 1_000, 1_001, 1_020, 12_345])
-def test_every_transfer_up_to_the_whole_debts_clears_the_least_gross_it_is_the_transfer_for(
+@pytest.mark.parametrize("owed_minor", [1, 2, 3, 7, 41, 99, 100, 1_000, 1_001, 1_020, 12_345])
+def test_every_transfer_up_to_the_whole_debts_leaves_the_least_debt_whose_transfer_is_the_rest(
     owed_minor: int, basis_points: int
 ) -> None:
     whole_minor = repayment_transfer_minor(owed_minor, basis_points)
-    for transfer_minor in range(1, whole_minor):
+    for transfer_minor in range(1, whole_minor + 1):
         cleared_minor = repayment_cleared_minor(transfer_minor, owed_minor, basis_points)
-        assert cleared_minor is not None and cleared_minor <= owed_minor
-        assert cleared_minor - commission_minor(cleared_minor, basis_points) == transfer_minor
-        below = cleared_minor - 1
-        assert below - commission_minor(below, basis_points) < transfer_minor
+        assert cleared_minor is not None and transfer_minor <= cleared_minor <= owed_minor
+        left_minor = owed_minor - cleared_minor
+        assert repayment_transfer_minor(left_minor, basis_points) == whole_minor - transfer_minor
+        assert left_minor == 0 or repayment_transfer_minor(left_minor - 1, basis_points) < (
+            whole_minor - transfer_minor
+        )
+        # The commission given back is what the commission on the debt drops by
+        given_back_minor = cleared_minor - transfer_minor
+        assert given_back_minor == commission_minor(owed_minor, basis_points) - commission_minor(
+            left_minor, basis_points
+        )
     if whole_minor:
         assert repayment_cleared_minor(whole_minor, owed_minor, basis_points) == owed_minor
     assert repayment_cleared_minor(whole_minor + 1, owed_minor, basis_points) is None
 
 
 @pytest.mark.parametrize("basis_points", RATES_BASIS_POINTS)
-def test_partial_transfers_each_of_what_is_left_after_a_first_clear_the_debt_exactly(
-    basis_points: int,
+@pytest.mark.parametrize("owed_minor", [41, 10_001])
+def test_partial_transfers_one_after_another_transfer_the_whole_debts_and_give_back_its_commission(
+    basis_points: int, owed_minor: int
 ) -> None:
-    owed_minor = 10_001
     whole_minor = repayment_transfer_minor(owed_minor, basis_points)
-    for first_minor in range(1, whole_minor, 97):
+    for first_minor in range(1, whole_minor, 1 if owed_minor < 100 else 97):
         first_cleared = repayment_cleared_minor(first_minor, owed_minor, basis_points)
         assert first_cleared is not None
         left_minor = owed_minor - first_cleared
         rest_minor = repayment_transfer_minor(left_minor, basis_points)
-        if rest_minor:
-            assert repayment_cleared_minor(rest_minor, left_minor, basis_points) == left_minor
-        # Rounded on two grosses, not one: at most one minor unit from the one transfer's
-        assert abs(first_minor + rest_minor - whole_minor) <= 1
+        assert first_minor + rest_minor == whole_minor
+        rest_cleared = repayment_cleared_minor(rest_minor, left_minor, basis_points) if rest_minor else 0
+        assert rest_cleared == left_minor
+        given_back_minor = first_cleared - first_minor + rest_cleared - rest_minor
+        assert given_back_minor == commission_minor(owed_minor, basis_points)
 
 
 def test_the_repayment_entry_gives_back_the_commission_on_the_part_cleared() -> None:
