@@ -29,16 +29,23 @@ class RepaymentAsked:
     reference: str
 
 
+# A repayment judged on a debt another repayment changed before it landed is judged again on the
+# debt then; this many judgements in a row lost so, it is refused as unavailable (sent again, it may land).
+REPAYMENT_JUDGEMENTS_MAX = 3
+
+
 def record_repayment(
     engine: Engine, write_now: Callable[[Write], WriteResult], asked: RepaymentAsked
 ) -> Repayment:
     """The repayment recorded, or the one recorded under its request id before (a replay).
     The amount is what arrived by bank: it clears the part of the debt it is the transfer for,
-    the commission on that part given back (programmes.repayment_cleared_minor).
+    the commission on that part given back (programmes.repayment_cleared_minor), judged on the
+    debt as it is when it lands (one landing meanwhile has it judged again).
     AdminError naming the field for a bad amount or one above what clears the debt, LookupError
     for an unknown merchant or programme, AdminStateError when the merchant owes nothing or has
     nothing to transfer, AdminConflictError for a request id recorded with other details,
-    AdminUnavailableError when the journal could not take it (a fault); nothing moves then."""
+    AdminUnavailableError when the journal could not take it (a fault) or the debt kept changing
+    under it; nothing moves then."""
     amount_problem = _amount_problem(asked.amount)
     if amount_problem is not None:
         raise AdminError(amount_problem)
@@ -61,26 +68,42 @@ def record_repayment(
                 f"amount.currency {quoted(asked.amount.currency)} is not programme "
                 f"{quoted(asked.programme_id)}'s currency {currency}"
             )
-        cleared_minor = _cleared_minor(conn, record)
+    for _ in range(REPAYMENT_JUDGEMENTS_MAX):
+        landed = _judged_and_written(engine, write_now, record)
+        if landed is not None:
+            return landed
+    raise AdminUnavailableError(
+        f"the repayment was not recorded: the debt it clears changed {REPAYMENT_JUDGEMENTS_MAX} times "
+        "while it was judged (other repayments landing); nothing moved, send it again"
+    )
+
+
+def _judged_and_written(
+    engine: Engine, write_now: Callable[[Write], WriteResult], record: RepaymentRecord
+) -> Repayment | None:
+    """The repayment judged on the debt now and written; None when another repayment changed the
+    debt before it landed (nothing moved)."""
+    with engine.connect() as conn:
+        owed_minor, cleared_minor = _judged(conn, record)
     entry = ledger.repayment_entry(
         ledger.repayment_key(record.request_id),
         record.currency,
         record.programme_id,
         record.merchant_id,
+        owed_minor,
         cleared_minor,
         record.amount_minor,
     )
     result = write_now(Write(entry=entry, repayment=record))
     with engine.connect() as conn:
-        if result.ok:
-            landed = stored_repayment(conn, record.request_id)
-            assert landed is not None, "a repayment written is stored"
-            return landed
         stored = stored_repayment(conn, record.request_id)
-        if stored is not None:  # the same request, landed first (sent twice at once)
-            return _replayed(stored, record)
-        if result.refusal is LedgerRefusal.above_maximum:  # another repayment landed meanwhile
-            _cleared_minor(conn, record)
+    if result.ok:
+        assert stored is not None, "a repayment written is stored"
+        return stored
+    if stored is not None:  # the same request, landed first (sent twice at once)
+        return _replayed(stored, record)
+    if result.refusal is LedgerRefusal.above_maximum:  # the merchant owes less than it was judged on
+        return None
     problem = f"the repayment was not recorded ({result.problem}); nothing moved, send it again"
     if result.fault:  # the journal or the database, not a rule: the same request sent again may land
         raise AdminUnavailableError(problem)
@@ -122,8 +145,8 @@ def _programme_currency(conn: Connection, programme_id: str) -> str:
     return str(currency)
 
 
-def _cleared_minor(conn: Connection, record: RepaymentRecord) -> int:
-    """The part of the merchant's debt the repayment's transfer clears. AdminStateError unless the
+def _judged(conn: Connection, record: RepaymentRecord) -> tuple[int, int]:
+    """(What the merchant owes, the part of it the repayment's transfer clears). AdminStateError unless the
     merchant takes the programme and owes it something to transfer; AdminError when the amount is
     above the transfer that clears the debt (its payable would go above zero)."""
     basis_points = conn.execute(
@@ -159,4 +182,4 @@ def _cleared_minor(conn: Connection, record: RepaymentRecord) -> int:
             f"clears the debt: {owing} {owed.format()}, cleared by a transfer of {whole.format()} "
             f"({commission})"
         )
-    return cleared_minor
+    return owed_minor, cleared_minor

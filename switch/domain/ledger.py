@@ -238,15 +238,27 @@ def repayment_key(request_id: str) -> str:
 
 
 def repayment_entry(
-    key: str, currency: str, programme_id: str, merchant_id: str, cleared_minor: int, transfer_minor: int
+    key: str,
+    currency: str,
+    programme_id: str,
+    merchant_id: str,
+    owed_minor: int,
+    cleared_minor: int,
+    transfer_minor: int,
 ) -> JournalEntry:
     """What a merchant owes (its payable below zero) paid back by bank transfer: the programme's
     payout side takes the transfer in and its commission account gives back the commission on the
-    part cleared (the rest of it), the payable rises by that part, never above zero (a repayment
-    pays back a debt; it never makes the programme owe the merchant)."""
-    assert 0 < transfer_minor <= cleared_minor, (transfer_minor, cleared_minor)
+    part cleared (the rest of it), the payable rises by that part. The part was judged on a debt of
+    owed_minor: it lands only while the merchant owes at least that (the payable at most the debt
+    left, never above zero), so a repayment landing meanwhile has it judged again, not cleared on
+    a debt gone (two parts at once each judged on the whole debt were each rounded on it)."""
+    assert 0 < transfer_minor <= cleared_minor <= owed_minor, (transfer_minor, cleared_minor, owed_minor)
     postings = [
-        Posting(merchant_payable_account(merchant_id, programme_id), cleared_minor, ceiling_minor=0),
+        Posting(
+            merchant_payable_account(merchant_id, programme_id),
+            cleared_minor,
+            ceiling_minor=cleared_minor - owed_minor,
+        ),
         Posting(payout_clearing_account(programme_id), -transfer_minor),
     ]
     if cleared_minor - transfer_minor:

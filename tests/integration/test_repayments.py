@@ -16,9 +16,12 @@ from sqlalchemy import func, select, update
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch import cli
+from switch.admin import AdminUnavailableError
 from switch.domain import ledger
 from switch.domain.money import Money
 from switch.domain.programmes import repayment_transfer_minor
+from switch.repayments import REPAYMENT_JUDGEMENTS_MAX, RepaymentAsked, record_repayment
+from switch.store.journal import Write, WriteResult
 from switch.store.schema import accounts, journal_entries, merchant_programmes, postings
 from tests.integration.harness import ADMIN_TOKEN, MERCHANT_EMAIL, World, new_txn
 
@@ -334,6 +337,56 @@ def test_parts_repaid_one_after_another_give_back_the_commission_taken_and_never
     assert first.cleared.amount_minor == first_cleared_minor
     check = world.ledger()
     assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("sale_minor", "meanwhile_minor", "sent_minor"),
+    [
+        (41, 2, 20),  # judged on 0.41 it cleared 0.20, leaving 0.19 to transfer: 0.41 for 0.40
+        (1_020, 1, 993),  # the rest of 9.94: refused above_maximum, answered "send it again"
+    ],
+)
+def test_a_repayment_judged_on_a_debt_another_repayment_changed_meanwhile_is_judged_again(
+    world: World, sale_minor: int, meanwhile_minor: int, sent_minor: int
+) -> None:
+    owe(world, sale_minor)
+    whole_minor = to_transfer(world)
+    core = world.server.core
+    meanwhile: list[bo.Repayment] = []
+
+    def another_lands_first(write: Write) -> WriteResult:
+        """The repayment was judged; another one lands before it is written, once."""
+        if not meanwhile:
+            meanwhile.append(repay(world, meanwhile_minor, request_id="r-meanwhile", reference="ref-1"))
+        return core.write_now(write)
+
+    asked = RepaymentAsked("r-2", world.merchant_id, world.gift_programme, Money(sent_minor, "EUR"), "ref-2")
+    record_repayment(core.store.engine, another_lands_first, asked)
+    rest_minor = to_transfer(world)
+    if rest_minor:
+        repay(world, rest_minor, request_id="r-3")
+    # What the merchant transferred is what the whole debt asked: no cent kept, none given twice
+    assert meanwhile and meanwhile_minor + sent_minor + rest_minor == whole_minor
+    assert payable(world) == 0 and programme_balances(world) == (0, 0)
+    assert len(repayment_entries(world)) == (3 if rest_minor else 2)
+
+
+def test_a_repayment_whose_debt_keeps_changing_under_it_is_refused_as_unavailable_and_moves_nothing(
+    world: World,
+) -> None:
+    owe(world)
+    core = world.server.core
+    landed: list[bo.Repayment] = []
+
+    def another_lands_first_each_time(write: Write) -> WriteResult:
+        landed.append(repay(world, 1, request_id=f"r-meanwhile-{len(landed)}", reference="ref-1"))
+        return core.write_now(write)
+
+    asked = RepaymentAsked("r-2", world.merchant_id, world.gift_programme, Money(500, "EUR"), "ref-2")
+    with pytest.raises(AdminUnavailableError, match="changed 3 times while it was judged"):
+        record_repayment(core.store.engine, another_lands_first_each_time, asked)
+    assert len(landed) == REPAYMENT_JUDGEMENTS_MAX == 3
+    assert len(repayment_entries(world)) == 3 and payable(world) == -OWED_MINOR + 3
 
 
 def test_the_admin_command_records_a_repayment_given_in_major_units(

@@ -78,7 +78,7 @@ def test_partial_transfers_one_after_another_transfer_the_whole_debts_and_give_b
 
 
 def test_the_repayment_entry_gives_back_the_commission_on_the_part_cleared() -> None:
-    entry = ledger.repayment_entry("repay:r-1", "EUR", "gift", "m-1", 1_000, 975)
+    entry = ledger.repayment_entry("repay:r-1", "EUR", "gift", "m-1", 1_000, 1_000, 975)
     assert {p.account_id: p.amount_minor for p in entry.postings} == {
         ledger.merchant_payable_account("m-1", "gift"): 1_000,
         ledger.payout_clearing_account("gift"): -975,
@@ -86,7 +86,10 @@ def test_the_repayment_entry_gives_back_the_commission_on_the_part_cleared() -> 
     }
     payable = entry.postings[0]
     assert payable.ceiling_minor == 0  # never above zero
-    at_no_commission = ledger.repayment_entry("repay:r-2", "EUR", "gift", "m-1", 500, 500)
+    # A part lands only while the merchant owes at least the debt it was judged on (12.00)
+    part = ledger.repayment_entry("repay:r-3", "EUR", "gift", "m-1", 1_200, 1_000, 975)
+    assert part.postings[0].ceiling_minor == -200
+    at_no_commission = ledger.repayment_entry("repay:r-2", "EUR", "gift", "m-1", 500, 500, 500)
     assert len(at_no_commission.postings) == 2  # no empty commission posting
 
 
