@@ -299,6 +299,7 @@ class BackofficeService(bo_grpc.BackofficeServicer):
                 negative_card_balances=check.negative_card_balances,
                 balance_mismatches=check.balance_mismatches,
                 problems=list(check.problems),
+                repayment_mismatches=check.repayment_mismatches,
             )
 
         return self._run(context, action)

@@ -61,6 +61,7 @@ from switch.store.engine import writing
 from switch.store.journal import CardIssue, CyclePayout, Write, WriteResult, commit_alone
 from switch.store.key_locks import lock_name
 from switch.store.keys import put_key
+from switch.store.repayments import repayment_disagreements
 from switch.store.repository import Store, TerminalInfo, as_utc
 from switch.store.schema import (
     SETTLEMENT_ID_LENGTH,
@@ -190,6 +191,8 @@ class LedgerCheck:
     negative_card_balances: int
     balance_mismatches: int
     problems: tuple[str, ...]
+    # A repayment row whose entry does not move what it records, or a repayment entry with no row
+    repayment_mismatches: int = 0
 
 
 class Admin:
@@ -891,7 +894,8 @@ class Admin:
         return [info for info in found if info is not None]
 
     def check_ledger(self) -> LedgerCheck:
-        """Every entry sums to zero, every balance equals its postings, no card below zero."""
+        """Every entry sums to zero, every balance equals its postings, no card below zero, every
+        repayment row has the entry that moves what it records and every repayment entry its row."""
         problems: list[str] = []
         with self._engine.connect() as conn:
             entries = conn.execute(select(func.count()).select_from(journal_entries)).scalar_one()
@@ -915,12 +919,16 @@ class Admin:
                 .outerjoin(sums, sums.c.account_id == accounts.c.account_id)
                 .where(accounts.c.balance_minor != func.coalesce(sums.c.total, 0))
             ).all()
+            repayments = repayment_disagreements(conn)
         problems += [f"entry {row.entry_id} does not balance" for row in unbalanced]
         problems += [f"{row.account_id} is below zero" for row in negative]
         problems += [
             f"{row.account_id} balance {row.balance_minor} != postings {row.total}" for row in mismatched
         ]
-        return LedgerCheck(entries, len(unbalanced), len(negative), len(mismatched), tuple(problems[:50]))
+        problems += repayments
+        return LedgerCheck(
+            entries, len(unbalanced), len(negative), len(mismatched), tuple(problems[:50]), len(repayments)
+        )
 
     def settlement_writes(self, programme_id: str, settlement_id: str) -> list[PlannedPayout]:
         """A payout for each merchant with something to pay out, and each that owes the programme

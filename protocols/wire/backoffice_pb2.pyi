@@ -1108,11 +1108,16 @@ class LedgerCheck(_message.Message):
     NEGATIVE_CARD_BALANCES_FIELD_NUMBER: _builtins.int
     BALANCE_MISMATCHES_FIELD_NUMBER: _builtins.int
     PROBLEMS_FIELD_NUMBER: _builtins.int
+    REPAYMENT_MISMATCHES_FIELD_NUMBER: _builtins.int
     entries: _builtins.int
     unbalanced_entries: _builtins.int
     negative_card_balances: _builtins.int
     balance_mismatches: _builtins.int
     """account balance != sum of its postings"""
+    repayment_mismatches: _builtins.int
+    """A merchant repayment row whose journal entry does not move what it records, or a repayment
+    entry no row records
+    """
     @_builtins.property
     def problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -1123,10 +1128,11 @@ class LedgerCheck(_message.Message):
         negative_card_balances: _builtins.int = ...,
         balance_mismatches: _builtins.int = ...,
         problems: _abc.Iterable[_builtins.str] | None = ...,
+        repayment_mismatches: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_mismatches", b"balance_mismatches", "entries", b"entries", "negative_card_balances", b"negative_card_balances", "problems", b"problems", "unbalanced_entries", b"unbalanced_entries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_mismatches", b"balance_mismatches", "entries", b"entries", "negative_card_balances", b"negative_card_balances", "problems", b"problems", "repayment_mismatches", b"repayment_mismatches", "unbalanced_entries", b"unbalanced_entries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
@@ -22,7 +22,7 @@ from switch.domain.money import Money
 from switch.domain.programmes import repayment_transfer_minor
 from switch.repayments import REPAYMENT_JUDGEMENTS_MAX, RepaymentAsked, record_repayment
 from switch.store.journal import Write, WriteResult
-from switch.store.schema import accounts, journal_entries, merchant_programmes, postings
+from switch.store.schema import accounts, journal_entries, merchant_programmes, merchant_repayments, postings
 from tests.integration.harness import ADMIN_TOKEN, MERCHANT_EMAIL, World, new_txn
 
 OWED_MINOR = 1_000  # what the merchant owes after each test's set-up
@@ -140,7 +140,7 @@ def test_a_repayment_of_what_is_owed_brings_the_payable_to_zero_with_a_balanced_
     # The refunded sale's payout is undone as a whole: no commission kept on it, nothing paid out
     assert programme_balances(world) == (0, 0)
     check = world.ledger()
-    assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
+    assert (check.unbalanced_entries, check.balance_mismatches, check.repayment_mismatches) == (0, 0, 0)
     # The next payout run no longer lists the merchant as owing
     request = bo.SettleRequest(programme_id=world.gift_programme, settlement_id="week-2")
     settled = world.backoffice.Settle(request, metadata=world.admin_metadata, timeout=20)
@@ -387,6 +387,69 @@ def test_a_repayment_whose_debt_keeps_changing_under_it_is_refused_as_unavailabl
         record_repayment(core.store.engine, another_lands_first_each_time, asked)
     assert len(landed) == REPAYMENT_JUDGEMENTS_MAX == 3
     assert len(repayment_entries(world)) == 3 and payable(world) == -OWED_MINOR + 3
+
+
+def _planted(world: World, planting: str) -> None:
+    """A repayment row and its journal entry made to disagree, as only a fault or a hand could."""
+    row = merchant_repayments.c
+    with world.server.core.store.engine.begin() as conn:
+        if planting == "amount":
+            conn.execute(update(merchant_repayments).values(amount_minor=row.amount_minor - 5))
+        elif planting == "row deleted":
+            conn.execute(delete(merchant_repayments))
+        elif planting == "another entry":  # the week-1 payout's
+            settled = select(journal_entries.c.entry_id).where(
+                journal_entries.c.kind == ledger.SETTLEMENT_KIND
+            )
+            conn.execute(update(merchant_repayments).values(entry_id=settled.scalar_subquery()))
+        else:
+            conn.execute(update(merchant_repayments).values(programme_id=world.benefit_programme))
+
+
+@pytest.mark.parametrize(
+    ("planting", "mismatches", "problems"),
+    [
+        (
+            "amount",
+            1,
+            [
+                "repayment 'repay-1': its entry {entry} takes in a transfer of 9.75 EUR, "
+                "the row records 9.70 EUR"
+            ],
+        ),
+        ("row deleted", 1, ["entry {entry} is a repayment no repayment row records"]),
+        (
+            "another entry",
+            2,
+            [
+                "repayment 'repay-1': its entry {settled} is a 'settlement' entry, not a repayment",
+                "entry {entry} is a repayment no repayment row records",
+            ],
+        ),
+        (
+            "programme",
+            1,
+            ["repayment 'repay-1': its entry {entry} does not move the debt of merchant '{merchant}'"],
+        ),
+    ],
+)
+def test_the_ledger_check_finds_a_repayment_row_and_its_entry_that_disagree(
+    world: World, planting: str, mismatches: int, problems: list[str]
+) -> None:
+    owe(world)
+    entry_id = repay(world).journal_entry_id
+    assert world.ledger().repayment_mismatches == 0
+    with world.server.core.store.engine.connect() as conn:
+        settled = select(journal_entries.c.entry_id).where(journal_entries.c.kind == ledger.SETTLEMENT_KIND)
+        settled_id = conn.execute(settled).scalar_one()
+    _planted(world, planting)
+    check = world.ledger()
+    assert check.repayment_mismatches == mismatches
+    # The balances and entries agree still: only the cross-check sees it
+    assert (check.unbalanced_entries, check.balance_mismatches) == (0, 0)
+    for problem in problems:
+        shown = problem.format(entry=entry_id, settled=settled_id, merchant=world.merchant_id)
+        assert any(p.startswith(shown) for p in check.problems), (shown, check.problems)
 
 
 def test_the_admin_command_records_a_repayment_given_in_major_units(
