@@ -61,10 +61,11 @@ GLUED_DIGITS_MAX: Final = 3
 GLUED_PAN_DIGITS: Final = 16
 # A separator _SPACED_RUN does not take.
 _PRINTED_ONLY_SEPARATOR: Final = re.compile(r"[._/]|[ -]{4}")
-# "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text.
+# "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text. The digit runs are masked first: a
+# value masked so ("pan=[REDACTED-PAN]") is one value, its "]" too, not cut at it.
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
     r"(?i)\b(pan|pin|pin_?block|track_?[12]|track_?data|cvv2?|cvc2?|card_?number|password)"
-    r"(\"?\s*[=:]\s*\"?)([^\s,;\"'}\]]+)"
+    rf"(\"?\s*[=:]\s*\"?)((?:{re.escape(REDACTED_PAN)}|[^\s,;\"'}}\]])+)"
 )
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.

@@ -231,6 +231,25 @@ def test_the_formatter_alone_lets_no_card_data_pass(
     assert REDACTED in output or REDACTED_PAN in output
 
 
+# (case, text with a named value, as the scrubber shows it): the value is replaced whole, a card
+# number in it masked first and then the whole value, no stray "]" of the mask left.
+ASSIGNMENT_CASES: list[tuple[str, str, str]] = [
+    ("pin", "employee pin=4321 refused", f"employee pin={REDACTED} refused"),
+    ("pan", f"pan={PAN_16}", f"pan={REDACTED}"),
+    ("pan, spaced, before a comma", "pan: 4111 1111 1111 1111, ok", f"pan: {REDACTED}, ok"),
+    ("pan before letters", f"pan={PAN_16}abc end", f"pan={REDACTED} end"),
+    ("quoted card_number", f'{{"card_number": "{PAN_16}"}}', f'{{"card_number": "{REDACTED}"}}'),
+    ("in brackets", "[pin=4321]", f"[pin={REDACTED}]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"), [c[1:] for c in ASSIGNMENT_CASES], ids=[c[0] for c in ASSIGNMENT_CASES]
+)
+def test_a_named_value_is_replaced_whole(text: str, shown: str) -> None:
+    assert scrub_text(text) == shown
+
+
 # (case, text that must come through unchanged)
 HARMLESS_CASES = [
     ("not luhn", f"reference {NOT_LUHN_16}"),
