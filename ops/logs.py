@@ -26,7 +26,10 @@ PAN_DIGITS_MAX: Final = quoting.PAN_DIGITS_MAX
 # Nested extras deeper than this are cut off rather than walked: a log line has a size limit.
 NESTING_DEPTH_MAX: Final = 6
 VALUE_CHARS_MAX: Final = 4096
-CARD_NUMBER_CHARS_MAX: Final = 40  # 19 digits and a separator between each
+# Read past VALUE_CHARS_MAX's cut, so a card number across it is judged whole: 19 digits and a separator
+# between each. A longer run the read's end cuts (one split by wider gaps, up to
+# quoting.TYPED_CARD_NUMBER_CHARS_MAX) is masked whole, unjudged (quoting.head_to_mask).
+CARD_NUMBER_CHARS_MAX: Final = 40
 
 # Field names (split on anything but letters and digits) whose value is never logged.
 _SENSITIVE_NAME_TOKENS: Final = frozenset(
@@ -40,17 +43,14 @@ _DIGIT_GROUP: Final = re.compile(r"\d+")
 # An id holding a card number is refused (holds_card_number) from this many digits in a row: a date
 # and a counter (20261207-0001, 12 digits) stay usable as an id.
 ID_PAN_DIGITS_MIN: Final = 13
-# Digit groups as a person may split a card number typed into an id or a text: by up to 4 spaces,
-# dashes, dots, underscores or slashes ("4111.1111.1111.1111", "4111    1111 ..."), from
-# ID_PAN_DIGITS_MIN digits (12 more after the first): quoting.DIGIT_RUN's from one digit more. Only
-# the layouts cards print are judged across dots, underscores, slashes and long gaps
-# (_printed_span_holds_pan).
-_PRINTED_RUN: Final = re.compile(r"(?<!\d)\d(?:[ ._/-]{0,4}\d){12,}(?!\d)")
-# The runs the scrubber looks at, quoted's (quoting.DIGIT_RUN): groups split by up to 4 spaces, dashes,
-# dots, underscores or slashes, from PAN_DIGITS_MIN digits. One scan of a line finds them all.
-_LOG_DIGIT_RUN: Final = quoting.DIGIT_RUN
+# The runs the scrubber and the id check look at, quoted's (quoting.DIGIT_RUN): digit groups as a person
+# may split a card number, by up to 4 spaces, dashes, dots, underscores or slashes ("4111.1111.1111.1111",
+# "4111    1111 ..."), from PAN_DIGITS_MIN digits. One scan of a text finds them all. The id check
+# judges a run from ID_PAN_DIGITS_MIN digits only, and across dots, underscores, slashes and long gaps
+# only the layouts cards print (_printed_span_holds_pan).
+_DIGIT_RUN: Final = quoting.DIGIT_RUN
 # Digit groups joined by up to 3 spaces or dashes, as a card number is typed, from PAN_DIGITS_MIN
-# digits: the parts of a _LOG_DIGIT_RUN run the scrubber judges each as a whole (_looks_like_pan).
+# digits: the parts of a _DIGIT_RUN run the scrubber judges each as a whole (_looks_like_pan).
 _SPACED_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){11,}(?!\d)")
 # A card number glued to an id's own short number, which letters start or end ("T1" of "T14111...1111"):
 # up to this many digits, to a card number of GLUED_PAN_DIGITS (ours, and most bank cards). Without the
@@ -132,7 +132,7 @@ def holds_card_number(value: str) -> bool:
         return False
     return any(
         _id_run_holds_card_number(run.group(0)) or _glued_to_letters_holds_pan(run)
-        for run in _PRINTED_RUN.finditer(value)
+        for run in _DIGIT_RUN.finditer(value)
     )
 
 
@@ -221,7 +221,7 @@ def scrub_text(text: str, *, typed: bool = False) -> str:
     or not, in any layout.
     """
     if len(text) >= PAN_DIGITS_MIN:
-        text = _LOG_DIGIT_RUN.sub(REDACTED_PAN if typed else _redact_digit_run, text)
+        text = _DIGIT_RUN.sub(REDACTED_PAN if typed else _redact_digit_run, text)
     if "=" in text or ":" in text:
         text = _SENSITIVE_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return text

@@ -11,7 +11,7 @@ PAN_DIGITS_MAX: Final = 19
 # Digit runs of a card number's length or more, optionally grouped as a person types or copies a card
 # number: by spaces, dashes, dots, underscores or slashes, up to 4 of them between two digits
 # ("4111 1111 1111 1111", "4111 - 1111 ...", "4111.1111.1111.1111", "4111    1111 ...").
-# (11 more digits after the first: PAN_DIGITS_MIN.) The log scrubber finds its runs with it too.
+# (11 more digits after the first: PAN_DIGITS_MIN.) The log scrubber and its id check find their runs with it.
 DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ ._/-]{0,4}\d){11,}(?!\d)")
 TYPED_CARD_NUMBER_CHARS_MAX: Final = PAN_DIGITS_MAX + 4 * (PAN_DIGITS_MAX - 1)
 # Of a caller's value shown whole in a message: the longest id the protocol takes (a transaction's
