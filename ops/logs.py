@@ -52,13 +52,14 @@ _DIGIT_RUN: Final = quoting.DIGIT_RUN
 # Digit groups joined by up to 3 spaces or dashes, as a card number is typed, from PAN_DIGITS_MIN
 # digits: the parts of a _DIGIT_RUN run the scrubber judges each as a whole (_looks_like_pan).
 _SPACED_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){11,}(?!\d)")
-# A card number glued to an id's own short number, which letters start or end ("T1" of "T14111...1111"):
-# up to this many digits, to a card number of GLUED_PAN_DIGITS (ours, and most bank cards). Without the
-# letters, digits in a row are judged whole: numeric ids of 14-19 digits (a timestamp, a date and
-# counter) often hold a Luhn-valid window. Other lengths too would refuse a uuid4's hex (whose letters
-# glue most runs) 1 time in 190 rather than 1 in 410 (1 in 470 without the glued rule).
+# A card number (ID_PAN_DIGITS_MIN to PAN_DIGITS_MAX digits) glued to an id's own short number, which
+# letters start or end ("T1" of "T14111...1111"): up to this many digits. Without a letter beside them,
+# digits in a row are judged whole: numeric ids of 14-19 digits (a timestamp, a date and counter, as in
+# "POS-20261207103015") often hold a Luhn-valid window; the id check would refuse those 1 time in 5 (14
+# digits) or 3 (17) rather than 1 in 10 (the whole run passing Luhn), so "T-1" and a card number is not
+# seen. The cost of every card length: a uuid4's hex, whose letters glue most runs, is refused 1 time
+# in 185 rather than 1 in 410 when only 16-digit card numbers were seen glued.
 GLUED_DIGITS_MAX: Final = 3
-GLUED_PAN_DIGITS: Final = 16
 # A separator _SPACED_RUN does not take.
 _PRINTED_ONLY_SEPARATOR: Final = re.compile(r"[._/]|[ -]{4}")
 # "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text. The digit runs are masked first: a
@@ -157,20 +158,29 @@ def _id_run_holds_card_number(run: str) -> bool:
 
 def _glued_to_letters_holds_pan(run: re.Match[str]) -> bool:
     """The run's first group, after a letter, ends in a card number glued to up to GLUED_DIGITS_MAX
-    digits before it ("T14111...1111"), or its last group, before a letter, starts with one."""
+    digits before it ("T14111...1111"), or its last group, before a letter, starts with one. The one
+    rule of a glued card number, the scrubber's and the id check's."""
     text, start, end = run.string, run.start(), run.end()
-    if end - start <= GLUED_PAN_DIGITS:  # most runs: no group of 17 digits or more
+    if end - start <= ID_PAN_DIGITS_MIN:  # most runs: no group of 14 digits or more
         return False
     letter_before = start > 0 and text[start - 1].isalpha()
     letter_after = end < len(text) and text[end].isalpha()
     if not (letter_before or letter_after):
         return False
     groups = _DIGIT_GROUP.findall(run.group(0))
-    first, last = groups[0], groups[-1]
-    glued = range(1, GLUED_DIGITS_MAX + 1)
-    return (
-        letter_before and len(first) - GLUED_PAN_DIGITS in glued and luhn_valid(first[-GLUED_PAN_DIGITS:])
-    ) or (letter_after and len(last) - GLUED_PAN_DIGITS in glued and luhn_valid(last[:GLUED_PAN_DIGITS]))
+    return (letter_before and _is_glued_pan(groups[0], glued_before=True)) or (
+        letter_after and _is_glued_pan(groups[-1], glued_before=False)
+    )
+
+
+def _is_glued_pan(group: str, *, glued_before: bool) -> bool:
+    """group is a Luhn-valid card number and 1 to GLUED_DIGITS_MAX digits glued before or after it."""
+    lengths = (len(group) - glued for glued in range(1, GLUED_DIGITS_MAX + 1))
+    return any(
+        luhn_valid(group[-length:] if glued_before else group[:length])
+        for length in lengths
+        if ID_PAN_DIGITS_MIN <= length <= PAN_DIGITS_MAX
+    )
 
 
 def _printed_span_holds_pan(groups: list[str]) -> bool:

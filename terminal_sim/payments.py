@@ -447,7 +447,7 @@ def environment(**values: str) -> Iterator[None]:
 
 
 def payment_transaction_id() -> str:
-    """A random id, drawn again when its digits hold a card number (about one uuid4 in 370): the
+    """A random id, drawn again when its digits hold a card number (about one uuid4 in 185): the
     switch refuses such an id, which it would store in clear."""
     while True:
         transaction_id = uuid.uuid4().hex

@@ -32,7 +32,7 @@ def test_no_close_id_holds_a_card_number(run_id: str) -> None:
 
 
 def test_a_payment_id_never_holds_a_card_number(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The payment simulator's ids are uuid4s, whose digits hold a card number about once in 370
+    """The payment simulator's ids are uuid4s, whose digits hold a card number about once in 185
     draws; the switch refuses such an id (INVALID_ARGUMENT), so the simulator draws again."""
     holding = uuid.UUID("ab411111-1111-1111-11cd-ef0123abcd45")  # 4111 1111 1111 1111 in its hex
     assert holds_card_number(holding.hex)

@@ -33,6 +33,8 @@ PAN_16 = "4111111111111111"
 PAN_19 = "6036000000000000008"
 PAN_12 = "123456789015"
 CARD_13 = "6036123456780"
+AMEX_15 = "378282246310005"
+DINERS_14 = "30569309025904"
 NOT_LUHN_16 = "4111111111111112"
 PIN_BLOCK_HEX = "041234FFFFFFFFFF"
 CVV = "737"
@@ -120,8 +122,15 @@ JOINED_CASES: list[tuple[str, str, str, bool]] = [
     ("glued to a name of 3 digits", f"POS123{PAN_16}-0001", PAN_16, True),
     ("glued before letters", f"{PAN_16}07x", PAN_16, True),
     ("glued to a digit in a dotted id", f"pos.T1{PAN_16}.7", PAN_16, True),
+    # a card number of any length from 13 to 19 digits
+    ("13 digits glued to a terminal's name", f"T1{CARD_13}", CARD_13, True),
+    ("14 digits glued before letters", f"{DINERS_14}12x", DINERS_14, True),
+    ("15 digits glued to a name of 2 digits", f"pos12{AMEX_15}", AMEX_15, True),
+    ("19 digits glued to a name of 3 digits", f"POS123{PAN_19}", PAN_19, True),
     # digits in a row with no letter glued: a timestamp or a date and counter, judged whole
     ("glued to a digit, no letters", f"1{PAN_16}", "", False),
+    ("glued to a digit after a dash", f"T-1{PAN_16}", "", False),
+    ("glued to 4 digits", f"T1234{CARD_13}", "", False),
 ]
 JOINED_IDS = [case[0] for case in JOINED_CASES]
 
