@@ -228,10 +228,10 @@ def scrub_text(text: str, *, typed: bool = False) -> str:
     print it and Luhn-valid (_redact_digit_run).
     `typed`: text a person typed (a console command, a block reason), where a card number may be
     mistyped and split by any of those separators: every run of 12 or more digits is masked, Luhn-valid
-    or not, in any layout.
+    or not, in any layout, but an IPv4 address that fails Luhn (quoting.mask_digit_runs).
     """
     if len(text) >= PAN_DIGITS_MIN:
-        text = _DIGIT_RUN.sub(REDACTED_PAN if typed else _redact_digit_run, text)
+        text = _DIGIT_RUN.sub(quoting.masked_run if typed else _redact_digit_run, text)
     if "=" in text or ":" in text:
         text = _SENSITIVE_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return text

@@ -40,7 +40,7 @@ class _CommandLineParser(argparse.ArgumentParser):
     number): masked as the switch masks a refused value. Its subcommands' parsers are of this class."""
 
     def error(self, message: str) -> NoReturn:
-        super().error(quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, message))
+        super().error(quoting.mask_digit_runs(message))
 
 
 def _path(text: str) -> Path:
@@ -158,7 +158,7 @@ def _call_failure(error: grpc.RpcError, channel: grpc.Channel, target: str) -> s
     if error.code() == grpc.StatusCode.UNAVAILABLE and not _switch_answers(channel):
         advice = "start one (make run), or give its address with --target"
         problem = f"no switch answers at {target}: {advice}: {problem}"
-    return quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, problem)
+    return quoting.mask_digit_runs(problem)
 
 
 def _switch_answers(channel: grpc.Channel) -> bool:
@@ -263,7 +263,7 @@ def _serve_flags_given(options: argparse.Namespace) -> dict[str, object]:
 def _refuse_to_serve(problem: str) -> None:
     """Masked as the switch masks a refused value: the paths and the database URL are the operator's
     own text, and a card number typed into one came back whole."""
-    print(f"txswitch serve: {quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, problem)}", file=sys.stderr)
+    print(f"txswitch serve: {quoting.mask_digit_runs(problem)}", file=sys.stderr)
 
 
 EXIT_JOURNAL_LOST = 75  # EX_TEMPFAIL: a restart is the remedy
@@ -410,14 +410,14 @@ def _admin(options: argparse.Namespace) -> int:
     except (ValueError, AttributeError, OSError) as error:
         # Masked as the switch masks a refused value: a card number typed into another argument
         # (or where its key goes) would come back in protobuf's, a path's or our own message.
-        problem = quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, str(error))
+        problem = quoting.mask_digit_runs(str(error))
         print(f"txswitch admin {options.action}: {problem}", file=sys.stderr)
         return 2
     token_path = options.data_dir / "admin.token"
     try:
         token = token_path.read_text().strip()
     except OSError as error:  # run from another directory than the switch's, or before its first start
-        shown_path = quoting.DIGIT_RUN.sub(quoting.REDACTED_PAN, str(token_path))  # the operator's text
+        shown_path = quoting.mask_digit_runs(str(token_path))  # the operator's text
         print(
             f"txswitch admin {options.action}: no admin token at {shown_path} ({error.strerror}); "
             "pass --data-dir <the switch's data directory>",

@@ -13,7 +13,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from protocols.serving import ACCEPTS_PER_METHOD
-from switch.domain.quoting import DIGIT_RUN, REDACTED_PAN, quoted
+from switch.domain.quoting import mask_digit_runs, quoted
 
 
 @dataclass(frozen=True)
@@ -461,7 +461,7 @@ def setting_named(name: str) -> str:
 
 def shown_number(value: float) -> str:
     """A refused number as a message shows it: a card number's length of digits masked."""
-    return DIGIT_RUN.sub(REDACTED_PAN, str(value))
+    return mask_digit_runs(str(value))
 
 
 def from_environment(base: Settings | None = None, given: Collection[str] = ()) -> Settings:

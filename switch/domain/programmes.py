@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass
 
 from switch.domain.money import Money, proportional_share
-from switch.domain.quoting import DIGIT_RUN, REDACTED_PAN
+from switch.domain.quoting import mask_digit_runs
 
 # The city card's letter: "voor elke 5 euro op jouw kaart, moet je zelf maar 1,80 euro betalen".
 LOAD_STEP_MINOR_DEFAULT = 500
@@ -92,7 +92,7 @@ def load_step_setting_problem(
 
 
 def _shown(number: int) -> str:
-    return DIGIT_RUN.sub(REDACTED_PAN, str(number))
+    return mask_digit_runs(str(number))
 
 
 def stored_load_step_minor(

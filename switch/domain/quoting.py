@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from switch.domain.cards import is_luhn_valid
+
 REDACTED_PAN: Final = "[REDACTED-PAN]"
 PAN_DIGITS_MIN: Final = 12
 PAN_DIGITS_MAX: Final = 19
@@ -26,21 +28,40 @@ READ_CHARS_MAX: Final = QUOTED_CHARS_MAX + TYPED_CARD_NUMBER_CHARS_MAX
 _TRAILING_RUN: Final = re.compile(r"\d[\d ._/-]*\Z")
 _LEADING_RUN: Final = re.compile(r"\A[\d ._/-]*\d")
 _RUN_CHAR: Final = re.compile(r"[\d ._/-]")
+# A DIGIT_RUN run that is an IPv4 address has 12 digits ("192.168.100.200"), a card number's least:
+# shown when it fails Luhn, as no card number can then be in it (a card is not typed as four groups of
+# three digits each up to 255).
+_IPV4_ADDRESS: Final = re.compile(r"\d{3}\.\d{3}\.\d{3}\.\d{3}")  # fullmatch
+IPV4_GROUP_MAX: Final = 255
+
+
+def mask_digit_runs(text: str) -> str:
+    """text with every DIGIT_RUN run masked, Luhn-valid or not (a card number, maybe mistyped), but an
+    IPv4 address that cannot be one. The one rule of text a person typed and of refusals."""
+    return DIGIT_RUN.sub(masked_run, text)
+
+
+def masked_run(run: re.Match[str]) -> str:
+    """DIGIT_RUN's run as mask_digit_runs shows it."""
+    text = run.group(0)
+    if _IPV4_ADDRESS.fullmatch(text) and all(int(group) <= IPV4_GROUP_MAX for group in text.split(".")):
+        return text if not is_luhn_valid(text.replace(".", "")) else REDACTED_PAN
+    return REDACTED_PAN
 
 
 def quoted(value: str) -> str:
     """value in quotes for a message: every run of 12 or more digits masked (a card number, Luhn-valid
-    or mistyped, its groups split as DIGIT_RUN's are), characters that do not print escaped; up to
-    QUOTED_CHARS_MAX characters whole, a longer value as its first QUOTED_HEAD_CHARS, "..." and its
-    last QUOTED_TAIL_CHARS.
+    or mistyped, its groups split as DIGIT_RUN's are: mask_digit_runs), characters that do not print
+    escaped; up to QUOTED_CHARS_MAX characters whole, a longer value as its first QUOTED_HEAD_CHARS,
+    "..." and its last QUOTED_TAIL_CHARS.
 
     Masked before it is cut, so a card number across a cut is not left in part; only a card
     number's length past each cut is read, not the whole of a huge value.
     """
-    head = DIGIT_RUN.sub(REDACTED_PAN, head_to_mask(value, READ_CHARS_MAX))
+    head = mask_digit_runs(head_to_mask(value, READ_CHARS_MAX))
     if len(value) <= READ_CHARS_MAX and len(head) <= QUOTED_CHARS_MAX:
         return repr(head)  # read whole, and no longer than an id once masked
-    tail = DIGIT_RUN.sub(REDACTED_PAN, tail_to_mask(value, READ_CHARS_MAX))
+    tail = mask_digit_runs(tail_to_mask(value, READ_CHARS_MAX))
     return repr(head[:QUOTED_HEAD_CHARS] + "..." + tail[-QUOTED_TAIL_CHARS:])
 
 

@@ -87,6 +87,21 @@ def test_a_target_that_is_no_host_and_port_is_refused_before_any_call(
 
 
 @pytest.mark.parametrize(
+    ("address", "shown"),
+    [
+        ("192.168.100.200", "192.168.100.200"),  # 12 digits, fails Luhn: no card number
+        ("127.000.000.001", REDACTED_PAN),  # 12 digits, Luhn-valid: may be one
+    ],
+)
+def test_an_ip_address_in_a_refusal_is_shown_unless_it_may_be_a_card_number(
+    address: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["admin", "--target", f"{address}:70000", "check-ledger"])
+    assert f"{TARGET_FORM} '{shown}:70000'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     "command",
     [
         ["admin", "--data-dir", "{data}", "--target", "4111111111111111:50051", "check-ledger"],

@@ -288,7 +288,9 @@ TYPED_CASES: list[tuple[str, str, str]] = [
     ("split by 4 spaces, mistyped", "lost 4111    1111    1111    1112", f"lost {REDACTED_PAN}"),
     ("dotted, not as cards print it", "lost 41.111111.11111112", f"lost {REDACTED_PAN}"),
     ("mixed separators", "lost 4111.1111-1111/1112", f"lost {REDACTED_PAN}"),
-    ("12 digits across dots", "from 192.168.100.200", f"from {REDACTED_PAN}"),
+    ("12 digits across dots", "from 192.168.300.200", f"from {REDACTED_PAN}"),  # a group past 255
+    ("an IPv4 address of 12 digits", "from 192.168.100.200:50051", "from 192.168.100.200:50051"),
+    ("an IPv4 address of 12 digits, Luhn-valid", "from 127.000.000.001", f"from {REDACTED_PAN}"),
     ("11 digits across dots", "from 192.168.100.20", "from 192.168.100.20"),
     ("a dotted date and counter of 12 digits", "close 2026.12.07.0001", f"close {REDACTED_PAN}"),
     ("a dotted date", "close 2026.12.07 at 10.30", "close 2026.12.07 at 10.30"),

@@ -38,7 +38,16 @@ CASES = [
     ("4111/1111/1111/1112", f"'{REDACTED_PAN}'"),
     ("4111    1111    1111    1112", f"'{REDACTED_PAN}'"),
     ("3782.822463.10005", f"'{REDACTED_PAN}'"),  # American Express, as printed (4-6-5)
-    ("192.168.100.200", f"'{REDACTED_PAN}'"),  # 12 digits all the same: no layout tells it apart
+    # An IPv4 address of 12 digits: shown when it fails Luhn, so it cannot be a card number.
+    ("192.168.100.200", "'192.168.100.200'"),
+    ("192.168.100.200:50051", "'192.168.100.200:50051'"),
+    ("010.010.010.010", "'010.010.010.010'"),
+    ("127.000.000.001", f"'{REDACTED_PAN}'"),  # Luhn-valid
+    ("256.168.100.200", f"'{REDACTED_PAN}'"),  # no address: a group past 255
+    ("1.192.168.100.200", f"'{REDACTED_PAN}'"),  # 13 digits
+    ("192.168.100.200.1", f"'{REDACTED_PAN}'"),
+    ("192.168.100 200", f"'{REDACTED_PAN}'"),
+    ("10.10.10.10:50051", "'10.10.10.10:50051'"),
     ("10.1.100.200", "'10.1.100.200'"),
     ("2026.12.07", "'2026.12.07'"),
     ("4111.....1111.....1111", "'4111.....1111.....1111'"),  # 5 apart: no run
