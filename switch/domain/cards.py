@@ -10,8 +10,9 @@ CARD_PREFIX_LENGTH = 6
 QR_SCHEME = "txswitch://card/"
 CARD_NUMBER_GROUPS_MAX = 4  # as printed on the card: four groups of four digits
 _DIGITS = re.compile(r"[0-9]+")  # fullmatch
-# Digit groups split by one space or dash each; a subset of what the log scrubber masks (up to three
-# separators between digits), so a typed number that leaks is still masked.
+# Digit groups split by one space or dash each; a subset of what the log scrubber masks (up to
+# quoting.SEPARATORS_BETWEEN_DIGITS_MAX separators between digits), so a typed number that leaks is
+# still masked.
 _TYPED_CARD_NUMBER = re.compile(rf"[0-9]+(?:[ -][0-9]+){{0,{CARD_NUMBER_GROUPS_MAX - 1}}}")  # fullmatch
 
 

@@ -10,12 +10,20 @@ from switch.domain.cards import is_luhn_valid
 REDACTED_PAN: Final = "[REDACTED-PAN]"
 PAN_DIGITS_MIN: Final = 12
 PAN_DIGITS_MAX: Final = 19
+# Separators between two digits of a card number as a person types or copies it: " - ", a double
+# space, a copy's wider gap. No card prints wider gaps, and a wider bound joins columns of numbers
+# ("1200.00     3400.00", a console's table, which typed text masks whole from 12 digits) into runs
+# and lengthens what every read past a cut reads (TYPED_CARD_NUMBER_CHARS_MAX).
+SEPARATORS_BETWEEN_DIGITS_MAX: Final = 4
 # Digit runs of a card number's length or more, optionally grouped as a person types or copies a card
-# number: by spaces, dashes, dots, underscores or slashes, up to 4 of them between two digits
-# ("4111 1111 1111 1111", "4111 - 1111 ...", "4111.1111.1111.1111", "4111    1111 ...").
-# (11 more digits after the first: PAN_DIGITS_MIN.) The log scrubber and its id check find their runs with it.
-DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ ._/-]{0,4}\d){11,}(?!\d)")
-TYPED_CARD_NUMBER_CHARS_MAX: Final = PAN_DIGITS_MAX + 4 * (PAN_DIGITS_MAX - 1)
+# number: by spaces, dashes, dots, underscores or slashes, up to SEPARATORS_BETWEEN_DIGITS_MAX of
+# them between two digits ("4111 1111 1111 1111", "4111 - 1111 ...", "4111.1111.1111.1111",
+# "4111    1111 ..."). (11 more digits after the first: PAN_DIGITS_MIN.) The log scrubber and its
+# id check find their runs with it.
+DIGIT_RUN: Final = re.compile(
+    rf"(?<!\d)\d(?:[ ._/-]{{0,{SEPARATORS_BETWEEN_DIGITS_MAX}}}\d){{{PAN_DIGITS_MIN - 1},}}(?!\d)"
+)
+TYPED_CARD_NUMBER_CHARS_MAX: Final = PAN_DIGITS_MAX + SEPARATORS_BETWEEN_DIGITS_MAX * (PAN_DIGITS_MAX - 1)
 # Of a caller's value shown whole in a message: the longest id the protocol takes (a transaction's
 # or request's id, a top-up's request id, a PSP reference: 64), so two ids never read the same.
 QUOTED_CHARS_MAX: Final = 64

@@ -294,7 +294,15 @@ TYPED_CASES: list[tuple[str, str, str]] = [
     ("11 digits across dots", "from 192.168.100.20", "from 192.168.100.20"),
     ("a dotted date and counter of 12 digits", "close 2026.12.07.0001", f"close {REDACTED_PAN}"),
     ("a dotted date", "close 2026.12.07 at 10.30", "close 2026.12.07 at 10.30"),
+    # SEPARATORS_BETWEEN_DIGITS_MAX: 4 separators join groups (above), 5 do not
     ("groups 5 separators apart", "lost 4111.....1111.....1111", "lost 4111.....1111.....1111"),
+    ("groups 5 spaces apart", "lost 4111     1111     1111     1112", "lost 4111     1111     1111     1112"),
+    (
+        "a table's amounts 5 spaces apart",
+        "1200.00     3400.00     5600.00",
+        "1200.00     3400.00     5600.00",
+    ),
+    ("a table's amounts 4 spaces apart", "1200.00    3400.00    5600.00", REDACTED_PAN),
 ]
 
 
