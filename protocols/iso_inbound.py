@@ -415,7 +415,7 @@ class InboundHandler:
             return _answer_of(stored)
         original_row = self._core.store.transaction(context.terminal_id, original_id)
         if original_row is None:
-            return self._tombstone(command, context, digest, _retrieval_reference(request))
+            return self._tombstone(command, context, digest, request)
         refusal = refusal_of(original_row)
         if refusal is not None:
             return refusal
@@ -440,7 +440,7 @@ class InboundHandler:
         is refused (25): the MTI each was stored with tells them apart. Nothing is stored for a
         completion refused before the card's turn; its repeat is refused the same way. A refused
         completion is an advice left unanswered (`leave_unanswered`), never answered. One whose
-        reversal came first voids the sale (`_void`).
+        reversal came first voids the sale (`_void`) when that reversal's field 4 is its final amount.
         """
         original = OriginalDataElements.decode(request["90"])
         if mti.first_of(original.mti) != mti.AUTHORIZATION_REQUEST:
@@ -482,8 +482,10 @@ class InboundHandler:
         stored = self._stored_answer(context, command.transaction_id, TransactionType.refund, digest)
         if stored is not None:
             return _answer_of(stored)  # before the status: a repeat gets the first answer
-        if self._reversed_before_arrival(context, place):
-            return self._void(request, context, found)
+        early_reversal = self._reversal_before_arrival(context, place)
+        if early_reversal is not None:
+            refusal = _early_reversal_refusal(request, early_reversal, found.record.currency)
+            return refusal if refusal is not None else self._void(request, context, found)
         if found.status is not TransactionStatus.approved:
             return _Answer(ResponseCode.already_reversed, f"the authorisation is {found.status.value}")
         held = self._hold_completion_place(context, place)
@@ -512,16 +514,20 @@ class InboundHandler:
             return None  # held by this completion's first try
         return _Answer(ResponseCode.already_reversed, "the completion's id is held by another message")
 
-    def _reversed_before_arrival(self, context: TerminalContext, place: TransactionRecord) -> bool:
-        """True when a reversal of this completion came first: acknowledged as of a message never
-        seen, it moved nothing and left its placeholder (a tombstone naming no authorisation) under
-        the completion's id."""
+    def _reversal_before_arrival(
+        self, context: TerminalContext, place: TransactionRecord
+    ) -> TransactionRecord | None:
+        """The placeholder a reversal of this completion left when it came first (a tombstone naming
+        no authorisation, under the completion's id): acknowledged as of a message never seen, it
+        moved nothing. None when no reversal came first."""
         held = self._core.store.transaction(context.terminal_id, place.transaction_id)
-        return (
-            held is not None
-            and held.record.transaction_type == TOMBSTONE_TYPE
-            and not held.record.original_transaction_id
-        )
+        if (
+            held is None
+            or held.record.transaction_type != TOMBSTONE_TYPE
+            or held.record.original_transaction_id
+        ):
+            return None
+        return held.record
 
     def _void(
         self, request: IsoMessage, context: TerminalContext, authorisation: StoredTransaction
@@ -539,11 +545,18 @@ class InboundHandler:
 
         return self._reverse_of(request, context, authorisation.record.transaction_id, refusal)
 
-    def _tombstone(self, command: Reversal, context: TerminalContext, digest: str, reference: str) -> _Answer:
+    def _tombstone(
+        self, command: Reversal, context: TerminalContext, digest: str, request: IsoMessage
+    ) -> _Answer:
         """Acknowledge, and hold the original's id so a late original is refused and moves nothing;
-        held under the reversal's field 37 too, so a late original under another field 7 is as well."""
+        held under the reversal's field 37 too, so a late original under another field 7 is as well,
+        and with the MTI field 90 names and the reversal's field 4, so a late completion is taken as
+        voided only by a reversal of its final amount (`_early_reversal_refusal`)."""
         tombstone = dataclasses.replace(
-            tombstone_of(context.terminal_id, command.original_transaction_id), retrieval_reference=reference
+            tombstone_of(context.terminal_id, command.original_transaction_id),
+            retrieval_reference=_retrieval_reference(request),
+            requested_minor=int(request["4"]),
+            mti=OriginalDataElements.decode(request["90"]).mti,
         )
         record = _nothing_moved(command, context, digest, "original never seen; nothing moved")
         return self._persist(Write(record=record, tombstone=tombstone))
@@ -626,6 +639,30 @@ def _completion_refusal(
         authorised = Money(record.approved_minor, record.currency).format()
         return _Answer(ResponseCode.exceeds_original_amount, f"above the authorised {authorised}")
     return None
+
+
+def _early_reversal_refusal(
+    completion: IsoMessage, placeholder: TransactionRecord, currency: str
+) -> _Answer | None:
+    """Why a reversal that came before this completion does not void it; None when it does.
+
+    Its field 4 is the completion's final amount, as that of one coming after it must be
+    (`_reverse_completion`): another amount means another message, or a part of this one, and
+    voiding would give the card back what the acquirer may still charge. The completion is then
+    refused (left unanswered, nothing moved), as such a reversal coming after it is. A placeholder
+    stored before it kept the MTI and field 4 ("") is taken as a reversal of this completion."""
+    if not placeholder.mti:
+        return None
+    final_minor = int(completion["4"])
+    if placeholder.requested_minor == final_minor:
+        return None
+    reversed_amount, final = (
+        Money(minor, currency).format() for minor in (placeholder.requested_minor, final_minor)
+    )
+    return _Answer(
+        ResponseCode.invalid_amount,
+        f"its reversal, come first, has field 4 {reversed_amount}, not the final {final}",
+    )
 
 
 def _moved_money(found: StoredTransaction) -> bool:

@@ -255,6 +255,41 @@ def test_a_completion_whose_reversal_came_first_voids_the_sale_once(any_world: W
     ledger_clean(world)
 
 
+# One row per 0220 of a 4.00 authorisation on a card of 10.00 whose reversal came first: the final
+# amount, the reversal (acknowledged "nothing moved"), its field 4, the answer to the 0220 and to its
+# 0221 (None: unanswered) and the balance after. The early reversal's field 4 was not kept: the late
+# 0220 voided the sale (gave back all 4.00) whatever amount the reversal named, where a reversal
+# coming after the completion is refused unless its field 4 is the final amount.
+EARLY_REVERSAL_AMOUNT_CASES = [
+    (250, "0420", 250, "00", 1_000),
+    (0, "0400", 0, "00", 1_000),
+    (250, "0420", 400, None, 600),  # the authorisation's amount: not the completion's
+    (250, "0400", 100, None, 600),
+]
+
+
+@pytest.mark.parametrize(
+    ("final_minor", "kind", "amount_minor", "code", "after"), EARLY_REVERSAL_AMOUNT_CASES
+)
+def test_a_completion_whose_reversal_came_first_is_voided_only_by_a_reversal_of_its_final_amount(
+    world: World, final_minor: int, kind: str, amount_minor: int, code: str | None, after: int
+) -> None:
+    card = world.issue(1_000)
+    original = authorisation(card, 400)
+    assert answer_or_none(world, original) is not None
+    completion = completion_of(original, final_minor)
+    early = answer_or_none(world, {**reversal_of(completion, kind=kind), "4": format_amount(amount_minor)})
+    assert early is not None and early["39"] == "00"
+    for message in (completion, {**completion, "t": "0221"}):
+        answer = answer_or_none(world, message)
+        assert (answer or {}).get("39") == code, (message["t"], answer)
+        assert balance(world, card) == after
+    listener = world.server.iso_inbound
+    assert listener is not None
+    assert dict(listener.statistics().advices_unanswered)["original_differs"] == (2 if code is None else 0)
+    ledger_clean(world)
+
+
 def test_a_completion_of_a_declined_authorisation_whose_reversal_came_first_is_left_unanswered(
     world: World,
 ) -> None:
