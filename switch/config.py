@@ -178,8 +178,9 @@ class Settings:
     # The same sweep purges the inbound repeat tables (switch/store/inbound_purge.py): repeat keys a
     # day old and more, and a resend's row (its field 7 naming its first) once inbound_resends_kept_days
     # old: far past the latest completion or reversal a scheme allows (30 days for a pre-authorisation),
-    # as long as top-ups are kept. At most inbound_repeat_rows_purged_max rows a transaction (the write
-    # lock held briefly), inbound_repeat_purge_batches_max transactions a sweep.
+    # as long as top-ups are kept; at least INBOUND_RESENDS_KEPT_DAYS_LOWEST. At most
+    # inbound_repeat_rows_purged_max rows a transaction (the write lock held briefly),
+    # inbound_repeat_purge_batches_max transactions a sweep.
     inbound_resends_kept_days: int = 400
     inbound_repeat_rows_purged_max: int = 1_000
     inbound_repeat_purge_batches_max: int = 100
@@ -363,19 +364,29 @@ FEATURE_SETTINGS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class NumberRange:
-    """The values a number setting takes: above 0 (or 0 too) and at most highest. NaN is none."""
+    """The values a number setting takes: above 0 (or 0 too), at least lowest when it has one, and
+    at most highest. NaN is none."""
 
     zero_allowed: bool
     highest: float
+    lowest: float = 0.0  # above 0: the least a setting whose smaller values lose money may be
 
     def holds(self, value: float) -> bool:
         lowest_held = value >= 0 if self.zero_allowed else value > 0
-        return lowest_held and value <= self.highest
+        return lowest_held and self.lowest <= value <= self.highest
 
     def __str__(self) -> str:
+        if self.lowest > 0:
+            return f"at least {self.lowest:,} and at most {self.highest:,}"
         return f"{'0 or more' if self.zero_allowed else 'positive'} and at most {self.highest:,}"
 
 
+# A resend's row is how a completion or reversal naming the resend's field 7 without field 37 finds
+# its first: purged sooner, a reversal is acknowledged as of a sale never seen (the card stays charged
+# while the acquirer has reversed) and a completion is left unanswered (the card stays charged all the
+# authorisation took). A completion may come 30 days after its pre-authorisation; a day more for
+# the clocks and the sweep's interval.
+INBOUND_RESENDS_KEPT_DAYS_LOWEST = 31
 COUNT_MAX = 2**31 - 1  # grpc and the garbage collector take a count as a C int
 # A year: a longer wait overflows what threads and dates take (10**20 s did), and means forever anyway
 DURATION_S_MAX = 366 * 24 * 3600
@@ -442,7 +453,9 @@ NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "top_up_sweep_retry_s_max": POSITIVE_DURATION_S,
     "top_ups_kept_days": NumberRange(zero_allowed=False, highest=100 * 366),  # dates end at year 9999
     "top_ups_purged_max": POSITIVE_COUNT,
-    "inbound_resends_kept_days": NumberRange(zero_allowed=False, highest=100 * 366),  # as top_ups_kept_days
+    "inbound_resends_kept_days": NumberRange(
+        zero_allowed=False, highest=100 * 366, lowest=INBOUND_RESENDS_KEPT_DAYS_LOWEST
+    ),
     "inbound_repeat_rows_purged_max": POSITIVE_COUNT,
     "inbound_repeat_purge_batches_max": POSITIVE_COUNT,
     "smtp_timeout_s": POSITIVE_DURATION_S,

@@ -293,6 +293,12 @@ def test_serve_refuses_a_port_no_socket_can_have_before_it_starts(
             f"positive and at most 36,600, got {REDACTED_PAN}",
         ),
         (
+            "TXSWITCH_INBOUND_RESENDS_KEPT_DAYS",
+            "1",
+            "inbound_resends_kept_days (TXSWITCH_INBOUND_RESENDS_KEPT_DAYS) must be "
+            "at least 31 and at most 36,600, got 1",
+        ),
+        (
             "TXSWITCH_CARD_PIN_TRIES_MAX",
             "0",
             "card_pin_tries_max (TXSWITCH_CARD_PIN_TRIES_MAX) must be "
@@ -333,6 +339,35 @@ def test_serve_refuses_a_number_setting_out_of_its_range_before_it_starts(
     assert cli.main(["serve", "--data-dir", str(tmp_path / "data"), "--grpc-port", "0"]) == 2
     assert capsys.readouterr().err == f"txswitch serve: {problem}\n"
     assert not (tmp_path / "data").exists()
+
+
+# Purged sooner than a completion may come (30 days after its pre-authorisation), a resend's row no
+# longer found its first: a reversal naming its field 7 was acknowledged as of a sale never seen and
+# moved nothing, the card left charged. Any positive number of days was taken.
+@pytest.mark.parametrize(
+    ("days", "taken"),
+    [
+        (-1, False),
+        (0, False),
+        (1, False),
+        (30, False),
+        (31, True),
+        (400, True),
+        (36_600, True),
+        (36_601, False),
+    ],
+)
+def test_inbound_resends_are_kept_at_least_as_long_as_a_completion_may_come(days: int, taken: bool) -> None:
+    settings = Settings().with_overrides(inbound_resends_kept_days=days)
+    if taken:
+        settings.check()
+        return
+    with pytest.raises(ValueError) as refused:
+        settings.check()
+    assert str(refused.value) == (
+        "inbound_resends_kept_days (TXSWITCH_INBOUND_RESENDS_KEPT_DAYS) must be at least 31 and at most "
+        f"36,600, got {days}"
+    )
 
 
 def test_every_number_setting_has_its_range() -> None:
