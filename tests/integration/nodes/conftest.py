@@ -11,7 +11,8 @@ import pytest
 
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from switch.server import SwitchServer
-from tests.integration.harness import TerminalClient, World, second_node, start_world
+from tests.integration.harness import MERCHANT_EMAIL, TerminalClient, World, second_node, start_world
+from tests.integration.test_inbound_iso import ACQUIRER, ZONE_KEY
 from tests.pg import postgres_schema
 
 
@@ -46,3 +47,10 @@ def two_nodes(tmp_path: Path, max_age_s: float = 0.0, **overrides: object) -> It
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[Nodes]:
     yield from two_nodes(tmp_path)
+
+
+@pytest.fixture
+def iso_nodes(tmp_path: Path) -> Iterator[Nodes]:
+    """Two nodes that take inbound ISO 8583 from ACQUIRER, each on a free port."""
+    acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
+    yield from two_nodes(tmp_path, iso_listen_port=0, iso_inbound_acquirers=acquirers)

@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
-import pytest
 
 from protocols.iso8583 import IsoMessage, decode_message, encode_message, frame
 from switch.server import SwitchServer
-from tests.integration.harness import MERCHANT_EMAIL
-from tests.integration.nodes.conftest import Nodes, two_nodes
-from tests.integration.test_inbound_iso import ACQUIRER, ZONE_KEY, balance, ledger_clean, reversal_of
+from tests.integration.nodes.conftest import Nodes
+from tests.integration.test_inbound_iso import balance, ledger_clean, reversal_of
 from tests.integration.test_inbound_repeats import RESENT_WHEN, sale
 
 ROUNDS = 20
-
-
-@pytest.fixture
-def iso_nodes(tmp_path: Path) -> Iterator[Nodes]:
-    acquirers = f"{ACQUIRER}:{MERCHANT_EMAIL}:{ZONE_KEY.hex()}"
-    yield from two_nodes(tmp_path, iso_listen_port=0, iso_inbound_acquirers=acquirers)
 
 
 def ask(server: SwitchServer, message: IsoMessage, start: threading.Barrier) -> IsoMessage:

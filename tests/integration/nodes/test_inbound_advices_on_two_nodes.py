@@ -1,0 +1,106 @@
+"""One advice (0220, 0420) for one original reaching two nodes at once, as an acquirer's store and
+forward resends it over another link: the money moves once, by the database's conditional update
+of the original, since each node's locks hold only its own requests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from protocols.iso8583 import IsoMessage, decode_message, encode_message, frame
+from switch.server import SwitchServer
+from tests.integration.nodes.conftest import Nodes
+from tests.integration.nodes.test_inbound_resends_on_two_nodes import ask
+from tests.integration.test_inbound_iso import (
+    authorisation,
+    balance,
+    completion_of,
+    financial,
+    ledger_clean,
+    reversal_of,
+)
+
+ROUNDS = 10
+ANSWER_WAIT_S = 30.0
+POLL_S = 0.02
+
+
+def unanswered_total(server: SwitchServer) -> int:
+    listener = server.iso_inbound
+    assert listener is not None
+    return sum(count for _, count in listener.statistics().advices_unanswered)
+
+
+def ask_or_none(server: SwitchServer, message: IsoMessage, start: threading.Barrier) -> IsoMessage | None:
+    """`ask`, but None once the node has counted it left unanswered (an advice not applied)."""
+    listener = server.iso_inbound
+    assert listener is not None
+    left_before = unanswered_total(server)
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=ANSWER_WAIT_S) as sock:
+        start.wait(timeout=ANSWER_WAIT_S)
+        sock.sendall(frame(encode_message(message)))
+        sock.settimeout(POLL_S)
+        deadline = time.monotonic() + ANSWER_WAIT_S
+        while True:
+            try:
+                header = sock.recv(2)
+                break
+            except TimeoutError:
+                if unanswered_total(server) > left_before:
+                    return None
+                assert time.monotonic() < deadline, "neither answered nor left unanswered"
+        sock.settimeout(ANSWER_WAIT_S)
+        assert len(header) == 2, "switch closed the connection"
+        length = int.from_bytes(header, "big")
+        data = b""
+        while len(data) < length:
+            chunk = sock.recv(length - len(data))
+            assert chunk, "switch closed the connection"
+            data += chunk
+    return decode_message(data)
+
+
+def repeat_of(advice: IsoMessage) -> IsoMessage:
+    """The 0221/0421 of an 0220/0420."""
+    return {**advice, "t": advice["t"][:3] + "1"}
+
+
+def on_both_at_once(nodes: Nodes, pool: ThreadPoolExecutor, message: IsoMessage) -> list[str | None]:
+    """The answers (field 39, None: unanswered) of node A and node B to `message`, sent to both at once
+    (the second as its repeat)."""
+    start = threading.Barrier(2)
+    futures = [
+        pool.submit(ask_or_none, nodes.world.server, message, start),
+        pool.submit(ask_or_none, nodes.node_b, repeat_of(message), start),
+    ]
+    return [None if answer is None else answer["39"] for answer in (f.result() for f in futures)]
+
+
+def test_one_advice_on_two_nodes_at_once_moves_money_once(iso_nodes: Nodes) -> None:
+    world = iso_nodes.world
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for round_number in range(ROUNDS):
+            card = world.issue(1_000)
+            sale = financial(card, 300)  # 0200: reversed by the advice
+            assert ask(world.server, sale, threading.Barrier(1))["39"] == "00"
+            original = authorisation(card, 400)  # 0100: completed, then the sale voided
+            assert ask(world.server, original, threading.Barrier(1))["39"] == "00"
+            assert balance(world, card) == 300
+            completion = completion_of(original, 250)
+            steps = [
+                (reversal_of(sale, kind="0420"), 600),  # the 0200's 3.00 back, once
+                (completion, 750),  # 1.50 of the 0100's 4.00 back, once
+                (reversal_of(completion, kind="0420"), 1_000),  # the final 2.50 back: the sale voided
+            ]
+            for advice, after in steps:
+                codes = on_both_at_once(iso_nodes, pool, advice)
+                assert balance(world, card) == after, (round_number, advice["t"], codes)
+                assert "00" in codes, (round_number, advice["t"], codes)
+                # One left unanswered (its write lost to the other node's) is answered when repeated
+                if None in codes:
+                    again = ask(iso_nodes.node_b, repeat_of(advice), threading.Barrier(1))
+                    assert again["39"] == "00", (round_number, advice["t"])
+                    assert balance(world, card) == after, round_number
+    ledger_clean(world)
