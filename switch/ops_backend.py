@@ -220,7 +220,12 @@ class SwitchOpsBackend:
         card_id = self._card_id(card_ref)
         if card_id is None:
             return ActionResult(False, "no such card")
-        state = self._core.set_card_status(card_id, CardStatus.blocked, "blocked from the ops console", actor)
+        try:
+            state = self._core.set_card_status(
+                card_id, CardStatus.blocked, "blocked from the ops console", actor
+            )
+        except AdminError as error:
+            return _refused(error)
         return ActionResult(True, f"card {state.card_id} ({state.masked}) {state.status.value}")
 
     def unblock_card(self, card_ref: str, actor: str) -> ActionResult:
@@ -231,9 +236,12 @@ class SwitchOpsBackend:
             return ActionResult(False, "no such card")
         if self._core.store.card_replaced_by(card_id):
             return ActionResult(False, "a replaced card stays blocked")
-        state = self._core.set_card_status(
-            card_id, CardStatus.active, "unblocked from the ops console", actor
-        )
+        try:
+            state = self._core.set_card_status(
+                card_id, CardStatus.active, "unblocked from the ops console", actor
+            )
+        except AdminError as error:
+            return _refused(error)
         return ActionResult(True, f"card {state.card_id} ({state.masked}) {state.status.value}")
 
     def replace_card(self, lost_card_ref: str, new_card_ref: str, actor: str) -> ActionResult:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from ops.console_commands import Outcome
+from switch.admin import AdminStateError, AdminUnavailableError
+from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.store.journal import Write, WriteResult
 from tests.integration.harness import hold_sqlite_write_lock
@@ -64,3 +66,45 @@ def test_a_command_refused_for_a_fault_that_may_pass_exits_75_and_says_to_send_i
         if str(record["command"]).startswith("cards replace ")
     ]
     assert outcomes == [("started", None), ("unavailable", 75), ("started", None), ("ok", 0)], outcomes
+
+
+# (command, what the switch raises, exit status, how stderr starts). No AdminError is raised on
+# the block or unblock path today (a journal refusal there is the card actor's RuntimeError), so
+# the switch's refusal is put in its set_card_status: the console's words and status for it are
+# what is tested.
+CARD_STATUS_REFUSALS = [
+    ("cards block", AdminStateError("the card is being replaced"), 1, "failed: the card is being replaced"),
+    ("cards unblock", AdminStateError("the card is being replaced"), 1, "failed: the card is being replaced"),
+    ("cards block", AdminUnavailableError("the journal is full"), 75, "unavailable, not done: the journal"),
+    ("cards unblock", AdminUnavailableError("the journal is full"), 75, "unavailable, not done: the journal"),
+]
+
+
+def test_a_block_or_unblock_the_switch_refuses_ends_failed_or_unavailable_not_error(
+    console_world: ConsoleWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It ended `error`, exit 70, "failed inside the switch": a refusal read as a bug in the switch."""
+    world = console_world.world
+    number = world.issue(1_000)
+    refusals = iter(error for _, error, _, _ in CARD_STATUS_REFUSALS)
+
+    def refuse(*_args: object) -> CardState:
+        raise next(refusals)
+
+    monkeypatch.setattr(world.server.core, "set_card_status", refuse)
+    results = console_world.run(
+        console_world.keys.operator, *(f"{command} {number}" for command, _, _, _ in CARD_STATUS_REFUSALS)
+    )
+    for (command, _, exit_status, stderr_start), result in zip(CARD_STATUS_REFUSALS, results, strict=True):
+        assert (result.exit_status, result.stderr.startswith(stderr_start)) == (exit_status, True), (
+            command,
+            result,
+        )
+        assert number not in result.stderr
+    records = [json.loads(line) for line in console_world.audit_path.read_text().splitlines()]
+    audited = [
+        record["exit_status"]
+        for record in records
+        if str(record["command"]).startswith("cards ") and record["outcome"] != "started"
+    ]
+    assert audited == [exit_status for _, _, exit_status, _ in CARD_STATUS_REFUSALS], audited
