@@ -8,6 +8,7 @@ import itertools
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import grpc
 import pytest
 from aiosmtpd.controller import Controller
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import event
 
 from ops.console_auth import AuthorizedKeys
 from ops.console_commands import Outcome
@@ -24,8 +26,10 @@ from ops.logs import holds_card_number
 from ops.ssh import asyncssh
 from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import CardStatus, mask
+from switch.store.journal import PeriodClose, Write, WriteResult
+from switch.store.repository import DAY_CLOSES_LISTED_DEFAULT
 from terminal_sim.processes import free_port
-from tests.integration.harness import new_txn
+from tests.integration.harness import World, new_txn
 from tests.integration.test_receipts import Mailbox
 from tests.ops.conftest import (
     CLIENT_TIMEOUT_S,
@@ -118,6 +122,44 @@ def test_day_close_list_pages_back_through_older_closes(console_world: ConsoleWo
     assert_ok(all_of_them, "#1", "#2", "#3", "#4  opened")
     assert "older closes" not in all_of_them.stdout
     assert_ok(none_before, f"no day closes for {tid} before #1")
+
+    # Past a page of the default size: `terminals show` names the newest close, read alone; it read
+    # the newest 100 closes, totals and all, for their highest number.
+    _close_periods(world, tid, DAY_CLOSES_LISTED_DEFAULT)
+    closes_read: list[str] = []
+
+    def read(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "totals_json" in statement and "FROM day_closes" in statement:
+            closes_read.append(statement)
+
+    engine = world.server.core.store.engine
+    event.listen(engine, "before_cursor_execute", read)
+    try:
+        show = console_world.run_one(console_world.keys.viewer, f"terminals show {tid}")
+    finally:
+        event.remove(engine, "before_cursor_execute", read)
+    assert_ok(show, f"day closes    {3 + DAY_CLOSES_LISTED_DEFAULT}\n")
+    assert closes_read == [], closes_read
+
+
+def _close_periods(world: World, terminal_id: str, count: int) -> None:
+    """count closes of the terminal's periods through the journal, in one go: no gRPC round trip each."""
+    info = world.server.core.store.terminal(terminal_id)
+    assert info is not None
+    landed: list[WriteResult] = []
+    all_landed = threading.Event()
+
+    def done(result: WriteResult) -> None:
+        landed.append(result)
+        if len(landed) == count:
+            all_landed.set()
+
+    for period_number in range(info.period_number, info.period_number + count):
+        moment = info.period_opened_at + datetime.timedelta(seconds=period_number)
+        close = PeriodClose(terminal_id, new_txn(), period_number, moment, moment)
+        assert world.server.core.writer.submit(Write(period_close=close), done)
+    assert all_landed.wait(CLIENT_TIMEOUT_S), f"{len(landed)} of {count} closes landed"
+    assert all(result.ok for result in landed), [result.problem for result in landed if not result.ok]
 
 
 def test_status_says_how_many_location_changes_wait_for_the_operator(console_world: ConsoleWorld) -> None:
