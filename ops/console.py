@@ -122,6 +122,13 @@ def _source_address(connection: asyncssh.SSHServerConnection) -> str:
     return caller_address(f"ipv4:{host}:{peer[1]}")
 
 
+@dataclass(frozen=True, slots=True)
+class _CommandInFlight:
+    caller: Caller
+    line: str
+    mode: str
+
+
 class _ConsoleSSHServer(asyncssh.SSHServer):
     """One per connection: public keys only, and the key decides the caller's role."""
 
@@ -199,6 +206,10 @@ class OpsConsole:
         # Times of each address's recent new connections; least recently arrived first.
         self._arrivals: dict[str, collections.deque[float]] = {}  # on the loop thread only
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
+        # Commands handed to the workers whose outcome is not yet audited, with what their audit
+        # line needs: those the stop cancels still waiting for a worker are audited not_run then.
+        self._commands_in_flight: dict[concurrent.futures.Future[CommandResult], _CommandInFlight] = {}
+        self._commands_lock = threading.Lock()
         self._port = 0
 
     @property
@@ -209,6 +220,11 @@ class OpsConsole:
     def host_key_fingerprint(self) -> str:
         fingerprint: str = self._host_key.get_fingerprint()
         return fingerprint
+
+    def commands_in_flight(self) -> int:
+        """Commands handed to the backend workers (running or waiting for one) not yet answered."""
+        with self._commands_lock:
+            return len(self._commands_in_flight)
 
     def start(self) -> int:
         """Listen; returns the bound port (useful when configured with port 0)."""
@@ -252,7 +268,28 @@ class OpsConsole:
         if self._workers is not None:
             # A backend call stuck past its timeout must not hold the shutdown.
             self._workers.shutdown(wait=False, cancel_futures=True)
+            self._audit_cancelled()
         self._loop = self._thread = self._workers = None
+
+    def _audit_cancelled(self) -> None:
+        """A not_run line for each command the stop cancelled while it waited for a worker: its
+        session is gone with the loop, and the audit log showed nothing of it."""
+        with self._commands_lock:
+            cancelled = list(self._commands_in_flight.items())
+            self._commands_in_flight.clear()
+        for running, command in cancelled:
+            if not running.cancelled():
+                continue
+            try:
+                self.audit.record(
+                    command.caller,
+                    command.line,
+                    Outcome.not_run.name,
+                    mode=command.mode,
+                    exit_status=Outcome.not_run.exit_status,
+                )
+            except OSError:
+                log.exception("console audit line not written", extra={"outcome": Outcome.not_run.name})
 
     async def _listen(self) -> None:
         self._acceptor = await asyncssh.create_server(
@@ -476,7 +513,9 @@ class OpsConsole:
             self.audit.record(caller, line, AUDIT_STARTED, mode=mode)
 
         assert self._workers is not None, "console not started"
-        running = self._workers.submit(execute, line, caller, self._backend, audit_start)
+        with self._commands_lock:
+            running = self._workers.submit(execute, line, caller, self._backend, audit_start)
+            self._commands_in_flight[running] = _CommandInFlight(caller, line, mode)
         try:
             # Shielded: wait_for's cancel at the timeout took a command still queued off the queue
             # without a word, and the operator was told it may still complete; _past_timeout says which.
@@ -485,6 +524,8 @@ class OpsConsole:
             )
         except TimeoutError:
             result = self._past_timeout(running)
+        with self._commands_lock:  # audited below from here, not by the stop
+            del self._commands_in_flight[running]
         try:
             # Not on the backend workers: when every one of them waits on a command the switch
             # does not answer, a timed-out command's line waited with them, and its operator too.

@@ -145,3 +145,54 @@ def _wait_blocked(world: World, cards: list[str]) -> None:
     ):
         assert time.monotonic() < deadline_s, "the timed-out blocks never completed"
         time.sleep(0.05)
+
+
+def test_a_command_the_stop_cancels_while_it_waits_for_a_worker_is_audited_not_run(
+    bare_world: World, keys: Keys, tmp_path: Path
+) -> None:
+    """Every worker held by a block the database keeps waiting, one more command queued behind them:
+    the console's stop cancels it (it never runs) and its session goes with the loop. The audit log
+    showed nothing of it; it shows it not_run, exit 75."""
+    cards = [bare_world.issue(1_000) for _ in range(BACKEND_WORKERS_MAX)]
+    queued = bare_world.issue(1_000)
+    database = bare_world.server.settings.data_dir / "txswitch.sqlite"
+    audit_path = tmp_path / "ops-audit.jsonl"
+    other_writer = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    other_writer.execute("BEGIN IMMEDIATE")
+    try:
+        # A timeout longer than the test: only the stop ends the commands' wait.
+        with console_of(bare_world, keys, audit_path, backend_call_timeout_s=60.0) as console:
+
+            async def stop_with_one_queued() -> None:
+                sessions = [
+                    asyncio.create_task(exec_commands(console.port, keys.operator, [f"cards block {card}"]))
+                    for card in cards
+                ]
+                await _until_audited(audit_path, "started", len(cards))  # every worker holds one
+                sessions.append(
+                    asyncio.create_task(exec_commands(console.port, keys.operator, [f"cards block {queued}"]))
+                )
+                await _until_in_flight(console, len(cards) + 1)
+                await asyncio.to_thread(console.stop)
+                await asyncio.gather(*sessions, return_exceptions=True)  # their connections closed
+
+            asyncio.run(stop_with_one_queued())
+    finally:
+        other_writer.execute("COMMIT")
+        other_writer.close()
+    records = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    # The audit log masks the card numbers: the queued block is the one line not started.
+    blocks = [(r["outcome"], r["exit_status"]) for r in records if r["command"].startswith("cards block ")]
+    assert sorted(blocks) == [("not_run", 75)] + [("started", None)] * len(cards), blocks
+    _wait_blocked(bare_world, cards)  # the running ones complete once the lock goes
+    queued_id = bare_world.server.core.cards.card_id(queued)
+    assert queued_id
+    assert bare_world.server.core.store.card_state(queued_id).status is CardStatus.active
+
+
+async def _until_in_flight(console: OpsConsole, count: int) -> None:
+    """Until count commands are handed to the workers: a queued one leaves no line to wait for."""
+    deadline_s = time.monotonic() + WORKERS_LOCK_HELD_S
+    while console.commands_in_flight() < count:
+        assert time.monotonic() < deadline_s, f"fewer than {count} commands in flight"
+        await asyncio.sleep(0.02)
