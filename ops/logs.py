@@ -44,10 +44,10 @@ _DIGIT_GROUP: Final = re.compile(r"\d+")
 # and a counter (20261207-0001, 12 digits) stay usable as an id.
 ID_PAN_DIGITS_MIN: Final = 13
 # The runs the scrubber and the id check look at, quoted's (quoting.DIGIT_RUN): digit groups as a person
-# may split a card number, by up to 4 spaces, dashes, dots, underscores or slashes ("4111.1111.1111.1111",
-# "4111    1111 ..."), from PAN_DIGITS_MIN digits. One scan of a text finds them all. The id check
-# judges a run from ID_PAN_DIGITS_MIN digits only, and across dots, underscores, slashes and long gaps
-# only the layouts cards print (_printed_span_holds_pan).
+# may split a card number, by up to 4 spaces, tabs, dashes, dots, underscores or slashes
+# ("4111.1111.1111.1111", "4111    1111 ..."), from PAN_DIGITS_MIN digits. One scan of a text finds them
+# all. The id check judges a run from ID_PAN_DIGITS_MIN digits only, and across tabs, dots, underscores,
+# slashes and long gaps only the layouts cards print (_printed_span_holds_pan).
 _DIGIT_RUN: Final = quoting.DIGIT_RUN
 # Digit groups joined by up to 3 spaces or dashes, as a card number is typed, from PAN_DIGITS_MIN
 # digits: the parts of a _DIGIT_RUN run the scrubber judges each as a whole (_looks_like_pan).
@@ -60,8 +60,10 @@ _SPACED_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]{0,3}\d){11,}(?!\d)")
 # seen. The cost of every card length: a uuid4's hex, whose letters glue most runs, is refused 1 time
 # in 185 rather than 1 in 410 when only 16-digit card numbers were seen glued.
 GLUED_DIGITS_MAX: Final = 3
-# A separator _SPACED_RUN does not take.
-_PRINTED_ONLY_SEPARATOR: Final = re.compile(r"[._/]|[ -]{4}")
+# A separator _SPACED_RUN does not take. A tab is one: it parts a table's columns, rows of numbers
+# of which any span of groups passes Luhn 1 time in 10, and a card number pasted from cells is laid
+# out as cards print it.
+_PRINTED_ONLY_SEPARATOR: Final = re.compile(r"[\t._/]|[ -]{4}")
 # "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text. The digit runs are masked first: a
 # value masked so ("pan=[REDACTED-PAN]") is one value, its "]" too, not cut at it.
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
@@ -207,8 +209,9 @@ def _redact_digit_run(match: re.Match[str]) -> str:
     run = match.group(0)
     if _PRINTED_ONLY_SEPARATOR.search(run) is None:
         return REDACTED_PAN if _looks_like_pan(run) or _glued_to_letters_holds_pan(match) else run
-    # Dots, underscores, slashes and long gaps join IP addresses, versions, dates and decimals too:
-    # across them only the layouts cards print are judged, and each part as _SPACED_RUN's run.
+    # Tabs, dots, underscores, slashes and long gaps join IP addresses, versions, dates, decimals and
+    # a table's columns too: across them only the layouts cards print are judged, and each part as
+    # _SPACED_RUN's run.
     if _printed_span_holds_pan(_DIGIT_GROUP.findall(run)) or _glued_to_letters_holds_pan(match):
         return REDACTED_PAN
     return _SPACED_RUN.sub(_redact_spaced_run, run)
@@ -224,7 +227,7 @@ def scrub_text(text: str, *, typed: bool = False) -> str:
 
     Most values in a log line are short ids and codes: a text shorter than the shortest PAN holds
     no digit run to look at, and one without "=" or ":" no assignment, so neither pass runs there.
-    A card number split by dots, underscores, slashes or 4 spaces is masked when laid out as cards
+    A card number split by tabs, dots, underscores, slashes or 4 spaces is masked when laid out as cards
     print it and Luhn-valid (_redact_digit_run).
     `typed`: text a person typed (a console command, a block reason), where a card number may be
     mistyped and split by any of those separators: every run of 12 or more digits is masked, Luhn-valid

@@ -15,13 +15,20 @@ PAN_DIGITS_MAX: Final = 19
 # ("1200.00     3400.00", a console's table, which typed text masks whole from 12 digits) into runs
 # and lengthens what every read past a cut reads (TYPED_CARD_NUMBER_CHARS_MAX).
 SEPARATORS_BETWEEN_DIGITS_MAX: Final = 4
+# What separates a card number's groups as a person types, copies or pastes it: a space, a tab (a
+# spreadsheet's cells pasted as text, a console line), a dot, an underscore, a slash or a dash. Not a
+# line break (nor \r, \v, \f): a value typed or pasted into one field or command is one line, and no
+# card prints its number across two; while text of many lines (a traceback, a console's table, rows
+# pasted in a reason) often ends a line and starts the next with digits, which typed text would mask
+# from 12 digits joined, Luhn-valid or not.
+SEPARATOR_CHARS: Final = r" \t._/-"  # of a regex class, the dash last
 # Digit runs of a card number's length or more, optionally grouped as a person types or copies a card
-# number: by spaces, dashes, dots, underscores or slashes, up to SEPARATORS_BETWEEN_DIGITS_MAX of
-# them between two digits ("4111 1111 1111 1111", "4111 - 1111 ...", "4111.1111.1111.1111",
+# number: by SEPARATOR_CHARS, up to SEPARATORS_BETWEEN_DIGITS_MAX of them between two digits
+# ("4111 1111 1111 1111", "4111 - 1111 ...", "4111.1111.1111.1111", "4111\t1111\t...",
 # "4111    1111 ..."). (11 more digits after the first: PAN_DIGITS_MIN.) The log scrubber and its
 # id check find their runs with it.
 DIGIT_RUN: Final = re.compile(
-    rf"(?<!\d)\d(?:[ ._/-]{{0,{SEPARATORS_BETWEEN_DIGITS_MAX}}}\d){{{PAN_DIGITS_MIN - 1},}}(?!\d)"
+    rf"(?<!\d)\d(?:[{SEPARATOR_CHARS}]{{0,{SEPARATORS_BETWEEN_DIGITS_MAX}}}\d){{{PAN_DIGITS_MIN - 1},}}(?!\d)"
 )
 TYPED_CARD_NUMBER_CHARS_MAX: Final = PAN_DIGITS_MAX + SEPARATORS_BETWEEN_DIGITS_MAX * (PAN_DIGITS_MAX - 1)
 # Of a caller's value shown whole in a message: the longest id the protocol takes (a transaction's
@@ -33,9 +40,9 @@ QUOTED_TAIL_CHARS: Final = QUOTED_CHARS_MAX - QUOTED_HEAD_CHARS
 READ_CHARS_MAX: Final = QUOTED_CHARS_MAX + TYPED_CARD_NUMBER_CHARS_MAX
 # The digits (and their separators) that end a text, from the first: a run the read's end cut;
 # and those that start it, to the last: a run the read's start cut.
-_TRAILING_RUN: Final = re.compile(r"\d[\d ._/-]*\Z")
-_LEADING_RUN: Final = re.compile(r"\A[\d ._/-]*\d")
-_RUN_CHAR: Final = re.compile(r"[\d ._/-]")
+_TRAILING_RUN: Final = re.compile(rf"\d[\d{SEPARATOR_CHARS}]*\Z")
+_LEADING_RUN: Final = re.compile(rf"\A[\d{SEPARATOR_CHARS}]*\d")
+_RUN_CHAR: Final = re.compile(rf"[\d{SEPARATOR_CHARS}]")
 # A DIGIT_RUN run that is an IPv4 address has 12 digits ("192.168.100.200"), a card number's least:
 # shown when it fails Luhn, as no card number can then be in it (a card is not typed as four groups of
 # three digits each up to 255).

@@ -79,6 +79,8 @@ ID_CASES: list[tuple[str, bool]] = [
     ("pos_4111_1111_1111_1111", True),
     ("4111/1111/1111/1111", True),
     ("4111    1111    1111    1111", True),
+    ("4111\t1111\t1111\t1111", True),  # pasted from a spreadsheet's cells
+    ("pos\t3782\t822463\t10005", True),
     ("3782.822463.10005", True),
     ("2026/12/07/0001", False),
     ("2026.12.07.000001.0001", False),
@@ -180,6 +182,9 @@ CARD_DATA_CASES: list[tuple[str, str, tuple[object, ...], dict[str, object], tup
     ("underscored pan", "card_4111_1111_1111_1111", (), {}, ("4111_1111_1111_1111",)),
     ("slashed pan", "card 4111/1111/1111/1111", (), {}, ("4111/1111/1111/1111",)),
     ("pan split by 4 spaces", "card 4111    1111    1111    1111", (), {}, ("1111    1111",)),
+    # A JSON line escapes a tab: the secret as the line would show it.
+    ("tab-separated pan", "card 4111\t1111\t1111\t1111", (), {}, ("1111\\t1111",)),
+    ("tab-separated pan field", "x", (), {"note": "4111\t1111\t1111\t1111"}, ("1111\\t1111",)),
     ("pan glued to digits", f"ref 2026{PAN_16}99", (), {}, (PAN_16,)),
     ("track2 in message", f"raw {TRACK2}", (), {}, (PAN_16,)),
     ("pin assignment", "employee pin=4321 refused", (), {}, ("4321",)),
@@ -269,6 +274,9 @@ HARMLESS_CASES = [
     ("a decimal", "took 1765119034.123456 s"),
     ("a dotted date and counter", "close 2026.12.07.0001"),
     ("words with pin inside", "spinning up 4 actors; company pinned"),
+    # Luhn-valid across its cells, as a spaced run is masked: a tab parts a table's columns, so only
+    # layouts cards print are judged across it.
+    ("a table's row, tab-separated", "120\t340\t560\t780\t160"),
 ]
 
 
@@ -288,6 +296,10 @@ TYPED_CASES: list[tuple[str, str, str]] = [
     ("split by 4 spaces, mistyped", "lost 4111    1111    1111    1112", f"lost {REDACTED_PAN}"),
     ("dotted, not as cards print it", "lost 41.111111.11111112", f"lost {REDACTED_PAN}"),
     ("mixed separators", "lost 4111.1111-1111/1112", f"lost {REDACTED_PAN}"),
+    ("tab-separated, mistyped", "block 4111\t1111\t1111\t1112 lost", f"block {REDACTED_PAN} lost"),
+    ("a tab and spaces, mistyped", "block 4111 \t 1111\t1111\t1112", f"block {REDACTED_PAN}"),
+    # lines are not joined (quoting.SEPARATOR_CHARS): rows of numbers, one a line
+    ("rows of amounts, one a line", "1200\n3400\n5600\n7800", "1200\n3400\n5600\n7800"),
     ("12 digits across dots", "from 192.168.300.200", f"from {REDACTED_PAN}"),  # a group past 255
     ("an IPv4 address of 12 digits", "from 192.168.100.200:50051", "from 192.168.100.200:50051"),
     ("an IPv4 address of 12 digits, Luhn-valid", "from 127.000.000.001", f"from {REDACTED_PAN}"),

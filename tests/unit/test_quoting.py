@@ -37,6 +37,9 @@ CASES = [
     ("pos_4111_1111_1111_1112", f"'pos_{REDACTED_PAN}'"),
     ("4111/1111/1111/1112", f"'{REDACTED_PAN}'"),
     ("4111    1111    1111    1112", f"'{REDACTED_PAN}'"),
+    ("4111\t1111\t1111\t1111", f"'{REDACTED_PAN}'"),  # pasted from a spreadsheet's cells
+    ("4111\t1111\t1111\t1112", f"'{REDACTED_PAN}'"),
+    ("pos\t4111 \t 1111\t1111\t1112\tok", f"'pos\\t{REDACTED_PAN}\\tok'"),
     ("3782.822463.10005", f"'{REDACTED_PAN}'"),  # American Express, as printed (4-6-5)
     # An IPv4 address of 12 digits: shown when it fails Luhn, so it cannot be a card number.
     ("192.168.100.200", "'192.168.100.200'"),
@@ -51,6 +54,8 @@ CASES = [
     ("10.1.100.200", "'10.1.100.200'"),
     ("2026.12.07", "'2026.12.07'"),
     ("4111.....1111.....1111", "'4111.....1111.....1111'"),  # 5 apart: no run
+    # Lines are not joined: rows of numbers, one a line (quoting.SEPARATOR_CHARS).
+    ("1200\n3400\n5600", "'1200\\n3400\\n5600'"),
     ("123456789012", f"'{REDACTED_PAN}'"),  # 12 digits: as short as a card number may be
     ("12345678901", "'12345678901'"),  # 11: a number, not a card's
     ("tup_0000aaaa0000aaaa", "'tup_0000aaaa0000aaaa'"),
@@ -70,9 +75,13 @@ CASES = [
     # A long run masked shrinks the text, bringing a card number cut by the head's read into view:
     # the cut part is masked too, none of its digits shown; and the same at the tail's read.
     ("1" * 200 + "x" + "4111111111111111" + LONG, f"'{REDACTED_PAN}...{'x' * QUOTED_TAIL_CHARS}'"),
-    # The same with a dotted card number, of which the head's read holds 11 digits.
+    # The same with a dotted card number, of which the head's read holds 11 digits; a tabbed one.
     (
         "1" * (READ_CHARS_MAX - 14) + "x" + "4111.1111.1111.1111" + LONG,
+        f"'{REDACTED_PAN}x{REDACTED_PAN}...{'x' * QUOTED_TAIL_CHARS}'",
+    ),
+    (
+        "1" * (READ_CHARS_MAX - 14) + "x" + "4111\t1111\t1111\t1111" + LONG,
         f"'{REDACTED_PAN}x{REDACTED_PAN}...{'x' * QUOTED_TAIL_CHARS}'",
     ),
     (
@@ -113,7 +122,7 @@ def test_no_seven_digits_of_a_card_number_are_shown_whatever_surrounds_it() -> N
     # Seeded: card numbers (digits 1-4, grouped or not) among runs of 9s, letters and separators,
     # at every distance from the cut. Main before the fix showed 7 to 11 of the card's digits in
     # about one value in 10,000.
-    card_digits = re.compile(r"[1-4](?:[ ._/-]{0,4}[1-4]){6,}")
+    card_digits = re.compile(r"[1-4](?:[ \t._/-]{0,4}[1-4]){6,}")
     random = Random(7)
 
     def filler(chars_min: int) -> str:
@@ -123,7 +132,7 @@ def test_no_seven_digits_of_a_card_number_are_shown_whatever_surrounds_it() -> N
         return "".join(parts)
 
     for _ in range(30_000):
-        separator = random.choice(["", " ", "-", " - ", "   ", ".", "_", "/", "    "])
+        separator = random.choice(["", " ", "-", " - ", "   ", ".", "_", "/", "    ", "\t", " \t"])
         card = separator.join(random.choice("1234") for _ in range(random.randint(12, 19)))
         value = filler(random.randint(0, 160)) + card + filler(random.randint(0, 60))
-        assert card_digits.search(quoted(value)) is None, value
+        assert card_digits.search(quoted(value).replace("\\t", "\t")) is None, value  # a tab, unescaped
