@@ -64,11 +64,18 @@ GLUED_DIGITS_MAX: Final = 3
 # of which any span of groups passes Luhn 1 time in 10, and a card number pasted from cells is laid
 # out as cards print it.
 _PRINTED_ONLY_SEPARATOR: Final = re.compile(r"[\t._/]|[ -]{4}")
-# "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text. The digit runs are masked first: a
-# value masked so ("pan=[REDACTED-PAN]") is one value, its "]" too, not cut at it.
+# What may close the structure a named value stands in ("[pin=1234]", "(cvv=123)", "pin=1234, ok"):
+# the value's end only where nothing of the value follows (whitespace, the text's end or another of
+# them), else part of it ("pin=12]34", "password=se,cret"; "a=1,pin=1234,b=2" hides "b=2" too).
+_VALUE_CLOSERS: Final = r",;\"'})\]"
+# "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text: an unquoted value up to whitespace or a
+# closer (_VALUE_CLOSERS), a quoted one up to its closing quote, spaces and all ('"pin": "12 34"'). The
+# digit runs are masked first: a value masked so ("pan=[REDACTED-PAN]") is one value, its "]" too.
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
-    r"(?i)\b(pan|pin|pin_?block|track_?[12]|track_?data|cvv2?|cvc2?|card_?number|password)"
-    rf"(\"?\s*[=:]\s*\"?)((?:{re.escape(REDACTED_PAN)}|[^\s,;\"'}}\]])+)"
+    r"(?i)\b(?P<name>pan|pin|pin_?block|track_?[12]|track_?data|cvv2?|cvc2?|card_?number|password)"
+    r"(?P<separator>\"?\s*[=:]\s*)"
+    r"(?:\"(?P<quoted>(?:[^\"\\\n]|\\.)*)(?P<close>\"?)"
+    rf"|(?:{re.escape(REDACTED_PAN)}|[^\s{_VALUE_CLOSERS}]|[{_VALUE_CLOSERS}]+(?=[^\s{_VALUE_CLOSERS}]))+)"
 )
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
@@ -236,8 +243,15 @@ def scrub_text(text: str, *, typed: bool = False) -> str:
     if len(text) >= PAN_DIGITS_MIN:
         text = _DIGIT_RUN.sub(quoting.masked_run if typed else _redact_digit_run, text)
     if "=" in text or ":" in text:
-        text = _SENSITIVE_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+        text = _SENSITIVE_ASSIGNMENT.sub(_redact_assignment, text)
     return text
+
+
+def _redact_assignment(match: re.Match[str]) -> str:
+    name, separator = match.group("name", "separator")
+    if match.group("quoted") is None:
+        return f"{name}{separator}{REDACTED}"
+    return f'{name}{separator}"{REDACTED}{match.group("close")}'
 
 
 @functools.lru_cache(maxsize=4096)  # field names come from our code: a few dozen, asked per line

@@ -254,6 +254,23 @@ ASSIGNMENT_CASES: list[tuple[str, str, str]] = [
     ("pan before letters", f"pan={PAN_16}abc end", f"pan={REDACTED} end"),
     ("quoted card_number", f'{{"card_number": "{PAN_16}"}}', f'{{"card_number": "{REDACTED}"}}'),
     ("in brackets", "[pin=4321]", f"[pin={REDACTED}]"),
+    ("in parentheses", "(cvv=737)", f"(cvv={REDACTED})"),
+    ("brackets inside", "[[pin=4321]]", f"[[pin={REDACTED}]]"),
+    # A closer with more of the value after it is part of the value: hidden whole.
+    ("pin with a bracket", "pin=12]34 refused", f"pin={REDACTED} refused"),
+    ("cvv with a bracket", "[cvv=7]37]", f"[cvv={REDACTED}]"),
+    ("pin with brackets", "pin=12]]34", f"pin={REDACTED}"),
+    ("pin_block with a brace", "pin_block=0412}34FFFFFFFFFF", f"pin_block={REDACTED}"),
+    ("pin with a semicolon", "pin=12;34", f"pin={REDACTED}"),
+    ("pin with a quote", "pin=12'34", f"pin={REDACTED}"),
+    ("password with a comma", "password=se,cret ok", f"password={REDACTED} ok"),
+    ("track2 from its start sentinel", f"track2={TRACK2} x", f"track2={REDACTED} x"),
+    ("what follows without a space", "a=1,pin=4321,b=2", f"a=1,pin={REDACTED}"),
+    # Quoted: up to its closing quote, spaces and closers too.
+    ("quoted, a space inside", '{"pin": "12 34", "x": 1}', f'{{"pin": "{REDACTED}", "x": 1}}'),
+    ("quoted, compact json", '{"pin":"4321","x":"5"}', f'{{"pin":"{REDACTED}","x":"5"}}'),
+    ("quoted, an escaped quote inside", '{"pin": "12\\"34"}', f'{{"pin": "{REDACTED}"}}'),
+    ("quoted, not closed", 'pin="12 34', f'pin="{REDACTED}'),
 ]
 
 
