@@ -125,8 +125,10 @@ GRPC_STATUS_CODES: Final = frozenset(
     }
 )
 # Card numbers and ids are long digit runs; no legitimate rpc/kind/acquirer name has one. A card
-# number grouped by dashes ("acq-4111-1111-1111-1111") has no 6 digits in a row: quoting.DIGIT_RUN
-# finds it, Luhn-valid or not (a label is refused, not masked, so no Luhn check to miss a span).
+# number grouped by dashes ("acq-4111-1111-1111-1111") has no 6 digits in a row: the rule of typed
+# text finds it (quoting.mask_digit_runs), Luhn-valid or not (a label is refused, not masked, so no
+# Luhn check to miss a span), and keeps an acquirer's IPv4 address of 12 digits ("acq-192.168.100.200")
+# that fails Luhn.
 _DIGIT_RUN_PATTERN: Final = re.compile(r"\d{6,}")
 
 
@@ -136,7 +138,7 @@ def name_label(value: str) -> str:
         len(value) > LABEL_VALUE_LENGTH_MAX
         or not _NAME_LABEL_PATTERN.fullmatch(value)
         or _DIGIT_RUN_PATTERN.search(value)
-        or quoting.DIGIT_RUN.search(value)
+        or quoting.mask_digit_runs(value) != value
     ):
         return LABEL_REFUSED
     return value

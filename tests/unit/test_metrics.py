@@ -146,6 +146,12 @@ def samples(metrics: SwitchMetrics) -> dict[tuple[str, tuple[tuple[str, str], ..
         ("acq_4111_1111_1111_1112", LABEL_REFUSED),
         ("acq/4111/1111/1111/1112", LABEL_REFUSED),
         ("acq.2026.12.07", "acq.2026.12.07"),
+        # An IPv4 address of 12 digits, as typed text shows it: kept when it fails Luhn.
+        ("acq-192.168.100.200", "acq-192.168.100.200"),
+        ("acq-10.1.100.200", "acq-10.1.100.200"),
+        ("acq-127.000.000.001", LABEL_REFUSED),  # Luhn-valid
+        ("acq-256.168.100.200", LABEL_REFUSED),  # no address: a group past 255
+        ("acq-1.192.168.100.200", LABEL_REFUSED),  # 13 digits
         ("", LABEL_REFUSED),
         ("with space", LABEL_REFUSED),
         ("x" * 65, LABEL_REFUSED),
