@@ -68,13 +68,14 @@ _PRINTED_ONLY_SEPARATOR: Final = re.compile(r"[\t._/]|[ -]{4}")
 # the value's end only where nothing of the value follows (whitespace, the text's end or another of
 # them), else part of it ("pin=12]34", "password=se,cret"; "a=1,pin=1234,b=2" hides "b=2" too).
 _VALUE_CLOSERS: Final = r",;\"'})\]"
-# "pin=1234", "pan: 4111...", '"cvv": "123"' inside free text: an unquoted value up to whitespace or a
-# closer (_VALUE_CLOSERS), a quoted one up to its closing quote, spaces and all ('"pin": "12 34"'). The
-# digit runs are masked first: a value masked so ("pan=[REDACTED-PAN]") is one value, its "]" too.
+# "pin=1234", "pan: 4111...", '"cvv": "123"', "{'pin': '1234'}" (a Python dict as str() shows it)
+# inside free text: an unquoted value up to whitespace or a closer (_VALUE_CLOSERS), a quoted one up to
+# its closing quote, spaces and all ('"pin": "12 34"'). The digit runs are masked first: a value masked
+# so ("pan=[REDACTED-PAN]") is one value, its "]" too.
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
     r"(?i)\b(?P<name>pan|pin|pin_?block|track_?[12]|track_?data|cvv2?|cvc2?|card_?number|password)"
-    r"(?P<separator>\"?\s*[=:]\s*)"
-    r"(?:\"(?P<quoted>(?:[^\"\\\n]|\\.)*)(?P<close>\"?)"
+    r"(?P<separator>[\"']?\s*[=:]\s*)"
+    r"(?:(?P<quote>[\"'])(?P<quoted>(?:(?!(?P=quote))[^\\\n]|\\.)*)(?P<close>(?P=quote)?)"
     rf"|(?:{re.escape(REDACTED_PAN)}|[^\s{_VALUE_CLOSERS}]|[{_VALUE_CLOSERS}]+(?=[^\s{_VALUE_CLOSERS}]))+)"
 )
 
@@ -251,7 +252,7 @@ def _redact_assignment(match: re.Match[str]) -> str:
     name, separator = match.group("name", "separator")
     if match.group("quoted") is None:
         return f"{name}{separator}{REDACTED}"
-    return f'{name}{separator}"{REDACTED}{match.group("close")}'
+    return f"{name}{separator}{match.group('quote')}{REDACTED}{match.group('close')}"
 
 
 @functools.lru_cache(maxsize=4096)  # field names come from our code: a few dozen, asked per line

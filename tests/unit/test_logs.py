@@ -189,6 +189,7 @@ CARD_DATA_CASES: list[tuple[str, str, tuple[object, ...], dict[str, object], tup
     ("track2 in message", f"raw {TRACK2}", (), {}, (PAN_16,)),
     ("pin assignment", "employee pin=4321 refused", (), {}, ("4321",)),
     ("json-ish cvv", 'payload {"cvv": "737"}', (), {}, ('"737"',)),
+    ("a dict in args", "payload %s", ({"pin": "4321", "cvv": CVV},), {}, ("4321", f"'{CVV}'")),
     ("pan field", "x", (), {"pan": PAN_16}, (PAN_16,)),
     ("card_number field", "x", (), {"card_number": CARD_13}, (CARD_13,)),
     ("pin field", "x", (), {"pin": "1234"}, ("1234",)),
@@ -271,6 +272,9 @@ ASSIGNMENT_CASES: list[tuple[str, str, str]] = [
     ("quoted, compact json", '{"pin":"4321","x":"5"}', f'{{"pin":"{REDACTED}","x":"5"}}'),
     ("quoted, an escaped quote inside", '{"pin": "12\\"34"}', f'{{"pin": "{REDACTED}"}}'),
     ("quoted, not closed", 'pin="12 34', f'pin="{REDACTED}'),
+    ("a Python dict", "{'pin': '4321', 'x': 1}", f"{{'pin': '{REDACTED}', 'x': 1}}"),
+    ("single-quoted, a space inside", "pin='12 34' ok", f"pin='{REDACTED}' ok"),
+    ("single-quoted, a double quote inside", "{'cvv': '7\"37'}", f"{{'cvv': '{REDACTED}'}}"),
 ]
 
 
