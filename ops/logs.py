@@ -71,9 +71,11 @@ _VALUE_CLOSERS: Final = r",;\"'})\]"
 # "pin=1234", "pan: 4111...", '"cvv": "123"', "{'pin': '1234'}" (a Python dict as str() shows it)
 # inside free text: an unquoted value up to whitespace or a closer (_VALUE_CLOSERS), a quoted one up to
 # its closing quote, spaces and all ('"pin": "12 34"'). The digit runs are masked first: a value masked
-# so ("pan=[REDACTED-PAN]") is one value, its "]" too.
+# so ("pan=[REDACTED-PAN]") is one value, its "]" too. A name may end a longer one, as is_sensitive_name
+# finds it among a field name's words: after "_" ("employee_pin=") or in camel case ("employeePin=").
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
-    r"(?i)\b(?P<name>pan|pin|pin_?block|track_?[12]|track_?data|cvv2?|cvc2?|card_?number|password)"
+    r"(?i)(?:(?<![^\W_])|(?-i:(?<=[a-z])(?=[A-Z])))"  # after no letter or digit, or in camel case
+    r"(?P<name>pan|pin|pin_?block|track_?[12]|track_?data|cvv2?|cvc2?|card_?number|password)"
     r"(?P<separator>[\"']?\s*[=:]\s*)"
     r"(?:(?P<quote>[\"'])(?P<quoted>(?:(?!(?P=quote))[^\\\n]|\\.)*)(?P<close>(?P=quote)?)"
     rf"|(?:{re.escape(REDACTED_PAN)}|[^\s{_VALUE_CLOSERS}]|[{_VALUE_CLOSERS}]+(?=[^\s{_VALUE_CLOSERS}]))+)"

@@ -272,6 +272,15 @@ ASSIGNMENT_CASES: list[tuple[str, str, str]] = [
     ("quoted, compact json", '{"pin":"4321","x":"5"}', f'{{"pin":"{REDACTED}","x":"5"}}'),
     ("quoted, an escaped quote inside", '{"pin": "12\\"34"}', f'{{"pin": "{REDACTED}"}}'),
     ("quoted, not closed", 'pin="12 34', f'pin="{REDACTED}'),
+    # The name at the end of a longer one, as a field's name is judged by its words.
+    ("after an underscore", "employee_pin=4321 set", f"employee_pin={REDACTED} set"),
+    ("after underscores, upper case", "NEW_CARD_CVV: 737", f"NEW_CARD_CVV: {REDACTED}"),
+    ("in camel case", "employeePin=4321", f"employeePin={REDACTED}"),
+    (
+        "card number in camel case",
+        f'{{"virtualCardNumber": "{PAN_16}"}}',
+        f'{{"virtualCardNumber": "{REDACTED}"}}',
+    ),
     ("a Python dict", "{'pin': '4321', 'x': 1}", f"{{'pin': '{REDACTED}', 'x': 1}}"),
     ("single-quoted, a space inside", "pin='12 34' ok", f"pin='{REDACTED}' ok"),
     ("single-quoted, a double quote inside", "{'cvv': '7\"37'}", f"{{'cvv': '{REDACTED}'}}"),
@@ -295,6 +304,7 @@ HARMLESS_CASES = [
     ("a decimal", "took 1765119034.123456 s"),
     ("a dotted date and counter", "close 2026.12.07.0001"),
     ("words with pin inside", "spinning up 4 actors; company pinned"),
+    ("words ending in a name", "Japan: 4 sites; JAPAN: 2; mapping: 1; SPIN: 3; max_pins=4"),
     # Luhn-valid across its cells, as a spaced run is masked: a tab parts a table's columns, so only
     # layouts cards print are judged across it.
     ("a table's row, tab-separated", "120\t340\t560\t780\t160"),
