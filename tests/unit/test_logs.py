@@ -448,8 +448,16 @@ def test_a_new_id_never_passes_for_a_card_number(monkeypatch: pytest.MonkeyPatch
     """uuid4 can start with 16 decimal digits (rarely); such an id would be redacted as a PAN."""
     all_digits = uuid.UUID("63608994-5069-4126-8234-123456789012")  # hex starts 6360899450694126
     assert scrub_text(f"trm_{all_digits.hex[:16]}") == f"trm_{REDACTED_PAN}"  # the trouble
-    drawn = iter([all_digits, uuid.UUID("63608994-5069-4126-8234-1234567890ab"), uuid.uuid4()])
+    # Drawn again, and again for a second one alike in its first 16 hex digits; then one with a letter.
+    # (A random third, redrawn about 1 time in 100, ran the draws out: the test failed so.)
+    drawn = iter(
+        [
+            all_digits,
+            uuid.UUID("63608994-5069-4126-8234-1234567890ab"),
+            uuid.UUID("6360899a-5069-4126-8234-123456789012"),
+        ]
+    )
     monkeypatch.setattr(uuid, "uuid4", lambda: next(drawn))
     terminal_id = admin.new_id("trm")
-    assert terminal_id != f"trm_{all_digits.hex[:16]}"
+    assert terminal_id == "trm_6360899a50694126"
     assert scrub_text(f"terminal {terminal_id} deactivated") == f"terminal {terminal_id} deactivated"
