@@ -22,7 +22,7 @@ from protocols.wire import cardholder_pb2_grpc as ch_grpc
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import portal_pb2_grpc as portal_grpc
 from protocols.wire import terminal_pb2 as pb
-from switch.domain.cards import luhn_check_digit
+from switch.domain.cards import luhn_check_digit, mask
 from switch.store.schema import (
     accounts,
     day_closes,
@@ -87,9 +87,11 @@ class Scene:
     login: tuple[tuple[str, str], ...]
     taxi: str
     other_taxi: str
+    blocked: str  # blocked after a top-up of it was started (r-blocked), before it was paid
     pending: str
     loaded: str
     refund_due: str
+    others_loaded: str  # other_taxi's, confirmed by p-other
     foreign_location: str
     foreign_terminal: str
     unused_location: str  # the shop's, never used in the web back office
@@ -106,9 +108,11 @@ def scene(world: World) -> Scene:
     taxi = world.issue(0, world.benefit_programme)
     other_taxi = world.issue(0, world.benefit_programme)
 
-    def started(amount_minor: int, request_id: str) -> str:
+    blocked = world.issue(0, world.benefit_programme)
+
+    def started(amount_minor: int, request_id: str, card: str = taxi) -> str:
         request = ch.StartTopUpRequest(
-            card=pb.CardRef(card_number=taxi), amount=euros(amount_minor), request_id=request_id
+            card=pb.CardRef(card_number=card), amount=euros(amount_minor), request_id=request_id
         )
         return str(holder.StartTopUp(request, timeout=20).top_up_id)
 
@@ -122,6 +126,11 @@ def scene(world: World) -> Scene:
     loaded, refund_due = started(500, "r-loaded"), started(1_000, "r-short")
     assert confirmed(loaded, "p-loaded", 180) == "loaded"
     assert confirmed(refund_due, "p-short", 100) == "refund_due"
+    others_loaded = started(500, "r-other", other_taxi)
+    assert confirmed(others_loaded, "p-other", 180) == "loaded"
+    started(500, "r-blocked", blocked)
+    block = bo.BlockCardRequest(card=pb.CardRef(card_number=blocked), reason="stolen")
+    world.backoffice.BlockCard(block, metadata=world.admin_metadata, timeout=20)
     bakery = core.admin.create_merchant("Bakery", OTHER_EMAIL, OTHER_PASSWORD)
     foreign_location = core.admin.add_location(bakery, "Bakery")
     foreign_terminal = core.web_terminal(bakery, foreign_location)
@@ -143,9 +152,11 @@ def scene(world: World) -> Scene:
         login,
         taxi,
         other_taxi,
+        blocked,
         pending,
         loaded,
         refund_due,
+        others_loaded,
         foreign_location,
         foreign_terminal,
         unused_location,
@@ -243,6 +254,51 @@ def cases(s: Scene) -> list[Case]:
         Case(
             "start: an unknown card", start, starting(card=card_number_not_issued()), NOT_FOUND, "card 600102"
         ),
+        Case("start: an empty request", start, ch.StartTopUpRequest(), INVALID, "request_id is missing"),
+        Case("start: 0", start, starting(amount=euros(0)), INVALID, "amount must be positive"),
+        Case("start: -500", start, starting(amount=euros(-500)), INVALID, "amount must be positive"),
+        Case(
+            "start: another currency",
+            start,
+            starting(amount=euros(500, "USD")),
+            INVALID,
+            "amount.currency: card is in EUR, request in USD",
+        ),
+        Case(
+            "start: a blocked card",
+            start,
+            starting(card=s.blocked),
+            PRECONDITION,
+            f"card {mask(s.blocked)}: card is blocked",
+        ),
+        Case(
+            "start: the request_id again, another currency",
+            start,
+            starting(amount=euros(500, "USD"), request_id="r-pending"),
+            INVALID,
+            "amount.currency: card is in EUR, request in USD",
+        ),
+        Case(
+            "start: the request_id again, 2**63 - 1",
+            start,
+            starting(amount=euros(2**63 - 1), request_id="r-pending"),
+            INVALID,
+            "amount above 99999999 minor units",
+        ),
+        Case(
+            "start: the other card's request_id again, another amount",
+            start,
+            starting(card=s.other_taxi, amount=euros(1_000), request_id="r-other"),
+            grpc.StatusCode.ALREADY_EXISTS,
+            "request_id 'r-other' started another top-up already",
+        ),
+        Case(
+            "start: the request_id again, another amount, the card blocked since",
+            start,
+            starting(card=s.blocked, amount=euros(1_000), request_id="r-blocked"),
+            grpc.StatusCode.ALREADY_EXISTS,
+            "request_id 'r-blocked' started another top-up already",
+        ),
         # Cardholder.GetTopUp
         Case("get: no id", get, ch.TopUpRequest(), INVALID, "top_up_id is missing"),
         Case("get: a 1 MB id", get, ch.TopUpRequest(top_up_id=MEGABYTE), INVALID, "top_up_id is longer"),
@@ -297,6 +353,79 @@ def cases(s: Scene) -> list[Case]:
             admin,
         ),
         Case("confirm: a card number as the id", confirm, told(s.taxi), INVALID, NOT_A_TOP_UP_ID, admin),
+        Case(
+            "confirm: an empty request",
+            confirm,
+            bo.ConfirmTopUpRequest(),
+            INVALID,
+            "top_up_id is missing",
+            admin,
+        ),
+        Case(
+            "confirm: no amount_paid",
+            confirm,
+            bo.ConfirmTopUpRequest(top_up_id=s.pending, psp_reference="p-new"),
+            INVALID,
+            "amount_paid is missing",
+            admin,
+        ),
+        Case("confirm: 0 paid", confirm, told(paid=euros(0)), INVALID, "amount_paid must be positive", admin),
+        Case(
+            "confirm: -180 paid",
+            confirm,
+            told(paid=euros(-180)),
+            INVALID,
+            "amount_paid must be positive",
+            admin,
+        ),
+        Case(
+            "confirm: -2**63 paid",
+            confirm,
+            told(paid=euros(-(2**63))),
+            INVALID,
+            "amount_paid must be positive",
+            admin,
+        ),
+        Case(
+            "confirm: an unknown currency",
+            confirm,
+            told(paid=euros(180, "XYZ")),
+            INVALID,
+            "amount_paid.currency: unknown currency 'XYZ'",
+            admin,
+        ),
+        Case(
+            "confirm: another card's reference for the pending one",
+            confirm,
+            told(reference="p-other"),
+            grpc.StatusCode.ALREADY_EXISTS,
+            "psp_reference 'p-other' confirmed another top-up already",
+            admin,
+        ),
+        Case(
+            "confirm: another card's loaded one, another payment",
+            confirm,
+            told(s.others_loaded),
+            PRECONDITION,
+            f"top-up {s.others_loaded} was confirmed with another psp_reference",
+            admin,
+        ),
+        Case(
+            "confirm: another card's loaded one, its reference, another amount",
+            confirm,
+            told(s.others_loaded, "p-other", euros(360)),
+            PRECONDITION,
+            f"psp_reference 'p-other' confirmed top-up {s.others_loaded} already, with amount_paid 1.80 EUR",
+            admin,
+        ),
+        Case(
+            "confirm: the refund_due one, another payment",
+            confirm,
+            told(s.refund_due),
+            PRECONDITION,
+            f"top-up {s.refund_due} was confirmed with another psp_reference",
+            admin,
+        ),
         Case(
             "confirm: an unknown id",
             confirm,
@@ -580,7 +709,7 @@ def answer(call: Callable[..., Any], request: object, **kwargs: Any) -> tuple[gr
 
 def test_each_bad_input_is_refused_naming_the_field_and_changes_nothing(world: World) -> None:
     s = scene(world)
-    numbers = (s.taxi, s.other_taxi, card_number_not_issued())
+    numbers = (s.taxi, s.other_taxi, s.blocked, card_number_not_issued())
     before = state(world)
     wrong = []
     for case in cases(s):
@@ -594,6 +723,9 @@ def test_each_bad_input_is_refused_naming_the_field_and_changes_nothing(world: W
             wrong.append(f"{case.name}: a card number in {details!r}")
     assert not wrong, "\n".join(wrong)
     assert state(world) == before
+    # Nothing a refusal did stands in the way: the pending top-up is confirmed, in euros, by p-new.
+    paid = bo.ConfirmTopUpRequest(top_up_id=s.pending, psp_reference="p-new", amount_paid=euros(180))
+    assert world.backoffice.ConfirmTopUp(paid, metadata=s.admin, timeout=30).status == "loaded"
 
 
 # What a client sends that is not protobuf at all: each method names the message it expected.
