@@ -29,6 +29,7 @@ from actors.messages import (
 )
 from actors.outcomes import answer_for_stored, authorization_code, record_of
 from actors.reply import Reply
+from switch.admin import AdminUnavailableError
 from switch.domain import card_rules, ledger
 from switch.domain.card_pins import check_card_pin
 from switch.domain.card_rules import CardState, Decision
@@ -699,16 +700,23 @@ class CardActor(SwitchActor):
     # Status changes and lost-card transfer
 
     def _set_status(self, message: SetStatus) -> CardState:
-        """Takes effect at once for every later request; answered once durable."""
-        previous = self.card
-        self._card = dataclasses.replace(previous, status=message.status)
-        change = CardChange(
-            previous.card_id, message.status, message.status.value, message.reason, message.actor
-        )
+        """Takes effect for every later request once durable (this actor answers nothing meanwhile).
+        AdminUnavailableError when the journal could not store it (queue full, database down): the
+        card stays as it was, here and in the database, and the same change sent again may land."""
+        card = self.card
+        change = CardChange(card.card_id, message.status, message.status.value, message.reason, message.actor)
         result = self._write_now(Write(card_changes=(change,)))
-        if not result.ok:
-            self._card = previous
+        if result.fault:
+            log.warning(
+                "status %s of card %s not stored: %s", message.status.value, card.card_id, result.problem
+            )
+            raise AdminUnavailableError(
+                f"card {card.masked} is still {card.status.value}: the journal did not store the change to "
+                f"{message.status.value} (the switch's log says why); nothing changed, send it again"
+            )
+        if not result.ok:  # no rule refuses a status change: a bug, its words go to the caller's log
             raise RuntimeError(f"card status not stored: {result.problem}")
+        self._card = dataclasses.replace(card, status=message.status)
         return self.card
 
     def _transfer_out(self, message: TransferOut) -> tuple[int, int | None] | TransferRefused:

@@ -228,6 +228,34 @@ def hold_sqlite_write_lock(world: World, seconds: float) -> threading.Thread:
     return thread
 
 
+LOCK_HELD_S_MAX = 10.0  # the journal's SQLite busy timeout: a commit waits no longer for the lock
+
+
+@contextmanager
+def sqlite_write_lock_held(world: World) -> Iterator[None]:
+    """Another connection holds SQLite's write lock until the block ends, so the journal's commits
+    wait; released at the block's end (or after LOCK_HELD_S_MAX), not after a fixed sleep."""
+    path = world.server.settings.effective_database_url.split("///", 1)[1]
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        release.wait(LOCK_HELD_S_MAX)
+        conn.execute("COMMIT")
+        conn.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(LOCK_HELD_S_MAX), "the other connection did not take the lock"
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
 def new_txn() -> str:
     """A random id; drawn again when its digits hold a card number (about one uuid4 in 370), which
     the switch refuses as an id it would store in clear."""
