@@ -1,5 +1,6 @@
 """A console command the switch refused for a fault that may pass (AdminUnavailableError: the journal's
-queue full while another writer holds the SQLite lock), through a real SSH client.
+queue full while another writer holds the SQLite lock), through a real SSH client, and a card's block
+or unblock so refused through the backoffice's gRPC as well.
 
 It ended `failed` (exit 1), as a rule the command broke would: a script took it for final. It ends
 `unavailable` with EX_TEMPFAIL (75), as gRPC answers UNAVAILABLE, and says to send it again.
@@ -12,6 +13,7 @@ import queue
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -21,8 +23,6 @@ from sqlalchemy import select
 from ops.console_commands import Outcome
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
-from switch.admin import AdminStateError, AdminUnavailableError
-from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus
 from switch.store.journal import Write, WriteResult
 from switch.store.schema import card_events
@@ -76,48 +76,6 @@ def test_a_command_refused_for_a_fault_that_may_pass_exits_75_and_says_to_send_i
     assert outcomes == [("started", None), ("unavailable", 75), ("started", None), ("ok", 0)], outcomes
 
 
-# (command, what the switch raises, exit status, how stderr starts). No AdminError is raised on
-# the block or unblock path today (a journal refusal there is the card actor's RuntimeError), so
-# the switch's refusal is put in its set_card_status: the console's words and status for it are
-# what is tested.
-CARD_STATUS_REFUSALS = [
-    ("cards block", AdminStateError("the card is being replaced"), 1, "failed: the card is being replaced"),
-    ("cards unblock", AdminStateError("the card is being replaced"), 1, "failed: the card is being replaced"),
-    ("cards block", AdminUnavailableError("the journal is full"), 75, "unavailable, not done: the journal"),
-    ("cards unblock", AdminUnavailableError("the journal is full"), 75, "unavailable, not done: the journal"),
-]
-
-
-def test_a_block_or_unblock_the_switch_refuses_ends_failed_or_unavailable_not_error(
-    console_world: ConsoleWorld, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """It ended `error`, exit 70, "failed inside the switch": a refusal read as a bug in the switch."""
-    world = console_world.world
-    number = world.issue(1_000)
-    refusals = iter(error for _, error, _, _ in CARD_STATUS_REFUSALS)
-
-    def refuse(*_args: object) -> CardState:
-        raise next(refusals)
-
-    monkeypatch.setattr(world.server.core, "set_card_status", refuse)
-    results = console_world.run(
-        console_world.keys.operator, *(f"{command} {number}" for command, _, _, _ in CARD_STATUS_REFUSALS)
-    )
-    for (command, _, exit_status, stderr_start), result in zip(CARD_STATUS_REFUSALS, results, strict=True):
-        assert (result.exit_status, result.stderr.startswith(stderr_start)) == (exit_status, True), (
-            command,
-            result,
-        )
-        assert number not in result.stderr
-    records = [json.loads(line) for line in console_world.audit_path.read_text().splitlines()]
-    audited = [
-        record["exit_status"]
-        for record in records
-        if str(record["command"]).startswith("cards ") and record["outcome"] != "started"
-    ]
-    assert audited == [exit_status for _, _, exit_status, _ in CARD_STATUS_REFUSALS], audited
-
-
 def fill_journal_queue(world: World, done: Callable[[WriteResult], None]) -> int:
     """With SQLite's write lock held elsewhere: empty writes until the journal's writer holds one
     (waiting for the lock) and its queue of one write is full; how many it took."""
@@ -151,46 +109,88 @@ def card_event_kinds(world: World, card_id: str) -> list[str]:
         return [str(kind) for kind in conn.execute(query.order_by(card_events.c.event_id)).scalars()]
 
 
-def block_by_grpc(world: World, number: str) -> bo.CardView:
-    request = bo.BlockCardRequest(card=pb.CardRef(card_number=number), reason="reported lost by phone")
-    view: bo.CardView = world.backoffice.BlockCard(request, metadata=world.admin_metadata, timeout=20)
-    return view
+@dataclass(frozen=True)
+class Answer:
+    """A status change's answer, by whichever way it was asked: done, or how and why not."""
+
+    outcome: str  # "ok", "unavailable", or the console's outcome or the gRPC status otherwise
+    text: str
 
 
-def unblock_by_grpc(world: World, number: str) -> bo.CardView:
-    request = bo.CardRequest(card=pb.CardRef(card_number=number))
-    view: bo.CardView = world.backoffice.UnblockCard(request, metadata=world.admin_metadata, timeout=20)
-    return view
+def by_console(command: str) -> Callable[[ConsoleWorld, str], Answer]:
+    def change(console: ConsoleWorld, number: str) -> Answer:
+        result = console.run_one(console.keys.operator, f"{command} {number}")
+        if result.exit_status == 0:
+            return Answer("ok", result.stdout)
+        unavailable = result.exit_status == 75 and result.stderr.startswith("unavailable, not done: ")
+        return Answer("unavailable" if unavailable else f"exit {result.exit_status}", result.stderr)
+
+    return change
 
 
-# A status change the journal could not store, by each way it is asked: (name, how).
-CARD_STATUS_CHANGES: list[tuple[str, Callable[[World, str], bo.CardView]]] = [
-    ("backoffice BlockCard", block_by_grpc),
-    ("backoffice UnblockCard", unblock_by_grpc),
+def by_backoffice(block: bool) -> Callable[[ConsoleWorld, str], Answer]:
+    def change(console: ConsoleWorld, number: str) -> Answer:
+        world, card = console.world, pb.CardRef(card_number=number)
+        try:
+            if block:
+                request = bo.BlockCardRequest(card=card, reason="reported lost by phone")
+                view = world.backoffice.BlockCard(request, metadata=world.admin_metadata, timeout=20)
+            else:
+                view = world.backoffice.UnblockCard(
+                    bo.CardRequest(card=card), metadata=world.admin_metadata, timeout=20
+                )
+        except grpc.RpcError as error:
+            code, details = error.code(), error.details() or ""
+            return Answer("unavailable" if code is grpc.StatusCode.UNAVAILABLE else code.name, details)
+        return Answer("ok", view.status)
+
+    return change
+
+
+# A status change asked each way it can be: (name, how, the card's status once it is done).
+CARD_STATUS_CHANGES: list[tuple[str, Callable[[ConsoleWorld, str], Answer], CardStatus]] = [
+    ("console cards block", by_console("cards block"), CardStatus.blocked),
+    ("console cards unblock", by_console("cards unblock"), CardStatus.active),
+    ("backoffice BlockCard", by_backoffice(block=True), CardStatus.blocked),
+    ("backoffice UnblockCard", by_backoffice(block=False), CardStatus.active),
 ]
 
 
 def test_a_block_or_unblock_the_journal_could_not_store_is_unavailable_and_changes_nothing(
     small_journal_queue: ConsoleWorld,
 ) -> None:
-    """A lost card's block the journal refused (its queue full) raised RuntimeError in the card actor:
-    gRPC answered UNKNOWN, as for a bug. It is UNAVAILABLE, send it again; the card is as it was, in
-    the card's actor and in the database, and the block sent again lands once."""
-    world = small_journal_queue.world
+    """A lost card's block the journal refused (its queue full behind a held SQLite lock) raised
+    RuntimeError in the card actor: the console ended `error`, exit 70, "failed inside the switch",
+    and gRPC answered INTERNAL, as for a bug. Each is unavailable (exit 75; UNAVAILABLE), send it
+    again; the card is as it was, in its actor and in the database; sent again, each lands once."""
+    console, world = small_journal_queue, small_journal_queue.world
     number = world.issue(1_000, world.benefit_programme)
     card_id = world.server.core.cards.card_id(number)
     assert card_id is not None
     events_before = card_event_kinds(world, card_id)
     with journal_refusing_writes(world):
-        for name, change in CARD_STATUS_CHANGES:
-            with pytest.raises(grpc.RpcError) as refused:
-                change(world, number)
-            code, details = refused.value.code(), refused.value.details() or ""
-            assert code is grpc.StatusCode.UNAVAILABLE, (name, code, details)
-            assert "send it again" in details and number not in details, (name, details)
+        for name, change, _ in CARD_STATUS_CHANGES:
+            refused = change(console, number)
+            assert refused.outcome == "unavailable", (name, refused)
+            assert "send it again" in refused.text and number not in refused.text, (name, refused)
             in_actor, stored = world.server.core.balance(card_id), world.server.core.store.card_state(card_id)
             assert (in_actor.status, stored.status) == (CardStatus.active, CardStatus.active), name
     assert card_event_kinds(world, card_id) == events_before
-    assert block_by_grpc(world, number).status == "blocked"
-    assert world.server.core.balance(card_id).status is CardStatus.blocked
-    assert card_event_kinds(world, card_id) == [*events_before, "blocked"]
+    for name, change, status in CARD_STATUS_CHANGES:
+        done = change(console, number)
+        assert done.outcome == "ok" and status.value in done.text, (name, done)
+        assert world.server.core.balance(card_id).status is status, name
+    changed = [status.value for _, _, status in CARD_STATUS_CHANGES]
+    assert card_event_kinds(world, card_id) == [*events_before, *changed]  # once each, none refused
+    records = [json.loads(line) for line in console.audit_path.read_text().splitlines()]
+    audited = [
+        (record["command"].split(" ")[1], record["outcome"], record["exit_status"])
+        for record in records
+        if str(record["command"]).startswith("cards ") and record["outcome"] != "started"
+    ]
+    assert audited == [
+        ("block", "unavailable", 75),
+        ("unblock", "unavailable", 75),
+        ("block", "ok", 0),
+        ("unblock", "ok", 0),
+    ], audited
