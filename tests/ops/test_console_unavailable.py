@@ -26,7 +26,7 @@ from protocols.wire import terminal_pb2 as pb
 from switch.domain.cards import CardStatus
 from switch.store.journal import Write, WriteResult
 from switch.store.schema import card_events
-from tests.integration.harness import World, hold_sqlite_write_lock, sqlite_write_lock_held
+from tests.integration.harness import World, sqlite_write_lock_held
 from tests.integration.test_card_replacement import ledger_balance
 from tests.ops.conftest import ConsoleWorld, Keys, console_world_with
 
@@ -39,41 +39,50 @@ def small_journal_queue(keys: Keys, tmp_path: Path) -> Iterator[ConsoleWorld]:
     yield from console_world_with(keys, tmp_path, journal_queue_writes_max=1)
 
 
+# A replacement the journal could not store: (the lost card reported lost first, what stderr says).
+REPLACEMENTS_REFUSED = [
+    (True, "nothing moved, send it again"),  # by phone first: the replacement writes only its transfer
+    # The replacement blocks the card first and that write is refused: it ended exit 70, `error`.
+    (False, "nothing changed, send it again"),
+]
+
+
 def test_a_command_refused_for_a_fault_that_may_pass_exits_75_and_says_to_send_it_again(
     small_journal_queue: ConsoleWorld,
 ) -> None:
     console, world = small_journal_queue, small_journal_queue.world
-    lost, new = world.issue(2_000), world.issue(100)
-    lost_id = world.server.core.cards.card_id(lost)
-    assert lost_id is not None
-    # Reported lost first (by phone): the replacement then writes only its transfer.
-    world.server.core.set_card_status(lost_id, CardStatus.lost, "reported lost", "test")
-    landed: list[WriteResult] = []
-    holder = hold_sqlite_write_lock(world, 3.0)
-    try:
-        writer = world.server.core.writer
-        deadline_s = time.monotonic() + QUEUE_FILL_S_MAX
-        while writer.submit(Write(), landed.append) and time.monotonic() < deadline_s:
-            time.sleep(0.01)  # the writer takes one and waits for the lock; the next fills the queue
-        refused = console.run_one(console.keys.operator, f"cards replace {lost} {new}")
-    finally:
-        holder.join()
-    assert refused.exit_status == 75, refused  # EX_TEMPFAIL; it was 1, "failed", as for a rule
+    pairs = [(world.issue(2_000), world.issue(100)) for _ in REPLACEMENTS_REFUSED]
+    lost_ids = [world.server.core.cards.card_id(lost) for lost, _ in pairs]
+    for lost_id, (reported_first, _) in zip(lost_ids, REPLACEMENTS_REFUSED, strict=True):
+        assert lost_id is not None
+        if reported_first:
+            world.server.core.set_card_status(lost_id, CardStatus.lost, "reported lost", "test")
+    commands = [f"cards replace {lost} {new}" for lost, new in pairs]
+    with journal_refusing_writes(world):
+        results = console.run(console.keys.operator, *commands)
     assert Outcome.unavailable.exit_status == Outcome.timed_out.exit_status == 75
-    assert refused.stderr.startswith("unavailable, not done: "), refused.stderr
-    assert "nothing moved, send it again" in refused.stderr, refused.stderr
-    assert lost not in refused.stderr and new not in refused.stderr
-    assert (ledger_balance(world, lost), ledger_balance(world, new)) == (2_000, 100)
-    again = console.run_one(console.keys.operator, f"cards replace {lost} {new}")
-    assert again.exit_status == 0 and "moved 20.00 EUR" in again.stdout, again
-    assert (ledger_balance(world, lost), ledger_balance(world, new)) == (0, 2_100)
+    for (lost, new), lost_id, (reported_first, says), refused in zip(
+        pairs, lost_ids, REPLACEMENTS_REFUSED, results, strict=True
+    ):
+        assert refused.exit_status == 75, refused  # EX_TEMPFAIL; it was 1, "failed", as for a rule
+        assert refused.stderr.startswith("unavailable, not done: "), refused.stderr
+        assert says in refused.stderr, refused.stderr
+        assert lost not in refused.stderr and new not in refused.stderr
+        assert (ledger_balance(world, lost), ledger_balance(world, new)) == (2_000, 100)
+        assert lost_id is not None
+        status = world.server.core.balance(lost_id).status
+        assert status is (CardStatus.lost if reported_first else CardStatus.active), status
+    for again in console.run(console.keys.operator, *commands):
+        assert again.exit_status == 0 and "moved 20.00 EUR" in again.stdout, again
+    for lost, new in pairs:
+        assert (ledger_balance(world, lost), ledger_balance(world, new)) == (0, 2_100)
     records = [json.loads(line) for line in console.audit_path.read_text().splitlines()]
     outcomes = [
         (record["outcome"], record["exit_status"])
         for record in records
-        if str(record["command"]).startswith("cards replace ")
+        if str(record["command"]).startswith("cards replace ") and record["outcome"] != "started"
     ]
-    assert outcomes == [("started", None), ("unavailable", 75), ("started", None), ("ok", 0)], outcomes
+    assert outcomes == [("unavailable", 75), ("unavailable", 75), ("ok", 0), ("ok", 0)], outcomes
 
 
 def fill_journal_queue(world: World, done: Callable[[WriteResult], None]) -> int:
