@@ -484,7 +484,8 @@ class InboundHandler:
             return _answer_of(stored)  # before the status: a repeat gets the first answer
         early_reversal = self._reversal_before_arrival(context, place)
         if early_reversal is not None:
-            refusal = _early_reversal_refusal(request, early_reversal, found.record.currency)
+            reversal_kind = self._kind_of_reversal(context, early_reversal.transaction_id)
+            refusal = _early_reversal_refusal(request, early_reversal, reversal_kind, found.record.currency)
             return refusal if refusal is not None else self._void(request, context, found)
         if found.status is not TransactionStatus.approved:
             return _Answer(ResponseCode.already_reversed, f"the authorisation is {found.status.value}")
@@ -528,6 +529,12 @@ class InboundHandler:
         ):
             return None
         return held.record
+
+    def _kind_of_reversal(self, context: TerminalContext, original_id: str) -> str:
+        """The MTI the reversal of `original_id` came as (stored with its placeholder, in one write);
+        "" when none is stored."""
+        stored = self._core.store.transaction(context.terminal_id, Reversal(original_id).transaction_id)
+        return "" if stored is None else stored.record.mti
 
     def _void(
         self, request: IsoMessage, context: TerminalContext, authorisation: StoredTransaction
@@ -642,17 +649,24 @@ def _completion_refusal(
 
 
 def _early_reversal_refusal(
-    completion: IsoMessage, placeholder: TransactionRecord, currency: str
+    completion: IsoMessage, placeholder: TransactionRecord, reversal_kind: str, currency: str
 ) -> _Answer | None:
     """Why a reversal that came before this completion does not void it; None when it does.
 
-    Its field 4 is the completion's final amount, as that of one coming after it must be
-    (`_reverse_completion`): another amount means another message, or a part of this one, and
-    voiding would give the card back what the acquirer may still charge. The completion is then
-    refused (left unanswered, nothing moved), as such a reversal coming after it is. A placeholder
-    stored before it kept the MTI and field 4 ("") is taken as a reversal of this completion."""
+    It is judged as one coming after the completion is (`_reverse_completion`): a request (0400)
+    whose field 90 named the completion's key under another MTI means another message than this
+    one; an advice doing so is taken by its key and field 4. Its field 4 is the completion's final
+    amount: another amount means another message, or a part of this one, and voiding would give the
+    card back what the acquirer may still charge. The completion is then refused (left unanswered,
+    nothing moved), as such a reversal coming after it is. A placeholder stored before it kept the
+    MTI and field 4 ("") is taken as a reversal of this completion."""
     if not placeholder.mti:
         return None
+    if placeholder.mti not in COMPLETION_MTIS:
+        named_as = f"its reversal, come first, names an {placeholder.mti}; this is an {completion['t']}"
+        if reversal_kind == mti.REVERSAL_REQUEST:
+            return _Answer(ResponseCode.original_not_found, named_as)
+        log.warning("ISO 8583 inbound: %s voided by its key and field 4: %s", completion["t"], named_as)
     final_minor = int(completion["4"])
     if placeholder.requested_minor == final_minor:
         return None

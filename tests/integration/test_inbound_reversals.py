@@ -259,26 +259,33 @@ def test_a_completion_whose_reversal_came_first_voids_the_sale_once(any_world: W
 # amount, the reversal (acknowledged "nothing moved"), its field 4, the answer to the 0220 and to its
 # 0221 (None: unanswered) and the balance after. The early reversal's field 4 was not kept: the late
 # 0220 voided the sale (gave back all 4.00) whatever amount the reversal named, where a reversal
-# coming after the completion is refused unless its field 4 is the final amount.
+# coming after the completion is refused unless its field 4 is the final amount. Field 90 of the
+# reversal names the completion's key as `names`; one naming it under another MTI is judged as it is
+# after the completion (REVERSAL_OF_COMPLETION_MISNAMED_CASES): an 0400 voided the sale, where coming
+# after the completion it is refused 25; an advice is taken by its key and field 4 either way.
 EARLY_REVERSAL_AMOUNT_CASES = [
-    (250, "0420", 250, "00", 1_000),
-    (0, "0400", 0, "00", 1_000),
-    (250, "0420", 400, None, 600),  # the authorisation's amount: not the completion's
-    (250, "0400", 100, None, 600),
+    (250, "0420", "0220", 250, "00", 1_000),
+    (0, "0400", "0220", 0, "00", 1_000),
+    (250, "0420", "0220", 400, None, 600),  # the authorisation's amount: not the completion's
+    (250, "0400", "0220", 100, None, 600),
+    (250, "0400", "0200", 250, None, 600),
+    (250, "0421", "0100", 250, "00", 1_000),
+    (250, "0420", "0200", 400, None, 600),  # neither MTI nor amount agrees
 ]
 
 
 @pytest.mark.parametrize(
-    ("final_minor", "kind", "amount_minor", "code", "after"), EARLY_REVERSAL_AMOUNT_CASES
+    ("final_minor", "kind", "names", "amount_minor", "code", "after"), EARLY_REVERSAL_AMOUNT_CASES
 )
 def test_a_completion_whose_reversal_came_first_is_voided_only_by_a_reversal_of_its_final_amount(
-    world: World, final_minor: int, kind: str, amount_minor: int, code: str | None, after: int
+    world: World, final_minor: int, kind: str, names: str, amount_minor: int, code: str | None, after: int
 ) -> None:
     card = world.issue(1_000)
     original = authorisation(card, 400)
     assert answer_or_none(world, original) is not None
     completion = completion_of(original, final_minor)
-    early = answer_or_none(world, {**reversal_of(completion, kind=kind), "4": format_amount(amount_minor)})
+    reversal = {**reversal_of(completion, names=names, kind=kind), "4": format_amount(amount_minor)}
+    early = answer_or_none(world, reversal)
     assert early is not None and early["39"] == "00"
     for message in (completion, {**completion, "t": "0221"}):
         answer = answer_or_none(world, message)
