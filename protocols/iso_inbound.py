@@ -415,10 +415,19 @@ class InboundHandler:
             return _answer_of(stored)
         original_row = self._core.store.transaction(context.terminal_id, original_id)
         if original_row is None:
-            return self._tombstone(command, context, digest, request)
-        refusal = refusal_of(original_row)
-        if refusal is not None:
-            return refusal
+            answer = self._tombstone(command, context, digest, request)
+        else:
+            refusal = refusal_of(original_row)
+            if refusal is not None:
+                return refusal
+            answer = self._reversal_written(command, context, digest, original_row)
+        return self._or_stored_meanwhile(
+            answer, context, command.transaction_id, TransactionType.reversal, digest
+        )
+
+    def _reversal_written(
+        self, command: Reversal, context: TerminalContext, digest: str, original_row: StoredTransaction
+    ) -> _Answer:
         if not _moved_money(original_row):
             why = f"original {original_row.status.value}; nothing moved"
             return self._persist(Write(record=_nothing_moved(command, context, digest, why)))
@@ -429,6 +438,26 @@ class InboundHandler:
         message = AdjustOriginal(after_completion, context, digest)
         reply: Reply = self._core.card_actors.ask(card_id, message, self._core.settings.ask_timeout_s)
         return _answer_of(reply.wait(self._core.settings.reply_timeout_s))
+
+    def _or_stored_meanwhile(
+        self,
+        answer: _Answer,
+        context: TerminalContext,
+        transaction_id: str,
+        kind: TransactionType,
+        digest: str,
+    ) -> _Answer:
+        """`answer` to a message whose write was tried; when that write was refused because another
+        node stored this same message meanwhile (its id, with the same content: an acquirer sending
+        one advice on two links), the first answer instead, as its repeat gets. The refusal stays
+        when nothing, a refusal, or another message (another content) is stored under its id."""
+        if answer.code.approves:
+            return answer
+        stored = self._stored_answer(context, transaction_id, kind, digest)
+        if stored is None or not stored.code.approves:
+            return answer
+        log.info("ISO 8583 inbound: %s stored by another node meanwhile; its answer given", transaction_id)
+        return _answer_of(stored)
 
     # 0220 / 0221
 
@@ -492,6 +521,14 @@ class InboundHandler:
         held = self._hold_completion_place(context, place)
         if held is not None:
             return held
+        answer = self._completion_written(command, context, digest, found)
+        return self._or_stored_meanwhile(
+            answer, context, command.transaction_id, TransactionType.refund, digest
+        )
+
+    def _completion_written(
+        self, command: Completion, context: TerminalContext, digest: str, found: StoredTransaction
+    ) -> _Answer:
         card_id = found.record.card_id
         assert card_id is not None
         if command.amount.amount_minor == 0:
@@ -510,9 +547,17 @@ class InboundHandler:
         held = self._core.store.transaction(context.terminal_id, place.transaction_id)
         if held is None:
             answer = self._persist(Write(record=place))
-            return None if answer.code.approves else answer
-        if held.record.original_transaction_id == place.original_transaction_id:
-            return None  # held by this completion's first try
+            if answer.code.approves:
+                return None
+            # Refused: held meanwhile, by this completion sent on another link to another node?
+            held = self._core.store.transaction(context.terminal_id, place.transaction_id)
+            if held is None:
+                return answer
+        if (held.record.original_transaction_id, held.record.requested_minor) == (
+            place.original_transaction_id,
+            place.requested_minor,
+        ):
+            return None  # held by this completion's first try, or by its copy on another node
         return _Answer(ResponseCode.already_reversed, "the completion's id is held by another message")
 
     def _reversal_before_arrival(
