@@ -9,6 +9,9 @@ from switch.config import Settings
 
 
 def test_thresholds_come_from_settings_and_zero_leaves_pythons() -> None:
+    # Another test on this worker may have run the simulator in-process, which freezes and tunes
+    # the collector itself (terminal_sim/processes.py): start from a collector nothing froze.
+    gc.unfreeze()
     before = gc.get_threshold()
     try:
         tune_garbage_collection(Settings(gc_gen0_threshold=0))
