@@ -304,6 +304,13 @@ class OnlineTopUps:
             ).rowcount
         if taken:  # not a confirmation or sweep that another finished first
             self._count(top_up.programme_id, status.value)
+            if status is TopUpStatus.refund_due:  # once, by whichever finished it: the holder is owed
+                log.warning(
+                    "top-up %s of card %s is refund_due: the holder paid and the card is not loaded: %s",
+                    top_up.top_up_id,
+                    top_up.card_masked,
+                    reason,
+                )
         finished = self.get(top_up.top_up_id)
         assert finished is not None and finished.status is not TopUpStatus.confirming, finished
         return finished

@@ -290,8 +290,9 @@ def test_a_wrong_start_is_refused_naming_what_is_wrong_and_stores_nothing(world:
 
 
 def test_a_payment_that_cannot_load_leaves_the_top_up_refund_due_and_the_card_as_it_was(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="switch.top_ups")
     wrong_amount, expired, blocked = (world.issue(0, world.benefit_programme) for _ in range(3))
     short = start(world, wrong_amount, 1_000)
     late = start(world, expired, 500)
@@ -315,6 +316,20 @@ def test_a_payment_that_cannot_load_leaves_the_top_up_refund_due_and_the_card_as
     )
     for card in (wrong_amount, expired, blocked):
         assert balance(world, card) == 0
+    # Logged for the operator as the sweep's refund_due is (before session 28 a confirmation's was
+    # not): the top-up, the masked card and why; never the card number.
+    owed = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "refund_due" in r.getMessage()
+    ]
+    expected = [
+        f"top-up {top_up.top_up_id} of card {top_up.card_masked} is refund_due: the holder paid and the card "
+        f"is not loaded: {answers[name].reason}"
+        for name, top_up in (("wrong amount", short), ("expired", late), ("blocked", taken))
+    ]
+    assert owed == expected
+    assert not any(card in caplog.text for card in (wrong_amount, expired, blocked))
     assert {record.top_up_id for record in listed(world, "refund_due")} == {
         short.top_up_id,
         late.top_up_id,
