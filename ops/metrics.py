@@ -81,6 +81,8 @@ FOLLOW_OUTCOMES: Final = ("moved", "nothing_moved", "not_replaced", "unblocked",
 PAYMENT_RECOVERY_NODES: Final = ("own", "other")
 PAYMENT_RECOVERY_OUTCOMES: Final = ("reversed", "answered_meanwhile")
 TOP_UP_EVENTS: Final = ("started", "loaded", "refund_due")
+# Top-ups paid and not done with: confirming (the load not known yet), refund_due (the holder is owed).
+TOP_UP_WAITING_STATES: Final = ("confirming", "refund_due")
 # Why an inbound advice (reversal 0420/0421, completion 0220/0221) was left unanswered
 # (protocols.iso_inbound.leave_unanswered): malformed (it does not fit our spec), original_differs
 # (field 4, 49 or field 90's MTI is not the original's, no such original, or a completion's final
@@ -496,6 +498,21 @@ class SwitchMetrics:
             ["programme", "event"],
             registry=self.registry,
         )
+        self.top_ups_waiting = Gauge(
+            "txswitch_top_ups_waiting",
+            "Top-ups paid and not done with, by state: confirming (the load not known yet: the sweep "
+            "tries again) or refund_due (not loaded: the operator refunds the holder). Counted from the "
+            "database by the top-up sweep every top_up_sweep_interval_s, so every node reports all of them.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.top_up_oldest_waiting = Gauge(
+            "txswitch_top_up_oldest_waiting_seconds",
+            "How long the oldest top-up of the state has waited, as of the scrape: since its confirmation "
+            "(confirming) or since it was judged (refund_due); 0 when none waits.",
+            ["state"],
+            registry=self.registry,
+        )
 
     def _define_security_metrics(self) -> None:
         self.pin_lockouts = Counter(
@@ -621,6 +638,15 @@ class SwitchMetrics:
         programme_value = programme_id if _PROGRAMME_LABEL_PATTERN.fullmatch(programme_id) else LABEL_REFUSED
         event_value = event if event in TOP_UP_EVENTS else LABEL_REFUSED
         self.top_ups.labels(programme=programme_value, event=event_value).inc(count)
+
+    def set_top_ups_waiting(
+        self, confirming: int, refund_due: int, oldest_confirming_s: float, oldest_refund_due_s: float
+    ) -> None:
+        """Top-ups waiting in each of TOP_UP_WAITING_STATES and how long the oldest has; never one's id."""
+        counts, ages_s = (confirming, refund_due), (oldest_confirming_s, oldest_refund_due_s)
+        for state, count, age_s in zip(TOP_UP_WAITING_STATES, counts, ages_s, strict=True):
+            self.top_ups_waiting.labels(state=state).set(count)
+            self.top_up_oldest_waiting.labels(state=state).set(age_s)
 
     def payment_recovered(self, node: str, outcome: str, count: int = 1) -> None:
         """node is "own" or "other", outcome "reversed" or "answered_meanwhile"; never the payment."""

@@ -61,7 +61,7 @@ class _Deltas:
 
 class CoreFeed:
     """Card actors started/passivated, employee PIN lockouts, money following replaced cards and
-    online top-ups, read from the core's counters."""
+    online top-ups (and those waiting, as the top-up sweep last counted them), read from the core."""
 
     def __init__(self, core: SwitchCore, metrics: SwitchMetrics) -> None:
         self._core = core
@@ -84,6 +84,14 @@ class CoreFeed:
             metrics.replaced_card_money_followed(when, currency, step)
         for (programme_id, event), total in sorted(self._core.top_ups.statistics().items()):
             metrics.top_up(programme_id, event, deltas.step(f"top_ups:{programme_id}:{event}", total))
+        waiting = self._core.top_ups.waiting()  # as the sweep last counted them: no query per scrape
+        if waiting is not None:
+            metrics.set_top_ups_waiting(
+                waiting.confirming,
+                waiting.refund_due,
+                waiting.oldest_confirming_waited_s,
+                waiting.oldest_refund_due_waited_s,
+            )
 
 
 class LocationChangesFeed:

@@ -9,7 +9,8 @@ sent again after a crash) one load, and the card's state is judged by its actor 
 A payment that loads nothing leaves the top-up refund_due with the reason, for the operator.
 A top-up left confirming (the PSP gave up on an UNAVAILABLE, the switch stopped mid-load) is
 finished by a sweep (TopUpSweeper) as a confirmation sent again would finish it; the same sweep
-purges finished top-ups once top_ups_kept_days old (never a confirming or a refund_due one).
+purges finished top-ups once top_ups_kept_days old (never a confirming or a refund_due one), and
+counts those waiting (confirming; refund_due, for the operator's refund) for the metrics.
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ TOP_UP_EVENTS = ("started", "loaded", "refund_due")
 # A sweep's back-off doubles at most this often (2**20 intervals is far past any retry maximum):
 # the tries of a top-up that never loads count on, the power stays small.
 RETRY_DOUBLINGS_MAX = 20
+# The states a top-up waits in, counted by the sweep (txswitch_top_ups_waiting): confirming until
+# its load is known, refund_due until the operator refunds the holder.
+WAITING_STATES = (TopUpStatus.confirming, TopUpStatus.refund_due)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopUpsWaiting:
+    """Top-ups waiting in each of WAITING_STATES as the last sweep counted them, and how long the
+    oldest has waited as of now: since its confirmation (confirming) or since it was judged
+    (refund_due); 0 when none waits."""
+
+    confirming: int
+    refund_due: int
+    oldest_confirming_waited_s: float
+    oldest_refund_due_waited_s: float
 
 
 class TopUpNotLoadedYetError(RuntimeError):
@@ -69,6 +85,8 @@ class OnlineTopUps:
         self._purged_max = core.settings.top_ups_purged_max
         self._counts: dict[tuple[str, str], int] = {}  # (programme_id, event) -> top-ups
         self._counts_lock = threading.Lock()
+        # status -> (top-ups, when the oldest began to wait) as last counted; None before the first count
+        self._waiting: dict[TopUpStatus, tuple[int, dt.datetime]] | None = None
 
     # Starting
 
@@ -119,6 +137,43 @@ class OnlineTopUps:
         """Top-ups since this process started, by (programme_id, event in TOP_UP_EVENTS): a snapshot."""
         with self._counts_lock:
             return dict(self._counts)
+
+    def count_waiting(self) -> None:
+        """Count the top-ups waiting in each of WAITING_STATES from the database (one query on
+        ix_top_ups_status, touching only the rows that wait), for waiting(). The sweep calls it."""
+        row = top_ups.c
+        # A confirming top-up has no finished_at: it waits since its confirmation.
+        since = func.min(func.coalesce(row.finished_at, row.confirmed_at, row.created_at))
+        query = (
+            select(row.status, func.count(), since)
+            .where(row.status.in_([state.value for state in WAITING_STATES]))
+            .group_by(row.status)
+        )
+        with self._engine.connect() as conn:
+            counted = {
+                TopUpStatus(status): (int(count), as_utc(oldest))
+                for status, count, oldest in conn.execute(query)
+            }
+        with self._counts_lock:
+            self._waiting = counted
+
+    def waiting(self) -> TopUpsWaiting | None:
+        """The top-ups waiting as the last count_waiting found them, their ages as of now; None
+        before the first count."""
+        with self._counts_lock:
+            counted = self._waiting
+        if counted is None:
+            return None
+        now = self._now()
+        counts = {state: count for state, (count, _) in counted.items()}
+        waited_s = {state: max((now - oldest).total_seconds(), 0.0) for state, (_, oldest) in counted.items()}
+        confirming, refund_due = TopUpStatus.confirming, TopUpStatus.refund_due
+        return TopUpsWaiting(
+            counts.get(confirming, 0),
+            counts.get(refund_due, 0),
+            waited_s.get(confirming, 0.0),
+            waited_s.get(refund_due, 0.0),
+        )
 
     # Confirming
 
@@ -390,9 +445,10 @@ class OnlineTopUps:
 
 
 class TopUpSweeper:
-    """Runs OnlineTopUps.finish_confirming, then purge_finished, then the other purges (the inbound
-    repeat tables': switch/store/inbound_purge.py), once at start, then every top_up_sweep_interval_s,
-    on a thread of its own until stopped (as the payment recovery's sweep, switch/acquiring.py)."""
+    """Runs OnlineTopUps.finish_confirming, then count_waiting, then purge_finished, then the other
+    purges (the inbound repeat tables': switch/store/inbound_purge.py), once at start, then every
+    top_up_sweep_interval_s, on a thread of its own until stopped (as the payment recovery's sweep,
+    switch/acquiring.py)."""
 
     def __init__(
         self, top_ups: OnlineTopUps, interval_s: float, other_purges: tuple[Callable[[], int], ...] = ()
@@ -418,6 +474,10 @@ class TopUpSweeper:
                 self._top_ups.finish_confirming(self._stopping)
             except Exception:  # a thread of its own: a database fault, a stop; the next sweep tries again
                 log.exception("finishing top-ups left confirming failed; trying again")
+            try:  # after the tries, so the count shows what they left
+                self._top_ups.count_waiting()
+            except Exception:  # as above: the metrics keep the last count, its ages growing
+                log.exception("counting the top-ups waiting failed; trying again")
             try:
                 self._top_ups.purge_finished()
             except Exception:  # as above: the next sweep purges what this one left

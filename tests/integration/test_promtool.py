@@ -97,6 +97,7 @@ def _record_samples(metrics: SwitchMetrics) -> None:
     metrics.top_up("prg_0a1b2c3d4e5f6789", "started", 2)
     metrics.top_up("prg_0a1b2c3d4e5f6789", "loaded")
     metrics.top_up(PAN_SENTINEL, "refund_due")
+    metrics.set_top_ups_waiting(1, 2, oldest_confirming_s=2700.0, oldest_refund_due_s=60.0)
     metrics.pin_lockout("card")
     metrics.set_schema_indexes_missing(("uq_card_payments_original",), ("uq_card_payments_original",))
     metrics.set_runtime_source(

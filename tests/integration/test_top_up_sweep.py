@@ -97,6 +97,12 @@ def test_a_top_up_left_confirming_is_finished_by_the_sweep_and_loads_once(world:
     assert [balance(world, card) for card in (not_loaded, loaded, wrong, young)] == [1_000, 500, 0, 0]
     assert (loads_of(world, unloaded.top_up_id), loads_of(world, made.top_up_id)) == (1, 1)
     assert statuses(world)[recent.top_up_id] == "confirming"
+    # Counted as waiting (txswitch_top_ups_waiting): the young one confirming, the short one owed.
+    world.server.core.top_ups.count_waiting()
+    waiting = world.server.core.top_ups.waiting()
+    assert waiting is not None and (waiting.confirming, waiting.refund_due) == (1, 1), waiting
+    assert 60 <= waiting.oldest_confirming_waited_s < 60 + 30, waiting
+    assert 0 < waiting.oldest_refund_due_waited_s < 30, waiting
     # The PSP's own confirmation sent again later gets the sweep's answer.
     assert confirm(world, unloaded.top_up_id, f"p-{unloaded.top_up_id}", 360).status == "loaded"
     assert balance(world, not_loaded) == 1_000
