@@ -15,13 +15,20 @@ PAN_DIGITS_MAX: Final = 19
 # ("1200.00     3400.00", a console's table, which typed text masks whole from 12 digits) into runs
 # and lengthens what every read past a cut reads (TYPED_CARD_NUMBER_CHARS_MAX).
 SEPARATORS_BETWEEN_DIGITS_MAX: Final = 4
-# What separates a card number's groups as a person types, copies or pastes it: a space, a tab (a
-# spreadsheet's cells pasted as text, a console line), a dot, an underscore, a slash or a dash. Not a
-# line break (nor \r, \v, \f): a value typed or pasted into one field or command is one line, and no
-# card prints its number across two; while text of many lines (a traceback, a console's table, rows
-# pasted in a reason) often ends a line and starts the next with digits, which typed text would mask
-# from 12 digits joined, Luhn-valid or not.
-SEPARATOR_CHARS: Final = r" \t._/-"  # of a regex class, the dash last
+# The spaces a card number's groups are copied with, each taken as " " is: every Unicode space
+# separator (category Zs), as a web page, a PDF or a word processor gives them ("4111\u00a01111", a
+# no-break space; "4111\u202f1111", a narrow one, and "4111\u2009...", a thin one, number grouping's;
+# U+2007, a figure space; U+3000, an ideographic one typed with an input method), and the zero-width
+# spaces (U+200B; U+2060 and U+FEFF, which also keep words together), which show the groups joined:
+# a reader sees the whole card number. None ends a line (U+2028 and U+2029 do, and are not here).
+SPACE_CHARS: Final = r" \u00a0\u1680\u2000-\u200b\u202f\u205f\u2060\u3000\ufeff"  # of a regex class
+# What separates a card number's groups as a person types, copies or pastes it: a space (SPACE_CHARS),
+# a tab (a spreadsheet's cells pasted as text, a console line), a dot, an underscore, a slash or a dash.
+# Not a line break (nor \r, \v, \f): a value typed or pasted into one field or command is one line,
+# and no card prints its number across two; while text of many lines (a traceback, a console's table,
+# rows pasted in a reason) often ends a line and starts the next with digits, which typed text would
+# mask from 12 digits joined, Luhn-valid or not.
+SEPARATOR_CHARS: Final = rf"{SPACE_CHARS}\t._/-"  # of a regex class, the dash last
 # Digit runs of a card number's length or more, optionally grouped as a person types or copies a card
 # number: by SEPARATOR_CHARS, up to SEPARATORS_BETWEEN_DIGITS_MAX of them between two digits
 # ("4111 1111 1111 1111", "4111 - 1111 ...", "4111.1111.1111.1111", "4111\t1111\t...",

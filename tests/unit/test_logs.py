@@ -81,6 +81,10 @@ ID_CASES: list[tuple[str, bool]] = [
     ("4111    1111    1111    1111", True),
     ("4111\t1111\t1111\t1111", True),  # pasted from a spreadsheet's cells
     ("pos\t3782\t822463\t10005", True),
+    # copied from a web page or a PDF: a no-break space, a narrow one, a thin one (quoting.SPACE_CHARS)
+    ("4111\u00a01111\u00a01111\u00a01111", True),
+    ("4111\u202f1111\u202f1111\u202f1111", True),
+    ("3782\u2009822463\u200910005", True),
     ("3782.822463.10005", True),
     ("2026/12/07/0001", False),
     ("2026.12.07.000001.0001", False),
@@ -185,6 +189,16 @@ CARD_DATA_CASES: list[tuple[str, str, tuple[object, ...], dict[str, object], tup
     # A JSON line escapes a tab: the secret as the line would show it.
     ("tab-separated pan", "card 4111\t1111\t1111\t1111", (), {}, ("1111\\t1111",)),
     ("tab-separated pan field", "x", (), {"note": "4111\t1111\t1111\t1111"}, ("1111\\t1111",)),
+    # Copied from a web page or a PDF; the JSON line writes these spaces as they are.
+    ("no-break-spaced pan", "card 4111\u00a01111\u00a01111\u00a01111", (), {}, ("1111\u00a01111",)),
+    (
+        "narrow-no-break-spaced pan",
+        "card %s",
+        ("4111\u202f1111\u202f1111\u202f1111",),
+        {},
+        ("1111\u202f1111",),
+    ),
+    ("thin-spaced pan field", "x", (), {"note": "4111\u20091111\u20091111\u20091111"}, ("1111\u20091111",)),
     ("pan glued to digits", f"ref 2026{PAN_16}99", (), {}, (PAN_16,)),
     ("track2 in message", f"raw {TRACK2}", (), {}, (PAN_16,)),
     ("pin assignment", "employee pin=4321 refused", (), {}, ("4321",)),
@@ -329,6 +343,12 @@ TYPED_CASES: list[tuple[str, str, str]] = [
     ("mixed separators", "lost 4111.1111-1111/1112", f"lost {REDACTED_PAN}"),
     ("tab-separated, mistyped", "block 4111\t1111\t1111\t1112 lost", f"block {REDACTED_PAN} lost"),
     ("a tab and spaces, mistyped", "block 4111 \t 1111\t1111\t1112", f"block {REDACTED_PAN}"),
+    (
+        "no-break-spaced, mistyped",
+        "block 4111\u00a01111\u00a01111\u00a01112 lost",
+        f"block {REDACTED_PAN} lost",
+    ),
+    ("thin-spaced, mistyped", "block 4111\u20091111\u20091111\u20091112", f"block {REDACTED_PAN}"),
     # lines are not joined (quoting.SEPARATOR_CHARS): rows of numbers, one a line
     ("rows of amounts, one a line", "1200\n3400\n5600\n7800", "1200\n3400\n5600\n7800"),
     ("12 digits across dots", "from 192.168.300.200", f"from {REDACTED_PAN}"),  # a group past 255

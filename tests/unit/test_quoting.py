@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import sys
+import unicodedata
 from random import Random
 
 import pytest
 
-from ops.logs import scrub_text
+from ops.logs import holds_card_number, scrub_text
 from switch.domain.quoting import (
     QUOTED_CHARS_MAX,
     QUOTED_HEAD_CHARS,
@@ -41,6 +43,10 @@ CASES = [
     ("4111\t1111\t1111\t1112", f"'{REDACTED_PAN}'"),
     ("pos\t4111 \t 1111\t1111\t1112\tok", f"'pos\\t{REDACTED_PAN}\\tok'"),
     ("3782.822463.10005", f"'{REDACTED_PAN}'"),  # American Express, as printed (4-6-5)
+    # Copied from a web page or a PDF: a no-break space, a narrow one, a thin one (SPACE_CHARS).
+    ("4111\u00a01111\u00a01111\u00a01111", f"'{REDACTED_PAN}'"),
+    ("4111\u202f1111\u202f1111\u202f1112", f"'{REDACTED_PAN}'"),
+    ("card 4111\u20091111\u20091111\u20091112", f"'card {REDACTED_PAN}'"),
     # An IPv4 address of 12 digits: shown when it fails Luhn, so it cannot be a card number.
     ("192.168.100.200", "'192.168.100.200'"),
     ("192.168.100.200:50051", "'192.168.100.200:50051'"),
@@ -116,6 +122,26 @@ def test_the_longest_id_the_protocol_takes_is_quoted_whole() -> None:
 @pytest.mark.parametrize("value", [value for value, _ in CASES if len(value) <= QUOTED_CHARS_MAX])
 def test_a_short_value_is_masked_as_the_log_masks_typed_text(value: str) -> None:
     assert quoted(value) == repr(scrub_text(value, typed=True))
+
+
+# Every Unicode space separator (category Zs) and the zero-width spaces join a card number's groups;
+# a line or paragraph break does not (SEPARATOR_CHARS).
+SPACES = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Zs"]
+ZERO_WIDTH_SPACES = ["\u200b", "\u2060", "\ufeff"]
+LINE_BREAKS = ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize(
+    ("separator", "joins"),
+    [(space, True) for space in SPACES + ZERO_WIDTH_SPACES]
+    + [(line_break, False) for line_break in LINE_BREAKS],
+    ids=ascii,
+)
+def test_which_characters_join_a_card_numbers_groups(separator: str, joins: bool) -> None:
+    card = separator.join(["4111", "1111", "1111", "1111"])
+    assert (quoted(card) == f"'{REDACTED_PAN}'") is joins
+    assert (scrub_text(f"card {card}") == f"card {REDACTED_PAN}") is joins
+    assert holds_card_number(card) is joins
 
 
 def test_no_seven_digits_of_a_card_number_are_shown_whatever_surrounds_it() -> None:
