@@ -31,13 +31,32 @@ VALUE_CHARS_MAX: Final = 4096
 # quoting.TYPED_CARD_NUMBER_CHARS_MAX) is masked whole, unjudged (quoting.head_to_mask).
 CARD_NUMBER_CHARS_MAX: Final = 40
 
-# Field names (split on anything but letters and digits) whose value is never logged.
-_SENSITIVE_NAME_TOKENS: Final = frozenset(
-    {"pan", "pin", "cvv", "cvv2", "cvc", "cvc2", "track1", "track2", "password", "secret"}
+# The names whose value is never logged, each as its words: the one list of a field's name
+# (is_sensitive_name) and of a name in free text ("pin=...", _SENSITIVE_ASSIGNMENT). A name's words
+# may be written joined, in camel case or split by "_", "-" or a space ("pin_block", "PINBLOCK",
+# "pinBlock", "pin-block", "PIN block", "track_2"); a longer name may end or hold it ("employee_pin").
+SENSITIVE_NAMES: Final = (
+    ("pan",),
+    ("primary", "account", "number"),
+    ("card", "number"),
+    ("card", "no"),
+    ("pin",),
+    ("pin", "block"),
+    ("cvv",),
+    ("cvv", "2"),
+    ("cvc",),
+    ("cvc", "2"),
+    ("track", "1"),
+    ("track", "2"),
+    ("track", "data"),
+    ("password",),
+    ("secret",),
+    ("master", "key"),
 )
-_SENSITIVE_NAMES_JOINED: Final = frozenset(
-    {"pinblock", "cardnumber", "cardno", "trackdata", "primaryaccountnumber", "masterkey"}
-)
+_SENSITIVE_NAMES_JOINED: Final = frozenset("".join(words) for words in SENSITIVE_NAMES)
+# A field name's words: upper-case runs, capitalised or lower-case words, digit runs ("newPINBlock2":
+# new, pin, block, 2).
+_NAME_WORD: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _SEPARATORS: Final = re.compile(rf"[{quoting.SPACE_CHARS}-]")
 _DIGIT_GROUP: Final = re.compile(r"\d+")
 # An id holding a card number is refused (holds_card_number) from this many digits in a row: a date
@@ -72,11 +91,16 @@ _VALUE_CLOSERS: Final = r",;\"'})\]"
 # "pin=1234", "pan: 4111...", '"cvv": "123"', "{'pin': '1234'}" (a Python dict as str() shows it)
 # inside free text: an unquoted value up to whitespace or a closer (_VALUE_CLOSERS), a quoted one up to
 # its closing quote, spaces and all ('"pin": "12 34"'). The digit runs are masked first: a value masked
-# so ("pan=[REDACTED-PAN]") is one value, its "]" too. A name may end a longer one, as is_sensitive_name
-# finds it among a field name's words: after "_" ("employee_pin=") or in camel case ("employeePin=").
+# so ("pan=[REDACTED-PAN]") is one value, its "]" too. The names are SENSITIVE_NAMES, as is_sensitive_name
+# takes them: words joined or split by one "_", "-" or space, any case ("pin-block=", "PIN block:",
+# "primaryAccountNumber="); a name may end a longer one: after "_" ("employee_pin=") or in camel case
+# ("employeePin=").
+_SENSITIVE_NAME_PATTERN: Final = "|".join(
+    sorted(("[ _-]?".join(words) for words in SENSITIVE_NAMES), key=len, reverse=True)
+)
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
     r"(?i)(?:(?<![^\W_])|(?-i:(?<=[a-z])(?=[A-Z])))"  # after no letter or digit, or in camel case
-    r"(?P<name>pan|pin|pin_?block|track_?[12]|track_?data|cvv2?|cvc2?|card_?number|password)"
+    rf"(?P<name>{_SENSITIVE_NAME_PATTERN})"
     r"(?P<separator>[\"']?\s*[=:]\s*)"
     r"(?:(?P<quote>[\"'])(?P<quoted>(?:(?!(?P=quote))[^\\\n]|\\.)*)(?P<close>(?P=quote)?)"
     rf"|(?:{re.escape(REDACTED_PAN)}|[^\s{_VALUE_CLOSERS}]|[{_VALUE_CLOSERS}]+(?=[^\s{_VALUE_CLOSERS}]))+)"
@@ -260,9 +284,12 @@ def _redact_assignment(match: re.Match[str]) -> str:
 
 @functools.lru_cache(maxsize=4096)  # field names come from our code: a few dozen, asked per line
 def is_sensitive_name(name: str) -> bool:
-    tokens = [token for token in re.split(r"[^a-z0-9]+", name.lower()) if token]
-    return any(token in _SENSITIVE_NAME_TOKENS for token in tokens) or (
-        "".join(tokens) in _SENSITIVE_NAMES_JOINED
+    """name holds one of SENSITIVE_NAMES: words of it in a row, joined, are one of them."""
+    words = [word.lower() for word in _NAME_WORD.findall(name)]
+    return any(
+        "".join(words[first:last]) in _SENSITIVE_NAMES_JOINED
+        for first in range(len(words))
+        for last in range(first + 1, len(words) + 1)
     )
 
 

@@ -15,10 +15,12 @@ import pytest
 from ops.logs import (
     REDACTED,
     REDACTED_PAN,
+    SENSITIVE_NAMES,
     TRANSACTION_LOGGER_NAME,
     JsonFormatter,
     configure_logging,
     holds_card_number,
+    is_sensitive_name,
     log_outcome,
     log_transaction,
     luhn_valid,
@@ -210,6 +212,9 @@ CARD_DATA_CASES: list[tuple[str, str, tuple[object, ...], dict[str, object], tup
     ("employee pin field", "x", (), {"employee_pin": "9876"}, ("9876",)),
     ("pin_block field", "x", (), {"pin_block": PIN_BLOCK_HEX}, (PIN_BLOCK_HEX,)),
     ("PinBlock field", "x", (), {"PinBlock": PIN_BLOCK_HEX}, (PIN_BLOCK_HEX,)),
+    ("newPinBlock field", "x", (), {"newPinBlock": PIN_BLOCK_HEX}, (PIN_BLOCK_HEX,)),
+    ("employeePin field", "x", (), {"employeePin": "9876"}, ("9876",)),
+    ("track_2 field", "x", (), {"track_2": f";{PAN_16}=2512101?"}, ("2512101",)),
     ("track2 field", "x", (), {"track2": TRACK2}, (TRACK2, PAN_16)),
     ("cvv field", "x", (), {"cvv": CVV}, (CVV,)),
     ("pan as int", "x", (), {"reference": int(PAN_16)}, (PAN_16,)),
@@ -298,6 +303,17 @@ ASSIGNMENT_CASES: list[tuple[str, str, str]] = [
     ("a Python dict", "{'pin': '4321', 'x': 1}", f"{{'pin': '{REDACTED}', 'x': 1}}"),
     ("single-quoted, a space inside", "pin='12 34' ok", f"pin='{REDACTED}' ok"),
     ("single-quoted, a double quote inside", "{'cvv': '7\"37'}", f"{{'cvv': '{REDACTED}'}}"),
+    # Every spelling is_sensitive_name takes (SENSITIVE_NAMES): words joined, apart, in camel case.
+    ("a dash inside the name", f"pin-block={PIN_BLOCK_HEX} ok", f"pin-block={REDACTED} ok"),
+    ("three words in camel case", f"primaryAccountNumber={PAN_16}", f"primaryAccountNumber={REDACTED}"),
+    ("pin_block and a colon", f"pin_block: {PIN_BLOCK_HEX}", f"pin_block: {REDACTED}"),
+    ("joined, upper case", f"PINBLOCK={PIN_BLOCK_HEX}", f"PINBLOCK={REDACTED}"),
+    ("track_2", f"track_2={TRACK2} x", f"track_2={REDACTED} x"),
+    ("card-number", f"card-number={PAN_16}", f"card-number={REDACTED}"),
+    ("words apart", f"PIN block: {PIN_BLOCK_HEX}", f"PIN block: {REDACTED}"),
+    ("card_no", "card_no=4111x", f"card_no={REDACTED}"),
+    ("a secret", "client_secret=s3cr3t", f"client_secret={REDACTED}"),
+    ("a master key", "master_key=00112233", f"master_key={REDACTED}"),
 ]
 
 
@@ -306,6 +322,28 @@ ASSIGNMENT_CASES: list[tuple[str, str, str]] = [
 )
 def test_a_named_value_is_replaced_whole(text: str, shown: str) -> None:
     assert scrub_text(text) == shown
+
+
+def _spellings(words: tuple[str, ...]) -> list[str]:
+    camel = words[0] + "".join(word.capitalize() for word in words[1:])
+    return [
+        "".join(words),
+        "_".join(words),
+        "-".join(words),
+        camel,
+        camel[0].upper() + camel[1:],
+        "_".join(words).upper(),
+        "".join(words).upper(),
+        "new_" + "_".join(words),
+        "new" + camel[0].upper() + camel[1:],
+    ]
+
+
+@pytest.mark.parametrize("words", SENSITIVE_NAMES, ids="_".join)
+def test_a_field_and_a_name_in_free_text_are_judged_by_one_list(words: tuple[str, ...]) -> None:
+    for name in _spellings(words):
+        assert is_sensitive_name(name), name
+        assert scrub_text(f"{name}=x1 ok") == f"{name}={REDACTED} ok", name
 
 
 # (case, text that must come through unchanged)
