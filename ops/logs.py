@@ -190,7 +190,7 @@ def _id_run_holds_card_number(run: str) -> bool:
     for group in groups:
         if ID_PAN_DIGITS_MIN <= len(group) <= PAN_DIGITS_MAX and luhn_valid(group):
             return True
-    return _printed_span_holds_pan(groups)
+    return _printed_span_holds_pan(groups, ID_PAN_DIGITS_MIN)
 
 
 def _glued_to_letters_holds_pan(run: re.Match[str]) -> bool:
@@ -220,8 +220,10 @@ def _is_glued_pan(group: str, *, glued_before: bool) -> bool:
     )
 
 
-def _printed_span_holds_pan(groups: list[str]) -> bool:
-    """A span of groups laid out as cards print them (_typed_as_printed) is a Luhn-valid card number."""
+def _printed_span_holds_pan(groups: list[str], digits_min: int) -> bool:
+    """A span of groups laid out as cards print them (_typed_as_printed) is a Luhn-valid card number of
+    digits_min digits or more: the scrubber's PAN_DIGITS_MIN (a 12-digit Maestro card, "6759.6498.2643"),
+    the id check's ID_PAN_DIGITS_MIN."""
     for first, group in enumerate(groups):
         if len(group) != 4:  # a printed layout starts with four digits
             continue
@@ -230,7 +232,7 @@ def _printed_span_holds_pan(groups: list[str]) -> bool:
             span, lengths = span + next_group, (*lengths, len(next_group))
             if len(span) > PAN_DIGITS_MAX:
                 break
-            if len(span) >= ID_PAN_DIGITS_MIN and _typed_as_printed(lengths) and luhn_valid(span):
+            if len(span) >= digits_min and _typed_as_printed(lengths) and luhn_valid(span):
                 return True
     return False
 
@@ -247,7 +249,9 @@ def _redact_digit_run(match: re.Match[str]) -> str:
     # Tabs, dots, underscores, slashes and long gaps join IP addresses, versions, dates, decimals and
     # a table's columns too: across them only the layouts cards print are judged, and each part as
     # _SPACED_RUN's run.
-    if _printed_span_holds_pan(_DIGIT_GROUP.findall(run)) or _glued_to_letters_holds_pan(match):
+    if _printed_span_holds_pan(_DIGIT_GROUP.findall(run), PAN_DIGITS_MIN) or _glued_to_letters_holds_pan(
+        match
+    ):
         return REDACTED_PAN
     return _SPACED_RUN.sub(_redact_spaced_run, run)
 

@@ -91,6 +91,7 @@ ID_CASES: list[tuple[str, bool]] = [
     ("2026/12/07/0001", False),
     ("2026.12.07.000001.0001", False),
     (PAN_12, False),  # 12 digits in a row: a date and a counter
+    ("1234.5678.9015", False),  # as printed, 12 digits: masked in a log line, short for an id
     ("2026-12-07-0001", False),
     ("20261207-0001", False),
     (NOT_LUHN_16, False),
@@ -181,6 +182,10 @@ CARD_DATA_CASES: list[tuple[str, str, tuple[object, ...], dict[str, object], tup
     ("pan in args", "declined card %s", (PAN_16,), {}, (PAN_16,)),
     ("19-digit pan", f"card {PAN_19}", (), {}, (PAN_19,)),
     ("12-digit pan", f"card {PAN_12} ok", (), {}, (PAN_12,)),
+    # as printed (4-4-4), split by what the scrubber judges only in printed layouts
+    ("dotted 12-digit pan", "card 1234.5678.9015 ok", (), {}, ("5678.9015",)),
+    ("tab-separated 12-digit pan", "card 1234\t5678\t9015 ok", (), {}, ("5678\\t9015",)),
+    ("12-digit pan split by 4 spaces", "card 1234    5678    9015", (), {}, ("5678    9015",)),
     ("our 13-digit card", "card %s", (CARD_13,), {}, (CARD_13,)),
     ("spaced pan", "card 4111 1111 1111 1111", (), {}, ("4111 1111 1111 1111",)),
     ("dashed pan", "card 4111-1111-1111-1111", (), {}, ("4111-1111-1111-1111",)),
