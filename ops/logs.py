@@ -98,8 +98,13 @@ _VALUE_CLOSERS: Final = r",;\"'})\]"
 _SENSITIVE_NAME_PATTERN: Final = "|".join(
     sorted(("[ _-]?".join(words) for words in SENSITIVE_NAMES), key=len, reverse=True)
 )
+# The letters a name starts with, looked at first at each place, so most places are passed at once:
+# scrub_text of a 100-character line holding "=" took 16 us without it, 9.3 with it (13.3 with the 9
+# names of before and no such look).
+_SENSITIVE_NAME_FIRST_LETTERS: Final = "".join(sorted({words[0][0] for words in SENSITIVE_NAMES}))
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
-    r"(?i)(?:(?<![^\W_])|(?-i:(?<=[a-z])(?=[A-Z])))"  # after no letter or digit, or in camel case
+    rf"(?i)(?=[{_SENSITIVE_NAME_FIRST_LETTERS}])"
+    r"(?:(?<![^\W_])|(?-i:(?<=[a-z])(?=[A-Z])))"  # after no letter or digit, or in camel case
     rf"(?P<name>{_SENSITIVE_NAME_PATTERN})"
     r"(?P<separator>[\"']?\s*[=:]\s*)"
     r"(?:(?P<quote>[\"'])(?P<quoted>(?:(?!(?P=quote))[^\\\n]|\\.)*)(?P<close>(?P=quote)?)"
