@@ -57,7 +57,7 @@ _SENSITIVE_NAMES_JOINED: Final = frozenset("".join(words) for words in SENSITIVE
 # A field name's words: upper-case runs, capitalised or lower-case words, digit runs ("newPINBlock2":
 # new, pin, block, 2).
 _NAME_WORD: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-_SEPARATORS: Final = re.compile(rf"[{quoting.SPACE_CHARS}-]")
+_SEPARATORS: Final = re.compile(rf"[{quoting.SPACE_CHARS}{quoting.DASH_CHARS}]")
 _DIGIT_GROUP: Final = re.compile(r"\d+")
 # An id holding a card number is refused (holds_card_number) from this many digits in a row: a date
 # and a counter (20261207-0001, 12 digits) stay usable as an id.
@@ -68,10 +68,12 @@ ID_PAN_DIGITS_MIN: Final = 13
 # all. The id check judges a run from ID_PAN_DIGITS_MIN digits only, and across tabs, dots, underscores,
 # slashes and long gaps only the layouts cards print (_printed_span_holds_pan).
 _DIGIT_RUN: Final = quoting.DIGIT_RUN
-# Digit groups joined by up to 3 spaces (quoting.SPACE_CHARS: a no-break space too) or dashes, as a
-# card number is typed or copied, from PAN_DIGITS_MIN digits: the parts of a _DIGIT_RUN run the
-# scrubber judges each as a whole (_looks_like_pan).
-_SPACED_RUN: Final = re.compile(rf"(?<!\d)\d(?:[{quoting.SPACE_CHARS}-]{{0,3}}\d){{11,}}(?!\d)")
+# Digit groups joined by up to 3 spaces (quoting.SPACE_CHARS: a no-break space too) or dashes
+# (quoting.DASH_CHARS: an en dash too), as a card number is typed or copied, from PAN_DIGITS_MIN
+# digits: the parts of a _DIGIT_RUN run the scrubber judges each as a whole (_looks_like_pan).
+_SPACED_RUN: Final = re.compile(
+    rf"(?<!\d)\d(?:[{quoting.SPACE_CHARS}{quoting.DASH_CHARS}]{{0,3}}\d){{11,}}(?!\d)"
+)
 # A card number (ID_PAN_DIGITS_MIN to PAN_DIGITS_MAX digits) glued to an id's own short number, which
 # letters start or end ("T1" of "T14111...1111"): up to this many digits. Without a letter beside them,
 # digits in a row are judged whole: numeric ids of 14-19 digits (a timestamp, a date and counter, as in
@@ -83,7 +85,7 @@ GLUED_DIGITS_MAX: Final = 3
 # A separator _SPACED_RUN does not take. A tab is one: it parts a table's columns, rows of numbers
 # of which any span of groups passes Luhn 1 time in 10, and a card number pasted from cells is laid
 # out as cards print it.
-_PRINTED_ONLY_SEPARATOR: Final = re.compile(rf"[\t._/]|[{quoting.SPACE_CHARS}-]{{4}}")
+_PRINTED_ONLY_SEPARATOR: Final = re.compile(rf"[\t._/]|[{quoting.SPACE_CHARS}{quoting.DASH_CHARS}]{{4}}")
 # What may close the structure a named value stands in ("[pin=1234]", "(cvv=123)", "pin=1234, ok"):
 # the value's end only where nothing of the value follows (whitespace, the text's end or another of
 # them), else part of it ("pin=12]34", "password=se,cret"; "a=1,pin=1234,b=2" hides "b=2" too).

@@ -22,13 +22,22 @@ SEPARATORS_BETWEEN_DIGITS_MAX: Final = 4
 # spaces (U+200B; U+2060 and U+FEFF, which also keep words together), which show the groups joined:
 # a reader sees the whole card number. None ends a line (U+2028 and U+2029 do, and are not here).
 SPACE_CHARS: Final = r" \u00a0\u1680\u2000-\u200b\u202f\u205f\u2060\u3000\ufeff"  # of a regex class
+# The dashes a card number's groups are typed or copied with, each taken as "-" is: every Unicode dash
+# (category Pd: a word processor makes " - " an en dash, "4111\u20131111"; a web page's non-breaking
+# hyphen, U+2011; an input method's fullwidth one, U+FF0D), the minus sign (U+2212) and the soft
+# hyphen (U+00AD), which shows the groups joined. The ASCII "-" last, so the class ends with it.
+DASH_CHARS: Final = (  # of a regex class
+    r"\u00ad\u058a\u05be\u1400\u1806\u2010-\u2015\u2212\u2e17\u2e1a\u2e3a\u2e3b\u2e40\u2e5d"
+    r"\u301c\u3030\u30a0\ufe31\ufe32\ufe58\ufe63\uff0d\U00010ead-"
+)
 # What separates a card number's groups as a person types, copies or pastes it: a space (SPACE_CHARS),
-# a tab (a spreadsheet's cells pasted as text, a console line), a dot, an underscore, a slash or a dash.
+# a tab (a spreadsheet's cells pasted as text, a console line), a dot, an underscore, a slash or a dash
+# (DASH_CHARS).
 # Not a line break (nor \r, \v, \f): a value typed or pasted into one field or command is one line,
 # and no card prints its number across two; while text of many lines (a traceback, a console's table,
 # rows pasted in a reason) often ends a line and starts the next with digits, which typed text would
 # mask from 12 digits joined, Luhn-valid or not.
-SEPARATOR_CHARS: Final = rf"{SPACE_CHARS}\t._/-"  # of a regex class, the dash last
+SEPARATOR_CHARS: Final = rf"{SPACE_CHARS}\t._/{DASH_CHARS}"  # of a regex class, the dash last
 # Digit runs of a card number's length or more, optionally grouped as a person types or copies a card
 # number: by SEPARATOR_CHARS, up to SEPARATORS_BETWEEN_DIGITS_MAX of them between two digits
 # ("4111 1111 1111 1111", "4111 - 1111 ...", "4111.1111.1111.1111", "4111\t1111\t...",

@@ -87,6 +87,11 @@ ID_CASES: list[tuple[str, bool]] = [
     ("4111\u00a01111\u00a01111\u00a01111", True),
     ("4111\u202f1111\u202f1111\u202f1111", True),
     ("3782\u2009822463\u200910005", True),
+    # a word processor's en dash, a web page's non-breaking hyphen, a fullwidth one (quoting.DASH_CHARS)
+    ("4111\u20131111\u20131111\u20131111", True),
+    ("3056\u2011930902\u20115904", True),
+    ("4111\uff0d1111\uff0d1111\uff0d1111", True),
+    ("2026\u201312\u201307\u20130001", False),
     ("3782.822463.10005", True),
     ("2026/12/07/0001", False),
     ("2026.12.07.000001.0001", False),
@@ -206,6 +211,10 @@ CARD_DATA_CASES: list[tuple[str, str, tuple[object, ...], dict[str, object], tup
         ("1111\u202f1111",),
     ),
     ("thin-spaced pan field", "x", (), {"note": "4111\u20091111\u20091111\u20091111"}, ("1111\u20091111",)),
+    # A word processor's " - ", an en dash; an em dash; a soft hyphen, which shows the groups joined.
+    ("en-dashed pan", "card 4111 \u2013 1111 \u2013 1111 \u2013 1111", (), {}, ("1111 \u2013 1111",)),
+    ("em-dashed pan", "card %s", ("4111\u20141111\u20141111\u20141111",), {}, ("1111\u20141111",)),
+    ("soft-hyphened pan field", "x", (), {"note": "4111\u00ad1111\u00ad1111\u00ad1111"}, ("1111\u00ad1111",)),
     ("pan glued to digits", f"ref 2026{PAN_16}99", (), {}, (PAN_16,)),
     ("track2 in message", f"raw {TRACK2}", (), {}, (PAN_16,)),
     ("pin assignment", "employee pin=4321 refused", (), {}, ("4321",)),
@@ -392,6 +401,8 @@ TYPED_CASES: list[tuple[str, str, str]] = [
         f"block {REDACTED_PAN} lost",
     ),
     ("thin-spaced, mistyped", "block 4111\u20091111\u20091111\u20091112", f"block {REDACTED_PAN}"),
+    ("en-dashed, mistyped", "block 4111\u20131111\u20131111\u20131112 lost", f"block {REDACTED_PAN} lost"),
+    ("minus signs, mistyped", "block 4111\u22121111\u22121111\u22121112", f"block {REDACTED_PAN}"),
     # lines are not joined (quoting.SEPARATOR_CHARS): rows of numbers, one a line
     ("rows of amounts, one a line", "1200\n3400\n5600\n7800", "1200\n3400\n5600\n7800"),
     ("12 digits across dots", "from 192.168.300.200", f"from {REDACTED_PAN}"),  # a group past 255

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 import unicodedata
@@ -47,6 +48,13 @@ CASES = [
     ("4111\u00a01111\u00a01111\u00a01111", f"'{REDACTED_PAN}'"),
     ("4111\u202f1111\u202f1111\u202f1112", f"'{REDACTED_PAN}'"),
     ("card 4111\u20091111\u20091111\u20091112", f"'card {REDACTED_PAN}'"),
+    # A word processor's " - " (an en dash), a web page's non-breaking hyphen, a minus sign (DASH_CHARS).
+    ("card 4111 \u2013 1111 \u2013 1111 \u2013 1112 lost", f"'card {REDACTED_PAN} lost'"),
+    ("4111\u20111111\u20111111\u20111111", f"'{REDACTED_PAN}'"),
+    ("4111\u22121111\u22121111\u22121112", f"'{REDACTED_PAN}'"),
+    # Escaped around a masked card number: no digit of it is left beside the escape.
+    ("\xa04111\xa01111\xa01111\xa01112\xa0", f"'\\xa0{REDACTED_PAN}\\xa0'"),
+    ("\xad4111\xad1111\xad1111\xad1112\xad", f"'\\xad{REDACTED_PAN}\\xad'"),
     # An IPv4 address of 12 digits: shown when it fails Luhn, so it cannot be a card number.
     ("192.168.100.200", "'192.168.100.200'"),
     ("192.168.100.200:50051", "'192.168.100.200:50051'"),
@@ -124,16 +132,21 @@ def test_a_short_value_is_masked_as_the_log_masks_typed_text(value: str) -> None
     assert quoted(value) == repr(scrub_text(value, typed=True))
 
 
-# Every Unicode space separator (category Zs) and the zero-width spaces join a card number's groups;
-# a line or paragraph break does not (SEPARATOR_CHARS).
-SPACES = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Zs"]
+# Every Unicode space separator (category Zs), the zero-width spaces, every Unicode dash (category
+# Pd), the minus sign and the soft hyphen join a card number's groups; a line or paragraph break does
+# not (SEPARATOR_CHARS).
+SPACES_AND_DASHES = [
+    char for char in map(chr, range(sys.maxunicode + 1)) if unicodedata.category(char) in ("Zs", "Pd")
+]
+SPACES = [char for char in SPACES_AND_DASHES if unicodedata.category(char) == "Zs"]
 ZERO_WIDTH_SPACES = ["\u200b", "\u2060", "\ufeff"]
+DASHES = [char for char in SPACES_AND_DASHES if unicodedata.category(char) == "Pd"] + ["\u2212", "\u00ad"]
 LINE_BREAKS = ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\u2028", "\u2029"]
 
 
 @pytest.mark.parametrize(
     ("separator", "joins"),
-    [(space, True) for space in SPACES + ZERO_WIDTH_SPACES]
+    [(joiner, True) for joiner in SPACES + ZERO_WIDTH_SPACES + DASHES]
     + [(line_break, False) for line_break in LINE_BREAKS],
     ids=ascii,
 )
@@ -144,21 +157,32 @@ def test_which_characters_join_a_card_numbers_groups(separator: str, joins: bool
     assert holds_card_number(card) is joins
 
 
+# How the seeded card numbers' digits are split: a no-break space, a thin one, a soft hyphen and a
+# zero-width space are shown escaped.
+SEPARATORS = ["", " ", "-", " - ", "   ", ".", "_", "/", "    ", "\t", " \t"]
+SEPARATORS += ["\xa0", "\u2009", " \u2013 ", "\u2011", "\xad", "\u200b"]
+
+
 def test_no_seven_digits_of_a_card_number_are_shown_whatever_surrounds_it() -> None:
     # Seeded: card numbers (digits 1-4, grouped or not) among runs of 9s, letters and separators,
     # at every distance from the cut. Main before the fix showed 7 to 11 of the card's digits in
-    # about one value in 10,000.
-    card_digits = re.compile(r"[1-4](?:[ \t._/-]{0,4}[1-4]){6,}")
+    # about one value in 10,000. Spaces and dashes shown escaped (a no-break space as "\xa0", a soft
+    # hyphen as "\xad") are among the separators, and the shown value is read unescaped: no digit of
+    # a card number is left beside an escape.
+    separator_chars = re.escape("".join(sorted(set("".join(SEPARATORS)))))
+    card_digits = re.compile(rf"[1-4](?:[{separator_chars}]{{0,4}}[1-4]){{6,}}")
     random = Random(7)
 
     def filler(chars_min: int) -> str:
         parts: list[str] = []
         while sum(map(len, parts)) < chars_min:
-            parts.append(random.choice(["9" * random.randint(1, 40), "x", " ", "-", ".", "xy"]))
+            parts.append(
+                random.choice(["9" * random.randint(1, 40), "x", " ", "-", ".", "xy", "\xa0", "\xad"])
+            )
         return "".join(parts)
 
     for _ in range(30_000):
-        separator = random.choice(["", " ", "-", " - ", "   ", ".", "_", "/", "    ", "\t", " \t"])
+        separator = random.choice(SEPARATORS)
         card = separator.join(random.choice("1234") for _ in range(random.randint(12, 19)))
         value = filler(random.randint(0, 160)) + card + filler(random.randint(0, 60))
-        assert card_digits.search(quoted(value).replace("\\t", "\t")) is None, value  # a tab, unescaped
+        assert card_digits.search(ast.literal_eval(quoted(value))) is None, ascii(value)
