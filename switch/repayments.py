@@ -29,8 +29,9 @@ class RepaymentAsked:
     reference: str
 
 
-# A repayment judged on a debt another repayment changed before it landed is judged again on the
-# debt then; this many judgements in a row lost so, it is refused as unavailable (sent again, it may land).
+# A repayment judged on a debt lowered before it landed (another repayment, or a sale at the merchant:
+# either credits its payable) is judged again on the debt then; this many judgements in a row lost so,
+# it is refused as unavailable (sent again, it may land).
 REPAYMENT_JUDGEMENTS_MAX = 3
 
 
@@ -74,15 +75,16 @@ def record_repayment(
             return landed
     raise AdminUnavailableError(
         f"the repayment was not recorded: the debt it clears changed {REPAYMENT_JUDGEMENTS_MAX} times "
-        "while it was judged (other repayments landing); nothing moved, send it again"
+        "while it was judged (other repayments or sales at the merchant landing); nothing moved, "
+        "send it again"
     )
 
 
 def _judged_and_written(
     engine: Engine, write_now: Callable[[Write], WriteResult], record: RepaymentRecord
 ) -> Repayment | None:
-    """The repayment judged on the debt now and written; None when another repayment changed the
-    debt before it landed (nothing moved)."""
+    """The repayment judged on the debt now and written; None when another repayment or a sale at
+    the merchant lowered the debt before it landed (nothing moved)."""
     with engine.connect() as conn:
         owed_minor, cleared_minor = _judged(conn, record)
     entry = ledger.repayment_entry(
