@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 import time
+import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
@@ -120,6 +121,9 @@ _RECORD_ATTRIBUTES: Final = frozenset(
 
 
 def luhn_valid(digits: str) -> bool:
+    """digits pass Luhn, of any script: a run (DIGIT_RUN) takes a Japanese keyboard's full-width ones."""
+    if not digits.isascii():
+        digits = "".join(str(unicodedata.digit(char)) for char in digits)
     total = 0
     for index, char in enumerate(reversed(digits)):
         digit = ord(char) - 48

@@ -32,6 +32,9 @@ from switch.domain.response_codes import ResponseCode
 from switch.domain.transactions import Outcome, TransactionType
 
 PAN_16 = "4111111111111111"
+# Other scripts' digits, as an input method types them (a Japanese keyboard's full-width ones).
+FULL_WIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + digit) for digit in range(10)))
+ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + digit) for digit in range(10)))
 PAN_19 = "6036000000000000008"
 PAN_12 = "123456789015"
 CARD_13 = "6036123456780"
@@ -57,7 +60,16 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize(
     ("digits", "valid"),
-    [(PAN_16, True), (PAN_19, True), (PAN_12, True), (CARD_13, True), (NOT_LUHN_16, False)],
+    [
+        (PAN_16, True),
+        (PAN_19, True),
+        (PAN_12, True),
+        (CARD_13, True),
+        (NOT_LUHN_16, False),
+        ("5555555555554444".translate(FULL_WIDTH), True),
+        ("5555555555554444".translate(ARABIC_INDIC), True),
+        (NOT_LUHN_16.translate(FULL_WIDTH), False),
+    ],
 )
 def test_luhn(digits: str, valid: bool) -> None:
     assert luhn_valid(digits) is valid
@@ -92,6 +104,8 @@ ID_CASES: list[tuple[str, bool]] = [
     ("3056\u2011930902\u20115904", True),
     ("4111\uff0d1111\uff0d1111\uff0d1111", True),
     ("2026\u201312\u201307\u20130001", False),
+    ("5555555555554444".translate(FULL_WIDTH), True),  # typed on a Japanese keyboard
+    ("6011 1111 1111 1117".translate(ARABIC_INDIC), True),
     ("3782.822463.10005", True),
     ("2026/12/07/0001", False),
     ("2026.12.07.000001.0001", False),
@@ -215,6 +229,20 @@ CARD_DATA_CASES: list[tuple[str, str, tuple[object, ...], dict[str, object], tup
     ("en-dashed pan", "card 4111 \u2013 1111 \u2013 1111 \u2013 1111", (), {}, ("1111 \u2013 1111",)),
     ("em-dashed pan", "card %s", ("4111\u20141111\u20141111\u20141111",), {}, ("1111\u20141111",)),
     ("soft-hyphened pan field", "x", (), {"note": "4111\u00ad1111\u00ad1111\u00ad1111"}, ("1111\u00ad1111",)),
+    (
+        "full-width pan",
+        "card %s",
+        ("5555555555554444".translate(FULL_WIDTH),),
+        {},
+        ("55554444".translate(FULL_WIDTH),),
+    ),
+    (
+        "arabic-indic pan field",
+        "x",
+        (),
+        {"note": "378282246310005".translate(ARABIC_INDIC)},
+        ("246310005".translate(ARABIC_INDIC),),
+    ),
     ("pan glued to digits", f"ref 2026{PAN_16}99", (), {}, (PAN_16,)),
     ("track2 in message", f"raw {TRACK2}", (), {}, (PAN_16,)),
     ("pin assignment", "employee pin=4321 refused", (), {}, ("4321",)),
