@@ -29,7 +29,7 @@ from actors.messages import (
 )
 from actors.outcomes import answer_for_stored, authorization_code, record_of
 from actors.reply import Reply
-from switch.admin import AdminUnavailableError
+from switch.admin import AdminStateError, AdminUnavailableError
 from switch.domain import card_rules, ledger
 from switch.domain.card_pins import check_card_pin
 from switch.domain.card_rules import CardState, Decision
@@ -704,6 +704,8 @@ class CardActor(SwitchActor):
         AdminUnavailableError when the journal could not store it (queue full, database down): the
         card stays as it was, here and in the database, and the same change sent again may land."""
         card = self.card
+        if message.status is CardStatus.blocked:
+            self._require_not_replaced(card)
         change = CardChange(card.card_id, message.status, message.status.value, message.reason, message.actor)
         result = self._write_now(Write(card_changes=(change,)))
         if result.fault:
@@ -718,6 +720,19 @@ class CardActor(SwitchActor):
             raise RuntimeError(f"card status not stored: {result.problem}")
         self._card = dataclasses.replace(card, status=message.status)
         return self.card
+
+    def _require_not_replaced(self, card: CardState) -> None:
+        """AdminStateError for a block of a card already replaced: it is out of use as lost, and a
+        block would make it blocked, which a credit on it does not follow (_follow_if_replaced).
+        Read here, after any replacement of this card through this actor has landed."""
+        replaced_by = self._services.store.card_replaced_by(card.card_id)
+        if replaced_by is None:
+            return
+        replacement = self._services.store.card_state(replaced_by)
+        raise AdminStateError(
+            f"card {card.masked} is lost and replaced by {replacement.masked} ({replaced_by}): "
+            "it is out of use already; to stop the replacement, block that card"
+        )
 
     def _transfer_out(self, message: TransferOut) -> tuple[int, int | None] | TransferRefused:
         """(moved minor units, journal entry id), or why nothing moved; waits for decided

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
-from switch.domain.cards import CardStatus
+from switch.domain.cards import CardStatus, mask
 from switch.store.journal import Write, WriteResult
 from switch.store.repository import REPLACED_CHAIN_LINKS_MAX
 from switch.store.schema import accounts, card_events, card_replacements
@@ -378,6 +378,43 @@ def test_money_waiting_on_a_lost_card_follows_when_its_blocked_replacement_is_re
     assert terminal.balance(newest) == 2_000
     check = world.ledger()
     assert (check.unbalanced_entries, check.negative_card_balances, check.balance_mismatches) == (0, 0, 0)
+
+
+def block_answer(world: World, number: str, reason: str) -> str:
+    """The card's status a BlockCard answers, or the refusal's code and words."""
+    request = bo.BlockCardRequest(card=pb.CardRef(card_number=number), reason=reason)
+    try:
+        return world.backoffice.BlockCard(request, metadata=world.admin_metadata, timeout=20).status
+    except grpc.RpcError as error:
+        return f"{error.code().name}: {error.details()}"
+
+
+def test_a_replaced_card_blocked_again_stays_lost_and_money_credited_to_it_follows_at_once(
+    one_node: World,
+) -> None:
+    """Audit in session 28: a BlockCard (or the console's `cards block`) of a card already replaced
+    rewrote its status from lost to blocked. Its actor then took it for a card blocked by phone, not
+    replaced, and an earlier ride cancelled at the shop stayed on it until the next start or the
+    replacement's own replacement. (A refund is declined on a lost card, 41, as on a blocked one.)
+    The block is refused, naming the replacement masked; the card stays lost."""
+    world, core, terminal = one_node, one_node.server.core, one_node.terminals[0]
+    lost, new = world.issue(2_000), world.issue(0)
+    ride = new_txn()
+    assert terminal.redeem(lost, 700, ride).response_code == "00"
+    assert replace(world, lost, new).moved.amount_minor == 1_300
+
+    answer = block_answer(world, lost, "reported lost again")
+    assert terminal.cancel(ride).response_code == "00"
+
+    wait_until(lambda: ledger_balance(world, new) == 2_000, timeout_s=5.0)
+    assert ledger_balance(world, lost) == 0
+    lost_id, new_id = core.cards.card_id(lost), core.cards.card_id(new)
+    assert lost_id is not None and core.store.card_state(lost_id).status is CardStatus.lost
+    assert answer == (
+        f"FAILED_PRECONDITION: card {mask(lost)} is lost and replaced by {mask(new)} ({new_id}): "
+        "it is out of use already; to stop the replacement, block that card"
+    )
+    assert "blocked" not in card_event_kinds(world, lost)
 
 
 @pytest.mark.parametrize("cards_between", [REPLACED_CHAIN_LINKS_MAX - 1, REPLACED_CHAIN_LINKS_MAX])

@@ -30,6 +30,7 @@ from switch.store.journal import PeriodClose, Write, WriteResult
 from switch.store.repository import DAY_CLOSES_LISTED_DEFAULT
 from terminal_sim.processes import free_port
 from tests.integration.harness import World, new_txn
+from tests.integration.test_card_replacement import card_event_kinds
 from tests.integration.test_receipts import Mailbox
 from tests.ops.conftest import (
     CLIENT_TIMEOUT_S,
@@ -182,8 +183,13 @@ def test_operator_blocks_unblocks_and_replaces_cards_in_the_switch(console_world
     store = world.server.core.store
     lost_id, new_id = card_id_of(console_world, lost), card_id_of(console_world, replacement)
 
-    (blocked,) = console_world.run(console_world.keys.operator, f"cards block {lost}")
+    # A card blocked already is blocked again: each reason is stored (audits.md, kept on purpose).
+    blocked, blocked_again = console_world.run(
+        console_world.keys.operator, f"cards block {lost}", f"cards block {lost_id}"
+    )
     assert_ok(blocked, f"card {lost_id}", "blocked")
+    assert_ok(blocked_again, f"card {lost_id}", "blocked")
+    assert card_event_kinds(world, lost) == ["blocked", "blocked"]
     assert store.card_state(lost_id).status is CardStatus.blocked
     assert terminal.redeem(lost, 100).response_code == "62"
 
@@ -191,8 +197,11 @@ def test_operator_blocks_unblocks_and_replaces_cards_in_the_switch(console_world
     assert_ok(unblocked, "active")
     assert terminal.redeem(lost, 100).response_code == "00"
 
-    replaced, unblock_lost = console_world.run(
-        console_world.keys.operator, f"cards replace {lost} {replacement}", f"cards unblock {lost}"
+    replaced, unblock_lost, block_lost = console_world.run(
+        console_world.keys.operator,
+        f"cards replace {lost} {replacement}",
+        f"cards unblock {lost}",
+        f"cards block {lost}",
     )
     assert_ok(replaced, "moved 39.00 EUR", mask(lost), mask(replacement), "lost")
     assert store.card_state(lost_id).balance_minor == 0
@@ -200,6 +209,10 @@ def test_operator_blocks_unblocks_and_replaces_cards_in_the_switch(console_world
     assert store.card_state(new_id).balance_minor == 500 + 3_900
     assert unblock_lost.exit_status == Outcome.failed.exit_status
     assert "a replaced card stays blocked" in unblock_lost.stderr
+    # Audit in session 28: a block rewrote the replaced card's status to blocked; it stays lost.
+    assert block_lost.exit_status == Outcome.failed.exit_status
+    assert f"is lost and replaced by {mask(replacement)} ({new_id})" in block_lost.stderr
+    assert store.card_state(lost_id).status is CardStatus.lost
     assert world.ledger().balance_mismatches == 0
 
 
