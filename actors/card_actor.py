@@ -763,7 +763,7 @@ class CardActor(SwitchActor):
                 problem=result.problem,
             )
         amount_minor = self.card.balance_minor
-        self._card = dataclasses.replace(self.card, balance_minor=0)
+        self._card = dataclasses.replace(self.card, status=CardStatus.lost, balance_minor=0)
         return amount_minor, result.entry_id
 
     def _transfer_write(self, message: TransferOut, shared: bool) -> Write:
@@ -784,9 +784,11 @@ class CardActor(SwitchActor):
                 amount_minor,
                 card.programme.balance_max_minor,
             )
+        # Lost, whatever this actor holds: a block landing between the replacement's mark and this
+        # transfer made it blocked, and a replaced card left blocked keeps the credits it gets later.
         change = CardChange(
             card.card_id,
-            card.status,
+            CardStatus.lost,
             "transferred",
             f"balance moved to {message.new_card_id}"
             if amount_minor

@@ -4,6 +4,7 @@ PostgreSQL, through the backoffice and terminal protocols."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -415,6 +416,39 @@ def test_a_replaced_card_blocked_again_stays_lost_and_money_credited_to_it_follo
         "it is out of use already; to stop the replacement, block that card"
     )
     assert "blocked" not in card_event_kinds(world, lost)
+
+
+def test_a_block_landing_between_a_replacements_mark_and_its_transfer_leaves_the_card_lost(
+    one_node: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit in session 28: a replacement marks the card lost, then moves its balance (two asks of
+    its actor); a block between them found it not yet replaced and made it blocked, and the
+    transfer wrote the status it found: a replaced card blocked, which money credited to it later
+    does not follow. The block lands there every time here: the replacement fences the new card's
+    actors between the two asks, and the fence runs the block first."""
+    world, core, terminal = one_node, one_node.server.core, one_node.terminals[0]
+    lost, new = world.issue(2_000), world.issue(0)
+    ride = new_txn()
+    assert terminal.redeem(lost, 700, ride).response_code == "00"
+    fence = core.card_actors.exclusive
+    answers = []
+
+    @contextlib.contextmanager
+    def block_first(card_id: str) -> Iterator[None]:
+        answers.append(block_answer(world, lost, "reported stolen at the same time"))
+        with fence(card_id):
+            yield
+
+    monkeypatch.setattr(core.card_actors, "exclusive", block_first)
+    assert replace(world, lost, new).moved.amount_minor == 1_300
+    monkeypatch.undo()
+    assert answers == ["blocked"]
+    assert terminal.cancel(ride).response_code == "00"
+
+    wait_until(lambda: ledger_balance(world, new) == 2_000, timeout_s=5.0)
+    lost_id = core.cards.card_id(lost)
+    assert lost_id is not None and core.store.card_state(lost_id).status is CardStatus.lost
+    assert terminal.balance(new) == 2_000
 
 
 @pytest.mark.parametrize("cards_between", [REPLACED_CHAIN_LINKS_MAX - 1, REPLACED_CHAIN_LINKS_MAX])
