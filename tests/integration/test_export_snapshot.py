@@ -10,6 +10,7 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import QueuePool, insert, select, text
 
 from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from switch.cli import export_transactions
 from switch.report_export import TooManyExportsError
 from switch.store.schema import transactions
@@ -197,16 +199,43 @@ def _slot_free(world: World) -> bool:
     return True
 
 
+@contextmanager
+def small_window_backoffice(world: World) -> Iterator[bo_grpc.BackofficeStub]:
+    """The backoffice on a channel of its own whose flow-control window stays at grpc's first one
+    (no BDP probes grow it): a client of it that stops reading holds an export on a full window
+    after some 200 to 400 KB of CSV (1,000 to 2,000 rows), where the shared channel's window grew
+    until 3 to 5 MB (16,000 to 24,000 rows) were sent. Measured on the CI machine."""
+    channel = grpc.insecure_channel(world.server.address, options=[("grpc.http2.bdp_probe", 0)])
+    try:
+        yield bo_grpc.BackofficeStub(channel)
+    finally:
+        channel.close()
+
+
+STALL_ROWS = 10_000  # some 2 MB of CSV: five times what a small window's client and buffers hold
+
+
+def add_bulk_rows(world: World, count: int) -> None:
+    """count copies of the world's first transaction, under new ids."""
+    engine = world.server.core.store.engine
+    with engine.begin() as conn:
+        template = conn.execute(select(transactions)).first()
+        assert template is not None
+        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
+        rows = [{**values, "transaction_id": f"bulk-{n:06d}-" + "x" * 40} for n in range(count)]
+        conn.execute(insert(transactions), rows)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def short_export_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    # The whole export is spooled before its first chunk (60,000 rows: some 3 s on SQLite and 10 s
-    # on PostgreSQL here), and the limit counts that time too.
+    # The whole export is spooled before its first chunk (STALL_ROWS: under 1 s on either database
+    # here), and the limit counts that time too.
     yield from world_fixture(
         request, tmp_path, terminals=1, exports_concurrent_max=1, exports_duration_max_s=EXPORT_LIMIT_S
     )
 
 
-EXPORT_LIMIT_S = 25.0
+EXPORT_LIMIT_S = 8.0
 
 
 def test_an_export_its_client_stops_reading_ends_at_the_most_an_export_may_take(
@@ -216,26 +245,21 @@ def test_an_export_its_client_stops_reading_ends_at_the_most_an_export_may_take(
     may) holds it on a full window: it ends at exports_duration_max_s, and gives back its slot."""
     world = short_export_world
     assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
-    engine = world.server.core.store.engine
-    with engine.begin() as conn:  # far more CSV than the client's window and buffers hold
-        template = conn.execute(select(transactions)).first()
-        assert template is not None
-        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
-        rows = [{**values, "transaction_id": f"bulk-{n:06d}-" + "x" * 40} for n in range(60_000)]
-        conn.execute(insert(transactions), rows)
+    add_bulk_rows(world, STALL_ROWS)  # far more CSV than the client's window and buffers hold
     # Small pages: the first chunk comes well within the limit even on a busy machine (with pages
     # of 5,000 and a 1 s limit, a CI run ended the export before its first chunk).
     request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=500, **days()))
-    call = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
-    chunks = iter(call)
-    assert next(chunks).csv.startswith(b"time,")
-    started = time.monotonic()
-    while not _slot_free(world) and time.monotonic() - started < EXPORT_LIMIT_S + 10:
-        time.sleep(0.1)
-    assert _slot_free(world), "an export whose client stopped reading kept its slot"
-    with pytest.raises(grpc.RpcError) as ended:
-        for _ in chunks:
-            pass
+    with small_window_backoffice(world) as backoffice:
+        call = backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
+        chunks = iter(call)
+        assert next(chunks).csv.startswith(b"time,")
+        started = time.monotonic()
+        while not _slot_free(world) and time.monotonic() - started < EXPORT_LIMIT_S + 10:
+            time.sleep(0.1)
+        assert _slot_free(world), "an export whose client stopped reading kept its slot"
+        with pytest.raises(grpc.RpcError) as ended:
+            for _ in chunks:
+                pass
     assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
@@ -343,13 +367,7 @@ def test_exports_are_counted_in_the_request_metrics_as_single_reply_calls_are(
     with pytest.raises(grpc.RpcError):
         list(world.backoffice.ExportTransactions(unknown, metadata=world.admin_metadata, timeout=20))
     assert soon(lambda: requests_counted(world, "not_found") == 1)
-    engine = world.server.core.store.engine
-    with engine.begin() as conn:  # more CSV than the client's window and buffers hold: it streams on
-        template = conn.execute(select(transactions)).first()
-        assert template is not None
-        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
-        rows = [{**values, "transaction_id": f"bulk-{n:06d}-" + "x" * 40} for n in range(60_000)]
-        conn.execute(insert(transactions), rows)
+    add_bulk_rows(world, STALL_ROWS)  # more CSV than the client's window and buffers hold: it streams on
     raw = world.channel.unary_stream("/txswitch.v1.Backoffice/ExportTransactions", None, None)  # bytes
     with pytest.raises(grpc.RpcError) as malformed:
         list(raw(b"\xff\xff\xff\xff", metadata=world.admin_metadata, timeout=10))
@@ -359,10 +377,11 @@ def test_exports_are_counted_in_the_request_metrics_as_single_reply_calls_are(
     )
     assert soon(lambda: requests_counted(world, "invalid_argument") == 1)
     request.report.page_size = 500
-    streaming = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=20)
-    next(iter(streaming))
-    assert exports_in_flight(world) == 1, "an export streaming is a request in flight"
-    streaming.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
+    with small_window_backoffice(world) as backoffice:
+        streaming = backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=20)
+        next(iter(streaming))
+        assert exports_in_flight(world) == 1, "an export streaming is a request in flight"
+        streaming.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
     assert soon(lambda: requests_counted(world, "cancelled") == 1), "a cancelled export was not counted"
     assert exports_in_flight(world) == 0
     latency = world.server.metrics.registry.get_sample_value(
@@ -379,18 +398,13 @@ def test_an_export_cancelled_while_the_switch_waits_to_send_is_counted_cancelled
     counted under code="unknown" (the cancel test above passed when it landed during a read)."""
     world = one_export_world
     assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
-    engine = world.server.core.store.engine
-    with engine.begin() as conn:  # more CSV than the client's window and buffers hold
-        template = conn.execute(select(transactions)).first()
-        assert template is not None
-        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
-        rows = [{**values, "transaction_id": f"bulk-{n:06d}-" + "x" * 40} for n in range(60_000)]
-        conn.execute(insert(transactions), rows)
+    add_bulk_rows(world, STALL_ROWS)  # more CSV than the client's window and buffers hold
     request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=500, **days()))
-    streaming = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
-    next(iter(streaming))
-    time.sleep(STALL_S)  # the switch fills the client's window and waits to send the next chunk
-    streaming.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
+    with small_window_backoffice(world) as backoffice:
+        streaming = backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
+        next(iter(streaming))
+        time.sleep(STALL_S)  # the switch fills the client's window and waits to send the next chunk
+        streaming.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
     assert soon(lambda: requests_counted(world, "cancelled") == 1), (
         f"counted under unknown {requests_counted(world, 'unknown'):g} times, not cancelled"
     )
@@ -398,7 +412,9 @@ def test_an_export_cancelled_while_the_switch_waits_to_send_is_counted_cancelled
     assert soon(lambda: exports_in_flight(world) == 0)
 
 
-STALL_S = 5.0  # time enough to read 12 MB of rows here (some 3 s), a busy machine's too
+# The rows are spooled before the first chunk; after it, filling a small window takes milliseconds
+# (some 300 KB read from the spool and sent): time enough for that on a busy machine too.
+STALL_S = 2.0
 
 
 def test_an_export_reads_its_rows_in_one_statement_however_many_pages_they_fill(any_world: World) -> None:

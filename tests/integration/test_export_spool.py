@@ -21,16 +21,24 @@ import pytest
 from sqlalchemy import insert, select
 
 from protocols.wire import backoffice_pb2 as bo
+from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from switch.cli import export_transactions
 from switch.store.schema import transactions
 from tests.integration.harness import World, start_world, world_fixture
-from tests.integration.test_export_snapshot import UNREADABLE_RESULT, _slot_free, exported_ids, soon
+from tests.integration.test_export_snapshot import (
+    STALL_ROWS,
+    UNREADABLE_RESULT,
+    _slot_free,
+    exported_ids,
+    small_window_backoffice,
+    soon,
+)
 from tests.integration.test_portal import days
 
 if TYPE_CHECKING:  # grpc-stubs name the type a server stream's call has; grpc itself does not
     Export = grpc.CallIterator[bo.CsvChunk]
 
-BULK_ROWS = 60_000  # far more CSV than the client's window and buffers hold: a client not reading stalls
+BULK_ROWS = 60_000  # some 10 s to spool on PostgreSQL here
 
 
 @pytest.fixture(params=["sqlite"])
@@ -54,10 +62,11 @@ def add_rows(world: World, count: int, result: str = "", prefix: str = "bulk") -
         conn.execute(insert(transactions), rows)
 
 
-def stalled_export(world: World) -> Export:
-    """An export whose client has read its first chunk and reads no further."""
+def stalled_export(world: World, backoffice: bo_grpc.BackofficeStub) -> Export:
+    """An export whose client (of a small window, with STALL_ROWS) has read its first chunk and
+    reads no further."""
     request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=500, **days()))
-    call = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
+    call = backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
     assert next(iter(call)).csv.startswith(b"time,")
     return call
 
@@ -76,16 +85,18 @@ def test_the_wal_is_checkpointed_while_an_export_client_has_not_finished_reading
     world = sqlite_world
     terminal, card = world.terminals[0], world.issue(50_000)
     assert terminal.redeem(card, 100).response_code == "00"
-    add_rows(world, BULK_ROWS)
-    call = stalled_export(world)
-    try:
-        for _ in range(20):  # writes go on while the export's client sits on its first chunk
-            assert terminal.redeem(card, 100).response_code == "00"
-        frames, left = wal_frames_left(world)
-        assert frames > 0, "the writes went to the WAL"
-        assert left == 0, f"{left} of the WAL's {frames} frames could not be checkpointed past the export"
-    finally:
-        cancel(call)
+    add_rows(world, STALL_ROWS)
+    with small_window_backoffice(world) as backoffice:
+        call = stalled_export(world, backoffice)
+        try:
+            for _ in range(20):  # writes go on while the export's client sits on its first chunk
+                assert terminal.redeem(card, 100).response_code == "00"
+            frames, left = wal_frames_left(world)
+            assert frames > 0, "the writes went to the WAL"
+            assert left == 0, f"{left} of the WAL's {frames} frames could not be checkpointed past the export"
+            assert spools_open(world), "the export ended before the checkpoint: its client read it all"
+        finally:
+            cancel(call)
 
 
 def spools_open(world: World) -> list[Path]:
@@ -119,13 +130,14 @@ def test_an_exports_spool_is_the_owners_alone_and_gone_when_the_stream_ends(
 ) -> None:
     world = any_world
     assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
-    add_rows(world, BULK_ROWS)
-    call = stalled_export(world)
-    try:
-        (spool,) = spools_open(world)
-        assert stat.S_IMODE(os.stat(spool).st_mode) == 0o600, "only the switch's user reads the spool"
-    finally:
-        ENDINGS[ending](call)
+    add_rows(world, STALL_ROWS)
+    with small_window_backoffice(world) as backoffice:
+        call = stalled_export(world, backoffice)
+        try:
+            (spool,) = spools_open(world)
+            assert stat.S_IMODE(os.stat(spool).st_mode) == 0o600, "only the switch's user reads the spool"
+        finally:
+            ENDINGS[ending](call)
     assert soon(lambda: not spools_open(world)), f"an export {ending} left its spool open"
 
 
