@@ -212,14 +212,20 @@ class AcquirerGateway:
         return self._call(lambda: self._network(name, mti.NETWORK_ECHO))
 
     def statistics(self) -> GatewayStatistics:
-        async def snapshot() -> GatewayStatistics:
-            return self._statistics_nowait(saf_depth=-1)
-
-        stats = self._call(snapshot)
+        stats = self.link_statistics()
         return GatewayStatistics(
             **{name: getattr(stats, name) for name in GatewayStatistics.__slots__ if name != "saf_depth"},
             saf_depth=self._saf.depth(),
         )
+
+    def link_statistics(self) -> GatewayStatistics:
+        """statistics() without asking the database: saf_depth is -1 (for each metrics scrape, which
+        must not wait for the database; saf_pending_counts() is read off it)."""
+
+        async def snapshot() -> GatewayStatistics:
+            return self._statistics_nowait(saf_depth=-1)
+
+        return self._call(snapshot)
 
     def saf_pending(self) -> tuple[SafEntry, ...]:
         """The oldest pending advices, at most SAF_PENDING_LIMIT_MAX: to list, not to count."""

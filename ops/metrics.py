@@ -267,6 +267,7 @@ class SwitchMetrics:
         self._define_security_metrics()
         self._define_backoffice_metrics()
         self._define_schema_metrics()
+        self._define_database_read_metrics()
         self._define_card_metrics()
         self._define_top_up_metrics()
         self._runtime = _RuntimeCollector()
@@ -365,6 +366,16 @@ class SwitchMetrics:
         self.location_change_oldest_pending = Gauge(
             "txswitch_location_change_oldest_pending_seconds",
             "How long the oldest pending location change has waited; 0 when none waits.",
+            registry=self.registry,
+        )
+
+    def _define_database_read_metrics(self) -> None:
+        self.database_read_age = Gauge(
+            "txswitch_database_read_age_seconds",
+            "Seconds since the last read of the gauges counted from the database (location changes "
+            "pending, store-and-forward depth, indexes missing) began, as of the scrape; read off the "
+            "scrape, which waits for it at most metrics_database_wait_s: near 0 while the database "
+            "answers, growing while it hangs or a lock holds the read (the gauges keep their last values).",
             registry=self.registry,
         )
 
@@ -585,6 +596,9 @@ class SwitchMetrics:
     def set_location_changes_waiting(self, pending: int, oldest_waited_s: float) -> None:
         self.location_changes_pending.set(pending)
         self.location_change_oldest_pending.set(oldest_waited_s)
+
+    def set_database_read_age(self, age_s: float) -> None:
+        self.database_read_age.set(age_s)
 
     def set_schema_indexes_missing(self, left_out: Iterable[str], missing: Iterable[str]) -> None:
         """Of the unique indexes left out at start (names from the schema, a bounded set), which are

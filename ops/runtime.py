@@ -1,9 +1,13 @@
-"""Feeds SwitchMetrics from the running switch at scrape time: actors, journal, PINs, acquirer links."""
+"""Feeds SwitchMetrics from the running switch at scrape time: actors, journal, PINs, acquirer links;
+what only the database knows is read off the scrape (DatabaseReads)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import pykka
 
@@ -13,7 +17,10 @@ from actors.registry import ActorRegistry
 from ops.metrics import ActorKindStats, RuntimeSnapshot, SwitchMetrics
 from protocols.iso_inbound import ListenerStatistics
 from switch.core import SwitchCore
+from switch.location_changes import ChangesWaiting
 from switch.store.engine import MissingIndexes
+
+log = logging.getLogger(__name__)
 
 LINK_STATE_LABELS = {
     LinkState.disconnected: "down",
@@ -94,16 +101,35 @@ class CoreFeed:
             )
 
 
+class DatabaseFeed(Protocol):
+    """A feed of what only the database knows: read() asks it, off the scrape (DatabaseReads);
+    calling it sets the gauges from the last read, at scrape time, without asking the database."""
+
+    def read(self) -> None: ...
+
+    def __call__(self) -> None: ...
+
+
 class LocationChangesFeed:
     """Location changes waiting for the operator, from the database (every node sees them all)."""
 
     def __init__(self, core: SwitchCore, metrics: SwitchMetrics) -> None:
         self._core = core
         self._metrics = metrics
+        self._last: tuple[ChangesWaiting, float] | None = None  # and when it was read (monotonic)
+
+    def read(self) -> None:
+        read_s = time.monotonic()
+        self._last = (self._core.location_changes.waiting(), read_s)
 
     def __call__(self) -> None:
-        waiting = self._core.location_changes.waiting()
-        self._metrics.set_location_changes_waiting(waiting.pending, waiting.oldest_waited_s)
+        last = self._last
+        if last is None:
+            return
+        waiting, read_s = last
+        # The oldest ages as of the scrape, a read that hangs or not.
+        waited_s = waiting.oldest_waited_s + (time.monotonic() - read_s) if waiting.pending else 0.0
+        self._metrics.set_location_changes_waiting(waiting.pending, waited_s)
 
 
 class SchemaFeed:
@@ -113,9 +139,106 @@ class SchemaFeed:
     def __init__(self, indexes: MissingIndexes, metrics: SwitchMetrics) -> None:
         self._indexes = indexes
         self._metrics = metrics
+        self._missing = indexes.left_out  # missing at start, by definition
+
+    def read(self) -> None:
+        self._missing = self._indexes.missing()
 
     def __call__(self) -> None:
-        self._metrics.set_schema_indexes_missing(self._indexes.left_out, self._indexes.missing())
+        self._metrics.set_schema_indexes_missing(self._indexes.left_out, self._missing)
+
+
+class StoreAndForwardFeed:
+    """Reversal advices pending by acquirer, every one counted in the database."""
+
+    def __init__(self, gateway: AcquirerGateway, metrics: SwitchMetrics) -> None:
+        self._gateway = gateway
+        self._metrics = metrics
+        self._pending: dict[str, int] | None = None  # None before the first read: no series
+
+    def read(self) -> None:
+        self._pending = self._gateway.saf_pending_counts()
+
+    def __call__(self) -> None:
+        pending = self._pending
+        if pending is None:
+            return
+        for link in self._gateway.link_statistics().links:
+            self._metrics.set_store_and_forward_depth(link.name, pending.get(link.name, 0))
+
+
+class DatabaseReads:
+    """Reads the database feeds on a thread of its own, one pass at a time, so a database that hangs
+    or a lock the reads wait on (a migration's, a long transaction's) stalls this thread, never the
+    scrape: every other metric stays visible exactly when the database is in trouble.
+
+    Each scrape asks for a pass and waits for it at most wait_s from the pass's start: while the
+    database answers, the gauges are as fresh as the scrape; otherwise they keep the last values and
+    txswitch_database_read_age_seconds says how old they are. A scrape behind a pass that is late
+    already does not wait for it again, and no second pass starts while one hangs."""
+
+    def __init__(self, feeds: Sequence[DatabaseFeed], metrics: SwitchMetrics, wait_s: float) -> None:
+        assert wait_s > 0, "a scrape must not wait for the database without a limit"
+        self._feeds = tuple(feeds)
+        self._metrics = metrics
+        self._wait_s = wait_s
+        self._changed = threading.Condition()
+        self._asked = self._reading = self._stopping = False
+        self._passes = 0
+        self._pass_started_s = 0.0
+        # When the last pass that read every feed began; before the first, when the reads were made.
+        self._read_all_s = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="metrics-database-reads", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join(self._wait_s)  # a read that hangs is left to the daemon thread
+
+    def __call__(self) -> None:
+        """At each scrape, before the feeds: ask for a pass, wait for it within the limit."""
+        with self._changed:
+            now_s = time.monotonic()
+            if not self._reading:
+                self._asked = True
+                self._changed.notify_all()
+            wanted = self._passes + 1  # a pass under way counts: it began at most wait_s ago
+            deadline_s = (self._pass_started_s if self._reading else now_s) + self._wait_s
+            self._changed.wait_for(lambda: self._passes >= wanted, max(deadline_s - now_s, 0.0))
+            read_all_s = self._read_all_s
+        self._metrics.set_database_read_age(time.monotonic() - read_all_s)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._asked or self._stopping)
+                if self._stopping:
+                    return
+                self._asked, self._reading = False, True
+                started_s = self._pass_started_s = time.monotonic()
+            read_all = self._read_each()
+            with self._changed:
+                self._reading = False
+                self._passes += 1
+                if read_all:
+                    self._read_all_s = started_s
+                self._changed.notify_all()
+
+    def _read_each(self) -> bool:
+        read_all = True
+        for feed in self._feeds:
+            try:
+                feed.read()
+            except Exception:  # a thread of its own: the gauges keep their last values, the age grows
+                log.exception("reading a metric from the database failed")
+                read_all = False
+        return read_all
 
 
 PaymentRecoveries = Callable[[], Mapping[tuple[str, str], int]]
@@ -154,8 +277,8 @@ class IsoInboundFeed:
 
 
 class AcquirerFeed:
-    """Link state, timeouts and store-and-forward depth per acquirer, and the reversal advices the
-    gateway queued, had acknowledged and whose 0430s it refused, from the gateway's snapshot."""
+    """Link state and timeouts per acquirer, and the reversal advices the gateway queued, had
+    acknowledged and whose 0430s it refused, from the gateway's snapshot (no database)."""
 
     def __init__(self, gateway: AcquirerGateway, metrics: SwitchMetrics) -> None:
         self._gateway = gateway
@@ -163,12 +286,10 @@ class AcquirerFeed:
         self._deltas = _Deltas()
 
     def __call__(self) -> None:
-        stats = self._gateway.statistics()
-        pending = self._gateway.saf_pending_counts()
+        stats = self._gateway.link_statistics()  # no database: the depth is StoreAndForwardFeed's
         for link in stats.links:
             self._metrics.set_acquirer_link_state(link.name, LINK_STATE_LABELS[link.state])
             self._metrics.acquirer_timeout(link.name, self._deltas.step(link.name, link.timeouts))
-            self._metrics.set_store_and_forward_depth(link.name, pending.get(link.name, 0))
         # Key outside the acquirer names' namespace: an acquirer may be called anything.
         refused = self._deltas.step(" reversal_answers_refused", stats.reversal_answers_refused)
         self._metrics.acquirer_reversal_answer_refused(refused)
@@ -185,17 +306,25 @@ def wire_metrics(
     missing_indexes: MissingIndexes | None = None,
     payment_recoveries: PaymentRecoveries | None = None,
     iso_inbound: Callable[[], ListenerStatistics] | None = None,
-) -> None:
-    """Everything the switch reports at scrape time; the hot path pays nothing for these."""
+) -> DatabaseReads:
+    """Everything the switch reports at scrape time; the hot path pays nothing for these. The
+    database's feeds are read by the DatabaseReads returned, started: stop it with the metrics."""
     metrics.set_runtime_source(lambda: runtime_snapshot(core))
     metrics.add_refresh(CoreFeed(core, metrics))
-    metrics.add_refresh(LocationChangesFeed(core, metrics))
+    database_feeds: list[DatabaseFeed] = [LocationChangesFeed(core, metrics)]
     if missing_indexes is not None:
-        metrics.add_refresh(SchemaFeed(missing_indexes, metrics))
+        database_feeds.append(SchemaFeed(missing_indexes, metrics))
     if gateway is not None:
+        database_feeds.append(StoreAndForwardFeed(gateway, metrics))
         metrics.add_refresh(AcquirerFeed(gateway, metrics))
         gateway.observe_latency(metrics.observe_acquirer_request)
     if payment_recoveries is not None:
         metrics.add_refresh(PaymentRecoveriesFeed(payment_recoveries, metrics))
     if iso_inbound is not None:
         metrics.add_refresh(IsoInboundFeed(iso_inbound, metrics))
+    database_reads = DatabaseReads(database_feeds, metrics, core.settings.metrics_database_wait_s)
+    metrics.add_refresh(database_reads)  # before its feeds, so they set what its pass read
+    for feed in database_feeds:
+        metrics.add_refresh(feed)
+    database_reads.start()
+    return database_reads

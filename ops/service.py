@@ -12,7 +12,7 @@ from actors.acquirer_types import AcquirerEndpoint
 from ops.console import ConsoleConfig, OpsConsole
 from ops.grpc_interceptors import EdgeInterceptor
 from ops.metrics import GcPauses, MetricsServer, SwitchMetrics
-from ops.runtime import PaymentRecoveries, wire_metrics
+from ops.runtime import DatabaseReads, PaymentRecoveries, wire_metrics
 from protocols.iso_inbound import ListenerStatistics
 from switch.config import Settings
 from switch.core import SwitchCore
@@ -47,6 +47,7 @@ class SwitchOperations:
         self._drain = drain
         self._missing_indexes = missing_indexes
         self._metrics_server: MetricsServer | None = None
+        self._database_reads: DatabaseReads | None = None
         self._gc_pauses = GcPauses(metrics)
         self.console: OpsConsole | None = None
         self.metrics_port: int | None = None
@@ -63,7 +64,7 @@ class SwitchOperations:
         iso_inbound: Callable[[], ListenerStatistics] | None = None,
     ) -> None:
         settings = self._settings
-        wire_metrics(
+        self._database_reads = wire_metrics(
             self.metrics, self._core, gateway, self._missing_indexes, payment_recoveries, iso_inbound
         )
         self._gc_pauses.start()
@@ -118,3 +119,6 @@ class SwitchOperations:
         if self._metrics_server is not None:
             self._metrics_server.stop()
             self._metrics_server = None
+        if self._database_reads is not None:
+            self._database_reads.stop()
+            self._database_reads = None

@@ -29,6 +29,10 @@ class Settings:
     grpc_accepts_per_method: int = ACCEPTS_PER_METHOD
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # 0: ephemeral, -1: off
+    # How long a scrape waits for the gauges only the database knows (location changes, store-and-
+    # forward depth, indexes missing), read on a thread of their own: past it, the scrape answers
+    # with their last values, so a hung or locked database never stalls /metrics
+    metrics_database_wait_s: float = 1.0
     console_host: str = "127.0.0.1"
     console_port: int = 2222  # 0: ephemeral, -1: off
     console_authorized_keys: Path | None = None
@@ -407,6 +411,7 @@ NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "ask_timeout_s": POSITIVE_DURATION_S,
     "reply_timeout_s": POSITIVE_DURATION_S,
     "reaper_interval_s": POSITIVE_DURATION_S,
+    "metrics_database_wait_s": NumberRange(zero_allowed=False, highest=60.0),  # scrapes time out by then
     "replacement_follow_workers_max": POSITIVE_COUNT,
     "replacement_follows_queued_max": POSITIVE_COUNT,
     "replacement_follow_wait_s": DURATION_S,

@@ -305,7 +305,14 @@ def waiting_metrics(metrics: SwitchMetrics) -> tuple[float, float]:
 
 def test_changes_waiting_for_the_operator_show_in_the_metrics_until_decided(world: World) -> None:
     metrics = SwitchMetrics()
-    wire_metrics(metrics, world.server.core, gateway=None)
+    database_reads = wire_metrics(metrics, world.server.core, gateway=None)
+    try:
+        changes_waiting_show_until_decided(world, metrics)
+    finally:
+        database_reads.stop()
+
+
+def changes_waiting_show_until_decided(world: World, metrics: SwitchMetrics) -> None:
     assert waiting_metrics(metrics) == (0.0, 0.0)
     station = world.server.core.admin.add_location(world.merchant_id, "Station")
     first = ask(world, shop(world).location_id, "Shop Centre")

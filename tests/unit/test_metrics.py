@@ -81,6 +81,7 @@ EXPECTED_FAMILIES = (
     "txswitch_top_ups",
     "txswitch_top_ups_waiting",
     "txswitch_top_up_oldest_waiting_seconds",
+    "txswitch_database_read_age_seconds",
 )
 
 
@@ -114,6 +115,7 @@ def record_everything(metrics: SwitchMetrics) -> None:
     metrics.top_up(PROGRAMME, "loaded")
     metrics.top_up("prg_1234567890123456", "refund_due")  # all decimal: no id of ours, "invalid"
     metrics.set_top_ups_waiting(confirming=2, refund_due=0, oldest_confirming_s=900.5, oldest_refund_due_s=0)
+    metrics.set_database_read_age(0.25)
     metrics.set_runtime_source(
         lambda: RuntimeSnapshot(actors=(ActorKindStats("card", 7, 2, 1),), terminals_online=4)
     )
@@ -197,6 +199,7 @@ def test_recorded_values_appear() -> None:
     assert got[("txswitch_top_ups_waiting", (("state", "confirming"),))] == 2
     assert got[("txswitch_top_ups_waiting", (("state", "refund_due"),))] == 0
     assert got[("txswitch_top_up_oldest_waiting_seconds", (("state", "confirming"),))] == 900.5
+    assert got[("txswitch_database_read_age_seconds", ())] == 0.25
     assert got[("txswitch_receipts_total", (("state", LABEL_REFUSED),))] == 1
     assert got[("txswitch_request_duration_seconds_count", (("rpc", "Redeem"),))] == 2
     assert got[("txswitch_requests_in_flight", (("rpc", "Redeem"),))] == 1
