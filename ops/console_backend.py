@@ -20,6 +20,17 @@ class ActionResult:
 
 
 @dataclass(frozen=True, slots=True)
+class TopUpsWaiting:
+    """Online top-ups paid and not done with, as the top-up sweep last counted them (the counts of
+    txswitch_top_ups_waiting), and how long the oldest of each has waited, as of now."""
+
+    confirming: int  # its load not known yet: the sweep tries again
+    refund_due: int  # not loaded: the operator refunds the holder
+    oldest_confirming_waited_s: int
+    oldest_refund_due_waited_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class SwitchStatus:
     version: str
     uptime_s: int
@@ -37,6 +48,7 @@ class SwitchStatus:
     # Unique indexes this node's start left out because rows break them (see the log); a start
     # after the rows are resolved creates them.
     indexes_missing: tuple[str, ...] = ()
+    top_ups_waiting: TopUpsWaiting | None = None  # None before the top-up sweep's first count
 
 
 @dataclass(frozen=True, slots=True)

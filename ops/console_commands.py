@@ -266,6 +266,7 @@ def _status(backend: OpsBackend, _caller: Caller, _args: Sequence[str]) -> Comma
                 ),
                 ("store-and-forward", f"{status.store_and_forward_pending} pending"),
                 ("location changes", _changes_waiting(status)),
+                ("top-ups waiting", _top_ups_waiting(status)),
                 ("indexes missing", _indexes_missing(status)),
             ]
         )
@@ -280,6 +281,26 @@ def _changes_waiting(status: SwitchStatus) -> str:
         f"{status.location_changes_pending} pending, the oldest for {waited_h} h "
         "(txswitch admin list-location-changes status=pending)"
     )
+
+
+def _top_ups_waiting(status: SwitchStatus) -> str:
+    waiting = status.top_ups_waiting
+    if waiting is None:
+        return "not counted yet (the top-up sweep counts them at start, then every top_up_sweep_interval_s)"
+    confirming = f"{waiting.confirming} confirming"
+    if waiting.confirming:
+        confirming += f", the oldest for {_waited(waiting.oldest_confirming_waited_s)}"
+    refund_due = f"{waiting.refund_due} refund_due"
+    if waiting.refund_due:
+        refund_due += (
+            f", the oldest for {_waited(waiting.oldest_refund_due_waited_s)} "
+            "(txswitch admin list-top-ups status=refund_due)"
+        )
+    return f"{confirming}; {refund_due}; as the last sweep counted them"
+
+
+def _waited(waited_s: int) -> str:
+    return f"{waited_s // 60} min" if waited_s < 3600 else f"{waited_s // 3600} h"
 
 
 def _indexes_missing(status: SwitchStatus) -> str:

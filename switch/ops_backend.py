@@ -25,6 +25,7 @@ from ops.console_backend import (
     StoreAndForwardView,
     SwitchStatus,
     TerminalInfo,
+    TopUpsWaiting,
 )
 from switch import admin
 from switch.admin import SWITCH_DEVICE_NAMES, AdminError, AdminUnavailableError
@@ -115,6 +116,18 @@ class SwitchOpsBackend:
             location_changes_pending=changes.pending,
             location_change_oldest_waited_s=int(changes.oldest_waited_s),
             indexes_missing=self._missing_indexes.missing() if self._missing_indexes is not None else (),
+            top_ups_waiting=self._top_ups_waiting(),
+        )
+
+    def _top_ups_waiting(self) -> TopUpsWaiting | None:
+        waiting = self._core.top_ups.waiting()  # as the sweep last counted them: no query here
+        if waiting is None:
+            return None
+        return TopUpsWaiting(
+            waiting.confirming,
+            waiting.refund_due,
+            int(waiting.oldest_confirming_waited_s),
+            int(waiting.oldest_refund_due_waited_s),
         )
 
     # -- terminals ------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from terminal_sim.processes import free_port
 from tests.integration.harness import World, new_txn
 from tests.integration.test_card_replacement import card_event_kinds
 from tests.integration.test_receipts import Mailbox
+from tests.integration.test_top_up_sweep import left_confirming
+from tests.integration.test_top_ups import confirm, start
 from tests.ops.conftest import (
     CLIENT_TIMEOUT_S,
     ConsoleWorld,
@@ -174,6 +176,25 @@ def test_status_says_how_many_location_changes_wait_for_the_operator(console_wor
     assert_ok(
         status, "location changes    1 pending, the oldest for 0 h", "list-location-changes status=pending"
     )
+
+
+def test_status_says_how_many_top_ups_wait_as_the_sweep_counted_them(console_world: ConsoleWorld) -> None:
+    """Session 28: status showed the location changes waiting, not the online top-ups confirming (a
+    load not known yet) or refund_due (the holder owed a refund): the operator found them only in
+    the metrics or ListTopUps. Status shows the sweep's last count, as txswitch_top_ups_waiting."""
+    world = console_world.world
+    cards = [world.issue(0, world.benefit_programme) for _ in range(3)]
+    owed, stuck, _pending = (start(world, card, 500) for card in cards)
+    assert confirm(world, owed.top_up_id, "p-owed", 100).status == "refund_due"
+    left_confirming(world, stuck.top_up_id, 180, minutes_ago=1)  # younger than the sweep's grace
+    world.server.core.top_ups.count_waiting()  # what the sweep does after its tries
+    (status,) = console_world.run(console_world.keys.viewer, "status")
+    assert_ok(
+        status,
+        "top-ups waiting     1 confirming, the oldest for 1 min; 1 refund_due, the oldest for 0 min "
+        "(txswitch admin list-top-ups status=refund_due); as the last sweep counted them",
+    )
+    assert not any(card in status.stdout for card in cards) and owed.top_up_id not in status.stdout
 
 
 def test_operator_blocks_unblocks_and_replaces_cards_in_the_switch(console_world: ConsoleWorld) -> None:
