@@ -407,19 +407,23 @@ class InboundHandler:
         refusal_of: Callable[[StoredTransaction], _Answer | None],
     ) -> _Answer:
         """Give back what `original_id` left charged, once, under its stripe; `refusal_of` says why
-        this message cannot reverse the original found, if it cannot."""
+        this message cannot reverse the original found, if it cannot. It is asked of a repeat too
+        (the reversal's id, and so its fingerprint, is its original's alone): one whose field 4 (or,
+        a request, field 90's MTI) is not what the stored reversal was taken for is another message,
+        refused as it is coming first, not answered 00 as a repeat while the acquirer believes it
+        reversed another amount than we did."""
         command = Reversal(original_id)
         digest = fingerprint(command)
         stored = self._stored_answer(context, command.transaction_id, TransactionType.reversal, digest)
+        original_row = self._core.store.transaction(context.terminal_id, original_id)
+        refusal = None if original_row is None else refusal_of(original_row)
+        if refusal is not None:
+            return refusal
         if stored is not None:
             return _answer_of(stored)
-        original_row = self._core.store.transaction(context.terminal_id, original_id)
         if original_row is None:
             answer = self._tombstone(command, context, digest, request)
         else:
-            refusal = refusal_of(original_row)
-            if refusal is not None:
-                return refusal
             answer = self._reversal_written(command, context, digest, original_row)
         return self._or_stored_meanwhile(
             answer, context, command.transaction_id, TransactionType.reversal, digest
@@ -591,7 +595,7 @@ class InboundHandler:
         (declined) is refused as any completion of it is."""
 
         def refusal(found: StoredTransaction) -> _Answer | None:
-            if _moved_money(found):
+            if _took_money(found):  # reversed since: by this void's first, whose repeat this is
                 return None
             return _Answer(ResponseCode.already_reversed, f"the authorisation is {found.status.value}")
 
@@ -733,6 +737,16 @@ def _moved_money(found: StoredTransaction) -> bool:
     )
 
 
+def _took_money(found: StoredTransaction) -> bool:
+    """The original took money from the card, whether given back since (reversed) or not."""
+    record = found.record
+    return (
+        record.transaction_type != TOMBSTONE_TYPE
+        and found.status in (TransactionStatus.approved, TransactionStatus.reversed)
+        and record.card_id is not None
+    )
+
+
 def _reversal_refusal(
     request: IsoMessage, original: OriginalDataElements, found: StoredTransaction
 ) -> _Answer | None:
@@ -753,15 +767,30 @@ def _reversal_refusal(
         return refusal
     if refusal is not None:
         log.warning("ISO 8583 inbound: %s taken by its key and field 4: %s", request["t"], refusal.detail)
+    return _amount_refusal(request, found)
+
+
+def _amount_refusal(request: IsoMessage, found: StoredTransaction) -> _Answer | None:
+    """Refused 13 when field 4 is not what a reversal of `found` carries: the original's amount
+    when it took money, given back since or not (a repeat is judged as its first was); the field 4
+    of the reversal that came first when `found` is the place that reversal holds for an original
+    never seen (one held before field 4 was kept, with no MTI, takes any). An original that took
+    nothing (declined) takes any: nothing moves either way."""
     requested_minor = int(request["4"])
-    if not _moved_money(found) or requested_minor == found.record.requested_minor:
+    record = found.record
+    if record.transaction_type == TOMBSTONE_TYPE:
+        if not record.mti or requested_minor == record.requested_minor:
+            return None
+        held = format_amount(record.requested_minor)
+        detail = f"field 4 {request['4']} is not the {held} of the reversal that came before its original"
+        return _Answer(ResponseCode.invalid_amount, detail)
+    if not _took_money(found) or requested_minor == record.requested_minor:
         return None
     named, taken = (
-        Money(amount_minor, found.record.currency).format()
-        for amount_minor in (requested_minor, found.record.requested_minor)
+        Money(amount_minor, record.currency).format()
+        for amount_minor in (requested_minor, record.requested_minor)
     )
-    detail = f"field 4 {named} is not the original's {taken}"
-    return _Answer(ResponseCode.invalid_amount, detail)
+    return _Answer(ResponseCode.invalid_amount, f"field 4 {named} is not the original's {taken}")
 
 
 def _unanswered_reason(kind: str, code: ResponseCode) -> str:

@@ -115,6 +115,72 @@ def test_a_reversal_is_taken_when_its_original_is_named_beyond_doubt_and_an_advi
     ledger_clean(world)
 
 
+# One row per reversal coming after its original was reversed by one that agreed (field 90 naming it by
+# its MTI, field 4 its amount): the original (a 4.00 0200 on a card of 10.00; "0220": a 4.00 0100
+# completed at 2.50, the first reversal naming the completion; "unseen": a 4.00 0200 never sent, the
+# first reversal holding its place), the first reversal's kind, the second's, the MTI its field 90 names
+# ("": the original's own; "0100" of a "0220" names the authorisation), its field 4, its answer (None:
+# unanswered) and the balance after. The second was answered as a repeat whatever its field 4 (the
+# stored answer came before the amount check): 00, the acquirer believing it had reversed another
+# amount than we had, where the same reversal coming first is refused. It is refused as a first is.
+REVERSAL_AFTER_REVERSAL_CASES = [
+    ("0200", "0420", "0421", "", 400, "00", 1_000),  # a repeat
+    ("0200", "0400", "0400", "", 400, "00", 1_000),
+    ("0200", "0420", "0400", "", 400, "00", 1_000),
+    ("0200", "0420", "0421", "", 100, None, 1_000),
+    ("0200", "0400", "0400", "", 500, "13", 1_000),
+    ("0200", "0400", "0420", "", 100, None, 1_000),
+    ("0200", "0420", "0421", "0100", 400, "00", 1_000),  # an advice: taken by its key and field 4
+    ("0200", "0420", "0421", "0100", 100, None, 1_000),
+    ("0200", "0420", "0400", "0100", 400, "25", 1_000),  # a request naming it wrong, as a first is
+    ("0220", "0420", "0421", "", 250, "00", 1_000),
+    ("0220", "0420", "0421", "", 400, None, 1_000),  # the authorisation's amount: not the completion's
+    ("0220", "0400", "0400", "", 100, "13", 1_000),
+    ("0220", "0420", "0421", "0100", 400, "00", 1_000),  # naming the authorisation: its amount
+    ("0220", "0420", "0421", "0100", 250, None, 1_000),
+    ("unseen", "0420", "0421", "", 400, "00", 1_000),
+    ("unseen", "0420", "0421", "", 100, None, 1_000),  # not the amount the place is held for
+    ("unseen", "0400", "0400", "", 500, "13", 1_000),
+]
+
+
+@pytest.mark.parametrize(
+    ("original_kind", "first_kind", "kind", "names", "amount_minor", "code", "after"),
+    REVERSAL_AFTER_REVERSAL_CASES,
+)
+def test_a_reversal_after_its_original_was_reversed_is_a_repeat_only_when_its_field_4_agrees(
+    world: World,
+    original_kind: str,
+    first_kind: str,
+    kind: str,
+    names: str,
+    amount_minor: int,
+    code: str | None,
+    after: int,
+) -> None:
+    card = world.issue(1_000)
+    original = authorisation(card, 400) if original_kind == "0220" else financial(card, 400)
+    if original_kind != "unseen":
+        assert answer_or_none(world, original) is not None
+    reversed_one = original
+    if original_kind == "0220":
+        reversed_one = completion_of(original, 250)
+        completed = answer_or_none(world, reversed_one)
+        assert completed is not None and completed["39"] == "00"
+    first = answer_or_none(world, reversal_of(reversed_one, kind=first_kind))
+    assert first is not None and first["39"] == "00", first
+    named = original if names == "0100" and original_kind == "0220" else reversed_one
+    second = {**reversal_of(named, names=names, kind=kind), "4": format_amount(amount_minor)}
+    for _ in range(2):  # the second reversal and its repeat
+        answer = answer_or_none(world, second)
+        assert (answer or {}).get("39") == code, answer
+        assert balance(world, card) == after
+    if code is not None and code != "00":
+        refusal = answer_or_none(world, second)
+        assert refusal is not None and refusal.get("44"), refusal  # a refusal names why
+    ledger_clean(world)
+
+
 def sent(world: World, message: dict[str, str]) -> IsoMessage | None:
     """`answer_or_none` past our own encoder, which refuses what breaks our spec."""
     body, _ = iso8583.encode(message, SPEC)
