@@ -384,17 +384,22 @@ class InboundHandler:
         authorisation_id = place.original_transaction_id
 
         def refusal(_: StoredTransaction) -> _Answer | None:
+            named_as = ""
             if original.mti not in COMPLETION_MTIS:
                 named_as = f"field 90 names an {original.mti}; the original is an {place.mti}"
                 if request["t"] == mti.REVERSAL_REQUEST:
                     return _Answer(ResponseCode.original_not_found, named_as)
-                log.warning("ISO 8583 inbound: %s taken by its key and field 4: %s", request["t"], named_as)
             if int(request["4"]) == place.requested_minor:
+                if named_as:
+                    log.warning(
+                        "ISO 8583 inbound: %s taken by its key and field 4: %s", request["t"], named_as
+                    )
                 return None
             named, final = (
                 Money(minor, place.currency).format() for minor in (int(request["4"]), place.requested_minor)
             )
-            return _Answer(ResponseCode.invalid_amount, f"field 4 {named} is not the completion's {final}")
+            detail = f"field 4 {named} is not the completion's {final}"
+            return _Answer(ResponseCode.invalid_amount, _also(detail, named_as))
 
         with self._stripe(request["41"], _stan_of(authorisation_id)):
             return self._reverse_of(request, context, authorisation_id, refusal)
@@ -519,7 +524,9 @@ class InboundHandler:
         if early_reversal is not None:
             reversal_kind = self._kind_of_reversal(context, early_reversal.transaction_id)
             refusal = _early_reversal_refusal(request, early_reversal, reversal_kind, found.record.currency)
-            return refusal if refusal is not None else self._void(request, context, found)
+            if refusal is not None:
+                return refusal
+            return self._void(request, context, found, _early_misnaming(request, early_reversal))
         if found.status is not TransactionStatus.approved:
             return _Answer(ResponseCode.already_reversed, f"the authorisation is {found.status.value}")
         held = self._hold_completion_place(context, place)
@@ -586,20 +593,24 @@ class InboundHandler:
         return "" if stored is None else stored.record.mti
 
     def _void(
-        self, request: IsoMessage, context: TerminalContext, authorisation: StoredTransaction
+        self, request: IsoMessage, context: TerminalContext, authorisation: StoredTransaction, misnamed: str
     ) -> _Answer:
         """A completion whose reversal came first: the acquirer has voided the sale, so the
         authorisation goes back for what it charged, under the id a reversal naming the 0100 or the
         completion uses (once, whichever came; a repeat gets the first answer). Answered once done,
         as the card then stands as the acquirer believes; an authorisation that moved nothing
-        (declined) is refused as any completion of it is."""
+        (declined) is refused as any completion of it is. `misnamed`: how the early reversal named
+        this completion's key under another MTI ("" when it did not), logged once it is voided."""
 
         def refusal(found: StoredTransaction) -> _Answer | None:
             if _took_money(found):  # reversed since: by this void's first, whose repeat this is
                 return None
             return _Answer(ResponseCode.already_reversed, f"the authorisation is {found.status.value}")
 
-        return self._reverse_of(request, context, authorisation.record.transaction_id, refusal)
+        answer = self._reverse_of(request, context, authorisation.record.transaction_id, refusal)
+        if misnamed and answer.code.approves:
+            log.warning("ISO 8583 inbound: %s voided by its key and field 4: %s", request["t"], misnamed)
+        return answer
 
     def _tombstone(
         self, command: Reversal, context: TerminalContext, digest: str, request: IsoMessage
@@ -711,21 +722,30 @@ def _early_reversal_refusal(
     MTI and field 4 ("") is taken as a reversal of this completion."""
     if not placeholder.mti:
         return None
-    if placeholder.mti not in COMPLETION_MTIS:
-        named_as = f"its reversal, come first, names an {placeholder.mti}; this is an {completion['t']}"
-        if reversal_kind == mti.REVERSAL_REQUEST:
-            return _Answer(ResponseCode.original_not_found, named_as)
-        log.warning("ISO 8583 inbound: %s voided by its key and field 4: %s", completion["t"], named_as)
+    named_as = _early_misnaming(completion, placeholder)
+    if named_as and reversal_kind == mti.REVERSAL_REQUEST:
+        return _Answer(ResponseCode.original_not_found, named_as)
     final_minor = int(completion["4"])
     if placeholder.requested_minor == final_minor:
         return None
     reversed_amount, final = (
         Money(minor, currency).format() for minor in (placeholder.requested_minor, final_minor)
     )
-    return _Answer(
-        ResponseCode.invalid_amount,
-        f"its reversal, come first, has field 4 {reversed_amount}, not the final {final}",
-    )
+    detail = f"its reversal, come first, has field 4 {reversed_amount}, not the final {final}"
+    return _Answer(ResponseCode.invalid_amount, _also(detail, named_as))
+
+
+def _early_misnaming(completion: IsoMessage, placeholder: TransactionRecord) -> str:
+    """How the reversal that came first named this completion's key under another MTI; "" when it
+    named a completion (or was stored before MTIs were kept)."""
+    if not placeholder.mti or placeholder.mti in COMPLETION_MTIS:
+        return ""
+    return f"its reversal, come first, names an {placeholder.mti}; this is an {completion['t']}"
+
+
+def _also(detail: str, also: str) -> str:
+    """A refusal's detail with a second thing found wrong, when there is one."""
+    return f"{detail}; {also}" if also else detail
 
 
 def _moved_money(found: StoredTransaction) -> bool:
@@ -765,9 +785,13 @@ def _reversal_refusal(
     refusal = _mti_refusal(original, found)
     if refusal is not None and request["t"] == mti.REVERSAL_REQUEST:
         return refusal
-    if refusal is not None:
-        log.warning("ISO 8583 inbound: %s taken by its key and field 4: %s", request["t"], refusal.detail)
-    return _amount_refusal(request, found)
+    amount_refusal = _amount_refusal(request, found)
+    if refusal is None:
+        return amount_refusal
+    if amount_refusal is not None:  # refused for its amount: the misnaming said with it, not "taken"
+        return dataclasses.replace(amount_refusal, detail=_also(amount_refusal.detail, refusal.detail))
+    log.warning("ISO 8583 inbound: %s taken by its key and field 4: %s", request["t"], refusal.detail)
+    return None
 
 
 def _amount_refusal(request: IsoMessage, found: StoredTransaction) -> _Answer | None:

@@ -4,6 +4,7 @@ answered only when the money on our side agrees with what the acquirer believes.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,16 @@ def any_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]
     with ExitStack() as stack:
         url = stack.enter_context(postgres_schema()) if request.param == "postgres" else ""
         yield from inbound_world(tmp_path, url)
+
+
+def key_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The log lines saying a misnamed advice was taken (or a completion voided) by its key and
+    field 4; a misnamed advice refused for its amount said so too, though nothing was taken."""
+    return [r.getMessage() for r in caplog.records if "by its key and field 4" in r.getMessage()]
+
+
+def unanswered_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "left unanswered" in r.getMessage()]
 
 
 def answer_or_none(world: World, message: IsoMessage) -> IsoMessage | None:
@@ -99,8 +110,16 @@ REVERSAL_AGREEMENT_CASES = [
     ("sent_as", "kind", "names", "amount_minor", "code", "after"), REVERSAL_AGREEMENT_CASES
 )
 def test_a_reversal_is_taken_when_its_original_is_named_beyond_doubt_and_an_advice_never_refused(
-    world: World, sent_as: str, kind: str, names: str, amount_minor: int, code: str | None, after: int
+    world: World,
+    caplog: pytest.LogCaptureFixture,
+    sent_as: str,
+    kind: str,
+    names: str,
+    amount_minor: int,
+    code: str | None,
+    after: int,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="protocols.iso_inbound")
     card = world.issue(1_000)
     original = {**financial(card, 400), "t": sent_as}
     assert answer_or_none(world, original) is not None
@@ -112,6 +131,11 @@ def test_a_reversal_is_taken_when_its_original_is_named_beyond_doubt_and_an_advi
     if code is not None and code != "00":
         refusal = answer_or_none(world, reversal)
         assert refusal is not None and refusal.get("44"), refusal  # a refusal names why
+    misnamed_advice = names != sent_as and kind != "0400"
+    assert bool(key_lines(caplog)) == (misnamed_advice and code == "00"), key_lines(caplog)
+    if misnamed_advice and code is None:  # why it was left unanswered names both
+        lines = unanswered_lines(caplog)
+        assert lines and all("field 90 names" in line for line in lines), lines
     ledger_clean(world)
 
 
@@ -344,8 +368,16 @@ EARLY_REVERSAL_AMOUNT_CASES = [
     ("final_minor", "kind", "names", "amount_minor", "code", "after"), EARLY_REVERSAL_AMOUNT_CASES
 )
 def test_a_completion_whose_reversal_came_first_is_voided_only_by_a_reversal_of_its_final_amount(
-    world: World, final_minor: int, kind: str, names: str, amount_minor: int, code: str | None, after: int
+    world: World,
+    caplog: pytest.LogCaptureFixture,
+    final_minor: int,
+    kind: str,
+    names: str,
+    amount_minor: int,
+    code: str | None,
+    after: int,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="protocols.iso_inbound")
     card = world.issue(1_000)
     original = authorisation(card, 400)
     assert answer_or_none(world, original) is not None
@@ -360,6 +392,11 @@ def test_a_completion_whose_reversal_came_first_is_voided_only_by_a_reversal_of_
     listener = world.server.iso_inbound
     assert listener is not None
     assert dict(listener.statistics().advices_unanswered)["original_differs"] == (2 if code is None else 0)
+    misnamed_advice = names != "0220" and kind != "0400"
+    assert bool(key_lines(caplog)) == (misnamed_advice and code == "00"), key_lines(caplog)
+    if misnamed_advice and code is None:  # why it was left unanswered names both
+        lines = unanswered_lines(caplog)
+        assert lines and all("names an" in line for line in lines), lines
     ledger_clean(world)
 
 
@@ -478,25 +515,39 @@ def test_advices_left_unanswered_are_counted_by_reason_and_answered_ones_are_not
 # left charged 2.50 while the acquirer had voided the sale (a reversal naming the completion reached
 # the same place when the completion was held between its look and its lock).
 REVERSAL_OF_COMPLETION_MISNAMED_CASES = [
-    ("0420", "0100", "00", 1_000),  # an advice is taken by its key and field 4, whatever MTI it says
-    ("0421", "0200", "00", 1_000),
-    ("0400", "0100", "25", 750),  # a request naming it wrong is refused, as one naming an 0100 is
+    ("0420", "0100", 250, "00", 1_000),  # an advice is taken by its key and field 4, whatever MTI it says
+    ("0421", "0200", 250, "00", 1_000),
+    ("0420", "0100", 400, None, 750),  # nor its field 4 the completion's: left unanswered
+    ("0400", "0100", 250, "25", 750),  # a request naming it wrong is refused, as one naming an 0100 is
 ]
 
 
-@pytest.mark.parametrize(("kind", "names", "code", "after"), REVERSAL_OF_COMPLETION_MISNAMED_CASES)
+@pytest.mark.parametrize(
+    ("kind", "names", "amount_minor", "code", "after"), REVERSAL_OF_COMPLETION_MISNAMED_CASES
+)
 def test_a_reversal_holding_the_completions_key_under_another_mti_voids_the_sale_or_is_refused(
-    world: World, kind: str, names: str, code: str, after: int
+    world: World,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    names: str,
+    amount_minor: int,
+    code: str | None,
+    after: int,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="protocols.iso_inbound")
     card = world.issue(1_000)
     original = authorisation(card, 400)
     assert answer_or_none(world, original) is not None
     completion = completion_of(original, 250)
     completed = answer_or_none(world, completion)
     assert completed is not None and completed["39"] == "00"
-    reversal = reversal_of(completion, names=names, kind=kind)
+    reversal = {**reversal_of(completion, names=names, kind=kind), "4": format_amount(amount_minor)}
     for _ in range(2):  # the reversal and its repeat
         answer = answer_or_none(world, reversal)
-        assert answer is not None and answer["39"] == code, answer
+        assert (answer or {}).get("39") == code, answer
         assert balance(world, card) == after
+    assert bool(key_lines(caplog)) == (code == "00"), key_lines(caplog)
+    if code is None:  # why it was left unanswered names both
+        lines = unanswered_lines(caplog)
+        assert lines and all("field 90 names" in line for line in lines), lines
     ledger_clean(world)
