@@ -15,6 +15,7 @@ from switch.domain.cards import (
     card_number_from_qr,
     card_number_problem,
     is_luhn_valid,
+    luhn_check_digit,
     make_card_number,
     mask,
     qr_payload,
@@ -292,6 +293,49 @@ def test_proportional_share_rounds_half_up() -> None:
 )
 def test_card_numbers(number: str, problem: str | None) -> None:
     assert card_number_problem(number) == problem
+
+
+# (number, Luhn-valid): odd and even lengths, so the digit doubled is counted from the right
+LUHN_NUMBERS: list[tuple[str, bool]] = [
+    ("79927398713", True),  # the textbook example
+    ("79927398710", False),
+    ("79927398717", False),
+    ("4111111111111111", True),
+    ("4111111111111112", False),
+    ("5500005555555559", True),
+    ("6011000990139424", True),
+    ("378282246310005", True),  # 15 digits
+    ("378282246310006", False),
+    ("6331101999990016", True),
+    ("6331101999990061", False),  # the last two swapped
+    ("00", True),
+    ("18", True),
+    ("81", False),
+    ("59", True),
+    ("0", False),  # too short to hold a check digit
+    ("", False),
+    ("4111 1111 1111 1111", False),
+    ("411111111111111\u0661", False),  # an Arabic-Indic one: ASCII digits only
+    ("4111111111111111\n", False),
+]
+
+
+@pytest.mark.parametrize(("number", "valid"), LUHN_NUMBERS)
+def test_luhn(number: str, valid: bool) -> None:
+    assert is_luhn_valid(number) is valid
+    if number and number.isascii() and number.isdigit() and len(number) >= 2:
+        assert (luhn_check_digit(number[:-1]) == number[-1]) is valid
+        assert (card_number_problem(number) == "card_number fails the Luhn check") is (
+            not valid and len(number) == 16
+        )
+
+
+def test_every_changed_digit_of_a_card_number_fails_luhn() -> None:
+    number = make_card_number("600001", 4242)
+    for index, digit in enumerate(number):
+        for other in "0123456789".replace(digit, ""):
+            changed = number[:index] + other + number[index + 1 :]
+            assert card_number_problem(changed) == "card_number fails the Luhn check", (index, other)
 
 
 # (how a person typed it, the digits read, or None: not a card number as typed)
