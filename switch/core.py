@@ -9,6 +9,7 @@ import math
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -106,6 +107,35 @@ class FollowStatistics:
     backlog: int = 0  # now: moves a start found, not made yet
 
 
+class ZoneDate:
+    """The date in a time zone now, as utc_now().astimezone(zone).date() says it, read once until
+    the zone's next midnight: a card's expiry is checked against it on every redemption, load and
+    balance, where the conversion cost 1.3 us. `clock`: seconds since the epoch (time.time)."""
+
+    def __init__(self, zone: dt.tzinfo, clock: Callable[[], float] = time.time) -> None:
+        self._zone = zone
+        self._clock = clock
+        # (date, from_s, until_s): the date holds for a clock reading in [from_s, until_s). One
+        # tuple, so a thread that reads it while another replaces it sees one or the other.
+        self._held: tuple[dt.date, float, float] = (dt.date.min, math.inf, -math.inf)
+
+    def today(self) -> dt.date:
+        now_s = self._clock()
+        date, from_s, until_s = self._held
+        if from_s <= now_s < until_s:
+            return date
+        moment = dt.datetime.fromtimestamp(now_s, self._zone)
+        date = moment.date()
+        # A midnight a spring change skips reads as the change's instant, as it should.
+        next_midnight_s = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), self._zone).timestamp()
+        last_offset = dt.datetime.fromtimestamp(next_midnight_s - 1, self._zone).utcoffset()
+        if last_offset == moment.utcoffset():
+            self._held = (date, now_s, next_midnight_s)
+        # Else the offset changes before midnight, which may turn the date back (Goose Bay's autumn
+        # change went from 00:01 back to 23:01 until 2010): read each time until the next day.
+        return date
+
+
 @dataclass(frozen=True, slots=True)
 class CardTransfer:
     lost: CardState
@@ -134,6 +164,7 @@ class SwitchCore:
             self.report_zone = reports.zone(settings.report_time_zone)
         except reports.ReportQueryError as error:
             raise ValueError(f"report_time_zone (TXSWITCH_REPORT_TIME_ZONE): {error}") from None
+        self._zone_date = ZoneDate(self.report_zone)
         self.store = Store(engine, settings.copy_max_age_s)
         self.passwords = MerchantPasswords(engine, SignInLockout.from_settings(settings), utc_now)
         self.export_slots = ExportSlots(settings.exports_concurrent_max)
@@ -177,7 +208,7 @@ class SwitchCore:
             self.writer,
             # A card is valid through its expiry day where it is used, not in UTC: after midnight in
             # Amsterdam an expired card was still taken for an hour or two.
-            self.today,
+            self._zone_date.today,
             settings.reply_timeout_s,
             card_pin_services,
             max_age_s=settings.copy_max_age_s,
@@ -392,7 +423,7 @@ class SwitchCore:
 
     def today(self) -> dt.date:
         """The date where the cards are used (the report time zone), for expiry."""
-        return utc_now().astimezone(self.report_zone).date()
+        return self._zone_date.today()
 
     def set_card_status(self, card_id: str, status: CardStatus, reason: str, actor: str) -> CardState:
         """The reason is an operator's free text, stored with the card's event: a card number typed
