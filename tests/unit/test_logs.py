@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -563,3 +564,44 @@ def test_a_new_id_never_passes_for_a_card_number(monkeypatch: pytest.MonkeyPatch
     terminal_id = admin.new_id("trm")
     assert terminal_id == "trm_6360899a50694126"
     assert scrub_text(f"terminal {terminal_id} deactivated") == f"terminal {terminal_id} deactivated"
+
+
+# (a record's created time, the line's "ts"): to the millisecond in UTC, the microseconds rounded
+# half to even first as datetime.fromtimestamp does, so .9999996 is the next second
+TIMESTAMP_CASES: list[tuple[float, str]] = [
+    (0.0, "1970-01-01T00:00:00.000Z"),
+    (1796670000.0, "2026-12-07T19:00:00.000Z"),
+    (1796670000.0004999, "2026-12-07T19:00:00.000Z"),
+    (1796670000.001, "2026-12-07T19:00:00.001Z"),
+    (1796670000.5, "2026-12-07T19:00:00.500Z"),
+    (1796670000.9989, "2026-12-07T19:00:00.998Z"),
+    (1796670000.9999, "2026-12-07T19:00:00.999Z"),
+    (1796670000.9999996, "2026-12-07T19:00:01.000Z"),
+    (1796670059.9999996, "2026-12-07T19:01:00.000Z"),
+    (1796687999.9999996, "2026-12-08T00:00:00.000Z"),
+    (1796670001.25, "2026-12-07T19:00:01.250Z"),
+    (1796670000.75, "2026-12-07T19:00:00.750Z"),  # a second before the one logged last
+    (951782400.123, "2000-02-29T00:00:00.123Z"),
+]
+
+
+@pytest.mark.parametrize(("created_s", "shown"), TIMESTAMP_CASES)
+def test_the_line_time(created_s: float, shown: str) -> None:
+    record = logging.getLogger("txswitch.test").makeRecord(
+        "txswitch.test", logging.INFO, __file__, 1, "tick", (), None
+    )
+    record.created = created_s
+    assert json.loads(JsonFormatter().format(record))["ts"] == shown
+
+
+def test_the_line_time_is_the_datetime_one_at_every_reading() -> None:
+    """Readings a third of a millisecond apart across seconds, forward and back."""
+    formatter = JsonFormatter()
+    record = logging.getLogger("txswitch.test").makeRecord(
+        "txswitch.test", logging.INFO, __file__, 1, "tick", (), None
+    )
+    readings_s = [1796670000.0 + step / 3000 for step in range(-4500, 4500)]
+    for created_s in readings_s + readings_s[::-7]:
+        record.created = created_s
+        expected = dt.datetime.fromtimestamp(created_s, dt.UTC).isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(record))["ts"] == expected.replace("+00:00", "Z"), created_s
