@@ -69,6 +69,12 @@ UNDO_PENDING = -1  # in _pending_originals: a cancel or reversal of that origina
 # Where nodes share cards: how many times a replacement's transfer reads the lost card, each time
 # another node changed its balance between the read and the write (a refund landing there).
 TRANSFER_READS_MAX: Final = 5
+# The status changes refused on a card replaced (lost, its balance moved): blocked or active again, a
+# credit on it would stay there (_follow_if_replaced follows only a lost card); what the refusal says.
+REPLACED_CARD_KEEPS_LOST: Final = {
+    CardStatus.blocked: "it is out of use already; to stop the replacement, block that card",
+    CardStatus.active: "it stays out of use",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -704,8 +710,8 @@ class CardActor(SwitchActor):
         AdminUnavailableError when the journal could not store it (queue full, database down): the
         card stays as it was, here and in the database, and the same change sent again may land."""
         card = self.card
-        if message.status is CardStatus.blocked:
-            self._require_not_replaced(card)
+        if message.status in REPLACED_CARD_KEEPS_LOST:
+            self._require_not_replaced(card, message.status)
         change = CardChange(card.card_id, message.status, message.status.value, message.reason, message.actor)
         result = self._write_now(Write(card_changes=(change,)))
         if result.fault:
@@ -721,17 +727,17 @@ class CardActor(SwitchActor):
         self._card = dataclasses.replace(card, status=message.status)
         return self.card
 
-    def _require_not_replaced(self, card: CardState) -> None:
-        """AdminStateError for a block of a card already replaced: it is out of use as lost, and a
-        block would make it blocked, which a credit on it does not follow (_follow_if_replaced).
-        Read here, after any replacement of this card through this actor has landed."""
+    def _require_not_replaced(self, card: CardState, status: CardStatus) -> None:
+        """AdminStateError for a block or unblock of a card already replaced: it stays lost.
+        Read here, for the backoffice and the console alike, after any replacement of this card
+        through this actor has landed: read before asking the actor, a replacement landed between."""
         replaced_by = self._services.store.card_replaced_by(card.card_id)
         if replaced_by is None:
             return
         replacement = self._services.store.card_state(replaced_by)
         raise AdminStateError(
             f"card {card.masked} is lost and replaced by {replacement.masked} ({replaced_by}): "
-            "it is out of use already; to stop the replacement, block that card"
+            f"{REPLACED_CARD_KEEPS_LOST[status]}"
         )
 
     def _transfer_out(self, message: TransferOut) -> tuple[int, int | None] | TransferRefused:

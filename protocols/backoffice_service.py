@@ -218,8 +218,6 @@ class BackofficeService(bo_grpc.BackofficeServicer):
     def UnblockCard(self, request: bo.CardRequest, context: grpc.ServicerContext) -> bo.CardView:
         def action() -> bo.CardView:
             card_id = self._card_id(request.card, request.HasField("card"))
-            if self._core.store.card_replaced_by(card_id):
-                raise AdminStateError("a replaced card stays blocked")
             state = self._core.set_card_status(card_id, CardStatus.active, "unblocked", ADMIN_ACTOR)
             return self._card_view(state)
 

@@ -252,8 +252,6 @@ class SwitchOpsBackend:
         card_id = self._card_id(card_ref)
         if card_id is None:
             return ActionResult(False, "no such card")
-        if self._core.store.card_replaced_by(card_id):
-            return ActionResult(False, "a replaced card stays blocked")
         try:
             state = self._core.set_card_status(
                 card_id, CardStatus.active, "unblocked from the ops console", actor

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
+from switch.domain.card_rules import CardState
 from switch.domain.cards import CardStatus, mask
 from switch.store.journal import Write, WriteResult
 from switch.store.repository import REPLACED_CHAIN_LINKS_MAX
@@ -390,6 +391,15 @@ def block_answer(world: World, number: str, reason: str) -> str:
         return f"{error.code().name}: {error.details()}"
 
 
+def unblock_answer(world: World, number: str) -> str:
+    """The card's status an UnblockCard answers, or the refusal's code and words."""
+    request = bo.CardRequest(card=pb.CardRef(card_number=number))
+    try:
+        return world.backoffice.UnblockCard(request, metadata=world.admin_metadata, timeout=20).status
+    except grpc.RpcError as error:
+        return f"{error.code().name}: {error.details()}"
+
+
 def test_a_replaced_card_blocked_again_stays_lost_and_money_credited_to_it_follows_at_once(
     one_node: World,
 ) -> None:
@@ -449,6 +459,44 @@ def test_a_block_landing_between_a_replacements_mark_and_its_transfer_leaves_the
     lost_id = core.cards.card_id(lost)
     assert lost_id is not None and core.store.card_state(lost_id).status is CardStatus.lost
     assert terminal.balance(new) == 2_000
+
+
+def test_a_replacement_landing_between_an_unblocks_check_and_its_write_leaves_the_card_lost(
+    one_node: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit in session 28: UnblockCard (and the console's `cards unblock`) read whether the card was
+    replaced before asking its actor; a replacement landing between made the card active again
+    with its balance moved, and a ride cancelled on it later stayed on it. The check is the card
+    actor's now, as the block's. The replacement lands there every time here: the unblock's ask of
+    the card's actor runs it first."""
+    world, core, terminal = one_node, one_node.server.core, one_node.terminals[0]
+    lost, new = world.issue(2_000), world.issue(0)
+    ride = new_txn()
+    assert terminal.redeem(lost, 700, ride).response_code == "00"
+    assert block_answer(world, lost, "reported lost by phone") == "blocked"
+    set_status = core.set_card_status
+    moved = []
+
+    def replaced_first(card_id: str, status: CardStatus, reason: str, actor: str) -> CardState:
+        if status is CardStatus.active:  # the unblock's ask; the replacement's own (lost) goes through
+            moved.append(replace(world, lost, new).moved.amount_minor)
+        return set_status(card_id, status, reason, actor)
+
+    monkeypatch.setattr(core, "set_card_status", replaced_first)
+    answer = unblock_answer(world, lost)
+    monkeypatch.undo()
+    assert moved == [1_300]
+    assert terminal.cancel(ride).response_code == "00"
+
+    wait_until(lambda: ledger_balance(world, new) == 2_000, timeout_s=5.0)
+    lost_id, new_id = core.cards.card_id(lost), core.cards.card_id(new)
+    assert lost_id is not None and core.store.card_state(lost_id).status is CardStatus.lost
+    assert answer == (
+        f"FAILED_PRECONDITION: card {mask(lost)} is lost and replaced by {mask(new)} ({new_id}): "
+        "it stays out of use"
+    )
+    # The replacement's mark and transfer, then the cancel's 700 following: no "active" between.
+    assert card_event_kinds(world, lost) == ["blocked", "lost", "transferred", "transferred"]
 
 
 @pytest.mark.parametrize("cards_between", [REPLACED_CHAIN_LINKS_MAX - 1, REPLACED_CHAIN_LINKS_MAX])

@@ -7,7 +7,7 @@ import pytest
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
-from switch.domain.cards import make_card_number
+from switch.domain.cards import make_card_number, mask
 from switch.store.journal import PeriodClose, Write
 from tests.integration.harness import EMPLOYEE, World, new_txn
 
@@ -309,7 +309,11 @@ def test_lost_card_is_blocked_and_its_balance_moved(world: World) -> None:
             bo.CardRequest(card=pb.CardRef(card_number=lost)), metadata=world.admin_metadata, timeout=20
         )
     assert unblocked.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert unblocked.value.details() == "a replaced card stays blocked"
+    replacement_id = moved.replacement_card.card_id
+    assert unblocked.value.details() == (
+        f"card {mask(lost)} is lost and replaced by {mask(replacement)} ({replacement_id}): "
+        "it stays out of use"
+    )
     assert terminal.redeem(lost, 1).response_code == "41"
 
 

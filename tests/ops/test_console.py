@@ -229,7 +229,8 @@ def test_operator_blocks_unblocks_and_replaces_cards_in_the_switch(console_world
     assert store.card_state(lost_id).status is CardStatus.lost
     assert store.card_state(new_id).balance_minor == 500 + 3_900
     assert unblock_lost.exit_status == Outcome.failed.exit_status
-    assert "a replaced card stays blocked" in unblock_lost.stderr
+    stays_lost = f"is lost and replaced by {mask(replacement)} ({new_id}): it stays out of use"
+    assert stays_lost in unblock_lost.stderr
     # Audit in session 28: a block rewrote the replaced card's status to blocked; it stays lost.
     assert block_lost.exit_status == Outcome.failed.exit_status
     assert f"is lost and replaced by {mask(replacement)} ({new_id})" in block_lost.stderr
