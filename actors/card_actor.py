@@ -722,7 +722,11 @@ class CardActor(SwitchActor):
                 f"card {card.masked} is still {card.status.value}: the journal did not store the change to "
                 f"{message.status.value} (the switch's log says why); nothing changed, send it again"
             )
-        if not result.ok:  # no rule refuses a status change: a bug, its words go to the caller's log
+        if result.refusal is LedgerRefusal.replaced_meanwhile:
+            # Replaced on another node since the check above: this copy is stale, read it again.
+            self._read_at_s = -math.inf
+            self._require_not_replaced(card, message.status)
+        if not result.ok:  # no other rule refuses a status change: a bug, its words go to the caller's log
             raise RuntimeError(f"card status not stored: {result.problem}")
         self._card = dataclasses.replace(card, status=message.status)
         return self.card

@@ -23,7 +23,8 @@ class LedgerRefusal(enum.Enum):
 
     below_zero = "below_zero"  # a guarded account (a card) would go below zero
     above_maximum = "above_maximum"  # a card would go above its programme's maximum
-    replaced_meanwhile = "replaced_meanwhile"  # a card replaced by another card since it was judged
+    # A card replaced by another card since it was judged (for a replacement, a block or an unblock)
+    replaced_meanwhile = "replaced_meanwhile"
     # The original a refund, cancel or reversal changes was refunded, cancelled or reversed since
     original_changed_meanwhile = "original_changed_meanwhile"
     pin_try_stored_meanwhile = "pin_try_stored_meanwhile"  # an employee's PIN try counted from a stale count

@@ -775,12 +775,22 @@ def _change_card(conn: Connection, change: CardChange, now: dt.datetime) -> None
     marks_lost = change.event_kind == CardStatus.lost.value
     if marks_lost:
         statement = statement.where(cards.c.status != CardStatus.lost)
+    # A block or unblock, judged on the card not replaced: a replacement landing since (on another
+    # node) keeps it lost; blocked or active, money credited to it later would stay on it.
+    keeps_lost = change.replaced_by is None and change.status in (CardStatus.blocked, CardStatus.active)
+    if keeps_lost:
+        statement = statement.where(cards.c.replaced_by.is_(None))
     if conn.execute(statement.values(**values)).rowcount == 0:
         if marks_lost:
             return
         if change.replaced_by is not None:
             raise BackstopError(
                 f"card {change.card_id} was replaced by another card meanwhile",
+                LedgerRefusal.replaced_meanwhile,
+            )
+        if keeps_lost:
+            raise BackstopError(
+                f"card {change.card_id} was replaced meanwhile: it stays lost, not {change.status.value}",
                 LedgerRefusal.replaced_meanwhile,
             )
     conn.execute(

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, select, text
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
+from switch.domain.cards import CardStatus, mask
 from switch.store.schema import cards
 from tests.integration.harness import new_txn, on_statement
 from tests.integration.nodes.conftest import Nodes, two_nodes
@@ -250,6 +251,65 @@ def test_a_card_unblocked_on_node_a_while_node_b_replaces_it_is_refused_and_noth
     assert unblocked.card_masked in refused[1] and lost not in refused[1], refused[1]
     held = _held(nodes, lost, new)
     assert held == (700, 100), "money moved off a card unblocked meanwhile"
+    assert_ledger_clean(nodes.world)
+
+
+def _refused_on_a_as_b_replaces(
+    nodes: Nodes, method: str, request: object, lost: str, new: str
+) -> grpc.RpcError:
+    """Node A's refusal of `method` on the lost card, node B replacing the card right after node A's
+    card actor read whether it is replaced (on that actor's thread, between its read and its write)."""
+    lost_id = nodes.world.server.core.cards.card_id(lost)
+    assert lost_id is not None
+    replaced = threading.Event()
+
+    def after(_cursor: Any, statement: str, parameters: Any) -> None:
+        asks_replaced = statement.startswith("SELECT cards.replaced_by") and lost_id in str(parameters)
+        if asks_replaced and not replaced.is_set():
+            replaced.set()
+            _replace_on_b(nodes, lost, new)
+
+    with (
+        on_statement(nodes.world.server.core.store.engine, "after", after),
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        nodes.on_a_as_admin(method, request)
+    assert replaced.is_set()
+    return refused.value
+
+
+def test_a_block_or_unblock_on_node_a_that_read_the_card_before_node_b_replaced_it_leaves_it_lost(
+    nodes_lasting_copies: Nodes,
+) -> None:
+    """Audit in session 28: node A's card actor read that the card was not replaced, node B's
+    replacement landed, then node A's block or unblock wrote blocked or active over lost; money
+    credited to the card later stayed on it. The journal's write now lands only on a card not
+    replaced, and node A answers as for a card replaced before. Node B replaces the card every time
+    right after node A's read, for a block and an unblock in turn."""
+    nodes = nodes_lasting_copies
+    core_a = nodes.world.server.core
+    for method, blocked_first, stays in [
+        ("BlockCard", False, "it is out of use already; to stop the replacement, block that card"),
+        ("UnblockCard", True, "it stays out of use"),
+    ]:
+        lost, new = nodes.world.issue(1_000), nodes.world.issue(100)
+        lost_ref = pb.CardRef(card_number=lost)
+        if blocked_first:  # reported lost by phone, then found: node A's copy is blocked
+            nodes.on_a_as_admin("BlockCard", bo.BlockCardRequest(card=lost_ref, reason="lost"))
+        request = (
+            bo.BlockCardRequest(card=lost_ref, reason="stolen")
+            if method == "BlockCard"
+            else (bo.CardRequest(card=lost_ref))
+        )
+        refused = _refused_on_a_as_b_replaces(nodes, method, request, lost, new)
+        lost_id, new_id = core_a.cards.card_id(lost), core_a.cards.card_id(new)
+        assert lost_id is not None
+        assert (refused.code(), refused.details()) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"card {mask(lost)} is lost and replaced by {mask(new)} ({new_id}): {stays}",
+        )
+        assert core_a.store.card_state(lost_id).status is CardStatus.lost, method
+        assert nodes.on_a.balance(lost) == 0, "node A still holds its copy from before the replacement"
     assert_ledger_clean(nodes.world)
 
 
