@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import sqlite3
 import threading
-import time
 import types
 import uuid
 from collections.abc import Callable, Iterator
@@ -209,8 +208,12 @@ def on_transaction(
     return _hook_open(engine, moment, call)
 
 
-def hold_sqlite_write_lock(world: World, seconds: float) -> threading.Thread:
-    """Another connection holds SQLite's write lock for a while, so the journal's commits wait."""
+LOCK_HELD_S_MAX = 10.0  # the journal's SQLite busy timeout: a commit waits no longer for the lock
+
+
+def _start_lock_holder(world: World, release: threading.Event, seconds: float) -> threading.Thread:
+    """A thread on another connection that takes SQLite's write lock, holds it until release is set
+    or seconds have passed, then commits; returned once the lock is taken."""
     path = world.server.settings.effective_database_url.split("///", 1)[1]
     held = threading.Event()
 
@@ -218,37 +221,27 @@ def hold_sqlite_write_lock(world: World, seconds: float) -> threading.Thread:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         conn.execute("BEGIN IMMEDIATE")
         held.set()
-        time.sleep(seconds)
-        conn.execute("COMMIT")
-        conn.close()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    held.wait()
-    return thread
-
-
-LOCK_HELD_S_MAX = 10.0  # the journal's SQLite busy timeout: a commit waits no longer for the lock
-
-
-@contextmanager
-def sqlite_write_lock_held(world: World) -> Iterator[None]:
-    """Another connection holds SQLite's write lock until the block ends, so the journal's commits
-    wait; released at the block's end (or after LOCK_HELD_S_MAX), not after a fixed sleep."""
-    path = world.server.settings.effective_database_url.split("///", 1)[1]
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        held.set()
-        release.wait(LOCK_HELD_S_MAX)
+        release.wait(seconds)
         conn.execute("COMMIT")
         conn.close()
 
     thread = threading.Thread(target=hold)
     thread.start()
     assert held.wait(LOCK_HELD_S_MAX), "the other connection did not take the lock"
+    return thread
+
+
+def hold_sqlite_write_lock(world: World, seconds: float) -> threading.Thread:
+    """Another connection holds SQLite's write lock for a while, so the journal's commits wait."""
+    return _start_lock_holder(world, threading.Event(), seconds)
+
+
+@contextmanager
+def sqlite_write_lock_held(world: World) -> Iterator[None]:
+    """Another connection holds SQLite's write lock until the block ends, so the journal's commits
+    wait; released at the block's end (or after LOCK_HELD_S_MAX), not after a fixed sleep."""
+    release = threading.Event()
+    thread = _start_lock_holder(world, release, LOCK_HELD_S_MAX)
     try:
         yield
     finally:
