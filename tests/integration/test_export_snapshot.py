@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import QueuePool, insert, select, text
+from sqlalchemy import Engine, QueuePool, insert, select, text
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
@@ -215,14 +215,14 @@ def small_window_backoffice(world: World) -> Iterator[bo_grpc.BackofficeStub]:
 STALL_ROWS = 10_000  # some 2 MB of CSV: five times what a small window's client and buffers hold
 
 
-def add_bulk_rows(world: World, count: int) -> None:
-    """count copies of the world's first transaction, under new ids."""
-    engine = world.server.core.store.engine
+def add_rows(engine: Engine, count: int, result: str = "", prefix: str = "bulk") -> None:
+    """count copies of the first transaction on engine, under new ids (and result, if given)."""
     with engine.begin() as conn:
         template = conn.execute(select(transactions)).first()
         assert template is not None
         values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
-        rows = [{**values, "transaction_id": f"bulk-{n:06d}-" + "x" * 40} for n in range(count)]
+        values["result"] = result or values["result"]
+        rows = [{**values, "transaction_id": f"{prefix}-{n:06d}-" + "x" * 40} for n in range(count)]
         conn.execute(insert(transactions), rows)
 
 
@@ -245,7 +245,8 @@ def test_an_export_its_client_stops_reading_ends_at_the_most_an_export_may_take(
     may) holds it on a full window: it ends at exports_duration_max_s, and gives back its slot."""
     world = short_export_world
     assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
-    add_bulk_rows(world, STALL_ROWS)  # far more CSV than the client's window and buffers hold
+    # far more CSV than the client's window and buffers hold
+    add_rows(world.server.core.store.engine, STALL_ROWS)
     # Small pages: the first chunk comes well within the limit even on a busy machine (with pages
     # of 5,000 and a 1 s limit, a CI run ended the export before its first chunk).
     request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=500, **days()))
@@ -367,7 +368,8 @@ def test_exports_are_counted_in_the_request_metrics_as_single_reply_calls_are(
     with pytest.raises(grpc.RpcError):
         list(world.backoffice.ExportTransactions(unknown, metadata=world.admin_metadata, timeout=20))
     assert soon(lambda: requests_counted(world, "not_found") == 1)
-    add_bulk_rows(world, STALL_ROWS)  # more CSV than the client's window and buffers hold: it streams on
+    # more CSV than the client's window and buffers hold: it streams on
+    add_rows(world.server.core.store.engine, STALL_ROWS)
     raw = world.channel.unary_stream("/txswitch.v1.Backoffice/ExportTransactions", None, None)  # bytes
     with pytest.raises(grpc.RpcError) as malformed:
         list(raw(b"\xff\xff\xff\xff", metadata=world.admin_metadata, timeout=10))
@@ -398,7 +400,7 @@ def test_an_export_cancelled_while_the_switch_waits_to_send_is_counted_cancelled
     counted under code="unknown" (the cancel test above passed when it landed during a read)."""
     world = one_export_world
     assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
-    add_bulk_rows(world, STALL_ROWS)  # more CSV than the client's window and buffers hold
+    add_rows(world.server.core.store.engine, STALL_ROWS)  # more CSV than the client's window and buffers hold
     request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=500, **days()))
     with small_window_backoffice(world) as backoffice:
         streaming = backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)

@@ -18,17 +18,16 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from sqlalchemy import insert, select
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from switch.cli import export_transactions
-from switch.store.schema import transactions
 from tests.integration.harness import World, start_world, world_fixture
 from tests.integration.test_export_snapshot import (
     STALL_ROWS,
     UNREADABLE_RESULT,
     _slot_free,
+    add_rows,
     exported_ids,
     small_window_backoffice,
     soon,
@@ -49,17 +48,6 @@ def sqlite_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wor
 @pytest.fixture(params=["sqlite", "postgres"])
 def any_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     yield from world_fixture(request, tmp_path, terminals=1, exports_duration_max_s=60.0)
-
-
-def add_rows(world: World, count: int, result: str = "", prefix: str = "bulk") -> None:
-    """count copies of the world's first transaction, under new ids (and result, if given)."""
-    with world.server.core.store.engine.begin() as conn:
-        template = conn.execute(select(transactions)).first()
-        assert template is not None
-        values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
-        values["result"] = result or values["result"]
-        rows = [{**values, "transaction_id": f"{prefix}-{n:06d}-" + "x" * 40} for n in range(count)]
-        conn.execute(insert(transactions), rows)
 
 
 def stalled_export(world: World, backoffice: bo_grpc.BackofficeStub) -> Export:
@@ -85,7 +73,7 @@ def test_the_wal_is_checkpointed_while_an_export_client_has_not_finished_reading
     world = sqlite_world
     terminal, card = world.terminals[0], world.issue(50_000)
     assert terminal.redeem(card, 100).response_code == "00"
-    add_rows(world, STALL_ROWS)
+    add_rows(world.server.core.store.engine, STALL_ROWS)
     with small_window_backoffice(world) as backoffice:
         call = stalled_export(world, backoffice)
         try:
@@ -130,7 +118,7 @@ def test_an_exports_spool_is_the_owners_alone_and_gone_when_the_stream_ends(
 ) -> None:
     world = any_world
     assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
-    add_rows(world, STALL_ROWS)
+    add_rows(world.server.core.store.engine, STALL_ROWS)
     with small_window_backoffice(world) as backoffice:
         call = stalled_export(world, backoffice)
         try:
@@ -144,9 +132,9 @@ def test_an_exports_spool_is_the_owners_alone_and_gone_when_the_stream_ends(
 def test_an_export_that_fails_leaves_no_spool_and_tells_no_row(any_world: World) -> None:
     world = any_world
     assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
-    add_rows(world, 2_000)
+    add_rows(world.server.core.store.engine, 2_000)
     add_rows(
-        world, 1, result=UNREADABLE_RESULT, prefix="unreadable"
+        world.server.core.store.engine, 1, result=UNREADABLE_RESULT, prefix="unreadable"
     )  # a row the CSV cannot be written for, on a late page
     request = bo.TransactionReportRequest(page_size=500, **days())
     with pytest.raises(grpc.RpcError) as failed:
@@ -179,7 +167,7 @@ def test_an_export_larger_than_its_spool_may_be_is_refused_by_name(
     world = small_spool_world
     assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
     if rows:
-        add_rows(world, rows)
+        add_rows(world.server.core.store.engine, rows)
     out = io.StringIO()
     request = bo.TransactionReportRequest(page_size=50, **days())
     if not refused:
@@ -210,7 +198,7 @@ def test_an_export_cancelled_while_it_is_spooled_stops_spooling(one_export_postg
     holding the export's slot, connection and snapshot for nothing."""
     world = one_export_postgres_world
     assert world.terminals[0].redeem(world.issue(5_000), 100).response_code == "00"
-    add_rows(world, BULK_ROWS)
+    add_rows(world.server.core.store.engine, BULK_ROWS)
     request = bo.TransactionExportRequest(report=bo.TransactionReportRequest(page_size=500, **days()))
     call = world.backoffice.ExportTransactions(request, metadata=world.admin_metadata, timeout=60)
     time.sleep(SPOOLING_CANCELLED_AFTER_S)

@@ -20,12 +20,12 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import create_engine
 
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import backoffice_pb2_grpc as bo_grpc
 from switch.cli import export_transactions
-from switch.store.schema import transactions
+from tests.integration.test_export_snapshot import add_rows
 from tests.integration.test_journal_lost import redeem, terminal
 from tests.integration.test_portal import days
 from tests.pg import postgres_schema
@@ -42,20 +42,6 @@ def files_limited() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES_MAX, hard))
-
-
-def add_rows(database_url: str, count: int) -> None:
-    """count copies of the switch's first transaction, under new ids."""
-    engine = create_engine(database_url)
-    try:
-        with engine.begin() as conn:
-            template = conn.execute(select(transactions)).first()
-            assert template is not None
-            values = {k: v for k, v in template._mapping.items() if k != "transaction_pk"}
-            rows = [{**values, "transaction_id": f"bulk-{n:06d}-" + "x" * 40} for n in range(count)]
-            conn.execute(insert(transactions), rows)
-    finally:
-        engine.dispose()
 
 
 def requests_counted(metrics_url: str, code: str) -> float:
@@ -92,7 +78,11 @@ def test_an_export_whose_spool_finds_the_disk_full_is_refused_by_name(tmp_path: 
                 till, till_metadata = terminal(address, channels)
                 card = json.loads((tmp_path / "demo_cards.json").read_text())[0]["card_number"]
                 assert redeem(till, till_metadata, card, "spool-full-1").response_code == "00"
-                add_rows(database_url, BULK_ROWS)
+                engine = create_engine(database_url)
+                try:
+                    add_rows(engine, BULK_ROWS)
+                finally:
+                    engine.dispose()
                 backoffice = bo_grpc.BackofficeStub(channels[0])
                 admin = (("authorization", f"Bearer {(tmp_path / 'admin.token').read_text().strip()}"),)
                 out = io.StringIO()
