@@ -20,8 +20,8 @@ from switch.admin import AdminUnavailableError
 from switch.domain import ledger
 from switch.domain.money import Money
 from switch.domain.programmes import repayment_transfer_minor
-from switch.repayments import REPAYMENT_JUDGEMENTS_MAX, RepaymentAsked, record_repayment
-from switch.store.journal import Write, WriteResult
+from switch.repayments import REPAYMENT_JUDGEMENTS_MAX, RepaymentAsked, _judged_and_written, record_repayment
+from switch.store.journal import RepaymentRecord, Write, WriteResult
 from switch.store.schema import accounts, journal_entries, merchant_programmes, merchant_repayments, postings
 from tests.integration.harness import ADMIN_TOKEN, MERCHANT_EMAIL, World, new_txn
 
@@ -404,6 +404,23 @@ def test_a_repayment_whose_debt_keeps_changing_under_it_is_refused_as_unavailabl
     assert again.record.request_id == "r-2" and again.cleared_minor >= 500
     assert len(repayment_entries(world)) == meanwhile_entries + 1
     assert payable(world) == -OWED_MINOR + 3 + again.cleared_minor
+
+
+def test_a_twin_landing_after_its_first_look_is_answered_as_the_first(world: World) -> None:
+    """Two sends of one request at once: the other landed after this one looked for it and before
+    it judged the debt, which is then cleared; it answered FAILED_PRECONDITION 'owes nothing'
+    (seen once in a full run of test_two_at_once_with_one_request_id_move_once). It answers the
+    first now. The judgement is run as record_repayment runs it after its first look."""
+    owe(world)
+    core = world.server.core
+    asked = RepaymentAsked(
+        "r-twin", world.merchant_id, world.gift_programme, Money(TRANSFER_MINOR, "EUR"), "ref"
+    )
+    first = record_repayment(core.store.engine, core.write_now, asked)
+    assert payable(world) == 0
+    twin = RepaymentRecord("r-twin", world.merchant_id, world.gift_programme, "EUR", TRANSFER_MINOR, "ref")
+    assert _judged_and_written(core.store.engine, core.write_now, twin) == first
+    assert payable(world) == 0 and len(repayment_entries(world)) == 1
 
 
 def _planted(world: World, planting: str) -> None:
