@@ -3,7 +3,6 @@ limited per merchant, as the cardholders' are per address: a login is no licence
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import terminal_pb2 as pb
-from tests.integration.harness import World, world_fixture
+from tests.integration.harness import World, new_txn, world_fixture
 from tests.integration.test_portal import OTHER_EMAIL, OTHER_PASSWORD, refusal, sign_in, stub
 
 LOOKUPS_PER_MINUTE_MAX = 60  # Settings.portal_card_lookups_per_minute_max's default
@@ -31,7 +30,7 @@ def balance_of(world: World, metadata: Metadata, number: str) -> None:
 
 def redeem(world: World, metadata: Metadata, number: str) -> None:
     request = portal.PortalRedeemRequest(
-        transaction_id=uuid.uuid4().hex,
+        transaction_id=new_txn(),
         card=pb.CardRef(card_number=number),
         amount=pb.Amount(amount_minor=100, currency="EUR"),
     )

@@ -3,7 +3,6 @@ nothing of it, and a cashier does nothing but the reports and the counter's work
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import terminal_pb2 as pb
-from tests.integration.harness import EMPLOYEE, World, world_fixture
+from tests.integration.harness import EMPLOYEE, World, new_txn, world_fixture
 from tests.integration.test_portal import OTHER_EMAIL, OTHER_PASSWORD, days, sign_in, stub
 
 Metadata = tuple[tuple[str, str], ...]
@@ -40,7 +39,7 @@ class Shop:
 def shop_of(world: World) -> Shop:
     (location,) = world.server.core.admin.list_locations(world.merchant_id)
     card = world.issue(5_000)
-    sale_id = uuid.uuid4().hex
+    sale_id = new_txn()
     assert world.terminals[0].redeem(card, 1_000, sale_id).response_code == "00"
     return Shop(world.merchant_id, location.location_id, world.terminals[0].terminal_id, sale_id, card)
 
@@ -102,14 +101,14 @@ FOREIGN: list[tuple[str, Callable[[World, Metadata, Shop], object]]] = [
     ("its receipt's preview", lambda w, m, s: stub(w).PreviewReceipt(
         portal.PreviewReceiptRequest(location="Shop"), metadata=m)),
     ("a redemption at its location", lambda w, m, s: stub(w).Redeem(portal.PortalRedeemRequest(
-        transaction_id=uuid.uuid4().hex, card=pb.CardRef(card_number=s.card),
+        transaction_id=new_txn(), card=pb.CardRef(card_number=s.card),
         amount=pb.Amount(amount_minor=100, currency="EUR"), location_id=s.location_id), metadata=m)),
     ("its web day closed", lambda w, m, s: stub(w).CloseWebDay(
         portal.CloseWebDayRequest(location_id=s.location_id, period_number=1), metadata=m)),
     ("its sale cancelled at one's own location", lambda w, m, s: stub(w).Cancel(portal.PortalCancelRequest(
-        transaction_id=uuid.uuid4().hex, original_transaction_id=s.sale_id, employee=EMPLOYEE), metadata=m)),
+        transaction_id=new_txn(), original_transaction_id=s.sale_id, employee=EMPLOYEE), metadata=m)),
     ("its sale refunded at one's own location", lambda w, m, s: stub(w).Refund(portal.PortalRefundRequest(
-        transaction_id=uuid.uuid4().hex, original_transaction_id=s.sale_id,
+        transaction_id=new_txn(), original_transaction_id=s.sale_id,
         amount=pb.Amount(amount_minor=100, currency="EUR"), employee=EMPLOYEE), metadata=m)),
 ]  # fmt: skip
 

@@ -8,7 +8,6 @@ Real gRPC server on loopback, on SQLite.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
@@ -23,7 +22,7 @@ from protocols.wire import cardholder_pb2_grpc as ch_grpc
 from protocols.wire import portal_pb2 as portal
 from protocols.wire import terminal_pb2 as pb
 from switch.cli import main
-from tests.integration.harness import World, world_fixture
+from tests.integration.harness import World, new_txn, world_fixture
 from tests.integration.test_portal import sign_in, stub
 
 BALANCE_MINOR = 1_000
@@ -79,7 +78,7 @@ def portal_balance(world: World, typed: str) -> int:
 
 def portal_redeem(world: World, typed: str) -> int:
     request = portal.PortalRedeemRequest(
-        transaction_id=uuid.uuid4().hex,
+        transaction_id=new_txn(),
         card=pb.CardRef(card_number=typed),
         amount=pb.Amount(amount_minor=REDEEM_MINOR, currency="EUR"),
     )
