@@ -250,7 +250,7 @@ def sqlite_write_lock_held(world: World) -> Iterator[None]:
 
 
 def new_txn() -> str:
-    """A random id; drawn again when its digits hold a card number (about one uuid4 in 370), which
+    """A random id; drawn again when its digits hold a card number (about one uuid4 in 185), which
     the switch refuses as an id it would store in clear."""
     while True:
         txn = uuid.uuid4().hex
