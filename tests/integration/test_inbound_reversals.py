@@ -74,13 +74,18 @@ def exchange(world: World, body: bytes) -> IsoMessage | None:
             header = sock.recv(2)
         except TimeoutError:
             return None
-        assert len(header) == 2, "switch closed the connection"
-        length = int.from_bytes(header, "big")
-        data = b""
-        while len(data) < length:
-            chunk = sock.recv(length - len(data))
-            assert chunk, "switch closed the connection"
-            data += chunk
+        return answer_after(sock, header)
+
+
+def answer_after(sock: socket.socket, header: bytes) -> IsoMessage:
+    """The framed answer whose 2-byte length header was read: its body, decoded."""
+    assert len(header) == 2, "switch closed the connection"
+    length = int.from_bytes(header, "big")
+    data = b""
+    while len(data) < length:
+        chunk = sock.recv(length - len(data))
+        assert chunk, "switch closed the connection"
+        data += chunk
     return decode_message(data)
 
 

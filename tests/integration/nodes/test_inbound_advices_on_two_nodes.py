@@ -9,7 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from protocols.iso8583 import IsoMessage, decode_message, encode_message, format_amount, frame
+from protocols.iso8583 import IsoMessage, encode_message, format_amount, frame
 from switch.server import SwitchServer
 from tests.integration.nodes.conftest import Nodes
 from tests.integration.nodes.test_inbound_resends_on_two_nodes import ask
@@ -21,6 +21,7 @@ from tests.integration.test_inbound_iso import (
     ledger_clean,
     reversal_of,
 )
+from tests.integration.test_inbound_reversals import answer_after
 
 ROUNDS = 6
 ANSWER_WAIT_S = 30.0
@@ -56,14 +57,7 @@ def ask_or_none(server: SwitchServer, message: IsoMessage, start: threading.Barr
                     return None
                 assert time.monotonic() < deadline, "neither answered nor left unanswered"
         sock.settimeout(ANSWER_WAIT_S)
-        assert len(header) == 2, "switch closed the connection"
-        length = int.from_bytes(header, "big")
-        data = b""
-        while len(data) < length:
-            chunk = sock.recv(length - len(data))
-            assert chunk, "switch closed the connection"
-            data += chunk
-    return decode_message(data)
+        return answer_after(sock, header)
 
 
 def repeat_of(advice: IsoMessage) -> IsoMessage:
