@@ -14,10 +14,12 @@ from pathlib import Path
 import iso8583
 import pytest
 
-from protocols.iso8583 import SPEC, IsoMessage, decode_message, encode_message, format_amount, frame
+from protocols.iso8583 import SPEC, IsoMessage, encode_message, format_amount, frame
 from tests.integration.harness import World
 from tests.integration.test_inbound_iso import (
+    ANSWER_WAIT_S,
     IsoClient,
+    answers_or_none,
     authorisation,
     balance,
     completion_of,
@@ -26,10 +28,9 @@ from tests.integration.test_inbound_iso import (
     ledger_clean,
     reversal_of,
     scraped_samples,
+    unanswered_total,
 )
 from tests.pg import postgres_schema
-
-NO_ANSWER_WAIT_S = 1.5  # an answer comes in milliseconds on loopback
 
 
 @pytest.fixture
@@ -61,32 +62,17 @@ def unanswered_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def answer_or_none(world: World, message: IsoMessage) -> IsoMessage | None:
-    """The switch's answer on a connection of its own, or None when none comes in time."""
+    """The switch's answer on a connection of its own, or None for an advice it left unanswered."""
     return exchange(world, encode_message(message))
 
 
 def exchange(world: World, body: bytes) -> IsoMessage | None:
     listener = world.server.iso_inbound
     assert listener is not None
-    with socket.create_connection(("127.0.0.1", listener.port), timeout=NO_ANSWER_WAIT_S) as sock:
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=ANSWER_WAIT_S) as sock:
+        left_before = unanswered_total(listener)
         sock.sendall(frame(body))
-        try:
-            header = sock.recv(2)
-        except TimeoutError:
-            return None
-        return answer_after(sock, header)
-
-
-def answer_after(sock: socket.socket, header: bytes) -> IsoMessage:
-    """The framed answer whose 2-byte length header was read: its body, decoded."""
-    assert len(header) == 2, "switch closed the connection"
-    length = int.from_bytes(header, "big")
-    data = b""
-    while len(data) < length:
-        chunk = sock.recv(length - len(data))
-        assert chunk, "switch closed the connection"
-        data += chunk
-    return decode_message(data)
+        return answers_or_none(listener, [sock], left_before)[0]
 
 
 # One row per reversal of an original of 4.00 on a card of 10.00: what it names (field 90's MTI),

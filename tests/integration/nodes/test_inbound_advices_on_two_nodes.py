@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from protocols.iso8583 import IsoMessage, encode_message, format_amount, frame
@@ -14,50 +13,39 @@ from switch.server import SwitchServer
 from tests.integration.nodes.conftest import Nodes
 from tests.integration.nodes.test_inbound_resends_on_two_nodes import ask
 from tests.integration.test_inbound_iso import (
+    answers_or_none,
     authorisation,
     balance,
     completion_of,
     financial,
     ledger_clean,
     reversal_of,
+    unanswered_total,
 )
-from tests.integration.test_inbound_reversals import answer_after
 
 ROUNDS = 6
 ANSWER_WAIT_S = 30.0
-POLL_S = 0.02
 
 
-def unanswered_total(server: SwitchServer) -> int:
+def unanswered_on(server: SwitchServer) -> int:
     listener = server.iso_inbound
     assert listener is not None
-    return sum(count for _, count in listener.statistics().advices_unanswered)
+    return unanswered_total(listener)
 
 
 def unanswered_on_both(nodes: Nodes) -> int:
-    return unanswered_total(nodes.world.server) + unanswered_total(nodes.node_b)
+    return unanswered_on(nodes.world.server) + unanswered_on(nodes.node_b)
 
 
 def ask_or_none(server: SwitchServer, message: IsoMessage, start: threading.Barrier) -> IsoMessage | None:
-    """`ask`, but None once the node has counted it left unanswered (an advice not applied)."""
+    """`ask`, but None for an advice the node left unanswered (`answers_or_none`)."""
     listener = server.iso_inbound
     assert listener is not None
-    left_before = unanswered_total(server)
     with socket.create_connection(("127.0.0.1", listener.port), timeout=ANSWER_WAIT_S) as sock:
+        left_before = unanswered_total(listener)
         start.wait(timeout=ANSWER_WAIT_S)
         sock.sendall(frame(encode_message(message)))
-        sock.settimeout(POLL_S)
-        deadline = time.monotonic() + ANSWER_WAIT_S
-        while True:
-            try:
-                header = sock.recv(2)
-                break
-            except TimeoutError:
-                if unanswered_total(server) > left_before:
-                    return None
-                assert time.monotonic() < deadline, "neither answered nor left unanswered"
-        sock.settimeout(ANSWER_WAIT_S)
-        return answer_after(sock, header)
+        return answers_or_none(listener, [sock], left_before)[0]
 
 
 def repeat_of(advice: IsoMessage) -> IsoMessage:
