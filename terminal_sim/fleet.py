@@ -36,6 +36,7 @@ class FleetResult:
     late_starts: int  # open loop: transactions that started after their intended time
     flows_started: int  # shop flows (a redemption is Balance then Redeem: two requests)
     stopped_early: str = ""
+    unanswered: int = 0  # requests (activations too) that ended without a reply
 
     @property
     def flows_per_s(self) -> float:
@@ -154,4 +155,5 @@ async def run_fleet(
         late_starts=sum(p.late_starts for p in pacers if isinstance(p, OpenLoop)),
         flows_started=context.flows_started,
         stopped_early=stopped,
+        unanswered=context.unanswered,
     )

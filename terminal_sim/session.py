@@ -23,6 +23,13 @@ from terminal_sim.provision import ShopSetup, provision_shop
 SETTLE_S = 1.0
 
 
+def settle_s(fleet: FleetResult) -> float:
+    """How long to wait before reading the ledger: SETTLE_S when a request ended without a reply
+    (timed out, abandoned, failed, cancelled) or the fleet stopped early; none when every request was
+    answered, as the switch answers only after its commit returns (ARCHITECTURE.md, Durability)."""
+    return SETTLE_S if fleet.unanswered or fleet.stopped_early else 0.0
+
+
 @dataclass(frozen=True)
 class SwitchTarget:
     address: str
@@ -69,7 +76,8 @@ async def run_and_audit(
             on_window_start=on_window_start,
             on_window_end=on_window_end,
         )
-        await trio.sleep(SETTLE_S)
+        if (wait_s := settle_s(fleet)) > 0:
+            await trio.sleep(wait_s)
         snapshot = read_ledger_snapshot(
             engine,
             start_balances=start_balances,

@@ -30,6 +30,21 @@ RECOVERY_ATTEMPTS_MAX = 3
 LOAD_STEP_MINOR = COPAY_DENOMINATOR_MINOR
 LOAD_STEPS_MAX = 10
 REDEEM_MINOR_MIN = 50
+# Statuses only the switch's own answer carries (its handler has returned: nothing of the call is still
+# committing). DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE, UNKNOWN and INTERNAL the client may make up
+# while the switch still works on the request.
+SWITCH_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 SETTLED_STATUSES = frozenset({"approved", "declined", "reversed", "cancelled", "voided"})
 
 
@@ -51,6 +66,7 @@ class RunContext:
     exchanges: list[Exchange] = field(default_factory=list)
     stopped_early: str = ""
     flows_started: int = 0
+    unanswered: int = 0  # requests sent that no reply ended: the switch may still commit them
 
     def keep(self, exchange: Exchange) -> None:
         if len(self.exchanges) >= self.config.exchanges_max:
@@ -117,6 +133,7 @@ class SimTerminal:
         sent_s = trio.current_time()
         started_s = sent_s if started_s is None else started_s
         reply, outcome, grpc_code = None, Outcome.timed_out, None
+        self.context.unanswered += 1  # until a reply arrives: a cancel on the way leaves it counted
         with trio.move_on_after(timeout_s):
             try:
                 reply = await self.context.bridge.call(
@@ -126,9 +143,12 @@ class SimTerminal:
                     timeout_s=timeout_s + GRPC_DEADLINE_MARGIN_S,
                 )
                 outcome = Outcome.answered
+                self.context.unanswered -= 1
             except grpc.RpcError as error:
                 code = rpc_code(error)
                 outcome, grpc_code = Outcome.failed, code.name if code else "UNKNOWN"
+                if code in SWITCH_REFUSALS:
+                    self.context.unanswered -= 1
         now_s = trio.current_time()
         latency_s = now_s - started_s
         if measure:
