@@ -19,6 +19,7 @@ from terminal_sim.config import (
     SettingError,
     ShopLogin,
     SimConfig,
+    check_above_zero,
     check_count,
 )
 from terminal_sim.fleet import run_fleet
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="txswitch-sim", description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("var"), help="the switch's data dir")
     parser.add_argument("--target", default="127.0.0.1:50051", help="the switch's grpc address")
+    parser.add_argument(
+        "--connect-timeout-s",
+        type=float,
+        default=SWITCH_WAIT_S,
+        help=f"how long to wait for the switch at --target to answer (default: {SWITCH_WAIT_S:g})",
+    )
     parser.add_argument("--database-url", default="", help="default: the SQLite file in data-dir")
     parser.add_argument("--echo", action="store_true", help="run against the echo server instead")
     parser.add_argument("--terminals", type=int, default=20)
@@ -72,6 +79,7 @@ def problem_of(args: argparse.Namespace) -> str | None:
     try:
         config_from(args)
         check_count("--cards", args.cards, 1, CARDS_MAX)
+        check_above_zero("--connect-timeout-s", args.connect_timeout_s)
     except SettingError as error:
         return flag_problem(error, FLAG_OF_SETTING)
     return target_problem("--target", args.target) or out_dir_problem("--out-dir", args.out_dir)
@@ -134,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     else:
-        if not _switch_listens(args.target):
+        if not _switch_listens(args.target, args.connect_timeout_s):
             print(
                 f"txswitch-sim: no switch answers at {args.target}: start one (make run), or give "
                 "its address with --target (with make: make sim SIM_TARGET=<host>:<port>)",

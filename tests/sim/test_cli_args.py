@@ -21,6 +21,8 @@ from tests.sim.fleet_flags import FLEET_FLAG_ROWS
         (["--think-ms", "-5"], "--think-ms must not be negative or infinite, not -5.0"),
         (["--think-ms", "inf"], "--think-ms must not be negative or infinite, not inf"),
         (["--employees", "0"], "--employees must be at least 1, not 0"),
+        (["--connect-timeout-s", "0"], "--connect-timeout-s must be above 0 and finite, not 0.0"),
+        (["--connect-timeout-s", "nan"], "--connect-timeout-s must be above 0 and finite, not nan"),
         (["--wrong-pin-share", "1.5"], "--wrong-pin-share must be from 0 to 1, not 1.5"),
         (["--duplicate-share", "-0.1"], "--duplicate-share must be from 0 to 1, not -0.1"),
         (["--timeout-share", "nan"], "--timeout-share must be from 0 to 1, not nan"),
@@ -85,10 +87,25 @@ def test_good_flags_make_the_config() -> None:
 
 def test_without_a_switch_it_says_where_it_looked_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     # Before, `make sim` with no switch ended in thirty lines of traceback.
-    code = cli.main(["--target", "127.0.0.1:1", "--terminals", "1", "--duration-s", "1"])
+    # A short wait for the switch: the message, not the default 5 s, is what this looks at.
+    argv = ["--target", "127.0.0.1:1", "--connect-timeout-s", "0.2", "--terminals", "1", "--duration-s", "1"]
+    code = cli.main(argv)
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip() == (
         "txswitch-sim: no switch answers at 127.0.0.1:1: start one (make run), "
         "or give its address with --target (with make: make sim SIM_TARGET=<host>:<port>)"
     )
+
+
+def test_it_waits_for_the_switch_as_long_as_connect_timeout_s_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[tuple[str, float]] = []
+
+    def listens(target: str, wait_s: float = cli.SWITCH_WAIT_S) -> bool:
+        waits.append((target, wait_s))
+        return False
+
+    monkeypatch.setattr(cli, "_switch_listens", listens)
+    assert cli.main(["--target", "127.0.0.1:1", "--connect-timeout-s", "0.25"]) == 2
+    assert cli.main(["--target", "127.0.0.1:1"]) == 2
+    assert waits == [("127.0.0.1:1", 0.25), ("127.0.0.1:1", cli.SWITCH_WAIT_S)]
