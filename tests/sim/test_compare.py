@@ -83,7 +83,7 @@ def test_a_directory_that_is_not_a_tree_is_refused(
 def test_one_round_of_two_real_switches(capsys: pytest.CaptureFixture[str]) -> None:
     tree = str(ROOT)
     argv = ["--before", tree, "--after", tree, "--rounds", "1", "--terminals", "4", "--cards", "20"]
-    assert compare.main([*argv, "--duration-s", "1"]) == 0
+    assert compare.main([*argv, "--duration-s", "0.5"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for side in compare.SIDES:
         assert report[side]["audits_clean"] is True
@@ -97,7 +97,7 @@ def test_one_round_of_two_real_switches(capsys: pytest.CaptureFixture[str]) -> N
 def test_one_round_of_two_real_switches_in_an_open_loop(capsys: pytest.CaptureFixture[str]) -> None:
     tree = str(ROOT)
     argv = ["--before", tree, "--after", tree, "--rounds", "1", "--terminals", "4", "--cards", "20"]
-    assert compare.main([*argv, "--duration-s", "1", "--open-rate-per-s", "40"]) == 0
+    assert compare.main([*argv, "--duration-s", "0.5", "--open-rate-per-s", "40"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for side in compare.SIDES:
         assert report[side]["audits_clean"] is True

@@ -25,13 +25,13 @@ def echo_server() -> Iterator[ChildServer]:
 
 @pytest.mark.trio
 async def test_a_quiet_open_loop_ends_on_time_and_closes_its_days(echo_server: ChildServer) -> None:
-    """4 terminals at 0.4 flows/s for the fleet (0.1/s each), for 2 s, against the echo server.
+    """4 terminals at 0.4 flows/s for the fleet (0.1/s each), for 1 s, against the echo server.
     A terminal whose next arrival falls after the end sleeps until that arrival (mean 10 s after
     its previous one) before it notices the run is over; past the drain grace the fleet is
     cancelled: the report says "drain deadline hit" and those terminals never close their day."""
     config = SimConfig(
         terminals=4,
-        duration_s=2.0,
+        duration_s=1.0,
         load_model=LoadModel.open,
         target_rate_per_s=0.4,
         terminal_timeout_s=0.5,  # drain grace: max(5 s, 0.5 s * 5 + 0.5 s) = 5 s

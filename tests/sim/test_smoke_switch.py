@@ -24,9 +24,9 @@ def switch_target(running_switch: SwitchServer) -> SwitchTarget:
 async def test_short_run_with_faults_audits_clean(switch_target: SwitchTarget) -> None:
     config = SimConfig(
         terminals=6,
-        duration_s=3.0,
+        duration_s=2.0,
         think_time_ms_mean=20.0,
-        day_length_s=1.5,
+        day_length_s=1.0,  # two shop days, as before in 3 s
         faults=FaultShares(duplicate=0.1, timeout=0.1, abandon=0.05),
         wrong_pin_share=0.1,
         seed=7,
@@ -67,7 +67,7 @@ async def test_each_employee_is_locked_only_by_the_terminals_it_signs_for(
     """Every refund and cancel with a wrong PIN: each employee in use is locked, and only once."""
     config = SimConfig(
         terminals=2,
-        duration_s=3.0,
+        duration_s=2.0,  # an employee is locked after 3 wrong PINs; refunds and cancels are 15% of flows
         think_time_ms_mean=10.0,
         wrong_pin_share=1.0,
         employees=employee_count,

@@ -85,7 +85,7 @@ def test_an_out_dir_that_cannot_be_made_is_refused(
 def test_a_short_sweep_of_a_real_switch_reports_every_share(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--shares", "0.5,0.2", "--terminals", "4", "--cards", "40", "--duration-s", "1.5"]
+    argv = ["--shares", "0.5,0.2", "--terminals", "4", "--cards", "40", "--duration-s", "0.75"]
     out_dir = tmp_path / "sweep-out"  # not there yet, as bench-out before the first `make sweep`
     environment_before = {k: v for k, v in os.environ.items() if k.startswith("TXSWITCH_")}
     assert sweep.main([*argv, "--p99-ms", "10000", "--out-dir", str(out_dir)]) == 0
