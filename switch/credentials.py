@@ -6,39 +6,119 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 
+log = logging.getLogger(__name__)
+
+# The cost of a hash made now. Each hash carries its own (`hash_password`, `hash_employee_pin`), so
+# these may be raised later: hashes made before keep verifying at the cost they were made with.
 PASSWORD_SCRYPT_N = 2**14
+PASSWORD_SCRYPT_R = 8
+PASSWORD_SCRYPT_P = 1
 EMPLOYEE_PIN_ITERATIONS = 20_000
+# What a hash of the first form (scheme, salt, digest: no parameters) was made with.
+LEGACY_SCRYPT = (2**14, 8, 1)
+LEGACY_PIN_ITERATIONS = 20_000
+# Bounds on the parameters a stored hash may name: a corrupted row must not make one check take
+# minutes or gigabytes. At most 64 times today's scrypt work (128 * n * r bytes: 1 GiB at most).
+SCRYPT_N_MAX = 2**20
+SCRYPT_R_MAX = 16
+SCRYPT_P_MAX = 16
+SCRYPT_WORK_MAX = 2**23  # n * r * p
+PIN_ITERATIONS_MAX = 10**7
 CREDENTIAL_SECRET_BYTES = 24
 # Keys whose HMAC starting states card_hash keeps: one card hash key per switch, a few in tests.
 CARD_HASH_KEYS_KEPT_MAX = 8
 
 
 def hash_password(password: str) -> str:
+    """`scrypt$<n>$<r>$<p>$<salt>$<digest>`: the hash names the parameters it was made with, so
+    raising PASSWORD_SCRYPT_* later locks nobody out (`password_matches` reads them back)."""
+    n, r, p = PASSWORD_SCRYPT_N, PASSWORD_SCRYPT_R, PASSWORD_SCRYPT_P
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=PASSWORD_SCRYPT_N, r=8, p=1)
-    return f"scrypt${_b64(salt)}${_b64(digest)}"
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=_scrypt_memory(n, r, p))
+    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
 
 
 def password_matches(password: str, stored: str) -> bool:
-    scheme, salt, digest = stored.split("$")
-    assert scheme == "scrypt", scheme
-    candidate = hashlib.scrypt(password.encode(), salt=_unb64(salt), n=PASSWORD_SCRYPT_N, r=8, p=1)
-    return hmac.compare_digest(candidate, _unb64(digest))
+    """Whether password is the one stored hashed, at the parameters the stored hash names (the
+    first form, `scrypt$<salt>$<digest>`, was made with LEGACY_SCRYPT). A stored hash that does
+    not parse, or names parameters out of bounds (SCRYPT_*_MAX), matches nothing: False, logged."""
+    parsed = _scrypt_parts(stored)
+    if parsed is None:
+        log.warning("a stored password hash is malformed or out of bounds: refused")
+        return False
+    (n, r, p), salt, digest = parsed
+    candidate = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=_scrypt_memory(n, r, p))
+    return hmac.compare_digest(candidate, digest)
 
 
 def hash_employee_pin(pin: str) -> str:
+    """`pbkdf2$<iterations>$<salt>$<digest>` (PBKDF2-HMAC-SHA256): the hash names its iterations,
+    so raising EMPLOYEE_PIN_ITERATIONS later locks no employee out."""
+    iterations = EMPLOYEE_PIN_ITERATIONS
     salt = secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, EMPLOYEE_PIN_ITERATIONS)
-    return f"pbkdf2${_b64(salt)}${_b64(digest)}"
+    digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, iterations)
+    return f"pbkdf2${iterations}${_b64(salt)}${_b64(digest)}"
 
 
 def employee_pin_matches(pin: str, stored: str) -> bool:
-    scheme, salt, digest = stored.split("$")
-    assert scheme == "pbkdf2", scheme
-    candidate = hashlib.pbkdf2_hmac("sha256", pin.encode(), _unb64(salt), EMPLOYEE_PIN_ITERATIONS)
-    return hmac.compare_digest(candidate, _unb64(digest))
+    """Whether pin is the one stored hashed, at the iterations the stored hash names (the first
+    form, `pbkdf2$<salt>$<digest>`, was made with LEGACY_PIN_ITERATIONS). A stored hash that does
+    not parse, or names iterations out of 1..PIN_ITERATIONS_MAX, matches nothing: False, logged."""
+    parsed = _pbkdf2_parts(stored)
+    if parsed is None:
+        log.warning("a stored employee PIN hash is malformed or out of bounds: refused")
+        return False
+    iterations, salt, digest = parsed
+    candidate = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, iterations)
+    return hmac.compare_digest(candidate, digest)
+
+
+def _scrypt_parts(stored: str) -> tuple[tuple[int, int, int], bytes, bytes] | None:
+    parts = stored.split("$")
+    if parts[0] != "scrypt" or len(parts) not in (3, 6):
+        return None
+    try:
+        n, r, p = (
+            LEGACY_SCRYPT if len(parts) == 3 else (_number(parts[1]), _number(parts[2]), _number(parts[3]))
+        )
+        salt, digest = _unb64(parts[-2]), _unb64(parts[-1])
+    except ValueError:  # a bad number, or bad base64 (binascii.Error)
+        return None
+    power_of_two = n > 1 and n & (n - 1) == 0
+    within = n <= SCRYPT_N_MAX and 1 <= r <= SCRYPT_R_MAX and 1 <= p <= SCRYPT_P_MAX
+    if not (power_of_two and within and n * r * p <= SCRYPT_WORK_MAX and salt and digest):
+        return None
+    return (n, r, p), salt, digest
+
+
+def _pbkdf2_parts(stored: str) -> tuple[int, bytes, bytes] | None:
+    parts = stored.split("$")
+    if parts[0] != "pbkdf2" or len(parts) not in (3, 4):
+        return None
+    try:
+        iterations = LEGACY_PIN_ITERATIONS if len(parts) == 3 else _number(parts[1])
+        salt, digest = _unb64(parts[-2]), _unb64(parts[-1])
+    except ValueError:
+        return None
+    if not (1 <= iterations <= PIN_ITERATIONS_MAX and salt and digest):
+        return None
+    return iterations, salt, digest
+
+
+def _number(text: str) -> int:
+    """A parameter as written by this module: ASCII digits only (int() also takes "+8", " 8", "1_6")."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(text)
+    return int(text)
+
+
+def _scrypt_memory(n: int, r: int, p: int) -> int:
+    """hashlib.scrypt's maxmem for these parameters: what OpenSSL needs (128 * r * (n + 2 + p)
+    bytes) and a little more; its default (32 MiB) refuses n above 2**14 at r = 8."""
+    return 128 * r * (n + 2 + p) + 2**16
 
 
 def new_credential(terminal_id: str) -> tuple[str, str]:
@@ -90,4 +170,4 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
+    return base64.b64decode(text, validate=True)
