@@ -171,6 +171,7 @@ def test_wrong_sign_ins_lock_the_address_known_or_not_for_a_while(world: World) 
     assert sign_in(world)
 
 
+@pytest.mark.production_hash_cost  # checks long enough (scrypt n=2**14) for the eight to overlap
 def test_a_flood_of_sign_ins_is_turned_away_not_queued_on_the_switchs_threads(world: World) -> None:
     """sign_ins_concurrent_max is 2 by default; eight at once cannot all be checked."""
     start = threading.Barrier(8)

@@ -9,6 +9,7 @@ import hashlib
 import pytest
 
 from switch import credentials
+from tests.conftest import TEST_PIN_ITERATIONS, TEST_SCRYPT_N
 
 SALT = b"0123456789abcdef"
 
@@ -25,6 +26,26 @@ def _scrypt_hash(password: str, n: int, r: int, p: int) -> str:
 def _pbkdf2_hash(pin: str, iterations: int) -> str:
     digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), SALT, iterations)
     return f"pbkdf2${iterations}${_b64(SALT)}${_b64(digest)}"
+
+
+@pytest.mark.production_hash_cost
+def test_a_fresh_hash_carries_production_cost_where_tests_do_not_lower_it() -> None:
+    assert credentials.hash_password("open sesame").startswith("scrypt$16384$8$1$")
+    assert credentials.hash_employee_pin("4321").startswith("pbkdf2$20000$")
+
+
+def test_in_process_tests_hash_cheaply_and_their_hashes_verify_at_production_cost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tests/conftest.py's cheap_hashes; a hash it made verifies where the cost is production's (in
+    a `txswitch serve` sharing the database, as tests/integration/test_payment_crash.py's does)."""
+    password, pin = credentials.hash_password("open sesame"), credentials.hash_employee_pin("4321")
+    assert password.startswith(f"scrypt${TEST_SCRYPT_N}$8$1$")
+    assert pin.startswith(f"pbkdf2${TEST_PIN_ITERATIONS}$")
+    monkeypatch.setattr(credentials, "PASSWORD_SCRYPT_N", 2**14)
+    monkeypatch.setattr(credentials, "EMPLOYEE_PIN_ITERATIONS", 20_000)
+    assert credentials.password_matches("open sesame", password)
+    assert credentials.employee_pin_matches("4321", pin)
 
 
 def test_a_password_hash_names_its_parameters_and_verifies() -> None:
