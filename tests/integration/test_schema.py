@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,14 @@ import pytest
 from sqlalchemy import Engine, event, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
+import switch.server
 from switch.admin import SWITCH_DEVICE_NAMES
 from switch.programme_settings import programme_cards_after
 from switch.store.engine import SchemaMismatchError, create_schema, make_engine
 from switch.store.journal import TransactionRecord, Write, commit_batch
 from switch.store.saf import REVERSAL_STAN_HOLD_AFTER_ACK, NewReversal, SafStore, StanInUseError
 from switch.store.schema import employees, inbound_repeat_keys, merchants, transactions
+from tests.integration.harness import schema_template, start_world, statements_run
 from tests.integration.test_top_up_request_id_upgrade import as_session_23_made_it, unique_request_ids
 from tests.pg import postgres_schema
 
@@ -430,3 +433,38 @@ def test_a_new_sqlite_schema_is_made_in_one_transaction(tmp_path: Path) -> None:
     assert begins and words[begins[0]] == "BEGIN IMMEDIATE", words
     assert len(begins) == 1 and len(commits) == 1, (begins, commits)
     assert begins[0] < creates[0] and creates[-1] < commits[0]
+
+
+def _sqlite_schema(path: Path) -> tuple[str, list[tuple[str, str, str, str | None]]]:
+    with closing(sqlite3.connect(path)) as conn:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        return mode, sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall())
+
+
+def test_a_world_starts_on_a_copy_of_a_new_schema_equal_to_one_create_schema_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The harness copies its process's schema template into a new World's data directory; the
+    switch's create_schema then finds every table and index there and creates none."""
+    fresh = tmp_path / "fresh.sqlite"
+    engine = make_engine(f"sqlite:///{fresh}")
+    create_schema(engine)
+    engine.dispose()
+    created: list[str] = []
+
+    def observed(engine: Engine) -> tuple[str, ...]:
+        with statements_run(engine, "CREATE") as seen:
+            left_out = create_schema(engine)
+        created.extend(seen)
+        return left_out
+
+    monkeypatch.setattr(switch.server, "create_schema", observed)
+    world = start_world(tmp_path / "world", "", terminals=1)
+    try:
+        assert created == []
+        assert world.terminals[0].balance(world.issue(500)) == 500
+        assert _sqlite_schema(tmp_path / "world" / "txswitch.sqlite") == _sqlite_schema(fresh)
+    finally:
+        world.channel.close()
+        world.server.stop()
+    assert _sqlite_schema(schema_template()) == _sqlite_schema(fresh)
