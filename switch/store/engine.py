@@ -157,6 +157,8 @@ def create_schema(engine: Engine) -> tuple[str, ...]:
     with writing(engine) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        elif _sqlite_schema_current(conn):
+            return ()
         metadata.create_all(conn)
         _add_missing_columns(conn)
         _drop_superseded_unique_constraints(conn)
@@ -169,6 +171,33 @@ def create_schema(engine: Engine) -> tuple[str, ...]:
                 elif not _create_unique_index(conn, index):
                     left_out.append(str(index.name))
     return tuple(left_out)
+
+
+def _sqlite_schema_current(conn: Connection) -> bool:
+    """Whether the SQLite database holds every table, column and index this version declares (by
+    name, as create_all's and Index.create's checkfirst look) and nothing superseded: then
+    create_schema has nothing to do. Read in three statements, where the reflection that finds
+    the same took about 200 (some 10 ms of a quiet core at every start on an existing file)."""
+    found = conn.execute(
+        text(
+            "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p "
+            "WHERE m.type = 'table'"
+        )
+    ).all()
+    columns: dict[str, set[str]] = {}
+    for table_name, column_name in found:
+        columns.setdefault(str(table_name), set()).add(str(column_name))
+    indexes = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'index'")).scalars())
+    for table in metadata.sorted_tables:
+        if not {column.name for column in table.columns} <= columns.get(table.name, set()):
+            return False
+        if any(index.name not in indexes for index in table.indexes):
+            return False
+    if any(name in indexes for name in SUPERSEDED_INDEXES):
+        return False
+    return not any(
+        _sqlite_unique_constraint(conn, name, cols) for name, cols in SUPERSEDED_UNIQUE_CONSTRAINTS
+    )
 
 
 def _create_unique_index(conn: Connection, index: Index) -> bool:
