@@ -22,6 +22,8 @@ from switch.store.engine import SQLITE_BUSY_TIMEOUT_MS, create_schema, make_engi
 from switch.store.schema import accounts
 from tests.integration.test_journal import redemption
 
+OTHER_WRITES = 30  # the writes of the test against the other writer
+JOURNAL_WRITES = 80  # and against the journal process
 HOLD_S = 0.02  # the other writer holds the lock this long
 GAP_S = 0.001  # and lets go of it this long between its transactions
 PAUSE_S = 0.005  # between the writes of the test: long enough for the other to take the lock again
@@ -86,17 +88,24 @@ def test_a_writer_that_lets_go_only_briefly_does_not_keep_a_writing_transaction_
         while other.transactions == 0:
             threading.Event().wait(0.001)
         waited = []  # the other's transactions while each write waited for the lock
-        for n in range(5):
+        for n in range(OTHER_WRITES):
             before = other.transactions
             with writing(engine) as conn:
                 conn.execute(insert(accounts), account(f"card:mine-{n}"))
             waited.append(other.transactions - before)
             threading.Event().wait(PAUSE_S)
-    assert accounts_named(engine, "card:mine-") == 5
+    assert accounts_named(engine, "card:mine-") == OTHER_WRITES
     # Polling, each write waits out about one of the other's transactions. The busy handler tries
     # at 0, 1, 3, 8, 18, 33 ... ms and catches a 1 ms gap by chance only (a throwaway run with 3 ms
-    # gaps: 22 of the other's transactions before the first write got in).
-    assert max(waited) <= 4, f"writes waited for {waited} of the other writer's transactions"
+    # gaps: 22 of the other's transactions before the first write got in). Counted over many writes,
+    # not the worst one: on the busy handler a write may still get in at once by chance (5 writes
+    # all did, now and then), and a polling write may be late by scheduling alone. Measured over 4
+    # runs of 30 writes each way on a loaded machine: polling, none waited more than 2; on the busy
+    # handler 10 to 17 of 30 waited more than 4 (up to 148).
+    late = [count for count in waited if count > 4]
+    assert len(late) <= 3, (
+        f"{len(late)} of {len(waited)} writes waited for more than 4 of the other's transactions: {waited}"
+    )
 
 
 def test_a_writing_transaction_gives_up_after_its_timeout_and_writes_nothing(engine: Engine) -> None:
@@ -127,8 +136,9 @@ def test_a_writer_of_the_switch_gets_in_between_the_journal_processs_back_to_bac
 ) -> None:
     """The journal asks for the lock every 0.2 ms; a writer on the busy handler's sleeps (a bank-card
     payment's row, a card PIN try) waited out hundreds of its batches (a throwaway run: p99 331-431 ms
-    against 4-6 ms when the writer uses `writing` too). Polling, each write here waited for 0 to 3
-    batches over six runs; on the busy handler up to 61."""
+    against 4-6 ms when the writer uses `writing` too). Polling, each write here waits for about one
+    batch; on the busy handler most writes do too (its first tries catch a gap), but about one in
+    four waits for more than 5 batches (up to 506)."""
     with engine.begin() as conn:
         conn.execute(insert(accounts), [account(ledger.card_account("card_a")), payable()])
         conn.execute(
@@ -151,7 +161,7 @@ def test_a_writer_of_the_switch_gets_in_between_the_journal_processs_back_to_bac
     try:
         while writer.statistics().batches < 20:
             threading.Event().wait(0.01)
-        for n in range(10):
+        for n in range(JOURNAL_WRITES):
             before = writer.statistics().batches
             with writing(engine) as conn:
                 conn.execute(insert(accounts), account(f"card:mine-{n}"))
@@ -162,5 +172,11 @@ def test_a_writer_of_the_switch_gets_in_between_the_journal_processs_back_to_bac
         for loader in loaders:
             loader.join()
         writer.stop()
-    assert accounts_named(engine, "card:mine-") == 10
-    assert max(waited) <= 6, f"writes waited for {waited} of the journal's batches"
+    assert accounts_named(engine, "card:mine-") == JOURNAL_WRITES
+    # Counted over many writes, not the worst one: eight loader threads share the GIL with the
+    # writer, so a polling write can be late by scheduling alone (a loaded CI run: one write of ten
+    # waited 7 batches). Measured on a loaded machine (load average about 7 on 2 cores), writes
+    # waiting more than 5 batches: polling 1 of 500 (at most 6); on the busy handler 8 to 30 in each
+    # run of 50 or 100 writes (16 to 30 %), whatever its median (1, as polling's).
+    late = [count for count in waited if count > 5]
+    assert len(late) <= 5, f"{len(late)} of {len(waited)} writes waited for more than 5 batches: {waited}"
