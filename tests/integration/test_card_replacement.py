@@ -24,7 +24,13 @@ from switch.domain.cards import CardStatus, mask
 from switch.store.journal import Write, WriteResult
 from switch.store.repository import REPLACED_CHAIN_LINKS_MAX
 from switch.store.schema import accounts, card_events, card_replacements
-from tests.integration.harness import World, hold_sqlite_write_lock, new_txn, world_fixture
+from tests.integration.harness import (
+    World,
+    hold_sqlite_write_lock,
+    new_txn,
+    sqlite_write_lock_held,
+    world_fixture,
+)
 from tests.integration.test_receipts import wait_until
 
 
@@ -128,16 +134,13 @@ def test_a_transfer_the_journal_could_not_take_is_unavailable_and_moves_once_sen
     # Reported lost first (by phone): the replacement then writes only its transfer.
     world.server.core.set_card_status(lost_id, CardStatus.lost, "reported lost", "test")
     landed: list[WriteResult] = []
-    holder = hold_sqlite_write_lock(world, 3.0)
-    try:
+    with sqlite_write_lock_held(world):  # until the replacement has been refused
         writer = world.server.core.writer
         deadline_s = time.monotonic() + 2.0
         while writer.submit(Write(), landed.append) and time.monotonic() < deadline_s:
             time.sleep(0.01)  # the writer takes one and waits for the lock; the next fills the queue
         with pytest.raises(grpc.RpcError) as refused:
             replace(world, lost, new, "queue-full")
-    finally:
-        holder.join()
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE, refused.value
     details = refused.value.details() or ""
     assert "nothing moved, send it again" in details, details

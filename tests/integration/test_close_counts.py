@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from protocols.wire import terminal_pb2 as pb
-from tests.integration.harness import World, hold_sqlite_write_lock, world_fixture
+from tests.integration.harness import World, hold_sqlite_write_lock, sqlite_write_lock_held, world_fixture
 
 STALL_S = 3.0
 
@@ -43,11 +43,10 @@ def test_a_redemption_after_a_timed_out_close_is_counted_in_a_later_close(world:
     terminal = world.terminals[0]
     card = world.issue(5_000)
     assert terminal.redeem(card, 100).response_code == "00"
-    holder = hold_sqlite_write_lock(world, STALL_S)
-    with pytest.raises(grpc.RpcError) as timed_out:
+    # Held until the close has timed out (after the 1 s reply timeout), then let go: the close lands.
+    with sqlite_write_lock_held(world), pytest.raises(grpc.RpcError) as timed_out:
         _close(world, "c1")
     assert timed_out.value.code() is grpc.StatusCode.UNAVAILABLE
-    holder.join()
     time.sleep(0.5)  # the close's write lands now: period 1 is closed
     late = terminal.redeem(card, 200)
     assert late.response_code == "00"
@@ -97,16 +96,16 @@ def test_an_x_report_while_a_redemption_waits_for_its_commit_is_unavailable_not_
     terminal should hear UNAVAILABLE (ask again), as DayClose says, not an INTERNAL fault."""
     terminal = world.terminals[0]
     card = world.issue(5_000)
-    holder = hold_sqlite_write_lock(world, STALL_S)
     sender = threading.Thread(target=lambda: _swallow(lambda: terminal.redeem(card, 100)))
-    sender.start()
-    time.sleep(0.3)
-    try:
-        with pytest.raises(grpc.RpcError) as refused:
-            terminal.stub.XReport(pb.XReportRequest(), metadata=terminal.metadata, timeout=30)
-    finally:
-        sender.join()
-        holder.join()
+    # Held until the X report and the redemption have been answered (after the 1 s reply timeout).
+    with sqlite_write_lock_held(world):
+        sender.start()
+        time.sleep(0.3)
+        try:
+            with pytest.raises(grpc.RpcError) as refused:
+                terminal.stub.XReport(pb.XReportRequest(), metadata=terminal.metadata, timeout=30)
+        finally:
+            sender.join()
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE, (
         refused.value.code(),
         refused.value.details(),

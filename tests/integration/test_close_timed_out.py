@@ -18,9 +18,7 @@ import pytest
 
 from protocols.wire import terminal_pb2 as pb
 from switch.store.repository import DayCloseReport
-from tests.integration.harness import World, hold_sqlite_write_lock, world_fixture
-
-STALL_S = 3.0
+from tests.integration.harness import World, sqlite_write_lock_held, world_fixture
 
 
 @pytest.fixture(params=["sqlite"])
@@ -40,11 +38,10 @@ def test_a_redemption_of_a_period_closed_by_a_timed_out_close_cannot_be_cancelle
     terminal = world.terminals[0]
     card = world.issue(5_000)
     assert terminal.redeem(card, 100, "sale-1").response_code == "00"
-    holder = hold_sqlite_write_lock(world, STALL_S)
-    with pytest.raises(grpc.RpcError) as timed_out:
+    # Held until the close has timed out (after the 1 s reply timeout), then let go: the close lands.
+    with sqlite_write_lock_held(world), pytest.raises(grpc.RpcError) as timed_out:
         terminal.stub.DayClose(pb.DayCloseRequest(close_id="c1"), metadata=terminal.metadata, timeout=30)
     assert timed_out.value.code() is grpc.StatusCode.UNAVAILABLE
-    holder.join()
     (stored,) = closes_landed(world, terminal.terminal_id)  # period 1 is closed, with sale-1 in it
     assert stored.period_number == 1 and stored.totals[0].total_minor == 100
 
@@ -62,10 +59,8 @@ def test_a_redemption_after_a_timed_out_close_landed_is_told_the_period_it_is_co
     terminal = world.terminals[0]
     card = world.issue(5_000)
     assert terminal.redeem(card, 100).period_number == 1
-    holder = hold_sqlite_write_lock(world, STALL_S)
-    with pytest.raises(grpc.RpcError):
+    with sqlite_write_lock_held(world), pytest.raises(grpc.RpcError):
         terminal.stub.DayClose(pb.DayCloseRequest(close_id="c1"), metadata=terminal.metadata, timeout=30)
-    holder.join()
     closes_landed(world, terminal.terminal_id)
     late = terminal.redeem(card, 200, "late")
     stored = world.server.core.store.transaction(terminal.terminal_id, "late")

@@ -13,9 +13,7 @@ import grpc
 import pytest
 
 from protocols.wire import terminal_pb2 as pb
-from tests.integration.harness import World, hold_sqlite_write_lock, world_fixture
-
-STALL_S = 3.0
+from tests.integration.harness import World, sqlite_write_lock_held, world_fixture
 
 
 @pytest.fixture(params=["sqlite"])
@@ -27,7 +25,6 @@ def test_the_status_of_a_transaction_still_on_its_way_is_unavailable_and_blocks_
     shop, other = world.terminals
     card, other_card = world.issue(1_000), world.issue(500)
     assert other.balance(other_card) == 500  # its card actor is live before the stall
-    holder = hold_sqlite_write_lock(world, STALL_S)
     answers: list[object] = []
 
     def redeem() -> None:
@@ -37,8 +34,6 @@ def test_the_status_of_a_transaction_still_on_its_way_is_unavailable_and_blocks_
             answers.append(error.code())
 
     sender = threading.Thread(target=redeem)
-    sender.start()
-    time.sleep(0.3)  # the redemption is decided and waits for its commit
     status_codes: list[grpc.StatusCode] = []
 
     def ask_status() -> None:
@@ -50,14 +45,17 @@ def test_the_status_of_a_transaction_still_on_its_way_is_unavailable_and_blocks_
             status_codes.append(error.code())
 
     asker = threading.Thread(target=ask_status)
-    asker.start()
-    time.sleep(0.1)  # the status query now waits for the redemption's outcome
-    started = time.monotonic()
-    assert other.balance(other_card) == 500
-    balance_s = time.monotonic() - started
-    asker.join()
-    sender.join()
-    holder.join()
+    # Held until both have been answered (after the 1 s reply timeout), then let go: the redemption lands.
+    with sqlite_write_lock_held(world):
+        sender.start()
+        time.sleep(0.3)  # the redemption is decided and waits for its commit
+        asker.start()
+        time.sleep(0.1)  # the status query now waits for the redemption's outcome
+        started = time.monotonic()
+        assert other.balance(other_card) == 500
+        balance_s = time.monotonic() - started
+        asker.join()
+        sender.join()
     assert status_codes == [grpc.StatusCode.UNAVAILABLE]
     assert answers == [grpc.StatusCode.UNAVAILABLE]  # "outcome not known yet; ask TransactionStatus"
     assert balance_s < 0.5, f"another terminal's balance waited {balance_s:.2f} s behind the status query"
