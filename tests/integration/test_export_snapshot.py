@@ -235,7 +235,8 @@ def short_export_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     )
 
 
-EXPORT_LIMIT_S = 8.0
+# The time to the first chunk counts in it: 0.5 to 0.8 s here at a load average of 5.5 on 2 cores.
+EXPORT_LIMIT_S = 4.0
 
 
 def test_an_export_its_client_stops_reading_ends_at_the_most_an_export_may_take(
