@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,7 @@ def test_a_ride_reversed_just_before_a_restart_still_reaches_the_new_card(world:
 # started one thread per card holding money, without a limit.
 REPLACED_CARDS = 300
 RIDE_MINOR, LEFT_MINOR = 300, 700
+BUILDERS = 8  # threads building the replaced cards
 
 
 def follows_fail(engine: Engine) -> AbstractContextManager[None]:
@@ -145,19 +147,22 @@ def follows_counted_by(core: SwitchCore, when: str, outcome: str, count: int, ti
 def cards_left_holding_money(world: World, count: int) -> list[tuple[str, str]]:
     """count (lost, new) cards: each lost card replaced by its new one (LEFT_MINOR moved), then a
     ride of RIDE_MINOR made before the replacement reversed, its move failed: it is on the lost card."""
-    pairs = []
     core = world.server.core
+
+    def left_holding_money(index: int) -> tuple[str, str]:
+        terminal = world.terminals[index % len(world.terminals)]
+        lost = world.issue(RIDE_MINOR + LEFT_MINOR, world.benefit_programme)
+        new = world.issue(0, world.benefit_programme)
+        ride = new_txn()
+        assert terminal.redeem(lost, RIDE_MINOR, ride).response_code == "00"
+        assert replace(world, lost, new).moved.amount_minor == LEFT_MINOR
+        assert terminal.reversal(ride).response_code == "00"
+        return lost, new
+
     # Closed once every move has failed: a failed follow is not tried again until the next start.
-    with follows_fail(core.store.engine):
-        for index in range(count):
-            terminal = world.terminals[index % len(world.terminals)]
-            lost = world.issue(RIDE_MINOR + LEFT_MINOR, world.benefit_programme)
-            new = world.issue(0, world.benefit_programme)
-            ride = new_txn()
-            assert terminal.redeem(lost, RIDE_MINOR, ride).response_code == "00"
-            assert replace(world, lost, new).moved.amount_minor == LEFT_MINOR
-            assert terminal.reversal(ride).response_code == "00"
-            pairs.append((lost, new))
+    # Several pairs at once: each waits mostly for its commits, which the journal then batches.
+    with follows_fail(core.store.engine), ThreadPoolExecutor(BUILDERS) as pool:
+        pairs = list(pool.map(left_holding_money, range(count)))
         assert follows_counted_by(core, "credit", "failed", count, 30), core.follow_statistics()
     return pairs
 
