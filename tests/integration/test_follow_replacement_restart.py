@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, event
 
+from protocols.backoffice_service import ADMIN_ACTOR
 from switch.core import SwitchCore
 from switch.server import SwitchServer
 from switch.store.engine import make_engine
@@ -151,13 +152,15 @@ def cards_left_holding_money(world: World, count: int) -> list[tuple[str, str]]:
 
     def left_holding_money(index: int) -> tuple[str, str]:
         terminal = world.terminals[index % len(world.terminals)]
-        lost = world.issue(RIDE_MINOR + LEFT_MINOR, world.benefit_programme)
-        new = world.issue(0, world.benefit_programme)
+        # Issued and replaced in process, as the backoffice's IssueCard and ReplaceCard do (no gRPC).
+        lost = core.admin.issue_card(world.benefit_programme, RIDE_MINOR + LEFT_MINOR, new_txn())
+        new = core.admin.issue_card(world.benefit_programme, 0, new_txn())
         ride = new_txn()
-        assert terminal.redeem(lost, RIDE_MINOR, ride).response_code == "00"
-        assert replace(world, lost, new).moved.amount_minor == LEFT_MINOR
+        assert terminal.redeem(lost.card_number, RIDE_MINOR, ride).response_code == "00"
+        moved = core.replace_card(lost.card_id, new.card_id, new_txn(), ADMIN_ACTOR).moved_minor
+        assert moved == LEFT_MINOR
         assert terminal.reversal(ride).response_code == "00"
-        return lost, new
+        return lost.card_number, new.card_number
 
     # Closed once every move has failed: a failed follow is not tried again until the next start.
     # Several pairs at once: each waits mostly for its commits, which the journal then batches.
