@@ -27,6 +27,7 @@ from actors.messages import AdjustOriginal, Authorize, TerminalContext
 from actors.outcomes import answer_for_stored, record_of, tombstone_of
 from actors.reply import Reply, ReplyTimeoutError
 from ops.metrics import UNANSWERED_ADVICE_REASONS
+from protocols.inbound_acquirers import PIN_BLOCK_BYTES, AcquirerConfigError, read_acquirers
 from protocols.iso8583 import (
     SPEC,
     IsoMessage,
@@ -70,7 +71,6 @@ log = logging.getLogger(__name__)
 
 SOURCE_PREFIX: Final = "iso:"
 IDENTITY_STRIPES: Final = 256  # locks that serialise one transaction id and its reversal
-PIN_BLOCK_BYTES: Final = {KeyAlgorithm.aes128: 16, KeyAlgorithm.tdes: 8}
 ALPHA_BY_NUMERIC: Final = {numeric: alpha for alpha, numeric in CURRENCY_NUMERIC.items()}
 PURCHASE_PROCESSING_PREFIX: Final = "00"
 # A repeat (0101/0201) gets the stored answer of its first, or is taken as the first when that was lost.
@@ -131,10 +131,6 @@ class UnansweredAdvices:
             return tuple(self._counts.items())
 
 
-class AcquirerConfigError(ValueError):
-    """The configured inbound acquirers cannot be read; the message names the entry, never a key."""
-
-
 @dataclass(frozen=True, slots=True)
 class InboundAcquirer:
     acquirer_id: str  # field 32
@@ -145,25 +141,11 @@ class InboundAcquirer:
 def parse_acquirers(
     text: str, import_key: Callable[[bytes, str, KeyAlgorithm], WrappedKey]
 ) -> dict[str, InboundAcquirer]:
-    """`<acquirer id>:<merchant e-mail>:<zone PIN key hex>[:tdes|aes128]`, entries split by ','."""
+    """The acquirers `read_acquirers` reads, each with its zone PIN key imported."""
     acquirers: dict[str, InboundAcquirer] = {}
-    for index, entry in enumerate(part.strip() for part in text.split(",") if part.strip()):
-        parts = entry.split(":")
-        if len(parts) not in (3, 4) or not parts[0].isdigit() or "@" not in parts[1]:
-            raise AcquirerConfigError(
-                f"inbound acquirer {index + 1}: expected <digits>:<merchant e-mail>:<key hex>[:tdes|aes128]"
-            )
-        try:
-            clear_key = bytes.fromhex(parts[2])
-            algorithm = KeyAlgorithm(parts[3] if len(parts) == 4 else "aes128")
-            if algorithm not in PIN_BLOCK_BYTES:
-                raise ValueError(algorithm.value)
-        except ValueError:
-            raise AcquirerConfigError(
-                f"inbound acquirer {parts[0]}: zone key or algorithm malformed"
-            ) from None
-        key = import_key(clear_key, f"zpk-in.{parts[0]}", algorithm)
-        acquirers[parts[0]] = InboundAcquirer(parts[0], parts[1], key)
+    for entry in read_acquirers(text):
+        key = import_key(entry.clear_key, f"zpk-in.{entry.acquirer_id}", entry.algorithm)
+        acquirers[entry.acquirer_id] = InboundAcquirer(entry.acquirer_id, entry.merchant_email, key)
     return acquirers
 
 

@@ -183,7 +183,7 @@ def _serve(options: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from ops.logs import configure_logging, skip_unused_record_fields
-    from protocols.iso_inbound import AcquirerConfigError
+    from protocols.inbound_acquirers import AcquirerConfigError, read_acquirers
     from switch.demo import demo_lines
     from switch.listening import CannotListenError
     from switch.secret_files import SecretFileError
@@ -197,6 +197,12 @@ def _serve(options: argparse.Namespace) -> int:
         settings.check()
     except ValueError as error:
         print(f"txswitch serve: {error}", file=sys.stderr)
+        return 2
+    try:  # before anything is made, opened or started (the ISO 8583 listener reads it again as it is made)
+        if settings.iso_listen_port >= 0:
+            read_acquirers(settings.iso_inbound_acquirers)
+    except AcquirerConfigError as error:
+        _refuse_to_serve(f"{INBOUND_ACQUIRERS}: {error}")
         return 2
     configure_logging(options.log_level.upper())
     skip_unused_record_fields()
@@ -222,8 +228,8 @@ def _serve(options: argparse.Namespace) -> int:
     except CannotListenError as error:  # stopped again: nothing half started keeps answering
         _refuse_to_serve(str(error))
         return 2
-    except AcquirerConfigError as error:  # read as the ISO 8583 listener is made: stopped again too
-        _refuse_to_serve(f"iso_inbound_acquirers (TXSWITCH_ISO_INBOUND_ACQUIRERS): {error}")
+    except AcquirerConfigError as error:  # read again as the ISO 8583 listener is made: stopped again too
+        _refuse_to_serve(f"{INBOUND_ACQUIRERS}: {error}")
         return 2
     tune_garbage_collection(settings)
     print(f"txswitch listening for {GRPC_SERVES} on grpc://{server.address}", flush=True)
@@ -244,6 +250,9 @@ def _serve(options: argparse.Namespace) -> int:
     server.stop()
     print("txswitch stopped", flush=True)
     return 0
+
+
+INBOUND_ACQUIRERS = "iso_inbound_acquirers (TXSWITCH_ISO_INBOUND_ACQUIRERS)"
 
 
 def _serve_flags_given(options: argparse.Namespace) -> dict[str, object]:

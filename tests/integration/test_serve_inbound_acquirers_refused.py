@@ -1,6 +1,7 @@
 """`txswitch serve` with TXSWITCH_ISO_INBOUND_ACQUIRERS malformed says so in one line, naming the setting,
-and exits 2: it ended in a traceback (exit 1) of the listener's parse, which names no setting. Real
-processes."""
+and exits 2: it ended in a traceback (exit 1) of the listener's parse, which names no setting. It is
+refused before the switch makes or opens anything (its data directory, database, journal process): it
+was read only once those had started. Real processes."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ ZONE_KEY_HEX = bytes(range(16)).hex()  # a zone PIN key in clear: never repeated
 def test_malformed_inbound_acquirers_are_refused_in_one_line(
     tmp_path: Path, acquirers: str, named: str
 ) -> None:
-    command = [sys.executable, "-m", "switch.cli", "serve", "--data-dir", str(tmp_path)]
+    data_dir = tmp_path / "data"
+    command = [sys.executable, "-m", "switch.cli", "serve", "--data-dir", str(data_dir)]
     command += ["--grpc-port", "0", "--metrics-port", "-1", "--console-port", "-1"]
     env = {**os.environ, "TXSWITCH_ISO_LISTEN_PORT": "0", "TXSWITCH_ISO_INBOUND_ACQUIRERS": acquirers}
     refused = subprocess.run(
@@ -39,3 +41,4 @@ def test_malformed_inbound_acquirers_are_refused_in_one_line(
     assert len(said) == 1, refused.stderr[-2000:]
     assert "TXSWITCH_ISO_INBOUND_ACQUIRERS" in said[0] and named in said[0], said
     assert "Traceback" not in refused.stderr and ZONE_KEY_HEX not in refused.stderr, refused.stderr[-2000:]
+    assert not data_dir.exists(), sorted(path.name for path in data_dir.iterdir())
