@@ -180,16 +180,8 @@ def tune_garbage_collection(settings: Settings) -> None:
 
 
 def _serve(options: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from ops.logs import configure_logging, skip_unused_record_fields
     from protocols.inbound_acquirers import AcquirerConfigError, read_acquirers
-    from switch.demo import demo_lines
-    from switch.listening import CannotListenError
-    from switch.secret_files import SecretFileError
-    from switch.server import GRPC_SERVES, SwitchServer
-    from switch.store.engine import shown_url
-    from switch.store.node_lock import NodeLockError
+    from switch.store.journal_forkserver import journal_database_url, start_forkserver
 
     try:
         flags = _serve_flags_given(options)
@@ -204,6 +196,20 @@ def _serve(options: argparse.Namespace) -> int:
     except AcquirerConfigError as error:
         _refuse_to_serve(f"{INBOUND_ACQUIRERS}: {error}")
         return 2
+    if journal_database_url(settings) is not None:
+        # Started before the switch's imports below: its own import of the store runs beside them.
+        start_forkserver()
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ops.logs import configure_logging, skip_unused_record_fields
+    from switch.demo import demo_lines
+    from switch.listening import CannotListenError
+    from switch.secret_files import SecretFileError
+    from switch.server import GRPC_SERVES, SwitchServer
+    from switch.store.engine import shown_url
+    from switch.store.node_lock import NodeLockError
+
     configure_logging(options.log_level.upper())
     skip_unused_record_fields()
     if options.no_demo:

@@ -66,7 +66,7 @@ from switch.security import MasterKey, SecurityModule
 from switch.store.card_pins import CardPinStore
 from switch.store.inbound_purge import InboundRepeatPurge
 from switch.store.journal import Write, WriteResult
-from switch.store.journal_process import can_serve
+from switch.store.journal_forkserver import journal_database_url
 from switch.store.keys import KeyStore
 from switch.store.periods import WebDayRule
 from switch.store.repository import REPLACED_CHAIN_LINKS_MAX, DayCloseReport, Store, StoredTransfer
@@ -693,12 +693,6 @@ def deactivation_close_id(period_number: int) -> str:
     """The close id of a period closed at the terminal's deactivation: one per period, whichever
     node or retry closes it."""
     return f"deactivation-{period_number}"
-
-
-def journal_database_url(settings: Settings) -> str | None:
-    """The database the journal process commits to, or None to commit on the writer's thread."""
-    url = settings.effective_database_url
-    return url if settings.journal_process and can_serve(url) else None
 
 
 async def _posted(registry: ActorRegistry[str], key: str, message: object, timeout_s: float) -> Any:

@@ -36,7 +36,8 @@ from switch.domain.ledger import AccountKind
 from switch.domain.programmes import ProgrammeKind
 from switch.store.engine import create_schema, make_engine
 from switch.store.journal import CardIssue, OriginalChange, TransactionRecord, Write, commit_batch
-from switch.store.journal_process import JournalProcess, can_serve
+from switch.store.journal_forkserver import can_serve
+from switch.store.journal_process import JournalProcess
 from switch.store.schema import accounts, locations, merchant_programmes, merchants, programmes, terminals
 from terminal_sim.bench import process_cpu_s
 from terminal_sim.config import SettingError, check_count

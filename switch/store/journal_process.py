@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import io
 import logging
-import multiprocessing
 import operator
 import os
 import pickle
@@ -36,6 +35,7 @@ from switch.store.journal import (
     WriteResult,
     commit_batch,
 )
+from switch.store.journal_forkserver import CONTEXT, JOURNAL_MODULE, can_serve
 from switch.store.periods import WebDayRule
 
 T = TypeVar("T")
@@ -44,11 +44,9 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 _READY = "ready"
-# forkserver: each child is forked from a small single-threaded server that has imported the
-# store once, so it starts in milliseconds and never inherits grpc's threads (a plain fork of
-# the switch would). The server is started on first use.
-_CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload([__name__])
+# The forkserver's context, whose server imports this module (switch/store/journal_forkserver.py)
+_CONTEXT = CONTEXT
+assert __name__ == JOURNAL_MODULE, __name__
 # What multiprocessing's preparation of a child names to import again as its __mp_main__: for
 # `python -m switch.cli serve`, switch.cli, and with it grpc and the whole switch.
 _MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
@@ -56,14 +54,6 @@ _MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
 
 class JournalProcessError(RuntimeError):
     """The journal process is gone; the batch it held may or may not have committed."""
-
-
-def can_serve(database_url: str) -> bool:
-    """Whether another process can open this database: not an in-memory SQLite one."""
-    if not database_url.startswith("sqlite"):
-        return True
-    path = database_url.split("///", 1)[1] if "///" in database_url else ""
-    return bool(path) and path != ":memory:" and "mode=memory" not in database_url
 
 
 class JournalProcess:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from switch.store.journal_process import can_serve
+from switch.store.journal_forkserver import can_serve
 
 
 @pytest.mark.parametrize(
