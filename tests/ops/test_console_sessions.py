@@ -48,8 +48,19 @@ def test_a_session_that_never_reads_its_output_stops_running_commands(console_wo
     assert world.terminals[0].redeem(number, 100).response_code == "00"  # the switch serves on
     (status,) = console_world.run(console_world.keys.viewer, "status")
     assert status.exit_status == 0
-    time.sleep(1.0)
+    # Once no session is open on the console, none can run a line: it waited a fixed 1 s for that.
+    _until_no_session_open(console_world)
     assert _helps_run(console_world) == run  # the dropped session ran none of the lines left
+
+
+def _until_no_session_open(console_world: ConsoleWorld) -> None:
+    """Until the console's sessions have all ended (their audit lines are written before they end)."""
+    console = console_world.world.server.ops.console
+    assert console is not None
+    deadline_s = time.monotonic() + CLIENT_TIMEOUT_S
+    while console._sessions_open:  # read off the loop thread: only whether the dict is empty
+        assert time.monotonic() < deadline_s, "a console session never ended"
+        time.sleep(0.02)
 
 
 SESSIONS_OPENED = SESSIONS_PER_CONNECTION_MAX + 3
