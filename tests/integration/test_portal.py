@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,36 @@ OTHER_EMAIL, OTHER_PASSWORD = "bakery@example.test", "bakery-password"
 # Long past any test's wrong tries and the refusals that follow them on a loaded machine: it is not
 # waited out, the passwords' clock is moved past it.
 SIGN_IN_LOCK_S = 60
+# Long past a test's calls on a loaded machine; not waited out either: the portal's clock is moved.
+PORTAL_SESSION_S = 60
+
+
+class PortalClock:
+    """The clock the portal's sessions read, which a test moves on: protocols.portal_service.utc_now,
+    handed to PortalSessions as the switch starts."""
+
+    def __init__(self) -> None:
+        self.ahead = dt.timedelta(0)
+
+    def __call__(self) -> dt.datetime:
+        return utc_now() + self.ahead
+
+
+@pytest.fixture
+def portal_clock(monkeypatch: pytest.MonkeyPatch) -> PortalClock:
+    clock = PortalClock()
+    monkeypatch.setattr("protocols.portal_service.utc_now", clock)
+    return clock
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+def world(request: pytest.FixtureRequest, tmp_path: Path, portal_clock: PortalClock) -> Iterator[World]:
     yield from world_fixture(
-        request, tmp_path, portal_session_s=2, sign_in_tries_max=3, sign_in_lock_s=SIGN_IN_LOCK_S
+        request,
+        tmp_path,
+        portal_session_s=PORTAL_SESSION_S,
+        sign_in_tries_max=3,
+        sign_in_lock_s=SIGN_IN_LOCK_S,
     )
 
 
@@ -138,7 +161,9 @@ def test_signing_in_wrong_or_without_a_session_is_refused_alike(world: World) ->
         )
 
 
-def test_a_session_ends_when_signed_out_or_expired_and_its_token_is_not_stored(world: World) -> None:
+def test_a_session_ends_when_signed_out_or_expired_and_its_token_is_not_stored(
+    world: World, portal_clock: PortalClock
+) -> None:
     request = bo.ListTerminalsRequest()
     signed_out = sign_in(world)
     stub(world).SignOut(portal.SignOutRequest(), metadata=signed_out)
@@ -151,7 +176,8 @@ def test_a_session_ends_when_signed_out_or_expired_and_its_token_is_not_stored(w
     with world.server.core.store.engine.connect() as conn:
         stored = [tuple(row) for row in conn.execute(select(portal_sessions))]
     assert stored and all(token not in str(row) for row in stored)
-    time.sleep(2.1)  # portal_session_s=2 in this module's fixture
+    # A session of 2 s waited out cost the test 2.1 s; the portal's clock is moved past a long one.
+    portal_clock.ahead = dt.timedelta(seconds=PORTAL_SESSION_S + 1)
     assert (
         refusal(stub(world).ListTerminals, request, metadata=expiring)[0] == grpc.StatusCode.UNAUTHENTICATED
     )
