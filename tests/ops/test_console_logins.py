@@ -69,6 +69,25 @@ def _left_open_by_the_console(socks: list[socket.socket]) -> list[socket.socket]
     return [sock for sock in socks if sock in left_open]
 
 
+def _until_taken_by_the_console(socks: list[socket.socket]) -> None:
+    """Until the console has taken every one of socks: each has its first bytes or its end to read.
+    asyncssh sends its version line right after the console's admit() has run, in the same call, and
+    a connection admit() refuses is closed: either way admit() has seen it. (A fixed 0.5 s before.)"""
+    waiting = set(socks)
+    with selectors.DefaultSelector() as selector:
+        for sock in socks:
+            selector.register(sock, selectors.EVENT_READ)
+        deadline_s = time.monotonic() + CLIENT_TIMEOUT_S
+        while waiting:
+            wait_s = deadline_s - time.monotonic()
+            assert wait_s > 0, f"{len(waiting)} connections not taken by the console"
+            for key, _ in selector.select(wait_s):
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
+                waiting.discard(ready)
+                selector.unregister(ready)  # nothing read: the tests read them as before
+
+
 def test_connections_held_open_without_login_keep_no_operator_out(console_world: ConsoleWorld) -> None:
     port, operator = console_world.port, console_world.keys.operator
 
@@ -77,7 +96,7 @@ def test_connections_held_open_without_login_keep_no_operator_out(console_world:
             "127.0.0.1", port, username="olga", client_keys=[operator], known_hosts=None, agent_path=None
         ) as logged_in:
             sockets = await asyncio.to_thread(_silent_sockets, port, SILENT_SOCKETS, stack)
-            await asyncio.sleep(0.5)  # the console has taken every one of them
+            await asyncio.to_thread(_until_taken_by_the_console, sockets)
             fresh = await exec_commands(port, operator, ["status"])
             held = await logged_in.run("status", check=False, timeout=CLIENT_TIMEOUT_S)
             return held.exit_status, [result.exit_status for result in fresh], sockets
@@ -151,8 +170,9 @@ def test_connections_closed_before_login_are_logged_at_a_rate_the_next_line_coun
         ) as console,
         ExitStack() as stack,
     ):
-        _silent_sockets(console.port, CONNECTIONS_LOGGING_IN_PER_ADDRESS_MAX + closed, stack)
-        time.sleep(0.5)  # the console has taken every one of them
+        _until_taken_by_the_console(
+            _silent_sockets(console.port, CONNECTIONS_LOGGING_IN_PER_ADDRESS_MAX + closed, stack)
+        )
         first = _wait_closed_lines(caplog, 1)
         assert len(first) == 1, [record.getMessage() for record in first]  # was one line per connection
         time.sleep(CLOSED_LOG_INTERVAL_S)
@@ -200,7 +220,7 @@ def test_a_flood_from_other_addresses_does_not_close_a_login(
             for _ in range(2 * CONNECTIONS_LOGGING_IN_MAX // len(flooding))
             for address in flooding
         ]
-        time.sleep(0.5)  # the console has taken every one of them
+        _until_taken_by_the_console(flood)
         status = asyncio.run(_login_over(operator, console_world.keys.operator))
         assert status == 0  # was closed as the oldest of those logging in
         still_open = _left_open_by_the_console(flood)
