@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # How often a writer asks again for SQLite's write lock while another connection holds it.
 WRITE_LOCK_POLL_S = 0.0002
+# Called with no argument on a writer's thread each time it finds SQLite's write lock taken, before it
+# asks again: tests set it to learn that a writer waits for another's lock instead of waiting a while
+# (tests.integration.harness.sqlite_lock_waits). None in the switch.
+on_write_lock_taken: Callable[[], None] | None = None
 POOL_SIZE = 16
 
 
@@ -117,6 +121,8 @@ def _take_write_lock(conn: Connection, timeout_s: float) -> None:
             except sqlite3.OperationalError as error:
                 if "locked" not in str(error) or time.monotonic() >= deadline_s:
                     raise OperationalError("BEGIN IMMEDIATE", None, error) from error
+            if on_write_lock_taken is not None:
+                on_write_lock_taken()
             time.sleep(WRITE_LOCK_POLL_S)
     finally:
         dbapi.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

@@ -27,6 +27,7 @@ from protocols.wire import terminal_pb2 as pb
 from protocols.wire import terminal_pb2_grpc as pb_grpc
 from switch.config import Settings
 from switch.server import SwitchServer
+from switch.store import engine as engine_module
 from switch.store.engine import create_schema, make_engine
 from tests.pg import postgres_schema
 
@@ -251,6 +252,18 @@ def sqlite_write_lock_held(world: World) -> Iterator[None]:
     finally:
         release.set()
         thread.join()
+
+
+@contextmanager
+def sqlite_lock_waits(call: Callable[[], None]) -> Iterator[None]:
+    """call() on a writer's thread each time it finds SQLite's write lock taken by another connection
+    (switch.store.engine.on_write_lock_taken), meanwhile: a sure sign that the thread waits for it."""
+    assert engine_module.on_write_lock_taken is None, "one window on the write lock's waits at a time"
+    engine_module.on_write_lock_taken = call
+    try:
+        yield
+    finally:
+        engine_module.on_write_lock_taken = None
 
 
 def new_txn() -> str:

@@ -12,6 +12,7 @@ Real gRPC on loopback and a real acquirer host; SQLite and PostgreSQL.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,11 +34,13 @@ from tests.integration.harness import (
     World,
     on_statement,
     on_transaction,
+    sqlite_lock_waits,
     world_fixture,
 )
 from tests.integration.payment_harness import PaymentWorld, PayTerminal, activate, payment_world
 from tests.integration.test_portal import sign_in, stub
 from tests.integration.test_portal_races import MANAGER_EMAIL, MANAGER_PASSWORD, add_manager, in_thread
+from tests.pg import LockWaits, backend_pid
 
 PAUSE_S_MAX = 5.0
 
@@ -135,20 +138,44 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
 
 
 @contextmanager
-def first_paused_after_its_insert(world: World) -> Iterator[threading.Event]:
+def first_paused_after_its_insert(world: World, second_email: str) -> Iterator[threading.Event]:
     """reached: the first activation to insert a terminal has done so and waits, before its commit,
-    until another thread has read whether the device exists (at most PAUSE_S_MAX: a fix that keeps
-    the second from that read until the first commits still ends)."""
+    until another thread has read whether the device exists, or until the activation signing in
+    as second_email waits for a lock the first holds (its thread polling for SQLite's write lock;
+    its PostgreSQL backend blocked by the first's, pg_blocking_pids), the sure sign that it cannot
+    read before the first commits (a fix that keeps it from that read waited out PAUSE_S_MAX here,
+    5 s a test); at most PAUSE_S_MAX."""
     engine = world.server.core.store.engine
+    postgres = engine.dialect.name == "postgresql"
     first: list[int] = []
-    reached, second_read = threading.Event(), threading.Event()
+    reached, second_read, second_waits = threading.Event(), threading.Event(), threading.Event()
+    second_threads: set[int] = set()  # those that looked second_email's login up: its activation's
+    first_backend: list[int] = []  # the first's, on PostgreSQL
+    second_backend: list[int] = []  # the backend of the second's latest statement (PostgreSQL)
+    lock_waits = LockWaits() if postgres else None
 
-    def after_execute(_cursor: Any, statement: str, _parameters: Any) -> None:
+    def before_execute(cursor: Any, _statement: str, parameters: Any) -> None:
+        if second_email in str(parameters) and threading.get_ident() not in first:
+            second_threads.add(threading.get_ident())
+        if postgres and threading.get_ident() in second_threads:
+            second_backend[:] = [backend_pid(cursor)]
+
+    def the_second_waits() -> bool:
+        if lock_waits is None:
+            return second_waits.is_set()
+        return bool(second_backend) and lock_waits.blocked_by(second_backend, first_backend[0])
+
+    def after_execute(cursor: Any, statement: str, _parameters: Any) -> None:
         text = " ".join(statement.upper().split())
         if text.startswith("INSERT INTO TERMINALS") and not first:
             first.append(threading.get_ident())
+            if postgres:
+                first_backend.append(backend_pid(cursor))
             reached.set()
-            second_read.wait(PAUSE_S_MAX)
+            deadline_s = time.monotonic() + PAUSE_S_MAX
+            while not second_read.wait(0.005) and time.monotonic() < deadline_s:
+                if the_second_waits():
+                    return
         elif (
             text.startswith("SELECT TERMINALS.TERMINAL_ID FROM TERMINALS")
             and "DEVICE_NAME" in text
@@ -157,11 +184,21 @@ def first_paused_after_its_insert(world: World) -> Iterator[threading.Event]:
         ):
             second_read.set()
 
-    with on_statement(engine, "after", after_execute):
+    def lock_taken() -> None:
+        if threading.get_ident() in second_threads:
+            second_waits.set()
+
+    with (
+        on_statement(engine, "before", before_execute),
+        on_statement(engine, "after", after_execute),
+        sqlite_lock_waits(lock_taken),
+    ):
         try:
             yield reached
         finally:
             second_read.set()
+            if lock_waits is not None:
+                lock_waits.close()
 
 
 def test_two_first_activations_of_a_new_device_by_two_logins_make_one_terminal(world: World) -> None:
@@ -176,7 +213,7 @@ def test_two_first_activations_of_a_new_device_by_two_logins_make_one_terminal(w
         )
         return lambda: terminal.Activate(request, timeout=20)
 
-    with first_paused_after_its_insert(world) as reached:
+    with first_paused_after_its_insert(world, MANAGER_EMAIL) as reached:
         first, first_out = in_thread(activation(MERCHANT_EMAIL, MERCHANT_PASSWORD))
         assert reached.wait(10), "the first activation did not insert the device's terminal"
         second, second_out = in_thread(activation(MANAGER_EMAIL, MANAGER_PASSWORD))
