@@ -226,11 +226,10 @@ def test_two_replays_of_an_empty_card_replacement_at_once_both_answer_what_it_di
         start.wait(10)
         return replace(world, lost, replacement, "r-empty-race")
 
-    holder = hold_sqlite_write_lock(world, 1.5)
     with ThreadPoolExecutor(2) as pool:
-        replays = [pool.submit(replay) for _ in range(2)]
+        with lock_held_until_both_mark(world, lost):
+            replays = [pool.submit(replay) for _ in range(2)]
         answers = [answer.result() for answer in replays]
-    holder.join()
     assert [(answer.moved.amount_minor, answer.journal_entry_id) for answer in answers] == [(0, "")] * 2
     assert [answer.lost_card.status for answer in answers] == ["lost"] * 2
     assert [answer.replacement_card.balance.amount_minor for answer in answers] == [100] * 2
@@ -249,12 +248,42 @@ def replays_at_once(world: World, lost: str, new: str, request_id: str) -> list[
         start.wait(10)
         return replace(world, lost, new, request_id)
 
-    holder = hold_sqlite_write_lock(world, 1.5)
     with ThreadPoolExecutor(2) as pool:
-        replays = [pool.submit(replay) for _ in range(2)]
+        with lock_held_until_both_mark(world, lost):
+            replays = [pool.submit(replay) for _ in range(2)]
         answers = [answer.result() for answer in replays]
-    holder.join()
     return answers
+
+
+MARKS_AWAITED_S_MAX = 5.0
+
+
+@contextlib.contextmanager
+def lock_held_until_both_mark(world: World, lost: str) -> Iterator[None]:
+    """SQLite's write lock held from the block's start until two requests have asked to mark the lost
+    card lost (Core.set_card_status, observed and called through): each has then passed every look-up
+    (its request id, both cards, their replacements) while nothing could land, the interleaving these
+    tests need; released then (at most after MARKS_AWAITED_S_MAX), not after a fixed 1.5 s."""
+    core = world.server.core
+    lost_id = core.cards.card_id(lost)
+    set_status = core.set_card_status
+    marks: list[str] = []
+    both = threading.Event()
+
+    def observed(card_id: str, status: CardStatus, reason: str, actor: str) -> CardState:
+        if card_id == lost_id:
+            marks.append(card_id)  # list.append is atomic
+            if len(marks) >= 2:
+                both.set()
+        return set_status(card_id, status, reason, actor)
+
+    setattr(core, "set_card_status", observed)  # noqa: B010 (an instance's method: mypy refuses the assignment)
+    try:
+        with sqlite_write_lock_held(world):
+            yield
+            both.wait(MARKS_AWAITED_S_MAX)
+    finally:
+        delattr(core, "set_card_status")
 
 
 def replacement_keys(world: World, number: str) -> list[str]:
@@ -338,10 +367,10 @@ def test_two_replacements_of_one_card_by_two_cards_at_once_leave_it_one_replacem
         except grpc.RpcError as error:
             return error
 
-    holder = hold_sqlite_write_lock(world, 1.5)
     with ThreadPoolExecutor(2) as pool:
-        answers = [answer.result() for answer in [pool.submit(replace_with, new) for new in (first, other)]]
-    holder.join()
+        with lock_held_until_both_mark(world, lost):
+            replacing = [pool.submit(replace_with, new) for new in (first, other)]
+        answers = [answer.result() for answer in replacing]
     refused = [answer for answer in answers if isinstance(answer, grpc.RpcError)]
     assert len(refused) == 1 and refused[0].code() == grpc.StatusCode.FAILED_PRECONDITION
     details = refused[0].details() or ""
