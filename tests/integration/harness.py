@@ -6,8 +6,10 @@ import atexit
 import datetime
 import shutil
 import sqlite3
+import sys
 import tempfile
 import threading
+import time
 import types
 import uuid
 from collections.abc import Callable, Iterator
@@ -252,6 +254,63 @@ def sqlite_write_lock_held(world: World) -> Iterator[None]:
     finally:
         release.set()
         thread.join()
+
+
+def _waiting_under(function: str) -> bool:
+    """Whether some thread is now blocked in threading's wait (an Event's, a Condition's) called,
+    at any depth, from a function of this name."""
+    for frame in sys._current_frames().values():
+        if frame.f_code.co_name != "wait" or not frame.f_code.co_filename.endswith("threading.py"):
+            continue
+        caller = frame.f_back
+        while caller is not None:
+            if caller.f_code.co_name == function:
+                return True
+            caller = caller.f_back
+    return False
+
+
+SEEN_WAIT_S_MAX = 5.0
+
+
+@contextmanager
+def journal_write_held_past_a_wait(world: World, function: str, wait_s: float) -> Iterator[None]:
+    """The first write handed to the journal meanwhile waits for SQLite's write lock: another
+    connection takes the lock as it is submitted (the journal writer's submit, observed and called
+    through once the lock is taken; the caller's own transactions before it have landed), and holds
+    it until a thread has been seen blocked in a wait under `function` and wait_s more have passed.
+    A wait of wait_s begun there (a reply timeout) has then run out, however loaded the machine, as
+    it began no later than it was seen. Released after SEEN_WAIT_S_MAX if no such wait is seen, and
+    when the block ends."""
+    writer = world.server.core.writer
+    submit = writer.submit
+    release = threading.Event()
+    holders: list[threading.Thread] = []
+
+    def watch() -> None:
+        deadline_s = time.monotonic() + SEEN_WAIT_S_MAX
+        while not _waiting_under(function):
+            if release.wait(0.005) or time.monotonic() >= deadline_s:
+                break
+        else:
+            release.wait(wait_s)
+        release.set()
+
+    def observed(write: Any, done: Any) -> bool:
+        if not holders:
+            holders.append(_start_lock_holder(world, release, LOCK_HELD_S_MAX))
+            holders.append(threading.Thread(target=watch))
+            holders[-1].start()
+        return submit(write, done)
+
+    setattr(writer, "submit", observed)  # noqa: B010 (an instance's method: mypy refuses the assignment)
+    try:
+        yield
+    finally:
+        delattr(writer, "submit")
+        release.set()
+        for thread in holders:
+            thread.join()
 
 
 @contextmanager

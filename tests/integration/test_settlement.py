@@ -25,7 +25,7 @@ from switch.store.schema import accounts
 from tests.integration.harness import (
     World,
     clock_at,
-    hold_sqlite_write_lock,
+    journal_write_held_past_a_wait,
     start_world,
     statements_run,
     world_fixture,
@@ -269,10 +269,10 @@ def test_a_payout_slower_than_the_reply_timeout_is_listed_as_made(slow_journal: 
     terminal, merchant = world.terminals[0], world.merchant_id
     assert terminal.redeem(world.issue(10_000), 1_000).response_code == "00"
     payable = ledger.merchant_payable_account(merchant, world.gift_programme)
-    holder = hold_sqlite_write_lock(world, 3.0)
-    started = time.monotonic()
-    answer = settle(world, world.gift_programme, "s1")
-    holder.join()
+    # The payout's journal write waits until its wait for the journal has outlasted the reply timeout.
+    with journal_write_held_past_a_wait(world, "write_and_wait", world.server.settings.reply_timeout_s):
+        started = time.monotonic()
+        answer = settle(world, world.gift_programme, "s1")
     assert time.monotonic() - started > 1.0  # it did wait past the reply timeout
     assert payouts(answer) == {merchant: (1_000, 25, 975)} and not answer.skipped
     assert balance(world, payable) == 0
