@@ -256,17 +256,22 @@ def sqlite_write_lock_held(world: World) -> Iterator[None]:
         thread.join()
 
 
-def _waiting_under(function: str) -> bool:
-    """Whether some thread is now blocked in threading's wait (an Event's, a Condition's) called,
-    at any depth, from a function of this name."""
+def _waiting_in(waiter: str, under: str = "") -> bool:
+    """Whether some thread is now blocked in threading's wait (an Event's, a Condition's) called by a
+    function named waiter (its first frame outside threading.py), itself called from one named under
+    at any depth, if given."""
     for frame in sys._current_frames().values():
         if frame.f_code.co_name != "wait" or not frame.f_code.co_filename.endswith("threading.py"):
             continue
         caller = frame.f_back
-        while caller is not None:
-            if caller.f_code.co_name == function:
-                return True
+        while caller is not None and caller.f_code.co_filename.endswith("threading.py"):
             caller = caller.f_back
+        if caller is None or caller.f_code.co_name != waiter:
+            continue
+        while under and caller is not None and caller.f_code.co_name != under:
+            caller = caller.f_back
+        if caller is not None:
+            return True
     return False
 
 
@@ -274,11 +279,14 @@ SEEN_WAIT_S_MAX = 5.0
 
 
 @contextmanager
-def journal_write_held_past_a_wait(world: World, function: str, wait_s: float) -> Iterator[None]:
+def journal_write_held_past_a_wait(
+    world: World, wait_s: float, waiter: str, under: str = ""
+) -> Iterator[None]:
     """The first write handed to the journal meanwhile waits for SQLite's write lock: another
     connection takes the lock as it is submitted (the journal writer's submit, observed and called
     through once the lock is taken; the caller's own transactions before it have landed), and holds
-    it until a thread has been seen blocked in a wait under `function` and wait_s more have passed.
+    it until a thread has been seen blocked in a wait of `waiter` (called from `under`, if given) and
+    wait_s more have passed.
     A wait of wait_s begun there (a reply timeout) has then run out, however loaded the machine, as
     it began no later than it was seen. Released after SEEN_WAIT_S_MAX if no such wait is seen, and
     when the block ends."""
@@ -289,7 +297,7 @@ def journal_write_held_past_a_wait(world: World, function: str, wait_s: float) -
 
     def watch() -> None:
         deadline_s = time.monotonic() + SEEN_WAIT_S_MAX
-        while not _waiting_under(function):
+        while not _waiting_in(waiter, under):
             if release.wait(0.005) or time.monotonic() >= deadline_s:
                 break
         else:

@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from protocols.iso8583 import IsoMessage
 from switch.store.schema import transactions
-from tests.integration.harness import World, hold_sqlite_write_lock
+from tests.integration.harness import World, journal_write_held_past_a_wait
 from tests.integration.test_inbound_iso import (
     IsoClient,
     authorisation,
@@ -61,9 +61,9 @@ def test_a_redemption_whose_commit_outlasts_the_reply_timeout_is_answered_as_it_
     card = world.issue(1_000)
     client = IsoClient(world)
     assert client.ask(financial(card, 100))["39"] == "00"  # the card's actor is live
-    holder = hold_sqlite_write_lock(world, 3.0)
-    answer: IsoMessage = client.ask(financial(card, 300))
-    holder.join()
+    # Its write waits until the handler's wait for it (Reply.settle in _redeem) outlasted the reply timeout.
+    with journal_write_held_past_a_wait(world, world.server.settings.reply_timeout_s, "settle", "_redeem"):
+        answer: IsoMessage = client.ask(financial(card, 300))
     client.close()
     time.sleep(0.5)
     code = answer["39"]

@@ -270,7 +270,7 @@ def test_a_payout_slower_than_the_reply_timeout_is_listed_as_made(slow_journal: 
     assert terminal.redeem(world.issue(10_000), 1_000).response_code == "00"
     payable = ledger.merchant_payable_account(merchant, world.gift_programme)
     # The payout's journal write waits until its wait for the journal has outlasted the reply timeout.
-    with journal_write_held_past_a_wait(world, "write_and_wait", world.server.settings.reply_timeout_s):
+    with journal_write_held_past_a_wait(world, world.server.settings.reply_timeout_s, "write_and_wait"):
         started = time.monotonic()
         answer = settle(world, world.gift_programme, "s1")
     assert time.monotonic() - started > 1.0  # it did wait past the reply timeout
