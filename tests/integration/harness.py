@@ -31,6 +31,7 @@ from switch.config import Settings
 from switch.server import SwitchServer
 from switch.store import engine as engine_module
 from switch.store.engine import create_schema, make_engine
+from switch.store.journal import Write
 from tests.pg import postgres_schema
 
 ADMIN_TOKEN = "test-admin-token"
@@ -280,9 +281,10 @@ SEEN_WAIT_S_MAX = 5.0
 
 @contextmanager
 def journal_write_held_past_a_wait(
-    world: World, wait_s: float, waiter: str, under: str = ""
+    world: World, wait_s: float, waiter: str, under: str = "", which: Callable[[Write], bool] = lambda _: True
 ) -> Iterator[None]:
-    """The first write handed to the journal meanwhile waits for SQLite's write lock: another
+    """The first write handed to the journal meanwhile (of those `which` picks) waits for SQLite's
+    write lock: another
     connection takes the lock as it is submitted (the journal writer's submit, observed and called
     through once the lock is taken; the caller's own transactions before it have landed), and holds
     it until a thread has been seen blocked in a wait of `waiter` (called from `under`, if given) and
@@ -304,8 +306,8 @@ def journal_write_held_past_a_wait(
             release.wait(wait_s)
         release.set()
 
-    def observed(write: Any, done: Any) -> bool:
-        if not holders:
+    def observed(write: Write, done: Any) -> bool:
+        if not holders and which(write):
             holders.append(_start_lock_holder(world, release, LOCK_HELD_S_MAX))
             holders.append(threading.Thread(target=watch))
             holders[-1].start()

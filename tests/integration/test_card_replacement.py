@@ -26,7 +26,7 @@ from switch.store.repository import REPLACED_CHAIN_LINKS_MAX
 from switch.store.schema import accounts, card_events, card_replacements
 from tests.integration.harness import (
     World,
-    hold_sqlite_write_lock,
+    journal_write_held_past_a_wait,
     new_txn,
     sqlite_write_lock_held,
     world_fixture,
@@ -111,9 +111,13 @@ def test_a_transfer_slower_than_the_reply_timeout_still_reaches_the_new_card(sho
     waits for its transfer instead of giving up while it may still land."""
     world, terminal = short_timeouts, short_timeouts.terminals[0]
     lost, new = world.issue(2_000), world.issue(100)
-    holder = hold_sqlite_write_lock(world, 3.0)
-    moved = replace(world, lost, new, "slow")
-    holder.join()
+    # Its transfer (the write with an entry) waits until the card actor's wait for it (write_and_wait)
+    # has outlasted the reply timeout.
+    reply_timeout_s = world.server.settings.reply_timeout_s
+    with journal_write_held_past_a_wait(
+        world, reply_timeout_s, "write_and_wait", which=lambda w: bool(w.entry)
+    ):
+        moved = replace(world, lost, new, "slow")
     assert moved.moved.amount_minor == 2_000
     assert (ledger_balance(world, lost), ledger_balance(world, new)) == (0, 2_100)
     assert terminal.balance(new) == 2_100
