@@ -89,6 +89,8 @@ def _scrypt_parts(stored: str) -> tuple[tuple[int, int, int], bytes, bytes] | No
         return None
     power_of_two = n > 1 and n & (n - 1) == 0
     within = n <= SCRYPT_N_MAX and 1 <= r <= SCRYPT_R_MAX and 1 <= p <= SCRYPT_P_MAX
+    # OpenSSL's scrypt takes n below 2**(16 r) only (r = 1: n up to 2**15): hashlib raised ValueError
+    within = within and n < 2 ** (16 * r)
     if not (power_of_two and within and n * r * p <= SCRYPT_WORK_MAX and salt and digest):
         return None
     return (n, r, p), salt, digest

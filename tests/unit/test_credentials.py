@@ -115,6 +115,8 @@ def _no_hashing(*_args: object, **_kwargs: object) -> bytes:
         f"scrypt${2**40}$8$1${SALT64}${DIGEST64}",
         f"scrypt${2**20}$16$1${SALT64}${DIGEST64}",  # 2 GiB of memory
         f"scrypt$16384$0$1${SALT64}${DIGEST64}",
+        f"scrypt${2**16}$1$1${SALT64}${DIGEST64}",  # n not below 2**(16 r): OpenSSL refuses it
+        f"scrypt${2**20}$1$1${SALT64}${DIGEST64}",
         f"scrypt$16384$8$0${SALT64}${DIGEST64}",
         f"scrypt$16384$8$1000${SALT64}${DIGEST64}",
         f"scrypt$16384$+8$1${SALT64}${DIGEST64}",
@@ -154,3 +156,10 @@ def test_a_stored_pin_hash_out_of_bounds_or_malformed_matches_nothing_unhashed(
 ) -> None:
     monkeypatch.setattr(hashlib, "pbkdf2_hmac", _no_hashing)
     assert credentials.employee_pin_matches("4321", stored) is False
+
+
+@pytest.mark.parametrize(("n", "r"), [(2**16, 1), (2**20, 1), (2**17, 1)])
+def test_a_stored_password_hash_openssl_refuses_matches_nothing_instead_of_raising(n: int, r: int) -> None:
+    """Within every SCRYPT_*_MAX bound, yet OpenSSL's scrypt takes no n of 2**(16 r) or more: hashing
+    at them raised ValueError out of password_matches (a sign-in failing with an error, not refused)."""
+    assert credentials.password_matches("open sesame", f"scrypt${n}${r}$1${SALT64}${DIGEST64}") is False
