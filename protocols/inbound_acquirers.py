@@ -24,7 +24,8 @@ class AcquirerEntry:
 
 
 def read_acquirers(text: str) -> list[AcquirerEntry]:
-    """`<acquirer id>:<merchant e-mail>:<zone PIN key hex>[:tdes|aes128]`, entries split by ','."""
+    """`<acquirer id>:<merchant e-mail>:<zone PIN key hex>[:tdes|aes128]`, entries split by ','; the key
+    of its algorithm's length (`KeyAlgorithm.key_bytes`: 16 bytes, double-length TDES or AES-128)."""
     entries: list[AcquirerEntry] = []
     for index, entry in enumerate(part.strip() for part in text.split(",") if part.strip()):
         parts = entry.split(":")
@@ -36,6 +37,8 @@ def read_acquirers(text: str) -> list[AcquirerEntry]:
             clear_key = bytes.fromhex(parts[2])
             algorithm = KeyAlgorithm(parts[3] if len(parts) == 4 else "aes128")
             if algorithm not in PIN_BLOCK_BYTES:
+                raise ValueError(algorithm.value)
+            if len(clear_key) != algorithm.key_bytes:  # else wrap_key refuses it, with the switch started
                 raise ValueError(algorithm.value)
         except ValueError:
             raise AcquirerConfigError(
