@@ -28,6 +28,7 @@ from terminal_sim.report import report_json, table, write_json, write_plot
 from terminal_sim.session import RunOutcome, SwitchTarget, provision, run_and_audit
 
 SWITCH_WAIT_S = 5.0  # how long the simulator waits for the switch to answer before it gives up
+CONNECT_TIMEOUT_MAX_S = 86_400.0  # a day: more is a typo (and 1e300 overflowed the wait)
 
 START_BALANCE_MINOR = 5_000
 
@@ -80,6 +81,11 @@ def problem_of(args: argparse.Namespace) -> str | None:
         config_from(args)
         check_count("--cards", args.cards, 1, CARDS_MAX)
         check_above_zero("--connect-timeout-s", args.connect_timeout_s)
+        if args.connect_timeout_s > CONNECT_TIMEOUT_MAX_S:  # a wait past it overflows the clock
+            raise SettingError(
+                ("--connect-timeout-s",),
+                f"must be at most {CONNECT_TIMEOUT_MAX_S:g}, not {args.connect_timeout_s:g}",
+            )
     except SettingError as error:
         return flag_problem(error, FLAG_OF_SETTING)
     return target_problem("--target", args.target) or out_dir_problem("--out-dir", args.out_dir)

@@ -23,6 +23,7 @@ from tests.sim.fleet_flags import FLEET_FLAG_ROWS
         (["--employees", "0"], "--employees must be at least 1, not 0"),
         (["--connect-timeout-s", "0"], "--connect-timeout-s must be above 0 and finite, not 0.0"),
         (["--connect-timeout-s", "nan"], "--connect-timeout-s must be above 0 and finite, not nan"),
+        (["--connect-timeout-s", "1e300"], "--connect-timeout-s must be at most 86400, not 1e+300"),
         (["--wrong-pin-share", "1.5"], "--wrong-pin-share must be from 0 to 1, not 1.5"),
         (["--duplicate-share", "-0.1"], "--duplicate-share must be from 0 to 1, not -0.1"),
         (["--timeout-share", "nan"], "--timeout-share must be from 0 to 1, not nan"),
