@@ -54,6 +54,14 @@ def password_matches(password: str, stored: str) -> bool:
     return hmac.compare_digest(candidate, digest)
 
 
+def password_hash_is_current(stored: str) -> bool:
+    """Whether stored was made at today's cost (PASSWORD_SCRYPT_*) in today's form: one that is not
+    is made again at a right sign-in (`MerchantPasswords`), which is when the password is known."""
+    parsed = _scrypt_parts(stored)
+    today = (PASSWORD_SCRYPT_N, PASSWORD_SCRYPT_R, PASSWORD_SCRYPT_P)
+    return parsed is not None and stored.count("$") == 5 and parsed[0] == today
+
+
 def hash_employee_pin(pin: str) -> str:
     """`pbkdf2$<iterations>$<salt>$<digest>` (PBKDF2-HMAC-SHA256): the hash names its iterations,
     so raising EMPLOYEE_PIN_ITERATIONS later locks no employee out."""

@@ -7,12 +7,17 @@ while; they are counted per caller too, whatever addresses they name, so one cal
 few passwords on many addresses (spraying) is held back as well; and only a few password checks
 (scrypt, about 70 ms of a core each) run at once; more are turned away at once instead of
 holding the threads that refunds, cancels and payments need.
+
+A right password whose hash was made at an older cost is hashed again at today's at that sign-in
+(`MerchantPasswords._at_todays_cost`); until an account signs in once after a raise, a wrong try at
+it costs less than one at an unknown address, which is checked at today's cost.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import math
 import secrets
 import threading
@@ -30,6 +35,8 @@ from switch.store.engine import writing
 from switch.store.key_locks import lock_name
 from switch.store.repository import as_utc
 from switch.store.schema import employees, merchants, password_resets, portal_sessions, sign_in_failures
+
+log = logging.getLogger(__name__)
 
 WRONG_LOGIN = "e-mail or password is wrong"
 TOO_MANY_AT_ONCE = "too many sign-ins at once; try again shortly"
@@ -166,7 +173,53 @@ class MerchantPasswords:
             raise _WrongLoginError(WRONG_LOGIN)
         with writing(self._engine) as conn:
             conn.execute(delete(sign_in_failures).where(sign_in_failures.c.email_hash == key))
-        return found
+        login, checked = found
+        return login, self._at_todays_cost(login, checked, password)
+
+    def _at_todays_cost(self, login: Login, checked: LoginCheck, password: str) -> LoginCheck:
+        """What the right password was checked against, made again at today's cost if it was made at
+        another (an older PASSWORD_SCRYPT_*, or the form without parameters): raising the cost reaches
+        each account at its next right sign-in, the only time the password is known.
+
+        Until then an account's older, cheaper hash makes a wrong password for it cost less than one
+        for an unknown address (`_unknown_hash`, at today's cost), so timing may tell the two apart:
+        a gap that closes for each account as it signs in once after the raise.
+
+        Written only over the hash that was checked (a conditional update), so a new password set
+        meanwhile is never overwritten; and it never refuses a sign-in: a failure is logged and the
+        check stands as it was. The new hash is returned when it was stored, so the caller's
+        `login_check_now` finds the login unchanged; when another right sign-in stored its own
+        first, that one is returned if the password matches it (one more check, in that race only)."""
+        if credentials.password_hash_is_current(checked.password_hash):
+            return checked
+        try:
+            new_hash = credentials.hash_password(password)
+            if login.employee_id is None:
+                table, key, same = merchants, merchants.c.merchant_id == login.merchant_id, []
+            else:
+                table = employees
+                key = employees.c.employee_id == login.employee_id
+                same = [employees.c.login_changes == checked.login_changes]
+            with writing(self._engine) as conn:
+                stored = conn.execute(
+                    update(table)
+                    .where(key, table.c.password_hash == checked.password_hash, *same)
+                    .values(password_hash=new_hash)
+                ).rowcount
+            if stored == 1:
+                return LoginCheck(new_hash, checked.login_changes)
+            with self._engine.connect() as conn:
+                now = conn.execute(select(table.c.password_hash).where(key, *same)).scalar()
+            if (
+                now is not None
+                and now != checked.password_hash
+                and credentials.password_hash_is_current(now)
+                and credentials.password_matches(password, now)
+            ):
+                return LoginCheck(now, checked.login_changes)
+        except Exception as error:  # the sign-in stands; the error's text may hold the statement's hashes
+            log.warning("a password hash was not made again at today's cost: %s", type(error).__name__)
+        return checked
 
     def _count_failure(self, key: str, now: dt.datetime) -> None:
         with writing(self._engine) as conn:

@@ -163,3 +163,14 @@ def test_a_stored_password_hash_openssl_refuses_matches_nothing_instead_of_raisi
     """Within every SCRYPT_*_MAX bound, yet OpenSSL's scrypt takes no n of 2**(16 r) or more: hashing
     at them raised ValueError out of password_matches (a sign-in failing with an error, not refused)."""
     assert credentials.password_matches("open sesame", f"scrypt${n}${r}$1${SALT64}${DIGEST64}") is False
+
+
+def test_only_a_hash_at_todays_parameters_in_todays_form_is_current() -> None:
+    n = credentials.PASSWORD_SCRYPT_N
+    today = credentials.hash_password("open sesame")
+    assert credentials.password_hash_is_current(today)
+    assert not credentials.password_hash_is_current(_scrypt_hash("open sesame", n // 2, 8, 1))
+    assert not credentials.password_hash_is_current(_scrypt_hash("open sesame", n, 4, 1))
+    first_form = "scrypt$" + today.split("$", 4)[4]  # today's salt and digest, no parameters
+    assert not credentials.password_hash_is_current(first_form)
+    assert not credentials.password_hash_is_current("scrypt$not$a$hash$at$all")
