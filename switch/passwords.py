@@ -10,7 +10,7 @@ holding the threads that refunds, cancels and payments need.
 
 A right password whose hash was made at an older cost is hashed again at today's at that sign-in
 (`MerchantPasswords._at_todays_cost`); until an account signs in once after a raise, a wrong try at
-it costs less than one at an unknown address, which is checked at today's cost.
+it costs less than one at an unknown address, which is always checked at today's cost.
 """
 
 from __future__ import annotations
@@ -330,8 +330,16 @@ def void_reset_codes(conn: Connection, merchant_id: str, employee_id: str | None
     )
 
 
-@functools.cache
 def _unknown_hash() -> str:
+    """What an unknown address's password is checked against: a hash at today's cost
+    (PASSWORD_SCRYPT_*), made again if that cost changed since (in tests)."""
+    return _unknown_hash_at(
+        credentials.PASSWORD_SCRYPT_N, credentials.PASSWORD_SCRYPT_R, credentials.PASSWORD_SCRYPT_P
+    )
+
+
+@functools.cache
+def _unknown_hash_at(n: int, r: int, p: int) -> str:
     return credentials.hash_password(secrets.token_urlsafe(16))
 
 

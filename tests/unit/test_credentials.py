@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from switch import credentials
+from switch import credentials, passwords
 from tests.conftest import TEST_PIN_ITERATIONS, TEST_SCRYPT_N
 
 SALT = b"0123456789abcdef"
@@ -174,3 +174,14 @@ def test_only_a_hash_at_todays_parameters_in_todays_form_is_current() -> None:
     first_form = "scrypt$" + today.split("$", 4)[4]  # today's salt and digest, no parameters
     assert not credentials.password_hash_is_current(first_form)
     assert not credentials.password_hash_is_current("scrypt$not$a$hash$at$all")
+
+
+def test_an_unknown_address_is_checked_at_todays_cost_after_the_cost_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hash an unknown address is checked against was made once per process (functools.cache),
+    at the cost of the moment: after a raise it cost less than a known account's check."""
+    passwords._unknown_hash()
+    monkeypatch.setattr(credentials, "PASSWORD_SCRYPT_N", TEST_SCRYPT_N * 2)
+    assert passwords._unknown_hash().startswith(f"scrypt${TEST_SCRYPT_N * 2}$8$1$")
+    assert credentials.password_hash_is_current(passwords._unknown_hash())
