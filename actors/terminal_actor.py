@@ -56,6 +56,7 @@ from switch.store.journal import (
     TOMBSTONE_TYPE,
     EmployeeAttempt,
     PeriodClose,
+    PinRehash,
     TransactionRecord,
     Write,
     WriteResult,
@@ -112,7 +113,8 @@ class EmployeePins:
             if stored is None or not stored.active:  # a deactivated user's PIN is no PIN, and no try
                 return ResponseCode.incorrect_pin
             now = self._now()
-            matches = self._matches((merchant_id, employee.employee_number), employee.pin, stored.pin_hash)
+            key = (merchant_id, employee.employee_number)
+            matches = self._matches(key, employee.pin, stored.pin_hash)
             attempt, code = after_attempt(stored.attempt, matches, self._policy, now)
             if attempt != stored.attempt:
                 self._store_try(
@@ -122,7 +124,29 @@ class EmployeePins:
                 )
                 if attempt.locked_until is not None:
                     self.lockouts += 1
+            if matches and not credentials.employee_pin_hash_is_current(stored.pin_hash):
+                self._at_todays_cost(key, stored.employee_id, employee.pin, stored.pin_hash)
             return code
+
+    def _at_todays_cost(self, key: tuple[str, str], employee_id: str, pin: str, checked: str) -> None:
+        """A right PIN whose hash was made with other iterations (older, or the form without them)
+        stored again with today's, only over the hash it was checked against (a PIN changed meanwhile
+        stays). Once per employee after a raise; a failure is logged and changes nothing for the
+        check. Until then a wrong PIN for that employee costs the older iterations."""
+        try:
+            new_hash = credentials.hash_employee_pin(pin)
+            result = self._writer.write_and_wait(
+                Write(pin_rehash=PinRehash(employee_id, checked, new_hash)), self._write_timeout_s
+            )
+        except Exception as error:  # the error's text may hold the statement's hashes
+            log.warning("an employee PIN hash was not made again at today's cost: %s", type(error).__name__)
+            return
+        if not result.ok:
+            log.warning("an employee PIN hash was not made again at today's cost: the journal refused it")
+            return
+        # The remembered match follows the new hash (if a PIN changed meanwhile, neither is stored).
+        tag = hmac.new(self._verified_key, pin.encode(), hashlib.sha256).digest()
+        self._verified[key] = (new_hash, tag)
 
     def _store_try(self, change: EmployeeAttempt) -> None:
         """Durable before the PIN is judged, so lockout counts every try; else nothing is judged."""

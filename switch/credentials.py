@@ -71,6 +71,13 @@ def hash_employee_pin(pin: str) -> str:
     return f"pbkdf2${iterations}${_b64(salt)}${_b64(digest)}"
 
 
+def employee_pin_hash_is_current(stored: str) -> bool:
+    """Whether stored was made with today's EMPLOYEE_PIN_ITERATIONS in today's form: one that is not
+    is made again where a PIN check succeeds (`actors.terminal_actor.EmployeePins`)."""
+    parsed = _pbkdf2_parts(stored)
+    return parsed is not None and stored.count("$") == 3 and parsed[0] == EMPLOYEE_PIN_ITERATIONS
+
+
 def employee_pin_matches(pin: str, stored: str) -> bool:
     """Whether pin is the one stored hashed, at the iterations the stored hash names (the first
     form, `pbkdf2$<salt>$<digest>`, was made with LEGACY_PIN_ITERATIONS). A stored hash that does

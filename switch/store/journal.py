@@ -157,6 +157,17 @@ class PeriodClose:
 
 @pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class PinRehash:
+    """A right employee PIN hashed again at today's cost: stored only over the hash it was checked
+    against, so a PIN changed meanwhile stays; nothing is refused when it was (no row matched)."""
+
+    employee_id: str
+    checked_hash: str
+    new_hash: str
+
+
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class EmployeeAttempt:
     """An employee's PIN-check state after one attempt: wrong tries and lockout."""
 
@@ -233,6 +244,7 @@ class Write:
     card_changes: tuple[CardChange, ...] = ()
     period_close: PeriodClose | None = None
     employee_attempt: EmployeeAttempt | None = None
+    pin_rehash: PinRehash | None = None
     card_issue: CardIssue | None = None
     # A refund undone gives its redemption back what it had refunded (refund_minor negative).
     refund_undone: OriginalChange | None = None
@@ -360,6 +372,8 @@ def apply_batch(
             _change_card(conn, change, now)
         if write.employee_attempt is not None:
             _save_attempt(conn, write.employee_attempt)
+        if write.pin_rehash is not None:
+            _save_pin_rehash(conn, write.pin_rehash)
         if write.cycle_payout is not None:
             _mark_cycle_payout(conn, write.cycle_payout)
         sequence_number, totals = (
@@ -836,6 +850,15 @@ def _save_attempt(conn: Connection, attempt: EmployeeAttempt) -> None:
             f"employee {attempt.employee_id}: another PIN attempt was stored meanwhile",
             LedgerRefusal.pin_try_stored_meanwhile,
         )
+
+
+def _save_pin_rehash(conn: Connection, rehash: PinRehash) -> None:
+    row = employees.c
+    conn.execute(
+        update(employees)
+        .where(row.employee_id == rehash.employee_id, row.pin_hash == rehash.checked_hash)
+        .values(pin_hash=rehash.new_hash)
+    )
 
 
 def _mark_cycle_payout(conn: Connection, payout: CyclePayout) -> None:

@@ -185,3 +185,11 @@ def test_an_unknown_address_is_checked_at_todays_cost_after_the_cost_changes(
     monkeypatch.setattr(credentials, "PASSWORD_SCRYPT_N", TEST_SCRYPT_N * 2)
     assert passwords._unknown_hash().startswith(f"scrypt${TEST_SCRYPT_N * 2}$8$1$")
     assert credentials.password_hash_is_current(passwords._unknown_hash())
+
+
+def test_only_a_pin_hash_with_todays_iterations_in_todays_form_is_current() -> None:
+    today = credentials.hash_employee_pin("4321")
+    assert credentials.employee_pin_hash_is_current(today)
+    assert not credentials.employee_pin_hash_is_current(_pbkdf2_hash("4321", TEST_PIN_ITERATIONS // 2))
+    assert not credentials.employee_pin_hash_is_current("pbkdf2$" + today.split("$", 2)[2])  # no iterations
+    assert not credentials.employee_pin_hash_is_current("pbkdf2$x$y$z")

@@ -21,6 +21,7 @@ from switch.store.journal import (
     InboundResend,
     OriginalChange,
     PeriodClose,
+    PinRehash,
     RepaymentRecord,
     TransactionRecord,
     Write,
@@ -77,6 +78,7 @@ WRITE = Write(
     ),
     period_close=PeriodClose("trm_1", "close_1", 3, NOW - dt.timedelta(hours=9), NOW),
     employee_attempt=EmployeeAttempt("emp_1", 2, NOW + dt.timedelta(minutes=5), attempts_before=6),
+    pin_rehash=PinRehash("emp_1", "pbkdf2$c2FsdA==$b2xk", "pbkdf2$1000$c2FsdA==$bmV3"),
     card_issue=CardIssue(
         "crd_5", "prg_1", "h" * 64, "603628******9999", dt.date(2030, 1, 31), "EUR", "req_1"
     ),
@@ -104,6 +106,7 @@ WRITES = [
     ),
     pytest.param(Write(period_close=WRITE.period_close), id="day close"),
     pytest.param(Write(employee_attempt=WRITE.employee_attempt), id="PIN attempt"),
+    pytest.param(Write(pin_rehash=WRITE.pin_rehash), id="PIN hashed again"),
     pytest.param(Write(entry=ENTRY, cycle_payout=WRITE.cycle_payout), id="settlement"),
     pytest.param(Write(entry=ENTRY, repayment=WRITE.repayment), id="repayment"),
     pytest.param(Write(record=RECORD, resend=WRITE.resend), id="inbound resend"),
@@ -136,7 +139,7 @@ def test_the_samples_set_every_field() -> None:
             name = type(sample).__name__
             at_default[name] = at_default.get(name, _fields_at_default(sample)) & _fields_at_default(sample)
     assert at_default == {name: set() for name in at_default}
-    assert len(at_default) == 13
+    assert len(at_default) == 14
 
 
 @pytest.mark.parametrize("write", WRITES)
