@@ -77,3 +77,35 @@ def test_a_wrong_key_or_master_key_is_named_in_one_line(
     assert finished.stdout == ""
     for secret in (SHORT_KEY, NOT_HEX_KEY, CLEAR_KEY, MASTER_HEX):
         assert secret not in finished.stderr
+
+
+def test_wrapping_a_key_loads_neither_the_store_nor_the_gateway(tmp_path: Path) -> None:
+    """The command needs the security module alone: before, it imported all of switch.acquiring
+    (SQLAlchemy, trio, the acquirer gateway, the payments), most of a second per call."""
+    (tmp_path / "master.key").write_text(MASTER_HEX)
+    argv = [*WRAP_KEY[2:], "--master-key-file", str(tmp_path / "master.key")]
+    program = (
+        "import runpy, sys\n"
+        f"sys.argv = {argv!r}\n"
+        "try:\n"
+        "    runpy.run_module('switch.acquiring', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as done:\n"
+        "    assert not done.code, done.code\n"
+        "heavy = ('sqlalchemy', 'trio', 'grpc', 'actors', 'switch.config', 'switch.store')\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in heavy or name in heavy))\n"
+    )
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("TXSWITCH_")}
+    finished = subprocess.run(
+        [sys.executable, "-c", program],
+        input=CLEAR_KEY + "\n",
+        check=False,
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=WITHIN_S,
+    )
+    assert finished.returncode == 0, finished.stderr
+    wrapped, loaded = finished.stdout.splitlines()
+    assert wrapped.startswith("v1:zpk-a:zone-pin:aes128:"), finished.stdout
+    assert loaded == "[]", loaded
