@@ -13,10 +13,12 @@ import pytest
 
 from actors.journal_writer import JournalWriter
 from switch.store.engine import make_engine
+from switch.store.journal import WriteResult
 from tests.integration.journal_world import issue, make_world, redemption
 from tests.pg import postgres_schema
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
+WITHIN_S = 60.0
 
 
 class CommitReplyDropper:
@@ -85,18 +87,27 @@ def test_a_commit_whose_reply_is_lost_is_left_in_doubt_and_the_journal_is_lost(p
     proxied_url = pg_url.replace(f"{PG_HOST}:{PG_PORT}", f"127.0.0.1:{proxy.port}") + "&sslmode=disable"
     journal_engine = make_engine(proxied_url)
     lost: list[str] = []
-    writer = JournalWriter(journal_engine, batch_writes_max=8, queue_writes_max=8, on_lost=lost.append)
+    journal_lost = threading.Event()
+
+    def on_lost(problem: str) -> None:
+        lost.append(problem)
+        journal_lost.set()
+
+    writer = JournalWriter(journal_engine, batch_writes_max=8, queue_writes_max=8, on_lost=on_lost)
     try:
         issue(engine, "card_a", 1_000)
         writer.start()
         assert writer.write_and_wait(redemption("t0", "card_a", 100), 10).ok  # through the proxy
         proxy.armed.set()
-        with pytest.raises(TimeoutError):  # never answered: neither stored nor refused
-            writer.write_and_wait(redemption("t1", "card_a", 300), 3)
+        answers: list[WriteResult] = []
+        assert writer.submit(redemption("t1", "card_a", 300), answers.append)
+        assert journal_lost.wait(WITHIN_S)  # instead of waiting a 3 s answer timeout out
         assert proxy.dropped.is_set()
         assert lost == ["a commit failed while committing"]
         refused = writer.write_and_wait(redemption("t2", "card_a", 100), 3)
         assert not refused.ok and refused.problem.startswith("journal lost")
+        writer.stop()  # its thread, the only one that answers writes, has ended
+        assert answers == []  # t1 was never answered: neither stored nor refused
     finally:
         writer.stop()
         journal_engine.dispose()
