@@ -182,6 +182,7 @@ def tune_garbage_collection(settings: Settings) -> None:
 def _serve(options: argparse.Namespace) -> int:
     from protocols.inbound_acquirers import AcquirerConfigError, read_acquirers
     from switch.store.journal_forkserver import journal_database_url, start_forkserver
+    from switch.store.node_lock import NodeLockError, node_lock_for
 
     try:
         flags = _serve_flags_given(options)
@@ -196,6 +197,13 @@ def _serve(options: argparse.Namespace) -> int:
     except AcquirerConfigError as error:
         _refuse_to_serve(f"{INBOUND_ACQUIRERS}: {error}")
         return 2
+    try:  # a switch already running on the file refuses this one: said before the imports below
+        lock = node_lock_for(settings.effective_database_url, settings.copy_max_age_s is not None)
+        if lock is not None:
+            lock.check_free()
+    except NodeLockError as error:
+        _refuse_to_serve(str(error))
+        return 2
     if journal_database_url(settings) is not None:
         # Started before the switch's imports below: its own import of the store runs beside them.
         start_forkserver()
@@ -208,7 +216,6 @@ def _serve(options: argparse.Namespace) -> int:
     from switch.secret_files import SecretFileError
     from switch.server import GRPC_SERVES, SwitchServer
     from switch.store.engine import shown_url
-    from switch.store.node_lock import NodeLockError
 
     configure_logging(options.log_level.upper())
     skip_unused_record_fields()

@@ -42,7 +42,7 @@ from switch.secret_files import card_hash_key, secret_file
 from switch.security import MasterKey, SecurityModule
 from switch.store.engine import MissingIndexes, create_schema, make_engine, shown_url
 from switch.store.keys import KeyStore
-from switch.store.node_lock import NodeLock, NodeLockError, sqlite_file
+from switch.store.node_lock import NodeLock, NodeLockError, node_lock_for
 from switch.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,10 @@ class SwitchServer:
                 settings.data_dir / "card_hash.key", MasterKey.from_hex(settings.master_key_hex)
             )
         )
-        self._node_lock: NodeLock | None = None
-        database_file = sqlite_file(settings.effective_database_url)
         shared = settings.copy_max_age_s is not None
-        if database_file is not None and not shared:  # alone on its file
-            self._node_lock = NodeLock(database_file)
+        # Alone on its file: the lock it holds while it runs.
+        self._node_lock: NodeLock | None = node_lock_for(settings.effective_database_url, shared)
+        if self._node_lock is not None:
             self._node_lock.acquire()  # NodeLockError if another switch runs on it
         node = PaymentNode(self._node_id(settings, shared), shared)
         try:

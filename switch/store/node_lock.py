@@ -30,6 +30,13 @@ def sqlite_file(database_url: str) -> Path | None:
     return Path(url.database)
 
 
+def node_lock_for(database_url: str, shared: bool) -> NodeLock | None:
+    """The lock a node alone on an SQLite file holds while it runs; None for a node that shares its
+    file knowingly, another database or an in-memory one."""
+    database_file = sqlite_file(database_url)
+    return NodeLock(database_file) if database_file is not None and not shared else None
+
+
 class NodeLock:
     def __init__(self, database: Path) -> None:
         self.path = database.with_name(database.name + ".node-lock")
@@ -37,6 +44,20 @@ class NodeLock:
 
     def acquire(self) -> None:
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock_or_refuse(descriptor)
+        self._descriptor = descriptor
+
+    def check_free(self) -> None:
+        """NodeLockError if a switch holds the lock now; holds nothing, makes no file. For `txswitch
+        serve` to refuse at once, before its imports: acquire() decides, later, as before."""
+        try:
+            descriptor = os.open(self.path, os.O_RDWR)
+        except OSError:  # none there (no switch ever ran on it), or no way to it: acquire() says which
+            return
+        self._lock_or_refuse(descriptor)
+        os.close(descriptor)  # lets the lock go
+
+    def _lock_or_refuse(self, descriptor: int) -> None:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -45,7 +66,6 @@ class NodeLock:
                 f"another switch is running on {self.path.with_suffix('')}: stop it first, or, if "
                 "nodes are to share the file, set TXSWITCH_SEVERAL_NODES=yes on every one of them"
             ) from None
-        self._descriptor = descriptor
 
     def release(self) -> None:
         if self._descriptor is not None:

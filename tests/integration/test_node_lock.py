@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from switch.store.node_lock import node_lock_for
 from tests.serve import REPO_ROOT, serve_process
 
 QUIET = ("--metrics-port", "-1", "--console-port", "-1", "--grpc-port", "0")
@@ -45,3 +46,34 @@ def test_nodes_that_share_the_file_knowingly_both_start(tmp_path: Path) -> None:
         serve_process(serve_args(tmp_path), tmp_path / "b.log", env=env) as (b, _),
     ):
         assert a.poll() is None and b.poll() is None
+
+
+def test_a_switch_on_the_file_refuses_another_before_that_one_loads_the_switch(tmp_path: Path) -> None:
+    """The refusal comes first: before, a second `serve` imported and built most of the switch
+    (seconds) to be refused. The lock is held here as a running switch holds it."""
+    held = node_lock_for(f"sqlite:///{tmp_path / 'txswitch.sqlite'}", shared=False)
+    assert held is not None
+    held.acquire()
+    try:
+        program = (
+            "import runpy, sys\n"
+            f"sys.argv = ['txswitch', 'serve', *{serve_args(tmp_path)!r}]\n"
+            "try:\n"
+            "    runpy.run_module('switch.cli', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as done:\n"
+            "    print(done.code, 'switch.server' in sys.modules)\n"
+        )
+        env = {**os.environ, "TXSWITCH_SEVERAL_NODES": "auto"}
+        refused = subprocess.run(
+            [sys.executable, "-c", program],
+            check=False,
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        held.release()
+    assert "another switch is running on" in refused.stderr, refused.stderr[-2000:]
+    assert refused.stdout.split() == ["2", "False"], refused.stderr[-2000:]
