@@ -32,6 +32,13 @@ VALUE_CHARS_MAX: Final = 4096
 # between each. A longer run the read's end cuts (one split by wider gaps, up to
 # quoting.TYPED_CARD_NUMBER_CHARS_MAX) is masked whole, unjudged (quoting.head_to_mask).
 CARD_NUMBER_CHARS_MAX: Final = 40
+# A message, exception or stack text is cut to this many characters before it is scrubbed, as a value
+# is to VALUE_CHARS_MAX: a client can make the switch log what it sent (a refusal quoting it, an exception
+# text), and scrubbing is linear in the text, its worst case slow. The digits ending the kept part are
+# masked whole, whatever follows (quoting.mask_trailing_run): no part of a card number the cut goes
+# through is shown, nor one the whole text shows glued to letters after the cut. A marker after the kept
+# part says how many characters were cut.
+MESSAGE_CHARS_MAX: Final = 16384
 
 # The names whose value is never logged, each as its words: the one list of a field's name
 # (is_sensitive_name) and of a name in free text ("pin=...", _SENSITIVE_ASSIGNMENT). A name's words
@@ -291,6 +298,14 @@ def scrub_text(text: str, *, typed: bool = False) -> str:
     return text
 
 
+def scrub_message(text: str) -> str:
+    """A log line's message, exception or stack text scrubbed, cut first to MESSAGE_CHARS_MAX characters."""
+    if len(text) <= MESSAGE_CHARS_MAX:
+        return scrub_text(text)
+    kept = scrub_text(quoting.mask_trailing_run(text[:MESSAGE_CHARS_MAX]))
+    return f"{kept} [{len(text) - MESSAGE_CHARS_MAX} more characters not logged]"
+
+
 def _redact_assignment(match: re.Match[str]) -> str:
     name, separator = match.group("name", "separator")
     if match.group("quoted") is None:
@@ -364,7 +379,7 @@ class CardDataFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, _SCRUBBED, False):
             return True
-        record.msg = scrub_text(record.getMessage())
+        record.msg = scrub_message(record.getMessage())
         record.args = None
         extras = scrub_fields(record_extras(record))
         for key, value in extras.items():
@@ -373,9 +388,9 @@ class CardDataFilter(logging.Filter):
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = scrub_text(record.exc_text)
+            record.exc_text = scrub_message(record.exc_text)
         if record.stack_info:
-            record.stack_info = scrub_text(record.stack_info)
+            record.stack_info = scrub_message(record.stack_info)
         setattr(record, _SCRUBBED, True)
         return True
 
@@ -392,16 +407,19 @@ class JsonFormatter(logging.Formatter):
             "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": message if scrubbed else scrub_text(message),
+            "message": message if scrubbed else scrub_message(message),
         }
         extras: dict[str, object] | None = getattr(record, _EXTRAS, None) if scrubbed else None
         line.update(extras if extras is not None else scrub_fields(record_extras(record)))
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
+        # Scrubbed again after the filter, as before; not cut again: the filter's cut text is
+        # MESSAGE_CHARS_MAX characters and its marker.
+        scrub = scrub_text if scrubbed else scrub_message
         if record.exc_text:
-            line["exception"] = scrub_text(record.exc_text)
+            line["exception"] = scrub(record.exc_text)
         if record.stack_info:
-            line["stack"] = scrub_text(record.stack_info)
+            line["stack"] = scrub(record.stack_info)
         return _JSON.encode(line)
 
 

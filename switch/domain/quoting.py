@@ -104,12 +104,14 @@ def head_to_mask(value: str, chars_max: int) -> str:
     goes through is masked here, whole. What is left of it may be too short to look like a card
     number, and a run masked before it shrinks the text and brings it into view."""
     head = value[:chars_max]
-    if _RUN_CHAR.match(value, chars_max):
-        trailing = _RUN_CHARS.match(head[::-1])
-        run = _DIGIT.search(head, len(head) - trailing.end()) if trailing else None
-        if run is not None:
-            head = head[: run.start()] + REDACTED_PAN
-    return head
+    return mask_trailing_run(head) if _RUN_CHAR.match(value, chars_max) else head
+
+
+def mask_trailing_run(text: str) -> str:
+    """text with the digits and separators that end it, from the first digit, masked whole."""
+    trailing = _RUN_CHARS.match(text[::-1])
+    run = _DIGIT.search(text, len(text) - trailing.end()) if trailing else None
+    return text if run is None else text[: run.start()] + REDACTED_PAN
 
 
 def tail_to_mask(value: str, chars_max: int) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from ops.logs import (
+    MESSAGE_CHARS_MAX,
     REDACTED,
     REDACTED_PAN,
     SENSITIVE_NAMES,
@@ -25,6 +26,7 @@ from ops.logs import (
     log_outcome,
     log_transaction,
     luhn_valid,
+    scrub_message,
     scrub_text,
 )
 from switch import admin
@@ -465,6 +467,67 @@ def test_exception_text_is_scrubbed(log_stream: io.StringIO) -> None:
     (line,) = lines(log_stream)
     assert PAN_16 not in log_stream.getvalue()
     assert "ValueError" in str(line["exception"])
+
+
+def _cut_marker(cut: int) -> str:
+    return f" [{cut} more characters not logged]"
+
+
+def test_a_huge_message_is_cut_before_it_is_scrubbed(log_stream: io.StringIO) -> None:
+    """A client can make the switch log what it sent: 100 KB of digits took 1.1 s to scrub whole."""
+    sent = "refused: " + "1" * 100_000
+    logging.getLogger("txswitch.test").warning("%s", sent)
+    (line,) = lines(log_stream)
+    cut = len(sent) - MESSAGE_CHARS_MAX
+    assert line["message"] == f"refused: {REDACTED_PAN}{_cut_marker(cut)}"
+
+
+def test_a_huge_exception_text_is_cut_and_its_head_kept(log_stream: io.StringIO) -> None:
+    try:
+        raise ValueError("x" * 50_000 + f" card {PAN_16}")
+    except ValueError:
+        logging.getLogger("txswitch.test").exception("lookup failed")
+    (line,) = lines(log_stream)
+    exception = str(line["exception"])
+    kept, marker = exception.rsplit(" [", 1)
+    assert kept.startswith("Traceback (most recent call last):") and len(kept) == MESSAGE_CHARS_MAX
+    assert marker.endswith(" more characters not logged]") and PAN_16 not in exception
+
+
+def test_the_formatter_alone_cuts_a_huge_message() -> None:
+    record = logging.getLogger("txswitch.test").makeRecord(
+        "txswitch.test", logging.WARNING, __file__, 1, "%s", ("y" * 20_000,), None
+    )
+    message = json.loads(JsonFormatter().format(record))["message"]
+    assert message == "y" * MESSAGE_CHARS_MAX + _cut_marker(20_000 - MESSAGE_CHARS_MAX)
+
+
+# Card numbers the scrubber masks whole, so no digit of them shows (as the whole text, the last two
+# glued to letters).
+CUT_CARD_NUMBERS = [
+    PAN_16,
+    PAN_19,
+    CARD_13,
+    "4111 1111 1111 1111",
+    "4111-1111-1111-1111",
+    "4111.1111.1111.1111",
+    "3782 822463 10005",
+    "5555555555554444".translate(FULL_WIDTH),
+    f"T1{PAN_16}",
+    f"{PAN_16}07x",
+]
+
+
+@pytest.mark.parametrize("card_number", CUT_CARD_NUMBERS)
+def test_a_card_number_across_the_cut_shows_no_digit_at_any_offset(card_number: str) -> None:
+    """The kept part is scrubbed as a whole string, the digits ending it masked whole: a card number
+    the cut goes through, or one glued to letters past the cut, shows none of its digits."""
+    assert re.search(r"\d", scrub_text(f"a {card_number} b")) is None
+    for offset in range(-3, len(card_number) + 3):  # characters of the card number kept
+        text = "," * (MESSAGE_CHARS_MAX - offset - 1) + " " + card_number + " b" + "," * 100
+        kept, marker = scrub_message(text).rsplit(" [", 1)
+        assert re.search(r"\d", kept) is None, (offset, kept[-40:])
+        assert marker == _cut_marker(len(text) - MESSAGE_CHARS_MAX)[2:]
 
 
 def test_transaction_line_has_the_fields(log_stream: io.StringIO) -> None:
