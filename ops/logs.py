@@ -99,13 +99,15 @@ _PRINTED_ONLY_SEPARATOR: Final = re.compile(rf"[\t._/]|[{quoting.SPACE_CHARS}{qu
 # the value's end only where nothing of the value follows (whitespace, the text's end or another of
 # them), else part of it ("pin=12]34", "password=se,cret"; "a=1,pin=1234,b=2" hides "b=2" too).
 _VALUE_CLOSERS: Final = r",;\"'})\]"
-# "pin=1234", "pan: 4111...", '"cvv": "123"', "{'pin': '1234'}" (a Python dict as str() shows it)
-# inside free text: an unquoted value up to whitespace or a closer (_VALUE_CLOSERS), a quoted one up to
-# its closing quote, spaces and all ('"pin": "12 34"'). The digit runs are masked first: a value masked
-# so ("pan=[REDACTED-PAN]") is one value, its "]" too. The names are SENSITIVE_NAMES, as is_sensitive_name
-# takes them: words joined or split by one "_", "-" or space, any case ("pin-block=", "PIN block:",
-# "primaryAccountNumber="); a name may end a longer one: after "_" ("employee_pin=") or in camel case
-# ("employeePin=").
+# "pin=1234", "pan: 4111...", '"cvv": "123"', "{'pin': '1234'}" (a Python dict as str() shows it),
+# '"pin" => "1234"' (Perl's, Ruby's) inside free text: an unquoted value up to whitespace or a closer
+# (_VALUE_CLOSERS), a quoted one up to its closing quote, spaces and all ('"pin": "12 34"'). In XML an
+# attribute is such a value ('pin="1234"'); an element's text and CDATA are hidden up to the next tag
+# or the text's end ("<cvv>737</cvv>", '<ns:pin enc="x">...'), an end tag passed whole. The digit
+# runs are masked first: a value masked so ("pan=[REDACTED-PAN]") is one value, its "]" too. The names
+# are SENSITIVE_NAMES, as is_sensitive_name takes them: words joined or split by one "_", "-" or space,
+# any case ("pin-block=", "PIN block:", "primaryAccountNumber="); a name may end a longer one: after
+# "_" ("employee_pin=") or in camel case ("employeePin=").
 _SENSITIVE_NAME_PATTERN: Final = "|".join(
     sorted(("[ _-]?".join(words) for words in SENSITIVE_NAMES), key=len, reverse=True)
 )
@@ -114,12 +116,16 @@ _SENSITIVE_NAME_PATTERN: Final = "|".join(
 # names of before and no such look).
 _SENSITIVE_NAME_FIRST_LETTERS: Final = "".join(sorted({words[0][0] for words in SENSITIVE_NAMES}))
 _SENSITIVE_ASSIGNMENT: Final = re.compile(
-    rf"(?i)(?=[{_SENSITIVE_NAME_FIRST_LETTERS}])"
-    r"(?:(?<![^\W_])|(?-i:(?<=[a-z])(?=[A-Z])))"  # after no letter or digit, or in camel case
+    rf"(?i)(?=[<{_SENSITIVE_NAME_FIRST_LETTERS}])"
+    r"(?:(?P<end_tag></[\w:.-]+\s*>)"  # passed whole: "</pin>" is no start of a value
+    r"|(?:(?<![^\W_])|(?-i:(?<=[a-z])(?=[A-Z])))"  # after no letter or digit, or in camel case
     rf"(?P<name>{_SENSITIVE_NAME_PATTERN})"
-    r"(?P<separator>[\"']?\s*[=:]\s*)"
+    r"(?:(?P<separator>[\"']?\s*(?:=>|[=:])\s*)"
     r"(?:(?P<quote>[\"'])(?P<quoted>(?:(?!(?P=quote))[^\\\n]|\\.)*)(?P<close>(?P=quote)?)"
     rf"|(?:{re.escape(REDACTED_PAN)}|[^\s{_VALUE_CLOSERS}]|[{_VALUE_CLOSERS}]+(?=[^\s{_VALUE_CLOSERS}]))+)"
+    # an XML element's start tag, its attributes and not "/>", then its text and CDATA to the next tag
+    r"|(?P<tag>(?:\s+[\w:.-]+\s*=\s*(?:\"[^\"]*\"|'[^']*'))*\s*>)"
+    r"(?:<!\[CDATA\[(?:(?!\]\]>)[\s\S])*(?:\]\]>)?|[^<])*))"
 )
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
@@ -284,7 +290,8 @@ def scrub_text(text: str, *, typed: bool = False) -> str:
     """text with PAN-like digit runs and `pin=...`-style values replaced.
 
     Most values in a log line are short ids and codes: a text shorter than the shortest PAN holds
-    no digit run to look at, and one without "=" or ":" no assignment, so neither pass runs there.
+    no digit run to look at, and one without "=", ":" or "<" no named value, so neither pass runs there
+    ("<" for an XML element: a line's "->" does not run the pass).
     A card number split by tabs, dots, underscores, slashes or 4 spaces is masked when laid out as cards
     print it and Luhn-valid (_redact_digit_run).
     `typed`: text a person typed (a console command, a block reason), where a card number may be
@@ -293,7 +300,7 @@ def scrub_text(text: str, *, typed: bool = False) -> str:
     """
     if len(text) >= PAN_DIGITS_MIN:
         text = _DIGIT_RUN.sub(quoting.masked_run if typed else _redact_digit_run, text)
-    if "=" in text or ":" in text:
+    if "=" in text or ":" in text or "<" in text:
         text = _SENSITIVE_ASSIGNMENT.sub(_redact_assignment, text)
     return text
 
@@ -307,7 +314,11 @@ def scrub_message(text: str) -> str:
 
 
 def _redact_assignment(match: re.Match[str]) -> str:
-    name, separator = match.group("name", "separator")
+    name, separator, tag = match.group("name", "separator", "tag")
+    if name is None:  # an end tag
+        return match.group(0)
+    if tag is not None:
+        return f"{name}{tag}{REDACTED}"
     if match.group("quoted") is None:
         return f"{name}{separator}{REDACTED}"
     return f"{name}{separator}{match.group('quote')}{REDACTED}{match.group('close')}"

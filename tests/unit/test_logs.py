@@ -250,6 +250,8 @@ CARD_DATA_CASES: list[tuple[str, str, tuple[object, ...], dict[str, object], tup
     ("track2 in message", f"raw {TRACK2}", (), {}, (PAN_16,)),
     ("pin assignment", "employee pin=4321 refused", (), {}, ("4321",)),
     ("json-ish cvv", 'payload {"cvv": "737"}', (), {}, ('"737"',)),
+    ("xml cvv", "payload <Card><cvv>737</cvv></Card>", (), {}, (">737<",)),
+    ("perl pin", 'payload {"pin" => "4321"}', (), {}, ("4321",)),
     ("a dict in args", "payload %s", ({"pin": "4321", "cvv": CVV},), {}, ("4321", f"'{CVV}'")),
     ("pan field", "x", (), {"pan": PAN_16}, (PAN_16,)),
     ("card_number field", "x", (), {"card_number": CARD_13}, (CARD_13,)),
@@ -359,6 +361,30 @@ ASSIGNMENT_CASES: list[tuple[str, str, str]] = [
     ("card_no", "card_no=4111x", f"card_no={REDACTED}"),
     ("a secret", "client_secret=s3cr3t", f"client_secret={REDACTED}"),
     ("a master key", "master_key=00112233", f"master_key={REDACTED}"),
+    # Perl's and Ruby's "=>".
+    ("perl, quoted", '{"pin" => "1234", "x" => 1}', f'{{"pin" => "{REDACTED}", "x" => 1}}'),
+    ("perl, bare", "{pin => 4321, x => 1}", f"{{pin => {REDACTED}, x => 1}}"),
+    ("perl, no spaces", "cvv=>'737'", f"cvv=>'{REDACTED}'"),
+    # An XML element's text, up to the next tag; an attribute.
+    ("xml pin", "<pin>1234</pin>", f"<pin>{REDACTED}</pin>"),
+    ("xml cvv", "<req><cvv>737</cvv><x>1</x></req>", f"<req><cvv>{REDACTED}</cvv><x>1</x></req>"),
+    ("xml, a namespace", "<ns:PinBlock>0412</ns:PinBlock>", f"<ns:PinBlock>{REDACTED}</ns:PinBlock>"),
+    ("xml, attributes", "<pin enc=\"none\" n='1'>1234</pin>", f"<pin enc=\"none\" n='1'>{REDACTED}</pin>"),
+    (
+        "xml, spaces and lines",
+        "<employeePin>\n 98 76\n</employeePin>",
+        f"<employeePin>{REDACTED}</employeePin>",
+    ),
+    (
+        "xml, a card number",
+        f"<card_number>{PAN_16}</card_number>",
+        f"<card_number>{REDACTED}</card_number>",
+    ),
+    ("xml, cdata", f"<track2><![CDATA[{TRACK2}<]]></track2>", f"<track2>{REDACTED}</track2>"),
+    ("xml, cut before its end tag", "<cvv>73", f"<cvv>{REDACTED}"),
+    ("xml, after an end tag", "<pin>1</pin> pin=2", f"<pin>{REDACTED}</pin> pin={REDACTED}"),
+    ("xml attribute", "<card pin=\"1234\" cvv='737'/>", f"<card pin=\"{REDACTED}\" cvv='{REDACTED}'/>"),
+    ("xml attribute, spaced", '<card PinBlock = "0412"/>', f'<card PinBlock = "{REDACTED}"/>'),
 ]
 
 
@@ -389,6 +415,8 @@ def test_a_field_and_a_name_in_free_text_are_judged_by_one_list(words: tuple[str
     for name in _spellings(words):
         assert is_sensitive_name(name), name
         assert scrub_text(f"{name}=x1 ok") == f"{name}={REDACTED} ok", name
+        assert scrub_text(f'"{name}" => "x1"') == f'"{name}" => "{REDACTED}"', name
+        assert scrub_text(f"<{name}>x1</{name}>") == f"<{name}>{REDACTED}</{name}>", name
 
 
 # (case, text that must come through unchanged)
@@ -402,6 +430,8 @@ HARMLESS_CASES = [
     ("a dotted date and counter", "close 2026.12.07.0001"),
     ("words with pin inside", "spinning up 4 actors; company pinned"),
     ("words ending in a name", "Japan: 4 sites; JAPAN: 2; mapping: 1; SPIN: 3; max_pins=4"),
+    ("xml, empty or another name", "<pin/><spin>3</spin><pins>4</pins><x pin_count='2'/>"),
+    ("a name and a greater-than sign", "PIN tries > 3 -> blocked"),
     # Luhn-valid across its cells, as a spaced run is masked: a tab parts a table's columns, so only
     # layouts cards print are judged across it.
     ("a table's row, tab-separated", "120\t340\t560\t780\t160"),
