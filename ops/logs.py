@@ -155,16 +155,39 @@ def _looks_like_pan(run: str) -> bool:
         return False
     if len(digits) > PAN_DIGITS_MAX:
         # A PAN glued to other digits: any Luhn-valid window counts.
-        return any(
-            luhn_valid(digits[start : start + length])
-            for length in range(PAN_DIGITS_MIN, PAN_DIGITS_MAX + 1)
-            for start in range(len(digits) - length + 1)
-        )
+        return _holds_luhn_valid_window(digits)
     if luhn_valid(digits):
         return True
     # "T1-4111-1111-1111-1111", "4111 1111 1111 1111 2": a typed card number joined to another
     # group fails Luhn as a whole run. Only grouped runs get here, after the whole run failed.
     return len(digits) < len(run) and _group_span_looks_like_pan(run, len(digits))
+
+
+_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a digit Luhn doubles, its digits summed
+
+
+def _holds_luhn_valid_window(digits: str) -> bool:
+    """A window of PAN_DIGITS_MIN to PAN_DIGITS_MAX digits of digits passes Luhn. From running sums,
+    one a parity: a window ending before index end doubles the digits of end's parity, so its Luhn sum
+    is the difference of that parity's sums at end and at its start. Each end compares its sum with the
+    8 starts' in one slice: luhn_valid of every window (8 per digit) took 175 ms for 16,383 "1"s, which
+    hold no Luhn-valid window."""
+    if not digits.isascii():
+        digits = "".join(str(unicodedata.digit(char)) for char in digits)
+    sums: tuple[list[int], list[int]] = ([0], [0])  # [parity][index]: mod 10, digits of parity doubled
+    even = odd = 0
+    for index, char in enumerate(digits):
+        digit = ord(char) - 48
+        if index % 2:
+            even, odd = (even + digit) % 10, (odd + _DOUBLED[digit]) % 10
+        else:
+            even, odd = (even + _DOUBLED[digit]) % 10, (odd + digit) % 10
+        sums[0].append(even)
+        sums[1].append(odd)
+    return any(
+        sums[end % 2][end] in sums[end % 2][max(0, end - PAN_DIGITS_MAX) : end - PAN_DIGITS_MIN + 1]
+        for end in range(PAN_DIGITS_MIN, len(digits) + 1)
+    )
 
 
 def _group_span_looks_like_pan(run: str, digits_total: int) -> bool:
