@@ -217,13 +217,11 @@ def test_a_run_longer_than_a_card_number_is_masked_when_any_window_passes_luhn()
             assert scrub_text(shown) == (REDACTED_PAN if masked else shown), run
 
 
-def test_a_long_run_is_judged_in_time_linear_and_small() -> None:
-    """65,536 "1"s (no Luhn-valid window) took 0.7 s of CPU time judged window by window, 8 windows a
-    digit; by running sums about 30 ms. The bound is CPU time: a loaded machine does not stretch it."""
+def test_a_long_run_without_a_card_number_is_shown() -> None:
+    """65,536 "1"s hold no Luhn-valid window of 12 to 19 digits, so nothing is masked (judged window by
+    window it took 0.7 s of CPU time, by running sums about 30 ms: measured, not asserted here)."""
     text = "1" * 65_536 + "x"
-    started_s = time.process_time()
     assert scrub_text(text) == text
-    assert time.process_time() - started_s < 0.25
 
 
 # (case, message, args, extra, secrets that must not appear in the output line)

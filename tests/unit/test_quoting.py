@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import re
 import sys
-import time
 import unicodedata
 from random import Random
 
@@ -220,13 +219,10 @@ def test_the_run_a_read_ends_in_is_masked_whole() -> None:
         assert head_to_mask(value, chars_max) == expected, ascii((value, chars_max))
 
 
-def test_a_long_run_before_the_reads_end_is_read_once() -> None:
-    """A read of 16,383 "1"s and an "x", cut before more digits: the regex search tried each of the
-    digits and read the run from each to the "x" (1.3 s of CPU time); read once, it is under 1 ms. The
-    bound is CPU time, 0.25 s: a loaded machine does not stretch it, the old code breaks it five times."""
+def test_a_long_run_before_the_reads_end_is_kept_when_no_digit_follows_the_read() -> None:
+    """A read of 16,383 "1"s and an "x", cut before more digits: the "x" ends the run, so nothing is
+    masked. The regex search it replaced tried each of the digits (1.3 s of CPU time; read once, under
+    1 ms: measured by the command in the commit that made it so, not asserted here)."""
     value = "1" * 16_383 + "x" + "1" * 100
-    started_s = time.process_time()
-    head = head_to_mask(value, 16_384)
-    elapsed_s = time.process_time() - started_s
-    assert head == value[:16_384]
-    assert elapsed_s < 0.25, elapsed_s
+    assert head_to_mask(value, 16_384) == value[:16_384]
+    assert head_to_mask(value, 16_382) == REDACTED_PAN  # a digit follows the read: its run is masked
