@@ -7,10 +7,10 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from protocols.iso8583 import IsoMessage, decode_message, encode_message, frame
+from protocols.iso8583 import IsoMessage, encode_message, frame
 from switch.server import SwitchServer
 from tests.integration.nodes.conftest import Nodes
-from tests.integration.test_inbound_iso import balance, ledger_clean, reversal_of
+from tests.integration.test_inbound_iso import balance, ledger_clean, read_answer, reversal_of
 from tests.integration.test_inbound_repeats import RESENT_WHEN, sale
 
 ROUNDS = 20
@@ -23,17 +23,7 @@ def ask(server: SwitchServer, message: IsoMessage, start: threading.Barrier) -> 
     with socket.create_connection(("127.0.0.1", listener.port), timeout=30) as sock:
         start.wait(timeout=30)
         sock.sendall(frame(encode_message(message)))
-        length = int.from_bytes(_receive(sock, 2), "big")
-        return decode_message(_receive(sock, length))
-
-
-def _receive(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        assert chunk, "switch closed the connection"
-        data += chunk
-    return data
+        return read_answer(sock)
 
 
 def test_a_sale_and_its_resend_on_two_nodes_at_once_move_money_once_and_get_one_answer(
