@@ -25,7 +25,9 @@ class AcquirerEntry:
 
 def read_acquirers(text: str) -> list[AcquirerEntry]:
     """`<acquirer id>:<merchant e-mail>:<zone PIN key hex>[:tdes|aes128]`, entries split by ','; the key
-    of its algorithm's length (`KeyAlgorithm.key_bytes`: 16 bytes, double-length TDES or AES-128)."""
+    of its algorithm's length (`KeyAlgorithm.key_bytes`: 16 bytes, double-length TDES or AES-128). An
+    acquirer id given twice is refused: the later entry silently replaced the earlier one's key and
+    merchant."""
     entries: list[AcquirerEntry] = []
     for index, entry in enumerate(part.strip() for part in text.split(",") if part.strip()):
         parts = entry.split(":")
@@ -44,5 +46,7 @@ def read_acquirers(text: str) -> list[AcquirerEntry]:
             raise AcquirerConfigError(
                 f"inbound acquirer {parts[0]}: zone key or algorithm malformed"
             ) from None
+        if any(earlier.acquirer_id == parts[0] for earlier in entries):
+            raise AcquirerConfigError(f"inbound acquirer {parts[0]}: given twice")
         entries.append(AcquirerEntry(parts[0], parts[1], clear_key, algorithm))
     return entries

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from protocols.inbound_acquirers import AcquirerConfigError, read_acquirers
-from switch.security.keys import KeyAlgorithm
+from protocols.iso_inbound import parse_acquirers
+from switch.security.keys import KeyAlgorithm, WrappedKey
 
 KEY_16 = bytes(range(16)).hex()
 
@@ -34,3 +35,37 @@ def test_a_zone_key_of_its_algorithms_length_is_read(algorithm: str) -> None:
     (entry,) = read_acquirers(f"4711:shop@example.com:{KEY_16}{algorithm}")
     assert entry.clear_key == bytes(range(16))
     assert entry.algorithm is KeyAlgorithm(algorithm[1:] or "aes128")
+
+
+@pytest.mark.parametrize(
+    "acquirers",
+    [
+        f"4711:shop@example.com:{KEY_16},4711:other@example.com:{KEY_16[::-1]}",
+        f"4711:shop@example.com:{KEY_16},0815:x@example.com:{KEY_16},4711:shop@example.com:{KEY_16}:tdes",
+    ],
+)
+def test_an_acquirer_id_given_twice_is_refused_by_its_id(acquirers: str) -> None:
+    """The later entry replaced the earlier one in `parse_acquirers`' dict: the acquirer's PIN blocks were
+    then decrypted under the other key, and its redemptions paid to the other merchant, without a word."""
+    with pytest.raises(AcquirerConfigError, match=r"^inbound acquirer 4711: given twice$") as refused:
+        read_acquirers(acquirers)
+    assert KEY_16 not in str(refused.value) and KEY_16[::-1] not in str(refused.value)
+
+
+def test_distinct_acquirer_ids_are_all_read() -> None:
+    entries = read_acquirers(f"4711:shop@example.com:{KEY_16},04711:other@example.com:{KEY_16}:tdes")
+    assert [entry.acquirer_id for entry in entries] == ["4711", "04711"]
+
+
+def test_the_listener_refuses_an_acquirer_given_twice_before_importing_a_key() -> None:
+    """`parse_acquirers` (the listener's own reading) kept the later entry in its dict, keyed by id."""
+    imported: list[str] = []
+
+    def import_key(clear_key: bytes, key_id: str, algorithm: KeyAlgorithm) -> WrappedKey:
+        imported.append(key_id)
+        raise AssertionError("no key is imported from a setting that is refused")
+
+    twice = f"4711:shop@example.com:{KEY_16},4711:other@example.com:{KEY_16}"
+    with pytest.raises(AcquirerConfigError, match=r"^inbound acquirer 4711: given twice$"):
+        parse_acquirers(twice, import_key)
+    assert imported == []
