@@ -52,6 +52,9 @@ RETRY_DOUBLINGS_MAX = 20
 # The states a top-up waits in, counted by the sweep (txswitch_top_ups_waiting): confirming until
 # its load is known, refund_due until the operator refunds the holder.
 WAITING_STATES = (TopUpStatus.confirming, TopUpStatus.refund_due)
+# How long a stop waits for the sweep's thread: a sweep stuck in the database (a lock never released,
+# a connection that hangs) is left to the daemon thread, logged, so the switch's stop still ends.
+STOP_TIMEOUT_S = 10.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -466,7 +469,9 @@ class TopUpSweeper:
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(STOP_TIMEOUT_S)
+            if self._thread.is_alive():
+                log.error("the top-up sweep did not stop within %s s; left to its thread", STOP_TIMEOUT_S)
 
     def _run(self) -> None:
         while True:

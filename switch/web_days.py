@@ -49,6 +49,9 @@ WEB_DAY_CLOSES_PER_PASS_MAX = 1_000
 WEB_DAY_CLOSE_ATTEMPTS_MAX = 2
 # After midnight, the pass waits this much longer, so the new day has begun on the clock it reads.
 AFTER_MIDNIGHT_S = 1.0
+# How long a stop waits for the pass's thread: a pass stuck in the database (a lock never released,
+# a connection that hangs) is left to the daemon thread, logged, so the switch's stop still ends.
+STOP_TIMEOUT_S = 10.0
 
 CloseDay = Callable[[str, str, int], DayCloseReport]  # terminal id, close id, period -> report
 # A close not made now (the period closed meanwhile, the journal slow or failing, the actor
@@ -93,7 +96,12 @@ class WebDays:
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(STOP_TIMEOUT_S)
+            if self._thread.is_alive():
+                log.error(
+                    "the web day close pass did not stop within %s s; left to its thread",
+                    STOP_TIMEOUT_S,
+                )
 
     def close_due(self) -> list[DayCloseReport]:
         """Close every web terminal whose open period holds a transaction of an earlier day (at
