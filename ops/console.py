@@ -323,6 +323,15 @@ class OpsConsole:
             await connection.wait_closed()
         if self._acceptor is not None:
             await self._acceptor.wait_closed()
+        # A session waiting on a command (a worker the database holds) outlives its connection's
+        # close: asyncssh does not cancel it, and the loop was stopped and closed with it pending
+        # ("Task was destroyed but it is pending"). Every task left on the console's own loop is
+        # cancelled and awaited; a command it waited for stays with the workers (the stop cancels
+        # those still queued, audited not_run).
+        left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
 
     # -- connections and sessions ---------------------------------------------------------
 

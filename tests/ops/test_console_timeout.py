@@ -9,7 +9,9 @@ again.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -157,11 +159,15 @@ def _wait_blocked(world: World, cards: list[str]) -> None:
 
 
 def test_a_command_the_stop_cancels_while_it_waits_for_a_worker_is_audited_not_run(
-    bare_world: World, keys: Keys, tmp_path: Path
+    bare_world: World, keys: Keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every worker held by a block the database keeps waiting, one more command queued behind them:
     the console's stop cancels it (it never runs) and its session goes with the loop. The audit log
-    showed nothing of it; it shows it not_run, exit 75."""
+    showed nothing of it; it shows it not_run, exit 75.
+
+    The stop cancels and awaits every session: those waiting on a command were left pending on the
+    closed loop, and asyncio logged "Task was destroyed but it is pending" for each once collected."""
+    caplog.set_level(logging.ERROR, logger="asyncio")
     cards = [bare_world.issue(1_000) for _ in range(BACKEND_WORKERS_MAX)]
     queued = bare_world.issue(1_000)
     database = bare_world.server.settings.data_dir / "txswitch.sqlite"
@@ -171,6 +177,7 @@ def test_a_command_the_stop_cancels_while_it_waits_for_a_worker_is_audited_not_r
     try:
         # A timeout longer than the test: only the stop ends the commands' wait.
         with console_of(bare_world, keys, audit_path, backend_call_timeout_s=60.0) as console:
+            console_loop = console._loop
 
             async def stop_with_one_queued() -> None:
                 sessions = [
@@ -186,6 +193,10 @@ def test_a_command_the_stop_cancels_while_it_waits_for_a_worker_is_audited_not_r
                 await asyncio.gather(*sessions, return_exceptions=True)  # their connections closed
 
             asyncio.run(stop_with_one_queued())
+        # While the lock holds the blocks: a session waiting on one is still referenced, and pending.
+        gc.collect()
+        left = [task for task in gc.get_objects() if isinstance(task, asyncio.Task)]
+        assert [task for task in left if task.get_loop() is console_loop and not task.done()] == []
     finally:
         other_writer.execute("COMMIT")
         other_writer.close()
@@ -197,6 +208,9 @@ def test_a_command_the_stop_cancels_while_it_waits_for_a_worker_is_audited_not_r
     queued_id = bare_world.server.core.cards.card_id(queued)
     assert queued_id
     assert bare_world.server.core.store.card_state(queued_id).status is CardStatus.active
+    gc.collect()
+    destroyed = [record for record in caplog.records if "Task was destroyed" in record.getMessage()]
+    assert destroyed == [], [record.getMessage() for record in destroyed]
 
 
 async def _until_in_flight(console: OpsConsole, count: int) -> None:
