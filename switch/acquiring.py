@@ -48,7 +48,7 @@ RESPONSE_TIMEOUT_MS_DEFAULT = 5_000
 # payment as left behind (that node died): its own answer, stored meanwhile, wins (`resolve_pending`).
 OTHER_NODE_GRACE_MS_DEFAULT = 30_000
 RECOVERY_BATCHES_MAX = 1_000  # of PENDING_BATCH_MAX payments each
-SIGN_ON_WAIT_MS = 2_000
+SIGN_ON_WAIT_MS_DEFAULT = 2_000  # Settings.acquirer_sign_on_wait_ms sets it for the switch
 SWEEP_INTERVAL_MAX_S = 10.0
 # What became of a payment found left in flight: reversed (its reversal queued, its terminal's
 # answer stored as 68), or answered by its own node meanwhile (nothing to do).
@@ -189,8 +189,10 @@ class Acquiring:
         now: Callable[[], dt.datetime] | None = None,
         terminal_keys: TerminalPinKeys | None = None,
         node: PaymentNode | None = None,
+        sign_on_wait_ms: int = SIGN_ON_WAIT_MS_DEFAULT,
     ) -> None:
         self.config = config
+        self.sign_on_wait_ms = sign_on_wait_ms
         self.node = node or PaymentNode()
         self.security = security
         self.gateway = AcquirerGateway(config.gateway, engine, security)
@@ -232,11 +234,19 @@ class Acquiring:
         if settings.acquirers_file is None:
             return None
         config = load_config(settings.acquirers_file)
-        return cls(config, engine, security, card_hash_key, terminal_keys=terminal_keys, node=node)
+        return cls(
+            config,
+            engine,
+            security,
+            card_hash_key,
+            terminal_keys=terminal_keys,
+            node=node,
+            sign_on_wait_ms=settings.acquirer_sign_on_wait_ms,
+        )
 
     def start(self) -> None:
-        """Recover payments left in flight, then start the links; waits a little for sign-on, but a
-        down acquirer does not stop the switch. Call it before terminals are accepted.
+        """Recover payments left in flight, then start the links; waits up to sign_on_wait_ms for
+        sign-on, but a down acquirer does not stop the switch. Call it before terminals are accepted.
 
         A node alone on its database recovers every pending payment, for it sent them all. A node
         sharing it recovers its own (its predecessor's, by `node.id`) and other nodes' once they
@@ -248,7 +258,7 @@ class Acquiring:
         if self.node.shared:
             self._sweeper = threading.Thread(target=self._sweep, name="payment-recovery", daemon=True)
             self._sweeper.start()
-        self.gateway.wait_signed_on(SIGN_ON_WAIT_MS)
+        self.gateway.wait_signed_on(self.sign_on_wait_ms)
 
     def recover_pending(self, sent_before: dt.datetime | None = None, own_too: bool = False) -> int:
         """Each payment whose authorisation went out but whose answer was never stored (its node

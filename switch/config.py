@@ -73,6 +73,9 @@ class Settings:
     journal_process: bool = True
     # Bank-card payments: the acquirers file (TOML, see README); None: no acquirer, Pay is UNIMPLEMENTED
     acquirers_file: Path | None = None
+    # How long the switch's start waits for its acquirers' sign-on (a down one does not stop the start:
+    # its payments are declined until the link signs on); 0: not at all
+    acquirer_sign_on_wait_ms: int = 2_000
     # Garbage collection (txswitch serve): the collector's pauses grow with the live actors it scans;
     # with Python's defaults (700, 10, 10) full collections ran every few seconds and took 110-170 ms.
     # Every gRPC call leaves a small reference cycle inside grpc.aio, so young collections come
@@ -419,6 +422,8 @@ NUMBER_RANGES = {  # every number setting but the ports (PORT_LOWEST)
     "journal_queue_writes_max": POSITIVE_COUNT,
     # every commit's reply waits as long: a second is already far more than a batch gains
     "journal_linger_ms": NumberRange(zero_allowed=True, highest=1_000),
+    # a start held longer than 10 minutes is one an operator takes for a hang
+    "acquirer_sign_on_wait_ms": NumberRange(zero_allowed=True, highest=600_000),
     "gc_gen0_threshold": NumberRange(zero_allowed=True, highest=COUNT_MAX),
     "gc_gen1_threshold": NumberRange(zero_allowed=True, highest=COUNT_MAX),
     "gc_gen2_threshold": NumberRange(zero_allowed=True, highest=COUNT_MAX),

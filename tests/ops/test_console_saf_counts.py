@@ -34,13 +34,15 @@ def pending(
     tmp_path = tmp_path_factory.mktemp(f"pending-{stored}")
     # Nothing listens at the acquirer's address: the advices stay pending for the whole module.
     settings_file = acquirers_file(tmp_path / "acquirers.toml", free_port())
-    with pytest.MonkeyPatch.context() as patch:
-        # The switch's start waited SIGN_ON_WAIT_MS (2 s) for a sign-on that cannot come.
-        patch.setattr("switch.acquiring.SIGN_ON_WAIT_MS", 0)
-        worlds = console_world_with(
-            keys, tmp_path, acquirers_file=settings_file, master_key_hex=MASTER_KEY_HEX
-        )
-        console = next(worlds)
+    # The switch's start waited acquirer_sign_on_wait_ms (2 s) for a sign-on that cannot come.
+    worlds = console_world_with(
+        keys,
+        tmp_path,
+        acquirers_file=settings_file,
+        master_key_hex=MASTER_KEY_HEX,
+        acquirer_sign_on_wait_ms=0,
+    )
+    console = next(worlds)
     try:
         now = dt.datetime.now(dt.UTC)
         # One transaction, as the switch writes (writing()): engine.begin() on SQLite committed, and

@@ -43,6 +43,16 @@ def test_cards_are_shared_by_nodes_on_postgres_unless_told(
             "and at most 2,147,483,647, got 0",
         ),
         (
+            {"acquirer_sign_on_wait_ms": -1},
+            "acquirer_sign_on_wait_ms (TXSWITCH_ACQUIRER_SIGN_ON_WAIT_MS) must be 0 or more and at most "
+            "600,000, got -1",
+        ),
+        (
+            {"acquirer_sign_on_wait_ms": 600_001},
+            "acquirer_sign_on_wait_ms (TXSWITCH_ACQUIRER_SIGN_ON_WAIT_MS) must be 0 or more and at most "
+            "600,000, got 600001",
+        ),
+        (
             {"replacement_follows_queued_max": 0},
             "replacement_follows_queued_max (TXSWITCH_REPLACEMENT_FOLLOWS_QUEUED_MAX) must be positive "
             "and at most 2,147,483,647, got 0",
@@ -60,6 +70,11 @@ def test_a_value_a_setting_cannot_take_is_refused_by_name(changes: dict[str, obj
     [
         ("TXSWITCH_GRPC_WORKERS", "many", "TXSWITCH_GRPC_WORKERS must be a whole number, got 'many'"),
         ("TXSWITCH_CARD_ACTOR_IDLE_S", "1m", "TXSWITCH_CARD_ACTOR_IDLE_S must be a number, got '1m'"),
+        (
+            "TXSWITCH_ACQUIRER_SIGN_ON_WAIT_MS",
+            "2s",
+            "TXSWITCH_ACQUIRER_SIGN_ON_WAIT_MS must be a whole number, got '2s'",
+        ),
     ],
 )
 def test_a_variable_that_is_not_a_number_is_refused_by_name(
@@ -530,3 +545,11 @@ def test_serve_refuses_a_password_reset_url_that_is_no_web_address_before_it_sta
 )
 def test_a_password_reset_url_that_is_a_web_address_is_taken(value: str) -> None:
     Settings(password_reset_url=value).check()
+
+
+def test_the_acquirers_sign_on_wait_is_read_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().acquirer_sign_on_wait_ms == 2_000  # the fixed wait it was
+    monkeypatch.setenv("TXSWITCH_ACQUIRER_SIGN_ON_WAIT_MS", "0")
+    settings = from_environment()
+    settings.check()
+    assert settings.acquirer_sign_on_wait_ms == 0
