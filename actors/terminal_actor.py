@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import logging
@@ -110,10 +111,13 @@ class EmployeePins:
             lock = self._locks.setdefault((merchant_id, employee.employee_number), threading.Lock())
         with lock:
             stored = self._store.employee_pin(merchant_id, employee.employee_number)
+            key = (merchant_id, employee.employee_number)
             if stored is None or not stored.active:  # a deactivated user's PIN is no PIN, and no try
+                # Checked all the same, against a hash at today's cost, so timing tells no terminal
+                # which employee numbers exist: as a wrong PIN for a known one, less its try's write.
+                self._matches(key, employee.pin, _unknown_pin_hash())
                 return ResponseCode.incorrect_pin
             now = self._now()
-            key = (merchant_id, employee.employee_number)
             matches = self._matches(key, employee.pin, stored.pin_hash)
             attempt, code = after_attempt(stored.attempt, matches, self._policy, now)
             if attempt != stored.attempt:
@@ -166,6 +170,17 @@ class EmployeePins:
         if matches:
             self._verified[key] = (pin_hash, tag)
         return matches
+
+
+def _unknown_pin_hash() -> str:
+    """What an unknown or inactive employee's PIN is checked against: a hash at today's cost
+    (EMPLOYEE_PIN_ITERATIONS, read at each call), made again if that cost changed since (in tests)."""
+    return _unknown_pin_hash_at(credentials.EMPLOYEE_PIN_ITERATIONS)
+
+
+@functools.cache
+def _unknown_pin_hash_at(iterations: int) -> str:
+    return credentials.hash_employee_pin(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True, slots=True)
