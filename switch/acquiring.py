@@ -36,6 +36,7 @@ from switch.security import (
     WrappedKey,
     pin_block_format,
 )
+from switch.stopping import join_within
 from switch.store.keys import KeyStore
 from switch.store.payments import STAGE_RECOVERED, PaymentDetails, PaymentStore
 from switch.store.repository import Store
@@ -50,6 +51,9 @@ OTHER_NODE_GRACE_MS_DEFAULT = 30_000
 RECOVERY_BATCHES_MAX = 1_000  # of PENDING_BATCH_MAX payments each
 SIGN_ON_WAIT_MS_DEFAULT = 2_000  # Settings.acquirer_sign_on_wait_ms sets it for the switch
 SWEEP_INTERVAL_MAX_S = 10.0
+# How long a stop waits for the recovery sweep's thread: a sweep stuck in the database (a lock never
+# released, a connection that hangs) is left to the daemon thread, logged, so the switch's stop still ends.
+STOP_TIMEOUT_S = 10.0
 # What became of a payment found left in flight: reversed (its reversal queued, its terminal's
 # answer stored as 68), or answered by its own node meanwhile (nothing to do).
 RECOVERY_OUTCOMES = ("reversed", "answered_meanwhile")
@@ -326,7 +330,7 @@ class Acquiring:
         """Close the links; pending reversals stay stored and go out after the next start."""
         self._sweeping.set()
         if self._sweeper is not None:
-            self._sweeper.join()
+            join_within(self._sweeper, STOP_TIMEOUT_S, log, "the payment recovery sweep")
         self.gateway.stop()
 
     @property

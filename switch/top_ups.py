@@ -32,6 +32,7 @@ from switch.domain.money import Money
 from switch.domain.quoting import quoted
 from switch.domain.top_ups import TopUp, TopUpStatus, confirm_problem
 from switch.domain.transactions import Load, Outcome
+from switch.stopping import join_within
 from switch.store.engine import writing
 from switch.store.repository import as_utc
 from switch.store.schema import top_ups
@@ -469,9 +470,7 @@ class TopUpSweeper:
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join(STOP_TIMEOUT_S)
-            if self._thread.is_alive():
-                log.error("the top-up sweep did not stop within %s s; left to its thread", STOP_TIMEOUT_S)
+            join_within(self._thread, STOP_TIMEOUT_S, log, "the top-up sweep")
 
     def _run(self) -> None:
         while True:

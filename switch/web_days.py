@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from actors.terminal_actor import DayCloseError
 from switch.admin import SWITCH_DEVICE_NAMES, AdminStateError
 from switch.domain.reports import midnight
+from switch.stopping import join_within
 from switch.store.journal import TOMBSTONE_TYPE
 from switch.store.periods import web_day_close_id
 from switch.store.repository import DayCloseReport
@@ -96,12 +97,7 @@ class WebDays:
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join(STOP_TIMEOUT_S)
-            if self._thread.is_alive():
-                log.error(
-                    "the web day close pass did not stop within %s s; left to its thread",
-                    STOP_TIMEOUT_S,
-                )
+            join_within(self._thread, STOP_TIMEOUT_S, log, "the web day close pass")
 
     def close_due(self) -> list[DayCloseReport]:
         """Close every web terminal whose open period holds a transaction of an earlier day (at

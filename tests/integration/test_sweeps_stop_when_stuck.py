@@ -1,6 +1,7 @@
-"""The top-up sweep's and the web day close pass's stops wait for their thread within a limit: a thread
-stuck in the database (here a SQLite lock the test holds) is left, logged, and the switch's stop goes
-on. Both joined without a limit, so one stuck call hung `SwitchCore.stop` for as long as it lasted.
+"""The top-up sweep's, the web day close pass's and the payment recovery sweep's stops wait for their
+thread within a limit: a thread stuck in the database (here a SQLite lock the test holds) is left,
+logged, and the switch's stop goes on. Each joined without a limit, so one stuck call hung
+`SwitchCore.stop` for as long as it lasted.
 In-process, on a SQLite file in rollback-journal mode, so the lock held keeps the readers out too."""
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from switch import top_ups, web_days
+from switch import acquiring, top_ups, web_days
+from switch.acquiring import PaymentNode
 from switch.config import Settings
 from switch.core import utc_now
 from switch.store.schema import metadata
 from switch.top_ups import OnlineTopUps, TopUpSweeper
 from switch.web_days import WebDays
+from tests.integration.test_recovery_counts import node
 
 if TYPE_CHECKING:
     from switch.core import SwitchCore
@@ -33,14 +36,13 @@ STOP_LIMIT_S = 0.2
 
 
 @pytest.fixture
-def locked(tmp_path: Path) -> Iterator[tuple[Engine, sqlite3.Connection]]:
-    """An engine on a file with the switch's tables, and a connection of the test's holding the file's
-    exclusive lock: every statement of the engine waits (up to STUCK_S) until the test lets go."""
+def lockable(tmp_path: Path) -> Iterator[tuple[Engine, sqlite3.Connection]]:
+    """An engine on a file with the switch's tables, and a connection of the test's to that file: its
+    `BEGIN EXCLUSIVE` makes every statement of the engine wait (up to STUCK_S) until the test lets go."""
     path = tmp_path / "stuck.db"
     engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": STUCK_S})
     metadata.create_all(engine)
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN EXCLUSIVE")
     try:
         yield engine, holder
     finally:
@@ -48,6 +50,13 @@ def locked(tmp_path: Path) -> Iterator[tuple[Engine, sqlite3.Connection]]:
             holder.execute("ROLLBACK")
         holder.close()
         engine.dispose()
+
+
+@pytest.fixture
+def locked(lockable: tuple[Engine, sqlite3.Connection]) -> tuple[Engine, sqlite3.Connection]:
+    """As `lockable`, the lock held already."""
+    lockable[1].execute("BEGIN EXCLUSIVE")
+    return lockable
 
 
 def clock_telling(reached: threading.Event, calls_before: int = 0) -> Callable[[], dt.datetime]:
@@ -128,4 +137,30 @@ def test_the_web_day_close_stop_returns_within_its_limit_with_a_pass_stuck(
     assert stopped_while_stuck(passes.stop, thread, holder)
     assert [record.getMessage() for record in caplog.records if record.name == "switch.web_days"] == [
         f"the web day close pass did not stop within {STOP_LIMIT_S} s; left to its thread"
+    ]
+
+
+def test_the_payment_recovery_sweep_stop_returns_within_its_limit_with_a_sweep_stuck(
+    lockable: tuple[Engine, sqlite3.Connection],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine, holder = lockable
+    monkeypatch.setattr(acquiring, "STOP_TIMEOUT_S", STOP_LIMIT_S, raising=False)
+    monkeypatch.setattr(acquiring, "SWEEP_INTERVAL_MAX_S", 0.001)  # its first sweep at once
+    payments = node(engine, "node-a")  # its tables made before the lock is taken
+    assert payments.node == PaymentNode("node-a", True)
+    reached = threading.Event()
+    payments._now = clock_telling(reached)  # read by the sweep just before its query of the pending
+    holder.execute("BEGIN EXCLUSIVE")
+    # The sweeper as `Acquiring.start` makes it on a shared node, without the start's recovery (which
+    # would be stuck itself) and the gateway's links (its stop then has none to close).
+    thread = threading.Thread(target=payments._sweep, name="payment-recovery", daemon=True)
+    payments._sweeper = thread
+    caplog.set_level(logging.ERROR, logger="switch.acquiring")
+    thread.start()
+    assert reached.wait(STUCK_S / 4), "the sweep never reached its query"
+    assert stopped_while_stuck(payments.stop, thread, holder)
+    assert [record.getMessage() for record in caplog.records if record.name == "switch.acquiring"] == [
+        f"the payment recovery sweep did not stop within {STOP_LIMIT_S} s; left to its thread"
     ]
