@@ -31,6 +31,9 @@ SWITCH_WAIT_S = 5.0  # how long the simulator waits for the switch to answer bef
 CONNECT_TIMEOUT_MAX_S = 86_400.0  # a day: more is a typo (and 1e300 overflowed the wait)
 
 START_BALANCE_MINOR = 5_000
+# Printed when activation is over and the measured run begins: `make profile` starts its window on
+# it (the first progress line comes a second later, never in a run shorter than that).
+WINDOW_START_LINE = "measuring window started"
 
 FLAG_OF_SETTING = {
     "terminals": "--terminals",
@@ -115,7 +118,11 @@ async def _run_switch(args: argparse.Namespace, config: SimConfig) -> RunOutcome
     print(f"provisioning a simulator shop with {args.cards} cards on {args.target}", flush=True)
     setup = await provision(target, config, args.cards, START_BALANCE_MINOR)
     print(f"running {config.terminals} terminals for {config.duration_s:.0f} s", flush=True)
-    return await run_and_audit(target, config, setup)
+    return await run_and_audit(target, config, setup, on_window_start=_print_window_start)
+
+
+def _print_window_start() -> None:
+    print(WINDOW_START_LINE, flush=True)
 
 
 async def _run_echo(args: argparse.Namespace, config: SimConfig, address: str) -> RunOutcome:

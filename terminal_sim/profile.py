@@ -3,7 +3,7 @@
 The switch runs in this process under yappi (CPU clock, every thread); the simulator runs in a
 child process, so only the switch is measured. py-spy is the first tool to reach for, but it
 cannot keep up with one thread per live card actor. The profile covers the measuring window only
-(from the simulator's first progress line to its end), not set-up or provisioning.
+(from the simulator's "measuring window started" line to its end), not set-up or provisioning.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from switch.config import Settings, from_environment
 from switch.server import SwitchServer
 from terminal_sim.arguments import flag_problem, out_dir_problem
 from terminal_sim.bench import FLAG_OF_SETTING, closed_loop, idle_share, machine_cpu_ticks, process_cpu_s
+from terminal_sim.cli import WINDOW_START_LINE
 from terminal_sim.config import CARDS_MAX, SettingError, check_count
 from terminal_sim.processes import free_port
 
@@ -79,11 +80,18 @@ def run_simulator(args: argparse.Namespace, address: str, data_dir: Path, starte
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert child.stdout is not None
     for line in child.stdout:
-        if line.startswith("t=") and not started.is_set():
+        if run_began(line):
             started.set()
         if not line.startswith("t="):
             print(f"  sim: {line.rstrip()}", flush=True)
     return child.wait()
+
+
+def run_began(line: str) -> bool:
+    """Whether the simulator's output line marks the start of its measured run. Its progress lines
+    come every PROGRESS_INTERVAL_S from the start, so a run shorter than that printed none and was
+    taken for a run that never began; the window-start line comes in every run."""
+    return line.rstrip("\n") == WINDOW_START_LINE or line.startswith("t=")
 
 
 def switch_settings(data_dir: Path, grpc_port: int) -> Settings:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, event, text
 
 from switch.store.engine import make_engine
-from terminal_sim import profile
+from terminal_sim import cli, profile
 from terminal_sim.profile import StatementCounts
 from tests.sim.fleet_flags import FLEET_FLAG_ROWS
 
@@ -77,6 +77,8 @@ def test_only_the_statements_of_the_measuring_window_are_counted(tmp_path: Path)
 
 
 def test_make_profile_runs_against_a_real_switch_and_reports(tmp_path: Path) -> None:
+    """A run shorter than the simulator's progress interval: the profile used to wait for a progress
+    line that never came and fail with "the simulator ended before its run began"."""
     command = [
         sys.executable,
         "-m",
@@ -86,7 +88,7 @@ def test_make_profile_runs_against_a_real_switch_and_reports(tmp_path: Path) -> 
         "--cards",
         "20",
         "--duration-s",
-        "1",
+        "0.5",
         "--top",
         "3",
         "--out-dir",
@@ -98,6 +100,24 @@ def test_make_profile_runs_against_a_real_switch_and_reports(tmp_path: Path) -> 
     assert "Top 3 functions by own CPU time" in done.stdout, done.stdout
     assert "deque mutated" not in done.stdout + done.stderr
     assert (tmp_path / "out" / "switch.pstat").stat().st_size > 0
+    assert "ended before its run began" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "began"),
+    [
+        ("measuring window started\n", True),
+        ("t=  1.0s rate=     12/s approved=      12 p99=   3.10ms errors=0\n", True),
+        ("provisioning a simulator shop with 20 cards on 127.0.0.1:1\n", False),
+        ("running 2 terminals for 0 s\n", False),
+    ],
+)
+def test_the_run_begins_at_the_window_start_line_before_any_progress_line(line: str, began: bool) -> None:
+    assert profile.run_began(line) is began
+
+
+def test_the_simulator_prints_the_window_start_line_the_profile_waits_for() -> None:
+    assert profile.run_began(cli.WINDOW_START_LINE + "\n")
 
 
 SMALL_RUN = ["--terminals", "2", "--cards", "5", "--duration-s", "0.5"]  # what a row let through costs
