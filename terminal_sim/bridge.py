@@ -195,18 +195,33 @@ def _pin_spin_thread(channel: grpc.Channel) -> bool:
 
 
 def _unpin_spin_thread(channel: grpc.Channel) -> None:
-    """Drop the phantom call; one real call (it fails, any answer will do) lets the thread exit."""
+    """Drop the phantom call so the spin thread exits before the channel closes.
+
+    The thread exits only when it sees a call end and the count then reaches 0. Dropping the
+    phantom is safe only while a real call is still counted (the count stays above 0), so the
+    thread sees that call end. When there is none, one is made (it fails, any answer will do).
+    That call can end, and the thread take it off the count, before the phantom is dropped: the
+    count then went to 0 with the thread still waiting for a next event, and closing the channel
+    hands it a shutdown event with no tag ("'NoneType' object is not callable" in channel_spin).
+    So the phantom is dropped under the count's lock, and only while another call is counted."""
     state = channel._call_state  # type: ignore[attr-defined]
     unpin = channel.unary_unary(_UNPIN_METHOD, request_serializer=None, response_deserializer=None)
-    future = unpin.future(b"", timeout=UNPIN_TIMEOUT_S)
-    with state.lock:
-        state.managed_calls -= 1
-    with contextlib.suppress(grpc.RpcError, grpc.FutureTimeoutError):
-        future.result(timeout=UNPIN_TIMEOUT_S * 2)
-    # Calls cancelled from trio finish a moment later; closing the channel under a live spin
-    # thread makes grpc's thread die with a TypeError, so let the count reach zero first.
     deadline_s = time.monotonic() + UNPIN_TIMEOUT_S
-    while state.managed_calls > 0 and time.monotonic() < deadline_s:
+    futures: list[grpc.Future[Any]] = []
+    while True:
+        with state.lock:
+            if state.managed_calls > 1:
+                state.managed_calls -= 1
+                break
+        if time.monotonic() >= deadline_s:
+            _LOGGER.warning("the bridge's spin thread is still pinned as its channel closes")
+            return
+        futures.append(unpin.future(b"", timeout=UNPIN_TIMEOUT_S))
+    for future in futures:
+        with contextlib.suppress(grpc.RpcError, grpc.FutureTimeoutError, grpc.FutureCancelledError):
+            future.result(timeout=UNPIN_TIMEOUT_S * 2)
+    # Calls cancelled from trio finish a moment later: let the count reach zero, the thread go.
+    while state.managed_calls > 0 and time.monotonic() < deadline_s + UNPIN_TIMEOUT_S:
         time.sleep(UNPIN_POLL_S)
 
 
