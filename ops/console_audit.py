@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from ops.console_auth import Caller
-from ops.logs import scrub_text
+from ops.logs import scrub_cut, scrub_text
 
 COMMAND_CHARS_MAX = 512
 
@@ -40,7 +40,9 @@ class AuditLog:
             "remote": caller.remote_address,
             "mode": mode,
             # Operators type card numbers; the audit log keeps only their masked form.
-            "command": scrub_text(command, typed=True)[:COMMAND_CHARS_MAX],  # masked whole, then cut
+            # Cut as it is masked, a card number across the cut masked whole: the scrub reads a card
+            # number's length past the cut, not the whole of a huge command.
+            "command": scrub_cut(command, COMMAND_CHARS_MAX, typed=True),
             "outcome": outcome,
             "exit_status": exit_status,
         }

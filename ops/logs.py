@@ -328,6 +328,17 @@ def scrub_text(text: str, *, typed: bool = False) -> str:
     return text
 
 
+def scrub_cut(text: str, chars_max: int, *, typed: bool = False) -> str:
+    """text scrubbed (scrub_text) and cut to at most chars_max characters, reading only a card number's
+    length past the cut (CARD_NUMBER_CHARS_MAX), not the whole of a huge text: a run the read's end goes
+    through is masked whole (quoting.head_to_mask), a card number across chars_max is judged whole, and
+    the cut comes after the scrub. Of a log value (VALUE_CHARS_MAX) and of the text an operator sends
+    that is kept in a column of a given length (a console command, a card block's reason)."""
+    if len(text) > chars_max:
+        text = quoting.head_to_mask(text, chars_max + CARD_NUMBER_CHARS_MAX)
+    return scrub_text(text, typed=typed)[:chars_max]
+
+
 def scrub_message(text: str) -> str:
     """A log line's message, exception or stack text scrubbed, cut first to MESSAGE_CHARS_MAX characters."""
     if len(text) <= MESSAGE_CHARS_MAX:
@@ -381,9 +392,7 @@ def scrub_value(value: object, depth: int = 0) -> object:
 def _scrub_string(value: str) -> str:
     """Masked before it is cut, so a card number across the cut is not left in part; the scrub
     reads a card number's length past the cut, not the whole of a huge value."""
-    if len(value) > VALUE_CHARS_MAX:
-        value = quoting.head_to_mask(value, VALUE_CHARS_MAX + CARD_NUMBER_CHARS_MAX)
-    return scrub_text(value)[:VALUE_CHARS_MAX]
+    return scrub_cut(value, VALUE_CHARS_MAX)
 
 
 def scrub_fields(fields: Mapping[str, object], depth: int = 0) -> dict[str, object]:

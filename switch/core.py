@@ -36,7 +36,7 @@ from actors.payments import PaymentProcessor
 from actors.registry import ASK_ATTEMPTS_MAX, ActorRegistry
 from actors.reply import Reply, settled
 from actors.terminal_actor import EmployeePins, TerminalActor, TerminalServices
-from ops.logs import log_outcome, pan_in_id_problem, scrub_text
+from ops.logs import log_outcome, pan_in_id_problem, scrub_cut
 from switch.admin import (
     SWITCH_DEVICE_NAMES,
     Admin,
@@ -427,8 +427,9 @@ class SwitchCore:
 
     def set_card_status(self, card_id: str, status: CardStatus, reason: str, actor: str) -> CardState:
         """The reason is an operator's free text, stored with the card's event: a card number typed
-        into it is masked, and it is cut to its column's length (PostgreSQL refused it whole)."""
-        reason = scrub_text(reason, typed=True)[:CARD_EVENT_DETAIL_MAX]
+        into it is masked, and it is cut to its column's length (PostgreSQL refused it whole), cut as it is
+        masked: a card number across the cut masked whole, a huge reason not scrubbed whole."""
+        reason = scrub_cut(reason, CARD_EVENT_DETAIL_MAX, typed=True)
         # No time limit: the card actor waits for its write to land, so the answer is what holds.
         state: CardState = self.card_actors.ask(card_id, SetStatus(status, reason, actor), None)
         return state
