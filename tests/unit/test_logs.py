@@ -368,6 +368,16 @@ ASSIGNMENT_CASES: list[tuple[str, str, str]] = [
     ("after an underscore", "employee_pin=4321 set", f"employee_pin={REDACTED} set"),
     ("after underscores, upper case", "NEW_CARD_CVV: 737", f"NEW_CARD_CVV: {REDACTED}"),
     ("in camel case", "employeePin=4321", f"employeePin={REDACTED}"),
+    # The name at the start or inside of a longer one, as is_sensitive_name takes it: its words split as a
+    # field's are (after "_" or "-", in camel case, between letters and digits), not by a space.
+    ("before an underscore", "pin_block_id=0412FFFF ok", f"pin_block_id={REDACTED} ok"),
+    ("before a dash", "pin-block-id: 0412FFFF", f"pin-block-id: {REDACTED}"),
+    ("before camel case", "pinBlockId=0412FFFF", f"pinBlockId={REDACTED}"),
+    ("upper case before camel case", "PINCount=3", f"PINCount={REDACTED}"),
+    ("inside, upper case", "NEW_PIN_BLOCK_ID=0412FFFF", f"NEW_PIN_BLOCK_ID={REDACTED}"),
+    ("before a digit", "pin2=4321", f"pin2={REDACTED}"),
+    ("a count named so, as its field is", "<x pin_count='2'/>", f"<x pin_count='{REDACTED}'/>"),
+    ("an element named so", "<pin_block_id>0412</pin_block_id>", f"<pin_block_id>{REDACTED}</pin_block_id>"),
     (
         "card number in camel case",
         f'{{"virtualCardNumber": "{PAN_16}"}}',
@@ -433,6 +443,11 @@ def _spellings(words: tuple[str, ...]) -> list[str]:
         "".join(words).upper(),
         "new_" + "_".join(words),
         "new" + camel[0].upper() + camel[1:],
+        "_".join(words) + "_id",
+        "-".join(words) + "-id",
+        camel + "Id",
+        "_".join(words).upper() + "_ID",
+        "new_" + "_".join(words) + "_2",
     ]
 
 
@@ -456,7 +471,10 @@ HARMLESS_CASES = [
     ("a dotted date and counter", "close 2026.12.07.0001"),
     ("words with pin inside", "spinning up 4 actors; company pinned"),
     ("words ending in a name", "Japan: 4 sites; JAPAN: 2; mapping: 1; SPIN: 3; max_pins=4"),
-    ("xml, empty or another name", "<pin/><spin>3</spin><pins>4</pins><x pin_count='2'/>"),
+    ("xml, empty or another name", "<pin/><spin>3</spin><pins>4</pins><x pins_count='2'/>"),
+    # A longer word holding a name is no name: "_" or "-", camel case or digits split a name's words.
+    ("longer words", "spin_id=2 pinned_at=3 panel_id=4 company-id=5 secretary=6 passwords_ok=7 Spanish=8"),
+    ("upper-case longer words", "PINNED=1 PANEL_ID=2 SPAN_ID=3 PINs=4 JAPAN_2=5"),
     ("a name and a greater-than sign", "PIN tries > 3 -> blocked"),
     # Luhn-valid across its cells, as a spaced run is masked: a tab parts a table's columns, so only
     # layouts cards print are judged across it.
