@@ -343,12 +343,15 @@ def scrub_text(text: str, *, typed: bool = False) -> str:
 
 def scrub_cut(text: str, chars_max: int, *, typed: bool = False) -> str:
     """text scrubbed (scrub_text) and cut to at most chars_max characters, reading only a card number's
-    length past the cut (CARD_NUMBER_CHARS_MAX), not the whole of a huge text: a run the read's end goes
-    through is masked whole (quoting.head_to_mask), a card number across chars_max is judged whole, and
+    length past the cut (CARD_NUMBER_CHARS_MAX), not the whole of a huge text: the digits ending the read
+    are masked whole (quoting.mask_trailing_run), a card number across chars_max is judged whole, and
     the cut comes after the scrub. Of a log value (VALUE_CHARS_MAX) and of the text an operator sends
     that is kept in a column of a given length (a console command, a card block's reason)."""
-    if len(text) > chars_max:
-        text = quoting.head_to_mask(text, chars_max + CARD_NUMBER_CHARS_MAX)
+    if len(text) > chars_max + CARD_NUMBER_CHARS_MAX:
+        # The digits ending the read masked whatever follows, as scrub_message's: a card number glued
+        # to letters past the read ("...411111111111111107x") is no longer seen glued, and the runs
+        # masked before it may shrink the text enough to bring it into view.
+        text = quoting.mask_trailing_run(text[: chars_max + CARD_NUMBER_CHARS_MAX])
     return scrub_text(text, typed=typed)[:chars_max]
 
 

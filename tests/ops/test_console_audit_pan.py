@@ -44,6 +44,19 @@ def test_a_card_number_cut_after_a_long_masked_run_is_masked_too() -> None:
     assert isinstance(scrubbed, str) and PAN[:kept] not in scrubbed, scrubbed
 
 
+def test_a_card_number_glued_to_letters_past_the_read_is_masked_when_it_comes_into_view() -> None:
+    # The read ends between the card number's glued digits and the letter after them: read alone, the
+    # 18 digits fail Luhn and are no glued card number; the 250 card numbers before, one run masked,
+    # shrink the value so far that they are kept.
+    glued = PAN + "07"
+    value = PAN * 250 + "y" * (VALUE_CHARS_MAX + CARD_NUMBER_CHARS_MAX - len(glued) - len(PAN) * 250)
+    value += glued + "x and more"
+    assert value.index(glued, len(PAN) * 250) + len(glued) == VALUE_CHARS_MAX + CARD_NUMBER_CHARS_MAX
+    scrubbed = scrub_value(value)
+    assert isinstance(scrubbed, str)
+    assert PAN[:8] not in scrubbed, scrubbed[-40:]
+
+
 class _Shown:
     """Not a str: logged as str() of it."""
 
