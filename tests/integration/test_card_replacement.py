@@ -138,13 +138,18 @@ def test_a_transfer_the_journal_could_not_take_is_unavailable_and_moves_once_sen
     # Reported lost first (by phone): the replacement then writes only its transfer.
     world.server.core.set_card_status(lost_id, CardStatus.lost, "reported lost", "test")
     landed: list[WriteResult] = []
+    submitted = 0
     with sqlite_write_lock_held(world):  # until the replacement has been refused
         writer = world.server.core.writer
         deadline_s = time.monotonic() + 2.0
         while writer.submit(Write(), landed.append) and time.monotonic() < deadline_s:
+            submitted += 1
             time.sleep(0.01)  # the writer takes one and waits for the lock; the next fills the queue
         with pytest.raises(grpc.RpcError) as refused:
             replace(world, lost, new, "queue-full")
+    # Sent again once the queue has drained (every write that filled it has landed): sent at once, it
+    # could find the queue still full (seen in a full run) and be refused again.
+    wait_until(lambda: len(landed) == submitted, timeout_s=10.0)
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE, refused.value
     details = refused.value.details() or ""
     assert "nothing moved, send it again" in details, details
