@@ -23,12 +23,13 @@ import grpc
 import pytest
 
 from ops.logs import configure_logging
-from protocols.iso8583 import decode_message, encode_message, format_amount, frame
+from protocols.iso8583 import encode_message, format_amount, frame
 from protocols.wire import backoffice_pb2 as bo
 from protocols.wire import terminal_pb2 as pb
 from switch import cli
 from switch.domain.cards import CardStatus
 from tests.integration.harness import MERCHANT_EMAIL, World, start_world
+from tests.integration.test_inbound_iso import read_answer
 from tests.ops.conftest import ConsoleWorld, Keys, console_world_with
 
 ACQUIRER = "4711"
@@ -186,7 +187,7 @@ def test_the_inbound_log_line_never_shows_every_digit_of_field_2(tmp_path: Path)
                         "49": "978",
                     }
                     connection.sendall(frame(encode_message(request)))
-                    answer = decode_message(_receive_frame(connection))
+                    answer = read_answer(connection)
                     assert answer["39"] == "14"  # not one of our cards
         finally:
             world.channel.close()
@@ -197,18 +198,6 @@ def test_the_inbound_log_line_never_shows_every_digit_of_field_2(tmp_path: Path)
     for pan, masked in zip(pans, logged, strict=True):
         shown = masked.replace("*", "")
         assert len(shown) <= len(pan) - 2, f"field 2 {pan} logged as {masked}: {len(shown)} digits in clear"
-
-
-def _receive_frame(connection: socket.socket) -> bytes:
-    def receive(count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = connection.recv(count - len(data))
-            assert chunk, "the switch closed the connection"
-            data += chunk
-        return data
-
-    return receive(int.from_bytes(receive(2), "big"))
 
 
 # 4. The operator's screen: `txswitch admin` ---------------------------------------------------
